@@ -1,0 +1,27 @@
+//! JSON (`wamp.2.json`): binary values as `"\u0000" + base64` strings.
+//! serde_json's own recursion limit (128) sits above [`super::MAX_DEPTH`],
+//! so the depth check in `check_depth` decides.
+
+use super::wire::{OwnedValue, WireMessage};
+use crate::errors::{DecodeError, EncodeError};
+use crate::message::Message;
+use crate::value::Value;
+
+pub(super) fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let syntax = |e: serde_json::Error| DecodeError::Syntax {
+        serializer: "JSON",
+        detail: e.to_string(),
+    };
+    let OwnedValue::<true>(v) = serde::Deserialize::deserialize(&mut de).map_err(syntax)?;
+    de.end().map_err(syntax)?;
+    super::check_depth(&v, "JSON")?;
+    Ok(v)
+}
+
+pub(super) fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    serde_json::to_writer(out, &WireMessage::<true>(msg)).map_err(|e| EncodeError {
+        serializer: "JSON",
+        detail: e.to_string(),
+    })
+}

@@ -1,0 +1,200 @@
+//! The serde bridge between [`Message`]/[`Value`] and the three serializers.
+//!
+//! `JSON = true` applies WAMP's binary convention for JSON: bytes travel as a
+//! string that starts with `\u0000` followed by standard base64. MessagePack
+//! and CBOR carry bytes natively (`JSON = false`).
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+
+use crate::message::{Field, Message};
+use crate::value::{Dict, Value};
+
+/// Pre-allocation cap for lists and maps whose declared length comes from the
+/// peer: a hostile length prefix must not reserve memory the data never fills.
+const MAX_PREALLOC: usize = 1024;
+
+/// A message borrowed for encoding.
+pub(crate) struct WireMessage<'a, const JSON: bool>(pub &'a Message);
+
+struct WireValue<'a, const JSON: bool>(&'a Value);
+struct WireDict<'a, const JSON: bool>(&'a Dict);
+struct WireList<'a, const JSON: bool>(&'a [Value]);
+
+impl<const JSON: bool> Serialize for WireMessage<'_, JSON> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fields = self.0.fields();
+        let fields = fields.as_slice();
+        let mut seq = s.serialize_seq(Some(fields.len()))?;
+        for f in fields {
+            match f {
+                Field::Int(i) => seq.serialize_element(i)?,
+                Field::Str(x) => seq.serialize_element(x)?,
+                Field::Dict(d) => seq.serialize_element(&WireDict::<JSON>(d))?,
+                Field::List(l) => seq.serialize_element(&WireList::<JSON>(l))?,
+            }
+        }
+        seq.end()
+    }
+}
+
+impl<const JSON: bool> Serialize for WireDict<'_, JSON> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, &WireValue::<JSON>(v))?;
+        }
+        map.end()
+    }
+}
+
+impl<const JSON: bool> Serialize for WireList<'_, JSON> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for v in self.0 {
+            seq.serialize_element(&WireValue::<JSON>(v))?;
+        }
+        seq.end()
+    }
+}
+
+impl<const JSON: bool> Serialize for WireValue<'_, JSON> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::UInt(u) => s.serialize_u64(*u),
+            Value::Float(x) => s.serialize_f64(*x),
+            Value::Str(x) => s.serialize_str(x),
+            Value::Bytes(b) if JSON => {
+                let mut text = String::with_capacity(1 + b.len().div_ceil(3) * 4);
+                text.push('\0');
+                B64.encode_string(b, &mut text);
+                s.serialize_str(&text)
+            }
+            Value::Bytes(b) => s.serialize_bytes(b),
+            Value::List(l) => WireList::<JSON>(l).serialize(s),
+            Value::Dict(d) => WireDict::<JSON>(d).serialize(s),
+        }
+    }
+}
+
+/// A value decoded from the wire.
+pub(crate) struct OwnedValue<const JSON: bool>(pub Value);
+
+impl<'de, const JSON: bool> Deserialize<'de> for OwnedValue<JSON> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor::<JSON>).map(OwnedValue)
+    }
+}
+
+struct ValueVisitor<const JSON: bool>;
+
+impl<const JSON: bool> ValueVisitor<JSON> {
+    fn string<E: de::Error>(s: String) -> Result<Value, E> {
+        if JSON && let Some(b64) = s.strip_prefix('\0') {
+            return B64
+                .decode(b64)
+                .map(Value::Bytes)
+                .map_err(|e| E::custom(format!("a string starting with \\u0000 must be base64-encoded binary: {e}")));
+        }
+        Ok(Value::Str(s))
+    }
+}
+
+impl<'de, const JSON: bool> Visitor<'de> for ValueVisitor<JSON> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a WAMP value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
+        if let Ok(i) = i64::try_from(v) {
+            Ok(Value::Int(i))
+        } else if let Ok(u) = u64::try_from(v) {
+            Ok(Value::UInt(u))
+        } else {
+            Err(E::custom("integer out of the 64-bit range"))
+        }
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
+        u64::try_from(v)
+            .map(Value::from)
+            .map_err(|_| E::custom("integer out of the 64-bit range"))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Self::string(v.to_owned())
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Self::string(v)
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
+        Ok(Value::Bytes(v.to_vec()))
+    }
+    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Value, E> {
+        Ok(Value::Bytes(v))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_PREALLOC));
+        while let Some(OwnedValue(v)) = seq.next_element::<OwnedValue<JSON>>()? {
+            list.push(v);
+        }
+        Ok(Value::List(list))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut dict = Dict::new();
+        while let Some(key) = map.next_key::<DictKey>()? {
+            let OwnedValue(v) = map.next_value::<OwnedValue<JSON>>()?;
+            dict.insert(key.0, v);
+        }
+        Ok(Value::Dict(dict))
+    }
+}
+
+/// A dict key: WAMP dicts are keyed by strings only.
+struct DictKey(String);
+
+impl<'de> Deserialize<'de> for DictKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = DictKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string dict key (WAMP dict keys must be strings)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DictKey, E> {
+                Ok(DictKey(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<DictKey, E> {
+                Ok(DictKey(v))
+            }
+        }
+        d.deserialize_any(KeyVisitor)
+    }
+}

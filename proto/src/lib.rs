@@ -1,0 +1,23 @@
+//! # proto: WAMP v2 itself, no router logic
+//!
+//! # Layout
+//! - [`value`]: the dynamic [`Value`] carried in payloads, details and options;
+//!   binary-safe across all serializers.
+//! - [`message`]: every WAMP message as a typed struct inside [`Message`],
+//!   with field-by-field shape checking on decode.
+//! - [`codec`]: the [`Serializer`] enum: JSON, MessagePack, CBOR, exactly as
+//!   autobahn sends and expects them.
+//! - [`uri`]: URI validation (loose, strict, prefix and wildcard patterns)
+//!   and matching.
+//! - [`errors`]: well-known `wamp.error.*` URIs, [`DecodeError`], [`EncodeError`].
+
+pub mod codec;
+pub mod errors;
+pub mod message;
+pub mod uri;
+pub mod value;
+
+pub use codec::Serializer;
+pub use errors::{DecodeError, EncodeError};
+pub use message::{Id, MAX_ID, Message, Payload};
+pub use value::{Dict, Value};
