@@ -593,7 +593,11 @@ impl Reader {
                 ))
             })?,
         };
-        Ok(Reader { code, items, pos: 1 })
+        Ok(Reader {
+            code,
+            items,
+            pos: 1,
+        })
     }
 
     fn err(&self, field: &str, expected: &str, found: Option<&Value>) -> DecodeError {

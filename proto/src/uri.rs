@@ -42,7 +42,9 @@ impl MatchPolicy {
         match v {
             None => Ok(MatchPolicy::Exact),
             Some(Value::Str(s)) => MatchPolicy::from_name(s).ok_or_else(|| {
-                format!("unknown match policy {s:?}: expected \"exact\", \"prefix\" or \"wildcard\"")
+                format!(
+                    "unknown match policy {s:?}: expected \"exact\", \"prefix\" or \"wildcard\""
+                )
             }),
             Some(other) => Err(format!(
                 "option \"match\" must be a string (\"exact\", \"prefix\" or \"wildcard\"), found {}",
@@ -69,7 +71,9 @@ pub enum UriError {
     #[error("the URI is empty")]
     Empty,
     /// A component is empty (`com..pop`) where the policy forbids it.
-    #[error("URI {uri:?} has an empty component at position {position} (allowed only in wildcard patterns{last})")]
+    #[error(
+        "URI {uri:?} has an empty component at position {position} (allowed only in wildcard patterns{last})"
+    )]
     EmptyComponent {
         /// The offending URI.
         uri: String,
@@ -227,9 +231,22 @@ mod tests {
         let e = validate("com.Example", MatchPolicy::Exact, true).unwrap_err();
         assert!(e.to_string().contains("'E'"), "{e}");
         let e = validate("com.ex ample", MatchPolicy::Exact, false).unwrap_err();
-        assert!(matches!(e, UriError::BadChar { ch: ' ', position: 2, .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                UriError::BadChar {
+                    ch: ' ',
+                    position: 2,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         assert!(validate("com.a#b", MatchPolicy::Exact, false).is_err());
-        assert_eq!(validate("", MatchPolicy::Exact, false), Err(UriError::Empty));
+        assert_eq!(
+            validate("", MatchPolicy::Exact, false),
+            Err(UriError::Empty)
+        );
     }
 
     #[test]
@@ -247,8 +264,16 @@ mod tests {
     fn matching() {
         assert!(matches("com.a", MatchPolicy::Prefix, "com.ab"));
         assert!(matches("", MatchPolicy::Prefix, "anything"));
-        assert!(matches("com..pop", MatchPolicy::Wildcard, "com.balloon.pop"));
-        assert!(!matches("com..pop", MatchPolicy::Wildcard, "com.balloon.pop.x"));
+        assert!(matches(
+            "com..pop",
+            MatchPolicy::Wildcard,
+            "com.balloon.pop"
+        ));
+        assert!(!matches(
+            "com..pop",
+            MatchPolicy::Wildcard,
+            "com.balloon.pop.x"
+        ));
         assert!(!matches("com..pop", MatchPolicy::Wildcard, "com.pop"));
         assert!(!matches("com.x", MatchPolicy::Exact, "com.xy"));
     }

@@ -1,1 +1,168 @@
+//! # router-worker: the Trellis WAMP router
+//!
+//! # Layout
+//! - [`config`]: the router's part of `node.json` (realms, roles,
+//!   transports) and its semantic validation.
+//! - [`transport`]: listeners and framing; [`transport::websocket`] speaks
+//!   WAMP over WebSocket.
+//! - [`session`]: one task per connection, the WAMP session state machine.
+//! - [`realm`]: one actor per realm owning the broker, dealer and sessions.
+//! - [`broker`], [`dealer`]: sans-IO Pub/Sub and RPC state, unit-tested.
+//! - [`authz`]: static role permissions.
+//! - [`outbound`]: outbound messages encoded once per serializer.
+//!
+//! [`Router::bind`] opens every listener (so port clashes fail before
+//! anything runs), [`Router::serve`] runs until the shutdown token fires,
+//! and [`run`] does both.
 
+pub mod authz;
+pub mod broker;
+pub mod config;
+pub mod dealer;
+pub mod outbound;
+pub mod realm;
+pub mod session;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{Endpoint, RouterConfig};
+use crate::realm::RealmHandle;
+use crate::transport::websocket::{self, WsSettings};
+
+/// The realms of a router by name, shared by every session task.
+pub type Realms = Arc<HashMap<String, RealmHandle>>;
+
+/// How long sessions get to say GOODBYE on shutdown before tasks are dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// The config has problems; each names its key path.
+    #[error("invalid router configuration:\n{}", .0.iter().map(|p| format!("  {}: {}", p.path, p.message)).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<config::ConfigProblem>),
+    /// A listener could not be opened.
+    #[error("cannot listen on {endpoint} for transports[{index}]: {cause}")]
+    Bind {
+        /// Index in `transports`.
+        index: usize,
+        /// The address tried.
+        endpoint: String,
+        /// The OS error (address in use, permission denied, ...).
+        cause: std::io::Error,
+    },
+}
+
+/// A router with its listeners bound, ready to serve.
+pub struct Router {
+    realms: Realms,
+    listeners: Vec<(TcpListener, Arc<WsSettings>)>,
+}
+
+impl Router {
+    /// Validate the config, start the realms and bind every transport.
+    ///
+    /// # Errors
+    /// [`RouterError::Config`] listing every config problem, or
+    /// [`RouterError::Bind`] naming the transport and address that failed.
+    pub async fn bind(cfg: &RouterConfig) -> Result<Router, RouterError> {
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(RouterError::Config(problems));
+        }
+        let mut listeners = Vec::new();
+        for (index, t) in cfg.transports.iter().enumerate() {
+            let ws = t;
+            let Endpoint {
+                port,
+                interface,
+                version,
+                ..
+            } = &ws.endpoint;
+            let host = match (interface, version) {
+                (Some(i), _) => i.clone(),
+                (None, Some(6)) => "::".into(),
+                (None, _) => "0.0.0.0".into(),
+            };
+            let addr = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            let listener = TcpListener::bind(&addr)
+                .await
+                .map_err(|cause| RouterError::Bind {
+                    index,
+                    endpoint: addr.clone(),
+                    cause,
+                })?;
+            listeners.push((listener, Arc::new(WsSettings::from_config(index, ws))));
+        }
+        let realms: HashMap<String, RealmHandle> = cfg
+            .realms
+            .iter()
+            .map(|r| (r.name.clone(), RealmHandle::spawn(r)))
+            .collect();
+        Ok(Router {
+            realms: Arc::new(realms),
+            listeners,
+        })
+    }
+
+    /// The bound address of each transport, in config order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Serve until `shutdown` is cancelled, then say GOODBYE to every
+    /// session and wait (bounded) for them to finish.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        for (listener, settings) in self.listeners {
+            if let Ok(addr) = listener.local_addr() {
+                info!(transport = %settings.name, %addr, "listening for WAMP over WebSocket");
+            }
+            tracker.spawn(websocket::serve(
+                listener,
+                settings,
+                self.realms.clone(),
+                shutdown.child_token(),
+                tracker.clone(),
+            ));
+        }
+        shutdown.cancelled().await;
+        info!("shutting down: closing sessions");
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                remaining = tracker.len(),
+                "sessions did not finish within {} s; dropping them",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
+    }
+}
+
+/// Bind and serve a router until `shutdown`.
+///
+/// # Errors
+/// As [`Router::bind`].
+pub async fn run(cfg: &RouterConfig, shutdown: CancellationToken) -> Result<(), RouterError> {
+    Router::bind(cfg).await?.serve(shutdown).await;
+    Ok(())
+}

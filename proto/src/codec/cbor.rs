@@ -7,11 +7,13 @@ use crate::value::Value;
 
 pub(super) fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
     let mut rest: &[u8] = bytes;
-    let OwnedValue::<false>(v) = ciborium::de::from_reader_with_recursion_limit(&mut rest, super::MAX_DEPTH + 1)
-        .map_err(|e| DecodeError::Syntax {
-            serializer: "CBOR",
-            detail: e.to_string(),
-        })?;
+    let OwnedValue::<false>(v) =
+        ciborium::de::from_reader_with_recursion_limit(&mut rest, super::MAX_DEPTH + 1).map_err(
+            |e| DecodeError::Syntax {
+                serializer: "CBOR",
+                detail: e.to_string(),
+            },
+        )?;
     if !rest.is_empty() {
         return Err(DecodeError::Syntax {
             serializer: "CBOR",

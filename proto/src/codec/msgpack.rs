@@ -8,12 +8,13 @@ use crate::value::Value;
 pub(super) fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
     let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
     de.set_max_depth(super::MAX_DEPTH + 1);
-    let OwnedValue::<false>(v) = serde::Deserialize::deserialize(&mut de).map_err(|e: rmp_serde::decode::Error| {
-        DecodeError::Syntax {
-            serializer: "MessagePack",
-            detail: e.to_string(),
-        }
-    })?;
+    let OwnedValue::<false>(v) =
+        serde::Deserialize::deserialize(&mut de).map_err(|e: rmp_serde::decode::Error| {
+            DecodeError::Syntax {
+                serializer: "MessagePack",
+                detail: e.to_string(),
+            }
+        })?;
     let rest = bytes.len() as u64 - de.position();
     if rest > 0 {
         return Err(DecodeError::Syntax {

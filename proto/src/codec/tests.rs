@@ -11,7 +11,9 @@ fn arb_value() -> impl Strategy<Value = crate::Value> {
         any::<i64>().prop_map(Value::Int),
         (i64::MAX as u64 + 1..=u64::MAX).prop_map(Value::UInt),
         // NaN has no JSON form and never equals itself; infinities neither.
-        any::<f64>().prop_filter("finite", |x| x.is_finite()).prop_map(Value::Float),
+        any::<f64>()
+            .prop_filter("finite", |x| x.is_finite())
+            .prop_map(Value::Float),
         "\\PC{0,12}".prop_map(Value::Str),
         proptest::collection::vec(any::<u8>(), 0..24).prop_map(Value::Bytes),
     ];
@@ -28,7 +30,8 @@ fn arb_dict() -> impl Strategy<Value = Dict> {
 }
 
 fn arb_payload() -> impl Strategy<Value = Payload> {
-    (proptest::collection::vec(arb_value(), 0..4), arb_dict()).prop_map(|(args, kwargs)| Payload { args, kwargs })
+    (proptest::collection::vec(arb_value(), 0..4), arb_dict())
+        .prop_map(|(args, kwargs)| Payload { args, kwargs })
 }
 
 fn arb_id() -> impl Strategy<Value = Id> {
@@ -41,31 +44,127 @@ fn arb_uri() -> impl Strategy<Value = String> {
 
 fn arb_message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (arb_uri(), arb_dict()).prop_map(|(realm, details)| Message::Hello(Hello { realm, details })),
-        (arb_id(), arb_dict()).prop_map(|(session, details)| Message::Welcome(Welcome { session, details })),
-        (arb_dict(), arb_uri()).prop_map(|(details, reason)| Message::Abort(Abort { details, reason })),
-        ("\\PC{0,10}", arb_dict()).prop_map(|(authmethod, extra)| Message::Challenge(Challenge { authmethod, extra })),
-        ("\\PC{0,10}", arb_dict()).prop_map(|(signature, extra)| Message::Authenticate(Authenticate { signature, extra })),
-        (arb_dict(), arb_uri()).prop_map(|(details, reason)| Message::Goodbye(Goodbye { details, reason })),
-        (prop_oneof![Just(16u64), Just(32), Just(48), Just(68)], arb_id(), arb_dict(), arb_uri(), arb_payload())
-            .prop_map(|(request_type, request, details, error, payload)| Message::Error(WampError { request_type, request, details, error, payload })),
-        (arb_id(), arb_dict(), arb_uri(), arb_payload()).prop_map(|(request, options, topic, payload)| Message::Publish(Publish { request, options, topic, payload })),
-        (arb_id(), arb_id()).prop_map(|(request, publication)| Message::Published(Published { request, publication })),
-        (arb_id(), arb_dict(), arb_uri()).prop_map(|(request, options, topic)| Message::Subscribe(Subscribe { request, options, topic })),
-        (arb_id(), arb_id()).prop_map(|(request, subscription)| Message::Subscribed(Subscribed { request, subscription })),
-        (arb_id(), arb_id()).prop_map(|(request, subscription)| Message::Unsubscribe(Unsubscribe { request, subscription })),
-        (arb_id(), proptest::option::of(arb_dict())).prop_map(|(request, details)| Message::Unsubscribed(Unsubscribed { request, details })),
-        (arb_id(), arb_id(), arb_dict(), arb_payload()).prop_map(|(subscription, publication, details, payload)| Message::Event(Event { subscription, publication, details, payload })),
-        (arb_id(), arb_dict(), arb_uri(), arb_payload()).prop_map(|(request, options, procedure, payload)| Message::Call(Call { request, options, procedure, payload })),
-        (arb_id(), arb_dict()).prop_map(|(request, options)| Message::Cancel(Cancel { request, options })),
-        (arb_id(), arb_dict(), arb_payload()).prop_map(|(request, details, payload)| Message::Result(CallResult { request, details, payload })),
-        (arb_id(), arb_dict(), arb_uri()).prop_map(|(request, options, procedure)| Message::Register(Register { request, options, procedure })),
-        (arb_id(), arb_id()).prop_map(|(request, registration)| Message::Registered(Registered { request, registration })),
-        (arb_id(), arb_id()).prop_map(|(request, registration)| Message::Unregister(Unregister { request, registration })),
-        (arb_id(), proptest::option::of(arb_dict())).prop_map(|(request, details)| Message::Unregistered(Unregistered { request, details })),
-        (arb_id(), arb_id(), arb_dict(), arb_payload()).prop_map(|(request, registration, details, payload)| Message::Invocation(Invocation { request, registration, details, payload })),
-        (arb_id(), arb_dict()).prop_map(|(request, options)| Message::Interrupt(Interrupt { request, options })),
-        (arb_id(), arb_dict(), arb_payload()).prop_map(|(request, options, payload)| Message::Yield(Yield { request, options, payload })),
+        (arb_uri(), arb_dict())
+            .prop_map(|(realm, details)| Message::Hello(Hello { realm, details })),
+        (arb_id(), arb_dict())
+            .prop_map(|(session, details)| Message::Welcome(Welcome { session, details })),
+        (arb_dict(), arb_uri())
+            .prop_map(|(details, reason)| Message::Abort(Abort { details, reason })),
+        ("\\PC{0,10}", arb_dict())
+            .prop_map(|(authmethod, extra)| Message::Challenge(Challenge { authmethod, extra })),
+        ("\\PC{0,10}", arb_dict()).prop_map(|(signature, extra)| Message::Authenticate(
+            Authenticate { signature, extra }
+        )),
+        (arb_dict(), arb_uri())
+            .prop_map(|(details, reason)| Message::Goodbye(Goodbye { details, reason })),
+        (
+            prop_oneof![Just(16u64), Just(32), Just(48), Just(68)],
+            arb_id(),
+            arb_dict(),
+            arb_uri(),
+            arb_payload()
+        )
+            .prop_map(
+                |(request_type, request, details, error, payload)| Message::Error(WampError {
+                    request_type,
+                    request,
+                    details,
+                    error,
+                    payload
+                })
+            ),
+        (arb_id(), arb_dict(), arb_uri(), arb_payload()).prop_map(
+            |(request, options, topic, payload)| Message::Publish(Publish {
+                request,
+                options,
+                topic,
+                payload
+            })
+        ),
+        (arb_id(), arb_id()).prop_map(|(request, publication)| Message::Published(Published {
+            request,
+            publication
+        })),
+        (arb_id(), arb_dict(), arb_uri()).prop_map(|(request, options, topic)| Message::Subscribe(
+            Subscribe {
+                request,
+                options,
+                topic
+            }
+        )),
+        (arb_id(), arb_id()).prop_map(|(request, subscription)| Message::Subscribed(Subscribed {
+            request,
+            subscription
+        })),
+        (arb_id(), arb_id()).prop_map(|(request, subscription)| Message::Unsubscribe(
+            Unsubscribe {
+                request,
+                subscription
+            }
+        )),
+        (arb_id(), proptest::option::of(arb_dict())).prop_map(|(request, details)| {
+            Message::Unsubscribed(Unsubscribed { request, details })
+        }),
+        (arb_id(), arb_id(), arb_dict(), arb_payload()).prop_map(
+            |(subscription, publication, details, payload)| Message::Event(Event {
+                subscription,
+                publication,
+                details,
+                payload
+            })
+        ),
+        (arb_id(), arb_dict(), arb_uri(), arb_payload()).prop_map(
+            |(request, options, procedure, payload)| Message::Call(Call {
+                request,
+                options,
+                procedure,
+                payload
+            })
+        ),
+        (arb_id(), arb_dict())
+            .prop_map(|(request, options)| Message::Cancel(Cancel { request, options })),
+        (arb_id(), arb_dict(), arb_payload()).prop_map(|(request, details, payload)| {
+            Message::Result(CallResult {
+                request,
+                details,
+                payload,
+            })
+        }),
+        (arb_id(), arb_dict(), arb_uri()).prop_map(|(request, options, procedure)| {
+            Message::Register(Register {
+                request,
+                options,
+                procedure,
+            })
+        }),
+        (arb_id(), arb_id()).prop_map(|(request, registration)| Message::Registered(Registered {
+            request,
+            registration
+        })),
+        (arb_id(), arb_id()).prop_map(|(request, registration)| Message::Unregister(Unregister {
+            request,
+            registration
+        })),
+        (arb_id(), proptest::option::of(arb_dict())).prop_map(|(request, details)| {
+            Message::Unregistered(Unregistered { request, details })
+        }),
+        (arb_id(), arb_id(), arb_dict(), arb_payload()).prop_map(
+            |(request, registration, details, payload)| Message::Invocation(Invocation {
+                request,
+                registration,
+                details,
+                payload
+            })
+        ),
+        (arb_id(), arb_dict())
+            .prop_map(|(request, options)| Message::Interrupt(Interrupt { request, options })),
+        (arb_id(), arb_dict(), arb_payload()).prop_map(|(request, options, payload)| {
+            Message::Yield(Yield {
+                request,
+                options,
+                payload,
+            })
+        }),
     ]
 }
 
@@ -117,12 +216,18 @@ fn json_matches_autobahn_wire_form() {
     let msg = Message::Yield(Yield {
         request: 1,
         options: Dict::new(),
-        payload: Payload { args: vec![], kwargs: crate::dict! {"a" => 1i64} },
+        payload: Payload {
+            args: vec![],
+            kwargs: crate::dict! {"a" => 1i64},
+        },
     });
     let text = String::from_utf8(Serializer::Json.encode_to_vec(&msg).unwrap()).unwrap();
     assert_eq!(text, "[70,1,{},[],{\"a\":1}]");
     // No payload: nothing after the fixed fields.
-    let msg = Message::Published(Published { request: 3, publication: 9 });
+    let msg = Message::Published(Published {
+        request: 3,
+        publication: 9,
+    });
     assert_eq!(Serializer::Json.encode_to_vec(&msg).unwrap(), b"[17,3,9]");
 }
 
@@ -136,35 +241,58 @@ fn msgpack_carries_bytes_as_bin() {
     });
     let bytes = Serializer::MsgPack.encode_to_vec(&msg).unwrap();
     // fixarray(5) 36 1 2 fixmap(0) fixarray(1) bin8(3) ff ff ff
-    assert_eq!(bytes, [0x95, 36, 1, 2, 0x80, 0x91, 0xc4, 3, 0xff, 0xff, 0xff]);
+    assert_eq!(
+        bytes,
+        [0x95, 36, 1, 2, 0x80, 0x91, 0xc4, 3, 0xff, 0xff, 0xff]
+    );
 }
 
 #[test]
 fn decode_errors_name_the_field() {
-    let e = Serializer::Json.decode(br#"[16, 1, "x", "com.t"]"#).unwrap_err();
-    assert_eq!(e.to_string(), "PUBLISH element 3 (Options) must be a dict, found string");
+    let e = Serializer::Json
+        .decode(br#"[16, 1, "x", "com.t"]"#)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "PUBLISH element 3 (Options) must be a dict, found string"
+    );
     let e = Serializer::Json.decode(br#"[48, 1, {}]"#).unwrap_err();
-    assert_eq!(e.to_string(), "CALL element 4 (Procedure) must be a string, the message ended");
+    assert_eq!(
+        e.to_string(),
+        "CALL element 4 (Procedure) must be a string, the message ended"
+    );
     let e = Serializer::Json.decode(br#"[99, 1]"#).unwrap_err();
     assert_eq!(e, DecodeError::UnknownType(99));
-    let e = Serializer::Json.decode(br#"[32, 0, {}, "a.b"]"#).unwrap_err();
+    let e = Serializer::Json
+        .decode(br#"[32, 0, {}, "a.b"]"#)
+        .unwrap_err();
     assert!(e.to_string().contains("between 1 and 2^53, found 0"), "{e}");
-    let e = Serializer::Json.decode(br#"[32, 9007199254740993, {}, "a.b"]"#).unwrap_err();
+    let e = Serializer::Json
+        .decode(br#"[32, 9007199254740993, {}, "a.b"]"#)
+        .unwrap_err();
     assert!(e.to_string().contains("between 1 and 2^53"), "{e}");
     let e = Serializer::Json.decode(br#"[17, 1, 2, 3]"#).unwrap_err();
     assert!(e.to_string().contains("trailing"), "{e}");
     let e = Serializer::Json.decode(br#"{"a": 1}"#).unwrap_err();
     assert!(e.to_string().contains("must be a list"), "{e}");
-    let e = Serializer::Json.decode(br#"[1, "realm1", {}] x"#).unwrap_err();
+    let e = Serializer::Json
+        .decode(br#"[1, "realm1", {}] x"#)
+        .unwrap_err();
     assert!(matches!(e, DecodeError::Syntax { .. }), "{e}");
-    let e = Serializer::Json.decode(b"[16, 1, {}, \"t\", [\"\\u0000!!\"]]").unwrap_err();
+    let e = Serializer::Json
+        .decode(b"[16, 1, {}, \"t\", [\"\\u0000!!\"]]")
+        .unwrap_err();
     assert!(e.to_string().contains("base64"), "{e}");
 }
 
 #[test]
 fn deep_nesting_is_refused_not_overflowed() {
     for depth in [MAX_DEPTH + 5, 100_000] {
-        let json = format!("[16,1,{{}},\"t\",[{}{}]]", "[".repeat(depth), "]".repeat(depth));
+        let json = format!(
+            "[16,1,{{}},\"t\",[{}{}]]",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
         assert!(Serializer::Json.decode(json.as_bytes()).is_err());
         let mut mp = vec![0x95, 16, 1, 0x80, 0xa1, b't'];
         mp.extend(std::iter::repeat_n(0x91u8, depth));
@@ -180,10 +308,26 @@ fn deep_nesting_is_refused_not_overflowed() {
 #[test]
 fn hostile_length_prefixes_do_not_allocate() {
     // msgpack array32 claiming 4 billion elements, then nothing.
-    assert!(Serializer::MsgPack.decode(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
+    assert!(
+        Serializer::MsgPack
+            .decode(&[0xdd, 0xff, 0xff, 0xff, 0xff])
+            .is_err()
+    );
     // CBOR array with a 2^63 length, and a byte string claiming 2^63 bytes.
-    assert!(Serializer::Cbor.decode(&[0x9b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
-    assert!(Serializer::Cbor.decode(&[0x81, 0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+    assert!(
+        Serializer::Cbor
+            .decode(&[0x9b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+            .is_err()
+    );
+    assert!(
+        Serializer::Cbor
+            .decode(&[0x81, 0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+            .is_err()
+    );
     // msgpack map keyed by an integer.
-    assert!(Serializer::MsgPack.decode(&[0x93, 1, 0xa1, b'r', 0x81, 1, 2]).is_err());
+    assert!(
+        Serializer::MsgPack
+            .decode(&[0x93, 1, 0xa1, b'r', 0x81, 1, 2])
+            .is_err()
+    );
 }

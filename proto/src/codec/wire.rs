@@ -98,10 +98,11 @@ struct ValueVisitor<const JSON: bool>;
 impl<const JSON: bool> ValueVisitor<JSON> {
     fn string<E: de::Error>(s: String) -> Result<Value, E> {
         if JSON && let Some(b64) = s.strip_prefix('\0') {
-            return B64
-                .decode(b64)
-                .map(Value::Bytes)
-                .map_err(|e| E::custom(format!("a string starting with \\u0000 must be base64-encoded binary: {e}")));
+            return B64.decode(b64).map(Value::Bytes).map_err(|e| {
+                E::custom(format!(
+                    "a string starting with \\u0000 must be base64-encoded binary: {e}"
+                ))
+            });
         }
         Ok(Value::Str(s))
     }

@@ -1,0 +1,14 @@
+//! # trellis: the node controller
+//!
+//! # Layout
+//! - [`config`]: locate, load (figment: file + `TRELLIS__` env) and validate
+//!   `node.json`; the embedded default config.
+//! - [`logging`]: tracing setup (`--loglevel`, `RUST_LOG`/`TRELLIS_LOG`,
+//!   `--log-format`).
+//! - [`node`]: `trellis start`: binds every router and serves until SIGTERM
+//!   or SIGINT. Router workers run inside this process until process
+//!   supervision lands.
+
+pub mod config;
+pub mod logging;
+pub mod node;

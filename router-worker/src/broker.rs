@@ -1,0 +1,263 @@
+//! The Broker: subscriptions and who receives a publication (sans-IO).
+//!
+//! Owned by the realm actor; plain synchronous methods, no sockets, so every
+//! rule is unit-tested here. Sessions subscribing to the same (topic, match
+//! policy) share one subscription id, as WAMP requires, which also lets the
+//! realm encode one EVENT per subscription and serializer for all its
+//! subscribers.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use proto::Id;
+use proto::uri::{self, MatchPolicy};
+
+/// One subscription: a topic pattern and the sessions on it.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// The subscription id handed to clients.
+    pub id: Id,
+    /// Topic or pattern.
+    pub topic: String,
+    /// How `topic` matches publications.
+    pub policy: MatchPolicy,
+    /// Subscribed sessions, ordered so fan-out order is stable.
+    pub subscribers: BTreeSet<Id>,
+}
+
+/// Result of [`Broker::subscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The (possibly shared) subscription id.
+    pub id: Id,
+    /// True if this call created the subscription.
+    pub created: bool,
+}
+
+/// Result of a successful [`Broker::unsubscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsubscribed {
+    /// True if the last subscriber left and the subscription is gone.
+    pub deleted: bool,
+}
+
+/// All subscriptions of one realm.
+#[derive(Debug, Default)]
+pub struct Broker {
+    subs: HashMap<Id, Subscription>,
+    /// Exact subscriptions by topic: the common case, no scan.
+    exact: HashMap<String, Id>,
+    /// Prefix and wildcard subscriptions by (policy, pattern).
+    patterns: HashMap<(MatchPolicy, String), Id>,
+    /// Which subscriptions each session holds, for cleanup on leave.
+    by_session: HashMap<Id, HashSet<Id>>,
+    /// Router-scoped sequential ids.
+    next_id: Id,
+}
+
+impl Broker {
+    /// An empty broker.
+    pub fn new() -> Self {
+        Broker::default()
+    }
+
+    fn alloc_id(&mut self) -> Id {
+        self.next_id = if self.next_id >= proto::MAX_ID {
+            1
+        } else {
+            self.next_id + 1
+        };
+        self.next_id
+    }
+
+    /// Subscribe `session` to `topic` under `policy`. Subscribing twice to the
+    /// same topic and policy returns the same id (idempotent).
+    pub fn subscribe(&mut self, session: Id, topic: &str, policy: MatchPolicy) -> Subscribed {
+        let existing = match policy {
+            MatchPolicy::Exact => self.exact.get(topic).copied(),
+            _ => self.patterns.get(&(policy, topic.to_owned())).copied(),
+        };
+        let (id, created) = match existing {
+            Some(id) => (id, false),
+            None => {
+                let mut id = self.alloc_id();
+                while self.subs.contains_key(&id) {
+                    id = self.alloc_id();
+                }
+                self.subs.insert(
+                    id,
+                    Subscription {
+                        id,
+                        topic: topic.to_owned(),
+                        policy,
+                        subscribers: BTreeSet::new(),
+                    },
+                );
+                match policy {
+                    MatchPolicy::Exact => self.exact.insert(topic.to_owned(), id),
+                    _ => self.patterns.insert((policy, topic.to_owned()), id),
+                };
+                (id, true)
+            }
+        };
+        if let Some(sub) = self.subs.get_mut(&id) {
+            sub.subscribers.insert(session);
+        }
+        self.by_session.entry(session).or_default().insert(id);
+        Subscribed { id, created }
+    }
+
+    /// Remove `session` from subscription `id`.
+    ///
+    /// Returns `None` if the session is not subscribed under that id
+    /// (`wamp.error.no_such_subscription`).
+    pub fn unsubscribe(&mut self, session: Id, id: Id) -> Option<Unsubscribed> {
+        let held = self.by_session.get_mut(&session)?;
+        if !held.remove(&id) {
+            return None;
+        }
+        if held.is_empty() {
+            self.by_session.remove(&session);
+        }
+        Some(self.detach(session, id))
+    }
+
+    fn detach(&mut self, session: Id, id: Id) -> Unsubscribed {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return Unsubscribed { deleted: false };
+        };
+        sub.subscribers.remove(&session);
+        if !sub.subscribers.is_empty() {
+            return Unsubscribed { deleted: false };
+        }
+        if let Some(sub) = self.subs.remove(&id) {
+            match sub.policy {
+                MatchPolicy::Exact => self.exact.remove(&sub.topic),
+                p => self.patterns.remove(&(p, sub.topic)),
+            };
+        }
+        Unsubscribed { deleted: true }
+    }
+
+    /// Drop every subscription of a session that left. Returns the ids it
+    /// held and whether each was deleted.
+    pub fn remove_session(&mut self, session: Id) -> Vec<(Id, Unsubscribed)> {
+        let Some(held) = self.by_session.remove(&session) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<Id> = held.into_iter().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .map(|id| (id, self.detach(session, id)))
+            .collect()
+    }
+
+    /// Every subscription matching a publication to `topic`.
+    pub fn matching(&self, topic: &str) -> Vec<&Subscription> {
+        let mut out = Vec::new();
+        if let Some(sub) = self.exact.get(topic).and_then(|id| self.subs.get(id)) {
+            out.push(sub);
+        }
+        for ((policy, pattern), id) in &self.patterns {
+            if uri::matches(pattern, *policy, topic)
+                && let Some(sub) = self.subs.get(id)
+            {
+                out.push(sub);
+            }
+        }
+        out
+    }
+
+    /// A subscription by id.
+    pub fn get(&self, id: Id) -> Option<&Subscription> {
+        self.subs.get(&id)
+    }
+
+    /// Number of live subscriptions.
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// True when there are no subscriptions.
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_topic_shares_one_subscription() {
+        let mut b = Broker::new();
+        let a = b.subscribe(1, "com.t", MatchPolicy::Exact);
+        let c = b.subscribe(2, "com.t", MatchPolicy::Exact);
+        assert!(a.created && !c.created);
+        assert_eq!(a.id, c.id);
+        // Idempotent for the same session.
+        assert_eq!(
+            b.subscribe(1, "com.t", MatchPolicy::Exact),
+            Subscribed {
+                id: a.id,
+                created: false
+            }
+        );
+        let subs = b.matching("com.t");
+        assert_eq!(subs.len(), 1);
+        assert_eq!(
+            subs[0].subscribers.iter().copied().collect::<Vec<_>>(),
+            [1, 2]
+        );
+    }
+
+    #[test]
+    fn unsubscribe_rules() {
+        let mut b = Broker::new();
+        let s = b.subscribe(1, "com.t", MatchPolicy::Exact).id;
+        b.subscribe(2, "com.t", MatchPolicy::Exact);
+        assert_eq!(b.unsubscribe(3, s), None, "not subscribed");
+        assert_eq!(b.unsubscribe(1, s + 100), None, "unknown id");
+        assert_eq!(b.unsubscribe(1, s), Some(Unsubscribed { deleted: false }));
+        assert_eq!(b.unsubscribe(1, s), None, "twice");
+        assert_eq!(b.unsubscribe(2, s), Some(Unsubscribed { deleted: true }));
+        assert!(b.matching("com.t").is_empty());
+        assert!(b.is_empty());
+        // A new subscription after deletion gets a fresh id.
+        assert_ne!(b.subscribe(1, "com.t", MatchPolicy::Exact).id, s);
+    }
+
+    #[test]
+    fn leaving_session_is_removed_everywhere() {
+        let mut b = Broker::new();
+        let x = b.subscribe(1, "a", MatchPolicy::Exact).id;
+        let y = b.subscribe(1, "b", MatchPolicy::Exact).id;
+        b.subscribe(2, "b", MatchPolicy::Exact);
+        let removed = b.remove_session(1);
+        assert_eq!(
+            removed,
+            vec![
+                (x, Unsubscribed { deleted: true }),
+                (y, Unsubscribed { deleted: false })
+            ]
+        );
+        assert!(b.matching("a").is_empty());
+        assert_eq!(b.matching("b")[0].subscribers.len(), 1);
+        assert!(b.remove_session(1).is_empty());
+    }
+
+    #[test]
+    fn patterns_match_alongside_exact() {
+        let mut b = Broker::new();
+        b.subscribe(1, "com.t.x", MatchPolicy::Exact);
+        b.subscribe(2, "com.t", MatchPolicy::Prefix);
+        b.subscribe(3, "com..x", MatchPolicy::Wildcard);
+        b.subscribe(4, "org", MatchPolicy::Prefix);
+        let mut got: Vec<Id> = b
+            .matching("com.t.x")
+            .iter()
+            .flat_map(|s| s.subscribers.iter().copied())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, [1, 2, 3]);
+    }
+}

@@ -1,0 +1,521 @@
+//! The router worker's part of `node.json`, in Crossbar.io's shape.
+//!
+//! Parsed with `deny_unknown_fields` everywhere, so a misspelt key is an
+//! error that names the key, never silently ignored. Cross-reference checks
+//! (a transport's auth role exists in every realm, ...) are in
+//! [`RouterConfig::validate`]; the controller adds file names and key paths.
+
+use std::collections::BTreeMap;
+
+use proto::uri::MatchPolicy;
+use serde::{Deserialize, Serialize};
+
+/// One router worker: its realms and the transports clients connect on.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Worker id, used in logs (`worker-001` when absent).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Realms served by this router.
+    #[serde(default)]
+    pub realms: Vec<RealmConfig>,
+    /// Listening transports.
+    #[serde(default)]
+    pub transports: Vec<TransportConfig>,
+}
+
+/// A realm: a routing and authorization domain.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RealmConfig {
+    /// The realm's URI (`realm1`).
+    pub name: String,
+    /// Roles that sessions in this realm may have.
+    #[serde(default)]
+    pub roles: Vec<RoleConfig>,
+    /// Realm options.
+    #[serde(default)]
+    pub options: RealmOptions,
+}
+
+/// Options of a realm.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RealmOptions {
+    /// `"strict"` (components of `[0-9a-z_]`) or `"loose"` (the default, as
+    /// in Crossbar.io).
+    #[serde(default)]
+    pub uri_check: UriCheck,
+}
+
+/// Which URI rule a realm enforces on client URIs.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UriCheck {
+    /// Components of `[0-9a-z_]` only.
+    Strict,
+    /// No whitespace, `.` or `#` inside a component.
+    #[default]
+    Loose,
+}
+
+/// A role and what it may do.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// The role's name (`anonymous`, `backend`, ...).
+    pub name: String,
+    /// Static permissions; everything not allowed here is denied.
+    #[serde(default)]
+    pub permissions: Vec<PermissionConfig>,
+}
+
+/// One static permission rule.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionConfig {
+    /// The URI or pattern the rule covers (`""` with prefix match covers all).
+    pub uri: String,
+    /// How `uri` matches: `exact` (default), `prefix` or `wildcard`.
+    #[serde(default, rename = "match", with = "match_policy")]
+    pub match_policy: MatchPolicy,
+    /// Which actions are allowed.
+    #[serde(default)]
+    pub allow: AllowConfig,
+    /// Whether the caller/publisher identity is disclosed to callees/subscribers.
+    #[serde(default)]
+    pub disclose: DiscloseConfig,
+    /// Whether the decision may be cached (always true for static rules).
+    #[serde(default = "yes")]
+    pub cache: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Per-action allow flags (absent means denied).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AllowConfig {
+    #[serde(default)]
+    pub call: bool,
+    #[serde(default)]
+    pub register: bool,
+    #[serde(default)]
+    pub publish: bool,
+    #[serde(default)]
+    pub subscribe: bool,
+}
+
+/// Identity disclosure settings.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DiscloseConfig {
+    /// Disclose the caller to the callee even if the caller did not ask.
+    #[serde(default)]
+    pub caller: bool,
+    /// Disclose the publisher to subscribers even if the publisher did not ask.
+    #[serde(default)]
+    pub publisher: bool,
+}
+
+mod match_policy {
+    use proto::uri::MatchPolicy;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &MatchPolicy, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.name())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MatchPolicy, D::Error> {
+        let s = String::deserialize(d)?;
+        MatchPolicy::from_name(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown match policy {s:?}, expected \"exact\", \"prefix\" or \"wildcard\""
+            ))
+        })
+    }
+}
+
+/// A listening transport. One flat struct with a `type` field rather than
+/// an internally tagged enum: serde buffers tagged enums, which would lose
+/// the key path of errors inside them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TransportConfig {
+    /// The transport type.
+    #[serde(rename = "type")]
+    pub kind: TransportKind,
+    /// An id for logs.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Where to listen.
+    pub endpoint: Endpoint,
+    /// Serializers offered (`json`, `msgpack`, `cbor`); all when absent.
+    #[serde(default)]
+    pub serializers: Option<Vec<String>>,
+    /// Limits and timeouts.
+    #[serde(default)]
+    pub options: WebSocketOptions,
+    /// Authentication methods; anonymous with role `anonymous` when absent.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Crossbar.io's per-transport debug flag; accepted for compatibility,
+    /// log levels are set with `--loglevel`/`RUST_LOG` instead.
+    #[serde(default)]
+    pub debug: bool,
+    /// Crossbar.io's advertised URL; informational.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// Transport types.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// WAMP over WebSocket.
+    Websocket,
+}
+
+/// Where a transport listens.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// The endpoint type.
+    #[serde(rename = "type")]
+    pub kind: EndpointKind,
+    /// The TCP port (0 picks a free one).
+    pub port: u16,
+    /// The address to bind; all interfaces when absent.
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// IP version (4 or 6) when `interface` is absent.
+    #[serde(default)]
+    pub version: Option<u8>,
+    /// Listen backlog (accepted for compatibility; the OS default is used).
+    #[serde(default)]
+    pub backlog: Option<u32>,
+}
+
+/// Endpoint types.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    /// A TCP port.
+    Tcp,
+}
+
+/// Limits and timeouts of a WebSocket transport. Times are in milliseconds,
+/// as in Crossbar.io.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketOptions {
+    /// Largest WAMP message accepted, in bytes (after reassembly of fragments).
+    pub max_message_size: usize,
+    /// Largest single WebSocket frame accepted, in bytes.
+    pub max_frame_size: usize,
+    /// Deadline for the whole HTTP upgrade, from TCP accept.
+    pub open_handshake_timeout: u64,
+    /// Deadline for HELLO after the upgrade.
+    pub hello_timeout: u64,
+    /// Refuse clients that offer no WAMP subprotocol (Crossbar.io's default).
+    pub require_websocket_subprotocol: bool,
+    /// Messages queued for one session before it counts as too slow and is
+    /// closed.
+    pub max_queue_messages: usize,
+    /// Concurrent connections on this transport; more are refused at once.
+    pub max_connections: usize,
+}
+
+impl Default for WebSocketOptions {
+    fn default() -> Self {
+        WebSocketOptions {
+            max_message_size: 1 << 20,
+            max_frame_size: 1 << 20,
+            open_handshake_timeout: 10_000,
+            hello_timeout: 10_000,
+            require_websocket_subprotocol: true,
+            max_queue_messages: 2048,
+            max_connections: 50_000,
+        }
+    }
+}
+
+/// Per-transport authentication, keyed by method as in Crossbar.io.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Anonymous access.
+    #[serde(default)]
+    pub anonymous: Option<AnonymousAuth>,
+}
+
+/// Anonymous authentication: every session gets `role`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymousAuth {
+    /// Must be `static` (Crossbar.io's only kind for anonymous).
+    #[serde(rename = "type", default = "static_kind")]
+    pub kind: String,
+    /// The role anonymous sessions get.
+    #[serde(default = "anonymous_role")]
+    pub role: String,
+}
+
+fn static_kind() -> String {
+    "static".into()
+}
+fn anonymous_role() -> String {
+    "anonymous".into()
+}
+
+/// A semantic problem in a router config, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Key path relative to the router worker (`realms[0].roles[1].name`).
+    pub path: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl RouterConfig {
+    /// Check what serde cannot: names, URIs, cross-references. Returns every
+    /// problem found, not only the first.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut p = |path: String, message: String| out.push(ConfigProblem { path, message });
+        if self.realms.is_empty() {
+            p("realms".into(), "a router needs at least one realm".into());
+        }
+        let mut names = BTreeMap::new();
+        for (i, realm) in self.realms.iter().enumerate() {
+            if let Err(e) = proto::uri::validate(&realm.name, MatchPolicy::Exact, false) {
+                p(
+                    format!("realms[{i}].name"),
+                    format!("not a valid realm URI: {e}"),
+                );
+            }
+            if let Some(first) = names.insert(realm.name.clone(), i) {
+                p(
+                    format!("realms[{i}].name"),
+                    format!(
+                        "realm {:?} is already defined at realms[{first}]",
+                        realm.name
+                    ),
+                );
+            }
+            let mut roles = BTreeMap::new();
+            for (j, role) in realm.roles.iter().enumerate() {
+                if role.name.is_empty() {
+                    p(
+                        format!("realms[{i}].roles[{j}].name"),
+                        "a role needs a non-empty name".into(),
+                    );
+                }
+                if let Some(first) = roles.insert(role.name.clone(), j) {
+                    p(
+                        format!("realms[{i}].roles[{j}].name"),
+                        format!(
+                            "role {:?} is already defined at realms[{i}].roles[{first}]",
+                            role.name
+                        ),
+                    );
+                }
+                for (k, perm) in role.permissions.iter().enumerate() {
+                    if let Err(e) = proto::uri::validate(&perm.uri, perm.match_policy, false) {
+                        p(
+                            format!("realms[{i}].roles[{j}].permissions[{k}].uri"),
+                            format!(
+                                "not a valid URI for match {:?}: {e}",
+                                perm.match_policy.name()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if self.transports.is_empty() {
+            p(
+                "transports".into(),
+                "a router needs at least one transport".into(),
+            );
+        }
+        for (i, t) in self.transports.iter().enumerate() {
+            let ws = t;
+            if let Some(list) = &ws.serializers {
+                if list.is_empty() {
+                    p(
+                        format!("transports[{i}].serializers"),
+                        "an empty list leaves clients no serializer: list some of \"json\", \"msgpack\", \"cbor\" or leave the key out".into(),
+                    );
+                }
+                for (j, s) in list.iter().enumerate() {
+                    if proto::Serializer::from_name(s).is_none() {
+                        p(
+                            format!("transports[{i}].serializers[{j}]"),
+                            format!(
+                                "unknown serializer {s:?}: expected \"json\", \"msgpack\" or \"cbor\""
+                            ),
+                        );
+                    }
+                }
+            }
+            let o = &ws.options;
+            if o.max_message_size < 1024 {
+                p(
+                    format!("transports[{i}].options.max_message_size"),
+                    format!(
+                        "{} bytes is too small for WAMP: use at least 1024",
+                        o.max_message_size
+                    ),
+                );
+            }
+            if o.max_frame_size < 1024 {
+                p(
+                    format!("transports[{i}].options.max_frame_size"),
+                    format!(
+                        "{} bytes is too small for WAMP: use at least 1024",
+                        o.max_frame_size
+                    ),
+                );
+            }
+            for (key, v) in [
+                ("open_handshake_timeout", o.open_handshake_timeout),
+                ("hello_timeout", o.hello_timeout),
+            ] {
+                if v == 0 {
+                    p(
+                        format!("transports[{i}].options.{key}"),
+                        "must be a positive number of milliseconds".into(),
+                    );
+                }
+            }
+            if o.max_queue_messages == 0 || o.max_connections == 0 {
+                p(
+                    format!("transports[{i}].options"),
+                    "max_queue_messages and max_connections must be at least 1".into(),
+                );
+            }
+            if let Some(v) = &ws.endpoint.version
+                && *v != 4
+                && *v != 6
+            {
+                p(
+                    format!("transports[{i}].endpoint.version"),
+                    format!("IP version must be 4 or 6, found {v}"),
+                );
+            }
+            let auth = ws.auth.as_ref().map(|a| {
+                a.anonymous
+                    .as_ref()
+                    .map(|an| (an.kind.as_str(), an.role.as_str()))
+            });
+            let role = match auth {
+                Some(None) => {
+                    p(
+                        format!("transports[{i}].auth"),
+                        "no authentication method is configured: add \"anonymous\" or leave \"auth\" out".into(),
+                    );
+                    None
+                }
+                Some(Some((kind, _))) if kind != "static" => {
+                    p(
+                        format!("transports[{i}].auth.anonymous.type"),
+                        format!("anonymous authentication is \"static\", found {kind:?}"),
+                    );
+                    None
+                }
+                Some(Some((_, role))) => Some(role),
+                None => Some("anonymous"),
+            };
+            if let Some(role) = role {
+                {
+                    for (r, realm) in self.realms.iter().enumerate() {
+                        if !realm.roles.iter().any(|x| x.name == role) {
+                            p(
+                                format!("transports[{i}].auth.anonymous.role"),
+                                format!(
+                                    "role {role:?} does not exist in realm {:?} (realms[{r}].roles): add it there or name an existing role",
+                                    realm.name
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl TransportConfig {
+    /// The serializers this transport offers, in the router's order.
+    pub fn serializer_list(&self) -> Vec<proto::Serializer> {
+        match &self.serializers {
+            None => proto::Serializer::ALL.to_vec(),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| proto::Serializer::from_name(n))
+                .collect(),
+        }
+    }
+
+    /// The role anonymous sessions on this transport get.
+    pub fn anonymous_role(&self) -> Option<&str> {
+        match &self.auth {
+            None => Some("anonymous"),
+            Some(a) => a.anonymous.as_ref().map(|x| x.role.as_str()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> RouterConfig {
+        serde_json::from_str(json).expect("valid config")
+    }
+
+    #[test]
+    fn crossbar_shaped_router_parses() {
+        let cfg = parse(
+            r#"{"type_ignored_by_controller": null}"#
+                .replace(r#""type_ignored_by_controller": null"#, r#""realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": [{"uri": "", "match": "prefix", "allow": {"call": true, "register": true, "publish": true, "subscribe": true}, "disclose": {"caller": false, "publisher": false}, "cache": true}]}]}], "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 8080}, "serializers": ["json", "msgpack"], "auth": {"anonymous": {"type": "static", "role": "anonymous"}}}]"#)
+                .as_str(),
+        );
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        assert_eq!(
+            cfg.transports[0].serializer_list(),
+            vec![proto::Serializer::Json, proto::Serializer::MsgPack]
+        );
+    }
+
+    #[test]
+    fn problems_are_all_reported_with_paths() {
+        let cfg = parse(
+            r#"{"realms": [{"name": "realm 1", "roles": [{"name": "x", "permissions": [{"uri": "a..b", "allow": {}}]}]}],
+                "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 1, "version": 5}, "serializers": ["xml"]}]}"#,
+        );
+        let paths: Vec<String> = cfg.validate().into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "realms[0].name",
+                "realms[0].roles[0].permissions[0].uri",
+                "transports[0].serializers[0]",
+                "transports[0].endpoint.version",
+                "transports[0].auth.anonymous.role"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err =
+            serde_json::from_str::<RouterConfig>(r#"{"realms": [{"name": "r", "rolez": []}]}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("rolez"), "{err}");
+    }
+}

@@ -1,0 +1,498 @@
+//! The Dealer: registrations and calls in flight (sans-IO).
+//!
+//! Owned by the realm actor. It decides which callee gets a call (the most
+//! specific registration: exact, then longest prefix, then wildcard; within a
+//! shared registration, by its invoke policy) and remembers each invocation
+//! until its final YIELD or ERROR, or until caller or callee leaves.
+
+use std::collections::{HashMap, HashSet};
+
+use proto::Id;
+use proto::uri::{self, MatchPolicy, Specificity};
+
+/// How a shared registration picks among its callees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvokePolicy {
+    /// One callee only; a second registration is refused.
+    Single,
+    /// In turn.
+    RoundRobin,
+    /// At random.
+    Random,
+    /// The callee that registered first.
+    First,
+    /// The callee that registered last.
+    Last,
+}
+
+impl InvokePolicy {
+    /// Parse the `invoke` option of REGISTER.
+    pub fn from_name(s: &str) -> Option<InvokePolicy> {
+        Some(match s {
+            "single" => InvokePolicy::Single,
+            "roundrobin" => InvokePolicy::RoundRobin,
+            "random" => InvokePolicy::Random,
+            "first" => InvokePolicy::First,
+            "last" => InvokePolicy::Last,
+            _ => return None,
+        })
+    }
+
+    /// The policy's wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            InvokePolicy::Single => "single",
+            InvokePolicy::RoundRobin => "roundrobin",
+            InvokePolicy::Random => "random",
+            InvokePolicy::First => "first",
+            InvokePolicy::Last => "last",
+        }
+    }
+}
+
+/// A registration: a procedure (or pattern) and its callees.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The registration id handed to callees.
+    pub id: Id,
+    /// Procedure URI or pattern.
+    pub procedure: String,
+    /// How `procedure` matches calls.
+    pub policy: MatchPolicy,
+    /// How a callee is chosen.
+    pub invoke: InvokePolicy,
+    /// Callees in registration order.
+    pub callees: Vec<Id>,
+    /// Next round-robin position.
+    rr_next: usize,
+}
+
+/// Why a REGISTER was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterError {
+    /// A single registration exists already (`wamp.error.procedure_already_exists`).
+    AlreadyExists,
+    /// A shared registration exists with another invoke policy.
+    PolicyMismatch {
+        /// The existing registration's policy.
+        existing: InvokePolicy,
+    },
+    /// This session has registered this procedure already.
+    AlreadyRegisteredBySession,
+}
+
+/// A call in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// The invocation id the callee sees.
+    pub invocation: Id,
+    /// The calling session.
+    pub caller: Id,
+    /// The caller's CALL request id.
+    pub caller_request: Id,
+    /// The session running the call.
+    pub callee: Id,
+    /// The registration it was routed through.
+    pub registration: Id,
+}
+
+/// What [`Dealer::remove_session`] cleaned up.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Registrations the session held and whether each was deleted.
+    pub registrations: Vec<(Id, bool)>,
+    /// Calls the session was running: their callers must get an error.
+    pub orphaned_calls: Vec<Pending>,
+    /// Calls the session had made: their callees may be interrupted.
+    pub abandoned_calls: Vec<Pending>,
+}
+
+/// All registrations and pending calls of one realm.
+#[derive(Debug, Default)]
+pub struct Dealer {
+    regs: HashMap<Id, Registration>,
+    /// Exact registrations by procedure: the common case, no scan.
+    exact: HashMap<String, Id>,
+    /// Pattern registrations by (policy, pattern).
+    patterns: HashMap<(MatchPolicy, String), Id>,
+    /// Registration ids per session, for cleanup on leave.
+    regs_by_session: HashMap<Id, HashSet<Id>>,
+    /// Calls in flight by invocation id.
+    pending: HashMap<Id, Pending>,
+    /// Invocation id by (caller, request), to catch reused request ids and
+    /// to find a call from its caller's side.
+    by_caller: HashMap<(Id, Id), Id>,
+    /// Invocation ids per session taking part (as caller or callee).
+    calls_by_session: HashMap<Id, HashSet<Id>>,
+    next_reg: Id,
+    next_inv: Id,
+}
+
+fn next(counter: &mut Id) -> Id {
+    *counter = if *counter >= proto::MAX_ID {
+        1
+    } else {
+        *counter + 1
+    };
+    *counter
+}
+
+impl Dealer {
+    /// An empty dealer.
+    pub fn new() -> Self {
+        Dealer::default()
+    }
+
+    /// Register `session` as a callee of `procedure`.
+    ///
+    /// # Errors
+    /// [`RegisterError`] when the procedure is taken or the invoke policies
+    /// disagree.
+    pub fn register(
+        &mut self,
+        session: Id,
+        procedure: &str,
+        policy: MatchPolicy,
+        invoke: InvokePolicy,
+    ) -> Result<Id, RegisterError> {
+        let existing = match policy {
+            MatchPolicy::Exact => self.exact.get(procedure).copied(),
+            _ => self.patterns.get(&(policy, procedure.to_owned())).copied(),
+        };
+        if let Some(id) = existing
+            && let Some(reg) = self.regs.get_mut(&id)
+        {
+            if reg.callees.contains(&session) {
+                return Err(RegisterError::AlreadyRegisteredBySession);
+            }
+            if reg.invoke == InvokePolicy::Single && invoke == InvokePolicy::Single {
+                return Err(RegisterError::AlreadyExists);
+            }
+            if reg.invoke != invoke {
+                return Err(RegisterError::PolicyMismatch {
+                    existing: reg.invoke,
+                });
+            }
+            reg.callees.push(session);
+            self.regs_by_session.entry(session).or_default().insert(id);
+            return Ok(id);
+        }
+        let mut id = next(&mut self.next_reg);
+        while self.regs.contains_key(&id) {
+            id = next(&mut self.next_reg);
+        }
+        self.regs.insert(
+            id,
+            Registration {
+                id,
+                procedure: procedure.to_owned(),
+                policy,
+                invoke,
+                callees: vec![session],
+                rr_next: 0,
+            },
+        );
+        match policy {
+            MatchPolicy::Exact => self.exact.insert(procedure.to_owned(), id),
+            _ => self.patterns.insert((policy, procedure.to_owned()), id),
+        };
+        self.regs_by_session.entry(session).or_default().insert(id);
+        Ok(id)
+    }
+
+    /// Remove `session` from registration `id`. `None` if it does not hold
+    /// it (`wamp.error.no_such_registration`); otherwise whether the
+    /// registration is now deleted.
+    pub fn unregister(&mut self, session: Id, id: Id) -> Option<bool> {
+        let held = self.regs_by_session.get_mut(&session)?;
+        if !held.remove(&id) {
+            return None;
+        }
+        if held.is_empty() {
+            self.regs_by_session.remove(&session);
+        }
+        Some(self.detach(session, id))
+    }
+
+    fn detach(&mut self, session: Id, id: Id) -> bool {
+        let Some(reg) = self.regs.get_mut(&id) else {
+            return false;
+        };
+        reg.callees.retain(|c| *c != session);
+        if !reg.callees.is_empty() {
+            if reg.rr_next >= reg.callees.len() {
+                reg.rr_next = 0;
+            }
+            return false;
+        }
+        if let Some(reg) = self.regs.remove(&id) {
+            match reg.policy {
+                MatchPolicy::Exact => self.exact.remove(&reg.procedure),
+                p => self.patterns.remove(&(p, reg.procedure)),
+            };
+        }
+        true
+    }
+
+    /// The registration a call to `procedure` goes to: exact, else the
+    /// longest prefix, else the most specific wildcard.
+    pub fn lookup(&self, procedure: &str) -> Option<&Registration> {
+        if let Some(reg) = self.exact.get(procedure).and_then(|id| self.regs.get(id)) {
+            return Some(reg);
+        }
+        self.patterns
+            .iter()
+            .filter(|((policy, pattern), _)| uri::matches(pattern, *policy, procedure))
+            .max_by(|((pa, a), ia), ((pb, b), ib)| {
+                Specificity::of(a, *pa)
+                    .cmp(&Specificity::of(b, *pb))
+                    // Deterministic among equals: the older registration.
+                    .then(ib.cmp(ia))
+            })
+            .and_then(|(_, id)| self.regs.get(id))
+    }
+
+    /// Route a call: pick the registration and callee by invoke policy.
+    /// Returns (registration id, callee), or `None` when no callee exists.
+    pub fn route(&mut self, procedure: &str) -> Option<(Id, Id)> {
+        let id = self.lookup(procedure)?.id;
+        let reg = self.regs.get_mut(&id)?;
+        let n = reg.callees.len();
+        let callee = match reg.invoke {
+            InvokePolicy::Single | InvokePolicy::First => *reg.callees.first()?,
+            InvokePolicy::Last => *reg.callees.last()?,
+            InvokePolicy::RoundRobin => {
+                let c = *reg.callees.get(reg.rr_next % n)?;
+                reg.rr_next = (reg.rr_next + 1) % n;
+                c
+            }
+            InvokePolicy::Random => *reg.callees.get(rand::random_range(0..n))?,
+        };
+        Some((id, callee))
+    }
+
+    /// A registration by id.
+    pub fn get(&self, id: Id) -> Option<&Registration> {
+        self.regs.get(&id)
+    }
+
+    /// True if `caller` already has call `request` in flight.
+    pub fn call_in_flight(&self, caller: Id, request: Id) -> bool {
+        self.by_caller.contains_key(&(caller, request))
+    }
+
+    /// Remember a call routed to `callee`; returns the invocation id.
+    pub fn start_call(
+        &mut self,
+        caller: Id,
+        caller_request: Id,
+        registration: Id,
+        callee: Id,
+    ) -> Id {
+        let mut invocation = next(&mut self.next_inv);
+        while self.pending.contains_key(&invocation) {
+            invocation = next(&mut self.next_inv);
+        }
+        let p = Pending {
+            invocation,
+            caller,
+            caller_request,
+            callee,
+            registration,
+        };
+        self.pending.insert(invocation, p);
+        self.by_caller.insert((caller, caller_request), invocation);
+        self.calls_by_session
+            .entry(caller)
+            .or_default()
+            .insert(invocation);
+        self.calls_by_session
+            .entry(callee)
+            .or_default()
+            .insert(invocation);
+        invocation
+    }
+
+    /// The call behind an invocation, if `callee` is the one running it.
+    pub fn pending_for_callee(&self, callee: Id, invocation: Id) -> Option<Pending> {
+        self.pending
+            .get(&invocation)
+            .filter(|p| p.callee == callee)
+            .copied()
+    }
+
+    /// Finish a call (final YIELD, callee ERROR, cancel, timeout).
+    pub fn finish(&mut self, invocation: Id) -> Option<Pending> {
+        let p = self.pending.remove(&invocation)?;
+        self.by_caller.remove(&(p.caller, p.caller_request));
+        for s in [p.caller, p.callee] {
+            if let Some(set) = self.calls_by_session.get_mut(&s) {
+                set.remove(&invocation);
+                if set.is_empty() {
+                    self.calls_by_session.remove(&s);
+                }
+            }
+        }
+        Some(p)
+    }
+
+    /// Number of calls in flight.
+    pub fn pending_calls(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Number of live registrations.
+    pub fn len(&self) -> usize {
+        self.regs.len()
+    }
+
+    /// True when there are no registrations.
+    pub fn is_empty(&self) -> bool {
+        self.regs.is_empty()
+    }
+
+    /// Drop everything of a session that left.
+    pub fn remove_session(&mut self, session: Id) -> Removed {
+        let mut out = Removed::default();
+        if let Some(held) = self.regs_by_session.remove(&session) {
+            let mut ids: Vec<Id> = held.into_iter().collect();
+            ids.sort_unstable();
+            for id in ids {
+                let deleted = self.detach(session, id);
+                out.registrations.push((id, deleted));
+            }
+        }
+        if let Some(calls) = self.calls_by_session.remove(&session) {
+            let mut ids: Vec<Id> = calls.into_iter().collect();
+            ids.sort_unstable();
+            for inv in ids {
+                if let Some(p) = self.finish(inv) {
+                    if p.callee == session {
+                        out.orphaned_calls.push(p);
+                    } else {
+                        out.abandoned_calls.push(p);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use InvokePolicy::*;
+    use MatchPolicy::*;
+
+    #[test]
+    fn single_registration_is_exclusive() {
+        let mut d = Dealer::new();
+        let id = d.register(1, "com.add", Exact, Single).unwrap();
+        assert_eq!(
+            d.register(2, "com.add", Exact, Single),
+            Err(RegisterError::AlreadyExists)
+        );
+        assert_eq!(
+            d.register(2, "com.add", Exact, RoundRobin),
+            Err(RegisterError::PolicyMismatch { existing: Single })
+        );
+        assert_eq!(d.route("com.add"), Some((id, 1)));
+        assert_eq!(d.route("com.sub"), None);
+    }
+
+    #[test]
+    fn invoke_policies_pick_callees() {
+        let mut d = Dealer::new();
+        let id = d.register(1, "p", Exact, RoundRobin).unwrap();
+        d.register(2, "p", Exact, RoundRobin).unwrap();
+        d.register(3, "p", Exact, RoundRobin).unwrap();
+        assert_eq!(
+            d.register(3, "p", Exact, RoundRobin),
+            Err(RegisterError::AlreadyRegisteredBySession)
+        );
+        let picks: Vec<Id> = (0..4).map(|_| d.route("p").unwrap().1).collect();
+        assert_eq!(picks, [1, 2, 3, 1]);
+        assert_eq!(d.unregister(2, id), Some(false));
+        let picks: Vec<Id> = (0..3).map(|_| d.route("p").unwrap().1).collect();
+        assert!(picks.contains(&1) && picks.contains(&3) && !picks.contains(&2));
+
+        let mut d = Dealer::new();
+        for s in [5, 6, 7] {
+            d.register(s, "q", Exact, First).unwrap();
+        }
+        assert_eq!(d.route("q").unwrap().1, 5);
+        d.remove_session(5);
+        assert_eq!(d.route("q").unwrap().1, 6);
+
+        let mut d = Dealer::new();
+        for s in [5, 6, 7] {
+            d.register(s, "q", Exact, Last).unwrap();
+        }
+        assert_eq!(d.route("q").unwrap().1, 7);
+        d.remove_session(7);
+        assert_eq!(d.route("q").unwrap().1, 6);
+
+        let mut d = Dealer::new();
+        for s in [5, 6] {
+            d.register(s, "q", Exact, Random).unwrap();
+        }
+        for _ in 0..20 {
+            assert!([5, 6].contains(&d.route("q").unwrap().1));
+        }
+    }
+
+    #[test]
+    fn most_specific_registration_wins() {
+        let mut d = Dealer::new();
+        let wc = d.register(1, "com..pop", Wildcard, Single).unwrap();
+        let short = d.register(2, "com.", Prefix, Single).unwrap();
+        let long = d.register(3, "com.balloon.", Prefix, Single).unwrap();
+        let exact = d.register(4, "com.balloon.pop", Exact, Single).unwrap();
+        assert_eq!(d.route("com.balloon.pop"), Some((exact, 4)));
+        d.remove_session(4);
+        assert_eq!(d.route("com.balloon.pop"), Some((long, 3)));
+        d.remove_session(3);
+        assert_eq!(d.route("com.balloon.pop"), Some((short, 2)));
+        d.remove_session(2);
+        assert_eq!(d.route("com.balloon.pop"), Some((wc, 1)));
+        assert_eq!(d.route("org.balloon.pop"), None);
+    }
+
+    #[test]
+    fn calls_are_tracked_and_cleaned_up() {
+        let mut d = Dealer::new();
+        let reg = d.register(10, "p", Exact, Single).unwrap();
+        let inv1 = d.start_call(1, 100, reg, 10);
+        let inv2 = d.start_call(2, 100, reg, 10);
+        assert!(d.call_in_flight(1, 100));
+        assert_eq!(
+            d.pending_for_callee(99, inv1),
+            None,
+            "only the callee may answer"
+        );
+        assert_eq!(d.finish(inv1).map(|p| p.caller_request), Some(100));
+        assert!(!d.call_in_flight(1, 100));
+        // Callee 10 leaves: call 2 is orphaned, its registration deleted.
+        let removed = d.remove_session(10);
+        assert_eq!(removed.registrations, vec![(reg, true)]);
+        assert_eq!(removed.orphaned_calls.len(), 1);
+        assert_eq!(removed.orphaned_calls[0].invocation, inv2);
+        assert_eq!(d.pending_calls(), 0);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn caller_leaving_abandons_its_calls() {
+        let mut d = Dealer::new();
+        let reg = d.register(10, "p", Exact, Single).unwrap();
+        d.start_call(1, 7, reg, 10);
+        let removed = d.remove_session(1);
+        assert_eq!(removed.abandoned_calls.len(), 1);
+        assert!(removed.orphaned_calls.is_empty());
+        assert_eq!(d.pending_calls(), 0);
+        assert_eq!(d.unregister(10, reg), Some(true));
+        assert_eq!(d.unregister(10, reg), None);
+    }
+}

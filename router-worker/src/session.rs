@@ -1,0 +1,462 @@
+//! One task per connection: the WAMP session state machine over a transport.
+//!
+//! Shaped like mini-redis's `Handler::run`: the opening handshake under a
+//! deadline (HELLO, authentication, WELCOME), then a `select!` over the
+//! transport, the session's bounded outbound queue, the realm's kill switch
+//! and router shutdown. A protocol violation ends this session with ABORT
+//! `wamp.error.protocol_violation` and a reason; nothing else notices.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::errors::uri as wamp_uri;
+use proto::message::{Abort, Goodbye, Hello, Welcome, code};
+use proto::{Dict, Id, Message, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{Span, debug, field, info, info_span, warn};
+
+use crate::Realms;
+use crate::outbound::OutMsg;
+use crate::realm::{KillSwitch, RealmCommand, RealmHandle, SessionInfo, SessionLink};
+use crate::transport::{CloseKind, Transport, TransportError};
+
+/// Messages written per flush when the outbound queue has a backlog.
+const WRITE_BATCH: usize = 64;
+/// How long a closing message (ABORT, GOODBYE) may take to write.
+const CLOSING_WRITE: Duration = Duration::from_secs(2);
+/// How long the router waits for the client's GOODBYE on shutdown.
+const GOODBYE_WAIT: Duration = Duration::from_secs(2);
+
+/// Per-transport session behaviour.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// The role anonymous sessions get; `None` when anonymous is not
+    /// configured on the transport.
+    pub anonymous_role: Option<String>,
+    /// Deadline for HELLO after the connection opens.
+    pub hello_timeout: Duration,
+    /// Capacity of the session's outbound queue.
+    pub max_queue: usize,
+}
+
+/// The features Trellis announces in WELCOME: exactly those that work and
+/// are tested end to end.
+pub fn router_roles() -> Dict {
+    let broker = proto::dict! {
+        "publisher_exclusion" => true,
+        "publisher_identification" => true,
+        "subscriber_blackwhite_listing" => true,
+        "pattern_based_subscription" => true,
+    };
+    let dealer = proto::dict! {
+        "caller_identification" => true,
+        "progressive_call_results" => true,
+        "pattern_based_registration" => true,
+        "shared_registration" => true,
+    };
+    proto::dict! {
+        "broker" => proto::dict! { "features" => broker },
+        "dealer" => proto::dict! { "features" => dealer },
+    }
+}
+
+/// Why the opening handshake did not produce a session.
+struct Refusal {
+    reason: &'static str,
+    message: String,
+}
+
+fn refuse(reason: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Send ABORT (best effort, bounded in time) and close the transport.
+async fn abort<T: Transport>(t: &mut T, reason: &str, message: &str, kind: CloseKind) {
+    let m = OutMsg::new(Message::Abort(Abort {
+        details: proto::dict! { "message" => message },
+        reason: reason.to_owned(),
+    }));
+    let _ = tokio::time::timeout(CLOSING_WRITE, async {
+        t.feed(&m).await?;
+        t.flush().await
+    })
+    .await;
+    t.close(kind, message).await;
+}
+
+fn random_authid() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut s = String::with_capacity(29);
+    for i in 0..24 {
+        if i > 0 && i % 4 == 0 {
+            s.push('-');
+        }
+        s.push(ALPHABET[rand::random_range(0..ALPHABET.len())] as char);
+    }
+    s
+}
+
+/// Check HELLO and decide who the session is.
+fn authenticate(
+    hello: &Hello,
+    settings: &SessionSettings,
+    realms: &Realms,
+    serializer: proto::Serializer,
+) -> Result<(RealmHandle, SessionInfo), Refusal> {
+    if !matches!(hello.details.get("roles"), Some(Value::Dict(r)) if !r.is_empty()) {
+        return Err(refuse(
+            wamp_uri::PROTOCOL_VIOLATION,
+            "HELLO.Details.roles must be a non-empty dict naming the client's roles (publisher, subscriber, caller, callee)",
+        ));
+    }
+    let Some(realm) = realms.get(&hello.realm) else {
+        return Err(refuse(
+            wamp_uri::NO_SUCH_REALM,
+            format!("realm {:?} does not exist on this router", hello.realm),
+        ));
+    };
+    let offered: Vec<&str> = match hello.details.get("authmethods") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::List(l)) => {
+            let mut v = Vec::with_capacity(l.len());
+            for m in l {
+                match m.as_str() {
+                    Some(s) => v.push(s),
+                    None => {
+                        return Err(refuse(
+                            wamp_uri::PROTOCOL_VIOLATION,
+                            format!(
+                                "HELLO.Details.authmethods must be a list of strings, found a {}",
+                                m.type_name()
+                            ),
+                        ));
+                    }
+                }
+            }
+            v
+        }
+        Some(other) => {
+            return Err(refuse(
+                wamp_uri::PROTOCOL_VIOLATION,
+                format!(
+                    "HELLO.Details.authmethods must be a list of strings, found {}",
+                    other.type_name()
+                ),
+            ));
+        }
+    };
+    let Some(role) = &settings.anonymous_role else {
+        return Err(refuse(
+            "wamp.error.no_auth_method",
+            "this transport has no authentication method configured",
+        ));
+    };
+    if !offered.is_empty() && !offered.contains(&"anonymous") {
+        return Err(refuse(
+            "wamp.error.no_auth_method",
+            format!(
+                "none of the offered authmethods ({}) is enabled on this transport; it accepts: anonymous",
+                offered.join(", ")
+            ),
+        ));
+    }
+    if !realm.authz.has_role(role) {
+        return Err(refuse(
+            wamp_uri::NO_SUCH_ROLE,
+            format!("role {role:?} does not exist in realm {:?}", hello.realm),
+        ));
+    }
+    let authid = match hello.details.get("authid") {
+        Some(Value::Str(s)) if !s.is_empty() => s.clone(),
+        _ => random_authid(),
+    };
+    Ok((
+        realm.clone(),
+        SessionInfo {
+            authid,
+            authrole: role.clone(),
+            authmethod: "anonymous".into(),
+            authprovider: "static".into(),
+            serializer,
+        },
+    ))
+}
+
+/// Run one WAMP session over `t` until it ends.
+pub async fn run<T: Transport>(
+    mut t: T,
+    settings: &SessionSettings,
+    realms: &Realms,
+    peer: String,
+    shutdown: CancellationToken,
+) {
+    let span = info_span!("session", %peer, session = field::Empty, realm = field::Empty, authid = field::Empty);
+    let _enter = span.enter();
+    drop(_enter);
+    let serializer = t.serializer();
+
+    // Opening handshake: HELLO within the deadline.
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return t.close(CloseKind::GoingAway, "router shutting down").await,
+        r = tokio::time::timeout(settings.hello_timeout, t.recv()) => r,
+    };
+    let bytes = match first {
+        Err(_) => {
+            let msg = format!(
+                "no HELLO within {} ms of connecting",
+                settings.hello_timeout.as_millis()
+            );
+            debug!(parent: &span, "{msg}");
+            return abort(&mut t, wamp_uri::TIMEOUT, &msg, CloseKind::ProtocolError).await;
+        }
+        Ok(Err(e)) => return end_on_transport_error(&mut t, &span, e).await,
+        Ok(Ok(b)) => b,
+    };
+    let hello = match serializer.decode(&bytes) {
+        Ok(Message::Hello(h)) => h,
+        Ok(other) => {
+            let msg = format!(
+                "expected HELLO as the first message, received {}",
+                other.name()
+            );
+            warn!(parent: &span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
+            return abort(
+                &mut t,
+                wamp_uri::PROTOCOL_VIOLATION,
+                &msg,
+                CloseKind::ProtocolError,
+            )
+            .await;
+        }
+        Err(e) => {
+            let msg = format!("cannot decode HELLO: {e}");
+            warn!(parent: &span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
+            return abort(
+                &mut t,
+                wamp_uri::PROTOCOL_VIOLATION,
+                &msg,
+                CloseKind::ProtocolError,
+            )
+            .await;
+        }
+    };
+    let (realm, info) = match authenticate(&hello, settings, realms, serializer) {
+        Ok(x) => x,
+        Err(r) => {
+            info!(parent: &span, realm = %hello.realm, reason = r.reason, "session refused: {}", r.message);
+            return abort(&mut t, r.reason, &r.message, CloseKind::Normal).await;
+        }
+    };
+
+    // Join the realm.
+    let (tx, mut rx) = mpsc::channel(settings.max_queue);
+    let kill = Arc::new(KillSwitch::default());
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let joined = realm
+        .send(RealmCommand::Join {
+            info: info.clone(),
+            link: SessionLink {
+                tx,
+                kill: kill.clone(),
+            },
+            reply: reply_tx,
+        })
+        .await;
+    let id: Id = match (joined, reply_rx.await) {
+        (Ok(()), Ok(id)) => id,
+        _ => {
+            return abort(
+                &mut t,
+                wamp_uri::SYSTEM_SHUTDOWN,
+                "the realm is shutting down",
+                CloseKind::GoingAway,
+            )
+            .await;
+        }
+    };
+    span.record("session", id);
+    span.record("realm", &*realm.name);
+    span.record("authid", info.authid.as_str());
+    let welcome = OutMsg::new(Message::Welcome(Welcome {
+        session: id,
+        details: proto::dict! {
+            "realm" => &*realm.name,
+            "authid" => info.authid.as_str(),
+            "authrole" => info.authrole.as_str(),
+            "authmethod" => info.authmethod.as_str(),
+            "authprovider" => info.authprovider.as_str(),
+            "roles" => router_roles(),
+        },
+    }));
+    let sent = async {
+        t.feed(&welcome).await?;
+        t.flush().await
+    }
+    .await;
+    if sent.is_ok() {
+        info!(parent: &span, authrole = %info.authrole, serializer = serializer.name(), "session joined");
+        established(&mut t, &mut rx, &kill, &realm, id, &span, &shutdown).await;
+    }
+    let _ = realm.send(RealmCommand::Leave { session: id }).await;
+    info!(parent: &span, "session left");
+}
+
+async fn end_on_transport_error<T: Transport>(t: &mut T, span: &Span, e: TransportError) {
+    match e {
+        TransportError::Closed => {}
+        TransportError::Io(cause) => debug!(parent: span, %cause, "connection lost"),
+        TransportError::Protocol(msg) => {
+            warn!(parent: span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
+            abort(
+                t,
+                wamp_uri::PROTOCOL_VIOLATION,
+                &msg,
+                CloseKind::ProtocolError,
+            )
+            .await;
+        }
+        TransportError::TooBig(msg) => {
+            warn!(parent: span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
+            abort(t, wamp_uri::PROTOCOL_VIOLATION, &msg, CloseKind::TooBig).await;
+        }
+    }
+}
+
+/// Write one message and whatever else is queued behind it, then flush.
+async fn write_batch<T: Transport>(
+    t: &mut T,
+    first: Arc<OutMsg>,
+    rx: &mut mpsc::Receiver<Arc<OutMsg>>,
+) -> Result<(), TransportError> {
+    t.feed(&first).await?;
+    for _ in 1..WRITE_BATCH {
+        match rx.try_recv() {
+            Ok(m) => t.feed(&m).await?,
+            Err(_) => break,
+        }
+    }
+    t.flush().await
+}
+
+/// The established phase; returns when the session is over.
+async fn established<T: Transport>(
+    t: &mut T,
+    rx: &mut mpsc::Receiver<Arc<OutMsg>>,
+    kill: &KillSwitch,
+    realm: &RealmHandle,
+    id: Id,
+    span: &Span,
+    shutdown: &CancellationToken,
+) {
+    let serializer = t.serializer();
+    loop {
+        tokio::select! {
+            _ = kill.killed() => {
+                let (reason, msg) = kill.reason().cloned().unwrap_or((wamp_uri::CLOSE_NORMAL, "closed by the router".into()));
+                let kind = if reason == wamp_uri::PROTOCOL_VIOLATION { CloseKind::ProtocolError } else { CloseKind::Normal };
+                return abort(t, reason, &msg, kind).await;
+            }
+            _ = shutdown.cancelled() => return goodbye_on_shutdown(t).await,
+            out = rx.recv() => {
+                let Some(out) = out else {
+                    return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
+                };
+                let written = tokio::select! {
+                    r = write_batch(t, out, rx) => r,
+                    _ = kill.killed() => continue,
+                    _ = shutdown.cancelled() => return t.close(CloseKind::GoingAway, "router shutting down").await,
+                };
+                if let Err(e) = written {
+                    return end_on_transport_error(t, span, e).await;
+                }
+            }
+            incoming = t.recv() => {
+                let bytes = match incoming {
+                    Ok(b) => b,
+                    Err(e) => return end_on_transport_error(t, span, e).await,
+                };
+                let msg = match serializer.decode(&bytes) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let text = format!("cannot decode message: {e}");
+                        warn!(parent: span, reason = wamp_uri::PROTOCOL_VIOLATION, "{text}");
+                        return abort(t, wamp_uri::PROTOCOL_VIOLATION, &text, CloseKind::ProtocolError).await;
+                    }
+                };
+                match msg {
+                    Message::Goodbye(g) => {
+                        debug!(parent: span, reason = %g.reason, "client said GOODBYE");
+                        let reply = OutMsg::new(Message::Goodbye(Goodbye {
+                            details: Dict::new(),
+                            reason: wamp_uri::GOODBYE_AND_OUT.into(),
+                        }));
+                        let _ = tokio::time::timeout(CLOSING_WRITE, async {
+                            t.feed(&reply).await?;
+                            t.flush().await
+                        }).await;
+                        return t.close(CloseKind::Normal, "goodbye").await;
+                    }
+                    Message::Abort(a) => {
+                        debug!(parent: span, reason = %a.reason, "client sent ABORT");
+                        return t.close(CloseKind::Normal, "abort").await;
+                    }
+                    Message::Cancel(c) => {
+                        // call_canceling is not announced; a client that
+                        // cancels anyway gets its RESULT or ERROR as usual.
+                        debug!(parent: span, request = c.request, "CANCEL ignored: call canceling is not enabled");
+                    }
+                    m @ (Message::Publish(_) | Message::Subscribe(_) | Message::Unsubscribe(_)
+                        | Message::Call(_) | Message::Register(_) | Message::Unregister(_)
+                        | Message::Yield(_)) => {
+                        if realm.send(RealmCommand::Message { session: id, msg: m }).await.is_err() {
+                            return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
+                        }
+                    }
+                    Message::Error(e) if e.request_type == code::INVOCATION => {
+                        if realm.send(RealmCommand::Message { session: id, msg: Message::Error(e) }).await.is_err() {
+                            return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
+                        }
+                    }
+                    other => {
+                        let text = match &other {
+                            Message::Hello(_) => "HELLO received on a session that is already established".to_owned(),
+                            Message::Error(e) => format!(
+                                "ERROR for a {} request: clients may send ERROR only in reply to INVOCATION",
+                                proto::message::type_name(e.request_type)
+                            ),
+                            m => format!("{} is not a message a client may send to a router", m.name()),
+                        };
+                        warn!(parent: span, reason = wamp_uri::PROTOCOL_VIOLATION, "{text}");
+                        return abort(t, wamp_uri::PROTOCOL_VIOLATION, &text, CloseKind::ProtocolError).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Router shutdown: GOODBYE `wamp.close.system_shutdown`, wait briefly for
+/// the client's GOODBYE, close.
+async fn goodbye_on_shutdown<T: Transport>(t: &mut T) {
+    let bye = OutMsg::new(Message::Goodbye(Goodbye {
+        details: proto::dict! { "message" => "the router is shutting down" },
+        reason: wamp_uri::SYSTEM_SHUTDOWN.into(),
+    }));
+    let serializer = t.serializer();
+    let _ = tokio::time::timeout(GOODBYE_WAIT, async {
+        t.feed(&bye).await?;
+        t.flush().await?;
+        loop {
+            let b = t.recv().await?;
+            if let Ok(Message::Goodbye(_)) = serializer.decode(&b) {
+                return Ok::<(), TransportError>(());
+            }
+        }
+    })
+    .await;
+    t.close(CloseKind::GoingAway, "router shutting down").await;
+}

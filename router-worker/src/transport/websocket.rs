@@ -1,0 +1,462 @@
+//! WAMP over WebSocket: the listener, subprotocol negotiation, framing.
+//!
+//! Subprotocols: `wamp.2.json`, `wamp.2.msgpack`, `wamp.2.cbor`, and the
+//! batched variants `wamp.2.json.batched` (each message followed by 0x18)
+//! and `wamp.2.msgpack.batched` (each message preceded by its 4-byte
+//! big-endian length). The client's order of preference decides among the
+//! ones this transport offers; a client offering none gets HTTP 400 with a
+//! body that lists what it could have asked for.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
+use proto::Serializer;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{CloseKind, Transport, TransportError};
+use crate::Realms;
+use crate::config::TransportConfig;
+use crate::outbound::{Encoded, OutMsg};
+use crate::session::{self, SessionSettings};
+
+/// The WAMP subprotocols, in the router's order: name, serializer, batched.
+pub const SUBPROTOCOLS: [(&str, Serializer, bool); 5] = [
+    ("wamp.2.json", Serializer::Json, false),
+    ("wamp.2.msgpack", Serializer::MsgPack, false),
+    ("wamp.2.cbor", Serializer::Cbor, false),
+    ("wamp.2.json.batched", Serializer::Json, true),
+    ("wamp.2.msgpack.batched", Serializer::MsgPack, true),
+];
+
+/// Separator after each message in `wamp.2.json.batched`.
+const JSON_BATCH_SEPARATOR: u8 = 0x18;
+
+/// Everything a WebSocket listener needs, resolved from the config once.
+#[derive(Debug)]
+pub struct WsSettings {
+    /// For logs: the transport id or its index.
+    pub name: String,
+    /// Serializers offered.
+    pub serializers: Vec<Serializer>,
+    /// Per-session behaviour (auth role, timeouts, queue size).
+    pub session: SessionSettings,
+    /// tungstenite limits and buffer sizes.
+    pub ws_config: WebSocketConfig,
+    /// Deadline for the whole HTTP upgrade.
+    pub handshake_timeout: Duration,
+    /// Refuse clients that offer no subprotocol.
+    pub require_subprotocol: bool,
+    /// Largest message, for error texts.
+    pub max_message_size: usize,
+    /// Concurrent connections allowed.
+    pub max_connections: usize,
+}
+
+impl WsSettings {
+    /// Resolve a transport's config.
+    pub fn from_config(index: usize, t: &TransportConfig) -> WsSettings {
+        let o = &t.options;
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(o.max_message_size))
+            .max_frame_size(Some(o.max_frame_size))
+            // Small per-connection buffers keep idle sessions cheap; they
+            // grow for large messages and shrink back.
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_write_buffer_size(o.max_message_size.saturating_mul(2).max(1 << 20));
+        WsSettings {
+            name: t
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("transport[{index}]")),
+            serializers: t.serializer_list(),
+            session: SessionSettings {
+                anonymous_role: t.anonymous_role().map(str::to_owned),
+                hello_timeout: Duration::from_millis(o.hello_timeout),
+                max_queue: o.max_queue_messages,
+            },
+            ws_config,
+            handshake_timeout: Duration::from_millis(o.open_handshake_timeout),
+            require_subprotocol: o.require_websocket_subprotocol,
+            max_message_size: o.max_message_size,
+            max_connections: o.max_connections,
+        }
+    }
+}
+
+/// Accept connections until `shutdown`, one task per connection.
+pub async fn serve(
+    listener: TcpListener,
+    settings: Arc<WsSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let last_refusal_log = AtomicU64::new(0);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Usually EMFILE: back off briefly instead of spinning.
+                    warn!(transport = %settings.name, cause = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if last_refusal_log.swap(now, Ordering::Relaxed) != now {
+                warn!(transport = %settings.name, %peer, max = settings.max_connections,
+                    "connection refused: the transport's max_connections limit is reached");
+            }
+            drop(stream);
+            continue;
+        };
+        let settings = settings.clone();
+        let realms = realms.clone();
+        let shutdown = shutdown.child_token();
+        let span = info_span!("conn", %peer, transport = %settings.name);
+        tracker.spawn(
+            async move {
+                handle_connection(stream, peer, settings, realms, shutdown).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    debug!(transport = %settings.name, "listener stopped");
+}
+
+/// Pick the subprotocol for a client's offer.
+fn negotiate(
+    offered: &[String],
+    allowed: &[Serializer],
+    require: bool,
+) -> Result<Option<(&'static str, Serializer, bool)>, String> {
+    for o in offered {
+        if let Some(p) = SUBPROTOCOLS
+            .iter()
+            .find(|(name, ser, _)| name == o && allowed.contains(ser))
+        {
+            return Ok(Some(*p));
+        }
+    }
+    let ours: Vec<&str> = SUBPROTOCOLS
+        .iter()
+        .filter(|(_, s, _)| allowed.contains(s))
+        .map(|(n, _, _)| *n)
+        .collect();
+    if offered.is_empty() {
+        if require {
+            return Err(format!(
+                "this WAMP endpoint requires a WebSocket subprotocol: send Sec-WebSocket-Protocol with one of {}",
+                ours.join(", ")
+            ));
+        }
+        if allowed.contains(&Serializer::Json) {
+            return Ok(None);
+        }
+    }
+    Err(format!(
+        "none of the offered WebSocket subprotocols ({}) is supported here: use one of {}",
+        offered.join(", "),
+        ours.join(", ")
+    ))
+}
+
+async fn handle_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<WsSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut chosen: Option<(&'static str, Serializer, bool)> = None;
+    let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        let offered: Vec<String> = req
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        match negotiate(
+            &offered,
+            &settings.serializers,
+            settings.require_subprotocol,
+        ) {
+            Ok(Some(p)) => {
+                resp.headers_mut()
+                    .insert("sec-websocket-protocol", HeaderValue::from_static(p.0));
+                chosen = Some(p);
+                Ok(resp)
+            }
+            Ok(None) => {
+                chosen = Some(("wamp.2.json", Serializer::Json, false));
+                Ok(resp)
+            }
+            Err(text) => {
+                debug!(offered = ?offered, "WebSocket upgrade refused: {text}");
+                let mut r = ErrorResponse::new(Some(text));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                Err(r)
+            }
+        }
+    };
+    let accept =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(settings.ws_config));
+    let ws = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = tokio::time::timeout(settings.handshake_timeout, accept) => match r {
+            Err(_) => {
+                debug!(timeout_ms = settings.handshake_timeout.as_millis() as u64, "WebSocket opening handshake timed out");
+                return;
+            }
+            Ok(Err(e)) => {
+                debug!(cause = %e, "WebSocket opening handshake failed");
+                return;
+            }
+            Ok(Ok(ws)) => ws,
+        },
+    };
+    let Some((protocol, serializer, batched)) = chosen else {
+        return;
+    };
+    debug!(protocol, "WebSocket connection open");
+    let transport = WsTransport {
+        ws,
+        serializer,
+        batched,
+        pending: VecDeque::new(),
+        max_message_size: settings.max_message_size,
+    };
+    session::run(
+        transport,
+        &settings.session,
+        &realms,
+        peer.to_string(),
+        shutdown,
+    )
+    .await;
+    info!("connection closed");
+}
+
+/// One negotiated WebSocket connection.
+pub struct WsTransport {
+    ws: WebSocketStream<TcpStream>,
+    serializer: Serializer,
+    batched: bool,
+    /// Messages already split out of a batched frame.
+    pending: VecDeque<Bytes>,
+    max_message_size: usize,
+}
+
+impl WsTransport {
+    fn unbatch(&mut self, mut data: Bytes) -> Result<(), TransportError> {
+        if !self.batched {
+            self.pending.push_back(data);
+            return Ok(());
+        }
+        match self.serializer {
+            Serializer::Json => {
+                for part in data.split(|b| *b == JSON_BATCH_SEPARATOR) {
+                    if !part.is_empty() {
+                        self.pending.push_back(Bytes::copy_from_slice(part));
+                    }
+                }
+            }
+            _ => {
+                while data.has_remaining() {
+                    if data.len() < 4 {
+                        return Err(TransportError::Protocol(format!(
+                            "batched frame ends with {} stray byte(s) instead of a 4-byte length",
+                            data.len()
+                        )));
+                    }
+                    let len = data.get_u32() as usize;
+                    if len > data.len() {
+                        return Err(TransportError::Protocol(format!(
+                            "batched frame announces a {len}-byte message but only {} bytes follow",
+                            data.len()
+                        )));
+                    }
+                    self.pending.push_back(data.split_to(len));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn map_ws_error(e: tungstenite::Error, max: usize) -> TransportError {
+    use tungstenite::Error as E;
+    use tungstenite::error::CapacityError as C;
+    match e {
+        E::ConnectionClosed | E::AlreadyClosed => TransportError::Closed,
+        E::Capacity(C::MessageTooLong { size, max_size }) => TransportError::TooBig(format!(
+            "message of {size} bytes exceeds this transport's max_message_size of {max_size} bytes"
+        )),
+        E::Capacity(c) => TransportError::TooBig(format!("{c} (max_message_size is {max} bytes)")),
+        E::Protocol(p) => TransportError::Protocol(format!("WebSocket protocol error: {p}")),
+        E::Utf8(u) => TransportError::Protocol(format!("text frame is not valid UTF-8: {u}")),
+        E::Io(io) => TransportError::Io(io.to_string()),
+        other => TransportError::Io(other.to_string()),
+    }
+}
+
+impl Transport for WsTransport {
+    fn serializer(&self) -> Serializer {
+        self.serializer
+    }
+
+    async fn recv(&mut self) -> Result<Bytes, TransportError> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                return Ok(b);
+            }
+            let msg = match self.ws.next().await {
+                None => return Err(TransportError::Closed),
+                Some(Err(e)) => return Err(map_ws_error(e, self.max_message_size)),
+                Some(Ok(m)) => m,
+            };
+            match msg {
+                WsMessage::Text(t) => {
+                    if self.serializer.is_binary() {
+                        return Err(TransportError::Protocol(format!(
+                            "text frame received, but the negotiated serializer ({}) uses binary frames",
+                            self.serializer.name()
+                        )));
+                    }
+                    self.unbatch(Bytes::from(t))?;
+                }
+                WsMessage::Binary(b) => self.unbatch(b)?,
+                WsMessage::Close(_) => return Err(TransportError::Closed),
+                // tungstenite answers pings itself.
+                WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => {}
+            }
+        }
+    }
+
+    async fn feed(&mut self, msg: &Arc<OutMsg>) -> Result<(), TransportError> {
+        let Some(enc) = msg.encoded(self.serializer) else {
+            // Logged where encoding failed; nothing sensible to send.
+            return Ok(());
+        };
+        let frame = if self.batched {
+            let raw = enc.as_bytes();
+            let mut buf = BytesMut::with_capacity(raw.len() + 4);
+            if self.serializer == Serializer::Json {
+                buf.put_slice(raw);
+                buf.put_u8(JSON_BATCH_SEPARATOR);
+                match tungstenite::Utf8Bytes::try_from(buf.freeze()) {
+                    Ok(t) => WsMessage::Text(t),
+                    Err(_) => return Ok(()),
+                }
+            } else {
+                buf.put_u32(raw.len() as u32);
+                buf.put_slice(raw);
+                WsMessage::Binary(buf.freeze())
+            }
+        } else {
+            match enc {
+                Encoded::Text(t) => WsMessage::Text(t.clone()),
+                Encoded::Binary(b) => WsMessage::Binary(b.clone()),
+            }
+        };
+        self.ws
+            .feed(frame)
+            .await
+            .map_err(|e| map_ws_error(e, self.max_message_size))
+    }
+
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        self.ws
+            .flush()
+            .await
+            .map_err(|e| map_ws_error(e, self.max_message_size))
+    }
+
+    async fn close(&mut self, kind: CloseKind, reason: &str) {
+        let code = match kind {
+            CloseKind::Normal => CloseCode::Normal,
+            CloseKind::ProtocolError => CloseCode::Protocol,
+            CloseKind::TooBig => CloseCode::Size,
+            CloseKind::GoingAway => CloseCode::Away,
+        };
+        // Close reasons are limited to 123 bytes by the WebSocket spec.
+        let mut end = reason.len().min(120);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let frame = CloseFrame {
+            code,
+            reason: reason[..end].into(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.ws.close(Some(frame)).await;
+            // Drain until the peer's close arrives, so the TCP connection
+            // ends cleanly instead of with a reset.
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn client_preference_wins_among_offered() {
+        let all = Serializer::ALL.to_vec();
+        let p = negotiate(&s(&["wamp.2.cbor", "wamp.2.json"]), &all, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.0, "wamp.2.cbor");
+        let p = negotiate(&s(&["foo", "wamp.2.msgpack.batched"]), &all, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.1, p.2), (Serializer::MsgPack, true));
+    }
+
+    #[test]
+    fn refusals_say_what_would_work() {
+        let json_only = vec![Serializer::Json];
+        let e = negotiate(&s(&["wamp.2.msgpack"]), &json_only, true).unwrap_err();
+        assert!(
+            e.contains("wamp.2.json") && !e.contains("wamp.2.cbor"),
+            "{e}"
+        );
+        let e = negotiate(&[], &json_only, true).unwrap_err();
+        assert!(e.contains("requires a WebSocket subprotocol"), "{e}");
+        assert_eq!(negotiate(&[], &json_only, false).unwrap(), None);
+    }
+}
