@@ -13,6 +13,8 @@ pub mod uri {
     pub const CLOSE_REALM: &str = "wamp.close.close_realm";
     pub const GOODBYE_AND_OUT: &str = "wamp.close.goodbye_and_out";
     pub const CLOSE_NORMAL: &str = "wamp.close.normal";
+    pub const CLOSE_KILLED: &str = "wamp.close.killed";
+    pub const NO_AUTH_METHOD: &str = "wamp.error.no_auth_method";
     pub const NOT_AUTHORIZED: &str = "wamp.error.not_authorized";
     pub const AUTHORIZATION_FAILED: &str = "wamp.error.authorization_failed";
     pub const AUTHENTICATION_FAILED: &str = "wamp.error.authentication_failed";

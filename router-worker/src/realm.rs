@@ -172,7 +172,7 @@ fn deliver(sessions: &mut HashMap<Id, SessionEntry>, to: Id, msg: Arc<OutMsg>) {
                     "closing slow session: its outbound queue of {cap} messages is full (the peer does not read fast enough)"
                 );
                 entry.link.kill.kill(
-                    wamp_uri::CLOSE_NORMAL,
+                    wamp_uri::CLOSE_KILLED,
                     format!("outbound queue overflow: {cap} messages were waiting, the session does not read fast enough"),
                 );
             }

@@ -151,13 +151,13 @@ fn authenticate(
     };
     let Some(role) = &settings.anonymous_role else {
         return Err(refuse(
-            "wamp.error.no_auth_method",
+            wamp_uri::NO_AUTH_METHOD,
             "this transport has no authentication method configured",
         ));
     };
     if !offered.is_empty() && !offered.contains(&"anonymous") {
         return Err(refuse(
-            "wamp.error.no_auth_method",
+            wamp_uri::NO_AUTH_METHOD,
             format!(
                 "none of the offered authmethods ({}) is enabled on this transport; it accepts: anonymous",
                 offered.join(", ")
@@ -356,9 +356,14 @@ async fn established<T: Transport>(
     loop {
         tokio::select! {
             _ = kill.killed() => {
-                let (reason, msg) = kill.reason().cloned().unwrap_or((wamp_uri::CLOSE_NORMAL, "closed by the router".into()));
-                let kind = if reason == wamp_uri::PROTOCOL_VIOLATION { CloseKind::ProtocolError } else { CloseKind::Normal };
-                return abort(t, reason, &msg, kind).await;
+                let (reason, msg) = kill.reason().cloned().unwrap_or((wamp_uri::CLOSE_KILLED, "closed by the router".into()));
+                // ABORT for protocol violations (as the spec says); an
+                // established session closed for other reasons gets GOODBYE,
+                // which clients such as autobahn expect after WELCOME.
+                if reason == wamp_uri::PROTOCOL_VIOLATION {
+                    return abort(t, reason, &msg, CloseKind::ProtocolError).await;
+                }
+                return goodbye_and_close(t, reason, &msg).await;
             }
             _ = shutdown.cancelled() => return goodbye_on_shutdown(t).await,
             out = rx.recv() => {
@@ -437,6 +442,21 @@ async fn established<T: Transport>(
             }
         }
     }
+}
+
+/// Router-initiated close of an established session: GOODBYE, then close
+/// without waiting for the reply (the peer may not be reading at all).
+async fn goodbye_and_close<T: Transport>(t: &mut T, reason: &str, message: &str) {
+    let bye = OutMsg::new(Message::Goodbye(Goodbye {
+        details: proto::dict! { "message" => message },
+        reason: reason.to_owned(),
+    }));
+    let _ = tokio::time::timeout(CLOSING_WRITE, async {
+        t.feed(&bye).await?;
+        t.flush().await
+    })
+    .await;
+    t.close(CloseKind::Normal, message).await;
 }
 
 /// Router shutdown: GOODBYE `wamp.close.system_shutdown`, wait briefly for

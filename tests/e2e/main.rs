@@ -1,1 +1,9 @@
-fn main() {}
+//! End-to-end tests: the real `trellis` binary on free loopback ports,
+//! driven by real third-party clients (autobahn-python, Python
+//! `websockets` for raw bad input). `scripts/test` installs the Python
+//! environment these need.
+
+mod bad_input;
+mod cli;
+mod support;
+mod wamp;

@@ -194,6 +194,8 @@ async fn handle_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let mut chosen: Option<(&'static str, Serializer, bool)> = None;
+    // The error type is tungstenite's Callback signature, not ours to shrink.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         let offered: Vec<String> = req
             .headers()

@@ -1,0 +1,24 @@
+//! Raw-WebSocket bad input; a bystander autobahn session must not notice.
+
+use serde_json::json;
+
+use crate::support::{Node, expect_python_ok, free_port, router_config};
+
+#[test]
+fn bad_input_gets_clear_errors_and_costs_only_the_offender() {
+    let port = free_port();
+    let mut cfg = router_config(port);
+    cfg["workers"][0]["transports"][0]["options"] = json!({
+        "max_message_size": 65536,
+        "max_frame_size": 65536,
+        "hello_timeout": 500,
+        "max_queue_messages": 64
+    });
+    let node = Node::start(&cfg, port);
+    let out = expect_python_ok(&node, "bad_input.py", &["all"]);
+    assert!(out.contains("ok bystander unaffected"), "{out}");
+    let log = node.log();
+    assert!(log.contains("closing slow session"), "the slow-peer policy is not logged:\n{log}");
+    assert!(log.contains("protocol_violation"), "protocol violations are not logged:\n{log}");
+    assert!(!log.contains("panicked"), "the router panicked:\n{log}");
+}

@@ -1,0 +1,106 @@
+//! The command line: check, start with a bad config, graceful stop.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{Node, free_port, router_config};
+
+fn trellis() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trellis"))
+}
+
+#[test]
+fn check_accepts_the_default_and_the_example() {
+    let out = trellis().arg("check").env_remove("TRELLIS_CONFIG").current_dir("/").output().expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("node.json");
+    std::fs::write(&p, serde_json::to_vec(&router_config(free_port())).expect("json")).expect("write");
+    let out = trellis().args(["check", "--config"]).arg(&p).output().expect("run");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+}
+
+#[test]
+fn check_reports_every_error_with_key_paths_and_exits_78() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("node.json");
+    let cfg = json!({
+        "version": 2,
+        "workers": [{
+            "type": "router",
+            "realms": [{"name": "realm1", "roles": [{"name": "anonymous"}]}],
+            "transports": [
+                {"type": "websocket", "endpoint": {"type": "tcp", "port": 8080}, "serializers": ["json", "yaml"]},
+                {"type": "websocket", "endpoint": {"type": "tcp", "port": 8080}, "auth": {"anonymous": {"role": "ghost"}}}
+            ]
+        }]
+    });
+    std::fs::write(&p, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let out = trellis().args(["check", "--config"]).arg(&p).output().expect("run");
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&p.display().to_string()), "{err}");
+    assert!(err.contains("3 problems"), "{err}");
+    assert!(err.contains("workers[0].transports[0].serializers[1]: unknown serializer \"yaml\""), "{err}");
+    assert!(err.contains("workers[0].transports[1].auth.anonymous.role: role \"ghost\" does not exist"), "{err}");
+    assert!(err.contains("workers[0].transports[1].endpoint.port: port 8080 is already used"), "{err}");
+
+    std::fs::write(&p, r#"{"version": 2, "workers": [{"type": "router", "realms": [], "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": "80"}}]}]}"#).expect("write");
+    let out = trellis().args(["check", "--config"]).arg(&p).output().expect("run");
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("workers[0].transports[0].endpoint.port: invalid type: string \"80\", expected u16"), "{err}");
+}
+
+#[test]
+fn start_with_invalid_config_starts_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("node.json");
+    let port = free_port();
+    let mut cfg = router_config(port);
+    cfg["workers"][0]["realms"][0]["roles"][0]["permissions"][0]["match"] = json!("fuzzy");
+    std::fs::write(&p, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let out = trellis().args(["start", "--config"]).arg(&p).output().expect("run");
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown match policy \"fuzzy\""), "{err}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "something listens on {port}");
+}
+
+#[test]
+fn start_reports_a_port_in_use() {
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = blocker.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("node.json");
+    std::fs::write(&p, serde_json::to_vec(&router_config(port)).expect("json")).expect("write");
+    let out = trellis().args(["start", "--config"]).arg(&p).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port} for transports[0]")), "{err}");
+}
+
+#[test]
+fn sigterm_says_goodbye_to_sessions_and_exits_0() {
+    let port = free_port();
+    let mut node = Node::start(&router_config(port), port);
+    let url = node.url();
+    let py = std::thread::spawn(move || {
+        crate::support::run_python("shutdown_peer.py", &[&url], Duration::from_secs(30))
+    });
+    // Wait until the peer has joined.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !node.log().contains("session joined") {
+        assert!(std::time::Instant::now() < deadline, "peer never joined:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    node.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = node.wait(Duration::from_secs(10));
+    assert!(status.success(), "trellis exited with {status}:\n{}", node.log());
+    let out = py.join().expect("python thread");
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("left wamp.close.system_shutdown"), "{}\n{}", out.stdout, out.stderr);
+}

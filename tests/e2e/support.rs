@@ -1,0 +1,204 @@
+//! Shared helpers: start a node in a temp dir, run a Python peer, bounded
+//! waits that kill what they wait for.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("controller/ has a parent")
+        .to_owned()
+}
+
+/// The Python interpreter with autobahn installed (`scripts/test` makes it).
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("TRELLIS_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} not found: run scripts/test (it creates the venv with autobahn), or set TRELLIS_TEST_PYTHON",
+        p.display()
+    );
+    p
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// A one-router node config: realm1, anonymous with full permissions, one
+/// WebSocket transport on `port`.
+pub fn router_config(port: u16) -> Value {
+    json!({
+        "version": 2,
+        "workers": [{
+            "type": "router",
+            "id": "router1",
+            "realms": [{
+                "name": "realm1",
+                "roles": [{
+                    "name": "anonymous",
+                    "permissions": [{
+                        "uri": "", "match": "prefix",
+                        "allow": {"call": true, "register": true, "publish": true, "subscribe": true},
+                        "disclose": {"caller": false, "publisher": false},
+                        "cache": true
+                    }]
+                }]
+            }],
+            "transports": [{
+                "type": "websocket",
+                "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port}
+            }]
+        }]
+    })
+}
+
+/// A running `trellis start`, killed when dropped.
+pub struct Node {
+    child: Child,
+    /// Holds node.json and the captured stderr.
+    pub dir: tempfile::TempDir,
+    /// The WebSocket port.
+    pub port: u16,
+}
+
+impl Node {
+    /// Start the binary with `config` and wait until `port` accepts.
+    pub fn start(config: &Value, port: u16) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cfg = dir.path().join("node.json");
+        std::fs::write(&cfg, serde_json::to_vec_pretty(config).expect("json")).expect("write config");
+        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["start", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info,router_worker=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn trellis");
+        let mut node = Node { child, dir, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return node;
+            }
+            if let Ok(Some(status)) = node.child.try_wait() {
+                panic!("trellis exited with {status} before listening:\n{}", node.log());
+            }
+            assert!(Instant::now() < deadline, "trellis did not listen on {port} within 10 s:\n{}", node.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// ws://127.0.0.1:PORT/ws
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// Everything the node wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Send a signal to the node.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signal trellis");
+    }
+
+    /// Wait for the node to exit, killing it after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        wait_or_kill(&mut self.child, timeout, "trellis")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait for a child, killing it (and failing) after `timeout`.
+pub fn wait_or_kill(child: &mut Child, timeout: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {timeout:?}; killed it");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Output of a Python peer.
+pub struct PyOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `tests/py/SCRIPT ARGS...`, bounded by `timeout`.
+pub fn run_python(script: &str, args: &[&str], timeout: Duration) -> PyOutput {
+    let mut child = Command::new(python())
+        .arg(repo_root().join("tests/py").join(script))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let o = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let e = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = wait_or_kill(&mut child, timeout, script);
+    PyOutput {
+        status,
+        stdout: o.join().unwrap_or_default(),
+        stderr: e.join().unwrap_or_default(),
+    }
+}
+
+/// Run a Python peer against `node` and fail with everything useful if it
+/// does not succeed.
+pub fn expect_python_ok(node: &Node, script: &str, args: &[&str]) -> String {
+    let mut full = vec![node.url()];
+    full.extend(args.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+    let out = run_python(script, &refs, Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed ({})\n--- stdout\n{}\n--- stderr\n{}\n--- node log\n{}",
+        out.status,
+        out.stdout,
+        out.stderr,
+        node.log()
+    );
+    out.stdout
+}

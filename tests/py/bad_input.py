@@ -1,0 +1,418 @@
+"""Bad input, spoken over raw WebSocket (Python `websockets`), where autobahn
+would refuse to misbehave.
+
+Usage: python bad_input.py URL CHECK [CHECK ...]   (or "all")
+
+A well-behaved autobahn-python session joins before the first check and
+must still be joined, and answering calls, after the last one: bad input
+costs only the offender.
+"""
+
+import asyncio
+import json
+import sys
+import traceback
+
+import msgpack
+from autobahn.wamp.types import PublishOptions
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from wamp_client import connect, leave, until, wait
+
+CHECKS = {}
+ROLES = {"roles": {"publisher": {}, "subscriber": {}, "caller": {}, "callee": {}}}
+T = 5
+
+
+def check(fn):
+    CHECKS[fn.__name__] = fn
+    return fn
+
+
+class Raw:
+    """A raw WAMP-over-WebSocket connection with one serializer."""
+
+    def __init__(self, ws, ser):
+        self.ws, self.ser = ws, ser
+
+    @classmethod
+    async def open(cls, url, proto="wamp.2.json", **kw):
+        ws = await asyncio.wait_for(ws_connect(url, subprotocols=[proto], max_size=None, **kw), T)
+        assert ws.subprotocol == proto, ws.subprotocol
+        return cls(ws, "msgpack" if "msgpack" in proto else "json")
+
+    async def send(self, msg):
+        if self.ser == "json":
+            await self.ws.send(json.dumps(msg))
+        else:
+            await self.ws.send(msgpack.packb(msg, use_bin_type=True))
+
+    async def recv(self):
+        data = await asyncio.wait_for(self.ws.recv(), T)
+        if self.ser == "json":
+            assert isinstance(data, str), f"JSON must arrive in text frames, got {type(data)}"
+            return json.loads(data)
+        return msgpack.unpackb(data, raw=False)
+
+    async def hello(self, realm="realm1"):
+        await self.send([1, realm, ROLES])
+        welcome = await self.recv()
+        assert welcome[0] == 2, welcome
+        return welcome
+
+    async def expect_abort(self, reason, *fragments):
+        msg = await self.recv()
+        assert msg[0] == 3, f"expected ABORT, got {msg}"
+        assert msg[2] == reason, f"expected ABORT {reason}, got {msg}"
+        text = msg[1].get("message", "")
+        for f in fragments:
+            assert f in text, f"ABORT message {text!r} lacks {f!r}"
+        await self.expect_closed()
+        return text
+
+    async def expect_closed(self):
+        try:
+            while True:
+                await asyncio.wait_for(self.ws.recv(), T)
+        except ConnectionClosed as e:
+            return e
+        except asyncio.TimeoutError:
+            raise AssertionError("the router did not close the connection") from None
+
+    async def expect_error(self, request_type, request, error):
+        msg = await self.recv()
+        assert msg[:3] == [8, request_type, request], f"expected ERROR for {request_type}/{request}, got {msg}"
+        assert msg[4] == error, f"expected {error}, got {msg}"
+        assert msg[5] and isinstance(msg[5][0], str) and msg[5][0], f"ERROR without a readable message: {msg}"
+        return msg[5][0]
+
+
+@check
+async def malformed_json(url):
+    r = await Raw.open(url)
+    await r.hello()
+    await r.ws.send('[16, 1, {"acknowledge": tr')
+    await r.expect_abort("wamp.error.protocol_violation", "JSON")
+
+
+@check
+async def unknown_message_type(url):
+    r = await Raw.open(url)
+    await r.hello()
+    await r.send([99, 1, {}])
+    await r.expect_abort("wamp.error.protocol_violation", "unknown WAMP message type 99")
+
+
+@check
+async def wrong_field_type(url):
+    r = await Raw.open(url)
+    await r.hello()
+    await r.send([16, 1, "not a dict", "com.example.t"])
+    await r.expect_abort("wamp.error.protocol_violation", "PUBLISH", "Options", "dict")
+
+
+@check
+async def not_a_list(url):
+    r = await Raw.open(url)
+    await r.send({"hello": "realm1"})
+    await r.expect_abort("wamp.error.protocol_violation", "list")
+
+
+@check
+async def message_before_hello(url):
+    r = await Raw.open(url)
+    await r.send([32, 1, {}, "com.example.t"])
+    await r.expect_abort("wamp.error.protocol_violation", "expected HELLO", "SUBSCRIBE")
+
+
+@check
+async def hello_without_roles(url):
+    r = await Raw.open(url)
+    await r.send([1, "realm1", {}])
+    await r.expect_abort("wamp.error.protocol_violation", "roles")
+
+
+@check
+async def second_hello(url):
+    r = await Raw.open(url)
+    await r.hello()
+    await r.send([1, "realm1", ROLES])
+    await r.expect_abort("wamp.error.protocol_violation", "already established")
+
+
+@check
+async def router_only_message(url):
+    r = await Raw.open(url)
+    await r.hello()
+    await r.send([36, 1, 1, {}])
+    await r.expect_abort("wamp.error.protocol_violation", "EVENT")
+
+
+@check
+async def error_for_non_invocation(url):
+    r = await Raw.open(url)
+    await r.hello()
+    await r.send([8, 48, 1, {}, "com.example.error"])
+    await r.expect_abort("wamp.error.protocol_violation", "INVOCATION")
+
+
+@check
+async def request_id_out_of_range(url):
+    for bad in (0, 2**53 + 1):
+        r = await Raw.open(url)
+        await r.hello()
+        await r.send([32, bad, {}, "com.example.t"])
+        await r.expect_abort("wamp.error.protocol_violation", "between 1 and 2^53")
+
+
+@check
+async def trailing_elements(url):
+    r = await Raw.open(url)
+    await r.hello()
+    await r.send([34, 1, 2, "extra"])
+    await r.expect_abort("wamp.error.protocol_violation", "trailing")
+
+
+@check
+async def invalid_uri_keeps_session(url):
+    r = await Raw.open(url)
+    await r.hello()
+    await r.send([32, 1, {}, "com..t"])
+    text = await r.expect_error(32, 1, "wamp.error.invalid_uri")
+    assert "empty component" in text, text
+    await r.send([64, 2, {}, "com.example bad"])
+    text = await r.expect_error(64, 2, "wamp.error.invalid_uri")
+    assert "' '" in text, text
+    await r.send([48, 3, {}, "com.#"])
+    await r.expect_error(48, 3, "wamp.error.invalid_uri")
+    await r.send([32, 4, {"match": "sideways"}, "com.t"])
+    await r.expect_error(32, 4, "wamp.error.invalid_argument")
+    # The session is still fine.
+    await r.send([32, 5, {}, "com.example.t"])
+    msg = await r.recv()
+    assert msg[0] == 33 and msg[1] == 5, msg
+
+
+@check
+async def no_such_subscription_or_registration(url):
+    r = await Raw.open(url)
+    await r.hello()
+    await r.send([34, 1, 123456])
+    await r.expect_error(34, 1, "wamp.error.no_such_subscription")
+    await r.send([66, 2, 123456])
+    await r.expect_error(66, 2, "wamp.error.no_such_registration")
+    # A stray YIELD for an unknown invocation is dropped, the session lives.
+    await r.send([70, 99, {}])
+    await r.send([32, 3, {}, "com.example.t"])
+    msg = await r.recv()
+    assert msg[0] == 33 and msg[1] == 3, msg
+
+
+@check
+async def oversize_message(url):
+    """The test node sets max_message_size to 65536."""
+    r = await Raw.open(url)
+    await r.hello()
+    await r.send([16, 1, {}, "com.example.big", ["x" * 100_000]])
+    try:
+        msg = await r.recv()
+        assert msg[0] == 3 and msg[2] == "wamp.error.protocol_violation", msg
+        assert "max_message_size" in msg[1]["message"], msg
+        closed = await r.expect_closed()
+    except ConnectionClosed as e:
+        closed = e
+    assert closed.rcvd is not None and closed.rcvd.code == 1009, closed
+
+
+@check
+async def oversize_in_fragments(url):
+    """Many small fragments that add up past the limit are refused too."""
+    r = await Raw.open(url)
+    await r.hello()
+
+    async def fragments():
+        yield '[16, 1, {}, "com.example.big", ["'
+        for _ in range(100):
+            yield "y" * 1000
+        yield '"]]'
+
+    try:
+        await r.ws.send(fragments())
+    except ConnectionClosed:
+        pass
+    closed = await r.expect_closed()
+    assert closed.rcvd is None or closed.rcvd.code in (1009,), closed
+
+
+@check
+async def unsupported_subprotocol(url):
+    for offer in (["wamp.2.xml"], None):
+        try:
+            kw = {"subprotocols": offer} if offer else {}
+            ws = await asyncio.wait_for(ws_connect(url, **kw), T)
+        except InvalidStatus as e:
+            assert e.response.status_code == 400, e.response.status_code
+            body = e.response.body.decode()
+            assert "wamp.2.json" in body and "wamp.2.msgpack" in body, body
+        else:
+            await ws.close()
+            raise AssertionError(f"upgrade with {offer} was accepted")
+
+
+@check
+async def text_frame_on_binary_serializer(url):
+    r = await Raw.open(url, "wamp.2.msgpack")
+    await r.hello()
+    await r.ws.send(json.dumps([32, 1, {}, "com.t"]))
+    await r.expect_abort("wamp.error.protocol_violation", "text frame", "msgpack")
+
+
+@check
+async def msgpack_garbage(url):
+    r = await Raw.open(url, "wamp.2.msgpack")
+    await r.hello()
+    await r.ws.send(b"\xc1\xc1\xc1")
+    await r.expect_abort("wamp.error.protocol_violation", "MessagePack")
+
+
+@check
+async def deeply_nested_payload(url):
+    r = await Raw.open(url)
+    await r.hello()
+    await r.ws.send('[16, 1, {}, "com.t", [' + "[" * 5000 + "]" * 5000 + "]]")
+    await r.expect_abort("wamp.error.protocol_violation")
+
+
+@check
+async def duplicate_call_request_id(url):
+    callee = await Raw.open(url)
+    await callee.hello()
+    await callee.send([64, 1, {}, "com.example.hang"])
+    assert (await callee.recv())[0] == 65
+    r = await Raw.open(url)
+    await r.hello()
+    await r.send([48, 7, {}, "com.example.hang"])
+    await r.send([48, 7, {}, "com.example.hang"])
+    await r.expect_abort("wamp.error.protocol_violation", "request id 7")
+    # The callee sees the first invocation; its late YIELD is harmless.
+    inv = await callee.recv()
+    assert inv[0] == 68, inv
+    await callee.send([70, inv[1], {}, ["late"]])
+    await callee.send([32, 2, {}, "com.example.t"])
+    assert (await callee.recv())[0] == 33
+
+
+@check
+async def hello_timeout(url):
+    """The test node sets hello_timeout to 500 ms."""
+    r = await Raw.open(url)
+    text = await r.expect_abort("wamp.error.timeout", "no HELLO")
+    assert "500" in text, text
+
+
+@check
+async def json_batched(url):
+    ws = await asyncio.wait_for(ws_connect(url, subprotocols=["wamp.2.json.batched"]), T)
+    await ws.send(json.dumps([1, "realm1", ROLES]) + "\x18")
+    data = await asyncio.wait_for(ws.recv(), T)
+    assert data.endswith("\x18"), repr(data)
+    assert json.loads(data[:-1])[0] == 2
+    await ws.send(json.dumps([32, 1, {}, "com.a"]) + "\x18" + json.dumps([32, 2, {}, "com.b"]) + "\x18")
+    got = []
+    while len(got) < 2:
+        data = await asyncio.wait_for(ws.recv(), T)
+        got += [json.loads(p) for p in data.split("\x18") if p]
+    assert [m[:2] for m in got] == [[33, 1], [33, 2]], got
+    await ws.close()
+
+
+@check
+async def msgpack_batched_bad_length(url):
+    ws = await asyncio.wait_for(ws_connect(url, subprotocols=["wamp.2.msgpack.batched"]), T)
+    hello = msgpack.packb([1, "realm1", ROLES])
+    await ws.send(len(hello).to_bytes(4, "big") + hello)
+    data = await asyncio.wait_for(ws.recv(), T)
+    n = int.from_bytes(data[:4], "big")
+    assert msgpack.unpackb(data[4 : 4 + n])[0] == 2
+    await ws.send((1000).to_bytes(4, "big") + b"\x93")
+    data = await asyncio.wait_for(ws.recv(), T)
+    n = int.from_bytes(data[:4], "big")
+    msg = msgpack.unpackb(data[4 : 4 + n])
+    assert msg[0] == 3 and msg[2] == "wamp.error.protocol_violation", msg
+    assert "announces a 1000-byte message" in msg[1]["message"], msg
+
+
+@check
+async def slow_subscriber_is_dropped(url):
+    """The test node sets max_queue_messages to 64."""
+    # The slow one reads nothing after subscribing (max_queue=1 stops the
+    # client library from reading ahead).
+    slow = await Raw.open(url, max_queue=1)
+    await slow.hello()
+    await slow.send([32, 1, {}, "com.example.flood"])
+    assert (await slow.recv())[0] == 33
+    fast = await connect(url, "json")
+    pub = await connect(url, "msgpack")
+    n, got = 3000, []
+    done = asyncio.Event()
+
+    def on(i, blob):
+        got.append(i)
+        if len(got) == n:
+            done.set()
+
+    await fast.subscribe(on, "com.example.flood")
+    blob = b"z" * 4096
+    # Publish in rounds the fast subscriber confirms, so only the session
+    # that stopped reading can fall behind.
+    for start in range(0, n, 30):
+        for i in range(start, min(start + 30, n)):
+            pub.publish("com.example.flood", i, blob)
+        await until(lambda: len(got) >= min(start + 30, n) or fast.left.done(), f"events up to {start + 30}")
+        assert not fast.left.done(), f"the fast subscriber was disconnected: {fast.left.result()}"
+    await wait(done.wait(), "every event at the fast subscriber", 30)
+    assert got == list(range(n)), (len(got), got[:5])
+    # The slow session was closed by the router: draining its socket ends
+    # in GOODBYE wamp.close.killed and a closed connection, not 3000 events.
+    count, last = 0, None
+    try:
+        while True:
+            last = await asyncio.wait_for(slow.ws.recv(), T)
+            count += 1
+    except ConnectionClosed:
+        pass
+    except asyncio.TimeoutError:
+        raise AssertionError(f"slow subscriber still connected after {count} events") from None
+    assert count < n, count
+    bye = json.loads(last)
+    assert bye[0] == 6 and bye[2] == "wamp.close.killed", bye
+    assert "outbound queue overflow" in bye[1]["message"], bye
+    await leave(fast, pub)
+
+
+async def main():
+    url, names = sys.argv[1], sys.argv[2:]
+    if names == ["all"]:
+        names = list(CHECKS)
+    good = await connect(url, "json")
+    calls = []
+    await good.register(lambda x: calls.append(x) or x, "com.good.ping")
+    for name in names:
+        try:
+            await asyncio.wait_for(CHECKS[name](url), 60)
+        except Exception:
+            print(f"FAILED {name}", flush=True)
+            traceback.print_exc()
+            sys.exit(1)
+        print(f"ok {name}", flush=True)
+    assert not good.left.done(), f"the well-behaved session was disconnected: {good.left.result()}"
+    other = await connect(url, "cbor")
+    assert await other.call("com.good.ping", 7) == 7
+    assert calls == [7], calls
+    await leave(good, other)
+    print("ok bystander unaffected", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

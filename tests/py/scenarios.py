@@ -1,0 +1,407 @@
+"""End-to-end WAMP scenarios run by the Rust e2e suite with autobahn-python.
+
+Usage: python scenarios.py URL SCENARIO SERIALIZER [SERIALIZER ...]
+
+Each scenario asserts what the other side received; the script prints
+"ok SCENARIO SERIALIZER" per pass and exits non-zero with a traceback on the
+first failure.
+"""
+
+import asyncio
+import sys
+import traceback
+
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import (
+    CallOptions,
+    CallResult,
+    PublishOptions,
+    RegisterOptions,
+    SubscribeOptions,
+)
+
+from wamp_client import connect, leave, until, wait
+
+SCENARIOS = {}
+
+
+def scenario(fn):
+    SCENARIOS[fn.__name__] = fn
+    return fn
+
+
+PAYLOAD_ARGS = [
+    1,
+    -7,
+    2**53,
+    3.25,
+    "unicode ✓ ünï",
+    b"\x00\x01\xfe\xff binary",
+    [1, [2, [3]]],
+    {"nested": {"list": [True, False, None]}},
+    "",
+]
+PAYLOAD_KWARGS = {"a": 1, "b": b"\x00bytes", "c": {"d": [1.5, "x"]}, "empty": {}}
+
+
+@scenario
+async def join_leave(url, ser):
+    s = await connect(url, ser)
+    d = s.details
+    assert d.realm == "realm1", d.realm
+    assert d.authrole == "anonymous", d.authrole
+    assert d.authmethod == "anonymous", d.authmethod
+    assert isinstance(d.session, int) and 1 <= d.session <= 2**53, d.session
+    broker = d.authextra  # not set for anonymous
+    assert broker is None or broker == {}, broker
+    s.leave("wamp.close.normal")
+    details = await wait(s.left, "GOODBYE reply")
+    assert details.reason == "wamp.close.goodbye_and_out", details.reason
+    await wait(s.disconnected, "the transport to close")
+
+
+@scenario
+async def unknown_realm(url, ser):
+    try:
+        await connect(url, ser, realm="no.such.realm")
+    except Exception as e:
+        assert getattr(e, "reason", None) == "wamp.error.no_such_realm", repr(e)
+        assert "no.such.realm" in e.message, e.message
+    else:
+        raise AssertionError("joining an unknown realm succeeded")
+
+
+@scenario
+async def rpc_args_kwargs(url, ser):
+    callee = await connect(url, ser)
+    caller = await connect(url, ser)
+
+    def echo(*args, **kwargs):
+        return CallResult(*args, **kwargs)
+
+    await callee.register(echo, "com.example.echo")
+    res = await caller.call("com.example.echo", *PAYLOAD_ARGS, **PAYLOAD_KWARGS)
+    assert list(res.results) == PAYLOAD_ARGS, res.results
+    assert res.kwresults == PAYLOAD_KWARGS, res.kwresults
+    # kwargs only, args only, nothing.
+    res = await caller.call("com.example.echo", x=1)
+    assert list(res.results) == [] and res.kwresults == {"x": 1}, (res.results, res.kwresults)
+    assert await caller.call("com.example.echo", 42) == 42
+    assert await caller.call("com.example.echo") is None
+    await leave(callee, caller)
+
+
+@scenario
+async def rpc_application_error(url, ser):
+    callee = await connect(url, ser)
+    caller = await connect(url, ser)
+
+    def fail(x):
+        raise ApplicationError("com.example.error.too_big", x, "limit", 10, hint={"max": 10})
+
+    await callee.register(fail, "com.example.fail")
+    try:
+        await caller.call("com.example.fail", 99)
+    except ApplicationError as e:
+        assert e.error == "com.example.error.too_big", e.error
+        assert list(e.args) == [99, "limit", 10], e.args
+        assert e.kwargs == {"hint": {"max": 10}}, e.kwargs
+    else:
+        raise AssertionError("the callee's error did not reach the caller")
+    await leave(callee, caller)
+
+
+@scenario
+async def rpc_errors(url, ser):
+    a = await connect(url, ser)
+    b = await connect(url, ser)
+    try:
+        await a.call("com.example.nobody")
+    except ApplicationError as e:
+        assert e.error == "wamp.error.no_such_procedure", e.error
+        assert "com.example.nobody" in e.args[0], e.args
+    else:
+        raise AssertionError("call to an unregistered procedure succeeded")
+    reg = await a.register(lambda: 1, "com.example.taken")
+    try:
+        await b.register(lambda: 2, "com.example.taken")
+    except ApplicationError as e:
+        assert e.error == "wamp.error.procedure_already_exists", e.error
+    else:
+        raise AssertionError("second registration succeeded")
+    # After unregistering, the name is free again and calls fail cleanly.
+    await reg.unregister()
+    try:
+        await b.call("com.example.taken")
+    except ApplicationError as e:
+        assert e.error == "wamp.error.no_such_procedure", e.error
+    else:
+        raise AssertionError("call after unregister succeeded")
+    await b.register(lambda: 2, "com.example.taken")
+    assert await a.call("com.example.taken") == 2
+    await leave(a, b)
+
+
+@scenario
+async def callee_leaves_mid_call(url, ser):
+    callee = await connect(url, ser)
+    caller = await connect(url, ser)
+    started = asyncio.get_event_loop().create_future()
+
+    async def slow():
+        started.set_result(True)
+        await asyncio.sleep(30)
+        return "too late"
+
+    await callee.register(slow, "com.example.slow")
+    call = asyncio.ensure_future(caller.call("com.example.slow"))
+    await wait(started, "the invocation to reach the callee")
+    callee.leave()
+    try:
+        await wait(call, "the pending call to fail")
+    except ApplicationError as e:
+        assert e.error == "wamp.error.canceled", e.error
+        assert "callee left" in e.args[0], e.args
+    else:
+        raise AssertionError("pending call did not fail when its callee left")
+    try:
+        await caller.call("com.example.slow")
+    except ApplicationError as e:
+        assert e.error == "wamp.error.no_such_procedure", e.error
+    else:
+        raise AssertionError("registration survived its callee")
+    await leave(caller)
+
+
+@scenario
+async def concurrent_calls(url, ser):
+    callee = await connect(url, ser)
+    caller = await connect(url, ser)
+
+    async def delayed_double(x):
+        # Answer out of order: later requests finish first.
+        await asyncio.sleep((500 - x) / 50000)
+        return x * 2
+
+    await callee.register(delayed_double, "com.example.double")
+    results = await wait(
+        asyncio.gather(*(caller.call("com.example.double", i) for i in range(500))),
+        "500 concurrent calls",
+    )
+    assert results == [i * 2 for i in range(500)], results[:10]
+    await leave(callee, caller)
+
+
+@scenario
+async def pubsub_basic(url, ser):
+    pub = await connect(url, ser)
+    sub1 = await connect(url, ser)
+    sub2 = await connect(url, ser)
+    got1, got2, got_self = [], [], []
+    ev1 = asyncio.Event()
+
+    def on1(*args, **kwargs):
+        got1.append((list(args), kwargs))
+        ev1.set()
+
+    s1 = await sub1.subscribe(on1, "com.example.topic")
+    await sub2.subscribe(lambda *a, **k: got2.append((list(a), k)), "com.example.topic")
+    await pub.subscribe(lambda *a, **k: got_self.append(a), "com.example.topic")
+
+    p = await pub.publish(
+        "com.example.topic", *PAYLOAD_ARGS, options=PublishOptions(acknowledge=True), **PAYLOAD_KWARGS
+    )
+    assert isinstance(p.id, int) and 1 <= p.id <= 2**53, p.id
+    await wait(ev1.wait(), "the event at subscriber 1")
+    await until(lambda: got2, "the event at subscriber 2")
+    assert got1 == [(PAYLOAD_ARGS, PAYLOAD_KWARGS)], got1
+    assert got2 == [(PAYLOAD_ARGS, PAYLOAD_KWARGS)], got2
+
+    # exclude_me=False: the publisher receives its own event.
+    await pub.publish("com.example.topic", "mine", options=PublishOptions(acknowledge=True, exclude_me=False))
+    await until(lambda: got_self, "the publisher's own event")
+    assert got_self == [("mine",)], got_self
+    assert len(got1) == 2
+
+    # Unsubscribed: no more events; a sentinel on a second topic orders it.
+    await s1.unsubscribe()
+    sentinel = asyncio.get_event_loop().create_future()
+    await sub1.subscribe(lambda: sentinel.set_result(True), "com.example.sentinel")
+    await pub.publish("com.example.topic", "after", options=PublishOptions(acknowledge=True))
+    await pub.publish("com.example.sentinel", options=PublishOptions(acknowledge=True))
+    await wait(sentinel, "the sentinel event")
+    assert len(got1) == 2, got1
+    await leave(pub, sub1, sub2)
+
+
+@scenario
+async def publish_errors(url, ser):
+    s = await connect(url, ser)
+    try:
+        await s.publish("wamp.session.on_join", options=PublishOptions(acknowledge=True))
+    except ApplicationError as e:
+        assert e.error == "wamp.error.invalid_uri", e.error
+        assert "reserved" in e.args[0], e.args
+    else:
+        raise AssertionError("publishing to a wamp. topic succeeded")
+    try:
+        await s.register(lambda: 1, "wamp.my.proc")
+    except ApplicationError as e:
+        assert e.error == "wamp.error.invalid_uri", e.error
+    else:
+        raise AssertionError("registering a wamp. procedure succeeded")
+    await leave(s)
+
+
+@scenario
+async def blackwhite_listing(url, ser):
+    pub = await connect(url, ser, authid="publisher")
+    a = await connect(url, ser, authid="alice")
+    b = await connect(url, ser, authid="bob")
+    got = {"alice": [], "bob": []}
+    sentinels = {"alice": asyncio.Event(), "bob": asyncio.Event()}
+    for name, s in (("alice", a), ("bob", b)):
+        await s.subscribe(lambda x, name=name: got[name].append(x), "com.example.bw")
+        await s.subscribe(lambda name=name: sentinels[name].set(), "com.example.bw.sentinel")
+    ack = PublishOptions
+    await pub.publish("com.example.bw", 1, options=ack(acknowledge=True, exclude=[a.details.session]))
+    await pub.publish("com.example.bw", 2, options=ack(acknowledge=True, eligible=[a.details.session]))
+    await pub.publish("com.example.bw", 3, options=ack(acknowledge=True, exclude_authid=["bob"]))
+    await pub.publish("com.example.bw", 4, options=ack(acknowledge=True, eligible_authid=["bob"]))
+    await pub.publish("com.example.bw", 5, options=ack(acknowledge=True, eligible_authrole=["anonymous"]))
+    await pub.publish("com.example.bw", 6, options=ack(acknowledge=True, exclude_authrole=["anonymous"]))
+    await pub.publish("com.example.bw.sentinel", options=ack(acknowledge=True))
+    await wait(sentinels["alice"].wait(), "alice's sentinel")
+    await wait(sentinels["bob"].wait(), "bob's sentinel")
+    assert got["alice"] == [2, 3, 5], got
+    assert got["bob"] == [1, 4, 5], got
+    await leave(pub, a, b)
+
+
+@scenario
+async def pattern_subscriptions(url, ser):
+    pub = await connect(url, ser)
+    sub = await connect(url, ser)
+    seen = []
+    done = asyncio.Event()
+
+    def on(x, details=None):
+        seen.append((x, details.topic))
+        if x == "last":
+            done.set()
+
+    await sub.subscribe(on, "com.example.prefix.", options=SubscribeOptions(match="prefix", details_arg="details"))
+    await sub.subscribe(on, "com..wild", options=SubscribeOptions(match="wildcard", details_arg="details"))
+    for topic, x in [
+        ("com.example.prefix.a", "p1"),
+        ("com.example.prefix.a.b", "p2"),
+        ("com.example.other", "none"),
+        ("com.foo.wild", "w1"),
+        ("com.foo.bar.wild", "none2"),
+        ("com.example.prefix.z", "last"),
+    ]:
+        await pub.publish(topic, x, options=PublishOptions(acknowledge=True))
+    await wait(done.wait(), "the last pattern event")
+    assert seen == [
+        ("p1", "com.example.prefix.a"),
+        ("p2", "com.example.prefix.a.b"),
+        ("w1", "com.foo.wild"),
+        ("last", "com.example.prefix.z"),
+    ], seen
+    await leave(pub, sub)
+
+
+@scenario
+async def identification(url, ser):
+    """Needs a role with disclose caller and publisher set in the config."""
+    a = await connect(url, ser, authid="caller-a")
+    b = await connect(url, ser)
+    seen = {}
+
+    def proc(details=None):
+        seen["caller"] = (details.caller, details.caller_authid, details.caller_authrole)
+        return "ok"
+
+    await b.register(proc, "com.example.whoami", options=RegisterOptions(details_arg="details"))
+    assert await a.call("com.example.whoami") == "ok"
+    assert seen["caller"] == (a.details.session, "caller-a", "anonymous"), seen
+    ev = asyncio.get_event_loop().create_future()
+    await b.subscribe(lambda details=None: ev.set_result(details), "com.example.who",
+                      options=SubscribeOptions(details_arg="details"))
+    await a.publish("com.example.who", options=PublishOptions(acknowledge=True))
+    d = await wait(ev, "the disclosed event")
+    assert d.publisher == a.details.session, d.publisher
+    assert d.publisher_authid == "caller-a", d.publisher_authid
+    await leave(a, b)
+
+
+@scenario
+async def progressive_results(url, ser):
+    callee = await connect(url, ser)
+    caller = await connect(url, ser)
+
+    async def countdown(n, details=None):
+        assert details.progress is not None, "caller asked for progress"
+        for i in range(n, 0, -1):
+            details.progress(i)
+        return "liftoff"
+
+    await callee.register(countdown, "com.example.countdown", options=RegisterOptions(details_arg="details"))
+    progress = []
+    res = await caller.call("com.example.countdown", 3, options=CallOptions(on_progress=progress.append))
+    assert progress == [3, 2, 1], progress
+    assert res == "liftoff", res
+    await leave(callee, caller)
+
+
+@scenario
+async def pattern_and_shared_registrations(url, ser):
+    c1 = await connect(url, ser)
+    c2 = await connect(url, ser)
+    c3 = await connect(url, ser)
+    caller = await connect(url, ser)
+
+    def who(name):
+        def f(*args, details=None):
+            return [name, details.procedure]
+        return f
+
+    opts = lambda **kw: RegisterOptions(details_arg="details", **kw)
+    await c1.register(who("prefix"), "com.example.rpc.", options=opts(match="prefix"))
+    await c2.register(who("wildcard"), "com.example..x", options=opts(match="wildcard"))
+    await c3.register(who("exact"), "com.example.rpc.x", options=opts())
+    # autobahn fills details.procedure with the registered URI for exact ones.
+    assert await caller.call("com.example.rpc.x") == ["exact", "com.example.rpc.x"]
+    assert await caller.call("com.example.rpc.y") == ["prefix", "com.example.rpc.y"]
+    assert await caller.call("com.example.other.x") == ["wildcard", "com.example.other.x"]
+
+    # Shared registration, round robin, and a policy mismatch refused.
+    for s, name in ((c1, "one"), (c2, "two"), (c3, "three")):
+        await s.register(who(name), "com.example.shared", options=opts(invoke="roundrobin"))
+    order = [(await caller.call("com.example.shared"))[0] for _ in range(6)]
+    assert order == ["one", "two", "three"] * 2, order
+    try:
+        await caller.register(who("x"), "com.example.shared", options=opts(invoke="first"))
+    except ApplicationError as e:
+        assert e.error == "wamp.error.procedure_already_exists", e.error
+        assert "roundrobin" in e.args[0], e.args
+    else:
+        raise AssertionError("registration with another invoke policy succeeded")
+    await leave(c1, c2, c3, caller)
+
+
+async def main():
+    url, name, sers = sys.argv[1], sys.argv[2], sys.argv[3:]
+    fn = SCENARIOS[name]
+    for ser in sers:
+        try:
+            await asyncio.wait_for(fn(url, ser), 60)
+        except Exception:
+            print(f"FAILED {name} with {ser}", flush=True)
+            traceback.print_exc()
+            sys.exit(1)
+        print(f"ok {name} {ser}", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

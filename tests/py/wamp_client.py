@@ -1,0 +1,105 @@
+"""Open real autobahn-python (asyncio) sessions against a router.
+
+Used by the end-to-end scenarios: each scenario opens as many sessions as it
+needs with `connect()`, and every wait is bounded by a timeout.
+"""
+
+import asyncio
+from urllib.parse import urlparse
+
+from autobahn.asyncio.wamp import ApplicationSession
+from autobahn.asyncio.websocket import WampWebSocketClientFactory
+from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
+from autobahn.wamp.types import ComponentConfig
+
+SERIALIZERS = {
+    "json": JsonSerializer,
+    "msgpack": MsgPackSerializer,
+    "cbor": CBORSerializer,
+}
+
+TIMEOUT = 10
+
+
+class Refused(Exception):
+    """The router answered HELLO with ABORT (or the connection dropped)."""
+
+    def __init__(self, reason, message):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class Session(ApplicationSession):
+    """An ApplicationSession that reports join, leave and disconnect."""
+
+    def __init__(self, config, joined, authmethods=None, authid=None):
+        super().__init__(config)
+        self._joined = joined
+        self._authmethods = authmethods
+        self._authid = authid
+        self.left = asyncio.get_event_loop().create_future()
+        self.disconnected = asyncio.get_event_loop().create_future()
+        self.details = None
+
+    def onConnect(self):
+        self.join(self.config.realm, authmethods=self._authmethods, authid=self._authid)
+
+    def onJoin(self, details):
+        self.details = details
+        if not self._joined.done():
+            self._joined.set_result(self)
+
+    def onLeave(self, details):
+        if not self._joined.done():
+            self._joined.set_exception(Refused(details.reason, details.message))
+        if not self.left.done():
+            self.left.set_result(details)
+        super().onLeave(details)
+
+    def onDisconnect(self):
+        if not self._joined.done():
+            self._joined.set_exception(Refused("disconnected", "transport closed before WELCOME"))
+        if not self.disconnected.done():
+            self.disconnected.set_result(True)
+
+
+async def connect(url, serializer, realm="realm1", authmethods=None, authid=None):
+    """Join `realm` at `url` with one serializer; return the Session."""
+    loop = asyncio.get_event_loop()
+    joined = loop.create_future()
+
+    def make():
+        return Session(ComponentConfig(realm=realm), joined, authmethods, authid)
+
+    factory = WampWebSocketClientFactory(make, url=url, serializers=[SERIALIZERS[serializer]()])
+    u = urlparse(url)
+    await asyncio.wait_for(loop.create_connection(factory, u.hostname, u.port), TIMEOUT)
+    return await asyncio.wait_for(joined, TIMEOUT)
+
+
+async def wait(fut, what, timeout=TIMEOUT):
+    """Await with a timeout that says what was being waited for."""
+    try:
+        return await asyncio.wait_for(fut, timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+async def leave(*sessions):
+    """Leave every session and wait until each has left."""
+    for s in sessions:
+        if s.is_attached():
+            s.leave()
+    for s in sessions:
+        await wait(s.left, "the session to leave")
+
+
+async def until(predicate, what, timeout=TIMEOUT):
+    """Poll `predicate` every few milliseconds until it holds, or fail."""
+
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.002)
+
+    await wait(poll(), what, timeout)
