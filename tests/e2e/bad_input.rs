@@ -18,7 +18,13 @@ fn bad_input_gets_clear_errors_and_costs_only_the_offender() {
     let out = expect_python_ok(&node, "bad_input.py", &["all"]);
     assert!(out.contains("ok bystander unaffected"), "{out}");
     let log = node.log();
-    assert!(log.contains("closing slow session"), "the slow-peer policy is not logged:\n{log}");
-    assert!(log.contains("protocol_violation"), "protocol violations are not logged:\n{log}");
+    assert!(
+        log.contains("closing slow session"),
+        "the slow-peer policy is not logged:\n{log}"
+    );
+    assert!(
+        log.contains("protocol_violation"),
+        "protocol violations are not logged:\n{log}"
+    );
     assert!(!log.contains("panicked"), "the router panicked:\n{log}");
 }

@@ -13,12 +13,25 @@ fn trellis() -> Command {
 
 #[test]
 fn check_accepts_the_default_and_the_example() {
-    let out = trellis().arg("check").env_remove("TRELLIS_CONFIG").current_dir("/").output().expect("run");
+    let out = trellis()
+        .arg("check")
+        .env_remove("TRELLIS_CONFIG")
+        .current_dir("/")
+        .output()
+        .expect("run");
     assert!(out.status.success(), "{out:?}");
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("node.json");
-    std::fs::write(&p, serde_json::to_vec(&router_config(free_port())).expect("json")).expect("write");
-    let out = trellis().args(["check", "--config"]).arg(&p).output().expect("run");
+    std::fs::write(
+        &p,
+        serde_json::to_vec(&router_config(free_port())).expect("json"),
+    )
+    .expect("write");
+    let out = trellis()
+        .args(["check", "--config"])
+        .arg(&p)
+        .output()
+        .expect("run");
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 }
@@ -39,20 +52,42 @@ fn check_reports_every_error_with_key_paths_and_exits_78() {
         }]
     });
     std::fs::write(&p, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    let out = trellis().args(["check", "--config"]).arg(&p).output().expect("run");
+    let out = trellis()
+        .args(["check", "--config"])
+        .arg(&p)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&p.display().to_string()), "{err}");
     assert!(err.contains("3 problems"), "{err}");
-    assert!(err.contains("workers[0].transports[0].serializers[1]: unknown serializer \"yaml\""), "{err}");
-    assert!(err.contains("workers[0].transports[1].auth.anonymous.role: role \"ghost\" does not exist"), "{err}");
-    assert!(err.contains("workers[0].transports[1].endpoint.port: port 8080 is already used"), "{err}");
+    assert!(
+        err.contains("workers[0].transports[0].serializers[1]: unknown serializer \"yaml\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("workers[0].transports[1].auth.anonymous.role: role \"ghost\" does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains("workers[0].transports[1].endpoint.port: port 8080 is already used"),
+        "{err}"
+    );
 
     std::fs::write(&p, r#"{"version": 2, "workers": [{"type": "router", "realms": [], "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": "80"}}]}]}"#).expect("write");
-    let out = trellis().args(["check", "--config"]).arg(&p).output().expect("run");
+    let out = trellis()
+        .args(["check", "--config"])
+        .arg(&p)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("workers[0].transports[0].endpoint.port: invalid type: string \"80\", expected u16"), "{err}");
+    assert!(
+        err.contains(
+            "workers[0].transports[0].endpoint.port: invalid type: string \"80\", expected u16"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -63,11 +98,18 @@ fn start_with_invalid_config_starts_nothing() {
     let mut cfg = router_config(port);
     cfg["workers"][0]["realms"][0]["roles"][0]["permissions"][0]["match"] = json!("fuzzy");
     std::fs::write(&p, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    let out = trellis().args(["start", "--config"]).arg(&p).output().expect("run");
+    let out = trellis()
+        .args(["start", "--config"])
+        .arg(&p)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown match policy \"fuzzy\""), "{err}");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "something listens on {port}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something listens on {port}"
+    );
 }
 
 #[test]
@@ -77,10 +119,19 @@ fn start_reports_a_port_in_use() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("node.json");
     std::fs::write(&p, serde_json::to_vec(&router_config(port)).expect("json")).expect("write");
-    let out = trellis().args(["start", "--config"]).arg(&p).output().expect("run");
+    let out = trellis()
+        .args(["start", "--config"])
+        .arg(&p)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port} for transports[0]")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} for transports[0]"
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -94,13 +145,26 @@ fn sigterm_says_goodbye_to_sessions_and_exits_0() {
     // Wait until the peer has joined.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !node.log().contains("session joined") {
-        assert!(std::time::Instant::now() < deadline, "peer never joined:\n{}", node.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "peer never joined:\n{}",
+            node.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     node.signal(nix::sys::signal::Signal::SIGTERM);
     let status = node.wait(Duration::from_secs(10));
-    assert!(status.success(), "trellis exited with {status}:\n{}", node.log());
+    assert!(
+        status.success(),
+        "trellis exited with {status}:\n{}",
+        node.log()
+    );
     let out = py.join().expect("python thread");
     assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("left wamp.close.system_shutdown"), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("left wamp.close.system_shutdown"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
 }

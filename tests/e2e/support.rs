@@ -80,7 +80,8 @@ impl Node {
     pub fn start(config: &Value, port: u16) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let cfg = dir.path().join("node.json");
-        std::fs::write(&cfg, serde_json::to_vec_pretty(config).expect("json")).expect("write config");
+        std::fs::write(&cfg, serde_json::to_vec_pretty(config).expect("json"))
+            .expect("write config");
         let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
             .args(["start", "--config"])
@@ -97,9 +98,16 @@ impl Node {
                 return node;
             }
             if let Ok(Some(status)) = node.child.try_wait() {
-                panic!("trellis exited with {status} before listening:\n{}", node.log());
+                panic!(
+                    "trellis exited with {status} before listening:\n{}",
+                    node.log()
+                );
             }
-            assert!(Instant::now() < deadline, "trellis did not listen on {port} within 10 s:\n{}", node.log());
+            assert!(
+                Instant::now() < deadline,
+                "trellis did not listen on {port} within 10 s:\n{}",
+                node.log()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }

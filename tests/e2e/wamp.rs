@@ -8,9 +8,16 @@ fn run(scenario: &str, tweak: impl FnOnce(&mut serde_json::Value)) {
     let mut cfg = router_config(port);
     tweak(&mut cfg);
     let node = Node::start(&cfg, port);
-    let out = expect_python_ok(&node, "scenarios.py", &[scenario, "json", "msgpack", "cbor"]);
+    let out = expect_python_ok(
+        &node,
+        "scenarios.py",
+        &[scenario, "json", "msgpack", "cbor"],
+    );
     for ser in ["json", "msgpack", "cbor"] {
-        assert!(out.contains(&format!("ok {scenario} {ser}")), "{scenario} did not pass with {ser}:\n{out}");
+        assert!(
+            out.contains(&format!("ok {scenario} {ser}")),
+            "{scenario} did not pass with {ser}:\n{out}"
+        );
     }
 }
 
