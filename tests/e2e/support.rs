@@ -19,8 +19,10 @@ pub fn repo_root() -> PathBuf {
 
 /// The Python interpreter with autobahn installed (`scripts/test` makes it).
 pub fn python() -> PathBuf {
+    // A relative path is taken from the repository root, not from the
+    // test's working directory (controller/).
     let p = std::env::var_os("TRELLIS_TEST_PYTHON")
-        .map(PathBuf::from)
+        .map(|p| repo_root().join(p))
         .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
     assert!(
         p.exists(),

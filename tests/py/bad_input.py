@@ -97,6 +97,26 @@ async def malformed_json(url):
 
 
 @check
+async def malformed_websocket_frame(url):
+    """A frame with reserved bits set (no extension negotiated), written raw."""
+    r = await Raw.open(url)
+    await r.hello()
+    # FIN + RSV1 + text opcode, masked, 2-byte payload "[]" under a zero mask.
+    r.ws.transport.write(bytes([0xC1, 0x82, 0, 0, 0, 0]) + b"[]")
+    closed = await r.expect_closed()
+    assert closed.rcvd is None or closed.rcvd.code == 1002, closed
+
+
+@check
+async def unmasked_client_frame(url):
+    r = await Raw.open(url)
+    await r.hello()
+    r.ws.transport.write(bytes([0x81, 0x02]) + b"[]")
+    closed = await r.expect_closed()
+    assert closed.rcvd is None or closed.rcvd.code == 1002, closed
+
+
+@check
 async def unknown_message_type(url):
     r = await Raw.open(url)
     await r.hello()
