@@ -405,9 +405,14 @@ async def slow_subscriber_is_dropped(url):
     except asyncio.TimeoutError:
         raise AssertionError(f"slow subscriber still connected after {count} events") from None
     assert count < n, count
-    bye = json.loads(last)
-    assert bye[0] == 6 and bye[2] == "wamp.close.killed", bye
-    assert "outbound queue overflow" in bye[1]["message"], bye
+    # GOODBYE arrives only if it fit into the socket the peer stopped
+    # draining; otherwise the router closes after a bounded wait.
+    last = json.loads(last)
+    if last[0] == 6:
+        assert last[2] == "wamp.close.killed", last
+        assert "outbound queue overflow" in last[1]["message"], last
+    else:
+        assert last[0] == 36, last
     await leave(fast, pub)
 
 
