@@ -6,10 +6,10 @@
 //! realm encode one EVENT per subscription and serializer for all its
 //! subscribers.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
-use proto::Id;
 use proto::uri::{self, MatchPolicy};
+use proto::{Dict, Id, Payload};
 
 /// One subscription: a topic pattern and the sessions on it.
 #[derive(Debug, Clone)]
@@ -22,6 +22,43 @@ pub struct Subscription {
     pub policy: MatchPolicy,
     /// Subscribed sessions, ordered so fan-out order is stable.
     pub subscribers: BTreeSet<Id>,
+    /// When the subscription was created (ISO 8601, for the meta API).
+    pub created: String,
+}
+
+/// The last event retained on a topic (`retain: true` on PUBLISH).
+#[derive(Debug, Clone)]
+pub struct Retained {
+    /// The publication id.
+    pub publication: Id,
+    /// EVENT details as first delivered (publisher disclosure, ppt_*).
+    pub details: Dict,
+    /// The payload.
+    pub payload: Payload,
+    /// The publisher's session, for `exclude_me`.
+    pub publisher: Id,
+}
+
+/// One event kept for `wamp.subscription.get_events`.
+#[derive(Debug, Clone)]
+pub struct HistoryEvent {
+    /// When it was published (ISO 8601).
+    pub timestamp: String,
+    /// The publication id.
+    pub publication: Id,
+    /// The concrete topic.
+    pub topic: String,
+    /// The payload.
+    pub payload: Payload,
+}
+
+/// Event history kept for one configured topic or pattern.
+#[derive(Debug)]
+struct History {
+    uri: String,
+    policy: MatchPolicy,
+    limit: usize,
+    events: VecDeque<HistoryEvent>,
 }
 
 /// Result of [`Broker::subscribe`].
@@ -52,12 +89,124 @@ pub struct Broker {
     by_session: HashMap<Id, HashSet<Id>>,
     /// Router-scoped sequential ids.
     next_id: Id,
+    /// Retained events by topic.
+    retained: HashMap<String, Retained>,
+    /// Most topics retained at once, so retention cannot grow without bound.
+    max_retained: usize,
+    /// Configured event histories.
+    histories: Vec<History>,
 }
 
 impl Broker {
     /// An empty broker.
     pub fn new() -> Self {
-        Broker::default()
+        Broker {
+            max_retained: 100_000,
+            ..Broker::default()
+        }
+    }
+
+    /// Keep the last `limit` events published to topics matching `uri`.
+    pub fn add_history(&mut self, uri: &str, policy: MatchPolicy, limit: usize) {
+        self.histories.push(History {
+            uri: uri.to_owned(),
+            policy,
+            limit,
+            events: VecDeque::new(),
+        });
+    }
+
+    /// True if some configured history covers `topic` (worth recording).
+    pub fn wants_history(&self, topic: &str) -> bool {
+        self.histories
+            .iter()
+            .any(|h| uri::matches(&h.uri, h.policy, topic))
+    }
+
+    /// Record a publication in every history that covers its topic.
+    pub fn record(&mut self, ev: &HistoryEvent) {
+        for h in &mut self.histories {
+            if uri::matches(&h.uri, h.policy, &ev.topic) {
+                if h.events.len() >= h.limit {
+                    h.events.pop_front();
+                }
+                h.events.push_back(ev.clone());
+            }
+        }
+    }
+
+    /// The last `limit` events (oldest first) of the history kept for the
+    /// subscription's own topic and match policy; `None` if there is no
+    /// such subscription or no history is configured for it.
+    pub fn history(&self, subscription: Id, limit: usize) -> Option<Vec<&HistoryEvent>> {
+        let sub = self.subs.get(&subscription)?;
+        let h = self
+            .histories
+            .iter()
+            .find(|h| h.uri == sub.topic && h.policy == sub.policy)?;
+        let skip = h.events.len().saturating_sub(limit);
+        Some(h.events.iter().skip(skip).collect())
+    }
+
+    /// Retain `event` as the last one on `topic`. Returns false (and keeps
+    /// nothing) when the retention limit is reached for a new topic.
+    pub fn retain(&mut self, topic: &str, event: Retained) -> bool {
+        if !self.retained.contains_key(topic) && self.retained.len() >= self.max_retained {
+            return false;
+        }
+        self.retained.insert(topic.to_owned(), event);
+        true
+    }
+
+    /// Retained events a new subscription should receive, by topic.
+    pub fn retained_for(&self, subscription: Id) -> Vec<(&str, &Retained)> {
+        let Some(sub) = self.subs.get(&subscription) else {
+            return Vec::new();
+        };
+        if sub.policy == MatchPolicy::Exact {
+            return self
+                .retained
+                .get_key_value(&sub.topic)
+                .map(|(k, v)| vec![(k.as_str(), v)])
+                .unwrap_or_default();
+        }
+        let mut out: Vec<(&str, &Retained)> = self
+            .retained
+            .iter()
+            .filter(|(t, _)| uri::matches(&sub.topic, sub.policy, t))
+            .map(|(t, r)| (t.as_str(), r))
+            .collect();
+        out.sort_by_key(|(t, _)| *t);
+        out
+    }
+
+    /// The subscription id for exactly this topic and policy, if any.
+    pub fn lookup(&self, topic: &str, policy: MatchPolicy) -> Option<Id> {
+        match policy {
+            MatchPolicy::Exact => self.exact.get(topic).copied(),
+            p => self.patterns.get(&(p, topic.to_owned())).copied(),
+        }
+    }
+
+    /// Subscription ids by match policy (for `wamp.subscription.list`).
+    pub fn ids_by_policy(&self) -> [(MatchPolicy, Vec<Id>); 3] {
+        let mut out = [
+            (MatchPolicy::Exact, Vec::new()),
+            (MatchPolicy::Prefix, Vec::new()),
+            (MatchPolicy::Wildcard, Vec::new()),
+        ];
+        for sub in self.subs.values() {
+            let i = match sub.policy {
+                MatchPolicy::Exact => 0,
+                MatchPolicy::Prefix => 1,
+                MatchPolicy::Wildcard => 2,
+            };
+            out[i].1.push(sub.id);
+        }
+        for (_, ids) in &mut out {
+            ids.sort_unstable();
+        }
+        out
     }
 
     fn alloc_id(&mut self) -> Id {
@@ -90,6 +239,7 @@ impl Broker {
                         topic: topic.to_owned(),
                         policy,
                         subscribers: BTreeSet::new(),
+                        created: crate::time::now_iso8601(),
                     },
                 );
                 match policy {
@@ -243,6 +393,56 @@ mod tests {
         assert!(b.matching("a").is_empty());
         assert_eq!(b.matching("b")[0].subscribers.len(), 1);
         assert!(b.remove_session(1).is_empty());
+    }
+
+    #[test]
+    fn retention_and_history() {
+        let mut b = Broker::new();
+        b.add_history("com.h", MatchPolicy::Exact, 2);
+        assert!(b.wants_history("com.h") && !b.wants_history("com.x"));
+        for i in 1..=3 {
+            b.record(&HistoryEvent {
+                timestamp: String::new(),
+                publication: i,
+                topic: "com.h".into(),
+                payload: Payload::default(),
+            });
+        }
+        let sub = b.subscribe(1, "com.h", MatchPolicy::Exact).id;
+        let pubs: Vec<Id> = b
+            .history(sub, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.publication)
+            .collect();
+        assert_eq!(
+            pubs,
+            [2, 3],
+            "bounded by the configured limit, oldest first"
+        );
+        assert_eq!(b.history(sub, 1).unwrap()[0].publication, 3);
+        let other = b.subscribe(1, "com.x", MatchPolicy::Exact).id;
+        assert!(b.history(other, 10).is_none());
+
+        let r = |p| Retained {
+            publication: p,
+            details: Dict::new(),
+            payload: Payload::default(),
+            publisher: 9,
+        };
+        assert!(b.retain("com.r.a", r(1)));
+        assert!(b.retain("com.r.a", r(2)));
+        assert!(b.retain("com.r.b", r(3)));
+        let exact = b.subscribe(2, "com.r.a", MatchPolicy::Exact).id;
+        assert_eq!(b.retained_for(exact).len(), 1);
+        assert_eq!(
+            b.retained_for(exact)[0].1.publication,
+            2,
+            "the last one wins"
+        );
+        let prefix = b.subscribe(2, "com.r.", MatchPolicy::Prefix).id;
+        let topics: Vec<&str> = b.retained_for(prefix).iter().map(|(t, _)| *t).collect();
+        assert_eq!(topics, ["com.r.a", "com.r.b"]);
     }
 
     #[test]

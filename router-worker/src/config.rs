@@ -37,6 +37,46 @@ pub struct RealmConfig {
     /// Realm options.
     #[serde(default)]
     pub options: RealmOptions,
+    /// Event history (Crossbar.io's realm `store`).
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
+}
+
+/// Crossbar.io's realm store: which topics keep an event history.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Only `memory` (history is lost on restart).
+    #[serde(rename = "type")]
+    pub kind: StoreKind,
+    /// Default number of events kept per history entry.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Topics (or patterns) whose events are kept.
+    #[serde(rename = "event-history", default)]
+    pub event_history: Vec<HistoryConfig>,
+}
+
+/// Store types.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In memory.
+    Memory,
+}
+
+/// One topic (or pattern) with an event history.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Topic or pattern.
+    pub uri: String,
+    /// How `uri` matches topics (`exact` default).
+    #[serde(default, rename = "match", with = "match_policy")]
+    pub match_policy: MatchPolicy,
+    /// Events kept (default: the store's `limit`, else 100).
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
 
 /// Options of a realm.
@@ -304,6 +344,27 @@ impl RouterConfig {
                         realm.name
                     ),
                 );
+            }
+            if let Some(store) = &realm.store {
+                for (h, entry) in store.event_history.iter().enumerate() {
+                    if let Err(e) = proto::uri::validate(&entry.uri, entry.match_policy, false) {
+                        p(
+                            format!("realms[{i}].store.event-history[{h}].uri"),
+                            format!(
+                                "not a valid URI for match {:?}: {e}",
+                                entry.match_policy.name()
+                            ),
+                        );
+                    }
+                    if entry.limit.or(store.limit) == Some(0)
+                        || entry.limit.or(store.limit).is_some_and(|l| l > 1_000_000)
+                    {
+                        p(
+                            format!("realms[{i}].store.event-history[{h}].limit"),
+                            "must be between 1 and 1000000 events".into(),
+                        );
+                    }
+                }
             }
             let mut roles = BTreeMap::new();
             for (j, role) in realm.roles.iter().enumerate() {

@@ -65,6 +65,8 @@ pub struct Registration {
     pub callees: Vec<Id>,
     /// Next round-robin position.
     rr_next: usize,
+    /// When the registration was created (ISO 8601, for the meta API).
+    pub created: String,
 }
 
 /// Why a REGISTER was refused.
@@ -94,6 +96,11 @@ pub struct Pending {
     pub callee: Id,
     /// The registration it was routed through.
     pub registration: Id,
+    /// The caller is still sending progressive call invocations.
+    pub caller_progress: bool,
+    /// The callee has been sent INTERRUPT (kill mode): a second CANCEL is
+    /// ignored.
+    pub interrupted: bool,
 }
 
 /// What [`Dealer::remove_session`] cleaned up.
@@ -190,6 +197,7 @@ impl Dealer {
                 invoke,
                 callees: vec![session],
                 rr_next: 0,
+                created: crate::time::now_iso8601(),
             },
         );
         match policy {
@@ -299,6 +307,8 @@ impl Dealer {
             caller_request,
             callee,
             registration,
+            caller_progress: false,
+            interrupted: false,
         };
         self.pending.insert(invocation, p);
         self.by_caller.insert((caller, caller_request), invocation);
@@ -313,12 +323,54 @@ impl Dealer {
         invocation
     }
 
+    /// The call a caller has in flight under `request`.
+    pub fn pending_for_caller(&self, caller: Id, request: Id) -> Option<Pending> {
+        self.by_caller
+            .get(&(caller, request))
+            .and_then(|inv| self.pending.get(inv))
+            .copied()
+    }
+
     /// The call behind an invocation, if `callee` is the one running it.
     pub fn pending_for_callee(&self, callee: Id, invocation: Id) -> Option<Pending> {
         self.pending
             .get(&invocation)
             .filter(|p| p.callee == callee)
             .copied()
+    }
+
+    /// Change a call in flight.
+    pub fn pending_mut(&mut self, invocation: Id) -> Option<&mut Pending> {
+        self.pending.get_mut(&invocation)
+    }
+
+    /// The registration id for exactly this procedure and policy, if any.
+    pub fn lookup_exact(&self, procedure: &str, policy: MatchPolicy) -> Option<Id> {
+        match policy {
+            MatchPolicy::Exact => self.exact.get(procedure).copied(),
+            p => self.patterns.get(&(p, procedure.to_owned())).copied(),
+        }
+    }
+
+    /// Registration ids by match policy (for `wamp.registration.list`).
+    pub fn ids_by_policy(&self) -> [(MatchPolicy, Vec<Id>); 3] {
+        let mut out = [
+            (MatchPolicy::Exact, Vec::new()),
+            (MatchPolicy::Prefix, Vec::new()),
+            (MatchPolicy::Wildcard, Vec::new()),
+        ];
+        for reg in self.regs.values() {
+            let i = match reg.policy {
+                MatchPolicy::Exact => 0,
+                MatchPolicy::Prefix => 1,
+                MatchPolicy::Wildcard => 2,
+            };
+            out[i].1.push(reg.id);
+        }
+        for (_, ids) in &mut out {
+            ids.sort_unstable();
+        }
+        out
     }
 
     /// Finish a call (final YIELD, callee ERROR, cancel, timeout).

@@ -19,9 +19,11 @@ pub mod authz;
 pub mod broker;
 pub mod config;
 pub mod dealer;
+pub mod meta;
 pub mod outbound;
 pub mod realm;
 pub mod session;
+pub mod time;
 pub mod transport;
 
 use std::collections::HashMap;

@@ -6,14 +6,20 @@
 //! a session: it `try_send`s, and a session whose queue is full is closed
 //! with a reason in the log (the slow-peer policy), so one slow peer cannot
 //! stall a realm or grow its memory.
+//!
+//! The meta API (`wamp.session.*`, `wamp.registration.*`,
+//! `wamp.subscription.*`) lives in [`crate::meta`] as more methods of the
+//! same actor.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use proto::errors::uri as wamp_uri;
 use proto::message::{
-    Call, CallResult, Event, Invocation, Publish, Published, Register, Registered, Subscribe,
-    Subscribed, Unregister, Unregistered, Unsubscribe, Unsubscribed, WampError, Yield, code,
+    Call, CallResult, Cancel, Event, Interrupt, Invocation, Publish, Published, Register,
+    Registered, Subscribe, Subscribed, Unregister, Unregistered, Unsubscribe, Unsubscribed,
+    WampError, Yield, code,
 };
 use proto::uri::{self, MatchPolicy};
 use proto::{Dict, Id, Message, Payload, Serializer, Value};
@@ -22,17 +28,22 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::authz::{Action, Authorizer};
-use crate::broker::Broker;
+use crate::broker::{Broker, HistoryEvent, Retained};
 use crate::config::{RealmConfig, UriCheck};
-use crate::dealer::{Dealer, InvokePolicy, RegisterError};
+use crate::dealer::{Dealer, InvokePolicy, Pending, RegisterError};
 use crate::outbound::OutMsg;
 
 /// Commands queued per realm before senders wait.
 const REALM_QUEUE: usize = 4096;
 /// Commands handled per wakeup before yielding to the scheduler.
 const BATCH: usize = 512;
+/// Testaments one session may leave.
+pub(crate) const MAX_TESTAMENTS: usize = 32;
+/// Default event history length when the config names none.
+const DEFAULT_HISTORY: usize = 100;
 
-/// Who a session is, as the realm needs it for authorization and disclosure.
+/// Who a session is, as the realm needs it for authorization, disclosure
+/// and the meta API.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
     /// Authenticated identity.
@@ -45,20 +56,39 @@ pub struct SessionInfo {
     pub authprovider: String,
     /// Serializer in use, for logs and the meta API.
     pub serializer: Serializer,
+    /// The client's `roles` from HELLO: which features it supports (call
+    /// canceling, progressive call invocations) decides what it is sent.
+    pub roles: Dict,
+    /// Transport details for the meta API (type, protocol, peer).
+    pub transport: Dict,
+}
+
+impl SessionInfo {
+    /// True if the client announced `feature` for `role` in HELLO.
+    pub fn supports(&self, role: &str, feature: &str) -> bool {
+        self.roles
+            .get(role)
+            .and_then(Value::as_dict)
+            .and_then(|r| r.get("features"))
+            .and_then(Value::as_dict)
+            .and_then(|f| f.get(feature))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
 }
 
 /// Lets the realm close a session from outside its task.
 #[derive(Debug, Default)]
 pub struct KillSwitch {
     token: CancellationToken,
-    /// The ABORT reason URI and message; the first kill wins.
-    reason: OnceLock<(&'static str, String)>,
+    /// The close reason URI and message; the first kill wins.
+    reason: OnceLock<(String, String)>,
 }
 
 impl KillSwitch {
     /// Close the session with `reason`; later calls keep the first reason.
-    pub fn kill(&self, reason: &'static str, message: String) {
-        let _ = self.reason.set((reason, message));
+    pub fn kill(&self, reason: &str, message: String) {
+        let _ = self.reason.set((reason.to_owned(), message));
         self.token.cancel();
     }
 
@@ -68,7 +98,7 @@ impl KillSwitch {
     }
 
     /// The reason given to [`KillSwitch::kill`].
-    pub fn reason(&self) -> Option<&(&'static str, String)> {
+    pub fn reason(&self) -> Option<&(String, String)> {
         self.reason.get()
     }
 }
@@ -78,11 +108,11 @@ impl KillSwitch {
 pub struct SessionLink {
     /// The session's bounded outbound queue.
     pub tx: mpsc::Sender<Arc<OutMsg>>,
-    /// To close the session (slow peer, protocol violation).
+    /// To close the session (slow peer, protocol violation, meta kill).
     pub kill: Arc<KillSwitch>,
 }
 
-/// What session tasks send to a realm.
+/// What session tasks (and the realm's own timers) send to a realm.
 #[derive(Debug)]
 pub enum RealmCommand {
     /// Admit a session; the realm picks its id.
@@ -95,6 +125,12 @@ pub enum RealmCommand {
     Leave { session: Id },
     /// A client-to-router message of an established session.
     Message { session: Id, msg: Message },
+    /// A call's `timeout` option expired.
+    Timeout {
+        invocation: Id,
+        caller: Id,
+        request: Id,
+    },
 }
 
 /// A cheap, clonable handle to a running realm.
@@ -112,13 +148,26 @@ impl RealmHandle {
     pub fn spawn(cfg: &RealmConfig) -> RealmHandle {
         let (tx, rx) = mpsc::channel(REALM_QUEUE);
         let authz = Arc::new(Authorizer::new(&cfg.roles));
+        let mut broker = Broker::new();
+        if let Some(store) = &cfg.store {
+            for h in &store.event_history {
+                broker.add_history(
+                    &h.uri,
+                    h.match_policy,
+                    h.limit.or(store.limit).unwrap_or(DEFAULT_HISTORY),
+                );
+            }
+        }
         let realm = Realm {
             name: cfg.name.clone(),
             strict: cfg.options.uri_check == UriCheck::Strict,
             authz: authz.clone(),
-            broker: Broker::new(),
+            broker,
             dealer: Dealer::new(),
             sessions: HashMap::new(),
+            self_tx: tx.downgrade(),
+            timers: HashMap::new(),
+            testaments: HashMap::new(),
         };
         tokio::spawn(realm.run(rx));
         RealmHandle {
@@ -137,21 +186,39 @@ impl RealmHandle {
     }
 }
 
-struct SessionEntry {
-    info: SessionInfo,
-    link: SessionLink,
+pub(crate) struct SessionEntry {
+    pub(crate) info: SessionInfo,
+    pub(crate) link: SessionLink,
     /// Set once the session has been killed, so overflow is logged once.
-    killed: bool,
+    pub(crate) killed: bool,
 }
 
-struct Realm {
-    name: String,
+/// A testament: an event published on the session's behalf when it goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Testament {
+    pub(crate) topic: String,
+    pub(crate) payload: Payload,
+    pub(crate) options: Dict,
+    /// `destroyed` or `detached`; Trellis has no session resumption, so
+    /// both are published when the session leaves.
+    pub(crate) scope: String,
+}
+
+pub(crate) struct Realm {
+    pub(crate) name: String,
     /// Whether client URIs must follow the strict rule.
-    strict: bool,
-    authz: Arc<Authorizer>,
-    broker: Broker,
-    dealer: Dealer,
-    sessions: HashMap<Id, SessionEntry>,
+    pub(crate) strict: bool,
+    pub(crate) authz: Arc<Authorizer>,
+    pub(crate) broker: Broker,
+    pub(crate) dealer: Dealer,
+    pub(crate) sessions: HashMap<Id, SessionEntry>,
+    /// For call timeouts to report back; weak so the realm still stops when
+    /// every handle is gone.
+    self_tx: mpsc::WeakSender<RealmCommand>,
+    /// Timeout timers of calls in flight, aborted when the call finishes.
+    timers: HashMap<Id, tokio::task::AbortHandle>,
+    /// Testaments by session.
+    pub(crate) testaments: HashMap<Id, Vec<Testament>>,
 }
 
 /// Deliver to one session without ever waiting; a full queue closes it.
@@ -182,7 +249,7 @@ fn deliver(sessions: &mut HashMap<Id, SessionEntry>, to: Id, msg: Arc<OutMsg>) {
     }
 }
 
-fn error_msg(request_type: u64, request: Id, error: &str, text: String) -> Message {
+pub(crate) fn error_msg(request_type: u64, request: Id, error: &str, text: String) -> Message {
     Message::Error(WampError {
         request_type,
         request,
@@ -248,9 +315,33 @@ fn opt_strs(options: &Dict, key: &str) -> Result<Option<Vec<String>>, String> {
     }
 }
 
+/// The payload passthru (`ppt_*`) options of a message, to be forwarded in
+/// the details of what the router sends on. The payload itself is never
+/// touched.
+fn ppt_options(options: &Dict) -> Result<Dict, String> {
+    let mut out = Dict::new();
+    for (k, v) in options.iter().filter(|(k, _)| k.starts_with("ppt_")) {
+        match v {
+            Value::Str(_) => {
+                out.insert(k.clone(), v.clone());
+            }
+            other => {
+                return Err(format!(
+                    "option {k:?} must be a string, found {}",
+                    other.type_name()
+                ));
+            }
+        }
+    }
+    if !out.is_empty() && !out.contains_key("ppt_scheme") {
+        return Err("payload passthru options need \"ppt_scheme\"".into());
+    }
+    Ok(out)
+}
+
 /// Subscriber black- and whitelisting options of one PUBLISH.
-#[derive(Default)]
-struct Audience {
+#[derive(Default, Debug, Clone)]
+pub(crate) struct Audience {
     exclude: Option<Vec<Id>>,
     exclude_authid: Option<Vec<String>>,
     exclude_authrole: Option<Vec<String>>,
@@ -260,7 +351,7 @@ struct Audience {
 }
 
 impl Audience {
-    fn parse(o: &Dict) -> Result<Audience, String> {
+    pub(crate) fn parse(o: &Dict) -> Result<Audience, String> {
         Ok(Audience {
             exclude: opt_ids(o, "exclude")?,
             exclude_authid: opt_strs(o, "exclude_authid")?,
@@ -290,6 +381,26 @@ impl Audience {
                 .as_ref()
                 .is_none_or(|_| has(&self.eligible_authrole, &info.authrole))
     }
+}
+
+/// One publication on its way to subscribers.
+pub(crate) struct Publication<'a> {
+    pub(crate) id: Id,
+    pub(crate) topic: &'a str,
+    pub(crate) payload: &'a Payload,
+    /// Details every EVENT carries (publisher disclosure, ppt_*).
+    pub(crate) details: &'a Dict,
+    pub(crate) audience: &'a Audience,
+    /// The publisher, excluded when `exclude_me` holds.
+    pub(crate) exclude: Option<Id>,
+}
+
+/// How a caller asked to cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CancelMode {
+    Skip,
+    Kill,
+    KillNoWait,
 }
 
 impl Realm {
@@ -322,6 +433,8 @@ impl Realm {
                 if reply.send(id).is_err() {
                     // The session task went away while joining.
                     self.leave(id);
+                } else {
+                    self.meta_on_join(id);
                 }
             }
             RealmCommand::Leave { session } => self.leave(session),
@@ -330,14 +443,20 @@ impl Realm {
                     self.dispatch(session, msg);
                 }
             }
+            RealmCommand::Timeout {
+                invocation,
+                caller,
+                request,
+            } => self.call_timed_out(invocation, caller, request),
         }
     }
 
-    fn send(&mut self, to: Id, msg: Message) {
+    pub(crate) fn send(&mut self, to: Id, msg: Message) {
         deliver(&mut self.sessions, to, OutMsg::new(msg));
     }
 
-    fn kill(&mut self, session: Id, reason: &'static str, message: String) {
+    /// Close a session from the router's side.
+    pub(crate) fn kill(&mut self, session: Id, reason: &str, message: String) {
         if let Some(entry) = self.sessions.get_mut(&session) {
             warn!(session, authid = %entry.info.authid, reason, "{message}");
             entry.killed = true;
@@ -351,8 +470,9 @@ impl Realm {
             .map_or("", |e| e.info.authrole.as_str())
     }
 
-    /// Check a client URI: its syntax under `policy`, the reserved `wamp.`
-    /// prefix, then the role's permission. Returns the error to send, if any.
+    /// Check a client URI: its syntax under `policy`, the role's permission,
+    /// then the reserved `wamp.` prefix. Returns whether the identity must be
+    /// disclosed, or the error to send.
     fn check_uri(
         &self,
         session: Id,
@@ -392,6 +512,7 @@ impl Realm {
             Message::Register(m) => self.register(session, m),
             Message::Unregister(m) => self.unregister(session, m),
             Message::Call(m) => self.call(session, m),
+            Message::Cancel(m) => self.cancel(session, m),
             Message::Yield(m) => self.yield_(session, m),
             Message::Error(m) if m.request_type == code::INVOCATION => {
                 self.invocation_error(session, m)
@@ -405,6 +526,80 @@ impl Realm {
                 ),
             ),
         }
+    }
+
+    // ----- Pub/Sub -----
+
+    /// Deliver one publication to every eligible subscriber: one EVENT per
+    /// matching subscription, shared by all its subscribers.
+    pub(crate) fn fanout(&mut self, p: &Publication) {
+        let Realm {
+            broker,
+            sessions,
+            authz,
+            ..
+        } = self;
+        let mut recipients = Vec::new();
+        for sub in broker.matching(p.topic) {
+            recipients.clear();
+            for &sid in &sub.subscribers {
+                if p.exclude == Some(sid) {
+                    continue;
+                }
+                let Some(entry) = sessions.get(&sid) else {
+                    continue;
+                };
+                if !p.audience.admits(sid, &entry.info) {
+                    continue;
+                }
+                // A pattern subscription never leaks a topic the
+                // subscriber's role may not subscribe to.
+                if sub.policy != MatchPolicy::Exact
+                    && !authz
+                        .authorize(&entry.info.authrole, p.topic, Action::Subscribe)
+                        .allow
+                {
+                    continue;
+                }
+                recipients.push(sid);
+            }
+            if recipients.is_empty() {
+                continue;
+            }
+            let mut details = p.details.clone();
+            if sub.policy != MatchPolicy::Exact {
+                details.insert("topic".into(), Value::from(p.topic));
+            }
+            let event = OutMsg::new(Message::Event(Event {
+                subscription: sub.id,
+                publication: p.id,
+                details,
+                payload: p.payload.clone(),
+            }));
+            for &sid in &recipients {
+                deliver(sessions, sid, event.clone());
+            }
+        }
+        if self.broker.wants_history(p.topic) {
+            self.broker.record(&HistoryEvent {
+                timestamp: crate::time::now_iso8601(),
+                publication: p.id,
+                topic: p.topic.to_owned(),
+                payload: p.payload.clone(),
+            });
+        }
+    }
+
+    /// Publish an event from the router itself (meta events, testaments).
+    pub(crate) fn publish_internal(&mut self, topic: &str, payload: Payload, audience: &Audience) {
+        self.fanout(&Publication {
+            id: rand::random_range(1..=proto::MAX_ID),
+            topic,
+            payload: &payload,
+            details: &Dict::new(),
+            audience,
+            exclude: None,
+        });
     }
 
     fn publish(&mut self, session: Id, p: Publish) {
@@ -424,72 +619,53 @@ impl Realm {
         let parsed = (|| {
             let exclude_me = opt_bool(&p.options, "exclude_me")?.unwrap_or(true);
             let disclose_me = opt_bool(&p.options, "disclose_me")?.unwrap_or(false);
-            Ok::<_, String>((exclude_me, disclose_me, Audience::parse(&p.options)?))
+            let retain = opt_bool(&p.options, "retain")?.unwrap_or(false);
+            Ok::<_, String>((
+                exclude_me,
+                disclose_me,
+                retain,
+                Audience::parse(&p.options)?,
+                ppt_options(&p.options)?,
+            ))
         })();
-        let (exclude_me, disclose_me, audience) = match parsed {
+        let (exclude_me, disclose_me, retain, audience, mut details) = match parsed {
             Ok(x) => x,
             Err(text) => return fail(self, wamp_uri::INVALID_ARGUMENT, text),
         };
         let publication = rand::random_range(1..=proto::MAX_ID);
-        let mut base = Dict::new();
         if disclose_me || disclose_forced {
-            base.insert("publisher".into(), Value::from(session));
+            details.insert("publisher".into(), Value::from(session));
             if let Some(e) = self.sessions.get(&session) {
-                base.insert(
+                details.insert(
                     "publisher_authid".into(),
                     Value::from(e.info.authid.as_str()),
                 );
-                base.insert(
+                details.insert(
                     "publisher_authrole".into(),
                     Value::from(e.info.authrole.as_str()),
                 );
             }
         }
-        let Realm {
-            broker,
-            sessions,
-            authz,
-            ..
-        } = self;
-        let mut recipients = Vec::new();
-        for sub in broker.matching(&p.topic) {
-            recipients.clear();
-            for &sid in &sub.subscribers {
-                if exclude_me && sid == session {
-                    continue;
-                }
-                let Some(entry) = sessions.get(&sid) else {
-                    continue;
-                };
-                if !audience.admits(sid, &entry.info) {
-                    continue;
-                }
-                // A pattern subscription never leaks a topic the
-                // subscriber's role may not subscribe to.
-                if sub.policy != MatchPolicy::Exact
-                    && !authz
-                        .authorize(&entry.info.authrole, &p.topic, Action::Subscribe)
-                        .allow
-                {
-                    continue;
-                }
-                recipients.push(sid);
-            }
-            if recipients.is_empty() {
-                continue;
-            }
-            let mut details = base.clone();
-            if sub.policy != MatchPolicy::Exact {
-                details.insert("topic".into(), Value::from(p.topic.as_str()));
-            }
-            let event = OutMsg::new(Message::Event(Event {
-                subscription: sub.id,
-                publication,
-                details,
-                payload: p.payload.clone(),
-            }));
-            for &sid in &recipients {
-                deliver(sessions, sid, event.clone());
+        self.fanout(&Publication {
+            id: publication,
+            topic: &p.topic,
+            payload: &p.payload,
+            details: &details,
+            audience: &audience,
+            exclude: exclude_me.then_some(session),
+        });
+        if retain {
+            let kept = self.broker.retain(
+                &p.topic,
+                Retained {
+                    publication,
+                    details,
+                    payload: p.payload,
+                    publisher: session,
+                },
+            );
+            if !kept {
+                warn!(topic = %p.topic, "event not retained: the realm's limit of retained topics is reached");
             }
         }
         if ack {
@@ -513,6 +689,15 @@ impl Realm {
                 );
             }
         };
+        let get_retained = match opt_bool(&s.options, "get_retained") {
+            Ok(g) => g.unwrap_or(false),
+            Err(text) => {
+                return self.send(
+                    session,
+                    error_msg(code::SUBSCRIBE, s.request, wamp_uri::INVALID_ARGUMENT, text),
+                );
+            }
+        };
         if let Err((uri, text)) = self.check_uri(session, &s.topic, policy, Action::Subscribe) {
             return self.send(session, error_msg(code::SUBSCRIBE, s.request, uri, text));
         }
@@ -525,17 +710,65 @@ impl Realm {
                 subscription: r.id,
             }),
         );
+        if get_retained {
+            self.send_retained(session, r.id, policy);
+        }
+        if r.created {
+            self.meta_subscription_created(session, r.id);
+        }
+        self.meta_event(
+            "wamp.subscription.on_subscribe",
+            vec![session.into(), r.id.into()],
+        );
+    }
+
+    fn send_retained(&mut self, session: Id, subscription: Id, policy: MatchPolicy) {
+        let role = self.role(session).to_owned();
+        let mut out = Vec::new();
+        for (topic, r) in self.broker.retained_for(subscription) {
+            if policy != MatchPolicy::Exact
+                && !self.authz.authorize(&role, topic, Action::Subscribe).allow
+            {
+                continue;
+            }
+            let mut details = r.details.clone();
+            details.insert("retained".into(), Value::Bool(true));
+            if policy != MatchPolicy::Exact {
+                details.insert("topic".into(), Value::from(topic));
+            }
+            out.push(Message::Event(Event {
+                subscription,
+                publication: r.publication,
+                details,
+                payload: r.payload.clone(),
+            }));
+        }
+        for m in out {
+            self.send(session, m);
+        }
     }
 
     fn unsubscribe(&mut self, session: Id, u: Unsubscribe) {
         match self.broker.unsubscribe(session, u.subscription) {
-            Some(_) => self.send(
-                session,
-                Message::Unsubscribed(Unsubscribed {
-                    request: u.request,
-                    details: None,
-                }),
-            ),
+            Some(r) => {
+                self.send(
+                    session,
+                    Message::Unsubscribed(Unsubscribed {
+                        request: u.request,
+                        details: None,
+                    }),
+                );
+                self.meta_event(
+                    "wamp.subscription.on_unsubscribe",
+                    vec![session.into(), u.subscription.into()],
+                );
+                if r.deleted {
+                    self.meta_event(
+                        "wamp.subscription.on_delete",
+                        vec![session.into(), u.subscription.into()],
+                    );
+                }
+            }
             None => self.send(
                 session,
                 error_msg(
@@ -547,6 +780,8 @@ impl Realm {
             ),
         }
     }
+
+    // ----- RPC -----
 
     fn register(&mut self, session: Id, r: Register) {
         let fail = |realm: &mut Realm, uri: &'static str, text: String| {
@@ -584,6 +819,7 @@ impl Realm {
         if let Err((uri, text)) = self.check_uri(session, &r.procedure, policy, Action::Register) {
             return fail(self, uri, text);
         }
+        let existed = self.dealer.lookup_exact(&r.procedure, policy).is_some();
         match self.dealer.register(session, &r.procedure, policy, invoke) {
             Ok(id) => {
                 debug!(session, procedure = %r.procedure, %policy, registration = id, "registered");
@@ -593,6 +829,13 @@ impl Realm {
                         request: r.request,
                         registration: id,
                     }),
+                );
+                if !existed {
+                    self.meta_registration_created(session, id);
+                }
+                self.meta_event(
+                    "wamp.registration.on_register",
+                    vec![session.into(), id.into()],
                 );
             }
             Err(e) => {
@@ -620,13 +863,25 @@ impl Realm {
 
     fn unregister(&mut self, session: Id, u: Unregister) {
         match self.dealer.unregister(session, u.registration) {
-            Some(_) => self.send(
-                session,
-                Message::Unregistered(Unregistered {
-                    request: u.request,
-                    details: None,
-                }),
-            ),
+            Some(deleted) => {
+                self.send(
+                    session,
+                    Message::Unregistered(Unregistered {
+                        request: u.request,
+                        details: None,
+                    }),
+                );
+                self.meta_event(
+                    "wamp.registration.on_unregister",
+                    vec![session.into(), u.registration.into()],
+                );
+                if deleted {
+                    self.meta_event(
+                        "wamp.registration.on_delete",
+                        vec![session.into(), u.registration.into()],
+                    );
+                }
+            }
             None => self.send(
                 session,
                 error_msg(
@@ -643,15 +898,8 @@ impl Realm {
         let fail = |realm: &mut Realm, uri: &'static str, text: String| {
             realm.send(session, error_msg(code::CALL, c.request, uri, text));
         };
-        if self.dealer.call_in_flight(session, c.request) {
-            return self.kill(
-                session,
-                wamp_uri::PROTOCOL_VIOLATION,
-                format!(
-                    "CALL request id {} is already in use by a call in flight",
-                    c.request
-                ),
-            );
+        if let Some(p) = self.dealer.pending_for_caller(session, c.request) {
+            return self.continue_progressive_call(session, p, c);
         }
         let disclose_forced =
             match self.check_uri(session, &c.procedure, MatchPolicy::Exact, Action::Call) {
@@ -659,15 +907,37 @@ impl Realm {
                 Err((uri, text)) => return fail(self, uri, text),
             };
         let flags = (|| {
+            let timeout = match c.options.get("timeout") {
+                None | Some(Value::Null) => 0,
+                Some(v) => v.as_u64().ok_or_else(|| {
+                    format!("option \"timeout\" must be a non-negative integer (ms), found {v}")
+                })?,
+            };
             Ok::<_, String>((
                 opt_bool(&c.options, "disclose_me")?.unwrap_or(false),
                 opt_bool(&c.options, "receive_progress")?.unwrap_or(false),
+                opt_bool(&c.options, "progress")?.unwrap_or(false),
+                timeout,
+                ppt_options(&c.options)?,
             ))
         })();
-        let (disclose_me, receive_progress) = match flags {
+        let (disclose_me, receive_progress, progress, timeout, mut details) = match flags {
             Ok(x) => x,
             Err(text) => return fail(self, wamp_uri::INVALID_ARGUMENT, text),
         };
+        if uri::is_reserved(&c.procedure) {
+            return match self.meta_call(session, &c.procedure, c.payload) {
+                Ok(payload) => self.send(
+                    session,
+                    Message::Result(CallResult {
+                        request: c.request,
+                        details: Dict::new(),
+                        payload,
+                    }),
+                ),
+                Err((uri, text)) => fail(self, uri, text),
+            };
+        }
         let Some((registration, callee)) = self.dealer.route(&c.procedure) else {
             return fail(
                 self,
@@ -675,7 +945,21 @@ impl Realm {
                 format!("no callee is registered for procedure {:?}", c.procedure),
             );
         };
-        let mut details = Dict::new();
+        if progress
+            && !self
+                .sessions
+                .get(&callee)
+                .is_some_and(|e| e.info.supports("callee", "progressive_call_invocations"))
+        {
+            return fail(
+                self,
+                wamp_uri::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "the callee of {:?} does not support progressive call invocations",
+                    c.procedure
+                ),
+            );
+        }
         if self
             .dealer
             .get(registration)
@@ -685,6 +969,12 @@ impl Realm {
         }
         if receive_progress {
             details.insert("receive_progress".into(), Value::Bool(true));
+        }
+        if progress {
+            details.insert("progress".into(), Value::Bool(true));
+        }
+        if timeout > 0 {
+            details.insert("timeout".into(), Value::from(timeout));
         }
         if (disclose_me || disclose_forced)
             && let Some(e) = self.sessions.get(&session)
@@ -699,6 +989,12 @@ impl Realm {
         let invocation = self
             .dealer
             .start_call(session, c.request, registration, callee);
+        if progress && let Some(p) = self.dealer.pending_mut(invocation) {
+            p.caller_progress = true;
+        }
+        if timeout > 0 {
+            self.start_timer(invocation, session, c.request, timeout);
+        }
         self.send(
             callee,
             Message::Invocation(Invocation {
@@ -710,6 +1006,169 @@ impl Realm {
         );
     }
 
+    /// A CALL reusing the request id of a call in flight: allowed only to
+    /// continue a progressive call invocation.
+    fn continue_progressive_call(&mut self, session: Id, p: Pending, c: Call) {
+        if !p.caller_progress {
+            return self.kill(
+                session,
+                wamp_uri::PROTOCOL_VIOLATION,
+                format!(
+                    "CALL request id {} is already in use by a call in flight",
+                    c.request
+                ),
+            );
+        }
+        let more = matches!(c.options.get("progress"), Some(Value::Bool(true)));
+        if let Some(pm) = self.dealer.pending_mut(p.invocation) {
+            pm.caller_progress = more;
+        }
+        let mut details = Dict::new();
+        if more {
+            details.insert("progress".into(), Value::Bool(true));
+        }
+        self.send(
+            p.callee,
+            Message::Invocation(Invocation {
+                request: p.invocation,
+                registration: p.registration,
+                details,
+                payload: c.payload,
+            }),
+        );
+    }
+
+    fn start_timer(&mut self, invocation: Id, caller: Id, request: Id, ms: u64) {
+        let weak = self.self_tx.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            if let Some(tx) = weak.upgrade() {
+                let _ = tx
+                    .send(RealmCommand::Timeout {
+                        invocation,
+                        caller,
+                        request,
+                    })
+                    .await;
+            }
+        });
+        self.timers.insert(invocation, task.abort_handle());
+    }
+
+    /// Forget a call and its timer.
+    fn finish_call(&mut self, invocation: Id) -> Option<Pending> {
+        if let Some(t) = self.timers.remove(&invocation) {
+            t.abort();
+        }
+        self.dealer.finish(invocation)
+    }
+
+    /// Tell a callee to stop working on an invocation, if it can listen.
+    fn interrupt(&mut self, p: &Pending, mode: &str) {
+        let supported = self
+            .sessions
+            .get(&p.callee)
+            .is_some_and(|e| e.info.supports("callee", "call_canceling"));
+        if supported {
+            self.send(
+                p.callee,
+                Message::Interrupt(Interrupt {
+                    request: p.invocation,
+                    options: proto::dict! { "mode" => mode },
+                }),
+            );
+        }
+    }
+
+    fn call_timed_out(&mut self, invocation: Id, caller: Id, request: Id) {
+        self.timers.remove(&invocation);
+        let Some(p) = self.dealer.pending_for_caller(caller, request) else {
+            return;
+        };
+        if p.invocation != invocation {
+            return;
+        }
+        self.finish_call(invocation);
+        self.interrupt(&p, "killnowait");
+        debug!(caller, request, "call timed out");
+        self.send(
+            caller,
+            error_msg(
+                code::CALL,
+                request,
+                wamp_uri::TIMEOUT,
+                "the call did not finish within its timeout".into(),
+            ),
+        );
+    }
+
+    fn cancel(&mut self, session: Id, c: Cancel) {
+        let mode = match c.options.get("mode") {
+            None | Some(Value::Null) => CancelMode::Kill,
+            Some(Value::Str(m)) if m == "skip" => CancelMode::Skip,
+            Some(Value::Str(m)) if m == "kill" => CancelMode::Kill,
+            Some(Value::Str(m)) if m == "killnowait" => CancelMode::KillNoWait,
+            Some(other) => {
+                return self.send(
+                    session,
+                    error_msg(
+                        code::CANCEL,
+                        c.request,
+                        wamp_uri::INVALID_ARGUMENT,
+                        format!("unknown cancel mode {other}: expected \"skip\", \"kill\" or \"killnowait\""),
+                    ),
+                );
+            }
+        };
+        let Some(p) = self.dealer.pending_for_caller(session, c.request) else {
+            // The call already finished: its RESULT or ERROR is on its way.
+            return;
+        };
+        let callee_listens = self
+            .sessions
+            .get(&p.callee)
+            .is_some_and(|e| e.info.supports("callee", "call_canceling"));
+        // A callee that cannot be interrupted gets skip semantics.
+        let mode = if callee_listens {
+            mode
+        } else {
+            CancelMode::Skip
+        };
+        match mode {
+            CancelMode::Kill => {
+                if p.interrupted {
+                    return;
+                }
+                if let Some(pm) = self.dealer.pending_mut(p.invocation) {
+                    pm.interrupted = true;
+                }
+                // The callee answers with ERROR (or a late RESULT), which
+                // reaches the caller as usual.
+                self.interrupt(&p, "kill");
+            }
+            CancelMode::Skip | CancelMode::KillNoWait => {
+                self.finish_call(p.invocation);
+                if mode == CancelMode::KillNoWait {
+                    self.interrupt(&p, "killnowait");
+                }
+                let name = if mode == CancelMode::Skip {
+                    "skip"
+                } else {
+                    "killnowait"
+                };
+                self.send(
+                    session,
+                    error_msg(
+                        code::CALL,
+                        c.request,
+                        wamp_uri::CANCELED,
+                        format!("the call was canceled by the caller (mode {name})"),
+                    ),
+                );
+            }
+        }
+    }
+
     fn yield_(&mut self, session: Id, y: Yield) {
         let Some(p) = self.dealer.pending_for_callee(session, y.request) else {
             debug!(
@@ -719,12 +1178,28 @@ impl Realm {
             );
             return;
         };
+        let mut details = match ppt_options(&y.options) {
+            Ok(d) => d,
+            Err(text) => {
+                // The callee's answer is unusable; the caller must not wait.
+                self.finish_call(p.invocation);
+                self.send(
+                    p.caller,
+                    error_msg(
+                        code::CALL,
+                        p.caller_request,
+                        wamp_uri::INVALID_ARGUMENT,
+                        format!("the callee's YIELD is invalid: {text}"),
+                    ),
+                );
+                return;
+            }
+        };
         let progress = matches!(y.options.get("progress"), Some(Value::Bool(true)));
-        let mut details = Dict::new();
         if progress {
             details.insert("progress".into(), Value::Bool(true));
         } else {
-            self.dealer.finish(p.invocation);
+            self.finish_call(p.invocation);
         }
         self.send(
             p.caller,
@@ -745,26 +1220,55 @@ impl Realm {
             );
             return;
         };
-        self.dealer.finish(p.invocation);
+        self.finish_call(p.invocation);
+        let details = ppt_options(&e.details).unwrap_or_default();
         self.send(
             p.caller,
             Message::Error(WampError {
                 request_type: code::CALL,
                 request: p.caller_request,
-                details: Dict::new(),
+                details,
                 error: e.error,
                 payload: e.payload,
             }),
         );
     }
 
+    // ----- Sessions -----
+
     fn leave(&mut self, session: Id) {
         let Some(entry) = self.sessions.remove(&session) else {
             return;
         };
-        self.broker.remove_session(session);
+        for (sub, r) in self.broker.remove_session(session) {
+            self.meta_event(
+                "wamp.subscription.on_unsubscribe",
+                vec![session.into(), sub.into()],
+            );
+            if r.deleted {
+                self.meta_event(
+                    "wamp.subscription.on_delete",
+                    vec![session.into(), sub.into()],
+                );
+            }
+        }
         let removed = self.dealer.remove_session(session);
-        for p in removed.orphaned_calls {
+        for &(reg, deleted) in &removed.registrations {
+            self.meta_event(
+                "wamp.registration.on_unregister",
+                vec![session.into(), reg.into()],
+            );
+            if deleted {
+                self.meta_event(
+                    "wamp.registration.on_delete",
+                    vec![session.into(), reg.into()],
+                );
+            }
+        }
+        for p in &removed.orphaned_calls {
+            if let Some(t) = self.timers.remove(&p.invocation) {
+                t.abort();
+            }
             self.send(
                 p.caller,
                 error_msg(
@@ -775,6 +1279,25 @@ impl Realm {
                 ),
             );
         }
+        for p in &removed.abandoned_calls {
+            if let Some(t) = self.timers.remove(&p.invocation) {
+                t.abort();
+            }
+            self.interrupt(p, "killnowait");
+        }
+        for t in self.testaments.remove(&session).unwrap_or_default() {
+            debug!(session, topic = %t.topic, scope = %t.scope, "publishing testament");
+            let audience = Audience::parse(&t.options).unwrap_or_default();
+            self.publish_internal(&t.topic, t.payload, &audience);
+        }
+        self.meta_event(
+            "wamp.session.on_leave",
+            vec![
+                session.into(),
+                entry.info.authid.as_str().into(),
+                entry.info.authrole.as_str().into(),
+            ],
+        );
         debug!(
             session,
             authid = %entry.info.authid,
@@ -782,5 +1305,26 @@ impl Realm {
             abandoned_calls = removed.abandoned_calls.len(),
             "session left the realm"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ppt_options_are_checked_and_collected() {
+        let o = proto::dict! { "ppt_scheme" => "x_custom", "ppt_serializer" => "cbor", "acknowledge" => true };
+        let d = ppt_options(&o).unwrap();
+        assert_eq!(d.len(), 2);
+        assert!(
+            ppt_options(&proto::dict! { "ppt_cipher" => "x" }).is_err(),
+            "scheme required"
+        );
+        assert!(
+            ppt_options(&proto::dict! { "ppt_scheme" => 1i64 }).is_err(),
+            "strings only"
+        );
+        assert!(ppt_options(&Dict::new()).unwrap().is_empty());
     }
 }

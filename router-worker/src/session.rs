@@ -48,12 +48,24 @@ pub fn router_roles() -> Dict {
         "publisher_identification" => true,
         "subscriber_blackwhite_listing" => true,
         "pattern_based_subscription" => true,
+        "event_retention" => true,
+        "event_history" => true,
+        "subscription_meta_api" => true,
+        "session_meta_api" => true,
+        "payload_passthru_mode" => true,
     };
     let dealer = proto::dict! {
         "caller_identification" => true,
         "progressive_call_results" => true,
         "pattern_based_registration" => true,
         "shared_registration" => true,
+        "call_canceling" => true,
+        "call_timeout" => true,
+        "progressive_call_invocations" => true,
+        "registration_meta_api" => true,
+        "session_meta_api" => true,
+        "testament_meta_api" => true,
+        "payload_passthru_mode" => true,
     };
     proto::dict! {
         "broker" => proto::dict! { "features" => broker },
@@ -106,13 +118,17 @@ fn authenticate(
     settings: &SessionSettings,
     realms: &Realms,
     serializer: proto::Serializer,
+    transport: &Dict,
 ) -> Result<(RealmHandle, SessionInfo), Refusal> {
-    if !matches!(hello.details.get("roles"), Some(Value::Dict(r)) if !r.is_empty()) {
-        return Err(refuse(
-            wamp_uri::PROTOCOL_VIOLATION,
-            "HELLO.Details.roles must be a non-empty dict naming the client's roles (publisher, subscriber, caller, callee)",
-        ));
-    }
+    let roles = match hello.details.get("roles") {
+        Some(Value::Dict(r)) if !r.is_empty() => r.clone(),
+        _ => {
+            return Err(refuse(
+                wamp_uri::PROTOCOL_VIOLATION,
+                "HELLO.Details.roles must be a non-empty dict naming the client's roles (publisher, subscriber, caller, callee)",
+            ));
+        }
+    };
     let Some(realm) = realms.get(&hello.realm) else {
         return Err(refuse(
             wamp_uri::NO_SUCH_REALM,
@@ -182,6 +198,8 @@ fn authenticate(
             authmethod: "anonymous".into(),
             authprovider: "static".into(),
             serializer,
+            roles,
+            transport: transport.clone(),
         },
     ))
 }
@@ -192,6 +210,7 @@ pub async fn run<T: Transport>(
     settings: &SessionSettings,
     realms: &Realms,
     peer: String,
+    transport: Dict,
     shutdown: CancellationToken,
 ) {
     let span = info_span!("session", %peer, session = field::Empty, realm = field::Empty, authid = field::Empty);
@@ -244,7 +263,7 @@ pub async fn run<T: Transport>(
             .await;
         }
     };
-    let (realm, info) = match authenticate(&hello, settings, realms, serializer) {
+    let (realm, info) = match authenticate(&hello, settings, realms, serializer, &transport) {
         Ok(x) => x,
         Err(r) => {
             info!(parent: &span, realm = %hello.realm, reason = r.reason, "session refused: {}", r.message);
@@ -356,14 +375,14 @@ async fn established<T: Transport>(
     loop {
         tokio::select! {
             _ = kill.killed() => {
-                let (reason, msg) = kill.reason().cloned().unwrap_or((wamp_uri::CLOSE_KILLED, "closed by the router".into()));
+                let (reason, msg) = kill.reason().cloned().unwrap_or((wamp_uri::CLOSE_KILLED.into(), "closed by the router".into()));
                 // ABORT for protocol violations (as the spec says); an
                 // established session closed for other reasons gets GOODBYE,
                 // which clients such as autobahn expect after WELCOME.
                 if reason == wamp_uri::PROTOCOL_VIOLATION {
-                    return abort(t, reason, &msg, CloseKind::ProtocolError).await;
+                    return abort(t, &reason, &msg, CloseKind::ProtocolError).await;
                 }
-                return goodbye_and_close(t, reason, &msg).await;
+                return goodbye_and_close(t, &reason, &msg).await;
             }
             _ = shutdown.cancelled() => return goodbye_on_shutdown(t).await,
             out = rx.recv() => {
@@ -409,12 +428,7 @@ async fn established<T: Transport>(
                         debug!(parent: span, reason = %a.reason, "client sent ABORT");
                         return t.close(CloseKind::Normal, "abort").await;
                     }
-                    Message::Cancel(c) => {
-                        // call_canceling is not announced; a client that
-                        // cancels anyway gets its RESULT or ERROR as usual.
-                        debug!(parent: span, request = c.request, "CANCEL ignored: call canceling is not enabled");
-                    }
-                    m @ (Message::Publish(_) | Message::Subscribe(_) | Message::Unsubscribe(_)
+                    m @ (Message::Cancel(_) | Message::Publish(_) | Message::Subscribe(_) | Message::Unsubscribe(_)
                         | Message::Call(_) | Message::Register(_) | Message::Unregister(_)
                         | Message::Yield(_)) => {
                         if realm.send(RealmCommand::Message { session: id, msg: m }).await.is_err() {

@@ -258,11 +258,18 @@ async fn handle_connection(
         pending: VecDeque::new(),
         max_message_size: settings.max_message_size,
     };
+    let family = if peer.is_ipv4() { "tcp4" } else { "tcp6" };
+    let details = proto::dict! {
+        "type" => "websocket",
+        "protocol" => protocol,
+        "peer" => format!("{family}:{}:{}", peer.ip(), peer.port()),
+    };
     session::run(
         transport,
         &settings.session,
         &realms,
         peer.to_string(),
+        details,
         shutdown,
     )
     .await;
