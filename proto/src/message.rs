@@ -26,6 +26,10 @@ pub struct Payload {
     pub args: Vec<Value>,
     /// Keyword arguments (`kwargs`).
     pub kwargs: Dict,
+    /// Payload passthru mode: one opaque binary element stands where
+    /// `args` would (`[PUBLISH, Request, Options, Topic, Payload|binary]`);
+    /// `args` and `kwargs` are then empty. Forwarded untouched.
+    pub passthru: Option<Vec<u8>>,
 }
 
 impl Payload {
@@ -33,13 +37,13 @@ impl Payload {
     pub fn args(args: Vec<Value>) -> Self {
         Payload {
             args,
-            kwargs: Dict::new(),
+            ..Payload::default()
         }
     }
 
-    /// True when neither args nor kwargs carry anything.
+    /// True when there is nothing to put on the wire.
     pub fn is_empty(&self) -> bool {
-        self.args.is_empty() && self.kwargs.is_empty()
+        self.args.is_empty() && self.kwargs.is_empty() && self.passthru.is_none()
     }
 }
 
@@ -319,6 +323,8 @@ pub enum Field<'a> {
     Dict(&'a Dict),
     /// Positional arguments.
     List(&'a [Value]),
+    /// A payload passthru binary.
+    Bytes(&'a [u8]),
 }
 
 /// At most 7 fields (ERROR); a fixed array keeps encoding allocation-free.
@@ -340,7 +346,9 @@ impl<'a> Fields<'a> {
         self
     }
     fn payload(self, p: &'a Payload) -> Self {
-        if p.is_empty() {
+        if let Some(b) = &p.passthru {
+            self.push(Field::Bytes(b))
+        } else if p.is_empty() {
             self
         } else if p.kwargs.is_empty() {
             self.push(Field::List(&p.args))
@@ -667,14 +675,27 @@ impl Reader {
         let args = match self.next() {
             None => return Ok(Payload::default()),
             Some(Value::List(l)) => l,
-            other => return Err(self.err("Arguments", "a list", other.as_ref())),
+            Some(Value::Bytes(b)) => {
+                // Payload passthru mode: nothing may follow the binary.
+                return Ok(Payload {
+                    passthru: Some(b),
+                    ..Payload::default()
+                });
+            }
+            other => {
+                return Err(self.err("Arguments", "a list (or a passthru binary)", other.as_ref()));
+            }
         };
         let kwargs = match self.next() {
             None => Dict::new(),
             Some(Value::Dict(d)) => d,
             other => return Err(self.err("ArgumentsKw", "a dict", other.as_ref())),
         };
-        Ok(Payload { args, kwargs })
+        Ok(Payload {
+            args,
+            kwargs,
+            passthru: None,
+        })
     }
 
     fn finish(mut self) -> Result<(), DecodeError> {

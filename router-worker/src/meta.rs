@@ -366,7 +366,11 @@ impl Realm {
                 }
                 list.push(Testament {
                     topic,
-                    payload: Payload { args, kwargs },
+                    payload: Payload {
+                        args,
+                        kwargs,
+                        passthru: None,
+                    },
                     options: publish_options,
                     scope,
                 });

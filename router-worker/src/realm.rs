@@ -315,12 +315,18 @@ fn opt_strs(options: &Dict, key: &str) -> Result<Option<Vec<String>>, String> {
     }
 }
 
-/// The payload passthru (`ppt_*`) options of a message, to be forwarded in
-/// the details of what the router sends on. The payload itself is never
-/// touched.
+/// The payload passthru options of a message, to be forwarded in the
+/// details of what the router sends on; the payload itself is never touched.
+/// Both spellings pass: the specification's `ppt_scheme`, `ppt_serializer`,
+/// `ppt_cipher`, `ppt_keyid`, and autobahn-python's (and Crossbar.io's)
+/// `enc_algo`, `enc_serializer`, `enc_key`.
 fn ppt_options(options: &Dict) -> Result<Dict, String> {
+    const AUTOBAHN: [&str; 3] = ["enc_algo", "enc_serializer", "enc_key"];
     let mut out = Dict::new();
-    for (k, v) in options.iter().filter(|(k, _)| k.starts_with("ppt_")) {
+    for (k, v) in options
+        .iter()
+        .filter(|(k, _)| k.starts_with("ppt_") || AUTOBAHN.contains(&k.as_str()))
+    {
         match v {
             Value::Str(_) => {
                 out.insert(k.clone(), v.clone());
@@ -333,8 +339,11 @@ fn ppt_options(options: &Dict) -> Result<Dict, String> {
             }
         }
     }
-    if !out.is_empty() && !out.contains_key("ppt_scheme") {
+    if out.keys().any(|k| k.starts_with("ppt_")) && !out.contains_key("ppt_scheme") {
         return Err("payload passthru options need \"ppt_scheme\"".into());
+    }
+    if out.keys().any(|k| k.starts_with("enc_")) && !out.contains_key("enc_algo") {
+        return Err("payload passthru options need \"enc_algo\"".into());
     }
     Ok(out)
 }
@@ -907,10 +916,13 @@ impl Realm {
                 Err((uri, text)) => return fail(self, uri, text),
             };
         let flags = (|| {
+            // Milliseconds, as the WAMP spec says (autobahn-python passes
+            // CallOptions.timeout through unchanged); fractions round up.
             let timeout = match c.options.get("timeout") {
                 None | Some(Value::Null) => 0,
+                Some(Value::Float(x)) if x.is_finite() && *x >= 0.0 && *x < 1e12 => x.ceil() as u64,
                 Some(v) => v.as_u64().ok_or_else(|| {
-                    format!("option \"timeout\" must be a non-negative integer (ms), found {v}")
+                    format!("option \"timeout\" must be a non-negative number of milliseconds, found {v}")
                 })?,
             };
             Ok::<_, String>((
@@ -1222,13 +1234,22 @@ impl Realm {
         };
         self.finish_call(p.invocation);
         let details = ppt_options(&e.details).unwrap_or_default();
+        // After a kill-mode CANCEL the caller learns its call was canceled,
+        // whatever URI the callee chose for stopping (autobahn-python says
+        // wamp.error.runtime_error); the callee's arguments pass through.
+        let error = if p.interrupted && e.error != wamp_uri::CANCELED {
+            debug!(session, invocation = e.request, callee_error = %e.error, "interrupted call ended: reporting it as canceled");
+            wamp_uri::CANCELED.to_owned()
+        } else {
+            e.error
+        };
         self.send(
             p.caller,
             Message::Error(WampError {
                 request_type: code::CALL,
                 request: p.caller_request,
                 details,
-                error: e.error,
+                error,
                 payload: e.payload,
             }),
         );
@@ -1326,5 +1347,11 @@ mod tests {
             "strings only"
         );
         assert!(ppt_options(&Dict::new()).unwrap().is_empty());
+        let autobahn = proto::dict! { "enc_algo" => "x_custom", "enc_serializer" => "json" };
+        assert_eq!(ppt_options(&autobahn).unwrap().len(), 2);
+        assert!(
+            ppt_options(&proto::dict! { "enc_key" => "k" }).is_err(),
+            "enc_algo required"
+        );
     }
 }

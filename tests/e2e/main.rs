@@ -3,6 +3,7 @@
 //! `websockets` for raw bad input). `scripts/test` installs the Python
 //! environment these need.
 
+mod advanced;
 mod bad_input;
 mod cli;
 mod support;

@@ -30,8 +30,12 @@ fn arb_dict() -> impl Strategy<Value = Dict> {
 }
 
 fn arb_payload() -> impl Strategy<Value = Payload> {
-    (proptest::collection::vec(arb_value(), 0..4), arb_dict())
-        .prop_map(|(args, kwargs)| Payload { args, kwargs })
+    prop_oneof![
+        4 => (proptest::collection::vec(arb_value(), 0..4), arb_dict())
+            .prop_map(|(args, kwargs)| Payload { args, kwargs, passthru: None }),
+        1 => proptest::collection::vec(any::<u8>(), 0..32)
+            .prop_map(|b| Payload { passthru: Some(b), ..Payload::default() }),
+    ]
 }
 
 fn arb_id() -> impl Strategy<Value = Id> {
@@ -217,8 +221,8 @@ fn json_matches_autobahn_wire_form() {
         request: 1,
         options: Dict::new(),
         payload: Payload {
-            args: vec![],
             kwargs: crate::dict! {"a" => 1i64},
+            ..Payload::default()
         },
     });
     let text = String::from_utf8(Serializer::Json.encode_to_vec(&msg).unwrap()).unwrap();
@@ -244,6 +248,31 @@ fn msgpack_carries_bytes_as_bin() {
     assert_eq!(
         bytes,
         [0x95, 36, 1, 2, 0x80, 0x91, 0xc4, 3, 0xff, 0xff, 0xff]
+    );
+}
+
+#[test]
+fn passthru_payload_is_one_binary_element() {
+    let msg = Message::Publish(Publish {
+        request: 1,
+        options: crate::dict! {"ppt_scheme" => "x_test"},
+        topic: "t".into(),
+        payload: Payload {
+            passthru: Some(vec![0, 0xff]),
+            ..Payload::default()
+        },
+    });
+    let text = String::from_utf8(Serializer::Json.encode_to_vec(&msg).unwrap()).unwrap();
+    assert_eq!(
+        text,
+        "[16,1,{\"ppt_scheme\":\"x_test\"},\"t\",\"\\u0000AP8=\"]"
+    );
+    assert_eq!(Serializer::Json.decode(text.as_bytes()).unwrap(), msg);
+    // Nothing may follow a passthru binary.
+    assert!(
+        Serializer::Json
+            .decode(b"[16,1,{},\"t\",\"\\u0000AP8=\",{}]")
+            .is_err()
     );
 }
 

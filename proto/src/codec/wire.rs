@@ -24,6 +24,20 @@ pub(crate) struct WireMessage<'a, const JSON: bool>(pub &'a Message);
 struct WireValue<'a, const JSON: bool>(&'a Value);
 struct WireDict<'a, const JSON: bool>(&'a Dict);
 struct WireList<'a, const JSON: bool>(&'a [Value]);
+struct WireBytes<'a, const JSON: bool>(&'a [u8]);
+
+impl<const JSON: bool> Serialize for WireBytes<'_, JSON> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if JSON {
+            let mut text = String::with_capacity(1 + self.0.len().div_ceil(3) * 4);
+            text.push('\0');
+            B64.encode_string(self.0, &mut text);
+            s.serialize_str(&text)
+        } else {
+            s.serialize_bytes(self.0)
+        }
+    }
+}
 
 impl<const JSON: bool> Serialize for WireMessage<'_, JSON> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -36,6 +50,7 @@ impl<const JSON: bool> Serialize for WireMessage<'_, JSON> {
                 Field::Str(x) => seq.serialize_element(x)?,
                 Field::Dict(d) => seq.serialize_element(&WireDict::<JSON>(d))?,
                 Field::List(l) => seq.serialize_element(&WireList::<JSON>(l))?,
+                Field::Bytes(b) => seq.serialize_element(&WireBytes::<JSON>(b))?,
             }
         }
         seq.end()
@@ -71,13 +86,7 @@ impl<const JSON: bool> Serialize for WireValue<'_, JSON> {
             Value::UInt(u) => s.serialize_u64(*u),
             Value::Float(x) => s.serialize_f64(*x),
             Value::Str(x) => s.serialize_str(x),
-            Value::Bytes(b) if JSON => {
-                let mut text = String::with_capacity(1 + b.len().div_ceil(3) * 4);
-                text.push('\0');
-                B64.encode_string(b, &mut text);
-                s.serialize_str(&text)
-            }
-            Value::Bytes(b) => s.serialize_bytes(b),
+            Value::Bytes(b) => WireBytes::<JSON>(b).serialize(s),
             Value::List(l) => WireList::<JSON>(l).serialize(s),
             Value::Dict(d) => WireDict::<JSON>(d).serialize(s),
         }

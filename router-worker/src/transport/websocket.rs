@@ -328,6 +328,10 @@ fn map_ws_error(e: tungstenite::Error, max: usize) -> TransportError {
     use tungstenite::error::CapacityError as C;
     match e {
         E::ConnectionClosed | E::AlreadyClosed => TransportError::Closed,
+        // A peer that drops TCP without a close frame has simply gone.
+        E::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
+            TransportError::Closed
+        }
         E::Capacity(C::MessageTooLong { size, max_size }) => TransportError::TooBig(format!(
             "message of {size} bytes exceeds this transport's max_message_size of {max_size} bytes"
         )),
