@@ -24,6 +24,7 @@ pub mod uri {
     pub const CANCELED: &str = "wamp.error.canceled";
     pub const TIMEOUT: &str = "wamp.error.timeout";
     pub const OPTION_NOT_ALLOWED: &str = "wamp.error.option_not_allowed";
+    pub const OPTION_DISALLOWED_DISCLOSE_ME: &str = "wamp.error.option_disallowed.disclose_me";
     pub const NO_ELIGIBLE_CALLEE: &str = "wamp.error.no_eligible_callee";
     pub const NO_AVAILABLE_CALLEE: &str = "wamp.error.no_available_callee";
     pub const PROTOCOL_VIOLATION: &str = "wamp.error.protocol_violation";

@@ -641,8 +641,19 @@ impl Realm {
             Ok(x) => x,
             Err(text) => return fail(self, wamp_uri::INVALID_ARGUMENT, text),
         };
+        if disclose_me && !disclose_forced {
+            return fail(
+                self,
+                wamp_uri::OPTION_DISALLOWED_DISCLOSE_ME,
+                format!(
+                    "role {:?} may not disclose its identity on {:?}: the realm's permission sets disclose.publisher",
+                    self.role(session),
+                    p.topic
+                ),
+            );
+        }
         let publication = rand::random_range(1..=proto::MAX_ID);
-        if disclose_me || disclose_forced {
+        if disclose_forced {
             details.insert("publisher".into(), Value::from(session));
             if let Some(e) = self.sessions.get(&session) {
                 details.insert(
@@ -988,9 +999,18 @@ impl Realm {
         if timeout > 0 {
             details.insert("timeout".into(), Value::from(timeout));
         }
-        if (disclose_me || disclose_forced)
-            && let Some(e) = self.sessions.get(&session)
-        {
+        if disclose_me && !disclose_forced {
+            return fail(
+                self,
+                wamp_uri::OPTION_DISALLOWED_DISCLOSE_ME,
+                format!(
+                    "role {:?} may not disclose its identity when calling {:?}: the realm's permission sets disclose.caller",
+                    self.role(session),
+                    c.procedure
+                ),
+            );
+        }
+        if disclose_forced && let Some(e) = self.sessions.get(&session) {
             details.insert("caller".into(), Value::from(session));
             details.insert("caller_authid".into(), Value::from(e.info.authid.as_str()));
             details.insert(

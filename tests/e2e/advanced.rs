@@ -50,6 +50,11 @@ fn progressive_call_invocations() {
 }
 
 #[test]
+fn disclose_me_is_refused_when_the_role_does_not_disclose() {
+    scenario("disclose_me_refused_by_role");
+}
+
+#[test]
 fn event_retention() {
     scenario("event_retention");
 }

@@ -157,6 +157,24 @@ async def progressive_call_invocations(url, ser):
 
 
 @scenario
+async def disclose_me_refused_by_role(url, ser):
+    """Default permissions: disclose caller and publisher false."""
+    callee = await connect(url, ser)
+    await callee.register(lambda: "ok", "com.example.who")
+    r = await Raw.open(url)
+    await r.hello()
+    await r.send([48, 1, {"disclose_me": True}, "com.example.who"])
+    await r.expect_error(48, 1, "wamp.error.option_disallowed.disclose_me")
+    await r.send([16, 2, {"disclose_me": True, "acknowledge": True}, "com.example.t"])
+    await r.expect_error(16, 2, "wamp.error.option_disallowed.disclose_me")
+    # Without the option everything works.
+    await r.send([48, 3, {}, "com.example.who"])
+    assert (await r.recv())[:2] == [50, 3]
+    await r.ws.close()
+    await leave(callee)
+
+
+@scenario
 async def event_retention(url, ser):
     pub = await connect(url, ser)
     for v in ("v1", "v2"):
