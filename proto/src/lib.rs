@@ -9,8 +9,10 @@
 //!   autobahn sends and expects them.
 //! - [`uri`]: URI validation (loose, strict, prefix and wildcard patterns)
 //!   and matching.
+//! - [`auth`]: WAMP-CRA and cryptosign crypto (pure functions).
 //! - [`errors`]: well-known `wamp.error.*` URIs, [`DecodeError`], [`EncodeError`].
 
+pub mod auth;
 pub mod codec;
 pub mod errors;
 pub mod message;

@@ -62,13 +62,44 @@ struct Role {
 #[derive(Debug, Default)]
 pub struct Authorizer {
     roles: HashMap<String, Role>,
+    /// Roles that decide through a dynamic authorizer procedure.
+    dynamic: HashMap<String, String>,
 }
 
+/// The router's own role: allowed everything unless the config defines a
+/// role of that name itself.
+pub const TRUSTED: &str = "trusted";
+
 impl Authorizer {
-    /// Compile a realm's roles.
+    /// Compile a realm's roles (plus the built-in `trusted` role).
     pub fn new(roles: &[RoleConfig]) -> Self {
         let mut map = HashMap::new();
+        let mut dynamic = HashMap::new();
+        if !roles.iter().any(|r| r.name == TRUSTED) {
+            let all = crate::config::AllowConfig {
+                call: true,
+                register: true,
+                publish: true,
+                subscribe: true,
+            };
+            map.insert(
+                TRUSTED.to_owned(),
+                Role {
+                    exact: HashMap::new(),
+                    patterns: vec![PermissionConfig {
+                        uri: String::new(),
+                        match_policy: MatchPolicy::Prefix,
+                        allow: all,
+                        disclose: Default::default(),
+                        cache: true,
+                    }],
+                },
+            );
+        }
         for r in roles {
+            if let Some(a) = &r.authorizer {
+                dynamic.insert(r.name.clone(), a.clone());
+            }
             let mut role = Role::default();
             for p in &r.permissions {
                 if p.match_policy == MatchPolicy::Exact {
@@ -81,7 +112,15 @@ impl Authorizer {
                 .sort_by_key(|p| std::cmp::Reverse(Specificity::of(&p.uri, p.match_policy)));
             map.insert(r.name.clone(), role);
         }
-        Authorizer { roles: map }
+        Authorizer {
+            roles: map,
+            dynamic,
+        }
+    }
+
+    /// The dynamic authorizer procedure of `role`, if it has one.
+    pub fn authorizer_for(&self, role: &str) -> Option<&str> {
+        self.dynamic.get(role).map(String::as_str)
     }
 
     /// True if the realm defines `role`.

@@ -109,6 +109,11 @@ pub struct RoleConfig {
     /// Static permissions; everything not allowed here is denied.
     #[serde(default)]
     pub permissions: Vec<PermissionConfig>,
+    /// A dynamic authorizer procedure (in the same realm), called with
+    /// `(session, uri, action, options)`. Its answers are cached per session
+    /// when it says so.
+    #[serde(default)]
+    pub authorizer: Option<String>,
 }
 
 /// One static permission rule.
@@ -266,6 +271,15 @@ pub struct WebSocketOptions {
     pub max_queue_messages: usize,
     /// Concurrent connections on this transport; more are refused at once.
     pub max_connections: usize,
+    /// Deadline for AUTHENTICATE after CHALLENGE.
+    pub authenticate_timeout: u64,
+    /// Deadline for a dynamic authenticator's answer.
+    pub authenticator_timeout: u64,
+    /// Failed authentications allowed per peer address within
+    /// `auth_failure_window` before further attempts are refused at once.
+    pub max_auth_failures: u32,
+    /// The window for `max_auth_failures`, in milliseconds.
+    pub auth_failure_window: u64,
 }
 
 impl Default for WebSocketOptions {
@@ -278,6 +292,10 @@ impl Default for WebSocketOptions {
             require_websocket_subprotocol: true,
             max_queue_messages: 2048,
             max_connections: 50_000,
+            authenticate_timeout: 10_000,
+            authenticator_timeout: 5_000,
+            max_auth_failures: 10,
+            auth_failure_window: 60_000,
         }
     }
 }
@@ -289,6 +307,15 @@ pub struct AuthConfig {
     /// Anonymous access.
     #[serde(default)]
     pub anonymous: Option<AnonymousAuth>,
+    /// WAMP-Ticket.
+    #[serde(default)]
+    pub ticket: Option<MethodAuth<TicketPrincipal>>,
+    /// WAMP-CRA.
+    #[serde(default)]
+    pub wampcra: Option<MethodAuth<CraUser>>,
+    /// WAMP-cryptosign.
+    #[serde(default)]
+    pub cryptosign: Option<MethodAuth<CryptosignPrincipal>>,
 }
 
 /// Anonymous authentication: every session gets `role`.
@@ -308,6 +335,103 @@ fn static_kind() -> String {
 }
 fn anonymous_role() -> String {
     "anonymous".into()
+}
+
+/// Static or dynamic: where principals come from.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// Principals listed in the config.
+    Static,
+    /// Principals decided by an authenticator procedure.
+    Dynamic,
+}
+
+/// One authentication method (ticket, wampcra, cryptosign). Static methods
+/// list principals (`principals`, or `users` as Crossbar.io spells it for
+/// WAMP-CRA); dynamic ones name the authenticator procedure and optionally
+/// the realm it is registered in.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MethodAuth<P> {
+    /// `static` or `dynamic`.
+    #[serde(rename = "type")]
+    pub kind: AuthKind,
+    /// Static principals by authid.
+    #[serde(default = "BTreeMap::new", alias = "users")]
+    pub principals: BTreeMap<String, P>,
+    /// The authenticator procedure (dynamic).
+    #[serde(default)]
+    pub authenticator: Option<String>,
+    /// The realm the authenticator is registered in (dynamic); the realm the
+    /// client asked for when absent.
+    #[serde(rename = "authenticator-realm", default)]
+    pub authenticator_realm: Option<String>,
+}
+
+/// A static ticket principal.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TicketPrincipal {
+    /// The ticket (a shared secret).
+    pub ticket: String,
+    /// The role the principal gets.
+    pub role: String,
+    /// The realm the principal may join; any realm when absent.
+    #[serde(default)]
+    pub realm: Option<String>,
+}
+
+/// How a WAMP-CRA user's `secret` is stored.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretKind {
+    /// The plain password; with `salt` the router derives the key itself
+    /// (Crossbar.io 26).
+    #[default]
+    Password,
+    /// The already derived key, base64 (`derive_key(password, salt, ...)`),
+    /// as the seed's user database stores it: the password never reaches
+    /// the router.
+    DerivedKey,
+}
+
+/// A static WAMP-CRA user.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CraUser {
+    /// The password, or the derived key (see `secret-kind`).
+    pub secret: String,
+    /// The role the user gets.
+    pub role: String,
+    /// The realm the user may join; any realm when absent.
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// PBKDF2 salt: the client derives its key with it.
+    #[serde(default)]
+    pub salt: Option<String>,
+    /// PBKDF2 iterations (default 1000 when `salt` is set).
+    #[serde(default)]
+    pub iterations: Option<u32>,
+    /// PBKDF2 key length in bytes (default 32 when `salt` is set).
+    #[serde(default)]
+    pub keylen: Option<u32>,
+    /// What `secret` holds.
+    #[serde(rename = "secret-kind", default)]
+    pub secret_kind: SecretKind,
+}
+
+/// A static cryptosign principal.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CryptosignPrincipal {
+    /// Ed25519 public keys (hex) that may log in as this principal.
+    pub authorized_keys: Vec<String>,
+    /// The role the principal gets.
+    pub role: String,
+    /// The realm the principal may join; any realm when absent.
+    #[serde(default)]
+    pub realm: Option<String>,
 }
 
 /// A semantic problem in a router config, with the key path it concerns.
@@ -467,46 +591,208 @@ impl RouterConfig {
                     format!("IP version must be 4 or 6, found {v}"),
                 );
             }
-            let auth = ws.auth.as_ref().map(|a| {
-                a.anonymous
-                    .as_ref()
-                    .map(|an| (an.kind.as_str(), an.role.as_str()))
+            for (key, v) in [
+                ("authenticate_timeout", o.authenticate_timeout),
+                ("authenticator_timeout", o.authenticator_timeout),
+                ("auth_failure_window", o.auth_failure_window),
+            ] {
+                if v == 0 {
+                    p(
+                        format!("transports[{i}].options.{key}"),
+                        "must be a positive number of milliseconds".into(),
+                    );
+                }
+            }
+            self.validate_auth(i, ws, &mut p);
+        }
+        out
+    }
+}
+
+impl RouterConfig {
+    fn role_exists(&self, realm: Option<&str>, role: &str) -> bool {
+        role == "trusted"
+            || self
+                .realms
+                .iter()
+                .filter(|r| realm.is_none_or(|n| n == r.name))
+                .any(|r| r.roles.iter().any(|x| x.name == role))
+    }
+
+    fn validate_auth(&self, i: usize, t: &TransportConfig, p: &mut dyn FnMut(String, String)) {
+        let base = format!("transports[{i}].auth");
+        let anonymous_role = match &t.auth {
+            None => Some("anonymous"),
+            Some(a) => a.anonymous.as_ref().map(|an| an.role.as_str()),
+        };
+        let Some(auth) = &t.auth else {
+            self.check_anonymous_role(&base, "anonymous", p);
+            return;
+        };
+        if auth.anonymous.is_none()
+            && auth.ticket.is_none()
+            && auth.wampcra.is_none()
+            && auth.cryptosign.is_none()
+        {
+            p(
+                base.clone(),
+                "no authentication method is configured: add anonymous, ticket, wampcra or cryptosign, or leave \"auth\" out".into(),
+            );
+        }
+        if let Some(an) = &auth.anonymous {
+            if an.kind != "static" {
+                p(
+                    format!("{base}.anonymous.type"),
+                    format!(
+                        "anonymous authentication is \"static\", found {:?}",
+                        an.kind
+                    ),
+                );
+            }
+            if let Some(role) = anonymous_role {
+                self.check_anonymous_role(&format!("{base}.anonymous.role"), role, p);
+            }
+        }
+        if let Some(m) = &auth.ticket {
+            self.validate_method(&format!("{base}.ticket"), m, p, &mut |path, pr, p| {
+                self.check_principal(path, &pr.role, pr.realm.as_deref(), p);
             });
-            let role = match auth {
-                Some(None) => {
-                    p(
-                        format!("transports[{i}].auth"),
-                        "no authentication method is configured: add \"anonymous\" or leave \"auth\" out".into(),
-                    );
-                    None
+        }
+        if let Some(m) = &auth.wampcra {
+            self.validate_method(&format!("{base}.wampcra"), m, p, &mut |path, u, p| {
+                self.check_principal(path, &u.role, u.realm.as_deref(), p);
+                if u.salt.is_none() && (u.iterations.is_some() || u.keylen.is_some()) {
+                    p(format!("{path}.salt"), "iterations and keylen need a salt".into());
                 }
-                Some(Some((kind, _))) if kind != "static" => {
+                if u.salt.is_none() && u.secret_kind == SecretKind::DerivedKey {
                     p(
-                        format!("transports[{i}].auth.anonymous.type"),
-                        format!("anonymous authentication is \"static\", found {kind:?}"),
+                        format!("{path}.secret-kind"),
+                        "\"derived-key\" needs the salt (and iterations, keylen) the key was derived with".into(),
                     );
-                    None
                 }
-                Some(Some((_, role))) => Some(role),
-                None => Some("anonymous"),
-            };
-            if let Some(role) = role {
-                {
-                    for (r, realm) in self.realms.iter().enumerate() {
-                        if !realm.roles.iter().any(|x| x.name == role) {
+                if u.iterations.is_some_and(|n| n == 0 || n > proto::auth::MAX_ITERATIONS) {
+                    p(
+                        format!("{path}.iterations"),
+                        format!("must be between 1 and {}", proto::auth::MAX_ITERATIONS),
+                    );
+                }
+                if u.keylen.is_some_and(|n| n == 0 || n > 1024) {
+                    p(format!("{path}.keylen"), "must be between 1 and 1024 bytes".into());
+                }
+            });
+        }
+        if let Some(m) = &auth.cryptosign {
+            self.validate_method(&format!("{base}.cryptosign"), m, p, &mut |path, pr, p| {
+                self.check_principal(path, &pr.role, pr.realm.as_deref(), p);
+                if pr.authorized_keys.is_empty() {
+                    p(
+                        format!("{path}.authorized_keys"),
+                        "list at least one public key".into(),
+                    );
+                }
+                for (k, key) in pr.authorized_keys.iter().enumerate() {
+                    if proto::auth::parse_pubkey(key).is_err() {
+                        p(
+                            format!("{path}.authorized_keys[{k}]"),
+                            "not an Ed25519 public key: expected 64 hex characters".into(),
+                        );
+                    }
+                }
+            });
+        }
+    }
+
+    /// Anonymous sessions may join any realm, so the role must exist in all.
+    fn check_anonymous_role(&self, path: &str, role: &str, p: &mut dyn FnMut(String, String)) {
+        if role == "trusted" {
+            return;
+        }
+        for (r, realm) in self.realms.iter().enumerate() {
+            if !realm.roles.iter().any(|x| x.name == role) {
+                p(
+                    path.to_owned(),
+                    format!(
+                        "role {role:?} does not exist in realm {:?} (realms[{r}].roles): add it there or name an existing role",
+                        realm.name
+                    ),
+                );
+            }
+        }
+    }
+
+    fn check_principal(
+        &self,
+        path: &str,
+        role: &str,
+        realm: Option<&str>,
+        p: &mut dyn FnMut(String, String),
+    ) {
+        if let Some(r) = realm
+            && !self.realms.iter().any(|x| x.name == r)
+        {
+            p(
+                format!("{path}.realm"),
+                format!("realm {r:?} is not defined in this router"),
+            );
+        } else if !self.role_exists(realm, role) {
+            let scope = realm.map_or("any realm".to_owned(), |r| format!("realm {r:?}"));
+            p(
+                format!("{path}.role"),
+                format!("role {role:?} is not defined in {scope}"),
+            );
+        }
+    }
+
+    fn validate_method<P>(
+        &self,
+        path: &str,
+        m: &MethodAuth<P>,
+        p: &mut dyn FnMut(String, String),
+        each: &mut dyn FnMut(&str, &P, &mut dyn FnMut(String, String)),
+    ) {
+        match m.kind {
+            AuthKind::Static => {
+                if m.authenticator.is_some() || m.authenticator_realm.is_some() {
+                    p(
+                        format!("{path}.authenticator"),
+                        "a static method lists principals; use \"type\": \"dynamic\" for an authenticator".into(),
+                    );
+                }
+                for (authid, pr) in &m.principals {
+                    each(&format!("{path}.principals.{authid}"), pr, p);
+                }
+            }
+            AuthKind::Dynamic => {
+                match &m.authenticator {
+                    None => p(
+                        format!("{path}.authenticator"),
+                        "a dynamic method needs the URI of its authenticator procedure".into(),
+                    ),
+                    Some(a) => {
+                        if let Err(e) = proto::uri::validate(a, MatchPolicy::Exact, false) {
                             p(
-                                format!("transports[{i}].auth.anonymous.role"),
-                                format!(
-                                    "role {role:?} does not exist in realm {:?} (realms[{r}].roles): add it there or name an existing role",
-                                    realm.name
-                                ),
+                                format!("{path}.authenticator"),
+                                format!("not a valid procedure URI: {e}"),
                             );
                         }
                     }
                 }
+                if let Some(r) = &m.authenticator_realm
+                    && !self.realms.iter().any(|x| &x.name == r)
+                {
+                    p(
+                        format!("{path}.authenticator-realm"),
+                        format!("realm {r:?} is not defined in this router"),
+                    );
+                }
+                if !m.principals.is_empty() {
+                    p(
+                        format!("{path}.principals"),
+                        "a dynamic method has no static principals: remove them or use \"type\": \"static\"".into(),
+                    );
+                }
             }
         }
-        out
     }
 }
 
@@ -567,7 +853,7 @@ mod tests {
                 "realms[0].roles[0].permissions[0].uri",
                 "transports[0].serializers[0]",
                 "transports[0].endpoint.version",
-                "transports[0].auth.anonymous.role"
+                "transports[0].auth"
             ]
         );
     }

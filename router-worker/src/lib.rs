@@ -15,6 +15,7 @@
 //! anything runs), [`Router::serve`] runs until the shutdown token fires,
 //! and [`run`] does both.
 
+pub mod auth;
 pub mod authz;
 pub mod broker;
 pub mod config;

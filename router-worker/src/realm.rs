@@ -11,7 +11,7 @@
 //! `wamp.subscription.*`) lives in [`crate::meta`] as more methods of the
 //! same actor.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -41,6 +41,13 @@ const BATCH: usize = 512;
 pub(crate) const MAX_TESTAMENTS: usize = 32;
 /// Default event history length when the config names none.
 const DEFAULT_HISTORY: usize = 100;
+/// The caller id of the router's own calls (authenticators, authorizers);
+/// never a session id, which start at 1.
+pub(crate) const INTERNAL: Id = 0;
+/// How long a dynamic authorizer may take before the action is denied.
+const AUTHORIZER_TIMEOUT_MS: u64 = 5_000;
+/// Messages a session may have waiting for its authorizer's answer.
+const MAX_PARKED: usize = 256;
 
 /// Who a session is, as the realm needs it for authorization, disclosure
 /// and the meta API.
@@ -61,6 +68,9 @@ pub struct SessionInfo {
     pub roles: Dict,
     /// Transport details for the meta API (type, protocol, peer).
     pub transport: Dict,
+    /// Extra data from the authenticator, given to the client in WELCOME
+    /// and to dynamic authorizers.
+    pub authextra: Dict,
 }
 
 impl SessionInfo {
@@ -112,14 +122,65 @@ pub struct SessionLink {
     pub kill: Arc<KillSwitch>,
 }
 
+/// Why a call made by the router itself failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InternalCallError {
+    /// Nobody registered the procedure.
+    NoSuchProcedure,
+    /// The callee answered with ERROR.
+    Error {
+        /// The error URI.
+        uri: String,
+        /// The first positional argument, if it is a string.
+        message: String,
+    },
+    /// No answer within the deadline.
+    Timeout,
+    /// The realm stopped.
+    Gone,
+}
+
+/// Who waits for the answer to a router-made call.
+#[derive(Debug)]
+enum Waiter {
+    /// A task outside the realm (an authenticator call).
+    Task(oneshot::Sender<Result<Payload, InternalCallError>>),
+    /// The realm itself: a dynamic authorizer's answer for a session.
+    Authorize {
+        session: Id,
+        uri: String,
+        action: Action,
+        procedure: String,
+    },
+}
+
+/// A dynamic authorizer's decision, cached per session.
+#[derive(Debug, Clone)]
+struct Cached {
+    allow: bool,
+    disclose: bool,
+    /// Kept for later actions (`cache: true`), else used once.
+    keep: bool,
+    /// Why it was denied, when the authorizer failed.
+    reason: Option<(&'static str, String)>,
+}
+
 /// What session tasks (and the realm's own timers) send to a realm.
 #[derive(Debug)]
 pub enum RealmCommand {
-    /// Admit a session; the realm picks its id.
+    /// Admit a session under the id it chose; `false` if the id is taken.
     Join {
+        id: Id,
         info: SessionInfo,
         link: SessionLink,
-        reply: oneshot::Sender<Id>,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Call a procedure as the router (dynamic authenticators).
+    InternalCall {
+        procedure: String,
+        payload: Payload,
+        timeout_ms: u64,
+        reply: oneshot::Sender<Result<Payload, InternalCallError>>,
     },
     /// A session ended (GOODBYE, close, error): drop everything it held.
     Leave { session: Id },
@@ -168,6 +229,8 @@ impl RealmHandle {
             self_tx: tx.downgrade(),
             timers: HashMap::new(),
             testaments: HashMap::new(),
+            waiters: HashMap::new(),
+            next_internal: 0,
         };
         tokio::spawn(realm.run(rx));
         RealmHandle {
@@ -184,6 +247,36 @@ impl RealmHandle {
     pub async fn send(&self, cmd: RealmCommand) -> Result<(), RealmCommand> {
         self.tx.send(cmd).await.map_err(|e| e.0)
     }
+
+    /// Call `procedure` in this realm as the router itself, bounded by
+    /// `timeout`.
+    ///
+    /// # Errors
+    /// [`InternalCallError`] saying whether the procedure is missing,
+    /// raised an error, did not answer in time, or the realm is gone.
+    pub async fn call(
+        &self,
+        procedure: &str,
+        payload: Payload,
+        timeout: Duration,
+    ) -> Result<Payload, InternalCallError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = RealmCommand::InternalCall {
+            procedure: procedure.to_owned(),
+            payload,
+            timeout_ms: timeout.as_millis().max(1) as u64,
+            reply,
+        };
+        if self.tx.send(cmd).await.is_err() {
+            return Err(InternalCallError::Gone);
+        }
+        // The realm enforces the timeout itself; this is a backstop.
+        match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(InternalCallError::Gone),
+            Err(_) => Err(InternalCallError::Timeout),
+        }
+    }
 }
 
 pub(crate) struct SessionEntry {
@@ -191,6 +284,13 @@ pub(crate) struct SessionEntry {
     pub(crate) link: SessionLink,
     /// Set once the session has been killed, so overflow is logged once.
     pub(crate) killed: bool,
+    /// Dynamic authorizer answers by (URI, action).
+    authz_cache: HashMap<(String, Action), Cached>,
+    /// Messages waiting for the dynamic authorizer, in arrival order, so a
+    /// session's messages never overtake each other.
+    parked: VecDeque<Message>,
+    /// An authorizer call for this session is outstanding.
+    awaiting_authz: bool,
 }
 
 /// A testament: an event published on the session's behalf when it goes.
@@ -219,6 +319,68 @@ pub(crate) struct Realm {
     timers: HashMap<Id, tokio::task::AbortHandle>,
     /// Testaments by session.
     pub(crate) testaments: HashMap<Id, Vec<Testament>>,
+    /// Router-made calls in flight by request id.
+    waiters: HashMap<Id, Waiter>,
+    next_internal: Id,
+}
+
+/// Turn an authorizer's answer into a decision. A boolean is used once; a
+/// dict `{allow, disclose, cache}` is kept for the session when `cache` is
+/// true. Anything else, an error or a timeout denies, with the cause.
+fn parse_authorizer_answer(
+    procedure: &str,
+    uri: &str,
+    action: Action,
+    result: Result<Payload, InternalCallError>,
+) -> Cached {
+    let fail = |text: String| Cached {
+        allow: false,
+        disclose: false,
+        keep: false,
+        reason: Some((
+            wamp_uri::AUTHORIZATION_FAILED,
+            format!("authorizer {procedure:?} could not decide on {action} {uri:?}: {text}"),
+        )),
+    };
+    let payload = match result {
+        Ok(p) => p,
+        Err(InternalCallError::NoSuchProcedure) => {
+            return fail("it is not registered in this realm".into());
+        }
+        Err(InternalCallError::Timeout) => {
+            return fail(format!(
+                "it did not answer within {AUTHORIZER_TIMEOUT_MS} ms"
+            ));
+        }
+        Err(InternalCallError::Gone) => return fail("the realm is shutting down".into()),
+        Err(InternalCallError::Error { uri: e, message }) => {
+            return fail(format!("it raised {e}: {message}"));
+        }
+    };
+    match payload.args.first() {
+        Some(Value::Bool(b)) => Cached {
+            allow: *b,
+            disclose: false,
+            keep: false,
+            reason: None,
+        },
+        Some(Value::Dict(d)) => match d.get("allow") {
+            Some(Value::Bool(allow)) => Cached {
+                allow: *allow,
+                disclose: d.get("disclose").and_then(Value::as_bool).unwrap_or(false),
+                keep: d.get("cache").and_then(Value::as_bool).unwrap_or(false),
+                reason: None,
+            },
+            _ => fail("its dict answer lacks a boolean \"allow\"".into()),
+        },
+        None => fail(
+            "it returned nothing; expected true/false or {\"allow\": ..., \"cache\": ...}".into(),
+        ),
+        Some(other) => fail(format!(
+            "it returned a {}; expected true/false or {{\"allow\": ..., \"cache\": ...}}",
+            other.type_name()
+        )),
+    }
 }
 
 /// Deliver to one session without ever waiting; a full queue closes it.
@@ -426,10 +588,15 @@ impl Realm {
 
     fn handle(&mut self, cmd: RealmCommand) {
         match cmd {
-            RealmCommand::Join { info, link, reply } => {
-                let mut id = rand::random_range(1..=proto::MAX_ID);
-                while self.sessions.contains_key(&id) {
-                    id = rand::random_range(1..=proto::MAX_ID);
+            RealmCommand::Join {
+                id,
+                info,
+                link,
+                reply,
+            } => {
+                if id == INTERNAL || self.sessions.contains_key(&id) {
+                    let _ = reply.send(false);
+                    return;
                 }
                 self.sessions.insert(
                     id,
@@ -437,15 +604,24 @@ impl Realm {
                         info,
                         link,
                         killed: false,
+                        authz_cache: HashMap::new(),
+                        parked: VecDeque::new(),
+                        awaiting_authz: false,
                     },
                 );
-                if reply.send(id).is_err() {
+                if reply.send(true).is_err() {
                     // The session task went away while joining.
                     self.leave(id);
                 } else {
                     self.meta_on_join(id);
                 }
             }
+            RealmCommand::InternalCall {
+                procedure,
+                payload,
+                timeout_ms,
+                reply,
+            } => self.internal_call(&procedure, payload, timeout_ms, Waiter::Task(reply)),
             RealmCommand::Leave { session } => self.leave(session),
             RealmCommand::Message { session, msg } => {
                 if self.sessions.contains_key(&session) {
@@ -461,7 +637,209 @@ impl Realm {
     }
 
     pub(crate) fn send(&mut self, to: Id, msg: Message) {
+        if to == INTERNAL {
+            return self.internal_reply(msg);
+        }
         deliver(&mut self.sessions, to, OutMsg::new(msg));
+    }
+
+    /// Route a call made by the router (authenticators, authorizers).
+    fn internal_call(
+        &mut self,
+        procedure: &str,
+        payload: Payload,
+        timeout_ms: u64,
+        waiter: Waiter,
+    ) {
+        let Some((registration, callee)) = self.dealer.route(procedure) else {
+            return self.complete(waiter, Err(InternalCallError::NoSuchProcedure));
+        };
+        self.next_internal = if self.next_internal >= proto::MAX_ID {
+            1
+        } else {
+            self.next_internal + 1
+        };
+        let request = self.next_internal;
+        let mut details = Dict::new();
+        if self
+            .dealer
+            .get(registration)
+            .is_some_and(|r| r.policy != MatchPolicy::Exact)
+        {
+            details.insert("procedure".into(), Value::from(procedure));
+        }
+        let invocation = self
+            .dealer
+            .start_call(INTERNAL, request, registration, callee);
+        self.start_timer(invocation, INTERNAL, request, timeout_ms);
+        self.waiters.insert(request, waiter);
+        self.send(
+            callee,
+            Message::Invocation(Invocation {
+                request: invocation,
+                registration,
+                details,
+                payload,
+            }),
+        );
+    }
+
+    /// A RESULT or ERROR addressed to the router itself.
+    fn internal_reply(&mut self, msg: Message) {
+        let (request, result) = match msg {
+            Message::Result(r) => {
+                if r.details.get("progress") == Some(&Value::Bool(true)) {
+                    return;
+                }
+                (r.request, Ok(r.payload))
+            }
+            Message::Error(e) => {
+                let err = if e.error == wamp_uri::TIMEOUT {
+                    InternalCallError::Timeout
+                } else {
+                    InternalCallError::Error {
+                        message: e
+                            .payload
+                            .args
+                            .first()
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                        uri: e.error,
+                    }
+                };
+                (e.request, Err(err))
+            }
+            _ => return,
+        };
+        if let Some(w) = self.waiters.remove(&request) {
+            self.complete(w, result);
+        }
+    }
+
+    fn complete(&mut self, waiter: Waiter, result: Result<Payload, InternalCallError>) {
+        match waiter {
+            Waiter::Task(tx) => {
+                let _ = tx.send(result);
+            }
+            Waiter::Authorize {
+                session,
+                uri,
+                action,
+                procedure,
+            } => {
+                let cached = parse_authorizer_answer(&procedure, &uri, action, result);
+                if let Some(reason) = &cached.reason {
+                    warn!(session, %uri, %action, authorizer = %procedure, "{}", reason.1);
+                }
+                if let Some(e) = self.sessions.get_mut(&session) {
+                    e.awaiting_authz = false;
+                    e.authz_cache.insert((uri, action), cached);
+                }
+                self.drain_parked(session);
+            }
+        }
+    }
+
+    /// The (URI, action, options) a message needs authorized, if its
+    /// session's role decides through a dynamic authorizer that has not
+    /// answered for it yet.
+    fn needs_authorizer(
+        &self,
+        session: Id,
+        msg: &Message,
+    ) -> Option<(String, Action, Dict, String)> {
+        let entry = self.sessions.get(&session)?;
+        let procedure = self.authz.authorizer_for(&entry.info.authrole)?;
+        let (uri, action, options) = match msg {
+            Message::Publish(m) => (&m.topic, Action::Publish, &m.options),
+            Message::Subscribe(m) => (&m.topic, Action::Subscribe, &m.options),
+            Message::Register(m) => (&m.procedure, Action::Register, &m.options),
+            Message::Call(m) => {
+                if self.dealer.call_in_flight(session, m.request) {
+                    return None;
+                }
+                (&m.procedure, Action::Call, &m.options)
+            }
+            _ => return None,
+        };
+        if entry.authz_cache.contains_key(&(uri.clone(), action)) {
+            return None;
+        }
+        Some((uri.clone(), action, options.clone(), procedure.to_owned()))
+    }
+
+    /// Park a message until the session's authorizer has answered.
+    fn park(&mut self, session: Id, msg: Message) {
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if entry.parked.len() >= MAX_PARKED {
+            return self.kill(
+                session,
+                wamp_uri::CLOSE_KILLED,
+                format!("more than {MAX_PARKED} messages are waiting for the session's authorizer"),
+            );
+        }
+        entry.parked.push_back(msg);
+    }
+
+    /// Dispatch parked messages until one needs the authorizer again.
+    fn drain_parked(&mut self, session: Id) {
+        loop {
+            let Some(entry) = self.sessions.get_mut(&session) else {
+                return;
+            };
+            if entry.awaiting_authz {
+                return;
+            }
+            let Some(msg) = entry.parked.pop_front() else {
+                return;
+            };
+            if let Some((uri, action, options, procedure)) = self.needs_authorizer(session, &msg) {
+                if let Some(entry) = self.sessions.get_mut(&session) {
+                    entry.parked.push_front(msg);
+                    entry.awaiting_authz = true;
+                }
+                self.ask_authorizer(session, uri, action, options, procedure);
+                return;
+            }
+            self.dispatch_now(session, msg);
+        }
+    }
+
+    fn ask_authorizer(
+        &mut self,
+        session: Id,
+        uri: String,
+        action: Action,
+        options: Dict,
+        procedure: String,
+    ) {
+        let Some(e) = self.sessions.get(&session) else {
+            return;
+        };
+        let details = proto::dict! {
+            "session" => session,
+            "authid" => e.info.authid.as_str(),
+            "authrole" => e.info.authrole.as_str(),
+            "authmethod" => e.info.authmethod.as_str(),
+            "authprovider" => e.info.authprovider.as_str(),
+            "authextra" => e.info.authextra.clone(),
+        };
+        let payload = Payload::args(vec![
+            details.into(),
+            Value::from(uri.as_str()),
+            Value::from(action.name()),
+            options.into(),
+        ]);
+        let waiter = Waiter::Authorize {
+            session,
+            uri,
+            action,
+            procedure: procedure.clone(),
+        };
+        self.internal_call(&procedure, payload, AUTHORIZER_TIMEOUT_MS, waiter);
     }
 
     /// Close a session from the router's side.
@@ -471,6 +849,30 @@ impl Realm {
             entry.killed = true;
             entry.link.kill.kill(reason, message);
         }
+    }
+
+    /// A dynamic authorizer's answer for this action, if the session's role
+    /// has an authorizer; one-time answers are consumed here.
+    fn cached_decision(
+        &mut self,
+        session: Id,
+        uri_str: &str,
+        action: Action,
+    ) -> Option<Result<crate::authz::Decision, (&'static str, String)>> {
+        let entry = self.sessions.get_mut(&session)?;
+        self.authz.authorizer_for(&entry.info.authrole)?;
+        let key = (uri_str.to_owned(), action);
+        let cached = entry.authz_cache.get(&key)?.clone();
+        if !cached.keep {
+            entry.authz_cache.remove(&key);
+        }
+        Some(match cached.reason {
+            Some(r) => Err(r),
+            None => Ok(crate::authz::Decision {
+                allow: cached.allow,
+                disclose: cached.disclose,
+            }),
+        })
     }
 
     fn role(&self, session: Id) -> &str {
@@ -483,7 +885,7 @@ impl Realm {
     /// then the reserved `wamp.` prefix. Returns whether the identity must be
     /// disclosed, or the error to send.
     fn check_uri(
-        &self,
+        &mut self,
         session: Id,
         uri_str: &str,
         policy: MatchPolicy,
@@ -494,7 +896,11 @@ impl Realm {
         }
         // Authorization is decided before anything else, so a role that may
         // not use a URI learns nothing about it.
-        let decision = self.authz.authorize(self.role(session), uri_str, action);
+        let decision = match self.cached_decision(session, uri_str, action) {
+            Some(Err(reason)) => return Err(reason),
+            Some(Ok(d)) => d,
+            None => self.authz.authorize(self.role(session), uri_str, action),
+        };
         if !decision.allow {
             return Err((
                 wamp_uri::NOT_AUTHORIZED,
@@ -514,6 +920,24 @@ impl Realm {
     }
 
     fn dispatch(&mut self, session: Id, msg: Message) {
+        let waiting = self
+            .sessions
+            .get(&session)
+            .is_some_and(|e| e.awaiting_authz || !e.parked.is_empty());
+        if waiting {
+            return self.park(session, msg);
+        }
+        if let Some((uri, action, options, procedure)) = self.needs_authorizer(session, &msg) {
+            self.park(session, msg);
+            if let Some(e) = self.sessions.get_mut(&session) {
+                e.awaiting_authz = true;
+            }
+            return self.ask_authorizer(session, uri, action, options, procedure);
+        }
+        self.dispatch_now(session, msg);
+    }
+
+    fn dispatch_now(&mut self, session: Id, msg: Message) {
         match msg {
             Message::Publish(m) => self.publish(session, m),
             Message::Subscribe(m) => self.subscribe(session, m),

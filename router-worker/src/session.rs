@@ -6,6 +6,7 @@
 //! and router shutdown. A protocol violation ends this session with ABORT
 //! `wamp.error.protocol_violation` and a reason; nothing else notices.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Span, debug, field, info, info_span, warn};
 
 use crate::Realms;
+use crate::auth::{self, AuthSettings, Outcome, Principal, Refusal};
 use crate::outbound::OutMsg;
 use crate::realm::{KillSwitch, RealmCommand, RealmHandle, SessionInfo, SessionLink};
 use crate::transport::{CloseKind, Transport, TransportError};
@@ -31,9 +33,8 @@ const GOODBYE_WAIT: Duration = Duration::from_secs(2);
 /// Per-transport session behaviour.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
-    /// The role anonymous sessions get; `None` when anonymous is not
-    /// configured on the transport.
-    pub anonymous_role: Option<String>,
+    /// Authentication methods, timeouts and the failure limiter.
+    pub auth: Arc<AuthSettings>,
     /// Deadline for HELLO after the connection opens.
     pub hello_timeout: Duration,
     /// Capacity of the session's outbound queue.
@@ -73,19 +74,6 @@ pub fn router_roles() -> Dict {
     }
 }
 
-/// Why the opening handshake did not produce a session.
-struct Refusal {
-    reason: &'static str,
-    message: String,
-}
-
-fn refuse(reason: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal {
-        reason,
-        message: message.into(),
-    }
-}
-
 /// Send ABORT (best effort, bounded in time) and close the transport.
 async fn abort<T: Transport>(t: &mut T, reason: &str, message: &str, kind: CloseKind) {
     let m = OutMsg::new(Message::Abort(Abort {
@@ -100,116 +88,13 @@ async fn abort<T: Transport>(t: &mut T, reason: &str, message: &str, kind: Close
     t.close(kind, message).await;
 }
 
-fn random_authid() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut s = String::with_capacity(29);
-    for i in 0..24 {
-        if i > 0 && i % 4 == 0 {
-            s.push('-');
-        }
-        s.push(ALPHABET[rand::random_range(0..ALPHABET.len())] as char);
-    }
-    s
-}
-
-/// Check HELLO and decide who the session is.
-fn authenticate(
-    hello: &Hello,
-    settings: &SessionSettings,
-    realms: &Realms,
-    serializer: proto::Serializer,
-    transport: &Dict,
-) -> Result<(RealmHandle, SessionInfo), Refusal> {
-    let roles = match hello.details.get("roles") {
-        Some(Value::Dict(r)) if !r.is_empty() => r.clone(),
-        _ => {
-            return Err(refuse(
-                wamp_uri::PROTOCOL_VIOLATION,
-                "HELLO.Details.roles must be a non-empty dict naming the client's roles (publisher, subscriber, caller, callee)",
-            ));
-        }
-    };
-    let Some(realm) = realms.get(&hello.realm) else {
-        return Err(refuse(
-            wamp_uri::NO_SUCH_REALM,
-            format!("realm {:?} does not exist on this router", hello.realm),
-        ));
-    };
-    let offered: Vec<&str> = match hello.details.get("authmethods") {
-        None | Some(Value::Null) => vec![],
-        Some(Value::List(l)) => {
-            let mut v = Vec::with_capacity(l.len());
-            for m in l {
-                match m.as_str() {
-                    Some(s) => v.push(s),
-                    None => {
-                        return Err(refuse(
-                            wamp_uri::PROTOCOL_VIOLATION,
-                            format!(
-                                "HELLO.Details.authmethods must be a list of strings, found a {}",
-                                m.type_name()
-                            ),
-                        ));
-                    }
-                }
-            }
-            v
-        }
-        Some(other) => {
-            return Err(refuse(
-                wamp_uri::PROTOCOL_VIOLATION,
-                format!(
-                    "HELLO.Details.authmethods must be a list of strings, found {}",
-                    other.type_name()
-                ),
-            ));
-        }
-    };
-    let Some(role) = &settings.anonymous_role else {
-        return Err(refuse(
-            wamp_uri::NO_AUTH_METHOD,
-            "this transport has no authentication method configured",
-        ));
-    };
-    if !offered.is_empty() && !offered.contains(&"anonymous") {
-        return Err(refuse(
-            wamp_uri::NO_AUTH_METHOD,
-            format!(
-                "none of the offered authmethods ({}) is enabled on this transport; it accepts: anonymous",
-                offered.join(", ")
-            ),
-        ));
-    }
-    if !realm.authz.has_role(role) {
-        return Err(refuse(
-            wamp_uri::NO_SUCH_ROLE,
-            format!("role {role:?} does not exist in realm {:?}", hello.realm),
-        ));
-    }
-    let authid = match hello.details.get("authid") {
-        Some(Value::Str(s)) if !s.is_empty() => s.clone(),
-        _ => random_authid(),
-    };
-    Ok((
-        realm.clone(),
-        SessionInfo {
-            authid,
-            authrole: role.clone(),
-            authmethod: "anonymous".into(),
-            authprovider: "static".into(),
-            serializer,
-            roles,
-            transport: transport.clone(),
-        },
-    ))
-}
-
 /// Run one WAMP session over `t` until it ends.
 pub async fn run<T: Transport>(
     mut t: T,
     settings: &SessionSettings,
     realms: &Realms,
     peer: String,
+    peer_ip: Option<IpAddr>,
     transport: Dict,
     shutdown: CancellationToken,
 ) {
@@ -263,12 +148,65 @@ pub async fn run<T: Transport>(
             .await;
         }
     };
-    let (realm, info) = match authenticate(&hello, settings, realms, serializer, &transport) {
-        Ok(x) => x,
-        Err(r) => {
-            info!(parent: &span, realm = %hello.realm, reason = r.reason, "session refused: {}", r.message);
-            return abort(&mut t, r.reason, &r.message, CloseKind::Normal).await;
+    let roles = match hello.details.get("roles") {
+        Some(Value::Dict(r)) if !r.is_empty() => r.clone(),
+        _ => {
+            let msg = "HELLO.Details.roles must be a non-empty dict naming the client's roles (publisher, subscriber, caller, callee)";
+            warn!(parent: &span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
+            return abort(
+                &mut t,
+                wamp_uri::PROTOCOL_VIOLATION,
+                msg,
+                CloseKind::ProtocolError,
+            )
+            .await;
         }
+    };
+    let auth = &settings.auth;
+    if let Some(ip) = peer_ip
+        && let Some(wait) = auth.limiter.blocked(ip)
+    {
+        let msg = format!(
+            "too many failed authentication attempts from this address: try again in {} s",
+            wait.as_secs().max(1)
+        );
+        warn!(parent: &span, peer = %ip, "authentication refused: {msg}");
+        return abort(
+            &mut t,
+            wamp_uri::AUTHENTICATION_FAILED,
+            &msg,
+            CloseKind::Normal,
+        )
+        .await;
+    }
+    let id: Id = rand::random_range(1..=proto::MAX_ID);
+    let ctx = auth::Context {
+        realms,
+        session: id,
+        transport: &transport,
+    };
+    let principal = match handshake(&mut t, auth, &hello, &ctx, &shutdown).await {
+        Ok(p) => p,
+        Err(None) => return,
+        Err(Some(r)) => {
+            auth.record_failure(peer_ip, &r);
+            info!(parent: &span, realm = %hello.realm, reason = %r.reason, "session refused: {}", r.message);
+            return abort(&mut t, &r.reason, &r.message, CloseKind::Normal).await;
+        }
+    };
+    let Some(realm) = realms.get(&principal.realm).cloned() else {
+        let msg = format!("realm {:?} does not exist on this router", principal.realm);
+        return abort(&mut t, wamp_uri::NO_SUCH_REALM, &msg, CloseKind::Normal).await;
+    };
+    let info = SessionInfo {
+        authid: principal.authid.clone(),
+        authrole: principal.authrole.clone(),
+        authmethod: principal.authmethod.clone(),
+        authprovider: principal.authprovider.clone(),
+        serializer,
+        roles,
+        transport: transport.clone(),
+        authextra: principal.extra.clone(),
     };
 
     // Join the realm.
@@ -277,6 +215,7 @@ pub async fn run<T: Transport>(
     let (reply_tx, reply_rx) = oneshot::channel();
     let joined = realm
         .send(RealmCommand::Join {
+            id,
             info: info.clone(),
             link: SessionLink {
                 tx,
@@ -285,8 +224,12 @@ pub async fn run<T: Transport>(
             reply: reply_tx,
         })
         .await;
-    let id: Id = match (joined, reply_rx.await) {
-        (Ok(()), Ok(id)) => id,
+    match (joined, reply_rx.await) {
+        (Ok(()), Ok(true)) => {}
+        (Ok(()), Ok(false)) => {
+            let msg = "session id collision: please reconnect";
+            return abort(&mut t, wamp_uri::CLOSE_NORMAL, msg, CloseKind::Normal).await;
+        }
         _ => {
             return abort(
                 &mut t,
@@ -296,7 +239,7 @@ pub async fn run<T: Transport>(
             )
             .await;
         }
-    };
+    }
     span.record("session", id);
     span.record("realm", &*realm.name);
     span.record("authid", info.authid.as_str());
@@ -308,6 +251,7 @@ pub async fn run<T: Transport>(
             "authrole" => info.authrole.as_str(),
             "authmethod" => info.authmethod.as_str(),
             "authprovider" => info.authprovider.as_str(),
+            "authextra" => info.authextra.clone(),
             "roles" => router_roles(),
         },
     }));
@@ -322,6 +266,79 @@ pub async fn run<T: Transport>(
     }
     let _ = realm.send(RealmCommand::Leave { session: id }).await;
     info!(parent: &span, "session left");
+}
+
+/// HELLO → (CHALLENGE → AUTHENTICATE) → principal. `Err(None)` means the
+/// connection went away or the router is stopping (nothing to send);
+/// `Err(Some(r))` is a refusal to send as ABORT.
+async fn handshake<T: Transport>(
+    t: &mut T,
+    auth: &AuthSettings,
+    hello: &Hello,
+    ctx: &auth::Context<'_>,
+    shutdown: &CancellationToken,
+) -> Result<Principal, Option<Refusal>> {
+    let outcome = tokio::select! {
+        _ = shutdown.cancelled() => return Err(None),
+        r = auth.hello(hello, ctx) => r.map_err(Some)?,
+    };
+    let (challenge, pending) = match outcome {
+        Outcome::Welcome(p) => return Ok(p),
+        Outcome::Challenge(c, p) => (c, p),
+    };
+    let msg = OutMsg::new(Message::Challenge(challenge));
+    if async {
+        t.feed(&msg).await?;
+        t.flush().await
+    }
+    .await
+    .is_err()
+    {
+        return Err(None);
+    }
+    let deadline = auth.authenticate_timeout;
+    let answer = tokio::select! {
+        _ = shutdown.cancelled() => return Err(None),
+        r = tokio::time::timeout(deadline, t.recv()) => r,
+    };
+    let bytes = match answer {
+        Err(_) => {
+            return Err(Some(Refusal {
+                reason: wamp_uri::TIMEOUT.into(),
+                message: format!(
+                    "no AUTHENTICATE within {} ms of the CHALLENGE",
+                    deadline.as_millis()
+                ),
+                counts: false,
+            }));
+        }
+        Ok(Err(_)) => return Err(None),
+        Ok(Ok(b)) => b,
+    };
+    let authenticate = match t.serializer().decode(&bytes) {
+        Ok(Message::Authenticate(a)) => a,
+        Ok(other) => {
+            return Err(Some(Refusal {
+                reason: wamp_uri::PROTOCOL_VIOLATION.into(),
+                message: format!(
+                    "expected AUTHENTICATE after CHALLENGE, received {}",
+                    other.name()
+                ),
+                counts: false,
+            }));
+        }
+        Err(e) => {
+            return Err(Some(Refusal {
+                reason: wamp_uri::PROTOCOL_VIOLATION.into(),
+                message: format!("cannot decode AUTHENTICATE: {e}"),
+                counts: false,
+            }));
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => Err(None),
+        r = auth.authenticate(pending, &authenticate, ctx) => r.map_err(Some),
+    }
 }
 
 async fn end_on_transport_error<T: Transport>(t: &mut T, span: &Span, e: TransportError) {

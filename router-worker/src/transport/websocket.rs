@@ -30,6 +30,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{CloseKind, Transport, TransportError};
 use crate::Realms;
+use crate::auth::AuthSettings;
 use crate::config::TransportConfig;
 use crate::outbound::{Encoded, OutMsg};
 use crate::session::{self, SessionSettings};
@@ -88,7 +89,7 @@ impl WsSettings {
                 .unwrap_or_else(|| format!("transport[{index}]")),
             serializers: t.serializer_list(),
             session: SessionSettings {
-                anonymous_role: t.anonymous_role().map(str::to_owned),
+                auth: Arc::new(AuthSettings::from_config(t)),
                 hello_timeout: Duration::from_millis(o.hello_timeout),
                 max_queue: o.max_queue_messages,
             },
@@ -269,6 +270,7 @@ async fn handle_connection(
         &settings.session,
         &realms,
         peer.to_string(),
+        Some(peer.ip()),
         details,
         shutdown,
     )
