@@ -241,6 +241,22 @@ fn opt_string(d: &Dict, key: &str, procedure: &str) -> Result<Option<String>, Re
     }
 }
 
+/// Like [`opt_string`], but also takes UTF-8 bytes: autobahn-python's
+/// `derive_key()` returns the key as bytes, and authenticators pass it on.
+fn opt_text(d: &Dict, key: &str, procedure: &str) -> Result<Option<String>, Refusal> {
+    match d.get(key) {
+        Some(Value::Bytes(b)) => String::from_utf8(b.clone()).map(Some).map_err(|_| {
+            refuse(
+                wamp_uri::AUTHENTICATION_FAILED,
+                format!(
+                    "authenticator {procedure:?} returned {key:?} as bytes that are not UTF-8 text"
+                ),
+            )
+        }),
+        _ => opt_string(d, key, procedure),
+    }
+}
+
 fn opt_u32(d: &Dict, key: &str, procedure: &str) -> Result<Option<u32>, Refusal> {
     match d.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -311,8 +327,8 @@ fn parse_verdict(procedure: &str, payload: &Payload) -> Result<Verdict, Refusal>
                 authid: opt_string(d, "authid", procedure)?,
                 realm: opt_string(d, "realm", procedure)?,
                 extra,
-                secret: opt_string(d, "secret", procedure)?,
-                salt: opt_string(d, "salt", procedure)?,
+                secret: opt_text(d, "secret", procedure)?,
+                salt: opt_text(d, "salt", procedure)?,
                 iterations: opt_u32(d, "iterations", procedure)?,
                 keylen: opt_u32(d, "keylen", procedure)?,
                 secret_kind,

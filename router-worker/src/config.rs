@@ -609,6 +609,9 @@ impl RouterConfig {
     }
 }
 
+/// Where validation helpers report a problem: (key path, message).
+type Report<'a> = &'a mut dyn FnMut(String, String);
+
 impl RouterConfig {
     fn role_exists(&self, realm: Option<&str>, role: &str) -> bool {
         role == "trusted"
@@ -748,7 +751,7 @@ impl RouterConfig {
         path: &str,
         m: &MethodAuth<P>,
         p: &mut dyn FnMut(String, String),
-        each: &mut dyn FnMut(&str, &P, &mut dyn FnMut(String, String)),
+        each: &mut dyn FnMut(&str, &P, Report<'_>),
     ) {
         match m.kind {
             AuthKind::Static => {

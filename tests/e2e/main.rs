@@ -4,6 +4,7 @@
 //! environment these need.
 
 mod advanced;
+mod auth;
 mod bad_input;
 mod cli;
 mod support;

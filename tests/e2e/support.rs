@@ -195,13 +195,19 @@ pub fn run_python(script: &str, args: &[&str], timeout: Duration) -> PyOutput {
     }
 }
 
-/// Run a Python peer against `node` and fail with everything useful if it
-/// does not succeed.
+/// Run a Python peer against `node` (its URL first) and fail with everything
+/// useful if it does not succeed.
 pub fn expect_python_ok(node: &Node, script: &str, args: &[&str]) -> String {
     let mut full = vec![node.url()];
     full.extend(args.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-    let out = run_python(script, &refs, Duration::from_secs(120));
+    expect_python_args_ok(node, script, &refs)
+}
+
+/// Run a Python peer with exactly `args`; fail with its output and the
+/// node's log if it does not succeed.
+pub fn expect_python_args_ok(node: &Node, script: &str, args: &[&str]) -> String {
+    let out = run_python(script, args, Duration::from_secs(120));
     assert!(
         out.status.success(),
         "{script} {args:?} failed ({})\n--- stdout\n{}\n--- stderr\n{}\n--- node log\n{}",

@@ -33,17 +33,26 @@ class Refused(Exception):
 class Session(ApplicationSession):
     """An ApplicationSession that reports join, leave and disconnect."""
 
-    def __init__(self, config, joined, authmethods=None, authid=None):
+    def __init__(self, config, joined, authmethods=None, authid=None, authextra=None, on_challenge=None):
         super().__init__(config)
         self._joined = joined
         self._authmethods = authmethods
         self._authid = authid
+        self._authextra = authextra
+        self._on_challenge = on_challenge
+        self.challenges = []
         self.left = asyncio.get_event_loop().create_future()
         self.disconnected = asyncio.get_event_loop().create_future()
         self.details = None
 
     def onConnect(self):
-        self.join(self.config.realm, authmethods=self._authmethods, authid=self._authid)
+        self.join(self.config.realm, authmethods=self._authmethods, authid=self._authid, authextra=self._authextra)
+
+    def onChallenge(self, challenge):
+        self.challenges.append(challenge)
+        if self._on_challenge is None:
+            raise Exception(f"unexpected CHALLENGE {challenge.method}")
+        return self._on_challenge(challenge)
 
     def onJoin(self, details):
         self.details = details
@@ -64,17 +73,30 @@ class Session(ApplicationSession):
             self.disconnected.set_result(True)
 
 
-async def connect(url, serializer, realm="realm1", authmethods=None, authid=None):
-    """Join `realm` at `url` with one serializer; return the Session."""
+async def connect(
+    url,
+    serializer,
+    realm="realm1",
+    authmethods=None,
+    authid=None,
+    authextra=None,
+    on_challenge=None,
+    local_addr=None,
+):
+    """Join `realm` at `url` with one serializer; return the Session.
+
+    `on_challenge(challenge)` answers a CHALLENGE; `local_addr` picks the
+    source address (e.g. ("127.0.0.2", 0)) to look like another peer.
+    """
     loop = asyncio.get_event_loop()
     joined = loop.create_future()
 
     def make():
-        return Session(ComponentConfig(realm=realm), joined, authmethods, authid)
+        return Session(ComponentConfig(realm=realm), joined, authmethods, authid, authextra, on_challenge)
 
     factory = WampWebSocketClientFactory(make, url=url, serializers=[SERIALIZERS[serializer]()])
     u = urlparse(url)
-    await asyncio.wait_for(loop.create_connection(factory, u.hostname, u.port), TIMEOUT)
+    await asyncio.wait_for(loop.create_connection(factory, u.hostname, u.port, local_addr=local_addr), TIMEOUT)
     return await asyncio.wait_for(joined, TIMEOUT)
 
 
