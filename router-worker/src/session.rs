@@ -205,7 +205,13 @@ pub async fn run<T: Transport>(
         authprovider: principal.authprovider.clone(),
         serializer,
         roles,
-        transport: transport.clone(),
+        // Headers and the request URI (cookies, tokens) are for
+        // authenticators only, never for the meta API.
+        transport: transport
+            .iter()
+            .filter(|(k, _)| !k.starts_with("http_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         authextra: principal.extra.clone(),
     };
 

@@ -255,6 +255,7 @@ async def meta_sessions(url, ser):
     j = joins[0]
     assert j["session"] == sid and j["authid"] == "subject" and j["authrole"] == "anonymous", j
     assert j["transport"]["type"] == "websocket" and j["transport"]["peer"].startswith("tcp4:127.0.0.1:"), j
+    assert not any(k.startswith("http_") for k in j["transport"]), j["transport"]
     assert await watcher.call("wamp.session.count") == 2
     assert sorted(await watcher.call("wamp.session.list")) == sorted([sid, watcher.details.session])
     assert await watcher.call("wamp.session.count", ["nobody"]) == 0

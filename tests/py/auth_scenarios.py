@@ -204,6 +204,9 @@ async def dynamic_ticket(urls, ser):
     assert (realm, authid, details["ticket"], details["authmethod"]) == ("realm1", "good", "t1", "ticket"), a.calls[-1]
     assert details["session"] == d.session, (details, d.session)
     assert details["transport"]["type"] == "websocket" and details["transport"]["peer"].startswith("tcp4:"), details
+    headers = details["transport"]["http_headers_received"]
+    assert headers["sec-websocket-protocol"].startswith("wamp.2."), headers
+    assert "upgrade" in headers and details["transport"]["http_request_uri"] == "/ws", details["transport"]
     await leave(s)
     s = await t("ingemar", "secret1")
     assert s.details.authid == "ID09125", s.details.authid

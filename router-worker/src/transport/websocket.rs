@@ -197,6 +197,7 @@ async fn handle_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let mut chosen: Option<(&'static str, Serializer, bool)> = None;
+    let mut http = proto::Dict::new();
     // The error type is tungstenite's Callback signature, not ours to shrink.
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
@@ -209,6 +210,24 @@ async fn handle_connection(
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
             .collect();
+        // For authenticators: the headers (names lowercased; repeated ones
+        // joined with ", ") and the request URI. Their size is bounded by
+        // the handshake's limits.
+        let mut headers = proto::Dict::new();
+        for (name, value) in req.headers() {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            match headers.get_mut(name.as_str()) {
+                Some(proto::Value::Str(existing)) => {
+                    existing.push_str(", ");
+                    existing.push_str(&value);
+                }
+                _ => {
+                    headers.insert(name.as_str().to_owned(), proto::Value::Str(value));
+                }
+            }
+        }
+        http.insert("http_headers_received".into(), headers.into());
+        http.insert("http_request_uri".into(), req.uri().to_string().into());
         match negotiate(
             &offered,
             &settings.serializers,
@@ -260,11 +279,12 @@ async fn handle_connection(
         max_message_size: settings.max_message_size,
     };
     let family = if peer.is_ipv4() { "tcp4" } else { "tcp6" };
-    let details = proto::dict! {
+    let mut details = proto::dict! {
         "type" => "websocket",
         "protocol" => protocol,
         "peer" => format!("{family}:{}:{}", peer.ip(), peer.port()),
     };
+    details.append(&mut http);
     session::run(
         transport,
         &settings.session,
