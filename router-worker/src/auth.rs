@@ -28,6 +28,8 @@ use crate::config::{
     TransportConfig,
 };
 use crate::realm::InternalCallError;
+use crate::tokens::{Consumed, TokenStore};
+use std::sync::Arc;
 
 /// Addresses tracked by the failure limiter at most; the oldest are
 /// forgotten first, so a flood of addresses cannot grow memory.
@@ -110,6 +112,8 @@ enum Pending {
         key: Vec<u8>,
         challenge: String,
     },
+    /// One-time token presented as the ticket.
+    Token { hello_realm: String },
     /// Cryptosign: verify the Ed25519 signature of `challenge`.
     Cryptosign {
         principal: Principal,
@@ -185,9 +189,24 @@ impl FailureLimiter {
     }
 }
 
+/// One transport's token login, resolved.
+#[derive(Debug)]
+pub struct TokenSettings {
+    /// The store (shared by transports with the same store config).
+    pub store: Arc<TokenStore>,
+    /// How long a token is valid after minting.
+    pub max_age: Duration,
+    /// The URL query parameter carrying the token.
+    pub query_param: String,
+    /// The role for tokens without one.
+    pub role: Option<String>,
+}
+
 /// One transport's authentication config, resolved.
 #[derive(Debug)]
 pub struct AuthSettings {
+    /// One-time tokens, when configured.
+    pub token: Option<TokenSettings>,
     /// Role for anonymous sessions; `None` when anonymous is not enabled.
     pub anonymous_role: Option<String>,
     ticket: Option<MethodAuth<TicketPrincipal>>,
@@ -374,13 +393,23 @@ fn cra_key(
 
 impl AuthSettings {
     /// Resolve a transport's `auth` and limits.
-    pub fn from_config(t: &TransportConfig) -> AuthSettings {
+    pub fn from_config(t: &TransportConfig, token_store: Option<Arc<TokenStore>>) -> AuthSettings {
         let o = &t.options;
         let (ticket, wampcra, cryptosign) = match &t.auth {
             None => (None, None, None),
             Some(a) => (a.ticket.clone(), a.wampcra.clone(), a.cryptosign.clone()),
         };
+        let token = match (t.auth.as_ref().and_then(|a| a.token.as_ref()), token_store) {
+            (Some(cfg), Some(store)) => Some(TokenSettings {
+                store,
+                max_age: Duration::from_secs(cfg.max_age),
+                query_param: cfg.query_param.clone(),
+                role: cfg.role.clone(),
+            }),
+            _ => None,
+        };
         AuthSettings {
+            token,
             anonymous_role: t.anonymous_role().map(str::to_owned),
             ticket,
             wampcra,
@@ -409,7 +438,72 @@ impl AuthSettings {
         if self.cryptosign.is_some() {
             v.push("cryptosign");
         }
+        if self.token.is_some() {
+            v.push("token");
+            // A client may present its token as a WAMP ticket.
+            if self.ticket.is_none() {
+                v.push("ticket");
+            }
+        }
         v
+    }
+
+    /// Log in with a one-time token.
+    async fn consume_token(
+        &self,
+        ctx: &Context<'_>,
+        token: &str,
+        realm: &str,
+    ) -> Result<Principal, Refusal> {
+        let Some(ts) = &self.token else {
+            return Err(not_enabled("token"));
+        };
+        let label = crate::tokens::log_label(token);
+        let outcome = ts.store.consume(token, ts.max_age).await.map_err(|e| {
+            warn!(store = ts.store.kind(), cause = %e.0, "token login refused: the token store is unavailable");
+            refuse(wamp_uri::AUTHENTICATION_FAILED, "token store unavailable: try again shortly")
+        })?;
+        let record = match outcome {
+            Consumed::Valid(r) => r,
+            Consumed::Unknown => {
+                return Err(deny(
+                    wamp_uri::NOT_AUTHORIZED,
+                    format!("unknown token (label {label}): it was never issued, or it is forged"),
+                ));
+            }
+            Consumed::Used => {
+                return Err(deny(
+                    wamp_uri::NOT_AUTHORIZED,
+                    format!("token {label} was already used: a token is valid once"),
+                ));
+            }
+            Consumed::Expired { ago } => {
+                return Err(deny(
+                    wamp_uri::NOT_AUTHORIZED,
+                    format!(
+                        "token {label} expired {ago} s ago: tokens are valid for {} s after minting",
+                        ts.max_age.as_secs()
+                    ),
+                ));
+            }
+        };
+        let Some(role) = record.role.clone().or_else(|| ts.role.clone()) else {
+            return Err(refuse(
+                wamp_uri::NOT_AUTHORIZED,
+                format!(
+                    "token {label} carries no role and the transport's token auth names no default role"
+                ),
+            ));
+        };
+        let principal = Principal {
+            authid: record.authid,
+            authrole: role,
+            authmethod: "token".into(),
+            authprovider: ts.store.kind().into(),
+            realm: realm.to_owned(),
+            extra: Dict::new(),
+        };
+        self.admit(ctx, principal, "the token")
     }
 
     /// Call a dynamic authenticator and turn its failures into refusals.
@@ -560,6 +654,16 @@ impl AuthSettings {
                 ));
             }
         };
+        // A token in the URL logs the session in, whatever it offered.
+        if let Some(ts) = &self.token
+            && let Some(Value::Str(uri)) = ctx.transport.get("http_request_uri")
+            && let Some(token) = crate::tokens::query_param(uri, &ts.query_param)
+        {
+            return self
+                .consume_token(ctx, &token, &hello.realm)
+                .await
+                .map(Outcome::Welcome);
+        }
         let enabled = self.enabled();
         let Some(method) = offered.iter().find(|m| enabled.contains(&m.as_str())) else {
             return Err(deny(
@@ -586,6 +690,17 @@ impl AuthSettings {
                 self.admit(ctx, principal, "anonymous authentication")
                     .map(Outcome::Welcome)
             }
+            "token" | "ticket" if self.ticket.is_none() => Ok(Outcome::Challenge(
+                Challenge {
+                    authmethod: "ticket".into(),
+                    extra: Dict::new(),
+                },
+                PendingAuth {
+                    kind: Pending::Token {
+                        hello_realm: realm.to_owned(),
+                    },
+                },
+            )),
             "ticket" => {
                 let Some(m) = &self.ticket else {
                     return Err(not_enabled("ticket"));
@@ -907,6 +1022,9 @@ impl AuthSettings {
                     extra: v.extra,
                 };
                 self.admit(ctx, principal, &format!("authenticator {procedure:?}"))
+            }
+            Pending::Token { hello_realm } => {
+                self.consume_token(ctx, &a.signature, &hello_realm).await
             }
             Pending::Cra {
                 principal,

@@ -316,6 +316,65 @@ pub struct AuthConfig {
     /// WAMP-cryptosign.
     #[serde(default)]
     pub cryptosign: Option<MethodAuth<CryptosignPrincipal>>,
+    /// One-time login tokens from a token store.
+    #[serde(default)]
+    pub token: Option<TokenAuth>,
+}
+
+/// One-time token login: a ticket-style method whose principal comes from
+/// a token store. The token arrives as a query parameter of the WebSocket
+/// URL or as the WAMP ticket.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenAuth {
+    /// Where tokens live (embedded by default).
+    #[serde(default)]
+    pub store: TokenStoreConfig,
+    /// Seconds a token is valid after minting.
+    #[serde(rename = "max-age", default = "default_token_age")]
+    pub max_age: u64,
+    /// The URL query parameter carrying the token.
+    #[serde(rename = "query-param", default = "default_token_param")]
+    pub query_param: String,
+    /// The role for tokens minted without one.
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+fn default_token_age() -> u64 {
+    20
+}
+fn default_token_param() -> String {
+    "ws_token".into()
+}
+
+/// A token store.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TokenStoreConfig {
+    /// `embedded` (default) or `redis`.
+    #[serde(rename = "type", default)]
+    pub kind: TokenStoreKind,
+    /// Redis URL (`redis://host:port`), default `redis://127.0.0.1:6379`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Redis database number.
+    #[serde(default)]
+    pub database: Option<i64>,
+    /// Redis key prefix, default `trellis:token:`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+/// Token store kinds.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenStoreKind {
+    /// In the router's memory.
+    #[default]
+    Embedded,
+    /// In Redis.
+    Redis,
 }
 
 /// Anonymous authentication: every session gets `role`.
@@ -632,10 +691,44 @@ impl RouterConfig {
             self.check_anonymous_role(&base, "anonymous", p);
             return;
         };
+        if let Some(t) = &auth.token {
+            if t.max_age == 0 || t.max_age > 86_400 {
+                p(
+                    format!("{base}.token.max-age"),
+                    "must be between 1 and 86400 seconds".into(),
+                );
+            }
+            if t.query_param.is_empty() {
+                p(
+                    format!("{base}.token.query-param"),
+                    "must not be empty".into(),
+                );
+            }
+            if let Some(role) = &t.role
+                && !self.role_exists(None, role)
+            {
+                p(
+                    format!("{base}.token.role"),
+                    format!("role {role:?} is not defined in any realm"),
+                );
+            }
+            if t.store.kind == TokenStoreKind::Embedded
+                && (t.store.url.is_some() || t.store.database.is_some() || t.store.prefix.is_some())
+            {
+                p(
+                    format!("{base}.token.store"),
+                    "url, database and prefix belong to \"type\": \"redis\"".into(),
+                );
+            }
+            if let Err(e) = crate::tokens::TokenStore::from_config(&t.store) {
+                p(format!("{base}.token.store.url"), e);
+            }
+        }
         if auth.anonymous.is_none()
             && auth.ticket.is_none()
             && auth.wampcra.is_none()
             && auth.cryptosign.is_none()
+            && auth.token.is_none()
         {
             p(
                 base.clone(),

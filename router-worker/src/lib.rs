@@ -25,6 +25,7 @@ pub mod outbound;
 pub mod realm;
 pub mod session;
 pub mod time;
+pub mod tokens;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -82,6 +83,40 @@ impl Router {
         if !problems.is_empty() {
             return Err(RouterError::Config(problems));
         }
+        // One token store per distinct store config, shared by transports.
+        let mut stores: Vec<(config::TokenStoreConfig, Arc<tokens::TokenStore>)> = Vec::new();
+        let mut mint: Option<realm::TokenMint> = None;
+        for (index, t) in cfg.transports.iter().enumerate() {
+            let Some(tc) = t.auth.as_ref().and_then(|a| a.token.as_ref()) else {
+                continue;
+            };
+            let store = match stores.iter().find(|(c, _)| *c == tc.store) {
+                Some((_, s)) => s.clone(),
+                None => {
+                    let s = Arc::new(tokens::TokenStore::from_config(&tc.store).map_err(|e| {
+                        RouterError::Config(vec![config::ConfigProblem {
+                            path: format!("transports[{index}].auth.token.store"),
+                            message: e,
+                        }])
+                    })?);
+                    stores.push((tc.store.clone(), s.clone()));
+                    s
+                }
+            };
+            if mint.is_none() {
+                mint = Some(realm::TokenMint {
+                    store,
+                    max_age: Duration::from_secs(tc.max_age),
+                });
+            }
+        }
+        let store_for = |t: &config::TransportConfig| {
+            let tc = t.auth.as_ref().and_then(|a| a.token.as_ref())?;
+            stores
+                .iter()
+                .find(|(c, _)| *c == tc.store)
+                .map(|(_, s)| s.clone())
+        };
         let mut listeners = Vec::new();
         for (index, t) in cfg.transports.iter().enumerate() {
             let ws = t;
@@ -108,12 +143,15 @@ impl Router {
                     endpoint: addr.clone(),
                     cause,
                 })?;
-            listeners.push((listener, Arc::new(WsSettings::from_config(index, ws))));
+            listeners.push((
+                listener,
+                Arc::new(WsSettings::from_config(index, ws, store_for(ws))),
+            ));
         }
         let realms: HashMap<String, RealmHandle> = cfg
             .realms
             .iter()
-            .map(|r| (r.name.clone(), RealmHandle::spawn(r)))
+            .map(|r| (r.name.clone(), RealmHandle::spawn(r, mint.clone())))
             .collect();
         Ok(Router {
             realms: Arc::new(realms),

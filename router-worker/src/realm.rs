@@ -49,6 +49,15 @@ const AUTHORIZER_TIMEOUT_MS: u64 = 5_000;
 /// Messages a session may have waiting for its authorizer's answer.
 const MAX_PARKED: usize = 256;
 
+/// Where `trellis.token.issue` mints one-time login tokens.
+#[derive(Debug, Clone)]
+pub struct TokenMint {
+    /// The store (the first transport's with token auth).
+    pub store: Arc<crate::tokens::TokenStore>,
+    /// The longest lifetime a token may get.
+    pub max_age: Duration,
+}
+
 /// Who a session is, as the realm needs it for authorization, disclosure
 /// and the meta API.
 #[derive(Debug, Clone)]
@@ -186,6 +195,8 @@ pub enum RealmCommand {
     Leave { session: Id },
     /// A client-to-router message of an established session.
     Message { session: Id, msg: Message },
+    /// A message produced by a task the realm started (a minted token).
+    Deliver { to: Id, msg: Message },
     /// A call's `timeout` option expired.
     Timeout {
         invocation: Id,
@@ -206,7 +217,7 @@ pub struct RealmHandle {
 
 impl RealmHandle {
     /// Start the realm actor for `cfg`.
-    pub fn spawn(cfg: &RealmConfig) -> RealmHandle {
+    pub fn spawn(cfg: &RealmConfig, tokens: Option<TokenMint>) -> RealmHandle {
         let (tx, rx) = mpsc::channel(REALM_QUEUE);
         let authz = Arc::new(Authorizer::new(&cfg.roles));
         let mut broker = Broker::new();
@@ -231,6 +242,7 @@ impl RealmHandle {
             testaments: HashMap::new(),
             waiters: HashMap::new(),
             next_internal: 0,
+            tokens,
         };
         tokio::spawn(realm.run(rx));
         RealmHandle {
@@ -322,6 +334,8 @@ pub(crate) struct Realm {
     /// Router-made calls in flight by request id.
     waiters: HashMap<Id, Waiter>,
     next_internal: Id,
+    /// For `trellis.token.issue`.
+    tokens: Option<TokenMint>,
 }
 
 /// Turn an authorizer's answer into a decision. A boolean is used once; a
@@ -628,6 +642,11 @@ impl Realm {
                     self.dispatch(session, msg);
                 }
             }
+            RealmCommand::Deliver { to, msg } => {
+                if self.sessions.contains_key(&to) {
+                    self.send(to, msg);
+                }
+            }
             RealmCommand::Timeout {
                 invocation,
                 caller,
@@ -910,10 +929,14 @@ impl Realm {
                 ),
             ));
         }
-        if uri::is_reserved(uri_str) && matches!(action, Action::Register | Action::Publish) {
+        if (uri::is_reserved(uri_str) || uri_str.starts_with("trellis."))
+            && matches!(action, Action::Register | Action::Publish)
+        {
             return Err((
                 wamp_uri::INVALID_URI,
-                format!("{uri_str:?}: the \"wamp.\" prefix is reserved for the router"),
+                format!(
+                    "{uri_str:?}: the \"wamp.\" and \"trellis.\" prefixes are reserved for the router"
+                ),
             ));
         }
         Ok(decision.disclose)
@@ -1372,6 +1395,9 @@ impl Realm {
             Ok(x) => x,
             Err(text) => return fail(self, wamp_uri::INVALID_ARGUMENT, text),
         };
+        if c.procedure == "trellis.token.issue" {
+            return self.issue_token(session, c.request, &c.payload);
+        }
         if uri::is_reserved(&c.procedure) {
             return match self.meta_call(session, &c.procedure, c.payload) {
                 Ok(payload) => self.send(
@@ -1492,6 +1518,93 @@ impl Realm {
                 payload: c.payload,
             }),
         );
+    }
+
+    /// `trellis.token.issue(authid, role=None, ttl=None)`: mint a one-time
+    /// login token. Authorized like any call before it gets here.
+    fn issue_token(&mut self, session: Id, request: Id, p: &Payload) {
+        let fail = |realm: &mut Realm, uri: &str, text: String| {
+            realm.send(session, error_msg(code::CALL, request, uri, text));
+        };
+        let Some(mint) = self.tokens.clone() else {
+            return fail(
+                self,
+                wamp_uri::NO_SUCH_PROCEDURE,
+                "this router has no token store: configure \"token\" in a transport's auth".into(),
+            );
+        };
+        let get = |i: usize, k: &str| {
+            p.args
+                .get(i)
+                .or_else(|| p.kwargs.get(k))
+                .filter(|v| !matches!(v, Value::Null))
+        };
+        let Some(Value::Str(authid)) = get(0, "authid").cloned() else {
+            return fail(
+                self,
+                wamp_uri::INVALID_ARGUMENT,
+                "trellis.token.issue(authid, role=None, ttl=None): authid must be a string".into(),
+            );
+        };
+        let role = match get(1, "role") {
+            None => None,
+            Some(Value::Str(r)) => Some(r.clone()),
+            Some(v) => {
+                return fail(
+                    self,
+                    wamp_uri::INVALID_ARGUMENT,
+                    format!("role must be a string, found {}", v.type_name()),
+                );
+            }
+        };
+        if let Some(r) = &role
+            && !self.authz.has_role(r)
+        {
+            return fail(
+                self,
+                wamp_uri::NO_SUCH_ROLE,
+                format!("role {r:?} does not exist in realm {:?}", self.name),
+            );
+        }
+        let lifetime = match get(2, "ttl") {
+            None => mint.max_age,
+            Some(v) => match v.as_u64().filter(|n| *n > 0) {
+                Some(n) => Duration::from_secs(n).min(mint.max_age),
+                None => {
+                    return fail(
+                        self,
+                        wamp_uri::INVALID_ARGUMENT,
+                        format!("ttl must be a positive number of seconds, found {v}"),
+                    );
+                }
+            },
+        };
+        let weak = self.self_tx.clone();
+        tokio::spawn(async move {
+            let msg = match mint
+                .store
+                .mint(&authid, role.as_deref(), lifetime, mint.max_age)
+                .await
+            {
+                Ok(token) => Message::Result(CallResult {
+                    request,
+                    details: Dict::new(),
+                    payload: Payload::args(vec![token.into()]),
+                }),
+                Err(e) => {
+                    warn!(store = mint.store.kind(), cause = %e.0, "cannot mint a token");
+                    error_msg(
+                        code::CALL,
+                        request,
+                        wamp_uri::AUTHENTICATION_FAILED,
+                        "token store unavailable: try again shortly".into(),
+                    )
+                }
+            };
+            if let Some(tx) = weak.upgrade() {
+                let _ = tx.send(RealmCommand::Deliver { to: session, msg }).await;
+            }
+        });
     }
 
     fn start_timer(&mut self, invocation: Id, caller: Id, request: Id, ms: u64) {

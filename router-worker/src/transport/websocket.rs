@@ -70,7 +70,11 @@ pub struct WsSettings {
 
 impl WsSettings {
     /// Resolve a transport's config.
-    pub fn from_config(index: usize, t: &TransportConfig) -> WsSettings {
+    pub fn from_config(
+        index: usize,
+        t: &TransportConfig,
+        token_store: Option<Arc<crate::tokens::TokenStore>>,
+    ) -> WsSettings {
         let o = &t.options;
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(o.max_message_size))
@@ -89,7 +93,7 @@ impl WsSettings {
                 .unwrap_or_else(|| format!("transport[{index}]")),
             serializers: t.serializer_list(),
             session: SessionSettings {
-                auth: Arc::new(AuthSettings::from_config(t)),
+                auth: Arc::new(AuthSettings::from_config(t, token_store)),
                 hello_timeout: Duration::from_millis(o.hello_timeout),
                 max_queue: o.max_queue_messages,
             },
