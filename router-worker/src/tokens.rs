@@ -196,7 +196,7 @@ impl TokenStore {
             authid: authid.to_owned(),
             role: role.map(str::to_owned),
             iat,
-            exp: (lifetime < max_age).then(|| iat + lifetime.as_secs_f64()),
+            exp: (lifetime < max_age).then_some(iat + lifetime.as_secs_f64()),
         };
         match self {
             TokenStore::Embedded(s) => {
