@@ -8,4 +8,5 @@ mod auth;
 mod bad_input;
 mod cli;
 mod support;
+mod tokens;
 mod wamp;
