@@ -103,7 +103,7 @@ impl Realm {
             "authmethod" => e.info.authmethod.as_str(),
             "authprovider" => e.info.authprovider.as_str(),
             "authextra" => Dict::new(),
-            "transport" => e.info.transport.clone(),
+            "transport" => e.info.transport.to_dict(),
         })
     }
 

@@ -72,27 +72,60 @@ pub struct SessionInfo {
     pub authprovider: String,
     /// Serializer in use, for logs and the meta API.
     pub serializer: Serializer,
-    /// The client's `roles` from HELLO: which features it supports (call
-    /// canceling, progressive call invocations) decides what it is sent.
-    pub roles: Dict,
-    /// Transport details for the meta API (type, protocol, peer).
-    pub transport: Dict,
+    /// The HELLO features the router acts on (kept as flags: clients send
+    /// kilobytes of feature dicts, and every session would hold a copy).
+    pub features: ClientFeatures,
+    /// Transport details for the meta API.
+    pub transport: TransportInfo,
     /// Extra data from the authenticator, given to the client in WELCOME
     /// and to dynamic authorizers.
     pub authextra: Dict,
 }
 
-impl SessionInfo {
-    /// True if the client announced `feature` for `role` in HELLO.
-    pub fn supports(&self, role: &str, feature: &str) -> bool {
-        self.roles
-            .get(role)
-            .and_then(Value::as_dict)
-            .and_then(|r| r.get("features"))
-            .and_then(Value::as_dict)
-            .and_then(|f| f.get(feature))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+/// Client features from HELLO that change what the router sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientFeatures {
+    /// The callee handles INTERRUPT.
+    pub callee_call_canceling: bool,
+    /// The callee accepts progressive call invocations.
+    pub callee_progressive_call_invocations: bool,
+}
+
+impl ClientFeatures {
+    /// Read the features from HELLO.Details.roles.
+    pub fn from_roles(roles: &Dict) -> ClientFeatures {
+        let has = |role: &str, feature: &str| {
+            roles
+                .get(role)
+                .and_then(Value::as_dict)
+                .and_then(|r| r.get("features"))
+                .and_then(Value::as_dict)
+                .and_then(|f| f.get(feature))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        ClientFeatures {
+            callee_call_canceling: has("callee", "call_canceling"),
+            callee_progressive_call_invocations: has("callee", "progressive_call_invocations"),
+        }
+    }
+}
+
+/// How a session is connected, for the meta API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportInfo {
+    /// `websocket`, `rawsocket`.
+    pub kind: &'static str,
+    /// The negotiated subprotocol (`wamp.2.json`, ...).
+    pub protocol: &'static str,
+    /// `tcp4:127.0.0.1:52312`.
+    pub peer: String,
+}
+
+impl TransportInfo {
+    /// As a WAMP dict (`type`, `protocol`, `peer`).
+    pub fn to_dict(&self) -> Dict {
+        proto::dict! { "type" => self.kind, "protocol" => self.protocol, "peer" => self.peer.as_str() }
     }
 }
 
@@ -1422,7 +1455,7 @@ impl Realm {
             && !self
                 .sessions
                 .get(&callee)
-                .is_some_and(|e| e.info.supports("callee", "progressive_call_invocations"))
+                .is_some_and(|e| e.info.features.callee_progressive_call_invocations)
         {
             return fail(
                 self,
@@ -1637,7 +1670,7 @@ impl Realm {
         let supported = self
             .sessions
             .get(&p.callee)
-            .is_some_and(|e| e.info.supports("callee", "call_canceling"));
+            .is_some_and(|e| e.info.features.callee_call_canceling);
         if supported {
             self.send(
                 p.callee,
@@ -1696,7 +1729,7 @@ impl Realm {
         let callee_listens = self
             .sessions
             .get(&p.callee)
-            .is_some_and(|e| e.info.supports("callee", "call_canceling"));
+            .is_some_and(|e| e.info.features.callee_call_canceling);
         // A callee that cannot be interrupted gets skip semantics.
         let mode = if callee_listens {
             mode

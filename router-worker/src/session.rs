@@ -6,7 +6,9 @@
 //! and router shutdown. A protocol violation ends this session with ABORT
 //! `wamp.error.protocol_violation` and a reason; nothing else notices.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +22,18 @@ use tracing::{Span, debug, field, info, info_span, warn};
 use crate::Realms;
 use crate::auth::{self, AuthSettings, Outcome, Principal, Refusal};
 use crate::outbound::OutMsg;
-use crate::realm::{KillSwitch, RealmCommand, RealmHandle, SessionInfo, SessionLink};
+use crate::realm::{
+    ClientFeatures, KillSwitch, RealmCommand, RealmHandle, SessionInfo, SessionLink, TransportInfo,
+};
+
+/// Subprotocol names as static strings, for [`TransportInfo`].
+const SUBPROTOCOL_NAMES: [&str; 5] = [
+    "wamp.2.json",
+    "wamp.2.msgpack",
+    "wamp.2.cbor",
+    "wamp.2.json.batched",
+    "wamp.2.msgpack.batched",
+];
 use crate::transport::{CloseKind, Transport, TransportError};
 
 /// Messages written per flush when the outbound queue has a backlog.
@@ -74,8 +87,45 @@ pub fn router_roles() -> Dict {
     }
 }
 
+// The closing paths are boxed: they run once per session, and inline they
+// would make every connection's task as large as their biggest state.
+type Boxed<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+fn abort<'a, T: Transport>(
+    t: &'a mut T,
+    reason: &'a str,
+    message: &'a str,
+    kind: CloseKind,
+) -> Boxed<'a> {
+    Box::pin(abort_inner(t, reason, message, kind))
+}
+
+fn end_on_transport_error<'a, T: Transport>(
+    t: &'a mut T,
+    span: &'a Span,
+    e: TransportError,
+) -> Boxed<'a> {
+    Box::pin(end_on_transport_error_inner(t, span, e))
+}
+
+fn goodbye_and_close<'a, T: Transport>(
+    t: &'a mut T,
+    reason: &'a str,
+    message: &'a str,
+) -> Boxed<'a> {
+    Box::pin(goodbye_and_close_inner(t, reason, message))
+}
+
+fn goodbye_on_shutdown<T: Transport>(t: &mut T) -> Boxed<'_> {
+    Box::pin(goodbye_on_shutdown_inner(t))
+}
+
+fn close<'a, T: Transport>(t: &'a mut T, kind: CloseKind, reason: &'a str) -> Boxed<'a> {
+    Box::pin(t.close(kind, reason))
+}
+
 /// Send ABORT (best effort, bounded in time) and close the transport.
-async fn abort<T: Transport>(t: &mut T, reason: &str, message: &str, kind: CloseKind) {
+async fn abort_inner<T: Transport>(t: &mut T, reason: &str, message: &str, kind: CloseKind) {
     let m = OutMsg::new(Message::Abort(Abort {
         details: proto::dict! { "message" => message },
         reason: reason.to_owned(),
@@ -89,6 +139,19 @@ async fn abort<T: Transport>(t: &mut T, reason: &str, message: &str, kind: Close
 }
 
 /// Run one WAMP session over `t` until it ends.
+/// What the opening handshake hands to the established phase.
+struct Opened {
+    realm: RealmHandle,
+    id: Id,
+    rx: mpsc::Receiver<Arc<OutMsg>>,
+    kill: Arc<KillSwitch>,
+}
+
+/// Run one WAMP session over `t` until it ends.
+///
+/// The opening handshake and the established phase are boxed futures of
+/// their own: an idle connection then holds only the established phase's
+/// state, not the (larger) state of HELLO, authentication and WELCOME.
 pub async fn run<T: Transport>(
     mut t: T,
     settings: &SessionSettings,
@@ -98,14 +161,51 @@ pub async fn run<T: Transport>(
     transport: Dict,
     shutdown: CancellationToken,
 ) {
-    let span = info_span!("session", %peer, session = field::Empty, realm = field::Empty, authid = field::Empty);
-    let _enter = span.enter();
-    drop(_enter);
+    // The connection's span (peer, transport) is the parent; this one adds
+    // the WAMP identity once it is known.
+    let _ = &peer;
+    let span = info_span!(
+        "session",
+        session = field::Empty,
+        realm = field::Empty,
+        authid = field::Empty
+    );
+    let opened = Box::pin(open(
+        &mut t, settings, realms, peer_ip, transport, &shutdown, &span,
+    ))
+    .await;
+    let Some(Opened {
+        realm,
+        id,
+        mut rx,
+        kill,
+    }) = opened
+    else {
+        return;
+    };
+    Box::pin(established(
+        &mut t, &mut rx, &kill, &realm, id, &span, &shutdown,
+    ))
+    .await;
+    let _ = realm.send(RealmCommand::Leave { session: id }).await;
+    info!(parent: &span, "session left");
+}
+
+async fn open<T: Transport>(
+    t: &mut T,
+    settings: &SessionSettings,
+    realms: &Realms,
+    peer_ip: Option<IpAddr>,
+    transport: Dict,
+    shutdown: &CancellationToken,
+    span: &Span,
+) -> Option<Opened> {
+    let span = span.clone();
     let serializer = t.serializer();
 
     // Opening handshake: HELLO within the deadline.
     let first = tokio::select! {
-        _ = shutdown.cancelled() => return t.close(CloseKind::GoingAway, "router shutting down").await,
+        _ = shutdown.cancelled() => { close(t, CloseKind::GoingAway, "router shutting down").await; return None; },
         r = tokio::time::timeout(settings.hello_timeout, t.recv()) => r,
     };
     let bytes = match first {
@@ -115,9 +215,15 @@ pub async fn run<T: Transport>(
                 settings.hello_timeout.as_millis()
             );
             debug!(parent: &span, "{msg}");
-            return abort(&mut t, wamp_uri::TIMEOUT, &msg, CloseKind::ProtocolError).await;
+            {
+                abort(t, wamp_uri::TIMEOUT, &msg, CloseKind::ProtocolError).await;
+                return None;
+            };
         }
-        Ok(Err(e)) => return end_on_transport_error(&mut t, &span, e).await,
+        Ok(Err(e)) => {
+            end_on_transport_error(t, &span, e).await;
+            return None;
+        }
         Ok(Ok(b)) => b,
     };
     let hello = match serializer.decode(&bytes) {
@@ -128,38 +234,47 @@ pub async fn run<T: Transport>(
                 other.name()
             );
             warn!(parent: &span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
-            return abort(
-                &mut t,
-                wamp_uri::PROTOCOL_VIOLATION,
-                &msg,
-                CloseKind::ProtocolError,
-            )
-            .await;
+            {
+                abort(
+                    t,
+                    wamp_uri::PROTOCOL_VIOLATION,
+                    &msg,
+                    CloseKind::ProtocolError,
+                )
+                .await;
+                return None;
+            };
         }
         Err(e) => {
             let msg = format!("cannot decode HELLO: {e}");
             warn!(parent: &span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
-            return abort(
-                &mut t,
-                wamp_uri::PROTOCOL_VIOLATION,
-                &msg,
-                CloseKind::ProtocolError,
-            )
-            .await;
+            {
+                abort(
+                    t,
+                    wamp_uri::PROTOCOL_VIOLATION,
+                    &msg,
+                    CloseKind::ProtocolError,
+                )
+                .await;
+                return None;
+            };
         }
     };
-    let roles = match hello.details.get("roles") {
-        Some(Value::Dict(r)) if !r.is_empty() => r.clone(),
+    let features = match hello.details.get("roles") {
+        Some(Value::Dict(r)) if !r.is_empty() => ClientFeatures::from_roles(r),
         _ => {
             let msg = "HELLO.Details.roles must be a non-empty dict naming the client's roles (publisher, subscriber, caller, callee)";
             warn!(parent: &span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
-            return abort(
-                &mut t,
-                wamp_uri::PROTOCOL_VIOLATION,
-                msg,
-                CloseKind::ProtocolError,
-            )
-            .await;
+            {
+                abort(
+                    t,
+                    wamp_uri::PROTOCOL_VIOLATION,
+                    msg,
+                    CloseKind::ProtocolError,
+                )
+                .await;
+                return None;
+            };
         }
     };
     let auth = &settings.auth;
@@ -171,13 +286,10 @@ pub async fn run<T: Transport>(
             wait.as_secs().max(1)
         );
         warn!(parent: &span, peer = %ip, "authentication refused: {msg}");
-        return abort(
-            &mut t,
-            wamp_uri::AUTHENTICATION_FAILED,
-            &msg,
-            CloseKind::Normal,
-        )
-        .await;
+        {
+            abort(t, wamp_uri::AUTHENTICATION_FAILED, &msg, CloseKind::Normal).await;
+            return None;
+        };
     }
     let id: Id = rand::random_range(1..=proto::MAX_ID);
     let ctx = auth::Context {
@@ -185,18 +297,26 @@ pub async fn run<T: Transport>(
         session: id,
         transport: &transport,
     };
-    let principal = match handshake(&mut t, auth, &hello, &ctx, &shutdown).await {
+    // Boxed: the handshake's state (authenticator calls, challenges) is
+    // needed only now, so it must not size the connection's task.
+    let principal = match Box::pin(handshake(t, auth, &hello, &ctx, shutdown)).await {
         Ok(p) => p,
-        Err(None) => return,
+        Err(None) => return None,
         Err(Some(r)) => {
             auth.record_failure(peer_ip, &r);
             info!(parent: &span, realm = %hello.realm, reason = %r.reason, "session refused: {}", r.message);
-            return abort(&mut t, &r.reason, &r.message, CloseKind::Normal).await;
+            {
+                abort(t, &r.reason, &r.message, CloseKind::Normal).await;
+                return None;
+            };
         }
     };
     let Some(realm) = realms.get(&principal.realm).cloned() else {
         let msg = format!("realm {:?} does not exist on this router", principal.realm);
-        return abort(&mut t, wamp_uri::NO_SUCH_REALM, &msg, CloseKind::Normal).await;
+        {
+            abort(t, wamp_uri::NO_SUCH_REALM, &msg, CloseKind::Normal).await;
+            return None;
+        };
     };
     let info = SessionInfo {
         authid: principal.authid.clone(),
@@ -204,19 +324,33 @@ pub async fn run<T: Transport>(
         authmethod: principal.authmethod.clone(),
         authprovider: principal.authprovider.clone(),
         serializer,
-        roles,
-        // Headers and the request URI (cookies, tokens) are for
-        // authenticators only, never for the meta API.
-        transport: transport
-            .iter()
-            .filter(|(k, _)| !k.starts_with("http_"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        features,
+        // Headers and the request URI (cookies, tokens) were for
+        // authenticators only; the meta API gets type, protocol and peer.
+        transport: TransportInfo {
+            kind: match transport.get("type").and_then(Value::as_str) {
+                Some("rawsocket") => "rawsocket",
+                _ => "websocket",
+            },
+            protocol: SUBPROTOCOL_NAMES
+                .iter()
+                .copied()
+                .find(|p| transport.get("protocol").and_then(Value::as_str) == Some(*p))
+                .unwrap_or("unknown"),
+            peer: transport
+                .get("peer")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        },
         authextra: principal.extra.clone(),
     };
+    // Neither HELLO nor the HTTP details are needed from here on.
+    drop(hello);
+    drop(transport);
 
     // Join the realm.
-    let (tx, mut rx) = mpsc::channel(settings.max_queue);
+    let (tx, rx) = mpsc::channel(settings.max_queue);
     let kill = Arc::new(KillSwitch::default());
     let (reply_tx, reply_rx) = oneshot::channel();
     let joined = realm
@@ -234,16 +368,22 @@ pub async fn run<T: Transport>(
         (Ok(()), Ok(true)) => {}
         (Ok(()), Ok(false)) => {
             let msg = "session id collision: please reconnect";
-            return abort(&mut t, wamp_uri::CLOSE_NORMAL, msg, CloseKind::Normal).await;
+            {
+                abort(t, wamp_uri::CLOSE_NORMAL, msg, CloseKind::Normal).await;
+                return None;
+            };
         }
         _ => {
-            return abort(
-                &mut t,
-                wamp_uri::SYSTEM_SHUTDOWN,
-                "the realm is shutting down",
-                CloseKind::GoingAway,
-            )
-            .await;
+            {
+                abort(
+                    t,
+                    wamp_uri::SYSTEM_SHUTDOWN,
+                    "the realm is shutting down",
+                    CloseKind::GoingAway,
+                )
+                .await;
+                return None;
+            };
         }
     }
     span.record("session", id);
@@ -266,12 +406,17 @@ pub async fn run<T: Transport>(
         t.flush().await
     }
     .await;
-    if sent.is_ok() {
-        info!(parent: &span, authrole = %info.authrole, serializer = serializer.name(), "session joined");
-        established(&mut t, &mut rx, &kill, &realm, id, &span, &shutdown).await;
+    if sent.is_err() {
+        let _ = realm.send(RealmCommand::Leave { session: id }).await;
+        return None;
     }
-    let _ = realm.send(RealmCommand::Leave { session: id }).await;
-    info!(parent: &span, "session left");
+    info!(parent: &span, authrole = %info.authrole, serializer = serializer.name(), "session joined");
+    Some(Opened {
+        realm,
+        id,
+        rx,
+        kill,
+    })
 }
 
 /// HELLO → (CHALLENGE → AUTHENTICATE) → principal. `Err(None)` means the
@@ -347,7 +492,7 @@ async fn handshake<T: Transport>(
     }
 }
 
-async fn end_on_transport_error<T: Transport>(t: &mut T, span: &Span, e: TransportError) {
+async fn end_on_transport_error_inner<T: Transport>(t: &mut T, span: &Span, e: TransportError) {
     match e {
         TransportError::Closed => {}
         TransportError::Io(cause) => debug!(parent: span, %cause, "connection lost"),
@@ -415,7 +560,7 @@ async fn established<T: Transport>(
                 let written = tokio::select! {
                     r = write_batch(t, out, rx) => r,
                     _ = kill.killed() => continue,
-                    _ = shutdown.cancelled() => return t.close(CloseKind::GoingAway, "router shutting down").await,
+                    _ = shutdown.cancelled() => return close(t, CloseKind::GoingAway, "router shutting down").await,
                 };
                 if let Err(e) = written {
                     return end_on_transport_error(t, span, e).await;
@@ -445,11 +590,11 @@ async fn established<T: Transport>(
                             t.feed(&reply).await?;
                             t.flush().await
                         }).await;
-                        return t.close(CloseKind::Normal, "goodbye").await;
+                        return close(t, CloseKind::Normal, "goodbye").await;
                     }
                     Message::Abort(a) => {
                         debug!(parent: span, reason = %a.reason, "client sent ABORT");
-                        return t.close(CloseKind::Normal, "abort").await;
+                        return close(t, CloseKind::Normal, "abort").await;
                     }
                     m @ (Message::Cancel(_) | Message::Publish(_) | Message::Subscribe(_) | Message::Unsubscribe(_)
                         | Message::Call(_) | Message::Register(_) | Message::Unregister(_)
@@ -483,7 +628,7 @@ async fn established<T: Transport>(
 
 /// Router-initiated close of an established session: GOODBYE, then close
 /// without waiting for the reply (the peer may not be reading at all).
-async fn goodbye_and_close<T: Transport>(t: &mut T, reason: &str, message: &str) {
+async fn goodbye_and_close_inner<T: Transport>(t: &mut T, reason: &str, message: &str) {
     let bye = OutMsg::new(Message::Goodbye(Goodbye {
         details: proto::dict! { "message" => message },
         reason: reason.to_owned(),
@@ -498,7 +643,7 @@ async fn goodbye_and_close<T: Transport>(t: &mut T, reason: &str, message: &str)
 
 /// Router shutdown: GOODBYE `wamp.close.system_shutdown`, wait briefly for
 /// the client's GOODBYE, close.
-async fn goodbye_on_shutdown<T: Transport>(t: &mut T) {
+async fn goodbye_on_shutdown_inner<T: Transport>(t: &mut T) {
     let bye = OutMsg::new(Message::Goodbye(Goodbye {
         details: proto::dict! { "message" => "the router is shutting down" },
         reason: wamp_uri::SYSTEM_SHUTDOWN.into(),

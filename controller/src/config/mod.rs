@@ -350,7 +350,7 @@ mod tests {
             paths,
             [
                 "version",
-                "workers[1].transports[0].auth.anonymous.role",
+                "workers[1].transports[0].auth",
                 "workers[2].type",
                 "workers[3].type",
                 "workers[1].transports[0].endpoint.port"

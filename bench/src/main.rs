@@ -1,0 +1,774 @@
+//! `trellis-bench`: a load generator for any WAMP router reachable over
+//! WebSocket (Trellis, Crossbar.io, ...).
+//!
+//! Scenarios (each prints one JSON line, and `--table` adds a readable line):
+//! - `rpc`: N callers keep K calls each in flight against one callee;
+//!   calls/s and the latency the callers saw (p50/p99/p99.9) for calls sent
+//!   during the measured window.
+//! - `pubsub`: one publisher, S subscribers, payload P bytes; events
+//!   delivered/s and publish-to-receive latency. The publisher keeps a
+//!   bounded window ahead of the slowest subscriber, so no router has to
+//!   drop anyone and the figure is sustained throughput.
+//! - `storm`: C concurrent clients connect, join, say GOODBYE and close in a
+//!   loop; sessions joined/s.
+//! - `idle`: hold N joined sessions; the router's RSS (its whole process
+//!   tree, from /proc) before and after, per session; then how long a new
+//!   client takes to join and make a call.
+//! - `startup`: run a command that starts a router, measure the time until
+//!   the first WELCOME.
+//!
+//! Every loop is bounded in count and time. Warm-up is excluded from the
+//! measurement.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::{FutureExt, SinkExt, StreamExt};
+use proto::message::{Call, Goodbye, Hello, Publish, Register, Subscribe, Yield};
+use proto::{Dict, Message, Payload, Serializer, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message as Ws};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Parser)]
+#[command(
+    name = "trellis-bench",
+    version,
+    about = "Load generator for WAMP routers"
+)]
+struct Cli {
+    /// Router URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws", global = true)]
+    url: String,
+    /// Realm to join.
+    #[arg(long, default_value = "realm1", global = true)]
+    realm: String,
+    /// Serializer.
+    #[arg(long, value_enum, default_value = "json", global = true)]
+    serializer: Ser,
+    /// Warm-up seconds (not measured).
+    #[arg(long, default_value_t = 1.0, global = true)]
+    warmup: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 5.0, global = true)]
+    duration: f64,
+    /// A label for the JSON line (e.g. the router's name).
+    #[arg(long, default_value = "", global = true)]
+    label: String,
+    /// Also print a human-readable line.
+    #[arg(long, global = true)]
+    table: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Ser {
+    Json,
+    Msgpack,
+    Cbor,
+}
+
+impl Ser {
+    fn serializer(self) -> Serializer {
+        match self {
+            Ser::Json => Serializer::Json,
+            Ser::Msgpack => Serializer::MsgPack,
+            Ser::Cbor => Serializer::Cbor,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// N callers × K calls in flight against one callee.
+    Rpc {
+        #[arg(long, default_value_t = 4)]
+        callers: usize,
+        #[arg(long, default_value_t = 16)]
+        inflight: usize,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+    },
+    /// One publisher, S subscribers.
+    Pubsub {
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Publications the publisher may be ahead of the slowest subscriber.
+        #[arg(long, default_value_t = 64)]
+        window: u64,
+    },
+    /// Connect, join, leave, in a loop.
+    Storm {
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
+    /// Hold N idle sessions and measure the router's memory per session.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+        /// The router's PID (its children are counted too).
+        #[arg(long)]
+        pid: u32,
+        /// Sessions joining at once while filling up.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// Time from starting a router to its first WELCOME.
+    Startup {
+        /// The command that starts the router (run with sh -c).
+        #[arg(long)]
+        cmd: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+    },
+}
+
+fn encode(ser: Serializer, msg: &Message) -> Result<Ws> {
+    let bytes = ser.encode_to_vec(msg).map_err(|e| anyhow!("{e}"))?;
+    Ok(if ser.is_binary() {
+        Ws::Binary(bytes.into())
+    } else {
+        Ws::Text(tungstenite::Utf8Bytes::try_from(bytes).map_err(|e| anyhow!("{e}"))?)
+    })
+}
+
+fn decode(ser: Serializer, ws: Ws) -> Result<Option<Message>> {
+    match ws {
+        Ws::Text(t) => Ok(Some(ser.decode(t.as_bytes())?)),
+        Ws::Binary(b) => Ok(Some(ser.decode(&b)?)),
+        Ws::Close(c) => bail!("connection closed by the router: {c:?}"),
+        _ => Ok(None),
+    }
+}
+
+/// One joined session over a raw WebSocket.
+struct Conn {
+    ws: Socket,
+    ser: Serializer,
+    next_request: u64,
+}
+
+impl Conn {
+    async fn join(url: &str, realm: &str, ser: Serializer) -> Result<Conn> {
+        let mut req = url.into_client_request()?;
+        let proto = match ser {
+            Serializer::Json => "wamp.2.json",
+            Serializer::MsgPack => "wamp.2.msgpack",
+            Serializer::Cbor => "wamp.2.cbor",
+        };
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(proto));
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio_tungstenite::connect_async(req),
+        )
+        .await
+        .context("WebSocket connect timed out")??;
+        let mut c = Conn {
+            ws,
+            ser,
+            next_request: 1,
+        };
+        let roles = proto::dict! {
+            "caller" => Dict::new(), "callee" => Dict::new(),
+            "publisher" => Dict::new(), "subscriber" => Dict::new(),
+        };
+        c.send(&Message::Hello(Hello {
+            realm: realm.to_owned(),
+            details: proto::dict! { "roles" => roles },
+        }))
+        .await?;
+        match c.recv().await? {
+            Message::Welcome(_) => Ok(c),
+            other => bail!("expected WELCOME, got {other:?}"),
+        }
+    }
+
+    fn request(&mut self) -> u64 {
+        let r = self.next_request;
+        self.next_request += 1;
+        r
+    }
+
+    async fn send(&mut self, msg: &Message) -> Result<()> {
+        self.ws.send(encode(self.ser, msg)?).await?;
+        Ok(())
+    }
+
+    async fn feed(&mut self, msg: &Message) -> Result<()> {
+        self.ws.feed(encode(self.ser, msg)?).await?;
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Result<Message> {
+        loop {
+            let ws = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .context("no message from the router within 30 s")?
+                .ok_or_else(|| anyhow!("connection closed"))??;
+            if let Some(m) = decode(self.ser, ws)? {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// A message if one is ready without waiting.
+    fn try_recv(&mut self) -> Result<Option<Message>> {
+        loop {
+            match self.ws.next().now_or_never() {
+                None => return Ok(None),
+                Some(None) => bail!("connection closed"),
+                Some(Some(ws)) => {
+                    if let Some(m) = decode(self.ser, ws?)? {
+                        return Ok(Some(m));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn register(&mut self, procedure: &str) -> Result<()> {
+        let request = self.request();
+        self.send(&Message::Register(Register {
+            request,
+            options: Dict::new(),
+            procedure: procedure.to_owned(),
+        }))
+        .await?;
+        match self.recv().await? {
+            Message::Registered(_) => Ok(()),
+            other => bail!("REGISTER failed: {other:?}"),
+        }
+    }
+
+    async fn subscribe(&mut self, topic: &str) -> Result<()> {
+        let request = self.request();
+        self.send(&Message::Subscribe(Subscribe {
+            request,
+            options: Dict::new(),
+            topic: topic.to_owned(),
+        }))
+        .await?;
+        match self.recv().await? {
+            Message::Subscribed(_) => Ok(()),
+            other => bail!("SUBSCRIBE failed: {other:?}"),
+        }
+    }
+
+    async fn leave(mut self) -> Result<()> {
+        self.send(&Message::Goodbye(Goodbye {
+            details: Dict::new(),
+            reason: "wamp.close.normal".into(),
+        }))
+        .await?;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.recv()).await;
+        let _ = self.ws.close(None).await;
+        Ok(())
+    }
+}
+
+/// Latency samples in microseconds, capped so memory stays bounded.
+#[derive(Default)]
+struct Samples(Vec<u32>);
+
+const MAX_SAMPLES: usize = 4_000_000;
+
+impl Samples {
+    fn add(&mut self, d: Duration) {
+        if self.0.len() < MAX_SAMPLES {
+            self.0.push(d.as_micros().min(u32::MAX as u128) as u32);
+        }
+    }
+    fn merge(&mut self, other: Samples) {
+        let room = MAX_SAMPLES.saturating_sub(self.0.len());
+        self.0.extend(other.0.into_iter().take(room));
+    }
+    fn pct(&mut self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        self.0.sort_unstable();
+        let i = ((self.0.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.0[i]) / 1000.0
+    }
+}
+
+/// The measured window: warm-up start, measurement start, end.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+impl Window {
+    fn new(warmup: f64, duration: f64) -> Window {
+        let start = Instant::now() + Duration::from_secs_f64(warmup);
+        Window {
+            start,
+            end: start + Duration::from_secs_f64(duration),
+        }
+    }
+    fn measuring(&self, t: Instant) -> bool {
+        t >= self.start && t < self.end
+    }
+    fn secs(&self) -> f64 {
+        (self.end - self.start).as_secs_f64()
+    }
+}
+
+fn report(cli: &Cli, scenario: &str, fields: serde_json::Value, human: String) {
+    let mut obj = serde_json::json!({
+        "scenario": scenario,
+        "router": cli.label,
+        "serializer": cli.serializer.serializer().name(),
+    });
+    if let (Some(o), Some(f)) = (obj.as_object_mut(), fields.as_object()) {
+        for (k, v) in f {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    println!("{obj}");
+    if cli.table {
+        eprintln!("{:<10} {:<10} {human}", cli.label, scenario);
+    }
+}
+
+async fn rpc(cli: &Cli, callers: usize, inflight: usize, payload: usize) -> Result<()> {
+    let ser = cli.serializer.serializer();
+    let mut callee = Conn::join(&cli.url, &cli.realm, ser).await?;
+    callee.register("bench.echo").await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_callee = stop.clone();
+    let callee_task = tokio::spawn(async move {
+        while !stop_callee.load(Ordering::Relaxed) {
+            let first = match tokio::time::timeout(Duration::from_millis(200), callee.recv()).await
+            {
+                Err(_) => continue,
+                Ok(m) => m?,
+            };
+            let mut next = Some(first);
+            // Answer everything already received, then flush once.
+            while let Some(m) = next {
+                if let Message::Invocation(inv) = m {
+                    callee
+                        .feed(&Message::Yield(Yield {
+                            request: inv.request,
+                            options: Dict::new(),
+                            payload: inv.payload,
+                        }))
+                        .await?;
+                }
+                next = callee.try_recv()?;
+            }
+            callee.ws.flush().await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    let window = Window::new(cli.warmup, cli.duration);
+    let blob = Value::Bytes(vec![b'x'; payload]);
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let mut c = Conn::join(&cli.url, &cli.realm, ser).await?;
+        let blob = blob.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sent: HashMap<u64, Instant> = HashMap::with_capacity(inflight * 2);
+            let mut samples = Samples::default();
+            let mut done = 0u64;
+            let call = |c: &mut Conn| {
+                let request = c.request();
+                (
+                    request,
+                    Message::Call(Call {
+                        request,
+                        options: Dict::new(),
+                        procedure: "bench.echo".into(),
+                        payload: Payload::args(vec![blob.clone()]),
+                    }),
+                )
+            };
+            for _ in 0..inflight {
+                let (r, m) = call(&mut c);
+                sent.insert(r, Instant::now());
+                c.feed(&m).await?;
+            }
+            c.ws.flush().await?;
+            while Instant::now() < window.end {
+                let m = match tokio::time::timeout(Duration::from_secs(10), c.recv()).await {
+                    Err(_) => bail!("no RESULT within 10 s"),
+                    Ok(m) => m?,
+                };
+                let mut next = Some(m);
+                while let Some(m) = next {
+                    if let Message::Error(e) = &m {
+                        bail!("call failed: {}", e.error);
+                    }
+                    if let Message::Result(r) = m
+                        && let Some(t0) = sent.remove(&r.request)
+                    {
+                        let now = Instant::now();
+                        if window.measuring(t0) {
+                            samples.add(now - t0);
+                        }
+                        if window.measuring(now) {
+                            done += 1;
+                        }
+                        if now < window.end {
+                            let (r, m) = call(&mut c);
+                            sent.insert(r, Instant::now());
+                            c.feed(&m).await?;
+                        }
+                    }
+                    next = c.try_recv()?;
+                }
+                c.ws.flush().await?;
+            }
+            Ok::<_, anyhow::Error>((done, samples))
+        }));
+    }
+    let mut total = 0u64;
+    let mut samples = Samples::default();
+    for t in tasks {
+        let (d, s) = t.await??;
+        total += d;
+        samples.merge(s);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(2), callee_task).await;
+    let rate = total as f64 / window.secs();
+    let (p50, p99, p999) = (samples.pct(0.5), samples.pct(0.99), samples.pct(0.999));
+    report(
+        cli,
+        "rpc",
+        serde_json::json!({"callers": callers, "inflight": inflight, "payload": payload,
+            "calls_per_s": rate.round(), "p50_ms": p50, "p99_ms": p99, "p999_ms": p999}),
+        format!(
+            "{callers}x{inflight} calls, {payload} B: {:>10.0} calls/s  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms",
+            rate
+        ),
+    );
+    Ok(())
+}
+
+async fn pubsub(cli: &Cli, subscribers: usize, payload: usize, window_size: u64) -> Result<()> {
+    let ser = cli.serializer.serializer();
+    let t0 = Instant::now();
+    let window = Window::new(cli.warmup, cli.duration);
+    let progress: Arc<Vec<AtomicU64>> =
+        Arc::new((0..subscribers).map(|_| AtomicU64::new(0)).collect());
+    let mut tasks = Vec::new();
+    for i in 0..subscribers {
+        let mut c = Conn::join(&cli.url, &cli.realm, ser).await?;
+        c.subscribe("bench.topic").await?;
+        let progress = progress.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Samples::default();
+            let mut got = 0u64;
+            loop {
+                let m = match tokio::time::timeout(Duration::from_secs(10), c.recv()).await {
+                    Err(_) => bail!("no EVENT within 10 s"),
+                    Ok(m) => m?,
+                };
+                if let Message::Event(e) = m {
+                    let now = Instant::now();
+                    let seq = e.payload.args.first().and_then(Value::as_u64).unwrap_or(0);
+                    let sent_ns = e.payload.args.get(1).and_then(Value::as_u64).unwrap_or(0);
+                    if seq == u64::MAX {
+                        break;
+                    }
+                    let sent = t0 + Duration::from_nanos(sent_ns);
+                    if window.measuring(sent) {
+                        samples.add(now.saturating_duration_since(sent));
+                    }
+                    if window.measuring(now) {
+                        got += 1;
+                    }
+                    progress[i].store(seq, Ordering::Release);
+                }
+            }
+            Ok::<_, anyhow::Error>((got, samples))
+        }));
+    }
+    let mut publisher = Conn::join(&cli.url, &cli.realm, ser).await?;
+    let blob = Value::Bytes(vec![b'x'; payload]);
+    let mut seq = 0u64;
+    let mut slowest = 0u64;
+    while Instant::now() < window.end {
+        if seq >= slowest + window_size {
+            // Wait for the slowest subscriber (checked every few publishes).
+            slowest = progress
+                .iter()
+                .map(|p| p.load(Ordering::Acquire))
+                .min()
+                .unwrap_or(0);
+            if seq >= slowest + window_size {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+                continue;
+            }
+        }
+        seq += 1;
+        let request = publisher.request();
+        let sent_ns = t0.elapsed().as_nanos() as u64;
+        publisher
+            .send(&Message::Publish(Publish {
+                request,
+                options: Dict::new(),
+                topic: "bench.topic".into(),
+                payload: Payload::args(vec![Value::from(seq), Value::from(sent_ns), blob.clone()]),
+            }))
+            .await?;
+    }
+    let request = publisher.request();
+    publisher
+        .send(&Message::Publish(Publish {
+            request,
+            options: Dict::new(),
+            topic: "bench.topic".into(),
+            payload: Payload::args(vec![Value::from(u64::MAX)]),
+        }))
+        .await?;
+    let mut delivered = 0u64;
+    let mut samples = Samples::default();
+    for t in tasks {
+        let (g, s) = t.await??;
+        delivered += g;
+        samples.merge(s);
+    }
+    let rate = delivered as f64 / window.secs();
+    let (p50, p99, p999) = (samples.pct(0.5), samples.pct(0.99), samples.pct(0.999));
+    report(
+        cli,
+        "pubsub",
+        serde_json::json!({"subscribers": subscribers, "payload": payload,
+            "events_per_s": rate.round(), "p50_ms": p50, "p99_ms": p99, "p999_ms": p999}),
+        format!(
+            "{subscribers} subs, {payload} B: {:>10.0} events/s  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms",
+            rate
+        ),
+    );
+    Ok(())
+}
+
+async fn storm(cli: &Cli, concurrency: usize) -> Result<()> {
+    let ser = cli.serializer.serializer();
+    let window = Window::new(cli.warmup, cli.duration);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let url = cli.url.clone();
+        let realm = cli.realm.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut joined = 0u64;
+            while Instant::now() < window.end {
+                let c = Conn::join(&url, &realm, ser).await?;
+                if window.measuring(Instant::now()) {
+                    joined += 1;
+                }
+                c.leave().await?;
+            }
+            Ok::<_, anyhow::Error>(joined)
+        }));
+    }
+    let mut total = 0u64;
+    for t in tasks {
+        total += t.await??;
+    }
+    let rate = total as f64 / window.secs();
+    report(
+        cli,
+        "storm",
+        serde_json::json!({"concurrency": concurrency, "sessions_per_s": rate.round()}),
+        format!(
+            "{concurrency} at once: {rate:>10.0} sessions joined/s (connect, HELLO, WELCOME, GOODBYE, close)"
+        ),
+    );
+    Ok(())
+}
+
+/// RSS in KiB of `pid` and all its descendants, from /proc.
+fn tree_rss_kib(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    let mut stack = vec![pid];
+    let mut seen = 0;
+    while let Some(p) = stack.pop() {
+        seen += 1;
+        if seen > 10_000 {
+            break;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{p}/status"))
+            .with_context(|| format!("cannot read /proc/{p}/status"))?;
+        if let Some(line) = status.lines().find(|l| l.starts_with("VmRSS:")) {
+            total += line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        for task in std::fs::read_dir(format!("/proc/{p}/task"))? {
+            let children =
+                std::fs::read_to_string(task?.path().join("children")).unwrap_or_default();
+            stack.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    Ok(total)
+}
+
+async fn idle(cli: &Cli, sessions: usize, pid: u32, concurrency: usize) -> Result<()> {
+    let ser = cli.serializer.serializer();
+    let before = tree_rss_kib(pid)?;
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(sessions);
+    let mut pending = futures::stream::FuturesUnordered::new();
+    let mut launched = 0;
+    while conns.len() < sessions {
+        while launched < sessions && pending.len() < concurrency {
+            let (url, realm) = (cli.url.clone(), cli.realm.clone());
+            pending.push(async move { Conn::join(&url, &realm, ser).await });
+            launched += 1;
+        }
+        match pending.next().await {
+            Some(c) => conns.push(c?),
+            None => break,
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "only {} of {sessions} sessions joined within 600 s",
+                conns.len()
+            );
+        }
+    }
+    let fill = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = tree_rss_kib(pid)?;
+    let per_session = (after.saturating_sub(before)) as f64 * 1024.0 / sessions as f64;
+    // A newcomer still gets served promptly.
+    let t = Instant::now();
+    let mut callee = Conn::join(&cli.url, &cli.realm, ser).await?;
+    let join_ms = t.elapsed().as_secs_f64() * 1000.0;
+    callee.register("bench.idle.ping").await?;
+    let mut caller = Conn::join(&cli.url, &cli.realm, ser).await?;
+    let t = Instant::now();
+    let request = caller.request();
+    caller
+        .send(&Message::Call(Call {
+            request,
+            options: Dict::new(),
+            procedure: "bench.idle.ping".into(),
+            payload: Payload::default(),
+        }))
+        .await?;
+    let inv = callee.recv().await?;
+    if let Message::Invocation(i) = inv {
+        callee
+            .send(&Message::Yield(Yield {
+                request: i.request,
+                options: Dict::new(),
+                payload: Payload::default(),
+            }))
+            .await?;
+    }
+    let res = caller.recv().await?;
+    let call_ms = t.elapsed().as_secs_f64() * 1000.0;
+    if !matches!(res, Message::Result(_)) {
+        bail!("the call under load failed: {res:?}");
+    }
+    report(
+        cli,
+        "idle",
+        serde_json::json!({"sessions": sessions, "rss_before_kib": before, "rss_after_kib": after,
+            "bytes_per_session": per_session.round(), "fill_s": fill, "new_join_ms": join_ms, "new_call_ms": call_ms}),
+        format!(
+            "{sessions} idle sessions: RSS {:.1} -> {:.1} MiB, {:.0} B/session (filled in {fill:.1} s); newcomer joins in {join_ms:.1} ms, calls in {call_ms:.2} ms",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0,
+            per_session
+        ),
+    );
+    drop(conns);
+    Ok(())
+}
+
+async fn startup(cli: &Cli, cmd: &str, timeout: f64) -> Result<()> {
+    let ser = cli.serializer.serializer();
+    let t = Instant::now();
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {cmd}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the router command")?;
+    let deadline = t + Duration::from_secs_f64(timeout);
+    let ms = loop {
+        if Instant::now() > deadline {
+            bail!("no WELCOME within {timeout} s");
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("the router exited with {status} before answering");
+        }
+        if let Ok(Ok(c)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            Conn::join(&cli.url, &cli.realm, ser),
+        )
+        .await
+        {
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let _ = c.leave().await;
+            break ms;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    if let Some(pid) = child.id() {
+        // SIGTERM for a clean stop; kill_on_drop covers the rest.
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    report(
+        cli,
+        "startup",
+        serde_json::json!({"startup_ms": ms}),
+        format!("start to first WELCOME: {ms:>10.1} ms"),
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.scenario {
+        Scenario::Rpc {
+            callers,
+            inflight,
+            payload,
+        } => rpc(&cli, callers, inflight, payload).await,
+        Scenario::Pubsub {
+            subscribers,
+            payload,
+            window,
+        } => pubsub(&cli, subscribers, payload, window).await,
+        Scenario::Storm { concurrency } => storm(&cli, concurrency).await,
+        Scenario::Idle {
+            sessions,
+            pid,
+            concurrency,
+        } => idle(&cli, sessions, pid, concurrency).await,
+        Scenario::Startup { ref cmd, timeout } => startup(&cli, cmd, timeout).await,
+    }
+}
