@@ -5,6 +5,7 @@
 
 mod advanced;
 mod auth;
+mod bench_smoke;
 mod bad_input;
 mod cli;
 mod support;
