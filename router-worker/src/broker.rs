@@ -11,6 +11,30 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use proto::uri::{self, MatchPolicy};
 use proto::{Dict, Id, Payload};
 
+/// Ids grouped by match policy, each group sorted (the meta API's `list`
+/// shape for subscriptions and registrations).
+pub(crate) fn group_by_policy(
+    items: impl Iterator<Item = (MatchPolicy, Id)>,
+) -> [(MatchPolicy, Vec<Id>); 3] {
+    let mut out = [
+        (MatchPolicy::Exact, Vec::new()),
+        (MatchPolicy::Prefix, Vec::new()),
+        (MatchPolicy::Wildcard, Vec::new()),
+    ];
+    for (policy, id) in items {
+        let i = match policy {
+            MatchPolicy::Exact => 0,
+            MatchPolicy::Prefix => 1,
+            MatchPolicy::Wildcard => 2,
+        };
+        out[i].1.push(id);
+    }
+    for (_, ids) in &mut out {
+        ids.sort_unstable();
+    }
+    out
+}
+
 /// One subscription: a topic pattern and the sessions on it.
 #[derive(Debug, Clone)]
 pub struct Subscription {
@@ -190,23 +214,7 @@ impl Broker {
 
     /// Subscription ids by match policy (for `wamp.subscription.list`).
     pub fn ids_by_policy(&self) -> [(MatchPolicy, Vec<Id>); 3] {
-        let mut out = [
-            (MatchPolicy::Exact, Vec::new()),
-            (MatchPolicy::Prefix, Vec::new()),
-            (MatchPolicy::Wildcard, Vec::new()),
-        ];
-        for sub in self.subs.values() {
-            let i = match sub.policy {
-                MatchPolicy::Exact => 0,
-                MatchPolicy::Prefix => 1,
-                MatchPolicy::Wildcard => 2,
-            };
-            out[i].1.push(sub.id);
-        }
-        for (_, ids) in &mut out {
-            ids.sort_unstable();
-        }
-        out
+        group_by_policy(self.subs.values().map(|s| (s.policy, s.id)))
     }
 
     fn alloc_id(&mut self) -> Id {

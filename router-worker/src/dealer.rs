@@ -354,23 +354,7 @@ impl Dealer {
 
     /// Registration ids by match policy (for `wamp.registration.list`).
     pub fn ids_by_policy(&self) -> [(MatchPolicy, Vec<Id>); 3] {
-        let mut out = [
-            (MatchPolicy::Exact, Vec::new()),
-            (MatchPolicy::Prefix, Vec::new()),
-            (MatchPolicy::Wildcard, Vec::new()),
-        ];
-        for reg in self.regs.values() {
-            let i = match reg.policy {
-                MatchPolicy::Exact => 0,
-                MatchPolicy::Prefix => 1,
-                MatchPolicy::Wildcard => 2,
-            };
-            out[i].1.push(reg.id);
-        }
-        for (_, ids) in &mut out {
-            ids.sort_unstable();
-        }
-        out
+        crate::broker::group_by_policy(self.regs.values().map(|r| (r.policy, r.id)))
     }
 
     /// Finish a call (final YIELD, callee ERROR, cancel, timeout).

@@ -139,6 +139,12 @@ async fn abort_inner<T: Transport>(t: &mut T, reason: &str, message: &str, kind:
 }
 
 /// Run one WAMP session over `t` until it ends.
+/// Finish a closing action and end the opening phase without a session.
+async fn quit(closing: impl Future<Output = ()>) -> Option<Opened> {
+    closing.await;
+    None
+}
+
 /// What the opening handshake hands to the established phase.
 struct Opened {
     realm: RealmHandle,
@@ -205,7 +211,7 @@ async fn open<T: Transport>(
 
     // Opening handshake: HELLO within the deadline.
     let first = tokio::select! {
-        _ = shutdown.cancelled() => { close(t, CloseKind::GoingAway, "router shutting down").await; return None; },
+        _ = shutdown.cancelled() => return quit(close(t, CloseKind::GoingAway, "router shutting down")).await,
         r = tokio::time::timeout(settings.hello_timeout, t.recv()) => r,
     };
     let bytes = match first {
@@ -215,15 +221,9 @@ async fn open<T: Transport>(
                 settings.hello_timeout.as_millis()
             );
             debug!(parent: &span, "{msg}");
-            {
-                abort(t, wamp_uri::TIMEOUT, &msg, CloseKind::ProtocolError).await;
-                return None;
-            };
+            return quit(abort(t, wamp_uri::TIMEOUT, &msg, CloseKind::ProtocolError)).await;
         }
-        Ok(Err(e)) => {
-            end_on_transport_error(t, &span, e).await;
-            return None;
-        }
+        Ok(Err(e)) => return quit(end_on_transport_error(t, &span, e)).await,
         Ok(Ok(b)) => b,
     };
     let hello = match serializer.decode(&bytes) {
@@ -234,30 +234,24 @@ async fn open<T: Transport>(
                 other.name()
             );
             warn!(parent: &span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
-            {
-                abort(
-                    t,
-                    wamp_uri::PROTOCOL_VIOLATION,
-                    &msg,
-                    CloseKind::ProtocolError,
-                )
-                .await;
-                return None;
-            };
+            return quit(abort(
+                t,
+                wamp_uri::PROTOCOL_VIOLATION,
+                &msg,
+                CloseKind::ProtocolError,
+            ))
+            .await;
         }
         Err(e) => {
             let msg = format!("cannot decode HELLO: {e}");
             warn!(parent: &span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
-            {
-                abort(
-                    t,
-                    wamp_uri::PROTOCOL_VIOLATION,
-                    &msg,
-                    CloseKind::ProtocolError,
-                )
-                .await;
-                return None;
-            };
+            return quit(abort(
+                t,
+                wamp_uri::PROTOCOL_VIOLATION,
+                &msg,
+                CloseKind::ProtocolError,
+            ))
+            .await;
         }
     };
     let features = match hello.details.get("roles") {
@@ -265,16 +259,13 @@ async fn open<T: Transport>(
         _ => {
             let msg = "HELLO.Details.roles must be a non-empty dict naming the client's roles (publisher, subscriber, caller, callee)";
             warn!(parent: &span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
-            {
-                abort(
-                    t,
-                    wamp_uri::PROTOCOL_VIOLATION,
-                    msg,
-                    CloseKind::ProtocolError,
-                )
-                .await;
-                return None;
-            };
+            return quit(abort(
+                t,
+                wamp_uri::PROTOCOL_VIOLATION,
+                msg,
+                CloseKind::ProtocolError,
+            ))
+            .await;
         }
     };
     let auth = &settings.auth;
@@ -286,10 +277,13 @@ async fn open<T: Transport>(
             wait.as_secs().max(1)
         );
         warn!(parent: &span, peer = %ip, "authentication refused: {msg}");
-        {
-            abort(t, wamp_uri::AUTHENTICATION_FAILED, &msg, CloseKind::Normal).await;
-            return None;
-        };
+        return quit(abort(
+            t,
+            wamp_uri::AUTHENTICATION_FAILED,
+            &msg,
+            CloseKind::Normal,
+        ))
+        .await;
     }
     let id: Id = rand::random_range(1..=proto::MAX_ID);
     let ctx = auth::Context {
@@ -305,18 +299,12 @@ async fn open<T: Transport>(
         Err(Some(r)) => {
             auth.record_failure(peer_ip, &r);
             info!(parent: &span, realm = %hello.realm, reason = %r.reason, "session refused: {}", r.message);
-            {
-                abort(t, &r.reason, &r.message, CloseKind::Normal).await;
-                return None;
-            };
+            return quit(abort(t, &r.reason, &r.message, CloseKind::Normal)).await;
         }
     };
     let Some(realm) = realms.get(&principal.realm).cloned() else {
         let msg = format!("realm {:?} does not exist on this router", principal.realm);
-        {
-            abort(t, wamp_uri::NO_SUCH_REALM, &msg, CloseKind::Normal).await;
-            return None;
-        };
+        return quit(abort(t, wamp_uri::NO_SUCH_REALM, &msg, CloseKind::Normal)).await;
     };
     let info = SessionInfo {
         authid: principal.authid.clone(),
@@ -368,22 +356,16 @@ async fn open<T: Transport>(
         (Ok(()), Ok(true)) => {}
         (Ok(()), Ok(false)) => {
             let msg = "session id collision: please reconnect";
-            {
-                abort(t, wamp_uri::CLOSE_NORMAL, msg, CloseKind::Normal).await;
-                return None;
-            };
+            return quit(abort(t, wamp_uri::CLOSE_NORMAL, msg, CloseKind::Normal)).await;
         }
         _ => {
-            {
-                abort(
-                    t,
-                    wamp_uri::SYSTEM_SHUTDOWN,
-                    "the realm is shutting down",
-                    CloseKind::GoingAway,
-                )
-                .await;
-                return None;
-            };
+            return quit(abort(
+                t,
+                wamp_uri::SYSTEM_SHUTDOWN,
+                "the realm is shutting down",
+                CloseKind::GoingAway,
+            ))
+            .await;
         }
     }
     span.record("session", id);

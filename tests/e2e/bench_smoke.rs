@@ -8,7 +8,16 @@ use crate::support::{Node, free_port, router_config};
 
 fn bench(node: &Node, args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_trellis-bench"))
-        .args(["--url", &node.url(), "--warmup", "0.2", "--duration", "0.8", "--label", "smoke"])
+        .args([
+            "--url",
+            &node.url(),
+            "--warmup",
+            "0.2",
+            "--duration",
+            "0.8",
+            "--label",
+            "smoke",
+        ])
         .args(args)
         .output()
         .expect("run trellis-bench");
@@ -26,11 +35,25 @@ fn bench(node: &Node, args: &[&str]) -> serde_json::Value {
 fn load_generator_reports_sane_figures() {
     let port = free_port();
     let node = Node::start(&router_config(port), port);
-    let rpc = bench(&node, &["--serializer", "msgpack", "rpc", "--callers", "2", "--inflight", "4"]);
+    let rpc = bench(
+        &node,
+        &[
+            "--serializer",
+            "msgpack",
+            "rpc",
+            "--callers",
+            "2",
+            "--inflight",
+            "4",
+        ],
+    );
     assert!(rpc["calls_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{rpc}");
     assert!(rpc["p50_ms"].as_f64().unwrap_or(-1.0) > 0.0, "{rpc}");
     let ps = bench(&node, &["pubsub", "--subscribers", "5"]);
     assert!(ps["events_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{ps}");
     let storm = bench(&node, &["storm", "--concurrency", "2"]);
-    assert!(storm["sessions_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{storm}");
+    assert!(
+        storm["sessions_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{storm}"
+    );
 }

@@ -5,8 +5,8 @@
 
 mod advanced;
 mod auth;
-mod bench_smoke;
 mod bad_input;
+mod bench_smoke;
 mod cli;
 mod support;
 mod tokens;
