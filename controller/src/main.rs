@@ -145,7 +145,9 @@ fn print_version() {
     println!("  WAMP:        v2, Basic Profile + the Advanced Profile features announced below");
     println!("  transports:  websocket (tcp)");
     println!("  serializers: json, msgpack, cbor (and json.batched, msgpack.batched)");
-    println!("  auth:        anonymous");
+    println!(
+        "  auth:        anonymous, ticket, wampcra, cryptosign (static or dynamic), one-time tokens (embedded, redis)"
+    );
     let roles = router_worker::session::router_roles();
     for (role, v) in &roles {
         if let Some(features) = v

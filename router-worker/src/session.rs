@@ -162,14 +162,12 @@ pub async fn run<T: Transport>(
     mut t: T,
     settings: &SessionSettings,
     realms: &Realms,
-    peer: String,
     peer_ip: Option<IpAddr>,
     transport: Dict,
     shutdown: CancellationToken,
 ) {
     // The connection's span (peer, transport) is the parent; this one adds
     // the WAMP identity once it is known.
-    let _ = &peer;
     let span = info_span!(
         "session",
         session = field::Empty,

@@ -293,7 +293,6 @@ async fn handle_connection(
         transport,
         &settings.session,
         &realms,
-        peer.to_string(),
         Some(peer.ip()),
         details,
         shutdown,
@@ -516,7 +515,7 @@ mod size_probe {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
             let _c = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (s, peer) = l.accept().await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
             let cfg: crate::config::TransportConfig =
                 serde_json::from_str(r#"{"type":"websocket","endpoint":{"type":"tcp","port":0}}"#)
                     .unwrap();
@@ -539,7 +538,6 @@ mod size_probe {
                 t,
                 &settings.session,
                 &realms,
-                peer.to_string(),
                 None,
                 proto::Dict::new(),
                 tokio_util::sync::CancellationToken::new(),
