@@ -231,6 +231,20 @@ pub struct Context<'a> {
     pub transport: &'a Dict,
 }
 
+impl Context<'_> {
+    /// The `details` argument of a dynamic authenticator call, as
+    /// Crossbar.io passes it.
+    fn details(&self, authmethod: &str, authid: Value, authextra: Dict) -> Dict {
+        proto::dict! {
+            "session" => self.session,
+            "authmethod" => authmethod,
+            "authid" => authid,
+            "authextra" => authextra,
+            "transport" => self.transport.clone(),
+        }
+    }
+}
+
 /// What a dynamic authenticator said.
 #[derive(Debug, Default)]
 struct Verdict {
@@ -780,13 +794,8 @@ impl AuthSettings {
                     },
                     AuthKind::Dynamic => {
                         let procedure = m.authenticator.clone().unwrap_or_default();
-                        let details = proto::dict! {
-                            "session" => ctx.session,
-                            "authmethod" => "wampcra",
-                            "authid" => authid.as_str(),
-                            "authextra" => authextra.clone(),
-                            "transport" => ctx.transport.clone(),
-                        };
+                        let details =
+                            ctx.details("wampcra", authid.as_str().into(), authextra.clone());
                         let v = self
                             .ask(
                                 ctx,
@@ -891,13 +900,8 @@ impl AuthSettings {
                     }
                     AuthKind::Dynamic => {
                         let procedure = m.authenticator.clone().unwrap_or_default();
-                        let details = proto::dict! {
-                            "session" => ctx.session,
-                            "authmethod" => "cryptosign",
-                            "authid" => authid.clone().map_or(Value::Null, Value::from),
-                            "authextra" => authextra.clone(),
-                            "transport" => ctx.transport.clone(),
-                        };
+                        let authid_value = authid.clone().map_or(Value::Null, Value::from);
+                        let details = ctx.details("cryptosign", authid_value, authextra.clone());
                         let v = self
                             .ask(
                                 ctx,
@@ -995,14 +999,8 @@ impl AuthSettings {
                     return Err(not_enabled("ticket"));
                 };
                 let procedure = m.authenticator.clone().unwrap_or_default();
-                let details = proto::dict! {
-                    "session" => ctx.session,
-                    "authmethod" => "ticket",
-                    "authid" => authid.as_str(),
-                    "ticket" => a.signature.as_str(),
-                    "authextra" => authextra,
-                    "transport" => ctx.transport.clone(),
-                };
+                let mut details = ctx.details("ticket", authid.as_str().into(), authextra);
+                details.insert("ticket".into(), a.signature.as_str().into());
                 let v = self
                     .ask(
                         ctx,
