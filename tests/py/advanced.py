@@ -19,18 +19,9 @@ from autobahn.wamp.types import CallOptions, EncodedPayload, PublishOptions, Reg
 
 from raw_client import ROLES, Raw
 from scenarios import main, scenario
-from wamp_client import connect, leave, until, wait
+from wamp_client import connect, expect_error, leave, until, wait
 
 
-async def expect_error(coro, uri, fragment=None):
-    try:
-        await coro
-    except ApplicationError as e:
-        assert e.error == uri, f"expected {uri}, got {e.error} {e.args}"
-        if fragment:
-            assert fragment in e.args[0], e.args
-        return e
-    raise AssertionError(f"expected {uri}, but the call succeeded")
 
 
 @scenario

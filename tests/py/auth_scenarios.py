@@ -17,7 +17,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions
 
 from raw_client import Raw
-from wamp_client import Refused, connect, leave
+from wamp_client import connect, expect_error, leave, refused
 
 SCENARIOS = {}
 ALICE_SEED = bytes.fromhex("01" * 32)
@@ -44,27 +44,8 @@ def cra(password):
     return answer
 
 
-async def refused(coro, reason, *fragments):
-    try:
-        s = await coro
-    except Refused as e:
-        assert e.reason == reason, f"expected ABORT {reason}, got {e.reason}: {e.message}"
-        for f in fragments:
-            assert f in e.message, f"ABORT message {e.message!r} lacks {f!r}"
-        return e
-    await leave(s)
-    raise AssertionError(f"expected ABORT {reason}, but the session joined as {s.details.authid}")
 
 
-async def expect_error(coro, uri, *fragments):
-    try:
-        await coro
-    except ApplicationError as e:
-        assert e.error == uri, f"expected {uri}, got {e.error}: {e.args}"
-        for f in fragments:
-            assert f in (e.args[0] if e.args else ""), f"{e.args} lacks {f!r}"
-        return e
-    raise AssertionError(f"expected {uri}, but it succeeded")
 
 
 async def login(url, ser, who, realm="realm1"):

@@ -18,7 +18,7 @@ import traceback
 from autobahn.wamp.exception import ApplicationError
 
 from raw_client import Raw
-from wamp_client import Refused, connect, leave
+from wamp_client import connect, leave, refused
 
 TICKETS = {"backend": "backend-ticket-T1", "joe": "joe-ticket-T1"}
 
@@ -36,16 +36,6 @@ async def with_token(url, token, ser="json"):
     return await connect(url, ser, authmethods=["ticket"], on_challenge=lambda c: token)
 
 
-async def refused(coro, reason, *fragments):
-    try:
-        s = await coro
-    except Refused as e:
-        assert e.reason == reason, f"expected {reason}, got {e.reason}: {e.message}"
-        for f in fragments:
-            assert f in e.message, f"{e.message!r} lacks {f!r}"
-        return e
-    await leave(s)
-    raise AssertionError(f"expected ABORT {reason}, but {s.details.authid} joined")
 
 
 async def raw_with_query(url, token):

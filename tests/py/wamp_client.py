@@ -125,3 +125,30 @@ async def until(predicate, what, timeout=TIMEOUT):
             await asyncio.sleep(0.002)
 
     await wait(poll(), what, timeout)
+
+
+async def refused(coro, reason, *fragments):
+    """Expect joining to end in ABORT `reason` whose message has every fragment."""
+    try:
+        s = await coro
+    except Refused as e:
+        assert e.reason == reason, f"expected ABORT {reason}, got {e.reason}: {e.message}"
+        for f in fragments:
+            assert f in e.message, f"ABORT message {e.message!r} lacks {f!r}"
+        return e
+    await leave(s)
+    raise AssertionError(f"expected ABORT {reason}, but the session joined as {s.details.authid}")
+
+
+async def expect_error(coro, uri, *fragments):
+    """Expect a call (or register, subscribe, ...) to fail with `uri`."""
+    from autobahn.wamp.exception import ApplicationError
+
+    try:
+        await coro
+    except ApplicationError as e:
+        assert e.error == uri, f"expected {uri}, got {e.error}: {e.args}"
+        for f in fragments:
+            assert f in (e.args[0] if e.args else ""), f"{e.args} lacks {f!r}"
+        return e
+    raise AssertionError(f"expected {uri}, but it succeeded")
