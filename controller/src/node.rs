@@ -24,11 +24,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), (us
     }
     let mut tasks = Vec::new();
     for (id, router) in bound {
-        let addrs: Vec<String> = router
-            .local_addrs()
-            .iter()
-            .map(|a| format!("ws://{a}"))
-            .collect();
+        let addrs: Vec<String> = router.local_addrs().iter().map(|a| a.to_string()).collect();
         info!(worker = %id, listening = %addrs.join(", "), "router ready");
         tasks.push(tokio::spawn(router.serve(shutdown.child_token())));
     }

@@ -7,6 +7,7 @@
 //!   with field-by-field shape checking on decode.
 //! - [`codec`]: the [`Serializer`] enum: JSON, MessagePack, CBOR, exactly as
 //!   autobahn sends and expects them.
+//! - [`rawsocket`]: the RawSocket handshake and frame codec.
 //! - [`uri`]: URI validation (loose, strict, prefix and wildcard patterns)
 //!   and matching.
 //! - [`auth`]: WAMP-CRA and cryptosign crypto (pure functions).
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod codec;
 pub mod errors;
 pub mod message;
+pub mod rawsocket;
 pub mod uri;
 pub mod value;
 

@@ -221,6 +221,8 @@ pub struct TransportConfig {
 pub enum TransportKind {
     /// WAMP over WebSocket.
     Websocket,
+    /// WAMP over RawSocket (TCP).
+    Rawsocket,
 }
 
 /// Where a transport listens.

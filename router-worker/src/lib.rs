@@ -173,7 +173,11 @@ impl Router {
         let tracker = TaskTracker::new();
         for (listener, settings) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
-                info!(transport = %settings.name, %addr, "listening for WAMP over WebSocket");
+                let kind = match settings.kind {
+                    config::TransportKind::Websocket => "WebSocket",
+                    config::TransportKind::Rawsocket => "RawSocket",
+                };
+                info!(transport = %settings.name, %addr, "listening for WAMP over {kind}");
             }
             tracker.spawn(websocket::serve(
                 listener,

@@ -94,7 +94,13 @@ async def connect(
     def make():
         return Session(ComponentConfig(realm=realm), joined, authmethods, authid, authextra, on_challenge)
 
-    factory = WampWebSocketClientFactory(make, url=url, serializers=[SERIALIZERS[serializer]()])
+    if url.startswith("rs://"):
+        # WAMP over RawSocket (TCP).
+        from autobahn.asyncio.rawsocket import WampRawSocketClientFactory
+
+        factory = WampRawSocketClientFactory(make, serializer=SERIALIZERS[serializer]())
+    else:
+        factory = WampWebSocketClientFactory(make, url=url, serializers=[SERIALIZERS[serializer]()])
     u = urlparse(url)
     await asyncio.wait_for(loop.create_connection(factory, u.hostname, u.port, local_addr=local_addr), TIMEOUT)
     return await asyncio.wait_for(joined, TIMEOUT)

@@ -5,8 +5,12 @@
 //! session task in [`crate::session`] is the same for all of them.
 //!
 //! - [`websocket`]: WAMP over WebSocket (tokio-tungstenite), with
-//!   subprotocol negotiation and the batched variants.
+//!   subprotocol negotiation and the batched variants; its accept loop
+//!   serves RawSocket listeners too.
+//! - [`rawsocket`]: WAMP over RawSocket (TCP): the 4-byte handshake, then
+//!   length-prefixed frames ([`proto::rawsocket`]).
 
+pub mod rawsocket;
 pub mod websocket;
 
 use std::future::Future;

@@ -31,7 +31,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::{CloseKind, Transport, TransportError};
 use crate::Realms;
 use crate::auth::AuthSettings;
-use crate::config::TransportConfig;
+use crate::config::{TransportConfig, TransportKind};
 use crate::outbound::{Encoded, OutMsg};
 use crate::session::{self, SessionSettings};
 
@@ -47,9 +47,12 @@ pub const SUBPROTOCOLS: [(&str, Serializer, bool); 5] = [
 /// Separator after each message in `wamp.2.json.batched`.
 const JSON_BATCH_SEPARATOR: u8 = 0x18;
 
-/// Everything a WebSocket listener needs, resolved from the config once.
+/// Everything a listener needs (WebSocket or RawSocket), resolved from the
+/// config once.
 #[derive(Debug)]
 pub struct WsSettings {
+    /// WebSocket or RawSocket.
+    pub kind: TransportKind,
     /// For logs: the transport id or its index.
     pub name: String,
     /// Serializers offered.
@@ -87,6 +90,7 @@ impl WsSettings {
             .write_buffer_size(16 * 1024)
             .max_write_buffer_size(o.max_message_size.saturating_mul(2).max(1 << 20));
         WsSettings {
+            kind: t.kind,
             name: t
                 .id
                 .clone()
@@ -146,7 +150,17 @@ pub async fn serve(
         let span = info_span!("conn", %peer, transport = %settings.name);
         tracker.spawn(
             async move {
-                handle_connection(stream, peer, settings, realms, shutdown).await;
+                match settings.kind {
+                    TransportKind::Websocket => {
+                        handle_connection(stream, peer, settings, realms, shutdown).await
+                    }
+                    TransportKind::Rawsocket => {
+                        super::rawsocket::handle_connection(
+                            stream, peer, settings, realms, shutdown,
+                        )
+                        .await
+                    }
+                }
                 drop(permit);
             }
             .instrument(span),

@@ -1,0 +1,199 @@
+//! WAMP over RawSocket (TCP): handshake, then length-prefixed frames.
+//!
+//! The client's 4-byte handshake is read under the transport's
+//! `open_handshake_timeout`. A serializer this transport does not offer is
+//! answered with error 1, reserved bits with error 3; a peer that is not a
+//! RawSocket client at all is closed without a reply. The router announces
+//! the largest power of two not above `max_message_size`, and frames are
+//! checked against it before their bodies are read. Pings are answered.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use proto::Serializer;
+use proto::rawsocket::{self, Frame, FrameError, HandshakeError, RawSocketCodec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::websocket::WsSettings;
+use super::{CloseKind, Transport, TransportError};
+use crate::Realms;
+use crate::outbound::{Encoded, OutMsg};
+use crate::session;
+
+/// The router's length exponent: the largest L with `2^(9+L) <= max`.
+fn announced_exponent(max: usize) -> u8 {
+    let mut l = 0u8;
+    while l < 15 && (1usize << (9 + l + 1)) <= max {
+        l += 1;
+    }
+    l
+}
+
+/// Serve one TCP connection as WAMP RawSocket.
+pub async fn handle_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<WsSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut hs = [0u8; 4];
+    let read = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = tokio::time::timeout(settings.handshake_timeout, stream.read_exact(&mut hs)) => r,
+    };
+    match read {
+        Err(_) => return debug!("RawSocket handshake timed out"),
+        Ok(Err(e)) => return debug!(cause = %e, "RawSocket handshake failed"),
+        Ok(Ok(_)) => {}
+    }
+    let hello = match rawsocket::parse_client_hello(hs) {
+        Ok(h) => h,
+        Err(HandshakeError::ReservedBits) => {
+            debug!("RawSocket handshake with reserved bits set: refused");
+            let reply = rawsocket::server_error(rawsocket::handshake_error::RESERVED_BITS);
+            let _ = stream.write_all(&reply).await;
+            return;
+        }
+        Err(e) => return debug!(cause = %e, "not a RawSocket client: closed"),
+    };
+    let serializer =
+        rawsocket::serializer_for(hello.serializer).filter(|s| settings.serializers.contains(s));
+    let Some(serializer) = serializer else {
+        debug!(
+            serializer = hello.serializer,
+            "RawSocket serializer not offered here: refused"
+        );
+        let reply = rawsocket::server_error(rawsocket::handshake_error::SERIALIZER_UNSUPPORTED);
+        let _ = stream.write_all(&reply).await;
+        return;
+    };
+    let l = announced_exponent(settings.max_message_size);
+    let reply = [rawsocket::MAGIC, (l << 4) | hello.serializer, 0, 0];
+    if stream.write_all(&reply).await.is_err() {
+        return;
+    }
+    let protocol = match serializer {
+        Serializer::Json => "wamp.2.json",
+        Serializer::MsgPack => "wamp.2.msgpack",
+        Serializer::Cbor => "wamp.2.cbor",
+    };
+    let family = if peer.is_ipv4() { "tcp4" } else { "tcp6" };
+    let details = proto::dict! {
+        "type" => "rawsocket",
+        "protocol" => protocol,
+        "peer" => format!("{family}:{}:{}", peer.ip(), peer.port()),
+    };
+    let transport = RawTransport {
+        framed: Framed::new(
+            stream,
+            RawSocketCodec {
+                max_incoming: 1 << (9 + l),
+            },
+        ),
+        serializer,
+        peer_max: hello.max_len,
+    };
+    session::run(
+        transport,
+        &settings.session,
+        &realms,
+        Some(peer.ip()),
+        details,
+        shutdown,
+    )
+    .await;
+    info!("connection closed");
+}
+
+/// One negotiated RawSocket connection.
+pub struct RawTransport {
+    framed: Framed<TcpStream, RawSocketCodec>,
+    serializer: Serializer,
+    /// The largest message the peer accepts.
+    peer_max: usize,
+}
+
+fn map_error(e: FrameError) -> TransportError {
+    match e {
+        FrameError::TooLong { .. } => TransportError::TooBig(format!("{e} (max_message_size)")),
+        FrameError::Io(io) => TransportError::Io(io.to_string()),
+        other => TransportError::Protocol(other.to_string()),
+    }
+}
+
+impl Transport for RawTransport {
+    fn serializer(&self) -> Serializer {
+        self.serializer
+    }
+
+    async fn recv(&mut self) -> Result<Bytes, TransportError> {
+        loop {
+            match self.framed.next().await {
+                None => return Err(TransportError::Closed),
+                Some(Err(e)) => return Err(map_error(e)),
+                Some(Ok(Frame::Message(b))) => return Ok(b),
+                Some(Ok(Frame::Ping(b))) => {
+                    self.framed.send(Frame::Pong(b)).await.map_err(map_error)?
+                }
+                Some(Ok(Frame::Pong(_))) => {}
+            }
+        }
+    }
+
+    async fn feed(&mut self, msg: &Arc<OutMsg>) -> Result<(), TransportError> {
+        let Some(enc) = msg.encoded(self.serializer) else {
+            return Ok(());
+        };
+        let bytes = match enc {
+            Encoded::Text(t) => Bytes::from(t.clone()),
+            Encoded::Binary(b) => b.clone(),
+        };
+        if bytes.len() > self.peer_max {
+            warn!(
+                size = bytes.len(),
+                peer_max = self.peer_max,
+                message = msg.msg.name(),
+                "message dropped: larger than the RawSocket peer accepts"
+            );
+            return Ok(());
+        }
+        self.framed
+            .feed(Frame::Message(bytes))
+            .await
+            .map_err(map_error)
+    }
+
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        self.framed.flush().await.map_err(map_error)
+    }
+
+    async fn close(&mut self, _kind: CloseKind, _reason: &str) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.framed.flush().await;
+            let _ = self.framed.get_mut().shutdown().await;
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announced_length_never_exceeds_the_limit() {
+        assert_eq!(announced_exponent(1 << 20), 11);
+        assert_eq!(announced_exponent((1 << 20) + 5), 11);
+        assert_eq!(announced_exponent(1024), 1);
+        assert_eq!(announced_exponent(usize::MAX), 15);
+    }
+}
