@@ -86,12 +86,7 @@ pub async fn handle_connection(
         Serializer::MsgPack => "wamp.2.msgpack",
         Serializer::Cbor => "wamp.2.cbor",
     };
-    let family = if peer.is_ipv4() { "tcp4" } else { "tcp6" };
-    let details = proto::dict! {
-        "type" => "rawsocket",
-        "protocol" => protocol,
-        "peer" => format!("{family}:{}:{}", peer.ip(), peer.port()),
-    };
+    let details = super::details("rawsocket", protocol, peer);
     let transport = RawTransport {
         framed: Framed::new(
             stream,

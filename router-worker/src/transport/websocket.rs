@@ -296,12 +296,7 @@ async fn handle_connection(
         pending: VecDeque::new(),
         max_message_size: settings.max_message_size,
     };
-    let family = if peer.is_ipv4() { "tcp4" } else { "tcp6" };
-    let mut details = proto::dict! {
-        "type" => "websocket",
-        "protocol" => protocol,
-        "peer" => format!("{family}:{}:{}", peer.ip(), peer.port()),
-    };
+    let mut details = super::details("websocket", protocol, peer);
     details.append(&mut http);
     session::run(
         transport,
