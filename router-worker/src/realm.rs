@@ -123,6 +123,20 @@ pub struct TransportInfo {
 }
 
 impl TransportInfo {
+    /// The details of a TCP connection (`peer` as `tcp4:ip:port`).
+    pub fn tcp(
+        kind: &'static str,
+        protocol: &'static str,
+        peer: std::net::SocketAddr,
+    ) -> TransportInfo {
+        let family = if peer.is_ipv4() { "tcp4" } else { "tcp6" };
+        TransportInfo {
+            kind,
+            protocol,
+            peer: format!("{family}:{}:{}", peer.ip(), peer.port()),
+        }
+    }
+
     /// As a WAMP dict (`type`, `protocol`, `peer`).
     pub fn to_dict(&self) -> Dict {
         proto::dict! { "type" => self.kind, "protocol" => self.protocol, "peer" => self.peer.as_str() }

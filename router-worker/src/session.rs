@@ -26,14 +26,6 @@ use crate::realm::{
     ClientFeatures, KillSwitch, RealmCommand, RealmHandle, SessionInfo, SessionLink, TransportInfo,
 };
 
-/// Subprotocol names as static strings, for [`TransportInfo`].
-const SUBPROTOCOL_NAMES: [&str; 5] = [
-    "wamp.2.json",
-    "wamp.2.msgpack",
-    "wamp.2.cbor",
-    "wamp.2.json.batched",
-    "wamp.2.msgpack.batched",
-];
 use crate::transport::{CloseKind, Transport, TransportError};
 
 /// Messages written per flush when the outbound queue has a backlog.
@@ -124,6 +116,18 @@ fn close<'a, T: Transport>(t: &'a mut T, kind: CloseKind, reason: &'a str) -> Bo
     Box::pin(t.close(kind, reason))
 }
 
+/// Log a protocol violation at warn level, then ABORT with
+/// `wamp.error.protocol_violation` and close.
+fn violation<'a, T: Transport>(t: &'a mut T, span: &Span, message: &'a str) -> Boxed<'a> {
+    warn!(parent: span, reason = wamp_uri::PROTOCOL_VIOLATION, "{message}");
+    abort(
+        t,
+        wamp_uri::PROTOCOL_VIOLATION,
+        message,
+        CloseKind::ProtocolError,
+    )
+}
+
 /// Send ABORT (best effort, bounded in time) and close the transport.
 async fn abort_inner<T: Transport>(t: &mut T, reason: &str, message: &str, kind: CloseKind) {
     let m = OutMsg::new(Message::Abort(Abort {
@@ -138,11 +142,21 @@ async fn abort_inner<T: Transport>(t: &mut T, reason: &str, message: &str, kind:
     t.close(kind, message).await;
 }
 
-/// Run one WAMP session over `t` until it ends.
 /// Finish a closing action and end the opening phase without a session.
 async fn quit(closing: impl Future<Output = ()>) -> Option<Opened> {
     closing.await;
     None
+}
+
+/// What the transport knows about a new connection.
+pub struct Connection {
+    /// The peer's address, for the failed-login limit (none for Unix
+    /// sockets).
+    pub peer_ip: Option<IpAddr>,
+    /// Kind, protocol and peer, for the realm and the meta API.
+    pub transport: TransportInfo,
+    /// HTTP headers and request URI (WebSocket): for authenticators only.
+    pub http: Dict,
 }
 
 /// What the opening handshake hands to the established phase.
@@ -162,8 +176,7 @@ pub async fn run<T: Transport>(
     mut t: T,
     settings: &SessionSettings,
     realms: &Realms,
-    peer_ip: Option<IpAddr>,
-    transport: Dict,
+    conn: Connection,
     shutdown: CancellationToken,
 ) {
     // The connection's span (peer, transport) is the parent; this one adds
@@ -174,10 +187,7 @@ pub async fn run<T: Transport>(
         realm = field::Empty,
         authid = field::Empty
     );
-    let opened = Box::pin(open(
-        &mut t, settings, realms, peer_ip, transport, &shutdown, &span,
-    ))
-    .await;
+    let opened = Box::pin(open(&mut t, settings, realms, conn, &shutdown, &span)).await;
     let Some(Opened {
         realm,
         id,
@@ -199,11 +209,15 @@ async fn open<T: Transport>(
     t: &mut T,
     settings: &SessionSettings,
     realms: &Realms,
-    peer_ip: Option<IpAddr>,
-    transport: Dict,
+    conn: Connection,
     shutdown: &CancellationToken,
     span: &Span,
 ) -> Option<Opened> {
+    let Connection {
+        peer_ip,
+        transport,
+        mut http,
+    } = conn;
     let span = span.clone();
     let serializer = t.serializer();
 
@@ -231,39 +245,18 @@ async fn open<T: Transport>(
                 "expected HELLO as the first message, received {}",
                 other.name()
             );
-            warn!(parent: &span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
-            return quit(abort(
-                t,
-                wamp_uri::PROTOCOL_VIOLATION,
-                &msg,
-                CloseKind::ProtocolError,
-            ))
-            .await;
+            return quit(violation(t, &span, &msg)).await;
         }
         Err(e) => {
             let msg = format!("cannot decode HELLO: {e}");
-            warn!(parent: &span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
-            return quit(abort(
-                t,
-                wamp_uri::PROTOCOL_VIOLATION,
-                &msg,
-                CloseKind::ProtocolError,
-            ))
-            .await;
+            return quit(violation(t, &span, &msg)).await;
         }
     };
     let features = match hello.details.get("roles") {
         Some(Value::Dict(r)) if !r.is_empty() => ClientFeatures::from_roles(r),
         _ => {
             let msg = "HELLO.Details.roles must be a non-empty dict naming the client's roles (publisher, subscriber, caller, callee)";
-            warn!(parent: &span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
-            return quit(abort(
-                t,
-                wamp_uri::PROTOCOL_VIOLATION,
-                msg,
-                CloseKind::ProtocolError,
-            ))
-            .await;
+            return quit(violation(t, &span, msg)).await;
         }
     };
     let auth = &settings.auth;
@@ -284,10 +277,14 @@ async fn open<T: Transport>(
         .await;
     }
     let id: Id = rand::random_range(1..=proto::MAX_ID);
+    // Authenticators see the transport with its HTTP details; the realm and
+    // the meta API only ever get `TransportInfo`.
+    let mut details = transport.to_dict();
+    details.append(&mut http);
     let ctx = auth::Context {
         realms,
         session: id,
-        transport: &transport,
+        transport: &details,
     };
     // Boxed: the handshake's state (authenticator calls, challenges) is
     // needed only now, so it must not size the connection's task.
@@ -305,35 +302,18 @@ async fn open<T: Transport>(
         return quit(abort(t, wamp_uri::NO_SUCH_REALM, &msg, CloseKind::Normal)).await;
     };
     let info = SessionInfo {
-        authid: principal.authid.clone(),
-        authrole: principal.authrole.clone(),
-        authmethod: principal.authmethod.clone(),
-        authprovider: principal.authprovider.clone(),
+        authid: principal.authid,
+        authrole: principal.authrole,
+        authmethod: principal.authmethod,
+        authprovider: principal.authprovider,
         serializer,
         features,
-        // Headers and the request URI (cookies, tokens) were for
-        // authenticators only; the meta API gets type, protocol and peer.
-        transport: TransportInfo {
-            kind: match transport.get("type").and_then(Value::as_str) {
-                Some("rawsocket") => "rawsocket",
-                _ => "websocket",
-            },
-            protocol: SUBPROTOCOL_NAMES
-                .iter()
-                .copied()
-                .find(|p| transport.get("protocol").and_then(Value::as_str) == Some(*p))
-                .unwrap_or("unknown"),
-            peer: transport
-                .get("peer")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned(),
-        },
-        authextra: principal.extra.clone(),
+        transport,
+        authextra: principal.extra,
     };
     // Neither HELLO nor the HTTP details are needed from here on.
     drop(hello);
-    drop(transport);
+    drop(details);
 
     // Join the realm.
     let (tx, rx) = mpsc::channel(settings.max_queue);
@@ -477,14 +457,7 @@ async fn end_on_transport_error_inner<T: Transport>(t: &mut T, span: &Span, e: T
         TransportError::Closed => {}
         TransportError::Io(cause) => debug!(parent: span, %cause, "connection lost"),
         TransportError::Protocol(msg) => {
-            warn!(parent: span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
-            abort(
-                t,
-                wamp_uri::PROTOCOL_VIOLATION,
-                &msg,
-                CloseKind::ProtocolError,
-            )
-            .await;
+            violation(t, span, &msg).await;
         }
         TransportError::TooBig(msg) => {
             warn!(parent: span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
@@ -555,8 +528,7 @@ async fn established<T: Transport>(
                     Ok(m) => m,
                     Err(e) => {
                         let text = format!("cannot decode message: {e}");
-                        warn!(parent: span, reason = wamp_uri::PROTOCOL_VIOLATION, "{text}");
-                        return abort(t, wamp_uri::PROTOCOL_VIOLATION, &text, CloseKind::ProtocolError).await;
+                        return violation(t, span, &text).await;
                     }
                 };
                 match msg {
@@ -597,8 +569,7 @@ async fn established<T: Transport>(
                             ),
                             m => format!("{} is not a message a client may send to a router", m.name()),
                         };
-                        warn!(parent: span, reason = wamp_uri::PROTOCOL_VIOLATION, "{text}");
-                        return abort(t, wamp_uri::PROTOCOL_VIOLATION, &text, CloseKind::ProtocolError).await;
+                        return violation(t, span, &text).await;
                     }
                 }
             }

@@ -21,17 +21,6 @@ use proto::Serializer;
 
 use crate::outbound::OutMsg;
 
-/// The transport details every session starts with (authenticators see
-/// them; the meta API sees `type`, `protocol` and `peer`).
-pub(crate) fn details(kind: &str, protocol: &str, peer: std::net::SocketAddr) -> proto::Dict {
-    let family = if peer.is_ipv4() { "tcp4" } else { "tcp6" };
-    proto::dict! {
-        "type" => kind,
-        "protocol" => protocol,
-        "peer" => format!("{family}:{}:{}", peer.ip(), peer.port()),
-    }
-}
-
 /// Why a transport could not deliver the next message.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {

@@ -25,6 +25,7 @@ use super::websocket::WsSettings;
 use super::{CloseKind, Transport, TransportError};
 use crate::Realms;
 use crate::outbound::{Encoded, OutMsg};
+use crate::realm::TransportInfo;
 use crate::session;
 
 /// The router's length exponent: the largest L with `2^(9+L) <= max`.
@@ -86,7 +87,7 @@ pub async fn handle_connection(
         Serializer::MsgPack => "wamp.2.msgpack",
         Serializer::Cbor => "wamp.2.cbor",
     };
-    let details = super::details("rawsocket", protocol, peer);
+    let info = TransportInfo::tcp("rawsocket", protocol, peer);
     let transport = RawTransport {
         framed: Framed::new(
             stream,
@@ -97,15 +98,12 @@ pub async fn handle_connection(
         serializer,
         peer_max: hello.max_len,
     };
-    session::run(
-        transport,
-        &settings.session,
-        &realms,
-        Some(peer.ip()),
-        details,
-        shutdown,
-    )
-    .await;
+    let conn = session::Connection {
+        peer_ip: Some(peer.ip()),
+        transport: info,
+        http: proto::Dict::new(),
+    };
+    session::run(transport, &settings.session, &realms, conn, shutdown).await;
     info!("connection closed");
 }
 

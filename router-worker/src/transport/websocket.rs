@@ -33,6 +33,7 @@ use crate::Realms;
 use crate::auth::AuthSettings;
 use crate::config::{TransportConfig, TransportKind};
 use crate::outbound::{Encoded, OutMsg};
+use crate::realm::TransportInfo;
 use crate::session::{self, SessionSettings};
 
 /// The WAMP subprotocols, in the router's order: name, serializer, batched.
@@ -296,17 +297,13 @@ async fn handle_connection(
         pending: VecDeque::new(),
         max_message_size: settings.max_message_size,
     };
-    let mut details = super::details("websocket", protocol, peer);
-    details.append(&mut http);
-    session::run(
-        transport,
-        &settings.session,
-        &realms,
-        Some(peer.ip()),
-        details,
-        shutdown,
-    )
-    .await;
+    let info = TransportInfo::tcp("websocket", protocol, peer);
+    let conn = session::Connection {
+        peer_ip: Some(peer.ip()),
+        transport: info,
+        http,
+    };
+    session::run(transport, &settings.session, &realms, conn, shutdown).await;
     info!("connection closed");
 }
 
@@ -547,8 +544,11 @@ mod size_probe {
                 t,
                 &settings.session,
                 &realms,
-                None,
-                proto::Dict::new(),
+                crate::session::Connection {
+                    peer_ip: None,
+                    transport: crate::realm::TransportInfo::tcp("websocket", "wamp.2.json", addr),
+                    http: proto::Dict::new(),
+                },
                 tokio_util::sync::CancellationToken::new(),
             );
             let size = std::mem::size_of_val(&run);
