@@ -163,6 +163,34 @@ impl Realm {
         }
     }
 
+    /// A session left a subscription (and it may be gone now).
+    pub(crate) fn meta_unsubscribed(&mut self, session: Id, id: Id, deleted: bool) {
+        self.meta_event(
+            "wamp.subscription.on_unsubscribe",
+            vec![session.into(), id.into()],
+        );
+        if deleted {
+            self.meta_event(
+                "wamp.subscription.on_delete",
+                vec![session.into(), id.into()],
+            );
+        }
+    }
+
+    /// A session left a registration (and it may be gone now).
+    pub(crate) fn meta_unregistered(&mut self, session: Id, id: Id, deleted: bool) {
+        self.meta_event(
+            "wamp.registration.on_unregister",
+            vec![session.into(), id.into()],
+        );
+        if deleted {
+            self.meta_event(
+                "wamp.registration.on_delete",
+                vec![session.into(), id.into()],
+            );
+        }
+    }
+
     fn filter_roles(
         p: &Payload,
         proc_: &str,

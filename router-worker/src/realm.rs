@@ -1272,16 +1272,7 @@ impl Realm {
                         details: None,
                     }),
                 );
-                self.meta_event(
-                    "wamp.subscription.on_unsubscribe",
-                    vec![session.into(), u.subscription.into()],
-                );
-                if r.deleted {
-                    self.meta_event(
-                        "wamp.subscription.on_delete",
-                        vec![session.into(), u.subscription.into()],
-                    );
-                }
+                self.meta_unsubscribed(session, u.subscription, r.deleted);
             }
             None => self.send(
                 session,
@@ -1385,16 +1376,7 @@ impl Realm {
                         details: None,
                     }),
                 );
-                self.meta_event(
-                    "wamp.registration.on_unregister",
-                    vec![session.into(), u.registration.into()],
-                );
-                if deleted {
-                    self.meta_event(
-                        "wamp.registration.on_delete",
-                        vec![session.into(), u.registration.into()],
-                    );
-                }
+                self.meta_unregistered(session, u.registration, deleted);
             }
             None => self.send(
                 session,
@@ -1866,29 +1848,11 @@ impl Realm {
             return;
         };
         for (sub, r) in self.broker.remove_session(session) {
-            self.meta_event(
-                "wamp.subscription.on_unsubscribe",
-                vec![session.into(), sub.into()],
-            );
-            if r.deleted {
-                self.meta_event(
-                    "wamp.subscription.on_delete",
-                    vec![session.into(), sub.into()],
-                );
-            }
+            self.meta_unsubscribed(session, sub, r.deleted);
         }
         let removed = self.dealer.remove_session(session);
         for &(reg, deleted) in &removed.registrations {
-            self.meta_event(
-                "wamp.registration.on_unregister",
-                vec![session.into(), reg.into()],
-            );
-            if deleted {
-                self.meta_event(
-                    "wamp.registration.on_delete",
-                    vec![session.into(), reg.into()],
-                );
-            }
+            self.meta_unregistered(session, reg, deleted);
         }
         for p in &removed.orphaned_calls {
             if let Some(t) = self.timers.remove(&p.invocation) {
