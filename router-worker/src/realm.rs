@@ -1653,11 +1653,16 @@ impl Realm {
         self.timers.insert(invocation, task.abort_handle());
     }
 
-    /// Forget a call and its timer.
-    fn finish_call(&mut self, invocation: Id) -> Option<Pending> {
+    /// Stop a call's timeout timer, if it has one.
+    fn cancel_timer(&mut self, invocation: Id) {
         if let Some(t) = self.timers.remove(&invocation) {
             t.abort();
         }
+    }
+
+    /// Forget a call and its timer.
+    fn finish_call(&mut self, invocation: Id) -> Option<Pending> {
+        self.cancel_timer(invocation);
         self.dealer.finish(invocation)
     }
 
@@ -1855,9 +1860,7 @@ impl Realm {
             self.meta_unregistered(session, reg, deleted);
         }
         for p in &removed.orphaned_calls {
-            if let Some(t) = self.timers.remove(&p.invocation) {
-                t.abort();
-            }
+            self.cancel_timer(p.invocation);
             self.send(
                 p.caller,
                 error_msg(
@@ -1869,9 +1872,7 @@ impl Realm {
             );
         }
         for p in &removed.abandoned_calls {
-            if let Some(t) = self.timers.remove(&p.invocation) {
-                t.abort();
-            }
+            self.cancel_timer(p.invocation);
             self.interrupt(p, "killnowait");
         }
         for t in self.testaments.remove(&session).unwrap_or_default() {
