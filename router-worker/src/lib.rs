@@ -40,7 +40,7 @@ use tracing::{info, warn};
 
 use crate::config::{Endpoint, RouterConfig};
 use crate::realm::RealmHandle;
-use crate::transport::websocket::{self, WsSettings};
+use crate::transport::ListenerSettings;
 
 /// The realms of a router by name, shared by every session task.
 pub type Realms = Arc<HashMap<String, RealmHandle>>;
@@ -69,7 +69,7 @@ pub enum RouterError {
 /// A router with its listeners bound, ready to serve.
 pub struct Router {
     realms: Realms,
-    listeners: Vec<(TcpListener, Arc<WsSettings>)>,
+    listeners: Vec<(TcpListener, Arc<ListenerSettings>)>,
 }
 
 impl Router {
@@ -145,7 +145,7 @@ impl Router {
                 })?;
             listeners.push((
                 listener,
-                Arc::new(WsSettings::from_config(index, ws, store_for(ws))),
+                Arc::new(ListenerSettings::from_config(index, ws, store_for(ws))),
             ));
         }
         let realms: HashMap<String, RealmHandle> = cfg
@@ -179,7 +179,7 @@ impl Router {
                 };
                 info!(transport = %settings.name, %addr, "listening for WAMP over {kind}");
             }
-            tracker.spawn(websocket::serve(
+            tracker.spawn(transport::serve(
                 listener,
                 settings,
                 self.realms.clone(),

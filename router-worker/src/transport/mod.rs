@@ -4,9 +4,10 @@
 //! and writes [`OutMsg`]s in its serializer ([`Transport::feed`]); the
 //! session task in [`crate::session`] is the same for all of them.
 //!
+//! - [`serve`]: the accept loop shared by both kinds (connection limit,
+//!   one task per connection).
 //! - [`websocket`]: WAMP over WebSocket (tokio-tungstenite), with
-//!   subprotocol negotiation and the batched variants; its accept loop
-//!   serves RawSocket listeners too.
+//!   subprotocol negotiation and the batched variants.
 //! - [`rawsocket`]: WAMP over RawSocket (TCP): the 4-byte handshake, then
 //!   length-prefixed frames ([`proto::rawsocket`]).
 
@@ -15,10 +16,21 @@ pub mod websocket;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use proto::Serializer;
 
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info_span, warn};
+
+pub use self::websocket::ListenerSettings;
+use crate::Realms;
+use crate::config::TransportKind;
 use crate::outbound::OutMsg;
 
 /// Why a transport could not deliver the next message.
@@ -73,4 +85,60 @@ pub trait Transport: Send + 'static {
 
     /// Close the connection (best effort).
     fn close(&mut self, kind: CloseKind, reason: &str) -> impl Future<Output = ()> + Send;
+}
+
+/// Accept connections until `shutdown`, one task per connection.
+pub async fn serve(
+    listener: TcpListener,
+    settings: Arc<ListenerSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let last_refusal_log = AtomicU64::new(0);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Usually EMFILE: back off briefly instead of spinning.
+                    warn!(transport = %settings.name, cause = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if last_refusal_log.swap(now, Ordering::Relaxed) != now {
+                warn!(transport = %settings.name, %peer, max = settings.max_connections,
+                    "connection refused: the transport's max_connections limit is reached");
+            }
+            drop(stream);
+            continue;
+        };
+        let settings = settings.clone();
+        let realms = realms.clone();
+        let shutdown = shutdown.child_token();
+        let span = info_span!("conn", %peer, transport = %settings.name);
+        tracker.spawn(
+            async move {
+                match settings.kind {
+                    TransportKind::Websocket => {
+                        websocket::handle_connection(stream, peer, settings, realms, shutdown).await
+                    }
+                    TransportKind::Rawsocket => {
+                        rawsocket::handle_connection(stream, peer, settings, realms, shutdown).await
+                    }
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    debug!(transport = %settings.name, "listener stopped");
 }

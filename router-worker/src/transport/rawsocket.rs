@@ -21,7 +21,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::websocket::WsSettings;
+use super::ListenerSettings;
 use super::{CloseKind, Transport, TransportError};
 use crate::Realms;
 use crate::outbound::{Encoded, OutMsg};
@@ -41,7 +41,7 @@ fn announced_exponent(max: usize) -> u8 {
 pub async fn handle_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    settings: Arc<WsSettings>,
+    settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
 ) {

@@ -10,14 +10,12 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use proto::Serializer;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -25,8 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info};
 
 use super::{CloseKind, Transport, TransportError};
 use crate::Realms;
@@ -51,7 +48,7 @@ const JSON_BATCH_SEPARATOR: u8 = 0x18;
 /// Everything a listener needs (WebSocket or RawSocket), resolved from the
 /// config once.
 #[derive(Debug)]
-pub struct WsSettings {
+pub struct ListenerSettings {
     /// WebSocket or RawSocket.
     pub kind: TransportKind,
     /// For logs: the transport id or its index.
@@ -72,13 +69,13 @@ pub struct WsSettings {
     pub max_connections: usize,
 }
 
-impl WsSettings {
+impl ListenerSettings {
     /// Resolve a transport's config.
     pub fn from_config(
         index: usize,
         t: &TransportConfig,
         token_store: Option<Arc<crate::tokens::TokenStore>>,
-    ) -> WsSettings {
+    ) -> ListenerSettings {
         let o = &t.options;
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(o.max_message_size))
@@ -90,7 +87,7 @@ impl WsSettings {
             .read_buffer_size(1024)
             .write_buffer_size(16 * 1024)
             .max_write_buffer_size(o.max_message_size.saturating_mul(2).max(1 << 20));
-        WsSettings {
+        ListenerSettings {
             kind: t.kind,
             name: t
                 .id
@@ -109,65 +106,6 @@ impl WsSettings {
             max_connections: o.max_connections,
         }
     }
-}
-
-/// Accept connections until `shutdown`, one task per connection.
-pub async fn serve(
-    listener: TcpListener,
-    settings: Arc<WsSettings>,
-    realms: Realms,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let limit = Arc::new(Semaphore::new(settings.max_connections));
-    let last_refusal_log = AtomicU64::new(0);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Usually EMFILE: back off briefly instead of spinning.
-                    warn!(transport = %settings.name, cause = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if last_refusal_log.swap(now, Ordering::Relaxed) != now {
-                warn!(transport = %settings.name, %peer, max = settings.max_connections,
-                    "connection refused: the transport's max_connections limit is reached");
-            }
-            drop(stream);
-            continue;
-        };
-        let settings = settings.clone();
-        let realms = realms.clone();
-        let shutdown = shutdown.child_token();
-        let span = info_span!("conn", %peer, transport = %settings.name);
-        tracker.spawn(
-            async move {
-                match settings.kind {
-                    TransportKind::Websocket => {
-                        handle_connection(stream, peer, settings, realms, shutdown).await
-                    }
-                    TransportKind::Rawsocket => {
-                        super::rawsocket::handle_connection(
-                            stream, peer, settings, realms, shutdown,
-                        )
-                        .await
-                    }
-                }
-                drop(permit);
-            }
-            .instrument(span),
-        );
-    }
-    debug!(transport = %settings.name, "listener stopped");
 }
 
 /// Pick the subprotocol for a client's offer.
@@ -207,10 +145,10 @@ fn negotiate(
     ))
 }
 
-async fn handle_connection(
+pub(super) async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    settings: Arc<WsSettings>,
+    settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
 ) {
@@ -525,7 +463,7 @@ mod size_probe {
             let cfg: crate::config::TransportConfig =
                 serde_json::from_str(r#"{"type":"websocket","endpoint":{"type":"tcp","port":0}}"#)
                     .unwrap();
-            let settings = std::sync::Arc::new(super::WsSettings::from_config(0, &cfg, None));
+            let settings = std::sync::Arc::new(super::ListenerSettings::from_config(0, &cfg, None));
             let realms: crate::Realms = Default::default();
             let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
                 s,
