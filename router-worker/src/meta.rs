@@ -107,11 +107,8 @@ impl Realm {
         })
     }
 
-    /// Publish a meta event (no-op when nobody subscribed).
+    /// Publish a meta event (fan-out finds nobody when nobody subscribed).
     pub(crate) fn meta_event(&mut self, topic: &str, args: Vec<Value>) {
-        if self.broker.matching(topic).is_empty() {
-            return;
-        }
         self.publish_internal(topic, Payload::args(args), &Audience::default());
     }
 
