@@ -926,9 +926,15 @@ mod tests {
     #[test]
     fn crossbar_shaped_router_parses() {
         let cfg = parse(
-            r#"{"type_ignored_by_controller": null}"#
-                .replace(r#""type_ignored_by_controller": null"#, r#""realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": [{"uri": "", "match": "prefix", "allow": {"call": true, "register": true, "publish": true, "subscribe": true}, "disclose": {"caller": false, "publisher": false}, "cache": true}]}]}], "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 8080}, "serializers": ["json", "msgpack"], "auth": {"anonymous": {"type": "static", "role": "anonymous"}}}]"#)
-                .as_str(),
+            r#"{
+                "realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+                    {"uri": "", "match": "prefix",
+                     "allow": {"call": true, "register": true, "publish": true, "subscribe": true},
+                     "disclose": {"caller": false, "publisher": false}, "cache": true}]}]}],
+                "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 8080},
+                    "serializers": ["json", "msgpack"],
+                    "auth": {"anonymous": {"type": "static", "role": "anonymous"}}}]
+            }"#,
         );
         assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
         assert_eq!(
