@@ -22,7 +22,7 @@ fn all() -> Value {
     json!({"call": true, "register": true, "publish": true, "subscribe": true})
 }
 
-fn static_auth(ports: &Ports) -> Value {
+fn static_auth() -> Value {
     let mut principals = serde_json::Map::new();
     for (authid, ticket, role, realm) in TICKETS {
         let mut p = json!({"ticket": ticket, "role": role});
@@ -32,7 +32,6 @@ fn static_auth(ports: &Ports) -> Value {
         principals.insert(authid.into(), p);
     }
     let alice = proto::auth::cryptosign_pubkey(&[1u8; 32]);
-    let _ = ports;
     json!({
         "ticket": {"type": "static", "principals": principals},
         "wampcra": {"type": "static", "users": {
@@ -89,7 +88,7 @@ fn node() -> (Node, String) {
                 ]}
             ],
             "transports": [
-                transport(ports.r#static, static_auth(&ports), json!({"max_auth_failures": 1000})),
+                transport(ports.r#static, static_auth(), json!({"max_auth_failures": 1000})),
                 transport(ports.dynamic, json!({
                     "ticket": dynamic("com.example.authenticate"),
                     "wampcra": dynamic("com.example.cra_authenticate"),
@@ -98,7 +97,7 @@ fn node() -> (Node, String) {
                 transport(ports.unregistered, json!({
                     "ticket": {"type": "dynamic", "authenticator": "com.example.nobody"}
                 }), json!({})),
-                transport(ports.limited, static_auth(&ports), json!({"max_auth_failures": 5, "auth_failure_window": 60000}))
+                transport(ports.limited, static_auth(), json!({"max_auth_failures": 5, "auth_failure_window": 60000}))
             ]
         }]
     });
