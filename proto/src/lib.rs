@@ -10,10 +10,13 @@
 //! - [`rawsocket`]: the RawSocket handshake and frame codec.
 //! - [`uri`]: URI validation (loose, strict, prefix and wildcard patterns)
 //!   and matching.
+//! - [`client`]: a small async WAMP client over RawSocket (Unix or TCP)
+//!   for Trellis's own processes.
 //! - [`auth`]: WAMP-CRA and cryptosign crypto (pure functions).
 //! - [`errors`]: well-known `wamp.error.*` URIs, [`DecodeError`], [`EncodeError`].
 
 pub mod auth;
+pub mod client;
 pub mod codec;
 pub mod errors;
 pub mod message;

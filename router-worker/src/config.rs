@@ -232,8 +232,13 @@ pub struct Endpoint {
     /// The endpoint type.
     #[serde(rename = "type")]
     pub kind: EndpointKind,
-    /// The TCP port (0 picks a free one).
-    pub port: u16,
+    /// The TCP port (0 picks a free one); `tcp` endpoints only.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The socket file; `unix` endpoints only. A relative path is taken
+    /// from the node directory.
+    #[serde(default)]
+    pub path: Option<String>,
     /// The address to bind; all interfaces when absent.
     #[serde(default)]
     pub interface: Option<String>,
@@ -251,6 +256,8 @@ pub struct Endpoint {
 pub enum EndpointKind {
     /// A TCP port.
     Tcp,
+    /// A Unix domain socket (a file, mode 0600).
+    Unix,
 }
 
 /// Limits and timeouts of a WebSocket transport. Times are in milliseconds,
@@ -642,6 +649,53 @@ impl RouterConfig {
                     format!("transports[{i}].options"),
                     "max_queue_messages and max_connections must be at least 1".into(),
                 );
+            }
+            let e = &ws.endpoint;
+            match e.kind {
+                EndpointKind::Tcp => {
+                    if e.port.is_none() {
+                        p(
+                            format!("transports[{i}].endpoint.port"),
+                            "missing: a tcp endpoint needs a \"port\" (0 picks a free one)".into(),
+                        );
+                    }
+                    if e.path.is_some() {
+                        p(
+                            format!("transports[{i}].endpoint.path"),
+                            "only unix endpoints have a path: remove it or use \"type\": \"unix\""
+                                .into(),
+                        );
+                    }
+                }
+                EndpointKind::Unix => {
+                    match e.path.as_deref() {
+                        None | Some("") => p(
+                            format!("transports[{i}].endpoint.path"),
+                            "missing: a unix endpoint needs a socket file \"path\"".into(),
+                        ),
+                        // sockaddr_un holds 108 bytes including the NUL.
+                        Some(path) if path.len() > 107 => p(
+                            format!("transports[{i}].endpoint.path"),
+                            format!(
+                                "{} bytes is too long for a Unix socket path (at most 107): use a shorter path",
+                                path.len()
+                            ),
+                        ),
+                        Some(_) => {}
+                    }
+                    for (key, set) in [
+                        ("port", e.port.is_some()),
+                        ("interface", e.interface.is_some()),
+                        ("version", e.version.is_some()),
+                    ] {
+                        if set {
+                            p(
+                                format!("transports[{i}].endpoint.{key}"),
+                                "unix endpoints have no port, interface or IP version: remove the key".into(),
+                            );
+                        }
+                    }
+                }
             }
             if let Some(v) = &ws.endpoint.version
                 && *v != 4

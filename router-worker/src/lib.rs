@@ -38,9 +38,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{Endpoint, RouterConfig};
+use crate::config::{Endpoint, EndpointKind, RouterConfig};
 use crate::realm::RealmHandle;
-use crate::transport::ListenerSettings;
+use crate::transport::{Listener, ListenerSettings};
 
 /// The realms of a router by name, shared by every session task.
 pub type Realms = Arc<HashMap<String, RealmHandle>>;
@@ -69,7 +69,7 @@ pub enum RouterError {
 /// A router with its listeners bound, ready to serve.
 pub struct Router {
     realms: Realms,
-    listeners: Vec<(TcpListener, Arc<ListenerSettings>)>,
+    listeners: Vec<(Listener, Arc<ListenerSettings>)>,
 }
 
 impl Router {
@@ -119,33 +119,16 @@ impl Router {
         };
         let mut listeners = Vec::new();
         for (index, t) in cfg.transports.iter().enumerate() {
-            let ws = t;
-            let Endpoint {
-                port,
-                interface,
-                version,
-                ..
-            } = &ws.endpoint;
-            let host = match (interface, version) {
-                (Some(i), _) => i.clone(),
-                (None, Some(6)) => "::".into(),
-                (None, _) => "0.0.0.0".into(),
-            };
-            let addr = if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            };
-            let listener = TcpListener::bind(&addr)
+            let listener = bind_endpoint(&t.endpoint)
                 .await
-                .map_err(|cause| RouterError::Bind {
+                .map_err(|(endpoint, cause)| RouterError::Bind {
                     index,
-                    endpoint: addr.clone(),
+                    endpoint,
                     cause,
                 })?;
             listeners.push((
                 listener,
-                Arc::new(ListenerSettings::from_config(index, ws, store_for(ws))),
+                Arc::new(ListenerSettings::from_config(index, t, store_for(t))),
             ));
         }
         let realms: HashMap<String, RealmHandle> = cfg
@@ -159,12 +142,26 @@ impl Router {
         })
     }
 
-    /// The bound address of each transport, in config order.
+    /// The bound TCP address of each TCP transport, in config order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
+            .filter_map(|(l, _)| match l {
+                Listener::Tcp(l) => l.local_addr().ok(),
+                Listener::Unix(..) => None,
+            })
             .collect()
+    }
+
+    /// Where each transport listens (`127.0.0.1:8080`, `unix:/path`), in
+    /// config order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.listeners.iter().map(|(l, _)| l.describe()).collect()
+    }
+
+    /// The realms, for management (session counts).
+    pub fn realms(&self) -> &Realms {
+        &self.realms
     }
 
     /// Serve until `shutdown` is cancelled, then say GOODBYE to every
@@ -172,13 +169,11 @@ impl Router {
     pub async fn serve(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         for (listener, settings) in self.listeners {
-            if let Ok(addr) = listener.local_addr() {
-                let kind = match settings.kind {
-                    config::TransportKind::Websocket => "WebSocket",
-                    config::TransportKind::Rawsocket => "RawSocket",
-                };
-                info!(transport = %settings.name, %addr, "listening for WAMP over {kind}");
-            }
+            let kind = match settings.kind {
+                config::TransportKind::Websocket => "WebSocket",
+                config::TransportKind::Rawsocket => "RawSocket",
+            };
+            info!(transport = %settings.name, addr = %listener.describe(), "listening for WAMP over {kind}");
             tracker.spawn(transport::serve(
                 listener,
                 settings,
@@ -199,6 +194,36 @@ impl Router {
                 "sessions did not finish within {} s; dropping them",
                 SHUTDOWN_GRACE.as_secs()
             );
+        }
+    }
+}
+
+/// Open one endpoint's listener; on failure, the address tried and why.
+async fn bind_endpoint(e: &Endpoint) -> Result<Listener, (String, std::io::Error)> {
+    match e.kind {
+        EndpointKind::Tcp => {
+            let host = match (&e.interface, e.version) {
+                (Some(i), _) => i.clone(),
+                (None, Some(6)) => "::".into(),
+                (None, _) => "0.0.0.0".into(),
+            };
+            let port = e.port.unwrap_or(0);
+            let addr = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            match TcpListener::bind(&addr).await {
+                Ok(l) => Ok(Listener::Tcp(l)),
+                Err(cause) => Err((addr, cause)),
+            }
+        }
+        EndpointKind::Unix => {
+            let path = std::path::PathBuf::from(e.path.clone().unwrap_or_default());
+            match transport::bind_unix(&path) {
+                Ok((l, f)) => Ok(Listener::Unix(l, f)),
+                Err(cause) => Err((format!("unix:{}", path.display()), cause)),
+            }
         }
     }
 }

@@ -123,17 +123,12 @@ pub struct TransportInfo {
 }
 
 impl TransportInfo {
-    /// The details of a TCP connection (`peer` as `tcp4:ip:port`).
-    pub fn tcp(
-        kind: &'static str,
-        protocol: &'static str,
-        peer: std::net::SocketAddr,
-    ) -> TransportInfo {
-        let family = if peer.is_ipv4() { "tcp4" } else { "tcp6" };
+    /// A connection's details (`peer` as `tcp4:ip:port` or `unix:pid=…`).
+    pub fn new(kind: &'static str, protocol: &'static str, peer: String) -> TransportInfo {
         TransportInfo {
             kind,
             protocol,
-            peer: format!("{family}:{}:{}", peer.ip(), peer.port()),
+            peer,
         }
     }
 

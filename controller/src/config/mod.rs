@@ -277,7 +277,9 @@ fn check_port_clashes(routers: &[(usize, RouterConfig)], errors: &mut Vec<Config
     let mut seen: Vec<(u16, String)> = Vec::new();
     for (wi, r) in routers {
         for (ti, t) in r.transports.iter().enumerate() {
-            let port = &t.endpoint.port;
+            let Some(port) = &t.endpoint.port else {
+                continue;
+            };
             let path = format!("workers[{wi}].transports[{ti}].endpoint.port");
             if *port != 0 {
                 if let Some((_, first)) = seen.iter().find(|(p, _)| p == port) {

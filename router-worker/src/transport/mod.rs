@@ -8,13 +8,17 @@
 //!   one task per connection).
 //! - [`websocket`]: WAMP over WebSocket (tokio-tungstenite), with
 //!   subprotocol negotiation and the batched variants.
-//! - [`rawsocket`]: WAMP over RawSocket (TCP): the 4-byte handshake, then
+//! - [`rawsocket`]: WAMP over RawSocket: the 4-byte handshake, then
 //!   length-prefixed frames ([`proto::rawsocket`]).
+//!
+//! Both run on TCP and on Unix sockets ([`Listener`]).
 
 pub mod rawsocket;
 pub mod websocket;
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,7 +26,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use proto::Serializer;
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -87,9 +92,103 @@ pub trait Transport: Send + 'static {
     fn close(&mut self, kind: CloseKind, reason: &str) -> impl Future<Output = ()> + Send;
 }
 
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The peer's IP address (TCP only); auth failure limits key on it.
+    pub ip: Option<IpAddr>,
+    /// `tcp4:127.0.0.1:52312` or `unix:pid=4242,uid=1000`, for logs and
+    /// the session's transport details.
+    pub desc: String,
+}
+
+impl Peer {
+    fn tcp(addr: SocketAddr) -> Peer {
+        let family = if addr.is_ipv4() { "tcp4" } else { "tcp6" };
+        Peer {
+            ip: Some(addr.ip()),
+            desc: format!("{family}:{}:{}", addr.ip(), addr.port()),
+        }
+    }
+
+    fn unix(stream: &UnixStream) -> Peer {
+        let desc = match stream.peer_cred() {
+            Ok(c) => match c.pid() {
+                Some(pid) => format!("unix:pid={pid},uid={}", c.uid()),
+                None => format!("unix:uid={}", c.uid()),
+            },
+            Err(_) => "unix".to_owned(),
+        };
+        Peer { ip: None, desc }
+    }
+}
+
+/// A bound listener: a TCP port or a Unix socket file.
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix socket listener; the file is removed when this is dropped.
+    Unix(UnixListener, SocketFile),
+}
+
+impl Listener {
+    /// `127.0.0.1:8080` or `unix:/path/to/socket`.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| "tcp".to_owned(), |a| a.to_string()),
+            Listener::Unix(_, f) => format!("unix:{}", f.0.display()),
+        }
+    }
+}
+
+/// A Unix socket file this process created; removed on drop so a clean
+/// stop leaves no stale file behind.
+#[derive(Debug)]
+pub struct SocketFile(pub PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Bind a Unix socket at `path` with mode 0600. A stale file (nobody
+/// accepting on it) is replaced; a live one is an error, so two nodes never
+/// steal each other's socket.
+///
+/// # Errors
+/// The path is in use by a live listener, or the OS refused.
+pub fn bind_unix(path: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket; remove it or choose another path",
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another process is listening on this socket (is another node running in this directory?)",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    let file = SocketFile(path.to_owned());
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok((listener, file))
+}
+
 /// Accept connections until `shutdown`, one task per connection.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
@@ -98,24 +197,25 @@ pub async fn serve(
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let last_refusal_log = AtomicU64::new(0);
     loop {
-        let (stream, peer) = tokio::select! {
+        let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Usually EMFILE: back off briefly instead of spinning.
-                    warn!(transport = %settings.name, cause = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            r = accept(&listener) => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Usually EMFILE: back off briefly instead of spinning.
+                warn!(transport = %settings.name, cause = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             if last_refusal_log.swap(now, Ordering::Relaxed) != now {
-                warn!(transport = %settings.name, %peer, max = settings.max_connections,
+                warn!(transport = %settings.name, peer = %peer.desc, max = settings.max_connections,
                     "connection refused: the transport's max_connections limit is reached");
             }
             drop(stream);
@@ -124,16 +224,12 @@ pub async fn serve(
         let settings = settings.clone();
         let realms = realms.clone();
         let shutdown = shutdown.child_token();
-        let span = info_span!("conn", %peer, transport = %settings.name);
+        let span = info_span!("conn", peer = %peer.desc, transport = %settings.name);
         tracker.spawn(
             async move {
-                match settings.kind {
-                    TransportKind::Websocket => {
-                        websocket::handle_connection(stream, peer, settings, realms, shutdown).await
-                    }
-                    TransportKind::Rawsocket => {
-                        rawsocket::handle_connection(stream, peer, settings, realms, shutdown).await
-                    }
+                match stream {
+                    Stream::Tcp(s) => handle(s, peer, settings, realms, shutdown).await,
+                    Stream::Unix(s) => handle(s, peer, settings, realms, shutdown).await,
                 }
                 drop(permit);
             }
@@ -142,3 +238,44 @@ pub async fn serve(
     }
     debug!(transport = %settings.name, "listener stopped");
 }
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Stream, Peer)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (s, addr) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok((Stream::Tcp(s), Peer::tcp(addr)))
+        }
+        Listener::Unix(l, _) => {
+            let (s, _) = l.accept().await?;
+            let peer = Peer::unix(&s);
+            Ok((Stream::Unix(s), peer))
+        }
+    }
+}
+
+async fn handle<S: Io>(
+    stream: S,
+    peer: Peer,
+    settings: Arc<ListenerSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+) {
+    match settings.kind {
+        TransportKind::Websocket => {
+            websocket::handle_connection(stream, peer, settings, realms, shutdown).await
+        }
+        TransportKind::Rawsocket => {
+            rawsocket::handle_connection(stream, peer, settings, realms, shutdown).await
+        }
+    }
+}
+
+/// A byte stream a transport runs on (TCP or Unix).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}

@@ -1,4 +1,4 @@
-//! WAMP over RawSocket (TCP): handshake, then length-prefixed frames.
+//! WAMP over RawSocket (TCP or Unix socket): handshake, then length-prefixed frames.
 //!
 //! The client's 4-byte handshake is read under the transport's
 //! `open_handshake_timeout`. A serializer this transport does not offer is
@@ -7,7 +7,6 @@
 //! the largest power of two not above `max_message_size`, and frames are
 //! checked against it before their bodies are read. Pings are answered.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,13 +15,12 @@ use futures::{SinkExt, StreamExt};
 use proto::Serializer;
 use proto::rawsocket::{self, Frame, FrameError, HandshakeError, RawSocketCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::ListenerSettings;
-use super::{CloseKind, Transport, TransportError};
+use super::{CloseKind, Io, Peer, Transport, TransportError};
 use crate::Realms;
 use crate::outbound::{Encoded, OutMsg};
 use crate::realm::TransportInfo;
@@ -38,14 +36,13 @@ fn announced_exponent(max: usize) -> u8 {
 }
 
 /// Serve one TCP connection as WAMP RawSocket.
-pub async fn handle_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
+pub async fn handle_connection<S: Io>(
+    mut stream: S,
+    peer: Peer,
     settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     let mut hs = [0u8; 4];
     let read = tokio::select! {
         _ = shutdown.cancelled() => return,
@@ -87,7 +84,7 @@ pub async fn handle_connection(
         Serializer::MsgPack => "wamp.2.msgpack",
         Serializer::Cbor => "wamp.2.cbor",
     };
-    let info = TransportInfo::tcp("rawsocket", protocol, peer);
+    let info = TransportInfo::new("rawsocket", protocol, peer.desc);
     let transport = RawTransport {
         framed: Framed::new(
             stream,
@@ -99,7 +96,7 @@ pub async fn handle_connection(
         peer_max: hello.max_len,
     };
     let conn = session::Connection {
-        peer_ip: Some(peer.ip()),
+        peer_ip: peer.ip,
         transport: info,
         http: proto::Dict::new(),
     };
@@ -108,8 +105,8 @@ pub async fn handle_connection(
 }
 
 /// One negotiated RawSocket connection.
-pub struct RawTransport {
-    framed: Framed<TcpStream, RawSocketCodec>,
+pub struct RawTransport<S> {
+    framed: Framed<S, RawSocketCodec>,
     serializer: Serializer,
     /// The largest message the peer accepts.
     peer_max: usize,
@@ -123,7 +120,7 @@ fn map_error(e: FrameError) -> TransportError {
     }
 }
 
-impl Transport for RawTransport {
+impl<S: Io> Transport for RawTransport<S> {
     fn serializer(&self) -> Serializer {
         self.serializer
     }

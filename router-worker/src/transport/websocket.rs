@@ -8,14 +8,12 @@
 //! body that lists what it could have asked for.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use proto::Serializer;
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -25,7 +23,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{CloseKind, Transport, TransportError};
+use super::{CloseKind, Io, Peer, Transport, TransportError};
 use crate::Realms;
 use crate::auth::AuthSettings;
 use crate::config::{TransportConfig, TransportKind};
@@ -145,14 +143,13 @@ fn negotiate(
     ))
 }
 
-pub(super) async fn handle_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+pub(super) async fn handle_connection<S: Io>(
+    stream: S,
+    peer: Peer,
     settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     let mut chosen: Option<(&'static str, Serializer, bool)> = None;
     let mut http = proto::Dict::new();
     // The error type is tungstenite's Callback signature, not ours to shrink.
@@ -235,9 +232,9 @@ pub(super) async fn handle_connection(
         pending: VecDeque::new(),
         max_message_size: settings.max_message_size,
     };
-    let info = TransportInfo::tcp("websocket", protocol, peer);
+    let info = TransportInfo::new("websocket", protocol, peer.desc);
     let conn = session::Connection {
-        peer_ip: Some(peer.ip()),
+        peer_ip: peer.ip,
         transport: info,
         http,
     };
@@ -246,8 +243,8 @@ pub(super) async fn handle_connection(
 }
 
 /// One negotiated WebSocket connection.
-pub struct WsTransport {
-    ws: WebSocketStream<TcpStream>,
+pub struct WsTransport<S> {
+    ws: WebSocketStream<S>,
     serializer: Serializer,
     batched: bool,
     /// Messages already split out of a batched frame.
@@ -255,7 +252,7 @@ pub struct WsTransport {
     max_message_size: usize,
 }
 
-impl WsTransport {
+impl<S: Io> WsTransport<S> {
     fn unbatch(&mut self, mut data: Bytes) -> Result<(), TransportError> {
         if !self.batched {
             self.pending.push_back(data);
@@ -312,7 +309,7 @@ fn map_ws_error(e: tungstenite::Error, max: usize) -> TransportError {
     }
 }
 
-impl Transport for WsTransport {
+impl<S: Io> Transport for WsTransport<S> {
     fn serializer(&self) -> Serializer {
         self.serializer
     }
@@ -484,7 +481,11 @@ mod size_probe {
                 &realms,
                 crate::session::Connection {
                     peer_ip: None,
-                    transport: crate::realm::TransportInfo::tcp("websocket", "wamp.2.json", addr),
+                    transport: crate::realm::TransportInfo::new(
+                        "websocket",
+                        "wamp.2.json",
+                        addr.to_string(),
+                    ),
                     http: proto::Dict::new(),
                 },
                 tokio_util::sync::CancellationToken::new(),

@@ -1,0 +1,738 @@
+//! An async WAMP client over RawSocket (Unix socket or TCP).
+//!
+//! Trellis's own processes use it: workers on their control link to the
+//! controller, `trellis status`/`stop`, and (later) container components.
+//! It is deliberately small: caller, callee, publisher and subscriber with
+//! anonymous or ticket authentication. Interop tests use autobahn, never
+//! this client.
+//!
+//! One driver task owns the connection. [`Client`] handles send commands to
+//! it over a bounded channel; answers come back on oneshot channels.
+//! Invocation handlers run as their own tasks, at most
+//! [`MAX_CONCURRENT_INVOCATIONS`] at a time; more are refused with
+//! `trellis.error.busy`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio_util::codec::Framed;
+
+use crate::message::{
+    Call, Goodbye, Hello, Id, Message, Payload, Publish, Register, Subscribe, WampError, Yield,
+};
+use crate::rawsocket::{self, Frame, RawSocketCodec};
+use crate::{Dict, Serializer, Value, dict};
+
+/// Invocation handlers running at once, per client.
+pub const MAX_CONCURRENT_INVOCATIONS: usize = 64;
+
+/// How the client joins.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The realm to join.
+    pub realm: String,
+    /// The authid to announce.
+    pub authid: Option<String>,
+    /// A ticket: when set, the client offers `ticket` authentication.
+    pub ticket: Option<String>,
+    /// The serializer to negotiate.
+    pub serializer: Serializer,
+    /// Deadline for the RawSocket handshake and the WAMP opening.
+    pub open_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Anonymous, JSON, 10 s opening deadline.
+    pub fn new(realm: &str) -> ClientConfig {
+        ClientConfig {
+            realm: realm.to_owned(),
+            authid: None,
+            ticket: None,
+            serializer: Serializer::Json,
+            open_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A WAMP error answer, or a local failure expressed the same way.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{uri}{}", describe_args(.payload))]
+pub struct CallError {
+    /// The error URI (`wamp.error.no_such_procedure`, an application URI,
+    /// or `trellis.error.connection_lost` when the session ended).
+    pub uri: String,
+    /// The error's args and kwargs.
+    pub payload: Payload,
+}
+
+fn describe_args(p: &Payload) -> String {
+    match p.args.first() {
+        Some(Value::Str(s)) => format!(": {s}"),
+        Some(v) => format!(": {v:?}"),
+        None => String::new(),
+    }
+}
+
+impl CallError {
+    /// An error with one message argument.
+    pub fn new(uri: &str, message: impl Into<String>) -> CallError {
+        CallError {
+            uri: uri.to_owned(),
+            payload: Payload::args(vec![Value::Str(message.into())]),
+        }
+    }
+
+    fn lost(reason: &str) -> CallError {
+        CallError::new(
+            LOST,
+            format!("the WAMP session ended before the answer came ({reason})"),
+        )
+    }
+}
+
+/// The URI of errors for requests the session ended under.
+pub const LOST: &str = "trellis.error.connection_lost";
+
+/// Why a client could not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The socket could not be reached.
+    #[error("cannot connect: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer is not a RawSocket WAMP router or refused the handshake.
+    #[error("RawSocket handshake failed: {0}")]
+    Handshake(String),
+    /// The router answered HELLO with ABORT.
+    #[error("the router refused the session: {reason}{}", .message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Aborted {
+        /// ABORT's reason URI.
+        reason: String,
+        /// ABORT's details.message, if any.
+        message: Option<String>,
+    },
+    /// Anything else in the opening went wrong.
+    #[error("{0}")]
+    Protocol(String),
+    /// The opening took longer than `open_timeout`.
+    #[error("the router did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Procedure = Arc<dyn Fn(Payload, Dict) -> BoxFuture<Result<Payload, CallError>> + Send + Sync>;
+type EventHandler = Arc<dyn Fn(Payload, Dict) + Send + Sync>;
+
+enum Pending {
+    Call(oneshot::Sender<Result<Payload, CallError>>),
+    Register(oneshot::Sender<Result<Id, CallError>>, Procedure),
+    Subscribe(oneshot::Sender<Result<Id, CallError>>, EventHandler),
+    Publish(oneshot::Sender<Result<(), CallError>>),
+}
+
+enum Command {
+    Request(Message, Pending),
+    Send(Message),
+    Leave(oneshot::Sender<()>),
+}
+
+/// A joined WAMP session. Cheap to clone; all clones share the session.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    next_id: Arc<AtomicU64>,
+    session: Id,
+    welcome: Arc<Dict>,
+    closed: watch::Receiver<Option<String>>,
+}
+
+/// A byte stream the client runs on.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+impl Client {
+    /// Connect over a Unix socket and join.
+    ///
+    /// # Errors
+    /// [`ConnectError`] saying which step failed.
+    pub async fn connect_unix(path: &Path, cfg: &ClientConfig) -> Result<Client, ConnectError> {
+        let stream = tokio::net::UnixStream::connect(path).await?;
+        Client::open(stream, cfg).await
+    }
+
+    /// Connect over TCP (`host:port`) and join.
+    ///
+    /// # Errors
+    /// [`ConnectError`] saying which step failed.
+    pub async fn connect_tcp(addr: &str, cfg: &ClientConfig) -> Result<Client, ConnectError> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let _ = stream.set_nodelay(true);
+        Client::open(stream, cfg).await
+    }
+
+    /// Run the RawSocket handshake and the WAMP opening on `stream`.
+    ///
+    /// # Errors
+    /// [`ConnectError`] saying which step failed.
+    pub async fn open<S: Io>(stream: S, cfg: &ClientConfig) -> Result<Client, ConnectError> {
+        match tokio::time::timeout(cfg.open_timeout, open(stream, cfg)).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout(cfg.open_timeout)),
+        }
+    }
+
+    /// The session id the router gave.
+    pub fn session_id(&self) -> Id {
+        self.session
+    }
+
+    /// WELCOME.Details (authid, authrole, roles, ...).
+    pub fn welcome(&self) -> &Dict {
+        &self.welcome
+    }
+
+    fn id(&self) -> Id {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn request<T>(
+        &self,
+        msg: Message,
+        pending: Pending,
+        rx: oneshot::Receiver<Result<T, CallError>>,
+    ) -> Result<T, CallError> {
+        if self
+            .commands
+            .send(Command::Request(msg, pending))
+            .await
+            .is_err()
+        {
+            return Err(CallError::lost(&self.close_reason()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(CallError::lost(&self.close_reason())))
+    }
+
+    /// Call a procedure.
+    ///
+    /// # Errors
+    /// The callee's or router's error, or [`LOST`].
+    pub async fn call(&self, procedure: &str, payload: Payload) -> Result<Payload, CallError> {
+        self.call_with(procedure, Dict::new(), payload).await
+    }
+
+    /// Call a procedure with CALL.Options (`timeout`, ...).
+    ///
+    /// # Errors
+    /// The callee's or router's error, or [`LOST`].
+    pub async fn call_with(
+        &self,
+        procedure: &str,
+        options: Dict,
+        payload: Payload,
+    ) -> Result<Payload, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let msg = Message::Call(Call {
+            request: self.id(),
+            options,
+            procedure: procedure.to_owned(),
+            payload,
+        });
+        self.request(msg, Pending::Call(tx), rx).await
+    }
+
+    /// Register a procedure; `handler` gets the call's payload and the
+    /// INVOCATION details.
+    ///
+    /// # Errors
+    /// The router's error (`wamp.error.procedure_already_exists`, ...).
+    pub async fn register<F, Fut>(&self, procedure: &str, handler: F) -> Result<Id, CallError>
+    where
+        F: Fn(Payload, Dict) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Payload, CallError>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let handler: Procedure = Arc::new(move |p, d| Box::pin(handler(p, d)));
+        let msg = Message::Register(Register {
+            request: self.id(),
+            options: Dict::new(),
+            procedure: procedure.to_owned(),
+        });
+        self.request(msg, Pending::Register(tx, handler), rx).await
+    }
+
+    /// Subscribe to a topic; `handler` gets each event's payload and details.
+    ///
+    /// # Errors
+    /// The router's error (`wamp.error.not_authorized`, ...).
+    pub async fn subscribe<F>(&self, topic: &str, handler: F) -> Result<Id, CallError>
+    where
+        F: Fn(Payload, Dict) + Send + Sync + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let msg = Message::Subscribe(Subscribe {
+            request: self.id(),
+            options: Dict::new(),
+            topic: topic.to_owned(),
+        });
+        self.request(msg, Pending::Subscribe(tx, Arc::new(handler)), rx)
+            .await
+    }
+
+    /// Publish an event and wait for the router's acknowledgement.
+    ///
+    /// # Errors
+    /// The router's error, or [`LOST`].
+    pub async fn publish(&self, topic: &str, payload: Payload) -> Result<(), CallError> {
+        let (tx, rx) = oneshot::channel();
+        let msg = Message::Publish(Publish {
+            request: self.id(),
+            options: dict! { "acknowledge" => true },
+            topic: topic.to_owned(),
+            payload,
+        });
+        self.request(msg, Pending::Publish(tx), rx).await
+    }
+
+    /// Say GOODBYE and wait (at most 2 s) for the router's answer.
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Leave(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
+    }
+
+    /// Wait until the session ends; the reason (a GOODBYE/ABORT URI or a
+    /// network error).
+    pub async fn closed(&self) -> String {
+        let mut rx = self.closed.clone();
+        loop {
+            if let Some(r) = rx.borrow().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                return "the client's driver stopped".to_owned();
+            }
+        }
+    }
+
+    /// True once the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.borrow().is_some()
+    }
+
+    fn close_reason(&self) -> String {
+        self.closed
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| "closed".into())
+    }
+}
+
+async fn open<S: Io>(mut stream: S, cfg: &ClientConfig) -> Result<Client, ConnectError> {
+    // Announce 16 MiB (exponent 15), the most RawSocket can say.
+    let ser = rawsocket::serializer_id(cfg.serializer);
+    stream
+        .write_all(&[rawsocket::MAGIC, 0xF0 | ser, 0, 0])
+        .await?;
+    let mut reply = [0u8; 4];
+    stream.read_exact(&mut reply).await?;
+    if reply[0] != rawsocket::MAGIC {
+        return Err(ConnectError::Handshake(format!(
+            "the peer is not a RawSocket WAMP router (first byte {:#04x})",
+            reply[0]
+        )));
+    }
+    if reply[1] & 0x0F == 0 {
+        let code = reply[1] >> 4;
+        let why = match code {
+            rawsocket::handshake_error::SERIALIZER_UNSUPPORTED => "serializer unsupported",
+            rawsocket::handshake_error::LENGTH_UNACCEPTABLE => "maximum length unacceptable",
+            rawsocket::handshake_error::RESERVED_BITS => "reserved bits used",
+            rawsocket::handshake_error::CONNECTION_LIMIT => "connection limit reached",
+            _ => "unknown error",
+        };
+        return Err(ConnectError::Handshake(format!(
+            "the router refused: {why} (code {code})"
+        )));
+    }
+    if reply[1] & 0x0F != ser {
+        return Err(ConnectError::Handshake(
+            "the router answered with another serializer".into(),
+        ));
+    }
+    let peer_max = 1usize << (9 + (reply[1] >> 4));
+    let mut framed = Framed::new(
+        stream,
+        RawSocketCodec {
+            max_incoming: 1 << 24,
+        },
+    );
+    let mut details = dict! {
+        "roles" => dict! {
+            "caller" => dict! { "features" => Dict::new() },
+            "callee" => dict! { "features" => Dict::new() },
+            "publisher" => dict! { "features" => Dict::new() },
+            "subscriber" => dict! { "features" => Dict::new() },
+        },
+    };
+    if let Some(a) = &cfg.authid {
+        details.insert("authid".into(), Value::Str(a.clone()));
+    }
+    if cfg.ticket.is_some() {
+        details.insert(
+            "authmethods".into(),
+            Value::List(vec![Value::Str("ticket".into())]),
+        );
+    }
+    let hello = Message::Hello(Hello {
+        realm: cfg.realm.clone(),
+        details,
+    });
+    send(&mut framed, cfg.serializer, &hello, peer_max).await?;
+    loop {
+        let msg = recv(&mut framed, cfg.serializer).await?;
+        match msg {
+            Message::Welcome(w) => {
+                let (commands, rx) = mpsc::channel(256);
+                let (closed_tx, closed) = watch::channel(None);
+                let driver = Driver {
+                    framed,
+                    serializer: cfg.serializer,
+                    peer_max,
+                    commands: commands.downgrade(),
+                    pending: HashMap::new(),
+                    procedures: HashMap::new(),
+                    handlers: HashMap::new(),
+                    invocations: Arc::new(Semaphore::new(MAX_CONCURRENT_INVOCATIONS)),
+                    leaving: None,
+                };
+                tokio::spawn(driver.run(rx, closed_tx));
+                return Ok(Client {
+                    commands,
+                    next_id: Arc::new(AtomicU64::new(1)),
+                    session: w.session,
+                    welcome: Arc::new(w.details),
+                    closed,
+                });
+            }
+            Message::Abort(a) => {
+                return Err(ConnectError::Aborted {
+                    reason: a.reason,
+                    message: a
+                        .details
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                });
+            }
+            Message::Challenge(c) if c.authmethod == "ticket" => {
+                let ticket = cfg.ticket.clone().unwrap_or_default();
+                let auth = Message::Authenticate(crate::message::Authenticate {
+                    signature: ticket,
+                    extra: Dict::new(),
+                });
+                send(&mut framed, cfg.serializer, &auth, peer_max).await?;
+            }
+            other => {
+                return Err(ConnectError::Protocol(format!(
+                    "expected WELCOME, ABORT or a ticket CHALLENGE, got {}",
+                    other.name()
+                )));
+            }
+        }
+    }
+}
+
+async fn send<S: Io>(
+    framed: &mut Framed<S, RawSocketCodec>,
+    serializer: Serializer,
+    msg: &Message,
+    peer_max: usize,
+) -> Result<(), ConnectError> {
+    let bytes = serializer
+        .encode_to_vec(msg)
+        .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+    if bytes.len() > peer_max {
+        return Err(ConnectError::Protocol(format!(
+            "{} of {} bytes is larger than the router accepts ({peer_max})",
+            msg.name(),
+            bytes.len()
+        )));
+    }
+    framed
+        .send(Frame::Message(bytes.into()))
+        .await
+        .map_err(|e| ConnectError::Protocol(e.to_string()))
+}
+
+async fn recv<S: Io>(
+    framed: &mut Framed<S, RawSocketCodec>,
+    serializer: Serializer,
+) -> Result<Message, ConnectError> {
+    loop {
+        match framed.next().await {
+            None => {
+                return Err(ConnectError::Protocol(
+                    "the router closed the connection".into(),
+                ));
+            }
+            Some(Err(e)) => return Err(ConnectError::Protocol(e.to_string())),
+            Some(Ok(Frame::Message(b))) => {
+                return serializer
+                    .decode(&b)
+                    .map_err(|e| ConnectError::Protocol(e.to_string()));
+            }
+            Some(Ok(Frame::Ping(b))) => framed
+                .send(Frame::Pong(b))
+                .await
+                .map_err(|e| ConnectError::Protocol(e.to_string()))?,
+            Some(Ok(Frame::Pong(_))) => {}
+        }
+    }
+}
+
+struct Driver<S> {
+    framed: Framed<S, RawSocketCodec>,
+    serializer: Serializer,
+    peer_max: usize,
+    /// For invocation tasks to send their answers; weak so that dropping
+    /// every [`Client`] ends the session.
+    commands: mpsc::WeakSender<Command>,
+    pending: HashMap<Id, Pending>,
+    procedures: HashMap<Id, Procedure>,
+    handlers: HashMap<Id, EventHandler>,
+    invocations: Arc<Semaphore>,
+    leaving: Option<oneshot::Sender<()>>,
+}
+
+impl<S: Io> Driver<S> {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        closed: watch::Sender<Option<String>>,
+    ) {
+        let reason = loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    None => {
+                        let bye = goodbye("wamp.close.close_realm");
+                        let _ = self.write(&bye).await;
+                        break "the client was dropped".to_owned();
+                    }
+                    Some(c) => if let Err(e) = self.command(c).await {
+                        break e;
+                    },
+                },
+                frame = self.framed.next() => match frame {
+                    None => break "connection lost".to_owned(),
+                    Some(Err(e)) => break format!("connection failed: {e}"),
+                    Some(Ok(Frame::Ping(b))) => {
+                        if self.framed.send(Frame::Pong(b)).await.is_err() {
+                            break "connection lost".to_owned();
+                        }
+                    }
+                    Some(Ok(Frame::Pong(_))) => {}
+                    Some(Ok(Frame::Message(b))) => match self.serializer.decode(&b) {
+                        Err(e) => break format!("the router sent an undecodable message: {e}"),
+                        Ok(m) => if let Some(end) = self.incoming(m).await {
+                            break end;
+                        },
+                    },
+                },
+            }
+        };
+        for (_, p) in self.pending.drain() {
+            let e = CallError::lost(&reason);
+            match p {
+                Pending::Call(tx) => drop(tx.send(Err(e))),
+                Pending::Register(tx, _) | Pending::Subscribe(tx, _) => drop(tx.send(Err(e))),
+                Pending::Publish(tx) => drop(tx.send(Err(e))),
+            }
+        }
+        if let Some(tx) = self.leaving.take() {
+            let _ = tx.send(());
+        }
+        let _ = closed.send(Some(reason));
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.framed.close()).await;
+    }
+
+    async fn write(&mut self, msg: &Message) -> Result<(), String> {
+        let bytes = self
+            .serializer
+            .encode_to_vec(msg)
+            .map_err(|e| format!("cannot encode {}: {e}", msg.name()))?;
+        if bytes.len() > self.peer_max {
+            return Err(format!(
+                "{} of {} bytes is larger than the router accepts",
+                msg.name(),
+                bytes.len()
+            ));
+        }
+        self.framed
+            .send(Frame::Message(bytes.into()))
+            .await
+            .map_err(|e| format!("connection failed: {e}"))
+    }
+
+    async fn command(&mut self, c: Command) -> Result<(), String> {
+        match c {
+            Command::Request(msg, pending) => {
+                let id = msg.request_id().unwrap_or(0);
+                match self.write(&msg).await {
+                    Ok(()) => {
+                        self.pending.insert(id, pending);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let err = CallError::new("trellis.error.invalid_argument", e);
+                        match pending {
+                            Pending::Call(tx) => drop(tx.send(Err(err))),
+                            Pending::Register(tx, _) | Pending::Subscribe(tx, _) => {
+                                drop(tx.send(Err(err)))
+                            }
+                            Pending::Publish(tx) => drop(tx.send(Err(err))),
+                        }
+                        Ok(())
+                    }
+                }
+            }
+            Command::Send(msg) => {
+                if let Err(e) = self.write(&msg).await {
+                    // An answer too large for the router: say so instead.
+                    if let Message::Yield(y) = &msg {
+                        let err = error_reply(
+                            y.request,
+                            &CallError::new("trellis.error.invalid_argument", e),
+                        );
+                        self.write(&err).await?;
+                    }
+                }
+                Ok(())
+            }
+            Command::Leave(tx) => {
+                self.leaving = Some(tx);
+                self.write(&goodbye("wamp.close.close_realm")).await
+            }
+        }
+    }
+
+    /// Handle one message from the router; `Some(reason)` ends the session.
+    async fn incoming(&mut self, m: Message) -> Option<String> {
+        match m {
+            Message::Result(r) => {
+                if let Some(Pending::Call(tx)) = self.pending.remove(&r.request) {
+                    let _ = tx.send(Ok(r.payload));
+                }
+            }
+            Message::Error(e) => {
+                let err = CallError {
+                    uri: e.error,
+                    payload: e.payload,
+                };
+                match self.pending.remove(&e.request) {
+                    Some(Pending::Call(tx)) => drop(tx.send(Err(err))),
+                    Some(Pending::Register(tx, _) | Pending::Subscribe(tx, _)) => {
+                        drop(tx.send(Err(err)))
+                    }
+                    Some(Pending::Publish(tx)) => drop(tx.send(Err(err))),
+                    None => {}
+                }
+            }
+            Message::Registered(r) => {
+                if let Some(Pending::Register(tx, handler)) = self.pending.remove(&r.request) {
+                    self.procedures.insert(r.registration, handler);
+                    let _ = tx.send(Ok(r.registration));
+                }
+            }
+            Message::Subscribed(s) => {
+                if let Some(Pending::Subscribe(tx, handler)) = self.pending.remove(&s.request) {
+                    self.handlers.insert(s.subscription, handler);
+                    let _ = tx.send(Ok(s.subscription));
+                }
+            }
+            Message::Published(p) => {
+                if let Some(Pending::Publish(tx)) = self.pending.remove(&p.request) {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            Message::Event(e) => {
+                if let Some(h) = self.handlers.get(&e.subscription) {
+                    h(e.payload, e.details);
+                }
+            }
+            Message::Invocation(inv) => {
+                let Some(handler) = self.procedures.get(&inv.registration).cloned() else {
+                    let err = CallError::new(
+                        "wamp.error.no_such_registration",
+                        "this client holds no such registration",
+                    );
+                    return self.write(&error_reply(inv.request, &err)).await.err();
+                };
+                let Ok(permit) = self.invocations.clone().try_acquire_owned() else {
+                    let err = CallError::new(
+                        "trellis.error.busy",
+                        "too many calls in progress on this callee; retry later",
+                    );
+                    return self.write(&error_reply(inv.request, &err)).await.err();
+                };
+                let Some(commands) = self.commands.upgrade() else {
+                    return Some("the client was dropped".into());
+                };
+                let request = inv.request;
+                tokio::spawn(async move {
+                    let answer = match handler(inv.payload, inv.details).await {
+                        Ok(payload) => Message::Yield(Yield {
+                            request,
+                            options: Dict::new(),
+                            payload,
+                        }),
+                        Err(e) => error_reply(request, &e),
+                    };
+                    let _ = commands.send(Command::Send(answer)).await;
+                    drop(permit);
+                });
+            }
+            Message::Interrupt(_) => {}
+            Message::Goodbye(g) => {
+                if self.leaving.is_none() {
+                    let _ = self.write(&goodbye("wamp.close.goodbye_and_out")).await;
+                }
+                return Some(g.reason);
+            }
+            Message::Abort(a) => return Some(a.reason),
+            Message::Unregistered(_) | Message::Unsubscribed(_) => {}
+            other => {
+                return Some(format!(
+                    "the router sent {} in an established session",
+                    other.name()
+                ));
+            }
+        }
+        None
+    }
+}
+
+fn goodbye(reason: &str) -> Message {
+    Message::Goodbye(Goodbye {
+        details: Dict::new(),
+        reason: reason.to_owned(),
+    })
+}
+
+fn error_reply(request: Id, e: &CallError) -> Message {
+    Message::Error(WampError {
+        request_type: 68,
+        request,
+        details: Dict::new(),
+        error: e.uri.clone(),
+        payload: e.payload.clone(),
+    })
+}

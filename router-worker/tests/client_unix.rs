@@ -1,0 +1,149 @@
+//! The proto client against a real router on a Unix-socket RawSocket
+//! transport (the path container workers and control links take).
+
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
+
+use std::time::Duration;
+
+use proto::client::{CallError, Client, ClientConfig};
+use proto::{Payload, Value};
+use router_worker::Router;
+use router_worker::config::RouterConfig;
+use tokio_util::sync::CancellationToken;
+
+fn config(path: &std::path::Path) -> RouterConfig {
+    serde_json::from_value(serde_json::json!({
+        "realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+            {"uri": "", "match": "prefix", "allow": {"call": true, "register": true, "publish": true, "subscribe": true}}
+        ]}]}],
+        "transports": [{"type": "rawsocket", "endpoint": {"type": "unix", "path": path.to_str().unwrap()}}]
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn client_speaks_rpc_and_pubsub_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("router.sock");
+    let router = Router::bind(&config(&sock)).await.unwrap();
+    assert_eq!(router.endpoints(), [format!("unix:{}", sock.display())]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the socket is private to its owner");
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(router.serve(shutdown.clone()));
+
+    let cfg = ClientConfig::new("realm1");
+    let callee = Client::connect_unix(&sock, &cfg).await.unwrap();
+    let caller = Client::connect_unix(&sock, &cfg).await.unwrap();
+    assert_ne!(callee.session_id(), caller.session_id());
+    assert_eq!(
+        callee.welcome().get("authrole").and_then(Value::as_str),
+        Some("anonymous")
+    );
+
+    callee
+        .register("com.example.add", |p: Payload, _| async move {
+            let a = p.args.first().and_then(Value::as_i64).unwrap_or(0);
+            let b = p.args.get(1).and_then(Value::as_i64).unwrap_or(0);
+            if a < 0 {
+                return Err(CallError::new("com.example.negative", "no negatives"));
+            }
+            Ok(Payload::args(vec![Value::from(a + b)]))
+        })
+        .await
+        .unwrap();
+    let r = caller
+        .call(
+            "com.example.add",
+            Payload::args(vec![Value::from(2i64), Value::from(3i64)]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.args, [Value::from(5i64)]);
+    let e = caller
+        .call("com.example.add", Payload::args(vec![Value::from(-1i64)]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.uri, "com.example.negative");
+    assert_eq!(e.to_string(), "com.example.negative: no negatives");
+    let e = caller
+        .call("com.example.nothing", Payload::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.uri, "wamp.error.no_such_procedure");
+    let e = callee
+        .register("com.example.add", |_, _| async { Ok(Payload::default()) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.uri, "wamp.error.procedure_already_exists");
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    caller
+        .subscribe("com.example.topic", move |p, _| {
+            let _ = tx.send(p.args);
+        })
+        .await
+        .unwrap();
+    callee
+        .publish("com.example.topic", Payload::args(vec![Value::from("hi")]))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some(vec![Value::from("hi")]));
+
+    // A session that leaves loses its registrations.
+    callee.leave().await;
+    assert!(callee.is_closed());
+    let e = caller
+        .call("com.example.add", Payload::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.uri, "wamp.error.no_such_procedure");
+    let e = callee
+        .call("com.example.add", Payload::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.uri, proto::client::LOST);
+
+    // Shutdown: the remaining client hears GOODBYE system_shutdown, and the
+    // socket file is removed.
+    shutdown.cancel();
+    let reason = tokio::time::timeout(Duration::from_secs(5), caller.closed())
+        .await
+        .unwrap();
+    assert_eq!(reason, "wamp.close.system_shutdown");
+    served.await.unwrap();
+    assert!(!sock.exists(), "the socket file is removed on a clean stop");
+}
+
+#[tokio::test]
+async fn unknown_realm_and_live_socket_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("router.sock");
+    let router = Router::bind(&config(&sock)).await.unwrap();
+    // A second router on the same live socket is refused, naming the cause.
+    let err = Router::bind(&config(&sock))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("another process is listening"), "{err}");
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(router.serve(shutdown.clone()));
+    let e = Client::connect_unix(&sock, &ClientConfig::new("nope"))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("wamp.error.no_such_realm"), "{e}");
+    shutdown.cancel();
+    served.await.unwrap();
+    // A stale socket file (nobody listening) is replaced.
+    let stale = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    drop(stale);
+    assert!(sock.exists());
+    let router = Router::bind(&config(&sock)).await.unwrap();
+    drop(router);
+}
