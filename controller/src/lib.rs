@@ -10,5 +10,11 @@
 //!   supervision lands.
 
 pub mod config;
+pub mod control;
 pub mod logging;
+pub mod logs;
 pub mod node;
+pub mod spawn;
+pub mod supervisor;
+pub mod systemd;
+pub mod worker;

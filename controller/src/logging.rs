@@ -8,7 +8,9 @@
 use std::io::IsTerminal;
 
 use clap::ValueEnum;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 /// `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -21,33 +23,67 @@ pub enum LogFormat {
     Json,
 }
 
+/// Changes the log level of a running process (`set_loglevel`).
+#[derive(Clone)]
+pub struct LevelHandle(reload::Handle<EnvFilter, Registry>);
+
+impl LevelHandle {
+    /// Replace the filter.
+    ///
+    /// # Errors
+    /// The filter does not parse.
+    pub fn set(&self, spec: &str) -> Result<(), String> {
+        let filter = parse(spec)?;
+        self.0
+            .reload(filter)
+            .map_err(|e| format!("cannot change the log level: {e}"))
+    }
+}
+
+fn parse(spec: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(spec).map_err(|e| {
+        format!("invalid log level or filter {spec:?}: {e} (use error, warn, info, debug or trace)")
+    })
+}
+
 /// Install the global subscriber.
 ///
 /// # Errors
 /// A message naming the bad filter if `loglevel` or the environment's
 /// filter cannot be parsed.
-pub fn init(loglevel: &str, format: LogFormat) -> Result<(), String> {
-    let spec = std::env::var("TRELLIS_LOG")
+pub fn init(loglevel: &str, format: LogFormat) -> Result<LevelHandle, String> {
+    let spec = effective_spec(loglevel);
+    init_with(&spec, format, std::env::var_os("JOURNAL_STREAM").is_some())
+}
+
+/// The filter in force: `TRELLIS_LOG`, else `RUST_LOG`, else `loglevel`.
+pub fn effective_spec(loglevel: &str) -> String {
+    std::env::var("TRELLIS_LOG")
         .ok()
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("RUST_LOG").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| loglevel.to_owned());
-    let filter = EnvFilter::try_new(&spec).map_err(|e| {
-        format!("invalid log level or filter {spec:?}: {e} (use error, warn, info, debug or trace)")
-    })?;
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .unwrap_or_else(|| loglevel.to_owned())
+}
+
+/// Install the global subscriber with this filter; `journald` drops
+/// timestamps and colours (the journal adds its own).
+///
+/// # Errors
+/// The filter does not parse.
+pub fn init_with(spec: &str, format: LogFormat, journald: bool) -> Result<LevelHandle, String> {
+    let (filter, handle) = reload::Layer::new(parse(spec)?);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    let result = match format {
-        LogFormat::Json => builder.json().try_init(),
-        _ if journald && format == LogFormat::Auto => {
-            builder.without_time().with_ansi(false).try_init()
-        }
-        _ => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
+    let fmt: Box<dyn Layer<_> + Send + Sync> = match format {
+        LogFormat::Json => fmt.json().boxed(),
+        _ if journald && format == LogFormat::Auto => fmt.without_time().with_ansi(false).boxed(),
+        _ => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
     };
-    result.map_err(|e| format!("cannot install the logger: {e}"))
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .map_err(|e| format!("cannot install the logger: {e}"))?;
+    Ok(LevelHandle(handle))
 }

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use trellis::config;
+
 use trellis::logging::{self, LogFormat};
+use trellis::{config, control, logs, node, worker};
 
 /// Exit status for an invalid configuration (sysexits EX_CONFIG); pair it
 /// with `RestartPreventExitStatus=78` in a systemd unit.
@@ -35,7 +37,8 @@ enum Command {
         /// $XDG_CONFIG_HOME/trellis/node.json, /etc/trellis/node.json).
         #[arg(short, long)]
         config: Option<PathBuf>,
-        /// The node directory (logs and runtime files).
+        /// The node directory: control socket, logs/ (else
+        /// $TRELLIS_NODE_DIR, else ./.trellis).
         #[arg(long)]
         node_dir: Option<PathBuf>,
     },
@@ -45,8 +48,53 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Show the workers of a running node: pid, state, uptime, restarts, memory.
+    Status {
+        /// The node directory (as for `start`).
+        #[arg(long)]
+        node_dir: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a running node and wait until it has stopped.
+    Stop {
+        /// The node directory (as for `start`).
+        #[arg(long)]
+        node_dir: Option<PathBuf>,
+        /// Seconds to wait for the node to stop.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Print a worker's log (NODE_DIR/logs/WORKER.log).
+    Logs {
+        /// The worker id.
+        worker: String,
+        /// The node directory (as for `start`).
+        #[arg(long)]
+        node_dir: Option<PathBuf>,
+        /// Keep printing what is appended.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many lines from the end to print first.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
     /// Print version, serializers, transports and features.
     Version,
+    /// Run a worker (started by the controller, not by hand).
+    #[command(hide = true)]
+    Worker {
+        /// The worker kind.
+        #[arg(long = "type", value_enum)]
+        kind: worker::Kind,
+        /// The worker id.
+        #[arg(long)]
+        id: String,
+        /// The controller's control socket.
+        #[arg(long)]
+        control: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,19 +117,66 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status { node_dir, json } => {
+            let dir = control::node_dir(node_dir.as_deref());
+            match block_on(control::status(&dir)) {
+                Ok(Ok(workers)) => {
+                    if json {
+                        let v: Vec<serde_json::Value> = workers.iter().map(to_json).collect();
+                        println!("{}", serde_json::json!({ "workers": v }));
+                    } else {
+                        print!("{}", control::format_table(&workers));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) | Err(e) => {
+                    eprintln!("trellis status: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Stop { node_dir, timeout } => {
+            let dir = control::node_dir(node_dir.as_deref());
+            match block_on(control::stop(&dir, Duration::from_secs(timeout))) {
+                Ok(Ok(())) => {
+                    eprintln!("trellis: the node in {} has stopped", dir.display());
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) | Err(e) => {
+                    eprintln!("trellis stop: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Logs {
+            worker,
+            node_dir,
+            follow,
+            lines,
+        } => {
+            let dir = control::node_dir(node_dir.as_deref());
+            match logs::show(&dir, &worker, lines, follow) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("trellis logs: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Worker { kind, id, control } => run_worker(kind, id, control, cli.log_format),
         Command::Start { config, node_dir } => {
-            if let Err(e) = logging::init(&cli.loglevel, cli.log_format) {
+            let spec = logging::effective_spec(&cli.loglevel);
+            // The controller's own router code serves only the control
+            // socket: its per-session lines are noise unless asked for.
+            let own = if spec.contains("router_worker") {
+                spec.clone()
+            } else {
+                format!("{spec},router_worker=warn")
+            };
+            let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+            if let Err(e) = logging::init_with(&own, cli.log_format, journald) {
                 eprintln!("trellis: {e}");
                 return ExitCode::from(2);
-            }
-            if let Some(dir) = node_dir
-                && let Err(e) = std::fs::create_dir_all(&dir)
-            {
-                eprintln!(
-                    "trellis: cannot create the node directory {}: {e}",
-                    dir.display()
-                );
-                return ExitCode::from(1);
             }
             let path = config::locate(config.as_deref());
             let cfg = match config::load(path.as_deref()) {
@@ -94,26 +189,27 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_CONFIG);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let opts = node::Options {
+                node_dir: control::node_dir(node_dir.as_deref()),
+                config_path: path,
+                log_format: cli.log_format,
+                log_spec: spec,
+            };
+            let runtime = match runtime() {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("trellis: cannot start the async runtime: {e}");
-                    return ExitCode::from(1);
-                }
+                Err(code) => return code,
             };
             runtime.block_on(async move {
                 let shutdown = CancellationToken::new();
-                if let Err(e) = watch_signals(shutdown.clone()) {
+                let (reload_tx, reload) = tokio::sync::mpsc::channel(1);
+                if let Err(e) = watch_signals(shutdown.clone(), Some(reload_tx)) {
                     eprintln!("trellis: cannot install signal handlers: {e}");
                     return ExitCode::from(1);
                 }
-                match trellis::node::run(cfg, shutdown).await {
+                match node::run(cfg, opts, shutdown, reload).await {
                     Ok(()) => ExitCode::SUCCESS,
-                    Err((index, e)) => {
-                        tracing::error!(worker = index, "{e}");
+                    Err(e) => {
+                        eprintln!("trellis: {e}");
                         ExitCode::from(1)
                     }
                 }
@@ -122,10 +218,115 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGTERM or SIGINT start a graceful stop; a second SIGINT exits at once.
-fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("trellis: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
+/// Run a short client task on a small runtime.
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(f))
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn to_json(v: &proto::Value) -> serde_json::Value {
+    use proto::Value as V;
+    match v {
+        V::Null => serde_json::Value::Null,
+        V::Bool(b) => (*b).into(),
+        V::Int(i) => (*i).into(),
+        V::UInt(u) => (*u).into(),
+        V::Float(f) => (*f).into(),
+        V::Str(s) => s.as_str().into(),
+        V::Bytes(b) => serde_json::Value::Array(b.iter().map(|x| (*x).into()).collect()),
+        V::List(l) => serde_json::Value::Array(l.iter().map(to_json).collect()),
+        V::Dict(d) => {
+            serde_json::Value::Object(d.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
+        }
+    }
+}
+
+/// `trellis worker`: a router or container process under the controller.
+fn run_worker(kind: worker::Kind, id: String, control: PathBuf, format: LogFormat) -> ExitCode {
+    let spec = std::env::var("TRELLIS_LOG").unwrap_or_else(|_| "info".into());
+    let level = match logging::init_with(&spec, format, false) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("trellis worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = match worker::read_config(kind) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        if let Err(e) = watch_worker_signals(shutdown.clone()) {
+            tracing::error!("cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+        match worker::run(kind, id, &control, cfg, level, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+/// Workers stop on SIGTERM (from the controller); SIGINT is left to the
+/// controller, which decides.
+fn watch_worker_signals(shutdown: CancellationToken) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM received: stopping");
+                    shutdown.cancel();
+                    return;
+                }
+                _ = int.recv() => tracing::debug!("SIGINT ignored: the controller stops workers"),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// SIGTERM or SIGINT start a graceful stop; a second SIGINT exits at once.
+fn watch_signals(
+    shutdown: CancellationToken,
+    reload: Option<tokio::sync::mpsc::Sender<()>>,
+) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            if let Some(tx) = &reload {
+                // One pending reload is enough: it reads the newest file.
+                let _ = tx.try_send(());
+            }
+        }
+    });
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received: stopping"),
@@ -143,7 +344,7 @@ fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
 fn print_version() {
     println!("Trellis {}", env!("CARGO_PKG_VERSION"));
     println!("  WAMP:        v2, Basic Profile + the Advanced Profile features announced below");
-    println!("  transports:  websocket (tcp)");
+    println!("  transports:  websocket, rawsocket (tcp or unix socket)");
     println!("  serializers: json, msgpack, cbor (and json.batched, msgpack.batched)");
     println!(
         "  auth:        anonymous, ticket, wampcra, cryptosign (static or dynamic), one-time tokens (embedded, redis)"

@@ -159,6 +159,17 @@ impl Router {
         self.listeners.iter().map(|(l, _)| l.describe()).collect()
     }
 
+    /// Each transport's type (`websocket`, `rawsocket`), in config order.
+    pub fn transport_kinds(&self) -> Vec<&'static str> {
+        self.listeners
+            .iter()
+            .map(|(_, s)| match s.kind {
+                config::TransportKind::Websocket => "websocket",
+                config::TransportKind::Rawsocket => "rawsocket",
+            })
+            .collect()
+    }
+
     /// The realms, for management (session counts).
     pub fn realms(&self) -> &Realms {
         &self.realms

@@ -12,6 +12,7 @@
 //! same actor.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -254,6 +255,8 @@ pub struct RealmHandle {
     pub name: Arc<str>,
     /// Shared with the actor: sessions check their role exists at HELLO.
     pub authz: Arc<Authorizer>,
+    /// Sessions joined right now; the actor keeps it, management reads it.
+    sessions: Arc<AtomicUsize>,
     tx: mpsc::Sender<RealmCommand>,
 }
 
@@ -272,7 +275,9 @@ impl RealmHandle {
                 );
             }
         }
+        let count = Arc::new(AtomicUsize::new(0));
         let realm = Realm {
+            session_count: count.clone(),
             name: cfg.name.clone(),
             strict: cfg.options.uri_check == UriCheck::Strict,
             authz: authz.clone(),
@@ -290,8 +295,14 @@ impl RealmHandle {
         RealmHandle {
             name: cfg.name.as_str().into(),
             authz,
+            sessions: count,
             tx,
         }
+    }
+
+    /// Sessions joined to this realm right now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed)
     }
 
     /// Send a command, waiting while the realm's queue is full.
@@ -359,6 +370,8 @@ pub(crate) struct Testament {
 }
 
 pub(crate) struct Realm {
+    /// Mirrors `sessions.len()` for [`RealmHandle::session_count`].
+    pub(crate) session_count: Arc<AtomicUsize>,
     pub(crate) name: String,
     /// Whether client URIs must follow the strict rule.
     pub(crate) strict: bool,
@@ -665,6 +678,8 @@ impl Realm {
                         awaiting_authz: false,
                     },
                 );
+                self.session_count
+                    .store(self.sessions.len(), Ordering::Relaxed);
                 if reply.send(true).is_err() {
                     // The session task went away while joining.
                     self.leave(id);
@@ -1847,6 +1862,8 @@ impl Realm {
         let Some(entry) = self.sessions.remove(&session) else {
             return;
         };
+        self.session_count
+            .store(self.sessions.len(), Ordering::Relaxed);
         for (sub, r) in self.broker.remove_session(session) {
             self.meta_unsubscribed(session, sub, r.deleted);
         }

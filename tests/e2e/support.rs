@@ -88,6 +88,8 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
             .args(["start", "--config"])
             .arg(&cfg)
+            .arg("--node-dir")
+            .arg(dir.path().join("node"))
             .env("RUST_LOG", "info,router_worker=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -117,6 +119,16 @@ impl Node {
     /// ws://127.0.0.1:PORT/ws
     pub fn url(&self) -> String {
         format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// The node directory (control socket, logs/).
+    pub fn node_dir(&self) -> PathBuf {
+        self.dir.path().join("node")
+    }
+
+    /// The controller's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything the node wrote to stderr so far.

@@ -82,8 +82,200 @@ impl fmt::Display for ConfigErrors {
 pub struct NodeConfig {
     /// Where it was read from.
     pub source: Source,
-    /// Router workers, in config order, with their index in `workers`.
-    pub routers: Vec<(usize, RouterConfig)>,
+    /// Node-wide settings (`controller.options`).
+    pub controller: ControllerOptions,
+    /// Every worker, in config order.
+    pub workers: Vec<WorkerSpec>,
+}
+
+impl NodeConfig {
+    /// The router workers with their index in `workers`.
+    pub fn routers(&self) -> impl Iterator<Item = (usize, &RouterConfig)> {
+        self.workers.iter().filter_map(|w| match &w.kind {
+            WorkerKind::Router(r) => Some((w.index, r)),
+            _ => None,
+        })
+    }
+}
+
+/// One worker of the node, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerSpec {
+    /// Its index in `workers`, for messages.
+    pub index: usize,
+    /// Its id: log file name, `trellis status`, management URIs.
+    pub id: String,
+    /// What it runs.
+    pub kind: WorkerKind,
+    /// Log level and restart policy.
+    pub options: WorkerOptions,
+}
+
+/// What a worker runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerKind {
+    /// A router worker process.
+    Router(RouterConfig),
+    /// A container worker process (component hosting comes later; an empty
+    /// container starts, reports ready and is supervised).
+    Container,
+    /// Any executable.
+    Guest(GuestConfig),
+}
+
+impl WorkerKind {
+    /// `router`, `container` or `guest`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WorkerKind::Router(_) => "router",
+            WorkerKind::Container => "container",
+            WorkerKind::Guest(_) => "guest",
+        }
+    }
+}
+
+/// A guest worker: an executable the node starts and supervises.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    /// The program (a path, or a name looked up in `PATH`).
+    pub executable: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub arguments: Vec<String>,
+}
+
+/// `workers[i].options`: settings every worker kind has.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerOptions {
+    /// This worker's log level (`info`, `debug`, or a tracing filter);
+    /// the controller's `--loglevel` when absent.
+    #[serde(default)]
+    pub loglevel: Option<String>,
+    /// When the controller restarts the worker.
+    #[serde(default)]
+    pub restart: RestartConfig,
+    /// Working directory (guests; relative to the node directory, which is
+    /// the default).
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Environment (guests): `inherit` the controller's (default true)
+    /// and set `vars`.
+    #[serde(default)]
+    pub env: EnvConfig,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            loglevel: None,
+            restart: RestartConfig::default(),
+            workdir: None,
+            env: EnvConfig::default(),
+        }
+    }
+}
+
+/// A guest's environment, in Crossbar.io's shape.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvConfig {
+    /// Start from the controller's environment.
+    #[serde(default = "yes")]
+    pub inherit: bool,
+    /// Variables to set.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for EnvConfig {
+    fn default() -> Self {
+        EnvConfig {
+            inherit: true,
+            vars: Default::default(),
+        }
+    }
+}
+
+/// When to restart a worker that exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Whatever the exit status.
+    Always,
+    /// Unless it exited with status 0.
+    OnFailure,
+    /// Never; the worker stays stopped.
+    Never,
+}
+
+/// `workers[i].options.restart`. Times in seconds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestartConfig {
+    /// `always`, `on-failure` or `never`.
+    pub policy: RestartPolicy,
+    /// Give up after this many restarts within `window` seconds.
+    pub max_restarts: u32,
+    /// The window for `max_restarts`, in seconds.
+    pub window: f64,
+    /// The first restart delay, in seconds; doubled for each restart in the
+    /// window.
+    pub backoff_initial: f64,
+    /// The longest restart delay, in seconds.
+    pub backoff_max: f64,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        RestartConfig {
+            policy: RestartPolicy::Always,
+            max_restarts: 5,
+            window: 60.0,
+            backoff_initial: 0.1,
+            backoff_max: 10.0,
+        }
+    }
+}
+
+/// `controller.options`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerOptions {
+    /// On stop: seconds workers get to exit before they are killed.
+    pub shutdown_timeout: f64,
+    /// Seconds every worker gets to report ready at start.
+    pub startup_timeout: f64,
+    /// A worker's log file is rotated when it reaches this many bytes.
+    pub log_max_size: u64,
+    /// Rotated log files kept per worker (`WORKER.log.1` …).
+    pub log_keep: u32,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            shutdown_timeout: 10.0,
+            startup_timeout: 30.0,
+            log_max_size: 10 << 20,
+            log_keep: 5,
+        }
+    }
+}
+
+/// The `controller` section.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawController {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    options: Option<serde_json::Value>,
 }
 
 /// The top level of node.json before workers are decoded one by one.
@@ -94,7 +286,7 @@ struct RawNode {
     _schema: Option<String>,
     version: Option<serde_json::Value>,
     #[serde(default)]
-    controller: Option<serde_json::Map<String, serde_json::Value>>,
+    controller: Option<serde_json::Value>,
     #[serde(default)]
     workers: Vec<serde_json::Value>,
 }
@@ -202,81 +394,437 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
             ),
         }),
     }
-    if let Some(c) = &raw.controller
-        && let Some(key) = c.keys().next()
-    {
-        errors.push(ConfigError {
-            path: format!("controller.{key}"),
-            message: "controller settings are not supported by Trellis yet: remove the key".into(),
-        });
-    }
+    let controller = match raw.controller {
+        None => ControllerOptions::default(),
+        Some(c) => decode_controller(c, &mut errors),
+    };
     if raw.workers.is_empty() {
         errors.push(ConfigError {
             path: "workers".into(),
             message: "the node has no workers: add a worker of type \"router\"".into(),
         });
     }
-    let mut routers = Vec::new();
+    let mut workers = Vec::new();
     for (i, w) in raw.workers.into_iter().enumerate() {
-        let prefix = format!("workers[{i}]");
-        let Some(obj) = w.as_object() else {
-            errors.push(ConfigError {
-                path: prefix,
-                message: "a worker must be an object with a \"type\"".into(),
-            });
-            continue;
-        };
-        let kind = obj.get("type").and_then(|t| t.as_str()).map(str::to_owned);
-        match kind.as_deref() {
-            Some("router") => {
-                let mut obj = obj.clone();
-                obj.remove("type");
-                let de = serde_json::Value::Object(obj);
-                match serde_path_to_error::deserialize::<_, RouterConfig>(de) {
-                    Ok(r) => {
-                        for p in r.validate() {
-                            errors.push(ConfigError {
-                                path: format!("{prefix}.{}", p.path),
-                                message: p.message,
-                            });
-                        }
-                        routers.push((i, r));
-                    }
-                    Err(e) => errors.push(ConfigError {
-                        path: join_path(&prefix, e.path()),
-                        message: e.into_inner().to_string(),
-                    }),
-                }
-            }
-            Some(k @ ("container" | "guest")) => errors.push(ConfigError {
-                path: format!("{prefix}.type"),
-                message: format!(
-                    "{k} workers are not supported by this Trellis version yet; only \"router\" workers run"
-                ),
-            }),
-            Some(other) => errors.push(ConfigError {
-                path: format!("{prefix}.type"),
-                message: format!("unknown worker type {other:?}: expected \"router\", \"container\" or \"guest\""),
-            }),
-            None => errors.push(ConfigError {
-                path: format!("{prefix}.type"),
-                message: "missing: every worker needs a \"type\" (\"router\", \"container\" or \"guest\")".into(),
-            }),
+        if let Some(spec) = decode_worker(i, w, &mut errors) {
+            workers.push(spec);
         }
+    }
+    check_ids(&workers, &mut errors);
+    let routers: Vec<(usize, RouterConfig)> = workers
+        .iter()
+        .filter_map(|w| match &w.kind {
+            WorkerKind::Router(r) => Some((w.index, r.clone())),
+            _ => None,
+        })
+        .collect();
+    if !workers.is_empty() && routers.is_empty() {
+        errors.push(ConfigError {
+            path: "workers".into(),
+            message: "the node has no router: add a worker of type \"router\"".into(),
+        });
     }
     check_port_clashes(&routers, &mut errors);
     if errors.is_empty() {
-        Ok(NodeConfig { source, routers })
+        Ok(NodeConfig {
+            source,
+            controller,
+            workers,
+        })
     } else {
         Err(fail(errors))
     }
 }
 
-/// Two transports on the same TCP port fail at start; say so now.
+/// Keys Crossbar.io accepts that Trellis does not implement yet, per place.
+/// They get their own message instead of "unknown field".
+const CROSSBAR_ONLY: &[(&str, &[&str])] = &[
+    ("controller", &["manhole", "fabric", "enable_docker"]),
+    (
+        "controller.options",
+        &["title", "shutdown", "enable_parallel_worker_start"],
+    ),
+    (
+        "router",
+        &["components", "connections", "manhole", "rlinks", "storage"],
+    ),
+    ("container", &["connections", "manhole"]),
+    ("guest", &["watch"]),
+    (
+        "options",
+        &[
+            "title",
+            "pythonpath",
+            "cpu_affinity",
+            "reactor",
+            "expose_controller",
+            "expose_shared",
+            "stdin",
+            "stdout",
+            "stderr",
+            "disabled",
+            "shutdown",
+            "benchmark",
+        ],
+    ),
+];
+
+/// Remove Crossbar.io-only keys from `obj`, reporting each.
+fn take_unsupported(
+    place: &str,
+    prefix: &str,
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let Some((_, keys)) = CROSSBAR_ONLY.iter().find(|(p, _)| *p == place) else {
+        return;
+    };
+    for key in *keys {
+        if obj.remove(*key).is_some() {
+            errors.push(ConfigError {
+                path: format!("{prefix}.{key}"),
+                message: format!(
+                    "Crossbar.io's \"{key}\" is not supported by Trellis yet: remove the key"
+                ),
+            });
+        }
+    }
+}
+
+fn decode_controller(c: serde_json::Value, errors: &mut Vec<ConfigError>) -> ControllerOptions {
+    let mut c = match c {
+        serde_json::Value::Object(m) => m,
+        other => {
+            errors.push(ConfigError {
+                path: "controller".into(),
+                message: format!("must be an object, found {}", json_type(&other)),
+            });
+            return ControllerOptions::default();
+        }
+    };
+    take_unsupported("controller", "controller", &mut c, errors);
+    let raw: RawController = match serde_path_to_error::deserialize(serde_json::Value::Object(c)) {
+        Ok(r) => r,
+        Err(e) => {
+            errors.push(ConfigError {
+                path: join_path("controller", e.path()),
+                message: e.into_inner().to_string(),
+            });
+            return ControllerOptions::default();
+        }
+    };
+    let _ = raw.id;
+    let Some(opts) = raw.options else {
+        return ControllerOptions::default();
+    };
+    let mut opts = match opts {
+        serde_json::Value::Object(m) => m,
+        other => {
+            errors.push(ConfigError {
+                path: "controller.options".into(),
+                message: format!("must be an object, found {}", json_type(&other)),
+            });
+            return ControllerOptions::default();
+        }
+    };
+    take_unsupported(
+        "controller.options",
+        "controller.options",
+        &mut opts,
+        errors,
+    );
+    match serde_path_to_error::deserialize::<_, ControllerOptions>(serde_json::Value::Object(opts))
+    {
+        Ok(o) => {
+            for (key, v) in [
+                ("shutdown_timeout", o.shutdown_timeout),
+                ("startup_timeout", o.startup_timeout),
+            ] {
+                if !(v > 0.0 && v <= 3600.0) {
+                    errors.push(ConfigError {
+                        path: format!("controller.options.{key}"),
+                        message: format!("must be a number of seconds in (0, 3600], found {v}"),
+                    });
+                }
+            }
+            if o.log_max_size < 4096 {
+                errors.push(ConfigError {
+                    path: "controller.options.log_max_size".into(),
+                    message: format!("must be at least 4096 bytes, found {}", o.log_max_size),
+                });
+            }
+            o
+        }
+        Err(e) => {
+            errors.push(ConfigError {
+                path: join_path("controller.options", e.path()),
+                message: e.into_inner().to_string(),
+            });
+            ControllerOptions::default()
+        }
+    }
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Decode one worker, reporting its problems; `None` if it is unusable.
+fn decode_worker(
+    i: usize,
+    w: serde_json::Value,
+    errors: &mut Vec<ConfigError>,
+) -> Option<WorkerSpec> {
+    let prefix = format!("workers[{i}]");
+    let serde_json::Value::Object(mut obj) = w else {
+        errors.push(ConfigError {
+            path: prefix,
+            message: "a worker must be an object with a \"type\"".into(),
+        });
+        return None;
+    };
+    let kind = obj.remove("type");
+    let kind = match kind.as_ref().and_then(|t| t.as_str()) {
+        Some(k @ ("router" | "container" | "guest")) => k.to_owned(),
+        Some(other) => {
+            errors.push(ConfigError {
+                path: format!("{prefix}.type"),
+                message: format!(
+                    "unknown worker type {other:?}: expected \"router\", \"container\" or \"guest\""
+                ),
+            });
+            return None;
+        }
+        None => {
+            errors.push(ConfigError {
+                path: format!("{prefix}.type"),
+                message: "missing: every worker needs a \"type\" (\"router\", \"container\" or \"guest\")".into(),
+            });
+            return None;
+        }
+    };
+    take_unsupported(&kind, &prefix, &mut obj, errors);
+    let options = match obj.remove("options") {
+        None => WorkerOptions::default(),
+        Some(serde_json::Value::Object(mut o)) => {
+            let p = format!("{prefix}.options");
+            take_unsupported("options", &p, &mut o, errors);
+            match serde_path_to_error::deserialize::<_, WorkerOptions>(serde_json::Value::Object(o))
+            {
+                Ok(o) => {
+                    validate_options(&p, &kind, &o, errors);
+                    o
+                }
+                Err(e) => {
+                    errors.push(ConfigError {
+                        path: join_path(&p, e.path()),
+                        message: e.into_inner().to_string(),
+                    });
+                    WorkerOptions::default()
+                }
+            }
+        }
+        Some(other) => {
+            errors.push(ConfigError {
+                path: format!("{prefix}.options"),
+                message: format!("must be an object, found {}", json_type(&other)),
+            });
+            WorkerOptions::default()
+        }
+    };
+    let id = match obj.get("id") {
+        None => format!("worker-{:03}", i + 1),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => {
+            errors.push(ConfigError {
+                path: format!("{prefix}.id"),
+                message: format!("must be a string, found {}", json_type(other)),
+            });
+            return None;
+        }
+    };
+    let kind = match kind.as_str() {
+        "router" => {
+            match serde_path_to_error::deserialize::<_, RouterConfig>(serde_json::Value::Object(
+                obj,
+            )) {
+                Ok(r) => {
+                    for p in r.validate() {
+                        errors.push(ConfigError {
+                            path: format!("{prefix}.{}", p.path),
+                            message: p.message,
+                        });
+                    }
+                    WorkerKind::Router(r)
+                }
+                Err(e) => {
+                    errors.push(ConfigError {
+                        path: join_path(&prefix, e.path()),
+                        message: e.into_inner().to_string(),
+                    });
+                    return None;
+                }
+            }
+        }
+        "container" => {
+            obj.remove("id");
+            if let Some(c) = obj.remove("components") {
+                let empty = c.as_array().is_some_and(|a| a.is_empty());
+                if !empty {
+                    errors.push(ConfigError {
+                        path: format!("{prefix}.components"),
+                        message: "hosting components in container workers is not supported by Trellis yet: run the component as a guest worker, or leave \"components\" empty".into(),
+                    });
+                }
+            }
+            if let Some(key) = obj.keys().next() {
+                errors.push(ConfigError {
+                    path: format!("{prefix}.{key}"),
+                    message: format!(
+                        "unknown field `{key}`, expected one of `type`, `id`, `options`, `components`"
+                    ),
+                });
+            }
+            WorkerKind::Container
+        }
+        _ => {
+            obj.remove("id");
+            match serde_path_to_error::deserialize::<_, GuestConfig>(serde_json::Value::Object(obj))
+            {
+                Ok(g) => {
+                    if g.executable.is_empty() {
+                        errors.push(ConfigError {
+                            path: format!("{prefix}.executable"),
+                            message: "must name a program (a path or a name in PATH)".into(),
+                        });
+                    }
+                    WorkerKind::Guest(g)
+                }
+                Err(e) => {
+                    errors.push(ConfigError {
+                        path: join_path(&prefix, e.path()),
+                        message: e.into_inner().to_string(),
+                    });
+                    return None;
+                }
+            }
+        }
+    };
+    Some(WorkerSpec {
+        index: i,
+        id,
+        kind,
+        options,
+    })
+}
+
+fn validate_options(p: &str, kind: &str, o: &WorkerOptions, errors: &mut Vec<ConfigError>) {
+    if let Some(level) = &o.loglevel
+        && tracing_subscriber::EnvFilter::try_new(level).is_err()
+    {
+        errors.push(ConfigError {
+            path: format!("{p}.loglevel"),
+            message: format!(
+                "invalid log level {level:?}: use error, warn, info, debug, trace or a tracing filter"
+            ),
+        });
+    }
+    let r = &o.restart;
+    for (key, v) in [
+        ("window", r.window),
+        ("backoff_initial", r.backoff_initial),
+        ("backoff_max", r.backoff_max),
+    ] {
+        if !(v > 0.0 && v <= 86_400.0) {
+            errors.push(ConfigError {
+                path: format!("{p}.restart.{key}"),
+                message: format!("must be a number of seconds in (0, 86400], found {v}"),
+            });
+        }
+    }
+    if r.backoff_initial > r.backoff_max {
+        errors.push(ConfigError {
+            path: format!("{p}.restart.backoff_initial"),
+            message: format!(
+                "{} s is more than backoff_max ({} s)",
+                r.backoff_initial, r.backoff_max
+            ),
+        });
+    }
+    if kind != "guest" {
+        for (key, set) in [
+            ("workdir", o.workdir.is_some()),
+            ("env", o.env != EnvConfig::default()),
+        ] {
+            if set {
+                errors.push(ConfigError {
+                    path: format!("{p}.{key}"),
+                    message: format!(
+                        "only guest workers take \"{key}\"; {kind} workers run in the node directory with the controller's environment"
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// Worker ids name log files and management URIs: unique, and made of
+/// letters, digits, `-` and `_`.
+fn check_ids(workers: &[WorkerSpec], errors: &mut Vec<ConfigError>) {
+    for (n, w) in workers.iter().enumerate() {
+        let path = format!("workers[{}].id", w.index);
+        let ok = !w.id.is_empty()
+            && w.id.len() <= 64
+            && w.id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            errors.push(ConfigError {
+                path,
+                message: format!(
+                    "invalid worker id {:?}: use 1 to 64 letters, digits, '-' or '_' (it names the log file)",
+                    w.id
+                ),
+            });
+        } else if w.id == "controller" {
+            errors.push(ConfigError {
+                path,
+                message: "\"controller\" is reserved for the controller itself: choose another id"
+                    .into(),
+            });
+        } else if let Some(first) = workers[..n].iter().find(|o| o.id == w.id) {
+            errors.push(ConfigError {
+                path,
+                message: format!("id {:?} is already used by workers[{}]", w.id, first.index),
+            });
+        }
+    }
+}
+
+/// Two transports on the same TCP port or socket file fail at start; say
+/// so now.
 fn check_port_clashes(routers: &[(usize, RouterConfig)], errors: &mut Vec<ConfigError>) {
     let mut seen: Vec<(u16, String)> = Vec::new();
+    let mut files: Vec<(&str, String)> = Vec::new();
     for (wi, r) in routers {
         for (ti, t) in r.transports.iter().enumerate() {
+            if let Some(file) = t.endpoint.path.as_deref() {
+                let path = format!("workers[{wi}].transports[{ti}].endpoint.path");
+                if let Some((_, first)) = files.iter().find(|(f, _)| *f == file) {
+                    errors.push(ConfigError {
+                        path: path.clone(),
+                        message: format!("socket file {file:?} is already used by {first}"),
+                    });
+                }
+                files.push((file, path));
+            }
             let Some(port) = &t.endpoint.port else {
                 continue;
             };
@@ -308,8 +856,10 @@ mod tests {
     #[test]
     fn embedded_default_is_valid() {
         let cfg = load(None).unwrap();
-        assert_eq!(cfg.routers.len(), 1);
-        assert_eq!(cfg.routers[0].1.realms[0].name, "realm1");
+        let routers: Vec<_> = cfg.routers().collect();
+        assert_eq!(routers.len(), 1);
+        assert_eq!(routers[0].1.realms[0].name, "realm1");
+        assert_eq!(cfg.workers[0].id, "router1");
     }
 
     #[test]
@@ -342,7 +892,7 @@ mod tests {
                  "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 9000}}]},
                 {"type": "router", "realms": [{"name": "realm1"}],
                  "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 9000}}]},
-                {"type": "container"},
+                {"type": "guest", "arguments": ["x"]},
                 {"type": "bogus"}
             ]}"#,
         )
@@ -353,7 +903,7 @@ mod tests {
             [
                 "version",
                 "workers[1].transports[0].auth",
-                "workers[2].type",
+                "workers[2]",
                 "workers[3].type",
                 "workers[1].transports[0].endpoint.port"
             ],
@@ -364,6 +914,53 @@ mod tests {
             text.contains("port 9000 is already used by workers[0].transports[0].endpoint.port"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn worker_kinds_options_and_crossbar_only_keys() {
+        let router = r#"{"type": "router", "id": "r", "realms": [{"name": "realm1", "roles": [{"name": "anonymous"}]}],
+               "transports": [{"type": "rawsocket", "endpoint": {"type": "unix", "path": "r.sock"}}]}"#;
+        let ok = load_str(&format!(
+            r#"{{"version": 2, "controller": {{"options": {{"shutdown_timeout": 3}}}}, "workers": [{router},
+                {{"type": "container", "id": "c", "options": {{"restart": {{"policy": "on-failure"}}}}}},
+                {{"type": "guest", "executable": "python3", "arguments": ["x.py"],
+                  "options": {{"workdir": "app", "env": {{"inherit": false, "vars": {{"A": "1"}}}}}}}}]}}"#
+        ))
+        .unwrap();
+        assert_eq!(ok.controller.shutdown_timeout, 3.0);
+        let ids: Vec<&str> = ok.workers.iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(ids, ["r", "c", "worker-003"]);
+        assert_eq!(
+            ok.workers[1].options.restart.policy,
+            RestartPolicy::OnFailure
+        );
+        assert!(!ok.workers[2].options.env.inherit);
+
+        let e = load_str(&format!(
+            r#"{{"version": 2, "controller": {{"manhole": {{}}, "options": {{"title": "x"}}}}, "workers": [{router},
+                {{"type": "container", "id": "r", "components": [{{"type": "class"}}]}},
+                {{"type": "guest", "id": "g h", "executable": "", "watch": {{}}, "options": {{"loglevel": "[[", "restart": {{"policy": "sometimes"}}}}}},
+                {{"type": "container", "options": {{"workdir": "x", "pythonpath": ["."]}}}},
+                {{"type": "router", "id": "r2", "transports": [{{"type": "rawsocket", "endpoint": {{"type": "unix", "path": "r.sock", "port": 1}}}}]}}
+            ]}}"#
+        ))
+        .unwrap_err();
+        let text = e.to_string();
+        for want in [
+            "controller.manhole: Crossbar.io's \"manhole\" is not supported by Trellis yet",
+            "controller.options.title: Crossbar.io's \"title\" is not supported",
+            "workers[1].components: hosting components in container workers is not supported by Trellis yet",
+            "workers[1].id: id \"r\" is already used by workers[0]",
+            "workers[2].watch: Crossbar.io's \"watch\" is not supported",
+            "workers[2].options.restart.policy: unknown variant `sometimes`",
+            "workers[2].id: invalid worker id \"g h\"",
+            "workers[3].options.pythonpath: Crossbar.io's \"pythonpath\" is not supported",
+            "workers[3].options.workdir: only guest workers take \"workdir\"",
+            "workers[4].transports[0].endpoint.port: unix endpoints have no port",
+            "workers[4].transports[0].endpoint.path: socket file \"r.sock\" is already used by workers[0].transports[0].endpoint.path",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
     }
 
     #[test]

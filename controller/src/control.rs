@@ -1,0 +1,269 @@
+//! The control link: a WAMP realm on a Unix socket in the node directory.
+//!
+//! The controller runs a small router (the same router code, RawSocket on
+//! `NODE_DIR/control.sock`, mode 0600, realm [`REALM`]). Workers join it,
+//! register their management procedures (`worker.ID.status`,
+//! `.shutdown`, `.set_loglevel`) and publish [`ON_READY`]. The controller
+//! joins too and registers [`NODE_STATUS`] and [`NODE_STOP`], which
+//! `trellis status` and `trellis stop` call.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proto::client::{Client, ClientConfig, ConnectError};
+use proto::{Payload, Value};
+use router_worker::config::RouterConfig;
+
+/// The management realm.
+pub const REALM: &str = "trellis.control";
+/// Workers publish this when they are ready: kwargs `id`, `pid`, `type`.
+pub const ON_READY: &str = "worker.on_ready";
+/// The controller publishes this when a worker exits: kwargs `id`, `pid`,
+/// `exit`, `action`.
+pub const ON_EXIT: &str = "worker.on_exit";
+/// The node's status: kwargs `workers` (a list of dicts).
+pub const NODE_STATUS: &str = "node.status";
+/// Stop the node (as SIGTERM does).
+pub const NODE_STOP: &str = "node.stop";
+
+/// A worker's management procedure: `worker.ID.NAME`. (The control realm
+/// is private to the node, and `trellis.` URIs are reserved for routers.)
+pub fn worker_procedure(id: &str, name: &str) -> String {
+    format!("worker.{id}.{name}")
+}
+
+/// The control socket of a node directory.
+pub fn socket_path(node_dir: &Path) -> PathBuf {
+    node_dir.join("control.sock")
+}
+
+/// The node directory: `--node-dir`, else `$TRELLIS_NODE_DIR`, else
+/// `./.trellis` (as Crossbar.io's `./.crossbar`).
+pub fn node_dir(explicit: Option<&Path>) -> PathBuf {
+    explicit
+        .map(Path::to_owned)
+        .or_else(|| {
+            std::env::var_os("TRELLIS_NODE_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(".trellis"))
+}
+
+/// The control router: one realm, RawSocket JSON on the socket; every
+/// session gets the built-in `trusted` role (the socket's mode 0600 is the
+/// access control).
+pub fn router_config(socket: &Path) -> RouterConfig {
+    RouterConfig {
+        id: Some("controller".into()),
+        realms: vec![router_worker::config::RealmConfig {
+            name: REALM.into(),
+            roles: Vec::new(),
+            options: Default::default(),
+            store: None,
+        }],
+        transports: vec![router_worker::config::TransportConfig {
+            kind: router_worker::config::TransportKind::Rawsocket,
+            id: Some("control".into()),
+            endpoint: router_worker::config::Endpoint {
+                kind: router_worker::config::EndpointKind::Unix,
+                port: None,
+                path: Some(socket.to_string_lossy().into_owned()),
+                interface: None,
+                version: None,
+                backlog: None,
+            },
+            serializers: Some(vec!["json".into()]),
+            options: Default::default(),
+            auth: Some(router_worker::config::AuthConfig {
+                anonymous: Some(router_worker::config::AnonymousAuth {
+                    kind: "static".into(),
+                    role: "trusted".into(),
+                }),
+                ticket: None,
+                wampcra: None,
+                cryptosign: None,
+                token: None,
+            }),
+            debug: false,
+            url: None,
+        }],
+    }
+}
+
+/// Join the control realm of the node in `node_dir` as `authid`.
+///
+/// # Errors
+/// A message saying that no node runs there, or why joining failed.
+pub async fn connect(node_dir: &Path, authid: &str) -> Result<Client, String> {
+    let socket = socket_path(node_dir);
+    let mut cfg = ClientConfig::new(REALM);
+    cfg.authid = Some(authid.to_owned());
+    cfg.open_timeout = Duration::from_secs(5);
+    Client::connect_unix(&socket, &cfg)
+        .await
+        .map_err(|e| match e {
+            ConnectError::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                format!(
+                    "no node is running in {} (no control socket at {}); give the node directory with --node-dir",
+                    node_dir.display(),
+                    socket.display()
+                )
+            }
+            other => format!("cannot reach the node's control socket {}: {other}", socket.display()),
+        })
+}
+
+/// `trellis status`: the node's workers as returned by [`NODE_STATUS`].
+///
+/// # Errors
+/// The node is not reachable or did not answer.
+pub async fn status(node_dir: &Path) -> Result<Vec<Value>, String> {
+    let client = connect(node_dir, "cli").await?;
+    let r = client
+        .call(NODE_STATUS, Payload::default())
+        .await
+        .map_err(|e| format!("{NODE_STATUS} failed: {e}"))?;
+    client.leave().await;
+    match r.kwargs.get("workers") {
+        Some(Value::List(l)) => Ok(l.clone()),
+        _ => Err(format!("{NODE_STATUS} answered without a workers list")),
+    }
+}
+
+/// `trellis stop`: ask the node to stop and wait (up to `wait`) until its
+/// control socket is gone.
+///
+/// # Errors
+/// The node is not reachable, refused, or did not stop in time.
+pub async fn stop(node_dir: &Path, wait: Duration) -> Result<(), String> {
+    let client = connect(node_dir, "cli").await?;
+    client
+        .call(NODE_STOP, Payload::default())
+        .await
+        .map_err(|e| format!("{NODE_STOP} failed: {e}"))?;
+    let socket = socket_path(node_dir);
+    let deadline = tokio::time::Instant::now() + wait;
+    while socket.exists() {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "the node accepted the stop but is still running after {} s",
+                wait.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// `trellis status` as a table.
+pub fn format_table(workers: &[Value]) -> String {
+    let mut rows = vec![[
+        "ID".to_owned(),
+        "TYPE".to_owned(),
+        "PID".to_owned(),
+        "STATE".to_owned(),
+        "UPTIME".to_owned(),
+        "RESTARTS".to_owned(),
+        "MEMORY".to_owned(),
+        "DETAIL".to_owned(),
+    ]];
+    for w in workers {
+        let Some(d) = w.as_dict() else { continue };
+        let s = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+        let n = |k: &str| d.get(k).and_then(Value::as_u64);
+        let uptime = n("uptime_s").map_or("-".into(), human_duration);
+        let memory =
+            n("memory_bytes").map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+        let mut detail = Vec::new();
+        if let Some(Value::Dict(realms)) = d.get("sessions") {
+            for (realm, count) in realms {
+                detail.push(format!("{realm}: {} sessions", count.as_u64().unwrap_or(0)));
+            }
+        }
+        if let Some(e) = d.get("last_exit").and_then(Value::as_str) {
+            detail.push(format!("last exit: {e}"));
+        }
+        rows.push([
+            s("id"),
+            s("type"),
+            n("pid").map_or("-".into(), |p| p.to_string()),
+            s("state"),
+            uptime,
+            n("restarts").unwrap_or(0).to_string(),
+            memory,
+            detail.join("; "),
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn human_duration(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// A process's resident memory, from `/proc/PID/status`.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_control_router_config_is_valid() {
+        let cfg = router_config(Path::new("/tmp/x/control.sock"));
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+    }
+
+    #[test]
+    fn table_has_a_row_per_worker() {
+        let w = Value::Dict(proto::dict! {
+            "id" => "router1", "type" => "router", "pid" => 42u64, "state" => "running",
+            "uptime_s" => 3700u64, "restarts" => 2u64, "memory_bytes" => 5u64 * 1048576,
+            "sessions" => proto::dict! { "realm1" => 3u64 },
+        });
+        let t = format_table(&[w]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("ID "), "{t}");
+        assert!(lines[1].contains("router1"), "{t}");
+        assert!(lines[1].contains("1h01m"), "{t}");
+        assert!(lines[1].contains("5.0 MiB"), "{t}");
+        assert!(lines[1].contains("realm1: 3 sessions"), "{t}");
+    }
+
+    #[test]
+    fn rss_of_this_process() {
+        assert!(rss_bytes(std::process::id()).is_some_and(|b| b > 0));
+    }
+}

@@ -1,0 +1,227 @@
+//! The worker side of `trellis worker`: a router or container process
+//! started by the controller.
+//!
+//! The controller writes the worker's part of the config as JSON on its
+//! stdin. The worker opens its listeners, joins the control realm over the
+//! controller's Unix socket, registers its management procedures, publishes
+//! [`control::ON_READY`] and runs until SIGTERM, a `shutdown` call, or the
+//! loss of its control link (the controller is gone: nothing to serve for).
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proto::client::{CallError, Client, ClientConfig};
+use proto::{Dict, Payload, Value, dict};
+use router_worker::Router;
+use router_worker::config::RouterConfig;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::control;
+use crate::logging::LevelHandle;
+
+/// Largest config a worker accepts on stdin.
+const MAX_CONFIG: u64 = 16 << 20;
+
+/// The kinds of worker the `trellis` binary runs itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// A router worker.
+    Router,
+    /// A container worker.
+    Container,
+}
+
+/// Read the worker's config from stdin.
+///
+/// # Errors
+/// stdin is unreadable, too large or not a valid router config.
+pub fn read_config(kind: Kind) -> Result<Option<RouterConfig>, String> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .take(MAX_CONFIG)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read the worker config from stdin: {e}"))?;
+    match kind {
+        Kind::Router => serde_json::from_slice(&buf)
+            .map(Some)
+            .map_err(|e| format!("the router config on stdin is invalid: {e}")),
+        Kind::Container => Ok(None),
+    }
+}
+
+/// Run a worker until shutdown.
+///
+/// # Errors
+/// The router could not start (bind failure, ...), or the control link
+/// could not be set up or was lost.
+pub async fn run(
+    kind: Kind,
+    id: String,
+    control_socket: &Path,
+    router: Option<RouterConfig>,
+    level: LevelHandle,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let router = match router {
+        Some(cfg) => Some(Router::bind(&cfg).await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let transports: Vec<Value> = router
+        .as_ref()
+        .map(|r| {
+            r.endpoints()
+                .into_iter()
+                .zip(r.transport_kinds())
+                .map(|(listen, kind)| Value::Dict(dict! { "type" => kind, "listen" => listen }))
+                .collect()
+        })
+        .unwrap_or_default();
+    let realms = router.as_ref().map(|r| r.realms().clone());
+
+    let mut cfg = ClientConfig::new(control::REALM);
+    cfg.authid = Some(id.clone());
+    let link = Client::connect_unix(control_socket, &cfg)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot join the controller's control link at {}: {e}",
+                control_socket.display()
+            )
+        })?;
+    let kind_name = match kind {
+        Kind::Router => "router",
+        Kind::Container => "container",
+    };
+    let pid = std::process::id();
+    let status = {
+        let id = id.clone();
+        let transports = transports.clone();
+        move |_: Payload, _: Dict| {
+            let mut sessions = Dict::new();
+            if let Some(realms) = &realms {
+                for (name, r) in realms.iter() {
+                    sessions.insert(name.clone(), Value::from(r.session_count() as u64));
+                }
+            }
+            let kwargs = dict! {
+                "id" => id.as_str(),
+                "type" => kind_name,
+                "pid" => u64::from(pid),
+                "uptime_s" => started.elapsed().as_secs(),
+                "sessions" => sessions,
+                "transports" => transports.clone(),
+            };
+            async move {
+                Ok(Payload {
+                    kwargs,
+                    ..Payload::default()
+                })
+            }
+        }
+    };
+    register(&link, &control::worker_procedure(&id, "status"), status).await?;
+    let stop = shutdown.clone();
+    register(
+        &link,
+        &control::worker_procedure(&id, "shutdown"),
+        move |_, _| {
+            let stop = stop.clone();
+            async move {
+                info!("shutdown requested over the control link");
+                stop.cancel();
+                Ok(Payload::default())
+            }
+        },
+    )
+    .await?;
+    let level = Arc::new(level);
+    register(
+        &link,
+        &control::worker_procedure(&id, "set_loglevel"),
+        move |p: Payload, _| {
+            let level = level.clone();
+            async move {
+                let Some(spec) = p.args.first().and_then(Value::as_str) else {
+                    return Err(CallError::new(
+                        "wamp.error.invalid_argument",
+                        "expected one string argument: the log level (error, warn, info, debug, trace) or a filter",
+                    ));
+                };
+                level
+                    .set(spec)
+                    .map_err(|e| CallError::new("wamp.error.invalid_argument", e))?;
+                info!(level = spec, "log level changed");
+                Ok(Payload::default())
+            }
+        },
+    )
+    .await?;
+    link.publish(
+        control::ON_READY,
+        Payload {
+            kwargs: dict! {
+                "id" => id.as_str(),
+                "type" => kind_name,
+                "pid" => u64::from(pid),
+                "transports" => transports,
+            },
+            ..Payload::default()
+        },
+    )
+    .await
+    .map_err(|e| format!("cannot report ready to the controller: {e}"))?;
+    info!(
+        worker = %id,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "{kind_name} worker ready"
+    );
+
+    let lost = CancellationToken::new();
+    {
+        let link = link.clone();
+        let lost = lost.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let reason = link.closed().await;
+            if !shutdown.is_cancelled() {
+                error!(reason, "control link to the controller lost: stopping");
+                lost.cancel();
+                shutdown.cancel();
+            }
+        });
+    }
+    match router {
+        Some(r) => r.serve(shutdown.clone()).await,
+        None => shutdown.cancelled().await,
+    }
+    link.leave().await;
+    if lost.is_cancelled() {
+        return Err("the control link to the controller was lost".into());
+    }
+    info!("{kind_name} worker stopped");
+    Ok(())
+}
+
+/// Register a management procedure; a registration left by this worker's
+/// previous (killed) process may linger for a moment, so retry briefly.
+async fn register<F, Fut>(link: &Client, uri: &str, handler: F) -> Result<(), String>
+where
+    F: Fn(Payload, Dict) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<Payload, CallError>> + Send + 'static,
+{
+    let mut tries = 0;
+    loop {
+        match link.register(uri, handler.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.uri == "wamp.error.procedure_already_exists" && tries < 40 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(format!("cannot register {uri} on the control link: {e}")),
+        }
+    }
+}
