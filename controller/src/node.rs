@@ -464,9 +464,14 @@ impl Node {
                     generation,
                     exit,
                 } => {
-                    if let Some(i) = self.find(&id)
-                        && self.slots[i].generation == generation
-                    {
+                    // A router or container that dies before it is ready
+                    // fails the start; a guest (running once spawned) is
+                    // supervised as usual.
+                    let starting = self.find(&id).filter(|&i| {
+                        self.slots[i].generation == generation
+                            && self.slots[i].state == State::Starting
+                    });
+                    if let Some(i) = starting {
                         let slot = &mut self.slots[i];
                         slot.state = State::Failed;
                         slot.pid = None;
@@ -478,6 +483,12 @@ impl Node {
                                 .display()
                         ));
                     }
+                    self.handle(Event::Exited {
+                        id,
+                        generation,
+                        exit,
+                    })
+                    .await;
                 }
                 Event::SpawnFailed { error, .. } => return Err(error),
                 Event::Stop => return Err("stopped (trellis stop) while starting".into()),

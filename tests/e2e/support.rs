@@ -80,6 +80,12 @@ pub struct Node {
 impl Node {
     /// Start the binary with `config` and wait until `port` accepts.
     pub fn start(config: &Value, port: u16) -> Node {
+        Node::start_with(config, port, &[], &[])
+    }
+
+    /// As [`Node::start`], with extra environment variables and arguments
+    /// (after `start`).
+    pub fn start_with(config: &Value, port: u16, env: &[(&str, &str)], args: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let cfg = dir.path().join("node.json");
         std::fs::write(&cfg, serde_json::to_vec_pretty(config).expect("json"))
@@ -90,7 +96,9 @@ impl Node {
             .arg(&cfg)
             .arg("--node-dir")
             .arg(dir.path().join("node"))
+            .args(args)
             .env("RUST_LOG", "info,router_worker=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

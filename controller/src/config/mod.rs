@@ -146,7 +146,7 @@ pub struct GuestConfig {
 }
 
 /// `workers[i].options`: settings every worker kind has.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerOptions {
     /// This worker's log level (`info`, `debug`, or a tracing filter);
@@ -166,16 +166,6 @@ pub struct WorkerOptions {
     pub env: EnvConfig,
 }
 
-impl Default for WorkerOptions {
-    fn default() -> Self {
-        WorkerOptions {
-            loglevel: None,
-            restart: RestartConfig::default(),
-            workdir: None,
-            env: EnvConfig::default(),
-        }
-    }
-}
 
 /// A guest's environment, in Crossbar.io's shape.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
