@@ -101,6 +101,8 @@ fn start_with_invalid_config_starts_nothing() {
     let out = trellis()
         .args(["start", "--config"])
         .arg(&p)
+        .arg("--node-dir")
+        .arg(dir.path().join("node"))
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(78), "{out:?}");
@@ -122,6 +124,8 @@ fn start_reports_a_port_in_use() {
     let out = trellis()
         .args(["start", "--config"])
         .arg(&p)
+        .arg("--node-dir")
+        .arg(dir.path().join("node"))
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1), "{out:?}");

@@ -133,6 +133,16 @@ enum Scenario {
         #[arg(long, default_value_t = 60.0)]
         timeout: f64,
     },
+    /// A Trellis node: `trellis start` to systemd READY=1 (every worker
+    /// up), then `kill -9` of its router worker to the next WELCOME.
+    Node {
+        /// The command that starts the node (run with sh -c).
+        #[arg(long)]
+        cmd: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+    },
 }
 
 fn encode(ser: Serializer, msg: &Message) -> Result<Ws> {
@@ -756,6 +766,99 @@ async fn startup(cli: &Cli, cmd: &str, timeout: f64) -> Result<()> {
     Ok(())
 }
 
+/// Join until WELCOME, retrying every 2 ms; the time it took.
+async fn until_welcome(cli: &Cli, since: Instant, deadline: Instant) -> Result<f64> {
+    let ser = cli.serializer.serializer();
+    loop {
+        if Instant::now() > deadline {
+            bail!("no WELCOME in time");
+        }
+        if let Ok(Ok(c)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            Conn::join(&cli.url, &cli.realm, ser),
+        )
+        .await
+        {
+            let ms = since.elapsed().as_secs_f64() * 1000.0;
+            let _ = c.leave().await;
+            return Ok(ms);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The pid of the node's router worker: a child of `controller` run as
+/// `trellis worker --type router`.
+fn router_worker(controller: u32) -> Result<u32> {
+    for task in std::fs::read_dir(format!("/proc/{controller}/task"))? {
+        let children = std::fs::read_to_string(task?.path().join("children")).unwrap_or_default();
+        for c in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
+            if cmdline
+                .windows(b"--type\0router".len())
+                .any(|w| w == b"--type\0router")
+            {
+                return Ok(c);
+            }
+        }
+    }
+    bail!("no router worker under pid {controller}")
+}
+
+async fn node(cli: &Cli, cmd: &str, timeout: f64) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("trellis-bench-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let sock_path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&sock_path);
+    let sock = tokio::net::UnixDatagram::bind(&sock_path)?;
+    let t = Instant::now();
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {cmd}"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the node command")?;
+    let deadline = t + Duration::from_secs_f64(timeout);
+    let mut buf = [0u8; 4096];
+    let ready_ms = loop {
+        let n = tokio::time::timeout_at(deadline.into(), sock.recv(&mut buf))
+            .await
+            .map_err(|_| anyhow!("no READY=1 within {timeout} s"))??;
+        if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
+            break t.elapsed().as_secs_f64() * 1000.0;
+        }
+    };
+    let controller = child.id().context("the node exited")?;
+    let router = router_worker(controller)?;
+    // Let the first process settle, then kill it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-9", &router.to_string()])
+        .status()?;
+    let recovery_ms = until_welcome(cli, killed, killed + Duration::from_secs_f64(timeout)).await?;
+    let _ = std::process::Command::new("kill")
+        .arg(controller.to_string())
+        .status();
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    report(
+        cli,
+        "node",
+        serde_json::json!({"start_to_ready_ms": ready_ms, "kill9_router_to_welcome_ms": recovery_ms}),
+        format!(
+            "start to READY=1: {ready_ms:>8.1} ms; kill -9 of the router to WELCOME: {recovery_ms:>8.1} ms"
+        ),
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -777,5 +880,6 @@ async fn main() -> Result<()> {
             concurrency,
         } => idle(&cli, sessions, pid, concurrency).await,
         Scenario::Startup { ref cmd, timeout } => startup(&cli, cmd, timeout).await,
+        Scenario::Node { ref cmd, timeout } => node(&cli, cmd, timeout).await,
     }
 }

@@ -166,7 +166,6 @@ pub struct WorkerOptions {
     pub env: EnvConfig,
 }
 
-
 /// A guest's environment, in Crossbar.io's shape.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
