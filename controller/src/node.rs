@@ -739,8 +739,9 @@ impl Node {
     }
 
     /// SIGHUP: re-read the config; keep running on the old one if the new
-    /// one is invalid; otherwise start added workers, stop removed ones and
-    /// restart changed ones. Unchanged workers are not touched.
+    /// one is invalid; otherwise start added workers, stop removed ones,
+    /// change routers' realms in place where only those changed, and
+    /// restart other changed workers. Unchanged workers are not touched.
     async fn reload(&mut self) {
         systemd::reloading();
         info!("SIGHUP: re-reading the config");
@@ -785,6 +786,9 @@ impl Node {
                 {
                     unchanged += 1;
                 }
+                Some(i) if self.reconfigure_in_place(i, &spec).await => {
+                    self.slots[i].spec = spec;
+                }
                 Some(i) => {
                     let slot = &mut self.slots[i];
                     info!(worker = %spec.id, "its config changed: restarting it");
@@ -805,6 +809,50 @@ impl Node {
         }
         info!(unchanged, "config reloaded");
         systemd::ready(&format!("{} workers", self.slots.len()));
+    }
+}
+
+impl Node {
+    /// A running router whose transports and options are unchanged takes
+    /// new realms, roles and permissions in place, keeping its sessions.
+    /// False if that does not apply or the router refused (then it is
+    /// restarted instead).
+    async fn reconfigure_in_place(&self, i: usize, new: &WorkerSpec) -> bool {
+        let slot = &self.slots[i];
+        let (WorkerKind::Router(old), WorkerKind::Router(next)) = (&slot.spec.kind, &new.kind)
+        else {
+            return false;
+        };
+        if old.transports != next.transports
+            || old.id != next.id
+            || slot.spec.options != new.options
+            || slot.state != State::Running
+        {
+            return false;
+        }
+        let realms = match serde_json::to_string(&next.realms) {
+            Ok(r) => r,
+            Err(_) => return false,
+        };
+        let uri = control::worker_procedure(&new.id, "reconfigure");
+        let call = self
+            .link
+            .call(&uri, Payload::args(vec![Value::from(realms)]));
+        match tokio::time::timeout(Duration::from_secs(5), call).await {
+            Ok(Ok(changes)) => {
+                let changes: Vec<&str> = changes.args.iter().filter_map(Value::as_str).collect();
+                info!(worker = %new.id, changes = %changes.join("; "), "realms changed in place; sessions kept");
+                true
+            }
+            Ok(Err(e)) => {
+                info!(worker = %new.id, "cannot change in place ({e}): restarting it");
+                false
+            }
+            Err(_) => {
+                warn!(worker = %new.id, "no answer to {uri} within 5 s: restarting it");
+                false
+            }
+        }
     }
 }
 

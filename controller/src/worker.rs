@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use proto::client::{CallError, Client, ClientConfig};
 use proto::{Dict, Payload, Value, dict};
 use router_worker::Router;
-use router_worker::config::RouterConfig;
+use router_worker::config::{RealmConfig, RouterConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -66,8 +66,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let started = Instant::now();
-    let router = match router {
-        Some(cfg) => Some(Router::bind(&cfg).await.map_err(|e| e.to_string())?),
+    let router_cfg = router;
+    let router = match &router_cfg {
+        Some(cfg) => Some(Router::bind(cfg).await.map_err(|e| e.to_string())?),
         None => None,
     };
     let transports: Vec<Value> = router
@@ -81,6 +82,9 @@ pub async fn run(
         })
         .unwrap_or_default();
     let realms = router.as_ref().map(|r| r.realms().clone());
+    let realm_configs = Arc::new(tokio::sync::Mutex::new(
+        router_cfg.map(|c| c.realms).unwrap_or_default(),
+    ));
 
     let mut cfg = ClientConfig::new(control::REALM);
     cfg.authid = Some(id.clone());
@@ -98,13 +102,14 @@ pub async fn run(
     };
     let pid = std::process::id();
     let status = {
+        let realms = realms.clone();
         let id = id.clone();
         let transports = transports.clone();
         move |_: Payload, _: Dict| {
             let mut sessions = Dict::new();
             if let Some(realms) = &realms {
-                for (name, r) in realms.iter() {
-                    sessions.insert(name.clone(), Value::from(r.session_count() as u64));
+                for r in realms.all() {
+                    sessions.insert(r.name.to_string(), Value::from(r.session_count() as u64));
                 }
             }
             let kwargs = dict! {
@@ -138,6 +143,52 @@ pub async fn run(
         },
     )
     .await?;
+    if let Some(table) = realms.clone() {
+        let current = realm_configs.clone();
+        register(
+            &link,
+            &control::worker_procedure(&id, "reconfigure"),
+            move |p: Payload, _| {
+                let table = table.clone();
+                let current = current.clone();
+                async move {
+                    let new: Vec<RealmConfig> = p
+                        .args
+                        .first()
+                        .and_then(Value::as_str)
+                        .map(serde_json::from_str)
+                        .transpose()
+                        .map_err(|e| {
+                            CallError::new(
+                                "wamp.error.invalid_argument",
+                                format!("the realms must be a JSON string of realms[]: {e}"),
+                            )
+                        })?
+                        .ok_or_else(|| {
+                            CallError::new(
+                                "wamp.error.invalid_argument",
+                                "expected one argument: the new realms[] as a JSON string",
+                            )
+                        })?;
+                    // One reconfiguration at a time; the lock is held
+                    // across the realms' updates on purpose.
+                    let mut old = current.lock().await;
+                    let changes = table
+                        .apply(&old, &new)
+                        .await
+                        .map_err(|e| CallError::new("trellis.error.restart_required", e))?;
+                    *old = new;
+                    for c in &changes {
+                        info!("config reload: {c}");
+                    }
+                    Ok(Payload::args(
+                        changes.into_iter().map(Value::from).collect(),
+                    ))
+                }
+            },
+        )
+        .await?;
+    }
     let level = Arc::new(level);
     register(
         &link,

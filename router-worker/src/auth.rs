@@ -598,7 +598,7 @@ impl AuthSettings {
                 format!("realm {:?} does not exist on this router", principal.realm),
             ));
         };
-        if !realm.authz.has_role(&principal.authrole) {
+        if !realm.authz().has_role(&principal.authrole) {
             return Err(refuse(
                 wamp_uri::NO_SUCH_ROLE,
                 format!(

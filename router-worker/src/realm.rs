@@ -13,6 +13,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -220,6 +222,13 @@ struct Cached {
 /// What session tasks (and the realm's own timers) send to a realm.
 #[derive(Debug)]
 pub enum RealmCommand {
+    /// New roles, permissions and URI checking (a config reload).
+    Reconfigure {
+        /// The realm's new config (same name).
+        cfg: Box<RealmConfig>,
+    },
+    /// Close every session: the realm was removed.
+    Close,
     /// Admit a session under the id it chose; `false` if the id is taken.
     Join {
         id: Id,
@@ -253,8 +262,9 @@ pub enum RealmCommand {
 pub struct RealmHandle {
     /// The realm's URI.
     pub name: Arc<str>,
-    /// Shared with the actor: sessions check their role exists at HELLO.
-    pub authz: Arc<Authorizer>,
+    /// Shared with the actor: sessions check their role exists at HELLO;
+    /// swapped by a reconfiguration.
+    authz: Arc<ArcSwap<Authorizer>>,
     /// Sessions joined right now; the actor keeps it, management reads it.
     sessions: Arc<AtomicUsize>,
     tx: mpsc::Sender<RealmCommand>,
@@ -265,6 +275,7 @@ impl RealmHandle {
     pub fn spawn(cfg: &RealmConfig, tokens: Option<TokenMint>) -> RealmHandle {
         let (tx, rx) = mpsc::channel(REALM_QUEUE);
         let authz = Arc::new(Authorizer::new(&cfg.roles));
+        let shared_authz = Arc::new(ArcSwap::new(authz.clone()));
         let mut broker = Broker::new();
         if let Some(store) = &cfg.store {
             for h in &store.event_history {
@@ -277,6 +288,7 @@ impl RealmHandle {
         }
         let count = Arc::new(AtomicUsize::new(0));
         let realm = Realm {
+            shared_authz: shared_authz.clone(),
             session_count: count.clone(),
             name: cfg.name.clone(),
             strict: cfg.options.uri_check == UriCheck::Strict,
@@ -294,10 +306,30 @@ impl RealmHandle {
         tokio::spawn(realm.run(rx));
         RealmHandle {
             name: cfg.name.as_str().into(),
-            authz,
+            authz: shared_authz,
             sessions: count,
             tx,
         }
+    }
+
+    /// The realm's roles and permissions as they are now.
+    pub fn authz(&self) -> Arc<Authorizer> {
+        self.authz.load_full()
+    }
+
+    /// Change roles, permissions and URI checking in place; sessions stay.
+    pub async fn reconfigure(&self, cfg: &RealmConfig) {
+        let _ = self
+            .tx
+            .send(RealmCommand::Reconfigure {
+                cfg: Box::new(cfg.clone()),
+            })
+            .await;
+    }
+
+    /// Close every session of the realm (it was removed from the config).
+    pub async fn close(&self) {
+        let _ = self.tx.send(RealmCommand::Close).await;
     }
 
     /// Sessions joined to this realm right now.
@@ -370,6 +402,8 @@ pub(crate) struct Testament {
 }
 
 pub(crate) struct Realm {
+    /// The handles' view of `authz`, swapped together with it.
+    pub(crate) shared_authz: Arc<ArcSwap<Authorizer>>,
     /// Mirrors `sessions.len()` for [`RealmHandle::session_count`].
     pub(crate) session_count: Arc<AtomicUsize>,
     pub(crate) name: String,
@@ -694,6 +728,30 @@ impl Realm {
                 reply,
             } => self.internal_call(&procedure, payload, timeout_ms, Waiter::Task(reply)),
             RealmCommand::Leave { session } => self.leave(session),
+            RealmCommand::Reconfigure { cfg } => {
+                let authz = Arc::new(Authorizer::new(&cfg.roles));
+                self.shared_authz.store(authz.clone());
+                self.authz = authz;
+                self.strict = cfg.options.uri_check == UriCheck::Strict;
+                // Cached dynamic authorizer answers were given under the
+                // old rules.
+                for e in self.sessions.values_mut() {
+                    e.authz_cache.clear();
+                }
+                info!(realm = %self.name, sessions = self.sessions.len(), "realm reconfigured in place: roles and permissions replaced, sessions kept");
+            }
+            RealmCommand::Close => {
+                let ids: Vec<Id> = self.sessions.keys().copied().collect();
+                for id in ids {
+                    if let Some(e) = self.sessions.get(&id) {
+                        e.link.kill.kill(
+                            "wamp.close.close_realm",
+                            "the realm was removed from the router's configuration".into(),
+                        );
+                    }
+                }
+                info!(realm = %self.name, "realm removed: its sessions are closed");
+            }
             RealmCommand::Message { session, msg } => {
                 if self.sessions.contains_key(&session) {
                     self.dispatch(session, msg);

@@ -297,7 +297,7 @@ async fn open<T: Transport>(
             return quit(abort(t, &r.reason, &r.message, CloseKind::Normal)).await;
         }
     };
-    let Some(realm) = realms.get(&principal.realm).cloned() else {
+    let Some(realm) = realms.get(&principal.realm) else {
         let msg = format!("realm {:?} does not exist on this router", principal.realm);
         return quit(abort(t, wamp_uri::NO_SUCH_REALM, &msg, CloseKind::Normal)).await;
     };

@@ -147,3 +147,45 @@ async fn unknown_realm_and_live_socket_are_clear_errors() {
     let router = Router::bind(&config(&sock)).await.unwrap();
     drop(router);
 }
+
+#[tokio::test]
+async fn realms_change_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("router.sock");
+    let cfg = config(&sock);
+    let router = Router::bind(&cfg).await.unwrap();
+    let table = router.realms().clone();
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(router.serve(shutdown.clone()));
+    let client = Client::connect_unix(&sock, &ClientConfig::new("realm1"))
+        .await
+        .unwrap();
+
+    // A store change cannot happen in place; nothing changes.
+    let mut with_store = cfg.realms.clone();
+    with_store[0].store = serde_json::from_value(serde_json::json!({"type": "memory"})).unwrap();
+    let e = table.apply(&cfg.realms, &with_store).await.unwrap_err();
+    assert!(e.contains("needs a restart"), "{e}");
+    assert!(!client.is_closed());
+
+    // Permissions shrink: the session stays, its next call is refused.
+    let mut strict = cfg.realms.clone();
+    strict[0].roles[0].permissions[0].uri = "com.allowed.".into();
+    let changes = table.apply(&cfg.realms, &strict).await.unwrap();
+    assert_eq!(changes, ["realm \"realm1\" reconfigured"]);
+    let e = client.call("com.other", Payload::default()).await.unwrap_err();
+    assert_eq!(e.uri, "wamp.error.not_authorized");
+
+    // A realm added, the old one removed: its session is closed.
+    let mut renamed = strict.clone();
+    renamed[0].name = "realm2".into();
+    let changes = table.apply(&strict, &renamed).await.unwrap();
+    assert_eq!(changes, ["realm \"realm2\" added", "realm \"realm1\" removed"]);
+    let reason = tokio::time::timeout(Duration::from_secs(5), client.closed()).await.unwrap();
+    assert_eq!(reason, "wamp.close.close_realm");
+    let c2 = Client::connect_unix(&sock, &ClientConfig::new("realm2")).await.unwrap();
+    assert!(Client::connect_unix(&sock, &ClientConfig::new("realm1")).await.is_err());
+    drop(c2);
+    shutdown.cancel();
+    served.await.unwrap();
+}

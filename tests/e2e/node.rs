@@ -501,3 +501,112 @@ fn systemd_hears_ready_and_stopping() {
     }
     assert!(from_router > 0, "{log}");
 }
+
+fn expect_error(node: &Node, procedure: &str) -> String {
+    let out = run_python(
+        "node_peer.py",
+        &["error", &node.url(), procedure],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    out.stdout.trim().to_owned()
+}
+
+#[test]
+fn sighup_changes_permissions_and_realms_in_place_without_dropping_sessions() {
+    let port = free_port();
+    let mut node = Node::start(&router_config(port), port);
+    let cfg_path = node.dir.path().join("node.json");
+    let router = pid_of(&status(&node.node_dir()), "router1");
+    let stop = node.dir.path().join("stop-bystander");
+    let (url, stopfile) = (node.url(), stop.display().to_string());
+    let bystander = std::thread::spawn(move || {
+        run_python(
+            "node_peer.py",
+            &["bystander", &url, &stopfile],
+            Duration::from_secs(60),
+        )
+    });
+    wait_status(&node, "the bystander joined", |s| {
+        worker(s, "router1")["sessions"]["realm1"].as_u64() >= Some(1)
+    });
+    assert_eq!(
+        expect_error(&node, "com.secret.x"),
+        "wamp.error.no_such_procedure"
+    );
+
+    // Only com.bystander. stays allowed; a second realm appears.
+    let mut cfg = router_config(port);
+    let realm = &mut cfg["workers"][0]["realms"][0];
+    realm["roles"][0]["permissions"][0]["uri"] = json!("com.bystander.");
+    let realm2 = json!({"name": "realm2", "roles": [{"name": "anonymous", "permissions": []}]});
+    cfg["workers"][0]["realms"]
+        .as_array_mut()
+        .expect("realms")
+        .push(realm2);
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    node.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node
+        .log()
+        .contains("realms changed in place; sessions kept")
+    {
+        assert!(Instant::now() < deadline, "{}", node.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        node.log().contains("realm \"realm2\" added"),
+        "{}",
+        node.log()
+    );
+    assert_eq!(
+        expect_error(&node, "com.secret.x"),
+        "wamp.error.not_authorized"
+    );
+    let s = status(&node.node_dir());
+    assert_eq!(
+        pid_of(&s, "router1"),
+        router,
+        "the router was not restarted"
+    );
+    assert_eq!(worker(&s, "router1")["sessions"]["realm2"], 0, "{s}");
+
+    std::fs::write(&stop, b"").expect("stop file");
+    let out = bystander.join().expect("bystander thread");
+    assert!(
+        out.status.success() && out.stdout.contains("failures=0"),
+        "the bystander was disturbed:\n{}\n{}\n--- node log\n{}",
+        out.stdout,
+        out.stderr,
+        node.log()
+    );
+
+    // A transport change cannot happen in place: that router restarts alone.
+    let other = free_port();
+    let mut cfg2 = cfg.clone();
+    cfg2["workers"][0]["transports"][0]["endpoint"]["port"] = json!(other);
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg2).expect("json")).expect("write");
+    node.signal(Signal::SIGHUP);
+    let s = wait_status(&node, "the router restarted on the new port", |s| {
+        worker(s, "router1")["state"] == "running" && pid_of(s, "router1") != router
+    });
+    assert_eq!(
+        worker(&s, "router1")["restarts"],
+        0,
+        "a reload is not a crash"
+    );
+    assert!(
+        node.log().contains("its config changed: restarting it"),
+        "{}",
+        node.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", other)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing on the new port\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

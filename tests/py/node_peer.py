@@ -2,6 +2,7 @@
 
   call URL PROCEDURE SECONDS   call until it answers (retrying joins and
                                calls), print the result as JSON
+  error URL PROCEDURE          call once, expect an error, print its URI
   bystander URL STOPFILE       stay joined, register and call our own
                                procedure every 20 ms until STOPFILE exists;
                                fail if any call failed or the session ended
@@ -36,6 +37,18 @@ async def call(url, procedure, seconds):
     raise SystemExit(f"{procedure} did not answer within {seconds}s; last error: {last!r}")
 
 
+async def error(url, procedure):
+    s = await connect(url, "json")
+    try:
+        r = await asyncio.wait_for(s.call(procedure), 5)
+    except Exception as e:
+        print(getattr(e, "error", repr(e)), flush=True)
+    else:
+        raise SystemExit(f"{procedure} answered {r!r}; an error was expected")
+    finally:
+        s.leave()
+
+
 async def bystander(url, stopfile):
     s = await connect(url, "msgpack")
     n = 0
@@ -68,6 +81,8 @@ async def bystander(url, stopfile):
 if __name__ == "__main__":
     if sys.argv[1] == "call":
         asyncio.run(call(*sys.argv[2:5]))
+    elif sys.argv[1] == "error":
+        asyncio.run(error(*sys.argv[2:4]))
     elif sys.argv[1] == "bystander":
         asyncio.run(bystander(*sys.argv[2:4]))
     else:
