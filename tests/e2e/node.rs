@@ -515,7 +515,7 @@ fn expect_error(node: &Node, procedure: &str) -> String {
 #[test]
 fn sighup_changes_permissions_and_realms_in_place_without_dropping_sessions() {
     let port = free_port();
-    let mut node = Node::start(&router_config(port), port);
+    let node = Node::start(&router_config(port), port);
     let cfg_path = node.dir.path().join("node.json");
     let router = pid_of(&status(&node.node_dir()), "router1");
     let stop = node.dir.path().join("stop-bystander");
