@@ -40,7 +40,20 @@ impl LevelHandle {
     }
 }
 
-fn parse(spec: &str) -> Result<EnvFilter, String> {
+/// A level (`info`) or a tracing filter (`info,router_worker=debug`). A
+/// bare word must be a level: tracing would take `loud` for a target name
+/// and silently log nothing.
+///
+/// # Errors
+/// What is wrong, and what is accepted.
+pub fn parse(spec: &str) -> Result<EnvFilter, String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let bare = !spec.contains(['=', ',', '[']);
+    if bare && !LEVELS.contains(&spec.trim().to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "invalid log level {spec:?}: use error, warn, info, debug, trace or a filter such as info,router_worker=debug"
+        ));
+    }
     EnvFilter::try_new(spec).map_err(|e| {
         format!("invalid log level or filter {spec:?}: {e} (use error, warn, info, debug or trace)")
     })

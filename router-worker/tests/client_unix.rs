@@ -173,18 +173,32 @@ async fn realms_change_in_place() {
     strict[0].roles[0].permissions[0].uri = "com.allowed.".into();
     let changes = table.apply(&cfg.realms, &strict).await.unwrap();
     assert_eq!(changes, ["realm \"realm1\" reconfigured"]);
-    let e = client.call("com.other", Payload::default()).await.unwrap_err();
+    let e = client
+        .call("com.other", Payload::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.uri, "wamp.error.not_authorized");
 
     // A realm added, the old one removed: its session is closed.
     let mut renamed = strict.clone();
     renamed[0].name = "realm2".into();
     let changes = table.apply(&strict, &renamed).await.unwrap();
-    assert_eq!(changes, ["realm \"realm2\" added", "realm \"realm1\" removed"]);
-    let reason = tokio::time::timeout(Duration::from_secs(5), client.closed()).await.unwrap();
+    assert_eq!(
+        changes,
+        ["realm \"realm2\" added", "realm \"realm1\" removed"]
+    );
+    let reason = tokio::time::timeout(Duration::from_secs(5), client.closed())
+        .await
+        .unwrap();
     assert_eq!(reason, "wamp.close.close_realm");
-    let c2 = Client::connect_unix(&sock, &ClientConfig::new("realm2")).await.unwrap();
-    assert!(Client::connect_unix(&sock, &ClientConfig::new("realm1")).await.is_err());
+    let c2 = Client::connect_unix(&sock, &ClientConfig::new("realm2"))
+        .await
+        .unwrap();
+    assert!(
+        Client::connect_unix(&sock, &ClientConfig::new("realm1"))
+            .await
+            .is_err()
+    );
     drop(c2);
     shutdown.cancel();
     served.await.unwrap();

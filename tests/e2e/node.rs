@@ -468,13 +468,19 @@ fn systemd_hears_ready_and_stopping() {
     let mut node = Node::start_with(
         &cfg,
         port,
-        &[("NOTIFY_SOCKET", notify.as_str())],
+        &[
+            ("NOTIFY_SOCKET", notify.as_str()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
         &["--log-format", "json"],
     );
     let mut buf = [0u8; 4096];
     let n = sock.recv(&mut buf).expect("a notification");
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(msg.contains("READY=1"), "{msg}");
+    // Watchdog pings at half the interval.
+    let n = sock.recv(&mut buf).expect("a watchdog ping");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "WATCHDOG=1");
     // Ready means every worker is up.
     let s = status(&node.node_dir());
     assert!(
@@ -486,8 +492,14 @@ fn systemd_hears_ready_and_stopping() {
         "{s}"
     );
     node.signal(Signal::SIGTERM);
-    let n = sock.recv(&mut buf).expect("a notification");
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    loop {
+        let n = sock.recv(&mut buf).expect("a notification");
+        let msg = String::from_utf8_lossy(&buf[..n]);
+        if msg.contains("STOPPING=1") {
+            break;
+        }
+        assert_eq!(msg.trim(), "WATCHDOG=1");
+    }
     assert!(node.wait(Duration::from_secs(10)).success());
     // --log-format json: every stderr line is a JSON object; workers' lines
     // carry their id.
@@ -608,5 +620,99 @@ fn sighup_changes_permissions_and_realms_in_place_without_dropping_sessions() {
             node.log()
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The management procedures on the control link, called the way
+/// `trellis status` does (our own client on the node's control socket).
+#[test]
+fn management_procedures_log_level_follow_and_worker_shutdown() {
+    let port = free_port();
+    let mut cfg = router_config(port);
+    cfg["workers"][0]["options"] = json!({"loglevel": "warn"});
+    let node = Node::start(&cfg, port);
+    let node_dir = node.node_dir();
+    let log_path = node_dir.join("logs/router1.log");
+    // `trellis logs -f` follows the file while things happen.
+    let mut follow = Follower(Some(
+        trellis()
+            .args(["logs", "router1", "-f", "-n", "0", "--node-dir"])
+            .arg(&node_dir)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("trellis logs -f"),
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let link = trellis::control::connect(&node_dir, "test")
+            .await
+            .expect("control link");
+        // options.loglevel = warn: a connection leaves no info line.
+        call_until(&node, "wamp.session.count");
+        let before = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(!before.contains("connection closed"), "{before}");
+        let e = link
+            .call(
+                "worker.router1.set_loglevel",
+                proto::Payload::args(vec!["loud".into()]),
+            )
+            .await
+            .expect_err("a bad level is refused");
+        assert_eq!(e.uri, "wamp.error.invalid_argument");
+        assert!(e.to_string().contains("invalid log level"), "{e}");
+        link.call(
+            "worker.router1.set_loglevel",
+            proto::Payload::args(vec!["info".into()]),
+        )
+        .await
+        .expect("set_loglevel");
+        call_until(&node, "wamp.session.count");
+        let after = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(after.contains("log level changed"), "{after}");
+        assert!(after.contains("session joined"), "{after}");
+
+        let st = link
+            .call("worker.router1.status", proto::Payload::default())
+            .await
+            .expect("status");
+        assert_eq!(
+            st.kwargs.get("type").and_then(proto::Value::as_str),
+            Some("router")
+        );
+        // A worker asked to shut down exits 0; policy `always` brings it back.
+        link.call("worker.router1.shutdown", proto::Payload::default())
+            .await
+            .expect("shutdown");
+        link.leave().await;
+    });
+    let s = wait_status(&node, "the router back after its shutdown", |s| {
+        running_with_restarts(s, "router1", 1)
+    });
+    assert_eq!(worker(&s, "router1")["last_exit"], "exited with status 0");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut child = follow.0.take().expect("follower");
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("follow output");
+    let followed = String::from_utf8_lossy(&out.stdout);
+    assert!(followed.contains("log level changed"), "{followed}");
+    assert!(
+        followed.contains("shutdown requested over the control link")
+            && followed.contains("router worker stopped"),
+        "{followed}"
+    );
+}
+
+/// `trellis logs -f`, killed even when the test fails.
+struct Follower(Option<std::process::Child>);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

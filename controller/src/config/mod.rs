@@ -716,13 +716,11 @@ fn decode_worker(
 
 fn validate_options(p: &str, kind: &str, o: &WorkerOptions, errors: &mut Vec<ConfigError>) {
     if let Some(level) = &o.loglevel
-        && tracing_subscriber::EnvFilter::try_new(level).is_err()
+        && let Err(e) = crate::logging::parse(level)
     {
         errors.push(ConfigError {
             path: format!("{p}.loglevel"),
-            message: format!(
-                "invalid log level {level:?}: use error, warn, info, debug, trace or a tracing filter"
-            ),
+            message: e,
         });
     }
     let r = &o.restart;
