@@ -120,6 +120,9 @@ enum Event {
     Status(oneshot::Sender<Vec<Dict>>),
 }
 
+/// `start_all`'s answer to a stop request (signal or `trellis stop`).
+const STOPPED_WHILE_STARTING: &str = "asked to stop while starting: stopping";
+
 /// Bounded: workers report rarely; a full queue only delays reports.
 const EVENT_QUEUE: usize = 1024;
 
@@ -207,7 +210,7 @@ pub async fn run(
         "starting the node"
     );
 
-    let result = node.start_all(&shutdown).await;
+    let mut result = node.start_all(&shutdown).await;
     match result {
         Ok(()) => {
             let ms = started.elapsed().as_millis() as u64;
@@ -217,6 +220,11 @@ pub async fn run(
             systemd::spawn_watchdog(watchdog.clone());
             node.supervise(&shutdown, &mut reload).await;
             watchdog.cancel();
+        }
+        // Asked to stop while starting: a clean stop, not a failure.
+        Err(ref e) if e == STOPPED_WHILE_STARTING => {
+            info!("{e}");
+            result = Ok(());
         }
         Err(ref e) => error!("node start failed: {e}"),
     }
@@ -446,7 +454,7 @@ impl Node {
             }
             let pending = pending.join(", ");
             let ev = tokio::select! {
-                _ = shutdown.cancelled() => return Err("stopped by a signal while starting".into()),
+                _ = shutdown.cancelled() => return Err(STOPPED_WHILE_STARTING.into()),
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     return Err(format!(
                         "not ready within {} s (controller.options.startup_timeout): {pending}",
@@ -491,7 +499,7 @@ impl Node {
                     .await;
                 }
                 Event::SpawnFailed { error, .. } => return Err(error),
-                Event::Stop => return Err("stopped (trellis stop) while starting".into()),
+                Event::Stop => return Err(STOPPED_WHILE_STARTING.into()),
                 other => self.handle(other).await,
             }
         }
