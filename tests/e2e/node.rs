@@ -72,6 +72,19 @@ fn wait_status(node: &Node, what: &str, pred: impl Fn(&Value) -> bool) -> Value 
     }
 }
 
+/// Wait until the node's stderr contains `text`.
+fn wait_log(node: &Node, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.log().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "no {text:?} in the log:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn running_with_restarts(s: &Value, id: &str, restarts: u64) -> bool {
     let w = worker(s, id);
     w["state"] == "running" && w["restarts"] == restarts
@@ -410,14 +423,10 @@ fn sighup_reloads_and_trellis_stop_stops() {
     )
     .expect("write");
     node.signal(Signal::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !node
-        .log()
-        .contains("the new config is invalid; the node keeps running on the old one")
-    {
-        assert!(Instant::now() < deadline, "{}", node.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_log(
+        &node,
+        "the new config is invalid; the node keeps running on the old one",
+    );
     assert!(
         node.log().contains("workers[0].realms: invalid type"),
         "{}",
@@ -558,14 +567,7 @@ fn sighup_changes_permissions_and_realms_in_place_without_dropping_sessions() {
         .push(realm2);
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).expect("json")).expect("write");
     node.signal(Signal::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !node
-        .log()
-        .contains("realms changed in place; sessions kept")
-    {
-        assert!(Instant::now() < deadline, "{}", node.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_log(&node, "realms changed in place; sessions kept");
     assert!(
         node.log().contains("realm \"realm2\" added"),
         "{}",

@@ -720,7 +720,6 @@ async fn idle(cli: &Cli, sessions: usize, pid: u32, concurrency: usize) -> Resul
 }
 
 async fn startup(cli: &Cli, cmd: &str, timeout: f64) -> Result<()> {
-    let ser = cli.serializer.serializer();
     let t = Instant::now();
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
@@ -731,25 +730,7 @@ async fn startup(cli: &Cli, cmd: &str, timeout: f64) -> Result<()> {
         .spawn()
         .context("cannot start the router command")?;
     let deadline = t + Duration::from_secs_f64(timeout);
-    let ms = loop {
-        if Instant::now() > deadline {
-            bail!("no WELCOME within {timeout} s");
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("the router exited with {status} before answering");
-        }
-        if let Ok(Ok(c)) = tokio::time::timeout(
-            Duration::from_secs(2),
-            Conn::join(&cli.url, &cli.realm, ser),
-        )
-        .await
-        {
-            let ms = t.elapsed().as_secs_f64() * 1000.0;
-            let _ = c.leave().await;
-            break ms;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
+    let ms = until_welcome(cli, t, deadline, Some(&mut child)).await?;
     if let Some(pid) = child.id() {
         // SIGTERM for a clean stop; kill_on_drop covers the rest.
         let _ = std::process::Command::new("kill")
@@ -766,12 +747,23 @@ async fn startup(cli: &Cli, cmd: &str, timeout: f64) -> Result<()> {
     Ok(())
 }
 
-/// Join until WELCOME, retrying every 2 ms; the time it took.
-async fn until_welcome(cli: &Cli, since: Instant, deadline: Instant) -> Result<f64> {
+/// Join until WELCOME, retrying every 2 ms; the time it took since
+/// `since`. Fails if `child` (the router) exits first.
+async fn until_welcome(
+    cli: &Cli,
+    since: Instant,
+    deadline: Instant,
+    mut child: Option<&mut tokio::process::Child>,
+) -> Result<f64> {
     let ser = cli.serializer.serializer();
     loop {
         if Instant::now() > deadline {
             bail!("no WELCOME in time");
+        }
+        if let Some(c) = child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            bail!("the router exited with {status} before answering");
         }
         if let Ok(Ok(c)) = tokio::time::timeout(
             Duration::from_secs(2),
@@ -842,7 +834,13 @@ async fn node(cli: &Cli, cmd: &str, timeout: f64) -> Result<()> {
     std::process::Command::new("kill")
         .args(["-9", &router.to_string()])
         .status()?;
-    let recovery_ms = until_welcome(cli, killed, killed + Duration::from_secs_f64(timeout)).await?;
+    let recovery_ms = until_welcome(
+        cli,
+        killed,
+        killed + Duration::from_secs_f64(timeout),
+        Some(&mut child),
+    )
+    .await?;
     let _ = std::process::Command::new("kill")
         .arg(controller.to_string())
         .status();
