@@ -24,7 +24,7 @@ use tracing::warn;
 
 use crate::Realms;
 use crate::config::{
-    AuthKind, CraUser, CryptosignPrincipal, MethodAuth, SecretKind, TicketPrincipal,
+    AuthKind, CraUser, CryptosignPrincipal, MethodAuth, PeerCredAuth, SecretKind, TicketPrincipal,
     TransportConfig,
 };
 use crate::realm::InternalCallError;
@@ -212,6 +212,7 @@ pub struct AuthSettings {
     ticket: Option<MethodAuth<TicketPrincipal>>,
     wampcra: Option<MethodAuth<CraUser>>,
     cryptosign: Option<MethodAuth<CryptosignPrincipal>>,
+    peercred: Option<PeerCredAuth>,
     /// Deadline for AUTHENTICATE after CHALLENGE.
     pub authenticate_timeout: Duration,
     /// Deadline for a dynamic authenticator.
@@ -409,9 +410,14 @@ impl AuthSettings {
     /// Resolve a transport's `auth` and limits.
     pub fn from_config(t: &TransportConfig, token_store: Option<Arc<TokenStore>>) -> AuthSettings {
         let o = &t.options;
-        let (ticket, wampcra, cryptosign) = match &t.auth {
-            None => (None, None, None),
-            Some(a) => (a.ticket.clone(), a.wampcra.clone(), a.cryptosign.clone()),
+        let (ticket, wampcra, cryptosign, peercred) = match &t.auth {
+            None => (None, None, None, None),
+            Some(a) => (
+                a.ticket.clone(),
+                a.wampcra.clone(),
+                a.cryptosign.clone(),
+                a.peercred.clone(),
+            ),
         };
         let token = match (t.auth.as_ref().and_then(|a| a.token.as_ref()), token_store) {
             (Some(cfg), Some(store)) => Some(TokenSettings {
@@ -428,6 +434,7 @@ impl AuthSettings {
             ticket,
             wampcra,
             cryptosign,
+            peercred,
             authenticate_timeout: Duration::from_millis(o.authenticate_timeout),
             authenticator_timeout: Duration::from_millis(o.authenticator_timeout),
             limiter: FailureLimiter::new(
@@ -451,6 +458,9 @@ impl AuthSettings {
         }
         if self.cryptosign.is_some() {
             v.push("cryptosign");
+        }
+        if self.peercred.is_some() {
+            v.push("peercred");
         }
         if self.token.is_some() {
             v.push("token");
@@ -610,6 +620,54 @@ impl AuthSettings {
         Ok(principal)
     }
 
+    /// The principal the connecting user maps to, if listed (by uid or
+    /// user name).
+    fn peer_principal(
+        &self,
+        pc: &PeerCredAuth,
+        ctx: &Context<'_>,
+        hello_realm: &str,
+    ) -> Result<Option<Principal>, Refusal> {
+        let Some(uid) = ctx.transport.get("peer_uid").and_then(Value::as_u64) else {
+            return Ok(None);
+        };
+        let name = u32::try_from(uid)
+            .ok()
+            .and_then(|u| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(u))
+                    .ok()
+                    .flatten()
+            })
+            .map(|u| u.name);
+        let entry = pc
+            .principals
+            .get(&uid.to_string())
+            .or_else(|| name.as_ref().and_then(|n| pc.principals.get(n)));
+        let Some(pr) = entry else {
+            return Ok(None);
+        };
+        if let Some(r) = &pr.realm
+            && r != hello_realm
+        {
+            return Err(deny(
+                wamp_uri::AUTHENTICATION_FAILED,
+                format!("the connecting user (uid {uid}) may only join realm {r:?}"),
+            ));
+        }
+        Ok(Some(Principal {
+            authid: pr
+                .authid
+                .clone()
+                .or(name)
+                .unwrap_or_else(|| uid.to_string()),
+            authrole: pr.role.clone(),
+            authmethod: "peercred".into(),
+            authprovider: "static".into(),
+            realm: hello_realm.to_owned(),
+            extra: Dict::new(),
+        }))
+    }
+
     /// Decide what to do with HELLO: welcome, challenge, or refuse.
     ///
     /// # Errors
@@ -677,6 +735,32 @@ impl AuthSettings {
                 .consume_token(ctx, &token, &hello.realm)
                 .await
                 .map(Outcome::Welcome);
+        }
+        // A local user listed for peer credentials is known without a
+        // challenge when it offers nothing else (or "peercred").
+        if let Some(pc) = &self.peercred
+            && offered.iter().all(|m| m == "anonymous" || m == "peercred")
+        {
+            match self.peer_principal(pc, ctx, &hello.realm)? {
+                Some(principal) => {
+                    return self
+                        .admit(ctx, principal, "peer-credential authentication")
+                        .map(Outcome::Welcome);
+                }
+                None if offered.iter().all(|m| m == "peercred") => {
+                    return Err(deny(
+                        wamp_uri::AUTHENTICATION_FAILED,
+                        format!(
+                            "the connecting user ({}) is not listed in this transport's auth.peercred.principals",
+                            ctx.transport
+                                .get("peer_uid")
+                                .and_then(Value::as_u64)
+                                .map_or("unknown uid".to_owned(), |u| format!("uid {u}"))
+                        ),
+                    ));
+                }
+                None => {}
+            }
         }
         let enabled = self.enabled();
         let Some(method) = offered.iter().find(|m| enabled.contains(&m.as_str())) else {

@@ -239,6 +239,10 @@ pub struct Endpoint {
     /// from the node directory.
     #[serde(default)]
     pub path: Option<String>,
+    /// The socket file's mode, octal (`"0660"` lets the group in); `unix`
+    /// endpoints only; `"0600"` when absent.
+    #[serde(default)]
+    pub mode: Option<String>,
     /// The address to bind; all interfaces when absent.
     #[serde(default)]
     pub interface: Option<String>,
@@ -328,6 +332,35 @@ pub struct AuthConfig {
     /// One-time login tokens from a token store.
     #[serde(default)]
     pub token: Option<TokenAuth>,
+    /// Unix-socket transports only: the connecting process's user
+    /// (SO_PEERCRED) decides the session's identity and role.
+    #[serde(default)]
+    pub peercred: Option<PeerCredAuth>,
+}
+
+/// Peer-credential authentication: a local process is known by its user.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerCredAuth {
+    /// Must be `static`.
+    #[serde(rename = "type", default = "static_kind")]
+    pub kind: String,
+    /// By user name or numeric uid (as a string): who the session is.
+    pub principals: BTreeMap<String, PeerCredPrincipal>,
+}
+
+/// The identity a local user gets.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerCredPrincipal {
+    /// The role.
+    pub role: String,
+    /// The authid; the user name (else the uid) when absent.
+    #[serde(default)]
+    pub authid: Option<String>,
+    /// The only realm this user may join; any when absent.
+    #[serde(default)]
+    pub realm: Option<String>,
 }
 
 /// One-time token login: a ticket-style method whose principal comes from
@@ -659,12 +692,15 @@ impl RouterConfig {
                             "missing: a tcp endpoint needs a \"port\" (0 picks a free one)".into(),
                         );
                     }
-                    if e.path.is_some() {
-                        p(
-                            format!("transports[{i}].endpoint.path"),
-                            "only unix endpoints have a path: remove it or use \"type\": \"unix\""
-                                .into(),
-                        );
+                    for (key, set) in [("path", e.path.is_some()), ("mode", e.mode.is_some())] {
+                        if set {
+                            p(
+                                format!("transports[{i}].endpoint.{key}"),
+                                format!(
+                                    "only unix endpoints have a {key}: remove it or use \"type\": \"unix\""
+                                ),
+                            );
+                        }
                     }
                 }
                 EndpointKind::Unix => {
@@ -682,6 +718,16 @@ impl RouterConfig {
                             ),
                         ),
                         Some(_) => {}
+                    }
+                    if let Some(m) = &e.mode
+                        && parse_mode(m).is_none()
+                    {
+                        p(
+                            format!("transports[{i}].endpoint.mode"),
+                            format!(
+                                "{m:?} is not a file mode: use octal digits such as \"0600\" or \"0660\""
+                            ),
+                        );
                     }
                     for (key, set) in [
                         ("port", e.port.is_some()),
@@ -722,6 +768,13 @@ impl RouterConfig {
         }
         out
     }
+}
+
+/// An octal file mode (`"0660"`), at most `0o777`.
+pub fn parse_mode(s: &str) -> Option<u32> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777 && !s.is_empty())
 }
 
 /// Where validation helpers report a problem: (key path, message).
@@ -780,11 +833,43 @@ impl RouterConfig {
                 p(format!("{base}.token.store.url"), e);
             }
         }
+        if let Some(pc) = &auth.peercred {
+            if t.endpoint.kind != EndpointKind::Unix {
+                p(
+                    format!("{base}.peercred"),
+                    "peer credentials exist only on unix endpoints: use \"endpoint\": {\"type\": \"unix\", ...}".into(),
+                );
+            }
+            if pc.kind != "static" {
+                p(
+                    format!("{base}.peercred.type"),
+                    format!(
+                        "peer-credential authentication is \"static\", found {:?}",
+                        pc.kind
+                    ),
+                );
+            }
+            if pc.principals.is_empty() {
+                p(
+                    format!("{base}.peercred.principals"),
+                    "list at least one user (name or uid)".into(),
+                );
+            }
+            for (user, pr) in &pc.principals {
+                self.check_principal(
+                    &format!("{base}.peercred.principals.{user}"),
+                    &pr.role,
+                    pr.realm.as_deref(),
+                    p,
+                );
+            }
+        }
         if auth.anonymous.is_none()
             && auth.ticket.is_none()
             && auth.wampcra.is_none()
             && auth.cryptosign.is_none()
             && auth.token.is_none()
+            && auth.peercred.is_none()
         {
             p(
                 base.clone(),
@@ -1014,6 +1099,40 @@ mod tests {
                 "transports[0].auth"
             ]
         );
+    }
+
+    #[test]
+    fn endpoint_kinds_and_peer_credentials_are_checked() {
+        let cfg = parse(
+            r#"{"realms": [{"name": "realm1", "roles": [{"name": "backend"}]}],
+                "transports": [
+                  {"type": "rawsocket", "endpoint": {"type": "tcp", "port": 1, "mode": "0600"},
+                   "auth": {"peercred": {"principals": {"1000": {"role": "backend"}}}}},
+                  {"type": "rawsocket", "endpoint": {"type": "unix", "path": "r.sock", "mode": "rw", "port": 2},
+                   "auth": {"peercred": {"principals": {"root": {"role": "ghost"}}}}},
+                  {"type": "rawsocket", "endpoint": {"type": "tcp"}, "auth": {"peercred": {"principals": {}}}}
+                ]}"#,
+        );
+        let problems: Vec<String> = cfg
+            .validate()
+            .into_iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect();
+        let text = problems.join("\n");
+        for want in [
+            "transports[0].endpoint.mode: only unix endpoints have a mode",
+            "transports[0].auth.peercred: peer credentials exist only on unix endpoints",
+            "transports[1].endpoint.mode: \"rw\" is not a file mode",
+            "transports[1].endpoint.port: unix endpoints have no port",
+            "transports[1].auth.peercred.principals.root.role",
+            "transports[2].endpoint.port: missing: a tcp endpoint needs a \"port\"",
+            "transports[2].auth.peercred.principals: list at least one user",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert_eq!(parse_mode("0660"), Some(0o660));
+        assert_eq!(parse_mode("1777"), None);
+        assert_eq!(parse_mode(""), None);
     }
 
     #[test]

@@ -320,7 +320,12 @@ async fn bind_endpoint(e: &Endpoint) -> Result<Listener, (String, std::io::Error
         }
         EndpointKind::Unix => {
             let path = std::path::PathBuf::from(e.path.clone().unwrap_or_default());
-            match transport::bind_unix(&path) {
+            let mode = e
+                .mode
+                .as_deref()
+                .and_then(config::parse_mode)
+                .unwrap_or(0o600);
+            match transport::bind_unix(&path, mode) {
                 Ok((l, f)) => Ok(Listener::Unix(l, f)),
                 Err(cause) => Err((format!("unix:{}", path.display()), cause)),
             }

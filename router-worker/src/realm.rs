@@ -123,6 +123,8 @@ pub struct TransportInfo {
     pub protocol: &'static str,
     /// `tcp4:127.0.0.1:52312`.
     pub peer: String,
+    /// Unix sockets: the peer's uid and pid (SO_PEERCRED).
+    pub cred: Option<(u32, Option<i32>)>,
 }
 
 impl TransportInfo {
@@ -132,12 +134,21 @@ impl TransportInfo {
             kind,
             protocol,
             peer,
+            cred: None,
         }
     }
 
-    /// As a WAMP dict (`type`, `protocol`, `peer`).
+    /// As a WAMP dict (`type`, `protocol`, `peer`, and for Unix sockets
+    /// `peer_uid` and `peer_pid`).
     pub fn to_dict(&self) -> Dict {
-        proto::dict! { "type" => self.kind, "protocol" => self.protocol, "peer" => self.peer.as_str() }
+        let mut d = proto::dict! { "type" => self.kind, "protocol" => self.protocol, "peer" => self.peer.as_str() };
+        if let Some((uid, pid)) = self.cred {
+            d.insert("peer_uid".into(), u64::from(uid).into());
+            if let Some(pid) = pid {
+                d.insert("peer_pid".into(), i64::from(pid).into());
+            }
+        }
+        d
     }
 }
 

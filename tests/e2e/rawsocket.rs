@@ -56,3 +56,52 @@ fn rawsocket_handshake_errors_and_limits() {
         assert!(out.contains(&format!("ok {check}")), "{check}:\n{out}");
     }
 }
+
+/// RawSocket on a Unix socket: autobahn-python with JSON and MessagePack,
+/// known by its uid (SO_PEERCRED) without any authmethod, restricted to
+/// its realm; the socket file has the configured mode.
+#[test]
+fn autobahn_over_a_unix_socket_with_peer_credentials() {
+    let ws = free_port();
+    let mut cfg = router_config(ws);
+    let uid = nix::unistd::getuid().as_raw().to_string();
+    let workers = &mut cfg["workers"][0];
+    workers["realms"]
+        .as_array_mut()
+        .expect("realms")
+        .extend([json!({"name": "realm2", "roles": [{"name": "anonymous"}]})]);
+    workers["realms"][0]["roles"]
+        .as_array_mut()
+        .expect("roles")
+        .push(json!({"name": "backend", "permissions": [
+            {"uri": "", "match": "prefix", "allow": {"call": true, "register": true, "publish": true, "subscribe": true}}
+        ]}));
+    workers["transports"]
+        .as_array_mut()
+        .expect("transports")
+        .push(json!({
+            "type": "rawsocket",
+            "endpoint": {"type": "unix", "path": "sockets/router1.sock", "mode": "0660"},
+            "serializers": ["json", "msgpack"],
+            "auth": {"peercred": {"principals": {uid: {"role": "backend", "authid": "svc", "realm": "realm1"}}}}
+        }));
+    let node = Node::start(&cfg, ws);
+    let path = node.node_dir().join("sockets/router1.sock");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path)
+        .expect("socket file")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o660);
+    let out = expect_python_args_ok(
+        &node,
+        "unix_peer.py",
+        &[&path.display().to_string(), &node.url()],
+    );
+    assert!(
+        out.contains("unix json ok") && out.contains("unix msgpack ok"),
+        "{out}"
+    );
+    assert!(out.contains("may only join realm \\\"realm1\\\""), "{out}");
+}

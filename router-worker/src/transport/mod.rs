@@ -100,6 +100,8 @@ pub struct Peer {
     /// `tcp4:127.0.0.1:52312` or `unix:pid=4242,uid=1000`, for logs and
     /// the session's transport details.
     pub desc: String,
+    /// The connecting process's user and process (Unix sockets: SO_PEERCRED).
+    pub cred: Option<(u32, Option<i32>)>,
 }
 
 impl Peer {
@@ -108,18 +110,26 @@ impl Peer {
         Peer {
             ip: Some(addr.ip()),
             desc: format!("{family}:{}:{}", addr.ip(), addr.port()),
+            cred: None,
         }
     }
 
     fn unix(stream: &UnixStream) -> Peer {
-        let desc = match stream.peer_cred() {
-            Ok(c) => match c.pid() {
-                Some(pid) => format!("unix:pid={pid},uid={}", c.uid()),
-                None => format!("unix:uid={}", c.uid()),
+        match stream.peer_cred() {
+            Ok(c) => Peer {
+                ip: None,
+                desc: match c.pid() {
+                    Some(pid) => format!("unix:pid={pid},uid={}", c.uid()),
+                    None => format!("unix:uid={}", c.uid()),
+                },
+                cred: Some((c.uid(), c.pid())),
             },
-            Err(_) => "unix".to_owned(),
-        };
-        Peer { ip: None, desc }
+            Err(_) => Peer {
+                ip: None,
+                desc: "unix".to_owned(),
+                cred: None,
+            },
+        }
     }
 }
 
@@ -154,13 +164,13 @@ impl Drop for SocketFile {
     }
 }
 
-/// Bind a Unix socket at `path` with mode 0600. A stale file (nobody
-/// accepting on it) is replaced; a live one is an error, so two nodes never
-/// steal each other's socket.
+/// Bind a Unix socket at `path` with `mode` (0600 by default). A stale
+/// file (nobody accepting on it) is replaced; a live one is an error, so
+/// two nodes never steal each other's socket.
 ///
 /// # Errors
 /// The path is in use by a live listener, or the OS refused.
-pub fn bind_unix(path: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
+pub fn bind_unix(path: &Path, mode: u32) -> std::io::Result<(UnixListener, SocketFile)> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -182,7 +192,7 @@ pub fn bind_unix(path: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
     }
     let listener = UnixListener::bind(path)?;
     let file = SocketFile(path.to_owned());
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok((listener, file))
 }
 

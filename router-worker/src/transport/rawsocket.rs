@@ -84,7 +84,8 @@ pub async fn handle_connection<S: Io>(
         Serializer::MsgPack => "wamp.2.msgpack",
         Serializer::Cbor => "wamp.2.cbor",
     };
-    let info = TransportInfo::new("rawsocket", protocol, peer.desc);
+    let mut info = TransportInfo::new("rawsocket", protocol, peer.desc);
+    info.cred = peer.cred;
     let transport = RawTransport {
         framed: Framed::new(
             stream,

@@ -232,7 +232,8 @@ pub(super) async fn handle_connection<S: Io>(
         pending: VecDeque::new(),
         max_message_size: settings.max_message_size,
     };
-    let info = TransportInfo::new("websocket", protocol, peer.desc);
+    let mut info = TransportInfo::new("websocket", protocol, peer.desc);
+    info.cred = peer.cred;
     let conn = session::Connection {
         peer_ip: peer.ip,
         transport: info,
