@@ -89,6 +89,7 @@ pub fn router_config(socket: &Path) -> RouterConfig {
             }),
             debug: false,
             url: None,
+            paths: None,
         }],
     }
 }

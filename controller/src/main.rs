@@ -344,7 +344,9 @@ fn watch_signals(
 fn print_version() {
     println!("Trellis {}", env!("CARGO_PKG_VERSION"));
     println!("  WAMP:        v2, Basic Profile + the Advanced Profile features announced below");
-    println!("  transports:  websocket, rawsocket (tcp or unix socket)");
+    println!(
+        "  transports:  websocket, rawsocket, web (static files + websocket paths); tcp or unix socket"
+    );
     println!("  serializers: json, msgpack, cbor (and json.batched, msgpack.batched)");
     println!(
         "  auth:        anonymous, ticket, wampcra, cryptosign (static or dynamic), one-time tokens (embedded, redis)"

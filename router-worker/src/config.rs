@@ -213,6 +213,40 @@ pub struct TransportConfig {
     /// Crossbar.io's advertised URL; informational.
     #[serde(default)]
     pub url: Option<String>,
+    /// `web` transports: what each URL path serves (`"/"`, `"ws"`, ...).
+    #[serde(default)]
+    pub paths: Option<BTreeMap<String, WebPath>>,
+}
+
+/// One path of a web transport.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebPath {
+    /// `static` or `websocket`.
+    #[serde(rename = "type")]
+    pub kind: WebPathKind,
+    /// `static`: the directory served (relative to the node directory).
+    #[serde(default)]
+    pub directory: Option<String>,
+    /// `websocket`: serializers offered; all when absent.
+    #[serde(default)]
+    pub serializers: Option<Vec<String>>,
+    /// `websocket`: limits and timeouts.
+    #[serde(default)]
+    pub options: Option<WebSocketOptions>,
+    /// `websocket`: authentication methods; anonymous when absent.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// What a web path serves.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WebPathKind {
+    /// Files from a directory.
+    Static,
+    /// WAMP over WebSocket.
+    Websocket,
 }
 
 /// Transport types.
@@ -223,6 +257,8 @@ pub enum TransportKind {
     Websocket,
     /// WAMP over RawSocket (TCP).
     Rawsocket,
+    /// HTTP: static files and WebSocket paths on one port.
+    Web,
 }
 
 /// Where a transport listens.
@@ -628,143 +664,19 @@ impl RouterConfig {
             );
         }
         for (i, t) in self.transports.iter().enumerate() {
-            let ws = t;
-            if let Some(list) = &ws.serializers {
-                if list.is_empty() {
-                    p(
-                        format!("transports[{i}].serializers"),
-                        "an empty list leaves clients no serializer: list some of \"json\", \"msgpack\", \"cbor\" or leave the key out".into(),
-                    );
-                }
-                for (j, s) in list.iter().enumerate() {
-                    if proto::Serializer::from_name(s).is_none() {
+            let pre = format!("transports[{i}]");
+            match t.kind {
+                TransportKind::Web => self.validate_web(&pre, t, &mut p),
+                _ => {
+                    if t.paths.is_some() {
                         p(
-                            format!("transports[{i}].serializers[{j}]"),
-                            format!(
-                                "unknown serializer {s:?}: expected \"json\", \"msgpack\" or \"cbor\""
-                            ),
+                            format!("{pre}.paths"),
+                            "only \"web\" transports have paths: remove the key or use \"type\": \"web\"".into(),
                         );
                     }
+                    self.validate_transport(&pre, t, &mut p);
                 }
             }
-            let o = &ws.options;
-            if o.max_message_size < 1024 {
-                p(
-                    format!("transports[{i}].options.max_message_size"),
-                    format!(
-                        "{} bytes is too small for WAMP: use at least 1024",
-                        o.max_message_size
-                    ),
-                );
-            }
-            if o.max_frame_size < 1024 {
-                p(
-                    format!("transports[{i}].options.max_frame_size"),
-                    format!(
-                        "{} bytes is too small for WAMP: use at least 1024",
-                        o.max_frame_size
-                    ),
-                );
-            }
-            for (key, v) in [
-                ("open_handshake_timeout", o.open_handshake_timeout),
-                ("hello_timeout", o.hello_timeout),
-            ] {
-                if v == 0 {
-                    p(
-                        format!("transports[{i}].options.{key}"),
-                        "must be a positive number of milliseconds".into(),
-                    );
-                }
-            }
-            if o.max_queue_messages == 0 || o.max_connections == 0 {
-                p(
-                    format!("transports[{i}].options"),
-                    "max_queue_messages and max_connections must be at least 1".into(),
-                );
-            }
-            let e = &ws.endpoint;
-            match e.kind {
-                EndpointKind::Tcp => {
-                    if e.port.is_none() {
-                        p(
-                            format!("transports[{i}].endpoint.port"),
-                            "missing: a tcp endpoint needs a \"port\" (0 picks a free one)".into(),
-                        );
-                    }
-                    for (key, set) in [("path", e.path.is_some()), ("mode", e.mode.is_some())] {
-                        if set {
-                            p(
-                                format!("transports[{i}].endpoint.{key}"),
-                                format!(
-                                    "only unix endpoints have a {key}: remove it or use \"type\": \"unix\""
-                                ),
-                            );
-                        }
-                    }
-                }
-                EndpointKind::Unix => {
-                    match e.path.as_deref() {
-                        None | Some("") => p(
-                            format!("transports[{i}].endpoint.path"),
-                            "missing: a unix endpoint needs a socket file \"path\"".into(),
-                        ),
-                        // sockaddr_un holds 108 bytes including the NUL.
-                        Some(path) if path.len() > 107 => p(
-                            format!("transports[{i}].endpoint.path"),
-                            format!(
-                                "{} bytes is too long for a Unix socket path (at most 107): use a shorter path",
-                                path.len()
-                            ),
-                        ),
-                        Some(_) => {}
-                    }
-                    if let Some(m) = &e.mode
-                        && parse_mode(m).is_none()
-                    {
-                        p(
-                            format!("transports[{i}].endpoint.mode"),
-                            format!(
-                                "{m:?} is not a file mode: use octal digits such as \"0600\" or \"0660\""
-                            ),
-                        );
-                    }
-                    for (key, set) in [
-                        ("port", e.port.is_some()),
-                        ("interface", e.interface.is_some()),
-                        ("version", e.version.is_some()),
-                    ] {
-                        if set {
-                            p(
-                                format!("transports[{i}].endpoint.{key}"),
-                                "unix endpoints have no port, interface or IP version: remove the key".into(),
-                            );
-                        }
-                    }
-                }
-            }
-            if let Some(v) = &ws.endpoint.version
-                && *v != 4
-                && *v != 6
-            {
-                p(
-                    format!("transports[{i}].endpoint.version"),
-                    format!("IP version must be 4 or 6, found {v}"),
-                );
-            }
-            for (key, v) in [
-                ("authenticate_timeout", o.authenticate_timeout),
-                ("authenticator_timeout", o.authenticator_timeout),
-                ("auth_failure_window", o.auth_failure_window),
-            ] {
-                if v == 0 {
-                    p(
-                        format!("transports[{i}].options.{key}"),
-                        "must be a positive number of milliseconds".into(),
-                    );
-                }
-            }
-            self.validate_auth(i, ws, &mut p);
         }
         out
     }
@@ -781,6 +693,223 @@ pub fn parse_mode(s: &str) -> Option<u32> {
 type Report<'a> = &'a mut dyn FnMut(String, String);
 
 impl RouterConfig {
+    /// The checks of one WAMP transport (or a web transport's WebSocket
+    /// path), its problems reported under `pre`.
+    fn validate_transport(&self, pre: &str, ws: &TransportConfig, p: Report<'_>) {
+        if let Some(list) = &ws.serializers {
+            if list.is_empty() {
+                p(
+                    format!("{pre}.serializers"),
+                    "an empty list leaves clients no serializer: list some of \"json\", \"msgpack\", \"cbor\" or leave the key out".into(),
+                );
+            }
+            for (j, s) in list.iter().enumerate() {
+                if proto::Serializer::from_name(s).is_none() {
+                    p(
+                        format!("{pre}.serializers[{j}]"),
+                        format!(
+                            "unknown serializer {s:?}: expected \"json\", \"msgpack\" or \"cbor\""
+                        ),
+                    );
+                }
+            }
+        }
+        let o = &ws.options;
+        if o.max_message_size < 1024 {
+            p(
+                format!("{pre}.options.max_message_size"),
+                format!(
+                    "{} bytes is too small for WAMP: use at least 1024",
+                    o.max_message_size
+                ),
+            );
+        }
+        if o.max_frame_size < 1024 {
+            p(
+                format!("{pre}.options.max_frame_size"),
+                format!(
+                    "{} bytes is too small for WAMP: use at least 1024",
+                    o.max_frame_size
+                ),
+            );
+        }
+        for (key, v) in [
+            ("open_handshake_timeout", o.open_handshake_timeout),
+            ("hello_timeout", o.hello_timeout),
+        ] {
+            if v == 0 {
+                p(
+                    format!("{pre}.options.{key}"),
+                    "must be a positive number of milliseconds".into(),
+                );
+            }
+        }
+        if o.max_queue_messages == 0 || o.max_connections == 0 {
+            p(
+                format!("{pre}.options"),
+                "max_queue_messages and max_connections must be at least 1".into(),
+            );
+        }
+        let e = &ws.endpoint;
+        match e.kind {
+            EndpointKind::Tcp => {
+                if e.port.is_none() {
+                    p(
+                        format!("{pre}.endpoint.port"),
+                        "missing: a tcp endpoint needs a \"port\" (0 picks a free one)".into(),
+                    );
+                }
+                for (key, set) in [("path", e.path.is_some()), ("mode", e.mode.is_some())] {
+                    if set {
+                        p(
+                            format!("{pre}.endpoint.{key}"),
+                            format!(
+                                "only unix endpoints have a {key}: remove it or use \"type\": \"unix\""
+                            ),
+                        );
+                    }
+                }
+            }
+            EndpointKind::Unix => {
+                match e.path.as_deref() {
+                    None | Some("") => p(
+                        format!("{pre}.endpoint.path"),
+                        "missing: a unix endpoint needs a socket file \"path\"".into(),
+                    ),
+                    // sockaddr_un holds 108 bytes including the NUL.
+                    Some(path) if path.len() > 107 => p(
+                        format!("{pre}.endpoint.path"),
+                        format!(
+                            "{} bytes is too long for a Unix socket path (at most 107): use a shorter path",
+                            path.len()
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+                if let Some(m) = &e.mode
+                    && parse_mode(m).is_none()
+                {
+                    p(
+                        format!("{pre}.endpoint.mode"),
+                        format!(
+                            "{m:?} is not a file mode: use octal digits such as \"0600\" or \"0660\""
+                        ),
+                    );
+                }
+                for (key, set) in [
+                    ("port", e.port.is_some()),
+                    ("interface", e.interface.is_some()),
+                    ("version", e.version.is_some()),
+                ] {
+                    if set {
+                        p(
+                            format!("{pre}.endpoint.{key}"),
+                            "unix endpoints have no port, interface or IP version: remove the key"
+                                .into(),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(v) = &ws.endpoint.version
+            && *v != 4
+            && *v != 6
+        {
+            p(
+                format!("{pre}.endpoint.version"),
+                format!("IP version must be 4 or 6, found {v}"),
+            );
+        }
+        for (key, v) in [
+            ("authenticate_timeout", o.authenticate_timeout),
+            ("authenticator_timeout", o.authenticator_timeout),
+            ("auth_failure_window", o.auth_failure_window),
+        ] {
+            if v == 0 {
+                p(
+                    format!("{pre}.options.{key}"),
+                    "must be a positive number of milliseconds".into(),
+                );
+            }
+        }
+        self.validate_auth(pre, ws, p);
+    }
+
+    /// A web transport: its paths, and each WebSocket path as a transport.
+    fn validate_web(&self, pre: &str, t: &TransportConfig, p: Report<'_>) {
+        if t.endpoint.kind != EndpointKind::Tcp {
+            p(
+                format!("{pre}.endpoint.type"),
+                "web transports listen on tcp endpoints".into(),
+            );
+        }
+        for (key, set) in [
+            ("serializers", t.serializers.is_some()),
+            ("auth", t.auth.is_some()),
+        ] {
+            if set {
+                p(
+                    format!("{pre}.{key}"),
+                    format!(
+                        "a web transport's {key} belong to its websocket paths: move the key into paths.NAME"
+                    ),
+                );
+            }
+        }
+        let Some(paths) = t.paths.as_ref().filter(|m| !m.is_empty()) else {
+            p(
+                format!("{pre}.paths"),
+                "a web transport needs paths, e.g. {\"/\": {\"type\": \"static\", \"directory\": \"web\"}, \"ws\": {\"type\": \"websocket\"}}".into(),
+            );
+            return;
+        };
+        for (name, path) in paths {
+            let pp = format!("{pre}.paths.{name}");
+            let ok_name = name == "/"
+                || (!name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    && name != "."
+                    && name != "..");
+            if !ok_name {
+                p(
+                    pp.clone(),
+                    "a path is \"/\" or one URL segment of letters, digits, '-', '_' and '.'"
+                        .into(),
+                );
+            }
+            match path.kind {
+                WebPathKind::Static => {
+                    if path.directory.as_deref().is_none_or(str::is_empty) {
+                        p(
+                            format!("{pp}.directory"),
+                            "missing: a static path serves a \"directory\" (relative to the node directory)".into(),
+                        );
+                    }
+                    for (key, set) in [
+                        ("serializers", path.serializers.is_some()),
+                        ("auth", path.auth.is_some()),
+                        ("options", path.options.is_some()),
+                    ] {
+                        if set {
+                            p(format!("{pp}.{key}"), format!("static paths take no {key}"));
+                        }
+                    }
+                }
+                WebPathKind::Websocket => {
+                    if path.directory.is_some() {
+                        p(
+                            format!("{pp}.directory"),
+                            "only static paths have a directory".into(),
+                        );
+                    }
+                    self.validate_transport(&pp, &t.websocket_path(path), p);
+                }
+            }
+        }
+    }
+
     fn role_exists(&self, realm: Option<&str>, role: &str) -> bool {
         role == "trusted"
             || self
@@ -790,8 +919,8 @@ impl RouterConfig {
                 .any(|r| r.roles.iter().any(|x| x.name == role))
     }
 
-    fn validate_auth(&self, i: usize, t: &TransportConfig, p: &mut dyn FnMut(String, String)) {
-        let base = format!("transports[{i}].auth");
+    fn validate_auth(&self, pre: &str, t: &TransportConfig, p: &mut dyn FnMut(String, String)) {
+        let base = format!("{pre}.auth");
         let anonymous_role = match &t.auth {
             None => Some("anonymous"),
             Some(a) => a.anonymous.as_ref().map(|an| an.role.as_str()),
@@ -1034,6 +1163,22 @@ impl RouterConfig {
 }
 
 impl TransportConfig {
+    /// A web transport's WebSocket path as a transport of its own (the
+    /// endpoint is the web transport's).
+    pub fn websocket_path(&self, path: &WebPath) -> TransportConfig {
+        TransportConfig {
+            kind: TransportKind::Websocket,
+            id: self.id.clone(),
+            endpoint: self.endpoint.clone(),
+            serializers: path.serializers.clone(),
+            options: path.options.clone().unwrap_or_default(),
+            auth: path.auth.clone(),
+            debug: false,
+            url: None,
+            paths: None,
+        }
+    }
+
     /// The serializers this transport offers, in the router's order.
     pub fn serializer_list(&self) -> Vec<proto::Serializer> {
         match &self.serializers {

@@ -172,7 +172,22 @@ impl Router {
         // One token store per distinct store config, shared by transports.
         let mut stores: Vec<(config::TokenStoreConfig, Arc<tokens::TokenStore>)> = Vec::new();
         let mut mint: Option<realm::TokenMint> = None;
+        // Web transports' WebSocket paths are transports of their own here.
+        let mut wamp_transports: Vec<(usize, config::TransportConfig)> = Vec::new();
         for (index, t) in cfg.transports.iter().enumerate() {
+            match (&t.kind, &t.paths) {
+                (config::TransportKind::Web, Some(paths)) => {
+                    for p in paths.values() {
+                        if p.kind == config::WebPathKind::Websocket {
+                            wamp_transports.push((index, t.websocket_path(p)));
+                        }
+                    }
+                }
+                _ => wamp_transports.push((index, t.clone())),
+            }
+        }
+        for (index, t) in &wamp_transports {
+            let index = *index;
             let Some(tc) = t.auth.as_ref().and_then(|a| a.token.as_ref()) else {
                 continue;
             };
@@ -212,10 +227,11 @@ impl Router {
                     endpoint,
                     cause,
                 })?;
-            listeners.push((
-                listener,
-                Arc::new(ListenerSettings::from_config(index, t, store_for(t))),
-            ));
+            let mut settings = ListenerSettings::from_config(index, t, store_for(t));
+            if t.kind == config::TransportKind::Web {
+                settings.web = Some(Arc::new(web_settings(index, t, &store_for)?));
+            }
+            listeners.push((listener, Arc::new(settings)));
         }
         let realms: HashMap<String, RealmHandle> = cfg
             .realms
@@ -255,6 +271,7 @@ impl Router {
             .map(|(_, s)| match s.kind {
                 config::TransportKind::Websocket => "websocket",
                 config::TransportKind::Rawsocket => "rawsocket",
+                config::TransportKind::Web => "web",
             })
             .collect()
     }
@@ -272,6 +289,7 @@ impl Router {
             let kind = match settings.kind {
                 config::TransportKind::Websocket => "WebSocket",
                 config::TransportKind::Rawsocket => "RawSocket",
+                config::TransportKind::Web => "HTTP (web: static files and WebSocket paths)",
             };
             info!(transport = %settings.name, addr = %listener.describe(), "listening for WAMP over {kind}");
             tracker.spawn(transport::serve(
@@ -296,6 +314,45 @@ impl Router {
             );
         }
     }
+}
+
+/// Resolve a web transport's paths: each WebSocket path gets its own
+/// settings, each static directory is made canonical (it must exist).
+fn web_settings(
+    index: usize,
+    t: &config::TransportConfig,
+    store_for: &dyn Fn(&config::TransportConfig) -> Option<Arc<tokens::TokenStore>>,
+) -> Result<transport::web::WebSettings, RouterError> {
+    let mut web = transport::web::WebSettings {
+        websockets: HashMap::new(),
+        statics: HashMap::new(),
+    };
+    for (name, p) in t.paths.iter().flatten() {
+        match p.kind {
+            config::WebPathKind::Websocket => {
+                let wt = t.websocket_path(p);
+                let mut s = ListenerSettings::from_config(index, &wt, store_for(&wt));
+                s.name = format!("{}:{name}", s.name);
+                web.websockets.insert(name.clone(), Arc::new(s));
+            }
+            config::WebPathKind::Static => {
+                let dir = p.directory.clone().unwrap_or_default();
+                let root = std::path::Path::new(&dir).canonicalize().map_err(|e| {
+                    RouterError::Config(vec![config::ConfigProblem {
+                        path: format!("transports[{index}].paths.{name}.directory"),
+                        message: format!(
+                            "cannot serve {dir:?} (relative to the node directory {}): {e}",
+                            std::env::current_dir()
+                                .map(|d| d.display().to_string())
+                                .unwrap_or_default()
+                        ),
+                    }])
+                })?;
+                web.statics.insert(name.clone(), root);
+            }
+        }
+    }
+    Ok(web)
 }
 
 /// Open one endpoint's listener; on failure, the address tried and why.

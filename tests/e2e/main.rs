@@ -13,3 +13,4 @@ mod rawsocket;
 mod support;
 mod tokens;
 mod wamp;
+mod web;

@@ -11,9 +11,12 @@
 //! - [`rawsocket`]: WAMP over RawSocket: the 4-byte handshake, then
 //!   length-prefixed frames ([`proto::rawsocket`]).
 //!
-//! Both run on TCP and on Unix sockets ([`Listener`]).
+//! - [`web`]: static files and WebSocket paths on one HTTP port.
+//!
+//! All run on TCP and on Unix sockets ([`Listener`]).
 
 pub mod rawsocket;
+pub mod web;
 pub mod websocket;
 
 use std::future::Future;
@@ -282,6 +285,9 @@ async fn handle<S: Io>(
         }
         TransportKind::Rawsocket => {
             rawsocket::handle_connection(stream, peer, settings, realms, shutdown).await
+        }
+        TransportKind::Web => {
+            web::handle_connection(stream, peer, settings, realms, shutdown).await
         }
     }
 }

@@ -65,6 +65,8 @@ pub struct ListenerSettings {
     pub max_message_size: usize,
     /// Concurrent connections allowed.
     pub max_connections: usize,
+    /// `web` transports: their static and WebSocket paths.
+    pub web: Option<Arc<super::web::WebSettings>>,
 }
 
 impl ListenerSettings {
@@ -102,6 +104,7 @@ impl ListenerSettings {
             require_subprotocol: o.require_websocket_subprotocol,
             max_message_size: o.max_message_size,
             max_connections: o.max_connections,
+            web: None,
         }
     }
 }

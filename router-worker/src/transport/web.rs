@@ -1,0 +1,383 @@
+//! `web` transports: static files and WAMP-over-WebSocket paths on one
+//! HTTP port, as Crossbar.io's web transport.
+//!
+//! The request head is read here first, bounded in size
+//! ([`MAX_HEAD_BYTES`], [`MAX_HEADERS`]) and time (the transport's
+//! `open_handshake_timeout`, for the whole head, so a client trickling
+//! bytes is cut off). A WebSocket upgrade on a `websocket` path is handed,
+//! head included, to [`super::websocket`]; anything else is a static file
+//! request: GET or HEAD, one response, then the connection closes.
+//!
+//! Static files never leave their directory: `..` segments (plain or
+//! percent-encoded) are refused, and the resolved file (symlinks followed)
+//! must lie inside the canonical root. Every miss is the same bare 404.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::{Io, ListenerSettings, Peer};
+use crate::Realms;
+
+/// Largest request head accepted (request line and headers).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header lines accepted.
+pub const MAX_HEADERS: usize = 64;
+
+/// A web transport's paths, resolved at bind time.
+#[derive(Debug)]
+pub struct WebSettings {
+    /// `websocket` paths by name (`ws`), each with its own WAMP settings.
+    pub websockets: HashMap<String, Arc<ListenerSettings>>,
+    /// `static` paths: name (`/` for the root) → canonical directory.
+    pub statics: HashMap<String, PathBuf>,
+}
+
+/// Serve one connection of a web transport.
+pub async fn handle_connection<S: Io>(
+    mut stream: S,
+    peer: Peer,
+    settings: Arc<ListenerSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+) {
+    let Some(web) = settings.web.clone() else {
+        return;
+    };
+    let head = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = tokio::time::timeout(settings.handshake_timeout, read_head(&mut stream)) => r,
+    };
+    let head = match head {
+        Err(_) => {
+            debug!(
+                timeout_ms = settings.handshake_timeout.as_millis() as u64,
+                "HTTP request head not complete in time: closed"
+            );
+            return;
+        }
+        Ok(Err(HeadError::Io)) => return,
+        Ok(Err(HeadError::TooLarge)) => {
+            let _ = respond(&mut stream, 431, "Request Header Fields Too Large", None).await;
+            return;
+        }
+        Ok(Err(HeadError::Malformed)) => {
+            let _ = respond(&mut stream, 400, "Bad Request", None).await;
+            return;
+        }
+        Ok(Ok(h)) => h,
+    };
+    let (method, target, upgrade) = match parse(&head) {
+        Ok(x) => x,
+        Err(HeadError::TooLarge) => {
+            let _ = respond(&mut stream, 431, "Request Header Fields Too Large", None).await;
+            return;
+        }
+        Err(_) => {
+            let _ = respond(&mut stream, 400, "Bad Request", None).await;
+            return;
+        }
+    };
+    let path = target.split(['?', '#']).next().unwrap_or("/");
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if let Some(ws) = web.websockets.get(first) {
+        if upgrade {
+            let stream = Prefixed {
+                head: Bytes::from(head),
+                inner: stream,
+            };
+            super::websocket::handle_connection(stream, peer, ws.clone(), realms, shutdown).await;
+        } else {
+            let body = "This is a WAMP WebSocket endpoint: connect with a WebSocket client.\n";
+            let _ = respond(&mut stream, 426, "Upgrade Required", Some(body)).await;
+        }
+        return;
+    }
+    if method != "GET" && method != "HEAD" {
+        let _ = respond(&mut stream, 405, "Method Not Allowed", None).await;
+        return;
+    }
+    let _ = serve_static(&mut stream, &web, path, method == "HEAD").await;
+}
+
+enum HeadError {
+    Io,
+    TooLarge,
+    Malformed,
+}
+
+/// Read up to the blank line ending the head; at most [`MAX_HEAD_BYTES`].
+async fn read_head<S: Io>(stream: &mut S) -> Result<Vec<u8>, HeadError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|_| HeadError::Io)?;
+        if n == 0 {
+            return Err(HeadError::Io);
+        }
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            // Keep what follows the head too: a WebSocket client may send
+            // its first frame right away.
+            let _ = end;
+            return Ok(buf);
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            return Err(HeadError::TooLarge);
+        }
+    }
+}
+
+/// Method, target and whether it asks for a WebSocket upgrade.
+fn parse(head: &[u8]) -> Result<(String, String, bool), HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        _ => return Err(HeadError::Malformed),
+    }
+    let upgrade = req.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("upgrade")
+            && String::from_utf8_lossy(h.value)
+                .to_ascii_lowercase()
+                .contains("websocket")
+    });
+    Ok((
+        req.method.unwrap_or("").to_owned(),
+        req.path.unwrap_or("/").to_owned(),
+        upgrade,
+    ))
+}
+
+async fn respond<S: Io>(
+    stream: &mut S,
+    code: u16,
+    reason: &str,
+    body: Option<&str>,
+) -> std::io::Result<()> {
+    let body = body.map_or_else(|| format!("{code} {reason}\n"), str::to_owned);
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// What a request path names under a static root, if anything.
+enum Resolved {
+    File(PathBuf),
+    /// A directory asked for without its trailing slash.
+    Redirect(String),
+    NotFound,
+}
+
+/// Map `path` onto the static directories. Pure apart from the file
+/// system lookups, so the traversal rules are unit-tested.
+fn resolve(statics: &HashMap<String, PathBuf>, path: &str) -> Resolved {
+    let Ok(decoded) = percent_encoding::percent_decode_str(path).decode_utf8() else {
+        return Resolved::NotFound;
+    };
+    let trimmed = decoded.trim_start_matches('/');
+    let first = trimmed.split('/').next().unwrap_or("");
+    let (root, rest) = match statics.get(first).filter(|_| !first.is_empty()) {
+        Some(root) => (root, trimmed[first.len()..].trim_start_matches('/')),
+        None => match statics.get("/") {
+            Some(root) => (root, trimmed),
+            None => return Resolved::NotFound,
+        },
+    };
+    let mut file = root.clone();
+    for seg in rest.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => return Resolved::NotFound,
+            s if s.contains(['\\', '\0']) => return Resolved::NotFound,
+            s => file.push(s),
+        }
+    }
+    // Symlinks are followed, but the target must stay inside the root.
+    let Ok(real) = file.canonicalize() else {
+        return Resolved::NotFound;
+    };
+    if !real.starts_with(root) {
+        return Resolved::NotFound;
+    }
+    if real.is_dir() {
+        if !decoded.ends_with('/') {
+            return Resolved::Redirect(format!("{path}/"));
+        }
+        let index = real.join("index.html");
+        return match index.canonicalize() {
+            Ok(i) if i.starts_with(root) && i.is_file() => Resolved::File(i),
+            _ => Resolved::NotFound,
+        };
+    }
+    if real.is_file() {
+        Resolved::File(real)
+    } else {
+        Resolved::NotFound
+    }
+}
+
+async fn serve_static<S: Io>(
+    stream: &mut S,
+    web: &WebSettings,
+    path: &str,
+    head_only: bool,
+) -> std::io::Result<()> {
+    match resolve(&web.statics, path) {
+        Resolved::NotFound => respond(stream, 404, "Not Found", None).await,
+        Resolved::Redirect(to) => {
+            let head = format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).await?;
+            stream.shutdown().await
+        }
+        Resolved::File(file) => {
+            let Ok(mut f) = tokio::fs::File::open(&file).await else {
+                return respond(stream, 404, "Not Found", None).await;
+            };
+            let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
+                content_type(&file)
+            );
+            stream.write_all(head.as_bytes()).await?;
+            if !head_only {
+                tokio::time::timeout(Duration::from_secs(300), tokio::io::copy(&mut f, stream))
+                    .await
+                    .map_err(|_| std::io::Error::other("static file transfer timed out"))??;
+            }
+            stream.shutdown().await
+        }
+    }
+}
+
+fn content_type(file: &Path) -> String {
+    let mime = mime_guess::from_path(file).first_or_octet_stream();
+    if mime.type_() == "text" || mime.subtype() == "javascript" || mime.subtype() == "json" {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_string()
+    }
+}
+
+/// The request head already read, then the rest of the connection: what
+/// the WebSocket handshake reads from.
+struct Prefixed<S> {
+    head: Bytes,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.head.is_empty() {
+            let n = this.head.len().min(out.remaining());
+            out.put_slice(&this.head[..n]);
+            this.head.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, out)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (tempfile::TempDir, HashMap<String, PathBuf>) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("index.html"), "<h1>hi</h1>").unwrap();
+        std::fs::write(root.join("sub/app.js"), "x").unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("out")).unwrap();
+        std::os::unix::fs::symlink(root.join("sub/app.js"), root.join("in")).unwrap();
+        let mut m = HashMap::new();
+        m.insert("/".to_owned(), root.canonicalize().unwrap());
+        (dir, m)
+    }
+
+    fn file(r: Resolved) -> Option<String> {
+        match r {
+            Resolved::File(p) => Some(p.file_name().unwrap().to_string_lossy().into_owned()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn files_index_and_redirects() {
+        let (_d, m) = tree();
+        assert_eq!(file(resolve(&m, "/")).as_deref(), Some("index.html"));
+        assert_eq!(file(resolve(&m, "/sub/app.js")).as_deref(), Some("app.js"));
+        assert_eq!(
+            file(resolve(&m, "/sub/%61pp.js")).as_deref(),
+            Some("app.js")
+        );
+        assert_eq!(file(resolve(&m, "/in")).as_deref(), Some("app.js"));
+        assert!(matches!(resolve(&m, "/sub"), Resolved::Redirect(to) if to == "/sub/"));
+        assert!(
+            matches!(resolve(&m, "/sub/"), Resolved::NotFound),
+            "no index"
+        );
+    }
+
+    #[test]
+    fn nothing_outside_the_root() {
+        let (_d, m) = tree();
+        for p in [
+            "/../secret.txt",
+            "/sub/../../secret.txt",
+            "/%2e%2e/secret.txt",
+            "/%2E%2E%2Fsecret.txt",
+            "/sub/..%2f..%2fsecret.txt",
+            "/..%5csecret.txt",
+            "/out",
+            "/nope",
+            "/index.html%00.js",
+            "/%ff",
+        ] {
+            assert!(
+                matches!(resolve(&m, p), Resolved::NotFound),
+                "{p} was served"
+            );
+        }
+    }
+}

@@ -1,0 +1,102 @@
+"""The web transport over plain sockets: static files, traversal attempts,
+limits; then autobahn-python over its WebSocket path.
+
+Usage: python web_checks.py PORT
+"""
+
+import asyncio
+import sys
+
+from wamp_client import connect, leave
+
+T = 5
+
+
+async def request(port, raw):
+    r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), T)
+    w.write(raw)
+    await w.drain()
+    try:
+        data = await asyncio.wait_for(r.read(), T)
+    except ConnectionResetError:
+        data = b""
+    w.close()
+    return data
+
+
+async def get(port, path, method="GET", extra=b""):
+    raw = f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode() + extra + b"\r\n"
+    data = await request(port, raw)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
+    headers = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, body
+
+
+def check(cond, what):
+    if not cond:
+        raise SystemExit(f"FAILED: {what}")
+    print("ok", what, flush=True)
+
+
+async def main(port):
+    s, h, b = await get(port, "/")
+    check(s == 200 and b == b"<h1>balloon</h1>\n" and h["content-type"].startswith("text/html"), "index.html at /")
+    s, h, b = await get(port, "/js/app.js")
+    check(s == 200 and "javascript" in h["content-type"] and b == b"console.log(1);\n", "a script with its content type")
+    s, h, b = await get(port, "/js/app.js", method="HEAD")
+    check(s == 200 and b == b"" and h["content-length"] == "16", "HEAD: headers only")
+    s, h, _ = await get(port, "/js")
+    check(s == 301 and h["location"] == "/js/", "a directory without its slash redirects")
+    s, h, b = await get(port, "/docs/readme.txt")
+    check(s == 200 and b == b"docs\n", "a second static path")
+    for p in ["/../secret.txt", "/js/../../secret.txt", "/%2e%2e/secret.txt", "/%2E%2E%2Fsecret.txt",
+              "/js/..%2f..%2fsecret.txt", "/escape", "/nothing-here", "/docs/../../secret.txt"]:
+        s, h, b = await get(port, p)
+        check(s == 404 and b == b"404 Not Found\n", f"404 for {p}, saying nothing else")
+    s, _, _ = await get(port, "/", method="POST", extra=b"Content-Length: 0\r\n")
+    check(s == 405, "POST refused")
+    s, _, b = await get(port, "/ws")
+    check(s == 426, "a plain GET on the WebSocket path: 426")
+    big = b"".join(f"X-Filler-{i}: {'a' * 200}\r\n".encode() for i in range(100))
+    s, _, _ = await get(port, "/", extra=big)
+    check(s == 431, "a 20 KB head: 431")
+    many = b"".join(f"X-{i}: 1\r\n".encode() for i in range(80))
+    s, _, _ = await get(port, "/", extra=many)
+    check(s == 431, "80 header lines: 431")
+    s, _, _ = await get(port, "/", extra=b"Bad Header Line\r\n")
+    check(s == 400, "a malformed head: 400")
+    # A slowloris trickling its head is cut off at the handshake deadline.
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    loop = asyncio.get_event_loop()
+    t0 = loop.time()
+    closed = False
+    for _ in range(40):
+        try:
+            w.write(b"X")
+            await w.drain()
+        except (ConnectionResetError, BrokenPipeError):
+            closed = True
+            break
+        try:
+            if await asyncio.wait_for(r.read(1), 0.1) == b"":
+                closed = True
+                break
+        except asyncio.TimeoutError:
+            pass
+    elapsed = loop.time() - t0
+    check(closed and elapsed < 3, f"slowloris closed after {elapsed:.1f}s")
+    w.close()
+
+    for ser in ("json", "msgpack"):
+        sess = await connect(f"ws://127.0.0.1:{port}/ws", ser)
+        await sess.register(lambda x, y: x + y, f"com.web.add.{ser}")
+        check(await sess.call(f"com.web.add.{ser}", 2, 3) == 5, f"WAMP over the ws path ({ser})")
+        await leave(sess)
+
+
+asyncio.run(main(int(sys.argv[1])))
