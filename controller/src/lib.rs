@@ -9,6 +9,7 @@
 //!   or SIGINT. Router workers run inside this process until process
 //!   supervision lands.
 
+pub mod components;
 pub mod config;
 pub mod control;
 pub mod logging;

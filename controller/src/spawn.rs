@@ -91,7 +91,7 @@ pub async fn spawn(
     let mut config = None;
     let death_signal;
     match &spec.kind {
-        WorkerKind::Router(_) | WorkerKind::Container => {
+        WorkerKind::Router(_) | WorkerKind::Container(_) => {
             cmd = Command::new(&ctx.exe);
             cmd.arg("--log-format")
                 .arg(match ctx.log_format {
@@ -115,9 +115,14 @@ pub async fn spawn(
                 .env_remove("NOTIFY_SOCKET")
                 .current_dir(&ctx.node_dir)
                 .stdin(Stdio::piped());
-            if let WorkerKind::Router(r) = &spec.kind {
-                config = Some(serde_json::to_vec(r).map_err(io::Error::other)?);
-            }
+            config = Some(
+                match &spec.kind {
+                    WorkerKind::Router(r) => serde_json::to_vec(r),
+                    WorkerKind::Container(c) => serde_json::to_vec(c),
+                    WorkerKind::Guest(_) => Ok(Vec::new()),
+                }
+                .map_err(io::Error::other)?,
+            );
             // Routers and containers stop cleanly on SIGTERM.
             death_signal = Signal::SIGTERM;
         }

@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::client::{CallError, Client, ClientConfig};
+use proto::component::{Endpoint, Event};
 use proto::{Dict, Payload, Value, dict};
 use router_worker::Router;
 use router_worker::config::{RealmConfig, RouterConfig};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use crate::config::ContainerConfig;
 use crate::control;
 use crate::logging::LevelHandle;
 
@@ -34,11 +36,19 @@ pub enum Kind {
     Container,
 }
 
+/// A worker's part of the config, as the controller sends it.
+pub enum WorkerConfig {
+    /// A router's.
+    Router(RouterConfig),
+    /// A container's.
+    Container(ContainerConfig),
+}
+
 /// Read the worker's config from stdin.
 ///
 /// # Errors
-/// stdin is unreadable, too large or not a valid router config.
-pub fn read_config(kind: Kind) -> Result<Option<RouterConfig>, String> {
+/// stdin is unreadable, too large or not a valid config.
+pub fn read_config(kind: Kind) -> Result<WorkerConfig, String> {
     let mut buf = Vec::new();
     std::io::stdin()
         .take(MAX_CONFIG)
@@ -46,10 +56,79 @@ pub fn read_config(kind: Kind) -> Result<Option<RouterConfig>, String> {
         .map_err(|e| format!("cannot read the worker config from stdin: {e}"))?;
     match kind {
         Kind::Router => serde_json::from_slice(&buf)
-            .map(Some)
+            .map(WorkerConfig::Router)
             .map_err(|e| format!("the router config on stdin is invalid: {e}")),
-        Kind::Container => Ok(None),
+        Kind::Container => serde_json::from_slice(&buf)
+            .map(WorkerConfig::Container)
+            .map_err(|e| format!("the container config on stdin is invalid: {e}")),
     }
+}
+
+/// Start each component of a container; they keep themselves joined.
+fn start_components(c: &ContainerConfig, shutdown: &CancellationToken) -> Result<(), String> {
+    for (j, comp) in c.components.iter().enumerate() {
+        let Some(component) = crate::components::build(&comp.classname) else {
+            return Err(format!(
+                "components[{j}]: unknown classname {:?}",
+                comp.classname
+            ));
+        };
+        let e = &comp.transport.endpoint;
+        let endpoint = match e.kind.as_str() {
+            "unix" => Endpoint::Unix(e.path.clone().unwrap_or_default().into()),
+            _ => Endpoint::Tcp(format!(
+                "{}:{}",
+                e.host.as_deref().unwrap_or("127.0.0.1"),
+                e.port.unwrap_or(0)
+            )),
+        };
+        let mut cfg = ClientConfig::new(&comp.realm);
+        cfg.serializer = comp
+            .transport
+            .serializer
+            .as_deref()
+            .and_then(proto::Serializer::from_name)
+            .unwrap_or(proto::Serializer::Json);
+        if let Some(a) = &comp.auth {
+            cfg.authid = a.authid.clone();
+            cfg.ticket = match (&a.ticket, &a.ticket_env) {
+                (Some(t), _) => Some(t.clone()),
+                (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                    format!(
+                        "components[{j}].auth.ticket_env: the environment variable {var} is not set"
+                    )
+                })?),
+                (None, None) => None,
+            };
+        }
+        let name = format!("{}#{j}", comp.classname);
+        let at = endpoint.to_string();
+        let span =
+            tracing::info_span!("component", name = %name, realm = %comp.realm, router = %at);
+        tokio::spawn(tracing::Instrument::instrument(
+            proto::component::run(
+                component,
+                endpoint,
+                cfg,
+                shutdown.child_token(),
+                |ev| match ev {
+                    Event::Joined(id) => info!(session = id, "component joined"),
+                    Event::Retrying(why, after) => {
+                        warn!(
+                            after_ms = after.as_millis() as u64,
+                            "cannot join: {why}; retrying"
+                        )
+                    }
+                    Event::SetupFailed(why) => warn!("component setup failed: {why}; retrying"),
+                    Event::Left(why) => {
+                        warn!(reason = %why, "component session ended; reconnecting")
+                    }
+                },
+            ),
+            span,
+        ));
+    }
+    Ok(())
 }
 
 /// Run a worker until shutdown.
@@ -61,12 +140,18 @@ pub async fn run(
     kind: Kind,
     id: String,
     control_socket: &Path,
-    router: Option<RouterConfig>,
+    config: WorkerConfig,
     level: LevelHandle,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let started = Instant::now();
-    let router_cfg = router;
+    let router_cfg = match config {
+        WorkerConfig::Router(r) => Some(r),
+        WorkerConfig::Container(c) => {
+            start_components(&c, &shutdown)?;
+            None
+        }
+    };
     let router = match &router_cfg {
         Some(cfg) => Some(Router::bind(cfg).await.map_err(|e| e.to_string())?),
         None => None,

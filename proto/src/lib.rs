@@ -12,12 +12,15 @@
 //!   and matching.
 //! - [`client`]: a small async WAMP client over RawSocket (Unix or TCP)
 //!   for Trellis's own processes.
+//! - [`component`]: the [`component::Component`] trait and the runner that
+//!   keeps a component joined across router restarts.
 //! - [`auth`]: WAMP-CRA and cryptosign crypto (pure functions).
 //! - [`errors`]: well-known `wamp.error.*` URIs, [`DecodeError`], [`EncodeError`].
 
 pub mod auth;
 pub mod client;
 pub mod codec;
+pub mod component;
 pub mod errors;
 pub mod message;
 pub mod rawsocket;

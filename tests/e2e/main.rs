@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod bench_smoke;
 mod cli;
+mod components;
 mod node;
 mod rawsocket;
 mod support;

@@ -1,7 +1,12 @@
 """Peers for the node (controller) tests.
 
-  call URL PROCEDURE SECONDS   call until it answers (retrying joins and
+  call URL PROCEDURE SECONDS [ARGS_JSON]
+                               call until it answers (retrying joins and
                                calls), print the result as JSON
+  loop URL PROCEDURE ARGS_JSON STOPFILE
+                               call every 20 ms until STOPFILE exists; print
+                               a JSON summary: ok count, errors by URI, and
+                               whether the last call succeeded
   error URL PROCEDURE          call once, expect an error, print its URI
   bystander URL STOPFILE       stay joined, register and call our own
                                procedure every 20 ms until STOPFILE exists;
@@ -17,14 +22,15 @@ import time
 from wamp_client import connect
 
 
-async def call(url, procedure, seconds):
+async def call(url, procedure, seconds, args="[]"):
+    args = json.loads(args)
     deadline = time.monotonic() + float(seconds)
     last = None
     while time.monotonic() < deadline:
         try:
             s = await connect(url, "json")
             try:
-                r = await asyncio.wait_for(s.call(procedure), 5)
+                r = await asyncio.wait_for(s.call(procedure, *args), 5)
                 print(json.dumps(r), flush=True)
                 s.leave()
                 return
@@ -35,6 +41,26 @@ async def call(url, procedure, seconds):
             last = e
         await asyncio.sleep(0.05)
     raise SystemExit(f"{procedure} did not answer within {seconds}s; last error: {last!r}")
+
+
+async def loop(url, procedure, args, stopfile):
+    args = json.loads(args)
+    s = await connect(url, "json")
+    ok = 0
+    errors = {}
+    last_ok = False
+    while not os.path.exists(stopfile):
+        try:
+            await asyncio.wait_for(s.call(procedure, *args), 5)
+            ok += 1
+            last_ok = True
+        except Exception as e:
+            uri = getattr(e, "error", repr(e))
+            errors[uri] = errors.get(uri, 0) + 1
+            last_ok = False
+        await asyncio.sleep(0.02)
+    print(json.dumps({"ok": ok, "errors": errors, "last_ok": last_ok, "attached": s.is_attached()}), flush=True)
+    s.leave()
 
 
 async def error(url, procedure):
@@ -80,7 +106,9 @@ async def bystander(url, stopfile):
 
 if __name__ == "__main__":
     if sys.argv[1] == "call":
-        asyncio.run(call(*sys.argv[2:5]))
+        asyncio.run(call(*sys.argv[2:6]))
+    elif sys.argv[1] == "loop":
+        asyncio.run(loop(*sys.argv[2:6]))
     elif sys.argv[1] == "error":
         asyncio.run(error(*sys.argv[2:4]))
     elif sys.argv[1] == "bystander":

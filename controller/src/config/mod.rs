@@ -116,9 +116,8 @@ pub struct WorkerSpec {
 pub enum WorkerKind {
     /// A router worker process.
     Router(RouterConfig),
-    /// A container worker process (component hosting comes later; an empty
-    /// container starts, reports ready and is supervised).
-    Container,
+    /// A container worker process hosting components.
+    Container(ContainerConfig),
     /// Any executable.
     Guest(GuestConfig),
 }
@@ -128,8 +127,153 @@ impl WorkerKind {
     pub fn name(&self) -> &'static str {
         match self {
             WorkerKind::Router(_) => "router",
-            WorkerKind::Container => "container",
+            WorkerKind::Container(_) => "container",
             WorkerKind::Guest(_) => "guest",
+        }
+    }
+}
+
+/// A container worker: the components it hosts.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerConfig {
+    /// Components, each its own WAMP session to a router.
+    #[serde(default)]
+    pub components: Vec<ComponentConfig>,
+}
+
+/// A component in a container, in Crossbar.io's shape.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentConfig {
+    /// Must be `class`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A built-in component (see [`crate::components::CLASSNAMES`]).
+    pub classname: String,
+    /// The realm to join.
+    pub realm: String,
+    /// How to reach the router.
+    pub transport: ComponentTransport,
+    /// Credentials; none means anonymous (or peer credentials on a Unix
+    /// socket).
+    #[serde(default)]
+    pub auth: Option<ComponentAuth>,
+    /// Free-form data for the component.
+    #[serde(default)]
+    pub extra: Option<serde_json::Value>,
+}
+
+/// A component's connection: RawSocket to a router transport.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentTransport {
+    /// Must be `rawsocket`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `{"type": "unix", "path": "router1.sock"}` (relative to the node
+    /// directory) or `{"type": "tcp", "host": "127.0.0.1", "port": 8081}`.
+    pub endpoint: ComponentEndpoint,
+    /// `json` (default), `msgpack` or `cbor`.
+    #[serde(default)]
+    pub serializer: Option<String>,
+}
+
+/// Where a component connects.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentEndpoint {
+    /// `unix` or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `unix`: the socket file.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `tcp`: the host (default 127.0.0.1).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// `tcp`: the port.
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+/// A component's credentials (never in code): an authid and a ticket given
+/// inline or, better, named by an environment variable of the node.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentAuth {
+    /// The authid to announce.
+    #[serde(default)]
+    pub authid: Option<String>,
+    /// A ticket.
+    #[serde(default)]
+    pub ticket: Option<String>,
+    /// The environment variable holding the ticket.
+    #[serde(default)]
+    pub ticket_env: Option<String>,
+}
+
+impl ComponentConfig {
+    fn validate(&self, pre: &str, errors: &mut Vec<ConfigError>) {
+        let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
+        if self.kind != "class" {
+            err(
+                format!("{pre}.type"),
+                format!("must be \"class\", found {:?}", self.kind),
+            );
+        }
+        if !crate::components::CLASSNAMES.contains(&self.classname.as_str()) {
+            err(
+                format!("{pre}.classname"),
+                format!(
+                    "unknown component {:?}: Trellis hosts the built-in components {}",
+                    self.classname,
+                    crate::components::CLASSNAMES.join(", ")
+                ),
+            );
+        }
+        if self.transport.kind != "rawsocket" {
+            err(
+                format!("{pre}.transport.type"),
+                format!(
+                    "components connect over \"rawsocket\", found {:?}",
+                    self.transport.kind
+                ),
+            );
+        }
+        if let Some(s) = &self.transport.serializer
+            && proto::Serializer::from_name(s).is_none()
+        {
+            err(
+                format!("{pre}.transport.serializer"),
+                format!("unknown serializer {s:?}: expected \"json\", \"msgpack\" or \"cbor\""),
+            );
+        }
+        let e = &self.transport.endpoint;
+        match e.kind.as_str() {
+            "unix" if e.path.as_deref().is_some_and(|p| !p.is_empty()) => {}
+            "unix" => err(
+                format!("{pre}.transport.endpoint.path"),
+                "missing: the router's socket file".into(),
+            ),
+            "tcp" if e.port.is_some() => {}
+            "tcp" => err(
+                format!("{pre}.transport.endpoint.port"),
+                "missing: the router's RawSocket port".into(),
+            ),
+            other => err(
+                format!("{pre}.transport.endpoint.type"),
+                format!("expected \"unix\" or \"tcp\", found {other:?}"),
+            ),
+        }
+        if let Some(a) = &self.auth
+            && a.ticket.is_some()
+            && a.ticket_env.is_some()
+        {
+            err(
+                format!("{pre}.auth"),
+                "give ticket or ticket_env, not both".into(),
+            );
         }
     }
 }
@@ -414,6 +558,7 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
         });
     }
     check_port_clashes(&routers, &mut errors);
+    check_components(&workers, &routers, &mut errors);
     if errors.is_empty() {
         Ok(NodeConfig {
             source,
@@ -664,24 +809,23 @@ fn decode_worker(
         }
         "container" => {
             obj.remove("id");
-            if let Some(c) = obj.remove("components") {
-                let empty = c.as_array().is_some_and(|a| a.is_empty());
-                if !empty {
+            match serde_path_to_error::deserialize::<_, ContainerConfig>(serde_json::Value::Object(
+                obj,
+            )) {
+                Ok(c) => {
+                    for (j, comp) in c.components.iter().enumerate() {
+                        comp.validate(&format!("{prefix}.components[{j}]"), errors);
+                    }
+                    WorkerKind::Container(c)
+                }
+                Err(e) => {
                     errors.push(ConfigError {
-                        path: format!("{prefix}.components"),
-                        message: "hosting components in container workers is not supported by Trellis yet: run the component as a guest worker, or leave \"components\" empty".into(),
+                        path: join_path(&prefix, e.path()),
+                        message: e.into_inner().to_string(),
                     });
+                    return None;
                 }
             }
-            if let Some(key) = obj.keys().next() {
-                errors.push(ConfigError {
-                    path: format!("{prefix}.{key}"),
-                    message: format!(
-                        "unknown field `{key}`, expected one of `type`, `id`, `options`, `components`"
-                    ),
-                });
-            }
-            WorkerKind::Container
         }
         _ => {
             obj.remove("id");
@@ -791,6 +935,48 @@ fn check_ids(workers: &[WorkerSpec], errors: &mut Vec<ConfigError>) {
                 path,
                 message: format!("id {:?} is already used by workers[{}]", w.id, first.index),
             });
+        }
+    }
+}
+
+/// A component's realm and Unix socket must be a router's.
+fn check_components(
+    workers: &[WorkerSpec],
+    routers: &[(usize, RouterConfig)],
+    errors: &mut Vec<ConfigError>,
+) {
+    for w in workers {
+        let WorkerKind::Container(c) = &w.kind else {
+            continue;
+        };
+        for (j, comp) in c.components.iter().enumerate() {
+            let pre = format!("workers[{}].components[{j}]", w.index);
+            if !routers
+                .iter()
+                .any(|(_, r)| r.realms.iter().any(|realm| realm.name == comp.realm))
+            {
+                errors.push(ConfigError {
+                    path: format!("{pre}.realm"),
+                    message: format!("no router of this node has realm {:?}", comp.realm),
+                });
+            }
+            let e = &comp.transport.endpoint;
+            if e.kind == "unix"
+                && let Some(path) = &e.path
+                && !routers.iter().any(|(_, r)| {
+                    r.transports.iter().any(|t| {
+                        t.kind == router_worker::config::TransportKind::Rawsocket
+                            && t.endpoint.path.as_deref() == Some(path.as_str())
+                    })
+                })
+            {
+                errors.push(ConfigError {
+                    path: format!("{pre}.transport.endpoint.path"),
+                    message: format!(
+                        "no router of this node has a rawsocket transport on the unix socket {path:?}"
+                    ),
+                });
+            }
         }
     }
 }
@@ -925,7 +1111,8 @@ mod tests {
 
         let e = load_str(&format!(
             r#"{{"version": 2, "controller": {{"manhole": {{}}, "options": {{"title": "x"}}}}, "workers": [{router},
-                {{"type": "container", "id": "r", "components": [{{"type": "class"}}]}},
+                {{"type": "container", "id": "r", "components": [{{"type": "class", "classname": "nope", "realm": "realm1",
+                    "transport": {{"type": "rawsocket", "endpoint": {{"type": "unix", "path": "r.sock"}}}}}}]}},
                 {{"type": "guest", "id": "g h", "executable": "", "watch": {{}}, "options": {{"loglevel": "[[", "restart": {{"policy": "sometimes"}}}}}},
                 {{"type": "container", "options": {{"workdir": "x", "pythonpath": ["."]}}}},
                 {{"type": "router", "id": "r2", "transports": [{{"type": "rawsocket", "endpoint": {{"type": "unix", "path": "r.sock", "port": 1}}}}]}}
@@ -936,7 +1123,7 @@ mod tests {
         for want in [
             "controller.manhole: Crossbar.io's \"manhole\" is not supported by Trellis yet",
             "controller.options.title: Crossbar.io's \"title\" is not supported",
-            "workers[1].components: hosting components in container workers is not supported by Trellis yet",
+            "workers[1].components[0].classname: unknown component \"nope\"",
             "workers[1].id: id \"r\" is already used by workers[0]",
             "workers[2].watch: Crossbar.io's \"watch\" is not supported",
             "workers[2].options.restart.policy: unknown variant `sometimes`",
