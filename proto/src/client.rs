@@ -157,6 +157,67 @@ pub struct Client {
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
+/// What carries a joined session's messages: RawSocket over a stream, or
+/// (in the router) an in-memory link to a realm, without serialization.
+pub trait Link: Send + 'static {
+    /// Send one message.
+    fn send(&mut self, msg: Message) -> impl Future<Output = Result<(), String>> + Send;
+    /// The next message; `None` when the link is closed. Cancel-safe.
+    fn recv(&mut self) -> impl Future<Output = Option<Result<Message, String>>> + Send;
+    /// Close the link (best effort).
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// A joined RawSocket connection.
+struct RawLink<S> {
+    framed: Framed<S, RawSocketCodec>,
+    serializer: Serializer,
+    peer_max: usize,
+}
+
+impl<S: Io> Link for RawLink<S> {
+    async fn send(&mut self, msg: Message) -> Result<(), String> {
+        let bytes = self
+            .serializer
+            .encode_to_vec(&msg)
+            .map_err(|e| format!("cannot encode {}: {e}", msg.name()))?;
+        if bytes.len() > self.peer_max {
+            return Err(format!(
+                "{} of {} bytes is larger than the router accepts",
+                msg.name(),
+                bytes.len()
+            ));
+        }
+        self.framed
+            .send(Frame::Message(bytes.into()))
+            .await
+            .map_err(|e| format!("connection failed: {e}"))
+    }
+
+    async fn recv(&mut self) -> Option<Result<Message, String>> {
+        loop {
+            match self.framed.next().await? {
+                Err(e) => return Some(Err(format!("connection failed: {e}"))),
+                Ok(Frame::Ping(b)) => {
+                    if self.framed.send(Frame::Pong(b)).await.is_err() {
+                        return None;
+                    }
+                }
+                Ok(Frame::Pong(_)) => {}
+                Ok(Frame::Message(b)) => {
+                    return Some(self.serializer.decode(&b).map_err(|e| {
+                        format!("the router sent an undecodable message: {e}")
+                    }));
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.framed.close()).await;
+    }
+}
+
 impl Client {
     /// Connect over a Unix socket and join.
     ///
@@ -186,6 +247,11 @@ impl Client {
             Ok(r) => r,
             Err(_) => Err(ConnectError::Timeout(cfg.open_timeout)),
         }
+    }
+
+    /// A client on an already joined session carried by `link`.
+    pub fn from_link<L: Link>(link: L, session: Id, welcome: Dict) -> Client {
+        start(link, session, welcome)
     }
 
     /// The session id the router gave.
@@ -401,27 +467,12 @@ async fn open<S: Io>(mut stream: S, cfg: &ClientConfig) -> Result<Client, Connec
         let msg = recv(&mut framed, cfg.serializer).await?;
         match msg {
             Message::Welcome(w) => {
-                let (commands, rx) = mpsc::channel(256);
-                let (closed_tx, closed) = watch::channel(None);
-                let driver = Driver {
+                let link = RawLink {
                     framed,
                     serializer: cfg.serializer,
                     peer_max,
-                    commands: commands.downgrade(),
-                    pending: HashMap::new(),
-                    procedures: HashMap::new(),
-                    handlers: HashMap::new(),
-                    invocations: Arc::new(Semaphore::new(MAX_CONCURRENT_INVOCATIONS)),
-                    leaving: None,
                 };
-                tokio::spawn(driver.run(rx, closed_tx));
-                return Ok(Client {
-                    commands,
-                    next_id: Arc::new(AtomicU64::new(1)),
-                    session: w.session,
-                    welcome: Arc::new(w.details),
-                    closed,
-                });
+                return Ok(start(link, w.session, w.details));
             }
             Message::Abort(a) => {
                 return Err(ConnectError::Aborted {
@@ -448,6 +499,29 @@ async fn open<S: Io>(mut stream: S, cfg: &ClientConfig) -> Result<Client, Connec
                 )));
             }
         }
+    }
+}
+
+/// Run the driver for a joined session.
+fn start<L: Link>(link: L, session: Id, welcome: Dict) -> Client {
+    let (commands, rx) = mpsc::channel(256);
+    let (closed_tx, closed) = watch::channel(None);
+    let driver = Driver {
+        link,
+        commands: commands.downgrade(),
+        pending: HashMap::new(),
+        procedures: HashMap::new(),
+        handlers: HashMap::new(),
+        invocations: Arc::new(Semaphore::new(MAX_CONCURRENT_INVOCATIONS)),
+        leaving: None,
+    };
+    tokio::spawn(driver.run(rx, closed_tx));
+    Client {
+        commands,
+        next_id: Arc::new(AtomicU64::new(1)),
+        session,
+        welcome: Arc::new(welcome),
+        closed,
     }
 }
 
@@ -499,10 +573,8 @@ async fn recv<S: Io>(
     }
 }
 
-struct Driver<S> {
-    framed: Framed<S, RawSocketCodec>,
-    serializer: Serializer,
-    peer_max: usize,
+struct Driver<L> {
+    link: L,
     /// For invocation tasks to send their answers; weak so that dropping
     /// every [`Client`] ends the session.
     commands: mpsc::WeakSender<Command>,
@@ -513,7 +585,7 @@ struct Driver<S> {
     leaving: Option<oneshot::Sender<()>>,
 }
 
-impl<S: Io> Driver<S> {
+impl<L: Link> Driver<L> {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
@@ -531,20 +603,11 @@ impl<S: Io> Driver<S> {
                         break e;
                     },
                 },
-                frame = self.framed.next() => match frame {
+                msg = self.link.recv() => match msg {
                     None => break "connection lost".to_owned(),
-                    Some(Err(e)) => break format!("connection failed: {e}"),
-                    Some(Ok(Frame::Ping(b))) => {
-                        if self.framed.send(Frame::Pong(b)).await.is_err() {
-                            break "connection lost".to_owned();
-                        }
-                    }
-                    Some(Ok(Frame::Pong(_))) => {}
-                    Some(Ok(Frame::Message(b))) => match self.serializer.decode(&b) {
-                        Err(e) => break format!("the router sent an undecodable message: {e}"),
-                        Ok(m) => if let Some(end) = self.incoming(m).await {
-                            break end;
-                        },
+                    Some(Err(e)) => break e,
+                    Some(Ok(m)) => if let Some(end) = self.incoming(m).await {
+                        break end;
                     },
                 },
             }
@@ -561,25 +624,11 @@ impl<S: Io> Driver<S> {
             let _ = tx.send(());
         }
         let _ = closed.send(Some(reason));
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.framed.close()).await;
+        self.link.close().await;
     }
 
     async fn write(&mut self, msg: &Message) -> Result<(), String> {
-        let bytes = self
-            .serializer
-            .encode_to_vec(msg)
-            .map_err(|e| format!("cannot encode {}: {e}", msg.name()))?;
-        if bytes.len() > self.peer_max {
-            return Err(format!(
-                "{} of {} bytes is larger than the router accepts",
-                msg.name(),
-                bytes.len()
-            ));
-        }
-        self.framed
-            .send(Frame::Message(bytes.into()))
-            .await
-            .map_err(|e| format!("connection failed: {e}"))
+        self.link.send(msg.clone()).await
     }
 
     async fn command(&mut self, c: Command) -> Result<(), String> {
