@@ -205,9 +205,11 @@ impl<S: Io> Link for RawLink<S> {
                 }
                 Ok(Frame::Pong(_)) => {}
                 Ok(Frame::Message(b)) => {
-                    return Some(self.serializer.decode(&b).map_err(|e| {
-                        format!("the router sent an undecodable message: {e}")
-                    }));
+                    return Some(
+                        self.serializer
+                            .decode(&b)
+                            .map_err(|e| format!("the router sent an undecodable message: {e}")),
+                    );
                 }
             }
         }

@@ -20,6 +20,7 @@ pub mod authz;
 pub mod broker;
 pub mod config;
 pub mod dealer;
+pub mod local;
 pub mod meta;
 pub mod outbound;
 pub mod realm;

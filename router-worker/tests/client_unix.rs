@@ -203,3 +203,57 @@ async fn realms_change_in_place() {
     shutdown.cancel();
     served.await.unwrap();
 }
+
+#[tokio::test]
+async fn router_components_join_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("router.sock");
+    let router = Router::bind(&config(&sock)).await.unwrap();
+    let realm = router.realms().get("realm1").unwrap();
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(router.serve(shutdown.clone()));
+    let e = router_worker::local::attach(&realm, "x", "ghost")
+        .await
+        .err()
+        .unwrap();
+    assert!(e.contains("role \"ghost\" does not exist"), "{e}");
+    let local = router_worker::local::attach(&realm, "authenticator", "anonymous")
+        .await
+        .unwrap();
+    assert_eq!(
+        local.welcome().get("authid").and_then(Value::as_str),
+        Some("authenticator")
+    );
+    local
+        .register("com.local.echo", |p: Payload, _| async move { Ok(p) })
+        .await
+        .unwrap();
+    let remote = Client::connect_unix(&sock, &ClientConfig::new("realm1"))
+        .await
+        .unwrap();
+    let r = remote
+        .call("com.local.echo", Payload::args(vec![Value::from("hi")]))
+        .await
+        .unwrap();
+    assert_eq!(r.args, [Value::from("hi")]);
+    remote
+        .register("com.remote.n", |_, _| async {
+            Ok(Payload::args(vec![Value::from(7i64)]))
+        })
+        .await
+        .unwrap();
+    let r = local
+        .call("com.remote.n", Payload::default())
+        .await
+        .unwrap();
+    assert_eq!(r.args, [Value::from(7i64)]);
+    local.leave().await;
+    assert!(local.is_closed());
+    let e = remote
+        .call("com.local.echo", Payload::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.uri, "wamp.error.no_such_procedure");
+    shutdown.cancel();
+    served.await.unwrap();
+}
