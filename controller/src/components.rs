@@ -1,20 +1,248 @@
-//! Built-in components that container workers host, chosen in node.json by
-//! `classname`.
+//! Built-in components, chosen in node.json by `classname`: container
+//! components ([`CLASSNAMES`]) and router components
+//! ([`ROUTER_CLASSNAMES`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proto::client::{CallError, Client};
 use proto::component::{BoxFuture, Component};
-use proto::{Payload, Value};
+use proto::{Dict, Payload, Value};
+use router_worker::config::RouterComponentConfig;
+use serde::Deserialize;
 
-/// Every built-in `classname`.
+/// Every built-in container component `classname`.
 pub const CLASSNAMES: &[&str] = &["trellis.balloon.Backend"];
+
+/// Every built-in router component `classname`.
+pub const ROUTER_CLASSNAMES: &[&str] = &["trellis.auth.UserDatabase"];
 
 /// The component for `classname` (validated beforehand).
 pub fn build(classname: &str) -> Option<Arc<dyn Component>> {
     match classname {
         "trellis.balloon.Backend" => Some(Arc::new(BalloonBackend)),
         _ => None,
+    }
+}
+
+/// `trellis check` for a router component: a known classname, and
+/// settings (`extra`) of the right shape. `Err((key, message))`.
+///
+/// # Errors
+/// The key under the component and what is wrong.
+pub fn check_router_component(c: &RouterComponentConfig) -> Result<(), (String, String)> {
+    if !ROUTER_CLASSNAMES.contains(&c.classname.as_str()) {
+        return Err((
+            "classname".into(),
+            format!(
+                "unknown router component {:?}: Trellis has {}",
+                c.classname,
+                ROUTER_CLASSNAMES.join(", ")
+            ),
+        ));
+    }
+    UserDatabaseConfig::from_extra(c.extra.as_ref()).map(|_| ())
+}
+
+/// Start a router component on its in-memory session.
+///
+/// # Errors
+/// Its settings are wrong or its users file cannot be read.
+pub async fn start_router_component(
+    c: &RouterComponentConfig,
+    session: &Client,
+) -> Result<(), String> {
+    let cfg =
+        UserDatabaseConfig::from_extra(c.extra.as_ref()).map_err(|(k, m)| format!("{k}: {m}"))?;
+    let db = UserDatabase::load(cfg)?;
+    db.start(session).await.map_err(|e| e.to_string())
+}
+
+/// `extra` of `trellis.auth.UserDatabase`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserDatabaseConfig {
+    /// The authenticator procedure to register.
+    pub procedure: String,
+    /// Users inline, by the authid they log in with.
+    #[serde(default)]
+    pub users: BTreeMap<String, User>,
+    /// A JSON file of more users (`{"authid": {...}}`), relative to the
+    /// node directory.
+    #[serde(default)]
+    pub users_file: Option<String>,
+}
+
+impl UserDatabaseConfig {
+    fn from_extra(
+        extra: Option<&serde_json::Value>,
+    ) -> Result<UserDatabaseConfig, (String, String)> {
+        let Some(extra) = extra else {
+            return Err((
+                "extra".into(),
+                "missing: give {\"procedure\": \"com.example.authenticate\", \"users\": {...}}"
+                    .into(),
+            ));
+        };
+        serde_path_to_error::deserialize(extra.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            (format!("extra.{path}"), e.into_inner().to_string())
+        })
+    }
+}
+
+/// One user of the database, in the shape the router's dynamic WAMP-CRA
+/// expects back from an authenticator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// The password, or with `secret-kind: derived-key` the derived key.
+    pub secret: String,
+    /// The role the user gets.
+    pub role: String,
+    /// The authid the session gets instead of the login name.
+    #[serde(default)]
+    pub authid: Option<String>,
+    /// PBKDF2 salt.
+    #[serde(default)]
+    pub salt: Option<String>,
+    /// PBKDF2 iterations.
+    #[serde(default)]
+    pub iterations: Option<u32>,
+    /// PBKDF2 key length.
+    #[serde(default)]
+    pub keylen: Option<u32>,
+    /// `password` (default) or `derived-key`.
+    #[serde(default, rename = "secret-kind")]
+    pub secret_kind: Option<String>,
+    /// Extra data for the client's WELCOME.
+    #[serde(default)]
+    pub extra: Option<serde_json::Value>,
+}
+
+/// `trellis.auth.UserDatabase`: a dynamic authenticator over a user
+/// database, answering both WAMP-CRA (secret and salt for the router to
+/// check) and ticket (checked here) logins.
+pub struct UserDatabase {
+    procedure: String,
+    users: BTreeMap<String, User>,
+}
+
+impl UserDatabase {
+    /// Inline users plus the users file.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed.
+    pub fn load(cfg: UserDatabaseConfig) -> Result<UserDatabase, String> {
+        let mut users = cfg.users;
+        if let Some(file) = &cfg.users_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read users_file {file:?}: {e}"))?;
+            let more: BTreeMap<String, User> = serde_json::from_str(&text)
+                .map_err(|e| format!("users_file {file:?} is not a JSON object of users: {e}"))?;
+            users.extend(more);
+        }
+        Ok(UserDatabase {
+            procedure: cfg.procedure,
+            users,
+        })
+    }
+
+    /// Register the authenticator procedure.
+    ///
+    /// # Errors
+    /// The registration failed.
+    pub async fn start(self, session: &Client) -> Result<(), CallError> {
+        let db = Arc::new(self);
+        let procedure = db.procedure.clone();
+        session
+            .register(&procedure, move |p: Payload, _| {
+                let db = db.clone();
+                async move { db.authenticate(&p) }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `authenticate(realm, authid, details)`.
+    fn authenticate(&self, p: &Payload) -> Result<Payload, CallError> {
+        let authid = p.args.get(1).and_then(Value::as_str).unwrap_or_default();
+        let details = p.args.get(2).and_then(Value::as_dict);
+        let method = details
+            .and_then(|d| d.get("authmethod"))
+            .and_then(Value::as_str)
+            .unwrap_or("wampcra");
+        let Some(user) = self.users.get(authid) else {
+            return Err(CallError::new(
+                "wamp.error.not_authorized",
+                format!("no user {authid:?}"),
+            ));
+        };
+        let mut answer = Dict::new();
+        answer.insert("role".into(), user.role.as_str().into());
+        if let Some(a) = &user.authid {
+            answer.insert("authid".into(), a.as_str().into());
+        }
+        if let Some(e) = &user.extra {
+            answer.insert("extra".into(), json_to_value(e));
+        }
+        match method {
+            "ticket" => {
+                let ticket = details
+                    .and_then(|d| d.get("ticket"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let presented = match (&user.salt, user.secret_kind.as_deref()) {
+                    (Some(salt), Some("derived-key")) => proto::auth::derive_key(
+                        ticket,
+                        salt,
+                        user.iterations.unwrap_or(1000),
+                        user.keylen.unwrap_or(32) as usize,
+                    ),
+                    _ => ticket.to_owned(),
+                };
+                use subtle::ConstantTimeEq;
+                if !bool::from(presented.as_bytes().ct_eq(user.secret.as_bytes())) {
+                    return Err(CallError::new("wamp.error.not_authorized", "wrong ticket"));
+                }
+            }
+            _ => {
+                answer.insert("secret".into(), user.secret.as_str().into());
+                if let Some(s) = &user.salt {
+                    answer.insert("salt".into(), s.as_str().into());
+                }
+                if let Some(i) = user.iterations {
+                    answer.insert("iterations".into(), u64::from(i).into());
+                }
+                if let Some(k) = user.keylen {
+                    answer.insert("keylen".into(), u64::from(k).into());
+                }
+                if let Some(k) = &user.secret_kind {
+                    answer.insert("secret-kind".into(), k.as_str().into());
+                }
+            }
+        }
+        Ok(Payload::args(vec![Value::Dict(answer)]))
+    }
+}
+
+/// A config value as a WAMP value.
+pub fn json_to_value(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .map(Value::Int)
+            .or_else(|| n.as_u64().map(Value::UInt))
+            .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0))),
+        serde_json::Value::String(s) => Value::Str(s.clone()),
+        serde_json::Value::Array(a) => Value::List(a.iter().map(json_to_value).collect()),
+        serde_json::Value::Object(o) => Value::Dict(
+            o.iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v)))
+                .collect(),
+        ),
     }
 }
 

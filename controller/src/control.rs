@@ -91,6 +91,7 @@ pub fn router_config(socket: &Path) -> RouterConfig {
             url: None,
             paths: None,
         }],
+        components: Vec::new(),
     }
 }
 

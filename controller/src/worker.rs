@@ -156,6 +156,25 @@ pub async fn run(
         Some(cfg) => Some(Router::bind(cfg).await.map_err(|e| e.to_string())?),
         None => None,
     };
+    // Router components join their realms in memory before the worker
+    // reports ready; their sessions live as long as the worker.
+    let mut component_sessions = Vec::new();
+    if let (Some(r), Some(cfg)) = (&router, &router_cfg) {
+        for (j, c) in cfg.components.iter().enumerate() {
+            let realm = r.realms().get(&c.realm).ok_or_else(|| {
+                format!("components[{j}]: realm {:?} is not on this router", c.realm)
+            })?;
+            let authid = c.authid.clone().unwrap_or_else(|| c.classname.clone());
+            let session = router_worker::local::attach(&realm, &authid, &c.role)
+                .await
+                .map_err(|e| format!("components[{j}] ({}): {e}", c.classname))?;
+            crate::components::start_router_component(c, &session)
+                .await
+                .map_err(|e| format!("components[{j}] ({}): {e}", c.classname))?;
+            info!(component = %c.classname, realm = %c.realm, role = %c.role, "router component started");
+            component_sessions.push(session);
+        }
+    }
     let transports: Vec<Value> = router
         .as_ref()
         .map(|r| {
@@ -334,6 +353,7 @@ pub async fn run(
         Some(r) => r.serve(shutdown.clone()).await,
         None => shutdown.cancelled().await,
     }
+    drop(component_sessions);
     link.leave().await;
     if lost.is_cancelled() {
         return Err("the control link to the controller was lost".into());

@@ -23,6 +23,30 @@ pub struct RouterConfig {
     /// Listening transports.
     #[serde(default)]
     pub transports: Vec<TransportConfig>,
+    /// Router components: sessions inside the router process.
+    #[serde(default)]
+    pub components: Vec<RouterComponentConfig>,
+}
+
+/// A router component, in Crossbar.io's shape.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouterComponentConfig {
+    /// Must be `class`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A built-in component.
+    pub classname: String,
+    /// The realm it joins.
+    pub realm: String,
+    /// The role it has there.
+    pub role: String,
+    /// Its authid; the classname when absent.
+    #[serde(default)]
+    pub authid: Option<String>,
+    /// The component's own settings.
+    #[serde(default)]
+    pub extra: Option<serde_json::Value>,
 }
 
 /// A realm: a routing and authorization domain.
@@ -662,6 +686,26 @@ impl RouterConfig {
                 "transports".into(),
                 "a router needs at least one transport".into(),
             );
+        }
+        for (i, c) in self.components.iter().enumerate() {
+            let pre = format!("components[{i}]");
+            if c.kind != "class" {
+                p(
+                    format!("{pre}.type"),
+                    format!("must be \"class\", found {:?}", c.kind),
+                );
+            }
+            if !self.realms.iter().any(|r| r.name == c.realm) {
+                p(
+                    format!("{pre}.realm"),
+                    format!("realm {:?} is not defined in this router's realms", c.realm),
+                );
+            } else if !self.role_exists(Some(&c.realm), &c.role) {
+                p(
+                    format!("{pre}.role"),
+                    format!("role {:?} does not exist in realm {:?}", c.role, c.realm),
+                );
+            }
         }
         for (i, t) in self.transports.iter().enumerate() {
             let pre = format!("transports[{i}]");

@@ -151,3 +151,58 @@ fn balloon_backend_survives_its_crash_and_the_routers() {
         "{log}"
     );
 }
+
+/// The balloon flow: a router component (the user database) answers the
+/// WebSocket transport's dynamic WAMP-CRA, rewrites the authid and adds
+/// `extra`; the container component serves com.balloon.pop.
+#[test]
+fn router_component_authenticates_and_container_component_serves() {
+    let port = free_port();
+    let mut cfg = balloon_node(port);
+    let router = &mut cfg["workers"][0];
+    router["realms"][0]["roles"]
+        .as_array_mut()
+        .expect("roles")
+        .extend([
+            json!({"name": "authenticator", "permissions": [
+                {"uri": "com.balloon.authenticate", "allow": {"register": true}}]}),
+            json!({"name": "balloonpopper", "permissions": [
+                {"uri": "com.balloon.pop", "allow": {"call": true}}]}),
+        ]);
+    router["transports"][0]["auth"] = json!({
+        "wampcra": {"type": "dynamic", "authenticator": "com.balloon.authenticate"},
+        "ticket": {"type": "dynamic", "authenticator": "com.balloon.authenticate"}
+    });
+    router["components"] = json!([{
+        "type": "class",
+        "classname": "trellis.auth.UserDatabase",
+        "realm": "realm1",
+        "role": "authenticator",
+        "extra": {
+            "procedure": "com.balloon.authenticate",
+            "users": {
+                "ingemar": {"secret": "secret123", "salt": "salt123", "iterations": 100, "keylen": 16,
+                            "role": "balloonpopper", "authid": "ID09125", "extra": {"greeting": "hej"}}
+            },
+            "users_file": "users.json"
+        }
+    }]);
+    // The users file lives in the node directory, where relative paths start.
+    let node = Node::start_with_files(
+        &cfg,
+        port,
+        &[(
+            "users.json",
+            r#"{"peter": {"secret": "peter-secret", "role": "balloonpopper"}}"#,
+        )],
+    );
+    let out = crate::support::expect_python_args_ok(&node, "balloon_login.py", &[&node.url()]);
+    for want in [
+        "ingemar popped 5",
+        "balloonpopper may not call the authenticator",
+        "peter logged in with a ticket",
+        "wrong password and unknown user refused",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+}

@@ -83,10 +83,31 @@ impl Node {
         Node::start_with(config, port, &[], &[])
     }
 
+    /// As [`Node::start`], with files written into the node directory
+    /// first (relative paths in the config start there).
+    pub fn start_with_files(config: &Value, port: u16, files: &[(&str, &str)]) -> Node {
+        Node::start_inner(config, port, &[], &[], files)
+    }
+
     /// As [`Node::start`], with extra environment variables and arguments
     /// (after `start`).
     pub fn start_with(config: &Value, port: u16, env: &[(&str, &str)], args: &[&str]) -> Node {
+        Node::start_inner(config, port, env, args, &[])
+    }
+
+    fn start_inner(
+        config: &Value,
+        port: u16,
+        env: &[(&str, &str)],
+        args: &[&str],
+        files: &[(&str, &str)],
+    ) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
+        let node_dir = dir.path().join("node");
+        std::fs::create_dir_all(&node_dir).expect("node dir");
+        for (name, text) in files {
+            std::fs::write(node_dir.join(name), text).expect("write a node file");
+        }
         let cfg = dir.path().join("node.json");
         std::fs::write(&cfg, serde_json::to_vec_pretty(config).expect("json"))
             .expect("write config");

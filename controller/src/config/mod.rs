@@ -578,10 +578,7 @@ const CROSSBAR_ONLY: &[(&str, &[&str])] = &[
         "controller.options",
         &["title", "shutdown", "enable_parallel_worker_start"],
     ),
-    (
-        "router",
-        &["components", "connections", "manhole", "rlinks", "storage"],
-    ),
+    ("router", &["connections", "manhole", "rlinks", "storage"]),
     ("container", &["connections", "manhole"]),
     ("guest", &["watch"]),
     (
@@ -795,6 +792,14 @@ fn decode_worker(
                             path: format!("{prefix}.{}", p.path),
                             message: p.message,
                         });
+                    }
+                    for (j, c) in r.components.iter().enumerate() {
+                        if let Err(e) = crate::components::check_router_component(c) {
+                            errors.push(ConfigError {
+                                path: format!("{prefix}.components[{j}].{}", e.0),
+                                message: e.1,
+                            });
+                        }
                     }
                     WorkerKind::Router(r)
                 }
