@@ -639,10 +639,13 @@ impl AuthSettings {
                     .flatten()
             })
             .map(|u| u.name);
+        // By uid, by user name, else "*": any user who can open the socket
+        // (its file mode decides who can).
         let entry = pc
             .principals
             .get(&uid.to_string())
-            .or_else(|| name.as_ref().and_then(|n| pc.principals.get(n)));
+            .or_else(|| name.as_ref().and_then(|n| pc.principals.get(n)))
+            .or_else(|| pc.principals.get("*"));
         let Some(pr) = entry else {
             return Ok(None);
         };

@@ -405,7 +405,8 @@ pub struct PeerCredAuth {
     /// Must be `static`.
     #[serde(rename = "type", default = "static_kind")]
     pub kind: String,
-    /// By user name or numeric uid (as a string): who the session is.
+    /// By user name or numeric uid (as a string), or `*` for any user who
+    /// can open the socket: who the session is.
     pub principals: BTreeMap<String, PeerCredPrincipal>,
 }
 

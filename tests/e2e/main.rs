@@ -6,6 +6,7 @@
 mod advanced;
 mod auth;
 mod bad_input;
+mod balloon;
 mod bench_smoke;
 mod cli;
 mod components;
