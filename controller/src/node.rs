@@ -682,10 +682,27 @@ impl Node {
     }
 
     /// SIGTERM every worker's process group, wait up to the shutdown
-    /// timeout, SIGKILL what is left.
+    /// timeout, SIGKILL what is left. Containers and guests go first, so
+    /// their components leave before the routers they use stop.
     async fn stop_all(&mut self) {
+        let timeout = Duration::from_secs_f64(self.controller.shutdown_timeout);
+        let deadline = Instant::now() + timeout;
+        self.stop_where(|k| !matches!(k, WorkerKind::Router(_)), deadline, timeout)
+            .await;
+        self.stop_where(|k| matches!(k, WorkerKind::Router(_)), deadline, timeout)
+            .await;
+    }
+
+    /// Stop the workers whose kind matches, by `deadline`.
+    async fn stop_where(
+        &mut self,
+        which: impl Fn(&WorkerKind) -> bool,
+        deadline: Instant,
+        timeout: Duration,
+    ) {
+        let mut deadline = deadline;
         let mut alive: HashMap<String, u64> = HashMap::new();
-        for s in &mut self.slots {
+        for s in self.slots.iter_mut().filter(|s| which(&s.spec.kind)) {
             s.replace = None;
             if let Some(pid) = s.pid {
                 signal_group(pid, Signal::SIGTERM);
@@ -699,8 +716,6 @@ impl Node {
             return;
         }
         info!(workers = alive.len(), "stopping workers");
-        let timeout = Duration::from_secs_f64(self.controller.shutdown_timeout);
-        let mut deadline = Instant::now() + timeout;
         let mut killed = false;
         while !alive.is_empty() {
             let ev = tokio::select! {
