@@ -1,10 +1,11 @@
-//! An async WAMP client over RawSocket (Unix socket or TCP).
+//! An async WAMP client over RawSocket (Unix socket or TCP) and WebSocket.
 //!
 //! Trellis's own processes use it: workers on their control link to the
-//! controller, `trellis status`/`stop`, and (later) container components.
-//! It is deliberately small: caller, callee, publisher and subscriber with
-//! anonymous or ticket authentication. Interop tests use autobahn, never
-//! this client.
+//! controller, `trellis status`/`stop`, container and router components.
+//! It is deliberately small: caller, callee, publisher and subscriber over
+//! RawSocket (Unix or TCP), WebSocket, or an in-memory [`Link`]; anonymous,
+//! ticket, WAMP-CRA (salted or not) or cryptosign authentication.
+//! Interop tests use autobahn, never this client.
 //!
 //! One driver task owns the connection. [`Client`] handles send commands to
 //! it over a bounded channel; answers come back on oneshot channels.
@@ -43,6 +44,12 @@ pub struct ClientConfig {
     pub authid: Option<String>,
     /// A ticket: when set, the client offers `ticket` authentication.
     pub ticket: Option<String>,
+    /// A WAMP-CRA secret (the password, or a derived key when the router
+    /// sends no salt): when set, the client offers `wampcra`.
+    pub wampcra: Option<String>,
+    /// An Ed25519 seed: when set, the client offers `cryptosign` with its
+    /// public key.
+    pub cryptosign: Option<[u8; 32]>,
     /// The serializer to negotiate.
     pub serializer: Serializer,
     /// Deadline for the RawSocket handshake and the WAMP opening.
@@ -56,6 +63,8 @@ impl ClientConfig {
             realm: realm.to_owned(),
             authid: None,
             ticket: None,
+            wampcra: None,
+            cryptosign: None,
             serializer: Serializer::Json,
             open_timeout: Duration::from_secs(10),
         }
@@ -168,6 +177,57 @@ pub trait Link: Send + 'static {
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 }
 
+/// A WebSocket connection.
+struct WsLink<S> {
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    serializer: Serializer,
+}
+
+impl<S: Io> Link for WsLink<S> {
+    async fn send(&mut self, msg: Message) -> Result<(), String> {
+        use tokio_tungstenite::tungstenite::Message as Ws;
+        let bytes = self
+            .serializer
+            .encode_to_vec(&msg)
+            .map_err(|e| format!("cannot encode {}: {e}", msg.name()))?;
+        let frame = if self.serializer.is_binary() {
+            Ws::Binary(bytes.into())
+        } else {
+            Ws::Text(
+                String::from_utf8(bytes)
+                    .map_err(|e| format!("JSON encoding is not UTF-8: {e}"))?
+                    .into(),
+            )
+        };
+        self.ws
+            .send(frame)
+            .await
+            .map_err(|e| format!("connection failed: {e}"))
+    }
+
+    async fn recv(&mut self) -> Option<Result<Message, String>> {
+        use tokio_tungstenite::tungstenite::Message as Ws;
+        loop {
+            let data = match self.ws.next().await? {
+                Err(e) => return Some(Err(format!("connection failed: {e}"))),
+                Ok(Ws::Text(t)) => t.as_bytes().to_vec(),
+                Ok(Ws::Binary(b)) => b.to_vec(),
+                Ok(Ws::Close(_)) => return None,
+                Ok(_) => continue,
+            };
+            return Some(
+                self.serializer
+                    .decode(&data)
+                    .map_err(|e| format!("the router sent an undecodable message: {e}")),
+            );
+        }
+    }
+
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
+    }
+}
+
 /// A joined RawSocket connection.
 struct RawLink<S> {
     framed: Framed<S, RawSocketCodec>,
@@ -238,6 +298,43 @@ impl Client {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         let _ = stream.set_nodelay(true);
         Client::open(stream, cfg).await
+    }
+
+    /// Connect over WebSocket (`ws://host:port/path`) and join.
+    ///
+    /// # Errors
+    /// [`ConnectError`] saying which step failed.
+    pub async fn connect_ws(url: &str, cfg: &ClientConfig) -> Result<Client, ConnectError> {
+        let open = async {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut req = url
+                .into_client_request()
+                .map_err(|e| ConnectError::Handshake(format!("bad WebSocket URL {url:?}: {e}")))?;
+            let protocol = match cfg.serializer {
+                Serializer::Json => "wamp.2.json",
+                Serializer::MsgPack => "wamp.2.msgpack",
+                Serializer::Cbor => "wamp.2.cbor",
+            };
+            req.headers_mut().insert(
+                "sec-websocket-protocol",
+                tokio_tungstenite::tungstenite::http::HeaderValue::from_static(protocol),
+            );
+            let (ws, _) = tokio_tungstenite::connect_async(req)
+                .await
+                .map_err(|e| ConnectError::Handshake(format!("WebSocket: {e}")))?;
+            join(
+                WsLink {
+                    ws,
+                    serializer: cfg.serializer,
+                },
+                cfg,
+            )
+            .await
+        };
+        match tokio::time::timeout(cfg.open_timeout, open).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout(cfg.open_timeout)),
+        }
     }
 
     /// Run the RawSocket handshake and the WAMP opening on `stream`.
@@ -437,12 +534,21 @@ async fn open<S: Io>(mut stream: S, cfg: &ClientConfig) -> Result<Client, Connec
         ));
     }
     let peer_max = 1usize << (9 + (reply[1] >> 4));
-    let mut framed = Framed::new(
-        stream,
-        RawSocketCodec {
-            max_incoming: 1 << 24,
-        },
-    );
+    let link = RawLink {
+        framed: Framed::new(
+            stream,
+            RawSocketCodec {
+                max_incoming: 1 << 24,
+            },
+        ),
+        serializer: cfg.serializer,
+        peer_max,
+    };
+    join(link, cfg).await
+}
+
+/// HELLO, the authentication exchange, WELCOME: then the driver runs.
+async fn join<L: Link>(mut link: L, cfg: &ClientConfig) -> Result<Client, ConnectError> {
     let mut details = dict! {
         "roles" => dict! {
             "caller" => dict! { "features" => Dict::new() },
@@ -454,28 +560,42 @@ async fn open<S: Io>(mut stream: S, cfg: &ClientConfig) -> Result<Client, Connec
     if let Some(a) = &cfg.authid {
         details.insert("authid".into(), Value::Str(a.clone()));
     }
+    let mut methods = Vec::new();
+    if cfg.cryptosign.is_some() {
+        methods.push(Value::Str("cryptosign".into()));
+    }
+    if cfg.wampcra.is_some() {
+        methods.push(Value::Str("wampcra".into()));
+    }
     if cfg.ticket.is_some() {
+        methods.push(Value::Str("ticket".into()));
+    }
+    if let Some(seed) = &cfg.cryptosign {
         details.insert(
-            "authmethods".into(),
-            Value::List(vec![Value::Str("ticket".into())]),
+            "authextra".into(),
+            Value::Dict(dict! { "pubkey" => crate::auth::cryptosign_pubkey(seed) }),
         );
+    }
+    if !methods.is_empty() {
+        details.insert("authmethods".into(), Value::List(methods));
     }
     let hello = Message::Hello(Hello {
         realm: cfg.realm.clone(),
         details,
     });
-    send(&mut framed, cfg.serializer, &hello, peer_max).await?;
+    link.send(hello).await.map_err(ConnectError::Protocol)?;
     loop {
-        let msg = recv(&mut framed, cfg.serializer).await?;
-        match msg {
-            Message::Welcome(w) => {
-                let link = RawLink {
-                    framed,
-                    serializer: cfg.serializer,
-                    peer_max,
-                };
-                return Ok(start(link, w.session, w.details));
+        let msg = match link.recv().await {
+            None => {
+                return Err(ConnectError::Protocol(
+                    "the router closed the connection".into(),
+                ));
             }
+            Some(Err(e)) => return Err(ConnectError::Protocol(e)),
+            Some(Ok(m)) => m,
+        };
+        match msg {
+            Message::Welcome(w) => return Ok(start(link, w.session, w.details)),
             Message::Abort(a) => {
                 return Err(ConnectError::Aborted {
                     reason: a.reason,
@@ -486,21 +606,81 @@ async fn open<S: Io>(mut stream: S, cfg: &ClientConfig) -> Result<Client, Connec
                         .map(str::to_owned),
                 });
             }
-            Message::Challenge(c) if c.authmethod == "ticket" => {
-                let ticket = cfg.ticket.clone().unwrap_or_default();
+            Message::Challenge(c) => {
+                let signature = answer_challenge(cfg, &c.authmethod, &c.extra)?;
                 let auth = Message::Authenticate(crate::message::Authenticate {
-                    signature: ticket,
+                    signature,
                     extra: Dict::new(),
                 });
-                send(&mut framed, cfg.serializer, &auth, peer_max).await?;
+                link.send(auth).await.map_err(ConnectError::Protocol)?;
             }
             other => {
                 return Err(ConnectError::Protocol(format!(
-                    "expected WELCOME, ABORT or a ticket CHALLENGE, got {}",
+                    "expected WELCOME, ABORT or CHALLENGE, got {}",
                     other.name()
                 )));
             }
         }
+    }
+}
+
+/// The AUTHENTICATE signature for a CHALLENGE.
+fn answer_challenge(
+    cfg: &ClientConfig,
+    method: &str,
+    extra: &Dict,
+) -> Result<String, ConnectError> {
+    let missing = || {
+        ConnectError::Protocol(format!(
+            "the router challenged with {method}, which this client was not given credentials for"
+        ))
+    };
+    match method {
+        "ticket" => cfg.ticket.clone().ok_or_else(missing),
+        "wampcra" => {
+            let password = cfg.wampcra.as_deref().ok_or_else(missing)?;
+            let challenge = extra
+                .get("challenge")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ConnectError::Protocol("WAMP-CRA CHALLENGE without a challenge string".into())
+                })?;
+            let key = match extra.get("salt").and_then(Value::as_str) {
+                Some(salt) => crate::auth::derive_key(
+                    password,
+                    salt,
+                    extra
+                        .get("iterations")
+                        .and_then(Value::as_u64)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(1000),
+                    extra
+                        .get("keylen")
+                        .and_then(Value::as_u64)
+                        .and_then(|n| usize::try_from(n).ok())
+                        .unwrap_or(32),
+                ),
+                None => password.to_owned(),
+            };
+            Ok(crate::auth::cra_sign(key.as_bytes(), challenge))
+        }
+        "cryptosign" => {
+            let seed = cfg.cryptosign.as_ref().ok_or_else(missing)?;
+            let challenge = extra
+                .get("challenge")
+                .and_then(Value::as_str)
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    ConnectError::Protocol(
+                        "cryptosign CHALLENGE without a 32-byte hex challenge".into(),
+                    )
+                })?;
+            Ok(crate::auth::cryptosign_sign(seed, &challenge))
+        }
+        other => Err(ConnectError::Protocol(format!(
+            "the router challenged with {other:?}, which this client does not speak"
+        ))),
     }
 }
 
@@ -524,54 +704,6 @@ fn start<L: Link>(link: L, session: Id, welcome: Dict) -> Client {
         session,
         welcome: Arc::new(welcome),
         closed,
-    }
-}
-
-async fn send<S: Io>(
-    framed: &mut Framed<S, RawSocketCodec>,
-    serializer: Serializer,
-    msg: &Message,
-    peer_max: usize,
-) -> Result<(), ConnectError> {
-    let bytes = serializer
-        .encode_to_vec(msg)
-        .map_err(|e| ConnectError::Protocol(e.to_string()))?;
-    if bytes.len() > peer_max {
-        return Err(ConnectError::Protocol(format!(
-            "{} of {} bytes is larger than the router accepts ({peer_max})",
-            msg.name(),
-            bytes.len()
-        )));
-    }
-    framed
-        .send(Frame::Message(bytes.into()))
-        .await
-        .map_err(|e| ConnectError::Protocol(e.to_string()))
-}
-
-async fn recv<S: Io>(
-    framed: &mut Framed<S, RawSocketCodec>,
-    serializer: Serializer,
-) -> Result<Message, ConnectError> {
-    loop {
-        match framed.next().await {
-            None => {
-                return Err(ConnectError::Protocol(
-                    "the router closed the connection".into(),
-                ));
-            }
-            Some(Err(e)) => return Err(ConnectError::Protocol(e.to_string())),
-            Some(Ok(Frame::Message(b))) => {
-                return serializer
-                    .decode(&b)
-                    .map_err(|e| ConnectError::Protocol(e.to_string()));
-            }
-            Some(Ok(Frame::Ping(b))) => framed
-                .send(Frame::Pong(b))
-                .await
-                .map_err(|e| ConnectError::Protocol(e.to_string()))?,
-            Some(Ok(Frame::Pong(_))) => {}
-        }
     }
 }
 

@@ -257,3 +257,69 @@ async fn router_components_join_in_memory() {
     shutdown.cancel();
     served.await.unwrap();
 }
+
+#[tokio::test]
+async fn client_over_websocket_with_every_authmethod() {
+    let seed = [7u8; 32];
+    let pubkey = proto::auth::cryptosign_pubkey(&seed);
+    let cfg: RouterConfig = serde_json::from_value(serde_json::json!({
+        "realms": [{"name": "realm1", "roles": [{"name": "user", "permissions": [
+            {"uri": "", "match": "prefix", "allow": {"call": true, "register": true}}]}]}],
+        "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": 0},
+            "auth": {
+                "ticket": {"type": "static", "principals": {"joe": {"ticket": "joe-ticket", "role": "user"}}},
+                "wampcra": {"type": "static", "users": {
+                    "peter": {"secret": "peter-pw", "role": "user"},
+                    "carol": {"secret": "carol-pw", "salt": "s4lt", "iterations": 100, "keylen": 16, "role": "user"}}},
+                "cryptosign": {"type": "static", "principals": {"alice": {"authorized_keys": [pubkey], "role": "user"}}}
+            }}]
+    }))
+    .unwrap();
+    let router = Router::bind(&cfg).await.unwrap();
+    let url = format!("ws://{}/ws", router.local_addrs()[0]);
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(router.serve(shutdown.clone()));
+    let base = |authid: &str, ser| {
+        let mut c = ClientConfig::new("realm1");
+        c.authid = Some(authid.into());
+        c.serializer = ser;
+        c
+    };
+    let mut joe = base("joe", proto::Serializer::Json);
+    joe.ticket = Some("joe-ticket".into());
+    let mut peter = base("peter", proto::Serializer::MsgPack);
+    peter.wampcra = Some("peter-pw".into());
+    let mut carol = base("carol", proto::Serializer::Cbor);
+    carol.wampcra = Some("carol-pw".into());
+    let mut alice = base("alice", proto::Serializer::Json);
+    alice.cryptosign = Some(seed);
+    for (who, c) in [
+        ("joe", joe),
+        ("peter", peter),
+        ("carol", carol),
+        ("alice", alice),
+    ] {
+        let client = Client::connect_ws(&url, &c)
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        assert_eq!(
+            client.welcome().get("authid").and_then(Value::as_str),
+            Some(who)
+        );
+        let e = client
+            .call("com.nothing", Payload::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.uri, "wamp.error.no_such_procedure");
+        client.leave().await;
+    }
+    let mut wrong = base("carol", proto::Serializer::Json);
+    wrong.wampcra = Some("nope".into());
+    let e = Client::connect_ws(&url, &wrong).await.err().unwrap();
+    assert!(
+        e.to_string().contains("wamp.error.authentication_failed"),
+        "{e}"
+    );
+    shutdown.cancel();
+    served.await.unwrap();
+}
