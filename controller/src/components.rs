@@ -184,7 +184,7 @@ impl UserDatabase {
             answer.insert("authid".into(), a.as_str().into());
         }
         if let Some(e) = &user.extra {
-            answer.insert("extra".into(), json_to_value(e));
+            answer.insert("extra".into(), Value::from(e));
         }
         match method {
             "ticket" => {
@@ -223,26 +223,6 @@ impl UserDatabase {
             }
         }
         Ok(Payload::args(vec![Value::Dict(answer)]))
-    }
-}
-
-/// A config value as a WAMP value.
-pub fn json_to_value(v: &serde_json::Value) -> Value {
-    match v {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(b) => Value::Bool(*b),
-        serde_json::Value::Number(n) => n
-            .as_i64()
-            .map(Value::Int)
-            .or_else(|| n.as_u64().map(Value::UInt))
-            .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0))),
-        serde_json::Value::String(s) => Value::Str(s.clone()),
-        serde_json::Value::Array(a) => Value::List(a.iter().map(json_to_value).collect()),
-        serde_json::Value::Object(o) => Value::Dict(
-            o.iter()
-                .map(|(k, v)| (k.clone(), json_to_value(v)))
-                .collect(),
-        ),
     }
 }
 

@@ -122,7 +122,8 @@ fn main() -> ExitCode {
             match block_on(control::status(&dir)) {
                 Ok(Ok(workers)) => {
                     if json {
-                        let v: Vec<serde_json::Value> = workers.iter().map(to_json).collect();
+                        let v: Vec<serde_json::Value> =
+                            workers.iter().map(proto::Value::to_json).collect();
                         println!("{}", serde_json::json!({ "workers": v }));
                     } else {
                         print!("{}", control::format_table(&workers));
@@ -235,23 +236,6 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, String> {
         .build()
         .map(|rt| rt.block_on(f))
         .map_err(|e| format!("cannot start the async runtime: {e}"))
-}
-
-fn to_json(v: &proto::Value) -> serde_json::Value {
-    use proto::Value as V;
-    match v {
-        V::Null => serde_json::Value::Null,
-        V::Bool(b) => (*b).into(),
-        V::Int(i) => (*i).into(),
-        V::UInt(u) => (*u).into(),
-        V::Float(f) => (*f).into(),
-        V::Str(s) => s.as_str().into(),
-        V::Bytes(b) => serde_json::Value::Array(b.iter().map(|x| (*x).into()).collect()),
-        V::List(l) => serde_json::Value::Array(l.iter().map(to_json).collect()),
-        V::Dict(d) => {
-            serde_json::Value::Object(d.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
-        }
-    }
 }
 
 /// `trellis worker`: a router or container process under the controller.

@@ -135,6 +135,46 @@ impl fmt::Display for Value {
     }
 }
 
+impl From<&serde_json::Value> for Value {
+    /// A JSON document (a config value) as a WAMP value.
+    fn from(v: &serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .map(Value::Int)
+                .or_else(|| n.as_u64().map(Value::UInt))
+                .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0))),
+            serde_json::Value::String(s) => Value::Str(s.clone()),
+            serde_json::Value::Array(a) => Value::List(a.iter().map(Value::from).collect()),
+            serde_json::Value::Object(o) => {
+                Value::Dict(o.iter().map(|(k, v)| (k.clone(), Value::from(v))).collect())
+            }
+        }
+    }
+}
+
+impl Value {
+    /// As a JSON document for people and scripts (`trellis status
+    /// --json`): bytes become an array of numbers, non-finite floats null.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => (*b).into(),
+            Value::Int(i) => (*i).into(),
+            Value::UInt(u) => (*u).into(),
+            Value::Float(f) => (*f).into(),
+            Value::Str(s) => s.as_str().into(),
+            Value::Bytes(b) => serde_json::Value::Array(b.iter().map(|x| (*x).into()).collect()),
+            Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_json).collect()),
+            Value::Dict(d) => {
+                serde_json::Value::Object(d.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
+        }
+    }
+}
+
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
         Value::Str(s.to_owned())
@@ -188,4 +228,26 @@ macro_rules! dict {
         $( d.insert(String::from($k), $crate::value::Value::from($v)); )+
         d
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_documents_convert_both_ways() {
+        let j = serde_json::json!({"a": [1, -2, 18446744073709551615u64, 1.5, "x", null, true], "b": {}});
+        let v = Value::from(&j);
+        let d = v.as_dict().unwrap();
+        let a = d["a"].as_list().unwrap();
+        assert_eq!(a[0], Value::Int(1));
+        assert_eq!(a[1], Value::Int(-2));
+        assert_eq!(a[2], Value::UInt(u64::MAX));
+        assert_eq!(a[3], Value::Float(1.5));
+        assert_eq!(v.to_json(), j);
+        assert_eq!(
+            Value::Bytes(vec![1, 2]).to_json(),
+            serde_json::json!([1, 2])
+        );
+    }
 }
