@@ -283,6 +283,10 @@ pub enum TransportKind {
     Rawsocket,
     /// HTTP: static files and WebSocket paths on one port.
     Web,
+    /// A plain WebSocket echo endpoint for conformance testing
+    /// (Autobahn|TestSuite), as Crossbar.io's `websocket.testee`.
+    #[serde(rename = "websocket.testee")]
+    WebsocketTestee,
 }
 
 /// Where a transport listens.
@@ -712,6 +716,22 @@ impl RouterConfig {
             let pre = format!("transports[{i}]");
             match t.kind {
                 TransportKind::Web => self.validate_web(&pre, t, &mut p),
+                TransportKind::WebsocketTestee => {
+                    for (key, set) in [
+                        ("serializers", t.serializers.is_some()),
+                        ("auth", t.auth.is_some()),
+                        ("paths", t.paths.is_some()),
+                    ] {
+                        if set {
+                            p(
+                                format!("{pre}.{key}"),
+                                format!(
+                                    "a websocket.testee transport echoes plain WebSocket messages and takes no {key}"
+                                ),
+                            );
+                        }
+                    }
+                }
                 _ => {
                     if t.paths.is_some() {
                         p(

@@ -273,6 +273,7 @@ impl Router {
                 config::TransportKind::Websocket => "websocket",
                 config::TransportKind::Rawsocket => "rawsocket",
                 config::TransportKind::Web => "web",
+                config::TransportKind::WebsocketTestee => "websocket.testee",
             })
             .collect()
     }
@@ -291,6 +292,9 @@ impl Router {
                 config::TransportKind::Websocket => "WebSocket",
                 config::TransportKind::Rawsocket => "RawSocket",
                 config::TransportKind::Web => "HTTP (web: static files and WebSocket paths)",
+                config::TransportKind::WebsocketTestee => {
+                    "plain WebSocket echo (websocket.testee, for conformance tests; not WAMP)"
+                }
             };
             info!(transport = %settings.name, addr = %listener.describe(), "listening for WAMP over {kind}");
             tracker.spawn(transport::serve(

@@ -76,3 +76,24 @@ fn web_config_errors_name_their_paths() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+/// `websocket.testee`: the plain echo endpoint the Autobahn|TestSuite runs
+/// against (`../shared/tools/run-autobahn.sh ws://127.0.0.1:PORT trellis`).
+#[test]
+fn websocket_testee_echoes() {
+    let ws = free_port();
+    let testee = free_port();
+    let mut cfg = router_config(ws);
+    cfg["workers"][0]["transports"]
+        .as_array_mut()
+        .expect("transports")
+        .push(json!({"type": "websocket.testee",
+                     "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": testee}}));
+    let node = Node::start(&cfg, ws);
+    let out = expect_python_args_ok(
+        &node,
+        "testee_echo.py",
+        &[&format!("ws://127.0.0.1:{testee}")],
+    );
+    assert!(out.contains("echo ok"), "{out}");
+}

@@ -289,6 +289,7 @@ async fn handle<S: Io>(
         TransportKind::Web => {
             web::handle_connection(stream, peer, settings, realms, shutdown).await
         }
+        TransportKind::WebsocketTestee => websocket::echo(stream, settings, shutdown).await,
     }
 }
 

@@ -246,6 +246,47 @@ pub(super) async fn handle_connection<S: Io>(
     info!("connection closed");
 }
 
+/// `websocket.testee`: echo every message back (no WAMP), for the
+/// Autobahn|TestSuite. Limits are the transport's `max_message_size` and
+/// `max_frame_size`; tungstenite answers pings and checks the protocol.
+pub(super) async fn echo<S: Io>(
+    stream: S,
+    settings: Arc<ListenerSettings>,
+    shutdown: CancellationToken,
+) {
+    let accept = tokio_tungstenite::accept_async_with_config(stream, Some(settings.ws_config));
+    let mut ws = match tokio::time::timeout(settings.handshake_timeout, accept).await {
+        Ok(Ok(ws)) => ws,
+        _ => return,
+    };
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = ws.close(None).await;
+                return;
+            }
+            m = ws.next() => m,
+        };
+        match msg {
+            Some(Ok(m @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
+                if ws.send(m).await.is_err() {
+                    return;
+                }
+            }
+            Some(Ok(WsMessage::Close(_))) | None => {
+                // tungstenite has queued the close reply; flush it out.
+                let _ = ws.flush().await;
+                return;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) => {
+                let _ = ws.flush().await;
+                return;
+            }
+        }
+    }
+}
+
 /// One negotiated WebSocket connection.
 pub struct WsTransport<S> {
     ws: WebSocketStream<S>,
