@@ -357,6 +357,8 @@ pub struct WebSocketOptions {
     pub max_auth_failures: u32,
     /// The window for `max_auth_failures`, in milliseconds.
     pub auth_failure_window: u64,
+    /// Calls one session may have in flight; more get an error at once.
+    pub max_calls_in_flight: usize,
 }
 
 impl Default for WebSocketOptions {
@@ -373,6 +375,7 @@ impl Default for WebSocketOptions {
             authenticator_timeout: 5_000,
             max_auth_failures: 10,
             auth_failure_window: 60_000,
+            max_calls_in_flight: 1000,
         }
     }
 }

@@ -131,6 +131,8 @@ pub struct Dealer {
     by_caller: HashMap<(Id, Id), Id>,
     /// Invocation ids per session taking part (as caller or callee).
     calls_by_session: HashMap<Id, HashSet<Id>>,
+    /// Calls in flight per caller, for the per-session limit.
+    caller_calls: HashMap<Id, usize>,
     next_reg: Id,
     next_inv: Id,
 }
@@ -284,6 +286,11 @@ impl Dealer {
         self.regs.get(&id)
     }
 
+    /// How many calls `caller` has in flight.
+    pub fn calls_of(&self, caller: Id) -> usize {
+        self.caller_calls.get(&caller).copied().unwrap_or(0)
+    }
+
     /// True if `caller` already has call `request` in flight.
     pub fn call_in_flight(&self, caller: Id, request: Id) -> bool {
         self.by_caller.contains_key(&(caller, request))
@@ -312,6 +319,7 @@ impl Dealer {
         };
         self.pending.insert(invocation, p);
         self.by_caller.insert((caller, caller_request), invocation);
+        *self.caller_calls.entry(caller).or_insert(0) += 1;
         self.calls_by_session
             .entry(caller)
             .or_default()
@@ -361,6 +369,12 @@ impl Dealer {
     pub fn finish(&mut self, invocation: Id) -> Option<Pending> {
         let p = self.pending.remove(&invocation)?;
         self.by_caller.remove(&(p.caller, p.caller_request));
+        if let Some(n) = self.caller_calls.get_mut(&p.caller) {
+            *n -= 1;
+            if *n == 0 {
+                self.caller_calls.remove(&p.caller);
+            }
+        }
         for s in [p.caller, p.callee] {
             if let Some(set) = self.calls_by_session.get_mut(&s) {
                 set.remove(&invocation);

@@ -104,6 +104,7 @@ pub async fn attach(realm: &RealmHandle, authid: &str, authrole: &str) -> Result
         features: ClientFeatures::default(),
         transport: TransportInfo::new("local", "in-memory", "router-component".into()),
         authextra: Dict::new(),
+        max_calls: 10_000,
     };
     let (tx, rx) = mpsc::channel(LOCAL_QUEUE);
     let kill = Arc::new(KillSwitch::default());

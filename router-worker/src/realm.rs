@@ -83,6 +83,9 @@ pub struct SessionInfo {
     /// Extra data from the authenticator, given to the client in WELCOME
     /// and to dynamic authorizers.
     pub authextra: Dict,
+    /// Calls this session may have in flight (its transport's
+    /// `max_calls_in_flight`).
+    pub max_calls: usize,
 }
 
 /// Client features from HELLO that change what the router sends.
@@ -267,6 +270,9 @@ pub enum RealmCommand {
         request: Id,
     },
 }
+
+/// The error for a CALL over the session's limit of calls in flight.
+pub const TOO_MANY_CALLS: &str = "trellis.error.too_many_calls";
 
 /// A cheap, clonable handle to a running realm.
 #[derive(Clone, Debug)]
@@ -1475,6 +1481,20 @@ impl Realm {
         };
         if let Some(p) = self.dealer.pending_for_caller(session, c.request) {
             return self.continue_progressive_call(session, p, c);
+        }
+        let limit = self
+            .sessions
+            .get(&session)
+            .map_or(usize::MAX, |e| e.info.max_calls);
+        if self.dealer.calls_of(session) >= limit {
+            return fail(
+                self,
+                TOO_MANY_CALLS,
+                format!(
+                    "{limit} calls of this session are already in flight (the transport's options.max_calls_in_flight): wait for answers before calling {}",
+                    c.procedure
+                ),
+            );
         }
         let disclose_forced =
             match self.check_uri(session, &c.procedure, MatchPolicy::Exact, Action::Call) {

@@ -44,6 +44,8 @@ pub struct SessionSettings {
     pub hello_timeout: Duration,
     /// Capacity of the session's outbound queue.
     pub max_queue: usize,
+    /// Calls the session may have in flight.
+    pub max_calls: usize,
 }
 
 /// The features Trellis announces in WELCOME: exactly those that work and
@@ -310,6 +312,7 @@ async fn open<T: Transport>(
         features,
         transport,
         authextra: principal.extra,
+        max_calls: settings.max_calls,
     };
     // Neither HELLO nor the HTTP details are needed from here on.
     drop(hello);

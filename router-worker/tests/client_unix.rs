@@ -323,3 +323,52 @@ async fn client_over_websocket_with_every_authmethod() {
     shutdown.cancel();
     served.await.unwrap();
 }
+
+#[tokio::test]
+async fn calls_in_flight_are_limited_per_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("router.sock");
+    let mut cfg = config(&sock);
+    cfg.transports[0].options.max_calls_in_flight = 2;
+    let router = Router::bind(&cfg).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(router.serve(shutdown.clone()));
+    let callee = Client::connect_unix(&sock, &ClientConfig::new("realm1"))
+        .await
+        .unwrap();
+    callee
+        .register("com.slow", |_, _| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(Payload::default())
+        })
+        .await
+        .unwrap();
+    let caller = Client::connect_unix(&sock, &ClientConfig::new("realm1"))
+        .await
+        .unwrap();
+    let other = Client::connect_unix(&sock, &ClientConfig::new("realm1"))
+        .await
+        .unwrap();
+    let a = tokio::spawn({
+        let c = caller.clone();
+        async move { c.call("com.slow", Payload::default()).await }
+    });
+    let b = tokio::spawn({
+        let c = caller.clone();
+        async move { c.call("com.slow", Payload::default()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let e = caller
+        .call("com.slow", Payload::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.uri, router_worker::realm::TOO_MANY_CALLS);
+    assert!(e.to_string().contains("max_calls_in_flight"), "{e}");
+    // Another session is not affected by this one's limit.
+    other.call("com.slow", Payload::default()).await.unwrap();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    caller.call("com.slow", Payload::default()).await.unwrap();
+    shutdown.cancel();
+    served.await.unwrap();
+}

@@ -98,6 +98,7 @@ impl ListenerSettings {
                 auth: Arc::new(AuthSettings::from_config(t, token_store)),
                 hello_timeout: Duration::from_millis(o.hello_timeout),
                 max_queue: o.max_queue_messages,
+                max_calls: o.max_calls_in_flight,
             },
             ws_config,
             handshake_timeout: Duration::from_millis(o.open_handshake_timeout),
