@@ -359,6 +359,10 @@ pub struct WebSocketOptions {
     pub auth_failure_window: u64,
     /// Calls one session may have in flight; more get an error at once.
     pub max_calls_in_flight: usize,
+    /// Browser origins allowed to open the WebSocket (`*` wildcards, e.g.
+    /// `https://*.example.com`); any when absent. Clients that send no
+    /// `Origin` (non-browsers) are not affected.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 impl Default for WebSocketOptions {
@@ -376,6 +380,7 @@ impl Default for WebSocketOptions {
             max_auth_failures: 10,
             auth_failure_window: 60_000,
             max_calls_in_flight: 1000,
+            allowed_origins: None,
         }
     }
 }

@@ -97,3 +97,20 @@ fn websocket_testee_echoes() {
     );
     assert!(out.contains("echo ok"), "{out}");
 }
+
+#[test]
+fn allowed_origins_refuse_other_browsers() {
+    let port = free_port();
+    let mut cfg = router_config(port);
+    cfg["workers"][0]["transports"][0]["options"] =
+        json!({"allowed_origins": ["https://*.example.com"]});
+    let node = Node::start(&cfg, port);
+    let out = expect_python_args_ok(&node, "origin_check.py", &[&node.url()]);
+    for want in [
+        "evil origin refused",
+        "listed origin accepted",
+        "no origin accepted",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+}

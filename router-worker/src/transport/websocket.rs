@@ -67,6 +67,8 @@ pub struct ListenerSettings {
     pub max_connections: usize,
     /// `web` transports: their static and WebSocket paths.
     pub web: Option<Arc<super::web::WebSettings>>,
+    /// Browser origins allowed; any when `None`.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 impl ListenerSettings {
@@ -106,8 +108,29 @@ impl ListenerSettings {
             max_message_size: o.max_message_size,
             max_connections: o.max_connections,
             web: None,
+            allowed_origins: o.allowed_origins.clone(),
         }
     }
+}
+
+/// Does `origin` match `pattern` (`*` matches any run of characters)?
+fn origin_matches(pattern: &str, origin: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == origin;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !origin.starts_with(first) || !origin[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &origin[first.len()..origin.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Pick the subprotocol for a client's offer.
@@ -182,6 +205,22 @@ pub(super) async fn handle_connection<S: Io>(
                 _ => {
                     headers.insert(name.as_str().to_owned(), proto::Value::Str(value));
                 }
+            }
+        }
+        if let (Some(allowed), Some(origin)) =
+            (&settings.allowed_origins, req.headers().get("origin"))
+        {
+            let origin = String::from_utf8_lossy(origin.as_bytes()).to_ascii_lowercase();
+            if !allowed
+                .iter()
+                .any(|p| origin_matches(&p.to_ascii_lowercase(), &origin))
+            {
+                debug!(origin = %origin, "WebSocket upgrade refused: origin not allowed");
+                let mut r = ErrorResponse::new(Some(format!(
+                    "origin {origin} is not allowed to open this WAMP endpoint (the transport's options.allowed_origins)"
+                )));
+                *r.status_mut() = StatusCode::FORBIDDEN;
+                return Err(r);
             }
         }
         http.insert("http_headers_received".into(), headers.into());
@@ -485,6 +524,40 @@ mod tests {
         let e = negotiate(&[], &json_only, true).unwrap_err();
         assert!(e.contains("requires a WebSocket subprotocol"), "{e}");
         assert_eq!(negotiate(&[], &json_only, false).unwrap(), None);
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::origin_matches;
+
+    #[test]
+    fn origin_patterns() {
+        assert!(origin_matches("*", "https://a.example.com"));
+        assert!(origin_matches(
+            "https://*.example.com",
+            "https://app.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://*.example.com",
+            "https://example.com.evil.org"
+        ));
+        assert!(!origin_matches(
+            "https://*.example.com",
+            "http://app.example.com"
+        ));
+        assert!(origin_matches(
+            "http://127.0.0.1:8000",
+            "http://127.0.0.1:8000"
+        ));
+        assert!(!origin_matches(
+            "http://127.0.0.1:8000",
+            "http://127.0.0.1:8001"
+        ));
+        assert!(origin_matches(
+            "https://*.example.*",
+            "https://a.example.org"
+        ));
     }
 }
 
