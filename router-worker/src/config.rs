@@ -359,6 +359,12 @@ pub struct WebSocketOptions {
     pub auth_failure_window: u64,
     /// Calls one session may have in flight; more get an error at once.
     pub max_calls_in_flight: usize,
+    /// Milliseconds of silence from a peer before the router pings it
+    /// (0: never).
+    pub auto_ping_interval: u64,
+    /// Milliseconds the router waits for anything (the pong) after its
+    /// ping before it closes the connection as dead.
+    pub auto_ping_timeout: u64,
     /// Browser origins allowed to open the WebSocket (`*` wildcards, e.g.
     /// `https://*.example.com`); any when absent. Clients that send no
     /// `Origin` (non-browsers) are not affected.
@@ -380,6 +386,8 @@ impl Default for WebSocketOptions {
             max_auth_failures: 10,
             auth_failure_window: 60_000,
             max_calls_in_flight: 1000,
+            auto_ping_interval: 30_000,
+            auto_ping_timeout: 10_000,
             allowed_origins: None,
         }
     }

@@ -46,6 +46,9 @@ pub struct SessionSettings {
     pub max_queue: usize,
     /// Calls the session may have in flight.
     pub max_calls: usize,
+    /// Ping a silent peer after the first, close it after the second
+    /// duration without an answer; `None`: never.
+    pub keepalive: Option<(Duration, Duration)>,
 }
 
 /// The features Trellis announces in WELCOME: exactly those that work and
@@ -200,7 +203,14 @@ pub async fn run<T: Transport>(
         return;
     };
     Box::pin(established(
-        &mut t, &mut rx, &kill, &realm, id, &span, &shutdown,
+        &mut t,
+        &mut rx,
+        &kill,
+        &realm,
+        id,
+        &span,
+        &shutdown,
+        settings.keepalive,
     ))
     .await;
     let _ = realm.send(RealmCommand::Leave { session: id }).await;
@@ -486,6 +496,7 @@ async fn write_batch<T: Transport>(
 }
 
 /// The established phase; returns when the session is over.
+#[allow(clippy::too_many_arguments)]
 async fn established<T: Transport>(
     t: &mut T,
     rx: &mut mpsc::Receiver<Arc<OutMsg>>,
@@ -494,10 +505,46 @@ async fn established<T: Transport>(
     id: Id,
     span: &Span,
     shutdown: &CancellationToken,
+    keepalive: Option<(Duration, Duration)>,
 ) {
     let serializer = t.serializer();
+    // Keepalive: look at the peer's silence every `interval` (or sooner
+    // while a ping awaits its answer).
+    let (interval, grace) =
+        keepalive.unwrap_or((Duration::from_secs(86_400 * 365), Duration::ZERO));
+    let timer = tokio::time::sleep(interval);
+    tokio::pin!(timer);
+    let mut pinged: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
+            _ = &mut timer, if keepalive.is_some() => {
+                let check;
+                let now = std::time::Instant::now();
+                if let Some(at) = pinged {
+                    if t.last_seen() >= at {
+                        pinged = None;
+                    } else if now.duration_since(at) >= grace {
+                        warn!(parent: span, silent_ms = now.duration_since(t.last_seen()).as_millis() as u64,
+                            "no answer to a keepalive ping within auto_ping_timeout: closing the connection");
+                        return close(t, CloseKind::GoingAway, "keepalive timeout").await;
+                    }
+                }
+                if pinged.is_none() {
+                    let idle = now.duration_since(t.last_seen());
+                    if idle >= interval {
+                        if let Err(e) = t.ping().await {
+                            return end_on_transport_error(t, span, e).await;
+                        }
+                        pinged = Some(now);
+                        check = tokio::time::Instant::now() + grace;
+                    } else {
+                        check = tokio::time::Instant::now() + (interval - idle);
+                    }
+                } else {
+                    check = tokio::time::Instant::now() + Duration::from_millis(100).min(grace);
+                }
+                timer.as_mut().reset(check);
+            }
             _ = kill.killed() => {
                 let (reason, msg) = kill.reason().cloned().unwrap_or((wamp_uri::CLOSE_KILLED.into(), "closed by the router".into()));
                 // ABORT for protocol violations (as the spec says); an

@@ -105,3 +105,27 @@ fn autobahn_over_a_unix_socket_with_peer_credentials() {
     );
     assert!(out.contains("may only join realm \\\"realm1\\\""), "{out}");
 }
+
+#[test]
+fn keepalive_closes_silent_peers_and_keeps_live_ones() {
+    let (ws, rs) = (free_port(), free_port());
+    let mut cfg = router_config(ws);
+    let fast = json!({"auto_ping_interval": 500, "auto_ping_timeout": 500});
+    cfg["workers"][0]["transports"][0]["options"] = fast.clone();
+    cfg["workers"][0]["transports"]
+        .as_array_mut()
+        .expect("transports")
+        .push(json!({
+            "type": "rawsocket",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": rs},
+            "options": fast
+        }));
+    let node = Node::start(&cfg, ws);
+    let out = expect_python_args_ok(&node, "keepalive_check.py", &[&node.url(), &rs.to_string()]);
+    assert!(out.contains("answering session kept"), "{out}");
+    assert!(
+        node.log().contains("no answer to a keepalive ping"),
+        "{}",
+        node.log()
+    );
+}

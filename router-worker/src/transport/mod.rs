@@ -93,6 +93,12 @@ pub trait Transport: Send + 'static {
 
     /// Close the connection (best effort).
     fn close(&mut self, kind: CloseKind, reason: &str) -> impl Future<Output = ()> + Send;
+
+    /// Send a keepalive ping (WebSocket ping, RawSocket ping frame).
+    fn ping(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// When anything (a message, a ping, a pong) last arrived.
+    fn last_seen(&self) -> std::time::Instant;
 }
 
 /// Who is on the other end of a connection.

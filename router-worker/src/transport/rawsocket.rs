@@ -87,6 +87,7 @@ pub async fn handle_connection<S: Io>(
     let mut info = TransportInfo::new("rawsocket", protocol, peer.desc);
     info.cred = peer.cred;
     let transport = RawTransport {
+        last_seen: std::time::Instant::now(),
         framed: Framed::new(
             stream,
             RawSocketCodec {
@@ -108,6 +109,8 @@ pub async fn handle_connection<S: Io>(
 /// One negotiated RawSocket connection.
 pub struct RawTransport<S> {
     framed: Framed<S, RawSocketCodec>,
+    /// When a frame last arrived (keepalive).
+    last_seen: std::time::Instant,
     serializer: Serializer,
     /// The largest message the peer accepts.
     peer_max: usize,
@@ -126,9 +129,22 @@ impl<S: Io> Transport for RawTransport<S> {
         self.serializer
     }
 
+    async fn ping(&mut self) -> Result<(), TransportError> {
+        self.framed
+            .send(Frame::Ping(Bytes::new()))
+            .await
+            .map_err(map_error)
+    }
+
+    fn last_seen(&self) -> std::time::Instant {
+        self.last_seen
+    }
+
     async fn recv(&mut self) -> Result<Bytes, TransportError> {
         loop {
-            match self.framed.next().await {
+            let frame = self.framed.next().await;
+            self.last_seen = std::time::Instant::now();
+            match frame {
                 None => return Err(TransportError::Closed),
                 Some(Err(e)) => return Err(map_error(e)),
                 Some(Ok(Frame::Message(b))) => return Ok(b),

@@ -101,6 +101,12 @@ impl ListenerSettings {
                 hello_timeout: Duration::from_millis(o.hello_timeout),
                 max_queue: o.max_queue_messages,
                 max_calls: o.max_calls_in_flight,
+                keepalive: (o.auto_ping_interval > 0).then(|| {
+                    (
+                        Duration::from_millis(o.auto_ping_interval),
+                        Duration::from_millis(o.auto_ping_timeout.max(1)),
+                    )
+                }),
             },
             ws_config,
             handshake_timeout: Duration::from_millis(o.open_handshake_timeout),
@@ -269,6 +275,7 @@ pub(super) async fn handle_connection<S: Io>(
     };
     debug!(protocol, "WebSocket connection open");
     let transport = WsTransport {
+        last_seen: std::time::Instant::now(),
         ws,
         serializer,
         batched,
@@ -330,6 +337,8 @@ pub(super) async fn echo<S: Io>(
 /// One negotiated WebSocket connection.
 pub struct WsTransport<S> {
     ws: WebSocketStream<S>,
+    /// When a frame last arrived (keepalive).
+    last_seen: std::time::Instant,
     serializer: Serializer,
     batched: bool,
     /// Messages already split out of a batched frame.
@@ -399,6 +408,17 @@ impl<S: Io> Transport for WsTransport<S> {
         self.serializer
     }
 
+    async fn ping(&mut self) -> Result<(), TransportError> {
+        self.ws
+            .send(WsMessage::Ping(Bytes::new()))
+            .await
+            .map_err(|e| map_ws_error(e, self.max_message_size))
+    }
+
+    fn last_seen(&self) -> std::time::Instant {
+        self.last_seen
+    }
+
     async fn recv(&mut self) -> Result<Bytes, TransportError> {
         loop {
             if let Some(b) = self.pending.pop_front() {
@@ -409,6 +429,7 @@ impl<S: Io> Transport for WsTransport<S> {
                 Some(Err(e)) => return Err(map_ws_error(e, self.max_message_size)),
                 Some(Ok(m)) => m,
             };
+            self.last_seen = std::time::Instant::now();
             match msg {
                 WsMessage::Text(t) => {
                     if self.serializer.is_binary() {
@@ -588,6 +609,7 @@ mod size_probe {
             )
             .await;
             let t = super::WsTransport {
+                last_seen: std::time::Instant::now(),
                 ws,
                 serializer: proto::Serializer::Json,
                 batched: false,
