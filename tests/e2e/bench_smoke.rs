@@ -57,3 +57,20 @@ fn load_generator_reports_sane_figures() {
         "{storm}"
     );
 }
+
+/// A small version of the 10 000-cycle run: connections come and go and
+/// leave no file descriptor behind.
+#[test]
+fn connect_goodbye_cycles_leave_no_descriptors_behind() {
+    let port = free_port();
+    let node = Node::start(&router_config(port), port);
+    let pid = node.pid().to_string();
+    let warm = bench(&node, &["cycles", "--count", "50", "--pid", &pid]);
+    assert_eq!(warm["count"], 50, "{warm}");
+    let r = bench(&node, &["cycles", "--count", "1000", "--pid", &pid]);
+    let (before, after) = (r["fds_before"].as_u64(), r["fds_after"].as_u64());
+    assert!(
+        before.is_some() && after <= before,
+        "file descriptors grew: {r}"
+    );
+}

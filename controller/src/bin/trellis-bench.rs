@@ -113,6 +113,17 @@ enum Scenario {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
+    /// N connect/HELLO/GOODBYE cycles; the router's RSS and open file
+    /// descriptors (its whole process tree) before and after.
+    Cycles {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// The router's PID (its children are counted too).
+        #[arg(long)]
+        pid: u32,
+    },
     /// Hold N idle sessions and measure the router's memory per session.
     Idle {
         #[arg(long, default_value_t = 10_000)]
@@ -612,6 +623,79 @@ async fn storm(cli: &Cli, concurrency: usize) -> Result<()> {
     Ok(())
 }
 
+/// Open file descriptors of `pid` and its descendants.
+fn tree_fds(pid: u32) -> Result<usize> {
+    let mut total = 0;
+    for p in tree_pids(pid)? {
+        total += std::fs::read_dir(format!("/proc/{p}/fd"))
+            .with_context(|| format!("cannot list /proc/{p}/fd"))?
+            .count();
+    }
+    Ok(total)
+}
+
+/// `pid` and all its descendants.
+fn tree_pids(pid: u32) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        if out.len() > 10_000 {
+            break;
+        }
+        out.push(p);
+        for task in std::fs::read_dir(format!("/proc/{p}/task"))? {
+            let children =
+                std::fs::read_to_string(task?.path().join("children")).unwrap_or_default();
+            stack.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    Ok(out)
+}
+
+async fn cycles(cli: &Cli, count: usize, concurrency: usize, pid: u32) -> Result<()> {
+    let ser = cli.serializer.serializer();
+    let (rss0, fds0) = (tree_rss_kib(pid)?, tree_fds(pid)?);
+    let left = Arc::new(AtomicU64::new(count as u64));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (url, realm, left) = (cli.url.clone(), cli.realm.clone(), left.clone());
+        tasks.push(tokio::spawn(async move {
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let c = Conn::join(&url, &realm, ser).await?;
+                c.leave().await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    // Let the router finish closing the last connections.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss1, fds1) = (tree_rss_kib(pid)?, tree_fds(pid)?);
+    report(
+        cli,
+        "cycles",
+        serde_json::json!({"count": count, "seconds": secs, "rss_before_kib": rss0, "rss_after_kib": rss1,
+            "fds_before": fds0, "fds_after": fds1}),
+        format!(
+            "{count} connect/HELLO/GOODBYE cycles in {secs:.1} s: RSS {:.1} -> {:.1} MiB, open fds {fds0} -> {fds1}",
+            rss0 as f64 / 1024.0,
+            rss1 as f64 / 1024.0
+        ),
+    );
+    Ok(())
+}
+
 /// RSS in KiB of `pid` and all its descendants, from /proc.
 fn tree_rss_kib(pid: u32) -> Result<u64> {
     let mut total = 0;
@@ -872,6 +956,11 @@ async fn main() -> Result<()> {
             window,
         } => pubsub(&cli, subscribers, payload, window).await,
         Scenario::Storm { concurrency } => storm(&cli, concurrency).await,
+        Scenario::Cycles {
+            count,
+            concurrency,
+            pid,
+        } => cycles(&cli, count, concurrency, pid).await,
         Scenario::Idle {
             sessions,
             pid,
