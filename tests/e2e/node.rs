@@ -72,6 +72,40 @@ fn wait_status(node: &Node, what: &str, pred: impl Fn(&Value) -> bool) -> Value 
     }
 }
 
+/// An autobahn-python session that registers and calls its own procedure
+/// every 20 ms until told to stop; it must see no failure at all.
+struct Bystander {
+    stop: std::path::PathBuf,
+    thread: std::thread::JoinHandle<PyOutput>,
+}
+
+impl Bystander {
+    fn start(node: &Node) -> Bystander {
+        let stop = node.dir.path().join("stop-bystander");
+        let (url, stopfile) = (node.url(), stop.display().to_string());
+        let thread = std::thread::spawn(move || {
+            run_python(
+                "node_peer.py",
+                &["bystander", &url, &stopfile],
+                Duration::from_secs(90),
+            )
+        });
+        Bystander { stop, thread }
+    }
+
+    fn finish(self, node: &Node) {
+        std::fs::write(&self.stop, b"").expect("stop file");
+        let out = self.thread.join().expect("bystander thread");
+        assert!(
+            out.status.success() && out.stdout.contains("failures=0"),
+            "the bystander was disturbed:\n{}\n{}\n--- node log\n{}",
+            out.stdout,
+            out.stderr,
+            node.log()
+        );
+    }
+}
+
 /// Wait until the node's stderr contains `text`.
 fn wait_log(node: &Node, text: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -162,15 +196,7 @@ fn a_node_heals_worker_crashes_and_stops_without_leftovers() {
 
     // A bystander session on the router calls its own procedure throughout
     // the guest's and the container's crashes.
-    let stop = node.dir.path().join("stop-bystander");
-    let (url, stopfile) = (node.url(), stop.display().to_string());
-    let bystander = std::thread::spawn(move || {
-        run_python(
-            "node_peer.py",
-            &["bystander", &url, &stopfile],
-            Duration::from_secs(90),
-        )
-    });
+    let bystander = Bystander::start(&node);
     wait_status(&node, "the bystander and the guest joined", |s| {
         worker(s, "router1")["sessions"]["realm1"].as_u64() >= Some(2)
     });
@@ -189,15 +215,7 @@ fn a_node_heals_worker_crashes_and_stops_without_leftovers() {
     wait_status(&node, "the container restarted", |s| {
         running_with_restarts(s, "container1", 1)
     });
-    std::fs::write(&stop, b"").expect("stop file");
-    let out: PyOutput = bystander.join().expect("bystander thread");
-    assert!(
-        out.status.success() && out.stdout.contains("failures=0"),
-        "the bystander was disturbed:\n{}\n{}\n--- node log\n{}",
-        out.stdout,
-        out.stderr,
-        node.log()
-    );
+    bystander.finish(&node);
 
     // The router dies: it comes back, and the guest component reconnects
     // and registers again by itself.
@@ -543,15 +561,7 @@ fn sighup_changes_permissions_and_realms_in_place_without_dropping_sessions() {
     let node = Node::start(&router_config(port), port);
     let cfg_path = node.dir.path().join("node.json");
     let router = pid_of(&status(&node.node_dir()), "router1");
-    let stop = node.dir.path().join("stop-bystander");
-    let (url, stopfile) = (node.url(), stop.display().to_string());
-    let bystander = std::thread::spawn(move || {
-        run_python(
-            "node_peer.py",
-            &["bystander", &url, &stopfile],
-            Duration::from_secs(60),
-        )
-    });
+    let bystander = Bystander::start(&node);
     wait_status(&node, "the bystander joined", |s| {
         worker(s, "router1")["sessions"]["realm1"].as_u64() >= Some(1)
     });
@@ -589,15 +599,7 @@ fn sighup_changes_permissions_and_realms_in_place_without_dropping_sessions() {
     );
     assert_eq!(worker(&s, "router1")["sessions"]["realm2"], 0, "{s}");
 
-    std::fs::write(&stop, b"").expect("stop file");
-    let out = bystander.join().expect("bystander thread");
-    assert!(
-        out.status.success() && out.stdout.contains("failures=0"),
-        "the bystander was disturbed:\n{}\n{}\n--- node log\n{}",
-        out.stdout,
-        out.stderr,
-        node.log()
-    );
+    bystander.finish(&node);
 
     // A transport change cannot happen in place: that router restarts alone.
     let other = free_port();

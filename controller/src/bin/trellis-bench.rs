@@ -699,13 +699,7 @@ async fn cycles(cli: &Cli, count: usize, concurrency: usize, pid: u32) -> Result
 /// RSS in KiB of `pid` and all its descendants, from /proc.
 fn tree_rss_kib(pid: u32) -> Result<u64> {
     let mut total = 0;
-    let mut stack = vec![pid];
-    let mut seen = 0;
-    while let Some(p) = stack.pop() {
-        seen += 1;
-        if seen > 10_000 {
-            break;
-        }
+    for p in tree_pids(pid)? {
         let status = std::fs::read_to_string(format!("/proc/{p}/status"))
             .with_context(|| format!("cannot read /proc/{p}/status"))?;
         if let Some(line) = status.lines().find(|l| l.starts_with("VmRSS:")) {
@@ -714,15 +708,6 @@ fn tree_rss_kib(pid: u32) -> Result<u64> {
                 .nth(1)
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
-        }
-        for task in std::fs::read_dir(format!("/proc/{p}/task"))? {
-            let children =
-                std::fs::read_to_string(task?.path().join("children")).unwrap_or_default();
-            stack.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|c| c.parse::<u32>().ok()),
-            );
         }
     }
     Ok(total)
