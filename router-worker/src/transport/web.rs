@@ -125,10 +125,9 @@ async fn read_head<S: Io>(stream: &mut S) -> Result<Vec<u8>, HeadError> {
         }
         let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
-            // Keep what follows the head too: a WebSocket client may send
-            // its first frame right away.
-            let _ = end;
+        if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+            // Whatever follows the head stays in `buf` too: a WebSocket
+            // client may send its first frame right away.
             return Ok(buf);
         }
         if buf.len() > MAX_HEAD_BYTES {
