@@ -359,6 +359,9 @@ pub struct WebSocketOptions {
     pub auth_failure_window: u64,
     /// Calls one session may have in flight; more get an error at once.
     pub max_calls_in_flight: usize,
+    /// Milliseconds a write to the peer may stay blocked (the peer stopped
+    /// reading) before the router closes the connection.
+    pub write_timeout: u64,
     /// Milliseconds of silence from a peer before the router pings it
     /// (0: never).
     pub auto_ping_interval: u64,
@@ -386,6 +389,7 @@ impl Default for WebSocketOptions {
             max_auth_failures: 10,
             auth_failure_window: 60_000,
             max_calls_in_flight: 1000,
+            write_timeout: 10_000,
             auto_ping_interval: 30_000,
             auto_ping_timeout: 10_000,
             allowed_origins: None,

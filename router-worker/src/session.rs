@@ -49,6 +49,8 @@ pub struct SessionSettings {
     /// Ping a silent peer after the first, close it after the second
     /// duration without an answer; `None`: never.
     pub keepalive: Option<(Duration, Duration)>,
+    /// How long one write may stay blocked before the peer counts as gone.
+    pub write_timeout: Duration,
 }
 
 /// The features Trellis announces in WELCOME: exactly those that work and
@@ -211,6 +213,7 @@ pub async fn run<T: Transport>(
         &span,
         &shutdown,
         settings.keepalive,
+        settings.write_timeout,
     ))
     .await;
     let _ = realm.send(RealmCommand::Leave { session: id }).await;
@@ -506,6 +509,7 @@ async fn established<T: Transport>(
     span: &Span,
     shutdown: &CancellationToken,
     keepalive: Option<(Duration, Duration)>,
+    write_timeout: Duration,
 ) {
     let serializer = t.serializer();
     // Keepalive: look at the peer's silence every `interval` (or sooner
@@ -561,7 +565,14 @@ async fn established<T: Transport>(
                     return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
                 };
                 let written = tokio::select! {
-                    r = write_batch(t, out, rx) => r,
+                    r = tokio::time::timeout(write_timeout, write_batch(t, out, rx)) => match r {
+                        Ok(r) => r,
+                        Err(_) => {
+                            warn!(parent: span, timeout_ms = write_timeout.as_millis() as u64,
+                                "closing slow session: the peer stopped reading (a write stayed blocked past write_timeout)");
+                            return close(t, CloseKind::GoingAway, "write timeout").await;
+                        }
+                    },
                     _ = kill.killed() => continue,
                     _ = shutdown.cancelled() => return close(t, CloseKind::GoingAway, "router shutting down").await,
                 };

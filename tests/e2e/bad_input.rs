@@ -28,3 +28,21 @@ fn bad_input_gets_clear_errors_and_costs_only_the_offender() {
     );
     assert!(!log.contains("panicked"), "the router panicked:\n{log}");
 }
+
+/// A callee that stops reading: it is closed, and its caller's 600 calls
+/// end in errors rather than silence; a bystander notices nothing.
+#[test]
+fn a_blocked_callee_fails_its_calls() {
+    let port = free_port();
+    let mut cfg = router_config(port);
+    cfg["workers"][0]["transports"][0]["options"] = json!({"write_timeout": 2000});
+    let node = Node::start(&cfg, port);
+    let out = expect_python_ok(&node, "bad_input.py", &["blocked_callee_fails_its_calls"]);
+    assert!(out.contains("ok blocked_callee_fails_its_calls"), "{out}");
+    assert!(out.contains("ok bystander unaffected"), "{out}");
+    assert!(
+        node.log().contains("closing slow session"),
+        "{}",
+        node.log()
+    );
+}

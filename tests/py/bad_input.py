@@ -357,10 +357,38 @@ async def slow_subscriber_is_dropped(url):
     await leave(fast, pub)
 
 
+async def blocked_callee_fails_its_calls(url):
+    """A callee that stops reading its invocations is closed by the
+    slow-peer policy; its callers get an error, not silence. Run on a node
+    with the default queue (2048): the caller gets its 600 errors in one
+    burst, which a 64-message queue could not hold."""
+    slow = await Raw.open(url, max_queue=1)
+    await slow.hello()
+    await slow.send([64, 1, {}, "com.example.blocked"])
+    assert (await slow.recv())[0] == 65
+    caller = await connect(url, "msgpack")
+    blob = b"c" * 16384
+    calls = [asyncio.ensure_future(caller.call("com.example.blocked", i, blob)) for i in range(600)]
+    errors = {}
+    for c in calls:
+        try:
+            await asyncio.wait_for(c, 30)
+            raise AssertionError("a call to the blocked callee succeeded")
+        except asyncio.TimeoutError:
+            raise AssertionError("a caller waited in silence for a blocked callee") from None
+        except Exception as e:
+            uri = getattr(e, "error", repr(e))
+            errors[uri] = errors.get(uri, 0) + 1
+    assert set(errors) <= {"wamp.error.canceled", "wamp.error.no_such_procedure"}, errors
+    assert caller.is_attached()
+    await leave(caller)
+
+
 async def main():
     url, names = sys.argv[1], sys.argv[2:]
     if names == ["all"]:
         names = list(CHECKS)
+    CHECKS["blocked_callee_fails_its_calls"] = blocked_callee_fails_its_calls
     good = await connect(url, "json")
     calls = []
     await good.register(lambda x: calls.append(x) or x, "com.good.ping")

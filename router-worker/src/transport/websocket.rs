@@ -101,6 +101,7 @@ impl ListenerSettings {
                 hello_timeout: Duration::from_millis(o.hello_timeout),
                 max_queue: o.max_queue_messages,
                 max_calls: o.max_calls_in_flight,
+                write_timeout: Duration::from_millis(o.write_timeout),
                 keepalive: (o.auto_ping_interval > 0).then(|| {
                     (
                         Duration::from_millis(o.auto_ping_interval),
