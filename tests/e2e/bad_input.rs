@@ -46,3 +46,14 @@ fn a_blocked_callee_fails_its_calls() {
         node.log()
     );
 }
+
+#[test]
+fn upgrade_requests_are_bounded_in_size_and_time() {
+    let port = free_port();
+    let mut cfg = router_config(port);
+    cfg["workers"][0]["transports"][0]["options"] = json!({"open_handshake_timeout": 1000});
+    let node = Node::start(&cfg, port);
+    let out =
+        crate::support::expect_python_args_ok(&node, "header_limits.py", &[&port.to_string()]);
+    assert!(out.contains("ok autobahn joins as before"), "{out}");
+}

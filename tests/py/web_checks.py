@@ -99,4 +99,5 @@ async def main(port):
         await leave(sess)
 
 
-asyncio.run(main(int(sys.argv[1])))
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1])))

@@ -287,6 +287,14 @@ async fn handle<S: Io>(
 ) {
     match settings.kind {
         TransportKind::Websocket => {
+            // The upgrade request is read and checked here first (size,
+            // header count, deadline), then replayed to the handshake.
+            let mut stream = stream;
+            let Some((head, ..)) = web::checked_head(&mut stream, &settings, &shutdown).await
+            else {
+                return;
+            };
+            let stream = web::Prefixed::new(head, stream);
             websocket::handle_connection(stream, peer, settings, realms, shutdown).await
         }
         TransportKind::Rawsocket => {

@@ -1,5 +1,6 @@
 //! `web` transports: static files and WAMP-over-WebSocket paths on one
-//! HTTP port, as Crossbar.io's web transport.
+//! HTTP port, as Crossbar.io's web transport. [`checked_head`] also guards
+//! plain `websocket` transports.
 //!
 //! The request head is read here first, bounded in size
 //! ([`MAX_HEAD_BYTES`], [`MAX_HEADERS`]) and time (the transport's
@@ -52,48 +53,16 @@ pub async fn handle_connection<S: Io>(
     let Some(web) = settings.web.clone() else {
         return;
     };
-    let head = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        r = tokio::time::timeout(settings.handshake_timeout, read_head(&mut stream)) => r,
-    };
-    let head = match head {
-        Err(_) => {
-            debug!(
-                timeout_ms = settings.handshake_timeout.as_millis() as u64,
-                "HTTP request head not complete in time: closed"
-            );
-            return;
-        }
-        Ok(Err(HeadError::Io)) => return,
-        Ok(Err(HeadError::TooLarge)) => {
-            let _ = respond(&mut stream, 431, "Request Header Fields Too Large", None).await;
-            return;
-        }
-        Ok(Err(HeadError::Malformed)) => {
-            let _ = respond(&mut stream, 400, "Bad Request", None).await;
-            return;
-        }
-        Ok(Ok(h)) => h,
-    };
-    let (method, target, upgrade) = match parse(&head) {
-        Ok(x) => x,
-        Err(HeadError::TooLarge) => {
-            let _ = respond(&mut stream, 431, "Request Header Fields Too Large", None).await;
-            return;
-        }
-        Err(_) => {
-            let _ = respond(&mut stream, 400, "Bad Request", None).await;
-            return;
-        }
+    let Some((head, method, target, upgrade)) =
+        checked_head(&mut stream, &settings, &shutdown).await
+    else {
+        return;
     };
     let path = target.split(['?', '#']).next().unwrap_or("/");
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     if let Some(ws) = web.websockets.get(first) {
         if upgrade {
-            let stream = Prefixed {
-                head: Bytes::from(head),
-                inner: stream,
-            };
+            let stream = Prefixed::new(head, stream);
             super::websocket::handle_connection(stream, peer, ws.clone(), realms, shutdown).await;
         } else {
             let body = "This is a WAMP WebSocket endpoint: connect with a WebSocket client.\n";
@@ -106,6 +75,50 @@ pub async fn handle_connection<S: Io>(
         return;
     }
     let _ = serve_static(&mut stream, &web, path, method == "HEAD").await;
+}
+
+/// Read and check an HTTP request head within the transport's handshake
+/// deadline and the size limits: `(head bytes, method, target, upgrade)`,
+/// or `None` after answering 400/431 (or closing on a timeout).
+pub(super) async fn checked_head<S: Io>(
+    stream: &mut S,
+    settings: &ListenerSettings,
+    shutdown: &CancellationToken,
+) -> Option<(Vec<u8>, String, String, bool)> {
+    let head = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        r = tokio::time::timeout(settings.handshake_timeout, read_head(stream)) => r,
+    };
+    let head = match head {
+        Err(_) => {
+            debug!(
+                timeout_ms = settings.handshake_timeout.as_millis() as u64,
+                "HTTP request head not complete in time: closed"
+            );
+            return None;
+        }
+        Ok(Err(HeadError::Io)) => return None,
+        Ok(Err(HeadError::TooLarge)) => {
+            let _ = respond(stream, 431, "Request Header Fields Too Large", None).await;
+            return None;
+        }
+        Ok(Err(HeadError::Malformed)) => {
+            let _ = respond(stream, 400, "Bad Request", None).await;
+            return None;
+        }
+        Ok(Ok(h)) => h,
+    };
+    match parse(&head) {
+        Ok((method, target, upgrade)) => Some((head, method, target, upgrade)),
+        Err(HeadError::TooLarge) => {
+            let _ = respond(stream, 431, "Request Header Fields Too Large", None).await;
+            None
+        }
+        Err(_) => {
+            let _ = respond(stream, 400, "Bad Request", None).await;
+            None
+        }
+    }
 }
 
 enum HeadError {
@@ -276,9 +289,19 @@ fn content_type(file: &Path) -> String {
 
 /// The request head already read, then the rest of the connection: what
 /// the WebSocket handshake reads from.
-struct Prefixed<S> {
+pub(super) struct Prefixed<S> {
     head: Bytes,
     inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// `head` first, then `inner`.
+    pub(super) fn new(head: Vec<u8>, inner: S) -> Prefixed<S> {
+        Prefixed {
+            head: Bytes::from(head),
+            inner,
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
