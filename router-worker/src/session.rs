@@ -482,6 +482,14 @@ async fn end_on_transport_error_inner<T: Transport>(t: &mut T, span: &Span, e: T
     }
 }
 
+/// How a write in the established phase ended.
+enum Write {
+    Done(Result<(), TransportError>),
+    Stalled,
+    Killed,
+    Shutdown,
+}
+
 /// Write one message and whatever else is queued behind it, then flush.
 async fn write_batch<T: Transport>(
     t: &mut T,
@@ -564,17 +572,29 @@ async fn established<T: Transport>(
                 let Some(out) = out else {
                     return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
                 };
-                let written = tokio::select! {
-                    r = tokio::time::timeout(write_timeout, write_batch(t, out, rx)) => match r {
-                        Ok(r) => r,
-                        Err(_) => {
-                            warn!(parent: span, timeout_ms = write_timeout.as_millis() as u64,
-                                "closing slow session: the peer stopped reading (a write stayed blocked past write_timeout)");
-                            return close(t, CloseKind::GoingAway, "write timeout").await;
-                        }
-                    },
-                    _ = kill.killed() => continue,
-                    _ = shutdown.cancelled() => return close(t, CloseKind::GoingAway, "router shutting down").await,
+                // Most writes complete at once; only a write that has to
+                // wait gets a timer (no timer per message on the hot path).
+                let outcome = {
+                    let write = write_batch(t, out, rx);
+                    tokio::pin!(write);
+                    match futures::FutureExt::now_or_never(&mut write) {
+                        Some(r) => Write::Done(r),
+                        None => tokio::select! {
+                            r = tokio::time::timeout(write_timeout, &mut write) => r.map_or(Write::Stalled, Write::Done),
+                            _ = kill.killed() => Write::Killed,
+                            _ = shutdown.cancelled() => Write::Shutdown,
+                        },
+                    }
+                };
+                let written = match outcome {
+                    Write::Done(r) => r,
+                    Write::Killed => continue,
+                    Write::Shutdown => return close(t, CloseKind::GoingAway, "router shutting down").await,
+                    Write::Stalled => {
+                        warn!(parent: span, timeout_ms = write_timeout.as_millis() as u64,
+                            "closing slow session: the peer stopped reading (a write stayed blocked past write_timeout)");
+                        return close(t, CloseKind::GoingAway, "write timeout").await;
+                    }
                 };
                 if let Err(e) = written {
                     return end_on_transport_error(t, span, e).await;

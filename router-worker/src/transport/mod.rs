@@ -290,7 +290,8 @@ async fn handle<S: Io>(
             // The upgrade request is read and checked here first (size,
             // header count, deadline), then replayed to the handshake.
             let mut stream = stream;
-            let Some((head, ..)) = web::checked_head(&mut stream, &settings, &shutdown).await
+            let Some((head, ..)) =
+                Box::pin(web::checked_head(&mut stream, &settings, &shutdown)).await
             else {
                 return;
             };

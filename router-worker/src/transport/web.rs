@@ -54,7 +54,7 @@ pub async fn handle_connection<S: Io>(
         return;
     };
     let Some((head, method, target, upgrade)) =
-        checked_head(&mut stream, &settings, &shutdown).await
+        Box::pin(checked_head(&mut stream, &settings, &shutdown)).await
     else {
         return;
     };
@@ -315,6 +315,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             let n = this.head.len().min(out.remaining());
             out.put_slice(&this.head[..n]);
             this.head.advance(n);
+            if this.head.is_empty() {
+                // Free the head's buffer: the connection may live for days.
+                this.head = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, out)
