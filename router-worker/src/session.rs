@@ -544,8 +544,13 @@ async fn established<T: Transport>(
                 if pinged.is_none() {
                     let idle = now.duration_since(t.last_seen());
                     if idle >= interval {
-                        if let Err(e) = t.ping().await {
-                            return end_on_transport_error(t, span, e).await;
+                        match tokio::time::timeout(write_timeout, t.ping()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return end_on_transport_error(t, span, e).await,
+                            Err(_) => {
+                                warn!(parent: span, "closing slow session: the keepalive ping could not be written within write_timeout");
+                                return close(t, CloseKind::GoingAway, "write timeout").await;
+                            }
                         }
                         pinged = Some(now);
                         check = tokio::time::Instant::now() + grace;
