@@ -17,7 +17,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions
 
 from raw_client import Raw
-from wamp_client import connect, expect_error, leave, refused
+from wamp_client import connect, cra, expect_error, leave, refused
 
 SCENARIOS = {}
 ALICE_SEED = bytes.fromhex("01" * 32)
@@ -31,17 +31,6 @@ def scenario(fn):
 
 def ticket(value):
     return lambda challenge: value
-
-
-def cra(password):
-    def answer(challenge):
-        extra = challenge.extra
-        key = password
-        if "salt" in extra:
-            key = auth.derive_key(password, extra["salt"], extra["iterations"], extra["keylen"])
-        return auth.compute_wcs(key, extra["challenge"])
-
-    return answer
 
 
 

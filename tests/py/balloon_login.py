@@ -8,20 +8,7 @@ Usage: python balloon_login.py URL
 import asyncio
 import sys
 
-from autobahn.wamp import auth
-
-from wamp_client import connect, leave, refused
-
-
-def cra(password):
-    def answer(challenge):
-        extra = challenge.extra
-        key = password
-        if "salt" in extra:
-            key = auth.derive_key(password, extra["salt"], extra["iterations"], extra["keylen"])
-        return auth.compute_wcs(key, extra["challenge"])
-
-    return answer
+from wamp_client import connect, cra, leave, refused
 
 
 async def main(url):

@@ -106,6 +106,20 @@ async def connect(
     return await asyncio.wait_for(joined, TIMEOUT)
 
 
+def cra(password):
+    """An on_challenge answering WAMP-CRA with `password` (salted or not)."""
+    from autobahn.wamp import auth
+
+    def answer(challenge):
+        extra = challenge.extra
+        key = password
+        if "salt" in extra:
+            key = auth.derive_key(password, extra["salt"], extra["iterations"], extra["keylen"])
+        return auth.compute_wcs(key, extra["challenge"])
+
+    return answer
+
+
 async def wait(fut, what, timeout=TIMEOUT):
     """Await with a timeout that says what was being waited for."""
     try:

@@ -37,6 +37,28 @@ async def get(port, path, method="GET", extra=b""):
     return status, headers, body
 
 
+async def trickle_until_closed(port):
+    """Send one byte of a request head every 100 ms (at most 40); the
+    seconds until the server closed, or None if it never did."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    loop = asyncio.get_event_loop()
+    t0 = loop.time()
+    try:
+        for _ in range(40):
+            try:
+                w.write(b"X")
+                await w.drain()
+                if await asyncio.wait_for(r.read(1), 0.1) == b"":
+                    return round(loop.time() - t0, 1)
+            except asyncio.TimeoutError:
+                pass
+            except (ConnectionResetError, BrokenPipeError):
+                return round(loop.time() - t0, 1)
+        return None
+    finally:
+        w.close()
+
+
 def check(cond, what):
     if not cond:
         raise SystemExit(f"FAILED: {what}")
@@ -71,26 +93,8 @@ async def main(port):
     s, _, _ = await get(port, "/", extra=b"Bad Header Line\r\n")
     check(s == 400, "a malformed head: 400")
     # A slowloris trickling its head is cut off at the handshake deadline.
-    r, w = await asyncio.open_connection("127.0.0.1", port)
-    loop = asyncio.get_event_loop()
-    t0 = loop.time()
-    closed = False
-    for _ in range(40):
-        try:
-            w.write(b"X")
-            await w.drain()
-        except (ConnectionResetError, BrokenPipeError):
-            closed = True
-            break
-        try:
-            if await asyncio.wait_for(r.read(1), 0.1) == b"":
-                closed = True
-                break
-        except asyncio.TimeoutError:
-            pass
-    elapsed = loop.time() - t0
-    check(closed and elapsed < 3, f"slowloris closed after {elapsed:.1f}s")
-    w.close()
+    elapsed = await trickle_until_closed(port)
+    check(elapsed is not None and elapsed < 3, f"slowloris closed after {elapsed}s")
 
     for ser in ("json", "msgpack"):
         sess = await connect(f"ws://127.0.0.1:{port}/ws", ser)
