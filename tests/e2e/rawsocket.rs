@@ -4,20 +4,20 @@
 
 use serde_json::json;
 
-use crate::support::{Node, expect_python_args_ok, free_port, router_config};
+use crate::support::{Node, expect_python_args_ok, free_port, push_transport, router_config};
 
 fn node() -> (Node, u16) {
     let (ws, rs) = (free_port(), free_port());
     let mut cfg = router_config(ws);
-    cfg["workers"][0]["transports"]
-        .as_array_mut()
-        .expect("transports")
-        .push(json!({
+    push_transport(
+        &mut cfg,
+        json!({
             "type": "rawsocket",
             "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": rs},
             "serializers": ["json", "msgpack"],
             "options": {"max_message_size": 65536}
-        }));
+        }),
+    );
     (Node::start(&cfg, ws), rs)
 }
 
@@ -112,14 +112,14 @@ fn keepalive_closes_silent_peers_and_keeps_live_ones() {
     let mut cfg = router_config(ws);
     let fast = json!({"auto_ping_interval": 500, "auto_ping_timeout": 500});
     cfg["workers"][0]["transports"][0]["options"] = fast.clone();
-    cfg["workers"][0]["transports"]
-        .as_array_mut()
-        .expect("transports")
-        .push(json!({
+    push_transport(
+        &mut cfg,
+        json!({
             "type": "rawsocket",
             "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": rs},
             "options": fast
-        }));
+        }),
+    );
     let node = Node::start(&cfg, ws);
     let out = expect_python_args_ok(&node, "keepalive_check.py", &[&node.url(), &rs.to_string()]);
     assert!(out.contains("answering session kept"), "{out}");

@@ -68,6 +68,14 @@ pub fn router_config(port: u16) -> Value {
     })
 }
 
+/// Add a transport to the first worker (the router) of a config.
+pub fn push_transport(cfg: &mut Value, transport: Value) {
+    cfg["workers"][0]["transports"]
+        .as_array_mut()
+        .expect("the first worker has transports")
+        .push(transport);
+}
+
 /// A running `trellis start`, killed when dropped.
 pub struct Node {
     child: Child,

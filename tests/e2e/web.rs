@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::support::{Node, expect_python_args_ok, free_port, router_config};
+use crate::support::{Node, expect_python_args_ok, free_port, push_transport, router_config};
 
 #[test]
 fn static_files_websocket_path_and_traversal_suite() {
@@ -22,10 +22,9 @@ fn static_files_websocket_path_and_traversal_suite() {
     let ws = free_port();
     let web = free_port();
     let mut cfg = router_config(ws);
-    cfg["workers"][0]["transports"]
-        .as_array_mut()
-        .expect("transports")
-        .push(json!({
+    push_transport(
+        &mut cfg,
+        json!({
             "type": "web",
             "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": web},
             "options": {"open_handshake_timeout": 1000},
@@ -34,7 +33,8 @@ fn static_files_websocket_path_and_traversal_suite() {
                 "docs": {"type": "static", "directory": files.path().join("docs").display().to_string()},
                 "ws": {"type": "websocket", "serializers": ["json", "msgpack"]}
             }
-        }));
+        }),
+    );
     let node = Node::start(&cfg, ws);
     let out = expect_python_args_ok(&node, "web_checks.py", &[&web.to_string()]);
     assert!(out.contains("ok WAMP over the ws path (msgpack)"), "{out}");
@@ -46,10 +46,9 @@ fn web_config_errors_name_their_paths() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("node.json");
     let mut cfg = router_config(free_port());
-    cfg["workers"][0]["transports"]
-        .as_array_mut()
-        .expect("transports")
-        .push(json!({
+    push_transport(
+        &mut cfg,
+        json!({
             "type": "web",
             "endpoint": {"type": "tcp", "port": free_port()},
             "auth": {"anonymous": {"role": "anonymous"}},
@@ -57,7 +56,8 @@ fn web_config_errors_name_their_paths() {
                 "/": {"type": "static"},
                 "a/b": {"type": "websocket", "serializers": ["yaml"], "auth": {"anonymous": {"role": "ghost"}}}
             }
-        }));
+        }),
+    );
     std::fs::write(&p, serde_json::to_vec(&cfg).expect("json")).expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(["check", "--config"])
@@ -84,11 +84,11 @@ fn websocket_testee_echoes() {
     let ws = free_port();
     let testee = free_port();
     let mut cfg = router_config(ws);
-    cfg["workers"][0]["transports"]
-        .as_array_mut()
-        .expect("transports")
-        .push(json!({"type": "websocket.testee",
-                     "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": testee}}));
+    push_transport(
+        &mut cfg,
+        json!({"type": "websocket.testee",
+                     "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": testee}}),
+    );
     let node = Node::start(&cfg, ws);
     let out = expect_python_args_ok(
         &node,
