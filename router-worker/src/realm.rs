@@ -274,6 +274,10 @@ pub enum RealmCommand {
 /// The error for a CALL over the session's limit of calls in flight.
 pub const TOO_MANY_CALLS: &str = "trellis.error.too_many_calls";
 
+/// The realm's actor has stopped: it takes no more commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RealmStopped;
+
 /// A cheap, clonable handle to a running realm.
 #[derive(Clone, Debug)]
 pub struct RealmHandle {
@@ -357,9 +361,27 @@ impl RealmHandle {
     /// Send a command, waiting while the realm's queue is full.
     ///
     /// # Errors
-    /// Returns the command if the realm has stopped.
-    pub async fn send(&self, cmd: RealmCommand) -> Result<(), RealmCommand> {
-        self.tx.send(cmd).await.map_err(|e| e.0)
+    /// [`RealmStopped`] if the realm has stopped.
+    ///
+    /// Most sends find room at once; only a send that has to wait boxes
+    /// its future. Sessions await this in their long-lived state, where an
+    /// inline `Sender::send` future (the command twice over, and a
+    /// semaphore wait) would cost every idle session its size.
+    pub fn send(
+        &self,
+        cmd: RealmCommand,
+    ) -> impl Future<Output = Result<(), RealmStopped>> + Send + '_ {
+        let waiting = match self.tx.try_send(cmd) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(RealmStopped),
+            Err(mpsc::error::TrySendError::Full(cmd)) => Ok(Some(Box::pin(self.tx.send(cmd)))),
+        };
+        async move {
+            match waiting? {
+                None => Ok(()),
+                Some(send) => send.await.map_err(|_| RealmStopped),
+            }
+        }
     }
 
     /// Call `procedure` in this realm as the router itself, bounded by
@@ -429,7 +451,9 @@ pub(crate) struct Realm {
     pub(crate) authz: Arc<Authorizer>,
     pub(crate) broker: Broker,
     pub(crate) dealer: Dealer,
-    pub(crate) sessions: HashMap<Id, SessionEntry>,
+    /// Boxed entries: the table keeps spare slots (up to half of them
+    /// after a resize), and an empty slot should cost a pointer, not an entry.
+    pub(crate) sessions: HashMap<Id, Box<SessionEntry>>,
     /// For call timeouts to report back; weak so the realm still stops when
     /// every handle is gone.
     self_tx: mpsc::WeakSender<RealmCommand>,
@@ -504,7 +528,7 @@ fn parse_authorizer_answer(
 }
 
 /// Deliver to one session without ever waiting; a full queue closes it.
-fn deliver(sessions: &mut HashMap<Id, SessionEntry>, to: Id, msg: Arc<OutMsg>) {
+fn deliver(sessions: &mut HashMap<Id, Box<SessionEntry>>, to: Id, msg: Arc<OutMsg>) {
     let Some(entry) = sessions.get_mut(&to) else {
         return;
     };
@@ -720,14 +744,14 @@ impl Realm {
                 }
                 self.sessions.insert(
                     id,
-                    SessionEntry {
+                    Box::new(SessionEntry {
                         info,
                         link,
                         killed: false,
                         authz_cache: HashMap::new(),
                         parked: VecDeque::new(),
                         awaiting_authz: false,
-                    },
+                    }),
                 );
                 self.session_count
                     .store(self.sessions.len(), Ordering::Relaxed);

@@ -179,45 +179,51 @@ struct Opened {
 /// The opening handshake and the established phase are boxed futures of
 /// their own: an idle connection then holds only the established phase's
 /// state, not the (larger) state of HELLO, authentication and WELCOME.
-pub async fn run<T: Transport>(
+// An `async fn` would keep its arguments twice in the future.
+#[allow(clippy::manual_async_fn)]
+pub fn run<'a, T: Transport>(
     mut t: T,
-    settings: &SessionSettings,
-    realms: &Realms,
+    settings: &'a SessionSettings,
+    realms: &'a Realms,
     conn: Connection,
     shutdown: CancellationToken,
-) {
-    // The connection's span (peer, transport) is the parent; this one adds
-    // the WAMP identity once it is known.
-    let span = info_span!(
-        "session",
-        session = field::Empty,
-        realm = field::Empty,
-        authid = field::Empty
-    );
-    let opened = Box::pin(open(&mut t, settings, realms, conn, &shutdown, &span)).await;
-    let Some(Opened {
-        realm,
-        id,
-        mut rx,
-        kill,
-    }) = opened
-    else {
-        return;
-    };
-    Box::pin(established(
-        &mut t,
-        &mut rx,
-        &kill,
-        &realm,
-        id,
-        &span,
-        &shutdown,
-        settings.keepalive,
-        settings.write_timeout,
-    ))
-    .await;
-    let _ = realm.send(RealmCommand::Leave { session: id }).await;
-    info!(parent: &span, "session left");
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        // The connection's span (peer, transport) is the parent; this one adds
+        // the WAMP identity once it is known.
+        let span = info_span!(
+            "session",
+            session = field::Empty,
+            realm = field::Empty,
+            authid = field::Empty
+        );
+        let opening = Box::pin(open(&mut t, settings, realms, conn, &shutdown, &span));
+        let opened = opening.await;
+        let Some(Opened {
+            realm,
+            id,
+            mut rx,
+            kill,
+        }) = opened
+        else {
+            return;
+        };
+        let session = Box::pin(established(
+            &mut t,
+            &mut rx,
+            &kill,
+            &realm,
+            id,
+            &span,
+            &shutdown,
+            settings.keepalive,
+            settings.write_timeout,
+        ));
+        session.await;
+        let leaving = Box::pin(realm.send(RealmCommand::Leave { session: id }));
+        let _ = leaving.await;
+        info!(parent: &span, "session left");
+    }
 }
 
 async fn open<T: Transport>(
@@ -508,158 +514,199 @@ async fn write_batch<T: Transport>(
 
 /// The established phase; returns when the session is over.
 #[allow(clippy::too_many_arguments)]
-async fn established<T: Transport>(
-    t: &mut T,
-    rx: &mut mpsc::Receiver<Arc<OutMsg>>,
-    kill: &KillSwitch,
-    realm: &RealmHandle,
+// An `async fn` would keep its arguments twice in the future.
+#[allow(clippy::manual_async_fn)]
+fn established<'a, T: Transport>(
+    t: &'a mut T,
+    rx: &'a mut mpsc::Receiver<Arc<OutMsg>>,
+    kill: &'a KillSwitch,
+    realm: &'a RealmHandle,
     id: Id,
-    span: &Span,
-    shutdown: &CancellationToken,
+    span: &'a Span,
+    shutdown: &'a CancellationToken,
     keepalive: Option<(Duration, Duration)>,
     write_timeout: Duration,
-) {
-    let serializer = t.serializer();
-    // Keepalive: look at the peer's silence every `interval` (or sooner
-    // while a ping awaits its answer).
-    let (interval, grace) =
-        keepalive.unwrap_or((Duration::from_secs(86_400 * 365), Duration::ZERO));
-    let timer = tokio::time::sleep(interval);
-    tokio::pin!(timer);
-    let mut pinged: Option<std::time::Instant> = None;
-    loop {
-        tokio::select! {
-            _ = &mut timer, if keepalive.is_some() => {
-                let check;
-                let now = std::time::Instant::now();
-                if let Some(at) = pinged {
-                    if t.last_seen() >= at {
-                        pinged = None;
-                    } else if now.duration_since(at) >= grace {
-                        warn!(parent: span, silent_ms = now.duration_since(t.last_seen()).as_millis() as u64,
-                            "no answer to a keepalive ping within auto_ping_timeout: closing the connection");
-                        return close(t, CloseKind::GoingAway, "keepalive timeout").await;
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        let serializer = t.serializer();
+        // Keepalive: look at the peer's silence every `interval` (or sooner
+        // while a ping awaits its answer).
+        let (interval, grace) =
+            keepalive.unwrap_or((Duration::from_secs(86_400 * 365), Duration::ZERO));
+        let timer = tokio::time::sleep(interval);
+        tokio::pin!(timer);
+        let mut pinged: Option<std::time::Instant> = None;
+        loop {
+            tokio::select! {
+                _ = &mut timer, if keepalive.is_some() => {
+                    let check;
+                    let now = std::time::Instant::now();
+                    if let Some(at) = pinged {
+                        if t.last_seen() >= at {
+                            pinged = None;
+                        } else if now.duration_since(at) >= grace {
+                            warn!(parent: span, silent_ms = now.duration_since(t.last_seen()).as_millis() as u64,
+                                "no answer to a keepalive ping within auto_ping_timeout: closing the connection");
+                            return close(t, CloseKind::GoingAway, "keepalive timeout").await;
+                        }
+                    }
+                    if pinged.is_none() {
+                        let idle = now.duration_since(t.last_seen());
+                        if idle >= interval {
+                            match Box::pin(tokio::time::timeout(write_timeout, t.ping())).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => return end_on_transport_error(t, span, e).await,
+                                Err(_) => {
+                                    warn!(parent: span, "closing slow session: the keepalive ping could not be written within write_timeout");
+                                    return close(t, CloseKind::GoingAway, "write timeout").await;
+                                }
+                            }
+                            pinged = Some(now);
+                            check = tokio::time::Instant::now() + grace;
+                        } else {
+                            check = tokio::time::Instant::now() + (interval - idle);
+                        }
+                    } else {
+                        check = tokio::time::Instant::now() + Duration::from_millis(100).min(grace);
+                    }
+                    timer.as_mut().reset(check);
+                }
+                _ = kill.killed() => {
+                    let (reason, msg) = kill.reason().cloned().unwrap_or((wamp_uri::CLOSE_KILLED.into(), "closed by the router".into()));
+                    // ABORT for protocol violations (as the spec says); an
+                    // established session closed for other reasons gets GOODBYE,
+                    // which clients such as autobahn expect after WELCOME.
+                    if reason == wamp_uri::PROTOCOL_VIOLATION {
+                        return abort(t, &reason, &msg, CloseKind::ProtocolError).await;
+                    }
+                    return goodbye_and_close(t, &reason, &msg).await;
+                }
+                _ = shutdown.cancelled() => return goodbye_on_shutdown(t).await,
+                out = rx.recv() => {
+                    let Some(out) = out else {
+                        return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
+                    };
+                    // Most writes complete at once; only a write that has to
+                    // wait gets a timer (no timer per message on the hot path).
+                    let outcome = {
+                        let write = write_batch(t, out, rx);
+                        tokio::pin!(write);
+                        match futures::FutureExt::now_or_never(&mut write) {
+                            Some(r) => Write::Done(r),
+                            None => tokio::select! {
+                                r = tokio::time::timeout(write_timeout, &mut write) => r.map_or(Write::Stalled, Write::Done),
+                                _ = kill.killed() => Write::Killed,
+                                _ = shutdown.cancelled() => Write::Shutdown,
+                            },
+                        }
+                    };
+                    let written = match outcome {
+                        Write::Done(r) => r,
+                        Write::Killed => continue,
+                        Write::Shutdown => return close(t, CloseKind::GoingAway, "router shutting down").await,
+                        Write::Stalled => {
+                            warn!(parent: span, timeout_ms = write_timeout.as_millis() as u64,
+                                "closing slow session: the peer stopped reading (a write stayed blocked past write_timeout)");
+                            return close(t, CloseKind::GoingAway, "write timeout").await;
+                        }
+                    };
+                    if let Err(e) = written {
+                        return end_on_transport_error(t, span, e).await;
                     }
                 }
-                if pinged.is_none() {
-                    let idle = now.duration_since(t.last_seen());
-                    if idle >= interval {
-                        match tokio::time::timeout(write_timeout, t.ping()).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => return end_on_transport_error(t, span, e).await,
-                            Err(_) => {
-                                warn!(parent: span, "closing slow session: the keepalive ping could not be written within write_timeout");
-                                return close(t, CloseKind::GoingAway, "write timeout").await;
+                incoming = t.recv() => {
+                    let bytes = match incoming {
+                        Ok(b) => b,
+                        Err(e) => return end_on_transport_error(t, span, e).await,
+                    };
+                    match classify(realm, id, serializer, &bytes) {
+                        Incoming::Forward(sending) => {
+                            if sending.await.is_err() {
+                                return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
                             }
                         }
-                        pinged = Some(now);
-                        check = tokio::time::Instant::now() + grace;
-                    } else {
-                        check = tokio::time::Instant::now() + (interval - idle);
-                    }
-                } else {
-                    check = tokio::time::Instant::now() + Duration::from_millis(100).min(grace);
-                }
-                timer.as_mut().reset(check);
-            }
-            _ = kill.killed() => {
-                let (reason, msg) = kill.reason().cloned().unwrap_or((wamp_uri::CLOSE_KILLED.into(), "closed by the router".into()));
-                // ABORT for protocol violations (as the spec says); an
-                // established session closed for other reasons gets GOODBYE,
-                // which clients such as autobahn expect after WELCOME.
-                if reason == wamp_uri::PROTOCOL_VIOLATION {
-                    return abort(t, &reason, &msg, CloseKind::ProtocolError).await;
-                }
-                return goodbye_and_close(t, &reason, &msg).await;
-            }
-            _ = shutdown.cancelled() => return goodbye_on_shutdown(t).await,
-            out = rx.recv() => {
-                let Some(out) = out else {
-                    return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
-                };
-                // Most writes complete at once; only a write that has to
-                // wait gets a timer (no timer per message on the hot path).
-                let outcome = {
-                    let write = write_batch(t, out, rx);
-                    tokio::pin!(write);
-                    match futures::FutureExt::now_or_never(&mut write) {
-                        Some(r) => Write::Done(r),
-                        None => tokio::select! {
-                            r = tokio::time::timeout(write_timeout, &mut write) => r.map_or(Write::Stalled, Write::Done),
-                            _ = kill.killed() => Write::Killed,
-                            _ = shutdown.cancelled() => Write::Shutdown,
-                        },
-                    }
-                };
-                let written = match outcome {
-                    Write::Done(r) => r,
-                    Write::Killed => continue,
-                    Write::Shutdown => return close(t, CloseKind::GoingAway, "router shutting down").await,
-                    Write::Stalled => {
-                        warn!(parent: span, timeout_ms = write_timeout.as_millis() as u64,
-                            "closing slow session: the peer stopped reading (a write stayed blocked past write_timeout)");
-                        return close(t, CloseKind::GoingAway, "write timeout").await;
-                    }
-                };
-                if let Err(e) = written {
-                    return end_on_transport_error(t, span, e).await;
-                }
-            }
-            incoming = t.recv() => {
-                let bytes = match incoming {
-                    Ok(b) => b,
-                    Err(e) => return end_on_transport_error(t, span, e).await,
-                };
-                let msg = match serializer.decode(&bytes) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        let text = format!("cannot decode message: {e}");
-                        return violation(t, span, &text).await;
-                    }
-                };
-                match msg {
-                    Message::Goodbye(g) => {
-                        debug!(parent: span, reason = %g.reason, "client said GOODBYE");
-                        let reply = OutMsg::new(Message::Goodbye(Goodbye {
-                            details: Dict::new(),
-                            reason: wamp_uri::GOODBYE_AND_OUT.into(),
-                        }));
-                        let _ = tokio::time::timeout(CLOSING_WRITE, async {
-                            t.feed(&reply).await?;
-                            t.flush().await
-                        }).await;
-                        return close(t, CloseKind::Normal, "goodbye").await;
-                    }
-                    Message::Abort(a) => {
-                        debug!(parent: span, reason = %a.reason, "client sent ABORT");
-                        return close(t, CloseKind::Normal, "abort").await;
-                    }
-                    m @ (Message::Cancel(_) | Message::Publish(_) | Message::Subscribe(_) | Message::Unsubscribe(_)
-                        | Message::Call(_) | Message::Register(_) | Message::Unregister(_)
-                        | Message::Yield(_)) => {
-                        if realm.send(RealmCommand::Message { session: id, msg: m }).await.is_err() {
-                            return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
+                        Incoming::Goodbye(reason) => {
+                            debug!(parent: span, %reason, "client said GOODBYE");
+                            let reply = OutMsg::new(Message::Goodbye(Goodbye {
+                                details: Dict::new(),
+                                reason: wamp_uri::GOODBYE_AND_OUT.into(),
+                            }));
+                            let _ = Box::pin(tokio::time::timeout(CLOSING_WRITE, async {
+                                t.feed(&reply).await?;
+                                t.flush().await
+                            })).await;
+                            return close(t, CloseKind::Normal, "goodbye").await;
                         }
-                    }
-                    Message::Error(e) if e.request_type == code::INVOCATION => {
-                        if realm.send(RealmCommand::Message { session: id, msg: Message::Error(e) }).await.is_err() {
-                            return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
+                        Incoming::Abort(reason) => {
+                            debug!(parent: span, %reason, "client sent ABORT");
+                            return close(t, CloseKind::Normal, "abort").await;
                         }
-                    }
-                    other => {
-                        let text = match &other {
-                            Message::Hello(_) => "HELLO received on a session that is already established".to_owned(),
-                            Message::Error(e) => format!(
-                                "ERROR for a {} request: clients may send ERROR only in reply to INVOCATION",
-                                proto::message::type_name(e.request_type)
-                            ),
-                            m => format!("{} is not a message a client may send to a router", m.name()),
-                        };
-                        return violation(t, span, &text).await;
+                        Incoming::Violation(text) => return violation(t, span, &text).await,
                     }
                 }
             }
         }
+    }
+}
+
+/// What a message from an established session's peer asks for.
+enum Incoming<F> {
+    /// Forwarded to the realm: await the send.
+    Forward(F),
+    /// GOODBYE, with the peer's reason.
+    Goodbye(String),
+    /// ABORT, with the peer's reason.
+    Abort(String),
+    /// Not a message a client may send now: why.
+    Violation(String),
+}
+
+/// Decode one message of an established session and hand it to the realm.
+///
+/// Synchronous on purpose: the decoded message and the command never live
+/// across an await, so they take no room in the session's long-lived
+/// state; what is awaited is only the (small) send.
+fn classify<'a>(
+    realm: &'a RealmHandle,
+    id: Id,
+    serializer: proto::Serializer,
+    bytes: &[u8],
+) -> Incoming<impl Future<Output = Result<(), crate::realm::RealmStopped>> + Send + 'a> {
+    let msg = match serializer.decode(bytes) {
+        Ok(m) => m,
+        Err(e) => return Incoming::Violation(format!("cannot decode message: {e}")),
+    };
+    match msg {
+        Message::Goodbye(g) => Incoming::Goodbye(g.reason),
+        Message::Abort(a) => Incoming::Abort(a.reason),
+        m @ (Message::Cancel(_)
+        | Message::Publish(_)
+        | Message::Subscribe(_)
+        | Message::Unsubscribe(_)
+        | Message::Call(_)
+        | Message::Register(_)
+        | Message::Unregister(_)
+        | Message::Yield(_)) => Incoming::Forward(realm.send(RealmCommand::Message {
+            session: id,
+            msg: m,
+        })),
+        Message::Error(e) if e.request_type == code::INVOCATION => {
+            Incoming::Forward(realm.send(RealmCommand::Message {
+                session: id,
+                msg: Message::Error(e),
+            }))
+        }
+        Message::Hello(_) => Incoming::Violation(
+            "HELLO received on a session that is already established".to_owned(),
+        ),
+        Message::Error(e) => Incoming::Violation(format!(
+            "ERROR for a {} request: clients may send ERROR only in reply to INVOCATION",
+            proto::message::type_name(e.request_type)
+        )),
+        m => Incoming::Violation(format!(
+            "{} is not a message a client may send to a router",
+            m.name()
+        )),
     }
 }
 

@@ -296,15 +296,29 @@ async fn handle<S: Io>(
                 return;
             };
             let stream = web::Prefixed::new(head, stream);
-            websocket::handle_connection(stream, peer, settings, realms, shutdown).await
+            Box::pin(websocket::handle_connection(
+                stream, peer, settings, realms, shutdown,
+            ))
+            .await
         }
+        // Each kind's future is boxed: this one, which lives in the task for
+        // the connection's whole life, is then a few pointers, not the
+        // largest of them all.
         TransportKind::Rawsocket => {
-            rawsocket::handle_connection(stream, peer, settings, realms, shutdown).await
+            Box::pin(rawsocket::handle_connection(
+                stream, peer, settings, realms, shutdown,
+            ))
+            .await
         }
         TransportKind::Web => {
-            web::handle_connection(stream, peer, settings, realms, shutdown).await
+            Box::pin(web::handle_connection(
+                stream, peer, settings, realms, shutdown,
+            ))
+            .await
         }
-        TransportKind::WebsocketTestee => websocket::echo(stream, settings, shutdown).await,
+        TransportKind::WebsocketTestee => {
+            Box::pin(websocket::echo(stream, settings, shutdown)).await
+        }
     }
 }
 

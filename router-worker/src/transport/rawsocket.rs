@@ -19,6 +19,9 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// First capacity of a connection's read buffer.
+const READ_BUFFER: usize = 1024;
+
 use super::ListenerSettings;
 use super::{CloseKind, Io, Peer, Transport, TransportError};
 use crate::Realms;
@@ -88,11 +91,14 @@ pub async fn handle_connection<S: Io>(
     info.cred = peer.cred;
     let transport = RawTransport {
         last_seen: std::time::Instant::now(),
-        framed: Framed::new(
+        // A small first read buffer (Framed::new reserves 8 KiB): it grows
+        // for large messages, and idle sessions stay small.
+        framed: Framed::with_capacity(
             stream,
             RawSocketCodec {
                 max_incoming: 1 << (9 + l),
             },
+            READ_BUFFER,
         ),
         serializer,
         peer_max: hello.max_len,

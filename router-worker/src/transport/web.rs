@@ -63,7 +63,14 @@ pub async fn handle_connection<S: Io>(
     if let Some(ws) = web.websockets.get(first) {
         if upgrade {
             let stream = Prefixed::new(head, stream);
-            super::websocket::handle_connection(stream, peer, ws.clone(), realms, shutdown).await;
+            Box::pin(super::websocket::handle_connection(
+                stream,
+                peer,
+                ws.clone(),
+                realms,
+                shutdown,
+            ))
+            .await;
         } else {
             let body = "This is a WAMP WebSocket endpoint: connect with a WebSocket client.\n";
             let _ = respond(&mut stream, 426, "Upgrade Required", Some(body)).await;
