@@ -317,6 +317,7 @@ impl RealmHandle {
             broker,
             dealer: Dealer::new(),
             sessions: HashMap::new(),
+            doomed: Vec::new(),
             self_tx: tx.downgrade(),
             timers: HashMap::new(),
             testaments: HashMap::new(),
@@ -454,6 +455,10 @@ pub(crate) struct Realm {
     /// Boxed entries: the table keeps spare slots (up to half of them
     /// after a resize), and an empty slot should cost a pointer, not an entry.
     pub(crate) sessions: HashMap<Id, Box<SessionEntry>>,
+    /// Sessions killed while handling the current command: they leave the
+    /// realm as soon as it is handled, without waiting for their task to
+    /// finish closing a connection the peer may not be reading.
+    doomed: Vec<Id>,
     /// For call timeouts to report back; weak so the realm still stops when
     /// every handle is gone.
     self_tx: mpsc::WeakSender<RealmCommand>,
@@ -528,7 +533,12 @@ fn parse_authorizer_answer(
 }
 
 /// Deliver to one session without ever waiting; a full queue closes it.
-fn deliver(sessions: &mut HashMap<Id, Box<SessionEntry>>, to: Id, msg: Arc<OutMsg>) {
+fn deliver(
+    sessions: &mut HashMap<Id, Box<SessionEntry>>,
+    doomed: &mut Vec<Id>,
+    to: Id,
+    msg: Arc<OutMsg>,
+) {
     let Some(entry) = sessions.get_mut(&to) else {
         return;
     };
@@ -548,6 +558,7 @@ fn deliver(sessions: &mut HashMap<Id, Box<SessionEntry>>, to: Id, msg: Arc<OutMs
                     wamp_uri::CLOSE_KILLED,
                     format!("outbound queue overflow: {cap} messages were waiting, the session does not read fast enough"),
                 );
+                doomed.push(to);
             }
         }
         // The session task is ending; its Leave is on the way.
@@ -725,6 +736,9 @@ impl Realm {
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             for cmd in batch.drain(..) {
                 self.handle(cmd);
+                while let Some(session) = self.doomed.pop() {
+                    self.leave(session);
+                }
             }
         }
         debug!(realm = %self.name, "realm stopped: no more handles");
@@ -815,7 +829,7 @@ impl Realm {
         if to == INTERNAL {
             return self.internal_reply(msg);
         }
-        deliver(&mut self.sessions, to, OutMsg::new(msg));
+        deliver(&mut self.sessions, &mut self.doomed, to, OutMsg::new(msg));
     }
 
     /// Route a call made by the router (authenticators, authorizers).
@@ -1023,6 +1037,7 @@ impl Realm {
             warn!(session, authid = %entry.info.authid, reason, "{message}");
             entry.killed = true;
             entry.link.kill.kill(reason, message);
+            self.doomed.push(session);
         }
     }
 
@@ -1148,6 +1163,7 @@ impl Realm {
         let Realm {
             broker,
             sessions,
+            doomed,
             authz,
             ..
         } = self;
@@ -1189,7 +1205,7 @@ impl Realm {
                 payload: p.payload.clone(),
             }));
             for &sid in &recipients {
-                deliver(sessions, sid, event.clone());
+                deliver(sessions, doomed, sid, event.clone());
             }
         }
         if self.broker.wants_history(p.topic) {

@@ -57,3 +57,42 @@ fn upgrade_requests_are_bounded_in_size_and_time() {
         crate::support::expect_python_args_ok(&node, "header_limits.py", &[&port.to_string()]);
     assert!(out.contains("ok autobahn joins as before"), "{out}");
 }
+
+/// max_connections, authenticate_timeout and an optional subprotocol on a
+/// second transport; a bystander on the first notices nothing.
+#[test]
+fn connection_limit_and_authenticate_deadline() {
+    let port = free_port();
+    let limited = free_port();
+    let mut cfg = router_config(port);
+    crate::support::push_transport(
+        &mut cfg,
+        json!({
+            "type": "websocket",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": limited},
+            "auth": {
+                "anonymous": {"role": "anonymous"},
+                "ticket": {"type": "static", "principals": {"joe": {"ticket": "joe-ticket", "role": "anonymous"}}}
+            },
+            "options": {
+                "max_connections": 3,
+                "authenticate_timeout": 500,
+                "require_websocket_subprotocol": false
+            }
+        }),
+    );
+    let node = Node::start(&cfg, port);
+    let limited_url = format!("ws://127.0.0.1:{limited}/ws");
+    let out =
+        crate::support::expect_python_args_ok(&node, "limits.py", &[&node.url(), &limited_url]);
+    assert!(out.contains("ok bystander unaffected"), "{out}");
+    let log = node.log();
+    let refusals = log
+        .matches("the transport's max_connections limit is reached")
+        .count();
+    // 20+ refusals in well under a few seconds: logged at most once a second.
+    assert!(
+        (1..=5).contains(&refusals),
+        "{refusals} refusal lines for a burst of refused connections:\n{log}"
+    );
+}

@@ -14,7 +14,7 @@ import sys
 import traceback
 
 import msgpack
-from autobahn.wamp.types import PublishOptions
+from autobahn.wamp.types import PublishOptions, RegisterOptions
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -243,6 +243,130 @@ async def deeply_nested_payload(url):
     await r.hello()
     await r.ws.send('[16, 1, {}, "com.t", [' + "[" * 5000 + "]" * 5000 + "]]")
     await r.expect_abort("wamp.error.protocol_violation")
+
+
+@check
+async def deeply_nested_binary_payloads(url):
+    """5000 nested arrays in PUBLISH's arguments, in MessagePack and CBOR."""
+    for proto, head, one, empty in (
+        ("wamp.2.msgpack", b"\x95\x10\x01\x80\xa5com.t", b"\x91", b"\x90"),
+        ("wamp.2.cbor", b"\x85\x10\x01\xa0\x65com.t", b"\x81", b"\x80"),
+    ):
+        r = await Raw.open(url, proto)
+        await r.hello()
+        await r.ws.send(head + one * 5000 + empty)
+        await r.expect_abort("wamp.error.protocol_violation")
+
+
+@check
+async def huge_declared_collections(url):
+    """Headers that announce billions of elements with a few bytes behind
+    them: refused without reserving memory for them."""
+    for proto, body in (
+        ("wamp.2.msgpack", b"\xdd\xff\xff\xff\xff\x10\x01"),  # array32 of 2^32-1
+        ("wamp.2.msgpack", b"\x95\x10\x01\xdf\xff\xff\xff\xff\xa1a\x01"),  # map32 as options
+        ("wamp.2.cbor", b"\x9b\xff\xff\xff\xff\xff\xff\xff\xff\x10"),  # array of 2^64-1
+        ("wamp.2.cbor", b"\x85\x10\x01\xbb\x00\x00\x00\x01\x00\x00\x00\x00\x61a"),  # map of 2^32
+        ("wamp.2.cbor", b"\x85\x10\x01\xbf\x61a\x01"),  # indefinite map, never closed
+    ):
+        r = await Raw.open(url, proto)
+        await r.hello()
+        await r.ws.send(body)
+        await r.expect_abort("wamp.error.protocol_violation")
+
+
+@check
+async def large_collections_within_the_limit(url):
+    """A 4000-entry map and a 4000-element list under the 64 KiB limit
+    are ordinary messages: published and delivered whole."""
+    got = []
+    sub = await connect(url, "cbor")
+    await sub.subscribe(lambda *a, **kw: got.append((a, kw)), "com.big.ok")
+    r = await Raw.open(url, "wamp.2.msgpack")
+    await r.hello()
+    kwargs = {f"k{i}": i for i in range(4000)}
+    args = list(range(4000))
+    await r.send([16, 7, {"acknowledge": True, "exclude_me": False}, "com.big.ok", args, kwargs])
+    ack = await r.recv()
+    assert ack[:2] == [17, 7], ack
+    await until(lambda: got, "the large event")
+    assert got[0][0] == tuple(args) and got[0][1] == kwargs, "the large event arrived altered"
+    await leave(sub)
+
+
+@check
+async def messages_after_goodbye_or_abort(url):
+    """Whatever a peer sends after its GOODBYE or ABORT is not acted on."""
+    seen = []
+    watcher = await connect(url, "json")
+    await watcher.subscribe(lambda *a: seen.append(a), "com.after.close")
+    r = await Raw.open(url)
+    await r.hello()
+    await r.send([6, {}, "wamp.close.normal"])
+    await r.send([16, 1, {"acknowledge": True}, "com.after.close", ["after goodbye"]])
+    after = await r.drain()
+    assert after and after[0][0] == 6 and after[0][2] == "wamp.close.goodbye_and_out", after
+    assert after[1:] == [], f"the router answered after GOODBYE: {after}"
+    r = await Raw.open(url)
+    await r.hello()
+    await r.send([3, {}, "wamp.close.normal"])
+    await r.send([16, 2, {"acknowledge": True}, "com.after.close", ["after abort"]])
+    after = await r.drain()
+    assert after == [], f"the router answered after ABORT: {after}"
+    # ABORT instead of HELLO, then HELLO: no session is opened.
+    r = await Raw.open(url)
+    await r.send([3, {}, "wamp.close.normal"])
+    await r.send([1, "realm1", ROLES])
+    after = await r.drain()
+    assert all(m[0] != 2 for m in after), f"a session was opened after ABORT: {after}"
+    await asyncio.sleep(0.5)
+    assert seen == [], f"a message sent after GOODBYE or ABORT was published: {seen}"
+    await leave(watcher)
+
+
+# More 4 KiB results than the socket buffers between router and caller
+# can hide (tens of MB on loopback), so the queue limit is what stops them.
+N_RESULTS = 20000
+
+
+@check
+async def progressive_results_reader_stops(url):
+    """A caller that asks for progressive results and stops reading is
+    closed by the slow-peer policy (the test node's queue holds 64); the
+    callee streaming them keeps its session and learns the call is gone."""
+    callee = await connect(url, "msgpack")
+    sent = []
+    finished = asyncio.Event()
+    blob = b"p" * 4096
+
+    async def stream(n, details=None):
+        # Ends when every result is out, or when the router interrupts the
+        # call because its caller is gone (autobahn cancels the handler).
+        try:
+            for i in range(n):
+                if details.progress:
+                    details.progress(i, blob)
+                sent.append(i)
+                if i % 20 == 0:
+                    await asyncio.sleep(0.001)
+            return n
+        finally:
+            finished.set()
+
+    await callee.register(stream, "com.stream.results", options=RegisterOptions(details_arg="details"))
+    slow = await Raw.open(url, max_queue=1)
+    await slow.hello(details={"roles": {"caller": {"features": {"progressive_call_results": True}}}})
+    await slow.send([48, 1, {"receive_progress": True}, "com.stream.results", [N_RESULTS]])
+    await wait(finished.wait(), "the callee's handler to end", 30)
+    count = len(await slow.drain())
+    assert count < N_RESULTS, f"the slow caller got all {count} results: nothing bounded it"
+    assert len(sent) < N_RESULTS, "the callee was not told that its caller is gone"
+    assert not callee.left.done(), f"the callee was disconnected: {callee.left.result()}"
+    # The callee is still a working callee.
+    caller = await connect(url, "json")
+    finished.clear()
+    assert await caller.call("com.stream.results", 2) == 2
+    await leave(callee, caller)
 
 
 @check

@@ -5,6 +5,7 @@ invocations, and checking bytes on the wire."""
 import asyncio
 import json
 
+import cbor2
 import msgpack
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
@@ -23,11 +24,13 @@ class Raw:
     async def open(cls, url, proto="wamp.2.json", **kw):
         ws = await asyncio.wait_for(ws_connect(url, subprotocols=[proto], max_size=None, **kw), T)
         assert ws.subprotocol == proto, ws.subprotocol
-        return cls(ws, "msgpack" if "msgpack" in proto else "json")
+        return cls(ws, proto.removeprefix("wamp.2."))
 
     async def send(self, msg):
         if self.ser == "json":
             await self.ws.send(json.dumps(msg))
+        elif self.ser == "cbor":
+            await self.ws.send(cbor2.dumps(msg))
         else:
             await self.ws.send(msgpack.packb(msg, use_bin_type=True))
 
@@ -36,6 +39,8 @@ class Raw:
         if self.ser == "json":
             assert isinstance(data, str), f"JSON must arrive in text frames, got {type(data)}"
             return json.loads(data)
+        if self.ser == "cbor":
+            return cbor2.loads(data)
         return msgpack.unpackb(data, raw=False)
 
     async def hello(self, realm="realm1", details=None):
@@ -62,6 +67,17 @@ class Raw:
             return e
         except asyncio.TimeoutError:
             raise AssertionError("the router did not close the connection") from None
+
+    async def drain(self):
+        """Every message until the router closes the connection."""
+        got = []
+        try:
+            while True:
+                got.append(await self.recv())
+        except ConnectionClosed:
+            return got
+        except asyncio.TimeoutError:
+            raise AssertionError(f"the router did not close the connection (received {got})") from None
 
     async def expect_error(self, request_type, request, error):
         msg = await self.recv()
