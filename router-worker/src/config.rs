@@ -328,6 +328,9 @@ pub enum EndpointKind {
     Unix,
 }
 
+/// Largest `options.write_buffer_size`: 16 MiB.
+pub const MAX_WRITE_BUFFER: usize = 16 << 20;
+
 /// Limits and timeouts of a WebSocket transport. Times are in milliseconds,
 /// as in Crossbar.io.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -362,6 +365,11 @@ pub struct WebSocketOptions {
     /// Milliseconds a write to the peer may stay blocked (the peer stopped
     /// reading) before the router closes the connection.
     pub write_timeout: u64,
+    /// Bytes of outgoing messages collected for one session before they are
+    /// written to its socket (the session also writes whenever its queue is
+    /// empty). Larger means fewer system calls under load; a session that
+    /// received a burst keeps a buffer of about this size.
+    pub write_buffer_size: usize,
     /// Milliseconds of silence from a peer before the router pings it
     /// (0: never).
     pub auto_ping_interval: u64,
@@ -390,6 +398,7 @@ impl Default for WebSocketOptions {
             auth_failure_window: 60_000,
             max_calls_in_flight: 1000,
             write_timeout: 10_000,
+            write_buffer_size: 64 * 1024,
             auto_ping_interval: 30_000,
             auto_ping_timeout: 10_000,
             allowed_origins: None,
@@ -833,6 +842,15 @@ impl RouterConfig {
             p(
                 format!("{pre}.options"),
                 "max_queue_messages and max_connections must be at least 1".into(),
+            );
+        }
+        if o.write_buffer_size > MAX_WRITE_BUFFER {
+            p(
+                format!("{pre}.options.write_buffer_size"),
+                format!(
+                    "{} bytes is more than the {MAX_WRITE_BUFFER} allowed (the default is 65536)",
+                    o.write_buffer_size
+                ),
             );
         }
         let e = &ws.endpoint;

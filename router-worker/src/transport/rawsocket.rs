@@ -19,7 +19,8 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// First capacity of a connection's read buffer.
+/// First capacity of a connection's read buffer (Framed::new reserves
+/// 8 KiB): it grows for large messages, and idle sessions stay small.
 const READ_BUFFER: usize = 1024;
 
 use super::ListenerSettings;
@@ -89,17 +90,17 @@ pub async fn handle_connection<S: Io>(
     };
     let mut info = TransportInfo::new("rawsocket", protocol, peer.desc);
     info.cred = peer.cred;
+    let mut framed = Framed::with_capacity(
+        stream,
+        RawSocketCodec {
+            max_incoming: 1 << (9 + l),
+        },
+        READ_BUFFER,
+    );
+    framed.set_backpressure_boundary(settings.write_buffer_size.max(1));
     let transport = RawTransport {
         last_seen: std::time::Instant::now(),
-        // A small first read buffer (Framed::new reserves 8 KiB): it grows
-        // for large messages, and idle sessions stay small.
-        framed: Framed::with_capacity(
-            stream,
-            RawSocketCodec {
-                max_incoming: 1 << (9 + l),
-            },
-            READ_BUFFER,
-        ),
+        framed,
         serializer,
         peer_max: hello.max_len,
     };

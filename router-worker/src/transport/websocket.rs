@@ -65,6 +65,9 @@ pub struct ListenerSettings {
     pub max_message_size: usize,
     /// Concurrent connections allowed.
     pub max_connections: usize,
+    /// Outgoing bytes collected before a write (RawSocket; WebSocket has it
+    /// in `ws_config`).
+    pub write_buffer_size: usize,
     /// `web` transports: their static and WebSocket paths.
     pub web: Option<Arc<super::web::WebSettings>>,
     /// Browser origins allowed; any when `None`.
@@ -82,13 +85,18 @@ impl ListenerSettings {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(o.max_message_size))
             .max_frame_size(Some(o.max_frame_size))
-            // Small per-connection buffers keep idle sessions cheap; the
-            // write buffer collects a batch of messages between flushes
-            // (the session flushes after each batch), so a burst of small
-            // events costs one syscall, not one each.
+            // A small read buffer keeps idle sessions cheap; the write
+            // buffer collects a batch of messages between flushes (the
+            // session flushes after each batch), so a burst of events costs
+            // a few system calls, not one each.
             .read_buffer_size(1024)
-            .write_buffer_size(16 * 1024)
-            .max_write_buffer_size(o.max_message_size.saturating_mul(2).max(1 << 20));
+            .write_buffer_size(o.write_buffer_size)
+            .max_write_buffer_size(
+                o.max_message_size
+                    .saturating_mul(2)
+                    .max(1 << 20)
+                    .saturating_add(o.write_buffer_size),
+            );
         ListenerSettings {
             kind: t.kind,
             name: t
@@ -114,6 +122,7 @@ impl ListenerSettings {
             require_subprotocol: o.require_websocket_subprotocol,
             max_message_size: o.max_message_size,
             max_connections: o.max_connections,
+            write_buffer_size: o.write_buffer_size,
             web: None,
             allowed_origins: o.allowed_origins.clone(),
         }
