@@ -174,6 +174,9 @@ fn decode(ser: Serializer, ws: Ws) -> Result<Option<Message>> {
     }
 }
 
+/// The load generator's WebSocket read buffer (see `Conn::join`).
+const BENCH_READ_BUFFER: usize = 16 * 1024;
+
 /// What a subscriber receives.
 enum Incoming {
     Event {
@@ -217,9 +220,14 @@ impl Conn {
         };
         req.headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(proto));
+        // tungstenite zeroes its whole read buffer before every read (128 KiB
+        // by default), which cost this generator more than the rest of its
+        // work together; a 16 KiB buffer holds several events per read.
+        let config =
+            tungstenite::protocol::WebSocketConfig::default().read_buffer_size(BENCH_READ_BUFFER);
         let (ws, _) = tokio::time::timeout(
             Duration::from_secs(30),
-            tokio_tungstenite::connect_async(req),
+            tokio_tungstenite::connect_async_with_config(req, Some(config), false),
         )
         .await
         .context("WebSocket connect timed out")??;
