@@ -571,19 +571,15 @@ fn established<'a, T: Transport>(
                     }
                     timer.as_mut().reset(check);
                 }
-                _ = kill.killed() => {
-                    let (reason, msg) = kill.reason().cloned().unwrap_or((wamp_uri::CLOSE_KILLED.into(), "closed by the router".into()));
-                    // ABORT for protocol violations (as the spec says); an
-                    // established session closed for other reasons gets GOODBYE,
-                    // which clients such as autobahn expect after WELCOME.
-                    if reason == wamp_uri::PROTOCOL_VIOLATION {
-                        return abort(t, &reason, &msg, CloseKind::ProtocolError).await;
-                    }
-                    return goodbye_and_close(t, &reason, &msg).await;
-                }
+                _ = kill.killed() => return killed(t, kill).await,
                 _ = shutdown.cancelled() => return goodbye_on_shutdown(t).await,
                 out = rx.recv() => {
                     let Some(out) = out else {
+                        // A killed session leaves its realm at once, which
+                        // drops the sending side of this queue.
+                        if kill.reason().is_some() {
+                            return killed(t, kill).await;
+                        }
                         return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
                     };
                     // Most writes complete at once; only a write that has to
@@ -602,7 +598,10 @@ fn established<'a, T: Transport>(
                     };
                     let written = match outcome {
                         Write::Done(r) => r,
-                        Write::Killed => continue,
+                        // Closed at once, before anything is read: a read
+                        // may make tungstenite answer a ping, which must not
+                        // land inside the frame this write left half done.
+                        Write::Killed => return killed(t, kill).await,
                         Write::Shutdown => return close(t, CloseKind::GoingAway, "router shutting down").await,
                         Write::Stalled => {
                             warn!(parent: span, timeout_ms = write_timeout.as_millis() as u64,
@@ -708,6 +707,23 @@ fn classify<'a>(
             m.name()
         )),
     }
+}
+
+/// The router killed the session: ABORT for protocol violations (as the
+/// spec says); GOODBYE for other reasons, which clients such as autobahn
+/// expect after WELCOME.
+fn killed<'a, T: Transport>(t: &'a mut T, kill: &KillSwitch) -> Boxed<'a> {
+    let (reason, msg) = kill
+        .reason()
+        .cloned()
+        .unwrap_or((wamp_uri::CLOSE_KILLED.into(), "closed by the router".into()));
+    Box::pin(async move {
+        if reason == wamp_uri::PROTOCOL_VIOLATION {
+            abort(t, &reason, &msg, CloseKind::ProtocolError).await;
+        } else {
+            goodbye_and_close(t, &reason, &msg).await;
+        }
+    })
 }
 
 /// Router-initiated close of an established session: GOODBYE, then close

@@ -314,6 +314,10 @@ async fn upgrade<S: Io>(
     let transport = WsTransport {
         last_seen: std::time::Instant::now(),
         ws,
+        out: Vec::new(),
+        out_written: 0,
+        out_bytes: 0,
+        write_buffer_size: settings.write_buffer_size,
         serializer,
         batched,
         pending: VecDeque::new(),
@@ -373,6 +377,14 @@ pub(super) async fn echo<S: Io>(
 /// One negotiated WebSocket connection.
 pub struct WsTransport<S> {
     ws: WebSocketStream<S>,
+    /// Data frames the router writes itself (see [`OutFrame`]), and how
+    /// many of their bytes are already on the wire: a write cut short (a
+    /// session killed while its peer does not read) resumes there.
+    out: Vec<OutFrame>,
+    out_written: usize,
+    out_bytes: usize,
+    /// Collected bytes that trigger a write before the flush.
+    write_buffer_size: usize,
     /// When a frame last arrived (keepalive).
     last_seen: std::time::Instant,
     serializer: Serializer,
@@ -382,7 +394,94 @@ pub struct WsTransport<S> {
     max_message_size: usize,
 }
 
+/// Frames collected before a write, at most (two I/O slices each).
+const MAX_OUT_FRAMES: usize = 64;
+
+/// A WebSocket data frame written by the router itself rather than by
+/// tungstenite: server frames are not masked, so a frame is a header and
+/// the encoded message, which is shared by every subscriber of an event and
+/// goes to the socket with a vectored write instead of being copied into a
+/// per-connection buffer first.
+struct OutFrame {
+    head: [u8; 10],
+    head_len: u8,
+    body: Bytes,
+}
+
+impl OutFrame {
+    /// A final (unfragmented) frame: `opcode` 1 is text, 2 binary.
+    fn new(opcode: u8, body: Bytes) -> OutFrame {
+        let mut head = [0u8; 10];
+        head[0] = 0x80 | opcode;
+        let len = body.len();
+        let head_len = if len < 126 {
+            head[1] = len as u8;
+            2
+        } else if let Ok(short) = u16::try_from(len) {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        OutFrame {
+            head,
+            head_len,
+            body,
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.head_len) + self.body.len()
+    }
+}
+
 impl<S: Io> WsTransport<S> {
+    /// Write the collected frames, resuming after what is already written.
+    /// tungstenite's own frames (pongs) are flushed first: its buffer only
+    /// ever holds whole frames, and it writes nothing while this runs.
+    async fn write_out(&mut self) -> Result<(), TransportError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        if self.out_written == 0 {
+            self.ws
+                .flush()
+                .await
+                .map_err(|e| map_ws_error(e, self.max_message_size))?;
+        }
+        while self.out_written < self.out_bytes {
+            let (out, ws, done) = (&self.out, &mut self.ws, self.out_written);
+            let mut slices = Vec::with_capacity(out.len() * 2);
+            let mut skip = done;
+            for f in out {
+                for part in [&f.head[..usize::from(f.head_len)], &f.body[..]] {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                    } else {
+                        slices.push(std::io::IoSlice::new(&part[skip..]));
+                        skip = 0;
+                    }
+                }
+            }
+            let n = std::future::poll_fn(|cx| {
+                std::pin::Pin::new(ws.get_mut()).poll_write_vectored(cx, &slices)
+            })
+            .await
+            .map_err(|e| TransportError::Io(e.to_string()))?;
+            if n == 0 {
+                return Err(TransportError::Closed);
+            }
+            self.out_written += n;
+        }
+        self.out.clear();
+        self.out_written = 0;
+        self.out_bytes = 0;
+        Ok(())
+    }
+
     fn unbatch(&mut self, mut data: Bytes) -> Result<(), TransportError> {
         if !self.batched {
             self.pending.push_back(data);
@@ -489,34 +588,35 @@ impl<S: Io> Transport for WsTransport<S> {
             // Logged where encoding failed; nothing sensible to send.
             return Ok(());
         };
-        let frame = if self.batched {
+        let opcode = if self.serializer.is_binary() { 2 } else { 1 };
+        let body = if self.batched {
             let raw = enc.as_bytes();
             let mut buf = BytesMut::with_capacity(raw.len() + 4);
             if self.serializer == Serializer::Json {
                 buf.put_slice(raw);
                 buf.put_u8(JSON_BATCH_SEPARATOR);
-                match tungstenite::Utf8Bytes::try_from(buf.freeze()) {
-                    Ok(t) => WsMessage::Text(t),
-                    Err(_) => return Ok(()),
-                }
             } else {
                 buf.put_u32(raw.len() as u32);
                 buf.put_slice(raw);
-                WsMessage::Binary(buf.freeze())
             }
+            buf.freeze()
         } else {
             match enc {
-                Encoded::Text(t) => WsMessage::Text(t.clone()),
-                Encoded::Binary(b) => WsMessage::Binary(b.clone()),
+                Encoded::Text(t) => Bytes::from(t.clone()),
+                Encoded::Binary(b) => b.clone(),
             }
         };
-        self.ws
-            .feed(frame)
-            .await
-            .map_err(|e| map_ws_error(e, self.max_message_size))
+        let frame = OutFrame::new(opcode, body);
+        self.out_bytes += frame.len();
+        self.out.push(frame);
+        if self.out.len() >= MAX_OUT_FRAMES || self.out_bytes >= self.write_buffer_size {
+            self.write_out().await?;
+        }
+        Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), TransportError> {
+        self.write_out().await?;
         self.ws
             .flush()
             .await
@@ -539,6 +639,16 @@ impl<S: Io> Transport for WsTransport<S> {
             code,
             reason: reason[..end].into(),
         };
+        if self.out_written > 0 {
+            // A data frame is half written (the peer stopped reading): a
+            // close frame now would land inside it. Just end the connection.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::io::AsyncWriteExt::shutdown(self.ws.get_mut()),
+            )
+            .await;
+            return;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let _ = self.ws.close(Some(frame)).await;
             // Drain until the peer's close arrives, so the TCP connection
@@ -647,6 +757,10 @@ mod size_probe {
             let t = super::WsTransport {
                 last_seen: std::time::Instant::now(),
                 ws,
+                out: Vec::new(),
+                out_written: 0,
+                out_bytes: 0,
+                write_buffer_size: 0,
                 serializer: proto::Serializer::Json,
                 batched: false,
                 pending: Default::default(),
@@ -688,6 +802,90 @@ mod size_probe {
                 size < 512,
                 "the connection task's future grew to {size} bytes"
             );
+        });
+    }
+}
+
+#[cfg(test)]
+mod frames {
+    use super::*;
+    use proto::{Message, Payload, Value};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    fn event(size: usize) -> Message {
+        Message::Event(proto::message::Event {
+            subscription: 1,
+            publication: size as u64 + 1,
+            details: proto::Dict::new(),
+            payload: Payload::args(vec![Value::Bytes(vec![7u8; size])]),
+        })
+    }
+
+    #[test]
+    fn headers_for_every_length_class() {
+        for (len, head) in [
+            (0usize, vec![0x82, 0]),
+            (125, vec![0x82, 125]),
+            (126, vec![0x82, 126, 0, 126]),
+            (65535, vec![0x82, 126, 0xFF, 0xFF]),
+            (65536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            let f = OutFrame::new(2, Bytes::from(vec![0u8; len]));
+            assert_eq!(
+                &f.head[..usize::from(f.head_len)],
+                &head[..],
+                "length {len}"
+            );
+            assert_eq!(f.len(), head.len() + len);
+        }
+    }
+
+    /// Frames written by the router itself arrive whole and in order at a
+    /// tungstenite client, through a pipe far smaller than the messages, so
+    /// every write is cut short and resumed.
+    #[test]
+    fn direct_frames_reach_a_client_through_partial_writes() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (server, client) = tokio::io::duplex(1000);
+            let ws = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+            let mut t = WsTransport {
+                ws,
+                out: Vec::new(),
+                out_written: 0,
+                out_bytes: 0,
+                write_buffer_size: 4096,
+                last_seen: std::time::Instant::now(),
+                serializer: Serializer::MsgPack,
+                batched: false,
+                pending: VecDeque::new(),
+                max_message_size: 1 << 20,
+            };
+            let sizes = [0usize, 100, 130, 5000, 70_000, 3];
+            let reader = tokio::spawn(async move {
+                let mut c = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+                let mut got = Vec::new();
+                while got.len() < 6 {
+                    match c.next().await {
+                        Some(Ok(WsMessage::Binary(b))) => {
+                            got.push(Serializer::MsgPack.decode(&b).unwrap())
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                got
+            });
+            for size in sizes {
+                t.feed(&OutMsg::new(event(size))).await.unwrap();
+            }
+            t.flush().await.unwrap();
+            let got = reader.await.unwrap();
+            let want: Vec<Message> = sizes.iter().map(|&s| event(s)).collect();
+            assert_eq!(got, want);
+            assert!(t.out.is_empty() && t.out_written == 0 && t.out_bytes == 0);
         });
     }
 }
