@@ -294,8 +294,16 @@ fn content_type(file: &Path) -> String {
     }
 }
 
+/// Bytes one socket read may take when the reader asks for less: tungstenite
+/// reads 1 KiB at a time (its read buffer is that small, so that idle
+/// connections stay small), which for large messages would be a system call
+/// per KiB.
+const READ_AHEAD: usize = 16 * 1024;
+
 /// The request head already read, then the rest of the connection: what
-/// the WebSocket handshake reads from.
+/// the WebSocket handshake and session read from. Reads smaller than
+/// [`READ_AHEAD`] read ahead; what the reader did not take waits in `head`,
+/// which holds no buffer while it is empty.
 pub(super) struct Prefixed<S> {
     head: Bytes,
     inner: S,
@@ -328,7 +336,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_read(cx, out)
+        if out.remaining() >= READ_AHEAD {
+            return Pin::new(&mut this.inner).poll_read(cx, out);
+        }
+        // Not zeroed: ReadBuf tracks what the read filled.
+        let mut ahead = [std::mem::MaybeUninit::<u8>::uninit(); READ_AHEAD];
+        let mut buf = ReadBuf::uninit(&mut ahead);
+        match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                let got = buf.filled();
+                let n = got.len().min(out.remaining());
+                out.put_slice(&got[..n]);
+                if n < got.len() {
+                    this.head = Bytes::copy_from_slice(&got[n..]);
+                }
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 }
 
@@ -365,6 +390,38 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The head first, then the stream, read in small pieces (as tungstenite
+    /// reads) through the read-ahead: every byte once, in order.
+    #[test]
+    fn prefixed_replays_the_head_then_reads_ahead() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut tx, rx) = tokio::io::duplex(64 * 1024);
+            let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+            let head = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+            let mut p = Prefixed::new(head.clone(), rx);
+            let sent = body.clone();
+            let writer = tokio::spawn(async move {
+                tx.write_all(&sent).await.unwrap();
+            });
+            let mut got = Vec::new();
+            let mut piece = [0u8; 1000];
+            while got.len() < head.len() + body.len() {
+                let n = p.read(&mut piece).await.unwrap();
+                assert!(n > 0, "early end after {} bytes", got.len());
+                got.extend_from_slice(&piece[..n]);
+            }
+            writer.await.unwrap();
+            assert_eq!(&got[..head.len()], &head[..]);
+            assert_eq!(&got[head.len()..], &body[..]);
+            assert!(p.head.is_empty());
+        });
+    }
 
     fn tree() -> (tempfile::TempDir, HashMap<String, PathBuf>) {
         let dir = tempfile::tempdir().unwrap();
