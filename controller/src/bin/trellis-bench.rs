@@ -267,12 +267,19 @@ impl Conn {
         Ok(())
     }
 
-    async fn recv(&mut self) -> Result<Message> {
-        loop {
-            let ws = tokio::time::timeout(Duration::from_secs(90), self.ws.next())
+    /// The next WebSocket message, within 90 s.
+    async fn next_frame(&mut self) -> Result<Ws> {
+        Ok(
+            tokio::time::timeout(Duration::from_secs(90), self.ws.next())
                 .await
                 .context("no message from the router within 90 s")?
-                .ok_or_else(|| anyhow!("connection closed"))??;
+                .ok_or_else(|| anyhow!("connection closed"))??,
+        )
+    }
+
+    async fn recv(&mut self) -> Result<Message> {
+        loop {
+            let ws = self.next_frame().await?;
             if let Some(m) = decode(self.ser, ws)? {
                 return Ok(m);
             }
@@ -286,10 +293,7 @@ impl Conn {
     /// CPU the router under test needs.
     async fn recv_event(&mut self) -> Result<Incoming> {
         loop {
-            let ws = tokio::time::timeout(Duration::from_secs(90), self.ws.next())
-                .await
-                .context("no message from the router within 90 s")?
-                .ok_or_else(|| anyhow!("connection closed"))??;
+            let ws = self.next_frame().await?;
             if let (Serializer::MsgPack, Ws::Binary(b)) = (self.ser, &ws)
                 && let Some((seq, sent_ns)) = msgpack_event_head(b)
             {
