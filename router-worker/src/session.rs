@@ -220,8 +220,7 @@ pub fn run<'a, T: Transport>(
             settings.write_timeout,
         ));
         session.await;
-        let leaving = Box::pin(realm.send(RealmCommand::Leave { session: id }));
-        let _ = leaving.await;
+        let _ = realm.send(RealmCommand::Leave { session: id }).await;
         info!(parent: &span, "session left");
     }
 }

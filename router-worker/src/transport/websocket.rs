@@ -65,8 +65,7 @@ pub struct ListenerSettings {
     pub max_message_size: usize,
     /// Concurrent connections allowed.
     pub max_connections: usize,
-    /// Outgoing bytes collected before a write (RawSocket; WebSocket has it
-    /// in `ws_config`).
+    /// Outgoing bytes collected before a write (`options.write_buffer_size`).
     pub write_buffer_size: usize,
     /// `web` transports: their static and WebSocket paths.
     pub web: Option<Arc<super::web::WebSettings>>,
@@ -85,10 +84,10 @@ impl ListenerSettings {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(o.max_message_size))
             .max_frame_size(Some(o.max_frame_size))
-            // A small read buffer keeps idle sessions cheap; the write
-            // buffer collects a batch of messages between flushes (the
-            // session flushes after each batch), so a burst of events costs
-            // a few system calls, not one each.
+            // A small read buffer keeps idle sessions cheap. WAMP sessions
+            // write their data frames themselves (`OutFrame`), so
+            // tungstenite's write buffer carries only control frames there;
+            // the `websocket.testee` echo writes through it.
             .read_buffer_size(1024)
             .write_buffer_size(o.write_buffer_size)
             .max_write_buffer_size(
