@@ -39,22 +39,48 @@ fn announced_exponent(max: usize) -> u8 {
     l
 }
 
-/// Serve one TCP connection as WAMP RawSocket.
-pub async fn handle_connection<S: Io>(
-    mut stream: S,
+/// Serve one connection as WAMP RawSocket. As for WebSocket: not an
+/// `async fn` (its arguments would be stored twice in a future that lives
+/// as long as the session), and the handshake is boxed and freed.
+#[allow(clippy::manual_async_fn)]
+pub fn handle_connection<S: Io>(
+    stream: S,
     peer: Peer,
     settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
-) {
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let opened = Box::pin(handshake(stream, peer, &settings, &shutdown)).await;
+        let Some((transport, conn)) = opened else {
+            return;
+        };
+        session::run(transport, &settings.session, &realms, conn, shutdown).await;
+        info!("connection closed");
+    }
+}
+
+/// The RawSocket handshake; `None` if it failed (logged) or was refused.
+async fn handshake<S: Io>(
+    mut stream: S,
+    peer: Peer,
+    settings: &ListenerSettings,
+    shutdown: &CancellationToken,
+) -> Option<(RawTransport<S>, session::Connection)> {
     let mut hs = [0u8; 4];
     let read = tokio::select! {
-        _ = shutdown.cancelled() => return,
+        _ = shutdown.cancelled() => return None,
         r = tokio::time::timeout(settings.handshake_timeout, stream.read_exact(&mut hs)) => r,
     };
     match read {
-        Err(_) => return debug!("RawSocket handshake timed out"),
-        Ok(Err(e)) => return debug!(cause = %e, "RawSocket handshake failed"),
+        Err(_) => {
+            debug!("RawSocket handshake timed out");
+            return None;
+        }
+        Ok(Err(e)) => {
+            debug!(cause = %e, "RawSocket handshake failed");
+            return None;
+        }
         Ok(Ok(_)) => {}
     }
     let hello = match rawsocket::parse_client_hello(hs) {
@@ -63,9 +89,12 @@ pub async fn handle_connection<S: Io>(
             debug!("RawSocket handshake with reserved bits set: refused");
             let reply = rawsocket::server_error(rawsocket::handshake_error::RESERVED_BITS);
             let _ = stream.write_all(&reply).await;
-            return;
+            return None;
         }
-        Err(e) => return debug!(cause = %e, "not a RawSocket client: closed"),
+        Err(e) => {
+            debug!(cause = %e, "not a RawSocket client: closed");
+            return None;
+        }
     };
     let serializer =
         rawsocket::serializer_for(hello.serializer).filter(|s| settings.serializers.contains(s));
@@ -76,12 +105,12 @@ pub async fn handle_connection<S: Io>(
         );
         let reply = rawsocket::server_error(rawsocket::handshake_error::SERIALIZER_UNSUPPORTED);
         let _ = stream.write_all(&reply).await;
-        return;
+        return None;
     };
     let l = announced_exponent(settings.max_message_size);
     let reply = [rawsocket::MAGIC, (l << 4) | hello.serializer, 0, 0];
     if stream.write_all(&reply).await.is_err() {
-        return;
+        return None;
     }
     let protocol = match serializer {
         Serializer::Json => "wamp.2.json",
@@ -109,8 +138,7 @@ pub async fn handle_connection<S: Io>(
         transport: info,
         http: proto::Dict::new(),
     };
-    session::run(transport, &settings.session, &realms, conn, shutdown).await;
-    info!("connection closed");
+    Some((transport, conn))
 }
 
 /// One negotiated RawSocket connection.
