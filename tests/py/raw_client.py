@@ -14,6 +14,21 @@ ROLES = {"roles": {"publisher": {}, "subscriber": {}, "caller": {}, "callee": {}
 T = 5
 
 
+async def send_until_closed(host, port, data):
+    """Send `data` on a plain TCP connection and return what comes back
+    until the other side closes; a reset counts as closed (the kernel resets
+    a connection closed with unread bytes)."""
+    r, w = await asyncio.wait_for(asyncio.open_connection(host, port), T)
+    w.write(data)
+    await w.drain()
+    try:
+        rest = await asyncio.wait_for(r.read(), T)
+    except ConnectionResetError:
+        rest = b""
+    w.close()
+    return rest
+
+
 class Raw:
     """A raw WAMP-over-WebSocket connection with one serializer."""
 

@@ -6,6 +6,8 @@ Usage: python rawsocket_checks.py HOST PORT
 import asyncio
 import sys
 
+from raw_client import send_until_closed
+
 T = 5
 
 
@@ -25,20 +27,6 @@ async def exchange(host, port, data, want=4):
     return got
 
 
-async def closed_after(host, port, data):
-    """What the router sends before closing; a reset counts as closed (the
-    kernel resets a connection closed with unread bytes)."""
-    r, w = await asyncio.wait_for(asyncio.open_connection(host, port), T)
-    w.write(data)
-    await w.drain()
-    try:
-        rest = await asyncio.wait_for(r.read(), T)
-    except ConnectionResetError:
-        rest = b""
-    w.close()
-    return rest
-
-
 async def main():
     host, port = sys.argv[1], int(sys.argv[2])
     # A good handshake: JSON, 16 MiB max; the router announces its own max.
@@ -55,7 +43,7 @@ async def main():
     assert await exchange(host, port, bytes([0x7F, 0xF1, 1, 0])) == bytes([0x7F, 0x30, 0, 0])
     print("ok reserved bits", flush=True)
     # Not RawSocket at all (an HTTP request): closed without a reply.
-    assert await closed_after(host, port, b"GET / HTTP/1.1\r\n\r\n") == b""
+    assert await send_until_closed(host, port, b"GET / HTTP/1.1\r\n\r\n") == b""
     print("ok not rawsocket", flush=True)
     # A frame announcing more than the limit: the connection is closed
     # (after an ABORT in a frame) without the router reading the body.

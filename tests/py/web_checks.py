@@ -7,26 +7,13 @@ Usage: python web_checks.py PORT
 import asyncio
 import sys
 
+from raw_client import send_until_closed
 from wamp_client import connect, leave
-
-T = 5
-
-
-async def request(port, raw):
-    r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), T)
-    w.write(raw)
-    await w.drain()
-    try:
-        data = await asyncio.wait_for(r.read(), T)
-    except ConnectionResetError:
-        data = b""
-    w.close()
-    return data
 
 
 async def get(port, path, method="GET", extra=b""):
     raw = f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode() + extra + b"\r\n"
-    data = await request(port, raw)
+    data = await send_until_closed("127.0.0.1", port, raw)
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
