@@ -50,11 +50,7 @@ fn node_js(script: &str, arg: &str) -> (bool, String) {
 
 #[test]
 fn the_example_config_is_valid() {
-    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["check", "--config"])
-        .arg(repo_root().join("node.json"))
-        .output()
-        .expect("run");
+    let out = crate::support::trellis_check(&repo_root().join("node.json"));
     assert!(out.status.success(), "{out:?}");
 }
 

@@ -1,15 +1,10 @@
 //! The command line: check, start with a bad config, graceful stop.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Node, free_port, router_config};
-
-fn trellis() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_trellis"))
-}
+use crate::support::{Node, free_port, router_config, trellis, trellis_check};
 
 #[test]
 fn check_accepts_the_default_and_the_example() {
@@ -27,11 +22,7 @@ fn check_accepts_the_default_and_the_example() {
         serde_json::to_vec(&router_config(free_port())).expect("json"),
     )
     .expect("write");
-    let out = trellis()
-        .args(["check", "--config"])
-        .arg(&p)
-        .output()
-        .expect("run");
+    let out = trellis_check(&p);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 }
@@ -52,11 +43,7 @@ fn check_reports_every_error_with_key_paths_and_exits_78() {
         }]
     });
     std::fs::write(&p, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    let out = trellis()
-        .args(["check", "--config"])
-        .arg(&p)
-        .output()
-        .expect("run");
+    let out = trellis_check(&p);
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&p.display().to_string()), "{err}");
@@ -75,11 +62,7 @@ fn check_reports_every_error_with_key_paths_and_exits_78() {
     );
 
     std::fs::write(&p, r#"{"version": 2, "workers": [{"type": "router", "realms": [], "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": "80"}}]}]}"#).expect("write");
-    let out = trellis()
-        .args(["check", "--config"])
-        .arg(&p)
-        .output()
-        .expect("run");
+    let out = trellis_check(&p);
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

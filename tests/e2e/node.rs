@@ -2,18 +2,15 @@
 //! processes; crashes, restarts, logs, status, stop, reload, systemd.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use crate::support::{Node, PyOutput, free_port, python, repo_root, router_config, run_python};
-
-fn trellis() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_trellis"))
-}
+use crate::support::{
+    Node, PyOutput, free_port, python, repo_root, router_config, run_python, trellis,
+};
 
 /// The guest worker: tests/py/guest_component.py under the test venv.
 fn guest_worker(id: &str) -> Value {

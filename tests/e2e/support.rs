@@ -68,6 +68,20 @@ pub fn router_config(port: u16) -> Value {
     })
 }
 
+/// The `trellis` binary under test.
+pub fn trellis() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trellis"))
+}
+
+/// `trellis check --config PATH`, run to completion.
+pub fn trellis_check(path: &std::path::Path) -> std::process::Output {
+    trellis()
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .expect("run trellis check")
+}
+
 /// Add a transport to the first worker (the router) of a config.
 pub fn push_transport(cfg: &mut Value, transport: Value) {
     cfg["workers"][0]["transports"]

@@ -4,7 +4,9 @@
 
 use serde_json::json;
 
-use crate::support::{Node, expect_python_args_ok, free_port, push_transport, router_config};
+use crate::support::{
+    Node, expect_python_args_ok, free_port, push_transport, router_config, trellis_check,
+};
 
 #[test]
 fn static_files_websocket_path_and_traversal_suite() {
@@ -59,11 +61,7 @@ fn web_config_errors_name_their_paths() {
         }),
     );
     std::fs::write(&p, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["check", "--config"])
-        .arg(&p)
-        .output()
-        .expect("run");
+    let out = trellis_check(&p);
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
