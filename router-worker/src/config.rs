@@ -330,6 +330,12 @@ pub enum EndpointKind {
 
 /// Largest `options.write_buffer_size`: 16 MiB.
 pub const MAX_WRITE_BUFFER: usize = 16 << 20;
+/// `options.write_buffer_size` when unset, on WebSocket: its data frames are
+/// not copied into a buffer, so this only bounds one vectored write.
+pub const WEBSOCKET_WRITE_BUFFER: usize = 256 * 1024;
+/// `options.write_buffer_size` when unset, on RawSocket: a buffer of about
+/// this size stays with a session that received a burst.
+pub const RAWSOCKET_WRITE_BUFFER: usize = 64 * 1024;
 
 /// Limits and timeouts of a WebSocket transport. Times are in milliseconds,
 /// as in Crossbar.io.
@@ -367,9 +373,11 @@ pub struct WebSocketOptions {
     pub write_timeout: u64,
     /// Bytes of outgoing messages collected for one session before they are
     /// written to its socket (the session also writes whenever its queue is
-    /// empty). Larger means fewer system calls under load; a session that
-    /// received a burst keeps a buffer of about this size.
-    pub write_buffer_size: usize,
+    /// empty). Larger means fewer system calls under load. Unset: 256 KiB
+    /// on WebSocket, whose frames go out without a copy; 64 KiB on
+    /// RawSocket, where a session that received a burst keeps a buffer of
+    /// about this size. See [`WebSocketOptions::write_buffer_for`].
+    pub write_buffer_size: Option<usize>,
     /// Milliseconds of silence from a peer before the router pings it
     /// (0: never).
     pub auto_ping_interval: u64,
@@ -380,6 +388,16 @@ pub struct WebSocketOptions {
     /// `https://*.example.com`); any when absent. Clients that send no
     /// `Origin` (non-browsers) are not affected.
     pub allowed_origins: Option<Vec<String>>,
+}
+
+impl WebSocketOptions {
+    /// `write_buffer_size`, or its default for a transport of `kind`.
+    pub fn write_buffer_for(&self, kind: TransportKind) -> usize {
+        self.write_buffer_size.unwrap_or(match kind {
+            TransportKind::Rawsocket => RAWSOCKET_WRITE_BUFFER,
+            _ => WEBSOCKET_WRITE_BUFFER,
+        })
+    }
 }
 
 impl Default for WebSocketOptions {
@@ -398,7 +416,7 @@ impl Default for WebSocketOptions {
             auth_failure_window: 60_000,
             max_calls_in_flight: 1000,
             write_timeout: 10_000,
-            write_buffer_size: 64 * 1024,
+            write_buffer_size: None,
             auto_ping_interval: 30_000,
             auto_ping_timeout: 10_000,
             allowed_origins: None,
@@ -844,12 +862,11 @@ impl RouterConfig {
                 "max_queue_messages and max_connections must be at least 1".into(),
             );
         }
-        if o.write_buffer_size > MAX_WRITE_BUFFER {
+        if let Some(size) = o.write_buffer_size.filter(|&s| s > MAX_WRITE_BUFFER) {
             p(
                 format!("{pre}.options.write_buffer_size"),
                 format!(
-                    "{} bytes is more than the {MAX_WRITE_BUFFER} allowed (the default is 65536)",
-                    o.write_buffer_size
+                    "{size} bytes is more than the {MAX_WRITE_BUFFER} allowed (leave it out for the default: {WEBSOCKET_WRITE_BUFFER} on WebSocket, {RAWSOCKET_WRITE_BUFFER} on RawSocket)"
                 ),
             );
         }
@@ -1381,6 +1398,43 @@ mod tests {
         assert_eq!(parse_mode("0660"), Some(0o660));
         assert_eq!(parse_mode("1777"), None);
         assert_eq!(parse_mode(""), None);
+    }
+
+    #[test]
+    fn write_buffer_size_defaults_by_transport_and_is_bounded() {
+        let cfg = parse(
+            r#"{"realms": [{"name": "realm1", "roles": [{"name": "anonymous"}]}],
+                "transports": [
+                  {"type": "websocket", "endpoint": {"type": "tcp", "port": 1}},
+                  {"type": "rawsocket", "endpoint": {"type": "tcp", "port": 2}},
+                  {"type": "rawsocket", "endpoint": {"type": "tcp", "port": 3}, "options": {"write_buffer_size": 0}},
+                  {"type": "websocket", "endpoint": {"type": "tcp", "port": 4}, "options": {"write_buffer_size": 16777217}}
+                ]}"#,
+        );
+        let sizes: Vec<usize> = cfg
+            .transports
+            .iter()
+            .map(|t| t.options.write_buffer_for(t.kind))
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                WEBSOCKET_WRITE_BUFFER,
+                RAWSOCKET_WRITE_BUFFER,
+                0,
+                MAX_WRITE_BUFFER + 1
+            ]
+        );
+        let problems: Vec<String> = cfg
+            .validate()
+            .into_iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("transports[3].options.write_buffer_size: 16777217 bytes is more than the 16777216 allowed (leave it out for the default: 262144 on WebSocket, 65536 on RawSocket)"),
+            "{problems:?}"
+        );
     }
 
     #[test]

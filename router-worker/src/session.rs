@@ -29,7 +29,7 @@ use crate::realm::{
 use crate::transport::{CloseKind, Transport, TransportError};
 
 /// Messages written per flush when the outbound queue has a backlog.
-const WRITE_BATCH: usize = 64;
+const WRITE_BATCH: usize = 256;
 /// How long a closing message (ABORT, GOODBYE) may take to write.
 const CLOSING_WRITE: Duration = Duration::from_secs(2);
 /// How long the router waits for the client's GOODBYE on shutdown.

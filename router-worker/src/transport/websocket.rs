@@ -81,6 +81,7 @@ impl ListenerSettings {
         token_store: Option<Arc<crate::tokens::TokenStore>>,
     ) -> ListenerSettings {
         let o = &t.options;
+        let write_buffer_size = o.write_buffer_for(t.kind);
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(o.max_message_size))
             .max_frame_size(Some(o.max_frame_size))
@@ -89,12 +90,12 @@ impl ListenerSettings {
             // tungstenite's write buffer carries only control frames there;
             // the `websocket.testee` echo writes through it.
             .read_buffer_size(1024)
-            .write_buffer_size(o.write_buffer_size)
+            .write_buffer_size(write_buffer_size)
             .max_write_buffer_size(
                 o.max_message_size
                     .saturating_mul(2)
                     .max(1 << 20)
-                    .saturating_add(o.write_buffer_size),
+                    .saturating_add(write_buffer_size),
             );
         ListenerSettings {
             kind: t.kind,
@@ -121,7 +122,7 @@ impl ListenerSettings {
             require_subprotocol: o.require_websocket_subprotocol,
             max_message_size: o.max_message_size,
             max_connections: o.max_connections,
-            write_buffer_size: o.write_buffer_size,
+            write_buffer_size,
             web: None,
             allowed_origins: o.allowed_origins.clone(),
         }
@@ -393,8 +394,11 @@ pub struct WsTransport<S> {
     max_message_size: usize,
 }
 
-/// Frames collected before a write, at most (two I/O slices each).
-const MAX_OUT_FRAMES: usize = 64;
+/// Frames collected before a write, at most (two I/O slices each, well
+/// within the kernel's 1024 per `writev`).
+const MAX_OUT_FRAMES: usize = 256;
+/// Room for frames a session keeps between writes.
+const OUT_FRAMES_KEPT: usize = 8;
 
 /// A WebSocket data frame written by the router itself rather than by
 /// tungstenite: server frames are not masked, so a frame is a header and
@@ -476,6 +480,8 @@ impl<S: Io> WsTransport<S> {
             self.out_written += n;
         }
         self.out.clear();
+        // A burst of up to MAX_OUT_FRAMES frames leaves no large list behind.
+        self.out.shrink_to(OUT_FRAMES_KEPT);
         self.out_written = 0;
         self.out_bytes = 0;
         Ok(())
