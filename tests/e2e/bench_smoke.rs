@@ -49,8 +49,23 @@ fn load_generator_reports_sane_figures() {
     );
     assert!(rpc["calls_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{rpc}");
     assert!(rpc["p50_ms"].as_f64().unwrap_or(-1.0) > 0.0, "{rpc}");
+    // JSON events are decoded whole; MessagePack ones are read in place.
     let ps = bench(&node, &["pubsub", "--subscribers", "5"]);
     assert!(ps["events_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{ps}");
+    let ps = bench(
+        &node,
+        &[
+            "--serializer",
+            "msgpack",
+            "pubsub",
+            "--subscribers",
+            "3",
+            "--payload",
+            "4096",
+        ],
+    );
+    assert!(ps["events_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{ps}");
+    assert!(ps["p99_ms"].as_f64().unwrap_or(-1.0) > 0.0, "{ps}");
     let storm = bench(&node, &["storm", "--concurrency", "2"]);
     assert!(
         storm["sessions_per_s"].as_f64().unwrap_or(0.0) > 0.0,

@@ -177,16 +177,6 @@ fn decode(ser: Serializer, ws: Ws) -> Result<Option<Message>> {
 /// The load generator's WebSocket read buffer (see `Conn::join`).
 const BENCH_READ_BUFFER: usize = 16 * 1024;
 
-/// What a subscriber receives.
-enum Incoming {
-    Event {
-        seq: u64,
-        sent_ns: u64,
-    },
-    /// Anything else (a subscriber ignores it).
-    Other,
-}
-
 /// `seq` and `sent_ns` of a MessagePack `[36, sub, pub, {}, [seq, sent_ns,
 /// ...], ...]`, read without decoding the rest; `None` for anything else
 /// (which then goes through the full decoder).
@@ -201,6 +191,137 @@ fn msgpack_event_head(mut b: &[u8]) -> Option<(u64, u64)> {
         return None;
     }
     Some((read_int(&mut b).ok()?, read_int(&mut b).ok()?))
+}
+
+/// A subscriber's reader of the router's frames once it has subscribed.
+///
+/// tungstenite zeroes its read buffer before every read and moves every
+/// message through its stream machinery; at millions of events a second
+/// that cost the load generator as much CPU as its kernel reads, CPU taken
+/// from the router under test on the same cores. So after SUBSCRIBED a
+/// subscriber reads the socket itself: a server's frames are unmasked, and
+/// the router sends nothing but whole EVENT frames until the publisher's
+/// last one. Anything this reader does not take (a fragmented message, a
+/// masked frame, a close) ends the run with an error rather than being
+/// miscounted.
+struct EventReader {
+    ws: Socket,
+    ser: Serializer,
+    buf: bytes::BytesMut,
+}
+
+/// Bytes read per system call by an [`EventReader`].
+const EVENT_READ: usize = 64 * 1024;
+/// Largest frame an [`EventReader`] accepts.
+const EVENT_MAX_FRAME: usize = 16 << 20;
+
+/// What a subscriber receives.
+enum Incoming {
+    Event {
+        seq: u64,
+        sent_ns: u64,
+    },
+    /// Anything else (a subscriber ignores it).
+    Other,
+}
+
+/// The next whole frame at the start of `buf` as (opcode, payload), split
+/// off; `None` until all of it has arrived.
+fn split_frame(buf: &mut bytes::BytesMut) -> Result<Option<(u8, bytes::BytesMut)>> {
+    let [b0, b1, ..] = buf[..] else {
+        return Ok(None);
+    };
+    let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0f);
+    if b1 & 0x80 != 0 {
+        bail!("the router sent a masked frame (servers must not mask)");
+    }
+    let (head, len) = match b1 & 0x7f {
+        126 => match buf.get(2..4) {
+            Some(l) => (4, usize::from(u16::from_be_bytes([l[0], l[1]]))),
+            None => return Ok(None),
+        },
+        127 => match buf.get(2..10) {
+            Some(l) => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(l);
+                (
+                    10,
+                    usize::try_from(u64::from_be_bytes(n)).unwrap_or(usize::MAX),
+                )
+            }
+            None => return Ok(None),
+        },
+        n => (2, usize::from(n)),
+    };
+    if len > EVENT_MAX_FRAME {
+        bail!(
+            "the router sent a frame of {len} bytes (the load generator takes at most {EVENT_MAX_FRAME})"
+        );
+    }
+    if !fin || opcode == 0 {
+        bail!(
+            "the router fragmented a message; the load generator's event reader takes whole frames only"
+        );
+    }
+    if buf.len() < head + len {
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(head + len);
+    Ok(Some((opcode, frame.split_off(head))))
+}
+
+impl EventReader {
+    /// Takes over `c`'s socket; `c` must have nothing buffered.
+    fn new(mut c: Conn) -> Result<EventReader> {
+        if let Some(m) = c.try_recv()? {
+            bail!("unexpected message from the router after SUBSCRIBED: {m:?}");
+        }
+        Ok(EventReader {
+            ws: c.ws,
+            ser: c.ser,
+            buf: bytes::BytesMut::new(),
+        })
+    }
+
+    /// The next EVENT's sequence number and send time (its first two
+    /// arguments), or any other message. For MessagePack the head is read
+    /// in place, without decoding (and copying) the payload.
+    async fn next(&mut self) -> Result<Incoming> {
+        loop {
+            while let Some((opcode, payload)) = split_frame(&mut self.buf)? {
+                match opcode {
+                    1 | 2 => return self.incoming(&payload),
+                    8 => bail!("connection closed by the router"),
+                    // Pings are not answered: a run is far shorter than any
+                    // router's ping timeout.
+                    _ => {}
+                }
+            }
+            self.buf.reserve(EVENT_READ);
+            let n = tokio::io::AsyncReadExt::read_buf(self.ws.get_mut(), &mut self.buf).await?;
+            if n == 0 {
+                bail!("connection closed");
+            }
+        }
+    }
+
+    fn incoming(&self, payload: &[u8]) -> Result<Incoming> {
+        if self.ser == Serializer::MsgPack
+            && let Some((seq, sent_ns)) = msgpack_event_head(payload)
+        {
+            return Ok(Incoming::Event { seq, sent_ns });
+        }
+        Ok(match self.ser.decode(payload)? {
+            Message::Event(e) => {
+                let arg = |i: usize| e.payload.args.get(i).and_then(Value::as_u64).unwrap_or(0);
+                Incoming::Event {
+                    seq: arg(0),
+                    sent_ns: arg(1),
+                }
+            }
+            _ => Incoming::Other,
+        })
+    }
 }
 
 /// One joined session over a raw WebSocket.
@@ -282,33 +403,6 @@ impl Conn {
             let ws = self.next_frame().await?;
             if let Some(m) = decode(self.ser, ws)? {
                 return Ok(m);
-            }
-        }
-    }
-
-    /// The next EVENT's sequence number and send time (its first two
-    /// arguments), or any other message. A subscriber needs no more of an
-    /// event: for MessagePack the head is read in place, so the load
-    /// generator does not spend on decoding (and copying) the payload the
-    /// CPU the router under test needs.
-    async fn recv_event(&mut self) -> Result<Incoming> {
-        loop {
-            let ws = self.next_frame().await?;
-            if let (Serializer::MsgPack, Ws::Binary(b)) = (self.ser, &ws)
-                && let Some((seq, sent_ns)) = msgpack_event_head(b)
-            {
-                return Ok(Incoming::Event { seq, sent_ns });
-            }
-            match decode(self.ser, ws)? {
-                Some(Message::Event(e)) => {
-                    let arg = |i: usize| e.payload.args.get(i).and_then(Value::as_u64).unwrap_or(0);
-                    return Ok(Incoming::Event {
-                        seq: arg(0),
-                        sent_ns: arg(1),
-                    });
-                }
-                Some(_) => return Ok(Incoming::Other),
-                None => {}
             }
         }
     }
@@ -560,14 +654,17 @@ async fn pubsub(cli: &Cli, subscribers: usize, payload: usize, window_size: u64)
     for i in 0..subscribers {
         let mut c = Conn::join(&cli.url, &cli.realm, ser).await?;
         c.subscribe("bench.topic").await?;
+        let mut events = EventReader::new(c)?;
         let progress = progress.clone();
+        // Slow routers fall seconds behind with many subscribers. One
+        // deadline for the run, not a timer (two clock reads) per event.
+        let deadline = tokio::time::Instant::from_std(window.end + Duration::from_secs(60));
         tasks.push(tokio::spawn(async move {
             let mut samples = Samples::default();
             let mut got = 0u64;
             loop {
-                // Slow routers fall seconds behind with many subscribers.
-                let m = match tokio::time::timeout(Duration::from_secs(60), c.recv_event()).await {
-                    Err(_) => bail!("no EVENT within 60 s"),
+                let m = match tokio::time::timeout_at(deadline, events.next()).await {
+                    Err(_) => bail!("subscriber {i}: the publisher's last EVENT did not arrive within 60 s of the window's end"),
                     Ok(m) => m?,
                 };
                 if let Incoming::Event { seq, sent_ns } = m {
@@ -1019,5 +1116,111 @@ async fn main() -> Result<()> {
         } => idle(&cli, sessions, pid, concurrency).await,
         Scenario::Startup { ref cmd, timeout } => startup(&cli, cmd, timeout).await,
         Scenario::Node { ref cmd, timeout } => node(&cli, cmd, timeout).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use proto::message::Event;
+
+    /// An unmasked, final server frame.
+    fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(n as u8),
+            n if n <= 0xffff => {
+                f.push(126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn frames_of_every_length_class_split_whole_and_only_when_complete() {
+        for len in [0, 1, 125, 126, 4096, 65_535, 65_536, 200_000] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let wire = [frame(2, &payload), frame(1, b"next")].concat();
+            let mut buf = BytesMut::new();
+            // Fed a byte at a time, nothing comes out before the frame ends.
+            let first = frame(2, &payload).len();
+            let mut out = None;
+            for (i, b) in wire[..first].iter().enumerate() {
+                buf.extend_from_slice(&[*b]);
+                out = split_frame(&mut buf).unwrap();
+                assert_eq!(out.is_some(), i + 1 == first, "len {len}, byte {i}");
+            }
+            let (opcode, got) = out.unwrap();
+            assert_eq!((opcode, &got[..]), (2, &payload[..]), "len {len}");
+            assert!(buf.is_empty());
+            buf.extend_from_slice(&wire[first..]);
+            let (opcode, got) = split_frame(&mut buf).unwrap().unwrap();
+            assert_eq!((opcode, &got[..]), (1, &b"next"[..]));
+            assert_eq!(split_frame(&mut buf).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn frames_the_reader_does_not_take_are_errors() {
+        let masked = vec![0x82, 0x80 | 4, 1, 2, 3, 4, 0, 0, 0, 0];
+        let not_final = {
+            let mut f = frame(2, b"part");
+            f[0] &= 0x7f;
+            f
+        };
+        let continuation = frame(0, b"rest");
+        let mut huge = vec![0x82, 127];
+        huge.extend_from_slice(&(u64::MAX).to_be_bytes());
+        for (what, wire, expect) in [
+            ("masked", masked, "masked"),
+            ("not final", not_final, "fragmented"),
+            ("continuation", continuation, "fragmented"),
+            ("2^64-1 bytes", huge, "at most"),
+        ] {
+            let mut buf = BytesMut::from(&wire[..]);
+            let e = split_frame(&mut buf).unwrap_err().to_string();
+            assert!(e.contains(expect), "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn msgpack_event_head_reads_what_the_router_encodes() {
+        let event = |args: Vec<Value>| {
+            let msg = Message::Event(Event {
+                subscription: 7,
+                publication: 1 << 40,
+                details: Dict::new(),
+                payload: Payload::args(args),
+            });
+            Serializer::MsgPack.encode_to_vec(&msg).unwrap()
+        };
+        let full = event(vec![
+            Value::from(42u64),
+            Value::from(u64::MAX - 1),
+            Value::Bytes(vec![b'x'; 4096]),
+        ]);
+        assert_eq!(msgpack_event_head(&full), Some((42, u64::MAX - 1)));
+        // One argument (the publisher's last EVENT) or none: full decoding.
+        assert_eq!(
+            msgpack_event_head(&event(vec![Value::from(u64::MAX)])),
+            None
+        );
+        assert_eq!(msgpack_event_head(&event(vec![])), None);
+        // Not an EVENT, or cut short.
+        let goodbye = Serializer::MsgPack
+            .encode_to_vec(&Message::Goodbye(Goodbye {
+                details: Dict::new(),
+                reason: "wamp.close.normal".into(),
+            }))
+            .unwrap();
+        assert_eq!(msgpack_event_head(&goodbye), None);
+        assert_eq!(msgpack_event_head(&full[..6]), None);
     }
 }
