@@ -49,6 +49,22 @@ fn load_generator_reports_sane_figures() {
     );
     assert!(rpc["calls_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{rpc}");
     assert!(rpc["p50_ms"].as_f64().unwrap_or(-1.0) > 0.0, "{rpc}");
+    // Open loop: calls go out on a schedule, never faster than the rate.
+    let paced = bench(
+        &node,
+        &[
+            "rpc",
+            "--callers",
+            "2",
+            "--inflight",
+            "100",
+            "--rate",
+            "200",
+        ],
+    );
+    let done = paced["calls_per_s"].as_f64().unwrap_or(0.0);
+    assert!(done > 0.0 && done <= 250.0, "{paced}");
+    assert_eq!(paced["rate"], 200.0, "{paced}");
     // JSON events are decoded whole; MessagePack ones are read in place.
     let ps = bench(&node, &["pubsub", "--subscribers", "5"]);
     assert!(ps["events_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{ps}");
