@@ -62,8 +62,12 @@ fn load_generator_reports_sane_figures() {
             "200",
         ],
     );
+    // At most what can have been sent by the window's end (warm-up and
+    // window: 1 s at 200 calls/s, plus each caller's first call), even if
+    // the router held every call of the warm-up: 202 calls over 0.8 s
+    // (the figure is rounded).
     let done = paced["calls_per_s"].as_f64().unwrap_or(0.0);
-    assert!(done > 0.0 && done <= 250.0, "{paced}");
+    assert!(done > 0.0 && done <= (202.0_f64 / 0.8).ceil(), "{paced}");
     assert_eq!(paced["rate"], 200.0, "{paced}");
     // JSON events are decoded whole; MessagePack ones are read in place.
     let ps = bench(&node, &["pubsub", "--subscribers", "5"]);
