@@ -186,7 +186,10 @@ fn negotiate(
     ))
 }
 
-// An `async fn` would keep its arguments twice in the future.
+/// Serve one connection as WAMP over WebSocket. Not an `async fn` (its
+/// arguments would be stored twice in a future that lives as long as the
+/// session), and the opening handshake is boxed and freed: what stays for
+/// the connection's life is the session and a few pointers.
 #[allow(clippy::manual_async_fn)]
 pub(super) fn handle_connection<S: Io>(
     stream: S,
@@ -195,9 +198,6 @@ pub(super) fn handle_connection<S: Io>(
     realms: Realms,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
-    // Not an `async fn` (its arguments would be stored twice), and the
-    // opening handshake is boxed: what stays for the connection's life is
-    // the session and a few pointers.
     async move {
         let upgraded = Box::pin(upgrade(stream, peer, &settings, &shutdown)).await;
         let Some((transport, conn)) = upgraded else {
