@@ -80,6 +80,7 @@ pub fn router_config(socket: &Path) -> RouterConfig {
                 anonymous: Some(router_worker::config::AnonymousAuth {
                     kind: "static".into(),
                     role: "trusted".into(),
+                    authid: None,
                 }),
                 ticket: None,
                 wampcra: None,

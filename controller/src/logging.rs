@@ -54,9 +54,27 @@ pub fn parse(spec: &str) -> Result<EnvFilter, String> {
             "invalid log level {spec:?}: use error, warn, info, debug, trace or a filter such as info,router_worker=debug"
         ));
     }
-    EnvFilter::try_new(spec).map_err(|e| {
+    let filter = EnvFilter::try_new(spec).map_err(|e| {
         format!("invalid log level or filter {spec:?}: {e} (use error, warn, info, debug or trace)")
-    })
+    })?;
+    Ok(without_payloads(filter))
+}
+
+/// Crates whose trace output holds whole frames (payloads, tickets,
+/// signatures): capped at debug whatever the filter says. Trellis's own
+/// trace lines name message types, ids and sizes only.
+const PAYLOAD_LOGGERS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+
+fn without_payloads(mut filter: EnvFilter) -> EnvFilter {
+    if filter.max_level_hint() != Some(tracing::level_filters::LevelFilter::TRACE) {
+        return filter;
+    }
+    for target in PAYLOAD_LOGGERS {
+        if let Ok(d) = format!("{target}=debug").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
 }
 
 /// Install the global subscriber.
@@ -99,4 +117,29 @@ pub fn init_with(spec: &str, format: LogFormat, journald: bool) -> Result<LevelH
         .try_init()
         .map_err(|e| format!("cannot install the logger: {e}"))?;
     Ok(LevelHandle(handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::level_filters::LevelFilter;
+
+    use super::*;
+
+    #[test]
+    fn trace_never_reaches_frame_loggers() {
+        for spec in [
+            "trace",
+            "info,tungstenite=trace",
+            "tokio_tungstenite=trace,debug",
+        ] {
+            let s = parse(spec).unwrap().to_string();
+            assert!(s.contains("tungstenite=debug"), "{spec}: {s}");
+            assert!(s.contains("tokio_tungstenite=debug"), "{spec}: {s}");
+            assert!(!s.contains("tungstenite=trace"), "{spec}: {s}");
+        }
+        // Below trace nothing is added: tungstenite stays as quiet as asked.
+        let f = parse("info").unwrap();
+        assert_eq!(f.max_level_hint(), Some(LevelFilter::INFO));
+        assert!(!f.to_string().contains("tungstenite"));
+    }
 }

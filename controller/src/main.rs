@@ -108,6 +108,9 @@ fn main() -> ExitCode {
             let path = config::locate(config.as_deref());
             match config::load(path.as_deref()) {
                 Ok(cfg) => {
+                    for w in cfg.warnings() {
+                        eprintln!("{}: warning: {}: {}", cfg.source, w.path, w.message);
+                    }
                     println!("{}: OK", cfg.source);
                     ExitCode::SUCCESS
                 }
@@ -190,6 +193,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_CONFIG);
                 }
             };
+            for w in cfg.warnings() {
+                tracing::warn!(config = %cfg.source, key = %w.path, "{}", w.message);
+            }
             let opts = node::Options {
                 node_dir: control::node_dir(node_dir.as_deref()),
                 config_path: path,

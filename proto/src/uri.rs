@@ -179,6 +179,91 @@ pub fn matches(pattern: &str, policy: MatchPolicy, uri: &str) -> bool {
     }
 }
 
+/// The text every URI matched by the wildcard pattern starts with: its
+/// components before the first empty one, with the dot after them
+/// (`com.app..x` → `com.app.`; `..x` → ``).
+fn wildcard_fixed_prefix(pattern: &str) -> String {
+    let mut out = String::new();
+    for comp in pattern.split('.') {
+        if comp.is_empty() {
+            return out;
+        }
+        out.push_str(comp);
+        out.push('.');
+    }
+    // No empty component: the pattern matches only itself.
+    out.pop();
+    out
+}
+
+/// A wildcard pattern without an empty component matches only itself.
+fn normalize((pattern, policy): (&str, MatchPolicy)) -> (&str, MatchPolicy) {
+    if policy == MatchPolicy::Wildcard && !pattern.split('.').any(str::is_empty) {
+        (pattern, MatchPolicy::Exact)
+    } else {
+        (pattern, policy)
+    }
+}
+
+/// True if every URI that `inner` matches is matched by `outer` too (the
+/// set of `inner` lies within the set of `outer`).
+pub fn pattern_within(inner: (&str, MatchPolicy), outer: (&str, MatchPolicy)) -> bool {
+    let ((i, ip), (o, op)) = (normalize(inner), normalize(outer));
+    match (ip, op) {
+        (MatchPolicy::Exact, _) => matches(o, op, i),
+        (_, MatchPolicy::Exact) => false,
+        (MatchPolicy::Prefix, MatchPolicy::Prefix) => i.starts_with(o),
+        // A prefix pattern matches URIs of any length; a wildcard only
+        // URIs of its own length.
+        (MatchPolicy::Prefix, MatchPolicy::Wildcard) => false,
+        (MatchPolicy::Wildcard, MatchPolicy::Prefix) => wildcard_fixed_prefix(i).starts_with(o),
+        (MatchPolicy::Wildcard, MatchPolicy::Wildcard) => {
+            i.split('.').count() == o.split('.').count()
+                && i.split('.')
+                    .zip(o.split('.'))
+                    .all(|(ic, oc)| oc.is_empty() || (!ic.is_empty() && ic == oc))
+        }
+    }
+}
+
+/// True if some URI is matched by both patterns.
+pub fn patterns_intersect(a: (&str, MatchPolicy), b: (&str, MatchPolicy)) -> bool {
+    match (normalize(a), normalize(b)) {
+        ((x, MatchPolicy::Exact), other) | (other, (x, MatchPolicy::Exact)) => {
+            matches(other.0, other.1, x)
+        }
+        ((p, MatchPolicy::Prefix), (q, MatchPolicy::Prefix)) => {
+            p.starts_with(q) || q.starts_with(p)
+        }
+        ((p, MatchPolicy::Prefix), (w, MatchPolicy::Wildcard))
+        | ((w, MatchPolicy::Wildcard), (p, MatchPolicy::Prefix)) => {
+            // Some URI of the wildcard's shape starts with the prefix text:
+            // the prefix's whole components agree with the wildcard's, and
+            // its last (maybe partial) component can begin the wildcard's.
+            let pc: Vec<&str> = p.split('.').collect();
+            let wc: Vec<&str> = w.split('.').collect();
+            if wc.len() < pc.len() {
+                return false;
+            }
+            let last = pc.len() - 1;
+            pc.iter().zip(&wc).enumerate().all(|(k, (pp, ww))| {
+                ww.is_empty()
+                    || if k == last {
+                        ww.starts_with(pp)
+                    } else {
+                        pp == ww
+                    }
+            })
+        }
+        ((v, MatchPolicy::Wildcard), (w, MatchPolicy::Wildcard)) => {
+            v.split('.').count() == w.split('.').count()
+                && v.split('.')
+                    .zip(w.split('.'))
+                    .all(|(x, y)| x.is_empty() || y.is_empty() || x == y)
+        }
+    }
+}
+
 /// Orders matches from most to least specific: exact, then longer prefixes,
 /// then wildcards with more (and earlier) concrete components.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -288,6 +373,52 @@ mod tests {
         assert!(exact > long && long > short && short > wc1 && wc1 > wc2);
     }
 
+    #[test]
+    fn pattern_sets() {
+        use MatchPolicy::{Exact, Prefix, Wildcard};
+        assert!(pattern_within(("com.a.b", Prefix), ("com.a", Prefix)));
+        assert!(pattern_within(("com.a", Prefix), ("", Prefix)));
+        assert!(!pattern_within(("com.a", Prefix), ("com.a", Exact)));
+        assert!(!pattern_within(("com.a", Prefix), ("com.a.", Prefix)));
+        assert!(!pattern_within(("com.a", Prefix), ("com..", Wildcard)));
+        assert!(pattern_within(("com..x", Wildcard), ("com.", Prefix)));
+        assert!(pattern_within(("com..x", Wildcard), ("co", Prefix)));
+        assert!(!pattern_within(("com..x", Wildcard), ("com.a", Prefix)));
+        assert!(!pattern_within(("..x", Wildcard), ("com.", Prefix)));
+        assert!(pattern_within(("com..x", Wildcard), ("com..", Wildcard)));
+        assert!(!pattern_within(("com...", Wildcard), ("com..", Wildcard)));
+        assert!(!pattern_within(("com..", Wildcard), ("com..x", Wildcard)));
+        assert!(pattern_within(("com.a.x", Exact), ("com..x", Wildcard)));
+
+        assert!(patterns_intersect(("com.a", Prefix), ("com.ab.c", Exact)));
+        assert!(!patterns_intersect(("com.b", Prefix), ("com.ab.c", Exact)));
+        assert!(patterns_intersect(("com.a", Prefix), ("com.", Prefix)));
+        assert!(patterns_intersect(("com.", Prefix), ("com.a.b", Prefix)));
+        assert!(!patterns_intersect(("com.a", Prefix), ("com.b", Prefix)));
+        assert!(!patterns_intersect(
+            ("com.private.allowed", Prefix),
+            ("com..x", Wildcard)
+        ));
+        assert!(patterns_intersect(
+            ("com.private.allowed", Prefix),
+            ("com.private.allowedX.y", Wildcard)
+        ));
+        assert!(!patterns_intersect(
+            ("com.private.allowed", Prefix),
+            ("com.public", Wildcard)
+        ));
+        assert!(patterns_intersect(
+            ("com.private.allowed", Prefix),
+            ("com..", Wildcard)
+        ));
+        assert!(patterns_intersect(("a.b.c", Prefix), ("a..", Wildcard)));
+        assert!(!patterns_intersect(("a.b.c.d", Prefix), ("a..", Wildcard)));
+        assert!(patterns_intersect(("", Prefix), ("..", Wildcard)));
+        assert!(patterns_intersect(("a..c", Wildcard), ("a.b.", Wildcard)));
+        assert!(!patterns_intersect(("a..c", Wildcard), ("a.b.d", Wildcard)));
+        assert!(!patterns_intersect(("a..c", Wildcard), ("a.b", Wildcard)));
+    }
+
     /// Reference wildcard matcher written the obvious (allocating) way.
     fn naive_wildcard(p: &str, u: &str) -> bool {
         let p: Vec<&str> = p.split('.').collect();
@@ -295,10 +426,53 @@ mod tests {
         p.len() == u.len() && p.iter().zip(&u).all(|(a, b)| a.is_empty() || a == b)
     }
 
+    fn all_uris() -> Vec<String> {
+        let alphabet = ["a", "b", "ab", "ba"];
+        let mut out: Vec<String> = Vec::new();
+        let mut level: Vec<String> = alphabet.iter().map(|s| s.to_string()).collect();
+        for _ in 0..5 {
+            out.extend(level.iter().cloned());
+            level = level
+                .iter()
+                .flat_map(|u| alphabet.iter().map(move |c| format!("{u}.{c}")))
+                .collect();
+        }
+        out
+    }
+
     proptest! {
         #[test]
         fn wildcard_matches_reference(p in "[ab]{0,2}(\\.[ab]{0,2}){0,3}", u in "[ab]{1,2}(\\.[ab]{1,2}){0,3}") {
             prop_assert_eq!(matches(&p, MatchPolicy::Wildcard, &u), naive_wildcard(&p, &u));
+        }
+
+        /// `pattern_within` and `patterns_intersect` agree with a brute
+        /// force over every URI of up to five components from a small
+        /// alphabet (enough to hold a witness for patterns of up to three).
+        #[test]
+        fn pattern_sets_match_brute_force(
+            a in "(a|b|ab)?(\\.(a|b|ab)?){0,2}", ap in 0u8..3,
+            b in "(a|b|ab)?(\\.(a|b|ab)?){0,2}", bp in 0u8..3,
+        ) {
+            let policy = |n: u8| [MatchPolicy::Exact, MatchPolicy::Prefix, MatchPolicy::Wildcard][n as usize];
+            let (ap, bp) = (policy(ap), policy(bp));
+            let valid = |s: &str, p| validate(s, p, false).is_ok();
+            if !(valid(&a, ap) && valid(&b, bp)) {
+                return Ok(());
+            }
+            let uris = all_uris();
+            let in_a = |u: &String| matches(&a, ap, u);
+            let in_b = |u: &String| matches(&b, bp, u);
+            prop_assert_eq!(
+                patterns_intersect((&a, ap), (&b, bp)),
+                uris.iter().any(|u| in_a(u) && in_b(u)),
+                "intersect {:?} {} / {:?} {}", a, ap, b, bp
+            );
+            prop_assert_eq!(
+                pattern_within((&a, ap), (&b, bp)),
+                uris.iter().filter(|u| in_a(u)).all(in_b),
+                "within {:?} {} / {:?} {}", a, ap, b, bp
+            );
         }
 
         #[test]

@@ -209,6 +209,10 @@ pub struct AuthSettings {
     pub token: Option<TokenSettings>,
     /// Role for anonymous sessions; `None` when anonymous is not enabled.
     pub anonymous_role: Option<String>,
+    /// The authid every anonymous session gets, when the config names one;
+    /// else each gets a fresh random one. Never the client's choice: an
+    /// authid decides `eligible_authid` and what callees see.
+    anonymous_authid: Option<String>,
     ticket: Option<MethodAuth<TicketPrincipal>>,
     wampcra: Option<MethodAuth<CraUser>>,
     cryptosign: Option<MethodAuth<CryptosignPrincipal>>,
@@ -431,6 +435,11 @@ impl AuthSettings {
         AuthSettings {
             token,
             anonymous_role: t.anonymous_role().map(str::to_owned),
+            anonymous_authid: t
+                .auth
+                .as_ref()
+                .and_then(|a| a.anonymous.as_ref())
+                .and_then(|a| a.authid.clone()),
             ticket,
             wampcra,
             cryptosign,
@@ -780,8 +789,9 @@ impl AuthSettings {
         match method.as_str() {
             "anonymous" => {
                 let role = self.anonymous_role.clone().unwrap_or_default();
+                // The HELLO's authid is a wish nobody vouched for.
                 let principal = Principal {
-                    authid: authid.unwrap_or_else(random_authid),
+                    authid: self.anonymous_authid.clone().unwrap_or_else(random_authid),
                     authrole: role,
                     authmethod: "anonymous".into(),
                     authprovider: "static".into(),

@@ -1,10 +1,17 @@
 //! Static role-based authorization.
 //!
 //! Each realm owns one [`Authorizer`] built from its roles. A decision takes
-//! the most specific permission that matches the URI (exact, then the longest
-//! prefix, then the wildcard with the most and earliest concrete
-//! components); if that rule does not allow the action, the action is denied.
-//! No matching rule also denies.
+//! the first permission that matches the URI in Crossbar.io's order: the
+//! exact rule, then any wildcard rule (the one with the most and earliest
+//! concrete components), then the longest prefix rule. If that rule does not
+//! allow the action, the action is denied; no matching rule also denies.
+//!
+//! A pattern (a SUBSCRIBE or REGISTER with `match` prefix or wildcard) is
+//! authorized as the set of URIs it matches ([`Authorizer::authorize_pattern`]):
+//! one rule must match the whole set and allow the action. For a
+//! registration every rule that takes precedence over it on part of the set
+//! must allow it too; a subscription instead never receives an event on a
+//! topic such a rule forbids (checked per event by the realm).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -54,7 +61,8 @@ pub struct Decision {
 struct Role {
     /// Exact rules by URI: the common case, found without a scan.
     exact: HashMap<String, PermissionConfig>,
-    /// Prefix and wildcard rules, most specific first.
+    /// Wildcard rules, then prefix rules: the order in which they decide
+    /// (wildcards by [`Specificity`], prefixes longest first).
     patterns: Vec<PermissionConfig>,
 }
 
@@ -109,7 +117,7 @@ impl Authorizer {
                 }
             }
             role.patterns
-                .sort_by_key(|p| std::cmp::Reverse(Specificity::of(&p.uri, p.match_policy)));
+                .sort_by_key(|p| std::cmp::Reverse(precedence(p)));
             map.insert(r.name.clone(), role);
         }
         Authorizer {
@@ -138,21 +146,134 @@ impl Authorizer {
                 .iter()
                 .find(|p| uri::matches(&p.uri, p.match_policy, uri))
         });
-        let Some(rule) = rule else {
-            return Decision::default();
+        rule.map_or_else(Decision::default, |rule| decide(rule, action))
+    }
+
+    /// Decide whether `role` may perform `action` on every URI that
+    /// `pattern` matches under `policy` (an exact pattern is one URI).
+    ///
+    /// # Errors
+    /// Why not, naming the rule that decides against it or the rule that
+    /// would be needed.
+    pub fn authorize_pattern(
+        &self,
+        role: &str,
+        pattern: &str,
+        policy: MatchPolicy,
+        action: Action,
+    ) -> Result<Decision, String> {
+        let denied = |why: String| {
+            Err(format!(
+                "session is not authorized to {action} {pattern:?} with match {policy} (role {role:?}): {why}"
+            ))
         };
-        let allow = match action {
-            Action::Call => rule.allow.call,
-            Action::Register => rule.allow.register,
-            Action::Publish => rule.allow.publish,
-            Action::Subscribe => rule.allow.subscribe,
+        let concrete = policy == MatchPolicy::Exact
+            || (policy == MatchPolicy::Wildcard && !pattern.split('.').any(str::is_empty));
+        if concrete {
+            let d = self.authorize(role, pattern, action);
+            return if d.allow {
+                Ok(d)
+            } else {
+                Err(format!(
+                    "session is not authorized to {action} {pattern:?} (role {role:?})"
+                ))
+            };
+        }
+        let Some(r) = self.roles.get(role) else {
+            return denied("the realm has no such role".into());
         };
-        let disclose = match action {
-            Action::Call => rule.disclose.caller,
-            Action::Publish => rule.disclose.publisher,
-            _ => false,
+        let set = (pattern, policy);
+        // The rule that decides for the whole set: the first in precedence
+        // order that matches all of it.
+        let Some(pos) = r
+            .patterns
+            .iter()
+            .position(|p| uri::pattern_within(set, (&p.uri, p.match_policy)))
+        else {
+            return denied(format!(
+                "a pattern needs one permission that covers all of it: {}",
+                needed_rule(pattern, policy)
+            ));
         };
-        Decision { allow, disclose }
+        let cover = &r.patterns[pos];
+        if !decide(cover, action).allow {
+            return denied(format!(
+                "the rule that covers it ({:?}, match {}) does not allow {action}",
+                cover.uri, cover.match_policy
+            ));
+        }
+        // A subscriber gets no event on a topic that a rule taking
+        // precedence forbids: the broker checks each concrete topic of a
+        // pattern subscription at delivery. A callee cannot be skipped per
+        // call, so for every other action those rules must allow it too.
+        if action == Action::Subscribe {
+            return Ok(decide(cover, action));
+        }
+        // Rules that take precedence over it decide part of the set (exact
+        // rules first, in URI order so that the message is stable).
+        let denies = |p: &&PermissionConfig| {
+            uri::patterns_intersect(set, (&p.uri, p.match_policy)) && !decide(p, action).allow
+        };
+        let exact = r
+            .exact
+            .values()
+            .filter(denies)
+            .min_by(|x, y| x.uri.cmp(&y.uri));
+        if let Some(p) = exact.or_else(|| r.patterns[..pos].iter().find(denies)) {
+            return denied(format!(
+                "the rule {:?} (match {}) denies {action} on part of it",
+                p.uri, p.match_policy
+            ));
+        }
+        Ok(decide(cover, action))
+    }
+}
+
+/// The order in which rules decide, larger first: wildcards (by
+/// [`Specificity`]) before prefixes (longest first), as Crossbar.io does.
+fn precedence(p: &PermissionConfig) -> (u8, Specificity) {
+    let rank = match p.match_policy {
+        MatchPolicy::Exact => 2,
+        MatchPolicy::Wildcard => 1,
+        MatchPolicy::Prefix => 0,
+    };
+    (rank, Specificity::of(&p.uri, p.match_policy))
+}
+
+/// What one rule says about one action.
+fn decide(rule: &PermissionConfig, action: Action) -> Decision {
+    let allow = match action {
+        Action::Call => rule.allow.call,
+        Action::Register => rule.allow.register,
+        Action::Publish => rule.allow.publish,
+        Action::Subscribe => rule.allow.subscribe,
+    };
+    let disclose = match action {
+        Action::Call => rule.disclose.caller,
+        Action::Publish => rule.disclose.publisher,
+        _ => false,
+    };
+    Decision { allow, disclose }
+}
+
+/// The rules that would cover a whole pattern, for an error message.
+fn needed_rule(pattern: &str, policy: MatchPolicy) -> String {
+    match policy {
+        MatchPolicy::Prefix => format!("a prefix rule on {pattern:?} or on a prefix of it"),
+        _ => format!(
+            "the wildcard rule {pattern:?} (or a wildcard with fewer concrete components), or a prefix rule on {:?} or on a prefix of it",
+            wildcard_prefix(pattern)
+        ),
+    }
+}
+
+/// The components of a wildcard pattern before its first empty one.
+fn wildcard_prefix(pattern: &str) -> String {
+    let fixed: Vec<&str> = pattern.split('.').take_while(|c| !c.is_empty()).collect();
+    if fixed.is_empty() {
+        String::new()
+    } else {
+        format!("{}.", fixed.join("."))
     }
 }
 
@@ -192,9 +313,12 @@ mod tests {
                 .allow
         );
         assert!(!a.authorize("user", "com.app.add", Action::Register).allow);
-        // Any prefix rule outranks any wildcard rule (as in Crossbar.io), so
-        // the catch-all "" prefix decides here, and it allows only subscribe.
-        assert!(!a.authorize("user", "com.x.status", Action::Publish).allow);
+        // Any wildcard rule outranks any prefix rule (as in Crossbar.io): the
+        // wildcard decides here, not the "" or "com.app." prefixes.
+        assert!(a.authorize("user", "com.x.status", Action::Publish).allow);
+        assert!(!a.authorize("user", "com.x.status", Action::Subscribe).allow);
+        assert!(a.authorize("user", "com.app.status", Action::Publish).allow);
+        assert!(!a.authorize("user", "com.app.status", Action::Call).allow);
         assert!(a.authorize("user", "org.other", Action::Subscribe).allow);
         assert!(!a.authorize("user", "org.other", Action::Publish).allow);
     }
@@ -204,5 +328,86 @@ mod tests {
         let a = Authorizer::new(&role());
         assert!(!a.authorize("nobody", "com.app.add", Action::Call).allow);
         assert!(!a.has_role("nobody"));
+    }
+
+    /// The issue's example: Crossbar.io lets the wildcard `com..private`
+    /// decide `com.foo.private` over the prefix `com.`.
+    #[test]
+    fn wildcard_decides_over_prefix() {
+        let roles: Vec<RoleConfig> = serde_json::from_str(
+            r#"[{"name": "r", "permissions": [
+                {"uri": "com.", "match": "prefix", "allow": {"call": true}},
+                {"uri": "com..private", "match": "wildcard", "allow": {}}
+            ]}]"#,
+        )
+        .unwrap();
+        let a = Authorizer::new(&roles);
+        assert!(!a.authorize("r", "com.foo.private", Action::Call).allow);
+        assert!(a.authorize("r", "com.foo.public", Action::Call).allow);
+        assert!(a.authorize("r", "com.foo.private.x", Action::Call).allow);
+    }
+
+    fn pattern_roles() -> Authorizer {
+        let roles: Vec<RoleConfig> = serde_json::from_str(
+            r#"[{"name": "r", "permissions": [
+                {"uri": "com.private.allowed", "allow": {"register": true, "subscribe": true}},
+                {"uri": "com.app.", "match": "prefix", "allow": {"register": true, "subscribe": true}},
+                {"uri": "com.app.admin.kill", "allow": {"call": true}},
+                {"uri": "com.app..secret", "match": "wildcard", "allow": {"call": true}},
+                {"uri": "org..feed", "match": "wildcard", "allow": {"subscribe": true}}
+            ]}]"#,
+        )
+        .unwrap();
+        Authorizer::new(&roles)
+    }
+
+    #[test]
+    fn a_pattern_needs_a_rule_covering_all_of_it() {
+        let a = pattern_roles();
+        let reg = |p: &str, m| a.authorize_pattern("r", p, m, Action::Register);
+        // Allowed exactly, so not as a prefix of everything after it.
+        let e = reg("com.private.allowed", MatchPolicy::Prefix).unwrap_err();
+        assert!(
+            e.contains("a prefix rule on \"com.private.allowed\" or on a prefix of it"),
+            "{e}"
+        );
+        assert!(reg("com.private.allowed", MatchPolicy::Exact).is_ok());
+        // A prefix inside an allowing prefix is fine, unless a rule that
+        // decides part of it denies.
+        assert!(reg("com.app.users.x", MatchPolicy::Prefix).is_ok());
+        // com.app.users.secret is the wildcard's, which denies register.
+        assert!(reg("com.app.users.", MatchPolicy::Prefix).is_err());
+        let e = reg("com.app.admin.", MatchPolicy::Prefix).unwrap_err();
+        assert!(
+            e.contains("\"com.app.admin.kill\" (match exact) denies register"),
+            "{e}"
+        );
+        let e = reg("com.app.", MatchPolicy::Prefix).unwrap_err();
+        assert!(e.contains("\"com.app.admin.kill\" (match exact)"), "{e}");
+        let e = reg("com.app.x", MatchPolicy::Prefix).unwrap_err();
+        assert!(e.contains("\"com.app..secret\" (match wildcard)"), "{e}");
+        // Broader than any rule.
+        assert!(reg("com.", MatchPolicy::Prefix).is_err());
+        assert!(reg("", MatchPolicy::Prefix).is_err());
+        // Wildcards: inside a prefix rule, or inside a wildcard rule.
+        assert!(reg("com.app.x..y", MatchPolicy::Wildcard).is_ok());
+        assert!(reg("com.app.x.", MatchPolicy::Wildcard).is_err());
+        assert!(reg("com.app..public", MatchPolicy::Wildcard).is_ok());
+        assert!(reg("com.app..secret", MatchPolicy::Wildcard).is_err());
+        assert!(reg("com..x", MatchPolicy::Wildcard).is_err());
+        let sub = |p: &str, m| a.authorize_pattern("r", p, m, Action::Subscribe);
+        // Subscriptions: a covering rule suffices, carve-outs apply per event.
+        assert!(sub("com.app.", MatchPolicy::Prefix).is_ok());
+        assert!(sub("com.", MatchPolicy::Prefix).is_err());
+        assert!(sub("com.private.allowed", MatchPolicy::Prefix).is_err());
+        assert!(sub("org..feed", MatchPolicy::Wildcard).is_ok());
+        assert!(sub("org.a.feed", MatchPolicy::Wildcard).is_ok());
+        assert!(sub("org...", MatchPolicy::Wildcard).is_err());
+        assert!(sub("org.", MatchPolicy::Prefix).is_err());
+        // The trusted role covers everything.
+        assert!(
+            a.authorize_pattern(TRUSTED, "", MatchPolicy::Prefix, Action::Register)
+                .is_ok()
+        );
     }
 }

@@ -11,6 +11,8 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use proto::uri::{self, MatchPolicy};
 use proto::{Dict, Id, Payload};
 
+use crate::realm::Audience;
+
 /// Ids grouped by match policy, each group sorted (the meta API's `list`
 /// shape for subscriptions and registrations).
 pub(crate) fn group_by_policy(
@@ -61,6 +63,8 @@ pub struct Retained {
     pub payload: Payload,
     /// The publisher's session, for `exclude_me`.
     pub publisher: Id,
+    /// Who may receive it (the publisher's `eligible`/`exclude` options).
+    pub audience: Audience,
 }
 
 /// One event kept for `wamp.subscription.get_events`.
@@ -74,6 +78,8 @@ pub struct HistoryEvent {
     pub topic: String,
     /// The payload.
     pub payload: Payload,
+    /// Who may read it back (the publisher's `eligible`/`exclude` options).
+    pub audience: Audience,
 }
 
 /// Event history kept for one configured topic or pattern.
@@ -414,6 +420,7 @@ mod tests {
                 publication: i,
                 topic: "com.h".into(),
                 payload: Payload::default(),
+                audience: Audience::default(),
             });
         }
         let sub = b.subscribe(1, "com.h", MatchPolicy::Exact).id;
@@ -437,6 +444,7 @@ mod tests {
             details: Dict::new(),
             payload: Payload::default(),
             publisher: 9,
+            audience: Audience::default(),
         };
         assert!(b.retain("com.r.a", r(1)));
         assert!(b.retain("com.r.a", r(2)));

@@ -541,6 +541,11 @@ pub struct AnonymousAuth {
     /// The role anonymous sessions get.
     #[serde(default = "anonymous_role")]
     pub role: String,
+    /// The authid anonymous sessions get (Crossbar.io's key); without it
+    /// each session gets a fresh random one. The client's HELLO authid is
+    /// never used.
+    #[serde(default)]
+    pub authid: Option<String>,
 }
 
 fn static_kind() -> String {
@@ -791,6 +796,73 @@ impl RouterConfig {
             }
         }
         out
+    }
+}
+
+impl RouterConfig {
+    /// What is valid but likely not what the author meant: permission rules
+    /// whose order decides (a wildcard and a prefix rule, or two wildcard
+    /// rules, that match some URI in common and allow different things).
+    pub fn warnings(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        for (i, realm) in self.realms.iter().enumerate() {
+            for (j, role) in realm.roles.iter().enumerate() {
+                let perms = &role.permissions;
+                for (a, pa) in perms.iter().enumerate() {
+                    for (b, pb) in perms.iter().enumerate().skip(a + 1) {
+                        if let Some(m) = overlap_warning(pa, pb) {
+                            out.push(ConfigProblem {
+                                path: format!(
+                                    "realms[{i}].roles[{j}].permissions[{a}] and permissions[{b}]"
+                                ),
+                                message: m,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Why two rules of one role deserve a look, if they do.
+fn overlap_warning(a: &PermissionConfig, b: &PermissionConfig) -> Option<String> {
+    use MatchPolicy::{Prefix, Wildcard};
+    if a.allow == b.allow && a.disclose == b.disclose {
+        return None;
+    }
+    let (x, y) = (
+        (a.uri.as_str(), a.match_policy),
+        (b.uri.as_str(), b.match_policy),
+    );
+    if !proto::uri::patterns_intersect(x, y) {
+        return None;
+    }
+    let name = |p: &PermissionConfig| format!("{} {:?}", p.match_policy, p.uri);
+    match (a.match_policy, b.match_policy) {
+        (Wildcard, Prefix) | (Prefix, Wildcard) => {
+            let (w, p) = if a.match_policy == Wildcard {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            Some(format!(
+                "the rules {} and {} overlap and allow different actions: on every URI both match, the wildcard decides (as in Crossbar.io), not the prefix",
+                name(w),
+                name(p)
+            ))
+        }
+        (Wildcard, Wildcard)
+            if !proto::uri::pattern_within(x, y) && !proto::uri::pattern_within(y, x) =>
+        {
+            Some(format!(
+                "the rules {} and {} overlap and allow different actions: on every URI both match, the one with more (and earlier) concrete components decides",
+                name(a),
+                name(b)
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -1325,6 +1397,42 @@ mod tests {
 
     fn parse(json: &str) -> RouterConfig {
         serde_json::from_str(json).expect("valid config")
+    }
+
+    #[test]
+    fn overlapping_rules_are_warned_about() {
+        let cfg = parse(
+            r#"{"realms": [{"name": "realm1", "roles": [{"name": "r", "permissions": [
+                {"uri": "com.", "match": "prefix", "allow": {"call": true}},
+                {"uri": "com..private", "match": "wildcard", "allow": {}},
+                {"uri": "com.a.", "match": "wildcard", "allow": {"publish": true}},
+                {"uri": "org.", "match": "prefix", "allow": {"call": true}},
+                {"uri": "org..x", "match": "wildcard", "allow": {"call": true}},
+                {"uri": "com.app.ping", "allow": {}}
+            ]}]}], "transports": []}"#,
+        );
+        let w = cfg.warnings();
+        let paths: Vec<&str> = w.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "realms[0].roles[0].permissions[0] and permissions[1]",
+                "realms[0].roles[0].permissions[0] and permissions[2]",
+                "realms[0].roles[0].permissions[1] and permissions[2]",
+            ],
+            "{w:#?}"
+        );
+        assert!(
+            w[0].message
+                .contains("wildcard \"com..private\" and prefix \"com.\"")
+                && w[0].message.contains("the wildcard decides"),
+            "{}",
+            w[0].message
+        );
+        assert!(
+            w[2].message
+                .contains("more (and earlier) concrete components")
+        );
     }
 
     #[test]

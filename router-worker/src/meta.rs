@@ -9,6 +9,7 @@ use proto::errors::uri as wamp_uri;
 use proto::uri::MatchPolicy;
 use proto::{Dict, Id, Payload, Value};
 
+use crate::authz::Action;
 use crate::realm::{Audience, MAX_TESTAMENTS, Realm, Testament};
 
 const NO_SUCH_SESSION: &str = "wamp.error.no_such_session";
@@ -214,7 +215,7 @@ impl Realm {
 
     fn kill_args(p: &Payload, first: usize) -> Result<(String, String), (&'static str, String)> {
         let reason = match opt_arg(p, first, "reason") {
-            None => wamp_uri::CLOSE_KILLED.to_owned(),
+            None => wamp_uri::CLOSE_NORMAL.to_owned(),
             Some(Value::Str(s)) => {
                 proto::uri::validate(s, MatchPolicy::Exact, false)
                     .map_err(|e| (wamp_uri::INVALID_URI, format!("reason: {e}")))?;
@@ -238,6 +239,33 @@ impl Realm {
             }
         };
         Ok((reason, message))
+    }
+
+    /// A meta query about a URI or pattern is answered only to a role that
+    /// may itself `action` all of it (a dynamic authorizer's role decided
+    /// when it allowed the meta procedure).
+    fn may_query(
+        &self,
+        session: Id,
+        procedure: &str,
+        uri: &str,
+        policy: MatchPolicy,
+        action: Action,
+    ) -> Result<(), (&'static str, String)> {
+        let Some(role) = self
+            .sessions
+            .get(&session)
+            .map(|e| e.info.authrole.as_str())
+        else {
+            return Ok(());
+        };
+        if self.authz.authorizer_for(role).is_some() {
+            return Ok(());
+        }
+        self.authz
+            .authorize_pattern(role, uri, policy, action)
+            .map(|_| ())
+            .map_err(|text| (wamp_uri::NOT_AUTHORIZED, format!("{procedure}: {text}")))
     }
 
     /// Answer a call to a `wamp.*` procedure.
@@ -267,9 +295,14 @@ impl Realm {
             "wamp.session.kill" => {
                 let id = id_arg(&p, 0, "session", pr)?;
                 let (reason, message) = Self::kill_args(&p, 1)?;
+                // The specification: the caller's own session is not one
+                // this procedure can find.
                 if id == session {
-                    return Err(bad(
-                        "a session cannot kill itself: leave with GOODBYE instead".into(),
+                    return Err((
+                        NO_SUCH_SESSION,
+                        format!(
+                            "{pr} does not close the calling session ({id}): leave with GOODBYE instead"
+                        ),
                     ));
                 }
                 if !self.sessions.contains_key(&id) {
@@ -372,7 +405,7 @@ impl Realm {
                             .map(|e| e.info.authrole.clone())
                             .unwrap_or_default(),
                         &topic,
-                        crate::authz::Action::Publish,
+                        Action::Publish,
                     )
                     .allow
                 {
@@ -419,6 +452,7 @@ impl Realm {
             "wamp.registration.lookup" => {
                 let uri = str_arg(&p, 0, "procedure", pr)?;
                 let policy = match_option(&p, 1, pr)?;
+                self.may_query(session, pr, uri, policy, Action::Call)?;
                 Ok(one(self
                     .dealer
                     .lookup_exact(uri, policy)
@@ -426,6 +460,7 @@ impl Realm {
             }
             "wamp.registration.match" => {
                 let uri = str_arg(&p, 0, "procedure", pr)?;
+                self.may_query(session, pr, uri, MatchPolicy::Exact, Action::Call)?;
                 Ok(one(self
                     .dealer
                     .lookup(uri)
@@ -458,6 +493,7 @@ impl Realm {
             "wamp.subscription.lookup" => {
                 let uri = str_arg(&p, 0, "topic", pr)?;
                 let policy = match_option(&p, 1, pr)?;
+                self.may_query(session, pr, uri, policy, Action::Subscribe)?;
                 Ok(one(self
                     .broker
                     .lookup(uri, policy)
@@ -465,6 +501,7 @@ impl Realm {
             }
             "wamp.subscription.match" => {
                 let uri = str_arg(&p, 0, "topic", pr)?;
+                self.may_query(session, pr, uri, MatchPolicy::Exact, Action::Subscribe)?;
                 let mut found: Vec<Id> = self.broker.matching(uri).iter().map(|s| s.id).collect();
                 found.sort_unstable();
                 Ok(one(if found.is_empty() {
@@ -506,12 +543,20 @@ impl Realm {
                         ))
                     })? as usize,
                 };
-                if self.broker.get(id).is_none() {
+                let Some(sub) = self.broker.get(id) else {
                     return Err((
                         wamp_uri::NO_SUCH_SUBSCRIPTION,
                         format!("no subscription {id} in this realm"),
                     ));
-                }
+                };
+                // Reading history is subscribing to the past: the role must
+                // be allowed the subscription's whole pattern.
+                let (topic, policy) = (sub.topic.clone(), sub.policy);
+                self.may_query(session, pr, &topic, policy, Action::Subscribe)?;
+                let Some(entry) = self.sessions.get(&session) else {
+                    return Ok(one(Value::List(Vec::new())));
+                };
+                let info = &entry.info;
                 let events = self.broker.history(id, limit).ok_or_else(|| {
                     (
                         "wamp.error.history_unavailable",
@@ -520,8 +565,18 @@ impl Realm {
                         ),
                     )
                 })?;
+                // The publisher's audience holds for history as for the
+                // live event, and so does the role for each concrete topic.
                 let list: Vec<Value> = events
                     .into_iter()
+                    .filter(|e| {
+                        e.audience.admits(session, info)
+                            && (policy == MatchPolicy::Exact
+                                || self
+                                    .authz
+                                    .authorize(&info.authrole, &e.topic, Action::Subscribe)
+                                    .allow)
+                    })
                     .map(|e| {
                         Value::Dict(proto::dict! {
                             "timestamp" => e.timestamp.as_str(),

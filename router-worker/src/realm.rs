@@ -665,9 +665,10 @@ fn ppt_options(options: &Dict) -> Result<Dict, String> {
     Ok(out)
 }
 
-/// Subscriber black- and whitelisting options of one PUBLISH.
+/// Subscriber black- and whitelisting options of one PUBLISH; kept with a
+/// retained or recorded event so that later deliveries honour them too.
 #[derive(Default, Debug, Clone)]
-pub(crate) struct Audience {
+pub struct Audience {
     exclude: Option<Vec<Id>>,
     exclude_authid: Option<Vec<String>>,
     exclude_authrole: Option<Vec<String>>,
@@ -688,7 +689,8 @@ impl Audience {
         })
     }
 
-    fn admits(&self, id: Id, info: &SessionInfo) -> bool {
+    /// True if the session `id` may receive the event.
+    pub(crate) fn admits(&self, id: Id, info: &SessionInfo) -> bool {
         let has =
             |l: &Option<Vec<String>>, v: &str| l.as_ref().is_some_and(|l| l.iter().any(|x| x == v));
         if self.exclude.as_ref().is_some_and(|l| l.contains(&id))
@@ -1086,20 +1088,25 @@ impl Realm {
         }
         // Authorization is decided before anything else, so a role that may
         // not use a URI learns nothing about it.
+        // A pattern is authorized as the whole set of URIs it matches: a
+        // role allowed one URI must not receive calls or events for others.
         let decision = match self.cached_decision(session, uri_str, action) {
             Some(Err(reason)) => return Err(reason),
-            Some(Ok(d)) => d,
-            None => self.authz.authorize(self.role(session), uri_str, action),
+            Some(Ok(d)) if d.allow => d,
+            Some(Ok(_)) => {
+                return Err((
+                    wamp_uri::NOT_AUTHORIZED,
+                    format!(
+                        "session is not authorized to {action} {uri_str:?} (role {:?}): its authorizer denied it",
+                        self.role(session)
+                    ),
+                ));
+            }
+            None => self
+                .authz
+                .authorize_pattern(self.role(session), uri_str, policy, action)
+                .map_err(|text| (wamp_uri::NOT_AUTHORIZED, text))?,
         };
-        if !decision.allow {
-            return Err((
-                wamp_uri::NOT_AUTHORIZED,
-                format!(
-                    "session is not authorized to {action} {uri_str:?} (role {:?})",
-                    self.role(session)
-                ),
-            ));
-        }
         if (uri::is_reserved(uri_str) || uri_str.starts_with("trellis."))
             && matches!(action, Action::Register | Action::Publish)
         {
@@ -1214,6 +1221,7 @@ impl Realm {
                 publication: p.id,
                 topic: p.topic.to_owned(),
                 payload: p.payload.clone(),
+                audience: p.audience.clone(),
             });
         }
     }
@@ -1300,6 +1308,7 @@ impl Realm {
                     publication,
                     details,
                     payload: p.payload,
+                    audience,
                     publisher: session,
                 },
             );
@@ -1362,11 +1371,22 @@ impl Realm {
     }
 
     fn send_retained(&mut self, session: Id, subscription: Id, policy: MatchPolicy) {
-        let role = self.role(session).to_owned();
+        let Some(entry) = self.sessions.get(&session) else {
+            return;
+        };
+        let info = &entry.info;
         let mut out = Vec::new();
         for (topic, r) in self.broker.retained_for(subscription) {
+            // The publisher's audience holds for as long as the event is
+            // kept, exactly as for the live event.
+            if !r.audience.admits(session, info) {
+                continue;
+            }
             if policy != MatchPolicy::Exact
-                && !self.authz.authorize(&role, topic, Action::Subscribe).allow
+                && !self
+                    .authz
+                    .authorize(&info.authrole, topic, Action::Subscribe)
+                    .allow
             {
                 continue;
             }

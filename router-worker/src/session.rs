@@ -674,6 +674,15 @@ fn classify<'a>(
         Ok(m) => m,
         Err(e) => return Incoming::Violation(format!("cannot decode message: {e}")),
     };
+    // The type, request id and size only: payloads, tickets and signatures
+    // never reach a log.
+    tracing::trace!(
+        session = id,
+        kind = msg.name(),
+        request = msg.request_id(),
+        size = bytes.len(),
+        "received"
+    );
     match msg {
         Message::Goodbye(g) => Incoming::Goodbye(g.reason),
         Message::Abort(a) => Incoming::Abort(a.reason),

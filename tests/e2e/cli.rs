@@ -28,6 +28,27 @@ fn check_accepts_the_default_and_the_example() {
 }
 
 #[test]
+fn check_warns_where_rule_order_decides() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("node.json");
+    let mut cfg = router_config(free_port());
+    cfg["workers"][0]["realms"][0]["roles"][0]["permissions"] = json!([
+        {"uri": "com.", "match": "prefix", "allow": {"call": true}},
+        {"uri": "com..private", "match": "wildcard", "allow": {}},
+        {"uri": "com.app.ping", "allow": {}}
+    ]);
+    std::fs::write(&p, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let out = trellis_check(&p);
+    assert!(out.status.success(), "a warning is not an error: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: workers[0].realms[0].roles[0].permissions[0] and permissions[1]: the rules wildcard \"com..private\" and prefix \"com.\" overlap"),
+        "{err}"
+    );
+    assert_eq!(err.matches("warning:").count(), 1, "{err}");
+}
+
+#[test]
 fn check_reports_every_error_with_key_paths_and_exits_78() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("node.json");

@@ -12,6 +12,7 @@ mod cli;
 mod components;
 mod node;
 mod rawsocket;
+mod security;
 mod support;
 mod tokens;
 mod wamp;

@@ -256,9 +256,9 @@ async def publish_errors(url, ser):
 
 @scenario
 async def blackwhite_listing(url, ser):
-    pub = await connect(url, ser, authid="publisher")
-    a = await connect(url, ser, authid="alice")
-    b = await connect(url, ser, authid="bob")
+    pub = await connect(url, ser)
+    a = await connect(url, ser)
+    b = await connect(url, ser)
     got = {"alice": [], "bob": []}
     sentinels = {"alice": asyncio.Event(), "bob": asyncio.Event()}
     for name, s in (("alice", a), ("bob", b)):
@@ -267,8 +267,10 @@ async def blackwhite_listing(url, ser):
     ack = PublishOptions
     await pub.publish("com.example.bw", 1, options=ack(acknowledge=True, exclude=[a.details.session]))
     await pub.publish("com.example.bw", 2, options=ack(acknowledge=True, eligible=[a.details.session]))
-    await pub.publish("com.example.bw", 3, options=ack(acknowledge=True, exclude_authid=["bob"]))
-    await pub.publish("com.example.bw", 4, options=ack(acknowledge=True, eligible_authid=["bob"]))
+    # Anonymous sessions get their own random authids.
+    bob = b.details.authid
+    await pub.publish("com.example.bw", 3, options=ack(acknowledge=True, exclude_authid=[bob]))
+    await pub.publish("com.example.bw", 4, options=ack(acknowledge=True, eligible_authid=[bob]))
     await pub.publish("com.example.bw", 5, options=ack(acknowledge=True, eligible_authrole=["anonymous"]))
     await pub.publish("com.example.bw", 6, options=ack(acknowledge=True, exclude_authrole=["anonymous"]))
     await pub.publish("com.example.bw.sentinel", options=ack(acknowledge=True))
@@ -315,7 +317,7 @@ async def pattern_subscriptions(url, ser):
 @scenario
 async def identification(url, ser):
     """Needs a role with disclose caller and publisher set in the config."""
-    a = await connect(url, ser, authid="caller-a")
+    a = await connect(url, ser)
     b = await connect(url, ser)
     seen = {}
 
@@ -325,14 +327,14 @@ async def identification(url, ser):
 
     await b.register(proc, "com.example.whoami", options=RegisterOptions(details_arg="details"))
     assert await a.call("com.example.whoami") == "ok"
-    assert seen["caller"] == (a.details.session, "caller-a", "anonymous"), seen
+    assert seen["caller"] == (a.details.session, a.details.authid, "anonymous"), seen
     ev = asyncio.get_event_loop().create_future()
     await b.subscribe(lambda details=None: ev.set_result(details), "com.example.who",
                       options=SubscribeOptions(details_arg="details"))
     await a.publish("com.example.who", options=PublishOptions(acknowledge=True))
     d = await wait(ev, "the disclosed event")
     assert d.publisher == a.details.session, d.publisher
-    assert d.publisher_authid == "caller-a", d.publisher_authid
+    assert d.publisher_authid == a.details.authid, d.publisher_authid
     await leave(a, b)
 
 

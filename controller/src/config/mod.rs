@@ -89,6 +89,19 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// What is valid but deserves a look (`trellis check` prints these,
+    /// `trellis start` logs them), with key paths from the file's root.
+    pub fn warnings(&self) -> Vec<ConfigError> {
+        self.routers()
+            .flat_map(|(i, r)| {
+                r.warnings().into_iter().map(move |p| ConfigError {
+                    path: format!("workers[{i}].{}", p.path),
+                    message: p.message,
+                })
+            })
+            .collect()
+    }
+
     /// The router workers with their index in `workers`.
     pub fn routers(&self) -> impl Iterator<Item = (usize, &RouterConfig)> {
         self.workers.iter().filter_map(|w| match &w.kind {

@@ -1,0 +1,124 @@
+//! Hostile clients, with autobahn-python and raw peers: pattern
+//! registrations and subscriptions authorized as patterns, identities a
+//! client cannot choose, retained events that keep their audience,
+//! Crossbar.io's rule precedence, the meta API's kill as specified.
+
+use serde_json::{Value, json};
+
+use crate::support::{Node, expect_python_args_ok, free_port, push_transport, router_config};
+
+/// The role every scenario of `tests/py/security.py` runs as (its docstring
+/// lists the rules).
+fn hostile_node() -> (Node, Value) {
+    hostile_node_with(&[])
+}
+
+fn hostile_node_with(env: &[(&str, &str)]) -> (Node, Value) {
+    let (main, named, ticket) = (free_port(), free_port(), free_port());
+    let mut cfg = router_config(main);
+    cfg["workers"][0]["realms"][0]["roles"][0]["permissions"] = json!([
+        {"uri": "com.private.allowed", "allow": {"register": true, "call": true}},
+        {"uri": "com.open.", "match": "prefix",
+         "allow": {"call": true, "register": true, "publish": true, "subscribe": true}},
+        {"uri": "com.", "match": "prefix", "allow": {"call": true, "subscribe": true, "publish": true}},
+        {"uri": "com..private", "match": "wildcard", "allow": {}},
+        {"uri": "com.secret.", "match": "prefix", "allow": {"publish": true}},
+        {"uri": "wamp.", "match": "prefix", "allow": {"call": true}}
+    ]);
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "websocket",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": named},
+            "auth": {"anonymous": {"type": "static", "role": "anonymous", "authid": "guest"}}
+        }),
+    );
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "websocket",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": ticket},
+            "auth": {"ticket": {"type": "static", "principals": {
+                "joe": {"ticket": "TICKET-7f3a9c-SECRET", "role": "anonymous"}}}}
+        }),
+    );
+    let node = Node::start_with(&cfg, main, env, &[]);
+    let urls = json!({
+        "main": format!("ws://127.0.0.1:{main}/ws"),
+        "named": format!("ws://127.0.0.1:{named}/ws"),
+        "ticket": format!("ws://127.0.0.1:{ticket}/ws"),
+    });
+    (node, urls)
+}
+
+fn scenario(name: &str) {
+    let (node, urls) = hostile_node();
+    run(&node, &urls, name);
+}
+
+fn run(node: &Node, urls: &Value, name: &str) {
+    let urls = urls.to_string();
+    let out = expect_python_args_ok(node, "security.py", &[&urls, name, "json", "msgpack"]);
+    for ser in ["json", "msgpack"] {
+        assert!(
+            out.contains(&format!("ok {name} {ser}")),
+            "{name} did not pass with {ser}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn pattern_registration_needs_a_covering_rule() {
+    scenario("pattern_registration_needs_a_covering_rule");
+}
+
+#[test]
+fn pattern_subscription_needs_a_covering_rule() {
+    scenario("pattern_subscription_needs_a_covering_rule");
+}
+
+#[test]
+fn anonymous_authid_is_never_the_clients() {
+    scenario("anonymous_authid_is_never_the_clients");
+}
+
+#[test]
+fn retained_events_keep_their_audience() {
+    scenario("retained_events_keep_their_audience");
+}
+
+#[test]
+fn wildcard_rule_decides_over_prefix() {
+    scenario("wildcard_rule_decides_over_prefix");
+}
+
+#[test]
+fn meta_kill_follows_the_specification() {
+    scenario("meta_kill_follows_the_specification");
+}
+
+#[test]
+fn secrets_stay_out_of_logs_at_trace_level() {
+    let (node, urls) = hostile_node_with(&[("TRELLIS_LOG", "trace")]);
+    run(&node, &urls, "secrets_stay_out_of_logs");
+    let mut logs = node.log();
+    for entry in std::fs::read_dir(node.node_dir().join("logs")).expect("the node's logs") {
+        let path = entry.expect("a log file").path();
+        logs.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+    }
+    // The trace lines are there, with types, ids and sizes...
+    assert!(
+        logs.contains("received") && logs.contains("kind=\"CALL\"") && logs.contains("size="),
+        "no trace line for a received CALL:\n{logs}"
+    );
+    // ...and nothing of what the client sent or got back.
+    for secret in [
+        "TICKET-7f3a9c-SECRET",
+        "ARG-91bc-SECRET",
+        "KWARG-44aa-SECRET",
+        "RESULT-5d1e-SECRET",
+        "EVENT-0e2f-SECRET",
+    ] {
+        assert!(!logs.contains(secret), "{secret} is in the log:\n{logs}");
+    }
+}
