@@ -64,9 +64,20 @@ impl MatchPolicy {
     }
 }
 
+/// The longest URI accepted, in bytes: URIs are keys the router keeps
+/// (registrations, subscriptions, retained events), so their size is
+/// bounded like everything else a client sends.
+pub const MAX_URI_LEN: usize = 1024;
+
 /// Why a URI is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UriError {
+    /// Longer than [`MAX_URI_LEN`].
+    #[error("the URI is {len} bytes long, more than the {MAX_URI_LEN} bytes a URI may have")]
+    TooLong {
+        /// The URI's length in bytes.
+        len: usize,
+    },
     /// The URI is the empty string where that is not allowed.
     #[error("the URI is empty")]
     Empty,
@@ -101,6 +112,9 @@ pub enum UriError {
 /// # Errors
 /// [`UriError`] saying which component is wrong and why.
 pub fn validate(uri: &str, policy: MatchPolicy, strict: bool) -> Result<(), UriError> {
+    if uri.len() > MAX_URI_LEN {
+        return Err(UriError::TooLong { len: uri.len() });
+    }
     if uri.is_empty() {
         // The empty prefix matches everything (a catch-all permission or
         // subscription); nothing else may be empty.
@@ -332,6 +346,20 @@ mod tests {
             validate("", MatchPolicy::Exact, false),
             Err(UriError::Empty)
         );
+    }
+
+    #[test]
+    fn length_is_bounded() {
+        let long = format!("com.{}", "a".repeat(MAX_URI_LEN - 4));
+        assert!(validate(&long, MatchPolicy::Exact, true).is_ok());
+        let e = validate(&format!("{long}b"), MatchPolicy::Exact, true).unwrap_err();
+        assert_eq!(
+            e,
+            UriError::TooLong {
+                len: MAX_URI_LEN + 1
+            }
+        );
+        assert!(e.to_string().contains("1024 bytes"), "{e}");
     }
 
     #[test]

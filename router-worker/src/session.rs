@@ -272,6 +272,16 @@ async fn open<T: Transport>(
             return quit(violation(t, &span, &msg)).await;
         }
     };
+    if let Err(e) = proto::uri::validate(&hello.realm, proto::uri::MatchPolicy::Exact, false) {
+        let msg = format!("HELLO names no valid realm: {e}");
+        return quit(abort(
+            t,
+            wamp_uri::INVALID_URI,
+            &msg,
+            CloseKind::ProtocolError,
+        ))
+        .await;
+    }
     let features = match hello.details.get("roles") {
         Some(Value::Dict(r)) if !r.is_empty() => ClientFeatures::from_roles(r),
         _ => {
@@ -387,9 +397,9 @@ async fn open<T: Transport>(
         t.flush().await
     }
     .await;
-    if sent.is_err() {
+    if let Err(e) = sent {
         let _ = realm.send(RealmCommand::Leave { session: id }).await;
-        return None;
+        return quit(end_on_transport_error(t, &span, e)).await;
     }
     info!(parent: &span, authrole = %info.authrole, serializer = serializer.name(), "session joined");
     Some(Opened {
@@ -419,14 +429,22 @@ async fn handshake<T: Transport>(
         Outcome::Challenge(c, p) => (c, p),
     };
     let msg = OutMsg::new(Message::Challenge(challenge));
-    if async {
+    let sent = async {
         t.feed(&msg).await?;
         t.flush().await
     }
-    .await
-    .is_err()
-    {
-        return Err(None);
+    .await;
+    match sent {
+        Ok(()) => {}
+        // A client that cannot take the CHALLENGE is told why.
+        Err(TransportError::PeerLimit(message)) => {
+            return Err(Some(Refusal {
+                reason: wamp_uri::PAYLOAD_SIZE_EXCEEDED.into(),
+                message,
+                counts: false,
+            }));
+        }
+        Err(_) => return Err(None),
     }
     let deadline = auth.authenticate_timeout;
     let answer = tokio::select! {
@@ -483,6 +501,10 @@ async fn end_on_transport_error_inner<T: Transport>(t: &mut T, span: &Span, e: T
         TransportError::TooBig(msg) => {
             warn!(parent: span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
             abort(t, wamp_uri::PROTOCOL_VIOLATION, &msg, CloseKind::TooBig).await;
+        }
+        TransportError::PeerLimit(msg) => {
+            warn!(parent: span, reason = wamp_uri::PAYLOAD_SIZE_EXCEEDED, "{msg}");
+            abort(t, wamp_uri::PAYLOAD_SIZE_EXCEEDED, &msg, CloseKind::TooBig).await;
         }
     }
 }

@@ -122,3 +122,30 @@ fn secrets_stay_out_of_logs_at_trace_level() {
         assert!(!logs.contains(secret), "{secret} is in the log:\n{logs}");
     }
 }
+
+/// Limits that hold exactly: frames refused at their header, a binary
+/// frame on JSON, URI length, a RawSocket client's own limit and the
+/// connection limit's error octets; a bystander notices nothing.
+#[test]
+fn limits_hold_exactly() {
+    let (ws, rs) = (free_port(), free_port());
+    let mut cfg = router_config(ws);
+    cfg["workers"][0]["transports"][0]["options"] =
+        json!({"max_message_size": 65536, "max_frame_size": 1048576});
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "rawsocket",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": rs},
+            "serializers": ["json"],
+            "options": {"max_connections": 2}
+        }),
+    );
+    let node = Node::start(&cfg, ws);
+    let out = expect_python_args_ok(
+        &node,
+        "frame_limits.py",
+        &[&ws.to_string(), &rs.to_string()],
+    );
+    assert!(out.contains("ok bystander unaffected"), "{out}");
+}

@@ -17,6 +17,10 @@
 //!   client takes to join and make a call.
 //! - `startup`: run a command that starts a router, measure the time until
 //!   the first WELCOME.
+//! - `unfinished-frames`: N connections each open a WebSocket and send one
+//!   frame header declaring D bytes and a little of its payload, then wait;
+//!   the router's RSS before and after, and how many it closed (a router
+//!   that honours its message limit refuses such frames at the header).
 //!
 //! Every loop is bounded in count and time. Warm-up is excluded from the
 //! measurement.
@@ -141,6 +145,21 @@ enum Scenario {
         /// Sessions joining at once while filling up.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+    },
+    /// N connections each holding an unfinished frame that declares
+    /// `declared` bytes; the router's RSS before and after.
+    UnfinishedFrames {
+        #[arg(long, default_value_t = 300)]
+        connections: usize,
+        /// The frame's declared payload length.
+        #[arg(long, default_value_t = 990_000)]
+        declared: u64,
+        /// Payload bytes actually sent.
+        #[arg(long, default_value_t = 1000)]
+        sent: usize,
+        /// The router's PID (its children are counted too).
+        #[arg(long)]
+        pid: u32,
     },
     /// Time from starting a router to its first WELCOME.
     Startup {
@@ -1009,6 +1028,92 @@ async fn idle(cli: &Cli, sessions: usize, pid: u32, concurrency: usize) -> Resul
     Ok(())
 }
 
+/// Open a WebSocket by hand (the frame that follows must be written byte
+/// by byte) and send a binary frame header declaring `declared` bytes, then
+/// `sent` of them.
+async fn open_unfinished(url: &str, declared: u64, sent: usize) -> Result<TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let u = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| anyhow!("unfinished-frames needs a ws:// URL"))?;
+    let (host, path) = u.split_once('/').unwrap_or((u, ""));
+    let mut s = TcpStream::connect(host).await?;
+    let req = format!(
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: wamp.2.msgpack\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).await? == 0 || head.len() > 16 * 1024 {
+            bail!("no WebSocket upgrade answer");
+        }
+        head.push(b[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        bail!("upgrade refused: {}", String::from_utf8_lossy(&head));
+    }
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&declared.to_be_bytes());
+    frame.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
+    frame.resize(frame.len() + sent, 0x5A);
+    // A router that refuses the frame at its header closes the connection
+    // while the rest is still being sent: that is the point, not an error.
+    let _ = s.write_all(&frame).await;
+    Ok(s)
+}
+
+async fn unfinished_frames(
+    cli: &Cli,
+    connections: usize,
+    declared: u64,
+    sent: usize,
+    pid: u32,
+) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let before = tree_rss_kib(pid)?;
+    let mut held = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        held.push(open_unfinished(&cli.url, declared, sent).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = tree_rss_kib(pid)?;
+    // A connection the router closed reads to its end at once (after the
+    // ABORT and close frames it may have sent); all are looked at together,
+    // well within the router's HELLO deadline.
+    let ended = futures::future::join_all(held.iter_mut().map(|s| async move {
+        let mut buf = [0u8; 4096];
+        tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }))
+    .await;
+    let closed = ended.into_iter().filter(|e| *e).count();
+    let per_conn = after.saturating_sub(before) as f64 * 1024.0 / connections as f64;
+    report(
+        cli,
+        "unfinished_frames",
+        serde_json::json!({"connections": connections, "declared": declared, "sent": sent,
+            "rss_before_kib": before, "rss_after_kib": after,
+            "bytes_per_connection": per_conn.round(), "closed_by_router": closed}),
+        format!(
+            "{connections} connections holding a frame declared {declared} B ({sent} B sent): RSS {:.1} -> {:.1} MiB, {per_conn:.0} B/connection; {closed} closed by the router",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0
+        ),
+    );
+    Ok(())
+}
+
 async fn startup(cli: &Cli, cmd: &str, timeout: f64) -> Result<()> {
     let t = Instant::now();
     let mut child = tokio::process::Command::new("sh")
@@ -1173,6 +1278,12 @@ async fn main() -> Result<()> {
             pid,
             concurrency,
         } => idle(&cli, sessions, pid, concurrency).await,
+        Scenario::UnfinishedFrames {
+            connections,
+            declared,
+            sent,
+            pid,
+        } => unfinished_frames(&cli, connections, declared, sent, pid).await,
         Scenario::Startup { ref cmd, timeout } => startup(&cli, cmd, timeout).await,
         Scenario::Node { ref cmd, timeout } => node(&cli, cmd, timeout).await,
     }

@@ -15,6 +15,7 @@
 //!
 //! All run on TCP and on Unix sockets ([`Listener`]).
 
+pub mod frame_guard;
 pub mod rawsocket;
 pub mod web;
 pub mod websocket;
@@ -54,6 +55,9 @@ pub enum TransportError {
     /// A message over the transport's configured maximum.
     #[error("{0}")]
     TooBig(String),
+    /// A message for the peer over what the peer said it accepts.
+    #[error("{0}")]
+    PeerLimit(String),
     /// The network failed.
     #[error("network error: {0}")]
     Io(String),
@@ -214,6 +218,9 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(settings.max_connections));
+    // RawSocket clients over the limit are told so (the handshake's error
+    // 4) by a few short-lived tasks; beyond these the socket is just closed.
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     let last_refusal_log = AtomicU64::new(0);
     loop {
         let accepted = tokio::select! {
@@ -237,7 +244,17 @@ pub async fn serve(
                 warn!(transport = %settings.name, peer = %peer.desc, max = settings.max_connections,
                     "connection refused: the transport's max_connections limit is reached");
             }
-            drop(stream);
+            if settings.kind == TransportKind::Rawsocket
+                && let Ok(slot) = refusals.clone().try_acquire_owned()
+            {
+                tracker.spawn(async move {
+                    match stream {
+                        Stream::Tcp(s) => rawsocket::refuse_over_limit(s).await,
+                        Stream::Unix(s) => rawsocket::refuse_over_limit(s).await,
+                    }
+                    drop(slot);
+                });
+            }
             continue;
         };
         let settings = settings.clone();
@@ -257,6 +274,9 @@ pub async fn serve(
     }
     debug!(transport = %settings.name, "listener stopped");
 }
+
+/// RawSocket connections over `max_connections` being told so at once.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
 enum Stream {
     Tcp(TcpStream),
@@ -295,7 +315,7 @@ async fn handle<S: Io>(
             else {
                 return;
             };
-            let stream = web::Prefixed::new(head, stream);
+            let stream = web::Prefixed::new(head, stream, settings.max_message_size);
             Box::pin(websocket::handle_connection(
                 stream, peer, settings, realms, shutdown,
             ))

@@ -17,7 +17,7 @@ use proto::rawsocket::{self, Frame, FrameError, HandshakeError, RawSocketCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 /// First capacity of a connection's read buffer (Framed::new reserves
 /// 8 KiB): it grows for large messages, and idle sessions stay small.
@@ -58,6 +58,24 @@ pub fn handle_connection<S: Io>(
         session::run(transport, &settings.session, &realms, conn, shutdown).await;
         info!("connection closed");
     }
+}
+
+/// Answer a client over the transport's `max_connections` with the
+/// handshake error "connection limit" (4), then close: read its 4 octets
+/// (within a second), reply, and wait briefly for it to close first, so
+/// that the reply is not lost to a reset.
+pub(super) async fn refuse_over_limit<S: Io>(mut stream: S) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut hs = [0u8; 4];
+        stream.read_exact(&mut hs).await?;
+        let reply = rawsocket::server_error(rawsocket::handshake_error::CONNECTION_LIMIT);
+        stream.write_all(&reply).await?;
+        stream.shutdown().await?;
+        let mut rest = [0u8; 64];
+        while stream.read(&mut rest).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 /// The RawSocket handshake; `None` if it failed (logged) or was refused.
@@ -200,13 +218,14 @@ impl<S: Io> Transport for RawTransport<S> {
             Encoded::Binary(b) => b.clone(),
         };
         if bytes.len() > self.peer_max {
-            warn!(
-                size = bytes.len(),
-                peer_max = self.peer_max,
-                message = msg.msg.name(),
-                "message dropped: larger than the RawSocket peer accepts"
-            );
-            return Ok(());
+            // Dropping it would leave the client waiting (for a WELCOME, a
+            // RESULT) forever: the session ends, saying why.
+            return Err(TransportError::PeerLimit(format!(
+                "a {} of {} bytes is larger than the {} bytes this RawSocket client accepts (the length it announced in its handshake)",
+                msg.msg.name(),
+                bytes.len(),
+                self.peer_max
+            )));
         }
         self.framed
             .feed(Frame::Message(bytes))

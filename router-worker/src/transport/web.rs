@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::frame_guard::FrameGuard;
 use super::{Io, ListenerSettings, Peer};
 use crate::Realms;
 
@@ -62,7 +63,7 @@ pub async fn handle_connection<S: Io>(
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     if let Some(ws) = web.websockets.get(first) {
         if upgrade {
-            let stream = Prefixed::new(head, stream);
+            let stream = Prefixed::new(head, stream, ws.max_message_size);
             Box::pin(super::websocket::handle_connection(
                 stream,
                 peer,
@@ -303,18 +304,26 @@ const READ_AHEAD: usize = 16 * 1024;
 /// The request head already read, then the rest of the connection: what
 /// the WebSocket handshake and session read from. Reads smaller than
 /// [`READ_AHEAD`] read ahead; what the reader did not take waits in `head`,
-/// which holds no buffer while it is empty.
+/// which holds no buffer while it is empty. Every byte handed on after the
+/// request head passes the [`FrameGuard`] first.
 pub(super) struct Prefixed<S> {
     head: Bytes,
     inner: S,
+    guard: FrameGuard,
 }
 
 impl<S> Prefixed<S> {
-    /// `head` first, then `inner`.
-    pub(super) fn new(head: Vec<u8>, inner: S) -> Prefixed<S> {
+    /// `head` (an HTTP request head, maybe with bytes after it) first, then
+    /// `inner`; WebSocket messages of at most `max_message` bytes.
+    pub(super) fn new(head: Vec<u8>, inner: S, max_message: usize) -> Prefixed<S> {
+        let frames_at = head
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(head.len(), |p| p + 4);
         Prefixed {
             head: Bytes::from(head),
             inner,
+            guard: FrameGuard::new(frames_at, max_message),
         }
     }
 }
@@ -326,6 +335,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        let before = out.filled().len();
+        let r = this.read_ahead(cx, out);
+        if let Poll::Ready(Ok(())) = r
+            && let Err(e) = this.guard.feed(&out.filled()[before..])
+        {
+            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
+        }
+        r
+    }
+}
+
+impl<S: AsyncRead + Unpin> Prefixed<S> {
+    fn read_ahead(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self;
         if !this.head.is_empty() {
             let n = this.head.len().min(out.remaining());
             out.put_slice(&this.head[..n]);
@@ -404,7 +431,7 @@ mod tests {
             let (mut tx, rx) = tokio::io::duplex(64 * 1024);
             let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
             let head = b"GET / HTTP/1.1\r\n\r\n".to_vec();
-            let mut p = Prefixed::new(head.clone(), rx);
+            let mut p = Prefixed::new(head.clone(), rx, usize::MAX);
             let sent = body.clone();
             let writer = tokio::spawn(async move {
                 tx.write_all(&sent).await.unwrap();

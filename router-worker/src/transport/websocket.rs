@@ -84,7 +84,9 @@ impl ListenerSettings {
         let write_buffer_size = o.write_buffer_for(t.kind);
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(o.max_message_size))
-            .max_frame_size(Some(o.max_frame_size))
+            // No frame may be larger than a message: tungstenite reserves a
+            // frame's declared length at its header.
+            .max_frame_size(Some(o.max_frame_size.min(o.max_message_size)))
             // A small read buffer keeps idle sessions cheap. WAMP sessions
             // write their data frames themselves (`OutFrame`), so
             // tungstenite's write buffer carries only control frames there;
@@ -538,7 +540,13 @@ fn map_ws_error(e: tungstenite::Error, max: usize) -> TransportError {
         E::Capacity(c) => TransportError::TooBig(format!("{c} (max_message_size is {max} bytes)")),
         E::Protocol(p) => TransportError::Protocol(format!("WebSocket protocol error: {p}")),
         E::Utf8(u) => TransportError::Protocol(format!("text frame is not valid UTF-8: {u}")),
-        E::Io(io) => TransportError::Io(io.to_string()),
+        E::Io(io) => match io
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<super::frame_guard::FrameTooBig>())
+        {
+            Some(too_big) => TransportError::TooBig(too_big.to_string()),
+            None => TransportError::Io(io.to_string()),
+        },
         other => TransportError::Io(other.to_string()),
     }
 }
@@ -580,7 +588,15 @@ impl<S: Io> Transport for WsTransport<S> {
                     }
                     self.unbatch(Bytes::from(t))?;
                 }
-                WsMessage::Binary(b) => self.unbatch(b)?,
+                WsMessage::Binary(b) => {
+                    if !self.serializer.is_binary() {
+                        return Err(TransportError::Protocol(format!(
+                            "binary frame received, but the negotiated serializer ({}) uses text frames",
+                            self.serializer.name()
+                        )));
+                    }
+                    self.unbatch(b)?;
+                }
                 WsMessage::Close(_) => return Err(TransportError::Closed),
                 // tungstenite answers pings itself.
                 WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => {}
