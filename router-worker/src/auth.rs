@@ -131,61 +131,156 @@ pub enum Outcome {
     Challenge(Challenge, PendingAuth),
 }
 
-/// Counts failed authentications per peer address in a sliding window.
+/// What the failure limiter says about a new attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Go ahead.
+    Open,
+    /// Go ahead after this pause: the address has failed often, with
+    /// whatever authids. Bounded by `auth_failure_delay`, so a correct login
+    /// from a busy NAT or proxy address is slowed a little, never refused.
+    Delay(Duration),
+    /// This authid has failed too often from this address: refused until
+    /// the window has passed (the time left). `log` is true once per
+    /// window, so that a storm of attempts is one line in the log.
+    Locked { wait: Duration, log: bool },
+}
+
+/// Counts failed authentications in a sliding window: per (address,
+/// claimed authid), which locks that pair out after `max` failures, and per
+/// address, which only slows further attempts from it. Sans-IO: every
+/// method takes the time, so tests use fake time.
 #[derive(Debug)]
 pub struct FailureLimiter {
     max: u32,
     window: Duration,
-    /// Failure times per address. A std Mutex: held for a few map
-    /// operations, never across an await.
-    seen: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    /// The longest pause for an address (`auth_failure_delay`).
+    max_delay: Duration,
+    /// A std Mutex: held for a few map operations, never across an await.
+    state: Mutex<LimiterState>,
 }
 
+#[derive(Debug, Default)]
+struct LimiterState {
+    /// Failure times per (address, authid).
+    pairs: HashMap<(IpAddr, String), Failures>,
+    /// Failure times per address, any authid (or none).
+    addrs: HashMap<IpAddr, Failures>,
+}
+
+#[derive(Debug, Default)]
+struct Failures {
+    times: VecDeque<Instant>,
+    /// When the lockout was last logged.
+    logged: Option<Instant>,
+}
+
+impl Failures {
+    fn expire(&mut self, now: Instant, window: Duration) {
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > window)
+        {
+            self.times.pop_front();
+        }
+    }
+}
+
+/// The pause per failure over the limit, before `max_delay` caps it.
+const DELAY_STEP: Duration = Duration::from_millis(100);
+/// Failures kept per address: enough to compute the pause, bounded.
+const MAX_ADDR_FAILURES: usize = 1024;
+
 impl FailureLimiter {
-    /// Allow `max` failures per address within `window`.
-    pub fn new(max: u32, window: Duration) -> Self {
+    /// Lock a pair out after `max` failures within `window`; pause an
+    /// address's attempts by up to `max_delay` once it has failed more
+    /// than `max` times.
+    pub fn new(max: u32, window: Duration, max_delay: Duration) -> Self {
         FailureLimiter {
             max,
             window,
-            seen: Mutex::new(HashMap::new()),
+            max_delay,
+            state: Mutex::new(LimiterState::default()),
         }
     }
 
-    /// If `ip` is over the limit, how long until it may try again.
-    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
-        let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let q = seen.get_mut(&ip)?;
-        while q
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.window)
+    /// Whether an attempt from `ip`, claiming `authid`, may proceed.
+    pub fn gate(&self, ip: IpAddr, authid: Option<&str>, now: Instant) -> Gate {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(authid) = authid
+            && let Some(f) = st.pairs.get_mut(&(ip, authid.to_owned()))
         {
-            q.pop_front();
-        }
-        if q.len() as u32 >= self.max {
-            q.front()
-                .map(|t| self.window.saturating_sub(now.duration_since(*t)))
-        } else {
-            None
-        }
-    }
-
-    /// Record a failure of `ip`.
-    pub fn record(&self, ip: IpAddr) {
-        let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= MAX_TRACKED_PEERS && !seen.contains_key(&ip) {
-            let window = self.window;
-            seen.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= window));
-            if seen.len() >= MAX_TRACKED_PEERS {
-                return;
+            f.expire(now, self.window);
+            if f.times.len() as u32 >= self.max
+                && let Some(first) = f.times.front()
+            {
+                let wait = self
+                    .window
+                    .saturating_sub(now.saturating_duration_since(*first));
+                let log = f
+                    .logged
+                    .is_none_or(|t| now.saturating_duration_since(t) >= self.window);
+                if log {
+                    f.logged = Some(now);
+                }
+                return Gate::Locked { wait, log };
             }
         }
-        let q = seen.entry(ip).or_default();
-        q.push_back(now);
-        while q.len() as u32 > self.max {
-            q.pop_front();
+        let Some(f) = st.addrs.get_mut(&ip) else {
+            return Gate::Open;
+        };
+        f.expire(now, self.window);
+        let over = (f.times.len() as u32).saturating_sub(self.max);
+        if over == 0 {
+            return Gate::Open;
         }
+        Gate::Delay(DELAY_STEP.saturating_mul(over).min(self.max_delay))
+    }
+
+    /// Record a failure of `ip` claiming `authid`; returns how many
+    /// failures the address now has in the window.
+    pub fn record(&self, ip: IpAddr, authid: Option<&str>, now: Instant) -> usize {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let window = self.window;
+        let max = self.max as usize;
+        if st.addrs.len() >= MAX_TRACKED_PEERS && !st.addrs.contains_key(&ip) {
+            st.addrs.retain(|_, f| {
+                f.times
+                    .back()
+                    .is_some_and(|t| now.saturating_duration_since(*t) <= window)
+            });
+            if st.addrs.len() >= MAX_TRACKED_PEERS {
+                return 0;
+            }
+        }
+        let f = st.addrs.entry(ip).or_default();
+        f.expire(now, window);
+        f.times.push_back(now);
+        if f.times.len() > MAX_ADDR_FAILURES {
+            f.times.pop_front();
+        }
+        let count = f.times.len();
+        let Some(authid) = authid else {
+            return count;
+        };
+        let key = (ip, authid.to_owned());
+        if st.pairs.len() >= MAX_TRACKED_PEERS && !st.pairs.contains_key(&key) {
+            st.pairs.retain(|_, f| {
+                f.times
+                    .back()
+                    .is_some_and(|t| now.saturating_duration_since(*t) <= window)
+            });
+            if st.pairs.len() >= MAX_TRACKED_PEERS {
+                return count;
+            }
+        }
+        let f = st.pairs.entry(key).or_default();
+        f.times.push_back(now);
+        while f.times.len() > max.max(1) {
+            f.times.pop_front();
+        }
+        count
     }
 }
 
@@ -449,6 +544,7 @@ impl AuthSettings {
             limiter: FailureLimiter::new(
                 o.max_auth_failures,
                 Duration::from_millis(o.auth_failure_window),
+                Duration::from_millis(o.auth_failure_delay),
             ),
         }
     }
@@ -1158,13 +1254,24 @@ impl AuthSettings {
         }
     }
 
-    /// Count a failed attempt and log it (never with a credential).
-    pub fn record_failure(&self, ip: Option<IpAddr>, r: &Refusal) {
+    /// Count a failed attempt of `ip` claiming `authid` and log it (never
+    /// with a credential).
+    pub fn record_failure(&self, ip: Option<IpAddr>, authid: Option<&str>, r: &Refusal) {
         if let Some(ip) = ip
             && r.counts
         {
-            self.limiter.record(ip);
-            warn!(peer = %ip, reason = %r.reason, "authentication failed: {}", r.message);
+            // An address that fails more than the limit is slowed; its
+            // further failures in the window go to the debug log, so that a
+            // storm is a few lines, not one per attempt.
+            let n = self.limiter.record(ip, authid, Instant::now());
+            let max = self.limiter.max as usize;
+            if n <= max {
+                warn!(peer = %ip, reason = %r.reason, "authentication failed: {}", r.message);
+            } else if n == max + 1 {
+                warn!(peer = %ip, failures = n, "authentication failed again: this address's attempts are now slowed (options.auth_failure_delay); further failures in the window are logged at debug");
+            } else {
+                tracing::debug!(peer = %ip, reason = %r.reason, "authentication failed: {}", r.message);
+            }
         }
     }
 }
@@ -1186,27 +1293,71 @@ pub fn random_authid() -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn limiter_blocks_after_max_failures_per_address() {
-        let l = FailureLimiter::new(3, Duration::from_secs(60));
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let b: IpAddr = "127.0.0.1".parse().unwrap();
-        for _ in 0..3 {
-            assert!(l.blocked(a).is_none());
-            l.record(a);
-        }
-        let wait = l.blocked(a).expect("blocked after 3 failures");
-        assert!(wait <= Duration::from_secs(60));
-        assert!(l.blocked(b).is_none(), "another address is unaffected");
+    fn limiter() -> (FailureLimiter, Instant) {
+        let l = FailureLimiter::new(3, Duration::from_secs(60), Duration::from_secs(1));
+        (l, Instant::now())
     }
 
     #[test]
-    fn limiter_window_expires() {
-        let l = FailureLimiter::new(1, Duration::from_millis(1));
+    fn a_pair_is_locked_out_after_max_failures() {
+        let (l, t0) = limiter();
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.1".parse().unwrap();
+        for i in 0..3 {
+            assert_eq!(l.gate(a, Some("joe"), t0), Gate::Open, "attempt {i}");
+            l.record(a, Some("joe"), t0);
+        }
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(
+            l.gate(a, Some("joe"), t1),
+            Gate::Locked {
+                wait: Duration::from_secs(50),
+                log: true
+            }
+        );
+        // Logged once per window, however often it is tried.
+        assert!(matches!(
+            l.gate(a, Some("joe"), t1),
+            Gate::Locked { log: false, .. }
+        ));
+        // Another user behind the same address, anonymous from it, and joe
+        // from elsewhere are not refused.
+        assert_eq!(l.gate(a, Some("ann"), t1), Gate::Open);
+        assert_eq!(l.gate(a, None, t1), Gate::Open);
+        assert_eq!(l.gate(b, Some("joe"), t1), Gate::Open);
+        // The window passes.
+        assert_eq!(
+            l.gate(a, Some("joe"), t0 + Duration::from_secs(61)),
+            Gate::Open
+        );
+    }
+
+    #[test]
+    fn a_busy_address_is_slowed_within_a_bound_never_refused() {
+        let (l, t0) = limiter();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
-        l.record(a);
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(l.blocked(a).is_none());
+        // A storm over many authids (credential stuffing).
+        for i in 0..4 {
+            l.record(a, Some(&format!("user{i}")), t0);
+        }
+        assert_eq!(
+            l.gate(a, Some("ann"), t0),
+            Gate::Delay(Duration::from_millis(100))
+        );
+        for i in 0..100 {
+            l.record(a, Some(&format!("more{i}")), t0);
+        }
+        assert_eq!(
+            l.gate(a, Some("ann"), t0),
+            Gate::Delay(Duration::from_secs(1)),
+            "capped at auth_failure_delay"
+        );
+        assert_eq!(l.gate(a, None, t0), Gate::Delay(Duration::from_secs(1)));
+        assert_eq!(
+            l.gate(a, None, t0 + Duration::from_secs(61)),
+            Gate::Open,
+            "the window passes"
+        );
     }
 
     #[test]

@@ -361,11 +361,21 @@ pub struct WebSocketOptions {
     pub authenticate_timeout: u64,
     /// Deadline for a dynamic authenticator's answer.
     pub authenticator_timeout: u64,
-    /// Failed authentications allowed per peer address within
-    /// `auth_failure_window` before further attempts are refused at once.
+    /// Failed authentications allowed per (peer address, authid) within
+    /// `auth_failure_window` before further attempts of that authid from
+    /// that address are refused at once; an address over it (with any
+    /// authids) has its attempts slowed instead.
     pub max_auth_failures: u32,
     /// The window for `max_auth_failures`, in milliseconds.
     pub auth_failure_window: u64,
+    /// The longest pause, in milliseconds, for an attempt from an address
+    /// that has failed more than `max_auth_failures` times: 100 ms per
+    /// failure over, at most this. A correct login waits no longer.
+    pub auth_failure_delay: u64,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For`
+    /// or `Forwarded` header names the client: its address then counts for
+    /// the login limits and the transport details, not the proxy's.
+    pub trusted_proxies: Vec<String>,
     /// Calls one session may have in flight; more get an error at once.
     pub max_calls_in_flight: usize,
     /// Milliseconds a write to the peer may stay blocked (the peer stopped
@@ -414,6 +424,8 @@ impl Default for WebSocketOptions {
             authenticator_timeout: 5_000,
             max_auth_failures: 10,
             auth_failure_window: 60_000,
+            auth_failure_delay: 1_000,
+            trusted_proxies: Vec::new(),
             max_calls_in_flight: 1000,
             write_timeout: 10_000,
             write_buffer_size: None,
@@ -1010,6 +1022,18 @@ impl RouterConfig {
             p(
                 format!("{pre}.endpoint.version"),
                 format!("IP version must be 4 or 6, found {v}"),
+            );
+        }
+        if let Err(e) = crate::transport::forwarded::TrustedProxies::parse(&o.trusted_proxies) {
+            p(format!("{pre}.options.trusted_proxies"), e);
+        }
+        if o.auth_failure_delay > 60_000 {
+            p(
+                format!("{pre}.options.auth_failure_delay"),
+                format!(
+                    "must be at most 60000 ms (a correct login waits up to this long), found {}",
+                    o.auth_failure_delay
+                ),
             );
         }
         for (key, v) in [

@@ -128,6 +128,9 @@ pub struct TransportInfo {
     pub peer: String,
     /// Unix sockets: the peer's uid and pid (SO_PEERCRED).
     pub cred: Option<(u32, Option<i32>)>,
+    /// The trusted proxy the connection came through (its `peer` form),
+    /// when `peer` is the client named in its forwarding header.
+    pub proxy: Option<String>,
 }
 
 impl TransportInfo {
@@ -138,6 +141,7 @@ impl TransportInfo {
             protocol,
             peer,
             cred: None,
+            proxy: None,
         }
     }
 
@@ -145,6 +149,9 @@ impl TransportInfo {
     /// `peer_uid` and `peer_pid`).
     pub fn to_dict(&self) -> Dict {
         let mut d = proto::dict! { "type" => self.kind, "protocol" => self.protocol, "peer" => self.peer.as_str() };
+        if let Some(proxy) = &self.proxy {
+            d.insert("proxy".into(), proxy.as_str().into());
+        }
         if let Some((uid, pid)) = self.cred {
             d.insert("peer_uid".into(), u64::from(uid).into());
             if let Some(pid) = pid {

@@ -290,21 +290,42 @@ async fn open<T: Transport>(
         }
     };
     let auth = &settings.auth;
-    if let Some(ip) = peer_ip
-        && let Some(wait) = auth.limiter.blocked(ip)
-    {
-        let msg = format!(
-            "too many failed authentication attempts from this address: try again in {} s",
-            wait.as_secs().max(1)
-        );
-        warn!(parent: &span, peer = %ip, "authentication refused: {msg}");
-        return quit(abort(
-            t,
-            wamp_uri::AUTHENTICATION_FAILED,
-            &msg,
-            CloseKind::Normal,
-        ))
-        .await;
+    // The authid the client claims: the login limits count per address and
+    // authid, so one user's attacker cannot lock out everyone behind a NAT.
+    let claimed = match hello.details.get("authid") {
+        Some(Value::Str(a)) if !a.is_empty() => Some(a.clone()),
+        _ => None,
+    };
+    if let Some(ip) = peer_ip {
+        match auth
+            .limiter
+            .gate(ip, claimed.as_deref(), std::time::Instant::now())
+        {
+            auth::Gate::Open => {}
+            auth::Gate::Delay(pause) => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            auth::Gate::Locked { wait, log } => {
+                let msg = format!(
+                    "too many failed authentication attempts for this authid from this address: try again in {} s",
+                    wait.as_secs().max(1)
+                );
+                if log {
+                    warn!(parent: &span, peer = %ip, authid = claimed.as_deref().unwrap_or(""),
+                        "too many failed authentication attempts for this authid from this address: locked out until the failure window has passed (logged once per window)");
+                }
+                return quit(abort(
+                    t,
+                    wamp_uri::AUTHENTICATION_FAILED,
+                    &msg,
+                    CloseKind::Normal,
+                ))
+                .await;
+            }
+        }
     }
     let id: Id = rand::random_range(1..=proto::MAX_ID);
     // Authenticators see the transport with its HTTP details; the realm and
@@ -322,7 +343,7 @@ async fn open<T: Transport>(
         Ok(p) => p,
         Err(None) => return None,
         Err(Some(r)) => {
-            auth.record_failure(peer_ip, &r);
+            auth.record_failure(peer_ip, claimed.as_deref(), &r);
             info!(parent: &span, realm = %hello.realm, reason = %r.reason, "session refused: {}", r.message);
             return quit(abort(t, &r.reason, &r.message, CloseKind::Normal)).await;
         }

@@ -49,6 +49,7 @@ struct Ports {
     dynamic: u16,
     unregistered: u16,
     limited: u16,
+    proxied: u16,
 }
 
 fn transport(port: u16, auth: Value, options: Value) -> Value {
@@ -66,6 +67,7 @@ fn node() -> (Node, String) {
         dynamic: free_port(),
         unregistered: free_port(),
         limited: free_port(),
+        proxied: free_port(),
     };
     let dynamic = |proc_: &str| json!({"type": "dynamic", "authenticator": proc_, "authenticator-realm": "auth"});
     let cfg = json!({
@@ -97,7 +99,8 @@ fn node() -> (Node, String) {
                 transport(ports.unregistered, json!({
                     "ticket": {"type": "dynamic", "authenticator": "com.example.nobody"}
                 }), json!({})),
-                transport(ports.limited, static_auth(), json!({"max_auth_failures": 5, "auth_failure_window": 60000}))
+                transport(ports.limited, static_auth(), json!({"max_auth_failures": 5, "auth_failure_window": 60000})),
+                transport(ports.proxied, static_auth(), json!({"max_auth_failures": 3, "trusted_proxies": ["127.0.0.1"]}))
             ]
         }]
     });
@@ -107,6 +110,7 @@ fn node() -> (Node, String) {
         "dynamic": format!("ws://127.0.0.1:{}/ws", ports.dynamic),
         "unregistered": format!("ws://127.0.0.1:{}/ws", ports.unregistered),
         "limited": format!("ws://127.0.0.1:{}/ws", ports.limited),
+        "proxied": format!("ws://127.0.0.1:{}/ws", ports.proxied),
     })
     .to_string();
     (node, urls)
@@ -187,4 +191,25 @@ fn brute_force_meets_the_rate_limit_while_others_get_in() {
         "{}",
         node.log()
     );
+}
+
+#[test]
+fn a_login_storm_from_one_address_spares_other_users_behind_it() {
+    let node = run("login_storm_spares_the_innocent", &["json"]);
+    let log = node.log();
+    // 20 attempts while locked out: one line for the lockout, not twenty.
+    let lockouts = log.matches("locked out until the failure window").count();
+    assert_eq!(lockouts, 1, "{log}");
+    // 35 failures: a warning each up to the limit, then one saying so.
+    assert_eq!(
+        log.matches("this address's attempts are now slowed")
+            .count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn a_trusted_proxy_names_the_client_for_the_login_limits() {
+    run("trusted_proxy_names_the_client", &["json"]);
 }

@@ -376,6 +376,80 @@ async def brute_force_is_rate_limited(urls, ser):
     await leave(s)
 
 
+async def raw_ticket(url, authid, value, forwarded_for=None, source="127.0.0.1"):
+    """A ticket login with Python `websockets` (which can send headers and
+    pick its source address): the router's first answer after AUTHENTICATE
+    (WELCOME or ABORT), or the ABORT it sends at HELLO."""
+    kw = {"additional_headers": {"X-Forwarded-For": forwarded_for}} if forwarded_for else {}
+    r = await Raw.open(url, local_addr=(source, 0), **kw)
+    await r.send([1, "realm1", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": authid}])
+    msg = await r.recv()
+    if msg[0] == 4:
+        await r.send([5, value, {}])
+        msg = await r.recv()
+    await r.ws.close()
+    return msg
+
+
+@scenario
+async def login_storm_spares_the_innocent(urls, ser):
+    """The limited transport: 5 failures per (address, authid) in 60 s."""
+    url = urls["limited"]
+    attacker = "127.0.0.3"
+    # A storm over many authids from one address (credential stuffing).
+    for batch in range(3):
+        answers = await asyncio.gather(
+            *(raw_ticket(url, f"user{batch}-{i}", "guess", source=attacker) for i in range(10))
+        )
+        assert all(a[0] == 3 and a[2] == "wamp.error.authentication_failed" for a in answers), answers
+    # ...and at one user, who is locked out from that address.
+    for i in range(5):
+        a = await raw_ticket(url, "joe", f"guess{i}", source=attacker)
+        assert a[0] == 3 and a[2] == "wamp.error.authentication_failed", a
+    for i in range(20):
+        a = await raw_ticket(url, "joe", TICKETS["joe"], source=attacker)
+        assert a[0] == 3 and "too many failed authentication attempts for this authid" in a[1]["message"], a
+    # Another user behind the same address gets in, slowed by at most
+    # auth_failure_delay (1 s by default).
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    s = await connect(url, ser, authmethods=["wampcra"], authid="peter", on_challenge=cra("peter-pw"), local_addr=(attacker, 0))
+    took = loop.time() - t0
+    assert s.details.authid == "peter", s.details
+    assert took < 3, f"a correct login behind a stormed address took {took:.2f} s"
+    await leave(s)
+    # joe from elsewhere is not locked out.
+    a = await raw_ticket(url, "joe", TICKETS["joe"], source="127.0.0.4")
+    assert a[0] == 2, a
+    print(f"correct login behind the stormed address took {took:.2f} s", flush=True)
+
+
+@scenario
+async def trusted_proxy_names_the_client(urls, ser):
+    """The proxied transport trusts 127.0.0.1 and allows 3 failures."""
+    url = urls["proxied"]
+    for i in range(3):
+        a = await raw_ticket(url, "joe", f"guess{i}", forwarded_for="198.51.100.7")
+        assert a[0] == 3 and a[2] == "wamp.error.authentication_failed", a
+    # The client behind the proxy is locked out...
+    a = await raw_ticket(url, "joe", TICKETS["joe"], forwarded_for="198.51.100.7")
+    assert a[0] == 3 and "too many failed" in a[1]["message"], a
+    # ...not every client of the proxy, nor the proxy itself.
+    a = await raw_ticket(url, "joe", TICKETS["joe"], forwarded_for="198.51.100.8")
+    assert a[0] == 2, a
+    a = await raw_ticket(url, "joe", TICKETS["joe"])
+    assert a[0] == 2, a
+    # A client that is not a trusted proxy cannot pick its address: its
+    # forged header is ignored and its failures are its own.
+    for i in range(3):
+        a = await raw_ticket(url, "joe", f"guess{i}", forwarded_for="198.51.100.9", source="127.0.0.5")
+        assert a[0] == 3 and a[2] == "wamp.error.authentication_failed", a
+    a = await raw_ticket(url, "joe", TICKETS["joe"], forwarded_for="198.51.100.9")
+    assert a[0] == 2, "the forged address was not locked out"
+    a = await raw_ticket(url, "joe", TICKETS["joe"], source="127.0.0.5")
+    assert a[0] == 3 and "too many failed" in a[1]["message"], a
+
+
 async def main():
     urls, name, sers = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3:]
     for ser in sers:

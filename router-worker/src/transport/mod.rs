@@ -15,6 +15,7 @@
 //!
 //! All run on TCP and on Unix sockets ([`Listener`]).
 
+pub mod forwarded;
 pub mod frame_guard;
 pub mod rawsocket;
 pub mod web;

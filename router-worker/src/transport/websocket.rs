@@ -71,6 +71,8 @@ pub struct ListenerSettings {
     pub web: Option<Arc<super::web::WebSettings>>,
     /// Browser origins allowed; any when `None`.
     pub allowed_origins: Option<Vec<String>>,
+    /// Proxies whose forwarding headers name the client.
+    pub trusted_proxies: super::forwarded::TrustedProxies,
 }
 
 impl ListenerSettings {
@@ -127,6 +129,10 @@ impl ListenerSettings {
             write_buffer_size,
             web: None,
             allowed_origins: o.allowed_origins.clone(),
+            // Checked by `RouterConfig::validate`; nothing is trusted if a
+            // config got here unchecked.
+            trusted_proxies: super::forwarded::TrustedProxies::parse(&o.trusted_proxies)
+                .unwrap_or_default(),
         }
     }
 }
@@ -325,14 +331,43 @@ async fn upgrade<S: Io>(
         pending: VecDeque::new(),
         max_message_size: settings.max_message_size,
     };
-    let mut info = TransportInfo::new("websocket", protocol, peer.desc);
+    let (peer_ip, desc, proxy) = behind_proxy(&peer, &http, &settings.trusted_proxies);
+    let mut info = TransportInfo::new("websocket", protocol, desc);
     info.cred = peer.cred;
+    info.proxy = proxy;
     let conn = session::Connection {
-        peer_ip: peer.ip,
+        peer_ip,
         transport: info,
         http,
     };
     Some((transport, conn))
+}
+
+/// The client's address, its description for the transport details, and
+/// the proxy's (when a trusted proxy forwarded the connection).
+fn behind_proxy(
+    peer: &Peer,
+    http: &proto::Dict,
+    trusted: &super::forwarded::TrustedProxies,
+) -> (Option<std::net::IpAddr>, String, Option<String>) {
+    let Some(ip) = peer.ip.filter(|_| !trusted.is_empty()) else {
+        return (peer.ip, peer.desc.clone(), None);
+    };
+    let header = |name: &str| match http.get("http_headers_received") {
+        Some(proto::Value::Dict(h)) => h.get(name).and_then(proto::Value::as_str),
+        _ => None,
+    };
+    let client =
+        super::forwarded::client_ip(ip, header("forwarded"), header("x-forwarded-for"), trusted);
+    if client == ip {
+        return (peer.ip, peer.desc.clone(), None);
+    }
+    let family = if client.is_ipv4() { "tcp4" } else { "tcp6" };
+    (
+        Some(client),
+        format!("{family}:{client}"),
+        Some(peer.desc.clone()),
+    )
 }
 
 /// `websocket.testee`: echo every message back (no WAMP), for the
