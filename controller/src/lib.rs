@@ -5,13 +5,19 @@
 //!   `node.json`; the embedded default config.
 //! - [`logging`]: tracing setup (`--loglevel`, `RUST_LOG`/`TRELLIS_LOG`,
 //!   `--log-format`).
-//! - [`node`]: `trellis start`: binds every router and serves until SIGTERM
-//!   or SIGINT. Router workers run inside this process until process
-//!   supervision lands.
+//! - [`node`]: `trellis start`: the controller; starts and supervises the
+//!   workers ([`spawn`], [`supervisor`]), answers the control socket
+//!   ([`control`]), keeps per-worker logs ([`logs`]), talks to systemd
+//!   ([`systemd`]).
+//! - [`worker`]: `trellis worker`: a router or container worker process.
+//! - [`guest`]: `trellis guest-shim`: stands between the controller and a
+//!   guest program so that nothing the guest starts outlives the node.
+//! - [`components`]: the built-in components.
 
 pub mod components;
 pub mod config;
 pub mod control;
+pub mod guest;
 pub mod logging;
 pub mod logs;
 pub mod node;

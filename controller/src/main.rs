@@ -82,6 +82,16 @@ enum Command {
     },
     /// Print version, serializers, transports and features.
     Version,
+    /// Run a guest program under the shim (started by the controller).
+    #[command(hide = true)]
+    GuestShim {
+        /// Seconds the guest gets after SIGTERM before everything is killed.
+        #[arg(long, default_value_t = 10.0)]
+        grace: f64,
+        /// The guest program and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Run a worker (started by the controller, not by hand).
     #[command(hide = true)]
     Worker {
@@ -168,6 +178,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Worker { kind, id, control } => run_worker(kind, id, control, cli.log_format),
+        Command::GuestShim { grace, command } => match command.split_first() {
+            Some((program, args)) => {
+                trellis::guest::run(program, args, Duration::from_secs_f64(grace.max(0.0)))
+            }
+            None => ExitCode::from(2),
+        },
         Command::Start { config, node_dir } => {
             let spec = logging::effective_spec(&cli.loglevel);
             // The controller's own router code serves only the control

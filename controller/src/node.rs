@@ -22,12 +22,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{self, ControllerOptions, NodeConfig, WorkerKind, WorkerSpec};
+use crate::config::{self, ControllerOptions, NodeConfig, RouterFailure, WorkerKind, WorkerSpec};
 use crate::control;
 use crate::logging::LogFormat;
 use crate::logs;
 use crate::spawn::{self, RouterAddress};
-use crate::supervisor::{Decision, Exit, Supervision};
+use crate::supervisor::{Decision, Exit, Health, Liveness, Supervision};
 use crate::systemd;
 
 /// How the controller was started.
@@ -58,6 +58,8 @@ enum State {
     Stopped,
     /// Restarted too often; given up.
     Failed,
+    /// Running, but not answering the controller's pings.
+    Unresponsive,
 }
 
 impl State {
@@ -69,6 +71,7 @@ impl State {
             State::Stopping => "stopping",
             State::Stopped => "stopped",
             State::Failed => "failed",
+            State::Unresponsive => "unresponsive",
         }
     }
 }
@@ -94,6 +97,10 @@ struct Slot {
     last_exit: Option<String>,
     sink: logs::Sink,
     replace: Option<Replace>,
+    /// Answers to the controller's pings (routers and containers).
+    live: Liveness,
+    /// Why the controller killed the current process, for its exit line.
+    killed_because: Option<String>,
 }
 
 enum Event {
@@ -116,6 +123,11 @@ enum Event {
         id: String,
         generation: u64,
     },
+    /// A worker answered a ping.
+    Alive {
+        id: String,
+        generation: u64,
+    },
     Stop,
     Status(oneshot::Sender<Vec<Dict>>),
 }
@@ -135,6 +147,10 @@ struct Node {
     events_tx: mpsc::Sender<Event>,
     events: mpsc::Receiver<Event>,
     link: Client,
+    /// Stops the systemd watchdog pings.
+    watchdog: CancellationToken,
+    /// A router worker failed for good: why (the node exits non-zero).
+    fatal: Option<String>,
 }
 
 /// Run the node until `shutdown` (a signal) or `trellis stop`; SIGHUP
@@ -188,6 +204,7 @@ pub async fn run(
         control_socket: socket.clone(),
         log_format: opts.log_format,
         log_spec: opts.log_spec.clone(),
+        guest_grace: cfg.controller.shutdown_timeout,
     };
     let mut node = Node {
         controller: cfg.controller.clone(),
@@ -198,6 +215,8 @@ pub async fn run(
         events,
         link,
         opts,
+        watchdog: CancellationToken::new(),
+        fatal: None,
     };
     for spec in cfg.workers {
         let slot = node.new_slot(spec);
@@ -216,10 +235,12 @@ pub async fn run(
             let ms = started.elapsed().as_millis() as u64;
             info!(startup_ms = ms, "node ready: every worker is up");
             systemd::ready(&format!("{} workers running", node.slots.len()));
-            let watchdog = CancellationToken::new();
-            systemd::spawn_watchdog(watchdog.clone());
+            systemd::spawn_watchdog(node.watchdog.clone());
             node.supervise(&shutdown, &mut reload).await;
-            watchdog.cancel();
+            node.watchdog.cancel();
+            if let Some(why) = node.fatal.take() {
+                result = Err(why);
+            }
         }
         // Asked to stop while starting: a clean stop, not a failure.
         Err(ref e) if e == STOPPED_WHILE_STARTING => {
@@ -366,7 +387,17 @@ impl Node {
             spawned: None,
             last_exit: None,
             replace: None,
+            live: self.liveness(),
+            killed_because: None,
         }
+    }
+
+    fn liveness(&self) -> Liveness {
+        Liveness::new(
+            Duration::from_secs_f64(self.controller.worker_ping_interval),
+            Duration::from_secs_f64(self.controller.worker_ping_timeout),
+            Instant::now(),
+        )
     }
 
     fn find(&self, id: &str) -> Option<usize> {
@@ -505,20 +536,101 @@ impl Node {
         }
     }
 
-    /// The node's steady state: until a signal or `trellis stop`.
+    /// The node's steady state: until a signal or `trellis stop`, or a
+    /// router's failure when `on_router_failure` is `stop`.
     async fn supervise(&mut self, shutdown: &CancellationToken, reload: &mut mpsc::Receiver<()>) {
+        let mut pings = tokio::time::interval(Duration::from_secs_f64(
+            self.controller.worker_ping_interval,
+        ));
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = reload.recv() => if r.is_some() {
                     self.reload().await;
                 },
+                _ = pings.tick() => self.check_liveness(),
                 ev = self.events.recv() => match ev {
                     None | Some(Event::Stop) => return,
                     Some(ev) => self.handle(ev).await,
                 },
             }
+            if self.fatal.is_some() && self.controller.on_router_failure == RouterFailure::Stop {
+                return;
+            }
         }
+    }
+
+    /// Judge each router and container by its answers to earlier pings,
+    /// kill the ones silent for longer than `worker_ping_timeout`, and ping
+    /// the rest again.
+    fn check_liveness(&mut self) {
+        let now = Instant::now();
+        let interval = Duration::from_secs_f64(self.controller.worker_ping_interval);
+        for s in &mut self.slots {
+            if matches!(s.spec.kind, WorkerKind::Guest(_))
+                || !matches!(s.state, State::Running | State::Unresponsive)
+            {
+                continue;
+            }
+            let Some(pid) = s.pid else { continue };
+            let id = s.spec.id.clone();
+            match s.live.health(now) {
+                Health::Fine => {
+                    if s.state == State::Unresponsive {
+                        info!(worker = %id, pid, "worker answers its pings again");
+                        s.state = State::Running;
+                    }
+                }
+                Health::Unresponsive => {
+                    if s.state == State::Running {
+                        warn!(worker = %id, pid, "worker does not answer its pings (stopped or stuck?)");
+                        s.state = State::Unresponsive;
+                    }
+                }
+                Health::Dead => {
+                    let why = format!(
+                        "no answer to pings for {} s (controller.options.worker_ping_timeout)",
+                        self.controller.worker_ping_timeout
+                    );
+                    error!(worker = %id, pid, "{why}: killing it; it is restarted like a crashed worker");
+                    signal_group(pid, Signal::SIGKILL);
+                    s.killed_because = Some(why);
+                    // Its exit follows; no second kill before then.
+                    s.live.answered(now);
+                    continue;
+                }
+            }
+            let (link, tx, generation) = (self.link.clone(), self.events_tx.clone(), s.generation);
+            tokio::spawn(async move {
+                let uri = control::worker_procedure(&id, "ping");
+                let call = link.call(&uri, Payload::default());
+                if let Ok(Ok(_)) = tokio::time::timeout(interval, call).await {
+                    let _ = tx.try_send(Event::Alive { id, generation });
+                }
+            });
+        }
+    }
+
+    /// A router has failed for good: the node is not serving what it
+    /// should, and systemd must be able to tell.
+    fn router_failed(&mut self, id: &str, why: &str) {
+        let what = format!("router worker {id:?} failed for good ({why})");
+        match self.controller.on_router_failure {
+            RouterFailure::Stop => {
+                error!(
+                    "{what}: stopping the node with a non-zero status (controller.options.on_router_failure: stop)"
+                );
+            }
+            RouterFailure::Keep => {
+                error!(
+                    "{what}: the other workers keep running, the systemd watchdog is no longer fed, and the node exits non-zero when stopped (controller.options.on_router_failure: keep)"
+                );
+                self.watchdog.cancel();
+                systemd::status(&format!("degraded: {what}"));
+            }
+        }
+        self.fatal = Some(what);
     }
 
     async fn handle(&mut self, ev: Event) {
@@ -538,6 +650,7 @@ impl Node {
                     return;
                 }
                 slot.state = State::Running;
+                slot.live.answered(Instant::now());
                 let ms = slot.spawned.map_or(0, |t| t.elapsed().as_millis() as u64);
                 info!(worker = %id, pid, ready_ms = ms, restarts = slot.sup.total_restarts, "worker ready");
                 if first_router == Some(i)
@@ -571,6 +684,13 @@ impl Node {
                     self.spawn_slot(i).await;
                 }
             }
+            Event::Alive { id, generation } => {
+                if let Some(i) = self.find(&id)
+                    && self.slots[i].generation == generation
+                {
+                    self.slots[i].live.answered(Instant::now());
+                }
+            }
             Event::Status(reply) => {
                 let _ = reply.send(self.status_rows());
             }
@@ -589,6 +709,10 @@ impl Node {
             // Whatever the worker started in its group goes with it.
             signal_group(pid, Signal::SIGKILL);
         }
+        let what = match slot.killed_because.take() {
+            Some(why) => format!("{what} by the controller: {why}"),
+            None => what,
+        };
         slot.last_exit = Some(what.clone());
         match slot.replace.take() {
             Some(Replace::Remove) => {
@@ -634,6 +758,10 @@ impl Node {
                 "give-up"
             }
         };
+        if let (Decision::GiveUp(why), WorkerKind::Router(_)) = (&decision, &slot.spec.kind) {
+            let why = why.clone();
+            self.router_failed(id, &why);
+        }
         let link = self.link.clone();
         let kwargs = dict! {
             "id" => id,

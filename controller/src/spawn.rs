@@ -3,7 +3,8 @@
 //! Each worker is its own process group (a terminal's Ctrl-C reaches only
 //! the controller, and a stop signals the whole group), dies with the
 //! controller (`PR_SET_PDEATHSIG`), runs in the node directory, and has
-//! its stdout and stderr piped into its [`logs::Sink`].
+//! its stdout and stderr piped into its [`logs::Sink`]. Guests run under
+//! [`crate::guest`]'s shim, so that their own children die with them.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,9 @@ pub struct Context {
     pub log_format: LogFormat,
     /// The controller's log filter, for workers without `options.loglevel`.
     pub log_spec: String,
+    /// Seconds a guest gets after SIGTERM before its shim kills what is
+    /// left (`controller.options.shutdown_timeout`).
+    pub guest_grace: f64,
 }
 
 /// Where guests find the router: `TRELLIS_ROUTER_URL` and friends.
@@ -127,8 +131,15 @@ pub async fn spawn(
             death_signal = Signal::SIGTERM;
         }
         WorkerKind::Guest(g) => {
-            cmd = Command::new(&g.executable);
-            cmd.args(&g.arguments);
+            // Through the shim (this binary), which takes the guest's whole
+            // process tree with it however the node ends.
+            cmd = Command::new(&ctx.exe);
+            cmd.arg("guest-shim")
+                .arg("--grace")
+                .arg(ctx.guest_grace.to_string())
+                .arg("--")
+                .arg(&g.executable)
+                .args(&g.arguments);
             if !spec.options.env.inherit {
                 cmd.env_clear();
             }
@@ -150,8 +161,9 @@ pub async fn spawn(
                 None => ctx.node_dir.clone(),
             };
             cmd.current_dir(&workdir).stdin(Stdio::null());
-            // A guest may ignore SIGTERM; it must still not outlive us.
-            death_signal = Signal::SIGKILL;
+            // The shim stops the guest (SIGTERM, then SIGKILL after the
+            // grace) and everything it started.
+            death_signal = Signal::SIGTERM;
         }
     }
     cmd.stdout(Stdio::piped())

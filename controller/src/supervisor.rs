@@ -110,6 +110,54 @@ impl Supervision {
     }
 }
 
+/// How a worker answers the controller's pings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// It answers.
+    Fine,
+    /// Silent for more than two ping intervals: shown as unresponsive.
+    Unresponsive,
+    /// Silent for longer than the ping timeout: to be killed.
+    Dead,
+}
+
+/// One worker's liveness, from the answers to its pings (pure: time is
+/// passed in).
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    interval: Duration,
+    timeout: Duration,
+    last_answer: Instant,
+}
+
+impl Liveness {
+    /// A worker that was (re)started or became ready at `now`.
+    pub fn new(interval: Duration, timeout: Duration, now: Instant) -> Liveness {
+        Liveness {
+            interval,
+            timeout,
+            last_answer: now,
+        }
+    }
+
+    /// It answered a ping at `now`.
+    pub fn answered(&mut self, now: Instant) {
+        self.last_answer = now;
+    }
+
+    /// What its silence so far means.
+    pub fn health(&self, now: Instant) -> Health {
+        let silent = now.saturating_duration_since(self.last_answer);
+        if silent > self.timeout {
+            Health::Dead
+        } else if silent > self.interval * 2 {
+            Health::Unresponsive
+        } else {
+            Health::Fine
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +240,18 @@ mod tests {
     fn exits_read_well() {
         assert_eq!(Exit::Signal(9).to_string(), "killed by SIGKILL");
         assert_eq!(Exit::Code(3).to_string(), "exited with status 3");
+    }
+
+    #[test]
+    fn silence_becomes_unresponsive_then_dead() {
+        let t = Instant::now();
+        let mut l = Liveness::new(Duration::from_secs(1), Duration::from_secs(5), t);
+        let at = |s: f64| t + Duration::from_secs_f64(s);
+        assert_eq!(l.health(at(1.5)), Health::Fine);
+        assert_eq!(l.health(at(2.5)), Health::Unresponsive);
+        assert_eq!(l.health(at(5.5)), Health::Dead);
+        l.answered(at(5.0));
+        assert_eq!(l.health(at(5.5)), Health::Fine, "an answer heals it");
+        assert_eq!(l.health(at(10.1)), Health::Dead);
     }
 }

@@ -233,6 +233,28 @@ pub async fn run(
         }
     };
     register(&link, &control::worker_procedure(&id, "status"), status).await?;
+    // The controller's liveness check: answered once every realm's actor
+    // has got to it, so a stuck realm is as silent as a stopped process.
+    let ping_realms = realms.clone();
+    register(
+        &link,
+        &control::worker_procedure(&id, "ping"),
+        move |_: Payload, _: Dict| {
+            let realms = ping_realms.clone();
+            async move {
+                if let Some(realms) = realms {
+                    let all: Vec<_> = realms.all();
+                    for r in all {
+                        r.ping().await.map_err(|_| {
+                            CallError::new("trellis.error.stopping", "a realm has stopped")
+                        })?;
+                    }
+                }
+                Ok(Payload::default())
+            }
+        },
+    )
+    .await?;
     let stop = shutdown.clone();
     register(
         &link,

@@ -270,6 +270,9 @@ pub enum RealmCommand {
     Message { session: Id, msg: Message },
     /// A message produced by a task the realm started (a minted token).
     Deliver { to: Id, msg: Message },
+    /// Answer when the realm gets to it (the controller's liveness check:
+    /// a realm stuck in a loop never does).
+    Ping { reply: oneshot::Sender<()> },
     /// A call's `timeout` option expired.
     Timeout {
         invocation: Id,
@@ -354,6 +357,20 @@ impl RealmHandle {
                 cfg: Box::new(cfg.clone()),
             })
             .await;
+    }
+
+    /// Wait until the realm's actor has handled everything queued before
+    /// this.
+    ///
+    /// # Errors
+    /// [`RealmStopped`] if the realm has stopped.
+    pub async fn ping(&self) -> Result<(), RealmStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(RealmCommand::Ping { reply })
+            .await
+            .map_err(|_| RealmStopped)?;
+        answer.await.map_err(|_| RealmStopped)
     }
 
     /// Close every session of the realm (it was removed from the config).
@@ -792,6 +809,9 @@ impl Realm {
                 reply,
             } => self.internal_call(&procedure, payload, timeout_ms, Waiter::Task(reply)),
             RealmCommand::Leave { session } => self.leave(session),
+            RealmCommand::Ping { reply } => {
+                let _ = reply.send(());
+            }
             RealmCommand::Reconfigure { cfg } => {
                 let authz = Arc::new(Authorizer::new(&cfg.roles));
                 self.shared_authz.store(authz.clone());

@@ -189,7 +189,11 @@ fn a_node_heals_worker_crashes_and_stops_without_leftovers() {
     assert!(r["sessions"]["realm1"].as_u64().is_some(), "{s}");
     assert_eq!(worker(&s, "container1")["type"], "container");
     assert_eq!(first["worker"], "guest1", "the guest sees its id: {first}");
-    assert_eq!(first["pid"].as_i64(), Some(i64::from(pid_of(&s, "guest1"))));
+    // The status shows the guest's shim, whose child the guest is.
+    assert_eq!(
+        first["ppid"].as_i64(),
+        Some(i64::from(pid_of(&s, "guest1")))
+    );
 
     // A bystander session on the router calls its own procedure throughout
     // the guest's and the container's crashes.
@@ -234,7 +238,7 @@ fn a_node_heals_worker_crashes_and_stops_without_leftovers() {
     );
     let back = call_until(&node, "com.guest.ping");
     assert_eq!(
-        back["pid"].as_i64(),
+        back["ppid"].as_i64(),
         Some(i64::from(guest_pid)),
         "the same guest"
     );
@@ -720,4 +724,175 @@ impl Drop for Follower {
             let _ = c.wait();
         }
     }
+}
+
+/// Read a pid a guest wrote into the node directory.
+fn wait_pid_file(node: &Node, name: &str) -> i32 {
+    let path = node.node_dir().join(name);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no {name} written by the guest");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn killing_the_controller_leaves_no_grandchild_of_a_guest() {
+    let port = free_port();
+    let mut cfg = router_config(port);
+    // A guest with children of its own: one in its process group, one
+    // that left it (setsid), as daemons do.
+    cfg["workers"].as_array_mut().expect("workers").push(json!({
+        "type": "guest", "id": "family", "executable": "sh",
+        "arguments": ["-c", "sleep 300 & echo $! > kid.pid; setsid sleep 301 & echo $! > daemon.pid; wait"]
+    }));
+    let mut node = Node::start(&cfg, port);
+    let kid = wait_pid_file(&node, "kid.pid");
+    let daemon = wait_pid_file(&node, "daemon.pid");
+    let s = wait_status(&node, "the guest running", |s| {
+        running_with_restarts(s, "family", 0)
+    });
+    let shim = pid_of(&s, "family");
+    assert!(alive(kid) && alive(daemon));
+    node.signal(Signal::SIGKILL);
+    node.wait(Duration::from_secs(5));
+    wait_gone(
+        &[shim, kid, daemon],
+        "a guest's children after kill -9 of the controller",
+    );
+}
+
+#[test]
+fn an_unresponsive_worker_is_shown_then_killed_and_restarted() {
+    let port = free_port();
+    let mut cfg = router_config(port);
+    cfg["controller"] = json!({"options": {"worker_ping_interval": 0.2, "worker_ping_timeout": 2}});
+    let workers = cfg["workers"].as_array_mut().expect("workers");
+    workers.push(json!({"type": "container", "id": "container1",
+        "options": {"restart": {"backoff_initial": 0.05}}}));
+    let node = Node::start(&cfg, port);
+    let s = wait_status(&node, "the container running", |s| {
+        running_with_restarts(s, "container1", 0)
+    });
+    let pid = pid_of(&s, "container1");
+    // A stopped process answers nothing, like a deadlocked one.
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP");
+    wait_status(&node, "the container shown as unresponsive", |s| {
+        worker(s, "container1")["state"] == "unresponsive"
+    });
+    let s = wait_status(&node, "the container killed and restarted", |s| {
+        running_with_restarts(s, "container1", 1)
+    });
+    assert_ne!(pid_of(&s, "container1"), pid);
+    let last = worker(&s, "container1")["last_exit"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        last.contains("killed by SIGKILL by the controller: no answer to pings for 2 s"),
+        "{last}"
+    );
+    assert!(!alive(pid), "the stopped process is gone");
+    // The router served throughout and still does.
+    assert_eq!(worker(&s, "router1")["restarts"], 0);
+    assert_eq!(worker(&s, "router1")["state"], "running");
+}
+
+/// A router that crashes more often than its restart limit allows.
+fn router_giving_up(policy: &str) -> (Value, u16) {
+    let port = free_port();
+    let mut cfg = router_config(port);
+    cfg["controller"] = json!({"options": {"on_router_failure": policy}});
+    let workers = cfg["workers"].as_array_mut().expect("workers");
+    workers[0]["options"] =
+        json!({"restart": {"max_restarts": 1, "window": 60, "backoff_initial": 0.05}});
+    workers.push(json!({"type": "container", "id": "container1"}));
+    (cfg, port)
+}
+
+fn kill_router_twice(node: &Node) {
+    let s = wait_status(node, "the router running", |s| {
+        running_with_restarts(s, "router1", 0)
+    });
+    kill(Pid::from_raw(pid_of(&s, "router1")), Signal::SIGKILL).expect("kill router");
+    let s = wait_status(node, "the router restarted", |s| {
+        running_with_restarts(s, "router1", 1)
+    });
+    kill(Pid::from_raw(pid_of(&s, "router1")), Signal::SIGKILL).expect("kill router");
+}
+
+#[test]
+fn a_router_that_gives_up_stops_the_node_with_a_failure_status() {
+    let (cfg, port) = router_giving_up("stop");
+    let mut node = Node::start(&cfg, port);
+    kill_router_twice(&node);
+    let st = node.wait(Duration::from_secs(20));
+    assert!(!st.success(), "the node exited 0 with its router failed");
+    let log = node.log();
+    assert!(
+        log.contains("router worker \"router1\" failed for good")
+            && log.contains("on_router_failure: stop"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_router_that_gives_up_starves_the_watchdog_when_kept() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let (cfg, port) = router_giving_up("keep");
+    let notify = sock_path.display().to_string();
+    let mut node = Node::start_with(
+        &cfg,
+        port,
+        &[
+            ("NOTIFY_SOCKET", notify.as_str()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+        &[],
+    );
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("READY");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    kill_router_twice(&node);
+    let s = wait_status(&node, "the router failed", |s| {
+        worker(s, "router1")["state"] == "failed"
+    });
+    assert_eq!(
+        worker(&s, "container1")["state"],
+        "running",
+        "the rest keeps running"
+    );
+    // Whatever was in flight arrives at once; then no more watchdog pings
+    // (they came every 200 ms).
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    while sock.recv(&mut buf).is_ok() {}
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
+    match sock.recv(&mut buf) {
+        Err(_) => {}
+        Ok(n) => {
+            let msg = String::from_utf8_lossy(&buf[..n]);
+            assert!(
+                !msg.contains("WATCHDOG=1"),
+                "the watchdog is still fed: {msg}"
+            );
+        }
+    }
+    node.signal(Signal::SIGTERM);
+    let st = node.wait(Duration::from_secs(20));
+    assert!(
+        !st.success(),
+        "a node whose router failed exited 0 on SIGTERM"
+    );
 }

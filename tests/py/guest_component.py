@@ -29,7 +29,9 @@ async def joined(session, details):
     joins += 1
 
     def ping():
-        return {"pid": os.getpid(), "joins": joins, "worker": os.environ.get("TRELLIS_WORKER_ID")}
+        # Its parent is the shim the controller started (trellis status
+        # shows the shim's pid).
+        return {"pid": os.getpid(), "ppid": os.getppid(), "joins": joins, "worker": os.environ.get("TRELLIS_WORKER_ID")}
 
     await session.register(ping, "com.guest.ping")
     print(f"guest component joined (join {joins})", flush=True)

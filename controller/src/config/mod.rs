@@ -401,6 +401,29 @@ pub struct ControllerOptions {
     pub log_max_size: u64,
     /// Rotated log files kept per worker (`WORKER.log.1` …).
     pub log_keep: u32,
+    /// What the node does when a router worker has failed for good (its
+    /// restart limit reached): stop with a non-zero status, so that systemd
+    /// (`Restart=on-failure`) acts, or keep the other workers running while
+    /// no longer feeding the watchdog.
+    pub on_router_failure: RouterFailure,
+    /// Seconds between liveness pings to each router and container worker
+    /// over its control link.
+    pub worker_ping_interval: f64,
+    /// Seconds a worker may leave pings unanswered (stopped, deadlocked)
+    /// before it is killed and restarted like a crashed one.
+    pub worker_ping_timeout: f64,
+}
+
+/// `controller.options.on_router_failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RouterFailure {
+    /// Stop the node and exit non-zero.
+    #[default]
+    Stop,
+    /// Keep the rest running; stop feeding the watchdog; exit non-zero
+    /// when stopped.
+    Keep,
 }
 
 impl Default for ControllerOptions {
@@ -410,6 +433,9 @@ impl Default for ControllerOptions {
             startup_timeout: 30.0,
             log_max_size: 10 << 20,
             log_keep: 5,
+            on_router_failure: RouterFailure::Stop,
+            worker_ping_interval: 5.0,
+            worker_ping_timeout: 15.0,
         }
     }
 }
@@ -680,9 +706,20 @@ fn decode_controller(c: serde_json::Value, errors: &mut Vec<ConfigError>) -> Con
     match serde_path_to_error::deserialize::<_, ControllerOptions>(serde_json::Value::Object(opts))
     {
         Ok(o) => {
+            if o.worker_ping_timeout < o.worker_ping_interval {
+                errors.push(ConfigError {
+                    path: "controller.options.worker_ping_timeout".into(),
+                    message: format!(
+                        "must be at least worker_ping_interval ({} s), found {}",
+                        o.worker_ping_interval, o.worker_ping_timeout
+                    ),
+                });
+            }
             for (key, v) in [
                 ("shutdown_timeout", o.shutdown_timeout),
                 ("startup_timeout", o.startup_timeout),
+                ("worker_ping_interval", o.worker_ping_interval),
+                ("worker_ping_timeout", o.worker_ping_timeout),
             ] {
                 if !(v > 0.0 && v <= 3600.0) {
                     errors.push(ConfigError {
