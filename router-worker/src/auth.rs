@@ -187,6 +187,26 @@ impl Failures {
     }
 }
 
+/// Whether `map` may take `key`: at most [`MAX_TRACKED_PEERS`] entries,
+/// those without a failure in the window forgotten first, so that a flood
+/// of addresses or authids cannot grow memory.
+fn room_for<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Failures>,
+    key: &K,
+    now: Instant,
+    window: Duration,
+) -> bool {
+    if map.len() < MAX_TRACKED_PEERS || map.contains_key(key) {
+        return true;
+    }
+    map.retain(|_, f| {
+        f.times
+            .back()
+            .is_some_and(|t| now.saturating_duration_since(*t) <= window)
+    });
+    map.len() < MAX_TRACKED_PEERS
+}
+
 /// The pause per failure over the limit, before `max_delay` caps it.
 const DELAY_STEP: Duration = Duration::from_millis(100);
 /// Failures kept per address: enough to compute the pause, bounded.
@@ -244,15 +264,8 @@ impl FailureLimiter {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let window = self.window;
         let max = self.max as usize;
-        if st.addrs.len() >= MAX_TRACKED_PEERS && !st.addrs.contains_key(&ip) {
-            st.addrs.retain(|_, f| {
-                f.times
-                    .back()
-                    .is_some_and(|t| now.saturating_duration_since(*t) <= window)
-            });
-            if st.addrs.len() >= MAX_TRACKED_PEERS {
-                return 0;
-            }
+        if !room_for(&mut st.addrs, &ip, now, window) {
+            return 0;
         }
         let f = st.addrs.entry(ip).or_default();
         f.expire(now, window);
@@ -265,15 +278,8 @@ impl FailureLimiter {
             return count;
         };
         let key = (ip, authid.to_owned());
-        if st.pairs.len() >= MAX_TRACKED_PEERS && !st.pairs.contains_key(&key) {
-            st.pairs.retain(|_, f| {
-                f.times
-                    .back()
-                    .is_some_and(|t| now.saturating_duration_since(*t) <= window)
-            });
-            if st.pairs.len() >= MAX_TRACKED_PEERS {
-                return count;
-            }
+        if !room_for(&mut st.pairs, &key, now, window) {
+            return count;
         }
         let f = st.pairs.entry(key).or_default();
         f.times.push_back(now);

@@ -486,17 +486,13 @@ fn sighup_reloads_and_trellis_stop_stops() {
 #[test]
 fn systemd_hears_ready_and_stopping() {
     let dir = tempfile::tempdir().expect("tmp");
-    let sock_path = dir.path().join("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind notify socket");
-    sock.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    let (sock, notify) = notify_socket(dir.path());
     let port = free_port();
     let mut cfg = router_config(port);
     cfg["workers"]
         .as_array_mut()
         .expect("workers")
         .push(json!({"type": "container", "id": "c1"}));
-    let notify = sock_path.display().to_string();
     let mut node = Node::start_with(
         &cfg,
         port,
@@ -726,6 +722,15 @@ impl Drop for Follower {
     }
 }
 
+/// A datagram socket standing in for systemd's `NOTIFY_SOCKET`, and its path.
+fn notify_socket(dir: &Path) -> (std::os::unix::net::UnixDatagram, String) {
+    let path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    (sock, path.display().to_string())
+}
+
 /// Read a pid a guest wrote into the node directory.
 fn wait_pid_file(node: &Node, name: &str) -> i32 {
     let path = node.node_dir().join(name);
@@ -845,12 +850,8 @@ fn a_router_that_gives_up_stops_the_node_with_a_failure_status() {
 #[test]
 fn a_router_that_gives_up_starves_the_watchdog_when_kept() {
     let dir = tempfile::tempdir().expect("tmp");
-    let sock_path = dir.path().join("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind notify socket");
-    sock.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    let (sock, notify) = notify_socket(dir.path());
     let (cfg, port) = router_giving_up("keep");
-    let notify = sock_path.display().to_string();
     let mut node = Node::start_with(
         &cfg,
         port,

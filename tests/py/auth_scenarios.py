@@ -8,8 +8,6 @@ URLS_JSON names the test node's transports: {"static": ..., "dynamic": ...,
 
 import asyncio
 import json
-import sys
-import traceback
 
 from autobahn.wamp import auth
 from autobahn.wamp.cryptosign import CryptosignKey
@@ -17,6 +15,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions
 
 from raw_client import Raw
+from scenarios import main
 from wamp_client import connect, cra, expect_error, leave, refused
 
 SCENARIOS = {}
@@ -450,17 +449,5 @@ async def trusted_proxy_names_the_client(urls, ser):
     assert a[0] == 3 and "too many failed" in a[1]["message"], a
 
 
-async def main():
-    urls, name, sers = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3:]
-    for ser in sers:
-        try:
-            await asyncio.wait_for(SCENARIOS[name](urls, ser), 90)
-        except Exception:
-            print(f"FAILED {name} with {ser}", flush=True)
-            traceback.print_exc()
-            sys.exit(1)
-        print(f"ok {name} {ser}", flush=True)
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(SCENARIOS, json.loads, 90))

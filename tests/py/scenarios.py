@@ -393,12 +393,16 @@ async def pattern_and_shared_registrations(url, ser):
     await leave(c1, c2, c3, caller)
 
 
-async def main():
-    url, name, sers = sys.argv[1], sys.argv[2], sys.argv[3:]
-    fn = SCENARIOS[name]
+async def main(registry=None, target=str, timeout=60):
+    """Run `argv[2]` of `registry` (this file's scenarios by default) once
+    per serializer, against `target(argv[1])` (the URL, or the JSON of a
+    node's URLs)."""
+    arg, name, sers = sys.argv[1], sys.argv[2], sys.argv[3:]
+    url = target(arg)
+    fn = (SCENARIOS if registry is None else registry)[name]
     for ser in sers:
         try:
-            await asyncio.wait_for(fn(url, ser), 60)
+            await asyncio.wait_for(fn(url, ser), timeout)
         except Exception:
             print(f"FAILED {name} with {ser}", flush=True)
             traceback.print_exc()

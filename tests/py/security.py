@@ -20,12 +20,11 @@ unaffected.
 import asyncio
 import json
 import re
-import sys
-import traceback
 
 from autobahn.wamp.types import PublishOptions, RegisterOptions, SubscribeOptions
 
 from raw_client import ROLES, Raw
+from scenarios import main
 from wamp_client import connect, expect_error, leave, wait
 
 SCENARIOS = {}
@@ -34,27 +33,25 @@ RANDOM_AUTHID = re.compile(r"^[A-HJ-NP-Z2-9]{4}(-[A-HJ-NP-Z2-9]{4}){5}$")
 
 
 def scenario(fn):
-    SCENARIOS[fn.__name__] = fn
+    """Each scenario runs beside a bystander: a callee on the main transport
+    whose procedure must still answer when the scenario is over."""
+
+    async def beside_a_bystander(urls, ser):
+        url = urls["main"]
+        by = await connect(url, ser)
+        await by.register(lambda x: x, "com.open.echo")
+        await fn(urls, ser)
+        c = await connect(url, ser)
+        assert await c.call("com.open.echo", "still here") == "still here"
+        await leave(c, by)
+
+    SCENARIOS[fn.__name__] = beside_a_bystander
     return fn
-
-
-async def bystander(url, ser):
-    """A callee whose procedure must keep answering."""
-    s = await connect(url, ser)
-    await s.register(lambda x: x, "com.open.echo")
-    return s
-
-
-async def still_serves(url, ser, by):
-    c = await connect(url, ser)
-    assert await c.call("com.open.echo", "still here") == "still here"
-    await leave(c, by)
 
 
 @scenario
 async def pattern_registration_needs_a_covering_rule(urls, ser):
     url = urls["main"]
-    by = await bystander(url, ser)
     attacker = await connect(url, ser)
     # Allowed exactly, so not as a pattern over everything after it.
     await expect_error(
@@ -84,13 +81,11 @@ async def pattern_registration_needs_a_covering_rule(urls, ser):
         await expect_error(caller.call(uri, "secret"), "wamp.error.no_such_procedure")
     assert await caller.call("com.open.mine.x") == "mine"
     await leave(attacker, owner, caller)
-    await still_serves(url, ser, by)
 
 
 @scenario
 async def pattern_subscription_needs_a_covering_rule(urls, ser):
     url = urls["main"]
-    by = await bystander(url, ser)
     s = await connect(url, ser)
     await expect_error(
         s.subscribe(lambda *a: None, "com.secret.", options=SubscribeOptions(match="prefix")),
@@ -121,13 +116,11 @@ async def pattern_subscription_needs_a_covering_rule(urls, ser):
     sub = await s.subscribe(lambda *a: None, "com.open.", options=SubscribeOptions(match="prefix"))
     assert await s.call("wamp.subscription.lookup", "com.open.", {"match": "prefix"}) == sub.id
     await leave(s)
-    await still_serves(url, ser, by)
 
 
 @scenario
 async def anonymous_authid_is_never_the_clients(urls, ser):
     url = urls["main"]
-    by = await bystander(url, ser)
     bob_wannabe = await connect(url, ser, authid="bob")
     mine = bob_wannabe.details.authid
     assert mine != "bob" and RANDOM_AUTHID.match(mine), mine
@@ -152,13 +145,11 @@ async def anonymous_authid_is_never_the_clients(urls, ser):
     named = await connect(urls["named"], ser, authid="bob")
     assert named.details.authid == "guest", named.details.authid
     await leave(bob_wannabe, other, pub, named)
-    await still_serves(url, ser, by)
 
 
 @scenario
 async def retained_events_keep_their_audience(urls, ser):
     url = urls["main"]
-    by = await bystander(url, ser)
     pub = await connect(url, ser)
     friend = await connect(url, ser)
     stranger = await connect(url, ser)
@@ -194,26 +185,22 @@ async def retained_events_keep_their_audience(urls, ser):
     await p.call("wamp.session.count")
     assert sorted(seen) == ["all", "x"], seen
     await leave(pub, friend, stranger, p)
-    await still_serves(url, ser, by)
 
 
 @scenario
 async def wildcard_rule_decides_over_prefix(urls, ser):
     url = urls["main"]
-    by = await bystander(url, ser)
     s = await connect(url, ser)
     # com. allows call, but the wildcard com..private decides (as in Crossbar.io).
     await expect_error(s.call("com.foo.private"), "wamp.error.not_authorized", '"com.foo.private"')
     await expect_error(s.call("com.foo.public"), "wamp.error.no_such_procedure")
     await expect_error(s.call("com.foo.private.x"), "wamp.error.no_such_procedure")
     await leave(s)
-    await still_serves(url, ser, by)
 
 
 @scenario
 async def meta_kill_follows_the_specification(urls, ser):
     url = urls["main"]
-    by = await bystander(url, ser)
     killer = await connect(url, ser)
     victim = await connect(url, ser)
     await expect_error(
@@ -230,7 +217,6 @@ async def meta_kill_follows_the_specification(urls, ser):
         await killer.call("wamp.session.kill_by_authid", o.details.authid)
         assert (await wait(o.left, "kill_by_authid")).reason == "wamp.close.normal"
     await leave(killer)
-    await still_serves(url, ser, by)
 
 
 @scenario
@@ -246,17 +232,5 @@ async def secrets_stay_out_of_logs(urls, ser):
     await leave(s)
 
 
-async def main():
-    urls, name, sers = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3:]
-    for ser in sers:
-        try:
-            await asyncio.wait_for(SCENARIOS[name](urls, ser), 90)
-        except Exception:
-            print(f"FAILED {name} with {ser}", flush=True)
-            traceback.print_exc()
-            sys.exit(1)
-        print(f"ok {name} {ser}", flush=True)
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(SCENARIOS, json.loads, 90))
