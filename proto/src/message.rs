@@ -464,7 +464,10 @@ impl Message {
         let mut r = Reader::new(list)?;
         let msg = match r.code {
             code::HELLO => Message::Hello(Hello {
-                realm: r.string("Realm")?,
+                // A null realm (the client names none) is the empty string:
+                // the router joins it to the realm its authentication
+                // assigns, or refuses it saying so.
+                realm: r.string_or_null("Realm")?,
                 details: r.dict("Details")?,
             }),
             code::WELCOME => Message::Welcome(Welcome {
@@ -589,6 +592,65 @@ struct Reader {
     pos: usize,
 }
 
+/// The specification's name of element `pos` (1-based, the type code is
+/// element 1) of a message of type `code`, for error messages.
+pub fn field_name(code: u64, pos: usize) -> &'static str {
+    const REQ_OPTS: [&str; 2] = ["Request", "Options"];
+    let fields: &[&str] = match code {
+        1 => &["Realm", "Details"],
+        2 => &["Session", "Details"],
+        3 | 6 => &["Details", "Reason"],
+        4 => &["AuthMethod", "Extra"],
+        5 => &["Signature", "Extra"],
+        8 => &[
+            "Request.Type",
+            "Request",
+            "Details",
+            "Error",
+            "Arguments",
+            "ArgumentsKw",
+        ],
+        16 => &["Request", "Options", "Topic", "Arguments", "ArgumentsKw"],
+        17 => &["Request", "Publication"],
+        32 => &["Request", "Options", "Topic"],
+        33 => &["Request", "Subscription"],
+        34 => &["Request", "Subscription"],
+        35 | 67 => &["Request", "Details"],
+        36 => &[
+            "Subscription",
+            "Publication",
+            "Details",
+            "Arguments",
+            "ArgumentsKw",
+        ],
+        48 => &[
+            "Request",
+            "Options",
+            "Procedure",
+            "Arguments",
+            "ArgumentsKw",
+        ],
+        49 | 69 => &REQ_OPTS,
+        50 => &["Request", "Details", "Arguments", "ArgumentsKw"],
+        64 => &["Request", "Options", "Procedure"],
+        65 => &["Request", "Registration"],
+        66 => &["Request", "Registration"],
+        68 => &[
+            "Request",
+            "Registration",
+            "Details",
+            "Arguments",
+            "ArgumentsKw",
+        ],
+        70 => &["Request", "Options", "Arguments", "ArgumentsKw"],
+        _ => &[],
+    };
+    pos.checked_sub(2)
+        .and_then(|i| fields.get(i))
+        .copied()
+        .unwrap_or("extra element")
+}
+
 impl Reader {
     fn new(list: Vec<Value>) -> Result<Self, DecodeError> {
         let mut items = list.into_iter();
@@ -636,7 +698,7 @@ impl Reader {
 
     fn id(&mut self, field: &str) -> Result<Id, DecodeError> {
         match self.next() {
-            Some(v) => match v.as_u64() {
+            Some(v) => match v.as_id() {
                 Some(id) if (1..=MAX_ID).contains(&id) => Ok(id),
                 Some(id) => Err(DecodeError::Shape(format!(
                     "{} element {} ({field}) must be an id between 1 and 2^53, found {id}",
@@ -649,6 +711,14 @@ impl Reader {
         }
     }
 
+    fn string_or_null(&mut self, field: &str) -> Result<String, DecodeError> {
+        match self.next() {
+            Some(Value::Str(s)) => Ok(s),
+            Some(Value::Null) => Ok(String::new()),
+            other => Err(self.err(field, "a string (or null)", other.as_ref())),
+        }
+    }
+
     fn string(&mut self, field: &str) -> Result<String, DecodeError> {
         match self.next() {
             Some(Value::Str(s)) => Ok(s),
@@ -658,7 +728,14 @@ impl Reader {
 
     fn dict(&mut self, field: &str) -> Result<Dict, DecodeError> {
         match self.next() {
-            Some(Value::Dict(d)) => Ok(d),
+            Some(Value::Dict(mut d)) => {
+                // An option set to null is an option not set (the
+                // specification is silent; clients send both).
+                if field == "Options" && d.values().any(Value::is_null) {
+                    d.retain(|_, v| !v.is_null());
+                }
+                Ok(d)
+            }
             other => Err(self.err(field, "a dict", other.as_ref())),
         }
     }

@@ -40,7 +40,7 @@ impl MatchPolicy {
     /// A message naming the bad value and the accepted ones.
     pub fn from_option(v: Option<&Value>) -> Result<MatchPolicy, String> {
         match v {
-            None => Ok(MatchPolicy::Exact),
+            None | Some(Value::Null) => Ok(MatchPolicy::Exact),
             Some(Value::Str(s)) => MatchPolicy::from_name(s).ok_or_else(|| {
                 format!(
                     "unknown match policy {s:?}: expected \"exact\", \"prefix\" or \"wildcard\""

@@ -61,6 +61,23 @@ impl Value {
         }
     }
 
+    /// True for `Value::Null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// The value as an id (a non-negative integer up to 2^53): an integer,
+    /// or a float that is one exactly, as wampy.js's CBOR sends integers
+    /// above 2^32 (float64).
+    pub fn as_id(&self) -> Option<u64> {
+        match self {
+            Value::Float(f) if f.fract() == 0.0 && (0.0..=crate::MAX_ID as f64).contains(f) => {
+                Some(*f as u64)
+            }
+            other => other.as_u64(),
+        }
+    }
+
     /// The value as a signed integer, if it is one that fits.
     pub fn as_i64(&self) -> Option<i64> {
         match self {

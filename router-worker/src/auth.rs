@@ -713,6 +713,14 @@ impl AuthSettings {
         principal: Principal,
         source: &str,
     ) -> Result<Principal, Refusal> {
+        if principal.realm.is_empty() {
+            return Err(refuse(
+                wamp_uri::NO_SUCH_REALM,
+                format!(
+                    "the client named no realm (HELLO's realm was null) and {source} assigned none: name a realm in HELLO"
+                ),
+            ));
+        }
         let Some(realm) = ctx.realms.get(&principal.realm) else {
             return Err(refuse(
                 wamp_uri::NO_SUCH_REALM,
@@ -760,7 +768,9 @@ impl AuthSettings {
         let Some(pr) = entry else {
             return Ok(None);
         };
+        // A HELLO without a realm (null) joins the principal's.
         if let Some(r) = &pr.realm
+            && !hello_realm.is_empty()
             && r != hello_realm
         {
             return Err(deny(
@@ -777,7 +787,7 @@ impl AuthSettings {
             authrole: pr.role.clone(),
             authmethod: "peercred".into(),
             authprovider: "static".into(),
-            realm: hello_realm.to_owned(),
+            realm: pr.realm.clone().unwrap_or_else(|| hello_realm.to_owned()),
             extra: Dict::new(),
         }))
     }

@@ -48,12 +48,25 @@ impl fmt::Display for Action {
 }
 
 /// The outcome of an authorization check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
     /// The action may proceed.
     pub allow: bool,
     /// The caller/publisher identity must be disclosed.
     pub disclose: bool,
+    /// A client's own `disclose_me` is honoured (`disclose.on_request`).
+    pub disclose_on_request: bool,
+}
+
+impl Default for Decision {
+    /// Denied (no rule matched).
+    fn default() -> Self {
+        Decision {
+            allow: false,
+            disclose: false,
+            disclose_on_request: true,
+        }
+    }
 }
 
 /// The compiled permissions of one role.
@@ -253,7 +266,11 @@ fn decide(rule: &PermissionConfig, action: Action) -> Decision {
         Action::Publish => rule.disclose.publisher,
         _ => false,
     };
-    Decision { allow, disclose }
+    Decision {
+        allow,
+        disclose,
+        disclose_on_request: rule.disclose.on_request,
+    }
 }
 
 /// The rules that would cover a whole pattern, for an error message.
@@ -301,7 +318,8 @@ mod tests {
             a.authorize("user", "com.app.add", Action::Call),
             Decision {
                 allow: true,
-                disclose: true
+                disclose: true,
+                disclose_on_request: true
             }
         );
         assert!(

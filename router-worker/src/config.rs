@@ -179,7 +179,7 @@ pub struct AllowConfig {
 }
 
 /// Identity disclosure settings.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DiscloseConfig {
     /// Disclose the caller to the callee even if the caller did not ask.
@@ -188,6 +188,22 @@ pub struct DiscloseConfig {
     /// Disclose the publisher to subscribers even if the publisher did not ask.
     #[serde(default)]
     pub publisher: bool,
+    /// Honour a client's own `disclose_me` (default true: disclosing
+    /// oneself harms no one, and clients such as swampyer always ask).
+    /// False refuses such calls and publications with
+    /// `wamp.error.option_disallowed.disclose_me`.
+    #[serde(default = "yes")]
+    pub on_request: bool,
+}
+
+impl Default for DiscloseConfig {
+    fn default() -> Self {
+        DiscloseConfig {
+            caller: false,
+            publisher: false,
+            on_request: true,
+        }
+    }
 }
 
 mod match_policy {
@@ -389,11 +405,17 @@ pub struct WebSocketOptions {
     /// about this size. See [`WebSocketOptions::write_buffer_for`].
     pub write_buffer_size: Option<usize>,
     /// Milliseconds of silence from a peer before the router pings it
-    /// (0: never).
-    pub auto_ping_interval: u64,
+    /// (0: never). Unset: 30000 on WebSocket; 0 on RawSocket, as in
+    /// Crossbar.io (clients such as swampyer never answer a RawSocket
+    /// ping; `tcp_keepalive` finds dead peers there).
+    pub auto_ping_interval: Option<u64>,
     /// Milliseconds the router waits for anything (the pong) after its
     /// ping before it closes the connection as dead.
     pub auto_ping_timeout: u64,
+    /// TCP keepalive on every TCP connection, in milliseconds: idle time
+    /// before the first probe and the time between probes; a peer that
+    /// answers none of 4 probes is dead. 0 turns it off.
+    pub tcp_keepalive: u64,
     /// Browser origins allowed to open the WebSocket (`*` wildcards, e.g.
     /// `https://*.example.com`); any when absent. Clients that send no
     /// `Origin` (non-browsers) are not affected.
@@ -401,6 +423,14 @@ pub struct WebSocketOptions {
 }
 
 impl WebSocketOptions {
+    /// `auto_ping_interval`, or its default for a transport of `kind`.
+    pub fn auto_ping_for(&self, kind: TransportKind) -> u64 {
+        self.auto_ping_interval.unwrap_or(match kind {
+            TransportKind::Rawsocket => 0,
+            _ => 30_000,
+        })
+    }
+
     /// `write_buffer_size`, or its default for a transport of `kind`.
     pub fn write_buffer_for(&self, kind: TransportKind) -> usize {
         self.write_buffer_size.unwrap_or(match kind {
@@ -429,8 +459,9 @@ impl Default for WebSocketOptions {
             max_calls_in_flight: 1000,
             write_timeout: 10_000,
             write_buffer_size: None,
-            auto_ping_interval: 30_000,
+            auto_ping_interval: None,
             auto_ping_timeout: 10_000,
+            tcp_keepalive: 30_000,
             allowed_origins: None,
         }
     }
@@ -1026,6 +1057,15 @@ impl RouterConfig {
         }
         if let Err(e) = crate::transport::forwarded::TrustedProxies::parse(&o.trusted_proxies) {
             p(format!("{pre}.options.trusted_proxies"), e);
+        }
+        if o.tcp_keepalive != 0 && o.tcp_keepalive < 1000 {
+            p(
+                format!("{pre}.options.tcp_keepalive"),
+                format!(
+                    "must be 0 (off) or at least 1000 ms (TCP counts keepalive time in seconds), found {}",
+                    o.tcp_keepalive
+                ),
+            );
         }
         if o.auth_failure_delay > 60_000 {
             p(

@@ -38,7 +38,7 @@ fn arg<'a>(
 
 fn id_arg(p: &Payload, i: usize, name: &str, proc_: &str) -> Result<Id, (&'static str, String)> {
     let v = arg(p, i, name, proc_)?;
-    v.as_u64().ok_or_else(|| {
+    v.as_id().ok_or_else(|| {
         bad(format!(
             "{proc_}: {name} must be an id (integer), found {}",
             v.type_name()

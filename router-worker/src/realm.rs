@@ -617,7 +617,7 @@ fn opt_ids(options: &Dict, key: &str) -> Result<Option<Vec<Id>>, String> {
         Some(Value::List(l)) => l
             .iter()
             .map(|v| {
-                v.as_u64().ok_or_else(|| {
+                v.as_id().ok_or_else(|| {
                     format!(
                         "option {key:?} must be a list of session ids, found a {}",
                         v.type_name()
@@ -1090,6 +1090,7 @@ impl Realm {
             None => Ok(crate::authz::Decision {
                 allow: cached.allow,
                 disclose: cached.disclose,
+                disclose_on_request: true,
             }),
         })
     }
@@ -1101,15 +1102,15 @@ impl Realm {
     }
 
     /// Check a client URI: its syntax under `policy`, the role's permission,
-    /// then the reserved `wamp.` prefix. Returns whether the identity must be
-    /// disclosed, or the error to send.
+    /// then the reserved `wamp.` prefix. Returns the permission's decision
+    /// (disclosure), or the error to send.
     fn check_uri(
         &mut self,
         session: Id,
         uri_str: &str,
         policy: MatchPolicy,
         action: Action,
-    ) -> Result<bool, (&'static str, String)> {
+    ) -> Result<crate::authz::Decision, (&'static str, String)> {
         if let Err(e) = uri::validate(uri_str, policy, self.strict) {
             return Err((wamp_uri::INVALID_URI, e.to_string()));
         }
@@ -1144,7 +1145,32 @@ impl Realm {
                 ),
             ));
         }
-        Ok(decision.disclose)
+        Ok(decision)
+    }
+
+    /// Whether a caller or publisher is disclosed: when its permission says
+    /// so, or when it asks (`disclose_me`) and the permission does not
+    /// refuse that (`disclose.on_request: false`, the refusal logged).
+    fn disclosed(
+        &self,
+        session: Id,
+        d: crate::authz::Decision,
+        asked: bool,
+        action: Action,
+        uri_str: &str,
+    ) -> Result<bool, (&'static str, String)> {
+        if d.disclose || !asked {
+            return Ok(d.disclose);
+        }
+        if d.disclose_on_request {
+            return Ok(true);
+        }
+        let text = format!(
+            "role {:?} may not disclose its identity when it does {action} on {uri_str:?}: the realm's permission sets disclose.on_request to false; send it without disclose_me",
+            self.role(session)
+        );
+        info!(session, uri = %uri_str, %action, "disclose_me refused: {text}");
+        Err((wamp_uri::OPTION_DISALLOWED_DISCLOSE_ME, text))
     }
 
     fn dispatch(&mut self, session: Id, msg: Message) {
@@ -1274,11 +1300,11 @@ impl Realm {
                 debug!(session, topic = %p.topic, error = uri, "unacknowledged publish refused: {text}");
             }
         };
-        let disclose_forced =
-            match self.check_uri(session, &p.topic, MatchPolicy::Exact, Action::Publish) {
-                Ok(d) => d,
-                Err((uri, text)) => return fail(self, uri, text),
-            };
+        let decision = match self.check_uri(session, &p.topic, MatchPolicy::Exact, Action::Publish)
+        {
+            Ok(d) => d,
+            Err((uri, text)) => return fail(self, uri, text),
+        };
         let parsed = (|| {
             let exclude_me = opt_bool(&p.options, "exclude_me")?.unwrap_or(true);
             let disclose_me = opt_bool(&p.options, "disclose_me")?.unwrap_or(false);
@@ -1295,19 +1321,13 @@ impl Realm {
             Ok(x) => x,
             Err(text) => return fail(self, wamp_uri::INVALID_ARGUMENT, text),
         };
-        if disclose_me && !disclose_forced {
-            return fail(
-                self,
-                wamp_uri::OPTION_DISALLOWED_DISCLOSE_ME,
-                format!(
-                    "role {:?} may not disclose its identity on {:?}: the realm's permission sets disclose.publisher",
-                    self.role(session),
-                    p.topic
-                ),
-            );
-        }
+        let disclose =
+            match self.disclosed(session, decision, disclose_me, Action::Publish, &p.topic) {
+                Ok(d) => d,
+                Err((uri, text)) => return fail(self, uri, text),
+            };
         let publication = rand::random_range(1..=proto::MAX_ID);
-        if disclose_forced {
+        if disclose {
             details.insert("publisher".into(), Value::from(session));
             if let Some(e) = self.sessions.get(&session) {
                 details.insert(
@@ -1583,11 +1603,11 @@ impl Realm {
                 ),
             );
         }
-        let disclose_forced =
-            match self.check_uri(session, &c.procedure, MatchPolicy::Exact, Action::Call) {
-                Ok(d) => d,
-                Err((uri, text)) => return fail(self, uri, text),
-            };
+        let decision = match self.check_uri(session, &c.procedure, MatchPolicy::Exact, Action::Call)
+        {
+            Ok(d) => d,
+            Err((uri, text)) => return fail(self, uri, text),
+        };
         let flags = (|| {
             // Milliseconds, as the WAMP spec says (autobahn-python passes
             // CallOptions.timeout through unchanged); fractions round up.
@@ -1664,18 +1684,12 @@ impl Realm {
         if timeout > 0 {
             details.insert("timeout".into(), Value::from(timeout));
         }
-        if disclose_me && !disclose_forced {
-            return fail(
-                self,
-                wamp_uri::OPTION_DISALLOWED_DISCLOSE_ME,
-                format!(
-                    "role {:?} may not disclose its identity when calling {:?}: the realm's permission sets disclose.caller",
-                    self.role(session),
-                    c.procedure
-                ),
-            );
-        }
-        if disclose_forced && let Some(e) = self.sessions.get(&session) {
+        let disclose =
+            match self.disclosed(session, decision, disclose_me, Action::Call, &c.procedure) {
+                Ok(d) => d,
+                Err((uri, text)) => return fail(self, uri, text),
+            };
+        if disclose && let Some(e) = self.sessions.get(&session) {
             details.insert("caller".into(), Value::from(session));
             details.insert("caller_authid".into(), Value::from(e.info.authid.as_str()));
             details.insert(

@@ -272,7 +272,9 @@ async fn open<T: Transport>(
             return quit(violation(t, &span, &msg)).await;
         }
     };
-    if let Err(e) = proto::uri::validate(&hello.realm, proto::uri::MatchPolicy::Exact, false) {
+    if !hello.realm.is_empty()
+        && let Err(e) = proto::uri::validate(&hello.realm, proto::uri::MatchPolicy::Exact, false)
+    {
         let msg = format!("HELLO names no valid realm: {e}");
         return quit(abort(
             t,

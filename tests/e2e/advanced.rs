@@ -50,8 +50,12 @@ fn progressive_call_invocations() {
 }
 
 #[test]
-fn disclose_me_is_refused_when_the_role_does_not_disclose() {
-    scenario("disclose_me_refused_by_role");
+fn disclose_me_is_honoured_unless_the_permission_refuses_it() {
+    run("disclose_me_is_honoured_unless_refused", |cfg| {
+        permissions(cfg).push(json!({"uri": "com.example.private.", "match": "prefix",
+            "allow": {"call": true, "register": true, "publish": true, "subscribe": true},
+            "disclose": {"on_request": false}}));
+    });
 }
 
 #[test]

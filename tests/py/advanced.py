@@ -148,18 +148,41 @@ async def progressive_call_invocations(url, ser):
 
 
 @scenario
-async def disclose_me_refused_by_role(url, ser):
-    """Default permissions: disclose caller and publisher false."""
+async def disclose_me_is_honoured_unless_refused(url, ser):
+    """Default permissions (disclose caller and publisher false) honour a
+    client's own disclose_me, as Crossbar.io ignores it and swampyer sends it
+    on every call; com.example.private. sets disclose.on_request false."""
     callee = await connect(url, ser)
-    await callee.register(lambda: "ok", "com.example.who")
+    seen = []
+    await callee.register(lambda details=None: seen.append(details.caller) or "ok", "com.example.who",
+                          options=RegisterOptions(details_arg="details"))
+    # autobahn-python no longer sends disclose_me; a raw peer asks as
+    # swampyer does (tests/py/swampyer_peer.py uses swampyer itself).
+    caller = await Raw.open(url)
+    me = (await caller.hello())[1]
+    await caller.send([48, 1, {"disclose_me": True}, "com.example.who"])
+    assert (await caller.recv())[:2] == [50, 1]
+    await caller.send([48, 2, {}, "com.example.who"])
+    assert (await caller.recv())[:2] == [50, 2]
+    assert seen == [me, None], seen
+    got = asyncio.get_event_loop().create_future()
+    await callee.subscribe(lambda details=None: got.set_result(details.publisher), "com.example.t",
+                           options=SubscribeOptions(details_arg="details"))
+    await caller.send([16, 3, {"disclose_me": True, "acknowledge": True}, "com.example.t"])
+    assert (await caller.recv())[:2] == [17, 3]
+    assert await wait(got, "the disclosed event") == me
+    await caller.ws.close()
+    # An operator may refuse it per permission.
+    await callee.register(lambda: "ok", "com.example.private.who")
     r = await Raw.open(url)
     await r.hello()
-    await r.send([48, 1, {"disclose_me": True}, "com.example.who"])
-    await r.expect_error(48, 1, "wamp.error.option_disallowed.disclose_me")
-    await r.send([16, 2, {"disclose_me": True, "acknowledge": True}, "com.example.t"])
+    await r.send([48, 1, {"disclose_me": True}, "com.example.private.who"])
+    text = await r.expect_error(48, 1, "wamp.error.option_disallowed.disclose_me")
+    assert "disclose.on_request" in text and "without disclose_me" in text, text
+    await r.send([16, 2, {"disclose_me": True, "acknowledge": True}, "com.example.private.t"])
     await r.expect_error(16, 2, "wamp.error.option_disallowed.disclose_me")
-    # Without the option everything works.
-    await r.send([48, 3, {}, "com.example.who"])
+    # Without the option everything works there too.
+    await r.send([48, 3, {}, "com.example.private.who"])
     assert (await r.recv())[:2] == [50, 3]
     await r.ws.close()
     await leave(callee)

@@ -1,17 +1,19 @@
-//! CBOR (`wamp.2.cbor`): binary values as byte strings; tags are ignored.
+//! CBOR (`wamp.2.cbor`): binary values as byte strings; RFC 8746 typed
+//! arrays (tags 64..=87, what cbor-x sends for a `Uint8Array`) decode as
+//! binary, and other tags are read as the value they wrap.
 
-use super::wire::{OwnedValue, WireMessage};
+use super::wire::{OwnedMessage, WireMessage, placed};
 use crate::errors::{DecodeError, EncodeError};
 use crate::message::Message;
 use crate::value::Value;
 
 pub(super) fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
     let mut rest: &[u8] = bytes;
-    let OwnedValue::<false>(v) =
+    let OwnedMessage::<false>(v) =
         ciborium::de::from_reader_with_recursion_limit(&mut rest, super::MAX_DEPTH + 1).map_err(
             |e| DecodeError::Syntax {
                 serializer: "CBOR",
-                detail: e.to_string(),
+                detail: placed(readable(e)),
             },
         )?;
     if !rest.is_empty() {
@@ -29,4 +31,17 @@ pub(super) fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError
         serializer: "CBOR",
         detail: e.to_string(),
     })
+}
+
+/// ciborium's errors print as their Debug form; say what they mean.
+fn readable(e: ciborium::de::Error<std::io::Error>) -> String {
+    use ciborium::de::Error as E;
+    match e {
+        E::Semantic(_, text) => text,
+        E::Syntax(offset) => format!("malformed CBOR at byte {offset}"),
+        E::Io(io) => format!("the message ended early ({io})"),
+        E::RecursionLimitExceeded => {
+            format!("nesting deeper than the limit of {}", super::MAX_DEPTH)
+        }
+    }
 }

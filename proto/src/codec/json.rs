@@ -2,7 +2,7 @@
 //! serde_json's own recursion limit (128) sits above [`super::MAX_DEPTH`],
 //! so the depth check in `check_depth` decides.
 
-use super::wire::{OwnedValue, WireMessage};
+use super::wire::{OwnedMessage, WireMessage, placed};
 use crate::errors::{DecodeError, EncodeError};
 use crate::message::Message;
 use crate::value::Value;
@@ -11,9 +11,9 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let syntax = |e: serde_json::Error| DecodeError::Syntax {
         serializer: "JSON",
-        detail: e.to_string(),
+        detail: placed(e.to_string()),
     };
-    let OwnedValue::<true>(v) = serde::Deserialize::deserialize(&mut de).map_err(syntax)?;
+    let OwnedMessage::<true>(v) = serde::Deserialize::deserialize(&mut de).map_err(syntax)?;
     de.end().map_err(syntax)?;
     super::check_depth(&v, "JSON")?;
     Ok(v)

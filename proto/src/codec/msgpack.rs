@@ -1,6 +1,6 @@
 //! MessagePack (`wamp.2.msgpack`): binary values as `bin`.
 
-use super::wire::{OwnedValue, WireMessage};
+use super::wire::{OwnedMessage, WireMessage, placed};
 use crate::errors::{DecodeError, EncodeError};
 use crate::message::Message;
 use crate::value::Value;
@@ -8,11 +8,11 @@ use crate::value::Value;
 pub(super) fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
     let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
     de.set_max_depth(super::MAX_DEPTH + 1);
-    let OwnedValue::<false>(v) =
+    let OwnedMessage::<false>(v) =
         serde::Deserialize::deserialize(&mut de).map_err(|e: rmp_serde::decode::Error| {
             DecodeError::Syntax {
                 serializer: "MessagePack",
-                detail: e.to_string(),
+                detail: placed(e.to_string()),
             }
         })?;
     let rest = bytes.len() as u64 - de.position();

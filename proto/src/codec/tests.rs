@@ -29,6 +29,14 @@ fn arb_dict() -> impl Strategy<Value = Dict> {
     proptest::collection::btree_map("[a-z_]{1,8}", arb_value(), 0..4)
 }
 
+/// Options: a null option is decoded as an absent one, so none is null.
+fn arb_options() -> impl Strategy<Value = Dict> {
+    arb_dict().prop_map(|mut d| {
+        d.retain(|_, v| !v.is_null());
+        d
+    })
+}
+
 fn arb_payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
         4 => (proptest::collection::vec(arb_value(), 0..4), arb_dict())
@@ -77,7 +85,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     payload
                 })
             ),
-        (arb_id(), arb_dict(), arb_uri(), arb_payload()).prop_map(
+        (arb_id(), arb_options(), arb_uri(), arb_payload()).prop_map(
             |(request, options, topic, payload)| Message::Publish(Publish {
                 request,
                 options,
@@ -89,13 +97,13 @@ fn arb_message() -> impl Strategy<Value = Message> {
             request,
             publication
         })),
-        (arb_id(), arb_dict(), arb_uri()).prop_map(|(request, options, topic)| Message::Subscribe(
-            Subscribe {
+        (arb_id(), arb_options(), arb_uri()).prop_map(|(request, options, topic)| {
+            Message::Subscribe(Subscribe {
                 request,
                 options,
-                topic
-            }
-        )),
+                topic,
+            })
+        }),
         (arb_id(), arb_id()).prop_map(|(request, subscription)| Message::Subscribed(Subscribed {
             request,
             subscription
@@ -117,7 +125,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 payload
             })
         ),
-        (arb_id(), arb_dict(), arb_uri(), arb_payload()).prop_map(
+        (arb_id(), arb_options(), arb_uri(), arb_payload()).prop_map(
             |(request, options, procedure, payload)| Message::Call(Call {
                 request,
                 options,
@@ -125,7 +133,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 payload
             })
         ),
-        (arb_id(), arb_dict())
+        (arb_id(), arb_options())
             .prop_map(|(request, options)| Message::Cancel(Cancel { request, options })),
         (arb_id(), arb_dict(), arb_payload()).prop_map(|(request, details, payload)| {
             Message::Result(CallResult {
@@ -134,7 +142,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 payload,
             })
         }),
-        (arb_id(), arb_dict(), arb_uri()).prop_map(|(request, options, procedure)| {
+        (arb_id(), arb_options(), arb_uri()).prop_map(|(request, options, procedure)| {
             Message::Register(Register {
                 request,
                 options,
@@ -160,9 +168,9 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 payload
             })
         ),
-        (arb_id(), arb_dict())
+        (arb_id(), arb_options())
             .prop_map(|(request, options)| Message::Interrupt(Interrupt { request, options })),
-        (arb_id(), arb_dict(), arb_payload()).prop_map(|(request, options, payload)| {
+        (arb_id(), arb_options(), arb_payload()).prop_map(|(request, options, payload)| {
             Message::Yield(Yield {
                 request,
                 options,
@@ -330,7 +338,10 @@ fn deep_nesting_is_refused_not_overflowed() {
         let mut cb = vec![0x85, 16, 1, 0xa0, 0x61, b't'];
         cb.extend(std::iter::repeat_n(0x81u8, depth));
         cb.push(0xf6);
-        assert!(Serializer::Cbor.decode(&cb).is_err());
+        let e = Serializer::Cbor.decode(&cb).unwrap_err();
+        // Errors are not wrapped once per level (ciborium escapes the
+        // message it wraps: that would double at every level).
+        assert!(e.to_string().len() < 300, "{e}");
     }
 }
 
@@ -359,4 +370,97 @@ fn hostile_length_prefixes_do_not_allocate() {
             .decode(&[0x93, 1, 0xa1, b'r', 0x81, 1, 2])
             .is_err()
     );
+}
+
+/// What wampy.js sends: cbor-x tags every `Uint8Array` (RFC 8746 tag 64),
+/// and integers above 2^32 arrive as float64.
+#[test]
+fn cbor_typed_arrays_are_binary_and_integral_floats_are_ids() {
+    // [48, 7, {}, "com.echo", [64(h'0102ff')]]
+    let call = [
+        0x85, 0x18, 48, 0x07, 0xa0, 0x68, b'c', b'o', b'm', b'.', b'e', b'c', b'h', b'o', 0x81,
+        0xd8, 64, 0x43, 1, 2, 0xff,
+    ];
+    match Serializer::Cbor.decode(&call).unwrap() {
+        Message::Call(c) => assert_eq!(c.payload.args, vec![Value::Bytes(vec![1, 2, 0xff])]),
+        other => panic!("{other:?}"),
+    }
+    // Tag 72 (int8 array) is bytes too; tag 1 (epoch time) is its value.
+    let tagged = [0x82, 0xd8, 72, 0x41, 0x80, 0xc1, 0x1a, 0, 1, 0, 0];
+    let v = super::cbor::decode(&tagged).unwrap();
+    assert_eq!(
+        v,
+        Value::List(vec![Value::Bytes(vec![0x80]), Value::Int(65536)])
+    );
+    // A typed array around anything but bytes is refused, saying so.
+    let e = Serializer::Cbor
+        .decode(&[0x82, 0x18, 48, 0xd8, 64, 0x01])
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("CBOR tag 64 (an RFC 8746 typed array) must wrap a byte string"),
+        "{e}"
+    );
+    // [33, 5.0e9 as float64, 7.0]: SUBSCRIBED with float ids.
+    let mut sub = vec![0x83, 0x18, 33, 0xfb];
+    sub.extend_from_slice(&5.0e9f64.to_be_bytes());
+    sub.push(0xfb);
+    sub.extend_from_slice(&7.0f64.to_be_bytes());
+    assert_eq!(
+        Serializer::Cbor.decode(&sub).unwrap(),
+        Message::Subscribed(Subscribed {
+            request: 5_000_000_000,
+            subscription: 7
+        })
+    );
+    // Not exact, or beyond 2^53: not an id.
+    let e = Serializer::Json.decode(b"[33, 1.5, 7]").unwrap_err();
+    assert!(
+        e.to_string().contains("SUBSCRIBED element 2 (Request)"),
+        "{e}"
+    );
+    assert!(Serializer::Json.decode(b"[33, 1e17, 7]").is_err());
+}
+
+#[test]
+fn null_options_are_absent_and_a_null_realm_is_empty() {
+    let m = Serializer::Json
+        .decode(br#"[32, 1, {"match": null, "get_retained": true}, "com.t"]"#)
+        .unwrap();
+    match m {
+        Message::Subscribe(s) => {
+            assert_eq!(s.options, crate::dict! {"get_retained" => true});
+        }
+        other => panic!("{other:?}"),
+    }
+    match Serializer::Json
+        .decode(br#"[1, null, {"roles": {}}]"#)
+        .unwrap()
+    {
+        Message::Hello(h) => assert_eq!(h.realm, ""),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Decode errors say where: the message type and element, and what was
+/// found there (wampy.js's MessagePack sends `undefined` as an extension).
+#[test]
+fn decode_errors_say_what_was_found_where() {
+    // [48, 1, {}, "com.x", [1, ext(-1, 0x00)]]
+    let call = [
+        0x95, 48, 1, 0x80, 0xa5, b'c', b'o', b'm', b'.', b'x', 0x92, 1, 0xd4, 0xff, 0x00,
+    ];
+    let e = Serializer::MsgPack.decode(&call).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with(
+            "invalid MessagePack: CALL element 5 (Arguments): a MessagePack extension value"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("send null instead"), "{text}");
+    let e = Serializer::Cbor
+        .decode(&[0x82, 0x18, 48, 0xff])
+        .unwrap_err();
+    assert!(!e.to_string().contains("Semantic("), "{e}");
 }

@@ -93,6 +93,69 @@ impl<const JSON: bool> Serialize for WireValue<'_, JSON> {
     }
 }
 
+thread_local! {
+    /// Where in a message decoding failed: the type code (if read) and the
+    /// element (1-based). The deserializer's error is left as it is
+    /// (ciborium would print a wrapped message in its Debug form); the codec
+    /// puts the place in front. Decoding is synchronous: set and read on
+    /// one thread, within one call.
+    static PLACE: std::cell::Cell<Option<(Option<u64>, usize)>> = const { std::cell::Cell::new(None) };
+}
+
+/// A whole message (a list) decoded from the wire; on failure the place is
+/// noted for [`placed`].
+pub(crate) struct OwnedMessage<const JSON: bool>(pub Value);
+
+impl<'de, const JSON: bool> Deserialize<'de> for OwnedMessage<JSON> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PLACE.with(|p| p.set(None));
+        d.deserialize_any(MessageVisitor::<JSON>).map(OwnedMessage)
+    }
+}
+
+struct MessageVisitor<const JSON: bool>;
+
+impl<'de, const JSON: bool> Visitor<'de> for MessageVisitor<JSON> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a WAMP message, which must be a list")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(8));
+        let mut code = None;
+        loop {
+            match seq.next_element::<OwnedValue<JSON>>() {
+                Ok(Some(OwnedValue(v))) => {
+                    if list.is_empty() {
+                        code = v.as_u64();
+                    }
+                    list.push(v);
+                }
+                Ok(None) => return Ok(Value::List(list)),
+                Err(e) => {
+                    PLACE.with(|p| p.set(Some((code, list.len() + 1))));
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// `detail` with the place in the message where decoding failed in front.
+pub(crate) fn placed(detail: String) -> String {
+    match PLACE.with(std::cell::Cell::take) {
+        None => detail,
+        Some((_, 1)) => format!("the message type code (element 1): {detail}"),
+        Some((Some(code), pos)) => format!(
+            "{} element {pos} ({}): {detail}",
+            crate::message::type_name(code),
+            crate::message::field_name(code, pos)
+        ),
+        Some((None, pos)) => format!("element {pos}: {detail}"),
+    }
+}
+
 /// A value decoded from the wire.
 pub(crate) struct OwnedValue<const JSON: bool>(pub Value);
 
@@ -170,6 +233,24 @@ impl<'de, const JSON: bool> Visitor<'de> for ValueVisitor<JSON> {
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         d.deserialize_any(self)
     }
+    /// A CBOR tag (ciborium hands tags over as an enum): the RFC 8746
+    /// typed arrays (64..=87, a byte string inside) are binary, which is
+    /// how cbor-x (wampy.js) sends every `Uint8Array`; any other tag is
+    /// read as the value it wraps.
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        use de::VariantAccess;
+        let (_, tagged) = data.variant::<de::IgnoredAny>()?;
+        tagged.tuple_variant(2, TagVisitor::<JSON>)
+    }
+    /// rmp-serde hands a MessagePack extension value over as a newtype
+    /// struct; WAMP has no use for one.
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, _: D) -> Result<Value, D::Error> {
+        Err(de::Error::custom(
+            "a MessagePack extension value, which WAMP cannot carry (wampy.js encodes undefined this way: send null instead)",
+        ))
+    }
+    // Nested values add nothing to an error's text: only the message level
+    // (type and element) does, once, so an error stays short at any depth.
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_PREALLOC));
         while let Some(OwnedValue(v)) = seq.next_element::<OwnedValue<JSON>>()? {
@@ -184,6 +265,36 @@ impl<'de, const JSON: bool> Visitor<'de> for ValueVisitor<JSON> {
             dict.insert(key.0, v);
         }
         Ok(Value::Dict(dict))
+    }
+}
+
+/// RFC 8746 typed arrays: tag 64 (uint8) to 87, each a byte string.
+const TYPED_ARRAYS: std::ops::RangeInclusive<u64> = 64..=87;
+
+/// A tag number and the value it wraps.
+struct TagVisitor<const JSON: bool>;
+
+impl<'de, const JSON: bool> Visitor<'de> for TagVisitor<JSON> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a CBOR tag and its value")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let tag: u64 = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::custom("a CBOR tag without its number"))?;
+        let OwnedValue(v) = seq
+            .next_element::<OwnedValue<JSON>>()?
+            .ok_or_else(|| de::Error::custom(format!("CBOR tag {tag} without a value")))?;
+        match v {
+            Value::Bytes(_) if TYPED_ARRAYS.contains(&tag) => Ok(v),
+            other if TYPED_ARRAYS.contains(&tag) => Err(de::Error::custom(format!(
+                "CBOR tag {tag} (an RFC 8746 typed array) must wrap a byte string, found {}",
+                other.type_name()
+            ))),
+            other => Ok(other),
+        }
     }
 }
 

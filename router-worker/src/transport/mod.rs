@@ -258,6 +258,9 @@ pub async fn serve(
             }
             continue;
         };
+        if let (Stream::Tcp(s), Some(every)) = (&stream, settings.tcp_keepalive) {
+            keepalive(s, every);
+        }
         let settings = settings.clone();
         let realms = realms.clone();
         let shutdown = shutdown.child_token();
@@ -274,6 +277,22 @@ pub async fn serve(
         );
     }
     debug!(transport = %settings.name, "listener stopped");
+}
+
+/// Probes a peer may leave unanswered before TCP gives up on it.
+const KEEPALIVE_PROBES: u32 = 4;
+
+/// Turn TCP keepalive on: a peer that vanished (a cut cable, a dead NAT
+/// entry) is found without any WAMP-level ping, which some clients never
+/// answer.
+fn keepalive(stream: &TcpStream, every: Duration) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(every)
+        .with_interval(every)
+        .with_retries(KEEPALIVE_PROBES);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        debug!(cause = %e, "cannot turn TCP keepalive on");
+    }
 }
 
 /// RawSocket connections over `max_connections` being told so at once.

@@ -73,6 +73,8 @@ pub struct ListenerSettings {
     pub allowed_origins: Option<Vec<String>>,
     /// Proxies whose forwarding headers name the client.
     pub trusted_proxies: super::forwarded::TrustedProxies,
+    /// TCP keepalive idle time and probe interval (`options.tcp_keepalive`).
+    pub tcp_keepalive: Option<Duration>,
 }
 
 impl ListenerSettings {
@@ -114,9 +116,9 @@ impl ListenerSettings {
                 max_queue: o.max_queue_messages,
                 max_calls: o.max_calls_in_flight,
                 write_timeout: Duration::from_millis(o.write_timeout),
-                keepalive: (o.auto_ping_interval > 0).then(|| {
+                keepalive: (o.auto_ping_for(t.kind) > 0).then(|| {
                     (
-                        Duration::from_millis(o.auto_ping_interval),
+                        Duration::from_millis(o.auto_ping_for(t.kind)),
                         Duration::from_millis(o.auto_ping_timeout.max(1)),
                     )
                 }),
@@ -133,6 +135,7 @@ impl ListenerSettings {
             // config got here unchecked.
             trusted_proxies: super::forwarded::TrustedProxies::parse(&o.trusted_proxies)
                 .unwrap_or_default(),
+            tcp_keepalive: (o.tcp_keepalive > 0).then(|| Duration::from_millis(o.tcp_keepalive)),
         }
     }
 }
