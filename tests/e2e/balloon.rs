@@ -3,12 +3,10 @@
 //! headless Chromium drives the page.
 
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Node, free_port, repo_root, wait_or_kill};
+use crate::support::{Node, free_port, node_js, repo_root};
 
 /// The example config with a free port and absolute paths (the test's node
 /// directory is a temp dir).
@@ -25,29 +23,6 @@ fn example(port: u16) -> Value {
     cfg
 }
 
-fn node_js(script: &str, arg: &str) -> (bool, String) {
-    let js = repo_root().join("tests/js");
-    assert!(
-        js.join("node_modules/autobahn").exists(),
-        "tests/js/node_modules is missing: run scripts/test (it runs npm ci there)"
-    );
-    let out_path =
-        std::env::temp_dir().join(format!("trellis-{script}-{}.log", std::process::id()));
-    let out = std::fs::File::create(&out_path).expect("log");
-    let mut child = Command::new("node")
-        .arg(js.join(script))
-        .arg(arg)
-        .current_dir(&js)
-        .stdout(out.try_clone().expect("dup"))
-        .stderr(out)
-        .spawn()
-        .expect("node (Node.js) on PATH");
-    let status = wait_or_kill(&mut child, Duration::from_secs(90), script);
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
-    (status.success(), text)
-}
-
 #[test]
 fn the_example_config_is_valid() {
     let out = crate::support::trellis_check(&repo_root().join("node.json"));
@@ -58,7 +33,7 @@ fn the_example_config_is_valid() {
 fn autobahn_js_logs_in_and_pops() {
     let port = free_port();
     let node = Node::start(&example(port), port);
-    let (ok, out) = node_js("balloon.mjs", &format!("ws://127.0.0.1:{port}/ws"));
+    let (ok, out) = node_js("balloon.mjs", &[&format!("ws://127.0.0.1:{port}/ws")]);
     assert!(ok, "{out}\n--- node log\n{}", node.log());
     for want in [
         "joined as ID09125 (balloonpopper)",
@@ -81,7 +56,7 @@ fn chromium_opens_the_page_logs_in_and_pops() {
     );
     let port = free_port();
     let node = Node::start(&example(port), port);
-    let (ok, out) = node_js("page.mjs", &format!("http://127.0.0.1:{port}/"));
+    let (ok, out) = node_js("page.mjs", &[&format!("http://127.0.0.1:{port}/")]);
     assert!(ok, "{out}\n--- node log\n{}", node.log());
     assert!(out.contains("result: 42"), "{out}");
     assert!(

@@ -10,6 +10,7 @@ mod balloon;
 mod bench_smoke;
 mod cli;
 mod components;
+mod interop;
 mod node;
 mod rawsocket;
 mod security;

@@ -281,3 +281,27 @@ pub fn expect_python_args_ok(node: &Node, script: &str, args: &[&str]) -> String
     );
     out.stdout
 }
+
+/// Run `tests/js/SCRIPT ARGS...` with Node.js, bounded: (success, output).
+pub fn node_js(script: &str, args: &[&str]) -> (bool, String) {
+    let js = repo_root().join("tests/js");
+    assert!(
+        js.join("node_modules/autobahn").exists(),
+        "tests/js/node_modules is missing: run scripts/test (it runs npm ci there)"
+    );
+    let out_path =
+        std::env::temp_dir().join(format!("trellis-{script}-{}.log", std::process::id()));
+    let out = std::fs::File::create(&out_path).expect("log");
+    let mut child = Command::new("node")
+        .arg(js.join(script))
+        .args(args)
+        .current_dir(&js)
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out)
+        .spawn()
+        .expect("node (Node.js) on PATH");
+    let status = wait_or_kill(&mut child, Duration::from_secs(90), script);
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    (status.success(), text)
+}
