@@ -132,8 +132,17 @@ enum Event {
     Status(oneshot::Sender<Vec<Dict>>),
 }
 
-/// `start_all`'s answer to a stop request (signal or `trellis stop`).
-const STOPPED_WHILE_STARTING: &str = "asked to stop while starting: stopping";
+/// Why the start did not end with every worker ready.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// Asked to stop (a signal or `trellis stop`) while starting: a clean
+    /// stop, not a failure.
+    #[error("asked to stop while starting: stopping")]
+    Stopped,
+    /// A worker failed to start or was not ready in time.
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// Bounded: workers report rarely; a full queue only delays reports.
 const EVENT_QUEUE: usize = 1024;
@@ -229,8 +238,8 @@ pub async fn run(
         "starting the node"
     );
 
-    let mut result = node.start_all(&shutdown).await;
-    match result {
+    let mut result = Ok(());
+    match node.start_all(&shutdown).await {
         Ok(()) => {
             let ms = started.elapsed().as_millis() as u64;
             info!(startup_ms = ms, "node ready: every worker is up");
@@ -242,12 +251,11 @@ pub async fn run(
                 result = Err(why);
             }
         }
-        // Asked to stop while starting: a clean stop, not a failure.
-        Err(ref e) if e == STOPPED_WHILE_STARTING => {
-            info!("{e}");
-            result = Ok(());
+        Err(e @ StartError::Stopped) => info!("{e}"),
+        Err(StartError::Failed(e)) => {
+            error!("node start failed: {e}");
+            result = Err(e);
         }
-        Err(ref e) => error!("node start failed: {e}"),
     }
     systemd::stopping();
     node.stop_all().await;
@@ -451,7 +459,7 @@ impl Node {
 
     /// Routers first (guests need their address), then the rest; each
     /// phase waits until its workers report ready.
-    async fn start_all(&mut self, shutdown: &CancellationToken) -> Result<(), String> {
+    async fn start_all(&mut self, shutdown: &CancellationToken) -> Result<(), StartError> {
         let deadline = Instant::now() + Duration::from_secs_f64(self.controller.startup_timeout);
         let routers: Vec<usize> = (0..self.slots.len())
             .filter(|&i| matches!(self.slots[i].spec.kind, WorkerKind::Router(_)))
@@ -473,7 +481,7 @@ impl Node {
         which: &[usize],
         deadline: Instant,
         shutdown: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), StartError> {
         loop {
             let pending: Vec<&str> = which
                 .iter()
@@ -485,17 +493,19 @@ impl Node {
             }
             let pending = pending.join(", ");
             let ev = tokio::select! {
-                _ = shutdown.cancelled() => return Err(STOPPED_WHILE_STARTING.into()),
+                _ = shutdown.cancelled() => return Err(StartError::Stopped),
                 _ = tokio::time::sleep_until(deadline.into()) => {
-                    return Err(format!(
+                    return Err(StartError::Failed(format!(
                         "not ready within {} s (controller.options.startup_timeout): {pending}",
                         self.controller.startup_timeout
-                    ));
+                    )));
                 }
                 ev = self.events.recv() => ev,
             };
             let Some(ev) = ev else {
-                return Err("the controller's event queue closed".into());
+                return Err(StartError::Failed(
+                    "the controller's event queue closed".into(),
+                ));
             };
             match ev {
                 Event::Exited {
@@ -515,12 +525,12 @@ impl Node {
                         slot.state = State::Failed;
                         slot.pid = None;
                         slot.last_exit = Some(exit.to_string());
-                        return Err(format!(
+                        return Err(StartError::Failed(format!(
                             "worker {id:?} {exit} while starting; its log says why: {}",
                             logs::dir(&self.opts.node_dir)
                                 .join(format!("{id}.log"))
                                 .display()
-                        ));
+                        )));
                     }
                     self.handle(Event::Exited {
                         id,
@@ -529,8 +539,8 @@ impl Node {
                     })
                     .await;
                 }
-                Event::SpawnFailed { error, .. } => return Err(error),
-                Event::Stop => return Err(STOPPED_WHILE_STARTING.into()),
+                Event::SpawnFailed { error, .. } => return Err(StartError::Failed(error)),
+                Event::Stop => return Err(StartError::Stopped),
                 other => self.handle(other).await,
             }
         }
