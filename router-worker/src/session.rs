@@ -141,12 +141,20 @@ async fn abort_inner<T: Transport>(t: &mut T, reason: &str, message: &str, kind:
         details: proto::dict! { "message" => message },
         reason: reason.to_owned(),
     }));
-    let _ = tokio::time::timeout(CLOSING_WRITE, async {
-        t.feed(&m).await?;
-        t.flush().await
-    })
-    .await;
-    t.close(kind, message).await;
+    send_and_close(t, &m, kind, message).await;
+}
+
+/// The last message of a session, written within [`CLOSING_WRITE`], then
+/// the close.
+async fn send_and_close<T: Transport>(t: &mut T, m: &Arc<OutMsg>, kind: CloseKind, reason: &str) {
+    let _ = tokio::time::timeout(CLOSING_WRITE, send_one(t, m)).await;
+    t.close(kind, reason).await;
+}
+
+/// Write one message now: queue it and flush.
+async fn send_one<T: Transport>(t: &mut T, msg: &Arc<OutMsg>) -> Result<(), TransportError> {
+    t.feed(msg).await?;
+    t.flush().await
 }
 
 /// Finish a closing action and end the opening phase without a session.
@@ -415,11 +423,7 @@ async fn open<T: Transport>(
             "roles" => router_roles(),
         },
     }));
-    let sent = async {
-        t.feed(&welcome).await?;
-        t.flush().await
-    }
-    .await;
+    let sent = send_one(t, &welcome).await;
     if let Err(e) = sent {
         let _ = realm.send(RealmCommand::Leave { session: id }).await;
         return quit(end_on_transport_error(t, &span, e)).await;
@@ -452,11 +456,7 @@ async fn handshake<T: Transport>(
         Outcome::Challenge(c, p) => (c, p),
     };
     let msg = OutMsg::new(Message::Challenge(challenge));
-    let sent = async {
-        t.feed(&msg).await?;
-        t.flush().await
-    }
-    .await;
+    let sent = send_one(t, &msg).await;
     match sent {
         Ok(()) => {}
         // A client that cannot take the CHALLENGE is told why.
@@ -674,10 +674,7 @@ fn established<'a, T: Transport>(
                                 details: Dict::new(),
                                 reason: wamp_uri::GOODBYE_AND_OUT.into(),
                             }));
-                            let _ = Box::pin(tokio::time::timeout(CLOSING_WRITE, async {
-                                t.feed(&reply).await?;
-                                t.flush().await
-                            })).await;
+                            let _ = Box::pin(tokio::time::timeout(CLOSING_WRITE, send_one(t, &reply))).await;
                             return close(t, CloseKind::Normal, "goodbye").await;
                         }
                         Incoming::Abort(reason) => {
@@ -786,12 +783,7 @@ async fn goodbye_and_close_inner<T: Transport>(t: &mut T, reason: &str, message:
         details: proto::dict! { "message" => message },
         reason: reason.to_owned(),
     }));
-    let _ = tokio::time::timeout(CLOSING_WRITE, async {
-        t.feed(&bye).await?;
-        t.flush().await
-    })
-    .await;
-    t.close(CloseKind::Normal, message).await;
+    send_and_close(t, &bye, CloseKind::Normal, message).await;
 }
 
 /// Router shutdown: GOODBYE `wamp.close.system_shutdown`, wait briefly for
@@ -803,8 +795,7 @@ async fn goodbye_on_shutdown_inner<T: Transport>(t: &mut T) {
     }));
     let serializer = t.serializer();
     let _ = tokio::time::timeout(GOODBYE_WAIT, async {
-        t.feed(&bye).await?;
-        t.flush().await?;
+        send_one(t, &bye).await?;
         loop {
             let b = t.recv().await?;
             if let Ok(Message::Goodbye(_)) = serializer.decode(&b) {
