@@ -909,6 +909,106 @@ fn overlap_warning(a: &PermissionConfig, b: &PermissionConfig) -> Option<String>
     }
 }
 
+/// The variable a secret names instead of holding it: the whole value
+/// `${VAR}` or `$VAR`, as Crossbar.io reads secrets kept in the environment.
+pub fn env_placeholder(value: &str) -> Option<&str> {
+    let name = value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .or_else(|| value.strip_prefix('$'))?;
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then_some(name)
+}
+
+/// Replace `value` by the variable it names, if it names one.
+fn resolve_secret(
+    value: &mut String,
+    path: String,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut Vec<ConfigProblem>,
+) {
+    let Some(name) = env_placeholder(value) else {
+        return;
+    };
+    match env(name) {
+        Some(v) => *value = v,
+        None => out.push(ConfigProblem {
+            message: format!(
+                "names the environment variable {name}, which is not set: set it for the node (e.g. Environment= in its systemd unit) or write the value here"
+            ),
+            path,
+        }),
+    }
+}
+
+impl AuthConfig {
+    /// Secrets given as `${VAR}` / `$VAR`: tickets, WAMP-CRA secrets,
+    /// cryptosign keys, resolved from `env`.
+    fn resolve_env(
+        &mut self,
+        pre: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        out: &mut Vec<ConfigProblem>,
+    ) {
+        if let Some(m) = &mut self.ticket {
+            for (id, p) in &mut m.principals {
+                resolve_secret(
+                    &mut p.ticket,
+                    format!("{pre}.ticket.principals.{id}.ticket"),
+                    env,
+                    out,
+                );
+            }
+        }
+        if let Some(m) = &mut self.wampcra {
+            for (id, u) in &mut m.principals {
+                resolve_secret(
+                    &mut u.secret,
+                    format!("{pre}.wampcra.users.{id}.secret"),
+                    env,
+                    out,
+                );
+            }
+        }
+        if let Some(m) = &mut self.cryptosign {
+            for (id, p) in &mut m.principals {
+                for (k, key) in p.authorized_keys.iter_mut().enumerate() {
+                    resolve_secret(
+                        key,
+                        format!("{pre}.cryptosign.principals.{id}.authorized_keys[{k}]"),
+                        env,
+                        out,
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl RouterConfig {
+    /// Resolve the secrets that name environment variables (`${VAR}` or
+    /// `$VAR`) in every transport's and web path's `auth`; every unset
+    /// variable is a problem naming the key and the variable.
+    pub fn resolve_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        for (i, t) in self.transports.iter_mut().enumerate() {
+            if let Some(a) = &mut t.auth {
+                a.resolve_env(&format!("transports[{i}].auth"), env, &mut out);
+            }
+            for (name, path) in t.paths.iter_mut().flatten() {
+                if let Some(a) = &mut path.auth {
+                    a.resolve_env(&format!("transports[{i}].paths.{name}.auth"), env, &mut out);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// An octal file mode (`"0660"`), at most `0o777`.
 pub fn parse_mode(s: &str) -> Option<u32> {
     u32::from_str_radix(s, 8)
@@ -1461,6 +1561,41 @@ mod tests {
 
     fn parse(json: &str) -> RouterConfig {
         serde_json::from_str(json).expect("valid config")
+    }
+
+    #[test]
+    fn secrets_may_name_environment_variables() {
+        assert_eq!(env_placeholder("${MY_TICKET}"), Some("MY_TICKET"));
+        assert_eq!(env_placeholder("$MY_TICKET"), Some("MY_TICKET"));
+        for literal in ["secret", "$", "${}", "${1X}", "$a-b", "pa$$word", "${X"] {
+            assert_eq!(env_placeholder(literal), None, "{literal}");
+        }
+        let mut cfg = parse(
+            r#"{"realms": [], "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 1},
+                "auth": {"ticket": {"type": "static", "principals": {
+                    "joe": {"ticket": "${JOE_TICKET}", "role": "r"},
+                    "ann": {"ticket": "$NOT_SET", "role": "r"},
+                    "bob": {"ticket": "plain", "role": "r"}}}}}]}"#,
+        );
+        let env = |v: &str| (v == "JOE_TICKET").then(|| "from-env".to_owned());
+        let problems = cfg.resolve_env(&env);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0].path,
+            "transports[0].auth.ticket.principals.ann.ticket"
+        );
+        assert!(
+            problems[0].message.contains("NOT_SET, which is not set"),
+            "{problems:?}"
+        );
+        let principals = &cfg.transports[0]
+            .auth
+            .as_ref()
+            .and_then(|a| a.ticket.as_ref())
+            .expect("ticket")
+            .principals;
+        assert_eq!(principals["joe"].ticket, "from-env");
+        assert_eq!(principals["bob"].ticket, "plain");
     }
 
     #[test]

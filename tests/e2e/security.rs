@@ -149,3 +149,48 @@ fn limits_hold_exactly() {
     );
     assert!(out.contains("ok bystander unaffected"), "{out}");
 }
+
+/// A secret written as `${VAR}` is the variable's value, as in Crossbar.io;
+/// the literal text is no ticket. An unset variable is a config error.
+#[test]
+fn secrets_may_come_from_the_environment() {
+    let (main, envticket) = (free_port(), free_port());
+    let mut cfg = router_config(main);
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "websocket",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": envticket},
+            "auth": {"ticket": {"type": "static", "principals": {
+                "joe": {"ticket": "${TRELLIS_TEST_TICKET}", "role": "anonymous"}}}}
+        }),
+    );
+    let node = Node::start_with(
+        &cfg,
+        main,
+        &[("TRELLIS_TEST_TICKET", "s3cr3t-from-env")],
+        &[],
+    );
+    let urls = json!({
+        "main": format!("ws://127.0.0.1:{main}/ws"),
+        "envticket": format!("ws://127.0.0.1:{envticket}/ws"),
+    });
+    run(&node, &urls, "secrets_from_the_environment");
+    assert!(!node.log().contains("s3cr3t-from-env"), "{}", node.log());
+    drop(node);
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("node.json");
+    std::fs::write(&p, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let out = crate::support::trellis()
+        .args(["check", "--config"])
+        .arg(&p)
+        .env_remove("TRELLIS_TEST_TICKET")
+        .output()
+        .expect("trellis check");
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("workers[0].transports[1].auth.ticket.principals.joe.ticket: names the environment variable TRELLIS_TEST_TICKET, which is not set"),
+        "{err}"
+    );
+}

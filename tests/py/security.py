@@ -232,5 +232,25 @@ async def secrets_stay_out_of_logs(urls, ser):
     await leave(s)
 
 
+@scenario
+async def secrets_from_the_environment(urls, ser):
+    """The envticket transport's joe has the ticket "${TRELLIS_TEST_TICKET}",
+    and the node runs with that variable set."""
+    url = urls["envticket"]
+
+    async def login(ticket):
+        r = await Raw.open(url)
+        await r.send([1, "realm1", {**ROLES, "authmethods": ["ticket"], "authid": "joe"}])
+        assert (await r.recv())[0] == 4
+        await r.send([5, ticket, {}])
+        answer = await r.recv()
+        await r.ws.close()
+        return answer
+
+    assert (await login("s3cr3t-from-env"))[0] == 2, "the ticket from the environment was refused"
+    refused = await login("${TRELLIS_TEST_TICKET}")
+    assert refused[0] == 3 and refused[2] == "wamp.error.authentication_failed", refused
+
+
 if __name__ == "__main__":
     asyncio.run(main(SCENARIOS, json.loads, 90))

@@ -836,8 +836,11 @@ fn decode_worker(
             match serde_path_to_error::deserialize::<_, RouterConfig>(serde_json::Value::Object(
                 obj,
             )) {
-                Ok(r) => {
-                    for p in r.validate() {
+                Ok(mut r) => {
+                    // Secrets kept in the environment (`${VAR}`), as
+                    // Crossbar.io reads them.
+                    let env = |v: &str| std::env::var(v).ok();
+                    for p in r.resolve_env(&env).into_iter().chain(r.validate()) {
                         errors.push(ConfigError {
                             path: format!("{prefix}.{}", p.path),
                             message: p.message,
