@@ -33,13 +33,15 @@ struct Cli {
 enum Command {
     /// Start the node (the embedded default config when none is found).
     Start {
-        /// The node config (else $TRELLIS_CONFIG, ./.trellis/node.json,
-        /// $XDG_CONFIG_HOME/trellis/node.json, /etc/trellis/node.json).
+        /// The node config (else NODE_DIR/config.json or config.yaml when
+        /// --node-dir is given, else $TRELLIS_CONFIG, ./.trellis/node.json,
+        /// ./.crossbar/config.json|yaml, $XDG_CONFIG_HOME/trellis/node.json,
+        /// /etc/trellis/node.json). YAML when it ends in .yaml or .yml.
         #[arg(short, long)]
         config: Option<PathBuf>,
         /// The node directory: control socket, logs/ (else
-        /// $TRELLIS_NODE_DIR, else ./.trellis).
-        #[arg(long)]
+        /// $TRELLIS_NODE_DIR, else ./.trellis). `--cbdir` as in Crossbar.io.
+        #[arg(long, alias = "cbdir")]
         node_dir: Option<PathBuf>,
     },
     /// Validate a config without starting anything; exit 0 if valid, 78 if not.
@@ -47,6 +49,10 @@ enum Command {
         /// The node config (located as for `start`).
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// A node directory whose config.json or config.yaml to check
+        /// (`--cbdir` as in Crossbar.io).
+        #[arg(long, alias = "cbdir")]
+        node_dir: Option<PathBuf>,
     },
     /// Show the workers of a running node: pid, state, uptime, restarts, memory.
     Status {
@@ -114,8 +120,8 @@ fn main() -> ExitCode {
             print_version();
             ExitCode::SUCCESS
         }
-        Command::Check { config } => {
-            let path = config::locate(config.as_deref());
+        Command::Check { config, node_dir } => {
+            let path = node_config(config, node_dir.as_deref());
             match config::load(path.as_deref()) {
                 Ok(cfg) => {
                     for w in cfg.warnings() {
@@ -198,7 +204,7 @@ fn main() -> ExitCode {
                 eprintln!("trellis: {e}");
                 return ExitCode::from(2);
             }
-            let path = config::locate(config.as_deref());
+            let path = node_config(config, node_dir.as_deref());
             let cfg = match config::load(path.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -239,6 +245,15 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// The config to use: `--config`, else the node directory's own
+/// (Crossbar.io's layout: `--cbdir DIR` holds `config.json`), else the usual
+/// places.
+fn node_config(explicit: Option<PathBuf>, node_dir: Option<&std::path::Path>) -> Option<PathBuf> {
+    explicit
+        .or_else(|| node_dir.and_then(config::in_node_dir))
+        .or_else(|| config::locate(None))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {

@@ -182,3 +182,82 @@ fn sigterm_says_goodbye_to_sessions_and_exits_0() {
         out.stderr
     );
 }
+
+/// A router config in YAML, as Crossbar.io's config.yaml has it.
+fn yaml_config(port: u16) -> String {
+    format!(
+        r#"# Crossbar.io's YAML layout
+version: 2
+workers:
+  - type: router
+    realms:
+      - name: realm1
+        roles:
+          - name: anonymous
+            permissions:
+              - uri: ""
+                match: prefix
+                allow: {{call: true, register: true, publish: true, subscribe: true}}
+    transports:
+      - type: websocket
+        endpoint: {{type: tcp, interface: 127.0.0.1, port: {port}}}
+"#
+    )
+}
+
+#[test]
+fn crossbar_layout_yaml_and_cbdir() {
+    // `trellis check` in a directory with .crossbar/config.json checks that
+    // file, not the embedded default.
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join(".crossbar")).expect("mkdir");
+    std::fs::write(
+        dir.path().join(".crossbar/config.json"),
+        r#"{"version": 2, "workers": [{"type": "router", "realms": [], "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 99999}}]}]}"#,
+    )
+    .expect("write");
+    let out = trellis()
+        .arg("check")
+        .env_remove("TRELLIS_CONFIG")
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(".crossbar/config.json"), "{err}");
+    // YAML, checked and started from a Crossbar.io node directory.
+    let port = free_port();
+    let cbdir = dir.path().join("node");
+    std::fs::create_dir_all(&cbdir).expect("mkdir");
+    std::fs::write(cbdir.join("config.yaml"), yaml_config(port)).expect("write");
+    let out = trellis()
+        .args(["check", "--cbdir"])
+        .arg(&cbdir)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("config.yaml: OK"),
+        "{out:?}"
+    );
+    let mut child = trellis()
+        .args(["start", "--cbdir"])
+        .arg(&cbdir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the YAML node did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        cbdir.join("control.sock").exists(),
+        "--cbdir is the node directory"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

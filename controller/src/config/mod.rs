@@ -491,10 +491,20 @@ fn join_path(prefix: &str, inner: &serde_path_to_error::Path) -> String {
     }
 }
 
+/// The config of a Crossbar.io node directory: `DIR/config.json`, else
+/// `DIR/config.yaml` (`None` if it has neither).
+pub fn in_node_dir(dir: &Path) -> Option<PathBuf> {
+    ["config.json", "config.yaml", "config.yml"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+}
+
 /// Find the config file the way users expect: `--config`, then
-/// `$TRELLIS_CONFIG`, `./.trellis/node.json`, `$XDG_CONFIG_HOME/trellis/node.json`
-/// (or `~/.config/…`), `/etc/trellis/node.json`. `None` means: use the
-/// embedded default.
+/// `$TRELLIS_CONFIG`, `./.trellis/node.json`, Crossbar.io's
+/// `./.crossbar/config.json` or `config.yaml`,
+/// `$XDG_CONFIG_HOME/trellis/node.json` (or `~/.config/…`),
+/// `/etc/trellis/node.json`. `None` means: use the embedded default.
 pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = explicit {
         return Some(p.to_owned());
@@ -503,6 +513,7 @@ pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let mut candidates = vec![PathBuf::from(".trellis/node.json")];
+    candidates.extend(in_node_dir(Path::new(".crossbar")));
     match std::env::var_os("XDG_CONFIG_HOME").filter(|p| !p.is_empty()) {
         Some(x) => candidates.push(PathBuf::from(x).join("trellis/node.json")),
         None => {
@@ -533,7 +544,16 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
                     }],
                 });
             }
-            (source, Figment::from(Json::file(p)))
+            // Crossbar.io's config.yaml: the same shape in YAML.
+            let yaml = p
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+            let figment = if yaml {
+                Figment::from(figment::providers::Yaml::file(p))
+            } else {
+                Figment::from(Json::file(p))
+            };
+            (source, figment)
         }
         None => (
             Source::Embedded,
