@@ -196,7 +196,7 @@ pub fn matches(pattern: &str, policy: MatchPolicy, uri: &str) -> bool {
 /// The text every URI matched by the wildcard pattern starts with: its
 /// components before the first empty one, with the dot after them
 /// (`com.app..x` → `com.app.`; `..x` → ``).
-fn wildcard_fixed_prefix(pattern: &str) -> String {
+pub fn wildcard_fixed_prefix(pattern: &str) -> String {
     let mut out = String::new();
     for comp in pattern.split('.') {
         if comp.is_empty() {
@@ -210,8 +210,9 @@ fn wildcard_fixed_prefix(pattern: &str) -> String {
     out
 }
 
-/// A wildcard pattern without an empty component matches only itself.
-fn normalize((pattern, policy): (&str, MatchPolicy)) -> (&str, MatchPolicy) {
+/// The policy a pattern really has: a wildcard pattern without an empty
+/// component matches only itself, as an exact one does.
+pub fn normalize((pattern, policy): (&str, MatchPolicy)) -> (&str, MatchPolicy) {
     if policy == MatchPolicy::Wildcard && !pattern.split('.').any(str::is_empty) {
         (pattern, MatchPolicy::Exact)
     } else {

@@ -180,9 +180,7 @@ impl Authorizer {
                 "session is not authorized to {action} {pattern:?} with match {policy} (role {role:?}): {why}"
             ))
         };
-        let concrete = policy == MatchPolicy::Exact
-            || (policy == MatchPolicy::Wildcard && !pattern.split('.').any(str::is_empty));
-        if concrete {
+        if uri::normalize((pattern, policy)).1 == MatchPolicy::Exact {
             let d = self.authorize(role, pattern, action);
             return if d.allow {
                 Ok(d)
@@ -279,18 +277,8 @@ fn needed_rule(pattern: &str, policy: MatchPolicy) -> String {
         MatchPolicy::Prefix => format!("a prefix rule on {pattern:?} or on a prefix of it"),
         _ => format!(
             "the wildcard rule {pattern:?} (or a wildcard with fewer concrete components), or a prefix rule on {:?} or on a prefix of it",
-            wildcard_prefix(pattern)
+            uri::wildcard_fixed_prefix(pattern)
         ),
-    }
-}
-
-/// The components of a wildcard pattern before its first empty one.
-fn wildcard_prefix(pattern: &str) -> String {
-    let fixed: Vec<&str> = pattern.split('.').take_while(|c| !c.is_empty()).collect();
-    if fixed.is_empty() {
-        String::new()
-    } else {
-        format!("{}.", fixed.join("."))
     }
 }
 

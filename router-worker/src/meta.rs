@@ -10,7 +10,7 @@ use proto::uri::MatchPolicy;
 use proto::{Dict, Id, Payload, Value};
 
 use crate::authz::Action;
-use crate::realm::{Audience, MAX_TESTAMENTS, Realm, Testament};
+use crate::realm::{Audience, MAX_TESTAMENTS, Realm, Testament, receives};
 
 const NO_SUCH_SESSION: &str = "wamp.error.no_such_session";
 
@@ -569,14 +569,7 @@ impl Realm {
                 // live event, and so does the role for each concrete topic.
                 let list: Vec<Value> = events
                     .into_iter()
-                    .filter(|e| {
-                        e.audience.admits(session, info)
-                            && (policy == MatchPolicy::Exact
-                                || self
-                                    .authz
-                                    .authorize(&info.authrole, &e.topic, Action::Subscribe)
-                                    .allow)
-                    })
+                    .filter(|e| receives(&self.authz, &e.audience, policy, &e.topic, session, info))
                     .map(|e| {
                         Value::Dict(proto::dict! {
                             "timestamp" => e.timestamp.as_str(),

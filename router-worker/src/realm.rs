@@ -735,6 +735,25 @@ impl Audience {
     }
 }
 
+/// Whether session `sid` gets an event on `topic` through a subscription of
+/// `policy`: the publisher's audience admits it, and a pattern subscription
+/// never leaks a topic its role may not subscribe to. The same for live
+/// events, retained events and event history.
+pub(crate) fn receives(
+    authz: &Authorizer,
+    audience: &Audience,
+    policy: MatchPolicy,
+    topic: &str,
+    sid: Id,
+    info: &SessionInfo,
+) -> bool {
+    audience.admits(sid, info)
+        && (policy == MatchPolicy::Exact
+            || authz
+                .authorize(&info.authrole, topic, Action::Subscribe)
+                .allow)
+}
+
 /// One publication on its way to subscribers.
 pub(crate) struct Publication<'a> {
     pub(crate) id: Id,
@@ -1237,19 +1256,9 @@ impl Realm {
                 let Some(entry) = sessions.get(&sid) else {
                     continue;
                 };
-                if !p.audience.admits(sid, &entry.info) {
-                    continue;
+                if receives(authz, p.audience, sub.policy, p.topic, sid, &entry.info) {
+                    recipients.push(sid);
                 }
-                // A pattern subscription never leaks a topic the
-                // subscriber's role may not subscribe to.
-                if sub.policy != MatchPolicy::Exact
-                    && !authz
-                        .authorize(&entry.info.authrole, p.topic, Action::Subscribe)
-                        .allow
-                {
-                    continue;
-                }
-                recipients.push(sid);
             }
             if recipients.is_empty() {
                 continue;
@@ -1426,15 +1435,7 @@ impl Realm {
         for (topic, r) in self.broker.retained_for(subscription) {
             // The publisher's audience holds for as long as the event is
             // kept, exactly as for the live event.
-            if !r.audience.admits(session, info) {
-                continue;
-            }
-            if policy != MatchPolicy::Exact
-                && !self
-                    .authz
-                    .authorize(&info.authrole, topic, Action::Subscribe)
-                    .allow
-            {
+            if !receives(&self.authz, &r.audience, policy, topic, session, info) {
                 continue;
             }
             let mut details = r.details.clone();
