@@ -499,7 +499,7 @@ impl Message {
             }),
             code::PUBLISH => Message::Publish(Publish {
                 request: r.id("Request")?,
-                options: r.dict("Options")?,
+                options: r.options()?,
                 topic: r.string("Topic")?,
                 payload: r.payload()?,
             }),
@@ -509,7 +509,7 @@ impl Message {
             }),
             code::SUBSCRIBE => Message::Subscribe(Subscribe {
                 request: r.id("Request")?,
-                options: r.dict("Options")?,
+                options: r.options()?,
                 topic: r.string("Topic")?,
             }),
             code::SUBSCRIBED => Message::Subscribed(Subscribed {
@@ -532,13 +532,13 @@ impl Message {
             }),
             code::CALL => Message::Call(Call {
                 request: r.id("Request")?,
-                options: r.dict("Options")?,
+                options: r.options()?,
                 procedure: r.string("Procedure")?,
                 payload: r.payload()?,
             }),
             code::CANCEL => Message::Cancel(Cancel {
                 request: r.id("Request")?,
-                options: r.dict("Options")?,
+                options: r.options()?,
             }),
             code::RESULT => Message::Result(CallResult {
                 request: r.id("Request")?,
@@ -547,7 +547,7 @@ impl Message {
             }),
             code::REGISTER => Message::Register(Register {
                 request: r.id("Request")?,
-                options: r.dict("Options")?,
+                options: r.options()?,
                 procedure: r.string("Procedure")?,
             }),
             code::REGISTERED => Message::Registered(Registered {
@@ -570,11 +570,11 @@ impl Message {
             }),
             code::INTERRUPT => Message::Interrupt(Interrupt {
                 request: r.id("Request")?,
-                options: r.dict("Options")?,
+                options: r.options()?,
             }),
             code::YIELD => Message::Yield(Yield {
                 request: r.id("Request")?,
-                options: r.dict("Options")?,
+                options: r.options()?,
                 payload: r.payload()?,
             }),
             other => return Err(DecodeError::UnknownType(other)),
@@ -728,16 +728,19 @@ impl Reader {
 
     fn dict(&mut self, field: &str) -> Result<Dict, DecodeError> {
         match self.next() {
-            Some(Value::Dict(mut d)) => {
-                // An option set to null is an option not set (the
-                // specification is silent; clients send both).
-                if field == "Options" && d.values().any(Value::is_null) {
-                    d.retain(|_, v| !v.is_null());
-                }
-                Ok(d)
-            }
+            Some(Value::Dict(d)) => Ok(d),
             other => Err(self.err(field, "a dict", other.as_ref())),
         }
+    }
+
+    /// An Options dict: an option set to null is an option not set (the
+    /// specification is silent; clients send both).
+    fn options(&mut self) -> Result<Dict, DecodeError> {
+        let mut d = self.dict("Options")?;
+        if d.values().any(Value::is_null) {
+            d.retain(|_, v| !v.is_null());
+        }
+        Ok(d)
     }
 
     fn opt_dict(&mut self, field: &str) -> Result<Option<Dict>, DecodeError> {
