@@ -5,6 +5,8 @@
 //!   binary-safe across all serializers.
 //! - [`message`]: every WAMP message as a typed struct inside [`Message`],
 //!   with field-by-field shape checking on decode.
+//! - [`options`]: the options of client messages as typed structs
+//!   (PUBLISH, SUBSCRIBE, REGISTER, CALL, CANCEL), parsed once.
 //! - [`codec`]: the [`Serializer`] enum: JSON, MessagePack, CBOR, exactly as
 //!   autobahn sends and expects them.
 //! - [`rawsocket`]: the RawSocket handshake and frame codec.
@@ -23,6 +25,7 @@ pub mod codec;
 pub mod component;
 pub mod errors;
 pub mod message;
+pub mod options;
 pub mod rawsocket;
 pub mod uri;
 pub mod value;

@@ -5,7 +5,7 @@
 //! a principal at once (anonymous), or a CHALLENGE to send and a
 //! [`PendingAuth`] that [`AuthSettings::authenticate`] finishes with the
 //! client's AUTHENTICATE. Dynamic methods call an authenticator procedure
-//! through [`RealmHandle::call`] in the realm the config names.
+//! through [`crate::realm::RealmHandle::call`] in the realm the config names.
 //!
 //! Every refusal carries a WAMP URI and a message that names the method, the
 //! authenticator and the cause; secrets and tickets never appear in either,

@@ -1,6 +1,6 @@
 //! The Broker: subscriptions and who receives a publication (sans-IO).
 //!
-//! Owned by the realm actor; plain synchronous methods, no sockets, so every
+//! Owned by the realm's core; plain synchronous methods, no sockets, so every
 //! rule is unit-tested here. Sessions subscribing to the same (topic, match
 //! policy) share one subscription id, as WAMP requires, which also lets the
 //! realm encode one EVENT per subscription and serializer for all its

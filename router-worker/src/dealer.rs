@@ -1,6 +1,6 @@
 //! The Dealer: registrations and calls in flight (sans-IO).
 //!
-//! Owned by the realm actor. It decides which callee gets a call (the most
+//! Owned by the realm's core. It decides which callee gets a call (the most
 //! specific registration: exact, then longest prefix, then wildcard; within a
 //! shared registration, by its invoke policy) and remembers each invocation
 //! until its final YIELD or ERROR, or until caller or callee leaves.
@@ -9,46 +9,9 @@ use std::collections::{HashMap, HashSet};
 
 use proto::Id;
 use proto::uri::{self, MatchPolicy, Specificity};
+use rand::RngExt;
 
-/// How a shared registration picks among its callees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InvokePolicy {
-    /// One callee only; a second registration is refused.
-    Single,
-    /// In turn.
-    RoundRobin,
-    /// At random.
-    Random,
-    /// The callee that registered first.
-    First,
-    /// The callee that registered last.
-    Last,
-}
-
-impl InvokePolicy {
-    /// Parse the `invoke` option of REGISTER.
-    pub fn from_name(s: &str) -> Option<InvokePolicy> {
-        Some(match s {
-            "single" => InvokePolicy::Single,
-            "roundrobin" => InvokePolicy::RoundRobin,
-            "random" => InvokePolicy::Random,
-            "first" => InvokePolicy::First,
-            "last" => InvokePolicy::Last,
-            _ => return None,
-        })
-    }
-
-    /// The policy's wire name.
-    pub fn name(self) -> &'static str {
-        match self {
-            InvokePolicy::Single => "single",
-            InvokePolicy::RoundRobin => "roundrobin",
-            InvokePolicy::Random => "random",
-            InvokePolicy::First => "first",
-            InvokePolicy::Last => "last",
-        }
-    }
-}
+pub use proto::options::InvokePolicy;
 
 /// A registration: a procedure (or pattern) and its callees.
 #[derive(Debug, Clone)]
@@ -264,7 +227,7 @@ impl Dealer {
 
     /// Route a call: pick the registration and callee by invoke policy.
     /// Returns (registration id, callee), or `None` when no callee exists.
-    pub fn route(&mut self, procedure: &str) -> Option<(Id, Id)> {
+    pub fn route(&mut self, procedure: &str, rng: &mut impl RngExt) -> Option<(Id, Id)> {
         let id = self.lookup(procedure)?.id;
         let reg = self.regs.get_mut(&id)?;
         let n = reg.callees.len();
@@ -276,7 +239,7 @@ impl Dealer {
                 reg.rr_next = (reg.rr_next + 1) % n;
                 c
             }
-            InvokePolicy::Random => *reg.callees.get(rand::random_range(0..n))?,
+            InvokePolicy::Random => *reg.callees.get(rng.random_range(0..n))?,
         };
         Some((id, callee))
     }
@@ -432,6 +395,11 @@ impl Dealer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+
+    fn rng() -> rand::rngs::SmallRng {
+        rand::rngs::SmallRng::seed_from_u64(7)
+    }
 
     use InvokePolicy::*;
     use MatchPolicy::*;
@@ -448,8 +416,8 @@ mod tests {
             d.register(2, "com.add", Exact, RoundRobin),
             Err(RegisterError::PolicyMismatch { existing: Single })
         );
-        assert_eq!(d.route("com.add"), Some((id, 1)));
-        assert_eq!(d.route("com.sub"), None);
+        assert_eq!(d.route("com.add", &mut rng()), Some((id, 1)));
+        assert_eq!(d.route("com.sub", &mut rng()), None);
     }
 
     #[test]
@@ -462,34 +430,38 @@ mod tests {
             d.register(3, "p", Exact, RoundRobin),
             Err(RegisterError::AlreadyRegisteredBySession)
         );
-        let picks: Vec<Id> = (0..4).map(|_| d.route("p").unwrap().1).collect();
+        let picks: Vec<Id> = (0..4)
+            .map(|_| d.route("p", &mut rng()).unwrap().1)
+            .collect();
         assert_eq!(picks, [1, 2, 3, 1]);
         assert_eq!(d.unregister(2, id), Some(false));
-        let picks: Vec<Id> = (0..3).map(|_| d.route("p").unwrap().1).collect();
+        let picks: Vec<Id> = (0..3)
+            .map(|_| d.route("p", &mut rng()).unwrap().1)
+            .collect();
         assert!(picks.contains(&1) && picks.contains(&3) && !picks.contains(&2));
 
         let mut d = Dealer::new();
         for s in [5, 6, 7] {
             d.register(s, "q", Exact, First).unwrap();
         }
-        assert_eq!(d.route("q").unwrap().1, 5);
+        assert_eq!(d.route("q", &mut rng()).unwrap().1, 5);
         d.remove_session(5);
-        assert_eq!(d.route("q").unwrap().1, 6);
+        assert_eq!(d.route("q", &mut rng()).unwrap().1, 6);
 
         let mut d = Dealer::new();
         for s in [5, 6, 7] {
             d.register(s, "q", Exact, Last).unwrap();
         }
-        assert_eq!(d.route("q").unwrap().1, 7);
+        assert_eq!(d.route("q", &mut rng()).unwrap().1, 7);
         d.remove_session(7);
-        assert_eq!(d.route("q").unwrap().1, 6);
+        assert_eq!(d.route("q", &mut rng()).unwrap().1, 6);
 
         let mut d = Dealer::new();
         for s in [5, 6] {
             d.register(s, "q", Exact, Random).unwrap();
         }
         for _ in 0..20 {
-            assert!([5, 6].contains(&d.route("q").unwrap().1));
+            assert!([5, 6].contains(&d.route("q", &mut rng()).unwrap().1));
         }
     }
 
@@ -500,14 +472,14 @@ mod tests {
         let short = d.register(2, "com.", Prefix, Single).unwrap();
         let long = d.register(3, "com.balloon.", Prefix, Single).unwrap();
         let exact = d.register(4, "com.balloon.pop", Exact, Single).unwrap();
-        assert_eq!(d.route("com.balloon.pop"), Some((exact, 4)));
+        assert_eq!(d.route("com.balloon.pop", &mut rng()), Some((exact, 4)));
         d.remove_session(4);
-        assert_eq!(d.route("com.balloon.pop"), Some((long, 3)));
+        assert_eq!(d.route("com.balloon.pop", &mut rng()), Some((long, 3)));
         d.remove_session(3);
-        assert_eq!(d.route("com.balloon.pop"), Some((short, 2)));
+        assert_eq!(d.route("com.balloon.pop", &mut rng()), Some((short, 2)));
         d.remove_session(2);
-        assert_eq!(d.route("com.balloon.pop"), Some((wc, 1)));
-        assert_eq!(d.route("org.balloon.pop"), None);
+        assert_eq!(d.route("com.balloon.pop", &mut rng()), Some((wc, 1)));
+        assert_eq!(d.route("org.balloon.pop", &mut rng()), None);
     }
 
     #[test]

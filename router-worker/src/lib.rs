@@ -6,9 +6,12 @@
 //! - [`transport`]: listeners and framing; [`transport::websocket`] speaks
 //!   WAMP over WebSocket.
 //! - [`session`]: one task per connection, the WAMP session state machine.
-//! - [`realm`]: one actor per realm owning the broker, dealer and sessions.
+//! - [`realm`]: per realm, a sans-IO core (sessions, broker, dealer, the
+//!   routing rules) and the tokio actor that feeds it and carries out its
+//!   effects.
 //! - [`broker`], [`dealer`]: sans-IO Pub/Sub and RPC state, unit-tested.
-//! - [`authz`]: static role permissions.
+//! - [`authz`]: static role permissions; [`authz::dynamic`]: authorizer
+//!   procedures (parking, cache).
 //! - [`outbound`]: outbound messages encoded once per serializer.
 //!
 //! [`Router::bind`] opens every listener (so port clashes fail before

@@ -1,7 +1,7 @@
 //! The WAMP meta API: `wamp.session.*`, `wamp.registration.*`,
 //! `wamp.subscription.*` procedures and the meta events, realm-local.
 //!
-//! These are more methods of the realm actor ([`crate::realm`]); calls reach
+//! These are more methods of the realm's core ([`crate::realm::Core`]); calls reach
 //! them after the normal authorization check on the procedure URI, so a role
 //! sees the meta API only where its permissions allow.
 
@@ -10,7 +10,7 @@ use proto::uri::MatchPolicy;
 use proto::{Dict, Id, Payload, Value};
 
 use crate::authz::Action;
-use crate::realm::{Audience, MAX_TESTAMENTS, Realm, Testament, receives};
+use crate::realm::{Audience, Core, MAX_TESTAMENTS, Testament, receives};
 
 const NO_SUCH_SESSION: &str = "wamp.error.no_such_session";
 
@@ -93,7 +93,7 @@ fn match_option(p: &Payload, i: usize, proc_: &str) -> Result<MatchPolicy, (&'st
     }
 }
 
-impl Realm {
+impl Core {
     /// Session details as `wamp.session.get` and `on_join` report them.
     fn session_details(&self, id: Id) -> Option<Dict> {
         let e = self.sessions.get(&id)?;

@@ -1,6 +1,6 @@
 //! Messages on their way to sessions, encoded at most once per serializer.
 //!
-//! The realm actor wraps each outbound message in an [`OutMsg`] and hands
+//! The realm's core wraps each outbound message in an [`OutMsg`] and hands
 //! the same `Arc` to every recipient (all subscribers of a subscription get
 //! one EVENT). The first session task that writes it with a given serializer
 //! encodes it; everyone else reuses those bytes. Encoding thus happens on the

@@ -5,9 +5,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The current UTC time as `2026-11-23T18:14:12.469Z`.
 pub fn now_iso8601() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    iso8601(SystemTime::now())
+}
+
+/// `t` in UTC as `2026-11-23T18:14:12.469Z` (the epoch for earlier times).
+pub fn iso8601(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     format_unix_millis(d.as_millis() as i64)
 }
 

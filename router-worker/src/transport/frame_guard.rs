@@ -7,7 +7,7 @@
 //! applies after whole frames have arrived. A client could so make every
 //! connection hold a frame buffer far larger than `max_message_size`
 //! (300 connections × 990 KB with a 64 KiB message limit). The guard sits
-//! in the read path ([`super::web::Prefixed`]), sans-IO: it is fed the
+//! in the read path (`web::Prefixed`), sans-IO: it is fed the
 //! bytes in order and says when the running total of a message (its
 //! fragments so far plus the frame just announced) passes the limit.
 

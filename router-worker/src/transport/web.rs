@@ -1,5 +1,5 @@
 //! `web` transports: static files and WAMP-over-WebSocket paths on one
-//! HTTP port, as Crossbar.io's web transport. [`checked_head`] also guards
+//! HTTP port, as Crossbar.io's web transport. `checked_head` also guards
 //! plain `websocket` transports.
 //!
 //! The request head is read here first, bounded in size

@@ -1,4 +1,5 @@
-//! Static role-based authorization.
+//! Static role-based authorization; [`dynamic`] asks a role's authorizer
+//! procedure instead and keeps its answers.
 //!
 //! Each realm owns one [`Authorizer`] built from its roles. A decision takes
 //! the first permission that matches the URI in Crossbar.io's order: the
@@ -12,6 +13,8 @@
 //! registration every rule that takes precedence over it on part of the set
 //! must allow it too; a subscription instead never receives an event on a
 //! topic such a rule forbids (checked per event by the realm).
+
+pub mod dynamic;
 
 use std::collections::HashMap;
 use std::fmt;

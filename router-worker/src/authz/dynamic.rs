@@ -1,0 +1,251 @@
+//! Dynamic authorization: a role whose permissions name an authorizer
+//! procedure is asked per (URI, action), through a call the realm makes
+//! itself. Until it answers, the session's messages wait (parked, in
+//! order, at most [`MAX_PARKED`]); its answer is used once, or kept for the
+//! session when it says `cache: true`. No answer within
+//! [`AUTHORIZER_TIMEOUT_MS`], an error or a malformed answer denies, with
+//! the cause in the log and in the client's error.
+
+use proto::errors::uri as wamp_uri;
+use proto::{Dict, Id, Message, Payload, Value};
+use tracing::warn;
+
+use super::{Action, Decision};
+use crate::realm::core::Waiter;
+use crate::realm::{Core, InternalCallError};
+
+/// How long a dynamic authorizer may take before the action is denied.
+pub const AUTHORIZER_TIMEOUT_MS: u64 = 5_000;
+/// Messages a session may have waiting for its authorizer's answer.
+pub const MAX_PARKED: usize = 256;
+
+/// A dynamic authorizer's decision, cached per session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cached {
+    pub(crate) allow: bool,
+    pub(crate) disclose: bool,
+    /// Kept for later actions (`cache: true`), else used once.
+    pub(crate) keep: bool,
+    /// Why it was denied, when the authorizer failed.
+    pub(crate) reason: Option<(&'static str, String)>,
+}
+
+/// Turn an authorizer's answer into a decision. A boolean is used once; a
+/// dict `{allow, disclose, cache}` is kept for the session when `cache` is
+/// true. Anything else, an error or a timeout denies, with the cause.
+pub(crate) fn parse_answer(
+    procedure: &str,
+    uri: &str,
+    action: Action,
+    result: Result<Payload, InternalCallError>,
+) -> Cached {
+    let fail = |text: String| Cached {
+        allow: false,
+        disclose: false,
+        keep: false,
+        reason: Some((
+            wamp_uri::AUTHORIZATION_FAILED,
+            format!("authorizer {procedure:?} could not decide on {action} {uri:?}: {text}"),
+        )),
+    };
+    let payload = match result {
+        Ok(p) => p,
+        Err(InternalCallError::NoSuchProcedure) => {
+            return fail("it is not registered in this realm".into());
+        }
+        Err(InternalCallError::Timeout) => {
+            return fail(format!(
+                "it did not answer within {AUTHORIZER_TIMEOUT_MS} ms"
+            ));
+        }
+        Err(InternalCallError::Gone) => return fail("the realm is shutting down".into()),
+        Err(InternalCallError::Error { uri: e, message }) => {
+            return fail(format!("it raised {e}: {message}"));
+        }
+    };
+    match payload.args.first() {
+        Some(Value::Bool(b)) => Cached {
+            allow: *b,
+            disclose: false,
+            keep: false,
+            reason: None,
+        },
+        Some(Value::Dict(d)) => match d.get("allow") {
+            Some(Value::Bool(allow)) => Cached {
+                allow: *allow,
+                disclose: d.get("disclose").and_then(Value::as_bool).unwrap_or(false),
+                keep: d.get("cache").and_then(Value::as_bool).unwrap_or(false),
+                reason: None,
+            },
+            _ => fail("its dict answer lacks a boolean \"allow\"".into()),
+        },
+        None => fail(
+            "it returned nothing; expected true/false or {\"allow\": ..., \"cache\": ...}".into(),
+        ),
+        Some(other) => fail(format!(
+            "it returned a {}; expected true/false or {{\"allow\": ..., \"cache\": ...}}",
+            other.type_name()
+        )),
+    }
+}
+
+/// What to ask an authorizer: the URI, the action, the message's options
+/// and the authorizer procedure.
+type Question = (String, Action, Dict, String);
+
+impl Core {
+    /// Dispatch a session's message, or park it while its authorizer has
+    /// not answered for it (or for an earlier message).
+    pub(crate) fn dispatch(&mut self, session: Id, msg: Message) {
+        let waiting = self
+            .sessions
+            .get(&session)
+            .is_some_and(|e| e.awaiting_authz || !e.parked.is_empty());
+        if waiting {
+            return self.park(session, msg);
+        }
+        if let Some(question) = self.needs_authorizer(session, &msg) {
+            self.park(session, msg);
+            if let Some(e) = self.sessions.get_mut(&session) {
+                e.awaiting_authz = true;
+            }
+            return self.ask_authorizer(session, question);
+        }
+        self.dispatch_now(session, msg);
+    }
+
+    /// The question a message needs answered, if its session's role decides
+    /// through a dynamic authorizer that has not answered for it yet.
+    fn needs_authorizer(&self, session: Id, msg: &Message) -> Option<Question> {
+        let entry = self.sessions.get(&session)?;
+        let procedure = self.authz.authorizer_for(&entry.info.authrole)?;
+        let (uri, action, options) = match msg {
+            Message::Publish(m) => (&m.topic, Action::Publish, &m.options),
+            Message::Subscribe(m) => (&m.topic, Action::Subscribe, &m.options),
+            Message::Register(m) => (&m.procedure, Action::Register, &m.options),
+            Message::Call(m) => {
+                if self.dealer.call_in_flight(session, m.request) {
+                    return None;
+                }
+                (&m.procedure, Action::Call, &m.options)
+            }
+            _ => return None,
+        };
+        if entry.authz_cache.contains_key(&(uri.clone(), action)) {
+            return None;
+        }
+        Some((uri.clone(), action, options.clone(), procedure.to_owned()))
+    }
+
+    /// Park a message until the session's authorizer has answered.
+    fn park(&mut self, session: Id, msg: Message) {
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if entry.parked.len() >= MAX_PARKED {
+            return self.kill(
+                session,
+                wamp_uri::CLOSE_KILLED,
+                format!("more than {MAX_PARKED} messages are waiting for the session's authorizer"),
+            );
+        }
+        entry.parked.push_back(msg);
+    }
+
+    /// The authorizer answered for `session`: keep the decision and go on
+    /// with the parked messages.
+    pub(crate) fn authorizer_answered(
+        &mut self,
+        session: Id,
+        uri: String,
+        action: Action,
+        procedure: &str,
+        result: Result<Payload, InternalCallError>,
+    ) {
+        let cached = parse_answer(procedure, &uri, action, result);
+        if let Some(reason) = &cached.reason {
+            warn!(session, %uri, %action, authorizer = %procedure, "{}", reason.1);
+        }
+        if let Some(e) = self.sessions.get_mut(&session) {
+            e.awaiting_authz = false;
+            e.authz_cache.insert((uri, action), cached);
+        }
+        self.drain_parked(session);
+    }
+
+    /// Dispatch parked messages until one needs the authorizer again.
+    fn drain_parked(&mut self, session: Id) {
+        loop {
+            let Some(entry) = self.sessions.get_mut(&session) else {
+                return;
+            };
+            if entry.awaiting_authz {
+                return;
+            }
+            let Some(msg) = entry.parked.pop_front() else {
+                return;
+            };
+            if let Some(question) = self.needs_authorizer(session, &msg) {
+                if let Some(entry) = self.sessions.get_mut(&session) {
+                    entry.parked.push_front(msg);
+                    entry.awaiting_authz = true;
+                }
+                self.ask_authorizer(session, question);
+                return;
+            }
+            self.dispatch_now(session, msg);
+        }
+    }
+
+    fn ask_authorizer(&mut self, session: Id, (uri, action, options, procedure): Question) {
+        let Some(e) = self.sessions.get(&session) else {
+            return;
+        };
+        let details = proto::dict! {
+            "session" => session,
+            "authid" => e.info.authid.as_str(),
+            "authrole" => e.info.authrole.as_str(),
+            "authmethod" => e.info.authmethod.as_str(),
+            "authprovider" => e.info.authprovider.as_str(),
+            "authextra" => e.info.authextra.clone(),
+        };
+        let payload = Payload::args(vec![
+            details.into(),
+            Value::from(uri.as_str()),
+            Value::from(action.name()),
+            options.into(),
+        ]);
+        let waiter = Waiter::Authorize {
+            session,
+            uri,
+            action,
+            procedure: procedure.clone(),
+        };
+        self.internal_call(&procedure, payload, AUTHORIZER_TIMEOUT_MS, waiter);
+    }
+
+    /// A dynamic authorizer's answer for this action, if the session's role
+    /// has an authorizer; one-time answers are consumed here.
+    pub(crate) fn cached_decision(
+        &mut self,
+        session: Id,
+        uri_str: &str,
+        action: Action,
+    ) -> Option<Result<Decision, (&'static str, String)>> {
+        let entry = self.sessions.get_mut(&session)?;
+        self.authz.authorizer_for(&entry.info.authrole)?;
+        let key = (uri_str.to_owned(), action);
+        let cached = entry.authz_cache.get(&key)?.clone();
+        if !cached.keep {
+            entry.authz_cache.remove(&key);
+        }
+        Some(match cached.reason {
+            Some(r) => Err(r),
+            None => Ok(Decision {
+                allow: cached.allow,
+                disclose: cached.disclose,
+                disclose_on_request: true,
+            }),
+        })
+    }
+}

@@ -1,0 +1,539 @@
+//! The realm's core: its sessions, broker and dealer, and the rules that
+//! route between them, as a state machine with no I/O.
+//!
+//! [`Core::handle`] takes one [`Input`] and the wall-clock time, changes the
+//! state, and leaves [`Effect`]s for the caller to carry out, in order
+//! ([`Core::effects`]). Randomness (publication ids, the `random` invoke
+//! policy) comes from the generator the core was built with, so a test
+//! seeds it. The Pub/Sub handlers are in [`super::pubsub`], the RPC ones in
+//! [`super::rpc`], dynamic authorization in [`crate::authz::dynamic`] and the
+//! meta API in [`crate::meta`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use proto::errors::uri as wamp_uri;
+use proto::message::{WampError, code};
+use proto::uri::{self, MatchPolicy};
+use proto::{Dict, Id, Message, Payload, Value};
+use rand::rngs::SmallRng;
+use tracing::{debug, info, warn};
+
+use super::{InternalCallError, SessionInfo};
+use crate::authz::dynamic::Cached;
+use crate::authz::{Action, Authorizer, Decision};
+use crate::broker::Broker;
+use crate::config::{RealmConfig, UriCheck};
+use crate::dealer::Dealer;
+use crate::outbound::OutMsg;
+
+/// Testaments one session may leave.
+pub const MAX_TESTAMENTS: usize = 32;
+/// Default event history length when the config names none.
+const DEFAULT_HISTORY: usize = 100;
+/// The caller id of the router's own calls (authenticators, authorizers);
+/// never a session id, which start at 1.
+pub const INTERNAL: Id = 0;
+/// The error for a CALL over the session's limit of calls in flight.
+pub const TOO_MANY_CALLS: &str = "trellis.error.too_many_calls";
+
+/// A call's timeout timer: the invocation, and the caller's request it
+/// answers, so a timer that fires after its call ended (and the invocation
+/// id was reused) finds nothing to time out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timer {
+    /// The invocation the timer belongs to.
+    pub invocation: Id,
+    /// The caller ([`INTERNAL`] for the router's own calls).
+    pub caller: Id,
+    /// The caller's request id.
+    pub request: Id,
+}
+
+/// What happens to a realm.
+#[derive(Debug)]
+pub enum Input {
+    /// A session admitted by [`Core::join`] has been told so: announce it.
+    Joined { session: Id },
+    /// A client-to-router message of a joined session.
+    Message { session: Id, msg: Message },
+    /// A session ended (GOODBYE, close, error): drop everything it held.
+    Leave { session: Id },
+    /// A session's outbound queue of `queue` messages was full.
+    SlowPeer { session: Id, queue: usize },
+    /// A timer the core started has fired.
+    Timer(Timer),
+    /// Call a procedure as the router; answered by [`Effect::Reply`].
+    InternalCall {
+        ticket: u64,
+        procedure: String,
+        payload: Payload,
+        timeout_ms: u64,
+    },
+    /// A message for a session produced outside the core (a minted token).
+    Deliver { to: Id, msg: Message },
+    /// New roles, permissions and URI checking; sessions stay.
+    Reconfigure { cfg: Box<RealmConfig> },
+    /// Close every session: the realm was removed.
+    Close,
+}
+
+/// What the core asks its caller to do.
+#[derive(Debug)]
+pub enum Effect {
+    /// Queue a message for a session without waiting; a full queue is
+    /// reported back as [`Input::SlowPeer`].
+    Send { to: Id, msg: Arc<OutMsg> },
+    /// Close a session with a reason URI and a message.
+    Kill {
+        session: Id,
+        reason: String,
+        message: String,
+    },
+    /// The session is gone from the core: forget its link.
+    Left { session: Id },
+    /// Feed [`Input::Timer`] back after `after`.
+    StartTimer { timer: Timer, after: Duration },
+    /// The timer is no longer wanted.
+    CancelTimer { timer: Timer },
+    /// Answer the router-made call `ticket`.
+    Reply {
+        ticket: u64,
+        result: Result<Payload, InternalCallError>,
+    },
+    /// Mint a one-time login token and deliver the RESULT (or ERROR) for
+    /// `request` to session `to` with [`Input::Deliver`].
+    Mint {
+        to: Id,
+        request: Id,
+        authid: String,
+        role: Option<String>,
+        lifetime: Duration,
+    },
+    /// The realm's roles and permissions changed.
+    Authz(Arc<Authorizer>),
+}
+
+/// Who waits for the answer to a router-made call.
+#[derive(Debug)]
+pub(crate) enum Waiter {
+    /// A task outside the realm (an authenticator call), by ticket.
+    Task(u64),
+    /// The realm itself: a dynamic authorizer's answer for a session.
+    Authorize {
+        session: Id,
+        uri: String,
+        action: Action,
+        procedure: String,
+    },
+}
+
+pub(crate) struct SessionEntry {
+    pub(crate) info: SessionInfo,
+    /// Set once the session has been killed, so it is killed (and its
+    /// overflow logged) once.
+    pub(crate) killed: bool,
+    /// Dynamic authorizer answers by (URI, action).
+    pub(crate) authz_cache: HashMap<(String, Action), Cached>,
+    /// Messages waiting for the dynamic authorizer, in arrival order, so a
+    /// session's messages never overtake each other.
+    pub(crate) parked: VecDeque<Message>,
+    /// An authorizer call for this session is outstanding.
+    pub(crate) awaiting_authz: bool,
+}
+
+/// A testament: an event published on the session's behalf when it goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Testament {
+    pub(crate) topic: String,
+    pub(crate) payload: Payload,
+    pub(crate) options: Dict,
+    /// `destroyed` or `detached`; Trellis has no session resumption, so
+    /// both are published when the session leaves.
+    pub(crate) scope: String,
+}
+
+/// A realm's state: see the module documentation.
+pub struct Core {
+    pub(crate) name: String,
+    /// Whether client URIs must follow the strict rule.
+    pub(crate) strict: bool,
+    pub(crate) authz: Arc<Authorizer>,
+    pub(crate) broker: Broker,
+    pub(crate) dealer: Dealer,
+    /// Boxed entries: the table keeps spare slots (up to half of them
+    /// after a resize), and an empty slot should cost a pointer, not an entry.
+    pub(crate) sessions: HashMap<Id, Box<SessionEntry>>,
+    /// Sessions killed while handling the current input: they leave the
+    /// realm as soon as it is handled, without waiting for their task to
+    /// finish closing a connection the peer may not be reading.
+    doomed: Vec<Id>,
+    /// Timers running for calls in flight.
+    pub(crate) timers: HashSet<Timer>,
+    /// Testaments by session.
+    pub(crate) testaments: HashMap<Id, Vec<Testament>>,
+    /// Router-made calls in flight by request id.
+    pub(crate) waiters: HashMap<Id, Waiter>,
+    pub(crate) next_internal: Id,
+    /// The longest token lifetime, when the router has a token store.
+    pub(crate) token_max_age: Option<Duration>,
+    pub(crate) rng: SmallRng,
+    /// The time of the input being handled.
+    pub(crate) now: SystemTime,
+    /// What the current input asks for, in order.
+    pub(crate) fx: Vec<Effect>,
+}
+
+impl Core {
+    /// A realm for `cfg` with no sessions. `token_max_age` is set when the
+    /// router can mint login tokens; `rng` makes publication ids and
+    /// random callee choices.
+    pub fn new(cfg: &RealmConfig, token_max_age: Option<Duration>, rng: SmallRng) -> Core {
+        let mut broker = Broker::new();
+        if let Some(store) = &cfg.store {
+            for h in &store.event_history {
+                broker.add_history(
+                    &h.uri,
+                    h.match_policy,
+                    h.limit.or(store.limit).unwrap_or(DEFAULT_HISTORY),
+                );
+            }
+        }
+        Core {
+            name: cfg.name.clone(),
+            strict: cfg.options.uri_check == UriCheck::Strict,
+            authz: Arc::new(Authorizer::new(&cfg.roles)),
+            broker,
+            dealer: Dealer::new(),
+            sessions: HashMap::new(),
+            doomed: Vec::new(),
+            timers: HashSet::new(),
+            testaments: HashMap::new(),
+            waiters: HashMap::new(),
+            next_internal: 0,
+            token_max_age,
+            rng,
+            now: SystemTime::UNIX_EPOCH,
+            fx: Vec::new(),
+        }
+    }
+
+    /// The realm's URI.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The roles and permissions in force.
+    pub fn authz(&self) -> &Arc<Authorizer> {
+        &self.authz
+    }
+
+    /// Sessions joined right now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Admit a session under the id it chose; `false` if the id is taken.
+    /// Its `on_join` is published when [`Input::Joined`] follows.
+    pub fn join(&mut self, id: Id, info: SessionInfo) -> bool {
+        if id == INTERNAL || self.sessions.contains_key(&id) {
+            return false;
+        }
+        self.sessions.insert(
+            id,
+            Box::new(SessionEntry {
+                info,
+                killed: false,
+                authz_cache: HashMap::new(),
+                parked: VecDeque::new(),
+                awaiting_authz: false,
+            }),
+        );
+        true
+    }
+
+    /// The effects of the inputs handled since the last call, in order.
+    pub fn effects(&mut self) -> std::vec::Drain<'_, Effect> {
+        self.fx.drain(..)
+    }
+
+    /// Handle one input at wall-clock time `now`; its effects wait in
+    /// [`Core::effects`].
+    pub fn handle(&mut self, input: Input, now: SystemTime) {
+        self.now = now;
+        match input {
+            Input::Joined { session } => self.meta_on_join(session),
+            Input::Message { session, msg } => {
+                if self.sessions.contains_key(&session) {
+                    self.dispatch(session, msg);
+                }
+            }
+            Input::Leave { session } => self.leave(session),
+            Input::SlowPeer { session, queue } => self.slow_peer(session, queue),
+            Input::Timer(t) => self.timer_fired(t),
+            Input::InternalCall {
+                ticket,
+                procedure,
+                payload,
+                timeout_ms,
+            } => self.internal_call(&procedure, payload, timeout_ms, Waiter::Task(ticket)),
+            Input::Deliver { to, msg } => {
+                if self.sessions.contains_key(&to) {
+                    self.send(to, msg);
+                }
+            }
+            Input::Reconfigure { cfg } => {
+                self.authz = Arc::new(Authorizer::new(&cfg.roles));
+                self.fx.push(Effect::Authz(self.authz.clone()));
+                self.strict = cfg.options.uri_check == UriCheck::Strict;
+                // Cached dynamic authorizer answers were given under the
+                // old rules.
+                for e in self.sessions.values_mut() {
+                    e.authz_cache.clear();
+                }
+                info!(realm = %self.name, sessions = self.sessions.len(), "realm reconfigured in place: roles and permissions replaced, sessions kept");
+            }
+            Input::Close => {
+                let mut ids: Vec<Id> = self.sessions.keys().copied().collect();
+                ids.sort_unstable();
+                for session in ids {
+                    self.fx.push(Effect::Kill {
+                        session,
+                        reason: "wamp.close.close_realm".into(),
+                        message: "the realm was removed from the router's configuration".into(),
+                    });
+                }
+                info!(realm = %self.name, "realm removed: its sessions are closed");
+            }
+        }
+        while let Some(session) = self.doomed.pop() {
+            self.leave(session);
+        }
+    }
+
+    /// Queue a message for a session (or answer the router's own call).
+    pub(crate) fn send(&mut self, to: Id, msg: Message) {
+        if to == INTERNAL {
+            return self.internal_reply(msg);
+        }
+        self.fx.push(Effect::Send {
+            to,
+            msg: OutMsg::new(msg),
+        });
+    }
+
+    pub(crate) fn push(&mut self, effect: Effect) {
+        self.fx.push(effect);
+    }
+
+    /// Close a session from the router's side; it leaves once the current
+    /// input is handled.
+    pub(crate) fn kill(&mut self, session: Id, reason: &str, message: String) {
+        if let Some(entry) = self.sessions.get_mut(&session) {
+            warn!(session, authid = %entry.info.authid, reason, "{message}");
+            self.kill_quietly(session, reason, message);
+        }
+    }
+
+    fn kill_quietly(&mut self, session: Id, reason: &str, message: String) {
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if entry.killed {
+            return;
+        }
+        entry.killed = true;
+        self.fx.push(Effect::Kill {
+            session,
+            reason: reason.to_owned(),
+            message,
+        });
+        self.doomed.push(session);
+    }
+
+    /// The slow-peer policy: a session that does not read is closed.
+    fn slow_peer(&mut self, session: Id, queue: usize) {
+        let Some(entry) = self.sessions.get(&session) else {
+            return;
+        };
+        if entry.killed {
+            return;
+        }
+        warn!(
+            session,
+            authid = %entry.info.authid,
+            queue,
+            "closing slow session: its outbound queue of {queue} messages is full (the peer does not read fast enough)"
+        );
+        self.kill_quietly(
+            session,
+            wamp_uri::CLOSE_KILLED,
+            format!("outbound queue overflow: {queue} messages were waiting, the session does not read fast enough"),
+        );
+    }
+
+    pub(crate) fn role(&self, session: Id) -> &str {
+        self.sessions
+            .get(&session)
+            .map_or("", |e| e.info.authrole.as_str())
+    }
+
+    /// Check a client URI: its syntax under `policy`, the role's permission,
+    /// then the reserved `wamp.` prefix. Returns the permission's decision
+    /// (disclosure), or the error to send.
+    pub(crate) fn check_uri(
+        &mut self,
+        session: Id,
+        uri_str: &str,
+        policy: MatchPolicy,
+        action: Action,
+    ) -> Result<Decision, (&'static str, String)> {
+        if let Err(e) = uri::validate(uri_str, policy, self.strict) {
+            return Err((wamp_uri::INVALID_URI, e.to_string()));
+        }
+        // Authorization is decided before anything else, so a role that may
+        // not use a URI learns nothing about it.
+        // A pattern is authorized as the whole set of URIs it matches: a
+        // role allowed one URI must not receive calls or events for others.
+        let decision = match self.cached_decision(session, uri_str, action) {
+            Some(Err(reason)) => return Err(reason),
+            Some(Ok(d)) if d.allow => d,
+            Some(Ok(_)) => {
+                return Err((
+                    wamp_uri::NOT_AUTHORIZED,
+                    format!(
+                        "session is not authorized to {action} {uri_str:?} (role {:?}): its authorizer denied it",
+                        self.role(session)
+                    ),
+                ));
+            }
+            None => self
+                .authz
+                .authorize_pattern(self.role(session), uri_str, policy, action)
+                .map_err(|text| (wamp_uri::NOT_AUTHORIZED, text))?,
+        };
+        if (uri::is_reserved(uri_str) || uri_str.starts_with("trellis."))
+            && matches!(action, Action::Register | Action::Publish)
+        {
+            return Err((
+                wamp_uri::INVALID_URI,
+                format!(
+                    "{uri_str:?}: the \"wamp.\" and \"trellis.\" prefixes are reserved for the router"
+                ),
+            ));
+        }
+        Ok(decision)
+    }
+
+    /// Whether a caller or publisher is disclosed: when its permission says
+    /// so, or when it asks (`disclose_me`) and the permission does not
+    /// refuse that (`disclose.on_request: false`, the refusal logged).
+    pub(crate) fn disclosed(
+        &self,
+        session: Id,
+        d: Decision,
+        asked: bool,
+        action: Action,
+        uri_str: &str,
+    ) -> Result<bool, (&'static str, String)> {
+        if d.disclose || !asked {
+            return Ok(d.disclose);
+        }
+        if d.disclose_on_request {
+            return Ok(true);
+        }
+        let text = format!(
+            "role {:?} may not disclose its identity when it does {action} on {uri_str:?}: the realm's permission sets disclose.on_request to false; send it without disclose_me",
+            self.role(session)
+        );
+        info!(session, uri = %uri_str, %action, "disclose_me refused: {text}");
+        Err((wamp_uri::OPTION_DISALLOWED_DISCLOSE_ME, text))
+    }
+
+    /// Route a message now that nothing (no authorizer) holds it back.
+    pub(crate) fn dispatch_now(&mut self, session: Id, msg: Message) {
+        match msg {
+            Message::Publish(m) => self.publish(session, m),
+            Message::Subscribe(m) => self.subscribe(session, m),
+            Message::Unsubscribe(m) => self.unsubscribe(session, m),
+            Message::Register(m) => self.register(session, m),
+            Message::Unregister(m) => self.unregister(session, m),
+            Message::Call(m) => self.call(session, m),
+            Message::Cancel(m) => self.cancel(session, m),
+            Message::Yield(m) => self.yield_(session, m),
+            Message::Error(m) if m.request_type == code::INVOCATION => {
+                self.invocation_error(session, m)
+            }
+            other => self.kill(
+                session,
+                wamp_uri::PROTOCOL_VIOLATION,
+                format!(
+                    "{} is not a message a client may send to a router here",
+                    other.name()
+                ),
+            ),
+        }
+    }
+
+    fn leave(&mut self, session: Id) {
+        let Some(entry) = self.sessions.remove(&session) else {
+            return;
+        };
+        self.fx.push(Effect::Left { session });
+        for (sub, r) in self.broker.remove_session(session) {
+            self.meta_unsubscribed(session, sub, r.deleted);
+        }
+        let removed = self.dealer.remove_session(session);
+        for &(reg, deleted) in &removed.registrations {
+            self.meta_unregistered(session, reg, deleted);
+        }
+        for p in &removed.orphaned_calls {
+            self.cancel_timer(p);
+            self.send(
+                p.caller,
+                error_msg(
+                    code::CALL,
+                    p.caller_request,
+                    wamp_uri::CANCELED,
+                    "the callee left before answering the call".into(),
+                ),
+            );
+        }
+        for p in &removed.abandoned_calls {
+            self.cancel_timer(p);
+            self.interrupt(p, proto::options::CancelMode::KillNoWait);
+        }
+        for t in self.testaments.remove(&session).unwrap_or_default() {
+            debug!(session, topic = %t.topic, scope = %t.scope, "publishing testament");
+            let audience = proto::options::Audience::parse(&t.options).unwrap_or_default();
+            self.publish_internal(&t.topic, t.payload, &audience);
+        }
+        self.meta_event(
+            "wamp.session.on_leave",
+            vec![
+                session.into(),
+                entry.info.authid.as_str().into(),
+                entry.info.authrole.as_str().into(),
+            ],
+        );
+        debug!(
+            session,
+            authid = %entry.info.authid,
+            registrations = removed.registrations.len(),
+            abandoned_calls = removed.abandoned_calls.len(),
+            "session left the realm"
+        );
+    }
+}
+
+/// An ERROR answering `request` with `error` and a message text.
+pub(crate) fn error_msg(request_type: u64, request: Id, error: &str, text: String) -> Message {
+    Message::Error(WampError {
+        request_type,
+        request,
+        details: Dict::new(),
+        error: error.to_owned(),
+        payload: Payload::args(vec![Value::Str(text)]),
+    })
+}

@@ -1,0 +1,614 @@
+//! A realm: a sans-IO core that routes, and the tokio actor that runs it.
+//!
+//! - [`core`]: [`Core`], the realm's state and rules. It takes [`Input`]s
+//!   (a session's message, a timer firing, a session leaving, a router-made
+//!   call, a minted token) and answers with [`Effect`]s (send to a session,
+//!   kill a session, start or cancel a timer, mint a token, answer a
+//!   router-made call). It never touches a socket, a channel, a clock or a
+//!   task; its unit tests (`tests.rs`) drive it with fake time and a seeded
+//!   random number generator.
+//! - [`pubsub`] and [`rpc`]: the Pub/Sub and RPC halves of the core;
+//!   [`crate::authz::dynamic`] parks messages for dynamic authorizers and
+//!   [`crate::meta`] answers the meta API, both over the same core.
+//! - This file: the actor. Session tasks talk to it through [`RealmHandle`]
+//!   over a bounded channel (so a flooding client is slowed down, not
+//!   buffered without limit) and receive [`OutMsg`]s on their own bounded
+//!   queue. The actor never waits on a session: it `try_send`s, and a
+//!   session whose queue is full is closed with a reason in the log (the
+//!   slow-peer policy), so one slow peer cannot stall a realm or grow its
+//!   memory.
+
+pub mod core;
+pub mod pubsub;
+pub mod rpc;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use proto::errors::uri as wamp_uri;
+use proto::message::{CallResult, code};
+use proto::{Dict, Id, Message, Payload, Serializer, Value};
+use rand::SeedableRng;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::authz::Authorizer;
+use crate::config::RealmConfig;
+use crate::outbound::OutMsg;
+
+pub use self::core::{Core, Effect, INTERNAL, Input, MAX_TESTAMENTS, TOO_MANY_CALLS, Timer};
+pub(crate) use self::core::{Testament, error_msg};
+pub use self::pubsub::receives;
+pub use proto::options::Audience;
+
+/// Commands queued per realm before senders wait.
+const REALM_QUEUE: usize = 4096;
+/// Commands handled per wakeup before yielding to the scheduler.
+const BATCH: usize = 512;
+
+/// Where `trellis.token.issue` mints one-time login tokens.
+#[derive(Debug, Clone)]
+pub struct TokenMint {
+    /// The store (the first transport's with token auth).
+    pub store: Arc<crate::tokens::TokenStore>,
+    /// The longest lifetime a token may get.
+    pub max_age: Duration,
+}
+
+/// Who a session is, as the realm needs it for authorization, disclosure
+/// and the meta API.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Authenticated identity.
+    pub authid: String,
+    /// Role used for every authorization decision.
+    pub authrole: String,
+    /// How the session authenticated.
+    pub authmethod: String,
+    /// Who authenticated it (`static`, `dynamic`).
+    pub authprovider: String,
+    /// Serializer in use, for logs and the meta API.
+    pub serializer: Serializer,
+    /// The HELLO features the router acts on (kept as flags: clients send
+    /// kilobytes of feature dicts, and every session would hold a copy).
+    pub features: ClientFeatures,
+    /// Transport details for the meta API.
+    pub transport: TransportInfo,
+    /// Extra data from the authenticator, given to the client in WELCOME
+    /// and to dynamic authorizers.
+    pub authextra: Dict,
+    /// Calls this session may have in flight (its transport's
+    /// `max_calls_in_flight`).
+    pub max_calls: usize,
+}
+
+/// Client features from HELLO that change what the router sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientFeatures {
+    /// The callee handles INTERRUPT.
+    pub callee_call_canceling: bool,
+    /// The callee accepts progressive call invocations.
+    pub callee_progressive_call_invocations: bool,
+}
+
+impl ClientFeatures {
+    /// Read the features from HELLO.Details.roles.
+    pub fn from_roles(roles: &Dict) -> ClientFeatures {
+        let has = |role: &str, feature: &str| {
+            roles
+                .get(role)
+                .and_then(Value::as_dict)
+                .and_then(|r| r.get("features"))
+                .and_then(Value::as_dict)
+                .and_then(|f| f.get(feature))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        ClientFeatures {
+            callee_call_canceling: has("callee", "call_canceling"),
+            callee_progressive_call_invocations: has("callee", "progressive_call_invocations"),
+        }
+    }
+}
+
+/// How a session is connected, for the meta API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportInfo {
+    /// `websocket`, `rawsocket`.
+    pub kind: &'static str,
+    /// The negotiated subprotocol (`wamp.2.json`, ...).
+    pub protocol: &'static str,
+    /// `tcp4:127.0.0.1:52312`.
+    pub peer: String,
+    /// Unix sockets: the peer's uid and pid (SO_PEERCRED).
+    pub cred: Option<(u32, Option<i32>)>,
+    /// The trusted proxy the connection came through (its `peer` form),
+    /// when `peer` is the client named in its forwarding header.
+    pub proxy: Option<String>,
+}
+
+impl TransportInfo {
+    /// A connection's details (`peer` as `tcp4:ip:port` or `unix:pid=…`).
+    pub fn new(kind: &'static str, protocol: &'static str, peer: String) -> TransportInfo {
+        TransportInfo {
+            kind,
+            protocol,
+            peer,
+            cred: None,
+            proxy: None,
+        }
+    }
+
+    /// As a WAMP dict (`type`, `protocol`, `peer`, and for Unix sockets
+    /// `peer_uid` and `peer_pid`).
+    pub fn to_dict(&self) -> Dict {
+        let mut d = proto::dict! { "type" => self.kind, "protocol" => self.protocol, "peer" => self.peer.as_str() };
+        if let Some(proxy) = &self.proxy {
+            d.insert("proxy".into(), proxy.as_str().into());
+        }
+        if let Some((uid, pid)) = self.cred {
+            d.insert("peer_uid".into(), u64::from(uid).into());
+            if let Some(pid) = pid {
+                d.insert("peer_pid".into(), i64::from(pid).into());
+            }
+        }
+        d
+    }
+}
+
+/// Lets the realm close a session from outside its task.
+#[derive(Debug, Default)]
+pub struct KillSwitch {
+    token: CancellationToken,
+    /// The close reason URI and message; the first kill wins.
+    reason: OnceLock<(String, String)>,
+}
+
+impl KillSwitch {
+    /// Close the session with `reason`; later calls keep the first reason.
+    pub fn kill(&self, reason: &str, message: String) {
+        let _ = self.reason.set((reason.to_owned(), message));
+        self.token.cancel();
+    }
+
+    /// Resolves once the session has been killed.
+    pub async fn killed(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// The reason given to [`KillSwitch::kill`].
+    pub fn reason(&self) -> Option<&(String, String)> {
+        self.reason.get()
+    }
+}
+
+/// A session's side of the realm: where the realm sends its messages.
+#[derive(Debug)]
+pub struct SessionLink {
+    /// The session's bounded outbound queue.
+    pub tx: mpsc::Sender<Arc<OutMsg>>,
+    /// To close the session (slow peer, protocol violation, meta kill).
+    pub kill: Arc<KillSwitch>,
+}
+
+/// Why a call made by the router itself failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InternalCallError {
+    /// Nobody registered the procedure.
+    NoSuchProcedure,
+    /// The callee answered with ERROR.
+    Error {
+        /// The error URI.
+        uri: String,
+        /// The first positional argument, if it is a string.
+        message: String,
+    },
+    /// No answer within the deadline.
+    Timeout,
+    /// The realm stopped.
+    Gone,
+}
+
+/// What session tasks (and the realm's own timers) send to a realm.
+#[derive(Debug)]
+pub enum RealmCommand {
+    /// New roles, permissions and URI checking (a config reload).
+    Reconfigure {
+        /// The realm's new config (same name).
+        cfg: Box<RealmConfig>,
+    },
+    /// Close every session: the realm was removed.
+    Close,
+    /// Admit a session under the id it chose; `false` if the id is taken.
+    Join {
+        id: Id,
+        info: SessionInfo,
+        link: SessionLink,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Call a procedure as the router (dynamic authenticators).
+    InternalCall {
+        procedure: String,
+        payload: Payload,
+        timeout_ms: u64,
+        reply: oneshot::Sender<Result<Payload, InternalCallError>>,
+    },
+    /// A session ended (GOODBYE, close, error): drop everything it held.
+    Leave { session: Id },
+    /// A client-to-router message of an established session.
+    Message { session: Id, msg: Message },
+    /// A message produced by a task the realm started (a minted token).
+    Deliver { to: Id, msg: Message },
+    /// Answer when the realm gets to it (the controller's liveness check:
+    /// a realm stuck in a loop never does).
+    Ping { reply: oneshot::Sender<()> },
+    /// A timer the core started has fired.
+    Timer(Timer),
+}
+
+/// The realm's actor has stopped: it takes no more commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RealmStopped;
+
+/// A cheap, clonable handle to a running realm.
+#[derive(Clone, Debug)]
+pub struct RealmHandle {
+    /// The realm's URI.
+    pub name: Arc<str>,
+    /// Shared with the actor: sessions check their role exists at HELLO;
+    /// swapped by a reconfiguration.
+    authz: Arc<ArcSwap<Authorizer>>,
+    /// Sessions joined right now; the actor keeps it, management reads it.
+    sessions: Arc<AtomicUsize>,
+    tx: mpsc::Sender<RealmCommand>,
+}
+
+impl RealmHandle {
+    /// Start the realm actor for `cfg`.
+    pub fn spawn(cfg: &RealmConfig, tokens: Option<TokenMint>) -> RealmHandle {
+        let (tx, rx) = mpsc::channel(REALM_QUEUE);
+        let core = Core::new(
+            cfg,
+            tokens.as_ref().map(|t| t.max_age),
+            rand::rngs::SmallRng::from_rng(&mut rand::rng()),
+        );
+        let authz = Arc::new(ArcSwap::new(core.authz().clone()));
+        let count = Arc::new(AtomicUsize::new(0));
+        let actor = Actor {
+            core,
+            links: HashMap::new(),
+            shared_authz: authz.clone(),
+            session_count: count.clone(),
+            self_tx: tx.downgrade(),
+            timers: HashMap::new(),
+            replies: HashMap::new(),
+            next_ticket: 0,
+            tokens,
+            slow: Vec::new(),
+        };
+        tokio::spawn(actor.run(rx));
+        RealmHandle {
+            name: cfg.name.as_str().into(),
+            authz,
+            sessions: count,
+            tx,
+        }
+    }
+
+    /// The realm's roles and permissions as they are now.
+    pub fn authz(&self) -> Arc<Authorizer> {
+        self.authz.load_full()
+    }
+
+    /// Change roles, permissions and URI checking in place; sessions stay.
+    pub async fn reconfigure(&self, cfg: &RealmConfig) {
+        let _ = self
+            .tx
+            .send(RealmCommand::Reconfigure {
+                cfg: Box::new(cfg.clone()),
+            })
+            .await;
+    }
+
+    /// Wait until the realm's actor has handled everything queued before
+    /// this.
+    ///
+    /// # Errors
+    /// [`RealmStopped`] if the realm has stopped.
+    pub async fn ping(&self) -> Result<(), RealmStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(RealmCommand::Ping { reply })
+            .await
+            .map_err(|_| RealmStopped)?;
+        answer.await.map_err(|_| RealmStopped)
+    }
+
+    /// Close every session of the realm (it was removed from the config).
+    pub async fn close(&self) {
+        let _ = self.tx.send(RealmCommand::Close).await;
+    }
+
+    /// Sessions joined to this realm right now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Send a command, waiting while the realm's queue is full.
+    ///
+    /// # Errors
+    /// [`RealmStopped`] if the realm has stopped.
+    ///
+    /// Most sends find room at once; only a send that has to wait boxes
+    /// its future. Sessions await this in their long-lived state, where an
+    /// inline `Sender::send` future (the command twice over, and a
+    /// semaphore wait) would cost every idle session its size.
+    pub fn send(
+        &self,
+        cmd: RealmCommand,
+    ) -> impl Future<Output = Result<(), RealmStopped>> + Send + '_ {
+        let waiting = match self.tx.try_send(cmd) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(RealmStopped),
+            Err(mpsc::error::TrySendError::Full(cmd)) => Ok(Some(Box::pin(self.tx.send(cmd)))),
+        };
+        async move {
+            match waiting? {
+                None => Ok(()),
+                Some(send) => send.await.map_err(|_| RealmStopped),
+            }
+        }
+    }
+
+    /// Call `procedure` in this realm as the router itself, bounded by
+    /// `timeout`.
+    ///
+    /// # Errors
+    /// [`InternalCallError`] saying whether the procedure is missing,
+    /// raised an error, did not answer in time, or the realm is gone.
+    pub async fn call(
+        &self,
+        procedure: &str,
+        payload: Payload,
+        timeout: Duration,
+    ) -> Result<Payload, InternalCallError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = RealmCommand::InternalCall {
+            procedure: procedure.to_owned(),
+            payload,
+            timeout_ms: timeout.as_millis().max(1) as u64,
+            reply,
+        };
+        if self.tx.send(cmd).await.is_err() {
+            return Err(InternalCallError::Gone);
+        }
+        // The realm enforces the timeout itself; this is a backstop.
+        match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(InternalCallError::Gone),
+            Err(_) => Err(InternalCallError::Timeout),
+        }
+    }
+}
+
+/// The tokio side of a realm: feeds the core and carries out its effects.
+struct Actor {
+    core: Core,
+    /// Where each joined session's messages go.
+    links: HashMap<Id, SessionLink>,
+    /// The handles' view of the core's authorizer, swapped on reconfigure.
+    shared_authz: Arc<ArcSwap<Authorizer>>,
+    /// Mirrors the core's session count for [`RealmHandle::session_count`].
+    session_count: Arc<AtomicUsize>,
+    /// For timers and minted tokens to report back; weak so the realm
+    /// still stops when every handle is gone.
+    self_tx: mpsc::WeakSender<RealmCommand>,
+    /// Running timers by key, aborted when the core cancels them.
+    timers: HashMap<Timer, tokio::task::AbortHandle>,
+    /// Tasks waiting for a router-made call, by ticket.
+    replies: HashMap<u64, oneshot::Sender<Result<Payload, InternalCallError>>>,
+    next_ticket: u64,
+    /// For `trellis.token.issue`.
+    tokens: Option<TokenMint>,
+    /// Sessions whose queue overflowed while effects were carried out.
+    slow: Vec<(Id, usize)>,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<RealmCommand>) {
+        info!(realm = %self.core.name(), "realm started");
+        let mut batch = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut batch, BATCH).await > 0 {
+            for cmd in batch.drain(..) {
+                self.command(cmd);
+            }
+            self.session_count
+                .store(self.core.session_count(), Ordering::Relaxed);
+        }
+        debug!(realm = %self.core.name(), "realm stopped: no more handles");
+    }
+
+    fn command(&mut self, cmd: RealmCommand) {
+        let input = match cmd {
+            RealmCommand::Join {
+                id,
+                info,
+                link,
+                reply,
+            } => {
+                if !self.core.join(id, info) {
+                    let _ = reply.send(false);
+                    return;
+                }
+                self.links.insert(id, link);
+                self.session_count
+                    .store(self.core.session_count(), Ordering::Relaxed);
+                if reply.send(true).is_err() {
+                    // The session task went away while joining.
+                    Input::Leave { session: id }
+                } else {
+                    Input::Joined { session: id }
+                }
+            }
+            RealmCommand::InternalCall {
+                procedure,
+                payload,
+                timeout_ms,
+                reply,
+            } => {
+                self.next_ticket += 1;
+                self.replies.insert(self.next_ticket, reply);
+                Input::InternalCall {
+                    ticket: self.next_ticket,
+                    procedure,
+                    payload,
+                    timeout_ms,
+                }
+            }
+            RealmCommand::Leave { session } => Input::Leave { session },
+            RealmCommand::Ping { reply } => {
+                let _ = reply.send(());
+                return;
+            }
+            RealmCommand::Reconfigure { cfg } => Input::Reconfigure { cfg },
+            RealmCommand::Close => Input::Close,
+            RealmCommand::Message { session, msg } => Input::Message { session, msg },
+            RealmCommand::Deliver { to, msg } => Input::Deliver { to, msg },
+            RealmCommand::Timer(t) => {
+                self.timers.remove(&t);
+                Input::Timer(t)
+            }
+        };
+        self.feed(input);
+    }
+
+    /// Hand one input to the core and carry out what it says, then tell it
+    /// of the sessions that could not keep up, until nothing is left.
+    fn feed(&mut self, input: Input) {
+        let mut next = Some(input);
+        while let Some(input) = next.take() {
+            self.core.handle(input, SystemTime::now());
+            for effect in self.core.effects() {
+                carry_out(
+                    effect,
+                    &mut self.links,
+                    &mut self.slow,
+                    &mut self.timers,
+                    &mut self.replies,
+                    &self.self_tx,
+                    &self.tokens,
+                    &self.shared_authz,
+                );
+            }
+            if let Some((session, queue)) = self.slow.pop() {
+                next = Some(Input::SlowPeer { session, queue });
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn carry_out(
+    effect: Effect,
+    links: &mut HashMap<Id, SessionLink>,
+    slow: &mut Vec<(Id, usize)>,
+    timers: &mut HashMap<Timer, tokio::task::AbortHandle>,
+    replies: &mut HashMap<u64, oneshot::Sender<Result<Payload, InternalCallError>>>,
+    self_tx: &mpsc::WeakSender<RealmCommand>,
+    tokens: &Option<TokenMint>,
+    shared_authz: &ArcSwap<Authorizer>,
+) {
+    match effect {
+        Effect::Send { to, msg } => {
+            let Some(link) = links.get(&to) else {
+                return;
+            };
+            match link.tx.try_send(msg) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if !slow.iter().any(|(s, _)| *s == to) {
+                        slow.push((to, link.tx.max_capacity()));
+                    }
+                }
+                // The session task is ending; its Leave is on the way.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        Effect::Kill {
+            session,
+            reason,
+            message,
+        } => {
+            if let Some(link) = links.get(&session) {
+                link.kill.kill(&reason, message);
+            }
+        }
+        Effect::Left { session } => {
+            links.remove(&session);
+        }
+        Effect::StartTimer { timer, after } => {
+            let weak = self_tx.clone();
+            let task = tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                if let Some(tx) = weak.upgrade() {
+                    let _ = tx.send(RealmCommand::Timer(timer)).await;
+                }
+            });
+            timers.insert(timer, task.abort_handle());
+        }
+        Effect::CancelTimer { timer } => {
+            if let Some(t) = timers.remove(&timer) {
+                t.abort();
+            }
+        }
+        Effect::Reply { ticket, result } => {
+            if let Some(tx) = replies.remove(&ticket) {
+                let _ = tx.send(result);
+            }
+        }
+        Effect::Authz(authz) => shared_authz.store(authz),
+        Effect::Mint {
+            to,
+            request,
+            authid,
+            role,
+            lifetime,
+        } => {
+            let Some(mint) = tokens.clone() else {
+                return;
+            };
+            let weak = self_tx.clone();
+            tokio::spawn(async move {
+                let msg = match mint
+                    .store
+                    .mint(&authid, role.as_deref(), lifetime, mint.max_age)
+                    .await
+                {
+                    Ok(token) => Message::Result(CallResult {
+                        request,
+                        details: Dict::new(),
+                        payload: Payload::args(vec![token.into()]),
+                    }),
+                    Err(e) => {
+                        warn!(store = mint.store.kind(), cause = %e.0, "cannot mint a token");
+                        error_msg(
+                            code::CALL,
+                            request,
+                            wamp_uri::AUTHENTICATION_FAILED,
+                            "token store unavailable: try again shortly".into(),
+                        )
+                    }
+                };
+                if let Some(tx) = weak.upgrade() {
+                    let _ = tx.send(RealmCommand::Deliver { to, msg }).await;
+                }
+            });
+        }
+    }
+}

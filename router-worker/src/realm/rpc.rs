@@ -1,0 +1,605 @@
+//! The core's RPC: REGISTER, UNREGISTER, CALL (with progressive invocations,
+//! timeouts and the three cancel modes), YIELD, invocation ERRORs, shared
+//! registrations, the router's own calls and `trellis.token.issue`.
+
+use std::time::Duration;
+
+use proto::errors::uri as wamp_uri;
+use proto::message::{
+    Call, CallResult, Cancel, Interrupt, Invocation, Register, Registered, Unregister,
+    Unregistered, WampError, Yield, code,
+};
+use proto::options::{self, CallOptions, CancelMode, RegisterOptions};
+use proto::uri::{self, MatchPolicy};
+use proto::{Dict, Id, Message, Payload, Value};
+use tracing::debug;
+
+use super::InternalCallError;
+use super::core::{Core, Effect, INTERNAL, TOO_MANY_CALLS, Timer, Waiter, error_msg};
+use crate::authz::Action;
+use crate::dealer::{Pending, RegisterError};
+
+impl Core {
+    /// Route a call made by the router (authenticators, authorizers).
+    pub(crate) fn internal_call(
+        &mut self,
+        procedure: &str,
+        payload: Payload,
+        timeout_ms: u64,
+        waiter: Waiter,
+    ) {
+        let Some((registration, callee)) = self.dealer.route(procedure, &mut self.rng) else {
+            return self.complete(waiter, Err(InternalCallError::NoSuchProcedure));
+        };
+        self.next_internal = if self.next_internal >= proto::MAX_ID {
+            1
+        } else {
+            self.next_internal + 1
+        };
+        let request = self.next_internal;
+        let mut details = Dict::new();
+        if self
+            .dealer
+            .get(registration)
+            .is_some_and(|r| r.policy != MatchPolicy::Exact)
+        {
+            details.insert("procedure".into(), Value::from(procedure));
+        }
+        let invocation = self
+            .dealer
+            .start_call(INTERNAL, request, registration, callee);
+        self.start_timer(invocation, INTERNAL, request, timeout_ms);
+        self.waiters.insert(request, waiter);
+        self.send(
+            callee,
+            Message::Invocation(Invocation {
+                request: invocation,
+                registration,
+                details,
+                payload,
+            }),
+        );
+    }
+
+    /// A RESULT or ERROR addressed to the router itself.
+    pub(crate) fn internal_reply(&mut self, msg: Message) {
+        let (request, result) = match msg {
+            Message::Result(r) => {
+                if r.details.get("progress") == Some(&Value::Bool(true)) {
+                    return;
+                }
+                (r.request, Ok(r.payload))
+            }
+            Message::Error(e) => {
+                let err = if e.error == wamp_uri::TIMEOUT {
+                    InternalCallError::Timeout
+                } else {
+                    InternalCallError::Error {
+                        message: e
+                            .payload
+                            .args
+                            .first()
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                        uri: e.error,
+                    }
+                };
+                (e.request, Err(err))
+            }
+            _ => return,
+        };
+        if let Some(w) = self.waiters.remove(&request) {
+            self.complete(w, result);
+        }
+    }
+
+    fn complete(&mut self, waiter: Waiter, result: Result<Payload, InternalCallError>) {
+        match waiter {
+            Waiter::Task(ticket) => self.push(Effect::Reply { ticket, result }),
+            Waiter::Authorize {
+                session,
+                uri,
+                action,
+                procedure,
+            } => self.authorizer_answered(session, uri, action, &procedure, result),
+        }
+    }
+
+    pub(crate) fn register(&mut self, session: Id, r: Register) {
+        let fail = |realm: &mut Core, uri: &'static str, text: String| {
+            realm.send(session, error_msg(code::REGISTER, r.request, uri, text));
+        };
+        let RegisterOptions { policy, invoke } = match RegisterOptions::parse(&r.options) {
+            Ok(o) => o,
+            Err(text) => return fail(self, wamp_uri::INVALID_ARGUMENT, text),
+        };
+        if let Err((uri, text)) = self.check_uri(session, &r.procedure, policy, Action::Register) {
+            return fail(self, uri, text);
+        }
+        let existed = self.dealer.lookup_exact(&r.procedure, policy).is_some();
+        match self.dealer.register(session, &r.procedure, policy, invoke) {
+            Ok(id) => {
+                debug!(session, procedure = %r.procedure, %policy, registration = id, "registered");
+                self.send(
+                    session,
+                    Message::Registered(Registered {
+                        request: r.request,
+                        registration: id,
+                    }),
+                );
+                if !existed {
+                    self.meta_registration_created(session, id);
+                }
+                self.meta_event(
+                    "wamp.registration.on_register",
+                    vec![session.into(), id.into()],
+                );
+            }
+            Err(e) => {
+                let text = match e {
+                    RegisterError::AlreadyExists => {
+                        format!(
+                            "procedure {:?} is already registered (invoke policy single)",
+                            r.procedure
+                        )
+                    }
+                    RegisterError::PolicyMismatch { existing } => format!(
+                        "procedure {:?} is already registered with invoke policy {:?}, not {:?}",
+                        r.procedure,
+                        existing.name(),
+                        invoke.name()
+                    ),
+                    RegisterError::AlreadyRegisteredBySession => {
+                        format!("this session has already registered {:?}", r.procedure)
+                    }
+                };
+                fail(self, wamp_uri::PROCEDURE_ALREADY_EXISTS, text);
+            }
+        }
+    }
+
+    pub(crate) fn unregister(&mut self, session: Id, u: Unregister) {
+        match self.dealer.unregister(session, u.registration) {
+            Some(deleted) => {
+                self.send(
+                    session,
+                    Message::Unregistered(Unregistered {
+                        request: u.request,
+                        details: None,
+                    }),
+                );
+                self.meta_unregistered(session, u.registration, deleted);
+            }
+            None => self.send(
+                session,
+                error_msg(
+                    code::UNREGISTER,
+                    u.request,
+                    wamp_uri::NO_SUCH_REGISTRATION,
+                    format!("this session holds no registration {}", u.registration),
+                ),
+            ),
+        }
+    }
+
+    pub(crate) fn call(&mut self, session: Id, c: Call) {
+        let fail = |realm: &mut Core, uri: &'static str, text: String| {
+            realm.send(session, error_msg(code::CALL, c.request, uri, text));
+        };
+        if let Some(p) = self.dealer.pending_for_caller(session, c.request) {
+            return self.continue_progressive_call(session, p, c);
+        }
+        let limit = self
+            .sessions
+            .get(&session)
+            .map_or(usize::MAX, |e| e.info.max_calls);
+        if self.dealer.calls_of(session) >= limit {
+            return fail(
+                self,
+                TOO_MANY_CALLS,
+                format!(
+                    "{limit} calls of this session are already in flight (the transport's options.max_calls_in_flight): wait for answers before calling {}",
+                    c.procedure
+                ),
+            );
+        }
+        let decision = match self.check_uri(session, &c.procedure, MatchPolicy::Exact, Action::Call)
+        {
+            Ok(d) => d,
+            Err((uri, text)) => return fail(self, uri, text),
+        };
+        let o = match CallOptions::parse(&c.options) {
+            Ok(o) => o,
+            Err(text) => return fail(self, wamp_uri::INVALID_ARGUMENT, text),
+        };
+        if c.procedure == "trellis.token.issue" {
+            return self.issue_token(session, c.request, &c.payload);
+        }
+        if uri::is_reserved(&c.procedure) {
+            return match self.meta_call(session, &c.procedure, c.payload) {
+                Ok(payload) => self.send(
+                    session,
+                    Message::Result(CallResult {
+                        request: c.request,
+                        details: Dict::new(),
+                        payload,
+                    }),
+                ),
+                Err((uri, text)) => fail(self, uri, text),
+            };
+        }
+        let Some((registration, callee)) = self.dealer.route(&c.procedure, &mut self.rng) else {
+            return fail(
+                self,
+                wamp_uri::NO_SUCH_PROCEDURE,
+                format!("no callee is registered for procedure {:?}", c.procedure),
+            );
+        };
+        if o.progress
+            && !self
+                .sessions
+                .get(&callee)
+                .is_some_and(|e| e.info.features.callee_progressive_call_invocations)
+        {
+            return fail(
+                self,
+                wamp_uri::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "the callee of {:?} does not support progressive call invocations",
+                    c.procedure
+                ),
+            );
+        }
+        let mut details = o.passthru;
+        if self
+            .dealer
+            .get(registration)
+            .is_some_and(|r| r.policy != MatchPolicy::Exact)
+        {
+            details.insert("procedure".into(), Value::from(c.procedure.as_str()));
+        }
+        if o.receive_progress {
+            details.insert("receive_progress".into(), Value::Bool(true));
+        }
+        if o.progress {
+            details.insert("progress".into(), Value::Bool(true));
+        }
+        if o.timeout_ms > 0 {
+            details.insert("timeout".into(), Value::from(o.timeout_ms));
+        }
+        let disclose =
+            match self.disclosed(session, decision, o.disclose_me, Action::Call, &c.procedure) {
+                Ok(d) => d,
+                Err((uri, text)) => return fail(self, uri, text),
+            };
+        if disclose && let Some(e) = self.sessions.get(&session) {
+            details.insert("caller".into(), Value::from(session));
+            details.insert("caller_authid".into(), Value::from(e.info.authid.as_str()));
+            details.insert(
+                "caller_authrole".into(),
+                Value::from(e.info.authrole.as_str()),
+            );
+        }
+        let invocation = self
+            .dealer
+            .start_call(session, c.request, registration, callee);
+        if o.progress
+            && let Some(p) = self.dealer.pending_mut(invocation)
+        {
+            p.caller_progress = true;
+        }
+        if o.timeout_ms > 0 {
+            self.start_timer(invocation, session, c.request, o.timeout_ms);
+        }
+        self.send(
+            callee,
+            Message::Invocation(Invocation {
+                request: invocation,
+                registration,
+                details,
+                payload: c.payload,
+            }),
+        );
+    }
+
+    /// A CALL reusing the request id of a call in flight: allowed only to
+    /// continue a progressive call invocation.
+    fn continue_progressive_call(&mut self, session: Id, p: Pending, c: Call) {
+        if !p.caller_progress {
+            return self.kill(
+                session,
+                wamp_uri::PROTOCOL_VIOLATION,
+                format!(
+                    "CALL request id {} is already in use by a call in flight",
+                    c.request
+                ),
+            );
+        }
+        let more = options::flag(&c.options, "progress");
+        if let Some(pm) = self.dealer.pending_mut(p.invocation) {
+            pm.caller_progress = more;
+        }
+        let mut details = Dict::new();
+        if more {
+            details.insert("progress".into(), Value::Bool(true));
+        }
+        self.send(
+            p.callee,
+            Message::Invocation(Invocation {
+                request: p.invocation,
+                registration: p.registration,
+                details,
+                payload: c.payload,
+            }),
+        );
+    }
+
+    /// `trellis.token.issue(authid, role=None, ttl=None)`: mint a one-time
+    /// login token. Authorized like any call before it gets here.
+    fn issue_token(&mut self, session: Id, request: Id, p: &Payload) {
+        let fail = |realm: &mut Core, uri: &str, text: String| {
+            realm.send(session, error_msg(code::CALL, request, uri, text));
+        };
+        let Some(max_age) = self.token_max_age else {
+            return fail(
+                self,
+                wamp_uri::NO_SUCH_PROCEDURE,
+                "this router has no token store: configure \"token\" in a transport's auth".into(),
+            );
+        };
+        let get = |i: usize, k: &str| {
+            p.args
+                .get(i)
+                .or_else(|| p.kwargs.get(k))
+                .filter(|v| !matches!(v, Value::Null))
+        };
+        let Some(Value::Str(authid)) = get(0, "authid").cloned() else {
+            return fail(
+                self,
+                wamp_uri::INVALID_ARGUMENT,
+                "trellis.token.issue(authid, role=None, ttl=None): authid must be a string".into(),
+            );
+        };
+        let role = match get(1, "role") {
+            None => None,
+            Some(Value::Str(r)) => Some(r.clone()),
+            Some(v) => {
+                return fail(
+                    self,
+                    wamp_uri::INVALID_ARGUMENT,
+                    format!("role must be a string, found {}", v.type_name()),
+                );
+            }
+        };
+        if let Some(r) = &role
+            && !self.authz.has_role(r)
+        {
+            return fail(
+                self,
+                wamp_uri::NO_SUCH_ROLE,
+                format!("role {r:?} does not exist in realm {:?}", self.name),
+            );
+        }
+        let lifetime = match get(2, "ttl") {
+            None => max_age,
+            Some(v) => match v.as_u64().filter(|n| *n > 0) {
+                Some(n) => Duration::from_secs(n).min(max_age),
+                None => {
+                    return fail(
+                        self,
+                        wamp_uri::INVALID_ARGUMENT,
+                        format!("ttl must be a positive number of seconds, found {v}"),
+                    );
+                }
+            },
+        };
+        self.push(Effect::Mint {
+            to: session,
+            request,
+            authid,
+            role,
+            lifetime,
+        });
+    }
+
+    fn start_timer(&mut self, invocation: Id, caller: Id, request: Id, ms: u64) {
+        let timer = Timer {
+            invocation,
+            caller,
+            request,
+        };
+        self.timers.insert(timer);
+        self.push(Effect::StartTimer {
+            timer,
+            after: Duration::from_millis(ms),
+        });
+    }
+
+    /// Stop a call's timeout timer, if it has one.
+    pub(crate) fn cancel_timer(&mut self, p: &Pending) {
+        let timer = Timer {
+            invocation: p.invocation,
+            caller: p.caller,
+            request: p.caller_request,
+        };
+        if self.timers.remove(&timer) {
+            self.push(Effect::CancelTimer { timer });
+        }
+    }
+
+    /// Forget a call and its timer.
+    fn finish_call(&mut self, p: &Pending) {
+        self.cancel_timer(p);
+        self.dealer.finish(p.invocation);
+    }
+
+    /// Tell a callee to stop working on an invocation, if it can listen.
+    pub(crate) fn interrupt(&mut self, p: &Pending, mode: CancelMode) {
+        let supported = self
+            .sessions
+            .get(&p.callee)
+            .is_some_and(|e| e.info.features.callee_call_canceling);
+        if supported {
+            self.send(
+                p.callee,
+                Message::Interrupt(Interrupt {
+                    request: p.invocation,
+                    options: proto::dict! { "mode" => mode.name() },
+                }),
+            );
+        }
+    }
+
+    /// A call's `timeout` (or an authorizer's deadline) expired.
+    pub(crate) fn timer_fired(&mut self, t: Timer) {
+        if !self.timers.remove(&t) {
+            return;
+        }
+        let Some(p) = self.dealer.pending_for_caller(t.caller, t.request) else {
+            return;
+        };
+        if p.invocation != t.invocation {
+            return;
+        }
+        self.dealer.finish(p.invocation);
+        self.interrupt(&p, CancelMode::KillNoWait);
+        debug!(caller = t.caller, request = t.request, "call timed out");
+        self.send(
+            t.caller,
+            error_msg(
+                code::CALL,
+                t.request,
+                wamp_uri::TIMEOUT,
+                "the call did not finish within its timeout".into(),
+            ),
+        );
+    }
+
+    pub(crate) fn cancel(&mut self, session: Id, c: Cancel) {
+        let mode = match CancelMode::parse(&c.options) {
+            Ok(m) => m,
+            Err(text) => {
+                return self.send(
+                    session,
+                    error_msg(code::CANCEL, c.request, wamp_uri::INVALID_ARGUMENT, text),
+                );
+            }
+        };
+        let Some(p) = self.dealer.pending_for_caller(session, c.request) else {
+            // The call already finished: its RESULT or ERROR is on its way.
+            return;
+        };
+        let callee_listens = self
+            .sessions
+            .get(&p.callee)
+            .is_some_and(|e| e.info.features.callee_call_canceling);
+        // A callee that cannot be interrupted gets skip semantics.
+        let mode = if callee_listens {
+            mode
+        } else {
+            CancelMode::Skip
+        };
+        match mode {
+            CancelMode::Kill => {
+                if p.interrupted {
+                    return;
+                }
+                if let Some(pm) = self.dealer.pending_mut(p.invocation) {
+                    pm.interrupted = true;
+                }
+                // The callee answers with ERROR (or a late RESULT), which
+                // reaches the caller as usual.
+                self.interrupt(&p, CancelMode::Kill);
+            }
+            CancelMode::Skip | CancelMode::KillNoWait => {
+                self.finish_call(&p);
+                if mode == CancelMode::KillNoWait {
+                    self.interrupt(&p, CancelMode::KillNoWait);
+                }
+                self.send(
+                    session,
+                    error_msg(
+                        code::CALL,
+                        c.request,
+                        wamp_uri::CANCELED,
+                        format!("the call was canceled by the caller (mode {})", mode.name()),
+                    ),
+                );
+            }
+        }
+    }
+
+    pub(crate) fn yield_(&mut self, session: Id, y: Yield) {
+        let Some(p) = self.dealer.pending_for_callee(session, y.request) else {
+            debug!(
+                session,
+                invocation = y.request,
+                "YIELD for an invocation that is no longer pending: dropped"
+            );
+            return;
+        };
+        let mut details = match options::passthru(&y.options) {
+            Ok(d) => d,
+            Err(text) => {
+                // The callee's answer is unusable; the caller must not wait.
+                self.finish_call(&p);
+                self.send(
+                    p.caller,
+                    error_msg(
+                        code::CALL,
+                        p.caller_request,
+                        wamp_uri::INVALID_ARGUMENT,
+                        format!("the callee's YIELD is invalid: {text}"),
+                    ),
+                );
+                return;
+            }
+        };
+        if options::flag(&y.options, "progress") {
+            details.insert("progress".into(), Value::Bool(true));
+        } else {
+            self.finish_call(&p);
+        }
+        self.send(
+            p.caller,
+            Message::Result(CallResult {
+                request: p.caller_request,
+                details,
+                payload: y.payload,
+            }),
+        );
+    }
+
+    pub(crate) fn invocation_error(&mut self, session: Id, e: WampError) {
+        let Some(p) = self.dealer.pending_for_callee(session, e.request) else {
+            debug!(
+                session,
+                invocation = e.request,
+                "ERROR for an invocation that is no longer pending: dropped"
+            );
+            return;
+        };
+        self.finish_call(&p);
+        let details = options::passthru(&e.details).unwrap_or_default();
+        // After a kill-mode CANCEL the caller learns its call was canceled,
+        // whatever URI the callee chose for stopping (autobahn-python says
+        // wamp.error.runtime_error); the callee's arguments pass through.
+        let error = if p.interrupted && e.error != wamp_uri::CANCELED {
+            debug!(session, invocation = e.request, callee_error = %e.error, "interrupted call ended: reporting it as canceled");
+            wamp_uri::CANCELED.to_owned()
+        } else {
+            e.error
+        };
+        self.send(
+            p.caller,
+            Message::Error(WampError {
+                request_type: code::CALL,
+                request: p.caller_request,
+                details,
+                error,
+                payload: e.payload,
+            }),
+        );
+    }
+}

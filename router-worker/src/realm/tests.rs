@@ -1,0 +1,1002 @@
+//! The realm core driven directly: inputs in, effects out, with fake time
+//! (timers fire when the test says so) and a seeded random generator. No
+//! sockets, no tasks.
+
+use std::time::{Duration, SystemTime};
+
+use proto::errors::uri as wamp_uri;
+use proto::message::{
+    Call, Cancel, Publish, Register, Subscribe, Unregister, WampError, Yield, code,
+};
+use proto::{Dict, Id, Message, Payload, Serializer, Value, dict};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use super::*;
+use crate::authz::dynamic::{AUTHORIZER_TIMEOUT_MS, MAX_PARKED};
+use crate::config::RealmConfig;
+
+/// Everything allowed for `user`; `dyn` decides through `com.authorize`.
+const ROLES: &str = r#"{"name": "realm1", "roles": [
+    {"name": "user", "permissions": [
+        {"uri": "", "match": "prefix",
+         "allow": {"call": true, "register": true, "publish": true, "subscribe": true}}
+    ]},
+    {"name": "guest", "permissions": [
+        {"uri": "com.open.", "match": "prefix", "allow": {"subscribe": true}}
+    ]},
+    {"name": "dyn", "authorizer": "com.authorize"}
+]}"#;
+
+struct Harness {
+    core: Core,
+    now: SystemTime,
+}
+
+/// The messages among `fx` sent to `to`.
+fn to(fx: &[Effect], to: Id) -> Vec<Message> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Send { to: t, msg } if *t == to => Some(msg.msg.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn error_uri(m: &Message) -> &str {
+    match m {
+        Message::Error(e) => &e.error,
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+}
+
+fn invocation_of(fx: &[Effect], callee: Id) -> proto::message::Invocation {
+    match to(fx, callee).as_slice() {
+        [Message::Invocation(i)] => i.clone(),
+        other => panic!("expected one INVOCATION for {callee}, got {other:?}"),
+    }
+}
+
+fn started_timer(fx: &[Effect]) -> (Timer, Duration) {
+    fx.iter()
+        .find_map(|e| match e {
+            Effect::StartTimer { timer, after } => Some((*timer, *after)),
+            _ => None,
+        })
+        .expect("a timer was started")
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::seeded(1)
+    }
+
+    fn seeded(seed: u64) -> Harness {
+        let cfg: RealmConfig = serde_json::from_str(ROLES).unwrap();
+        Harness {
+            core: Core::new(
+                &cfg,
+                Some(Duration::from_secs(60)),
+                SmallRng::seed_from_u64(seed),
+            ),
+            now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        }
+    }
+
+    fn join_with(&mut self, id: Id, role: &str, features: ClientFeatures) {
+        let info = SessionInfo {
+            authid: format!("id{id}"),
+            authrole: role.into(),
+            authmethod: "anonymous".into(),
+            authprovider: "static".into(),
+            serializer: Serializer::Json,
+            features,
+            transport: TransportInfo::new("rawsocket", "wamp.2.json", "test".into()),
+            authextra: Dict::new(),
+            max_calls: 4,
+        };
+        assert!(self.core.join(id, info));
+        self.input(Input::Joined { session: id });
+    }
+
+    fn join(&mut self, id: Id, role: &str) {
+        self.join_with(id, role, ClientFeatures::default());
+    }
+
+    /// A callee that announces call canceling and progressive invocations.
+    fn join_able(&mut self, id: Id) {
+        self.join_with(
+            id,
+            "user",
+            ClientFeatures {
+                callee_call_canceling: true,
+                callee_progressive_call_invocations: true,
+            },
+        );
+    }
+
+    fn input(&mut self, input: Input) -> Vec<Effect> {
+        self.now += Duration::from_millis(1);
+        self.core.handle(input, self.now);
+        self.core.effects().collect()
+    }
+
+    fn msg(&mut self, session: Id, msg: Message) -> Vec<Effect> {
+        self.input(Input::Message { session, msg })
+    }
+
+    fn register(&mut self, session: Id, request: Id, procedure: &str, options: Dict) -> Id {
+        let fx = self.msg(
+            session,
+            Message::Register(Register {
+                request,
+                options,
+                procedure: procedure.into(),
+            }),
+        );
+        match to(&fx, session).as_slice() {
+            [Message::Registered(r)] => r.registration,
+            other => panic!("REGISTER {procedure} failed: {other:?}"),
+        }
+    }
+
+    fn call(&mut self, session: Id, request: Id, procedure: &str, options: Dict) -> Vec<Effect> {
+        self.msg(
+            session,
+            Message::Call(Call {
+                request,
+                options,
+                procedure: procedure.into(),
+                payload: Payload::args(vec![Value::from(request)]),
+            }),
+        )
+    }
+
+    fn cancel(&mut self, session: Id, request: Id, mode: &str) -> Vec<Effect> {
+        self.msg(
+            session,
+            Message::Cancel(Cancel {
+                request,
+                options: dict! { "mode" => mode },
+            }),
+        )
+    }
+
+    fn yield_(&mut self, callee: Id, invocation: Id, options: Dict) -> Vec<Effect> {
+        self.msg(
+            callee,
+            Message::Yield(Yield {
+                request: invocation,
+                options,
+                payload: Payload::args(vec![Value::from("done")]),
+            }),
+        )
+    }
+
+    fn invocation_error(&mut self, callee: Id, invocation: Id, error: &str) -> Vec<Effect> {
+        self.msg(
+            callee,
+            Message::Error(WampError {
+                request_type: code::INVOCATION,
+                request: invocation,
+                details: Dict::new(),
+                error: error.into(),
+                payload: Payload::default(),
+            }),
+        )
+    }
+
+    fn subscribe(&mut self, session: Id, topic: &str, options: Dict) -> Id {
+        let fx = self.msg(
+            session,
+            Message::Subscribe(Subscribe {
+                request: 1,
+                options,
+                topic: topic.into(),
+            }),
+        );
+        match to(&fx, session).first() {
+            Some(Message::Subscribed(s)) => s.subscription,
+            other => panic!("SUBSCRIBE {topic} failed: {other:?}"),
+        }
+    }
+
+    fn publish(&mut self, session: Id, topic: &str, options: Dict) -> Vec<Effect> {
+        self.msg(
+            session,
+            Message::Publish(Publish {
+                request: 9,
+                options,
+                topic: topic.into(),
+                payload: Payload::args(vec![Value::from(1u64)]),
+            }),
+        )
+    }
+}
+
+// ----- cancel -----
+
+/// A caller (1), a callee (2) that listens for INTERRUPT, a call in flight.
+fn call_in_flight(listens: bool) -> (Harness, Id) {
+    let mut h = Harness::new();
+    h.join(1, "user");
+    if listens {
+        h.join_able(2);
+    } else {
+        h.join(2, "user");
+    }
+    h.register(2, 1, "com.slow", Dict::new());
+    let fx = h.call(1, 7, "com.slow", Dict::new());
+    let inv = invocation_of(&fx, 2).request;
+    (h, inv)
+}
+
+#[test]
+fn cancel_kill_interrupts_and_waits_for_the_callee() {
+    let (mut h, inv) = call_in_flight(true);
+    let fx = h.cancel(1, 7, "kill");
+    assert!(to(&fx, 1).is_empty(), "the caller waits for the callee");
+    match to(&fx, 2).as_slice() {
+        [Message::Interrupt(i)] => {
+            assert_eq!(i.request, inv);
+            assert_eq!(i.options.get("mode"), Some(&Value::from("kill")));
+        }
+        other => panic!("expected INTERRUPT, got {other:?}"),
+    }
+    assert!(
+        h.cancel(1, 7, "kill").is_empty(),
+        "a second CANCEL is ignored"
+    );
+    // autobahn answers an interrupted invocation with its own error URI:
+    // the caller learns the call was canceled.
+    let fx = h.invocation_error(2, inv, "wamp.error.runtime_error");
+    assert_eq!(error_uri(&to(&fx, 1)[0]), wamp_uri::CANCELED);
+    assert!(
+        h.yield_(2, inv, Dict::new()).is_empty(),
+        "late YIELD dropped"
+    );
+}
+
+#[test]
+fn cancel_killnowait_answers_at_once_and_interrupts() {
+    let (mut h, inv) = call_in_flight(true);
+    let fx = h.cancel(1, 7, "killnowait");
+    assert_eq!(error_uri(&to(&fx, 1)[0]), wamp_uri::CANCELED);
+    match to(&fx, 2).as_slice() {
+        [Message::Interrupt(i)] => {
+            assert_eq!(i.options.get("mode"), Some(&Value::from("killnowait")))
+        }
+        other => panic!("expected INTERRUPT, got {other:?}"),
+    }
+    assert!(
+        h.yield_(2, inv, Dict::new()).is_empty(),
+        "late YIELD dropped"
+    );
+}
+
+#[test]
+fn cancel_skip_answers_at_once_and_leaves_the_callee_alone() {
+    let (mut h, inv) = call_in_flight(true);
+    let fx = h.cancel(1, 7, "skip");
+    assert_eq!(error_uri(&to(&fx, 1)[0]), wamp_uri::CANCELED);
+    assert!(to(&fx, 2).is_empty(), "skip sends no INTERRUPT");
+    assert!(h.yield_(2, inv, Dict::new()).is_empty());
+}
+
+#[test]
+fn a_callee_without_call_canceling_gets_skip_semantics() {
+    for mode in ["kill", "killnowait", "skip"] {
+        let (mut h, _) = call_in_flight(false);
+        let fx = h.cancel(1, 7, mode);
+        assert_eq!(error_uri(&to(&fx, 1)[0]), wamp_uri::CANCELED, "{mode}");
+        assert!(to(&fx, 2).is_empty(), "{mode}: no INTERRUPT");
+    }
+}
+
+#[test]
+fn cancel_with_a_bad_mode_or_after_the_result() {
+    let (mut h, inv) = call_in_flight(true);
+    let fx = h.cancel(1, 7, "later");
+    let m = &to(&fx, 1)[0];
+    assert_eq!(error_uri(m), wamp_uri::INVALID_ARGUMENT);
+    h.yield_(2, inv, Dict::new());
+    assert!(h.cancel(1, 7, "kill").is_empty(), "nothing left to cancel");
+}
+
+// ----- timeouts -----
+
+#[test]
+fn a_call_timeout_fires_on_fake_time() {
+    let (mut h, _) = {
+        let mut h = Harness::new();
+        h.join(1, "user");
+        h.join_able(2);
+        h.register(2, 1, "com.slow", Dict::new());
+        (h, ())
+    };
+    let fx = h.call(1, 7, "com.slow", dict! { "timeout" => 250u64 });
+    let (timer, after) = started_timer(&fx);
+    assert_eq!(after, Duration::from_millis(250));
+    let inv = invocation_of(&fx, 2);
+    assert_eq!(inv.details.get("timeout"), Some(&Value::from(250u64)));
+    let fx = h.input(Input::Timer(timer));
+    assert_eq!(error_uri(&to(&fx, 1)[0]), wamp_uri::TIMEOUT);
+    assert!(
+        matches!(to(&fx, 2).as_slice(), [Message::Interrupt(_)]),
+        "the callee is told to stop"
+    );
+    assert!(h.input(Input::Timer(timer)).is_empty(), "fires once");
+}
+
+#[test]
+fn an_answered_call_cancels_its_timer() {
+    let mut h = Harness::new();
+    h.join(1, "user");
+    h.join(2, "user");
+    h.register(2, 1, "com.quick", Dict::new());
+    let fx = h.call(1, 7, "com.quick", dict! { "timeout" => 1000u64 });
+    let (timer, _) = started_timer(&fx);
+    let inv = invocation_of(&fx, 2).request;
+    let fx = h.yield_(2, inv, Dict::new());
+    assert!(matches!(to(&fx, 1).as_slice(), [Message::Result(_)]));
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::CancelTimer { timer: t } if *t == timer))
+    );
+    // A timer that fired before the cancel reached it finds nothing.
+    assert!(h.input(Input::Timer(timer)).is_empty());
+}
+
+#[test]
+fn calls_without_timeout_start_no_timer() {
+    let (mut h, inv) = call_in_flight(false);
+    let fx = h.yield_(2, inv, Dict::new());
+    assert!(
+        !fx.iter()
+            .any(|e| matches!(e, Effect::StartTimer { .. } | Effect::CancelTimer { .. }))
+    );
+}
+
+// ----- progressive -----
+
+#[test]
+fn progressive_results_keep_the_call_open() {
+    let (mut h, inv) = call_in_flight(false);
+    for _ in 0..3 {
+        let fx = h.yield_(2, inv, dict! { "progress" => true });
+        match to(&fx, 1).as_slice() {
+            [Message::Result(r)] => {
+                assert_eq!(r.request, 7);
+                assert_eq!(r.details.get("progress"), Some(&Value::Bool(true)));
+            }
+            other => panic!("expected a progressive RESULT, got {other:?}"),
+        }
+    }
+    let fx = h.yield_(2, inv, Dict::new());
+    match to(&fx, 1).as_slice() {
+        [Message::Result(r)] => assert!(!r.details.contains_key("progress")),
+        other => panic!("expected the final RESULT, got {other:?}"),
+    }
+    assert!(h.yield_(2, inv, Dict::new()).is_empty(), "the call is over");
+}
+
+#[test]
+fn progressive_invocations_reach_the_same_invocation() {
+    let mut h = Harness::new();
+    h.join(1, "user");
+    h.join_able(2);
+    h.register(2, 1, "com.upload", Dict::new());
+    let fx = h.call(1, 7, "com.upload", dict! { "progress" => true });
+    let first = invocation_of(&fx, 2);
+    assert_eq!(first.details.get("progress"), Some(&Value::Bool(true)));
+    let fx = h.call(1, 7, "com.upload", dict! { "progress" => true });
+    let second = invocation_of(&fx, 2);
+    assert_eq!(second.request, first.request);
+    assert_eq!(second.details.get("progress"), Some(&Value::Bool(true)));
+    let fx = h.call(1, 7, "com.upload", Dict::new());
+    let last = invocation_of(&fx, 2);
+    assert_eq!(last.request, first.request);
+    assert!(!last.details.contains_key("progress"));
+    // The caller has stopped sending: one more CALL with the id is a
+    // protocol violation.
+    let fx = h.call(1, 7, "com.upload", Dict::new());
+    assert!(fx.iter().any(|e| matches!(e, Effect::Kill { session: 1, reason, .. } if reason == wamp_uri::PROTOCOL_VIOLATION)));
+    assert!(fx.iter().any(|e| matches!(e, Effect::Left { session: 1 })));
+}
+
+#[test]
+fn progressive_invocations_need_a_callee_that_takes_them() {
+    let (mut h, _) = call_in_flight(false);
+    let fx = h.call(1, 8, "com.slow", dict! { "progress" => true });
+    assert_eq!(error_uri(&to(&fx, 1)[0]), wamp_uri::FEATURE_NOT_SUPPORTED);
+}
+
+#[test]
+fn calls_in_flight_are_limited_per_session() {
+    let mut h = Harness::new();
+    h.join(1, "user");
+    h.join(2, "user");
+    h.register(2, 1, "com.slow", Dict::new());
+    for r in 1..=4 {
+        invocation_of(&h.call(1, r, "com.slow", Dict::new()), 2);
+    }
+    let fx = h.call(1, 5, "com.slow", Dict::new());
+    assert_eq!(error_uri(&to(&fx, 1)[0]), TOO_MANY_CALLS);
+}
+
+// ----- shared registrations and matching -----
+
+fn callees_of(h: &mut Harness, n: usize) -> Vec<Id> {
+    (0..n as u64)
+        .map(|r| {
+            let fx = h.call(1, 100 + r, "com.shared", Dict::new());
+            let callee = fx
+                .iter()
+                .find_map(|e| match e {
+                    Effect::Send { to, msg } if matches!(msg.msg, Message::Invocation(_)) => {
+                        Some(*to)
+                    }
+                    _ => None,
+                })
+                .expect("an INVOCATION");
+            let inv = invocation_of(&fx, callee).request;
+            h.yield_(callee, inv, Dict::new());
+            callee
+        })
+        .collect()
+}
+
+fn shared(policy: &str, seed: u64) -> Harness {
+    let mut h = Harness::seeded(seed);
+    h.join(1, "user");
+    for callee in [2, 3, 4] {
+        h.join(callee, "user");
+        h.register(callee, 1, "com.shared", dict! { "invoke" => policy });
+    }
+    h
+}
+
+#[test]
+fn shared_registration_policies() {
+    assert_eq!(
+        callees_of(&mut shared("roundrobin", 1), 6),
+        [2, 3, 4, 2, 3, 4]
+    );
+    assert_eq!(callees_of(&mut shared("first", 1), 3), [2, 2, 2]);
+    assert_eq!(callees_of(&mut shared("last", 1), 3), [4, 4, 4]);
+    let a = callees_of(&mut shared("random", 42), 20);
+    assert_eq!(
+        a,
+        callees_of(&mut shared("random", 42), 20),
+        "same seed, same picks"
+    );
+    assert!(a.iter().all(|c| [2, 3, 4].contains(c)));
+    assert!(a.iter().any(|c| *c != a[0]), "random spreads: {a:?}");
+}
+
+#[test]
+fn single_and_mismatched_policies_are_refused() {
+    let mut h = Harness::new();
+    h.join(2, "user");
+    h.join(3, "user");
+    h.register(2, 1, "com.one", Dict::new());
+    let fx = h.msg(
+        3,
+        Message::Register(Register {
+            request: 2,
+            options: Dict::new(),
+            procedure: "com.one".into(),
+        }),
+    );
+    assert_eq!(
+        error_uri(&to(&fx, 3)[0]),
+        wamp_uri::PROCEDURE_ALREADY_EXISTS
+    );
+    h.register(2, 3, "com.two", dict! { "invoke" => "roundrobin" });
+    let fx = h.msg(
+        3,
+        Message::Register(Register {
+            request: 4,
+            options: dict! { "invoke" => "first" },
+            procedure: "com.two".into(),
+        }),
+    );
+    let m = &to(&fx, 3)[0];
+    assert_eq!(error_uri(m), wamp_uri::PROCEDURE_ALREADY_EXISTS);
+    if let Message::Error(e) = m {
+        assert!(
+            e.payload.args[0]
+                .as_str()
+                .unwrap()
+                .contains("\"roundrobin\", not \"first\"")
+        );
+    }
+}
+
+#[test]
+fn the_most_specific_registration_gets_the_call() {
+    let mut h = Harness::new();
+    h.join(1, "user");
+    for (callee, uri, policy) in [
+        (2, "com..pop", "wildcard"),
+        (3, "com.", "prefix"),
+        (4, "com.balloon.", "prefix"),
+        (5, "com.balloon.pop", "exact"),
+    ] {
+        h.join(callee, "user");
+        h.register(callee, 1, uri, dict! { "match" => policy });
+    }
+    let mut order = Vec::new();
+    for (request, gone) in [(1, 5), (2, 4), (3, 3), (4, 2)] {
+        let fx = h.call(1, request, "com.balloon.pop", Dict::new());
+        let callee = fx
+            .iter()
+            .find_map(|e| match e {
+                Effect::Send { to, msg } if matches!(msg.msg, Message::Invocation(_)) => Some(*to),
+                _ => None,
+            })
+            .unwrap();
+        let inv = invocation_of(&fx, callee);
+        // A pattern registration's callee learns the procedure called.
+        assert_eq!(
+            inv.details.contains_key("procedure"),
+            callee != 5,
+            "{callee}"
+        );
+        order.push(callee);
+        h.input(Input::Leave { session: gone });
+    }
+    assert_eq!(
+        order,
+        [5, 4, 3, 2],
+        "exact, longest prefix, prefix, wildcard"
+    );
+    let fx = h.call(1, 9, "com.balloon.pop", Dict::new());
+    assert_eq!(error_uri(&to(&fx, 1)[0]), wamp_uri::NO_SUCH_PROCEDURE);
+}
+
+#[test]
+fn a_leaving_callee_fails_its_calls_and_frees_the_procedure() {
+    let (mut h, _) = call_in_flight(false);
+    let fx = h.input(Input::Leave { session: 2 });
+    assert_eq!(error_uri(&to(&fx, 1)[0]), wamp_uri::CANCELED);
+    assert!(fx.iter().any(|e| matches!(e, Effect::Left { session: 2 })));
+    h.join(3, "user");
+    h.register(3, 1, "com.slow", Dict::new());
+}
+
+// ----- pub/sub -----
+
+#[test]
+fn audience_lists_choose_the_receivers() {
+    let mut h = Harness::new();
+    for s in 1..=4 {
+        h.join(s, "user");
+        h.subscribe(s, "com.news", Dict::new());
+    }
+    let receivers = |fx: &[Effect]| -> Vec<Id> {
+        let mut r: Vec<Id> = (1..=4).filter(|s| !to(fx, *s).is_empty()).collect();
+        r.sort_unstable();
+        r
+    };
+    let fx = h.publish(1, "com.news", Dict::new());
+    assert_eq!(receivers(&fx), [2, 3, 4], "exclude_me by default");
+    let fx = h.publish(1, "com.news", dict! { "exclude_me" => false });
+    assert_eq!(receivers(&fx), [1, 2, 3, 4]);
+    let fx = h.publish(
+        1,
+        "com.news",
+        dict! { "eligible" => vec![Value::from(2u64), Value::from(3u64)] },
+    );
+    assert_eq!(receivers(&fx), [2, 3]);
+    let fx = h.publish(
+        1,
+        "com.news",
+        dict! { "exclude_authid" => vec![Value::from("id3")] },
+    );
+    assert_eq!(receivers(&fx), [2, 4]);
+    let fx = h.publish(
+        1,
+        "com.news",
+        dict! { "eligible_authrole" => vec![Value::from("admin")] },
+    );
+    assert!(receivers(&fx).is_empty());
+    // One EVENT shared by all receivers of a subscription.
+    let fx = h.publish(1, "com.news", Dict::new());
+    let shared: Vec<_> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { msg, .. } => Some(std::sync::Arc::as_ptr(msg)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shared.len(), 3);
+    assert!(shared.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn a_bad_option_is_answered_only_when_acknowledged() {
+    let mut h = Harness::new();
+    h.join(1, "user");
+    assert!(
+        h.publish(1, "com.x", dict! { "retain" => "yes" })
+            .is_empty()
+    );
+    let fx = h.publish(
+        1,
+        "com.x",
+        dict! { "retain" => "yes", "acknowledge" => true },
+    );
+    assert_eq!(error_uri(&to(&fx, 1)[0]), wamp_uri::INVALID_ARGUMENT);
+}
+
+#[test]
+fn retained_events_keep_their_audience() {
+    let mut h = Harness::new();
+    h.join(1, "user");
+    h.publish(
+        1,
+        "com.state",
+        dict! { "retain" => true, "eligible_authid" => vec![Value::from("id2")] },
+    );
+    for (s, gets) in [(2, true), (3, false)] {
+        h.join(s, "user");
+        let fx = h.msg(
+            s,
+            Message::Subscribe(Subscribe {
+                request: 1,
+                options: dict! { "get_retained" => true },
+                topic: "com.state".into(),
+            }),
+        );
+        let events = to(&fx, s)
+            .iter()
+            .filter(|m| matches!(m, Message::Event(_)))
+            .count();
+        assert_eq!(events, usize::from(gets), "session {s}");
+    }
+}
+
+#[test]
+fn a_pattern_subscription_never_gets_a_forbidden_topic() {
+    let mut h = Harness::new();
+    h.join(1, "user");
+    h.join(2, "guest");
+    h.subscribe(2, "com.open.", dict! { "match" => "prefix" });
+    let fx = h.publish(1, "com.open.news", Dict::new());
+    match to(&fx, 2).as_slice() {
+        [Message::Event(e)] => {
+            assert_eq!(e.details.get("topic"), Some(&Value::from("com.open.news")))
+        }
+        other => panic!("expected an EVENT with its topic, got {other:?}"),
+    }
+    // The guest may not subscribe to a pattern wider than its rule.
+    let fx = h.msg(
+        2,
+        Message::Subscribe(Subscribe {
+            request: 2,
+            options: dict! { "match" => "prefix" },
+            topic: "com.".into(),
+        }),
+    );
+    assert_eq!(error_uri(&to(&fx, 2)[0]), wamp_uri::NOT_AUTHORIZED);
+}
+
+#[test]
+fn testaments_are_published_when_the_session_goes() {
+    let mut h = Harness::new();
+    h.join(1, "user");
+    h.join(2, "user");
+    h.subscribe(2, "com.gone", Dict::new());
+    let fx = h.msg(
+        1,
+        Message::Call(Call {
+            request: 1,
+            options: Dict::new(),
+            procedure: "wamp.session.add_testament".into(),
+            payload: Payload::args(vec![
+                Value::from("com.gone"),
+                Value::List(vec![Value::from("bye")]),
+                Value::Dict(Dict::new()),
+            ]),
+        }),
+    );
+    assert!(matches!(to(&fx, 1).as_slice(), [Message::Result(_)]));
+    let fx = h.input(Input::Leave { session: 1 });
+    match to(&fx, 2).as_slice() {
+        [Message::Event(e)] => assert_eq!(e.payload.args, vec![Value::from("bye")]),
+        other => panic!("expected the testament, got {other:?}"),
+    }
+    assert!(
+        h.input(Input::Leave { session: 1 }).is_empty(),
+        "a session leaves once"
+    );
+}
+
+#[test]
+fn history_is_stamped_with_the_time_given() {
+    let cfg: RealmConfig = serde_json::from_str(
+        r#"{"name": "realm1", "roles": [{"name": "user", "permissions": [
+            {"uri": "", "match": "prefix", "allow": {"call": true, "publish": true, "subscribe": true}}]}],
+            "store": {"type": "memory", "event-history": [{"uri": "com.log", "limit": 5}]}}"#,
+    )
+    .unwrap();
+    let mut h = Harness::new();
+    h.core = Core::new(&cfg, None, SmallRng::seed_from_u64(1));
+    h.now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+    h.join(1, "user");
+    let sub = h.subscribe(1, "com.log", Dict::new());
+    h.publish(1, "com.log", Dict::new());
+    let fx = h.msg(
+        1,
+        Message::Call(Call {
+            request: 3,
+            options: Dict::new(),
+            procedure: "wamp.subscription.get_events".into(),
+            payload: Payload::args(vec![Value::from(sub)]),
+        }),
+    );
+    match to(&fx, 1).as_slice() {
+        [Message::Result(r)] => {
+            let Some(Value::List(events)) = r.payload.args.first() else {
+                panic!("{r:?}")
+            };
+            let Some(Value::Dict(e)) = events.first() else {
+                panic!("{events:?}")
+            };
+            assert!(
+                e.get("timestamp")
+                    .and_then(Value::as_str)
+                    .unwrap()
+                    .starts_with("2023-11-14T22:13:20.0"),
+                "{e:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// ----- dynamic authorizers -----
+
+/// `user` session 9 serves `com.authorize`; `dyn` session 1 acts.
+fn with_authorizer() -> Harness {
+    let mut h = Harness::new();
+    h.join(9, "user");
+    h.register(9, 1, "com.authorize", Dict::new());
+    h.join(1, "dyn");
+    h.join(2, "user");
+    h.register(2, 1, "com.work", Dict::new());
+    h
+}
+
+/// The authorizer's INVOCATION among `fx`: (invocation id, uri, action).
+fn question(fx: &[Effect]) -> (Id, String, String) {
+    let inv = invocation_of(fx, 9);
+    let uri = inv.payload.args[1].as_str().unwrap().to_owned();
+    let action = inv.payload.args[2].as_str().unwrap().to_owned();
+    (inv.request, uri, action)
+}
+
+fn answer(h: &mut Harness, inv: Id, value: Value) -> Vec<Effect> {
+    h.msg(
+        9,
+        Message::Yield(Yield {
+            request: inv,
+            options: Dict::new(),
+            payload: Payload::args(vec![value]),
+        }),
+    )
+}
+
+#[test]
+fn messages_wait_in_order_for_the_authorizer() {
+    let mut h = with_authorizer();
+    let fx = h.call(1, 1, "com.work", Dict::new());
+    let (q, uri, action) = question(&fx);
+    assert_eq!((uri.as_str(), action.as_str()), ("com.work", "call"));
+    assert!(to(&fx, 2).is_empty(), "nothing reaches the callee yet");
+    // A second call waits behind the first, without a second question.
+    let fx = h.call(1, 2, "com.work", Dict::new());
+    assert!(fx.is_empty(), "parked: {fx:?}");
+    // `true` is used once: the parked call asks again.
+    let fx = answer(&mut h, q, Value::Bool(true));
+    assert_eq!(invocation_of(&fx, 2).payload.args, vec![Value::from(1u64)]);
+    let (q2, ..) = question(&fx);
+    let fx = answer(
+        &mut h,
+        q2,
+        Value::Dict(dict! { "allow" => true, "cache" => true }),
+    );
+    assert_eq!(invocation_of(&fx, 2).payload.args, vec![Value::from(2u64)]);
+    // Cached: the next call goes straight through.
+    let fx = h.call(1, 3, "com.work", Dict::new());
+    assert_eq!(invocation_of(&fx, 2).payload.args, vec![Value::from(3u64)]);
+    assert!(to(&fx, 9).is_empty());
+}
+
+#[test]
+fn an_authorizer_denial_timeout_or_bad_answer_is_an_error() {
+    let mut h = with_authorizer();
+    let fx = h.call(1, 1, "com.work", Dict::new());
+    let (q, ..) = question(&fx);
+    let fx = answer(&mut h, q, Value::Bool(false));
+    assert_eq!(error_uri(&to(&fx, 1)[0]), wamp_uri::NOT_AUTHORIZED);
+
+    let fx = h.call(1, 2, "com.work", Dict::new());
+    let (q, ..) = question(&fx);
+    let fx = answer(&mut h, q, Value::from("yes"));
+    let m = &to(&fx, 1)[0];
+    assert_eq!(error_uri(m), wamp_uri::AUTHORIZATION_FAILED);
+
+    let fx = h.call(1, 3, "com.work", Dict::new());
+    let (timer, after) = started_timer(&fx);
+    assert_eq!(after, Duration::from_millis(AUTHORIZER_TIMEOUT_MS));
+    let fx = h.input(Input::Timer(timer));
+    let m = &to(&fx, 1)[0];
+    assert_eq!(error_uri(m), wamp_uri::AUTHORIZATION_FAILED);
+    if let Message::Error(e) = m {
+        assert!(
+            e.payload.args[0]
+                .as_str()
+                .unwrap()
+                .contains("did not answer within")
+        );
+    }
+}
+
+#[test]
+fn too_many_parked_messages_close_the_session() {
+    let mut h = with_authorizer();
+    // The call asking is the first of the parked messages.
+    h.call(1, 1, "com.work", Dict::new());
+    for r in 1..MAX_PARKED as u64 {
+        assert!(h.publish(1, "com.t", Dict::new()).is_empty(), "{r}");
+    }
+    let fx = h.publish(1, "com.t", Dict::new());
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Kill { session: 1, .. }))
+    );
+    assert!(fx.iter().any(|e| matches!(e, Effect::Left { session: 1 })));
+    // The authorizer's late answer finds nobody and changes nothing.
+    let _ = h.input(Input::Leave { session: 1 });
+}
+
+#[test]
+fn a_reconfigure_forgets_cached_answers() {
+    let mut h = with_authorizer();
+    let fx = h.call(1, 1, "com.work", Dict::new());
+    let (q, ..) = question(&fx);
+    answer(
+        &mut h,
+        q,
+        Value::Dict(dict! { "allow" => true, "cache" => true }),
+    );
+    let cfg: RealmConfig = serde_json::from_str(ROLES).unwrap();
+    let fx = h.input(Input::Reconfigure { cfg: Box::new(cfg) });
+    assert!(fx.iter().any(|e| matches!(e, Effect::Authz(_))));
+    let fx = h.call(1, 2, "com.work", Dict::new());
+    question(&fx);
+}
+
+// ----- sessions -----
+
+#[test]
+fn a_slow_peer_is_killed_once_and_leaves() {
+    let mut h = Harness::new();
+    h.join(1, "user");
+    h.join(2, "user");
+    h.register(1, 1, "com.x", Dict::new());
+    let fx = h.input(Input::SlowPeer {
+        session: 1,
+        queue: 64,
+    });
+    assert!(fx.iter().any(|e| matches!(e, Effect::Kill { session: 1, reason, message } if reason == wamp_uri::CLOSE_KILLED && message.contains("64 messages"))));
+    assert!(fx.iter().any(|e| matches!(e, Effect::Left { session: 1 })));
+    assert!(
+        h.input(Input::SlowPeer {
+            session: 1,
+            queue: 64
+        })
+        .is_empty()
+    );
+    assert_eq!(h.core.session_count(), 1);
+    // Its registration went with it.
+    h.register(2, 2, "com.x", Dict::new());
+}
+
+#[test]
+fn a_taken_session_id_is_refused_and_close_kills_everyone() {
+    let mut h = Harness::new();
+    h.join(1, "user");
+    let info = h.core.sessions[&1].info.clone();
+    assert!(!h.core.join(1, info.clone()), "id taken");
+    assert!(!h.core.join(INTERNAL, info), "the router's own id");
+    h.join(2, "user");
+    let fx = h.input(Input::Close);
+    let killed: Vec<Id> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Kill { session, .. } => Some(*session),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(killed, [1, 2]);
+}
+
+#[test]
+fn internal_calls_are_answered_by_ticket() {
+    let mut h = Harness::new();
+    h.join(2, "user");
+    h.register(2, 1, "com.auth", Dict::new());
+    let fx = h.input(Input::InternalCall {
+        ticket: 5,
+        procedure: "com.auth".into(),
+        payload: Payload::default(),
+        timeout_ms: 100,
+    });
+    let inv = invocation_of(&fx, 2).request;
+    let fx = h.yield_(2, inv, Dict::new());
+    match fx.as_slice() {
+        [
+            Effect::CancelTimer { .. },
+            Effect::Reply {
+                ticket: 5,
+                result: Ok(p),
+            },
+        ] => assert_eq!(p.args, vec![Value::from("done")]),
+        other => panic!("{other:?}"),
+    }
+    let fx = h.input(Input::InternalCall {
+        ticket: 6,
+        procedure: "com.nobody".into(),
+        payload: Payload::default(),
+        timeout_ms: 100,
+    });
+    assert!(matches!(
+        fx.as_slice(),
+        [Effect::Reply {
+            ticket: 6,
+            result: Err(InternalCallError::NoSuchProcedure)
+        }]
+    ));
+}
+
+#[test]
+fn token_issue_asks_for_a_mint() {
+    let mut h = Harness::new();
+    h.join(1, "user");
+    let fx = h.msg(
+        1,
+        Message::Call(Call {
+            request: 4,
+            options: Dict::new(),
+            procedure: "trellis.token.issue".into(),
+            payload: Payload::args(vec![Value::from("alice"), Value::Null, Value::from(600u64)]),
+        }),
+    );
+    match fx.as_slice() {
+        [
+            Effect::Mint {
+                to: 1,
+                request: 4,
+                authid,
+                role: None,
+                lifetime,
+            },
+        ] => {
+            assert_eq!(authid, "alice");
+            assert_eq!(*lifetime, Duration::from_secs(60), "capped at max_age");
+        }
+        other => panic!("{other:?}"),
+    }
+    let _ = h.call(1, 5, "com.unused", Dict::new());
+    let fx = h.msg(
+        1,
+        Message::Unregister(Unregister {
+            request: 6,
+            registration: 77,
+        }),
+    );
+    assert_eq!(error_uri(&to(&fx, 1)[0]), wamp_uri::NO_SUCH_REGISTRATION);
+}
