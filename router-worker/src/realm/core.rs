@@ -79,40 +79,50 @@ pub enum Input {
     Close,
 }
 
-/// What the core asks its caller to do.
+/// What the core asks its caller to do. Small (the rare variants are
+/// boxed): a publication to a thousand subscribers is a thousand of these.
 #[derive(Debug)]
 pub enum Effect {
     /// Queue a message for a session without waiting; a full queue is
     /// reported back as [`Input::SlowPeer`].
     Send { to: Id, msg: Arc<OutMsg> },
-    /// Close a session with a reason URI and a message.
-    Kill {
-        session: Id,
-        reason: String,
-        message: String,
-    },
+    /// Close a session.
+    Kill { session: Id, close: Box<Close> },
     /// The session is gone from the core: forget its link.
     Left { session: Id },
-    /// Feed [`Input::Timer`] back after `after`.
-    StartTimer { timer: Timer, after: Duration },
+    /// Feed [`Input::Timer`] back after `after_ms` milliseconds.
+    StartTimer { timer: Timer, after_ms: u64 },
     /// The timer is no longer wanted.
     CancelTimer { timer: Timer },
     /// Answer the router-made call `ticket`.
     Reply {
         ticket: u64,
-        result: Result<Payload, InternalCallError>,
+        result: Box<Result<Payload, InternalCallError>>,
     },
-    /// Mint a one-time login token and deliver the RESULT (or ERROR) for
-    /// `request` to session `to` with [`Input::Deliver`].
-    Mint {
-        to: Id,
-        request: Id,
-        authid: String,
-        role: Option<String>,
-        lifetime: Duration,
-    },
+    /// Mint a one-time login token and deliver the RESULT (or ERROR) with
+    /// [`Input::Deliver`].
+    Mint(Box<Mint>),
     /// The realm's roles and permissions changed.
     Authz(Arc<Authorizer>),
+}
+
+/// Why a session is closed: the ABORT or GOODBYE reason URI and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    pub reason: String,
+    pub message: String,
+}
+
+/// A `trellis.token.issue` call to answer with a fresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mint {
+    /// The caller.
+    pub to: Id,
+    /// Its CALL request id.
+    pub request: Id,
+    pub authid: String,
+    pub role: Option<String>,
+    pub lifetime: Duration,
 }
 
 /// Who waits for the answer to a router-made call.
@@ -300,8 +310,10 @@ impl Core {
                 for session in ids {
                     self.fx.push(Effect::Kill {
                         session,
-                        reason: "wamp.close.close_realm".into(),
-                        message: "the realm was removed from the router's configuration".into(),
+                        close: Box::new(Close {
+                            reason: "wamp.close.close_realm".into(),
+                            message: "the realm was removed from the router's configuration".into(),
+                        }),
                     });
                 }
                 info!(realm = %self.name, "realm removed: its sessions are closed");
@@ -346,8 +358,10 @@ impl Core {
         entry.killed = true;
         self.fx.push(Effect::Kill {
             session,
-            reason: reason.to_owned(),
-            message,
+            close: Box::new(Close {
+                reason: reason.to_owned(),
+                message,
+            }),
         });
         self.doomed.push(session);
     }

@@ -42,7 +42,9 @@ use crate::authz::Authorizer;
 use crate::config::RealmConfig;
 use crate::outbound::OutMsg;
 
-pub use self::core::{Core, Effect, INTERNAL, Input, MAX_TESTAMENTS, TOO_MANY_CALLS, Timer};
+pub use self::core::{
+    Close, Core, Effect, INTERNAL, Input, MAX_TESTAMENTS, Mint, TOO_MANY_CALLS, Timer,
+};
 pub(crate) use self::core::{Testament, error_msg};
 pub use self::pubsub::receives;
 pub use proto::options::Audience;
@@ -425,8 +427,11 @@ impl Actor {
         info!(realm = %self.core.name(), "realm started");
         let mut batch = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
+            // One clock read per batch: the core needs the time only for
+            // history timestamps (millisecond precision).
+            let now = SystemTime::now();
             for cmd in batch.drain(..) {
-                self.command(cmd);
+                self.command(cmd, now);
             }
             self.session_count
                 .store(self.core.session_count(), Ordering::Relaxed);
@@ -434,7 +439,7 @@ impl Actor {
         debug!(realm = %self.core.name(), "realm stopped: no more handles");
     }
 
-    fn command(&mut self, cmd: RealmCommand) {
+    fn command(&mut self, cmd: RealmCommand, now: SystemTime) {
         let input = match cmd {
             RealmCommand::Join {
                 id,
@@ -485,15 +490,15 @@ impl Actor {
                 Input::Timer(t)
             }
         };
-        self.feed(input);
+        self.feed(input, now);
     }
 
     /// Hand one input to the core and carry out what it says, then tell it
     /// of the sessions that could not keep up, until nothing is left.
-    fn feed(&mut self, input: Input) {
+    fn feed(&mut self, input: Input, now: SystemTime) {
         let mut next = Some(input);
         while let Some(input) = next.take() {
-            self.core.handle(input, SystemTime::now());
+            self.core.handle(input, now);
             for effect in self.core.effects() {
                 carry_out(
                     effect,
@@ -540,22 +545,18 @@ fn carry_out(
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
-        Effect::Kill {
-            session,
-            reason,
-            message,
-        } => {
+        Effect::Kill { session, close } => {
             if let Some(link) = links.get(&session) {
-                link.kill.kill(&reason, message);
+                link.kill.kill(&close.reason, close.message);
             }
         }
         Effect::Left { session } => {
             links.remove(&session);
         }
-        Effect::StartTimer { timer, after } => {
+        Effect::StartTimer { timer, after_ms } => {
             let weak = self_tx.clone();
             let task = tokio::spawn(async move {
-                tokio::time::sleep(after).await;
+                tokio::time::sleep(Duration::from_millis(after_ms)).await;
                 if let Some(tx) = weak.upgrade() {
                     let _ = tx.send(RealmCommand::Timer(timer)).await;
                 }
@@ -569,17 +570,18 @@ fn carry_out(
         }
         Effect::Reply { ticket, result } => {
             if let Some(tx) = replies.remove(&ticket) {
-                let _ = tx.send(result);
+                let _ = tx.send(*result);
             }
         }
         Effect::Authz(authz) => shared_authz.store(authz),
-        Effect::Mint {
-            to,
-            request,
-            authid,
-            role,
-            lifetime,
-        } => {
+        Effect::Mint(m) => {
+            let Mint {
+                to,
+                request,
+                authid,
+                role,
+                lifetime,
+            } = *m;
             let Some(mint) = tokens.clone() else {
                 return;
             };

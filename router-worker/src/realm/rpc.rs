@@ -15,7 +15,7 @@ use proto::{Dict, Id, Message, Payload, Value};
 use tracing::debug;
 
 use super::InternalCallError;
-use super::core::{Core, Effect, INTERNAL, TOO_MANY_CALLS, Timer, Waiter, error_msg};
+use super::core::{Core, Effect, INTERNAL, Mint, TOO_MANY_CALLS, Timer, Waiter, error_msg};
 use crate::authz::Action;
 use crate::dealer::{Pending, RegisterError};
 
@@ -96,7 +96,10 @@ impl Core {
 
     fn complete(&mut self, waiter: Waiter, result: Result<Payload, InternalCallError>) {
         match waiter {
-            Waiter::Task(ticket) => self.push(Effect::Reply { ticket, result }),
+            Waiter::Task(ticket) => self.push(Effect::Reply {
+                ticket,
+                result: Box::new(result),
+            }),
             Waiter::Authorize {
                 session,
                 uri,
@@ -394,13 +397,13 @@ impl Core {
                 }
             },
         };
-        self.push(Effect::Mint {
+        self.push(Effect::Mint(Box::new(Mint {
             to: session,
             request,
             authid,
             role,
             lifetime,
-        });
+        })));
     }
 
     fn start_timer(&mut self, invocation: Id, caller: Id, request: Id, ms: u64) {
@@ -412,7 +415,7 @@ impl Core {
         self.timers.insert(timer);
         self.push(Effect::StartTimer {
             timer,
-            after: Duration::from_millis(ms),
+            after_ms: ms,
         });
     }
 
@@ -423,7 +426,8 @@ impl Core {
             caller: p.caller,
             request: p.caller_request,
         };
-        if self.timers.remove(&timer) {
+        // Most calls have no timer: skip hashing the key for them.
+        if !self.timers.is_empty() && self.timers.remove(&timer) {
             self.push(Effect::CancelTimer { timer });
         }
     }
