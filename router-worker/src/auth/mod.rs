@@ -44,8 +44,8 @@ use proto::message::{Authenticate, Challenge};
 use proto::{Dict, Id, Value};
 use tracing::warn;
 
-use crate::Realms;
 use crate::config::{AuthKind, TransportConfig};
+use crate::realms::Realms;
 use crate::tokens::TokenStore;
 
 pub use self::limiter::{FailureLimiter, Gate};

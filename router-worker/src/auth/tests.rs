@@ -9,10 +9,10 @@ use proto::message::{Authenticate, Hello as HelloMsg};
 use proto::{Dict, Value, dict};
 
 use super::*;
-use crate::RealmTable;
 use crate::config::{RealmConfig, TransportConfig};
+use crate::realms::RealmTable;
 
-async fn realms() -> crate::Realms {
+async fn realms() -> crate::realms::Realms {
     let cfg: RealmConfig = serde_json::from_str(
         r#"{"name": "realm1", "roles": [{"name": "user"}, {"name": "anonymous"}]}"#,
     )
@@ -45,7 +45,7 @@ fn methods(list: &[&str]) -> Value {
 
 async fn challenge(
     s: &AuthSettings,
-    realms: &crate::Realms,
+    realms: &crate::realms::Realms,
     details: Dict,
 ) -> (proto::message::Challenge, PendingAuth) {
     let transport = Dict::new();
@@ -62,7 +62,7 @@ async fn challenge(
 
 async fn answer(
     s: &AuthSettings,
-    realms: &crate::Realms,
+    realms: &crate::realms::Realms,
     pending: PendingAuth,
     signature: &str,
 ) -> Result<Principal, Refusal> {

@@ -1,8 +1,11 @@
 //! Transports: how WAMP messages travel between a client and the router.
 //!
-//! Each transport yields whole WAMP message payloads ([`Transport::recv`])
-//! and writes [`OutMsg`]s in its serializer ([`Transport::feed`]); the
-//! session task in [`crate::session`] is the same for all of them.
+//! Each transport implements the session's [`Transport`] trait (defined in
+//! [`crate::session::transport`]: transports depend on the session, not the
+//! reverse): it yields whole WAMP message payloads and writes outbound
+//! messages in its serializer; the session task in [`crate::session`] is
+//! the same for all of them. [`ListenerSettings`] (in [`listener`]) is what
+//! every listener needs, resolved from the config once.
 //!
 //! - [`serve`]: the accept loop shared by both kinds (connection limit,
 //!   one task per connection).
@@ -17,19 +20,16 @@
 
 pub mod forwarded;
 pub mod frame_guard;
+pub mod listener;
 pub mod rawsocket;
 pub mod web;
 pub mod websocket;
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use bytes::Bytes;
-use proto::Serializer;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -38,73 +38,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 
-pub use self::websocket::ListenerSettings;
+pub use self::listener::ListenerSettings;
 use crate::Realms;
 use crate::config::TransportKind;
-use crate::outbound::OutMsg;
-
-/// Why a transport could not deliver the next message.
-#[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    /// The peer closed the connection.
-    #[error("connection closed by the peer")]
-    Closed,
-    /// The peer broke the transport's rules (bad frame, text on a binary
-    /// serializer, bad batching).
-    #[error("{0}")]
-    Protocol(String),
-    /// A message over the transport's configured maximum.
-    #[error("{0}")]
-    TooBig(String),
-    /// A message for the peer over what the peer said it accepts.
-    #[error("{0}")]
-    PeerLimit(String),
-    /// The network failed.
-    #[error("network error: {0}")]
-    Io(String),
-}
-
-/// How to close a transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseKind {
-    /// Normal end of a session.
-    Normal,
-    /// The peer violated the protocol.
-    ProtocolError,
-    /// The peer sent a message over the limit.
-    TooBig,
-    /// The router is shutting down.
-    GoingAway,
-}
-
-/// A connected, negotiated transport carrying one WAMP session.
-pub trait Transport: Send + 'static {
-    /// The serializer negotiated for this connection.
-    fn serializer(&self) -> Serializer;
-
-    /// The next WAMP message payload.
-    ///
-    /// Cancel-safe: dropping the future loses no data.
-    fn recv(&mut self) -> impl Future<Output = Result<Bytes, TransportError>> + Send;
-
-    /// Queue a message for writing (call [`Transport::flush`] after a batch).
-    fn feed(
-        &mut self,
-        msg: &Arc<OutMsg>,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send;
-
-    /// Write everything queued.
-    fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
-
-    /// Close the connection (best effort).
-    fn close(&mut self, kind: CloseKind, reason: &str) -> impl Future<Output = ()> + Send;
-
-    /// Send a keepalive ping (WebSocket ping, RawSocket ping frame).
-    fn ping(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
-
-    /// When anything (a message, a ping, a pong) last arrived.
-    fn last_seen(&self) -> std::time::Instant;
-}
+pub use crate::session::transport::{CloseKind, Transport, TransportError};
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]

@@ -24,11 +24,12 @@ use tracing::{debug, info};
 const READ_BUFFER: usize = 1024;
 
 use super::ListenerSettings;
-use super::{CloseKind, Io, Peer, Transport, TransportError};
-use crate::Realms;
+use super::{Io, Peer};
 use crate::outbound::{Encoded, OutMsg};
 use crate::realm::TransportInfo;
+use crate::realms::Realms;
 use crate::session;
+use crate::session::transport::{CloseKind, Transport, TransportError};
 
 /// The router's length exponent: the largest L with `2^(9+L) <= max`.
 fn announced_exponent(max: usize) -> u8 {

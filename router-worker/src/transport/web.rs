@@ -27,7 +27,7 @@ use tracing::debug;
 
 use super::frame_guard::FrameGuard;
 use super::{Io, ListenerSettings, Peer};
-use crate::Realms;
+use crate::realms::Realms;
 
 /// Largest request head accepted (request line and headers).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;

@@ -17,19 +17,18 @@ use proto::Serializer;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{CloseKind, Io, Peer, Transport, TransportError};
-use crate::Realms;
-use crate::auth::AuthSettings;
-use crate::config::{TransportConfig, TransportKind};
+use super::{Io, ListenerSettings, Peer};
 use crate::outbound::{Encoded, OutMsg};
 use crate::realm::TransportInfo;
-use crate::session::{self, SessionSettings};
+use crate::realms::Realms;
+use crate::session;
+use crate::session::transport::{CloseKind, Transport, TransportError};
 
 /// The WAMP subprotocols, in the router's order: name, serializer, batched.
 pub const SUBPROTOCOLS: [(&str, Serializer, bool); 5] = [
@@ -42,103 +41,6 @@ pub const SUBPROTOCOLS: [(&str, Serializer, bool); 5] = [
 
 /// Separator after each message in `wamp.2.json.batched`.
 const JSON_BATCH_SEPARATOR: u8 = 0x18;
-
-/// Everything a listener needs (WebSocket or RawSocket), resolved from the
-/// config once.
-#[derive(Debug)]
-pub struct ListenerSettings {
-    /// WebSocket or RawSocket.
-    pub kind: TransportKind,
-    /// For logs: the transport id or its index.
-    pub name: String,
-    /// Serializers offered.
-    pub serializers: Vec<Serializer>,
-    /// Per-session behaviour (auth role, timeouts, queue size).
-    pub session: SessionSettings,
-    /// tungstenite limits and buffer sizes.
-    pub ws_config: WebSocketConfig,
-    /// Deadline for the whole HTTP upgrade.
-    pub handshake_timeout: Duration,
-    /// Refuse clients that offer no subprotocol.
-    pub require_subprotocol: bool,
-    /// Largest message, for error texts.
-    pub max_message_size: usize,
-    /// Concurrent connections allowed.
-    pub max_connections: usize,
-    /// Outgoing bytes collected before a write (`options.write_buffer_size`).
-    pub write_buffer_size: usize,
-    /// `web` transports: their static and WebSocket paths.
-    pub web: Option<Arc<super::web::WebSettings>>,
-    /// Browser origins allowed; any when `None`.
-    pub allowed_origins: Option<Vec<String>>,
-    /// Proxies whose forwarding headers name the client.
-    pub trusted_proxies: super::forwarded::TrustedProxies,
-    /// TCP keepalive idle time and probe interval (`options.tcp_keepalive`).
-    pub tcp_keepalive: Option<Duration>,
-}
-
-impl ListenerSettings {
-    /// Resolve a transport's config.
-    pub fn from_config(
-        index: usize,
-        t: &TransportConfig,
-        token_store: Option<Arc<crate::tokens::TokenStore>>,
-    ) -> ListenerSettings {
-        let o = &t.options;
-        let write_buffer_size = o.write_buffer_for(t.kind);
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(o.max_message_size))
-            // No frame may be larger than a message: tungstenite reserves a
-            // frame's declared length at its header.
-            .max_frame_size(Some(o.max_frame_size.min(o.max_message_size)))
-            // A small read buffer keeps idle sessions cheap. WAMP sessions
-            // write their data frames themselves (`OutFrame`), so
-            // tungstenite's write buffer carries only control frames there;
-            // the `websocket.testee` echo writes through it.
-            .read_buffer_size(1024)
-            .write_buffer_size(write_buffer_size)
-            .max_write_buffer_size(
-                o.max_message_size
-                    .saturating_mul(2)
-                    .max(1 << 20)
-                    .saturating_add(write_buffer_size),
-            );
-        ListenerSettings {
-            kind: t.kind,
-            name: t
-                .id
-                .clone()
-                .unwrap_or_else(|| format!("transport[{index}]")),
-            serializers: t.serializer_list(),
-            session: SessionSettings {
-                auth: Arc::new(AuthSettings::from_config(t, token_store)),
-                hello_timeout: Duration::from_millis(o.hello_timeout),
-                max_queue: o.max_queue_messages,
-                max_calls: o.max_calls_in_flight,
-                write_timeout: Duration::from_millis(o.write_timeout),
-                keepalive: (o.auto_ping_for(t.kind) > 0).then(|| {
-                    (
-                        Duration::from_millis(o.auto_ping_for(t.kind)),
-                        Duration::from_millis(o.auto_ping_timeout.max(1)),
-                    )
-                }),
-            },
-            ws_config,
-            handshake_timeout: Duration::from_millis(o.open_handshake_timeout),
-            require_subprotocol: o.require_websocket_subprotocol,
-            max_message_size: o.max_message_size,
-            max_connections: o.max_connections,
-            write_buffer_size,
-            web: None,
-            allowed_origins: o.allowed_origins.clone(),
-            // Checked by `RouterConfig::validate`; nothing is trusted if a
-            // config got here unchecked.
-            trusted_proxies: super::forwarded::TrustedProxies::parse(&o.trusted_proxies)
-                .unwrap_or_default(),
-            tcp_keepalive: (o.tcp_keepalive > 0).then(|| Duration::from_millis(o.tcp_keepalive)),
-        }
-    }
-}
 
 /// Does `origin` match `pattern` (`*` matches any run of characters)?
 fn origin_matches(pattern: &str, origin: &str) -> bool {
@@ -806,7 +708,7 @@ mod size_probe {
                 serde_json::from_str(r#"{"type":"websocket","endpoint":{"type":"tcp","port":0}}"#)
                     .unwrap();
             let settings = std::sync::Arc::new(super::ListenerSettings::from_config(0, &cfg, None));
-            let realms: crate::Realms = Default::default();
+            let realms: crate::realms::Realms = Default::default();
             let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
                 s,
                 tokio_tungstenite::tungstenite::protocol::Role::Server,

@@ -6,6 +6,8 @@
 //! and router shutdown. A protocol violation ends this session with ABORT
 //! `wamp.error.protocol_violation` and a reason; nothing else notices.
 
+pub mod transport;
+
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -19,14 +21,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, debug, field, info, info_span, warn};
 
-use crate::Realms;
 use crate::auth::{self, AuthSettings, Outcome, Principal, Refusal};
 use crate::outbound::OutMsg;
 use crate::realm::{
     ClientFeatures, KillSwitch, RealmCommand, RealmHandle, SessionInfo, SessionLink, TransportInfo,
 };
+use crate::realms::Realms;
 
-use crate::transport::{CloseKind, Transport, TransportError};
+use self::transport::{CloseKind, Transport, TransportError};
 
 /// Messages written per flush when the outbound queue has a backlog.
 const WRITE_BATCH: usize = 256;

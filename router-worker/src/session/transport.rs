@@ -1,0 +1,74 @@
+//! What the session needs from a transport: the [`Transport`] trait that
+//! WebSocket and RawSocket implement, and their errors. It lives with the
+//! session so that transports depend on the session and not the reverse.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proto::Serializer;
+
+use crate::outbound::OutMsg;
+
+/// Why a transport could not deliver the next message.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The peer closed the connection.
+    #[error("connection closed by the peer")]
+    Closed,
+    /// The peer broke the transport's rules (bad frame, text on a binary
+    /// serializer, bad batching).
+    #[error("{0}")]
+    Protocol(String),
+    /// A message over the transport's configured maximum.
+    #[error("{0}")]
+    TooBig(String),
+    /// A message for the peer over what the peer said it accepts.
+    #[error("{0}")]
+    PeerLimit(String),
+    /// The network failed.
+    #[error("network error: {0}")]
+    Io(String),
+}
+
+/// How to close a transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    /// Normal end of a session.
+    Normal,
+    /// The peer violated the protocol.
+    ProtocolError,
+    /// The peer sent a message over the limit.
+    TooBig,
+    /// The router is shutting down.
+    GoingAway,
+}
+
+/// A connected, negotiated transport carrying one WAMP session.
+pub trait Transport: Send + 'static {
+    /// The serializer negotiated for this connection.
+    fn serializer(&self) -> Serializer;
+
+    /// The next WAMP message payload.
+    ///
+    /// Cancel-safe: dropping the future loses no data.
+    fn recv(&mut self) -> impl Future<Output = Result<Bytes, TransportError>> + Send;
+
+    /// Queue a message for writing (call [`Transport::flush`] after a batch).
+    fn feed(
+        &mut self,
+        msg: &Arc<OutMsg>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Write everything queued.
+    fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Close the connection (best effort).
+    fn close(&mut self, kind: CloseKind, reason: &str) -> impl Future<Output = ()> + Send;
+
+    /// Send a keepalive ping (WebSocket ping, RawSocket ping frame).
+    fn ping(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// When anything (a message, a ping, a pong) last arrived.
+    fn last_seen(&self) -> std::time::Instant;
+}

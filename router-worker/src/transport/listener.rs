@@ -1,0 +1,109 @@
+//! What a listener needs (WebSocket, RawSocket or web), resolved from a
+//! transport's config once and shared by its connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::Serializer;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::auth::AuthSettings;
+use crate::config::{TransportConfig, TransportKind};
+use crate::session::SessionSettings;
+
+/// Everything a listener needs (WebSocket or RawSocket), resolved from the
+/// config once.
+#[derive(Debug)]
+pub struct ListenerSettings {
+    /// WebSocket or RawSocket.
+    pub kind: TransportKind,
+    /// For logs: the transport id or its index.
+    pub name: String,
+    /// Serializers offered.
+    pub serializers: Vec<Serializer>,
+    /// Per-session behaviour (auth role, timeouts, queue size).
+    pub session: SessionSettings,
+    /// tungstenite limits and buffer sizes.
+    pub ws_config: WebSocketConfig,
+    /// Deadline for the whole HTTP upgrade.
+    pub handshake_timeout: Duration,
+    /// Refuse clients that offer no subprotocol.
+    pub require_subprotocol: bool,
+    /// Largest message, for error texts.
+    pub max_message_size: usize,
+    /// Concurrent connections allowed.
+    pub max_connections: usize,
+    /// Outgoing bytes collected before a write (`options.write_buffer_size`).
+    pub write_buffer_size: usize,
+    /// `web` transports: their static and WebSocket paths.
+    pub web: Option<Arc<super::web::WebSettings>>,
+    /// Browser origins allowed; any when `None`.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Proxies whose forwarding headers name the client.
+    pub trusted_proxies: super::forwarded::TrustedProxies,
+    /// TCP keepalive idle time and probe interval (`options.tcp_keepalive`).
+    pub tcp_keepalive: Option<Duration>,
+}
+
+impl ListenerSettings {
+    /// Resolve a transport's config.
+    pub fn from_config(
+        index: usize,
+        t: &TransportConfig,
+        token_store: Option<Arc<crate::tokens::TokenStore>>,
+    ) -> ListenerSettings {
+        let o = &t.options;
+        let write_buffer_size = o.write_buffer_for(t.kind);
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(o.max_message_size))
+            // No frame may be larger than a message: tungstenite reserves a
+            // frame's declared length at its header.
+            .max_frame_size(Some(o.max_frame_size.min(o.max_message_size)))
+            // A small read buffer keeps idle sessions cheap. WAMP sessions
+            // write their data frames themselves (`OutFrame`), so
+            // tungstenite's write buffer carries only control frames there;
+            // the `websocket.testee` echo writes through it.
+            .read_buffer_size(1024)
+            .write_buffer_size(write_buffer_size)
+            .max_write_buffer_size(
+                o.max_message_size
+                    .saturating_mul(2)
+                    .max(1 << 20)
+                    .saturating_add(write_buffer_size),
+            );
+        ListenerSettings {
+            kind: t.kind,
+            name: t
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("transport[{index}]")),
+            serializers: t.serializer_list(),
+            session: SessionSettings {
+                auth: Arc::new(AuthSettings::from_config(t, token_store)),
+                hello_timeout: Duration::from_millis(o.hello_timeout),
+                max_queue: o.max_queue_messages,
+                max_calls: o.max_calls_in_flight,
+                write_timeout: Duration::from_millis(o.write_timeout),
+                keepalive: (o.auto_ping_for(t.kind) > 0).then(|| {
+                    (
+                        Duration::from_millis(o.auto_ping_for(t.kind)),
+                        Duration::from_millis(o.auto_ping_timeout.max(1)),
+                    )
+                }),
+            },
+            ws_config,
+            handshake_timeout: Duration::from_millis(o.open_handshake_timeout),
+            require_subprotocol: o.require_websocket_subprotocol,
+            max_message_size: o.max_message_size,
+            max_connections: o.max_connections,
+            write_buffer_size,
+            web: None,
+            allowed_origins: o.allowed_origins.clone(),
+            // Checked by `RouterConfig::validate`; nothing is trusted if a
+            // config got here unchecked.
+            trusted_proxies: super::forwarded::TrustedProxies::parse(&o.trusted_proxies)
+                .unwrap_or_default(),
+            tcp_keepalive: (o.tcp_keepalive > 0).then(|| Duration::from_millis(o.tcp_keepalive)),
+        }
+    }
+}
