@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use proto::client::{CallError, Client};
-use proto::component::{BoxFuture, Component};
+use client::component::{BoxFuture, Component};
+use client::{CallError, Client};
 use proto::{Dict, Payload, Value};
 use router_worker::config::RouterComponentConfig;
 use serde::Deserialize;

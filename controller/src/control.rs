@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use proto::client::{Client, ClientConfig, ConnectError};
+use client::{Client, ClientConfig, ConnectError};
 use proto::{Payload, Value};
 use router_worker::config::RouterConfig;
 

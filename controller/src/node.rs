@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use client::{CallError, Client};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use proto::client::{CallError, Client};
 use proto::{Dict, Payload, Value, dict};
 use router_worker::Router;
 use tokio::sync::{mpsc, oneshot};

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proto::client::{CallError, Client, ClientConfig};
-use proto::component::{Endpoint, Event};
+use client::component::{Endpoint, Event};
+use client::{CallError, Client, ClientConfig};
 use proto::{Dict, Payload, Value, dict};
 use router_worker::Router;
 use router_worker::config::{RealmConfig, RouterConfig};
@@ -106,7 +106,7 @@ fn start_components(c: &ContainerConfig, shutdown: &CancellationToken) -> Result
         let span =
             tracing::info_span!("component", name = %name, realm = %comp.realm, router = %at);
         tokio::spawn(tracing::Instrument::instrument(
-            proto::component::run(
+            client::component::run(
                 component,
                 endpoint,
                 cfg,

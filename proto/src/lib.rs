@@ -1,5 +1,8 @@
 //! # proto: WAMP v2 itself, no router logic
 //!
+//! Sans-IO: no sockets, tasks or runtime; the async client and component
+//! runner are the `client` crate.
+//!
 //! # Layout
 //! - [`value`]: the dynamic [`Value`] carried in payloads, details and options;
 //!   binary-safe across all serializers.
@@ -12,17 +15,11 @@
 //! - [`rawsocket`]: the RawSocket handshake and frame codec.
 //! - [`uri`]: URI validation (loose, strict, prefix and wildcard patterns)
 //!   and matching.
-//! - [`client`]: a small async WAMP client over RawSocket (Unix or TCP)
-//!   for Trellis's own processes.
-//! - [`component`]: the [`component::Component`] trait and the runner that
-//!   keeps a component joined across router restarts.
 //! - [`auth`]: WAMP-CRA and cryptosign crypto (pure functions).
 //! - [`errors`]: well-known `wamp.error.*` URIs, [`DecodeError`], [`EncodeError`].
 
 pub mod auth;
-pub mod client;
 pub mod codec;
-pub mod component;
 pub mod errors;
 pub mod message;
 pub mod options;

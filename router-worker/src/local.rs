@@ -1,11 +1,11 @@
 //! Router components: sessions inside the router process, linked to their
 //! realm in memory (no socket, no serialization). A component gets a
-//! [`proto::client::Client`] like any other, so the same component code
+//! [`client::Client`] like any other, so the same component code
 //! runs inside a router or in a container.
 
 use std::sync::Arc;
 
-use proto::client::{Client, Link};
+use client::{Client, Link};
 use proto::message::Goodbye;
 use proto::{Dict, Id, Message, Serializer};
 use tokio::sync::{mpsc, oneshot};

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use proto::client::{CallError, Client, ClientConfig};
+use client::{CallError, Client, ClientConfig};
 use proto::{Payload, Value};
 use router_worker::Router;
 use router_worker::config::RouterConfig;
@@ -106,7 +106,7 @@ async fn client_speaks_rpc_and_pubsub_over_a_unix_socket() {
         .call("com.example.add", Payload::default())
         .await
         .unwrap_err();
-    assert_eq!(e.uri, proto::client::LOST);
+    assert_eq!(e.uri, client::LOST);
 
     // Shutdown: the remaining client hears GOODBYE system_shutdown, and the
     // socket file is removed.

@@ -1,4 +1,8 @@
-//! An async WAMP client over RawSocket (Unix socket or TCP) and WebSocket.
+//! # client: Trellis's async WAMP client and component runner
+//!
+//! An async WAMP client over RawSocket (Unix socket or TCP) and WebSocket,
+//! on [`proto`]'s messages and codecs; [`component`] keeps a component
+//! joined across router restarts.
 //!
 //! Trellis's own processes use it: workers on their control link to the
 //! controller, `trellis status`/`stop`, container and router components.
@@ -13,6 +17,8 @@
 //! [`MAX_CONCURRENT_INVOCATIONS`] at a time; more are refused with
 //! `trellis.error.busy`.
 
+pub mod component;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
@@ -26,11 +32,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_util::codec::Framed;
 
-use crate::message::{
+use proto::message::{
     Call, Goodbye, Hello, Id, Message, Payload, Publish, Register, Subscribe, WampError, Yield,
 };
-use crate::rawsocket::{self, Frame, RawSocketCodec};
-use crate::{Dict, Serializer, Value, dict};
+use proto::rawsocket::{self, Frame, RawSocketCodec};
+use proto::{Dict, Serializer, Value, dict};
 
 /// Invocation handlers running at once, per client.
 pub const MAX_CONCURRENT_INVOCATIONS: usize = 64;
@@ -573,7 +579,7 @@ async fn join<L: Link>(mut link: L, cfg: &ClientConfig) -> Result<Client, Connec
     if let Some(seed) = &cfg.cryptosign {
         details.insert(
             "authextra".into(),
-            Value::Dict(dict! { "pubkey" => crate::auth::cryptosign_pubkey(seed) }),
+            Value::Dict(dict! { "pubkey" => proto::auth::cryptosign_pubkey(seed) }),
         );
     }
     if !methods.is_empty() {
@@ -608,7 +614,7 @@ async fn join<L: Link>(mut link: L, cfg: &ClientConfig) -> Result<Client, Connec
             }
             Message::Challenge(c) => {
                 let signature = answer_challenge(cfg, &c.authmethod, &c.extra)?;
-                let auth = Message::Authenticate(crate::message::Authenticate {
+                let auth = Message::Authenticate(proto::message::Authenticate {
                     signature,
                     extra: Dict::new(),
                 });
@@ -646,7 +652,7 @@ fn answer_challenge(
                     ConnectError::Protocol("WAMP-CRA CHALLENGE without a challenge string".into())
                 })?;
             let key = match extra.get("salt").and_then(Value::as_str) {
-                Some(salt) => crate::auth::derive_key(
+                Some(salt) => proto::auth::derive_key(
                     password,
                     salt,
                     extra
@@ -662,7 +668,7 @@ fn answer_challenge(
                 ),
                 None => password.to_owned(),
             };
-            Ok(crate::auth::cra_sign(key.as_bytes(), challenge))
+            Ok(proto::auth::cra_sign(key.as_bytes(), challenge))
         }
         "cryptosign" => {
             let seed = cfg.cryptosign.as_ref().ok_or_else(missing)?;
@@ -676,7 +682,7 @@ fn answer_challenge(
                         "cryptosign CHALLENGE without a 32-byte hex challenge".into(),
                     )
                 })?;
-            Ok(crate::auth::cryptosign_sign(seed, &challenge))
+            Ok(proto::auth::cryptosign_sign(seed, &challenge))
         }
         other => Err(ConnectError::Protocol(format!(
             "the router challenged with {other:?}, which this client does not speak"

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{CallError, Client, ClientConfig, ConnectError};
+use crate::{CallError, Client, ClientConfig, ConnectError};
 
 /// A boxed future, as component methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -69,7 +69,7 @@ impl std::fmt::Display for Endpoint {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Joined with this session id, and `on_join` succeeded.
-    Joined(crate::Id),
+    Joined(proto::Id),
     /// Could not connect or join; retrying after the delay.
     Retrying(String, Duration),
     /// `on_join` failed; the session was closed and will be retried.
