@@ -7,7 +7,6 @@ mod advanced;
 mod auth;
 mod bad_input;
 mod balloon;
-mod bench_smoke;
 mod cli;
 mod components;
 mod interop;
