@@ -9,12 +9,15 @@
 //!   workers ([`spawn`], [`supervisor`]), answers the control socket
 //!   ([`control`]), keeps per-worker logs ([`logs`]), talks to systemd
 //!   ([`systemd`]).
-//! - [`worker`]: `trellis worker`: a router or container worker process.
+//! - [`worker`]: `trellis worker`: a router or container worker process
+//!   (the control link, readiness, log level; the work itself is
+//!   `router-worker`'s and `container-worker`'s).
 //! - [`guest`]: `trellis guest-shim`: stands between the controller and a
 //!   guest program so that nothing the guest starts outlives the node.
-//! - [`components`]: the built-in components.
+//!
+//! The container worker's code and the built-in components are the
+//! `container-worker` crate; the router's, `router-worker`.
 
-pub mod components;
 pub mod config;
 pub mod control;
 pub mod guest;

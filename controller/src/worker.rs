@@ -12,17 +12,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::component::{Endpoint, Event};
 use client::{CallError, Client, ClientConfig};
 use proto::{Dict, Payload, Value, dict};
 use router_worker::Router;
 use router_worker::config::{RealmConfig, RouterConfig};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-use crate::config::ContainerConfig;
 use crate::control;
 use crate::logging::LevelHandle;
+use container_worker::config::ContainerConfig;
 
 /// Largest config a worker accepts on stdin.
 const MAX_CONFIG: u64 = 16 << 20;
@@ -64,73 +63,6 @@ pub fn read_config(kind: Kind) -> Result<WorkerConfig, String> {
     }
 }
 
-/// Start each component of a container; they keep themselves joined.
-fn start_components(c: &ContainerConfig, shutdown: &CancellationToken) -> Result<(), String> {
-    for (j, comp) in c.components.iter().enumerate() {
-        let Some(component) = crate::components::build(&comp.classname) else {
-            return Err(format!(
-                "components[{j}]: unknown classname {:?}",
-                comp.classname
-            ));
-        };
-        let e = &comp.transport.endpoint;
-        let endpoint = match e.kind.as_str() {
-            "unix" => Endpoint::Unix(e.path.clone().unwrap_or_default().into()),
-            _ => Endpoint::Tcp(format!(
-                "{}:{}",
-                e.host.as_deref().unwrap_or("127.0.0.1"),
-                e.port.unwrap_or(0)
-            )),
-        };
-        let mut cfg = ClientConfig::new(&comp.realm);
-        cfg.serializer = comp
-            .transport
-            .serializer
-            .as_deref()
-            .and_then(proto::Serializer::from_name)
-            .unwrap_or(proto::Serializer::Json);
-        if let Some(a) = &comp.auth {
-            cfg.authid = a.authid.clone();
-            cfg.ticket = match (&a.ticket, &a.ticket_env) {
-                (Some(t), _) => Some(t.clone()),
-                (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
-                    format!(
-                        "components[{j}].auth.ticket_env: the environment variable {var} is not set"
-                    )
-                })?),
-                (None, None) => None,
-            };
-        }
-        let name = format!("{}#{j}", comp.classname);
-        let at = endpoint.to_string();
-        let span =
-            tracing::info_span!("component", name = %name, realm = %comp.realm, router = %at);
-        tokio::spawn(tracing::Instrument::instrument(
-            client::component::run(
-                component,
-                endpoint,
-                cfg,
-                shutdown.child_token(),
-                |ev| match ev {
-                    Event::Joined(id) => info!(session = id, "component joined"),
-                    Event::Retrying(why, after) => {
-                        warn!(
-                            after_ms = after.as_millis() as u64,
-                            "cannot join: {why}; retrying"
-                        )
-                    }
-                    Event::SetupFailed(why) => warn!("component setup failed: {why}; retrying"),
-                    Event::Left(why) => {
-                        warn!(reason = %why, "component session ended; reconnecting")
-                    }
-                },
-            ),
-            span,
-        ));
-    }
-    Ok(())
-}
-
 /// Run a worker until shutdown.
 ///
 /// # Errors
@@ -148,7 +80,7 @@ pub async fn run(
     let router_cfg = match config {
         WorkerConfig::Router(r) => Some(r),
         WorkerConfig::Container(c) => {
-            start_components(&c, &shutdown)?;
+            container_worker::start(&c, &shutdown)?;
             None
         }
     };
@@ -168,7 +100,7 @@ pub async fn run(
             let session = router_worker::local::attach(&realm, &authid, &c.role)
                 .await
                 .map_err(|e| format!("components[{j}] ({}): {e}", c.classname))?;
-            crate::components::start_router_component(c, &session)
+            container_worker::components::start_router_component(c, &session)
                 .await
                 .map_err(|e| format!("components[{j}] ({}): {e}", c.classname))?;
             info!(component = %c.classname, realm = %c.realm, role = %c.role, "router component started");
