@@ -8,7 +8,7 @@ use std::sync::Arc;
 use client::component::{BoxFuture, Component};
 use client::{CallError, Client};
 use proto::{Dict, Payload, Value};
-use router_worker::config::RouterComponentConfig;
+use router_worker::config::{RouterComponentConfig, SecretKind};
 use serde::Deserialize;
 
 /// Every built-in container component `classname`.
@@ -91,34 +91,9 @@ impl UserDatabaseConfig {
     }
 }
 
-/// One user of the database, in the shape the router's dynamic WAMP-CRA
-/// expects back from an authenticator.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct User {
-    /// The password, or with `secret-kind: derived-key` the derived key.
-    pub secret: String,
-    /// The role the user gets.
-    pub role: String,
-    /// The authid the session gets instead of the login name.
-    #[serde(default)]
-    pub authid: Option<String>,
-    /// PBKDF2 salt.
-    #[serde(default)]
-    pub salt: Option<String>,
-    /// PBKDF2 iterations.
-    #[serde(default)]
-    pub iterations: Option<u32>,
-    /// PBKDF2 key length.
-    #[serde(default)]
-    pub keylen: Option<u32>,
-    /// `password` (default) or `derived-key`.
-    #[serde(default, rename = "secret-kind")]
-    pub secret_kind: Option<String>,
-    /// Extra data for the client's WELCOME.
-    #[serde(default)]
-    pub extra: Option<serde_json::Value>,
-}
+/// One user of the database: the router's WAMP-CRA user record, which
+/// is also what its dynamic WAMP-CRA expects back from an authenticator.
+pub use router_worker::config::CraUser as User;
 
 /// `trellis.auth.UserDatabase`: a dynamic authenticator over a user
 /// database, answering both WAMP-CRA (secret and salt for the router to
@@ -186,14 +161,17 @@ impl UserDatabase {
         if let Some(e) = &user.extra {
             answer.insert("extra".into(), Value::from(e));
         }
+        if let Some(r) = &user.realm {
+            answer.insert("realm".into(), r.as_str().into());
+        }
         match method {
             "ticket" => {
                 let ticket = details
                     .and_then(|d| d.get("ticket"))
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                let presented = match (&user.salt, user.secret_kind.as_deref()) {
-                    (Some(salt), Some("derived-key")) => proto::auth::derive_key(
+                let presented = match (&user.salt, user.secret_kind) {
+                    (Some(salt), SecretKind::DerivedKey) => proto::auth::derive_key(
                         ticket,
                         salt,
                         user.iterations.unwrap_or(1000),
@@ -217,8 +195,8 @@ impl UserDatabase {
                 if let Some(k) = user.keylen {
                     answer.insert("keylen".into(), u64::from(k).into());
                 }
-                if let Some(k) = &user.secret_kind {
-                    answer.insert("secret-kind".into(), k.as_str().into());
+                if user.secret_kind != SecretKind::Password {
+                    answer.insert("secret-kind".into(), user.secret_kind.name().into());
                 }
             }
         }

@@ -657,7 +657,9 @@ pub enum SecretKind {
     DerivedKey,
 }
 
-/// A static WAMP-CRA user.
+/// A WAMP-CRA user: a static `wampcra` principal, and a user of the
+/// built-in user database (`trellis.auth.UserDatabase`), which answers
+/// dynamic WAMP-CRA and ticket logins with these fields.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CraUser {
@@ -668,6 +670,12 @@ pub struct CraUser {
     /// The realm the user may join; any realm when absent.
     #[serde(default)]
     pub realm: Option<String>,
+    /// The authid the session gets instead of the name it logged in with.
+    #[serde(default)]
+    pub authid: Option<String>,
+    /// Extra data for the client's WELCOME (`authextra`).
+    #[serde(default)]
+    pub extra: Option<serde_json::Value>,
     /// PBKDF2 salt: the client derives its key with it.
     #[serde(default)]
     pub salt: Option<String>,
@@ -680,6 +688,16 @@ pub struct CraUser {
     /// What `secret` holds.
     #[serde(rename = "secret-kind", default)]
     pub secret_kind: SecretKind,
+}
+
+impl SecretKind {
+    /// The config and wire name (`password`, `derived-key`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SecretKind::Password => "password",
+            SecretKind::DerivedKey => "derived-key",
+        }
+    }
 }
 
 /// A static cryptosign principal.
@@ -1400,6 +1418,15 @@ impl RouterConfig {
                 }
                 if u.keylen.is_some_and(|n| n == 0 || n > 1024) {
                     p(format!("{path}.keylen"), "must be between 1 and 1024 bytes".into());
+                }
+                if u.extra.as_ref().is_some_and(|e| !e.is_object()) {
+                    p(
+                        format!("{path}.extra"),
+                        "must be a JSON object (it becomes WELCOME's authextra)".into(),
+                    );
+                }
+                if u.authid.as_deref() == Some("") {
+                    p(format!("{path}.authid"), "must not be empty".into());
                 }
             });
         }

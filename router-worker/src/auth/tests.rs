@@ -246,3 +246,23 @@ async fn a_role_the_realm_lacks_is_refused_by_name() {
     assert_eq!(r.reason, wamp_uri::NO_SUCH_ROLE);
     assert!(r.message.contains("\"admin\""), "{}", r.message);
 }
+
+#[tokio::test]
+async fn a_static_wampcra_user_may_rename_itself_and_carry_extra() {
+    let realms = realms().await;
+    let s = settings(serde_json::json!({
+        "wampcra": {"type": "static", "users": {"login": {"secret": "pw", "role": "user",
+                    "authid": "ID-17", "extra": {"team": "blue"}}}}
+    }));
+    let (c, p) = challenge(
+        &s,
+        &realms,
+        dict! { "authmethods" => methods(&["wampcra"]), "authid" => "login" },
+    )
+    .await;
+    let text = c.extra.get("challenge").and_then(Value::as_str).unwrap();
+    let sig = proto::auth::cra_sign(b"pw", text);
+    let who = answer(&s, &realms, p, &sig).await.unwrap();
+    assert_eq!(who.authid, "ID-17");
+    assert_eq!(who.extra.get("team"), Some(&Value::from("blue")));
+}

@@ -107,12 +107,15 @@ impl Method for WampCra {
                         u.secret_kind,
                     );
                     let principal = Principal {
-                        authid: authid.clone(),
+                        authid: u.authid.clone().unwrap_or_else(|| authid.clone()),
                         authrole: u.role.clone(),
                         authmethod: "wampcra".into(),
                         authprovider: "static".into(),
                         realm: u.realm.clone().unwrap_or_else(|| realm.to_owned()),
-                        extra: Dict::new(),
+                        extra: match u.extra.as_ref().map(Value::from) {
+                            Some(Value::Dict(d)) => d,
+                            _ => Dict::new(),
+                        },
                     };
                     (principal, key, extra)
                 }
