@@ -10,19 +10,113 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use client::{Client, ClientConfig, ConnectError};
-use proto::{Payload, Value};
+use proto::{Dict, Payload, Value};
 use router_worker::config::RouterConfig;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// The management realm.
 pub const REALM: &str = "trellis.control";
-/// Workers publish this when they are ready: kwargs `id`, `pid`, `type`.
+/// Workers publish this when they are ready: a [`ReadyReport`] as kwargs.
 pub const ON_READY: &str = "worker.on_ready";
-/// The controller publishes this when a worker exits: kwargs `id`, `pid`,
-/// `exit`, `action`.
+/// The controller publishes this when a worker exits: an [`ExitReport`]
+/// as kwargs.
 pub const ON_EXIT: &str = "worker.on_exit";
-/// The node's status: kwargs `workers` (a list of dicts).
+/// The node's status: kwargs `workers`, a list of [`WorkerStatus`].
 pub const NODE_STATUS: &str = "node.status";
+
+/// A worker is ready ([`ON_READY`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyReport {
+    pub id: String,
+    /// `router` or `container`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub pid: u32,
+    /// A router's listening transports.
+    #[serde(default)]
+    pub transports: Vec<Listening>,
+}
+
+/// One listening transport of a router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listening {
+    /// `websocket`, `rawsocket`, `web`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `127.0.0.1:8080` or a socket path.
+    pub listen: String,
+}
+
+/// A worker exited ([`ON_EXIT`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitReport {
+    pub id: String,
+    /// 0 when it never ran.
+    pub pid: u32,
+    /// How it ended (`exited with status 3`, `killed by signal 9`, ...).
+    pub exit: String,
+    /// `restart`, `stay` or `give-up`.
+    pub action: String,
+}
+
+/// A worker's own answer to `worker.ID.status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub pid: u32,
+    pub uptime_s: u64,
+    /// Sessions per realm (routers).
+    #[serde(default)]
+    pub sessions: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub transports: Vec<Listening>,
+}
+
+/// One worker in `trellis status` ([`NODE_STATUS`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub id: String,
+    /// `router`, `container` or `guest`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `starting`, `running`, `restarting`, `stopping`, `stopped`,
+    /// `failed`, `unresponsive`.
+    pub state: String,
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
+    /// A running router's sessions per realm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<BTreeMap<String, u64>>,
+}
+
+/// A control message as WAMP kwargs.
+pub fn to_kwargs<T: Serialize>(message: &T) -> Dict {
+    match serde_json::to_value(message).map(|v| Value::from(&v)) {
+        Ok(Value::Dict(d)) => d,
+        _ => Dict::new(),
+    }
+}
+
+/// A control message from WAMP kwargs.
+///
+/// # Errors
+/// The kwargs do not have the message's shape (the field is named).
+pub fn from_kwargs<T: DeserializeOwned>(kwargs: &Dict) -> Result<T, String> {
+    serde_json::from_value(Value::Dict(kwargs.clone()).to_json()).map_err(|e| e.to_string())
+}
 /// Stop the node (as SIGTERM does).
 pub const NODE_STOP: &str = "node.stop";
 
@@ -128,7 +222,7 @@ pub async fn connect(node_dir: &Path, authid: &str) -> Result<Client, String> {
 ///
 /// # Errors
 /// The node is not reachable or did not answer.
-pub async fn status(node_dir: &Path) -> Result<Vec<Value>, String> {
+pub async fn status(node_dir: &Path) -> Result<Vec<WorkerStatus>, String> {
     let client = connect(node_dir, "cli").await?;
     let r = client
         .call(NODE_STATUS, Payload::default())
@@ -136,7 +230,14 @@ pub async fn status(node_dir: &Path) -> Result<Vec<Value>, String> {
         .map_err(|e| format!("{NODE_STATUS} failed: {e}"))?;
     client.leave().await;
     match r.kwargs.get("workers") {
-        Some(Value::List(l)) => Ok(l.clone()),
+        Some(Value::List(l)) => l
+            .iter()
+            .map(|w| match w {
+                Value::Dict(d) => from_kwargs(d),
+                other => Err(format!("a worker is a {}", other.type_name())),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{NODE_STATUS} answered an unreadable worker: {e}")),
         _ => Err(format!("{NODE_STATUS} answered without a workers list")),
     }
 }
@@ -167,7 +268,7 @@ pub async fn stop(node_dir: &Path, wait: Duration) -> Result<(), String> {
 }
 
 /// `trellis status` as a table.
-pub fn format_table(workers: &[Value]) -> String {
+pub fn format_table(workers: &[WorkerStatus]) -> String {
     let mut rows = vec![[
         "ID".to_owned(),
         "TYPE".to_owned(),
@@ -179,28 +280,24 @@ pub fn format_table(workers: &[Value]) -> String {
         "DETAIL".to_owned(),
     ]];
     for w in workers {
-        let Some(d) = w.as_dict() else { continue };
-        let s = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
-        let n = |k: &str| d.get(k).and_then(Value::as_u64);
-        let uptime = n("uptime_s").map_or("-".into(), human_duration);
-        let memory =
-            n("memory_bytes").map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+        let uptime = w.uptime_s.map_or("-".into(), human_duration);
+        let memory = w
+            .memory_bytes
+            .map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
         let mut detail = Vec::new();
-        if let Some(Value::Dict(realms)) = d.get("sessions") {
-            for (realm, count) in realms {
-                detail.push(format!("{realm}: {} sessions", count.as_u64().unwrap_or(0)));
-            }
+        for (realm, count) in w.sessions.iter().flatten() {
+            detail.push(format!("{realm}: {count} sessions"));
         }
-        if let Some(e) = d.get("last_exit").and_then(Value::as_str) {
+        if let Some(e) = &w.last_exit {
             detail.push(format!("last exit: {e}"));
         }
         rows.push([
-            s("id"),
-            s("type"),
-            n("pid").map_or("-".into(), |p| p.to_string()),
-            s("state"),
+            w.id.clone(),
+            w.kind.clone(),
+            w.pid.map_or("-".into(), |p| p.to_string()),
+            w.state.clone(),
             uptime,
-            n("restarts").unwrap_or(0).to_string(),
+            w.restarts.to_string(),
             memory,
             detail.join("; "),
         ]);
@@ -253,11 +350,25 @@ mod tests {
 
     #[test]
     fn table_has_a_row_per_worker() {
-        let w = Value::Dict(proto::dict! {
-            "id" => "router1", "type" => "router", "pid" => 42u64, "state" => "running",
-            "uptime_s" => 3700u64, "restarts" => 2u64, "memory_bytes" => 5u64 * 1048576,
-            "sessions" => proto::dict! { "realm1" => 3u64 },
-        });
+        let w = WorkerStatus {
+            id: "router1".into(),
+            kind: "router".into(),
+            state: "running".into(),
+            restarts: 2,
+            pid: Some(42),
+            memory_bytes: Some(5 * 1048576),
+            uptime_s: Some(3700),
+            last_exit: None,
+            sessions: Some(BTreeMap::from([("realm1".to_owned(), 3)])),
+        };
+        // The status procedure's kwargs read back as they were sent.
+        assert_eq!(from_kwargs::<WorkerStatus>(&to_kwargs(&w)), Ok(w.clone()));
+        assert!(
+            from_kwargs::<ReadyReport>(&proto::dict! { "id" => "r", "pid" => 7u64 })
+                .unwrap_err()
+                .contains("missing field `type`"),
+            "a malformed report names what is missing"
+        );
         let t = format_table(&[w]);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("ID "), "{t}");

@@ -21,6 +21,7 @@
 pub mod config;
 pub mod control;
 pub mod guest;
+pub mod lifecycle;
 pub mod logging;
 pub mod logs;
 pub mod node;

@@ -141,9 +141,7 @@ fn main() -> ExitCode {
             match block_on(control::status(&dir)) {
                 Ok(Ok(workers)) => {
                     if json {
-                        let v: Vec<serde_json::Value> =
-                            workers.iter().map(proto::Value::to_json).collect();
-                        println!("{}", serde_json::json!({ "workers": v }));
+                        println!("{}", serde_json::json!({ "workers": workers }));
                     } else {
                         print!("{}", control::format_table(&workers));
                     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::{CallError, Client, ClientConfig};
-use proto::{Dict, Payload, Value, dict};
+use proto::{Dict, Payload, Value};
 use router_worker::Router;
 use router_worker::config::{RealmConfig, RouterConfig};
 use tokio_util::sync::CancellationToken;
@@ -107,13 +107,16 @@ pub async fn run(
             component_sessions.push(session);
         }
     }
-    let transports: Vec<Value> = router
+    let transports: Vec<control::Listening> = router
         .as_ref()
         .map(|r| {
             r.endpoints()
                 .into_iter()
                 .zip(r.transport_kinds())
-                .map(|(listen, kind)| Value::Dict(dict! { "type" => kind, "listen" => listen }))
+                .map(|(listen, kind)| control::Listening {
+                    kind: kind.to_owned(),
+                    listen,
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -142,20 +145,20 @@ pub async fn run(
         let id = id.clone();
         let transports = transports.clone();
         move |_: Payload, _: Dict| {
-            let mut sessions = Dict::new();
+            let mut sessions = std::collections::BTreeMap::new();
             if let Some(realms) = &realms {
                 for r in realms.all() {
-                    sessions.insert(r.name.to_string(), Value::from(r.session_count() as u64));
+                    sessions.insert(r.name.to_string(), r.session_count() as u64);
                 }
             }
-            let kwargs = dict! {
-                "id" => id.as_str(),
-                "type" => kind_name,
-                "pid" => u64::from(pid),
-                "uptime_s" => started.elapsed().as_secs(),
-                "sessions" => sessions,
-                "transports" => transports.clone(),
-            };
+            let kwargs = control::to_kwargs(&control::WorkerReport {
+                id: id.clone(),
+                kind: kind_name.to_owned(),
+                pid,
+                uptime_s: started.elapsed().as_secs(),
+                sessions,
+                transports: transports.clone(),
+            });
             async move {
                 Ok(Payload {
                     kwargs,
@@ -272,12 +275,12 @@ pub async fn run(
     link.publish(
         control::ON_READY,
         Payload {
-            kwargs: dict! {
-                "id" => id.as_str(),
-                "type" => kind_name,
-                "pid" => u64::from(pid),
-                "transports" => transports,
-            },
+            kwargs: control::to_kwargs(&control::ReadyReport {
+                id: id.clone(),
+                kind: kind_name.to_owned(),
+                pid,
+                transports,
+            }),
             ..Payload::default()
         },
     )
