@@ -8,7 +8,7 @@ use proto::errors::uri as wamp_uri;
 use proto::{Dict, Payload, Value};
 
 use super::{Context, Refusal, deny, refuse};
-use crate::config::{MethodAuth, SecretKind};
+use crate::config::{AuthKind, MethodAuth, SecretKind};
 use crate::realm::InternalCallError;
 
 /// Where a method's authenticator is and how long it may take.
@@ -22,16 +22,29 @@ pub struct Authenticator {
     pub timeout: Duration,
 }
 
-impl Authenticator {
-    /// The authenticator of a dynamic method's config.
-    pub fn of<T>(m: &MethodAuth<T>, timeout: Duration) -> Authenticator {
-        Authenticator {
-            procedure: m.authenticator.clone().unwrap_or_default(),
-            realm: m.authenticator_realm.clone(),
-            timeout,
-        }
-    }
+/// A ticket, WAMP-CRA or cryptosign config, with its authenticator when
+/// it is dynamic.
+#[derive(Debug)]
+pub struct Resolved<P> {
+    pub cfg: MethodAuth<P>,
+    /// Set when the config is dynamic.
+    pub authenticator: Option<Authenticator>,
+}
 
+impl<P> Resolved<P> {
+    /// Resolve a method's config; `timeout` is the transport's
+    /// `authenticator_timeout`.
+    pub fn new(cfg: MethodAuth<P>, timeout: Duration) -> Resolved<P> {
+        let authenticator = (cfg.kind == AuthKind::Dynamic).then(|| Authenticator {
+            procedure: cfg.authenticator.clone().unwrap_or_default(),
+            realm: cfg.authenticator_realm.clone(),
+            timeout,
+        });
+        Resolved { cfg, authenticator }
+    }
+}
+
+impl Authenticator {
     /// Who an error names: `authenticator "com.example.authenticate"`.
     pub fn label(&self) -> String {
         format!("authenticator {:?}", self.procedure)

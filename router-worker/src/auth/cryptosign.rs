@@ -7,19 +7,15 @@ use proto::errors::uri as wamp_uri;
 use proto::message::Challenge;
 use proto::{Dict, Value};
 
-use super::authenticator::Authenticator;
+use super::authenticator::Resolved;
 use super::{
     Challenged, Context, Hello, Method, Outcome, PendingAuth, Principal, Refusal, admit, deny,
 };
-use crate::config::{AuthKind, CryptosignPrincipal, MethodAuth};
+use crate::config::CryptosignPrincipal;
 
 /// The transport's cryptosign login.
 #[derive(Debug)]
-pub struct Cryptosign {
-    pub(crate) cfg: MethodAuth<CryptosignPrincipal>,
-    /// Set when the config is dynamic.
-    pub(crate) authenticator: Option<Authenticator>,
-}
+pub struct Cryptosign(pub Resolved<CryptosignPrincipal>);
 
 /// A cryptosign CHALLENGE sent: verify the signature of `challenge`.
 #[derive(Debug)]
@@ -45,8 +41,8 @@ impl Method for Cryptosign {
                 ));
             }
         };
-        let principal = match (&self.cfg.kind, &self.authenticator) {
-            (AuthKind::Dynamic, Some(a)) => {
+        let principal = match &self.0.authenticator {
+            Some(a) => {
                 let authid_value = authid.clone().map_or(Value::Null, Value::from);
                 let details = ctx.details("cryptosign", authid_value, hello.authextra.clone());
                 let v = a
@@ -74,8 +70,8 @@ impl Method for Cryptosign {
                 };
                 admit(ctx, principal, &a.label())?
             }
-            _ => {
-                let found = self.cfg.principals.iter().find(|(id, p)| {
+            None => {
+                let found = self.0.cfg.principals.iter().find(|(id, p)| {
                     authid.as_ref().is_none_or(|a| a == *id)
                         && p.authorized_keys
                             .iter()

@@ -44,14 +44,14 @@ use proto::message::{Authenticate, Challenge};
 use proto::{Dict, Id, Value};
 use tracing::warn;
 
-use crate::config::{AuthKind, TransportConfig};
+use crate::config::TransportConfig;
 use crate::realms::Realms;
 use crate::tokens::TokenStore;
 
 pub use self::limiter::{FailureLimiter, Gate};
 pub use self::token::TokenSettings;
 use self::{
-    anonymous::Anonymous, authenticator::Authenticator, cryptosign::Cryptosign, peercred::PeerCred,
+    anonymous::Anonymous, authenticator::Resolved, cryptosign::Cryptosign, peercred::PeerCred,
     ticket::Ticket, token::TokenLogin, wampcra::WampCra,
 };
 
@@ -289,7 +289,6 @@ impl AuthSettings {
     pub fn from_config(t: &TransportConfig, token_store: Option<Arc<TokenStore>>) -> AuthSettings {
         let o = &t.options;
         let timeout = Duration::from_millis(o.authenticator_timeout);
-        let dynamic = |kind: &AuthKind, a: Authenticator| (*kind == AuthKind::Dynamic).then_some(a);
         let mut methods = Vec::new();
         if let Some(role) = t.anonymous_role() {
             methods.push(AnyMethod::Anonymous(Anonymous {
@@ -303,25 +302,13 @@ impl AuthSettings {
         }
         let auth = t.auth.as_ref();
         if let Some(m) = auth.and_then(|a| a.ticket.clone()) {
-            let authenticator = dynamic(&m.kind, Authenticator::of(&m, timeout));
-            methods.push(AnyMethod::Ticket(Ticket {
-                cfg: m,
-                authenticator,
-            }));
+            methods.push(AnyMethod::Ticket(Ticket(Resolved::new(m, timeout))));
         }
         if let Some(m) = auth.and_then(|a| a.wampcra.clone()) {
-            let authenticator = dynamic(&m.kind, Authenticator::of(&m, timeout));
-            methods.push(AnyMethod::WampCra(WampCra {
-                cfg: m,
-                authenticator,
-            }));
+            methods.push(AnyMethod::WampCra(WampCra(Resolved::new(m, timeout))));
         }
         if let Some(m) = auth.and_then(|a| a.cryptosign.clone()) {
-            let authenticator = dynamic(&m.kind, Authenticator::of(&m, timeout));
-            methods.push(AnyMethod::Cryptosign(Cryptosign {
-                cfg: m,
-                authenticator,
-            }));
+            methods.push(AnyMethod::Cryptosign(Cryptosign(Resolved::new(m, timeout))));
         }
         if let Some(pc) = auth.and_then(|a| a.peercred.clone()) {
             methods.push(AnyMethod::PeerCred(PeerCred(pc)));

@@ -5,19 +5,15 @@ use proto::Dict;
 use proto::errors::uri as wamp_uri;
 use proto::message::Challenge;
 
-use super::authenticator::Authenticator;
+use super::authenticator::{Authenticator, Resolved};
 use super::{
     Challenged, Context, Hello, Method, Outcome, PendingAuth, Principal, Refusal, admit, deny,
 };
-use crate::config::{AuthKind, MethodAuth, TicketPrincipal};
+use crate::config::TicketPrincipal;
 
 /// The transport's ticket login.
 #[derive(Debug)]
-pub struct Ticket {
-    pub(crate) cfg: MethodAuth<TicketPrincipal>,
-    /// Set when the config is dynamic.
-    pub(crate) authenticator: Option<Authenticator>,
-}
+pub struct Ticket(pub Resolved<TicketPrincipal>);
 
 /// A ticket CHALLENGE sent, waiting for the ticket.
 #[derive(Debug)]
@@ -49,15 +45,16 @@ impl Method for Ticket {
                 "ticket authentication needs an authid in HELLO",
             ));
         };
-        let pending = match (&self.cfg.kind, &self.authenticator) {
-            (AuthKind::Dynamic, Some(a)) => PendingTicket::Dynamic {
+        let pending = match &self.0.authenticator {
+            Some(a) => PendingTicket::Dynamic {
                 authenticator: a.clone(),
                 authid,
                 hello_realm: hello.realm.to_owned(),
                 authextra: hello.authextra.clone(),
             },
-            _ => PendingTicket::Static {
+            None => PendingTicket::Static {
                 principal: self
+                    .0
                     .cfg
                     .principals
                     .get(&authid)

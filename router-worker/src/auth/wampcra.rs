@@ -7,20 +7,16 @@ use proto::errors::uri as wamp_uri;
 use proto::message::Challenge;
 use proto::{Dict, Value};
 
-use super::authenticator::Authenticator;
+use super::authenticator::Resolved;
 use super::{
     Challenged, Context, Hello, Method, Outcome, PendingAuth, Principal, Refusal, admit, deny,
     refuse,
 };
-use crate::config::{AuthKind, CraUser, MethodAuth, SecretKind};
+use crate::config::{CraUser, SecretKind};
 
 /// The transport's WAMP-CRA login.
 #[derive(Debug)]
-pub struct WampCra {
-    pub(crate) cfg: MethodAuth<CraUser>,
-    /// Set when the config is dynamic.
-    pub(crate) authenticator: Option<Authenticator>,
-}
+pub struct WampCra(pub Resolved<CraUser>);
 
 /// A WAMP-CRA CHALLENGE sent: verify the HMAC of `challenge` under `key`.
 #[derive(Debug)]
@@ -66,8 +62,8 @@ impl Method for WampCra {
                 "WAMP-CRA authentication needs an authid in HELLO",
             ));
         };
-        let (principal, key, salt_extra) = match (&self.cfg.kind, &self.authenticator) {
-            (AuthKind::Dynamic, Some(a)) => {
+        let (principal, key, salt_extra) = match &self.0.authenticator {
+            Some(a) => {
                 let details =
                     ctx.details("wampcra", authid.as_str().into(), hello.authextra.clone());
                 let v = a.ask(ctx, realm, &authid, details).await?;
@@ -97,7 +93,7 @@ impl Method for WampCra {
                 };
                 (admit(ctx, principal, &a.label())?, key, extra)
             }
-            _ => match self.cfg.principals.get(&authid) {
+            None => match self.0.cfg.principals.get(&authid) {
                 Some(u) => {
                     let (key, extra) = cra_key(
                         &u.secret,

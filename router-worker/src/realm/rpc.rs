@@ -534,13 +534,21 @@ impl Core {
         }
     }
 
-    pub(crate) fn yield_(&mut self, session: Id, y: Yield) {
-        let Some(p) = self.dealer.pending_for_callee(session, y.request) else {
+    /// The call a callee's YIELD or ERROR answers; `None` (logged) when it
+    /// has ended already (canceled, timed out).
+    fn answered_call(&self, session: Id, invocation: Id, what: &str) -> Option<Pending> {
+        let p = self.dealer.pending_for_callee(session, invocation);
+        if p.is_none() {
             debug!(
                 session,
-                invocation = y.request,
-                "YIELD for an invocation that is no longer pending: dropped"
+                invocation, "{what} for an invocation that is no longer pending: dropped"
             );
+        }
+        p
+    }
+
+    pub(crate) fn yield_(&mut self, session: Id, y: Yield) {
+        let Some(p) = self.answered_call(session, y.request, "YIELD") else {
             return;
         };
         let mut details = match options::passthru(&y.options) {
@@ -576,12 +584,7 @@ impl Core {
     }
 
     pub(crate) fn invocation_error(&mut self, session: Id, e: WampError) {
-        let Some(p) = self.dealer.pending_for_callee(session, e.request) else {
-            debug!(
-                session,
-                invocation = e.request,
-                "ERROR for an invocation that is no longer pending: dropped"
-            );
+        let Some(p) = self.answered_call(session, e.request, "ERROR") else {
             return;
         };
         self.finish_call(&p);
