@@ -5,10 +5,12 @@
 //!   `node.json`; the embedded default config.
 //! - [`logging`]: tracing setup (`--loglevel`, `RUST_LOG`/`TRELLIS_LOG`,
 //!   `--log-format`).
-//! - [`node`]: `trellis start`: the controller; starts and supervises the
-//!   workers ([`spawn`], [`supervisor`]), answers the control socket
-//!   ([`control`]), keeps per-worker logs ([`logs`]), talks to systemd
-//!   ([`systemd`]).
+//! - [`lifecycle`]: the node's life as a pure state machine (start in
+//!   phases, restarts as [`supervisor`] decides, liveness, reload, stop).
+//! - [`node`]: `trellis start`: the controller's shell around it; spawns
+//!   the workers ([`spawn`]), answers the control socket ([`control`], with
+//!   its typed messages), keeps per-worker logs ([`logs`]), talks to
+//!   systemd ([`systemd`]).
 //! - [`worker`]: `trellis worker`: a router or container worker process
 //!   (the control link, readiness, log level; the work itself is
 //!   `router-worker`'s and `container-worker`'s).
