@@ -175,6 +175,7 @@ pub fn router_config(socket: &Path) -> RouterConfig {
                     kind: "static".into(),
                     role: "trusted".into(),
                     authid: None,
+                    realm: None,
                 }),
                 ticket: None,
                 wampcra: None,

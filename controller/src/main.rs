@@ -110,6 +110,9 @@ enum Command {
         /// The controller's control socket.
         #[arg(long)]
         control: PathBuf,
+        /// The process name (`options.title`).
+        #[arg(long)]
+        title: Option<String>,
     },
 }
 
@@ -181,7 +184,20 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Worker { kind, id, control } => run_worker(kind, id, control, cli.log_format),
+        Command::Worker {
+            kind,
+            id,
+            control,
+            title,
+        } => {
+            if let Some(t) = title
+                && let Ok(name) = std::ffi::CString::new(t)
+                && let Err(e) = nix::sys::prctl::set_name(&name)
+            {
+                eprintln!("trellis worker: cannot set the process name (options.title): {e}");
+            }
+            run_worker(kind, id, control, cli.log_format)
+        }
         Command::GuestShim { grace, command } => match command.split_first() {
             Some((program, args)) => {
                 trellis::guest::run(program, args, Duration::from_secs_f64(grace.max(0.0)))

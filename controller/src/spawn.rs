@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
@@ -119,6 +120,10 @@ pub async fn spawn(
                 .env_remove("NOTIFY_SOCKET")
                 .current_dir(&ctx.node_dir)
                 .stdin(Stdio::piped());
+            if let Some(t) = &spec.options.title {
+                cmd.arg("--title").arg(t);
+            }
+            spec.options.env.apply(&mut cmd);
             config = Some(
                 match &spec.kind {
                     WorkerKind::Router(r) => serde_json::to_vec(r),
@@ -140,11 +145,8 @@ pub async fn spawn(
                 .arg("--")
                 .arg(&g.executable)
                 .args(&g.arguments);
-            if !spec.options.env.inherit {
-                cmd.env_clear();
-            }
+            spec.options.env.apply(&mut cmd);
             cmd.env_remove("NOTIFY_SOCKET");
-            cmd.envs(&spec.options.env.vars);
             cmd.env("TRELLIS_WORKER_ID", &spec.id);
             cmd.env("TRELLIS_NODE_DIR", &ctx.node_dir);
             if let Some(u) = &router.websocket_url {
@@ -170,7 +172,11 @@ pub async fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    die_with_parent(&mut cmd, death_signal, controller);
+    let cpus = match &spec.options.cpu_affinity {
+        Some(list) => Some(cpu_set(list)?),
+        None => None,
+    };
+    die_with_parent(&mut cmd, death_signal, controller, cpus);
     let mut child = cmd.spawn().map_err(|e| explain(spec, &ctx.node_dir, e))?;
     if let Some(stdout) = child.stdout.take() {
         tokio::spawn(sink.clone().pump(stdout, "stdout"));
@@ -190,15 +196,35 @@ pub async fn spawn(
     Ok(child)
 }
 
+/// The CPU set of `options.cpu_affinity`.
+fn cpu_set(list: &[usize]) -> io::Result<nix::sched::CpuSet> {
+    let mut set = nix::sched::CpuSet::new();
+    for &c in list {
+        set.set(c)
+            .map_err(|e| io::Error::other(format!("options.cpu_affinity: CPU {c}: {e}")))?;
+    }
+    Ok(set)
+}
+
 /// Ask the kernel to signal the child when the controller dies, and make
-/// sure the controller has not already died while it was being forked.
+/// sure the controller has not already died while it was being forked;
+/// pin it to `cpus` (`options.cpu_affinity`, kept across exec).
 #[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command, signal: Signal, controller: u32) {
+fn die_with_parent(
+    cmd: &mut Command,
+    signal: Signal,
+    controller: u32,
+    cpus: Option<nix::sched::CpuSet>,
+) {
     // SAFETY: the closure runs in the forked child before exec and only
-    // makes two async-signal-safe system calls (prctl, getppid); it
-    // allocates nothing and takes no locks.
+    // makes async-signal-safe system calls (prctl, getppid,
+    // sched_setaffinity on a set built before the fork); it allocates
+    // nothing and takes no locks.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(set) = &cpus {
+                nix::sched::sched_setaffinity(Pid::from_raw(0), set).map_err(io::Error::from)?;
+            }
             nix::sys::prctl::set_pdeathsig(signal).map_err(io::Error::from)?;
             if nix::unistd::getppid().as_raw() as u32 != controller {
                 return Err(io::Error::other("the controller exited during the spawn"));

@@ -39,7 +39,8 @@ pub struct RouterComponentConfig {
     pub classname: String,
     /// The realm it joins.
     pub realm: String,
-    /// The role it has there.
+    /// The role it has there: `anonymous` when absent, as in Crossbar.io.
+    #[serde(default = "anonymous_role")]
     pub role: String,
     /// Its authid; the classname when absent.
     #[serde(default)]
@@ -140,14 +141,18 @@ pub struct RoleConfig {
     pub authorizer: Option<String>,
 }
 
-/// One static permission rule.
+/// One static permission rule. Crossbar.io's version-1 form is read too:
+/// the action flags at the top (`"call": true`, ...) instead of in `allow`,
+/// and a URI with `*` and no `match` (`com.example.*` is the prefix
+/// `com.example.`, `*` alone every URI, `com.*.status` the wildcard
+/// `com..status`), as `crossbar upgrade` converts them.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawPermission")]
 pub struct PermissionConfig {
     /// The URI or pattern the rule covers (`""` with prefix match covers all).
     pub uri: String,
     /// How `uri` matches: `exact` (default), `prefix` or `wildcard`.
-    #[serde(default, rename = "match", with = "match_policy")]
+    #[serde(rename = "match", with = "match_policy")]
     pub match_policy: MatchPolicy,
     /// Which actions are allowed.
     #[serde(default)]
@@ -162,6 +167,83 @@ pub struct PermissionConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// A permission as written: today's form or Crossbar.io's version-1 form.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPermission {
+    uri: String,
+    #[serde(default, rename = "match", with = "match_policy_opt")]
+    match_policy: Option<MatchPolicy>,
+    #[serde(default)]
+    allow: Option<AllowConfig>,
+    #[serde(default)]
+    disclose: DiscloseConfig,
+    #[serde(default = "yes")]
+    cache: bool,
+    // Version 1: the action flags at the top.
+    #[serde(default)]
+    call: Option<bool>,
+    #[serde(default)]
+    register: Option<bool>,
+    #[serde(default)]
+    publish: Option<bool>,
+    #[serde(default)]
+    subscribe: Option<bool>,
+}
+
+impl TryFrom<RawPermission> for PermissionConfig {
+    type Error = String;
+
+    fn try_from(r: RawPermission) -> Result<PermissionConfig, String> {
+        let flat = [r.call, r.register, r.publish, r.subscribe];
+        let allow = match (r.allow, flat.iter().any(Option::is_some)) {
+            (Some(_), true) => {
+                return Err(format!(
+                    "permission {:?} gives both \"allow\" and the version-1 flags call/register/publish/subscribe: keep one form",
+                    r.uri
+                ));
+            }
+            (Some(a), false) => a,
+            (None, _) => AllowConfig {
+                call: r.call.unwrap_or(false),
+                register: r.register.unwrap_or(false),
+                publish: r.publish.unwrap_or(false),
+                subscribe: r.subscribe.unwrap_or(false),
+            },
+        };
+        let (uri, match_policy) = match r.match_policy {
+            Some(m) => (r.uri, m),
+            None => starred_uri(&r.uri),
+        };
+        Ok(PermissionConfig {
+            uri,
+            match_policy,
+            allow,
+            disclose: r.disclose,
+            cache: r.cache,
+        })
+    }
+}
+
+/// A version-1 URI: no `*` is exact, one trailing `*` a prefix, any other
+/// `*` a wildcard component.
+pub fn starred_uri(uri: &str) -> (String, MatchPolicy) {
+    match uri.matches('*').count() {
+        0 => (uri.to_owned(), MatchPolicy::Exact),
+        1 if uri.ends_with('*') => (uri[..uri.len() - 1].to_owned(), MatchPolicy::Prefix),
+        _ => (uri.replace('*', ""), MatchPolicy::Wildcard),
+    }
+}
+
+mod match_policy_opt {
+    use proto::uri::MatchPolicy;
+    use serde::Deserializer;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MatchPolicy>, D::Error> {
+        super::match_policy::deserialize(d).map(Some)
+    }
 }
 
 /// Per-action allow flags (absent means denied).
@@ -277,6 +359,10 @@ pub struct WebPath {
     /// `websocket`: authentication methods; anonymous when absent.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// `websocket`: Crossbar.io's debug flag; accepted for compatibility,
+    /// log levels are set with `--loglevel`/`RUST_LOG` instead.
+    #[serde(default)]
+    pub debug: bool,
 }
 
 /// What a web path serves.
@@ -589,6 +675,10 @@ pub struct AnonymousAuth {
     /// never used.
     #[serde(default)]
     pub authid: Option<String>,
+    /// The only realm anonymous sessions may join; a HELLO without a realm
+    /// joins it. Any realm when absent.
+    #[serde(default)]
+    pub realm: Option<String>,
 }
 
 fn static_kind() -> String {
@@ -728,9 +818,6 @@ impl RouterConfig {
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         let mut p = |path: String, message: String| out.push(ConfigProblem { path, message });
-        if self.realms.is_empty() {
-            p("realms".into(), "a router needs at least one realm".into());
-        }
         let mut names = BTreeMap::new();
         for (i, realm) in self.realms.iter().enumerate() {
             if let Err(e) = proto::uri::validate(&realm.name, MatchPolicy::Exact, false) {
@@ -787,7 +874,13 @@ impl RouterConfig {
                     );
                 }
                 for (k, perm) in role.permissions.iter().enumerate() {
-                    if let Err(e) = proto::uri::validate(&perm.uri, perm.match_policy, false) {
+                    // An empty exact URI matches nothing: a warning, as
+                    // Crossbar.io accepts it.
+                    let empty_exact =
+                        perm.uri.is_empty() && perm.match_policy == MatchPolicy::Exact;
+                    if let Err(e) = proto::uri::validate(&perm.uri, perm.match_policy, false)
+                        && !empty_exact
+                    {
                         p(
                             format!("realms[{i}].roles[{j}].permissions[{k}].uri"),
                             format!(
@@ -866,9 +959,36 @@ impl RouterConfig {
     /// rules, that match some URI in common and allow different things).
     pub fn warnings(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
+        for (i, t) in self.transports.iter().enumerate() {
+            match (&t.kind, &t.paths) {
+                (TransportKind::Web, Some(paths)) => {
+                    for (name, wp) in paths {
+                        if wp.kind == WebPathKind::Websocket {
+                            self.anonymous_role_warnings(
+                                &format!("transports[{i}].paths.{name:?}.auth"),
+                                &t.websocket_path(wp),
+                                &mut out,
+                            );
+                        }
+                    }
+                }
+                (TransportKind::Websocket | TransportKind::Rawsocket, _) => {
+                    self.anonymous_role_warnings(&format!("transports[{i}].auth"), t, &mut out);
+                }
+                _ => {}
+            }
+        }
         for (i, realm) in self.realms.iter().enumerate() {
             for (j, role) in realm.roles.iter().enumerate() {
                 let perms = &role.permissions;
+                for (k, perm) in perms.iter().enumerate() {
+                    if perm.uri.is_empty() && perm.match_policy == MatchPolicy::Exact {
+                        out.push(ConfigProblem {
+                            path: format!("realms[{i}].roles[{j}].permissions[{k}].uri"),
+                            message: "an empty URI with match \"exact\" matches no URI, so this rule allows nothing; for every URI write \"match\": \"prefix\"".into(),
+                        });
+                    }
+                }
                 for (a, pa) in perms.iter().enumerate() {
                     for (b, pb) in perms.iter().enumerate().skip(a + 1) {
                         if let Some(m) = overlap_warning(pa, pb) {
@@ -889,8 +1009,10 @@ impl RouterConfig {
 
 /// Why two rules of one role deserve a look, if they do.
 fn overlap_warning(a: &PermissionConfig, b: &PermissionConfig) -> Option<String> {
-    use MatchPolicy::{Prefix, Wildcard};
-    if a.allow == b.allow && a.disclose == b.disclose {
+    use MatchPolicy::{Exact, Prefix, Wildcard};
+    let matches_nothing = |p: &PermissionConfig| p.uri.is_empty() && p.match_policy == Exact;
+    if (a.allow == b.allow && a.disclose == b.disclose) || matches_nothing(a) || matches_nothing(b)
+    {
         return None;
     }
     let (x, y) = (
@@ -1295,12 +1417,7 @@ impl RouterConfig {
 
     fn validate_auth(&self, pre: &str, t: &TransportConfig, p: &mut dyn FnMut(String, String)) {
         let base = format!("{pre}.auth");
-        let anonymous_role = match &t.auth {
-            None => Some("anonymous"),
-            Some(a) => a.anonymous.as_ref().map(|an| an.role.as_str()),
-        };
         let Some(auth) = &t.auth else {
-            self.check_anonymous_role(&base, "anonymous", p);
             return;
         };
         if let Some(t) = &auth.token {
@@ -1389,8 +1506,13 @@ impl RouterConfig {
                     ),
                 );
             }
-            if let Some(role) = anonymous_role {
-                self.check_anonymous_role(&format!("{base}.anonymous.role"), role, p);
+            if let Some(r) = &an.realm
+                && !self.realms.iter().any(|x| &x.name == r)
+            {
+                p(
+                    format!("{base}.anonymous.realm"),
+                    format!("realm {r:?} is not defined in this router"),
+                );
             }
         }
         if let Some(m) = &auth.ticket {
@@ -1452,19 +1574,35 @@ impl RouterConfig {
     }
 
     /// Anonymous sessions may join any realm, so the role must exist in all.
-    fn check_anonymous_role(&self, path: &str, role: &str, p: &mut dyn FnMut(String, String)) {
+    /// Realms a transport's anonymous sessions cannot join, because their
+    /// role is not defined there: joining is refused at HELLO, as
+    /// Crossbar.io does, and `check` warns.
+    fn anonymous_role_warnings(
+        &self,
+        path: &str,
+        t: &TransportConfig,
+        out: &mut Vec<ConfigProblem>,
+    ) {
+        let Some(role) = t.anonymous_role() else {
+            return;
+        };
         if role == "trusted" {
             return;
         }
+        let only = t
+            .auth
+            .as_ref()
+            .and_then(|a| a.anonymous.as_ref())
+            .and_then(|a| a.realm.as_deref());
         for (r, realm) in self.realms.iter().enumerate() {
-            if !realm.roles.iter().any(|x| x.name == role) {
-                p(
-                    path.to_owned(),
-                    format!(
-                        "role {role:?} does not exist in realm {:?} (realms[{r}].roles): add it there or name an existing role",
+            if only.is_none_or(|o| o == realm.name) && !realm.roles.iter().any(|x| x.name == role) {
+                out.push(ConfigProblem {
+                    path: path.to_owned(),
+                    message: format!(
+                        "anonymous sessions get role {role:?}, which realm {:?} does not define (realms[{r}].roles): they cannot join that realm; add the role there if they should",
                         realm.name
                     ),
-                );
+                });
             }
         }
     }
@@ -1591,6 +1729,95 @@ mod tests {
     }
 
     #[test]
+    fn version_1_permissions_and_starred_uris_are_read() {
+        let cfg = parse(
+            r#"{"realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+                {"uri": "com.example.*", "call": true, "subscribe": true},
+                {"uri": "*", "publish": true},
+                {"uri": "com.*.status", "register": true},
+                {"uri": "com.exact", "call": true},
+                {"uri": "com.pre.", "match": "prefix", "allow": {"call": true}}
+            ]}]}], "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 1}}]}"#,
+        );
+        let perms = &cfg.realms[0].roles[0].permissions;
+        let got: Vec<(&str, MatchPolicy)> = perms
+            .iter()
+            .map(|p| (p.uri.as_str(), p.match_policy))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("com.example.", MatchPolicy::Prefix),
+                ("", MatchPolicy::Prefix),
+                ("com..status", MatchPolicy::Wildcard),
+                ("com.exact", MatchPolicy::Exact),
+                ("com.pre.", MatchPolicy::Prefix),
+            ]
+        );
+        assert!(perms[0].allow.call && perms[0].allow.subscribe && !perms[0].allow.register);
+        assert!(perms[1].allow.publish && !perms[1].allow.call);
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let both: Result<RouterConfig, _> = serde_json::from_str(
+            r#"{"realms": [{"name": "r", "roles": [{"name": "a", "permissions": [
+                {"uri": "x", "call": true, "allow": {"call": true}}]}]}], "transports": []}"#,
+        );
+        let e = both.unwrap_err().to_string();
+        assert!(e.contains("keep one form"), "{e}");
+    }
+
+    #[test]
+    fn crossbar_configs_trellis_used_to_refuse() {
+        // A web-only router, a WebSocket path with debug, a router
+        // component without role, an empty exact URI, a realm without the
+        // anonymous role, anonymous auth with a realm.
+        let cfg = parse(
+            r#"{"realms": [], "transports": [{"type": "web", "endpoint": {"type": "tcp", "port": 1},
+                "paths": {"/": {"type": "static", "directory": "web"},
+                          "ws": {"type": "websocket", "debug": true}}}]}"#,
+        );
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let cfg = parse(
+            r#"{"realms": [
+                  {"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+                      {"uri": "", "match": "exact", "allow": {"call": true}}]}]},
+                  {"name": "realm2", "roles": [{"name": "user"}]}],
+                "components": [{"type": "class", "classname": "trellis.example.BalloonBackend", "realm": "realm1"}],
+                "transports": [
+                  {"type": "websocket", "endpoint": {"type": "tcp", "port": 1}},
+                  {"type": "rawsocket", "endpoint": {"type": "tcp", "port": 2},
+                   "auth": {"anonymous": {"type": "static", "role": "anonymous", "realm": "realm1"}}}]}"#,
+        );
+        assert_eq!(cfg.components[0].role, "anonymous");
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let warnings = cfg.warnings();
+        let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "transports[0].auth",
+                "realms[0].roles[0].permissions[0].uri"
+            ],
+            "the rawsocket's anonymous sessions only go to realm1: {warnings:?}"
+        );
+        assert!(
+            warnings[0].message.contains("cannot join that realm"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].message.contains("matches no URI"),
+            "{warnings:?}"
+        );
+        let bad = parse(
+            r#"{"realms": [{"name": "realm1", "roles": [{"name": "anonymous"}]}], "transports": [
+                {"type": "rawsocket", "endpoint": {"type": "tcp", "port": 2},
+                 "auth": {"anonymous": {"type": "static", "role": "anonymous", "realm": "nowhere"}}}]}"#,
+        );
+        let problems = bad.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "transports[0].auth.anonymous.realm");
+    }
+
+    #[test]
     fn secrets_may_name_environment_variables() {
         assert_eq!(env_placeholder("${MY_TICKET}"), Some("MY_TICKET"));
         assert_eq!(env_placeholder("$MY_TICKET"), Some("MY_TICKET"));
@@ -1694,8 +1921,7 @@ mod tests {
                 "realms[0].name",
                 "realms[0].roles[0].permissions[0].uri",
                 "transports[0].serializers[0]",
-                "transports[0].endpoint.version",
-                "transports[0].auth"
+                "transports[0].endpoint.version"
             ]
         );
     }

@@ -9,6 +9,7 @@ mod bad_input;
 mod balloon;
 mod cli;
 mod components;
+mod crossbar_configs;
 mod interop;
 mod node;
 mod rawsocket;

@@ -35,7 +35,7 @@ fn full_node(port: u16) -> Value {
 }
 
 /// `trellis status --json` of the node.
-fn status(node_dir: &Path) -> Value {
+pub(crate) fn status(node_dir: &Path) -> Value {
     let out = trellis()
         .args(["status", "--json", "--node-dir"])
         .arg(node_dir)
@@ -45,7 +45,7 @@ fn status(node_dir: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("status --json is JSON")
 }
 
-fn worker<'a>(status: &'a Value, id: &str) -> &'a Value {
+pub(crate) fn worker<'a>(status: &'a Value, id: &str) -> &'a Value {
     status["workers"]
         .as_array()
         .and_then(|ws| ws.iter().find(|w| w["id"] == id))
@@ -53,7 +53,7 @@ fn worker<'a>(status: &'a Value, id: &str) -> &'a Value {
 }
 
 /// Poll the node's status until `pred` holds for it.
-fn wait_status(node: &Node, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait_status(node: &Node, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = status(&node.node_dir());
@@ -121,7 +121,7 @@ fn running_with_restarts(s: &Value, id: &str, restarts: u64) -> bool {
     w["state"] == "running" && w["restarts"] == restarts
 }
 
-fn pid_of(s: &Value, id: &str) -> i32 {
+pub(crate) fn pid_of(s: &Value, id: &str) -> i32 {
     worker(s, id)["pid"].as_i64().expect("pid") as i32
 }
 

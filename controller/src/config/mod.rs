@@ -92,14 +92,23 @@ impl NodeConfig {
     /// What is valid but deserves a look (`trellis check` prints these,
     /// `trellis start` logs them), with key paths from the file's root.
     pub fn warnings(&self) -> Vec<ConfigError> {
-        self.routers()
+        let mut out: Vec<ConfigError> = self
+            .routers()
             .flat_map(|(i, r)| {
                 r.warnings().into_iter().map(move |p| ConfigError {
                     path: format!("workers[{i}].{}", p.path),
                     message: p.message,
                 })
             })
-            .collect()
+            .collect();
+        for w in &self.workers {
+            ignored_options(
+                &format!("workers[{}].options", w.index),
+                &w.options,
+                &mut out,
+            );
+        }
+        out
     }
 
     /// The router workers with their index in `workers`.
@@ -176,34 +185,75 @@ pub struct WorkerOptions {
     /// the default).
     #[serde(default)]
     pub workdir: Option<String>,
-    /// Environment (guests): `inherit` the controller's (default true)
-    /// and set `vars`.
+    /// Environment: `inherit` the controller's (default true, or a list of
+    /// the variables to keep) and set `vars`.
     #[serde(default)]
     pub env: EnvConfig,
+    /// Router and container workers: the process name (`ps -o comm`,
+    /// `top`), at most 15 bytes as Linux keeps it.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Router and container workers: the CPUs the worker may run on.
+    #[serde(default)]
+    pub cpu_affinity: Option<Vec<usize>>,
+    /// Crossbar.io's; accepted and ignored (see `check`'s warning).
+    #[serde(default)]
+    pub expose_controller: Option<bool>,
+    /// Crossbar.io's; accepted and ignored (see `check`'s warning).
+    #[serde(default)]
+    pub expose_shared: Option<bool>,
+    /// Crossbar.io's Twisted reactor choice; accepted and ignored.
+    #[serde(default)]
+    pub reactor: Option<serde_json::Value>,
 }
 
-/// A guest's environment, in Crossbar.io's shape.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A worker's environment, in Crossbar.io's shape.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct EnvConfig {
-    /// Start from the controller's environment.
-    #[serde(default = "yes")]
-    pub inherit: bool,
+    /// Start from the controller's environment: all of it (`true`), none
+    /// (`false`) or the variables listed.
+    #[serde(default)]
+    pub inherit: Inherit,
     /// Variables to set.
     #[serde(default)]
     pub vars: std::collections::BTreeMap<String, String>,
 }
 
-fn yes() -> bool {
-    true
+/// `env.inherit`: a boolean or a list of variable names.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Inherit {
+    /// All or nothing.
+    All(bool),
+    /// These variables only.
+    Only(Vec<String>),
 }
 
-impl Default for EnvConfig {
+impl Default for Inherit {
     fn default() -> Self {
-        EnvConfig {
-            inherit: true,
-            vars: Default::default(),
+        Inherit::All(true)
+    }
+}
+
+impl EnvConfig {
+    /// Apply to a command about to be spawned.
+    pub fn apply(&self, cmd: &mut tokio::process::Command) {
+        match &self.inherit {
+            Inherit::All(true) => {}
+            Inherit::All(false) => {
+                cmd.env_clear();
+            }
+            Inherit::Only(keep) => {
+                cmd.env_clear();
+                for k in keep {
+                    if let Some(v) = std::env::var_os(k) {
+                        cmd.env(k, v);
+                    }
+                }
+            }
         }
+        cmd.envs(&self.vars);
     }
 }
 
@@ -502,12 +552,7 @@ const CROSSBAR_ONLY: &[(&str, &[&str])] = &[
     (
         "options",
         &[
-            "title",
             "pythonpath",
-            "cpu_affinity",
-            "reactor",
-            "expose_controller",
-            "expose_shared",
             "stdin",
             "stdout",
             "stderr",
@@ -828,19 +873,82 @@ fn validate_options(p: &str, kind: &str, o: &WorkerOptions, errors: &mut Vec<Con
             ),
         });
     }
-    if kind != "guest" {
+    if kind != "guest" && o.workdir.is_some() {
+        errors.push(ConfigError {
+            path: format!("{p}.workdir"),
+            message: format!(
+                "only guest workers take \"workdir\"; {kind} workers run in the node directory"
+            ),
+        });
+    }
+    if kind == "guest" {
         for (key, set) in [
-            ("workdir", o.workdir.is_some()),
-            ("env", o.env != EnvConfig::default()),
+            ("title", o.title.is_some()),
+            ("cpu_affinity", o.cpu_affinity.is_some()),
         ] {
             if set {
                 errors.push(ConfigError {
                     path: format!("{p}.{key}"),
                     message: format!(
-                        "only guest workers take \"{key}\"; {kind} workers run in the node directory with the controller's environment"
+                        "only router and container workers take \"{key}\" (as in Crossbar.io); a guest program names and places itself"
                     ),
                 });
             }
+        }
+    }
+    if let Some(t) = &o.title
+        && (t.is_empty() || t.len() > 15 || t.contains('\0'))
+    {
+        errors.push(ConfigError {
+            path: format!("{p}.title"),
+            message: format!(
+                "{t:?}: a process name is 1 to 15 bytes (Linux keeps no more), without NUL"
+            ),
+        });
+    }
+    if let Some(cpus) = &o.cpu_affinity {
+        let max = nix::sched::CpuSet::count();
+        if cpus.is_empty() {
+            errors.push(ConfigError {
+                path: format!("{p}.cpu_affinity"),
+                message: "list at least one CPU (0 is the first)".into(),
+            });
+        }
+        for (k, c) in cpus.iter().enumerate() {
+            if *c >= max {
+                errors.push(ConfigError {
+                    path: format!("{p}.cpu_affinity[{k}]"),
+                    message: format!("CPU {c} is beyond what Linux can address ({max})"),
+                });
+            }
+        }
+    }
+}
+
+/// Crossbar.io worker options Trellis accepts and ignores, with why.
+fn ignored_options(p: &str, o: &WorkerOptions, out: &mut Vec<ConfigError>) {
+    for (key, set, why) in [
+        (
+            "expose_controller",
+            o.expose_controller.is_some(),
+            "workers never reach the controller's management API; use `trellis status` and the control socket",
+        ),
+        (
+            "expose_shared",
+            o.expose_shared.is_some(),
+            "Trellis workers share no Python objects",
+        ),
+        (
+            "reactor",
+            o.reactor.is_some(),
+            "Trellis workers are not Twisted processes",
+        ),
+    ] {
+        if set {
+            out.push(ConfigError {
+                path: format!("{p}.{key}"),
+                message: format!("accepted and ignored: {why}"),
+            });
         }
     }
 }
@@ -1014,7 +1122,6 @@ mod tests {
             paths,
             [
                 "version",
-                "workers[1].transports[0].auth",
                 "workers[2]",
                 "workers[3].type",
                 "workers[1].transports[0].endpoint.port"
@@ -1046,7 +1153,7 @@ mod tests {
             ok.workers[1].options.restart.policy,
             RestartPolicy::OnFailure
         );
-        assert!(!ok.workers[2].options.env.inherit);
+        assert_eq!(ok.workers[2].options.env.inherit, Inherit::All(false));
 
         let e = load_str(&format!(
             r#"{{"version": 2, "controller": {{"manhole": {{}}, "options": {{"title": "x"}}}}, "workers": [{router},

@@ -291,13 +291,11 @@ impl AuthSettings {
         let timeout = Duration::from_millis(o.authenticator_timeout);
         let mut methods = Vec::new();
         if let Some(role) = t.anonymous_role() {
+            let cfg = t.auth.as_ref().and_then(|a| a.anonymous.as_ref());
             methods.push(AnyMethod::Anonymous(Anonymous {
                 role: role.to_owned(),
-                authid: t
-                    .auth
-                    .as_ref()
-                    .and_then(|a| a.anonymous.as_ref())
-                    .and_then(|a| a.authid.clone()),
+                authid: cfg.and_then(|a| a.authid.clone()),
+                realm: cfg.and_then(|a| a.realm.clone()),
             }));
         }
         let auth = t.auth.as_ref();

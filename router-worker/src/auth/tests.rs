@@ -266,3 +266,36 @@ async fn a_static_wampcra_user_may_rename_itself_and_carry_extra() {
     assert_eq!(who.authid, "ID-17");
     assert_eq!(who.extra.get("team"), Some(&Value::from("blue")));
 }
+
+#[tokio::test]
+async fn anonymous_with_a_realm_joins_only_that_realm() {
+    let realms = realms().await;
+    let s = settings(serde_json::json!({
+        "anonymous": {"type": "static", "role": "anonymous", "realm": "realm1"}
+    }));
+    let transport = Dict::new();
+    let ctx = Context {
+        realms: &realms,
+        session: 5,
+        transport: &transport,
+    };
+    let nameless = HelloMsg {
+        realm: String::new(),
+        details: Dict::new(),
+    };
+    match s.hello(&nameless, &ctx).await {
+        Ok(Outcome::Welcome(p)) => assert_eq!(p.realm, "realm1", "a HELLO without realm joins it"),
+        other => panic!("{other:?}"),
+    }
+    let elsewhere = HelloMsg {
+        realm: "realm2".into(),
+        details: Dict::new(),
+    };
+    let r = s.hello(&elsewhere, &ctx).await.unwrap_err();
+    assert_eq!(r.reason, wamp_uri::NO_SUCH_REALM);
+    assert!(
+        r.message.contains("may only join realm \"realm1\""),
+        "{}",
+        r.message
+    );
+}

@@ -1,0 +1,168 @@
+//! Crossbar.io-shaped configs that Trellis used to refuse: `trellis check`
+//! accepts them (with warnings where Crossbar.io's behaviour deserves a
+//! look) and `trellis start` serves them to autobahn-python.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::node::{pid_of, wait_status, worker};
+use crate::support::{Node, expect_python_ok, free_port, trellis_check};
+
+fn crossbar_config(port: u16, web_port: u16) -> serde_json::Value {
+    json!({
+        "version": 2,
+        "controller": {},
+        "workers": [
+            {
+                "type": "router",
+                "id": "router1",
+                "options": {
+                    "title": "trellis-rtr1",
+                    "cpu_affinity": [0],
+                    "env": {"inherit": ["PATH"], "vars": {"FROM_CONFIG": "yes"}},
+                    "expose_controller": true,
+                    "reactor": {"default": "epoll"}
+                },
+                "realms": [
+                    {"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+                        // Crossbar.io's version-1 form: flags at the top, a
+                        // starred URI meaning a prefix.
+                        {"uri": "com.example.*", "call": true, "register": true,
+                         "publish": true, "subscribe": true},
+                        // The seed's balloon config has one of these.
+                        {"uri": "", "match": "exact", "allow": {"call": true}}
+                    ]}]},
+                    {"name": "realm2", "roles": [{"name": "user"}]}
+                ],
+                // No role: anonymous, as in Crossbar.io.
+                "components": [{
+                    "type": "class", "classname": "trellis.auth.UserDatabase", "realm": "realm1",
+                    "extra": {"procedure": "com.example.authenticate",
+                              "users": {"joe": {"secret": "pw", "role": "user"}}}
+                }],
+                "transports": [{
+                    "type": "websocket", "debug": true,
+                    "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port}
+                }]
+            },
+            {
+                // Web only: no realms.
+                "type": "router",
+                "id": "web1",
+                "transports": [{
+                    "type": "web",
+                    "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": web_port},
+                    "paths": {"/": {"type": "static", "directory": "."},
+                              "ws": {"type": "websocket", "debug": true}}
+                }]
+            }
+        ]
+    })
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the web router did not listen: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[test]
+fn crossbar_shaped_configs_are_checked_and_served() {
+    let (port, web_port) = (free_port(), free_port());
+    let cfg = crossbar_config(port, web_port);
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let out = trellis_check(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    for expected in [
+        "warning: workers[0].transports[0].auth: anonymous sessions get role \"anonymous\", which realm \"realm2\" does not define",
+        "warning: workers[0].realms[0].roles[0].permissions[1].uri: an empty URI with match \"exact\" matches no URI",
+        "warning: workers[0].options.expose_controller: accepted and ignored",
+        "warning: workers[0].options.reactor: accepted and ignored",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+
+    let node = Node::start_with_files(
+        &cfg,
+        port,
+        &[("hello.txt", "hello from a web-only router\n")],
+    );
+    // Version-1 permissions allow com.example.* to anonymous sessions.
+    for scenario in ["rpc_args_kwargs", "pubsub_basic"] {
+        let out = expect_python_ok(&node, "scenarios.py", &[scenario, "json"]);
+        assert!(out.contains(&format!("ok {scenario} json")), "{out}");
+    }
+    let page = http_get(web_port, "/hello.txt");
+    assert!(
+        page.starts_with("HTTP/1.1 200") || page.starts_with("HTTP/1.0 200"),
+        "{page}"
+    );
+    assert!(page.contains("hello from a web-only router"), "{page}");
+
+    // Worker options: the process name, the CPU pin and the environment.
+    let s = wait_status(&node, "both routers running", |s| {
+        worker(s, "router1")["state"] == "running" && worker(s, "web1")["state"] == "running"
+    });
+    let pid = pid_of(&s, "router1");
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
+    assert_eq!(comm.trim(), "trellis-rtr1");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Cpus_allowed_list:") && l.trim_end().ends_with("\t0")),
+        "{status}"
+    );
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(vars.contains(&&b"FROM_CONFIG=yes"[..]), "env.vars is set");
+    assert!(
+        !vars.iter().any(|v| v.starts_with(b"HOME=")),
+        "env.inherit lists PATH only"
+    );
+    let web = pid_of(&s, "web1");
+    let comm = std::fs::read_to_string(format!("/proc/{web}/comm")).expect("comm");
+    assert_eq!(comm.trim(), "trellis", "no title: the executable's name");
+}
+
+#[test]
+fn worker_options_crossbar_does_not_give_guests_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.json");
+    let cfg = json!({"version": 2, "workers": [
+        {"type": "guest", "executable": "sleep", "arguments": ["1"],
+         "options": {"title": "x", "cpu_affinity": []}},
+        {"type": "container", "options": {"title": "much-too-long-a-name", "cpu_affinity": []}}
+    ]});
+    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let out = trellis_check(&path);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "workers[0].options.title: only router and container workers take \"title\"",
+        "workers[0].options.cpu_affinity: only router and container workers take \"cpu_affinity\"",
+        "workers[1].options.title: \"much-too-long-a-name\": a process name is 1 to 15 bytes",
+        "workers[1].options.cpu_affinity: list at least one CPU",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
