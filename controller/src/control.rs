@@ -167,6 +167,7 @@ pub fn router_config(socket: &Path) -> RouterConfig {
                 interface: None,
                 version: None,
                 backlog: None,
+                shared: false,
             },
             serializers: Some(vec!["json".into()]),
             options: Default::default(),

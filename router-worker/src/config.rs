@@ -418,6 +418,10 @@ pub struct Endpoint {
     /// Listen backlog (accepted for compatibility; the OS default is used).
     #[serde(default)]
     pub backlog: Option<u32>,
+    /// `tcp` endpoints: let several router workers listen on this port
+    /// (SO_REUSEPORT); the kernel spreads connections over them.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// Endpoint types.
@@ -1275,11 +1279,12 @@ impl RouterConfig {
                     ("port", e.port.is_some()),
                     ("interface", e.interface.is_some()),
                     ("version", e.version.is_some()),
+                    ("shared", e.shared),
                 ] {
                     if set {
                         p(
                             format!("{pre}.endpoint.{key}"),
-                            "unix endpoints have no port, interface or IP version: remove the key"
+                            "unix endpoints have no port, interface, IP version or sharing: remove the key"
                                 .into(),
                         );
                     }
@@ -1807,6 +1812,17 @@ mod tests {
             warnings[1].message.contains("matches no URI"),
             "{warnings:?}"
         );
+        // A web transport's WebSocket path is checked the same way.
+        let web = parse(
+            r#"{"realms": [{"name": "realm1", "roles": [{"name": "anonymous"}]}], "transports": [
+                {"type": "web", "endpoint": {"type": "tcp", "port": 3}, "paths": {
+                    "ws": {"type": "websocket", "auth": {"anonymous": {"type": "static", "role": "ghost"}}}}}]}"#,
+        );
+        assert!(web.validate().is_empty(), "{:?}", web.validate());
+        let w = web.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].path, "transports[0].paths.\"ws\".auth");
+        assert!(w[0].message.contains("\"ghost\""), "{w:?}");
         let bad = parse(
             r#"{"realms": [{"name": "realm1", "roles": [{"name": "anonymous"}]}], "transports": [
                 {"type": "rawsocket", "endpoint": {"type": "tcp", "port": 2},

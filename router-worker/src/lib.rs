@@ -288,7 +288,12 @@ async fn bind_endpoint(e: &Endpoint) -> Result<Listener, (String, std::io::Error
             } else {
                 format!("{host}:{port}")
             };
-            match TcpListener::bind(&addr).await {
+            let bound = if e.shared {
+                bind_shared(&addr).await
+            } else {
+                TcpListener::bind(&addr).await
+            };
+            match bound {
                 Ok(l) => Ok(Listener::Tcp(l)),
                 Err(cause) => Err((addr, cause)),
             }
@@ -306,6 +311,28 @@ async fn bind_endpoint(e: &Endpoint) -> Result<Listener, (String, std::io::Error
             }
         }
     }
+}
+
+/// A TCP listener other processes may bind too (`endpoint.shared`): with
+/// SO_REUSEPORT the kernel spreads new connections over every listener.
+async fn bind_shared(addr: &str) -> std::io::Result<TcpListener> {
+    let to = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{addr} resolves to no address"),
+        )
+    })?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&to.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Bind and serve a router until `shutdown`.

@@ -59,7 +59,7 @@ fn check_reports_every_error_with_key_paths_and_exits_78() {
             "realms": [{"name": "realm1", "roles": [{"name": "anonymous"}]}],
             "transports": [
                 {"type": "websocket", "endpoint": {"type": "tcp", "port": 8080}, "serializers": ["json", "yaml"]},
-                {"type": "websocket", "endpoint": {"type": "tcp", "port": 8080}, "auth": {"anonymous": {"role": "ghost"}}}
+                {"type": "websocket", "endpoint": {"type": "tcp", "port": 8080}, "auth": {"anonymous": {"role": "anonymous", "realm": "nowhere"}}}
             ]
         }]
     });
@@ -74,7 +74,9 @@ fn check_reports_every_error_with_key_paths_and_exits_78() {
         "{err}"
     );
     assert!(
-        err.contains("workers[0].transports[1].auth.anonymous.role: role \"ghost\" does not exist"),
+        err.contains(
+            "workers[0].transports[1].auth.anonymous.realm: realm \"nowhere\" is not defined"
+        ),
         "{err}"
     );
     assert!(

@@ -166,3 +166,101 @@ fn worker_options_crossbar_does_not_give_guests_are_refused() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+#[test]
+fn routers_share_a_port_and_the_kernel_spreads_sessions() {
+    let port = free_port();
+    let router = |id: &str| {
+        json!({
+            "type": "router", "id": id,
+            "realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+                {"uri": "", "match": "prefix",
+                 "allow": {"call": true, "register": true, "publish": true, "subscribe": true}}]}]}],
+            "transports": [{"type": "websocket",
+                "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port, "shared": true}}]
+        })
+    };
+    let cfg = json!({"version": 2, "workers": [router("router1"), router("router2")]});
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let out = trellis_check(&path);
+    assert!(out.status.success(), "{out:?}");
+    // Without "shared" on both, the second is a clash.
+    let mut clash = cfg.clone();
+    clash["workers"][1]["transports"][0]["endpoint"]["shared"] = json!(false);
+    std::fs::write(&path, serde_json::to_vec(&clash).expect("json")).expect("write");
+    let out = trellis_check(&path);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("is already used by workers[0].transports[0].endpoint.port"),
+        "{out:?}"
+    );
+
+    let node = Node::start(&cfg, port);
+    wait_status(&node, "both routers running", |s| {
+        worker(s, "router1")["state"] == "running" && worker(s, "router2")["state"] == "running"
+    });
+    let out = expect_python_ok(
+        &node,
+        "scenarios.py",
+        &["shared_port_spreads_sessions", "json"],
+    );
+    assert!(
+        out.contains("ok shared_port_spreads_sessions json"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_reports_every_problem_in_one_run_without_knock_on_lines() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.json");
+    let cfg = json!({
+        "version": 2,
+        "workers": [
+            {
+                "type": "router",
+                "realms": [{"name": "realm1", "rolez": [], "roles": [{"name": "anonymous", "permissions": [
+                    {"uri": "com.*", "call": true, "allow": {"call": true}}]}]}],
+                "transports": [
+                    {"type": "websocket", "endpoint": {"type": "tcp", "port": "8080", "tls": {"key": "k.pem"}}},
+                    {"type": "universal", "endpoint": {"type": "tcp", "port": 8081}},
+                    {"type": "web", "endpoint": {"type": "tcp", "port": 8082},
+                     "paths": {"/": {"type": "static", "directory": "web"}, "info": {"type": "nodeinfo"}}},
+                    {"type": "rawsocket", "endpoint": {"type": "twisted", "server_string": "tcp:8083"}}
+                ]
+            },
+            {"type": "container", "options": {"title": "", "cpu_affinity": "0"}},
+            {"type": "guest", "arguments": [1]}
+        ]
+    });
+    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let out = trellis_check(&path);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "workers[0].realms[0].rolez: unknown field `rolez`",
+        "workers[0].realms[0].roles[0].permissions[0]: permission \"com.*\" gives both \"allow\" and the version-1 flags",
+        "workers[0].transports[0].endpoint.port: invalid type: string \"8080\"",
+        "workers[0].transports[0].endpoint.tls: TLS endpoints are not supported by Trellis yet",
+        "workers[0].transports[1].type: \"universal\" transports are not supported by Trellis yet",
+        "workers[0].transports[2].paths.info.type: the \"nodeinfo\" web service is not supported by Trellis yet",
+        "workers[0].transports[3].endpoint.type: \"twisted\" endpoints are not supported by Trellis yet",
+        "workers[0].transports[3].endpoint.server_string: Crossbar.io's twisted endpoints (\"server_string\") are not supported",
+        "workers[1].options.cpu_affinity: invalid type: string \"0\"",
+        "workers[2].arguments[0]: invalid type: integer `1`",
+        "workers[2]: missing field `executable`",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(err.contains("11 problems"), "every problem, once:\n{err}");
+    for knock_on in [
+        "the node has no router",
+        "missing field `type`",
+        "missing field `endpoint`",
+    ] {
+        assert!(!err.contains(knock_on), "knock-on {knock_on:?} in:\n{err}");
+    }
+}

@@ -393,6 +393,18 @@ async def pattern_and_shared_registrations(url, ser):
     await leave(c1, c2, c3, caller)
 
 
+@scenario
+async def shared_port_spreads_sessions(url, ser):
+    """Sessions on a port that several router workers share: each router
+    counts only its own, so if they are spread no session sees them all."""
+    n = 24
+    sessions = [await connect(url, ser) for _ in range(n)]
+    counts = [await s.call("wamp.session.count") for s in sessions]
+    print(f"session counts seen: {sorted(set(counts))}", flush=True)
+    assert max(counts) < n, f"every session landed on one router: {counts}"
+    await leave(*sessions)
+
+
 async def main(registry=None, target=str, timeout=60):
     """Run `argv[2]` of `registry` (this file's scenarios by default) once
     per serializer, against `target(argv[1])` (the URL, or the JSON of a

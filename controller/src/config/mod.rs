@@ -10,6 +10,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod collect;
+
 use figment::Figment;
 use figment::providers::{Env, Format, Json};
 use router_worker::config::RouterConfig;
@@ -505,6 +507,12 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
             message: "the node has no workers: add a worker of type \"router\"".into(),
         });
     }
+    // A router that failed to parse is still a router: no knock-on "no
+    // router" for it.
+    let any_router = raw
+        .workers
+        .iter()
+        .any(|w| w.get("type").and_then(|t| t.as_str()) == Some("router"));
     let mut workers = Vec::new();
     for (i, w) in raw.workers.into_iter().enumerate() {
         if let Some(spec) = decode_worker(i, w, &mut errors) {
@@ -519,7 +527,7 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
             _ => None,
         })
         .collect();
-    if !workers.is_empty() && routers.is_empty() {
+    if !workers.is_empty() && routers.is_empty() && !any_router {
         errors.push(ConfigError {
             path: "workers".into(),
             message: "the node has no router: add a worker of type \"router\"".into(),
@@ -721,19 +729,16 @@ fn decode_worker(
         Some(serde_json::Value::Object(mut o)) => {
             let p = format!("{prefix}.options");
             take_unsupported("options", &p, &mut o, errors);
-            match serde_path_to_error::deserialize::<_, WorkerOptions>(serde_json::Value::Object(o))
-            {
-                Ok(o) => {
+            match collect::deserialize_all::<WorkerOptions>(
+                serde_json::Value::Object(o),
+                &p,
+                errors,
+            ) {
+                Some(o) => {
                     validate_options(&p, &kind, &o, errors);
                     o
                 }
-                Err(e) => {
-                    errors.push(ConfigError {
-                        path: join_path(&p, e.path()),
-                        message: e.into_inner().to_string(),
-                    });
-                    WorkerOptions::default()
-                }
+                None => WorkerOptions::default(),
             }
         }
         Some(other) => {
@@ -757,10 +762,12 @@ fn decode_worker(
     };
     let kind = match kind.as_str() {
         "router" => {
-            match serde_path_to_error::deserialize::<_, RouterConfig>(serde_json::Value::Object(
-                obj,
-            )) {
-                Ok(mut r) => {
+            match collect::deserialize_all::<RouterConfig>(
+                serde_json::Value::Object(obj),
+                &prefix,
+                errors,
+            ) {
+                Some(mut r) => {
                     // Secrets kept in the environment (`${VAR}`), as
                     // Crossbar.io reads them.
                     let env = |v: &str| std::env::var(v).ok();
@@ -780,21 +787,17 @@ fn decode_worker(
                     }
                     WorkerKind::Router(r)
                 }
-                Err(e) => {
-                    errors.push(ConfigError {
-                        path: join_path(&prefix, e.path()),
-                        message: e.into_inner().to_string(),
-                    });
-                    return None;
-                }
+                None => return None,
             }
         }
         "container" => {
             obj.remove("id");
-            match serde_path_to_error::deserialize::<_, ContainerConfig>(serde_json::Value::Object(
-                obj,
-            )) {
-                Ok(c) => {
+            match collect::deserialize_all::<ContainerConfig>(
+                serde_json::Value::Object(obj),
+                &prefix,
+                errors,
+            ) {
+                Some(c) => {
                     for (j, comp) in c.components.iter().enumerate() {
                         for (path, message) in comp.problems(&format!("{prefix}.components[{j}]")) {
                             errors.push(ConfigError { path, message });
@@ -802,20 +805,17 @@ fn decode_worker(
                     }
                     WorkerKind::Container(c)
                 }
-                Err(e) => {
-                    errors.push(ConfigError {
-                        path: join_path(&prefix, e.path()),
-                        message: e.into_inner().to_string(),
-                    });
-                    return None;
-                }
+                None => return None,
             }
         }
         _ => {
             obj.remove("id");
-            match serde_path_to_error::deserialize::<_, GuestConfig>(serde_json::Value::Object(obj))
-            {
-                Ok(g) => {
+            match collect::deserialize_all::<GuestConfig>(
+                serde_json::Value::Object(obj),
+                &prefix,
+                errors,
+            ) {
+                Some(g) => {
                     if g.executable.is_empty() {
                         errors.push(ConfigError {
                             path: format!("{prefix}.executable"),
@@ -824,13 +824,7 @@ fn decode_worker(
                     }
                     WorkerKind::Guest(g)
                 }
-                Err(e) => {
-                    errors.push(ConfigError {
-                        path: join_path(&prefix, e.path()),
-                        message: e.into_inner().to_string(),
-                    });
-                    return None;
-                }
+                None => return None,
             }
         }
     };
@@ -1029,9 +1023,10 @@ fn check_components(
 }
 
 /// Two transports on the same TCP port or socket file fail at start; say
-/// so now.
+/// so now. Transports of one type that all say `endpoint.shared` share
+/// their port.
 fn check_port_clashes(routers: &[(usize, RouterConfig)], errors: &mut Vec<ConfigError>) {
-    let mut seen: Vec<(u16, String)> = Vec::new();
+    let mut seen: Vec<(u16, String, Option<router_worker::config::TransportKind>)> = Vec::new();
     let mut files: Vec<(&str, String)> = Vec::new();
     for (wi, r) in routers {
         for (ti, t) in r.transports.iter().enumerate() {
@@ -1050,13 +1045,25 @@ fn check_port_clashes(routers: &[(usize, RouterConfig)], errors: &mut Vec<Config
             };
             let path = format!("workers[{wi}].transports[{ti}].endpoint.port");
             if *port != 0 {
-                if let Some((_, first)) = seen.iter().find(|(p, _)| p == port) {
-                    errors.push(ConfigError {
-                        path: path.clone(),
-                        message: format!("port {port} is already used by {first}"),
-                    });
+                let shared = t.endpoint.shared.then_some(t.kind);
+                if let Some((_, first, other)) = seen.iter().find(|(p, _, _)| p == port) {
+                    let message = match (shared, other) {
+                        (Some(a), Some(b)) if a == *b => None,
+                        (Some(_), Some(_)) => Some(format!(
+                            "port {port} is shared with {first}, a transport of another type: a shared port serves one transport type"
+                        )),
+                        _ => Some(format!(
+                            "port {port} is already used by {first} (several routers may share a port when each transport says \"shared\": true)"
+                        )),
+                    };
+                    if let Some(message) = message {
+                        errors.push(ConfigError {
+                            path: path.clone(),
+                            message,
+                        });
+                    }
                 }
-                seen.push((*port, path));
+                seen.push((*port, path, shared));
             }
         }
     }
