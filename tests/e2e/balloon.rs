@@ -25,7 +25,13 @@ fn example(port: u16) -> Value {
 
 #[test]
 fn the_example_config_is_valid() {
-    let out = crate::support::trellis_check(&repo_root().join("node.json"));
+    // From the repository root, as the README runs it: its static
+    // directory `../web` is taken from the node directory `.trellis`.
+    let out = crate::support::trellis()
+        .args(["check", "--config", "node.json"])
+        .current_dir(repo_root())
+        .output()
+        .expect("run trellis check");
     assert!(out.status.success(), "{out:?}");
 }
 

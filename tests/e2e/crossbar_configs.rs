@@ -264,3 +264,41 @@ fn check_reports_every_problem_in_one_run_without_knock_on_lines() {
         assert!(!err.contains(knock_on), "knock-on {knock_on:?} in:\n{err}");
     }
 }
+
+#[test]
+fn a_missing_static_directory_is_a_check_error_not_a_start_failure() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node_dir = dir.path().join("node");
+    std::fs::create_dir_all(node_dir.join("site")).expect("mkdir");
+    let port = free_port();
+    let cfg = json!({"version": 2, "workers": [{"type": "router", "transports": [{
+        "type": "web", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+        "paths": {"/": {"type": "static", "directory": "site"},
+                  "docs": {"type": "static", "directory": "no-such-dir"}}}]}]});
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    for cmd in ["check", "start"] {
+        let out = crate::support::trellis()
+            .args([cmd, "--config"])
+            .arg(&path)
+            .arg("--node-dir")
+            .arg(&node_dir)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(78), "{cmd}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("workers[0].transports[0].paths.docs.directory:")
+                && err.contains("no-such-dir is not a directory"),
+            "{cmd}: {err}"
+        );
+        assert!(
+            !err.contains("paths./.directory"),
+            "the existing one is fine: {err}"
+        );
+    }
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing was started"
+    );
+}

@@ -947,6 +947,60 @@ fn ignored_options(p: &str, o: &WorkerOptions, out: &mut Vec<ConfigError>) {
     }
 }
 
+/// Static web paths whose directory does not exist under `node_dir`
+/// (where a router worker runs): a config error, before anything starts.
+pub fn missing_directories(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
+    let mut errors = Vec::new();
+    for (i, r) in cfg.routers() {
+        for (j, t) in r.transports.iter().enumerate() {
+            for (name, p) in t.paths.iter().flatten() {
+                if let Some(d) = &p.directory {
+                    // Lexically: the node directory may not exist before
+                    // the first start (which creates it), and `..` must not
+                    // need it to.
+                    let full = lexical(&node_dir.join(d));
+                    let is_node_dir = full == lexical(node_dir);
+                    if p.kind == router_worker::config::WebPathKind::Static
+                        && !is_node_dir
+                        && !full.is_dir()
+                    {
+                        errors.push(ConfigError {
+                            path: format!("workers[{i}].transports[{j}].paths.{name}.directory"),
+                            message: format!(
+                                "{} is not a directory (a static path's directory is taken from the node directory {}): create it or fix the path",
+                                full.display(),
+                                node_dir.display()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    ConfigErrors {
+        source: cfg.source.clone(),
+        errors,
+    }
+}
+
+/// `a/./b/../c` as `a/c`, without touching the file system.
+fn lexical(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Worker ids name log files and management URIs: unique, and made of
 /// letters, digits, `-` and `_`.
 fn check_ids(workers: &[WorkerSpec], errors: &mut Vec<ConfigError>) {
