@@ -139,6 +139,39 @@ pub struct RoleConfig {
     /// when it says so.
     #[serde(default)]
     pub authorizer: Option<String>,
+    /// Crossbar.io's old `allow-by-default`: what no rule matches is
+    /// allowed (every action) instead of denied. Read as a last rule
+    /// `{"uri": "", "match": "prefix"}` allowing all four actions, which
+    /// every other matching rule takes precedence over.
+    #[serde(rename = "allow-by-default", default)]
+    pub allow_by_default: bool,
+}
+
+impl RoleConfig {
+    /// The permissions in force: the configured ones, plus the catch-all
+    /// rule of `allow-by-default` unless an explicit `""` prefix rule
+    /// already decides what nothing else matches.
+    pub fn effective_permissions(&self) -> Vec<PermissionConfig> {
+        let mut out = self.permissions.clone();
+        let has_catch_all = out
+            .iter()
+            .any(|p| p.uri.is_empty() && p.match_policy == MatchPolicy::Prefix);
+        if self.allow_by_default && !has_catch_all {
+            out.push(PermissionConfig {
+                uri: String::new(),
+                match_policy: MatchPolicy::Prefix,
+                allow: AllowConfig {
+                    call: true,
+                    register: true,
+                    publish: true,
+                    subscribe: true,
+                },
+                disclose: DiscloseConfig::default(),
+                cache: true,
+            });
+        }
+        out
+    }
 }
 
 /// One static permission rule. Crossbar.io's version-1 form is read too:
@@ -985,6 +1018,16 @@ impl RouterConfig {
         for (i, realm) in self.realms.iter().enumerate() {
             for (j, role) in realm.roles.iter().enumerate() {
                 let perms = &role.permissions;
+                if role.allow_by_default
+                    && perms
+                        .iter()
+                        .any(|p| p.uri.is_empty() && p.match_policy == MatchPolicy::Prefix)
+                {
+                    out.push(ConfigProblem {
+                        path: format!("realms[{i}].roles[{j}].allow-by-default"),
+                        message: "has no effect: the role's own rule {\"uri\": \"\", \"match\": \"prefix\"} decides what no other rule matches".into(),
+                    });
+                }
                 for (k, perm) in perms.iter().enumerate() {
                     if perm.uri.is_empty() && perm.match_policy == MatchPolicy::Exact {
                         out.push(ConfigProblem {

@@ -34,7 +34,7 @@ fn crossbar_config(port: u16, web_port: u16) -> serde_json::Value {
                         // The seed's balloon config has one of these.
                         {"uri": "", "match": "exact", "allow": {"call": true}}
                     ]}]},
-                    {"name": "realm2", "roles": [{"name": "user"}]}
+                    {"name": "realm2", "roles": [{"name": "user", "allow-by-default": true}]}
                 ],
                 // No role: anonymous, as in Crossbar.io.
                 "components": [{

@@ -125,7 +125,7 @@ impl Authorizer {
                 dynamic.insert(r.name.clone(), a.clone());
             }
             let mut role = Role::default();
-            for p in &r.permissions {
+            for p in &r.effective_permissions() {
                 if p.match_policy == MatchPolicy::Exact {
                     role.exact.insert(p.uri.clone(), p.clone());
                 } else {
@@ -300,6 +300,25 @@ mod tests {
             ]}]"#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn allow_by_default_allows_what_no_rule_matches() {
+        let roles: Vec<RoleConfig> = serde_json::from_str(
+            r#"[{"name": "old", "allow-by-default": true, "permissions": [
+                    {"uri": "com.secret.", "match": "prefix", "allow": {"subscribe": true}}]},
+                {"name": "strict", "permissions": []}]"#,
+        )
+        .unwrap();
+        let a = Authorizer::new(&roles);
+        assert!(a.authorize("old", "com.other.x", Action::Call).allow);
+        assert!(a.authorize("old", "anything", Action::Publish).allow);
+        assert!(
+            !a.authorize("old", "com.secret.x", Action::Call).allow,
+            "a matching rule still decides"
+        );
+        assert!(a.authorize("old", "com.secret.x", Action::Subscribe).allow);
+        assert!(!a.authorize("strict", "anything", Action::Call).allow);
     }
 
     #[test]
