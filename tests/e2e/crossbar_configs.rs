@@ -107,7 +107,11 @@ fn crossbar_shaped_configs_are_checked_and_served() {
         &[("hello.txt", "hello from a web-only router\n")],
     );
     // Version-1 permissions allow com.example.* to anonymous sessions.
-    for scenario in ["rpc_args_kwargs", "pubsub_basic"] {
+    for scenario in [
+        "rpc_args_kwargs",
+        "pubsub_basic",
+        "anonymous_refused_by_realm2",
+    ] {
         let out = expect_python_ok(&node, "scenarios.py", &[scenario, "json"]);
         assert!(out.contains(&format!("ok {scenario} json")), "{out}");
     }

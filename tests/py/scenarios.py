@@ -72,6 +72,19 @@ async def unknown_realm(url, ser):
 
 
 @scenario
+async def anonymous_refused_by_realm2(url, ser):
+    """realm2 does not define the transport's anonymous role: joining it is
+    refused at HELLO, naming the role (Crossbar.io does the same)."""
+    try:
+        await connect(url, ser, realm="realm2")
+    except Exception as e:
+        assert getattr(e, "reason", None) == "wamp.error.no_such_role", repr(e)
+        assert '"anonymous"' in e.message and '"realm2"' in e.message, e.message
+    else:
+        raise AssertionError("an anonymous session joined a realm without its role")
+
+
+@scenario
 async def rpc_args_kwargs(url, ser):
     callee = await connect(url, ser)
     caller = await connect(url, ser)
