@@ -9,6 +9,24 @@ pub struct ContainerConfig {
     /// Components, each its own WAMP session to a router.
     #[serde(default)]
     pub components: Vec<ComponentConfig>,
+    /// The interpreter for Python components (`options.python`), filled in
+    /// by the controller; not a key of the container itself.
+    #[serde(default, rename = "_python", skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
+    /// Directories put on the Python path (`options.pythonpath`), absolute
+    /// (resolved against the node directory by the controller).
+    #[serde(default, rename = "_pythonpath", skip_serializing_if = "Vec::is_empty")]
+    pub pythonpath: Vec<String>,
+}
+
+impl ContainerConfig {
+    /// The components that are Python classes (not Trellis built-ins).
+    pub fn python_components(&self) -> impl Iterator<Item = (usize, &ComponentConfig)> {
+        self.components
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_python())
+    }
 }
 
 /// A component in a container, in Crossbar.io's shape.
@@ -18,7 +36,9 @@ pub struct ComponentConfig {
     /// Must be `class`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// A built-in component (see [`crate::components::CLASSNAMES`]).
+    /// A built-in component (see [`crate::components::CLASSNAMES`]), or a
+    /// Python class as `package.module.Class`, imported from the
+    /// container's `options.pythonpath`.
     pub classname: String,
     /// The realm to join.
     pub realm: String,
@@ -33,19 +53,30 @@ pub struct ComponentConfig {
     pub extra: Option<serde_json::Value>,
 }
 
-/// A component's connection: RawSocket to a router transport.
+/// A component's connection to a router transport, in Crossbar.io's
+/// shape: RawSocket (built-in and Python components) or WebSocket (Python
+/// components).
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentTransport {
-    /// Must be `rawsocket`.
+    /// `rawsocket` or `websocket`.
     #[serde(rename = "type")]
     pub kind: String,
     /// `{"type": "unix", "path": "router1.sock"}` (relative to the node
     /// directory) or `{"type": "tcp", "host": "127.0.0.1", "port": 8081}`.
     pub endpoint: ComponentEndpoint,
-    /// `json` (default), `msgpack` or `cbor`.
+    /// RawSocket: `json` (default), `msgpack` or `cbor`.
     #[serde(default)]
     pub serializer: Option<String>,
+    /// WebSocket: the serializers to offer.
+    #[serde(default)]
+    pub serializers: Option<Vec<String>>,
+    /// WebSocket: the URL (`ws://127.0.0.1:8080/ws`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Crossbar.io's transport options; accepted.
+    #[serde(default)]
+    pub options: Option<serde_json::Value>,
 }
 
 /// Where a component connects.
@@ -64,6 +95,12 @@ pub struct ComponentEndpoint {
     /// `tcp`: the port.
     #[serde(default)]
     pub port: Option<u16>,
+    /// `tcp`: IP version; accepted.
+    #[serde(default)]
+    pub version: Option<u8>,
+    /// Seconds to connect; accepted.
+    #[serde(default)]
+    pub timeout: Option<u64>,
 }
 
 /// A component's credentials (never in code): an authid and a ticket given
@@ -83,6 +120,35 @@ pub struct ComponentAuth {
 }
 
 impl ComponentConfig {
+    /// A Python class rather than a built-in (`trellis.` classnames).
+    pub fn is_python(&self) -> bool {
+        !self.classname.starts_with("trellis.")
+    }
+
+    /// The URL a Python component connects to: `ws://…`, `rs://host:port`,
+    /// or `unix:PATH` with the transport type (the launcher's terms).
+    pub fn url(&self, node_dir: &std::path::Path) -> String {
+        let e = &self.transport.endpoint;
+        let ws = self.transport.kind == "websocket";
+        match e.kind.as_str() {
+            "unix" => format!(
+                "unix:{}",
+                node_dir
+                    .join(e.path.as_deref().unwrap_or_default())
+                    .display()
+            ),
+            _ => {
+                let host = e.host.as_deref().unwrap_or("127.0.0.1");
+                let port = e.port.unwrap_or(0);
+                match (&self.transport.url, ws) {
+                    (Some(u), true) => u.clone(),
+                    (None, true) => format!("ws://{host}:{port}/ws"),
+                    (_, false) => format!("rs://{host}:{port}"),
+                }
+            }
+        }
+    }
+
     /// What is wrong with this component's config, as (key path under
     /// `pre`, message) pairs; empty when it is fine.
     pub fn problems(&self, pre: &str) -> Vec<(String, String)> {
@@ -94,23 +160,40 @@ impl ComponentConfig {
                 format!("must be \"class\", found {:?}", self.kind),
             );
         }
-        if !crate::components::CLASSNAMES.contains(&self.classname.as_str()) {
+        if !self.is_python() && !crate::components::CLASSNAMES.contains(&self.classname.as_str()) {
             err(
                 format!("{pre}.classname"),
                 format!(
-                    "unknown component {:?}: Trellis hosts the built-in components {}",
+                    "unknown component {:?}: Trellis's built-in components are {} (any other classname is a Python class, package.module.Class)",
                     self.classname,
                     crate::components::CLASSNAMES.join(", ")
                 ),
             );
         }
-        if self.transport.kind != "rawsocket" {
+        if self.is_python() && !self.classname.contains('.') {
             err(
-                format!("{pre}.transport.type"),
+                format!("{pre}.classname"),
                 format!(
-                    "components connect over \"rawsocket\", found {:?}",
-                    self.transport.kind
+                    "{:?}: a Python component is named as module.Class (package.module.Class)",
+                    self.classname
                 ),
+            );
+        }
+        match (self.transport.kind.as_str(), self.is_python()) {
+            ("rawsocket", _) | ("websocket", true) => {}
+            ("websocket", false) => err(
+                format!("{pre}.transport.type"),
+                "the built-in components connect over \"rawsocket\"".into(),
+            ),
+            (other, _) => err(
+                format!("{pre}.transport.type"),
+                format!("components connect over \"rawsocket\" or \"websocket\", found {other:?}"),
+            ),
+        }
+        if self.is_python() && self.auth.is_some() {
+            err(
+                format!("{pre}.auth"),
+                "a Python component authenticates itself (onConnect/onChallenge), as under Crossbar.io: remove \"auth\"".into(),
             );
         }
         if let Some(s) = &self.transport.serializer

@@ -9,10 +9,13 @@
 //!   component shape) and its checks.
 //! - [`components`]: the built-in components (also usable as router
 //!   components).
-//! - [`start`]: start every component of a container.
+//! - [`start`]: start every component of a container: the built-ins as
+//!   Rust tasks, Python classes in one interpreter the worker starts and
+//!   watches ([`python`]).
 
 pub mod components;
 pub mod config;
+pub mod python;
 
 use client::ClientConfig;
 use client::component::{Endpoint, Event};
@@ -27,7 +30,15 @@ use crate::config::ContainerConfig;
 /// A component names an unknown class, or its ticket's environment
 /// variable is not set.
 pub fn start(c: &ContainerConfig, shutdown: &CancellationToken) -> Result<(), String> {
-    for (j, comp) in c.components.iter().enumerate() {
+    if c.python_components().next().is_some() {
+        python::start(c, shutdown)?;
+    }
+    for (j, comp) in c
+        .components
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.is_python())
+    {
         let Some(component) = components::build(&comp.classname) else {
             return Err(format!(
                 "components[{j}]: unknown classname {:?}",

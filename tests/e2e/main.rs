@@ -12,6 +12,7 @@ mod components;
 mod crossbar_configs;
 mod interop;
 mod node;
+mod python_components;
 mod rawsocket;
 mod security;
 mod support;

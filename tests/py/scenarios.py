@@ -418,6 +418,50 @@ async def shared_port_spreads_sessions(url, ser):
     await leave(*sessions)
 
 
+async def call_when_registered(session, procedure, *args, within=20):
+    """Call `procedure`, retrying while nobody has registered it yet."""
+    loop = asyncio.get_event_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            return await session.call(procedure, *args)
+        except ApplicationError as e:
+            if e.error != "wamp.error.no_such_procedure" or loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+@scenario
+async def python_components(url, ser):
+    """Python components in containers: they answer, and one's crash
+    restarts its own container while the other keeps answering."""
+    caller = await connect(url, ser)
+    assert await call_when_registered(caller, "com.example.add2", 2, 3) == 5 + 10
+    assert await call_when_registered(caller, "com.example.greet", "ann") == "hello ann"
+    before = await call_when_registered(caller, "com.example.crasher_pid")
+    try:
+        await caller.call("com.example.crash")
+    except ApplicationError as e:
+        assert e.error == "wamp.error.canceled", e.error
+    else:
+        raise AssertionError("the crashing call returned")
+    # The other container's component answers throughout.
+    assert await caller.call("com.example.add2", 1, 1) == 12
+    loop = asyncio.get_event_loop()
+    deadline = loop.time() + 30
+    while True:
+        try:
+            after = await caller.call("com.example.crasher_pid")
+            if after != before:
+                break
+        except ApplicationError as e:
+            assert e.error == "wamp.error.no_such_procedure", e.error
+        assert loop.time() < deadline, "the crashed container did not come back"
+        await asyncio.sleep(0.2)
+    assert await caller.call("com.example.add2", 20, 22) == 52
+    await leave(caller)
+
+
 async def main(registry=None, target=str, timeout=60):
     """Run `argv[2]` of `registry` (this file's scenarios by default) once
     per serializer, against `target(argv[1])` (the URL, or the JSON of a

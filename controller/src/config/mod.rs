@@ -207,6 +207,15 @@ pub struct WorkerOptions {
     /// Crossbar.io's Twisted reactor choice; accepted and ignored.
     #[serde(default)]
     pub reactor: Option<serde_json::Value>,
+    /// Containers: the Python interpreter for Python components (a path,
+    /// e.g. a virtualenv's `bin/python`); the active virtualenv's, else
+    /// `python3` on PATH.
+    #[serde(default)]
+    pub python: Option<String>,
+    /// Containers: directories (relative to the node directory) Python
+    /// components are imported from.
+    #[serde(default)]
+    pub pythonpath: Vec<String>,
 }
 
 /// A worker's environment, in Crossbar.io's shape.
@@ -560,7 +569,6 @@ const CROSSBAR_ONLY: &[(&str, &[&str])] = &[
     (
         "options",
         &[
-            "pythonpath",
             "stdin",
             "stdout",
             "stderr",
@@ -797,7 +805,9 @@ fn decode_worker(
                 &prefix,
                 errors,
             ) {
-                Some(c) => {
+                Some(mut c) => {
+                    c.python = options.python.clone();
+                    c.pythonpath = options.pythonpath.clone();
                     for (j, comp) in c.components.iter().enumerate() {
                         for (path, message) in comp.problems(&format!("{prefix}.components[{j}]")) {
                             errors.push(ConfigError { path, message });
@@ -874,6 +884,21 @@ fn validate_options(p: &str, kind: &str, o: &WorkerOptions, errors: &mut Vec<Con
                 "only guest workers take \"workdir\"; {kind} workers run in the node directory"
             ),
         });
+    }
+    if kind != "container" {
+        for (key, set) in [
+            ("python", o.python.is_some()),
+            ("pythonpath", !o.pythonpath.is_empty()),
+        ] {
+            if set {
+                errors.push(ConfigError {
+                    path: format!("{p}.{key}"),
+                    message: format!(
+                        "only container workers run Python components and take \"{key}\" (Python router components are not supported yet)"
+                    ),
+                });
+            }
+        }
     }
     if kind == "guest" {
         for (key, set) in [
@@ -1230,12 +1255,11 @@ mod tests {
         for want in [
             "controller.manhole: Crossbar.io's \"manhole\" is not supported by Trellis yet",
             "controller.options.title: Crossbar.io's \"title\" is not supported",
-            "workers[1].components[0].classname: unknown component \"nope\"",
+            "workers[1].components[0].classname: \"nope\": a Python component is named as module.Class",
             "workers[1].id: id \"r\" is already used by workers[0]",
             "workers[2].watch: Crossbar.io's \"watch\" is not supported",
             "workers[2].options.restart.policy: unknown variant `sometimes`",
             "workers[2].id: invalid worker id \"g h\"",
-            "workers[3].options.pythonpath: Crossbar.io's \"pythonpath\" is not supported",
             "workers[3].options.workdir: only guest workers take \"workdir\"",
             "workers[4].transports[0].endpoint.port: unix endpoints have no port",
             "workers[4].transports[0].endpoint.path: socket file \"r.sock\" is already used by workers[0].transports[0].endpoint.path",

@@ -1,0 +1,180 @@
+"""Trellis's launcher for Python components, run by a container worker.
+
+It reads the container's Python components as JSON on stdin, imports each
+class from the Python path, builds autobahn's ComponentConfig(realm, extra)
+and runs the class with autobahn on asyncio or on Twisted (whichever the
+class derives from), over the component's transport: WebSocket or
+RawSocket, TCP or Unix socket. It exits non-zero when a class cannot be
+loaded, a connection cannot be made or a component's connection is lost,
+so that the container worker, and its restart policy, take over. Its
+output is the container worker's log.
+"""
+
+import importlib
+import json
+import signal
+import sys
+import traceback
+
+EXIT = {"code": 0, "stopping": False}
+
+
+def fail(message, code=1):
+    print(f"trellis launcher: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def load(classname):
+    module, _, name = classname.rpartition(".")
+    try:
+        mod = importlib.import_module(module)
+    except Exception:
+        traceback.print_exc()
+        fail(f"cannot import module {module!r} of component {classname!r} (options.pythonpath: {sys.path[:3]})")
+    cls = getattr(mod, name, None)
+    if cls is None:
+        fail(f"module {module!r} has no class {name!r} (component {classname!r})")
+    return cls
+
+
+def framework(cls):
+    for base in cls.__mro__:
+        if base.__module__.startswith("autobahn.twisted"):
+            return "twisted"
+        if base.__module__.startswith("autobahn.asyncio"):
+            return "asyncio"
+    return None
+
+
+def serializer_objects(names):
+    from autobahn.wamp import serializer as s
+
+    known = {"json": s.JsonSerializer, "msgpack": s.MsgPackSerializer, "cbor": s.CBORSerializer}
+    out = []
+    for n in names or []:
+        if n in known:
+            out.append(known[n]())
+    return out or None
+
+
+def watched(cls, on_lost):
+    """The class, but a lost connection ends the launcher."""
+
+    class Watched(cls):
+        def onDisconnect(self):
+            try:
+                return super().onDisconnect()
+            finally:
+                on_lost(cls.__name__)
+
+    Watched.__name__ = cls.__name__
+    Watched.__qualname__ = cls.__qualname__
+    return Watched
+
+
+def run_asyncio(components):
+    import asyncio
+
+    import txaio
+
+    txaio.use_asyncio()
+    from autobahn.asyncio.rawsocket import WampRawSocketClientFactory
+    from autobahn.asyncio.websocket import WampWebSocketClientFactory
+    from autobahn.wamp.types import ComponentConfig
+    from autobahn.websocket.util import parse_url
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    txaio.config.loop = loop
+
+    def stop(code):
+        if not EXIT["stopping"]:
+            EXIT["stopping"] = True
+            EXIT["code"] = code
+            loop.call_soon(loop.stop)
+
+    def lost(name):
+        if not EXIT["stopping"]:
+            print(f"trellis launcher: component {name} lost its connection", file=sys.stderr, flush=True)
+            stop(1)
+
+    for spec, cls in components:
+        cfg = ComponentConfig(spec["realm"], spec.get("extra") or {})
+        make = (lambda cfg, cls: (lambda: cls(cfg)))(cfg, watched(cls, lost))
+        url = spec["url"]
+        sers = serializer_objects(spec.get("serializers"))
+        if spec["kind"] == "websocket":
+            ws_url = "ws://localhost/ws" if url.startswith("unix:") else url
+            factory = WampWebSocketClientFactory(make, url=ws_url, serializers=sers)
+        else:
+            factory = WampRawSocketClientFactory(make, serializer=(sers or [None])[0])
+        if url.startswith("unix:"):
+            coro = loop.create_unix_connection(factory, url[len("unix:"):])
+        elif url.startswith("rs://"):
+            host, _, port = url[len("rs://"):].rpartition(":")
+            coro = loop.create_connection(factory, host, int(port))
+        else:
+            _secure, host, port, _res, _path, _params = parse_url(url)
+            coro = loop.create_connection(factory, host, port)
+        try:
+            loop.run_until_complete(coro)
+        except Exception as e:
+            fail(f"component {spec['classname']} cannot connect to {url}: {e}")
+    loop.add_signal_handler(signal.SIGTERM, lambda: stop(0))
+    loop.add_signal_handler(signal.SIGINT, lambda: stop(0))
+    loop.run_forever()
+    sys.exit(EXIT["code"])
+
+
+def run_twisted(components):
+    import txaio
+
+    txaio.use_twisted()
+    from autobahn.twisted.wamp import ApplicationRunner
+    from twisted.internet import reactor
+
+    def lost(name):
+        if not EXIT["stopping"]:
+            print(f"trellis launcher: component {name} lost its connection", file=sys.stderr, flush=True)
+            EXIT["stopping"] = True
+            EXIT["code"] = 1
+            reactor.callLater(0, reactor.stop)
+
+    for spec, cls in components:
+        url = spec["url"]
+        if url.startswith("unix:"):
+            fail(f"component {spec['classname']}: Twisted components over a Unix socket are not supported yet; use a TCP transport")
+        runner = ApplicationRunner(
+            url, spec["realm"], extra=spec.get("extra") or {}, serializers=serializer_objects(spec.get("serializers"))
+        )
+        d = runner.run(watched(cls, lost), start_reactor=False, auto_reconnect=False)
+
+        def connect_failed(f, spec=spec):
+            print(f"trellis launcher: component {spec['classname']} cannot connect to {spec['url']}: {f.value}", file=sys.stderr, flush=True)
+            EXIT["stopping"] = True
+            EXIT["code"] = 1
+            reactor.callLater(0, reactor.stop)
+
+        d.addErrback(connect_failed)
+    reactor.run()
+    sys.exit(EXIT["code"])
+
+
+def main():
+    spec = json.load(sys.stdin)
+    components = [(c, load(c["classname"])) for c in spec["components"]]
+    kinds = {framework(cls) for _, cls in components}
+    if None in kinds:
+        names = [c["classname"] for c, cls in components if framework(cls) is None]
+        fail(f"{', '.join(names)}: not an autobahn ApplicationSession (autobahn.asyncio.wamp or autobahn.twisted.wamp)")
+    if len(kinds) > 1:
+        fail("a container runs either asyncio or Twisted components, not both: put them in two containers")
+    print(f"trellis launcher: starting {len(components)} {kinds.pop()} component(s)", file=sys.stderr, flush=True)
+    if framework(components[0][1]) == "twisted":
+        run_twisted(components)
+    else:
+        run_asyncio(components)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+//! Python components: one interpreter per container, started with the
+//! launcher Trellis carries in its binary (`launcher.py`), watched by the
+//! worker. The interpreter is `options.python`, else the active
+//! virtualenv's, else `python3` on PATH; `options.pythonpath` (relative to
+//! the node directory, the worker's working directory) comes first on its
+//! Python path. Its output is the worker's, so it lands in the worker's
+//! log. When it ends (a class that cannot be loaded, a lost connection, a
+//! crash) the worker ends with it, and the controller restarts the
+//! container as its `restart` policy says; nothing else on the node
+//! notices.
+
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::ContainerConfig;
+
+/// The launcher, as shipped inside the binary.
+pub const LAUNCHER: &str = include_str!("launcher.py");
+
+/// The interpreter to use.
+pub fn interpreter(c: &ContainerConfig) -> String {
+    c.python
+        .clone()
+        .or_else(|| {
+            std::env::var("VIRTUAL_ENV")
+                .ok()
+                .map(|v| format!("{v}/bin/python"))
+        })
+        .unwrap_or_else(|| "python3".into())
+}
+
+/// What the launcher reads on stdin.
+fn spec(c: &ContainerConfig) -> serde_json::Value {
+    let node_dir = std::env::current_dir().unwrap_or_default();
+    let components: Vec<serde_json::Value> = c
+        .python_components()
+        .map(|(_, comp)| {
+            let serializers = match comp.transport.kind.as_str() {
+                "websocket" => comp.transport.serializers.clone().unwrap_or_default(),
+                _ => comp.transport.serializer.iter().cloned().collect(),
+            };
+            serde_json::json!({
+                "classname": comp.classname,
+                "realm": comp.realm,
+                "extra": comp.extra,
+                "kind": comp.transport.kind,
+                "url": comp.url(&node_dir),
+                "serializers": serializers,
+            })
+        })
+        .collect();
+    serde_json::json!({ "components": components })
+}
+
+/// Start the interpreter with the container's Python components.
+///
+/// # Errors
+/// The interpreter cannot be started (named, with what to do).
+pub fn start(c: &ContainerConfig, shutdown: &CancellationToken) -> Result<(), String> {
+    let python = interpreter(c);
+    let mut path: Vec<String> = c.pythonpath.clone();
+    if let Ok(existing) = std::env::var("PYTHONPATH") {
+        path.push(existing);
+    }
+    let mut child = tokio::process::Command::new(&python)
+        .arg("-u")
+        .arg("-c")
+        .arg(LAUNCHER)
+        .env("PYTHONPATH", path.join(":"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start the Python interpreter {python:?} for the container's Python components: {e} (set the container's options.python to a Python with autobahn installed)"
+            )
+        })?;
+    let input = serde_json::to_vec(&spec(c)).map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take();
+    let pid = child.id().unwrap_or(0);
+    info!(python = %python, pid, components = c.python_components().count(), "Python components starting");
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Some(stdin) = stdin.as_mut() {
+            let _ = stdin.write_all(&input).await;
+            let _ = stdin.shutdown().await;
+        }
+        drop(stdin);
+        let status = tokio::select! {
+            s = child.wait() => s,
+            _ = shutdown.cancelled() => {
+                // The worker stops: so do its components (SIGTERM reached
+                // the whole process group already).
+                let _ = child.wait().await;
+                return;
+            }
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        error!(
+            pid,
+            "the Python components' interpreter ended ({how}); the container ends with it, and its restart policy decides what follows"
+        );
+        std::process::exit(1);
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ContainerConfig;
+
+    #[test]
+    fn the_spec_names_urls_as_the_launcher_reads_them() {
+        let c: ContainerConfig = serde_json::from_value(serde_json::json!({"components": [
+            {"type": "class", "classname": "app.App", "realm": "realm1", "extra": {"a": 1},
+             "transport": {"type": "websocket", "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": 8000},
+                           "url": "ws://127.0.0.1:8000/ws", "serializers": ["json"]}},
+            {"type": "class", "classname": "app.Other", "realm": "realm1",
+             "transport": {"type": "rawsocket", "endpoint": {"type": "tcp", "port": 8001}, "serializer": "msgpack"}},
+            {"type": "class", "classname": "trellis.balloon.Backend", "realm": "realm1",
+             "transport": {"type": "rawsocket", "endpoint": {"type": "unix", "path": "r.sock"}}}
+        ]}))
+        .unwrap();
+        let s = spec(&c);
+        let comps = s["components"].as_array().unwrap();
+        assert_eq!(comps.len(), 2, "built-ins are not the launcher's");
+        assert_eq!(comps[0]["url"], "ws://127.0.0.1:8000/ws");
+        assert_eq!(comps[0]["extra"]["a"], 1);
+        assert_eq!(comps[1]["url"], "rs://127.0.0.1:8001");
+        assert_eq!(comps[1]["serializers"][0], "msgpack");
+        assert!(LAUNCHER.contains("def run_asyncio"));
+    }
+}

@@ -1,0 +1,110 @@
+//! Python components by classname in container workers, as Crossbar.io
+//! runs them: asyncio and Twisted classes, over WebSocket and RawSocket,
+//! with `options.pythonpath` and `options.python`; a crash restarts only
+//! its own container.
+
+use serde_json::json;
+
+use crate::node::{wait_status, worker};
+use crate::support::{Node, expect_python_args_ok, free_port, python, repo_root, trellis_check};
+
+fn config(ws: u16, rs: u16) -> serde_json::Value {
+    let components_dir = repo_root()
+        .join("tests/py/components")
+        .display()
+        .to_string();
+    let python = python().display().to_string();
+    let container = |id: &str, components: serde_json::Value| {
+        json!({"type": "container", "id": id,
+               "options": {"pythonpath": [components_dir], "python": python,
+                           "restart": {"backoff_initial": 0.05}},
+               "components": components})
+    };
+    let websocket = json!({"type": "websocket", "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": ws},
+                           "url": format!("ws://127.0.0.1:{ws}/ws"), "serializers": ["json"]});
+    let rawsocket = json!({"type": "rawsocket", "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": rs},
+                           "serializer": "msgpack"});
+    json!({"version": 2, "workers": [
+        {"type": "router", "id": "router1",
+         "realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+             {"uri": "", "match": "prefix",
+              "allow": {"call": true, "register": true, "publish": true, "subscribe": true}}]}]}],
+         "transports": [
+             {"type": "websocket", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": ws}},
+             {"type": "rawsocket", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": rs}}]},
+        container("adder", json!([{"type": "class", "classname": "app.Adder", "realm": "realm1",
+                                   "extra": {"offset": 10}, "transport": websocket}])),
+        container("greeter", json!([{"type": "class", "classname": "twisted_app.Greeter", "realm": "realm1",
+                                     "transport": rawsocket}])),
+        container("crasher", json!([{"type": "class", "classname": "app.Crasher", "realm": "realm1",
+                                     "transport": rawsocket}]))
+    ]})
+}
+
+#[test]
+fn python_components_run_answer_and_crash_alone() {
+    let (ws, rs) = (free_port(), free_port());
+    let cfg = config(ws, rs);
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let out = trellis_check(&path);
+    assert!(out.status.success(), "{out:?}");
+
+    let node = Node::start(&cfg, ws);
+    wait_status(&node, "every container running", |s| {
+        ["adder", "greeter", "crasher"]
+            .iter()
+            .all(|id| worker(s, id)["state"] == "running")
+    });
+    let url = node.url();
+    let out = expect_python_args_ok(&node, "scenarios.py", &[&url, "python_components", "json"]);
+    assert!(out.contains("ok python_components json"), "{out}");
+    let s = wait_status(&node, "the crasher restarted once", |s| {
+        worker(s, "crasher")["restarts"] == 1 && worker(s, "crasher")["state"] == "running"
+    });
+    assert_eq!(
+        worker(&s, "adder")["restarts"],
+        0,
+        "the others never noticed"
+    );
+    assert_eq!(worker(&s, "greeter")["restarts"], 0);
+    let log = std::fs::read_to_string(node.node_dir().join("logs/crasher.log")).expect("log");
+    assert!(
+        log.contains("Crasher: exiting the interpreter on purpose"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the Python components' interpreter ended"),
+        "{log}"
+    );
+    let adder = std::fs::read_to_string(node.node_dir().join("logs/adder.log")).expect("log");
+    assert!(
+        adder.contains("Adder joined realm1"),
+        "stdout goes to the worker's log: {adder}"
+    );
+}
+
+#[test]
+fn a_python_component_that_cannot_load_is_named() {
+    let (ws, rs) = (free_port(), free_port());
+    let mut cfg = config(ws, rs);
+    cfg["workers"][1]["components"][0]["classname"] = json!("app.NoSuchClass");
+    cfg["workers"][1]["options"]["restart"] = json!({"policy": "never"});
+    let node = Node::start(&cfg, ws);
+    let s = wait_status(&node, "the adder container stopped", |s| {
+        worker(s, "adder")["state"] == "stopped"
+    });
+    assert!(
+        worker(&s, "adder")["last_exit"]
+            .as_str()
+            .is_some_and(|e| e.contains("status 1")),
+        "{s}"
+    );
+    let log = std::fs::read_to_string(node.node_dir().join("logs/adder.log")).expect("log");
+    assert!(
+        log.contains("module 'app' has no class 'NoSuchClass'"),
+        "{log}"
+    );
+    assert_eq!(worker(&s, "greeter")["state"], "running", "{s}");
+}

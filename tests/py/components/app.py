@@ -1,0 +1,32 @@
+"""Python components the end-to-end tests run in Trellis containers, in
+the shape Crossbar.io runs them (classes by classname, ComponentConfig with
+realm and extra)."""
+
+import os
+
+from autobahn.asyncio.wamp import ApplicationSession
+
+
+class Adder(ApplicationSession):
+    """Registers com.example.add2; its offset comes from `extra`."""
+
+    async def onJoin(self, details):
+        offset = self.config.extra.get("offset", 0)
+
+        def add2(a, b):
+            return a + b + offset
+
+        await self.register(add2, "com.example.add2")
+        print(f"Adder joined {details.realm} as session {details.session}", flush=True)
+
+
+class Crasher(ApplicationSession):
+    """Registers com.example.crash, which takes its interpreter down."""
+
+    async def onJoin(self, details):
+        def crash():
+            print("Crasher: exiting the interpreter on purpose", flush=True)
+            os._exit(1)
+
+        await self.register(crash, "com.example.crash")
+        await self.register(lambda: os.getpid(), "com.example.crasher_pid")
