@@ -38,7 +38,7 @@ def load(classname):
 
 
 def framework(cls):
-    for base in cls.__mro__:
+    for base in getattr(cls, "__mro__", ()):
         if base.__module__.startswith("autobahn.twisted"):
             return "twisted"
         if base.__module__.startswith("autobahn.asyncio"):

@@ -113,6 +113,103 @@ pub fn start(c: &ContainerConfig, shutdown: &CancellationToken) -> Result<(), St
     Ok(())
 }
 
+/// Imports each class in the interpreter, as the launcher will, and says
+/// what fails: the interpreter, autobahn, Twisted, the module, the class.
+const PROBE: &str = r#"
+import importlib, json, sys
+out = {"autobahn": None, "classes": {}}
+try:
+    import autobahn
+except Exception as e:
+    out["autobahn"] = repr(e)
+for name in sys.argv[1:]:
+    module, _, cls = name.rpartition(".")
+    try:
+        m = importlib.import_module(module)
+        out["classes"][name] = None if hasattr(m, cls) else f"module {module!r} has no class {cls!r}"
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "twisted":
+            out["classes"][name] = "twisted"
+        else:
+            out["classes"][name] = f"cannot import {module!r}: {e}"
+    except Exception as e:
+        out["classes"][name] = f"importing {module!r} raised {e!r}"
+print(json.dumps(out))
+"#;
+
+/// What stands in the way of the container's Python components, as (key
+/// path under the worker, message) pairs, found by running the interpreter
+/// once with `node_dir` as its working directory.
+pub fn problems(c: &ContainerConfig, node_dir: &std::path::Path) -> Vec<(String, String)> {
+    let classes: Vec<(usize, &str)> = c
+        .python_components()
+        .map(|(j, comp)| (j, comp.classname.as_str()))
+        .collect();
+    if classes.is_empty() {
+        return Vec::new();
+    }
+    let python = interpreter(c);
+    let path: Vec<String> = c
+        .pythonpath
+        .iter()
+        .map(|p| node_dir.join(p).display().to_string())
+        .collect();
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(PROBE)
+        .args(classes.iter().map(|(_, n)| *n))
+        .env("PYTHONPATH", path.join(":"))
+        .current_dir(node_dir)
+        .stdin(Stdio::null())
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            return vec![(
+                "options.python".into(),
+                format!(
+                    "the Python interpreter {python:?} cannot be run ({e}): install Python 3 or name one in options.python"
+                ),
+            )];
+        }
+    };
+    let Ok(report) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return vec![(
+            "options.python".into(),
+            format!(
+                "{python:?} did not run the import check ({}): is it a Python 3 interpreter?",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        )];
+    };
+    let pip = format!("{python} -m pip install");
+    if let Some(e) = report["autobahn"].as_str() {
+        return vec![(
+            "options.python".into(),
+            format!(
+                "autobahn is not importable in {python:?} ({e}): install it with `{pip} 'autobahn[asyncio]'`"
+            ),
+        )];
+    }
+    let mut problems = Vec::new();
+    for (j, name) in classes {
+        match report["classes"][name].as_str() {
+            None => {}
+            Some("twisted") => problems.push((
+                format!("components[{j}].classname"),
+                format!(
+                    "{name:?} is a Twisted component and Twisted is not importable in {python:?}: install it with `{pip} twisted`"
+                ),
+            )),
+            Some(why) => problems.push((
+                format!("components[{j}].classname"),
+                format!("{name:?}: {why} (options.pythonpath: {:?})", c.pythonpath),
+            )),
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

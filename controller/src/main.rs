@@ -127,11 +127,15 @@ fn main() -> ExitCode {
             let path = node_config(config, node_dir.as_deref());
             match config::load(path.as_deref()) {
                 Ok(cfg) => {
-                    let missing =
-                        config::missing_directories(&cfg, &control::node_dir(node_dir.as_deref()));
-                    if !missing.errors.is_empty() {
-                        eprint!("{missing}");
-                        return ExitCode::from(EX_CONFIG);
+                    let dir = control::node_dir(node_dir.as_deref());
+                    for found in [
+                        config::missing_directories(&cfg, &dir),
+                        config::python_problems(&cfg, &dir),
+                    ] {
+                        if !found.errors.is_empty() {
+                            eprint!("{found}");
+                            return ExitCode::from(EX_CONFIG);
+                        }
                     }
                     for w in cfg.warnings() {
                         eprintln!("{}: warning: {}: {}", cfg.source, w.path, w.message);
@@ -236,13 +240,17 @@ fn main() -> ExitCode {
                 }
             };
             let dir = control::node_dir(node_dir.as_deref());
-            let missing = config::missing_directories(&cfg, &dir);
-            if !missing.errors.is_empty() {
-                eprint!("{missing}");
-                eprintln!(
-                    "trellis: nothing was started; fix the config and run `trellis check` to verify"
-                );
-                return ExitCode::from(EX_CONFIG);
+            for found in [
+                config::missing_directories(&cfg, &dir),
+                config::python_problems(&cfg, &dir),
+            ] {
+                if !found.errors.is_empty() {
+                    eprint!("{found}");
+                    eprintln!(
+                        "trellis: nothing was started; fix the config and run `trellis check` to verify"
+                    );
+                    return ExitCode::from(EX_CONFIG);
+                }
             }
             for w in cfg.warnings() {
                 tracing::warn!(config = %cfg.source, key = %w.path, "{}", w.message);

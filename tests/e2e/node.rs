@@ -352,7 +352,7 @@ fn config_errors_start_nothing() {
     let port = free_port();
     let mut cfg = router_config(port);
     let workers = cfg["workers"].as_array_mut().expect("workers");
-    workers.push(json!({"type": "container", "id": "c1", "components": [{"type": "class", "classname": "x.Y", "realm": "nope",
+    workers.push(json!({"type": "container", "id": "c1", "components": [{"type": "class", "classname": "Y", "realm": "nope",
         "transport": {"type": "rawsocket", "endpoint": {"type": "unix", "path": "missing.sock"}, "serializer": "xml"}}]}));
     workers.push(json!({"type": "guest", "id": "router1", "executable": "true", "options": {"restart": {"polcy": "always"}}}));
     workers.push(json!({"type": "guest", "id": "g2"}));
@@ -368,7 +368,7 @@ fn config_errors_start_nothing() {
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
-        "workers[1].components[0].classname: unknown component \"x.Y\": Trellis hosts the built-in components trellis.balloon.Backend",
+        "workers[1].components[0].classname: \"Y\": a Python component is named as module.Class",
         "workers[1].components[0].transport.serializer: unknown serializer \"xml\"",
         "workers[1].components[0].realm: no router of this node has realm \"nope\"",
         "workers[1].components[0].transport.endpoint.path: no router of this node has a rawsocket transport on the unix socket \"missing.sock\"",

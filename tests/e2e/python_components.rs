@@ -89,7 +89,8 @@ fn python_components_run_answer_and_crash_alone() {
 fn a_python_component_that_cannot_load_is_named() {
     let (ws, rs) = (free_port(), free_port());
     let mut cfg = config(ws, rs);
-    cfg["workers"][1]["components"][0]["classname"] = json!("app.NoSuchClass");
+    // Importable (so check passes) but not an ApplicationSession.
+    cfg["workers"][1]["components"][0]["classname"] = json!("app.NotASession");
     cfg["workers"][1]["options"]["restart"] = json!({"policy": "never"});
     let node = Node::start(&cfg, ws);
     let s = wait_status(&node, "the adder container stopped", |s| {
@@ -103,8 +104,40 @@ fn a_python_component_that_cannot_load_is_named() {
     );
     let log = std::fs::read_to_string(node.node_dir().join("logs/adder.log")).expect("log");
     assert!(
-        log.contains("module 'app' has no class 'NoSuchClass'"),
+        log.contains("app.NotASession: not an autobahn ApplicationSession"),
         "{log}"
     );
     assert_eq!(worker(&s, "greeter")["state"], "running", "{s}");
+}
+
+#[test]
+fn check_names_what_python_components_lack() {
+    let (ws, rs) = (free_port(), free_port());
+    let mut cfg = config(ws, rs);
+    // A missing module, a missing class, a missing interpreter, and a
+    // Python without autobahn.
+    cfg["workers"][1]["components"][0]["classname"] = json!("no_such_module.App");
+    cfg["workers"][3]["components"][0]["classname"] = json!("app.Missing");
+    cfg["workers"][2]["options"]["python"] = json!("/nonexistent/bin/python");
+    cfg["workers"].as_array_mut().expect("workers").push(json!({
+        "type": "container", "id": "bare",
+        "options": {"python": "/usr/bin/python3"},
+        "components": [{"type": "class", "classname": "app.Adder", "realm": "realm1",
+                        "transport": {"type": "rawsocket", "endpoint": {"type": "tcp", "port": rs}}}]
+    }));
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let out = trellis_check(&path);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "workers[1].components[0].classname: \"no_such_module.App\": cannot import 'no_such_module'",
+        "workers[2].options.python: the Python interpreter \"/nonexistent/bin/python\" cannot be run",
+        "workers[3].components[0].classname: \"app.Missing\": module 'app' has no class 'Missing'",
+        "workers[4].options.python: autobahn is not importable in \"/usr/bin/python3\"",
+        "install it with `/usr/bin/python3 -m pip install 'autobahn[asyncio]'`",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
 }

@@ -1008,6 +1008,32 @@ pub fn missing_directories(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
     }
 }
 
+/// What stands in the way of Python components: the interpreter,
+/// autobahn, Twisted, each module and class (the interpreter is run once
+/// per container that has Python components).
+pub fn python_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
+    let mut errors = Vec::new();
+    for w in &cfg.workers {
+        if let WorkerKind::Container(c) = &w.kind {
+            let dir = if node_dir.is_dir() {
+                node_dir.to_path_buf()
+            } else {
+                std::env::current_dir().unwrap_or_default()
+            };
+            for (path, message) in container_worker::python::problems(c, &dir) {
+                errors.push(ConfigError {
+                    path: format!("workers[{}].{path}", w.index),
+                    message,
+                });
+            }
+        }
+    }
+    ConfigErrors {
+        source: cfg.source.clone(),
+        errors,
+    }
+}
+
 /// `a/./b/../c` as `a/c`, without touching the file system.
 fn lexical(p: &Path) -> PathBuf {
     use std::path::Component;

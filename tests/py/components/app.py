@@ -30,3 +30,7 @@ class Crasher(ApplicationSession):
 
         await self.register(crash, "com.example.crash")
         await self.register(lambda: os.getpid(), "com.example.crasher_pid")
+
+
+class NotASession:
+    """Importable, but not a component: the launcher refuses it at start."""
