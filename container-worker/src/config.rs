@@ -17,6 +17,9 @@ pub struct ContainerConfig {
     /// (resolved against the node directory by the controller).
     #[serde(default, rename = "_pythonpath", skip_serializing_if = "Vec::is_empty")]
     pub pythonpath: Vec<String>,
+    /// Crossbar.io's `options.shutdown` mode, filled in by the controller.
+    #[serde(default, rename = "_shutdown", skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<String>,
 }
 
 impl ContainerConfig {

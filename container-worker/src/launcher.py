@@ -17,6 +17,7 @@ import sys
 import traceback
 
 EXIT = {"code": 0, "stopping": False}
+SHUTDOWN = {"mode": None}
 
 
 def fail(message, code=1):
@@ -57,19 +58,79 @@ def serializer_objects(names):
     return out or None
 
 
-def watched(cls, on_lost):
-    """The class, but a lost connection ends the launcher."""
+def watched(cls, on_end):
+    """The class, but its end is reported: `on_end(name, failed)`. A
+    component that leaves by itself has stopped; one whose onJoin raises,
+    or whose connection is lost, has failed (with the traceback in the log)."""
 
     class Watched(cls):
+        _trellis_leaving = False
+        _trellis_failed = False
+
+        def leave(self, *args, **kwargs):
+            self._trellis_leaving = True
+            return super().leave(*args, **kwargs)
+
+        def _trellis_join_failed(self, tb):
+            print(f"trellis launcher: {cls.__module__}.{cls.__name__}.onJoin raised:\n{tb}", file=sys.stderr, flush=True)
+            self._trellis_failed = True
+            try:
+                self.disconnect()
+            except Exception:
+                traceback.print_exc()
+
+        def onJoin(self, details):
+            try:
+                result = super().onJoin(details)
+            except Exception:
+                self._trellis_join_failed(traceback.format_exc())
+                return None
+            if hasattr(result, "addErrback"):  # a Twisted Deferred
+                result.addErrback(lambda f: self._trellis_join_failed(f.getTraceback()))
+                return result
+            if hasattr(result, "__await__"):
+
+                async def guarded():
+                    try:
+                        return await result
+                    except Exception:
+                        self._trellis_join_failed(traceback.format_exc())
+
+                return guarded()
+            return result
+
         def onDisconnect(self):
             try:
                 return super().onDisconnect()
             finally:
-                on_lost(cls.__name__)
+                on_end(f"{cls.__module__}.{cls.__name__}", self._trellis_failed or not self._trellis_leaving)
 
     Watched.__name__ = cls.__name__
     Watched.__qualname__ = cls.__qualname__
     return Watched
+
+
+class Ends:
+    """Decides when the launcher ends, by Crossbar.io's container
+    `shutdown` mode (Trellis's default: when any component ends)."""
+
+    def __init__(self, count, mode, stop):
+        self.count, self.mode, self.stop = count, mode or "shutdown-on-any-component-stopped", stop
+        self.ended = {}
+
+    def __call__(self, name, failed):
+        if EXIT["stopping"]:
+            return
+        self.ended[name] = failed
+        how = "failed" if failed else "stopped"
+        print(f"trellis launcher: component {name} {how}", file=sys.stderr, flush=True)
+        code = 1 if any(self.ended.values()) else 0
+        if self.mode == "shutdown-on-any-component-stopped":
+            self.stop(code)
+        elif self.mode == "shutdown-on-any-component-failed" and failed:
+            self.stop(1)
+        elif self.mode == "shutdown-on-last-component-stopped" and len(self.ended) >= self.count:
+            self.stop(code)
 
 
 def run_asyncio(components):
@@ -78,6 +139,7 @@ def run_asyncio(components):
     import txaio
 
     txaio.use_asyncio()
+    txaio.start_logging(level="info")
     from autobahn.asyncio.rawsocket import WampRawSocketClientFactory
     from autobahn.asyncio.websocket import WampWebSocketClientFactory
     from autobahn.wamp.types import ComponentConfig
@@ -93,14 +155,11 @@ def run_asyncio(components):
             EXIT["code"] = code
             loop.call_soon(loop.stop)
 
-    def lost(name):
-        if not EXIT["stopping"]:
-            print(f"trellis launcher: component {name} lost its connection", file=sys.stderr, flush=True)
-            stop(1)
+    ends = Ends(len(components), SHUTDOWN["mode"], stop)
 
     for spec, cls in components:
         cfg = ComponentConfig(spec["realm"], spec.get("extra") or {})
-        make = (lambda cfg, cls: (lambda: cls(cfg)))(cfg, watched(cls, lost))
+        make = (lambda cfg, cls: (lambda: cls(cfg)))(cfg, watched(cls, ends))
         url = spec["url"]
         sers = serializer_objects(spec.get("serializers"))
         if spec["kind"] == "websocket":
@@ -130,15 +189,17 @@ def run_twisted(components):
     import txaio
 
     txaio.use_twisted()
+    txaio.start_logging(level="info")
     from autobahn.twisted.wamp import ApplicationRunner
     from twisted.internet import reactor
 
-    def lost(name):
+    def stop(code):
         if not EXIT["stopping"]:
-            print(f"trellis launcher: component {name} lost its connection", file=sys.stderr, flush=True)
             EXIT["stopping"] = True
-            EXIT["code"] = 1
+            EXIT["code"] = code
             reactor.callLater(0, reactor.stop)
+
+    ends = Ends(len(components), SHUTDOWN["mode"], stop)
 
     for spec, cls in components:
         url = spec["url"]
@@ -147,7 +208,7 @@ def run_twisted(components):
         runner = ApplicationRunner(
             url, spec["realm"], extra=spec.get("extra") or {}, serializers=serializer_objects(spec.get("serializers"))
         )
-        d = runner.run(watched(cls, lost), start_reactor=False, auto_reconnect=False)
+        d = runner.run(watched(cls, ends), start_reactor=False, auto_reconnect=False)
 
         def connect_failed(f, spec=spec):
             print(f"trellis launcher: component {spec['classname']} cannot connect to {spec['url']}: {f.value}", file=sys.stderr, flush=True)
@@ -162,6 +223,7 @@ def run_twisted(components):
 
 def main():
     spec = json.load(sys.stdin)
+    SHUTDOWN["mode"] = spec.get("shutdown")
     components = [(c, load(c["classname"])) for c in spec["components"]]
     kinds = {framework(cls) for _, cls in components}
     if None in kinds:

@@ -52,7 +52,7 @@ fn spec(c: &ContainerConfig) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "components": components })
+    serde_json::json!({ "components": components, "shutdown": c.shutdown })
 }
 
 /// Start the interpreter with the container's Python components.
@@ -103,7 +103,15 @@ pub fn start(c: &ContainerConfig, shutdown: &CancellationToken) -> Result<(), St
         if shutdown.is_cancelled() {
             return;
         }
+        let code = status.as_ref().ok().and_then(|s| s.code());
         let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        if code == Some(0) {
+            info!(
+                pid,
+                "the Python components have stopped ({how}); the container ends with them (options.shutdown)"
+            );
+            std::process::exit(0);
+        }
         error!(
             pid,
             "the Python components' interpreter ended ({how}); the container ends with it, and its restart policy decides what follows"

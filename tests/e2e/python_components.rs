@@ -141,3 +141,61 @@ fn check_names_what_python_components_lack() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+#[test]
+fn crossbar_restart_and_shutdown_modes() {
+    let (ws, rs) = (free_port(), free_port());
+    let mut cfg = config(ws, rs);
+    // adder: leaves by itself, stops cleanly and stays stopped.
+    cfg["workers"][1]["components"][0]["classname"] = json!("app.Leaver");
+    cfg["workers"][1]["options"]["restart"] = json!("restart-on-failed");
+    cfg["workers"][1]["options"]["shutdown"] = json!("shutdown-on-any-component-stopped");
+    // crasher: onJoin raises, fails and is not restarted.
+    cfg["workers"][3]["components"][0]["classname"] = json!("app.BadJoin");
+    cfg["workers"][3]["options"]["restart"] = json!("restart-never");
+    let node = Node::start(&cfg, ws);
+    let s = wait_status(&node, "both ended", |s| {
+        worker(s, "adder")["state"] == "stopped" && worker(s, "crasher")["state"] == "stopped"
+    });
+    assert_eq!(
+        worker(&s, "adder")["last_exit"],
+        "exited with status 0",
+        "{s}"
+    );
+    assert_eq!(worker(&s, "adder")["restarts"], 0, "{s}");
+    assert_eq!(
+        worker(&s, "crasher")["last_exit"],
+        "exited with status 1",
+        "{s}"
+    );
+    assert_eq!(worker(&s, "greeter")["state"], "running", "{s}");
+    let log = std::fs::read_to_string(node.node_dir().join("logs/crasher.log")).expect("log");
+    assert!(log.contains("app.BadJoin.onJoin raised"), "{log}");
+    assert!(
+        log.contains("RuntimeError: BadJoin cannot start: the database is gone"),
+        "{log}"
+    );
+    assert!(log.contains("component app.BadJoin failed"), "{log}");
+    let log = std::fs::read_to_string(node.node_dir().join("logs/adder.log")).expect("log");
+    assert!(log.contains("component app.Leaver stopped"), "{log}");
+
+    // check refuses what Crossbar.io refuses.
+    let mut bad = config(ws, rs);
+    bad["workers"][1]["options"]["restart"] = json!("restart-always");
+    bad["workers"][1]["options"]["shutdown"] = json!("shutdown-on-last-component-stopped");
+    bad["workers"][3]["options"]["restart"] = json!("restart-sometimes");
+    bad["workers"][2]["options"]["shutdown"] = json!("shutdown-later");
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&bad).expect("json")).expect("write");
+    let out = trellis_check(&path);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "workers[1].options.shutdown: \"shutdown-on-last-component-stopped\" does not go with restart policy",
+        "workers[3].options.restart: unknown restart mode \"restart-sometimes\"",
+        "workers[2].options.shutdown: unknown shutdown mode \"shutdown-later\"",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

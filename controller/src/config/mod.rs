@@ -180,9 +180,15 @@ pub struct WorkerOptions {
     /// the controller's `--loglevel` when absent.
     #[serde(default)]
     pub loglevel: Option<String>,
-    /// When the controller restarts the worker.
+    /// When the controller restarts the worker: Trellis's object, or
+    /// Crossbar.io's container strings `restart-always`,
+    /// `restart-on-failed`, `restart-never`.
     #[serde(default)]
     pub restart: RestartConfig,
+    /// Containers: when the container ends because of its components,
+    /// Crossbar.io's `shutdown` modes (see the README).
+    #[serde(default)]
+    pub shutdown: Option<String>,
     /// Working directory (guests; relative to the node directory, which is
     /// the default).
     #[serde(default)]
@@ -217,6 +223,42 @@ pub struct WorkerOptions {
     #[serde(default)]
     pub pythonpath: Vec<String>,
 }
+
+/// Crossbar.io's container `restart` string as Trellis's restart object
+/// (`{"policy": ...}`), in place; an unknown string is a problem at `path`.
+fn restart_string(
+    o: &mut serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    let Some(serde_json::Value::String(name)) = o.get("restart") else {
+        return;
+    };
+    let policy = match name.as_str() {
+        "restart-always" => "always",
+        "restart-on-failed" => "on-failure",
+        "restart-never" => "never",
+        other => {
+            errors.push(ConfigError {
+                path: path.to_owned(),
+                message: format!(
+                    "unknown restart mode {other:?}: Crossbar.io's are \"restart-always\", \"restart-on-failed\", \"restart-never\" (or give Trellis's {{\"policy\": ...}} object)"
+                ),
+            });
+            o.remove("restart");
+            return;
+        }
+    };
+    o.insert("restart".into(), serde_json::json!({ "policy": policy }));
+}
+
+/// Crossbar.io's container `shutdown` modes.
+pub const SHUTDOWN_MODES: &[&str] = &[
+    "shutdown-manual",
+    "shutdown-on-last-component-stopped",
+    "shutdown-on-any-component-failed",
+    "shutdown-on-any-component-stopped",
+];
 
 /// A worker's environment, in Crossbar.io's shape.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -568,14 +610,7 @@ const CROSSBAR_ONLY: &[(&str, &[&str])] = &[
     ("guest", &["watch"]),
     (
         "options",
-        &[
-            "stdin",
-            "stdout",
-            "stderr",
-            "disabled",
-            "shutdown",
-            "benchmark",
-        ],
+        &["stdin", "stdout", "stderr", "disabled", "benchmark"],
     ),
 ];
 
@@ -737,6 +772,7 @@ fn decode_worker(
         Some(serde_json::Value::Object(mut o)) => {
             let p = format!("{prefix}.options");
             take_unsupported("options", &p, &mut o, errors);
+            restart_string(&mut o, &format!("{p}.restart"), errors);
             match collect::deserialize_all::<WorkerOptions>(
                 serde_json::Value::Object(o),
                 &p,
@@ -808,6 +844,7 @@ fn decode_worker(
                 Some(mut c) => {
                     c.python = options.python.clone();
                     c.pythonpath = options.pythonpath.clone();
+                    c.shutdown = options.shutdown.clone();
                     for (j, comp) in c.components.iter().enumerate() {
                         for (path, message) in comp.problems(&format!("{prefix}.components[{j}]")) {
                             errors.push(ConfigError { path, message });
@@ -884,6 +921,38 @@ fn validate_options(p: &str, kind: &str, o: &WorkerOptions, errors: &mut Vec<Con
                 "only guest workers take \"workdir\"; {kind} workers run in the node directory"
             ),
         });
+    }
+    if let Some(mode) = &o.shutdown {
+        if kind != "container" {
+            errors.push(ConfigError {
+                path: format!("{p}.shutdown"),
+                message: "only container workers take \"shutdown\" (as in Crossbar.io)".into(),
+            });
+        } else if !SHUTDOWN_MODES.contains(&mode.as_str()) {
+            errors.push(ConfigError {
+                path: format!("{p}.shutdown"),
+                message: format!(
+                    "unknown shutdown mode {mode:?}: expected one of {}",
+                    SHUTDOWN_MODES.join(", ")
+                ),
+            });
+        } else if matches!(
+            (o.restart.policy, mode.as_str()),
+            (
+                RestartPolicy::Always,
+                "shutdown-on-any-component-stopped"
+                    | "shutdown-on-any-component-failed"
+                    | "shutdown-on-last-component-stopped"
+            ) | (RestartPolicy::OnFailure, "shutdown-on-any-component-failed")
+        ) {
+            errors.push(ConfigError {
+                path: format!("{p}.shutdown"),
+                message: format!(
+                    "{mode:?} does not go with restart policy {:?}: the container would be restarted each time it shuts down (as Crossbar.io refuses)",
+                    o.restart.policy
+                ),
+            });
+        }
     }
     if kind != "container" {
         for (key, set) in [

@@ -34,3 +34,18 @@ class Crasher(ApplicationSession):
 
 class NotASession:
     """Importable, but not a component: the launcher refuses it at start."""
+
+
+class Leaver(ApplicationSession):
+    """Does its job and leaves: a component that stopped, not failed."""
+
+    async def onJoin(self, details):
+        print("Leaver: done, leaving", flush=True)
+        self.leave()
+
+
+class BadJoin(ApplicationSession):
+    """onJoin raises: a component that failed, with its traceback logged."""
+
+    async def onJoin(self, details):
+        raise RuntimeError("BadJoin cannot start: the database is gone")
