@@ -31,6 +31,18 @@ pub fn build(classname: &str) -> Option<Arc<dyn Component>> {
 /// # Errors
 /// The key under the component and what is wrong.
 pub fn check_router_component(c: &RouterComponentConfig) -> Result<(), (String, String)> {
+    if c.is_python() {
+        if !c.classname.contains('.') {
+            return Err((
+                "classname".into(),
+                format!(
+                    "{:?}: a Python component is named as module.Class (package.module.Class)",
+                    c.classname
+                ),
+            ));
+        }
+        return Ok(());
+    }
     if !ROUTER_CLASSNAMES.contains(&c.classname.as_str()) {
         return Err((
             "classname".into(),

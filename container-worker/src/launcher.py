@@ -18,6 +18,15 @@ import traceback
 
 EXIT = {"code": 0, "stopping": False}
 SHUTDOWN = {"mode": None}
+JOINED = {"count": 0, "of": 0}
+
+
+def joined():
+    """Count a component whose onJoin finished; say so when all have (a
+    router worker waits for this line before it reports ready)."""
+    JOINED["count"] += 1
+    if JOINED["count"] == JOINED["of"]:
+        print(f"trellis launcher: all {JOINED['of']} components joined", flush=True)
 
 
 def fail(message, code=1):
@@ -58,7 +67,7 @@ def serializer_objects(names):
     return out or None
 
 
-def watched(cls, on_end):
+def watched(cls, on_end, on_joined=lambda: None):
     """The class, but its end is reported: `on_end(name, failed)`. A
     component that leaves by itself has stopped; one whose onJoin raises,
     or whose connection is lost, has failed (with the traceback in the log)."""
@@ -86,17 +95,24 @@ def watched(cls, on_end):
                 self._trellis_join_failed(traceback.format_exc())
                 return None
             if hasattr(result, "addErrback"):  # a Twisted Deferred
-                result.addErrback(lambda f: self._trellis_join_failed(f.getTraceback()))
+                result.addCallbacks(
+                    lambda r: (on_joined(), r)[1],
+                    lambda f: self._trellis_join_failed(f.getTraceback()),
+                )
                 return result
             if hasattr(result, "__await__"):
 
                 async def guarded():
                     try:
-                        return await result
+                        r = await result
                     except Exception:
                         self._trellis_join_failed(traceback.format_exc())
+                        return None
+                    on_joined()
+                    return r
 
                 return guarded()
+            on_joined()
             return result
 
         def onDisconnect(self):
@@ -159,7 +175,7 @@ def run_asyncio(components):
 
     for spec, cls in components:
         cfg = ComponentConfig(spec["realm"], spec.get("extra") or {})
-        make = (lambda cfg, cls: (lambda: cls(cfg)))(cfg, watched(cls, ends))
+        make = (lambda cfg, cls: (lambda: cls(cfg)))(cfg, watched(cls, ends, joined))
         url = spec["url"]
         sers = serializer_objects(spec.get("serializers"))
         if spec["kind"] == "websocket":
@@ -208,7 +224,7 @@ def run_twisted(components):
         runner = ApplicationRunner(
             url, spec["realm"], extra=spec.get("extra") or {}, serializers=serializer_objects(spec.get("serializers"))
         )
-        d = runner.run(watched(cls, ends), start_reactor=False, auto_reconnect=False)
+        d = runner.run(watched(cls, ends, joined), start_reactor=False, auto_reconnect=False)
 
         def connect_failed(f, spec=spec):
             print(f"trellis launcher: component {spec['classname']} cannot connect to {spec['url']}: {f.value}", file=sys.stderr, flush=True)
@@ -224,6 +240,7 @@ def run_twisted(components):
 def main():
     spec = json.load(sys.stdin)
     SHUTDOWN["mode"] = spec.get("shutdown")
+    JOINED["of"] = len(spec["components"])
     components = [(c, load(c["classname"])) for c in spec["components"]]
     kinds = {framework(cls) for _, cls in components}
     if None in kinds:

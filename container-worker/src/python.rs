@@ -218,6 +218,176 @@ pub fn problems(c: &ContainerConfig, node_dir: &std::path::Path) -> Vec<(String,
     problems
 }
 
+/// The private socket a Python router component joins over, relative to
+/// the node directory (the worker's working directory).
+pub fn component_socket(worker_id: &str, j: usize) -> String {
+    format!(".trellis-{worker_id}-component{j}.sock")
+}
+
+/// A router's Python components as a container's, each over its private
+/// socket, for [`problems`] and the launcher. Built-in components keep
+/// their place (so indices match the config) and are skipped.
+pub fn router_as_container(r: &router_worker::config::RouterConfig) -> ContainerConfig {
+    let worker_id = r.id.clone().unwrap_or_default();
+    let components = r
+        .components
+        .iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let classname = if c.is_python() {
+                c.classname.clone()
+            } else {
+                // Keeps the index; `python_components` skips it.
+                "trellis.builtin".into()
+            };
+            serde_json::from_value(serde_json::json!({
+                "type": "class", "classname": classname, "realm": c.realm, "extra": c.extra,
+                "transport": {"type": "rawsocket", "serializer": "json",
+                              "endpoint": {"type": "unix", "path": component_socket(&worker_id, j)}}
+            }))
+            .unwrap_or_else(|_| unreachable!("a fixed shape"))
+        })
+        .collect();
+    ContainerConfig {
+        components,
+        python: r.python.clone(),
+        pythonpath: r.pythonpath.clone(),
+        // A router component that ends ends the interpreter.
+        shutdown: None,
+    }
+}
+
+/// The router with one private Unix socket transport per Python router
+/// component (mode 0600, in the node directory): anonymous login with the
+/// component's role and authid, its realm only, as Crossbar.io's router
+/// components join without transport authentication.
+pub fn with_private_transports(
+    r: &router_worker::config::RouterConfig,
+) -> router_worker::config::RouterConfig {
+    use router_worker::config::{
+        AnonymousAuth, AuthConfig, Endpoint, EndpointKind, TransportConfig, TransportKind,
+    };
+    let worker_id = r.id.clone().unwrap_or_default();
+    let mut out = r.clone();
+    for (j, c) in r
+        .components
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_python())
+    {
+        out.transports.push(TransportConfig {
+            kind: TransportKind::Rawsocket,
+            id: Some(format!("component{j}")),
+            endpoint: Endpoint {
+                kind: EndpointKind::Unix,
+                port: None,
+                path: Some(component_socket(&worker_id, j)),
+                mode: Some("0600".into()),
+                interface: None,
+                version: None,
+                backlog: None,
+                shared: false,
+            },
+            serializers: Some(vec!["json".into()]),
+            options: Default::default(),
+            auth: Some(AuthConfig {
+                anonymous: Some(AnonymousAuth {
+                    kind: "static".into(),
+                    role: c.role.clone(),
+                    authid: c.authid.clone(),
+                    realm: Some(c.realm.clone()),
+                }),
+                ticket: None,
+                wampcra: None,
+                cryptosign: None,
+                token: None,
+                peercred: None,
+            }),
+            debug: false,
+            url: None,
+            paths: None,
+        });
+    }
+    out
+}
+
+/// Start a router's Python components and wait until every one has
+/// joined (its `onJoin` finished), so that an authenticator is there before
+/// the first client. Their output goes to the worker's. If the interpreter
+/// ends later, so does the router worker, as a crash of a router component
+/// would end Crossbar.io's router; its restart policy decides.
+///
+/// # Errors
+/// The interpreter cannot start, ends, or not every component joined in
+/// `within`.
+pub async fn start_router_components(
+    r: &router_worker::config::RouterConfig,
+    within: std::time::Duration,
+) -> Result<(), String> {
+    use tokio::io::AsyncBufReadExt;
+    let c = router_as_container(r);
+    let count = c.python_components().count();
+    if count == 0 {
+        return Ok(());
+    }
+    let python = interpreter(&c);
+    let mut child = tokio::process::Command::new(&python)
+        .arg("-u")
+        .arg("-c")
+        .arg(LAUNCHER)
+        .env("PYTHONPATH", c.pythonpath.join(":"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start the Python interpreter {python:?} for the router's Python components: {e} (set the router's options.python)"
+            )
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let input = serde_json::to_vec(&spec(&c)).map_err(|e| e.to_string())?;
+        stdin.write_all(&input).await.map_err(|e| e.to_string())?;
+        stdin.shutdown().await.map_err(|e| e.to_string())?;
+    }
+    let stdout = child.stdout.take().ok_or("the interpreter has no stdout")?;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let marker = format!("trellis launcher: all {count} components joined");
+    let pid = child.id().unwrap_or(0);
+    info!(python = %python, pid, components = count, "Python router components starting");
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut ready = Some(ready_tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            println!("{line}");
+            if line == marker
+                && let Some(tx) = ready.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+        let status = child.wait().await;
+        let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        error!(
+            pid,
+            "the Python router components' interpreter ended ({how}); the router worker ends with it"
+        );
+        std::process::exit(1);
+    });
+    match tokio::time::timeout(within, ready_rx).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(
+            "the Python router components' interpreter ended before they joined: its log says why"
+                .into(),
+        ),
+        Err(_) => Err(format!(
+            "the Python router components did not all join within {} s",
+            within.as_secs()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -189,6 +189,8 @@ pub fn router_config(socket: &Path) -> RouterConfig {
             paths: None,
         }],
         components: Vec::new(),
+        python: None,
+        pythonpath: Vec::new(),
     }
 }
 

@@ -85,14 +85,23 @@ pub async fn run(
         }
     };
     let router = match &router_cfg {
-        Some(cfg) => Some(Router::bind(cfg).await.map_err(|e| e.to_string())?),
+        Some(cfg) => Some(
+            Router::bind(&container_worker::python::with_private_transports(cfg))
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
         None => None,
     };
     // Router components join their realms in memory before the worker
     // reports ready; their sessions live as long as the worker.
     let mut component_sessions = Vec::new();
     if let (Some(r), Some(cfg)) = (&router, &router_cfg) {
-        for (j, c) in cfg.components.iter().enumerate() {
+        for (j, c) in cfg
+            .components
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.is_python())
+        {
             let realm = r.realms().get(&c.realm).ok_or_else(|| {
                 format!("components[{j}]: realm {:?} is not on this router", c.realm)
             })?;
@@ -113,6 +122,9 @@ pub async fn run(
             r.endpoints()
                 .into_iter()
                 .zip(r.transport_kinds())
+                // The private sockets of Python router components are not
+                // for guests or anyone else.
+                .filter(|(listen, _)| !listen.contains(".trellis-"))
                 .map(|(listen, kind)| control::Listening {
                     kind: kind.to_owned(),
                     listen,
@@ -121,6 +133,12 @@ pub async fn run(
         })
         .unwrap_or_default();
     let realms = router.as_ref().map(|r| r.realms().clone());
+    // Serve now: Python router components join over the router's sockets
+    // before the worker reports ready.
+    let serving = router.map(|r| tokio::spawn(r.serve(shutdown.clone())));
+    if let Some(cfg) = &router_cfg {
+        container_worker::python::start_router_components(cfg, Duration::from_secs(30)).await?;
+    }
     let realm_configs = Arc::new(tokio::sync::Mutex::new(
         router_cfg.map(|c| c.realms).unwrap_or_default(),
     ));
@@ -306,8 +324,10 @@ pub async fn run(
             }
         });
     }
-    match router {
-        Some(r) => r.serve(shutdown.clone()).await,
+    match serving {
+        Some(task) => {
+            let _ = task.await;
+        }
         None => shutdown.cancelled().await,
     }
     drop(component_sessions);

@@ -26,6 +26,13 @@ pub struct RouterConfig {
     /// Router components: sessions inside the router process.
     #[serde(default)]
     pub components: Vec<RouterComponentConfig>,
+    /// The interpreter for Python router components (`options.python`),
+    /// filled in by the controller; not a key of the router itself.
+    #[serde(default, rename = "_python", skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
+    /// `options.pythonpath`, filled in by the controller.
+    #[serde(default, rename = "_pythonpath", skip_serializing_if = "Vec::is_empty")]
+    pub pythonpath: Vec<String>,
 }
 
 /// A router component, in Crossbar.io's shape.
@@ -35,19 +42,33 @@ pub struct RouterComponentConfig {
     /// Must be `class`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// A built-in component.
+    /// A built-in component (`trellis.…`), or a Python class
+    /// (`package.module.Class`) run in an interpreter the router worker
+    /// starts, joined over a private Unix socket.
     pub classname: String,
     /// The realm it joins.
     pub realm: String,
     /// The role it has there: `anonymous` when absent, as in Crossbar.io.
     #[serde(default = "anonymous_role")]
     pub role: String,
-    /// Its authid; the classname when absent.
+    /// Its authid; the classname for built-ins and a random one for Python
+    /// components when absent.
     #[serde(default)]
     pub authid: Option<String>,
     /// The component's own settings.
     #[serde(default)]
     pub extra: Option<serde_json::Value>,
+    /// Crossbar.io's; router components join in the node, so it is
+    /// accepted and not used.
+    #[serde(default)]
+    pub transport: Option<serde_json::Value>,
+}
+
+impl RouterComponentConfig {
+    /// A Python class rather than a built-in (`trellis.` classnames).
+    pub fn is_python(&self) -> bool {
+        !self.classname.starts_with("trellis.")
+    }
 }
 
 /// A realm: a routing and authorization domain.

@@ -6,7 +6,9 @@
 use serde_json::json;
 
 use crate::node::{wait_status, worker};
-use crate::support::{Node, expect_python_args_ok, free_port, python, repo_root, trellis_check};
+use crate::support::{
+    Node, expect_python_args_ok, expect_python_ok, free_port, python, repo_root, trellis_check,
+};
 
 fn config(ws: u16, rs: u16) -> serde_json::Value {
     let components_dir = repo_root()
@@ -198,4 +200,58 @@ fn crossbar_restart_and_shutdown_modes() {
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
+}
+
+#[test]
+fn a_python_router_component_authenticates_ticket_logins() {
+    let port = free_port();
+    let components_dir = repo_root()
+        .join("tests/py/components")
+        .display()
+        .to_string();
+    let cfg = json!({"version": 2, "workers": [{
+        "type": "router", "id": "router1",
+        "options": {"pythonpath": [components_dir], "python": python().display().to_string()},
+        "realms": [{"name": "realm1", "roles": [
+            {"name": "authenticator", "permissions": [
+                {"uri": "com.example.authenticate", "allow": {"register": true}}]},
+            {"name": "user", "permissions": [
+                {"uri": "com.example.", "match": "prefix", "allow": {"call": true}}]}]}],
+        // No transport: it joins in the node. No role would be anonymous.
+        "components": [{"type": "class", "classname": "authenticator.AuthenticatorSession",
+                        "realm": "realm1", "role": "authenticator", "extra": {"name": "py-auth"}}],
+        "transports": [{"type": "websocket",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+            "auth": {"ticket": {"type": "dynamic", "authenticator": "com.example.authenticate"}}}]
+    }]});
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let out = trellis_check(&path);
+    assert!(out.status.success(), "{out:?}");
+    // The router reports ready only once its Python component has joined,
+    // so the very first login finds the authenticator.
+    let node = Node::start(&cfg, port);
+    wait_status(&node, "the router running", |s| {
+        worker(s, "router1")["state"] == "running"
+    });
+    let out = expect_python_ok(
+        &node,
+        "scenarios.py",
+        &["ticket_via_python_authenticator", "json"],
+    );
+    assert!(
+        out.contains("ok ticket_via_python_authenticator json"),
+        "{out}"
+    );
+    let log = std::fs::read_to_string(node.node_dir().join("logs/router1.log")).expect("log");
+    assert!(
+        log.contains("AuthenticatorSession joined realm1 as authenticator"),
+        "{log}"
+    );
+    let status = crate::node::status(&node.node_dir());
+    assert!(
+        !status.to_string().contains(".trellis-router1-component"),
+        "the private socket is nobody's business: {status}"
+    );
 }

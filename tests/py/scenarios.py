@@ -462,6 +462,20 @@ async def python_components(url, ser):
     await leave(caller)
 
 
+@scenario
+async def ticket_via_python_authenticator(url, ser):
+    """A Python router component authenticates ticket logins."""
+    s = await connect(url, ser, authmethods=["ticket"], authid="joe", on_challenge=lambda c: "secret")
+    assert s.details.authrole == "user", s.details
+    await leave(s)
+    try:
+        await connect(url, ser, authmethods=["ticket"], authid="joe", on_challenge=lambda c: "guess")
+    except Exception as e:
+        assert getattr(e, "reason", None) == "com.example.invalid_ticket", repr(e)
+    else:
+        raise AssertionError("a wrong ticket logged in")
+
+
 async def main(registry=None, target=str, timeout=60):
     """Run `argv[2]` of `registry` (this file's scenarios by default) once
     per serializer, against `target(argv[1])` (the URL, or the JSON of a

@@ -812,6 +812,11 @@ fn decode_worker(
                 errors,
             ) {
                 Some(mut r) => {
+                    // The worker's id (also the default one): names the
+                    // private sockets of its Python components.
+                    r.id = Some(id.clone());
+                    r.python = options.python.clone();
+                    r.pythonpath = options.pythonpath.clone();
                     // Secrets kept in the environment (`${VAR}`), as
                     // Crossbar.io reads them.
                     let env = |v: &str| std::env::var(v).ok();
@@ -954,7 +959,7 @@ fn validate_options(p: &str, kind: &str, o: &WorkerOptions, errors: &mut Vec<Con
             });
         }
     }
-    if kind != "container" {
+    if kind == "guest" {
         for (key, set) in [
             ("python", o.python.is_some()),
             ("pythonpath", !o.pythonpath.is_empty()),
@@ -963,7 +968,7 @@ fn validate_options(p: &str, kind: &str, o: &WorkerOptions, errors: &mut Vec<Con
                 errors.push(ConfigError {
                     path: format!("{p}.{key}"),
                     message: format!(
-                        "only container workers run Python components and take \"{key}\" (Python router components are not supported yet)"
+                        "only router and container workers run Python components and take \"{key}\""
                     ),
                 });
             }
@@ -1082,14 +1087,22 @@ pub fn missing_directories(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
 /// per container that has Python components).
 pub fn python_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
     let mut errors = Vec::new();
+    let dir = if node_dir.is_dir() {
+        node_dir.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default()
+    };
     for w in &cfg.workers {
-        if let WorkerKind::Container(c) = &w.kind {
-            let dir = if node_dir.is_dir() {
-                node_dir.to_path_buf()
-            } else {
-                std::env::current_dir().unwrap_or_default()
-            };
-            for (path, message) in container_worker::python::problems(c, &dir) {
+        let found = match &w.kind {
+            WorkerKind::Container(c) => container_worker::python::problems(c, &dir),
+            WorkerKind::Router(r) => {
+                let c = container_worker::python::router_as_container(r);
+                container_worker::python::problems(&c, &dir)
+            }
+            WorkerKind::Guest(_) => Vec::new(),
+        };
+        {
+            for (path, message) in found {
                 errors.push(ConfigError {
                     path: format!("workers[{}].{path}", w.index),
                     message,
