@@ -26,7 +26,9 @@ def joined():
     router worker waits for this line before it reports ready)."""
     JOINED["count"] += 1
     if JOINED["count"] == JOINED["of"]:
-        print(f"trellis launcher: all {JOINED['of']} components joined", flush=True)
+        # The original stdout: Twisted's logging wraps sys.stdout.
+        sys.__stdout__.write(f"trellis launcher: all {JOINED['of']} components joined\n")
+        sys.__stdout__.flush()
 
 
 def fail(message, code=1):
@@ -216,23 +218,36 @@ def run_twisted(components):
             reactor.callLater(0, reactor.stop)
 
     ends = Ends(len(components), SHUTDOWN["mode"], stop)
+    # A signal stops the reactor: what ends then is not a failure.
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: EXIT.update(stopping=True))
+
+    def connect_failed(f, spec):
+        print(f"trellis launcher: component {spec['classname']} cannot connect to {spec['url']}: {f.value}", file=sys.stderr, flush=True)
+        stop(1)
 
     for spec, cls in components:
         url = spec["url"]
         if url.startswith("unix:"):
-            fail(f"component {spec['classname']}: Twisted components over a Unix socket are not supported yet; use a TCP transport")
+            from autobahn.twisted.rawsocket import WampRawSocketClientFactory
+            from autobahn.twisted.websocket import WampWebSocketClientFactory
+            from autobahn.wamp.types import ComponentConfig
+            from twisted.internet.endpoints import UNIXClientEndpoint
+
+            cfg = ComponentConfig(spec["realm"], spec.get("extra") or {})
+            make = (lambda cfg, klass: (lambda: klass(cfg)))(cfg, watched(cls, ends, joined))
+            sers = serializer_objects(spec.get("serializers"))
+            if spec["kind"] == "websocket":
+                factory = WampWebSocketClientFactory(make, url="ws://localhost/ws", serializers=sers)
+            else:
+                factory = WampRawSocketClientFactory(make, serializer=(sers or [None])[0])
+            d = UNIXClientEndpoint(reactor, url[len("unix:"):]).connect(factory)
+            d.addErrback(connect_failed, spec)
+            continue
         runner = ApplicationRunner(
             url, spec["realm"], extra=spec.get("extra") or {}, serializers=serializer_objects(spec.get("serializers"))
         )
         d = runner.run(watched(cls, ends, joined), start_reactor=False, auto_reconnect=False)
-
-        def connect_failed(f, spec=spec):
-            print(f"trellis launcher: component {spec['classname']} cannot connect to {spec['url']}: {f.value}", file=sys.stderr, flush=True)
-            EXIT["stopping"] = True
-            EXIT["code"] = 1
-            reactor.callLater(0, reactor.stop)
-
-        d.addErrback(connect_failed)
+        d.addErrback(connect_failed, spec)
     reactor.run()
     sys.exit(EXIT["code"])
 

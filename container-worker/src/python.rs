@@ -264,9 +264,7 @@ pub fn router_as_container(r: &router_worker::config::RouterConfig) -> Container
 pub fn with_private_transports(
     r: &router_worker::config::RouterConfig,
 ) -> router_worker::config::RouterConfig {
-    use router_worker::config::{
-        AnonymousAuth, AuthConfig, Endpoint, EndpointKind, TransportConfig, TransportKind,
-    };
+    use router_worker::config::{AnonymousAuth, TransportConfig};
     let worker_id = r.id.clone().unwrap_or_default();
     let mut out = r.clone();
     for (j, c) in r
@@ -275,38 +273,18 @@ pub fn with_private_transports(
         .enumerate()
         .filter(|(_, c)| c.is_python())
     {
-        out.transports.push(TransportConfig {
-            kind: TransportKind::Rawsocket,
-            id: Some(format!("component{j}")),
-            endpoint: Endpoint {
-                kind: EndpointKind::Unix,
-                port: None,
-                path: Some(component_socket(&worker_id, j)),
-                mode: Some("0600".into()),
-                interface: None,
-                version: None,
-                backlog: None,
-                shared: false,
+        out.transports.push(TransportConfig::unix_anonymous(
+            &format!("component{j}"),
+            component_socket(&worker_id, j),
+            Some("0600".into()),
+            AnonymousAuth {
+                kind: "static".into(),
+                role: c.role.clone(),
+                authid: c.authid.clone(),
+                realm: Some(c.realm.clone()),
+                any_method: true,
             },
-            serializers: Some(vec!["json".into()]),
-            options: Default::default(),
-            auth: Some(AuthConfig {
-                anonymous: Some(AnonymousAuth {
-                    kind: "static".into(),
-                    role: c.role.clone(),
-                    authid: c.authid.clone(),
-                    realm: Some(c.realm.clone()),
-                }),
-                ticket: None,
-                wampcra: None,
-                cryptosign: None,
-                token: None,
-                peercred: None,
-            }),
-            debug: false,
-            url: None,
-            paths: None,
-        });
+        ));
     }
     out
 }
@@ -323,6 +301,7 @@ pub fn with_private_transports(
 pub async fn start_router_components(
     r: &router_worker::config::RouterConfig,
     within: std::time::Duration,
+    shutdown: &CancellationToken,
 ) -> Result<(), String> {
     use tokio::io::AsyncBufReadExt;
     let c = router_as_container(r);
@@ -356,18 +335,22 @@ pub async fn start_router_components(
     let marker = format!("trellis launcher: all {count} components joined");
     let pid = child.id().unwrap_or(0);
     info!(python = %python, pid, components = count, "Python router components starting");
+    let shutdown = shutdown.clone();
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let mut ready = Some(ready_tx);
         while let Ok(Some(line)) = lines.next_line().await {
             println!("{line}");
-            if line == marker
+            if line.ends_with(&marker)
                 && let Some(tx) = ready.take()
             {
                 let _ = tx.send(());
             }
         }
         let status = child.wait().await;
+        if shutdown.is_cancelled() {
+            return;
+        }
         let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
         error!(
             pid,

@@ -128,14 +128,9 @@ fn main() -> ExitCode {
             match config::load(path.as_deref()) {
                 Ok(cfg) => {
                     let dir = control::node_dir(node_dir.as_deref());
-                    for found in [
-                        config::missing_directories(&cfg, &dir),
-                        config::python_problems(&cfg, &dir),
-                    ] {
-                        if !found.errors.is_empty() {
-                            eprint!("{found}");
-                            return ExitCode::from(EX_CONFIG);
-                        }
+                    if let Err(found) = config::preflight(&cfg, &dir) {
+                        eprint!("{found}");
+                        return ExitCode::from(EX_CONFIG);
                     }
                     for w in cfg.warnings() {
                         eprintln!("{}: warning: {}: {}", cfg.source, w.path, w.message);
@@ -240,17 +235,12 @@ fn main() -> ExitCode {
                 }
             };
             let dir = control::node_dir(node_dir.as_deref());
-            for found in [
-                config::missing_directories(&cfg, &dir),
-                config::python_problems(&cfg, &dir),
-            ] {
-                if !found.errors.is_empty() {
-                    eprint!("{found}");
-                    eprintln!(
-                        "trellis: nothing was started; fix the config and run `trellis check` to verify"
-                    );
-                    return ExitCode::from(EX_CONFIG);
-                }
+            if let Err(found) = config::preflight(&cfg, &dir) {
+                eprint!("{found}");
+                eprintln!(
+                    "trellis: nothing was started; fix the config and run `trellis check` to verify"
+                );
+                return ExitCode::from(EX_CONFIG);
             }
             for w in cfg.warnings() {
                 tracing::warn!(config = %cfg.source, key = %w.path, "{}", w.message);

@@ -137,7 +137,8 @@ pub async fn run(
     // before the worker reports ready.
     let serving = router.map(|r| tokio::spawn(r.serve(shutdown.clone())));
     if let Some(cfg) = &router_cfg {
-        container_worker::python::start_router_components(cfg, Duration::from_secs(30)).await?;
+        container_worker::python::start_router_components(cfg, Duration::from_secs(30), &shutdown)
+            .await?;
     }
     let realm_configs = Arc::new(tokio::sync::Mutex::new(
         router_cfg.map(|c| c.realms).unwrap_or_default(),

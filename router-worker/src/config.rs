@@ -394,6 +394,46 @@ pub struct TransportConfig {
     pub paths: Option<BTreeMap<String, WebPath>>,
 }
 
+impl TransportConfig {
+    /// A RawSocket transport on a Unix socket whose anonymous sessions get
+    /// `anonymous` (the controller's control socket, the private links of
+    /// Python router components).
+    pub fn unix_anonymous(
+        id: &str,
+        path: String,
+        mode: Option<String>,
+        anonymous: AnonymousAuth,
+    ) -> TransportConfig {
+        TransportConfig {
+            kind: TransportKind::Rawsocket,
+            id: Some(id.to_owned()),
+            endpoint: Endpoint {
+                kind: EndpointKind::Unix,
+                port: None,
+                path: Some(path),
+                mode,
+                interface: None,
+                version: None,
+                backlog: None,
+                shared: false,
+            },
+            serializers: Some(vec!["json".into()]),
+            options: WebSocketOptions::default(),
+            auth: Some(AuthConfig {
+                anonymous: Some(anonymous),
+                ticket: None,
+                wampcra: None,
+                cryptosign: None,
+                token: None,
+                peercred: None,
+            }),
+            debug: false,
+            url: None,
+            paths: None,
+        }
+    }
+}
+
 /// One path of a web transport.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -737,6 +777,11 @@ pub struct AnonymousAuth {
     /// joins it. Any realm when absent.
     #[serde(default)]
     pub realm: Option<String>,
+    /// Whatever methods the client offers (the private link of a Python
+    /// router component, which Crossbar.io joins without authentication);
+    /// set by the router itself, not a config key.
+    #[serde(skip)]
+    pub any_method: bool,
 }
 
 fn static_kind() -> String {

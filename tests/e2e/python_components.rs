@@ -96,7 +96,7 @@ fn a_python_component_that_cannot_load_is_named() {
     cfg["workers"][1]["options"]["restart"] = json!({"policy": "never"});
     let node = Node::start(&cfg, ws);
     let s = wait_status(&node, "the adder container stopped", |s| {
-        worker(s, "adder")["state"] == "stopped"
+        worker(s, "adder")["state"] == "stopped" && worker(s, "adder")["last_exit"].is_string()
     });
     assert!(
         worker(&s, "adder")["last_exit"]
@@ -156,8 +156,11 @@ fn crossbar_restart_and_shutdown_modes() {
     cfg["workers"][3]["components"][0]["classname"] = json!("app.BadJoin");
     cfg["workers"][3]["options"]["restart"] = json!("restart-never");
     let node = Node::start(&cfg, ws);
+    // Slots are "stopped" before they first start, too: wait for an exit.
     let s = wait_status(&node, "both ended", |s| {
-        worker(s, "adder")["state"] == "stopped" && worker(s, "crasher")["state"] == "stopped"
+        ["adder", "crasher"]
+            .iter()
+            .all(|id| worker(s, id)["state"] == "stopped" && worker(s, id)["last_exit"].is_string())
     });
     assert_eq!(
         worker(&s, "adder")["last_exit"],
@@ -253,5 +256,85 @@ fn a_python_router_component_authenticates_ticket_logins() {
     assert!(
         !status.to_string().contains(".trellis-router1-component"),
         "the private socket is nobody's business: {status}"
+    );
+}
+
+/// The balloon example as the seed writes it: a Python authenticator as a
+/// router component, a Python backend in a container over WebSocket with
+/// WAMP-CRA, driven by autobahn-js.
+#[test]
+fn the_python_balloon_example_runs_as_the_seed_writes_it() {
+    let example = repo_root().join("examples/balloon-python");
+    let venv = python()
+        .parent()
+        .and_then(|bin| bin.parent())
+        .expect("the venv")
+        .display()
+        .to_string();
+    // As shipped: check finds .crossbar/config.json with --cbdir.
+    let out = crate::support::trellis()
+        .args(["check", "--cbdir"])
+        .arg(example.join(".crossbar"))
+        .env("VIRTUAL_ENV", &venv)
+        .output()
+        .expect("run check");
+    assert!(out.status.success(), "{out:?}");
+
+    let text = std::fs::read_to_string(example.join(".crossbar/config.json")).expect("config");
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let port = free_port();
+    let dir = example.display().to_string();
+    let router = &mut cfg["workers"][0];
+    router["options"]["pythonpath"] = json!([dir]);
+    router["transports"][0]["endpoint"]["port"] = json!(port);
+    router["transports"][0]["paths"]["/"]["directory"] =
+        json!(repo_root().join("web").display().to_string());
+    let container = &mut cfg["workers"][1];
+    container["options"]["pythonpath"] = json!([dir]);
+    let transport = &mut container["components"][0]["transport"];
+    transport["endpoint"]["port"] = json!(port);
+    transport["url"] = json!(format!("ws://127.0.0.1:{port}/ws"));
+    let node = Node::start_with(&cfg, port, &[("VIRTUAL_ENV", venv.as_str())], &[]);
+    wait_status(&node, "the container running", |s| {
+        worker(s, "worker-002")["state"] == "running"
+    });
+    let url = node.url();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let out = loop {
+        // The container's App registers pop shortly after the node is up.
+        let (ok, out) = crate::support::node_js("balloon.mjs", &[&url, "123456"]);
+        if ok || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    for want in [
+        "joined as ID09125 (balloonpopper)",
+        "com.balloon.pop(2, 3) = 5",
+        "authenticator refused: wamp.error.not_authorized",
+        "wrong password: ",
+    ] {
+        assert!(
+            out.contains(want),
+            "{want:?} missing:\n{out}\n--- node log\n{}",
+            node.log()
+        );
+    }
+    let router_log =
+        std::fs::read_to_string(node.node_dir().join("logs/worker-001.log")).expect("log");
+    assert!(
+        router_log.contains("[authenticator] WAMP-CRA dynamic authenticator registered"),
+        "{router_log}"
+    );
+    assert!(router_log.contains("authid='ingemar'"), "{router_log}");
+    let container_log =
+        std::fs::read_to_string(node.node_dir().join("logs/worker-002.log")).expect("log");
+    assert!(
+        container_log.contains("[balloon] pop() registered"),
+        "{container_log}"
+    );
+    assert!(
+        container_log.contains("[balloon] pop() called with 2 and 3"),
+        "{container_log}"
     );
 }

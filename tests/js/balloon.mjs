@@ -3,7 +3,7 @@
 // authid rewrite to ID09125, com.balloon.pop from the container component;
 // then a wrong password is refused.
 //
-// Usage: node balloon.mjs ws://127.0.0.1:PORT/ws
+// Usage: node balloon.mjs ws://127.0.0.1:PORT/ws [PASSWORD]
 import autobahn from "autobahn";
 
 // autobahn-js uses the platform WebSocket: built into Node.js 22+; on
@@ -13,6 +13,9 @@ if (typeof globalThis.WebSocket === "undefined") {
 }
 
 const url = process.argv[2];
+// ingemar's password: the Rust example's users.json by default; the Python
+// example (examples/balloon-python) keeps the seed's.
+const password = process.argv[3] ?? "secret123";
 
 function cra(password) {
   return (session, method, extra) => {
@@ -46,7 +49,7 @@ function login(password, serializer) {
 
 const timeout = setTimeout(() => { console.error("timed out"); process.exit(1); }, 30000);
 
-const { connection, session, details } = await login("secret123");
+const { connection, session, details } = await login(password);
 if (details.authid !== "ID09125" || details.authrole !== "balloonpopper") {
   console.error("unexpected identity", details);
   process.exit(1);

@@ -1046,6 +1046,24 @@ fn ignored_options(p: &str, o: &WorkerOptions, out: &mut Vec<ConfigError>) {
     }
 }
 
+/// What the node directory and the machine must offer for the config to
+/// run, checked by `check` and by `start` before anything starts: static
+/// directories, then Python components' interpreters and classes.
+///
+/// # Errors
+/// The first kind of problem found, every instance of it.
+pub fn preflight(cfg: &NodeConfig, node_dir: &Path) -> Result<(), ConfigErrors> {
+    for found in [
+        missing_directories(cfg, node_dir),
+        python_problems(cfg, node_dir),
+    ] {
+        if !found.errors.is_empty() {
+            return Err(found);
+        }
+    }
+    Ok(())
+}
+
 /// Static web paths whose directory does not exist under `node_dir`
 /// (where a router worker runs): a config error, before anything starts.
 pub fn missing_directories(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {

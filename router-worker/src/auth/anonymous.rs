@@ -18,6 +18,8 @@ pub struct Anonymous {
     /// The only realm anonymous sessions may join, when the config names
     /// one; a HELLO without a realm joins it.
     pub realm: Option<String>,
+    /// Welcome whatever the client offers (a router component's link).
+    pub any_method: bool,
 }
 
 impl Method for Anonymous {

@@ -296,6 +296,7 @@ impl AuthSettings {
                 role: role.to_owned(),
                 authid: cfg.and_then(|a| a.authid.clone()),
                 realm: cfg.and_then(|a| a.realm.clone()),
+                any_method: cfg.is_some_and(|a| a.any_method),
             }));
         }
         let auth = t.auth.as_ref();
@@ -373,6 +374,13 @@ impl AuthSettings {
                 .consume(ctx, &token, hello.realm)
                 .await
                 .map(Outcome::Welcome);
+        }
+        // A router component's private link: it joins with the role the
+        // config gives it, whatever it offers (as under Crossbar.io).
+        if let Some(AnyMethod::Anonymous(a)) = self.methods.first()
+            && a.any_method
+        {
+            return a.hello(&hello, ctx).await;
         }
         for m in &self.methods {
             if let AnyMethod::PeerCred(pc) = m
