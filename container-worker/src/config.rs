@@ -41,8 +41,13 @@ pub struct ComponentConfig {
     pub kind: String,
     /// A built-in component (see [`crate::components::CLASSNAMES`]), or a
     /// Python class as `package.module.Class`, imported from the
-    /// container's `options.pythonpath`.
+    /// container's `options.pythonpath`. Absent for `function` components.
+    #[serde(default)]
     pub classname: String,
+    /// `"type": "function"`: Python functions called on the session's
+    /// `join`, `leave`, `connect`, `disconnect`, as `package.module.func`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callbacks: Option<std::collections::BTreeMap<String, String>>,
     /// The realm to join.
     pub realm: String,
     /// How to reach the router.
@@ -123,9 +128,21 @@ pub struct ComponentAuth {
 }
 
 impl ComponentConfig {
-    /// A Python class rather than a built-in (`trellis.` classnames).
+    /// A Python class or functions rather than a built-in (`trellis.`
+    /// classnames).
     pub fn is_python(&self) -> bool {
-        !self.classname.starts_with("trellis.")
+        self.kind == "function" || !self.classname.starts_with("trellis.")
+    }
+
+    /// How the launcher names it in the log: the classname, or the
+    /// functions of a `function` component.
+    pub fn python_name(&self) -> String {
+        match &self.callbacks {
+            Some(cb) if self.kind == "function" => {
+                cb.values().cloned().collect::<Vec<_>>().join("+")
+            }
+            _ => self.classname.clone(),
+        }
     }
 
     /// The URL a Python component connects to: `ws://…`, `rs://host:port`,
@@ -157,13 +174,47 @@ impl ComponentConfig {
     pub fn problems(&self, pre: &str) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         let mut err = |path: String, message: String| errors.push((path, message));
-        if self.kind != "class" {
-            err(
+        match self.kind.as_str() {
+            "class" if self.callbacks.is_some() => err(
+                format!("{pre}.callbacks"),
+                "a \"class\" component has no callbacks: use \"type\": \"function\"".into(),
+            ),
+            "class" if self.classname.is_empty() => err(
+                format!("{pre}.classname"),
+                "missing: a class component names its class (package.module.Class)".into(),
+            ),
+            "class" => {}
+            "function" => match &self.callbacks {
+                None => err(
+                    format!("{pre}.callbacks"),
+                    "missing: a function component names its functions, e.g. {\"join\": \"app.on_join\"}".into(),
+                ),
+                Some(cb) => {
+                    for (event, func) in cb {
+                        if !["join", "leave", "connect", "disconnect"].contains(&event.as_str()) {
+                            err(
+                                format!("{pre}.callbacks.{event}"),
+                                "unknown callback: expected join, leave, connect or disconnect".into(),
+                            );
+                        }
+                        if !func.contains('.') {
+                            err(
+                                format!("{pre}.callbacks.{event}"),
+                                format!("{func:?}: a function is named as module.function"),
+                            );
+                        }
+                    }
+                }
+            },
+            other => err(
                 format!("{pre}.type"),
-                format!("must be \"class\", found {:?}", self.kind),
-            );
+                format!("must be \"class\" or \"function\", found {other:?}"),
+            ),
         }
-        if !self.is_python() && !crate::components::CLASSNAMES.contains(&self.classname.as_str()) {
+        if self.kind == "class"
+            && !self.is_python()
+            && !crate::components::CLASSNAMES.contains(&self.classname.as_str())
+        {
             err(
                 format!("{pre}.classname"),
                 format!(
@@ -173,7 +224,11 @@ impl ComponentConfig {
                 ),
             );
         }
-        if self.is_python() && !self.classname.contains('.') {
+        if self.kind == "class"
+            && self.is_python()
+            && !self.classname.is_empty()
+            && !self.classname.contains('.')
+        {
             err(
                 format!("{pre}.classname"),
                 format!(

@@ -45,7 +45,7 @@ def load(classname):
         fail(f"cannot import module {module!r} of component {classname!r} (options.pythonpath: {sys.path[:3]})")
     cls = getattr(mod, name, None)
     if cls is None:
-        fail(f"module {module!r} has no class {name!r} (component {classname!r})")
+        fail(f"module {module!r} has no {name!r} (component {classname!r})")
     return cls
 
 
@@ -252,11 +252,51 @@ def run_twisted(components):
     sys.exit(EXIT["code"])
 
 
+def function_component(spec, fw):
+    """A `"type": "function"` component: a session that calls the
+    configured functions on connect, join, leave and disconnect."""
+    funcs = {event: load(name) for event, name in spec["callbacks"].items()}
+    if fw == "twisted":
+        from autobahn.twisted.wamp import ApplicationSession
+    else:
+        from autobahn.asyncio.wamp import ApplicationSession
+
+    class FunctionComponent(ApplicationSession):
+        def onConnect(self):
+            if "connect" in funcs:
+                funcs["connect"](self, None)
+            self.join(self.config.realm)
+
+        def onJoin(self, details):
+            if "join" in funcs:
+                return funcs["join"](self, details)
+
+        def onLeave(self, details):
+            try:
+                if "leave" in funcs:
+                    funcs["leave"](self, details)
+            finally:
+                self.disconnect()
+
+        def onDisconnect(self):
+            if "disconnect" in funcs:
+                funcs["disconnect"](self, None)
+
+    FunctionComponent.__module__ = "function"
+    FunctionComponent.__name__ = FunctionComponent.__qualname__ = spec["name"]
+    return FunctionComponent
+
+
 def main():
     spec = json.load(sys.stdin)
     SHUTDOWN["mode"] = spec.get("shutdown")
     JOINED["of"] = len(spec["components"])
-    components = [(c, load(c["classname"])) for c in spec["components"]]
+    classes = {i: load(c["classname"]) for i, c in enumerate(spec["components"]) if c.get("type") != "function"}
+    class_kinds = {framework(cls) for cls in classes.values()}
+    fw = "twisted" if "twisted" in class_kinds else "asyncio"
+    components = [
+        (c, classes[i] if i in classes else function_component(c, fw)) for i, c in enumerate(spec["components"])
+    ]
     kinds = {framework(cls) for _, cls in components}
     if None in kinds:
         names = [c["classname"] for c, cls in components if framework(cls) is None]

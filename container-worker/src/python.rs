@@ -43,6 +43,9 @@ fn spec(c: &ContainerConfig) -> serde_json::Value {
                 _ => comp.transport.serializer.iter().cloned().collect(),
             };
             serde_json::json!({
+                "type": comp.kind,
+                "name": comp.python_name(),
+                "callbacks": comp.callbacks,
                 "classname": comp.classname,
                 "realm": comp.realm,
                 "extra": comp.extra,
@@ -134,7 +137,7 @@ for name in sys.argv[1:]:
     module, _, cls = name.rpartition(".")
     try:
         m = importlib.import_module(module)
-        out["classes"][name] = None if hasattr(m, cls) else f"module {module!r} has no class {cls!r}"
+        out["classes"][name] = None if hasattr(m, cls) else f"module {module!r} has no {cls!r}"
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] == "twisted":
             out["classes"][name] = "twisted"
@@ -149,9 +152,19 @@ print(json.dumps(out))
 /// path under the worker, message) pairs, found by running the interpreter
 /// once with `node_dir` as its working directory.
 pub fn problems(c: &ContainerConfig, node_dir: &std::path::Path) -> Vec<(String, String)> {
-    let classes: Vec<(usize, &str)> = c
+    // (key path, what to import): a class, or each callback function.
+    let classes: Vec<(String, &str)> = c
         .python_components()
-        .map(|(j, comp)| (j, comp.classname.as_str()))
+        .flat_map(|(j, comp)| match (&comp.callbacks, comp.kind.as_str()) {
+            (Some(cb), "function") => cb
+                .iter()
+                .map(|(event, f)| (format!("components[{j}].callbacks.{event}"), f.as_str()))
+                .collect::<Vec<_>>(),
+            _ => vec![(
+                format!("components[{j}].classname"),
+                comp.classname.as_str(),
+            )],
+        })
         .collect();
     if classes.is_empty() {
         return Vec::new();
@@ -200,17 +213,17 @@ pub fn problems(c: &ContainerConfig, node_dir: &std::path::Path) -> Vec<(String,
         )];
     }
     let mut problems = Vec::new();
-    for (j, name) in classes {
+    for (path, name) in classes {
         match report["classes"][name].as_str() {
             None => {}
             Some("twisted") => problems.push((
-                format!("components[{j}].classname"),
+                path,
                 format!(
                     "{name:?} is a Twisted component and Twisted is not importable in {python:?}: install it with `{pip} twisted`"
                 ),
             )),
             Some(why) => problems.push((
-                format!("components[{j}].classname"),
+                path,
                 format!("{name:?}: {why} (options.pythonpath: {:?})", c.pythonpath),
             )),
         }

@@ -136,7 +136,7 @@ fn check_names_what_python_components_lack() {
     for expected in [
         "workers[1].components[0].classname: \"no_such_module.App\": cannot import 'no_such_module'",
         "workers[2].options.python: the Python interpreter \"/nonexistent/bin/python\" cannot be run",
-        "workers[3].components[0].classname: \"app.Missing\": module 'app' has no class 'Missing'",
+        "workers[3].components[0].classname: \"app.Missing\": module 'app' has no 'Missing'",
         "workers[4].options.python: autobahn is not importable in \"/usr/bin/python3\"",
         "install it with `/usr/bin/python3 -m pip install 'autobahn[asyncio]'`",
     ] {
@@ -336,5 +336,61 @@ fn the_python_balloon_example_runs_as_the_seed_writes_it() {
     assert!(
         container_log.contains("[balloon] pop() called with 2 and 3"),
         "{container_log}"
+    );
+}
+
+#[test]
+fn function_components_call_their_callbacks() {
+    let (ws, rs) = (free_port(), free_port());
+    let mut cfg = config(ws, rs);
+    cfg["workers"][1]["components"] = json!([{
+        "type": "function", "realm": "realm1",
+        "callbacks": {"join": "functions.on_join", "leave": "functions.on_leave"},
+        "transport": {"type": "websocket", "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": ws},
+                      "url": format!("ws://127.0.0.1:{ws}/ws")}
+    }]);
+    let node = Node::start(&cfg, ws);
+    wait_status(&node, "the function container running", |s| {
+        worker(s, "adder")["state"] == "running"
+    });
+    let out = expect_python_ok(&node, "scenarios.py", &["function_component", "json"]);
+    assert!(out.contains("ok function_component json"), "{out}");
+    let log = std::fs::read_to_string(node.node_dir().join("logs/adder.log")).expect("log");
+    assert!(log.contains("on_join called for realm1"), "{log}");
+
+    // check names a missing function and a malformed component.
+    let mut bad = config(ws, rs);
+    bad["workers"][1]["components"] = json!([
+        {"type": "function", "realm": "realm1", "callbacks": {"join": "functions.nope"},
+         "transport": {"type": "rawsocket", "endpoint": {"type": "tcp", "port": rs}}}
+    ]);
+    bad["workers"][3]["components"] = json!([
+        {"type": "function", "realm": "realm1", "callbacks": {"joined": "nodot"},
+         "transport": {"type": "rawsocket", "endpoint": {"type": "tcp", "port": rs}}}
+    ]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&bad).expect("json")).expect("write");
+    let out = trellis_check(&path);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "workers[3].components[0].callbacks.joined: unknown callback: expected join, leave, connect or disconnect",
+        "workers[3].components[0].callbacks.joined: \"nodot\": a function is named as module.function",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    // Structure first: the import check runs once the config is sound.
+    let mut bad = config(ws, rs);
+    bad["workers"][1]["components"] = json!([
+        {"type": "function", "realm": "realm1", "callbacks": {"join": "functions.nope"},
+         "transport": {"type": "rawsocket", "endpoint": {"type": "tcp", "port": rs}}}
+    ]);
+    std::fs::write(&path, serde_json::to_vec(&bad).expect("json")).expect("write");
+    let out = trellis_check(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("workers[1].components[0].callbacks.join: \"functions.nope\": module 'functions' has no 'nope'"),
+        "{err}"
     );
 }

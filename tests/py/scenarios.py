@@ -476,6 +476,14 @@ async def ticket_via_python_authenticator(url, ser):
         raise AssertionError("a wrong ticket logged in")
 
 
+@scenario
+async def function_component(url, ser):
+    """A function component's join callback registered com.example.fn_echo."""
+    s = await connect(url, ser)
+    assert await call_when_registered(s, "com.example.fn_echo", "hi") == "fn: hi"
+    await leave(s)
+
+
 async def main(registry=None, target=str, timeout=60):
     """Run `argv[2]` of `registry` (this file's scenarios by default) once
     per serializer, against `target(argv[1])` (the URL, or the JSON of a
