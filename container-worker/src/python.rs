@@ -58,31 +58,50 @@ fn spec(c: &ContainerConfig) -> serde_json::Value {
     serde_json::json!({ "components": components, "shutdown": c.shutdown })
 }
 
-/// Start the interpreter with the container's Python components.
-///
-/// # Errors
-/// The interpreter cannot be started (named, with what to do).
-pub fn start(c: &ContainerConfig, shutdown: &CancellationToken) -> Result<(), String> {
+/// The interpreter running the launcher for `c`'s Python components, its
+/// stdin piped for the spec, `options.pythonpath` first on its Python path
+/// (then an inherited `PYTHONPATH`). `whose` names the components and
+/// `setting` the option to fix in the error.
+fn spawn_launcher(
+    c: &ContainerConfig,
+    stdout: Stdio,
+    whose: &str,
+    setting: &str,
+) -> Result<(String, tokio::process::Child), String> {
     let python = interpreter(c);
     let mut path: Vec<String> = c.pythonpath.clone();
     if let Ok(existing) = std::env::var("PYTHONPATH") {
         path.push(existing);
     }
-    let mut child = tokio::process::Command::new(&python)
+    let child = tokio::process::Command::new(&python)
         .arg("-u")
         .arg("-c")
         .arg(LAUNCHER)
         .env("PYTHONPATH", path.join(":"))
         .stdin(Stdio::piped())
-        .stdout(Stdio::inherit())
+        .stdout(stdout)
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
             format!(
-                "cannot start the Python interpreter {python:?} for the container's Python components: {e} (set the container's options.python to a Python with autobahn installed)"
+                "cannot start the Python interpreter {python:?} for {whose}: {e} (set {setting} to a Python with autobahn installed)"
             )
         })?;
+    Ok((python, child))
+}
+
+/// Start the interpreter with the container's Python components.
+///
+/// # Errors
+/// The interpreter cannot be started (named, with what to do).
+pub fn start(c: &ContainerConfig, shutdown: &CancellationToken) -> Result<(), String> {
+    let (python, mut child) = spawn_launcher(
+        c,
+        Stdio::inherit(),
+        "the container's Python components",
+        "the container's options.python",
+    )?;
     let input = serde_json::to_vec(&spec(c)).map_err(|e| e.to_string())?;
     let mut stdin = child.stdin.take();
     let pid = child.id().unwrap_or(0);
@@ -322,22 +341,12 @@ pub async fn start_router_components(
     if count == 0 {
         return Ok(());
     }
-    let python = interpreter(&c);
-    let mut child = tokio::process::Command::new(&python)
-        .arg("-u")
-        .arg("-c")
-        .arg(LAUNCHER)
-        .env("PYTHONPATH", c.pythonpath.join(":"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot start the Python interpreter {python:?} for the router's Python components: {e} (set the router's options.python)"
-            )
-        })?;
+    let (python, mut child) = spawn_launcher(
+        &c,
+        Stdio::piped(),
+        "the router's Python components",
+        "the router's options.python",
+    )?;
     if let Some(mut stdin) = child.stdin.take() {
         let input = serde_json::to_vec(&spec(&c)).map_err(|e| e.to_string())?;
         stdin.write_all(&input).await.map_err(|e| e.to_string())?;

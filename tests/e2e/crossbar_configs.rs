@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::node::{pid_of, wait_status, worker};
-use crate::support::{Node, expect_python_ok, free_port, trellis_check};
+use crate::support::{Node, check_json, expect_python_ok, free_port};
 
 fn crossbar_config(port: u16, web_port: u16) -> serde_json::Value {
     json!({
@@ -86,10 +86,7 @@ fn http_get(port: u16, path: &str) -> String {
 fn crossbar_shaped_configs_are_checked_and_served() {
     let (port, web_port) = (free_port(), free_port());
     let cfg = crossbar_config(port, web_port);
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    let out = trellis_check(&path);
+    let out = check_json(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{out:?}");
     for expected in [
@@ -150,15 +147,12 @@ fn crossbar_shaped_configs_are_checked_and_served() {
 
 #[test]
 fn worker_options_crossbar_does_not_give_guests_are_refused() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("config.json");
     let cfg = json!({"version": 2, "workers": [
         {"type": "guest", "executable": "sleep", "arguments": ["1"],
          "options": {"title": "x", "cpu_affinity": []}},
         {"type": "container", "options": {"title": "much-too-long-a-name", "cpu_affinity": []}}
     ]});
-    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    let out = trellis_check(&path);
+    let out = check_json(&cfg);
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [
@@ -185,16 +179,12 @@ fn routers_share_a_port_and_the_kernel_spreads_sessions() {
         })
     };
     let cfg = json!({"version": 2, "workers": [router("router1"), router("router2")]});
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    let out = trellis_check(&path);
+    let out = check_json(&cfg);
     assert!(out.status.success(), "{out:?}");
     // Without "shared" on both, the second is a clash.
     let mut clash = cfg.clone();
     clash["workers"][1]["transports"][0]["endpoint"]["shared"] = json!(false);
-    std::fs::write(&path, serde_json::to_vec(&clash).expect("json")).expect("write");
-    let out = trellis_check(&path);
+    let out = check_json(&clash);
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr)
@@ -219,8 +209,6 @@ fn routers_share_a_port_and_the_kernel_spreads_sessions() {
 
 #[test]
 fn check_reports_every_problem_in_one_run_without_knock_on_lines() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("config.json");
     let cfg = json!({
         "version": 2,
         "workers": [
@@ -240,8 +228,7 @@ fn check_reports_every_problem_in_one_run_without_knock_on_lines() {
             {"type": "guest", "arguments": [1]}
         ]
     });
-    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    let out = trellis_check(&path);
+    let out = check_json(&cfg);
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::node::{wait_status, worker};
 use crate::support::{
-    Node, expect_python_args_ok, expect_python_ok, free_port, python, repo_root, trellis_check,
+    Node, check_json, expect_python_args_ok, expect_python_ok, free_port, python, repo_root,
 };
 
 fn config(ws: u16, rs: u16) -> serde_json::Value {
@@ -47,10 +47,7 @@ fn config(ws: u16, rs: u16) -> serde_json::Value {
 fn python_components_run_answer_and_crash_alone() {
     let (ws, rs) = (free_port(), free_port());
     let cfg = config(ws, rs);
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    let out = trellis_check(&path);
+    let out = check_json(&cfg);
     assert!(out.status.success(), "{out:?}");
 
     let node = Node::start(&cfg, ws);
@@ -127,10 +124,7 @@ fn check_names_what_python_components_lack() {
         "components": [{"type": "class", "classname": "app.Adder", "realm": "realm1",
                         "transport": {"type": "rawsocket", "endpoint": {"type": "tcp", "port": rs}}}]
     }));
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    let out = trellis_check(&path);
+    let out = check_json(&cfg);
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [
@@ -190,10 +184,7 @@ fn crossbar_restart_and_shutdown_modes() {
     bad["workers"][1]["options"]["shutdown"] = json!("shutdown-on-last-component-stopped");
     bad["workers"][3]["options"]["restart"] = json!("restart-sometimes");
     bad["workers"][2]["options"]["shutdown"] = json!("shutdown-later");
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, serde_json::to_vec(&bad).expect("json")).expect("write");
-    let out = trellis_check(&path);
+    let out = check_json(&bad);
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [
@@ -227,10 +218,7 @@ fn a_python_router_component_authenticates_ticket_logins() {
             "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
             "auth": {"ticket": {"type": "dynamic", "authenticator": "com.example.authenticate"}}}]
     }]});
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    let out = trellis_check(&path);
+    let out = check_json(&cfg);
     assert!(out.status.success(), "{out:?}");
     // The router reports ready only once its Python component has joined,
     // so the very first login finds the authenticator.
@@ -368,10 +356,7 @@ fn function_components_call_their_callbacks() {
         {"type": "function", "realm": "realm1", "callbacks": {"joined": "nodot"},
          "transport": {"type": "rawsocket", "endpoint": {"type": "tcp", "port": rs}}}
     ]);
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, serde_json::to_vec(&bad).expect("json")).expect("write");
-    let out = trellis_check(&path);
+    let out = check_json(&bad);
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [
@@ -386,8 +371,7 @@ fn function_components_call_their_callbacks() {
         {"type": "function", "realm": "realm1", "callbacks": {"join": "functions.nope"},
          "transport": {"type": "rawsocket", "endpoint": {"type": "tcp", "port": rs}}}
     ]);
-    std::fs::write(&path, serde_json::to_vec(&bad).expect("json")).expect("write");
-    let out = trellis_check(&path);
+    let out = check_json(&bad);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("workers[1].components[0].callbacks.join: \"functions.nope\": module 'functions' has no 'nope'"),

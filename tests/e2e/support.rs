@@ -82,6 +82,14 @@ pub fn trellis_check(path: &std::path::Path) -> std::process::Output {
         .expect("run trellis check")
 }
 
+/// `trellis check` of `config` written to a file of its own.
+pub fn check_json(config: &Value) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(config).expect("json")).expect("write config");
+    trellis_check(&path)
+}
+
 /// Add a transport to the first worker (the router) of a config.
 pub fn push_transport(cfg: &mut Value, transport: Value) {
     cfg["workers"][0]["transports"]
