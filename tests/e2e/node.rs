@@ -103,19 +103,6 @@ impl Bystander {
     }
 }
 
-/// Wait until the node's stderr contains `text`.
-fn wait_log(node: &Node, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !node.log().contains(text) {
-        assert!(
-            Instant::now() < deadline,
-            "no {text:?} in the log:\n{}",
-            node.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn running_with_restarts(s: &Value, id: &str, restarts: u64) -> bool {
     let w = worker(s, id);
     w["state"] == "running" && w["restarts"] == restarts
@@ -446,10 +433,7 @@ fn sighup_reloads_and_trellis_stop_stops() {
     )
     .expect("write");
     node.signal(Signal::SIGHUP);
-    wait_log(
-        &node,
-        "the new config is invalid; the node keeps running on the old one",
-    );
+    node.wait_log("the new config is invalid; the node keeps running on the old one");
     assert!(
         node.log().contains("workers[0].realms: invalid type"),
         "{}",
@@ -578,7 +562,7 @@ fn sighup_changes_permissions_and_realms_in_place_without_dropping_sessions() {
         .push(realm2);
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).expect("json")).expect("write");
     node.signal(Signal::SIGHUP);
-    wait_log(&node, "realms changed in place; sessions kept");
+    node.wait_log("realms changed in place; sessions kept");
     assert!(
         node.log().contains("realm \"realm2\" added"),
         "{}",

@@ -86,6 +86,7 @@ fn autobahn_over_a_unix_socket_with_peer_credentials() {
             "auth": {"peercred": {"principals": {uid: {"role": "backend", "authid": "svc", "realm": "realm1"}}}}
         }));
     let node = Node::start(&cfg, ws);
+    node.wait_ready();
     let path = node.node_dir().join("sockets/router1.sock");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&path)

@@ -201,6 +201,25 @@ impl Node {
         nix::sys::signal::kill(pid, sig).expect("signal trellis");
     }
 
+    /// Wait until the node's stderr contains `text` (10 s at most).
+    pub fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait until every worker is up: [`Node::start`] returns once the
+    /// first port listens, before later transports are bound.
+    pub fn wait_ready(&self) {
+        self.wait_log("node ready: every worker is up");
+    }
+
     /// Wait for the node to exit, killing it after `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         wait_or_kill(&mut self.child, timeout, "trellis")
