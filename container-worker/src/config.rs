@@ -50,8 +50,11 @@ pub struct ComponentConfig {
     pub callbacks: Option<std::collections::BTreeMap<String, String>>,
     /// The realm to join.
     pub realm: String,
-    /// How to reach the router.
-    pub transport: ComponentTransport,
+    /// How to reach the router. Absent: the controller fills in a Unix-
+    /// socket RawSocket transport of a router of the node that has the
+    /// realm.
+    #[serde(default)]
+    pub transport: Option<ComponentTransport>,
     /// Credentials; none means anonymous (or peer credentials on a Unix
     /// socket).
     #[serde(default)]
@@ -85,6 +88,73 @@ pub struct ComponentTransport {
     /// Crossbar.io's transport options; accepted.
     #[serde(default)]
     pub options: Option<serde_json::Value>,
+}
+
+impl ComponentTransport {
+    /// What is wrong with this transport of a (Python if `python`)
+    /// component under `pre`.
+    fn problems(&self, pre: &str, python: bool, err: &mut impl FnMut(String, String)) {
+        match (self.kind.as_str(), python) {
+            ("rawsocket", _) | ("websocket", true) => {}
+            ("websocket", false) => err(
+                format!("{pre}.transport.type"),
+                "the built-in components connect over \"rawsocket\"".into(),
+            ),
+            (other, _) => err(
+                format!("{pre}.transport.type"),
+                format!("components connect over \"rawsocket\" or \"websocket\", found {other:?}"),
+            ),
+        }
+        if let Some(s) = &self.serializer
+            && proto::Serializer::from_name(s).is_none()
+        {
+            err(
+                format!("{pre}.transport.serializer"),
+                format!("unknown serializer {s:?}: expected \"json\", \"msgpack\" or \"cbor\""),
+            );
+        }
+        let e = &self.endpoint;
+        match e.kind.as_str() {
+            "unix" if e.path.as_deref().is_some_and(|p| !p.is_empty()) => {}
+            "unix" => err(
+                format!("{pre}.transport.endpoint.path"),
+                "missing: the router's socket file".into(),
+            ),
+            "tcp" if e.port.is_some() => {}
+            "tcp" => err(
+                format!("{pre}.transport.endpoint.port"),
+                "missing: the router's RawSocket port".into(),
+            ),
+            other => err(
+                format!("{pre}.transport.endpoint.type"),
+                format!("expected \"unix\" or \"tcp\", found {other:?}"),
+            ),
+        }
+    }
+
+    /// The URL a Python component connects to: `ws://…`, `rs://host:port`,
+    /// or `unix:PATH` with the transport type (the launcher's terms).
+    pub fn url(&self, node_dir: &std::path::Path) -> String {
+        let e = &self.endpoint;
+        let ws = self.kind == "websocket";
+        match e.kind.as_str() {
+            "unix" => format!(
+                "unix:{}",
+                node_dir
+                    .join(e.path.as_deref().unwrap_or_default())
+                    .display()
+            ),
+            _ => {
+                let host = e.host.as_deref().unwrap_or("127.0.0.1");
+                let port = e.port.unwrap_or(0);
+                match (&self.url, ws) {
+                    (Some(u), true) => u.clone(),
+                    (None, true) => format!("ws://{host}:{port}/ws"),
+                    (_, false) => format!("rs://{host}:{port}"),
+                }
+            }
+        }
+    }
 }
 
 /// Where a component connects.
@@ -142,30 +212,6 @@ impl ComponentConfig {
                 cb.values().cloned().collect::<Vec<_>>().join("+")
             }
             _ => self.classname.clone(),
-        }
-    }
-
-    /// The URL a Python component connects to: `ws://…`, `rs://host:port`,
-    /// or `unix:PATH` with the transport type (the launcher's terms).
-    pub fn url(&self, node_dir: &std::path::Path) -> String {
-        let e = &self.transport.endpoint;
-        let ws = self.transport.kind == "websocket";
-        match e.kind.as_str() {
-            "unix" => format!(
-                "unix:{}",
-                node_dir
-                    .join(e.path.as_deref().unwrap_or_default())
-                    .display()
-            ),
-            _ => {
-                let host = e.host.as_deref().unwrap_or("127.0.0.1");
-                let port = e.port.unwrap_or(0);
-                match (&self.transport.url, ws) {
-                    (Some(u), true) => u.clone(),
-                    (None, true) => format!("ws://{host}:{port}/ws"),
-                    (_, false) => format!("rs://{host}:{port}"),
-                }
-            }
         }
     }
 
@@ -237,47 +283,14 @@ impl ComponentConfig {
                 ),
             );
         }
-        match (self.transport.kind.as_str(), self.is_python()) {
-            ("rawsocket", _) | ("websocket", true) => {}
-            ("websocket", false) => err(
-                format!("{pre}.transport.type"),
-                "the built-in components connect over \"rawsocket\"".into(),
-            ),
-            (other, _) => err(
-                format!("{pre}.transport.type"),
-                format!("components connect over \"rawsocket\" or \"websocket\", found {other:?}"),
-            ),
-        }
         if self.is_python() && self.auth.is_some() {
             err(
                 format!("{pre}.auth"),
                 "a Python component authenticates itself (onConnect/onChallenge), as under Crossbar.io: remove \"auth\"".into(),
             );
         }
-        if let Some(s) = &self.transport.serializer
-            && proto::Serializer::from_name(s).is_none()
-        {
-            err(
-                format!("{pre}.transport.serializer"),
-                format!("unknown serializer {s:?}: expected \"json\", \"msgpack\" or \"cbor\""),
-            );
-        }
-        let e = &self.transport.endpoint;
-        match e.kind.as_str() {
-            "unix" if e.path.as_deref().is_some_and(|p| !p.is_empty()) => {}
-            "unix" => err(
-                format!("{pre}.transport.endpoint.path"),
-                "missing: the router's socket file".into(),
-            ),
-            "tcp" if e.port.is_some() => {}
-            "tcp" => err(
-                format!("{pre}.transport.endpoint.port"),
-                "missing: the router's RawSocket port".into(),
-            ),
-            other => err(
-                format!("{pre}.transport.endpoint.type"),
-                format!("expected \"unix\" or \"tcp\", found {other:?}"),
-            ),
+        if let Some(t) = &self.transport {
+            t.problems(pre, self.is_python(), &mut err);
         }
         if let Some(a) = &self.auth
             && a.ticket.is_some()

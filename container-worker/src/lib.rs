@@ -30,6 +30,11 @@ use crate::config::ContainerConfig;
 /// A component names an unknown class, or its ticket's environment
 /// variable is not set.
 pub fn start(c: &ContainerConfig, shutdown: &CancellationToken) -> Result<(), String> {
+    if let Some(j) = c.components.iter().position(|c| c.transport.is_none()) {
+        return Err(format!(
+            "components[{j}].transport: missing (the controller fills it in from the node's routers)"
+        ));
+    }
     if c.python_components().next().is_some() {
         python::start(c, shutdown)?;
     }
@@ -45,7 +50,10 @@ pub fn start(c: &ContainerConfig, shutdown: &CancellationToken) -> Result<(), St
                 comp.classname
             ));
         };
-        let e = &comp.transport.endpoint;
+        let Some(transport) = &comp.transport else {
+            continue;
+        };
+        let e = &transport.endpoint;
         let endpoint = match e.kind.as_str() {
             "unix" => Endpoint::Unix(e.path.clone().unwrap_or_default().into()),
             _ => Endpoint::Tcp(format!(
@@ -55,8 +63,7 @@ pub fn start(c: &ContainerConfig, shutdown: &CancellationToken) -> Result<(), St
             )),
         };
         let mut cfg = ClientConfig::new(&comp.realm);
-        cfg.serializer = comp
-            .transport
+        cfg.serializer = transport
             .serializer
             .as_deref()
             .and_then(proto::Serializer::from_name)

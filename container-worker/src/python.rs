@@ -37,22 +37,23 @@ fn spec(c: &ContainerConfig) -> serde_json::Value {
     let node_dir = std::env::current_dir().unwrap_or_default();
     let components: Vec<serde_json::Value> = c
         .python_components()
-        .map(|(_, comp)| {
-            let serializers = match comp.transport.kind.as_str() {
-                "websocket" => comp.transport.serializers.clone().unwrap_or_default(),
-                _ => comp.transport.serializer.iter().cloned().collect(),
+        .filter_map(|(_, comp)| {
+            let t = comp.transport.as_ref()?;
+            let serializers = match t.kind.as_str() {
+                "websocket" => t.serializers.clone().unwrap_or_default(),
+                _ => t.serializer.iter().cloned().collect(),
             };
-            serde_json::json!({
+            Some(serde_json::json!({
                 "type": comp.kind,
                 "name": comp.python_name(),
                 "callbacks": comp.callbacks,
                 "classname": comp.classname,
                 "realm": comp.realm,
                 "extra": comp.extra,
-                "kind": comp.transport.kind,
-                "url": comp.url(&node_dir),
+                "kind": t.kind,
+                "url": t.url(&node_dir),
                 "serializers": serializers,
-            })
+            }))
         })
         .collect();
     serde_json::json!({ "components": components, "shutdown": c.shutdown })

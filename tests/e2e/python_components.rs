@@ -33,13 +33,14 @@ fn config(ws: u16, rs: u16) -> serde_json::Value {
               "allow": {"call": true, "register": true, "publish": true, "subscribe": true}}]}]}],
          "transports": [
              {"type": "websocket", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": ws}},
-             {"type": "rawsocket", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": rs}}]},
+             {"type": "rawsocket", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": rs}},
+             {"type": "rawsocket", "endpoint": {"type": "unix", "path": "router1.sock"}}]},
         container("adder", json!([{"type": "class", "classname": "app.Adder", "realm": "realm1",
                                    "extra": {"offset": 10}, "transport": websocket}])),
         container("greeter", json!([{"type": "class", "classname": "twisted_app.Greeter", "realm": "realm1",
                                      "transport": rawsocket}])),
-        container("crasher", json!([{"type": "class", "classname": "app.Crasher", "realm": "realm1",
-                                     "transport": rawsocket}]))
+        // No transport: the router's Unix socket.
+        container("crasher", json!([{"type": "class", "classname": "app.Crasher", "realm": "realm1"}]))
     ]})
 }
 
@@ -184,6 +185,11 @@ fn crossbar_restart_and_shutdown_modes() {
     bad["workers"][1]["options"]["shutdown"] = json!("shutdown-on-last-component-stopped");
     bad["workers"][3]["options"]["restart"] = json!("restart-sometimes");
     bad["workers"][2]["options"]["shutdown"] = json!("shutdown-later");
+    // The crasher has no transport, and now no Unix socket to fall back on.
+    bad["workers"][0]["transports"]
+        .as_array_mut()
+        .expect("transports")
+        .pop();
     let out = check_json(&bad);
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -191,6 +197,7 @@ fn crossbar_restart_and_shutdown_modes() {
         "workers[1].options.shutdown: \"shutdown-on-last-component-stopped\" does not go with restart policy",
         "workers[3].options.restart: unknown restart mode \"restart-sometimes\"",
         "workers[2].options.shutdown: unknown shutdown mode \"shutdown-later\"",
+        "workers[3].components[0].transport: missing, and no router with realm \"realm1\" listens on a Unix socket",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }

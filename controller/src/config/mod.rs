@@ -585,6 +585,7 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
         });
     }
     check_port_clashes(&routers, &mut errors);
+    default_transports(&mut workers, &routers, &mut errors);
     check_components(&workers, &routers, &mut errors);
     if errors.is_empty() {
         Ok(NodeConfig {
@@ -1185,6 +1186,73 @@ fn check_ids(workers: &[WorkerSpec], errors: &mut Vec<ConfigError>) {
     }
 }
 
+/// A container component with no `transport` reaches the first router of
+/// the node that has its realm and listens on a Unix-socket RawSocket
+/// transport (JSON for Python components, which may lack msgpack;
+/// MessagePack for the built-ins when the transport offers it).
+fn default_transports(
+    workers: &mut [WorkerSpec],
+    routers: &[(usize, RouterConfig)],
+    errors: &mut Vec<ConfigError>,
+) {
+    use router_worker::config::TransportKind;
+    for w in workers {
+        let WorkerKind::Container(c) = &mut w.kind else {
+            continue;
+        };
+        for (j, comp) in c.components.iter_mut().enumerate() {
+            if comp.transport.is_some() {
+                continue;
+            }
+            let socket = routers
+                .iter()
+                .filter(|(_, r)| r.realms.iter().any(|realm| realm.name == comp.realm))
+                .flat_map(|(_, r)| &r.transports)
+                .find(|t| t.kind == TransportKind::Rawsocket && t.endpoint.path.is_some());
+            let Some(t) = socket else {
+                errors.push(ConfigError {
+                    path: format!("workers[{}].components[{j}].transport", w.index),
+                    message: format!(
+                        "missing, and no router with realm {:?} listens on a Unix socket: add a \"transport\" here, or a transport {{\"type\": \"rawsocket\", \"endpoint\": {{\"type\": \"unix\", \"path\": \"router.sock\"}}}} to that router",
+                        comp.realm
+                    ),
+                });
+                continue;
+            };
+            let offers = |name: &str| {
+                t.serializers
+                    .as_ref()
+                    .is_none_or(|list| list.iter().any(|s| s == name))
+            };
+            let serializer = if !comp.is_python() && offers("msgpack") {
+                "msgpack"
+            } else if offers("json") {
+                "json"
+            } else {
+                t.serializers
+                    .as_ref()
+                    .and_then(|l| l.first())
+                    .map_or("json", String::as_str)
+            };
+            comp.transport = Some(ComponentTransport {
+                kind: "rawsocket".into(),
+                endpoint: ComponentEndpoint {
+                    kind: "unix".into(),
+                    path: t.endpoint.path.clone(),
+                    host: None,
+                    port: None,
+                    version: None,
+                    timeout: None,
+                },
+                serializer: Some(serializer.into()),
+                serializers: None,
+                url: None,
+                options: None,
+            });
+        }
+    }
+}
+
 /// A component's realm and Unix socket must be a router's.
 fn check_components(
     workers: &[WorkerSpec],
@@ -1206,7 +1274,10 @@ fn check_components(
                     message: format!("no router of this node has realm {:?}", comp.realm),
                 });
             }
-            let e = &comp.transport.endpoint;
+            let Some(transport) = &comp.transport else {
+                continue;
+            };
+            let e = &transport.endpoint;
             if e.kind == "unix"
                 && let Some(path) = &e.path
                 && !routers.iter().any(|(_, r)| {
@@ -1292,6 +1363,45 @@ mod tests {
         assert_eq!(routers.len(), 1);
         assert_eq!(routers[0].1.realms[0].name, "realm1");
         assert_eq!(cfg.workers[0].id, "router1");
+    }
+
+    #[test]
+    fn a_component_without_transport_gets_the_routers_unix_socket() {
+        let cfg = load_str(
+            r#"{"version": 2, "workers": [
+                {"type": "router", "realms": [{"name": "other", "roles": [{"name": "anonymous"}]}],
+                 "transports": [{"type": "rawsocket", "endpoint": {"type": "unix", "path": "other.sock"}}]},
+                {"type": "router", "realms": [{"name": "realm1", "roles": [{"name": "anonymous"}]}],
+                 "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 9000}},
+                                {"type": "rawsocket", "endpoint": {"type": "unix", "path": "r1.sock"},
+                                 "serializers": ["cbor", "msgpack", "json"]}]},
+                {"type": "container", "components": [
+                    {"type": "class", "classname": "trellis.balloon.Backend", "realm": "realm1"},
+                    {"type": "class", "classname": "app.Adder", "realm": "realm1"}]}
+            ]}"#,
+        )
+        .unwrap();
+        let WorkerKind::Container(c) = &cfg.workers[2].kind else {
+            panic!("a container");
+        };
+        let picked: Vec<_> = c
+            .components
+            .iter()
+            .map(|comp| {
+                let t = comp.transport.as_ref().expect("filled in");
+                (
+                    t.endpoint.path.clone().unwrap_or_default(),
+                    t.serializer.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            picked,
+            [
+                ("r1.sock".to_string(), "msgpack".to_string()),
+                ("r1.sock".to_string(), "json".to_string())
+            ]
+        );
     }
 
     #[test]
