@@ -201,13 +201,16 @@ impl ComponentConfig {
     /// A Python class or functions rather than a built-in (`trellis.`
     /// classnames).
     pub fn is_python(&self) -> bool {
-        self.kind == "function" || !self.classname.starts_with("trellis.")
+        self.kind == "function"
+            || self.kind == "authenticators"
+            || !self.classname.starts_with("trellis.")
     }
 
     /// How the launcher names it in the log: the classname, or the
     /// functions of a `function` component.
     pub fn python_name(&self) -> String {
         match &self.callbacks {
+            Some(_) if self.kind == "authenticators" => "function authenticators".into(),
             Some(cb) if self.kind == "function" => {
                 cb.values().cloned().collect::<Vec<_>>().join("+")
             }

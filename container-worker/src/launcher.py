@@ -196,7 +196,7 @@ def run_asyncio(components):
         try:
             loop.run_until_complete(coro)
         except Exception as e:
-            fail(f"component {spec['classname']} cannot connect to {url}: {e}")
+            fail(f"component {spec['name']} cannot connect to {url}: {e}")
     loop.add_signal_handler(signal.SIGTERM, lambda: stop(0))
     loop.add_signal_handler(signal.SIGINT, lambda: stop(0))
     loop.run_forever()
@@ -222,7 +222,7 @@ def run_twisted(components):
     reactor.addSystemEventTrigger("before", "shutdown", lambda: EXIT.update(stopping=True))
 
     def connect_failed(f, spec):
-        print(f"trellis launcher: component {spec['classname']} cannot connect to {spec['url']}: {f.value}", file=sys.stderr, flush=True)
+        print(f"trellis launcher: component {spec['name']} cannot connect to {spec['url']}: {f.value}", file=sys.stderr, flush=True)
         stop(1)
 
     for spec, cls in components:
@@ -287,16 +287,78 @@ def function_component(spec, fw):
     return FunctionComponent
 
 
+def authenticators_component(spec, fw, creates):
+    """A router's `"type": "function"` authenticators, as Crossbar.io runs
+    them: `create(config, controller)` (controller is None) returns
+    `authenticate(realm, authid, details)`, either may be async; each is
+    registered as the dynamic authenticator the router calls for it."""
+    if fw == "twisted":
+        from autobahn.twisted.wamp import ApplicationSession
+    else:
+        from autobahn.asyncio.wamp import ApplicationSession
+
+    def endpoint(authenticate):
+        async def call(realm, authid, details):
+            result = authenticate(realm, authid, details)
+            if hasattr(result, "__await__"):
+                result = await result
+            return result
+
+        return call
+
+    class FunctionAuthenticators(ApplicationSession):
+        async def onJoin(self, details):
+            for f in spec["functions"]:
+                made = creates[f["create"]](f.get("config") or {}, None)
+                if hasattr(made, "__await__"):
+                    made = await made
+                if not callable(made):
+                    raise TypeError(
+                        f"{f['create']} (at {f['path']}.create) returned {made!r}, "
+                        "not a function authenticate(realm, authid, details)"
+                    )
+                await self.register(endpoint(made), f["uri"])
+                print(f"trellis launcher: function authenticator {f['create']} ready for {f['path']}", flush=True)
+
+    FunctionAuthenticators.__module__ = "trellis"
+    return FunctionAuthenticators
+
+
 def main():
     spec = json.load(sys.stdin)
     SHUTDOWN["mode"] = spec.get("shutdown")
     JOINED["of"] = len(spec["components"])
-    classes = {i: load(c["classname"]) for i, c in enumerate(spec["components"]) if c.get("type") != "function"}
+    classes = {
+        i: load(c["classname"])
+        for i, c in enumerate(spec["components"])
+        if c.get("type") not in ("function", "authenticators")
+    }
+    creates = {
+        f["create"]: load(f["create"])
+        for c in spec["components"]
+        if c.get("type") == "authenticators"
+        for f in c["functions"]
+    }
     class_kinds = {framework(cls) for cls in classes.values()}
-    fw = "twisted" if "twisted" in class_kinds else "asyncio"
-    components = [
-        (c, classes[i] if i in classes else function_component(c, fw)) for i, c in enumerate(spec["components"])
-    ]
+    # With no classes to go by, authenticators written for Crossbar.io
+    # (Twisted) say so by having chosen Twisted when imported.
+    import txaio
+
+    chosen = getattr(txaio, "_explicit_framework", None)
+    fw = "twisted" if "twisted" in class_kinds or (not class_kinds and chosen == "twisted") else "asyncio"
+
+    if chosen in ("twisted", "asyncio") and chosen != fw:
+        fail(
+            f"an imported module chose {chosen} (txaio.use_{chosen}()) and the components here run on {fw}: "
+            "one interpreter runs one of the two; put the components in another container"
+        )
+
+    def build(c):
+        if c.get("type") == "authenticators":
+            return authenticators_component(c, fw, creates)
+        return function_component(c, fw)
+
+    components = [(c, classes[i] if i in classes else build(c)) for i, c in enumerate(spec["components"])]
     kinds = {framework(cls) for _, cls in components}
     if None in kinds:
         names = [c["classname"] for c, cls in components if framework(cls) is None]

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::config::ContainerConfig;
+use crate::config::{ComponentConfig, ComponentEndpoint, ComponentTransport, ContainerConfig};
 
 /// The launcher, as shipped inside the binary.
 pub const LAUNCHER: &str = include_str!("launcher.py");
@@ -53,6 +53,13 @@ fn spec(c: &ContainerConfig) -> serde_json::Value {
                 "kind": t.kind,
                 "url": t.url(&node_dir),
                 "serializers": serializers,
+                "functions": (comp.kind == "authenticators").then(|| {
+                    comp.callbacks.iter().flatten().map(|(path, create)| {
+                        let e = comp.extra.as_ref().map(|x| &x[path]);
+                        serde_json::json!({"path": path, "create": create,
+                                           "uri": e.map(|e| &e["uri"]), "config": e.map(|e| &e["config"])})
+                    }).collect::<Vec<_>>()
+                }),
             }))
         })
         .collect();
@@ -180,6 +187,10 @@ pub fn problems(c: &ContainerConfig, node_dir: &std::path::Path) -> Vec<(String,
                 .iter()
                 .map(|(event, f)| (format!("components[{j}].callbacks.{event}"), f.as_str()))
                 .collect::<Vec<_>>(),
+            (Some(cb), "authenticators") => cb
+                .iter()
+                .map(|(path, f)| (format!("{path}.create"), f.as_str()))
+                .collect::<Vec<_>>(),
             _ => vec![(
                 format!("components[{j}].classname"),
                 comp.classname.as_str(),
@@ -251,6 +262,93 @@ pub fn problems(c: &ContainerConfig, node_dir: &std::path::Path) -> Vec<(String,
     problems
 }
 
+/// The realm where a router's function authenticators are registered:
+/// only the router's private link to its Python interpreter may join it.
+pub const FUNCTIONS_REALM: &str = "trellis.internal.functions";
+
+/// The function authenticators' procedures in [`FUNCTIONS_REALM`].
+const FUNCTION_PROCEDURE_PREFIX: &str = "authenticate.function";
+
+/// The role of the session that registers the function authenticators.
+const FUNCTION_HOST_ROLE: &str = "trellis.function-host";
+
+/// A `"type": "function"` authentication method of a router: Crossbar.io's
+/// `create(config, controller)` that returns `authenticate(realm, authid,
+/// details)`, run by the router's Python interpreter and called as the
+/// dynamic authenticator `uri` in [`FUNCTIONS_REALM`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionAuthenticator {
+    /// Its key path (`transports[0].paths.ws.auth.wampcra`).
+    pub path: String,
+    /// The procedure it is registered as.
+    pub uri: String,
+    /// `package.module.create_authenticator`.
+    pub create: String,
+    /// `create`'s first argument.
+    pub config: serde_json::Value,
+}
+
+/// The router's function authenticators, in config order.
+pub fn function_authenticators(
+    r: &router_worker::config::RouterConfig,
+) -> Vec<FunctionAuthenticator> {
+    take_function_authenticators(&mut r.clone())
+}
+
+/// Turn `r`'s function methods into dynamic ones calling their
+/// procedures in [`FUNCTIONS_REALM`]; say what they were.
+fn take_function_authenticators(
+    r: &mut router_worker::config::RouterConfig,
+) -> Vec<FunctionAuthenticator> {
+    use router_worker::config::{AuthKind, MethodAuth};
+    fn take<P>(m: Option<&mut MethodAuth<P>>, path: String, out: &mut Vec<FunctionAuthenticator>) {
+        let Some(m) = m.filter(|m| m.kind == AuthKind::Function) else {
+            return;
+        };
+        // Not under `trellis.`, which clients may not register: the realm
+        // is private already.
+        let uri = format!("{FUNCTION_PROCEDURE_PREFIX}{}", out.len());
+        out.push(FunctionAuthenticator {
+            path,
+            uri: uri.clone(),
+            create: m.create.take().unwrap_or_default(),
+            config: m.config.take().unwrap_or_else(|| serde_json::json!({})),
+        });
+        m.kind = AuthKind::Dynamic;
+        m.authenticator = Some(uri);
+        m.authenticator_realm = Some(FUNCTIONS_REALM.into());
+        m.expose_controller = None;
+    }
+    let mut out = Vec::new();
+    for (path, a) in r.auth_configs_mut() {
+        take(a.ticket.as_mut(), format!("{path}.ticket"), &mut out);
+        take(a.wampcra.as_mut(), format!("{path}.wampcra"), &mut out);
+        take(
+            a.cryptosign.as_mut(),
+            format!("{path}.cryptosign"),
+            &mut out,
+        );
+    }
+    out
+}
+
+/// The realm of the function authenticators: their host may register
+/// their procedures, nothing else.
+fn functions_realm() -> router_worker::config::RealmConfig {
+    serde_json::from_value(serde_json::json!({
+        "name": FUNCTIONS_REALM,
+        "roles": [{"name": FUNCTION_HOST_ROLE, "permissions": [
+            {"uri": FUNCTION_PROCEDURE_PREFIX, "match": "prefix",
+             "allow": {"register": true}}]}]
+    }))
+    .unwrap_or_else(|_| unreachable!("a fixed shape"))
+}
+
+/// The private socket of a router's function authenticators.
+pub fn authenticators_socket(worker_id: &str) -> String {
+    format!(".trellis-{worker_id}-authenticators.sock")
+}
+
 /// The private socket a Python router component joins over, relative to
 /// the node directory (the worker's working directory).
 pub fn component_socket(worker_id: &str, j: usize) -> String {
@@ -281,6 +379,48 @@ pub fn router_as_container(r: &router_worker::config::RouterConfig) -> Container
             .unwrap_or_else(|_| unreachable!("a fixed shape"))
         })
         .collect();
+    let mut components: Vec<ComponentConfig> = components;
+    let functions = function_authenticators(r);
+    if !functions.is_empty() {
+        components.push(ComponentConfig {
+            kind: "authenticators".into(),
+            classname: String::new(),
+            callbacks: Some(
+                functions
+                    .iter()
+                    .map(|f| (f.path.clone(), f.create.clone()))
+                    .collect(),
+            ),
+            realm: FUNCTIONS_REALM.into(),
+            transport: Some(ComponentTransport {
+                kind: "rawsocket".into(),
+                endpoint: ComponentEndpoint {
+                    kind: "unix".into(),
+                    path: Some(authenticators_socket(&worker_id)),
+                    host: None,
+                    port: None,
+                    version: None,
+                    timeout: None,
+                },
+                serializer: Some("json".into()),
+                serializers: None,
+                url: None,
+                options: None,
+            }),
+            auth: None,
+            extra: Some(serde_json::Value::Object(
+                functions
+                    .into_iter()
+                    .map(|f| {
+                        (
+                            f.path,
+                            serde_json::json!({"uri": f.uri, "config": f.config}),
+                        )
+                    })
+                    .collect(),
+            )),
+        });
+    }
     ContainerConfig {
         components,
         python: r.python.clone(),
@@ -300,6 +440,23 @@ pub fn with_private_transports(
     use router_worker::config::{AnonymousAuth, TransportConfig};
     let worker_id = r.id.clone().unwrap_or_default();
     let mut out = r.clone();
+    if !take_function_authenticators(&mut out).is_empty() {
+        out.realms.push(functions_realm());
+        let mut t = TransportConfig::unix_anonymous(
+            "authenticators",
+            authenticators_socket(&worker_id),
+            Some("0600".into()),
+            AnonymousAuth {
+                kind: "static".into(),
+                role: FUNCTION_HOST_ROLE.into(),
+                authid: Some(FUNCTION_HOST_ROLE.into()),
+                realm: Some(FUNCTIONS_REALM.into()),
+                any_method: true,
+            },
+        );
+        t.internal = true;
+        out.transports.push(t);
+    }
     for (j, c) in r
         .components
         .iter()
@@ -397,7 +554,6 @@ pub async fn start_router_components(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ContainerConfig;
 
     #[test]
     fn the_spec_names_urls_as_the_launcher_reads_them() {
@@ -419,5 +575,47 @@ mod tests {
         assert_eq!(comps[1]["url"], "rs://127.0.0.1:8001");
         assert_eq!(comps[1]["serializers"][0], "msgpack");
         assert!(LAUNCHER.contains("def run_asyncio"));
+    }
+
+    #[test]
+    fn function_methods_become_dynamic_ones_in_the_routers_own_realm() {
+        use router_worker::config::{AuthKind, RouterConfig};
+        let r: RouterConfig = serde_json::from_value(serde_json::json!({
+            "id": "r1",
+            "realms": [{"name": "realm1", "roles": [{"name": "user"}]}],
+            "transports": [
+                {"type": "rawsocket", "endpoint": {"type": "tcp", "port": 1},
+                 "auth": {"cryptosign": {"type": "function", "create": "a.create", "config": {"k": 1}}}},
+                {"type": "websocket", "endpoint": {"type": "tcp", "port": 2},
+                 "auth": {"ticket": {"type": "static", "principals": {}}}}]
+        }))
+        .unwrap();
+        assert_eq!(r.function_methods(), ["transports[0].auth.cryptosign"]);
+        let bound = with_private_transports(&r);
+        assert!(bound.function_methods().is_empty());
+        assert!(bound.validate().is_empty(), "{:?}", bound.validate());
+        let m = bound.transports[0]
+            .auth
+            .as_ref()
+            .and_then(|a| a.cryptosign.as_ref())
+            .unwrap();
+        assert_eq!(m.kind, AuthKind::Dynamic);
+        assert_eq!(m.authenticator.as_deref(), Some("authenticate.function0"));
+        assert_eq!(m.authenticator_realm.as_deref(), Some(FUNCTIONS_REALM));
+        assert!(bound.realms.iter().any(|x| x.name == FUNCTIONS_REALM));
+        let private = bound.transports.last().unwrap();
+        assert!(private.internal, "only the host's link may join the realm");
+        assert_eq!(
+            private.endpoint.path.as_deref(),
+            Some(".trellis-r1-authenticators.sock")
+        );
+        // The launcher gets the host with the function and its config.
+        let s = spec(&router_as_container(&r));
+        let host = &s["components"][0];
+        assert_eq!(host["type"], "authenticators");
+        assert_eq!(host["realm"], FUNCTIONS_REALM);
+        assert_eq!(host["functions"][0]["create"], "a.create");
+        assert_eq!(host["functions"][0]["uri"], "authenticate.function0");
+        assert_eq!(host["functions"][0]["config"]["k"], 1);
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use client::{CallError, Client, ClientConfig};
 use proto::{Dict, Payload, Value};
 use router_worker::Router;
-use router_worker::config::{RealmConfig, RouterConfig};
+use router_worker::config::{INTERNAL_REALM_PREFIX, RealmConfig, RouterConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -140,8 +140,11 @@ pub async fn run(
         container_worker::python::start_router_components(cfg, Duration::from_secs(30), &shutdown)
             .await?;
     }
+    // As bound: with the router's internal realms, which a reload keeps.
     let realm_configs = Arc::new(tokio::sync::Mutex::new(
-        router_cfg.map(|c| c.realms).unwrap_or_default(),
+        router_cfg
+            .map(|c| container_worker::python::with_private_transports(&c).realms)
+            .unwrap_or_default(),
     ));
 
     let mut cfg = ClientConfig::new(control::REALM);
@@ -167,6 +170,9 @@ pub async fn run(
             let mut sessions = std::collections::BTreeMap::new();
             if let Some(realms) = &realms {
                 for r in realms.all() {
+                    if r.name.starts_with(INTERNAL_REALM_PREFIX) {
+                        continue;
+                    }
                     sessions.insert(r.name.to_string(), r.session_count() as u64);
                 }
             }
@@ -232,7 +238,7 @@ pub async fn run(
                 let table = table.clone();
                 let current = current.clone();
                 async move {
-                    let new: Vec<RealmConfig> = p
+                    let mut new: Vec<RealmConfig> = p
                         .args
                         .first()
                         .and_then(Value::as_str)
@@ -253,6 +259,11 @@ pub async fn run(
                     // One reconfiguration at a time; the lock is held
                     // across the realms' updates on purpose.
                     let mut old = current.lock().await;
+                    new.extend(
+                        old.iter()
+                            .filter(|r| r.name.starts_with(INTERNAL_REALM_PREFIX))
+                            .cloned(),
+                    );
                     let changes = table
                         .apply(&old, &new)
                         .await

@@ -392,6 +392,11 @@ pub struct TransportConfig {
     /// `web` transports: what each URL path serves (`"/"`, `"ws"`, ...).
     #[serde(default)]
     pub paths: Option<BTreeMap<String, WebPath>>,
+    /// A private link of the router worker (to its Python components),
+    /// which may join the router's internal realms; set by the router
+    /// itself, not a config key.
+    #[serde(skip)]
+    pub internal: bool,
 }
 
 impl TransportConfig {
@@ -430,6 +435,7 @@ impl TransportConfig {
             debug: false,
             url: None,
             paths: None,
+            internal: false,
         }
     }
 }
@@ -676,6 +682,20 @@ pub struct AuthConfig {
     pub peercred: Option<PeerCredAuth>,
 }
 
+impl AuthConfig {
+    /// The kinds of the methods that have one (ticket, wampcra, cryptosign).
+    pub fn method_kinds(&self) -> Vec<(&'static str, AuthKind)> {
+        [
+            ("ticket", self.ticket.as_ref().map(|m| m.kind)),
+            ("wampcra", self.wampcra.as_ref().map(|m| m.kind)),
+            ("cryptosign", self.cryptosign.as_ref().map(|m| m.kind)),
+        ]
+        .into_iter()
+        .filter_map(|(n, k)| Some((n, k?)))
+        .collect()
+    }
+}
+
 /// Peer-credential authentication: a local process is known by its user.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -799,7 +819,17 @@ pub enum AuthKind {
     Static,
     /// Principals decided by an authenticator procedure.
     Dynamic,
+    /// Principals decided by a Python function (Crossbar.io's `create`:
+    /// `create(config, controller)` returns `authenticate(realm, authid,
+    /// details)`), which the router worker runs as a dynamic authenticator
+    /// in a realm of its own ([`INTERNAL_REALM_PREFIX`]).
+    Function,
 }
+
+/// Realms whose names start so are the router's own (the realm of its
+/// function authenticators): no config may name one, and only the
+/// router's private links may join one.
+pub const INTERNAL_REALM_PREFIX: &str = "trellis.internal.";
 
 /// One authentication method (ticket, wampcra, cryptosign). Static methods
 /// list principals (`principals`, or `users` as Crossbar.io spells it for
@@ -821,6 +851,17 @@ pub struct MethodAuth<P> {
     /// client asked for when absent.
     #[serde(rename = "authenticator-realm", default)]
     pub authenticator_realm: Option<String>,
+    /// `function`: the Python callable that creates the authenticator
+    /// (`package.module.create_authenticator`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create: Option<String>,
+    /// `function`: the first argument of `create`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
+    /// `function`: Crossbar.io passes its controller session to `create`
+    /// then; Trellis passes `None` either way (accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose_controller: Option<bool>,
 }
 
 /// A static ticket principal.
@@ -916,6 +957,38 @@ pub struct ConfigProblem {
 }
 
 impl RouterConfig {
+    /// Every transport's and every web WebSocket path's authentication
+    /// config, with its key path (`transports[0].paths.ws.auth`).
+    pub fn auth_configs_mut(&mut self) -> Vec<(String, &mut AuthConfig)> {
+        let mut out = Vec::new();
+        for (i, t) in self.transports.iter_mut().enumerate() {
+            if let Some(a) = t.auth.as_mut() {
+                out.push((format!("transports[{i}].auth"), a));
+            }
+            for (name, p) in t.paths.iter_mut().flatten() {
+                if let Some(a) = p.auth.as_mut() {
+                    out.push((format!("transports[{i}].paths.{name}.auth"), a));
+                }
+            }
+        }
+        out
+    }
+
+    /// The key paths of `"type": "function"` methods: the router worker
+    /// turns them into dynamic ones before it binds.
+    pub fn function_methods(&self) -> Vec<String> {
+        let mut copy = self.clone();
+        let mut out = Vec::new();
+        for (path, a) in copy.auth_configs_mut() {
+            for (name, kind) in a.method_kinds() {
+                if kind == AuthKind::Function {
+                    out.push(format!("{path}.{name}"));
+                }
+            }
+        }
+        out
+    }
+
     /// Check what serde cannot: names, URIs, cross-references. Returns every
     /// problem found, not only the first.
     pub fn validate(&self) -> Vec<ConfigProblem> {
@@ -1751,7 +1824,40 @@ impl RouterConfig {
         p: &mut dyn FnMut(String, String),
         each: &mut dyn FnMut(&str, &P, Report<'_>),
     ) {
+        if m.kind != AuthKind::Function
+            && (m.create.is_some() || m.config.is_some() || m.expose_controller.is_some())
+        {
+            p(
+                format!("{path}.create"),
+                "only \"type\": \"function\" takes create, config and expose_controller".into(),
+            );
+        }
         match m.kind {
+            AuthKind::Function => {
+                match m.create.as_deref() {
+                    None => p(
+                        format!("{path}.create"),
+                        "a function method names the Python function that creates its authenticator, e.g. \"authenticator.create_authenticator\"".into(),
+                    ),
+                    Some(c) if !c.contains('.') || c.starts_with('.') || c.ends_with('.') => p(
+                        format!("{path}.create"),
+                        format!("{c:?}: a function is named as module.function"),
+                    ),
+                    Some(_) => {}
+                }
+                if m.authenticator.is_some() || m.authenticator_realm.is_some() {
+                    p(
+                        format!("{path}.authenticator"),
+                        "a function method has no authenticator procedure: it is the function named by \"create\"".into(),
+                    );
+                }
+                if !m.principals.is_empty() {
+                    p(
+                        format!("{path}.principals"),
+                        "a function method has no static principals: remove them or use \"type\": \"static\"".into(),
+                    );
+                }
+            }
             AuthKind::Static => {
                 if m.authenticator.is_some() || m.authenticator_realm.is_some() {
                     p(
@@ -1811,6 +1917,7 @@ impl TransportConfig {
             debug: false,
             url: None,
             paths: None,
+            internal: false,
         }
     }
 

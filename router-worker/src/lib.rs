@@ -82,7 +82,13 @@ impl Router {
     /// [`RouterError::Config`] listing every config problem, or
     /// [`RouterError::Bind`] naming the transport and address that failed.
     pub async fn bind(cfg: &RouterConfig) -> Result<Router, RouterError> {
-        let problems = cfg.validate();
+        let mut problems = cfg.validate();
+        for path in cfg.function_methods() {
+            problems.push(config::ConfigProblem {
+                path,
+                message: "function authenticators are Python: a router worker started by `trellis start` runs them".into(),
+            });
+        }
         if !problems.is_empty() {
             return Err(RouterError::Config(problems));
         }

@@ -385,3 +385,78 @@ fn function_components_call_their_callbacks() {
         "{err}"
     );
 }
+
+/// Crossbar.io's function authenticators (`"type": "function"`,
+/// `"create"`), on a web transport's WebSocket path, run by the router's
+/// Python interpreter.
+#[test]
+fn function_authenticators_log_users_in() {
+    let port = free_port();
+    let components_dir = repo_root()
+        .join("tests/py/components")
+        .display()
+        .to_string();
+    let cfg = json!({"version": 2, "workers": [{
+        "type": "router", "id": "router1",
+        "options": {"pythonpath": [components_dir], "python": python().display().to_string()},
+        "realms": [{"name": "realm1", "roles": [
+            {"name": "frontend", "permissions": [
+                {"uri": "", "match": "prefix",
+                 "allow": {"call": true, "register": true, "publish": true, "subscribe": true}}]}]}],
+        "transports": [{"type": "web",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+            "paths": {"ws": {"type": "websocket", "auth": {
+                "wampcra": {"type": "function", "create": "function_auth.create_cra_authenticator",
+                            "expose_controller": true,
+                            "config": {"dbname": "foo", "users": {"client1": "secret123"}}},
+                "ticket": {"type": "function", "create": "function_auth.create_ticket_authenticator",
+                           "config": {"tickets": {"joe": "tk"}}}}}}}]
+    }]});
+    let out = check_json(&cfg);
+    assert!(out.status.success(), "{out:?}");
+    let node = Node::start(&cfg, port);
+    wait_status(&node, "the router running", |s| {
+        worker(s, "router1")["state"] == "running"
+    });
+    let out = expect_python_ok(
+        &node,
+        "scenarios.py",
+        &["function_authenticators", "json", "msgpack"],
+    );
+    assert!(out.contains("ok function_authenticators msgpack"), "{out}");
+    let log = std::fs::read_to_string(node.node_dir().join("logs/router1.log")).expect("log");
+    assert!(
+        log.contains("function authenticator function_auth.create_cra_authenticator ready for transports[0].paths.ws.auth.wampcra"),
+        "{log}"
+    );
+    assert!(
+        log.contains("WAMP-CRA function authenticator asked for 'client1' in 'realm1'"),
+        "{log}"
+    );
+    let status = crate::node::status(&node.node_dir()).to_string();
+    assert!(
+        !status.contains("trellis.internal") && !status.contains("authenticators.sock"),
+        "the router's own realm and socket stay out of status: {status}"
+    );
+
+    // check imports each `create`, and names the key of the one it cannot.
+    let mut bad = cfg.clone();
+    bad["workers"][0]["transports"][0]["paths"]["ws"]["auth"]["ticket"]["create"] =
+        json!("function_auth.missing");
+    let out = check_json(&bad);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("workers[0].transports[0].paths.ws.auth.ticket.create: \"function_auth.missing\": module 'function_auth' has no 'missing'"),
+        "{err}"
+    );
+    // The router's own realm names are not for configs.
+    let mut bad = cfg.clone();
+    bad["workers"][0]["realms"][0]["name"] = json!("trellis.internal.mine");
+    let out = check_json(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("workers[0].realms[0].name: realm names starting with \"trellis.internal.\" are the router's own"),
+        "{err}"
+    );
+}

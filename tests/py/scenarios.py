@@ -484,6 +484,58 @@ async def function_component(url, ser):
     await leave(s)
 
 
+@scenario
+async def function_authenticators(url, ser):
+    """Crossbar.io's function authenticators (WAMP-CRA and ticket on one
+    WebSocket path); their realm and procedures are the router's own."""
+    from autobahn.wamp import auth
+
+    def cra(secret):
+        return lambda c: auth.compute_wcs(secret, c.extra["challenge"])
+
+    s = await connect(url, ser, authmethods=["wampcra"], authid="client1", on_challenge=cra("secret123"))
+    assert s.details.authrole == "frontend", s.details
+    assert s.details.authmethod == "wampcra", s.details
+    assert s.details.authprovider == "function", s.details
+    # Nobody reaches the authenticators' procedures, even with every
+    # permission in realm1.
+    try:
+        await s.call("authenticate.function0", "realm1", "client1", {})
+    except ApplicationError as e:
+        assert e.error == "wamp.error.no_such_procedure", e.error
+    else:
+        raise AssertionError("a client called a function authenticator")
+    await leave(s)
+    for authid, secret, reason in [
+        ("client1", "guess", "wamp.error.authentication_failed"),
+        ("nobody", "x", "com.example.no_such_user"),
+    ]:
+        try:
+            await connect(url, ser, authmethods=["wampcra"], authid=authid, on_challenge=cra(secret))
+        except Exception as e:
+            assert getattr(e, "reason", None) == reason, repr(e)
+        else:
+            raise AssertionError(f"{authid} logged in with {secret!r}")
+    s = await connect(url, ser, authmethods=["ticket"], authid="joe", on_challenge=lambda c: "tk")
+    assert s.details.authrole == "frontend", s.details
+    await leave(s)
+    try:
+        await connect(url, ser, authmethods=["ticket"], authid="joe", on_challenge=lambda c: "guess")
+    except Exception as e:
+        assert getattr(e, "reason", None) == "com.example.invalid_ticket", repr(e)
+    else:
+        raise AssertionError("a wrong ticket logged in")
+    # Their realm does not exist for clients, whatever the function says.
+    try:
+        await connect(
+            url, ser, realm="trellis.internal.functions", authmethods=["ticket"], authid="joe", on_challenge=lambda c: "tk"
+        )
+    except Exception as e:
+        assert getattr(e, "reason", None) == "wamp.error.no_such_realm", repr(e)
+    else:
+        raise AssertionError("a client joined the function authenticators' realm")
+
+
 async def main(registry=None, target=str, timeout=60):
     """Run `argv[2]` of `registry` (this file's scenarios by default) once
     per serializer, against `target(argv[1])` (the URL, or the JSON of a

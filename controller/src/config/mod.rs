@@ -827,6 +827,20 @@ fn decode_worker(
                             message: p.message,
                         });
                     }
+                    for (j, realm) in r.realms.iter().enumerate() {
+                        if realm
+                            .name
+                            .starts_with(router_worker::config::INTERNAL_REALM_PREFIX)
+                        {
+                            errors.push(ConfigError {
+                                path: format!("{prefix}.realms[{j}].name"),
+                                message: format!(
+                                    "realm names starting with {:?} are the router's own: choose another name",
+                                    router_worker::config::INTERNAL_REALM_PREFIX
+                                ),
+                            });
+                        }
+                    }
                     for (j, c) in r.components.iter().enumerate() {
                         if let Err(e) = container_worker::components::check_router_component(c) {
                             errors.push(ConfigError {

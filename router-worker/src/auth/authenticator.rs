@@ -45,6 +45,15 @@ impl<P> Resolved<P> {
 }
 
 impl Authenticator {
+    /// The session's `authprovider`: `function` for the router's own
+    /// function authenticators (as Crossbar.io names them), else `dynamic`.
+    pub fn provider(&self) -> &'static str {
+        match &self.realm {
+            Some(r) if r.starts_with(crate::config::INTERNAL_REALM_PREFIX) => "function",
+            _ => "dynamic",
+        }
+    }
+
     /// Who an error names: `authenticator "com.example.authenticate"`.
     pub fn label(&self) -> String {
         format!("authenticator {:?}", self.procedure)

@@ -64,7 +64,7 @@ impl Method for Cryptosign {
                         .unwrap_or_else(|| pubkey.clone()),
                     authrole: v.role.clone(),
                     authmethod: "cryptosign".into(),
-                    authprovider: "dynamic".into(),
+                    authprovider: a.provider().into(),
                     realm: v.realm.clone().unwrap_or_else(|| realm.to_owned()),
                     extra: v.extra,
                 };

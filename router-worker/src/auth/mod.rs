@@ -128,6 +128,8 @@ pub struct Context<'a> {
     pub session: Id,
     /// Transport details (type, protocol, peer, HTTP headers).
     pub transport: &'a Dict,
+    /// A private link of the router worker: may join internal realms.
+    pub internal: bool,
 }
 
 impl Context<'_> {
@@ -282,6 +284,8 @@ pub struct AuthSettings {
     pub authenticate_timeout: Duration,
     /// Failed attempts per peer address.
     pub limiter: FailureLimiter,
+    /// A private link of the router worker: may join internal realms.
+    pub internal: bool,
 }
 
 impl AuthSettings {
@@ -333,6 +337,7 @@ impl AuthSettings {
                 Duration::from_millis(o.auth_failure_window),
                 Duration::from_millis(o.auth_failure_delay),
             ),
+            internal: t.internal,
         }
     }
 
@@ -458,7 +463,13 @@ pub(crate) fn admit(
             ),
         ));
     }
-    let Some(realm) = ctx.realms.get(&principal.realm) else {
+    // The router's own realms (its function authenticators') exist only
+    // for its private links, whatever an authenticator assigned.
+    let hidden = principal
+        .realm
+        .starts_with(crate::config::INTERNAL_REALM_PREFIX)
+        && !ctx.internal;
+    let Some(realm) = ctx.realms.get(&principal.realm).filter(|_| !hidden) else {
         return Err(refuse(
             wamp_uri::NO_SUCH_REALM,
             format!("realm {:?} does not exist on this router", principal.realm),

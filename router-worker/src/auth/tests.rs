@@ -53,6 +53,7 @@ async fn challenge(
         realms,
         session: 5,
         transport: &transport,
+        internal: false,
     };
     match s.hello(&hello(details), &ctx).await {
         Ok(Outcome::Challenge(c, p)) => (c, p),
@@ -71,6 +72,7 @@ async fn answer(
         realms,
         session: 5,
         transport: &transport,
+        internal: false,
     };
     let a = Authenticate {
         signature: signature.into(),
@@ -175,6 +177,7 @@ async fn anonymous_gets_an_authid_the_client_did_not_choose() {
         realms: &realms,
         session: 5,
         transport: &transport,
+        internal: false,
     };
     let out = s
         .hello(&hello(dict! { "authid" => "admin" }), &ctx)
@@ -202,6 +205,7 @@ async fn the_offered_methods_are_matched_against_the_enabled_ones() {
         realms: &realms,
         session: 5,
         transport: &transport,
+        internal: false,
     };
     let r = s
         .hello(
@@ -278,6 +282,7 @@ async fn anonymous_with_a_realm_joins_only_that_realm() {
         realms: &realms,
         session: 5,
         transport: &transport,
+        internal: false,
     };
     let nameless = HelloMsg {
         realm: String::new(),
@@ -298,4 +303,35 @@ async fn anonymous_with_a_realm_joins_only_that_realm() {
         "{}",
         r.message
     );
+}
+
+#[tokio::test]
+async fn internal_realms_exist_only_for_private_links() {
+    let cfg: RealmConfig = serde_json::from_str(
+        r#"{"name": "trellis.internal.functions", "roles": [{"name": "anonymous"}]}"#,
+    )
+    .unwrap();
+    let realms = Arc::new(RealmTable::default());
+    realms.apply(&[], &[cfg]).await.unwrap();
+    let principal = || Principal {
+        authid: "x".into(),
+        authrole: "anonymous".into(),
+        authmethod: "ticket".into(),
+        authprovider: "dynamic".into(),
+        realm: "trellis.internal.functions".into(),
+        extra: Dict::new(),
+    };
+    let transport = Dict::new();
+    let mut ctx = Context {
+        realms: &realms,
+        session: 5,
+        transport: &transport,
+        internal: false,
+    };
+    // Whatever an authenticator assigns, a client's link sees no such realm.
+    let r = admit(&ctx, principal(), "an authenticator").unwrap_err();
+    assert_eq!(r.reason, wamp_uri::NO_SUCH_REALM);
+    assert!(r.message.contains("does not exist"), "{}", r.message);
+    ctx.internal = true;
+    assert!(admit(&ctx, principal(), "the private link").is_ok());
 }

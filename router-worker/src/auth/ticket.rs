@@ -112,7 +112,7 @@ impl Challenged for PendingTicket {
                     authid: v.authid.unwrap_or(authid),
                     authrole: v.role,
                     authmethod: "ticket".into(),
-                    authprovider: "dynamic".into(),
+                    authprovider: authenticator.provider().into(),
                     realm: v.realm.unwrap_or(hello_realm),
                     extra: v.extra,
                 };

@@ -87,7 +87,7 @@ impl Method for WampCra {
                     authid: v.authid.clone().unwrap_or_else(|| authid.clone()),
                     authrole: v.role.clone(),
                     authmethod: "wampcra".into(),
-                    authprovider: "dynamic".into(),
+                    authprovider: a.provider().into(),
                     realm: v.realm.clone().unwrap_or_else(|| realm.to_owned()),
                     extra: v.extra,
                 };

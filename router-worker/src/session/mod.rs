@@ -348,6 +348,7 @@ async fn open<T: Transport>(
         realms,
         session: id,
         transport: &details,
+        internal: auth.internal,
     };
     // Boxed: the handshake's state (authenticator calls, challenges) is
     // needed only now, so it must not size the connection's task.
