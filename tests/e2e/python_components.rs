@@ -256,7 +256,7 @@ fn a_python_router_component_authenticates_ticket_logins() {
 
 /// The balloon example as the seed writes it: a Python authenticator as a
 /// router component, a Python backend in a container over WebSocket with
-/// WAMP-CRA, driven by autobahn-js.
+/// WAMP-CRA, driven by autobahn-js and by its page in headless Chromium.
 #[test]
 fn the_python_balloon_example_runs_as_the_seed_writes_it() {
     let example = repo_root().join("examples/balloon-python");
@@ -315,6 +315,15 @@ fn the_python_balloon_example_runs_as_the_seed_writes_it() {
             node.log()
         );
     }
+    // And the page, in headless Chromium, as the seed has it opened.
+    let page = format!("http://127.0.0.1:{port}/");
+    let (ok, out) = crate::support::node_js("page.mjs", &[&page, "123456"]);
+    assert!(ok, "{out}\n--- node log\n{}", node.log());
+    assert!(out.contains("result: 42"), "{out}");
+    assert!(
+        out.contains("refused: closed: wamp.error.authentication_failed"),
+        "{out}"
+    );
     let router_log =
         std::fs::read_to_string(node.node_dir().join("logs/worker-001.log")).expect("log");
     assert!(

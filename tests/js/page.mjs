@@ -1,7 +1,9 @@
 // Headless Chromium opens the balloon page, logs in, pops, and checks that
 // a refused login is reported and not retried.
 //
-// Usage: node page.mjs http://127.0.0.1:PORT/   (CHROMIUM overrides /usr/bin/chromium)
+// Usage: node page.mjs http://127.0.0.1:PORT/ [PASSWORD]
+// (CHROMIUM overrides /usr/bin/chromium; PASSWORD is ingemar's when it is
+// not the page's default, as in the Python example)
 import { chromium } from "playwright-core";
 
 const url = process.argv[2];
@@ -14,6 +16,7 @@ try {
   const page = await browser.newPage();
   page.on("pageerror", (e) => { console.error("page error:", e.message); failed = true; });
   await page.goto(url);
+  if (process.argv[3] !== undefined) await page.fill("#password", process.argv[3]);
   await page.click("#login");
   await page.waitForFunction(() => document.getElementById("status").textContent.includes("logged in as ID09125"), null, { timeout: 15000 });
   console.log("status:", await page.textContent("#status"));
