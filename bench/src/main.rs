@@ -108,6 +108,14 @@ enum Scenario {
         /// Calls per second, over all callers.
         #[arg(long)]
         rate: Option<f64>,
+        /// Call this procedure, registered by someone else (a component of
+        /// the node), instead of the benchmark's own `bench.echo` callee.
+        /// Waits up to 60 s for it to be registered.
+        #[arg(long)]
+        procedure: Option<String>,
+        /// The node's PID: report its process tree's RSS after the run.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// One publisher, S subscribers.
     Pubsub {
@@ -557,12 +565,48 @@ fn report(cli: &Cli, scenario: &str, fields: serde_json::Value, human: String) {
     }
 }
 
+/// Whose procedure the `rpc` scenario calls, and whose memory it reports.
+struct RpcTarget {
+    /// Someone else's procedure; the benchmark's own callee when `None`.
+    procedure: Option<String>,
+    /// The node's PID, for its process tree's RSS.
+    pid: Option<u32>,
+}
+
+/// Call `procedure` until it answers (it is registered), for `within`.
+async fn wait_registered(c: &mut Conn, procedure: &str, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let request = c.request();
+        c.feed(&Message::Call(Call {
+            request,
+            options: Dict::new(),
+            procedure: procedure.into(),
+            payload: Payload::args(vec![Value::Bytes(b"x".to_vec())]),
+        }))
+        .await?;
+        c.ws.flush().await?;
+        match tokio::time::timeout(Duration::from_secs(10), c.recv()).await {
+            Ok(Ok(Message::Result(_))) => return Ok(()),
+            Ok(Ok(Message::Error(e))) if e.error == "wamp.error.no_such_procedure" => {}
+            Ok(Ok(other)) => bail!("calling {procedure}: unexpected {other:?}"),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => bail!("calling {procedure}: no answer within 10 s"),
+        }
+        if Instant::now() > deadline {
+            bail!("{procedure} was not registered within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn rpc(
     cli: &Cli,
     callers: usize,
     inflight: usize,
     payload: usize,
     rate: Option<f64>,
+    target: RpcTarget,
 ) -> Result<()> {
     let ser = cli.serializer.serializer();
     // Open loop: each caller's time between calls.
@@ -571,11 +615,20 @@ async fn rpc(
         Some(r) => bail!("--rate must be a positive number of calls per second, not {r}"),
         None => None,
     };
-    let mut callee = Conn::join(&cli.url, &cli.realm, ser).await?;
-    callee.register("bench.echo").await?;
+    let procedure = target.procedure.clone().unwrap_or("bench.echo".into());
     let stop = Arc::new(AtomicBool::new(false));
     let stop_callee = stop.clone();
+    let mut callee = Conn::join(&cli.url, &cli.realm, ser).await?;
+    if target.procedure.is_some() {
+        wait_registered(&mut callee, &procedure, Duration::from_secs(60)).await?;
+    } else {
+        callee.register("bench.echo").await?;
+    }
+    let own_callee = target.procedure.is_none();
     let callee_task = tokio::spawn(async move {
+        if !own_callee {
+            return Ok(());
+        }
         while !stop_callee.load(Ordering::Relaxed) {
             let first = match tokio::time::timeout(Duration::from_millis(200), callee.recv()).await
             {
@@ -606,6 +659,7 @@ async fn rpc(
     for _ in 0..callers {
         let mut c = Conn::join(&cli.url, &cli.realm, ser).await?;
         let blob = blob.clone();
+        let procedure = procedure.clone();
         tasks.push(tokio::spawn(async move {
             let mut sent: HashMap<u64, Instant> = HashMap::with_capacity(inflight * 2);
             let mut samples = Samples::default();
@@ -617,7 +671,7 @@ async fn rpc(
                     Message::Call(Call {
                         request,
                         options: Dict::new(),
-                        procedure: "bench.echo".into(),
+                        procedure: procedure.as_str().into(),
                         payload: Payload::args(vec![blob.clone()]),
                     }),
                 )
@@ -710,12 +764,21 @@ async fn rpc(
         }
         None => format!("{callers}x{inflight} calls"),
     };
+    let mut memory = String::new();
+    if let Some(p) = &target.procedure {
+        fields["procedure"] = serde_json::json!(p);
+    }
+    if let Some(pid) = target.pid {
+        let kib = tree_rss_kib(pid)?;
+        fields["rss_kib"] = serde_json::json!(kib);
+        memory = format!("  node RSS {:.1} MiB", kib as f64 / 1024.0);
+    }
     report(
         cli,
         "rpc",
         fields,
         format!(
-            "{load}, {payload} B: {done_per_s:>10.0} calls/s  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms"
+            "{load}, {payload} B: {done_per_s:>10.0} calls/s  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms{memory}"
         ),
     );
     Ok(())
@@ -1261,7 +1324,15 @@ async fn main() -> Result<()> {
             inflight,
             payload,
             rate,
-        } => rpc(&cli, callers, inflight, payload, rate).await,
+            ref procedure,
+            pid,
+        } => {
+            let target = RpcTarget {
+                procedure: procedure.clone(),
+                pid,
+            };
+            rpc(&cli, callers, inflight, payload, rate, target).await
+        }
         Scenario::Pubsub {
             subscribers,
             payload,

@@ -81,15 +81,17 @@ fn spawn_launcher(
     if let Ok(existing) = std::env::var("PYTHONPATH") {
         path.push(existing);
     }
-    let child = tokio::process::Command::new(&python)
-        .arg("-u")
+    let mut cmd = tokio::process::Command::new(&python);
+    cmd.arg("-u")
         .arg("-c")
         .arg(LAUNCHER)
         .env("PYTHONPATH", path.join(":"))
         .stdin(Stdio::piped())
         .stdout(stdout)
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    die_with_worker(&mut cmd);
+    let child = cmd
         .spawn()
         .map_err(|e| {
             format!(
@@ -97,6 +99,30 @@ fn spawn_launcher(
             )
         })?;
     Ok((python, child))
+}
+
+/// The interpreter gets SIGKILL when the worker that started it dies, even
+/// by `kill -9`: a worker that comes back starts a fresh interpreter, and
+/// the old one must not linger with its sessions and registrations. (The
+/// controller also kills a dead worker's process group; this holds when
+/// the components' code left that group, or the controller is gone too.)
+#[allow(unsafe_code)]
+fn die_with_worker(cmd: &mut tokio::process::Command) {
+    let worker = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe system calls (prctl, getppid); it allocates
+    // nothing and takes no locks. The death signal is tied to the spawning
+    // thread: a runtime worker thread, which lives as long as the worker.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)?;
+            if nix::unistd::getppid().as_raw().unsigned_abs() != worker {
+                return Err(std::io::Error::other("the worker exited during the spawn"));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Start the interpreter with the container's Python components.

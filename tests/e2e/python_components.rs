@@ -85,6 +85,33 @@ fn python_components_run_answer_and_crash_alone() {
     );
 }
 
+/// kill -9 of a component's interpreter, then of its container worker:
+/// the other containers' components answer throughout and are never
+/// restarted; the killed container comes back with a fresh interpreter
+/// (the old one does not linger with its registrations).
+#[test]
+fn kill_9_of_an_interpreter_or_a_container_spares_the_others() {
+    let (ws, rs) = (free_port(), free_port());
+    let node = Node::start(&config(ws, rs), ws);
+    wait_status(&node, "every container running", |s| {
+        ["adder", "greeter", "crasher"]
+            .iter()
+            .all(|id| worker(s, id)["state"] == "running")
+    });
+    let out = expect_python_args_ok(
+        &node,
+        "scenarios.py",
+        &[&node.url(), "kill9_spares_the_others", "json"],
+    );
+    assert!(out.contains("ok kill9_spares_the_others json"), "{out}");
+    let s = wait_status(&node, "the crasher restarted twice", |s| {
+        worker(s, "crasher")["restarts"] == 2 && worker(s, "crasher")["state"] == "running"
+    });
+    for id in ["adder", "greeter"] {
+        assert_eq!(worker(&s, id)["restarts"], 0, "{id}: {s}");
+    }
+}
+
 #[test]
 fn a_python_component_that_cannot_load_is_named() {
     let (ws, rs) = (free_port(), free_port());

@@ -463,6 +463,43 @@ async def python_components(url, ser):
 
 
 @scenario
+async def kill9_spares_the_others(url, ser):
+    """kill -9 of the crasher's interpreter, then of its container worker:
+    the adder, in another container, answers every call meanwhile, and the
+    crasher comes back each time with a new interpreter."""
+    import os
+    import signal
+
+    caller = await connect(url, ser)
+    loop = asyncio.get_event_loop()
+
+    async def kill_and_wait(procedure):
+        victim = await call_when_registered(caller, procedure)
+        before = await caller.call("com.example.crasher_pid")
+        os.kill(victim, signal.SIGKILL)
+        answered, gone = 0, False
+        deadline = loop.time() + 30
+        while True:
+            assert await caller.call("com.example.add2", 1, 2) == 13
+            answered += 1
+            try:
+                after = await caller.call("com.example.crasher_pid")
+                if after != before:
+                    break
+            except ApplicationError as e:
+                assert e.error in ("wamp.error.no_such_procedure", "wamp.error.canceled"), e.error
+                gone = True
+            assert loop.time() < deadline, f"the crasher did not come back after kill -9 of {procedure}"
+            await asyncio.sleep(0.05)
+        assert gone, f"the crasher never went away after kill -9 of {procedure}"
+        print(f"kill -9 of {procedure}: the adder answered {answered} calls meanwhile", flush=True)
+
+    await kill_and_wait("com.example.crasher_pid")
+    await kill_and_wait("com.example.crasher_parent")
+    await leave(caller)
+
+
+@scenario
 async def ticket_via_python_authenticator(url, ser):
     """A Python router component authenticates ticket logins."""
     s = await connect(url, ser, authmethods=["ticket"], authid="joe", on_challenge=lambda c: "secret")

@@ -30,6 +30,8 @@ class Crasher(ApplicationSession):
 
         await self.register(crash, "com.example.crash")
         await self.register(lambda: os.getpid(), "com.example.crasher_pid")
+        # The interpreter's parent: the container worker.
+        await self.register(lambda: os.getppid(), "com.example.crasher_parent")
 
 
 class NotASession:
