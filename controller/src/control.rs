@@ -78,6 +78,34 @@ pub struct WorkerReport {
     pub transports: Vec<Listening>,
 }
 
+/// A worker's figures, its answer to `worker.ID.stats` (the metrics).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// A router's realms (not its internal ones).
+    #[serde(default)]
+    pub realms: BTreeMap<String, router_worker::realm::RealmStats>,
+    /// A router's transports (not its private sockets).
+    #[serde(default)]
+    pub transports: Vec<TransportStats>,
+}
+
+/// One transport's counters.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TransportStats {
+    /// Its id, or `transport[i]`.
+    pub name: String,
+    /// `websocket`, `rawsocket`, `web`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Connections open now.
+    pub open: u64,
+    pub accepted: u64,
+    /// Refused by `max_connections`.
+    pub refused: u64,
+    pub auth_ok: u64,
+    pub auth_failed: u64,
+}
+
 /// One worker in `trellis status` ([`NODE_STATUS`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStatus {

@@ -20,6 +20,7 @@
 //! The container worker's code and the built-in components are the
 //! `container-worker` crate; the router's, `router-worker`.
 
+pub mod admin;
 pub mod config;
 pub mod control;
 pub mod guest;

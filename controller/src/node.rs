@@ -13,6 +13,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use client::{CallError, Client};
@@ -62,6 +64,9 @@ pub enum NodeError {
     /// The controller cannot join or set up its own control realm.
     #[error("{0}")]
     ControlLink(String),
+    /// The admin listener cannot listen.
+    #[error("cannot open the admin listener (controller.admin.endpoint) on {addr}: {cause}")]
+    Admin { addr: String, cause: std::io::Error },
     /// The executable to start workers with cannot be found.
     #[error("cannot find the trellis executable to start workers: {0}")]
     Exe(std::io::Error),
@@ -145,6 +150,31 @@ pub async fn run(
         .await
         .map_err(NodeError::ControlLink)?;
 
+    // SIGTERM turns `/readyz` to 503 for `drain_grace` before the node stops.
+    let draining = Arc::new(AtomicBool::new(false));
+    let admin_stop = CancellationToken::new();
+    let drain_grace = match &cfg.controller.admin {
+        Some(a) => {
+            let listener = crate::admin::bind(a)
+                .await
+                .map_err(|cause| NodeError::Admin {
+                    addr: format!("{}:{}", a.endpoint.interface, a.endpoint.port),
+                    cause,
+                })?;
+            let state = Arc::new(crate::admin::AdminState {
+                events: events_tx.clone(),
+                link: link.clone(),
+                draining: draining.clone(),
+                token: a.token.clone(),
+                started: started_at,
+            });
+            tokio::spawn(crate::admin::serve(listener, state, admin_stop.clone()));
+            Duration::from_secs_f64(cfg.controller.drain_grace)
+        }
+        None => Duration::ZERO,
+    };
+    let mut drain_until: Option<Instant> = None;
+
     let exe = std::env::current_exe().map_err(NodeError::Exe)?;
     let ctx = spawn::Context {
         exe,
@@ -182,7 +212,18 @@ pub async fn run(
     while outcome.is_none() {
         let wake = shell.wake;
         let ev = tokio::select! {
-            _ = shutdown.cancelled(), if !stop_sent => {
+            _ = shutdown.cancelled(), if !stop_sent && drain_until.is_none() => {
+                if drain_grace.is_zero() {
+                    stop_sent = true;
+                    Event::Stop
+                } else {
+                    draining.store(true, Ordering::Relaxed);
+                    info!(grace_s = drain_grace.as_secs_f64(), "draining: /readyz says 503 until the node stops (controller.options.drain_grace)");
+                    drain_until = Some(Instant::now() + drain_grace);
+                    continue;
+                }
+            }
+            _ = tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now).into()), if drain_until.is_some() && !stop_sent => {
                 stop_sent = true;
                 Event::Stop
             }
@@ -207,6 +248,7 @@ pub async fn run(
         outcome = shell.feed(ev).await;
     }
     shell.watchdog.cancel();
+    admin_stop.cancel();
     shell.link.leave().await;
     control_stop.cancel();
     let _ = control_task.await;

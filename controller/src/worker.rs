@@ -132,6 +132,23 @@ pub async fn run(
                 .collect()
         })
         .unwrap_or_default();
+    // Counters of the public transports, for the `stats` procedure.
+    let counters: Vec<(
+        String,
+        String,
+        Arc<router_worker::session::TransportCounters>,
+    )> = router
+        .as_ref()
+        .map(|r| {
+            r.endpoints()
+                .into_iter()
+                .zip(r.transport_kinds())
+                .zip(r.transport_counters())
+                .filter(|((listen, _), _)| !listen.contains(".trellis-"))
+                .map(|((_, kind), (name, c))| (name, kind.to_owned(), c))
+                .collect()
+        })
+        .unwrap_or_default();
     let realms = router.as_ref().map(|r| r.realms().clone());
     // Serve now: Python router components join over the router's sockets
     // before the worker reports ready.
@@ -193,6 +210,44 @@ pub async fn run(
         }
     };
     register(&link, &control::worker_procedure(&id, "status"), status).await?;
+    let stats_realms = realms.clone();
+    register(
+        &link,
+        &control::worker_procedure(&id, "stats"),
+        move |_: Payload, _: Dict| {
+            let realms = stats_realms.clone();
+            let counters = counters.clone();
+            async move {
+                let mut out = control::WorkerStats::default();
+                for r in realms.iter().flat_map(|t| t.all()) {
+                    if r.name.starts_with(INTERNAL_REALM_PREFIX) {
+                        continue;
+                    }
+                    if let Ok(s) = r.stats().await {
+                        out.realms.insert(r.name.to_string(), s);
+                    }
+                }
+                use std::sync::atomic::Ordering::Relaxed;
+                out.transports = counters
+                    .iter()
+                    .map(|(name, kind, c)| control::TransportStats {
+                        name: name.clone(),
+                        kind: kind.clone(),
+                        open: c.open.load(Relaxed),
+                        accepted: c.accepted.load(Relaxed),
+                        refused: c.refused.load(Relaxed),
+                        auth_ok: c.auth_ok.load(Relaxed),
+                        auth_failed: c.auth_failed.load(Relaxed),
+                    })
+                    .collect();
+                Ok(Payload {
+                    kwargs: control::to_kwargs(&out),
+                    ..Payload::default()
+                })
+            }
+        },
+    )
+    .await?;
     // The controller's liveness check: answered once every realm's actor
     // has got to it, so a stuck realm is as silent as a stopped process.
     let ping_realms = realms.clone();

@@ -152,7 +152,14 @@ impl Router {
                 })?;
             let mut settings = ListenerSettings::from_config(index, t, store_for(t));
             if t.kind == config::TransportKind::Web {
-                settings.web = Some(Arc::new(web_settings(index, t, &store_for)?));
+                let mut web = web_settings(index, t, &store_for)?;
+                // One transport's figures, whichever path a session took.
+                for path in web.websockets.values_mut() {
+                    if let Some(p) = Arc::get_mut(path) {
+                        p.session.counters = settings.session.counters.clone();
+                    }
+                }
+                settings.web = Some(Arc::new(web));
             }
             listeners.push((listener, Arc::new(settings)));
         }
@@ -182,6 +189,15 @@ impl Router {
     /// config order.
     pub fn endpoints(&self) -> Vec<String> {
         self.listeners.iter().map(|(l, _)| l.describe()).collect()
+    }
+
+    /// Each transport's name (its id, or `transport[i]`) and counters, in
+    /// config order (web WebSocket paths count under their transport).
+    pub fn transport_counters(&self) -> Vec<(String, Arc<session::TransportCounters>)> {
+        self.listeners
+            .iter()
+            .map(|(_, s)| (s.name.clone(), s.session.counters.clone()))
+            .collect()
     }
 
     /// Each transport's type (`websocket`, `rawsocket`), in config order.

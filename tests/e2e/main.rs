@@ -3,6 +3,7 @@
 //! `websockets` for raw bad input). `scripts/test` installs the Python
 //! environment these need.
 
+mod admin;
 mod advanced;
 mod auth;
 mod bad_input;

@@ -374,6 +374,50 @@ pub struct ControllerOptions {
     /// Seconds a worker may leave pings unanswered (stopped, deadlocked)
     /// before it is killed and restarted like a crashed one.
     pub worker_ping_timeout: f64,
+    /// On SIGTERM with an admin listener: seconds `/readyz` says 503 before
+    /// the node stops, so that load balancers notice (0: stop at once).
+    pub drain_grace: f64,
+    /// The admin listener (`controller.admin`), off when absent; not an
+    /// option key.
+    #[serde(skip)]
+    pub admin: Option<AdminConfig>,
+}
+
+/// `controller.admin`: the HTTP listener for `/metrics`, `/livez`,
+/// `/readyz` and `/status`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where to listen: TCP, 127.0.0.1:9090 by default.
+    #[serde(default)]
+    pub endpoint: AdminEndpoint,
+    /// When set, `/metrics` and `/status` want `Authorization: Bearer
+    /// TOKEN` (`${VAR}` reads it from the environment).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// `controller.admin.endpoint`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminEndpoint {
+    /// Only `tcp`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The address to bind; the loopback one by default.
+    pub interface: String,
+    /// The port (0: any free one, logged).
+    pub port: u16,
+}
+
+impl Default for AdminEndpoint {
+    fn default() -> Self {
+        AdminEndpoint {
+            kind: "tcp".into(),
+            interface: "127.0.0.1".into(),
+            port: 9090,
+        }
+    }
 }
 
 /// `controller.options.on_router_failure`.
@@ -398,6 +442,8 @@ impl Default for ControllerOptions {
             on_router_failure: RouterFailure::Stop,
             worker_ping_interval: 5.0,
             worker_ping_timeout: 15.0,
+            drain_grace: 5.0,
+            admin: None,
         }
     }
 }
@@ -410,6 +456,8 @@ struct RawController {
     id: Option<String>,
     #[serde(default)]
     options: Option<serde_json::Value>,
+    #[serde(default)]
+    admin: Option<AdminConfig>,
 }
 
 /// The top level of node.json before workers are decoded one by one.
@@ -660,7 +708,57 @@ fn decode_controller(c: serde_json::Value, errors: &mut Vec<ConfigError>) -> Con
         }
     };
     let _ = raw.id;
-    let Some(opts) = raw.options else {
+    let admin = raw.admin.map(|a| check_admin(a, errors));
+    let mut out = decode_controller_options(raw.options, errors);
+    out.admin = admin;
+    out
+}
+
+/// The admin listener's config: a TCP endpoint, a token from the
+/// environment when given as `${VAR}`.
+fn check_admin(mut a: AdminConfig, errors: &mut Vec<ConfigError>) -> AdminConfig {
+    if a.endpoint.kind != "tcp" {
+        errors.push(ConfigError {
+            path: "controller.admin.endpoint.type".into(),
+            message: format!(
+                "the admin listener listens on \"tcp\" only, found {:?}",
+                a.endpoint.kind
+            ),
+        });
+    }
+    if a.endpoint.interface.parse::<std::net::IpAddr>().is_err() {
+        errors.push(ConfigError {
+            path: "controller.admin.endpoint.interface".into(),
+            message: format!(
+                "{:?} is not an IP address (e.g. \"127.0.0.1\"; the admin listener is best kept off public addresses)",
+                a.endpoint.interface
+            ),
+        });
+    }
+    if let Some(token) = &a.token {
+        if let Some(var) = router_worker::config::env_placeholder(token) {
+            match std::env::var(var) {
+                Ok(v) if !v.is_empty() => a.token = Some(v),
+                _ => errors.push(ConfigError {
+                    path: "controller.admin.token".into(),
+                    message: format!("the environment variable {var} is not set (or empty)"),
+                }),
+            }
+        } else if token.is_empty() {
+            errors.push(ConfigError {
+                path: "controller.admin.token".into(),
+                message: "must not be empty: remove it to serve without a token".into(),
+            });
+        }
+    }
+    a
+}
+
+fn decode_controller_options(
+    opts: Option<serde_json::Value>,
+    errors: &mut Vec<ConfigError>,
+) -> ControllerOptions {
+    let Some(opts) = opts else {
         return ControllerOptions::default();
     };
     let mut opts = match opts {
@@ -703,6 +801,15 @@ fn decode_controller(c: serde_json::Value, errors: &mut Vec<ConfigError>) -> Con
                         message: format!("must be a number of seconds in (0, 3600], found {v}"),
                     });
                 }
+            }
+            if !(0.0..=600.0).contains(&o.drain_grace) {
+                errors.push(ConfigError {
+                    path: "controller.options.drain_grace".into(),
+                    message: format!(
+                        "must be a number of seconds in [0, 600], found {}",
+                        o.drain_grace
+                    ),
+                });
             }
             if o.log_max_size < 4096 {
                 errors.push(ConfigError {

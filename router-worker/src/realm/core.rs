@@ -193,6 +193,128 @@ pub struct Core {
     pub(crate) now: SystemTime,
     /// What the current input asks for, in order.
     pub(crate) fx: Vec<Effect>,
+    /// Counters since the realm started.
+    pub(crate) stats: Counters,
+}
+
+/// A realm's counters: plain integers, since only the realm's actor
+/// touches them; read with [`Core::stats`].
+#[derive(Debug, Clone)]
+pub(crate) struct Counters {
+    /// Messages from clients, by type code.
+    received: [u64; MESSAGE_CODES],
+    /// Messages to clients, by type code.
+    sent: [u64; MESSAGE_CODES],
+    joined: u64,
+    left: u64,
+    slow_peers: u64,
+    /// Calls ended, by [`CallOutcome`].
+    calls: [u64; CallOutcome::ALL.len()],
+    /// Authorization decisions: [`Action` as index][allowed, denied].
+    pub(crate) authz: [[u64; 2]; 4],
+}
+
+impl Counters {
+    /// `n` EVENTs sent at once (a publication's fan-out).
+    pub(crate) fn events_sent(&mut self, n: usize) {
+        self.sent[code::EVENT as usize] += n as u64;
+    }
+}
+
+/// Message type codes counted (WAMP's go up to 70).
+const MESSAGE_CODES: usize = 72;
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            received: [0; MESSAGE_CODES],
+            sent: [0; MESSAGE_CODES],
+            joined: 0,
+            left: 0,
+            slow_peers: 0,
+            calls: [0; CallOutcome::ALL.len()],
+            authz: [[0; 2]; 4],
+        }
+    }
+}
+
+/// How a call ended, as the router answered its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// A final RESULT.
+    Ok,
+    /// An ERROR from the callee (or any error not below).
+    Error,
+    /// `wamp.error.canceled`.
+    Canceled,
+    /// `wamp.error.timeout`.
+    Timeout,
+    /// No callee: `wamp.error.no_such_procedure` or
+    /// `wamp.error.no_available_callee`.
+    NoCallee,
+}
+
+impl CallOutcome {
+    /// Every result, in counter order.
+    pub const ALL: [CallOutcome; 5] = [
+        CallOutcome::Ok,
+        CallOutcome::Error,
+        CallOutcome::Canceled,
+        CallOutcome::Timeout,
+        CallOutcome::NoCallee,
+    ];
+
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            CallOutcome::Ok => "ok",
+            CallOutcome::Error => "error",
+            CallOutcome::Canceled => "canceled",
+            CallOutcome::Timeout => "timeout",
+            CallOutcome::NoCallee => "no_callee",
+        }
+    }
+
+    /// What a message to a caller says of its call, if it ends one.
+    fn of(msg: &Message) -> Option<CallOutcome> {
+        match msg {
+            Message::Result(r) => {
+                let progress = matches!(r.details.get("progress"), Some(proto::Value::Bool(true)));
+                (!progress).then_some(CallOutcome::Ok)
+            }
+            Message::Error(e) if e.request_type == proto::message::code::CALL => {
+                Some(match e.error.as_str() {
+                    wamp_uri::CANCELED => CallOutcome::Canceled,
+                    "wamp.error.timeout" => CallOutcome::Timeout,
+                    wamp_uri::NO_SUCH_PROCEDURE | "wamp.error.no_available_callee" => {
+                        CallOutcome::NoCallee
+                    }
+                    _ => CallOutcome::Error,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A realm's figures at one moment (the metrics a worker reports).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct RealmStats {
+    pub sessions: u64,
+    pub registrations: u64,
+    pub subscriptions: u64,
+    pub sessions_joined: u64,
+    pub sessions_left: u64,
+    /// Sessions closed because they did not read (their queue was full).
+    pub slow_peers_closed: u64,
+    /// Messages from clients, by type name (`CALL`), non-zero only.
+    pub received: std::collections::BTreeMap<String, u64>,
+    /// Messages to clients, by type name, non-zero only.
+    pub sent: std::collections::BTreeMap<String, u64>,
+    /// Calls ended, by result (`ok`, `error`, ...).
+    pub calls: std::collections::BTreeMap<String, u64>,
+    /// Authorization decisions by `action/result` (`call/allowed`).
+    pub authorizations: std::collections::BTreeMap<String, u64>,
 }
 
 impl Core {
@@ -226,6 +348,44 @@ impl Core {
             rng,
             now: SystemTime::UNIX_EPOCH,
             fx: Vec::new(),
+            stats: Counters::default(),
+        }
+    }
+
+    /// The realm's figures now.
+    pub fn stats(&self) -> RealmStats {
+        let by_type = |counts: &[u64; MESSAGE_CODES]| {
+            counts
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(code, n)| (proto::message::type_name(code as u64).to_owned(), *n))
+                .collect()
+        };
+        let c = &self.stats;
+        // In `Action`'s order, as `Counters::authz` is indexed.
+        let actions = ["call", "register", "publish", "subscribe"];
+        RealmStats {
+            sessions: self.sessions.len() as u64,
+            registrations: self.dealer.len() as u64,
+            subscriptions: self.broker.len() as u64,
+            sessions_joined: c.joined,
+            sessions_left: c.left,
+            slow_peers_closed: c.slow_peers,
+            received: by_type(&c.received),
+            sent: by_type(&c.sent),
+            calls: CallOutcome::ALL
+                .iter()
+                .zip(c.calls)
+                .map(|(r, n)| (r.name().to_owned(), n))
+                .collect(),
+            authorizations: actions
+                .iter()
+                .zip(c.authz)
+                .flat_map(|(a, [yes, no])| {
+                    [(format!("{a}/allowed"), yes), (format!("{a}/denied"), no)]
+                })
+                .collect(),
         }
     }
 
@@ -260,6 +420,7 @@ impl Core {
                 awaiting_authz: false,
             }),
         );
+        self.stats.joined += 1;
         true
     }
 
@@ -276,6 +437,9 @@ impl Core {
             Input::Joined { session } => self.meta_on_join(session),
             Input::Message { session, msg } => {
                 if self.sessions.contains_key(&session) {
+                    if let Some(n) = self.stats.received.get_mut(msg.code() as usize) {
+                        *n += 1;
+                    }
                     self.dispatch(session, msg);
                 }
             }
@@ -329,6 +493,12 @@ impl Core {
         if to == INTERNAL {
             return self.internal_reply(msg);
         }
+        if let Some(n) = self.stats.sent.get_mut(msg.code() as usize) {
+            *n += 1;
+        }
+        if let Some(r) = CallOutcome::of(&msg) {
+            self.stats.calls[r as usize] += 1;
+        }
         self.fx.push(Effect::Send {
             to,
             msg: OutMsg::new(msg),
@@ -374,6 +544,7 @@ impl Core {
         if entry.killed {
             return;
         }
+        self.stats.slow_peers += 1;
         warn!(
             session,
             authid = %entry.info.authid,
@@ -410,7 +581,32 @@ impl Core {
         // not use a URI learns nothing about it.
         // A pattern is authorized as the whole set of URIs it matches: a
         // role allowed one URI must not receive calls or events for others.
-        let decision = match self.cached_decision(session, uri_str, action) {
+        let decision = self.decide(session, uri_str, policy, action);
+        self.stats.authz[action as usize][usize::from(decision.is_err())] += 1;
+        let decision = decision?;
+        if (uri::is_reserved(uri_str) || uri_str.starts_with("trellis."))
+            && matches!(action, Action::Register | Action::Publish)
+        {
+            return Err((
+                wamp_uri::INVALID_URI,
+                format!(
+                    "{uri_str:?}: the \"wamp.\" and \"trellis.\" prefixes are reserved for the router"
+                ),
+            ));
+        }
+        Ok(decision)
+    }
+
+    /// The role's permission for `uri_str`, from the authorizer's cached
+    /// answer or the static rules.
+    fn decide(
+        &mut self,
+        session: Id,
+        uri_str: &str,
+        policy: MatchPolicy,
+        action: Action,
+    ) -> Result<Decision, (&'static str, String)> {
+        Ok(match self.cached_decision(session, uri_str, action) {
             Some(Err(reason)) => return Err(reason),
             Some(Ok(d)) if d.allow => d,
             Some(Ok(_)) => {
@@ -426,18 +622,7 @@ impl Core {
                 .authz
                 .authorize_pattern(self.role(session), uri_str, policy, action)
                 .map_err(|text| (wamp_uri::NOT_AUTHORIZED, text))?,
-        };
-        if (uri::is_reserved(uri_str) || uri_str.starts_with("trellis."))
-            && matches!(action, Action::Register | Action::Publish)
-        {
-            return Err((
-                wamp_uri::INVALID_URI,
-                format!(
-                    "{uri_str:?}: the \"wamp.\" and \"trellis.\" prefixes are reserved for the router"
-                ),
-            ));
-        }
-        Ok(decision)
+        })
     }
 
     /// Whether a caller or publisher is disclosed: when its permission says
@@ -494,6 +679,7 @@ impl Core {
         let Some(entry) = self.sessions.remove(&session) else {
             return;
         };
+        self.stats.left += 1;
         self.fx.push(Effect::Left { session });
         for (sub, r) in self.broker.remove_session(session) {
             self.meta_unsubscribed(session, sub, r.deleted);

@@ -43,7 +43,8 @@ use crate::config::RealmConfig;
 use crate::outbound::OutMsg;
 
 pub use self::core::{
-    Close, Core, Effect, INTERNAL, Input, MAX_TESTAMENTS, Mint, TOO_MANY_CALLS, Timer,
+    CallOutcome, Close, Core, Effect, INTERNAL, Input, MAX_TESTAMENTS, Mint, RealmStats,
+    TOO_MANY_CALLS, Timer,
 };
 pub(crate) use self::core::{Testament, error_msg};
 pub use self::pubsub::receives;
@@ -250,6 +251,8 @@ pub enum RealmCommand {
     /// Answer when the realm gets to it (the controller's liveness check:
     /// a realm stuck in a loop never does).
     Ping { reply: oneshot::Sender<()> },
+    /// The realm's figures (metrics).
+    Stats { reply: oneshot::Sender<RealmStats> },
     /// A timer the core started has fired.
     Timer(Timer),
 }
@@ -327,6 +330,19 @@ impl RealmHandle {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(RealmCommand::Ping { reply })
+            .await
+            .map_err(|_| RealmStopped)?;
+        answer.await.map_err(|_| RealmStopped)
+    }
+
+    /// The realm's figures, once its actor gets to the question.
+    ///
+    /// # Errors
+    /// [`RealmStopped`] if the realm has stopped.
+    pub async fn stats(&self) -> Result<RealmStats, RealmStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(RealmCommand::Stats { reply })
             .await
             .map_err(|_| RealmStopped)?;
         answer.await.map_err(|_| RealmStopped)
@@ -479,6 +495,10 @@ impl Actor {
             RealmCommand::Leave { session } => Input::Leave { session },
             RealmCommand::Ping { reply } => {
                 let _ = reply.send(());
+                return;
+            }
+            RealmCommand::Stats { reply } => {
+                let _ = reply.send(self.core.stats());
                 return;
             }
             RealmCommand::Reconfigure { cfg } => Input::Reconfigure { cfg },

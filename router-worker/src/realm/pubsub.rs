@@ -57,6 +57,7 @@ impl Core {
             sessions,
             authz,
             fx,
+            stats,
             ..
         } = self;
         let mut recipients = Vec::new();
@@ -86,6 +87,7 @@ impl Core {
                 details,
                 payload: p.payload.clone(),
             }));
+            stats.events_sent(recipients.len());
             for &sid in &recipients {
                 fx.push(Effect::Send {
                     to: sid,

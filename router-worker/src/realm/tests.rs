@@ -1005,3 +1005,41 @@ fn effects_stay_small() {
     // A publication to N subscribers is N effects.
     assert!(std::mem::size_of::<Effect>() <= 40);
 }
+
+// ----- figures -----
+
+#[test]
+fn the_realms_figures_count_what_happened() {
+    let (mut h, inv) = call_in_flight(true);
+    h.yield_(2, inv, Dict::new());
+    h.call(1, 8, "com.nobody", Dict::new());
+    h.join(3, "guest");
+    h.subscribe(3, "com.open.news", Dict::new());
+    h.subscribe(1, "com.open.news", Dict::new());
+    let fx = h.publish(1, "com.open.news", Dict::new());
+    assert_eq!(fx.len(), 1, "the guest gets the event, the publisher not");
+    // The guest may not call: a denial.
+    h.call(3, 9, "com.slow", Dict::new());
+    h.input(Input::SlowPeer {
+        session: 3,
+        queue: 10,
+    });
+    let s = h.core.stats();
+    assert_eq!((s.sessions, s.registrations, s.subscriptions), (2, 1, 1));
+    assert_eq!((s.sessions_joined, s.sessions_left), (3, 1));
+    assert_eq!(s.slow_peers_closed, 1);
+    assert_eq!(s.received["CALL"], 3);
+    assert_eq!(s.received["PUBLISH"], 1);
+    assert_eq!(s.sent["EVENT"], 1);
+    assert_eq!(s.sent["RESULT"], 1);
+    assert_eq!(s.calls["ok"], 1);
+    assert_eq!(s.calls["no_callee"], 1);
+    assert_eq!(s.calls["error"], 1, "the denied call");
+    assert_eq!(s.authorizations["call/allowed"], 2);
+    assert_eq!(s.authorizations["call/denied"], 1);
+    assert_eq!(s.authorizations["subscribe/allowed"], 2);
+    assert!(
+        !s.received.contains_key("UNSUBSCRIBE"),
+        "only what happened"
+    );
+}

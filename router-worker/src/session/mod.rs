@@ -53,6 +53,31 @@ pub struct SessionSettings {
     pub keepalive: Option<(Duration, Duration)>,
     /// How long one write may stay blocked before the peer counts as gone.
     pub write_timeout: Duration,
+    /// The transport's counters (metrics).
+    pub counters: Arc<TransportCounters>,
+}
+
+/// A transport's counters, shared by its connections (relaxed atomics:
+/// one add per connection or login, nothing per message).
+#[derive(Debug, Default)]
+pub struct TransportCounters {
+    /// Connections open now.
+    pub open: std::sync::atomic::AtomicU64,
+    /// Connections accepted since the start.
+    pub accepted: std::sync::atomic::AtomicU64,
+    /// Connections refused by `max_connections`.
+    pub refused: std::sync::atomic::AtomicU64,
+    /// Logins welcomed.
+    pub auth_ok: std::sync::atomic::AtomicU64,
+    /// Logins refused (ABORT after HELLO or AUTHENTICATE).
+    pub auth_failed: std::sync::atomic::AtomicU64,
+}
+
+impl TransportCounters {
+    /// Add one to `counter`.
+    pub fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The features Trellis announces in WELCOME: exactly those that work and
@@ -353,9 +378,13 @@ async fn open<T: Transport>(
     // Boxed: the handshake's state (authenticator calls, challenges) is
     // needed only now, so it must not size the connection's task.
     let principal = match Box::pin(handshake(t, auth, &hello, &ctx, shutdown)).await {
-        Ok(p) => p,
+        Ok(p) => {
+            TransportCounters::bump(&settings.counters.auth_ok);
+            p
+        }
         Err(None) => return None,
         Err(Some(r)) => {
+            TransportCounters::bump(&settings.counters.auth_failed);
             auth.record_failure(peer_ip, claimed.as_deref(), &r);
             info!(parent: &span, realm = %hello.realm, reason = %r.reason, "session refused: {}", r.message);
             return quit(abort(t, &r.reason, &r.message, CloseKind::Normal)).await;

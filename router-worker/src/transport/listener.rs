@@ -90,6 +90,7 @@ impl ListenerSettings {
                         Duration::from_millis(o.auto_ping_timeout.max(1)),
                     )
                 }),
+                counters: Arc::default(),
             },
             ws_config,
             handshake_timeout: Duration::from_millis(o.open_handshake_timeout),

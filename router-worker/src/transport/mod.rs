@@ -25,6 +25,7 @@ pub mod rawsocket;
 pub mod web;
 pub mod websocket;
 
+use crate::session::TransportCounters;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -174,7 +175,9 @@ pub async fn serve(
                 continue;
             }
         };
+        let counters = settings.session.counters.clone();
         let Ok(permit) = limit.clone().try_acquire_owned() else {
+            TransportCounters::bump(&counters.refused);
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
@@ -202,12 +205,15 @@ pub async fn serve(
         let realms = realms.clone();
         let shutdown = shutdown.child_token();
         let span = info_span!("conn", peer = %peer.desc, transport = %settings.name);
+        TransportCounters::bump(&counters.accepted);
+        TransportCounters::bump(&counters.open);
         tracker.spawn(
             async move {
                 match stream {
                     Stream::Tcp(s) => handle(s, peer, settings, realms, shutdown).await,
                     Stream::Unix(s) => handle(s, peer, settings, realms, shutdown).await,
                 }
+                counters.open.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             }
             .instrument(span),

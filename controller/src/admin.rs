@@ -1,0 +1,596 @@
+//! The admin listener (`controller.admin`): `/livez`, `/readyz`,
+//! `/status` and `/metrics` over HTTP, for probes, dashboards and people.
+//! The controller gathers the workers' figures over their control links
+//! on each request, within a time budget; a worker that does not answer
+//! is reported down rather than waited for.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use client::Client;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use proto::Payload;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::control::{self, WorkerStats, WorkerStatus};
+use crate::node::Input;
+
+/// How long a worker has to give its figures.
+const STATS_BUDGET: Duration = Duration::from_secs(1);
+
+/// What the handlers share.
+pub(crate) struct AdminState {
+    /// The controller's loop (for the workers' rows).
+    pub events: mpsc::Sender<Input>,
+    /// The controller's control link (to ask workers).
+    pub link: Client,
+    /// SIGTERM arrived: `/readyz` says 503.
+    pub draining: Arc<AtomicBool>,
+    /// `Authorization: Bearer` for `/metrics` and `/status`.
+    pub token: Option<String>,
+    pub started: Instant,
+}
+
+/// Serve until `shutdown`.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    shutdown: CancellationToken,
+) {
+    let app = axum::Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+    {
+        warn!(cause = %e, "the admin listener stopped");
+    }
+}
+
+/// The controller's loop answers: nothing else is checked, so that a probe
+/// never restarts a node for a worker's or a backplane's sake.
+async fn livez(State(s): State<Arc<AdminState>>) -> StatusCode {
+    match rows(&s).await {
+        Some(_) => StatusCode::NO_CONTENT,
+        None => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// 204 when every router worker is up (its transports listening) and the
+/// node is not draining; else 503 naming what fails.
+async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
+    let failing = match rows(&s).await {
+        Some(rows) => not_ready(&rows, s.draining.load(Ordering::Relaxed)),
+        None => vec!["controller".to_owned()],
+    };
+    if failing.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({ "failing": failing })),
+    )
+        .into_response()
+}
+
+/// What keeps the node from being ready: `worker:ID` for each router worker
+/// not running, `draining` after SIGTERM.
+pub(crate) fn not_ready(rows: &[WorkerStatus], draining: bool) -> Vec<String> {
+    let mut failing: Vec<String> = rows
+        .iter()
+        .filter(|r| r.kind == "router" && r.state != "running")
+        .map(|r| format!("worker:{}", r.id))
+        .collect();
+    if rows.is_empty() {
+        failing.push("workers".into());
+    }
+    if draining {
+        failing.push("draining".into());
+    }
+    failing
+}
+
+async fn status(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let Some(rows) = rows(&s).await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let stats = gather(&s, &rows).await;
+    let doc = status_json(&rows, &stats, &s);
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if wants_html {
+        (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            status_html(&doc),
+        )
+            .into_response()
+    } else {
+        axum::Json(doc).into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let Some(rows) = rows(&s).await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let stats = gather(&s, &rows).await;
+    match render_metrics(&rows, &stats) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The bearer token, compared in constant time.
+fn authorized(s: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(token) = &s.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(subtle::ConstantTimeEq::ct_eq(
+        given.as_bytes(),
+        token.as_bytes(),
+    )) {
+        Ok(())
+    } else {
+        Err(Box::new(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "this path wants the header Authorization: Bearer TOKEN (controller.admin.token)\n",
+            )
+                .into_response(),
+        ))
+    }
+}
+
+/// The workers' rows from the controller's loop, or `None` if it does not
+/// answer within the budget.
+async fn rows(s: &AdminState) -> Option<Vec<WorkerStatus>> {
+    let (reply, rx) = oneshot::channel();
+    s.events.send(Input::Status(reply)).await.ok()?;
+    tokio::time::timeout(STATS_BUDGET, rx).await.ok()?.ok()
+}
+
+/// Each running router's and container's figures, asked concurrently;
+/// `None` for a worker that did not answer in time.
+async fn gather(s: &AdminState, rows: &[WorkerStatus]) -> BTreeMap<String, Option<WorkerStats>> {
+    let asks = rows.iter().map(|row| {
+        let link = s.link.clone();
+        let ask = row.kind != "guest" && row.state == "running";
+        let id = row.id.clone();
+        async move {
+            if !ask {
+                return (id, None);
+            }
+            let uri = control::worker_procedure(&id, "stats");
+            let call = link.call(&uri, Payload::default());
+            let stats = match tokio::time::timeout(STATS_BUDGET, call).await {
+                Ok(Ok(p)) => control::from_kwargs::<WorkerStats>(&p.kwargs).ok(),
+                _ => None,
+            };
+            (id, stats)
+        }
+    });
+    futures::future::join_all(asks).await.into_iter().collect()
+}
+
+fn status_json(
+    rows: &[WorkerStatus],
+    stats: &BTreeMap<String, Option<WorkerStats>>,
+    s: &AdminState,
+) -> serde_json::Value {
+    let workers: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let mut w = serde_json::to_value(r).unwrap_or_default();
+            if let Some(Some(st)) = stats.get(&r.id) {
+                w["realms"] = serde_json::to_value(&st.realms).unwrap_or_default();
+                w["transports"] = serde_json::to_value(&st.transports).unwrap_or_default();
+            }
+            w
+        })
+        .collect();
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_s": s.started.elapsed().as_secs(),
+        "draining": s.draining.load(Ordering::Relaxed),
+        "workers": workers,
+    })
+}
+
+/// A small page for a person's browser.
+fn status_html(doc: &serde_json::Value) -> String {
+    let esc = |v: &serde_json::Value| {
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "-".into(),
+            other => other.to_string(),
+        };
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut out = String::from(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Trellis node</title>\
+         <style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}</style></head><body>",
+    );
+    let _ = write!(
+        out,
+        "<h1>Trellis {}</h1><p>controller pid {}, up {} s{}</p>",
+        esc(&doc["version"]),
+        esc(&doc["pid"]),
+        esc(&doc["uptime_s"]),
+        if doc["draining"] == true {
+            ", draining"
+        } else {
+            ""
+        }
+    );
+    out.push_str("<h2>Workers</h2><table><tr><th>worker</th><th>type</th><th>state</th><th>pid</th><th>restarts</th><th>memory</th><th>last exit</th></tr>");
+    let empty = Vec::new();
+    let workers = doc["workers"].as_array().unwrap_or(&empty);
+    for w in workers {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&w["id"]),
+            esc(&w["type"]),
+            esc(&w["state"]),
+            esc(&w["pid"]),
+            esc(&w["restarts"]),
+            esc(&w["memory_bytes"]),
+            esc(&w["last_exit"])
+        );
+    }
+    out.push_str("</table><h2>Realms</h2><table><tr><th>worker</th><th>realm</th><th>sessions</th><th>registrations</th><th>subscriptions</th><th>messages in</th><th>messages out</th></tr>");
+    for w in workers {
+        for (name, r) in w["realms"].as_object().into_iter().flatten() {
+            let total = |m: &serde_json::Value| -> u64 {
+                m.as_object().map_or(0, |o| {
+                    o.values().filter_map(serde_json::Value::as_u64).sum()
+                })
+            };
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&w["id"]),
+                esc(&serde_json::Value::String(name.clone())),
+                esc(&r["sessions"]),
+                esc(&r["registrations"]),
+                esc(&r["subscriptions"]),
+                total(&r["received"]),
+                total(&r["sent"])
+            );
+        }
+    }
+    out.push_str("</table><h2>Transports</h2><table><tr><th>worker</th><th>transport</th><th>type</th><th>open</th><th>accepted</th><th>logins</th><th>refused logins</th></tr>");
+    for w in workers {
+        for t in w["transports"].as_array().into_iter().flatten() {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&w["id"]),
+                esc(&t["name"]),
+                esc(&t["type"]),
+                esc(&t["open"]),
+                esc(&t["accepted"]),
+                esc(&t["auth_ok"]),
+                esc(&t["auth_failed"])
+            );
+        }
+    }
+    out.push_str("</table></body></html>\n");
+    out
+}
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The node's metrics in the OpenMetrics text format. Labels have bounded
+/// values only: worker ids, transport names and realms come from the
+/// config, message types and results from fixed lists; no session,
+/// authid, topic, procedure or address.
+pub(crate) fn render_metrics(
+    rows: &[WorkerStatus],
+    stats: &BTreeMap<String, Option<WorkerStats>>,
+) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::default();
+    let counter = |reg: &mut Registry, name: &str, help: &str| {
+        let f = Family::<Labels, Counter>::default();
+        reg.register(name, help, f.clone());
+        f
+    };
+    let gauge = |reg: &mut Registry, name: &str, help: &str| {
+        let f = Family::<Labels, Gauge>::default();
+        reg.register(name, help, f.clone());
+        f
+    };
+    let build = gauge(&mut reg, "trellis_build_info", "The running build");
+    build
+        .get_or_create(&labels(&[("version", env!("CARGO_PKG_VERSION"))]))
+        .set(1);
+    let up = gauge(
+        &mut reg,
+        "trellis_worker_up",
+        "1 when the worker runs and answered the controller within 1 s",
+    );
+    let restarts = counter(&mut reg, "trellis_worker_restarts", "Restarts of a worker");
+    let memory = gauge(
+        &mut reg,
+        "trellis_worker_resident_memory_bytes",
+        "A worker process's resident memory",
+    );
+    let conns = gauge(&mut reg, "trellis_connections", "Connections open now");
+    let accepted = counter(
+        &mut reg,
+        "trellis_connections_accepted",
+        "Connections accepted",
+    );
+    let refused = counter(
+        &mut reg,
+        "trellis_connections_refused",
+        "Connections refused by a transport's max_connections",
+    );
+    let auths = counter(
+        &mut reg,
+        "trellis_authentications",
+        "Logins by transport and result (success, failure)",
+    );
+    let sessions = gauge(&mut reg, "trellis_sessions", "Sessions joined now");
+    let joined = counter(&mut reg, "trellis_sessions_joined", "Sessions that joined");
+    let left = counter(&mut reg, "trellis_sessions_left", "Sessions that left");
+    let registrations = gauge(&mut reg, "trellis_registrations", "Registrations now");
+    let subscriptions = gauge(&mut reg, "trellis_subscriptions", "Subscriptions now");
+    let received = counter(
+        &mut reg,
+        "trellis_messages_received",
+        "WAMP messages from clients, by type",
+    );
+    let sent = counter(
+        &mut reg,
+        "trellis_messages_sent",
+        "WAMP messages to clients, by type",
+    );
+    let calls = counter(
+        &mut reg,
+        "trellis_calls",
+        "Calls ended, by result (ok, error, canceled, timeout, no_callee)",
+    );
+    let published = counter(&mut reg, "trellis_events_published", "PUBLISH messages");
+    let delivered = counter(&mut reg, "trellis_events_delivered", "EVENT messages sent");
+    let authz = counter(
+        &mut reg,
+        "trellis_authorizations",
+        "Authorization decisions by action and result (allowed, denied)",
+    );
+    let dropped = counter(
+        &mut reg,
+        "trellis_outbound_queue_dropped",
+        "Sessions closed because their outbound queue was full (slow consumers)",
+    );
+    for row in rows {
+        let w = row.id.as_str();
+        let answered = stats.get(w).is_some_and(Option::is_some);
+        let is_up = row.state == "running" && (row.kind == "guest" || answered);
+        up.get_or_create(&labels(&[("worker", w), ("kind", &row.kind)]))
+            .set(i64::from(is_up));
+        restarts
+            .get_or_create(&labels(&[("worker", w), ("kind", &row.kind)]))
+            .inc_by(u64::from(row.restarts));
+        if let Some(m) = row.memory_bytes {
+            memory
+                .get_or_create(&labels(&[("worker", w)]))
+                .set(i64::try_from(m).unwrap_or(i64::MAX));
+        }
+        let Some(Some(st)) = stats.get(w) else {
+            continue;
+        };
+        for t in &st.transports {
+            let l = labels(&[("worker", w), ("transport", &t.name), ("kind", &t.kind)]);
+            conns
+                .get_or_create(&l)
+                .set(i64::try_from(t.open).unwrap_or(i64::MAX));
+            let l = labels(&[("worker", w), ("transport", &t.name)]);
+            accepted.get_or_create(&l).inc_by(t.accepted);
+            refused.get_or_create(&l).inc_by(t.refused);
+            for (result, n) in [("success", t.auth_ok), ("failure", t.auth_failed)] {
+                auths
+                    .get_or_create(&labels(&[
+                        ("worker", w),
+                        ("transport", &t.name),
+                        ("result", result),
+                    ]))
+                    .inc_by(n);
+            }
+        }
+        for (realm, r) in &st.realms {
+            let l = labels(&[("worker", w), ("realm", realm)]);
+            let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            sessions.get_or_create(&l).set(g(r.sessions));
+            registrations.get_or_create(&l).set(g(r.registrations));
+            subscriptions.get_or_create(&l).set(g(r.subscriptions));
+            joined.get_or_create(&l).inc_by(r.sessions_joined);
+            left.get_or_create(&l).inc_by(r.sessions_left);
+            published
+                .get_or_create(&l)
+                .inc_by(r.received.get("PUBLISH").copied().unwrap_or(0));
+            delivered
+                .get_or_create(&l)
+                .inc_by(r.sent.get("EVENT").copied().unwrap_or(0));
+            dropped
+                .get_or_create(&labels(&[
+                    ("worker", w),
+                    ("realm", realm),
+                    ("reason", "slow_consumer"),
+                ]))
+                .inc_by(r.slow_peers_closed);
+            for (family, by_type) in [(&received, &r.received), (&sent, &r.sent)] {
+                for (t, n) in by_type {
+                    family
+                        .get_or_create(&labels(&[("worker", w), ("realm", realm), ("type", t)]))
+                        .inc_by(*n);
+                }
+            }
+            for (result, n) in &r.calls {
+                calls
+                    .get_or_create(&labels(&[
+                        ("worker", w),
+                        ("realm", realm),
+                        ("result", result),
+                    ]))
+                    .inc_by(*n);
+            }
+            for (key, n) in &r.authorizations {
+                let (action, result) = key.split_once('/').unwrap_or((key, ""));
+                authz
+                    .get_or_create(&labels(&[
+                        ("worker", w),
+                        ("realm", realm),
+                        ("action", action),
+                        ("result", result),
+                    ]))
+                    .inc_by(*n);
+            }
+        }
+    }
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &reg)?;
+    Ok(out)
+}
+
+/// Bind the admin listener, saying where.
+///
+/// # Errors
+/// The address is taken or not allowed.
+pub(crate) async fn bind(
+    cfg: &crate::config::AdminConfig,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let addr = format!("{}:{}", cfg.endpoint.interface, cfg.endpoint.port);
+    let l = tokio::net::TcpListener::bind(&addr).await?;
+    let at = l.local_addr().map_or(addr, |a| a.to_string());
+    info!(listen = %at, token = cfg.token.is_some(), "admin listener: /livez /readyz /status /metrics");
+    Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, kind: &str, state: &str) -> WorkerStatus {
+        WorkerStatus {
+            id: id.into(),
+            kind: kind.into(),
+            state: state.into(),
+            restarts: 2,
+            pid: Some(7),
+            memory_bytes: Some(1 << 20),
+            uptime_s: Some(1),
+            last_exit: None,
+            sessions: None,
+        }
+    }
+
+    #[test]
+    fn readiness_names_what_fails() {
+        let rows = [
+            row("r1", "router", "running"),
+            row("c1", "container", "restarting"),
+        ];
+        assert!(
+            not_ready(&rows, false).is_empty(),
+            "containers do not decide"
+        );
+        assert_eq!(not_ready(&rows, true), ["draining"]);
+        let rows = [row("r1", "router", "restarting")];
+        assert_eq!(not_ready(&rows, false), ["worker:r1"]);
+        assert_eq!(not_ready(&[], false), ["workers"]);
+    }
+
+    #[test]
+    fn metrics_have_bounded_labels_and_report_silent_workers_down() {
+        let rows = [
+            row("r1", "router", "running"),
+            row("r2", "router", "running"),
+        ];
+        let mut realm = router_worker::realm::RealmStats {
+            sessions: 3,
+            ..Default::default()
+        };
+        realm.received.insert("CALL".into(), 5);
+        realm.calls.insert("ok".into(), 4);
+        let mut stats = BTreeMap::new();
+        stats.insert(
+            "r1".to_owned(),
+            Some(WorkerStats {
+                realms: [("realm1".to_owned(), realm)].into_iter().collect(),
+                transports: vec![control::TransportStats {
+                    name: "ws".into(),
+                    kind: "websocket".into(),
+                    open: 2,
+                    accepted: 9,
+                    ..Default::default()
+                }],
+            }),
+        );
+        stats.insert("r2".to_owned(), None);
+        let text = render_metrics(&rows, &stats).unwrap();
+        for want in [
+            "trellis_worker_up{worker=\"r1\",kind=\"router\"} 1",
+            "trellis_worker_up{worker=\"r2\",kind=\"router\"} 0",
+            "trellis_worker_restarts_total{worker=\"r1\",kind=\"router\"} 2",
+            "trellis_sessions{worker=\"r1\",realm=\"realm1\"} 3",
+            "trellis_messages_received_total{worker=\"r1\",realm=\"realm1\",type=\"CALL\"} 5",
+            "trellis_calls_total{worker=\"r1\",realm=\"realm1\",result=\"ok\"} 4",
+            "trellis_connections{worker=\"r1\",transport=\"ws\",kind=\"websocket\"} 2",
+            "trellis_connections_accepted_total{worker=\"r1\",transport=\"ws\"} 9",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        assert!(
+            !text.contains("worker=\"r2\",realm"),
+            "a silent worker has no series"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! The admin listener (`controller.admin`), probed with curl as a load
+//! balancer, Prometheus or a person would: `/livez`, `/readyz`, `/status`,
+//! `/metrics`, the bearer token, readiness of a stopped router, and the
+//! drain on SIGTERM.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+use crate::support::{Node, expect_python_ok, free_port, router_config};
+
+/// `curl` GET: (status code, body).
+fn get(port: u16, path: &str, headers: &[&str]) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-m", "5", "-w", "\n%{http_code}"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("run curl (scripts/test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Poll `path` until its status is `code` (10 s at most).
+fn wait_code(port: u16, path: &str, code: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (c, body) = get(port, path, &[]);
+        if c == code {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} stayed {c} ({body}), wanted {code}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+#[test]
+fn probes_status_and_metrics() {
+    let (ws, admin) = (free_port(), free_port());
+    let mut cfg = router_config(ws);
+    cfg["controller"] = json!({
+        "admin": {"endpoint": {"type": "tcp", "port": admin}, "token": "${TRELLIS_TEST_ADMIN_TOKEN}"},
+        "options": {"worker_ping_interval": 0.3, "worker_ping_timeout": 30, "drain_grace": 1.5}
+    });
+    cfg["workers"][0]["id"] = json!("router1");
+    cfg["workers"][0]["transports"][0]["id"] = json!("public");
+    let node = Node::start_with(&cfg, ws, &[("TRELLIS_TEST_ADMIN_TOKEN", "s3cret")], &[]);
+    assert_eq!(get(admin, "/livez", &[]).0, 204);
+    wait_code(admin, "/readyz", 204);
+
+    // Traffic, then its figures.
+    let out = expect_python_ok(&node, "scenarios.py", &["rpc_args_kwargs", "json"]);
+    assert!(out.contains("ok rpc_args_kwargs json"), "{out}");
+    let (code, body) = get(admin, "/metrics", &[]);
+    assert_eq!(code, 401, "the token guards /metrics: {body}");
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    assert_eq!(
+        get(admin, "/metrics", &["Authorization: Bearer wrong"]).0,
+        401
+    );
+    let (code, text) = get(admin, "/metrics", &["Authorization: Bearer s3cret"]);
+    assert_eq!(code, 200, "{text}");
+    let w = "worker=\"router1\"";
+    assert_eq!(
+        metric(&text, &format!("trellis_worker_up{{{w},kind=\"router\"}}")),
+        1.0
+    );
+    assert!(
+        metric(
+            &text,
+            &format!("trellis_sessions_joined_total{{{w},realm=\"realm1\"}}")
+        ) >= 2.0
+    );
+    assert!(
+        metric(
+            &text,
+            &format!("trellis_messages_received_total{{{w},realm=\"realm1\",type=\"CALL\"}}")
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &text,
+            &format!("trellis_calls_total{{{w},realm=\"realm1\",result=\"ok\"}}")
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &text,
+            &format!(
+                "trellis_authentications_total{{{w},transport=\"public\",result=\"success\"}}"
+            )
+        ) >= 2.0
+    );
+    assert!(
+        metric(
+            &text,
+            &format!("trellis_connections_accepted_total{{{w},transport=\"public\"}}")
+        ) >= 2.0
+    );
+    // No unbounded label: no procedure, topic, session or authid.
+    assert!(!text.contains("com.example"), "{text}");
+
+    let (code, body) = get(admin, "/status", &["Authorization: Bearer s3cret"]);
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(status["workers"][0]["id"], "router1");
+    assert_eq!(status["workers"][0]["transports"][0]["name"], "public");
+    assert!(status["workers"][0]["realms"]["realm1"]["sessions_joined"].as_u64() >= Some(2));
+    let (_, html) = get(
+        admin,
+        "/status",
+        &["Authorization: Bearer s3cret", "Accept: text/html"],
+    );
+    assert!(
+        html.contains("<table>") && html.contains("router1"),
+        "{html}"
+    );
+
+    // A router that stops answering: not ready, still alive.
+    let router_pid = status["workers"][0]["pid"].as_i64().expect("pid") as i32;
+    let pid = nix::unistd::Pid::from_raw(router_pid);
+    nix::sys::signal::kill(pid, Signal::SIGSTOP).expect("stop the router");
+    let body = wait_code(admin, "/readyz", 503);
+    assert!(body.contains("worker:router1"), "{body}");
+    assert_eq!(get(admin, "/livez", &[]).0, 204);
+    nix::sys::signal::kill(pid, Signal::SIGCONT).expect("continue the router");
+    wait_code(admin, "/readyz", 204);
+
+    // SIGTERM: not ready at once, still serving during the grace.
+    node.signal(Signal::SIGTERM);
+    let body = wait_code(admin, "/readyz", 503);
+    assert!(body.contains("draining"), "{body}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", ws)).is_ok(),
+        "the listeners stay open while draining"
+    );
+    let mut node = node;
+    let status = node.wait(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}\n{}", node.log());
+    assert!(
+        node.log().contains("draining: /readyz says 503"),
+        "{}",
+        node.log()
+    );
+}
+
+#[test]
+fn admin_config_errors_name_their_keys() {
+    let mut cfg = router_config(free_port());
+    cfg["controller"] = json!({
+        "admin": {"endpoint": {"type": "unix", "interface": "localhost"}, "token": "${TRELLIS_NO_SUCH_VAR_X}"},
+        "options": {"drain_grace": -1}
+    });
+    let out = crate::support::check_json(&cfg);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "controller.admin.endpoint.type: the admin listener listens on \"tcp\" only",
+        "controller.admin.endpoint.interface: \"localhost\" is not an IP address",
+        "controller.admin.token: the environment variable TRELLIS_NO_SUCH_VAR_X is not set",
+        "controller.options.drain_grace: must be a number of seconds in [0, 600], found -1",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}
