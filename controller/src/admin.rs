@@ -113,7 +113,7 @@ async fn status(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Respons
     let Some(rows) = rows(&s).await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
-    let stats = gather(&s, &rows).await;
+    let stats = gather(&s.link, &rows).await;
     let doc = status_json(&rows, &stats, &s);
     let wants_html = headers
         .get(header::ACCEPT)
@@ -137,7 +137,7 @@ async fn metrics(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Respon
     let Some(rows) = rows(&s).await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
-    let stats = gather(&s, &rows).await;
+    let stats = gather(&s.link, &rows).await;
     match render_metrics(&rows, &stats) {
         Ok(text) => (
             [(
@@ -188,9 +188,12 @@ async fn rows(s: &AdminState) -> Option<Vec<WorkerStatus>> {
 
 /// Each running router's and container's figures, asked concurrently;
 /// `None` for a worker that did not answer in time.
-async fn gather(s: &AdminState, rows: &[WorkerStatus]) -> BTreeMap<String, Option<WorkerStats>> {
+pub(crate) async fn gather(
+    link: &Client,
+    rows: &[WorkerStatus],
+) -> BTreeMap<String, Option<WorkerStats>> {
     let asks = rows.iter().map(|row| {
-        let link = s.link.clone();
+        let link = link.clone();
         let ask = row.kind != "guest" && row.state == "running";
         let id = row.id.clone();
         async move {
@@ -529,6 +532,7 @@ mod tests {
             uptime_s: Some(1),
             last_exit: None,
             sessions: None,
+            transports: None,
         }
     }
 

@@ -27,6 +27,9 @@ pub const ON_READY: &str = "worker.on_ready";
 pub const ON_EXIT: &str = "worker.on_exit";
 /// The node's status: kwargs `workers`, a list of [`WorkerStatus`].
 pub const NODE_STATUS: &str = "node.status";
+/// The running workers' figures: kwargs `workers`, a dict of worker id to
+/// [`WorkerStats`] (those that answered within a second).
+pub const NODE_STATS: &str = "node.stats";
 
 /// A worker is ready ([`ON_READY`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +131,9 @@ pub struct WorkerStatus {
     /// A running router's sessions per realm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<BTreeMap<String, u64>>,
+    /// A running router's listening transports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transports: Option<Vec<Listening>>,
 }
 
 /// A control message as WAMP kwargs.
@@ -236,11 +242,16 @@ pub async fn connect(node_dir: &Path, authid: &str) -> Result<Client, String> {
 /// The node is not reachable or did not answer.
 pub async fn status(node_dir: &Path) -> Result<Vec<WorkerStatus>, String> {
     let client = connect(node_dir, "cli").await?;
+    let rows = status_of(&client).await;
+    client.leave().await;
+    rows
+}
+
+async fn status_of(client: &Client) -> Result<Vec<WorkerStatus>, String> {
     let r = client
         .call(NODE_STATUS, Payload::default())
         .await
         .map_err(|e| format!("{NODE_STATUS} failed: {e}"))?;
-    client.leave().await;
     match r.kwargs.get("workers") {
         Some(Value::List(l)) => l
             .iter()
@@ -252,6 +263,82 @@ pub async fn status(node_dir: &Path) -> Result<Vec<WorkerStatus>, String> {
             .map_err(|e| format!("{NODE_STATUS} answered an unreadable worker: {e}")),
         _ => Err(format!("{NODE_STATUS} answered without a workers list")),
     }
+}
+
+/// `trellis status --watch`: the table and each router's message rates,
+/// refreshed `every` until the process is interrupted; `show` gets each
+/// screen.
+///
+/// # Errors
+/// The node is not reachable, or stopped answering.
+pub async fn watch(
+    node_dir: &Path,
+    every: std::time::Duration,
+    mut show: impl FnMut(String),
+) -> Result<(), String> {
+    let client = connect(node_dir, "cli").await?;
+    let mut before: Option<(std::time::Instant, BTreeMap<String, WorkerStats>)> = None;
+    loop {
+        let rows = status_of(&client).await?;
+        let r = client
+            .call(NODE_STATS, Payload::default())
+            .await
+            .map_err(|e| format!("{NODE_STATS} failed: {e}"))?;
+        let now: BTreeMap<String, WorkerStats> = match r.kwargs.get("workers") {
+            Some(Value::Dict(d)) => from_kwargs(d)?,
+            _ => BTreeMap::new(),
+        };
+        let at = std::time::Instant::now();
+        let mut screen = format_table(&rows);
+        if let Some((then, prev)) = &before {
+            screen.push('\n');
+            screen.push_str(&format_rates(
+                prev,
+                &now,
+                at.duration_since(*then).as_secs_f64(),
+            ));
+        }
+        show(screen);
+        before = Some((at, now));
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Per router and realm: sessions, and messages in and out per second
+/// between two readings `secs` apart.
+pub fn format_rates(
+    before: &BTreeMap<String, WorkerStats>,
+    now: &BTreeMap<String, WorkerStats>,
+    secs: f64,
+) -> String {
+    let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
+    let mut rows = vec![[
+        "WORKER".to_owned(),
+        "REALM".to_owned(),
+        "SESSIONS".to_owned(),
+        "IN/S".to_owned(),
+        "OUT/S".to_owned(),
+        "CALLS/S".to_owned(),
+    ]];
+    for (id, st) in now {
+        for (realm, r) in &st.realms {
+            let prev = before.get(id).and_then(|b| b.realms.get(realm));
+            let rate = |f: &dyn Fn(&router_worker::realm::RealmStats) -> u64| {
+                let was = prev.map_or(0, f);
+                let d = f(r).saturating_sub(was) as f64;
+                format!("{:.0}", if secs > 0.0 { d / secs } else { 0.0 })
+            };
+            rows.push([
+                id.clone(),
+                realm.clone(),
+                r.sessions.to_string(),
+                rate(&|x| total(&x.received)),
+                rate(&|x| total(&x.sent)),
+                rate(&|x| total(&x.calls)),
+            ]);
+        }
+    }
+    columns(&rows)
 }
 
 /// `trellis stop`: ask the node to stop and wait (up to `wait`) until its
@@ -300,6 +387,9 @@ pub fn format_table(workers: &[WorkerStatus]) -> String {
         for (realm, count) in w.sessions.iter().flatten() {
             detail.push(format!("{realm}: {count} sessions"));
         }
+        for t in w.transports.iter().flatten() {
+            detail.push(format!("{} {}", t.kind, t.listen));
+        }
         if let Some(e) = &w.last_exit {
             detail.push(format!("last exit: {e}"));
         }
@@ -314,14 +404,19 @@ pub fn format_table(workers: &[WorkerStatus]) -> String {
             detail.join("; "),
         ]);
     }
-    let mut widths = [0usize; 8];
-    for r in &rows {
+    columns(&rows)
+}
+
+/// Rows as left-aligned columns two spaces apart.
+fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
         for (i, c) in r.iter().enumerate() {
             widths[i] = widths[i].max(c.len());
         }
     }
     let mut out = String::new();
-    for r in &rows {
+    for r in rows {
         let line: Vec<String> = r
             .iter()
             .enumerate()
@@ -361,6 +456,34 @@ mod tests {
     }
 
     #[test]
+    fn rates_are_differences_over_time() {
+        let reading = |calls: u64| {
+            let mut r = router_worker::realm::RealmStats {
+                sessions: 2,
+                ..Default::default()
+            };
+            r.received.insert("CALL".into(), calls);
+            r.sent.insert("RESULT".into(), calls);
+            r.calls.insert("ok".into(), calls);
+            let st = WorkerStats {
+                realms: [("realm1".to_owned(), r)].into_iter().collect(),
+                transports: Vec::new(),
+            };
+            [("router1".to_owned(), st)]
+                .into_iter()
+                .collect::<BTreeMap<_, _>>()
+        };
+        let text = format_rates(&reading(100), &reading(300), 2.0);
+        let line = text.lines().nth(1).unwrap();
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["router1", "realm1", "2", "100", "100", "100"],
+            "{text}"
+        );
+    }
+
+    #[test]
     fn table_has_a_row_per_worker() {
         let w = WorkerStatus {
             id: "router1".into(),
@@ -372,6 +495,10 @@ mod tests {
             uptime_s: Some(3700),
             last_exit: None,
             sessions: Some(BTreeMap::from([("realm1".to_owned(), 3)])),
+            transports: Some(vec![Listening {
+                kind: "websocket".into(),
+                listen: "127.0.0.1:8080".into(),
+            }]),
         };
         // The status procedure's kwargs read back as they were sent.
         assert_eq!(from_kwargs::<WorkerStatus>(&to_kwargs(&w)), Ok(w.clone()));
@@ -388,6 +515,7 @@ mod tests {
         assert!(lines[1].contains("1h01m"), "{t}");
         assert!(lines[1].contains("5.0 MiB"), "{t}");
         assert!(lines[1].contains("realm1: 3 sessions"), "{t}");
+        assert!(lines[1].contains("websocket 127.0.0.1:8080"), "{t}");
     }
 
     #[test]

@@ -62,6 +62,17 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Refresh the table every second, with each realm's message rates
+        /// (`trellis top` does the same).
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+    },
+    /// The status table and message rates, refreshed every second (as
+    /// `trellis status --watch`).
+    Top {
+        /// The node directory (as for `start`).
+        #[arg(long)]
+        node_dir: Option<PathBuf>,
     },
     /// Stop a running node and wait until it has stopped.
     Stop {
@@ -144,7 +155,27 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { node_dir, json } => {
+        Command::Top { node_dir }
+        | Command::Status {
+            node_dir,
+            watch: true,
+            ..
+        } => {
+            let dir = control::node_dir(node_dir.as_deref());
+            let show = |screen: String| {
+                // Clear the terminal, then the new screen.
+                print!("\x1b[2J\x1b[H{screen}");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            };
+            match block_on(control::watch(&dir, Duration::from_secs(1), show)) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) | Err(e) => {
+                    eprintln!("trellis status: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Status { node_dir, json, .. } => {
             let dir = control::node_dir(node_dir.as_deref());
             match block_on(control::status(&dir)) {
                 Ok(Ok(workers)) => {

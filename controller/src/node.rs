@@ -328,16 +328,17 @@ async fn register_node_api(link: &Client, events: &mpsc::Sender<Input>) -> Resul
                     let uri = control::worker_procedure(&id, "status");
                     let call = link.call(&uri, Payload::default());
                     match tokio::time::timeout(Duration::from_secs(2), call).await {
-                        Ok(Ok(p)) => control::from_kwargs::<control::WorkerReport>(&p.kwargs)
-                            .ok()
-                            .map(|r| r.sessions),
+                        Ok(Ok(p)) => control::from_kwargs::<control::WorkerReport>(&p.kwargs).ok(),
                         _ => None,
                     }
                 }
             });
-            let sessions = futures::future::join_all(asks).await;
-            for (row, s) in rows.iter_mut().zip(sessions) {
-                row.sessions = s;
+            let reports = futures::future::join_all(asks).await;
+            for (row, r) in rows.iter_mut().zip(reports) {
+                if let Some(r) = r {
+                    row.sessions = Some(r.sessions);
+                    row.transports = Some(r.transports);
+                }
             }
             let workers: Vec<Value> = rows
                 .iter()
@@ -351,6 +352,33 @@ async fn register_node_api(link: &Client, events: &mpsc::Sender<Input>) -> Resul
     })
     .await
     .map_err(|e| format!("cannot register {}: {e}", control::NODE_STATUS))?;
+
+    let tx = events.clone();
+    let me = link.clone();
+    link.register(control::NODE_STATS, move |_, _| {
+        let tx = tx.clone();
+        let link = me.clone();
+        async move {
+            let stopping = || CallError::new("trellis.error.stopping", "the node is stopping");
+            let (reply, rx) = oneshot::channel();
+            tx.send(Input::Status(reply))
+                .await
+                .map_err(|_| stopping())?;
+            let rows = rx.await.map_err(|_| stopping())?;
+            let mut workers = proto::Dict::new();
+            for (id, stats) in crate::admin::gather(&link, &rows).await {
+                if let Some(st) = stats {
+                    workers.insert(id, Value::Dict(control::to_kwargs(&st)));
+                }
+            }
+            Ok(Payload {
+                kwargs: dict! { "workers" => workers },
+                ..Payload::default()
+            })
+        }
+    })
+    .await
+    .map_err(|e| format!("cannot register {}: {e}", control::NODE_STATS))?;
     Ok(())
 }
 
@@ -538,6 +566,7 @@ impl Shell {
                 uptime_s: s.pid.and(s.spawned).map(|t| t.elapsed().as_secs()),
                 last_exit: s.last_exit.clone(),
                 sessions: None,
+                transports: None,
             })
             .collect()
     }

@@ -178,3 +178,39 @@ fn admin_config_errors_name_their_keys() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+/// `trellis status` names each transport's address; `trellis top` (and
+/// `status --watch`) refreshes the table with each realm's message rates.
+#[test]
+fn status_shows_transports_and_top_shows_rates() {
+    let ws = free_port();
+    let node = Node::start(&router_config(ws), ws);
+    node.wait_ready();
+    let out = crate::support::trellis()
+        .args(["status", "--node-dir"])
+        .arg(node.node_dir())
+        .output()
+        .expect("run trellis status");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&format!("websocket 127.0.0.1:{ws}")),
+        "{table}"
+    );
+    let mut top = crate::support::trellis()
+        .args(["top", "--node-dir"])
+        .arg(node.node_dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run trellis top");
+    let out = expect_python_ok(&node, "scenarios.py", &["concurrent_calls", "json"]);
+    assert!(out.contains("ok concurrent_calls json"), "{out}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = top.kill();
+    let out = top.wait_with_output().expect("top's output");
+    let screens = String::from_utf8_lossy(&out.stdout);
+    assert!(screens.matches("\x1b[2J").count() >= 2, "{screens}");
+    assert!(
+        screens.contains("IN/S") && screens.contains("realm1"),
+        "{screens}"
+    );
+}
