@@ -352,7 +352,10 @@ pub(crate) fn render_metrics(
     };
     let build = gauge(&mut reg, "trellis_build_info", "The running build");
     build
-        .get_or_create(&labels(&[("version", env!("CARGO_PKG_VERSION"))]))
+        .get_or_create(&labels(&[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("commit", env!("TRELLIS_COMMIT")),
+        ]))
         .set(1);
     let up = gauge(
         &mut reg,

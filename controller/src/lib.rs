@@ -31,4 +31,5 @@ pub mod node;
 pub mod spawn;
 pub mod supervisor;
 pub mod systemd;
+pub mod tools;
 pub mod worker;

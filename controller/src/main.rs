@@ -67,6 +67,23 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         watch: bool,
     },
+    /// Write a working node directory: DIR/.trellis/node.json (a web page
+    /// and a WebSocket path on 127.0.0.1:8080, commented) and
+    /// DIR/web/index.html. Nothing is overwritten.
+    Init {
+        /// Where (default: the current directory).
+        dir: Option<PathBuf>,
+    },
+    /// Print a new Ed25519 key pair for cryptosign: the private seed and
+    /// the public key, in hex, with how to use them.
+    Keygen,
+    /// Turn a JSON config into YAML or back (the extensions say which).
+    Convert {
+        /// The config to read (.json, .yaml, .yml).
+        input: PathBuf,
+        /// The file to write (.json, .yaml, .yml); not overwritten.
+        output: PathBuf,
+    },
     /// The status table and message rates, refreshed every second (as
     /// `trellis status --watch`).
     Top {
@@ -134,6 +151,39 @@ fn main() -> ExitCode {
             print_version();
             ExitCode::SUCCESS
         }
+        Command::Init { dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            match trellis::tools::init(&dir) {
+                Ok(files) => {
+                    for f in files {
+                        println!("wrote {}", f.display());
+                    }
+                    println!(
+                        "check it with `trellis check` and run it with `trellis start`, both in {}; then open http://127.0.0.1:8080/",
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("trellis init: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Keygen => {
+            print!("{}", trellis::tools::keygen());
+            ExitCode::SUCCESS
+        }
+        Command::Convert { input, output } => match trellis::tools::convert(&input, &output) {
+            Ok(()) => {
+                println!("wrote {}", output.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("trellis convert: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Check { config, node_dir } => {
             let path = node_config(config, node_dir.as_deref());
             match config::load(path.as_deref()) {
@@ -421,7 +471,14 @@ fn watch_signals(
 }
 
 fn print_version() {
-    println!("Trellis {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "Trellis {} (commit {}, {}-{})",
+        env!("CARGO_PKG_VERSION"),
+        env!("TRELLIS_COMMIT"),
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    );
+    println!("  built with:  {}", env!("TRELLIS_DEPS"));
     println!("  WAMP:        v2, Basic Profile + the Advanced Profile features announced below");
     println!(
         "  transports:  websocket, rawsocket, web (static files + websocket paths); tcp or unix socket"

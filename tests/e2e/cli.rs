@@ -263,3 +263,92 @@ fn crossbar_layout_yaml_and_cbdir() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `trellis init` writes a node that checks and runs: its page is served
+/// and a WAMP client joins at /ws; `trellis convert` turns its commented
+/// JSON into YAML that checks too; `keygen` prints a pair; nothing is
+/// overwritten.
+#[test]
+fn init_convert_and_keygen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = trellis()
+        .arg("init")
+        .arg(dir.path())
+        .output()
+        .expect("run init");
+    assert!(out.status.success(), "{out:?}");
+    let out = trellis()
+        .arg("check")
+        .current_dir(dir.path())
+        .output()
+        .expect("run check");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".trellis/node.json: OK"));
+    let again = trellis()
+        .arg("init")
+        .arg(dir.path())
+        .output()
+        .expect("init");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+
+    // Convert to YAML, on another port, and run that.
+    let port = free_port();
+    let json = dir.path().join(".trellis/node.json");
+    let text = std::fs::read_to_string(&json).expect("node.json");
+    std::fs::write(&json, text.replace("8080", &port.to_string())).expect("write");
+    let yaml = dir.path().join(".trellis/node.yaml");
+    let out = trellis()
+        .arg("convert")
+        .args([&json, &yaml])
+        .output()
+        .expect("convert");
+    assert!(out.status.success(), "{out:?}");
+    let out = trellis()
+        .args(["check", "--config"])
+        .arg(&yaml)
+        .current_dir(dir.path())
+        .output()
+        .expect("check the YAML");
+    assert!(out.status.success(), "{out:?}");
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["start", "--config"])
+        .arg(&yaml)
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the init node did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let page = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", &format!("http://127.0.0.1:{port}/")])
+        .output()
+        .expect("curl");
+    assert!(String::from_utf8_lossy(&page.stdout).contains("Trellis is running"));
+    let py = crate::support::run_python(
+        "scenarios.py",
+        &[&format!("ws://127.0.0.1:{port}/ws"), "join_leave", "json"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        py.stdout.contains("ok join_leave json"),
+        "{}{}",
+        py.stdout,
+        py.stderr
+    );
+    let _ = node.kill();
+    let _ = node.wait();
+
+    let out = trellis().arg("keygen").output().expect("keygen");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("public key (hex):") && text.contains("authorized_keys"),
+        "{text}"
+    );
+}

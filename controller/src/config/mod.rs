@@ -510,6 +510,22 @@ pub fn in_node_dir(dir: &Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// JSON with whole-line `//` comments made plain JSON: each comment line
+/// becomes empty, so error positions stay right. (A JSON string cannot
+/// span lines, so no string is touched.)
+pub fn strip_line_comments(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.trim_start().starts_with("//") {
+                ""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Find the config file the way users expect: `--config`, then
 /// `$TRELLIS_CONFIG`, `./.trellis/node.json`, Crossbar.io's
 /// `./.crossbar/config.json` or `config.yaml`,
@@ -561,7 +577,19 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
             let figment = if yaml {
                 Figment::from(figment::providers::Yaml::file(p))
             } else {
-                Figment::from(Json::file(p))
+                // JSON with `//` line comments (as `trellis init` writes).
+                match std::fs::read_to_string(p) {
+                    Ok(text) => Figment::from(Json::string(&strip_line_comments(&text))),
+                    Err(e) => {
+                        return Err(ConfigErrors {
+                            source,
+                            errors: vec![ConfigError {
+                                path: String::new(),
+                                message: format!("cannot read the config file: {e}"),
+                            }],
+                        });
+                    }
+                }
             };
             (source, figment)
         }
