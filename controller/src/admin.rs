@@ -302,15 +302,16 @@ fn status_html(doc: &serde_json::Value) -> String {
             );
         }
     }
-    out.push_str("</table><h2>Transports</h2><table><tr><th>worker</th><th>transport</th><th>type</th><th>open</th><th>accepted</th><th>logins</th><th>refused logins</th></tr>");
+    out.push_str("</table><h2>Transports</h2><table><tr><th>worker</th><th>transport</th><th>type</th><th>address</th><th>open</th><th>accepted</th><th>logins</th><th>refused logins</th></tr>");
     for w in workers {
         for t in w["transports"].as_array().into_iter().flatten() {
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&w["id"]),
                 esc(&t["name"]),
                 esc(&t["type"]),
+                esc(&t["listen"]),
                 esc(&t["open"]),
                 esc(&t["accepted"]),
                 esc(&t["auth_ok"]),

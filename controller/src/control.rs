@@ -100,6 +100,9 @@ pub struct TransportStats {
     /// `websocket`, `rawsocket`, `web`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Where it listens (`127.0.0.1:8080`, a socket path).
+    #[serde(default)]
+    pub listen: String,
     /// Connections open now.
     pub open: u64,
     pub accepted: u64,

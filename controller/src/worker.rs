@@ -133,11 +133,13 @@ pub async fn run(
         })
         .unwrap_or_default();
     // Counters of the public transports, for the `stats` procedure.
-    let counters: Vec<(
+    type Counted = (
+        String,
         String,
         String,
         Arc<router_worker::session::TransportCounters>,
-    )> = router
+    );
+    let counters: Vec<Counted> = router
         .as_ref()
         .map(|r| {
             r.endpoints()
@@ -145,7 +147,7 @@ pub async fn run(
                 .zip(r.transport_kinds())
                 .zip(r.transport_counters())
                 .filter(|((listen, _), _)| !listen.contains(".trellis-"))
-                .map(|((_, kind), (name, c))| (name, kind.to_owned(), c))
+                .map(|((listen, kind), (name, c))| (name, kind.to_owned(), listen, c))
                 .collect()
         })
         .unwrap_or_default();
@@ -230,9 +232,10 @@ pub async fn run(
                 use std::sync::atomic::Ordering::Relaxed;
                 out.transports = counters
                     .iter()
-                    .map(|(name, kind, c)| control::TransportStats {
+                    .map(|(name, kind, listen, c)| control::TransportStats {
                         name: name.clone(),
                         kind: kind.clone(),
+                        listen: listen.clone(),
                         open: c.open.load(Relaxed),
                         accepted: c.accepted.load(Relaxed),
                         refused: c.refused.load(Relaxed),

@@ -214,3 +214,102 @@ fn status_shows_transports_and_top_shows_rates() {
         "{screens}"
     );
 }
+
+/// A scripted load moves the counters by exactly what it did; Prometheus's
+/// OpenMetrics parser reads the exposition; 2 000 sessions and 1 000
+/// distinct topics add no series.
+#[test]
+fn metrics_move_exactly_and_stay_bounded() {
+    let (ws, admin) = (free_port(), free_port());
+    let mut cfg = router_config(ws);
+    cfg["controller"] =
+        json!({"admin": {"endpoint": {"type": "tcp", "port": admin}, "token": "t0k"}});
+    cfg["workers"][0]["id"] = json!("router1");
+    let node = Node::start(&cfg, ws);
+    node.wait_ready();
+    let out = crate::support::expect_python_args_ok(
+        &node,
+        "metrics_check.py",
+        &[&format!("http://127.0.0.1:{admin}"), &node.url(), "t0k"],
+    );
+    assert!(out.contains("counters moved as expected"), "{out}");
+    assert!(out.contains("ok metrics:"), "{out}");
+}
+
+/// `/readyz` says 503 until every router is ready (here: its Python
+/// component takes two seconds in onJoin), while `/livez` says 204.
+#[test]
+fn readyz_waits_for_every_router() {
+    let (ws, admin) = (free_port(), free_port());
+    let components = crate::support::repo_root().join("tests/py/components");
+    let mut cfg = router_config(ws);
+    cfg["controller"] = json!({"admin": {"endpoint": {"type": "tcp", "port": admin}}});
+    cfg["workers"][0]["id"] = json!("router1");
+    cfg["workers"][0]["options"] = json!({
+        "pythonpath": [components.display().to_string()],
+        "python": crate::support::python().display().to_string()
+    });
+    cfg["workers"][0]["components"] =
+        json!([{"type": "class", "classname": "app.SlowJoin", "realm": "realm1"}]);
+    let trellis = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("node.json");
+    std::fs::write(&path, cfg.to_string()).expect("write");
+    let mut child = {
+        let mut t = trellis;
+        t.args(["start", "--config"])
+            .arg(&path)
+            .arg("--node-dir")
+            .arg(dir.path().join("node"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start")
+    };
+    // The admin listener comes up before the workers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let (code, body) = get(admin, "/readyz", &[]);
+        if code != 0 {
+            break (code, body);
+        }
+        assert!(Instant::now() < deadline, "no admin listener");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(first.0, 503, "{first:?}");
+    assert!(first.1.contains("worker:router1"), "{first:?}");
+    assert_eq!(get(admin, "/livez", &[]).0, 204);
+    wait_code(admin, "/readyz", 204);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The status page in headless Chromium shows the realm's sessions: the
+/// container's built-in component is one.
+#[test]
+fn the_status_page_in_chromium() {
+    let (ws, admin) = (free_port(), free_port());
+    let mut cfg = router_config(ws);
+    cfg["controller"] = json!({"admin": {"endpoint": {"type": "tcp", "port": admin}}});
+    cfg["workers"][0]["transports"]
+        .as_array_mut()
+        .expect("transports")
+        .push(json!({"type": "rawsocket", "endpoint": {"type": "unix", "path": "router1.sock"}}));
+    cfg["workers"]
+        .as_array_mut()
+        .expect("workers")
+        .push(json!({"type": "container", "id": "backend", "components": [
+            {"type": "class", "classname": "trellis.balloon.Backend", "realm": "realm1"}]}));
+    let node = Node::start(&cfg, ws);
+    node.wait_ready();
+    let page = format!("http://127.0.0.1:{admin}/status");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ok, out) = crate::support::node_js("status_page.mjs", &[&page, "realm1"]);
+        assert!(ok, "{out}\n--- node log\n{}", node.log());
+        if out.contains("realm realm1: sessions 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -2,6 +2,7 @@
 the shape Crossbar.io runs them (classes by classname, ComponentConfig with
 realm and extra)."""
 
+import asyncio
 import os
 
 from autobahn.asyncio.wamp import ApplicationSession
@@ -51,3 +52,11 @@ class BadJoin(ApplicationSession):
 
     async def onJoin(self, details):
         raise RuntimeError("BadJoin cannot start: the database is gone")
+
+
+class SlowJoin(ApplicationSession):
+    """Takes two seconds in onJoin: its router is not ready before."""
+
+    async def onJoin(self, details):
+        await asyncio.sleep(2)
+        print("SlowJoin: joined after 2 s", flush=True)
