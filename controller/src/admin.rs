@@ -325,6 +325,48 @@ fn status_html(doc: &serde_json::Value) -> String {
 
 type Labels = Vec<(String, String)>;
 
+/// A histogram whose buckets a worker counted: set once per scrape, then
+/// encoded (prometheus-client's own histogram only observes values).
+#[derive(Debug, Default)]
+struct Counted {
+    inner: std::sync::Mutex<(f64, u64, Vec<(f64, u64)>)>,
+}
+
+impl Counted {
+    /// Per-bucket counts for `bounds` and then +Inf, and their sum.
+    fn set(&self, bounds: &[f64], counts: &[u64], sum: f64) {
+        let buckets: Vec<(f64, u64)> = bounds
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(counts.iter().copied())
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        if let Ok(mut g) = self.inner.lock() {
+            *g = (sum, count, buckets);
+        }
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for Counted {
+    const TYPE: prometheus_client::metrics::MetricType =
+        prometheus_client::metrics::MetricType::Histogram;
+}
+
+impl prometheus_client::encoding::EncodeMetric for Counted {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let g = self.inner.lock().map_err(|_| std::fmt::Error)?;
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(g.0, g.1, &g.2, None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
@@ -412,6 +454,12 @@ pub(crate) fn render_metrics(
         "trellis_authorizations",
         "Authorization decisions by action and result (allowed, denied)",
     );
+    let durations = Family::<Labels, Counted>::default();
+    reg.register(
+        "trellis_call_duration_seconds",
+        "Calls from CALL to their end as the router saw it",
+        durations.clone(),
+    );
     let dropped = counter(
         &mut reg,
         "trellis_outbound_queue_dropped",
@@ -479,6 +527,13 @@ pub(crate) fn render_metrics(
                         .get_or_create(&labels(&[("worker", w), ("realm", realm), ("type", t)]))
                         .inc_by(*n);
                 }
+            }
+            if r.call_duration.len() == router_worker::realm::CALL_BUCKETS.len() + 1 {
+                durations.get_or_create(&l).set(
+                    &router_worker::realm::CALL_BUCKETS,
+                    &r.call_duration,
+                    r.call_duration_sum,
+                );
             }
             for (result, n) in &r.calls {
                 calls
@@ -568,6 +623,10 @@ mod tests {
         };
         realm.received.insert("CALL".into(), 5);
         realm.calls.insert("ok".into(), 4);
+        realm.call_duration = vec![0; router_worker::realm::CALL_BUCKETS.len() + 1];
+        realm.call_duration[1] = 3;
+        realm.call_duration[12] = 1;
+        realm.call_duration_sum = 40.5;
         let mut stats = BTreeMap::new();
         stats.insert(
             "r1".to_owned(),
@@ -593,6 +652,10 @@ mod tests {
             "trellis_calls_total{worker=\"r1\",realm=\"realm1\",result=\"ok\"} 4",
             "trellis_connections{worker=\"r1\",transport=\"ws\",kind=\"websocket\"} 2",
             "trellis_connections_accepted_total{worker=\"r1\",transport=\"ws\"} 9",
+            "trellis_call_duration_seconds_bucket{le=\"0.001\",worker=\"r1\",realm=\"realm1\"} 3",
+            "trellis_call_duration_seconds_bucket{le=\"30.0\",worker=\"r1\",realm=\"realm1\"} 3",
+            "trellis_call_duration_seconds_bucket{le=\"+Inf\",worker=\"r1\",realm=\"realm1\"} 4",
+            "trellis_call_duration_seconds_count{worker=\"r1\",realm=\"realm1\"} 4",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

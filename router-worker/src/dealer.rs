@@ -64,6 +64,8 @@ pub struct Pending {
     /// The callee has been sent INTERRUPT (kill mode): a second CANCEL is
     /// ignored.
     pub interrupted: bool,
+    /// When the call was routed (the realm's clock), for its duration.
+    pub started: std::time::SystemTime,
 }
 
 /// What [`Dealer::remove_session`] cleaned up.
@@ -266,6 +268,7 @@ impl Dealer {
         caller_request: Id,
         registration: Id,
         callee: Id,
+        now: std::time::SystemTime,
     ) -> Id {
         let mut invocation = next(&mut self.next_inv);
         while self.pending.contains_key(&invocation) {
@@ -279,6 +282,7 @@ impl Dealer {
             registration,
             caller_progress: false,
             interrupted: false,
+            started: now,
         };
         self.pending.insert(invocation, p);
         self.by_caller.insert((caller, caller_request), invocation);
@@ -486,8 +490,8 @@ mod tests {
     fn calls_are_tracked_and_cleaned_up() {
         let mut d = Dealer::new();
         let reg = d.register(10, "p", Exact, Single).unwrap();
-        let inv1 = d.start_call(1, 100, reg, 10);
-        let inv2 = d.start_call(2, 100, reg, 10);
+        let inv1 = d.start_call(1, 100, reg, 10, std::time::SystemTime::UNIX_EPOCH);
+        let inv2 = d.start_call(2, 100, reg, 10, std::time::SystemTime::UNIX_EPOCH);
         assert!(d.call_in_flight(1, 100));
         assert_eq!(
             d.pending_for_callee(99, inv1),
@@ -509,7 +513,7 @@ mod tests {
     fn caller_leaving_abandons_its_calls() {
         let mut d = Dealer::new();
         let reg = d.register(10, "p", Exact, Single).unwrap();
-        d.start_call(1, 7, reg, 10);
+        d.start_call(1, 7, reg, 10, std::time::SystemTime::UNIX_EPOCH);
         let removed = d.remove_session(1);
         assert_eq!(removed.abandoned_calls.len(), 1);
         assert!(removed.orphaned_calls.is_empty());

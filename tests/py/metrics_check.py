@@ -97,6 +97,8 @@ async def main():
         ("trellis_sessions_joined_total", {}, 3),
         ("trellis_sessions_left_total", {}, 3),
         ("trellis_authorizations_total", {"action": "call", "result": "allowed"}, CALLS),
+        ("trellis_call_duration_seconds_count", {}, CALLS),
+        ("trellis_call_duration_seconds_bucket", {"le": "+Inf"}, CALLS),
     ]:
         moved = value(after, name, **labels) - value(before, name, **labels)
         assert moved == delta, f"{name}{labels} moved by {moved}, expected {delta}"

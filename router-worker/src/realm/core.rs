@@ -212,9 +212,30 @@ pub(crate) struct Counters {
     calls: [u64; CallOutcome::ALL.len()],
     /// Authorization decisions: [`Action` as index][allowed, denied].
     pub(crate) authz: [[u64; 2]; 4],
+    /// Calls' durations, CALL to the end as the router saw it.
+    call_duration: [u64; CALL_BUCKETS.len() + 1],
+    call_duration_sum: f64,
 }
 
+/// Upper bounds of the call-duration histogram, in seconds (the last,
+/// unnamed bucket is +Inf).
+pub const CALL_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+
 impl Counters {
+    /// A call routed at `started` ended at `now` (the realm's clock, read
+    /// once per batch of inputs).
+    pub(crate) fn call_ended(&mut self, started: SystemTime, now: SystemTime) {
+        let secs = now.duration_since(started).map_or(0.0, |d| d.as_secs_f64());
+        let i = CALL_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(CALL_BUCKETS.len());
+        self.call_duration[i] += 1;
+        self.call_duration_sum += secs;
+    }
+
     /// `n` EVENTs sent at once (a publication's fan-out).
     pub(crate) fn events_sent(&mut self, n: usize) {
         self.sent[code::EVENT as usize] += n as u64;
@@ -234,6 +255,8 @@ impl Default for Counters {
             slow_peers: 0,
             calls: [0; CallOutcome::ALL.len()],
             authz: [[0; 2]; 4],
+            call_duration: [0; CALL_BUCKETS.len() + 1],
+            call_duration_sum: 0.0,
         }
     }
 }
@@ -315,6 +338,12 @@ pub struct RealmStats {
     pub calls: std::collections::BTreeMap<String, u64>,
     /// Authorization decisions by `action/result` (`call/allowed`).
     pub authorizations: std::collections::BTreeMap<String, u64>,
+    /// Calls' durations: per-bucket counts for the upper bounds of
+    /// [`CALL_BUCKETS`] and +Inf, and their sum in seconds.
+    #[serde(default)]
+    pub call_duration: Vec<u64>,
+    #[serde(default)]
+    pub call_duration_sum: f64,
 }
 
 impl Core {
@@ -386,6 +415,8 @@ impl Core {
                     [(format!("{a}/allowed"), yes), (format!("{a}/denied"), no)]
                 })
                 .collect(),
+            call_duration: c.call_duration.to_vec(),
+            call_duration_sum: c.call_duration_sum,
         }
     }
 

@@ -47,7 +47,7 @@ impl Core {
         }
         let invocation = self
             .dealer
-            .start_call(INTERNAL, request, registration, callee);
+            .start_call(INTERNAL, request, registration, callee, self.now);
         self.start_timer(invocation, INTERNAL, request, timeout_ms);
         self.waiters.insert(request, waiter);
         self.send(
@@ -286,7 +286,7 @@ impl Core {
         }
         let invocation = self
             .dealer
-            .start_call(session, c.request, registration, callee);
+            .start_call(session, c.request, registration, callee, self.now);
         if o.progress
             && let Some(p) = self.dealer.pending_mut(invocation)
         {
@@ -436,6 +436,7 @@ impl Core {
     fn finish_call(&mut self, p: &Pending) {
         self.cancel_timer(p);
         self.dealer.finish(p.invocation);
+        self.stats.call_ended(p.started, self.now);
     }
 
     /// Tell a callee to stop working on an invocation, if it can listen.
@@ -467,6 +468,7 @@ impl Core {
             return;
         }
         self.dealer.finish(p.invocation);
+        self.stats.call_ended(p.started, self.now);
         self.interrupt(&p, CancelMode::KillNoWait);
         debug!(caller = t.caller, request = t.request, "call timed out");
         self.send(
