@@ -329,8 +329,11 @@ type Labels = Vec<(String, String)>;
 /// encoded (prometheus-client's own histogram only observes values).
 #[derive(Debug, Default)]
 struct Counted {
-    inner: std::sync::Mutex<(f64, u64, Vec<(f64, u64)>)>,
+    inner: std::sync::Mutex<Buckets>,
 }
+
+/// A histogram's sum, count and per-bucket counts by upper bound.
+type Buckets = (f64, u64, Vec<(f64, u64)>);
 
 impl Counted {
     /// Per-bucket counts for `bounds` and then +Inf, and their sum.
