@@ -614,8 +614,8 @@ mod tests {
         assert_eq!(not_ready(&[], false), ["workers"]);
     }
 
-    #[test]
-    fn metrics_have_bounded_labels_and_report_silent_workers_down() {
+    /// Two routers: r1 answered with figures, r2 did not.
+    fn sample() -> ([WorkerStatus; 2], BTreeMap<String, Option<WorkerStats>>) {
         let rows = [
             row("r1", "router", "running"),
             row("r2", "router", "running"),
@@ -630,6 +630,8 @@ mod tests {
         realm.call_duration[1] = 3;
         realm.call_duration[12] = 1;
         realm.call_duration_sum = 40.5;
+        realm.authorizations.insert("call/denied".into(), 1);
+        realm.sent.insert("RESULT".into(), 4);
         let mut stats = BTreeMap::new();
         stats.insert(
             "r1".to_owned(),
@@ -645,6 +647,12 @@ mod tests {
             }),
         );
         stats.insert("r2".to_owned(), None);
+        (rows, stats)
+    }
+
+    #[test]
+    fn metrics_have_bounded_labels_and_report_silent_workers_down() {
+        let (rows, stats) = sample();
         let text = render_metrics(&rows, &stats).unwrap();
         for want in [
             "trellis_worker_up{worker=\"r1\",kind=\"router\"} 1",
@@ -666,5 +674,37 @@ mod tests {
             !text.contains("worker=\"r2\",realm"),
             "a silent worker has no series"
         );
+    }
+
+    /// Every metric the Grafana dashboard queries is one the node exports.
+    #[test]
+    fn the_grafana_dashboard_queries_exported_metrics() {
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+            "../../examples/grafana/trellis-dashboard.json"
+        ))
+        .expect("the dashboard is JSON");
+        let (rows, stats) = sample();
+        let text = render_metrics(&rows, &stats).unwrap();
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                let mut rest = expr;
+                while let Some(i) = rest.find("trellis_") {
+                    let name: String = rest[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    assert!(
+                        text.contains(&format!("\n{name}{{")),
+                        "{:?} queries {name}, which the node does not export",
+                        panel["title"]
+                    );
+                    queried += 1;
+                    rest = &rest[i + name.len()..];
+                }
+            }
+        }
+        assert!(queried >= 15, "{queried}");
     }
 }
