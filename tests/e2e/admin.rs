@@ -216,7 +216,7 @@ fn status_shows_transports_and_top_shows_rates() {
 }
 
 /// A scripted load moves the counters by exactly what it did; Prometheus's
-/// OpenMetrics parser reads the exposition; 2 000 sessions and 1 000
+/// OpenMetrics parser reads the exposition; 10 000 sessions and 1 000
 /// distinct topics add no series.
 #[test]
 fn metrics_move_exactly_and_stay_bounded() {

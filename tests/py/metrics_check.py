@@ -17,7 +17,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from wamp_client import connect, leave
 
 ADMIN, URL, TOKEN = sys.argv[1], sys.argv[2], sys.argv[3]
-CALLS, EVENTS, SESSIONS, TOPICS = 25, 10, 2000, 1000
+CALLS, EVENTS, SESSIONS, TOPICS = 25, 10, 10000, 1000
 
 
 def scrape():
