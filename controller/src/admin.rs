@@ -336,17 +336,21 @@ struct Counted {
 type Buckets = (f64, u64, Vec<(f64, u64)>);
 
 impl Counted {
-    /// Per-bucket counts for `bounds` and then +Inf, and their sum.
-    fn set(&self, bounds: &[f64], counts: &[u64], sum: f64) {
+    /// A worker's histogram over [`router_worker::realm::LATENCY_BUCKETS`]
+    /// (one malformed, of another length, is left out).
+    fn set(&self, h: &router_worker::realm::Histogram) {
+        let bounds = router_worker::realm::LATENCY_BUCKETS;
+        if h.buckets.len() != bounds.len() + 1 {
+            return;
+        }
         let buckets: Vec<(f64, u64)> = bounds
             .iter()
             .copied()
             .chain([f64::INFINITY])
-            .zip(counts.iter().copied())
+            .zip(h.buckets.iter().copied())
             .collect();
-        let count = buckets.iter().map(|(_, n)| n).sum();
         if let Ok(mut g) = self.inner.lock() {
-            *g = (sum, count, buckets);
+            *g = (h.sum, h.count(), buckets);
         }
     }
 }
@@ -457,11 +461,25 @@ pub(crate) fn render_metrics(
         "trellis_authorizations",
         "Authorization decisions by action and result (allowed, denied)",
     );
-    let durations = Family::<Labels, Counted>::default();
-    reg.register(
+    let histogram = |reg: &mut Registry, name: &str, help: &str| {
+        let f = Family::<Labels, Counted>::default();
+        reg.register(name, help, f.clone());
+        f
+    };
+    let durations = histogram(
+        &mut reg,
         "trellis_call_duration_seconds",
         "Calls from CALL to their end as the router saw it",
-        durations.clone(),
+    );
+    let authorizer = histogram(
+        &mut reg,
+        "trellis_authorizer_duration_seconds",
+        "Dynamic authorizers' answer times",
+    );
+    let authenticator = histogram(
+        &mut reg,
+        "trellis_authenticator_duration_seconds",
+        "Dynamic and function authenticators' answer times",
     );
     let dropped = counter(
         &mut reg,
@@ -493,6 +511,11 @@ pub(crate) fn render_metrics(
             let l = labels(&[("worker", w), ("transport", &t.name)]);
             accepted.get_or_create(&l).inc_by(t.accepted);
             refused.get_or_create(&l).inc_by(t.refused);
+            if t.authenticator_duration.count() > 0 {
+                authenticator
+                    .get_or_create(&labels(&[("worker", w), ("transport", &t.name)]))
+                    .set(&t.authenticator_duration);
+            }
             for (result, n) in [("success", t.auth_ok), ("failure", t.auth_failed)] {
                 auths
                     .get_or_create(&labels(&[
@@ -531,12 +554,9 @@ pub(crate) fn render_metrics(
                         .inc_by(*n);
                 }
             }
-            if r.call_duration.len() == router_worker::realm::CALL_BUCKETS.len() + 1 {
-                durations.get_or_create(&l).set(
-                    &router_worker::realm::CALL_BUCKETS,
-                    &r.call_duration,
-                    r.call_duration_sum,
-                );
+            durations.get_or_create(&l).set(&r.call_duration);
+            if r.authorizer_duration.count() > 0 {
+                authorizer.get_or_create(&l).set(&r.authorizer_duration);
             }
             for (result, n) in &r.calls {
                 calls
@@ -626,10 +646,9 @@ mod tests {
         };
         realm.received.insert("CALL".into(), 5);
         realm.calls.insert("ok".into(), 4);
-        realm.call_duration = vec![0; router_worker::realm::CALL_BUCKETS.len() + 1];
-        realm.call_duration[1] = 3;
-        realm.call_duration[12] = 1;
-        realm.call_duration_sum = 40.5;
+        for secs in [0.001, 0.0008, 0.0001, 40.0] {
+            realm.call_duration.observe(secs);
+        }
         realm.authorizations.insert("call/denied".into(), 1);
         realm.sent.insert("RESULT".into(), 4);
         let mut stats = BTreeMap::new();

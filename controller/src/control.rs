@@ -110,6 +110,9 @@ pub struct TransportStats {
     pub refused: u64,
     pub auth_ok: u64,
     pub auth_failed: u64,
+    /// Dynamic and function authenticators' answer times.
+    #[serde(default)]
+    pub authenticator_duration: router_worker::realm::Histogram,
 }
 
 /// One worker in `trellis status` ([`NODE_STATUS`]).

@@ -241,6 +241,7 @@ pub async fn run(
                         refused: c.refused.load(Relaxed),
                         auth_ok: c.auth_ok.load(Relaxed),
                         auth_failed: c.auth_failed.load(Relaxed),
+                        authenticator_duration: c.authenticator.snapshot(),
                     })
                     .collect();
                 Ok(Payload {

@@ -77,7 +77,12 @@ impl Authenticator {
             ));
         };
         let payload = Payload::args(vec![hello_realm.into(), authid.into(), details.into()]);
-        let payload = match realm.call(procedure, payload, self.timeout).await {
+        let asked = std::time::Instant::now();
+        let answer = realm.call(procedure, payload, self.timeout).await;
+        if let Some(c) = ctx.counters {
+            c.authenticator.observe(asked.elapsed());
+        }
+        let payload = match answer {
             Ok(p) => p,
             Err(InternalCallError::NoSuchProcedure) => {
                 return Err(refuse(

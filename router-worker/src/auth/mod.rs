@@ -130,6 +130,8 @@ pub struct Context<'a> {
     pub transport: &'a Dict,
     /// A private link of the router worker: may join internal realms.
     pub internal: bool,
+    /// The transport's counters (authenticator latency), when counted.
+    pub counters: Option<&'a crate::session::TransportCounters>,
 }
 
 impl Context<'_> {

@@ -54,6 +54,7 @@ async fn challenge(
         session: 5,
         transport: &transport,
         internal: false,
+        counters: None,
     };
     match s.hello(&hello(details), &ctx).await {
         Ok(Outcome::Challenge(c, p)) => (c, p),
@@ -73,6 +74,7 @@ async fn answer(
         session: 5,
         transport: &transport,
         internal: false,
+        counters: None,
     };
     let a = Authenticate {
         signature: signature.into(),
@@ -178,6 +180,7 @@ async fn anonymous_gets_an_authid_the_client_did_not_choose() {
         session: 5,
         transport: &transport,
         internal: false,
+        counters: None,
     };
     let out = s
         .hello(&hello(dict! { "authid" => "admin" }), &ctx)
@@ -206,6 +209,7 @@ async fn the_offered_methods_are_matched_against_the_enabled_ones() {
         session: 5,
         transport: &transport,
         internal: false,
+        counters: None,
     };
     let r = s
         .hello(
@@ -283,6 +287,7 @@ async fn anonymous_with_a_realm_joins_only_that_realm() {
         session: 5,
         transport: &transport,
         internal: false,
+        counters: None,
     };
     let nameless = HelloMsg {
         realm: String::new(),
@@ -327,6 +332,7 @@ async fn internal_realms_exist_only_for_private_links() {
         session: 5,
         transport: &transport,
         internal: false,
+        counters: None,
     };
     // Whatever an authenticator assigns, a client's link sees no such realm.
     let r = admit(&ctx, principal(), "an authenticator").unwrap_err();

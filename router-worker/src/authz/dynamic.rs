@@ -220,6 +220,7 @@ impl Core {
             uri,
             action,
             procedure: procedure.clone(),
+            asked: self.now,
         };
         self.internal_call(&procedure, payload, AUTHORIZER_TIMEOUT_MS, waiter);
     }

@@ -136,6 +136,8 @@ pub(crate) enum Waiter {
         uri: String,
         action: Action,
         procedure: String,
+        /// When the authorizer was asked.
+        asked: SystemTime,
     },
 }
 
@@ -213,29 +215,65 @@ pub(crate) struct Counters {
     /// Authorization decisions: [`Action` as index][allowed, denied].
     pub(crate) authz: [[u64; 2]; 4],
     /// Calls' durations, CALL to the end as the router saw it.
-    call_duration: [u64; CALL_BUCKETS.len() + 1],
-    call_duration_sum: f64,
+    pub(crate) call_duration: Histogram,
+    /// Dynamic authorizers' answers, question to answer.
+    pub(crate) authorizer_duration: Histogram,
 }
 
-/// Upper bounds of the call-duration histogram, in seconds (the last,
-/// unnamed bucket is +Inf).
-pub const CALL_BUCKETS: [f64; 12] = [
+/// Upper bounds of the latency histograms, in seconds (the last, unnamed
+/// bucket is +Inf).
+pub const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
 ];
 
-impl Counters {
-    /// A call routed at `started` ended at `now` (the realm's clock, read
-    /// once per batch of inputs).
-    pub(crate) fn call_ended(&mut self, started: SystemTime, now: SystemTime) {
-        let secs = now.duration_since(started).map_or(0.0, |d| d.as_secs_f64());
-        let i = CALL_BUCKETS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(CALL_BUCKETS.len());
-        self.call_duration[i] += 1;
-        self.call_duration_sum += secs;
+/// A latency histogram over [`LATENCY_BUCKETS`]: per-bucket counts and
+/// the sum of the observed seconds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Histogram {
+    /// One count per bound of [`LATENCY_BUCKETS`], then +Inf.
+    pub buckets: Vec<u64>,
+    pub sum: f64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new()
+    }
+}
+
+impl Histogram {
+    /// An empty histogram.
+    pub fn new() -> Histogram {
+        Histogram {
+            buckets: vec![0; LATENCY_BUCKETS.len() + 1],
+            sum: 0.0,
+        }
     }
 
+    /// Count one duration of `secs` seconds.
+    pub fn observe(&mut self, secs: f64) {
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        if let Some(n) = self.buckets.get_mut(i) {
+            *n += 1;
+        }
+        self.sum += secs;
+    }
+
+    /// Count the time from `started` to `now` (the realm's clock).
+    pub fn observe_since(&mut self, started: SystemTime, now: SystemTime) {
+        self.observe(now.duration_since(started).map_or(0.0, |d| d.as_secs_f64()));
+    }
+
+    /// How many durations were counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+impl Counters {
     /// `n` EVENTs sent at once (a publication's fan-out).
     pub(crate) fn events_sent(&mut self, n: usize) {
         self.sent[code::EVENT as usize] += n as u64;
@@ -255,8 +293,8 @@ impl Default for Counters {
             slow_peers: 0,
             calls: [0; CallOutcome::ALL.len()],
             authz: [[0; 2]; 4],
-            call_duration: [0; CALL_BUCKETS.len() + 1],
-            call_duration_sum: 0.0,
+            call_duration: Histogram::new(),
+            authorizer_duration: Histogram::new(),
         }
     }
 }
@@ -338,12 +376,12 @@ pub struct RealmStats {
     pub calls: std::collections::BTreeMap<String, u64>,
     /// Authorization decisions by `action/result` (`call/allowed`).
     pub authorizations: std::collections::BTreeMap<String, u64>,
-    /// Calls' durations: per-bucket counts for the upper bounds of
-    /// [`CALL_BUCKETS`] and +Inf, and their sum in seconds.
+    /// Calls' durations.
     #[serde(default)]
-    pub call_duration: Vec<u64>,
+    pub call_duration: Histogram,
+    /// Dynamic authorizers' answer times.
     #[serde(default)]
-    pub call_duration_sum: f64,
+    pub authorizer_duration: Histogram,
 }
 
 impl Core {
@@ -415,8 +453,8 @@ impl Core {
                     [(format!("{a}/allowed"), yes), (format!("{a}/denied"), no)]
                 })
                 .collect(),
-            call_duration: c.call_duration.to_vec(),
-            call_duration_sum: c.call_duration_sum,
+            call_duration: c.call_duration.clone(),
+            authorizer_duration: c.authorizer_duration.clone(),
         }
     }
 

@@ -43,8 +43,8 @@ use crate::config::RealmConfig;
 use crate::outbound::OutMsg;
 
 pub use self::core::{
-    CALL_BUCKETS, CallOutcome, Close, Core, Effect, INTERNAL, Input, MAX_TESTAMENTS, Mint,
-    RealmStats, TOO_MANY_CALLS, Timer,
+    CallOutcome, Close, Core, Effect, Histogram, INTERNAL, Input, LATENCY_BUCKETS, MAX_TESTAMENTS,
+    Mint, RealmStats, TOO_MANY_CALLS, Timer,
 };
 pub(crate) use self::core::{Testament, error_msg};
 pub use self::pubsub::receives;

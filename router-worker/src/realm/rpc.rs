@@ -105,7 +105,13 @@ impl Core {
                 uri,
                 action,
                 procedure,
-            } => self.authorizer_answered(session, uri, action, &procedure, result),
+                asked,
+            } => {
+                self.stats
+                    .authorizer_duration
+                    .observe_since(asked, self.now);
+                self.authorizer_answered(session, uri, action, &procedure, result);
+            }
         }
     }
 
@@ -436,7 +442,7 @@ impl Core {
     fn finish_call(&mut self, p: &Pending) {
         self.cancel_timer(p);
         self.dealer.finish(p.invocation);
-        self.stats.call_ended(p.started, self.now);
+        self.stats.call_duration.observe_since(p.started, self.now);
     }
 
     /// Tell a callee to stop working on an invocation, if it can listen.
@@ -468,7 +474,7 @@ impl Core {
             return;
         }
         self.dealer.finish(p.invocation);
-        self.stats.call_ended(p.started, self.now);
+        self.stats.call_duration.observe_since(p.started, self.now);
         self.interrupt(&p, CancelMode::KillNoWait);
         debug!(caller = t.caller, request = t.request, "call timed out");
         self.send(

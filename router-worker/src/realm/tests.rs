@@ -814,6 +814,11 @@ fn messages_wait_in_order_for_the_authorizer() {
     let fx = h.call(1, 3, "com.work", Dict::new());
     assert_eq!(invocation_of(&fx, 2).payload.args, vec![Value::from(3u64)]);
     assert!(to(&fx, 9).is_empty());
+    // Two questions answered: after 2 ms and 1 ms of fake time.
+    let d = h.core.stats().authorizer_duration;
+    assert_eq!(d.count(), 2);
+    assert_eq!((d.buckets[1], d.buckets[2]), (1, 1), "{d:?}");
+    assert!((d.sum - 0.003).abs() < 1e-9, "{d:?}");
 }
 
 #[test]

@@ -71,6 +71,42 @@ pub struct TransportCounters {
     pub auth_ok: std::sync::atomic::AtomicU64,
     /// Logins refused (ABORT after HELLO or AUTHENTICATE).
     pub auth_failed: std::sync::atomic::AtomicU64,
+    /// Dynamic and function authenticators' answer times.
+    pub authenticator: AtomicHistogram,
+}
+
+/// A latency histogram over [`crate::realm::LATENCY_BUCKETS`] that tasks
+/// share (rare events: one per login).
+#[derive(Debug, Default)]
+pub struct AtomicHistogram {
+    buckets: [std::sync::atomic::AtomicU64; crate::realm::LATENCY_BUCKETS.len() + 1],
+    sum_micros: std::sync::atomic::AtomicU64,
+}
+
+impl AtomicHistogram {
+    /// Count one duration.
+    pub fn observe(&self, d: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let secs = d.as_secs_f64();
+        let i = crate::realm::LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(crate::realm::LATENCY_BUCKETS.len());
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Relaxed);
+        }
+        self.sum_micros
+            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> crate::realm::Histogram {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::realm::Histogram {
+            buckets: self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            sum: self.sum_micros.load(Relaxed) as f64 / 1e6,
+        }
+    }
 }
 
 impl TransportCounters {
@@ -374,6 +410,7 @@ async fn open<T: Transport>(
         session: id,
         transport: &details,
         internal: auth.internal,
+        counters: Some(&settings.counters),
     };
     // Boxed: the handshake's state (authenticator calls, challenges) is
     // needed only now, so it must not size the connection's task.
@@ -837,4 +874,23 @@ async fn goodbye_on_shutdown_inner<T: Transport>(t: &mut T) {
     })
     .await;
     t.close(CloseKind::GoingAway, "router shutting down").await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_histogram_counts_by_bucket() {
+        let h = AtomicHistogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(20));
+        h.observe(Duration::from_secs(60));
+        let s = h.snapshot();
+        assert_eq!(s.count(), 3);
+        assert_eq!(s.buckets[0], 1, "<= 0.5 ms");
+        assert_eq!(s.buckets[5], 1, "(10 ms, 25 ms]");
+        assert_eq!(s.buckets[12], 1, "+Inf");
+        assert!((s.sum - 60.0203).abs() < 1e-9, "{}", s.sum);
+    }
 }
