@@ -224,6 +224,9 @@ fn status_json(
             if let Some(Some(st)) = stats.get(&r.id) {
                 w["realms"] = serde_json::to_value(&st.realms).unwrap_or_default();
                 w["transports"] = serde_json::to_value(&st.transports).unwrap_or_default();
+                if let Some(t) = &st.token_store {
+                    w["token_store"] = serde_json::to_value(t).unwrap_or_default();
+                }
             }
             w
         })
@@ -319,7 +322,19 @@ fn status_html(doc: &serde_json::Value) -> String {
             );
         }
     }
-    out.push_str("</table></body></html>\n");
+    out.push_str("</table>");
+    for w in workers {
+        if let Some(t) = w.get("token_store") {
+            let _ = write!(
+                out,
+                "<h2>Token store of {}</h2><p>{}: {}</p>",
+                esc(&w["id"]),
+                esc(&t["kinds"]),
+                esc(&t["operations"])
+            );
+        }
+    }
+    out.push_str("</body></html>\n");
     out
 }
 
@@ -481,6 +496,11 @@ pub(crate) fn render_metrics(
         "trellis_authenticator_duration_seconds",
         "Dynamic and function authenticators' answer times",
     );
+    let token_ops = counter(
+        &mut reg,
+        "trellis_token_store_operations",
+        "One-time token store operations by op (mint, consume) and result",
+    );
     let dropped = counter(
         &mut reg,
         "trellis_outbound_queue_dropped",
@@ -503,6 +523,12 @@ pub(crate) fn render_metrics(
         let Some(Some(st)) = stats.get(w) else {
             continue;
         };
+        for (key, n) in st.token_store.iter().flat_map(|t| &t.operations) {
+            let (op, result) = key.split_once('/').unwrap_or((key, ""));
+            token_ops
+                .get_or_create(&labels(&[("worker", w), ("op", op), ("result", result)]))
+                .inc_by(*n);
+        }
         for t in &st.transports {
             let l = labels(&[("worker", w), ("transport", &t.name), ("kind", &t.kind)]);
             conns
@@ -663,6 +689,10 @@ mod tests {
                     accepted: 9,
                     ..Default::default()
                 }],
+                token_store: Some(control::TokenStoreStats {
+                    kinds: vec!["embedded".into()],
+                    operations: [("consume/used".to_owned(), 2)].into_iter().collect(),
+                }),
             }),
         );
         stats.insert("r2".to_owned(), None);
@@ -686,6 +716,7 @@ mod tests {
             "trellis_call_duration_seconds_bucket{le=\"30.0\",worker=\"r1\",realm=\"realm1\"} 3",
             "trellis_call_duration_seconds_bucket{le=\"+Inf\",worker=\"r1\",realm=\"realm1\"} 4",
             "trellis_call_duration_seconds_count{worker=\"r1\",realm=\"realm1\"} 4",
+            "trellis_token_store_operations_total{worker=\"r1\",op=\"consume\",result=\"used\"} 2",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

@@ -90,6 +90,18 @@ pub struct WorkerStats {
     /// A router's transports (not its private sockets).
     #[serde(default)]
     pub transports: Vec<TransportStats>,
+    /// A router's token stores, when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_store: Option<TokenStoreStats>,
+}
+
+/// A router's one-time token stores.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TokenStoreStats {
+    /// `embedded`, `redis`.
+    pub kinds: Vec<String>,
+    /// Operations by `op/result` (`consume/used`), non-zero only.
+    pub operations: BTreeMap<String, u64>,
 }
 
 /// One transport's counters.
@@ -474,6 +486,7 @@ mod tests {
             let st = WorkerStats {
                 realms: [("realm1".to_owned(), r)].into_iter().collect(),
                 transports: Vec::new(),
+                token_store: None,
             };
             [("router1".to_owned(), st)]
                 .into_iter()

@@ -151,6 +151,10 @@ pub async fn run(
                 .collect()
         })
         .unwrap_or_default();
+    let token_stores: Vec<String> = router
+        .as_ref()
+        .map(|r| r.token_stores().iter().map(|k| (*k).to_owned()).collect())
+        .unwrap_or_default();
     let realms = router.as_ref().map(|r| r.realms().clone());
     // Serve now: Python router components join over the router's sockets
     // before the worker reports ready.
@@ -219,8 +223,15 @@ pub async fn run(
         move |_: Payload, _: Dict| {
             let realms = stats_realms.clone();
             let counters = counters.clone();
+            let token_stores = token_stores.clone();
             async move {
                 let mut out = control::WorkerStats::default();
+                if !token_stores.is_empty() {
+                    out.token_store = Some(control::TokenStoreStats {
+                        kinds: token_stores,
+                        operations: router_worker::tokens::OPS.snapshot(),
+                    });
+                }
                 for r in realms.iter().flat_map(|t| t.all()) {
                     if r.name.starts_with(INTERNAL_REALM_PREFIX) {
                         continue;

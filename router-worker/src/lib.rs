@@ -73,6 +73,8 @@ pub enum RouterError {
 pub struct Router {
     realms: Realms,
     listeners: Vec<(Listener, Arc<ListenerSettings>)>,
+    /// The kinds of the token stores in use (`embedded`, `redis`).
+    token_stores: Vec<&'static str>,
 }
 
 impl Router {
@@ -171,7 +173,13 @@ impl Router {
         Ok(Router {
             realms: Arc::new(RealmTable::new(realms, mint)),
             listeners,
+            token_stores: stores.iter().map(|(_, s)| s.kind()).collect(),
         })
+    }
+
+    /// The kinds of the token stores this router uses, if any.
+    pub fn token_stores(&self) -> &[&'static str] {
+        &self.token_stores
     }
 
     /// The bound TCP address of each TCP transport, in config order.

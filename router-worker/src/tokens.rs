@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -62,6 +63,52 @@ pub enum Consumed {
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 #[error("token store unavailable: {0}")]
 pub struct Unavailable(pub String);
+
+/// Token store operations.
+#[derive(Debug, Clone, Copy)]
+pub enum Op {
+    /// A token issued.
+    Mint = 0,
+    /// A token presented.
+    Consume = 1,
+}
+
+/// The results counted per operation.
+pub const RESULTS: [&str; 5] = ["ok", "unknown", "used", "expired", "unavailable"];
+
+/// This process's token store operations by operation and result (the
+/// metrics): a router worker's stores count together.
+pub static OPS: TokenOps = TokenOps {
+    counts: [const { [const { AtomicU64::new(0) }; RESULTS.len()] }; 2],
+};
+
+/// Counters of [`OPS`].
+#[derive(Debug)]
+pub struct TokenOps {
+    counts: [[AtomicU64; RESULTS.len()]; 2],
+}
+
+impl TokenOps {
+    fn count(&self, op: Op, result: &str) {
+        if let Some(i) = RESULTS.iter().position(|r| *r == result) {
+            self.counts[op as usize][i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// `mint/ok`, `consume/used`, ... with their counts, non-zero only.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for (op, row) in ["mint", "consume"].iter().zip(&self.counts) {
+            for (result, n) in RESULTS.iter().zip(row) {
+                let n = n.load(std::sync::atomic::Ordering::Relaxed);
+                if n > 0 {
+                    out.insert(format!("{op}/{result}"), n);
+                }
+            }
+        }
+        out
+    }
+}
 
 fn now() -> f64 {
     SystemTime::now()
@@ -190,6 +237,18 @@ impl TokenStore {
         lifetime: Duration,
         max_age: Duration,
     ) -> Result<String, Unavailable> {
+        let r = self.mint_uncounted(authid, role, lifetime, max_age).await;
+        OPS.count(Op::Mint, if r.is_ok() { "ok" } else { "unavailable" });
+        r
+    }
+
+    async fn mint_uncounted(
+        &self,
+        authid: &str,
+        role: Option<&str>,
+        lifetime: Duration,
+        max_age: Duration,
+    ) -> Result<String, Unavailable> {
         let token = new_token();
         let iat = now();
         let record = TokenRecord {
@@ -242,6 +301,23 @@ impl TokenStore {
     /// # Errors
     /// [`Unavailable`] when Redis cannot be reached.
     pub async fn consume(&self, token: &str, max_age: Duration) -> Result<Consumed, Unavailable> {
+        let r = self.consume_uncounted(token, max_age).await;
+        let result = match &r {
+            Ok(Consumed::Valid(_)) => "ok",
+            Ok(Consumed::Unknown) => "unknown",
+            Ok(Consumed::Used) => "used",
+            Ok(Consumed::Expired { .. }) => "expired",
+            Err(_) => "unavailable",
+        };
+        OPS.count(Op::Consume, result);
+        r
+    }
+
+    async fn consume_uncounted(
+        &self,
+        token: &str,
+        max_age: Duration,
+    ) -> Result<Consumed, Unavailable> {
         match self {
             TokenStore::Embedded(s) => {
                 let mut inner = s.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -388,7 +464,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(s.consume(&t, age).await.unwrap(), Consumed::Used);
+        let unknown = || OPS.snapshot().get("consume/unknown").copied().unwrap_or(0);
+        let before = unknown();
         assert_eq!(s.consume("forged", age).await.unwrap(), Consumed::Unknown);
+        // Other tests count into the same process-wide counters.
+        assert!(unknown() > before, "a forged token is counted");
+        assert!(OPS.snapshot().get("mint/ok").is_some_and(|n| *n > 0));
     }
 
     #[tokio::test]
