@@ -444,6 +444,16 @@ pub(crate) fn render_metrics(
         "trellis_connections_refused",
         "Connections refused by a transport's max_connections",
     );
+    let bytes_in = counter(
+        &mut reg,
+        "trellis_received_bytes",
+        "WAMP message bytes from established sessions",
+    );
+    let bytes_out = counter(
+        &mut reg,
+        "trellis_sent_bytes",
+        "WAMP message bytes to established sessions",
+    );
     let auths = counter(
         &mut reg,
         "trellis_authentications",
@@ -536,6 +546,8 @@ pub(crate) fn render_metrics(
                 .set(i64::try_from(t.open).unwrap_or(i64::MAX));
             let l = labels(&[("worker", w), ("transport", &t.name)]);
             accepted.get_or_create(&l).inc_by(t.accepted);
+            bytes_in.get_or_create(&l).inc_by(t.bytes_received);
+            bytes_out.get_or_create(&l).inc_by(t.bytes_sent);
             refused.get_or_create(&l).inc_by(t.refused);
             if t.authenticator_duration.count() > 0 {
                 authenticator

@@ -125,6 +125,11 @@ pub struct TransportStats {
     /// Dynamic and function authenticators' answer times.
     #[serde(default)]
     pub authenticator_duration: router_worker::realm::Histogram,
+    /// WAMP message bytes from and to established sessions.
+    #[serde(default)]
+    pub bytes_received: u64,
+    #[serde(default)]
+    pub bytes_sent: u64,
 }
 
 /// One worker in `trellis status` ([`NODE_STATUS`]).

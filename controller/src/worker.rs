@@ -253,6 +253,8 @@ pub async fn run(
                         auth_ok: c.auth_ok.load(Relaxed),
                         auth_failed: c.auth_failed.load(Relaxed),
                         authenticator_duration: c.authenticator.snapshot(),
+                        bytes_received: c.bytes_received.load(Relaxed),
+                        bytes_sent: c.bytes_sent.load(Relaxed),
                     })
                     .collect();
                 Ok(Payload {

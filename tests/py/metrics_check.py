@@ -34,11 +34,8 @@ def scrape():
 
 
 def value(samples, name, **labels):
-    want = {"worker": "router1", "realm": "realm1", **labels}
-    for (n, ls), v in samples.items():
-        if n == name and all(dict(ls).get(k) == val for k, val in want.items()):
-            return v
-    return 0.0
+    want = {k: v for k, v in {"worker": "router1", "realm": "realm1", **labels}.items() if v is not None}
+    return sum(v for (n, ls), v in samples.items() if n == name and all(dict(ls).get(k) == val for k, val in want.items()))
 
 
 async def load():
@@ -102,6 +99,12 @@ async def main():
     ]:
         moved = value(after, name, **labels) - value(before, name, **labels)
         assert moved == delta, f"{name}{labels} moved by {moved}, expected {delta}"
+    sent = value(after, "trellis_sent_bytes_total", realm=None) - value(before, "trellis_sent_bytes_total", realm=None)
+    received = value(after, "trellis_received_bytes_total", realm=None) - value(
+        before, "trellis_received_bytes_total", realm=None
+    )
+    # At least each CALL and RESULT went through (JSON, a few dozen bytes).
+    assert received > CALLS * 20 and sent > CALLS * 20, (received, sent)
     print("counters moved as expected", flush=True)
     await crowd()
     await asyncio.sleep(0.3)

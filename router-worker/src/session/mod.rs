@@ -73,6 +73,65 @@ pub struct TransportCounters {
     pub auth_failed: std::sync::atomic::AtomicU64,
     /// Dynamic and function authenticators' answer times.
     pub authenticator: AtomicHistogram,
+    /// WAMP message bytes from established sessions' peers.
+    pub bytes_received: std::sync::atomic::AtomicU64,
+    /// WAMP message bytes to established sessions' peers.
+    pub bytes_sent: std::sync::atomic::AtomicU64,
+}
+
+/// One session's WAMP message bytes, added to its transport's counters
+/// every 64 KiB and when the session ends: no shared write per message.
+struct Traffic<'a> {
+    counters: &'a TransportCounters,
+    received: u64,
+    sent: u64,
+}
+
+/// Bytes a session counts before it adds them to the transport's.
+const TRAFFIC_FLUSH: u64 = 64 << 10;
+
+impl<'a> Traffic<'a> {
+    fn new(counters: &'a TransportCounters) -> Self {
+        Traffic {
+            counters,
+            received: 0,
+            sent: 0,
+        }
+    }
+
+    fn received(&mut self, n: usize) {
+        self.received += n as u64;
+        if self.received >= TRAFFIC_FLUSH {
+            self.flush();
+        }
+    }
+
+    fn sent(&mut self, n: usize) {
+        self.sent += n as u64;
+        if self.sent >= TRAFFIC_FLUSH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.received > 0 {
+            self.counters
+                .bytes_received
+                .fetch_add(self.received, Relaxed);
+            self.received = 0;
+        }
+        if self.sent > 0 {
+            self.counters.bytes_sent.fetch_add(self.sent, Relaxed);
+            self.sent = 0;
+        }
+    }
+}
+
+impl Drop for Traffic<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// A latency histogram over [`crate::realm::LATENCY_BUCKETS`] that tasks
@@ -279,6 +338,7 @@ pub fn run<'a, T: Transport>(
         else {
             return;
         };
+        let mut traffic = Traffic::new(&settings.counters);
         let session = Box::pin(established(
             &mut t,
             &mut rx,
@@ -289,6 +349,7 @@ pub fn run<'a, T: Transport>(
             &shutdown,
             settings.keepalive,
             settings.write_timeout,
+            &mut traffic,
         ));
         session.await;
         let _ = realm.send(RealmCommand::Leave { session: id }).await;
@@ -614,14 +675,22 @@ async fn write_batch<T: Transport>(
     t: &mut T,
     first: Arc<OutMsg>,
     rx: &mut mpsc::Receiver<Arc<OutMsg>>,
+    traffic: &mut Traffic<'_>,
 ) -> Result<(), TransportError> {
+    let serializer = t.serializer();
+    let sent = |m: &OutMsg| m.encoded(serializer).map_or(0, |e| e.as_bytes().len());
     t.feed(&first).await?;
+    let mut bytes = sent(&first);
     for _ in 1..WRITE_BATCH {
         match rx.try_recv() {
-            Ok(m) => t.feed(&m).await?,
+            Ok(m) => {
+                t.feed(&m).await?;
+                bytes += sent(&m);
+            }
             Err(_) => break,
         }
     }
+    traffic.sent(bytes);
     t.flush().await
 }
 
@@ -629,7 +698,7 @@ async fn write_batch<T: Transport>(
 #[allow(clippy::too_many_arguments)]
 // An `async fn` would keep its arguments twice in the future.
 #[allow(clippy::manual_async_fn)]
-fn established<'a, T: Transport>(
+fn established<'a, 'b: 'a, T: Transport>(
     t: &'a mut T,
     rx: &'a mut mpsc::Receiver<Arc<OutMsg>>,
     kill: &'a KillSwitch,
@@ -639,6 +708,7 @@ fn established<'a, T: Transport>(
     shutdown: &'a CancellationToken,
     keepalive: Option<(Duration, Duration)>,
     write_timeout: Duration,
+    traffic: &'a mut Traffic<'b>,
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
         let serializer = t.serializer();
@@ -698,7 +768,7 @@ fn established<'a, T: Transport>(
                     // Most writes complete at once; only a write that has to
                     // wait gets a timer (no timer per message on the hot path).
                     let outcome = {
-                        let write = write_batch(t, out, rx);
+                        let write = write_batch(t, out, rx, traffic);
                         tokio::pin!(write);
                         match futures::FutureExt::now_or_never(&mut write) {
                             Some(r) => Write::Done(r),
@@ -731,6 +801,7 @@ fn established<'a, T: Transport>(
                         Ok(b) => b,
                         Err(e) => return end_on_transport_error(t, span, e).await,
                     };
+                    traffic.received(bytes.len());
                     match classify(realm, id, serializer, &bytes) {
                         Incoming::Forward(sending) => {
                             if sending.await.is_err() {
