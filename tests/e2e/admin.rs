@@ -145,6 +145,7 @@ fn probes_status_and_metrics() {
     node.signal(Signal::SIGTERM);
     let body = wait_code(admin, "/readyz", 503);
     assert!(body.contains("draining"), "{body}");
+    assert_eq!(get(admin, "/livez", &[]).0, 204, "alive while draining");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", ws)).is_ok(),
         "the listeners stay open while draining"
