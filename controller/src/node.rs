@@ -386,6 +386,23 @@ impl Shell {
     /// SIGHUP: re-read the config for the lifecycle to apply.
     fn reread_config(&self) -> Event {
         info!("SIGHUP: re-reading the config");
+        // TLS certificates are read again by every running router (which
+        // has TLS endpoints), whatever the config says.
+        for s in self.life.slots() {
+            if s.spec.kind.name() != "router" || s.state.name() != "running" {
+                continue;
+            }
+            let link = self.link.clone();
+            let uri = control::worker_procedure(&s.spec.id, "reload_tls");
+            tokio::spawn(async move {
+                let call = link.call(&uri, Payload::default());
+                if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), call).await
+                    && e.uri != "wamp.error.no_such_procedure"
+                {
+                    warn!(procedure = %uri, "TLS reload failed: {e}");
+                }
+            });
+        }
         match config::load(self.opts.config_path.as_deref()) {
             Ok(c) => Event::Reload(Ok(c.workers), Box::new(c.controller)),
             Err(e) => Event::Reload(Err(e.to_string()), Box::new(self.life.options().clone())),

@@ -17,7 +17,7 @@ use proto::{Dict, Payload, Value};
 use router_worker::Router;
 use router_worker::config::{INTERNAL_REALM_PREFIX, RealmConfig, RouterConfig};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::control;
 use crate::logging::LevelHandle;
@@ -151,6 +151,10 @@ pub async fn run(
                 .collect()
         })
         .unwrap_or_default();
+    let tls_endpoints = router
+        .as_ref()
+        .map(router_worker::Router::tls_endpoints)
+        .unwrap_or_default();
     let token_stores: Vec<String> = router
         .as_ref()
         .map(|r| r.token_stores().iter().map(|k| (*k).to_owned()).collect())
@@ -216,6 +220,31 @@ pub async fn run(
         }
     };
     register(&link, &control::worker_procedure(&id, "status"), status).await?;
+    if !tls_endpoints.is_empty() {
+        // SIGHUP: the controller asks; certificates are read again.
+        let tls_endpoints = Arc::new(tls_endpoints);
+        register(
+            &link,
+            &control::worker_procedure(&id, "reload_tls"),
+            move |_: Payload, _: Dict| {
+                let endpoints = tls_endpoints.clone();
+                async move {
+                    let mut failed = Vec::new();
+                    for (i, tls, cfg) in endpoints.iter() {
+                        match tls.reload(cfg, &format!("transports[{i}].endpoint.tls")) {
+                            Ok(()) => info!(transport = i, "TLS certificate and key read again"),
+                            Err((path, message)) => {
+                                warn!("{path}: {message}: the old certificate stays in use");
+                                failed.push(Value::from(format!("{path}: {message}")));
+                            }
+                        }
+                    }
+                    Ok(Payload::args(failed))
+                }
+            },
+        )
+        .await?;
+    }
     let stats_realms = realms.clone();
     register(
         &link,

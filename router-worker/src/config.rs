@@ -421,6 +421,7 @@ impl TransportConfig {
                 version: None,
                 backlog: None,
                 shared: false,
+                tls: None,
             },
             serializers: Some(vec!["json".into()]),
             options: WebSocketOptions::default(),
@@ -522,6 +523,35 @@ pub struct Endpoint {
     /// (SO_REUSEPORT); the kernel spreads connections over them.
     #[serde(default)]
     pub shared: bool,
+    /// `tcp` endpoints: TLS (`wss://`, TLS RawSocket, HTTPS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// An endpoint's TLS, as Crossbar.io names it. Files are PEM, relative to
+/// the node directory.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: String,
+    /// The server certificate (it may be followed by its chain).
+    pub certificate: String,
+    /// Intermediate certificates sent after the server's.
+    #[serde(default)]
+    pub chain_certificates: Vec<String>,
+    /// Crossbar.io: verify client certificates against these; not
+    /// supported yet (refused with a message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<Vec<String>>,
+    /// Crossbar.io's Diffie-Hellman parameters: accepted and unused
+    /// (rustls does ECDHE only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhparam: Option<String>,
+    /// Crossbar.io's OpenSSL cipher list: accepted and unused (rustls
+    /// offers its own safe TLS 1.2 and 1.3 suites).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ciphers: Option<String>,
 }
 
 /// Endpoint types.
@@ -1136,6 +1166,27 @@ impl RouterConfig {
     pub fn warnings(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         for (i, t) in self.transports.iter().enumerate() {
+            if let Some(tls) = &t.endpoint.tls {
+                for (key, set, why) in [
+                    (
+                        "dhparam",
+                        tls.dhparam.is_some(),
+                        "rustls negotiates ECDHE only",
+                    ),
+                    (
+                        "ciphers",
+                        tls.ciphers.is_some(),
+                        "rustls offers its own TLS 1.3 and 1.2 suites (AES-GCM, ChaCha20-Poly1305)",
+                    ),
+                ] {
+                    if set {
+                        out.push(ConfigProblem {
+                            path: format!("transports[{i}].endpoint.tls.{key}"),
+                            message: format!("accepted and not used: {why}"),
+                        });
+                    }
+                }
+            }
             match (&t.kind, &t.paths) {
                 (TransportKind::Web, Some(paths)) => {
                     for (name, wp) in paths {
@@ -1414,6 +1465,22 @@ impl RouterConfig {
         let e = &ws.endpoint;
         match e.kind {
             EndpointKind::Tcp => {
+                if let Some(t) = &e.tls {
+                    if t.ca_certificates.is_some() {
+                        p(
+                            format!("{pre}.endpoint.tls.ca_certificates"),
+                            "client certificate verification (Crossbar.io's ca_certificates) is not supported by Trellis yet: remove the key".into(),
+                        );
+                    }
+                    for (key, v) in [("key", &t.key), ("certificate", &t.certificate)] {
+                        if v.is_empty() {
+                            p(
+                                format!("{pre}.endpoint.tls.{key}"),
+                                "missing: a PEM file (relative to the node directory)".into(),
+                            );
+                        }
+                    }
+                }
                 if e.port.is_none() {
                     p(
                         format!("{pre}.endpoint.port"),
@@ -1455,6 +1522,12 @@ impl RouterConfig {
                         format!(
                             "{m:?} is not a file mode: use octal digits such as \"0600\" or \"0660\""
                         ),
+                    );
+                }
+                if e.tls.is_some() {
+                    p(
+                        format!("{pre}.endpoint.tls"),
+                        "TLS is for tcp endpoints: a unix socket is reached on this machine only, through its file mode".into(),
                     );
                 }
                 for (key, set) in [

@@ -30,6 +30,7 @@ pub mod realm;
 pub mod realms;
 pub mod session;
 pub mod time;
+pub mod tls;
 pub mod tokens;
 pub mod transport;
 
@@ -153,6 +154,13 @@ impl Router {
                     cause,
                 })?;
             let mut settings = ListenerSettings::from_config(index, t, store_for(t));
+            if let Some(tc) = &t.endpoint.tls {
+                let tls = tls::TlsSettings::new(tc, &format!("transports[{index}].endpoint.tls"))
+                    .map_err(|(path, message)| {
+                    RouterError::Config(vec![config::ConfigProblem { path, message }])
+                })?;
+                settings.tls = Some((tls, tc.clone()));
+            }
             if t.kind == config::TransportKind::Web {
                 let mut web = web_settings(index, t, &store_for)?;
                 // One transport's figures, whichever path a session took.
@@ -175,6 +183,15 @@ impl Router {
             listeners,
             token_stores: stores.iter().map(|(_, s)| s.kind()).collect(),
         })
+    }
+
+    /// The TLS endpoints' settings, to reload their certificates later.
+    pub fn tls_endpoints(&self) -> Vec<(usize, tls::TlsSettings, config::TlsConfig)> {
+        self.listeners
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, s))| s.tls.clone().map(|(t, c)| (i, t, c)))
+            .collect()
     }
 
     /// The kinds of the token stores this router uses, if any.

@@ -17,6 +17,7 @@ mod python_components;
 mod rawsocket;
 mod security;
 mod support;
+mod tls;
 mod tokens;
 mod wamp;
 mod web;

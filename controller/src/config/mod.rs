@@ -1205,6 +1205,7 @@ fn ignored_options(p: &str, o: &WorkerOptions, out: &mut Vec<ConfigError>) {
 pub fn preflight(cfg: &NodeConfig, node_dir: &Path) -> Result<(), ConfigErrors> {
     for found in [
         missing_directories(cfg, node_dir),
+        tls_problems(cfg, node_dir),
         python_problems(cfg, node_dir),
     ] {
         if !found.errors.is_empty() {
@@ -1241,6 +1242,32 @@ pub fn missing_directories(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
                         });
                     }
                 }
+            }
+        }
+    }
+    ConfigErrors {
+        source: cfg.source.clone(),
+        errors,
+    }
+}
+
+/// TLS certificates and keys that cannot be read, or do not belong
+/// together (files are taken from `node_dir`, where a router runs).
+pub fn tls_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
+    let mut errors = Vec::new();
+    for (i, r) in cfg.routers() {
+        for (j, t) in r.transports.iter().enumerate() {
+            let Some(tls) = &t.endpoint.tls else { continue };
+            let at = |f: &String| node_dir.join(f).display().to_string();
+            let resolved = router_worker::config::TlsConfig {
+                key: at(&tls.key),
+                certificate: at(&tls.certificate),
+                chain_certificates: tls.chain_certificates.iter().map(at).collect(),
+                ..tls.clone()
+            };
+            let path = format!("workers[{i}].transports[{j}].endpoint.tls");
+            if let Err((path, message)) = router_worker::tls::TlsSettings::new(&resolved, &path) {
+                errors.push(ConfigError { path, message });
             }
         }
     }

@@ -43,6 +43,8 @@ pub struct ListenerSettings {
     pub trusted_proxies: super::forwarded::TrustedProxies,
     /// TCP keepalive idle time and probe interval (`options.tcp_keepalive`).
     pub tcp_keepalive: Option<Duration>,
+    /// TLS (`endpoint.tls`), with its config for reloads.
+    pub tls: Option<(crate::tls::TlsSettings, crate::config::TlsConfig)>,
 }
 
 impl ListenerSettings {
@@ -105,6 +107,7 @@ impl ListenerSettings {
             trusted_proxies: super::forwarded::TrustedProxies::parse(&o.trusted_proxies)
                 .unwrap_or_default(),
             tcp_keepalive: (o.tcp_keepalive > 0).then(|| Duration::from_millis(o.tcp_keepalive)),
+            tls: None,
         }
     }
 }

@@ -210,6 +210,11 @@ pub async fn serve(
         tracker.spawn(
             async move {
                 match stream {
+                    // Boxed: the handshake's state must not size every
+                    // connection's task.
+                    Stream::Tcp(s) if settings.tls.is_some() => {
+                        Box::pin(handle_tls(s, peer, settings, realms, shutdown)).await
+                    }
                     Stream::Tcp(s) => handle(s, peer, settings, realms, shutdown).await,
                     Stream::Unix(s) => handle(s, peer, settings, realms, shutdown).await,
                 }
@@ -258,6 +263,26 @@ async fn accept(listener: &Listener) -> std::io::Result<(Stream, Peer)> {
             let peer = Peer::unix(&s);
             Ok((Stream::Unix(s), peer))
         }
+    }
+}
+
+/// A TLS handshake, with the deadline of the upgrade that follows it,
+/// then the connection as any other.
+async fn handle_tls(
+    stream: TcpStream,
+    peer: Peer,
+    settings: Arc<ListenerSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+) {
+    let Some((tls, _)) = &settings.tls else {
+        return;
+    };
+    let accept = tls.acceptor.accept(stream);
+    match tokio::time::timeout(settings.handshake_timeout, accept).await {
+        Ok(Ok(s)) => handle(s, peer, settings, realms, shutdown).await,
+        Ok(Err(e)) => debug!(peer = %peer.desc, cause = %e, "TLS handshake failed"),
+        Err(_) => debug!(peer = %peer.desc, "TLS handshake timed out"),
     }
 }
 

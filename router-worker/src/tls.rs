@@ -1,0 +1,194 @@
+//! TLS on TCP endpoints (rustls with ring): the certificate and key are
+//! read from PEM files, and read again on request (`trellis` reloads them
+//! on SIGHUP) without dropping a connection: new handshakes get the new
+//! certificate, established connections keep theirs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::TlsConfig;
+
+/// A TLS endpoint's acceptor and its reloadable certificate.
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    resolver: Arc<Resolver>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings").finish_non_exhaustive()
+    }
+}
+
+impl TlsSettings {
+    /// Read the endpoint's certificate and key; `path` names the config
+    /// key in errors (`transports[0].endpoint.tls`).
+    ///
+    /// # Errors
+    /// A file cannot be read or holds no usable certificate or key (the
+    /// message names the key path and the file).
+    pub fn new(cfg: &TlsConfig, path: &str) -> Result<TlsSettings, (String, String)> {
+        let key = load(cfg, path)?;
+        let resolver = Arc::new(Resolver {
+            current: ArcSwap::from_pointee(key),
+        });
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| (path.to_owned(), format!("cannot set up TLS: {e}")))?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsSettings {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            resolver,
+        })
+    }
+
+    /// Read the files again; on success new handshakes use them.
+    ///
+    /// # Errors
+    /// As [`TlsSettings::new`]; the old certificate stays in use.
+    pub fn reload(&self, cfg: &TlsConfig, path: &str) -> Result<(), (String, String)> {
+        let key = load(cfg, path)?;
+        self.resolver.current.store(Arc::new(key));
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Resolver {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// The certificate chain (the certificate file's, then the chain files')
+/// and the signing key, checked to belong together.
+fn load(cfg: &TlsConfig, path: &str) -> Result<CertifiedKey, (String, String)> {
+    let mut chain: Vec<CertificateDer<'static>> = Vec::new();
+    for (key, file) in std::iter::once(("certificate", &cfg.certificate)).chain(
+        cfg.chain_certificates
+            .iter()
+            .map(|f| ("chain_certificates", f)),
+    ) {
+        let certs = read_certs(Path::new(file))
+            .map_err(|e| (format!("{path}.{key}"), format!("{file:?}: {e}")))?;
+        chain.extend(certs);
+    }
+    let key_der = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| {
+        (
+            format!("{path}.key"),
+            format!(
+                "{:?}: no usable private key ({}); give a PEM file with a PKCS#8, RSA or EC key",
+                cfg.key,
+                pem_error(&e)
+            ),
+        )
+    })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| {
+        (
+            format!("{path}.key"),
+            format!("{:?}: the key is not usable for TLS: {e}", cfg.key),
+        )
+    })?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| {
+        (
+            format!("{path}.key"),
+            format!(
+                "{:?} does not belong to the certificate {:?} ({e})",
+                cfg.key, cfg.certificate
+            ),
+        )
+    })?;
+    Ok(certified)
+}
+
+fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+        .map_err(|e| pem_error(&e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_error(&e))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in the file".into());
+    }
+    Ok(certs)
+}
+
+fn pem_error(e: &rustls_pki_types::pem::Error) -> String {
+    match e {
+        rustls_pki_types::pem::Error::Io(io) => io.to_string(),
+        rustls_pki_types::pem::Error::NoItemsFound => "no PEM item of that kind in the file".into(),
+        other => format!("not PEM: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate and key for `names`, written to `dir`.
+    pub(crate) fn write_cert(dir: &Path, stem: &str, names: &[&str]) -> TlsConfig {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let c = rcgen::generate_simple_self_signed(names).unwrap();
+        let cert = dir.join(format!("{stem}.crt"));
+        let key = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        TlsConfig {
+            key: key.display().to_string(),
+            certificate: cert.display().to_string(),
+            chain_certificates: Vec::new(),
+            ca_certificates: None,
+            dhparam: None,
+            ciphers: None,
+        }
+    }
+
+    #[test]
+    fn loads_reloads_and_names_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_cert(dir.path(), "a", &["localhost"]);
+        let t = TlsSettings::new(&a, "transports[0].endpoint.tls").unwrap();
+        let first = t.resolver.current.load_full();
+        let b = write_cert(dir.path(), "b", &["localhost"]);
+        t.reload(&b, "p").unwrap();
+        assert_ne!(t.resolver.current.load_full().cert, first.cert);
+        // A key of another certificate.
+        let mixed = TlsConfig {
+            key: a.key.clone(),
+            ..b.clone()
+        };
+        let (path, msg) = t.reload(&mixed, "p").unwrap_err();
+        assert_eq!(path, "p.key");
+        assert!(msg.contains("does not belong to the certificate"), "{msg}");
+        // Missing and non-PEM files.
+        let missing = TlsConfig {
+            certificate: dir.path().join("nope.crt").display().to_string(),
+            ..a.clone()
+        };
+        let (path, msg) = TlsSettings::new(&missing, "p").unwrap_err();
+        assert_eq!(path, "p.certificate");
+        assert!(msg.contains("nope.crt"), "{msg}");
+        std::fs::write(dir.path().join("junk.key"), "hello").unwrap();
+        let junk = TlsConfig {
+            key: dir.path().join("junk.key").display().to_string(),
+            ..a
+        };
+        let (path, msg) = TlsSettings::new(&junk, "p").unwrap_err();
+        assert_eq!(path, "p.key");
+        assert!(msg.contains("no usable private key"), "{msg}");
+    }
+}
