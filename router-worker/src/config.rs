@@ -445,7 +445,7 @@ impl TransportConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebPath {
-    /// `static` or `websocket`.
+    /// `static`, `websocket`, `json` or `redirect`.
     #[serde(rename = "type")]
     pub kind: WebPathKind,
     /// `static`: the directory served (relative to the node directory).
@@ -454,9 +454,16 @@ pub struct WebPath {
     /// `websocket`: serializers offered; all when absent.
     #[serde(default)]
     pub serializers: Option<Vec<String>>,
-    /// `websocket`: limits and timeouts.
+    /// `websocket`: limits and timeouts ([`WebSocketOptions`]); `static`:
+    /// [`StaticOptions`]. Read by kind in [`RouterConfig::validate`].
     #[serde(default)]
-    pub options: Option<WebSocketOptions>,
+    pub options: Option<serde_json::Value>,
+    /// `json`: the value served.
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+    /// `redirect`: where to send browsers (an absolute URL or a path).
+    #[serde(default)]
+    pub url: Option<String>,
     /// `websocket`: authentication methods; anonymous when absent.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
@@ -474,6 +481,42 @@ pub enum WebPathKind {
     Static,
     /// WAMP over WebSocket.
     Websocket,
+    /// A fixed JSON value.
+    Json,
+    /// A redirect (302) to `url`.
+    Redirect,
+}
+
+/// A static path's `options`, as Crossbar.io names them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticOptions {
+    /// List a directory that has no `index.html`.
+    pub enable_directory_listing: bool,
+    /// Content types by file extension (`".wasm": "application/wasm"`),
+    /// over the built-in table.
+    pub mime_types: BTreeMap<String, String>,
+    /// Seconds browsers may cache files (`Cache-Control: max-age`); absent
+    /// or 0: `no-cache`.
+    pub cache_timeout: Option<u64>,
+}
+
+impl WebPath {
+    /// Its `options` read as `T`, with the key path of what is wrong.
+    fn options_as<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, (String, String)> {
+        match &self.options {
+            None => Ok(T::default()),
+            Some(v) => serde_path_to_error::deserialize(v).map_err(|e| {
+                let at = e.path().to_string();
+                (at, e.into_inner().to_string())
+            }),
+        }
+    }
+
+    /// A static path's options (defaults where invalid; `validate` says so).
+    pub fn static_options(&self) -> StaticOptions {
+        self.options_as().unwrap_or_default()
+    }
 }
 
 /// Transport types.
@@ -1635,6 +1678,39 @@ impl RouterConfig {
                         .into(),
                 );
             }
+            let kind = match path.kind {
+                WebPathKind::Static => "static",
+                WebPathKind::Websocket => "websocket",
+                WebPathKind::Json => "json",
+                WebPathKind::Redirect => "redirect",
+            };
+            // Keys each kind takes.
+            let takes: &[&str] = match path.kind {
+                WebPathKind::Static => &["directory", "options"],
+                WebPathKind::Websocket => &["serializers", "options", "auth"],
+                WebPathKind::Json => &["value"],
+                WebPathKind::Redirect => &["url"],
+            };
+            for (key, set) in [
+                ("directory", path.directory.is_some()),
+                ("serializers", path.serializers.is_some()),
+                ("options", path.options.is_some()),
+                ("auth", path.auth.is_some()),
+                ("value", path.value.is_some()),
+                ("url", path.url.is_some()),
+            ] {
+                if set && !takes.contains(&key) {
+                    p(format!("{pp}.{key}"), format!("{kind} paths take no {key}"));
+                }
+            }
+            let options_error = |p: &mut dyn FnMut(String, String), (at, msg): (String, String)| {
+                let at = if at.is_empty() || at == "." {
+                    String::new()
+                } else {
+                    format!(".{at}")
+                };
+                p(format!("{pp}.options{at}"), msg);
+            };
             match path.kind {
                 WebPathKind::Static => {
                     if path.directory.as_deref().is_none_or(str::is_empty) {
@@ -1643,25 +1719,35 @@ impl RouterConfig {
                             "missing: a static path serves a \"directory\" (relative to the node directory)".into(),
                         );
                     }
-                    for (key, set) in [
-                        ("serializers", path.serializers.is_some()),
-                        ("auth", path.auth.is_some()),
-                        ("options", path.options.is_some()),
-                    ] {
-                        if set {
-                            p(format!("{pp}.{key}"), format!("static paths take no {key}"));
-                        }
+                    if let Err(e) = path.options_as::<StaticOptions>() {
+                        options_error(p, e);
                     }
                 }
                 WebPathKind::Websocket => {
-                    if path.directory.is_some() {
-                        p(
-                            format!("{pp}.directory"),
-                            "only static paths have a directory".into(),
-                        );
+                    if let Err(e) = path.options_as::<WebSocketOptions>() {
+                        options_error(p, e);
                     }
                     self.validate_transport(&pp, &t.websocket_path(path), p);
                 }
+                WebPathKind::Json => {
+                    if path.value.is_none() {
+                        p(
+                            format!("{pp}.value"),
+                            "missing: the JSON value to serve".into(),
+                        );
+                    }
+                }
+                WebPathKind::Redirect => match path.url.as_deref() {
+                    None | Some("") => p(
+                        format!("{pp}.url"),
+                        "missing: where to redirect (\"https://example.com/\" or \"/other/\")"
+                            .into(),
+                    ),
+                    Some(u) if u.contains(['\r', '\n']) => {
+                        p(format!("{pp}.url"), "must be one line".into())
+                    }
+                    Some(_) => {}
+                },
             }
         }
     }
@@ -1985,7 +2071,7 @@ impl TransportConfig {
             id: self.id.clone(),
             endpoint: self.endpoint.clone(),
             serializers: path.serializers.clone(),
-            options: path.options.clone().unwrap_or_default(),
+            options: path.options_as().unwrap_or_default(),
             auth: path.auth.clone(),
             debug: false,
             url: None,

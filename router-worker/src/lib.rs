@@ -291,6 +291,9 @@ fn web_settings(
     let mut web = transport::web::WebSettings {
         websockets: HashMap::new(),
         statics: HashMap::new(),
+        static_options: HashMap::new(),
+        json: HashMap::new(),
+        redirects: HashMap::new(),
     };
     for (name, p) in t.paths.iter().flatten() {
         match p.kind {
@@ -314,6 +317,15 @@ fn web_settings(
                     }])
                 })?;
                 web.statics.insert(name.clone(), root);
+                web.static_options.insert(name.clone(), p.static_options());
+            }
+            config::WebPathKind::Json => {
+                let value = p.value.clone().unwrap_or_default();
+                web.json.insert(name.clone(), value.to_string());
+            }
+            config::WebPathKind::Redirect => {
+                web.redirects
+                    .insert(name.clone(), p.url.clone().unwrap_or_default());
             }
         }
     }

@@ -111,3 +111,115 @@ fn allowed_origins_refuse_other_browsers() {
         assert!(out.contains(want), "{want:?} missing:\n{out}");
     }
 }
+
+/// curl GET: (status, headers, body).
+fn curl(port: u16, path: &str) -> (u16, String, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "5",
+            "-D",
+            "-",
+            &format!("http://127.0.0.1:{port}{path}"),
+        ])
+        .output()
+        .expect("run curl (scripts/test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// Crossbar.io's `json` and `redirect` web services and the static
+/// path options (`cache_timeout`, `mime_types`,
+/// `enable_directory_listing`), as curl sees them.
+#[test]
+fn json_redirect_and_static_options() {
+    let files = tempfile::tempdir().expect("tmp");
+    let www = files.path().join("www");
+    std::fs::create_dir_all(www.join("plain")).expect("mkdir");
+    std::fs::create_dir_all(files.path().join("list/sub")).expect("mkdir");
+    std::fs::write(www.join("index.html"), "<h1>home</h1>\n").expect("write");
+    std::fs::write(www.join("app.wasm"), "\0asm").expect("write");
+    std::fs::write(files.path().join("list/<b>.txt"), "x").expect("write");
+    let (ws, web) = (free_port(), free_port());
+    let mut cfg = router_config(ws);
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "web",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": web},
+            "paths": {
+                "/": {"type": "static", "directory": www.display().to_string(),
+                      "options": {"cache_timeout": 3600, "mime_types": {".wasm": "application/wasm"}}},
+                "list": {"type": "static", "directory": files.path().join("list").display().to_string(),
+                         "options": {"enable_directory_listing": true}},
+                "info": {"type": "json", "value": {"service": "balloon", "version": [1, 2]}},
+                "old": {"type": "redirect", "url": "https://example.com/new/"}
+            }
+        }),
+    );
+    let _node = Node::start(&cfg, ws);
+    let (code, head, body) = curl(web, "/info");
+    assert_eq!(code, 200, "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(v, json!({"service": "balloon", "version": [1, 2]}));
+    let (code, head, _) = curl(web, "/old");
+    assert_eq!(code, 302, "{head}");
+    assert!(
+        head.contains("location: https://example.com/new/"),
+        "{head}"
+    );
+    let (code, head, body) = curl(web, "/");
+    assert_eq!((code, body.as_str()), (200, "<h1>home</h1>\n"));
+    assert!(head.contains("cache-control: max-age=3600"), "{head}");
+    let (_, head, _) = curl(web, "/app.wasm");
+    assert!(head.contains("content-type: application/wasm"), "{head}");
+    // Listing where allowed (names escaped), 404 where not.
+    let (code, _, body) = curl(web, "/list/");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("&lt;b&gt;.txt") && body.contains("sub/"),
+        "{body}"
+    );
+    assert!(!body.contains("<b>"), "{body}");
+    let (code, head, _) = curl(web, "/list/sub/");
+    assert_eq!(code, 200, "{head}");
+    assert!(head.contains("cache-control: no-cache"), "{head}");
+    assert_eq!(curl(web, "/plain/").0, 404, "no listing on /");
+    assert_eq!(curl(web, "/list/../www/index.html").0, 404);
+
+    // check names what each service lacks or does not take.
+    let mut bad = router_config(free_port());
+    push_transport(
+        &mut bad,
+        json!({
+            "type": "web",
+            "endpoint": {"type": "tcp", "port": free_port()},
+            "paths": {
+                "/": {"type": "static", "directory": ".", "options": {"listing": true}},
+                "info": {"type": "json", "directory": "x"},
+                "old": {"type": "redirect"},
+                "ws": {"type": "websocket", "options": {"max_message_size": "big"}}
+            }
+        }),
+    );
+    let out = crate::support::check_json(&bad);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "workers[0].transports[1].paths./.options.listing: unknown field `listing`",
+        "workers[0].transports[1].paths.info.directory: json paths take no directory",
+        "workers[0].transports[1].paths.info.value: missing: the JSON value to serve",
+        "workers[0].transports[1].paths.old.url: missing: where to redirect",
+        "workers[0].transports[1].paths.ws.options.max_message_size: invalid type",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}

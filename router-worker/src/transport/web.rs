@@ -41,6 +41,12 @@ pub struct WebSettings {
     pub websockets: HashMap<String, Arc<ListenerSettings>>,
     /// `static` paths: name (`/` for the root) → canonical directory.
     pub statics: HashMap<String, PathBuf>,
+    /// `static` paths' options, by the same names.
+    pub static_options: HashMap<String, crate::config::StaticOptions>,
+    /// `json` paths: name → the serialized value.
+    pub json: HashMap<String, String>,
+    /// `redirect` paths: name → where to.
+    pub redirects: HashMap<String, String>,
 }
 
 /// Serve one connection of a web transport.
@@ -82,7 +88,53 @@ pub async fn handle_connection<S: Io>(
         let _ = respond(&mut stream, 405, "Method Not Allowed", None).await;
         return;
     }
-    let _ = serve_static(&mut stream, &web, path, method == "HEAD").await;
+    let head_only = method == "HEAD";
+    // A json or redirect path answers for its own segment, or for the
+    // root itself when it is "/".
+    let key = if first.is_empty() { "/" } else { first };
+    if let Some(value) = web.json.get(key) {
+        let _ = send(
+            &mut stream,
+            200,
+            "OK",
+            "application/json",
+            "no-cache",
+            value.as_bytes(),
+            head_only,
+        )
+        .await;
+        return;
+    }
+    if let Some(to) = web.redirects.get(key) {
+        let head = format!(
+            "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let _ = serve_static(&mut stream, &web, path, head_only).await;
+}
+
+/// A whole response with a body.
+async fn send<S: Io>(
+    stream: &mut S,
+    code: u16,
+    reason: &str,
+    content_type: &str,
+    cache: &str,
+    body: &[u8],
+    head_only: bool,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: {cache}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    if !head_only {
+        stream.write_all(body).await?;
+    }
+    stream.shutdown().await
 }
 
 /// Read and check an HTTP request head within the transport's handshake
@@ -200,7 +252,26 @@ enum Resolved {
     File(PathBuf),
     /// A directory asked for without its trailing slash.
     Redirect(String),
+    /// A directory with no `index.html` (listed if the path allows it).
+    Directory(PathBuf),
     NotFound,
+}
+
+/// The name of the static path a request path falls under.
+fn root_name<'a>(statics: &'a HashMap<String, PathBuf>, path: &str) -> Option<&'a str> {
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()?;
+    let first = decoded
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("");
+    statics
+        .get_key_value(first)
+        .filter(|_| !first.is_empty())
+        .or_else(|| statics.get_key_value("/"))
+        .map(|(k, _)| k.as_str())
 }
 
 /// Map `path` onto the static directories. Pure apart from the file
@@ -241,7 +312,7 @@ fn resolve(statics: &HashMap<String, PathBuf>, path: &str) -> Resolved {
         let index = real.join("index.html");
         return match index.canonicalize() {
             Ok(i) if i.starts_with(root) && i.is_file() => Resolved::File(i),
-            _ => Resolved::NotFound,
+            _ => Resolved::Directory(real),
         };
     }
     if real.is_file() {
@@ -257,8 +328,32 @@ async fn serve_static<S: Io>(
     path: &str,
     head_only: bool,
 ) -> std::io::Result<()> {
+    let default = crate::config::StaticOptions::default();
+    let options = root_name(&web.statics, path)
+        .and_then(|n| web.static_options.get(n))
+        .unwrap_or(&default);
+    let cache = match options.cache_timeout {
+        Some(s) if s > 0 => format!("max-age={s}"),
+        _ => "no-cache".to_owned(),
+    };
     match resolve(&web.statics, path) {
         Resolved::NotFound => respond(stream, 404, "Not Found", None).await,
+        Resolved::Directory(_) if !options.enable_directory_listing => {
+            respond(stream, 404, "Not Found", None).await
+        }
+        Resolved::Directory(dir) => {
+            let page = listing(&dir, path).await;
+            send(
+                stream,
+                200,
+                "OK",
+                "text/html; charset=utf-8",
+                "no-cache",
+                page.as_bytes(),
+                head_only,
+            )
+            .await
+        }
         Resolved::Redirect(to) => {
             let head = format!(
                 "HTTP/1.1 301 Moved Permanently\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -272,8 +367,8 @@ async fn serve_static<S: Io>(
             };
             let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
-                content_type(&file)
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: {cache}\r\nConnection: close\r\n\r\n",
+                content_type(&file, &options.mime_types)
             );
             stream.write_all(head.as_bytes()).await?;
             if !head_only {
@@ -286,7 +381,52 @@ async fn serve_static<S: Io>(
     }
 }
 
-fn content_type(file: &Path) -> String {
+/// A directory's entries as a page of links (names escaped, links
+/// percent-encoded; following one goes through the same checks).
+async fn listing(dir: &Path, path: &str) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut names = Vec::new();
+    if let Ok(mut rd) = tokio::fs::read_dir(dir).await {
+        while let Ok(Some(e)) = rd.next_entry().await {
+            let mut name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().await.is_ok_and(|t| t.is_dir()) {
+                name.push('/');
+            }
+            names.push(name);
+        }
+    }
+    names.sort();
+    let title = esc(&percent_encoding::percent_decode_str(path).decode_utf8_lossy());
+    let mut out = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title></head><body><h1>{title}</h1><ul>"
+    );
+    for n in names {
+        let link: String =
+            percent_encoding::utf8_percent_encode(&n, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+                .replace("%2F", "/")
+                .replace("%2E", ".")
+                .replace("%2D", "-")
+                .replace("%5F", "_");
+        out.push_str(&format!("<li><a href=\"{link}\">{}</a></li>", esc(&n)));
+    }
+    out.push_str("</ul></body></html>\n");
+    out
+}
+
+fn content_type(file: &Path, overrides: &std::collections::BTreeMap<String, String>) -> String {
+    if let Some(ext) = file.extension().and_then(|e| e.to_str())
+        && let Some(t) = overrides
+            .get(&format!(".{ext}"))
+            .or_else(|| overrides.get(ext))
+    {
+        return t.clone();
+    }
     let mime = mime_guess::from_path(file).first_or_octet_stream();
     if mime.type_() == "text" || mime.subtype() == "javascript" || mime.subtype() == "json" {
         format!("{mime}; charset=utf-8")
@@ -483,8 +623,8 @@ mod tests {
         assert_eq!(file(resolve(&m, "/in")).as_deref(), Some("app.js"));
         assert!(matches!(resolve(&m, "/sub"), Resolved::Redirect(to) if to == "/sub/"));
         assert!(
-            matches!(resolve(&m, "/sub/"), Resolved::NotFound),
-            "no index"
+            matches!(resolve(&m, "/sub/"), Resolved::Directory(_)),
+            "no index: a listing, if allowed"
         );
     }
 
