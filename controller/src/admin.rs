@@ -114,7 +114,7 @@ async fn status(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Respons
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let stats = gather(&s.link, &rows).await;
-    let doc = status_json(&rows, &stats, &s);
+    let doc = status_json(&rows, &stats, s.started, s.draining.load(Ordering::Relaxed));
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -212,10 +212,12 @@ pub(crate) async fn gather(
     futures::future::join_all(asks).await.into_iter().collect()
 }
 
-fn status_json(
+/// The status document (`/status`, the `nodeinfo` web service).
+pub(crate) fn status_json(
     rows: &[WorkerStatus],
     stats: &BTreeMap<String, Option<WorkerStats>>,
-    s: &AdminState,
+    started: Instant,
+    draining: bool,
 ) -> serde_json::Value {
     let workers: Vec<serde_json::Value> = rows
         .iter()
@@ -234,14 +236,14 @@ fn status_json(
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
-        "uptime_s": s.started.elapsed().as_secs(),
-        "draining": s.draining.load(Ordering::Relaxed),
+        "uptime_s": started.elapsed().as_secs(),
+        "draining": draining,
         "workers": workers,
     })
 }
 
 /// A small page for a person's browser.
-fn status_html(doc: &serde_json::Value) -> String {
+pub(crate) fn status_html(doc: &serde_json::Value) -> String {
     let esc = |v: &serde_json::Value| {
         let text = match v {
             serde_json::Value::String(s) => s.clone(),

@@ -27,6 +27,9 @@ pub const ON_READY: &str = "worker.on_ready";
 pub const ON_EXIT: &str = "worker.on_exit";
 /// The node's status: kwargs `workers`, a list of [`WorkerStatus`].
 pub const NODE_STATUS: &str = "node.status";
+/// The node's status document (as the admin listener's `/status`), for
+/// the `nodeinfo` web service: kwargs `doc`, the document as JSON text.
+pub const NODE_INFO: &str = "node.info";
 /// The running workers' figures: kwargs `workers`, a dict of worker id to
 /// [`WorkerStats`] (those that answered within a second).
 pub const NODE_STATS: &str = "node.stats";

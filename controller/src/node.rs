@@ -146,12 +146,12 @@ pub async fn run(
         .await
         .map_err(NodeError::ControlLink)?;
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
-    register_node_api(&link, &events_tx)
+    // SIGTERM turns `/readyz` to 503 for `drain_grace` before the node stops.
+    let draining = Arc::new(AtomicBool::new(false));
+    register_node_api(&link, &events_tx, started_at, &draining)
         .await
         .map_err(NodeError::ControlLink)?;
 
-    // SIGTERM turns `/readyz` to 503 for `drain_grace` before the node stops.
-    let draining = Arc::new(AtomicBool::new(false));
     let admin_stop = CancellationToken::new();
     let drain_grace = match &cfg.controller.admin {
         Some(a) => {
@@ -261,7 +261,12 @@ pub async fn run(
 
 /// The controller's procedures on the control realm, and its subscription
 /// to workers' ready reports.
-async fn register_node_api(link: &Client, events: &mpsc::Sender<Input>) -> Result<(), String> {
+async fn register_node_api(
+    link: &Client,
+    events: &mpsc::Sender<Input>,
+    started: Instant,
+    draining: &Arc<AtomicBool>,
+) -> Result<(), String> {
     let tx = events.clone();
     link.subscribe(control::ON_READY, move |p: Payload, _| {
         let report: control::ReadyReport = match control::from_kwargs(&p.kwargs) {
@@ -379,6 +384,31 @@ async fn register_node_api(link: &Client, events: &mpsc::Sender<Input>) -> Resul
     })
     .await
     .map_err(|e| format!("cannot register {}: {e}", control::NODE_STATS))?;
+
+    let tx = events.clone();
+    let me = link.clone();
+    let draining = draining.clone();
+    link.register(control::NODE_INFO, move |_, _| {
+        let tx = tx.clone();
+        let link = me.clone();
+        let draining = draining.load(Ordering::Relaxed);
+        async move {
+            let stopping = || CallError::new("trellis.error.stopping", "the node is stopping");
+            let (reply, rx) = oneshot::channel();
+            tx.send(Input::Status(reply))
+                .await
+                .map_err(|_| stopping())?;
+            let rows = rx.await.map_err(|_| stopping())?;
+            let stats = crate::admin::gather(&link, &rows).await;
+            let doc = crate::admin::status_json(&rows, &stats, started, draining);
+            Ok(Payload {
+                kwargs: dict! { "doc" => doc.to_string() },
+                ..Payload::default()
+            })
+        }
+    })
+    .await
+    .map_err(|e| format!("cannot register {}: {e}", control::NODE_INFO))?;
     Ok(())
 }
 

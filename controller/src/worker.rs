@@ -155,6 +155,7 @@ pub async fn run(
         .as_ref()
         .map(router_worker::Router::tls_endpoints)
         .unwrap_or_default();
+    let node_info = router.as_ref().map(router_worker::Router::node_info_hook);
     let token_stores: Vec<String> = router
         .as_ref()
         .map(|r| r.token_stores().iter().map(|k| (*k).to_owned()).collect())
@@ -184,6 +185,22 @@ pub async fn run(
                 control_socket.display()
             )
         })?;
+    // `nodeinfo` web pages: the controller's status document, as a page.
+    if let Some(hook) = &node_info {
+        let link = link.clone();
+        hook.set(Arc::new(move || {
+            let link = link.clone();
+            Box::pin(async move {
+                let p = link
+                    .call(control::NODE_INFO, Payload::default())
+                    .await
+                    .ok()?;
+                let text = p.kwargs.get("doc").and_then(Value::as_str)?;
+                let doc: serde_json::Value = serde_json::from_str(text).ok()?;
+                Some(crate::admin::status_html(&doc))
+            })
+        }));
+    }
     let kind_name = match kind {
         Kind::Router => "router",
         Kind::Container => "container",

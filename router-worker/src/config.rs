@@ -485,6 +485,8 @@ pub enum WebPathKind {
     Json,
     /// A redirect (302) to `url`.
     Redirect,
+    /// A page about the node: version, workers, realms, sessions.
+    Nodeinfo,
 }
 
 /// A static path's `options`, as Crossbar.io names them.
@@ -1683,6 +1685,7 @@ impl RouterConfig {
                 WebPathKind::Websocket => "websocket",
                 WebPathKind::Json => "json",
                 WebPathKind::Redirect => "redirect",
+                WebPathKind::Nodeinfo => "nodeinfo",
             };
             // Keys each kind takes.
             let takes: &[&str] = match path.kind {
@@ -1690,6 +1693,7 @@ impl RouterConfig {
                 WebPathKind::Websocket => &["serializers", "options", "auth"],
                 WebPathKind::Json => &["value"],
                 WebPathKind::Redirect => &["url"],
+                WebPathKind::Nodeinfo => &[],
             };
             for (key, set) in [
                 ("directory", path.directory.is_some()),
@@ -1737,6 +1741,7 @@ impl RouterConfig {
                         );
                     }
                 }
+                WebPathKind::Nodeinfo => {}
                 WebPathKind::Redirect => match path.url.as_deref() {
                     None | Some("") => p(
                         format!("{pp}.url"),

@@ -76,6 +76,8 @@ pub struct Router {
     listeners: Vec<(Listener, Arc<ListenerSettings>)>,
     /// The kinds of the token stores in use (`embedded`, `redis`).
     token_stores: Vec<&'static str>,
+    /// Renders `nodeinfo` pages, once set.
+    node_info: transport::web::NodeInfoHook,
 }
 
 impl Router {
@@ -144,6 +146,7 @@ impl Router {
                 .find(|(c, _)| *c == tc.store)
                 .map(|(_, s)| s.clone())
         };
+        let node_info = transport::web::NodeInfoHook::default();
         let mut listeners = Vec::new();
         for (index, t) in cfg.transports.iter().enumerate() {
             let listener = bind_endpoint(&t.endpoint)
@@ -162,7 +165,7 @@ impl Router {
                 settings.tls = Some((tls, tc.clone()));
             }
             if t.kind == config::TransportKind::Web {
-                let mut web = web_settings(index, t, &store_for)?;
+                let mut web = web_settings(index, t, &store_for, &node_info)?;
                 // One transport's figures, whichever path a session took.
                 for path in web.websockets.values_mut() {
                     if let Some(p) = Arc::get_mut(path) {
@@ -182,7 +185,14 @@ impl Router {
             realms: Arc::new(RealmTable::new(realms, mint)),
             listeners,
             token_stores: stores.iter().map(|(_, s)| s.kind()).collect(),
+            node_info,
         })
+    }
+
+    /// Where to put what renders `nodeinfo` pages (the router worker sets
+    /// it once it has joined its controller).
+    pub fn node_info_hook(&self) -> transport::web::NodeInfoHook {
+        self.node_info.clone()
     }
 
     /// The TLS endpoints' settings, to reload their certificates later.
@@ -287,6 +297,7 @@ fn web_settings(
     index: usize,
     t: &config::TransportConfig,
     store_for: &dyn Fn(&config::TransportConfig) -> Option<Arc<tokens::TokenStore>>,
+    node_info: &transport::web::NodeInfoHook,
 ) -> Result<transport::web::WebSettings, RouterError> {
     let mut web = transport::web::WebSettings {
         websockets: HashMap::new(),
@@ -294,6 +305,8 @@ fn web_settings(
         static_options: HashMap::new(),
         json: HashMap::new(),
         redirects: HashMap::new(),
+        nodeinfo: std::collections::HashSet::new(),
+        node_info: node_info.clone(),
     };
     for (name, p) in t.paths.iter().flatten() {
         match p.kind {
@@ -322,6 +335,9 @@ fn web_settings(
             config::WebPathKind::Json => {
                 let value = p.value.clone().unwrap_or_default();
                 web.json.insert(name.clone(), value.to_string());
+            }
+            config::WebPathKind::Nodeinfo => {
+                web.nodeinfo.insert(name.clone());
             }
             config::WebPathKind::Redirect => {
                 web.redirects

@@ -135,7 +135,7 @@ fn curl(port: u16, path: &str) -> (u16, String, String) {
     (code, head.to_ascii_lowercase(), body.to_owned())
 }
 
-/// Crossbar.io's `json` and `redirect` web services and the static
+/// Crossbar.io's `json`, `redirect` and `nodeinfo` web services and the static
 /// path options (`cache_timeout`, `mime_types`,
 /// `enable_directory_listing`), as curl sees them.
 #[test]
@@ -160,11 +160,23 @@ fn json_redirect_and_static_options() {
                 "list": {"type": "static", "directory": files.path().join("list").display().to_string(),
                          "options": {"enable_directory_listing": true}},
                 "info": {"type": "json", "value": {"service": "balloon", "version": [1, 2]}},
-                "old": {"type": "redirect", "url": "https://example.com/new/"}
+                "old": {"type": "redirect", "url": "https://example.com/new/"},
+                "node": {"type": "nodeinfo"}
             }
         }),
     );
-    let _node = Node::start(&cfg, ws);
+    let node = Node::start(&cfg, ws);
+    node.wait_ready();
+    // nodeinfo: the node's workers and realms, as a page.
+    let (code, head, body) = curl(web, "/node");
+    assert_eq!(code, 200, "{head}{body}");
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(
+        body.contains("<h1>Trellis")
+            && body.contains("<td>router1</td>")
+            && body.contains("<td>realm1</td>"),
+        "{body}"
+    );
     let (code, head, body) = curl(web, "/info");
     assert_eq!(code, 200, "{head}");
     assert!(head.contains("content-type: application/json"), "{head}");

@@ -126,7 +126,7 @@ fn unsupported(message: &str) -> String {
     }
     if let Some(variant) = quoted("unknown variant `") {
         let what = match variant.as_str() {
-            "nodeinfo" | "archive" | "path" | "caller" | "publisher" | "webhook" | "longpoll"
+            "archive" | "path" | "caller" | "publisher" | "webhook" | "longpoll"
             | "reverseproxy" | "upload" | "cgi" | "resource" | "wsgi" | "wap" | "schemadoc"
             | "fileupload" | "mqtt" => {
                 format!("the {variant:?} web service is not supported by Trellis yet")

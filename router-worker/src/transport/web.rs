@@ -47,6 +47,42 @@ pub struct WebSettings {
     pub json: HashMap<String, String>,
     /// `redirect` paths: name → where to.
     pub redirects: HashMap<String, String>,
+    /// `nodeinfo` paths' names.
+    pub nodeinfo: std::collections::HashSet<String>,
+    /// What renders the node-info page; set by the router worker once it
+    /// has joined its controller.
+    pub node_info: NodeInfoHook,
+}
+
+/// Renders the node-info page (HTML).
+pub type NodeInfoFn = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Where a router finds its [`NodeInfoFn`], once there is one.
+#[derive(Clone, Default)]
+pub struct NodeInfoHook(Arc<std::sync::OnceLock<NodeInfoFn>>);
+
+impl NodeInfoHook {
+    /// Install the renderer (only the first one counts).
+    pub fn set(&self, render: NodeInfoFn) {
+        let _ = self.0.set(render);
+    }
+
+    /// The renderer, if installed.
+    pub fn get(&self) -> Option<&NodeInfoFn> {
+        self.0.get()
+    }
+}
+
+impl std::fmt::Debug for NodeInfoHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("NodeInfoHook")
+            .field(&self.0.get().is_some())
+            .finish()
+    }
 }
 
 /// Serve one connection of a web transport.
@@ -103,6 +139,39 @@ pub async fn handle_connection<S: Io>(
             head_only,
         )
         .await;
+        return;
+    }
+    if web.nodeinfo.contains(key) {
+        let page = match web.node_info.get() {
+            Some(render) => tokio::time::timeout(Duration::from_secs(5), render())
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let _ = match page {
+            Some(html) => {
+                send(
+                    &mut stream,
+                    200,
+                    "OK",
+                    "text/html; charset=utf-8",
+                    "no-cache",
+                    html.as_bytes(),
+                    head_only,
+                )
+                .await
+            }
+            None => {
+                respond(
+                    &mut stream,
+                    503,
+                    "Service Unavailable",
+                    Some("The node's information is not available now: try again.\n"),
+                )
+                .await
+            }
+        };
         return;
     }
     if let Some(to) = web.redirects.get(key) {
