@@ -149,7 +149,7 @@ enum Pending {
     Call(oneshot::Sender<Result<Payload, CallError>>),
     Register(oneshot::Sender<Result<Id, CallError>>, Procedure),
     Subscribe(oneshot::Sender<Result<Id, CallError>>, EventHandler),
-    Publish(oneshot::Sender<Result<(), CallError>>),
+    Publish(oneshot::Sender<Result<Id, CallError>>),
 }
 
 enum Command {
@@ -462,10 +462,27 @@ impl Client {
     /// # Errors
     /// The router's error, or [`LOST`].
     pub async fn publish(&self, topic: &str, payload: Payload) -> Result<(), CallError> {
+        self.publish_with(topic, Dict::new(), payload)
+            .await
+            .map(|_| ())
+    }
+
+    /// Publish with PUBLISH.Options (`exclude`, `eligible`, `retain`, ...),
+    /// acknowledged; the publication id.
+    ///
+    /// # Errors
+    /// The router's error, or [`LOST`].
+    pub async fn publish_with(
+        &self,
+        topic: &str,
+        mut options: Dict,
+        payload: Payload,
+    ) -> Result<Id, CallError> {
         let (tx, rx) = oneshot::channel();
+        options.insert("acknowledge".into(), Value::Bool(true));
         let msg = Message::Publish(Publish {
             request: self.id(),
-            options: dict! { "acknowledge" => true },
+            options,
             topic: topic.to_owned(),
             payload,
         });
@@ -849,7 +866,7 @@ impl<L: Link> Driver<L> {
             }
             Message::Published(p) => {
                 if let Some(Pending::Publish(tx)) = self.pending.remove(&p.request) {
-                    let _ = tx.send(Ok(()));
+                    let _ = tx.send(Ok(p.publication));
                 }
             }
             Message::Event(e) => {

@@ -464,6 +464,13 @@ pub struct WebPath {
     /// `redirect`: where to send browsers (an absolute URL or a path).
     #[serde(default)]
     pub url: Option<String>,
+    /// `caller`, `publisher`: the realm the bridge's session joins.
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// `caller`, `publisher`: the role it joins with (its permissions
+    /// decide what HTTP clients may call or publish).
+    #[serde(default)]
+    pub role: Option<String>,
     /// `websocket`: authentication methods; anonymous when absent.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
@@ -487,7 +494,49 @@ pub enum WebPathKind {
     Redirect,
     /// A page about the node: version, workers, realms, sessions.
     Nodeinfo,
+    /// The HTTP bridge: POST JSON to call a procedure.
+    Caller,
+    /// The HTTP bridge: POST JSON to publish an event.
+    Publisher,
 }
+
+/// A `caller` or `publisher` path's `options`, as Crossbar.io names them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeOptions {
+    /// With `secret`: requests must be signed with this key.
+    pub key: Option<String>,
+    /// The signing secret.
+    pub secret: Option<String>,
+    /// Largest request body in bytes (0: the limit of 16 MiB); larger
+    /// requests get 413 before their body is read.
+    pub post_body_limit: u64,
+    /// Seconds a signed request's timestamp may be off (0: not checked).
+    pub timestamp_delta_limit: u64,
+    /// Refuse requests not made over TLS.
+    pub require_tls: bool,
+    /// `caller`: milliseconds a call may take (the CALL's `timeout`).
+    pub timeout: u64,
+    /// Crossbar.io's debug flag: accepted.
+    pub debug: bool,
+}
+
+impl Default for BridgeOptions {
+    fn default() -> Self {
+        BridgeOptions {
+            key: None,
+            secret: None,
+            post_body_limit: 0,
+            timestamp_delta_limit: 300,
+            require_tls: false,
+            timeout: 30_000,
+            debug: false,
+        }
+    }
+}
+
+/// The largest HTTP bridge request body (and `post_body_limit` 0).
+pub const MAX_BRIDGE_BODY: u64 = 16 << 20;
 
 /// A static path's `options`, as Crossbar.io names them.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
@@ -513,6 +562,11 @@ impl WebPath {
                 (at, e.into_inner().to_string())
             }),
         }
+    }
+
+    /// A bridge path's options (defaults where invalid; `validate` says so).
+    pub fn bridge_options(&self) -> BridgeOptions {
+        self.options_as().unwrap_or_default()
     }
 
     /// A static path's options (defaults where invalid; `validate` says so).
@@ -1686,6 +1740,8 @@ impl RouterConfig {
                 WebPathKind::Json => "json",
                 WebPathKind::Redirect => "redirect",
                 WebPathKind::Nodeinfo => "nodeinfo",
+                WebPathKind::Caller => "caller",
+                WebPathKind::Publisher => "publisher",
             };
             // Keys each kind takes.
             let takes: &[&str] = match path.kind {
@@ -1694,6 +1750,7 @@ impl RouterConfig {
                 WebPathKind::Json => &["value"],
                 WebPathKind::Redirect => &["url"],
                 WebPathKind::Nodeinfo => &[],
+                WebPathKind::Caller | WebPathKind::Publisher => &["realm", "role", "options"],
             };
             for (key, set) in [
                 ("directory", path.directory.is_some()),
@@ -1702,6 +1759,8 @@ impl RouterConfig {
                 ("auth", path.auth.is_some()),
                 ("value", path.value.is_some()),
                 ("url", path.url.is_some()),
+                ("realm", path.realm.is_some()),
+                ("role", path.role.is_some()),
             ] {
                 if set && !takes.contains(&key) {
                     p(format!("{pp}.{key}"), format!("{kind} paths take no {key}"));
@@ -1742,6 +1801,49 @@ impl RouterConfig {
                     }
                 }
                 WebPathKind::Nodeinfo => {}
+                WebPathKind::Caller | WebPathKind::Publisher => {
+                    match path.options_as::<BridgeOptions>() {
+                        Err(e) => options_error(p, e),
+                        Ok(o) => {
+                            if o.key.is_some() != o.secret.is_some() {
+                                p(
+                                    format!("{pp}.options.secret"),
+                                    "give both key and secret (signed requests) or neither".into(),
+                                );
+                            }
+                            if o.post_body_limit > MAX_BRIDGE_BODY {
+                                p(
+                                    format!("{pp}.options.post_body_limit"),
+                                    format!("at most {MAX_BRIDGE_BODY} bytes (0 means that much)"),
+                                );
+                            }
+                        }
+                    }
+                    match (&path.realm, &path.role) {
+                        (None, _) => p(
+                            format!("{pp}.realm"),
+                            "missing: the realm the bridge joins".into(),
+                        ),
+                        (_, None) => p(
+                            format!("{pp}.role"),
+                            "missing: the role the bridge joins with (its permissions apply)"
+                                .into(),
+                        ),
+                        (Some(r), Some(role)) => {
+                            if !self.realms.iter().any(|x| &x.name == r) {
+                                p(
+                                    format!("{pp}.realm"),
+                                    format!("realm {r:?} is not defined in this router"),
+                                );
+                            } else if !self.role_exists(Some(r), role) {
+                                p(
+                                    format!("{pp}.role"),
+                                    format!("role {role:?} is not defined in realm {r:?}"),
+                                );
+                            }
+                        }
+                    }
+                }
                 WebPathKind::Redirect => match path.url.as_deref() {
                     None | Some("") => p(
                         format!("{pp}.url"),

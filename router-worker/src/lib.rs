@@ -306,6 +306,7 @@ fn web_settings(
         json: HashMap::new(),
         redirects: HashMap::new(),
         nodeinfo: std::collections::HashSet::new(),
+        bridges: HashMap::new(),
         node_info: node_info.clone(),
     };
     for (name, p) in t.paths.iter().flatten() {
@@ -338,6 +339,23 @@ fn web_settings(
             }
             config::WebPathKind::Nodeinfo => {
                 web.nodeinfo.insert(name.clone());
+            }
+            config::WebPathKind::Caller | config::WebPathKind::Publisher => {
+                let service = if p.kind == config::WebPathKind::Caller {
+                    transport::bridge::Service::Caller
+                } else {
+                    transport::bridge::Service::Publisher
+                };
+                web.bridges.insert(
+                    name.clone(),
+                    transport::bridge::Bridge::new(
+                        service,
+                        p.realm.clone().unwrap_or_default(),
+                        p.role.clone().unwrap_or_default(),
+                        p.bridge_options(),
+                        t.endpoint.tls.is_some(),
+                    ),
+                );
             }
             config::WebPathKind::Redirect => {
                 web.redirects

@@ -235,3 +235,56 @@ fn json_redirect_and_static_options() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+/// The HTTP bridge (`caller`, `publisher`): Python's HTTP client calls and
+/// publishes, signed as Crossbar.io's clients sign, with the status codes
+/// and JSON of Crossbar.io's bridge; the bridge's role limits it.
+#[test]
+fn http_bridge_calls_and_publishes() {
+    let (ws, web) = (free_port(), free_port());
+    let mut cfg = router_config(ws);
+    cfg["workers"][0]["realms"][0]["roles"]
+        .as_array_mut()
+        .expect("roles")
+        .push(json!({"name": "bridge", "permissions": [
+            {"uri": "com.example.", "match": "prefix", "allow": {"call": true, "publish": true}}]}));
+    let bridge = |kind: &str, options: serde_json::Value| json!({"type": kind, "realm": "realm1", "role": "bridge", "options": options});
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "web",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": web},
+            "paths": {
+                "call": bridge("caller", json!({})),
+                "pub": bridge("publisher", json!({})),
+                "small": bridge("publisher", json!({"post_body_limit": 100})),
+                "signed": bridge("publisher", json!({"key": "foo", "secret": "bar"}))
+            }
+        }),
+    );
+    let node = Node::start(&cfg, ws);
+    let out = expect_python_args_ok(&node, "bridge_check.py", &[&node.url(), &web.to_string()]);
+    assert!(out.contains("ok bridge"), "{out}");
+
+    let mut bad = router_config(free_port());
+    push_transport(
+        &mut bad,
+        json!({
+            "type": "web",
+            "endpoint": {"type": "tcp", "port": free_port()},
+            "paths": {
+                "a": {"type": "caller", "realm": "nowhere", "role": "x"},
+                "b": {"type": "publisher", "realm": "realm1", "options": {"key": "k"}}
+            }
+        }),
+    );
+    let out = crate::support::check_json(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "paths.a.realm: realm \"nowhere\" is not defined in this router",
+        "paths.b.role: missing: the role the bridge joins with",
+        "paths.b.options.secret: give both key and secret",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}

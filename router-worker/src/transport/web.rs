@@ -49,6 +49,8 @@ pub struct WebSettings {
     pub redirects: HashMap<String, String>,
     /// `nodeinfo` paths' names.
     pub nodeinfo: std::collections::HashSet<String>,
+    /// `caller` and `publisher` paths (the HTTP bridge).
+    pub bridges: HashMap<String, super::bridge::Bridge>,
     /// What renders the node-info page; set by the router worker once it
     /// has joined its controller.
     pub node_info: NodeInfoHook,
@@ -120,14 +122,18 @@ pub async fn handle_connection<S: Io>(
         }
         return;
     }
+    // A json, redirect, nodeinfo or bridge path answers for its own
+    // segment, or for the root itself when it is "/".
+    let key = if first.is_empty() { "/" } else { first };
+    if let Some(bridge) = web.bridges.get(key) {
+        super::bridge::handle(&mut stream, head, bridge, &realms).await;
+        return;
+    }
     if method != "GET" && method != "HEAD" {
         let _ = respond(&mut stream, 405, "Method Not Allowed", None).await;
         return;
     }
     let head_only = method == "HEAD";
-    // A json or redirect path answers for its own segment, or for the
-    // root itself when it is "/".
-    let key = if first.is_empty() { "/" } else { first };
     if let Some(value) = web.json.get(key) {
         let _ = send(
             &mut stream,

@@ -1,0 +1,497 @@
+//! The HTTP bridge (Crossbar.io's `caller` and `publisher` web services):
+//! POST or PUT a JSON object to call a procedure or publish an event, as a
+//! session of the configured realm and role. Wire-compatible with
+//! Crossbar.io's bridge (paths, JSON, status codes, the HMAC signature), and
+//! lenient where that is safe: a signature with or without base64 padding,
+//! a timestamp with or without fractional seconds, compared in constant
+//! time; the body's size is checked before it is read.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use proto::{Dict, Payload, Value};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::Io;
+use crate::config::{BridgeOptions, MAX_BRIDGE_BODY};
+use crate::realms::Realms;
+
+/// What a bridge path does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Caller,
+    Publisher,
+}
+
+/// One bridge path, resolved at bind time; its session joins on first use.
+pub struct Bridge {
+    pub service: Service,
+    pub realm: String,
+    pub role: String,
+    pub options: BridgeOptions,
+    pub tls: bool,
+    session: tokio::sync::OnceCell<client::Client>,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("service", &self.service)
+            .field("realm", &self.realm)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bridge {
+    pub fn new(
+        service: Service,
+        realm: String,
+        role: String,
+        options: BridgeOptions,
+        tls: bool,
+    ) -> Bridge {
+        Bridge {
+            service,
+            realm,
+            role,
+            options,
+            tls,
+            session: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn session(&self, realms: &Realms) -> Result<client::Client, String> {
+        self.session
+            .get_or_try_init(|| async {
+                let realm = realms
+                    .get(&self.realm)
+                    .ok_or_else(|| format!("realm {:?} is not running", self.realm))?;
+                crate::local::attach(&realm, "trellis.http-bridge", &self.role).await
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// An HTTP answer: status and JSON body.
+struct Answer(u16, serde_json::Value);
+
+fn deny(code: u16, text: impl Into<String>) -> Answer {
+    Answer(
+        code,
+        serde_json::json!({"error": text.into(), "args": [], "kwargs": {}}),
+    )
+}
+
+/// The request head's parts the bridge needs.
+struct Head {
+    method: String,
+    target: String,
+    content_length: Option<u64>,
+    lengths: usize,
+    content_type: Option<String>,
+    origin: Option<String>,
+    body_start: usize,
+}
+
+fn parse_head(head: &[u8]) -> Option<Head> {
+    let mut headers = [httparse::EMPTY_HEADER; super::web::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(body_start) = req.parse(head).ok()? else {
+        return None;
+    };
+    let get = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+    };
+    let lengths = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .count();
+    Some(Head {
+        method: req.method.unwrap_or("").to_owned(),
+        target: req.path.unwrap_or("/").to_owned(),
+        content_length: get("content-length").and_then(|v| v.parse().ok()),
+        lengths,
+        content_type: get("content-type"),
+        origin: get("origin"),
+        body_start,
+    })
+}
+
+/// Serve one request on a bridge path: `head` is everything read so far.
+pub async fn handle<S: Io>(stream: &mut S, head: Vec<u8>, bridge: &Bridge, realms: &Realms) {
+    let Some(h) = parse_head(&head) else {
+        return;
+    };
+    let origin = h.origin.clone();
+    let answer = match h.method.as_str() {
+        "OPTIONS" => {
+            let _ = write(stream, 200, "", &origin, true).await;
+            return;
+        }
+        "POST" | "PUT" => request(stream, &head, &h, bridge, realms).await,
+        _ => deny(
+            405,
+            format!("HTTP method {} not allowed: use POST or PUT", h.method),
+        ),
+    };
+    let body = answer.1.to_string();
+    let _ = write(stream, answer.0, &body, &origin, false).await;
+}
+
+async fn request<S: Io>(
+    stream: &mut S,
+    head: &[u8],
+    h: &Head,
+    bridge: &Bridge,
+    realms: &Realms,
+) -> Answer {
+    let o = &bridge.options;
+    if o.require_tls && !bridge.tls {
+        return deny(400, "this bridge path requires TLS (options.require_tls)");
+    }
+    if let Some(ct) = &h.content_type {
+        let ct = ct.to_ascii_lowercase();
+        if !ct.starts_with("application/json") {
+            return deny(
+                400,
+                format!("bad or missing content type ('{ct}'): use application/json"),
+            );
+        }
+        if ct.contains("charset=") && !ct.contains("charset=utf-8") {
+            return deny(400, "the body's charset must be UTF-8");
+        }
+    }
+    if h.lengths > 1 {
+        return deny(400, "multiple Content-Length headers are not allowed");
+    }
+    let Some(len) = h.content_length else {
+        return deny(400, "a Content-Length header is required");
+    };
+    let limit = if o.post_body_limit == 0 {
+        MAX_BRIDGE_BODY
+    } else {
+        o.post_body_limit
+    };
+    if len > limit {
+        return deny(
+            413,
+            format!(
+                "request body of {len} bytes is over the limit of {limit} bytes (options.post_body_limit)"
+            ),
+        );
+    }
+    // The body: what came with the head, then the rest, within 30 s.
+    let mut body = head.get(h.body_start..).unwrap_or_default().to_vec();
+    if body.len() as u64 > len {
+        return deny(400, "the body is longer than its Content-Length");
+    }
+    let rest = len as usize - body.len();
+    if rest > 0 {
+        let mut more = vec![0u8; rest];
+        match tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut more)).await {
+            Ok(Ok(_)) => body.extend_from_slice(&more),
+            _ => return deny(400, "the body is shorter than its Content-Length"),
+        }
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return deny(400, "the body is not UTF-8");
+    };
+    if let (Some(key), Some(secret)) = (&o.key, &o.secret)
+        && let Err(a) = check_signature(
+            &h.target,
+            key,
+            secret,
+            o.timestamp_delta_limit,
+            text,
+            SystemTime::now(),
+        )
+    {
+        return a;
+    }
+    let json: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return deny(400, format!("the body is not JSON: {e}")),
+    };
+    let Some(obj) = json.as_object() else {
+        return deny(400, "the body must be a JSON object");
+    };
+    let args: Vec<Value> = match obj.get("args") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(a)) => a.iter().map(Value::from).collect(),
+        Some(_) => return deny(400, "\"args\" must be a list"),
+    };
+    let kwargs: Dict = match obj.get("kwargs").map(Value::from) {
+        None | Some(Value::Null) => Dict::new(),
+        Some(Value::Dict(d)) => d,
+        Some(_) => return deny(400, "\"kwargs\" must be an object"),
+    };
+    let payload = Payload {
+        args,
+        kwargs,
+        ..Payload::default()
+    };
+    let session = match bridge.session(realms).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Answer(
+                500,
+                serde_json::json!({"error": "wamp.error.runtime_error", "args": [e], "kwargs": {}}),
+            );
+        }
+    };
+    let wamp_error = |e: client::CallError| {
+        Answer(
+            200,
+            serde_json::json!({
+                "error": e.uri,
+                "args": Value::List(e.payload.args).to_json(),
+                "kwargs": Value::Dict(e.payload.kwargs).to_json(),
+            }),
+        )
+    };
+    match bridge.service {
+        Service::Publisher => {
+            let Some(topic) = obj.get("topic").and_then(|t| t.as_str()) else {
+                return deny(400, "missing: the body's \"topic\"");
+            };
+            let options = match obj.get("options").map(Value::from) {
+                None | Some(Value::Null) => Dict::new(),
+                Some(Value::Dict(d)) => d,
+                Some(_) => return deny(400, "\"options\" must be an object"),
+            };
+            match session.publish_with(topic, options, payload).await {
+                Ok(id) => Answer(200, serde_json::json!({"id": id})),
+                Err(e) => wamp_error(e),
+            }
+        }
+        Service::Caller => {
+            let Some(procedure) = obj.get("procedure").and_then(|t| t.as_str()) else {
+                return deny(400, "missing: the body's \"procedure\"");
+            };
+            let options = proto::dict! { "timeout" => o.timeout };
+            match session.call_with(procedure, options, payload).await {
+                Ok(p) => {
+                    let mut out = serde_json::json!({"args": Value::List(p.args).to_json()});
+                    if !p.kwargs.is_empty() {
+                        out["kwargs"] = Value::Dict(p.kwargs).to_json();
+                    }
+                    Answer(200, out)
+                }
+                Err(e) => wamp_error(e),
+            }
+        }
+    }
+}
+
+/// Crossbar.io's signed requests: `key`, `timestamp`, `seq`, `nonce` and
+/// `signature` in the query string; `signature` is URL-safe base64 of
+/// HMAC-SHA256(secret, key ‖ timestamp ‖ seq ‖ nonce ‖ body).
+fn check_signature(
+    target: &str,
+    key: &str,
+    secret: &str,
+    delta_limit: u64,
+    body: &str,
+    now: SystemTime,
+) -> Result<(), Answer> {
+    let query: HashMap<String, String> = target
+        .split_once('?')
+        .map(|(_, q)| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| {
+                    (
+                        k.to_owned(),
+                        percent_encoding::percent_decode_str(v)
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let get = |name: &str| {
+        query.get(name).cloned().ok_or_else(|| {
+            deny(
+                400,
+                format!("signed request required, but mandatory query parameter '{name}' missing"),
+            )
+        })
+    };
+    let (k, ts, seq, nonce, sig) = (
+        get("key")?,
+        get("timestamp")?,
+        get("seq")?,
+        get("nonce")?,
+        get("signature")?,
+    );
+    if k != key {
+        return Err(deny(401, format!("unknown key '{k}' in signed request")));
+    }
+    if seq.parse::<u64>().is_err() || nonce.parse::<u64>().is_err() {
+        return Err(deny(
+            400,
+            "invalid seq or nonce in signed request: integers expected",
+        ));
+    }
+    let Some(at) = parse_timestamp(&ts) else {
+        return Err(deny(
+            400,
+            format!(
+                "invalid timestamp '{ts}' (must be UTC/ISO 8601, e.g. 2011-10-14T16:59:51.123Z)"
+            ),
+        ));
+    };
+    let now_s = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    if delta_limit > 0 && (now_s - at).abs() > delta_limit as f64 {
+        return Err(deny(400, "request expired (delta too large)"));
+    }
+    let expected = proto::auth::cra_sign(secret.as_bytes(), &format!("{k}{ts}{seq}{nonce}{body}"))
+        .replace('+', "-")
+        .replace('/', "_");
+    let given = sig.trim().trim_end_matches('=');
+    if bool::from(
+        expected
+            .trim_end_matches('=')
+            .as_bytes()
+            .ct_eq(given.as_bytes()),
+    ) {
+        Ok(())
+    } else {
+        Err(deny(401, "invalid request signature"))
+    }
+}
+
+/// `2011-10-14T16:59:51.123Z` or `2011-10-14T16:59:51Z`: Unix seconds.
+fn parse_timestamp(ts: &str) -> Option<f64> {
+    let ts = ts.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>());
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let frac: f64 = format!("0.{frac}").parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64 + frac)
+}
+
+async fn write<S: Io>(
+    stream: &mut S,
+    code: u16,
+    body: &str,
+    origin: &Option<String>,
+    options: bool,
+) -> std::io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        _ => "Internal Server Error",
+    };
+    let origin = origin.as_deref().unwrap_or("*");
+    let allow = if options {
+        "Allow: POST,PUT,OPTIONS\r\nAccess-Control-Allow-Methods: POST,PUT,OPTIONS\r\nAccess-Control-Allow-Headers: Content-Type\r\n"
+    } else {
+        ""
+    };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json; charset=UTF-8\r\nContent-Length: {}\r\nCache-Control: no-store, no-cache, must-revalidate, max-age=0\r\nAccess-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\n{allow}X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_with_and_without_fractions() {
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(
+            parse_timestamp("2011-10-14T16:59:51Z"),
+            Some(1_318_611_591.0)
+        );
+        assert_eq!(
+            parse_timestamp("2011-10-14T16:59:51.5Z"),
+            Some(1_318_611_591.5)
+        );
+        assert_eq!(parse_timestamp("2011-10-14 16:59:51Z"), None);
+        assert_eq!(parse_timestamp("2011-13-14T16:59:51Z"), None);
+        assert_eq!(parse_timestamp("2011-10-14T16:59:51"), None);
+    }
+
+    /// Crossbar.io's client: URL-safe base64 with padding.
+    fn sign(secret: &str, key: &str, ts: &str, seq: &str, nonce: &str, body: &str) -> String {
+        proto::auth::cra_sign(secret.as_bytes(), &format!("{key}{ts}{seq}{nonce}{body}"))
+            .replace('+', "-")
+            .replace('/', "_")
+    }
+
+    #[test]
+    fn signatures_padded_or_not_wrong_or_stale() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_318_611_600);
+        let ts = "2011-10-14T16:59:51.123Z";
+        let body = r#"{"topic": "com.x"}"#;
+        let sig = sign("s3cret", "k", ts, "1", "77", body);
+        assert!(sig.ends_with('='), "{sig}");
+        let target =
+            |sig: &str| format!("/pub?key=k&timestamp={ts}&seq=1&nonce=77&signature={sig}");
+        let check = |t: &str, body: &str| {
+            check_signature(t, "k", "s3cret", 300, body, now).map_err(|a| a.0)
+        };
+        assert_eq!(check(&target(&sig), body), Ok(()));
+        assert_eq!(
+            check(&target(sig.trim_end_matches('=')), body),
+            Ok(()),
+            "unpadded"
+        );
+        assert_eq!(
+            check(&target(&sig.replace('=', "%3D")), body),
+            Ok(()),
+            "percent-encoded"
+        );
+        assert_eq!(
+            check(&target(&sig), r#"{"topic": "com.y"}"#),
+            Err(401),
+            "another body"
+        );
+        assert_eq!(check(&target("AAAA"), body), Err(401));
+        assert_eq!(check("/pub?key=k", body), Err(400), "parameters missing");
+        assert_eq!(
+            check_signature(&target(&sig), "other", "s3cret", 300, body, now).map_err(|a| a.0),
+            Err(401),
+            "unknown key"
+        );
+        let late = now + Duration::from_secs(3600);
+        assert_eq!(
+            check_signature(&target(&sig), "k", "s3cret", 300, body, late).map_err(|a| a.0),
+            Err(400),
+            "expired"
+        );
+    }
+}

@@ -1,0 +1,109 @@
+"""The HTTP bridge (caller and publisher paths) with Python's own HTTP
+client, signed as Crossbar.io's bridge clients sign (and as PHP users do,
+without base64 padding), with autobahn-python as callee and subscriber.
+
+Usage: python bridge_check.py WS_URL HTTP_PORT
+"""
+
+import asyncio
+import base64
+import datetime
+import hashlib
+import hmac
+import json
+import sys
+import urllib.error
+import urllib.request
+
+from wamp_client import connect, leave
+
+URL, PORT = sys.argv[1], int(sys.argv[2])
+KEY, SECRET = "foo", "bar"
+
+
+def post(path, body, headers=None, method="POST", query=""):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{PORT}/{path}{query}", data=data, method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        text = e.read()
+        return e.code, (json.loads(text) if text else None)
+
+
+def signed(body, fraction=True, pad=True, secret=SECRET, key=KEY, seq=1, ts=None):
+    data = json.dumps(body).encode()
+    now = ts or datetime.datetime.now(datetime.timezone.utc)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if fraction else now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    nonce = "123456789"
+    mac = hmac.new(secret.encode(), key.encode() + stamp.encode() + str(seq).encode() + nonce.encode() + data, hashlib.sha256)
+    sig = base64.urlsafe_b64encode(mac.digest()).decode()
+    if not pad:
+        sig = sig.rstrip("=")
+    q = urllib.parse.urlencode({"key": key, "timestamp": stamp, "seq": seq, "nonce": nonce, "signature": sig})
+    return data, "?" + q
+
+
+async def main():
+    backend = await connect(URL, "json")
+    await backend.register(lambda a, b: a + b, "com.example.add2")
+    got = asyncio.Queue()
+    await backend.subscribe(lambda *a, **kw: got.put_nowait((a, kw)), "com.example.topic")
+
+    # caller: result as {"args": [...]}; a WAMP error is 200 with "error".
+    loop = asyncio.get_event_loop()
+    code, r = await loop.run_in_executor(None, post, "call", {"procedure": "com.example.add2", "args": [2, 3]})
+    assert (code, r) == (200, {"args": [5]}), (code, r)
+    code, r = await loop.run_in_executor(None, post, "call", {"procedure": "com.example.nope"})
+    assert code == 200 and r["error"] == "wamp.error.no_such_procedure", (code, r)
+    # The bridge's role may call com.example.* only.
+    code, r = await loop.run_in_executor(None, post, "call", {"procedure": "wamp.session.count"})
+    assert code == 200 and r["error"] == "wamp.error.not_authorized", (code, r)
+
+    # publisher: {"id": publication}, the event arrives.
+    code, r = await loop.run_in_executor(None, post, "pub", {"topic": "com.example.topic", "args": ["hi"], "kwargs": {"n": 1}})
+    assert code == 200 and isinstance(r["id"], int), (code, r)
+    event = await asyncio.wait_for(got.get(), 10)
+    assert event == (("hi",), {"n": 1}), event
+
+    # HTTP errors as Crossbar.io's bridge gives them.
+    for args, want in [
+        (("call", {"procedure": "x"}, None, "GET"), 405),
+        (("call", b"[1, 2]"), 400),
+        (("call", b"{not json"), 400),
+        (("call", {"args": [1]}), 400),
+        (("pub", {"args": [1]}), 400),
+        (("call", {"procedure": "com.example.add2"}, {"Content-Type": "text/plain"}), 400),
+        (("small", {"topic": "com.example.topic", "args": ["x" * 200]}), 413),
+    ]:
+        code, r = await loop.run_in_executor(None, post, *args)
+        assert code == want, (args, code, r)
+        assert r is None or "error" in r, r
+    code, r = await loop.run_in_executor(None, post, "call", b"", None, "OPTIONS")
+    assert code == 200, code
+
+    # Signed: padded and unpadded, with and without fractional seconds.
+    body = {"topic": "com.example.topic", "args": ["signed"]}
+    for fraction, pad in [(True, True), (False, False)]:
+        data, q = signed(body, fraction=fraction, pad=pad)
+        code, r = await loop.run_in_executor(None, post, "signed", data, None, "POST", q)
+        assert code == 200, (fraction, pad, code, r)
+        assert (await asyncio.wait_for(got.get(), 10))[0] == ("signed",)
+    data, q = signed(body, secret="wrong")
+    assert (await loop.run_in_executor(None, post, "signed", data, None, "POST", q))[0] == 401
+    data, q = signed(body, key="other")
+    assert (await loop.run_in_executor(None, post, "signed", data, None, "POST", q))[0] == 401
+    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    data, q = signed(body, ts=old)
+    assert (await loop.run_in_executor(None, post, "signed", data, None, "POST", q))[0] == 400
+    assert (await loop.run_in_executor(None, post, "signed", json.dumps(body).encode()))[0] == 400
+    assert got.empty(), "a refused request published"
+    await leave(backend)
+    print("ok bridge", flush=True)
+
+
+asyncio.run(main())
