@@ -397,6 +397,38 @@ pub struct TransportConfig {
     /// itself, not a config key.
     #[serde(skip)]
     pub internal: bool,
+    /// `universal`: WAMP over RawSocket on the same port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rawsocket: Option<UniversalRawsocket>,
+    /// `universal`: WebSocket paths by name (`{"ws": {"type":
+    /// "websocket", ...}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<BTreeMap<String, WebPath>>,
+    /// `universal`: the web part (`{"paths": {...}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<UniversalWeb>,
+}
+
+/// A `universal` transport's RawSocket part.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UniversalRawsocket {
+    #[serde(default)]
+    pub serializers: Option<Vec<String>>,
+    #[serde(default)]
+    pub options: Option<WebSocketOptions>,
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    #[serde(default)]
+    pub debug: bool,
+}
+
+/// A `universal` transport's web part.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UniversalWeb {
+    #[serde(default)]
+    pub paths: BTreeMap<String, WebPath>,
 }
 
 impl TransportConfig {
@@ -437,6 +469,9 @@ impl TransportConfig {
             url: None,
             paths: None,
             internal: false,
+            rawsocket: None,
+            websocket: None,
+            web: None,
         }
     }
 }
@@ -589,6 +624,10 @@ pub enum TransportKind {
     /// (Autobahn|TestSuite), as Crossbar.io's `websocket.testee`.
     #[serde(rename = "websocket.testee")]
     WebsocketTestee,
+    /// RawSocket, WebSocket and web on one port, told apart by the first
+    /// bytes (Crossbar.io's `universal`); served as a web transport whose
+    /// connections starting with RawSocket's 0x7F go to its RawSocket part.
+    Universal,
 }
 
 /// Where a transport listens.
@@ -1225,8 +1264,21 @@ impl RouterConfig {
         }
         for (i, t) in self.transports.iter().enumerate() {
             let pre = format!("transports[{i}]");
+            for (key, set) in [
+                ("rawsocket", t.rawsocket.is_some()),
+                ("websocket", t.websocket.is_some()),
+                ("web", t.web.is_some()),
+            ] {
+                if set && t.kind != TransportKind::Universal {
+                    p(
+                        format!("{pre}.{key}"),
+                        format!("only universal transports have a \"{key}\" part"),
+                    );
+                }
+            }
             match t.kind {
                 TransportKind::Web => self.validate_web(&pre, t, &mut p),
+                TransportKind::Universal => self.validate_universal(&pre, t, &mut p),
                 TransportKind::WebsocketTestee => {
                     for (key, set) in [
                         ("serializers", t.serializers.is_some()),
@@ -1691,6 +1743,81 @@ impl RouterConfig {
     }
 
     /// A web transport: its paths, and each WebSocket path as a transport.
+    /// A universal transport: each part as the transport it stands for,
+    /// with errors under the part's own key.
+    fn validate_universal(&self, pre: &str, t: &TransportConfig, p: Report<'_>) {
+        if t.rawsocket.is_none() && t.websocket.is_none() && t.web.is_none() {
+            p(
+                pre.to_owned(),
+                "a universal transport needs at least one of \"rawsocket\", \"websocket\", \"web\""
+                    .into(),
+            );
+        }
+        for (key, set) in [
+            ("serializers", t.serializers.is_some()),
+            ("auth", t.auth.is_some()),
+            ("paths", t.paths.is_some()),
+        ] {
+            if set {
+                p(
+                    format!("{pre}.{key}"),
+                    format!(
+                        "a universal transport's {key} belong to its parts (rawsocket, websocket, web)"
+                    ),
+                );
+            }
+        }
+        let (web, raw) = t.universal_parts();
+        let web_names: Vec<&String> = t.web.iter().flat_map(|w| w.paths.keys()).collect();
+        for name in t.websocket.iter().flat_map(|w| w.keys()) {
+            if web_names.contains(&name) {
+                p(
+                    format!("{pre}.websocket.{name}"),
+                    format!("{name:?} is also a web path: a path serves one thing"),
+                );
+            }
+        }
+        for (name, wp) in t.websocket.iter().flatten() {
+            if wp.kind != WebPathKind::Websocket {
+                p(
+                    format!("{pre}.websocket.{name}.type"),
+                    "a universal transport's websocket part holds websocket paths only".into(),
+                );
+            }
+        }
+        // Web and WebSocket paths: checked as one web transport, each
+        // error under the part the path came from.
+        let mut rewrite = |path: String, message: String| {
+            let inner = format!("{pre}.paths.");
+            let path = match path.strip_prefix(&inner) {
+                Some(rest) => {
+                    let name = rest.split('.').next().unwrap_or("");
+                    let part = if t.websocket.as_ref().is_some_and(|w| w.contains_key(name)) {
+                        "websocket"
+                    } else {
+                        "web.paths"
+                    };
+                    format!("{pre}.{part}.{rest}")
+                }
+                None => path,
+            };
+            p(path, message);
+        };
+        self.validate_web(pre, &web, &mut rewrite);
+        if let Some(raw) = raw {
+            let mut under = |path: String, message: String| {
+                let path = match path.strip_prefix(pre) {
+                    Some(rest) if !rest.starts_with(".endpoint") => {
+                        format!("{pre}.rawsocket{rest}")
+                    }
+                    _ => path,
+                };
+                p(path, message);
+            };
+            self.validate_transport(pre, &raw, &mut under);
+        }
+    }
+
     fn validate_web(&self, pre: &str, t: &TransportConfig, p: Report<'_>) {
         if t.endpoint.kind != EndpointKind::Tcp {
             p(
@@ -2184,7 +2311,40 @@ impl TransportConfig {
             url: None,
             paths: None,
             internal: false,
+            rawsocket: None,
+            websocket: None,
+            web: None,
         }
+    }
+
+    /// A `universal` transport as the router serves it: a web transport
+    /// with its web paths and WebSocket paths, and its RawSocket part as a
+    /// transport of its own (the second, when there is one).
+    pub fn universal_parts(&self) -> (TransportConfig, Option<TransportConfig>) {
+        let mut paths = self.web.clone().unwrap_or_default().paths;
+        for (name, p) in self.websocket.iter().flatten() {
+            paths.insert(name.clone(), p.clone());
+        }
+        let web = TransportConfig {
+            kind: TransportKind::Web,
+            paths: Some(paths),
+            rawsocket: None,
+            websocket: None,
+            web: None,
+            ..self.clone()
+        };
+        let raw = self.rawsocket.as_ref().map(|r| TransportConfig {
+            kind: TransportKind::Rawsocket,
+            serializers: r.serializers.clone(),
+            options: r.options.clone().unwrap_or_default(),
+            auth: r.auth.clone(),
+            paths: None,
+            rawsocket: None,
+            websocket: None,
+            web: None,
+            ..self.clone()
+        });
+        (web, raw)
     }
 
     /// The serializers this transport offers, in the router's order.

@@ -97,12 +97,25 @@ impl Router {
         if !problems.is_empty() {
             return Err(RouterError::Config(problems));
         }
+        // A universal transport is served as a web transport with a
+        // RawSocket part for connections that start with 0x7F.
+        let parts: Vec<(config::TransportConfig, Option<config::TransportConfig>)> = cfg
+            .transports
+            .iter()
+            .map(|t| match t.kind {
+                config::TransportKind::Universal => t.universal_parts(),
+                _ => (t.clone(), None),
+            })
+            .collect();
         // One token store per distinct store config, shared by transports.
         let mut stores: Vec<(config::TokenStoreConfig, Arc<tokens::TokenStore>)> = Vec::new();
         let mut mint: Option<realm::TokenMint> = None;
         // Web transports' WebSocket paths are transports of their own here.
         let mut wamp_transports: Vec<(usize, config::TransportConfig)> = Vec::new();
-        for (index, t) in cfg.transports.iter().enumerate() {
+        for (index, (t, raw)) in parts.iter().enumerate() {
+            if let Some(raw) = raw {
+                wamp_transports.push((index, raw.clone()));
+            }
             match (&t.kind, &t.paths) {
                 (config::TransportKind::Web, Some(paths)) => {
                     for p in paths.values() {
@@ -148,7 +161,7 @@ impl Router {
         };
         let node_info = transport::web::NodeInfoHook::default();
         let mut listeners = Vec::new();
-        for (index, t) in cfg.transports.iter().enumerate() {
+        for (index, (t, raw)) in parts.iter().enumerate() {
             let listener = bind_endpoint(&t.endpoint)
                 .await
                 .map_err(|(endpoint, cause)| RouterError::Bind {
@@ -173,6 +186,12 @@ impl Router {
                     }
                 }
                 settings.web = Some(Arc::new(web));
+            }
+            if let Some(raw) = raw {
+                let mut r = ListenerSettings::from_config(index, raw, store_for(raw));
+                r.name = format!("{}:rawsocket", r.name);
+                r.session.counters = settings.session.counters.clone();
+                settings.rawsocket = Some(Arc::new(r));
             }
             listeners.push((listener, Arc::new(settings)));
         }
@@ -244,6 +263,7 @@ impl Router {
                 config::TransportKind::Rawsocket => "rawsocket",
                 config::TransportKind::Web => "web",
                 config::TransportKind::WebsocketTestee => "websocket.testee",
+                config::TransportKind::Universal => "universal",
             })
             .collect()
     }
@@ -261,7 +281,12 @@ impl Router {
             let kind = match settings.kind {
                 config::TransportKind::Websocket => "WebSocket",
                 config::TransportKind::Rawsocket => "RawSocket",
-                config::TransportKind::Web => "HTTP (web: static files and WebSocket paths)",
+                config::TransportKind::Web if settings.rawsocket.is_some() => {
+                    "RawSocket, WebSocket and HTTP (universal)"
+                }
+                config::TransportKind::Web | config::TransportKind::Universal => {
+                    "HTTP (web: static files and WebSocket paths)"
+                }
                 config::TransportKind::WebsocketTestee => {
                     "plain WebSocket echo (websocket.testee, for conformance tests; not WAMP)"
                 }

@@ -288,3 +288,66 @@ fn http_bridge_calls_and_publishes() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+/// Crossbar.io's `universal` transport: RawSocket, WebSocket and web on
+/// one port, told apart by the first bytes; autobahn-python joins over
+/// both, curl gets the page, and check names a part's problems under it.
+#[test]
+fn universal_serves_rawsocket_websocket_and_web_on_one_port() {
+    let www = tempfile::tempdir().expect("tmp");
+    std::fs::write(www.path().join("index.html"), "<h1>one port</h1>\n").expect("write");
+    let (ws, port) = (free_port(), free_port());
+    let mut cfg = router_config(ws);
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "universal",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+            "rawsocket": {"serializers": ["json", "msgpack"]},
+            "websocket": {"ws": {"type": "websocket", "serializers": ["json"]}},
+            "web": {"paths": {"/": {"type": "static", "directory": www.path().display().to_string()}}}
+        }),
+    );
+    let node = Node::start(&cfg, ws);
+    node.wait_ready();
+    for url in [
+        format!("rs://127.0.0.1:{port}"),
+        format!("ws://127.0.0.1:{port}/ws"),
+    ] {
+        let out = expect_python_args_ok(&node, "scenarios.py", &[&url, "join_leave", "json"]);
+        assert!(out.contains("ok join_leave json"), "{url}: {out}");
+    }
+    let out = expect_python_args_ok(
+        &node,
+        "scenarios.py",
+        &[
+            &format!("rs://127.0.0.1:{port}"),
+            "rpc_args_kwargs",
+            "msgpack",
+        ],
+    );
+    assert!(out.contains("ok rpc_args_kwargs msgpack"), "{out}");
+    let (code, _, body) = curl(port, "/");
+    assert_eq!((code, body.as_str()), (200, "<h1>one port</h1>\n"));
+
+    let mut bad = router_config(free_port());
+    push_transport(
+        &mut bad,
+        json!({
+            "type": "universal",
+            "endpoint": {"type": "tcp", "port": free_port()},
+            "rawsocket": {"serializers": ["yaml"]},
+            "websocket": {"ws": {"type": "static", "directory": "."}},
+            "web": {"paths": {"ws": {"type": "static", "directory": "."}}}
+        }),
+    );
+    let out = crate::support::check_json(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "workers[0].transports[1].rawsocket.serializers[0]: unknown serializer \"yaml\"",
+        "workers[0].transports[1].websocket.ws.type: a universal transport's websocket part holds websocket paths only",
+        "workers[0].transports[1].websocket.ws: \"ws\" is also a web path",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}

@@ -130,7 +130,7 @@ fn unsupported(message: &str) -> String {
             | "resource" | "wsgi" | "wap" | "schemadoc" | "fileupload" | "mqtt" => {
                 format!("the {variant:?} web service is not supported by Trellis yet")
             }
-            "universal" | "stream.testee" | "flashpolicy" => {
+            "stream.testee" | "flashpolicy" => {
                 format!("{variant:?} transports are not supported by Trellis yet")
             }
             "twisted" | "onion" => {

@@ -1221,7 +1221,14 @@ pub fn missing_directories(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
     let mut errors = Vec::new();
     for (i, r) in cfg.routers() {
         for (j, t) in r.transports.iter().enumerate() {
-            for (name, p) in t.paths.iter().flatten() {
+            // A universal transport's web paths are under "web.paths".
+            let (paths, under) = match t.kind {
+                router_worker::config::TransportKind::Universal => {
+                    (t.web.as_ref().map(|w| &w.paths), "web.paths")
+                }
+                _ => (t.paths.as_ref(), "paths"),
+            };
+            for (name, p) in paths.into_iter().flatten() {
                 if let Some(d) = &p.directory {
                     // Lexically: the node directory may not exist before
                     // the first start (which creates it), and `..` must not
@@ -1233,7 +1240,7 @@ pub fn missing_directories(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
                         && !full.is_dir()
                     {
                         errors.push(ConfigError {
-                            path: format!("workers[{i}].transports[{j}].paths.{name}.directory"),
+                            path: format!("workers[{i}].transports[{j}].{under}.{name}.directory"),
                             message: format!(
                                 "{} is not a directory (a static path's directory is taken from the node directory {}): create it or fix the path",
                                 full.display(),

@@ -43,6 +43,9 @@ pub struct ListenerSettings {
     pub trusted_proxies: super::forwarded::TrustedProxies,
     /// TCP keepalive idle time and probe interval (`options.tcp_keepalive`).
     pub tcp_keepalive: Option<Duration>,
+    /// A universal transport's RawSocket part: connections whose first
+    /// byte is RawSocket's 0x7F go there.
+    pub rawsocket: Option<Arc<ListenerSettings>>,
     /// TLS (`endpoint.tls`), with its config for reloads.
     pub tls: Option<(crate::tls::TlsSettings, crate::config::TlsConfig)>,
 }
@@ -108,6 +111,7 @@ impl ListenerSettings {
                 .unwrap_or_default(),
             tcp_keepalive: (o.tcp_keepalive > 0).then(|| Duration::from_millis(o.tcp_keepalive)),
             tls: None,
+            rawsocket: None,
         }
     }
 }

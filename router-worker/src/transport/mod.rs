@@ -319,15 +319,48 @@ async fn handle<S: Io>(
             ))
             .await
         }
-        TransportKind::Web => {
-            Box::pin(web::handle_connection(
-                stream, peer, settings, realms, shutdown,
-            ))
-            .await
-        }
+        TransportKind::Web | TransportKind::Universal => match settings.rawsocket.clone() {
+            None => {
+                Box::pin(web::handle_connection(
+                    stream, peer, settings, realms, shutdown,
+                ))
+                .await
+            }
+            Some(raw) => Box::pin(sniff(stream, peer, settings, raw, realms, shutdown)).await,
+        },
         TransportKind::WebsocketTestee => {
             Box::pin(websocket::echo(stream, settings, shutdown)).await
         }
+    }
+}
+
+/// A universal transport's connection: RawSocket if its first byte is
+/// 0x7F (RawSocket's magic), else HTTP (web paths and WebSocket). The byte
+/// is read within the handshake deadline and replayed to whichever serves.
+async fn sniff<S: Io>(
+    mut stream: S,
+    peer: Peer,
+    web: Arc<ListenerSettings>,
+    raw: Arc<ListenerSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut first = [0u8; 1];
+    let read = tokio::time::timeout(web.handshake_timeout, stream.read_exact(&mut first));
+    let got = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = read => r,
+    };
+    if !matches!(got, Ok(Ok(_))) {
+        return;
+    }
+    if first[0] == 0x7F {
+        let stream = web::Prefixed::new(first.to_vec(), stream, raw.max_message_size);
+        rawsocket::handle_connection(stream, peer, raw, realms, shutdown).await
+    } else {
+        let stream = web::Prefixed::new(first.to_vec(), stream, web.max_message_size);
+        web::handle_connection(stream, peer, web, realms, shutdown).await
     }
 }
 
