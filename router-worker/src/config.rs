@@ -533,6 +533,8 @@ pub enum WebPathKind {
     Caller,
     /// The HTTP bridge: POST JSON to publish an event.
     Publisher,
+    /// The HTTP bridge: any POST published as an event (`headers`, `body`).
+    Webhook,
 }
 
 /// A `caller` or `publisher` path's `options`, as Crossbar.io names them.
@@ -554,6 +556,15 @@ pub struct BridgeOptions {
     pub timeout: u64,
     /// Crossbar.io's debug flag: accepted.
     pub debug: bool,
+    /// `webhook`: the topic each request is published to.
+    pub topic: Option<String>,
+    /// `webhook`: the body of the 202 answer.
+    pub success_response: String,
+    /// `webhook`: the body of the 500 answer.
+    pub error_response: String,
+    /// `webhook`: GitHub's webhook secret; requests must carry a valid
+    /// `X-Hub-Signature-256`.
+    pub github_secret: Option<String>,
 }
 
 impl Default for BridgeOptions {
@@ -566,6 +577,10 @@ impl Default for BridgeOptions {
             require_tls: false,
             timeout: 30_000,
             debug: false,
+            topic: None,
+            success_response: "OK".into(),
+            error_response: "NOT OK".into(),
+            github_secret: None,
         }
     }
 }
@@ -1869,6 +1884,7 @@ impl RouterConfig {
                 WebPathKind::Nodeinfo => "nodeinfo",
                 WebPathKind::Caller => "caller",
                 WebPathKind::Publisher => "publisher",
+                WebPathKind::Webhook => "webhook",
             };
             // Keys each kind takes.
             let takes: &[&str] = match path.kind {
@@ -1877,7 +1893,9 @@ impl RouterConfig {
                 WebPathKind::Json => &["value"],
                 WebPathKind::Redirect => &["url"],
                 WebPathKind::Nodeinfo => &[],
-                WebPathKind::Caller | WebPathKind::Publisher => &["realm", "role", "options"],
+                WebPathKind::Caller | WebPathKind::Publisher | WebPathKind::Webhook => {
+                    &["realm", "role", "options"]
+                }
             };
             for (key, set) in [
                 ("directory", path.directory.is_some()),
@@ -1928,10 +1946,34 @@ impl RouterConfig {
                     }
                 }
                 WebPathKind::Nodeinfo => {}
-                WebPathKind::Caller | WebPathKind::Publisher => {
+                WebPathKind::Caller | WebPathKind::Publisher | WebPathKind::Webhook => {
                     match path.options_as::<BridgeOptions>() {
                         Err(e) => options_error(p, e),
                         Ok(o) => {
+                            let webhook = path.kind == WebPathKind::Webhook;
+                            if webhook && o.topic.as_deref().is_none_or(str::is_empty) {
+                                p(
+                                    format!("{pp}.options.topic"),
+                                    "missing: the topic a webhook publishes to".into(),
+                                );
+                            }
+                            for (key, set) in [
+                                ("topic", o.topic.is_some()),
+                                ("github_secret", o.github_secret.is_some()),
+                            ] {
+                                if set && !webhook {
+                                    p(
+                                        format!("{pp}.options.{key}"),
+                                        format!("only webhook paths take {key}"),
+                                    );
+                                }
+                            }
+                            if webhook && o.key.is_some() {
+                                p(
+                                    format!("{pp}.options.key"),
+                                    "a webhook is signed with github_secret, not key/secret".into(),
+                                );
+                            }
                             if o.key.is_some() != o.secret.is_some() {
                                 p(
                                     format!("{pp}.options.secret"),

@@ -365,11 +365,13 @@ fn web_settings(
             config::WebPathKind::Nodeinfo => {
                 web.nodeinfo.insert(name.clone());
             }
-            config::WebPathKind::Caller | config::WebPathKind::Publisher => {
-                let service = if p.kind == config::WebPathKind::Caller {
-                    transport::bridge::Service::Caller
-                } else {
-                    transport::bridge::Service::Publisher
+            config::WebPathKind::Caller
+            | config::WebPathKind::Publisher
+            | config::WebPathKind::Webhook => {
+                let service = match p.kind {
+                    config::WebPathKind::Caller => transport::bridge::Service::Caller,
+                    config::WebPathKind::Webhook => transport::bridge::Service::Webhook,
+                    _ => transport::bridge::Service::Publisher,
                 };
                 web.bridges.insert(
                     name.clone(),

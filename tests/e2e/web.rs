@@ -236,7 +236,7 @@ fn json_redirect_and_static_options() {
     }
 }
 
-/// The HTTP bridge (`caller`, `publisher`): Python's HTTP client calls and
+/// The HTTP bridge (`caller`, `publisher`, `webhook`): Python's HTTP client calls and
 /// publishes, signed as Crossbar.io's clients sign, with the status codes
 /// and JSON of Crossbar.io's bridge; the bridge's role limits it.
 #[test]
@@ -258,7 +258,9 @@ fn http_bridge_calls_and_publishes() {
                 "call": bridge("caller", json!({})),
                 "pub": bridge("publisher", json!({})),
                 "small": bridge("publisher", json!({"post_body_limit": 100})),
-                "signed": bridge("publisher", json!({"key": "foo", "secret": "bar"}))
+                "signed": bridge("publisher", json!({"key": "foo", "secret": "bar"})),
+                "hook": bridge("webhook", json!({"topic": "com.example.hook"})),
+                "gh": bridge("webhook", json!({"topic": "com.example.hook", "github_secret": "gh"}))
             }
         }),
     );
@@ -274,7 +276,8 @@ fn http_bridge_calls_and_publishes() {
             "endpoint": {"type": "tcp", "port": free_port()},
             "paths": {
                 "a": {"type": "caller", "realm": "nowhere", "role": "x"},
-                "b": {"type": "publisher", "realm": "realm1", "options": {"key": "k"}}
+                "b": {"type": "publisher", "realm": "realm1", "options": {"key": "k"}},
+                "c": {"type": "webhook", "realm": "realm1", "role": "anonymous"}
             }
         }),
     );
@@ -284,6 +287,7 @@ fn http_bridge_calls_and_publishes() {
         "paths.a.realm: realm \"nowhere\" is not defined in this router",
         "paths.b.role: missing: the role the bridge joins with",
         "paths.b.options.secret: give both key and secret",
+        "paths.c.options.topic: missing: the topic a webhook publishes to",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }

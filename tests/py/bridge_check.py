@@ -102,6 +102,31 @@ async def main():
     assert (await loop.run_in_executor(None, post, "signed", data, None, "POST", q))[0] == 400
     assert (await loop.run_in_executor(None, post, "signed", json.dumps(body).encode()))[0] == 400
     assert got.empty(), "a refused request published"
+
+    # webhook: any body, published with the request's headers; 202 "OK".
+    hooks = asyncio.Queue()
+    await backend.subscribe(lambda e: hooks.put_nowait(e), "com.example.hook")
+
+    def raw(path, data, headers):
+        req = urllib.request.Request(f"http://127.0.0.1:{PORT}/{path}", data=data, method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    code, text = await loop.run_in_executor(None, raw, "hook", b"plain text, not JSON", {"X-Thing": "1", "Content-Type": "text/plain"})
+    assert (code, text) == (202, "OK"), (code, text)
+    e = await asyncio.wait_for(hooks.get(), 10)
+    assert e["body"] == "plain text, not JSON" and e["headers"]["x-thing"] == ["1"], e
+    payload = b'{"zen": "Keep it logically awesome."}'
+    good = "sha256=" + hmac.new(b"gh", payload, hashlib.sha256).hexdigest()
+    code, _ = await loop.run_in_executor(None, raw, "gh", payload, {"X-Hub-Signature-256": good})
+    assert code == 202, code
+    assert (await asyncio.wait_for(hooks.get(), 10))["body"] == payload.decode()
+    code, _ = await loop.run_in_executor(None, raw, "gh", payload, {"X-Hub-Signature-256": "sha256=00"})
+    assert code == 400, code
+    assert hooks.empty(), "a badly signed webhook published"
     await leave(backend)
     print("ok bridge", flush=True)
 

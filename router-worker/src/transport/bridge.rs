@@ -22,6 +22,8 @@ use crate::realms::Realms;
 pub enum Service {
     Caller,
     Publisher,
+    /// Any request body, published with the request's headers.
+    Webhook,
 }
 
 /// One bridge path, resolved at bind time; its session joins on first use.
@@ -94,6 +96,8 @@ struct Head {
     content_type: Option<String>,
     origin: Option<String>,
     body_start: usize,
+    /// Every header, lowercased names, values in order (for webhooks).
+    headers: Vec<(String, String)>,
 }
 
 fn parse_head(head: &[u8]) -> Option<Head> {
@@ -121,6 +125,16 @@ fn parse_head(head: &[u8]) -> Option<Head> {
         content_type: get("content-type"),
         origin: get("origin"),
         body_start,
+        headers: req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).trim().to_owned(),
+                )
+            })
+            .collect(),
     })
 }
 
@@ -132,7 +146,7 @@ pub async fn handle<S: Io>(stream: &mut S, head: Vec<u8>, bridge: &Bridge, realm
     let origin = h.origin.clone();
     let answer = match h.method.as_str() {
         "OPTIONS" => {
-            let _ = write(stream, 200, "", &origin, true).await;
+            let _ = write(stream, 200, "", &origin, true, false).await;
             return;
         }
         "POST" | "PUT" => request(stream, &head, &h, bridge, realms).await,
@@ -141,8 +155,12 @@ pub async fn handle<S: Io>(stream: &mut S, head: Vec<u8>, bridge: &Bridge, realm
             format!("HTTP method {} not allowed: use POST or PUT", h.method),
         ),
     };
-    let body = answer.1.to_string();
-    let _ = write(stream, answer.0, &body, &origin, false).await;
+    // A webhook answers in plain text (its configured responses).
+    let (body, plain) = match (&answer.1, bridge.service) {
+        (serde_json::Value::String(text), Service::Webhook) => (text.clone(), true),
+        (v, _) => (v.to_string(), false),
+    };
+    let _ = write(stream, answer.0, &body, &origin, false, plain).await;
 }
 
 async fn request<S: Io>(
@@ -156,7 +174,11 @@ async fn request<S: Io>(
     if o.require_tls && !bridge.tls {
         return deny(400, "this bridge path requires TLS (options.require_tls)");
     }
-    if let Some(ct) = &h.content_type {
+    if let Some(ct) = h
+        .content_type
+        .as_ref()
+        .filter(|_| bridge.service != Service::Webhook)
+    {
         let ct = ct.to_ascii_lowercase();
         if !ct.starts_with("application/json") {
             return deny(
@@ -215,6 +237,9 @@ async fn request<S: Io>(
     {
         return a;
     }
+    if bridge.service == Service::Webhook {
+        return webhook(h, text, bridge, realms).await;
+    }
     let json: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => return deny(400, format!("the body is not JSON: {e}")),
@@ -257,7 +282,7 @@ async fn request<S: Io>(
         )
     };
     match bridge.service {
-        Service::Publisher => {
+        Service::Publisher | Service::Webhook => {
             let Some(topic) = obj.get("topic").and_then(|t| t.as_str()) else {
                 return deny(400, "missing: the body's \"topic\"");
             };
@@ -288,6 +313,71 @@ async fn request<S: Io>(
             }
         }
     }
+}
+
+/// A webhook: the request's headers and raw body published to the
+/// configured topic; 202 with `success_response`, or 500 with
+/// `error_response` when the publication fails.
+async fn webhook(h: &Head, body: &str, bridge: &Bridge, realms: &Realms) -> Answer {
+    let o = &bridge.options;
+    if let Some(secret) = &o.github_secret {
+        let given = h
+            .headers
+            .iter()
+            .find(|(k, _)| k == "x-hub-signature-256")
+            .map(|(_, v)| v.as_str());
+        if !github_signature_ok(secret, body.as_bytes(), given) {
+            return deny(
+                400,
+                "invalid or missing X-Hub-Signature-256 (options.github_secret)",
+            );
+        }
+    }
+    let mut headers = serde_json::Map::new();
+    for (k, v) in &h.headers {
+        if let serde_json::Value::Array(a) = headers
+            .entry(k.clone())
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()))
+        {
+            a.push(serde_json::Value::String(v.clone()));
+        }
+    }
+    let event = serde_json::json!({"headers": headers, "body": body});
+    let topic = o.topic.clone().unwrap_or_default();
+    let published = match bridge.session(realms).await {
+        Ok(s) => s
+            .publish_with(
+                &topic,
+                Dict::new(),
+                Payload::args(vec![Value::from(&event)]),
+            )
+            .await
+            .map_err(|e| e.uri),
+        Err(e) => Err(e),
+    };
+    match published {
+        Ok(_) => Answer(202, serde_json::Value::String(o.success_response.clone())),
+        Err(e) => {
+            tracing::warn!(%topic, "webhook: the event could not be published: {e}");
+            Answer(500, serde_json::Value::String(o.error_response.clone()))
+        }
+    }
+}
+
+/// GitHub's `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`,
+/// compared in constant time.
+fn github_signature_ok(secret: &str, body: &[u8], given: Option<&str>) -> bool {
+    use hmac::{KeyInit, Mac};
+    let Some(hex_sig) = given.and_then(|g| g.strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Ok(mut mac) = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+    else {
+        return false;
+    };
+    mac.update(body);
+    let expected = hex::encode(mac.finalize().into_bytes());
+    bool::from(expected.as_bytes().ct_eq(hex_sig.trim().as_bytes()))
 }
 
 /// Crossbar.io's signed requests: `key`, `timestamp`, `seq`, `nonce` and
@@ -401,9 +491,11 @@ async fn write<S: Io>(
     body: &str,
     origin: &Option<String>,
     options: bool,
+    plain: bool,
 ) -> std::io::Result<()> {
     let reason = match code {
         200 => "OK",
+        202 => "Accepted",
         400 => "Bad Request",
         401 => "Unauthorized",
         405 => "Method Not Allowed",
@@ -417,7 +509,12 @@ async fn write<S: Io>(
         ""
     };
     let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json; charset=UTF-8\r\nContent-Length: {}\r\nCache-Control: no-store, no-cache, must-revalidate, max-age=0\r\nAccess-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\n{allow}X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store, no-cache, must-revalidate, max-age=0\r\nAccess-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\n{allow}X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        if plain {
+            "text/plain; charset=UTF-8"
+        } else {
+            "application/json; charset=UTF-8"
+        },
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
@@ -428,6 +525,23 @@ async fn write<S: Io>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn github_signatures() {
+        // GitHub's documented example: secret "It's a Secret to Everybody",
+        // payload "Hello, World!".
+        let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        let secret = "It's a Secret to Everybody";
+        assert!(github_signature_ok(secret, b"Hello, World!", Some(sig)));
+        assert!(!github_signature_ok(secret, b"Hello, World?", Some(sig)));
+        assert!(!github_signature_ok("other", b"Hello, World!", Some(sig)));
+        assert!(!github_signature_ok(secret, b"Hello, World!", None));
+        assert!(!github_signature_ok(
+            secret,
+            b"Hello, World!",
+            Some("sha1=abc")
+        ));
+    }
 
     #[test]
     fn timestamps_with_and_without_fractions() {
