@@ -499,6 +499,9 @@ pub struct WebPath {
     /// `redirect`: where to send browsers (an absolute URL or a path).
     #[serde(default)]
     pub url: Option<String>,
+    /// `path`: the paths under this one, as a web transport's.
+    #[serde(default)]
+    pub paths: Option<BTreeMap<String, WebPath>>,
     /// `caller`, `publisher`: the realm the bridge's session joins.
     #[serde(default)]
     pub realm: Option<String>,
@@ -535,6 +538,8 @@ pub enum WebPathKind {
     Publisher,
     /// The HTTP bridge: any POST published as an event (`headers`, `body`).
     Webhook,
+    /// Paths under this one (`{"type": "path", "paths": {...}}`).
+    Path,
 }
 
 /// A `caller` or `publisher` path's `options`, as Crossbar.io names them.
@@ -1853,14 +1858,20 @@ impl RouterConfig {
                 );
             }
         }
-        let Some(paths) = t.paths.as_ref().filter(|m| !m.is_empty()) else {
+        if t.paths.as_ref().is_none_or(|m| m.is_empty()) {
             p(
                 format!("{pre}.paths"),
                 "a web transport needs paths, e.g. {\"/\": {\"type\": \"static\", \"directory\": \"web\"}, \"ws\": {\"type\": \"websocket\"}}".into(),
             );
             return;
-        };
-        for (name, path) in paths {
+        }
+        self.validate_web_paths(pre, t, p);
+    }
+
+    /// A web transport's paths (or a `path` service's), each under
+    /// `{pre}.paths.NAME`.
+    fn validate_web_paths(&self, pre: &str, t: &TransportConfig, p: Report<'_>) {
+        for (name, path) in t.paths.iter().flatten() {
             let pp = format!("{pre}.paths.{name}");
             let ok_name = name == "/"
                 || (!name.is_empty()
@@ -1885,6 +1896,7 @@ impl RouterConfig {
                 WebPathKind::Caller => "caller",
                 WebPathKind::Publisher => "publisher",
                 WebPathKind::Webhook => "webhook",
+                WebPathKind::Path => "path",
             };
             // Keys each kind takes.
             let takes: &[&str] = match path.kind {
@@ -1896,6 +1908,7 @@ impl RouterConfig {
                 WebPathKind::Caller | WebPathKind::Publisher | WebPathKind::Webhook => {
                     &["realm", "role", "options"]
                 }
+                WebPathKind::Path => &["paths"],
             };
             for (key, set) in [
                 ("directory", path.directory.is_some()),
@@ -1906,6 +1919,7 @@ impl RouterConfig {
                 ("url", path.url.is_some()),
                 ("realm", path.realm.is_some()),
                 ("role", path.role.is_some()),
+                ("paths", path.paths.is_some()),
             ] {
                 if set && !takes.contains(&key) {
                     p(format!("{pp}.{key}"), format!("{kind} paths take no {key}"));
@@ -1946,6 +1960,20 @@ impl RouterConfig {
                     }
                 }
                 WebPathKind::Nodeinfo => {}
+                WebPathKind::Path => {
+                    // The paths under it, checked as a web transport's.
+                    let inner = TransportConfig {
+                        paths: path.paths.clone(),
+                        ..t.clone()
+                    };
+                    match &path.paths {
+                        None => p(
+                            format!("{pp}.paths"),
+                            "missing: the paths under this one".into(),
+                        ),
+                        Some(_) => self.validate_web_paths(&pp, &inner, p),
+                    }
+                }
                 WebPathKind::Caller | WebPathKind::Publisher | WebPathKind::Webhook => {
                     match path.options_as::<BridgeOptions>() {
                         Err(e) => options_error(p, e),
@@ -2357,6 +2385,33 @@ impl TransportConfig {
             websocket: None,
             web: None,
         }
+    }
+
+    /// A web transport's paths with nested `path` services flattened:
+    /// (`api/call`, its path), in order; a nested `/` is its parent's key.
+    pub fn flat_paths(&self) -> Vec<(String, &WebPath)> {
+        fn walk<'a>(
+            prefix: &str,
+            paths: &'a BTreeMap<String, WebPath>,
+            out: &mut Vec<(String, &'a WebPath)>,
+        ) {
+            for (name, p) in paths {
+                let key = match (prefix.is_empty(), name.as_str()) {
+                    (true, n) => n.to_owned(),
+                    (false, "/") => prefix.to_owned(),
+                    (false, n) => format!("{prefix}/{n}"),
+                };
+                match (&p.kind, &p.paths) {
+                    (WebPathKind::Path, Some(inner)) => walk(&key, inner, out),
+                    _ => out.push((key, p)),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if let Some(paths) = &self.paths {
+            walk("", paths, &mut out);
+        }
+        out
     }
 
     /// A `universal` transport as the router serves it: a web transport

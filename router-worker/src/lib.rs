@@ -117,8 +117,8 @@ impl Router {
                 wamp_transports.push((index, raw.clone()));
             }
             match (&t.kind, &t.paths) {
-                (config::TransportKind::Web, Some(paths)) => {
-                    for p in paths.values() {
+                (config::TransportKind::Web, Some(_)) => {
+                    for (_, p) in t.flat_paths() {
                         if p.kind == config::WebPathKind::Websocket {
                             wamp_transports.push((index, t.websocket_path(p)));
                         }
@@ -334,8 +334,11 @@ fn web_settings(
         bridges: HashMap::new(),
         node_info: node_info.clone(),
     };
-    for (name, p) in t.paths.iter().flatten() {
+    for (name, p) in t.flat_paths() {
+        let name = &name;
         match p.kind {
+            // Flattened: nothing is left of a `path` but its paths.
+            config::WebPathKind::Path => {}
             config::WebPathKind::Websocket => {
                 let wt = t.websocket_path(p);
                 let mut s = ListenerSettings::from_config(index, &wt, store_for(&wt));

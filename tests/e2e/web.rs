@@ -135,7 +135,7 @@ fn curl(port: u16, path: &str) -> (u16, String, String) {
     (code, head.to_ascii_lowercase(), body.to_owned())
 }
 
-/// Crossbar.io's `json`, `redirect` and `nodeinfo` web services and the static
+/// Crossbar.io's `json`, `redirect`, `nodeinfo` and `path` web services and the static
 /// path options (`cache_timeout`, `mime_types`,
 /// `enable_directory_listing`), as curl sees them.
 #[test]
@@ -161,12 +161,36 @@ fn json_redirect_and_static_options() {
                          "options": {"enable_directory_listing": true}},
                 "info": {"type": "json", "value": {"service": "balloon", "version": [1, 2]}},
                 "old": {"type": "redirect", "url": "https://example.com/new/"},
-                "node": {"type": "nodeinfo"}
+                "node": {"type": "nodeinfo"},
+                "api": {"type": "path", "paths": {
+                    "/": {"type": "json", "value": {"api": 1}},
+                    "info": {"type": "json", "value": {"nested": true}},
+                    "docs": {"type": "static", "directory": files.path().join("list").display().to_string()},
+                    "ws": {"type": "websocket"}
+                }}
             }
         }),
     );
     let node = Node::start(&cfg, ws);
     node.wait_ready();
+    // A `path` service: its paths under its own segment.
+    let (code, _, body) = curl(web, "/api");
+    assert_eq!((code, body.as_str()), (200, r#"{"api":1}"#));
+    let (code, _, body) = curl(web, "/api/info");
+    assert_eq!((code, body.as_str()), (200, r#"{"nested":true}"#));
+    let (code, _, body) = curl(web, "/api/docs/%3Cb%3E.txt");
+    assert_eq!((code, body.as_str()), (200, "x"));
+    assert_eq!(curl(web, "/api/docs/../../www/index.html").0, 404);
+    let out = expect_python_args_ok(
+        &node,
+        "scenarios.py",
+        &[
+            &format!("ws://127.0.0.1:{web}/api/ws"),
+            "join_leave",
+            "json",
+        ],
+    );
+    assert!(out.contains("ok join_leave json"), "{out}");
     // nodeinfo: the node's workers and realms, as a page.
     let (code, head, body) = curl(web, "/node");
     assert_eq!(code, 200, "{head}{body}");

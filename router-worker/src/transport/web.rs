@@ -104,8 +104,10 @@ pub async fn handle_connection<S: Io>(
         return;
     };
     let path = target.split(['?', '#']).next().unwrap_or("/");
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    if let Some(ws) = web.websockets.get(first) {
+    // The longest configured service path the request's path starts
+    // with (`api/call` before `api`), or `/` for the root itself.
+    let key = service_key(&web, path);
+    if let Some(ws) = web.websockets.get(&key) {
         if upgrade {
             let stream = Prefixed::new(head, stream, ws.max_message_size);
             Box::pin(super::websocket::handle_connection(
@@ -122,9 +124,7 @@ pub async fn handle_connection<S: Io>(
         }
         return;
     }
-    // A json, redirect, nodeinfo or bridge path answers for its own
-    // segment, or for the root itself when it is "/".
-    let key = if first.is_empty() { "/" } else { first };
+    let key = key.as_str();
     if let Some(bridge) = web.bridges.get(key) {
         super::bridge::handle(&mut stream, head, bridge, &realms).await;
         return;
@@ -189,6 +189,39 @@ pub async fn handle_connection<S: Io>(
         return;
     }
     let _ = serve_static(&mut stream, &web, path, head_only).await;
+}
+
+/// The service a request path names: the longest configured key its
+/// segments start with, else `/` for the root itself, else "".
+fn service_key(web: &WebSettings, path: &str) -> String {
+    let segs: Vec<&str> = path
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let known = |k: &str| {
+        web.websockets.contains_key(k)
+            || web.bridges.contains_key(k)
+            || web.json.contains_key(k)
+            || web.redirects.contains_key(k)
+            || web.nodeinfo.contains(k)
+    };
+    for i in (1..=segs.len()).rev() {
+        let k = segs[..i].join("/");
+        if known(&k) {
+            return k;
+        }
+        // A longer static path wins over a shorter service (`api/docs`
+        // over `api`): no service, the file is looked up.
+        if web.statics.contains_key(&k) {
+            return String::new();
+        }
+    }
+    if segs.is_empty() {
+        "/".into()
+    } else {
+        String::new()
+    }
 }
 
 /// A whole response with a body.
@@ -337,16 +370,29 @@ fn root_name<'a>(statics: &'a HashMap<String, PathBuf>, path: &str) -> Option<&'
     let decoded = percent_encoding::percent_decode_str(path)
         .decode_utf8()
         .ok()?;
-    let first = decoded
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or("");
+    static_root(statics, &decoded).map(|(k, _, _)| k)
+}
+
+/// The static path a decoded request path falls under (the longest name
+/// its segments start with, else `/`): name, directory, and the rest.
+fn static_root<'a>(
+    statics: &'a HashMap<String, PathBuf>,
+    decoded: &str,
+) -> Option<(&'a str, &'a PathBuf, String)> {
+    let trimmed = decoded.trim_start_matches('/');
+    let segs: Vec<&str> = trimmed.split('/').collect();
+    for i in (1..=segs.len()).rev() {
+        let k = segs[..i].join("/");
+        if k.is_empty() {
+            continue;
+        }
+        if let Some((name, root)) = statics.get_key_value(&k) {
+            return Some((name.as_str(), root, segs[i..].join("/")));
+        }
+    }
     statics
-        .get_key_value(first)
-        .filter(|_| !first.is_empty())
-        .or_else(|| statics.get_key_value("/"))
-        .map(|(k, _)| k.as_str())
+        .get_key_value("/")
+        .map(|(name, root)| (name.as_str(), root, trimmed.to_owned()))
 }
 
 /// Map `path` onto the static directories. Pure apart from the file
@@ -355,14 +401,8 @@ fn resolve(statics: &HashMap<String, PathBuf>, path: &str) -> Resolved {
     let Ok(decoded) = percent_encoding::percent_decode_str(path).decode_utf8() else {
         return Resolved::NotFound;
     };
-    let trimmed = decoded.trim_start_matches('/');
-    let first = trimmed.split('/').next().unwrap_or("");
-    let (root, rest) = match statics.get(first).filter(|_| !first.is_empty()) {
-        Some(root) => (root, trimmed[first.len()..].trim_start_matches('/')),
-        None => match statics.get("/") {
-            Some(root) => (root, trimmed),
-            None => return Resolved::NotFound,
-        },
+    let Some((_, root, rest)) = static_root(statics, &decoded) else {
+        return Resolved::NotFound;
     };
     let mut file = root.clone();
     for seg in rest.split('/') {
