@@ -259,6 +259,16 @@ pub async fn run(
     }
 }
 
+/// The workers' rows from the controller's loop, for a control procedure.
+async fn status_rows(tx: &mpsc::Sender<Input>) -> Result<Vec<control::WorkerStatus>, CallError> {
+    let stopping = || CallError::new("trellis.error.stopping", "the node is stopping");
+    let (reply, rx) = oneshot::channel();
+    tx.send(Input::Status(reply))
+        .await
+        .map_err(|_| stopping())?;
+    rx.await.map_err(|_| stopping())
+}
+
 /// The controller's procedures on the control realm, and its subscription
 /// to workers' ready reports.
 async fn register_node_api(
@@ -313,13 +323,7 @@ async fn register_node_api(
         let tx = tx.clone();
         let link = me.clone();
         async move {
-            let (reply, rx) = oneshot::channel();
-            tx.send(Input::Status(reply))
-                .await
-                .map_err(|_| CallError::new("trellis.error.stopping", "the node is stopping"))?;
-            let mut rows = rx
-                .await
-                .map_err(|_| CallError::new("trellis.error.stopping", "the node is stopping"))?;
+            let mut rows = status_rows(&tx).await?;
             // Ask each running router for its sessions, concurrently and
             // briefly; a router that does not answer is shown without.
             let asks = rows.iter().map(|row| {
@@ -364,12 +368,7 @@ async fn register_node_api(
         let tx = tx.clone();
         let link = me.clone();
         async move {
-            let stopping = || CallError::new("trellis.error.stopping", "the node is stopping");
-            let (reply, rx) = oneshot::channel();
-            tx.send(Input::Status(reply))
-                .await
-                .map_err(|_| stopping())?;
-            let rows = rx.await.map_err(|_| stopping())?;
+            let rows = status_rows(&tx).await?;
             let mut workers = proto::Dict::new();
             for (id, stats) in crate::admin::gather(&link, &rows).await {
                 if let Some(st) = stats {
@@ -393,12 +392,7 @@ async fn register_node_api(
         let link = me.clone();
         let draining = draining.load(Ordering::Relaxed);
         async move {
-            let stopping = || CallError::new("trellis.error.stopping", "the node is stopping");
-            let (reply, rx) = oneshot::channel();
-            tx.send(Input::Status(reply))
-                .await
-                .map_err(|_| stopping())?;
-            let rows = rx.await.map_err(|_| stopping())?;
+            let rows = status_rows(&tx).await?;
             let stats = crate::admin::gather(&link, &rows).await;
             let doc = crate::admin::status_json(&rows, &stats, started, draining);
             Ok(Payload {

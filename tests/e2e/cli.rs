@@ -248,14 +248,7 @@ fn crossbar_layout_yaml_and_cbdir() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the YAML node did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::support::wait_port(port, "the YAML node");
     assert!(
         cbdir.join("control.sock").exists(),
         "--cbdir is the node directory"
@@ -318,14 +311,7 @@ fn init_convert_and_keygen() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the init node did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::support::wait_port(port, "the init node");
     let page = std::process::Command::new("curl")
         .args(["-s", "-m", "5", &format!("http://127.0.0.1:{port}/")])
         .output()

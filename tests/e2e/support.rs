@@ -332,3 +332,12 @@ pub fn node_js(script: &str, args: &[&str]) -> (bool, String) {
     let _ = std::fs::remove_file(&out_path);
     (status.success(), text)
 }
+
+/// Wait (10 s at most) until something listens on 127.0.0.1:`port`.
+pub fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
