@@ -499,6 +499,28 @@ pub struct WebPath {
     /// `redirect`: where to send browsers (an absolute URL or a path).
     #[serde(default)]
     pub url: Option<String>,
+    /// `archive`: the zip file served (relative to the node directory).
+    #[serde(default)]
+    pub archive: Option<String>,
+    /// `archive`: where Crossbar.io downloads the archive from; not
+    /// supported (named so when the file is missing).
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// `archive`: prefix of the objects in the zip (`web/`).
+    #[serde(default)]
+    pub object_prefix: Option<String>,
+    /// `archive`: the object for a directory (`index.html`).
+    #[serde(default)]
+    pub default_object: Option<String>,
+    /// `archive`: Crossbar.io's download switch; `true` is not supported.
+    #[serde(default)]
+    pub download: Option<bool>,
+    /// `archive`: Crossbar.io's in-memory cache switch; accepted.
+    #[serde(default)]
+    pub cache: Option<bool>,
+    /// `archive`: content types by extension, over the built-in table.
+    #[serde(default)]
+    pub mime_types: Option<BTreeMap<String, String>>,
     /// `path`: the paths under this one, as a web transport's.
     #[serde(default)]
     pub paths: Option<BTreeMap<String, WebPath>>,
@@ -540,6 +562,8 @@ pub enum WebPathKind {
     Webhook,
     /// Paths under this one (`{"type": "path", "paths": {...}}`).
     Path,
+    /// Files from a zip archive.
+    Archive,
 }
 
 /// A `caller` or `publisher` path's `options`, as Crossbar.io names them.
@@ -1897,6 +1921,7 @@ impl RouterConfig {
                 WebPathKind::Publisher => "publisher",
                 WebPathKind::Webhook => "webhook",
                 WebPathKind::Path => "path",
+                WebPathKind::Archive => "archive",
             };
             // Keys each kind takes.
             let takes: &[&str] = match path.kind {
@@ -1909,6 +1934,15 @@ impl RouterConfig {
                     &["realm", "role", "options"]
                 }
                 WebPathKind::Path => &["paths"],
+                WebPathKind::Archive => &[
+                    "archive",
+                    "origin",
+                    "object_prefix",
+                    "default_object",
+                    "download",
+                    "cache",
+                    "mime_types",
+                ],
             };
             for (key, set) in [
                 ("directory", path.directory.is_some()),
@@ -1920,6 +1954,13 @@ impl RouterConfig {
                 ("realm", path.realm.is_some()),
                 ("role", path.role.is_some()),
                 ("paths", path.paths.is_some()),
+                ("archive", path.archive.is_some()),
+                ("origin", path.origin.is_some()),
+                ("object_prefix", path.object_prefix.is_some()),
+                ("default_object", path.default_object.is_some()),
+                ("download", path.download.is_some()),
+                ("cache", path.cache.is_some()),
+                ("mime_types", path.mime_types.is_some()),
             ] {
                 if set && !takes.contains(&key) {
                     p(format!("{pp}.{key}"), format!("{kind} paths take no {key}"));
@@ -1960,6 +2001,21 @@ impl RouterConfig {
                     }
                 }
                 WebPathKind::Nodeinfo => {}
+                WebPathKind::Archive => {
+                    if path.archive.as_deref().is_none_or(str::is_empty) {
+                        p(
+                            format!("{pp}.archive"),
+                            "missing: the zip file to serve (relative to the node directory)"
+                                .into(),
+                        );
+                    }
+                    if path.download == Some(true) {
+                        p(
+                            format!("{pp}.download"),
+                            "downloading the archive from its origin is not supported by Trellis yet: fetch it into \"archive\" and remove the key".into(),
+                        );
+                    }
+                }
                 WebPathKind::Path => {
                     // The paths under it, checked as a web transport's.
                     let inner = TransportConfig {

@@ -332,6 +332,7 @@ fn web_settings(
         redirects: HashMap::new(),
         nodeinfo: std::collections::HashSet::new(),
         bridges: HashMap::new(),
+        archives: HashMap::new(),
         node_info: node_info.clone(),
     };
     for (name, p) in t.flat_paths() {
@@ -339,6 +340,22 @@ fn web_settings(
         match p.kind {
             // Flattened: nothing is left of a `path` but its paths.
             config::WebPathKind::Path => {}
+            config::WebPathKind::Archive => {
+                let archive = transport::archive::Archive::open(
+                    p.archive.as_deref().unwrap_or(""),
+                    p.origin.as_deref(),
+                    p.object_prefix.as_deref(),
+                    p.default_object.as_deref(),
+                    p.mime_types.clone().unwrap_or_default(),
+                )
+                .map_err(|message| {
+                    RouterError::Config(vec![config::ConfigProblem {
+                        path: format!("transports[{index}].paths.{name}.archive"),
+                        message,
+                    }])
+                })?;
+                web.archives.insert(name.clone(), archive);
+            }
             config::WebPathKind::Websocket => {
                 let wt = t.websocket_path(p);
                 let mut s = ListenerSettings::from_config(index, &wt, store_for(&wt));

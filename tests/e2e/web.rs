@@ -135,7 +135,7 @@ fn curl(port: u16, path: &str) -> (u16, String, String) {
     (code, head.to_ascii_lowercase(), body.to_owned())
 }
 
-/// Crossbar.io's `json`, `redirect`, `nodeinfo` and `path` web services and the static
+/// Crossbar.io's `json`, `redirect`, `nodeinfo`, `path` and `archive` web services and the static
 /// path options (`cache_timeout`, `mime_types`,
 /// `enable_directory_listing`), as curl sees them.
 #[test]
@@ -147,6 +147,18 @@ fn json_redirect_and_static_options() {
     std::fs::write(www.join("index.html"), "<h1>home</h1>\n").expect("write");
     std::fs::write(www.join("app.wasm"), "\0asm").expect("write");
     std::fs::write(files.path().join("list/<b>.txt"), "x").expect("write");
+    // A zip for the archive service, made by Python's zipfile.
+    let zip = files.path().join("site.zip");
+    let made = std::process::Command::new(crate::support::python())
+        .args([
+            "-c",
+            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED); \
+             z.writestr('site/index.html', '<h1>zipped</h1>'); z.writestr('site/js/app.js', 'x()'); z.close()",
+        ])
+        .arg(&zip)
+        .status()
+        .expect("python");
+    assert!(made.success());
     let (ws, web) = (free_port(), free_port());
     let mut cfg = router_config(ws);
     push_transport(
@@ -155,6 +167,8 @@ fn json_redirect_and_static_options() {
             "type": "web",
             "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": web},
             "paths": {
+                "zip": {"type": "archive", "archive": zip.display().to_string(), "object_prefix": "site/",
+                        "origin": "https://example.com/site.zip", "cache": true},
                 "/": {"type": "static", "directory": www.display().to_string(),
                       "options": {"cache_timeout": 3600, "mime_types": {".wasm": "application/wasm"}}},
                 "list": {"type": "static", "directory": files.path().join("list").display().to_string(),
@@ -173,6 +187,14 @@ fn json_redirect_and_static_options() {
     );
     let node = Node::start(&cfg, ws);
     node.wait_ready();
+    // An archive: objects from the zip, the default object for a
+    // directory, nothing outside its prefix.
+    let (code, head, body) = curl(web, "/zip/");
+    assert_eq!((code, body.as_str()), (200, "<h1>zipped</h1>"), "{head}");
+    assert!(head.contains("content-type: text/html"), "{head}");
+    let (code, _, body) = curl(web, "/zip/js/app.js");
+    assert_eq!((code, body.as_str()), (200, "x()"));
+    assert_eq!(curl(web, "/zip/../zip/nope").0, 404);
     // A `path` service: its paths under its own segment.
     let (code, _, body) = curl(web, "/api");
     assert_eq!((code, body.as_str()), (200, r#"{"api":1}"#));
@@ -242,6 +264,7 @@ fn json_redirect_and_static_options() {
                 "/": {"type": "static", "directory": ".", "options": {"listing": true}},
                 "info": {"type": "json", "directory": "x"},
                 "old": {"type": "redirect"},
+                "zip": {"type": "archive", "archive": "missing.zip", "origin": "https://example.com/a.zip", "download": true},
                 "ws": {"type": "websocket", "options": {"max_message_size": "big"}}
             }
         }),
@@ -254,10 +277,31 @@ fn json_redirect_and_static_options() {
         "workers[0].transports[1].paths.info.directory: json paths take no directory",
         "workers[0].transports[1].paths.info.value: missing: the JSON value to serve",
         "workers[0].transports[1].paths.old.url: missing: where to redirect",
+        "workers[0].transports[1].paths.zip.download: downloading the archive from its origin is not supported by Trellis yet",
         "workers[0].transports[1].paths.ws.options.max_message_size: invalid type",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
+    // A missing archive file: check says so before anything starts.
+    let mut missing = router_config(free_port());
+    push_transport(
+        &mut missing,
+        json!({
+            "type": "web",
+            "endpoint": {"type": "tcp", "port": free_port()},
+            "paths": {"zip": {"type": "archive", "archive": "gone.zip", "origin": "https://example.com/a.zip"}}
+        }),
+    );
+    let out = crate::support::check_json(&missing);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("paths.zip.archive:")
+            && err.contains("gone.zip is not a file")
+            && err.contains(
+                "downloading it from its origin \"https://example.com/a.zip\" is not supported"
+            ),
+        "{err}"
+    );
 }
 
 /// The HTTP bridge (`caller`, `publisher`, `webhook`): Python's HTTP client calls and

@@ -126,8 +126,8 @@ fn unsupported(message: &str) -> String {
     }
     if let Some(variant) = quoted("unknown variant `") {
         let what = match variant.as_str() {
-            "archive" | "longpoll" | "reverseproxy" | "upload" | "cgi" | "resource" | "wsgi"
-            | "wap" | "schemadoc" | "fileupload" | "mqtt" => {
+            "longpoll" | "reverseproxy" | "upload" | "cgi" | "resource" | "wsgi" | "wap"
+            | "schemadoc" | "fileupload" | "mqtt" => {
                 format!("the {variant:?} web service is not supported by Trellis yet")
             }
             "stream.testee" | "flashpolicy" => {

@@ -1229,6 +1229,25 @@ pub fn missing_directories(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
                 _ => (t.paths.as_ref(), "paths"),
             };
             for (name, p) in paths.into_iter().flatten() {
+                if p.kind == router_worker::config::WebPathKind::Archive
+                    && let Some(a) = &p.archive
+                    && !node_dir.join(a).is_file()
+                {
+                    let how = match &p.origin {
+                        Some(o) => format!(
+                            "downloading it from its origin {o:?} is not supported by Trellis yet: fetch it there first"
+                        ),
+                        None => "put the zip file there or fix the path".into(),
+                    };
+                    errors.push(ConfigError {
+                        path: format!("workers[{i}].transports[{j}].{under}.{name}.archive"),
+                        message: format!(
+                            "{} is not a file (an archive is taken from the node directory {}): {how}",
+                            node_dir.join(a).display(),
+                            node_dir.display()
+                        ),
+                    });
+                }
                 if let Some(d) = &p.directory {
                     // Lexically: the node directory may not exist before
                     // the first start (which creates it), and `..` must not

@@ -18,6 +18,7 @@
 //!
 //! All run on TCP and on Unix sockets ([`Listener`]).
 
+pub mod archive;
 pub mod bridge;
 pub mod forwarded;
 pub mod frame_guard;

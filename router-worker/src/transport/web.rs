@@ -49,6 +49,8 @@ pub struct WebSettings {
     pub redirects: HashMap<String, String>,
     /// `nodeinfo` paths' names.
     pub nodeinfo: std::collections::HashSet<String>,
+    /// `archive` paths.
+    pub archives: HashMap<String, super::archive::Archive>,
     /// `caller` and `publisher` paths (the HTTP bridge).
     pub bridges: HashMap<String, super::bridge::Bridge>,
     /// What renders the node-info page; set by the router worker once it
@@ -180,6 +182,28 @@ pub async fn handle_connection<S: Io>(
         };
         return;
     }
+    if let Some(archive) = web.archives.get(key) {
+        // The path under the service's own segments.
+        let segs = key.split('/').count();
+        let rest: Vec<&str> = path.trim_start_matches('/').splitn(segs + 1, '/').collect();
+        let rest = if key == "/" {
+            path.trim_start_matches('/')
+        } else {
+            rest.get(segs).copied().unwrap_or("")
+        };
+        let (name, object) = archive.get(rest);
+        let _ = match object {
+            super::archive::Object::Found(bytes) => {
+                let ct = content_type(Path::new(&name), &archive.mime_types);
+                send(&mut stream, 200, "OK", &ct, "no-cache", &bytes, head_only).await
+            }
+            super::archive::Object::NotFound => respond(&mut stream, 404, "Not Found", None).await,
+            super::archive::Object::Unreadable => {
+                respond(&mut stream, 500, "Internal Server Error", None).await
+            }
+        };
+        return;
+    }
     if let Some(to) = web.redirects.get(key) {
         let head = format!(
             "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -205,6 +229,7 @@ fn service_key(web: &WebSettings, path: &str) -> String {
             || web.json.contains_key(k)
             || web.redirects.contains_key(k)
             || web.nodeinfo.contains(k)
+            || web.archives.contains_key(k)
     };
     for i in (1..=segs.len()).rev() {
         let k = segs[..i].join("/");
@@ -217,7 +242,8 @@ fn service_key(web: &WebSettings, path: &str) -> String {
             return String::new();
         }
     }
-    if segs.is_empty() {
+    // An archive at the root serves every path no other service takes.
+    if segs.is_empty() || web.archives.contains_key("/") {
         "/".into()
     } else {
         String::new()

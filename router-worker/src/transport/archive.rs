@@ -1,0 +1,180 @@
+//! Crossbar.io's `archive` web service: files served from a zip archive
+//! (read at bind time, objects inflated per request with a size bound, so
+//! a zip bomb costs the requester a 500, not the router its memory).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Mutex;
+
+/// Largest object inflated for one request.
+pub const MAX_OBJECT: u64 = 64 << 20;
+
+/// One `archive` path.
+pub struct Archive {
+    zip: Mutex<zip::ZipArchive<std::io::Cursor<Vec<u8>>>>,
+    prefix: String,
+    default_object: String,
+    pub mime_types: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a request for an object found.
+pub enum Object {
+    Found(Vec<u8>),
+    NotFound,
+    /// Larger than [`MAX_OBJECT`], or not readable.
+    Unreadable,
+}
+
+impl Archive {
+    /// Read `file` (relative to the node directory).
+    ///
+    /// # Errors
+    /// The file cannot be read or is not a zip archive (the message says
+    /// which; with `origin` set, that downloading is not supported).
+    pub fn open(
+        file: &str,
+        origin: Option<&str>,
+        prefix: Option<&str>,
+        default_object: Option<&str>,
+        mime_types: BTreeMap<String, String>,
+    ) -> Result<Archive, String> {
+        let bytes = std::fs::read(file).map_err(|e| match origin {
+            Some(o) => format!(
+                "cannot read {file:?} ({e}); downloading it from its origin {o:?} is not supported by Trellis yet: fetch it there first"
+            ),
+            None => format!("cannot read {file:?}: {e}"),
+        })?;
+        let zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+            .map_err(|e| format!("{file:?} is not a zip archive: {e}"))?;
+        Ok(Archive {
+            zip: Mutex::new(zip),
+            prefix: prefix.unwrap_or("").to_owned(),
+            default_object: default_object.unwrap_or("index.html").to_owned(),
+            mime_types,
+        })
+    }
+
+    /// The object for `rest` (the request path under the service, not
+    /// decoded): the default object for a directory.
+    pub fn get(&self, rest: &str) -> (String, Object) {
+        self.get_limited(rest, MAX_OBJECT)
+    }
+
+    fn get_limited(&self, rest: &str, limit: u64) -> (String, Object) {
+        let Ok(decoded) = percent_encoding::percent_decode_str(rest).decode_utf8() else {
+            return (String::new(), Object::NotFound);
+        };
+        let rest = decoded.trim_start_matches('/');
+        if rest.split('/').any(|s| s == ".." || s.contains('\0')) {
+            return (String::new(), Object::NotFound);
+        }
+        let name = if rest.is_empty() || rest.ends_with('/') {
+            format!("{}{rest}{}", self.prefix, self.default_object)
+        } else {
+            format!("{}{rest}", self.prefix)
+        };
+        let Ok(mut zip) = self.zip.lock() else {
+            return (name, Object::Unreadable);
+        };
+        let Ok(entry) = zip.by_name(&name) else {
+            return (name, Object::NotFound);
+        };
+        if entry.is_dir() {
+            return (name, Object::NotFound);
+        }
+        let mut out = Vec::new();
+        // The declared size may lie: read one byte more than allowed.
+        match entry.take(limit + 1).read_to_end(&mut out) {
+            Ok(n) if (n as u64) <= limit => (name, Object::Found(out)),
+            _ => (name, Object::Unreadable),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn archive(dir: &std::path::Path) -> Archive {
+        let file = dir.join("site.zip");
+        let mut w = zip::ZipWriter::new(std::fs::File::create(&file).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        for (name, body) in [
+            ("web/index.html", "<h1>zip</h1>".to_owned()),
+            ("web/js/app.js", "x()".to_owned()),
+            ("web/big.txt", "0".repeat(5000)),
+            ("secret.txt", "no".to_owned()),
+        ] {
+            w.start_file(name, opts).unwrap();
+            w.write_all(body.as_bytes()).unwrap();
+        }
+        w.finish().unwrap();
+        Archive::open(
+            file.to_str().unwrap(),
+            None,
+            Some("web/"),
+            None,
+            BTreeMap::new(),
+        )
+        .unwrap()
+    }
+
+    fn found(o: Object) -> Option<String> {
+        match o {
+            Object::Found(b) => Some(String::from_utf8(b).unwrap()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn objects_defaults_and_nothing_outside_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = archive(dir.path());
+        assert_eq!(found(a.get("").1).as_deref(), Some("<h1>zip</h1>"));
+        assert_eq!(found(a.get("/js/app.js").1).as_deref(), Some("x()"));
+        assert_eq!(found(a.get("js/%61pp.js").1).as_deref(), Some("x()"));
+        for p in [
+            "../secret.txt",
+            "js/../../secret.txt",
+            "%2e%2e/secret.txt",
+            "nope",
+            "js/",
+        ] {
+            assert!(matches!(a.get(p).1, Object::NotFound), "{p}");
+        }
+        // An object over the bound is refused, whatever its header says.
+        assert!(matches!(
+            a.get_limited("big.txt", 1000).1,
+            Object::Unreadable
+        ));
+        assert!(matches!(a.get_limited("big.txt", 5000).1, Object::Found(_)));
+    }
+
+    #[test]
+    fn a_missing_archive_names_what_to_do() {
+        let err = Archive::open(
+            "/nonexistent.zip",
+            Some("https://x/a.zip"),
+            None,
+            None,
+            BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(err.contains("not supported by Trellis yet"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.zip");
+        std::fs::write(&junk, "not a zip").unwrap();
+        let err =
+            Archive::open(junk.to_str().unwrap(), None, None, None, BTreeMap::new()).unwrap_err();
+        assert!(err.contains("is not a zip archive"), "{err}");
+    }
+}
