@@ -220,7 +220,7 @@ fn check_reports_every_problem_in_one_run_without_knock_on_lines() {
                     {"type": "websocket", "endpoint": {"type": "tcp", "port": "8080", "tls": {"key": "k.pem"}}},
                     {"type": "universal", "endpoint": {"type": "tcp", "port": 8081}},
                     {"type": "web", "endpoint": {"type": "tcp", "port": 8082},
-                     "paths": {"/": {"type": "static", "directory": "web"}, "files": {"type": "archive"}}},
+                     "paths": {"/": {"type": "static", "directory": "web"}, "lp": {"type": "longpoll"}}},
                     {"type": "rawsocket", "endpoint": {"type": "twisted", "server_string": "tcp:8083"}}
                 ]
             },
@@ -236,7 +236,7 @@ fn check_reports_every_problem_in_one_run_without_knock_on_lines() {
         "workers[0].realms[0].roles[0].permissions[0]: permission \"com.*\" gives both \"allow\" and the version-1 flags",
         "workers[0].transports[0].endpoint.port: invalid type: string \"8080\"",
         "workers[0].transports[0].endpoint.tls: missing field `certificate`",
-        "workers[0].transports[2].paths.files.type: the \"archive\" web service is not supported by Trellis yet",
+        "workers[0].transports[2].paths.lp.type: the \"longpoll\" web service is not supported by Trellis yet",
         "workers[0].transports[3].endpoint.type: \"twisted\" endpoints are not supported by Trellis yet",
         "workers[0].transports[3].endpoint.server_string: Crossbar.io's twisted endpoints (\"server_string\") are not supported",
         "workers[1].options.cpu_affinity: invalid type: string \"0\"",
