@@ -382,12 +382,16 @@ fn universal_serves_rawsocket_websocket_and_web_on_one_port() {
     );
     let node = Node::start(&cfg, ws);
     node.wait_ready();
+    // Each protocol's bytes reach its handler as sent (the sniffed byte
+    // replayed, frames guarded only where they are WebSocket frames).
     for url in [
         format!("rs://127.0.0.1:{port}"),
         format!("ws://127.0.0.1:{port}/ws"),
     ] {
-        let out = expect_python_args_ok(&node, "scenarios.py", &[&url, "join_leave", "json"]);
-        assert!(out.contains("ok join_leave json"), "{url}: {out}");
+        for scenario in ["join_leave", "rpc_args_kwargs", "pubsub_basic"] {
+            let out = expect_python_args_ok(&node, "scenarios.py", &[&url, scenario, "json"]);
+            assert!(out.contains(&format!("ok {scenario} json")), "{url}: {out}");
+        }
     }
     let out = expect_python_args_ok(
         &node,

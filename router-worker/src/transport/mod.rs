@@ -356,11 +356,10 @@ async fn sniff<S: Io>(
     if !matches!(got, Ok(Ok(_))) {
         return;
     }
+    let stream = web::Prefixed::replay(first.to_vec(), stream);
     if first[0] == 0x7F {
-        let stream = web::Prefixed::new(first.to_vec(), stream, raw.max_message_size);
         rawsocket::handle_connection(stream, peer, raw, realms, shutdown).await
     } else {
-        let stream = web::Prefixed::new(first.to_vec(), stream, web.max_message_size);
         web::handle_connection(stream, peer, web, realms, shutdown).await
     }
 }

@@ -609,6 +609,19 @@ impl<S> Prefixed<S> {
     }
 }
 
+impl<S> Prefixed<S> {
+    /// `bytes` first, then `inner`, with no frame guard: a byte read to
+    /// tell a universal transport's protocols apart, handed back to
+    /// whichever serves the connection (which guards its own frames).
+    pub(super) fn replay(bytes: Vec<u8>, inner: S) -> Prefixed<S> {
+        Prefixed {
+            head: Bytes::from(bytes),
+            inner,
+            guard: FrameGuard::new(usize::MAX, usize::MAX),
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -729,6 +742,39 @@ mod tests {
             assert_eq!(&got[head.len()..], &body[..]);
             assert!(p.head.is_empty());
         });
+    }
+
+    /// The byte a universal transport reads to tell protocols apart is
+    /// replayed unguarded: what follows is not yet WebSocket frames (an
+    /// HTTP head, or RawSocket), and a guard would misread it.
+    #[test]
+    fn a_sniffed_byte_is_replayed_without_a_frame_guard() {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                // Bytes a frame guard would read as a 2^63-byte frame
+                // (here RawSocket's would-be bytes), then more.
+                let mut rest = vec![0x82, 0x7F, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+                rest.extend_from_slice(b"ET /ws HTTP/1.1\r\nHost: x\r\n");
+                async fn drain<S: AsyncRead + Unpin>(mut s: S) -> std::io::Result<Vec<u8>> {
+                    let mut all = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match s.read(&mut buf).await? {
+                            0 => return Ok(all),
+                            n => all.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                }
+                let replayed = Prefixed::replay(b"G".to_vec(), std::io::Cursor::new(rest.clone()));
+                let all = drain(replayed).await.unwrap();
+                assert_eq!(all[0], b'G');
+                assert_eq!(&all[1..], &rest[..]);
+                // A guarded stream (frames after the first byte) refuses it.
+                let guarded = Prefixed::new(b"G".to_vec(), std::io::Cursor::new(rest), 1 << 20);
+                assert!(drain(guarded).await.is_err());
+            });
     }
 
     fn tree() -> (tempfile::TempDir, HashMap<String, PathBuf>) {
