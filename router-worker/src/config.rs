@@ -581,6 +581,8 @@ pub struct BridgeOptions {
     pub timestamp_delta_limit: u64,
     /// Refuse requests not made over TLS.
     pub require_tls: bool,
+    /// Accept requests only from these addresses or networks (CIDR).
+    pub require_ip: Option<Vec<String>>,
     /// `caller`: milliseconds a call may take (the CALL's `timeout`).
     pub timeout: u64,
     /// Crossbar.io's debug flag: accepted.
@@ -604,6 +606,7 @@ impl Default for BridgeOptions {
             post_body_limit: 0,
             timestamp_delta_limit: 300,
             require_tls: false,
+            require_ip: None,
             timeout: 30_000,
             debug: false,
             topic: None,
@@ -2063,6 +2066,12 @@ impl RouterConfig {
                                     format!("{pp}.options.secret"),
                                     "give both key and secret (signed requests) or neither".into(),
                                 );
+                            }
+                            if let Some(list) = &o.require_ip
+                                && let Err(e) =
+                                    crate::transport::forwarded::TrustedProxies::parse(list)
+                            {
+                                p(format!("{pp}.options.require_ip"), e);
                             }
                             if o.post_body_limit > MAX_BRIDGE_BODY {
                                 p(

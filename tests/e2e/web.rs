@@ -328,6 +328,8 @@ fn http_bridge_calls_and_publishes() {
                 "small": bridge("publisher", json!({"post_body_limit": 100})),
                 "signed": bridge("publisher", json!({"key": "foo", "secret": "bar"})),
                 "hook": bridge("webhook", json!({"topic": "com.example.hook"})),
+                "lan": bridge("publisher", json!({"require_ip": ["10.0.0.0/8"]})),
+                "lo": bridge("publisher", json!({"require_ip": ["127.0.0.1/32", "::1"]})),
                 "gh": bridge("webhook", json!({"topic": "com.example.hook", "github_secret": "gh"}))
             }
         }),
@@ -345,7 +347,8 @@ fn http_bridge_calls_and_publishes() {
             "paths": {
                 "a": {"type": "caller", "realm": "nowhere", "role": "x"},
                 "b": {"type": "publisher", "realm": "realm1", "options": {"key": "k"}},
-                "c": {"type": "webhook", "realm": "realm1", "role": "anonymous"}
+                "c": {"type": "webhook", "realm": "realm1", "role": "anonymous"},
+                "d": {"type": "caller", "realm": "realm1", "role": "anonymous", "options": {"require_ip": ["nowhere"]}}
             }
         }),
     );
@@ -356,6 +359,7 @@ fn http_bridge_calls_and_publishes() {
         "paths.b.role: missing: the role the bridge joins with",
         "paths.b.options.secret: give both key and secret",
         "paths.c.options.topic: missing: the topic a webhook publishes to",
+        "paths.d.options.require_ip:",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }

@@ -83,6 +83,12 @@ async def main():
         code, r = await loop.run_in_executor(None, post, *args)
         assert code == want, (args, code, r)
         assert r is None or "error" in r, r
+    # require_ip: this client (127.0.0.1) is in one list, not the other.
+    code, r = await loop.run_in_executor(None, post, "lan", {"topic": "com.example.topic", "args": ["lan"]})
+    assert code == 400 and "IP address" in r["error"], (code, r)
+    code, r = await loop.run_in_executor(None, post, "lo", {"topic": "com.example.topic", "args": ["lo"]})
+    assert code == 200, (code, r)
+    assert (await asyncio.wait_for(got.get(), 10))[0] == ("lo",)
     code, r = await loop.run_in_executor(None, post, "call", b"", None, "OPTIONS")
     assert code == 200, code
 

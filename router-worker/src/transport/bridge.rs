@@ -33,6 +33,8 @@ pub struct Bridge {
     pub role: String,
     pub options: BridgeOptions,
     pub tls: bool,
+    /// `options.require_ip`, parsed.
+    allowed: Option<super::forwarded::TrustedProxies>,
     session: tokio::sync::OnceCell<client::Client>,
 }
 
@@ -54,12 +56,18 @@ impl Bridge {
         options: BridgeOptions,
         tls: bool,
     ) -> Bridge {
+        // Checked by `RouterConfig::validate`: a bad list allows nobody.
+        let allowed = options
+            .require_ip
+            .as_ref()
+            .map(|list| super::forwarded::TrustedProxies::parse(list).unwrap_or_default());
         Bridge {
             service,
             realm,
             role,
             options,
             tls,
+            allowed,
             session: tokio::sync::OnceCell::new(),
         }
     }
@@ -139,12 +147,37 @@ fn parse_head(head: &[u8]) -> Option<Head> {
 }
 
 /// Serve one request on a bridge path: `head` is everything read so far.
-pub async fn handle<S: Io>(stream: &mut S, head: Vec<u8>, bridge: &Bridge, realms: &Realms) {
+pub async fn handle<S: Io>(
+    stream: &mut S,
+    head: Vec<u8>,
+    peer: Option<std::net::IpAddr>,
+    trusted: &super::forwarded::TrustedProxies,
+    bridge: &Bridge,
+    realms: &Realms,
+) {
     let Some(h) = parse_head(&head) else {
         return;
     };
     let origin = h.origin.clone();
+    // Behind a trusted reverse proxy, the client it names.
+    let header = |name: &str| {
+        h.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let client = peer.map(|ip| {
+        super::forwarded::client_ip(ip, header("forwarded"), header("x-forwarded-for"), trusted)
+    });
+    let refused_ip = bridge
+        .allowed
+        .as_ref()
+        .is_some_and(|a| !client.is_some_and(|ip| a.contains(ip)));
     let answer = match h.method.as_str() {
+        _ if refused_ip => deny(
+            400,
+            "request denied based on IP address (options.require_ip)",
+        ),
         "OPTIONS" => {
             let _ = write(stream, 200, "", &origin, true, false).await;
             return;

@@ -128,7 +128,15 @@ pub async fn handle_connection<S: Io>(
     }
     let key = key.as_str();
     if let Some(bridge) = web.bridges.get(key) {
-        super::bridge::handle(&mut stream, head, bridge, &realms).await;
+        super::bridge::handle(
+            &mut stream,
+            head,
+            peer.ip,
+            &settings.trusted_proxies,
+            bridge,
+            &realms,
+        )
+        .await;
         return;
     }
     if method != "GET" && method != "HEAD" {
