@@ -169,6 +169,13 @@ enum Scenario {
         #[arg(long)]
         pid: u32,
     },
+    /// The HTTP bridge: N clients POST a publication each in turn to
+    /// `--url`, an http:// URL of a `publisher` path, one request per
+    /// connection (`Connection: close`); requests answered 200 per second.
+    Bridge {
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+    },
     /// Time from starting a router to its first WELCOME.
     Startup {
         /// The command that starts the router (run with sh -c).
@@ -891,6 +898,83 @@ async fn pubsub(cli: &Cli, subscribers: usize, payload: usize, window_size: u64)
     Ok(())
 }
 
+/// POST one publication over a fresh connection; its HTTP status.
+async fn post_once(addr: &str, path: &str, body: &str) -> Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut resp = Vec::with_capacity(512);
+    s.read_to_end(&mut resp).await?;
+    let line = resp.split(|b| *b == b'\n').next().unwrap_or_default();
+    let code = String::from_utf8_lossy(line)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok(code)
+}
+
+async fn bridge(cli: &Cli, concurrency: usize) -> Result<()> {
+    let rest = cli
+        .url
+        .strip_prefix("http://")
+        .context("--url must be http://HOST:PORT/PATH for the bridge scenario")?;
+    let (addr, path) = match rest.find('/') {
+        Some(i) => (rest[..i].to_owned(), rest[i..].to_owned()),
+        None => (rest.to_owned(), "/".to_owned()),
+    };
+    let body = r#"{"topic": "bench.bridge", "args": [1, "x"]}"#;
+    if post_once(&addr, &path, body).await? != 200 {
+        bail!("the bridge at {} does not answer 200", cli.url);
+    }
+    let window = Window::new(cli.warmup, cli.duration);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (addr, path) = (addr.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut other) = (0u64, 0u64);
+            let mut samples = Samples::default();
+            while Instant::now() < window.end {
+                let t0 = Instant::now();
+                let code = post_once(&addr, &path, body).await.unwrap_or(0);
+                if window.measuring(t0) {
+                    if code == 200 {
+                        ok += 1;
+                        samples.add(t0.elapsed());
+                    } else {
+                        other += 1;
+                    }
+                }
+            }
+            (ok, other, samples)
+        }));
+    }
+    let (mut ok, mut other, mut samples) = (0u64, 0u64, Samples::default());
+    for t in tasks {
+        let (o, x, s) = t.await?;
+        ok += o;
+        other += x;
+        samples.merge(s);
+    }
+    let rate = ok as f64 / window.secs();
+    let (p50, p99) = (samples.pct(0.5), samples.pct(0.99));
+    report(
+        cli,
+        "bridge",
+        serde_json::json!({"concurrency": concurrency, "requests_per_s": rate.round(),
+            "not_200": other, "p50_ms": p50, "p99_ms": p99}),
+        format!(
+            "{concurrency} clients: {rate:>10.0} publications/s over HTTP (a connection each)  p50 {p50:.3} ms  p99 {p99:.3} ms  ({other} not 200)"
+        ),
+    );
+    Ok(())
+}
+
 async fn storm(cli: &Cli, concurrency: usize) -> Result<()> {
     let ser = cli.serializer.serializer();
     let window = Window::new(cli.warmup, cli.duration);
@@ -1339,6 +1423,7 @@ async fn main() -> Result<()> {
             window,
         } => pubsub(&cli, subscribers, payload, window).await,
         Scenario::Storm { concurrency } => storm(&cli, concurrency).await,
+        Scenario::Bridge { concurrency } => bridge(&cli, concurrency).await,
         Scenario::Cycles {
             count,
             concurrency,
