@@ -10,6 +10,13 @@ use crate::support::{
     Node, check_json, expect_python_args_ok, expect_python_ok, free_port, python, repo_root,
 };
 
+/// A worker's `options` for the test components: their directory on the
+/// Python path, the test venv's interpreter.
+fn python_options() -> serde_json::Value {
+    json!({"pythonpath": [repo_root().join("tests/py/components").display().to_string()],
+           "python": python().display().to_string()})
+}
+
 fn config(ws: u16, rs: u16) -> serde_json::Value {
     let components_dir = repo_root()
         .join("tests/py/components")
@@ -233,13 +240,9 @@ fn crossbar_restart_and_shutdown_modes() {
 #[test]
 fn a_python_router_component_authenticates_ticket_logins() {
     let port = free_port();
-    let components_dir = repo_root()
-        .join("tests/py/components")
-        .display()
-        .to_string();
     let cfg = json!({"version": 2, "workers": [{
         "type": "router", "id": "router1",
-        "options": {"pythonpath": [components_dir], "python": python().display().to_string()},
+        "options": python_options(),
         "realms": [{"name": "realm1", "roles": [
             {"name": "authenticator", "permissions": [
                 {"uri": "com.example.authenticate", "allow": {"register": true}}]},
@@ -428,13 +431,9 @@ fn function_components_call_their_callbacks() {
 #[test]
 fn function_authenticators_log_users_in() {
     let port = free_port();
-    let components_dir = repo_root()
-        .join("tests/py/components")
-        .display()
-        .to_string();
     let cfg = json!({"version": 2, "workers": [{
         "type": "router", "id": "router1",
-        "options": {"pythonpath": [components_dir], "python": python().display().to_string()},
+        "options": python_options(),
         "realms": [{"name": "realm1", "roles": [
             {"name": "frontend", "permissions": [
                 {"uri": "", "match": "prefix",
