@@ -76,7 +76,7 @@ fn python_components_run_answer_and_crash_alone() {
         "the others never noticed"
     );
     assert_eq!(worker(&s, "greeter")["restarts"], 0);
-    let log = std::fs::read_to_string(node.node_dir().join("logs/crasher.log")).expect("log");
+    let log = node.worker_log("crasher");
     assert!(
         log.contains("Crasher: exiting the interpreter on purpose"),
         "{log}"
@@ -85,7 +85,7 @@ fn python_components_run_answer_and_crash_alone() {
         log.contains("the Python components' interpreter ended"),
         "{log}"
     );
-    let adder = std::fs::read_to_string(node.node_dir().join("logs/adder.log")).expect("log");
+    let adder = node.worker_log("adder");
     assert!(
         adder.contains("Adder joined realm1"),
         "stdout goes to the worker's log: {adder}"
@@ -136,7 +136,7 @@ fn a_python_component_that_cannot_load_is_named() {
             .is_some_and(|e| e.contains("status 1")),
         "{s}"
     );
-    let log = std::fs::read_to_string(node.node_dir().join("logs/adder.log")).expect("log");
+    let log = node.worker_log("adder");
     assert!(
         log.contains("app.NotASession: not an autobahn ApplicationSession"),
         "{log}"
@@ -203,14 +203,14 @@ fn crossbar_restart_and_shutdown_modes() {
         "{s}"
     );
     assert_eq!(worker(&s, "greeter")["state"], "running", "{s}");
-    let log = std::fs::read_to_string(node.node_dir().join("logs/crasher.log")).expect("log");
+    let log = node.worker_log("crasher");
     assert!(log.contains("app.BadJoin.onJoin raised"), "{log}");
     assert!(
         log.contains("RuntimeError: BadJoin cannot start: the database is gone"),
         "{log}"
     );
     assert!(log.contains("component app.BadJoin failed"), "{log}");
-    let log = std::fs::read_to_string(node.node_dir().join("logs/adder.log")).expect("log");
+    let log = node.worker_log("adder");
     assert!(log.contains("component app.Leaver stopped"), "{log}");
 
     // check refuses what Crossbar.io refuses.
@@ -272,7 +272,7 @@ fn a_python_router_component_authenticates_ticket_logins() {
         out.contains("ok ticket_via_python_authenticator json"),
         "{out}"
     );
-    let log = std::fs::read_to_string(node.node_dir().join("logs/router1.log")).expect("log");
+    let log = node.worker_log("router1");
     assert!(
         log.contains("AuthenticatorSession joined realm1 as authenticator"),
         "{log}"
@@ -354,15 +354,13 @@ fn the_python_balloon_example_runs_as_the_seed_writes_it() {
         out.contains("refused: closed: wamp.error.authentication_failed"),
         "{out}"
     );
-    let router_log =
-        std::fs::read_to_string(node.node_dir().join("logs/worker-001.log")).expect("log");
+    let router_log = node.worker_log("worker-001");
     assert!(
         router_log.contains("[authenticator] WAMP-CRA dynamic authenticator registered"),
         "{router_log}"
     );
     assert!(router_log.contains("authid='ingemar'"), "{router_log}");
-    let container_log =
-        std::fs::read_to_string(node.node_dir().join("logs/worker-002.log")).expect("log");
+    let container_log = node.worker_log("worker-002");
     assert!(
         container_log.contains("[balloon] pop() registered"),
         "{container_log}"
@@ -389,7 +387,7 @@ fn function_components_call_their_callbacks() {
     });
     let out = expect_python_ok(&node, "scenarios.py", &["function_component", "json"]);
     assert!(out.contains("ok function_component json"), "{out}");
-    let log = std::fs::read_to_string(node.node_dir().join("logs/adder.log")).expect("log");
+    let log = node.worker_log("adder");
     assert!(log.contains("on_join called for realm1"), "{log}");
 
     // check names a missing function and a malformed component.
@@ -459,7 +457,7 @@ fn function_authenticators_log_users_in() {
         &["function_authenticators", "json", "msgpack"],
     );
     assert!(out.contains("ok function_authenticators msgpack"), "{out}");
-    let log = std::fs::read_to_string(node.node_dir().join("logs/router1.log")).expect("log");
+    let log = node.worker_log("router1");
     assert!(
         log.contains("function authenticator function_auth.create_cra_authenticator ready for transports[0].paths.ws.auth.wampcra"),
         "{log}"

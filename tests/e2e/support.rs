@@ -190,6 +190,12 @@ impl Node {
         self.child.id()
     }
 
+    /// A worker's log file (`NODE_DIR/logs/ID.log`) as written so far.
+    pub fn worker_log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.node_dir().join(format!("logs/{id}.log")))
+            .unwrap_or_else(|e| panic!("worker {id}'s log: {e}"))
+    }
+
     /// Everything the node wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
