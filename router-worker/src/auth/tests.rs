@@ -32,6 +32,17 @@ fn settings(auth: serde_json::Value) -> AuthSettings {
     AuthSettings::from_config(&t, None)
 }
 
+/// What a client's link passes authentication (session 5, no counters).
+fn client_ctx<'a>(realms: &'a crate::realms::Realms, transport: &'a Dict) -> Context<'a> {
+    Context {
+        realms,
+        session: 5,
+        transport,
+        internal: false,
+        counters: None,
+    }
+}
+
 fn hello(details: Dict) -> HelloMsg {
     HelloMsg {
         realm: "realm1".into(),
@@ -49,13 +60,7 @@ async fn challenge(
     details: Dict,
 ) -> (proto::message::Challenge, PendingAuth) {
     let transport = Dict::new();
-    let ctx = Context {
-        realms,
-        session: 5,
-        transport: &transport,
-        internal: false,
-        counters: None,
-    };
+    let ctx = client_ctx(realms, &transport);
     match s.hello(&hello(details), &ctx).await {
         Ok(Outcome::Challenge(c, p)) => (c, p),
         other => panic!("expected a challenge, got {other:?}"),
@@ -69,13 +74,7 @@ async fn answer(
     signature: &str,
 ) -> Result<Principal, Refusal> {
     let transport = Dict::new();
-    let ctx = Context {
-        realms,
-        session: 5,
-        transport: &transport,
-        internal: false,
-        counters: None,
-    };
+    let ctx = client_ctx(realms, &transport);
     let a = Authenticate {
         signature: signature.into(),
         extra: Dict::new(),
@@ -175,13 +174,7 @@ async fn anonymous_gets_an_authid_the_client_did_not_choose() {
     let realms = realms().await;
     let s = settings(serde_json::json!({"anonymous": {"type": "static", "role": "anonymous"}}));
     let transport = Dict::new();
-    let ctx = Context {
-        realms: &realms,
-        session: 5,
-        transport: &transport,
-        internal: false,
-        counters: None,
-    };
+    let ctx = client_ctx(&realms, &transport);
     let out = s
         .hello(&hello(dict! { "authid" => "admin" }), &ctx)
         .await
@@ -204,13 +197,7 @@ async fn the_offered_methods_are_matched_against_the_enabled_ones() {
     }));
     assert_eq!(s.enabled(), ["anonymous", "ticket", "cryptosign"]);
     let transport = Dict::new();
-    let ctx = Context {
-        realms: &realms,
-        session: 5,
-        transport: &transport,
-        internal: false,
-        counters: None,
-    };
+    let ctx = client_ctx(&realms, &transport);
     let r = s
         .hello(
             &hello(dict! { "authmethods" => methods(&["wampcra", "scram"]) }),
@@ -282,13 +269,7 @@ async fn anonymous_with_a_realm_joins_only_that_realm() {
         "anonymous": {"type": "static", "role": "anonymous", "realm": "realm1"}
     }));
     let transport = Dict::new();
-    let ctx = Context {
-        realms: &realms,
-        session: 5,
-        transport: &transport,
-        internal: false,
-        counters: None,
-    };
+    let ctx = client_ctx(&realms, &transport);
     let nameless = HelloMsg {
         realm: String::new(),
         details: Dict::new(),
@@ -327,13 +308,7 @@ async fn internal_realms_exist_only_for_private_links() {
         extra: Dict::new(),
     };
     let transport = Dict::new();
-    let mut ctx = Context {
-        realms: &realms,
-        session: 5,
-        transport: &transport,
-        internal: false,
-        counters: None,
-    };
+    let mut ctx = client_ctx(&realms, &transport);
     // Whatever an authenticator assigns, a client's link sees no such realm.
     let r = admit(&ctx, principal(), "an authenticator").unwrap_err();
     assert_eq!(r.reason, wamp_uri::NO_SUCH_REALM);
