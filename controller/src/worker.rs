@@ -84,12 +84,13 @@ pub async fn run(
             None
         }
     };
-    let router = match &router_cfg {
-        Some(cfg) => Some(
-            Router::bind(&container_worker::python::with_private_transports(cfg))
-                .await
-                .map_err(|e| e.to_string())?,
-        ),
+    // The router as bound: with the private links of its Python
+    // components and the realm of its function authenticators.
+    let bound = router_cfg
+        .as_ref()
+        .map(container_worker::python::with_private_transports);
+    let router = match &bound {
+        Some(cfg) => Some(Router::bind(cfg).await.map_err(|e| e.to_string())?),
         None => None,
     };
     // Router components join their realms in memory before the worker
@@ -170,9 +171,7 @@ pub async fn run(
     }
     // As bound: with the router's internal realms, which a reload keeps.
     let realm_configs = Arc::new(tokio::sync::Mutex::new(
-        router_cfg
-            .map(|c| container_worker::python::with_private_transports(&c).realms)
-            .unwrap_or_default(),
+        bound.map(|c| c.realms).unwrap_or_default(),
     ));
 
     let mut cfg = ClientConfig::new(control::REALM);
