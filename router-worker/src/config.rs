@@ -825,6 +825,64 @@ pub struct WebSocketOptions {
     /// `https://*.example.com`); any when absent. Clients that send no
     /// `Origin` (non-browsers) are not affected.
     pub allowed_origins: Option<Vec<String>>,
+    /// With `allowed_origins`: also let in browsers that send
+    /// `Origin: null` (pages opened from `file://`, sandboxed frames).
+    pub allow_null_origin: bool,
+    /// A plain HTTP GET on the WebSocket endpoint gets a small status page
+    /// (200); `false`: 426 Upgrade Required.
+    pub enable_webstatus: bool,
+    /// Outgoing messages larger than this many bytes are sent as several
+    /// frames of at most this payload (0: one frame per message).
+    pub auto_fragment_size: usize,
+    /// Payload bytes of the router's pings (4 to 125).
+    pub auto_ping_size: usize,
+    /// Milliseconds the router waits for the peer's close frame after
+    /// sending its own before it drops the connection.
+    pub close_handshake_timeout: u64,
+    /// On a protocol violation or an oversized message, drop the TCP
+    /// connection instead of sending a close frame.
+    pub fail_by_drop: bool,
+    /// WebSocket compression (`{"deflate": {...}}`: permessage-deflate).
+    pub compression: Option<CompressionConfig>,
+}
+
+/// `options.compression` of a WebSocket transport.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// permessage-deflate (RFC 7692), negotiated with clients that offer it.
+    pub deflate: Option<DeflateConfig>,
+}
+
+/// permessage-deflate parameters, as Crossbar.io names them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeflateConfig {
+    /// Ask clients not to keep their compression context between messages.
+    pub request_no_context_takeover: bool,
+    /// Ask clients to compress with at most this window (8 to 15 bits).
+    pub request_max_window_bits: u8,
+    /// Do not keep the router's compression context between messages (less
+    /// memory per connection, less compression).
+    pub no_context_takeover: bool,
+    /// The router compresses with at most this window (8 to 15 bits; 8 is
+    /// used as 9, which zlib's raw deflate needs at least).
+    pub max_window_bits: u8,
+    /// Accepted for Crossbar.io configs (1 to 9); the router uses zlib's
+    /// default memory level.
+    pub memory_level: u8,
+}
+
+impl Default for DeflateConfig {
+    fn default() -> Self {
+        DeflateConfig {
+            request_no_context_takeover: false,
+            request_max_window_bits: 15,
+            no_context_takeover: false,
+            max_window_bits: 15,
+            memory_level: 8,
+        }
+    }
 }
 
 impl WebSocketOptions {
@@ -868,6 +926,13 @@ impl Default for WebSocketOptions {
             auto_ping_timeout: 10_000,
             tcp_keepalive: 30_000,
             allowed_origins: None,
+            allow_null_origin: true,
+            enable_webstatus: true,
+            auto_fragment_size: 0,
+            auto_ping_size: 12,
+            close_handshake_timeout: 1_000,
+            fail_by_drop: false,
+            compression: None,
         }
     }
 }
@@ -1651,6 +1716,34 @@ impl RouterConfig {
                 format!("{pre}.options"),
                 "max_queue_messages and max_connections must be at least 1".into(),
             );
+        }
+        if !(4..=125).contains(&o.auto_ping_size) {
+            p(
+                format!("{pre}.options.auto_ping_size"),
+                format!(
+                    "{} bytes is outside the 4 to 125 a ping's payload may have",
+                    o.auto_ping_size
+                ),
+            );
+        }
+        if let Some(d) = o.compression.as_ref().and_then(|c| c.deflate.as_ref()) {
+            for (key, bits) in [
+                ("max_window_bits", d.max_window_bits),
+                ("request_max_window_bits", d.request_max_window_bits),
+            ] {
+                if !(8..=15).contains(&bits) {
+                    p(
+                        format!("{pre}.options.compression.deflate.{key}"),
+                        format!("{bits} is outside the window sizes 8 to 15 (bits)"),
+                    );
+                }
+            }
+            if !(1..=9).contains(&d.memory_level) {
+                p(
+                    format!("{pre}.options.compression.deflate.memory_level"),
+                    format!("{} is outside 1 to 9", d.memory_level),
+                );
+            }
         }
         if let Some(size) = o.write_buffer_size.filter(|&s| s > MAX_WRITE_BUFFER) {
             p(

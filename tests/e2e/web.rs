@@ -112,6 +112,71 @@ fn allowed_origins_refuse_other_browsers() {
     }
 }
 
+#[test]
+fn websocket_compression_and_options() {
+    let a = free_port();
+    let b = free_port();
+    let c = free_port();
+    let mut cfg = router_config(a);
+    let origins = json!(["https://*.example.com"]);
+    cfg["workers"][0]["transports"][0]["options"] = json!({
+        "compression": {"deflate": {"request_max_window_bits": 15, "memory_level": 4}},
+        "auto_fragment_size": 1000,
+        "auto_ping_size": 20,
+        "auto_ping_interval": 700,
+        "close_handshake_timeout": 200,
+        "allowed_origins": origins,
+    });
+    for (port, options) in [
+        (
+            b,
+            json!({"fail_by_drop": true, "allow_null_origin": false,
+                   "enable_webstatus": false, "allowed_origins": origins}),
+        ),
+        (c, json!({"close_handshake_timeout": 8000})),
+    ] {
+        push_transport(
+            &mut cfg,
+            json!({
+                "type": "websocket",
+                "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+                "options": options
+            }),
+        );
+    }
+    let node = Node::start(&cfg, a);
+    node.wait_ready();
+    let s = crate::node::wait_status(&node, "the router running", |s| {
+        crate::node::worker(s, "router1")["pid"].is_i64()
+    });
+    let pid = crate::node::pid_of(&s, "router1");
+    let out = expect_python_args_ok(
+        &node,
+        "ws_options_check.py",
+        &[
+            &a.to_string(),
+            &b.to_string(),
+            &c.to_string(),
+            &pid.to_string(),
+        ],
+    );
+    for want in [
+        "ok a 166 KB event comes back whole",
+        "ok the bomb gets close 1009",
+        "ok the router's memory stays flat",
+        "ok fail_by_drop",
+        "ok close_handshake_timeout 8000",
+        "ok Origin: null refused",
+        "ok a plain GET: 426",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+    assert!(!out.contains("FAILED"), "{out}");
+    let (ok, out) = crate::support::node_js("deflate.mjs", &[&format!("ws://127.0.0.1:{a}/")]);
+    assert!(ok, "autobahn-js over permessage-deflate:\n{out}");
+    assert!(out.contains("the event came back whole"), "{out}");
+}
+
 /// curl GET: (status, headers, body).
 fn curl(port: u16, path: &str) -> (u16, String, String) {
     let out = std::process::Command::new("curl")

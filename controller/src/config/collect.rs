@@ -93,15 +93,8 @@ fn unsupported(message: &str) -> String {
         let what = match field.as_str() {
             "tls" => "TLS endpoints are",
             "cookie" => "cookie tracking (a transport's \"cookie\") is",
-            "compression" => "WebSocket compression (permessage-deflate) is",
             "server_string" => "Crossbar.io's twisted endpoints (\"server_string\") are",
-            "auto_fragment_size"
-            | "auto_ping_size"
-            | "close_handshake_timeout"
-            | "fail_by_drop"
-            | "allow_null_origin"
-            | "enable_webstatus"
-            | "external_port"
+            "external_port"
             | "enable_hybi10"
             | "enable_rfc6455"
             | "validate_utf8"

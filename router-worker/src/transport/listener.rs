@@ -48,6 +48,14 @@ pub struct ListenerSettings {
     pub rawsocket: Option<Arc<ListenerSettings>>,
     /// TLS (`endpoint.tls`), with its config for reloads.
     pub tls: Option<(crate::tls::TlsSettings, crate::config::TlsConfig)>,
+    /// permessage-deflate, offered to clients that ask for it.
+    pub compression: Option<crate::config::DeflateConfig>,
+    /// Fragmenting, pings and closing of WebSocket connections.
+    pub tuning: super::websocket::WsTuning,
+    /// With `allowed_origins`: `Origin: null` is let in too.
+    pub allow_null_origin: bool,
+    /// A plain GET on a WebSocket endpoint gets a status page (else 426).
+    pub enable_webstatus: bool,
 }
 
 impl ListenerSettings {
@@ -112,6 +120,15 @@ impl ListenerSettings {
             tcp_keepalive: (o.tcp_keepalive > 0).then(|| Duration::from_millis(o.tcp_keepalive)),
             tls: None,
             rawsocket: None,
+            compression: o.compression.as_ref().and_then(|c| c.deflate.clone()),
+            tuning: super::websocket::WsTuning {
+                auto_fragment_size: u32::try_from(o.auto_fragment_size).unwrap_or(u32::MAX),
+                ping_size: u8::try_from(o.auto_ping_size.clamp(4, 125)).unwrap_or(125),
+                close_timeout_ms: u32::try_from(o.close_handshake_timeout).unwrap_or(u32::MAX),
+                fail_by_drop: o.fail_by_drop,
+            },
+            allow_null_origin: o.allow_null_origin,
+            enable_webstatus: o.enable_webstatus,
         }
     }
 }

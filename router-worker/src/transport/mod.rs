@@ -20,6 +20,7 @@
 
 pub mod archive;
 pub mod bridge;
+pub mod deflate;
 pub mod forwarded;
 pub mod frame_guard;
 pub mod listener;
@@ -300,14 +301,17 @@ async fn handle<S: Io>(
             // The upgrade request is read and checked here first (size,
             // header count, deadline), then replayed to the handshake.
             let mut stream = stream;
-            let Some((head, ..)) =
+            let Some((head, _, _, upgrade)) =
                 Box::pin(web::checked_head(&mut stream, &settings, &shutdown)).await
             else {
                 return;
             };
-            let stream = web::Prefixed::new(head, stream, settings.max_message_size);
+            if !upgrade {
+                return Box::pin(web::not_upgraded(&mut stream, &settings)).await;
+            }
+            let (stream, deflate) = web::Prefixed::websocket(head, stream, &settings);
             Box::pin(websocket::handle_connection(
-                stream, peer, settings, realms, shutdown,
+                stream, deflate, peer, settings, realms, shutdown,
             ))
             .await
         }

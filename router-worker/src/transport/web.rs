@@ -111,9 +111,10 @@ pub async fn handle_connection<S: Io>(
     let key = service_key(&web, path);
     if let Some(ws) = web.websockets.get(&key) {
         if upgrade {
-            let stream = Prefixed::new(head, stream, ws.max_message_size);
+            let (stream, deflate) = Prefixed::websocket(head, stream, ws);
             Box::pin(super::websocket::handle_connection(
                 stream,
+                deflate,
                 peer,
                 ws.clone(),
                 realms,
@@ -121,8 +122,7 @@ pub async fn handle_connection<S: Io>(
             ))
             .await;
         } else {
-            let body = "This is a WAMP WebSocket endpoint: connect with a WebSocket client.\n";
-            let _ = respond(&mut stream, 426, "Upgrade Required", Some(body)).await;
+            not_upgraded(&mut stream, ws).await;
         }
         return;
     }
@@ -221,6 +221,35 @@ pub async fn handle_connection<S: Io>(
         return;
     }
     let _ = serve_static(&mut stream, &web, path, head_only).await;
+}
+
+/// A plain HTTP request on a WebSocket endpoint: a status page (Crossbar.io's
+/// `enable_webstatus`, on by default), or 426 Upgrade Required.
+pub(super) async fn not_upgraded<S: Io>(stream: &mut S, settings: &ListenerSettings) {
+    let text = "This is a WAMP WebSocket endpoint: connect with a WebSocket client.\n";
+    let _ = if settings.enable_webstatus {
+        let page = format!(
+            "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>WAMP endpoint</title></head><body><p>{text}</p><p>Subprotocols: {}.</p></body></html>",
+            super::websocket::SUBPROTOCOLS
+                .iter()
+                .filter(|(_, ser, _)| settings.serializers.contains(ser))
+                .map(|(name, ..)| *name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        send(
+            stream,
+            200,
+            "OK",
+            "text/html; charset=utf-8",
+            "no-cache",
+            page.as_bytes(),
+            false,
+        )
+        .await
+    } else {
+        respond(stream, 426, "Upgrade Required", Some(text)).await
+    };
 }
 
 /// The service a request path names: the longest configured key its
@@ -599,6 +628,13 @@ pub(super) struct Prefixed<S> {
     head: Bytes,
     inner: S,
     guard: FrameGuard,
+    /// permessage-deflate, when negotiated: compressed frames are handed
+    /// on inflated.
+    inflater: Option<Box<super::deflate::Inflater>>,
+    /// The guard or the inflater failed (and said so once): what the peer
+    /// still sends is read and dropped, so that the close frame the
+    /// router sends is not lost to a reset caused by unread bytes.
+    failed: bool,
 }
 
 impl<S> Prefixed<S> {
@@ -613,7 +649,49 @@ impl<S> Prefixed<S> {
             head: Bytes::from(head),
             inner,
             guard: FrameGuard::new(frames_at, max_message),
+            inflater: None,
+            failed: false,
         }
+    }
+
+    /// A WebSocket connection's stream: [`Prefixed::new`], inflating
+    /// compressed frames if the request's permessage-deflate offer is
+    /// accepted (the agreement, for the response and the writer).
+    pub(super) fn websocket(
+        head: Vec<u8>,
+        inner: S,
+        settings: &ListenerSettings,
+    ) -> (Prefixed<S>, Option<super::deflate::Agreed>) {
+        let agreed = settings.compression.as_ref().and_then(|cfg| {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            req.parse(&head).ok()?;
+            let offers: Vec<&str> = req
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+                .filter_map(|h| std::str::from_utf8(h.value).ok())
+                .collect();
+            super::deflate::negotiate(&offers, cfg)
+        });
+        let mut p = Prefixed::new(head, inner, settings.max_message_size);
+        if let Some(a) = &agreed {
+            let frames_at = p
+                .head
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(p.head.len(), |x| x + 4);
+            p.inflater = Some(Box::new(super::deflate::Inflater::new(
+                a,
+                frames_at,
+                settings.max_message_size,
+                settings
+                    .ws_config
+                    .max_frame_size
+                    .unwrap_or(settings.max_message_size),
+            )));
+        }
+        (p, agreed)
     }
 }
 
@@ -626,6 +704,8 @@ impl<S> Prefixed<S> {
             head: Bytes::from(bytes),
             inner,
             guard: FrameGuard::new(usize::MAX, usize::MAX),
+            inflater: None,
+            failed: false,
         }
     }
 }
@@ -637,14 +717,79 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if this.failed {
+            return this.poll_discard(cx);
+        }
+        if this.inflater.is_some() {
+            let r = this.poll_read_inflated(cx, out);
+            this.failed = matches!(r, Poll::Ready(Err(_)));
+            return r;
+        }
         let before = out.filled().len();
         let r = this.read_ahead(cx, out);
         if let Poll::Ready(Ok(())) = r
             && let Err(e) = this.guard.feed(&out.filled()[before..])
         {
+            this.failed = true;
             return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
         }
         r
+    }
+}
+
+impl<S: AsyncRead + Unpin> Prefixed<S> {
+    /// After a failure: drop whatever arrives; end of stream when the peer
+    /// closes (or the connection fails).
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.head = Bytes::new();
+        let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        loop {
+            let mut buf = ReadBuf::uninit(&mut sink);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Read through the guard and the inflater: what the inflater has
+    /// ready first, else more bytes from the connection.
+    fn poll_read_inflated(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            let Some(inflater) = self.inflater.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            if inflater.pending() > 0 || out.remaining() == 0 {
+                inflater.take(out.remaining(), &mut |b| out.put_slice(b));
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = [std::mem::MaybeUninit::<u8>::uninit(); READ_AHEAD];
+            let mut buf = ReadBuf::uninit(&mut raw);
+            match self.read_ahead(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            let got = buf.filled();
+            if got.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let invalid = |e: Box<dyn std::error::Error + Send + Sync>| {
+                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+            };
+            if let Err(e) = self.guard.feed(got) {
+                return invalid(Box::new(e));
+            }
+            if let Some(inflater) = self.inflater.as_mut()
+                && let Err(e) = inflater.feed(got)
+            {
+                return invalid(Box::new(e));
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use proto::Serializer;
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -106,13 +107,14 @@ fn negotiate(
 #[allow(clippy::manual_async_fn)]
 pub(super) fn handle_connection<S: Io>(
     stream: S,
+    deflate: Option<super::deflate::Agreed>,
     peer: Peer,
     settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let upgraded = Box::pin(upgrade(stream, peer, &settings, &shutdown)).await;
+        let upgraded = Box::pin(upgrade(stream, deflate, peer, &settings, &shutdown)).await;
         let Some((transport, conn)) = upgraded else {
             return;
         };
@@ -126,6 +128,7 @@ pub(super) fn handle_connection<S: Io>(
 /// or lost.
 async fn upgrade<S: Io>(
     stream: S,
+    deflate: Option<super::deflate::Agreed>,
     peer: Peer,
     settings: &ListenerSettings,
     shutdown: &CancellationToken,
@@ -164,9 +167,11 @@ async fn upgrade<S: Io>(
             (&settings.allowed_origins, req.headers().get("origin"))
         {
             let origin = String::from_utf8_lossy(origin.as_bytes()).to_ascii_lowercase();
-            if !allowed
-                .iter()
-                .any(|p| origin_matches(&p.to_ascii_lowercase(), &origin))
+            let null_ok = settings.allow_null_origin && origin == "null";
+            if !null_ok
+                && !allowed
+                    .iter()
+                    .any(|p| origin_matches(&p.to_ascii_lowercase(), &origin))
             {
                 debug!(origin = %origin, "WebSocket upgrade refused: origin not allowed");
                 let mut r = ErrorResponse::new(Some(format!(
@@ -175,6 +180,11 @@ async fn upgrade<S: Io>(
                 *r.status_mut() = StatusCode::FORBIDDEN;
                 return Err(r);
             }
+        }
+        if let Some(a) = &deflate
+            && let Ok(v) = HeaderValue::from_str(&a.response)
+        {
+            resp.headers_mut().insert("sec-websocket-extensions", v);
         }
         http.insert("http_headers_received".into(), headers.into());
         http.insert("http_request_uri".into(), req.uri().to_string().into());
@@ -235,6 +245,10 @@ async fn upgrade<S: Io>(
         batched,
         pending: VecDeque::new(),
         max_message_size: settings.max_message_size,
+        tuning: settings.tuning,
+        deflate: deflate
+            .as_ref()
+            .map(|a| Box::new(super::deflate::Deflater::new(a))),
     };
     let (peer_ip, desc, proxy) = behind_proxy(&peer, &http, &settings.trusted_proxies);
     let mut info = TransportInfo::new("websocket", protocol, desc);
@@ -334,6 +348,22 @@ pub struct WsTransport<S> {
     /// Messages already split out of a batched frame.
     pending: VecDeque<Bytes>,
     max_message_size: usize,
+    tuning: WsTuning,
+    /// permessage-deflate's compressor, when negotiated.
+    deflate: Option<Box<super::deflate::Deflater>>,
+}
+
+/// Crossbar.io's WebSocket tunables that act on an open connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WsTuning {
+    /// Largest outgoing frame payload (0: a message is one frame).
+    pub auto_fragment_size: u32,
+    /// Payload bytes of the router's pings.
+    pub ping_size: u8,
+    /// How long the router waits for the peer's close frame.
+    pub close_timeout_ms: u32,
+    /// Drop the connection on a protocol violation instead of closing it.
+    pub fail_by_drop: bool,
 }
 
 /// Frames collected before a write, at most (two I/O slices each, well
@@ -355,9 +385,15 @@ struct OutFrame {
 
 impl OutFrame {
     /// A final (unfragmented) frame: `opcode` 1 is text, 2 binary.
+    #[cfg(test)]
     fn new(opcode: u8, body: Bytes) -> OutFrame {
+        OutFrame::with_first_byte(0x80 | opcode, body)
+    }
+
+    /// A frame whose first byte (FIN, RSV1, opcode) is given.
+    fn with_first_byte(first: u8, body: Bytes) -> OutFrame {
         let mut head = [0u8; 10];
-        head[0] = 0x80 | opcode;
+        head[0] = first;
         let len = body.len();
         let head_len = if len < 126 {
             head[1] = len as u8;
@@ -480,13 +516,27 @@ fn map_ws_error(e: tungstenite::Error, max: usize) -> TransportError {
         E::Capacity(c) => TransportError::TooBig(format!("{c} (max_message_size is {max} bytes)")),
         E::Protocol(p) => TransportError::Protocol(format!("WebSocket protocol error: {p}")),
         E::Utf8(u) => TransportError::Protocol(format!("text frame is not valid UTF-8: {u}")),
-        E::Io(io) => match io
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<super::frame_guard::FrameTooBig>())
-        {
-            Some(too_big) => TransportError::TooBig(too_big.to_string()),
-            None => TransportError::Io(io.to_string()),
-        },
+        E::Io(io) => {
+            let inner = io.get_ref();
+            if let Some(too_big) =
+                inner.and_then(|e| e.downcast_ref::<super::frame_guard::FrameTooBig>())
+            {
+                TransportError::TooBig(too_big.to_string())
+            } else if let Some(e) =
+                inner.and_then(|e| e.downcast_ref::<super::deflate::InflateError>())
+            {
+                match e {
+                    super::deflate::InflateError::TooBig { .. } => {
+                        TransportError::TooBig(e.to_string())
+                    }
+                    super::deflate::InflateError::Corrupt(_) => {
+                        TransportError::Protocol(e.to_string())
+                    }
+                }
+            } else {
+                TransportError::Io(io.to_string())
+            }
+        }
         other => TransportError::Io(other.to_string()),
     }
 }
@@ -497,8 +547,11 @@ impl<S: Io> Transport for WsTransport<S> {
     }
 
     async fn ping(&mut self) -> Result<(), TransportError> {
+        // auto_ping_size bytes; what they are does not matter (any
+        // traffic counts as an answer).
+        let payload: Vec<u8> = (0..self.tuning.ping_size).collect();
         self.ws
-            .send(WsMessage::Ping(Bytes::new()))
+            .send(WsMessage::Ping(Bytes::from(payload)))
             .await
             .map_err(|e| map_ws_error(e, self.max_message_size))
     }
@@ -567,9 +620,33 @@ impl<S: Io> Transport for WsTransport<S> {
                 Encoded::Binary(b) => b.clone(),
             }
         };
-        let frame = OutFrame::new(opcode, body);
-        self.out_bytes += frame.len();
-        self.out.push(frame);
+        // permessage-deflate: RSV1 marks a compressed message.
+        let (body, rsv1) = match &mut self.deflate {
+            Some(d) if body.len() >= super::deflate::MIN_COMPRESSED => match d.compress(&body) {
+                Some(c) => (Bytes::from(c), 0x40),
+                None => (body, 0),
+            },
+            _ => (body, 0),
+        };
+        let piece = self.tuning.auto_fragment_size as usize;
+        if piece > 0 && body.len() > piece {
+            // auto_fragment_size: the first frame has the opcode (and
+            // RSV1), continuations opcode 0, the last one FIN.
+            let mut at = 0;
+            while at < body.len() {
+                let end = (at + piece).min(body.len());
+                let fin = if end == body.len() { 0x80 } else { 0 };
+                let first = if at == 0 { rsv1 | opcode } else { 0 };
+                let frame = OutFrame::with_first_byte(fin | first, body.slice(at..end));
+                self.out_bytes += frame.len();
+                self.out.push(frame);
+                at = end;
+            }
+        } else {
+            let frame = OutFrame::with_first_byte(0x80 | rsv1 | opcode, body);
+            self.out_bytes += frame.len();
+            self.out.push(frame);
+        }
         if self.out.len() >= MAX_OUT_FRAMES || self.out_bytes >= self.write_buffer_size {
             self.write_out().await?;
         }
@@ -600,9 +677,11 @@ impl<S: Io> Transport for WsTransport<S> {
             code,
             reason: reason[..end].into(),
         };
-        if self.out_written > 0 {
+        let violation = matches!(kind, CloseKind::ProtocolError | CloseKind::TooBig);
+        if self.out_written > 0 || (violation && self.tuning.fail_by_drop) {
             // A data frame is half written (the peer stopped reading): a
-            // close frame now would land inside it. Just end the connection.
+            // close frame now would land inside it. Or `fail_by_drop`: a
+            // violator gets no closing handshake. Just end the connection.
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
                 tokio::io::AsyncWriteExt::shutdown(self.ws.get_mut()),
@@ -610,11 +689,28 @@ impl<S: Io> Transport for WsTransport<S> {
             .await;
             return;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let wait = Duration::from_millis(u64::from(self.tuning.close_timeout_ms.max(1)));
+        let _ = tokio::time::timeout(wait, async {
             let _ = self.ws.close(Some(frame)).await;
             // Drain until the peer's close arrives, so the TCP connection
             // ends cleanly instead of with a reset.
-            while let Some(Ok(_)) = self.ws.next().await {}
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(WsMessage::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+            // tungstenite stops reading after a failure (a violation, a
+            // message too big): read and drop what the peer still sends
+            // until it closes, so that unread bytes do not turn the close
+            // into a reset that loses the close frame.
+            let mut sink = [0u8; 4096];
+            while let Ok(n) = self.ws.get_mut().read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
         })
         .await;
     }
@@ -726,6 +822,8 @@ mod size_probe {
                 batched: false,
                 pending: Default::default(),
                 max_message_size: 1,
+                tuning: Default::default(),
+                deflate: None,
             };
             let run = crate::session::run(
                 t,
@@ -824,6 +922,8 @@ mod frames {
                 batched: false,
                 pending: VecDeque::new(),
                 max_message_size: 1 << 20,
+                tuning: Default::default(),
+                deflate: None,
             };
             let sizes = [0usize, 100, 130, 5000, 70_000, 3];
             let reader = tokio::spawn(async move {
