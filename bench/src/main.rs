@@ -169,12 +169,22 @@ enum Scenario {
         #[arg(long)]
         pid: u32,
     },
-    /// The HTTP bridge: N clients POST a publication each in turn to
-    /// `--url`, an http:// URL of a `publisher` path, one request per
-    /// connection (`Connection: close`); requests answered 200 per second.
+    /// The HTTP bridge: N clients POST a publication (or, with `--call`,
+    /// a call) each in turn to `--url`, an http:// URL of a `publisher`
+    /// (or `caller`) path, one request per connection (`Connection:
+    /// close`) or, with `--keep-alive`, all on one connection per client;
+    /// requests answered 200 per second.
     Bridge {
         #[arg(long, default_value_t = 50)]
         concurrency: usize,
+        /// Keep each client's connection open (HTTP/1.1 keep-alive).
+        #[arg(long)]
+        keep_alive: bool,
+        /// POST calls of `bench.echo` to a `caller` path; the benchmark
+        /// registers the procedure itself, as a WAMP callee at this
+        /// ws:// URL.
+        #[arg(long)]
+        call: Option<String>,
     },
     /// Time from starting a router to its first WELCOME.
     Startup {
@@ -607,6 +617,32 @@ async fn wait_registered(c: &mut Conn, procedure: &str, within: Duration) -> Res
     }
 }
 
+/// Answer every invocation with its own arguments until `stop`.
+async fn echo_callee(mut callee: Conn, stop: Arc<AtomicBool>) -> Result<()> {
+    while !stop.load(Ordering::Relaxed) {
+        let first = match tokio::time::timeout(Duration::from_millis(200), callee.recv()).await {
+            Err(_) => continue,
+            Ok(m) => m?,
+        };
+        let mut next = Some(first);
+        // Answer everything already received, then flush once.
+        while let Some(m) = next {
+            if let Message::Invocation(inv) = m {
+                callee
+                    .feed(&Message::Yield(Yield {
+                        request: inv.request,
+                        options: Dict::new(),
+                        payload: inv.payload,
+                    }))
+                    .await?;
+            }
+            next = callee.try_recv()?;
+        }
+        callee.ws.flush().await?;
+    }
+    Ok(())
+}
+
 async fn rpc(
     cli: &Cli,
     callers: usize,
@@ -636,29 +672,7 @@ async fn rpc(
         if !own_callee {
             return Ok(());
         }
-        while !stop_callee.load(Ordering::Relaxed) {
-            let first = match tokio::time::timeout(Duration::from_millis(200), callee.recv()).await
-            {
-                Err(_) => continue,
-                Ok(m) => m?,
-            };
-            let mut next = Some(first);
-            // Answer everything already received, then flush once.
-            while let Some(m) = next {
-                if let Message::Invocation(inv) = m {
-                    callee
-                        .feed(&Message::Yield(Yield {
-                            request: inv.request,
-                            options: Dict::new(),
-                            payload: inv.payload,
-                        }))
-                        .await?;
-                }
-                next = callee.try_recv()?;
-            }
-            callee.ws.flush().await?;
-        }
-        Ok::<_, anyhow::Error>(())
+        echo_callee(callee, stop_callee).await
     });
     let window = Window::new(cli.warmup, cli.duration);
     let blob = Value::Bytes(vec![b'x'; payload]);
@@ -919,7 +933,76 @@ async fn post_once(addr: &str, path: &str, body: &str) -> Result<u16> {
     Ok(code)
 }
 
-async fn bridge(cli: &Cli, concurrency: usize) -> Result<()> {
+/// An HTTP/1.1 client that keeps its connection open between requests
+/// (and opens a new one when the server closed it).
+#[derive(Default)]
+struct KeepAlive {
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl KeepAlive {
+    async fn post(&mut self, addr: &str, path: &str, body: &str) -> Result<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.stream.is_none() {
+            let s = TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            self.stream = Some(s);
+            self.buf.clear();
+        }
+        let s = self.stream.as_mut().context("connected")?;
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await?;
+        // The head, then Content-Length bytes of body.
+        let mut chunk = [0u8; 4096];
+        let (head_end, len) = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..i]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                break (i + 4, len);
+            }
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                self.stream = None;
+                bail!("the server closed the connection");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        while self.buf.len() < head_end + len {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                self.stream = None;
+                bail!("the server closed the connection mid-response");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_ascii_lowercase();
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if head.contains("connection: close") {
+            self.stream = None;
+        }
+        self.buf.drain(..head_end + len);
+        Ok(code)
+    }
+}
+
+async fn bridge(
+    cli: &Cli,
+    concurrency: usize,
+    keep_alive: bool,
+    call: Option<String>,
+) -> Result<()> {
     let rest = cli
         .url
         .strip_prefix("http://")
@@ -928,7 +1011,17 @@ async fn bridge(cli: &Cli, concurrency: usize) -> Result<()> {
         Some(i) => (rest[..i].to_owned(), rest[i..].to_owned()),
         None => (rest.to_owned(), "/".to_owned()),
     };
-    let body = r#"{"topic": "bench.bridge", "args": [1, "x"]}"#;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut callee_task = None;
+    let body = match &call {
+        Some(ws_url) => {
+            let mut callee = Conn::join(ws_url, &cli.realm, cli.serializer.serializer()).await?;
+            callee.register("bench.echo").await?;
+            callee_task = Some(tokio::spawn(echo_callee(callee, stop.clone())));
+            r#"{"procedure": "bench.echo", "args": [1, "x"]}"#
+        }
+        None => r#"{"topic": "bench.bridge", "args": [1, "x"]}"#,
+    };
     if post_once(&addr, &path, body).await? != 200 {
         bail!("the bridge at {} does not answer 200", cli.url);
     }
@@ -939,9 +1032,14 @@ async fn bridge(cli: &Cli, concurrency: usize) -> Result<()> {
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut other) = (0u64, 0u64);
             let mut samples = Samples::default();
+            let mut conn = KeepAlive::default();
             while Instant::now() < window.end {
                 let t0 = Instant::now();
-                let code = post_once(&addr, &path, body).await.unwrap_or(0);
+                let code = if keep_alive {
+                    conn.post(&addr, &path, body).await.unwrap_or(0)
+                } else {
+                    post_once(&addr, &path, body).await.unwrap_or(0)
+                };
                 if window.measuring(t0) {
                     if code == 200 {
                         ok += 1;
@@ -961,15 +1059,35 @@ async fn bridge(cli: &Cli, concurrency: usize) -> Result<()> {
         other += x;
         samples.merge(s);
     }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = callee_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
     let rate = ok as f64 / window.secs();
     let (p50, p99) = (samples.pct(0.5), samples.pct(0.99));
+    let what = if call.is_some() {
+        "calls"
+    } else {
+        "publications"
+    };
+    let how = if keep_alive {
+        "kept-alive connections"
+    } else {
+        "a connection each"
+    };
+    let scenario = match (call.is_some(), keep_alive) {
+        (false, false) => "bridge",
+        (false, true) => "bridge-keepalive",
+        (true, false) => "bridge-call",
+        (true, true) => "bridge-call-keepalive",
+    };
     report(
         cli,
-        "bridge",
+        scenario,
         serde_json::json!({"concurrency": concurrency, "requests_per_s": rate.round(),
             "not_200": other, "p50_ms": p50, "p99_ms": p99}),
         format!(
-            "{concurrency} clients: {rate:>10.0} publications/s over HTTP (a connection each)  p50 {p50:.3} ms  p99 {p99:.3} ms  ({other} not 200)"
+            "{concurrency} clients: {rate:>10.0} {what}/s over HTTP ({how})  p50 {p50:.3} ms  p99 {p99:.3} ms  ({other} not 200)"
         ),
     );
     Ok(())
@@ -1423,7 +1541,11 @@ async fn main() -> Result<()> {
             window,
         } => pubsub(&cli, subscribers, payload, window).await,
         Scenario::Storm { concurrency } => storm(&cli, concurrency).await,
-        Scenario::Bridge { concurrency } => bridge(&cli, concurrency).await,
+        Scenario::Bridge {
+            concurrency,
+            keep_alive,
+            ref call,
+        } => bridge(&cli, concurrency, keep_alive, call.clone()).await,
         Scenario::Cycles {
             count,
             concurrency,

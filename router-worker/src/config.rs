@@ -596,6 +596,10 @@ pub struct BridgeOptions {
     /// `webhook`: GitHub's webhook secret; requests must carry a valid
     /// `X-Hub-Signature-256`.
     pub github_secret: Option<String>,
+    /// With `key` and `secret`: a signed request is taken once; the same
+    /// signature again within `timestamp_delta_limit` is refused (401).
+    /// Trellis's own option (Crossbar.io has none).
+    pub replay_protection: bool,
 }
 
 impl Default for BridgeOptions {
@@ -613,6 +617,7 @@ impl Default for BridgeOptions {
             success_response: "OK".into(),
             error_response: "NOT OK".into(),
             github_secret: None,
+            replay_protection: false,
         }
     }
 }
@@ -2165,6 +2170,14 @@ impl RouterConfig {
                                     crate::transport::forwarded::TrustedProxies::parse(list)
                             {
                                 p(format!("{pp}.options.require_ip"), e);
+                            }
+                            if o.replay_protection
+                                && (o.key.is_none() || o.timestamp_delta_limit == 0)
+                            {
+                                p(
+                                    format!("{pp}.options.replay_protection"),
+                                    "needs signed requests (key and secret) and a timestamp_delta_limit above 0: a request is remembered for that long".into(),
+                                );
                             }
                             if o.post_body_limit > MAX_BRIDGE_BODY {
                                 p(

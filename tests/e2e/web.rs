@@ -40,6 +40,10 @@ fn static_files_websocket_path_and_traversal_suite() {
     let node = Node::start(&cfg, ws);
     let out = expect_python_args_ok(&node, "web_checks.py", &[&web.to_string()]);
     assert!(out.contains("ok WAMP over the ws path (msgpack)"), "{out}");
+    assert!(
+        out.contains("ok pipelined requests answered in order"),
+        "{out}"
+    );
     assert!(!out.contains("FAILED"), "{out}");
 }
 
@@ -392,6 +396,7 @@ fn http_bridge_calls_and_publishes() {
                 "pub": bridge("publisher", json!({})),
                 "small": bridge("publisher", json!({"post_body_limit": 100})),
                 "signed": bridge("publisher", json!({"key": "foo", "secret": "bar"})),
+                "once": bridge("publisher", json!({"key": "foo", "secret": "bar", "replay_protection": true})),
                 "hook": bridge("webhook", json!({"topic": "com.example.hook"})),
                 "lan": bridge("publisher", json!({"require_ip": ["10.0.0.0/8"]})),
                 "lo": bridge("publisher", json!({"require_ip": ["127.0.0.1/32", "::1"]})),
@@ -401,7 +406,13 @@ fn http_bridge_calls_and_publishes() {
     );
     let node = Node::start(&cfg, ws);
     let out = expect_python_args_ok(&node, "bridge_check.py", &[&node.url(), &web.to_string()]);
-    assert!(out.contains("ok bridge"), "{out}");
+    for want in [
+        "ok bridge",
+        "ok replay protection",
+        "ok 20 bridge calls on one kept-alive connection",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
 
     let mut bad = router_config(free_port());
     push_transport(
@@ -413,7 +424,8 @@ fn http_bridge_calls_and_publishes() {
                 "a": {"type": "caller", "realm": "nowhere", "role": "x"},
                 "b": {"type": "publisher", "realm": "realm1", "options": {"key": "k"}},
                 "c": {"type": "webhook", "realm": "realm1", "role": "anonymous"},
-                "d": {"type": "caller", "realm": "realm1", "role": "anonymous", "options": {"require_ip": ["nowhere"]}}
+                "d": {"type": "caller", "realm": "realm1", "role": "anonymous", "options": {"require_ip": ["nowhere"]}},
+                "e": {"type": "caller", "realm": "realm1", "role": "anonymous", "options": {"replay_protection": true}}
             }
         }),
     );
@@ -425,6 +437,7 @@ fn http_bridge_calls_and_publishes() {
         "paths.b.options.secret: give both key and secret",
         "paths.c.options.topic: missing: the topic a webhook publishes to",
         "paths.d.options.require_ip:",
+        "paths.e.options.replay_protection: needs signed requests (key and secret)",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }

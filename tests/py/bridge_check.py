@@ -48,6 +48,24 @@ def signed(body, fraction=True, pad=True, secret=SECRET, key=KEY, seq=1, ts=None
     return data, "?" + q
 
 
+def keep_alive():
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+    socks = []
+    for i in range(20):
+        body = {"procedure": "com.example.add2", "args": [i, 1]} if i != 10 else {"args": []}
+        c.request("POST", "/call", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        got = json.loads(r.read())
+        want = (400, None) if i == 10 else (200, {"args": [i + 1]})
+        assert (r.status, None if i == 10 else got) == want, (i, r.status, got)
+        assert r.getheader("Connection") == "keep-alive", r.getheader("Connection")
+        socks.append(c.sock)
+    assert all(s is socks[0] for s in socks), "the connection was reopened"
+    c.close()
+    print("ok 20 bridge calls on one kept-alive connection", flush=True)
+
+
 async def main():
     backend = await connect(URL, "json")
     await backend.register(lambda a, b: a + b, "com.example.add2")
@@ -108,6 +126,26 @@ async def main():
     assert (await loop.run_in_executor(None, post, "signed", data, None, "POST", q))[0] == 400
     assert (await loop.run_in_executor(None, post, "signed", json.dumps(body).encode()))[0] == 400
     assert got.empty(), "a refused request published"
+    # replay_protection: the same signed request twice is refused the
+    # second time; a fresh signature (another nonce/seq) is fine.
+    data, q = signed(body, seq=7)
+    assert (await loop.run_in_executor(None, post, "once", data, None, "POST", q))[0] == 200
+    assert (await asyncio.wait_for(got.get(), 10))[0] == ("signed",)
+    code, r = await loop.run_in_executor(None, post, "once", data, None, "POST", q)
+    assert code == 401 and "replayed" in r["error"], (code, r)
+    unpadded = q.replace("%3D", "")
+    assert unpadded != q
+    code, r = await loop.run_in_executor(None, post, "once", data, None, "POST", unpadded)
+    assert code == 401, ("the same signature unpadded", code, r)
+    data, q = signed(body, seq=8)
+    assert (await loop.run_in_executor(None, post, "once", data, None, "POST", q))[0] == 200
+    assert (await asyncio.wait_for(got.get(), 10))[0] == ("signed",)
+    assert got.empty(), "a replayed request published"
+    print("ok replay protection", flush=True)
+
+    # Keep-alive: many calls on one connection (Python's http.client keeps
+    # it open), a bad request in between does not end it.
+    await loop.run_in_executor(None, keep_alive)
 
     # webhook: any body, published with the request's headers; 202 "OK".
     hooks = asyncio.Queue()

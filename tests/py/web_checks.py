@@ -12,7 +12,7 @@ from wamp_client import connect, leave
 
 
 async def get(port, path, method="GET", extra=b""):
-    raw = f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode() + extra + b"\r\n"
+    raw = f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode() + extra + b"\r\n"
     data = await send_until_closed("127.0.0.1", port, raw)
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -44,6 +44,43 @@ async def trickle_until_closed(port):
         return None
     finally:
         w.close()
+
+
+def responses(data):
+    """Split concatenated HTTP responses (each with a Content-Length):
+    [(status, headers, body)]."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+        n = int(headers.get("content-length", "0"))
+        out.append((int(lines[0].split()[1]), headers, rest[:n]))
+        data = rest[n:]
+    return out
+
+
+async def keep_alive(port):
+    """HTTP/1.1 keep-alive: requests one after another on one connection,
+    pipelined ones too, until the client says close."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    for i in range(3):
+        w.write(b"GET /js/app.js HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+        check(b"Connection: keep-alive" in head, f"request {i + 1} on one connection: kept alive")
+        await r.readexactly(16)
+    # Two pipelined requests in one write; the second asks to close.
+    w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nHEAD /docs/readme.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = await asyncio.wait_for(r.read(), 5)
+    w.close()
+    got = responses(data.replace(b"Content-Length: 5\r\n", b"Content-Length: 0\r\n"))
+    check([g[0] for g in got] == [200, 200] and got[0][2] == b"<h1>balloon</h1>\n", "pipelined requests answered in order")
+    check(got[1][1]["connection"] == "close", "Connection: close honoured, and the connection closed")
+    # HTTP/1.0 closes; a body a static path does not read closes too.
+    data = await send_until_closed("127.0.0.1", port, b"GET / HTTP/1.0\r\n\r\n")
+    check(b"Connection: close" in data, "HTTP/1.0: closed after the answer")
+    data = await send_until_closed("127.0.0.1", port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    check(data.startswith(b"HTTP/1.1 405") and b"Connection: close" in data, "an unread body: answered, then closed")
 
 
 def check(cond, what):
@@ -79,6 +116,7 @@ async def main(port):
     check(s == 431, "80 header lines: 431")
     s, _, _ = await get(port, "/", extra=b"Bad Header Line\r\n")
     check(s == 400, "a malformed head: 400")
+    await keep_alive(port)
     # A slowloris trickling its head is cut off at the handshake deadline.
     elapsed = await trickle_until_closed(port)
     check(elapsed is not None and elapsed < 3, f"slowloris closed after {elapsed}s")

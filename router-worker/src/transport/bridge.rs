@@ -36,6 +36,51 @@ pub struct Bridge {
     /// `options.require_ip`, parsed.
     allowed: Option<super::forwarded::TrustedProxies>,
     session: tokio::sync::OnceCell<client::Client>,
+    /// `options.replay_protection`: the signatures taken recently.
+    seen: std::sync::Mutex<ReplayGuard>,
+}
+
+/// Signatures seen within the timestamp window, so that a captured signed
+/// request cannot be sent again. Bounded: when full of live entries, new
+/// requests are refused (503) rather than remembered less.
+#[derive(Debug, Default)]
+pub struct ReplayGuard {
+    /// Signature → when it may be forgotten.
+    seen: HashMap<String, std::time::Instant>,
+}
+
+/// Most signatures a bridge path remembers (about 10 MB).
+pub const MAX_REMEMBERED: usize = 100_000;
+
+impl ReplayGuard {
+    /// Take `signature` at `now`, remembered for `window`: `Err(answer)` if
+    /// it was taken before (or the guard is full).
+    fn take(
+        &mut self,
+        signature: &str,
+        now: std::time::Instant,
+        window: Duration,
+    ) -> Result<(), Answer> {
+        if let Some(until) = self.seen.get(signature)
+            && *until > now
+        {
+            return Err(deny(
+                401,
+                "replayed request: this signature was already used (options.replay_protection)",
+            ));
+        }
+        if self.seen.len() >= MAX_REMEMBERED {
+            self.seen.retain(|_, until| *until > now);
+            if self.seen.len() >= MAX_REMEMBERED {
+                return Err(deny(
+                    503,
+                    "too many signed requests within timestamp_delta_limit to remember: try again later",
+                ));
+            }
+        }
+        self.seen.insert(signature.to_owned(), now + window);
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Bridge {
@@ -69,6 +114,7 @@ impl Bridge {
             tls,
             allowed,
             session: tokio::sync::OnceCell::new(),
+            seen: std::sync::Mutex::default(),
         }
     }
 
@@ -101,6 +147,9 @@ struct Head {
     target: String,
     content_length: Option<u64>,
     lengths: usize,
+    /// `Transfer-Encoding` is present (the bridge takes only
+    /// `Content-Length` bodies).
+    chunked: bool,
     content_type: Option<String>,
     origin: Option<String>,
     body_start: usize,
@@ -130,6 +179,7 @@ fn parse_head(head: &[u8]) -> Option<Head> {
         target: req.path.unwrap_or("/").to_owned(),
         content_length: get("content-length").and_then(|v| v.parse().ok()),
         lengths,
+        chunked: get("transfer-encoding").is_some(),
         content_type: get("content-type"),
         origin: get("origin"),
         body_start,
@@ -147,17 +197,19 @@ fn parse_head(head: &[u8]) -> Option<Head> {
 }
 
 /// Serve one request on a bridge path: `head` is everything read so far.
+/// With `end.keep`, and the request's body read whole, the connection
+/// stays open: what was read past the body comes back for the next
+/// request. `None`: the connection is closed.
 pub async fn handle<S: Io>(
     stream: &mut S,
     head: Vec<u8>,
+    end: super::web::End,
     peer: Option<std::net::IpAddr>,
     trusted: &super::forwarded::TrustedProxies,
     bridge: &Bridge,
     realms: &Realms,
-) {
-    let Some(h) = parse_head(&head) else {
-        return;
-    };
+) -> Option<Vec<u8>> {
+    let h = parse_head(&head)?;
     let origin = h.origin.clone();
     // Behind a trusted reverse proxy, the client it names.
     let header = |name: &str| {
@@ -173,16 +225,28 @@ pub async fn handle<S: Io>(
         .allowed
         .as_ref()
         .is_some_and(|a| !client.is_some_and(|ip| a.contains(ip)));
+    // What follows the request once its body is read; `None` while the
+    // body is unread (the connection cannot carry another request then).
+    let mut rest: Option<Vec<u8>> = None;
+    let no_body = h.content_length.unwrap_or(0) == 0 && !h.chunked && h.lengths <= 1;
+    if no_body {
+        rest = Some(head.get(h.body_start..).unwrap_or_default().to_vec());
+    }
     let answer = match h.method.as_str() {
         _ if refused_ip => deny(
             400,
             "request denied based on IP address (options.require_ip)",
         ),
         "OPTIONS" => {
-            let _ = write(stream, 200, "", &origin, true, false).await;
-            return;
+            let end = super::web::End {
+                keep: end.keep && rest.is_some(),
+            };
+            let ok = write(stream, 200, "", &origin, true, false, end)
+                .await
+                .is_ok();
+            return rest.filter(|_| ok && end.keep);
         }
-        "POST" | "PUT" => request(stream, &head, &h, bridge, realms).await,
+        "POST" | "PUT" => request(stream, &head, &h, bridge, realms, &mut rest).await,
         _ => deny(
             405,
             format!("HTTP method {} not allowed: use POST or PUT", h.method),
@@ -193,7 +257,13 @@ pub async fn handle<S: Io>(
         (serde_json::Value::String(text), Service::Webhook) => (text.clone(), true),
         (v, _) => (v.to_string(), false),
     };
-    let _ = write(stream, answer.0, &body, &origin, false, plain).await;
+    let end = super::web::End {
+        keep: end.keep && rest.is_some(),
+    };
+    let ok = write(stream, answer.0, &body, &origin, false, plain, end)
+        .await
+        .is_ok();
+    rest.filter(|_| ok && end.keep)
 }
 
 async fn request<S: Io>(
@@ -202,6 +272,7 @@ async fn request<S: Io>(
     h: &Head,
     bridge: &Bridge,
     realms: &Realms,
+    rest: &mut Option<Vec<u8>>,
 ) -> Answer {
     let o = &bridge.options;
     if o.require_tls && !bridge.tls {
@@ -242,33 +313,55 @@ async fn request<S: Io>(
             ),
         );
     }
-    // The body: what came with the head, then the rest, within 30 s.
-    let mut body = head.get(h.body_start..).unwrap_or_default().to_vec();
-    if body.len() as u64 > len {
-        return deny(400, "the body is longer than its Content-Length");
+    if h.chunked {
+        return deny(
+            400,
+            "a chunked body is not accepted: send it with a Content-Length",
+        );
     }
-    let rest = len as usize - body.len();
-    if rest > 0 {
-        let mut more = vec![0u8; rest];
+    // The body: what came with the head, then the rest, within 30 s. What
+    // came after the body (a pipelined request) is kept for the next one.
+    let mut body = head.get(h.body_start..).unwrap_or_default().to_vec();
+    let after = if body.len() as u64 > len {
+        body.split_off(len as usize)
+    } else {
+        Vec::new()
+    };
+    let missing = len as usize - body.len();
+    if missing > 0 {
+        let mut more = vec![0u8; missing];
         match tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut more)).await {
             Ok(Ok(_)) => body.extend_from_slice(&more),
             _ => return deny(400, "the body is shorter than its Content-Length"),
         }
     }
+    *rest = Some(after);
     let Ok(text) = std::str::from_utf8(&body) else {
         return deny(400, "the body is not UTF-8");
     };
-    if let (Some(key), Some(secret)) = (&o.key, &o.secret)
-        && let Err(a) = check_signature(
+    if let (Some(key), Some(secret)) = (&o.key, &o.secret) {
+        let signature = match check_signature(
             &h.target,
             key,
             secret,
             o.timestamp_delta_limit,
             text,
             SystemTime::now(),
-        )
-    {
-        return a;
+        ) {
+            Ok(sig) => sig,
+            Err(a) => return a,
+        };
+        if o.replay_protection {
+            // Twice the delta: a timestamp may be that far off either way.
+            let window = Duration::from_secs(o.timestamp_delta_limit.saturating_mul(2));
+            let taken = match bridge.seen.lock() {
+                Ok(mut g) => g.take(&signature, std::time::Instant::now(), window),
+                Err(_) => Err(deny(500, "the replay guard failed")),
+            };
+            if let Err(a) = taken {
+                return a;
+            }
+        }
     }
     if bridge.service == Service::Webhook {
         return webhook(h, text, bridge, realms).await;
@@ -423,7 +516,7 @@ fn check_signature(
     delta_limit: u64,
     body: &str,
     now: SystemTime,
-) -> Result<(), Answer> {
+) -> Result<String, Answer> {
     let query: HashMap<String, String> = target
         .split_once('?')
         .map(|(_, q)| {
@@ -488,7 +581,7 @@ fn check_signature(
             .as_bytes()
             .ct_eq(given.as_bytes()),
     ) {
-        Ok(())
+        Ok(given.to_owned())
     } else {
         Err(deny(401, "invalid request signature"))
     }
@@ -525,6 +618,7 @@ async fn write<S: Io>(
     origin: &Option<String>,
     options: bool,
     plain: bool,
+    end: super::web::End,
 ) -> std::io::Result<()> {
     let reason = match code {
         200 => "OK",
@@ -533,6 +627,7 @@ async fn write<S: Io>(
         401 => "Unauthorized",
         405 => "Method Not Allowed",
         413 => "Payload Too Large",
+        503 => "Service Unavailable",
         _ => "Internal Server Error",
     };
     let origin = origin.as_deref().unwrap_or("*");
@@ -542,17 +637,18 @@ async fn write<S: Io>(
         ""
     };
     let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store, no-cache, must-revalidate, max-age=0\r\nAccess-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\n{allow}X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store, no-cache, must-revalidate, max-age=0\r\nAccess-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\n{allow}X-Content-Type-Options: nosniff\r\nConnection: {}\r\n\r\n",
         if plain {
             "text/plain; charset=UTF-8"
         } else {
             "application/json; charset=UTF-8"
         },
-        body.len()
+        body.len(),
+        end.header()
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    end.finish(stream).await
 }
 
 #[cfg(test)]
@@ -609,7 +705,9 @@ mod tests {
         let target =
             |sig: &str| format!("/pub?key=k&timestamp={ts}&seq=1&nonce=77&signature={sig}");
         let check = |t: &str, body: &str| {
-            check_signature(t, "k", "s3cret", 300, body, now).map_err(|a| a.0)
+            check_signature(t, "k", "s3cret", 300, body, now)
+                .map(|_| ())
+                .map_err(|a| a.0)
         };
         assert_eq!(check(&target(&sig), body), Ok(()));
         assert_eq!(
@@ -630,15 +728,55 @@ mod tests {
         assert_eq!(check(&target("AAAA"), body), Err(401));
         assert_eq!(check("/pub?key=k", body), Err(400), "parameters missing");
         assert_eq!(
-            check_signature(&target(&sig), "other", "s3cret", 300, body, now).map_err(|a| a.0),
+            check_signature(&target(&sig), "other", "s3cret", 300, body, now)
+                .map(|_| ())
+                .map_err(|a| a.0),
             Err(401),
             "unknown key"
         );
         let late = now + Duration::from_secs(3600);
         assert_eq!(
-            check_signature(&target(&sig), "k", "s3cret", 300, body, late).map_err(|a| a.0),
+            check_signature(&target(&sig), "k", "s3cret", 300, body, late)
+                .map(|_| ())
+                .map_err(|a| a.0),
             Err(400),
             "expired"
         );
+        // Padded or not, it is one signature (for the replay guard).
+        assert_eq!(
+            check_signature(&target(&sig), "k", "s3cret", 300, body, now).map_err(|a| a.0),
+            check_signature(
+                &target(sig.trim_end_matches('=')),
+                "k",
+                "s3cret",
+                300,
+                body,
+                now
+            )
+            .map_err(|a| a.0)
+        );
+    }
+
+    #[test]
+    fn a_signature_is_taken_once_within_its_window() {
+        let mut g = ReplayGuard::default();
+        let t0 = std::time::Instant::now();
+        let w = Duration::from_secs(600);
+        assert!(g.take("sig-a", t0, w).is_ok());
+        let again = g.take("sig-a", t0 + Duration::from_secs(599), w);
+        assert_eq!(again.map_err(|a| a.0), Err(401), "a replay");
+        assert!(g.take("sig-b", t0, w).is_ok(), "another signature");
+        // After the window the timestamp check refuses it anyway; the
+        // guard may forget it.
+        assert!(g.take("sig-a", t0 + Duration::from_secs(601), w).is_ok());
+        // Full of live entries: refused, not forgotten.
+        let mut g = ReplayGuard::default();
+        for i in 0..MAX_REMEMBERED {
+            g.seen.insert(format!("s{i}"), t0 + w);
+        }
+        assert_eq!(g.take("new", t0, w).map_err(|a| a.0), Err(503));
+        // Expired ones make room.
+        assert!(g.take("new", t0 + w + Duration::from_secs(1), w).is_ok());
+        assert_eq!(g.seen.len(), 1);
     }
 }

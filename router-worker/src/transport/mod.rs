@@ -301,12 +301,17 @@ async fn handle<S: Io>(
             // The upgrade request is read and checked here first (size,
             // header count, deadline), then replayed to the handshake.
             let mut stream = stream;
-            let Some((head, _, _, upgrade)) =
-                Box::pin(web::checked_head(&mut stream, &settings, &shutdown)).await
+            let Some((head, req)) = Box::pin(web::checked_head(
+                &mut stream,
+                Vec::new(),
+                settings.handshake_timeout,
+                &shutdown,
+            ))
+            .await
             else {
                 return;
             };
-            if !upgrade {
+            if !req.upgrade {
                 return Box::pin(web::not_upgraded(&mut stream, &settings)).await;
             }
             let (stream, deflate) = web::Prefixed::websocket(head, stream, &settings);

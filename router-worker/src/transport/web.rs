@@ -6,8 +6,12 @@
 //! ([`MAX_HEAD_BYTES`], [`MAX_HEADERS`]) and time (the transport's
 //! `open_handshake_timeout`, for the whole head, so a client trickling
 //! bytes is cut off). A WebSocket upgrade on a `websocket` path is handed,
-//! head included, to [`super::websocket`]; anything else is a static file
-//! request: GET or HEAD, one response, then the connection closes.
+//! head included, to [`super::websocket`]; anything else is answered by
+//! its service (static files, json, the HTTP bridge, ...), and an HTTP/1.1
+//! client may send its next request on the same connection (keep-alive,
+//! at most [`MAX_REQUESTS_PER_CONNECTION`], the next head within
+//! [`KEEP_ALIVE_IDLE`]); a request with a body the service does not read
+//! closes the connection after its answer.
 //!
 //! Static files never leave their directory: `..` segments (plain or
 //! percent-encoded) are refused, and the resolved file (symlinks followed)
@@ -89,7 +93,38 @@ impl std::fmt::Debug for NodeInfoHook {
     }
 }
 
-/// Serve one connection of a web transport.
+/// Requests one connection may make before it is closed.
+const MAX_REQUESTS_PER_CONNECTION: u32 = 10_000;
+/// How long a kept-alive connection may wait for its next request head.
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(15);
+
+/// How a response ends the exchange: the connection stays open for the
+/// next request (`Connection: keep-alive`), or closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct End {
+    pub keep: bool,
+}
+
+impl End {
+    pub(super) const CLOSE: End = End { keep: false };
+
+    pub(super) fn header(self) -> &'static str {
+        if self.keep { "keep-alive" } else { "close" }
+    }
+
+    /// After the response: flush for the next request, or close.
+    pub(super) async fn finish<S: Io>(self, stream: &mut S) -> std::io::Result<()> {
+        if self.keep {
+            stream.flush().await
+        } else {
+            stream.shutdown().await
+        }
+    }
+}
+
+/// Serve one connection of a web transport: requests one after another
+/// while the client keeps the connection alive (HTTP/1.1), until one is a
+/// WebSocket upgrade.
 pub async fn handle_connection<S: Io>(
     mut stream: S,
     peer: Peer,
@@ -100,62 +135,106 @@ pub async fn handle_connection<S: Io>(
     let Some(web) = settings.web.clone() else {
         return;
     };
-    let Some((head, method, target, upgrade)) =
-        Box::pin(checked_head(&mut stream, &settings, &shutdown)).await
-    else {
-        return;
-    };
-    let path = target.split(['?', '#']).next().unwrap_or("/");
-    // The longest configured service path the request's path starts
-    // with (`api/call` before `api`), or `/` for the root itself.
-    let key = service_key(&web, path);
-    if let Some(ws) = web.websockets.get(&key) {
-        if upgrade {
-            let (stream, deflate) = Prefixed::websocket(head, stream, ws);
-            Box::pin(super::websocket::handle_connection(
-                stream,
-                deflate,
-                peer,
-                ws.clone(),
-                realms,
-                shutdown,
-            ))
-            .await;
+    let mut carry = Vec::new();
+    let mut served = 0u32;
+    loop {
+        let deadline = if served == 0 {
+            settings.handshake_timeout
         } else {
-            not_upgraded(&mut stream, ws).await;
-        }
-        return;
-    }
-    let key = key.as_str();
-    if let Some(bridge) = web.bridges.get(key) {
-        super::bridge::handle(
+            KEEP_ALIVE_IDLE
+        };
+        let Some((head, req)) = Box::pin(checked_head(
             &mut stream,
-            head,
-            peer.ip,
-            &settings.trusted_proxies,
-            bridge,
-            &realms,
-        )
-        .await;
-        return;
+            std::mem::take(&mut carry),
+            deadline,
+            &shutdown,
+        ))
+        .await
+        else {
+            return;
+        };
+        served += 1;
+        let path = req.target.split(['?', '#']).next().unwrap_or("/");
+        // The longest configured service path the request's path starts
+        // with (`api/call` before `api`), or `/` for the root itself.
+        let key = service_key(&web, path);
+        if let Some(ws) = web.websockets.get(&key) {
+            if req.upgrade {
+                let (stream, deflate) = Prefixed::websocket(head, stream, ws);
+                Box::pin(super::websocket::handle_connection(
+                    stream,
+                    deflate,
+                    peer,
+                    ws.clone(),
+                    realms,
+                    shutdown,
+                ))
+                .await;
+            } else {
+                not_upgraded(&mut stream, ws).await;
+            }
+            return;
+        }
+        let keep =
+            req.keep_alive && served < MAX_REQUESTS_PER_CONNECTION && !shutdown.is_cancelled();
+        if let Some(bridge) = web.bridges.get(key.as_str()) {
+            let next = super::bridge::handle(
+                &mut stream,
+                head,
+                End { keep },
+                peer.ip,
+                &settings.trusted_proxies,
+                bridge,
+                &realms,
+            )
+            .await;
+            match next {
+                Some(rest) => carry = rest,
+                None => return,
+            }
+            continue;
+        }
+        // Other services take no body: a request with one is answered,
+        // then the connection closes (its body is not read).
+        let end = End {
+            keep: keep && !req.body,
+        };
+        let ok = Box::pin(serve(&mut stream, &web, &key, path, &req.method, end))
+            .await
+            .is_ok();
+        if !(ok && end.keep) {
+            return;
+        }
+        carry = head.get(req.head_len..).unwrap_or_default().to_vec();
     }
+}
+
+/// Answer one request on a static, json, nodeinfo, archive or redirect
+/// path.
+async fn serve<S: Io>(
+    stream: &mut S,
+    web: &WebSettings,
+    key: &str,
+    path: &str,
+    method: &str,
+    end: End,
+) -> std::io::Result<()> {
     if method != "GET" && method != "HEAD" {
-        let _ = respond(&mut stream, 405, "Method Not Allowed", None).await;
-        return;
+        return respond(stream, 405, "Method Not Allowed", None, end).await;
     }
     let head_only = method == "HEAD";
     if let Some(value) = web.json.get(key) {
-        let _ = send(
-            &mut stream,
+        return send(
+            stream,
             200,
             "OK",
             "application/json",
             "no-cache",
             value.as_bytes(),
             head_only,
+            end,
         )
         .await;
-        return;
     }
     if web.nodeinfo.contains(key) {
         let page = match web.node_info.get() {
@@ -165,30 +244,31 @@ pub async fn handle_connection<S: Io>(
                 .flatten(),
             None => None,
         };
-        let _ = match page {
+        return match page {
             Some(html) => {
                 send(
-                    &mut stream,
+                    stream,
                     200,
                     "OK",
                     "text/html; charset=utf-8",
                     "no-cache",
                     html.as_bytes(),
                     head_only,
+                    end,
                 )
                 .await
             }
             None => {
                 respond(
-                    &mut stream,
+                    stream,
                     503,
                     "Service Unavailable",
                     Some("The node's information is not available now: try again.\n"),
+                    end,
                 )
                 .await
             }
         };
-        return;
     }
     if let Some(archive) = web.archives.get(key) {
         // The path under the service's own segments.
@@ -200,27 +280,37 @@ pub async fn handle_connection<S: Io>(
             rest.get(segs).copied().unwrap_or("")
         };
         let (name, object) = archive.get(rest);
-        let _ = match object {
+        return match object {
             super::archive::Object::Found(bytes) => {
                 let ct = content_type(Path::new(&name), &archive.mime_types);
-                send(&mut stream, 200, "OK", &ct, "no-cache", &bytes, head_only).await
+                send(stream, 200, "OK", &ct, "no-cache", &bytes, head_only, end).await
             }
-            super::archive::Object::NotFound => respond(&mut stream, 404, "Not Found", None).await,
+            super::archive::Object::NotFound => respond(stream, 404, "Not Found", None, end).await,
             super::archive::Object::Unreadable => {
-                respond(&mut stream, 500, "Internal Server Error", None).await
+                respond(stream, 500, "Internal Server Error", None, end).await
             }
         };
-        return;
     }
     if let Some(to) = web.redirects.get(key) {
-        let head = format!(
-            "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        let _ = stream.write_all(head.as_bytes()).await;
-        let _ = stream.shutdown().await;
-        return;
+        return redirect(stream, 302, "Found", to, end).await;
     }
-    let _ = serve_static(&mut stream, &web, path, head_only).await;
+    serve_static(stream, web, path, head_only, end).await
+}
+
+/// A redirect with no body.
+async fn redirect<S: Io>(
+    stream: &mut S,
+    code: u16,
+    reason: &str,
+    to: &str,
+    end: End,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: {}\r\n\r\n",
+        end.header()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    end.finish(stream).await
 }
 
 /// A plain HTTP request on a WebSocket endpoint: a status page (Crossbar.io's
@@ -245,10 +335,11 @@ pub(super) async fn not_upgraded<S: Io>(stream: &mut S, settings: &ListenerSetti
             "no-cache",
             page.as_bytes(),
             false,
+            End::CLOSE,
         )
         .await
     } else {
-        respond(stream, 426, "Upgrade Required", Some(text)).await
+        respond(stream, 426, "Upgrade Required", Some(text), End::CLOSE).await
     };
 }
 
@@ -288,6 +379,7 @@ fn service_key(web: &WebSettings, path: &str) -> String {
 }
 
 /// A whole response with a body.
+#[allow(clippy::too_many_arguments)]
 async fn send<S: Io>(
     stream: &mut S,
     code: u16,
@@ -296,57 +388,92 @@ async fn send<S: Io>(
     cache: &str,
     body: &[u8],
     head_only: bool,
+    end: End,
 ) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: {cache}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: {cache}\r\nConnection: {}\r\n\r\n",
+        body.len(),
+        end.header()
     );
     stream.write_all(head.as_bytes()).await?;
     if !head_only {
         stream.write_all(body).await?;
     }
-    stream.shutdown().await
+    end.finish(stream).await
 }
 
-/// Read and check an HTTP request head within the transport's handshake
-/// deadline and the size limits: `(head bytes, method, target, upgrade)`,
-/// or `None` after answering 400/431 (or closing on a timeout).
+/// What the router needs of a request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Request {
+    pub method: String,
+    pub target: String,
+    /// It asks for a WebSocket upgrade.
+    pub upgrade: bool,
+    /// HTTP/1.1 without `Connection: close`, or HTTP/1.0 with
+    /// `Connection: keep-alive`.
+    pub keep_alive: bool,
+    /// It announces a body (`Content-Length` above 0, or
+    /// `Transfer-Encoding`).
+    pub body: bool,
+    /// Bytes of the head itself (what follows is body or the next request).
+    pub head_len: usize,
+}
+
+/// Read and check an HTTP request head within `deadline` and the size
+/// limits, starting with the bytes in `carry` (read with an earlier
+/// request): the head's bytes (with whatever followed them) and what it
+/// asks, or `None` after answering 400/431 (or closing on a timeout).
 pub(super) async fn checked_head<S: Io>(
     stream: &mut S,
-    settings: &ListenerSettings,
+    carry: Vec<u8>,
+    deadline: Duration,
     shutdown: &CancellationToken,
-) -> Option<(Vec<u8>, String, String, bool)> {
+) -> Option<(Vec<u8>, Request)> {
     let head = tokio::select! {
         _ = shutdown.cancelled() => return None,
-        r = tokio::time::timeout(settings.handshake_timeout, read_head(stream)) => r,
+        r = tokio::time::timeout(deadline, read_head(stream, carry)) => r,
     };
     let head = match head {
         Err(_) => {
             debug!(
-                timeout_ms = settings.handshake_timeout.as_millis() as u64,
+                timeout_ms = deadline.as_millis() as u64,
                 "HTTP request head not complete in time: closed"
             );
             return None;
         }
         Ok(Err(HeadError::Io)) => return None,
         Ok(Err(HeadError::TooLarge)) => {
-            let _ = respond(stream, 431, "Request Header Fields Too Large", None).await;
+            let _ = respond(
+                stream,
+                431,
+                "Request Header Fields Too Large",
+                None,
+                End::CLOSE,
+            )
+            .await;
             return None;
         }
         Ok(Err(HeadError::Malformed)) => {
-            let _ = respond(stream, 400, "Bad Request", None).await;
+            let _ = respond(stream, 400, "Bad Request", None, End::CLOSE).await;
             return None;
         }
         Ok(Ok(h)) => h,
     };
     match parse(&head) {
-        Ok((method, target, upgrade)) => Some((head, method, target, upgrade)),
+        Ok(req) => Some((head, req)),
         Err(HeadError::TooLarge) => {
-            let _ = respond(stream, 431, "Request Header Fields Too Large", None).await;
+            let _ = respond(
+                stream,
+                431,
+                "Request Header Fields Too Large",
+                None,
+                End::CLOSE,
+            )
+            .await;
             None
         }
         Err(_) => {
-            let _ = respond(stream, 400, "Bad Request", None).await;
+            let _ = respond(stream, 400, "Bad Request", None, End::CLOSE).await;
             None
         }
     }
@@ -358,9 +485,16 @@ enum HeadError {
     Malformed,
 }
 
-/// Read up to the blank line ending the head; at most [`MAX_HEAD_BYTES`].
-async fn read_head<S: Io>(stream: &mut S) -> Result<Vec<u8>, HeadError> {
-    let mut buf = Vec::with_capacity(1024);
+/// Read up to the blank line ending the head, after the bytes already
+/// in `buf`; at most [`MAX_HEAD_BYTES`].
+async fn read_head<S: Io>(stream: &mut S, mut buf: Vec<u8>) -> Result<Vec<u8>, HeadError> {
+    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Ok(buf);
+    }
+    if buf.len() > MAX_HEAD_BYTES {
+        return Err(HeadError::TooLarge);
+    }
+    buf.reserve(1024);
     let mut chunk = [0u8; 1024];
     loop {
         let n = stream.read(&mut chunk).await.map_err(|_| HeadError::Io)?;
@@ -380,26 +514,45 @@ async fn read_head<S: Io>(stream: &mut S) -> Result<Vec<u8>, HeadError> {
     }
 }
 
-/// Method, target and whether it asks for a WebSocket upgrade.
-fn parse(head: &[u8]) -> Result<(String, String, bool), HeadError> {
+/// What a complete request head asks.
+fn parse(head: &[u8]) -> Result<Request, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
+    let head_len = match req.parse(head) {
+        Ok(httparse::Status::Complete(n)) => n,
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         _ => return Err(HeadError::Malformed),
-    }
-    let upgrade = req.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("upgrade")
-            && String::from_utf8_lossy(h.value)
-                .to_ascii_lowercase()
-                .contains("websocket")
+    };
+    let has = |name: &str, token: &str| {
+        req.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case(name)
+                && String::from_utf8_lossy(h.value)
+                    .to_ascii_lowercase()
+                    .split(',')
+                    .any(|t| t.trim() == token)
+        })
+    };
+    let upgrade = has("upgrade", "websocket");
+    let keep_alive = match req.version {
+        Some(1) => !has("connection", "close"),
+        _ => has("connection", "keep-alive"),
+    };
+    let body = req.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("transfer-encoding")
+            || (h.name.eq_ignore_ascii_case("content-length")
+                && std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    != Some(0))
     });
-    Ok((
-        req.method.unwrap_or("").to_owned(),
-        req.path.unwrap_or("/").to_owned(),
+    Ok(Request {
+        method: req.method.unwrap_or("").to_owned(),
+        target: req.path.unwrap_or("/").to_owned(),
         upgrade,
-    ))
+        keep_alive,
+        body,
+        head_len,
+    })
 }
 
 async fn respond<S: Io>(
@@ -407,15 +560,17 @@ async fn respond<S: Io>(
     code: u16,
     reason: &str,
     body: Option<&str>,
+    end: End,
 ) -> std::io::Result<()> {
     let body = body.map_or_else(|| format!("{code} {reason}\n"), str::to_owned);
     let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nConnection: {}\r\n\r\n",
+        body.len(),
+        end.header()
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    end.finish(stream).await
 }
 
 /// What a request path names under a static root, if anything.
@@ -505,6 +660,7 @@ async fn serve_static<S: Io>(
     web: &WebSettings,
     path: &str,
     head_only: bool,
+    end: End,
 ) -> std::io::Result<()> {
     let default = crate::config::StaticOptions::default();
     let options = root_name(&web.statics, path)
@@ -515,9 +671,9 @@ async fn serve_static<S: Io>(
         _ => "no-cache".to_owned(),
     };
     match resolve(&web.statics, path) {
-        Resolved::NotFound => respond(stream, 404, "Not Found", None).await,
+        Resolved::NotFound => respond(stream, 404, "Not Found", None, end).await,
         Resolved::Directory(_) if !options.enable_directory_listing => {
-            respond(stream, 404, "Not Found", None).await
+            respond(stream, 404, "Not Found", None, end).await
         }
         Resolved::Directory(dir) => {
             let page = listing(&dir, path).await;
@@ -529,32 +685,37 @@ async fn serve_static<S: Io>(
                 "no-cache",
                 page.as_bytes(),
                 head_only,
+                end,
             )
             .await
         }
-        Resolved::Redirect(to) => {
-            let head = format!(
-                "HTTP/1.1 301 Moved Permanently\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-            stream.write_all(head.as_bytes()).await?;
-            stream.shutdown().await
-        }
+        Resolved::Redirect(to) => redirect(stream, 301, "Moved Permanently", &to, end).await,
         Resolved::File(file) => {
-            let Ok(mut f) = tokio::fs::File::open(&file).await else {
-                return respond(stream, 404, "Not Found", None).await;
+            let Ok(f) = tokio::fs::File::open(&file).await else {
+                return respond(stream, 404, "Not Found", None, end).await;
             };
             let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: {cache}\r\nConnection: close\r\n\r\n",
-                content_type(&file, &options.mime_types)
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: {cache}\r\nConnection: {}\r\n\r\n",
+                content_type(&file, &options.mime_types),
+                end.header()
             );
             stream.write_all(head.as_bytes()).await?;
             if !head_only {
-                tokio::time::timeout(Duration::from_secs(300), tokio::io::copy(&mut f, stream))
-                    .await
-                    .map_err(|_| std::io::Error::other("static file transfer timed out"))??;
+                // Exactly the announced length (a file that grew meanwhile
+                // must not spill into the next response).
+                let mut f = f.take(len);
+                let sent =
+                    tokio::time::timeout(Duration::from_secs(300), tokio::io::copy(&mut f, stream))
+                        .await
+                        .map_err(|_| std::io::Error::other("static file transfer timed out"))??;
+                if sent != len {
+                    // The file shrank: the response is short; only closing
+                    // tells the client.
+                    return stream.shutdown().await;
+                }
             }
-            stream.shutdown().await
+            end.finish(stream).await
         }
     }
 }
