@@ -564,6 +564,8 @@ pub enum WebPathKind {
     Path,
     /// Files from a zip archive.
     Archive,
+    /// WAMP over HTTP long-poll.
+    Longpoll,
 }
 
 /// A `caller` or `publisher` path's `options`, as Crossbar.io names them.
@@ -622,6 +624,41 @@ impl Default for BridgeOptions {
     }
 }
 
+/// A `longpoll` path's `options`, as Crossbar.io names them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LongPollOptions {
+    /// Seconds a `receive` waits for a message before answering 204
+    /// (0: until one comes).
+    pub request_timeout: u64,
+    /// Seconds without any request after which a transport is closed
+    /// (0: never).
+    pub session_timeout: u64,
+    /// Bytes of the router's messages waiting for a poll; a client over it
+    /// is closed (0: no limit besides the messages).
+    pub queue_limit_bytes: usize,
+    /// Messages waiting for a poll; a client over it is closed.
+    pub queue_limit_messages: usize,
+    /// Crossbar.io's debug flag: accepted.
+    pub debug: bool,
+    /// Crossbar.io's fixed transport id for debugging: accepted and not
+    /// used (ids are always random).
+    pub debug_transport_id: Option<String>,
+}
+
+impl Default for LongPollOptions {
+    fn default() -> Self {
+        LongPollOptions {
+            request_timeout: 10,
+            session_timeout: 30,
+            queue_limit_bytes: 131_072,
+            queue_limit_messages: 100,
+            debug: false,
+            debug_transport_id: None,
+        }
+    }
+}
+
 /// The largest HTTP bridge request body (and `post_body_limit` 0).
 pub const MAX_BRIDGE_BODY: u64 = 16 << 20;
 
@@ -658,6 +695,11 @@ impl WebPath {
 
     /// A static path's options (defaults where invalid; `validate` says so).
     pub fn static_options(&self) -> StaticOptions {
+        self.options_as().unwrap_or_default()
+    }
+
+    /// A longpoll path's options (defaults where invalid; `validate` says so).
+    pub fn longpoll_options(&self) -> LongPollOptions {
         self.options_as().unwrap_or_default()
     }
 }
@@ -1458,7 +1500,7 @@ impl RouterConfig {
             match (&t.kind, &t.paths) {
                 (TransportKind::Web, Some(paths)) => {
                     for (name, wp) in paths {
-                        if wp.kind == WebPathKind::Websocket {
+                        if matches!(wp.kind, WebPathKind::Websocket | WebPathKind::Longpoll) {
                             self.anonymous_role_warnings(
                                 &format!("transports[{i}].paths.{name:?}.auth"),
                                 &t.websocket_path(wp),
@@ -2023,11 +2065,14 @@ impl RouterConfig {
                 WebPathKind::Webhook => "webhook",
                 WebPathKind::Path => "path",
                 WebPathKind::Archive => "archive",
+                WebPathKind::Longpoll => "longpoll",
             };
             // Keys each kind takes.
             let takes: &[&str] = match path.kind {
                 WebPathKind::Static => &["directory", "options"],
-                WebPathKind::Websocket => &["serializers", "options", "auth"],
+                WebPathKind::Websocket | WebPathKind::Longpoll => {
+                    &["serializers", "options", "auth"]
+                }
                 WebPathKind::Json => &["value"],
                 WebPathKind::Redirect => &["url"],
                 WebPathKind::Nodeinfo => &[],
@@ -2093,6 +2138,20 @@ impl RouterConfig {
                     }
                     self.validate_transport(&pp, &t.websocket_path(path), p);
                 }
+                WebPathKind::Longpoll => match path.options_as::<LongPollOptions>() {
+                    Err(e) => options_error(p, e),
+                    Ok(o) => {
+                        if o.queue_limit_messages == 0 {
+                            p(
+                                format!("{pp}.options.queue_limit_messages"),
+                                "must be at least 1: the router's messages wait for the client's poll in a bounded queue".into(),
+                            );
+                        }
+                        let mut session = t.websocket_path(path);
+                        session.options = WebSocketOptions::default();
+                        self.validate_transport(&pp, &session, p);
+                    }
+                },
                 WebPathKind::Json => {
                     if path.value.is_none() {
                         p(

@@ -333,6 +333,7 @@ fn web_settings(
         nodeinfo: std::collections::HashSet::new(),
         bridges: HashMap::new(),
         archives: HashMap::new(),
+        longpolls: HashMap::new(),
         node_info: node_info.clone(),
     };
     for (name, p) in t.flat_paths() {
@@ -355,6 +356,22 @@ fn web_settings(
                     }])
                 })?;
                 web.archives.insert(name.clone(), archive);
+            }
+            config::WebPathKind::Longpoll => {
+                // The session's settings are a WebSocket path's (auth,
+                // serializers) with default limits; the options are the
+                // long-poll service's own.
+                let mut wt = t.websocket_path(p);
+                wt.options = config::WebSocketOptions {
+                    auto_ping_interval: Some(0),
+                    ..Default::default()
+                };
+                let mut s = ListenerSettings::from_config(index, &wt, store_for(&wt));
+                s.name = format!("{}:{name}", s.name);
+                web.longpolls.insert(
+                    name.clone(),
+                    Arc::new(transport::longpoll::LongPoll::new(s, p.longpoll_options())),
+                );
             }
             config::WebPathKind::Websocket => {
                 let wt = t.websocket_path(p);

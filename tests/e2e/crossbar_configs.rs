@@ -220,7 +220,7 @@ fn check_reports_every_problem_in_one_run_without_knock_on_lines() {
                     {"type": "websocket", "endpoint": {"type": "tcp", "port": "8080", "tls": {"key": "k.pem"}}},
                     {"type": "universal", "endpoint": {"type": "tcp", "port": 8081}},
                     {"type": "web", "endpoint": {"type": "tcp", "port": 8082},
-                     "paths": {"/": {"type": "static", "directory": "web"}, "lp": {"type": "longpoll"}}},
+                     "paths": {"/": {"type": "static", "directory": "web"}, "rp": {"type": "reverseproxy"}, "app": {"type": "wsgi"}}},
                     {"type": "rawsocket", "endpoint": {"type": "twisted", "server_string": "tcp:8083"}}
                 ]
             },
@@ -236,7 +236,8 @@ fn check_reports_every_problem_in_one_run_without_knock_on_lines() {
         "workers[0].realms[0].roles[0].permissions[0]: permission \"com.*\" gives both \"allow\" and the version-1 flags",
         "workers[0].transports[0].endpoint.port: invalid type: string \"8080\"",
         "workers[0].transports[0].endpoint.tls: missing field `certificate`",
-        "workers[0].transports[2].paths.lp.type: the \"longpoll\" web service is not supported by Trellis yet",
+        "workers[0].transports[2].paths.rp.type: the \"reverseproxy\" web service is not supported by Trellis yet",
+        "workers[0].transports[2].paths.app.type: the \"wsgi\" web service is not supported by Trellis: it runs Python code inside the router's web server",
         "workers[0].transports[3].endpoint.type: \"twisted\" endpoints are not supported by Trellis yet",
         "workers[0].transports[3].endpoint.server_string: Crossbar.io's twisted endpoints (\"server_string\") are not supported",
         "workers[1].options.cpu_affinity: invalid type: string \"0\"",
@@ -247,7 +248,7 @@ fn check_reports_every_problem_in_one_run_without_knock_on_lines() {
     }
     // The universal transport (valid in structure) gets its semantic
     // check once the worker's structure is right.
-    assert!(err.contains("10 problems"), "every problem, once:\n{err}");
+    assert!(err.contains("11 problems"), "every problem, once:\n{err}");
     for knock_on in [
         "the node has no router",
         "missing field `type`",

@@ -60,7 +60,9 @@ fn web_config_errors_name_their_paths() {
             "auth": {"anonymous": {"role": "anonymous"}},
             "paths": {
                 "/": {"type": "static"},
-                "a/b": {"type": "websocket", "serializers": ["yaml"], "auth": {"anonymous": {"role": "ghost"}}}
+                "a/b": {"type": "websocket", "serializers": ["yaml"], "auth": {"anonymous": {"role": "ghost"}}},
+                "lp": {"type": "longpoll", "options": {"queue_limit_messages": 0, "request_timout": 5}},
+                "lp2": {"type": "longpoll", "serializers": ["cbor2"], "value": 1}
             }
         }),
     );
@@ -73,6 +75,9 @@ fn web_config_errors_name_their_paths() {
         "workers[0].transports[1].paths./.directory: missing",
         "workers[0].transports[1].paths.a/b: a path is \"/\" or one URL segment",
         "workers[0].transports[1].paths.a/b.serializers[0]: unknown serializer \"yaml\"",
+        "workers[0].transports[1].paths.lp.options.request_timout: unknown field `request_timout`",
+        "workers[0].transports[1].paths.lp2.serializers[0]: unknown serializer \"cbor2\"",
+        "workers[0].transports[1].paths.lp2.value: longpoll paths take no value",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
@@ -179,6 +184,58 @@ fn websocket_compression_and_options() {
     let (ok, out) = crate::support::node_js("deflate.mjs", &[&format!("ws://127.0.0.1:{a}/")]);
     assert!(ok, "autobahn-js over permessage-deflate:\n{out}");
     assert!(out.contains("the event came back whole"), "{out}");
+}
+
+/// WAMP-over-Longpoll: autobahn-js (its long-poll transport) against an
+/// autobahn-js WebSocket peer, then bad requests and limits with Python's
+/// HTTP client.
+#[test]
+fn longpoll_with_autobahn_js() {
+    let port = free_port();
+    let mut cfg = router_config(free_port());
+    cfg["workers"][0]["transports"] = json!([{
+        "type": "web",
+        "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+        "paths": {
+            "ws": {"type": "websocket"},
+            "lp": {"type": "longpoll", "options": {"request_timeout": 2, "session_timeout": 2}}
+        }
+    }]);
+    let node = Node::start(&cfg, port);
+    let (ok, out) = crate::support::node_js(
+        "longpoll.mjs",
+        &[
+            &format!("http://127.0.0.1:{port}/lp"),
+            &format!("ws://127.0.0.1:{port}/ws"),
+        ],
+    );
+    assert!(
+        ok,
+        "autobahn-js over long-poll:\n{out}\n--- node log\n{}",
+        node.log()
+    );
+    for want in [
+        "joined over longpoll",
+        "20 events reached the long-poll subscriber in order",
+        "the long-poll caller got a 50000-character result",
+        "closed: the long-poll session left",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+    let out = expect_python_args_ok(
+        &node,
+        "longpoll_check.py",
+        &[&port.to_string(), &format!("ws://127.0.0.1:{port}/ws")],
+    );
+    for want in [
+        "ok no common protocol: 400 naming ours",
+        "ok a batched receive carries WELCOME",
+        "ok the client that stopped polling was closed",
+        "ok its last 100 messages were delivered, then 404",
+        "ok a transport nobody polled for session_timeout",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
 }
 
 /// curl GET: (status, headers, body).

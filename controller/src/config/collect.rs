@@ -119,8 +119,12 @@ fn unsupported(message: &str) -> String {
     }
     if let Some(variant) = quoted("unknown variant `") {
         let what = match variant.as_str() {
-            "longpoll" | "reverseproxy" | "upload" | "cgi" | "resource" | "wsgi" | "wap"
-            | "schemadoc" | "fileupload" | "mqtt" => {
+            "resource" | "wsgi" | "wap" => {
+                format!(
+                    "the {variant:?} web service is not supported by Trellis: it runs Python code inside the router's web server; run that application as a guest worker (or behind your own reverse proxy) and link to it"
+                )
+            }
+            "reverseproxy" | "upload" | "cgi" | "schemadoc" | "fileupload" | "mqtt" => {
                 format!("the {variant:?} web service is not supported by Trellis yet")
             }
             "stream.testee" | "flashpolicy" => {

@@ -132,9 +132,9 @@ impl Bridge {
 }
 
 /// An HTTP answer: status and JSON body.
-struct Answer(u16, serde_json::Value);
+pub(super) struct Answer(pub u16, pub serde_json::Value);
 
-fn deny(code: u16, text: impl Into<String>) -> Answer {
+pub(super) fn deny(code: u16, text: impl Into<String>) -> Answer {
     Answer(
         code,
         serde_json::json!({"error": text.into(), "args": [], "kwargs": {}}),
@@ -142,22 +142,22 @@ fn deny(code: u16, text: impl Into<String>) -> Answer {
 }
 
 /// The request head's parts the bridge needs.
-struct Head {
-    method: String,
-    target: String,
-    content_length: Option<u64>,
-    lengths: usize,
+pub(super) struct Head {
+    pub method: String,
+    pub target: String,
+    pub content_length: Option<u64>,
+    pub lengths: usize,
     /// `Transfer-Encoding` is present (the bridge takes only
     /// `Content-Length` bodies).
-    chunked: bool,
-    content_type: Option<String>,
-    origin: Option<String>,
-    body_start: usize,
+    pub chunked: bool,
+    pub content_type: Option<String>,
+    pub origin: Option<String>,
+    pub body_start: usize,
     /// Every header, lowercased names, values in order (for webhooks).
-    headers: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
 }
 
-fn parse_head(head: &[u8]) -> Option<Head> {
+pub(super) fn parse_head(head: &[u8]) -> Option<Head> {
     let mut headers = [httparse::EMPTY_HEADER; super::web::MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(body_start) = req.parse(head).ok()? else {
@@ -266,6 +266,55 @@ pub async fn handle<S: Io>(
     rest.filter(|_| ok && end.keep)
 }
 
+/// A request's body (at most `limit` bytes, announced by one
+/// `Content-Length`, required or else taken as 0): what came with the head,
+/// then the rest within 30 s; and what was read past it (the next
+/// request's). `limit_key` names the option that sets the limit.
+pub(super) async fn read_body<S: Io>(
+    stream: &mut S,
+    head: &[u8],
+    h: &Head,
+    limit: u64,
+    required: bool,
+    limit_key: &str,
+) -> Result<(Vec<u8>, Vec<u8>), Answer> {
+    if h.lengths > 1 {
+        return Err(deny(400, "multiple Content-Length headers are not allowed"));
+    }
+    if h.chunked {
+        return Err(deny(
+            400,
+            "a chunked body is not accepted: send it with a Content-Length",
+        ));
+    }
+    let len = match h.content_length {
+        Some(len) => len,
+        None if required => return Err(deny(400, "a Content-Length header is required")),
+        None => 0,
+    };
+    if len > limit {
+        return Err(deny(
+            413,
+            format!("request body of {len} bytes is over the limit of {limit} bytes ({limit_key})"),
+        ));
+    }
+    let mut body = head.get(h.body_start..).unwrap_or_default().to_vec();
+    let after = if body.len() as u64 > len {
+        body.split_off(len as usize)
+    } else {
+        Vec::new()
+    };
+    let missing = len as usize - body.len();
+    if missing > 0 {
+        let mut more = vec![0u8; missing];
+        match tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut more)).await {
+            Ok(Ok(_)) => body.extend_from_slice(&more),
+            _ => return Err(deny(400, "the body is shorter than its Content-Length")),
+        }
+    }
+    Ok((body, after))
+}
+
 async fn request<S: Io>(
     stream: &mut S,
     head: &[u8],
@@ -294,47 +343,16 @@ async fn request<S: Io>(
             return deny(400, "the body's charset must be UTF-8");
         }
     }
-    if h.lengths > 1 {
-        return deny(400, "multiple Content-Length headers are not allowed");
-    }
-    let Some(len) = h.content_length else {
-        return deny(400, "a Content-Length header is required");
-    };
     let limit = if o.post_body_limit == 0 {
         MAX_BRIDGE_BODY
     } else {
         o.post_body_limit
     };
-    if len > limit {
-        return deny(
-            413,
-            format!(
-                "request body of {len} bytes is over the limit of {limit} bytes (options.post_body_limit)"
-            ),
-        );
-    }
-    if h.chunked {
-        return deny(
-            400,
-            "a chunked body is not accepted: send it with a Content-Length",
-        );
-    }
-    // The body: what came with the head, then the rest, within 30 s. What
-    // came after the body (a pipelined request) is kept for the next one.
-    let mut body = head.get(h.body_start..).unwrap_or_default().to_vec();
-    let after = if body.len() as u64 > len {
-        body.split_off(len as usize)
-    } else {
-        Vec::new()
-    };
-    let missing = len as usize - body.len();
-    if missing > 0 {
-        let mut more = vec![0u8; missing];
-        match tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut more)).await {
-            Ok(Ok(_)) => body.extend_from_slice(&more),
-            _ => return deny(400, "the body is shorter than its Content-Length"),
-        }
-    }
+    let (body, after) =
+        match read_body(stream, head, h, limit, true, "options.post_body_limit").await {
+            Ok(b) => b,
+            Err(a) => return a,
+        };
     *rest = Some(after);
     let Ok(text) = std::str::from_utf8(&body) else {
         return deny(400, "the body is not UTF-8");

@@ -24,6 +24,7 @@ pub mod deflate;
 pub mod forwarded;
 pub mod frame_guard;
 pub mod listener;
+pub mod longpoll;
 pub mod rawsocket;
 pub mod web;
 pub mod websocket;

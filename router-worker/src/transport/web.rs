@@ -57,6 +57,8 @@ pub struct WebSettings {
     pub archives: HashMap<String, super::archive::Archive>,
     /// `caller` and `publisher` paths (the HTTP bridge).
     pub bridges: HashMap<String, super::bridge::Bridge>,
+    /// `longpoll` paths.
+    pub longpolls: HashMap<String, Arc<super::longpoll::LongPoll>>,
     /// What renders the node-info page; set by the router worker once it
     /// has joined its controller.
     pub node_info: NodeInfoHook,
@@ -194,6 +196,25 @@ pub async fn handle_connection<S: Io>(
             }
             continue;
         }
+        if let Some(lp) = web.longpolls.get(key.as_str()) {
+            let rest = under_service(&key, path);
+            let next = Box::pin(super::longpoll::handle(
+                &mut stream,
+                head,
+                rest,
+                End { keep },
+                &peer,
+                lp,
+                &realms,
+                &shutdown,
+            ))
+            .await;
+            match next {
+                Some(rest) => carry = rest,
+                None => return,
+            }
+            continue;
+        }
         // Other services take no body: a request with one is answered,
         // then the connection closes (its body is not read).
         let end = End {
@@ -271,15 +292,7 @@ async fn serve<S: Io>(
         };
     }
     if let Some(archive) = web.archives.get(key) {
-        // The path under the service's own segments.
-        let segs = key.split('/').count();
-        let rest: Vec<&str> = path.trim_start_matches('/').splitn(segs + 1, '/').collect();
-        let rest = if key == "/" {
-            path.trim_start_matches('/')
-        } else {
-            rest.get(segs).copied().unwrap_or("")
-        };
-        let (name, object) = archive.get(rest);
+        let (name, object) = archive.get(under_service(key, path));
         return match object {
             super::archive::Object::Found(bytes) => {
                 let ct = content_type(Path::new(&name), &archive.mime_types);
@@ -295,6 +308,16 @@ async fn serve<S: Io>(
         return redirect(stream, 302, "Found", to, end).await;
     }
     serve_static(stream, web, path, head_only, end).await
+}
+
+/// The path under a service's own segments (`lp/open` → `open`).
+fn under_service<'a>(key: &str, path: &'a str) -> &'a str {
+    let path = path.trim_start_matches('/');
+    if key == "/" {
+        return path;
+    }
+    let segs = key.split('/').count();
+    path.splitn(segs + 1, '/').nth(segs).unwrap_or("")
 }
 
 /// A redirect with no body.
@@ -358,6 +381,7 @@ fn service_key(web: &WebSettings, path: &str) -> String {
             || web.redirects.contains_key(k)
             || web.nodeinfo.contains(k)
             || web.archives.contains_key(k)
+            || web.longpolls.contains_key(k)
     };
     for i in (1..=segs.len()).rev() {
         let k = segs[..i].join("/");
