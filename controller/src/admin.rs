@@ -41,6 +41,9 @@ pub(crate) struct AdminState {
     /// `Authorization: Bearer` for `/metrics` and `/status`.
     pub token: Option<String>,
     pub started: Instant,
+    /// `cluster.require_backplane`: not ready while a router worker is not
+    /// connected to NATS.
+    pub require_backplane: bool,
 }
 
 /// Serve until `shutdown`.
@@ -76,7 +79,23 @@ async fn livez(State(s): State<Arc<AdminState>>) -> StatusCode {
 /// node is not draining; else 503 naming what fails.
 async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
     let failing = match rows(&s).await {
-        Some(rows) => not_ready(&rows, s.draining.load(Ordering::Relaxed)),
+        Some(rows) => {
+            let mut failing = not_ready(&rows, s.draining.load(Ordering::Relaxed));
+            if s.require_backplane {
+                let stats = gather(&s.link, &rows).await;
+                let connected = rows.iter().filter(|r| r.kind == "router").all(|r| {
+                    stats
+                        .get(&r.id)
+                        .and_then(Option::as_ref)
+                        .and_then(|st| st.backplane.as_ref())
+                        .is_some_and(|b| b.connected)
+                });
+                if !connected {
+                    failing.push("backplane".to_owned());
+                }
+            }
+            failing
+        }
         None => vec!["controller".to_owned()],
     };
     if failing.is_empty() {
@@ -229,6 +248,9 @@ pub(crate) fn status_json(
                 if let Some(t) = &st.token_store {
                     w["token_store"] = serde_json::to_value(t).unwrap_or_default();
                 }
+                if let Some(b) = &st.backplane {
+                    w["backplane"] = serde_json::to_value(b).unwrap_or_default();
+                }
             }
             w
         })
@@ -333,6 +355,18 @@ pub(crate) fn status_html(doc: &serde_json::Value) -> String {
                 esc(&w["id"]),
                 esc(&t["kinds"]),
                 esc(&t["operations"])
+            );
+        }
+        if let Some(b) = w.get("backplane") {
+            let _ = write!(
+                out,
+                "<h2>Cluster backplane of {}</h2><p>connected: {}, reconnects: {}, sent: {}, received: {}, dropped: {}</p>",
+                esc(&w["id"]),
+                esc(&b["connected"]),
+                esc(&b["reconnects"]),
+                esc(&b["sent"]),
+                esc(&b["received"]),
+                esc(&b["dropped"])
             );
         }
     }
@@ -518,6 +552,26 @@ pub(crate) fn render_metrics(
         "trellis_outbound_queue_dropped",
         "Sessions closed because their outbound queue was full (slow consumers)",
     );
+    let bp_connected = gauge(
+        &mut reg,
+        "trellis_backplane_connected",
+        "1 while a clustered router worker is connected to NATS",
+    );
+    let bp_reconnects = counter(
+        &mut reg,
+        "trellis_backplane_reconnects",
+        "NATS connections lost by a router worker (each followed by reconnecting)",
+    );
+    let bp_messages = counter(
+        &mut reg,
+        "trellis_backplane_messages",
+        "Messages between this node and the cluster, by direction and kind",
+    );
+    let bp_dropped = counter(
+        &mut reg,
+        "trellis_backplane_dropped_messages",
+        "Cluster messages dropped, by reason (queue_full, disconnected, slow_consumer, too_large)",
+    );
     for row in rows {
         let w = row.id.as_str();
         let answered = stats.get(w).is_some_and(Option::is_some);
@@ -535,6 +589,25 @@ pub(crate) fn render_metrics(
         let Some(Some(st)) = stats.get(w) else {
             continue;
         };
+        if let Some(b) = &st.backplane {
+            let l = labels(&[("worker", w)]);
+            bp_connected.get_or_create(&l).set(i64::from(b.connected));
+            bp_reconnects.get_or_create(&l).inc_by(b.reconnects);
+            for (direction, n) in [("out", b.sent), ("in", b.received)] {
+                bp_messages
+                    .get_or_create(&labels(&[
+                        ("worker", w),
+                        ("direction", direction),
+                        ("kind", "event"),
+                    ]))
+                    .inc_by(n);
+            }
+            for (reason, n) in &b.dropped {
+                bp_dropped
+                    .get_or_create(&labels(&[("worker", w), ("reason", reason)]))
+                    .inc_by(*n);
+            }
+        }
         for (key, n) in st.token_store.iter().flat_map(|t| &t.operations) {
             let (op, result) = key.split_once('/').unwrap_or((key, ""));
             token_ops
@@ -707,6 +780,7 @@ mod tests {
                     kinds: vec!["embedded".into()],
                     operations: [("consume/used".to_owned(), 2)].into_iter().collect(),
                 }),
+                backplane: None,
             }),
         );
         stats.insert("r2".to_owned(), None);

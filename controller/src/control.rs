@@ -96,6 +96,47 @@ pub struct WorkerStats {
     /// A router's token stores, when it has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_store: Option<TokenStoreStats>,
+    /// A clustered router's NATS backplane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backplane: Option<BackplaneReport>,
+}
+
+/// A clustered router's NATS backplane.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct BackplaneReport {
+    /// Connected to NATS now.
+    pub connected: bool,
+    /// Connections lost (each followed by reconnecting).
+    pub reconnects: u64,
+    /// Publications sent to the other nodes.
+    pub sent: u64,
+    /// Publications received from them.
+    pub received: u64,
+    /// Dropped, by reason (`queue_full`, `disconnected`, `slow_consumer`,
+    /// `too_large`).
+    pub dropped: BTreeMap<String, u64>,
+}
+
+impl BackplaneReport {
+    /// Read a router's backplane counters.
+    pub fn of(s: &router_worker::backplane::BackplaneStats) -> BackplaneReport {
+        use std::sync::atomic::Ordering::Relaxed;
+        BackplaneReport {
+            connected: s.connected.load(Relaxed),
+            reconnects: s.reconnects.load(Relaxed),
+            sent: s.sent.load(Relaxed),
+            received: s.received.load(Relaxed),
+            dropped: [
+                ("queue_full", &s.dropped_queue_full),
+                ("disconnected", &s.dropped_disconnected),
+                ("slow_consumer", &s.dropped_slow_consumer),
+                ("too_large", &s.dropped_too_large),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.load(Relaxed)))
+            .collect(),
+        }
+    }
 }
 
 /// A router's one-time token stores.
@@ -231,6 +272,7 @@ pub fn router_config(socket: &Path) -> RouterConfig {
         components: Vec::new(),
         python: None,
         pythonpath: Vec::new(),
+        cluster: None,
     }
 }
 
@@ -271,6 +313,63 @@ pub async fn status(node_dir: &Path) -> Result<Vec<WorkerStatus>, String> {
     let rows = status_of(&client).await;
     client.leave().await;
     rows
+}
+
+/// `trellis status` of a clustered node: the workers, and each router's
+/// backplane (empty when the node has no cluster).
+///
+/// # Errors
+/// The node is not reachable or did not answer.
+pub async fn status_and_backplane(
+    node_dir: &Path,
+) -> Result<(Vec<WorkerStatus>, BTreeMap<String, BackplaneReport>), String> {
+    let client = connect(node_dir, "cli").await?;
+    let rows = status_of(&client).await;
+    let stats = client.call(NODE_STATS, Payload::default()).await;
+    client.leave().await;
+    let rows = rows?;
+    let stats: BTreeMap<String, WorkerStats> = match stats {
+        Ok(r) => match r.kwargs.get("workers") {
+            Some(Value::Dict(d)) => from_kwargs(d).unwrap_or_default(),
+            _ => BTreeMap::new(),
+        },
+        Err(_) => BTreeMap::new(),
+    };
+    let backplane = stats
+        .into_iter()
+        .filter_map(|(id, st)| st.backplane.map(|b| (id, b)))
+        .collect();
+    Ok((rows, backplane))
+}
+
+/// One line per router: its NATS backplane.
+pub fn format_backplane(b: &BTreeMap<String, BackplaneReport>) -> String {
+    let mut out = String::new();
+    for (id, r) in b {
+        let dropped: Vec<String> = r
+            .dropped
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        out.push_str(&format!(
+            "backplane of {id}: {}, {} reconnects, {} sent, {} received, dropped: {}\n",
+            if r.connected {
+                "connected"
+            } else {
+                "NOT CONNECTED"
+            },
+            r.reconnects,
+            r.sent,
+            r.received,
+            if dropped.is_empty() {
+                "none".to_owned()
+            } else {
+                dropped.join(", ")
+            }
+        ));
+    }
+    out
 }
 
 async fn status_of(client: &Client) -> Result<Vec<WorkerStatus>, String> {
@@ -495,6 +594,7 @@ mod tests {
                 realms: [("realm1".to_owned(), r)].into_iter().collect(),
                 transports: Vec::new(),
                 token_store: None,
+                backplane: None,
             };
             [("router1".to_owned(), st)]
                 .into_iter()

@@ -227,12 +227,17 @@ fn main() -> ExitCode {
         }
         Command::Status { node_dir, json, .. } => {
             let dir = control::node_dir(node_dir.as_deref());
-            match block_on(control::status(&dir)) {
-                Ok(Ok(workers)) => {
+            match block_on(control::status_and_backplane(&dir)) {
+                Ok(Ok((workers, backplane))) => {
                     if json {
-                        println!("{}", serde_json::json!({ "workers": workers }));
+                        let mut doc = serde_json::json!({ "workers": workers });
+                        if !backplane.is_empty() {
+                            doc["backplane"] = serde_json::to_value(&backplane).unwrap_or_default();
+                        }
+                        println!("{doc}");
                     } else {
                         print!("{}", control::format_table(&workers));
+                        print!("{}", control::format_backplane(&backplane));
                     }
                     ExitCode::SUCCESS
                 }

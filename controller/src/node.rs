@@ -167,6 +167,7 @@ pub async fn run(
                 draining: draining.clone(),
                 token: a.token.clone(),
                 started: started_at,
+                require_backplane: cfg.cluster.as_ref().is_some_and(|c| c.require_backplane),
             });
             tokio::spawn(crate::admin::serve(listener, state, admin_stop.clone()));
             Duration::from_secs_f64(cfg.controller.drain_grace)

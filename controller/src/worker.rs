@@ -157,6 +157,7 @@ pub async fn run(
         .map(router_worker::Router::tls_endpoints)
         .unwrap_or_default();
     let node_info = router.as_ref().map(router_worker::Router::node_info_hook);
+    let backplane = router.as_ref().and_then(|r| r.backplane_stats());
     let token_stores: Vec<String> = router
         .as_ref()
         .map(|r| r.token_stores().iter().map(|k| (*k).to_owned()).collect())
@@ -269,8 +270,12 @@ pub async fn run(
             let realms = stats_realms.clone();
             let counters = counters.clone();
             let token_stores = token_stores.clone();
+            let backplane = backplane.clone();
             async move {
-                let mut out = control::WorkerStats::default();
+                let mut out = control::WorkerStats {
+                    backplane: backplane.as_deref().map(control::BackplaneReport::of),
+                    ..Default::default()
+                };
                 if !token_stores.is_empty() {
                     out.token_store = Some(control::TokenStoreStats {
                         kinds: token_stores,

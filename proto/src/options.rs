@@ -138,6 +138,31 @@ impl Audience {
         })
     }
 
+    /// The options [`Audience::parse`] reads back into this audience (to
+    /// send a publication to another router).
+    pub fn to_options(&self) -> Dict {
+        let mut d = Dict::new();
+        let ids = |l: &Vec<Id>| Value::List(l.iter().map(|&i| Value::from(i)).collect());
+        let strs =
+            |l: &Vec<String>| Value::List(l.iter().map(|s| Value::from(s.as_str())).collect());
+        for (key, list) in [("exclude", &self.exclude), ("eligible", &self.eligible)] {
+            if let Some(l) = list {
+                d.insert(key.into(), ids(l));
+            }
+        }
+        for (key, list) in [
+            ("exclude_authid", &self.exclude_authid),
+            ("exclude_authrole", &self.exclude_authrole),
+            ("eligible_authid", &self.eligible_authid),
+            ("eligible_authrole", &self.eligible_authrole),
+        ] {
+            if let Some(l) = list {
+                d.insert(key.into(), strs(l));
+            }
+        }
+        d
+    }
+
     /// True if session `id`, known as `authid` in role `authrole`, may
     /// receive the event: no exclusion names it and every eligibility list
     /// given names it.
@@ -363,6 +388,20 @@ impl CancelMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_audience_survives_its_options() {
+        let o = crate::dict! {
+            "exclude" => Value::List(vec![Value::from(7u64)]),
+            "eligible_authid" => Value::List(vec![Value::from("alice"), Value::from("bob")]),
+            "exclude_authrole" => Value::List(vec![Value::from("guest")])
+        };
+        let a = Audience::parse(&o).unwrap();
+        assert_eq!(Audience::parse(&a.to_options()).unwrap(), a);
+        assert!(a.admits(8, "alice", "user"));
+        assert!(!a.admits(7, "alice", "user"));
+        assert_eq!(Audience::default().to_options(), Dict::new());
+    }
     use crate::dict;
 
     #[test]

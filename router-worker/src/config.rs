@@ -33,6 +33,110 @@ pub struct RouterConfig {
     /// `options.pythonpath`, filled in by the controller.
     #[serde(default, rename = "_pythonpath", skip_serializing_if = "Vec::is_empty")]
     pub pythonpath: Vec<String>,
+    /// The node's `cluster` block, filled in by the controller: the
+    /// router's realms are shared with other nodes over NATS.
+    #[serde(default, rename = "_cluster", skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// node.json's `cluster`: share this node's realms with other nodes over a
+/// NATS backplane (see the README's cluster section).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's name: nodes with the same name share realms.
+    pub name: String,
+    /// This node's name within the cluster (unique).
+    pub node_id: String,
+    /// How to reach NATS.
+    pub nats: NatsConfig,
+    /// The node is ready (`/readyz`) only while connected to NATS.
+    #[serde(default = "yes")]
+    pub require_backplane: bool,
+    /// Messages waiting to go to NATS per router worker; more are dropped
+    /// and counted, never waited for.
+    #[serde(default = "default_backplane_queue")]
+    pub backplane_queue: usize,
+}
+
+fn default_backplane_queue() -> usize {
+    10_000
+}
+
+/// `cluster.nats`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://host:port` URLs of the NATS servers (any one will do).
+    pub servers: Vec<String>,
+    /// A NATS credentials file (`.creds`, user JWT and NKey seed), relative
+    /// to the node directory.
+    #[serde(default)]
+    pub credentials: Option<String>,
+    /// TLS to NATS: not supported yet (named so by `check`).
+    #[serde(default)]
+    pub tls: Option<serde_json::Value>,
+}
+
+/// A cluster or node name: 1 to 64 of `A-Z a-z 0-9 _ -` (it is part of
+/// NATS subjects).
+fn valid_cluster_token(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl ClusterConfig {
+    /// Problems, with key paths under `cluster`.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut p = |path: &str, message: String| {
+            out.push(ConfigProblem {
+                path: path.into(),
+                message,
+            })
+        };
+        for (key, v) in [("name", &self.name), ("node_id", &self.node_id)] {
+            if !valid_cluster_token(v) {
+                p(
+                    key,
+                    format!(
+                        "{v:?}: use 1 to 64 letters, digits, '_' or '-' (it becomes part of NATS subjects)"
+                    ),
+                );
+            }
+        }
+        if self.nats.servers.is_empty() {
+            p(
+                "nats.servers",
+                "empty: list the NATS servers, e.g. [\"nats://127.0.0.1:4222\"]".into(),
+            );
+        }
+        for (i, s) in self.nats.servers.iter().enumerate() {
+            let ok = s
+                .strip_prefix("nats://")
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+            if !ok {
+                p(
+                    &format!("nats.servers[{i}]"),
+                    format!("{s:?}: expected a nats://HOST:PORT URL"),
+                );
+            }
+        }
+        if self.nats.tls.is_some() {
+            p(
+                "nats.tls",
+                "TLS to NATS is not supported by Trellis yet: remove the key (run NATS on a private network or loopback)".into(),
+            );
+        }
+        if self.backplane_queue == 0 {
+            p(
+                "backplane_queue",
+                "must be at least 1 (messages waiting to go to NATS)".into(),
+            );
+        }
+        out
+    }
 }
 
 /// A router component, in Crossbar.io's shape.

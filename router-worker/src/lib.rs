@@ -20,6 +20,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod backplane;
 pub mod broker;
 pub mod config;
 pub mod dealer;
@@ -78,9 +79,16 @@ pub struct Router {
     token_stores: Vec<&'static str>,
     /// Renders `nodeinfo` pages, once set.
     node_info: transport::web::NodeInfoHook,
+    /// The cluster's NATS backplane, when the node has a `cluster`.
+    cluster: Option<Arc<backplane::Backplane>>,
 }
 
 impl Router {
+    /// The backplane's figures, when the node is clustered.
+    pub fn backplane_stats(&self) -> Option<Arc<backplane::BackplaneStats>> {
+        self.cluster.as_ref().map(|b| b.stats.clone())
+    }
+
     /// Validate the config, start the realms and bind every transport.
     ///
     /// # Errors
@@ -195,13 +203,32 @@ impl Router {
             }
             listeners.push((listener, Arc::new(settings)));
         }
+        let cluster = match &cfg.cluster {
+            Some(c) => Some(
+                backplane::Backplane::start(c, cfg.id.as_deref().unwrap_or("router"))
+                    .await
+                    .map_err(|message| {
+                        RouterError::Config(vec![config::ConfigProblem {
+                            path: "cluster".into(),
+                            message,
+                        }])
+                    })?,
+            ),
+            None => None,
+        };
         let realms: HashMap<String, RealmHandle> = cfg
             .realms
             .iter()
-            .map(|r| (r.name.clone(), RealmHandle::spawn(r, mint.clone())))
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    RealmTable::start(r, mint.clone(), cluster.as_ref()),
+                )
+            })
             .collect();
         Ok(Router {
-            realms: Arc::new(RealmTable::new(realms, mint)),
+            realms: Arc::new(RealmTable::new(realms, mint, cluster.clone())),
+            cluster,
             listeners,
             token_stores: stores.iter().map(|(_, s)| s.kind()).collect(),
             node_info,

@@ -114,7 +114,8 @@ impl Core {
     }
 
     pub(crate) fn meta_on_join(&mut self, session: Id) {
-        if self.broker.matching("wamp.session.on_join").is_empty() {
+        // Nobody to tell here (and, clustered, maybe someone elsewhere).
+        if !self.clustered && self.broker.matching("wamp.session.on_join").is_empty() {
             return;
         }
         if let Some(d) = self.session_details(session) {

@@ -20,15 +20,37 @@ pub struct RealmTable {
     map: std::sync::RwLock<HashMap<String, RealmHandle>>,
     /// Given to realms added by a reload.
     tokens: std::sync::RwLock<Option<realm::TokenMint>>,
+    /// The cluster's backplane, for realms added by a reload.
+    cluster: Option<Arc<crate::backplane::Backplane>>,
 }
 
 impl RealmTable {
-    /// A table of running realms; `tokens` is given to realms a reload adds.
-    pub fn new(map: HashMap<String, RealmHandle>, tokens: Option<realm::TokenMint>) -> RealmTable {
+    /// A table of running realms; `tokens` and `cluster` are given to
+    /// realms a reload adds.
+    pub fn new(
+        map: HashMap<String, RealmHandle>,
+        tokens: Option<realm::TokenMint>,
+        cluster: Option<Arc<crate::backplane::Backplane>>,
+    ) -> RealmTable {
         RealmTable {
             map: std::sync::RwLock::new(map),
             tokens: std::sync::RwLock::new(tokens),
+            cluster,
         }
+    }
+
+    /// Start a realm: with a cluster, linked to the other nodes both ways.
+    pub fn start(
+        cfg: &config::RealmConfig,
+        tokens: Option<realm::TokenMint>,
+        cluster: Option<&Arc<crate::backplane::Backplane>>,
+    ) -> RealmHandle {
+        let handle = RealmHandle::spawn(cfg, tokens, cluster.map(|b| b.realm_link(&cfg.name)));
+        if let Some(b) = cluster {
+            let (b, h) = (b.clone(), handle.clone());
+            tokio::spawn(async move { b.subscribe_realm(h).await });
+        }
+        handle
     }
 
     /// The realm named `name`.
@@ -50,7 +72,10 @@ impl RealmTable {
     fn insert(&self, cfg: &config::RealmConfig) {
         let tokens = self.tokens.read().ok().and_then(|t| t.clone());
         if let Ok(mut m) = self.map.write() {
-            m.insert(cfg.name.clone(), RealmHandle::spawn(cfg, tokens));
+            m.insert(
+                cfg.name.clone(),
+                RealmTable::start(cfg, tokens, self.cluster.as_ref()),
+            );
         }
     }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::support::{Node, expect_python_ok, free_port, router_config};
 
 /// `curl` GET: (status code, body).
-fn get(port: u16, path: &str, headers: &[&str]) -> (u16, String) {
+pub(crate) fn get(port: u16, path: &str, headers: &[&str]) -> (u16, String) {
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "-m", "5", "-w", "\n%{http_code}"]);
     for h in headers {
@@ -28,7 +28,7 @@ fn get(port: u16, path: &str, headers: &[&str]) -> (u16, String) {
 }
 
 /// Poll `path` until its status is `code` (10 s at most).
-fn wait_code(port: u16, path: &str, code: u16) -> String {
+pub(crate) fn wait_code(port: u16, path: &str, code: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (c, body) = get(port, path, &[]);
@@ -43,7 +43,7 @@ fn wait_code(port: u16, path: &str, code: u16) -> String {
     }
 }
 
-fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {series} in:\n{text}"))

@@ -9,6 +9,7 @@ mod auth;
 mod bad_input;
 mod balloon;
 mod cli;
+mod cluster;
 mod components;
 mod crossbar_configs;
 mod interop;

@@ -88,6 +88,8 @@ pub struct NodeConfig {
     pub controller: ControllerOptions,
     /// Every worker, in config order.
     pub workers: Vec<WorkerSpec>,
+    /// `cluster`: the router workers share realms over NATS.
+    pub cluster: Option<router_worker::config::ClusterConfig>,
 }
 
 impl NodeConfig {
@@ -470,6 +472,8 @@ struct RawNode {
     #[serde(default)]
     controller: Option<serde_json::Value>,
     #[serde(default)]
+    cluster: Option<serde_json::Value>,
+    #[serde(default)]
     workers: Vec<serde_json::Value>,
 }
 
@@ -640,9 +644,36 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
         .workers
         .iter()
         .any(|w| w.get("type").and_then(|t| t.as_str()) == Some("router"));
+    let cluster = raw.cluster.and_then(|c| {
+        let c = collect::deserialize_all::<router_worker::config::ClusterConfig>(
+            c,
+            "cluster",
+            &mut errors,
+        )?;
+        for p in c.validate() {
+            errors.push(ConfigError {
+                path: format!("cluster.{}", p.path),
+                message: p.message,
+            });
+        }
+        if let Some(creds) = &c.nats.credentials
+            && !Path::new(creds).is_file()
+        {
+            errors.push(ConfigError {
+                path: "cluster.nats.credentials".into(),
+                message: format!(
+                    "{creds:?} is not a file (relative to the node directory): a NATS .creds file"
+                ),
+            });
+        }
+        Some(c)
+    });
     let mut workers = Vec::new();
     for (i, w) in raw.workers.into_iter().enumerate() {
-        if let Some(spec) = decode_worker(i, w, &mut errors) {
+        if let Some(mut spec) = decode_worker(i, w, &mut errors) {
+            if let WorkerKind::Router(r) = &mut spec.kind {
+                r.cluster = cluster.clone();
+            }
             workers.push(spec);
         }
     }
@@ -668,6 +699,7 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
             source,
             controller,
             workers,
+            cluster,
         })
     } else {
         Err(fail(errors))

@@ -77,6 +77,9 @@ pub enum Input {
     Reconfigure { cfg: Box<RealmConfig> },
     /// Close every session: the realm was removed.
     Close,
+    /// A publication from another node of the cluster ([`Effect::Forward`]
+    /// there): deliver it to this node's subscribers.
+    Remote(bytes::Bytes),
 }
 
 /// What the core asks its caller to do. Small (the rare variants are
@@ -104,6 +107,9 @@ pub enum Effect {
     Mint(Box<Mint>),
     /// The realm's roles and permissions changed.
     Authz(Arc<Authorizer>),
+    /// Send a publication to the cluster's other nodes (encoded): only in
+    /// a realm of a clustered node.
+    Forward(bytes::Bytes),
 }
 
 /// Why a session is closed: the ABORT or GOODBYE reason URI and a message.
@@ -197,6 +203,9 @@ pub struct Core {
     pub(crate) fx: Vec<Effect>,
     /// Counters since the realm started.
     pub(crate) stats: Counters,
+    /// The node is part of a cluster: publications go to the other nodes
+    /// too ([`Effect::Forward`]).
+    pub(crate) clustered: bool,
 }
 
 /// A realm's counters: plain integers, since only the realm's actor
@@ -416,7 +425,13 @@ impl Core {
             now: SystemTime::UNIX_EPOCH,
             fx: Vec::new(),
             stats: Counters::default(),
+            clustered: false,
         }
+    }
+
+    /// Send this realm's publications to the cluster's other nodes too.
+    pub fn set_clustered(&mut self, on: bool) {
+        self.clustered = on;
     }
 
     /// The realm's figures now.
@@ -526,6 +541,7 @@ impl Core {
                     self.send(to, msg);
                 }
             }
+            Input::Remote(bytes) => self.remote_publication(&bytes),
             Input::Reconfigure { cfg } => {
                 self.authz = Arc::new(Authorizer::new(&cfg.roles));
                 self.fx.push(Effect::Authz(self.authz.clone()));

@@ -255,6 +255,17 @@ pub enum RealmCommand {
     Stats { reply: oneshot::Sender<RealmStats> },
     /// A timer the core started has fired.
     Timer(Timer),
+    /// A publication from another node of the cluster.
+    Remote(bytes::Bytes),
+}
+
+/// Why a realm did not take a publication from the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteRefused {
+    /// Its queue is full (dropped and counted by the caller).
+    Full,
+    /// It has stopped.
+    Stopped,
 }
 
 /// The realm's actor has stopped: it takes no more commands.
@@ -275,14 +286,20 @@ pub struct RealmHandle {
 }
 
 impl RealmHandle {
-    /// Start the realm actor for `cfg`.
-    pub fn spawn(cfg: &RealmConfig, tokens: Option<TokenMint>) -> RealmHandle {
+    /// Start the realm actor for `cfg`; with `cluster`, its publications
+    /// go to the cluster's other nodes too.
+    pub fn spawn(
+        cfg: &RealmConfig,
+        tokens: Option<TokenMint>,
+        cluster: Option<crate::backplane::RealmLink>,
+    ) -> RealmHandle {
         let (tx, rx) = mpsc::channel(REALM_QUEUE);
-        let core = Core::new(
+        let mut core = Core::new(
             cfg,
             tokens.as_ref().map(|t| t.max_age),
             rand::rngs::SmallRng::from_rng(&mut rand::rng()),
         );
+        core.set_clustered(cluster.is_some());
         let authz = Arc::new(ArcSwap::new(core.authz().clone()));
         let count = Arc::new(AtomicUsize::new(0));
         let actor = Actor {
@@ -296,6 +313,7 @@ impl RealmHandle {
             next_ticket: 0,
             tokens,
             slow: Vec::new(),
+            cluster,
         };
         tokio::spawn(actor.run(rx));
         RealmHandle {
@@ -304,6 +322,20 @@ impl RealmHandle {
             sessions: count,
             tx,
         }
+    }
+
+    /// Hand a publication from another node to the realm, without
+    /// waiting.
+    ///
+    /// # Errors
+    /// The realm's queue is full, or it has stopped.
+    pub fn remote(&self, bytes: bytes::Bytes) -> Result<(), RemoteRefused> {
+        self.tx
+            .try_send(RealmCommand::Remote(bytes))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => RemoteRefused::Full,
+                mpsc::error::TrySendError::Closed(_) => RemoteRefused::Stopped,
+            })
     }
 
     /// The realm's roles and permissions as they are now.
@@ -436,6 +468,8 @@ struct Actor {
     tokens: Option<TokenMint>,
     /// Sessions whose queue overflowed while effects were carried out.
     slow: Vec<(Id, usize)>,
+    /// The cluster's backplane, for [`Effect::Forward`].
+    cluster: Option<crate::backplane::RealmLink>,
 }
 
 impl Actor {
@@ -509,6 +543,7 @@ impl Actor {
                 self.timers.remove(&t);
                 Input::Timer(t)
             }
+            RealmCommand::Remote(bytes) => Input::Remote(bytes),
         };
         self.feed(input, now);
     }
@@ -520,6 +555,12 @@ impl Actor {
         while let Some(input) = next.take() {
             self.core.handle(input, now);
             for effect in self.core.effects() {
+                if let Effect::Forward(bytes) = effect {
+                    if let Some(link) = &self.cluster {
+                        link.forward(bytes);
+                    }
+                    continue;
+                }
                 carry_out(
                     effect,
                     &mut self.links,
@@ -594,6 +635,8 @@ fn carry_out(
             }
         }
         Effect::Authz(authz) => shared_authz.store(authz),
+        // Carried out by the actor itself (it holds the backplane link).
+        Effect::Forward(_) => {}
         Effect::Mint(m) => {
             let Mint {
                 to,

@@ -36,6 +36,9 @@ pub fn receives(
                 .allow)
 }
 
+/// Where a forwarded publication keeps its EVENT details.
+const FORWARDED_DETAILS: &str = "_details";
+
 /// One publication on its way to subscribers.
 pub(crate) struct Publication<'a> {
     pub(crate) id: Id,
@@ -109,12 +112,76 @@ impl Core {
     /// Publish an event from the router itself (meta events, testaments).
     pub(crate) fn publish_internal(&mut self, topic: &str, payload: Payload, audience: &Audience) {
         let id = self.rng.random_range(1..=proto::MAX_ID);
-        self.fanout(&Publication {
+        let p = Publication {
             id,
             topic,
             payload: &payload,
             details: &Dict::new(),
             audience,
+            exclude: None,
+        };
+        self.fanout(&p);
+        self.forward(&p);
+    }
+
+    /// In a clustered realm: the publication for the other nodes, as a
+    /// MessagePack PUBLISH whose request id is the publication id and whose
+    /// options carry the audience and the EVENT details (`_details`). Each
+    /// node matches it against its own subscribers; session ids are global,
+    /// so `exclude`/`eligible` mean the same everywhere.
+    pub(crate) fn forward(&mut self, p: &Publication) {
+        if !self.clustered {
+            return;
+        }
+        let mut options = p.audience.to_options();
+        if !p.details.is_empty() {
+            options.insert(FORWARDED_DETAILS.into(), Value::Dict(p.details.clone()));
+        }
+        let msg = Message::Publish(Publish {
+            request: p.id,
+            options,
+            topic: p.topic.to_owned(),
+            payload: p.payload.clone(),
+        });
+        match proto::Serializer::MsgPack.encode_to_vec(&msg) {
+            Ok(v) => self.fx.push(Effect::Forward(bytes::Bytes::from(v))),
+            Err(e) => warn!(topic = %p.topic, "publication not forwarded to the cluster: {e}"),
+        }
+    }
+
+    /// A publication [`Core::forward`]ed by another node: deliver it here.
+    pub(crate) fn remote_publication(&mut self, bytes: &[u8]) {
+        let p = match proto::Serializer::MsgPack.decode(bytes) {
+            Ok(Message::Publish(p)) => p,
+            Ok(other) => {
+                warn!(
+                    message = other.name(),
+                    "a cluster node forwarded something other than a publication: dropped"
+                );
+                return;
+            }
+            Err(e) => {
+                warn!("a publication from the cluster could not be decoded: {e}");
+                return;
+            }
+        };
+        let audience = match Audience::parse(&p.options) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(topic = %p.topic, "a publication from the cluster has a bad audience: {e}");
+                return;
+            }
+        };
+        let details = match p.options.get(FORWARDED_DETAILS) {
+            Some(Value::Dict(d)) => d.clone(),
+            _ => Dict::new(),
+        };
+        self.fanout(&Publication {
+            id: p.request,
+            topic: &p.topic,
+            payload: &p.payload,
+            details: &details,
+            audience: &audience,
             exclude: None,
         });
     }
@@ -157,14 +224,16 @@ impl Core {
                 );
             }
         }
-        self.fanout(&Publication {
+        let publication_ref = Publication {
             id: publication,
             topic: &p.topic,
             payload: &p.payload,
             details: &details,
             audience: &o.audience,
             exclude: o.exclude_me.then_some(session),
-        });
+        };
+        self.fanout(&publication_ref);
+        self.forward(&publication_ref);
         if o.retain {
             let kept = self.broker.retain(
                 &p.topic,

@@ -1,0 +1,211 @@
+//! Clustered nodes (node.json's `cluster`): several `trellis start` nodes
+//! sharing realms over a real nats-server started on free ports, driven by
+//! autobahn-python clients spread over the nodes.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{Node, expect_python_args_ok, free_port, router_config};
+
+/// A nats-server (Debian's) on a free port, with JetStream in a temporary
+/// directory; killed when dropped.
+pub struct Nats {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = Nats::spawn(port, dir.path());
+        Nats { child, dir, port }
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> Child {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (scripts/test installs Debian's nats-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    /// Stop the server (its clients lose their connections).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same port, with the same JetStream directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Nats::spawn(self.port, self.dir.path());
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node of cluster `c1` on `port`, its router `router1` with realm1.
+pub fn node_config(port: u16, node_id: &str, nats: &Nats) -> serde_json::Value {
+    let mut cfg = router_config(port);
+    cfg["workers"][0]["realms"][0]["roles"][0]["permissions"][0]["disclose"]["publisher"] =
+        json!(true);
+    cfg["cluster"] = json!({
+        "name": "c1",
+        "node_id": node_id,
+        "nats": {"servers": [nats.url()]}
+    });
+    cfg
+}
+
+/// Wait until every node's router is connected to NATS (its log says so).
+fn wait_connected(nodes: &[&Node]) {
+    for n in nodes {
+        n.wait_log("cluster backplane: connected to NATS");
+    }
+}
+
+#[test]
+fn pubsub_across_three_nodes() {
+    let nats = Nats::start();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let a = Node::start(&node_config(pa, "a", &nats), pa);
+    let b = Node::start(&node_config(pb, "b", &nats), pb);
+    let c = Node::start(&node_config(pc, "c", &nats), pc);
+    wait_connected(&[&a, &b, &c]);
+    let out = expect_python_args_ok(&a, "cluster_pubsub.py", &[&a.url(), &b.url(), &c.url()]);
+    for want in [
+        "ok 2000 events from A reached B and C in order across two topics",
+        "ok prefix and wildcard subscriptions on B match as on one node",
+        "ok eligible and exclude by session, authid and authrole across nodes",
+        "ok publisher disclosure across nodes",
+        "ok B's join seen on A as wamp.session.on_join",
+        "ok a local subscriber still gets its node's events once",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+}
+
+/// NATS going away: each node keeps routing its own clients, publishing
+/// never blocks, `/readyz` says the backplane fails and `/metrics` counts
+/// the drops; NATS coming back: cross-node delivery resumes by itself.
+#[test]
+fn nats_outage_and_return() {
+    use crate::admin::{get, metric, wait_code};
+    let mut nats = Nats::start();
+    let (pa, pb, admin) = (free_port(), free_port(), free_port());
+    let mut cfg_a = node_config(pa, "a", &nats);
+    cfg_a["controller"] = json!({"admin": {"endpoint": {"type": "tcp", "port": admin}}});
+    let a = Node::start(&cfg_a, pa);
+    let b = Node::start(&node_config(pb, "b", &nats), pb);
+    wait_connected(&[&a, &b]);
+    wait_code(admin, "/readyz", 204);
+    let out = expect_python_args_ok(&a, "cluster_outage.py", &["cross", &a.url(), &b.url()]);
+    assert!(out.contains("ok an event from A reached B"), "{out}");
+
+    nats.stop();
+    let body = wait_code(admin, "/readyz", 503);
+    assert!(body.contains("backplane"), "{body}");
+    let out = expect_python_args_ok(&a, "cluster_outage.py", &["local", &a.url(), &b.url()]);
+    for want in [
+        "ok 5000 local events delivered while NATS is away",
+        "ok a local call while NATS is away",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+    let (code, text) = get(admin, "/metrics", &[]);
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(
+        metric(&text, "trellis_backplane_connected{worker=\"router1\"}"),
+        0.0,
+        "{text}"
+    );
+    let dropped = metric(
+        &text,
+        "trellis_backplane_dropped_messages_total{worker=\"router1\",reason=\"disconnected\"}",
+    );
+    assert!(dropped >= 5000.0, "{dropped} drops counted:\n{text}");
+
+    let s = crate::node::status(&a.node_dir());
+    assert_eq!(s["backplane"]["router1"]["connected"], json!(false), "{s}");
+    assert!(
+        s["backplane"]["router1"]["dropped"]["disconnected"]
+            .as_u64()
+            .is_some_and(|n| n >= 5000),
+        "{s}"
+    );
+
+    nats.restart();
+    wait_code(admin, "/readyz", 204);
+    let out = expect_python_args_ok(&a, "cluster_outage.py", &["cross", &a.url(), &b.url()]);
+    assert!(out.contains("ok an event from A reached B"), "{out}");
+    let (_, text) = get(admin, "/metrics", &[]);
+    assert_eq!(
+        metric(&text, "trellis_backplane_connected{worker=\"router1\"}"),
+        1.0
+    );
+    assert!(
+        metric(
+            &text,
+            "trellis_backplane_reconnects_total{worker=\"router1\"}"
+        ) >= 1.0,
+        "{text}"
+    );
+}
+
+/// `trellis check` names what is wrong in a `cluster` block.
+#[test]
+fn check_names_cluster_problems() {
+    let mut cfg = router_config(free_port());
+    cfg["cluster"] = json!({
+        "name": "c 1",
+        "node_id": "",
+        "nats": {"servers": ["127.0.0.1:4222"], "tls": {}, "credentials": "missing.creds"},
+        "backplane_queue": 0,
+        "bogus": 1
+    });
+    let out = crate::support::check_json(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("cluster.bogus: unknown field `bogus`"),
+        "{err}"
+    );
+    cfg["cluster"]
+        .as_object_mut()
+        .expect("object")
+        .remove("bogus");
+    let out = crate::support::check_json(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "cluster.name: \"c 1\": use 1 to 64 letters, digits, '_' or '-'",
+        "cluster.node_id: \"\": use 1 to 64",
+        "cluster.nats.servers[0]: \"127.0.0.1:4222\": expected a nats://HOST:PORT URL",
+        "cluster.nats.tls: TLS to NATS is not supported by Trellis yet",
+        "cluster.nats.credentials: \"missing.creds\" is not a file",
+        "cluster.backplane_queue: must be at least 1",
+    ] {
+        assert!(err.contains(want), "{want:?} missing:\n{err}");
+    }
+}

@@ -1,0 +1,62 @@
+"""Clustered nodes with and without NATS (autobahn-python).
+
+Usage: python cluster_outage.py cross|local WS_URL_A WS_URL_B
+  cross: an event published on A reaches a subscriber on B (retrying for
+         up to 20 s while the backplane reconnects).
+  local: with NATS away, node A still serves its own clients: 5000 events
+         to a local subscriber, and a local call.
+"""
+
+import asyncio
+import sys
+
+from wamp_client import connect, leave
+
+MODE, A, B = sys.argv[1:4]
+
+
+def check(cond, what):
+    if not cond:
+        raise SystemExit(f"FAILED: {what}")
+    print("ok", what, flush=True)
+
+
+async def cross():
+    pub = await connect(A, "json")
+    sub = await connect(B, "json")
+    got = asyncio.Queue()
+    await sub.subscribe(lambda v: got.put_nowait(v), "com.outage.t")
+    deadline = asyncio.get_event_loop().time() + 20
+    while True:
+        pub.publish("com.outage.t", "hello")
+        try:
+            v = await asyncio.wait_for(got.get(), 0.5)
+            break
+        except asyncio.TimeoutError:
+            if asyncio.get_event_loop().time() > deadline:
+                raise SystemExit("FAILED: no event crossed from A to B in 20 s")
+    check(v == "hello", "an event from A reached B")
+    await leave(pub, sub)
+
+
+async def local():
+    pub = await connect(A, "msgpack")
+    sub = await connect(A, "json")
+    got = asyncio.Queue()
+    await sub.subscribe(lambda v: got.put_nowait(v), "com.outage.local")
+    await sub.register(lambda x: x * 2, "com.outage.double")
+    t0 = asyncio.get_event_loop().time()
+    seen = []
+    # 250 at a time, read before the next 250: this one process is both
+    # publisher and subscriber, and must not fall 2048 events behind.
+    for i in range(5000):
+        pub.publish("com.outage.local", i)
+        if i % 250 == 249:
+            for _ in range(250):
+                seen.append(await asyncio.wait_for(got.get(), 10))
+    check(seen == list(range(5000)), f"5000 local events delivered while NATS is away ({asyncio.get_event_loop().time() - t0:.2f} s)")
+    check(await pub.call("com.outage.double", 21) == 42, "a local call while NATS is away")
+    await leave(pub, sub)
+
+
+asyncio.run(cross() if MODE == "cross" else local())
