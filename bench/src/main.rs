@@ -126,6 +126,10 @@ enum Scenario {
         /// Publications the publisher may be ahead of the slowest subscriber.
         #[arg(long, default_value_t = 256)]
         window: u64,
+        /// The publisher joins here instead of `--url` (another node of a
+        /// cluster: events cross nodes).
+        #[arg(long)]
+        publisher_url: Option<String>,
     },
     /// Connect, join, leave, in a loop.
     Storm {
@@ -805,7 +809,13 @@ async fn rpc(
     Ok(())
 }
 
-async fn pubsub(cli: &Cli, subscribers: usize, payload: usize, window_size: u64) -> Result<()> {
+async fn pubsub(
+    cli: &Cli,
+    subscribers: usize,
+    payload: usize,
+    window_size: u64,
+    publisher_url: Option<String>,
+) -> Result<()> {
     let ser = cli.serializer.serializer();
     let t0 = Instant::now();
     let window = Window::new(cli.warmup, cli.duration);
@@ -846,7 +856,13 @@ async fn pubsub(cli: &Cli, subscribers: usize, payload: usize, window_size: u64)
             Ok::<_, anyhow::Error>((got, samples))
         }));
     }
-    let mut publisher = Conn::join(&cli.url, &cli.realm, ser).await?;
+    let cross = publisher_url.is_some();
+    let mut publisher = Conn::join(
+        publisher_url.as_deref().unwrap_or(&cli.url),
+        &cli.realm,
+        ser,
+    )
+    .await?;
     let blob = Value::Bytes(vec![b'x'; payload]);
     let mut seq = 0u64;
     while Instant::now() < window.end {
@@ -901,11 +917,16 @@ async fn pubsub(cli: &Cli, subscribers: usize, payload: usize, window_size: u64)
     let (p50, p99, p999) = (samples.pct(0.5), samples.pct(0.99), samples.pct(0.999));
     report(
         cli,
-        "pubsub",
+        if cross { "pubsub-cross-node" } else { "pubsub" },
         serde_json::json!({"subscribers": subscribers, "payload": payload,
             "events_per_s": rate.round(), "p50_ms": p50, "p99_ms": p99, "p999_ms": p999}),
         format!(
-            "{subscribers} subs, {payload} B: {:>10.0} events/s  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms",
+            "{subscribers} subs, {payload} B{}: {:>10.0} events/s  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms",
+            if cross {
+                ", publisher on another node"
+            } else {
+                ""
+            },
             rate
         ),
     );
@@ -1539,7 +1560,8 @@ async fn main() -> Result<()> {
             subscribers,
             payload,
             window,
-        } => pubsub(&cli, subscribers, payload, window).await,
+            ref publisher_url,
+        } => pubsub(&cli, subscribers, payload, window, publisher_url.clone()).await,
         Scenario::Storm { concurrency } => storm(&cli, concurrency).await,
         Scenario::Bridge {
             concurrency,

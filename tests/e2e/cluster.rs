@@ -56,7 +56,6 @@ impl Nats {
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
-
 }
 
 impl Drop for Nats {
