@@ -47,13 +47,35 @@ pub struct BackplaneStats {
     pub dropped_too_large: AtomicU64,
 }
 
+/// One message for NATS: its subject, the realm it belongs to (a header,
+/// for member-to-member RPC), the bytes.
+struct Out {
+    subject: String,
+    realm: Option<Arc<str>>,
+    bytes: Bytes,
+}
+
 /// A worker's NATS connection and its publishing queue.
 pub struct Backplane {
     client: async_nats::Client,
     prefix: String,
-    queue: mpsc::Sender<(String, Bytes)>,
+    /// This router's member id: `node-worker-epoch`.
+    member: Arc<str>,
+    queue: mpsc::Sender<Out>,
+    /// Directory changes for the registry task.
+    registry: mpsc::Sender<DirectoryChange>,
+    registry_rx: std::sync::Mutex<Option<mpsc::Receiver<DirectoryChange>>>,
+    /// The realms, by name, for what other members send.
+    realms: std::sync::Mutex<std::collections::HashMap<String, RealmHandle>>,
+    bucket: String,
     pub stats: Arc<BackplaneStats>,
 }
+
+/// A directory key and its new value (`None`: deleted).
+type DirectoryChange = (String, Option<Bytes>);
+
+/// The NATS header naming the realm of a member-to-member message.
+const REALM_HEADER: &str = "Trellis-Realm";
 
 impl std::fmt::Debug for Backplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,30 +85,85 @@ impl std::fmt::Debug for Backplane {
     }
 }
 
-/// What a realm's actor holds to forward its publications.
+/// What a realm's actor holds to forward its publications, calls and
+/// registrations.
 #[derive(Debug, Clone)]
 pub struct RealmLink {
     subject: String,
-    queue: mpsc::Sender<(String, Bytes)>,
+    realm: Arc<str>,
+    realm_hex: String,
+    prefix: String,
+    member: Arc<str>,
+    queue: mpsc::Sender<Out>,
+    registry: mpsc::Sender<DirectoryChange>,
     stats: Arc<BackplaneStats>,
 }
 
 impl RealmLink {
+    /// This router's member id.
+    pub fn member(&self) -> Arc<str> {
+        self.member.clone()
+    }
+
     /// Queue one encoded publication for the other nodes, or drop and
     /// count it. Never waits.
     pub fn forward(&self, bytes: Bytes) {
+        self.push(Out {
+            subject: self.subject.clone(),
+            realm: None,
+            bytes,
+        });
+    }
+
+    /// Send an RPC envelope to `member` (dropped and counted as a
+    /// publication would be).
+    pub fn to_member(&self, member: &str, bytes: Bytes) {
+        self.push(Out {
+            subject: member_subject(&self.prefix, member),
+            realm: Some(self.realm.clone()),
+            bytes,
+        });
+    }
+
+    /// Put a local registration into the directory, or take it out.
+    pub fn registry(&self, op: crate::realm::cluster::RegistryOp) {
+        let key = format!(
+            "{}.{}.{}.{}",
+            self.realm_hex, self.member, op.session, op.registration
+        );
+        let value = op.put.then(|| {
+            Bytes::from(
+                serde_json::json!({
+                    "procedure": op.procedure,
+                    "match": op.policy.to_string(),
+                    "invoke": op.invoke.name(),
+                })
+                .to_string(),
+            )
+        });
+        if self.registry.try_send((key, value)).is_err() {
+            warn!("cluster backplane: the directory queue is full: a registration change is lost");
+        }
+    }
+
+    fn push(&self, out: Out) {
         if !self.stats.connected.load(Ordering::Relaxed) {
             self.stats
                 .dropped_disconnected
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if self.queue.try_send((self.subject.clone(), bytes)).is_err() {
+        if self.queue.try_send(out).is_err() {
             self.stats
                 .dropped_queue_full
                 .fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// A member's inbox: calls, cancels and answers for its sessions.
+pub fn member_subject(prefix: &str, member: &str) -> String {
+    format!("{prefix}m.{member}.rpc")
 }
 
 /// The subject of a realm's publications: the realm URI in hex, so that no
@@ -153,21 +230,227 @@ impl Backplane {
             .map_err(|e| format!("cluster.nats: {e}"))?;
         let (queue, rx) = mpsc::channel(cfg.backplane_queue.max(1));
         tokio::spawn(publish_loop(client.clone(), rx, stats.clone()));
+        let (registry, registry_rx) = mpsc::channel(cfg.backplane_queue.max(1));
+        let epoch: u32 = rand::random();
+        let member: Arc<str> = format!("{}-{worker}-{epoch:08x}", cfg.node_id).into();
         Ok(Arc::new(Backplane {
             client,
             prefix: format!("trellis.{}.", cfg.name),
+            member,
             queue,
+            registry,
+            registry_rx: std::sync::Mutex::new(Some(registry_rx)),
+            realms: std::sync::Mutex::default(),
+            bucket: format!("trellis_{}_reg", cfg.name),
             stats,
         }))
     }
 
-    /// What realm `realm` forwards its publications with.
+    /// What realm `realm` forwards its publications, calls and
+    /// registrations with.
     pub fn realm_link(&self, realm: &str) -> RealmLink {
         RealmLink {
             subject: realm_subject(&self.prefix, realm),
+            realm: realm.into(),
+            realm_hex: hex::encode(realm.as_bytes()),
+            prefix: self.prefix.clone(),
+            member: self.member.clone(),
             queue: self.queue.clone(),
+            registry: self.registry.clone(),
             stats: self.stats.clone(),
         }
+    }
+
+    /// Know `realm`, for what other members send to it.
+    pub fn add_realm(&self, realm: RealmHandle) {
+        if let Ok(mut m) = self.realms.lock() {
+            m.insert(realm.name.to_string(), realm);
+        }
+    }
+
+    fn realm(&self, name: &str) -> Option<RealmHandle> {
+        self.realms.lock().ok()?.get(name).cloned()
+    }
+
+    /// Start the member-to-member side once the realms are known: this
+    /// member's inbox, and the registration directory (JetStream KV):
+    /// putting this router's registrations, watching everyone's.
+    pub fn start_rpc(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move { me.inbox().await });
+        let me = self.clone();
+        tokio::spawn(async move { me.directory().await });
+    }
+
+    async fn inbox(self: Arc<Self>) {
+        let subject = member_subject(&self.prefix, &self.member);
+        let mut sub = match self.client.subscribe(subject).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("cluster backplane: cannot subscribe to this router's inbox: {e}");
+                return;
+            }
+        };
+        while let Some(msg) = sub.next().await {
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            let realm = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(REALM_HEADER))
+                .map(|v| v.as_str().to_owned());
+            let Some(handle) = realm.as_deref().and_then(|r| self.realm(r)) else {
+                debug!(
+                    ?realm,
+                    "cluster backplane: a call for an unknown realm: dropped"
+                );
+                continue;
+            };
+            if let Err(crate::realm::RemoteRefused::Full) = handle.remote_rpc(msg.payload) {
+                self.stats
+                    .dropped_slow_consumer
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The registration directory: a KV bucket of one key per local
+    /// registration (`realm.member.session.registration`, the procedure
+    /// and policies as JSON). Retries until JetStream answers.
+    async fn directory(self: Arc<Self>) {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let store = loop {
+            let got = match js.get_key_value(self.bucket.clone()).await {
+                Ok(s) => Ok(s),
+                // The bucket's stream created as a KV bucket is, by hand:
+                // async-nats's `create_key_value` first reads the account
+                // info in a shape nats-server 2.9 (Debian's) does not send.
+                Err(_) => match js
+                    .create_stream(async_nats::jetstream::stream::Config {
+                        name: format!("KV_{}", self.bucket),
+                        subjects: vec![format!("$KV.{}.>", self.bucket)],
+                        max_messages_per_subject: 1,
+                        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+                        allow_rollup: true,
+                        deny_delete: true,
+                        allow_direct: true,
+                        num_replicas: 1,
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    Ok(_) => js
+                        .get_key_value(self.bucket.clone())
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            match got {
+                Ok(s) => break s,
+                Err(e) => {
+                    debug!(
+                        "cluster backplane: the registration directory is not reachable yet: {e}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        };
+        info!(bucket = %self.bucket, "cluster backplane: registration directory ready");
+        let Some(mut changes) = self.registry_rx.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        let writer = store.clone();
+        tokio::spawn(async move {
+            while let Some((key, value)) = changes.recv().await {
+                let r = match value {
+                    Some(v) => writer
+                        .put(&key, v)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    None => writer.delete(&key).await.map_err(|e| e.to_string()),
+                };
+                if let Err(e) = r {
+                    warn!(key, "cluster backplane: a directory change failed: {e}");
+                }
+            }
+        });
+        loop {
+            let mut watch = match store.watch_with_history(">").await {
+                Ok(w) => w,
+                Err(e) => {
+                    debug!("cluster backplane: cannot watch the directory yet: {e}");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            while let Some(entry) = watch.next().await {
+                let Ok(entry) = entry else {
+                    break;
+                };
+                self.directory_entry(entry).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn directory_entry(&self, entry: async_nats::jetstream::kv::Entry) {
+        let mut parts = entry.key.splitn(4, '.');
+        let (Some(realm_hex), Some(member), Some(session), Some(reg)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        if member == &*self.member {
+            return;
+        }
+        let (Some(realm), Ok(session), Ok(registration)) = (
+            hex::decode(realm_hex)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok()),
+            session.parse::<proto::Id>(),
+            reg.parse::<proto::Id>(),
+        ) else {
+            return;
+        };
+        let Some(handle) = self.realm(&realm) else {
+            return;
+        };
+        let put = entry.operation == async_nats::jetstream::kv::Operation::Put;
+        let (procedure, policy, invoke) = if put {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&entry.value) else {
+                return;
+            };
+            let options = proto::dict! {
+                "match" => v["match"].as_str().unwrap_or("exact"),
+                "invoke" => v["invoke"].as_str().unwrap_or("single"),
+            };
+            let Ok(o) = proto::options::RegisterOptions::parse(&options) else {
+                return;
+            };
+            (
+                v["procedure"].as_str().unwrap_or_default().to_owned(),
+                o.policy,
+                o.invoke,
+            )
+        } else {
+            (
+                String::new(),
+                proto::uri::MatchPolicy::Exact,
+                proto::options::InvokePolicy::Single,
+            )
+        };
+        let _ = handle
+            .remote_registry(crate::realm::cluster::RegistryEntry {
+                put,
+                member: member.into(),
+                session,
+                registration,
+                procedure,
+                policy,
+                invoke,
+            })
+            .await;
     }
 
     /// Receive the other nodes' publications in `realm` (until the realm
@@ -201,12 +484,17 @@ impl Backplane {
 /// The one task that publishes to NATS, in queue order.
 async fn publish_loop(
     client: async_nats::Client,
-    mut rx: mpsc::Receiver<(String, Bytes)>,
+    mut rx: mpsc::Receiver<Out>,
     stats: Arc<BackplaneStats>,
 ) {
     // NATS's max_payload, once known (the server tells at connect).
     let mut limit = 0;
-    while let Some((subject, bytes)) = rx.recv().await {
+    while let Some(Out {
+        subject,
+        realm,
+        bytes,
+    }) = rx.recv().await
+    {
         if limit == 0 {
             limit = client.server_info().max_payload;
         }
@@ -214,7 +502,15 @@ async fn publish_loop(
             stats.dropped_too_large.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        match client.publish(subject, bytes).await {
+        let sent = match realm {
+            Some(r) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(REALM_HEADER, &*r);
+                client.publish_with_headers(subject, headers, bytes).await
+            }
+            None => client.publish(subject, bytes).await,
+        };
+        match sent {
             Ok(()) => {
                 stats.sent.fetch_add(1, Ordering::Relaxed);
             }

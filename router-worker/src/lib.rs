@@ -226,6 +226,9 @@ impl Router {
                 )
             })
             .collect();
+        if let Some(b) = &cluster {
+            b.start_rpc();
+        }
         Ok(Router {
             realms: Arc::new(RealmTable::new(realms, mint, cluster.clone())),
             cluster,

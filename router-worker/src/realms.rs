@@ -47,6 +47,7 @@ impl RealmTable {
     ) -> RealmHandle {
         let handle = RealmHandle::spawn(cfg, tokens, cluster.map(|b| b.realm_link(&cfg.name)));
         if let Some(b) = cluster {
+            b.add_realm(handle.clone());
             let (b, h) = (b.clone(), handle.clone());
             tokio::spawn(async move { b.subscribe_realm(h).await });
         }

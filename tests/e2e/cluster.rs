@@ -68,8 +68,8 @@ impl Drop for Nats {
 /// A node of cluster `c1` on `port`, its router `router1` with realm1.
 pub fn node_config(port: u16, node_id: &str, nats: &Nats) -> serde_json::Value {
     let mut cfg = router_config(port);
-    cfg["workers"][0]["realms"][0]["roles"][0]["permissions"][0]["disclose"]["publisher"] =
-        json!(true);
+    cfg["workers"][0]["realms"][0]["roles"][0]["permissions"][0]["disclose"] =
+        json!({"caller": true, "publisher": true});
     cfg["cluster"] = json!({
         "name": "c1",
         "node_id": node_id,
@@ -101,6 +101,33 @@ fn pubsub_across_three_nodes() {
         "ok publisher disclosure across nodes",
         "ok B's join seen on A as wamp.session.on_join",
         "ok a local subscriber still gets its node's events once",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+}
+
+#[test]
+fn calls_across_three_nodes() {
+    let nats = Nats::start();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let a = Node::start(&node_config(pa, "a", &nats), pa);
+    let b = Node::start(&node_config(pb, "b", &nats), pb);
+    let c = Node::start(&node_config(pc, "c", &nats), pc);
+    wait_connected(&[&a, &b, &c]);
+    for n in [&a, &b, &c] {
+        n.wait_log("cluster backplane: registration directory ready");
+    }
+    let out = expect_python_args_ok(&a, "cluster_rpc.py", &[&a.url(), &b.url(), &c.url()]);
+    for want in [
+        "ok a caller on A reached a callee on B",
+        "ok 200 concurrent calls across nodes answered right",
+        "ok the caller disclosed to the remote callee",
+        "ok a remote callee's error reaches the caller with its args",
+        "ok 50 progressive results from C in order",
+        "ok timeout 300 ms across nodes",
+        "ok a remote call canceled by its caller",
+        "ok round robin over callees on two nodes",
+        "ok a callee that left is gone from the other nodes",
     ] {
         assert!(out.contains(want), "{want:?} missing:\n{out}");
     }

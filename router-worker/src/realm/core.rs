@@ -80,6 +80,11 @@ pub enum Input {
     /// A publication from another node of the cluster ([`Effect::Forward`]
     /// there): deliver it to this node's subscribers.
     Remote(bytes::Bytes),
+    /// A call, cancel or answer from another member ([`Effect::ToMember`]
+    /// there).
+    RemoteRpc(bytes::Bytes),
+    /// A registration of another member appeared or went away.
+    RemoteRegistry(Box<super::cluster::RegistryEntry>),
 }
 
 /// What the core asks its caller to do. Small (the rare variants are
@@ -110,6 +115,11 @@ pub enum Effect {
     /// Send a publication to the cluster's other nodes (encoded): only in
     /// a realm of a clustered node.
     Forward(bytes::Bytes),
+    /// Send an RPC envelope to one member of the cluster.
+    ToMember(Box<(Arc<str>, bytes::Bytes)>),
+    /// Put a local registration into the cluster's directory, or take it
+    /// out.
+    Registry(Box<super::cluster::RegistryOp>),
 }
 
 /// Why a session is closed: the ABORT or GOODBYE reason URI and a message.
@@ -206,6 +216,18 @@ pub struct Core {
     /// The node is part of a cluster: publications go to the other nodes
     /// too ([`Effect::Forward`]).
     pub(crate) clustered: bool,
+    /// This router's member id in the cluster.
+    pub(crate) member: Option<Arc<str>>,
+    /// Sessions of other members this realm knows (remote callees, remote
+    /// callers of calls in flight here), by member.
+    pub(crate) remote: HashMap<Id, Arc<str>>,
+    /// Remote callees: how many directory registrations each has here.
+    pub(crate) remote_callees: HashMap<Id, usize>,
+    /// (remote session, its registration id) → the registration here.
+    pub(crate) remote_regs: HashMap<(Id, Id), Id>,
+    /// Calls of local callers running on another member: (caller,
+    /// request) → that member.
+    pub(crate) remote_calls: HashMap<(Id, Id), Arc<str>>,
 }
 
 /// A realm's counters: plain integers, since only the realm's actor
@@ -426,12 +448,18 @@ impl Core {
             fx: Vec::new(),
             stats: Counters::default(),
             clustered: false,
+            member: None,
+            remote: HashMap::new(),
+            remote_callees: HashMap::new(),
+            remote_regs: HashMap::new(),
+            remote_calls: HashMap::new(),
         }
     }
 
-    /// Send this realm's publications to the cluster's other nodes too.
-    pub fn set_clustered(&mut self, on: bool) {
-        self.clustered = on;
+    /// Share this realm with the cluster's other members, as `member`.
+    pub fn set_member(&mut self, member: Option<Arc<str>>) {
+        self.clustered = member.is_some();
+        self.member = member;
     }
 
     /// The realm's figures now.
@@ -542,6 +570,8 @@ impl Core {
                 }
             }
             Input::Remote(bytes) => self.remote_publication(&bytes),
+            Input::RemoteRpc(bytes) => self.remote_rpc(&bytes),
+            Input::RemoteRegistry(e) => self.remote_registry(*e),
             Input::Reconfigure { cfg } => {
                 self.authz = Arc::new(Authorizer::new(&cfg.roles));
                 self.fx.push(Effect::Authz(self.authz.clone()));
@@ -577,6 +607,9 @@ impl Core {
     pub(crate) fn send(&mut self, to: Id, msg: Message) {
         if to == INTERNAL {
             return self.internal_reply(msg);
+        }
+        if let Some(member) = self.member_of(to) {
+            return self.send_remote(member, to, msg);
         }
         if let Some(n) = self.stats.sent.get_mut(msg.code() as usize) {
             *n += 1;
@@ -771,7 +804,12 @@ impl Core {
         }
         let removed = self.dealer.remove_session(session);
         for &(reg, deleted) in &removed.registrations {
+            self.unregistered_locally(session, reg);
             self.meta_unregistered(session, reg, deleted);
+        }
+        if !self.remote_calls.is_empty() {
+            self.remote_calls
+                .retain(|(caller, _), _| *caller != session);
         }
         for p in &removed.orphaned_calls {
             self.cancel_timer(p);

@@ -18,6 +18,7 @@
 //!   slow-peer policy), so one slow peer cannot stall a realm or grow its
 //!   memory.
 
+pub mod cluster;
 pub mod core;
 pub mod pubsub;
 pub mod rpc;
@@ -257,6 +258,10 @@ pub enum RealmCommand {
     Timer(Timer),
     /// A publication from another node of the cluster.
     Remote(bytes::Bytes),
+    /// A call, cancel or answer from another member.
+    RemoteRpc(bytes::Bytes),
+    /// A registration of another member appeared or went away.
+    RemoteRegistry(Box<cluster::RegistryEntry>),
 }
 
 /// Why a realm did not take a publication from the cluster.
@@ -299,7 +304,7 @@ impl RealmHandle {
             tokens.as_ref().map(|t| t.max_age),
             rand::rngs::SmallRng::from_rng(&mut rand::rng()),
         );
-        core.set_clustered(cluster.is_some());
+        core.set_member(cluster.as_ref().map(crate::backplane::RealmLink::member));
         let authz = Arc::new(ArcSwap::new(core.authz().clone()));
         let count = Arc::new(AtomicUsize::new(0));
         let actor = Actor {
@@ -322,6 +327,31 @@ impl RealmHandle {
             sessions: count,
             tx,
         }
+    }
+
+    /// Hand an RPC envelope from another member to the realm, without
+    /// waiting.
+    ///
+    /// # Errors
+    /// The realm's queue is full, or it has stopped.
+    pub fn remote_rpc(&self, bytes: bytes::Bytes) -> Result<(), RemoteRefused> {
+        self.try_command(RealmCommand::RemoteRpc(bytes))
+    }
+
+    /// Hand a directory change to the realm (waits for room: directory
+    /// changes must not be lost).
+    pub async fn remote_registry(&self, e: cluster::RegistryEntry) -> Result<(), RemoteRefused> {
+        self.tx
+            .send(RealmCommand::RemoteRegistry(Box::new(e)))
+            .await
+            .map_err(|_| RemoteRefused::Stopped)
+    }
+
+    fn try_command(&self, cmd: RealmCommand) -> Result<(), RemoteRefused> {
+        self.tx.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => RemoteRefused::Full,
+            mpsc::error::TrySendError::Closed(_) => RemoteRefused::Stopped,
+        })
     }
 
     /// Hand a publication from another node to the realm, without
@@ -544,6 +574,8 @@ impl Actor {
                 Input::Timer(t)
             }
             RealmCommand::Remote(bytes) => Input::Remote(bytes),
+            RealmCommand::RemoteRpc(bytes) => Input::RemoteRpc(bytes),
+            RealmCommand::RemoteRegistry(e) => Input::RemoteRegistry(e),
         };
         self.feed(input, now);
     }
@@ -555,11 +587,27 @@ impl Actor {
         while let Some(input) = next.take() {
             self.core.handle(input, now);
             for effect in self.core.effects() {
-                if let Effect::Forward(bytes) = effect {
-                    if let Some(link) = &self.cluster {
-                        link.forward(bytes);
+                match effect {
+                    Effect::Forward(bytes) => {
+                        if let Some(link) = &self.cluster {
+                            link.forward(bytes);
+                        }
+                        continue;
                     }
-                    continue;
+                    Effect::ToMember(to) => {
+                        if let Some(link) = &self.cluster {
+                            let (member, bytes) = *to;
+                            link.to_member(&member, bytes);
+                        }
+                        continue;
+                    }
+                    Effect::Registry(op) => {
+                        if let Some(link) = &self.cluster {
+                            link.registry(*op);
+                        }
+                        continue;
+                    }
+                    _ => {}
                 }
                 carry_out(
                     effect,
@@ -636,7 +684,7 @@ fn carry_out(
         }
         Effect::Authz(authz) => shared_authz.store(authz),
         // Carried out by the actor itself (it holds the backplane link).
-        Effect::Forward(_) => {}
+        Effect::Forward(_) | Effect::ToMember(_) | Effect::Registry(_) => {}
         Effect::Mint(m) => {
             let Mint {
                 to,

@@ -130,6 +130,7 @@ impl Core {
         match self.dealer.register(session, &r.procedure, policy, invoke) {
             Ok(id) => {
                 debug!(session, procedure = %r.procedure, %policy, registration = id, "registered");
+                self.registered_locally(session, id, &r.procedure, &r.options);
                 self.send(
                     session,
                     Message::Registered(Registered {
@@ -171,6 +172,7 @@ impl Core {
     pub(crate) fn unregister(&mut self, session: Id, u: Unregister) {
         match self.dealer.unregister(session, u.registration) {
             Some(deleted) => {
+                self.unregistered_locally(session, u.registration);
                 self.send(
                     session,
                     Message::Unregistered(Unregistered {
@@ -197,7 +199,13 @@ impl Core {
             realm.send(session, error_msg(code::CALL, c.request, uri, text));
         };
         if let Some(p) = self.dealer.pending_for_caller(session, c.request) {
-            return self.continue_progressive_call(session, p, c);
+            return self.continue_progressive(session, p, c);
+        }
+        // A call running on another node of the cluster: continued there.
+        if !self.remote_calls.is_empty() && self.remote_calls.contains_key(&(session, c.request)) {
+            let request = c.request;
+            self.forward_to_call(session, request, Message::Call(c));
+            return;
         }
         let limit = self
             .sessions
@@ -245,6 +253,42 @@ impl Core {
                 format!("no callee is registered for procedure {:?}", c.procedure),
             );
         };
+        let disclose =
+            match self.disclosed(session, decision, o.disclose_me, Action::Call, &c.procedure) {
+                Ok(d) => d,
+                Err((uri, text)) => return fail(self, uri, text),
+            };
+        if let Some(member) = self.member_of(callee) {
+            return self.forward_call(member, session, callee, disclose, c);
+        }
+        let disclosed = if disclose {
+            self.sessions
+                .get(&session)
+                .map(|e| (e.info.authid.clone(), e.info.authrole.clone()))
+        } else {
+            None
+        };
+        self.invoke(session, c, registration, callee, disclosed);
+    }
+
+    /// Start a call routed to a callee of this node: INVOCATION, timeout.
+    /// `caller` may be a session of another node (its identity in
+    /// `disclosed`, when disclosed).
+    pub(crate) fn invoke(
+        &mut self,
+        session: Id,
+        c: Call,
+        registration: Id,
+        callee: Id,
+        disclosed: Option<(String, String)>,
+    ) {
+        let fail = |realm: &mut Core, uri: &'static str, text: String| {
+            realm.send(session, error_msg(code::CALL, c.request, uri, text));
+        };
+        let o = match CallOptions::parse(&c.options) {
+            Ok(o) => o,
+            Err(text) => return fail(self, wamp_uri::INVALID_ARGUMENT, text),
+        };
         if o.progress
             && !self
                 .sessions
@@ -277,18 +321,10 @@ impl Core {
         if o.timeout_ms > 0 {
             details.insert("timeout".into(), Value::from(o.timeout_ms));
         }
-        let disclose =
-            match self.disclosed(session, decision, o.disclose_me, Action::Call, &c.procedure) {
-                Ok(d) => d,
-                Err((uri, text)) => return fail(self, uri, text),
-            };
-        if disclose && let Some(e) = self.sessions.get(&session) {
+        if let Some((authid, authrole)) = disclosed {
             details.insert("caller".into(), Value::from(session));
-            details.insert("caller_authid".into(), Value::from(e.info.authid.as_str()));
-            details.insert(
-                "caller_authrole".into(),
-                Value::from(e.info.authrole.as_str()),
-            );
+            details.insert("caller_authid".into(), Value::from(authid));
+            details.insert("caller_authrole".into(), Value::from(authrole));
         }
         let invocation = self
             .dealer
@@ -314,7 +350,7 @@ impl Core {
 
     /// A CALL reusing the request id of a call in flight: allowed only to
     /// continue a progressive call invocation.
-    fn continue_progressive_call(&mut self, session: Id, p: Pending, c: Call) {
+    pub(crate) fn continue_progressive(&mut self, session: Id, p: Pending, c: Call) {
         if !p.caller_progress {
             return self.kill(
                 session,
@@ -489,6 +525,11 @@ impl Core {
     }
 
     pub(crate) fn cancel(&mut self, session: Id, c: Cancel) {
+        if !self.remote_calls.is_empty() && self.remote_calls.contains_key(&(session, c.request)) {
+            let request = c.request;
+            self.forward_to_call(session, request, Message::Cancel(c));
+            return;
+        }
         let mode = match CancelMode::parse(&c.options) {
             Ok(m) => m,
             Err(text) => {

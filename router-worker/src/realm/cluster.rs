@@ -1,0 +1,377 @@
+//! The core's side of a cluster (CLUSTER.md): registrations of other
+//! members' sessions, calls to callees on other members and calls from
+//! callers on other members. Sans-IO like the rest of the core: what
+//! crosses members leaves as [`Effect::ToMember`] and
+//! [`Effect::Registry`], and comes back as [`Input::RemoteRpc`] and
+//! [`Input::RemoteRegistry`].
+//!
+//! A member is one router worker of one node (`node-worker-epoch`).
+//! Remote callees sit in the realm's own dealer, under their (global)
+//! session ids, so routing, shared registrations and pattern matching
+//! treat them like local ones; a call routed to one is forwarded whole to
+//! its member, whose dealer runs it (INVOCATION, timeout, cancel,
+//! progressive results) with the caller as a remote session, and whose
+//! answers come back addressed to the caller.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proto::errors::uri as wamp_uri;
+use proto::message::{Call, Cancel, Publish, code};
+use proto::options::{InvokePolicy, RegisterOptions};
+use proto::uri::MatchPolicy;
+use proto::{Dict, Id, Message, Payload, Serializer, Value};
+use tracing::{debug, warn};
+
+use super::core::{Core, Effect, error_msg};
+
+/// A registration to put into (or take out of) the cluster's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryOp {
+    /// Put (`true`) or delete.
+    pub put: bool,
+    pub session: Id,
+    pub registration: Id,
+    pub procedure: String,
+    pub policy: MatchPolicy,
+    pub invoke: InvokePolicy,
+}
+
+/// A registration of another member, from the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryEntry {
+    /// Put (`true`) or delete.
+    pub put: bool,
+    pub member: Arc<str>,
+    pub session: Id,
+    /// The registration's id on its own member.
+    pub registration: Id,
+    pub procedure: String,
+    pub policy: MatchPolicy,
+    pub invoke: InvokePolicy,
+}
+
+/// The kinds of member-to-member RPC envelopes.
+const CALL: &str = "call";
+const CANCEL: &str = "cancel";
+const DELIVER: &str = "deliver";
+
+/// An envelope: a MessagePack PUBLISH whose topic is the kind, whose
+/// options carry the addressing, and whose only argument is the WAMP
+/// message, encoded.
+fn envelope(kind: &str, fields: Dict, msg: &Message) -> Option<Bytes> {
+    let inner = Serializer::MsgPack.encode_to_vec(msg).ok()?;
+    let env = Message::Publish(Publish {
+        // Ids are checked on decoding (1 to 2^53); this one means nothing.
+        request: 1,
+        options: fields,
+        topic: kind.to_owned(),
+        payload: Payload::args(vec![Value::Bytes(inner)]),
+    });
+    Serializer::MsgPack
+        .encode_to_vec(&env)
+        .ok()
+        .map(Bytes::from)
+}
+
+fn open(bytes: &[u8]) -> Option<(String, Dict, Message)> {
+    let Ok(Message::Publish(p)) = Serializer::MsgPack.decode(bytes) else {
+        return None;
+    };
+    let Some(Value::Bytes(inner)) = p.payload.args.first() else {
+        return None;
+    };
+    let msg = Serializer::MsgPack.decode(inner).ok()?;
+    Some((p.topic, p.options, msg))
+}
+
+fn id_of(d: &Dict, key: &str) -> Option<Id> {
+    d.get(key).and_then(Value::as_id)
+}
+
+fn str_of<'a>(d: &'a Dict, key: &str) -> Option<&'a str> {
+    d.get(key).and_then(Value::as_str)
+}
+
+impl Core {
+    /// In a clustered realm: tell the directory about a local registration.
+    pub(crate) fn registry(&mut self, op: RegistryOp) {
+        if self.clustered {
+            self.fx.push(Effect::Registry(Box::new(op)));
+        }
+    }
+
+    /// A registration of another member appeared or went away.
+    pub(crate) fn remote_registry(&mut self, e: RegistryEntry) {
+        let key = (e.session, e.registration);
+        if e.put {
+            if self.remote_regs.contains_key(&key) {
+                return;
+            }
+            match self
+                .dealer
+                .register(e.session, &e.procedure, e.policy, e.invoke)
+            {
+                Ok(local) => {
+                    debug!(member = %e.member, session = e.session, procedure = %e.procedure, "remote callee known");
+                    self.remote_regs.insert(key, local);
+                    *self.remote_callees.entry(e.session).or_insert(0) += 1;
+                    self.remote.insert(e.session, e.member);
+                }
+                Err(err) => warn!(
+                    member = %e.member,
+                    procedure = %e.procedure,
+                    "a registration of another node conflicts with this node's ({err:?}): calls here keep going to this node's callee"
+                ),
+            }
+        } else if let Some(local) = self.remote_regs.remove(&key) {
+            self.dealer.unregister(e.session, local);
+            if let Some(n) = self.remote_callees.get_mut(&e.session) {
+                *n -= 1;
+                if *n == 0 {
+                    self.remote_callees.remove(&e.session);
+                    self.forget_remote(e.session);
+                }
+            }
+        }
+    }
+
+    /// Drop what is known of a remote session once nothing refers to it.
+    fn forget_remote(&mut self, session: Id) {
+        if !self.remote_callees.contains_key(&session) && self.dealer.calls_of(session) == 0 {
+            self.remote.remove(&session);
+        }
+    }
+
+    /// The member a session lives on, if it is remote.
+    pub(crate) fn member_of(&self, session: Id) -> Option<Arc<str>> {
+        if self.remote.is_empty() {
+            return None;
+        }
+        self.remote.get(&session).cloned()
+    }
+
+    /// A message for a remote session: to its member, addressed to it.
+    pub(crate) fn send_remote(&mut self, member: Arc<str>, to: Id, msg: Message) {
+        let last = match &msg {
+            Message::Result(r) => r.details.get("progress") != Some(&Value::Bool(true)),
+            Message::Error(_) => true,
+            _ => false,
+        };
+        if let Some(b) = envelope(DELIVER, proto::dict! { "to" => to }, &msg) {
+            self.fx.push(Effect::ToMember(Box::new((member, b))));
+        }
+        if last {
+            // A finished call of a remote caller: forget the caller when
+            // nothing else refers to it.
+            self.forget_remote(to);
+        }
+    }
+
+    /// A CALL whose callee is on another member: forward it whole, with
+    /// the caller's identity for disclosure.
+    pub(crate) fn forward_call(
+        &mut self,
+        member: Arc<str>,
+        session: Id,
+        callee: Id,
+        disclose: bool,
+        c: Call,
+    ) {
+        let mut fields = proto::dict! {
+            "caller" => session,
+            "callee" => callee,
+            "from" => self.member.as_deref().unwrap_or(""),
+        };
+        if disclose && let Some(e) = self.sessions.get(&session) {
+            fields.insert("authid".into(), Value::from(e.info.authid.as_str()));
+            fields.insert("authrole".into(), Value::from(e.info.authrole.as_str()));
+        }
+        let request = c.request;
+        match envelope(CALL, fields, &Message::Call(c)) {
+            Some(b) => {
+                self.remote_calls.insert((session, request), member.clone());
+                self.fx.push(Effect::ToMember(Box::new((member, b))));
+            }
+            None => self.send(
+                session,
+                error_msg(
+                    code::CALL,
+                    request,
+                    wamp_uri::NO_AVAILABLE_CALLEE,
+                    "the call could not be encoded for the callee's node".into(),
+                ),
+            ),
+        }
+    }
+
+    /// A CALL continuing (progressive) or a CANCEL of a call that went to
+    /// another member: after it.
+    pub(crate) fn forward_to_call(&mut self, session: Id, request: Id, msg: Message) -> bool {
+        let Some(member) = self.remote_calls.get(&(session, request)).cloned() else {
+            return false;
+        };
+        let kind = if matches!(msg, Message::Cancel(_)) {
+            CANCEL
+        } else {
+            CALL
+        };
+        let fields = proto::dict! {
+            "caller" => session,
+            "from" => self.member.as_deref().unwrap_or(""),
+        };
+        if let Some(b) = envelope(kind, fields, &msg) {
+            self.fx.push(Effect::ToMember(Box::new((member, b))));
+        }
+        true
+    }
+
+    /// An RPC envelope from another member.
+    pub(crate) fn remote_rpc(&mut self, bytes: &[u8]) {
+        let Some((kind, fields, msg)) = open(bytes) else {
+            warn!("an RPC message from another node could not be decoded: dropped");
+            return;
+        };
+        match (kind.as_str(), msg) {
+            (DELIVER, msg) => {
+                let Some(to) = id_of(&fields, "to") else {
+                    return;
+                };
+                if !self.sessions.contains_key(&to) {
+                    return;
+                }
+                let last = match &msg {
+                    Message::Result(r) => r.details.get("progress") != Some(&Value::Bool(true)),
+                    Message::Error(_) => true,
+                    _ => false,
+                };
+                if last && let Some(request) = request_of(&msg) {
+                    self.remote_calls.remove(&(to, request));
+                }
+                self.send(to, msg);
+            }
+            (CALL, Message::Call(c)) => self.remote_call(&fields, c),
+            (CANCEL, Message::Cancel(c)) => {
+                if let Some(caller) = id_of(&fields, "caller") {
+                    self.remote_cancel(caller, c);
+                }
+            }
+            (kind, msg) => warn!(
+                kind,
+                message = msg.name(),
+                "an unknown RPC message from another node: dropped"
+            ),
+        }
+    }
+
+    fn remote_cancel(&mut self, caller: Id, c: Cancel) {
+        self.cancel(caller, c);
+    }
+
+    /// A call from a caller on another member to a callee here.
+    fn remote_call(&mut self, fields: &Dict, c: Call) {
+        let (Some(caller), Some(from)) = (id_of(fields, "caller"), str_of(fields, "from")) else {
+            return;
+        };
+        let from: Arc<str> = from.into();
+        self.remote.insert(caller, from.clone());
+        if let Some(p) = self.dealer.pending_for_caller(caller, c.request) {
+            return self.continue_remote_call(caller, p, c);
+        }
+        let callee = id_of(fields, "callee").unwrap_or(0);
+        // The caller's member chose this callee: it must still be here,
+        // registered for the procedure.
+        let registration = self
+            .dealer
+            .lookup(&c.procedure)
+            .filter(|r| r.callees.contains(&callee))
+            .map(|r| r.id);
+        let Some(registration) = registration.filter(|_| self.sessions.contains_key(&callee))
+        else {
+            let text = format!(
+                "the callee of {:?} on this node is gone: call again",
+                c.procedure
+            );
+            return self.send_remote(
+                from,
+                caller,
+                error_msg(code::CALL, c.request, wamp_uri::NO_AVAILABLE_CALLEE, text),
+            );
+        };
+        let disclosed = match (str_of(fields, "authid"), str_of(fields, "authrole")) {
+            (Some(a), Some(r)) => Some((a.to_owned(), r.to_owned())),
+            _ => None,
+        };
+        self.invoke(caller, c, registration, callee, disclosed);
+    }
+
+    fn continue_remote_call(&mut self, caller: Id, p: crate::dealer::Pending, c: Call) {
+        self.continue_progressive(caller, p, c);
+    }
+
+    /// Directory entries for a local registration (REGISTER accepted).
+    pub(crate) fn registered_locally(
+        &mut self,
+        session: Id,
+        registration: Id,
+        procedure: &str,
+        options: &Dict,
+    ) {
+        if !self.clustered {
+            return;
+        }
+        let Ok(RegisterOptions { policy, invoke }) = RegisterOptions::parse(options) else {
+            return;
+        };
+        self.registry(RegistryOp {
+            put: true,
+            session,
+            registration,
+            procedure: procedure.to_owned(),
+            policy,
+            invoke,
+        });
+    }
+
+    /// Directory entries for a local registration that ended.
+    pub(crate) fn unregistered_locally(&mut self, session: Id, registration: Id) {
+        self.registry(RegistryOp {
+            put: false,
+            session,
+            registration,
+            procedure: String::new(),
+            policy: MatchPolicy::Exact,
+            invoke: InvokePolicy::Single,
+        });
+    }
+}
+
+/// The request id a RESULT or ERROR answers.
+fn request_of(msg: &Message) -> Option<Id> {
+    match msg {
+        Message::Result(r) => Some(r.request),
+        Message::Error(e) => Some(e.request),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip() {
+        let call = Message::Call(Call {
+            request: 7,
+            options: proto::dict! { "timeout" => 100u64 },
+            procedure: "com.x".into(),
+            payload: Payload::args(vec![Value::from(1u64)]),
+        });
+        let b = envelope(CALL, proto::dict! { "caller" => 42u64 }, &call).unwrap();
+        let (kind, fields, msg) = open(&b).unwrap();
+        assert_eq!(kind, CALL);
+        assert_eq!(id_of(&fields, "caller"), Some(42));
+        assert_eq!(msg, call);
+        assert!(open(b"garbage").is_none());
+    }
+}

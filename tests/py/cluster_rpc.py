@@ -1,0 +1,140 @@
+"""Calls across clustered nodes with autobahn-python: a caller on A, callees
+on B and C; results, errors, caller disclosure, progressive results,
+cancel, timeout, a shared registration spread over two nodes, and a
+callee that leaves.
+
+Usage: python cluster_rpc.py WS_URL_A WS_URL_B WS_URL_C
+"""
+
+import asyncio
+import sys
+
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import CallOptions, RegisterOptions
+
+from wamp_client import connect, leave
+
+A, B, C = sys.argv[1:4]
+
+
+def check(cond, what):
+    if not cond:
+        raise SystemExit(f"FAILED: {what}")
+    print("ok", what, flush=True)
+
+
+async def until_callable(caller, procedure, *args, timeout=15):
+    """Call until the directory has brought the remote callee here."""
+    deadline = asyncio.get_event_loop().time() + timeout
+    while True:
+        try:
+            return await caller.call(procedure, *args)
+        except ApplicationError as e:
+            if e.error != "wamp.error.no_such_procedure" or asyncio.get_event_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def main():
+    caller = await connect(A, "json")
+    b = await connect(B, "msgpack")
+    c = await connect(C, "json")
+
+    seen_callers = []
+
+    def add(x, y, details=None):
+        seen_callers.append(details.caller if details else None)
+        return x + y
+
+    await b.register(add, "com.rpc.add", options=RegisterOptions(details_arg="details"))
+    check(await until_callable(caller, "com.rpc.add", 2, 3) == 5, "a caller on A reached a callee on B")
+    results = await asyncio.gather(*[caller.call("com.rpc.add", i, i) for i in range(200)])
+    check(results == [2 * i for i in range(200)], "200 concurrent calls across nodes answered right")
+    check(seen_callers[-1] == caller._session_id, "the caller disclosed to the remote callee")
+
+    def oops():
+        raise ApplicationError("com.rpc.oops", "it went wrong", code=7)
+
+    await b.register(oops, "com.rpc.oops")
+    await asyncio.sleep(0.5)
+    try:
+        await until_callable(caller, "com.rpc.oops")
+        raise SystemExit("FAILED: the error did not arrive")
+    except ApplicationError as e:
+        check(e.error == "com.rpc.oops" and e.args[0] == "it went wrong" and e.kwargs.get("code") == 7,
+              "a remote callee's error reaches the caller with its args")
+
+    async def count(n, details=None):
+        for i in range(n):
+            details.progress(i)
+            await asyncio.sleep(0.001)
+        return "done"
+
+    await c.register(count, "com.rpc.count", options=RegisterOptions(details_arg="details"))
+    chunks = []
+    await until_callable(caller, "com.rpc.count", 0)
+    r = await caller.call("com.rpc.count", 50, options=CallOptions(on_progress=lambda i: chunks.append(i)))
+    check(r == "done" and chunks == list(range(50)), f"50 progressive results from C in order ({len(chunks)})")
+
+    started = asyncio.Event()
+
+    async def slow(details=None):
+        started.set()
+        await asyncio.sleep(30)
+        return "late"
+
+    await b.register(slow, "com.rpc.slow", options=RegisterOptions(details_arg="details"))
+    await asyncio.sleep(0.5)
+    t0 = asyncio.get_event_loop().time()
+    try:
+        await caller.call("com.rpc.slow", options=CallOptions(timeout=300))
+        raise SystemExit("FAILED: a timed-out call answered")
+    except ApplicationError as e:
+        took = asyncio.get_event_loop().time() - t0
+        check(e.error == "wamp.error.timeout" and took < 3, f"timeout 300 ms across nodes ({took:.2f} s)")
+    started.clear()
+    fut = asyncio.ensure_future(caller.call("com.rpc.slow"))
+    await asyncio.wait_for(started.wait(), 10)
+    fut.cancel()
+    try:
+        await fut
+    except (asyncio.CancelledError, ApplicationError):
+        pass
+    check(fut.cancelled() or fut.done(), "a remote call canceled by its caller")
+    # The router still answers after the cancel (nothing stuck).
+    check(await caller.call("com.rpc.add", 1, 1) == 2, "calls still work after the cancel")
+
+    # A shared registration with a callee on B and one on C.
+    hits = {"b": 0, "c": 0}
+    await b.register(lambda: hits.__setitem__("b", hits["b"] + 1) or "b", "com.rpc.who",
+                     options=RegisterOptions(invoke="roundrobin"))
+    await c.register(lambda: hits.__setitem__("c", hits["c"] + 1) or "c", "com.rpc.who",
+                     options=RegisterOptions(invoke="roundrobin"))
+    deadline = asyncio.get_event_loop().time() + 15
+    while True:
+        await until_callable(caller, "com.rpc.who")
+        if hits["b"] and hits["c"]:
+            break
+        if asyncio.get_event_loop().time() > deadline:
+            raise SystemExit(f"FAILED: round robin never reached both nodes: {hits}")
+    hits = {"b": 0, "c": 0}
+    for _ in range(100):
+        await caller.call("com.rpc.who")
+    check(hits["b"] == 50 and hits["c"] == 50, f"round robin over callees on two nodes ({hits})")
+
+    await leave(b)
+    deadline = asyncio.get_event_loop().time() + 15
+    while True:
+        try:
+            await caller.call("com.rpc.add", 1, 1)
+        except ApplicationError as e:
+            if e.error == "wamp.error.no_such_procedure":
+                break
+        if asyncio.get_event_loop().time() > deadline:
+            raise SystemExit("FAILED: B's registrations outlived its session")
+        await asyncio.sleep(0.1)
+    check(True, "a callee that left is gone from the other nodes")
+    await leave(caller, c)
+
+
+asyncio.run(main())
