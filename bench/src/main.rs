@@ -116,6 +116,10 @@ enum Scenario {
         /// The node's PID: report its process tree's RSS after the run.
         #[arg(long)]
         pid: Option<u32>,
+        /// The benchmark's callee joins here instead of `--url` (another
+        /// node of a cluster: calls cross nodes).
+        #[arg(long)]
+        callee_url: Option<String>,
     },
     /// One publisher, S subscribers.
     Pubsub {
@@ -592,6 +596,8 @@ struct RpcTarget {
     procedure: Option<String>,
     /// The node's PID, for its process tree's RSS.
     pid: Option<u32>,
+    /// Where the benchmark's own callee joins, when not at `--url`.
+    callee_url: Option<String>,
 }
 
 /// Call `procedure` until it answers (it is registered), for `within`.
@@ -665,19 +671,32 @@ async fn rpc(
     let procedure = target.procedure.clone().unwrap_or("bench.echo".into());
     let stop = Arc::new(AtomicBool::new(false));
     let stop_callee = stop.clone();
-    let mut callee = Conn::join(&cli.url, &cli.realm, ser).await?;
+    let mut callee = Conn::join(
+        target.callee_url.as_deref().unwrap_or(&cli.url),
+        &cli.realm,
+        ser,
+    )
+    .await?;
     if target.procedure.is_some() {
         wait_registered(&mut callee, &procedure, Duration::from_secs(60)).await?;
     } else {
         callee.register("bench.echo").await?;
     }
+
     let own_callee = target.procedure.is_none();
+    let target_cross = target.callee_url.is_some();
     let callee_task = tokio::spawn(async move {
         if !own_callee {
             return Ok(());
         }
         echo_callee(callee, stop_callee).await
     });
+    if target.callee_url.is_some() {
+        // The registration reaches the callers' node through the cluster's
+        // directory: wait until a call from there gets through.
+        let mut probe = Conn::join(&cli.url, &cli.realm, ser).await?;
+        wait_registered(&mut probe, &procedure, Duration::from_secs(30)).await?;
+    }
     let window = Window::new(cli.warmup, cli.duration);
     let blob = Value::Bytes(vec![b'x'; payload]);
     let mut tasks = Vec::new();
@@ -800,7 +819,11 @@ async fn rpc(
     }
     report(
         cli,
-        "rpc",
+        if target_cross {
+            "rpc-cross-node"
+        } else {
+            "rpc"
+        },
         fields,
         format!(
             "{load}, {payload} B: {done_per_s:>10.0} calls/s  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms{memory}"
@@ -1549,10 +1572,12 @@ async fn main() -> Result<()> {
             rate,
             ref procedure,
             pid,
+            ref callee_url,
         } => {
             let target = RpcTarget {
                 procedure: procedure.clone(),
                 pid,
+                callee_url: callee_url.clone(),
             };
             rpc(&cli, callers, inflight, payload, rate, target).await
         }
