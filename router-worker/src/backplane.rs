@@ -69,7 +69,26 @@ pub struct Backplane {
     realms: std::sync::Mutex<std::collections::HashMap<String, RealmHandle>>,
     bucket: String,
     pub stats: Arc<BackplaneStats>,
+    /// Connected to NATS (for the realms, which fail cross-node calls at
+    /// once while it is not).
+    link: tokio::sync::watch::Sender<bool>,
+    /// Other members by when they were last heard of (heartbeat or
+    /// directory), and their directory keys.
+    members: std::sync::Mutex<Members>,
 }
+
+/// What a router knows of the cluster's other members.
+#[derive(Default)]
+struct Members {
+    seen: std::collections::HashMap<String, std::time::Instant>,
+    keys: std::collections::HashMap<String, std::collections::HashSet<String>>,
+}
+
+/// A member silent this long is dead: its registrations are purged and
+/// calls to it fail.
+const DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often a member says it is alive.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A directory key and its new value (`None`: deleted).
 type DirectoryChange = (String, Option<Bytes>);
@@ -190,15 +209,19 @@ impl Backplane {
             .collect::<Result<Vec<_>, _>>()?;
         let stats = Arc::new(BackplaneStats::default());
         let events = stats.clone();
+        let (link, _) = tokio::sync::watch::channel(false);
+        let link_events = link.clone();
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("trellis/{}/{worker}", cfg.node_id))
             .no_echo()
             .retry_on_initial_connect()
             .event_callback(move |event| {
                 let stats = events.clone();
+                let link = link_events.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
+                            link.send_replace(true);
                             if stats.connected.swap(true, Ordering::Relaxed) {
                                 return;
                             }
@@ -206,6 +229,7 @@ impl Backplane {
                         }
                         async_nats::Event::Disconnected => {
                             stats.connected.store(false, Ordering::Relaxed);
+                            link.send_replace(false);
                             stats.reconnects.fetch_add(1, Ordering::Relaxed);
                             warn!("cluster backplane: disconnected from NATS; reconnecting (cross-node messages are dropped meanwhile)");
                         }
@@ -243,6 +267,8 @@ impl Backplane {
             realms: std::sync::Mutex::default(),
             bucket: format!("trellis_{}_reg", cfg.name),
             stats,
+            link,
+            members: std::sync::Mutex::default(),
         }))
     }
 
@@ -280,6 +306,111 @@ impl Backplane {
         tokio::spawn(async move { me.inbox().await });
         let me = self.clone();
         tokio::spawn(async move { me.directory().await });
+        let me = self.clone();
+        tokio::spawn(async move { me.heartbeats().await });
+        let me = self.clone();
+        tokio::spawn(async move { me.watch_link().await });
+    }
+
+    /// Tell every realm about the cluster.
+    async fn to_realms(&self, cmd: impl Fn() -> crate::realm::RealmCommand) {
+        let realms: Vec<RealmHandle> = self
+            .realms
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for r in realms {
+            let _ = r.cluster_event(cmd()).await;
+        }
+    }
+
+    /// The realms follow the connection: while it is down, calls to
+    /// callees of other members fail at once.
+    async fn watch_link(self: Arc<Self>) {
+        let mut rx = self.link.subscribe();
+        let mut up = *rx.borrow();
+        while rx.changed().await.is_ok() {
+            let now = *rx.borrow();
+            if now != up {
+                up = now;
+                self.to_realms(|| crate::realm::RealmCommand::Link(now))
+                    .await;
+            }
+        }
+    }
+
+    /// Say this member is alive every second; hear the others; a member
+    /// silent for [`DEAD_AFTER`] (while this one was connected all along)
+    /// is dead: every realm forgets its callees and fails its calls, and
+    /// its directory entries are purged.
+    async fn heartbeats(self: Arc<Self>) {
+        let subject = format!("{}hb", self.prefix);
+        let mut sub = match self.client.subscribe(subject.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("cluster backplane: cannot subscribe to heartbeats: {e}");
+                return;
+            }
+        };
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        let mut connected_since: Option<std::time::Instant> = None;
+        loop {
+            tokio::select! {
+                msg = sub.next() => {
+                    let Some(msg) = msg else { return };
+                    if let Ok(member) = std::str::from_utf8(&msg.payload)
+                        && let Ok(mut m) = self.members.lock()
+                    {
+                        m.seen.insert(member.to_owned(), std::time::Instant::now());
+                    }
+                }
+                _ = tick.tick() => {
+                    let up = *self.link.borrow();
+                    if !up {
+                        connected_since = None;
+                        continue;
+                    }
+                    let since = *connected_since.get_or_insert_with(std::time::Instant::now);
+                    let _ = self
+                        .client
+                        .publish(subject.clone(), Bytes::from(self.member.to_string()))
+                        .await;
+                    if since.elapsed() < DEAD_AFTER {
+                        continue;
+                    }
+                    let dead: Vec<(String, Vec<String>)> = match self.members.lock() {
+                        Ok(mut m) => {
+                            let dead: Vec<String> = m
+                                .seen
+                                .iter()
+                                .filter(|(_, at)| at.elapsed() > DEAD_AFTER)
+                                .map(|(k, _)| k.clone())
+                                .collect();
+                            dead.into_iter()
+                                .map(|d| {
+                                    m.seen.remove(&d);
+                                    let keys = m.keys.remove(&d).unwrap_or_default();
+                                    (d, keys.into_iter().collect())
+                                })
+                                .collect()
+                        }
+                        Err(_) => Vec::new(),
+                    };
+                    for (member, keys) in dead {
+                        warn!(member, "cluster backplane: a member is silent for 5 s: taken as dead");
+                        let m: Arc<str> = member.as_str().into();
+                        self.to_realms(|| crate::realm::RealmCommand::MemberDown {
+                            member: m.clone(),
+                            why: "its node stopped answering",
+                        })
+                        .await;
+                        for key in keys {
+                            let _ = self.registry.try_send((key, None));
+                        }
+                    }
+                }
+            }
+        }
     }
 
     async fn inbox(self: Arc<Self>) {
@@ -401,8 +532,39 @@ impl Backplane {
         else {
             return;
         };
+        let put = entry.operation == async_nats::jetstream::kv::Operation::Put;
         if member == &*self.member {
+            // An entry of this router's deleted by someone else (who took
+            // it for dead): put it back if the registration lives.
+            if !put
+                && let (Some(realm), Ok(session), Ok(registration)) = (
+                    hex::decode(realm_hex)
+                        .ok()
+                        .and_then(|b| String::from_utf8(b).ok()),
+                    session.parse::<proto::Id>(),
+                    reg.parse::<proto::Id>(),
+                )
+                && let Some(handle) = self.realm(&realm)
+            {
+                let _ = handle
+                    .cluster_event(crate::realm::RealmCommand::RegistryLost {
+                        session,
+                        registration,
+                    })
+                    .await;
+            }
             return;
+        }
+        if let Ok(mut m) = self.members.lock() {
+            m.seen
+                .entry(member.to_owned())
+                .or_insert_with(std::time::Instant::now);
+            let keys = m.keys.entry(member.to_owned()).or_default();
+            if put {
+                keys.insert(entry.key.clone());
+            } else {
+                keys.remove(&entry.key);
+            }
         }
         let (Some(realm), Ok(session), Ok(registration)) = (
             hex::decode(realm_hex)
@@ -416,7 +578,6 @@ impl Backplane {
         let Some(handle) = self.realm(&realm) else {
             return;
         };
-        let put = entry.operation == async_nats::jetstream::kv::Operation::Put;
         let (procedure, policy, invoke) = if put {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&entry.value) else {
                 return;

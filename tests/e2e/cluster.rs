@@ -53,6 +53,10 @@ impl Nats {
         self.child = Nats::spawn(self.port, self.dir.path());
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
@@ -133,6 +137,45 @@ fn calls_across_three_nodes() {
     }
 }
 
+/// `kill -9` of a node (controller and router) with calls in flight to
+/// it: they fail with `wamp.error.canceled` once it is taken for dead, a
+/// shared procedure keeps answering from the node that is left, and the
+/// dead node's registrations are gone.
+#[test]
+fn a_node_killed_under_load() {
+    let nats = Nats::start();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let a = Node::start(&node_config(pa, "a", &nats), pa);
+    let b = Node::start(&node_config(pb, "b", &nats), pb);
+    let c = Node::start(&node_config(pc, "c", &nats), pc);
+    wait_connected(&[&a, &b, &c]);
+    for n in [&a, &b, &c] {
+        n.wait_log("cluster backplane: registration directory ready");
+    }
+    let s = crate::node::wait_status(&b, "B's router running", |s| {
+        crate::node::worker(s, "router1")["pid"].is_i64()
+    });
+    let pids = format!("{},{}", b.pid(), crate::node::pid_of(&s, "router1"));
+    let out = expect_python_args_ok(
+        &a,
+        "cluster_failover.py",
+        &[&a.url(), &b.url(), &c.url(), &pids],
+    );
+    for want in [
+        "ok 20 calls in flight to the killed node failed with wamp.error.canceled",
+        "ok the shared procedure goes to C only now",
+        "ok the dead node's registrations are gone",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+    assert!(
+        a.log()
+            .contains("a member is silent for 5 s: taken as dead"),
+        "{}",
+        a.log()
+    );
+}
+
 /// NATS going away: each node keeps routing its own clients, publishing
 /// never blocks, `/readyz` says the backplane fails and `/metrics` counts
 /// the drops; NATS coming back: cross-node delivery resumes by itself.
@@ -150,6 +193,19 @@ fn nats_outage_and_return() {
     let out = expect_python_args_ok(&a, "cluster_outage.py", &["cross", &a.url(), &b.url()]);
     assert!(out.contains("ok an event from A reached B"), "{out}");
 
+    // Calls across nodes while NATS goes away (the script kills it).
+    let out = expect_python_args_ok(
+        &a,
+        "cluster_outage.py",
+        &["calls-down", &a.url(), &b.url(), &nats.pid().to_string()],
+    );
+    for want in [
+        "ok a call in flight to B failed with wamp.error.canceled",
+        "ok a new call to B fails at once with wamp.error.no_available_callee",
+        "ok a local call on A still works",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
     nats.stop();
     let body = wait_code(admin, "/readyz", 503);
     assert!(body.contains("backplane"), "{body}");

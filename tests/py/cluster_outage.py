@@ -5,6 +5,9 @@ Usage: python cluster_outage.py cross|local WS_URL_A WS_URL_B
          up to 20 s while the backplane reconnects).
   local: with NATS away, node A still serves its own clients: 5000 events
          to a local subscriber, and a local call.
+  calls-down NATS_PID: a caller on A, callees on B; NATS is killed with a
+         call in flight: it fails at once, new cross-node calls fail fast,
+         local calls work.
 """
 
 import asyncio
@@ -12,7 +15,7 @@ import sys
 
 from wamp_client import connect, leave
 
-MODE, A, B = sys.argv[1:4]
+MODE, A, B = sys.argv[1:4]  # calls-down also takes the nats-server pid
 
 
 def check(cond, what):
@@ -59,4 +62,52 @@ async def local():
     await leave(pub, sub)
 
 
-asyncio.run(cross() if MODE == "cross" else local())
+async def calls_down():
+    import os
+    import signal
+
+    from autobahn.wamp.exception import ApplicationError
+
+    nats_pid = int(sys.argv[4])
+    caller = await connect(A, "json")
+    callee = await connect(B, "json")
+
+    async def slow():
+        await asyncio.sleep(60)
+
+    await callee.register(lambda: "b", "com.outage.remote")
+    await callee.register(slow, "com.outage.slow")
+    await caller.register(lambda: "a", "com.outage.here")
+    deadline = asyncio.get_event_loop().time() + 15
+    while True:
+        try:
+            await caller.call("com.outage.remote")
+            break
+        except ApplicationError:
+            if asyncio.get_event_loop().time() > deadline:
+                raise SystemExit("FAILED: B's procedure never became callable from A")
+            await asyncio.sleep(0.1)
+    in_flight = asyncio.ensure_future(caller.call("com.outage.slow"))
+    await asyncio.sleep(0.5)
+    os.kill(nats_pid, signal.SIGKILL)
+    t0 = asyncio.get_event_loop().time()
+    try:
+        await asyncio.wait_for(in_flight, 10)
+        raise SystemExit("FAILED: the call in flight answered")
+    except ApplicationError as e:
+        took = asyncio.get_event_loop().time() - t0
+        check(e.error == "wamp.error.canceled" and took < 5,
+              f"a call in flight to B failed with wamp.error.canceled ({took:.1f} s)")
+    t0 = asyncio.get_event_loop().time()
+    try:
+        await asyncio.wait_for(caller.call("com.outage.remote"), 5)
+        raise SystemExit("FAILED: a cross-node call answered with NATS away")
+    except ApplicationError as e:
+        took = asyncio.get_event_loop().time() - t0
+        check(e.error == "wamp.error.no_available_callee" and took < 1,
+              f"a new call to B fails at once with wamp.error.no_available_callee ({took * 1000:.0f} ms)")
+    check(await caller.call("com.outage.here") == "a", "a local call on A still works")
+
+
+MODES = {"cross": cross, "local": local, "calls-down": calls_down}
+asyncio.run(MODES[MODE]())

@@ -237,15 +237,21 @@ impl Core {
                 let Some(to) = id_of(&fields, "to") else {
                     return;
                 };
-                if !self.sessions.contains_key(&to) {
+                let Some(request) = request_of(&msg) else {
+                    return;
+                };
+                // Only answers to calls still waiting here (not ones failed
+                // when their callee's node went away).
+                if !self.sessions.contains_key(&to)
+                    || !self.remote_calls.contains_key(&(to, request))
+                {
                     return;
                 }
                 let last = match &msg {
                     Message::Result(r) => r.details.get("progress") != Some(&Value::Bool(true)),
-                    Message::Error(_) => true,
-                    _ => false,
+                    _ => true,
                 };
-                if last && let Some(request) = request_of(&msg) {
+                if last {
                     self.remote_calls.remove(&(to, request));
                 }
                 self.send(to, msg);
@@ -261,6 +267,119 @@ impl Core {
                 message = msg.name(),
                 "an unknown RPC message from another node: dropped"
             ),
+        }
+    }
+
+    /// Member `member` is gone (dead, or unreachable with the backplane
+    /// down): its callees leave this realm's dealer, calls running there
+    /// fail at once, calls of its callers running here are abandoned.
+    pub(crate) fn member_down(&mut self, member: &str, why: &str) {
+        let gone: Vec<Id> = self
+            .remote
+            .iter()
+            .filter(|(_, m)| &***m == member)
+            .map(|(s, _)| *s)
+            .collect();
+        let regs: Vec<((Id, Id), Id)> = self
+            .remote_regs
+            .iter()
+            .filter(|((s, _), _)| gone.contains(s))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        for ((session, remote_reg), local) in regs {
+            self.remote_regs.remove(&(session, remote_reg));
+            self.dealer.unregister(session, local);
+        }
+        for s in &gone {
+            self.remote_callees.remove(s);
+            // Calls its callers made here: the callees may stop.
+            let removed = self.dealer.remove_session(*s);
+            for p in &removed.abandoned_calls {
+                self.cancel_timer(p);
+                self.interrupt(p, proto::options::CancelMode::KillNoWait);
+            }
+            self.remote.remove(s);
+        }
+        let failed: Vec<(Id, Id)> = self
+            .remote_calls
+            .iter()
+            .filter(|(_, m)| &***m == member)
+            .map(|(k, _)| *k)
+            .collect();
+        for (caller, request) in failed {
+            self.remote_calls.remove(&(caller, request));
+            self.send(
+                caller,
+                error_msg(
+                    code::CALL,
+                    request,
+                    wamp_uri::CANCELED,
+                    format!("callee disconnected from in-flight request ({why})"),
+                ),
+            );
+        }
+        if !gone.is_empty() {
+            warn!(
+                member,
+                sessions = gone.len(),
+                "{why}: its callees are gone from this realm"
+            );
+        }
+    }
+
+    /// The cluster's directory lost an entry of this router's (a member
+    /// that thought it dead purged it): put it back if the registration
+    /// lives.
+    pub(crate) fn registry_lost(&mut self, session: Id, registration: Id) {
+        if !self.sessions.contains_key(&session) {
+            return;
+        }
+        let Some(r) = self.dealer.get(registration) else {
+            return;
+        };
+        if !r.callees.contains(&session) {
+            return;
+        }
+        let op = RegistryOp {
+            put: true,
+            session,
+            registration,
+            procedure: r.procedure.clone(),
+            policy: r.policy,
+            invoke: r.invoke,
+        };
+        self.registry(op);
+    }
+
+    /// The backplane went down (calls waiting on other members fail at
+    /// once; new ones fail until it is back) or came back.
+    pub(crate) fn link(&mut self, up: bool) {
+        self.link_up = up;
+        if up {
+            return;
+        }
+        let members: std::collections::HashSet<Arc<str>> =
+            self.remote_calls.values().cloned().collect();
+        for m in members {
+            let failed: Vec<(Id, Id)> = self
+                .remote_calls
+                .iter()
+                .filter(|(_, x)| **x == m)
+                .map(|(k, _)| *k)
+                .collect();
+            for (caller, request) in failed {
+                self.remote_calls.remove(&(caller, request));
+                self.send(
+                    caller,
+                    error_msg(
+                        code::CALL,
+                        request,
+                        wamp_uri::CANCELED,
+                        "callee disconnected from in-flight request (this node's link to the cluster is down)"
+                            .into(),
+                    ),
+                );
+            }
         }
     }
 

@@ -85,6 +85,12 @@ pub enum Input {
     RemoteRpc(bytes::Bytes),
     /// A registration of another member appeared or went away.
     RemoteRegistry(Box<super::cluster::RegistryEntry>),
+    /// A member of the cluster is gone (dead, or the backplane is down).
+    MemberDown { member: Arc<str>, why: &'static str },
+    /// The directory lost this router's entry for a registration.
+    RegistryLost { session: Id, registration: Id },
+    /// The backplane's connection went down or came back.
+    Link(bool),
 }
 
 /// What the core asks its caller to do. Small (the rare variants are
@@ -228,6 +234,8 @@ pub struct Core {
     /// Calls of local callers running on another member: (caller,
     /// request) → that member.
     pub(crate) remote_calls: HashMap<(Id, Id), Arc<str>>,
+    /// The backplane is connected (calls to other members can go out).
+    pub(crate) link_up: bool,
 }
 
 /// A realm's counters: plain integers, since only the realm's actor
@@ -453,6 +461,7 @@ impl Core {
             remote_callees: HashMap::new(),
             remote_regs: HashMap::new(),
             remote_calls: HashMap::new(),
+            link_up: true,
         }
     }
 
@@ -572,6 +581,12 @@ impl Core {
             Input::Remote(bytes) => self.remote_publication(&bytes),
             Input::RemoteRpc(bytes) => self.remote_rpc(&bytes),
             Input::RemoteRegistry(e) => self.remote_registry(*e),
+            Input::MemberDown { member, why } => self.member_down(&member, why),
+            Input::Link(up) => self.link(up),
+            Input::RegistryLost {
+                session,
+                registration,
+            } => self.registry_lost(session, registration),
             Input::Reconfigure { cfg } => {
                 self.authz = Arc::new(Authorizer::new(&cfg.roles));
                 self.fx.push(Effect::Authz(self.authz.clone()));

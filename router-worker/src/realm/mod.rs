@@ -262,6 +262,12 @@ pub enum RealmCommand {
     RemoteRpc(bytes::Bytes),
     /// A registration of another member appeared or went away.
     RemoteRegistry(Box<cluster::RegistryEntry>),
+    /// A member of the cluster is gone.
+    MemberDown { member: Arc<str>, why: &'static str },
+    /// The directory lost this router's entry for a registration.
+    RegistryLost { session: Id, registration: Id },
+    /// The backplane's connection went down or came back.
+    Link(bool),
 }
 
 /// Why a realm did not take a publication from the cluster.
@@ -345,6 +351,12 @@ impl RealmHandle {
             .send(RealmCommand::RemoteRegistry(Box::new(e)))
             .await
             .map_err(|_| RemoteRefused::Stopped)
+    }
+
+    /// Tell the realm about the cluster (a member gone, an entry lost);
+    /// waits for room: these must not be lost.
+    pub async fn cluster_event(&self, cmd: RealmCommand) -> Result<(), RemoteRefused> {
+        self.tx.send(cmd).await.map_err(|_| RemoteRefused::Stopped)
     }
 
     fn try_command(&self, cmd: RealmCommand) -> Result<(), RemoteRefused> {
@@ -576,6 +588,15 @@ impl Actor {
             RealmCommand::Remote(bytes) => Input::Remote(bytes),
             RealmCommand::RemoteRpc(bytes) => Input::RemoteRpc(bytes),
             RealmCommand::RemoteRegistry(e) => Input::RemoteRegistry(e),
+            RealmCommand::MemberDown { member, why } => Input::MemberDown { member, why },
+            RealmCommand::Link(up) => Input::Link(up),
+            RealmCommand::RegistryLost {
+                session,
+                registration,
+            } => Input::RegistryLost {
+                session,
+                registration,
+            },
         };
         self.feed(input, now);
     }

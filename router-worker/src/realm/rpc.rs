@@ -259,6 +259,16 @@ impl Core {
                 Err((uri, text)) => return fail(self, uri, text),
             };
         if let Some(member) = self.member_of(callee) {
+            if !self.link_up {
+                return fail(
+                    self,
+                    wamp_uri::NO_AVAILABLE_CALLEE,
+                    format!(
+                        "the callee of {:?} is on another node, and this node's link to the cluster is down: try again",
+                        c.procedure
+                    ),
+                );
+            }
             return self.forward_call(member, session, callee, disclose, c);
         }
         let disclosed = if disclose {
