@@ -291,3 +291,18 @@ fn check_names_cluster_problems() {
         assert!(err.contains(want), "{want:?} missing:\n{err}");
     }
 }
+
+/// examples/cluster: its three node configs are valid.
+#[test]
+fn the_example_cluster_configs_check() {
+    for n in ["a", "b", "c"] {
+        let path = crate::support::repo_root().join(format!("examples/cluster/node-{n}.json"));
+        let out = crate::support::trellis_check(&path);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
