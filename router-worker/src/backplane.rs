@@ -69,6 +69,8 @@ pub struct Backplane {
     realms: std::sync::Mutex<std::collections::HashMap<String, RealmHandle>>,
     bucket: String,
     pub stats: Arc<BackplaneStats>,
+    /// The directory, once reachable.
+    store: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>,
     /// Connected to NATS (for the realms, which fail cross-node calls at
     /// once while it is not).
     link: tokio::sync::watch::Sender<bool>,
@@ -116,9 +118,39 @@ pub struct RealmLink {
     queue: mpsc::Sender<Out>,
     registry: mpsc::Sender<DirectoryChange>,
     stats: Arc<BackplaneStats>,
+    store: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>,
 }
 
 impl RealmLink {
+    /// Claim a `single` procedure in the directory: its key is created only
+    /// if absent (the value names this member, for purging if it dies).
+    pub async fn claim(&self, key: &str) -> crate::realm::cluster::Claimed {
+        use crate::realm::cluster::Claimed;
+        let Some(store) = self.store.get().cloned() else {
+            return Claimed::Unavailable;
+        };
+        if !self.stats.connected.load(Ordering::Relaxed) {
+            return Claimed::Unavailable;
+        }
+        let full = format!("{}.{key}", self.realm_hex);
+        let created = store.create(&full, Bytes::from(self.member.to_string()));
+        match tokio::time::timeout(std::time::Duration::from_secs(2), created).await {
+            Ok(Ok(_)) => Claimed::Won,
+            Ok(Err(e)) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+                Claimed::Taken
+            }
+            _ => Claimed::Unavailable,
+        }
+    }
+
+    /// Give up a claimed procedure.
+    pub fn release(&self, key: String) {
+        let full = format!("{}.{key}", self.realm_hex);
+        if self.registry.try_send((full, None)).is_err() {
+            warn!("cluster backplane: the directory queue is full: a claim is not released");
+        }
+    }
+
     /// This router's member id.
     pub fn member(&self) -> Arc<str> {
         self.member.clone()
@@ -267,6 +299,7 @@ impl Backplane {
             realms: std::sync::Mutex::default(),
             bucket: format!("trellis_{}_reg", cfg.name),
             stats,
+            store: Arc::default(),
             link,
             members: std::sync::Mutex::default(),
         }))
@@ -284,6 +317,7 @@ impl Backplane {
             queue: self.queue.clone(),
             registry: self.registry.clone(),
             stats: self.stats.clone(),
+            store: self.store.clone(),
         }
     }
 
@@ -487,6 +521,7 @@ impl Backplane {
             }
         };
         info!(bucket = %self.bucket, "cluster backplane: registration directory ready");
+        let _ = self.store.set(store.clone());
         let Some(mut changes) = self.registry_rx.lock().ok().and_then(|mut r| r.take()) else {
             return;
         };
@@ -533,6 +568,23 @@ impl Backplane {
             return;
         };
         let put = entry.operation == async_nats::jetstream::kv::Operation::Put;
+        if member == "p" {
+            // A claimed single procedure: remember whose, to purge it with
+            // its owner if that one dies.
+            if let Ok(mut m) = self.members.lock() {
+                if put {
+                    let owner = String::from_utf8_lossy(&entry.value).into_owned();
+                    if owner != *self.member {
+                        m.keys.entry(owner).or_default().insert(entry.key.clone());
+                    }
+                } else {
+                    for keys in m.keys.values_mut() {
+                        keys.remove(&entry.key);
+                    }
+                }
+            }
+            return;
+        }
         if member == &*self.member {
             // An entry of this router's deleted by someone else (who took
             // it for dead): put it back if the registration lives.

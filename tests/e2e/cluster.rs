@@ -131,6 +131,8 @@ fn calls_across_three_nodes() {
         "ok timeout 300 ms across nodes",
         "ok a remote call canceled by its caller",
         "ok round robin over callees on two nodes",
+        "ok 50 single registrations from three nodes: 1 won, 49 got procedure_already_exists",
+        "ok a single procedure is free again once its holder left",
         "ok a callee that left is gone from the other nodes",
     ] {
         assert!(out.contains(want), "{want:?} missing:\n{out}");
@@ -213,6 +215,7 @@ fn nats_outage_and_return() {
     for want in [
         "ok 5000 local events delivered while NATS is away",
         "ok a local call while NATS is away",
+        "ok a single registration is refused while NATS is away",
     ] {
         assert!(out.contains(want), "{want:?} missing:\n{out}");
     }

@@ -47,7 +47,17 @@ async def local():
     sub = await connect(A, "json")
     got = asyncio.Queue()
     await sub.subscribe(lambda v: got.put_nowait(v), "com.outage.local")
-    await sub.register(lambda x: x * 2, "com.outage.double")
+    # A single registration must be checked across the cluster: refused
+    # while the directory is away; a shared one is this node's business.
+    from autobahn.wamp.exception import ApplicationError
+    from autobahn.wamp.types import RegisterOptions
+
+    try:
+        await sub.register(lambda x: x * 2, "com.outage.single")
+        raise SystemExit("FAILED: a single registration passed with the directory away")
+    except ApplicationError as e:
+        check(e.error == "wamp.error.unavailable", "a single registration is refused while NATS is away")
+    await sub.register(lambda x: x * 2, "com.outage.double", options=RegisterOptions(invoke="roundrobin"))
     t0 = asyncio.get_event_loop().time()
     seen = []
     # 250 at a time, read before the next 250: this one process is both

@@ -122,6 +122,31 @@ async def main():
         await caller.call("com.rpc.who")
     check(hits["b"] == 50 and hits["c"] == 50, f"round robin over callees on two nodes ({hits})")
 
+    # 50 sessions over the three nodes register the same procedure
+    # (invoke single) at once: exactly one wins, cluster-wide.
+    racers = [await connect((A, B, C)[i % 3], "json") for i in range(50)]
+    outcomes = await asyncio.gather(
+        *[r.register(lambda: "won", "com.rpc.only") for r in racers], return_exceptions=True
+    )
+    won = [r for r, o in zip(racers, outcomes) if not isinstance(o, Exception)]
+    lost = [o for o in outcomes if isinstance(o, ApplicationError)]
+    check(len(won) == 1 and len(lost) == 49
+          and all(e.error == "wamp.error.procedure_already_exists" for e in lost),
+          f"50 single registrations from three nodes: {len(won)} won, {len(lost)} got procedure_already_exists")
+    # Once the winner leaves, the procedure is free again.
+    await leave(won[0])
+    deadline = asyncio.get_event_loop().time() + 15
+    while True:
+        try:
+            await racers[1 if won[0] is not racers[1] else 2].register(lambda: "again", "com.rpc.only")
+            break
+        except ApplicationError:
+            if asyncio.get_event_loop().time() > deadline:
+                raise SystemExit("FAILED: the single procedure stayed claimed after its holder left")
+            await asyncio.sleep(0.2)
+    check(True, "a single procedure is free again once its holder left")
+    await leave(*[r for r in racers if r is not won[0]])
+
     await leave(b)
     deadline = asyncio.get_event_loop().time() + 15
     while True:

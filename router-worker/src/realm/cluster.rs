@@ -37,6 +37,27 @@ pub struct RegistryOp {
     pub invoke: InvokePolicy,
 }
 
+/// A `single` registration to claim cluster-wide before REGISTERED: the
+/// directory's key for it is created only if absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub session: Id,
+    pub request: Id,
+    /// The directory key (`realm.p.policy.procedure-hex`).
+    pub key: String,
+}
+
+/// What became of a [`Claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// This registration holds the procedure cluster-wide.
+    Won,
+    /// Another node's registration holds it.
+    Taken,
+    /// The directory could not be asked (NATS or JetStream away).
+    Unavailable,
+}
+
 /// A registration of another member, from the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryEntry {
@@ -94,6 +115,70 @@ fn str_of<'a>(d: &'a Dict, key: &str) -> Option<&'a str> {
 }
 
 impl Core {
+    /// A REGISTER with invoke `single` in a clustered realm: claim the
+    /// procedure in the directory first; REGISTERED (or ERROR) follows
+    /// [`Core::claim_done`].
+    pub(crate) fn claim_single(
+        &mut self,
+        session: Id,
+        r: proto::message::Register,
+        policy: MatchPolicy,
+    ) {
+        let key = format!("p.{}.{}", policy, hex::encode(r.procedure.as_bytes()));
+        let claim = Claim {
+            session,
+            request: r.request,
+            key: key.clone(),
+        };
+        self.claims.insert((session, r.request), (r, key));
+        self.fx.push(Effect::Claim(Box::new(claim)));
+    }
+
+    /// The directory answered a claim.
+    pub(crate) fn claim_done(&mut self, session: Id, request: Id, outcome: Claimed) {
+        // Every claim is answered once.
+        let Some((r, key)) = self.claims.remove(&(session, request)) else {
+            return;
+        };
+        let fail = |core: &mut Core, uri: &str, text: String| {
+            core.send(session, error_msg(code::REGISTER, request, uri, text));
+        };
+        match outcome {
+            Claimed::Won if self.sessions.contains_key(&session) => {
+                match self.register_now(session, r) {
+                    // Registered: its claim goes when it does.
+                    Some(id) => {
+                        self.claimed.insert(id, key);
+                    }
+                    None => self.release(key),
+                }
+            }
+            // The session left meanwhile: let the procedure go.
+            Claimed::Won => self.release(key),
+            Claimed::Taken => fail(
+                self,
+                wamp_uri::PROCEDURE_ALREADY_EXISTS,
+                format!(
+                    "procedure {:?} is already registered (invoke policy single) on another node of the cluster",
+                    r.procedure
+                ),
+            ),
+            Claimed::Unavailable => fail(
+                self,
+                "wamp.error.unavailable",
+                format!(
+                    "a single registration of {:?} must be checked across the cluster, and the cluster's directory cannot be reached now: try again",
+                    r.procedure
+                ),
+            ),
+        }
+    }
+
+    /// Give up a claimed procedure.
+    fn release(&mut self, key: String) {
+        self.fx.push(Effect::Release(Box::new(key)));
+    }
+
     /// In a clustered realm: tell the directory about a local registration.
     pub(crate) fn registry(&mut self, op: RegistryOp) {
         if self.clustered {
@@ -454,6 +539,9 @@ impl Core {
 
     /// Directory entries for a local registration that ended.
     pub(crate) fn unregistered_locally(&mut self, session: Id, registration: Id) {
+        if let Some(key) = self.claimed.remove(&registration) {
+            self.release(key);
+        }
         self.registry(RegistryOp {
             put: false,
             session,

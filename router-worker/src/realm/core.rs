@@ -91,6 +91,12 @@ pub enum Input {
     RegistryLost { session: Id, registration: Id },
     /// The backplane's connection went down or came back.
     Link(bool),
+    /// The directory answered a [`Effect::Claim`].
+    ClaimDone {
+        session: Id,
+        request: Id,
+        outcome: super::cluster::Claimed,
+    },
 }
 
 /// What the core asks its caller to do. Small (the rare variants are
@@ -126,6 +132,11 @@ pub enum Effect {
     /// Put a local registration into the cluster's directory, or take it
     /// out.
     Registry(Box<super::cluster::RegistryOp>),
+    /// Claim a `single` procedure in the directory; answered by
+    /// [`Input::ClaimDone`].
+    Claim(Box<super::cluster::Claim>),
+    /// Give up a claimed procedure (a directory key).
+    Release(Box<String>),
 }
 
 /// Why a session is closed: the ABORT or GOODBYE reason URI and a message.
@@ -236,6 +247,11 @@ pub struct Core {
     pub(crate) remote_calls: HashMap<(Id, Id), Arc<str>>,
     /// The backplane is connected (calls to other members can go out).
     pub(crate) link_up: bool,
+    /// `single` REGISTERs waiting for the directory: (session, request) →
+    /// the REGISTER and its directory key.
+    pub(crate) claims: HashMap<(Id, Id), (proto::message::Register, String)>,
+    /// `single` registrations holding a directory key, by registration.
+    pub(crate) claimed: HashMap<Id, String>,
 }
 
 /// A realm's counters: plain integers, since only the realm's actor
@@ -462,6 +478,8 @@ impl Core {
             remote_regs: HashMap::new(),
             remote_calls: HashMap::new(),
             link_up: true,
+            claims: HashMap::new(),
+            claimed: HashMap::new(),
         }
     }
 
@@ -583,6 +601,11 @@ impl Core {
             Input::RemoteRegistry(e) => self.remote_registry(*e),
             Input::MemberDown { member, why } => self.member_down(&member, why),
             Input::Link(up) => self.link(up),
+            Input::ClaimDone {
+                session,
+                request,
+                outcome,
+            } => self.claim_done(session, request, outcome),
             Input::RegistryLost {
                 session,
                 registration,

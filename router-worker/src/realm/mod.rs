@@ -268,6 +268,12 @@ pub enum RealmCommand {
     RegistryLost { session: Id, registration: Id },
     /// The backplane's connection went down or came back.
     Link(bool),
+    /// The directory answered a claim.
+    ClaimDone {
+        session: Id,
+        request: Id,
+        outcome: cluster::Claimed,
+    },
 }
 
 /// Why a realm did not take a publication from the cluster.
@@ -590,6 +596,15 @@ impl Actor {
             RealmCommand::RemoteRegistry(e) => Input::RemoteRegistry(e),
             RealmCommand::MemberDown { member, why } => Input::MemberDown { member, why },
             RealmCommand::Link(up) => Input::Link(up),
+            RealmCommand::ClaimDone {
+                session,
+                request,
+                outcome,
+            } => Input::ClaimDone {
+                session,
+                request,
+                outcome,
+            },
             RealmCommand::RegistryLost {
                 session,
                 registration,
@@ -626,6 +641,29 @@ impl Actor {
                         if let Some(link) = &self.cluster {
                             link.registry(*op);
                         }
+                        continue;
+                    }
+                    Effect::Release(key) => {
+                        if let Some(link) = &self.cluster {
+                            link.release(*key);
+                        }
+                        continue;
+                    }
+                    Effect::Claim(claim) => {
+                        let (Some(link), Some(tx)) = (self.cluster.clone(), self.self_tx.upgrade())
+                        else {
+                            continue;
+                        };
+                        tokio::spawn(async move {
+                            let outcome = link.claim(&claim.key).await;
+                            let _ = tx
+                                .send(RealmCommand::ClaimDone {
+                                    session: claim.session,
+                                    request: claim.request,
+                                    outcome,
+                                })
+                                .await;
+                        });
                         continue;
                     }
                     _ => {}
@@ -705,7 +743,11 @@ fn carry_out(
         }
         Effect::Authz(authz) => shared_authz.store(authz),
         // Carried out by the actor itself (it holds the backplane link).
-        Effect::Forward(_) | Effect::ToMember(_) | Effect::Registry(_) => {}
+        Effect::Forward(_)
+        | Effect::ToMember(_)
+        | Effect::Registry(_)
+        | Effect::Claim(_)
+        | Effect::Release(_) => {}
         Effect::Mint(m) => {
             let Mint {
                 to,

@@ -126,6 +126,25 @@ impl Core {
         if let Err((uri, text)) = self.check_uri(session, &r.procedure, policy, Action::Register) {
             return fail(self, uri, text);
         }
+        // A single registration in a cluster is claimed across the
+        // cluster first (unless this node knows it is taken already).
+        if self.clustered
+            && invoke == proto::options::InvokePolicy::Single
+            && self.dealer.lookup_exact(&r.procedure, policy).is_none()
+        {
+            return self.claim_single(session, r, policy);
+        }
+        self.register_now(session, r);
+    }
+
+    /// A REGISTER already checked: into the dealer, REGISTERED or ERROR.
+    pub(crate) fn register_now(&mut self, session: Id, r: Register) -> Option<Id> {
+        let fail = |realm: &mut Core, uri: &'static str, text: String| {
+            realm.send(session, error_msg(code::REGISTER, r.request, uri, text));
+        };
+        let Ok(RegisterOptions { policy, invoke }) = RegisterOptions::parse(&r.options) else {
+            return None;
+        };
         let existed = self.dealer.lookup_exact(&r.procedure, policy).is_some();
         match self.dealer.register(session, &r.procedure, policy, invoke) {
             Ok(id) => {
@@ -145,6 +164,7 @@ impl Core {
                     "wamp.registration.on_register",
                     vec![session.into(), id.into()],
                 );
+                Some(id)
             }
             Err(e) => {
                 let text = match e {
@@ -165,6 +185,7 @@ impl Core {
                     }
                 };
                 fail(self, wamp_uri::PROCEDURE_ALREADY_EXISTS, text);
+                None
             }
         }
     }
