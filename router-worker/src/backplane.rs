@@ -76,11 +76,15 @@ pub struct Backplane {
     link: tokio::sync::watch::Sender<bool>,
     /// Other members by when they were last heard of (heartbeat or
     /// directory), and their directory keys.
-    members: std::sync::Mutex<Members>,
+    members: SharedMembers,
 }
 
+/// What a router knows of the cluster's other members (shared with its
+/// realms' links, for how many answers a meta query may wait for).
+type SharedMembers = Arc<std::sync::Mutex<Members>>;
+
 /// What a router knows of the cluster's other members.
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct Members {
     seen: std::collections::HashMap<String, std::time::Instant>,
     keys: std::collections::HashMap<String, std::collections::HashSet<String>>,
@@ -119,6 +123,8 @@ pub struct RealmLink {
     registry: mpsc::Sender<DirectoryChange>,
     stats: Arc<BackplaneStats>,
     store: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>,
+    client: async_nats::Client,
+    members: SharedMembers,
 }
 
 impl RealmLink {
@@ -141,6 +147,59 @@ impl RealmLink {
             }
             _ => Claimed::Unavailable,
         }
+    }
+
+    /// Ask every other member a meta query; their answers within 250 ms
+    /// (or fewer, once as many have come as members are known).
+    pub async fn gather(
+        &self,
+        procedure: &str,
+        payload: &proto::Payload,
+    ) -> Vec<Result<proto::Payload, (String, String)>> {
+        let mut out = Vec::new();
+        if !self.stats.connected.load(Ordering::Relaxed) {
+            return out;
+        }
+        let Some(bytes) = crate::realm::cluster::meta_request(procedure, payload) else {
+            return out;
+        };
+        let expected = self.members.lock().map(|m| m.seen.len()).unwrap_or(0);
+        if expected == 0 {
+            return out;
+        }
+        let inbox = self.client.new_inbox();
+        let Ok(mut sub) = self.client.subscribe(inbox.clone()).await else {
+            return out;
+        };
+        let subject = format!("{}r.{}.meta", self.prefix, self.realm_hex);
+        if self
+            .client
+            .publish_with_reply(subject, inbox, bytes)
+            .await
+            .is_err()
+        {
+            return out;
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(250);
+        while out.len() < expected {
+            match tokio::time::timeout_at(deadline, sub.next()).await {
+                Ok(Some(msg)) => {
+                    if let Some(a) = crate::realm::cluster::read_meta_answer(&msg.payload) {
+                        out.push(a);
+                    }
+                }
+                _ => break,
+            }
+        }
+        if out.len() < expected {
+            debug!(
+                procedure,
+                answered = out.len(),
+                expected,
+                "cluster backplane: a meta query got a partial answer"
+            );
+        }
+        out
     }
 
     /// Give up a claimed procedure.
@@ -301,7 +360,7 @@ impl Backplane {
             stats,
             store: Arc::default(),
             link,
-            members: std::sync::Mutex::default(),
+            members: SharedMembers::default(),
         }))
     }
 
@@ -318,6 +377,8 @@ impl Backplane {
             registry: self.registry.clone(),
             stats: self.stats.clone(),
             store: self.store.clone(),
+            client: self.client.clone(),
+            members: self.members.clone(),
         }
     }
 
@@ -677,6 +738,29 @@ impl Backplane {
                 return;
             }
         };
+        // This realm's part of the other members' meta queries.
+        let meta_subject = format!(
+            "{}r.{}.meta",
+            self.prefix,
+            hex::encode(realm.name.as_bytes())
+        );
+        if let Ok(mut queries) = self.client.subscribe(meta_subject).await {
+            let (client, r) = (self.client.clone(), realm.clone());
+            tokio::spawn(async move {
+                while let Some(msg) = queries.next().await {
+                    let (Some(reply), Some((procedure, payload))) = (
+                        msg.reply,
+                        crate::realm::cluster::read_meta_request(&msg.payload),
+                    ) else {
+                        continue;
+                    };
+                    let answer = r.meta_local(procedure, payload).await;
+                    if let Some(bytes) = crate::realm::cluster::meta_answer(&answer) {
+                        let _ = client.publish(reply, bytes).await;
+                    }
+                }
+            });
+        }
         let stats = self.stats.clone();
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {

@@ -123,6 +123,10 @@ fn calls_across_three_nodes() {
     }
     let out = expect_python_args_ok(&a, "cluster_rpc.py", &[&a.url(), &b.url(), &c.url()]);
     for want in [
+        "ok wamp.session.count on A counts the sessions of all three nodes",
+        "ok wamp.session.list on A lists them all",
+        "ok wamp.session.get on B finds a session of C",
+        "ok a session no node has: wamp.error.no_such_session",
         "ok a caller on A reached a callee on B",
         "ok 200 concurrent calls across nodes answered right",
         "ok the caller disclosed to the remote callee",

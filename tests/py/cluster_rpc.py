@@ -40,6 +40,29 @@ async def main():
     b = await connect(B, "msgpack")
     c = await connect(C, "json")
 
+    # The meta API answers for the whole cluster (the nodes learn of each
+    # other from their heartbeats first).
+    ids = {caller._session_id, b._session_id, c._session_id}
+    deadline = asyncio.get_event_loop().time() + 10
+    while True:
+        t0 = asyncio.get_event_loop().time()
+        n = await caller.call("wamp.session.count")
+        took = asyncio.get_event_loop().time() - t0
+        if n == 3 or asyncio.get_event_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    check(n == 3 and took < 0.5, f"wamp.session.count on A counts the sessions of all three nodes ({n}, {took * 1000:.0f} ms)")
+    listed = await caller.call("wamp.session.list")
+    check(set(listed) == ids, "wamp.session.list on A lists them all")
+    got = await b.call("wamp.session.get", c._session_id)
+    check(got["session"] == c._session_id and got["authrole"] == "anonymous",
+          "wamp.session.get on B finds a session of C")
+    try:
+        await caller.call("wamp.session.get", 12345)
+        raise SystemExit("FAILED: a session nobody has was found")
+    except ApplicationError as e:
+        check(e.error == "wamp.error.no_such_session", "a session no node has: wamp.error.no_such_session")
+
     seen_callers = []
 
     def add(x, y, details=None):

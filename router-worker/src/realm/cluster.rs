@@ -58,6 +58,24 @@ pub enum Claimed {
     Unavailable,
 }
 
+/// A meta API query answered by every member (scatter-gather).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gather {
+    pub caller: Id,
+    pub request: Id,
+    pub procedure: String,
+    pub payload: Payload,
+    /// This member's own answer.
+    pub local: Result<Payload, (String, String)>,
+}
+
+/// The meta procedures whose answers span the cluster.
+pub const GATHERED: [&str; 3] = [
+    "wamp.session.count",
+    "wamp.session.list",
+    "wamp.session.get",
+];
+
 /// A registration of another member, from the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryEntry {
@@ -114,7 +132,162 @@ fn str_of<'a>(d: &'a Dict, key: &str) -> Option<&'a str> {
     d.get(key).and_then(Value::as_str)
 }
 
+/// A meta query for the other members, encoded (a MessagePack CALL).
+pub fn meta_request(procedure: &str, payload: &Payload) -> Option<Bytes> {
+    let msg = Message::Call(Call {
+        request: 1,
+        options: Dict::new(),
+        procedure: procedure.to_owned(),
+        payload: payload.clone(),
+    });
+    Serializer::MsgPack
+        .encode_to_vec(&msg)
+        .ok()
+        .map(Bytes::from)
+}
+
+/// A member's answer to a meta query, encoded (RESULT or ERROR).
+pub fn meta_answer(answer: &Result<Payload, (String, String)>) -> Option<Bytes> {
+    let msg = match answer {
+        Ok(p) => Message::Result(proto::message::CallResult {
+            request: 1,
+            details: Dict::new(),
+            payload: p.clone(),
+        }),
+        Err((uri, text)) => error_msg(code::CALL, 1, uri, text.clone()),
+    };
+    Serializer::MsgPack
+        .encode_to_vec(&msg)
+        .ok()
+        .map(Bytes::from)
+}
+
+/// Read a member's answer.
+pub fn read_meta_answer(bytes: &[u8]) -> Option<Result<Payload, (String, String)>> {
+    match Serializer::MsgPack.decode(bytes).ok()? {
+        Message::Result(r) => Some(Ok(r.payload)),
+        Message::Error(e) => Some(Err((
+            e.error,
+            e.payload
+                .args
+                .first()
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        ))),
+        _ => None,
+    }
+}
+
+/// Read a meta query from another member.
+pub fn read_meta_request(bytes: &[u8]) -> Option<(String, Payload)> {
+    match Serializer::MsgPack.decode(bytes).ok()? {
+        Message::Call(c) => Some((c.procedure, c.payload)),
+        _ => None,
+    }
+}
+
+/// One answer from the member's own answer and the others': counts add
+/// up, lists join, a session is found wherever it is.
+pub fn merge(
+    procedure: &str,
+    local: Result<Payload, (String, String)>,
+    remote: Vec<Result<Payload, (String, String)>>,
+) -> Result<Payload, (String, String)> {
+    let first = |p: &Payload| p.args.first().cloned();
+    match procedure {
+        "wamp.session.count" => {
+            let mut n = local.as_ref().ok().and_then(first).and_then(|v| v.as_u64());
+            for r in remote.iter().flatten() {
+                if let Some(m) = first(r).and_then(|v| v.as_u64()) {
+                    n = Some(n.unwrap_or(0) + m);
+                }
+            }
+            match n {
+                Some(n) => Ok(Payload::args(vec![Value::from(n)])),
+                None => local,
+            }
+        }
+        "wamp.session.list" => {
+            let mut all: Vec<Id> = Vec::new();
+            for r in std::iter::once(&local).chain(remote.iter()).flatten() {
+                if let Some(Value::List(l)) = first(r) {
+                    all.extend(l.iter().filter_map(Value::as_id));
+                }
+            }
+            if local.is_err() && remote.iter().all(Result::is_err) {
+                return local;
+            }
+            all.sort_unstable();
+            all.dedup();
+            Ok(Payload::args(vec![Value::List(
+                all.into_iter().map(Value::from).collect(),
+            )]))
+        }
+        _ => {
+            if local.is_ok() {
+                return local;
+            }
+            remote.into_iter().find(Result::is_ok).unwrap_or(local)
+        }
+    }
+}
+
 impl Core {
+    /// In a clustered realm: a meta query whose answer spans the cluster
+    /// goes to every member ([`Effect::Gather`]); `false` when it is this
+    /// node's alone.
+    pub(crate) fn gather(
+        &mut self,
+        session: Id,
+        request: Id,
+        procedure: &str,
+        payload: Payload,
+    ) -> bool {
+        if !self.clustered || !GATHERED.contains(&procedure) {
+            return false;
+        }
+        let local = self
+            .meta_call(session, procedure, payload.clone())
+            .map_err(|(uri, text)| (uri.to_owned(), text));
+        self.fx.push(Effect::Gather(Box::new(Gather {
+            caller: session,
+            request,
+            procedure: procedure.to_owned(),
+            payload,
+            local,
+        })));
+        true
+    }
+
+    /// The other members answered (or the time ran out).
+    pub(crate) fn gathered(&mut self, g: Gather, remote: Vec<Result<Payload, (String, String)>>) {
+        match merge(&g.procedure, g.local, remote) {
+            Ok(payload) => self.send(
+                g.caller,
+                Message::Result(proto::message::CallResult {
+                    request: g.request,
+                    details: Dict::new(),
+                    payload,
+                }),
+            ),
+            Err((uri, text)) => self.send(g.caller, error_msg(code::CALL, g.request, &uri, text)),
+        }
+    }
+
+    /// This member's part of another member's meta query.
+    pub(crate) fn meta_local(
+        &mut self,
+        procedure: &str,
+        payload: Payload,
+    ) -> Result<Payload, (String, String)> {
+        if !GATHERED.contains(&procedure) {
+            return Err((wamp_uri::NO_SUCH_PROCEDURE.to_owned(), procedure.to_owned()));
+        }
+        self.meta_call(super::core::INTERNAL, procedure, payload)
+            .map_err(|(uri, text)| (uri.to_owned(), text))
+    }
+
     /// A REGISTER with invoke `single` in a clustered realm: claim the
     /// procedure in the directory first; REGISTERED (or ERROR) follows
     /// [`Core::claim_done`].
@@ -565,6 +738,45 @@ fn request_of(msg: &Message) -> Option<Id> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_merge_across_members() {
+        let n = |x: u64| Ok(Payload::args(vec![Value::from(x)]));
+        assert_eq!(merge("wamp.session.count", n(2), vec![n(3), n(4)]), n(9));
+        let l = |v: &[u64]| {
+            Ok(Payload::args(vec![Value::List(
+                v.iter().map(|&x| Value::from(x)).collect(),
+            )]))
+        };
+        assert_eq!(
+            merge("wamp.session.list", l(&[5, 1]), vec![l(&[3]), l(&[1, 9])]),
+            l(&[1, 3, 5, 9])
+        );
+        let missing: Result<Payload, (String, String)> =
+            Err(("wamp.error.no_such_session".into(), "no".into()));
+        assert_eq!(
+            merge(
+                "wamp.session.get",
+                missing.clone(),
+                vec![missing.clone(), n(7)]
+            ),
+            n(7)
+        );
+        assert_eq!(
+            merge("wamp.session.get", missing.clone(), vec![missing.clone()]),
+            missing
+        );
+        let req = meta_request("wamp.session.count", &Payload::default()).unwrap();
+        assert_eq!(
+            read_meta_request(&req).map(|(p, _)| p).as_deref(),
+            Some("wamp.session.count")
+        );
+        assert_eq!(read_meta_answer(&meta_answer(&n(3)).unwrap()), Some(n(3)));
+        assert_eq!(
+            read_meta_answer(&meta_answer(&missing).unwrap()),
+            Some(missing)
+        );
+    }
 
     #[test]
     fn envelopes_round_trip() {

@@ -91,6 +91,11 @@ pub enum Input {
     RegistryLost { session: Id, registration: Id },
     /// The backplane's connection went down or came back.
     Link(bool),
+    /// The other members' answers to a [`Effect::Gather`].
+    Gathered {
+        gather: Box<super::cluster::Gather>,
+        remote: Vec<Result<Payload, (String, String)>>,
+    },
     /// The directory answered a [`Effect::Claim`].
     ClaimDone {
         session: Id,
@@ -137,6 +142,8 @@ pub enum Effect {
     Claim(Box<super::cluster::Claim>),
     /// Give up a claimed procedure (a directory key).
     Release(Box<String>),
+    /// Ask every member a meta query; answered by [`Input::Gathered`].
+    Gather(Box<super::cluster::Gather>),
 }
 
 /// Why a session is closed: the ABORT or GOODBYE reason URI and a message.
@@ -601,6 +608,7 @@ impl Core {
             Input::RemoteRegistry(e) => self.remote_registry(*e),
             Input::MemberDown { member, why } => self.member_down(&member, why),
             Input::Link(up) => self.link(up),
+            Input::Gathered { gather, remote } => self.gathered(*gather, remote),
             Input::ClaimDone {
                 session,
                 request,

@@ -268,6 +268,17 @@ pub enum RealmCommand {
     RegistryLost { session: Id, registration: Id },
     /// The backplane's connection went down or came back.
     Link(bool),
+    /// Answer a meta query of another member with this realm's part.
+    MetaLocal {
+        procedure: String,
+        payload: Payload,
+        reply: oneshot::Sender<Result<Payload, (String, String)>>,
+    },
+    /// The other members' answers to a meta query.
+    Gathered {
+        gather: Box<cluster::Gather>,
+        remote: Vec<Result<Payload, (String, String)>>,
+    },
     /// The directory answered a claim.
     ClaimDone {
         session: Id,
@@ -357,6 +368,30 @@ impl RealmHandle {
             .send(RealmCommand::RemoteRegistry(Box::new(e)))
             .await
             .map_err(|_| RemoteRefused::Stopped)
+    }
+
+    /// This realm's part of another member's meta query.
+    pub async fn meta_local(
+        &self,
+        procedure: String,
+        payload: Payload,
+    ) -> Result<Payload, (String, String)> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || {
+            (
+                "wamp.error.canceled".to_owned(),
+                "the realm stopped".to_owned(),
+            )
+        };
+        self.tx
+            .send(RealmCommand::MetaLocal {
+                procedure,
+                payload,
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     /// Tell the realm about the cluster (a member gone, an entry lost);
@@ -596,6 +631,15 @@ impl Actor {
             RealmCommand::RemoteRegistry(e) => Input::RemoteRegistry(e),
             RealmCommand::MemberDown { member, why } => Input::MemberDown { member, why },
             RealmCommand::Link(up) => Input::Link(up),
+            RealmCommand::MetaLocal {
+                procedure,
+                payload,
+                reply,
+            } => {
+                let _ = reply.send(self.core.meta_local(&procedure, payload));
+                return;
+            }
+            RealmCommand::Gathered { gather, remote } => Input::Gathered { gather, remote },
             RealmCommand::ClaimDone {
                 session,
                 request,
@@ -647,6 +691,17 @@ impl Actor {
                         if let Some(link) = &self.cluster {
                             link.release(*key);
                         }
+                        continue;
+                    }
+                    Effect::Gather(g) => {
+                        let (Some(link), Some(tx)) = (self.cluster.clone(), self.self_tx.upgrade())
+                        else {
+                            continue;
+                        };
+                        tokio::spawn(async move {
+                            let remote = link.gather(&g.procedure, &g.payload).await;
+                            let _ = tx.send(RealmCommand::Gathered { gather: g, remote }).await;
+                        });
                         continue;
                     }
                     Effect::Claim(claim) => {
@@ -747,6 +802,7 @@ fn carry_out(
         | Effect::ToMember(_)
         | Effect::Registry(_)
         | Effect::Claim(_)
+        | Effect::Gather(_)
         | Effect::Release(_) => {}
         Effect::Mint(m) => {
             let Mint {

@@ -255,6 +255,9 @@ impl Core {
             return self.issue_token(session, c.request, &c.payload);
         }
         if uri::is_reserved(&c.procedure) {
+            if self.clustered && self.gather(session, c.request, &c.procedure, c.payload.clone()) {
+                return;
+            }
             return match self.meta_call(session, &c.procedure, c.payload) {
                 Ok(payload) => self.send(
                     session,
