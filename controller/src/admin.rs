@@ -451,6 +451,11 @@ pub(crate) fn render_metrics(
         reg.register(name, help, f.clone());
         f
     };
+    let gauge_f = |reg: &mut Registry, name: &str, help: &str| {
+        let f = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        reg.register(name, help, f.clone());
+        f
+    };
     let build = gauge(&mut reg, "trellis_build_info", "The running build");
     build
         .get_or_create(&labels(&[
@@ -567,6 +572,16 @@ pub(crate) fn render_metrics(
         "trellis_backplane_messages",
         "Messages between this node and the cluster, by direction and kind",
     );
+    let bp_rtt = gauge_f(
+        &mut reg,
+        "trellis_backplane_rtt_seconds",
+        "The last round trip from a router worker to NATS",
+    );
+    let bp_members = gauge(
+        &mut reg,
+        "trellis_cluster_members",
+        "Other members of the cluster (router workers of other nodes) a router worker hears from",
+    );
     let bp_dropped = counter(
         &mut reg,
         "trellis_backplane_dropped_messages",
@@ -593,6 +608,10 @@ pub(crate) fn render_metrics(
             let l = labels(&[("worker", w)]);
             bp_connected.get_or_create(&l).set(i64::from(b.connected));
             bp_reconnects.get_or_create(&l).inc_by(b.reconnects);
+            bp_rtt.get_or_create(&l).set(b.rtt_ms / 1000.0);
+            bp_members
+                .get_or_create(&l)
+                .set(i64::try_from(b.members).unwrap_or(i64::MAX));
             for (direction, n) in [("out", b.sent), ("in", b.received)] {
                 bp_messages
                     .get_or_create(&labels(&[

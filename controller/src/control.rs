@@ -115,6 +115,12 @@ pub struct BackplaneReport {
     /// Dropped, by reason (`queue_full`, `disconnected`, `slow_consumer`,
     /// `too_large`).
     pub dropped: BTreeMap<String, u64>,
+    /// Other members (router workers of other nodes) heard from lately.
+    #[serde(default)]
+    pub members: u64,
+    /// The last round trip to NATS, in milliseconds.
+    #[serde(default)]
+    pub rtt_ms: f64,
 }
 
 impl BackplaneReport {
@@ -123,6 +129,8 @@ impl BackplaneReport {
         use std::sync::atomic::Ordering::Relaxed;
         BackplaneReport {
             connected: s.connected.load(Relaxed),
+            members: s.members.load(Relaxed),
+            rtt_ms: s.rtt_us.load(Relaxed) as f64 / 1000.0,
             reconnects: s.reconnects.load(Relaxed),
             sent: s.sent.load(Relaxed),
             received: s.received.load(Relaxed),
@@ -353,12 +361,14 @@ pub fn format_backplane(b: &BTreeMap<String, BackplaneReport>) -> String {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         out.push_str(&format!(
-            "backplane of {id}: {}, {} reconnects, {} sent, {} received, dropped: {}\n",
+            "backplane of {id}: {}, {} other members, round trip {:.2} ms, {} reconnects, {} sent, {} received, dropped: {}\n",
             if r.connected {
                 "connected"
             } else {
                 "NOT CONNECTED"
             },
+            r.members,
+            r.rtt_ms,
             r.reconnects,
             r.sent,
             r.received,

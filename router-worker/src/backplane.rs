@@ -45,6 +45,11 @@ pub struct BackplaneStats {
     pub dropped_slow_consumer: AtomicU64,
     /// Dropped: larger than NATS takes (`max_payload`).
     pub dropped_too_large: AtomicU64,
+    /// Other members heard from lately.
+    pub members: AtomicU64,
+    /// The last round trip to the NATS server, in microseconds (0:
+    /// unknown).
+    pub rtt_us: AtomicU64,
 }
 
 /// One message for NATS: its subject, the realm it belongs to (a header,
@@ -470,6 +475,21 @@ impl Backplane {
                         .client
                         .publish(subject.clone(), Bytes::from(self.member.to_string()))
                         .await;
+                    // The round trip: a flush waits for the server's PONG.
+                    let t0 = std::time::Instant::now();
+                    if tokio::time::timeout(std::time::Duration::from_secs(2), self.client.flush())
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                    {
+                        self.stats
+                            .rtt_us
+                            .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    }
+                    if let Ok(m) = self.members.lock() {
+                        self.stats
+                            .members
+                            .store(m.seen.len() as u64, Ordering::Relaxed);
+                    }
                     if since.elapsed() < DEAD_AFTER {
                         continue;
                     }

@@ -261,6 +261,26 @@ fn nats_outage_and_return() {
         ) >= 1.0,
         "{text}"
     );
+    // B is heard from again, and the round trip to NATS is measured.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = crate::node::status(&a.node_dir());
+        let bp = &s["backplane"]["router1"];
+        if bp["members"].as_u64() == Some(1) && bp["rtt_ms"].as_f64().is_some_and(|r| r > 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed B and a round trip: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, text) = get(admin, "/metrics", &[]);
+    assert_eq!(
+        metric(&text, "trellis_cluster_members{worker=\"router1\"}"),
+        1.0
+    );
+    assert!(metric(&text, "trellis_backplane_rtt_seconds{worker=\"router1\"}") > 0.0);
 }
 
 /// `trellis check` names what is wrong in a `cluster` block.
