@@ -127,6 +127,7 @@ fn calls_across_three_nodes() {
         "ok wamp.session.list on A lists them all",
         "ok wamp.session.get on B finds a session of C",
         "ok a session no node has: wamp.error.no_such_session",
+        "ok wamp.session.kill on A closes a session of C",
         "ok a caller on A reached a callee on B",
         "ok 200 concurrent calls across nodes answered right",
         "ok the caller disclosed to the remote callee",

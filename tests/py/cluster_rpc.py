@@ -62,6 +62,11 @@ async def main():
         raise SystemExit("FAILED: a session nobody has was found")
     except ApplicationError as e:
         check(e.error == "wamp.error.no_such_session", "a session no node has: wamp.error.no_such_session")
+    # Killing a session of another node.
+    victim = await connect(C, "json")
+    await caller.call("wamp.session.kill", victim._session_id, reason="com.rpc.bye", message="go")
+    details = await asyncio.wait_for(victim.left, 5)
+    check(details.reason == "com.rpc.bye", "wamp.session.kill on A closes a session of C")
 
     seen_callers = []
 

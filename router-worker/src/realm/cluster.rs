@@ -70,10 +70,13 @@ pub struct Gather {
 }
 
 /// The meta procedures whose answers span the cluster.
-pub const GATHERED: [&str; 3] = [
+pub const GATHERED: [&str; 6] = [
     "wamp.session.count",
     "wamp.session.list",
     "wamp.session.get",
+    "wamp.session.kill",
+    "wamp.session.kill_by_authid",
+    "wamp.session.kill_by_authrole",
 ];
 
 /// A registration of another member, from the directory.
@@ -188,7 +191,7 @@ pub fn read_meta_request(bytes: &[u8]) -> Option<(String, Payload)> {
 }
 
 /// One answer from the member's own answer and the others': counts add
-/// up, lists join, a session is found wherever it is.
+/// up, lists join, a session is found (or killed) wherever it is.
 pub fn merge(
     procedure: &str,
     local: Result<Payload, (String, String)>,
@@ -196,7 +199,7 @@ pub fn merge(
 ) -> Result<Payload, (String, String)> {
     let first = |p: &Payload| p.args.first().cloned();
     match procedure {
-        "wamp.session.count" => {
+        "wamp.session.count" | "wamp.session.kill_by_authrole" => {
             let mut n = local.as_ref().ok().and_then(first).and_then(|v| v.as_u64());
             for r in remote.iter().flatten() {
                 if let Some(m) = first(r).and_then(|v| v.as_u64()) {
@@ -208,7 +211,7 @@ pub fn merge(
                 None => local,
             }
         }
-        "wamp.session.list" => {
+        "wamp.session.list" | "wamp.session.kill_by_authid" => {
             let mut all: Vec<Id> = Vec::new();
             for r in std::iter::once(&local).chain(remote.iter()).flatten() {
                 if let Some(Value::List(l)) = first(r) {

@@ -91,6 +91,9 @@ pub enum Input {
     RegistryLost { session: Id, registration: Id },
     /// The backplane's connection went down or came back.
     Link(bool),
+    /// This realm's part of another member's meta query; the answer is
+    /// left in [`Core::meta_answer`].
+    MetaLocal { procedure: String, payload: Payload },
     /// The other members' answers to a [`Effect::Gather`].
     Gathered {
         gather: Box<super::cluster::Gather>,
@@ -259,6 +262,8 @@ pub struct Core {
     pub(crate) claims: HashMap<(Id, Id), (proto::message::Register, String)>,
     /// `single` registrations holding a directory key, by registration.
     pub(crate) claimed: HashMap<Id, String>,
+    /// The answer to the last [`Input::MetaLocal`].
+    pub meta_answer: Option<Result<Payload, (String, String)>>,
 }
 
 /// A realm's counters: plain integers, since only the realm's actor
@@ -487,6 +492,7 @@ impl Core {
             link_up: true,
             claims: HashMap::new(),
             claimed: HashMap::new(),
+            meta_answer: None,
         }
     }
 
@@ -609,6 +615,9 @@ impl Core {
             Input::MemberDown { member, why } => self.member_down(&member, why),
             Input::Link(up) => self.link(up),
             Input::Gathered { gather, remote } => self.gathered(*gather, remote),
+            Input::MetaLocal { procedure, payload } => {
+                self.meta_answer = Some(self.meta_local(&procedure, payload));
+            }
             Input::ClaimDone {
                 session,
                 request,

@@ -636,7 +636,15 @@ impl Actor {
                 payload,
                 reply,
             } => {
-                let _ = reply.send(self.core.meta_local(&procedure, payload));
+                // Through the core like any input: what it does (a kill)
+                // is carried out now.
+                self.feed(Input::MetaLocal { procedure, payload }, now);
+                let answer = self
+                    .core
+                    .meta_answer
+                    .take()
+                    .unwrap_or_else(|| Err(("wamp.error.canceled".into(), "no answer".into())));
+                let _ = reply.send(answer);
                 return;
             }
             RealmCommand::Gathered { gather, remote } => Input::Gathered { gather, remote },
