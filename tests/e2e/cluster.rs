@@ -89,14 +89,23 @@ fn wait_connected(nodes: &[&Node]) {
     }
 }
 
+/// Nodes a, b and c of cluster `c1`, connected, their directories read.
+fn three_nodes(nats: &Nats) -> [Node; 3] {
+    let nodes = ["a", "b", "c"].map(|id| {
+        let port = free_port();
+        Node::start(&node_config(port, id, nats), port)
+    });
+    for n in &nodes {
+        n.wait_log("cluster backplane: connected to NATS");
+        n.wait_log("cluster backplane: registration directory ready");
+    }
+    nodes
+}
+
 #[test]
 fn pubsub_across_three_nodes() {
     let nats = Nats::start();
-    let (pa, pb, pc) = (free_port(), free_port(), free_port());
-    let a = Node::start(&node_config(pa, "a", &nats), pa);
-    let b = Node::start(&node_config(pb, "b", &nats), pb);
-    let c = Node::start(&node_config(pc, "c", &nats), pc);
-    wait_connected(&[&a, &b, &c]);
+    let [a, b, c] = three_nodes(&nats);
     let out = expect_python_args_ok(&a, "cluster_pubsub.py", &[&a.url(), &b.url(), &c.url()]);
     for want in [
         "ok 2000 events from A reached B and C in order across two topics",
@@ -113,14 +122,7 @@ fn pubsub_across_three_nodes() {
 #[test]
 fn calls_across_three_nodes() {
     let nats = Nats::start();
-    let (pa, pb, pc) = (free_port(), free_port(), free_port());
-    let a = Node::start(&node_config(pa, "a", &nats), pa);
-    let b = Node::start(&node_config(pb, "b", &nats), pb);
-    let c = Node::start(&node_config(pc, "c", &nats), pc);
-    wait_connected(&[&a, &b, &c]);
-    for n in [&a, &b, &c] {
-        n.wait_log("cluster backplane: registration directory ready");
-    }
+    let [a, b, c] = three_nodes(&nats);
     let out = expect_python_args_ok(&a, "cluster_rpc.py", &[&a.url(), &b.url(), &c.url()]);
     for want in [
         "ok wamp.session.count on A counts the sessions of all three nodes",
@@ -151,14 +153,7 @@ fn calls_across_three_nodes() {
 #[test]
 fn a_node_killed_under_load() {
     let nats = Nats::start();
-    let (pa, pb, pc) = (free_port(), free_port(), free_port());
-    let a = Node::start(&node_config(pa, "a", &nats), pa);
-    let b = Node::start(&node_config(pb, "b", &nats), pb);
-    let c = Node::start(&node_config(pc, "c", &nats), pc);
-    wait_connected(&[&a, &b, &c]);
-    for n in [&a, &b, &c] {
-        n.wait_log("cluster backplane: registration directory ready");
-    }
+    let [a, b, c] = three_nodes(&nats);
     let s = crate::node::wait_status(&b, "B's router running", |s| {
         crate::node::worker(s, "router1")["pid"].is_i64()
     });

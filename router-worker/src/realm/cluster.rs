@@ -561,24 +561,7 @@ impl Core {
             }
             self.remote.remove(s);
         }
-        let failed: Vec<(Id, Id)> = self
-            .remote_calls
-            .iter()
-            .filter(|(_, m)| &***m == member)
-            .map(|(k, _)| *k)
-            .collect();
-        for (caller, request) in failed {
-            self.remote_calls.remove(&(caller, request));
-            self.send(
-                caller,
-                error_msg(
-                    code::CALL,
-                    request,
-                    wamp_uri::CANCELED,
-                    format!("callee disconnected from in-flight request ({why})"),
-                ),
-            );
-        }
+        self.fail_remote_calls(Some(member), why);
         if !gone.is_empty() {
             warn!(
                 member,
@@ -619,28 +602,29 @@ impl Core {
         if up {
             return;
         }
-        let members: std::collections::HashSet<Arc<str>> =
-            self.remote_calls.values().cloned().collect();
-        for m in members {
-            let failed: Vec<(Id, Id)> = self
-                .remote_calls
-                .iter()
-                .filter(|(_, x)| **x == m)
-                .map(|(k, _)| *k)
-                .collect();
-            for (caller, request) in failed {
-                self.remote_calls.remove(&(caller, request));
-                self.send(
-                    caller,
-                    error_msg(
-                        code::CALL,
-                        request,
-                        wamp_uri::CANCELED,
-                        "callee disconnected from in-flight request (this node's link to the cluster is down)"
-                            .into(),
-                    ),
-                );
-            }
+        self.fail_remote_calls(None, "this node's link to the cluster is down");
+    }
+
+    /// Calls of local callers waiting on another member (`member`, or any
+    /// with `None`) fail at once with `wamp.error.canceled`.
+    fn fail_remote_calls(&mut self, member: Option<&str>, why: &str) {
+        let failed: Vec<(Id, Id)> = self
+            .remote_calls
+            .iter()
+            .filter(|(_, m)| member.is_none_or(|x| &***m == x))
+            .map(|(k, _)| *k)
+            .collect();
+        for (caller, request) in failed {
+            self.remote_calls.remove(&(caller, request));
+            self.send(
+                caller,
+                error_msg(
+                    code::CALL,
+                    request,
+                    wamp_uri::CANCELED,
+                    format!("callee disconnected from in-flight request ({why})"),
+                ),
+            );
         }
     }
 

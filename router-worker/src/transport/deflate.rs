@@ -15,6 +15,7 @@ use std::fmt;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
+use super::frame_guard::{header_len, payload_len};
 use crate::config::DeflateConfig;
 
 /// The four bytes every sync-flushed deflate block ends with; RFC 7692
@@ -454,28 +455,6 @@ fn write_header(out: &mut Vec<u8>, fin: bool, opcode: u8, len: usize) {
         out.extend_from_slice(&(len as u64).to_be_bytes());
     }
     out.extend_from_slice(&[0; 4]);
-}
-
-/// The whole header's length once enough of it is known (2 bytes tell).
-fn header_len(have: &[u8]) -> Option<usize> {
-    if have.len() < 2 {
-        return None;
-    }
-    let ext = match have[1] & 0x7F {
-        126 => 2,
-        127 => 8,
-        _ => 0,
-    };
-    let mask = if have[1] & 0x80 != 0 { 4 } else { 0 };
-    Some(2 + ext + mask)
-}
-
-fn payload_len(h: &[u8]) -> u64 {
-    match h[1] & 0x7F {
-        126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
-        127 => u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
-        n => u64::from(n),
-    }
 }
 
 /// The router's side: compresses outgoing messages.

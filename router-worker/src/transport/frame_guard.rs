@@ -151,7 +151,7 @@ impl FrameGuard {
 }
 
 /// The whole header's length once enough of it is known (2 bytes tell).
-fn header_len(have: &[u8]) -> Option<usize> {
+pub(super) fn header_len(have: &[u8]) -> Option<usize> {
     if have.len() < 2 {
         return None;
     }
@@ -166,14 +166,16 @@ fn header_len(have: &[u8]) -> Option<usize> {
 
 /// FIN, opcode and payload length of a complete header.
 fn parse(h: &[u8]) -> (bool, u8, u64) {
-    let fin = h[0] & 0x80 != 0;
-    let opcode = h[0] & 0x0F;
-    let len = match h[1] & 0x7F {
+    (h[0] & 0x80 != 0, h[0] & 0x0F, payload_len(h))
+}
+
+/// The payload length a complete header declares.
+pub(super) fn payload_len(h: &[u8]) -> u64 {
+    match h[1] & 0x7F {
         126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
         127 => u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
         n => u64::from(n),
-    };
-    (fin, opcode, len)
+    }
 }
 
 #[cfg(test)]
