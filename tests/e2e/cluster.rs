@@ -329,3 +329,33 @@ fn the_example_cluster_configs_check() {
         );
     }
 }
+
+/// A node killed and started again with the same `node_id` and port: it
+/// is a new member; the dead one's claims and registrations are purged,
+/// and the new one's work.
+#[test]
+fn a_node_restarted() {
+    let nats = Nats::start();
+    let [a, b, _c] = three_nodes(&nats);
+    let s = crate::node::wait_status(&b, "B's router running", |s| {
+        crate::node::worker(s, "router1")["pid"].is_i64()
+    });
+    let pids = format!("{},{}", b.pid(), crate::node::pid_of(&s, "router1"));
+    let out = expect_python_args_ok(
+        &a,
+        "cluster_restart.py",
+        &["before", &a.url(), &b.url(), &pids],
+    );
+    assert!(out.contains("ok A calls B's procedure"), "{out}");
+    let port = b.port;
+    drop(b);
+    let b2 = Node::start(&node_config(port, "b", &nats), port);
+    b2.wait_log("cluster backplane: registration directory ready");
+    let out = expect_python_args_ok(&a, "cluster_restart.py", &["after", &a.url(), &b2.url()]);
+    for want in [
+        "ok the restarted node takes the procedure once the dead node's claim is purged",
+        "ok A's calls reach the restarted node",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+}
