@@ -11,6 +11,17 @@
 //! one publisher's messages in order, so WAMP's per-publisher order holds
 //! across topics and nodes.
 //!
+//! RPC: every router puts its registrations into a JetStream KV bucket
+//! (`trellis_<cluster>_reg`, one key per registration, plus a key created
+//! only if absent per `single` procedure) and watches everyone's into its
+//! realms' dealers. A call to a callee of another member goes whole to
+//! that member's inbox (`trellis.<cluster>.m.<member>.rpc`, the realm in a
+//! header), and its answers come back the same way. Heartbeats
+//! (`trellis.<cluster>.hb`, every second) tell who is alive: a member
+//! silent for 5 s is dead, and its calls fail and its entries go. Meta
+//! queries (`wamp.session.count`, ...) are asked of every member on
+//! `trellis.<cluster>.r.<realm hex>.meta` and merged.
+//!
 //! Nothing here ever makes a session wait for NATS: publications go
 //! through a bounded queue ([`crate::config::ClusterConfig::backplane_queue`])
 //! to one publishing task; when it is full, or NATS is not connected, they
