@@ -322,6 +322,9 @@ impl Backplane {
             .name(format!("trellis/{}/{worker}", cfg.node_id))
             .no_echo()
             .retry_on_initial_connect()
+            // A server that stops answering (frozen, or cut off without a
+            // reset) is noticed after about 3 s: two pings unanswered.
+            .ping_interval(std::time::Duration::from_secs(1))
             .event_callback(move |event| {
                 let stats = events.clone();
                 let link = link_events.clone();

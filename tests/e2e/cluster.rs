@@ -279,6 +279,33 @@ fn nats_outage_and_return() {
     assert!(metric(&text, "trellis_backplane_rtt_seconds{worker=\"router1\"}") > 0.0);
 }
 
+/// NATS frozen (SIGSTOP) without closing its connections: noticed within
+/// seconds, calls across nodes fail fast meanwhile, local ones work, and
+/// all resumes after SIGCONT.
+#[test]
+fn nats_frozen_and_thawed() {
+    let nats = Nats::start();
+    let (pa, pb) = (free_port(), free_port());
+    let a = Node::start(&node_config(pa, "a", &nats), pa);
+    let b = Node::start(&node_config(pb, "b", &nats), pb);
+    for n in [&a, &b] {
+        n.wait_log("cluster backplane: registration directory ready");
+    }
+    let out = expect_python_args_ok(
+        &a,
+        "cluster_outage.py",
+        &["frozen", &a.url(), &b.url(), &nats.pid().to_string()],
+    );
+    for want in [
+        "ok NATS frozen: calls to B fail with no_available_callee",
+        "ok then at once, not after a wait",
+        "ok NATS frozen: local calls on A work",
+        "ok NATS thawed: A calls B again",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+}
+
 /// `trellis check` names what is wrong in a `cluster` block.
 #[test]
 fn check_names_cluster_problems() {

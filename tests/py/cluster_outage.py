@@ -119,5 +119,53 @@ async def calls_down():
     check(await caller.call("com.outage.here") == "a", "a local call on A still works")
 
 
-MODES = {"cross": cross, "local": local, "calls-down": calls_down}
+async def frozen():
+    """NATS frozen (SIGSTOP), then thawed (SIGCONT)."""
+    import os
+    import signal
+
+    from autobahn.wamp.exception import ApplicationError
+
+    nats_pid = int(sys.argv[4])
+    caller = await connect(A, "json")
+    callee = await connect(B, "json")
+    await callee.register(lambda: "b", "com.frozen.remote")
+    await caller.register(lambda: "a", "com.frozen.here")
+
+    async def cross_call():
+        try:
+            return await asyncio.wait_for(caller.call("com.frozen.remote"), 10)
+        except ApplicationError as e:
+            return e.error
+        except asyncio.TimeoutError:
+            return "hung"
+
+    async def until(want, within):
+        deadline = asyncio.get_event_loop().time() + within
+        while True:
+            got = await cross_call()
+            if got == want:
+                return True
+            if asyncio.get_event_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.2)
+
+    check(await until("b", 15), "before: A calls B")
+    os.kill(nats_pid, signal.SIGSTOP)
+    try:
+        t0 = asyncio.get_event_loop().time()
+        ok = await until("wamp.error.no_available_callee", 10)
+        took = asyncio.get_event_loop().time() - t0
+        check(ok, f"NATS frozen: calls to B fail with no_available_callee after {took:.1f} s")
+        t0 = asyncio.get_event_loop().time()
+        got = await cross_call()
+        check(got == "wamp.error.no_available_callee" and asyncio.get_event_loop().time() - t0 < 1,
+              "then at once, not after a wait")
+        check(await caller.call("com.frozen.here") == "a", "NATS frozen: local calls on A work")
+    finally:
+        os.kill(nats_pid, signal.SIGCONT)
+    check(await until("b", 20), "NATS thawed: A calls B again")
+
+
+MODES = {"cross": cross, "local": local, "calls-down": calls_down, "frozen": frozen}
 asyncio.run(MODES[MODE]())
