@@ -98,32 +98,35 @@ const CALL: &str = "call";
 const CANCEL: &str = "cancel";
 const DELIVER: &str = "deliver";
 
-/// An envelope: a MessagePack PUBLISH whose topic is the kind, whose
-/// options carry the addressing, and whose only argument is the WAMP
-/// message, encoded.
+/// An envelope: a header (a small MessagePack PUBLISH whose topic is
+/// the kind and whose options carry the addressing), its length first as
+/// 4 bytes, then the WAMP message, MessagePack-encoded once (its payload
+/// is neither wrapped nor copied again).
 fn envelope(kind: &str, fields: Dict, msg: &Message) -> Option<Bytes> {
+    let head = Serializer::MsgPack
+        .encode_to_vec(&Message::Publish(Publish {
+            // Ids are checked on decoding (1 to 2^53); this one means nothing.
+            request: 1,
+            options: fields,
+            topic: kind.to_owned(),
+            payload: Payload::default(),
+        }))
+        .ok()?;
     let inner = Serializer::MsgPack.encode_to_vec(msg).ok()?;
-    let env = Message::Publish(Publish {
-        // Ids are checked on decoding (1 to 2^53); this one means nothing.
-        request: 1,
-        options: fields,
-        topic: kind.to_owned(),
-        payload: Payload::args(vec![Value::Bytes(inner)]),
-    });
-    Serializer::MsgPack
-        .encode_to_vec(&env)
-        .ok()
-        .map(Bytes::from)
+    let mut out = Vec::with_capacity(4 + head.len() + inner.len());
+    out.extend_from_slice(&u32::try_from(head.len()).ok()?.to_be_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&inner);
+    Some(Bytes::from(out))
 }
 
 fn open(bytes: &[u8]) -> Option<(String, Dict, Message)> {
-    let Ok(Message::Publish(p)) = Serializer::MsgPack.decode(bytes) else {
+    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let head = bytes.get(4..4usize.checked_add(len)?)?;
+    let Ok(Message::Publish(p)) = Serializer::MsgPack.decode(head) else {
         return None;
     };
-    let Some(Value::Bytes(inner)) = p.payload.args.first() else {
-        return None;
-    };
-    let msg = Serializer::MsgPack.decode(inner).ok()?;
+    let msg = Serializer::MsgPack.decode(bytes.get(4 + len..)?).ok()?;
     Some((p.topic, p.options, msg))
 }
 
@@ -779,5 +782,10 @@ mod tests {
         assert_eq!(id_of(&fields, "caller"), Some(42));
         assert_eq!(msg, call);
         assert!(open(b"garbage").is_none());
+        assert!(
+            open(&[0, 0, 0, 1]).is_none(),
+            "a header longer than the bytes"
+        );
+        assert!(open(&b[..b.len() - 1]).is_none(), "a cut message");
     }
 }
