@@ -117,6 +117,8 @@ type DirectoryChange = (String, Option<Bytes>);
 
 /// The NATS header naming the realm of a member-to-member message.
 const REALM_HEADER: &str = "Trellis-Realm";
+/// The NATS header naming the member that answers a meta query.
+const MEMBER_HEADER: &str = "Trellis-Member";
 
 impl std::fmt::Debug for Backplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -179,10 +181,13 @@ impl RealmLink {
         let Some(bytes) = crate::realm::cluster::meta_request(procedure, payload) else {
             return out;
         };
-        let expected = self.members.lock().map(|m| m.seen.len()).unwrap_or(0);
-        if expected == 0 {
-            return out;
-        }
+        // Who should answer: the members heard from lately (answers from
+        // others are taken too, and make them known).
+        let mut waiting: std::collections::HashSet<String> = self
+            .members
+            .lock()
+            .map(|m| m.seen.keys().cloned().collect())
+            .unwrap_or_default();
         let inbox = self.client.new_inbox();
         let Ok(mut sub) = self.client.subscribe(inbox.clone()).await else {
             return out;
@@ -197,21 +202,35 @@ impl RealmLink {
             return out;
         }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(250);
-        while out.len() < expected {
+        // A node that knows of no other member yet (it just started)
+        // waits the whole budget.
+        let knew_someone = !waiting.is_empty();
+        while !(knew_someone && waiting.is_empty()) {
             match tokio::time::timeout_at(deadline, sub.next()).await {
                 Ok(Some(msg)) => {
+                    let from = msg
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(MEMBER_HEADER))
+                        .map(|v| v.as_str().to_owned());
                     if let Some(a) = crate::realm::cluster::read_meta_answer(&msg.payload) {
                         out.push(a);
+                    }
+                    if let Some(from) = from {
+                        waiting.remove(&from);
+                        if let Ok(mut m) = self.members.lock() {
+                            m.seen.entry(from).or_insert_with(std::time::Instant::now);
+                        }
                     }
                 }
                 _ => break,
             }
         }
-        if out.len() < expected {
+        if knew_someone && !waiting.is_empty() {
             debug!(
                 procedure,
                 answered = out.len(),
-                expected,
+                missing = waiting.len(),
                 "cluster backplane: a meta query got a partial answer"
             );
         }
@@ -779,7 +798,7 @@ impl Backplane {
             hex::encode(realm.name.as_bytes())
         );
         if let Ok(mut queries) = self.client.subscribe(meta_subject).await {
-            let (client, r) = (self.client.clone(), realm.clone());
+            let (client, r, member) = (self.client.clone(), realm.clone(), self.member.clone());
             tokio::spawn(async move {
                 while let Some(msg) = queries.next().await {
                     let (Some(reply), Some((procedure, payload))) = (
@@ -790,7 +809,9 @@ impl Backplane {
                     };
                     let answer = r.meta_local(procedure, payload).await;
                     if let Some(bytes) = crate::realm::cluster::meta_answer(&answer) {
-                        let _ = client.publish(reply, bytes).await;
+                        let mut headers = async_nats::HeaderMap::new();
+                        headers.insert(MEMBER_HEADER, &*member);
+                        let _ = client.publish_with_headers(reply, headers, bytes).await;
                     }
                 }
             });

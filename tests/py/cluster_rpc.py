@@ -52,6 +52,12 @@ async def main():
             break
         await asyncio.sleep(0.2)
     check(n == 3 and took < 0.5, f"wamp.session.count on A counts the sessions of all three nodes ({n}, {took * 1000:.0f} ms)")
+    # B too knows every node by now (heartbeats come every second).
+    deadline = asyncio.get_event_loop().time() + 10
+    while await b.call("wamp.session.count") != 3:
+        if asyncio.get_event_loop().time() > deadline:
+            raise SystemExit("FAILED: B never counted all three nodes' sessions")
+        await asyncio.sleep(0.2)
     listed = await caller.call("wamp.session.list")
     check(set(listed) == ids, "wamp.session.list on A lists them all")
     got = await b.call("wamp.session.get", c._session_id)

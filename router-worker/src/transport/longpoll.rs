@@ -21,7 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use proto::Serializer;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
@@ -30,6 +30,7 @@ use tracing::{debug, info};
 
 use super::bridge::{Answer, Head, deny, parse_head, read_body};
 use super::web::End;
+use super::websocket::JSON_BATCH_SEPARATOR;
 use super::{Io, ListenerSettings, Peer};
 use crate::config::LongPollOptions;
 use crate::outbound::OutMsg;
@@ -37,8 +38,6 @@ use crate::realm::TransportInfo;
 use crate::realms::Realms;
 use crate::session::{self, transport::CloseKind, transport::Transport, transport::TransportError};
 
-/// Separator after each message in `wamp.2.json.batched`.
-const JSON_BATCH_SEPARATOR: u8 = 0x18;
 /// Client messages (or batches) waiting for the session, per transport.
 const INBOUND_QUEUE: usize = 64;
 /// Largest `open` request body.
@@ -197,7 +196,10 @@ pub(super) async fn handle<S: Io>(
         }
     };
     let answer = match parts.as_slice() {
-        ["open"] => open(&body, &h, peer, lp, realms, shutdown),
+        ["open"] => match start(&body, &h, peer, lp, realms, shutdown) {
+            Ok(answer) => Outcome::Opened(answer),
+            Err(a) => Outcome::Failed(a),
+        },
         [id, "send"] => send(id, body, lp).await,
         [id, "receive"] => {
             let Some(t) = lp.get(id) else {
@@ -283,22 +285,8 @@ fn after_reply(ok: bool, end: End, after: Vec<u8>) -> Option<Vec<u8>> {
     (ok && end.keep).then_some(after)
 }
 
-/// `open`: pick the protocol, start the session.
-fn open(
-    body: &[u8],
-    h: &Head,
-    peer: &Peer,
-    lp: &Arc<LongPoll>,
-    realms: &Realms,
-    shutdown: &CancellationToken,
-) -> Outcome {
-    match start(body, h, peer, lp, realms, shutdown) {
-        Ok(answer) => Outcome::Opened(answer),
-        Err(a) => Outcome::Failed(a),
-    }
-}
-
-/// Start a transport and its session: `open`'s answer.
+/// `open`: pick the protocol, start the transport and its session; the
+/// answer's JSON.
 fn start(
     body: &[u8],
     h: &Head,
@@ -563,36 +551,13 @@ pub struct LongPollTransport {
 }
 
 impl LongPollTransport {
-    fn unbatch(&mut self, mut data: Bytes) -> Result<(), TransportError> {
-        if !self.shared.batched {
-            self.pending.push_back(data);
-            return Ok(());
-        }
-        if self.shared.serializer == Serializer::Json {
-            for part in data.split(|b| *b == JSON_BATCH_SEPARATOR) {
-                if !part.is_empty() {
-                    self.pending.push_back(Bytes::copy_from_slice(part));
-                }
-            }
-            return Ok(());
-        }
-        while data.has_remaining() {
-            if data.len() < 4 {
-                return Err(TransportError::Protocol(format!(
-                    "batch ends with {} stray byte(s) instead of a 4-byte length",
-                    data.len()
-                )));
-            }
-            let len = data.get_u32() as usize;
-            if len > data.len() {
-                return Err(TransportError::Protocol(format!(
-                    "batch announces a {len}-byte message but only {} bytes follow",
-                    data.len()
-                )));
-            }
-            self.pending.push_back(data.split_to(len));
-        }
-        Ok(())
+    fn unbatch(&mut self, data: Bytes) -> Result<(), TransportError> {
+        super::websocket::split_batch(
+            self.shared.serializer,
+            self.shared.batched,
+            data,
+            &mut self.pending,
+        )
     }
 }
 

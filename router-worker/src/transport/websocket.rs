@@ -41,7 +41,7 @@ pub const SUBPROTOCOLS: [(&str, Serializer, bool); 5] = [
 ];
 
 /// Separator after each message in `wamp.2.json.batched`.
-const JSON_BATCH_SEPARATOR: u8 = 0x18;
+pub(super) const JSON_BATCH_SEPARATOR: u8 = 0x18;
 
 /// Does `origin` match `pattern` (`*` matches any run of characters)?
 fn origin_matches(pattern: &str, origin: &str) -> bool {
@@ -465,40 +465,49 @@ impl<S: Io> WsTransport<S> {
         Ok(())
     }
 
-    fn unbatch(&mut self, mut data: Bytes) -> Result<(), TransportError> {
-        if !self.batched {
-            self.pending.push_back(data);
-            return Ok(());
-        }
-        match self.serializer {
-            Serializer::Json => {
-                for part in data.split(|b| *b == JSON_BATCH_SEPARATOR) {
-                    if !part.is_empty() {
-                        self.pending.push_back(Bytes::copy_from_slice(part));
-                    }
-                }
-            }
-            _ => {
-                while data.has_remaining() {
-                    if data.len() < 4 {
-                        return Err(TransportError::Protocol(format!(
-                            "batched frame ends with {} stray byte(s) instead of a 4-byte length",
-                            data.len()
-                        )));
-                    }
-                    let len = data.get_u32() as usize;
-                    if len > data.len() {
-                        return Err(TransportError::Protocol(format!(
-                            "batched frame announces a {len}-byte message but only {} bytes follow",
-                            data.len()
-                        )));
-                    }
-                    self.pending.push_back(data.split_to(len));
-                }
-            }
-        }
-        Ok(())
+    fn unbatch(&mut self, data: Bytes) -> Result<(), TransportError> {
+        split_batch(self.serializer, self.batched, data, &mut self.pending)
     }
+}
+
+/// The messages of one frame (or long-poll body): itself, or, batched,
+/// each message followed by 0x18 (JSON) or preceded by its 4-byte length
+/// (MessagePack).
+pub(super) fn split_batch(
+    serializer: Serializer,
+    batched: bool,
+    mut data: Bytes,
+    pending: &mut VecDeque<Bytes>,
+) -> Result<(), TransportError> {
+    if !batched {
+        pending.push_back(data);
+        return Ok(());
+    }
+    if serializer == Serializer::Json {
+        for part in data.split(|b| *b == JSON_BATCH_SEPARATOR) {
+            if !part.is_empty() {
+                pending.push_back(Bytes::copy_from_slice(part));
+            }
+        }
+        return Ok(());
+    }
+    while data.has_remaining() {
+        if data.len() < 4 {
+            return Err(TransportError::Protocol(format!(
+                "batch ends with {} stray byte(s) instead of a 4-byte length",
+                data.len()
+            )));
+        }
+        let len = data.get_u32() as usize;
+        if len > data.len() {
+            return Err(TransportError::Protocol(format!(
+                "batch announces a {len}-byte message but only {} bytes follow",
+                data.len()
+            )));
+        }
+        pending.push_back(data.split_to(len));
+    }
+    Ok(())
 }
 
 fn map_ws_error(e: tungstenite::Error, max: usize) -> TransportError {
