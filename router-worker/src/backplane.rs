@@ -699,19 +699,22 @@ impl Backplane {
             }
             return;
         }
+        // The realm, session and registration the key names.
+        let target = match (
+            hex::decode(realm_hex)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|r| self.realm(&r)),
+            session.parse::<proto::Id>(),
+            reg.parse::<proto::Id>(),
+        ) {
+            (Some(handle), Ok(session), Ok(registration)) => Some((handle, session, registration)),
+            _ => None,
+        };
         if member == &*self.member {
             // An entry of this router's deleted by someone else (who took
             // it for dead): put it back if the registration lives.
-            if !put
-                && let (Some(realm), Ok(session), Ok(registration)) = (
-                    hex::decode(realm_hex)
-                        .ok()
-                        .and_then(|b| String::from_utf8(b).ok()),
-                    session.parse::<proto::Id>(),
-                    reg.parse::<proto::Id>(),
-                )
-                && let Some(handle) = self.realm(&realm)
-            {
+            if !put && let Some((handle, session, registration)) = target {
                 let _ = handle
                     .cluster_event(crate::realm::RealmCommand::RegistryLost {
                         session,
@@ -732,16 +735,7 @@ impl Backplane {
                 keys.remove(&entry.key);
             }
         }
-        let (Some(realm), Ok(session), Ok(registration)) = (
-            hex::decode(realm_hex)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok()),
-            session.parse::<proto::Id>(),
-            reg.parse::<proto::Id>(),
-        ) else {
-            return;
-        };
-        let Some(handle) = self.realm(&realm) else {
+        let Some((handle, session, registration)) = target else {
             return;
         };
         let (procedure, policy, invoke) = if put {

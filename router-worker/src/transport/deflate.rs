@@ -15,7 +15,7 @@ use std::fmt;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use super::frame_guard::{header_len, payload_len};
+use super::frame_guard::{HeaderBuf, payload_len};
 use crate::config::DeflateConfig;
 
 /// The four bytes every sync-flushed deflate block ends with; RFC 7692
@@ -144,7 +144,7 @@ impl std::error::Error for InflateError {}
 /// Where in the frame stream the inflater is.
 enum State {
     /// Collecting a header.
-    Header { buf: [u8; 14], have: u8 },
+    Header(HeaderBuf),
     /// Passing a payload through unchanged: bytes left.
     Pass { left: u64 },
     /// Inflating a compressed frame's payload.
@@ -191,10 +191,7 @@ impl fmt::Debug for Inflater {
     }
 }
 
-const HEADER: State = State::Header {
-    buf: [0; 14],
-    have: 0,
-};
+const HEADER: State = State::Header(HeaderBuf::EMPTY);
 
 impl Inflater {
     /// An inflater for frames that start after `skip` bytes, messages of
@@ -283,18 +280,10 @@ impl Inflater {
                         self.state = HEADER;
                     }
                 }
-                State::Header { buf, have } => {
-                    let at = usize::from(*have);
-                    let need = header_len(&buf[..at]).unwrap_or(2);
-                    let n = (need - at).min(bytes.len());
-                    buf[at..at + n].copy_from_slice(&bytes[..n]);
-                    *have += n as u8;
-                    bytes = &bytes[n..];
-                    let at = usize::from(*have);
-                    if header_len(&buf[..at]) != Some(at) {
+                State::Header(h) => {
+                    let Some((head, at)) = h.take(&mut bytes) else {
                         continue;
-                    }
-                    let head = *buf;
+                    };
                     self.start_frame(&head[..at]);
                 }
             }
@@ -511,6 +500,7 @@ impl Deflater {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::frame_guard::header_len;
 
     fn cfg() -> DeflateConfig {
         DeflateConfig::default()

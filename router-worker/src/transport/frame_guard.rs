@@ -44,11 +44,39 @@ impl fmt::Display for FrameTooBig {
 
 impl std::error::Error for FrameTooBig {}
 
+/// A frame header collected from bytes that may arrive a few at a time.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HeaderBuf {
+    buf: [u8; 14],
+    have: u8,
+}
+
+impl HeaderBuf {
+    pub(super) const EMPTY: HeaderBuf = HeaderBuf {
+        buf: [0; 14],
+        have: 0,
+    };
+
+    /// Take from the front of `bytes` what the header still needs: the
+    /// whole header (bytes, length) once it is complete. The length field
+    /// decides how long the header is.
+    pub(super) fn take(&mut self, bytes: &mut &[u8]) -> Option<([u8; 14], usize)> {
+        let at = usize::from(self.have);
+        let need = header_len(&self.buf[..at]).unwrap_or(2);
+        let n = (need - at).min(bytes.len());
+        self.buf[at..at + n].copy_from_slice(&bytes[..n]);
+        self.have += n as u8;
+        *bytes = &bytes[n..];
+        let at = usize::from(self.have);
+        (header_len(&self.buf[..at]) == Some(at)).then_some((self.buf, at))
+    }
+}
+
 /// Where in the frame stream the guard is.
 #[derive(Debug, Clone, Copy)]
 enum State {
-    /// Collecting a header: the bytes so far, and how many.
-    Header { buf: [u8; 14], have: u8 },
+    /// Collecting a header.
+    Header(HeaderBuf),
     /// Inside a payload: bytes left to skip.
     Payload { left: u64 },
 }
@@ -66,10 +94,7 @@ pub struct FrameGuard {
     failed: Option<FrameTooBig>,
 }
 
-const HEADER: State = State::Header {
-    buf: [0; 14],
-    have: 0,
-};
+const HEADER: State = State::Header(HeaderBuf::EMPTY);
 
 impl FrameGuard {
     /// A guard for frames that start after `skip` bytes, with messages of
@@ -106,18 +131,10 @@ impl FrameGuard {
                         self.state = HEADER;
                     }
                 }
-                State::Header { buf, have } => {
-                    let at = usize::from(*have);
-                    let need = header_len(&buf[..at]).unwrap_or(2);
-                    let n = (need - at).min(bytes.len());
-                    buf[at..at + n].copy_from_slice(&bytes[..n]);
-                    *have += n as u8;
-                    bytes = &bytes[n..];
-                    let at = usize::from(*have);
-                    // The length field decides how long the header is.
-                    if header_len(&buf[..at]) != Some(at) {
+                State::Header(h) => {
+                    let Some((buf, at)) = h.take(&mut bytes) else {
                         continue;
-                    }
+                    };
                     let (fin, opcode, len) = parse(&buf[..at]);
                     self.state = if len == 0 {
                         HEADER
