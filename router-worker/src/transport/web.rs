@@ -179,8 +179,10 @@ pub async fn handle_connection<S: Io>(
         }
         let keep =
             req.keep_alive && served < MAX_REQUESTS_PER_CONNECTION && !shutdown.is_cancelled();
-        if let Some(bridge) = web.bridges.get(key.as_str()) {
-            let next = super::bridge::handle(
+        // What the connection reads next (what came after this request),
+        // or `None` when it closes.
+        let next = if let Some(bridge) = web.bridges.get(key.as_str()) {
+            super::bridge::handle(
                 &mut stream,
                 head,
                 End { keep },
@@ -189,16 +191,10 @@ pub async fn handle_connection<S: Io>(
                 bridge,
                 &realms,
             )
-            .await;
-            match next {
-                Some(rest) => carry = rest,
-                None => return,
-            }
-            continue;
-        }
-        if let Some(lp) = web.longpolls.get(key.as_str()) {
+            .await
+        } else if let Some(lp) = web.longpolls.get(key.as_str()) {
             let rest = under_service(&key, path);
-            let next = Box::pin(super::longpoll::handle(
+            Box::pin(super::longpoll::handle(
                 &mut stream,
                 head,
                 rest,
@@ -208,25 +204,22 @@ pub async fn handle_connection<S: Io>(
                 &realms,
                 &shutdown,
             ))
-            .await;
-            match next {
-                Some(rest) => carry = rest,
-                None => return,
-            }
-            continue;
-        }
-        // Other services take no body: a request with one is answered,
-        // then the connection closes (its body is not read).
-        let end = End {
-            keep: keep && !req.body,
-        };
-        let ok = Box::pin(serve(&mut stream, &web, &key, path, &req.method, end))
             .await
-            .is_ok();
-        if !(ok && end.keep) {
-            return;
+        } else {
+            // Other services take no body: a request with one is
+            // answered, then the connection closes (its body is not read).
+            let end = End {
+                keep: keep && !req.body,
+            };
+            let ok = Box::pin(serve(&mut stream, &web, &key, path, &req.method, end))
+                .await
+                .is_ok();
+            (ok && end.keep).then(|| head.get(req.head_len..).unwrap_or_default().to_vec())
+        };
+        match next {
+            Some(rest) => carry = rest,
+            None => return,
         }
-        carry = head.get(req.head_len..).unwrap_or_default().to_vec();
     }
 }
 
