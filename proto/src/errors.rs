@@ -8,6 +8,7 @@ pub mod uri {
     pub const PROCEDURE_ALREADY_EXISTS: &str = "wamp.error.procedure_already_exists";
     pub const NO_SUCH_REGISTRATION: &str = "wamp.error.no_such_registration";
     pub const NO_SUCH_SUBSCRIPTION: &str = "wamp.error.no_such_subscription";
+    pub const NO_SUCH_SESSION: &str = "wamp.error.no_such_session";
     pub const INVALID_ARGUMENT: &str = "wamp.error.invalid_argument";
     pub const SYSTEM_SHUTDOWN: &str = "wamp.close.system_shutdown";
     pub const CLOSE_REALM: &str = "wamp.close.close_realm";

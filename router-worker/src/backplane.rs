@@ -109,6 +109,9 @@ struct Members {
 /// A member silent this long is dead: its registrations are purged and
 /// calls to it fail.
 const DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+/// A member silent this long (two heartbeats missed) is passed over by
+/// calls while another callee can take them.
+const SILENT_AFTER: std::time::Duration = std::time::Duration::from_millis(2500);
 /// How often a member says it is alive.
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -486,7 +489,12 @@ impl Backplane {
             }
         };
         let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = std::time::Instant::now();
         let mut connected_since: Option<std::time::Instant> = None;
+        // Members silent past SILENT_AFTER: the realms pass over their
+        // callees until they are heard again (or dead).
+        let mut silent: std::collections::HashSet<String> = Default::default();
         loop {
             tokio::select! {
                 msg = sub.next() => {
@@ -499,8 +507,15 @@ impl Backplane {
                 }
                 _ = tick.tick() => {
                     let up = *self.link.borrow();
-                    if !up {
+                    // This process was stopped (SIGSTOP, a frozen VM): what
+                    // it last heard says nothing of the others; judge them
+                    // afresh, as after a reconnect.
+                    let frozen = last_tick.elapsed() > 3 * HEARTBEAT;
+                    last_tick = std::time::Instant::now();
+                    if !up || frozen {
                         connected_since = None;
+                    }
+                    if !up {
                         continue;
                     }
                     let since = *connected_since.get_or_insert_with(std::time::Instant::now);
@@ -518,10 +533,36 @@ impl Backplane {
                             .rtt_us
                             .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
                     }
-                    if let Ok(m) = self.members.lock() {
-                        self.stats
-                            .members
-                            .store(m.seen.len() as u64, Ordering::Relaxed);
+                    let now_silent: std::collections::HashSet<String> = match self.members.lock() {
+                        Ok(m) => {
+                            self.stats
+                                .members
+                                .store(m.seen.len() as u64, Ordering::Relaxed);
+                            m.seen
+                                .iter()
+                                .filter(|(_, at)| at.elapsed() > SILENT_AFTER)
+                                .map(|(k, _)| k.clone())
+                                .collect()
+                        }
+                        Err(_) => Default::default(),
+                    };
+                    if since.elapsed() >= SILENT_AFTER {
+                        for (member, yes) in silent
+                            .difference(&now_silent)
+                            .map(|m| (m, true))
+                            .chain(now_silent.difference(&silent).map(|m| (m, false)))
+                        {
+                            if !yes {
+                                info!(member, "cluster backplane: a member is silent: calls pass over its callees");
+                            }
+                            let m: Arc<str> = member.as_str().into();
+                            self.to_realms(|| crate::realm::RealmCommand::Reachable {
+                                member: m.clone(),
+                                yes,
+                            })
+                            .await;
+                        }
+                        silent = now_silent;
                     }
                     if since.elapsed() < DEAD_AFTER {
                         continue;
@@ -537,6 +578,7 @@ impl Backplane {
                             dead.into_iter()
                                 .map(|d| {
                                     m.seen.remove(&d);
+                                    silent.remove(&d);
                                     let keys = m.keys.remove(&d).unwrap_or_default();
                                     (d, keys.into_iter().collect())
                                 })
@@ -712,9 +754,27 @@ impl Backplane {
             _ => None,
         };
         if member == &*self.member {
-            // An entry of this router's deleted by someone else (who took
-            // it for dead): put it back if the registration lives.
-            if !put && let Some((handle, session, registration)) = target {
+            let Some((handle, session, registration)) = target else {
+                return;
+            };
+            if put {
+                // This router's entry has its place in the cluster's order
+                // of registration.
+                let _ = handle
+                    .remote_registry(crate::realm::cluster::RegistryEntry {
+                        put,
+                        member: self.member.clone(),
+                        session,
+                        registration,
+                        procedure: String::new(),
+                        policy: proto::uri::MatchPolicy::Exact,
+                        invoke: proto::options::InvokePolicy::Single,
+                        revision: entry.revision,
+                    })
+                    .await;
+            } else {
+                // Deleted by someone else (who took this router for dead):
+                // put it back if the registration lives.
                 let _ = handle
                     .cluster_event(crate::realm::RealmCommand::RegistryLost {
                         session,
@@ -770,6 +830,7 @@ impl Backplane {
                 procedure,
                 policy,
                 invoke,
+                revision: entry.revision,
             })
             .await;
     }

@@ -37,6 +37,34 @@ pub(crate) fn group_by_policy(
     out
 }
 
+/// The id of a subscription or registration: derived from what it is
+/// (its kind, match policy and URI), so every node of a cluster gives the
+/// same one the same id without asking the others (CLUSTER.md). Uniform
+/// over 1..=2^53 like any WAMP id; should two URIs meet on one id (about
+/// one chance in 10^9 for 3 000 live ones), the next free id is taken.
+pub(crate) fn stable_id(
+    kind: &str,
+    policy: MatchPolicy,
+    uri: &str,
+    taken: impl Fn(Id) -> bool,
+) -> Id {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(kind.as_bytes());
+    h.update([0]);
+    h.update(policy.to_string().as_bytes());
+    h.update([0]);
+    h.update(uri.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    let mut id = u64::from_be_bytes(b) % proto::MAX_ID + 1;
+    while taken(id) {
+        id = id % proto::MAX_ID + 1;
+    }
+    id
+}
+
 /// One subscription: a topic pattern and the sessions on it.
 #[derive(Debug, Clone)]
 pub struct Subscription {
@@ -117,8 +145,6 @@ pub struct Broker {
     patterns: HashMap<(MatchPolicy, String), Id>,
     /// Which subscriptions each session holds, for cleanup on leave.
     by_session: HashMap<Id, HashSet<Id>>,
-    /// Router-scoped sequential ids.
-    next_id: Id,
     /// Retained events by topic.
     retained: HashMap<String, Retained>,
     /// Most topics retained at once, so retention cannot grow without bound.
@@ -223,15 +249,6 @@ impl Broker {
         group_by_policy(self.subs.values().map(|s| (s.policy, s.id)))
     }
 
-    fn alloc_id(&mut self) -> Id {
-        self.next_id = if self.next_id >= proto::MAX_ID {
-            1
-        } else {
-            self.next_id + 1
-        };
-        self.next_id
-    }
-
     /// Subscribe `session` to `topic` under `policy`. Subscribing twice to the
     /// same topic and policy returns the same id (idempotent).
     pub fn subscribe(&mut self, session: Id, topic: &str, policy: MatchPolicy) -> Subscribed {
@@ -242,10 +259,9 @@ impl Broker {
         let (id, created) = match existing {
             Some(id) => (id, false),
             None => {
-                let mut id = self.alloc_id();
-                while self.subs.contains_key(&id) {
-                    id = self.alloc_id();
-                }
+                let id = stable_id("subscription", policy, topic, |id| {
+                    self.subs.contains_key(&id)
+                });
                 self.subs.insert(
                     id,
                     Subscription {
@@ -386,8 +402,28 @@ mod tests {
         assert_eq!(b.unsubscribe(2, s), Some(Unsubscribed { deleted: true }));
         assert!(b.matching("com.t").is_empty());
         assert!(b.is_empty());
-        // A new subscription after deletion gets a fresh id.
-        assert_ne!(b.subscribe(1, "com.t", MatchPolicy::Exact).id, s);
+        // Ids come from what is subscribed, so every node of a cluster
+        // agrees: a new subscription to the same topic gets the same id,
+        // another topic or policy another one.
+        assert_eq!(b.subscribe(1, "com.t", MatchPolicy::Exact).id, s);
+        assert_ne!(b.subscribe(1, "com.t", MatchPolicy::Prefix).id, s);
+        assert_ne!(b.subscribe(1, "com.u", MatchPolicy::Exact).id, s);
+        assert_eq!(
+            Broker::new().subscribe(9, "com.t", MatchPolicy::Exact).id,
+            s
+        );
+    }
+
+    #[test]
+    fn stable_ids_are_wamp_ids_and_step_past_collisions() {
+        let a = stable_id("subscription", MatchPolicy::Exact, "com.t", |_| false);
+        assert!((1..=proto::MAX_ID).contains(&a));
+        assert_ne!(
+            a,
+            stable_id("registration", MatchPolicy::Exact, "com.t", |_| false)
+        );
+        let b = stable_id("subscription", MatchPolicy::Exact, "com.t", |id| id == a);
+        assert_eq!(b, a % proto::MAX_ID + 1);
     }
 
     #[test]
@@ -396,14 +432,14 @@ mod tests {
         let x = b.subscribe(1, "a", MatchPolicy::Exact).id;
         let y = b.subscribe(1, "b", MatchPolicy::Exact).id;
         b.subscribe(2, "b", MatchPolicy::Exact);
-        let removed = b.remove_session(1);
-        assert_eq!(
-            removed,
-            vec![
-                (x, Unsubscribed { deleted: true }),
-                (y, Unsubscribed { deleted: false })
-            ]
-        );
+        let mut removed = b.remove_session(1);
+        removed.sort_by_key(|(id, _)| *id);
+        let mut expected = vec![
+            (x, Unsubscribed { deleted: true }),
+            (y, Unsubscribed { deleted: false }),
+        ];
+        expected.sort_by_key(|(id, _)| *id);
+        assert_eq!(removed, expected);
         assert!(b.matching("a").is_empty());
         assert_eq!(b.matching("b")[0].subscribers.len(), 1);
         assert!(b.remove_session(1).is_empty());

@@ -26,11 +26,19 @@ pub struct Registration {
     pub invoke: InvokePolicy,
     /// Callees in registration order.
     pub callees: Vec<Id>,
+    /// Each callee's place in that order (beside `callees`): in a cluster
+    /// the directory's revision of its entry, one order for every node;
+    /// [`UNRANKED`] until known (a new local callee: the latest).
+    ranks: Vec<u64>,
     /// Next round-robin position.
     rr_next: usize,
     /// When the registration was created (ISO 8601, for the meta API).
     pub created: String,
 }
+
+/// The rank of a callee whose place in the cluster's order is not known
+/// yet: after every ranked one, in the order registered.
+pub const UNRANKED: u64 = u64::MAX;
 
 /// Why a REGISTER was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +106,6 @@ pub struct Dealer {
     calls_by_session: HashMap<Id, HashSet<Id>>,
     /// Calls in flight per caller, for the per-session limit.
     caller_calls: HashMap<Id, usize>,
-    next_reg: Id,
     next_inv: Id,
 }
 
@@ -148,13 +155,13 @@ impl Dealer {
                 });
             }
             reg.callees.push(session);
+            reg.ranks.push(UNRANKED);
             self.regs_by_session.entry(session).or_default().insert(id);
             return Ok(id);
         }
-        let mut id = next(&mut self.next_reg);
-        while self.regs.contains_key(&id) {
-            id = next(&mut self.next_reg);
-        }
+        let id = crate::broker::stable_id("registration", policy, procedure, |id| {
+            self.regs.contains_key(&id)
+        });
         self.regs.insert(
             id,
             Registration {
@@ -163,6 +170,7 @@ impl Dealer {
                 policy,
                 invoke,
                 callees: vec![session],
+                ranks: vec![UNRANKED],
                 rr_next: 0,
                 created: crate::time::now_iso8601(),
             },
@@ -193,7 +201,10 @@ impl Dealer {
         let Some(reg) = self.regs.get_mut(&id) else {
             return false;
         };
-        reg.callees.retain(|c| *c != session);
+        if let Some(i) = reg.callees.iter().position(|c| *c == session) {
+            reg.callees.remove(i);
+            reg.ranks.remove(i);
+        }
         if !reg.callees.is_empty() {
             if reg.rr_next >= reg.callees.len() {
                 reg.rr_next = 0;
@@ -244,6 +255,58 @@ impl Dealer {
             InvokePolicy::Random => *reg.callees.get(rng.random_range(0..n))?,
         };
         Some((id, callee))
+    }
+
+    /// Route a call again, passing over the callees `unreachable` names
+    /// (rerouting, WAMP's `wamp.error.unavailable`): the next one by the
+    /// invoke policy. `None` when every callee is unreachable.
+    pub fn reroute(
+        &mut self,
+        registration: Id,
+        rng: &mut impl RngExt,
+        unreachable: impl Fn(Id) -> bool,
+    ) -> Option<Id> {
+        let reg = self.regs.get_mut(&registration)?;
+        let n = reg.callees.len();
+        let ok = |c: &&Id| !unreachable(**c);
+        match reg.invoke {
+            InvokePolicy::Single | InvokePolicy::First => reg.callees.iter().find(ok).copied(),
+            InvokePolicy::Last => reg.callees.iter().rev().find(ok).copied(),
+            InvokePolicy::RoundRobin => {
+                let start = reg.rr_next % n.max(1);
+                let i = (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|&i| !unreachable(reg.callees[i]))?;
+                reg.rr_next = (i + 1) % n;
+                Some(reg.callees[i])
+            }
+            InvokePolicy::Random => {
+                let left: Vec<Id> = reg.callees.iter().filter(ok).copied().collect();
+                if left.is_empty() {
+                    return None;
+                }
+                Some(left[rng.random_range(0..left.len())])
+            }
+        }
+    }
+
+    /// Put `session`'s place among registration `id`'s callees (for
+    /// `first` and `last`): by `rank`, before the unranked.
+    pub fn rank(&mut self, id: Id, session: Id, rank: u64) {
+        let Some(reg) = self.regs.get_mut(&id) else {
+            return;
+        };
+        let Some(i) = reg.callees.iter().position(|c| *c == session) else {
+            return;
+        };
+        if reg.ranks[i] == rank {
+            return;
+        }
+        reg.callees.remove(i);
+        reg.ranks.remove(i);
+        let at = reg.ranks.partition_point(|r| *r <= rank);
+        reg.callees.insert(at, session);
+        reg.ranks.insert(at, rank);
     }
 
     /// A registration by id.
@@ -467,6 +530,63 @@ mod tests {
         for _ in 0..20 {
             assert!([5, 6].contains(&d.route("q", &mut rng()).unwrap().1));
         }
+    }
+
+    #[test]
+    fn first_and_last_follow_the_cluster_order() {
+        // Callees 5 and 6 register here, 7 comes from the directory with
+        // an older revision than theirs.
+        let mut d = Dealer::new();
+        let id = d.register(5, "q", Exact, First).unwrap();
+        d.register(6, "q", Exact, First).unwrap();
+        d.register(7, "q", Exact, First).unwrap();
+        d.rank(id, 7, 10);
+        assert_eq!(
+            d.route("q", &mut rng()).unwrap().1,
+            7,
+            "ranked before unranked"
+        );
+        d.rank(id, 6, 12);
+        d.rank(id, 5, 11);
+        assert_eq!(d.get(id).unwrap().callees, [7, 5, 6]);
+        d.rank(id, 7, 13);
+        assert_eq!(d.get(id).unwrap().callees, [5, 6, 7]);
+        d.unregister(6, id);
+        assert_eq!(d.get(id).unwrap().callees, [5, 7]);
+        d.register(8, "q", Exact, First).unwrap();
+        d.rank(id, 8, 9);
+        assert_eq!(d.route("q", &mut rng()).unwrap().1, 8);
+        d.rank(id, 99, 1);
+        assert_eq!(
+            d.get(id).unwrap().callees,
+            [8, 5, 7],
+            "an unknown callee changes nothing"
+        );
+    }
+
+    #[test]
+    fn reroute_passes_over_unreachable_callees() {
+        let mut d = Dealer::new();
+        let id = d.register(1, "p", Exact, RoundRobin).unwrap();
+        for s in [2, 3, 4] {
+            d.register(s, "p", Exact, RoundRobin).unwrap();
+        }
+        let down = |c: Id| c == 2 || c == 3;
+        let picks: Vec<Id> = (0..4)
+            .map(|_| d.reroute(id, &mut rng(), down).unwrap())
+            .collect();
+        assert_eq!(picks, [1, 4, 1, 4]);
+        for policy in [First, Last, Random, Single] {
+            let mut d = Dealer::new();
+            let id = d.register(1, "p", Exact, policy).unwrap();
+            if policy != Single {
+                d.register(2, "p", Exact, policy).unwrap();
+                assert_eq!(d.reroute(id, &mut rng(), |c| c == 1), Some(2), "{policy:?}");
+                assert_eq!(d.reroute(id, &mut rng(), |c| c == 2), Some(1), "{policy:?}");
+            }
+            assert_eq!(d.reroute(id, &mut rng(), |_| true), None, "{policy:?}");
+        }
+        assert_eq!(d.reroute(12345, &mut rng(), |_| false), None);
     }
 
     #[test]

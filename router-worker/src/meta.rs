@@ -12,7 +12,7 @@ use proto::{Dict, Id, Payload, Value};
 use crate::authz::Action;
 use crate::realm::{Audience, Core, MAX_TESTAMENTS, Testament, receives};
 
-const NO_SUCH_SESSION: &str = "wamp.error.no_such_session";
+use wamp_uri::NO_SUCH_SESSION;
 
 type MetaResult = Result<Payload, (&'static str, String)>;
 

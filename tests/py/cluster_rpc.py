@@ -10,7 +10,7 @@ import asyncio
 import sys
 
 from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.types import CallOptions, RegisterOptions
+from autobahn.wamp.types import CallOptions, RegisterOptions, SubscribeOptions
 
 from wamp_client import connect, leave
 
@@ -155,6 +155,86 @@ async def main():
     for _ in range(100):
         await caller.call("com.rpc.who")
     check(hits["b"] == 50 and hits["c"] == 50, f"round robin over callees on two nodes ({hits})")
+
+    # The registration queries answer for the whole cluster, with the
+    # same registration id on every node.
+    ids_by_node = [await x.call("wamp.registration.lookup", "com.rpc.who") for x in (caller, b, c)]
+    check(ids_by_node[0] is not None and len(set(ids_by_node)) == 1,
+          f"wamp.registration.lookup gives one id on every node ({ids_by_node})")
+    rid = ids_by_node[0]
+    check(await c.call("wamp.registration.match", "com.rpc.who") == rid, "wamp.registration.match on C agrees")
+    check(rid in (await caller.call("wamp.registration.list"))["exact"], "wamp.registration.list on A has it")
+    callees = await caller.call("wamp.registration.list_callees", rid)
+    check(set(callees) == {b._session_id, c._session_id}
+          and await caller.call("wamp.registration.count_callees", rid) == 2,
+          "wamp.registration.list_callees on A names the callees on B and C")
+    reg = await caller.call("wamp.registration.get", rid)
+    check(reg["uri"] == "com.rpc.who" and reg["invoke"] == "roundrobin", "wamp.registration.get on A")
+
+    # first and last: the order of registration across nodes.
+    for invoke, want in (("first", "c"), ("last", "b")):
+        procedure = f"com.rpc.{invoke}"
+        regs = {}
+        for name, s_ in (("c", c), ("a", caller), ("b", b)):
+            regs[name] = await s_.register(lambda name=name: name, procedure,
+                                           options=RegisterOptions(invoke=invoke))
+            # Each reaches the directory before the next registers.
+            deadline = asyncio.get_event_loop().time() + 15
+            while True:
+                rid = await caller.call("wamp.registration.lookup", procedure)
+                if rid is not None and len(await caller.call("wamp.registration.list_callees", rid)) == len(regs) \
+                        and await b.call("wamp.registration.lookup", procedure) is not None \
+                        and len(await b.call("wamp.registration.list_callees", rid)) == len(regs) \
+                        and len(await c.call("wamp.registration.list_callees", rid)) == len(regs):
+                    break
+                if asyncio.get_event_loop().time() > deadline:
+                    raise SystemExit(f"FAILED: {procedure}'s callees never all showed on A, B and C")
+                await asyncio.sleep(0.1)
+        got = [await x.call(procedure) for x in (caller, b, c) for _ in range(3)]
+        check(got == [want] * 9, f"invoke {invoke}: every node calls the callee registered {invoke} ({want}): {got}")
+        await regs[want].unregister()
+        want2 = "a"
+        deadline = asyncio.get_event_loop().time() + 15
+        while (got := [await x.call(procedure) for x in (caller, b, c)]) != [want2] * 3:
+            if asyncio.get_event_loop().time() > deadline:
+                raise SystemExit(f"FAILED: invoke {invoke} after {want} left: {got}")
+            await asyncio.sleep(0.1)
+        check(True, f"invoke {invoke}: once {want} left, every node calls the next in order (a)")
+        for r in regs.values():
+            if r.active:
+                await r.unregister()
+
+    # The subscription queries answer for the whole cluster too, with
+    # the same subscription id on every node.
+    sb = await b.subscribe(lambda *a: None, "com.meta.t")
+    sc = await c.subscribe(lambda *a: None, "com.meta.t")
+    sp = await c.subscribe(lambda *a: None, "com.meta", options=SubscribeOptions(match="prefix"))
+    check(sb.id == sc.id and sp.id != sb.id, "B and C got the same subscription id for one topic")
+    check(await caller.call("wamp.subscription.lookup", "com.meta.t") == sb.id,
+          "wamp.subscription.lookup on A finds a subscription of B and C")
+    check(await caller.call("wamp.subscription.lookup", "com.meta", {"match": "prefix"}) == sp.id,
+          "wamp.subscription.lookup on A finds C's prefix subscription")
+    check(await caller.call("wamp.subscription.lookup", "com.meta.none") is None,
+          "wamp.subscription.lookup of a topic nobody has: null")
+    listed = await caller.call("wamp.subscription.list")
+    check(sb.id in listed["exact"] and sp.id in listed["prefix"], "wamp.subscription.list on A has both")
+    check(sorted(await caller.call("wamp.subscription.match", "com.meta.t")) == sorted([sb.id, sp.id]),
+          "wamp.subscription.match on A: the exact and the prefix subscription")
+    got = await caller.call("wamp.subscription.get", sp.id)
+    check(got["uri"] == "com.meta" and got["match"] == "prefix", "wamp.subscription.get on A")
+    check(set(await caller.call("wamp.subscription.list_subscribers", sb.id)) == {b._session_id, c._session_id}
+          and await caller.call("wamp.subscription.count_subscribers", sb.id) == 2,
+          "wamp.subscription.list_subscribers on A names the subscribers on B and C")
+    try:
+        await caller.call("wamp.subscription.get", 4242)
+        raise SystemExit("FAILED: a subscription nobody has was found")
+    except ApplicationError as e:
+        check(e.error == "wamp.error.no_such_subscription", "a subscription no node has: no_such_subscription")
+    await sb.unsubscribe()
+    await sc.unsubscribe()
+    await sp.unsubscribe()
+    check(await caller.call("wamp.subscription.lookup", "com.meta.t") is None,
+          "unsubscribed everywhere: wamp.subscription.lookup on A gives null")
 
     # 50 sessions over the three nodes register the same procedure
     # (invoke single) at once: exactly one wins, cluster-wide.

@@ -69,15 +69,30 @@ pub struct Gather {
     pub local: Result<Payload, (String, String)>,
 }
 
-/// The meta procedures whose answers span the cluster.
-pub const GATHERED: [&str; 6] = [
+/// The meta procedures whose answers span the cluster. (The
+/// registration queries need no gathering: every node's dealer knows
+/// every callee of the cluster, under the same registration ids.)
+pub const GATHERED: [&str; 12] = [
     "wamp.session.count",
     "wamp.session.list",
     "wamp.session.get",
     "wamp.session.kill",
     "wamp.session.kill_by_authid",
     "wamp.session.kill_by_authrole",
+    "wamp.subscription.list",
+    "wamp.subscription.lookup",
+    "wamp.subscription.match",
+    "wamp.subscription.get",
+    "wamp.subscription.list_subscribers",
+    "wamp.subscription.count_subscribers",
 ];
+
+/// A local answer with this error means "not on this node": the other
+/// members may have it. Any other error (a bad argument, a refused
+/// query) is the answer.
+fn not_here(uri: &str) -> bool {
+    uri == wamp_uri::NO_SUCH_SESSION || uri == wamp_uri::NO_SUCH_SUBSCRIPTION
+}
 
 /// A registration of another member, from the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +106,27 @@ pub struct RegistryEntry {
     pub procedure: String,
     pub policy: MatchPolicy,
     pub invoke: InvokePolicy,
+    /// The directory's revision of the entry: the cluster's order of
+    /// registration (for `first` and `last`).
+    pub revision: u64,
 }
+
+/// A call of a local caller running on another member.
+#[derive(Debug, Clone)]
+pub struct RemoteCall {
+    pub member: Arc<str>,
+    /// The callee it was routed to.
+    pub callee: Id,
+    /// The envelope sent, kept to route the call again should that
+    /// member find its callee gone (none for a progressive call
+    /// invocation, whose later parts follow the first).
+    pub envelope: Option<Bytes>,
+    /// Callees that already said they are unavailable.
+    pub tried: Vec<Id>,
+}
+
+/// WAMP's error for a callee that cannot take a call now (rerouting).
+const UNAVAILABLE: &str = "wamp.error.unavailable";
 
 /// The kinds of member-to-member RPC envelopes.
 const CALL: &str = "call";
@@ -202,7 +237,9 @@ pub fn merge(
 ) -> Result<Payload, (String, String)> {
     let first = |p: &Payload| p.args.first().cloned();
     match procedure {
-        "wamp.session.count" | "wamp.session.kill_by_authrole" => {
+        "wamp.session.count"
+        | "wamp.session.kill_by_authrole"
+        | "wamp.subscription.count_subscribers" => {
             let mut n = local.as_ref().ok().and_then(first).and_then(|v| v.as_u64());
             for r in remote.iter().flatten() {
                 if let Some(m) = first(r).and_then(|v| v.as_u64()) {
@@ -214,7 +251,68 @@ pub fn merge(
                 None => local,
             }
         }
-        "wamp.session.list" | "wamp.session.kill_by_authid" => {
+        "wamp.subscription.list" => {
+            // {"exact": [...], "prefix": [...], "wildcard": [...]}: each
+            // list joined.
+            let mut out = Dict::new();
+            for r in std::iter::once(&local).chain(remote.iter()).flatten() {
+                let Some(Value::Dict(d)) = first(r) else {
+                    continue;
+                };
+                for (policy, l) in d {
+                    let Value::List(l) = l else { continue };
+                    let Value::List(all) = out
+                        .entry(policy.clone())
+                        .or_insert_with(|| Value::List(Vec::new()))
+                    else {
+                        continue;
+                    };
+                    all.extend(l.iter().cloned());
+                }
+            }
+            if local.is_err() && remote.iter().all(Result::is_err) {
+                return local;
+            }
+            for l in out.values_mut() {
+                if let Value::List(l) = l {
+                    l.sort_unstable_by_key(|v| v.as_id());
+                    l.dedup();
+                }
+            }
+            Ok(Payload::args(vec![Value::Dict(out)]))
+        }
+        "wamp.subscription.lookup" => {
+            // The same id wherever the subscription is; null if nowhere.
+            let found = std::iter::once(&local)
+                .chain(remote.iter())
+                .flatten()
+                .find_map(|r| first(r).filter(|v| !matches!(v, Value::Null)));
+            match found {
+                Some(v) => Ok(Payload::args(vec![v])),
+                None => local,
+            }
+        }
+        "wamp.subscription.match" => {
+            let mut all: Vec<Id> = Vec::new();
+            for r in std::iter::once(&local).chain(remote.iter()).flatten() {
+                if let Some(Value::List(l)) = first(r) {
+                    all.extend(l.iter().filter_map(Value::as_id));
+                }
+            }
+            if local.is_err() {
+                return local;
+            }
+            all.sort_unstable();
+            all.dedup();
+            Ok(Payload::args(vec![if all.is_empty() {
+                Value::Null
+            } else {
+                Value::List(all.into_iter().map(Value::from).collect())
+            }]))
+        }
+        "wamp.session.list"
+        | "wamp.session.kill_by_authid"
+        | "wamp.subscription.list_subscribers" => {
             let mut all: Vec<Id> = Vec::new();
             for r in std::iter::once(&local).chain(remote.iter()).flatten() {
                 if let Some(Value::List(l)) = first(r) {
@@ -256,6 +354,14 @@ impl Core {
         let local = self
             .meta_call(session, procedure, payload.clone())
             .map_err(|(uri, text)| (uri.to_owned(), text));
+        if let Err((uri, text)) = &local
+            && !not_here(uri)
+        {
+            // Refused or malformed here: the same everywhere.
+            let (uri, text) = (uri.clone(), text.clone());
+            self.send(session, error_msg(code::CALL, request, &uri, text));
+            return true;
+        }
         self.fx.push(Effect::Gather(Box::new(Gather {
             caller: session,
             request,
@@ -344,7 +450,7 @@ impl Core {
             ),
             Claimed::Unavailable => fail(
                 self,
-                "wamp.error.unavailable",
+                UNAVAILABLE,
                 format!(
                     "a single registration of {:?} must be checked across the cluster, and the cluster's directory cannot be reached now: try again",
                     r.procedure
@@ -365,11 +471,21 @@ impl Core {
         }
     }
 
-    /// A registration of another member appeared or went away.
+    /// A registration of another member appeared or went away (or one
+    /// of this member's got its place in the directory).
     pub(crate) fn remote_registry(&mut self, e: RegistryEntry) {
         let key = (e.session, e.registration);
+        if self.member.as_ref() == Some(&e.member) {
+            if e.put {
+                self.dealer.rank(e.registration, e.session, e.revision);
+            }
+            return;
+        }
         if e.put {
-            if self.remote_regs.contains_key(&key) {
+            if let Some(&local) = self.remote_regs.get(&key) {
+                // Put again (after a member took it for dead): its new
+                // place.
+                self.dealer.rank(local, e.session, e.revision);
                 return;
             }
             match self
@@ -378,6 +494,7 @@ impl Core {
             {
                 Ok(local) => {
                     debug!(member = %e.member, session = e.session, procedure = %e.procedure, "remote callee known");
+                    self.dealer.rank(local, e.session, e.revision);
                     self.remote_regs.insert(key, local);
                     *self.remote_callees.entry(e.session).or_insert(0) += 1;
                     self.remote.insert(e.session, e.member);
@@ -417,12 +534,23 @@ impl Core {
 
     /// A message for a remote session: to its member, addressed to it.
     pub(crate) fn send_remote(&mut self, member: Arc<str>, to: Id, msg: Message) {
+        self.deliver(member, to, msg, false);
+    }
+
+    /// A message for a remote session; `reroute`: an ERROR of this
+    /// router's own saying the callee is unavailable, so the caller's
+    /// member routes the call to another callee.
+    fn deliver(&mut self, member: Arc<str>, to: Id, msg: Message, reroute: bool) {
         let last = match &msg {
             Message::Result(r) => r.details.get("progress") != Some(&Value::Bool(true)),
             Message::Error(_) => true,
             _ => false,
         };
-        if let Some(b) = envelope(DELIVER, proto::dict! { "to" => to }, &msg) {
+        let mut fields = proto::dict! { "to" => to };
+        if reroute {
+            fields.insert("reroute".into(), Value::Bool(true));
+        }
+        if let Some(b) = envelope(DELIVER, fields, &msg) {
             self.fx.push(Effect::ToMember(Box::new((member, b))));
         }
         if last {
@@ -433,7 +561,8 @@ impl Core {
     }
 
     /// A CALL whose callee is on another member: forward it whole, with
-    /// the caller's identity for disclosure.
+    /// the caller's identity for disclosure. `tried`: callees that said
+    /// they are unavailable (a call routed again).
     pub(crate) fn forward_call(
         &mut self,
         member: Arc<str>,
@@ -441,6 +570,7 @@ impl Core {
         callee: Id,
         disclose: bool,
         c: Call,
+        tried: Vec<Id>,
     ) {
         let mut fields = proto::dict! {
             "caller" => session,
@@ -452,9 +582,18 @@ impl Core {
             fields.insert("authrole".into(), Value::from(e.info.authrole.as_str()));
         }
         let request = c.request;
+        let progressive = proto::options::flag(&c.options, "progress");
         match envelope(CALL, fields, &Message::Call(c)) {
             Some(b) => {
-                self.remote_calls.insert((session, request), member.clone());
+                self.remote_calls.insert(
+                    (session, request),
+                    RemoteCall {
+                        member: member.clone(),
+                        callee,
+                        envelope: (!progressive).then(|| b.clone()),
+                        tried,
+                    },
+                );
                 self.fx.push(Effect::ToMember(Box::new((member, b))));
             }
             None => self.send(
@@ -472,7 +611,11 @@ impl Core {
     /// A CALL continuing (progressive) or a CANCEL of a call that went to
     /// another member: after it.
     pub(crate) fn forward_to_call(&mut self, session: Id, request: Id, msg: Message) -> bool {
-        let Some(member) = self.remote_calls.get(&(session, request)).cloned() else {
+        let Some(member) = self
+            .remote_calls
+            .get(&(session, request))
+            .map(|rc| rc.member.clone())
+        else {
             return false;
         };
         let kind = if matches!(msg, Message::Cancel(_)) {
@@ -515,8 +658,12 @@ impl Core {
                     Message::Result(r) => r.details.get("progress") != Some(&Value::Bool(true)),
                     _ => true,
                 };
-                if last {
-                    self.remote_calls.remove(&(to, request));
+                if last
+                    && let Some(rc) = self.remote_calls.remove(&(to, request))
+                    && fields.get("reroute") == Some(&Value::Bool(true))
+                    && rc.envelope.is_some()
+                {
+                    return self.reroute_remote(to, rc, msg);
                 }
                 self.send(to, msg);
             }
@@ -565,6 +712,7 @@ impl Core {
             self.remote.remove(s);
         }
         self.fail_remote_calls(Some(member), why);
+        self.unreachable.retain(|m| &**m != member);
         if !gone.is_empty() {
             warn!(
                 member,
@@ -608,13 +756,110 @@ impl Core {
         self.fail_remote_calls(None, "this node's link to the cluster is down");
     }
 
+    /// A member stopped answering its heartbeats (`yes == false`), or
+    /// answers again: while it does not, calls pass over its callees when
+    /// another callee can take them.
+    pub(crate) fn reachable(&mut self, member: Arc<str>, yes: bool) {
+        if yes {
+            if self.unreachable.remove(&member) {
+                debug!(%member, "a member answers again: calls go to its callees again");
+            }
+        } else {
+            debug!(%member, "a member does not answer: calls pass over its callees");
+            self.unreachable.insert(member);
+        }
+    }
+
+    /// The callee is on a member that cannot be reached now (the link is
+    /// down, or the member is silent).
+    pub(crate) fn unreachable_callee(&self, callee: Id) -> bool {
+        !self.remote.is_empty()
+            && self
+                .remote
+                .get(&callee)
+                .is_some_and(|m| !self.link_up || self.unreachable.contains(m))
+    }
+
+    /// Another callee of `registration` by its invoke policy, passing over
+    /// `tried` and callees that cannot be reached.
+    pub(crate) fn pick_reachable(&mut self, registration: Id, tried: &[Id]) -> Option<Id> {
+        let (remote, unreachable, link_up) = (&self.remote, &self.unreachable, self.link_up);
+        self.dealer.reroute(registration, &mut self.rng, |c| {
+            tried.contains(&c)
+                || remote
+                    .get(&c)
+                    .is_some_and(|m| !link_up || unreachable.contains(m))
+        })
+    }
+
+    /// Run a routed call: here, or forwarded to the callee's member.
+    pub(crate) fn run_call(
+        &mut self,
+        session: Id,
+        c: Call,
+        registration: Id,
+        callee: Id,
+        disclose: bool,
+        tried: Vec<Id>,
+    ) {
+        if let Some(member) = self.member_of(callee) {
+            return self.forward_call(member, session, callee, disclose, c, tried);
+        }
+        let disclosed = if disclose {
+            self.sessions
+                .get(&session)
+                .map(|e| (e.info.authid.clone(), e.info.authrole.clone()))
+        } else {
+            None
+        };
+        self.invoke(session, c, registration, callee, disclosed);
+    }
+
+    /// The callee's member found the callee gone (its directory entry had
+    /// not reached this member yet): route the call to another callee
+    /// (WAMP's call rerouting), or answer `no_available_callee`.
+    fn reroute_remote(&mut self, caller: Id, rc: RemoteCall, answer: Message) {
+        let call = rc.envelope.as_deref().and_then(open);
+        let Some((_, fields, Message::Call(c))) = call else {
+            return self.send(caller, answer);
+        };
+        let mut tried = rc.tried;
+        tried.push(rc.callee);
+        let picked = match self.dealer.lookup(&c.procedure).map(|r| r.id) {
+            Some(registration) => self
+                .pick_reachable(registration, &tried)
+                .map(|callee| (registration, callee)),
+            None => None,
+        };
+        match picked {
+            Some((registration, callee)) => {
+                debug!(procedure = %c.procedure, "call routed again: its callee was gone");
+                let disclose = fields.contains_key("authid");
+                self.run_call(caller, c, registration, callee, disclose, tried);
+            }
+            None => self.send(
+                caller,
+                error_msg(
+                    code::CALL,
+                    c.request,
+                    wamp_uri::NO_AVAILABLE_CALLEE,
+                    format!(
+                        "no callee of {:?} is available now ({} tried): try again",
+                        c.procedure,
+                        tried.len()
+                    ),
+                ),
+            ),
+        }
+    }
+
     /// Calls of local callers waiting on another member (`member`, or any
     /// with `None`) fail at once with `wamp.error.canceled`.
     fn fail_remote_calls(&mut self, member: Option<&str>, why: &str) {
         let failed: Vec<(Id, Id)> = self
             .remote_calls
             .iter()
-            .filter(|(_, m)| member.is_none_or(|x| &***m == x))
+            .filter(|(_, rc)| member.is_none_or(|x| &*rc.member == x))
             .map(|(k, _)| *k)
             .collect();
         for (caller, request) in failed {
@@ -655,14 +900,17 @@ impl Core {
             .map(|r| r.id);
         let Some(registration) = registration.filter(|_| self.sessions.contains_key(&callee))
         else {
+            // The caller's member had not heard yet: it routes the call
+            // to another callee, if there is one.
             let text = format!(
                 "the callee of {:?} on this node is gone: call again",
                 c.procedure
             );
-            return self.send_remote(
+            return self.deliver(
                 from,
                 caller,
-                error_msg(code::CALL, c.request, wamp_uri::NO_AVAILABLE_CALLEE, text),
+                error_msg(code::CALL, c.request, UNAVAILABLE, text),
+                true,
             );
         };
         let disclosed = match (str_of(fields, "authid"), str_of(fields, "authrole")) {
@@ -756,6 +1004,73 @@ mod tests {
             merge("wamp.session.get", missing.clone(), vec![missing.clone()]),
             missing
         );
+        // Subscriptions: the same ids everywhere, joined.
+        let d = |e: &[u64], p: &[u64]| {
+            let l = |v: &[u64]| Value::List(v.iter().map(|&x| Value::from(x)).collect());
+            Ok(Payload::args(vec![Value::Dict(proto::dict! {
+                "exact" => l(e), "prefix" => l(p), "wildcard" => l(&[]),
+            })]))
+        };
+        assert_eq!(
+            merge(
+                "wamp.subscription.list",
+                d(&[5, 1], &[]),
+                vec![d(&[1, 3], &[8]), missing.clone()]
+            ),
+            d(&[1, 3, 5], &[8])
+        );
+        let null = Ok(Payload::args(vec![Value::Null]));
+        assert_eq!(
+            merge(
+                "wamp.subscription.lookup",
+                null.clone(),
+                vec![null.clone(), n(7)]
+            ),
+            n(7)
+        );
+        assert_eq!(
+            merge("wamp.subscription.lookup", null.clone(), vec![null.clone()]),
+            null
+        );
+        assert_eq!(
+            merge(
+                "wamp.subscription.match",
+                null.clone(),
+                vec![l(&[4, 2]), l(&[2])]
+            ),
+            l(&[2, 4])
+        );
+        assert_eq!(
+            merge("wamp.subscription.match", null.clone(), vec![null.clone()]),
+            null
+        );
+        let nosub: Result<Payload, (String, String)> =
+            Err(("wamp.error.no_such_subscription".into(), "no".into()));
+        assert_eq!(
+            merge(
+                "wamp.subscription.count_subscribers",
+                nosub.clone(),
+                vec![n(2), n(3)]
+            ),
+            n(5)
+        );
+        assert_eq!(
+            merge(
+                "wamp.subscription.list_subscribers",
+                l(&[9]),
+                vec![nosub.clone(), l(&[4])]
+            ),
+            l(&[4, 9])
+        );
+        assert_eq!(
+            merge(
+                "wamp.subscription.count_subscribers",
+                nosub.clone(),
+                vec![nosub.clone()]
+            ),
+            nosub
+        );
+        assert!(not_here("wamp.error.no_such_session") && !not_here("wamp.error.not_authorized"));
         let req = meta_request("wamp.session.count", &Payload::default()).unwrap();
         assert_eq!(
             read_meta_request(&req).map(|(p, _)| p).as_deref(),

@@ -91,6 +91,8 @@ pub enum Input {
     RegistryLost { session: Id, registration: Id },
     /// The backplane's connection went down or came back.
     Link(bool),
+    /// A member stopped answering (`false`) or answers again.
+    Reachable { member: Arc<str>, yes: bool },
     /// This realm's part of another member's meta query; the answer is
     /// left in [`Core::meta_answer`].
     MetaLocal { procedure: String, payload: Payload },
@@ -253,8 +255,11 @@ pub struct Core {
     /// (remote session, its registration id) → the registration here.
     pub(crate) remote_regs: HashMap<(Id, Id), Id>,
     /// Calls of local callers running on another member: (caller,
-    /// request) → that member.
-    pub(crate) remote_calls: HashMap<(Id, Id), Arc<str>>,
+    /// request) → where.
+    pub(crate) remote_calls: HashMap<(Id, Id), super::cluster::RemoteCall>,
+    /// Members not heard from for a while: their callees are passed over
+    /// while another callee can take a call.
+    pub(crate) unreachable: HashSet<Arc<str>>,
     /// The backplane is connected (calls to other members can go out).
     pub(crate) link_up: bool,
     /// `single` REGISTERs waiting for the directory: (session, request) →
@@ -489,6 +494,7 @@ impl Core {
             remote_callees: HashMap::new(),
             remote_regs: HashMap::new(),
             remote_calls: HashMap::new(),
+            unreachable: HashSet::new(),
             link_up: true,
             claims: HashMap::new(),
             claimed: HashMap::new(),
@@ -614,6 +620,7 @@ impl Core {
             Input::RemoteRegistry(e) => self.remote_registry(*e),
             Input::MemberDown { member, why } => self.member_down(&member, why),
             Input::Link(up) => self.link(up),
+            Input::Reachable { member, yes } => self.reachable(member, yes),
             Input::Gathered { gather, remote } => self.gathered(*gather, remote),
             Input::MetaLocal { procedure, payload } => {
                 self.meta_answer = Some(self.meta_local(&procedure, payload));

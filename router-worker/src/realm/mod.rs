@@ -268,6 +268,8 @@ pub enum RealmCommand {
     RegistryLost { session: Id, registration: Id },
     /// The backplane's connection went down or came back.
     Link(bool),
+    /// A member stopped answering (`false`) or answers again.
+    Reachable { member: Arc<str>, yes: bool },
     /// Answer a meta query of another member with this realm's part.
     MetaLocal {
         procedure: String,
@@ -631,6 +633,7 @@ impl Actor {
             RealmCommand::RemoteRegistry(e) => Input::RemoteRegistry(e),
             RealmCommand::MemberDown { member, why } => Input::MemberDown { member, why },
             RealmCommand::Link(up) => Input::Link(up),
+            RealmCommand::Reachable { member, yes } => Input::Reachable { member, yes },
             RealmCommand::MetaLocal {
                 procedure,
                 payload,

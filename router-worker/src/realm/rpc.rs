@@ -282,27 +282,28 @@ impl Core {
                 Ok(d) => d,
                 Err((uri, text)) => return fail(self, uri, text),
             };
-        if let Some(member) = self.member_of(callee) {
-            if !self.link_up {
-                return fail(
-                    self,
-                    wamp_uri::NO_AVAILABLE_CALLEE,
-                    format!(
-                        "the callee of {:?} is on another node, and this node's link to the cluster is down: try again",
-                        c.procedure
-                    ),
-                );
+        // A callee on a member that cannot be reached: another callee of
+        // a shared registration takes the call, if one can.
+        let callee = if self.unreachable_callee(callee) {
+            match self.pick_reachable(registration, &[]) {
+                Some(other) => other,
+                None => {
+                    let why = if self.link_up {
+                        "on nodes that do not answer now"
+                    } else {
+                        "on other nodes, and this node's link to the cluster is down"
+                    };
+                    return fail(
+                        self,
+                        wamp_uri::NO_AVAILABLE_CALLEE,
+                        format!("the callees of {:?} are {why}: try again", c.procedure),
+                    );
+                }
             }
-            return self.forward_call(member, session, callee, disclose, c);
-        }
-        let disclosed = if disclose {
-            self.sessions
-                .get(&session)
-                .map(|e| (e.info.authid.clone(), e.info.authrole.clone()))
         } else {
-            None
+            callee
         };
-        self.invoke(session, c, registration, callee, disclosed);
+        self.run_call(session, c, registration, callee, disclose, Vec::new());
     }
 
     /// Start a call routed to a callee of this node: INVOCATION, timeout.

@@ -1048,3 +1048,168 @@ fn the_realms_figures_count_what_happened() {
         "only what happened"
     );
 }
+
+/// Two members of one cluster, `a` and `b`, as the backplane would link
+/// them (member-to-member messages and directory entries handed over by
+/// the test).
+fn member(name: &str, seed: u64) -> Harness {
+    let mut h = Harness::seeded(seed);
+    h.core.set_member(Some(name.into()));
+    h
+}
+
+/// The member-to-member messages among `fx`, for `member`.
+fn for_member(fx: &[Effect], member: &str) -> Vec<bytes::Bytes> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::ToMember(b) if &*b.0 == member => Some(b.1.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Tell `h` of a registration of member `from`'s session.
+fn remote_callee(
+    h: &mut Harness,
+    from: &str,
+    session: Id,
+    procedure: &str,
+    invoke: &str,
+    revision: u64,
+) {
+    let o = proto::options::RegisterOptions::parse(&dict! { "invoke" => invoke }).unwrap();
+    h.input(Input::RemoteRegistry(Box::new(
+        super::cluster::RegistryEntry {
+            put: true,
+            member: from.into(),
+            session,
+            // Any id of the other member's; one per entry.
+            registration: revision,
+            procedure: procedure.into(),
+            policy: o.policy,
+            invoke: o.invoke,
+            revision,
+        },
+    )));
+}
+
+/// Tell `h` the directory's revision of its own registration.
+fn ranked(h: &mut Harness, session: Id, registration: Id, revision: u64) {
+    let me = h.core.member.clone().unwrap();
+    h.input(Input::RemoteRegistry(Box::new(
+        super::cluster::RegistryEntry {
+            put: true,
+            member: me,
+            session,
+            registration,
+            procedure: String::new(),
+            policy: proto::uri::MatchPolicy::Exact,
+            invoke: proto::options::InvokePolicy::Single,
+            revision,
+        },
+    )));
+}
+
+#[test]
+fn first_and_last_follow_the_directorys_order_across_members() {
+    for (invoke, expected_remote) in [("first", true), ("last", false)] {
+        let mut a = member("a", 1);
+        a.join(10, "user");
+        a.join(11, "user");
+        // a's callee registers here first, but b's reached the directory
+        // first (revision 5, a's 6): the directory's order counts.
+        let reg = a.register(10, 1, "com.p", dict! { "invoke" => invoke });
+        remote_callee(&mut a, "b", 20, "com.p", invoke, 5);
+        ranked(&mut a, 10, reg, 6);
+        let fx = a.call(11, 1, "com.p", Dict::new());
+        assert_eq!(
+            !for_member(&fx, "b").is_empty(),
+            expected_remote,
+            "{invoke}"
+        );
+        assert_eq!(to(&fx, 10).len(), usize::from(!expected_remote), "{invoke}");
+    }
+}
+
+#[test]
+fn a_call_to_a_callee_gone_from_another_member_is_routed_again() {
+    let mut a = member("a", 1);
+    let mut b = member("b", 1);
+    a.join(10, "user");
+    a.join(11, "user");
+    b.join(20, "user");
+    let rr = dict! { "invoke" => "roundrobin" };
+    b.register(20, 1, "com.q", rr.clone());
+    remote_callee(&mut a, "b", 20, "com.q", "roundrobin", 1);
+    let reg = a.register(10, 1, "com.q", rr);
+    ranked(&mut a, 10, reg, 2);
+    // b's callee leaves; a has not heard yet.
+    b.input(Input::Leave { session: 20 });
+    let fx = a.call(11, 1, "com.q", Dict::new());
+    let out = for_member(&fx, "b");
+    assert_eq!(out.len(), 1, "round robin starts with b's callee");
+    let fx = b.input(Input::RemoteRpc(out[0].clone()));
+    let back = for_member(&fx, "a");
+    assert_eq!(back.len(), 1, "b answers that its callee is gone");
+    let fx = a.input(Input::RemoteRpc(back[0].clone()));
+    assert!(to(&fx, 11).is_empty(), "the caller does not see b's answer");
+    let inv = invocation_of(&fx, 10);
+    let fx = a.yield_(10, inv.request, Dict::new());
+    assert!(matches!(to(&fx, 11).as_slice(), [Message::Result(r)] if r.request == 1));
+
+    // With no other callee: no_available_callee, once.
+    let mut a = member("a", 1);
+    let mut b = member("b", 1);
+    a.join(11, "user");
+    b.join(20, "user");
+    b.register(20, 1, "com.s", dict! { "invoke" => "first" });
+    remote_callee(&mut a, "b", 20, "com.s", "first", 1);
+    b.input(Input::Leave { session: 20 });
+    let fx = a.call(11, 1, "com.s", Dict::new());
+    let fx = b.input(Input::RemoteRpc(for_member(&fx, "b")[0].clone()));
+    let fx = a.input(Input::RemoteRpc(for_member(&fx, "a")[0].clone()));
+    match to(&fx, 11).as_slice() {
+        [m] => assert_eq!(error_uri(m), wamp_uri::NO_AVAILABLE_CALLEE),
+        other => panic!("{other:?}"),
+    }
+    assert!(for_member(&fx, "b").is_empty());
+}
+
+#[test]
+fn calls_pass_over_a_silent_members_callees() {
+    let mut a = member("a", 1);
+    a.join(10, "user");
+    a.join(11, "user");
+    let rr = dict! { "invoke" => "roundrobin" };
+    remote_callee(&mut a, "b", 20, "com.q", "roundrobin", 1);
+    a.register(10, 1, "com.q", rr);
+    remote_callee(&mut a, "b", 20, "com.only-b", "single", 2);
+    a.input(Input::Reachable {
+        member: "b".into(),
+        yes: false,
+    });
+    for request in 1..=4 {
+        let fx = a.call(11, request, "com.q", Dict::new());
+        assert!(
+            for_member(&fx, "b").is_empty(),
+            "call {request} passed over b"
+        );
+        let inv = invocation_of(&fx, 10);
+        a.yield_(10, inv.request, Dict::new());
+    }
+    let fx = a.call(11, 9, "com.only-b", Dict::new());
+    match to(&fx, 11).as_slice() {
+        [m] => assert_eq!(error_uri(m), wamp_uri::NO_AVAILABLE_CALLEE),
+        other => panic!("{other:?}"),
+    }
+    a.input(Input::Reachable {
+        member: "b".into(),
+        yes: true,
+    });
+    let fx = a.call(11, 10, "com.only-b", Dict::new());
+    assert_eq!(
+        for_member(&fx, "b").len(),
+        1,
+        "b answers again: its callee gets calls"
+    );
+}
