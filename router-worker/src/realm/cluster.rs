@@ -293,14 +293,13 @@ pub fn merge(
             }
         }
         "wamp.subscription.match" => {
+            // A refusal here is the answer.
+            let local = local?;
             let mut all: Vec<Id> = Vec::new();
-            for r in std::iter::once(&local).chain(remote.iter()).flatten() {
+            for r in std::iter::once(&local).chain(remote.iter().flatten()) {
                 if let Some(Value::List(l)) = first(r) {
                     all.extend(l.iter().filter_map(Value::as_id));
                 }
-            }
-            if local.is_err() {
-                return local;
             }
             all.sort_unstable();
             all.dedup();
