@@ -65,6 +65,18 @@ async def main():
     t0 = asyncio.get_event_loop().time()
     for pid in PIDS.split(","):
         os.kill(int(pid), signal.SIGKILL)
+    # Before B is taken for dead (5 s without a heartbeat), A already
+    # passes over its callee once B has been silent for 2.5 s: calls to
+    # the shared procedure go to C, none waits on B.
+    await asyncio.sleep(3.8)
+    early = []
+    for _ in range(10):
+        try:
+            early.append(await asyncio.wait_for(caller.call("com.fo.shared"), 3))
+        except (ApplicationError, asyncio.TimeoutError) as e:
+            early.append(repr(e))
+    check(early == ["c"] * 10,
+          f"calls made {asyncio.get_event_loop().time() - t0:.1f} s after the kill pass over the silent node ({early})")
     errors = []
     for f in in_flight:
         try:
