@@ -237,6 +237,9 @@ pub struct Lifecycle {
     /// How the start failed or the node is ending, kept for [`Action::Done`].
     ending: Option<NodeFailure>,
     out: Vec<Action>,
+    /// When liveness was last judged: a much longer gap means the
+    /// controller itself did not run (SIGSTOP, a suspended machine).
+    last_ping_tick: Option<Instant>,
 }
 
 fn is_router(s: &WorkerSpec) -> bool {
@@ -253,6 +256,7 @@ impl Lifecycle {
             fatal: None,
             ending: None,
             out: Vec::new(),
+            last_ping_tick: None,
         };
         for spec in workers {
             let slot = l.new_slot(spec, now);
@@ -617,6 +621,24 @@ impl Lifecycle {
     /// the rest again.
     fn check_liveness(&mut self, now: Instant) {
         let timeout = self.opts.worker_ping_timeout;
+        let interval = Duration::from_secs_f64(self.opts.worker_ping_interval);
+        if let Some(gap) = self
+            .last_ping_tick
+            .map(|t| now.saturating_duration_since(t))
+            .filter(|gap| *gap > interval * 3)
+        {
+            // The controller was not running (stopped, suspended): the
+            // workers were not asked meanwhile, so their silence is not
+            // theirs. Judge them afresh from now.
+            warn!(
+                gap_s = gap.as_secs_f64(),
+                "the controller did not run for a while (stopped or suspended?): the workers' liveness is judged afresh"
+            );
+            for s in &mut self.slots {
+                s.live.answered(now);
+            }
+        }
+        self.last_ping_tick = Some(now);
         for s in &mut self.slots {
             if matches!(s.spec.kind, WorkerKind::Guest(_))
                 || !matches!(s.state, State::Running | State::Unresponsive)
@@ -1251,10 +1273,20 @@ mod tests {
         assert!(matches!(out.as_slice(), [Action::Ping { .. }]), "{out:?}");
         // No answers: unresponsive after the interval, killed after the
         // timeout.
-        f.advance(interval * 2 + Duration::from_millis(1));
+        f.advance(interval);
+        f.feed(Event::PingTick);
+        f.advance(interval + Duration::from_millis(1));
         f.feed(Event::PingTick);
         assert_eq!(f.state("router1"), State::Unresponsive);
-        f.advance(Duration::from_secs_f64(opts.worker_ping_timeout));
+        let mut silent = interval * 2;
+        let timeout = Duration::from_secs_f64(opts.worker_ping_timeout);
+        while silent + interval < timeout {
+            f.advance(interval);
+            silent += interval;
+            let out = f.feed(Event::PingTick);
+            assert!(!out.iter().any(|a| matches!(a, Action::Signal { .. })), "{out:?}");
+        }
+        f.advance(interval);
         let out = f.feed(Event::PingTick);
         assert!(
             out.contains(&Action::Signal {
@@ -1273,6 +1305,29 @@ mod tests {
             "the exit says why"
         );
         assert_eq!(f.state("router1"), State::Backoff);
+    }
+
+    #[test]
+    fn a_controller_that_did_not_run_does_not_blame_its_workers() {
+        let mut f = Fake::started(vec![spec("router1", "router")]);
+        let opts = ControllerOptions::default();
+        let interval = Duration::from_secs_f64(opts.worker_ping_interval);
+        let timeout = Duration::from_secs_f64(opts.worker_ping_timeout);
+        f.feed(Event::PingTick);
+        // SIGSTOP of the whole node, SIGCONT after longer than the timeout.
+        f.advance(timeout * 2);
+        let out = f.feed(Event::PingTick);
+        assert!(!out.iter().any(|a| matches!(a, Action::Signal { .. })), "{out:?}");
+        assert!(out.iter().any(|a| matches!(a, Action::Ping { .. })), "{out:?}");
+        assert_eq!(f.state("router1"), State::Running);
+        // A worker that then stays silent is still killed in time.
+        let mut killed = false;
+        for _ in 0..(timeout.as_secs_f64() / interval.as_secs_f64()).ceil() as usize + 2 {
+            f.advance(interval);
+            let out = f.feed(Event::PingTick);
+            killed |= out.iter().any(|a| matches!(a, Action::Signal { sig: Sig::Kill, .. }));
+        }
+        assert!(killed);
     }
 
     #[test]

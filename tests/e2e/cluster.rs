@@ -191,6 +191,51 @@ fn a_node_killed_under_load() {
     }
 }
 
+/// A node stopped (SIGSTOP) for 15 s under a stream of events: only its
+/// link suffers (the others lose nothing, calls pass over it), and it
+/// takes part again once continued, without a restart.
+#[test]
+fn a_node_stopped_and_continued() {
+    let nats = Nats::start();
+    let [a, b, c] = three_nodes(&nats);
+    let s = crate::node::wait_status(&c, "C's router running", |s| {
+        crate::node::worker(s, "router1")["pid"].is_i64()
+    });
+    let router = crate::node::pid_of(&s, "router1");
+    let pids = format!("{},{}", c.pid(), router);
+    let out = expect_python_args_ok(
+        &c,
+        "cluster_stopped.py",
+        &[&a.url(), &b.url(), &c.url(), &pids],
+    );
+    for want in [
+        "ok B got all ",
+        "ok B's events never paused for a second while C was stopped",
+        "ok calls made from 4 s after the stop on go to B",
+        "ok no call hung while C was stopped",
+        "ok C, continued, gets A's events and calls again",
+        "ok C's session lived through the stop",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+    let s = crate::node::status(&c.node_dir());
+    assert_eq!(
+        crate::node::pid_of(&s, "router1"),
+        router,
+        "C's router was not restarted: {s}"
+    );
+    let log = c.log();
+    assert!(
+        log.contains("the controller did not run for a while"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("taken as dead"),
+        "C, stopped itself, must not take the others for dead: {log}"
+    );
+    eprintln!("{out}");
+}
+
 /// NATS going away: each node keeps routing its own clients, publishing
 /// never blocks, `/readyz` says the backplane fails and `/metrics` counts
 /// the drops; NATS coming back: cross-node delivery resumes by itself.
