@@ -1284,7 +1284,10 @@ mod tests {
             f.advance(interval);
             silent += interval;
             let out = f.feed(Event::PingTick);
-            assert!(!out.iter().any(|a| matches!(a, Action::Signal { .. })), "{out:?}");
+            assert!(
+                !out.iter().any(|a| matches!(a, Action::Signal { .. })),
+                "{out:?}"
+            );
         }
         f.advance(interval);
         let out = f.feed(Event::PingTick);
@@ -1317,15 +1320,23 @@ mod tests {
         // SIGSTOP of the whole node, SIGCONT after longer than the timeout.
         f.advance(timeout * 2);
         let out = f.feed(Event::PingTick);
-        assert!(!out.iter().any(|a| matches!(a, Action::Signal { .. })), "{out:?}");
-        assert!(out.iter().any(|a| matches!(a, Action::Ping { .. })), "{out:?}");
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Signal { .. })),
+            "{out:?}"
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::Ping { .. })),
+            "{out:?}"
+        );
         assert_eq!(f.state("router1"), State::Running);
         // A worker that then stays silent is still killed in time.
         let mut killed = false;
         for _ in 0..(timeout.as_secs_f64() / interval.as_secs_f64()).ceil() as usize + 2 {
             f.advance(interval);
             let out = f.feed(Event::PingTick);
-            killed |= out.iter().any(|a| matches!(a, Action::Signal { sig: Sig::Kill, .. }));
+            killed |= out
+                .iter()
+                .any(|a| matches!(a, Action::Signal { sig: Sig::Kill, .. }));
         }
         assert!(killed);
     }
