@@ -374,6 +374,20 @@ impl Backplane {
                     }
                 }
             });
+        if let Some(t) = &cfg.nats.tls {
+            options = options.require_tls(true);
+            if t.handshake_first {
+                options = options.tls_first();
+            }
+            match crate::tls::nats_client_config(t).map_err(|(k, e)| format!("{k}: {e}"))? {
+                Some(c) => options = options.tls_client_config(c),
+                None => {
+                    if let (Some(cert), Some(key)) = (&t.certificate, &t.key) {
+                        options = options.add_client_certificate(cert.into(), key.into());
+                    }
+                }
+            }
+        }
         if let Some(creds) = &cfg.nats.credentials {
             options = options
                 .credentials_file(creds)

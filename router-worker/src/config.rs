@@ -73,9 +73,33 @@ pub struct NatsConfig {
     /// to the node directory.
     #[serde(default)]
     pub credentials: Option<String>,
-    /// TLS to NATS: not supported yet (named so by `check`).
+    /// TLS to NATS (also implied by `tls://` server URLs).
     #[serde(default)]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<NatsTls>,
+}
+
+/// `cluster.nats.tls`: the servers' certificates are verified (against
+/// `ca_certificates`, else the system's roots); with `certificate` and
+/// `key` this node shows its own, for servers that verify clients
+/// (`verify: true` in nats-server). Paths are relative to the node
+/// directory.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NatsTls {
+    /// PEM files of the CAs that sign the NATS servers' certificates.
+    #[serde(default)]
+    pub ca_certificates: Vec<String>,
+    /// This node's client certificate (PEM; it may be followed by its
+    /// chain).
+    #[serde(default)]
+    pub certificate: Option<String>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// TLS first, before the server's INFO (nats-server's
+    /// `handshake_first`).
+    #[serde(default)]
+    pub handshake_first: bool,
 }
 
 /// A cluster or node name: 1 to 64 of `A-Z a-z 0-9 _ -` (it is part of
@@ -115,18 +139,21 @@ impl ClusterConfig {
         for (i, s) in self.nats.servers.iter().enumerate() {
             let ok = s
                 .strip_prefix("nats://")
+                .or_else(|| s.strip_prefix("tls://"))
                 .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
             if !ok {
                 p(
                     &format!("nats.servers[{i}]"),
-                    format!("{s:?}: expected a nats://HOST:PORT URL"),
+                    format!("{s:?}: expected a nats://HOST:PORT or tls://HOST:PORT URL"),
                 );
             }
         }
-        if self.nats.tls.is_some() {
+        if let Some(t) = &self.nats.tls
+            && t.certificate.is_some() != t.key.is_some()
+        {
             p(
                 "nats.tls",
-                "TLS to NATS is not supported by Trellis yet: remove the key (run NATS on a private network or loopback)".into(),
+                "give both certificate and key (a client certificate for NATS), or neither".into(),
             );
         }
         if self.backplane_queue == 0 {

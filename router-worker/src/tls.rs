@@ -116,6 +116,68 @@ fn load(cfg: &TlsConfig, path: &str) -> Result<CertifiedKey, (String, String)> {
     Ok(certified)
 }
 
+/// The TLS client settings for NATS (`cluster.nats.tls`) when the CA
+/// files are given: their roots and, if given, the client certificate.
+/// `None` without CA files: async-nats then verifies the servers against
+/// the system's roots (and takes the client certificate itself), which
+/// this has checked can be read.
+///
+/// # Errors
+/// A file cannot be read or holds no usable certificate or key (the
+/// message names the key and the file).
+pub fn nats_client_config(
+    t: &crate::config::NatsTls,
+) -> Result<Option<rustls::ClientConfig>, (String, String)> {
+    const PATH: &str = "cluster.nats.tls";
+    let client = match (&t.certificate, &t.key) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(Path::new(cert))
+                .map_err(|e| (format!("{PATH}.certificate"), format!("{cert:?}: {e}")))?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                (
+                    format!("{PATH}.key"),
+                    format!(
+                        "{key:?}: no usable private key ({}); give a PEM file with a PKCS#8, RSA or EC key",
+                        pem_error(&e)
+                    ),
+                )
+            })?;
+            Some((chain, key_der))
+        }
+        _ => None,
+    };
+    if t.ca_certificates.is_empty() {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, file) in t.ca_certificates.iter().enumerate() {
+        let at = || format!("{PATH}.ca_certificates[{i}]");
+        for cert in read_certs(Path::new(file)).map_err(|e| (at(), format!("{file:?}: {e}")))? {
+            roots
+                .add(cert)
+                .map_err(|e| (at(), format!("{file:?}: not a usable CA certificate: {e}")))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| (PATH.to_owned(), format!("cannot set up TLS: {e}")))?
+        .with_root_certificates(roots);
+    Ok(Some(match client {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
+            (
+                format!("{PATH}.key"),
+                format!(
+                    "{:?} is not usable with the certificate {:?}: {e}",
+                    t.key.as_deref().unwrap_or_default(),
+                    t.certificate.as_deref().unwrap_or_default()
+                ),
+            )
+        })?,
+        None => builder.with_no_client_auth(),
+    }))
+}
+
 fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
         .map_err(|e| pem_error(&e))?

@@ -25,10 +25,23 @@ impl Nats {
         Nats { child, dir, port }
     }
 
+    /// A nats-server with these extra arguments (TLS).
+    pub fn start_with(extra: &[&str]) -> Nats {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = Nats::spawn_with(port, dir.path(), extra);
+        Nats { child, dir, port }
+    }
+
     fn spawn(port: u16, dir: &std::path::Path) -> Child {
+        Nats::spawn_with(port, dir, &[])
+    }
+
+    fn spawn_with(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -364,6 +377,112 @@ fn nats_frozen_and_thawed() {
     }
 }
 
+/// A certificate authority and what it signs, as PEM (certificate, key).
+struct Pki {
+    ca: String,
+    server: (String, String),
+    client: (String, String),
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
+        let sign = |names: &[&str]| {
+            let key = KeyPair::generate().expect("key");
+            let params =
+                CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                    .expect("params");
+            let cert = params.signed_by(&key, &ca).expect("signed");
+            (cert.pem(), key.serialize_pem())
+        };
+        Pki {
+            server: sign(&["127.0.0.1", "localhost"]),
+            client: sign(&["trellis-node"]),
+            ca: ca.pem(),
+        }
+    }
+}
+
+/// TLS to NATS: a nats-server that requires TLS and verifies client
+/// certificates; nodes that trust its CA and show their certificate share
+/// realms (events, a `single` registration claimed over JetStream); a node
+/// trusting another CA does not connect; `check` names bad TLS keys.
+#[test]
+fn nats_over_tls_with_client_certificates() {
+    let pki = Pki::new();
+    let certs = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, text: &str| {
+        let p = certs.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let (ca, cert, key) = (
+        write("ca.pem", &pki.ca),
+        write("server.pem", &pki.server.0),
+        write("server.key", &pki.server.1),
+    );
+    let nats = Nats::start_with(&[
+        "--tlsverify",
+        "--tlscert",
+        &cert,
+        "--tlskey",
+        &key,
+        "--tlscacert",
+        &ca,
+    ]);
+    let files = [
+        ("ca.pem", pki.ca.as_str()),
+        ("client.pem", pki.client.0.as_str()),
+        ("client.key", pki.client.1.as_str()),
+    ];
+    let tls_node = |id: &str, tls: serde_json::Value| {
+        let port = free_port();
+        let mut cfg = node_config(port, id, &nats);
+        cfg["cluster"]["nats"] = json!({
+            "servers": [format!("tls://127.0.0.1:{}", nats.port)],
+            "tls": tls
+        });
+        Node::start_with_files(&cfg, port, &files)
+    };
+    let good =
+        json!({"ca_certificates": ["ca.pem"], "certificate": "client.pem", "key": "client.key"});
+    let a = tls_node("a", good.clone());
+    let b = tls_node("b", good);
+    for n in [&a, &b] {
+        n.wait_log("cluster backplane: registration directory ready");
+    }
+    let out = expect_python_args_ok(&a, "cluster_outage.py", &["cross", &a.url(), &b.url()]);
+    assert!(out.contains("ok an event from A reached B"), "{out}");
+    let out = expect_python_args_ok(&a, "cluster_outage.py", &["cross-call", &a.url(), &b.url()]);
+    assert!(
+        out.contains("ok a call from A reached a single registration on B"),
+        "{out}"
+    );
+
+    // Trusting another CA: the server's certificate is refused.
+    let other = Pki::new();
+    let port = free_port();
+    let mut cfg = node_config(port, "c", &nats);
+    cfg["cluster"]["nats"] = json!({
+        "servers": [format!("tls://127.0.0.1:{}", nats.port)],
+        "tls": {"ca_certificates": ["other-ca.pem"], "certificate": "client.pem", "key": "client.key"}
+    });
+    let mut files_c = files.to_vec();
+    files_c.push(("other-ca.pem", other.ca.as_str()));
+    let c = Node::start_with_files(&cfg, port, &files_c);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !c.log().contains("cluster backplane: connected to NATS"),
+        "{}",
+        c.log()
+    );
+    let s = crate::node::status(&c.node_dir());
+    assert_eq!(s["backplane"]["router1"]["connected"], json!(false), "{s}");
+}
+
 /// `trellis check` names what is wrong in a `cluster` block.
 #[test]
 fn check_names_cluster_problems() {
@@ -371,7 +490,7 @@ fn check_names_cluster_problems() {
     cfg["cluster"] = json!({
         "name": "c 1",
         "node_id": "",
-        "nats": {"servers": ["127.0.0.1:4222"], "tls": {}, "credentials": "missing.creds"},
+        "nats": {"servers": ["127.0.0.1:4222"], "tls": {"key": "k.pem"}},
         "backplane_queue": 0,
         "bogus": 1
     });
@@ -391,10 +510,27 @@ fn check_names_cluster_problems() {
     for want in [
         "cluster.name: \"c 1\": use 1 to 64 letters, digits, '_' or '-'",
         "cluster.node_id: \"\": use 1 to 64",
-        "cluster.nats.servers[0]: \"127.0.0.1:4222\": expected a nats://HOST:PORT URL",
-        "cluster.nats.tls: TLS to NATS is not supported by Trellis yet",
-        "cluster.nats.credentials: \"missing.creds\" is not a file",
+        "cluster.nats.servers[0]: \"127.0.0.1:4222\": expected a nats://HOST:PORT or tls://HOST:PORT URL",
+        "cluster.nats.tls: give both certificate and key",
         "cluster.backplane_queue: must be at least 1",
+    ] {
+        assert!(err.contains(want), "{want:?} missing:\n{err}");
+    }
+    // The files, once the rest is right: taken from the node directory.
+    cfg["cluster"] = json!({
+        "name": "c1",
+        "node_id": "a",
+        "nats": {"servers": ["tls://127.0.0.1:4222"],
+                 "tls": {"ca_certificates": ["missing-ca.pem"]},
+                 "credentials": "missing.creds"}
+    });
+    let out = crate::support::check_json(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    for want in [
+        "cluster.nats.tls.ca_certificates[0]: \"",
+        "missing-ca.pem\": No such file",
+        "cluster.nats.credentials: \"missing.creds\" is not a file (relative to the node directory",
     ] {
         assert!(err.contains(want), "{want:?} missing:\n{err}");
     }

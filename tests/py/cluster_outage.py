@@ -167,5 +167,25 @@ async def frozen():
     check(await until("b", 20), "NATS thawed: A calls B again")
 
 
-MODES = {"cross": cross, "local": local, "calls-down": calls_down, "frozen": frozen}
+async def cross_call():
+    """A single registration on B (claimed in the directory) called from A."""
+    from autobahn.wamp.exception import ApplicationError
+
+    caller = await connect(A, "json")
+    callee = await connect(B, "msgpack")
+    await callee.register(lambda x: x + 1, "com.outage.inc")
+    deadline = asyncio.get_event_loop().time() + 20
+    while True:
+        try:
+            got = await caller.call("com.outage.inc", 41)
+            break
+        except ApplicationError:
+            if asyncio.get_event_loop().time() > deadline:
+                raise SystemExit("FAILED: A never reached B's callee in 20 s")
+            await asyncio.sleep(0.1)
+    check(got == 42, "a call from A reached a single registration on B")
+    await leave(caller, callee)
+
+
+MODES = {"cross": cross, "cross-call": cross_call, "local": local, "calls-down": calls_down, "frozen": frozen}
 asyncio.run(MODES[MODE]())

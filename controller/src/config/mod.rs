@@ -656,16 +656,6 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
                 message: p.message,
             });
         }
-        if let Some(creds) = &c.nats.credentials
-            && !Path::new(creds).is_file()
-        {
-            errors.push(ConfigError {
-                path: "cluster.nats.credentials".into(),
-                message: format!(
-                    "{creds:?} is not a file (relative to the node directory): a NATS .creds file"
-                ),
-            });
-        }
         Some(c)
     });
     let mut workers = Vec::new();
@@ -1238,6 +1228,7 @@ pub fn preflight(cfg: &NodeConfig, node_dir: &Path) -> Result<(), ConfigErrors> 
     for found in [
         missing_directories(cfg, node_dir),
         tls_problems(cfg, node_dir),
+        cluster_problems(cfg, node_dir),
         python_problems(cfg, node_dir),
     ] {
         if !found.errors.is_empty() {
@@ -1325,6 +1316,41 @@ pub fn tls_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
             };
             let path = format!("workers[{i}].transports[{j}].endpoint.tls");
             if let Err((path, message)) = router_worker::tls::TlsSettings::new(&resolved, &path) {
+                errors.push(ConfigError { path, message });
+            }
+        }
+    }
+    ConfigErrors {
+        source: cfg.source.clone(),
+        errors,
+    }
+}
+
+/// The cluster's files (taken from `node_dir`, where a router runs): the
+/// NATS credentials, the CA certificates, client certificate and key.
+pub fn cluster_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
+    let mut errors = Vec::new();
+    if let Some(c) = cfg.routers().find_map(|(_, r)| r.cluster.clone()) {
+        let at = |f: &String| node_dir.join(f).display().to_string();
+        if let Some(creds) = &c.nats.credentials
+            && !node_dir.join(creds).is_file()
+        {
+            errors.push(ConfigError {
+                path: "cluster.nats.credentials".into(),
+                message: format!(
+                    "{creds:?} is not a file (relative to the node directory {}): a NATS .creds file",
+                    node_dir.display()
+                ),
+            });
+        }
+        if let Some(t) = &c.nats.tls {
+            let resolved = router_worker::config::NatsTls {
+                ca_certificates: t.ca_certificates.iter().map(at).collect(),
+                certificate: t.certificate.as_ref().map(at),
+                key: t.key.as_ref().map(at),
+                ..t.clone()
+            };
+            if let Err((path, message)) = router_worker::tls::nats_client_config(&resolved) {
                 errors.push(ConfigError { path, message });
             }
         }
