@@ -75,7 +75,7 @@ pub struct NatsConfig {
     pub credentials: Option<String>,
     /// TLS to NATS (also implied by `tls://` server URLs).
     #[serde(default)]
-    pub tls: Option<NatsTls>,
+    pub tls: Option<Box<NatsTls>>,
 }
 
 /// `cluster.nats.tls`: the servers' certificates are verified (against

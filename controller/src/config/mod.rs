@@ -1348,7 +1348,7 @@ pub fn cluster_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
                 ca_certificates: t.ca_certificates.iter().map(at).collect(),
                 certificate: t.certificate.as_ref().map(at),
                 key: t.key.as_ref().map(at),
-                ..t.clone()
+                ..(**t).clone()
             };
             if let Err((path, message)) = router_worker::tls::nats_client_config(&resolved) {
                 errors.push(ConfigError { path, message });
