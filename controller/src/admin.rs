@@ -88,7 +88,7 @@ async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
                         .get(&r.id)
                         .and_then(Option::as_ref)
                         .and_then(|st| st.backplane.as_ref())
-                        .is_some_and(|b| b.connected)
+                        .is_some_and(|b| b.connected && b.directory_ready)
                 });
                 if !connected {
                     failing.push("backplane".to_owned());
@@ -587,6 +587,11 @@ pub(crate) fn render_metrics(
         "trellis_backplane_dropped_messages",
         "Cluster messages dropped, by reason (queue_full, disconnected, slow_consumer, too_large)",
     );
+    let meta_partial = counter(
+        &mut reg,
+        "trellis_meta_partial",
+        "Cluster-wide meta queries answered without a member that did not answer within 250 ms",
+    );
     for row in rows {
         let w = row.id.as_str();
         let answered = stats.get(w).is_some_and(Option::is_some);
@@ -609,6 +614,7 @@ pub(crate) fn render_metrics(
             bp_connected.get_or_create(&l).set(i64::from(b.connected));
             bp_reconnects.get_or_create(&l).inc_by(b.reconnects);
             bp_rtt.get_or_create(&l).set(b.rtt_ms / 1000.0);
+            meta_partial.get_or_create(&l).inc_by(b.meta_partial);
             bp_members
                 .get_or_create(&l)
                 .set(i64::try_from(b.members).unwrap_or(i64::MAX));

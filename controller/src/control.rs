@@ -121,6 +121,12 @@ pub struct BackplaneReport {
     /// The last round trip to NATS, in milliseconds.
     #[serde(default)]
     pub rtt_ms: f64,
+    /// The registration directory has been read through once.
+    #[serde(default)]
+    pub directory_ready: bool,
+    /// Meta queries answered without a member that did not answer in time.
+    #[serde(default)]
+    pub meta_partial: u64,
 }
 
 impl BackplaneReport {
@@ -131,6 +137,8 @@ impl BackplaneReport {
             connected: s.connected.load(Relaxed),
             members: s.members.load(Relaxed),
             rtt_ms: s.rtt_us.load(Relaxed) as f64 / 1000.0,
+            directory_ready: s.directory_synced.load(Relaxed),
+            meta_partial: s.meta_partial.load(Relaxed),
             reconnects: s.reconnects.load(Relaxed),
             sent: s.sent.load(Relaxed),
             received: s.received.load(Relaxed),
@@ -361,11 +369,16 @@ pub fn format_backplane(b: &BTreeMap<String, BackplaneReport>) -> String {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         out.push_str(&format!(
-            "backplane of {id}: {}, {} other members, round trip {:.2} ms, {} reconnects, {} sent, {} received, dropped: {}\n",
+            "backplane of {id}: {}{}, {} other members, round trip {:.2} ms, {} reconnects, {} sent, {} received, dropped: {}\n",
             if r.connected {
                 "connected"
             } else {
                 "NOT CONNECTED"
+            },
+            if r.directory_ready {
+                ""
+            } else {
+                " (directory not read yet)"
             },
             r.members,
             r.rtt_ms,

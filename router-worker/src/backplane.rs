@@ -61,6 +61,12 @@ pub struct BackplaneStats {
     /// The last round trip to the NATS server, in microseconds (0:
     /// unknown).
     pub rtt_us: AtomicU64,
+    /// The registration directory has been read through once: this
+    /// router knows the cluster's callees (readiness).
+    pub directory_synced: AtomicBool,
+    /// Meta queries answered without some member known to be there
+    /// (it did not answer within the time budget).
+    pub meta_partial: AtomicU64,
 }
 
 /// One message for NATS: its subject, the realm it belongs to (a header,
@@ -230,6 +236,7 @@ impl RealmLink {
             }
         }
         if knew_someone && !waiting.is_empty() {
+            self.stats.meta_partial.fetch_add(1, Ordering::Relaxed);
             debug!(
                 procedure,
                 answered = out.len(),
@@ -711,6 +718,11 @@ impl Backplane {
                 }
             }
         });
+        // An empty directory is read through at once; otherwise once the
+        // watch has caught up with its history.
+        if store.status().await.is_ok_and(|s| s.values() == 0) {
+            self.stats.directory_synced.store(true, Ordering::Relaxed);
+        }
         loop {
             let mut watch = match store.watch_with_history(">").await {
                 Ok(w) => w,
@@ -724,7 +736,11 @@ impl Backplane {
                 let Ok(entry) = entry else {
                     break;
                 };
+                let current = entry.seen_current || entry.delta == 0;
                 self.directory_entry(entry).await;
+                if current && !self.stats.directory_synced.swap(true, Ordering::Relaxed) {
+                    info!("cluster backplane: registration directory read through");
+                }
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }

@@ -333,7 +333,10 @@ fn nats_outage_and_return() {
     loop {
         let s = crate::node::status(&a.node_dir());
         let bp = &s["backplane"]["router1"];
-        if bp["members"].as_u64() == Some(1) && bp["rtt_ms"].as_f64().is_some_and(|r| r > 0.0) {
+        if bp["members"].as_u64() == Some(1)
+            && bp["rtt_ms"].as_f64().is_some_and(|r| r > 0.0)
+            && bp["directory_ready"] == json!(true)
+        {
             break;
         }
         assert!(
@@ -348,6 +351,11 @@ fn nats_outage_and_return() {
         1.0
     );
     assert!(metric(&text, "trellis_backplane_rtt_seconds{worker=\"router1\"}") > 0.0);
+    assert_eq!(
+        metric(&text, "trellis_meta_partial_total{worker=\"router1\"}"),
+        0.0,
+        "{text}"
+    );
 }
 
 /// NATS frozen (SIGSTOP) without closing its connections: noticed within
