@@ -22,10 +22,12 @@
 //! queries (`wamp.session.count`, ...) are asked of every member on
 //! `trellis.<cluster>.r.<realm hex>.meta` and merged.
 //!
-//! Nothing here ever makes a session wait for NATS: publications go
-//! through a bounded queue ([`crate::config::ClusterConfig::backplane_queue`])
-//! to one publishing task; when it is full, or NATS is not connected, they
-//! are dropped and counted. Cross-node delivery is at-most-once.
+//! Nothing here ever makes a session wait for NATS: a realm hands its
+//! publications and RPC messages straight to the NATS client's bounded
+//! queue ([`crate::config::ClusterConfig::backplane_queue`] entries,
+//! written out by the client's connection task in order); when it is full,
+//! or NATS is not connected, they are dropped and counted. Cross-node
+//! delivery is at-most-once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,21 +71,12 @@ pub struct BackplaneStats {
     pub meta_partial: AtomicU64,
 }
 
-/// One message for NATS: its subject, the realm it belongs to (a header,
-/// for member-to-member RPC), the bytes.
-struct Out {
-    subject: String,
-    realm: Option<Arc<str>>,
-    bytes: Bytes,
-}
-
-/// A worker's NATS connection and its publishing queue.
+/// A worker's NATS connection.
 pub struct Backplane {
     client: async_nats::Client,
     prefix: String,
     /// This router's member id: `node-worker-epoch`.
     member: Arc<str>,
-    queue: mpsc::Sender<Out>,
     /// Directory changes for the registry task.
     registry: mpsc::Sender<DirectoryChange>,
     registry_rx: std::sync::Mutex<Option<mpsc::Receiver<DirectoryChange>>>,
@@ -146,7 +139,6 @@ pub struct RealmLink {
     realm_hex: String,
     prefix: String,
     member: Arc<str>,
-    queue: mpsc::Sender<Out>,
     registry: mpsc::Sender<DirectoryChange>,
     stats: Arc<BackplaneStats>,
     store: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>,
@@ -263,21 +255,15 @@ impl RealmLink {
     /// Queue one encoded publication for the other nodes, or drop and
     /// count it. Never waits.
     pub fn forward(&self, bytes: Bytes) {
-        self.push(Out {
-            subject: self.subject.clone(),
-            realm: None,
-            bytes,
-        });
+        self.push(self.subject.clone(), None, bytes);
     }
 
     /// Send an RPC envelope to `member` (dropped and counted as a
     /// publication would be).
     pub fn to_member(&self, member: &str, bytes: Bytes) {
-        self.push(Out {
-            subject: member_subject(&self.prefix, member),
-            realm: Some(self.realm.clone()),
-            bytes,
-        });
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(REALM_HEADER, &*self.realm);
+        self.push(member_subject(&self.prefix, member), Some(headers), bytes);
     }
 
     /// Put a local registration into the directory, or take it out.
@@ -301,18 +287,40 @@ impl RealmLink {
         }
     }
 
-    fn push(&self, out: Out) {
+    /// Hand a message to the NATS client's queue if it has room now, else
+    /// drop and count it: the client's `publish` is polled once (outside
+    /// tokio's cooperative budget, which would otherwise say "later" with
+    /// room to spare) and never awaited.
+    fn push(&self, subject: String, headers: Option<async_nats::HeaderMap>, bytes: Bytes) {
+        use std::task::{Context, Poll, Waker};
         if !self.stats.connected.load(Ordering::Relaxed) {
             self.stats
                 .dropped_disconnected
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if self.queue.try_send(out).is_err() {
-            self.stats
-                .dropped_queue_full
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        let client = &self.client;
+        let publish = tokio::task::unconstrained(async move {
+            match headers {
+                Some(h) => client.publish_with_headers(subject, h, bytes).await,
+                None => client.publish(subject, bytes).await,
+            }
+        });
+        let mut publish = std::pin::pin!(publish);
+        let counter = match publish
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(Ok(())) => &self.stats.sent,
+            Poll::Ready(Err(e))
+                if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded =>
+            {
+                &self.stats.dropped_too_large
+            }
+            Poll::Ready(Err(_)) => &self.stats.dropped_disconnected,
+            Poll::Pending => &self.stats.dropped_queue_full,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -350,6 +358,8 @@ impl Backplane {
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("trellis/{}/{worker}", cfg.node_id))
             .no_echo()
+            // The bounded queue between the realms and the connection.
+            .client_capacity(cfg.backplane_queue.max(1))
             .retry_on_initial_connect()
             // A server that stops answering (frozen, or cut off without a
             // reset) is noticed after about 3 s: two pings unanswered.
@@ -405,8 +415,6 @@ impl Backplane {
             .connect(servers)
             .await
             .map_err(|e| format!("cluster.nats: {e}"))?;
-        let (queue, rx) = mpsc::channel(cfg.backplane_queue.max(1));
-        tokio::spawn(publish_loop(client.clone(), rx, stats.clone()));
         let (registry, registry_rx) = mpsc::channel(cfg.backplane_queue.max(1));
         let epoch: u32 = rand::random();
         let member: Arc<str> = format!("{}-{worker}-{epoch:08x}", cfg.node_id).into();
@@ -414,7 +422,6 @@ impl Backplane {
             client,
             prefix: format!("trellis.{}.", cfg.name),
             member,
-            queue,
             registry,
             registry_rx: std::sync::Mutex::new(Some(registry_rx)),
             realms: std::sync::Mutex::default(),
@@ -435,7 +442,6 @@ impl Backplane {
             realm_hex: hex::encode(realm.as_bytes()),
             prefix: self.prefix.clone(),
             member: self.member.clone(),
-            queue: self.queue.clone(),
             registry: self.registry.clone(),
             stats: self.stats.clone(),
             store: self.store.clone(),
@@ -915,47 +921,6 @@ impl Backplane {
             }
             debug!(subject, "cluster backplane: realm subscription ended");
         });
-    }
-}
-
-/// The one task that publishes to NATS, in queue order.
-async fn publish_loop(
-    client: async_nats::Client,
-    mut rx: mpsc::Receiver<Out>,
-    stats: Arc<BackplaneStats>,
-) {
-    // NATS's max_payload, once known (the server tells at connect).
-    let mut limit = 0;
-    while let Some(Out {
-        subject,
-        realm,
-        bytes,
-    }) = rx.recv().await
-    {
-        if limit == 0 {
-            limit = client.server_info().max_payload;
-        }
-        if limit > 0 && bytes.len() > limit {
-            stats.dropped_too_large.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let sent = match realm {
-            Some(r) => {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(REALM_HEADER, &*r);
-                client.publish_with_headers(subject, headers, bytes).await
-            }
-            None => client.publish(subject, bytes).await,
-        };
-        match sent {
-            Ok(()) => {
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                stats.dropped_disconnected.fetch_add(1, Ordering::Relaxed);
-                debug!("cluster backplane: publish failed: {e}");
-            }
-        }
     }
 }
 

@@ -127,6 +127,7 @@ fn pubsub_across_three_nodes() {
         "ok publisher disclosure across nodes",
         "ok B's join seen on A as wamp.session.on_join",
         "ok a local subscriber still gets its node's events once",
+        "ok a subscriber on B gets the event retained on A (get_retained)",
     ] {
         assert!(out.contains(want), "{want:?} missing:\n{out}");
     }

@@ -172,11 +172,35 @@ async def meta():
     await leave(watcher, newcomer, pub_a)
 
 
+async def retained():
+    """An event retained on A is retained on B too: a later subscriber on
+    B with get_retained gets it, publisher disclosure and all."""
+    pub = await connect(A, "json")
+    watcher = await connect(B, "json")
+    seen = asyncio.Queue()
+    # B hears the realm's events: the retained one reaches it.
+    await watcher.subscribe(lambda v: seen.put_nowait(v), "com.ret.probe")
+    await settle(pub, "com.ret.probe", [seen])
+    # (The role discloses publishers: node_config.)
+    await pub.publish("com.ret.t", "kept", options=PublishOptions(retain=True, acknowledge=True))
+    await pub.publish("com.ret.probe", "after", options=PublishOptions(acknowledge=True))
+    check(await asyncio.wait_for(seen.get(), 10) == "after", "B heard A's events after the retained one")
+    late = await connect(B, "msgpack")
+    got = asyncio.Queue()
+    await late.subscribe(lambda v, details=None: got.put_nowait((v, details)), "com.ret.t",
+                         options=SubscribeOptions(get_retained=True, details_arg="details"))
+    v, details = await asyncio.wait_for(got.get(), 10)
+    check(v == "kept" and details.retained and details.publisher == pub._session_id,
+          "a subscriber on B gets the event retained on A (get_retained)")
+    await leave(pub, watcher, late)
+
+
 async def main():
     await ordering()
     await patterns()
     await audience()
     await meta()
+    await retained()
 
 
 asyncio.run(main())

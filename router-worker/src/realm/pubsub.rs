@@ -38,6 +38,9 @@ pub fn receives(
 
 /// Where a forwarded publication keeps its EVENT details.
 const FORWARDED_DETAILS: &str = "_details";
+/// In a forwarded publication: the event is to be retained (`retain`),
+/// and by whom it was published.
+const FORWARDED_RETAIN: &str = "_retain";
 
 /// One publication on its way to subscribers.
 pub(crate) struct Publication<'a> {
@@ -121,21 +124,25 @@ impl Core {
             exclude: None,
         };
         self.fanout(&p);
-        self.forward(&p);
+        self.forward(&p, None);
     }
 
     /// In a clustered realm: the publication for the other nodes, as a
     /// MessagePack PUBLISH whose request id is the publication id and whose
     /// options carry the audience and the EVENT details (`_details`). Each
     /// node matches it against its own subscribers; session ids are global,
-    /// so `exclude`/`eligible` mean the same everywhere.
-    pub(crate) fn forward(&mut self, p: &Publication) {
+    /// so `exclude`/`eligible` mean the same everywhere. `retained_by`:
+    /// the publisher of an event to retain, so every node retains it.
+    pub(crate) fn forward(&mut self, p: &Publication, retained_by: Option<Id>) {
         if !self.clustered {
             return;
         }
         let mut options = p.audience.to_options();
         if !p.details.is_empty() {
             options.insert(FORWARDED_DETAILS.into(), Value::Dict(p.details.clone()));
+        }
+        if let Some(publisher) = retained_by {
+            options.insert(FORWARDED_RETAIN.into(), Value::from(publisher));
         }
         let msg = Message::Publish(Publish {
             request: p.id,
@@ -184,6 +191,20 @@ impl Core {
             audience: &audience,
             exclude: None,
         });
+        if let Some(publisher) = p.options.get(FORWARDED_RETAIN).and_then(Value::as_id)
+            && !self.broker.retain(
+                &p.topic,
+                Retained {
+                    publication: p.request,
+                    details,
+                    payload: p.payload,
+                    audience,
+                    publisher,
+                },
+            )
+        {
+            warn!(topic = %p.topic, "event from the cluster not retained: the realm's limit of retained topics is reached");
+        }
     }
 
     pub(crate) fn publish(&mut self, session: Id, p: Publish) {
@@ -233,7 +254,7 @@ impl Core {
             exclude: o.exclude_me.then_some(session),
         };
         self.fanout(&publication_ref);
-        self.forward(&publication_ref);
+        self.forward(&publication_ref, o.retain.then_some(session));
         if o.retain {
             let kept = self.broker.retain(
                 &p.topic,
