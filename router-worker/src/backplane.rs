@@ -80,6 +80,10 @@ pub struct Backplane {
     /// Directory changes for the registry task.
     registry: mpsc::Sender<DirectoryChange>,
     registry_rx: std::sync::Mutex<Option<mpsc::Receiver<DirectoryChange>>>,
+    /// This router's delete markers to purge, and after how long.
+    purges: mpsc::Sender<Purge>,
+    purges_rx: std::sync::Mutex<Option<mpsc::Receiver<Purge>>>,
+    purge_after: std::time::Duration,
     /// The realms, by name, for what other members send.
     realms: std::sync::Mutex<std::collections::HashMap<String, RealmHandle>>,
     bucket: String,
@@ -111,11 +115,55 @@ const DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 /// A member silent this long (two heartbeats missed) is passed over by
 /// calls while another callee can take them.
 const SILENT_AFTER: std::time::Duration = std::time::Duration::from_millis(2500);
+/// Delete markers waiting to be purged, at most (more stay).
+const MAX_PURGES: usize = 100_000;
 /// How often a member says it is alive.
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A directory key and its new value (`None`: deleted).
 type DirectoryChange = (String, Option<Bytes>);
+
+/// A delete marker of this router's to purge: when, its key, its revision.
+type Purge = (std::time::Instant, String, u64);
+
+/// An entry of the directory as read.
+struct DirectoryEntry<'a> {
+    key: &'a str,
+    put: bool,
+    value: &'a [u8],
+    /// 0: not read from the directory (a forgotten entry).
+    revision: u64,
+}
+
+/// Purge this router's delete markers once due (the marker and what came
+/// before it on its key, not a later put), so that the directory does not
+/// keep one marker for every registration there ever was.
+async fn purge_markers(
+    js: async_nats::jetstream::Context,
+    stream: String,
+    prefix: String,
+    mut rx: mpsc::Receiver<Purge>,
+) {
+    while let Some((due, key, revision)) = rx.recv().await {
+        tokio::time::sleep_until(due.into()).await;
+        let purged = match js.get_stream(&stream).await {
+            Ok(s) => s
+                .purge()
+                .filter(format!("{prefix}{key}"))
+                .sequence(revision + 1)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = purged {
+            debug!(
+                key,
+                "cluster backplane: a delete marker was not purged: {e}"
+            );
+        }
+    }
+}
 
 /// The NATS header naming the realm of a member-to-member message.
 const REALM_HEADER: &str = "Trellis-Realm";
@@ -416,6 +464,7 @@ impl Backplane {
             .await
             .map_err(|e| format!("cluster.nats: {e}"))?;
         let (registry, registry_rx) = mpsc::channel(cfg.backplane_queue.max(1));
+        let (purges, purges_rx) = mpsc::channel(MAX_PURGES);
         let epoch: u32 = rand::random();
         let member: Arc<str> = format!("{}-{worker}-{epoch:08x}", cfg.node_id).into();
         Ok(Arc::new(Backplane {
@@ -424,6 +473,9 @@ impl Backplane {
             member,
             registry,
             registry_rx: std::sync::Mutex::new(Some(registry_rx)),
+            purges,
+            purges_rx: std::sync::Mutex::new(Some(purges_rx)),
+            purge_after: std::time::Duration::from_secs(cfg.purge_after),
             realms: std::sync::Mutex::default(),
             bucket: format!("trellis_{}_reg", cfg.name),
             stats,
@@ -518,6 +570,7 @@ impl Backplane {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = std::time::Instant::now();
+        let mut seen_reconnects = self.stats.reconnects.load(Ordering::Relaxed);
         let mut connected_since: Option<std::time::Instant> = None;
         // Members silent past SILENT_AFTER: the realms pass over their
         // callees until they are heard again (or dead).
@@ -539,7 +592,13 @@ impl Backplane {
                     // afresh, as after a reconnect.
                     let frozen = last_tick.elapsed() > 3 * HEARTBEAT;
                     last_tick = std::time::Instant::now();
-                    if !up || frozen {
+                    // A connection lost and found again between two ticks
+                    // counts as lost: the others' silence meanwhile was
+                    // NATS's, not theirs.
+                    let reconnects = self.stats.reconnects.load(Ordering::Relaxed);
+                    let reconnected = reconnects != seen_reconnects;
+                    seen_reconnects = reconnects;
+                    if !up || frozen || reconnected {
                         connected_since = None;
                     }
                     if !up {
@@ -724,12 +783,16 @@ impl Backplane {
                 }
             }
         });
-        // An empty directory is read through at once; otherwise once the
-        // watch has caught up with its history.
-        if store.status().await.is_ok_and(|s| s.values() == 0) {
-            self.stats.directory_synced.store(true, Ordering::Relaxed);
+        if let Some(rx) = self.purges_rx.lock().ok().and_then(|mut r| r.take()) {
+            let stream = format!("KV_{}", self.bucket);
+            let prefix = format!("$KV.{}.", self.bucket);
+            tokio::spawn(purge_markers(js.clone(), stream, prefix, rx));
         }
+        let mut link = self.link.subscribe();
         loop {
+            // Read the directory through from its start (again after a
+            // lost connection: delete markers purged meanwhile are never
+            // seen, so what was known and is not there any more goes).
             let mut watch = match store.watch_with_history(">").await {
                 Ok(w) => w,
                 Err(e) => {
@@ -738,40 +801,104 @@ impl Backplane {
                     continue;
                 }
             };
-            while let Some(entry) = watch.next().await {
-                let Ok(entry) = entry else {
-                    break;
-                };
-                let current = entry.seen_current || entry.delta == 0;
-                self.directory_entry(entry).await;
-                if current && !self.stats.directory_synced.swap(true, Ordering::Relaxed) {
-                    info!("cluster backplane: registration directory read through");
+            // The keys there now (the watch brings their values, and what
+            // changes from now on).
+            match store.keys().await {
+                Ok(keys) => {
+                    let present: std::collections::HashSet<String> =
+                        keys.filter_map(|k| async move { k.ok() }).collect().await;
+                    self.read_through(present).await;
+                }
+                Err(e) => debug!("cluster backplane: cannot list the directory: {e}"),
+            }
+            let mut was_down = false;
+            loop {
+                tokio::select! {
+                    entry = watch.next() => {
+                        let Some(Ok(entry)) = entry else { break };
+                        self.directory_entry(DirectoryEntry {
+                            key: &entry.key,
+                            put: entry.operation == async_nats::jetstream::kv::Operation::Put,
+                            value: &entry.value,
+                            revision: entry.revision,
+                        })
+                        .await;
+                    }
+                    changed = link.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let up = *link.borrow_and_update();
+                        if up && was_down {
+                            break;
+                        }
+                        was_down |= !up;
+                    }
                 }
             }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
 
-    async fn directory_entry(&self, entry: async_nats::jetstream::kv::Entry) {
+    /// The directory's keys have been listed: entries of other members
+    /// known before and not there now are gone (their delete markers may
+    /// have been purged while this router was not listening).
+    async fn read_through(&self, seen: std::collections::HashSet<String>) {
+        let stale: Vec<String> = match self.members.lock() {
+            Ok(m) => m
+                .keys
+                .values()
+                .flatten()
+                .filter(|k| !seen.contains(*k))
+                .cloned()
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for key in &stale {
+            self.directory_entry(DirectoryEntry {
+                key,
+                put: false,
+                value: &[],
+                revision: 0,
+            })
+            .await;
+        }
+        if !stale.is_empty() {
+            info!(
+                entries = stale.len(),
+                "cluster backplane: directory entries gone while this router was not listening: forgotten"
+            );
+        }
+        if !self.stats.directory_synced.swap(true, Ordering::Relaxed) {
+            info!("cluster backplane: registration directory read through");
+        }
+    }
+
+    /// One entry of the directory: put (with its value) or deleted, at
+    /// `revision`.
+    async fn directory_entry(&self, entry: DirectoryEntry<'_>) {
         let mut parts = entry.key.splitn(4, '.');
         let (Some(realm_hex), Some(member), Some(session), Some(reg)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return;
         };
-        let put = entry.operation == async_nats::jetstream::kv::Operation::Put;
+        let put = entry.put;
         if member == "p" {
             // A claimed single procedure: remember whose, to purge it with
             // its owner if that one dies.
             if let Ok(mut m) = self.members.lock() {
                 if put {
-                    let owner = String::from_utf8_lossy(&entry.value).into_owned();
+                    let owner = String::from_utf8_lossy(entry.value).into_owned();
                     if owner != *self.member {
-                        m.keys.entry(owner).or_default().insert(entry.key.clone());
+                        m.keys
+                            .entry(owner)
+                            .or_default()
+                            .insert(entry.key.to_owned());
                     }
                 } else {
                     for keys in m.keys.values_mut() {
-                        keys.remove(&entry.key);
+                        keys.remove(entry.key);
                     }
                 }
             }
@@ -809,6 +936,15 @@ impl Backplane {
                     })
                     .await;
             } else {
+                // Its delete marker goes in time (each session would leave
+                // one for ever otherwise).
+                if entry.revision > 0 {
+                    let _ = self.purges.try_send((
+                        std::time::Instant::now() + self.purge_after,
+                        entry.key.to_owned(),
+                        entry.revision,
+                    ));
+                }
                 // Deleted by someone else (who took this router for dead):
                 // put it back if the registration lives.
                 let _ = handle
@@ -826,16 +962,16 @@ impl Backplane {
                 .or_insert_with(std::time::Instant::now);
             let keys = m.keys.entry(member.to_owned()).or_default();
             if put {
-                keys.insert(entry.key.clone());
+                keys.insert(entry.key.to_owned());
             } else {
-                keys.remove(&entry.key);
+                keys.remove(entry.key);
             }
         }
         let Some((handle, session, registration)) = target else {
             return;
         };
         let (procedure, policy, invoke) = if put {
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&entry.value) else {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(entry.value) else {
                 return;
             };
             let options = proto::dict! {

@@ -57,6 +57,15 @@ pub struct ClusterConfig {
     /// and counted, never waited for.
     #[serde(default = "default_backplane_queue")]
     pub backplane_queue: usize,
+    /// Seconds after which the directory's delete markers of this node's
+    /// ended registrations are purged (a router that was away longer reads
+    /// the directory through again when it is back).
+    #[serde(default = "default_purge_after")]
+    pub purge_after: u64,
+}
+
+fn default_purge_after() -> u64 {
+    600
 }
 
 fn default_backplane_queue() -> usize {
@@ -154,6 +163,12 @@ impl ClusterConfig {
             p(
                 "nats.tls",
                 "give both certificate and key (a client certificate for NATS), or neither".into(),
+            );
+        }
+        if self.purge_after == 0 {
+            p(
+                "purge_after",
+                "must be at least 1 (seconds the other nodes have to see a registration's end before its marker goes; default 600)".into(),
             );
         }
         if self.backplane_queue == 0 {

@@ -15,31 +15,32 @@ pub struct Nats {
     child: Child,
     dir: tempfile::TempDir,
     pub port: u16,
+    /// The monitoring port (`/jsz`, `/varz`).
+    pub monitor: u16,
 }
 
 impl Nats {
     pub fn start() -> Nats {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let child = Nats::spawn(port, dir.path());
-        Nats { child, dir, port }
+        Nats::start_with(&[])
     }
 
     /// A nats-server with these extra arguments (TLS).
     pub fn start_with(extra: &[&str]) -> Nats {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let child = Nats::spawn_with(port, dir.path(), extra);
-        Nats { child, dir, port }
+        let (port, monitor) = (free_port(), free_port());
+        let child = Nats::spawn(port, monitor, dir.path(), extra);
+        Nats {
+            child,
+            dir,
+            port,
+            monitor,
+        }
     }
 
-    fn spawn(port: u16, dir: &std::path::Path) -> Child {
-        Nats::spawn_with(port, dir, &[])
-    }
-
-    fn spawn_with(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
+    fn spawn(port: u16, monitor: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
         let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", &monitor.to_string(), "-js", "-sd"])
             .arg(dir)
             .args(extra)
             .stdout(Stdio::null())
@@ -63,11 +64,27 @@ impl Nats {
     /// Start it again on the same port, with the same JetStream directory.
     pub fn restart(&mut self) {
         self.stop();
-        self.child = Nats::spawn(self.port, self.dir.path());
+        self.child = Nats::spawn(self.port, self.monitor, self.dir.path(), &[]);
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Messages in the registration directory's stream (`KV_trellis_c1_reg`):
+    /// entries and delete markers.
+    fn directory_messages(&self) -> u64 {
+        let (code, text) = crate::admin::get(self.monitor, "/jsz?streams=true", &[]);
+        assert_eq!(code, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("jsz JSON");
+        v["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+            .find(|s| s["name"] == "KV_trellis_c1_reg")
+            .and_then(|s| s["state"]["messages"].as_u64())
+            .unwrap_or(0)
     }
 
     pub fn url(&self) -> String {
@@ -384,6 +401,17 @@ fn nats_frozen_and_thawed() {
     ] {
         assert!(out.contains(want), "{want:?} missing:\n{out}");
     }
+    let out = expect_python_args_ok(
+        &a,
+        "cluster_outage.py",
+        &["stale", &a.url(), &b.url(), &nats.pid().to_string()],
+    );
+    assert!(
+        out.contains(
+            "ok a callee that left while NATS was frozen is gone from A once NATS is back"
+        ),
+        "{out}"
+    );
 }
 
 /// A certificate authority and what it signs, as PEM (certificate, key).
@@ -490,6 +518,45 @@ fn nats_over_tls_with_client_certificates() {
     );
     let s = crate::node::status(&c.node_dir());
     assert_eq!(s["backplane"]["router1"]["connected"], json!(false), "{s}");
+}
+
+/// Sessions that register and leave leave delete markers in the
+/// directory; each node purges its own after `purge_after`, so the
+/// directory does not grow with every session there ever was.
+#[test]
+fn the_directory_does_not_keep_ended_registrations() {
+    let nats = Nats::start();
+    let (pa, pb) = (free_port(), free_port());
+    let mut cfg_b = node_config(pb, "b", &nats);
+    cfg_b["cluster"]["purge_after"] = json!(1);
+    let a = Node::start(&node_config(pa, "a", &nats), pa);
+    let b = Node::start(&cfg_b, pb);
+    for n in [&a, &b] {
+        n.wait_log("cluster backplane: registration directory read through");
+    }
+    let before = nats.directory_messages();
+    let out = expect_python_args_ok(&a, "cluster_outage.py", &["churn", &a.url(), &b.url()]);
+    assert!(
+        out.contains("ok 20 callees registered and left on B"),
+        "{out}"
+    );
+    let right_after = nats.directory_messages();
+    assert!(
+        right_after >= before + 15,
+        "the markers are there at first: {before} then {right_after}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = nats.directory_messages();
+        if now == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the directory kept {now} messages (was {before} before 20 callees came and went)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `trellis check` names what is wrong in a `cluster` block.

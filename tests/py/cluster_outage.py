@@ -11,6 +11,8 @@ Usage: python cluster_outage.py cross|local WS_URL_A WS_URL_B
 """
 
 import asyncio
+import os
+import signal
 import sys
 
 from wamp_client import connect, leave
@@ -73,9 +75,6 @@ async def local():
 
 
 async def calls_down():
-    import os
-    import signal
-
     from autobahn.wamp.exception import ApplicationError
 
     nats_pid = int(sys.argv[4])
@@ -121,9 +120,6 @@ async def calls_down():
 
 async def frozen():
     """NATS frozen (SIGSTOP), then thawed (SIGCONT)."""
-    import os
-    import signal
-
     from autobahn.wamp.exception import ApplicationError
 
     nats_pid = int(sys.argv[4])
@@ -187,5 +183,62 @@ async def cross_call():
     await leave(caller, callee)
 
 
-MODES = {"cross": cross, "cross-call": cross_call, "local": local, "calls-down": calls_down, "frozen": frozen}
+async def churn():
+    """20 callees on B, one after another: each registers (shared) and
+    leaves."""
+    from autobahn.wamp.types import RegisterOptions
+
+    for i in range(20):
+        s = await connect(B, "json")
+        await s.register(lambda: i, "com.churn.p", options=RegisterOptions(invoke="roundrobin"))
+        await leave(s)
+    check(True, "20 callees registered and left on B")
+
+
+async def stale():
+    """A callee on B leaves while NATS is frozen (B's delete of its
+    directory entry waits, or fails, meanwhile); once NATS is back, A
+    forgets the callee."""
+    from autobahn.wamp.exception import ApplicationError
+    from autobahn.wamp.types import RegisterOptions
+
+    nats_pid = int(sys.argv[4])
+    caller = await connect(A, "json")
+    callee = await connect(B, "json")
+    await callee.register(lambda: "b", "com.stale.p", options=RegisterOptions(invoke="roundrobin"))
+    deadline = asyncio.get_event_loop().time() + 15
+    while True:
+        try:
+            if await caller.call("com.stale.p") == "b":
+                break
+        except ApplicationError:
+            pass
+        if asyncio.get_event_loop().time() > deadline:
+            raise SystemExit("FAILED: A never reached B's callee")
+        await asyncio.sleep(0.1)
+    os.kill(nats_pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(4)
+        await leave(callee)
+        # Longer than JetStream's 5 s for an answer: B's delete fails.
+        await asyncio.sleep(8)
+    finally:
+        os.kill(nats_pid, signal.SIGCONT)
+    deadline = asyncio.get_event_loop().time() + 20
+    last = None
+    while True:
+        try:
+            last = await caller.call("com.stale.p")
+        except ApplicationError as e:
+            last = e.error
+            if e.error == "wamp.error.no_such_procedure":
+                break
+        if asyncio.get_event_loop().time() > deadline:
+            raise SystemExit(f"FAILED: A still routes to the callee that left during the outage ({last})")
+        await asyncio.sleep(0.2)
+    check(True, "a callee that left while NATS was frozen is gone from A once NATS is back")
+    await leave(caller)
+
+
+MODES = {"stale": stale, "churn": churn, "cross": cross, "cross-call": cross_call, "local": local, "calls-down": calls_down, "frozen": frozen}
 asyncio.run(MODES[MODE]())

@@ -475,8 +475,27 @@ impl Core {
     pub(crate) fn remote_registry(&mut self, e: RegistryEntry) {
         let key = (e.session, e.registration);
         if self.member.as_ref() == Some(&e.member) {
-            if e.put {
+            if !e.put {
+                return;
+            }
+            let lives = self.sessions.contains_key(&e.session)
+                && self
+                    .dealer
+                    .get(e.registration)
+                    .is_some_and(|r| r.callees.contains(&e.session));
+            if lives {
                 self.dealer.rank(e.registration, e.session, e.revision);
+            } else {
+                // An entry of a registration that ended while the
+                // directory could not be told (NATS away): it goes now.
+                self.registry(RegistryOp {
+                    put: false,
+                    session: e.session,
+                    registration: e.registration,
+                    procedure: String::new(),
+                    policy: MatchPolicy::Exact,
+                    invoke: InvokePolicy::Single,
+                });
             }
             return;
         }

@@ -1213,3 +1213,48 @@ fn calls_pass_over_a_silent_members_callees() {
         "b answers again: its callee gets calls"
     );
 }
+
+#[test]
+fn an_own_directory_entry_of_an_ended_registration_is_taken_out() {
+    let mut a = member("a", 1);
+    a.join(10, "user");
+    let reg = a.register(10, 1, "com.p", dict! { "invoke" => "roundrobin" });
+    // The live registration's own entry: only its place is noted.
+    ranked(&mut a, 10, reg, 7);
+    let own = |fx: &[Effect]| {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Registry(op) => Some((op.put, op.session, op.registration)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let fx = a.input(Input::RemoteRegistry(Box::new(
+        super::cluster::RegistryEntry {
+            put: true,
+            member: "a".into(),
+            session: 10,
+            registration: reg,
+            procedure: String::new(),
+            policy: proto::uri::MatchPolicy::Exact,
+            invoke: proto::options::InvokePolicy::Single,
+            revision: 8,
+        },
+    )));
+    assert!(own(&fx).is_empty(), "{fx:?}");
+    // An entry of a session that is gone (its delete never reached the
+    // directory): taken out.
+    let fx = a.input(Input::RemoteRegistry(Box::new(
+        super::cluster::RegistryEntry {
+            put: true,
+            member: "a".into(),
+            session: 99,
+            registration: reg,
+            procedure: String::new(),
+            policy: proto::uri::MatchPolicy::Exact,
+            invoke: proto::options::InvokePolicy::Single,
+            revision: 9,
+        },
+    )));
+    assert_eq!(own(&fx), [(false, 99, reg)]);
+}
