@@ -1093,8 +1093,9 @@ fn remote_callee(
     )));
 }
 
-/// Tell `h` the directory's revision of its own registration.
-fn ranked(h: &mut Harness, session: Id, registration: Id, revision: u64) {
+/// Tell `h` that the directory holds its own entry for `session`'s
+/// `registration`, at `revision`.
+fn ranked(h: &mut Harness, session: Id, registration: Id, revision: u64) -> Vec<Effect> {
     let me = h.core.member.clone().unwrap();
     h.input(Input::RemoteRegistry(Box::new(
         super::cluster::RegistryEntry {
@@ -1107,7 +1108,7 @@ fn ranked(h: &mut Harness, session: Id, registration: Id, revision: u64) {
             invoke: proto::options::InvokePolicy::Single,
             revision,
         },
-    )));
+    )))
 }
 
 #[test]
@@ -1219,8 +1220,6 @@ fn an_own_directory_entry_of_an_ended_registration_is_taken_out() {
     let mut a = member("a", 1);
     a.join(10, "user");
     let reg = a.register(10, 1, "com.p", dict! { "invoke" => "roundrobin" });
-    // The live registration's own entry: only its place is noted.
-    ranked(&mut a, 10, reg, 7);
     let own = |fx: &[Effect]| {
         fx.iter()
             .filter_map(|e| match e {
@@ -1229,32 +1228,11 @@ fn an_own_directory_entry_of_an_ended_registration_is_taken_out() {
             })
             .collect::<Vec<_>>()
     };
-    let fx = a.input(Input::RemoteRegistry(Box::new(
-        super::cluster::RegistryEntry {
-            put: true,
-            member: "a".into(),
-            session: 10,
-            registration: reg,
-            procedure: String::new(),
-            policy: proto::uri::MatchPolicy::Exact,
-            invoke: proto::options::InvokePolicy::Single,
-            revision: 8,
-        },
-    )));
+    // The live registration's own entry: only its place is noted.
+    let fx = ranked(&mut a, 10, reg, 8);
     assert!(own(&fx).is_empty(), "{fx:?}");
     // An entry of a session that is gone (its delete never reached the
     // directory): taken out.
-    let fx = a.input(Input::RemoteRegistry(Box::new(
-        super::cluster::RegistryEntry {
-            put: true,
-            member: "a".into(),
-            session: 99,
-            registration: reg,
-            procedure: String::new(),
-            policy: proto::uri::MatchPolicy::Exact,
-            invoke: proto::options::InvokePolicy::Single,
-            revision: 9,
-        },
-    )));
+    let fx = ranked(&mut a, 99, reg, 9);
     assert_eq!(own(&fx), [(false, 99, reg)]);
 }
