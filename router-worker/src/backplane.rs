@@ -809,7 +809,12 @@ impl Backplane {
                         keys.filter_map(|k| async move { k.ok() }).collect().await;
                     self.read_through(present).await;
                 }
-                Err(e) => debug!("cluster backplane: cannot list the directory: {e}"),
+                Err(e) => {
+                    // The watch still brings every entry; only what went
+                    // while this router was away is not noticed.
+                    warn!("cluster backplane: cannot list the directory: {e}");
+                    self.stats.directory_synced.store(true, Ordering::Relaxed);
+                }
             }
             let mut was_down = false;
             loop {

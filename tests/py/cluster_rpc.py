@@ -12,6 +12,7 @@ import sys
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, RegisterOptions, SubscribeOptions
 
+from raw_client import Raw
 from wamp_client import connect, leave
 
 A, B, C = sys.argv[1:4]
@@ -137,6 +138,38 @@ async def main():
     check(fut.cancelled() or fut.done(), "a remote call canceled by its caller")
     # The router still answers after the cancel (nothing stuck).
     check(await caller.call("com.rpc.add", 1, 1) == 2, "calls still work after the cancel")
+
+    # The three cancel modes across nodes (autobahn-python sends no mode:
+    # a raw caller on A, an autobahn callee on B).
+    finished, interrupted = [], []
+
+    async def slowtag(tag):
+        try:
+            await asyncio.sleep(0.6)
+        except asyncio.CancelledError:
+            interrupted.append(tag)
+            raise
+        finished.append(tag)
+        return tag
+
+    await b.register(slowtag, "com.rpc.slowtag")
+    await until_callable(caller, "com.rpc.slowtag", "probe")
+    finished.clear()
+    raw = await Raw.open(A)
+    await raw.hello()
+    loop = asyncio.get_event_loop()
+    for i, mode in enumerate(["skip", "killnowait", "kill"], start=1):
+        await raw.send([48, i, {}, "com.rpc.slowtag", [mode]])
+        await asyncio.sleep(0.15)
+        t0 = loop.time()
+        await raw.send([49, i, {"mode": mode}])
+        msg = await raw.recv()
+        check(msg[:3] == [8, 48, i] and msg[4] == "wamp.error.canceled" and loop.time() - t0 < 0.4,
+              f"cancel mode {mode} across nodes: ERROR canceled at once")
+    await asyncio.sleep(0.8)
+    check(finished == ["skip"] and sorted(interrupted) == ["kill", "killnowait"],
+          f"skip leaves the remote callee alone, kill and killnowait interrupt it ({finished}, {interrupted})")
+    await raw.ws.close()
 
     # A shared registration with a callee on B and one on C.
     hits = {"b": 0, "c": 0}
