@@ -472,6 +472,8 @@ async def kill9_spares_the_others(url, ser):
 
     caller = await connect(url, ser)
     loop = asyncio.get_event_loop()
+    # The adder's container starts beside the crasher's: wait for it too.
+    assert await call_when_registered(caller, "com.example.add2", 1, 2) == 13
 
     async def kill_and_wait(procedure):
         victim = await call_when_registered(caller, procedure)
