@@ -19,7 +19,7 @@ from autobahn.wamp.types import CallOptions, EncodedPayload, PublishOptions, Reg
 
 from raw_client import ROLES, Raw
 from scenarios import main, scenario
-from wamp_client import connect, expect_error, leave, until, wait
+from wamp_client import connect, expect_error, leave, slow_tagger, until, wait
 
 
 
@@ -54,17 +54,7 @@ async def cancel_kill_from_autobahn(url, ser):
 async def cancel_modes(url, ser):
     callee = await connect(url, ser)
     finished, interrupted = [], []
-
-    async def slow(tag):
-        try:
-            await asyncio.sleep(0.6)
-        except asyncio.CancelledError:
-            interrupted.append(tag)
-            raise
-        finished.append(tag)
-        return tag
-
-    await callee.register(slow, "com.example.slowtag")
+    await callee.register(slow_tagger(finished, interrupted), "com.example.slowtag")
     r = await Raw.open(url)
     await r.hello()
     loop = asyncio.get_event_loop()

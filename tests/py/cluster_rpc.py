@@ -13,7 +13,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, RegisterOptions, SubscribeOptions
 
 from raw_client import Raw
-from wamp_client import connect, leave
+from wamp_client import connect, leave, slow_tagger
 
 A, B, C = sys.argv[1:4]
 
@@ -142,17 +142,7 @@ async def main():
     # The three cancel modes across nodes (autobahn-python sends no mode:
     # a raw caller on A, an autobahn callee on B).
     finished, interrupted = [], []
-
-    async def slowtag(tag):
-        try:
-            await asyncio.sleep(0.6)
-        except asyncio.CancelledError:
-            interrupted.append(tag)
-            raise
-        finished.append(tag)
-        return tag
-
-    await b.register(slowtag, "com.rpc.slowtag")
+    await b.register(slow_tagger(finished, interrupted), "com.rpc.slowtag")
     await until_callable(caller, "com.rpc.slowtag", "probe")
     finished.clear()
     raw = await Raw.open(A)

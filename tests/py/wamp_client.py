@@ -172,3 +172,20 @@ async def expect_error(coro, uri, *fragments):
             assert f in (e.args[0] if e.args else ""), f"{e.args} lacks {f!r}"
         return e
     raise AssertionError(f"expected {uri}, but it succeeded")
+
+
+def slow_tagger(finished, interrupted, seconds=0.6):
+    """A callee procedure that takes `seconds` to return its argument (a
+    tag): the tags it finished go to `finished`, the ones canceled
+    (INTERRUPT) to `interrupted`. For the cancel modes."""
+
+    async def slow(tag):
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            interrupted.append(tag)
+            raise
+        finished.append(tag)
+        return tag
+
+    return slow
