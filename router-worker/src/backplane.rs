@@ -725,6 +725,7 @@ impl Backplane {
     /// and policies as JSON). Retries until JetStream answers.
     async fn directory(self: Arc<Self>) {
         let js = async_nats::jetstream::new(self.client.clone());
+        let mut attempts = 0u32;
         let store = loop {
             let got = match js.get_key_value(self.bucket.clone()).await {
                 Ok(s) => Ok(s),
@@ -755,9 +756,19 @@ impl Backplane {
             match got {
                 Ok(s) => break s,
                 Err(e) => {
-                    debug!(
-                        "cluster backplane: the registration directory is not reachable yet: {e}"
-                    );
+                    attempts += 1;
+                    // Said once loudly (the node is not ready meanwhile),
+                    // then quietly while it retries.
+                    if attempts == 10 {
+                        warn!(
+                            "cluster backplane: the registration directory (JetStream key-value bucket {}) is still not reachable after 10 s: {e}; is JetStream enabled on the NATS server (nats-server -js)? The node is not ready until it is",
+                            self.bucket
+                        );
+                    } else {
+                        debug!(
+                            "cluster backplane: the registration directory is not reachable yet: {e}"
+                        );
+                    }
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }

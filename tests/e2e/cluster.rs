@@ -563,6 +563,43 @@ fn the_directory_does_not_keep_ended_registrations() {
     }
 }
 
+/// A NATS server without JetStream: the node serves its own clients, is
+/// not ready, and says why.
+#[test]
+fn nats_without_jetstream_is_named() {
+    use crate::admin::wait_code;
+    let port = free_port();
+    let mut child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (pa, admin) = (free_port(), free_port());
+    let mut cfg = router_config(pa);
+    cfg["cluster"] = json!({"name": "c1", "node_id": "a",
+                            "nats": {"servers": [format!("nats://127.0.0.1:{port}")]}});
+    cfg["controller"] = json!({"admin": {"endpoint": {"type": "tcp", "port": admin}}});
+    let a = Node::start(&cfg, pa);
+    a.wait_log("cluster backplane: connected to NATS");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a.log().contains("is JetStream enabled on the NATS server") {
+        assert!(Instant::now() < deadline, "{}", a.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let body = wait_code(admin, "/readyz", 503);
+    assert!(body.contains("backplane"), "{body}");
+    let out = expect_python_args_ok(&a, "cluster_outage.py", &["local", &a.url(), &a.url()]);
+    assert!(out.contains("ok a local call while NATS is away"), "{out}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// `trellis check` names what is wrong in a `cluster` block.
 #[test]
 fn check_names_cluster_problems() {
