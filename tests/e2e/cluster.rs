@@ -37,12 +37,31 @@ impl Nats {
         }
     }
 
+    /// A nats-server without JetStream (which the cluster needs).
+    pub fn start_without_jetstream() -> Nats {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (port, monitor) = (free_port(), free_port());
+        let child = Nats::launch(port, &["-m", &monitor.to_string()]);
+        Nats {
+            child,
+            dir,
+            port,
+            monitor,
+        }
+    }
+
     fn spawn(port: u16, monitor: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
+        let (monitor, dir) = (monitor.to_string(), dir.display().to_string());
+        let mut args = vec!["-m", &monitor, "-js", "-sd", &dir];
+        args.extend_from_slice(extra);
+        Nats::launch(port, &args)
+    }
+
+    /// nats-server on 127.0.0.1:`port` with `args`, once it listens.
+    fn launch(port: u16, args: &[&str]) -> Child {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-m", &monitor.to_string(), "-js", "-sd"])
-            .arg(dir)
-            .args(extra)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -117,6 +136,16 @@ fn wait_connected(nodes: &[&Node]) {
     for n in nodes {
         n.wait_log("cluster backplane: connected to NATS");
     }
+}
+
+/// A node's router pid, and "controller,router" (the whole node, for the
+/// scripts that SIGKILL or SIGSTOP it).
+fn node_pids(n: &Node) -> (i32, String) {
+    let s = crate::node::wait_status(n, "the router running", |s| {
+        crate::node::worker(s, "router1")["pid"].is_i64()
+    });
+    let router = crate::node::pid_of(&s, "router1");
+    (router, format!("{},{}", n.pid(), router))
 }
 
 /// Nodes a, b and c of cluster `c1`, connected, their directories read.
@@ -201,10 +230,7 @@ fn calls_across_three_nodes() {
 fn a_node_killed_under_load() {
     let nats = Nats::start();
     let [a, b, c] = three_nodes(&nats);
-    let s = crate::node::wait_status(&b, "B's router running", |s| {
-        crate::node::worker(s, "router1")["pid"].is_i64()
-    });
-    let pids = format!("{},{}", b.pid(), crate::node::pid_of(&s, "router1"));
+    let (_, pids) = node_pids(&b);
     let out = expect_python_args_ok(
         &a,
         "cluster_failover.py",
@@ -233,11 +259,7 @@ fn a_node_killed_under_load() {
 fn a_node_stopped_and_continued() {
     let nats = Nats::start();
     let [a, b, c] = three_nodes(&nats);
-    let s = crate::node::wait_status(&c, "C's router running", |s| {
-        crate::node::worker(s, "router1")["pid"].is_i64()
-    });
-    let router = crate::node::pid_of(&s, "router1");
-    let pids = format!("{},{}", c.pid(), router);
+    let (router, pids) = node_pids(&c);
     let out = expect_python_args_ok(
         &c,
         "cluster_stopped.py",
@@ -568,22 +590,9 @@ fn the_directory_does_not_keep_ended_registrations() {
 #[test]
 fn nats_without_jetstream_is_named() {
     use crate::admin::wait_code;
-    let port = free_port();
-    let mut child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let nats = Nats::start_without_jetstream();
     let (pa, admin) = (free_port(), free_port());
-    let mut cfg = router_config(pa);
-    cfg["cluster"] = json!({"name": "c1", "node_id": "a",
-                            "nats": {"servers": [format!("nats://127.0.0.1:{port}")]}});
+    let mut cfg = node_config(pa, "a", &nats);
     cfg["controller"] = json!({"admin": {"endpoint": {"type": "tcp", "port": admin}}});
     let a = Node::start(&cfg, pa);
     a.wait_log("cluster backplane: connected to NATS");
@@ -596,8 +605,6 @@ fn nats_without_jetstream_is_named() {
     assert!(body.contains("backplane"), "{body}");
     let out = expect_python_args_ok(&a, "cluster_outage.py", &["local", &a.url(), &a.url()]);
     assert!(out.contains("ok a local call while NATS is away"), "{out}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// `trellis check` names what is wrong in a `cluster` block.
@@ -675,10 +682,7 @@ fn the_example_cluster_configs_check() {
 fn a_node_restarted() {
     let nats = Nats::start();
     let [a, b, _c] = three_nodes(&nats);
-    let s = crate::node::wait_status(&b, "B's router running", |s| {
-        crate::node::worker(s, "router1")["pid"].is_i64()
-    });
-    let pids = format!("{},{}", b.pid(), crate::node::pid_of(&s, "router1"));
+    let (_, pids) = node_pids(&b);
     let out = expect_python_args_ok(
         &a,
         "cluster_restart.py",

@@ -10,16 +10,10 @@ import sys
 
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
 
-from wamp_client import connect, leave
+from wamp_client import check, connect, leave
 
 A, B, C = sys.argv[1:4]
 N = 2000
-
-
-def check(cond, what):
-    if not cond:
-        raise SystemExit(f"FAILED: {what}")
-    print("ok", what, flush=True)
 
 
 async def settle(pub, topic, sub_queues, timeout=10):

@@ -15,15 +15,9 @@ import sys
 
 from autobahn.wamp.exception import ApplicationError
 
-from wamp_client import connect
+from wamp_client import check, connect
 
 MODE, A, B = sys.argv[1:4]
-
-
-def check(cond, what):
-    if not cond:
-        raise SystemExit(f"FAILED: {what}")
-    print("ok", what, flush=True)
 
 
 async def callable_from(caller, procedure, want, timeout=15):

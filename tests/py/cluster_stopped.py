@@ -18,17 +18,11 @@ import time
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import RegisterOptions
 
-from wamp_client import connect
+from wamp_client import check, connect
 
 A, B, C, PIDS = sys.argv[1:5]
 RATE = 2000  # events per second
 STOPPED = 15.0
-
-
-def check(cond, what):
-    if not cond:
-        raise SystemExit(f"FAILED: {what}")
-    print("ok", what, flush=True)
 
 
 def signal_c(sig):

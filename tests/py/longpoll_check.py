@@ -12,15 +12,9 @@ import json
 import sys
 import time
 
-from wamp_client import connect, leave
+from wamp_client import check, connect, leave
 
 PORT, WS_URL = int(sys.argv[1]), sys.argv[2]
-
-
-def check(cond, what):
-    if not cond:
-        raise SystemExit(f"FAILED: {what}")
-    print("ok", what, flush=True)
 
 
 def post(path, body=b"", method="POST"):

@@ -189,3 +189,11 @@ def slow_tagger(finished, interrupted, seconds=0.6):
         return tag
 
     return slow
+
+
+def check(cond, what):
+    """One checked outcome of a scenario script: "ok WHAT" on stdout (the
+    Rust test looks for these lines), or exit with "FAILED: WHAT"."""
+    if not cond:
+        raise SystemExit(f"FAILED: {what}")
+    print("ok", what, flush=True)

@@ -8,7 +8,7 @@ import asyncio
 import sys
 
 from raw_client import send_until_closed
-from wamp_client import connect, leave
+from wamp_client import check, connect, leave
 
 
 async def get(port, path, method="GET", extra=b""):
@@ -81,12 +81,6 @@ async def keep_alive(port):
     check(b"Connection: close" in data, "HTTP/1.0: closed after the answer")
     data = await send_until_closed("127.0.0.1", port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
     check(data.startswith(b"HTTP/1.1 405") and b"Connection: close" in data, "an unread body: answered, then closed")
-
-
-def check(cond, what):
-    if not cond:
-        raise SystemExit(f"FAILED: {what}")
-    print("ok", what, flush=True)
 
 
 async def main(port):

@@ -21,15 +21,9 @@ import zlib
 
 import websockets
 
-from wamp_client import connect, leave
+from wamp_client import check, connect, leave
 
 T = 10
-
-
-def check(cond, what):
-    if not cond:
-        raise SystemExit(f"FAILED: {what}")
-    print("ok", what, flush=True)
 
 
 def rss_kib(pid):
