@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use proto::errors::uri as wamp_uri;
-use proto::message::{Call, Cancel, Publish, code};
+use proto::message::{Call, Publish, code};
 use proto::options::{InvokePolicy, RegisterOptions};
 use proto::uri::MatchPolicy;
 use proto::{Dict, Id, Message, Payload, Serializer, Value};
@@ -688,7 +688,7 @@ impl Core {
             (CALL, Message::Call(c)) => self.remote_call(&fields, c),
             (CANCEL, Message::Cancel(c)) => {
                 if let Some(caller) = id_of(&fields, "caller") {
-                    self.remote_cancel(caller, c);
+                    self.cancel(caller, c);
                 }
             }
             (kind, msg) => warn!(
@@ -791,11 +791,7 @@ impl Core {
     /// The callee is on a member that cannot be reached now (the link is
     /// down, or the member is silent).
     pub(crate) fn unreachable_callee(&self, callee: Id) -> bool {
-        !self.remote.is_empty()
-            && self
-                .remote
-                .get(&callee)
-                .is_some_and(|m| !self.link_up || self.unreachable.contains(m))
+        !self.remote.is_empty() && cut_off(&self.remote, &self.unreachable, self.link_up, callee)
     }
 
     /// Another callee of `registration` by its invoke policy, passing over
@@ -803,10 +799,7 @@ impl Core {
     pub(crate) fn pick_reachable(&mut self, registration: Id, tried: &[Id]) -> Option<Id> {
         let (remote, unreachable, link_up) = (&self.remote, &self.unreachable, self.link_up);
         self.dealer.reroute(registration, &mut self.rng, |c| {
-            tried.contains(&c)
-                || remote
-                    .get(&c)
-                    .is_some_and(|m| !link_up || unreachable.contains(m))
+            tried.contains(&c) || cut_off(remote, unreachable, link_up, c)
         })
     }
 
@@ -894,10 +887,6 @@ impl Core {
         }
     }
 
-    fn remote_cancel(&mut self, caller: Id, c: Cancel) {
-        self.cancel(caller, c);
-    }
-
     /// A call from a caller on another member to a callee here.
     fn remote_call(&mut self, fields: &Dict, c: Call) {
         let (Some(caller), Some(from)) = (id_of(fields, "caller"), str_of(fields, "from")) else {
@@ -906,7 +895,7 @@ impl Core {
         let from: Arc<str> = from.into();
         self.remote.insert(caller, from.clone());
         if let Some(p) = self.dealer.pending_for_caller(caller, c.request) {
-            return self.continue_remote_call(caller, p, c);
+            return self.continue_progressive(caller, p, c);
         }
         let callee = id_of(fields, "callee").unwrap_or(0);
         // The caller's member chose this callee: it must still be here,
@@ -936,10 +925,6 @@ impl Core {
             _ => None,
         };
         self.invoke(caller, c, registration, callee, disclosed);
-    }
-
-    fn continue_remote_call(&mut self, caller: Id, p: crate::dealer::Pending, c: Call) {
-        self.continue_progressive(caller, p, c);
     }
 
     /// Directory entries for a local registration (REGISTER accepted).
@@ -980,6 +965,19 @@ impl Core {
             invoke: InvokePolicy::Single,
         });
     }
+}
+
+/// A remote callee whose member cannot be reached now: the link is down,
+/// or the member is silent.
+fn cut_off(
+    remote: &std::collections::HashMap<Id, Arc<str>>,
+    unreachable: &std::collections::HashSet<Arc<str>>,
+    link_up: bool,
+    callee: Id,
+) -> bool {
+    remote
+        .get(&callee)
+        .is_some_and(|m| !link_up || unreachable.contains(m))
 }
 
 /// The request id a RESULT or ERROR answers.
