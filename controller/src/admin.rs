@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -44,26 +44,107 @@ pub(crate) struct AdminState {
     /// `cluster.require_backplane`: not ready while a router worker is not
     /// connected to NATS.
     pub require_backplane: bool,
+    /// The listener's own connections.
+    pub counters: Arc<AdminCounters>,
 }
 
-/// Serve until `shutdown`.
+/// The admin listener's connections: open now and refused over the cap.
+#[derive(Debug, Default)]
+pub(crate) struct AdminCounters {
+    pub open: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+/// What the admin listener allows each client.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AdminLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// From a connection's opening or its previous response to the end of
+    /// the next request head.
+    pub head_timeout: Duration,
+}
+
+/// The longest an admin connection lives, whatever it does: a client that
+/// does not read its response does not hold a slot for long.
+const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(120);
+
+/// What a client over the cap is told before the connection is closed.
+const OVER_CAP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 62\r\n\r\ntoo many admin connections (controller.admin.max_connections)\n";
+
+/// Serve until `shutdown`: at most `limits.max_connections` connections at
+/// once (more are answered 503 and closed), each closed when its request
+/// head does not arrive within `limits.head_timeout`.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AdminState>,
+    limits: AdminLimits,
     shutdown: CancellationToken,
 ) {
+    let counters = state.counters.clone();
     let app = axum::Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(state);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    {
-        warn!(cause = %e, "the admin listener stopped");
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.head_timeout)
+        .max_buf_size(64 * 1024);
+    let last_refusal_log = AtomicU64::new(0);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    warn!(cause = %e, "admin listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            let now = started_secs();
+            if last_refusal_log.swap(now, Ordering::Relaxed) != now {
+                warn!(%peer, max = limits.max_connections,
+                    "admin connection refused: controller.admin.max_connections are open (logged at most once a second)");
+            }
+            // Told without waiting: a client that does not read is not
+            // waited for.
+            let _ = stream.try_write(OVER_CAP);
+            continue;
+        };
+        counters.open.fetch_add(1, Ordering::Relaxed);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let stop = shutdown.clone();
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = tokio::time::timeout(MAX_CONNECTION_LIFE, conn.as_mut()) => {
+                    if let Ok(Err(e)) = r {
+                        tracing::debug!(%peer, cause = %e, "admin connection ended");
+                    }
+                }
+                _ = stop.cancelled() => {}
+            }
+            counters.open.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
+        });
     }
+}
+
+/// Seconds since the epoch, for logging at most once a second.
+fn started_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The controller's loop answers: nothing else is checked, so that a probe
@@ -157,7 +238,7 @@ async fn metrics(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Respon
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let stats = gather(&s.link, &rows).await;
-    match render_metrics(&rows, &stats) {
+    match render_metrics(&rows, &stats, Some(&s.counters)) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -439,8 +520,25 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 pub(crate) fn render_metrics(
     rows: &[WorkerStatus],
     stats: &BTreeMap<String, Option<WorkerStats>>,
+    admin: Option<&AdminCounters>,
 ) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::default();
+    if let Some(a) = admin {
+        let open = Gauge::<i64>::default();
+        open.set(i64::try_from(a.open.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        reg.register(
+            "trellis_admin_connections",
+            "Connections open now on the admin listener",
+            open,
+        );
+        let refused = Counter::<u64>::default();
+        refused.inc_by(a.refused.load(Ordering::Relaxed));
+        reg.register(
+            "trellis_admin_connections_refused",
+            "Admin connections refused over controller.admin.max_connections",
+            refused,
+        );
+    }
     let counter = |reg: &mut Registry, name: &str, help: &str| {
         let f = Family::<Labels, Counter>::default();
         reg.register(name, help, f.clone());
@@ -815,7 +913,7 @@ mod tests {
     #[test]
     fn metrics_have_bounded_labels_and_report_silent_workers_down() {
         let (rows, stats) = sample();
-        let text = render_metrics(&rows, &stats).unwrap();
+        let text = render_metrics(&rows, &stats, None).unwrap();
         for want in [
             "trellis_worker_up{worker=\"r1\",kind=\"router\"} 1",
             "trellis_worker_up{worker=\"r2\",kind=\"router\"} 0",
@@ -847,7 +945,7 @@ mod tests {
         ))
         .expect("the dashboard is JSON");
         let (rows, stats) = sample();
-        let text = render_metrics(&rows, &stats).unwrap();
+        let text = render_metrics(&rows, &stats, None).unwrap();
         let mut queried = 0;
         for panel in dashboard["panels"].as_array().expect("panels") {
             for target in panel["targets"].as_array().expect("targets") {

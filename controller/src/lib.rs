@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod config;
 pub mod control;
+pub mod fds;
 pub mod guest;
 pub mod lifecycle;
 pub mod logging;

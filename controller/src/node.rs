@@ -131,15 +131,24 @@ pub async fn run(
         .map_err(|e| dir_error("resolve", e))?;
     let opts = Options { node_dir, ..opts };
     let socket = control::socket_path(&opts.node_dir);
-    let control_router = Router::bind(&control::router_config(&socket))
-        .await
-        .map_err(|e| NodeError::ControlSocket {
-            path: socket.display().to_string(),
-            cause: match e {
-                router_worker::RouterError::Bind { cause, .. } => cause.to_string(),
-                other => other.to_string(),
-            },
-        })?;
+    let caps = crate::fds::plan(
+        cfg.workers.len(),
+        cfg.controller.admin.as_ref().map(|a| a.max_connections),
+    );
+    let mut control_cfg = control::router_config(&socket);
+    for t in &mut control_cfg.transports {
+        t.options.max_connections = caps.control;
+    }
+    let control_router =
+        Router::bind(&control_cfg)
+            .await
+            .map_err(|e| NodeError::ControlSocket {
+                path: socket.display().to_string(),
+                cause: match e {
+                    router_worker::RouterError::Bind { cause, .. } => cause.to_string(),
+                    other => other.to_string(),
+                },
+            })?;
     let control_stop = CancellationToken::new();
     let control_task = tokio::spawn(control_router.serve(control_stop.clone()));
     let link = control::connect(&opts.node_dir, "controller")
@@ -168,8 +177,18 @@ pub async fn run(
                 token: a.token.clone(),
                 started: started_at,
                 require_backplane: cfg.cluster.as_ref().is_some_and(|c| c.require_backplane),
+                counters: Arc::default(),
             });
-            tokio::spawn(crate::admin::serve(listener, state, admin_stop.clone()));
+            let limits = crate::admin::AdminLimits {
+                max_connections: caps.admin,
+                head_timeout: Duration::from_secs_f64(a.request_head_timeout),
+            };
+            tokio::spawn(crate::admin::serve(
+                listener,
+                state,
+                limits,
+                admin_stop.clone(),
+            ));
             Duration::from_secs_f64(cfg.controller.drain_grace)
         }
         None => Duration::ZERO,

@@ -1757,6 +1757,30 @@ pub fn env_placeholder(value: &str) -> Option<&str> {
     valid.then_some(name)
 }
 
+/// Whether a secret is empty or only whitespace: never a valid secret.
+pub fn blank(secret: &str) -> bool {
+    secret.trim().is_empty()
+}
+
+/// The problem of an empty secret at `path`, if it is one.
+fn blank_secret(path: String, secret: &str, p: Report<'_>) {
+    if blank(secret) {
+        p(
+            path,
+            "must not be empty or whitespace: an empty secret lets anyone log in by sending an empty one; give it a value or remove the principal".into(),
+        );
+    }
+}
+
+/// The password part of a URL's user info (`scheme://user:PASSWORD@host`),
+/// if it has one.
+fn url_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    userinfo.split_once(':').map(|(_, pw)| pw)
+}
+
 /// Replace `value` by the variable it names, if it names one.
 fn resolve_secret(
     value: &mut String,
@@ -1768,6 +1792,12 @@ fn resolve_secret(
         return;
     };
     match env(name) {
+        Some(v) if blank(&v) => out.push(ConfigProblem {
+            message: format!(
+                "names the environment variable {name}, which is set but empty: an empty secret would let anyone log in with an empty one; give {name} a value (check the node's EnvironmentFile or compose file) or remove this principal"
+            ),
+            path,
+        }),
         Some(v) => *value = v,
         None => out.push(ConfigProblem {
             message: format!(
@@ -1806,6 +1836,11 @@ impl AuthConfig {
                     out,
                 );
             }
+        }
+        if let Some(t) = &mut self.token
+            && let Some(url) = &mut t.store.url
+        {
+            resolve_secret(url, format!("{pre}.token.store.url"), env, out);
         }
         if let Some(m) = &mut self.cryptosign {
             for (id, p) in &mut m.principals {
@@ -2364,6 +2399,13 @@ impl RouterConfig {
                                     "a webhook is signed with github_secret, not key/secret".into(),
                                 );
                             }
+                            for (key, v) in
+                                [("secret", &o.secret), ("github_secret", &o.github_secret)]
+                            {
+                                if let Some(v) = v {
+                                    blank_secret(format!("{pp}.options.{key}"), v, p);
+                                }
+                            }
                             if o.key.is_some() != o.secret.is_some() {
                                 p(
                                     format!("{pp}.options.secret"),
@@ -2478,6 +2520,14 @@ impl RouterConfig {
             if let Err(e) = crate::tokens::TokenStore::from_config(&t.store) {
                 p(format!("{base}.token.store.url"), e);
             }
+            if let Some(url) = &t.store.url
+                && url_password(url).is_some_and(blank)
+            {
+                p(
+                    format!("{base}.token.store.url"),
+                    "the URL's password is empty: give the Redis password (redis://:PASSWORD@host:port), or leave out the user part for a Redis without one".into(),
+                );
+            }
         }
         if let Some(pc) = &auth.peercred {
             if t.endpoint.kind != EndpointKind::Unix {
@@ -2544,11 +2594,16 @@ impl RouterConfig {
         if let Some(m) = &auth.ticket {
             self.validate_method(&format!("{base}.ticket"), m, p, &mut |path, pr, p| {
                 self.check_principal(path, &pr.role, pr.realm.as_deref(), p);
+                blank_secret(format!("{path}.ticket"), &pr.ticket, p);
             });
         }
         if let Some(m) = &auth.wampcra {
             self.validate_method(&format!("{base}.wampcra"), m, p, &mut |path, u, p| {
                 self.check_principal(path, &u.role, u.realm.as_deref(), p);
+                blank_secret(format!("{path}.secret"), &u.secret, p);
+                if let Some(salt) = &u.salt {
+                    blank_secret(format!("{path}.salt"), salt, p);
+                }
                 if u.salt.is_none() && (u.iterations.is_some() || u.keylen.is_some()) {
                     p(format!("{path}.salt"), "iterations and keylen need a salt".into());
                 }
@@ -2981,6 +3036,82 @@ mod tests {
             .principals;
         assert_eq!(principals["joe"].ticket, "from-env");
         assert_eq!(principals["bob"].ticket, "plain");
+    }
+
+    #[test]
+    fn empty_secrets_are_refused_with_their_key_and_variable() {
+        let mut cfg = parse(
+            r#"{"realms": [{"name": "realm1", "roles": [{"name": "r", "permissions": []}]}],
+                "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 1},
+                "auth": {
+                  "ticket": {"type": "static", "principals": {
+                    "envempty": {"ticket": "${EMPTY_TICKET}", "role": "r"},
+                    "envspace": {"ticket": "$SPACE_TICKET", "role": "r"},
+                    "literal": {"ticket": "", "role": "r"},
+                    "spaces": {"ticket": "  \t", "role": "r"},
+                    "good": {"ticket": "t0p", "role": "r"}}},
+                  "wampcra": {"type": "static", "users": {
+                    "nosecret": {"secret": "", "role": "r"},
+                    "nosalt": {"secret": "pw", "salt": " ", "role": "r"},
+                    "good": {"secret": "pw", "salt": "s", "role": "r"}}},
+                  "token": {"store": {"type": "redis", "url": "redis://:@127.0.0.1:6379"}}}},
+               {"type": "web", "endpoint": {"type": "tcp", "port": 2}, "paths": {
+                  "call": {"type": "caller", "realm": "realm1", "role": "r",
+                           "options": {"key": "k", "secret": ""}},
+                  "hook": {"type": "webhook", "realm": "realm1", "role": "r",
+                           "options": {"topic": "t", "github_secret": " "}}}}]}"#,
+        );
+        let env = |v: &str| match v {
+            "EMPTY_TICKET" => Some(String::new()),
+            "SPACE_TICKET" => Some("   ".to_owned()),
+            _ => None,
+        };
+        let mut problems = cfg.resolve_env(&env);
+        problems.extend(cfg.validate());
+        let find = |path: &str| {
+            problems
+                .iter()
+                .find(|p| p.path == path)
+                .unwrap_or_else(|| panic!("no problem at {path}: {problems:?}"))
+        };
+        let e = find("transports[0].auth.ticket.principals.envempty.ticket");
+        assert!(
+            e.message.contains("EMPTY_TICKET, which is set but empty"),
+            "{e:?}"
+        );
+        let e = find("transports[0].auth.ticket.principals.envspace.ticket");
+        assert!(e.message.contains("SPACE_TICKET"), "{e:?}");
+        for path in [
+            "transports[0].auth.ticket.principals.literal.ticket",
+            "transports[0].auth.ticket.principals.spaces.ticket",
+            "transports[0].auth.wampcra.principals.nosecret.secret",
+            "transports[0].auth.wampcra.principals.nosalt.salt",
+            "transports[1].paths.call.options.secret",
+            "transports[1].paths.hook.options.github_secret",
+        ] {
+            assert!(find(path).message.contains("must not be empty"), "{path}");
+        }
+        assert!(
+            find("transports[0].auth.token.store.url")
+                .message
+                .contains("password is empty")
+        );
+        assert!(
+            !problems.iter().any(|p| p.path.contains(".good.")),
+            "{problems:?}"
+        );
+        // Each empty secret is reported once, not again by validate.
+        assert_eq!(
+            problems
+                .iter()
+                .filter(|p| p.path.contains("envempty"))
+                .count(),
+            1,
+            "{problems:?}"
+        );
+        assert_eq!(url_password("redis://:pw@h:1/0"), Some("pw"));
+        assert_eq!(url_password("redis://h:1"), None);
+        assert_eq!(url_password("redis://user@h"), None);
     }
 
     #[test]

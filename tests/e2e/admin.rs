@@ -314,3 +314,104 @@ fn the_status_page_in_chromium() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// Hostile clients on the admin port: a half-sent request head is closed
+/// after `request_head_timeout`; connections over `max_connections` are
+/// refused and counted; and with the node at 256 file descriptors, a flood
+/// of 300 such connections neither stops `trellis status` nor keeps the
+/// controller from restarting a router killed with SIGKILL. Before, the
+/// flood used up the descriptors, and the node exited on the restart.
+#[test]
+fn the_admin_listener_survives_a_flood_at_256_descriptors() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let (ws, admin) = (free_port(), free_port());
+    let mut cfg = router_config(ws);
+    cfg["controller"] = json!({
+        "admin": {"endpoint": {"type": "tcp", "port": admin}, "request_head_timeout": 2},
+        "options": {"worker_ping_interval": 0.3}
+    });
+    cfg["workers"][0]["id"] = json!("router1");
+    cfg["workers"][0]["options"] = json!({"restart": {"backoff_initial": 0.05}});
+    let node = Node::start_with_fd_limit(&cfg, ws, 256);
+    node.wait_ready();
+    wait_code(admin, "/readyz", 204);
+
+    // A half head is cut off after the deadline, not kept.
+    let mut slow = TcpStream::connect(("127.0.0.1", admin)).expect("connect");
+    slow.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+        .expect("half head");
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let t = Instant::now();
+    let mut buf = [0u8; 256];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(8),
+        "a half head was closed after {waited:?} (got {:?}), wanted about 2 s",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    // The flood: 300 connections, each sending half a head.
+    let mut flood = Vec::new();
+    let mut refused = 0;
+    for _ in 0..300 {
+        match TcpStream::connect(("127.0.0.1", admin)) {
+            Ok(mut s) => {
+                let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n");
+                flood.push(s);
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    // The controller still answers its control socket, and heals a
+    // router killed meanwhile.
+    let s = crate::node::status(&node.node_dir());
+    let router = crate::node::worker(&s, "router1")["pid"]
+        .as_i64()
+        .expect("router pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(router).expect("pid")),
+        Signal::SIGKILL,
+    )
+    .expect("kill the router");
+    crate::node::wait_status(&node, "the router restarted after the flood", |s| {
+        let w = crate::node::worker(s, "router1");
+        w["state"] == "running" && w["restarts"] == 1 && w["pid"] != json!(router)
+    });
+    while TcpStream::connect(("127.0.0.1", ws)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Over the cap, a client is told why.
+    let mut extra = TcpStream::connect(("127.0.0.1", admin)).expect("connect over the cap");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let _ = extra.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.contains("max_connections"),
+        "over the cap: {answer:?} ({refused} connects refused by the kernel)"
+    );
+    drop(flood);
+    // Once the flood is gone, the probes answer again, and the refusals
+    // are counted.
+    wait_code(admin, "/livez", 204);
+    let text = wait_code(admin, "/metrics", 200);
+    assert!(
+        metric(&text, "trellis_admin_connections_refused_total") >= 200.0,
+        "{text}"
+    );
+    assert!(
+        node.log().contains("admin connection refused"),
+        "{}",
+        node.log()
+    );
+    assert!(
+        !node.log().contains("Too many open files"),
+        "{}",
+        node.log()
+    );
+}

@@ -164,7 +164,14 @@ fn dynamic_ticket_authenticator_in_another_realm_and_its_failures() {
 
 #[test]
 fn dynamic_wampcra_and_cryptosign() {
-    run("dynamic_wampcra_and_cryptosign", &["json", "msgpack"]);
+    let node = run("dynamic_wampcra_and_cryptosign", &["json", "msgpack"]);
+    let log = node.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("com.example.cra_authenticate")
+            && l.contains("empty WAMP-CRA secret")),
+        "an authenticator's empty secret is not logged at warn with its name:\n{log}"
+    );
 }
 
 #[test]

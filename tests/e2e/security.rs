@@ -194,3 +194,60 @@ fn secrets_may_come_from_the_environment() {
         "{err}"
     );
 }
+
+/// An empty secret is no secret: a `${VAR}` whose variable is set but
+/// empty (systemd's `VAR=`, docker-compose's unset variable) and a literal
+/// `""` or whitespace are config errors in `check` and `start`, naming the
+/// key and the variable. Before, the node started and an empty ticket
+/// logged in as the principal.
+#[test]
+fn empty_secrets_are_config_errors_in_check_and_start() {
+    let (main, tickets) = (free_port(), free_port());
+    let mut cfg = router_config(main);
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "websocket",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": tickets},
+            "auth": {
+                "ticket": {"type": "static", "principals": {
+                    "joe": {"ticket": "${TRELLIS_TEST_EMPTY}", "role": "anonymous"},
+                    "ann": {"ticket": "", "role": "anonymous"}}},
+                "wampcra": {"type": "static", "users": {
+                    "bob": {"secret": " ", "role": "anonymous"}}}}
+        }),
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("node.json");
+    std::fs::write(&p, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let expect = |out: std::process::Output, what: &str| {
+        assert_eq!(out.status.code(), Some(78), "{what}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for needle in [
+            "workers[0].transports[1].auth.ticket.principals.joe.ticket: names the environment variable TRELLIS_TEST_EMPTY, which is set but empty",
+            "workers[0].transports[1].auth.ticket.principals.ann.ticket: must not be empty",
+            "workers[0].transports[1].auth.wampcra.principals.bob.secret: must not be empty",
+        ] {
+            assert!(err.contains(needle), "{what}: no {needle:?} in\n{err}");
+        }
+    };
+    let check = crate::support::trellis()
+        .args(["check", "--config"])
+        .arg(&p)
+        .env("TRELLIS_TEST_EMPTY", "")
+        .output()
+        .expect("trellis check");
+    expect(check, "check");
+    let start = crate::support::trellis()
+        .args(["start", "--config"])
+        .arg(&p)
+        .env("TRELLIS_TEST_EMPTY", "")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("trellis start");
+    expect(start, "start");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", tickets)).is_err(),
+        "the node must not serve with an empty secret"
+    );
+}

@@ -125,12 +125,29 @@ impl Node {
         Node::start_inner(config, port, env, args, &[])
     }
 
+    /// As [`Node::start`], with the node's file-descriptor limit (soft and
+    /// hard, as `ulimit -n` sets them) at `nofile`.
+    pub fn start_with_fd_limit(config: &Value, port: u16, nofile: u32) -> Node {
+        Node::launch(config, port, &[], &[], &[], Some(nofile))
+    }
+
     fn start_inner(
         config: &Value,
         port: u16,
         env: &[(&str, &str)],
         args: &[&str],
         files: &[(&str, &str)],
+    ) -> Node {
+        Node::launch(config, port, env, args, files, None)
+    }
+
+    fn launch(
+        config: &Value,
+        port: u16,
+        env: &[(&str, &str)],
+        args: &[&str],
+        files: &[(&str, &str)],
+        nofile: Option<u32>,
     ) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let node_dir = dir.path().join("node");
@@ -142,7 +159,16 @@ impl Node {
         std::fs::write(&cfg, serde_json::to_vec_pretty(config).expect("json"))
             .expect("write config");
         let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        let mut cmd = match nofile {
+            None => Command::new(env!("CARGO_BIN_EXE_trellis")),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                    .arg(env!("CARGO_BIN_EXE_trellis"));
+                c
+            }
+        };
+        let child = cmd
             .args(["start", "--config"])
             .arg(&cfg)
             .arg("--node-dir")

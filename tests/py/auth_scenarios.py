@@ -139,6 +139,10 @@ class Authenticators:
             }
         if authid == "plain":
             return {"secret": "plain-pw", "role": "user"}
+        if authid == "emptysecret":
+            return {"secret": "", "role": "user"}
+        if authid == "blanksalt":
+            return {"secret": "pw", "salt": "  ", "role": "user"}
         raise ApplicationError("wamp.error.not_authorized", "no such user")
 
     def cryptosign(self, realm, authid, details):
@@ -217,6 +221,13 @@ async def dynamic_wampcra_and_cryptosign(urls, ser):
         connect(url, ser, authmethods=["wampcra"], authid="ghost", on_challenge=cra("x")),
         "wamp.error.not_authorized", "no such user",
     )
+    # An authenticator that returns an empty secret (or salt) admits nobody,
+    # not even a client that signs with the empty key.
+    for who, what in (("emptysecret", "secret"), ("blanksalt", "salt")):
+        await refused(
+            connect(url, ser, authmethods=["wampcra"], authid=who, on_challenge=cra("")),
+            "wamp.error.authentication_failed", '"com.example.cra_authenticate"', f'empty "{what}"',
+        )
     key = a.key
     s = await connect(url, ser, authmethods=["cryptosign"], authextra={"pubkey": key.public_key()},
                       on_challenge=lambda ch: key.sign_challenge(ch))

@@ -397,6 +397,26 @@ pub struct AdminConfig {
     /// TOKEN` (`${VAR}` reads it from the environment).
     #[serde(default)]
     pub token: Option<String>,
+    /// Connections served at once; more are refused at once (answered 503
+    /// and closed) and counted in `trellis_admin_connections_refused`.
+    #[serde(default = "default_admin_connections")]
+    pub max_connections: usize,
+    /// Seconds a connection has to send a whole request head, counted
+    /// from its opening or from the previous response: a slow or silent
+    /// client, or an idle keep-alive connection, is closed after it.
+    #[serde(default = "default_admin_head_timeout")]
+    pub request_head_timeout: f64,
+}
+
+/// Admin connections served at once by default.
+pub const DEFAULT_ADMIN_CONNECTIONS: usize = 64;
+
+fn default_admin_connections() -> usize {
+    DEFAULT_ADMIN_CONNECTIONS
+}
+
+fn default_admin_head_timeout() -> f64 {
+    10.0
 }
 
 /// `controller.admin.endpoint`.
@@ -785,16 +805,34 @@ fn check_admin(mut a: AdminConfig, errors: &mut Vec<ConfigError>) -> AdminConfig
             ),
         });
     }
+    if a.max_connections == 0 || a.max_connections > 10_000 {
+        errors.push(ConfigError {
+            path: "controller.admin.max_connections".into(),
+            message: format!(
+                "{} is out of range: give between 1 and 10000 (default {DEFAULT_ADMIN_CONNECTIONS})",
+                a.max_connections
+            ),
+        });
+    }
+    if !(a.request_head_timeout.is_finite() && (0.1..=600.0).contains(&a.request_head_timeout)) {
+        errors.push(ConfigError {
+            path: "controller.admin.request_head_timeout".into(),
+            message: format!(
+                "{} is out of range: give seconds between 0.1 and 600 (default 10)",
+                a.request_head_timeout
+            ),
+        });
+    }
     if let Some(token) = &a.token {
         if let Some(var) = router_worker::config::env_placeholder(token) {
             match std::env::var(var) {
-                Ok(v) if !v.is_empty() => a.token = Some(v),
+                Ok(v) if !router_worker::config::blank(&v) => a.token = Some(v),
                 _ => errors.push(ConfigError {
                     path: "controller.admin.token".into(),
                     message: format!("the environment variable {var} is not set (or empty)"),
                 }),
             }
-        } else if token.is_empty() {
+        } else if router_worker::config::blank(token) {
             errors.push(ConfigError {
                 path: "controller.admin.token".into(),
                 message: "must not be empty: remove it to serve without a token".into(),

@@ -76,8 +76,14 @@ impl Challenged for PendingTicket {
     async fn authenticate(self, signature: &str, ctx: &Context<'_>) -> Result<Principal, Refusal> {
         match self {
             PendingTicket::Static { authid, principal } => {
+                // An empty ticket is never a ticket (check refuses it in the
+                // config; this holds even if one got past).
                 let ok = principal.as_ref().is_some_and(|(p, _)| {
-                    subtle::ConstantTimeEq::ct_eq(p.ticket.as_bytes(), signature.as_bytes()).into()
+                    !crate::config::blank(&p.ticket)
+                        && bool::from(subtle::ConstantTimeEq::ct_eq(
+                            p.ticket.as_bytes(),
+                            signature.as_bytes(),
+                        ))
                 });
                 let Some((p, realm)) = principal.filter(|_| ok) else {
                     return Err(deny(

@@ -76,6 +76,24 @@ impl Method for WampCra {
                         ),
                     ));
                 };
+                if crate::config::blank(secret)
+                    || v.salt.as_deref().is_some_and(crate::config::blank)
+                {
+                    let what = if crate::config::blank(secret) {
+                        "secret"
+                    } else {
+                        "salt"
+                    };
+                    tracing::warn!(authenticator = %a.procedure, authid = %authid,
+                        "the authenticator returned an empty WAMP-CRA {what}: login refused (an empty secret is never accepted)");
+                    return Err(refuse(
+                        wamp_uri::AUTHENTICATION_FAILED,
+                        format!(
+                            "authenticator {:?} returned an empty \"{what}\" for WAMP-CRA user {authid:?}: an empty secret is never accepted; fix the authenticator",
+                            a.procedure
+                        ),
+                    ));
+                }
                 let (key, extra) = cra_key(
                     secret,
                     v.salt.as_deref(),
