@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::support::{Node, expect_python_ok, free_port, router_config};
 
-fn run(scenario: &str, tweak: impl FnOnce(&mut serde_json::Value)) {
+fn run(scenario: &str, tweak: impl FnOnce(&mut serde_json::Value)) -> (Node, String) {
     let port = free_port();
     let mut cfg = router_config(port);
     tweak(&mut cfg);
@@ -17,10 +17,31 @@ fn run(scenario: &str, tweak: impl FnOnce(&mut serde_json::Value)) {
             "{scenario} did not pass with {ser}:\n{out}"
         );
     }
+    (node, out)
 }
 
 fn scenario(name: &str) {
     run(name, |_| {});
+}
+
+/// A YIELD that comes after its call timed out is dropped, and the router
+/// says so at debug with the invocation's request id.
+#[test]
+fn a_late_yield_is_logged_with_its_request_id() {
+    let (node, out) = run("late_yield", |_| {});
+    let log = node.log();
+    for id in out
+        .lines()
+        .filter_map(|l| l.strip_prefix("late invocation "))
+    {
+        assert!(
+            log.lines().any(|l| l.contains("DEBUG")
+                && l.contains("late YIELD dropped")
+                && l.contains(&format!("request={id}"))),
+            "no debug line for the late YIELD of invocation {id}:\n{log}"
+        );
+    }
+    assert_eq!(out.matches("late invocation ").count(), 2, "{out}");
 }
 
 fn permissions(cfg: &mut serde_json::Value) -> &mut Vec<serde_json::Value> {

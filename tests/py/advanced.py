@@ -105,6 +105,31 @@ async def call_timeout(url, ser):
 
 
 @scenario
+async def late_yield(url, ser):
+    """A YIELD after the call timed out is dropped (logged at debug with
+    its request id); the callee and the caller carry on."""
+    callee = await Raw.open(url)
+    await callee.hello()
+    await callee.send([64, 1, {}, "com.example.late"])
+    registered = await callee.recv()
+    assert registered[:2] == [65, 1], registered
+    caller = await connect(url, ser)
+    call = asyncio.ensure_future(caller.call("com.example.late", options=CallOptions(timeout=200)))
+    inv = await callee.recv()
+    assert inv[0] == 68, inv
+    await expect_error(call, "wamp.error.timeout")
+    await callee.send([70, inv[1], {}, ["too late"]])
+    print(f"late invocation {inv[1]}", flush=True)
+    # Both still work.
+    call = asyncio.ensure_future(caller.call("com.example.late"))
+    inv = await callee.recv()
+    await callee.send([70, inv[1], {}, ["in time"]])
+    assert await call == "in time"
+    await callee.ws.close()
+    await leave(caller)
+
+
+@scenario
 async def progressive_call_invocations(url, ser):
     features = {"progressive_call_invocations": True, "call_canceling": True}
     hello = {"roles": {"callee": {"features": features}, "caller": {"features": features}}}
@@ -392,8 +417,15 @@ async def payload_passthru(url, ser):
     await raw.send([32, 2, {}, "com.example.ppt2"])
     assert (await raw.recv())[0] == 33
     blob = bytes(range(256))
+    # A publisher that did not announce payload_passthru_mode may not use
+    # it: the specification makes that a protocol violation.
+    rude = await Raw.open(url)
+    await rude.hello()
+    await rude.send([16, 4, {"acknowledge": True, "ppt_scheme": "x_raw"}, "com.example.ppt2",
+                     "\x00" + base64.b64encode(blob).decode()])
+    await rude.expect_abort("wamp.error.protocol_violation", "payload_passthru_mode")
     raw_pub = await Raw.open(url)
-    await raw_pub.hello()
+    await raw_pub.hello(details={"roles": {"publisher": {"features": {"payload_passthru_mode": True}}}})
     await raw_pub.send([16, 5, {"acknowledge": True, "ppt_scheme": "x_raw", "ppt_serializer": "native"},
                         "com.example.ppt2", "\x00" + base64.b64encode(blob).decode()])
     assert (await raw_pub.recv())[:2] == [17, 5]

@@ -49,6 +49,17 @@ async def malformed_websocket_frame(url):
 
 
 @check
+async def invalid_utf8_text_frame(url):
+    """A text frame that is not UTF-8: RFC 6455 closes with 1007, not 1002."""
+    r = await Raw.open(url)
+    await r.hello()
+    # FIN + text opcode, masked with a zero mask, 2-byte payload 0xC3 0x28.
+    r.ws.transport.write(bytes([0x81, 0x82, 0, 0, 0, 0, 0xC3, 0x28]))
+    closed = await r.expect_closed()
+    assert closed.rcvd is not None and closed.rcvd.code == 1007, closed
+
+
+@check
 async def unmasked_client_frame(url):
     r = await Raw.open(url)
     await r.hello()

@@ -1,6 +1,7 @@
 """WAMP-over-Longpoll with Python's own HTTP client: the batched protocol,
 bad requests (clear errors for the offender), a client that stops polling
-(closed at queue_limit_messages, nobody else affected), a transport nobody
+(closed at queue_limit_messages and told why at its next poll, nobody
+else affected), a transport nobody
 polls (closed after session_timeout).
 
 Usage: python longpoll_check.py HTTP_PORT WS_URL
@@ -99,15 +100,18 @@ async def stops_polling():
             break
     check(after == before - 1, f"the client that stopped polling was closed ({before} -> {after} sessions)")
     check(await bystander.call("wamp.session.count") == after, "a bystander is unaffected")
-    # What had queued is still there for a last poll, then the transport is gone.
-    got = 0
+    # Its next poll says why (an ABORT naming the limit), then the
+    # transport is gone.
     loop = asyncio.get_event_loop()
-    while True:
-        s, body = await loop.run_in_executor(None, post, f"/lp/{tid}/receive")
-        if s != 200:
-            break
-        got += 1
-    check(got == 100 and s == 404, f"its last {got} messages were delivered, then 404")
+    s, body = await loop.run_in_executor(None, post, f"/lp/{tid}/receive")
+    msg = json.loads(body) if s == 200 else None
+    check(
+        msg is not None and msg[0] == 3 and msg[2] == "wamp.close.killed"
+        and "not polling" in msg[1].get("message", "") and "queue_limit_messages" in msg[1]["message"],
+        f"the next poll brings the ABORT saying why: {s} {body[:300]!r}",
+    )
+    s, _ = await loop.run_in_executor(None, post, f"/lp/{tid}/receive")
+    check(s == 404, f"then the transport is gone: {s}")
     await leave(pub, bystander)
 
 

@@ -832,6 +832,9 @@ impl Core {
 
     /// Route a message now that nothing (no authorizer) holds it back.
     pub(crate) fn dispatch_now(&mut self, session: Id, msg: Message) {
+        if let Some(text) = self.unannounced_passthru(session, &msg) {
+            return self.kill(session, wamp_uri::PROTOCOL_VIOLATION, text);
+        }
         match msg {
             Message::Publish(m) => self.publish(session, m),
             Message::Subscribe(m) => self.subscribe(session, m),
@@ -853,6 +856,25 @@ impl Core {
                 ),
             ),
         }
+    }
+
+    /// A CALL, PUBLISH or YIELD in payload passthru mode (`ppt_scheme`)
+    /// from a session that did not announce `payload_passthru_mode` for
+    /// that role in HELLO: a protocol violation, as the specification says.
+    fn unannounced_passthru(&self, session: Id, msg: &Message) -> Option<String> {
+        let f = self.sessions.get(&session)?.info.features;
+        let (options, role, announced) = match msg {
+            Message::Call(m) => (&m.options, "caller", f.caller_ppt),
+            Message::Publish(m) => (&m.options, "publisher", f.publisher_ppt),
+            Message::Yield(m) => (&m.options, "callee", f.callee_ppt),
+            _ => return None,
+        };
+        (!announced && options.contains_key("ppt_scheme")).then(|| {
+            format!(
+                "{} carries ppt_scheme, but this session did not announce payload_passthru_mode for its {role} role in HELLO",
+                msg.name()
+            )
+        })
     }
 
     fn leave(&mut self, session: Id) {

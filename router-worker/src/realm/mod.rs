@@ -99,6 +99,11 @@ pub struct ClientFeatures {
     pub callee_call_canceling: bool,
     /// The callee accepts progressive call invocations.
     pub callee_progressive_call_invocations: bool,
+    /// Payload passthru mode (`payload_passthru_mode`) announced as caller,
+    /// callee and publisher.
+    pub caller_ppt: bool,
+    pub callee_ppt: bool,
+    pub publisher_ppt: bool,
 }
 
 impl ClientFeatures {
@@ -117,6 +122,9 @@ impl ClientFeatures {
         ClientFeatures {
             callee_call_canceling: has("callee", "call_canceling"),
             callee_progressive_call_invocations: has("callee", "progressive_call_invocations"),
+            caller_ppt: has("caller", "payload_passthru_mode"),
+            callee_ppt: has("callee", "payload_passthru_mode"),
+            publisher_ppt: has("publisher", "payload_passthru_mode"),
         }
     }
 }

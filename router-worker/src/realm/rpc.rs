@@ -339,6 +339,21 @@ impl Core {
                 ),
             );
         }
+        if o.passthru.contains_key("ppt_scheme")
+            && !self
+                .sessions
+                .get(&callee)
+                .is_some_and(|e| e.info.features.callee_ppt)
+        {
+            return fail(
+                self,
+                wamp_uri::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "the callee of {:?} did not announce payload_passthru_mode, so it cannot take a call with ppt_scheme",
+                    c.procedure
+                ),
+            );
+        }
         let mut details = o.passthru;
         if self
             .dealer
@@ -625,7 +640,8 @@ impl Core {
         if p.is_none() {
             debug!(
                 session,
-                invocation, "{what} for an invocation that is no longer pending: dropped"
+                request = invocation,
+                "late {what} dropped: the invocation with this request id is no longer pending (its call was canceled or timed out, or its caller left)"
             );
         }
         p
@@ -652,6 +668,36 @@ impl Core {
                 return;
             }
         };
+        if details.contains_key("ppt_scheme")
+            && self
+                .sessions
+                .get(&p.caller)
+                .is_some_and(|e| !e.info.features.caller_ppt)
+        {
+            // As the specification says: the callee is told, and the
+            // caller must not wait.
+            let text = "the caller did not announce payload_passthru_mode, so it cannot take a result with ppt_scheme".to_owned();
+            self.finish_call(&p);
+            self.send(
+                session,
+                error_msg(
+                    code::YIELD,
+                    y.request,
+                    wamp_uri::FEATURE_NOT_SUPPORTED,
+                    text.clone(),
+                ),
+            );
+            self.send(
+                p.caller,
+                error_msg(
+                    code::CALL,
+                    p.caller_request,
+                    wamp_uri::FEATURE_NOT_SUPPORTED,
+                    format!("the callee's result: {text}"),
+                ),
+            );
+            return;
+        }
         if options::flag(&y.options, "progress") {
             details.insert("progress".into(), Value::Bool(true));
         } else {

@@ -113,6 +113,7 @@ impl Harness {
             ClientFeatures {
                 callee_call_canceling: true,
                 callee_progressive_call_invocations: true,
+                ..ClientFeatures::default()
             },
         );
     }
@@ -1235,4 +1236,63 @@ fn an_own_directory_entry_of_an_ended_registration_is_taken_out() {
     // directory): taken out.
     let fx = ranked(&mut a, 99, reg, 9);
     assert_eq!(own(&fx), [(false, 99, reg)]);
+}
+
+/// Payload passthru (`ppt_scheme`) from a session that did not announce
+/// `payload_passthru_mode` is a protocol violation; to a callee or caller
+/// that did not announce it, `feature_not_supported`.
+#[test]
+fn passthru_needs_the_announced_feature() {
+    let ppt = ClientFeatures {
+        caller_ppt: true,
+        callee_ppt: true,
+        publisher_ppt: true,
+        ..ClientFeatures::default()
+    };
+    let mut h = Harness::new();
+    h.join(1, "user");
+    let fx = h.msg(
+        1,
+        Message::Publish(Publish {
+            request: 1,
+            options: dict! { "ppt_scheme" => "x", "acknowledge" => true },
+            topic: "com.t".into(),
+            payload: Payload::default(),
+        }),
+    );
+    assert!(fx.iter().any(|e| matches!(e, Effect::Kill { session: 1, close }
+        if close.reason == wamp_uri::PROTOCOL_VIOLATION && close.message.contains("payload_passthru_mode for its publisher role"))), "{fx:?}");
+    // A caller that announced it, a callee that did not.
+    h.join_with(2, "user", ppt);
+    h.join(3, "user");
+    h.register(3, 1, "com.plain", Dict::new());
+    let fx = h.call(2, 7, "com.plain", dict! { "ppt_scheme" => "x" });
+    assert_eq!(error_uri(&to(&fx, 2)[0]), wamp_uri::FEATURE_NOT_SUPPORTED);
+    assert!(to(&fx, 3).is_empty(), "the callee gets nothing: {fx:?}");
+    // Undeclared ppt from the caller: violation, whatever the callee.
+    h.join(4, "user");
+    let fx = h.call(4, 1, "com.plain", dict! { "ppt_scheme" => "x" });
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Kill { session: 4, .. })),
+        "{fx:?}"
+    );
+    // A ppt callee's result to a caller that did not announce it.
+    h.join_with(5, "user", ppt);
+    h.register(5, 1, "com.ppt", Dict::new());
+    h.join(6, "user");
+    let fx = h.call(6, 9, "com.ppt", Dict::new());
+    let inv = invocation_of(&fx, 5);
+    let fx = h.yield_(5, inv.request, dict! { "ppt_scheme" => "x" });
+    assert_eq!(error_uri(&to(&fx, 6)[0]), wamp_uri::FEATURE_NOT_SUPPORTED);
+    assert_eq!(error_uri(&to(&fx, 5)[0]), wamp_uri::FEATURE_NOT_SUPPORTED);
+    // Both sides announced it: it passes, options and all.
+    let fx = h.call(2, 10, "com.ppt", dict! { "ppt_scheme" => "x" });
+    let inv = invocation_of(&fx, 5);
+    assert_eq!(inv.details.get("ppt_scheme"), Some(&Value::from("x")));
+    let fx = h.yield_(5, inv.request, dict! { "ppt_scheme" => "x" });
+    assert!(
+        matches!(to(&fx, 2).as_slice(), [Message::Result(r)] if r.details.contains_key("ppt_scheme")),
+        "{fx:?}"
+    );
 }

@@ -651,9 +651,23 @@ async fn end_on_transport_error_inner<T: Transport>(t: &mut T, span: &Span, e: T
         TransportError::Protocol(msg) => {
             violation(t, span, &msg).await;
         }
+        TransportError::InvalidPayload(msg) => {
+            warn!(parent: span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
+            abort(
+                t,
+                wamp_uri::PROTOCOL_VIOLATION,
+                &msg,
+                CloseKind::InvalidPayload,
+            )
+            .await;
+        }
         TransportError::TooBig(msg) => {
             warn!(parent: span, reason = wamp_uri::PROTOCOL_VIOLATION, "{msg}");
             abort(t, wamp_uri::PROTOCOL_VIOLATION, &msg, CloseKind::TooBig).await;
+        }
+        TransportError::Slow(msg) => {
+            warn!(parent: span, reason = wamp_uri::CLOSE_KILLED, "{msg}");
+            abort(t, wamp_uri::CLOSE_KILLED, &msg, CloseKind::Normal).await;
         }
         TransportError::PeerLimit(msg) => {
             warn!(parent: span, reason = wamp_uri::PAYLOAD_SIZE_EXCEEDED, "{msg}");

@@ -23,9 +23,17 @@ pub enum TransportError {
     /// A message over the transport's configured maximum.
     #[error("{0}")]
     TooBig(String),
+    /// A message whose data is not what its frame type says (a WebSocket
+    /// text frame that is not UTF-8).
+    #[error("{0}")]
+    InvalidPayload(String),
     /// A message for the peer over what the peer said it accepts.
     #[error("{0}")]
     PeerLimit(String),
+    /// The peer does not take what is sent to it (a long-poll client that
+    /// stopped polling): it is cut off, and told why.
+    #[error("{0}")]
+    Slow(String),
     /// The network failed.
     #[error("network error: {0}")]
     Io(String),
@@ -40,6 +48,8 @@ pub enum CloseKind {
     ProtocolError,
     /// The peer sent a message over the limit.
     TooBig,
+    /// The peer sent data its frame type does not allow (WebSocket 1007).
+    InvalidPayload,
     /// The router is shutting down.
     GoingAway,
 }

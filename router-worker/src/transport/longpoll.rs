@@ -380,6 +380,7 @@ fn start(
         limit_messages: lp.options.queue_limit_messages,
         limit_bytes: lp.options.queue_limit_bytes,
         max_message_size: lp.settings.max_message_size,
+        cut_off: false,
     };
     let (lp2, realms, shutdown, key) = (lp.clone(), realms.clone(), shutdown.clone(), id.clone());
     let session_timeout = Duration::from_secs(lp.options.session_timeout);
@@ -548,6 +549,8 @@ pub struct LongPollTransport {
     limit_messages: usize,
     limit_bytes: usize,
     max_message_size: usize,
+    /// Over the queue limits: only the session's ABORT goes out now.
+    cut_off: bool,
 }
 
 impl LongPollTransport {
@@ -599,14 +602,23 @@ impl Transport for LongPollTransport {
         };
         let over_messages = self.limit_messages > 0 && out.queue.len() >= self.limit_messages;
         let over_bytes = self.limit_bytes > 0 && out.bytes + bytes.len() > self.limit_bytes;
-        if over_messages || over_bytes {
-            return Err(TransportError::PeerLimit(format!(
-                "the client is not polling: {} messages ({} bytes) wait for it (options.queue_limit_messages {}, queue_limit_bytes {})",
+        if self.cut_off {
+            // The session's last word (its ABORT, saying why) goes out
+            // whatever the limits.
+        } else if over_messages || over_bytes {
+            // Cut off: what waits is dropped, so that the client's next
+            // poll brings the ABORT that says why.
+            let text = format!(
+                "the client is not polling: {} messages ({} bytes) waited for it, over the transport's options.queue_limit_messages {} or queue_limit_bytes {}; the session is closed",
                 out.queue.len(),
                 out.bytes,
                 self.limit_messages,
                 self.limit_bytes
-            )));
+            );
+            out.queue.clear();
+            out.bytes = 0;
+            self.cut_off = true;
+            return Err(TransportError::Slow(text));
         }
         out.bytes += bytes.len();
         out.queue.push_back(bytes);

@@ -505,30 +505,38 @@ enum HeadError {
 /// Read up to the blank line ending the head, after the bytes already
 /// in `buf`; at most [`MAX_HEAD_BYTES`].
 async fn read_head<S: Io>(stream: &mut S, mut buf: Vec<u8>) -> Result<Vec<u8>, HeadError> {
-    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        return Ok(buf);
-    }
-    if buf.len() > MAX_HEAD_BYTES {
-        return Err(HeadError::TooLarge);
-    }
+    let mut from = 0;
     buf.reserve(1024);
     let mut chunk = [0u8; 1024];
     loop {
+        if let Some(end) = head_end(&buf, from) {
+            // Whatever follows the head stays in `buf` too: a WebSocket
+            // client may send its first frame right away.
+            return if end > MAX_HEAD_BYTES {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(buf)
+            };
+        }
+        if buf.len() >= MAX_HEAD_BYTES {
+            return Err(HeadError::TooLarge);
+        }
+        from = buf.len().saturating_sub(3);
         let n = stream.read(&mut chunk).await.map_err(|_| HeadError::Io)?;
         if n == 0 {
             return Err(HeadError::Io);
         }
-        let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
-        if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
-            // Whatever follows the head stays in `buf` too: a WebSocket
-            // client may send its first frame right away.
-            return Ok(buf);
-        }
-        if buf.len() > MAX_HEAD_BYTES {
-            return Err(HeadError::TooLarge);
-        }
     }
+}
+
+/// Where the head in `buf` ends (after its blank line), searching from
+/// `from`.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| from + p + 4)
 }
 
 /// What a complete request head asks.
@@ -1042,6 +1050,48 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A head of exactly 16 KiB (blank line included) is read, one byte
+    /// more is too large, whichever read brings the end, and the bytes
+    /// after the head stay.
+    #[test]
+    fn the_head_limit_is_exactly_16_kib() {
+        use tokio::io::AsyncWriteExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let head = |len: usize| {
+            let mut h = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+            h.resize(len - 4, b'a');
+            h.extend_from_slice(b"\r\n\r\n");
+            h
+        };
+        for (len, ok) in [
+            (MAX_HEAD_BYTES, true),
+            (MAX_HEAD_BYTES + 1, false),
+            (17_000, false),
+        ] {
+            for first in [0, 100, len - 2] {
+                let h = head(len);
+                let got = rt.block_on(async {
+                    let (mut tx, mut rx) = tokio::io::duplex(64 * 1024);
+                    let mut sent = h[first..].to_vec();
+                    sent.extend_from_slice(b"FRAME");
+                    tx.write_all(&sent).await.unwrap();
+                    read_head(&mut rx, h[..first].to_vec()).await
+                });
+                match got {
+                    Ok(buf) => {
+                        assert!(ok, "{len} bytes read ({first} before)");
+                        assert!(buf.ends_with(b"\r\n\r\nFRAME") || buf.ends_with(b"\r\n\r\n"));
+                    }
+                    Err(HeadError::TooLarge) => assert!(!ok, "{len} refused ({first} before)"),
+                    Err(_) => panic!("{len}: wrong error"),
+                }
+            }
+        }
+    }
 
     /// The head first, then the stream, read in small pieces (as tungstenite
     /// reads) through the read-ahead: every byte once, in order.

@@ -524,7 +524,7 @@ fn map_ws_error(e: tungstenite::Error, max: usize) -> TransportError {
         )),
         E::Capacity(c) => TransportError::TooBig(format!("{c} (max_message_size is {max} bytes)")),
         E::Protocol(p) => TransportError::Protocol(format!("WebSocket protocol error: {p}")),
-        E::Utf8(u) => TransportError::Protocol(format!("text frame is not valid UTF-8: {u}")),
+        E::Utf8(u) => TransportError::InvalidPayload(format!("text frame is not valid UTF-8: {u}")),
         E::Io(io) => {
             let inner = io.get_ref();
             if let Some(too_big) =
@@ -675,6 +675,7 @@ impl<S: Io> Transport for WsTransport<S> {
             CloseKind::Normal => CloseCode::Normal,
             CloseKind::ProtocolError => CloseCode::Protocol,
             CloseKind::TooBig => CloseCode::Size,
+            CloseKind::InvalidPayload => CloseCode::Invalid,
             CloseKind::GoingAway => CloseCode::Away,
         };
         // Close reasons are limited to 123 bytes by the WebSocket spec.
@@ -686,7 +687,10 @@ impl<S: Io> Transport for WsTransport<S> {
             code,
             reason: reason[..end].into(),
         };
-        let violation = matches!(kind, CloseKind::ProtocolError | CloseKind::TooBig);
+        let violation = matches!(
+            kind,
+            CloseKind::ProtocolError | CloseKind::TooBig | CloseKind::InvalidPayload
+        );
         if self.out_written > 0 || (violation && self.tuning.fail_by_drop) {
             // A data frame is half written (the peer stopped reading): a
             // close frame now would land inside it. Or `fail_by_drop`: a
