@@ -289,6 +289,7 @@ pub fn router_config(socket: &Path) -> RouterConfig {
         python: None,
         pythonpath: Vec::new(),
         cluster: None,
+        compat: Default::default(),
     }
 }
 

@@ -37,6 +37,24 @@ pub struct RouterConfig {
     /// router's realms are shared with other nodes over NATS.
     #[serde(default, rename = "_cluster", skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
+    /// The worker's `options.compat`, filled in by the controller.
+    #[serde(default, rename = "_compat")]
+    pub compat: Compat,
+}
+
+/// Where the WAMP specification and Crossbar.io differ on the wire, and
+/// users' code follows Crossbar.io: the router worker's `options.compat`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compat {
+    /// As Crossbar.io: GOODBYE is answered with `wamp.close.normal`,
+    /// `wamp.session.on_leave` carries the session id alone, the webhook
+    /// keeps header names as sent.
+    #[default]
+    Crossbar,
+    /// As the specification: `wamp.close.goodbye_and_out`, `on_leave` with
+    /// session, authid and authrole, header names lowercased.
+    Spec,
 }
 
 /// node.json's `cluster`: share this node's realms with other nodes over a

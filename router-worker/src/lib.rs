@@ -177,7 +177,7 @@ impl Router {
                     endpoint,
                     cause,
                 })?;
-            let mut settings = ListenerSettings::from_config(index, t, store_for(t));
+            let mut settings = ListenerSettings::from_config(index, t, store_for(t), cfg.compat);
             if let Some(tc) = &t.endpoint.tls {
                 let tls = tls::TlsSettings::new(tc, &format!("transports[{index}].endpoint.tls"))
                     .map_err(|(path, message)| {
@@ -186,7 +186,7 @@ impl Router {
                 settings.tls = Some((tls, tc.clone()));
             }
             if t.kind == config::TransportKind::Web {
-                let mut web = web_settings(index, t, &store_for, &node_info)?;
+                let mut web = web_settings(index, t, &store_for, &node_info, cfg.compat)?;
                 // One transport's figures, whichever path a session took.
                 for path in web.websockets.values_mut() {
                     if let Some(p) = Arc::get_mut(path) {
@@ -196,7 +196,7 @@ impl Router {
                 settings.web = Some(Arc::new(web));
             }
             if let Some(raw) = raw {
-                let mut r = ListenerSettings::from_config(index, raw, store_for(raw));
+                let mut r = ListenerSettings::from_config(index, raw, store_for(raw), cfg.compat);
                 r.name = format!("{}:rawsocket", r.name);
                 r.session.counters = settings.session.counters.clone();
                 settings.rawsocket = Some(Arc::new(r));
@@ -222,7 +222,7 @@ impl Router {
             .map(|r| {
                 (
                     r.name.clone(),
-                    RealmTable::start(r, mint.clone(), cluster.as_ref()),
+                    RealmTable::start(r, mint.clone(), cluster.as_ref(), cfg.compat),
                 )
             })
             .collect();
@@ -230,7 +230,7 @@ impl Router {
             b.start_rpc();
         }
         Ok(Router {
-            realms: Arc::new(RealmTable::new(realms, mint, cluster.clone())),
+            realms: Arc::new(RealmTable::new(realms, mint, cluster.clone(), cfg.compat)),
             cluster,
             listeners,
             token_stores: stores.iter().map(|(_, s)| s.kind()).collect(),
@@ -353,6 +353,7 @@ fn web_settings(
     t: &config::TransportConfig,
     store_for: &dyn Fn(&config::TransportConfig) -> Option<Arc<tokens::TokenStore>>,
     node_info: &transport::web::NodeInfoHook,
+    compat: config::Compat,
 ) -> Result<transport::web::WebSettings, RouterError> {
     let mut web = transport::web::WebSettings {
         websockets: HashMap::new(),
@@ -396,7 +397,7 @@ fn web_settings(
                     auto_ping_interval: Some(0),
                     ..Default::default()
                 };
-                let mut s = ListenerSettings::from_config(index, &wt, store_for(&wt));
+                let mut s = ListenerSettings::from_config(index, &wt, store_for(&wt), compat);
                 s.name = format!("{}:{name}", s.name);
                 web.longpolls.insert(
                     name.clone(),
@@ -405,7 +406,7 @@ fn web_settings(
             }
             config::WebPathKind::Websocket => {
                 let wt = t.websocket_path(p);
-                let mut s = ListenerSettings::from_config(index, &wt, store_for(&wt));
+                let mut s = ListenerSettings::from_config(index, &wt, store_for(&wt), compat);
                 s.name = format!("{}:{name}", s.name);
                 web.websockets.insert(name.clone(), Arc::new(s));
             }
@@ -448,6 +449,7 @@ fn web_settings(
                         p.role.clone().unwrap_or_default(),
                         p.bridge_options(),
                         t.endpoint.tls.is_some(),
+                        compat,
                     ),
                 );
             }

@@ -22,6 +22,8 @@ pub struct RealmTable {
     tokens: std::sync::RwLock<Option<realm::TokenMint>>,
     /// The cluster's backplane, for realms added by a reload.
     cluster: Option<Arc<crate::backplane::Backplane>>,
+    /// The router's `options.compat`, for realms added by a reload.
+    compat: config::Compat,
 }
 
 impl RealmTable {
@@ -31,11 +33,13 @@ impl RealmTable {
         map: HashMap<String, RealmHandle>,
         tokens: Option<realm::TokenMint>,
         cluster: Option<Arc<crate::backplane::Backplane>>,
+        compat: config::Compat,
     ) -> RealmTable {
         RealmTable {
             map: std::sync::RwLock::new(map),
             tokens: std::sync::RwLock::new(tokens),
             cluster,
+            compat,
         }
     }
 
@@ -44,8 +48,14 @@ impl RealmTable {
         cfg: &config::RealmConfig,
         tokens: Option<realm::TokenMint>,
         cluster: Option<&Arc<crate::backplane::Backplane>>,
+        compat: config::Compat,
     ) -> RealmHandle {
-        let handle = RealmHandle::spawn(cfg, tokens, cluster.map(|b| b.realm_link(&cfg.name)));
+        let handle = RealmHandle::spawn(
+            cfg,
+            tokens,
+            cluster.map(|b| b.realm_link(&cfg.name)),
+            compat,
+        );
         if let Some(b) = cluster {
             b.add_realm(handle.clone());
             let (b, h) = (b.clone(), handle.clone());
@@ -75,7 +85,7 @@ impl RealmTable {
         if let Ok(mut m) = self.map.write() {
             m.insert(
                 cfg.name.clone(),
-                RealmTable::start(cfg, tokens, self.cluster.as_ref()),
+                RealmTable::start(cfg, tokens, self.cluster.as_ref(), self.compat),
             );
         }
     }

@@ -316,7 +316,7 @@ async def messages_after_goodbye_or_abort(url):
     await r.send([6, {}, "wamp.close.normal"])
     await r.send([16, 1, {"acknowledge": True}, "com.after.close", ["after goodbye"]])
     after = await r.drain()
-    assert after and after[0][0] == 6 and after[0][2] == "wamp.close.goodbye_and_out", after
+    assert after and after[0][0] == 6 and after[0][2] == "wamp.close.normal", after
     assert after[1:] == [], f"the router answered after GOODBYE: {after}"
     r = await Raw.open(url)
     await r.hello()

@@ -56,8 +56,56 @@ async def join_leave(url, ser):
     assert broker is None or broker == {}, broker
     s.leave("wamp.close.normal")
     details = await wait(s.left, "GOODBYE reply")
-    assert details.reason == "wamp.close.goodbye_and_out", details.reason
+    # Crossbar.io's reply, which code written for it checks.
+    assert details.reason == "wamp.close.normal", details.reason
     await wait(s.disconnected, "the transport to close")
+
+
+async def leave_as_watched(url, ser, reason):
+    """Leave with `reason` while a monitor watches wamp.session.on_leave;
+    return (the GOODBYE reply's reason, the on_leave arguments)."""
+    watcher = await connect(url, ser)
+    leaves = []
+    await watcher.subscribe(lambda *a: leaves.append(list(a)), "wamp.session.on_leave")
+    s = await connect(url, ser)
+    sid = s.details.session
+    s.leave(reason)
+    details = await wait(s.left, "GOODBYE reply")
+    await until(lambda: any(l[0] == sid for l in leaves), "on_leave of the session")
+    await leave(watcher)
+    return details.reason, next(l for l in leaves if l[0] == sid)
+
+
+@scenario
+async def crossbar_goodbye_and_on_leave(url, ser):
+    """As Crossbar.io (the default): GOODBYE is answered wamp.close.normal
+    whatever the client said, and on_leave carries the session id alone,
+    so a monitor's `def on_leave(session_id)` works."""
+    reason, args = await leave_as_watched(url, ser, "com.example.bye")
+    assert reason == "wamp.close.normal", reason
+    assert len(args) == 1 and isinstance(args[0], int), args
+
+    calls = []
+
+    def on_leave(session_id):
+        calls.append(session_id)
+
+    watcher = await connect(url, ser)
+    await watcher.subscribe(on_leave, "wamp.session.on_leave")
+    s = await connect(url, ser)
+    sid = s.details.session
+    await leave(s)
+    await until(lambda: sid in calls, "a one-argument on_leave handler called")
+    await leave(watcher)
+
+
+@scenario
+async def spec_goodbye_and_on_leave(url, ser):
+    """With the router's options.compat "spec": goodbye_and_out, and on_leave
+    with session, authid and authrole."""
+    reason, args = await leave_as_watched(url, ser, "wamp.close.normal")
+    assert reason == "wamp.close.goodbye_and_out", reason
+    assert len(args) == 3 and args[2] == "anonymous", args
 
 
 @scenario

@@ -224,6 +224,10 @@ pub struct WorkerOptions {
     /// components are imported from.
     #[serde(default)]
     pub pythonpath: Vec<String>,
+    /// Routers: where the WAMP specification and Crossbar.io differ on the
+    /// wire, whose behaviour to follow (`crossbar`, the default, or `spec`).
+    #[serde(default)]
+    pub compat: Option<router_worker::config::Compat>,
 }
 
 /// Crossbar.io's container `restart` string as Trellis's restart object
@@ -1013,6 +1017,7 @@ fn decode_worker(
                     r.id = Some(id.clone());
                     r.python = options.python.clone();
                     r.pythonpath = options.pythonpath.clone();
+                    r.compat = options.compat.unwrap_or_default();
                     // Secrets kept in the environment (`${VAR}`), as
                     // Crossbar.io reads them.
                     let env = |v: &str| std::env::var(v).ok();
@@ -1127,6 +1132,12 @@ fn validate_options(p: &str, kind: &str, o: &WorkerOptions, errors: &mut Vec<Con
                 "{} s is more than backoff_max ({} s)",
                 r.backoff_initial, r.backoff_max
             ),
+        });
+    }
+    if kind != "router" && o.compat.is_some() {
+        errors.push(ConfigError {
+            path: format!("{p}.compat"),
+            message: format!("only router workers take \"compat\"; a {kind} worker routes nothing"),
         });
     }
     if kind != "guest" && o.workdir.is_some() {

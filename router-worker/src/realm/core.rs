@@ -245,6 +245,8 @@ pub struct Core {
     /// The node is part of a cluster: publications go to the other nodes
     /// too ([`Effect::Forward`]).
     pub(crate) clustered: bool,
+    /// The router's `options.compat`: what `wamp.session.on_leave` carries.
+    pub(crate) compat: crate::config::Compat,
     /// This router's member id in the cluster.
     pub(crate) member: Option<Arc<str>>,
     /// Sessions of other members this realm knows (remote callees, remote
@@ -489,6 +491,7 @@ impl Core {
             fx: Vec::new(),
             stats: Counters::default(),
             clustered: false,
+            compat: crate::config::Compat::default(),
             member: None,
             remote: HashMap::new(),
             remote_callees: HashMap::new(),
@@ -916,14 +919,18 @@ impl Core {
             let audience = proto::options::Audience::parse(&t.options).unwrap_or_default();
             self.publish_internal(&t.topic, t.payload, &audience);
         }
-        self.meta_event(
-            "wamp.session.on_leave",
-            vec![
+        // Crossbar.io's on_leave carries the session id alone, and
+        // monitors written for it (`def on_leave(session_id)`) take one
+        // argument; the specification's adds authid and authrole.
+        let args = match self.compat {
+            crate::config::Compat::Crossbar => vec![session.into()],
+            crate::config::Compat::Spec => vec![
                 session.into(),
                 entry.info.authid.as_str().into(),
                 entry.info.authrole.as_str().into(),
             ],
-        );
+        };
+        self.meta_event("wamp.session.on_leave", args);
         debug!(
             session,
             authid = %entry.info.authid,

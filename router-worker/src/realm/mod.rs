@@ -253,6 +253,13 @@ pub enum RealmCommand {
     },
     /// A session ended (GOODBYE, close, error): drop everything it held.
     Leave { session: Id },
+    /// As `Leave`, answering once everything the session held is gone: a
+    /// client's GOODBYE is answered only then, so that a client that
+    /// rejoins at once finds its procedures free.
+    LeaveAndTell {
+        session: Id,
+        done: oneshot::Sender<()>,
+    },
     /// A client-to-router message of an established session.
     Message { session: Id, msg: Message },
     /// A message produced by a task the realm started (a minted token).
@@ -330,6 +337,7 @@ impl RealmHandle {
         cfg: &RealmConfig,
         tokens: Option<TokenMint>,
         cluster: Option<crate::backplane::RealmLink>,
+        compat: crate::config::Compat,
     ) -> RealmHandle {
         let (tx, rx) = mpsc::channel(REALM_QUEUE);
         let mut core = Core::new(
@@ -338,6 +346,7 @@ impl RealmHandle {
             rand::rngs::SmallRng::from_rng(&mut rand::rng()),
         );
         core.set_member(cluster.as_ref().map(crate::backplane::RealmLink::member));
+        core.compat = compat;
         let authz = Arc::new(ArcSwap::new(core.authz().clone()));
         let count = Arc::new(AtomicUsize::new(0));
         let actor = Actor {
@@ -620,6 +629,11 @@ impl Actor {
                 }
             }
             RealmCommand::Leave { session } => Input::Leave { session },
+            RealmCommand::LeaveAndTell { session, done } => {
+                self.feed(Input::Leave { session }, now);
+                let _ = done.send(());
+                return;
+            }
             RealmCommand::Ping { reply } => {
                 let _ = reply.send(());
                 return;

@@ -55,6 +55,8 @@ pub struct SessionSettings {
     pub write_timeout: Duration,
     /// The transport's counters (metrics).
     pub counters: Arc<TransportCounters>,
+    /// The router's `options.compat`: the reason of the GOODBYE reply.
+    pub compat: crate::config::Compat,
 }
 
 /// A transport's counters, shared by its connections (relaxed atomics:
@@ -349,6 +351,7 @@ pub fn run<'a, T: Transport>(
             &shutdown,
             settings.keepalive,
             settings.write_timeout,
+            settings.compat,
             &mut traffic,
         ));
         session.await;
@@ -722,6 +725,7 @@ fn established<'a, 'b: 'a, T: Transport>(
     shutdown: &'a CancellationToken,
     keepalive: Option<(Duration, Duration)>,
     write_timeout: Duration,
+    compat: crate::config::Compat,
     traffic: &'a mut Traffic<'b>,
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
@@ -824,9 +828,23 @@ fn established<'a, 'b: 'a, T: Transport>(
                         }
                         Incoming::Goodbye(reason) => {
                             debug!(parent: span, %reason, "client said GOODBYE");
+                            // Leave first: the reply says the session is gone,
+                            // its registrations and subscriptions with it.
+                            let (done, left) = tokio::sync::oneshot::channel();
+                            if realm.send(RealmCommand::LeaveAndTell { session: id, done }).await.is_ok() {
+                                let _ = tokio::time::timeout(CLOSING_WRITE, left).await;
+                            }
+                            // Crossbar.io answers with autobahn's default reason,
+                            // whatever the client sent, and clients written for
+                            // it check for it; the specification says
+                            // goodbye_and_out.
+                            let reason = match compat {
+                                crate::config::Compat::Crossbar => wamp_uri::CLOSE_NORMAL,
+                                crate::config::Compat::Spec => wamp_uri::GOODBYE_AND_OUT,
+                            };
                             let reply = OutMsg::new(Message::Goodbye(Goodbye {
                                 details: Dict::new(),
-                                reason: wamp_uri::GOODBYE_AND_OUT.into(),
+                                reason: reason.into(),
                             }));
                             let _ = Box::pin(tokio::time::timeout(CLOSING_WRITE, send_one(t, &reply))).await;
                             return close(t, CloseKind::Normal, "goodbye").await;

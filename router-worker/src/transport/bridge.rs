@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Io;
-use crate::config::{BridgeOptions, MAX_BRIDGE_BODY};
+use crate::config::{BridgeOptions, Compat, MAX_BRIDGE_BODY};
 use crate::realms::Realms;
 
 /// What a bridge path does.
@@ -33,6 +33,8 @@ pub struct Bridge {
     pub role: String,
     pub options: BridgeOptions,
     pub tls: bool,
+    /// The router's `options.compat`: the webhook's header names.
+    pub compat: Compat,
     /// `options.require_ip`, parsed.
     allowed: Option<super::forwarded::TrustedProxies>,
     session: tokio::sync::OnceCell<client::Client>,
@@ -100,6 +102,7 @@ impl Bridge {
         role: String,
         options: BridgeOptions,
         tls: bool,
+        compat: Compat,
     ) -> Bridge {
         // Checked by `RouterConfig::validate`: a bad list allows nobody.
         let allowed = options
@@ -112,6 +115,7 @@ impl Bridge {
             role,
             options,
             tls,
+            compat,
             allowed,
             session: tokio::sync::OnceCell::new(),
             seen: std::sync::Mutex::default(),
@@ -155,6 +159,8 @@ pub(super) struct Head {
     pub body_start: usize,
     /// Every header, lowercased names, values in order (for webhooks).
     pub headers: Vec<(String, String)>,
+    /// The same headers' names as sent (`Content-Type`), in the same order.
+    pub names_as_sent: Vec<String>,
 }
 
 pub(super) fn parse_head(head: &[u8]) -> Option<Head> {
@@ -193,6 +199,7 @@ pub(super) fn parse_head(head: &[u8]) -> Option<Head> {
                 )
             })
             .collect(),
+        names_as_sent: req.headers.iter().map(|h| h.name.to_owned()).collect(),
     })
 }
 
@@ -478,9 +485,15 @@ async fn webhook(h: &Head, body: &str, bridge: &Bridge, realms: &Realms) -> Answ
         }
     }
     let mut headers = serde_json::Map::new();
-    for (k, v) in &h.headers {
+    for (i, (k, v)) in h.headers.iter().enumerate() {
+        // Crossbar.io keeps the names as sent (`Content-Type`); the
+        // router's `options.compat: "spec"` lowercases them.
+        let name = match (bridge.compat, h.names_as_sent.get(i)) {
+            (Compat::Crossbar, Some(sent)) => sent,
+            _ => k,
+        };
         if let serde_json::Value::Array(a) = headers
-            .entry(k.clone())
+            .entry(name.clone())
             .or_insert_with(|| serde_json::Value::Array(Vec::new()))
         {
             a.push(serde_json::Value::String(v.clone()));

@@ -64,6 +64,7 @@ impl ListenerSettings {
         index: usize,
         t: &TransportConfig,
         token_store: Option<Arc<crate::tokens::TokenStore>>,
+        compat: crate::config::Compat,
     ) -> ListenerSettings {
         let o = &t.options;
         let write_buffer_size = o.write_buffer_for(t.kind);
@@ -104,6 +105,7 @@ impl ListenerSettings {
                     )
                 }),
                 counters: Arc::default(),
+                compat,
             },
             ws_config,
             handshake_timeout: Duration::from_millis(o.open_handshake_timeout),

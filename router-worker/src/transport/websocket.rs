@@ -816,7 +816,12 @@ mod size_probe {
             let cfg: crate::config::TransportConfig =
                 serde_json::from_str(r#"{"type":"websocket","endpoint":{"type":"tcp","port":0}}"#)
                     .unwrap();
-            let settings = std::sync::Arc::new(super::ListenerSettings::from_config(0, &cfg, None));
+            let settings = std::sync::Arc::new(super::ListenerSettings::from_config(
+                0,
+                &cfg,
+                None,
+                Default::default(),
+            ));
             let realms: crate::realms::Realms = Default::default();
             let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
                 s,
