@@ -88,20 +88,34 @@ fn web_config_errors_name_their_paths() {
 #[test]
 fn websocket_testee_echoes() {
     let ws = free_port();
-    let testee = free_port();
+    let (testee, deflate) = (free_port(), free_port());
     let mut cfg = router_config(ws);
     push_transport(
         &mut cfg,
         json!({"type": "websocket.testee",
                      "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": testee}}),
     );
+    // With compression, the testee negotiates permessage-deflate (so that
+    // Autobahn's categories 12 and 13 run) and echoes compressed.
+    push_transport(
+        &mut cfg,
+        json!({"type": "websocket.testee",
+               "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": deflate},
+               "options": {"compression": {"deflate": {}}}}),
+    );
     let node = Node::start(&cfg, ws);
+    node.wait_ready();
     let out = expect_python_args_ok(
         &node,
         "testee_echo.py",
-        &[&format!("ws://127.0.0.1:{testee}")],
+        &[
+            &format!("ws://127.0.0.1:{testee}"),
+            &format!("ws://127.0.0.1:{deflate}"),
+        ],
     );
     assert!(out.contains("echo ok"), "{out}");
+    assert!(out.contains("plain: no extension"), "{out}");
+    assert!(out.contains("deflate: compressed echo ok"), "{out}");
 }
 
 #[test]

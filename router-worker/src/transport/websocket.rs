@@ -292,16 +292,41 @@ fn behind_proxy(
 /// `websocket.testee`: echo every message back (no WAMP), for the
 /// Autobahn|TestSuite. Limits are the transport's `max_message_size` and
 /// `max_frame_size`; tungstenite answers pings and checks the protocol.
+/// With `compression.deflate`, permessage-deflate is negotiated as on the
+/// WAMP transports (the same inflater in the read path), and echoed
+/// messages are compressed.
 pub(super) async fn echo<S: Io>(
-    stream: S,
+    mut stream: S,
     settings: Arc<ListenerSettings>,
     shutdown: CancellationToken,
 ) {
-    let accept = tokio_tungstenite::accept_async_with_config(stream, Some(settings.ws_config));
+    let Some((head, _)) = Box::pin(super::web::checked_head(
+        &mut stream,
+        Vec::new(),
+        settings.handshake_timeout,
+        &shutdown,
+    ))
+    .await
+    else {
+        return;
+    };
+    let (stream, agreed) = super::web::Prefixed::websocket(head, stream, &settings);
+    #[allow(clippy::result_large_err)]
+    let callback = |_: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        if let Some(a) = &agreed
+            && let Ok(v) = HeaderValue::from_str(&a.response)
+        {
+            resp.headers_mut().insert("sec-websocket-extensions", v);
+        }
+        Ok(resp)
+    };
+    let accept =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(settings.ws_config));
     let mut ws = match tokio::time::timeout(settings.handshake_timeout, accept).await {
         Ok(Ok(ws)) => ws,
         _ => return,
     };
+    let mut deflater = agreed.as_ref().map(super::deflate::Deflater::new);
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => {
@@ -312,7 +337,11 @@ pub(super) async fn echo<S: Io>(
         };
         match msg {
             Some(Ok(m @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
-                if ws.send(m).await.is_err() {
+                let sent = match &mut deflater {
+                    Some(d) => echo_compressed(&mut ws, d, m).await,
+                    None => ws.send(m).await.is_ok(),
+                };
+                if !sent {
                     return;
                 }
             }
@@ -328,6 +357,36 @@ pub(super) async fn echo<S: Io>(
             }
         }
     }
+}
+
+/// Echo one message compressed (RSV1), written as the WAMP transports
+/// write their frames: tungstenite's own frames flushed first, then the
+/// frame straight to the stream.
+async fn echo_compressed<S: Io>(
+    ws: &mut WebSocketStream<S>,
+    d: &mut super::deflate::Deflater,
+    m: WsMessage,
+) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let (opcode, data) = match m {
+        WsMessage::Text(t) => (1, Bytes::from(t)),
+        WsMessage::Binary(b) => (2, b),
+        _ => return true,
+    };
+    let frame = match d.compress(&data) {
+        Some(c) => OutFrame::with_first_byte(0x80 | 0x40 | opcode, Bytes::from(c)),
+        None => OutFrame::with_first_byte(0x80 | opcode, data),
+    };
+    if ws.flush().await.is_err() {
+        return false;
+    }
+    let inner = ws.get_mut();
+    inner
+        .write_all(&frame.head[..usize::from(frame.head_len)])
+        .await
+        .is_ok()
+        && inner.write_all(&frame.body).await.is_ok()
+        && inner.flush().await.is_ok()
 }
 
 /// One negotiated WebSocket connection.
