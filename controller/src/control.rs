@@ -249,16 +249,24 @@ pub fn socket_path(node_dir: &Path) -> PathBuf {
 }
 
 /// The node directory: `--node-dir`, else `$TRELLIS_NODE_DIR`, else
-/// `./.trellis` (as Crossbar.io's `./.crossbar`).
+/// `./.trellis` when a node runs there, else the one `trellis start` would
+/// take here (`./.crossbar` in a Crossbar.io project, else `./.trellis`).
 pub fn node_dir(explicit: Option<&Path>) -> PathBuf {
-    explicit
-        .map(Path::to_owned)
-        .or_else(|| {
-            std::env::var_os("TRELLIS_NODE_DIR")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from(".trellis"))
+    if let Some(d) = explicit.map(Path::to_owned).or_else(|| {
+        std::env::var_os("TRELLIS_NODE_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    }) {
+        return d;
+    }
+    // A node running in ./.trellis answers there; else the directory
+    // `trellis start` would take here (`.crossbar` in a Crossbar.io
+    // project).
+    let trellis = PathBuf::from(".trellis");
+    if socket_path(&trellis).exists() {
+        return trellis;
+    }
+    crate::config::locate_node(None, None).node_dir
 }
 
 /// The control router: one realm, RawSocket JSON on the socket; every

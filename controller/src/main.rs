@@ -185,15 +185,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Check { config, node_dir } => {
-            let path = node_config(config, node_dir.as_deref());
-            match config::load(path.as_deref()) {
-                Ok(cfg) => {
-                    let dir = control::node_dir(node_dir.as_deref());
+            let found = config::locate_node(config.as_deref(), node_dir.as_deref());
+            match config::load(found.config.as_deref()) {
+                Ok(mut cfg) => {
+                    let dir = found.node_dir;
+                    cfg.resolve_paths(&dir);
                     if let Err(found) = config::preflight(&cfg, &dir) {
                         eprint!("{found}");
                         return ExitCode::from(EX_CONFIG);
                     }
-                    for w in cfg.warnings() {
+                    for w in cfg
+                        .warnings()
+                        .into_iter()
+                        .chain(config::preflight_warnings(&cfg, &dir))
+                    {
                         eprintln!("{}: warning: {}: {}", cfg.source, w.path, w.message);
                     }
                     println!("{}: OK", cfg.source);
@@ -309,8 +314,9 @@ fn main() -> ExitCode {
                 eprintln!("trellis: {e}");
                 return ExitCode::from(2);
             }
-            let path = node_config(config, node_dir.as_deref());
-            let cfg = match config::load(path.as_deref()) {
+            let found = config::locate_node(config.as_deref(), node_dir.as_deref());
+            let path = found.config;
+            let mut cfg = match config::load(path.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
                     eprint!("{e}");
@@ -320,7 +326,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_CONFIG);
                 }
             };
-            let dir = control::node_dir(node_dir.as_deref());
+            let dir = found.node_dir;
+            cfg.resolve_paths(&dir);
             if let Err(found) = config::preflight(&cfg, &dir) {
                 eprint!("{found}");
                 eprintln!(
@@ -328,10 +335,15 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(EX_CONFIG);
             }
-            for w in cfg.warnings() {
+            for w in cfg
+                .warnings()
+                .into_iter()
+                .chain(config::preflight_warnings(&cfg, &dir))
+            {
                 tracing::warn!(config = %cfg.source, key = %w.path, "{}", w.message);
             }
             let opts = node::Options {
+                paths_base: dir.clone(),
                 node_dir: dir,
                 config_path: path,
                 log_format: cli.log_format,
@@ -358,15 +370,6 @@ fn main() -> ExitCode {
             })
         }
     }
-}
-
-/// The config to use: `--config`, else the node directory's own
-/// (Crossbar.io's layout: `--cbdir DIR` holds `config.json`), else the usual
-/// places.
-fn node_config(explicit: Option<PathBuf>, node_dir: Option<&std::path::Path>) -> Option<PathBuf> {
-    explicit
-        .or_else(|| node_dir.and_then(config::in_node_dir))
-        .or_else(|| config::locate(None))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {

@@ -40,6 +40,10 @@ use crate::systemd;
 pub struct Options {
     /// The node directory (created if missing).
     pub node_dir: PathBuf,
+    /// The node directory as given, made absolute without resolving
+    /// symlinks: the config's relative paths resolve against it (also on
+    /// SIGHUP), as Crossbar.io resolves them against `--cbdir`.
+    pub paths_base: PathBuf,
     /// The config file, re-read on SIGHUP (`None`: the embedded default).
     pub config_path: Option<PathBuf>,
     /// `--log-format`, passed on to workers.
@@ -448,7 +452,10 @@ impl Shell {
             });
         }
         match config::load(self.opts.config_path.as_deref()) {
-            Ok(c) => Event::Reload(Ok(c.workers), Box::new(c.controller)),
+            Ok(mut c) => {
+                c.resolve_paths(&self.opts.paths_base);
+                Event::Reload(Ok(c.workers), Box::new(c.controller))
+            }
             Err(e) => Event::Reload(Err(e.to_string()), Box::new(self.life.options().clone())),
         }
     }

@@ -412,17 +412,19 @@ fn web_settings(
             }
             config::WebPathKind::Static => {
                 let dir = p.directory.clone().unwrap_or_default();
-                let root = std::path::Path::new(&dir).canonicalize().map_err(|e| {
-                    RouterError::Config(vec![config::ConfigProblem {
-                        path: format!("transports[{index}].paths.{name}.directory"),
-                        message: format!(
-                            "cannot serve {dir:?} (relative to the node directory {}): {e}",
-                            std::env::current_dir()
-                                .map(|d| d.display().to_string())
-                                .unwrap_or_default()
-                        ),
-                    }])
-                })?;
+                // A directory that is not there is served as empty (404 for
+                // every file), as Crossbar.io serves it, with a warning:
+                // projects name shared folders their checkout may lack.
+                let root = match std::path::Path::new(&dir).canonicalize() {
+                    Ok(root) => root,
+                    Err(e) => {
+                        warn!(
+                            path = %format!("transports[{index}].paths.{name}.directory"),
+                            "the static directory {dir:?} cannot be served ({e}): every request there gets 404 until it exists and the router restarts"
+                        );
+                        std::path::PathBuf::from(&dir)
+                    }
+                };
                 web.statics.insert(name.clone(), root);
                 web.static_options.insert(name.clone(), p.static_options());
             }

@@ -258,11 +258,15 @@ fn check_reports_every_problem_in_one_run_without_knock_on_lines() {
     }
 }
 
+/// A static directory that is not there is a `check` warning, and `start`
+/// serves 404 there with a warning in the log, as Crossbar.io does (real
+/// projects name shared web folders their checkout does not have).
 #[test]
-fn a_missing_static_directory_is_a_check_error_not_a_start_failure() {
+fn a_missing_static_directory_is_a_warning_and_serves_404() {
     let dir = tempfile::tempdir().expect("tmp");
     let node_dir = dir.path().join("node");
     std::fs::create_dir_all(node_dir.join("site")).expect("mkdir");
+    std::fs::write(node_dir.join("site/index.html"), "<h1>here</h1>").expect("write");
     let port = free_port();
     let cfg = json!({"version": 2, "workers": [{"type": "router", "transports": [{
         "type": "web", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
@@ -270,28 +274,50 @@ fn a_missing_static_directory_is_a_check_error_not_a_start_failure() {
                   "docs": {"type": "static", "directory": "no-such-dir"}}}]}]});
     let path = dir.path().join("config.json");
     std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    for cmd in ["check", "start"] {
-        let out = crate::support::trellis()
-            .args([cmd, "--config"])
-            .arg(&path)
-            .arg("--node-dir")
-            .arg(&node_dir)
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(78), "{cmd}: {out:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("workers[0].transports[0].paths.docs.directory:")
-                && err.contains("no-such-dir is not a directory"),
-            "{cmd}: {err}"
-        );
-        assert!(
-            !err.contains("paths./.directory"),
-            "the existing one is fine: {err}"
-        );
-    }
+    let out = crate::support::trellis()
+        .args(["check", "--config"])
+        .arg(&path)
+        .arg("--node-dir")
+        .arg(&node_dir)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "nothing was started"
+        err.contains("warning: workers[0].transports[0].paths.docs.directory:")
+            && err.contains("no-such-dir is not a directory")
+            && err.contains("404"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("paths./.directory"),
+        "the existing one is fine: {err}"
+    );
+    let mut child = crate::support::trellis()
+        .args(["start", "--config"])
+        .arg(&path)
+        .arg("--node-dir")
+        .arg(&node_dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    crate::support::wait_port(port, "the web transport");
+    let get = |p: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://127.0.0.1:{port}{p}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(get("/"), "200");
+    assert_eq!(get("/docs/index.html"), "404");
+    assert_eq!(get("/docs/"), "404");
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("WARN") && log.contains("no-such-dir"),
+        "start warns about the missing directory:\n{log}"
     );
 }

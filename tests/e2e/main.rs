@@ -14,6 +14,7 @@ mod components;
 mod crossbar_configs;
 mod interop;
 mod node;
+mod projects;
 mod python_components;
 mod rawsocket;
 mod security;

@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod collect;
+pub mod paths;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Json};
@@ -578,6 +579,87 @@ pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
     }
     candidates.push(PathBuf::from("/etc/trellis/node.json"));
     candidates.into_iter().find(|p| p.is_file())
+}
+
+/// The config to read and the node directory to run in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    /// The config file (`None`: the embedded default).
+    pub config: Option<PathBuf>,
+    /// The node directory, absolute (symlinks kept, as Crossbar.io keeps
+    /// them in `--cbdir`).
+    pub node_dir: PathBuf,
+}
+
+/// Where a Crossbar.io project keeps its node directory.
+pub const CROSSBAR_DIR: &str = ".crossbar";
+
+/// The config and node directory for `trellis start` and `check`, as
+/// Crossbar.io finds them:
+/// - `--cbdir DIR --config NAME`: `DIR/NAME` for a relative NAME (as
+///   `crossbar start --config config-foo.json` reads it from the node
+///   directory), else NAME as given;
+/// - `--config PATH` alone: PATH (else `.crossbar/PATH` when only that
+///   exists); the node directory is the config's own when it is a
+///   `.crossbar` directory, else `.trellis`;
+/// - `--cbdir DIR` alone: `DIR/config.json|yaml`, else the usual places;
+/// - neither: the usual places ([`locate`]), and a `.crossbar/config.*`
+///   found there makes `.crossbar` the node directory.
+///
+/// `$TRELLIS_NODE_DIR` stands for a missing `--cbdir`.
+pub fn locate_node(config: Option<&Path>, node_dir: Option<&Path>) -> Located {
+    let env_dir = std::env::var_os("TRELLIS_NODE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let given_dir = node_dir.map(Path::to_owned).or(env_dir);
+    // The node directory that goes with a config found or named.
+    let dir_of = |cfg: &Path| -> PathBuf {
+        match cfg.parent() {
+            Some(parent) if parent.file_name().is_some_and(|n| n == CROSSBAR_DIR) => {
+                paths::absolute(parent)
+            }
+            _ => paths::absolute(Path::new(".trellis")),
+        }
+    };
+    match (config, given_dir) {
+        (Some(c), Some(d)) => {
+            let in_dir = d.join(c);
+            let config = if c.is_relative() && (in_dir.is_file() || !c.is_file()) {
+                in_dir
+            } else {
+                c.to_owned()
+            };
+            Located {
+                config: Some(config),
+                node_dir: paths::absolute(&d),
+            }
+        }
+        (Some(c), None) => {
+            let in_crossbar = Path::new(CROSSBAR_DIR).join(c);
+            let config = if c.is_relative() && !c.is_file() && in_crossbar.is_file() {
+                in_crossbar
+            } else {
+                c.to_owned()
+            };
+            Located {
+                node_dir: dir_of(&config),
+                config: Some(config),
+            }
+        }
+        (None, Some(d)) => Located {
+            config: in_node_dir(&d).or_else(|| locate(None)),
+            node_dir: paths::absolute(&d),
+        },
+        (None, None) => {
+            let config = locate(None);
+            Located {
+                node_dir: config
+                    .as_deref()
+                    .map_or_else(|| paths::absolute(Path::new(".trellis")), dir_of),
+                config,
+            }
+        }
+    }
 }
 
 /// Load and validate a config file, or the embedded default when `path` is
@@ -1267,9 +1349,64 @@ fn ignored_options(p: &str, o: &WorkerOptions, out: &mut Vec<ConfigError>) {
     }
 }
 
+/// What the disk says that deserves a look but does not stop the node:
+/// static directories that are not there (served as 404, as Crossbar.io
+/// serves them).
+pub fn preflight_warnings(cfg: &NodeConfig, node_dir: &Path) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    for (i, r) in cfg.routers() {
+        for (j, t) in r.transports.iter().enumerate() {
+            let (paths, under) = match t.kind {
+                router_worker::config::TransportKind::Universal => {
+                    (t.web.as_ref().map(|w| &w.paths), "web.paths")
+                }
+                _ => (t.paths.as_ref(), "paths"),
+            };
+            missing_statics(
+                paths,
+                &format!("workers[{i}].transports[{j}].{under}"),
+                node_dir,
+                &mut out,
+            );
+        }
+    }
+    out
+}
+
+fn missing_statics(
+    paths: Option<&std::collections::BTreeMap<String, router_worker::config::WebPath>>,
+    pre: &str,
+    node_dir: &Path,
+    out: &mut Vec<ConfigError>,
+) {
+    for (name, p) in paths.into_iter().flatten() {
+        if let Some(inner) = &p.paths {
+            missing_statics(Some(inner), &format!("{pre}.{name}.paths"), node_dir, out);
+        }
+        let Some(d) = &p.directory else { continue };
+        if p.kind != router_worker::config::WebPathKind::Static {
+            continue;
+        }
+        // Lexically: the node directory may not exist before the first
+        // start (which creates it), and `..` must not need it to.
+        let full = paths::lexical(&node_dir.join(d));
+        if full != paths::lexical(node_dir) && !full.is_dir() {
+            out.push(ConfigError {
+                path: format!("{pre}.{name}.directory"),
+                message: format!(
+                    "{} is not a directory (relative paths start at the node directory {}): it is served as empty, every request there gets 404, as in Crossbar.io; create it or fix the path",
+                    full.display(),
+                    node_dir.display()
+                ),
+            });
+        }
+    }
+}
+
 /// What the node directory and the machine must offer for the config to
-/// run, checked by `check` and by `start` before anything starts: static
-/// directories, then Python components' interpreters and classes.
+/// run, checked by `check` and by `start` before anything starts: archive
+/// files, TLS files, the cluster's files, then Python components'
+/// interpreters and classes.
 ///
 /// # Errors
 /// The first kind of problem found, every instance of it.
@@ -1319,26 +1456,6 @@ pub fn missing_directories(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
                             node_dir.display()
                         ),
                     });
-                }
-                if let Some(d) = &p.directory {
-                    // Lexically: the node directory may not exist before
-                    // the first start (which creates it), and `..` must not
-                    // need it to.
-                    let full = lexical(&node_dir.join(d));
-                    let is_node_dir = full == lexical(node_dir);
-                    if p.kind == router_worker::config::WebPathKind::Static
-                        && !is_node_dir
-                        && !full.is_dir()
-                    {
-                        errors.push(ConfigError {
-                            path: format!("workers[{i}].transports[{j}].{under}.{name}.directory"),
-                            message: format!(
-                                "{} is not a directory (a static path's directory is taken from the node directory {}): create it or fix the path",
-                                full.display(),
-                                node_dir.display()
-                            ),
-                        });
-                    }
                 }
             }
         }
@@ -1442,24 +1559,6 @@ pub fn python_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
         source: cfg.source.clone(),
         errors,
     }
-}
-
-/// `a/./b/../c` as `a/c`, without touching the file system.
-fn lexical(p: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// Worker ids name log files and management URIs: unique, and made of

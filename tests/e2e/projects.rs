@@ -1,0 +1,330 @@
+//! Crossbar.io projects as their users meet Trellis: a project directory
+//! with its config in `.crossbar/` (and a second config beside it), its web
+//! folder named `".."`, a Python component on a `pythonpath` of `".."`,
+//! checked and started from the project's directory (and from above it,
+//! and from `.crossbar` itself) with a relative `--cbdir`, an absolute one,
+//! and none, as Crossbar.io's READMEs say to run them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{free_port, python, run_python, trellis, wait_port};
+
+/// A project: `.crossbar/config.json` (web on `web`, WebSocket at /ws, a
+/// container running `hello.Hello` from the project directory),
+/// `.crossbar/config-alt.yaml` (another port, its own web folder), the
+/// page and the component beside `.crossbar`.
+struct Project {
+    _tmp: tempfile::TempDir,
+    /// The directory that holds the project.
+    parent: PathBuf,
+    /// The project directory (holds `.crossbar`).
+    root: PathBuf,
+    web: u16,
+    alt: u16,
+}
+
+impl Project {
+    fn new() -> Project {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let parent = tmp.path().to_path_buf();
+        let root = parent.join("my-project");
+        let cb = root.join(".crossbar");
+        std::fs::create_dir_all(&cb).expect("mkdir .crossbar");
+        std::fs::create_dir_all(root.join("alt-web")).expect("mkdir alt-web");
+        std::fs::write(root.join("index.html"), "<h1>my project</h1>\n").expect("page");
+        std::fs::write(root.join("alt-web/index.html"), "<h1>alt</h1>\n").expect("alt page");
+        std::fs::write(
+            root.join("hello.py"),
+            r#"import os
+
+from autobahn.asyncio.wamp import ApplicationSession
+
+
+class Hello(ApplicationSession):
+    async def onJoin(self, details):
+        here = os.path.dirname(os.path.abspath(__file__))
+        await self.register(lambda: {"from": here}, "com.project.hello")
+"#,
+        )
+        .expect("component");
+        let (web, alt) = (free_port(), free_port());
+        let config = json!({
+            "version": 2,
+            "controller": {},
+            "workers": [
+                {"type": "router",
+                 "realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+                     {"uri": "", "match": "prefix",
+                      "allow": {"call": true, "register": true, "publish": true, "subscribe": true},
+                      "disclose": {"caller": false, "publisher": false}, "cache": true}]}]}],
+                 "transports": [{"type": "web",
+                     "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": web},
+                     "paths": {"/": {"type": "static", "directory": ".."},
+                               "ws": {"type": "websocket"}}}]},
+                {"type": "container",
+                 "options": {"pythonpath": [".."]},
+                 "components": [{"type": "class", "classname": "hello.Hello", "realm": "realm1",
+                     "transport": {"type": "websocket",
+                         "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": web},
+                         "url": format!("ws://127.0.0.1:{web}/ws")}}]}
+            ]
+        });
+        std::fs::write(
+            cb.join("config.json"),
+            serde_json::to_vec_pretty(&config).expect("json"),
+        )
+        .expect("config.json");
+        std::fs::write(
+            cb.join("config-alt.yaml"),
+            format!(
+                "version: 2\nworkers:\n  - type: router\n    transports:\n      - type: web\n        endpoint: {{type: tcp, interface: 127.0.0.1, port: {alt}}}\n        paths:\n          /: {{type: static, directory: ../alt-web}}\n"
+            ),
+        )
+        .expect("config-alt.yaml");
+        Project {
+            _tmp: tmp,
+            parent,
+            root,
+            web,
+            alt,
+        }
+    }
+
+    fn cbdir(&self) -> PathBuf {
+        self.root.join(".crossbar")
+    }
+
+    /// `trellis ARGS` run in `cwd`, with the test venv active (as a user
+    /// runs it with theirs).
+    fn trellis(&self, cwd: &Path, args: &[&str]) -> Command {
+        let mut cmd = trellis();
+        cmd.current_dir(cwd).args(args);
+        let venv = python()
+            .parent()
+            .and_then(Path::parent)
+            .expect("the venv")
+            .to_path_buf();
+        cmd.env("VIRTUAL_ENV", venv)
+            .env_remove("TRELLIS_NODE_DIR")
+            .env_remove("TRELLIS_CONFIG");
+        cmd
+    }
+}
+
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "5", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_owned(), body.to_owned())
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every way a Crossbar.io user checks a project: OK, and no warning
+/// about the web folder (`..` is the project directory every time).
+#[test]
+fn check_from_the_project_as_crossbar_users_do() {
+    let p = Project::new();
+    let abs = p.cbdir().display().to_string();
+    let sub = "my-project/.crossbar".to_owned();
+    for (cwd, args, source) in [
+        (&p.root, vec!["check"], ".crossbar/config.json"),
+        (
+            &p.root,
+            vec!["check", "--cbdir", ".crossbar"],
+            ".crossbar/config.json",
+        ),
+        (&p.root, vec!["check", "--cbdir", &abs], "config.json"),
+        (
+            &p.root,
+            vec![
+                "check",
+                "--cbdir",
+                ".crossbar",
+                "--config",
+                "config-alt.yaml",
+            ],
+            ".crossbar/config-alt.yaml",
+        ),
+        (
+            &p.root,
+            vec!["check", "--config", "config-alt.yaml"],
+            ".crossbar/config-alt.yaml",
+        ),
+        (&p.cbdir(), vec!["check", "--cbdir", "."], "config.json"),
+        (
+            &p.parent,
+            vec!["check", "--cbdir", &sub],
+            "my-project/.crossbar/config.json",
+        ),
+    ] {
+        let out = p.trellis(cwd, &args).output().expect("trellis check");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?} in {}: {stdout}{err}",
+            cwd.display()
+        );
+        assert!(
+            stdout.contains(source) && stdout.contains(": OK"),
+            "{args:?}: read {stdout}, wanted {source}"
+        );
+        assert!(!err.contains("warning"), "{args:?}: {err}");
+    }
+}
+
+/// Started as Crossbar.io's READMEs say: the page from `..`, the Python
+/// component from `pythonpath: [".."]`, the node directory `.crossbar`
+/// (where `trellis status` finds it, run in the project with no
+/// arguments), whether `--cbdir` is given relative, from above, or not at
+/// all.
+#[test]
+fn start_from_the_project_as_crossbar_users_do() {
+    let p = Project::new();
+    let sub = "my-project/.crossbar".to_owned();
+    for (cwd, args) in [
+        (&p.root, vec!["start"]),
+        (&p.root, vec!["start", "--cbdir", ".crossbar"]),
+        (&p.parent, vec!["start", "--cbdir", &sub]),
+    ] {
+        let log = p.root.join("start.log");
+        let child = p
+            .trellis(cwd, &args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("trellis start");
+        let _node = Running(child);
+        wait_port(p.web, "the project's web transport");
+        let (code, body) = http_get(p.web, "/");
+        assert_eq!(
+            (code.as_str(), body.as_str()),
+            ("200", "<h1>my project</h1>\n"),
+            "{args:?}: the page from \"..\"\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let out = run_python(
+            "node_peer.py",
+            &[
+                "call",
+                &format!("ws://127.0.0.1:{}/ws", p.web),
+                "com.project.hello",
+                "20",
+            ],
+            Duration::from_secs(40),
+        );
+        assert!(
+            out.status.success(),
+            "{args:?}: the component from pythonpath \"..\": {}{}\n--- node log\n{}",
+            out.stdout,
+            out.stderr,
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let answer: serde_json::Value =
+            serde_json::from_str(out.stdout.trim()).expect("JSON result");
+        assert_eq!(
+            Path::new(answer["from"].as_str().expect("from")),
+            p.root.canonicalize().expect("root"),
+            "{args:?}"
+        );
+        assert!(
+            p.cbdir().join("control.sock").exists(),
+            "{args:?}: the node directory is .crossbar"
+        );
+        assert!(
+            !p.root.join(".trellis").exists(),
+            "{args:?}: nothing in .trellis"
+        );
+        let status = p
+            .trellis(&p.root, &["status", "--json"])
+            .output()
+            .expect("trellis status");
+        assert!(
+            status.status.success(),
+            "{args:?}: trellis status in the project: {status:?}"
+        );
+    }
+}
+
+/// `--cbdir DIR --config NAME` reads `DIR/NAME`, as `crossbar start
+/// --config config-foo.json` does, and its relative paths start at DIR.
+#[test]
+fn another_config_in_the_same_crossbar_directory() {
+    let p = Project::new();
+    let log = p.root.join("alt.log");
+    let child = p
+        .trellis(
+            &p.root,
+            &[
+                "start",
+                "--cbdir",
+                ".crossbar",
+                "--config",
+                "config-alt.yaml",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("trellis start");
+    let _node = Running(child);
+    wait_port(p.alt, "the alternative config's web transport");
+    let (code, body) = http_get(p.alt, "/");
+    assert_eq!(
+        (code.as_str(), body.as_str()),
+        ("200", "<h1>alt</h1>\n"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+/// A relative `--cbdir` no longer turns `".."` into an empty path, and a
+/// `--cbdir` that is a symlink resolves `..` as Crossbar.io does: from
+/// where the link is.
+#[test]
+fn a_symlinked_cbdir_resolves_dot_dot_beside_the_link() {
+    let p = Project::new();
+    let elsewhere = p.parent.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    std::fs::write(elsewhere.join("index.html"), "<h1>beside the link</h1>\n").expect("page");
+    // The component's pythonpath ".." is there too.
+    std::fs::copy(p.root.join("hello.py"), elsewhere.join("hello.py")).expect("copy");
+    std::os::unix::fs::symlink(p.cbdir(), elsewhere.join("cb")).expect("symlink");
+    let out = p
+        .trellis(&elsewhere, &["check", "--cbdir", "cb"])
+        .output()
+        .expect("check");
+    assert!(out.status.success(), "{out:?}");
+    let log = elsewhere.join("start.log");
+    let child = p
+        .trellis(&elsewhere, &["start", "--cbdir", "cb"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start");
+    let _node = Running(child);
+    wait_port(p.web, "web");
+    let (code, body) = http_get(p.web, "/");
+    assert_eq!(
+        (code.as_str(), body.as_str()),
+        ("200", "<h1>beside the link</h1>\n"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
