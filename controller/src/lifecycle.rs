@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::config::{ControllerOptions, RouterFailure, WorkerKind, WorkerSpec};
+use crate::config::{ControllerOptions, RouterFailure, ShutdownTrigger, WorkerKind, WorkerSpec};
 use crate::control::ExitReport;
 use crate::supervisor::{Decision, Exit, Health, Liveness, Supervision};
 
@@ -170,6 +170,20 @@ pub enum NodeFailure {
     /// A router worker failed for good.
     #[error("{0}")]
     RouterFailed(String),
+    /// A worker failed, and `controller.options.shutdown` stops the node
+    /// then.
+    #[error("{0}")]
+    WorkerExited(String),
+}
+
+/// A trigger as the config names it.
+fn trigger_name(t: ShutdownTrigger) -> &'static str {
+    match t {
+        ShutdownTrigger::ShutdownOnShutdownRequested => "shutdown_on_shutdown_requested",
+        ShutdownTrigger::ShutdownOnWorkerExit => "shutdown_on_worker_exit",
+        ShutdownTrigger::ShutdownOnWorkerExitWithError => "shutdown_on_worker_exit_with_error",
+        ShutdownTrigger::ShutdownOnLastWorkerExit => "shutdown_on_last_worker_exit",
+    }
 }
 
 /// What a reload wants done once a worker has exited.
@@ -557,6 +571,41 @@ impl Lifecycle {
             return;
         }
         let exit = exit.unwrap_or(Exit::Code(127));
+        let failed = exit != Exit::Code(0);
+        let trigger = self.opts.shutdown.iter().copied().find(|t| match t {
+            ShutdownTrigger::ShutdownOnWorkerExit => true,
+            ShutdownTrigger::ShutdownOnWorkerExitWithError => failed,
+            _ => false,
+        });
+        if let Some(t) = trigger {
+            // Crossbar.io's node shutdown: the node stops instead of
+            // restarting the worker.
+            let slot = &mut self.slots[i];
+            slot.state = if failed {
+                State::Failed
+            } else {
+                State::Stopped
+            };
+            let why = format!(
+                "worker {id:?} {what}: stopping the node (controller.options.shutdown: {})",
+                trigger_name(t)
+            );
+            self.out.push(Action::PublishExit(ExitReport {
+                id: id.to_owned(),
+                pid: pid.unwrap_or(0),
+                exit: what,
+                action: "shutdown".to_owned(),
+            }));
+            if failed {
+                error!("{why}");
+                self.fatal = Some(NodeFailure::WorkerExited(why));
+            } else {
+                info!("{why}");
+            }
+            self.begin_stop(now);
+            return;
+        }
+        let slot = &mut self.slots[i];
         let decision = slot.sup.on_exit(exit, now);
         let action = match &decision {
             Decision::Restart(delay) => {
@@ -589,6 +638,21 @@ impl Lifecycle {
         }));
         if let (Decision::GiveUp(why), true) = (decision, router) {
             self.router_failed(id, &why, now);
+        }
+        if self
+            .opts
+            .shutdown
+            .contains(&ShutdownTrigger::ShutdownOnLastWorkerExit)
+            && matches!(self.phase, Phase::Running)
+            && self
+                .slots
+                .iter()
+                .all(|s| matches!(s.state, State::Stopped | State::Failed))
+        {
+            info!(
+                "the last worker has exited: stopping the node (controller.options.shutdown: shutdown_on_last_worker_exit)"
+            );
+            self.begin_stop(now);
         }
     }
 
@@ -1208,6 +1272,76 @@ mod tests {
         assert!(out.is_empty(), "{out:?}");
         f.ready("router1");
         assert_eq!(f.state("router1"), State::Running);
+    }
+
+    /// Crossbar.io's `controller.options.shutdown`: the listed trigger
+    /// stops the node instead of restarting the worker.
+    #[test]
+    fn shutdown_triggers_stop_the_node_as_crossbar_does() {
+        let mk = |triggers: Vec<ShutdownTrigger>| {
+            let opts = ControllerOptions {
+                shutdown: triggers,
+                ..ControllerOptions::default()
+            };
+            let mut f = Fake::with(
+                opts,
+                vec![spec("router1", "router"), spec("c1", "container")],
+            );
+            f.feed(Event::Start);
+            f.ready("router1");
+            f.ready("c1");
+            f
+        };
+        let stops = |out: &[Action], f: &Fake| {
+            out.contains(&Action::Signal {
+                pid: f.pid("router1"),
+                sig: Sig::Term,
+            })
+        };
+        // Any exit, clean or not: the node stops; a failure makes it fail.
+        let mut f = mk(vec![ShutdownTrigger::ShutdownOnWorkerExit]);
+        let out = f.exit("c1", Exit::Code(0));
+        assert!(stops(&out, &f), "{out:?}");
+        assert!(!out.iter().any(|a| matches!(a, Action::RestartAfter { .. })));
+        let out = f.exit("router1", Exit::Signal(15));
+        assert!(matches!(out.last(), Some(Action::Done(Ok(())))), "{out:?}");
+        let mut f = mk(vec![ShutdownTrigger::ShutdownOnWorkerExit]);
+        f.exit("c1", Exit::Code(3));
+        let out = f.exit("router1", Exit::Signal(15));
+        assert!(
+            matches!(out.last(), Some(Action::Done(Err(NodeFailure::WorkerExited(w)))) if w.contains("shutdown_on_worker_exit")),
+            "{out:?}"
+        );
+        // With error only: a clean exit is supervised as usual.
+        let mut f = mk(vec![ShutdownTrigger::ShutdownOnWorkerExitWithError]);
+        let out = f.exit("c1", Exit::Code(0));
+        assert!(!stops(&out, &f), "{out:?}");
+        let out = f.exit("router1", Exit::Signal(9));
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::PublishExit(r) if r.action == "shutdown")),
+            "{out:?}"
+        );
+        // The last worker: only once none is left running.
+        let mut f = mk(vec![ShutdownTrigger::ShutdownOnLastWorkerExit]);
+        f.life.slots.iter_mut().for_each(|s| {
+            s.sup = Supervision::new(crate::config::RestartConfig {
+                policy: crate::config::RestartPolicy::Never,
+                ..crate::config::RestartConfig::default()
+            })
+        });
+        let out = f.exit("c1", Exit::Code(0));
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, Action::Notify(Notify::Stopping))),
+            "{out:?}"
+        );
+        let out = f.exit("router1", Exit::Code(0));
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Notify(Notify::Stopping))),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -321,3 +321,28 @@ fn a_missing_static_directory_is_a_warning_and_serves_404() {
         "start warns about the missing directory:\n{log}"
     );
 }
+
+/// Crossbar.io's `controller.options.shutdown`: with
+/// `shutdown_on_worker_exit_with_error`, a guest that fails stops the whole
+/// node (non-zero) instead of being restarted.
+#[test]
+fn a_failing_worker_stops_the_node_with_shutdown_on_worker_exit_with_error() {
+    let port = free_port();
+    let mut cfg = crate::support::router_config(port);
+    cfg["controller"] = json!({"options": {"shutdown": [
+        "shutdown_on_shutdown_requested", "shutdown_on_worker_exit_with_error"]}});
+    cfg["workers"].as_array_mut().expect("workers").push(
+        json!({"type": "guest", "id": "job", "executable": "/bin/sh",
+                     "arguments": ["-c", "sleep 1; exit 3"]}),
+    );
+    assert!(check_json(&cfg).status.success());
+    let mut node = Node::start(&cfg, port);
+    let status = node.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{}", node.log());
+    let log = node.log();
+    assert!(
+        log.contains("worker \"job\" exited with status 3")
+            && log.contains("controller.options.shutdown: shutdown_on_worker_exit_with_error"),
+        "{log}"
+    );
+}

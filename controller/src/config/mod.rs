@@ -384,10 +384,28 @@ pub struct ControllerOptions {
     /// On SIGTERM with an admin listener: seconds `/readyz` says 503 before
     /// the node stops, so that load balancers notice (0: stop at once).
     pub drain_grace: f64,
+    /// Crossbar.io's node shutdown triggers (`controller.options.shutdown`).
+    pub shutdown: Vec<ShutdownTrigger>,
     /// The admin listener (`controller.admin`), off when absent; not an
     /// option key.
     #[serde(skip)]
     pub admin: Option<AdminConfig>,
+}
+
+/// When the whole node stops, as Crossbar.io's `controller.options.shutdown`
+/// says: a listed trigger stops the node instead of restarting the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShutdownTrigger {
+    /// `trellis stop`, SIGTERM: always the case in Trellis.
+    ShutdownOnShutdownRequested,
+    /// Any worker exits (cleanly or not): the node stops, non-zero if the
+    /// worker's exit was a failure.
+    ShutdownOnWorkerExit,
+    /// A worker exits with a failure (a non-zero status or a signal).
+    ShutdownOnWorkerExitWithError,
+    /// No worker runs any more (each has exited and is not restarted).
+    ShutdownOnLastWorkerExit,
 }
 
 /// `controller.admin`: the HTTP listener for `/metrics`, `/livez`,
@@ -470,6 +488,7 @@ impl Default for ControllerOptions {
             worker_ping_interval: 5.0,
             worker_ping_timeout: 15.0,
             drain_grace: 5.0,
+            shutdown: Vec::new(),
             admin: None,
         }
     }
@@ -808,7 +827,7 @@ const CROSSBAR_ONLY: &[(&str, &[&str])] = &[
     ("controller", &["manhole", "fabric", "enable_docker"]),
     (
         "controller.options",
-        &["title", "shutdown", "enable_parallel_worker_start"],
+        &["title", "enable_parallel_worker_start"],
     ),
     ("router", &["connections", "manhole", "rlinks", "storage"]),
     ("container", &["connections", "manhole"]),
