@@ -384,12 +384,36 @@ pub struct ControllerOptions {
     /// On SIGTERM with an admin listener: seconds `/readyz` says 503 before
     /// the node stops, so that load balancers notice (0: stop at once).
     pub drain_grace: f64,
-    /// Crossbar.io's node shutdown triggers (`controller.options.shutdown`).
+    /// Crossbar.io's node shutdown triggers (`controller.options.shutdown`:
+    /// one name or a list).
+    #[serde(deserialize_with = "one_or_many")]
     pub shutdown: Vec<ShutdownTrigger>,
     /// The admin listener (`controller.admin`), off when absent; not an
     /// option key.
     #[serde(skip)]
     pub admin: Option<AdminConfig>,
+}
+
+/// A trigger name or a list of them, as Crossbar.io takes `shutdown`.
+fn one_or_many<'de, D>(d: D) -> Result<Vec<ShutdownTrigger>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let items = match serde_json::Value::deserialize(d)? {
+        v @ serde_json::Value::String(_) => vec![v],
+        serde_json::Value::Array(a) => a,
+        other => {
+            return Err(D::Error::custom(format!(
+                "expected a shutdown trigger name or a list of them, found {}",
+                json_type(&other)
+            )));
+        }
+    };
+    items
+        .into_iter()
+        .map(|v| serde_json::from_value(v).map_err(D::Error::custom))
+        .collect()
 }
 
 /// When the whole node stops, as Crossbar.io's `controller.options.shutdown`
@@ -1781,6 +1805,31 @@ mod tests {
         let p = dir.path().join("node.json");
         std::fs::write(&p, json).unwrap();
         load(Some(&p))
+    }
+
+    #[test]
+    fn shutdown_takes_one_trigger_or_a_list_as_crossbar_does() {
+        let node = |shutdown: &str| {
+            format!(
+                r#"{{"version": 2, "controller": {{"options": {{"shutdown": {shutdown}}}}},
+                    "workers": [{{"type": "router", "transports": [{{"type": "websocket", "endpoint": {{"type": "tcp", "port": 1}}}}]}}]}}"#
+            )
+        };
+        let one = load_str(&node(r#""shutdown_on_worker_exit""#)).expect("one");
+        assert_eq!(
+            one.controller.shutdown,
+            vec![ShutdownTrigger::ShutdownOnWorkerExit]
+        );
+        let many = load_str(&node(
+            r#"["shutdown_on_shutdown_requested", "shutdown_on_last_worker_exit"]"#,
+        ))
+        .expect("list");
+        assert_eq!(many.controller.shutdown.len(), 2);
+        let bad = load_str(&node("7")).expect_err("a number").to_string();
+        assert!(
+            bad.contains("controller.options.shutdown: expected a shutdown trigger"),
+            "{bad}"
+        );
     }
 
     #[test]
