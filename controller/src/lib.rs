@@ -33,4 +33,5 @@ pub mod spawn;
 pub mod supervisor;
 pub mod systemd;
 pub mod tools;
+pub mod watch;
 pub mod worker;

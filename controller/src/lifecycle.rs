@@ -106,6 +106,9 @@ pub enum Event {
         spec: Box<WorkerSpec>,
         ok: bool,
     },
+    /// A file under a guest's watched directories changed (and the changes
+    /// have been quiet since): restart it.
+    Watched { id: String, path: String },
 }
 
 /// What systemd is told.
@@ -312,6 +315,11 @@ impl Lifecycle {
         self.slots.iter().find(|s| s.spec.id == id)
     }
 
+    /// The workers' specs, in config order.
+    pub fn specs(&self) -> Vec<WorkerSpec> {
+        self.slots.iter().map(|s| s.spec.clone()).collect()
+    }
+
     /// The controller options in force.
     pub fn options(&self) -> &ControllerOptions {
         &self.opts
@@ -395,6 +403,17 @@ impl Lifecycle {
                 }
             }
             Event::Reconfigured { id, spec, ok } => self.reconfigured(&id, *spec, ok),
+            Event::Watched { id, path } => {
+                if self.phase != Phase::Running {
+                    return;
+                }
+                let Some(i) = self.find(&id) else { return };
+                if matches!(self.slots[i].state, State::Running | State::Starting) {
+                    info!(worker = %id, changed = %path, "a watched file changed: restarting the guest (options.watch)");
+                    let spec = self.slots[i].spec.clone();
+                    self.restart_with(i, spec);
+                }
+            }
         }
     }
 
@@ -971,7 +990,7 @@ impl Lifecycle {
 
     fn restart_with(&mut self, i: usize, spec: WorkerSpec) {
         let slot = &mut self.slots[i];
-        info!(worker = %spec.id, "its config changed: restarting it");
+        info!(worker = %spec.id, "restarting it");
         match slot.pid {
             Some(pid) => {
                 slot.replace = Some(Replace::With(Box::new(spec)));

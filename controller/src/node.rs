@@ -229,6 +229,8 @@ pub async fn run(
         started_at,
     };
 
+    let mut watches = crate::watch::start(&shell.life.specs());
+    let mut debounce = crate::watch::Debounce::default();
     let mut pings = tokio::time::interval(ping_interval);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop_sent = false;
@@ -256,6 +258,16 @@ pub async fn run(
                 None => continue,
             },
             _ = pings.tick(), if shell.started => Event::PingTick,
+            Some(c) = watches.changes.recv() => {
+                debounce.changed(c, Instant::now());
+                continue;
+            }
+            _ = tokio::time::sleep_until(debounce.next().unwrap_or_else(Instant::now).into()), if debounce.next().is_some() => {
+                match debounce.take_due(Instant::now()) {
+                    Some(c) => Event::Watched { id: c.id, path: c.path.display().to_string() },
+                    None => continue,
+                }
+            }
             _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into()), if wake.is_some() => {
                 shell.wake = None;
                 Event::Wake

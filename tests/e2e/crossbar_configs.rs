@@ -346,3 +346,82 @@ fn a_failing_worker_stops_the_node_with_shutdown_on_worker_exit_with_error() {
         "{log}"
     );
 }
+
+/// Crossbar.io's guest `options.watch`: a change under a watched directory
+/// restarts the guest, once per burst of changes.
+#[test]
+fn a_watched_guest_restarts_when_its_files_change() {
+    let port = free_port();
+    let mut cfg = crate::support::router_config(port);
+    cfg["workers"].as_array_mut().expect("workers").push(
+        json!({"type": "guest", "id": "app", "executable": "/bin/sh",
+                     "arguments": ["-c", "echo start >> starts.log; exec sleep 1000"],
+                     "options": {"watch": {"directories": ["src"], "action": "restart"}}}),
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let node_dir = dir.path().join("node");
+    std::fs::create_dir_all(node_dir.join("src")).expect("mkdir src");
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let check = crate::support::trellis()
+        .args(["check", "--config"])
+        .arg(&path)
+        .arg("--node-dir")
+        .arg(&node_dir)
+        .output()
+        .expect("check");
+    assert!(check.status.success(), "{check:?}");
+    let log = dir.path().join("node.log");
+    let child = crate::support::trellis()
+        .args(["start", "--config"])
+        .arg(&path)
+        .arg("--node-dir")
+        .arg(&node_dir)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _node = Kill(child);
+    let starts = || {
+        std::fs::read_to_string(node_dir.join("starts.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while starts() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} starts, wanted {n}:\n{}",
+                starts(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(1);
+    std::thread::sleep(Duration::from_millis(500));
+    // A burst of changes: one restart.
+    for i in 0..5 {
+        std::fs::write(node_dir.join(format!("src/f{i}.js")), "x").expect("change");
+    }
+    wait_for(2);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(starts(), 2, "one restart for the burst");
+    // A file outside the watched directory changes nothing.
+    std::fs::write(node_dir.join("other.txt"), "x").expect("write");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(starts(), 2);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("a watched file changed: restarting the guest (options.watch)"),
+        "{text}"
+    );
+}

@@ -196,6 +196,10 @@ pub struct WorkerOptions {
     /// the default).
     #[serde(default)]
     pub workdir: Option<String>,
+    /// Guests: restart the guest when a file under these directories
+    /// changes (Crossbar.io's `options.watch`).
+    #[serde(default)]
+    pub watch: Option<WatchConfig>,
     /// Environment: `inherit` the controller's (default true, or a list of
     /// the variables to keep) and set `vars`.
     #[serde(default)]
@@ -392,6 +396,21 @@ pub struct ControllerOptions {
     /// option key.
     #[serde(skip)]
     pub admin: Option<AdminConfig>,
+}
+
+/// A guest's `options.watch`: Crossbar.io's shape.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Directories watched, recursively (relative to the node directory).
+    pub directories: Vec<String>,
+    /// What a change does: `restart` (Crossbar.io's only action).
+    #[serde(default = "default_watch_action")]
+    pub action: String,
+}
+
+fn default_watch_action() -> String {
+    "restart".into()
 }
 
 /// A trigger name or a list of them, as Crossbar.io takes `shutdown`.
@@ -855,7 +874,6 @@ const CROSSBAR_ONLY: &[(&str, &[&str])] = &[
     ),
     ("router", &["connections", "manhole", "rlinks", "storage"]),
     ("container", &["connections", "manhole"]),
-    ("guest", &["watch"]),
     (
         "options",
         &["stdin", "stdout", "stderr", "disabled", "benchmark"],
@@ -1265,6 +1283,29 @@ fn validate_options(p: &str, kind: &str, o: &WorkerOptions, errors: &mut Vec<Con
             message: format!("only router workers take \"compat\"; a {kind} worker routes nothing"),
         });
     }
+    if let Some(w) = &o.watch {
+        if kind != "guest" {
+            errors.push(ConfigError {
+                path: format!("{p}.watch"),
+                message: format!("only guest workers take \"watch\"; a {kind} worker is not restarted on file changes"),
+            });
+        }
+        if w.action != "restart" {
+            errors.push(ConfigError {
+                path: format!("{p}.watch.action"),
+                message: format!(
+                    "{:?} is not an action: the one action is \"restart\"",
+                    w.action
+                ),
+            });
+        }
+        if w.directories.is_empty() {
+            errors.push(ConfigError {
+                path: format!("{p}.watch.directories"),
+                message: "list at least one directory to watch".into(),
+            });
+        }
+    }
     if kind != "guest" && o.workdir.is_some() {
         errors.push(ConfigError {
             path: format!("{p}.workdir"),
@@ -1392,6 +1433,35 @@ fn ignored_options(p: &str, o: &WorkerOptions, out: &mut Vec<ConfigError>) {
     }
 }
 
+/// Watched directories that are not there.
+fn watch_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
+    let mut errors = Vec::new();
+    for w in &cfg.workers {
+        for (k, d) in w
+            .options
+            .watch
+            .iter()
+            .flat_map(|w| w.directories.iter().enumerate())
+        {
+            let full = paths::lexical(&node_dir.join(d));
+            if !full.is_dir() {
+                errors.push(ConfigError {
+                    path: format!("workers[{}].options.watch.directories[{k}]", w.index),
+                    message: format!(
+                        "{} is not a directory (relative paths start at the node directory {}): create it or fix the path",
+                        full.display(),
+                        node_dir.display()
+                    ),
+                });
+            }
+        }
+    }
+    ConfigErrors {
+        source: cfg.source.clone(),
+        errors,
+    }
+}
+
 /// What the disk says that deserves a look but does not stop the node:
 /// static directories that are not there (served as 404, as Crossbar.io
 /// serves them).
@@ -1456,6 +1526,7 @@ fn missing_statics(
 pub fn preflight(cfg: &NodeConfig, node_dir: &Path) -> Result<(), ConfigErrors> {
     for found in [
         missing_directories(cfg, node_dir),
+        watch_problems(cfg, node_dir),
         tls_problems(cfg, node_dir),
         cluster_problems(cfg, node_dir),
         python_problems(cfg, node_dir),
@@ -1969,7 +2040,7 @@ mod tests {
             "controller.options.title: Crossbar.io's \"title\" is not supported",
             "workers[1].components[0].classname: \"nope\": a Python component is named as module.Class",
             "workers[1].id: id \"r\" is already used by workers[0]",
-            "workers[2].watch: Crossbar.io's \"watch\" is not supported",
+            "workers[2].watch: unknown field `watch`",
             "workers[2].options.restart.policy: unknown variant `sometimes`",
             "workers[2].id: invalid worker id \"g h\"",
             "workers[3].options.workdir: only guest workers take \"workdir\"",

@@ -108,6 +108,9 @@ impl NodeConfig {
             if let Some(dir) = &mut w.options.workdir {
                 resolve_in_place(&node_dir, dir);
             }
+            for dir in w.options.watch.iter_mut().flat_map(|w| &mut w.directories) {
+                resolve_in_place(&node_dir, dir);
+            }
             for p in &mut w.options.pythonpath {
                 resolve_in_place(&node_dir, p);
             }
