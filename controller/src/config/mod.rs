@@ -2028,8 +2028,8 @@ mod tests {
             r#"{{"version": 2, "controller": {{"manhole": {{}}, "options": {{"title": "x"}}}}, "workers": [{router},
                 {{"type": "container", "id": "r", "components": [{{"type": "class", "classname": "nope", "realm": "realm1",
                     "transport": {{"type": "rawsocket", "endpoint": {{"type": "unix", "path": "r.sock"}}}}}}]}},
-                {{"type": "guest", "id": "g h", "executable": "", "watch": {{}}, "options": {{"loglevel": "[[", "restart": {{"policy": "sometimes"}}}}}},
-                {{"type": "container", "options": {{"workdir": "x", "pythonpath": ["."]}}}},
+                {{"type": "guest", "id": "g h", "executable": "", "options": {{"loglevel": "[[", "restart": {{"policy": "sometimes"}}}}}},
+                {{"type": "container", "options": {{"workdir": "x", "pythonpath": ["."], "watch": {{"directories": [], "action": "reload"}}}}}},
                 {{"type": "router", "id": "r2", "transports": [{{"type": "rawsocket", "endpoint": {{"type": "unix", "path": "r.sock", "port": 1}}}}]}}
             ]}}"#
         ))
@@ -2040,7 +2040,9 @@ mod tests {
             "controller.options.title: Crossbar.io's \"title\" is not supported",
             "workers[1].components[0].classname: \"nope\": a Python component is named as module.Class",
             "workers[1].id: id \"r\" is already used by workers[0]",
-            "workers[2].watch: unknown field `watch`",
+            "workers[3].options.watch: only guest workers take \"watch\"",
+            "workers[3].options.watch.action: \"reload\" is not an action",
+            "workers[3].options.watch.directories: list at least one directory",
             "workers[2].options.restart.policy: unknown variant `sometimes`",
             "workers[2].id: invalid worker id \"g h\"",
             "workers[3].options.workdir: only guest workers take \"workdir\"",
