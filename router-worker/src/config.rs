@@ -826,6 +826,18 @@ impl Default for LongPollOptions {
 /// The largest HTTP bridge request body (and `post_body_limit` 0).
 pub const MAX_BRIDGE_BODY: u64 = 16 << 20;
 
+/// A `json` path's `options`, as Crossbar.io names them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonOptions {
+    /// Indented JSON.
+    pub prettify: bool,
+    /// `Access-Control-Allow-Origin: *` (and credentials).
+    pub allow_cross_origin: bool,
+    /// `Cache-Control: no-store, ...`.
+    pub discourage_caching: bool,
+}
+
 /// A static path's `options`, as Crossbar.io names them.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -859,6 +871,11 @@ impl WebPath {
 
     /// A static path's options (defaults where invalid; `validate` says so).
     pub fn static_options(&self) -> StaticOptions {
+        self.options_as().unwrap_or_default()
+    }
+
+    /// A json path's options (defaults where invalid; `validate` says so).
+    pub fn json_options(&self) -> JsonOptions {
         self.options_as().unwrap_or_default()
     }
 
@@ -2272,7 +2289,7 @@ impl RouterConfig {
                 WebPathKind::Websocket | WebPathKind::Longpoll => {
                     &["serializers", "options", "auth"]
                 }
-                WebPathKind::Json => &["value"],
+                WebPathKind::Json => &["value", "options"],
                 WebPathKind::Redirect => &["url"],
                 WebPathKind::Nodeinfo => &[],
                 WebPathKind::Caller | WebPathKind::Publisher | WebPathKind::Webhook => {
@@ -2357,6 +2374,9 @@ impl RouterConfig {
                             format!("{pp}.value"),
                             "missing: the JSON value to serve".into(),
                         );
+                    }
+                    if let Err(e) = path.options_as::<JsonOptions>() {
+                        options_error(p, e);
                     }
                 }
                 WebPathKind::Nodeinfo => {}

@@ -430,7 +430,10 @@ fn web_settings(
             }
             config::WebPathKind::Json => {
                 let value = p.value.clone().unwrap_or_default();
-                web.json.insert(name.clone(), value.to_string());
+                web.json.insert(
+                    name.clone(),
+                    transport::web::JsonPath::new(&value, &p.json_options()),
+                );
             }
             config::WebPathKind::Nodeinfo => {
                 web.nodeinfo.insert(name.clone());

@@ -315,6 +315,9 @@ fn json_redirect_and_static_options() {
                 "list": {"type": "static", "directory": files.path().join("list").display().to_string(),
                          "options": {"enable_directory_listing": true}},
                 "info": {"type": "json", "value": {"service": "balloon", "version": [1, 2]}},
+                // Crossbar.io's json options.
+                "pretty": {"type": "json", "value": {"a": [1]},
+                           "options": {"prettify": true, "allow_cross_origin": true, "discourage_caching": true}},
                 "old": {"type": "redirect", "url": "https://example.com/new/"},
                 "node": {"type": "nodeinfo"},
                 "api": {"type": "path", "paths": {
@@ -369,6 +372,21 @@ fn json_redirect_and_static_options() {
     assert!(head.contains("content-type: application/json"), "{head}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
     assert_eq!(v, json!({"service": "balloon", "version": [1, 2]}));
+    assert!(
+        head.contains("cache-control: no-cache") && !head.contains("access-control"),
+        "{head}"
+    );
+    let (code, head, body) = curl(web, "/pretty");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "{\n  \"a\": [\n    1\n  ]\n}"),
+        "{head}"
+    );
+    assert!(
+        head.contains("access-control-allow-origin: *")
+            && head.contains("cache-control: no-store, no-cache, must-revalidate, max-age=0"),
+        "{head}"
+    );
     let (code, head, _) = curl(web, "/old");
     assert_eq!(code, 302, "{head}");
     assert!(

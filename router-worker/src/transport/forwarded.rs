@@ -13,6 +13,13 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<(IpAddr, u8)>);
 
+/// The prefix length of a contiguous IPv4 netmask.
+fn netmask_bits(mask: std::net::Ipv4Addr) -> Option<u8> {
+    let m = u32::from(mask);
+    let ones = m.leading_ones();
+    (m.checked_shl(ones).unwrap_or(0) == 0).then(|| ones as u8)
+}
+
 impl TrustedProxies {
     /// Parse `10.0.0.0/8`, `127.0.0.1`, `::1`, `fd00::/8`.
     ///
@@ -33,9 +40,19 @@ impl TrustedProxies {
                 None => max,
                 Some(b) => match b.trim().parse::<u8>() {
                     Ok(n) if n <= max => n,
-                    _ => {
-                        return Err(format!("{entry:?}: the prefix length must be 0 to {max}"));
-                    }
+                    // Crossbar.io's netmask form: 192.168.1.0/255.255.255.0.
+                    _ => match b.trim().parse::<std::net::Ipv4Addr>() {
+                        Ok(mask) if ip.is_ipv4() => netmask_bits(mask).ok_or_else(|| {
+                            format!(
+                                "{entry:?}: the netmask {mask} is not contiguous (ones, then zeros)"
+                            )
+                        })?,
+                        _ => {
+                            return Err(format!(
+                                "{entry:?}: after the / comes a prefix length 0 to {max} (or, for IPv4, a netmask such as 255.255.255.0)"
+                            ));
+                        }
+                    },
                 },
             };
             out.push((ip, bits));
@@ -156,6 +173,29 @@ mod tests {
         let e = TrustedProxies::parse(&["proxy.local".into()]).unwrap_err();
         assert!(e.contains("not an IP address or a CIDR block"), "{e}");
         assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
+    }
+
+    #[test]
+    fn netmasks_as_crossbar_writes_them() {
+        let t = TrustedProxies::parse(&["192.168.1.1/255.255.255.0".into()]).expect("netmask");
+        assert!(t.contains(ip("192.168.1.200")) && !t.contains(ip("192.168.2.1")));
+        let t = TrustedProxies::parse(&[
+            "10.0.0.0/255.0.0.0".into(),
+            "1.2.3.4/255.255.255.255".into(),
+        ])
+        .expect("netmasks");
+        assert!(
+            t.contains(ip("10.9.9.9")) && t.contains(ip("1.2.3.4")) && !t.contains(ip("1.2.3.5"))
+        );
+        assert!(
+            TrustedProxies::parse(&["0.0.0.0/0.0.0.0".into()])
+                .expect("any")
+                .contains(ip("8.8.8.8"))
+        );
+        let e = TrustedProxies::parse(&["10.0.0.0/255.0.255.0".into()]).expect_err("holes");
+        assert!(e.contains("not contiguous"), "{e}");
+        let e = TrustedProxies::parse(&["::1/255.0.0.0".into()]).expect_err("v6 netmask");
+        assert!(e.contains("prefix length"), "{e}");
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub struct WebSettings {
     /// `static` paths' options, by the same names.
     pub static_options: HashMap<String, crate::config::StaticOptions>,
     /// `json` paths: name → the serialized value.
-    pub json: HashMap<String, String>,
+    pub json: HashMap<String, JsonPath>,
     /// `redirect` paths: name → where to.
     pub redirects: HashMap<String, String>,
     /// `nodeinfo` paths' names.
@@ -237,14 +237,14 @@ async fn serve<S: Io>(
         return respond(stream, 405, "Method Not Allowed", None, end).await;
     }
     let head_only = method == "HEAD";
-    if let Some(value) = web.json.get(key) {
-        return send(
+    if let Some(j) = web.json.get(key) {
+        return send_with(
             stream,
-            200,
-            "OK",
+            (200, "OK"),
             "application/json",
-            "no-cache",
-            value.as_bytes(),
+            j.cache,
+            j.extra,
+            j.body.as_bytes(),
             head_only,
             end,
         )
@@ -407,8 +407,33 @@ async fn send<S: Io>(
     head_only: bool,
     end: End,
 ) -> std::io::Result<()> {
+    send_with(
+        stream,
+        (code, reason),
+        content_type,
+        cache,
+        "",
+        body,
+        head_only,
+        end,
+    )
+    .await
+}
+
+/// As [`send`], with `extra` header lines (each ending in CRLF).
+#[allow(clippy::too_many_arguments)]
+async fn send_with<S: Io>(
+    stream: &mut S,
+    (code, reason): (u16, &str),
+    content_type: &str,
+    cache: &str,
+    extra: &str,
+    body: &[u8],
+    head_only: bool,
+    end: End,
+) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: {cache}\r\nConnection: {}\r\n\r\n",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: {cache}\r\n{extra}Connection: {}\r\n\r\n",
         body.len(),
         end.header()
     );
@@ -417,6 +442,41 @@ async fn send<S: Io>(
         stream.write_all(body).await?;
     }
     end.finish(stream).await
+}
+
+/// A `json` path's answer, made once at start.
+#[derive(Debug, Clone)]
+pub struct JsonPath {
+    /// The value, serialized (pretty with `options.prettify`).
+    pub body: String,
+    /// `Cache-Control`.
+    pub cache: &'static str,
+    /// Headers for cross-origin requests (`options.allow_cross_origin`).
+    pub extra: &'static str,
+}
+
+impl JsonPath {
+    /// The answer of a `json` path with Crossbar.io's options.
+    pub fn new(value: &serde_json::Value, o: &crate::config::JsonOptions) -> JsonPath {
+        let body = if o.prettify {
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        } else {
+            value.to_string()
+        };
+        JsonPath {
+            body,
+            cache: if o.discourage_caching {
+                "no-store, no-cache, must-revalidate, max-age=0"
+            } else {
+                "no-cache"
+            },
+            extra: if o.allow_cross_origin {
+                "Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Credentials: true\r\n"
+            } else {
+                ""
+            },
+        }
+    }
 }
 
 /// What the router needs of a request head.
