@@ -17,7 +17,7 @@ pub struct TrustedProxies(Vec<(IpAddr, u8)>);
 fn netmask_bits(mask: std::net::Ipv4Addr) -> Option<u8> {
     let m = u32::from(mask);
     let ones = m.leading_ones();
-    (m.checked_shl(ones).unwrap_or(0) == 0).then(|| ones as u8)
+    (m.checked_shl(ones).unwrap_or(0) == 0).then_some(ones as u8)
 }
 
 impl TrustedProxies {
