@@ -685,6 +685,10 @@ pub struct WebPath {
     /// `archive`: content types by extension, over the built-in table.
     #[serde(default)]
     pub mime_types: Option<BTreeMap<String, String>>,
+    /// `archive`: the SHA-256 fingerprints (hex) the file may have; it is
+    /// checked at start and refused when it has none of them.
+    #[serde(default)]
+    pub hashes: Option<Vec<String>>,
     /// `path`: the paths under this one, as a web transport's.
     #[serde(default)]
     pub paths: Option<BTreeMap<String, WebPath>>,
@@ -2304,6 +2308,7 @@ impl RouterConfig {
                     "download",
                     "cache",
                     "mime_types",
+                    "hashes",
                 ],
             };
             for (key, set) in [
@@ -2393,6 +2398,16 @@ impl RouterConfig {
                             format!("{pp}.download"),
                             "downloading the archive from its origin is not supported by Trellis yet: fetch it into \"archive\" and remove the key".into(),
                         );
+                    }
+                    for (k, h) in path.hashes.iter().flatten().enumerate() {
+                        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                            p(
+                                format!("{pp}.hashes[{k}]"),
+                                format!(
+                                    "{h:?} is not a SHA-256 fingerprint: expected 64 hex characters (sha256sum's output)"
+                                ),
+                            );
+                        }
                     }
                 }
                 WebPathKind::Path => {

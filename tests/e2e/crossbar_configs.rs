@@ -425,3 +425,48 @@ fn a_watched_guest_restarts_when_its_files_change() {
         "{text}"
     );
 }
+
+/// An archive's `hashes` (Crossbar.io's SHA-256 fingerprints): the file is
+/// checked before anything starts, and a mismatch names both fingerprints.
+#[test]
+fn an_archive_is_checked_against_its_hashes() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().expect("tmp");
+    let node_dir = dir.path().join("node");
+    std::fs::create_dir_all(&node_dir).expect("mkdir");
+    let bytes = b"not really a zip, but a file with a fingerprint";
+    std::fs::write(node_dir.join("site.zip"), bytes).expect("zip");
+    let good = hex::encode(sha2::Sha256::digest(bytes));
+    let other = "ab".repeat(32);
+    let check = |hashes: serde_json::Value| {
+        let cfg = json!({"version": 2, "workers": [{"type": "router", "transports": [{
+            "type": "web", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": free_port()},
+            "paths": {"/": {"type": "archive", "archive": "site.zip", "hashes": hashes}}}]}]});
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
+        crate::support::trellis()
+            .args(["check", "--config"])
+            .arg(&path)
+            .arg("--node-dir")
+            .arg(&node_dir)
+            .output()
+            .expect("check")
+    };
+    let ok = check(json!([other, good.to_uppercase()]));
+    assert!(ok.status.success(), "{ok:?}");
+    let bad = check(json!([other]));
+    assert_eq!(bad.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("paths./.hashes:")
+            && err.contains(&format!("fingerprint {good}"))
+            && err.contains(&other),
+        "{err}"
+    );
+    let malformed = check(json!(["nope"]));
+    let err = String::from_utf8_lossy(&malformed.stderr);
+    assert!(
+        err.contains("paths./.hashes[0]: \"nope\" is not a SHA-256 fingerprint"),
+        "{err}"
+    );
+}

@@ -1571,6 +1571,27 @@ pub fn missing_directories(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
                         ),
                     });
                 }
+                if let (Some(a), Some(hashes)) = (&p.archive, &p.hashes)
+                    && !hashes.is_empty()
+                    && node_dir.join(a).is_file()
+                {
+                    let file = node_dir.join(a);
+                    match sha256_file(&file) {
+                        Ok(h) if hashes.iter().any(|x| x.eq_ignore_ascii_case(&h)) => {}
+                        Ok(h) => errors.push(ConfigError {
+                            path: format!("workers[{i}].transports[{j}].{under}.{name}.hashes"),
+                            message: format!(
+                                "{} has the SHA-256 fingerprint {h}, which is none of the listed {}: the archive is not the one the config expects",
+                                file.display(),
+                                hashes.join(", ")
+                            ),
+                        }),
+                        Err(e) => errors.push(ConfigError {
+                            path: format!("workers[{i}].transports[{j}].{under}.{name}.archive"),
+                            message: format!("cannot read {} to check its hashes: {e}", file.display()),
+                        }),
+                    }
+                }
             }
         }
     }
@@ -1578,6 +1599,23 @@ pub fn missing_directories(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
         source: cfg.source.clone(),
         errors,
     }
+}
+
+/// A file's SHA-256, in lower-case hex (as `sha256sum` prints it).
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// TLS certificates and keys that cannot be read, or do not belong
