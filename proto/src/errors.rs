@@ -32,6 +32,9 @@ pub mod uri {
     pub const PAYLOAD_SIZE_EXCEEDED: &str = "wamp.error.payload_size_exceeded";
     pub const FEATURE_NOT_SUPPORTED: &str = "wamp.error.feature_not_supported";
     pub const NETWORK_FAILURE: &str = "wamp.error.network_failure";
+    /// Crossbar.io's: every callee runs as many invocations as its
+    /// registration's `concurrency` allows.
+    pub const MAX_CONCURRENCY_REACHED: &str = "crossbar.error.max_concurrency_reached";
 }
 
 /// Bytes that could not be turned into a [`crate::Message`].

@@ -284,6 +284,9 @@ pub struct RegisterOptions {
     pub policy: MatchPolicy,
     /// How a shared registration picks its callee (`invoke`).
     pub invoke: InvokePolicy,
+    /// Invocations this callee runs at once (`concurrency`, Crossbar.io's);
+    /// 0: no limit.
+    pub concurrency: u32,
 }
 
 impl RegisterOptions {
@@ -305,7 +308,21 @@ impl RegisterOptions {
                 ));
             }
         };
-        Ok(RegisterOptions { policy, invoke })
+        let concurrency = match o.get("concurrency") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    format!("option \"concurrency\" must be a positive integer, found {v}")
+                })?,
+        };
+        Ok(RegisterOptions {
+            policy,
+            invoke,
+            concurrency,
+        })
     }
 }
 

@@ -106,6 +106,9 @@ pub struct Dealer {
     calls_by_session: HashMap<Id, HashSet<Id>>,
     /// Calls in flight per caller, for the per-session limit.
     caller_calls: HashMap<Id, usize>,
+    /// (registration, callee) → its `concurrency` limit and the
+    /// invocations it runs now; only callees that set a limit.
+    concurrency: HashMap<(Id, Id), (u32, u32)>,
     next_inv: Id,
 }
 
@@ -183,6 +186,37 @@ impl Dealer {
         Ok(id)
     }
 
+    /// Limit the invocations `session` runs at once for registration `id`
+    /// (Crossbar.io's `concurrency`; 0: no limit).
+    pub fn set_concurrency(&mut self, id: Id, session: Id, limit: u32) {
+        if limit == 0 {
+            self.concurrency.remove(&(id, session));
+        } else {
+            self.concurrency.insert((id, session), (limit, 0));
+        }
+    }
+
+    /// True if `callee` runs as many invocations of `registration` as its
+    /// `concurrency` allows.
+    pub fn at_limit(&self, registration: Id, callee: Id) -> bool {
+        !self.concurrency.is_empty()
+            && self
+                .concurrency
+                .get(&(registration, callee))
+                .is_some_and(|(limit, running)| running >= limit)
+    }
+
+    /// The callees of `registration` at their limit.
+    pub fn busy_callees(&self, registration: Id) -> Vec<Id> {
+        self.regs.get(&registration).map_or_else(Vec::new, |r| {
+            r.callees
+                .iter()
+                .copied()
+                .filter(|c| self.at_limit(registration, *c))
+                .collect()
+        })
+    }
+
     /// Remove `session` from registration `id`. `None` if it does not hold
     /// it (`wamp.error.no_such_registration`); otherwise whether the
     /// registration is now deleted.
@@ -205,6 +239,7 @@ impl Dealer {
             reg.callees.remove(i);
             reg.ranks.remove(i);
         }
+        self.concurrency.remove(&(id, session));
         if !reg.callees.is_empty() {
             if reg.rr_next >= reg.callees.len() {
                 reg.rr_next = 0;
@@ -348,6 +383,9 @@ impl Dealer {
             started: now,
         };
         self.pending.insert(invocation, p);
+        if let Some((_, running)) = self.concurrency.get_mut(&(registration, callee)) {
+            *running += 1;
+        }
         self.by_caller.insert((caller, caller_request), invocation);
         *self.caller_calls.entry(caller).or_insert(0) += 1;
         self.calls_by_session
@@ -398,6 +436,9 @@ impl Dealer {
     /// Finish a call (final YIELD, callee ERROR, cancel, timeout).
     pub fn finish(&mut self, invocation: Id) -> Option<Pending> {
         let p = self.pending.remove(&invocation)?;
+        if let Some((_, running)) = self.concurrency.get_mut(&(p.registration, p.callee)) {
+            *running = running.saturating_sub(1);
+        }
         self.by_caller.remove(&(p.caller, p.caller_request));
         if let Some(n) = self.caller_calls.get_mut(&p.caller) {
             *n -= 1;

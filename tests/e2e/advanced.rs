@@ -24,6 +24,12 @@ fn scenario(name: &str) {
     run(name, |_| {});
 }
 
+/// Crossbar.io's `RegisterOptions(concurrency=N)` from autobahn-python.
+#[test]
+fn register_concurrency_limits_invocations_as_crossbar_does() {
+    scenario("concurrency_limit");
+}
+
 /// A YIELD that comes after its call timed out is dropped, and the router
 /// says so at debug with the invocation's request id.
 #[test]

@@ -105,6 +105,31 @@ async def call_timeout(url, ser):
 
 
 @scenario
+async def concurrency_limit(url, ser):
+    """Crossbar.io's RegisterOptions(concurrency=N): beyond N invocations in
+    flight, the caller gets crossbar.error.max_concurrency_reached; the
+    callee carries on, and a slot freed takes the next call."""
+    callee = await connect(url, ser)
+    caller = await connect(url, ser)
+    release = asyncio.Event()
+    running = []
+
+    async def slow(n):
+        running.append(n)
+        await release.wait()
+        return n
+
+    await callee.register(slow, "com.example.limited", options=RegisterOptions(concurrency=2))
+    first = [asyncio.ensure_future(caller.call("com.example.limited", i)) for i in range(2)]
+    await until(lambda: len(running) == 2, "two invocations running")
+    await expect_error(caller.call("com.example.limited", 3), "crossbar.error.max_concurrency_reached", "concurrency")
+    release.set()
+    assert sorted([await f for f in first]) == [0, 1]
+    assert await caller.call("com.example.limited", 4) == 4
+    await leave(callee, caller)
+
+
+@scenario
 async def late_yield(url, ser):
     """A YIELD after the call timed out is dropped (logged at debug with
     its request id); the callee and the caller carry on."""

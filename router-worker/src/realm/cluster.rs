@@ -938,7 +938,7 @@ impl Core {
         if !self.clustered {
             return;
         }
-        let Ok(RegisterOptions { policy, invoke }) = RegisterOptions::parse(options) else {
+        let Ok(RegisterOptions { policy, invoke, .. }) = RegisterOptions::parse(options) else {
             return;
         };
         self.registry(RegistryOp {

@@ -119,7 +119,7 @@ impl Core {
         let fail = |realm: &mut Core, uri: &'static str, text: String| {
             realm.send(session, error_msg(code::REGISTER, r.request, uri, text));
         };
-        let RegisterOptions { policy, invoke } = match RegisterOptions::parse(&r.options) {
+        let RegisterOptions { policy, invoke, .. } = match RegisterOptions::parse(&r.options) {
             Ok(o) => o,
             Err(text) => return fail(self, wamp_uri::INVALID_ARGUMENT, text),
         };
@@ -142,12 +142,18 @@ impl Core {
         let fail = |realm: &mut Core, uri: &'static str, text: String| {
             realm.send(session, error_msg(code::REGISTER, r.request, uri, text));
         };
-        let Ok(RegisterOptions { policy, invoke }) = RegisterOptions::parse(&r.options) else {
+        let Ok(RegisterOptions {
+            policy,
+            invoke,
+            concurrency,
+        }) = RegisterOptions::parse(&r.options)
+        else {
             return None;
         };
         let existed = self.dealer.lookup_exact(&r.procedure, policy).is_some();
         match self.dealer.register(session, &r.procedure, policy, invoke) {
             Ok(id) => {
+                self.dealer.set_concurrency(id, session, concurrency);
                 debug!(session, procedure = %r.procedure, %policy, registration = id, "registered");
                 self.registered_locally(session, id, &r.procedure, &r.options);
                 self.send(
@@ -297,6 +303,27 @@ impl Core {
                         self,
                         wamp_uri::NO_AVAILABLE_CALLEE,
                         format!("the callees of {:?} are {why}: try again", c.procedure),
+                    );
+                }
+            }
+        } else {
+            callee
+        };
+        // Crossbar.io's `concurrency`: a callee at its limit is passed
+        // over; with every callee at its limit, the caller is told so.
+        let callee = if self.dealer.at_limit(registration, callee) {
+            let busy = self.dealer.busy_callees(registration);
+            match self.pick_reachable(registration, &busy) {
+                Some(other) => other,
+                None => {
+                    debug!(session, procedure = %c.procedure, "call refused: every callee runs as many invocations as its concurrency allows");
+                    return fail(
+                        self,
+                        wamp_uri::MAX_CONCURRENCY_REACHED,
+                        format!(
+                            "the callees of {:?} run as many calls as their registration's concurrency allows: try again later",
+                            c.procedure
+                        ),
                     );
                 }
             }

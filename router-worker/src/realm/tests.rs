@@ -1296,3 +1296,58 @@ fn passthru_needs_the_announced_feature() {
         "{fx:?}"
     );
 }
+
+/// Crossbar.io's `concurrency`: a callee at its limit is passed over, and
+/// with every callee at its limit the caller gets
+/// `crossbar.error.max_concurrency_reached`; a finished call frees a slot.
+#[test]
+fn concurrency_limits_invocations_per_callee() {
+    let mut h = Harness::new();
+    h.join(1, "user");
+    h.join(2, "user");
+    h.join(3, "user");
+    h.register(
+        1,
+        1,
+        "com.slow",
+        dict! { "concurrency" => 1i64, "invoke" => "roundrobin" },
+    );
+    h.register(
+        2,
+        1,
+        "com.slow",
+        dict! { "concurrency" => 1i64, "invoke" => "roundrobin" },
+    );
+    let fx = h.call(3, 10, "com.slow", Dict::new());
+    let first = invocation_of(&fx, 1);
+    // Round robin would pick 2 next anyway; then 1 again, which is busy:
+    // the call goes to the free callee, if there is one.
+    let fx = h.call(3, 11, "com.slow", Dict::new());
+    let second = invocation_of(&fx, 2);
+    let fx = h.call(3, 12, "com.slow", Dict::new());
+    assert_eq!(
+        error_uri(&to(&fx, 3)[0]),
+        wamp_uri::MAX_CONCURRENCY_REACHED,
+        "{fx:?}"
+    );
+    h.yield_(1, first.request, Dict::new());
+    let fx = h.call(3, 13, "com.slow", Dict::new());
+    invocation_of(&fx, 1);
+    h.yield_(2, second.request, Dict::new());
+    let fx = h.call(3, 14, "com.slow", Dict::new());
+    invocation_of(&fx, 2);
+    // A bad value is named.
+    let fx = h.msg(
+        1,
+        Message::Register(Register {
+            request: 5,
+            options: dict! { "concurrency" => 0i64 },
+            procedure: "com.other".into(),
+        }),
+    );
+    assert_eq!(
+        error_uri(&to(&fx, 1)[0]),
+        wamp_uri::INVALID_ARGUMENT,
+        "{fx:?}"
+    );
+}
