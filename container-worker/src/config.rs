@@ -138,12 +138,17 @@ impl ComponentTransport {
         let e = &self.endpoint;
         let ws = self.kind == "websocket";
         match e.kind.as_str() {
-            "unix" => format!(
-                "unix:{}",
-                node_dir
-                    .join(e.path.as_deref().unwrap_or_default())
-                    .display()
-            ),
+            // A relative path stays relative (the launcher runs in the node
+            // directory): a Unix socket's path may not pass 107 bytes, and
+            // a long node directory must not push it over.
+            "unix" => {
+                let path = std::path::Path::new(e.path.as_deref().unwrap_or_default());
+                if path.is_relative() {
+                    format!("unix:{}", path.display())
+                } else {
+                    format!("unix:{}", node_dir.join(path).display())
+                }
+            }
             _ => {
                 let host = e.host.as_deref().unwrap_or("127.0.0.1");
                 let port = e.port.unwrap_or(0);

@@ -493,3 +493,102 @@ fn function_authenticators_log_users_in() {
         "{err}"
     );
 }
+
+/// A node directory long enough that an absolute path to a router
+/// component's private socket would pass the 107 bytes Unix sockets allow:
+/// the component joins all the same (its socket path is relative to the
+/// node directory). Longer still, where even the control socket cannot
+/// fit, the node refuses to start with a message naming the path and the
+/// limit. Before, the router silently never became ready.
+#[test]
+fn long_node_directories_keep_private_sockets_working() {
+    let port = free_port();
+    let cfg = json!({"version": 2, "workers": [{
+        "type": "router", "id": "router1",
+        "options": python_options(),
+        "realms": [{"name": "realm1", "roles": [
+            {"name": "authenticator", "permissions": [
+                {"uri": "com.example.authenticate", "allow": {"register": true}}]},
+            {"name": "user", "permissions": [
+                {"uri": "com.example.", "match": "prefix", "allow": {"call": true}}]}]}],
+        "components": [{"type": "class", "classname": "authenticator.AuthenticatorSession",
+                        "realm": "realm1", "role": "authenticator", "extra": {"name": "py-auth"}}],
+        "transports": [{"type": "websocket",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+            "auth": {"ticket": {"type": "dynamic", "authenticator": "com.example.authenticate"}}}]
+    }]});
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let base = dir.path().canonicalize().expect("canonical");
+    let base_len = base.as_os_str().len();
+    // The socket `.trellis-router1-component0.sock` (32 bytes) no longer
+    // fits beside this node directory; the control socket still does.
+    let long = base.join("n".repeat(90 - base_len));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["start", "--config"])
+        .arg(&config)
+        .arg("--node-dir")
+        .arg(&long)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _node = Kill(out);
+    crate::support::wait_port(port, "the router");
+    let status = (0..200)
+        .find_map(|_| {
+            let s = crate::support::trellis()
+                .args(["status", "--json", "--node-dir"])
+                .arg(&long)
+                .output()
+                .expect("trellis status");
+            let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap_or_default();
+            if v["workers"][0]["state"] == "running" {
+                return Some(v);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            None
+        })
+        .expect("the router became ready");
+    assert_eq!(status["workers"][0]["id"], "router1");
+    let out = crate::support::run_python(
+        "scenarios.py",
+        &[
+            &format!("ws://127.0.0.1:{port}/ws"),
+            "ticket_via_python_authenticator",
+            "json",
+        ],
+        std::time::Duration::from_secs(60),
+    );
+    assert!(
+        out.stdout
+            .contains("ok ticket_via_python_authenticator json"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    // Too long even for the control socket: refused, saying why.
+    let longer = base.join("m".repeat(110 - base_len));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["start", "--config"])
+        .arg(&config)
+        .arg("--node-dir")
+        .arg(&longer)
+        .output()
+        .expect("start");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("too long for a Unix socket path (at most 107)")
+            && err.contains("control.sock"),
+        "{err}"
+    );
+}

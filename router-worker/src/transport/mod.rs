@@ -128,6 +128,7 @@ impl Drop for SocketFile {
 /// The path is in use by a live listener, or the OS refused.
 pub fn bind_unix(path: &Path, mode: u32) -> std::io::Result<(UnixListener, SocketFile)> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    check_unix_path(path)?;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(std::io::Error::new(
@@ -150,6 +151,29 @@ pub fn bind_unix(path: &Path, mode: u32) -> std::io::Result<(UnixListener, Socke
     let file = SocketFile(path.to_owned());
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok((listener, file))
+}
+
+/// The longest path a Unix socket may have (`sun_path` holds 108 bytes,
+/// one of them the terminating NUL).
+pub const MAX_UNIX_PATH: usize = 107;
+
+/// A socket path that fits, or an error naming it and the limit.
+///
+/// # Errors
+/// The path is longer than [`MAX_UNIX_PATH`] bytes.
+pub fn check_unix_path(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let len = path.as_os_str().as_bytes().len();
+    if len > MAX_UNIX_PATH {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "the Unix socket path {} is {len} bytes, over the {MAX_UNIX_PATH} bytes Unix sockets allow: use a shorter node directory, or a relative socket path (relative paths start at the node directory)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Accept connections until `shutdown`, one task per connection.
