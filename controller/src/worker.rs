@@ -163,13 +163,21 @@ pub async fn run(
         .map(|r| r.token_stores().iter().map(|k| (*k).to_owned()).collect())
         .unwrap_or_default();
     let realms = router.as_ref().map(|r| r.realms().clone());
-    // Serve now: Python router components join over the router's sockets
-    // before the worker reports ready.
-    let serving = router.map(|r| tokio::spawn(r.serve(shutdown.clone())));
+    // Serve the private sockets now: Python router components join over
+    // them before the public transports accept anyone, and before the
+    // worker reports ready (as Crossbar.io starts router components before
+    // transports).
+    let (joined, components_joined) = tokio::sync::oneshot::channel::<()>();
+    let serving = router.map(|r| {
+        tokio::spawn(r.serve_gated(shutdown.clone(), async move {
+            let _ = components_joined.await;
+        }))
+    });
     if let Some(cfg) = &router_cfg {
         container_worker::python::start_router_components(cfg, Duration::from_secs(30), &shutdown)
             .await?;
     }
+    let _ = joined.send(());
     // As bound: with the router's internal realms, which a reload keeps.
     let realm_configs = Arc::new(tokio::sync::Mutex::new(
         bound.map(|c| c.realms).unwrap_or_default(),

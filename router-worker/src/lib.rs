@@ -306,30 +306,37 @@ impl Router {
     /// Serve until `shutdown` is cancelled, then say GOODBYE to every
     /// session and wait (bounded) for them to finish.
     pub async fn serve(self, shutdown: CancellationToken) {
+        self.serve_gated(shutdown, async {}).await;
+    }
+
+    /// As [`Router::serve`], but the public transports accept only once
+    /// `components_joined` is done: the private sockets of router
+    /// components are served first, so that no client is admitted before
+    /// the router's own components (an authenticator) have joined, as
+    /// Crossbar.io starts router components before transports. A client
+    /// that connects meanwhile waits in the listen backlog.
+    pub async fn serve_gated(
+        self,
+        shutdown: CancellationToken,
+        components_joined: impl Future<Output = ()>,
+    ) {
         let tracker = TaskTracker::new();
-        for (listener, settings) in self.listeners {
-            let kind = match settings.kind {
-                config::TransportKind::Websocket => "WebSocket",
-                config::TransportKind::Rawsocket => "RawSocket",
-                config::TransportKind::Web if settings.rawsocket.is_some() => {
-                    "RawSocket, WebSocket and HTTP (universal)"
-                }
-                config::TransportKind::Web | config::TransportKind::Universal => {
-                    "HTTP (web: static files and WebSocket paths)"
-                }
-                config::TransportKind::WebsocketTestee => {
-                    "plain WebSocket echo (websocket.testee, for conformance tests; not WAMP)"
-                }
-            };
-            info!(transport = %settings.name, addr = %listener.describe(), "listening for WAMP over {kind}");
-            tracker.spawn(transport::serve(
-                listener,
-                settings,
-                self.realms.clone(),
-                shutdown.child_token(),
-                tracker.clone(),
-            ));
+        let (private, public): (Vec<_>, Vec<_>) = self
+            .listeners
+            .into_iter()
+            .partition(|(l, _)| l.describe().contains(PRIVATE_TRANSPORT_MARK));
+        let realms = self.realms.clone();
+        let spawn = |list: Vec<(Listener, Arc<ListenerSettings>)>| {
+            for (listener, settings) in list {
+                spawn_listener(&tracker, listener, settings, &realms, &shutdown);
+            }
+        };
+        spawn(private);
+        tokio::select! {
+            _ = components_joined => {}
+            _ = shutdown.cancelled() => {}
         }
+        spawn(public);
         shutdown.cancelled().await;
         info!("shutting down: closing sessions");
         tracker.close();
@@ -344,6 +351,41 @@ impl Router {
             );
         }
     }
+}
+
+/// The socket paths of the private transports of router components
+/// contain this.
+pub const PRIVATE_TRANSPORT_MARK: &str = ".trellis-";
+
+/// Accept on one listener, logging what it serves.
+fn spawn_listener(
+    tracker: &TaskTracker,
+    listener: Listener,
+    settings: Arc<ListenerSettings>,
+    realms: &Realms,
+    shutdown: &CancellationToken,
+) {
+    let kind = match settings.kind {
+        config::TransportKind::Websocket => "WebSocket",
+        config::TransportKind::Rawsocket => "RawSocket",
+        config::TransportKind::Web if settings.rawsocket.is_some() => {
+            "RawSocket, WebSocket and HTTP (universal)"
+        }
+        config::TransportKind::Web | config::TransportKind::Universal => {
+            "HTTP (web: static files and WebSocket paths)"
+        }
+        config::TransportKind::WebsocketTestee => {
+            "plain WebSocket echo (websocket.testee, for conformance tests; not WAMP)"
+        }
+    };
+    info!(transport = %settings.name, addr = %listener.describe(), "listening for WAMP over {kind}");
+    tracker.spawn(transport::serve(
+        listener,
+        settings,
+        realms.clone(),
+        shutdown.child_token(),
+        tracker.clone(),
+    ));
 }
 
 /// Resolve a web transport's paths: each WebSocket path gets its own

@@ -592,3 +592,41 @@ fn long_node_directories_keep_private_sockets_working() {
         "{err}"
     );
 }
+
+/// Router components before transports, as Crossbar.io starts them: a
+/// client that connects while the Python authenticator is still joining
+/// (its onJoin takes 2 s) waits, and is then authenticated, instead of
+/// being refused with "authenticator ... is not registered".
+#[test]
+fn no_client_is_admitted_before_the_router_components_have_joined() {
+    let port = free_port();
+    let cfg = json!({"version": 2, "workers": [{
+        "type": "router", "id": "router1",
+        "options": python_options(),
+        "realms": [{"name": "realm1", "roles": [
+            {"name": "authenticator", "permissions": [
+                {"uri": "com.example.authenticate", "allow": {"register": true}}]},
+            {"name": "user", "permissions": [
+                {"uri": "com.example.", "match": "prefix", "allow": {"call": true}}]}]}],
+        "components": [{"type": "class", "classname": "authenticator.AuthenticatorSession",
+                        "realm": "realm1", "role": "authenticator",
+                        "extra": {"name": "py-auth", "delay": 2}}],
+        "transports": [{"type": "websocket",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+            "auth": {"ticket": {"type": "dynamic", "authenticator": "com.example.authenticate"}}}]
+    }]});
+    // Node::start returns as soon as the port is bound: the kernel takes
+    // the connection into the backlog while the component is joining.
+    let node = Node::start(&cfg, port);
+    let out = expect_python_ok(
+        &node,
+        "scenarios.py",
+        &["ticket_via_python_authenticator", "json"],
+    );
+    assert!(
+        out.contains("ok ticket_via_python_authenticator json"),
+        "{out}"
+    );
+    let log = node.log();
+    assert!(!log.contains("is not registered"), "{log}");
+}

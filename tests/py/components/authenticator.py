@@ -1,6 +1,8 @@
 """A dynamic authenticator as a Python router component, in the shape of
 Crossbar.io's (and the seed's) AuthenticatorSession."""
 
+import asyncio
+
 from autobahn.asyncio.wamp import ApplicationSession
 from autobahn.wamp.exception import ApplicationError
 
@@ -9,6 +11,10 @@ USERS = {"joe": {"ticket": "secret", "role": "user"}}
 
 class AuthenticatorSession(ApplicationSession):
     async def onJoin(self, details):
+        # A slow start (extra.delay seconds) before the procedure exists:
+        # clients must not be admitted meanwhile.
+        await asyncio.sleep(self.config.extra.get("delay", 0))
+
         def authenticate(realm, authid, details):
             user = USERS.get(authid)
             if user is None or details.get("ticket") != user["ticket"]:
