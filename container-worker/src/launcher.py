@@ -36,10 +36,33 @@ def fail(message, code=1):
     sys.exit(code)
 
 
+def import_module(module):
+    """Import `module`; if it uses txaio at import time (txaio.make_logger()
+    at the top, as modules written for Crossbar.io do) before any framework
+    is chosen, choose Twisted, as Crossbar.io's workers run (asyncio where
+    Twisted is not installed), and import it again."""
+    try:
+        return importlib.import_module(module)
+    except Exception as e:
+        if "select a framework" not in str(e):
+            raise
+    import txaio
+
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        del sys.modules[name]
+    try:
+        import twisted  # noqa: F401
+
+        txaio.use_twisted()
+    except ImportError:
+        txaio.use_asyncio()
+    return importlib.import_module(module)
+
+
 def load(classname):
     module, _, name = classname.rpartition(".")
     try:
-        mod = importlib.import_module(module)
+        mod = import_module(module)
     except Exception:
         traceback.print_exc()
         fail(f"cannot import module {module!r} of component {classname!r} (options.pythonpath: {sys.path[:3]})")

@@ -186,10 +186,27 @@ try:
     import autobahn
 except Exception as e:
     out["autobahn"] = repr(e)
+def import_module(module):
+    # As the launcher does: a module that uses txaio at import time gets
+    # Twisted chosen first, as in Crossbar.io's workers.
+    try:
+        return importlib.import_module(module)
+    except Exception as e:
+        if "select a framework" not in str(e):
+            raise
+    import txaio
+    for n in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        del sys.modules[n]
+    try:
+        import twisted
+        txaio.use_twisted()
+    except ImportError:
+        txaio.use_asyncio()
+    return importlib.import_module(module)
 for name in sys.argv[1:]:
     module, _, cls = name.rpartition(".")
     try:
-        m = importlib.import_module(module)
+        m = import_module(module)
         out["classes"][name] = None if hasattr(m, cls) else f"module {module!r} has no {cls!r}"
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] == "twisted":

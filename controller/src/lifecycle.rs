@@ -411,7 +411,7 @@ impl Lifecycle {
                 if matches!(self.slots[i].state, State::Running | State::Starting) {
                     info!(worker = %id, changed = %path, "a watched file changed: restarting the guest (options.watch)");
                     let spec = self.slots[i].spec.clone();
-                    self.restart_with(i, spec);
+                    self.restart_with(i, spec, "a watched file changed");
                 }
             }
         }
@@ -955,7 +955,7 @@ impl Lifecycle {
                         spec: Box::new(spec),
                     });
                 }
-                Some(i) => self.restart_with(i, spec),
+                Some(i) => self.restart_with(i, spec, "its config changed"),
             }
         }
         info!(unchanged, "config reloaded");
@@ -984,13 +984,13 @@ impl Lifecycle {
         if ok {
             self.slots[i].spec = spec;
         } else {
-            self.restart_with(i, spec);
+            self.restart_with(i, spec, "its config changed");
         }
     }
 
-    fn restart_with(&mut self, i: usize, spec: WorkerSpec) {
+    fn restart_with(&mut self, i: usize, spec: WorkerSpec, why: &str) {
         let slot = &mut self.slots[i];
-        info!(worker = %spec.id, "restarting it");
+        info!(worker = %spec.id, "{why}: restarting it");
         match slot.pid {
             Some(pid) => {
                 slot.replace = Some(Replace::With(Box::new(spec)));

@@ -654,7 +654,8 @@ fn check_names_cluster_problems() {
     for want in [
         "cluster.nats.tls.ca_certificates[0]: \"",
         "missing-ca.pem\": No such file",
-        "cluster.nats.credentials: \"missing.creds\" is not a file (relative to the node directory",
+        "cluster.nats.credentials: \"/",
+        "missing.creds\" is not a file (relative paths start at the node directory",
     ] {
         assert!(err.contains(want), "{want:?} missing:\n{err}");
     }

@@ -630,3 +630,30 @@ fn no_client_is_admitted_before_the_router_components_have_joined() {
     let log = node.log();
     assert!(!log.contains("is not registered"), "{log}");
 }
+
+/// A function authenticator module that makes its txaio logger at import
+/// (`log = txaio.make_logger()` at the top, as Crossbar.io users write
+/// them) is checked and run: Twisted is chosen first, as in Crossbar.io's
+/// workers. Before, `check` refused it with "To use txaio, you must first
+/// select a framework".
+#[test]
+fn an_authenticator_that_logs_at_import_is_taken() {
+    let port = free_port();
+    let cfg = json!({"version": 2, "workers": [{
+        "type": "router", "id": "router1",
+        "options": python_options(),
+        "realms": [{"name": "realm1", "roles": [
+            {"name": "frontend", "permissions": [
+                {"uri": "", "match": "prefix",
+                 "allow": {"call": true, "register": true, "publish": true, "subscribe": true}}]}]}],
+        "transports": [{"type": "websocket",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+            "auth": {"ticket": {"type": "function", "create": "logged_auth.create_authenticator",
+                                "config": {"tickets": {"joe": "secret"}}}}}]
+    }]});
+    let out = check_json(&cfg);
+    assert!(out.status.success(), "{out:?}");
+    let node = Node::start(&cfg, port);
+    let out = expect_python_ok(&node, "scenarios.py", &["ticket_login_frontend", "json"]);
+    assert!(out.contains("ok ticket_login_frontend json"), "{out}");
+}

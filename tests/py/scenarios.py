@@ -570,6 +570,13 @@ async def ticket_via_python_authenticator(url, ser):
 
 
 @scenario
+async def ticket_login_frontend(url, ser):
+    """A ticket login checked by a function authenticator: joe gets role
+    frontend, a wrong ticket is refused."""
+    await ticket_login_and_refusal(url, ser, "secret", "frontend")
+
+
+@scenario
 async def function_component(url, ser):
     """A function component's join callback registered com.example.fn_echo."""
     s = await connect(url, ser)

@@ -1656,7 +1656,7 @@ pub fn cluster_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
             errors.push(ConfigError {
                 path: "cluster.nats.credentials".into(),
                 message: format!(
-                    "{creds:?} is not a file (relative to the node directory {}): a NATS .creds file",
+                    "{creds:?} is not a file (relative paths start at the node directory {}): a NATS .creds file",
                     node_dir.display()
                 ),
             });
