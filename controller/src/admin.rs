@@ -583,6 +583,11 @@ pub(crate) fn render_metrics(
         "trellis_connections_refused",
         "Connections refused by a transport's max_connections",
     );
+    let too_large = counter(
+        &mut reg,
+        "trellis_messages_too_large",
+        "Messages larger than the receiving session's transport takes: events skipped, results and invocations turned into errors",
+    );
     let bytes_in = counter(
         &mut reg,
         "trellis_received_bytes",
@@ -747,6 +752,7 @@ pub(crate) fn render_metrics(
             bytes_in.get_or_create(&l).inc_by(t.bytes_received);
             bytes_out.get_or_create(&l).inc_by(t.bytes_sent);
             refused.get_or_create(&l).inc_by(t.refused);
+            too_large.get_or_create(&l).inc_by(t.too_large);
             if t.authenticator_duration.count() > 0 {
                 authenticator
                     .get_or_create(&labels(&[("worker", w), ("transport", &t.name)]))

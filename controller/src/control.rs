@@ -190,6 +190,10 @@ pub struct TransportStats {
     pub bytes_received: u64,
     #[serde(default)]
     pub bytes_sent: u64,
+    /// Messages larger than the receiving session's transport takes: not
+    /// sent (events skipped, results and invocations turned into errors).
+    #[serde(default)]
+    pub too_large: u64,
 }
 
 /// One worker in `trellis status` ([`NODE_STATUS`]).

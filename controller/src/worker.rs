@@ -313,6 +313,7 @@ pub async fn run(
                         authenticator_duration: c.authenticator.snapshot(),
                         bytes_received: c.bytes_received.load(Relaxed),
                         bytes_sent: c.bytes_sent.load(Relaxed),
+                        too_large: c.too_large.load(Relaxed),
                     })
                     .collect();
                 Ok(Payload {

@@ -159,3 +159,49 @@ fn leave_and_rejoin_at_once_finds_the_procedure_free() {
         assert!(out.contains(want), "{want:?} missing:\n{out}");
     }
 }
+
+/// Outgoing messages respect the receiving session's `max_message_size`, as
+/// Crossbar.io: a result too large for its caller, or an invocation too
+/// large for its callee, is `wamp.error.invalid_argument` for the caller;
+/// an event too large for a subscriber is skipped for it and counted.
+/// Before, the result was delivered over a transport that refuses such
+/// messages the other way.
+#[test]
+fn messages_too_large_for_their_receiver_become_errors() {
+    let (open, limited, admin) = (free_port(), free_port(), free_port());
+    let mut cfg = router_config(open);
+    crate::support::push_transport(
+        &mut cfg,
+        serde_json::json!({"type": "websocket", "id": "limited",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": limited},
+            "options": {"max_message_size": 16384}}),
+    );
+    cfg["controller"] = serde_json::json!({"admin": {"endpoint": {"type": "tcp", "port": admin}}});
+    let node = Node::start(&cfg, open);
+    node.wait_ready();
+    let out = crate::support::expect_python_args_ok(
+        &node,
+        "too_large.py",
+        &[
+            &format!("ws://127.0.0.1:{limited}/ws"),
+            &format!("ws://127.0.0.1:{open}/ws"),
+        ],
+    );
+    for want in [
+        "ok a result too large for the caller is an error for it",
+        "ok an invocation too large for the callee is an error for the caller",
+        "ok an event too large for a subscriber is skipped for it alone",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+    let (code, text) = crate::admin::get(admin, "/metrics", &[]);
+    assert_eq!(code, 200);
+    assert_eq!(
+        crate::admin::metric(
+            &text,
+            "trellis_messages_too_large_total{worker=\"router1\",transport=\"limited\"}"
+        ),
+        3.0,
+        "{text}"
+    );
+}

@@ -79,6 +79,10 @@ pub struct TransportCounters {
     pub bytes_received: std::sync::atomic::AtomicU64,
     /// WAMP message bytes to established sessions' peers.
     pub bytes_sent: std::sync::atomic::AtomicU64,
+    /// Messages not sent because they were larger than the receiving
+    /// session's transport takes (events skipped, results and invocations
+    /// turned into errors).
+    pub too_large: std::sync::atomic::AtomicU64,
 }
 
 /// One session's WAMP message bytes, added to its transport's counters
@@ -106,6 +110,14 @@ impl<'a> Traffic<'a> {
         if self.received >= TRAFFIC_FLUSH {
             self.flush();
         }
+    }
+
+    /// A message too large for the peer was not sent (rare: counted at
+    /// once).
+    fn too_large(&mut self) {
+        self.counters
+            .too_large
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn sent(&mut self, n: usize) {
@@ -687,24 +699,84 @@ enum Write {
     Shutdown,
 }
 
+/// What becomes of a message larger than the receiving peer takes.
+enum Oversize {
+    /// An event: this subscriber does not get it.
+    Skip,
+    /// A result or error: the peer gets this error instead.
+    Replace(Arc<OutMsg>),
+    /// An invocation: the realm gets this error from the callee's side, and
+    /// the caller gets it.
+    ToRealm(Message),
+    /// Anything else: the session cannot go on.
+    Fail(String),
+}
+
+/// A message that is too large for its receiver, turned into what can be
+/// sent: nobody's connection is cut for a message someone else sent.
+fn oversize(msg: &Message, size: usize, limit: usize) -> Oversize {
+    use proto::message::{WampError, code};
+    let text = format!(
+        "the {} of {size} bytes is larger than the {limit} bytes the receiving session's transport takes (its max_message_size)",
+        msg.name()
+    );
+    let error = |request_type, request, text: String| {
+        Message::Error(WampError {
+            request_type,
+            request,
+            details: Dict::new(),
+            error: wamp_uri::INVALID_ARGUMENT.into(),
+            payload: proto::Payload::args(vec![text.into()]),
+        })
+    };
+    match msg {
+        Message::Event(_) => Oversize::Skip,
+        Message::Result(r) => Oversize::Replace(OutMsg::new(error(code::CALL, r.request, text))),
+        Message::Error(e) => Oversize::Replace(OutMsg::new(error(e.request_type, e.request, text))),
+        Message::Invocation(i) => Oversize::ToRealm(error(code::INVOCATION, i.request, text)),
+        _ => Oversize::Fail(text),
+    }
+}
+
 /// Write one message and whatever else is queued behind it, then flush.
+/// Messages too large for the peer are handled by [`oversize`]; errors the
+/// realm must hear of (for invocations) are left in `to_realm`.
 async fn write_batch<T: Transport>(
     t: &mut T,
     first: Arc<OutMsg>,
     rx: &mut mpsc::Receiver<Arc<OutMsg>>,
     traffic: &mut Traffic<'_>,
+    to_realm: &mut Vec<Message>,
 ) -> Result<(), TransportError> {
     let serializer = t.serializer();
-    let sent = |m: &OutMsg| m.encoded(serializer).map_or(0, |e| e.as_bytes().len());
-    t.feed(&first).await?;
-    let mut bytes = sent(&first);
-    for _ in 1..WRITE_BATCH {
-        match rx.try_recv() {
-            Ok(m) => {
-                t.feed(&m).await?;
-                bytes += sent(&m);
+    let limit = t.out_limit();
+    let size = |m: &OutMsg| m.encoded(serializer).map_or(0, |e| e.as_bytes().len());
+    let mut bytes = 0;
+    let mut next = Some(first);
+    let mut n = 0;
+    while let Some(m) = next.take() {
+        let len = size(&m);
+        let m = if len > limit {
+            traffic.too_large();
+            match oversize(&m.msg, len, limit) {
+                Oversize::Skip => None,
+                Oversize::Replace(e) => Some(e),
+                Oversize::ToRealm(e) => {
+                    to_realm.push(e);
+                    None
+                }
+                Oversize::Fail(text) => return Err(TransportError::PeerLimit(text)),
             }
-            Err(_) => break,
+        } else {
+            Some(m)
+        };
+        if let Some(m) = m {
+            t.feed(&m).await?;
+            bytes += size(&m);
+        }
+        n += 1;
+        if n < WRITE_BATCH {
+            next = rx.try_recv().ok();
         }
     }
     traffic.sent(bytes);
@@ -785,8 +857,9 @@ fn established<'a, 'b: 'a, T: Transport>(
                     };
                     // Most writes complete at once; only a write that has to
                     // wait gets a timer (no timer per message on the hot path).
+                    let mut to_realm = Vec::new();
                     let outcome = {
-                        let write = write_batch(t, out, rx, traffic);
+                        let write = write_batch(t, out, rx, traffic, &mut to_realm);
                         tokio::pin!(write);
                         match futures::FutureExt::now_or_never(&mut write) {
                             Some(r) => Write::Done(r),
@@ -812,6 +885,14 @@ fn established<'a, 'b: 'a, T: Transport>(
                     };
                     if let Err(e) = written {
                         return end_on_transport_error(t, span, e).await;
+                    }
+                    for msg in to_realm {
+                        // As if the callee had answered with the error: the
+                        // caller learns why, the callee never saw the call.
+                        warn!(parent: span, "an invocation too large for this callee's transport: the caller gets wamp.error.invalid_argument");
+                        if realm.send(RealmCommand::Message { session: id, msg }).await.is_err() {
+                            return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
+                        }
                     }
                 }
                 incoming = t.recv() => {

@@ -64,6 +64,13 @@ pub trait Transport: Send + 'static {
     /// Cancel-safe: dropping the future loses no data.
     fn recv(&mut self) -> impl Future<Output = Result<Bytes, TransportError>> + Send;
 
+    /// The largest message (as encoded) this peer takes: larger ones are
+    /// not sent (the session turns them into an error for whoever caused
+    /// them, or skips an event).
+    fn out_limit(&self) -> usize {
+        usize::MAX
+    }
+
     /// Queue a message for writing (call [`Transport::flush`] after a batch).
     fn feed(
         &mut self,

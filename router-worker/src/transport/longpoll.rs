@@ -565,6 +565,10 @@ impl LongPollTransport {
 }
 
 impl Transport for LongPollTransport {
+    fn out_limit(&self) -> usize {
+        self.max_message_size
+    }
+
     fn serializer(&self) -> Serializer {
         self.shared.serializer
     }

@@ -179,6 +179,10 @@ fn map_error(e: FrameError) -> TransportError {
 }
 
 impl<S: Io> Transport for RawTransport<S> {
+    fn out_limit(&self) -> usize {
+        self.peer_max
+    }
+
     fn serializer(&self) -> Serializer {
         self.serializer
     }

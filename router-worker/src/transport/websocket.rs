@@ -610,6 +610,10 @@ fn map_ws_error(e: tungstenite::Error, max: usize) -> TransportError {
 }
 
 impl<S: Io> Transport for WsTransport<S> {
+    fn out_limit(&self) -> usize {
+        self.max_message_size
+    }
+
     fn serializer(&self) -> Serializer {
         self.serializer
     }
