@@ -380,14 +380,7 @@ fn a_watched_guest_restarts_when_its_files_change() {
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("start");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _node = Kill(child);
+    let _node = crate::support::KillOnDrop(child);
     let starts = || {
         std::fs::read_to_string(node_dir.join("starts.log"))
             .unwrap_or_default()

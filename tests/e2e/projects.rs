@@ -6,12 +6,12 @@
 //! and none, as Crossbar.io's READMEs say to run them.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{free_port, python, run_python, trellis, wait_port};
+use crate::support::{KillOnDrop, free_port, python, run_python, trellis, wait_port};
 
 /// A project: `.crossbar/config.json` (web on `web`, WebSocket at /ws, a
 /// container running `hello.Hello` from the project directory),
@@ -126,15 +126,6 @@ fn http_get(port: u16, path: &str) -> (String, String) {
     (code.to_owned(), body.to_owned())
 }
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Every way a Crossbar.io user checks a project: OK, and no warning
 /// about the web folder (`..` is the project directory every time).
 #[test]
@@ -210,7 +201,7 @@ fn start_from_the_project_as_crossbar_users_do() {
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
             .expect("trellis start");
-        let _node = Running(child);
+        let _node = KillOnDrop(child);
         wait_port(p.web, "the project's web transport");
         let (code, body) = http_get(p.web, "/");
         assert_eq!(
@@ -283,7 +274,7 @@ fn another_config_in_the_same_crossbar_directory() {
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("trellis start");
-    let _node = Running(child);
+    let _node = KillOnDrop(child);
     wait_port(p.alt, "the alternative config's web transport");
     let (code, body) = http_get(p.alt, "/");
     assert_eq!(
@@ -318,7 +309,7 @@ fn a_symlinked_cbdir_resolves_dot_dot_beside_the_link() {
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("start");
-    let _node = Running(child);
+    let _node = KillOnDrop(child);
     wait_port(p.web, "web");
     let (code, body) = http_get(p.web, "/");
     assert_eq!(

@@ -237,10 +237,10 @@ fn crossbar_restart_and_shutdown_modes() {
     }
 }
 
-#[test]
-fn a_python_router_component_authenticates_ticket_logins() {
-    let port = free_port();
-    let cfg = json!({"version": 2, "workers": [{
+/// A router whose Python router component `authenticator.AuthenticatorSession`
+/// (its `extra` given) authenticates ticket logins on a WebSocket on `port`.
+fn python_authenticator_router(port: u16, extra: serde_json::Value) -> serde_json::Value {
+    json!({"version": 2, "workers": [{
         "type": "router", "id": "router1",
         "options": python_options(),
         "realms": [{"name": "realm1", "roles": [
@@ -250,11 +250,17 @@ fn a_python_router_component_authenticates_ticket_logins() {
                 {"uri": "com.example.", "match": "prefix", "allow": {"call": true}}]}]}],
         // No transport: it joins in the node. No role would be anonymous.
         "components": [{"type": "class", "classname": "authenticator.AuthenticatorSession",
-                        "realm": "realm1", "role": "authenticator", "extra": {"name": "py-auth"}}],
+                        "realm": "realm1", "role": "authenticator", "extra": extra}],
         "transports": [{"type": "websocket",
             "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
             "auth": {"ticket": {"type": "dynamic", "authenticator": "com.example.authenticate"}}}]
-    }]});
+    }]})
+}
+
+#[test]
+fn a_python_router_component_authenticates_ticket_logins() {
+    let port = free_port();
+    let cfg = python_authenticator_router(port, json!({"name": "py-auth"}));
     let out = check_json(&cfg);
     assert!(out.status.success(), "{out:?}");
     // The router reports ready only once its Python component has joined,
@@ -503,20 +509,7 @@ fn function_authenticators_log_users_in() {
 #[test]
 fn long_node_directories_keep_private_sockets_working() {
     let port = free_port();
-    let cfg = json!({"version": 2, "workers": [{
-        "type": "router", "id": "router1",
-        "options": python_options(),
-        "realms": [{"name": "realm1", "roles": [
-            {"name": "authenticator", "permissions": [
-                {"uri": "com.example.authenticate", "allow": {"register": true}}]},
-            {"name": "user", "permissions": [
-                {"uri": "com.example.", "match": "prefix", "allow": {"call": true}}]}]}],
-        "components": [{"type": "class", "classname": "authenticator.AuthenticatorSession",
-                        "realm": "realm1", "role": "authenticator", "extra": {"name": "py-auth"}}],
-        "transports": [{"type": "websocket",
-            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
-            "auth": {"ticket": {"type": "dynamic", "authenticator": "com.example.authenticate"}}}]
-    }]});
+    let cfg = python_authenticator_router(port, json!({"name": "py-auth"}));
     let dir = tempfile::tempdir().expect("tmp");
     let config = dir.path().join("config.json");
     std::fs::write(&config, serde_json::to_vec(&cfg).expect("json")).expect("write");
@@ -534,14 +527,7 @@ fn long_node_directories_keep_private_sockets_working() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _node = Kill(out);
+    let _node = crate::support::KillOnDrop(out);
     crate::support::wait_port(port, "the router");
     let status = (0..200)
         .find_map(|_| {
@@ -600,21 +586,7 @@ fn long_node_directories_keep_private_sockets_working() {
 #[test]
 fn no_client_is_admitted_before_the_router_components_have_joined() {
     let port = free_port();
-    let cfg = json!({"version": 2, "workers": [{
-        "type": "router", "id": "router1",
-        "options": python_options(),
-        "realms": [{"name": "realm1", "roles": [
-            {"name": "authenticator", "permissions": [
-                {"uri": "com.example.authenticate", "allow": {"register": true}}]},
-            {"name": "user", "permissions": [
-                {"uri": "com.example.", "match": "prefix", "allow": {"call": true}}]}]}],
-        "components": [{"type": "class", "classname": "authenticator.AuthenticatorSession",
-                        "realm": "realm1", "role": "authenticator",
-                        "extra": {"name": "py-auth", "delay": 2}}],
-        "transports": [{"type": "websocket",
-            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
-            "auth": {"ticket": {"type": "dynamic", "authenticator": "com.example.authenticate"}}}]
-    }]});
+    let cfg = python_authenticator_router(port, json!({"name": "py-auth", "delay": 2}));
     // Node::start returns as soon as the port is bound: the kernel takes
     // the connection into the backlog while the component is joining.
     let node = Node::start(&cfg, port);
