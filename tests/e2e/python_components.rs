@@ -429,28 +429,34 @@ fn function_components_call_their_callbacks() {
     );
 }
 
-/// Crossbar.io's function authenticators (`"type": "function"`,
-/// `"create"`), on a web transport's WebSocket path, run by the router's
-/// Python interpreter.
-#[test]
-fn function_authenticators_log_users_in() {
-    let port = free_port();
-    let cfg = json!({"version": 2, "workers": [{
+/// A router with Python options whose role `frontend` may do anything,
+/// with one `transport`.
+fn frontend_router(transport: serde_json::Value) -> serde_json::Value {
+    json!({"version": 2, "workers": [{
         "type": "router", "id": "router1",
         "options": python_options(),
         "realms": [{"name": "realm1", "roles": [
             {"name": "frontend", "permissions": [
                 {"uri": "", "match": "prefix",
                  "allow": {"call": true, "register": true, "publish": true, "subscribe": true}}]}]}],
-        "transports": [{"type": "web",
+        "transports": [transport]
+    }]})
+}
+
+/// Crossbar.io's function authenticators (`"type": "function"`,
+/// `"create"`), on a web transport's WebSocket path, run by the router's
+/// Python interpreter.
+#[test]
+fn function_authenticators_log_users_in() {
+    let port = free_port();
+    let cfg = frontend_router(json!({"type": "web",
             "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
             "paths": {"ws": {"type": "websocket", "auth": {
                 "wampcra": {"type": "function", "create": "function_auth.create_cra_authenticator",
                             "expose_controller": true,
                             "config": {"dbname": "foo", "users": {"client1": "secret123"}}},
                 "ticket": {"type": "function", "create": "function_auth.create_ticket_authenticator",
-                           "config": {"tickets": {"joe": "tk"}}}}}}}]
-    }]});
+                           "config": {"tickets": {"joe": "tk"}}}}}}}));
     let out = check_json(&cfg);
     assert!(out.status.success(), "{out:?}");
     let node = Node::start(&cfg, port);
@@ -611,18 +617,10 @@ fn no_client_is_admitted_before_the_router_components_have_joined() {
 #[test]
 fn an_authenticator_that_logs_at_import_is_taken() {
     let port = free_port();
-    let cfg = json!({"version": 2, "workers": [{
-        "type": "router", "id": "router1",
-        "options": python_options(),
-        "realms": [{"name": "realm1", "roles": [
-            {"name": "frontend", "permissions": [
-                {"uri": "", "match": "prefix",
-                 "allow": {"call": true, "register": true, "publish": true, "subscribe": true}}]}]}],
-        "transports": [{"type": "websocket",
+    let cfg = frontend_router(json!({"type": "websocket",
             "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
             "auth": {"ticket": {"type": "function", "create": "logged_auth.create_authenticator",
-                                "config": {"tickets": {"joe": "secret"}}}}}]
-    }]});
+                                "config": {"tickets": {"joe": "secret"}}}}}));
     let out = check_json(&cfg);
     assert!(out.status.success(), "{out:?}");
     let node = Node::start(&cfg, port);

@@ -1469,12 +1469,7 @@ pub fn preflight_warnings(cfg: &NodeConfig, node_dir: &Path) -> Vec<ConfigError>
     let mut out = Vec::new();
     for (i, r) in cfg.routers() {
         for (j, t) in r.transports.iter().enumerate() {
-            let (paths, under) = match t.kind {
-                router_worker::config::TransportKind::Universal => {
-                    (t.web.as_ref().map(|w| &w.paths), "web.paths")
-                }
-                _ => (t.paths.as_ref(), "paths"),
-            };
+            let (paths, under) = web_paths(t);
             missing_statics(
                 paths,
                 &format!("workers[{i}].transports[{j}].{under}"),
@@ -1538,19 +1533,29 @@ pub fn preflight(cfg: &NodeConfig, node_dir: &Path) -> Result<(), ConfigErrors> 
     Ok(())
 }
 
-/// Static web paths whose directory does not exist under `node_dir`
-/// (where a router worker runs): a config error, before anything starts.
+/// A transport's web paths and the key they are under (a universal
+/// transport's under `web.paths`).
+fn web_paths(
+    t: &router_worker::config::TransportConfig,
+) -> (
+    Option<&std::collections::BTreeMap<String, router_worker::config::WebPath>>,
+    &'static str,
+) {
+    match t.kind {
+        router_worker::config::TransportKind::Universal => {
+            (t.web.as_ref().map(|w| &w.paths), "web.paths")
+        }
+        _ => (t.paths.as_ref(), "paths"),
+    }
+}
+
+/// Archive files that are not there under `node_dir`, or whose SHA-256 is
+/// none of their `hashes`: a config error, before anything starts.
 pub fn missing_directories(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
     let mut errors = Vec::new();
     for (i, r) in cfg.routers() {
         for (j, t) in r.transports.iter().enumerate() {
-            // A universal transport's web paths are under "web.paths".
-            let (paths, under) = match t.kind {
-                router_worker::config::TransportKind::Universal => {
-                    (t.web.as_ref().map(|w| &w.paths), "web.paths")
-                }
-                _ => (t.paths.as_ref(), "paths"),
-            };
+            let (paths, under) = web_paths(t);
             for (name, p) in paths.into_iter().flatten() {
                 if p.kind == router_worker::config::WebPathKind::Archive
                     && let Some(a) = &p.archive
