@@ -12,6 +12,7 @@ output is the container worker's log.
 
 import importlib
 import json
+import os
 import signal
 import sys
 import traceback
@@ -92,14 +93,49 @@ def serializer_objects(names):
     return out or None
 
 
-def watched(cls, on_end, on_joined=lambda: None):
+def broken(name, what, tb, stop):
+    """A component that cannot even be made (its constructor or onOpen
+    raised): logged with its traceback, and the launcher ends at once with
+    status 1, as Crossbar.io's worker fails its start."""
+    print(f"trellis launcher: component {name}: {what} raised:\n{tb}", file=sys.stderr, flush=True)
+    print(f"trellis launcher: component {name} cannot start: {what} raised; see the traceback above", file=sys.stderr, flush=True)
+    # At once, whatever loop is running: autobahn would otherwise swallow it.
+    sys.stdout.flush()
+    os._exit(1)
+
+
+def maker(cls, cfg, name, stop):
+    """A factory for `cls(cfg)` whose failure is logged and ends the
+    launcher (autobahn would swallow it)."""
+
+    def make():
+        try:
+            return cls(cfg)
+        except Exception:
+            broken(name, f"{cls.__qualname__}.__init__", traceback.format_exc(), stop)
+            raise
+
+    return make
+
+
+def watched(cls, on_end, on_joined=lambda: None, stop=lambda code: None):
     """The class, but its end is reported: `on_end(name, failed)`. A
     component that leaves by itself has stopped; one whose onJoin raises,
-    or whose connection is lost, has failed (with the traceback in the log)."""
+    or whose connection is lost, has failed (with the traceback in the log).
+    A failed onJoin has finished joining too (`on_joined`): the router's
+    start does not wait for it."""
+    name = f"{cls.__module__}.{cls.__name__}"
 
     class Watched(cls):
         _trellis_leaving = False
         _trellis_failed = False
+
+        def onOpen(self, transport):
+            try:
+                return super().onOpen(transport)
+            except Exception:
+                broken(name, f"{cls.__qualname__}.onOpen", traceback.format_exc(), stop)
+                raise
 
         def leave(self, *args, **kwargs):
             self._trellis_leaving = True
@@ -108,6 +144,7 @@ def watched(cls, on_end, on_joined=lambda: None):
         def _trellis_join_failed(self, tb):
             print(f"trellis launcher: {cls.__module__}.{cls.__name__}.onJoin raised:\n{tb}", file=sys.stderr, flush=True)
             self._trellis_failed = True
+            on_joined()
             try:
                 self.disconnect()
             except Exception:
@@ -156,7 +193,9 @@ class Ends:
     `shutdown` mode (Trellis's default: when any component ends)."""
 
     def __init__(self, count, mode, stop):
-        self.count, self.mode, self.stop = count, mode or "shutdown-on-any-component-stopped", stop
+        # Crossbar.io's default: a component that ends stays down, the
+        # others run on.
+        self.count, self.mode, self.stop = count, mode or "shutdown-manual", stop
         self.ended = {}
 
     def __call__(self, name, failed):
@@ -200,7 +239,7 @@ def run_asyncio(components):
 
     for spec, cls in components:
         cfg = ComponentConfig(spec["realm"], spec.get("extra") or {})
-        make = (lambda cfg, cls: (lambda: cls(cfg)))(cfg, watched(cls, ends, joined))
+        make = maker(watched(cls, ends, joined, stop), cfg, f"{spec.get('key', '')} ({spec['name']})", stop)
         url = spec["url"]
         sers = serializer_objects(spec.get("serializers"))
         if spec["kind"] == "websocket":
@@ -257,7 +296,7 @@ def run_twisted(components):
             from twisted.internet.endpoints import UNIXClientEndpoint
 
             cfg = ComponentConfig(spec["realm"], spec.get("extra") or {})
-            make = (lambda cfg, klass: (lambda: klass(cfg)))(cfg, watched(cls, ends, joined))
+            make = maker(watched(cls, ends, joined, stop), cfg, f"{spec.get('key', '')} ({spec['name']})", stop)
             sers = serializer_objects(spec.get("serializers"))
             if spec["kind"] == "websocket":
                 factory = WampWebSocketClientFactory(make, url="ws://localhost/ws", serializers=sers)
@@ -269,7 +308,13 @@ def run_twisted(components):
         runner = ApplicationRunner(
             url, spec["realm"], extra=spec.get("extra") or {}, serializers=serializer_objects(spec.get("serializers"))
         )
-        d = runner.run(watched(cls, ends, joined), start_reactor=False, auto_reconnect=False)
+        klass = watched(cls, ends, joined, stop)
+        name = f"{spec.get('key', '')} ({spec['name']})"
+
+        def make(cfg, klass=klass, name=name):
+            return maker(klass, cfg, name, stop)()
+
+        d = runner.run(make, start_reactor=False, auto_reconnect=False)
         d.addErrback(connect_failed, spec)
     reactor.run()
     sys.exit(EXIT["code"])

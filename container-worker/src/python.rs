@@ -37,7 +37,7 @@ fn spec(c: &ContainerConfig) -> serde_json::Value {
     let node_dir = std::env::current_dir().unwrap_or_default();
     let components: Vec<serde_json::Value> = c
         .python_components()
-        .filter_map(|(_, comp)| {
+        .filter_map(|(j, comp)| {
             let t = comp.transport.as_ref()?;
             let serializers = match t.kind.as_str() {
                 "websocket" => t.serializers.clone().unwrap_or_default(),
@@ -46,6 +46,7 @@ fn spec(c: &ContainerConfig) -> serde_json::Value {
             Some(serde_json::json!({
                 "type": comp.kind,
                 "name": comp.python_name(),
+                "key": format!("components[{j}]"),
                 "callbacks": comp.callbacks,
                 "classname": comp.classname,
                 "realm": comp.realm,

@@ -184,6 +184,7 @@ fn crossbar_restart_and_shutdown_modes() {
     // crasher: onJoin raises, fails and is not restarted.
     cfg["workers"][3]["components"][0]["classname"] = json!("app.BadJoin");
     cfg["workers"][3]["options"]["restart"] = json!("restart-never");
+    cfg["workers"][3]["options"]["shutdown"] = json!("shutdown-on-any-component-failed");
     let node = Node::start(&cfg, ws);
     // Slots are "stopped" before they first start, too: wait for an exit.
     let s = wait_status(&node, "both ended", |s| {
@@ -626,4 +627,109 @@ fn an_authenticator_that_logs_at_import_is_taken() {
     let node = Node::start(&cfg, port);
     let out = expect_python_ok(&node, "scenarios.py", &["ticket_login_frontend", "json"]);
     assert!(out.contains("ok ticket_login_frontend json"), "{out}");
+}
+
+/// Crossbar.io's default for component failures (`shutdown-manual`): a
+/// component whose onJoin raises is logged and stays down, the container
+/// and its other components run on, and nothing is restarted.
+#[test]
+fn a_failed_component_stays_down_and_its_container_runs_on() {
+    let (ws, rs) = (free_port(), free_port());
+    let mut cfg = config(ws, rs);
+    // The adder's container gets a second component that fails.
+    cfg["workers"][1]["components"]
+        .as_array_mut()
+        .expect("components")
+        .push(json!({"type": "class", "classname": "app.BadJoin", "realm": "realm1",
+                     "transport": {"type": "websocket", "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": ws},
+                                   "url": format!("ws://127.0.0.1:{ws}/ws"), "serializers": ["json"]}}));
+    let node = Node::start(&cfg, ws);
+    wait_status(&node, "the adder's container running", |s| {
+        worker(s, "adder")["state"] == "running"
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !node
+        .worker_log("adder")
+        .contains("component app.BadJoin failed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            node.worker_log("adder")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = expect_python_args_ok(
+        &node,
+        "scenarios.py",
+        &[&node.url(), "python_components", "json"],
+    );
+    assert!(out.contains("ok python_components json"), "{out}");
+    let s = crate::node::status(&node.node_dir());
+    assert_eq!(worker(&s, "adder")["state"], "running", "{s}");
+    assert_eq!(worker(&s, "adder")["restarts"], 0, "{s}");
+    let log = node.worker_log("adder");
+    assert!(
+        log.contains("RuntimeError: BadJoin cannot start: the database is gone"),
+        "{log}"
+    );
+}
+
+/// Router components as Crossbar.io handles their failures: one whose
+/// onJoin raises is logged and down while the router serves on; one whose
+/// constructor raises fails the router's start at once, naming it (before,
+/// nothing was logged and the node gave up after startup_timeout).
+#[test]
+fn router_component_failures_as_crossbar_handles_them() {
+    let port = free_port();
+    let mut cfg = python_authenticator_router(port, json!({"name": "py-auth"}));
+    cfg["workers"][0]["components"]
+        .as_array_mut()
+        .expect("components")
+        .push(
+            json!({"type": "class", "classname": "app.BadJoin", "realm": "realm1", "role": "user"}),
+        );
+    let node = Node::start(&cfg, port);
+    let out = expect_python_ok(
+        &node,
+        "scenarios.py",
+        &["ticket_via_python_authenticator", "json"],
+    );
+    assert!(
+        out.contains("ok ticket_via_python_authenticator json"),
+        "{out}"
+    );
+    let log = node.worker_log("router1");
+    assert!(
+        log.contains("app.BadJoin.onJoin raised") && log.contains("the database is gone"),
+        "{log}"
+    );
+    let s = crate::node::status(&node.node_dir());
+    assert_eq!(worker(&s, "router1")["state"], "running", "{s}");
+    assert_eq!(worker(&s, "router1")["restarts"], 0, "{s}");
+    drop(node);
+
+    cfg["workers"][0]["components"][1]["classname"] = json!("app.BadInit");
+    cfg["workers"][0]["options"]["restart"] = json!({"max_restarts": 0});
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
+    let started = std::time::Instant::now();
+    let out = crate::support::trellis()
+        .args(["start", "--config"])
+        .arg(&path)
+        .arg("--node-dir")
+        .arg(dir.path().join("node"))
+        .output()
+        .expect("start");
+    let took = started.elapsed();
+    assert!(!out.status.success());
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
+    let log = std::fs::read_to_string(dir.path().join("node/logs/router1.log")).unwrap_or_default()
+        + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("components[1] (app.BadInit): BadInit.__init__ raised")
+            && log.contains("ZeroDivisionError"),
+        "{log}"
+    );
 }

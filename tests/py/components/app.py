@@ -54,6 +54,13 @@ class BadJoin(ApplicationSession):
         raise RuntimeError("BadJoin cannot start: the database is gone")
 
 
+class BadInit(ApplicationSession):
+    """Its constructor raises: it cannot even be made."""
+
+    def __init__(self, config=None):
+        1 / 0
+
+
 class SlowJoin(ApplicationSession):
     """Takes two seconds in onJoin: its router is not ready before."""
 
