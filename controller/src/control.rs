@@ -284,6 +284,7 @@ pub fn router_config(socket: &Path) -> RouterConfig {
             roles: Vec::new(),
             options: Default::default(),
             store: None,
+            stats: None,
         }],
         transports: vec![router_worker::config::TransportConfig::unix_anonymous(
             "control",

@@ -250,6 +250,37 @@ pub struct RealmConfig {
     /// Event history (Crossbar.io's realm `store`).
     #[serde(default)]
     pub store: Option<StoreConfig>,
+    /// Crossbar.io's session statistics: `wamp.session.on_stats` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<StatsConfig>,
+}
+
+/// Crossbar.io's realm `stats`: each session's traffic, published as
+/// `wamp.session.on_stats` after so many rated messages or seconds, and on
+/// join and leave if asked.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StatsConfig {
+    /// Bytes of one rated message (a power of two): a message counts as
+    /// `ceil(size / rated_message_size)` rated messages.
+    #[serde(default = "default_rated_message_size")]
+    pub rated_message_size: u64,
+    /// Publish after this many rated messages (0: never by count).
+    #[serde(default)]
+    pub trigger_after_rated_messages: u64,
+    /// Publish after this many seconds (0: never by time).
+    #[serde(default)]
+    pub trigger_after_duration: u64,
+    /// Publish when the session joins.
+    #[serde(default)]
+    pub trigger_on_join: bool,
+    /// Publish when the session leaves.
+    #[serde(default = "yes")]
+    pub trigger_on_leave: bool,
+}
+
+fn default_rated_message_size() -> u64 {
+    512
 }
 
 /// Crossbar.io's realm store: which topics keep an event history.
@@ -1522,6 +1553,23 @@ impl RouterConfig {
                         realm.name
                     ),
                 );
+            }
+            if let Some(st) = &realm.stats {
+                if !st.rated_message_size.is_power_of_two() {
+                    p(
+                        format!("realms[{i}].stats.rated_message_size"),
+                        format!(
+                            "{} is not a power of two (as Crossbar.io wants): 256, 512, 1024, ...",
+                            st.rated_message_size
+                        ),
+                    );
+                }
+                if st.trigger_after_rated_messages == 0 && st.trigger_after_duration == 0 {
+                    p(
+                        format!("realms[{i}].stats"),
+                        "set trigger_after_rated_messages or trigger_after_duration (seconds) above 0: statistics are published after one of them (as Crossbar.io requires)".into(),
+                    );
+                }
             }
             if let Some(store) = &realm.store {
                 for (h, entry) in store.event_history.iter().enumerate() {

@@ -37,6 +37,17 @@ fn goodbye_and_on_leave_as_crossbar_by_default() {
     scenario("crossbar_goodbye_and_on_leave");
 }
 
+/// Crossbar.io's realm `stats`: `wamp.session.on_stats` on join, after 10
+/// rated messages and on leave.
+#[test]
+fn realm_stats_publish_session_statistics() {
+    run("session_stats", |cfg| {
+        cfg["workers"][0]["realms"][0]["stats"] = serde_json::json!({
+            "rated_message_size": 256, "trigger_after_rated_messages": 10,
+            "trigger_after_duration": 0, "trigger_on_join": true, "trigger_on_leave": true});
+    });
+}
+
 /// The router's `options.compat: "spec"` gives the specification's.
 #[test]
 fn goodbye_and_on_leave_as_the_specification_says_with_compat_spec() {

@@ -77,6 +77,35 @@ async def leave_as_watched(url, ser, reason):
 
 
 @scenario
+async def session_stats(url, ser):
+    """Crossbar.io's realm stats: wamp.session.on_stats(session, stats) on
+    join, after 10 rated messages, and on leave, in Crossbar.io's shape."""
+    monitor = await connect(url, ser)
+    events = []
+    await monitor.subscribe(lambda who, st: events.append((who, st)), "wamp.session.on_stats")
+    s = await connect(url, ser)
+    sid = s.details.session
+    for _ in range(8):
+        await s.call("wamp.session.count")
+    await leave(s)
+    mine = lambda: [st for who, st in events if who.get("session") == sid]
+    await until(lambda: any(st["last"] for st in mine()), "the last statistics")
+    st = mine()
+    who = next(w for w, _ in events if w.get("session") == sid)
+    assert who == {"realm": "realm1", "session": sid, "authid": s.details.authid, "authrole": "anonymous"}, who
+    keys = {"bytes", "cycle", "duration", "first", "last", "messages", "rated_messages", "serializer", "timestamp"}
+    assert all(set(x) == keys for x in st), st
+    assert st[0]["first"] and st[0]["cycle"] == 1 and st[0]["messages"] == 0, st[0]
+    assert [x["cycle"] for x in st] == list(range(1, len(st) + 1)), st
+    assert len(st) >= 3, f"join, at least one after 10 rated messages, leave: {st}"
+    assert any(x["rated_messages"] >= 10 and not x["first"] and not x["last"] for x in st), st
+    assert st[-1]["last"] and all(not x["last"] for x in st[:-1]), st
+    assert all(x["serializer"] == ser for x in st), st
+    assert sum(x["messages"] for x in st) >= 16, st
+    await leave(monitor)
+
+
+@scenario
 async def crossbar_goodbye_and_on_leave(url, ser):
     """As Crossbar.io (the default): GOODBYE is answered wamp.close.normal
     whatever the client said, and on_leave carries the session id alone,

@@ -60,6 +60,11 @@ pub enum Input {
     Message { session: Id, msg: Message },
     /// A session ended (GOODBYE, close, error): drop everything it held.
     Leave { session: Id },
+    /// A meta event a session task produced (`wamp.session.on_stats`).
+    MetaEvent {
+        topic: &'static str,
+        args: Vec<Value>,
+    },
     /// A session's outbound queue of `queue` messages was full.
     SlowPeer { session: Id, queue: usize },
     /// A timer the core started has fired.
@@ -605,6 +610,7 @@ impl Core {
                 }
             }
             Input::Leave { session } => self.leave(session),
+            Input::MetaEvent { topic, args } => self.meta_event(topic, args),
             Input::SlowPeer { session, queue } => self.slow_peer(session, queue),
             Input::Timer(t) => self.timer_fired(t),
             Input::InternalCall {

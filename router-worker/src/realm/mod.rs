@@ -253,6 +253,9 @@ pub enum RealmCommand {
     },
     /// A session ended (GOODBYE, close, error): drop everything it held.
     Leave { session: Id },
+    /// A session's statistics (the realm's `stats`): published as
+    /// `wamp.session.on_stats` with these arguments.
+    SessionStats { args: Vec<Value> },
     /// As `Leave`, answering once everything the session held is gone: a
     /// client's GOODBYE is answered only then, so that a client that
     /// rejoins at once finds its procedures free.
@@ -322,6 +325,8 @@ pub struct RealmStopped;
 pub struct RealmHandle {
     /// The realm's URI.
     pub name: Arc<str>,
+    /// The realm's `stats` (read when the realm starts).
+    stats: Option<Arc<crate::config::StatsConfig>>,
     /// Shared with the actor: sessions check their role exists at HELLO;
     /// swapped by a reconfiguration.
     authz: Arc<ArcSwap<Authorizer>>,
@@ -365,10 +370,16 @@ impl RealmHandle {
         tokio::spawn(actor.run(rx));
         RealmHandle {
             name: cfg.name.as_str().into(),
+            stats: cfg.stats.clone().map(Arc::new),
             authz,
             sessions: count,
             tx,
         }
+    }
+
+    /// The realm's `stats` (session statistics), if it has them.
+    pub fn session_stats(&self) -> Option<Arc<crate::config::StatsConfig>> {
+        self.stats.clone()
     }
 
     /// Hand an RPC envelope from another member to the realm, without
@@ -629,6 +640,10 @@ impl Actor {
                 }
             }
             RealmCommand::Leave { session } => Input::Leave { session },
+            RealmCommand::SessionStats { args } => Input::MetaEvent {
+                topic: "wamp.session.on_stats",
+                args,
+            },
             RealmCommand::LeaveAndTell { session, done } => {
                 self.feed(Input::Leave { session }, now);
                 let _ = done.send(());

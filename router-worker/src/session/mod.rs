@@ -6,6 +6,7 @@
 //! and router shutdown. A protocol violation ends this session with ABORT
 //! `wamp.error.protocol_violation` and a reason; nothing else notices.
 
+pub mod stats;
 pub mod transport;
 
 use std::future::Future;
@@ -91,6 +92,10 @@ struct Traffic<'a> {
     counters: &'a TransportCounters,
     received: u64,
     sent: u64,
+    /// The realm's `stats`: this session's meter, and whether statistics
+    /// are due.
+    meter: Option<stats::StatsMeter>,
+    stats_due: bool,
 }
 
 /// Bytes a session counts before it adds them to the transport's.
@@ -102,10 +107,22 @@ impl<'a> Traffic<'a> {
             counters,
             received: 0,
             sent: 0,
+            meter: None,
+            stats_due: false,
+        }
+    }
+
+    /// One message of `n` bytes, either way, for the realm's `stats`.
+    fn metered(&mut self, n: usize) {
+        if let Some(m) = &mut self.meter
+            && m.count(n)
+        {
+            self.stats_due = true;
         }
     }
 
     fn received(&mut self, n: usize) {
+        self.metered(n);
         self.received += n as u64;
         if self.received >= TRAFFIC_FLUSH {
             self.flush();
@@ -312,6 +329,8 @@ pub struct Connection {
 
 /// What the opening handshake hands to the established phase.
 struct Opened {
+    /// The realm's `stats` meter and the session's short details.
+    meter: Option<(stats::StatsMeter, Dict)>,
     realm: RealmHandle,
     id: Id,
     rx: mpsc::Receiver<Arc<OutMsg>>,
@@ -348,11 +367,23 @@ pub fn run<'a, T: Transport>(
             id,
             mut rx,
             kill,
+            meter,
         }) = opened
         else {
             return;
         };
         let mut traffic = Traffic::new(&settings.counters);
+        let who = match meter {
+            Some((m, who)) => {
+                let on_join = m.on_join();
+                traffic.meter = Some(m);
+                if on_join {
+                    publish_stats(&realm, &who, &mut traffic, false).await;
+                }
+                who
+            }
+            None => Dict::new(),
+        };
         let session = Box::pin(established(
             &mut t,
             &mut rx,
@@ -365,8 +396,16 @@ pub fn run<'a, T: Transport>(
             settings.write_timeout,
             settings.compat,
             &mut traffic,
+            &who,
         ));
         session.await;
+        if traffic
+            .meter
+            .as_ref()
+            .is_some_and(stats::StatsMeter::on_leave)
+        {
+            publish_stats(&realm, &who, &mut traffic, true).await;
+        }
         let _ = realm.send(RealmCommand::Leave { session: id }).await;
         info!(parent: &span, "session left");
     }
@@ -574,12 +613,46 @@ async fn open<T: Transport>(
         return quit(end_on_transport_error(t, &span, e)).await;
     }
     info!(parent: &span, authrole = %info.authrole, serializer = serializer.name(), "session joined");
+    // The realm's `stats`: this session's meter, and who it is in the
+    // events (Crossbar.io's short session details).
+    let meter = realm.session_stats().map(|cfg| {
+        let who = proto::dict! {
+            "realm" => &*realm.name,
+            "session" => id,
+            "authid" => info.authid.as_str(),
+            "authrole" => info.authrole.as_str(),
+        };
+        (
+            stats::StatsMeter::new(cfg, serializer.name(), std::time::Instant::now()),
+            who,
+        )
+    });
     Some(Opened {
         realm,
         id,
         rx,
         kill,
+        meter,
     })
+}
+
+/// Publish this session's statistics (`wamp.session.on_stats`), as the
+/// realm's `stats` asks, and start a new cycle.
+async fn publish_stats(realm: &RealmHandle, who: &Dict, traffic: &mut Traffic<'_>, last: bool) {
+    traffic.stats_due = false;
+    let Some(m) = &mut traffic.meter else {
+        return;
+    };
+    let stats = m.take(
+        std::time::Instant::now(),
+        std::time::SystemTime::now(),
+        last,
+    );
+    let _ = realm
+        .send(RealmCommand::SessionStats {
+            args: vec![Value::Dict(who.clone()), Value::Dict(stats)],
+        })
+        .await;
 }
 
 /// HELLO → (CHALLENGE → AUTHENTICATE) → principal. `Err(None)` means the
@@ -772,7 +845,9 @@ async fn write_batch<T: Transport>(
         };
         if let Some(m) = m {
             t.feed(&m).await?;
-            bytes += size(&m);
+            let len = size(&m);
+            traffic.metered(len);
+            bytes += len;
         }
         n += 1;
         if n < WRITE_BATCH {
@@ -799,6 +874,7 @@ fn established<'a, 'b: 'a, T: Transport>(
     write_timeout: Duration,
     compat: crate::config::Compat,
     traffic: &'a mut Traffic<'b>,
+    who: &'a Dict,
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
         let serializer = t.serializer();
@@ -810,7 +886,14 @@ fn established<'a, 'b: 'a, T: Transport>(
         tokio::pin!(timer);
         let mut pinged: Option<std::time::Instant> = None;
         loop {
+            if traffic.stats_due {
+                publish_stats(realm, who, traffic, false).await;
+            }
+            let stats_at = traffic.meter.as_ref().and_then(stats::StatsMeter::due);
             tokio::select! {
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(stats_at.unwrap_or_else(std::time::Instant::now))), if stats_at.is_some() => {
+                    publish_stats(realm, who, traffic, false).await;
+                }
                 _ = &mut timer, if keepalive.is_some() => {
                     let check;
                     let now = std::time::Instant::now();
@@ -909,6 +992,11 @@ fn established<'a, 'b: 'a, T: Transport>(
                         }
                         Incoming::Goodbye(reason) => {
                             debug!(parent: span, %reason, "client said GOODBYE");
+                            // The last statistics while the session is there.
+                            if traffic.meter.as_ref().is_some_and(stats::StatsMeter::on_leave) {
+                                publish_stats(realm, who, traffic, true).await;
+                            }
+                            traffic.meter = None;
                             // Leave first: the reply says the session is gone,
                             // its registrations and subscriptions with it.
                             let (done, left) = tokio::sync::oneshot::channel();
