@@ -48,6 +48,16 @@ fn realm_stats_publish_session_statistics() {
     });
 }
 
+/// Crossbar.io's realm `stats` by time: every `trigger_after_duration`
+/// seconds, without traffic.
+#[test]
+fn realm_stats_by_time() {
+    run("session_stats_by_time", |cfg| {
+        cfg["workers"][0]["realms"][0]["stats"] = serde_json::json!({
+            "trigger_after_duration": 1, "trigger_on_join": false});
+    });
+}
+
 /// The router's `options.compat: "spec"` gives the specification's.
 #[test]
 fn goodbye_and_on_leave_as_the_specification_says_with_compat_spec() {

@@ -106,6 +106,23 @@ async def session_stats(url, ser):
 
 
 @scenario
+async def session_stats_by_time(url, ser):
+    """Crossbar.io's realm stats with trigger_after_duration 1 s: an idle
+    session gets statistics every second, the first marked first."""
+    monitor = await connect(url, ser)
+    events = []
+    await monitor.subscribe(lambda who, st: events.append((who, st)), "wamp.session.on_stats")
+    s = await connect(url, ser)
+    sid = s.details.session
+    mine = lambda: [st for who, st in events if who.get("session") == sid]
+    await until(lambda: len(mine()) >= 2, "two statistics by time", timeout=10)
+    st = mine()
+    assert st[0]["first"] and not st[1]["first"] and not st[0]["last"], st
+    assert all(0.5e9 < x["duration"] < 3e9 for x in st), st
+    await leave(s, monitor)
+
+
+@scenario
 async def crossbar_goodbye_and_on_leave(url, ser):
     """As Crossbar.io (the default): GOODBYE is answered wamp.close.normal
     whatever the client said, and on_leave carries the session id alone,

@@ -871,14 +871,24 @@ impl Core {
     /// from a session that did not announce `payload_passthru_mode` for
     /// that role in HELLO: a protocol violation, as the specification says.
     fn unannounced_passthru(&self, session: Id, msg: &Message) -> Option<String> {
-        let f = self.sessions.get(&session)?.info.features;
-        let (options, role, announced) = match msg {
-            Message::Call(m) => (&m.options, "caller", f.caller_ppt),
-            Message::Publish(m) => (&m.options, "publisher", f.publisher_ppt),
-            Message::Yield(m) => (&m.options, "callee", f.callee_ppt),
+        let (options, role) = match msg {
+            Message::Call(m) => (&m.options, "caller"),
+            Message::Publish(m) => (&m.options, "publisher"),
+            Message::Yield(m) => (&m.options, "callee"),
             _ => return None,
         };
-        (!announced && options.contains_key("ppt_scheme")).then(|| {
+        // Options are usually empty: the session is looked up only for
+        // the rare message in passthru mode.
+        if !options.contains_key("ppt_scheme") {
+            return None;
+        }
+        let f = self.sessions.get(&session)?.info.features;
+        let announced = match role {
+            "caller" => f.caller_ppt,
+            "publisher" => f.publisher_ppt,
+            _ => f.callee_ppt,
+        };
+        (!announced).then(|| {
             format!(
                 "{} carries ppt_scheme, but this session did not announce payload_passthru_mode for its {role} role in HELLO",
                 msg.name()

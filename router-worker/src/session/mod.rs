@@ -885,13 +885,25 @@ fn established<'a, 'b: 'a, T: Transport>(
         let timer = tokio::time::sleep(interval);
         tokio::pin!(timer);
         let mut pinged: Option<std::time::Instant> = None;
+        // The realm's `stats` by time: one timer, reset when due (no timer
+        // is made per loop turn, and none at all without `stats`).
+        let stats_timer = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+        tokio::pin!(stats_timer);
         loop {
             if traffic.stats_due {
                 publish_stats(realm, who, traffic, false).await;
             }
-            let stats_at = traffic.meter.as_ref().and_then(stats::StatsMeter::due);
+            let stats_at = match &traffic.meter {
+                None => None,
+                Some(m) => m.due().map(tokio::time::Instant::from_std),
+            };
+            if let Some(at) = stats_at
+                && stats_timer.deadline() != at
+            {
+                stats_timer.as_mut().reset(at);
+            }
             tokio::select! {
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(stats_at.unwrap_or_else(std::time::Instant::now))), if stats_at.is_some() => {
+                _ = &mut stats_timer, if stats_at.is_some() => {
                     publish_stats(realm, who, traffic, false).await;
                 }
                 _ = &mut timer, if keepalive.is_some() => {
