@@ -71,12 +71,19 @@ pub fn plan(workers: usize, admin_wanted: Option<usize>) -> Caps {
             c.admin
         );
     }
-    info!(
-        limit,
-        admin = c.admin,
-        control = c.control,
-        "file descriptors: a reserve kept for spawning and restarting workers"
-    );
+    match admin_wanted {
+        Some(_) => info!(
+            limit,
+            admin = c.admin,
+            control = c.control,
+            "file descriptors: a reserve kept for spawning and restarting workers"
+        ),
+        None => info!(
+            limit,
+            control = c.control,
+            "file descriptors: a reserve kept for spawning and restarting workers"
+        ),
+    }
     c
 }
 
