@@ -328,6 +328,20 @@ pub struct RealmOptions {
     /// in Crossbar.io).
     #[serde(default)]
     pub uri_check: UriCheck,
+    /// Crossbar.io's switch for the meta API; Trellis's is always on
+    /// (authorize `wamp.` URIs to restrict it). Accepted, warned about
+    /// when false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_meta_api: Option<bool>,
+    /// Crossbar.io's forwarding of meta events to its management realm,
+    /// which Trellis does not have. Accepted, warned about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge_meta_api: Option<bool>,
+    /// Crossbar.io's batching of event deliveries; Trellis hands each
+    /// subscriber its event at once. Accepted (a positive integer), warned
+    /// about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_dispatching_chunk_size: Option<u64>,
 }
 
 /// Which URI rule a realm enforces on client URIs.
@@ -1554,6 +1568,12 @@ impl RouterConfig {
                     ),
                 );
             }
+            if realm.options.event_dispatching_chunk_size == Some(0) {
+                p(
+                    format!("realms[{i}].options.event_dispatching_chunk_size"),
+                    "must be a positive integer (as Crossbar.io wants)".into(),
+                );
+            }
             if let Some(st) = &realm.stats {
                 if !st.rated_message_size.is_power_of_two() {
                     p(
@@ -1708,6 +1728,33 @@ impl RouterConfig {
     /// rules, that match some URI in common and allow different things).
     pub fn warnings(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
+        for (i, r) in self.realms.iter().enumerate() {
+            let o = &r.options;
+            for (key, set, why) in [
+                (
+                    "enable_meta_api",
+                    o.enable_meta_api == Some(false),
+                    "Trellis's meta API is always on: authorize (or deny) the wamp. URIs in the realm's roles to restrict it",
+                ),
+                (
+                    "bridge_meta_api",
+                    o.bridge_meta_api.is_some(),
+                    "Trellis has no management realm to forward meta events to; subscribe to them in the realm itself",
+                ),
+                (
+                    "event_dispatching_chunk_size",
+                    o.event_dispatching_chunk_size.is_some(),
+                    "Trellis hands every subscriber its event at once, without chunks",
+                ),
+            ] {
+                if set {
+                    out.push(ConfigProblem {
+                        path: format!("realms[{i}].options.{key}"),
+                        message: format!("accepted and not used: {why}"),
+                    });
+                }
+            }
+        }
         for (i, t) in self.transports.iter().enumerate() {
             if let Some(tls) = &t.endpoint.tls {
                 for (key, set, why) in [
@@ -3137,6 +3184,41 @@ mod tests {
             .principals;
         assert_eq!(principals["joe"].ticket, "from-env");
         assert_eq!(principals["bob"].ticket, "plain");
+    }
+
+    #[test]
+    fn crossbar_realm_options_and_stats_are_read() {
+        let cfg = parse(
+            r#"{"realms": [{"name": "realm1", "roles": [],
+                 "options": {"enable_meta_api": false, "bridge_meta_api": true,
+                             "event_dispatching_chunk_size": 100, "uri_check": "loose"},
+                 "stats": {"rated_message_size": 512, "trigger_after_rated_messages": 100}},
+                {"name": "realm2", "roles": [],
+                 "options": {"event_dispatching_chunk_size": 0},
+                 "stats": {"rated_message_size": 300}}],
+                "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 1}}]}"#,
+        );
+        let paths: Vec<String> = cfg.validate().into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "realms[1].options.event_dispatching_chunk_size",
+                "realms[1].stats.rated_message_size",
+                "realms[1].stats",
+            ],
+            "{paths:?}"
+        );
+        let warned: Vec<String> = cfg.warnings().into_iter().map(|p| p.path).collect();
+        for key in [
+            "enable_meta_api",
+            "bridge_meta_api",
+            "event_dispatching_chunk_size",
+        ] {
+            assert!(
+                warned.contains(&format!("realms[0].options.{key}")),
+                "{key}: {warned:?}"
+            );
+        }
     }
 
     #[test]
