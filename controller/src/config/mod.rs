@@ -1922,6 +1922,24 @@ mod tests {
     }
 
     #[test]
+    fn the_store_call_queue_is_named_as_not_supported() {
+        let e = load_str(
+            r#"{"version": 2, "workers": [{"type": "router",
+                "realms": [{"name": "realm1", "roles": [],
+                            "store": {"type": "memory", "call-queue": {"maxsize": 10}}}],
+                "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 1}}]}]}"#,
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            e.contains(
+                "workers[0].realms[0].store.call-queue: Crossbar.io's realm store \"call-queue\""
+            ) && e.contains("not supported by Trellis yet"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn shutdown_takes_one_trigger_or_a_list_as_crossbar_does() {
         let node = |shutdown: &str| {
             format!(
