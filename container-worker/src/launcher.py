@@ -22,6 +22,13 @@ SHUTDOWN = {"mode": None}
 JOINED = {"count": 0, "of": 0}
 
 
+def report(name, state):
+    """A component's state for the worker (`trellis status`, metrics): one
+    line on the original stdout, read by the worker."""
+    sys.__stdout__.write("trellis launcher: component-state " + json.dumps({"name": name, "state": state}) + "\n")
+    sys.__stdout__.flush()
+
+
 def joined():
     """Count a component whose onJoin finished; say so when all have (a
     router worker waits for this line before it reports ready)."""
@@ -144,6 +151,7 @@ def watched(cls, on_end, on_joined=lambda: None, stop=lambda code: None):
         def _trellis_join_failed(self, tb):
             print(f"trellis launcher: {cls.__module__}.{cls.__name__}.onJoin raised:\n{tb}", file=sys.stderr, flush=True)
             self._trellis_failed = True
+            report(name, "failed")
             on_joined()
             try:
                 self.disconnect()
@@ -158,7 +166,7 @@ def watched(cls, on_end, on_joined=lambda: None, stop=lambda code: None):
                 return None
             if hasattr(result, "addErrback"):  # a Twisted Deferred
                 result.addCallbacks(
-                    lambda r: (on_joined(), r)[1],
+                    lambda r: (report(name, "running"), on_joined(), r)[2],
                     lambda f: self._trellis_join_failed(f.getTraceback()),
                 )
                 return result
@@ -170,10 +178,12 @@ def watched(cls, on_end, on_joined=lambda: None, stop=lambda code: None):
                     except Exception:
                         self._trellis_join_failed(traceback.format_exc())
                         return None
+                    report(name, "running")
                     on_joined()
                     return r
 
                 return guarded()
+            report(name, "running")
             on_joined()
             return result
 
@@ -203,6 +213,7 @@ class Ends:
             return
         self.ended[name] = failed
         how = "failed" if failed else "stopped"
+        report(name, how)
         print(f"trellis launcher: component {name} {how}", file=sys.stderr, flush=True)
         code = 1 if any(self.ended.values()) else 0
         if self.mode == "shutdown-on-any-component-stopped":

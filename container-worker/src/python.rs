@@ -20,6 +20,50 @@ use crate::config::{ComponentConfig, ComponentEndpoint, ComponentTransport, Cont
 /// The launcher, as shipped inside the binary.
 pub const LAUNCHER: &str = include_str!("launcher.py");
 
+/// What the launcher reports of each Python component's state.
+const STATE_LINE: &str = "trellis launcher: component-state ";
+
+/// Each Python component's last reported state (`running`, `failed`,
+/// `stopped`), by its name: one launcher per worker process.
+static STATES: std::sync::Mutex<std::collections::BTreeMap<String, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The Python components' states, as their launcher last reported them.
+pub fn component_states() -> Vec<(String, String)> {
+    STATES
+        .lock()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+/// Take a launcher line: a state report updates the table (true), any
+/// other line is for the log (false).
+fn observe(line: &str) -> bool {
+    let Some(json) = line.strip_prefix(STATE_LINE) else {
+        return false;
+    };
+    #[derive(serde::Deserialize)]
+    struct Report {
+        name: String,
+        state: String,
+    }
+    if let (Ok(r), Ok(mut m)) = (serde_json::from_str::<Report>(json), STATES.lock()) {
+        m.insert(r.name, r.state);
+    }
+    true
+}
+
+/// Copy the launcher's output to the worker's, keeping its state reports.
+async fn forward_output(stdout: tokio::process::ChildStdout) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if !observe(&line) {
+            println!("{line}");
+        }
+    }
+}
+
 /// The interpreter to use.
 pub fn interpreter(c: &ContainerConfig) -> String {
     c.python
@@ -133,10 +177,13 @@ fn die_with_worker(cmd: &mut tokio::process::Command) {
 pub fn start(c: &ContainerConfig, shutdown: &CancellationToken) -> Result<(), String> {
     let (python, mut child) = spawn_launcher(
         c,
-        Stdio::inherit(),
+        Stdio::piped(),
         "the container's Python components",
         "the container's options.python",
     )?;
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(forward_output(stdout));
+    }
     let input = serde_json::to_vec(&spec(c)).map_err(|e| e.to_string())?;
     let mut stdin = child.stdin.take();
     let pid = child.id().unwrap_or(0);
@@ -564,6 +611,9 @@ pub async fn start_router_components(
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let mut ready = Some(ready_tx);
         while let Ok(Some(line)) = lines.next_line().await {
+            if observe(&line) {
+                continue;
+            }
             println!("{line}");
             if line.ends_with(&marker)
                 && let Some(tx) = ready.take()
@@ -598,6 +648,23 @@ pub async fn start_router_components(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_reports_update_the_table_and_other_lines_pass() {
+        assert!(!observe("Adder joined realm1"));
+        assert!(observe(
+            r#"trellis launcher: component-state {"name": "app.T", "state": "running"}"#
+        ));
+        assert!(observe(
+            r#"trellis launcher: component-state {"name": "app.T", "state": "failed"}"#
+        ));
+        assert!(observe("trellis launcher: component-state not json"));
+        assert!(
+            component_states().contains(&("app.T".into(), "failed".into())),
+            "{:?}",
+            component_states()
+        );
+    }
 
     #[test]
     fn the_spec_names_urls_as_the_launcher_reads_them() {

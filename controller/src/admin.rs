@@ -332,6 +332,9 @@ pub(crate) fn status_json(
                 if let Some(b) = &st.backplane {
                     w["backplane"] = serde_json::to_value(b).unwrap_or_default();
                 }
+                if !st.components.is_empty() {
+                    w["components"] = serde_json::to_value(&st.components).unwrap_or_default();
+                }
             }
             w
         })
@@ -583,6 +586,11 @@ pub(crate) fn render_metrics(
         "trellis_connections_refused",
         "Connections refused by a transport's max_connections",
     );
+    let component_up = gauge(
+        &mut reg,
+        "trellis_component_up",
+        "1 while a Python component runs, 0 once it has failed or stopped",
+    );
     let too_large = counter(
         &mut reg,
         "trellis_messages_too_large",
@@ -712,6 +720,11 @@ pub(crate) fn render_metrics(
         let Some(Some(st)) = stats.get(w) else {
             continue;
         };
+        for c in &st.components {
+            component_up
+                .get_or_create(&labels(&[("worker", w), ("component", &c.name)]))
+                .set(i64::from(c.state == "running"));
+        }
         if let Some(b) = &st.backplane {
             let l = labels(&[("worker", w)]);
             bp_connected.get_or_create(&l).set(i64::from(b.connected));
@@ -910,6 +923,7 @@ mod tests {
                     operations: [("consume/used".to_owned(), 2)].into_iter().collect(),
                 }),
                 backplane: None,
+                components: Vec::new(),
             }),
         );
         stats.insert("r2".to_owned(), None);

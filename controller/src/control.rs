@@ -99,6 +99,19 @@ pub struct WorkerStats {
     /// A clustered router's NATS backplane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backplane: Option<BackplaneReport>,
+    /// Python components (a container's, a router's) and their states:
+    /// `running`, `failed`, `stopped`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentStatus>,
+}
+
+/// One Python component's state, as its launcher reported it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ComponentStatus {
+    /// Its class (`module.Class`).
+    pub name: String,
+    /// `running`, `failed` or `stopped`.
+    pub state: String,
 }
 
 /// A clustered router's NATS backplane.
@@ -352,7 +365,14 @@ pub async fn status(node_dir: &Path) -> Result<Vec<WorkerStatus>, String> {
 /// The node is not reachable or did not answer.
 pub async fn status_and_backplane(
     node_dir: &Path,
-) -> Result<(Vec<WorkerStatus>, BTreeMap<String, BackplaneReport>), String> {
+) -> Result<
+    (
+        Vec<WorkerStatus>,
+        BTreeMap<String, BackplaneReport>,
+        BTreeMap<String, Vec<ComponentStatus>>,
+    ),
+    String,
+> {
     let client = connect(node_dir, "cli").await?;
     let rows = status_of(&client).await;
     let stats = client.call(NODE_STATS, Payload::default()).await;
@@ -365,11 +385,36 @@ pub async fn status_and_backplane(
         },
         Err(_) => BTreeMap::new(),
     };
+    let components = stats
+        .iter()
+        .filter(|(_, st)| !st.components.is_empty())
+        .map(|(id, st)| (id.clone(), st.components.clone()))
+        .collect();
     let backplane = stats
         .into_iter()
         .filter_map(|(id, st)| st.backplane.map(|b| (id, b)))
         .collect();
-    Ok((rows, backplane))
+    Ok((rows, backplane, components))
+}
+
+/// One line per worker with Python components: each one's state.
+pub fn format_components(c: &BTreeMap<String, Vec<ComponentStatus>>) -> String {
+    let mut out = String::new();
+    for (id, list) in c {
+        let states: Vec<String> = list
+            .iter()
+            .map(|c| {
+                let state = if c.state == "running" {
+                    c.state.clone()
+                } else {
+                    c.state.to_uppercase()
+                };
+                format!("{} {state}", c.name)
+            })
+            .collect();
+        out.push_str(&format!("components of {id}: {}\n", states.join(", ")));
+    }
+    out
 }
 
 /// One line per router: its NATS backplane.
@@ -632,6 +677,7 @@ mod tests {
                 transports: Vec::new(),
                 token_store: None,
                 backplane: None,
+                components: Vec::new(),
             };
             [("router1".to_owned(), st)]
                 .into_iter()

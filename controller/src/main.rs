@@ -233,8 +233,14 @@ fn main() -> ExitCode {
         Command::Status { node_dir, json, .. } => {
             let dir = control::node_dir(node_dir.as_deref());
             match block_on(control::status_and_backplane(&dir)) {
-                Ok(Ok((workers, backplane))) => {
+                Ok(Ok((workers, backplane, components))) => {
                     if json {
+                        let mut workers = serde_json::to_value(&workers).unwrap_or_default();
+                        for w in workers.as_array_mut().into_iter().flatten() {
+                            if let Some(c) = w["id"].as_str().and_then(|id| components.get(id)) {
+                                w["components"] = serde_json::to_value(c).unwrap_or_default();
+                            }
+                        }
                         let mut doc = serde_json::json!({ "workers": workers });
                         if !backplane.is_empty() {
                             doc["backplane"] = serde_json::to_value(&backplane).unwrap_or_default();
@@ -243,6 +249,7 @@ fn main() -> ExitCode {
                     } else {
                         print!("{}", control::format_table(&workers));
                         print!("{}", control::format_backplane(&backplane));
+                        print!("{}", control::format_components(&components));
                     }
                     ExitCode::SUCCESS
                 }

@@ -282,6 +282,10 @@ pub async fn run(
             async move {
                 let mut out = control::WorkerStats {
                     backplane: backplane.as_deref().map(control::BackplaneReport::of),
+                    components: container_worker::python::component_states()
+                        .into_iter()
+                        .map(|(name, state)| control::ComponentStatus { name, state })
+                        .collect(),
                     ..Default::default()
                 };
                 if !token_stores.is_empty() {

@@ -634,8 +634,9 @@ fn an_authenticator_that_logs_at_import_is_taken() {
 /// and its other components run on, and nothing is restarted.
 #[test]
 fn a_failed_component_stays_down_and_its_container_runs_on() {
-    let (ws, rs) = (free_port(), free_port());
+    let (ws, rs, admin) = (free_port(), free_port(), free_port());
     let mut cfg = config(ws, rs);
+    cfg["controller"] = json!({"admin": {"endpoint": {"type": "tcp", "port": admin}}});
     // The adder's container gets a second component that fails.
     cfg["workers"][1]["components"]
         .as_array_mut()
@@ -673,6 +674,58 @@ fn a_failed_component_stays_down_and_its_container_runs_on() {
         log.contains("RuntimeError: BadJoin cannot start: the database is gone"),
         "{log}"
     );
+    // The failed component shows in `trellis status`, /status and metrics.
+    let adder = worker(&s, "adder");
+    let states: Vec<(String, String)> = adder["components"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no components in {s}"))
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("").to_owned(),
+                c["state"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&("app.Adder".into(), "running".into())),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&("app.BadJoin".into(), "failed".into())),
+        "{states:?}"
+    );
+    let table = crate::support::trellis()
+        .args(["status", "--node-dir"])
+        .arg(node.node_dir())
+        .output()
+        .expect("status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("components of adder:") && table.contains("app.BadJoin FAILED"),
+        "{table}"
+    );
+    let (code, text) = crate::admin::get(admin, "/metrics", &[]);
+    assert_eq!(code, 200);
+    assert_eq!(
+        crate::admin::metric(
+            &text,
+            "trellis_component_up{worker=\"adder\",component=\"app.BadJoin\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        crate::admin::metric(
+            &text,
+            "trellis_component_up{worker=\"adder\",component=\"app.Adder\"}"
+        ),
+        1.0
+    );
+    let (_, doc) = crate::admin::get(admin, "/status", &[]);
+    assert!(
+        doc.contains("\"app.BadJoin\"") && doc.contains("\"failed\""),
+        "{doc}"
+    );
 }
 
 /// Router components as Crossbar.io handles their failures: one whose
@@ -707,6 +760,13 @@ fn router_component_failures_as_crossbar_handles_them() {
     let s = crate::node::status(&node.node_dir());
     assert_eq!(worker(&s, "router1")["state"], "running", "{s}");
     assert_eq!(worker(&s, "router1")["restarts"], 0, "{s}");
+    let components = worker(&s, "router1")["components"].to_string();
+    assert!(
+        components.contains(r#"{"name":"app.BadJoin","state":"failed"}"#)
+            && components
+                .contains(r#"{"name":"authenticator.AuthenticatorSession","state":"running"}"#),
+        "{s}"
+    );
     drop(node);
 
     cfg["workers"][0]["components"][1]["classname"] = json!("app.BadInit");
