@@ -200,7 +200,8 @@ def watched(cls, on_end, on_joined=lambda: None, stop=lambda code: None):
 
 class Ends:
     """Decides when the launcher ends, by Crossbar.io's container
-    `shutdown` mode (Trellis's default: when any component ends)."""
+    `shutdown` mode (by default `shutdown-manual`, as in Crossbar.io: a
+    component that ends stays down and the others run on)."""
 
     def __init__(self, count, mode, stop):
         # Crossbar.io's default: a component that ends stays down, the
