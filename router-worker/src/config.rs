@@ -1730,52 +1730,46 @@ impl RouterConfig {
         let mut out = Vec::new();
         for (i, r) in self.realms.iter().enumerate() {
             let o = &r.options;
-            for (key, set, why) in [
-                (
-                    "enable_meta_api",
-                    o.enable_meta_api == Some(false),
-                    "Trellis's meta API is always on: authorize (or deny) the wamp. URIs in the realm's roles to restrict it",
-                ),
-                (
-                    "bridge_meta_api",
-                    o.bridge_meta_api.is_some(),
-                    "Trellis has no management realm to forward meta events to; subscribe to them in the realm itself",
-                ),
-                (
-                    "event_dispatching_chunk_size",
-                    o.event_dispatching_chunk_size.is_some(),
-                    "Trellis hands every subscriber its event at once, without chunks",
-                ),
-            ] {
-                if set {
-                    out.push(ConfigProblem {
-                        path: format!("realms[{i}].options.{key}"),
-                        message: format!("accepted and not used: {why}"),
-                    });
-                }
-            }
+            accepted_unused(
+                &mut out,
+                &format!("realms[{i}].options"),
+                &[
+                    (
+                        "enable_meta_api",
+                        o.enable_meta_api == Some(false),
+                        "Trellis's meta API is always on: authorize (or deny) the wamp. URIs in the realm's roles to restrict it",
+                    ),
+                    (
+                        "bridge_meta_api",
+                        o.bridge_meta_api.is_some(),
+                        "Trellis has no management realm to forward meta events to; subscribe to them in the realm itself",
+                    ),
+                    (
+                        "event_dispatching_chunk_size",
+                        o.event_dispatching_chunk_size.is_some(),
+                        "Trellis hands every subscriber its event at once, without chunks",
+                    ),
+                ],
+            );
         }
         for (i, t) in self.transports.iter().enumerate() {
             if let Some(tls) = &t.endpoint.tls {
-                for (key, set, why) in [
-                    (
-                        "dhparam",
-                        tls.dhparam.is_some(),
-                        "rustls negotiates ECDHE only",
-                    ),
-                    (
-                        "ciphers",
-                        tls.ciphers.is_some(),
-                        "rustls offers its own TLS 1.3 and 1.2 suites (AES-GCM, ChaCha20-Poly1305)",
-                    ),
-                ] {
-                    if set {
-                        out.push(ConfigProblem {
-                            path: format!("transports[{i}].endpoint.tls.{key}"),
-                            message: format!("accepted and not used: {why}"),
-                        });
-                    }
-                }
+                accepted_unused(
+                    &mut out,
+                    &format!("transports[{i}].endpoint.tls"),
+                    &[
+                        (
+                            "dhparam",
+                            tls.dhparam.is_some(),
+                            "rustls negotiates ECDHE only",
+                        ),
+                        (
+                            "ciphers",
+                            tls.ciphers.is_some(),
+                            "rustls offers its own TLS 1.3 and 1.2 suites (AES-GCM, ChaCha20-Poly1305)",
+                        ),
+                    ],
+                );
             }
             match (&t.kind, &t.paths) {
                 (TransportKind::Web, Some(paths)) => {
@@ -1903,6 +1897,19 @@ fn blank_secret(path: String, secret: &str, p: Report<'_>) {
             path,
             "must not be empty or whitespace: an empty secret lets anyone log in by sending an empty one; give it a value or remove the principal".into(),
         );
+    }
+}
+
+/// "accepted and not used" warnings, under `pre`, for each (key, set,
+/// why) whose key is set.
+fn accepted_unused(out: &mut Vec<ConfigProblem>, pre: &str, items: &[(&str, bool, &str)]) {
+    for (key, set, why) in items {
+        if *set {
+            out.push(ConfigProblem {
+                path: format!("{pre}.{key}"),
+                message: format!("accepted and not used: {why}"),
+            });
+        }
     }
 }
 

@@ -258,6 +258,20 @@ fn python_authenticator_router(port: u16, extra: serde_json::Value) -> serde_jso
     }]})
 }
 
+/// joe logs in with his ticket through `authenticator.AuthenticatorSession`
+/// (autobahn-python), and a wrong ticket is refused.
+fn ticket_login_via_python_authenticator(node: &Node) {
+    let out = expect_python_ok(
+        node,
+        "scenarios.py",
+        &["ticket_via_python_authenticator", "json"],
+    );
+    assert!(
+        out.contains("ok ticket_via_python_authenticator json"),
+        "{out}"
+    );
+}
+
 #[test]
 fn a_python_router_component_authenticates_ticket_logins() {
     let port = free_port();
@@ -270,15 +284,7 @@ fn a_python_router_component_authenticates_ticket_logins() {
     wait_status(&node, "the router running", |s| {
         worker(s, "router1")["state"] == "running"
     });
-    let out = expect_python_ok(
-        &node,
-        "scenarios.py",
-        &["ticket_via_python_authenticator", "json"],
-    );
-    assert!(
-        out.contains("ok ticket_via_python_authenticator json"),
-        "{out}"
-    );
+    ticket_login_via_python_authenticator(&node);
     let log = node.worker_log("router1");
     assert!(
         log.contains("AuthenticatorSession joined realm1 as authenticator"),
@@ -597,15 +603,7 @@ fn no_client_is_admitted_before_the_router_components_have_joined() {
     // Node::start returns as soon as the port is bound: the kernel takes
     // the connection into the backlog while the component is joining.
     let node = Node::start(&cfg, port);
-    let out = expect_python_ok(
-        &node,
-        "scenarios.py",
-        &["ticket_via_python_authenticator", "json"],
-    );
-    assert!(
-        out.contains("ok ticket_via_python_authenticator json"),
-        "{out}"
-    );
+    ticket_login_via_python_authenticator(&node);
     let log = node.log();
     assert!(!log.contains("is not registered"), "{log}");
 }
@@ -743,15 +741,7 @@ fn router_component_failures_as_crossbar_handles_them() {
             json!({"type": "class", "classname": "app.BadJoin", "realm": "realm1", "role": "user"}),
         );
     let node = Node::start(&cfg, port);
-    let out = expect_python_ok(
-        &node,
-        "scenarios.py",
-        &["ticket_via_python_authenticator", "json"],
-    );
-    assert!(
-        out.contains("ok ticket_via_python_authenticator json"),
-        "{out}"
-    );
+    ticket_login_via_python_authenticator(&node);
     let log = node.worker_log("router1");
     assert!(
         log.contains("app.BadJoin.onJoin raised") && log.contains("the database is gone"),
