@@ -191,7 +191,10 @@ def watched(cls, on_end, on_joined=lambda: None, stop=lambda code: None):
             try:
                 return super().onDisconnect()
             finally:
-                on_end(f"{cls.__module__}.{cls.__name__}", self._trellis_failed or not self._trellis_leaving)
+                # Neither left nor failed in onJoin: the connection to the
+                # router was lost (the router restarts, say).
+                lost = not self._trellis_failed and not self._trellis_leaving
+                on_end(f"{cls.__module__}.{cls.__name__}", self._trellis_failed or lost, lost)
 
     Watched.__name__ = cls.__name__
     Watched.__qualname__ = cls.__qualname__
@@ -207,9 +210,10 @@ class Ends:
         # Crossbar.io's default: a component that ends stays down, the
         # others run on.
         self.count, self.mode, self.stop = count, mode or "shutdown-manual", stop
+        self.explicit = mode is not None
         self.ended = {}
 
-    def __call__(self, name, failed):
+    def __call__(self, name, failed, lost=False):
         if EXIT["stopping"]:
             return
         self.ended[name] = failed
@@ -217,6 +221,13 @@ class Ends:
         report(name, how)
         print(f"trellis launcher: component {name} {how}", file=sys.stderr, flush=True)
         code = 1 if any(self.ended.values()) else 0
+        if lost and not self.explicit:
+            # Its router went away (Trellis restarts routers, Crossbar.io
+            # stops the node): the container ends, its restart policy starts
+            # it again, and its components join the router that came back.
+            print(f"trellis launcher: component {name} lost its router: the container restarts to join it again", file=sys.stderr, flush=True)
+            self.stop(1)
+            return
         if self.mode == "shutdown-on-any-component-stopped":
             self.stop(code)
         elif self.mode == "shutdown-on-any-component-failed" and failed:

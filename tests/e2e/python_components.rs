@@ -783,3 +783,44 @@ fn router_component_failures_as_crossbar_handles_them() {
         "{log}"
     );
 }
+
+/// A Python container component whose router is killed (kill -9) and
+/// restarted joins the new router: the lost connection restarts its
+/// container (Trellis restarts routers, where Crossbar.io would stop the
+/// node), while an application failure (onJoin raising) stays down.
+#[test]
+fn python_components_rejoin_a_router_that_came_back() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let (ws, rs) = (free_port(), free_port());
+    let mut cfg = config(ws, rs);
+    cfg["workers"][0]["options"] = json!({"restart": {"backoff_initial": 0.05}});
+    let node = Node::start(&cfg, ws);
+    wait_status(&node, "the adder running", |s| {
+        worker(s, "adder")["state"] == "running"
+    });
+    let out = expect_python_args_ok(
+        &node,
+        "scenarios.py",
+        &[&node.url(), "python_components", "json"],
+    );
+    assert!(out.contains("ok python_components json"), "{out}");
+    let s = crate::node::status(&node.node_dir());
+    let router = crate::node::pid_of(&s, "router1");
+    kill(Pid::from_raw(router), Signal::SIGKILL).expect("kill router");
+    wait_status(&node, "the adder's container restarted", |s| {
+        worker(s, "adder")["restarts"].as_u64() >= Some(1)
+            && worker(s, "adder")["state"] == "running"
+    });
+    let out = expect_python_args_ok(
+        &node,
+        "scenarios.py",
+        &[&node.url(), "python_components", "json"],
+    );
+    assert!(out.contains("ok python_components json"), "{out}");
+    let log = node.worker_log("adder");
+    assert!(
+        log.contains("lost its router: the container restarts to join it again"),
+        "{log}"
+    );
+}
