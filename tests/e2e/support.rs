@@ -32,12 +32,24 @@ pub fn python() -> PathBuf {
     p
 }
 
-/// A TCP port that was free a moment ago.
+/// A TCP port that was free a moment ago, and never handed out before in
+/// this test run (the kernel may give a port just released again, and one
+/// node's two transports would then collide).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral port");
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A one-router node config: realm1, anonymous with full permissions, one
