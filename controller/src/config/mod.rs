@@ -1520,7 +1520,7 @@ fn missing_statics(
 /// The first kind of problem found, every instance of it.
 pub fn preflight(cfg: &NodeConfig, node_dir: &Path) -> Result<(), ConfigErrors> {
     for found in [
-        missing_directories(cfg, node_dir),
+        archive_problems(cfg, node_dir),
         watch_problems(cfg, node_dir),
         tls_problems(cfg, node_dir),
         cluster_problems(cfg, node_dir),
@@ -1551,7 +1551,7 @@ fn web_paths(
 
 /// Archive files that are not there under `node_dir`, or whose SHA-256 is
 /// none of their `hashes`: a config error, before anything starts.
-pub fn missing_directories(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
+pub fn archive_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
     let mut errors = Vec::new();
     for (i, r) in cfg.routers() {
         for (j, t) in r.transports.iter().enumerate() {

@@ -322,7 +322,7 @@ async fn handle<S: Io>(
     shutdown: CancellationToken,
 ) {
     match settings.kind {
-        TransportKind::Websocket => {
+        TransportKind::Websocket | TransportKind::WebsocketTestee => {
             // The upgrade request is read and checked here first (size,
             // header count, deadline), then replayed to the handshake.
             let mut stream = stream;
@@ -336,10 +336,14 @@ async fn handle<S: Io>(
             else {
                 return;
             };
-            if !req.upgrade {
+            let testee = settings.kind == TransportKind::WebsocketTestee;
+            if !req.upgrade && !testee {
                 return Box::pin(web::not_upgraded(&mut stream, &settings)).await;
             }
             let (stream, deflate) = web::Prefixed::websocket(head, stream, &settings);
+            if testee {
+                return Box::pin(websocket::echo(stream, deflate, settings, shutdown)).await;
+            }
             Box::pin(websocket::handle_connection(
                 stream, deflate, peer, settings, realms, shutdown,
             ))
@@ -363,9 +367,6 @@ async fn handle<S: Io>(
             }
             Some(raw) => Box::pin(sniff(stream, peer, settings, raw, realms, shutdown)).await,
         },
-        TransportKind::WebsocketTestee => {
-            Box::pin(websocket::echo(stream, settings, shutdown)).await
-        }
     }
 }
 

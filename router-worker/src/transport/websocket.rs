@@ -296,21 +296,11 @@ fn behind_proxy(
 /// WAMP transports (the same inflater in the read path), and echoed
 /// messages are compressed.
 pub(super) async fn echo<S: Io>(
-    mut stream: S,
+    stream: S,
+    agreed: Option<super::deflate::Agreed>,
     settings: Arc<ListenerSettings>,
     shutdown: CancellationToken,
 ) {
-    let Some((head, _)) = Box::pin(super::web::checked_head(
-        &mut stream,
-        Vec::new(),
-        settings.handshake_timeout,
-        &shutdown,
-    ))
-    .await
-    else {
-        return;
-    };
-    let (stream, agreed) = super::web::Prefixed::websocket(head, stream, &settings);
     #[allow(clippy::result_large_err)]
     let callback = |_: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         if let Some(a) = &agreed
