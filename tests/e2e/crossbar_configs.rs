@@ -274,11 +274,7 @@ fn a_missing_static_directory_is_a_warning_and_serves_404() {
                   "docs": {"type": "static", "directory": "no-such-dir"}}}]}]});
     let path = dir.path().join("config.json");
     std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    let out = crate::support::trellis()
-        .args(["check", "--config"])
-        .arg(&path)
-        .arg("--node-dir")
-        .arg(&node_dir)
+    let out = crate::support::trellis_in("check", &path, &node_dir)
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -293,11 +289,7 @@ fn a_missing_static_directory_is_a_warning_and_serves_404() {
         !err.contains("paths./.directory"),
         "the existing one is fine: {err}"
     );
-    let mut child = crate::support::trellis()
-        .args(["start", "--config"])
-        .arg(&path)
-        .arg("--node-dir")
-        .arg(&node_dir)
+    let mut child = crate::support::trellis_in("start", &path, &node_dir)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start");
@@ -363,20 +355,12 @@ fn a_watched_guest_restarts_when_its_files_change() {
     std::fs::create_dir_all(node_dir.join("src")).expect("mkdir src");
     let path = dir.path().join("config.json");
     std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
-    let check = crate::support::trellis()
-        .args(["check", "--config"])
-        .arg(&path)
-        .arg("--node-dir")
-        .arg(&node_dir)
+    let check = crate::support::trellis_in("check", &path, &node_dir)
         .output()
         .expect("check");
     assert!(check.status.success(), "{check:?}");
     let log = dir.path().join("node.log");
-    let child = crate::support::trellis()
-        .args(["start", "--config"])
-        .arg(&path)
-        .arg("--node-dir")
-        .arg(&node_dir)
+    let child = crate::support::trellis_in("start", &path, &node_dir)
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("start");
@@ -437,11 +421,7 @@ fn an_archive_is_checked_against_its_hashes() {
             "paths": {"/": {"type": "archive", "archive": "site.zip", "hashes": hashes}}}]}]});
         let path = dir.path().join("config.json");
         std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
-        crate::support::trellis()
-            .args(["check", "--config"])
-            .arg(&path)
-            .arg("--node-dir")
-            .arg(&node_dir)
+        crate::support::trellis_in("check", &path, &node_dir)
             .output()
             .expect("check")
     };

@@ -531,11 +531,7 @@ fn long_node_directories_keep_private_sockets_working() {
     // The socket `.trellis-router1-component0.sock` (32 bytes) no longer
     // fits beside this node directory; the control socket still does.
     let long = base.join("n".repeat(90 - base_len));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["start", "--config"])
-        .arg(&config)
-        .arg("--node-dir")
-        .arg(&long)
+    let out = crate::support::trellis_in("start", &config, &long)
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -576,11 +572,7 @@ fn long_node_directories_keep_private_sockets_working() {
     );
     // Too long even for the control socket: refused, saying why.
     let longer = base.join("m".repeat(110 - base_len));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["start", "--config"])
-        .arg(&config)
-        .arg("--node-dir")
-        .arg(&longer)
+    let out = crate::support::trellis_in("start", &config, &longer)
         .output()
         .expect("start");
     assert!(!out.status.success());
@@ -765,11 +757,7 @@ fn router_component_failures_as_crossbar_handles_them() {
     let path = dir.path().join("config.json");
     std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("write");
     let started = std::time::Instant::now();
-    let out = crate::support::trellis()
-        .args(["start", "--config"])
-        .arg(&path)
-        .arg("--node-dir")
-        .arg(dir.path().join("node"))
+    let out = crate::support::trellis_in("start", &path, dir.path().join("node"))
         .output()
         .expect("start");
     let took = started.elapsed();

@@ -85,6 +85,21 @@ pub fn trellis() -> Command {
     Command::new(env!("CARGO_BIN_EXE_trellis"))
 }
 
+/// `trellis CMD --config CONFIG --node-dir NODE_DIR` (`check` or `start`),
+/// to be run as the test needs.
+pub fn trellis_in(
+    cmd: &str,
+    config: &std::path::Path,
+    node_dir: impl AsRef<std::path::Path>,
+) -> Command {
+    let mut c = trellis();
+    c.args([cmd, "--config"])
+        .arg(config)
+        .arg("--node-dir")
+        .arg(node_dir.as_ref());
+    c
+}
+
 /// `trellis check --config PATH`, run to completion.
 pub fn trellis_check(path: &std::path::Path) -> std::process::Output {
     trellis()
