@@ -140,3 +140,45 @@ impl RealmTable {
         Ok(changes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn realm(stats: serde_json::Value) -> config::RealmConfig {
+        let mut v = serde_json::json!({"name": "realm1", "roles": [{"name": "anonymous"}]});
+        if !stats.is_null() {
+            v["stats"] = stats;
+        }
+        serde_json::from_value(v).expect("a realm config")
+    }
+
+    /// A reload that adds, changes or removes a realm's `stats` applies to
+    /// the sessions that join after it.
+    #[tokio::test]
+    async fn a_reload_changes_the_stats_new_sessions_get() {
+        let plain = realm(serde_json::Value::Null);
+        let table = RealmTable::new(HashMap::new(), None, None, config::Compat::default());
+        table
+            .apply(&[], std::slice::from_ref(&plain))
+            .await
+            .expect("first apply");
+        let handle = table.get("realm1").expect("realm1 runs");
+        assert!(handle.session_stats().is_none());
+
+        let metered = realm(serde_json::json!({"trigger_after_rated_messages": 7}));
+        let changes = table
+            .apply(std::slice::from_ref(&plain), std::slice::from_ref(&metered))
+            .await
+            .expect("reload");
+        assert_eq!(changes, vec!["realm \"realm1\" reconfigured".to_owned()]);
+        let stats = handle.session_stats().expect("stats after the reload");
+        assert_eq!(stats.trigger_after_rated_messages, 7);
+
+        table
+            .apply(std::slice::from_ref(&metered), std::slice::from_ref(&plain))
+            .await
+            .expect("reload back");
+        assert!(handle.session_stats().is_none());
+    }
+}

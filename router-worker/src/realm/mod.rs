@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use proto::errors::uri as wamp_uri;
 use proto::message::{CallResult, code};
 use proto::{Dict, Id, Message, Payload, Serializer, Value};
@@ -325,8 +325,9 @@ pub struct RealmStopped;
 pub struct RealmHandle {
     /// The realm's URI.
     pub name: Arc<str>,
-    /// The realm's `stats` (read when the realm starts).
-    stats: Option<Arc<crate::config::StatsConfig>>,
+    /// The realm's `stats`: read by each session as it joins, swapped by a
+    /// reconfiguration (SIGHUP).
+    stats: Arc<ArcSwapOption<crate::config::StatsConfig>>,
     /// Shared with the actor: sessions check their role exists at HELLO;
     /// swapped by a reconfiguration.
     authz: Arc<ArcSwap<Authorizer>>,
@@ -370,7 +371,7 @@ impl RealmHandle {
         tokio::spawn(actor.run(rx));
         RealmHandle {
             name: cfg.name.as_str().into(),
-            stats: cfg.stats.clone().map(Arc::new),
+            stats: Arc::new(ArcSwapOption::from(cfg.stats.clone().map(Arc::new))),
             authz,
             sessions: count,
             tx,
@@ -379,7 +380,7 @@ impl RealmHandle {
 
     /// The realm's `stats` (session statistics), if it has them.
     pub fn session_stats(&self) -> Option<Arc<crate::config::StatsConfig>> {
-        self.stats.clone()
+        self.stats.load_full()
     }
 
     /// Hand an RPC envelope from another member to the realm, without
@@ -457,7 +458,10 @@ impl RealmHandle {
     }
 
     /// Change roles, permissions and URI checking in place; sessions stay.
+    /// Sessions that join from now on meter by the new `stats`; sessions
+    /// already joined keep theirs.
     pub async fn reconfigure(&self, cfg: &RealmConfig) {
+        self.stats.store(cfg.stats.clone().map(Arc::new));
         let _ = self
             .tx
             .send(RealmCommand::Reconfigure {
