@@ -412,6 +412,11 @@ fn take_function_authenticators(
     }
     let mut out = Vec::new();
     for (path, a) in r.auth_configs_mut() {
+        if let Some(an) = a.anonymous.as_mut() {
+            let mut m = an.as_method();
+            take(Some(&mut m), format!("{path}.anonymous"), &mut out);
+            an.set_method(m);
+        }
         take(a.ticket.as_mut(), format!("{path}.ticket"), &mut out);
         take(a.wampcra.as_mut(), format!("{path}.wampcra"), &mut out);
         take(
@@ -537,13 +542,12 @@ pub fn with_private_transports(
             "authenticators",
             authenticators_socket(&worker_id),
             Some("0600".into()),
-            AnonymousAuth {
-                kind: "static".into(),
-                role: FUNCTION_HOST_ROLE.into(),
-                authid: Some(FUNCTION_HOST_ROLE.into()),
-                realm: Some(FUNCTIONS_REALM.into()),
-                any_method: true,
-            },
+            AnonymousAuth::fixed(
+                FUNCTION_HOST_ROLE,
+                Some(FUNCTION_HOST_ROLE.into()),
+                Some(FUNCTIONS_REALM.into()),
+                true,
+            ),
         );
         t.internal = true;
         out.transports.push(t);
@@ -558,13 +562,7 @@ pub fn with_private_transports(
             &format!("component{j}"),
             component_socket(&worker_id, j),
             Some("0600".into()),
-            AnonymousAuth {
-                kind: "static".into(),
-                role: c.role.clone(),
-                authid: c.authid.clone(),
-                realm: Some(c.realm.clone()),
-                any_method: true,
-            },
+            AnonymousAuth::fixed(&c.role, c.authid.clone(), Some(c.realm.clone()), true),
         ));
     }
     out

@@ -1240,9 +1240,11 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    /// The kinds of the methods that have one (ticket, wampcra, cryptosign).
+    /// The kinds of the methods that have one (anonymous, ticket, wampcra,
+    /// cryptosign).
     pub fn method_kinds(&self) -> Vec<(&'static str, AuthKind)> {
         [
+            ("anonymous", self.anonymous.as_ref().map(|m| m.kind)),
             ("ticket", self.ticket.as_ref().map(|m| m.kind)),
             ("wampcra", self.wampcra.as_ref().map(|m| m.kind)),
             ("cryptosign", self.cryptosign.as_ref().map(|m| m.kind)),
@@ -1339,10 +1341,11 @@ pub enum TokenStoreKind {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AnonymousAuth {
-    /// Must be `static` (Crossbar.io's only kind for anonymous).
-    #[serde(rename = "type", default = "static_kind")]
-    pub kind: String,
-    /// The role anonymous sessions get.
+    /// `static` (the config gives role and authid), `dynamic` (an
+    /// authenticator procedure decides, Crossbar.io's shape) or `function`.
+    #[serde(rename = "type", default = "static_auth_kind")]
+    pub kind: AuthKind,
+    /// The role anonymous sessions get (static).
     #[serde(default = "anonymous_role")]
     pub role: String,
     /// The authid anonymous sessions get (Crossbar.io's key); without it
@@ -1354,6 +1357,23 @@ pub struct AnonymousAuth {
     /// joins it. Any realm when absent.
     #[serde(default)]
     pub realm: Option<String>,
+    /// `dynamic`: the authenticator procedure, called with `(realm, authid,
+    /// details)` (authid: the HELLO's, or null) and answering a role or
+    /// `{role, authid, realm, extra}`.
+    #[serde(default)]
+    pub authenticator: Option<String>,
+    /// `dynamic`: the realm the authenticator is registered in.
+    #[serde(rename = "authenticator-realm", default)]
+    pub authenticator_realm: Option<String>,
+    /// `function`: the Python callable that creates the authenticator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create: Option<String>,
+    /// `function`: the first argument of `create`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
+    /// `function`: accepted, as for the other methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose_controller: Option<bool>,
     /// Whatever methods the client offers (the private link of a Python
     /// router component, which Crossbar.io joins without authentication);
     /// set by the router itself, not a config key.
@@ -1361,6 +1381,57 @@ pub struct AnonymousAuth {
     pub any_method: bool,
 }
 
+impl AnonymousAuth {
+    /// A static anonymous login with a fixed role (the router's private
+    /// links).
+    pub fn fixed(
+        role: &str,
+        authid: Option<String>,
+        realm: Option<String>,
+        any_method: bool,
+    ) -> AnonymousAuth {
+        AnonymousAuth {
+            kind: AuthKind::Static,
+            role: role.to_owned(),
+            authid,
+            realm,
+            authenticator: None,
+            authenticator_realm: None,
+            create: None,
+            config: None,
+            expose_controller: None,
+            any_method,
+        }
+    }
+
+    /// Its authenticator fields as the other methods have them (no
+    /// principals), for the checks and the function rewrite they share.
+    pub fn as_method(&self) -> MethodAuth<()> {
+        MethodAuth {
+            kind: self.kind,
+            principals: BTreeMap::new(),
+            authenticator: self.authenticator.clone(),
+            authenticator_realm: self.authenticator_realm.clone(),
+            create: self.create.clone(),
+            config: self.config.clone(),
+            expose_controller: self.expose_controller,
+        }
+    }
+
+    /// Take back the authenticator fields of [`AnonymousAuth::as_method`].
+    pub fn set_method(&mut self, m: MethodAuth<()>) {
+        self.kind = m.kind;
+        self.authenticator = m.authenticator;
+        self.authenticator_realm = m.authenticator_realm;
+        self.create = m.create;
+        self.config = m.config;
+        self.expose_controller = m.expose_controller;
+    }
+}
+
+fn static_auth_kind() -> AuthKind {
+    AuthKind::Static
+}
 fn static_kind() -> String {
     "static".into()
 }
@@ -2728,13 +2799,16 @@ impl RouterConfig {
             );
         }
         if let Some(an) = &auth.anonymous {
-            if an.kind != "static" {
+            self.validate_method(
+                &format!("{base}.anonymous"),
+                &an.as_method(),
+                p,
+                &mut |_, (), _| {},
+            );
+            if an.kind != AuthKind::Static && an.authid.is_some() {
                 p(
-                    format!("{base}.anonymous.type"),
-                    format!(
-                        "anonymous authentication is \"static\", found {:?}",
-                        an.kind
-                    ),
+                    format!("{base}.anonymous.authid"),
+                    "a dynamic anonymous login takes its authid from the authenticator's answer (or a random one): remove authid or use \"type\": \"static\"".into(),
                 );
             }
             if let Some(r) = &an.realm
@@ -3041,11 +3115,16 @@ impl TransportConfig {
         }
     }
 
-    /// The role anonymous sessions on this transport get.
+    /// The role anonymous sessions on this transport get, when the config
+    /// gives it (not when an authenticator decides).
     pub fn anonymous_role(&self) -> Option<&str> {
         match &self.auth {
             None => Some("anonymous"),
-            Some(a) => a.anonymous.as_ref().map(|x| x.role.as_str()),
+            Some(a) => a
+                .anonymous
+                .as_ref()
+                .filter(|x| x.kind == AuthKind::Static)
+                .map(|x| x.role.as_str()),
         }
     }
 }

@@ -812,3 +812,49 @@ fn python_components_rejoin_a_router_that_came_back() {
         "{log}"
     );
 }
+
+/// Crossbar.io's dynamic anonymous login: a Python router component
+/// decides the role, authid and authextra of sessions without credentials,
+/// or refuses them; `check` names a dynamic one without its authenticator.
+#[test]
+fn a_dynamic_anonymous_authenticator_decides_who_anonymous_sessions_are() {
+    let port = free_port();
+    let cfg = json!({"version": 2, "workers": [{
+        "type": "router", "id": "router1",
+        "options": python_options(),
+        "realms": [{"name": "realm1", "roles": [
+            {"name": "authenticator", "permissions": [
+                {"uri": "com.example.authenticate_anonymous", "allow": {"register": true}}]},
+            {"name": "public", "permissions": [
+                {"uri": "", "match": "prefix", "allow": {"call": true, "subscribe": true}}]}]}],
+        "components": [{"type": "class", "classname": "anonymous_auth.AnonymousAuthenticator",
+                        "realm": "realm1", "role": "authenticator"}],
+        "transports": [{"type": "web",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+            "paths": {"ws": {"type": "websocket", "auth": {"anonymous": {
+                "type": "dynamic", "authenticator": "com.example.authenticate_anonymous"}}}}}]
+    }]});
+    let out = check_json(&cfg);
+    assert!(out.status.success(), "{out:?}");
+    let node = Node::start(&cfg, port);
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let out = expect_python_args_ok(
+        &node,
+        "scenarios.py",
+        &[&url, "anonymous_dynamic", "json", "msgpack"],
+    );
+    assert!(out.contains("ok anonymous_dynamic msgpack"), "{out}");
+
+    let mut bad = cfg.clone();
+    bad["workers"][0]["transports"][0]["paths"]["ws"]["auth"]["anonymous"] =
+        json!({"type": "dynamic", "authid": "x"});
+    let out = check_json(&bad);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "transports[0].paths.ws.auth.anonymous.authenticator: a dynamic method needs the URI of its authenticator procedure",
+        "transports[0].paths.ws.auth.anonymous.authid: a dynamic anonymous login takes its authid from the authenticator",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

@@ -616,6 +616,24 @@ async def ticket_via_python_authenticator(url, ser):
 
 
 @scenario
+async def anonymous_dynamic(url, ser):
+    """Crossbar.io's dynamic anonymous login: the authenticator gives the
+    role, the authid (from the HELLO's wish) and authextra, or refuses."""
+    from wamp_client import refused
+
+    s = await connect(url, ser, authid="ann")
+    d = s.details
+    assert (d.authmethod, d.authrole, d.authid, d.authprovider) == ("anonymous", "public", "visitor-ann", "dynamic"), d
+    assert d.authextra.get("eins") == "zwo" and d.authextra.get("peer_seen") is True, d.authextra
+    await leave(s)
+    # Without an authid, the router picks a random one.
+    s = await connect(url, ser)
+    assert s.details.authrole == "public" and len(s.details.authid) == 29, s.details
+    await leave(s)
+    await refused(connect(url, ser, authid="banned"), "com.example.banned", "banned")
+
+
+@scenario
 async def ticket_login_frontend(url, ser):
     """A ticket login checked by a function authenticator: joe gets role
     frontend, a wrong ticket is refused."""

@@ -1,9 +1,12 @@
 //! `anonymous`: no credential; the transport's anonymous role, and an
-//! authid the router picks (or the config names), never the client's.
+//! authid the router picks (or the config names), never the client's. A
+//! dynamic anonymous login (Crossbar.io's `"type": "dynamic"`) asks an
+//! authenticator for the role, and maybe the authid, realm and authextra.
 
 use proto::Dict;
 use proto::errors::uri as wamp_uri;
 
+use super::authenticator::Authenticator;
 use super::{Context, Hello, Method, Outcome, Principal, Refusal, admit, deny, random_authid};
 
 /// The transport's anonymous login.
@@ -20,6 +23,9 @@ pub struct Anonymous {
     pub realm: Option<String>,
     /// Welcome whatever the client offers (a router component's link).
     pub any_method: bool,
+    /// Dynamic: the authenticator that decides role and authid (`role` and
+    /// `authid` above are then unused).
+    pub authenticator: Option<Authenticator>,
 }
 
 impl Method for Anonymous {
@@ -41,6 +47,25 @@ impl Method for Anonymous {
             Some(only) => only.clone(),
             None => hello.realm.to_owned(),
         };
+        if let Some(a) = &self.authenticator {
+            let authid: proto::Value = hello
+                .authid
+                .as_deref()
+                .map_or(proto::Value::Null, Into::into);
+            let details = ctx.details("anonymous", authid, hello.authextra.clone());
+            let v = a.ask(ctx, &realm, hello.authid.as_deref(), details).await?;
+            // The authenticator may take the HELLO's authid; without its
+            // word the session gets a random one, as a static login does.
+            let principal = Principal {
+                authid: v.authid.unwrap_or_else(random_authid),
+                authrole: v.role,
+                authmethod: "anonymous".into(),
+                authprovider: a.provider().into(),
+                realm: v.realm.unwrap_or(realm),
+                extra: v.extra,
+            };
+            return admit(ctx, principal, &a.label()).map(Outcome::Welcome);
+        }
         // The HELLO's authid is a wish nobody vouched for.
         let principal = Principal {
             authid: self.authid.clone().unwrap_or_else(random_authid),

@@ -59,13 +59,13 @@ impl Authenticator {
         format!("authenticator {:?}", self.procedure)
     }
 
-    /// Call the authenticator with `(realm, authid, details)` and turn its
-    /// failures into refusals.
+    /// Call the authenticator with `(realm, authid, details)` (authid null
+    /// when the client gave none) and turn its failures into refusals.
     pub async fn ask(
         &self,
         ctx: &Context<'_>,
         hello_realm: &str,
-        authid: &str,
+        authid: Option<&str>,
         details: Dict,
     ) -> Result<Verdict, Refusal> {
         let procedure = &self.procedure;
@@ -76,7 +76,8 @@ impl Authenticator {
                 format!("realm {realm_name:?} does not exist on this router"),
             ));
         };
-        let payload = Payload::args(vec![hello_realm.into(), authid.into(), details.into()]);
+        let authid = authid.map_or(Value::Null, Into::into);
+        let payload = Payload::args(vec![hello_realm.into(), authid, details.into()]);
         let asked = std::time::Instant::now();
         let answer = realm.call(procedure, payload, self.timeout).await;
         if let Some(c) = ctx.counters {

@@ -45,9 +45,7 @@ impl Method for Cryptosign {
             Some(a) => {
                 let authid_value = authid.clone().map_or(Value::Null, Value::from);
                 let details = ctx.details("cryptosign", authid_value, hello.authextra.clone());
-                let v = a
-                    .ask(ctx, realm, authid.as_deref().unwrap_or(""), details)
-                    .await?;
+                let v = a.ask(ctx, realm, authid.as_deref(), details).await?;
                 if let Some(k) = &v.pubkey
                     && !k.eq_ignore_ascii_case(&pubkey)
                 {

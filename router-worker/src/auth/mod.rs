@@ -296,13 +296,23 @@ impl AuthSettings {
         let o = &t.options;
         let timeout = Duration::from_millis(o.authenticator_timeout);
         let mut methods = Vec::new();
+        let anonymous = t.auth.as_ref().and_then(|a| a.anonymous.as_ref());
         if let Some(role) = t.anonymous_role() {
-            let cfg = t.auth.as_ref().and_then(|a| a.anonymous.as_ref());
             methods.push(AnyMethod::Anonymous(Anonymous {
                 role: role.to_owned(),
-                authid: cfg.and_then(|a| a.authid.clone()),
-                realm: cfg.and_then(|a| a.realm.clone()),
-                any_method: cfg.is_some_and(|a| a.any_method),
+                authid: anonymous.and_then(|a| a.authid.clone()),
+                realm: anonymous.and_then(|a| a.realm.clone()),
+                any_method: anonymous.is_some_and(|a| a.any_method),
+                authenticator: None,
+            }));
+        } else if let Some(a) = anonymous {
+            // Dynamic (a function one is dynamic by now).
+            methods.push(AnyMethod::Anonymous(Anonymous {
+                role: a.role.clone(),
+                authid: None,
+                realm: a.realm.clone(),
+                any_method: false,
+                authenticator: Resolved::new(a.as_method(), timeout).authenticator,
             }));
         }
         let auth = t.auth.as_ref();

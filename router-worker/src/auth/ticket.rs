@@ -112,7 +112,7 @@ impl Challenged for PendingTicket {
                 let mut details = ctx.details("ticket", authid.as_str().into(), authextra);
                 details.insert("ticket".into(), signature.into());
                 let v = authenticator
-                    .ask(ctx, &hello_realm, &authid, details)
+                    .ask(ctx, &hello_realm, Some(&authid), details)
                     .await?;
                 let principal = Principal {
                     authid: v.authid.unwrap_or(authid),

@@ -66,7 +66,7 @@ impl Method for WampCra {
             Some(a) => {
                 let details =
                     ctx.details("wampcra", authid.as_str().into(), hello.authextra.clone());
-                let v = a.ask(ctx, realm, &authid, details).await?;
+                let v = a.ask(ctx, realm, Some(&authid), details).await?;
                 let Some(secret) = v.secret.as_deref() else {
                     return Err(refuse(
                         wamp_uri::AUTHENTICATION_FAILED,
