@@ -424,6 +424,7 @@ fn take_function_authenticators(
             format!("{path}.cryptosign"),
             &mut out,
         );
+        take(a.scram.as_mut(), format!("{path}.scram"), &mut out);
     }
     out
 }

@@ -77,6 +77,26 @@ enum Command {
     /// Print a new Ed25519 key pair for cryptosign: the private seed and
     /// the public key, in hex, with how to use them.
     Keygen,
+    /// Derive a WAMP-SCRAM principal from a password (read from standard
+    /// input, never from the command line) and print it as JSON for
+    /// `auth.scram.principals`: the router keeps only derived keys.
+    ScramCredential {
+        /// The principal's authid (the login name).
+        authid: String,
+        /// The role the principal gets.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// The key derivation function: argon2id-13 or pbkdf2.
+        #[arg(long, default_value = "argon2id-13")]
+        kdf: String,
+        /// Iterations (Argon2's time cost; default 4096 for argon2id-13,
+        /// 600000 for pbkdf2).
+        #[arg(long)]
+        iterations: Option<u32>,
+        /// Argon2's memory in KiB (argon2id-13 only).
+        #[arg(long)]
+        memory: Option<u32>,
+    },
     /// Turn a JSON config into YAML or back (the extensions say which).
     Convert {
         /// The config to read (.json, .yaml, .yml).
@@ -174,6 +194,22 @@ fn main() -> ExitCode {
             print!("{}", trellis::tools::keygen());
             ExitCode::SUCCESS
         }
+        Command::ScramCredential {
+            authid,
+            role,
+            kdf,
+            iterations,
+            memory,
+        } => match trellis::tools::scram_credential(&authid, &role, &kdf, iterations, memory) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("trellis scram-credential: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Convert { input, output } => match trellis::tools::convert(&input, &output) {
             Ok(()) => {
                 println!("wrote {}", output.display());

@@ -133,6 +133,72 @@ pub fn keygen() -> String {
     )
 }
 
+/// A WAMP-SCRAM principal for `authid`, derived from the password read on
+/// standard input (prompted for without echo on a terminal), as the JSON
+/// object `auth.scram.principals` takes: `{"authid": {...}}`.
+///
+/// # Errors
+/// A bad KDF or cost, an empty password, or standard input unreadable.
+pub fn scram_credential(
+    authid: &str,
+    role: &str,
+    kdf: &str,
+    iterations: Option<u32>,
+    memory: Option<u32>,
+) -> Result<String, String> {
+    let iterations = iterations.unwrap_or(if kdf == "pbkdf2" { 600_000 } else { 4096 });
+    let memory = memory.or((kdf == "argon2id-13").then_some(512));
+    let kdf = proto::scram::Kdf::parse(kdf, iterations, memory)?;
+    let password = zeroize::Zeroizing::new(read_password()?);
+    if password.trim().is_empty() {
+        return Err("the password is empty: type it, or pipe it to standard input".into());
+    }
+    let salt = proto::auth::random_bytes::<16>();
+    let c = proto::scram::derive(password.as_bytes(), &salt, kdf)?;
+    let mut principal = serde_json::json!({
+        "kdf": kdf.name(),
+        "iterations": kdf.iterations(),
+        "salt": hex::encode(&c.salt),
+        "stored-key": hex::encode(c.stored_key),
+        "server-key": hex::encode(c.server_key),
+        "role": role,
+    });
+    if let Some(m) = kdf.memory() {
+        principal["memory"] = m.into();
+    }
+    let out = serde_json::json!({ authid: principal });
+    serde_json::to_string_pretty(&out).map_err(|e| e.to_string())
+}
+
+/// One line from standard input, without its line end; on a terminal, with
+/// a prompt on standard error and echo off.
+fn read_password() -> Result<String, String> {
+    use nix::sys::termios;
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let saved = if stdin.is_terminal() {
+        eprint!("password (not echoed): ");
+        let _ = std::io::stderr().flush();
+        termios::tcgetattr(&stdin).ok().inspect(|t| {
+            let mut quiet = t.clone();
+            quiet.local_flags.remove(termios::LocalFlags::ECHO);
+            let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &quiet);
+        })
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(t) = saved {
+        let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &t);
+        eprintln!();
+    }
+    read.map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let end = line.trim_end_matches(['\n', '\r']).len();
+    line.truncate(end);
+    Ok(line)
+}
+
 /// Turn a JSON config into YAML or back, by the files' extensions.
 ///
 /// # Errors

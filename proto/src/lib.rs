@@ -24,6 +24,7 @@ pub mod errors;
 pub mod message;
 pub mod options;
 pub mod rawsocket;
+pub mod scram;
 pub mod uri;
 pub mod value;
 

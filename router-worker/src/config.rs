@@ -671,6 +671,7 @@ impl TransportConfig {
                 ticket: None,
                 wampcra: None,
                 cryptosign: None,
+                scram: None,
                 token: None,
                 peercred: None,
             }),
@@ -1230,6 +1231,9 @@ pub struct AuthConfig {
     /// WAMP-cryptosign.
     #[serde(default)]
     pub cryptosign: Option<MethodAuth<CryptosignPrincipal>>,
+    /// WAMP-SCRAM: the router keeps derived keys, never the password.
+    #[serde(default)]
+    pub scram: Option<MethodAuth<ScramPrincipal>>,
     /// One-time login tokens from a token store.
     #[serde(default)]
     pub token: Option<TokenAuth>,
@@ -1248,6 +1252,7 @@ impl AuthConfig {
             ("ticket", self.ticket.as_ref().map(|m| m.kind)),
             ("wampcra", self.wampcra.as_ref().map(|m| m.kind)),
             ("cryptosign", self.cryptosign.as_ref().map(|m| m.kind)),
+            ("scram", self.scram.as_ref().map(|m| m.kind)),
         ]
         .into_iter()
         .filter_map(|(n, k)| Some((n, k?)))
@@ -1573,6 +1578,98 @@ pub struct CryptosignPrincipal {
     /// The realm the principal may join; any realm when absent.
     #[serde(default)]
     pub realm: Option<String>,
+}
+
+/// A static WAMP-SCRAM principal, in Crossbar.io's shape (what `trellis
+/// scram-credential` and autobahn's `derive_scram_credential` print).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScramPrincipal {
+    /// `argon2id-13` or `pbkdf2`.
+    pub kdf: String,
+    /// The KDF's iterations (time cost).
+    pub iterations: u32,
+    /// Argon2's memory in KiB (argon2id-13 only).
+    #[serde(default)]
+    pub memory: Option<u32>,
+    /// The salt, hex.
+    pub salt: String,
+    /// `SHA-256(HMAC(SaltedPassword, "Client Key"))`, hex.
+    #[serde(rename = "stored-key")]
+    pub stored_key: String,
+    /// `HMAC(SaltedPassword, "Server Key")`, hex.
+    #[serde(rename = "server-key")]
+    pub server_key: String,
+    /// The role the principal gets.
+    pub role: String,
+    /// The realm the principal may join; any realm when absent.
+    #[serde(default)]
+    pub realm: Option<String>,
+}
+
+impl ScramPrincipal {
+    /// The credential, checked: every problem as (key, message).
+    pub fn credential(&self) -> Result<proto::scram::Credential, Vec<(&'static str, String)>> {
+        scram_credential(
+            &self.kdf,
+            self.iterations,
+            self.memory,
+            &self.salt,
+            &self.stored_key,
+            &self.server_key,
+        )
+    }
+}
+
+/// A SCRAM credential from its config (or authenticator) fields: every
+/// problem as (key, message).
+pub fn scram_credential(
+    kdf: &str,
+    iterations: u32,
+    memory: Option<u32>,
+    salt: &str,
+    stored_key: &str,
+    server_key: &str,
+) -> Result<proto::scram::Credential, Vec<(&'static str, String)>> {
+    let mut problems = Vec::new();
+    let kdf = proto::scram::Kdf::parse(kdf, iterations, memory)
+        .map_err(|e| problems.push(("kdf", e)))
+        .ok();
+    if kdf.is_some_and(|k| k.memory().is_none()) && memory.is_some() {
+        problems.push(("memory", "only argon2id-13 takes \"memory\"".into()));
+    }
+    let salt = match hex::decode(salt) {
+        Ok(s) if s.len() >= 8 => Some(s),
+        _ => {
+            problems.push((
+                "salt",
+                "expected at least 8 bytes in hex (16 or more hex characters)".into(),
+            ));
+            None
+        }
+    };
+    let mut key = |name: &'static str, text: &str| -> Option<[u8; 32]> {
+        let k = hex::decode(text)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        if k.is_none() {
+            problems.push((name, "expected 32 bytes in hex (64 characters)".into()));
+        }
+        k
+    };
+    let stored = key("stored-key", stored_key);
+    let server = key("server-key", server_key);
+    match (kdf, salt, stored, server) {
+        (Some(kdf), Some(salt), Some(stored_key), Some(server_key)) if problems.is_empty() => {
+            Ok(proto::scram::Credential {
+                kdf,
+                salt,
+                stored_key,
+                server_key,
+            })
+        }
+        _ => Err(problems),
+    }
 }
 
 /// A semantic problem in a router config, with the key path it concerns.
@@ -2022,7 +2119,7 @@ fn resolve_secret(
 
 impl AuthConfig {
     /// Secrets given as `${VAR}` / `$VAR`: tickets, WAMP-CRA secrets,
-    /// cryptosign keys, resolved from `env`.
+    /// cryptosign keys, SCRAM keys, resolved from `env`.
     fn resolve_env(
         &mut self,
         pre: &str,
@@ -2047,6 +2144,21 @@ impl AuthConfig {
                     env,
                     out,
                 );
+            }
+        }
+        if let Some(m) = &mut self.scram {
+            for (id, pr) in &mut m.principals {
+                for (key, value) in [
+                    ("stored-key", &mut pr.stored_key),
+                    ("server-key", &mut pr.server_key),
+                ] {
+                    resolve_secret(
+                        value,
+                        format!("{pre}.scram.principals.{id}.{key}"),
+                        env,
+                        out,
+                    );
+                }
             }
         }
         if let Some(t) = &mut self.token
@@ -2790,12 +2902,13 @@ impl RouterConfig {
             && auth.ticket.is_none()
             && auth.wampcra.is_none()
             && auth.cryptosign.is_none()
+            && auth.scram.is_none()
             && auth.token.is_none()
             && auth.peercred.is_none()
         {
             p(
                 base.clone(),
-                "no authentication method is configured: add anonymous, ticket, wampcra or cryptosign, or leave \"auth\" out".into(),
+                "no authentication method is configured: add anonymous, ticket, wampcra, cryptosign or scram, or leave \"auth\" out".into(),
             );
         }
         if let Some(an) = &auth.anonymous {
@@ -2859,6 +2972,16 @@ impl RouterConfig {
                 }
                 if u.authid.as_deref() == Some("") {
                     p(format!("{path}.authid"), "must not be empty".into());
+                }
+            });
+        }
+        if let Some(m) = &auth.scram {
+            self.validate_method(&format!("{base}.scram"), m, p, &mut |path, pr, p| {
+                self.check_principal(path, &pr.role, pr.realm.as_deref(), p);
+                if let Err(problems) = pr.credential() {
+                    for (key, message) in problems {
+                        p(format!("{path}.{key}"), message);
+                    }
                 }
             });
         }

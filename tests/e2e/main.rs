@@ -6,6 +6,7 @@
 mod admin;
 mod advanced;
 mod auth;
+mod auth_methods;
 mod bad_input;
 mod balloon;
 mod cli;

@@ -141,6 +141,11 @@ pub struct Verdict {
     pub keylen: Option<u32>,
     pub secret_kind: SecretKind,
     pub pubkey: Option<String>,
+    /// SCRAM: the credential's fields, as a static principal has them.
+    pub kdf: Option<String>,
+    pub memory: Option<u32>,
+    pub stored_key: Option<String>,
+    pub server_key: Option<String>,
 }
 
 fn opt_string(d: &Dict, key: &str, procedure: &str) -> Result<Option<String>, Refusal> {
@@ -249,6 +254,10 @@ pub(crate) fn parse_verdict(procedure: &str, payload: &Payload) -> Result<Verdic
                 keylen: opt_u32(d, "keylen", procedure)?,
                 secret_kind,
                 pubkey: opt_string(d, "pubkey", procedure)?,
+                kdf: opt_string(d, "kdf", procedure)?,
+                memory: opt_u32(d, "memory", procedure)?,
+                stored_key: opt_string(d, "stored-key", procedure)?,
+                server_key: opt_string(d, "server-key", procedure)?,
             })
         }
         None | Some(Value::Null) => Err(refuse(

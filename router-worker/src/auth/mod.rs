@@ -5,7 +5,7 @@
 //! implements [`Method`] (what HELLO leads to) and, if it challenges, a
 //! pending type that implements [`Challenged`] (what AUTHENTICATE leads to):
 //! [`anonymous`], [`ticket`], [`wampcra`], [`cryptosign`], [`token`],
-//! [`peercred`]. Static and dynamic flavours live in the method's file;
+//! [`peercred`], [`scram`]. Static and dynamic flavours live in the method's file;
 //! dynamic ones call an authenticator procedure through
 //! [`authenticator::Authenticator`]. Failed attempts are counted per peer
 //! address by the [`limiter`].
@@ -29,6 +29,7 @@ pub mod authenticator;
 pub mod cryptosign;
 pub mod limiter;
 pub mod peercred;
+pub mod scram;
 #[cfg(test)]
 mod tests;
 pub mod ticket;
@@ -52,7 +53,7 @@ pub use self::limiter::{FailureLimiter, Gate};
 pub use self::token::TokenSettings;
 use self::{
     anonymous::Anonymous, authenticator::Resolved, cryptosign::Cryptosign, peercred::PeerCred,
-    ticket::Ticket, token::TokenLogin, wampcra::WampCra,
+    scram::Scram, ticket::Ticket, token::TokenLogin, wampcra::WampCra,
 };
 
 /// Why the handshake ends without a session.
@@ -116,6 +117,7 @@ pub enum PendingAuth {
     Ticket(ticket::PendingTicket),
     Cra(wampcra::PendingCra),
     Cryptosign(cryptosign::PendingCryptosign),
+    Scram(scram::PendingScram),
     Token(token::PendingToken),
 }
 
@@ -247,6 +249,7 @@ pub enum AnyMethod {
     Ticket(Ticket),
     WampCra(WampCra),
     Cryptosign(Cryptosign),
+    Scram(Scram),
     PeerCred(PeerCred),
     Token(TokenLogin),
 }
@@ -258,6 +261,7 @@ impl AnyMethod {
             AnyMethod::Ticket(m) => m.name(),
             AnyMethod::WampCra(m) => m.name(),
             AnyMethod::Cryptosign(m) => m.name(),
+            AnyMethod::Scram(m) => m.name(),
             AnyMethod::PeerCred(m) => m.name(),
             AnyMethod::Token(m) => m.name(),
         }
@@ -269,6 +273,7 @@ impl AnyMethod {
             AnyMethod::Ticket(m) => m.hello(hello, ctx).await,
             AnyMethod::WampCra(m) => m.hello(hello, ctx).await,
             AnyMethod::Cryptosign(m) => m.hello(hello, ctx).await,
+            AnyMethod::Scram(m) => m.hello(hello, ctx).await,
             AnyMethod::PeerCred(m) => m.hello(hello, ctx).await,
             AnyMethod::Token(m) => m.hello(hello, ctx).await,
         }
@@ -324,6 +329,9 @@ impl AuthSettings {
         }
         if let Some(m) = auth.and_then(|a| a.cryptosign.clone()) {
             methods.push(AnyMethod::Cryptosign(Cryptosign(Resolved::new(m, timeout))));
+        }
+        if let Some(m) = auth.and_then(|a| a.scram.clone()) {
+            methods.push(AnyMethod::Scram(Scram(Resolved::new(m, timeout))));
         }
         if let Some(pc) = auth.and_then(|a| a.peercred.clone()) {
             methods.push(AnyMethod::PeerCred(PeerCred(pc)));
@@ -434,6 +442,7 @@ impl AuthSettings {
             PendingAuth::Ticket(p) => p.authenticate(signature, ctx).await,
             PendingAuth::Cra(p) => p.authenticate(signature, ctx).await,
             PendingAuth::Cryptosign(p) => p.authenticate(signature, ctx).await,
+            PendingAuth::Scram(p) => p.authenticate(signature, ctx).await,
             PendingAuth::Token(p) => p.authenticate(signature, ctx).await,
         }
     }

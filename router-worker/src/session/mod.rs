@@ -708,6 +708,12 @@ async fn handshake<T: Transport>(
     };
     let authenticate = match t.serializer().decode(&bytes) {
         Ok(Message::Authenticate(a)) => a,
+        // The client gives up (it could not answer the challenge): the
+        // handshake ends without a reply, as the specification allows.
+        Ok(Message::Abort(a)) => {
+            tracing::debug!(reason = %a.reason, "the client answered the CHALLENGE with ABORT");
+            return Err(None);
+        }
         Ok(other) => {
             return Err(Some(Refusal {
                 reason: wamp_uri::PROTOCOL_VIOLATION.into(),
