@@ -425,6 +425,7 @@ fn take_function_authenticators(
             &mut out,
         );
         take(a.scram.as_mut(), format!("{path}.scram"), &mut out);
+        take(a.tls.as_mut(), format!("{path}.tls"), &mut out);
     }
     out
 }

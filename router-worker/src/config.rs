@@ -672,6 +672,7 @@ impl TransportConfig {
                 wampcra: None,
                 cryptosign: None,
                 scram: None,
+                tls: None,
                 token: None,
                 peercred: None,
             }),
@@ -1231,6 +1232,10 @@ pub struct AuthConfig {
     /// WAMP-cryptosign.
     #[serde(default)]
     pub cryptosign: Option<MethodAuth<CryptosignPrincipal>>,
+    /// TLS client certificates (the endpoint's `tls.ca_certificates`
+    /// verifies them): principals by certificate fingerprint.
+    #[serde(default)]
+    pub tls: Option<MethodAuth<TlsPrincipal>>,
     /// WAMP-SCRAM: the router keeps derived keys, never the password.
     #[serde(default)]
     pub scram: Option<MethodAuth<ScramPrincipal>>,
@@ -1253,6 +1258,7 @@ impl AuthConfig {
             ("wampcra", self.wampcra.as_ref().map(|m| m.kind)),
             ("cryptosign", self.cryptosign.as_ref().map(|m| m.kind)),
             ("scram", self.scram.as_ref().map(|m| m.kind)),
+            ("tls", self.tls.as_ref().map(|m| m.kind)),
         ]
         .into_iter()
         .filter_map(|(n, k)| Some((n, k?)))
@@ -1578,6 +1584,36 @@ pub struct CryptosignPrincipal {
     /// The realm the principal may join; any realm when absent.
     #[serde(default)]
     pub realm: Option<String>,
+}
+
+/// A static TLS client-certificate principal (Crossbar.io's shape): the
+/// authid is its key in `principals`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPrincipal {
+    /// The certificate's SHA-1 fingerprint, hex (colons and case as you
+    /// like: `B6:E5:E6:...`).
+    #[serde(rename = "certificate-sha1")]
+    pub certificate_sha1: String,
+    /// The role the principal gets.
+    pub role: String,
+    /// The realm the principal may join; any realm when absent.
+    #[serde(default)]
+    pub realm: Option<String>,
+}
+
+/// A fingerprint as `AB:CD:...` (upper case, colons), whatever way it was
+/// written; `None` when it is not hex.
+pub fn normalized_fingerprint(f: &str) -> Option<String> {
+    let hex: String = f.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(hex).ok()?;
+    Some(
+        bytes
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
 }
 
 /// A static WAMP-SCRAM principal, in Crossbar.io's shape (what `trellis
@@ -2309,10 +2345,10 @@ impl RouterConfig {
         match e.kind {
             EndpointKind::Tcp => {
                 if let Some(t) = &e.tls {
-                    if t.ca_certificates.is_some() {
+                    if t.ca_certificates.as_ref().is_some_and(Vec::is_empty) {
                         p(
                             format!("{pre}.endpoint.tls.ca_certificates"),
-                            "client certificate verification (Crossbar.io's ca_certificates) is not supported by Trellis yet: remove the key".into(),
+                            "list at least one CA certificate file (PEM) that client certificates are verified against, or leave the key out".into(),
                         );
                     }
                     for (key, v) in [("key", &t.key), ("certificate", &t.certificate)] {
@@ -2826,6 +2862,18 @@ impl RouterConfig {
         let Some(auth) = &t.auth else {
             return;
         };
+        let verifies_clients = t
+            .endpoint
+            .tls
+            .as_ref()
+            .and_then(|x| x.ca_certificates.as_ref())
+            .is_some_and(|c| !c.is_empty());
+        if auth.tls.is_some() && !verifies_clients {
+            p(
+                format!("{base}.tls"),
+                "TLS client-certificate authentication needs the transport's endpoint.tls with ca_certificates (the CAs client certificates are verified against)".into(),
+            );
+        }
         if let Some(t) = &auth.token {
             if t.max_age == 0 || t.max_age > 86_400 {
                 p(
@@ -2903,12 +2951,13 @@ impl RouterConfig {
             && auth.wampcra.is_none()
             && auth.cryptosign.is_none()
             && auth.scram.is_none()
+            && auth.tls.is_none()
             && auth.token.is_none()
             && auth.peercred.is_none()
         {
             p(
                 base.clone(),
-                "no authentication method is configured: add anonymous, ticket, wampcra, cryptosign or scram, or leave \"auth\" out".into(),
+                "no authentication method is configured: add anonymous, ticket, wampcra, cryptosign, scram or tls, or leave \"auth\" out".into(),
             );
         }
         if let Some(an) = &auth.anonymous {
@@ -2972,6 +3021,17 @@ impl RouterConfig {
                 }
                 if u.authid.as_deref() == Some("") {
                     p(format!("{path}.authid"), "must not be empty".into());
+                }
+            });
+        }
+        if let Some(m) = &auth.tls {
+            self.validate_method(&format!("{base}.tls"), m, p, &mut |path, pr, p| {
+                self.check_principal(path, &pr.role, pr.realm.as_deref(), p);
+                if normalized_fingerprint(&pr.certificate_sha1).is_none_or(|f| f.len() != 59) {
+                    p(
+                        format!("{path}.certificate-sha1"),
+                        "expected the certificate's SHA-1 fingerprint: 20 bytes in hex, colons allowed (`openssl x509 -noout -fingerprint -sha1 -in client.crt`)".into(),
+                    );
                 }
             });
         }

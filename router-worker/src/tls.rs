@@ -14,10 +14,12 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsConfig;
 
-/// A TLS endpoint's acceptor and its reloadable certificate.
+/// A TLS endpoint's server config: its certificate and, with
+/// `ca_certificates`, the CAs client certificates are verified against;
+/// both reloadable.
 #[derive(Clone)]
 pub struct TlsSettings {
-    pub acceptor: tokio_rustls::TlsAcceptor,
+    config: Arc<ArcSwap<rustls::ServerConfig>>,
     resolver: Arc<Resolver>,
 }
 
@@ -28,8 +30,8 @@ impl std::fmt::Debug for TlsSettings {
 }
 
 impl TlsSettings {
-    /// Read the endpoint's certificate and key; `path` names the config
-    /// key in errors (`transports[0].endpoint.tls`).
+    /// Read the endpoint's certificate and key (and CA certificates); `path`
+    /// names the config key in errors (`transports[0].endpoint.tls`).
     ///
     /// # Errors
     /// A file cannot be read or holds no usable certificate or key (the
@@ -39,28 +41,138 @@ impl TlsSettings {
         let resolver = Arc::new(Resolver {
             current: ArcSwap::from_pointee(key),
         });
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| (path.to_owned(), format!("cannot set up TLS: {e}")))?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = server_config(cfg, path, &resolver)?;
         Ok(TlsSettings {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            config: Arc::new(ArcSwap::from_pointee(config)),
             resolver,
         })
+    }
+
+    /// An acceptor for one handshake, with the settings as they are now.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.config.load_full())
     }
 
     /// Read the files again; on success new handshakes use them.
     ///
     /// # Errors
-    /// As [`TlsSettings::new`]; the old certificate stays in use.
+    /// As [`TlsSettings::new`]; the old certificates stay in use.
     pub fn reload(&self, cfg: &TlsConfig, path: &str) -> Result<(), (String, String)> {
         let key = load(cfg, path)?;
+        let config = server_config(cfg, path, &self.resolver)?;
         self.resolver.current.store(Arc::new(key));
+        self.config.store(Arc::new(config));
         Ok(())
     }
+}
+
+/// The server config: the resolver's certificate and, with
+/// `ca_certificates`, a client certificate required and verified against
+/// them (as Crossbar.io does).
+fn server_config(
+    cfg: &TlsConfig,
+    path: &str,
+    resolver: &Arc<Resolver>,
+) -> Result<rustls::ServerConfig, (String, String)> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| (path.to_owned(), format!("cannot set up TLS: {e}")))?;
+    let builder = match cfg.ca_certificates.as_deref() {
+        Some(files) if !files.is_empty() => {
+            let mut roots = rustls::RootCertStore::empty();
+            for (i, file) in files.iter().enumerate() {
+                let key = format!("{path}.ca_certificates[{i}]");
+                for cert in read_certs(Path::new(file))
+                    .map_err(|e| (key.clone(), format!("{file:?}: {e}")))?
+                {
+                    roots.add(cert).map_err(|e| {
+                        (
+                            key.clone(),
+                            format!("{file:?}: not a usable CA certificate ({e})"),
+                        )
+                    })?;
+                }
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| {
+                (
+                    format!("{path}.ca_certificates"),
+                    format!("cannot verify client certificates with these CAs: {e}"),
+                )
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver.clone());
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// What a session's transport details say of the client's certificate
+/// (`client_cert`), in Crossbar.io's shape: `sha1` and `sha256`
+/// fingerprints (upper-case hex, colon-separated), `subject` and `issuer`
+/// (lower-case attribute names: `cn`, `o`, `ou`, `c`, `st`, `l`, ...),
+/// `serial` (hex), `not_before` and `not_after` (ISO 8601 UTC), `expired`,
+/// `version`, `signature_algorithm`.
+pub fn client_cert_details(der: &[u8]) -> proto::Dict {
+    fn fingerprint(alg: &'static ring::digest::Algorithm, der: &[u8]) -> String {
+        let d = ring::digest::digest(alg, der);
+        d.as_ref()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+    let mut out = proto::dict! {
+        "sha1" => fingerprint(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der),
+        "sha256" => fingerprint(&ring::digest::SHA256, der),
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return out;
+    };
+    let name = |n: &x509_parser::x509::X509Name<'_>| -> proto::Dict {
+        let mut d = proto::Dict::new();
+        for attr in n.iter_attributes() {
+            let key = x509_parser::objects::oid2abbrev(
+                attr.attr_type(),
+                x509_parser::objects::oid_registry(),
+            )
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_else(|_| attr.attr_type().to_id_string());
+            if let Ok(v) = attr.as_str() {
+                d.insert(key, v.into());
+            }
+        }
+        d
+    };
+    let validity = cert.validity();
+    let rfc3339 = |t: &x509_parser::time::ASN1Time| {
+        crate::time::format_unix_millis(t.timestamp().saturating_mul(1000))
+    };
+    out.insert("subject".into(), name(cert.subject()).into());
+    out.insert("issuer".into(), name(cert.issuer()).into());
+    out.insert("serial".into(), cert.raw_serial_as_string().into());
+    out.insert("not_before".into(), rfc3339(&validity.not_before).into());
+    out.insert("not_after".into(), rfc3339(&validity.not_after).into());
+    out.insert("expired".into(), (!validity.is_valid()).into());
+    out.insert("version".into(), i64::from(cert.version().0).into());
+    out.insert(
+        "signature_algorithm".into(),
+        x509_parser::objects::oid2sn(
+            &cert.signature_algorithm.algorithm,
+            x509_parser::objects::oid_registry(),
+        )
+        .map(str::to_owned)
+        .unwrap_or_else(|_| cert.signature_algorithm.algorithm.to_id_string())
+        .into(),
+    );
+    out
 }
 
 #[derive(Debug)]
@@ -252,5 +364,46 @@ mod tests {
         let (path, msg) = TlsSettings::new(&junk, "p").unwrap_err();
         assert_eq!(path, "p.key");
         assert!(msg.contains("no usable private key"), "{msg}");
+    }
+
+    #[test]
+    fn client_certificate_details_in_crossbars_shape() {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "device-7");
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Acme");
+        p.not_before = rcgen::date_time_ymd(2020, 1, 2);
+        p.not_after = rcgen::date_time_ymd(2021, 3, 4);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        let d = client_cert_details(cert.der());
+        let sha1 = d.get("sha1").and_then(proto::Value::as_str).unwrap();
+        assert_eq!(sha1.len(), 59, "{sha1}");
+        assert!(
+            sha1.chars()
+                .all(|c| c == ':' || c.is_ascii_digit() || c.is_ascii_uppercase())
+        );
+        let subject = match d.get("subject") {
+            Some(proto::Value::Dict(s)) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            subject.get("cn").and_then(proto::Value::as_str),
+            Some("device-7")
+        );
+        assert_eq!(
+            subject.get("o").and_then(proto::Value::as_str),
+            Some("Acme")
+        );
+        assert_eq!(
+            d.get("not_after").and_then(proto::Value::as_str),
+            Some("2021-03-04T00:00:00.000Z")
+        );
+        assert_eq!(d.get("expired"), Some(&proto::Value::Bool(true)));
+        // Garbage still gets its fingerprints, nothing else.
+        let d = client_cert_details(b"not a certificate");
+        assert!(d.get("sha256").is_some() && d.get("subject").is_none());
     }
 }

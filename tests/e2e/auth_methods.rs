@@ -124,3 +124,192 @@ fn scram_principals_are_checked() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+/// A test PKI: CA A (the router's and its clients'), CA B (another's).
+struct Pki {
+    dir: tempfile::TempDir,
+    ca_a: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    ca_b: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let ca = |name: &str| {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            p.distinguished_name = rcgen::DistinguishedName::new();
+            p.distinguished_name.push(rcgen::DnType::CommonName, name);
+            p.key_usages = vec![
+                rcgen::KeyUsagePurpose::KeyCertSign,
+                rcgen::KeyUsagePurpose::DigitalSignature,
+            ];
+            rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().expect("key"))
+                .expect("CA")
+        };
+        Pki {
+            dir: tempfile::tempdir().expect("temp dir"),
+            ca_a: ca("Trellis Test CA A"),
+            ca_b: ca("Trellis Test CA B"),
+        }
+    }
+
+    /// A certificate for `cn` (a server's for "localhost" when `server`),
+    /// signed by CA B when `other`, expired when `expired`: its PEM and
+    /// its key's PEM.
+    fn issue(&self, cn: &str, server: bool, other: bool, expired: bool) -> (String, String) {
+        let names = if server {
+            vec!["localhost".to_owned()]
+        } else {
+            Vec::new()
+        };
+        let mut p = rcgen::CertificateParams::new(names).expect("params");
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.extended_key_usages = vec![if server {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = if expired {
+            rcgen::date_time_ymd(2021, 1, 1)
+        } else {
+            rcgen::date_time_ymd(2999, 1, 1)
+        };
+        let key = rcgen::KeyPair::generate().expect("key");
+        let ca = if other { &self.ca_b } else { &self.ca_a };
+        let cert = p.signed_by(&key, ca).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A client certificate written to files: [certificate, key] paths.
+    fn client(&self, name: &str, cn: &str, other: bool, expired: bool) -> Value {
+        let (cert, key) = self.issue(cn, false, other, expired);
+        let c = self.dir.path().join(format!("{name}.crt"));
+        let k = self.dir.path().join(format!("{name}.key"));
+        std::fs::write(&c, &cert).expect("write");
+        std::fs::write(&k, key).expect("write");
+        json!([c.display().to_string(), k.display().to_string()])
+    }
+}
+
+/// The SHA-1 fingerprint of a PEM certificate as Crossbar.io writes it.
+fn sha1_fingerprint(pem_file: &str) -> String {
+    let pem = std::fs::read_to_string(pem_file).expect("read");
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
+    d.as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[test]
+fn tls_client_certificates_static_dynamic_refused_and_reloaded() {
+    use nix::sys::signal::Signal;
+    let pki = Pki::new();
+    let (server_crt, server_key) = pki.issue("localhost", true, false, false);
+    let certs = json!({
+        "device1": pki.client("device1", "device-1", false, false),
+        "device2": pki.client("device2", "device-2", false, false),
+        "banned": pki.client("banned", "banned-device", false, false),
+        "expired": pki.client("expired", "device-old", false, true),
+        "other_ca": pki.client("other_ca", "device-b", true, false),
+    });
+    let device1_sha1 = sha1_fingerprint(certs["device1"][0].as_str().expect("path"));
+    let ca_file = pki.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, pki.ca_a.pem()).expect("write");
+
+    let (port, dynamic) = (free_port(), free_port());
+    let tls =
+        json!({"key": "server.key", "certificate": "server.crt", "ca_certificates": ["ca.pem"]});
+    let ws = |port: u16, auth: Value| {
+        json!({"type": "websocket",
+               "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port, "tls": tls},
+               "auth": auth, "options": {"max_auth_failures": 1000}})
+    };
+    let cfg = json!({"version": 2, "workers": [{
+        "type": "router", "id": "router1",
+        "options": {"pythonpath": [repo_root().join("tests/py/components").display().to_string()],
+                    "python": python().display().to_string()},
+        "realms": [{"name": "realm1", "roles": [
+            {"name": "user", "permissions": [{"uri": "com.example.", "match": "prefix", "allow": {"call": true}}]},
+            {"name": "authenticator", "permissions": [
+                {"uri": "com.example.cert_authenticate", "allow": {"register": true}}]}]}],
+        "components": [{"type": "class", "classname": "cert_auth.CertAuthenticator",
+                        "realm": "realm1", "role": "authenticator"}],
+        "transports": [
+            // Crossbar.io's shape: the fingerprint with colons, upper case.
+            ws(port, json!({"tls": {"type": "static", "principals": {
+                "device-1": {"certificate-sha1": device1_sha1, "role": "user"}}}})),
+            ws(dynamic, json!({"tls": {"type": "dynamic", "authenticator": "com.example.cert_authenticate"}}))
+        ]
+    }]});
+    let ca_pem = pki.ca_a.pem();
+    let node = Node::start_with_files(
+        &cfg,
+        port,
+        &[
+            ("server.crt", &server_crt),
+            ("server.key", &server_key),
+            ("ca.pem", &ca_pem),
+        ],
+    );
+    let urls = json!({
+        "static": format!("wss://localhost:{port}/ws"),
+        "dynamic": format!("wss://localhost:{dynamic}/ws"),
+        "ca": ca_file.display().to_string(),
+        "certs": certs,
+    })
+    .to_string();
+    let out = expect_python_args_ok(
+        &node,
+        "auth_methods.py",
+        &[&urls, "tls_client_certs", "json", "msgpack"],
+    );
+    assert!(out.contains("ok tls_client_certs msgpack"), "{out}");
+    let log = node.worker_log("router1");
+    assert!(
+        log.contains("TLS client certificate refused"),
+        "the router says why: {log}"
+    );
+
+    // CA B instead of A, read again on SIGHUP: B's clients get in, A's not.
+    std::fs::write(node.node_dir().join("ca.pem"), pki.ca_b.pem()).expect("write");
+    node.signal(Signal::SIGHUP);
+    node.wait_log("TLS certificate and key read again");
+    let out = expect_python_args_ok(
+        &node,
+        "auth_methods.py",
+        &[&urls, "tls_after_ca_reload", "json"],
+    );
+    assert!(out.contains("ok tls_after_ca_reload json"), "{out}");
+}
+
+#[test]
+fn tls_authentication_needs_ca_certificates() {
+    let port = free_port();
+    let cfg = json!({"version": 2, "workers": [{
+        "type": "router",
+        "realms": [{"name": "realm1", "roles": [{"name": "user"}]}],
+        "transports": [{"type": "websocket",
+            "endpoint": {"type": "tcp", "port": port, "tls": {"key": "k.pem", "certificate": "c.pem"}},
+            "auth": {"tls": {"type": "static", "principals": {
+                "d": {"certificate-sha1": "B6:E5", "role": "user"}}}}}]
+    }]});
+    let out = crate::support::check_json(&cfg);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "auth.tls: TLS client-certificate authentication needs the transport's endpoint.tls with ca_certificates",
+        "auth.tls.principals.d.certificate-sha1: expected the certificate's SHA-1 fingerprint",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(!err.contains("not supported"), "{err}");
+}

@@ -93,7 +93,7 @@ fn wss_and_tls_rawsocket_with_a_certificate_reloaded_on_sighup() {
 #[test]
 fn check_names_tls_problems() {
     let (ws, rs) = (free_port(), free_port());
-    // Structure: TLS on a unix socket, client certificates.
+    // Structure: TLS on a unix socket, client certificates with no CA.
     let mut cfg = tls_config(ws, rs);
     cfg["workers"][0]["transports"]
         .as_array_mut()
@@ -102,13 +102,13 @@ fn check_names_tls_problems() {
             json!({"type": "rawsocket", "endpoint": {"type": "unix", "path": "r.sock",
                      "tls": {"key": "k", "certificate": "c"}}}),
         );
-    cfg["workers"][0]["transports"][1]["endpoint"]["tls"]["ca_certificates"] = json!(["ca.pem"]);
+    cfg["workers"][0]["transports"][1]["endpoint"]["tls"]["ca_certificates"] = json!([]);
     let out = check_json(&cfg);
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
         "workers[0].transports[2].endpoint.tls: TLS is for tcp endpoints",
-        "workers[0].transports[1].endpoint.tls.ca_certificates: client certificate verification (Crossbar.io's ca_certificates) is not supported by Trellis yet",
+        "workers[0].transports[1].endpoint.tls.ca_certificates: list at least one CA certificate file",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }

@@ -5,7 +5,7 @@
 //! implements [`Method`] (what HELLO leads to) and, if it challenges, a
 //! pending type that implements [`Challenged`] (what AUTHENTICATE leads to):
 //! [`anonymous`], [`ticket`], [`wampcra`], [`cryptosign`], [`token`],
-//! [`peercred`], [`scram`]. Static and dynamic flavours live in the method's file;
+//! [`peercred`], [`scram`], [`tls`]. Static and dynamic flavours live in the method's file;
 //! dynamic ones call an authenticator procedure through
 //! [`authenticator::Authenticator`]. Failed attempts are counted per peer
 //! address by the [`limiter`].
@@ -33,6 +33,7 @@ pub mod scram;
 #[cfg(test)]
 mod tests;
 pub mod ticket;
+pub mod tls;
 pub mod token;
 pub mod wampcra;
 
@@ -53,7 +54,7 @@ pub use self::limiter::{FailureLimiter, Gate};
 pub use self::token::TokenSettings;
 use self::{
     anonymous::Anonymous, authenticator::Resolved, cryptosign::Cryptosign, peercred::PeerCred,
-    scram::Scram, ticket::Ticket, token::TokenLogin, wampcra::WampCra,
+    scram::Scram, ticket::Ticket, tls::TlsLogin, token::TokenLogin, wampcra::WampCra,
 };
 
 /// Why the handshake ends without a session.
@@ -250,6 +251,7 @@ pub enum AnyMethod {
     WampCra(WampCra),
     Cryptosign(Cryptosign),
     Scram(Scram),
+    Tls(TlsLogin),
     PeerCred(PeerCred),
     Token(TokenLogin),
 }
@@ -262,6 +264,7 @@ impl AnyMethod {
             AnyMethod::WampCra(m) => m.name(),
             AnyMethod::Cryptosign(m) => m.name(),
             AnyMethod::Scram(m) => m.name(),
+            AnyMethod::Tls(m) => m.name(),
             AnyMethod::PeerCred(m) => m.name(),
             AnyMethod::Token(m) => m.name(),
         }
@@ -274,6 +277,7 @@ impl AnyMethod {
             AnyMethod::WampCra(m) => m.hello(hello, ctx).await,
             AnyMethod::Cryptosign(m) => m.hello(hello, ctx).await,
             AnyMethod::Scram(m) => m.hello(hello, ctx).await,
+            AnyMethod::Tls(m) => m.hello(hello, ctx).await,
             AnyMethod::PeerCred(m) => m.hello(hello, ctx).await,
             AnyMethod::Token(m) => m.hello(hello, ctx).await,
         }
@@ -332,6 +336,9 @@ impl AuthSettings {
         }
         if let Some(m) = auth.and_then(|a| a.scram.clone()) {
             methods.push(AnyMethod::Scram(Scram(Resolved::new(m, timeout))));
+        }
+        if let Some(m) = auth.and_then(|a| a.tls.clone()) {
+            methods.push(AnyMethod::Tls(TlsLogin(Resolved::new(m, timeout))));
         }
         if let Some(pc) = auth.and_then(|a| a.peercred.clone()) {
             methods.push(AnyMethod::PeerCred(PeerCred(pc)));

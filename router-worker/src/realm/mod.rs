@@ -130,7 +130,7 @@ impl ClientFeatures {
 }
 
 /// How a session is connected, for the meta API.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TransportInfo {
     /// `websocket`, `rawsocket`.
     pub kind: &'static str,
@@ -143,6 +143,8 @@ pub struct TransportInfo {
     /// The trusted proxy the connection came through (its `peer` form),
     /// when `peer` is the client named in its forwarding header.
     pub proxy: Option<String>,
+    /// TLS with client certificates: the client's (`client_cert`).
+    pub client_cert: Option<Arc<Dict>>,
 }
 
 impl TransportInfo {
@@ -154,6 +156,7 @@ impl TransportInfo {
             peer,
             cred: None,
             proxy: None,
+            client_cert: None,
         }
     }
 
@@ -163,6 +166,9 @@ impl TransportInfo {
         let mut d = proto::dict! { "type" => self.kind, "protocol" => self.protocol, "peer" => self.peer.as_str() };
         if let Some(proxy) = &self.proxy {
             d.insert("proxy".into(), proxy.as_str().into());
+        }
+        if let Some(c) = &self.client_cert {
+            d.insert("client_cert".into(), Dict::clone(c).into());
         }
         if let Some((uid, pid)) = self.cred {
             d.insert("peer_uid".into(), u64::from(uid).into());

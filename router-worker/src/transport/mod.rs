@@ -41,7 +41,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use self::listener::ListenerSettings;
 use crate::Realms;
@@ -58,6 +58,9 @@ pub struct Peer {
     pub desc: String,
     /// The connecting process's user and process (Unix sockets: SO_PEERCRED).
     pub cred: Option<(u32, Option<i32>)>,
+    /// TLS with `ca_certificates`: the client's verified certificate, as
+    /// the transport details' `client_cert`.
+    pub client_cert: Option<Arc<proto::Dict>>,
 }
 
 impl Peer {
@@ -67,6 +70,7 @@ impl Peer {
             ip: Some(addr.ip()),
             desc: format!("{family}:{}:{}", addr.ip(), addr.port()),
             cred: None,
+            client_cert: None,
         }
     }
 
@@ -79,11 +83,13 @@ impl Peer {
                     None => format!("unix:uid={}", c.uid()),
                 },
                 cred: Some((c.uid(), c.pid())),
+                client_cert: None,
             },
             Err(_) => Peer {
                 ip: None,
                 desc: "unix".to_owned(),
                 cred: None,
+                client_cert: None,
             },
         }
     }
@@ -306,9 +312,33 @@ async fn handle_tls(
     let Some((tls, _)) = &settings.tls else {
         return;
     };
-    let accept = tls.acceptor.accept(stream);
+    let accept = tls.acceptor().accept(stream);
     match tokio::time::timeout(settings.handshake_timeout, accept).await {
-        Ok(Ok(s)) => handle(s, peer, settings, realms, shutdown).await,
+        Ok(Ok(s)) => {
+            let mut peer = peer;
+            peer.client_cert = s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|leaf| Arc::new(crate::tls::client_cert_details(leaf)));
+            handle(s, peer, settings, realms, shutdown).await
+        }
+        // A client certificate refused (none, expired, another CA): the
+        // client got the TLS alert; say why here too.
+        Ok(Err(e))
+            if e.get_ref().is_some_and(|inner| {
+                matches!(
+                    inner.downcast_ref::<rustls::Error>(),
+                    Some(
+                        rustls::Error::InvalidCertificate(_)
+                            | rustls::Error::NoCertificatesPresented
+                    )
+                )
+            }) =>
+        {
+            info!(peer = %peer.desc, cause = %e, "TLS client certificate refused (endpoint.tls.ca_certificates)")
+        }
         Ok(Err(e)) => debug!(peer = %peer.desc, cause = %e, "TLS handshake failed"),
         Err(_) => debug!(peer = %peer.desc, "TLS handshake timed out"),
     }

@@ -138,6 +138,7 @@ async fn handshake<S: Io>(
     };
     let mut info = TransportInfo::new("rawsocket", protocol, peer.desc);
     info.cred = peer.cred;
+    info.client_cert = peer.client_cert;
     let mut framed = Framed::with_capacity(
         stream,
         RawSocketCodec {

@@ -254,6 +254,7 @@ async fn upgrade<S: Io>(
     let mut info = TransportInfo::new("websocket", protocol, desc);
     info.cred = peer.cred;
     info.proxy = proxy;
+    info.client_cert = peer.client_cert.clone();
     let conn = session::Connection {
         peer_ip,
         transport: info,
