@@ -591,6 +591,10 @@ pub struct TransportConfig {
     /// Authentication methods; anonymous with role `anonymous` when absent.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// WebSocket: cookie tracking (Crossbar.io's `cookie`), for the
+    /// `cookie` auth method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<CookieConfig>,
     /// Crossbar.io's per-transport debug flag; accepted for compatibility,
     /// log levels are set with `--loglevel`/`RUST_LOG` instead.
     #[serde(default)]
@@ -673,9 +677,11 @@ impl TransportConfig {
                 cryptosign: None,
                 scram: None,
                 tls: None,
+                cookie: None,
                 token: None,
                 peercred: None,
             }),
+            cookie: None,
             debug: false,
             url: None,
             paths: None,
@@ -749,6 +755,9 @@ pub struct WebPath {
     /// `websocket`: authentication methods; anonymous when absent.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// `websocket`: cookie tracking (Crossbar.io's `cookie`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<CookieConfig>,
     /// `websocket`: Crossbar.io's debug flag; accepted for compatibility,
     /// log levels are set with `--loglevel`/`RUST_LOG` instead.
     #[serde(default)]
@@ -1236,6 +1245,11 @@ pub struct AuthConfig {
     /// verifies them): principals by certificate fingerprint.
     #[serde(default)]
     pub tls: Option<MethodAuth<TlsPrincipal>>,
+    /// Cookie authentication: a browser whose tracking cookie logged in
+    /// before is welcomed as the same principal (needs the transport's
+    /// `cookie`).
+    #[serde(default)]
+    pub cookie: Option<CookieAuth>,
     /// WAMP-SCRAM: the router keeps derived keys, never the password.
     #[serde(default)]
     pub scram: Option<MethodAuth<ScramPrincipal>>,
@@ -1584,6 +1598,168 @@ pub struct CryptosignPrincipal {
     /// The realm the principal may join; any realm when absent.
     #[serde(default)]
     pub realm: Option<String>,
+}
+
+/// Crossbar.io's `auth.cookie`: no settings (`{}`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CookieAuth {}
+
+/// Cookie tracking on a WebSocket transport or path, in Crossbar.io's
+/// shape, with Trellis's `secure`, `same_site` and `max_cookies`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CookieConfig {
+    /// The cookie's name (`^[a-z][a-z0-9_]+$`).
+    #[serde(default = "cookie_name")]
+    pub name: String,
+    /// Characters of the random cookie value (12 to 64).
+    #[serde(default = "cookie_length")]
+    pub length: usize,
+    /// Seconds a cookie lives (Crossbar.io's default: a week).
+    #[serde(default = "cookie_max_age")]
+    pub max_age: u64,
+    /// Where cookies are kept.
+    #[serde(default)]
+    pub store: CookieStoreConfig,
+    /// Send the cookie only over HTTPS; by default when the endpoint has
+    /// TLS.
+    #[serde(default)]
+    pub secure: Option<bool>,
+    /// The cookie's `SameSite`: `strict`, `lax` (default) or `none`
+    /// (which needs `secure`).
+    #[serde(default = "cookie_same_site")]
+    pub same_site: String,
+    /// The most cookies kept; the oldest go first.
+    #[serde(default = "cookie_max_cookies")]
+    pub max_cookies: usize,
+}
+
+/// A cookie store: `memory` (lost on restart) or `file` (logins kept
+/// across restarts, in `filename`, relative to the node directory).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CookieStoreConfig {
+    /// `memory` or `file`.
+    #[serde(rename = "type", default = "cookie_store_memory")]
+    pub kind: String,
+    /// `file`: the file.
+    #[serde(default = "cookie_filename")]
+    pub filename: String,
+    /// `file`: forget the stored cookies at start.
+    #[serde(default)]
+    pub purge_on_startup: bool,
+    /// Crossbar.io's `database` store's keys: read so that the store type
+    /// is what `check` names as unsupported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxsize: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<serde_json::Value>,
+}
+
+impl Default for CookieStoreConfig {
+    fn default() -> Self {
+        CookieStoreConfig {
+            kind: cookie_store_memory(),
+            filename: cookie_filename(),
+            purge_on_startup: false,
+            path: None,
+            maxsize: None,
+            readonly: None,
+            sync: None,
+        }
+    }
+}
+
+fn cookie_name() -> String {
+    "cbtid".into()
+}
+fn cookie_length() -> usize {
+    24
+}
+fn cookie_max_age() -> u64 {
+    604_800
+}
+fn cookie_same_site() -> String {
+    "lax".into()
+}
+fn cookie_max_cookies() -> usize {
+    100_000
+}
+fn cookie_store_memory() -> String {
+    "memory".into()
+}
+fn cookie_filename() -> String {
+    "cookies.dat".into()
+}
+
+/// Crossbar.io's cookie settings, checked as it checks them, and Trellis's.
+fn validate_cookie(pre: &str, t: &TransportConfig, c: &CookieConfig, p: Report<'_>) {
+    if t.kind != TransportKind::Websocket {
+        p(
+            pre.to_owned(),
+            "cookie tracking is for WebSocket transports and paths (browsers send cookies with the WebSocket upgrade)".into(),
+        );
+    }
+    let name_ok = c.name.len() >= 2
+        && c.name.starts_with(|ch: char| ch.is_ascii_lowercase())
+        && c.name
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+    if !name_ok {
+        p(
+            format!("{pre}.name"),
+            format!(
+                "{:?}: a cookie name is lower-case letters, digits and _, starting with a letter (^[a-z][a-z0-9_]+$)",
+                c.name
+            ),
+        );
+    }
+    if !(12..=64).contains(&c.length) {
+        p(
+            format!("{pre}.length"),
+            "must be between 12 and 64 characters".into(),
+        );
+    }
+    if c.max_age == 0 || c.max_age > 86_400 * 360 * 10 {
+        p(
+            format!("{pre}.max_age"),
+            "must be more than 0 seconds and at most 10 years".into(),
+        );
+    }
+    if c.max_cookies == 0 {
+        p(format!("{pre}.max_cookies"), "must be at least 1".into());
+    }
+    match c.same_site.as_str() {
+        "strict" | "lax" => {}
+        "none" if c.secure != Some(false) && (c.secure == Some(true) || t.endpoint.tls.is_some()) => {}
+        "none" => p(
+            format!("{pre}.same_site"),
+            "\"none\" needs a Secure cookie (browsers refuse it otherwise): TLS on the endpoint, or \"secure\": true".into(),
+        ),
+        other => p(
+            format!("{pre}.same_site"),
+            format!("{other:?}: expected \"strict\", \"lax\" or \"none\""),
+        ),
+    }
+    match c.store.kind.as_str() {
+        "memory" | "file" => {}
+        "database" => p(
+            format!("{pre}.store.type"),
+            "Crossbar.io's LMDB cookie database is not supported by Trellis: use \"file\" (logins kept across restarts) or \"memory\"".into(),
+        ),
+        other => p(
+            format!("{pre}.store.type"),
+            format!("{other:?}: expected \"memory\" or \"file\""),
+        ),
+    }
+    if c.store.kind == "file" && c.store.filename.trim().is_empty() {
+        p(format!("{pre}.store.filename"), "must not be empty".into());
+    }
 }
 
 /// A static TLS client-certificate principal (Crossbar.io's shape): the
@@ -2251,6 +2427,9 @@ impl RouterConfig {
     /// The checks of one WAMP transport (or a web transport's WebSocket
     /// path), its problems reported under `pre`.
     fn validate_transport(&self, pre: &str, ws: &TransportConfig, p: Report<'_>) {
+        if let Some(c) = &ws.cookie {
+            validate_cookie(&format!("{pre}.cookie"), ws, c, p);
+        }
         if let Some(list) = &ws.serializers {
             if list.is_empty() {
                 p(
@@ -2868,6 +3047,12 @@ impl RouterConfig {
             .as_ref()
             .and_then(|x| x.ca_certificates.as_ref())
             .is_some_and(|c| !c.is_empty());
+        if auth.cookie.is_some() && t.cookie.is_none() {
+            p(
+                format!("{base}.cookie"),
+                "cookie authentication needs cookie tracking on this WebSocket transport or path: add \"cookie\": {\"store\": {\"type\": \"file\"}} (or memory) beside \"auth\"".into(),
+            );
+        }
         if auth.tls.is_some() && !verifies_clients {
             p(
                 format!("{base}.tls"),
@@ -2952,12 +3137,13 @@ impl RouterConfig {
             && auth.cryptosign.is_none()
             && auth.scram.is_none()
             && auth.tls.is_none()
+            && auth.cookie.is_none()
             && auth.token.is_none()
             && auth.peercred.is_none()
         {
             p(
                 base.clone(),
-                "no authentication method is configured: add anonymous, ticket, wampcra, cryptosign, scram or tls, or leave \"auth\" out".into(),
+                "no authentication method is configured: add anonymous, ticket, wampcra, cryptosign, scram, tls or cookie, or leave \"auth\" out".into(),
             );
         }
         if let Some(an) = &auth.anonymous {
@@ -3220,6 +3406,7 @@ impl TransportConfig {
             serializers: path.serializers.clone(),
             options: path.options_as().unwrap_or_default(),
             auth: path.auth.clone(),
+            cookie: path.cookie.clone(),
             debug: false,
             url: None,
             paths: None,

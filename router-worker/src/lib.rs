@@ -23,6 +23,7 @@ pub mod authz;
 pub mod backplane;
 pub mod broker;
 pub mod config;
+pub mod cookies;
 pub mod dealer;
 pub mod local;
 pub mod meta;
@@ -168,6 +169,7 @@ impl Router {
                 .map(|(_, s)| s.clone())
         };
         let node_info = transport::web::NodeInfoHook::default();
+        let mut cookie_stores = cookies::CookieStores::default();
         let mut listeners = Vec::new();
         for (index, (t, raw)) in parts.iter().enumerate() {
             let listener = bind_endpoint(&t.endpoint)
@@ -178,6 +180,12 @@ impl Router {
                     cause,
                 })?;
             let mut settings = ListenerSettings::from_config(index, t, store_for(t), cfg.compat);
+            settings.cookies = cookie_stores.for_transport(t).map_err(|message| {
+                RouterError::Config(vec![config::ConfigProblem {
+                    path: format!("transports[{index}].cookie.store"),
+                    message,
+                }])
+            })?;
             if let Some(tc) = &t.endpoint.tls {
                 let tls = tls::TlsSettings::new(tc, &format!("transports[{index}].endpoint.tls"))
                     .map_err(|(path, message)| {
@@ -186,7 +194,14 @@ impl Router {
                 settings.tls = Some((tls, tc.clone()));
             }
             if t.kind == config::TransportKind::Web {
-                let mut web = web_settings(index, t, &store_for, &node_info, cfg.compat)?;
+                let mut web = web_settings(
+                    index,
+                    t,
+                    &store_for,
+                    &node_info,
+                    cfg.compat,
+                    &mut cookie_stores,
+                )?;
                 // One transport's figures, whichever path a session took.
                 for path in web.websockets.values_mut() {
                     if let Some(p) = Arc::get_mut(path) {
@@ -396,6 +411,7 @@ fn web_settings(
     store_for: &dyn Fn(&config::TransportConfig) -> Option<Arc<tokens::TokenStore>>,
     node_info: &transport::web::NodeInfoHook,
     compat: config::Compat,
+    cookie_stores: &mut cookies::CookieStores,
 ) -> Result<transport::web::WebSettings, RouterError> {
     let mut web = transport::web::WebSettings {
         websockets: HashMap::new(),
@@ -450,6 +466,12 @@ fn web_settings(
                 let wt = t.websocket_path(p);
                 let mut s = ListenerSettings::from_config(index, &wt, store_for(&wt), compat);
                 s.name = format!("{}:{name}", s.name);
+                s.cookies = cookie_stores.for_transport(&wt).map_err(|message| {
+                    RouterError::Config(vec![config::ConfigProblem {
+                        path: format!("transports[{index}].paths.{name}.cookie.store"),
+                        message,
+                    }])
+                })?;
                 web.websockets.insert(name.clone(), Arc::new(s));
             }
             config::WebPathKind::Static => {

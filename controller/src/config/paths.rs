@@ -68,6 +68,9 @@ fn web_paths(node_dir: &Path, paths: &mut std::collections::BTreeMap<String, Web
         for v in [&mut p.directory, &mut p.archive].into_iter().flatten() {
             resolve_in_place(node_dir, v);
         }
+        if let Some(c) = &mut p.cookie {
+            resolve_in_place(node_dir, &mut c.store.filename);
+        }
         if let Some(inner) = &mut p.paths {
             web_paths(node_dir, inner);
         }
@@ -88,8 +91,14 @@ fn transport(node_dir: &Path, t: &mut TransportConfig) {
             resolve_in_place(node_dir, d);
         }
     }
+    if let Some(c) = &mut t.cookie {
+        resolve_in_place(node_dir, &mut c.store.filename);
+    }
     if let Some(paths) = &mut t.paths {
         web_paths(node_dir, paths);
+    }
+    if let Some(ws) = &mut t.websocket {
+        web_paths(node_dir, ws);
     }
     if let Some(web) = &mut t.web {
         web_paths(node_dir, &mut web.paths);

@@ -26,6 +26,7 @@
 
 pub mod anonymous;
 pub mod authenticator;
+pub mod cookie;
 pub mod cryptosign;
 pub mod limiter;
 pub mod peercred;
@@ -53,8 +54,9 @@ use crate::tokens::TokenStore;
 pub use self::limiter::{FailureLimiter, Gate};
 pub use self::token::TokenSettings;
 use self::{
-    anonymous::Anonymous, authenticator::Resolved, cryptosign::Cryptosign, peercred::PeerCred,
-    scram::Scram, ticket::Ticket, tls::TlsLogin, token::TokenLogin, wampcra::WampCra,
+    anonymous::Anonymous, authenticator::Resolved, cookie::CookieMethod, cryptosign::Cryptosign,
+    peercred::PeerCred, scram::Scram, ticket::Ticket, tls::TlsLogin, token::TokenLogin,
+    wampcra::WampCra,
 };
 
 /// Why the handshake ends without a session.
@@ -135,6 +137,8 @@ pub struct Context<'a> {
     pub internal: bool,
     /// The transport's counters (authenticator latency), when counted.
     pub counters: Option<&'a crate::session::TransportCounters>,
+    /// Cookie tracking: who the connection's cookie logged in as before.
+    pub cookie: Option<crate::cookies::CookieLogin>,
 }
 
 impl Context<'_> {
@@ -252,6 +256,7 @@ pub enum AnyMethod {
     Cryptosign(Cryptosign),
     Scram(Scram),
     Tls(TlsLogin),
+    Cookie(CookieMethod),
     PeerCred(PeerCred),
     Token(TokenLogin),
 }
@@ -265,6 +270,7 @@ impl AnyMethod {
             AnyMethod::Cryptosign(m) => m.name(),
             AnyMethod::Scram(m) => m.name(),
             AnyMethod::Tls(m) => m.name(),
+            AnyMethod::Cookie(m) => m.name(),
             AnyMethod::PeerCred(m) => m.name(),
             AnyMethod::Token(m) => m.name(),
         }
@@ -278,6 +284,7 @@ impl AnyMethod {
             AnyMethod::Cryptosign(m) => m.hello(hello, ctx).await,
             AnyMethod::Scram(m) => m.hello(hello, ctx).await,
             AnyMethod::Tls(m) => m.hello(hello, ctx).await,
+            AnyMethod::Cookie(m) => m.hello(hello, ctx).await,
             AnyMethod::PeerCred(m) => m.hello(hello, ctx).await,
             AnyMethod::Token(m) => m.hello(hello, ctx).await,
         }
@@ -339,6 +346,9 @@ impl AuthSettings {
         }
         if let Some(m) = auth.and_then(|a| a.tls.clone()) {
             methods.push(AnyMethod::Tls(TlsLogin(Resolved::new(m, timeout))));
+        }
+        if auth.is_some_and(|a| a.cookie.is_some()) {
+            methods.push(AnyMethod::Cookie(CookieMethod));
         }
         if let Some(pc) = auth.and_then(|a| a.peercred.clone()) {
             methods.push(AnyMethod::PeerCred(PeerCred(pc)));
@@ -421,17 +431,33 @@ impl AuthSettings {
                 return answer;
             }
         }
-        let Some(method) = hello.offered.iter().find_map(|m| self.method(m)) else {
-            return Err(deny(
-                wamp_uri::NO_AUTH_METHOD,
-                format!(
-                    "none of the offered authmethods ({}) is enabled on this transport; it accepts: {}",
-                    hello.offered.join(", "),
-                    self.enabled().join(", ")
-                ),
-            ));
-        };
-        method.hello(&hello, ctx).await
+        // The client's order decides. A cookie that cannot log in (none
+        // yet, logged out, revoked) gives way to the next method offered,
+        // as in Crossbar.io: the browser logs in afresh.
+        let mut cookie_refusal = None;
+        for m in hello.offered.iter().filter_map(|m| self.method(m)) {
+            if let AnyMethod::Cookie(_) = m {
+                match cookie::welcome(&self.methods, &hello, ctx) {
+                    Ok(p) => return Ok(Outcome::Welcome(p)),
+                    Err(r) => {
+                        cookie_refusal = Some(r);
+                        continue;
+                    }
+                }
+            }
+            return m.hello(&hello, ctx).await;
+        }
+        if let Some(r) = cookie_refusal {
+            return Err(r);
+        }
+        Err(deny(
+            wamp_uri::NO_AUTH_METHOD,
+            format!(
+                "none of the offered authmethods ({}) is enabled on this transport; it accepts: {}",
+                hello.offered.join(", "),
+                self.enabled().join(", ")
+            ),
+        ))
     }
 
     /// Finish a challenged handshake with the client's AUTHENTICATE.

@@ -40,6 +40,7 @@ fn client_ctx<'a>(realms: &'a crate::realms::Realms, transport: &'a Dict) -> Con
         transport,
         internal: false,
         counters: None,
+        cookie: None,
     }
 }
 

@@ -96,6 +96,9 @@ struct Traffic<'a> {
     /// are due.
     meter: Option<stats::StatsMeter>,
     stats_due: bool,
+    /// The connection's tracking cookie: a GOODBYE `wamp.close.logout`
+    /// logs it out.
+    cookie: Option<(Arc<crate::cookies::CookieStore>, String)>,
 }
 
 /// Bytes a session counts before it adds them to the transport's.
@@ -109,6 +112,7 @@ impl<'a> Traffic<'a> {
             sent: 0,
             meter: None,
             stats_due: false,
+            cookie: None,
         }
     }
 
@@ -325,12 +329,17 @@ pub struct Connection {
     pub transport: TransportInfo,
     /// HTTP headers and request URI (WebSocket): for authenticators only.
     pub http: Dict,
+    /// WebSocket with cookie tracking: the store and this connection's
+    /// cookie (never logged, never in the details).
+    pub cookie: Option<(Arc<crate::cookies::CookieStore>, String)>,
 }
 
 /// What the opening handshake hands to the established phase.
 struct Opened {
     /// The realm's `stats` meter and the session's short details.
     meter: Option<(stats::StatsMeter, Dict)>,
+    /// The connection's tracking cookie, logged out by `wamp.close.logout`.
+    cookie: Option<(Arc<crate::cookies::CookieStore>, String)>,
     realm: RealmHandle,
     id: Id,
     rx: mpsc::Receiver<Arc<OutMsg>>,
@@ -368,11 +377,13 @@ pub fn run<'a, T: Transport>(
             mut rx,
             kill,
             meter,
+            cookie,
         }) = opened
         else {
             return;
         };
         let mut traffic = Traffic::new(&settings.counters);
+        traffic.cookie = cookie;
         let who = match meter {
             Some((m, who)) => {
                 let on_join = m.on_join();
@@ -423,6 +434,7 @@ async fn open<T: Transport>(
         peer_ip,
         transport,
         mut http,
+        cookie,
     } = conn;
     let span = span.clone();
     let serializer = t.serializer();
@@ -526,6 +538,7 @@ async fn open<T: Transport>(
         transport: &details,
         internal: auth.internal,
         counters: Some(&settings.counters),
+        cookie: cookie.as_ref().and_then(|(store, c)| store.login(c)),
     };
     // Boxed: the handshake's state (authenticator calls, challenges) is
     // needed only now, so it must not size the connection's task.
@@ -546,6 +559,22 @@ async fn open<T: Transport>(
         let msg = format!("realm {:?} does not exist on this router", principal.realm);
         return quit(abort(t, wamp_uri::NO_SUCH_REALM, &msg, CloseKind::Normal)).await;
     };
+    // A login by credentials: the cookie remembers it, for `cookie` logins.
+    if let Some((store, c)) = &cookie
+        && principal.authprovider != "cookie"
+        && principal.authmethod != "anonymous"
+    {
+        store.set_login(
+            c,
+            crate::cookies::CookieLogin {
+                authid: principal.authid.clone(),
+                authrole: principal.authrole.clone(),
+                authmethod: principal.authmethod.clone(),
+                authprovider: principal.authprovider.clone(),
+                realm: principal.realm.clone(),
+            },
+        );
+    }
     let info = SessionInfo {
         authid: principal.authid,
         authrole: principal.authrole,
@@ -633,6 +662,7 @@ async fn open<T: Transport>(
         rx,
         kill,
         meter,
+        cookie,
     })
 }
 
@@ -1010,6 +1040,12 @@ fn established<'a, 'b: 'a, T: Transport>(
                         }
                         Incoming::Goodbye(reason) => {
                             debug!(parent: span, %reason, "client said GOODBYE");
+                            if reason == "wamp.close.logout"
+                                && let Some((store, c)) = &traffic.cookie
+                            {
+                                store.logout(c);
+                                debug!(parent: span, "logged out: the tracking cookie no longer logs in");
+                            }
                             // The last statistics while the session is there.
                             if traffic.meter.as_ref().is_some_and(stats::StatsMeter::on_leave) {
                                 publish_stats(realm, who, traffic, true).await;

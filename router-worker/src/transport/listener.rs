@@ -56,6 +56,8 @@ pub struct ListenerSettings {
     pub allow_null_origin: bool,
     /// A plain GET on a WebSocket endpoint gets a status page (else 426).
     pub enable_webstatus: bool,
+    /// WebSocket cookie tracking (`cookie`): the store.
+    pub cookies: Option<Arc<crate::cookies::CookieStore>>,
 }
 
 impl ListenerSettings {
@@ -131,6 +133,7 @@ impl ListenerSettings {
             },
             allow_null_origin: o.allow_null_origin,
             enable_webstatus: o.enable_webstatus,
+            cookies: None,
         }
     }
 }

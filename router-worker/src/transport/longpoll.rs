@@ -376,6 +376,7 @@ fn start(
             info
         },
         http,
+        cookie: None,
     };
     let transport = LongPollTransport {
         shared: shared.clone(),

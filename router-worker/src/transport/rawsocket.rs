@@ -157,6 +157,7 @@ async fn handshake<S: Io>(
         peer_ip: peer.ip,
         transport: info,
         http: proto::Dict::new(),
+        cookie: None,
     };
     Some((transport, conn))
 }

@@ -135,6 +135,7 @@ async fn upgrade<S: Io>(
 ) -> Option<(WsTransport<S>, session::Connection)> {
     let mut chosen: Option<(&'static str, Serializer, bool)> = None;
     let mut http = proto::Dict::new();
+    let mut cookie: Option<String> = None;
     // The error type is tungstenite's Callback signature, not ours to shrink.
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
@@ -151,8 +152,32 @@ async fn upgrade<S: Io>(
         // joined with ", ") and the request URI. Their size is bounded by
         // the handshake's limits.
         let mut headers = proto::Dict::new();
+        // Cookie tracking: the connection's cookie (a new one is set); it
+        // is a credential, so authenticators get the Cookie header
+        // without it.
+        if let Some(store) = &settings.cookies {
+            let presented = req
+                .headers()
+                .get_all("cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|v| store.presented(v));
+            let (id, new) = store.track(presented);
+            if new && let Ok(v) = HeaderValue::from_str(&store.set_cookie(&id)) {
+                resp.headers_mut().append("set-cookie", v);
+            }
+            cookie = Some(id);
+        }
         for (name, value) in req.headers() {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            let mut value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            if name == "cookie"
+                && let Some(store) = &settings.cookies
+            {
+                value = store.without_ours(&value);
+                if value.is_empty() {
+                    continue;
+                }
+            }
             match headers.get_mut(name.as_str()) {
                 Some(proto::Value::Str(existing)) => {
                     existing.push_str(", ");
@@ -259,6 +284,7 @@ async fn upgrade<S: Io>(
         peer_ip,
         transport: info,
         http,
+        cookie: settings.cookies.clone().zip(cookie),
     };
     Some((transport, conn))
 }
@@ -909,6 +935,7 @@ mod size_probe {
                         addr.to_string(),
                     ),
                     http: proto::Dict::new(),
+                    cookie: None,
                 },
                 tokio_util::sync::CancellationToken::new(),
             );
