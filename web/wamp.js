@@ -30,7 +30,9 @@ async function craSignature(password, extra) {
 }
 
 export class WampConnection {
-  // options: url, realm, authid, password, onjoin(details), onclose(reason, message, willRetry)
+  // options: url, realm, authid, password, authmethods (default ["wampcra"];
+  // ["cookie", "wampcra"] logs in by the tracking cookie when it can),
+  // onjoin(details), onclose(reason, message, willRetry)
   constructor(options) {
     this.o = options;
     this.ws = null;
@@ -50,7 +52,7 @@ export class WampConnection {
     ws.onopen = () => {
       ws.send(JSON.stringify([HELLO, this.o.realm, {
         roles: { caller: { features: {} } },
-        authmethods: ["wampcra"],
+        authmethods: this.o.authmethods || ["wampcra"],
         authid: this.o.authid,
       }]));
     };
@@ -119,10 +121,11 @@ export class WampConnection {
     });
   }
 
-  close() {
+  // reason: "wamp.close.logout" also logs the tracking cookie out.
+  close(reason) {
     this.stopped = true;
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
-      this.ws.send(JSON.stringify([GOODBYE, {}, "wamp.close.close_realm"]));
+      this.ws.send(JSON.stringify([GOODBYE, {}, reason || "wamp.close.close_realm"]));
     }
     if (this.ws) this.ws.close();
   }

@@ -611,6 +611,11 @@ pub(crate) fn render_metrics(
         "trellis_authentications",
         "Logins by transport and result (success, failure)",
     );
+    let logins = counter(
+        &mut reg,
+        "trellis_logins",
+        "Logins welcomed by transport and authentication method (cookie: by a tracking cookie)",
+    );
     let sessions = gauge(&mut reg, "trellis_sessions", "Sessions joined now");
     let joined = counter(&mut reg, "trellis_sessions_joined", "Sessions that joined");
     let left = counter(&mut reg, "trellis_sessions_left", "Sessions that left");
@@ -770,6 +775,15 @@ pub(crate) fn render_metrics(
                 authenticator
                     .get_or_create(&labels(&[("worker", w), ("transport", &t.name)]))
                     .set(&t.authenticator_duration);
+            }
+            for (method, n) in &t.logins {
+                logins
+                    .get_or_create(&labels(&[
+                        ("worker", w),
+                        ("transport", &t.name),
+                        ("method", method),
+                    ]))
+                    .inc_by(*n);
             }
             for (result, n) in [("success", t.auth_ok), ("failure", t.auth_failed)] {
                 auths

@@ -195,6 +195,9 @@ pub struct TransportStats {
     pub refused: u64,
     pub auth_ok: u64,
     pub auth_failed: u64,
+    /// Logins welcomed by method (`wampcra`, `cookie`, ...).
+    #[serde(default)]
+    pub logins: BTreeMap<String, u64>,
     /// Dynamic and function authenticators' answer times.
     #[serde(default)]
     pub authenticator_duration: router_worker::realm::Histogram,
@@ -352,6 +355,15 @@ pub async fn status(node_dir: &Path) -> Result<Vec<WorkerStatus>, String> {
     rows
 }
 
+/// What `trellis status` shows besides the table: each router's backplane
+/// (empty without a cluster), each container's components, each router's
+/// logins by method (with `refused`).
+pub type StatusExtras = (
+    BTreeMap<String, BackplaneReport>,
+    BTreeMap<String, Vec<ComponentStatus>>,
+    BTreeMap<String, BTreeMap<String, u64>>,
+);
+
 /// `trellis status` of a clustered node: the workers, and each router's
 /// backplane (empty when the node has no cluster).
 ///
@@ -359,14 +371,7 @@ pub async fn status(node_dir: &Path) -> Result<Vec<WorkerStatus>, String> {
 /// The node is not reachable or did not answer.
 pub async fn status_and_backplane(
     node_dir: &Path,
-) -> Result<
-    (
-        Vec<WorkerStatus>,
-        BTreeMap<String, BackplaneReport>,
-        BTreeMap<String, Vec<ComponentStatus>>,
-    ),
-    String,
-> {
+) -> Result<(Vec<WorkerStatus>, StatusExtras), String> {
     let client = connect(node_dir, "cli").await?;
     let rows = status_of(&client).await;
     let stats = client.call(NODE_STATS, Payload::default()).await;
@@ -379,6 +384,23 @@ pub async fn status_and_backplane(
         },
         Err(_) => BTreeMap::new(),
     };
+    let logins = stats
+        .iter()
+        .filter_map(|(id, st)| {
+            let mut by: BTreeMap<String, u64> = BTreeMap::new();
+            let mut refused = 0;
+            for t in &st.transports {
+                for (m, n) in &t.logins {
+                    *by.entry(m.clone()).or_default() += n;
+                }
+                refused += t.auth_failed;
+            }
+            if refused > 0 {
+                by.insert("refused".into(), refused);
+            }
+            (!by.is_empty()).then(|| (id.clone(), by))
+        })
+        .collect();
     let components = stats
         .iter()
         .filter(|(_, st)| !st.components.is_empty())
@@ -388,7 +410,24 @@ pub async fn status_and_backplane(
         .into_iter()
         .filter_map(|(id, st)| st.backplane.map(|b| (id, b)))
         .collect();
-    Ok((rows, backplane, components))
+    Ok((rows, (backplane, components, logins)))
+}
+
+/// One line per router with logins: the count by method, then refused.
+pub fn format_logins(l: &BTreeMap<String, BTreeMap<String, u64>>) -> String {
+    let mut out = String::new();
+    for (id, by) in l {
+        let mut parts: Vec<String> = by
+            .iter()
+            .filter(|(m, _)| *m != "refused")
+            .map(|(m, n)| format!("{m} {n}"))
+            .collect();
+        if let Some(n) = by.get("refused") {
+            parts.push(format!("refused {n}"));
+        }
+        out.push_str(&format!("logins of {id}: {}\n", parts.join(", ")));
+    }
+    out
 }
 
 /// One line per worker with Python components: each one's state.

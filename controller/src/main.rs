@@ -269,7 +269,7 @@ fn main() -> ExitCode {
         Command::Status { node_dir, json, .. } => {
             let dir = control::node_dir(node_dir.as_deref());
             match block_on(control::status_and_backplane(&dir)) {
-                Ok(Ok((workers, backplane, components))) => {
+                Ok(Ok((workers, (backplane, components, logins)))) => {
                     if json {
                         let mut workers = serde_json::to_value(&workers).unwrap_or_default();
                         for w in workers.as_array_mut().into_iter().flatten() {
@@ -278,6 +278,9 @@ fn main() -> ExitCode {
                             }
                         }
                         let mut doc = serde_json::json!({ "workers": workers });
+                        if !logins.is_empty() {
+                            doc["logins"] = serde_json::to_value(&logins).unwrap_or_default();
+                        }
                         if !backplane.is_empty() {
                             doc["backplane"] = serde_json::to_value(&backplane).unwrap_or_default();
                         }
@@ -286,6 +289,7 @@ fn main() -> ExitCode {
                         print!("{}", control::format_table(&workers));
                         print!("{}", control::format_backplane(&backplane));
                         print!("{}", control::format_components(&components));
+                        print!("{}", control::format_logins(&logins));
                     }
                     ExitCode::SUCCESS
                 }

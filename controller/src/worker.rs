@@ -314,6 +314,7 @@ pub async fn run(
                         refused: c.refused.load(Relaxed),
                         auth_ok: c.auth_ok.load(Relaxed),
                         auth_failed: c.auth_failed.load(Relaxed),
+                        logins: c.logins_by_method(),
                         authenticator_duration: c.authenticator.snapshot(),
                         bytes_received: c.bytes_received.load(Relaxed),
                         bytes_sent: c.bytes_sent.load(Relaxed),

@@ -313,3 +313,120 @@ fn tls_authentication_needs_ca_certificates() {
     }
     assert!(!err.contains("not supported"), "{err}");
 }
+
+/// Cookie logins in headless Chromium (Crossbar.io's cookie example's
+/// shape): WAMP-CRA first, the cookie after a reload, logout, and a cookie
+/// that survives a router restart but whose principal was removed.
+#[test]
+fn cookie_logins_in_chromium_logout_and_revocation() {
+    use crate::node::{wait_status, worker};
+    use nix::sys::signal::Signal;
+    let port = free_port();
+    let web = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(
+        repo_root().join("tests/web/cookie/index.html"),
+        web.path().join("index.html"),
+    )
+    .expect("page");
+    std::fs::copy(repo_root().join("web/wamp.js"), web.path().join("wamp.js")).expect("wamp.js");
+    let config = |users: Value| {
+        json!({"version": 2, "workers": [{
+            "type": "router", "id": "router1",
+            "realms": [{"name": "realm1", "roles": [
+                {"name": "frontend", "permissions": [
+                    {"uri": "com.example.", "match": "prefix", "allow": {"call": true}}]}]}],
+            "transports": [{"type": "web",
+                "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+                "paths": {
+                    "/": {"type": "static", "directory": web.path().display().to_string()},
+                    "ws": {"type": "websocket",
+                           "cookie": {"store": {"type": "file", "filename": "cookies.dat"}},
+                           "auth": {"wampcra": {"type": "static", "users": users}, "cookie": {}}}}}]
+        }]})
+    };
+    let cfg = config(json!({
+        "client1": {"secret": "secret123", "role": "frontend"},
+        "client2": {"secret": "other-secret", "role": "frontend"}
+    }));
+    let out = crate::support::check_json(&cfg);
+    assert!(out.status.success(), "{out:?}");
+    let node = Node::start(&cfg, port);
+    let state = web.path().join("browser-state.json");
+    let state = state.display().to_string();
+    let url = format!("http://127.0.0.1:{port}/");
+    let (ok, out) = crate::support::node_js("cookie_page.mjs", &[&url, &state, "login"]);
+    assert!(ok, "{out}\n--- node log\n{}", node.log());
+    assert!(
+        out.contains("cookie: httpOnly=true sameSite=Lax secure=false length=24"),
+        "{out}"
+    );
+    // The cookie is a credential: never in the log.
+    let value = out
+        .lines()
+        .find_map(|l| l.strip_prefix("cookie value: "))
+        .expect("the cookie's value");
+    assert!(!node.log().contains(value), "the log has the cookie");
+    // trellis status counts logins by method: WAMP-CRA twice, the cookie
+    // once; the cookie-only attempts that found no login were refused.
+    let status = crate::support::trellis()
+        .args(["status", "--node-dir"])
+        .arg(node.node_dir())
+        .output()
+        .expect("trellis status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("logins of router1: cookie 1, wampcra 2, refused 2"),
+        "{text}"
+    );
+    // The file store: the node user's only, relative to the node directory.
+    let file = node.node_dir().join("cookies.dat");
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&file).expect("cookies.dat in the node directory");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    // client1 is removed: the router restarts (its transports changed) and
+    // reads the file store again; the browser's cookie no longer logs in.
+    let revoked = config(json!({"client2": {"secret": "other-secret", "role": "frontend"}}));
+    std::fs::write(
+        node.dir.path().join("node.json"),
+        serde_json::to_vec_pretty(&revoked).expect("json"),
+    )
+    .expect("write config");
+    node.signal(Signal::SIGHUP);
+    node.wait_log("its config changed: restarting it");
+    wait_status(&node, "the router restarted", |s| {
+        worker(s, "router1")["last_exit"].is_string() && worker(s, "router1")["state"] == "running"
+    });
+    let (ok, out) = crate::support::node_js("cookie_page.mjs", &[&url, &state, "revoked"]);
+    assert!(ok, "{out}\n--- node log\n{}", node.log());
+    assert!(node.log().contains("cookie store read"), "{}", node.log());
+}
+
+#[test]
+fn cookie_settings_are_checked() {
+    let cfg = json!({"version": 2, "workers": [{
+        "type": "router",
+        "realms": [{"name": "realm1", "roles": [{"name": "user"}]}],
+        "transports": [
+            {"type": "websocket", "endpoint": {"type": "tcp", "port": free_port()},
+             "cookie": {"name": "Bad-Name", "length": 4, "max_age": 0, "same_site": "none",
+                        "store": {"type": "database", "path": ".cookies", "maxsize": 1048576}},
+             "auth": {"cookie": {}}},
+            {"type": "websocket", "endpoint": {"type": "tcp", "port": free_port()},
+             "auth": {"cookie": {}, "ticket": {"type": "static", "principals": {}}}}
+        ]
+    }]});
+    let out = crate::support::check_json(&cfg);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "transports[0].cookie.name: \"Bad-Name\": a cookie name is lower-case letters",
+        "transports[0].cookie.length: must be between 12 and 64",
+        "transports[0].cookie.max_age: must be more than 0 seconds",
+        "transports[0].cookie.same_site: \"none\" needs a Secure cookie",
+        "transports[0].cookie.store.type: Crossbar.io's LMDB cookie database is not supported by Trellis: use \"file\"",
+        "transports[1].auth.cookie: cookie authentication needs cookie tracking on this WebSocket transport or path",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

@@ -92,7 +92,6 @@ fn unsupported(message: &str) -> String {
     if let Some(field) = quoted("unknown field `") {
         let what = match field.as_str() {
             "tls" => "TLS endpoints are",
-            "cookie" => "cookie tracking (a transport's \"cookie\") is",
             "server_string" => "Crossbar.io's twisted endpoints (\"server_string\") are",
             "call-queue" | "buffer-flush" | "maxsize" => {
                 return format!(

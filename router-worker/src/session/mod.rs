@@ -60,6 +60,47 @@ pub struct SessionSettings {
     pub compat: crate::config::Compat,
 }
 
+/// The methods logins are counted by (`cookie`: welcomed by a tracking
+/// cookie, whatever method it first logged in by).
+pub const LOGIN_METHODS: [&str; 10] = [
+    "anonymous",
+    "ticket",
+    "wampcra",
+    "cryptosign",
+    "scram",
+    "tls",
+    "cookie",
+    "token",
+    "peercred",
+    "other",
+];
+
+impl TransportCounters {
+    /// Count a login welcomed by `method`.
+    pub fn login(&self, method: &str) {
+        let i = LOGIN_METHODS
+            .iter()
+            .position(|m| *m == method)
+            .unwrap_or(LOGIN_METHODS.len() - 1);
+        self.logins[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The logins so far by method (the methods with any).
+    pub fn logins_by_method(&self) -> std::collections::BTreeMap<String, u64> {
+        LOGIN_METHODS
+            .iter()
+            .zip(&self.logins)
+            .map(|(m, n)| {
+                (
+                    (*m).to_owned(),
+                    n.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
 /// A transport's counters, shared by its connections (relaxed atomics:
 /// one add per connection or login, nothing per message).
 #[derive(Debug, Default)]
@@ -74,6 +115,8 @@ pub struct TransportCounters {
     pub auth_ok: std::sync::atomic::AtomicU64,
     /// Logins refused (ABORT after HELLO or AUTHENTICATE).
     pub auth_failed: std::sync::atomic::AtomicU64,
+    /// Logins welcomed, by method ([`LOGIN_METHODS`]).
+    pub logins: [std::sync::atomic::AtomicU64; LOGIN_METHODS.len()],
     /// Dynamic and function authenticators' answer times.
     pub authenticator: AtomicHistogram,
     /// WAMP message bytes from established sessions' peers.
@@ -545,6 +588,11 @@ async fn open<T: Transport>(
     let principal = match Box::pin(handshake(t, auth, &hello, &ctx, shutdown)).await {
         Ok(p) => {
             TransportCounters::bump(&settings.counters.auth_ok);
+            settings.counters.login(if p.authprovider == "cookie" {
+                "cookie"
+            } else {
+                &p.authmethod
+            });
             p
         }
         Err(None) => return None,
