@@ -595,6 +595,11 @@ pub struct TransportConfig {
     /// `cookie` auth method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<CookieConfig>,
+    /// `flashpolicy`: Crossbar.io's keys, accepted and not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_domain: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_ports: Option<serde_json::Value>,
     /// Crossbar.io's per-transport debug flag; accepted for compatibility,
     /// log levels are set with `--loglevel`/`RUST_LOG` instead.
     #[serde(default)]
@@ -682,6 +687,8 @@ impl TransportConfig {
                 peercred: None,
             }),
             cookie: None,
+            allowed_domain: None,
+            allowed_ports: None,
             debug: false,
             url: None,
             paths: None,
@@ -963,6 +970,9 @@ pub enum TransportKind {
     /// bytes (Crossbar.io's `universal`); served as a web transport whose
     /// connections starting with RawSocket's 0x7F go to its RawSocket part.
     Universal,
+    /// Crossbar.io's Adobe Flash socket policy server: accepted and not
+    /// opened (no browser has run Flash since 2021), with a warning.
+    Flashpolicy,
 }
 
 /// Where a transport listens.
@@ -2056,6 +2066,16 @@ impl RouterConfig {
         }
         for (i, t) in self.transports.iter().enumerate() {
             let pre = format!("transports[{i}]");
+            if t.kind == TransportKind::Flashpolicy {
+                // Not opened: nothing of it is used (warnings() says so).
+                continue;
+            }
+            if t.allowed_domain.is_some() || t.allowed_ports.is_some() {
+                p(
+                    pre.clone(),
+                    "allowed_domain and allowed_ports belong to Crossbar.io's flashpolicy transport".into(),
+                );
+            }
             for (key, set) in [
                 ("rawsocket", t.rawsocket.is_some()),
                 ("websocket", t.websocket.is_some()),
@@ -2133,6 +2153,13 @@ impl RouterConfig {
             );
         }
         for (i, t) in self.transports.iter().enumerate() {
+            if t.kind == TransportKind::Flashpolicy {
+                out.push(ConfigProblem {
+                    path: format!("transports[{i}]"),
+                    message: "accepted and not opened: Crossbar.io's flashpolicy transport serves Adobe Flash's socket policy (allowed_domain, allowed_ports), and no browser has run Flash since 2021; remove the transport".into(),
+                });
+                continue;
+            }
             if let Some(tls) = &t.endpoint.tls {
                 accepted_unused(
                     &mut out,
@@ -3407,6 +3434,8 @@ impl TransportConfig {
             options: path.options_as().unwrap_or_default(),
             auth: path.auth.clone(),
             cookie: path.cookie.clone(),
+            allowed_domain: None,
+            allowed_ports: None,
             debug: false,
             url: None,
             paths: None,

@@ -172,6 +172,11 @@ impl Router {
         let mut cookie_stores = cookies::CookieStores::default();
         let mut listeners = Vec::new();
         for (index, (t, raw)) in parts.iter().enumerate() {
+            // Flash is gone: the transport is accepted (check warns) and
+            // not opened.
+            if t.kind == config::TransportKind::Flashpolicy {
+                continue;
+            }
             let listener = bind_endpoint(&t.endpoint)
                 .await
                 .map_err(|(endpoint, cause)| RouterError::Bind {
@@ -309,6 +314,7 @@ impl Router {
                 config::TransportKind::Web => "web",
                 config::TransportKind::WebsocketTestee => "websocket.testee",
                 config::TransportKind::Universal => "universal",
+                config::TransportKind::Flashpolicy => "flashpolicy",
             })
             .collect()
     }
@@ -392,6 +398,7 @@ fn spawn_listener(
         config::TransportKind::WebsocketTestee => {
             "plain WebSocket echo (websocket.testee, for conformance tests; not WAMP)"
         }
+        config::TransportKind::Flashpolicy => return,
     };
     info!(transport = %settings.name, addr = %listener.describe(), "listening for WAMP over {kind}");
     tracker.spawn(transport::serve(

@@ -443,3 +443,46 @@ fn an_archive_is_checked_against_its_hashes() {
         "{err}"
     );
 }
+
+/// Crossbar.io's flashpolicy transport is accepted with a warning and not
+/// opened; router-to-router links are refused with a pointer to `cluster`.
+#[test]
+fn flash_policy_is_accepted_and_not_opened_and_rlinks_point_to_cluster() {
+    let (ws, flash) = (free_port(), free_port());
+    let mut cfg = crate::support::router_config(ws);
+    cfg["workers"][0]["transports"]
+        .as_array_mut()
+        .expect("transports")
+        .insert(
+            0,
+            json!({"type": "flashpolicy", "allowed_domain": "*", "allowed_ports": [ws],
+                   "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": flash}}),
+        );
+    let out = check_json(&cfg);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "workers[0].transports[0]: accepted and not opened: Crossbar.io's flashpolicy transport"
+        ),
+        "{err}"
+    );
+    let node = Node::start(&cfg, ws);
+    let out = expect_python_ok(&node, "scenarios.py", &["join_leave", "json"]);
+    assert!(out.contains("ok join_leave json"), "{out}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", flash)).is_err(),
+        "the flash policy port is open"
+    );
+    drop(node);
+
+    let mut linked = crate::support::router_config(ws);
+    linked["workers"][0]["rlinks"] = json!([{"id": "to-other", "realm": "realm1"}]);
+    let out = check_json(&linked);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("workers[0].rlinks: Crossbar.io's router-to-router links (\"rlinks\") are not supported by Trellis: to share realms between nodes, give the node a \"cluster\" block"),
+        "{err}"
+    );
+}

@@ -892,11 +892,17 @@ fn take_unsupported(
     };
     for key in *keys {
         if obj.remove(*key).is_some() {
-            errors.push(ConfigError {
-                path: format!("{prefix}.{key}"),
-                message: format!(
+            let message = match (place, *key) {
+                ("router", "rlinks" | "connections") => format!(
+                    "Crossbar.io's router-to-router links (\"{key}\") are not supported by Trellis: to share realms between nodes, give the node a \"cluster\" block (routers share their realms over NATS; see the README's Clustering section) and remove the key"
+                ),
+                _ => format!(
                     "Crossbar.io's \"{key}\" is not supported by Trellis yet: remove the key"
                 ),
+            };
+            errors.push(ConfigError {
+                path: format!("{prefix}.{key}"),
+                message,
             });
         }
     }

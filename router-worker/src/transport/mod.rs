@@ -352,6 +352,8 @@ async fn handle<S: Io>(
     shutdown: CancellationToken,
 ) {
     match settings.kind {
+        // Never bound (see `Router::bind`).
+        TransportKind::Flashpolicy => {}
         TransportKind::Websocket | TransportKind::WebsocketTestee => {
             // The upgrade request is read and checked here first (size,
             // header count, deadline), then replayed to the handshake.
