@@ -296,6 +296,23 @@ pub struct StoreConfig {
     /// Topics (or patterns) whose events are kept.
     #[serde(rename = "event-history", default)]
     pub event_history: Vec<HistoryConfig>,
+    /// Procedures (or patterns) whose calls wait, bounded, when no callee
+    /// can take them now (none registered, or every one at its
+    /// `concurrency`), until one can or the call's timeout fires.
+    #[serde(rename = "call-queue", default)]
+    pub call_queue: Vec<HistoryConfig>,
+    /// Crossbar.io's store flushing interval: accepted and not used (the
+    /// memory store has nothing to flush).
+    #[serde(
+        rename = "buffer-flush",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub buffer_flush: Option<serde_json::Value>,
+    /// Crossbar.io's database size bound: accepted and not used (the
+    /// memory store is bounded by its `limit`s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxsize: Option<serde_json::Value>,
 }
 
 /// Store types.
@@ -306,7 +323,9 @@ pub enum StoreKind {
     Memory,
 }
 
-/// One topic (or pattern) with an event history.
+/// One topic (or pattern) with an event history, or one procedure (or
+/// pattern) with a call queue; `limit` is the events kept, or the calls
+/// that may wait.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryConfig {
@@ -1982,23 +2001,29 @@ impl RouterConfig {
                 }
             }
             if let Some(store) = &realm.store {
-                for (h, entry) in store.event_history.iter().enumerate() {
-                    if let Err(e) = proto::uri::validate(&entry.uri, entry.match_policy, false) {
-                        p(
-                            format!("realms[{i}].store.event-history[{h}].uri"),
-                            format!(
-                                "not a valid URI for match {:?}: {e}",
-                                entry.match_policy.name()
-                            ),
-                        );
-                    }
-                    if entry.limit.or(store.limit) == Some(0)
-                        || entry.limit.or(store.limit).is_some_and(|l| l > 1_000_000)
-                    {
-                        p(
-                            format!("realms[{i}].store.event-history[{h}].limit"),
-                            "must be between 1 and 1000000 events".into(),
-                        );
+                for (key, list, what) in [
+                    ("event-history", &store.event_history, "events"),
+                    ("call-queue", &store.call_queue, "calls"),
+                ] {
+                    for (h, entry) in list.iter().enumerate() {
+                        if let Err(e) = proto::uri::validate(&entry.uri, entry.match_policy, false)
+                        {
+                            p(
+                                format!("realms[{i}].store.{key}[{h}].uri"),
+                                format!(
+                                    "not a valid URI for match {:?}: {e}",
+                                    entry.match_policy.name()
+                                ),
+                            );
+                        }
+                        if entry.limit.or(store.limit) == Some(0)
+                            || entry.limit.or(store.limit).is_some_and(|l| l > 1_000_000)
+                        {
+                            p(
+                                format!("realms[{i}].store.{key}[{h}].limit"),
+                                format!("must be between 1 and 1000000 {what}"),
+                            );
+                        }
                     }
                 }
             }
@@ -2129,6 +2154,24 @@ impl RouterConfig {
     pub fn warnings(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         for (i, r) in self.realms.iter().enumerate() {
+            if let Some(store) = &r.store {
+                accepted_unused(
+                    &mut out,
+                    &format!("realms[{i}].store"),
+                    &[
+                        (
+                            "buffer-flush",
+                            store.buffer_flush.is_some(),
+                            "the memory store writes nothing out, so it has nothing to flush",
+                        ),
+                        (
+                            "maxsize",
+                            store.maxsize.is_some(),
+                            "the memory store is bounded by its limits (limit, event-history and call-queue limits), not by a size in bytes",
+                        ),
+                    ],
+                );
+            }
             let o = &r.options;
             accepted_unused(
                 &mut out,

@@ -206,6 +206,13 @@ impl Dealer {
                 .is_some_and(|(limit, running)| running >= limit)
     }
 
+    /// Whether a call to `procedure` would find a callee with room now (a
+    /// registration whose callees are not all at their `concurrency`).
+    pub fn can_take(&self, procedure: &str) -> bool {
+        self.lookup(procedure)
+            .is_some_and(|r| r.callees.iter().any(|c| !self.at_limit(r.id, *c)))
+    }
+
     /// The callees of `registration` at their limit.
     pub fn busy_callees(&self, registration: Id) -> Vec<Id> {
         self.regs.get(&registration).map_or_else(Vec::new, |r| {

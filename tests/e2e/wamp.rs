@@ -226,3 +226,15 @@ fn messages_too_large_for_their_receiver_become_errors() {
         "{text}"
     );
 }
+
+/// Crossbar.io's realm `store.call-queue`: calls wait for a callee that
+/// registers later, or for a free one under `concurrency`; the caller's
+/// timeout ends a wait.
+#[test]
+fn call_queue_waits_for_a_callee() {
+    run("call_queue", |cfg| {
+        cfg["workers"][0]["realms"][0]["store"] = serde_json::json!({
+            "type": "memory", "limit": 100,
+            "call-queue": [{"uri": "com.queued.", "match": "prefix", "limit": 50}]});
+    });
+}

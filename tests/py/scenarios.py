@@ -20,7 +20,7 @@ from autobahn.wamp.types import (
     SubscribeOptions,
 )
 
-from wamp_client import connect, leave, until, wait
+from wamp_client import connect, expect_error, leave, until, wait
 
 SCENARIOS = {}
 
@@ -631,6 +631,36 @@ async def anonymous_dynamic(url, ser):
     assert s.details.authrole == "public" and len(s.details.authid) == 29, s.details
     await leave(s)
     await refused(connect(url, ser, authid="banned"), "com.example.banned", "banned")
+
+
+@scenario
+async def call_queue(url, ser):
+    """Calls to com.queued.* wait for a callee (the realm's call queue)."""
+    caller = await connect(url, ser)
+    early = [asyncio.ensure_future(caller.call("com.queued.add", i, 1)) for i in range(3)]
+    await asyncio.sleep(0.3)
+    assert not any(f.done() for f in early), "a queued call ended before any callee registered"
+    # The caller's timeout ends a wait.
+    await expect_error(
+        caller.call("com.queued.never", options=CallOptions(timeout=300)),
+        "wamp.error.timeout",
+        "call queue",
+    )
+    callee = await connect(url, ser)
+    running = []
+
+    async def add(a, b):
+        running.append(a)
+        await asyncio.sleep(0.05)
+        return a + b
+
+    await callee.register(add, "com.queued.add", options=RegisterOptions(concurrency=1))
+    assert [await wait(f, "a queued call") for f in early] == [1, 2, 3]
+    # Under concurrency=1, more calls wait for the callee instead of
+    # failing with crossbar.error.max_concurrency_reached.
+    results = await wait(asyncio.gather(*[caller.call("com.queued.add", i, 10) for i in range(5)]), "calls under concurrency")
+    assert results == [10, 11, 12, 13, 14], results
+    await leave(caller, callee)
 
 
 @scenario

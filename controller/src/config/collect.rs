@@ -93,11 +93,6 @@ fn unsupported(message: &str) -> String {
         let what = match field.as_str() {
             "tls" => "TLS endpoints are",
             "server_string" => "Crossbar.io's twisted endpoints (\"server_string\") are",
-            "call-queue" | "buffer-flush" | "maxsize" => {
-                return format!(
-                    "Crossbar.io's realm store {field:?} (its call queue and bounds) is not supported by Trellis yet: remove the key; calls to a procedure nobody registered get wamp.error.no_such_procedure at once"
-                );
-            }
             "external_port"
             | "enable_hybi10"
             | "enable_rfc6455"

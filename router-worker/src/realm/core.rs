@@ -276,6 +276,8 @@ pub struct Core {
     pub(crate) claimed: HashMap<Id, String>,
     /// The answer to the last [`Input::MetaLocal`].
     pub meta_answer: Option<Result<Payload, (String, String)>>,
+    /// Calls waiting for a callee (`store.call-queue`).
+    pub(crate) queues: super::queue::CallQueues,
 }
 
 /// A realm's counters: plain integers, since only the realm's actor
@@ -507,6 +509,7 @@ impl Core {
             claims: HashMap::new(),
             claimed: HashMap::new(),
             meta_answer: None,
+            queues: super::queue::CallQueues::new(cfg.store.as_ref()),
         }
     }
 
@@ -671,6 +674,11 @@ impl Core {
         }
         while let Some(session) = self.doomed.pop() {
             self.leave(session);
+        }
+        // A REGISTER, an ended call or a leaving session may have made room
+        // for calls that wait.
+        if self.queues.len() > 0 {
+            self.drain_call_queues();
         }
     }
 
@@ -905,6 +913,7 @@ impl Core {
         for (sub, r) in self.broker.remove_session(session) {
             self.meta_unsubscribed(session, sub, r.deleted);
         }
+        self.forget_queued(session);
         let removed = self.dealer.remove_session(session);
         for &(reg, deleted) in &removed.registrations {
             self.unregistered_locally(session, reg);

@@ -21,6 +21,7 @@
 pub mod cluster;
 pub mod core;
 pub mod pubsub;
+mod queue;
 pub mod rpc;
 #[cfg(test)]
 mod tests;

@@ -228,6 +228,16 @@ impl Core {
         if let Some(p) = self.dealer.pending_for_caller(session, c.request) {
             return self.continue_progressive(session, p, c);
         }
+        if self.is_queued(session, c.request) {
+            return self.kill(
+                session,
+                wamp_uri::PROTOCOL_VIOLATION,
+                format!(
+                    "CALL request id {} is already in use by a call waiting in the call queue",
+                    c.request
+                ),
+            );
+        }
         // A call running on another node of the cluster: continued there.
         if !self.remote_calls.is_empty() && self.remote_calls.contains_key(&(session, c.request)) {
             let request = c.request;
@@ -277,11 +287,17 @@ impl Core {
             };
         }
         let Some((registration, callee)) = self.dealer.route(&c.procedure, &mut self.rng) else {
-            return fail(
-                self,
-                wamp_uri::NO_SUCH_PROCEDURE,
-                format!("no callee is registered for procedure {:?}", c.procedure),
-            );
+            let text = format!("no callee is registered for procedure {:?}", c.procedure);
+            if self.has_call_queue(&c.procedure) {
+                return self.queue_call(
+                    session,
+                    c,
+                    o.timeout_ms,
+                    wamp_uri::NO_SUCH_PROCEDURE,
+                    &text,
+                );
+            }
+            return fail(self, wamp_uri::NO_SUCH_PROCEDURE, text);
         };
         let disclose =
             match self.disclosed(session, decision, o.disclose_me, Action::Call, &c.procedure) {
@@ -316,14 +332,24 @@ impl Core {
             match self.pick_reachable(registration, &busy) {
                 Some(other) => other,
                 None => {
+                    let text = format!(
+                        "the callees of {:?} run as many calls as their registration's concurrency allows",
+                        c.procedure
+                    );
+                    if self.has_call_queue(&c.procedure) {
+                        return self.queue_call(
+                            session,
+                            c,
+                            o.timeout_ms,
+                            wamp_uri::MAX_CONCURRENCY_REACHED,
+                            &text,
+                        );
+                    }
                     debug!(session, procedure = %c.procedure, "call refused: every callee runs as many invocations as its concurrency allows");
                     return fail(
                         self,
                         wamp_uri::MAX_CONCURRENCY_REACHED,
-                        format!(
-                            "the callees of {:?} run as many calls as their registration's concurrency allows: try again later",
-                            c.procedure
-                        ),
+                        format!("{text}: try again later"),
                     );
                 }
             }
@@ -580,6 +606,9 @@ impl Core {
         if !self.timers.remove(&t) {
             return;
         }
+        if t.invocation == 0 {
+            return self.queued_call_timed_out(t);
+        }
         let Some(p) = self.dealer.pending_for_caller(t.caller, t.request) else {
             return;
         };
@@ -617,7 +646,9 @@ impl Core {
             }
         };
         let Some(p) = self.dealer.pending_for_caller(session, c.request) else {
-            // The call already finished: its RESULT or ERROR is on its way.
+            // A call waiting in a call queue is taken out; else it already
+            // finished: its RESULT or ERROR is on its way.
+            self.cancel_queued(session, c.request);
             return;
         };
         let callee_listens = self

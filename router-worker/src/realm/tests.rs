@@ -1351,3 +1351,126 @@ fn concurrency_limits_invocations_per_callee() {
         "{fx:?}"
     );
 }
+
+/// A realm with `store` (JSON) and the test roles.
+fn with_store(store: serde_json::Value) -> Harness {
+    let mut cfg: serde_json::Value = serde_json::from_str(ROLES).unwrap();
+    cfg["store"] = store;
+    let cfg: RealmConfig = serde_json::from_value(cfg).unwrap();
+    Harness {
+        core: Core::new(&cfg, None, SmallRng::seed_from_u64(1)),
+        now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    }
+}
+
+fn register_msg(request: Id, procedure: &str, options: Dict) -> Message {
+    Message::Register(Register {
+        request,
+        options,
+        procedure: procedure.into(),
+    })
+}
+
+/// Crossbar.io's `store.call-queue`: a call nobody can take waits, in
+/// order, until a callee registers; other procedures fail at once; the
+/// queue is bounded.
+#[test]
+fn queued_calls_wait_for_a_callee_in_order_and_are_bounded() {
+    let mut h = with_store(serde_json::json!({"type": "memory", "call-queue": [
+        {"uri": "com.queued.", "match": "prefix", "limit": 2}]}));
+    h.join(1, "user");
+    h.join(3, "user");
+    assert!(to(&h.call(3, 10, "com.queued.add", Dict::new()), 3).is_empty());
+    assert!(to(&h.call(3, 11, "com.queued.add", Dict::new()), 3).is_empty());
+    let fx = h.call(3, 12, "com.queued.add", Dict::new());
+    let err = &to(&fx, 3)[0];
+    assert_eq!(error_uri(err), wamp_uri::NO_SUCH_PROCEDURE);
+    assert!(
+        format!("{err:?}").contains("call queue is full (2 calls wait"),
+        "{err:?}"
+    );
+    let fx = h.call(3, 13, "com.other", Dict::new());
+    assert_eq!(error_uri(&to(&fx, 3)[0]), wamp_uri::NO_SUCH_PROCEDURE);
+    // A callee registers: both waiting calls go out, oldest first.
+    let fx = h.msg(1, register_msg(1, "com.queued.add", Dict::new()));
+    let invocations: Vec<_> = to(&fx, 1)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Invocation(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(invocations.len(), 2, "{fx:?}");
+    assert_eq!(invocations[0].payload.args, vec![Value::from(10u64)]);
+    assert_eq!(invocations[1].payload.args, vec![Value::from(11u64)]);
+    let fx = h.yield_(1, invocations[0].request, Dict::new());
+    assert!(
+        matches!(to(&fx, 3).as_slice(), [Message::Result(r)] if r.request == 10),
+        "{fx:?}"
+    );
+}
+
+/// A queued call ends when its timeout fires, when its caller cancels it,
+/// or when its caller leaves; none of them reaches a callee later.
+#[test]
+fn queued_calls_time_out_are_canceled_and_go_with_their_caller() {
+    let mut h = with_store(serde_json::json!({"type": "memory", "call-queue": [
+        {"uri": "com.queued.add"}]}));
+    h.join(1, "user");
+    h.join(3, "user");
+    h.join(4, "user");
+    let fx = h.call(3, 10, "com.queued.add", dict! { "timeout" => 500i64 });
+    let (timer, after) = started_timer(&fx);
+    assert_eq!(after, Duration::from_millis(500));
+    let fx = h.input(Input::Timer(timer));
+    let err = &to(&fx, 3)[0];
+    assert_eq!(error_uri(err), wamp_uri::TIMEOUT);
+    assert!(
+        format!("{err:?}").contains("waited 500 ms in the call queue"),
+        "{err:?}"
+    );
+    h.call(3, 11, "com.queued.add", Dict::new());
+    let fx = h.cancel(3, 11, "skip");
+    assert_eq!(error_uri(&to(&fx, 3)[0]), wamp_uri::CANCELED);
+    // A request id in the queue cannot be used again.
+    h.join(5, "user");
+    h.call(5, 30, "com.queued.add", Dict::new());
+    let fx = h.call(5, 30, "com.queued.add", Dict::new());
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::Kill { session: 5, close } if close.reason == wamp_uri::PROTOCOL_VIOLATION)),
+        "{fx:?}"
+    );
+    h.call(4, 20, "com.queued.add", Dict::new());
+    h.call(3, 12, "com.queued.add", Dict::new());
+    h.input(Input::Leave { session: 3 });
+    let fx = h.msg(1, register_msg(1, "com.queued.add", Dict::new()));
+    let calls: Vec<_> = to(&fx, 1)
+        .into_iter()
+        .filter(|m| matches!(m, Message::Invocation(_)))
+        .collect();
+    // Only session 4's call was left.
+    assert_eq!(calls.len(), 1, "{fx:?}");
+    let fx = h.call(4, 21, "com.queued.add", Dict::new());
+    invocation_of(&fx, 1);
+}
+
+/// With every callee at its `concurrency`, calls wait in the queue (as
+/// Crossbar.io's queue is meant for) and go out as running ones end.
+#[test]
+fn queued_calls_wait_for_a_free_callee_under_concurrency() {
+    let mut h = with_store(
+        serde_json::json!({"type": "memory", "limit": 10, "call-queue": [
+        {"uri": "com.slow"}]}),
+    );
+    h.join(1, "user");
+    h.join(3, "user");
+    h.register(1, 1, "com.slow", dict! { "concurrency" => 1i64 });
+    let first = invocation_of(&h.call(3, 10, "com.slow", Dict::new()), 1);
+    let fx = h.call(3, 11, "com.slow", Dict::new());
+    assert!(to(&fx, 3).is_empty() && to(&fx, 1).is_empty(), "{fx:?}");
+    // The running call ends: the waiting one goes out at once.
+    let fx = h.yield_(1, first.request, Dict::new());
+    assert!(matches!(to(&fx, 3).as_slice(), [Message::Result(r)] if r.request == 10));
+    let second = invocation_of(&fx, 1);
+    assert_eq!(second.payload.args, vec![Value::from(11u64)]);
+}
