@@ -486,3 +486,54 @@ fn flash_policy_is_accepted_and_not_opened_and_rlinks_point_to_cluster() {
         "{err}"
     );
 }
+
+/// Crossbar.io's proxy workers (its proxy example's shape: two identical
+/// proxies on one shared universal port with `routes` and `connections`,
+/// the router's proxy-only Unix transport) are served by the router.
+#[test]
+fn proxy_workers_are_served_by_the_router_of_their_realm() {
+    let port = free_port();
+    let principals = json!({"user1": {"ticket": "secret1", "role": "user"}});
+    let auth = json!({"anonymous": {"type": "static", "role": "anonymous"},
+                      "ticket": {"type": "static", "principals": principals}});
+    let proxy = json!({
+        "type": "proxy",
+        "connections": {"conn1": {
+            "transport": {"type": "rawsocket", "endpoint": {"type": "unix", "path": "router.sock"},
+                          "url": "ws://localhost", "serializer": "cbor"},
+            "auth": {"anonymous-proxy": {"type": "static"}}}},
+        "routes": {"realm1": {"anonymous": "conn1", "user": "conn1"}},
+        "transports": [{
+            "type": "universal",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port, "shared": true, "backlog": 1024},
+            "rawsocket": {"auth": auth, "serializers": ["cbor", "msgpack", "json"]},
+            "websocket": {"ws": {"type": "websocket", "auth": auth,
+                                 "serializers": ["cbor", "msgpack", "json"]}}
+        }]
+    });
+    let cfg = json!({"version": 2, "controller": {"id": "node1"}, "workers": [
+        {"type": "router",
+         "realms": [{"name": "realm1", "roles": [
+            {"name": "anonymous", "permissions": [{"uri": "public.", "match": "prefix", "allow": {"call": true}}]},
+            {"name": "user", "permissions": [{"uri": "demo.", "match": "prefix", "allow": {"call": true}}]}]}],
+         "transports": [{"type": "rawsocket", "endpoint": {"type": "unix", "path": "router.sock"},
+                         "serializers": ["cbor"], "auth": {"anonymous-proxy": {"type": "static"}}}]},
+        proxy.clone(),
+        proxy
+    ]});
+    let out = check_json(&cfg);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "workers[1]: Crossbar.io's proxy worker: router workers[0] serves its transports (as its transports[1])",
+        "workers[2]: Crossbar.io's proxy worker: router workers[0] serves its transports (as its transports[1])",
+        "workers[0].transports[0].auth: this transport only took proxy workers (anonymous-proxy)",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    let node = Node::start(&cfg, port);
+    let out = expect_python_ok(&node, "scenarios.py", &["proxied_logins", "json", "cbor"]);
+    assert!(out.contains("ok proxied_logins cbor"), "{out}");
+    // The proxy-only socket is not opened.
+    assert!(!node.node_dir().join("router.sock").exists());
+}

@@ -664,6 +664,22 @@ async def call_queue(url, ser):
 
 
 @scenario
+async def proxied_logins(url, ser):
+    """A Crossbar.io proxy worker's universal transport, served by the
+    router: WebSocket and RawSocket on one port, anonymous and ticket."""
+    from urllib.parse import urlparse
+
+    rs = f"rs://127.0.0.1:{urlparse(url).port}"
+    for u in (url, rs):
+        s = await connect(u, ser)
+        assert s.details.authrole == "anonymous", s.details
+        await leave(s)
+        s = await connect(u, ser, authmethods=["ticket"], authid="user1", on_challenge=lambda c: "secret1")
+        assert (s.details.authid, s.details.authrole) == ("user1", "user"), s.details
+        await leave(s)
+
+
+@scenario
 async def ticket_login_frontend(url, ser):
     """A ticket login checked by a function authenticator: joe gets role
     frontend, a wrong ticket is refused."""

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 mod collect;
 pub mod paths;
+mod proxy;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Json};
@@ -91,21 +92,22 @@ pub struct NodeConfig {
     pub workers: Vec<WorkerSpec>,
     /// `cluster`: the router workers share realms over NATS.
     pub cluster: Option<router_worker::config::ClusterConfig>,
+    /// What reading the config changed and `check` should say (proxy
+    /// workers served by the routers).
+    pub notes: Vec<ConfigError>,
 }
 
 impl NodeConfig {
     /// What is valid but deserves a look (`trellis check` prints these,
     /// `trellis start` logs them), with key paths from the file's root.
     pub fn warnings(&self) -> Vec<ConfigError> {
-        let mut out: Vec<ConfigError> = self
-            .routers()
-            .flat_map(|(i, r)| {
-                r.warnings().into_iter().map(move |p| ConfigError {
-                    path: format!("workers[{i}].{}", p.path),
-                    message: p.message,
-                })
+        let mut out: Vec<ConfigError> = self.notes.clone();
+        out.extend(self.routers().flat_map(|(i, r)| {
+            r.warnings().into_iter().map(move |p| ConfigError {
+                path: format!("workers[{i}].{}", p.path),
+                message: p.message,
             })
-            .collect();
+        }));
         for w in &self.workers {
             ignored_options(
                 &format!("workers[{}].options", w.index),
@@ -826,8 +828,15 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
         }
         Some(c)
     });
+    let mut notes = Vec::new();
+    let mut raw_workers = raw.workers;
+    proxy::fold(&mut raw_workers, &mut errors, &mut notes);
     let mut workers = Vec::new();
-    for (i, w) in raw.workers.into_iter().enumerate() {
+    for (i, w) in raw_workers.into_iter().enumerate() {
+        // A proxy worker, served by a router now.
+        if w.is_null() {
+            continue;
+        }
         if let Some(mut spec) = decode_worker(i, w, &mut errors) {
             if let WorkerKind::Router(r) = &mut spec.kind {
                 r.cluster = cluster.clone();
@@ -858,6 +867,7 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
             controller,
             workers,
             cluster,
+            notes,
         })
     } else {
         Err(fail(errors))
