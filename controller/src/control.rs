@@ -301,6 +301,7 @@ pub fn router_config(socket: &Path) -> RouterConfig {
             options: Default::default(),
             store: None,
             stats: None,
+            trace: None,
         }],
         transports: vec![router_worker::config::TransportConfig::unix_anonymous(
             "control",

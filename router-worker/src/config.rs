@@ -253,6 +253,10 @@ pub struct RealmConfig {
     /// Crossbar.io's session statistics: `wamp.session.on_stats` events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<StatsConfig>,
+    /// Crossbar.io's message tracing: accepted with a warning (Trellis
+    /// logs each message of a realm at the `trace` level instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<serde_json::Value>,
 }
 
 /// Crossbar.io's realm `stats`: each session's traffic, published as
@@ -2193,6 +2197,15 @@ impl RouterConfig {
                         "Trellis hands every subscriber its event at once, without chunks",
                     ),
                 ],
+            );
+            accepted_unused(
+                &mut out,
+                &format!("realms[{i}]"),
+                &[(
+                    "trace",
+                    r.trace.is_some(),
+                    "Trellis has no tracing API; run the node with --loglevel trace (or RUST_LOG=router_worker=trace) to log each message a session sends (type, request id and size, never payloads), and see trellis_messages_received_total and trellis_messages_sent_total in the metrics",
+                )],
             );
         }
         for (i, t) in self.transports.iter().enumerate() {

@@ -476,6 +476,23 @@ fn flash_policy_is_accepted_and_not_opened_and_rlinks_point_to_cluster() {
     );
     drop(node);
 
+    // A realm's `trace` and a store's `buffer-flush`: accepted, with what
+    // Trellis does instead.
+    let mut traced = crate::support::router_config(ws);
+    traced["workers"][0]["realms"][0]["trace"] = json!({"enabled": true});
+    traced["workers"][0]["realms"][0]["store"] =
+        json!({"type": "memory", "buffer-flush": 200, "maxsize": 1048576});
+    let out = check_json(&traced);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "workers[0].realms[0].trace: accepted and not used: Trellis has no tracing API; run the node with --loglevel trace",
+        "workers[0].realms[0].store.buffer-flush: accepted and not used",
+        "workers[0].realms[0].store.maxsize: accepted and not used",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+
     let mut linked = crate::support::router_config(ws);
     linked["workers"][0]["rlinks"] = json!([{"id": "to-other", "realm": "realm1"}]);
     let out = check_json(&linked);
