@@ -34,6 +34,29 @@ fn scram_credential(authid: &str, password: &str, args: &[&str]) -> Value {
     v[authid].clone()
 }
 
+/// A router (`router1`, realm `realm1` with roles `user` and
+/// `authenticator`) whose Python router component `classname` registers
+/// `procedure`, with `extra`, serving `transports`.
+fn router_with_authenticator(
+    classname: &str,
+    procedure: &str,
+    extra: Value,
+    transports: Vec<Value>,
+) -> Value {
+    json!({"version": 2, "workers": [{
+        "type": "router", "id": "router1",
+        "options": {"pythonpath": [repo_root().join("tests/py/components").display().to_string()],
+                    "python": python().display().to_string()},
+        "realms": [{"name": "realm1", "roles": [
+            {"name": "user", "permissions": [{"uri": "com.example.", "match": "prefix", "allow": {"call": true}}]},
+            {"name": "authenticator", "permissions": [
+                {"uri": procedure, "allow": {"register": true}}]}]}],
+        "components": [{"type": "class", "classname": classname,
+                        "realm": "realm1", "role": "authenticator", "extra": extra}],
+        "transports": transports
+    }]})
+}
+
 #[test]
 fn scram_logins_static_and_dynamic() {
     let (joe_pw, pat_pw) = ("joe-Sc4am-pw", "pat-Sc4am-pw");
@@ -65,22 +88,21 @@ fn scram_logins_static_and_dynamic() {
         json!({"type": "websocket", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
                "auth": auth, "options": {"max_auth_failures": 1000}})
     };
-    let cfg = json!({"version": 2, "workers": [{
-        "type": "router", "id": "router1",
-        "options": {"pythonpath": [repo_root().join("tests/py/components").display().to_string()],
-                    "python": python().display().to_string()},
-        "realms": [{"name": "realm1", "roles": [
-            {"name": "user", "permissions": [{"uri": "com.example.", "match": "prefix", "allow": {"call": true}}]},
-            {"name": "authenticator", "permissions": [
-                {"uri": "com.example.scram_authenticate", "allow": {"register": true}}]}]}],
-        "components": [{"type": "class", "classname": "scram_auth.ScramAuthenticator",
-                        "realm": "realm1", "role": "authenticator",
-                        "extra": {"principals": {"joe": joe.clone()}}}],
-        "transports": [
-            ws(port, json!({"scram": {"type": "static", "principals": {"joe": joe, "pat": pat}}})),
-            ws(dynamic, json!({"scram": {"type": "dynamic", "authenticator": "com.example.scram_authenticate"}}))
-        ]
-    }]});
+    let cfg = router_with_authenticator(
+        "scram_auth.ScramAuthenticator",
+        "com.example.scram_authenticate",
+        json!({"principals": {"joe": joe.clone()}}),
+        vec![
+            ws(
+                port,
+                json!({"scram": {"type": "static", "principals": {"joe": joe, "pat": pat}}}),
+            ),
+            ws(
+                dynamic,
+                json!({"scram": {"type": "dynamic", "authenticator": "com.example.scram_authenticate"}}),
+            ),
+        ],
+    );
     let node = Node::start(&cfg, port);
     let urls = json!({
         "scram": format!("ws://127.0.0.1:{port}/ws"),
@@ -233,23 +255,23 @@ fn tls_client_certificates_static_dynamic_refused_and_reloaded() {
                "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port, "tls": tls},
                "auth": auth, "options": {"max_auth_failures": 1000}})
     };
-    let cfg = json!({"version": 2, "workers": [{
-        "type": "router", "id": "router1",
-        "options": {"pythonpath": [repo_root().join("tests/py/components").display().to_string()],
-                    "python": python().display().to_string()},
-        "realms": [{"name": "realm1", "roles": [
-            {"name": "user", "permissions": [{"uri": "com.example.", "match": "prefix", "allow": {"call": true}}]},
-            {"name": "authenticator", "permissions": [
-                {"uri": "com.example.cert_authenticate", "allow": {"register": true}}]}]}],
-        "components": [{"type": "class", "classname": "cert_auth.CertAuthenticator",
-                        "realm": "realm1", "role": "authenticator"}],
-        "transports": [
+    let cfg = router_with_authenticator(
+        "cert_auth.CertAuthenticator",
+        "com.example.cert_authenticate",
+        json!({}),
+        vec![
             // Crossbar.io's shape: the fingerprint with colons, upper case.
-            ws(port, json!({"tls": {"type": "static", "principals": {
-                "device-1": {"certificate-sha1": device1_sha1, "role": "user"}}}})),
-            ws(dynamic, json!({"tls": {"type": "dynamic", "authenticator": "com.example.cert_authenticate"}}))
-        ]
-    }]});
+            ws(
+                port,
+                json!({"tls": {"type": "static", "principals": {
+                "device-1": {"certificate-sha1": device1_sha1, "role": "user"}}}}),
+            ),
+            ws(
+                dynamic,
+                json!({"tls": {"type": "dynamic", "authenticator": "com.example.cert_authenticate"}}),
+            ),
+        ],
+    );
     let ca_pem = pki.ca_a.pem();
     let node = Node::start_with_files(
         &cfg,
