@@ -27,7 +27,7 @@ fn main() {
         "rmp-serde",
         "ciborium",
         "ed25519-dalek",
-        "figment",
+        "serde-saphyr",
         "prometheus-client",
         "redis",
     ];

@@ -1,7 +1,7 @@
 //! # trellis: the node controller
 //!
 //! # Layout
-//! - [`config`]: locate, load (figment: file + `TRELLIS__` env) and validate
+//! - [`config`]: locate, load (JSON or YAML, and `TRELLIS__` env overrides) and validate
 //!   `node.json`; the embedded default config.
 //! - [`logging`]: tracing setup (`--loglevel`, `RUST_LOG`/`TRELLIS_LOG`,
 //!   `--log-format`).

@@ -228,13 +228,13 @@ pub fn convert(input: &Path, output: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(input)
         .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
     let value: serde_json::Value = if from_yaml {
-        serde_yaml::from_str(&text).map_err(|e| format!("{}: not YAML: {e}", input.display()))?
+        serde_saphyr::from_str(&text).map_err(|e| format!("{}: not YAML: {e}", input.display()))?
     } else {
         serde_json::from_str(&crate::config::strip_line_comments(&text))
             .map_err(|e| format!("{}: not JSON: {e}", input.display()))?
     };
     let out = if to_yaml {
-        serde_yaml::to_string(&value).map_err(|e| e.to_string())?
+        serde_saphyr::to_string(&value).map_err(|e| e.to_string())?
     } else {
         let mut s = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
         s.push('\n');

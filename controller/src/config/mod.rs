@@ -1,8 +1,8 @@
 //! Loading and validating `node.json` (Crossbar.io's version-2 shape).
 //!
-//! figment reads the file and merges `TRELLIS__…` environment overrides
-//! (`TRELLIS__CONTROLLER__ID=x`; figment cannot index into arrays, so
-//! overrides suit scalar and dict keys only). Each worker is then decoded on
+//! [`source`] reads the file (JSON with `//` comments, or YAML) and merges
+//! `TRELLIS__…` environment overrides (`TRELLIS__CONTROLLER__ID=x`,
+//! `TRELLIS__WORKERS__0__TRANSPORTS__0__ENDPOINT__PORT=9000`). Each worker is then decoded on
 //! its own with serde_path_to_error, so an error names the exact key path
 //! (`workers[0].transports[1].endpoint.port`), and the router's semantic
 //! checks run for every worker: the user gets every problem at once.
@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 mod collect;
 pub mod paths;
 mod proxy;
+mod source;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Json};
 use router_worker::config::RouterConfig;
 use serde::Deserialize;
 
@@ -566,28 +565,12 @@ struct RawNode {
     workers: Vec<serde_json::Value>,
 }
 
-/// `default.workers.0.port` (figment) → `workers[0].port`.
-fn format_figment_path(path: &[String]) -> String {
-    let mut out = String::new();
-    for seg in path {
-        if seg.parse::<usize>().is_ok() {
-            out.push_str(&format!("[{seg}]"));
-        } else {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(seg);
-        }
-    }
-    out
-}
-
 /// serde_path_to_error's `transports[1].endpoint.port` under a prefix.
 fn join_path(prefix: &str, inner: &serde_path_to_error::Path) -> String {
     let inner = inner.to_string();
     if inner == "." || inner.is_empty() {
         prefix.to_owned()
-    } else if inner.starts_with('[') {
+    } else if inner.starts_with('[') || prefix.is_empty() {
         format!("{prefix}{inner}")
     } else {
         format!("{prefix}.{inner}")
@@ -732,7 +715,7 @@ pub fn locate_node(config: Option<&Path>, node_dir: Option<&Path>) -> Located {
 /// # Errors
 /// [`ConfigErrors`] with every problem found, each with its key path.
 pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
-    let (source, figment) = match path {
+    let (source, text, yaml) = match path {
         Some(p) => {
             let source = Source::File(p.to_owned());
             if !p.is_file() {
@@ -744,48 +727,43 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
                     }],
                 });
             }
-            // Crossbar.io's config.yaml: the same shape in YAML.
-            let yaml = p
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
-            let figment = if yaml {
-                Figment::from(figment::providers::Yaml::file(p))
-            } else {
-                // JSON with `//` line comments (as `trellis init` writes).
-                match std::fs::read_to_string(p) {
-                    Ok(text) => Figment::from(Json::string(&strip_line_comments(&text))),
-                    Err(e) => {
-                        return Err(ConfigErrors {
-                            source,
-                            errors: vec![ConfigError {
-                                path: String::new(),
-                                message: format!("cannot read the config file: {e}"),
-                            }],
-                        });
-                    }
+            match std::fs::read_to_string(p) {
+                // Crossbar.io's config.yaml: the same shape in YAML.
+                Ok(text) => (source, text, source::is_yaml(p)),
+                Err(e) => {
+                    return Err(ConfigErrors {
+                        source,
+                        errors: vec![ConfigError {
+                            path: String::new(),
+                            message: format!("cannot read the config file: {e}"),
+                        }],
+                    });
                 }
-            };
-            (source, figment)
+            }
         }
-        None => (
-            Source::Embedded,
-            Figment::from(Json::string(DEFAULT_CONFIG)),
-        ),
+        None => (Source::Embedded, DEFAULT_CONFIG.to_owned(), false),
     };
-    let figment = figment.merge(Env::prefixed("TRELLIS__").split("__"));
     let fail = |errors| ConfigErrors {
         source: source.clone(),
         errors,
     };
-    let raw: RawNode = figment.extract().map_err(|e| {
-        fail(
-            e.into_iter()
-                .map(|e| ConfigError {
-                    path: format_figment_path(&e.path),
-                    message: e.kind.to_string(),
-                })
-                .collect(),
-        )
+    let mut value = source::parse(&text, yaml).map_err(|message| {
+        fail(vec![ConfigError {
+            path: String::new(),
+            message,
+        }])
+    })?;
+    drop(text);
+    let mut env_problems = Vec::new();
+    source::apply_env(&mut value, std::env::vars(), &mut env_problems);
+    if !env_problems.is_empty() {
+        return Err(fail(env_problems));
+    }
+    let raw: RawNode = serde_path_to_error::deserialize(value).map_err(|e| {
+        fail(vec![ConfigError {
+            path: join_path("", e.path()),
+            message: e.into_inner().to_string(),
+        }])
     })?;
     let mut errors = Vec::new();
     match raw.version.as_ref().and_then(|v| v.as_u64()) {
@@ -1938,19 +1916,30 @@ mod tests {
     }
 
     #[test]
-    fn the_store_call_queue_is_named_as_not_supported() {
-        let e = load_str(
-            r#"{"version": 2, "workers": [{"type": "router",
-                "realms": [{"name": "realm1", "roles": [],
-                            "store": {"type": "memory", "call-queue": {"maxsize": 10}}}],
-                "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 1}}]}]}"#,
-        )
-        .expect_err("refused")
-        .to_string();
+    fn the_store_call_queue_is_read_in_crossbars_shape() {
+        let node = |queue: &str| {
+            format!(
+                r#"{{"version": 2, "workers": [{{"type": "router",
+                    "realms": [{{"name": "realm1", "roles": [],
+                                "store": {{"type": "memory", "limit": 10, "call-queue": {queue}}}}}],
+                    "transports": [{{"type": "websocket", "endpoint": {{"type": "tcp", "port": 1}}}}]}}]}}"#
+            )
+        };
+        let ok = load_str(&node(
+            r#"[{"uri": "com.example.compute", "match": "exact", "limit": 100}]"#,
+        ))
+        .expect("accepted");
+        let routers: Vec<_> = ok.routers().collect();
+        let store = routers[0].1.realms[0].store.as_ref().expect("store");
+        assert_eq!(store.call_queue[0].uri, "com.example.compute");
+        assert_eq!(store.call_queue[0].limit, Some(100));
+        let e = load_str(&node(r#"{"maxsize": 10}"#))
+            .expect_err("refused")
+            .to_string();
         assert!(
             e.contains(
-                "workers[0].realms[0].store.call-queue: Crossbar.io's realm store \"call-queue\""
-            ) && e.contains("not supported by Trellis yet"),
+                "workers[0].realms[0].store.call-queue: invalid type: map, expected a sequence"
+            ),
             "{e}"
         );
     }
