@@ -1,7 +1,12 @@
-//! ISO 8601 timestamps for the meta API and event history, without a
-//! calendar dependency.
+//! ISO 8601 timestamps for the meta API and event history (the `time`
+//! crate's calendar), and the parsing of the HTTP bridge's signed
+//! requests' timestamps.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 
 /// The current UTC time as `2026-11-23T18:14:12.469Z`.
 pub fn now_iso8601() -> String {
@@ -11,31 +16,30 @@ pub fn now_iso8601() -> String {
 /// `t` in UTC as `2026-11-23T18:14:12.469Z` (the epoch for earlier times).
 pub fn iso8601(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format_unix_millis(d.as_millis() as i64)
+    format_unix_millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Format milliseconds since the Unix epoch as ISO 8601 UTC.
+/// Format milliseconds since the Unix epoch as ISO 8601 UTC, with
+/// milliseconds (a time past the year 9999 reads as the epoch).
 pub fn format_unix_millis(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    at.format(format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .unwrap_or_default()
+}
+
+/// An RFC 3339 UTC timestamp (`2011-10-14T16:59:51.123Z`, fraction
+/// optional) as Unix seconds; `None` for anything else.
+pub fn parse_utc(ts: &str) -> Option<f64> {
+    // Strictly `T` and `Z`, as the bridge's clients send it (RFC 3339
+    // would also take a space and offsets).
+    if !ts.ends_with('Z') || ts.as_bytes().get(10) != Some(&b'T') {
+        return None;
+    }
+    let at = OffsetDateTime::parse(ts, &Rfc3339).ok()?;
+    Some(at.unix_timestamp_nanos() as f64 / 1e9)
 }
 
 #[cfg(test)]
@@ -53,5 +57,6 @@ mod tests {
             format_unix_millis(1_795_457_652_469),
             "2026-11-23T18:14:12.469Z"
         );
+        assert_eq!(format_unix_millis(-5), "1969-12-31T23:59:59.995Z");
     }
 }
