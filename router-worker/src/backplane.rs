@@ -105,20 +105,14 @@ type SharedMembers = Arc<std::sync::Mutex<Members>>;
 /// What a router knows of the cluster's other members.
 #[derive(Default, Debug)]
 struct Members {
-    seen: std::collections::HashMap<String, std::time::Instant>,
+    /// Who was heard when, and the rules that judge it.
+    liveness: crate::liveness::Liveness,
     keys: std::collections::HashMap<String, std::collections::HashSet<String>>,
 }
 
-/// A member silent this long is dead: its registrations are purged and
-/// calls to it fail.
-const DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
-/// A member silent this long (two heartbeats missed) is passed over by
-/// calls while another callee can take them.
-const SILENT_AFTER: std::time::Duration = std::time::Duration::from_millis(2500);
+use crate::liveness::{DEAD_AFTER, HEARTBEAT};
 /// Delete markers waiting to be purged, at most (more stay).
 const MAX_PURGES: usize = 100_000;
-/// How often a member says it is alive.
-const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A directory key and its new value (`None`: deleted).
 type DirectoryChange = (String, Option<Bytes>);
@@ -235,7 +229,7 @@ impl RealmLink {
         let mut waiting: std::collections::HashSet<String> = self
             .members
             .lock()
-            .map(|m| m.seen.keys().cloned().collect())
+            .map(|m| m.liveness.names().cloned().collect())
             .unwrap_or_default();
         let inbox = self.client.new_inbox();
         let Ok(mut sub) = self.client.subscribe(inbox.clone()).await else {
@@ -268,7 +262,7 @@ impl RealmLink {
                     if let Some(from) = from {
                         waiting.remove(&from);
                         if let Ok(mut m) = self.members.lock() {
-                            m.seen.entry(from).or_insert_with(std::time::Instant::now);
+                            m.liveness.known(&from, std::time::Instant::now());
                         }
                     }
                 }
@@ -569,12 +563,6 @@ impl Backplane {
         };
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_tick = std::time::Instant::now();
-        let mut seen_reconnects = self.stats.reconnects.load(Ordering::Relaxed);
-        let mut connected_since: Option<std::time::Instant> = None;
-        // Members silent past SILENT_AFTER: the realms pass over their
-        // callees until they are heard again (or dead).
-        let mut silent: std::collections::HashSet<String> = Default::default();
         loop {
             tokio::select! {
                 msg = sub.next() => {
@@ -582,29 +570,35 @@ impl Backplane {
                     if let Ok(member) = std::str::from_utf8(&msg.payload)
                         && let Ok(mut m) = self.members.lock()
                     {
-                        m.seen.insert(member.to_owned(), std::time::Instant::now());
+                        m.liveness.heard(member, std::time::Instant::now());
                     }
                 }
                 _ = tick.tick() => {
                     let up = *self.link.borrow();
-                    // This process was stopped (SIGSTOP, a frozen VM): what
-                    // it last heard says nothing of the others; judge them
-                    // afresh, as after a reconnect.
-                    let frozen = last_tick.elapsed() > 3 * HEARTBEAT;
-                    last_tick = std::time::Instant::now();
-                    // A connection lost and found again between two ticks
-                    // counts as lost: the others' silence meanwhile was
-                    // NATS's, not theirs.
                     let reconnects = self.stats.reconnects.load(Ordering::Relaxed);
-                    let reconnected = reconnects != seen_reconnects;
-                    seen_reconnects = reconnects;
-                    if !up || frozen || reconnected {
-                        connected_since = None;
-                    }
-                    if !up {
+                    // The rules (silent, dead, judging afresh after a
+                    // reconnect or a frozen process) are crate::liveness's.
+                    let (verdict, dead) = match self.members.lock() {
+                        Ok(mut m) => {
+                            let v = m.liveness.tick(std::time::Instant::now(), up, reconnects);
+                            self.stats
+                                .members
+                                .store(m.liveness.members() as u64, Ordering::Relaxed);
+                            let dead: Vec<(String, Vec<String>)> = v
+                                .dead
+                                .iter()
+                                .map(|d| {
+                                    let keys = m.keys.remove(d).unwrap_or_default();
+                                    (d.clone(), keys.into_iter().collect())
+                                })
+                                .collect();
+                            (v, dead)
+                        }
+                        Err(_) => continue,
+                    };
+                    if !verdict.heartbeat {
                         continue;
                     }
-                    let since = *connected_since.get_or_insert_with(std::time::Instant::now);
                     let _ = self
                         .client
                         .publish(subject.clone(), Bytes::from(self.member.to_string()))
@@ -619,61 +613,19 @@ impl Backplane {
                             .rtt_us
                             .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
                     }
-                    let now_silent: std::collections::HashSet<String> = match self.members.lock() {
-                        Ok(m) => {
-                            self.stats
-                                .members
-                                .store(m.seen.len() as u64, Ordering::Relaxed);
-                            m.seen
-                                .iter()
-                                .filter(|(_, at)| at.elapsed() > SILENT_AFTER)
-                                .map(|(k, _)| k.clone())
-                                .collect()
+                    for (member, yes) in verdict.reachable {
+                        if !yes {
+                            info!(member, "cluster backplane: a member is silent: calls pass over its callees");
                         }
-                        Err(_) => Default::default(),
-                    };
-                    if since.elapsed() >= SILENT_AFTER {
-                        for (member, yes) in silent
-                            .difference(&now_silent)
-                            .map(|m| (m, true))
-                            .chain(now_silent.difference(&silent).map(|m| (m, false)))
-                        {
-                            if !yes {
-                                info!(member, "cluster backplane: a member is silent: calls pass over its callees");
-                            }
-                            let m: Arc<str> = member.as_str().into();
-                            self.to_realms(|| crate::realm::RealmCommand::Reachable {
-                                member: m.clone(),
-                                yes,
-                            })
-                            .await;
-                        }
-                        silent = now_silent;
+                        let m: Arc<str> = member.as_str().into();
+                        self.to_realms(|| crate::realm::RealmCommand::Reachable {
+                            member: m.clone(),
+                            yes,
+                        })
+                        .await;
                     }
-                    if since.elapsed() < DEAD_AFTER {
-                        continue;
-                    }
-                    let dead: Vec<(String, Vec<String>)> = match self.members.lock() {
-                        Ok(mut m) => {
-                            let dead: Vec<String> = m
-                                .seen
-                                .iter()
-                                .filter(|(_, at)| at.elapsed() > DEAD_AFTER)
-                                .map(|(k, _)| k.clone())
-                                .collect();
-                            dead.into_iter()
-                                .map(|d| {
-                                    m.seen.remove(&d);
-                                    silent.remove(&d);
-                                    let keys = m.keys.remove(&d).unwrap_or_default();
-                                    (d, keys.into_iter().collect())
-                                })
-                                .collect()
-                        }
-                        Err(_) => Vec::new(),
-                    };
                     for (member, keys) in dead {
-                        warn!(member, "cluster backplane: a member is silent for 5 s: taken as dead");
+                        warn!(member, "cluster backplane: a member is silent for {} s: taken as dead", DEAD_AFTER.as_secs());
                         let m: Arc<str> = member.as_str().into();
                         self.to_realms(|| crate::realm::RealmCommand::MemberDown {
                             member: m.clone(),
@@ -973,9 +925,7 @@ impl Backplane {
             return;
         }
         if let Ok(mut m) = self.members.lock() {
-            m.seen
-                .entry(member.to_owned())
-                .or_insert_with(std::time::Instant::now);
+            m.liveness.known(member, std::time::Instant::now());
             let keys = m.keys.entry(member.to_owned()).or_default();
             if put {
                 keys.insert(entry.key.to_owned());

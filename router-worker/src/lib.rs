@@ -25,6 +25,7 @@ pub mod broker;
 pub mod config;
 pub mod cookies;
 pub mod dealer;
+pub mod liveness;
 pub mod local;
 pub mod meta;
 pub mod outbound;
