@@ -20,6 +20,7 @@
 
 pub mod cluster;
 pub mod core;
+mod deadlines;
 pub mod pubsub;
 mod queue;
 pub mod rpc;
@@ -279,8 +280,6 @@ pub enum RealmCommand {
     Ping { reply: oneshot::Sender<()> },
     /// The realm's figures (metrics).
     Stats { reply: oneshot::Sender<RealmStats> },
-    /// A timer the core started has fired.
-    Timer(Timer),
     /// A publication from another node of the cluster.
     Remote(bytes::Bytes),
     /// A call, cancel or answer from another member.
@@ -368,7 +367,7 @@ impl RealmHandle {
             shared_authz: authz.clone(),
             session_count: count.clone(),
             self_tx: tx.downgrade(),
-            timers: HashMap::new(),
+            timers: deadlines::Deadlines::default(),
             replies: HashMap::new(),
             next_ticket: 0,
             tokens,
@@ -583,8 +582,8 @@ struct Actor {
     /// For timers and minted tokens to report back; weak so the realm
     /// still stops when every handle is gone.
     self_tx: mpsc::WeakSender<RealmCommand>,
-    /// Running timers by key, aborted when the core cancels them.
-    timers: HashMap<Timer, tokio::task::AbortHandle>,
+    /// Pending timers, polled by the actor's loop.
+    timers: deadlines::Deadlines,
     /// Tasks waiting for a router-made call, by ticket.
     replies: HashMap<u64, oneshot::Sender<Result<Payload, InternalCallError>>>,
     next_ticket: u64,
@@ -600,12 +599,37 @@ impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<RealmCommand>) {
         info!(realm = %self.core.name(), "realm started");
         let mut batch = Vec::with_capacity(BATCH);
-        while rx.recv_many(&mut batch, BATCH).await > 0 {
-            // One clock read per batch: the core needs the time only for
-            // history timestamps (millisecond precision).
-            let now = SystemTime::now();
-            for cmd in batch.drain(..) {
-                self.command(cmd, now);
+        // One sleep for the earliest timer, moved when that changes.
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<tokio::time::Instant> = None;
+        loop {
+            let next = self.timers.next();
+            if next != armed {
+                if let Some(at) = next {
+                    sleep.as_mut().reset(at);
+                }
+                armed = next;
+            }
+            tokio::select! {
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    // One clock read per batch: the core needs the time
+                    // only for history timestamps (millisecond precision).
+                    let now = SystemTime::now();
+                    for cmd in batch.drain(..) {
+                        self.command(cmd, now);
+                    }
+                }
+                () = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    let now = SystemTime::now();
+                    for t in self.timers.due(tokio::time::Instant::now()) {
+                        self.feed(Input::Timer(t), now);
+                    }
+                }
             }
             self.session_count
                 .store(self.core.session_count(), Ordering::Relaxed);
@@ -672,10 +696,6 @@ impl Actor {
             RealmCommand::Close => Input::Close,
             RealmCommand::Message { session, msg } => Input::Message { session, msg },
             RealmCommand::Deliver { to, msg } => Input::Deliver { to, msg },
-            RealmCommand::Timer(t) => {
-                self.timers.remove(&t);
-                Input::Timer(t)
-            }
             RealmCommand::Remote(bytes) => Input::Remote(bytes),
             RealmCommand::RemoteRpc(bytes) => Input::RemoteRpc(bytes),
             RealmCommand::RemoteRegistry(e) => Input::RemoteRegistry(e),
@@ -805,7 +825,7 @@ fn carry_out(
     effect: Effect,
     links: &mut HashMap<Id, SessionLink>,
     slow: &mut Vec<(Id, usize)>,
-    timers: &mut HashMap<Timer, tokio::task::AbortHandle>,
+    timers: &mut deadlines::Deadlines,
     replies: &mut HashMap<u64, oneshot::Sender<Result<Payload, InternalCallError>>>,
     self_tx: &mpsc::WeakSender<RealmCommand>,
     tokens: &Option<TokenMint>,
@@ -836,20 +856,12 @@ fn carry_out(
             links.remove(&session);
         }
         Effect::StartTimer { timer, after_ms } => {
-            let weak = self_tx.clone();
-            let task = tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                if let Some(tx) = weak.upgrade() {
-                    let _ = tx.send(RealmCommand::Timer(timer)).await;
-                }
-            });
-            timers.insert(timer, task.abort_handle());
+            timers.start(
+                timer,
+                tokio::time::Instant::now() + Duration::from_millis(after_ms),
+            );
         }
-        Effect::CancelTimer { timer } => {
-            if let Some(t) = timers.remove(&timer) {
-                t.abort();
-            }
-        }
+        Effect::CancelTimer { timer } => timers.cancel(&timer),
         Effect::Reply { ticket, result } => {
             if let Some(tx) = replies.remove(&ticket) {
                 let _ = tx.send(*result);
