@@ -148,7 +148,10 @@ impl CookieStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Keep at most `max_cookies`: the expired go, then the oldest.
+    /// Keep fewer than `max_cookies`: the expired go, then a tenth of
+    /// the store at once (the oldest, those not logged in first), so that a
+    /// flood of new connections costs one pass per tenth, not one per
+    /// connection.
     fn evict(&self, inner: &mut Inner) {
         let max = self.cfg.max_cookies.max(1);
         if inner.records.len() < max {
@@ -157,18 +160,18 @@ impl CookieStore {
         let now = now_secs();
         let max_age = self.cfg.max_age;
         inner.records.retain(|_, r| r.created + max_age > now);
-        while inner.records.len() >= max {
-            let oldest = inner
-                .records
-                .iter()
-                .min_by_key(|(_, r)| (r.login.is_some(), r.created))
-                .map(|(k, _)| k.clone());
-            match oldest {
-                Some(k) => {
-                    inner.records.remove(&k);
-                }
-                None => break,
-            }
+        if inner.records.len() < max {
+            return;
+        }
+        let cut = (max / 10).max(1).min(inner.records.len());
+        let mut order: Vec<((bool, u64), String)> = inner
+            .records
+            .iter()
+            .map(|(k, r)| ((r.login.is_some(), r.created), k.clone()))
+            .collect();
+        order.select_nth_unstable_by(cut - 1, |a, b| a.0.cmp(&b.0));
+        for (_, k) in order.into_iter().take(cut) {
+            inner.records.remove(&k);
         }
     }
 
