@@ -337,7 +337,17 @@ async fn handle_tls(
                 )
             }) =>
         {
-            info!(peer = %peer.desc, cause = %e, "TLS client certificate refused (endpoint.tls.ca_certificates)")
+            // At most once a second at info (a scanner must not flood the
+            // log), the rest at debug.
+            static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if LAST.swap(now, Ordering::Relaxed) != now {
+                info!(peer = %peer.desc, cause = %e, "TLS client certificate refused (endpoint.tls.ca_certificates; more refusals this second are logged at debug)");
+            } else {
+                debug!(peer = %peer.desc, cause = %e, "TLS client certificate refused");
+            }
         }
         Ok(Err(e)) => debug!(peer = %peer.desc, cause = %e, "TLS handshake failed"),
         Err(_) => debug!(peer = %peer.desc, "TLS handshake timed out"),
