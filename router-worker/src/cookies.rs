@@ -56,21 +56,28 @@ struct Line {
     login: Option<CookieLogin>,
 }
 
-#[derive(Debug)]
 struct Inner {
     records: HashMap<String, Record>,
     /// Lines in the file now (to know when to rewrite it).
     file_lines: usize,
 }
 
-/// A transport's (or path's) cookies.
-#[derive(Debug)]
+/// A transport's (or path's) cookies. Its `Debug` shows no cookie.
 pub struct CookieStore {
     cfg: CookieConfig,
     /// `Secure`: the config's, else whether the endpoint has TLS.
     secure: bool,
     file: Option<PathBuf>,
     inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for CookieStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CookieStore")
+            .field("name", &self.cfg.name)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
 }
 
 fn now_secs() -> u64 {
