@@ -207,6 +207,8 @@ pub fn fold(workers: &mut [Value], errors: &mut Vec<ConfigError>, notes: &mut Ve
         ));
     }
     // The router transports only proxies could use.
+    received.sort_unstable();
+    received.dedup();
     for ri in received {
         let Some(Value::Array(ts)) = workers[ri].get_mut("transports") else {
             continue;
