@@ -149,6 +149,17 @@ pub fn derive(password: &[u8], salt: &[u8], kdf: Kdf) -> Result<Credential, Stri
     })
 }
 
+/// The authid as the AuthMessage carries it: SASLprep'd (RFC 4013), as
+/// autobahn prepares it.
+///
+/// # Errors
+/// The authid has characters SASLprep prohibits.
+pub fn prepared_authid(authid: &str) -> Result<String, String> {
+    stringprep::saslprep(authid)
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|e| format!("the authid is not allowed by SASLprep (RFC 4013): {e}"))
+}
+
 /// The AuthMessage both sides sign. Nonces and salt in base64; no channel
 /// binding (`c=` empty).
 pub fn auth_message(
@@ -258,6 +269,15 @@ mod tests {
             assert!(verify(&c.stored_key, &c.server_key, &m, "not base64!").is_none());
             assert!(verify(&c.stored_key, &c.server_key, &m, "AAAA").is_none());
         }
+    }
+
+    #[test]
+    fn authids_are_saslprepped() {
+        assert_eq!(prepared_authid("joe").unwrap(), "joe");
+        // A soft hyphen goes, a non-ASCII space becomes a space.
+        assert_eq!(prepared_authid("I\u{00AD}X").unwrap(), "IX");
+        assert_eq!(prepared_authid("a\u{2000}b").unwrap(), "a b");
+        assert!(prepared_authid("a\u{0007}b").is_err());
     }
 
     #[test]

@@ -167,8 +167,16 @@ impl Method for Scram {
             B64.encode(proto::auth::random_bytes::<18>())
         );
         let salt_b64 = B64.encode(&salt);
-        let message =
-            proto::scram::auth_message(&authid, &client_nonce, &nonce, &salt_b64, kdf.iterations());
+        // As autobahn signs it: the authid SASLprep'd.
+        let prepared = proto::scram::prepared_authid(&authid)
+            .map_err(|why| deny(wamp_uri::AUTHENTICATION_FAILED, why))?;
+        let message = proto::scram::auth_message(
+            &prepared,
+            &client_nonce,
+            &nonce,
+            &salt_b64,
+            kdf.iterations(),
+        );
         let mut extra = proto::dict! {
             "nonce" => nonce,
             "kdf" => kdf.name(),
