@@ -9,7 +9,7 @@
 use proto::Dict;
 use proto::errors::uri as wamp_uri;
 
-use super::{AnyMethod, Context, Hello, Method, Outcome, Principal, Refusal, admit, deny};
+use super::{AnyMethod, Context, Hello, Method, Outcome, Principal, Refusal, admit, refuse};
 use crate::cookies::CookieLogin;
 
 /// The transport's cookie login.
@@ -23,7 +23,7 @@ impl Method for CookieMethod {
 
     async fn hello(&self, _hello: &Hello<'_>, _ctx: &Context<'_>) -> Result<Outcome, Refusal> {
         // Settled by `welcome`, which sees the other methods.
-        Err(deny(
+        Err(refuse(
             wamp_uri::AUTHENTICATION_FAILED,
             "this connection's cookie has not logged in",
         ))
@@ -65,20 +65,23 @@ fn still_granted(methods: &[AnyMethod], login: &CookieLogin) -> Result<(), Strin
     }
 }
 
-/// Welcome the cookie's principal, or say why not.
+/// Welcome the cookie's principal, or say why not. A refusal does not
+/// count against the login limits: the cookie is 24 random characters,
+/// not something to guess, and a page that tries its cookie on every load
+/// must not lock its user out.
 pub(crate) fn welcome(
     methods: &[AnyMethod],
     hello: &Hello<'_>,
     ctx: &Context<'_>,
 ) -> Result<Principal, Refusal> {
     let Some(login) = &ctx.cookie else {
-        return Err(deny(
+        return Err(refuse(
             wamp_uri::AUTHENTICATION_FAILED,
             "this connection's cookie has not logged in (or has logged out, or expired)",
         ));
     };
     if !hello.realm.is_empty() && hello.realm != login.realm {
-        return Err(deny(
+        return Err(refuse(
             wamp_uri::AUTHENTICATION_FAILED,
             format!(
                 "this connection's cookie logged in to realm {:?}, not {:?}",
@@ -87,7 +90,7 @@ pub(crate) fn welcome(
         ));
     }
     still_granted(methods, login).map_err(|why| {
-        deny(
+        refuse(
             wamp_uri::AUTHENTICATION_FAILED,
             format!("this connection's cookie no longer logs in: {why}"),
         )

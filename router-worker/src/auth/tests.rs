@@ -317,3 +317,59 @@ async fn internal_realms_exist_only_for_private_links() {
     ctx.internal = true;
     assert!(admit(&ctx, principal(), "the private link").is_ok());
 }
+
+#[tokio::test]
+async fn a_cookie_welcomes_its_principal_and_its_refusal_does_not_count() {
+    let realms = realms().await;
+    let s = settings(
+        serde_json::json!({"cookie": {}, "ticket": {"type": "static", "principals": {
+        "joe": {"ticket": "t-123", "role": "user"}}}}),
+    );
+    let transport = Dict::new();
+    let offer = |list: &[&str]| hello(dict! { "authmethods" => methods(list), "authid" => "joe" });
+    // No login yet: refused without counting; with ticket offered too, the
+    // ticket takes over.
+    let ctx = client_ctx(&realms, &transport);
+    let Err(r) = s.hello(&offer(&["cookie"]), &ctx).await else {
+        panic!("a cookie that never logged in was welcomed");
+    };
+    assert!(
+        !r.counts && r.message.contains("has not logged in"),
+        "{r:?}"
+    );
+    assert!(matches!(
+        s.hello(&offer(&["cookie", "ticket"]), &ctx).await,
+        Ok(Outcome::Challenge(..))
+    ));
+    // Remembered: welcomed at once, by the method it logged in by.
+    let login = |authid: &str| crate::cookies::CookieLogin {
+        authid: authid.into(),
+        authrole: "user".into(),
+        authmethod: "ticket".into(),
+        authprovider: "static".into(),
+        realm: "realm1".into(),
+    };
+    let mut ctx = client_ctx(&realms, &transport);
+    ctx.cookie = Some(login("joe"));
+    match s.hello(&offer(&["cookie", "ticket"]), &ctx).await {
+        Ok(Outcome::Welcome(p)) => assert_eq!(
+            (
+                p.authid.as_str(),
+                p.authmethod.as_str(),
+                p.authprovider.as_str()
+            ),
+            ("joe", "ticket", "cookie")
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Revoked: a principal the config no longer has.
+    ctx.cookie = Some(login("ann"));
+    let Err(r) = s.hello(&offer(&["cookie"]), &ctx).await else {
+        panic!("a revoked principal's cookie was welcomed");
+    };
+    assert!(
+        r.message
+            .contains("principal \"ann\" is no longer configured for ticket"),
+        "{r:?}"
+    );
+}
