@@ -13,7 +13,7 @@
 //! cookies after `max_age`. A `file` store keeps the logged-in cookies
 //! across restarts: one JSON object per line, appended as logins and
 //! logouts happen, rewritten without the dead lines at start and when it
-//! has grown to twice what it holds; the file is the node user's only
+//! has grown to twice the store's size; the file is the node user's only
 //! (0600), since a cookie is a credential. Cookie values never reach the
 //! log, the transport details or the authenticators.
 
@@ -235,8 +235,9 @@ impl CookieStore {
             created: r.created,
             login: r.login.clone(),
         };
-        let logged_in = inner.records.values().filter(|r| r.login.is_some()).count();
-        let result = if inner.file_lines + 1 > 2 * logged_in + 64 {
+        // Bounded by the store (at most 2 × max_cookies + 64 lines), and
+        // O(1) to check: the store's size, not a count of its logins.
+        let result = if inner.file_lines + 1 > 2 * inner.records.len() + 64 {
             self.rewrite(inner)
         } else {
             let append = || -> std::io::Result<()> {
