@@ -38,6 +38,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::ClusterConfig;
+use crate::liveness::{DEAD_AFTER, HEARTBEAT};
 use crate::realm::RealmHandle;
 
 /// The backplane's figures, for `trellis status` and `/metrics`.
@@ -110,7 +111,6 @@ struct Members {
     keys: std::collections::HashMap<String, std::collections::HashSet<String>>,
 }
 
-use crate::liveness::{DEAD_AFTER, HEARTBEAT};
 /// Delete markers waiting to be purged, at most (more stay).
 const MAX_PURGES: usize = 100_000;
 

@@ -59,4 +59,14 @@ mod tests {
         );
         assert_eq!(format_unix_millis(-5), "1969-12-31T23:59:59.995Z");
     }
+
+    #[test]
+    fn timestamps_with_and_without_fractions() {
+        assert_eq!(parse_utc("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(parse_utc("2011-10-14T16:59:51Z"), Some(1_318_611_591.0));
+        assert_eq!(parse_utc("2011-10-14T16:59:51.5Z"), Some(1_318_611_591.5));
+        assert_eq!(parse_utc("2011-10-14 16:59:51Z"), None);
+        assert_eq!(parse_utc("2011-13-14T16:59:51Z"), None);
+        assert_eq!(parse_utc("2011-10-14T16:59:51"), None);
+    }
 }
