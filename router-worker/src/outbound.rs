@@ -11,13 +11,12 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use proto::{Message, Serializer};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// One encoded form of a message.
 #[derive(Clone, Debug)]
 pub enum Encoded {
-    /// JSON: valid UTF-8, sent as a WebSocket text frame.
-    Text(Utf8Bytes),
+    /// JSON (serde_json writes UTF-8 only), sent as a WebSocket text frame.
+    Text(Bytes),
     /// MessagePack or CBOR: sent as a binary frame.
     Binary(Bytes),
 }
@@ -26,7 +25,7 @@ impl Encoded {
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
-            Encoded::Text(t) => t.as_bytes(),
+            Encoded::Text(t) => t,
             Encoded::Binary(b) => b,
         }
     }
@@ -56,13 +55,7 @@ impl OutMsg {
         self.cache[s.index()]
             .get_or_init(|| match s.encode_to_vec(&self.msg) {
                 Ok(v) if s.is_binary() => Some(Encoded::Binary(Bytes::from(v))),
-                Ok(v) => match Utf8Bytes::try_from(v) {
-                    Ok(t) => Some(Encoded::Text(t)),
-                    Err(e) => {
-                        tracing::error!(cause = %e, message = self.msg.name(), "JSON encoder produced invalid UTF-8");
-                        None
-                    }
-                },
+                Ok(v) => Some(Encoded::Text(Bytes::from(v))),
                 Err(e) => {
                     tracing::error!(cause = %e, message = self.msg.name(), "cannot encode outbound message");
                     None

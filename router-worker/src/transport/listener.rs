@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::Serializer;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth::AuthSettings;
 use crate::config::{TransportConfig, TransportKind};
@@ -23,8 +22,9 @@ pub struct ListenerSettings {
     pub serializers: Vec<Serializer>,
     /// Per-session behaviour (auth role, timeouts, queue size).
     pub session: SessionSettings,
-    /// tungstenite limits and buffer sizes.
-    pub ws_config: WebSocketConfig,
+    /// Largest WebSocket frame a client may send (at most
+    /// `max_message_size`).
+    pub max_frame_size: usize,
     /// Deadline for the whole HTTP upgrade.
     pub handshake_timeout: Duration,
     /// Refuse clients that offer no subprotocol.
@@ -70,23 +70,6 @@ impl ListenerSettings {
     ) -> ListenerSettings {
         let o = &t.options;
         let write_buffer_size = o.write_buffer_for(t.kind);
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(o.max_message_size))
-            // No frame may be larger than a message: tungstenite reserves a
-            // frame's declared length at its header.
-            .max_frame_size(Some(o.max_frame_size.min(o.max_message_size)))
-            // A small read buffer keeps idle sessions cheap. WAMP sessions
-            // write their data frames themselves (`OutFrame`), so
-            // tungstenite's write buffer carries only control frames there;
-            // the `websocket.testee` echo writes through it.
-            .read_buffer_size(1024)
-            .write_buffer_size(write_buffer_size)
-            .max_write_buffer_size(
-                o.max_message_size
-                    .saturating_mul(2)
-                    .max(1 << 20)
-                    .saturating_add(write_buffer_size),
-            );
         ListenerSettings {
             kind: t.kind,
             name: t
@@ -109,7 +92,7 @@ impl ListenerSettings {
                 counters: Arc::default(),
                 compat,
             },
-            ws_config,
+            max_frame_size: o.max_frame_size.min(o.max_message_size),
             handshake_timeout: Duration::from_millis(o.open_handshake_timeout),
             require_subprotocol: o.require_websocket_subprotocol,
             max_message_size: o.max_message_size,

@@ -9,8 +9,8 @@
 //!
 //! - [`serve`]: the accept loop shared by both kinds (connection limit,
 //!   one task per connection).
-//! - [`websocket`]: WAMP over WebSocket (tokio-tungstenite), with
-//!   subprotocol negotiation and the batched variants.
+//! - [`websocket`]: WAMP over WebSocket, with subprotocol negotiation and
+//!   the batched variants, around the sans-IO codec in [`wscodec`].
 //! - [`rawsocket`]: WAMP over RawSocket: the 4-byte handshake, then
 //!   length-prefixed frames ([`proto::rawsocket`]).
 //!
@@ -22,12 +22,12 @@ pub mod archive;
 pub mod bridge;
 pub mod deflate;
 pub mod forwarded;
-pub mod frame_guard;
 pub mod listener;
 pub mod longpoll;
 pub mod rawsocket;
 pub mod web;
 pub mod websocket;
+pub mod wscodec;
 
 use crate::session::TransportCounters;
 use std::net::{IpAddr, SocketAddr};
@@ -382,12 +382,24 @@ async fn handle<S: Io>(
             if !req.upgrade && !testee {
                 return Box::pin(web::not_upgraded(&mut stream, &settings)).await;
             }
-            let (stream, deflate) = web::Prefixed::websocket(head, stream, &settings);
             if testee {
-                return Box::pin(websocket::echo(stream, deflate, settings, shutdown)).await;
+                return Box::pin(websocket::echo(
+                    stream,
+                    head,
+                    req.head_len,
+                    settings,
+                    shutdown,
+                ))
+                .await;
             }
             Box::pin(websocket::handle_connection(
-                stream, deflate, peer, settings, realms, shutdown,
+                stream,
+                head,
+                req.head_len,
+                peer,
+                settings,
+                realms,
+                shutdown,
             ))
             .await
         }
@@ -433,7 +445,7 @@ async fn sniff<S: Io>(
     if !matches!(got, Ok(Ok(_))) {
         return;
     }
-    let stream = web::Prefixed::replay(first.to_vec(), stream);
+    let stream = web::Replay::new(first.to_vec(), stream);
     if first[0] == 0x7F {
         rawsocket::handle_connection(stream, peer, raw, realms, shutdown).await
     } else {

@@ -221,7 +221,7 @@ impl<S: Io> Transport for RawTransport<S> {
             return Ok(());
         };
         let bytes = match enc {
-            Encoded::Text(t) => Bytes::from(t.clone()),
+            Encoded::Text(t) => t.clone(),
             Encoded::Binary(b) => b.clone(),
         };
         if bytes.len() > self.peer_max {

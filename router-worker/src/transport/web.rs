@@ -29,7 +29,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::frame_guard::FrameGuard;
 use super::{Io, ListenerSettings, Peer};
 use crate::realms::Realms;
 
@@ -162,10 +161,10 @@ pub async fn handle_connection<S: Io>(
         let key = service_key(&web, path);
         if let Some(ws) = web.websockets.get(&key) {
             if req.upgrade {
-                let (stream, deflate) = Prefixed::websocket(head, stream, ws);
                 Box::pin(super::websocket::handle_connection(
                     stream,
-                    deflate,
+                    head,
+                    req.head_len,
                     peer,
                     ws.clone(),
                     realms,
@@ -422,7 +421,7 @@ async fn send<S: Io>(
 
 /// As [`send`], with `extra` header lines (each ending in CRLF).
 #[allow(clippy::too_many_arguments)]
-async fn send_with<S: Io>(
+pub(super) async fn send_with<S: Io>(
     stream: &mut S,
     (code, reason): (u16, &str),
     content_type: &str,
@@ -859,225 +858,40 @@ fn content_type(file: &Path, overrides: &std::collections::BTreeMap<String, Stri
     }
 }
 
-/// Bytes one socket read may take when the reader asks for less: tungstenite
-/// reads 1 KiB at a time (its read buffer is that small, so that idle
-/// connections stay small), which for large messages would be a system call
-/// per KiB.
-const READ_AHEAD: usize = 16 * 1024;
-
-/// The request head already read, then the rest of the connection: what
-/// the WebSocket handshake and session read from. Reads smaller than
-/// [`READ_AHEAD`] read ahead; what the reader did not take waits in `head`,
-/// which holds no buffer while it is empty. Every byte handed on after the
-/// request head passes the [`FrameGuard`] first.
-pub(super) struct Prefixed<S> {
-    head: Bytes,
+/// Bytes read to tell a universal transport's protocols apart, handed
+/// back first to whichever serves the connection, then the stream itself.
+pub(super) struct Replay<S> {
+    first: Bytes,
     inner: S,
-    guard: FrameGuard,
-    /// permessage-deflate, when negotiated: compressed frames are handed
-    /// on inflated.
-    inflater: Option<Box<super::deflate::Inflater>>,
-    /// The guard or the inflater failed (and said so once): what the peer
-    /// still sends is read and dropped, so that the close frame the
-    /// router sends is not lost to a reset caused by unread bytes.
-    failed: bool,
 }
 
-impl<S> Prefixed<S> {
-    /// `head` (an HTTP request head, maybe with bytes after it) first, then
-    /// `inner`; WebSocket messages of at most `max_message` bytes.
-    pub(super) fn new(head: Vec<u8>, inner: S, max_message: usize) -> Prefixed<S> {
-        let frames_at = head
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(head.len(), |p| p + 4);
-        Prefixed {
-            head: Bytes::from(head),
+impl<S> Replay<S> {
+    pub(super) fn new(bytes: Vec<u8>, inner: S) -> Replay<S> {
+        Replay {
+            first: Bytes::from(bytes),
             inner,
-            guard: FrameGuard::new(frames_at, max_message),
-            inflater: None,
-            failed: false,
-        }
-    }
-
-    /// A WebSocket connection's stream: [`Prefixed::new`], inflating
-    /// compressed frames if the request's permessage-deflate offer is
-    /// accepted (the agreement, for the response and the writer).
-    pub(super) fn websocket(
-        head: Vec<u8>,
-        inner: S,
-        settings: &ListenerSettings,
-    ) -> (Prefixed<S>, Option<super::deflate::Agreed>) {
-        let agreed = settings.compression.as_ref().and_then(|cfg| {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            req.parse(&head).ok()?;
-            let offers: Vec<&str> = req
-                .headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
-                .filter_map(|h| std::str::from_utf8(h.value).ok())
-                .collect();
-            super::deflate::negotiate(&offers, cfg)
-        });
-        let mut p = Prefixed::new(head, inner, settings.max_message_size);
-        if let Some(a) = &agreed {
-            let frames_at = p
-                .head
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map_or(p.head.len(), |x| x + 4);
-            p.inflater = Some(Box::new(super::deflate::Inflater::new(
-                a,
-                frames_at,
-                settings.max_message_size,
-                settings
-                    .ws_config
-                    .max_frame_size
-                    .unwrap_or(settings.max_message_size),
-            )));
-        }
-        (p, agreed)
-    }
-}
-
-impl<S> Prefixed<S> {
-    /// `bytes` first, then `inner`, with no frame guard: a byte read to
-    /// tell a universal transport's protocols apart, handed back to
-    /// whichever serves the connection (which guards its own frames).
-    pub(super) fn replay(bytes: Vec<u8>, inner: S) -> Prefixed<S> {
-        Prefixed {
-            head: Bytes::from(bytes),
-            inner,
-            guard: FrameGuard::new(usize::MAX, usize::MAX),
-            inflater: None,
-            failed: false,
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         out: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if this.failed {
-            return this.poll_discard(cx);
-        }
-        if this.inflater.is_some() {
-            let r = this.poll_read_inflated(cx, out);
-            this.failed = matches!(r, Poll::Ready(Err(_)));
-            return r;
-        }
-        let before = out.filled().len();
-        let r = this.read_ahead(cx, out);
-        if let Poll::Ready(Ok(())) = r
-            && let Err(e) = this.guard.feed(&out.filled()[before..])
-        {
-            this.failed = true;
-            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
-        }
-        r
-    }
-}
-
-impl<S: AsyncRead + Unpin> Prefixed<S> {
-    /// After a failure: drop whatever arrives; end of stream when the peer
-    /// closes (or the connection fails).
-    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.head = Bytes::new();
-        let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-        loop {
-            let mut buf = ReadBuf::uninit(&mut sink);
-            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
-                Poll::Ready(_) => return Poll::Ready(Ok(())),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-
-    /// Read through the guard and the inflater: what the inflater has
-    /// ready first, else more bytes from the connection.
-    fn poll_read_inflated(
-        &mut self,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        loop {
-            let Some(inflater) = self.inflater.as_mut() else {
-                return Poll::Ready(Ok(()));
-            };
-            if inflater.pending() > 0 || out.remaining() == 0 {
-                inflater.take(out.remaining(), &mut |b| out.put_slice(b));
-                return Poll::Ready(Ok(()));
-            }
-            let mut raw = [std::mem::MaybeUninit::<u8>::uninit(); READ_AHEAD];
-            let mut buf = ReadBuf::uninit(&mut raw);
-            match self.read_ahead(cx, &mut buf) {
-                Poll::Ready(Ok(())) => {}
-                other => return other,
-            }
-            let got = buf.filled();
-            if got.is_empty() {
-                return Poll::Ready(Ok(()));
-            }
-            let invalid = |e: Box<dyn std::error::Error + Send + Sync>| {
-                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
-            };
-            if let Err(e) = self.guard.feed(got) {
-                return invalid(Box::new(e));
-            }
-            if let Some(inflater) = self.inflater.as_mut()
-                && let Err(e) = inflater.feed(got)
-            {
-                return invalid(Box::new(e));
-            }
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> Prefixed<S> {
-    fn read_ahead(
-        &mut self,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self;
-        if !this.head.is_empty() {
-            let n = this.head.len().min(out.remaining());
-            out.put_slice(&this.head[..n]);
-            this.head.advance(n);
-            if this.head.is_empty() {
-                // Free the head's buffer: the connection may live for days.
-                this.head = Bytes::new();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        if out.remaining() >= READ_AHEAD {
+        if this.first.is_empty() {
             return Pin::new(&mut this.inner).poll_read(cx, out);
         }
-        // Not zeroed: ReadBuf tracks what the read filled.
-        let mut ahead = [std::mem::MaybeUninit::<u8>::uninit(); READ_AHEAD];
-        let mut buf = ReadBuf::uninit(&mut ahead);
-        match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) => {
-                let got = buf.filled();
-                let n = got.len().min(out.remaining());
-                out.put_slice(&got[..n]);
-                if n < got.len() {
-                    this.head = Bytes::copy_from_slice(&got[n..]);
-                }
-                Poll::Ready(Ok(()))
-            }
-            other => other,
-        }
+        let n = this.first.len().min(out.remaining());
+        out.put_slice(&this.first[..n]);
+        this.first.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -1153,43 +967,10 @@ mod tests {
         }
     }
 
-    /// The head first, then the stream, read in small pieces (as tungstenite
-    /// reads) through the read-ahead: every byte once, in order.
-    #[test]
-    fn prefixed_replays_the_head_then_reads_ahead() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (mut tx, rx) = tokio::io::duplex(64 * 1024);
-            let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
-            let head = b"GET / HTTP/1.1\r\n\r\n".to_vec();
-            let mut p = Prefixed::new(head.clone(), rx, usize::MAX);
-            let sent = body.clone();
-            let writer = tokio::spawn(async move {
-                tx.write_all(&sent).await.unwrap();
-            });
-            let mut got = Vec::new();
-            let mut piece = [0u8; 1000];
-            while got.len() < head.len() + body.len() {
-                let n = p.read(&mut piece).await.unwrap();
-                assert!(n > 0, "early end after {} bytes", got.len());
-                got.extend_from_slice(&piece[..n]);
-            }
-            writer.await.unwrap();
-            assert_eq!(&got[..head.len()], &head[..]);
-            assert_eq!(&got[head.len()..], &body[..]);
-            assert!(p.head.is_empty());
-        });
-    }
-
     /// The byte a universal transport reads to tell protocols apart is
-    /// replayed unguarded: what follows is not yet WebSocket frames (an
-    /// HTTP head, or RawSocket), and a guard would misread it.
+    /// replayed, then the stream, unchanged.
     #[test]
-    fn a_sniffed_byte_is_replayed_without_a_frame_guard() {
+    fn a_sniffed_byte_is_replayed() {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
@@ -1208,13 +989,10 @@ mod tests {
                         }
                     }
                 }
-                let replayed = Prefixed::replay(b"G".to_vec(), std::io::Cursor::new(rest.clone()));
+                let replayed = Replay::new(b"G".to_vec(), std::io::Cursor::new(rest.clone()));
                 let all = drain(replayed).await.unwrap();
                 assert_eq!(all[0], b'G');
                 assert_eq!(&all[1..], &rest[..]);
-                // A guarded stream (frames after the first byte) refuses it.
-                let guarded = Prefixed::new(b"G".to_vec(), std::io::Cursor::new(rest), 1 << 20);
-                assert!(drain(guarded).await.is_err());
             });
     }
 

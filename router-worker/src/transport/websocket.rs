@@ -1,4 +1,5 @@
-//! WAMP over WebSocket: the listener, subprotocol negotiation, framing.
+//! WAMP over WebSocket: the opening handshake, subprotocol negotiation,
+//! and the connection around the sans-IO codec in [`super::wscodec`].
 //!
 //! Subprotocols: `wamp.2.json`, `wamp.2.msgpack`, `wamp.2.cbor`, and the
 //! batched variants `wamp.2.json.batched` (each message followed by 0x18)
@@ -8,22 +9,19 @@
 //! body that lists what it could have asked for.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures::{SinkExt, StreamExt};
 use proto::Serializer;
-use tokio::io::AsyncReadExt;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::deflate::Agreed;
+use super::wscodec::{CodecError, Decoder, Encoder, Event, OP_PING, OP_PONG, OutFrame};
 use super::{Io, ListenerSettings, Peer};
 use crate::outbound::{Encoded, OutMsg};
 use crate::realm::TransportInfo;
@@ -100,21 +98,24 @@ fn negotiate(
     ))
 }
 
-/// Serve one connection as WAMP over WebSocket. Not an `async fn` (its
-/// arguments would be stored twice in a future that lives as long as the
-/// session), and the opening handshake is boxed and freed: what stays for
-/// the connection's life is the session and a few pointers.
+/// Serve one connection as WAMP over WebSocket: `head` is the upgrade
+/// request's head (`head_len` bytes) and whatever the client sent after
+/// it. Not an `async fn` (its arguments would be stored twice in a future
+/// that lives as long as the session), and the opening handshake is boxed
+/// and freed: what stays for the connection's life is the session and a
+/// few pointers.
 #[allow(clippy::manual_async_fn)]
 pub(super) fn handle_connection<S: Io>(
     stream: S,
-    deflate: Option<super::deflate::Agreed>,
+    head: Vec<u8>,
+    head_len: usize,
     peer: Peer,
     settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let upgraded = Box::pin(upgrade(stream, deflate, peer, &settings, &shutdown)).await;
+        let upgraded = Box::pin(upgrade(stream, head, head_len, peer, &settings, &shutdown)).await;
         let Some((transport, conn)) = upgraded else {
             return;
         };
@@ -123,53 +124,180 @@ pub(super) fn handle_connection<S: Io>(
     }
 }
 
-/// The WebSocket opening handshake: subprotocol (serializer), origin check,
-/// the HTTP details for authenticators. `None` if the connection is refused
-/// or lost.
-async fn upgrade<S: Io>(
-    stream: S,
-    deflate: Option<super::deflate::Agreed>,
-    peer: Peer,
-    settings: &ListenerSettings,
-    shutdown: &CancellationToken,
-) -> Option<(WsTransport<S>, session::Connection)> {
-    let mut chosen: Option<(&'static str, Serializer, bool)> = None;
-    let mut http = proto::Dict::new();
-    let mut cookie: Option<String> = None;
-    // The error type is tungstenite's Callback signature, not ours to shrink.
-    #[allow(clippy::result_large_err)]
-    let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-        let offered: Vec<String> = req
-            .headers()
-            .get_all("sec-websocket-protocol")
+/// An upgrade request the router takes: the response to write, and what
+/// the connection agreed.
+struct Accepted {
+    response: Vec<u8>,
+    /// The WAMP subprotocol (name, serializer, batched).
+    protocol: (&'static str, Serializer, bool),
+    /// The HTTP details for authenticators.
+    http: proto::Dict,
+    /// The tracking cookie's id.
+    cookie: Option<String>,
+    deflate: Option<Agreed>,
+}
+
+/// An upgrade request the router refuses: the HTTP answer.
+#[derive(Debug, PartialEq, Eq)]
+struct Refused {
+    status: (u16, &'static str),
+    text: String,
+}
+
+impl Refused {
+    fn bad(text: impl Into<String>) -> Refused {
+        Refused {
+            status: (400, "Bad Request"),
+            text: text.into(),
+        }
+    }
+
+    /// Write the answer and end the connection.
+    async fn answer<S: Io>(self, stream: &mut S) {
+        let extra = if self.status.0 == 426 {
+            "Sec-WebSocket-Version: 13\r\n"
+        } else {
+            ""
+        };
+        let mut text = self.text;
+        text.push('\n');
+        let _ = super::web::send_with(
+            stream,
+            self.status,
+            "text/plain; charset=utf-8",
+            "no-cache",
+            extra,
+            text.as_bytes(),
+            false,
+            super::web::End::CLOSE,
+        )
+        .await;
+    }
+}
+
+/// The parts of an upgrade request the handshake reads.
+struct UpgradeRequest<'h> {
+    target: &'h str,
+    headers: &'h [httparse::Header<'h>],
+}
+
+impl<'h> UpgradeRequest<'h> {
+    /// Every value of a header (names are case-insensitive).
+    fn values(&self, name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
+        self.headers
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+    }
+
+    /// The comma-separated tokens of every value of a header.
+    fn tokens(&self, name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
+        self.values(name)
             .flat_map(|v| v.split(','))
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }
+}
+
+/// RFC 6455's checks of the opening handshake: the `Sec-WebSocket-Accept`
+/// value, or why the request is not a WebSocket upgrade the router takes.
+fn check_upgrade(
+    req: &httparse::Request<'_, '_>,
+    r: &UpgradeRequest<'_>,
+) -> Result<String, Refused> {
+    if req.method != Some("GET") {
+        return Err(Refused::bad(
+            "a WebSocket upgrade must be a GET request (RFC 6455, 4.1)",
+        ));
+    }
+    if req.version != Some(1) {
+        return Err(Refused::bad("a WebSocket upgrade needs HTTP/1.1"));
+    }
+    if !r
+        .tokens("connection")
+        .any(|t| t.eq_ignore_ascii_case("upgrade"))
+    {
+        return Err(Refused::bad(
+            "a WebSocket upgrade needs the header `Connection: Upgrade`",
+        ));
+    }
+    if !r.tokens("sec-websocket-version").any(|t| t == "13") {
+        return Err(Refused {
+            status: (426, "Upgrade Required"),
+            text: "this endpoint speaks WebSocket version 13 (RFC 6455): send `Sec-WebSocket-Version: 13`".into(),
+        });
+    }
+    match r.values("sec-websocket-key").next().map(str::trim) {
+        Some(key) if !key.is_empty() => Ok(super::wscodec::accept_key(key)),
+        _ => Err(Refused::bad(
+            "a WebSocket upgrade needs a `Sec-WebSocket-Key` header",
+        )),
+    }
+}
+
+/// The 101 response.
+fn switching(accept: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+    );
+    for (name, value) in extra {
+        // Values are the router's own; a line break would end the head.
+        if !value.contains(['\r', '\n']) {
+            r.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    r.push_str("\r\n");
+    r.into_bytes()
+}
+
+/// Parse the head again (it was checked already) for its headers.
+fn with_request<T>(
+    head: &[u8],
+    f: impl FnOnce(&httparse::Request<'_, '_>, &UpgradeRequest<'_>) -> Result<T, Refused>,
+) -> Result<T, Refused> {
+    let mut headers = [httparse::EMPTY_HEADER; super::web::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(Refused::bad("a malformed HTTP request head")),
+    }
+    let r = UpgradeRequest {
+        target: req.path.unwrap_or("/"),
+        headers: req.headers,
+    };
+    f(&req, &r)
+}
+
+/// Decide a WAMP upgrade request: the subprotocol (serializer), the origin
+/// check, cookie tracking, permessage-deflate, and the HTTP details for
+/// authenticators.
+fn accept_wamp(head: &[u8], settings: &ListenerSettings) -> Result<Accepted, Refused> {
+    with_request(head, |req, r| {
+        let accept = check_upgrade(req, r)?;
+        let offered: Vec<String> = r
+            .tokens("sec-websocket-protocol")
+            .map(str::to_owned)
             .collect();
-        // For authenticators: the headers (names lowercased; repeated ones
-        // joined with ", ") and the request URI. Their size is bounded by
-        // the handshake's limits.
-        let mut headers = proto::Dict::new();
+        let mut extra: Vec<(&str, String)> = Vec::new();
         // Cookie tracking: the connection's cookie (a new one is set); it
         // is a credential, so authenticators get the Cookie header
         // without it.
+        let mut cookie = None;
         if let Some(store) = &settings.cookies {
-            let presented = req
-                .headers()
-                .get_all("cookie")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(|v| store.presented(v));
+            let presented = r.values("cookie").find_map(|v| store.presented(v));
             let (id, new) = store.track(presented);
-            if new && let Ok(v) = HeaderValue::from_str(&store.set_cookie(&id)) {
-                resp.headers_mut().append("set-cookie", v);
+            if new {
+                extra.push(("Set-Cookie", store.set_cookie(&id)));
             }
             cookie = Some(id);
         }
-        for (name, value) in req.headers() {
-            let mut value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        // For authenticators: the headers (names lowercased; repeated ones
+        // joined with ", ") and the request URI. Their size is bounded by
+        // the head's limits.
+        let mut headers = proto::Dict::new();
+        for h in r.headers {
+            let name = h.name.to_ascii_lowercase();
+            let mut value = String::from_utf8_lossy(h.value).into_owned();
             if name == "cookie"
                 && let Some(store) = &settings.cookies
             {
@@ -184,14 +312,14 @@ async fn upgrade<S: Io>(
                     existing.push_str(&value);
                 }
                 _ => {
-                    headers.insert(name.as_str().to_owned(), proto::Value::Str(value));
+                    headers.insert(name, proto::Value::Str(value));
                 }
             }
         }
         if let (Some(allowed), Some(origin)) =
-            (&settings.allowed_origins, req.headers().get("origin"))
+            (&settings.allowed_origins, r.values("origin").next())
         {
-            let origin = String::from_utf8_lossy(origin.as_bytes()).to_ascii_lowercase();
+            let origin = origin.to_ascii_lowercase();
             let null_ok = settings.allow_null_origin && origin == "null";
             if !null_ok
                 && !allowed
@@ -199,83 +327,111 @@ async fn upgrade<S: Io>(
                     .any(|p| origin_matches(&p.to_ascii_lowercase(), &origin))
             {
                 debug!(origin = %origin, "WebSocket upgrade refused: origin not allowed");
-                let mut r = ErrorResponse::new(Some(format!(
-                    "origin {origin} is not allowed to open this WAMP endpoint (the transport's options.allowed_origins)"
-                )));
-                *r.status_mut() = StatusCode::FORBIDDEN;
-                return Err(r);
+                return Err(Refused {
+                    status: (403, "Forbidden"),
+                    text: format!(
+                        "origin {origin} is not allowed to open this WAMP endpoint (the transport's options.allowed_origins)"
+                    ),
+                });
             }
         }
-        if let Some(a) = &deflate
-            && let Ok(v) = HeaderValue::from_str(&a.response)
-        {
-            resp.headers_mut().insert("sec-websocket-extensions", v);
-        }
-        http.insert("http_headers_received".into(), headers.into());
-        http.insert("http_request_uri".into(), req.uri().to_string().into());
-        match negotiate(
+        let protocol = match negotiate(
             &offered,
             &settings.serializers,
             settings.require_subprotocol,
         ) {
             Ok(Some(p)) => {
-                resp.headers_mut()
-                    .insert("sec-websocket-protocol", HeaderValue::from_static(p.0));
-                chosen = Some(p);
-                Ok(resp)
+                extra.push(("Sec-WebSocket-Protocol", p.0.to_owned()));
+                p
             }
-            Ok(None) => {
-                chosen = Some(("wamp.2.json", Serializer::Json, false));
-                Ok(resp)
-            }
+            Ok(None) => ("wamp.2.json", Serializer::Json, false),
             Err(text) => {
                 debug!(offered = ?offered, "WebSocket upgrade refused: {text}");
-                let mut r = ErrorResponse::new(Some(text));
-                *r.status_mut() = StatusCode::BAD_REQUEST;
-                Err(r)
+                return Err(Refused::bad(text));
             }
+        };
+        let deflate = agree_deflate(r, settings);
+        if let Some(a) = &deflate {
+            extra.push(("Sec-WebSocket-Extensions", a.response.clone()));
+        }
+        let mut http = proto::Dict::new();
+        http.insert("http_headers_received".into(), headers.into());
+        http.insert("http_request_uri".into(), r.target.into());
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        Ok(Accepted {
+            response: switching(&accept, &extra),
+            protocol,
+            http,
+            cookie,
+            deflate,
+        })
+    })
+}
+
+/// permessage-deflate, if the transport offers it and the request's offer
+/// can be honoured.
+fn agree_deflate(r: &UpgradeRequest<'_>, settings: &ListenerSettings) -> Option<Agreed> {
+    let cfg = settings.compression.as_ref()?;
+    let offers: Vec<&str> = r.values("sec-websocket-extensions").collect();
+    super::deflate::negotiate(&offers, cfg)
+}
+
+/// The opening handshake (the request was read and checked for size and
+/// time by the caller): the transport and the connection's details, or
+/// `None` if the connection is refused or lost.
+async fn upgrade<S: Io>(
+    mut stream: S,
+    head: Vec<u8>,
+    head_len: usize,
+    peer: Peer,
+    settings: &ListenerSettings,
+    shutdown: &CancellationToken,
+) -> Option<(WsTransport<S>, session::Connection)> {
+    let accepted = match accept_wamp(&head[..head_len.min(head.len())], settings) {
+        Ok(a) => a,
+        Err(refused) => {
+            debug!(
+                status = refused.status.0,
+                "WebSocket upgrade refused: {}", refused.text
+            );
+            let answer = refused.answer(&mut stream);
+            let _ = tokio::time::timeout(settings.handshake_timeout, answer).await;
+            return None;
         }
     };
-    // Boxed, like every phase that ends: the task's future is as large as
-    // its largest state, and it lives as long as the connection.
-    let accept = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        callback,
-        Some(settings.ws_config),
-    ));
-    let ws = tokio::select! {
+    let write = async {
+        stream.write_all(&accepted.response).await?;
+        stream.flush().await
+    };
+    tokio::select! {
         _ = shutdown.cancelled() => return None,
-        r = tokio::time::timeout(settings.handshake_timeout, accept) => match r {
-            Err(_) => {
-                debug!(timeout_ms = settings.handshake_timeout.as_millis() as u64, "WebSocket opening handshake timed out");
-                return None;
-            }
+        r = tokio::time::timeout(settings.handshake_timeout, write) => match r {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 debug!(cause = %e, "WebSocket opening handshake failed");
                 return None;
             }
-            Ok(Ok(ws)) => ws,
+            Err(_) => {
+                debug!(timeout_ms = settings.handshake_timeout.as_millis() as u64, "WebSocket opening handshake timed out");
+                return None;
+            }
         },
-    };
-    let (protocol, serializer, batched) = chosen?;
+    }
+    let (protocol, serializer, batched) = accepted.protocol;
     debug!(protocol, "WebSocket connection open");
     let transport = WsTransport {
-        last_seen: std::time::Instant::now(),
-        ws,
-        out: Vec::new(),
-        out_written: 0,
-        out_bytes: 0,
-        write_buffer_size: settings.write_buffer_size,
+        conn: WsConn::new(
+            stream,
+            &head[head_len.min(head.len())..],
+            settings,
+            accepted.deflate.as_ref(),
+        ),
         serializer,
         batched,
         pending: VecDeque::new(),
         max_message_size: settings.max_message_size,
-        tuning: settings.tuning,
-        deflate: deflate
-            .as_ref()
-            .map(|a| Box::new(super::deflate::Deflater::new(a))),
     };
-    let (peer_ip, desc, proxy) = behind_proxy(&peer, &http, &settings.trusted_proxies);
+    let (peer_ip, desc, proxy) = behind_proxy(&peer, &accepted.http, &settings.trusted_proxies);
     let mut info = TransportInfo::new("websocket", protocol, desc);
     info.cred = peer.cred;
     info.proxy = proxy;
@@ -283,8 +439,8 @@ async fn upgrade<S: Io>(
     let conn = session::Connection {
         peer_ip,
         transport: info,
-        http,
-        cookie: settings.cookies.clone().zip(cookie),
+        http: accepted.http,
+        cookie: settings.cookies.clone().zip(accepted.cookie),
     };
     Some((transport, conn))
 }
@@ -317,116 +473,75 @@ fn behind_proxy(
 }
 
 /// `websocket.testee`: echo every message back (no WAMP), for the
-/// Autobahn|TestSuite. Limits are the transport's `max_message_size` and
-/// `max_frame_size`; tungstenite answers pings and checks the protocol.
-/// With `compression.deflate`, permessage-deflate is negotiated as on the
-/// WAMP transports (the same inflater in the read path), and echoed
-/// messages are compressed.
+/// Autobahn|TestSuite, through the same codec and writer as the WAMP
+/// transports. Limits are the transport's `max_message_size` and
+/// `max_frame_size`; with `compression.deflate`, permessage-deflate is
+/// negotiated as on the WAMP transports, and echoed messages are
+/// compressed.
 pub(super) async fn echo<S: Io>(
-    stream: S,
-    agreed: Option<super::deflate::Agreed>,
+    mut stream: S,
+    head: Vec<u8>,
+    head_len: usize,
     settings: Arc<ListenerSettings>,
     shutdown: CancellationToken,
 ) {
-    #[allow(clippy::result_large_err)]
-    let callback = |_: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-        if let Some(a) = &agreed
-            && let Ok(v) = HeaderValue::from_str(&a.response)
-        {
-            resp.headers_mut().insert("sec-websocket-extensions", v);
-        }
-        Ok(resp)
+    let head_len = head_len.min(head.len());
+    let accepted = with_request(&head[..head_len], |req, r| {
+        let accept = check_upgrade(req, r)?;
+        let deflate = agree_deflate(r, &settings);
+        let ext = deflate.as_ref().map(|a| a.response.clone());
+        let extra: Vec<(&str, &str)> = ext
+            .iter()
+            .map(|v| ("Sec-WebSocket-Extensions", v.as_str()))
+            .collect();
+        Ok((switching(&accept, &extra), deflate))
+    });
+    let (response, deflate) = match accepted {
+        Ok(a) => a,
+        Err(refused) => return refused.answer(&mut stream).await,
     };
-    let accept =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(settings.ws_config));
-    let mut ws = match tokio::time::timeout(settings.handshake_timeout, accept).await {
-        Ok(Ok(ws)) => ws,
-        _ => return,
+    let write = async {
+        stream.write_all(&response).await?;
+        stream.flush().await
     };
-    let mut deflater = agreed.as_ref().map(super::deflate::Deflater::new);
+    if !matches!(
+        tokio::time::timeout(settings.handshake_timeout, write).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    let mut conn = WsConn::new(stream, &head[head_len..], &settings, deflate.as_ref());
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => {
-                let _ = ws.close(None).await;
-                return;
+                return conn.close(1001, "router shutting down", false).await;
             }
-            m = ws.next() => m,
+            m = conn.next_message() => m,
         };
         match msg {
-            Some(Ok(m @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
-                let sent = match &mut deflater {
-                    Some(d) => echo_compressed(&mut ws, d, m).await,
-                    None => ws.send(m).await.is_ok(),
-                };
-                if !sent {
+            Ok((text, data)) => {
+                conn.queue(text, data);
+                if conn.flush().await.is_err() {
                     return;
                 }
             }
-            Some(Ok(WsMessage::Close(_))) | None => {
-                // tungstenite has queued the close reply; flush it out.
-                let _ = ws.flush().await;
-                return;
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) => {
-                let _ = ws.flush().await;
-                return;
+            Err(TransportError::Closed) | Err(TransportError::Io(_)) => return,
+            Err(e) => {
+                let code = close_code_of(&e);
+                return conn.close(code, &e.to_string(), false).await;
             }
         }
     }
 }
 
-/// Echo one message compressed (RSV1), written as the WAMP transports
-/// write their frames: tungstenite's own frames flushed first, then the
-/// frame straight to the stream.
-async fn echo_compressed<S: Io>(
-    ws: &mut WebSocketStream<S>,
-    d: &mut super::deflate::Deflater,
-    m: WsMessage,
-) -> bool {
-    use tokio::io::AsyncWriteExt;
-    let (opcode, data) = match m {
-        WsMessage::Text(t) => (1, Bytes::from(t)),
-        WsMessage::Binary(b) => (2, b),
-        _ => return true,
-    };
-    let frame = match d.compress(&data) {
-        Some(c) => OutFrame::with_first_byte(0x80 | 0x40 | opcode, Bytes::from(c)),
-        None => OutFrame::with_first_byte(0x80 | opcode, data),
-    };
-    if ws.flush().await.is_err() {
-        return false;
+/// The close code a read error owes the peer.
+fn close_code_of(e: &TransportError) -> u16 {
+    match e {
+        TransportError::TooBig(_) | TransportError::PeerLimit(_) => 1009,
+        TransportError::InvalidPayload(_) => 1007,
+        TransportError::Protocol(_) => 1002,
+        _ => 1001,
     }
-    let inner = ws.get_mut();
-    inner
-        .write_all(&frame.head[..usize::from(frame.head_len)])
-        .await
-        .is_ok()
-        && inner.write_all(&frame.body).await.is_ok()
-        && inner.flush().await.is_ok()
-}
-
-/// One negotiated WebSocket connection.
-pub struct WsTransport<S> {
-    ws: WebSocketStream<S>,
-    /// Data frames the router writes itself (see [`OutFrame`]), and how
-    /// many of their bytes are already on the wire: a write cut short (a
-    /// session killed while its peer does not read) resumes there.
-    out: Vec<OutFrame>,
-    out_written: usize,
-    out_bytes: usize,
-    /// Collected bytes that trigger a write before the flush.
-    write_buffer_size: usize,
-    /// When a frame last arrived (keepalive).
-    last_seen: std::time::Instant,
-    serializer: Serializer,
-    batched: bool,
-    /// Messages already split out of a batched frame.
-    pending: VecDeque<Bytes>,
-    max_message_size: usize,
-    tuning: WsTuning,
-    /// permessage-deflate's compressor, when negotiated.
-    deflate: Option<Box<super::deflate::Deflater>>,
 }
 
 /// Crossbar.io's WebSocket tunables that act on an open connection.
@@ -445,76 +560,146 @@ pub struct WsTuning {
 /// Frames collected before a write, at most (two I/O slices each, well
 /// within the kernel's 1024 per `writev`).
 const MAX_OUT_FRAMES: usize = 256;
-/// Room for frames a session keeps between writes.
+/// Room for frames a connection keeps between writes.
 const OUT_FRAMES_KEPT: usize = 8;
+/// Bytes one socket read takes when no large frame is awaited. They are
+/// read onto the stack and copied to the connection's buffer, which an
+/// idle connection does not hold at all.
+const READ_AHEAD: usize = 16 * 1024;
 
-/// A WebSocket data frame written by the router itself rather than by
-/// tungstenite: server frames are not masked, so a frame is a header and
-/// the encoded message, which is shared by every subscriber of an event and
-/// goes to the socket with a vectored write instead of being copied into a
-/// per-connection buffer first.
-struct OutFrame {
-    head: [u8; 10],
-    head_len: u8,
-    body: Bytes,
+/// One open WebSocket connection: the stream and the codec around it. The
+/// codec decides; this moves bytes.
+pub(super) struct WsConn<S> {
+    io: S,
+    /// Bytes read and not yet taken by the decoder (no allocation while
+    /// empty).
+    rbuf: BytesMut,
+    decoder: Decoder,
+    encoder: Encoder,
+    /// Frames to write, and how many of their bytes are already on the
+    /// wire: a write cut short (its future dropped, or the peer not
+    /// reading) resumes there.
+    out: Vec<OutFrame>,
+    out_written: usize,
+    out_bytes: usize,
+    /// Collected bytes that trigger a write before the flush.
+    write_buffer_size: usize,
+    /// When bytes last arrived (keepalive).
+    last_seen: std::time::Instant,
+    tuning: WsTuning,
 }
 
-impl OutFrame {
-    /// A final (unfragmented) frame: `opcode` 1 is text, 2 binary.
-    #[cfg(test)]
-    fn new(opcode: u8, body: Bytes) -> OutFrame {
-        OutFrame::with_first_byte(0x80 | opcode, body)
-    }
-
-    /// A frame whose first byte (FIN, RSV1, opcode) is given.
-    fn with_first_byte(first: u8, body: Bytes) -> OutFrame {
-        let mut head = [0u8; 10];
-        head[0] = first;
-        let len = body.len();
-        let head_len = if len < 126 {
-            head[1] = len as u8;
-            2
-        } else if let Ok(short) = u16::try_from(len) {
-            head[1] = 126;
-            head[2..4].copy_from_slice(&short.to_be_bytes());
-            4
-        } else {
-            head[1] = 127;
-            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-            10
-        };
-        OutFrame {
-            head,
-            head_len,
-            body,
+impl<S: Io> WsConn<S> {
+    /// A connection whose first bytes (after the request head) are `early`.
+    fn new(
+        io: S,
+        early: &[u8],
+        settings: &ListenerSettings,
+        deflate: Option<&Agreed>,
+    ) -> WsConn<S> {
+        WsConn {
+            io,
+            rbuf: BytesMut::from(early),
+            decoder: Decoder::new(settings.max_message_size, settings.max_frame_size, deflate),
+            encoder: Encoder::new(deflate, settings.tuning.auto_fragment_size as usize),
+            out: Vec::new(),
+            out_written: 0,
+            out_bytes: 0,
+            write_buffer_size: settings.write_buffer_size,
+            last_seen: std::time::Instant::now(),
+            tuning: settings.tuning,
         }
     }
 
-    fn len(&self) -> usize {
-        usize::from(self.head_len) + self.body.len()
+    /// Queue a message's frames.
+    fn queue(&mut self, text: bool, data: Bytes) {
+        self.out_bytes += self.encoder.message(text, data, &mut self.out);
     }
-}
 
-impl<S: Io> WsTransport<S> {
-    /// Write the collected frames, resuming after what is already written.
-    /// tungstenite's own frames (pongs) are flushed first: its buffer only
-    /// ever holds whole frames, and it writes nothing while this runs.
+    fn queue_control(&mut self, frame: OutFrame) {
+        self.out_bytes += frame.len();
+        self.out.push(frame);
+    }
+
+    /// The next data message; pings are answered and the peer's close is
+    /// answered on the way. Cancel-safe: what was read stays in `rbuf`,
+    /// what was written is counted in `out_written`.
+    async fn next_message(&mut self) -> Result<(bool, Bytes), TransportError> {
+        loop {
+            let event = match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(e)) => e,
+                Ok(None) => {
+                    self.read_more().await?;
+                    continue;
+                }
+                Err(e) => return Err(codec_error(e)),
+            };
+            match event {
+                Event::Message { text, data } => return Ok((text, data)),
+                Event::Ping(payload) => {
+                    self.queue_control(OutFrame::control(OP_PONG, payload));
+                    self.flush().await?;
+                }
+                Event::Pong => {}
+                Event::Close { code, .. } => {
+                    // The closing handshake: the peer's code echoed, then
+                    // the router ends the TCP connection.
+                    if self.out_written == 0 {
+                        self.queue_control(OutFrame::close(code, ""));
+                        if self.flush().await.is_ok() {
+                            let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.io).await;
+                        }
+                    }
+                    return Err(TransportError::Closed);
+                }
+            }
+        }
+    }
+
+    /// Read what the connection has: onto the stack and then into `rbuf`,
+    /// or, while a large frame is awaited, straight into room reserved for
+    /// it.
+    async fn read_more(&mut self) -> Result<(), TransportError> {
+        let want = self.decoder.wanted(&self.rbuf);
+        if self.rbuf.is_empty() {
+            // Release the buffer: the connection may idle for days.
+            self.rbuf = BytesMut::new();
+        }
+        let (io, rbuf) = (&mut self.io, &mut self.rbuf);
+        let n = std::future::poll_fn(|cx| {
+            if want > READ_AHEAD {
+                rbuf.reserve(want);
+                return tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, rbuf);
+            }
+            let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_AHEAD];
+            let mut buf = ReadBuf::uninit(&mut stack);
+            match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {
+                    rbuf.extend_from_slice(buf.filled());
+                    Poll::Ready(Ok(buf.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+        .map_err(|e| TransportError::Io(e.to_string()))?;
+        if n == 0 {
+            return Err(TransportError::Closed);
+        }
+        self.last_seen = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Write the collected frames, resuming after what is already written:
+    /// many frames in one vectored write.
     async fn write_out(&mut self) -> Result<(), TransportError> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        if self.out_written == 0 {
-            self.ws
-                .flush()
-                .await
-                .map_err(|e| map_ws_error(e, self.max_message_size))?;
-        }
         while self.out_written < self.out_bytes {
-            let (out, ws, done) = (&self.out, &mut self.ws, self.out_written);
+            let (out, io, done) = (&self.out, &mut self.io, self.out_written);
             let mut slices = Vec::with_capacity(out.len() * 2);
             let mut skip = done;
             for f in out {
-                for part in [&f.head[..usize::from(f.head_len)], &f.body[..]] {
+                for part in [f.head(), &f.body[..]] {
                     if skip >= part.len() {
                         skip -= part.len();
                     } else {
@@ -523,11 +708,9 @@ impl<S: Io> WsTransport<S> {
                     }
                 }
             }
-            let n = std::future::poll_fn(|cx| {
-                std::pin::Pin::new(ws.get_mut()).poll_write_vectored(cx, &slices)
-            })
-            .await
-            .map_err(|e| TransportError::Io(e.to_string()))?;
+            let n = std::future::poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, &slices))
+                .await
+                .map_err(|e| TransportError::Io(e.to_string()))?;
             if n == 0 {
                 return Err(TransportError::Closed);
             }
@@ -541,9 +724,80 @@ impl<S: Io> WsTransport<S> {
         Ok(())
     }
 
-    fn unbatch(&mut self, data: Bytes) -> Result<(), TransportError> {
-        split_batch(self.serializer, self.batched, data, &mut self.pending)
+    /// Write everything queued and flush the stream (TLS holds records
+    /// until then).
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        self.write_out().await?;
+        tokio::io::AsyncWriteExt::flush(&mut self.io)
+            .await
+            .map_err(|e| TransportError::Io(e.to_string()))
     }
+
+    /// The router closes: its close frame, then what the peer still sends
+    /// is read until its close frame (so the TCP connection ends cleanly
+    /// instead of with a reset), within `close_handshake_timeout`. With
+    /// `drop_now`, or with a frame half written (the peer stopped
+    /// reading: a close frame now would land inside it), the connection
+    /// just ends.
+    async fn close(&mut self, code: u16, reason: &str, drop_now: bool) {
+        if self.out_written == 0 && !drop_now {
+            let wait = Duration::from_millis(u64::from(self.tuning.close_timeout_ms.max(1)));
+            let _ = tokio::time::timeout(wait, async {
+                self.queue_control(OutFrame::close(Some(code), reason));
+                if self.flush().await.is_err() {
+                    return;
+                }
+                loop {
+                    match self.decoder.decode(&mut self.rbuf) {
+                        Ok(Some(Event::Close { .. })) => return,
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            if self.read_more().await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                // The stream is not frames any more (a violation, a message
+                // too big): read and drop what the peer still sends until
+                // it closes, so that unread bytes do not turn the close
+                // into a reset that loses the close frame.
+                self.rbuf = BytesMut::new();
+                let mut sink = [0u8; 4096];
+                while let Ok(n) = self.io.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::io::AsyncWriteExt::shutdown(&mut self.io),
+        )
+        .await;
+    }
+}
+
+/// A codec error as the session's transport error.
+fn codec_error(e: CodecError) -> TransportError {
+    match e {
+        CodecError::Protocol(s) => TransportError::Protocol(s),
+        CodecError::TooBig(s) => TransportError::TooBig(s),
+        CodecError::InvalidPayload(s) => TransportError::InvalidPayload(s),
+    }
+}
+
+/// One negotiated WAMP-over-WebSocket connection.
+pub struct WsTransport<S> {
+    conn: WsConn<S>,
+    serializer: Serializer,
+    batched: bool,
+    /// Messages already split out of a batched frame.
+    pending: VecDeque<Bytes>,
+    max_message_size: usize,
 }
 
 /// The messages of one frame (or long-poll body): itself, or, batched,
@@ -586,46 +840,6 @@ pub(super) fn split_batch(
     Ok(())
 }
 
-fn map_ws_error(e: tungstenite::Error, max: usize) -> TransportError {
-    use tungstenite::Error as E;
-    use tungstenite::error::CapacityError as C;
-    match e {
-        E::ConnectionClosed | E::AlreadyClosed => TransportError::Closed,
-        // A peer that drops TCP without a close frame has simply gone.
-        E::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
-            TransportError::Closed
-        }
-        E::Capacity(C::MessageTooLong { size, max_size }) => TransportError::TooBig(format!(
-            "message of {size} bytes exceeds this transport's max_message_size of {max_size} bytes"
-        )),
-        E::Capacity(c) => TransportError::TooBig(format!("{c} (max_message_size is {max} bytes)")),
-        E::Protocol(p) => TransportError::Protocol(format!("WebSocket protocol error: {p}")),
-        E::Utf8(u) => TransportError::InvalidPayload(format!("text frame is not valid UTF-8: {u}")),
-        E::Io(io) => {
-            let inner = io.get_ref();
-            if let Some(too_big) =
-                inner.and_then(|e| e.downcast_ref::<super::frame_guard::FrameTooBig>())
-            {
-                TransportError::TooBig(too_big.to_string())
-            } else if let Some(e) =
-                inner.and_then(|e| e.downcast_ref::<super::deflate::InflateError>())
-            {
-                match e {
-                    super::deflate::InflateError::TooBig { .. } => {
-                        TransportError::TooBig(e.to_string())
-                    }
-                    super::deflate::InflateError::Corrupt(_) => {
-                        TransportError::Protocol(e.to_string())
-                    }
-                }
-            } else {
-                TransportError::Io(io.to_string())
-            }
-        }
-        other => TransportError::Io(other.to_string()),
-    }
-}
-
 impl<S: Io> Transport for WsTransport<S> {
     fn out_limit(&self) -> usize {
         self.max_message_size
@@ -638,15 +852,14 @@ impl<S: Io> Transport for WsTransport<S> {
     async fn ping(&mut self) -> Result<(), TransportError> {
         // auto_ping_size bytes; what they are does not matter (any
         // traffic counts as an answer).
-        let payload: Vec<u8> = (0..self.tuning.ping_size).collect();
-        self.ws
-            .send(WsMessage::Ping(Bytes::from(payload)))
-            .await
-            .map_err(|e| map_ws_error(e, self.max_message_size))
+        let payload: Vec<u8> = (0..self.conn.tuning.ping_size).collect();
+        self.conn
+            .queue_control(OutFrame::control(OP_PING, Bytes::from(payload)));
+        self.conn.flush().await
     }
 
     fn last_seen(&self) -> std::time::Instant {
-        self.last_seen
+        self.conn.last_seen
     }
 
     async fn recv(&mut self) -> Result<Bytes, TransportError> {
@@ -654,35 +867,19 @@ impl<S: Io> Transport for WsTransport<S> {
             if let Some(b) = self.pending.pop_front() {
                 return Ok(b);
             }
-            let msg = match self.ws.next().await {
-                None => return Err(TransportError::Closed),
-                Some(Err(e)) => return Err(map_ws_error(e, self.max_message_size)),
-                Some(Ok(m)) => m,
-            };
-            self.last_seen = std::time::Instant::now();
-            match msg {
-                WsMessage::Text(t) => {
-                    if self.serializer.is_binary() {
-                        return Err(TransportError::Protocol(format!(
-                            "text frame received, but the negotiated serializer ({}) uses binary frames",
-                            self.serializer.name()
-                        )));
-                    }
-                    self.unbatch(Bytes::from(t))?;
-                }
-                WsMessage::Binary(b) => {
-                    if !self.serializer.is_binary() {
-                        return Err(TransportError::Protocol(format!(
-                            "binary frame received, but the negotiated serializer ({}) uses text frames",
-                            self.serializer.name()
-                        )));
-                    }
-                    self.unbatch(b)?;
-                }
-                WsMessage::Close(_) => return Err(TransportError::Closed),
-                // tungstenite answers pings itself.
-                WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => {}
+            let (text, data) = self.conn.next_message().await?;
+            if text == self.serializer.is_binary() {
+                let (got, uses) = if text {
+                    ("text", "binary")
+                } else {
+                    ("binary", "text")
+                };
+                return Err(TransportError::Protocol(format!(
+                    "{got} frame received, but the negotiated serializer ({}) uses {uses} frames",
+                    self.serializer.name()
+                )));
             }
+            split_batch(self.serializer, self.batched, data, &mut self.pending)?;
         }
     }
 
@@ -691,7 +888,6 @@ impl<S: Io> Transport for WsTransport<S> {
             // Logged where encoding failed; nothing sensible to send.
             return Ok(());
         };
-        let opcode = if self.serializer.is_binary() { 2 } else { 1 };
         let body = if self.batched {
             let raw = enc.as_bytes();
             let mut buf = BytesMut::with_capacity(raw.len() + 4);
@@ -705,107 +901,38 @@ impl<S: Io> Transport for WsTransport<S> {
             buf.freeze()
         } else {
             match enc {
-                Encoded::Text(t) => Bytes::from(t.clone()),
+                Encoded::Text(t) => t.clone(),
                 Encoded::Binary(b) => b.clone(),
             }
         };
-        // permessage-deflate: RSV1 marks a compressed message.
-        let (body, rsv1) = match &mut self.deflate {
-            Some(d) if body.len() >= super::deflate::MIN_COMPRESSED => match d.compress(&body) {
-                Some(c) => (Bytes::from(c), 0x40),
-                None => (body, 0),
-            },
-            _ => (body, 0),
-        };
-        let piece = self.tuning.auto_fragment_size as usize;
-        if piece > 0 && body.len() > piece {
-            // auto_fragment_size: the first frame has the opcode (and
-            // RSV1), continuations opcode 0, the last one FIN.
-            let mut at = 0;
-            while at < body.len() {
-                let end = (at + piece).min(body.len());
-                let fin = if end == body.len() { 0x80 } else { 0 };
-                let first = if at == 0 { rsv1 | opcode } else { 0 };
-                let frame = OutFrame::with_first_byte(fin | first, body.slice(at..end));
-                self.out_bytes += frame.len();
-                self.out.push(frame);
-                at = end;
-            }
-        } else {
-            let frame = OutFrame::with_first_byte(0x80 | rsv1 | opcode, body);
-            self.out_bytes += frame.len();
-            self.out.push(frame);
-        }
-        if self.out.len() >= MAX_OUT_FRAMES || self.out_bytes >= self.write_buffer_size {
-            self.write_out().await?;
+        self.conn.queue(!self.serializer.is_binary(), body);
+        if self.conn.out.len() >= MAX_OUT_FRAMES
+            || self.conn.out_bytes >= self.conn.write_buffer_size
+        {
+            self.conn.write_out().await?;
         }
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), TransportError> {
-        self.write_out().await?;
-        self.ws
-            .flush()
-            .await
-            .map_err(|e| map_ws_error(e, self.max_message_size))
+        self.conn.flush().await
     }
 
     async fn close(&mut self, kind: CloseKind, reason: &str) {
         let code = match kind {
-            CloseKind::Normal => CloseCode::Normal,
-            CloseKind::ProtocolError => CloseCode::Protocol,
-            CloseKind::TooBig => CloseCode::Size,
-            CloseKind::InvalidPayload => CloseCode::Invalid,
-            CloseKind::GoingAway => CloseCode::Away,
-        };
-        // Close reasons are limited to 123 bytes by the WebSocket spec.
-        let mut end = reason.len().min(120);
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        let frame = CloseFrame {
-            code,
-            reason: reason[..end].into(),
+            CloseKind::Normal => 1000,
+            CloseKind::ProtocolError => 1002,
+            CloseKind::TooBig => 1009,
+            CloseKind::InvalidPayload => 1007,
+            CloseKind::GoingAway => 1001,
         };
         let violation = matches!(
             kind,
             CloseKind::ProtocolError | CloseKind::TooBig | CloseKind::InvalidPayload
         );
-        if self.out_written > 0 || (violation && self.tuning.fail_by_drop) {
-            // A data frame is half written (the peer stopped reading): a
-            // close frame now would land inside it. Or `fail_by_drop`: a
-            // violator gets no closing handshake. Just end the connection.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                tokio::io::AsyncWriteExt::shutdown(self.ws.get_mut()),
-            )
-            .await;
-            return;
-        }
-        let wait = Duration::from_millis(u64::from(self.tuning.close_timeout_ms.max(1)));
-        let _ = tokio::time::timeout(wait, async {
-            let _ = self.ws.close(Some(frame)).await;
-            // Drain until the peer's close arrives, so the TCP connection
-            // ends cleanly instead of with a reset.
-            loop {
-                match self.ws.next().await {
-                    Some(Ok(WsMessage::Close(_))) => return,
-                    Some(Ok(_)) => {}
-                    _ => break,
-                }
-            }
-            // tungstenite stops reading after a failure (a violation, a
-            // message too big): read and drop what the peer still sends
-            // until it closes, so that unread bytes do not turn the close
-            // into a reset that loses the close frame.
-            let mut sink = [0u8; 4096];
-            while let Ok(n) = self.ws.get_mut().read(&mut sink).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await;
+        // `fail_by_drop`: a violator gets no closing handshake.
+        let drop_now = violation && self.conn.tuning.fail_by_drop;
+        self.conn.close(code, reason, drop_now).await;
     }
 }
 
@@ -903,25 +1030,12 @@ mod size_probe {
                 Default::default(),
             ));
             let realms: crate::realms::Realms = Default::default();
-            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                s,
-                tokio_tungstenite::tungstenite::protocol::Role::Server,
-                None,
-            )
-            .await;
             let t = super::WsTransport {
-                last_seen: std::time::Instant::now(),
-                ws,
-                out: Vec::new(),
-                out_written: 0,
-                out_bytes: 0,
-                write_buffer_size: 0,
+                conn: super::WsConn::new(s, &[], &settings, None),
                 serializer: proto::Serializer::Json,
                 batched: false,
                 pending: Default::default(),
                 max_message_size: 1,
-                tuning: Default::default(),
-                deflate: None,
             };
             let run = crate::session::run(
                 t,
@@ -967,7 +1081,10 @@ mod size_probe {
 #[cfg(test)]
 mod frames {
     use super::*;
+    use futures::StreamExt;
     use proto::{Message, Payload, Value};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     fn event(size: usize) -> Message {
@@ -979,50 +1096,33 @@ mod frames {
         })
     }
 
-    #[test]
-    fn headers_for_every_length_class() {
-        for (len, head) in [
-            (0usize, vec![0x82, 0]),
-            (125, vec![0x82, 125]),
-            (126, vec![0x82, 126, 0, 126]),
-            (65535, vec![0x82, 126, 0xFF, 0xFF]),
-            (65536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
-        ] {
-            let f = OutFrame::new(2, Bytes::from(vec![0u8; len]));
-            assert_eq!(
-                &f.head[..usize::from(f.head_len)],
-                &head[..],
-                "length {len}"
-            );
-            assert_eq!(f.len(), head.len() + len);
-        }
+    fn settings() -> ListenerSettings {
+        let cfg: crate::config::TransportConfig =
+            serde_json::from_str(r#"{"type":"websocket","endpoint":{"type":"tcp","port":0}}"#)
+                .unwrap();
+        let mut s = ListenerSettings::from_config(0, &cfg, None, Default::default());
+        s.write_buffer_size = 4096;
+        s
     }
 
-    /// Frames written by the router itself arrive whole and in order at a
+    /// Frames written by the router arrive whole and in order at a
     /// tungstenite client, through a pipe far smaller than the messages, so
-    /// every write is cut short and resumed.
+    /// every write is cut short and resumed; the client's pings are
+    /// answered and its close is echoed.
     #[test]
-    fn direct_frames_reach_a_client_through_partial_writes() {
+    fn frames_reach_a_client_through_partial_writes() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
             let (server, client) = tokio::io::duplex(1000);
-            let ws = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
             let mut t = WsTransport {
-                ws,
-                out: Vec::new(),
-                out_written: 0,
-                out_bytes: 0,
-                write_buffer_size: 4096,
-                last_seen: std::time::Instant::now(),
+                conn: WsConn::new(server, &[], &settings(), None),
                 serializer: Serializer::MsgPack,
                 batched: false,
                 pending: VecDeque::new(),
                 max_message_size: 1 << 20,
-                tuning: Default::default(),
-                deflate: None,
             };
             let sizes = [0usize, 100, 130, 5000, 70_000, 3];
             let reader = tokio::spawn(async move {
@@ -1036,16 +1136,39 @@ mod frames {
                         other => panic!("unexpected {other:?}"),
                     }
                 }
-                got
+                use futures::SinkExt;
+                c.send(WsMessage::Ping(Bytes::from_static(b"are you there")))
+                    .await
+                    .unwrap();
+                c.send(WsMessage::Binary(Bytes::from_static(b"\x93\x06\xa0\x80")))
+                    .await
+                    .unwrap();
+                let pong = c.next().await;
+                c.close(None).await.unwrap();
+                let after = c.next().await;
+                (got, pong, after)
             });
             for size in sizes {
                 t.feed(&OutMsg::new(event(size))).await.unwrap();
             }
             t.flush().await.unwrap();
-            let got = reader.await.unwrap();
+            assert!(t.conn.out.is_empty() && t.conn.out_written == 0 && t.conn.out_bytes == 0);
+            // The client's message after its ping (the pong went out).
+            let b = t.recv().await.unwrap();
+            assert_eq!(&b[..], b"\x93\x06\xa0\x80");
+            assert!(matches!(t.recv().await, Err(TransportError::Closed)));
+            let (got, pong, after) = reader.await.unwrap();
             let want: Vec<Message> = sizes.iter().map(|&s| event(s)).collect();
             assert_eq!(got, want);
-            assert!(t.out.is_empty() && t.out_written == 0 && t.out_bytes == 0);
+            assert!(
+                matches!(pong, Some(Ok(WsMessage::Pong(ref p))) if &p[..] == b"are you there"),
+                "{pong:?}"
+            );
+            // The close handshake completed: the client saw the echo.
+            assert!(
+                matches!(after, None | Some(Ok(WsMessage::Close(_)))),
+                "{after:?}"
+            );
         });
     }
 }
