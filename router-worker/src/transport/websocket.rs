@@ -972,6 +972,107 @@ mod tests {
 }
 
 #[cfg(test)]
+mod handshake_tests {
+    use super::*;
+
+    fn settings(extra: &str) -> ListenerSettings {
+        let cfg: crate::config::TransportConfig = serde_json::from_str(&format!(
+            r#"{{"type":"websocket","endpoint":{{"type":"tcp","port":0}}{extra}}}"#
+        ))
+        .unwrap();
+        ListenerSettings::from_config(0, &cfg, None, Default::default())
+    }
+
+    const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+    fn request(lines: &str) -> Vec<u8> {
+        format!("GET /ws?x=1 HTTP/1.1\r\nHost: a\r\n{lines}\r\n").into_bytes()
+    }
+
+    fn ok(lines: &str) -> String {
+        format!(
+            "Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n{KEY}{lines}"
+        )
+    }
+
+    #[test]
+    fn an_upgrade_is_answered_with_the_accept_key_and_the_agreement() {
+        let s = settings(r#","options":{"compression":{"deflate":{}}}"#);
+        let a = accept_wamp(
+            &request(&ok(
+                "Sec-WebSocket-Protocol: wamp.2.cbor, wamp.2.json\r\nSec-WebSocket-Extensions: permessage-deflate\r\nX-Two: a\r\nX-Two: b\r\n",
+            )),
+            &s,
+        )
+        .unwrap();
+        let r = String::from_utf8(a.response).unwrap();
+        assert!(r.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{r}");
+        assert!(
+            r.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+            "{r}"
+        );
+        assert!(r.contains("Sec-WebSocket-Protocol: wamp.2.cbor\r\n"), "{r}");
+        assert!(
+            r.contains("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+            "{r}"
+        );
+        assert!(r.ends_with("\r\n\r\n"));
+        assert_eq!(a.protocol.1, Serializer::Cbor);
+        assert!(a.deflate.is_some());
+        assert_eq!(
+            a.http
+                .get("http_request_uri")
+                .and_then(proto::Value::as_str),
+            Some("/ws?x=1")
+        );
+        let Some(proto::Value::Dict(h)) = a.http.get("http_headers_received") else {
+            panic!("no headers");
+        };
+        assert_eq!(h.get("x-two").and_then(proto::Value::as_str), Some("a, b"));
+        // No subprotocol offered, none required: JSON, and none named in
+        // the response.
+        let lax = settings(r#","options":{"require_websocket_subprotocol":false}"#);
+        let a = accept_wamp(&request(&ok("")), &lax).unwrap();
+        assert_eq!(a.protocol.0, "wamp.2.json");
+        assert!(
+            !String::from_utf8(a.response)
+                .unwrap()
+                .contains("Sec-WebSocket-Protocol")
+        );
+    }
+
+    #[test]
+    fn refusals_name_what_is_missing() {
+        let s = settings("");
+        let refused = |head: Vec<u8>| accept_wamp(&head, &s).err().unwrap();
+        let r = refused(b"POST /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n".to_vec());
+        assert!(r.text.contains("GET"), "{r:?}");
+        let r = refused(request(&format!(
+            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{KEY}"
+        )));
+        assert!(r.text.contains("Connection: Upgrade"), "{r:?}");
+        let r = refused(request(&format!(
+            "Upgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 8\r\n{KEY}"
+        )));
+        assert_eq!(r.status.0, 426, "{r:?}");
+        let r = refused(request(
+            "Upgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n",
+        ));
+        assert!(r.text.contains("Sec-WebSocket-Key"), "{r:?}");
+        let r = refused(request(&ok("Sec-WebSocket-Protocol: mqtt\r\n")));
+        assert_eq!(r.status.0, 400);
+        assert!(r.text.contains("wamp.2.json"), "{r:?}");
+        let s = settings(r#","options":{"allowed_origins":["https://*.example.com"]}"#);
+        let r = accept_wamp(&request(&ok("Origin: https://evil.org\r\n")), &s)
+            .err()
+            .unwrap();
+        assert_eq!(r.status.0, 403, "{r:?}");
+        let fine = ok("Origin: https://app.example.com\r\nSec-WebSocket-Protocol: wamp.2.json\r\n");
+        assert!(accept_wamp(&request(&fine), &s).is_ok());
+    }
+}
+
+#[cfg(test)]
 mod origin_tests {
     use super::origin_matches;
 
