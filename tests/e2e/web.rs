@@ -504,6 +504,34 @@ fn http_bridge_calls_and_publishes() {
         assert!(out.contains(want), "{want:?} missing:\n{out}");
     }
 
+    // curl: a chunked body, and `Expect: 100-continue` (curl sends it on
+    // every PUT and on large POSTs, then waits for the 100; with a 30 s
+    // wait here, a server that never answers it would hold the request).
+    let curl = |path: &str, extra: &[&str], body: &str| {
+        let t0 = std::time::Instant::now();
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-m", "40", "--expect100-timeout", "30", "-w", "\n%{http_code}"])
+            .args(["-H", "Content-Type: application/json"])
+            .args(extra)
+            .args(["--data-binary", body])
+            .arg(format!("http://127.0.0.1:{web}/{path}"))
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text, t0.elapsed())
+    };
+    let event = r#"{"topic": "com.example.topic", "args": ["curl"]}"#;
+    let (got, _) = curl("pub", &["-H", "Transfer-Encoding: chunked"], event);
+    assert!(got.ends_with("\n200") && got.contains("\"id\""), "chunked body: {got}");
+    let (got, took) = curl("pub", &["-X", "PUT", "-H", "Expect: 100-continue"], event);
+    assert!(got.ends_with("\n200") && got.contains("\"id\""), "Expect: 100-continue: {got}");
+    assert!(took < std::time::Duration::from_secs(10), "the 100 came at once: {took:?}");
+    // A chunked body over the limit is refused by its size, not by its
+    // encoding.
+    let big = format!(r#"{{"topic": "com.example.topic", "args": ["{}"]}}"#, "x".repeat(500));
+    let (got, _) = curl("small", &["-H", "Transfer-Encoding: chunked"], &big);
+    assert!(got.ends_with("\n413") && got.contains("post_body_limit"), "{got}");
+
     let mut bad = router_config(free_port());
     push_transport(
         &mut bad,

@@ -9,13 +9,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use proto::{Dict, Payload, Value};
-use subtle::ConstantTimeEq;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use super::Io;
 use crate::config::{BridgeOptions, Compat, MAX_BRIDGE_BODY};
 use crate::realms::Realms;
+use proto::{Dict, Payload, Value};
+use subtle::ConstantTimeEq;
 
 /// What a bridge path does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,190 +142,126 @@ pub(super) fn deny(code: u16, text: impl Into<String>) -> Answer {
     )
 }
 
-/// The request head's parts the bridge needs.
+/// The request head's parts the bridge and long-poll need.
 pub(super) struct Head {
     pub method: String,
     pub target: String,
-    pub content_length: Option<u64>,
-    pub lengths: usize,
-    /// `Transfer-Encoding` is present (the bridge takes only
-    /// `Content-Length` bodies).
-    pub chunked: bool,
     pub content_type: Option<String>,
     pub origin: Option<String>,
-    pub body_start: usize,
     /// Every header, lowercased names, values in order (for webhooks).
     pub headers: Vec<(String, String)>,
-    /// The same headers' names as sent (`Content-Type`), in the same order.
-    pub names_as_sent: Vec<String>,
 }
 
-pub(super) fn parse_head(head: &[u8]) -> Option<Head> {
-    let mut headers = [httparse::EMPTY_HEADER; super::web::MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let httparse::Status::Complete(body_start) = req.parse(head).ok()? else {
-        return None;
-    };
-    let get = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
-    };
-    let lengths = req
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .count();
-    Some(Head {
-        method: req.method.unwrap_or("").to_owned(),
-        target: req.path.unwrap_or("/").to_owned(),
-        content_length: get("content-length").and_then(|v| v.parse().ok()),
-        lengths,
-        chunked: get("transfer-encoding").is_some(),
-        content_type: get("content-type"),
-        origin: get("origin"),
-        body_start,
-        headers: req
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).trim().to_owned(),
-                )
-            })
-            .collect(),
-        names_as_sent: req.headers.iter().map(|h| h.name.to_owned()).collect(),
-    })
-}
+impl Head {
+    pub(super) fn of(parts: &hyper::http::request::Parts) -> Head {
+        let get = |name: &str| super::http::header(&parts.headers, name).map(str::to_owned);
+        Head {
+            method: parts.method.as_str().to_owned(),
+            target: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            content_type: get("content-type"),
+            origin: get("origin"),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).trim().to_owned(),
+                    )
+                })
+                .collect(),
+        }
+    }
 
-/// Serve one request on a bridge path: `head` is everything read so far.
-/// With `end.keep`, and the request's body read whole, the connection
-/// stays open: what was read past the body comes back for the next
-/// request. `None`: the connection is closed.
-pub async fn handle<S: Io>(
-    stream: &mut S,
-    head: Vec<u8>,
-    end: super::web::End,
-    peer: Option<std::net::IpAddr>,
-    trusted: &super::forwarded::TrustedProxies,
-    bridge: &Bridge,
-    realms: &Realms,
-) -> Option<Vec<u8>> {
-    let h = parse_head(&head)?;
-    let origin = h.origin.clone();
-    // Behind a trusted reverse proxy, the client it names.
-    let header = |name: &str| {
-        h.headers
+    /// The first value of a header (lowercase name).
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
-    };
-    let client = peer.map(|ip| {
-        super::forwarded::client_ip(ip, header("forwarded"), header("x-forwarded-for"), trusted)
+    }
+}
+
+/// A header name in the canonical capitalization Crossbar.io's webhooks
+/// publish (Twisted's: `Content-Type`, `X-Hub-Signature-256`, with its
+/// exceptions such as `ETag` and `WWW-Authenticate`).
+fn canonical_name(name: &str) -> String {
+    let special = [
+        ("content-md5", "Content-MD5"),
+        ("dnt", "DNT"),
+        ("etag", "ETag"),
+        ("p3p", "P3P"),
+        ("te", "TE"),
+        ("www-authenticate", "WWW-Authenticate"),
+        ("x-xss-protection", "X-XSS-Protection"),
+    ];
+    if let Some((_, s)) = special.iter().find(|(k, _)| *k == name) {
+        return (*s).to_owned();
+    }
+    name.split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Serve one request on a bridge path.
+pub(super) async fn handle(
+    req: hyper::Request<hyper::body::Incoming>,
+    conn: &super::http::Conn,
+    bridge: &Bridge,
+) -> hyper::Response<super::http::Body> {
+    let (parts, body) = req.into_parts();
+    let h = Head::of(&parts);
+    let origin = h.origin.clone();
+    // Behind a trusted reverse proxy, the client it names.
+    let client = conn.peer.ip.map(|ip| {
+        super::forwarded::client_ip(
+            ip,
+            h.header("forwarded"),
+            h.header("x-forwarded-for"),
+            &conn.settings.trusted_proxies,
+        )
     });
     let refused_ip = bridge
         .allowed
         .as_ref()
         .is_some_and(|a| !client.is_some_and(|ip| a.contains(ip)));
-    // What follows the request once its body is read; `None` while the
-    // body is unread (the connection cannot carry another request then).
-    let mut rest: Option<Vec<u8>> = None;
-    let no_body = h.content_length.unwrap_or(0) == 0 && !h.chunked && h.lengths <= 1;
-    if no_body {
-        rest = Some(head.get(h.body_start..).unwrap_or_default().to_vec());
-    }
     let answer = match h.method.as_str() {
         _ if refused_ip => deny(
             400,
             "request denied based on IP address (options.require_ip)",
         ),
-        "OPTIONS" => {
-            let end = super::web::End {
-                keep: end.keep && rest.is_some(),
-            };
-            let ok = write(stream, 200, "", &origin, true, false, end)
-                .await
-                .is_ok();
-            return rest.filter(|_| ok && end.keep);
-        }
-        "POST" | "PUT" => request(stream, &head, &h, bridge, realms, &mut rest).await,
+        "OPTIONS" => return write(200, "", &origin, true, false),
+        "POST" | "PUT" => request(&parts, body, &h, bridge, &conn.realms).await,
         _ => deny(
             405,
             format!("HTTP method {} not allowed: use POST or PUT", h.method),
         ),
     };
     // A webhook answers in plain text (its configured responses).
-    let (body, plain) = match (&answer.1, bridge.service) {
+    let (text, plain) = match (&answer.1, bridge.service) {
         (serde_json::Value::String(text), Service::Webhook) => (text.clone(), true),
         (v, _) => (v.to_string(), false),
     };
-    let end = super::web::End {
-        keep: end.keep && rest.is_some(),
-    };
-    let ok = write(stream, answer.0, &body, &origin, false, plain, end)
-        .await
-        .is_ok();
-    rest.filter(|_| ok && end.keep)
+    write(answer.0, &text, &origin, false, plain)
 }
 
-/// A request's body (at most `limit` bytes, announced by one
-/// `Content-Length`, required or else taken as 0): what came with the head,
-/// then the rest within 30 s; and what was read past it (the next
-/// request's). `limit_key` names the option that sets the limit.
-pub(super) async fn read_body<S: Io>(
-    stream: &mut S,
-    head: &[u8],
-    h: &Head,
-    limit: u64,
-    required: bool,
-    limit_key: &str,
-) -> Result<(Vec<u8>, Vec<u8>), Answer> {
-    if h.lengths > 1 {
-        return Err(deny(400, "multiple Content-Length headers are not allowed"));
-    }
-    if h.chunked {
-        return Err(deny(
-            400,
-            "a chunked body is not accepted: send it with a Content-Length",
-        ));
-    }
-    let len = match h.content_length {
-        Some(len) => len,
-        None if required => return Err(deny(400, "a Content-Length header is required")),
-        None => 0,
-    };
-    if len > limit {
-        return Err(deny(
-            413,
-            format!("request body of {len} bytes is over the limit of {limit} bytes ({limit_key})"),
-        ));
-    }
-    let mut body = head.get(h.body_start..).unwrap_or_default().to_vec();
-    let after = if body.len() as u64 > len {
-        body.split_off(len as usize)
-    } else {
-        Vec::new()
-    };
-    let missing = len as usize - body.len();
-    if missing > 0 {
-        let mut more = vec![0u8; missing];
-        match tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut more)).await {
-            Ok(Ok(_)) => body.extend_from_slice(&more),
-            _ => return Err(deny(400, "the body is shorter than its Content-Length")),
-        }
-    }
-    Ok((body, after))
-}
-
-async fn request<S: Io>(
-    stream: &mut S,
-    head: &[u8],
+async fn request(
+    parts: &hyper::http::request::Parts,
+    body: hyper::body::Incoming,
     h: &Head,
     bridge: &Bridge,
     realms: &Realms,
-    rest: &mut Option<Vec<u8>>,
 ) -> Answer {
     let o = &bridge.options;
     if o.require_tls && !bridge.tls {
@@ -355,12 +288,11 @@ async fn request<S: Io>(
     } else {
         o.post_body_limit
     };
-    let (body, after) =
-        match read_body(stream, head, h, limit, true, "options.post_body_limit").await {
+    let body =
+        match super::http::read_body(parts, body, limit, true, "options.post_body_limit").await {
             Ok(b) => b,
-            Err(a) => return a,
+            Err(e) => return deny(e.0, e.1),
         };
-    *rest = Some(after);
     let Ok(text) = std::str::from_utf8(&body) else {
         return deny(400, "the body is not UTF-8");
     };
@@ -485,12 +417,12 @@ async fn webhook(h: &Head, body: &str, bridge: &Bridge, realms: &Realms) -> Answ
         }
     }
     let mut headers = serde_json::Map::new();
-    for (i, (k, v)) in h.headers.iter().enumerate() {
-        // Crossbar.io keeps the names as sent (`Content-Type`); the
+    for (k, v) in &h.headers {
+        // Crossbar.io publishes canonical names (`Content-Type`); the
         // router's `options.compat: "spec"` lowercases them.
-        let name = match (bridge.compat, h.names_as_sent.get(i)) {
-            (Compat::Crossbar, Some(sent)) => sent,
-            _ => k,
+        let name = match bridge.compat {
+            Compat::Crossbar => canonical_name(k),
+            Compat::Spec => k.clone(),
         };
         if let serde_json::Value::Array(a) = headers
             .entry(name.clone())
@@ -618,44 +550,39 @@ fn check_signature(
     }
 }
 
-async fn write<S: Io>(
-    stream: &mut S,
+/// The bridge's response: JSON (or a webhook's plain text), with the
+/// headers Crossbar.io's bridge sends.
+fn write(
     code: u16,
     body: &str,
     origin: &Option<String>,
     options: bool,
     plain: bool,
-    end: super::web::End,
-) -> std::io::Result<()> {
-    let reason = match code {
-        200 => "OK",
-        202 => "Accepted",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        405 => "Method Not Allowed",
-        413 => "Payload Too Large",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    };
-    let origin = origin.as_deref().unwrap_or("*");
-    let allow = if options {
-        "Allow: POST,PUT,OPTIONS\r\nAccess-Control-Allow-Methods: POST,PUT,OPTIONS\r\nAccess-Control-Allow-Headers: Content-Type\r\n"
+) -> hyper::Response<super::http::Body> {
+    use super::http::set;
+    let ct = if plain {
+        "text/plain; charset=UTF-8"
     } else {
-        ""
+        "application/json; charset=UTF-8"
     };
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store, no-cache, must-revalidate, max-age=0\r\nAccess-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\n{allow}X-Content-Type-Options: nosniff\r\nConnection: {}\r\n\r\n",
-        if plain {
-            "text/plain; charset=UTF-8"
-        } else {
-            "application/json; charset=UTF-8"
-        },
-        body.len(),
-        end.header()
+    let mut r = super::http::response(code, ct, body.to_owned());
+    set(
+        &mut r,
+        "cache-control",
+        "no-store, no-cache, must-revalidate, max-age=0",
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    end.finish(stream).await
+    set(
+        &mut r,
+        "access-control-allow-origin",
+        origin.as_deref().unwrap_or("*"),
+    );
+    set(&mut r, "access-control-allow-credentials", "true");
+    if options {
+        set(&mut r, "allow", "POST,PUT,OPTIONS");
+        set(&mut r, "access-control-allow-methods", "POST,PUT,OPTIONS");
+        set(&mut r, "access-control-allow-headers", "Content-Type");
+    }
+    r
 }
 
 #[cfg(test)]

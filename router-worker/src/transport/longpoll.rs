@@ -23,15 +23,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proto::Serializer;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::bridge::{Answer, Head, deny, parse_head, read_body};
-use super::web::End;
+use super::bridge::{Answer, Head, deny};
+use super::http::Body;
 use super::websocket::JSON_BATCH_SEPARATOR;
-use super::{Io, ListenerSettings, Peer};
+use super::{ListenerSettings, Peer};
 use crate::config::LongPollOptions;
 use crate::outbound::OutMsg;
 use crate::realm::TransportInfo;
@@ -151,26 +150,19 @@ impl LongPoll {
 }
 
 /// Serve one request under a longpoll path; `rest` is the path after the
-/// service's own segments (`open`, `<id>/send`, ...). The connection's
-/// leftover bytes come back when it may carry another request.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn handle<S: Io>(
-    stream: &mut S,
-    head: Vec<u8>,
+/// service's own segments (`open`, `<id>/send`, ...).
+pub(super) async fn handle(
+    req: hyper::Request<hyper::body::Incoming>,
     rest: &str,
-    end: End,
-    peer: &Peer,
+    conn: &super::http::Conn,
     lp: &Arc<LongPoll>,
-    realms: &Realms,
-    shutdown: &CancellationToken,
-) -> Option<Vec<u8>> {
-    let h = parse_head(&head)?;
+) -> hyper::Response<Body> {
+    let (parts, body) = req.into_parts();
+    let h = Head::of(&parts);
     let origin = h.origin.clone();
-    let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let parts_of_path: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     if h.method == "OPTIONS" {
-        let after = read_body(stream, &head, &h, 0, false, "").await.ok()?.1;
-        let ok = reply(stream, 204, "", None, &origin, true, end).await;
-        return after_reply(ok, end, after);
+        return reply(204, "", None, &origin, true);
     }
     if h.method != "POST" {
         let a = deny(
@@ -180,30 +172,33 @@ pub(super) async fn handle<S: Io>(
                 h.method
             ),
         );
-        let ok = reply_json(stream, &a, &origin, End::CLOSE).await;
-        return after_reply(ok, End::CLOSE, Vec::new());
+        let mut r = reply_json(&a, &origin);
+        super::http::set(&mut r, "connection", "close");
+        return r;
     }
-    let limit = match parts.as_slice() {
+    let limit = match parts_of_path.as_slice() {
         ["open"] => MAX_OPEN_BODY,
         [_, "send"] => lp.settings.max_message_size as u64,
         _ => 0,
     };
-    let (body, after) = match read_body(stream, &head, &h, limit, false, "max_message_size").await {
+    let body = match super::http::read_body(&parts, body, limit, false, "max_message_size").await {
         Ok(b) => b,
-        Err(a) => {
-            let ok = reply_json(stream, &a, &origin, End::CLOSE).await;
-            return after_reply(ok, End::CLOSE, Vec::new());
+        Err(e) => {
+            let mut r = reply_json(&deny(e.0, e.1), &origin);
+            super::http::set(&mut r, "connection", "close");
+            return r;
         }
     };
-    let answer = match parts.as_slice() {
-        ["open"] => match start(&body, &h, peer, lp, realms, shutdown) {
+    let shutdown = &conn.shutdown;
+    let answer = match parts_of_path.as_slice() {
+        ["open"] => match start(&body, &h, &conn.peer, lp, &conn.realms, shutdown) {
             Ok(answer) => Outcome::Opened(answer),
             Err(a) => Outcome::Failed(a),
         },
         [id, "send"] => send(id, body, lp).await,
         [id, "receive"] => {
             let Some(t) = lp.get(id) else {
-                return not_found(stream, &origin, end, after).await;
+                return reply_json(&not_found_answer(), &origin);
             };
             t.touch();
             let body = receive(&t, lp, shutdown).await;
@@ -211,17 +206,16 @@ pub(super) async fn handle<S: Io>(
             if body.is_none() && t.closed.is_cancelled() {
                 // The session ended and everything it sent was taken.
                 lp.remove(id);
-                return not_found(stream, &origin, end, after).await;
+                return reply_json(&not_found_answer(), &origin);
             }
             let ct = match t.serializer {
                 Serializer::Json => "application/json; charset=utf-8",
                 _ => "application/x-msgpack",
             };
-            let ok = match body {
-                Some(b) => reply(stream, 200, ct, Some(&b), &origin, false, end).await,
-                None => reply(stream, 204, "", None, &origin, false, end).await,
+            return match body {
+                Some(b) => reply(200, ct, Some(b), &origin, false),
+                None => reply(204, "", None, &origin, false),
             };
-            return after_reply(ok, end, after);
         }
         [id, "close"] => {
             // Also for a transport already gone (its session ended with
@@ -235,23 +229,17 @@ pub(super) async fn handle<S: Io>(
         }
         _ => Outcome::Failed(not_found_answer()),
     };
-    let ok = match answer {
-        Outcome::Done => reply(stream, 204, "", None, &origin, false, end).await,
-        Outcome::Failed(a) => reply_json(stream, &a, &origin, end).await,
-        Outcome::Opened(text) => {
-            reply(
-                stream,
-                200,
-                "application/json; charset=utf-8",
-                Some(text.as_bytes()),
-                &origin,
-                false,
-                end,
-            )
-            .await
-        }
-    };
-    after_reply(ok, end, after)
+    match answer {
+        Outcome::Done => reply(204, "", None, &origin, false),
+        Outcome::Failed(a) => reply_json(&a, &origin),
+        Outcome::Opened(text) => reply(
+            200,
+            "application/json; charset=utf-8",
+            Some(text.into_bytes()),
+            &origin,
+            false,
+        ),
+    }
 }
 
 /// How a request is answered.
@@ -269,20 +257,6 @@ fn not_found_answer() -> Answer {
         404,
         "no such long-poll transport (closed, timed out, or never opened): open a new one",
     )
-}
-
-async fn not_found<S: Io>(
-    stream: &mut S,
-    origin: &Option<String>,
-    end: End,
-    after: Vec<u8>,
-) -> Option<Vec<u8>> {
-    let ok = reply_json(stream, &not_found_answer(), origin, end).await;
-    after_reply(ok, end, after)
-}
-
-fn after_reply(ok: bool, end: End, after: Vec<u8>) -> Option<Vec<u8>> {
-    (ok && end.keep).then_some(after)
 }
 
 /// `open`: pick the protocol, start the transport and its session; the
@@ -440,13 +414,13 @@ fn new_id() -> String {
 
 /// `send`: hand the body to the session (waiting at most the request
 /// timeout for room).
-async fn send(id: &str, body: Vec<u8>, lp: &LongPoll) -> Outcome {
+async fn send(id: &str, body: Bytes, lp: &LongPoll) -> Outcome {
     let Some(t) = lp.get(id).filter(|t| !t.closed.is_cancelled()) else {
         return Outcome::Failed(not_found_answer());
     };
     t.touch();
     let wait = lp.request_timeout().unwrap_or(Duration::from_secs(10));
-    match tokio::time::timeout(wait, t.inbound.send(Bytes::from(body))).await {
+    match tokio::time::timeout(wait, t.inbound.send(body)).await {
         Ok(Ok(())) => Outcome::Done,
         Ok(Err(_)) => Outcome::Failed(not_found_answer()),
         Err(_) => Outcome::Failed(deny(
@@ -485,64 +459,44 @@ async fn receive(t: &Shared, lp: &LongPoll, shutdown: &CancellationToken) -> Opt
     }
 }
 
-async fn reply_json<S: Io>(stream: &mut S, a: &Answer, origin: &Option<String>, end: End) -> bool {
-    let body = a.1.to_string();
+fn reply_json(a: &Answer, origin: &Option<String>) -> hyper::Response<Body> {
     reply(
-        stream,
         a.0,
         "application/json; charset=utf-8",
-        Some(body.as_bytes()),
+        Some(a.1.to_string().into_bytes()),
         origin,
         false,
-        end,
     )
-    .await
 }
 
 /// A response with the headers Crossbar.io's long-poll service sends
 /// (no caching; the request's origin allowed, with credentials, as
 /// autobahn-js's requests carry them).
-async fn reply<S: Io>(
-    stream: &mut S,
+fn reply(
     code: u16,
     content_type: &str,
-    body: Option<&[u8]>,
+    body: Option<Vec<u8>>,
     origin: &Option<String>,
     preflight: bool,
-    end: End,
-) -> bool {
-    let reason = match code {
-        200 => "OK",
-        204 => "No Content",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Payload Too Large",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    };
-    let origin = origin.as_deref().unwrap_or("*");
-    let mut head = format!(
-        "HTTP/1.1 {code} {reason}\r\nCache-Control: no-store, no-cache, must-revalidate, max-age=0\r\nAccess-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\nX-Content-Type-Options: nosniff\r\nConnection: {}\r\n",
-        end.header()
+) -> hyper::Response<Body> {
+    use super::http::set;
+    let mut r = super::http::response(code, content_type, body.unwrap_or_default());
+    set(
+        &mut r,
+        "cache-control",
+        "no-store, no-cache, must-revalidate, max-age=0",
     );
+    set(
+        &mut r,
+        "access-control-allow-origin",
+        origin.as_deref().unwrap_or("*"),
+    );
+    set(&mut r, "access-control-allow-credentials", "true");
     if preflight {
-        head.push_str("Access-Control-Allow-Methods: POST,OPTIONS\r\nAccess-Control-Allow-Headers: Content-Type\r\n");
+        set(&mut r, "access-control-allow-methods", "POST,OPTIONS");
+        set(&mut r, "access-control-allow-headers", "Content-Type");
     }
-    if !content_type.is_empty() {
-        head.push_str(&format!("Content-Type: {content_type}\r\n"));
-    }
-    let body = body.unwrap_or_default();
-    if code != 204 {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let r = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
-        end.finish(stream).await
-    };
-    r.await.is_ok()
+    r
 }
 
 /// One long-poll transport as the session sees it.

@@ -22,6 +22,7 @@ pub mod archive;
 pub mod bridge;
 pub mod deflate;
 pub mod forwarded;
+pub mod http;
 pub mod listener;
 pub mod longpoll;
 pub mod rawsocket;
@@ -364,42 +365,10 @@ async fn handle<S: Io>(
     match settings.kind {
         // Never bound (see `Router::bind`).
         TransportKind::Flashpolicy => {}
+        // HTTP (hyper) until the upgrade, then the WebSocket codec.
         TransportKind::Websocket | TransportKind::WebsocketTestee => {
-            // The upgrade request is read and checked here first (size,
-            // header count, deadline), then replayed to the handshake.
-            let mut stream = stream;
-            let Some((head, req)) = Box::pin(web::checked_head(
-                &mut stream,
-                Vec::new(),
-                settings.handshake_timeout,
-                &shutdown,
-            ))
-            .await
-            else {
-                return;
-            };
-            let testee = settings.kind == TransportKind::WebsocketTestee;
-            if !req.upgrade && !testee {
-                return Box::pin(web::not_upgraded(&mut stream, &settings)).await;
-            }
-            if testee {
-                return Box::pin(websocket::echo(
-                    stream,
-                    head,
-                    req.head_len,
-                    settings,
-                    shutdown,
-                ))
-                .await;
-            }
-            Box::pin(websocket::handle_connection(
-                stream,
-                head,
-                req.head_len,
-                peer,
-                settings,
-                realms,
-                shutdown,
+            Box::pin(http::serve_connection(
+                stream, peer, settings, realms, shutdown,
             ))
             .await
         }
@@ -414,7 +383,7 @@ async fn handle<S: Io>(
         }
         TransportKind::Web | TransportKind::Universal => match settings.rawsocket.clone() {
             None => {
-                Box::pin(web::handle_connection(
+                Box::pin(http::serve_connection(
                     stream, peer, settings, realms, shutdown,
                 ))
                 .await
@@ -449,7 +418,7 @@ async fn sniff<S: Io>(
     if first[0] == 0x7F {
         rawsocket::handle_connection(stream, peer, raw, realms, shutdown).await
     } else {
-        web::handle_connection(stream, peer, web, realms, shutdown).await
+        http::serve_connection(stream, peer, web, realms, shutdown).await
     }
 }
 

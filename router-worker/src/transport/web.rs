@@ -1,21 +1,16 @@
 //! `web` transports: static files and WAMP-over-WebSocket paths on one
-//! HTTP port, as Crossbar.io's web transport. `checked_head` also guards
-//! plain `websocket` transports.
-//!
-//! The request head is read here first, bounded in size
-//! ([`MAX_HEAD_BYTES`], [`MAX_HEADERS`]) and time (the transport's
-//! `open_handshake_timeout`, for the whole head, so a client trickling
-//! bytes is cut off). A WebSocket upgrade on a `websocket` path is handed,
-//! head included, to [`super::websocket`]; anything else is answered by
-//! its service (static files, json, the HTTP bridge, ...), and an HTTP/1.1
-//! client may send its next request on the same connection (keep-alive,
-//! at most [`MAX_REQUESTS_PER_CONNECTION`], the next head within
-//! [`KEEP_ALIVE_IDLE`]); a request with a body the service does not read
-//! closes the connection after its answer.
+//! HTTP port, as Crossbar.io's web transport. [`route`] answers each
+//! request [`super::http`] reads (hyper): a WebSocket upgrade on a
+//! `websocket` path, or the service the path names (static files, json,
+//! the HTTP bridge, long-poll, ...); a request with a body a service does
+//! not read closes the connection after its answer.
 //!
 //! Static files never leave their directory: `..` segments (plain or
 //! percent-encoded) are refused, and the resolved file (symlinks followed)
 //! must lie inside the canonical root. Every miss is the same bare 404.
+//! The chosen file's bytes go out through tower-http's `ServeFile`
+//! (ranges, conditional requests); tower-http's `ServeDir` is not used,
+//! as it follows symlinks out of the root.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,17 +20,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use http_body_util::BodyExt;
+use hyper::Response;
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Io, ListenerSettings, Peer};
-use crate::realms::Realms;
-
-/// Largest request head accepted (request line and headers).
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// Most header lines accepted.
-pub const MAX_HEADERS: usize = 64;
+use super::ListenerSettings;
+use super::http::{self, Body};
 
 /// A web transport's paths, resolved at bind time.
 #[derive(Debug)]
@@ -94,160 +85,110 @@ impl std::fmt::Debug for NodeInfoHook {
     }
 }
 
-/// Requests one connection may make before it is closed.
-const MAX_REQUESTS_PER_CONNECTION: u32 = 10_000;
-/// How long a kept-alive connection may wait for its next request head.
-const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(15);
-
-/// How a response ends the exchange: the connection stays open for the
-/// next request (`Connection: keep-alive`), or closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct End {
-    pub keep: bool,
+/// The request's path (no query or fragment).
+fn path_of<B>(req: &hyper::Request<B>) -> &str {
+    req.uri().path()
 }
 
-impl End {
-    pub(super) const CLOSE: End = End { keep: false };
-
-    pub(super) fn header(self) -> &'static str {
-        if self.keep { "keep-alive" } else { "close" }
-    }
-
-    /// After the response: flush for the next request, or close.
-    pub(super) async fn finish<S: Io>(self, stream: &mut S) -> std::io::Result<()> {
-        if self.keep {
-            stream.flush().await
-        } else {
-            stream.shutdown().await
-        }
-    }
+/// Does the request ask for a WebSocket upgrade?
+fn is_upgrade<B>(req: &hyper::Request<B>) -> bool {
+    req.headers()
+        .get_all("upgrade")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
 }
 
-/// Serve one connection of a web transport: requests one after another
-/// while the client keeps the connection alive (HTTP/1.1), until one is a
-/// WebSocket upgrade.
-pub async fn handle_connection<S: Io>(
-    mut stream: S,
-    peer: Peer,
-    settings: Arc<ListenerSettings>,
-    realms: Realms,
-    shutdown: CancellationToken,
-) {
+/// Does the request announce a body (`Content-Length` above 0, or
+/// `Transfer-Encoding`)?
+fn has_body<B>(req: &hyper::Request<B>) -> bool {
+    req.headers().contains_key("transfer-encoding")
+        || http::header(req.headers(), "content-length").is_some_and(|v| v != "0")
+}
+
+/// Answer one request of a connection: the service its path names (web
+/// transports), or the WebSocket endpoint (WebSocket transports).
+pub(super) async fn route(mut req: hyper::Request<Incoming>, conn: &http::Conn) -> Response<Body> {
+    let settings = &conn.settings;
     let Some(web) = settings.web.clone() else {
-        return;
+        // A WebSocket transport: every path is its endpoint.
+        return websocket_path(&mut req, conn, settings.clone());
     };
-    let mut carry = Vec::new();
-    let mut served = 0u32;
-    loop {
-        let deadline = if served == 0 {
-            settings.handshake_timeout
-        } else {
-            KEEP_ALIVE_IDLE
-        };
-        let Some((head, req)) = Box::pin(checked_head(
-            &mut stream,
-            std::mem::take(&mut carry),
-            deadline,
-            &shutdown,
-        ))
-        .await
-        else {
-            return;
-        };
-        served += 1;
-        let path = req.target.split(['?', '#']).next().unwrap_or("/");
-        // The longest configured service path the request's path starts
-        // with (`api/call` before `api`), or `/` for the root itself.
-        let key = service_key(&web, path);
-        if let Some(ws) = web.websockets.get(&key) {
-            if req.upgrade {
-                Box::pin(super::websocket::handle_connection(
-                    stream,
-                    head,
-                    req.head_len,
-                    peer,
-                    ws.clone(),
-                    realms,
-                    shutdown,
-                ))
-                .await;
-            } else {
-                not_upgraded(&mut stream, ws).await;
-            }
-            return;
+    let path = path_of(&req).to_owned();
+    // The longest configured service path the request's path starts with
+    // (`api/call` before `api`), or `/` for the root itself.
+    let key = service_key(&web, &path);
+    if let Some(ws) = web.websockets.get(&key) {
+        return websocket_path(&mut req, conn, ws.clone());
+    }
+    if let Some(bridge) = web.bridges.get(key.as_str()) {
+        return super::bridge::handle(req, conn, bridge).await;
+    }
+    if let Some(lp) = web.longpolls.get(key.as_str()) {
+        let rest = under_service(&key, &path).to_owned();
+        return Box::pin(super::longpoll::handle(req, &rest, conn, lp)).await;
+    }
+    // Other services take no body: a request with one is answered, then
+    // the connection closes (its body is not read).
+    let body = has_body(&req);
+    let mut r = Box::pin(serve(&req, &web, &key, &path)).await;
+    if body {
+        http::set(&mut r, "connection", "close");
+    }
+    r
+}
+
+/// A request on a WebSocket path: the upgrade (the connection carries on
+/// as WebSocket once the 101 is out), or the status page.
+fn websocket_path(
+    req: &mut hyper::Request<Incoming>,
+    conn: &http::Conn,
+    ws: Arc<ListenerSettings>,
+) -> Response<Body> {
+    let testee = ws.kind == crate::config::TransportKind::WebsocketTestee;
+    if !is_upgrade(req) && !testee {
+        return not_upgraded(&ws);
+    }
+    let r = super::websocket::UpgradeRequest::of(req);
+    let answer = if testee {
+        super::websocket::accept_echo(&r, &ws)
+            .map(|(resp, deflate)| (resp, http::UpgradeKind::Echo(deflate)))
+    } else {
+        super::websocket::accept_wamp(&r, &ws).map(|a| {
+            let resp = a.response();
+            (resp, http::UpgradeKind::Wamp(Box::new(a), ws.clone()))
+        })
+    };
+    match answer {
+        Ok((resp, kind)) => {
+            conn.upgrade_to(req, kind);
+            resp
         }
-        let keep =
-            req.keep_alive && served < MAX_REQUESTS_PER_CONNECTION && !shutdown.is_cancelled();
-        // What the connection reads next (what came after this request),
-        // or `None` when it closes.
-        let next = if let Some(bridge) = web.bridges.get(key.as_str()) {
-            super::bridge::handle(
-                &mut stream,
-                head,
-                End { keep },
-                peer.ip,
-                &settings.trusted_proxies,
-                bridge,
-                &realms,
-            )
-            .await
-        } else if let Some(lp) = web.longpolls.get(key.as_str()) {
-            let rest = under_service(&key, path);
-            Box::pin(super::longpoll::handle(
-                &mut stream,
-                head,
-                rest,
-                End { keep },
-                &peer,
-                lp,
-                &realms,
-                &shutdown,
-            ))
-            .await
-        } else {
-            // Other services take no body: a request with one is
-            // answered, then the connection closes (its body is not read).
-            let end = End {
-                keep: keep && !req.body,
-            };
-            let ok = Box::pin(serve(&mut stream, &web, &key, path, &req.method, end))
-                .await
-                .is_ok();
-            (ok && end.keep).then(|| head.get(req.head_len..).unwrap_or_default().to_vec())
-        };
-        match next {
-            Some(rest) => carry = rest,
-            None => return,
-        }
+        Err(refused) => refused.response(),
     }
 }
 
 /// Answer one request on a static, json, nodeinfo, archive or redirect
 /// path.
-async fn serve<S: Io>(
-    stream: &mut S,
+async fn serve<B>(
+    req: &hyper::Request<B>,
     web: &WebSettings,
     key: &str,
     path: &str,
-    method: &str,
-    end: End,
-) -> std::io::Result<()> {
-    if method != "GET" && method != "HEAD" {
-        return respond(stream, 405, "Method Not Allowed", None, end).await;
+) -> Response<Body> {
+    let method = req.method();
+    if method != hyper::Method::GET && method != hyper::Method::HEAD {
+        return http::text(405, None);
     }
-    let head_only = method == "HEAD";
     if let Some(j) = web.json.get(key) {
-        return send_with(
-            stream,
-            (200, "OK"),
-            "application/json",
-            j.cache,
-            j.extra,
-            j.body.as_bytes(),
-            head_only,
-            end,
-        )
-        .await;
+        let mut r = http::response(200, "application/json", j.body.clone());
+        http::set(&mut r, "cache-control", j.cache);
+        if j.cross_origin {
+            http::set(&mut r, "access-control-allow-origin", "*");
+            http::set(&mut r, "access-control-allow-credentials", "true");
+        }
+        return r;
     }
     if web.nodeinfo.contains(key) {
         let page = match web.node_info.get() {
@@ -259,28 +200,14 @@ async fn serve<S: Io>(
         };
         return match page {
             Some(html) => {
-                send(
-                    stream,
-                    200,
-                    "OK",
-                    "text/html; charset=utf-8",
-                    "no-cache",
-                    html.as_bytes(),
-                    head_only,
-                    end,
-                )
-                .await
+                let mut r = http::response(200, "text/html; charset=utf-8", html);
+                http::set(&mut r, "cache-control", "no-cache");
+                r
             }
-            None => {
-                respond(
-                    stream,
-                    503,
-                    "Service Unavailable",
-                    Some("The node's information is not available now: try again.\n"),
-                    end,
-                )
-                .await
-            }
+            None => http::text(
+                503,
+                Some("The node's information is not available now: try again.\n"),
+            ),
         };
     }
     if let Some(archive) = web.archives.get(key) {
@@ -288,18 +215,18 @@ async fn serve<S: Io>(
         return match object {
             super::archive::Object::Found(bytes) => {
                 let ct = content_type(Path::new(&name), &archive.mime_types);
-                send(stream, 200, "OK", &ct, "no-cache", &bytes, head_only, end).await
+                let mut r = http::response(200, &ct, bytes);
+                http::set(&mut r, "cache-control", "no-cache");
+                r
             }
-            super::archive::Object::NotFound => respond(stream, 404, "Not Found", None, end).await,
-            super::archive::Object::Unreadable => {
-                respond(stream, 500, "Internal Server Error", None, end).await
-            }
+            super::archive::Object::NotFound => http::text(404, None),
+            super::archive::Object::Unreadable => http::text(500, None),
         };
     }
     if let Some(to) = web.redirects.get(key) {
-        return redirect(stream, 302, "Found", to, end).await;
+        return redirect(302, to);
     }
-    serve_static(stream, web, path, head_only, end).await
+    serve_static(req, web, path).await
 }
 
 /// The path under a service's own segments (`lp/open` → `open`).
@@ -313,26 +240,17 @@ fn under_service<'a>(key: &str, path: &'a str) -> &'a str {
 }
 
 /// A redirect with no body.
-async fn redirect<S: Io>(
-    stream: &mut S,
-    code: u16,
-    reason: &str,
-    to: &str,
-    end: End,
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: {}\r\n\r\n",
-        end.header()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    end.finish(stream).await
+fn redirect(code: u16, to: &str) -> Response<Body> {
+    let mut r = http::response(code, "", Bytes::new());
+    http::set(&mut r, "location", to);
+    r
 }
 
 /// A plain HTTP request on a WebSocket endpoint: a status page (Crossbar.io's
 /// `enable_webstatus`, on by default), or 426 Upgrade Required.
-pub(super) async fn not_upgraded<S: Io>(stream: &mut S, settings: &ListenerSettings) {
+pub(super) fn not_upgraded(settings: &ListenerSettings) -> Response<Body> {
     let text = "This is a WAMP WebSocket endpoint: connect with a WebSocket client.\n";
-    let _ = if settings.enable_webstatus {
+    let mut r = if settings.enable_webstatus {
         let page = format!(
             "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>WAMP endpoint</title></head><body><p>{text}</p><p>Subprotocols: {}.</p></body></html>",
             super::websocket::SUBPROTOCOLS
@@ -342,20 +260,14 @@ pub(super) async fn not_upgraded<S: Io>(stream: &mut S, settings: &ListenerSetti
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        send(
-            stream,
-            200,
-            "OK",
-            "text/html; charset=utf-8",
-            "no-cache",
-            page.as_bytes(),
-            false,
-            End::CLOSE,
-        )
-        .await
+        let mut r = http::response(200, "text/html; charset=utf-8", page);
+        http::set(&mut r, "cache-control", "no-cache");
+        r
     } else {
-        respond(stream, 426, "Upgrade Required", Some(text), End::CLOSE).await
+        http::text(426, Some(text))
     };
+    http::set(&mut r, "connection", "close");
+    r
 }
 
 /// The service a request path names: the longest configured key its
@@ -394,55 +306,6 @@ fn service_key(web: &WebSettings, path: &str) -> String {
     }
 }
 
-/// A whole response with a body.
-#[allow(clippy::too_many_arguments)]
-async fn send<S: Io>(
-    stream: &mut S,
-    code: u16,
-    reason: &str,
-    content_type: &str,
-    cache: &str,
-    body: &[u8],
-    head_only: bool,
-    end: End,
-) -> std::io::Result<()> {
-    send_with(
-        stream,
-        (code, reason),
-        content_type,
-        cache,
-        "",
-        body,
-        head_only,
-        end,
-    )
-    .await
-}
-
-/// As [`send`], with `extra` header lines (each ending in CRLF).
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn send_with<S: Io>(
-    stream: &mut S,
-    (code, reason): (u16, &str),
-    content_type: &str,
-    cache: &str,
-    extra: &str,
-    body: &[u8],
-    head_only: bool,
-    end: End,
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: {cache}\r\n{extra}Connection: {}\r\n\r\n",
-        body.len(),
-        end.header()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    if !head_only {
-        stream.write_all(body).await?;
-    }
-    end.finish(stream).await
-}
-
 /// A `json` path's answer, made once at start.
 #[derive(Debug, Clone)]
 pub struct JsonPath {
@@ -450,8 +313,8 @@ pub struct JsonPath {
     pub body: String,
     /// `Cache-Control`.
     pub cache: &'static str,
-    /// Headers for cross-origin requests (`options.allow_cross_origin`).
-    pub extra: &'static str,
+    /// `options.allow_cross_origin`: any origin may read it.
+    pub cross_origin: bool,
 }
 
 impl JsonPath {
@@ -469,192 +332,9 @@ impl JsonPath {
             } else {
                 "no-cache"
             },
-            extra: if o.allow_cross_origin {
-                "Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Credentials: true\r\n"
-            } else {
-                ""
-            },
+            cross_origin: o.allow_cross_origin,
         }
     }
-}
-
-/// What the router needs of a request head.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Request {
-    pub method: String,
-    pub target: String,
-    /// It asks for a WebSocket upgrade.
-    pub upgrade: bool,
-    /// HTTP/1.1 without `Connection: close`, or HTTP/1.0 with
-    /// `Connection: keep-alive`.
-    pub keep_alive: bool,
-    /// It announces a body (`Content-Length` above 0, or
-    /// `Transfer-Encoding`).
-    pub body: bool,
-    /// Bytes of the head itself (what follows is body or the next request).
-    pub head_len: usize,
-}
-
-/// Read and check an HTTP request head within `deadline` and the size
-/// limits, starting with the bytes in `carry` (read with an earlier
-/// request): the head's bytes (with whatever followed them) and what it
-/// asks, or `None` after answering 400/431 (or closing on a timeout).
-pub(super) async fn checked_head<S: Io>(
-    stream: &mut S,
-    carry: Vec<u8>,
-    deadline: Duration,
-    shutdown: &CancellationToken,
-) -> Option<(Vec<u8>, Request)> {
-    let head = tokio::select! {
-        _ = shutdown.cancelled() => return None,
-        r = tokio::time::timeout(deadline, read_head(stream, carry)) => r,
-    };
-    let head = match head {
-        Err(_) => {
-            debug!(
-                timeout_ms = deadline.as_millis() as u64,
-                "HTTP request head not complete in time: closed"
-            );
-            return None;
-        }
-        Ok(Err(HeadError::Io)) => return None,
-        Ok(Err(HeadError::TooLarge)) => {
-            let _ = respond(
-                stream,
-                431,
-                "Request Header Fields Too Large",
-                None,
-                End::CLOSE,
-            )
-            .await;
-            return None;
-        }
-        Ok(Err(HeadError::Malformed)) => {
-            let _ = respond(stream, 400, "Bad Request", None, End::CLOSE).await;
-            return None;
-        }
-        Ok(Ok(h)) => h,
-    };
-    match parse(&head) {
-        Ok(req) => Some((head, req)),
-        Err(HeadError::TooLarge) => {
-            let _ = respond(
-                stream,
-                431,
-                "Request Header Fields Too Large",
-                None,
-                End::CLOSE,
-            )
-            .await;
-            None
-        }
-        Err(_) => {
-            let _ = respond(stream, 400, "Bad Request", None, End::CLOSE).await;
-            None
-        }
-    }
-}
-
-enum HeadError {
-    Io,
-    TooLarge,
-    Malformed,
-}
-
-/// Read up to the blank line ending the head, after the bytes already
-/// in `buf`; at most [`MAX_HEAD_BYTES`].
-async fn read_head<S: Io>(stream: &mut S, mut buf: Vec<u8>) -> Result<Vec<u8>, HeadError> {
-    let mut from = 0;
-    buf.reserve(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = head_end(&buf, from) {
-            // Whatever follows the head stays in `buf` too: a WebSocket
-            // client may send its first frame right away.
-            return if end > MAX_HEAD_BYTES {
-                Err(HeadError::TooLarge)
-            } else {
-                Ok(buf)
-            };
-        }
-        if buf.len() >= MAX_HEAD_BYTES {
-            return Err(HeadError::TooLarge);
-        }
-        from = buf.len().saturating_sub(3);
-        let n = stream.read(&mut chunk).await.map_err(|_| HeadError::Io)?;
-        if n == 0 {
-            return Err(HeadError::Io);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Where the head in `buf` ends (after its blank line), searching from
-/// `from`.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| from + p + 4)
-}
-
-/// What a complete request head asks.
-fn parse(head: &[u8]) -> Result<Request, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(head) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        _ => return Err(HeadError::Malformed),
-    };
-    let has = |name: &str, token: &str| {
-        req.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case(name)
-                && String::from_utf8_lossy(h.value)
-                    .to_ascii_lowercase()
-                    .split(',')
-                    .any(|t| t.trim() == token)
-        })
-    };
-    let upgrade = has("upgrade", "websocket");
-    let keep_alive = match req.version {
-        Some(1) => !has("connection", "close"),
-        _ => has("connection", "keep-alive"),
-    };
-    let body = req.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("transfer-encoding")
-            || (h.name.eq_ignore_ascii_case("content-length")
-                && std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    != Some(0))
-    });
-    Ok(Request {
-        method: req.method.unwrap_or("").to_owned(),
-        target: req.path.unwrap_or("/").to_owned(),
-        upgrade,
-        keep_alive,
-        body,
-        head_len,
-    })
-}
-
-async fn respond<S: Io>(
-    stream: &mut S,
-    code: u16,
-    reason: &str,
-    body: Option<&str>,
-    end: End,
-) -> std::io::Result<()> {
-    let body = body.map_or_else(|| format!("{code} {reason}\n"), str::to_owned);
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nConnection: {}\r\n\r\n",
-        body.len(),
-        end.header()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    end.finish(stream).await
 }
 
 /// What a request path names under a static root, if anything.
@@ -739,13 +419,7 @@ fn resolve(statics: &HashMap<String, PathBuf>, path: &str) -> Resolved {
     }
 }
 
-async fn serve_static<S: Io>(
-    stream: &mut S,
-    web: &WebSettings,
-    path: &str,
-    head_only: bool,
-    end: End,
-) -> std::io::Result<()> {
+async fn serve_static<B>(req: &hyper::Request<B>, web: &WebSettings, path: &str) -> Response<Body> {
     let default = crate::config::StaticOptions::default();
     let options = root_name(&web.statics, path)
         .and_then(|n| web.static_options.get(n))
@@ -754,52 +428,61 @@ async fn serve_static<S: Io>(
         Some(s) if s > 0 => format!("max-age={s}"),
         _ => "no-cache".to_owned(),
     };
+    let path_and_query = req.uri().path_and_query().map_or(path, |p| p.as_str());
     match resolve(&web.statics, path) {
-        Resolved::NotFound => respond(stream, 404, "Not Found", None, end).await,
-        Resolved::Directory(_) if !options.enable_directory_listing => {
-            respond(stream, 404, "Not Found", None, end).await
-        }
+        Resolved::NotFound => http::text(404, None),
+        Resolved::Directory(_) if !options.enable_directory_listing => http::text(404, None),
         Resolved::Directory(dir) => {
             let page = listing(&dir, path).await;
-            send(
-                stream,
-                200,
-                "OK",
-                "text/html; charset=utf-8",
-                "no-cache",
-                page.as_bytes(),
-                head_only,
-                end,
-            )
-            .await
+            let mut r = http::response(200, "text/html; charset=utf-8", page);
+            http::set(&mut r, "cache-control", "no-cache");
+            if req.method() == hyper::Method::HEAD {
+                *r.body_mut() = http::full(Bytes::new());
+            }
+            r
         }
-        Resolved::Redirect(to) => redirect(stream, 301, "Moved Permanently", &to, end).await,
-        Resolved::File(file) => {
-            let Ok(f) = tokio::fs::File::open(&file).await else {
-                return respond(stream, 404, "Not Found", None, end).await;
+        Resolved::Redirect(to) => {
+            // The query stays with the redirected path.
+            let to = match path_and_query.split_once('?') {
+                Some((_, q)) => format!("{to}?{q}"),
+                None => to,
             };
-            let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\nX-Content-Type-Options: nosniff\r\nCache-Control: {cache}\r\nConnection: {}\r\n\r\n",
-                content_type(&file, &options.mime_types),
-                end.header()
-            );
-            stream.write_all(head.as_bytes()).await?;
-            if !head_only {
-                // Exactly the announced length (a file that grew meanwhile
-                // must not spill into the next response).
-                let mut f = f.take(len);
-                let sent =
-                    tokio::time::timeout(Duration::from_secs(300), tokio::io::copy(&mut f, stream))
-                        .await
-                        .map_err(|_| std::io::Error::other("static file transfer timed out"))??;
-                if sent != len {
-                    // The file shrank: the response is short; only closing
-                    // tells the client.
-                    return stream.shutdown().await;
+            redirect(301, &to)
+        }
+        Resolved::File(file) => {
+            // The file's bytes through tower-http (ranges, conditional
+            // requests, HEAD), after our own checks chose the file.
+            let mut plain = hyper::Request::new(());
+            *plain.method_mut() = req.method().clone();
+            *plain.uri_mut() = req.uri().clone();
+            for name in [
+                "range",
+                "if-range",
+                "if-modified-since",
+                "if-unmodified-since",
+            ] {
+                if let Some(v) = req.headers().get(name) {
+                    plain.headers_mut().insert(name, v.clone());
                 }
             }
-            end.finish(stream).await
+            let served =
+                tower::ServiceExt::oneshot(tower_http::services::ServeFile::new(&file), plain)
+                    .await;
+            let Ok(r) = served;
+            let (mut parts, body) = r.into_parts();
+            if parts.status == hyper::StatusCode::NOT_FOUND {
+                return http::text(404, None);
+            }
+            if let Ok(v) =
+                hyper::header::HeaderValue::from_str(&content_type(&file, &options.mime_types))
+            {
+                parts.headers.insert("content-type", v);
+            }
+            let mut r =
+                Response::from_parts(parts, body.map_err(std::io::Error::other).boxed_unsync());
+            http::set(&mut r, "cache-control", &cache);
+            http::set(&mut r, "x-content-type-options", "nosniff");
+            r
         }
     }
 }
@@ -924,48 +607,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A head of exactly 16 KiB (blank line included) is read, one byte
-    /// more is too large, whichever read brings the end, and the bytes
-    /// after the head stay.
-    #[test]
-    fn the_head_limit_is_exactly_16_kib() {
-        use tokio::io::AsyncWriteExt;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let head = |len: usize| {
-            let mut h = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
-            h.resize(len - 4, b'a');
-            h.extend_from_slice(b"\r\n\r\n");
-            h
-        };
-        for (len, ok) in [
-            (MAX_HEAD_BYTES, true),
-            (MAX_HEAD_BYTES + 1, false),
-            (17_000, false),
-        ] {
-            for first in [0, 100, len - 2] {
-                let h = head(len);
-                let got = rt.block_on(async {
-                    let (mut tx, mut rx) = tokio::io::duplex(64 * 1024);
-                    let mut sent = h[first..].to_vec();
-                    sent.extend_from_slice(b"FRAME");
-                    tx.write_all(&sent).await.unwrap();
-                    read_head(&mut rx, h[..first].to_vec()).await
-                });
-                match got {
-                    Ok(buf) => {
-                        assert!(ok, "{len} bytes read ({first} before)");
-                        assert!(buf.ends_with(b"\r\n\r\nFRAME") || buf.ends_with(b"\r\n\r\n"));
-                    }
-                    Err(HeadError::TooLarge) => assert!(!ok, "{len} refused ({first} before)"),
-                    Err(_) => panic!("{len}: wrong error"),
-                }
-            }
-        }
-    }
+    use tokio::io::AsyncReadExt;
 
     /// The byte a universal transport reads to tell protocols apart is
     /// replayed, then the stream, unchanged.

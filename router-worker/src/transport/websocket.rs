@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use proto::Serializer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::deflate::Agreed;
+use super::http::{self, Body};
 use super::wscodec::{CodecError, Decoder, Encoder, Event, OP_PING, OP_PONG, OutFrame};
 use super::{Io, ListenerSettings, Peer};
 use crate::outbound::{Encoded, OutMsg};
@@ -98,36 +99,12 @@ fn negotiate(
     ))
 }
 
-/// Serve one connection as WAMP over WebSocket: `head` is the upgrade
-/// request's head (`head_len` bytes) and whatever the client sent after
-/// it. Not an `async fn` (its arguments would be stored twice in a future
-/// that lives as long as the session), and the opening handshake is boxed
-/// and freed: what stays for the connection's life is the session and a
-/// few pointers.
-#[allow(clippy::manual_async_fn)]
-pub(super) fn handle_connection<S: Io>(
-    stream: S,
-    head: Vec<u8>,
-    head_len: usize,
-    peer: Peer,
-    settings: Arc<ListenerSettings>,
-    realms: Realms,
-    shutdown: CancellationToken,
-) -> impl Future<Output = ()> + Send {
-    async move {
-        let upgraded = Box::pin(upgrade(stream, head, head_len, peer, &settings, &shutdown)).await;
-        let Some((transport, conn)) = upgraded else {
-            return;
-        };
-        session::run(transport, &settings.session, &realms, conn, shutdown).await;
-        info!("connection closed");
-    }
-}
-
-/// An upgrade request the router takes: the response to write, and what
+/// An upgrade request the router takes: the response's headers, and what
 /// the connection agreed.
-struct Accepted {
-    response: Vec<u8>,
+#[derive(Debug)]
+pub(super) struct Accepted {
+    /// `Sec-WebSocket-Accept` and the agreed extras, for the 101.
+    headers: Vec<(&'static str, String)>,
     /// The WAMP subprotocol (name, serializer, batched).
     protocol: (&'static str, Serializer, bool),
     /// The HTTP details for authenticators.
@@ -137,57 +114,65 @@ struct Accepted {
     deflate: Option<Agreed>,
 }
 
+impl Accepted {
+    /// The 101 response.
+    pub(super) fn response(&self) -> hyper::Response<Body> {
+        switching(&self.headers)
+    }
+}
+
 /// An upgrade request the router refuses: the HTTP answer.
 #[derive(Debug, PartialEq, Eq)]
-struct Refused {
-    status: (u16, &'static str),
+pub(super) struct Refused {
+    status: u16,
     text: String,
 }
 
 impl Refused {
     fn bad(text: impl Into<String>) -> Refused {
         Refused {
-            status: (400, "Bad Request"),
+            status: 400,
             text: text.into(),
         }
     }
 
-    /// Write the answer and end the connection.
-    async fn answer<S: Io>(self, stream: &mut S) {
-        let extra = if self.status.0 == 426 {
-            "Sec-WebSocket-Version: 13\r\n"
-        } else {
-            ""
-        };
+    /// The answer; the connection closes after it.
+    pub(super) fn response(self) -> hyper::Response<Body> {
         let mut text = self.text;
         text.push('\n');
-        let _ = super::web::send_with(
-            stream,
-            self.status,
-            "text/plain; charset=utf-8",
-            "no-cache",
-            extra,
-            text.as_bytes(),
-            false,
-            super::web::End::CLOSE,
-        )
-        .await;
+        let mut r = http::text(self.status, Some(&text));
+        if self.status == 426 {
+            http::set(&mut r, "sec-websocket-version", "13");
+        }
+        http::set(&mut r, "connection", "close");
+        r
     }
 }
 
 /// The parts of an upgrade request the handshake reads.
-struct UpgradeRequest<'h> {
-    target: &'h str,
-    headers: &'h [httparse::Header<'h>],
+pub(super) struct UpgradeRequest<'h> {
+    pub method: &'h hyper::Method,
+    pub version: hyper::Version,
+    pub target: &'h str,
+    pub headers: &'h hyper::HeaderMap,
 }
 
 impl<'h> UpgradeRequest<'h> {
-    /// Every value of a header (names are case-insensitive).
+    pub(super) fn of<B>(req: &'h hyper::Request<B>) -> UpgradeRequest<'h> {
+        UpgradeRequest {
+            method: req.method(),
+            version: req.version(),
+            target: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            headers: req.headers(),
+        }
+    }
+
+    /// Every value of a header.
     fn values(&self, name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
         self.headers
+            .get_all(name)
             .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .filter_map(|v| v.to_str().ok())
     }
 
     /// The comma-separated tokens of every value of a header.
@@ -201,16 +186,13 @@ impl<'h> UpgradeRequest<'h> {
 
 /// RFC 6455's checks of the opening handshake: the `Sec-WebSocket-Accept`
 /// value, or why the request is not a WebSocket upgrade the router takes.
-fn check_upgrade(
-    req: &httparse::Request<'_, '_>,
-    r: &UpgradeRequest<'_>,
-) -> Result<String, Refused> {
-    if req.method != Some("GET") {
+fn check_upgrade(r: &UpgradeRequest<'_>) -> Result<String, Refused> {
+    if r.method != hyper::Method::GET {
         return Err(Refused::bad(
             "a WebSocket upgrade must be a GET request (RFC 6455, 4.1)",
         ));
     }
-    if req.version != Some(1) {
+    if r.version != hyper::Version::HTTP_11 {
         return Err(Refused::bad("a WebSocket upgrade needs HTTP/1.1"));
     }
     if !r
@@ -223,7 +205,7 @@ fn check_upgrade(
     }
     if !r.tokens("sec-websocket-version").any(|t| t == "13") {
         return Err(Refused {
-            status: (426, "Upgrade Required"),
+            status: 426,
             text: "this endpoint speaks WebSocket version 13 (RFC 6455): send `Sec-WebSocket-Version: 13`".into(),
         });
     }
@@ -235,137 +217,129 @@ fn check_upgrade(
     }
 }
 
-/// The 101 response.
-fn switching(accept: &str, extra: &[(&str, &str)]) -> Vec<u8> {
-    let mut r = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
-    );
-    for (name, value) in extra {
-        // Values are the router's own; a line break would end the head.
-        if !value.contains(['\r', '\n']) {
-            r.push_str(&format!("{name}: {value}\r\n"));
+/// The 101 response with `headers` (`Sec-WebSocket-Accept` first).
+fn switching(headers: &[(&'static str, String)]) -> hyper::Response<Body> {
+    let mut r = hyper::Response::new(http::full(Bytes::new()));
+    *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+    http::set(&mut r, "upgrade", "websocket");
+    http::set(&mut r, "connection", "Upgrade");
+    for (name, value) in headers {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(value) {
+            r.headers_mut()
+                .append(hyper::header::HeaderName::from_static(name), v);
         }
     }
-    r.push_str("\r\n");
-    r.into_bytes()
-}
-
-/// Parse the head again (it was checked already) for its headers.
-fn with_request<T>(
-    head: &[u8],
-    f: impl FnOnce(&httparse::Request<'_, '_>, &UpgradeRequest<'_>) -> Result<T, Refused>,
-) -> Result<T, Refused> {
-    let mut headers = [httparse::EMPTY_HEADER; super::web::MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(Refused::bad("a malformed HTTP request head")),
-    }
-    let r = UpgradeRequest {
-        target: req.path.unwrap_or("/"),
-        headers: req.headers,
-    };
-    f(&req, &r)
+    r
 }
 
 /// Decide a WAMP upgrade request: the subprotocol (serializer), the origin
 /// check, cookie tracking, permessage-deflate, and the HTTP details for
 /// authenticators.
-fn accept_wamp(head: &[u8], settings: &ListenerSettings) -> Result<Accepted, Refused> {
-    with_request(head, |req, r| {
-        let accept = check_upgrade(req, r)?;
-        let offered: Vec<String> = r
-            .tokens("sec-websocket-protocol")
-            .map(str::to_owned)
-            .collect();
-        let mut extra: Vec<(&str, String)> = Vec::new();
-        // Cookie tracking: the connection's cookie (a new one is set); it
-        // is a credential, so authenticators get the Cookie header
-        // without it.
-        let mut cookie = None;
-        if let Some(store) = &settings.cookies {
-            let presented = r.values("cookie").find_map(|v| store.presented(v));
-            let (id, new) = store.track(presented);
-            if new {
-                extra.push(("Set-Cookie", store.set_cookie(&id)));
-            }
-            cookie = Some(id);
+pub(super) fn accept_wamp(
+    r: &UpgradeRequest<'_>,
+    settings: &ListenerSettings,
+) -> Result<Accepted, Refused> {
+    let accept = check_upgrade(r)?;
+    let offered: Vec<String> = r
+        .tokens("sec-websocket-protocol")
+        .map(str::to_owned)
+        .collect();
+    let mut extra: Vec<(&'static str, String)> = vec![("sec-websocket-accept", accept)];
+    // Cookie tracking: the connection's cookie (a new one is set); it is a
+    // credential, so authenticators get the Cookie header without it.
+    let mut cookie = None;
+    if let Some(store) = &settings.cookies {
+        let presented = r.values("cookie").find_map(|v| store.presented(v));
+        let (id, new) = store.track(presented);
+        if new {
+            extra.push(("set-cookie", store.set_cookie(&id)));
         }
-        // For authenticators: the headers (names lowercased; repeated ones
-        // joined with ", ") and the request URI. Their size is bounded by
-        // the head's limits.
-        let mut headers = proto::Dict::new();
-        for h in r.headers {
-            let name = h.name.to_ascii_lowercase();
-            let mut value = String::from_utf8_lossy(h.value).into_owned();
-            if name == "cookie"
-                && let Some(store) = &settings.cookies
-            {
-                value = store.without_ours(&value);
-                if value.is_empty() {
-                    continue;
-                }
-            }
-            match headers.get_mut(name.as_str()) {
-                Some(proto::Value::Str(existing)) => {
-                    existing.push_str(", ");
-                    existing.push_str(&value);
-                }
-                _ => {
-                    headers.insert(name, proto::Value::Str(value));
-                }
-            }
-        }
-        if let (Some(allowed), Some(origin)) =
-            (&settings.allowed_origins, r.values("origin").next())
+        cookie = Some(id);
+    }
+    // For authenticators: the headers (names lowercased; repeated ones
+    // joined with ", ") and the request URI. Their size is bounded by the
+    // head's limits.
+    let mut headers = proto::Dict::new();
+    for (name, value) in r.headers {
+        let mut value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if name == "cookie"
+            && let Some(store) = &settings.cookies
         {
-            let origin = origin.to_ascii_lowercase();
-            let null_ok = settings.allow_null_origin && origin == "null";
-            if !null_ok
-                && !allowed
-                    .iter()
-                    .any(|p| origin_matches(&p.to_ascii_lowercase(), &origin))
-            {
-                debug!(origin = %origin, "WebSocket upgrade refused: origin not allowed");
-                return Err(Refused {
-                    status: (403, "Forbidden"),
-                    text: format!(
-                        "origin {origin} is not allowed to open this WAMP endpoint (the transport's options.allowed_origins)"
-                    ),
-                });
+            value = store.without_ours(&value);
+            if value.is_empty() {
+                continue;
             }
         }
-        let protocol = match negotiate(
-            &offered,
-            &settings.serializers,
-            settings.require_subprotocol,
-        ) {
-            Ok(Some(p)) => {
-                extra.push(("Sec-WebSocket-Protocol", p.0.to_owned()));
-                p
+        match headers.get_mut(name.as_str()) {
+            Some(proto::Value::Str(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
             }
-            Ok(None) => ("wamp.2.json", Serializer::Json, false),
-            Err(text) => {
-                debug!(offered = ?offered, "WebSocket upgrade refused: {text}");
-                return Err(Refused::bad(text));
+            _ => {
+                headers.insert(name.as_str().to_owned(), proto::Value::Str(value));
             }
-        };
-        let deflate = agree_deflate(r, settings);
-        if let Some(a) = &deflate {
-            extra.push(("Sec-WebSocket-Extensions", a.response.clone()));
         }
-        let mut http = proto::Dict::new();
-        http.insert("http_headers_received".into(), headers.into());
-        http.insert("http_request_uri".into(), r.target.into());
-        let extra: Vec<(&str, &str)> = extra.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        Ok(Accepted {
-            response: switching(&accept, &extra),
-            protocol,
-            http,
-            cookie,
-            deflate,
-        })
+    }
+    if let (Some(allowed), Some(origin)) = (&settings.allowed_origins, r.values("origin").next()) {
+        let origin = origin.to_ascii_lowercase();
+        let null_ok = settings.allow_null_origin && origin == "null";
+        if !null_ok
+            && !allowed
+                .iter()
+                .any(|p| origin_matches(&p.to_ascii_lowercase(), &origin))
+        {
+            debug!(origin = %origin, "WebSocket upgrade refused: origin not allowed");
+            return Err(Refused {
+                status: 403,
+                text: format!(
+                    "origin {origin} is not allowed to open this WAMP endpoint (the transport's options.allowed_origins)"
+                ),
+            });
+        }
+    }
+    let protocol = match negotiate(
+        &offered,
+        &settings.serializers,
+        settings.require_subprotocol,
+    ) {
+        Ok(Some(p)) => {
+            extra.push(("sec-websocket-protocol", p.0.to_owned()));
+            p
+        }
+        Ok(None) => ("wamp.2.json", Serializer::Json, false),
+        Err(text) => {
+            debug!(offered = ?offered, "WebSocket upgrade refused: {text}");
+            return Err(Refused::bad(text));
+        }
+    };
+    let deflate = agree_deflate(r, settings);
+    if let Some(a) = &deflate {
+        extra.push(("sec-websocket-extensions", a.response.clone()));
+    }
+    let mut http = proto::Dict::new();
+    http.insert("http_headers_received".into(), headers.into());
+    http.insert("http_request_uri".into(), r.target.into());
+    Ok(Accepted {
+        headers: extra,
+        protocol,
+        http,
+        cookie,
+        deflate,
     })
+}
+
+/// `websocket.testee`'s upgrade: RFC 6455's checks and permessage-deflate.
+pub(super) fn accept_echo(
+    r: &UpgradeRequest<'_>,
+    settings: &ListenerSettings,
+) -> Result<(hyper::Response<Body>, Option<Agreed>), Refused> {
+    let accept = check_upgrade(r)?;
+    let deflate = agree_deflate(r, settings);
+    let mut headers = vec![("sec-websocket-accept", accept)];
+    if let Some(a) = &deflate {
+        headers.push(("sec-websocket-extensions", a.response.clone()));
+    }
+    Ok((switching(&headers), deflate))
 }
 
 /// permessage-deflate, if the transport offers it and the request's offer
@@ -376,56 +350,21 @@ fn agree_deflate(r: &UpgradeRequest<'_>, settings: &ListenerSettings) -> Option<
     super::deflate::negotiate(&offers, cfg)
 }
 
-/// The opening handshake (the request was read and checked for size and
-/// time by the caller): the transport and the connection's details, or
-/// `None` if the connection is refused or lost.
-async fn upgrade<S: Io>(
-    mut stream: S,
-    head: Vec<u8>,
-    head_len: usize,
+/// Run a WAMP session on an upgraded connection: `early` is what the
+/// client sent after its request, already read.
+pub(super) async fn run<S: Io>(
+    io: S,
+    early: &[u8],
+    accepted: Accepted,
     peer: Peer,
-    settings: &ListenerSettings,
-    shutdown: &CancellationToken,
-) -> Option<(WsTransport<S>, session::Connection)> {
-    let accepted = match accept_wamp(&head[..head_len.min(head.len())], settings) {
-        Ok(a) => a,
-        Err(refused) => {
-            debug!(
-                status = refused.status.0,
-                "WebSocket upgrade refused: {}", refused.text
-            );
-            let answer = refused.answer(&mut stream);
-            let _ = tokio::time::timeout(settings.handshake_timeout, answer).await;
-            return None;
-        }
-    };
-    let write = async {
-        stream.write_all(&accepted.response).await?;
-        stream.flush().await
-    };
-    tokio::select! {
-        _ = shutdown.cancelled() => return None,
-        r = tokio::time::timeout(settings.handshake_timeout, write) => match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                debug!(cause = %e, "WebSocket opening handshake failed");
-                return None;
-            }
-            Err(_) => {
-                debug!(timeout_ms = settings.handshake_timeout.as_millis() as u64, "WebSocket opening handshake timed out");
-                return None;
-            }
-        },
-    }
+    settings: Arc<ListenerSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+) {
     let (protocol, serializer, batched) = accepted.protocol;
     debug!(protocol, "WebSocket connection open");
     let transport = WsTransport {
-        conn: WsConn::new(
-            stream,
-            &head[head_len.min(head.len())..],
-            settings,
-            accepted.deflate.as_ref(),
-        ),
+        conn: WsConn::new(io, early, &settings, accepted.deflate.as_ref()),
         serializer,
         batched,
         pending: VecDeque::new(),
@@ -442,7 +381,17 @@ async fn upgrade<S: Io>(
         http: accepted.http,
         cookie: settings.cookies.clone().zip(accepted.cookie),
     };
-    Some((transport, conn))
+    // The session's future lives as long as the connection: boxed, so the
+    // task holding this one stays small.
+    Box::pin(session::run(
+        transport,
+        &settings.session,
+        &realms,
+        conn,
+        shutdown,
+    ))
+    .await;
+    info!("connection closed");
 }
 
 /// The client's address, its description for the transport details, and
@@ -479,38 +428,13 @@ fn behind_proxy(
 /// negotiated as on the WAMP transports, and echoed messages are
 /// compressed.
 pub(super) async fn echo<S: Io>(
-    mut stream: S,
-    head: Vec<u8>,
-    head_len: usize,
+    io: S,
+    early: &[u8],
+    deflate: Option<Agreed>,
     settings: Arc<ListenerSettings>,
     shutdown: CancellationToken,
 ) {
-    let head_len = head_len.min(head.len());
-    let accepted = with_request(&head[..head_len], |req, r| {
-        let accept = check_upgrade(req, r)?;
-        let deflate = agree_deflate(r, &settings);
-        let ext = deflate.as_ref().map(|a| a.response.clone());
-        let extra: Vec<(&str, &str)> = ext
-            .iter()
-            .map(|v| ("Sec-WebSocket-Extensions", v.as_str()))
-            .collect();
-        Ok((switching(&accept, &extra), deflate))
-    });
-    let (response, deflate) = match accepted {
-        Ok(a) => a,
-        Err(refused) => return refused.answer(&mut stream).await,
-    };
-    let write = async {
-        stream.write_all(&response).await?;
-        stream.flush().await
-    };
-    if !matches!(
-        tokio::time::timeout(settings.handshake_timeout, write).await,
-        Ok(Ok(()))
-    ) {
-        return;
-    }
-    let mut conn = WsConn::new(stream, &head[head_len..], &settings, deflate.as_ref());
+    let mut conn = WsConn::new(io, early, &settings, deflate.as_ref());
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => {
@@ -989,6 +913,38 @@ mod handshake_tests {
         format!("GET /ws?x=1 HTTP/1.1\r\nHost: a\r\n{lines}\r\n").into_bytes()
     }
 
+    /// A raw request head as hyper hands it on.
+    fn parsed(head: &[u8]) -> hyper::Request<()> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(head).unwrap();
+        let mut b = hyper::Request::builder()
+            .method(req.method.unwrap())
+            .uri(req.path.unwrap())
+            .version(if req.version == Some(1) {
+                hyper::Version::HTTP_11
+            } else {
+                hyper::Version::HTTP_10
+            });
+        for h in req.headers.iter() {
+            b = b.header(h.name, h.value);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn accept(head: &[u8], s: &ListenerSettings) -> Result<Accepted, Refused> {
+        accept_wamp(&UpgradeRequest::of(&parsed(head)), s)
+    }
+
+    /// The response's status and headers as text.
+    fn head_of(r: &hyper::Response<Body>) -> String {
+        let mut out = format!("{}\r\n", r.status().as_u16());
+        for (k, v) in r.headers() {
+            out.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
+        }
+        out
+    }
+
     fn ok(lines: &str) -> String {
         format!(
             "Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n{KEY}{lines}"
@@ -998,25 +954,24 @@ mod handshake_tests {
     #[test]
     fn an_upgrade_is_answered_with_the_accept_key_and_the_agreement() {
         let s = settings(r#","options":{"compression":{"deflate":{}}}"#);
-        let a = accept_wamp(
+        let a = accept(
             &request(&ok(
                 "Sec-WebSocket-Protocol: wamp.2.cbor, wamp.2.json\r\nSec-WebSocket-Extensions: permessage-deflate\r\nX-Two: a\r\nX-Two: b\r\n",
             )),
             &s,
         )
         .unwrap();
-        let r = String::from_utf8(a.response).unwrap();
-        assert!(r.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{r}");
+        let r = head_of(&a.response());
+        assert!(r.starts_with("101\r\n"), "{r}");
         assert!(
-            r.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+            r.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
             "{r}"
         );
-        assert!(r.contains("Sec-WebSocket-Protocol: wamp.2.cbor\r\n"), "{r}");
+        assert!(r.contains("sec-websocket-protocol: wamp.2.cbor\r\n"), "{r}");
         assert!(
-            r.contains("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+            r.contains("sec-websocket-extensions: permessage-deflate\r\n"),
             "{r}"
         );
-        assert!(r.ends_with("\r\n\r\n"));
         assert_eq!(a.protocol.1, Serializer::Cbor);
         assert!(a.deflate.is_some());
         assert_eq!(
@@ -1032,19 +987,15 @@ mod handshake_tests {
         // No subprotocol offered, none required: JSON, and none named in
         // the response.
         let lax = settings(r#","options":{"require_websocket_subprotocol":false}"#);
-        let a = accept_wamp(&request(&ok("")), &lax).unwrap();
+        let a = accept(&request(&ok("")), &lax).unwrap();
         assert_eq!(a.protocol.0, "wamp.2.json");
-        assert!(
-            !String::from_utf8(a.response)
-                .unwrap()
-                .contains("Sec-WebSocket-Protocol")
-        );
+        assert!(!head_of(&a.response()).contains("sec-websocket-protocol"));
     }
 
     #[test]
     fn refusals_name_what_is_missing() {
         let s = settings("");
-        let refused = |head: Vec<u8>| accept_wamp(&head, &s).err().unwrap();
+        let refused = |head: Vec<u8>| accept(&head, &s).err().unwrap();
         let r = refused(b"POST /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n".to_vec());
         assert!(r.text.contains("GET"), "{r:?}");
         let r = refused(request(&format!(
@@ -1054,21 +1005,21 @@ mod handshake_tests {
         let r = refused(request(&format!(
             "Upgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 8\r\n{KEY}"
         )));
-        assert_eq!(r.status.0, 426, "{r:?}");
+        assert_eq!(r.status, 426, "{r:?}");
         let r = refused(request(
             "Upgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n",
         ));
         assert!(r.text.contains("Sec-WebSocket-Key"), "{r:?}");
         let r = refused(request(&ok("Sec-WebSocket-Protocol: mqtt\r\n")));
-        assert_eq!(r.status.0, 400);
+        assert_eq!(r.status, 400);
         assert!(r.text.contains("wamp.2.json"), "{r:?}");
         let s = settings(r#","options":{"allowed_origins":["https://*.example.com"]}"#);
-        let r = accept_wamp(&request(&ok("Origin: https://evil.org\r\n")), &s)
+        let r = accept(&request(&ok("Origin: https://evil.org\r\n")), &s)
             .err()
             .unwrap();
-        assert_eq!(r.status.0, 403, "{r:?}");
+        assert_eq!(r.status, 403, "{r:?}");
         let fine = ok("Origin: https://app.example.com\r\nSec-WebSocket-Protocol: wamp.2.json\r\n");
-        assert!(accept_wamp(&request(&fine), &s).is_ok());
+        assert!(accept(&request(&fine), &s).is_ok());
     }
 }
 

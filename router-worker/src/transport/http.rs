@@ -1,0 +1,319 @@
+//! HTTP/1.1 for web and WebSocket transports, on hyper: the request head's
+//! limits ([`MAX_HEAD_BYTES`], [`MAX_HEADERS`]; 431 past them, 400 for a
+//! malformed head), the head's deadline (the transport's
+//! `open_handshake_timeout`, which also bounds an idle kept-alive
+//! connection's wait for its next request, so a client trickling bytes is
+//! cut off), keep-alive and pipelining, chunked bodies and `Expect:
+//! 100-continue`. A WebSocket upgrade leaves HTTP at the 101: the stream,
+//! with whatever hyper read past the request, goes to the WebSocket codec
+//! in the same task.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::{Io, ListenerSettings, Peer};
+use crate::realms::Realms;
+
+/// Largest request head accepted (request line and headers).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header lines accepted.
+pub const MAX_HEADERS: usize = 64;
+/// Requests one connection may make before it is closed.
+const MAX_REQUESTS_PER_CONNECTION: u32 = 10_000;
+/// How long a request body may take to arrive.
+const BODY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A response body: bytes, or a file streamed.
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A response with `code`, a body and its content type.
+pub fn response(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if !content_type.is_empty() {
+        set(&mut r, "content-type", content_type);
+    }
+    set(&mut r, "x-content-type-options", "nosniff");
+    r
+}
+
+/// A plain-text response; without a body, `404 Not Found` and the like.
+pub fn text(code: u16, body: Option<&str>) -> Response<Body> {
+    let body = body.map_or_else(
+        || {
+            let s = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            format!("{} {}\n", s.as_u16(), s.canonical_reason().unwrap_or(""))
+        },
+        str::to_owned,
+    );
+    response(code, "text/plain; charset=utf-8", body)
+}
+
+/// Set a header (values are the router's own; one that is not a valid
+/// header value is left out).
+pub fn set<B>(r: &mut Response<B>, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// A header of the request, as text (the first, if repeated).
+pub fn header<'a>(h: &'a hyper::HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// Why a body could not be taken: the status and the text.
+#[derive(Debug)]
+pub struct BodyError(pub u16, pub String);
+
+/// A request's body, at most `limit` bytes (`limit_key` names the option
+/// that sets it), within [`BODY_DEADLINE`]. With `required`, a request
+/// without `Content-Length` or `Transfer-Encoding` is refused.
+pub async fn read_body(
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
+    limit: u64,
+    required: bool,
+    limit_key: &str,
+) -> Result<Bytes, BodyError> {
+    let h = &parts.headers;
+    let declared = header(h, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if required && declared.is_none() && !h.contains_key("transfer-encoding") {
+        return Err(BodyError(
+            400,
+            "a Content-Length header (or a chunked body) is required".into(),
+        ));
+    }
+    let too_big = |len: String| {
+        BodyError(
+            413,
+            format!("request body of {len} bytes is over the limit of {limit} bytes ({limit_key})"),
+        )
+    };
+    if let Some(len) = declared.filter(|&l| l > limit) {
+        return Err(too_big(len.to_string()));
+    }
+    let room = usize::try_from(limit).unwrap_or(usize::MAX);
+    match tokio::time::timeout(BODY_DEADLINE, Limited::new(body, room).collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(too_big("more than that".into()))
+        }
+        Ok(Err(e)) => Err(BodyError(400, format!("the body could not be read: {e}"))),
+        Err(_) => Err(BodyError(
+            400,
+            format!(
+                "the body did not arrive within {} s",
+                BODY_DEADLINE.as_secs()
+            ),
+        )),
+    }
+}
+
+/// What the services need of the connection a request came on.
+pub(super) struct Conn {
+    pub(super) peer: Peer,
+    pub(super) settings: Arc<ListenerSettings>,
+    pub(super) realms: Realms,
+    pub(super) shutdown: CancellationToken,
+    served: AtomicU32,
+    /// A WebSocket upgrade the service accepted: the connection carries it
+    /// on once the 101 is written.
+    upgrade: Mutex<Option<Upgrade>>,
+}
+
+/// An accepted WebSocket upgrade, waiting for its stream.
+pub(super) struct Upgrade {
+    pub(super) on: hyper::upgrade::OnUpgrade,
+    pub(super) kind: UpgradeKind,
+}
+
+/// What runs on an upgraded connection.
+pub(super) enum UpgradeKind {
+    /// A WAMP session with the WebSocket path's settings.
+    Wamp(Box<super::websocket::Accepted>, Arc<ListenerSettings>),
+    /// `websocket.testee`'s echo.
+    Echo(Option<super::deflate::Agreed>),
+}
+
+impl Conn {
+    /// Carry on with `kind` once the 101 is out.
+    pub(super) fn upgrade_to(&self, req: &mut Request<Incoming>, kind: UpgradeKind) {
+        let on = hyper::upgrade::on(req);
+        if let Ok(mut slot) = self.upgrade.lock() {
+            *slot = Some(Upgrade { on, kind });
+        }
+    }
+}
+
+/// How a response ends its exchange: `Connection: keep-alive` or `close`.
+/// A request whose body the service does not read closes the connection.
+fn keep_alive(parts_version: hyper::Version, headers: &hyper::HeaderMap) -> bool {
+    let tokens = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    let connection = tokens("connection");
+    match parts_version {
+        hyper::Version::HTTP_11 => !connection.iter().any(|t| t == "close"),
+        hyper::Version::HTTP_10 => connection.iter().any(|t| t == "keep-alive"),
+        _ => false,
+    }
+}
+
+/// Serve one connection: requests one after another while the client keeps
+/// it alive, until one is a WebSocket upgrade, which then runs here.
+pub async fn serve_connection<S: Io>(
+    stream: S,
+    peer: Peer,
+    settings: Arc<ListenerSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+) {
+    let conn = Arc::new(Conn {
+        peer,
+        settings: settings.clone(),
+        realms,
+        shutdown: shutdown.clone(),
+        served: AtomicU32::new(0),
+        upgrade: Mutex::new(None),
+    });
+    let c = conn.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let c = c.clone();
+        async move { Ok::<_, Infallible>(exchange(req, &c).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.handshake_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_header_size(MAX_HEAD_BYTES)
+        // Room for a whole head; bodies stream through it.
+        .max_buf_size(2 * MAX_HEAD_BYTES)
+        // `Content-Type`, as Crossbar.io (Twisted) and most servers write them.
+        .title_case_headers(true)
+        .keep_alive(true);
+    let http = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(http);
+    let done = tokio::select! {
+        r = &mut http => r,
+        _ = shutdown.cancelled() => {
+            http.as_mut().graceful_shutdown();
+            tokio::time::timeout(Duration::from_secs(5), &mut http)
+                .await
+                .unwrap_or(Ok(()))
+        }
+    };
+    if let Err(e) = done {
+        debug!(cause = %e, "HTTP connection ended");
+    }
+    let upgrade = conn.upgrade.lock().ok().and_then(|mut s| s.take());
+    let Some(upgrade) = upgrade else {
+        return;
+    };
+    let upgraded = match upgrade.on.await {
+        Ok(u) => u,
+        Err(e) => {
+            debug!(cause = %e, "WebSocket upgrade lost");
+            return;
+        }
+    };
+    // The stream itself (not hyper's box around it), and the bytes hyper
+    // read past the request: the client's first frames.
+    let Ok(parts) = upgraded.downcast::<TokioIo<S>>() else {
+        debug!("WebSocket upgrade: the stream is not the connection's");
+        return;
+    };
+    let io = parts.io.into_inner();
+    let conn = Arc::into_inner(conn);
+    let Some(conn) = conn else {
+        return;
+    };
+    match upgrade.kind {
+        UpgradeKind::Wamp(accepted, ws) => {
+            super::websocket::run(
+                io,
+                &parts.read_buf,
+                *accepted,
+                conn.peer,
+                ws,
+                conn.realms,
+                shutdown,
+            )
+            .await
+        }
+        UpgradeKind::Echo(deflate) => {
+            super::websocket::echo(io, &parts.read_buf, deflate, settings, shutdown).await
+        }
+    }
+}
+
+/// Answer one request: the service's response, with `Connection` set.
+async fn exchange(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+    let n = conn.served.fetch_add(1, Ordering::Relaxed) + 1;
+    let keep = keep_alive(req.version(), req.headers())
+        && n < MAX_REQUESTS_PER_CONNECTION
+        && !conn.shutdown.is_cancelled();
+    let mut r = super::web::route(req, conn).await;
+    if r.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return r;
+    }
+    let keep = keep && r.headers().get("connection").is_none_or(|v| v != "close");
+    set(
+        &mut r,
+        "connection",
+        if keep { "keep-alive" } else { "close" },
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_by_version_and_header() {
+        let h = |v: &str| {
+            let mut m = hyper::HeaderMap::new();
+            if !v.is_empty() {
+                m.insert("connection", HeaderValue::from_str(v).unwrap());
+            }
+            m
+        };
+        assert!(keep_alive(hyper::Version::HTTP_11, &h("")));
+        assert!(!keep_alive(hyper::Version::HTTP_11, &h("Close")));
+        assert!(keep_alive(
+            hyper::Version::HTTP_11,
+            &h("upgrade, keep-alive")
+        ));
+        assert!(!keep_alive(hyper::Version::HTTP_10, &h("")));
+        assert!(keep_alive(hyper::Version::HTTP_10, &h("Keep-Alive")));
+    }
+}
