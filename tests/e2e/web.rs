@@ -510,7 +510,15 @@ fn http_bridge_calls_and_publishes() {
     let curl = |path: &str, extra: &[&str], body: &str| {
         let t0 = std::time::Instant::now();
         let out = std::process::Command::new("curl")
-            .args(["-sS", "-m", "40", "--expect100-timeout", "30", "-w", "\n%{http_code}"])
+            .args([
+                "-sS",
+                "-m",
+                "40",
+                "--expect100-timeout",
+                "30",
+                "-w",
+                "\n%{http_code}",
+            ])
             .args(["-H", "Content-Type: application/json"])
             .args(extra)
             .args(["--data-binary", body])
@@ -522,15 +530,30 @@ fn http_bridge_calls_and_publishes() {
     };
     let event = r#"{"topic": "com.example.topic", "args": ["curl"]}"#;
     let (got, _) = curl("pub", &["-H", "Transfer-Encoding: chunked"], event);
-    assert!(got.ends_with("\n200") && got.contains("\"id\""), "chunked body: {got}");
+    assert!(
+        got.ends_with("\n200") && got.contains("\"id\""),
+        "chunked body: {got}"
+    );
     let (got, took) = curl("pub", &["-X", "PUT", "-H", "Expect: 100-continue"], event);
-    assert!(got.ends_with("\n200") && got.contains("\"id\""), "Expect: 100-continue: {got}");
-    assert!(took < std::time::Duration::from_secs(10), "the 100 came at once: {took:?}");
+    assert!(
+        got.ends_with("\n200") && got.contains("\"id\""),
+        "Expect: 100-continue: {got}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the 100 came at once: {took:?}"
+    );
     // A chunked body over the limit is refused by its size, not by its
     // encoding.
-    let big = format!(r#"{{"topic": "com.example.topic", "args": ["{}"]}}"#, "x".repeat(500));
+    let big = format!(
+        r#"{{"topic": "com.example.topic", "args": ["{}"]}}"#,
+        "x".repeat(500)
+    );
     let (got, _) = curl("small", &["-H", "Transfer-Encoding: chunked"], &big);
-    assert!(got.ends_with("\n413") && got.contains("post_body_limit"), "{got}");
+    assert!(
+        got.ends_with("\n413") && got.contains("post_body_limit"),
+        "{got}"
+    );
 
     let mut bad = router_config(free_port());
     push_transport(

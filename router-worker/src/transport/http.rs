@@ -194,6 +194,37 @@ pub async fn serve_connection<S: Io>(
     realms: Realms,
     shutdown: CancellationToken,
 ) {
+    // Boxed: hyper's connection is freed before a WebSocket session starts
+    // (a session may last for days).
+    let phase = Box::pin(http_phase(
+        stream,
+        peer,
+        settings.clone(),
+        realms,
+        shutdown.clone(),
+    ));
+    let Some((io, early, kind, peer, realms)) = phase.await else {
+        return;
+    };
+    match kind {
+        UpgradeKind::Wamp(accepted, ws) => {
+            super::websocket::run(io, early, *accepted, peer, ws, realms, shutdown).await
+        }
+        UpgradeKind::Echo(deflate) => {
+            super::websocket::echo(io, early, deflate, settings, shutdown).await
+        }
+    }
+}
+
+/// HTTP until the connection ends, or until an upgrade: then the stream,
+/// what hyper read past the request, and what runs on it.
+async fn http_phase<S: Io>(
+    stream: S,
+    peer: Peer,
+    settings: Arc<ListenerSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+) -> Option<(S, Bytes, UpgradeKind, Peer, Realms)> {
     let conn = Arc::new(Conn {
         peer,
         settings: settings.clone(),
@@ -234,45 +265,27 @@ pub async fn serve_connection<S: Io>(
     if let Err(e) = done {
         debug!(cause = %e, "HTTP connection ended");
     }
-    let upgrade = conn.upgrade.lock().ok().and_then(|mut s| s.take());
-    let Some(upgrade) = upgrade else {
-        return;
-    };
+    let upgrade = conn.upgrade.lock().ok().and_then(|mut s| s.take())?;
     let upgraded = match upgrade.on.await {
         Ok(u) => u,
         Err(e) => {
             debug!(cause = %e, "WebSocket upgrade lost");
-            return;
+            return None;
         }
     };
     // The stream itself (not hyper's box around it), and the bytes hyper
     // read past the request: the client's first frames.
     let Ok(parts) = upgraded.downcast::<TokioIo<S>>() else {
         debug!("WebSocket upgrade: the stream is not the connection's");
-        return;
+        return None;
     };
-    let io = parts.io.into_inner();
-    let conn = Arc::into_inner(conn);
-    let Some(conn) = conn else {
-        return;
-    };
-    match upgrade.kind {
-        UpgradeKind::Wamp(accepted, ws) => {
-            super::websocket::run(
-                io,
-                &parts.read_buf,
-                *accepted,
-                conn.peer,
-                ws,
-                conn.realms,
-                shutdown,
-            )
-            .await
-        }
-        UpgradeKind::Echo(deflate) => {
-            super::websocket::echo(io, &parts.read_buf, deflate, settings, shutdown).await
-        }
-    }
+    Some((
+        parts.io.into_inner(),
+        parts.read_buf,
+        upgrade.kind,
+        conn.peer.clone(),
+        conn.realms.clone(),
+    ))
 }
 
 /// Answer one request: the service's response, with `Connection` set.

@@ -354,7 +354,7 @@ fn agree_deflate(r: &UpgradeRequest<'_>, settings: &ListenerSettings) -> Option<
 /// client sent after its request, already read.
 pub(super) async fn run<S: Io>(
     io: S,
-    early: &[u8],
+    early: Bytes,
     accepted: Accepted,
     peer: Peer,
     settings: Arc<ListenerSettings>,
@@ -429,7 +429,7 @@ fn behind_proxy(
 /// compressed.
 pub(super) async fn echo<S: Io>(
     io: S,
-    early: &[u8],
+    early: Bytes,
     deflate: Option<Agreed>,
     settings: Arc<ListenerSettings>,
     shutdown: CancellationToken,
@@ -514,16 +514,17 @@ pub(super) struct WsConn<S> {
 }
 
 impl<S: Io> WsConn<S> {
-    /// A connection whose first bytes (after the request head) are `early`.
+    /// A connection whose first bytes (after the request head) are
+    /// `early` (copied: the buffer they came in is not kept).
     fn new(
         io: S,
-        early: &[u8],
+        early: Bytes,
         settings: &ListenerSettings,
         deflate: Option<&Agreed>,
     ) -> WsConn<S> {
         WsConn {
             io,
-            rbuf: BytesMut::from(early),
+            rbuf: BytesMut::from(&early[..]),
             decoder: Decoder::new(settings.max_message_size, settings.max_frame_size, deflate),
             encoder: Encoder::new(deflate, settings.tuning.auto_fragment_size as usize),
             out: Vec::new(),
@@ -1083,7 +1084,7 @@ mod size_probe {
             ));
             let realms: crate::realms::Realms = Default::default();
             let t = super::WsTransport {
-                conn: super::WsConn::new(s, &[], &settings, None),
+                conn: super::WsConn::new(s, bytes::Bytes::new(), &settings, None),
                 serializer: proto::Serializer::Json,
                 batched: false,
                 pending: Default::default(),
@@ -1170,7 +1171,7 @@ mod frames {
         rt.block_on(async {
             let (server, client) = tokio::io::duplex(1000);
             let mut t = WsTransport {
-                conn: WsConn::new(server, &[], &settings(), None),
+                conn: WsConn::new(server, Bytes::new(), &settings(), None),
                 serializer: Serializer::MsgPack,
                 batched: false,
                 pending: VecDeque::new(),
