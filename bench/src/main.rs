@@ -203,6 +203,14 @@ enum Scenario {
         #[arg(long, default_value_t = 60.0)]
         timeout: f64,
     },
+    /// Not a load: serve the ceiling, a bare WAMP router on Trellis's own
+    /// WebSocket stack with nothing else (no authentication, authorization,
+    /// option parsing or meta API), on 127.0.0.1:PORT until killed, for
+    /// the other scenarios to run against.
+    Ceiling {
+        #[arg(long)]
+        port: u16,
+    },
     /// A Trellis node: `trellis start` to systemd READY=1 (every worker
     /// up), then `kill -9` of its router worker to the next WELCOME.
     Node {
@@ -1611,6 +1619,13 @@ async fn main() -> Result<()> {
         } => unfinished_frames(&cli, connections, declared, sent, pid).await,
         Scenario::Startup { ref cmd, timeout } => startup(&cli, cmd, timeout).await,
         Scenario::Node { ref cmd, timeout } => node(&cli, cmd, timeout).await,
+        Scenario::Ceiling { port } => {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+            router_worker::transport::ceiling::serve(listener).await?;
+            Ok(())
+        }
     }
 }
 

@@ -20,6 +20,7 @@
 
 pub mod archive;
 pub mod bridge;
+pub mod ceiling;
 pub mod deflate;
 pub mod forwarded;
 pub mod http;

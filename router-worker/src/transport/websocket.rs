@@ -355,22 +355,18 @@ fn agree_deflate(r: &UpgradeRequest<'_>, settings: &ListenerSettings) -> Option<
 pub(super) async fn run<S: Io>(
     io: S,
     early: Bytes,
-    accepted: Accepted,
+    mut accepted: Accepted,
     peer: Peer,
     settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
 ) {
-    let (protocol, serializer, batched) = accepted.protocol;
+    let protocol = accepted.protocol.0;
     debug!(protocol, "WebSocket connection open");
-    let transport = WsTransport {
-        conn: WsConn::new(io, early, &settings, accepted.deflate.as_ref()),
-        serializer,
-        batched,
-        pending: VecDeque::new(),
-        max_message_size: settings.max_message_size,
-    };
-    let (peer_ip, desc, proxy) = behind_proxy(&peer, &accepted.http, &settings.trusted_proxies);
+    let http = std::mem::take(&mut accepted.http);
+    let cookie = accepted.cookie.take();
+    let transport = WsTransport::new(io, early, accepted, &settings);
+    let (peer_ip, desc, proxy) = behind_proxy(&peer, &http, &settings.trusted_proxies);
     let mut info = TransportInfo::new("websocket", protocol, desc);
     info.cred = peer.cred;
     info.proxy = proxy;
@@ -378,8 +374,8 @@ pub(super) async fn run<S: Io>(
     let conn = session::Connection {
         peer_ip,
         transport: info,
-        http: accepted.http,
-        cookie: settings.cookies.clone().zip(accepted.cookie),
+        http,
+        cookie: settings.cookies.clone().zip(cookie),
     };
     // The session's future lives as long as the connection: boxed, so the
     // task holding this one stays small.
@@ -763,6 +759,26 @@ pub(super) fn split_batch(
         pending.push_back(data.split_to(len));
     }
     Ok(())
+}
+
+impl<S: Io> WsTransport<S> {
+    /// The transport of an accepted upgrade (for the benchmark's ceiling,
+    /// which runs the same stack without the session).
+    pub(super) fn new(
+        io: S,
+        early: Bytes,
+        accepted: Accepted,
+        settings: &ListenerSettings,
+    ) -> WsTransport<S> {
+        let (_, serializer, batched) = accepted.protocol;
+        WsTransport {
+            conn: WsConn::new(io, early, settings, accepted.deflate.as_ref()),
+            serializer,
+            batched,
+            pending: VecDeque::new(),
+            max_message_size: settings.max_message_size,
+        }
+    }
 }
 
 impl<S: Io> Transport for WsTransport<S> {

@@ -1,0 +1,238 @@
+//! The benchmark's ceiling: a bare WAMP router on Trellis's own WebSocket
+//! stack (hyper's handshake, the subprotocol negotiation, `wscodec` and
+//! the vectored writer), with nothing else: no authentication, no
+//! authorization, no option parsing, no meta API, no realm actor, no
+//! queues with limits. It forwards CALL → INVOCATION → YIELD → RESULT and
+//! PUBLISH → EVENT, and answers HELLO, REGISTER, SUBSCRIBE and GOODBYE.
+//! `trellis-bench ceiling` runs it; `scripts/bench` reports the router's
+//! figures as a share of it, measured in the same run, so that they hold
+//! on any machine. Not a router anyone should use: one global lock, and a
+//! message for a session whose queue is full is dropped.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use proto::message::{CallResult, Event, Goodbye, Invocation, Registered, Subscribed, Welcome};
+use proto::{Dict, Message};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::ListenerSettings;
+use super::websocket::{UpgradeRequest, WsTransport, accept_wamp};
+use crate::outbound::OutMsg;
+use crate::session::transport::Transport;
+
+type Tx = mpsc::Sender<Arc<OutMsg>>;
+
+/// Messages waiting for one session (a benchmark's load stays far below).
+const QUEUE: usize = 8192;
+
+#[derive(Default)]
+struct State {
+    next: u64,
+    /// procedure → (registration, callee)
+    procedures: HashMap<String, (u64, Tx)>,
+    /// invocation → (caller, its request)
+    calls: HashMap<u64, (Tx, u64)>,
+    /// topic → (subscription, subscribers)
+    topics: HashMap<String, (u64, Vec<Tx>)>,
+}
+
+impl State {
+    fn id(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+}
+
+/// Serve the bare router on `listener` until the process ends.
+///
+/// # Errors
+/// When accepting fails.
+pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
+    let cfg: crate::config::TransportConfig = serde_json::from_value(serde_json::json!({
+        "type": "websocket",
+        "endpoint": {"type": "tcp", "port": 0},
+        "serializers": ["json", "msgpack", "cbor"],
+        "options": {"max_message_size": 16 << 20}
+    }))
+    .map_err(std::io::Error::other)?;
+    let settings = Arc::new(ListenerSettings::from_config(
+        0,
+        &cfg,
+        None,
+        Default::default(),
+    ));
+    let state = Arc::new(Mutex::new(State::default()));
+    loop {
+        let (s, _) = listener.accept().await?;
+        let _ = s.set_nodelay(true);
+        tokio::spawn(connection(s, settings.clone(), state.clone()));
+    }
+}
+
+async fn connection(s: TcpStream, settings: Arc<ListenerSettings>, state: Arc<Mutex<State>>) {
+    let slot = Arc::new(Mutex::new(None));
+    let (st, sl) = (settings.clone(), slot.clone());
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let r = match accept_wamp(&UpgradeRequest::of(&req), &st) {
+                Ok(a) => {
+                    let resp = a.response();
+                    if let Ok(mut g) = sl.lock() {
+                        *g = Some((hyper::upgrade::on(&mut req), a));
+                    }
+                    resp
+                }
+                Err(refused) => refused.response(),
+            };
+            async move { Ok::<_, Infallible>(r) }
+        });
+    let io = hyper_util::rt::TokioIo::new(s);
+    if hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades()
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let Some((on, accepted)) = slot.lock().ok().and_then(|mut g| g.take()) else {
+        return;
+    };
+    let Ok(up) = on.await else { return };
+    let Ok(parts) = up.downcast::<hyper_util::rt::TokioIo<TcpStream>>() else {
+        return;
+    };
+    let mut t = WsTransport::new(parts.io.into_inner(), parts.read_buf, accepted, &settings);
+    let ser = t.serializer();
+    let (tx, mut rx) = mpsc::channel::<Arc<OutMsg>>(QUEUE);
+    loop {
+        tokio::select! {
+            out = rx.recv() => {
+                let Some(mut m) = out else { return };
+                // Everything queued goes out in one write.
+                loop {
+                    if t.feed(&m).await.is_err() {
+                        return;
+                    }
+                    match rx.try_recv() {
+                        Ok(next) => m = next,
+                        Err(_) => break,
+                    }
+                }
+                if t.flush().await.is_err() {
+                    return;
+                }
+            }
+            incoming = t.recv() => {
+                let Ok(bytes) = incoming else { return };
+                let Ok(msg) = ser.decode(&bytes) else { return };
+                if !handle(msg, &tx, &state) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One message from a session; `false` when it leaves.
+fn handle(msg: Message, tx: &Tx, state: &Mutex<State>) -> bool {
+    let Ok(mut s) = state.lock() else {
+        return false;
+    };
+    let send = |to: &Tx, m: Message| {
+        let _ = to.try_send(OutMsg::new(m));
+    };
+    match msg {
+        Message::Hello(_) => {
+            let session = s.id();
+            let details = proto::dict! {
+                "roles" => proto::dict! {
+                    "broker" => Dict::new(),
+                    "dealer" => Dict::new()
+                }
+            };
+            send(tx, Message::Welcome(Welcome { session, details }));
+        }
+        Message::Register(r) => {
+            let registration = s.id();
+            s.procedures.insert(r.procedure, (registration, tx.clone()));
+            send(
+                tx,
+                Message::Registered(Registered {
+                    request: r.request,
+                    registration,
+                }),
+            );
+        }
+        Message::Call(c) => {
+            let Some((registration, callee)) = s.procedures.get(&c.procedure).cloned() else {
+                return true;
+            };
+            let request = s.id();
+            s.calls.insert(request, (tx.clone(), c.request));
+            send(
+                &callee,
+                Message::Invocation(Invocation {
+                    request,
+                    registration,
+                    details: Dict::new(),
+                    payload: c.payload,
+                }),
+            );
+        }
+        Message::Yield(y) => {
+            if let Some((caller, request)) = s.calls.remove(&y.request) {
+                send(
+                    &caller,
+                    Message::Result(CallResult {
+                        request,
+                        details: Dict::new(),
+                        payload: y.payload,
+                    }),
+                );
+            }
+        }
+        Message::Subscribe(sub) => {
+            let id = s.id();
+            let entry = s.topics.entry(sub.topic).or_insert((id, Vec::new()));
+            entry.1.push(tx.clone());
+            let subscription = entry.0;
+            send(
+                tx,
+                Message::Subscribed(Subscribed {
+                    request: sub.request,
+                    subscription,
+                }),
+            );
+        }
+        Message::Publish(p) => {
+            let publication = s.id();
+            if let Some((subscription, subscribers)) = s.topics.get(&p.topic) {
+                // One message, encoded once, for every subscriber.
+                let event = OutMsg::new(Message::Event(Event {
+                    subscription: *subscription,
+                    publication,
+                    details: Dict::new(),
+                    payload: p.payload,
+                }));
+                for sub in subscribers {
+                    let _ = sub.try_send(event.clone());
+                }
+            }
+        }
+        Message::Goodbye(_) => {
+            send(
+                tx,
+                Message::Goodbye(Goodbye {
+                    details: Dict::new(),
+                    reason: "wamp.close.goodbye_and_out".into(),
+                }),
+            );
+        }
+        _ => {}
+    }
+    true
+}
