@@ -559,28 +559,16 @@ fn write(
     options: bool,
     plain: bool,
 ) -> hyper::Response<super::http::Body> {
-    use super::http::set;
     let ct = if plain {
         "text/plain; charset=UTF-8"
     } else {
         "application/json; charset=UTF-8"
     };
     let mut r = super::http::response(code, ct, body.to_owned());
-    set(
-        &mut r,
-        "cache-control",
-        "no-store, no-cache, must-revalidate, max-age=0",
-    );
-    set(
-        &mut r,
-        "access-control-allow-origin",
-        origin.as_deref().unwrap_or("*"),
-    );
-    set(&mut r, "access-control-allow-credentials", "true");
+    let methods = "POST,PUT,OPTIONS";
+    super::http::uncached_cors(&mut r, origin, options.then_some(methods));
     if options {
-        set(&mut r, "allow", "POST,PUT,OPTIONS");
-        set(&mut r, "access-control-allow-methods", "POST,PUT,OPTIONS");
-        set(&mut r, "access-control-allow-headers", "Content-Type");
+        super::http::set(&mut r, "allow", methods);
     }
     r
 }

@@ -76,6 +76,28 @@ pub fn set<B>(r: &mut Response<B>, name: &'static str, value: &str) {
     }
 }
 
+/// The headers Crossbar.io's bridge and long-poll services send: no
+/// caching, the request's origin allowed with credentials (as
+/// autobahn-js's requests carry them), and, for a preflight, the
+/// `methods` allowed.
+pub fn uncached_cors<B>(r: &mut Response<B>, origin: &Option<String>, preflight: Option<&str>) {
+    set(
+        r,
+        "cache-control",
+        "no-store, no-cache, must-revalidate, max-age=0",
+    );
+    set(
+        r,
+        "access-control-allow-origin",
+        origin.as_deref().unwrap_or("*"),
+    );
+    set(r, "access-control-allow-credentials", "true");
+    if let Some(methods) = preflight {
+        set(r, "access-control-allow-methods", methods);
+        set(r, "access-control-allow-headers", "Content-Type");
+    }
+}
+
 /// A header of the request, as text (the first, if repeated).
 pub fn header<'a>(h: &'a hyper::HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)

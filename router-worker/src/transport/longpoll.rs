@@ -479,23 +479,8 @@ fn reply(
     origin: &Option<String>,
     preflight: bool,
 ) -> hyper::Response<Body> {
-    use super::http::set;
     let mut r = super::http::response(code, content_type, body.unwrap_or_default());
-    set(
-        &mut r,
-        "cache-control",
-        "no-store, no-cache, must-revalidate, max-age=0",
-    );
-    set(
-        &mut r,
-        "access-control-allow-origin",
-        origin.as_deref().unwrap_or("*"),
-    );
-    set(&mut r, "access-control-allow-credentials", "true");
-    if preflight {
-        set(&mut r, "access-control-allow-methods", "POST,OPTIONS");
-        set(&mut r, "access-control-allow-headers", "Content-Type");
-    }
+    super::http::uncached_cors(&mut r, origin, preflight.then_some("POST,OPTIONS"));
     r
 }
 
