@@ -236,3 +236,121 @@ fn handle(msg: Message, tx: &Tx, state: &Mutex<State>) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::{SinkExt, StreamExt};
+    use proto::message::{Call, Hello, Publish, Register, Subscribe, Yield};
+    use proto::{Dict, Message, Payload, Serializer, Value};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    type Client = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    async fn join(port: u16) -> Client {
+        let mut req = format!("ws://127.0.0.1:{port}/ws")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "wamp.2.msgpack".parse().unwrap());
+        let (mut c, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        send(
+            &mut c,
+            Message::Hello(Hello {
+                realm: "realm1".into(),
+                details: Dict::new(),
+            }),
+        )
+        .await;
+        assert!(matches!(next(&mut c).await, Message::Welcome(_)));
+        c
+    }
+
+    async fn send(c: &mut Client, m: Message) {
+        let b = Serializer::MsgPack.encode_to_vec(&m).unwrap();
+        c.send(Ws::Binary(b.into())).await.unwrap();
+    }
+
+    async fn next(c: &mut Client) -> Message {
+        loop {
+            match c.next().await.unwrap().unwrap() {
+                Ws::Binary(b) => return Serializer::MsgPack.decode(&b).unwrap(),
+                Ws::Ping(_) | Ws::Pong(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// A call goes callee and back; an event reaches its subscriber.
+    #[tokio::test]
+    async fn calls_and_events_pass_through() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(super::serve(l));
+        let (mut callee, mut caller) = (join(port).await, join(port).await);
+        send(
+            &mut callee,
+            Message::Register(Register {
+                request: 1,
+                options: Dict::new(),
+                procedure: "p".into(),
+            }),
+        )
+        .await;
+        assert!(matches!(next(&mut callee).await, Message::Registered(_)));
+        let args = Payload::args(vec![Value::Int(7)]);
+        send(
+            &mut caller,
+            Message::Call(Call {
+                request: 9,
+                options: Dict::new(),
+                procedure: "p".into(),
+                payload: args.clone(),
+            }),
+        )
+        .await;
+        let Message::Invocation(inv) = next(&mut callee).await else {
+            panic!()
+        };
+        assert_eq!(inv.payload, args);
+        send(
+            &mut callee,
+            Message::Yield(Yield {
+                request: inv.request,
+                options: Dict::new(),
+                payload: args.clone(),
+            }),
+        )
+        .await;
+        let Message::Result(r) = next(&mut caller).await else {
+            panic!()
+        };
+        assert_eq!((r.request, r.payload), (9, args.clone()));
+        send(
+            &mut callee,
+            Message::Subscribe(Subscribe {
+                request: 2,
+                options: Dict::new(),
+                topic: "t".into(),
+            }),
+        )
+        .await;
+        assert!(matches!(next(&mut callee).await, Message::Subscribed(_)));
+        send(
+            &mut caller,
+            Message::Publish(Publish {
+                request: 3,
+                options: Dict::new(),
+                topic: "t".into(),
+                payload: args.clone(),
+            }),
+        )
+        .await;
+        let Message::Event(e) = next(&mut callee).await else {
+            panic!()
+        };
+        assert_eq!(e.payload, args);
+    }
+}
