@@ -230,10 +230,16 @@ pub async fn serve_connection<S: Io>(
     };
     match kind {
         UpgradeKind::Wamp(accepted, ws) => {
-            super::websocket::run(io, early, *accepted, peer, ws, realms, shutdown).await
+            Box::pin(super::websocket::run(
+                io, early, *accepted, peer, ws, realms, shutdown,
+            ))
+            .await
         }
         UpgradeKind::Echo(deflate) => {
-            super::websocket::echo(io, early, deflate, settings, shutdown).await
+            Box::pin(super::websocket::echo(
+                io, early, deflate, settings, shutdown,
+            ))
+            .await
         }
     }
 }

@@ -90,16 +90,6 @@ fn path_of<B>(req: &hyper::Request<B>) -> &str {
     req.uri().path()
 }
 
-/// Does the request ask for a WebSocket upgrade?
-fn is_upgrade<B>(req: &hyper::Request<B>) -> bool {
-    req.headers()
-        .get_all("upgrade")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
-}
-
 /// Does the request announce a body (`Content-Length` above 0, or
 /// `Transfer-Encoding`)?
 fn has_body<B>(req: &hyper::Request<B>) -> bool {
@@ -147,10 +137,10 @@ fn websocket_path(
     ws: Arc<ListenerSettings>,
 ) -> Response<Body> {
     let testee = ws.kind == crate::config::TransportKind::WebsocketTestee;
-    if !is_upgrade(req) && !testee {
+    let r = super::websocket::UpgradeRequest::of(req);
+    if !r.asks_websocket() && !testee {
         return not_upgraded(&ws);
     }
-    let r = super::websocket::UpgradeRequest::of(req);
     let answer = if testee {
         super::websocket::accept_echo(&r, &ws)
             .map(|(resp, deflate)| (resp, http::UpgradeKind::Echo(deflate)))
