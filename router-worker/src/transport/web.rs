@@ -425,10 +425,8 @@ async fn serve_static<B>(req: &hyper::Request<B>, web: &WebSettings, path: &str)
         Resolved::Directory(dir) => {
             let page = listing(&dir, path).await;
             let mut r = http::response(200, "text/html; charset=utf-8", page);
+            // HEAD: hyper sends the headers (with the length) and no body.
             http::set(&mut r, "cache-control", "no-cache");
-            if req.method() == hyper::Method::HEAD {
-                *r.body_mut() = http::full(Bytes::new());
-            }
             r
         }
         Resolved::Redirect(to) => {
