@@ -125,21 +125,23 @@ pub async fn read_body(
             "a Content-Length header (or a chunked body) is required".into(),
         ));
     }
-    let too_big = |len: String| {
+    let too_big = |len: Option<u64>| {
+        let size = len.map_or_else(
+            || "a chunked request body".to_owned(),
+            |l| format!("request body of {l} bytes"),
+        );
         BodyError(
             413,
-            format!("request body of {len} bytes is over the limit of {limit} bytes ({limit_key})"),
+            format!("{size} is over the limit of {limit} bytes ({limit_key})"),
         )
     };
     if let Some(len) = declared.filter(|&l| l > limit) {
-        return Err(too_big(len.to_string()));
+        return Err(too_big(Some(len)));
     }
     let room = usize::try_from(limit).unwrap_or(usize::MAX);
     match tokio::time::timeout(BODY_DEADLINE, Limited::new(body, room).collect()).await {
         Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(too_big("more than that".into()))
-        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_big(declared)),
         Ok(Err(e)) => Err(BodyError(400, format!("the body could not be read: {e}"))),
         Err(_) => Err(BodyError(
             400,
