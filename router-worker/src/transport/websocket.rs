@@ -486,8 +486,10 @@ pub struct WsTuning {
 /// Frames collected before a write, at most (two I/O slices each, well
 /// within the kernel's 1024 per `writev`).
 const MAX_OUT_FRAMES: usize = 256;
-/// Room for frames a connection keeps between writes.
-const OUT_FRAMES_KEPT: usize = 8;
+/// Room for frames a connection keeps between writes: none (an idle
+/// session holds no frame list; measured 230 B less per idle session,
+/// for an allocation per write batch).
+const OUT_FRAMES_KEPT: usize = 0;
 /// Bytes one socket read takes when no large frame is awaited. They are
 /// read onto the stack and copied to the connection's buffer, which an
 /// idle connection does not hold at all.
