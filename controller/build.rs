@@ -21,7 +21,7 @@ fn main() {
     let text = std::fs::read_to_string(&lock).unwrap_or_default();
     let wanted = [
         "tokio",
-        "tokio-tungstenite",
+        "hyper",
         "axum",
         "serde_json",
         "rmp-serde",

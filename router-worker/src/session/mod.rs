@@ -1052,7 +1052,7 @@ fn established<'a, 'b: 'a, T: Transport>(
                     let written = match outcome {
                         Write::Done(r) => r,
                         // Closed at once, before anything is read: a read
-                        // may make tungstenite answer a ping, which must not
+                        // may make the codec answer a ping, which must not
                         // land inside the frame this write left half done.
                         Write::Killed => return killed(t, kill).await,
                         Write::Shutdown => return close(t, CloseKind::GoingAway, "router shutting down").await,
