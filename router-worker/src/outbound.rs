@@ -29,6 +29,13 @@ impl Encoded {
             Encoded::Binary(b) => b,
         }
     }
+
+    /// The bytes, shared (no copy).
+    pub fn bytes(&self) -> Bytes {
+        match self {
+            Encoded::Text(b) | Encoded::Binary(b) => b.clone(),
+        }
+    }
 }
 
 /// A message plus its lazily filled per-serializer encodings.

@@ -189,22 +189,23 @@ impl Conn {
     }
 }
 
-/// How a response ends its exchange: `Connection: keep-alive` or `close`.
-/// A request whose body the service does not read closes the connection.
-fn keep_alive(parts_version: hyper::Version, headers: &hyper::HeaderMap) -> bool {
-    let tokens = |name: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .collect::<Vec<_>>()
-    };
-    let connection = tokens("connection");
-    match parts_version {
-        hyper::Version::HTTP_11 => !connection.iter().any(|t| t == "close"),
-        hyper::Version::HTTP_10 => connection.iter().any(|t| t == "keep-alive"),
+/// The comma-separated tokens of every value of a header (`Connection:
+/// keep-alive, Upgrade`), trimmed.
+pub fn tokens<'h>(h: &'h hyper::HeaderMap, name: &str) -> impl Iterator<Item = &'h str> + 'h {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Does the client keep the connection for another request?
+fn keep_alive(version: hyper::Version, headers: &hyper::HeaderMap) -> bool {
+    let has = |token: &str| tokens(headers, "connection").any(|t| t.eq_ignore_ascii_case(token));
+    match version {
+        hyper::Version::HTTP_11 => !has("close"),
+        hyper::Version::HTTP_10 => has("keep-alive"),
         _ => false,
     }
 }

@@ -25,7 +25,7 @@ const READ_BUFFER: usize = 1024;
 
 use super::ListenerSettings;
 use super::{Io, Peer};
-use crate::outbound::{Encoded, OutMsg};
+use crate::outbound::OutMsg;
 use crate::realm::TransportInfo;
 use crate::realms::Realms;
 use crate::session;
@@ -220,10 +220,7 @@ impl<S: Io> Transport for RawTransport<S> {
         let Some(enc) = msg.encoded(self.serializer) else {
             return Ok(());
         };
-        let bytes = match enc {
-            Encoded::Text(t) => t.clone(),
-            Encoded::Binary(b) => b.clone(),
-        };
+        let bytes = enc.bytes();
         if bytes.len() > self.peer_max {
             // Dropping it would leave the client waiting (for a WELCOME, a
             // RESULT) forever: the session ends, saying why.

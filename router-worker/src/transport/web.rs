@@ -85,11 +85,6 @@ impl std::fmt::Debug for NodeInfoHook {
     }
 }
 
-/// The request's path (no query or fragment).
-fn path_of<B>(req: &hyper::Request<B>) -> &str {
-    req.uri().path()
-}
-
 /// Does the request announce a body (`Content-Length` above 0, or
 /// `Transfer-Encoding`)?
 fn has_body<B>(req: &hyper::Request<B>) -> bool {
@@ -105,7 +100,7 @@ pub(super) async fn route(mut req: hyper::Request<Incoming>, conn: &http::Conn) 
         // A WebSocket transport: every path is its endpoint.
         return websocket_path(&mut req, conn, settings.clone());
     };
-    let path = path_of(&req).to_owned();
+    let path = req.uri().path().to_owned();
     // The longest configured service path the request's path starts with
     // (`api/call` before `api`), or `/` for the root itself.
     let key = service_key(&web, &path);

@@ -24,7 +24,7 @@ use super::deflate::Agreed;
 use super::http::{self, Body};
 use super::wscodec::{CodecError, Decoder, Encoder, Event, OP_PING, OP_PONG, OutFrame};
 use super::{Io, ListenerSettings, Peer};
-use crate::outbound::{Encoded, OutMsg};
+use crate::outbound::OutMsg;
 use crate::realm::TransportInfo;
 use crate::realms::Realms;
 use crate::session;
@@ -183,10 +183,7 @@ impl<'h> UpgradeRequest<'h> {
 
     /// The comma-separated tokens of every value of a header.
     fn tokens(&self, name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
-        self.values(name)
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+        http::tokens(self.headers, name)
     }
 }
 
@@ -849,10 +846,7 @@ impl<S: Io> Transport for WsTransport<S> {
             }
             buf.freeze()
         } else {
-            match enc {
-                Encoded::Text(t) => t.clone(),
-                Encoded::Binary(b) => b.clone(),
-            }
+            enc.bytes()
         };
         self.conn.queue(!self.serializer.is_binary(), body);
         if self.conn.out.len() >= MAX_OUT_FRAMES
