@@ -10,7 +10,6 @@
 //! message for a session whose queue is full is dropped.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use proto::message::{CallResult, Event, Goodbye, Invocation, Registered, Subscribed, Welcome};
@@ -18,9 +17,13 @@ use proto::{Dict, Message};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::ListenerSettings;
-use super::websocket::{UpgradeRequest, WsTransport, accept_wamp};
+use tokio_util::sync::CancellationToken;
+
+use super::http::{self, UpgradeKind};
+use super::websocket::WsTransport;
+use super::{ListenerSettings, Peer};
 use crate::outbound::OutMsg;
+use crate::realms::Realms;
 use crate::session::transport::Transport;
 
 type Tx = mpsc::Sender<Arc<OutMsg>>;
@@ -73,39 +76,17 @@ pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
 }
 
 async fn connection(s: TcpStream, settings: Arc<ListenerSettings>, state: Arc<Mutex<State>>) {
-    let slot = Arc::new(Mutex::new(None));
-    let (st, sl) = (settings.clone(), slot.clone());
-    let service =
-        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            let r = match accept_wamp(&UpgradeRequest::of(&req), &st) {
-                Ok(a) => {
-                    let resp = a.response();
-                    if let Ok(mut g) = sl.lock() {
-                        *g = Some((hyper::upgrade::on(&mut req), a));
-                    }
-                    resp
-                }
-                Err(refused) => refused.response(),
-            };
-            async move { Ok::<_, Infallible>(r) }
-        });
-    let io = hyper_util::rt::TokioIo::new(s);
-    if hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, service)
-        .with_upgrades()
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let Some((on, accepted)) = slot.lock().ok().and_then(|mut g| g.take()) else {
+    // The router's own HTTP phase and handshake; then the bare loop.
+    let peer = match s.peer_addr() {
+        Ok(addr) => Peer::tcp(addr),
+        Err(_) => return,
+    };
+    let shutdown = CancellationToken::new();
+    let phase = http::http_phase(s, peer, settings, Realms::default(), shutdown);
+    let Some((io, early, UpgradeKind::Wamp(accepted, ws), ..)) = phase.await else {
         return;
     };
-    let Ok(up) = on.await else { return };
-    let Ok(parts) = up.downcast::<hyper_util::rt::TokioIo<TcpStream>>() else {
-        return;
-    };
-    let mut t = WsTransport::new(parts.io.into_inner(), parts.read_buf, accepted, &settings);
+    let mut t = WsTransport::new(io, early, *accepted, &ws);
     let ser = t.serializer();
     let (tx, mut rx) = mpsc::channel::<Arc<OutMsg>>(QUEUE);
     loop {

@@ -249,7 +249,7 @@ pub async fn serve_connection<S: Io>(
 
 /// HTTP until the connection ends, or until an upgrade: then the stream,
 /// what hyper read past the request, and what runs on it.
-async fn http_phase<S: Io>(
+pub(super) async fn http_phase<S: Io>(
     stream: S,
     peer: Peer,
     settings: Arc<ListenerSettings>,
