@@ -6,8 +6,8 @@
 use std::process::Command;
 
 use router_worker::Router;
-use router_worker::config::RouterConfig;
 use tokio_util::sync::CancellationToken;
+use trellis_config::router::RouterConfig;
 
 /// A router on a free loopback port, served from a runtime of its own.
 struct InProcess {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use client::component::{BoxFuture, Component};
 use client::{CallError, Client};
 use proto::{Dict, Payload, Value};
-use router_worker::config::{RouterComponentConfig, SecretKind};
 use serde::Deserialize;
+use trellis_config::router::{RouterComponentConfig, SecretKind};
 
 /// Every built-in container component `classname`.
 pub const CLASSNAMES: &[&str] = &["trellis.balloon.Backend"];
@@ -105,7 +105,7 @@ impl UserDatabaseConfig {
 
 /// One user of the database: the router's WAMP-CRA user record, which
 /// is also what its dynamic WAMP-CRA expects back from an authenticator.
-pub use router_worker::config::CraUser as User;
+pub use trellis_config::router::CraUser as User;
 
 /// `trellis.auth.UserDatabase`: a dynamic authenticator over a user
 /// database, answering both WAMP-CRA (secret and salt for the router to

@@ -381,7 +381,7 @@ pub struct FunctionAuthenticator {
 
 /// The router's function authenticators, in config order.
 pub fn function_authenticators(
-    r: &router_worker::config::RouterConfig,
+    r: &trellis_config::router::RouterConfig,
 ) -> Vec<FunctionAuthenticator> {
     take_function_authenticators(&mut r.clone())
 }
@@ -389,9 +389,9 @@ pub fn function_authenticators(
 /// Turn `r`'s function methods into dynamic ones calling their
 /// procedures in [`FUNCTIONS_REALM`]; say what they were.
 fn take_function_authenticators(
-    r: &mut router_worker::config::RouterConfig,
+    r: &mut trellis_config::router::RouterConfig,
 ) -> Vec<FunctionAuthenticator> {
-    use router_worker::config::{AuthKind, MethodAuth};
+    use trellis_config::router::{AuthKind, MethodAuth};
     fn take<P>(m: Option<&mut MethodAuth<P>>, path: String, out: &mut Vec<FunctionAuthenticator>) {
         let Some(m) = m.filter(|m| m.kind == AuthKind::Function) else {
             return;
@@ -432,7 +432,7 @@ fn take_function_authenticators(
 
 /// The realm of the function authenticators: their host may register
 /// their procedures, nothing else.
-fn functions_realm() -> router_worker::config::RealmConfig {
+fn functions_realm() -> trellis_config::router::RealmConfig {
     serde_json::from_value(serde_json::json!({
         "name": FUNCTIONS_REALM,
         "roles": [{"name": FUNCTION_HOST_ROLE, "permissions": [
@@ -456,7 +456,7 @@ pub fn component_socket(worker_id: &str, j: usize) -> String {
 /// A router's Python components as a container's, each over its private
 /// socket, for [`problems`] and the launcher. Built-in components keep
 /// their place (so indices match the config) and are skipped.
-pub fn router_as_container(r: &router_worker::config::RouterConfig) -> ContainerConfig {
+pub fn router_as_container(r: &trellis_config::router::RouterConfig) -> ContainerConfig {
     let worker_id = r.id.clone().unwrap_or_default();
     let components = r
         .components
@@ -533,9 +533,9 @@ pub fn router_as_container(r: &router_worker::config::RouterConfig) -> Container
 /// component's role and authid, its realm only, as Crossbar.io's router
 /// components join without transport authentication.
 pub fn with_private_transports(
-    r: &router_worker::config::RouterConfig,
-) -> router_worker::config::RouterConfig {
-    use router_worker::config::{AnonymousAuth, TransportConfig};
+    r: &trellis_config::router::RouterConfig,
+) -> trellis_config::router::RouterConfig {
+    use trellis_config::router::{AnonymousAuth, TransportConfig};
     let worker_id = r.id.clone().unwrap_or_default();
     let mut out = r.clone();
     if !take_function_authenticators(&mut out).is_empty() {
@@ -580,7 +580,7 @@ pub fn with_private_transports(
 /// The interpreter cannot start, ends, or not every component joined in
 /// `within`.
 pub async fn start_router_components(
-    r: &router_worker::config::RouterConfig,
+    r: &trellis_config::router::RouterConfig,
     within: std::time::Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
@@ -690,7 +690,7 @@ mod tests {
 
     #[test]
     fn function_methods_become_dynamic_ones_in_the_routers_own_realm() {
-        use router_worker::config::{AuthKind, RouterConfig};
+        use trellis_config::router::{AuthKind, RouterConfig};
         let r: RouterConfig = serde_json::from_value(serde_json::json!({
             "id": "r1",
             "realms": [{"name": "realm1", "roles": [{"name": "user"}]}],

@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 
 use client::{Client, ClientConfig, ConnectError};
 use proto::{Dict, Payload, Value};
-use router_worker::config::RouterConfig;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use trellis_config::router::RouterConfig;
 
 /// The management realm.
 pub const REALM: &str = "trellis.control";
@@ -295,7 +295,7 @@ pub fn node_dir(explicit: Option<&Path>) -> PathBuf {
 pub fn router_config(socket: &Path) -> RouterConfig {
     RouterConfig {
         id: Some("controller".into()),
-        realms: vec![router_worker::config::RealmConfig {
+        realms: vec![trellis_config::router::RealmConfig {
             name: REALM.into(),
             roles: Vec::new(),
             options: Default::default(),
@@ -303,11 +303,11 @@ pub fn router_config(socket: &Path) -> RouterConfig {
             stats: None,
             trace: None,
         }],
-        transports: vec![router_worker::config::TransportConfig::unix_anonymous(
+        transports: vec![trellis_config::router::TransportConfig::unix_anonymous(
             "control",
             socket.to_string_lossy().into_owned(),
             None,
-            router_worker::config::AnonymousAuth::fixed("trusted", None, None, false),
+            trellis_config::router::AnonymousAuth::fixed("trusted", None, None, false),
         )],
         components: Vec::new(),
         python: None,

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use client::{CallError, Client, ClientConfig};
 use proto::{Dict, Payload, Value};
 use router_worker::Router;
-use router_worker::config::{INTERNAL_REALM_PREFIX, RealmConfig, RouterConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+use trellis_config::router::{INTERNAL_REALM_PREFIX, RealmConfig, RouterConfig};
 
 use crate::control;
 use crate::logging::LevelHandle;

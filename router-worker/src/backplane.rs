@@ -24,7 +24,7 @@
 //!
 //! Nothing here ever makes a session wait for NATS: a realm hands its
 //! publications and RPC messages straight to the NATS client's bounded
-//! queue ([`crate::config::ClusterConfig::backplane_queue`] entries,
+//! queue ([`trellis_config::router::ClusterConfig::backplane_queue`] entries,
 //! written out by the client's connection task in order); when it is full,
 //! or NATS is not connected, they are dropped and counted. Cross-node
 //! delivery is at-most-once.
@@ -37,9 +37,9 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::config::ClusterConfig;
 use crate::liveness::{DEAD_AFTER, HEARTBEAT};
 use crate::realm::RealmHandle;
+use trellis_config::router::ClusterConfig;
 
 /// The backplane's figures, for `trellis status` and `/metrics`.
 #[derive(Debug, Default)]

@@ -28,7 +28,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::config::CookieConfig;
+use trellis_config::router::CookieConfig;
 
 /// Who a cookie logged in as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,7 +379,7 @@ impl CookieStores {
     /// A file store cannot be read or written.
     pub fn for_transport(
         &mut self,
-        t: &crate::config::TransportConfig,
+        t: &trellis_config::router::TransportConfig,
     ) -> Result<Option<std::sync::Arc<CookieStore>>, String> {
         let Some(cfg) = &t.cookie else {
             return Ok(None);

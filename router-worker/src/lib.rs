@@ -22,7 +22,6 @@ pub mod auth;
 pub mod authz;
 pub mod backplane;
 pub mod broker;
-pub mod config;
 pub mod cookies;
 pub mod dealer;
 pub mod liveness;
@@ -47,10 +46,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{Endpoint, EndpointKind, RouterConfig};
 use crate::realm::RealmHandle;
 pub use crate::realms::{RealmTable, Realms};
 use crate::transport::{Listener, ListenerSettings};
+use trellis_config::router::{self as config, Endpoint, EndpointKind, RouterConfig};
 
 /// How long sessions get to say GOODBYE on shutdown before tasks are dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

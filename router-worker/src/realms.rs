@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config;
 use crate::realm::{self, RealmHandle};
+use trellis_config::router as config;
 
 /// The realms of a router by name, shared by every session task.
 pub type Realms = Arc<RealmTable>;

@@ -12,7 +12,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsConfig;
+use trellis_config::router::TlsConfig;
 
 /// A TLS endpoint's server config: its certificate and, with
 /// `ca_certificates`, the CAs client certificates are verified against;
@@ -238,7 +238,7 @@ fn load(cfg: &TlsConfig, path: &str) -> Result<CertifiedKey, (String, String)> {
 /// A file cannot be read or holds no usable certificate or key (the
 /// message names the key and the file).
 pub fn nats_client_config(
-    t: &crate::config::NatsTls,
+    t: &trellis_config::router::NatsTls,
 ) -> Result<Option<rustls::ClientConfig>, (String, String)> {
     const PATH: &str = "cluster.nats.tls";
     let client = match (&t.certificate, &t.key) {

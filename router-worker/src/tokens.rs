@@ -21,7 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{TokenStoreConfig, TokenStoreKind};
+use trellis_config::router::{TokenStoreConfig, TokenStoreKind};
 
 /// Tokens the embedded store holds at most (minted, not yet used).
 const MAX_EMBEDDED: usize = 100_000;

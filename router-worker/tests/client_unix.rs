@@ -8,8 +8,8 @@ use std::time::Duration;
 use client::{CallError, Client, ClientConfig};
 use proto::{Payload, Value};
 use router_worker::Router;
-use router_worker::config::RouterConfig;
 use tokio_util::sync::CancellationToken;
+use trellis_config::router::RouterConfig;
 
 fn config(path: &std::path::Path) -> RouterConfig {
     serde_json::from_value(serde_json::json!({

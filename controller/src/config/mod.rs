@@ -15,8 +15,8 @@ pub mod paths;
 mod proxy;
 mod source;
 
-use router_worker::config::RouterConfig;
 use serde::Deserialize;
+use trellis_config::router::RouterConfig;
 
 /// The embedded default: one router, realm `realm1`, anonymous, WebSocket
 /// on 127.0.0.1:8080.
@@ -90,7 +90,7 @@ pub struct NodeConfig {
     /// Every worker, in config order.
     pub workers: Vec<WorkerSpec>,
     /// `cluster`: the router workers share realms over NATS.
-    pub cluster: Option<router_worker::config::ClusterConfig>,
+    pub cluster: Option<trellis_config::router::ClusterConfig>,
     /// What reading the config changed and `check` should say (proxy
     /// workers served by the routers).
     pub notes: Vec<ConfigError>,
@@ -233,7 +233,7 @@ pub struct WorkerOptions {
     /// Routers: where the WAMP specification and Crossbar.io differ on the
     /// wire, whose behaviour to follow (`crossbar`, the default, or `spec`).
     #[serde(default)]
-    pub compat: Option<router_worker::config::Compat>,
+    pub compat: Option<trellis_config::router::Compat>,
 }
 
 /// Crossbar.io's container `restart` string as Trellis's restart object
@@ -793,7 +793,7 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
         .iter()
         .any(|w| w.get("type").and_then(|t| t.as_str()) == Some("router"));
     let cluster = raw.cluster.and_then(|c| {
-        let c = collect::deserialize_all::<router_worker::config::ClusterConfig>(
+        let c = collect::deserialize_all::<trellis_config::router::ClusterConfig>(
             c,
             "cluster",
             &mut errors,
@@ -965,15 +965,15 @@ fn check_admin(mut a: AdminConfig, errors: &mut Vec<ConfigError>) -> AdminConfig
         });
     }
     if let Some(token) = &a.token {
-        if let Some(var) = router_worker::config::env_placeholder(token) {
+        if let Some(var) = trellis_config::router::env_placeholder(token) {
             match std::env::var(var) {
-                Ok(v) if !router_worker::config::blank(&v) => a.token = Some(v),
+                Ok(v) if !trellis_config::router::blank(&v) => a.token = Some(v),
                 _ => errors.push(ConfigError {
                     path: "controller.admin.token".into(),
                     message: format!("the environment variable {var} is not set (or empty)"),
                 }),
             }
-        } else if router_worker::config::blank(token) {
+        } else if trellis_config::router::blank(token) {
             errors.push(ConfigError {
                 path: "controller.admin.token".into(),
                 message: "must not be empty: remove it to serve without a token".into(),
@@ -1167,13 +1167,13 @@ fn decode_worker(
                     for (j, realm) in r.realms.iter().enumerate() {
                         if realm
                             .name
-                            .starts_with(router_worker::config::INTERNAL_REALM_PREFIX)
+                            .starts_with(trellis_config::router::INTERNAL_REALM_PREFIX)
                         {
                             errors.push(ConfigError {
                                 path: format!("{prefix}.realms[{j}].name"),
                                 message: format!(
                                     "realm names starting with {:?} are the router's own: choose another name",
-                                    router_worker::config::INTERNAL_REALM_PREFIX
+                                    trellis_config::router::INTERNAL_REALM_PREFIX
                                 ),
                             });
                         }
@@ -1476,7 +1476,7 @@ pub fn preflight_warnings(cfg: &NodeConfig, node_dir: &Path) -> Vec<ConfigError>
 }
 
 fn missing_statics(
-    paths: Option<&std::collections::BTreeMap<String, router_worker::config::WebPath>>,
+    paths: Option<&std::collections::BTreeMap<String, trellis_config::router::WebPath>>,
     pre: &str,
     node_dir: &Path,
     out: &mut Vec<ConfigError>,
@@ -1486,7 +1486,7 @@ fn missing_statics(
             missing_statics(Some(inner), &format!("{pre}.{name}.paths"), node_dir, out);
         }
         let Some(d) = &p.directory else { continue };
-        if p.kind != router_worker::config::WebPathKind::Static {
+        if p.kind != trellis_config::router::WebPathKind::Static {
             continue;
         }
         // Lexically: the node directory may not exist before the first
@@ -1530,13 +1530,13 @@ pub fn preflight(cfg: &NodeConfig, node_dir: &Path) -> Result<(), ConfigErrors> 
 /// A transport's web paths and the key they are under (a universal
 /// transport's under `web.paths`).
 fn web_paths(
-    t: &router_worker::config::TransportConfig,
+    t: &trellis_config::router::TransportConfig,
 ) -> (
-    Option<&std::collections::BTreeMap<String, router_worker::config::WebPath>>,
+    Option<&std::collections::BTreeMap<String, trellis_config::router::WebPath>>,
     &'static str,
 ) {
     match t.kind {
-        router_worker::config::TransportKind::Universal => {
+        trellis_config::router::TransportKind::Universal => {
             (t.web.as_ref().map(|w| &w.paths), "web.paths")
         }
         _ => (t.paths.as_ref(), "paths"),
@@ -1551,7 +1551,7 @@ pub fn archive_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
         for (j, t) in r.transports.iter().enumerate() {
             let (paths, under) = web_paths(t);
             for (name, p) in paths.into_iter().flatten() {
-                if p.kind == router_worker::config::WebPathKind::Archive
+                if p.kind == trellis_config::router::WebPathKind::Archive
                     && let Some(a) = &p.archive
                     && !node_dir.join(a).is_file()
                 {
@@ -1625,7 +1625,7 @@ pub fn tls_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
         for (j, t) in r.transports.iter().enumerate() {
             let Some(tls) = &t.endpoint.tls else { continue };
             let at = |f: &String| node_dir.join(f).display().to_string();
-            let resolved = router_worker::config::TlsConfig {
+            let resolved = trellis_config::router::TlsConfig {
                 key: at(&tls.key),
                 certificate: at(&tls.certificate),
                 chain_certificates: tls.chain_certificates.iter().map(at).collect(),
@@ -1661,7 +1661,7 @@ pub fn cluster_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
             });
         }
         if let Some(t) = &c.nats.tls {
-            let resolved = router_worker::config::NatsTls {
+            let resolved = trellis_config::router::NatsTls {
                 ca_certificates: t.ca_certificates.iter().map(at).collect(),
                 certificate: t.certificate.as_ref().map(at),
                 key: t.key.as_ref().map(at),
@@ -1754,7 +1754,7 @@ fn default_transports(
     routers: &[(usize, RouterConfig)],
     errors: &mut Vec<ConfigError>,
 ) {
-    use router_worker::config::TransportKind;
+    use trellis_config::router::TransportKind;
     for w in workers {
         let WorkerKind::Container(c) = &mut w.kind else {
             continue;
@@ -1841,7 +1841,7 @@ fn check_components(
                 && let Some(path) = &e.path
                 && !routers.iter().any(|(_, r)| {
                     r.transports.iter().any(|t| {
-                        t.kind == router_worker::config::TransportKind::Rawsocket
+                        t.kind == trellis_config::router::TransportKind::Rawsocket
                             && t.endpoint.path.as_deref() == Some(path.as_str())
                     })
                 })
@@ -1861,7 +1861,7 @@ fn check_components(
 /// so now. Transports of one type that all say `endpoint.shared` share
 /// their port.
 fn check_port_clashes(routers: &[(usize, RouterConfig)], errors: &mut Vec<ConfigError>) {
-    let mut seen: Vec<(u16, String, Option<router_worker::config::TransportKind>)> = Vec::new();
+    let mut seen: Vec<(u16, String, Option<trellis_config::router::TransportKind>)> = Vec::new();
     let mut files: Vec<(&str, String)> = Vec::new();
     for (wi, r) in routers {
         for (ti, t) in r.transports.iter().enumerate() {

@@ -8,8 +8,8 @@ use proto::errors::uri as wamp_uri;
 use proto::{Dict, Payload, Value};
 
 use super::{Context, Refusal, deny, refuse};
-use crate::config::{AuthKind, MethodAuth, SecretKind};
 use crate::realm::InternalCallError;
+use trellis_config::router::{AuthKind, MethodAuth, SecretKind};
 
 /// Where a method's authenticator is and how long it may take.
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ impl Authenticator {
     /// function authenticators (as Crossbar.io names them), else `dynamic`.
     pub fn provider(&self) -> &'static str {
         match &self.realm {
-            Some(r) if r.starts_with(crate::config::INTERNAL_REALM_PREFIX) => "function",
+            Some(r) if r.starts_with(trellis_config::router::INTERNAL_REALM_PREFIX) => "function",
             _ => "dynamic",
         }
     }

@@ -11,7 +11,7 @@ use super::authenticator::Resolved;
 use super::{
     Challenged, Context, Hello, Method, Outcome, PendingAuth, Principal, Refusal, admit, deny,
 };
-use crate::config::CryptosignPrincipal;
+use trellis_config::router::CryptosignPrincipal;
 
 /// The transport's cryptosign login.
 #[derive(Debug)]

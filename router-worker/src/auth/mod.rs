@@ -47,9 +47,9 @@ use proto::message::{Authenticate, Challenge};
 use proto::{Dict, Id, Value};
 use tracing::warn;
 
-use crate::config::TransportConfig;
 use crate::realms::Realms;
 use crate::tokens::TokenStore;
+use trellis_config::router::TransportConfig;
 
 pub use self::limiter::{FailureLimiter, Gate};
 pub use self::token::TokenSettings;
@@ -521,7 +521,7 @@ pub(crate) fn admit(
     // for its private links, whatever an authenticator assigned.
     let hidden = principal
         .realm
-        .starts_with(crate::config::INTERNAL_REALM_PREFIX)
+        .starts_with(trellis_config::router::INTERNAL_REALM_PREFIX)
         && !ctx.internal;
     let Some(realm) = ctx.realms.get(&principal.realm).filter(|_| !hidden) else {
         return Err(refuse(

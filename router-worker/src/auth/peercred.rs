@@ -5,7 +5,7 @@ use proto::errors::uri as wamp_uri;
 use proto::{Dict, Value};
 
 use super::{Context, Hello, Method, Outcome, Principal, Refusal, admit, deny};
-use crate::config::PeerCredAuth;
+use trellis_config::router::PeerCredAuth;
 
 /// The transport's peer-credential login.
 #[derive(Debug)]

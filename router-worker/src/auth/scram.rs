@@ -19,7 +19,7 @@ use super::authenticator::{Resolved, Verdict};
 use super::{
     Challenged, Context, Hello, Method, Outcome, PendingAuth, Principal, Refusal, admit, deny,
 };
-use crate::config::ScramPrincipal;
+use trellis_config::router::ScramPrincipal;
 
 /// The longest client nonce taken (base64 characters).
 const MAX_NONCE: usize = 256;
@@ -63,15 +63,14 @@ fn from_verdict(v: &Verdict, label: &str) -> Result<Credential, Refusal> {
         .server_key
         .as_deref()
         .ok_or_else(|| missing("server-key"))?;
-    crate::config::scram_credential(kdf, iterations, v.memory, salt, stored, server).map_err(
-        |problems| {
+    trellis_config::router::scram_credential(kdf, iterations, v.memory, salt, stored, server)
+        .map_err(|problems| {
             let what: Vec<String> = problems.iter().map(|(k, m)| format!("{k}: {m}")).collect();
             refuse_answer(format!(
                 "{label} answered a SCRAM credential that is not valid ({})",
                 what.join("; ")
             ))
-        },
-    )
+        })
 }
 
 fn refuse_answer(message: String) -> Refusal {

@@ -9,8 +9,8 @@ use proto::message::{Authenticate, Hello as HelloMsg};
 use proto::{Dict, Value, dict};
 
 use super::*;
-use crate::config::{RealmConfig, TransportConfig};
 use crate::realms::RealmTable;
+use trellis_config::router::{RealmConfig, TransportConfig};
 
 async fn realms() -> crate::realms::Realms {
     let cfg: RealmConfig = serde_json::from_str(

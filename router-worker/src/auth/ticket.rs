@@ -9,7 +9,7 @@ use super::authenticator::{Authenticator, Resolved};
 use super::{
     Challenged, Context, Hello, Method, Outcome, PendingAuth, Principal, Refusal, admit, deny,
 };
-use crate::config::TicketPrincipal;
+use trellis_config::router::TicketPrincipal;
 
 /// The transport's ticket login.
 #[derive(Debug)]
@@ -79,7 +79,7 @@ impl Challenged for PendingTicket {
                 // An empty ticket is never a ticket (check refuses it in the
                 // config; this holds even if one got past).
                 let ok = principal.as_ref().is_some_and(|(p, _)| {
-                    !crate::config::blank(&p.ticket)
+                    !trellis_config::router::blank(&p.ticket)
                         && bool::from(subtle::ConstantTimeEq::ct_eq(
                             p.ticket.as_bytes(),
                             signature.as_bytes(),

@@ -10,7 +10,7 @@ use proto::{Dict, Value};
 
 use super::authenticator::Resolved;
 use super::{Context, Hello, Method, Outcome, Principal, Refusal, admit, deny};
-use crate::config::TlsPrincipal;
+use trellis_config::router::TlsPrincipal;
 
 /// The transport's TLS client-certificate login.
 #[derive(Debug)]
@@ -64,7 +64,7 @@ impl Method for TlsLogin {
             }
             None => {
                 let found = self.0.cfg.principals.iter().find(|(_, p)| {
-                    crate::config::normalized_fingerprint(&p.certificate_sha1).as_deref()
+                    trellis_config::router::normalized_fingerprint(&p.certificate_sha1).as_deref()
                         == Some(sha1.as_str())
                 });
                 let Some((authid, p)) = found else {

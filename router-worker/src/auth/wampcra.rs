@@ -12,7 +12,7 @@ use super::{
     Challenged, Context, Hello, Method, Outcome, PendingAuth, Principal, Refusal, admit, deny,
     refuse,
 };
-use crate::config::{CraUser, SecretKind};
+use trellis_config::router::{CraUser, SecretKind};
 
 /// The transport's WAMP-CRA login.
 #[derive(Debug)]
@@ -76,10 +76,10 @@ impl Method for WampCra {
                         ),
                     ));
                 };
-                if crate::config::blank(secret)
-                    || v.salt.as_deref().is_some_and(crate::config::blank)
+                if trellis_config::router::blank(secret)
+                    || v.salt.as_deref().is_some_and(trellis_config::router::blank)
                 {
-                    let what = if crate::config::blank(secret) {
+                    let what = if trellis_config::router::blank(secret) {
                         "secret"
                     } else {
                         "salt"

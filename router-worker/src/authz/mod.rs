@@ -21,7 +21,7 @@ use std::fmt;
 
 use proto::uri::{self, MatchPolicy, Specificity};
 
-use crate::config::{PermissionConfig, RoleConfig};
+use trellis_config::router::{PermissionConfig, RoleConfig};
 
 /// An action a session asks to perform on a URI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,7 +100,7 @@ impl Authorizer {
         let mut map = HashMap::new();
         let mut dynamic = HashMap::new();
         if !roles.iter().any(|r| r.name == TRUSTED) {
-            let all = crate::config::AllowConfig {
+            let all = trellis_config::router::AllowConfig {
                 call: true,
                 register: true,
                 publish: true,

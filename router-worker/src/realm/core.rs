@@ -24,9 +24,9 @@ use super::{InternalCallError, SessionInfo};
 use crate::authz::dynamic::Cached;
 use crate::authz::{Action, Authorizer, Decision};
 use crate::broker::Broker;
-use crate::config::{RealmConfig, UriCheck};
 use crate::dealer::Dealer;
 use crate::outbound::OutMsg;
+use trellis_config::router::{RealmConfig, UriCheck};
 
 /// Testaments one session may leave.
 pub const MAX_TESTAMENTS: usize = 32;
@@ -251,7 +251,7 @@ pub struct Core {
     /// too ([`Effect::Forward`]).
     pub(crate) clustered: bool,
     /// The router's `options.compat`: what `wamp.session.on_leave` carries.
-    pub(crate) compat: crate::config::Compat,
+    pub(crate) compat: trellis_config::router::Compat,
     /// This router's member id in the cluster.
     pub(crate) member: Option<Arc<str>>,
     /// Sessions of other members this realm knows (remote callees, remote
@@ -498,7 +498,7 @@ impl Core {
             fx: Vec::new(),
             stats: Counters::default(),
             clustered: false,
-            compat: crate::config::Compat::default(),
+            compat: trellis_config::router::Compat::default(),
             member: None,
             remote: HashMap::new(),
             remote_callees: HashMap::new(),
@@ -948,8 +948,8 @@ impl Core {
         // monitors written for it (`def on_leave(session_id)`) take one
         // argument; the specification's adds authid and authrole.
         let args = match self.compat {
-            crate::config::Compat::Crossbar => vec![session.into()],
-            crate::config::Compat::Spec => vec![
+            trellis_config::router::Compat::Crossbar => vec![session.into()],
+            trellis_config::router::Compat::Spec => vec![
                 session.into(),
                 entry.info.authid.as_str().into(),
                 entry.info.authrole.as_str().into(),

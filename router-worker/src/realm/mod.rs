@@ -42,8 +42,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::authz::Authorizer;
-use crate::config::RealmConfig;
 use crate::outbound::OutMsg;
+use trellis_config::router::RealmConfig;
 
 pub use self::core::{
     CallOutcome, Close, Core, Effect, Histogram, INTERNAL, Input, LATENCY_BUCKETS, MAX_TESTAMENTS,
@@ -333,7 +333,7 @@ pub struct RealmHandle {
     pub name: Arc<str>,
     /// The realm's `stats`: read by each session as it joins, swapped by a
     /// reconfiguration (SIGHUP).
-    stats: Arc<ArcSwapOption<crate::config::StatsConfig>>,
+    stats: Arc<ArcSwapOption<trellis_config::router::StatsConfig>>,
     /// Shared with the actor: sessions check their role exists at HELLO;
     /// swapped by a reconfiguration.
     authz: Arc<ArcSwap<Authorizer>>,
@@ -349,7 +349,7 @@ impl RealmHandle {
         cfg: &RealmConfig,
         tokens: Option<TokenMint>,
         cluster: Option<crate::backplane::RealmLink>,
-        compat: crate::config::Compat,
+        compat: trellis_config::router::Compat,
     ) -> RealmHandle {
         let (tx, rx) = mpsc::channel(REALM_QUEUE);
         let mut core = Core::new(
@@ -385,7 +385,7 @@ impl RealmHandle {
     }
 
     /// The realm's `stats` (session statistics), if it has them.
-    pub fn session_stats(&self) -> Option<Arc<crate::config::StatsConfig>> {
+    pub fn session_stats(&self) -> Option<Arc<trellis_config::router::StatsConfig>> {
         self.stats.load_full()
     }
 

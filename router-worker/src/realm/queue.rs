@@ -17,7 +17,7 @@ use proto::{Id, Value};
 use tracing::debug;
 
 use super::core::{Core, Effect, Timer, error_msg};
-use crate::config::StoreConfig;
+use trellis_config::router::StoreConfig;
 
 /// A queue's default bound, as Crossbar.io's.
 const DEFAULT_LIMIT: usize = 1000;

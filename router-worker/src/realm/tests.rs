@@ -14,7 +14,7 @@ use rand::rngs::SmallRng;
 
 use super::*;
 use crate::authz::dynamic::{AUTHORIZER_TIMEOUT_MS, MAX_PARKED};
-use crate::config::RealmConfig;
+use trellis_config::router::RealmConfig;
 
 /// Everything allowed for `user`; `dyn` decides through `com.authorize`.
 const ROLES: &str = r#"{"name": "realm1", "roles": [

@@ -57,7 +57,7 @@ pub struct SessionSettings {
     /// The transport's counters (metrics).
     pub counters: Arc<TransportCounters>,
     /// The router's `options.compat`: the reason of the GOODBYE reply.
-    pub compat: crate::config::Compat,
+    pub compat: trellis_config::router::Compat,
 }
 
 /// The methods logins are counted by (`cookie`: welcomed by a tracking
@@ -956,7 +956,7 @@ fn established<'a, 'b: 'a, T: Transport>(
     shutdown: &'a CancellationToken,
     keepalive: Option<(Duration, Duration)>,
     write_timeout: Duration,
-    compat: crate::config::Compat,
+    compat: trellis_config::router::Compat,
     traffic: &'a mut Traffic<'b>,
     who: &'a Dict,
 ) -> impl Future<Output = ()> + Send + 'a {
@@ -1110,8 +1110,8 @@ fn established<'a, 'b: 'a, T: Transport>(
                             // it check for it; the specification says
                             // goodbye_and_out.
                             let reason = match compat {
-                                crate::config::Compat::Crossbar => wamp_uri::CLOSE_NORMAL,
-                                crate::config::Compat::Spec => wamp_uri::GOODBYE_AND_OUT,
+                                trellis_config::router::Compat::Crossbar => wamp_uri::CLOSE_NORMAL,
+                                trellis_config::router::Compat::Spec => wamp_uri::GOODBYE_AND_OUT,
                             };
                             let reply = OutMsg::new(Message::Goodbye(Goodbye {
                                 details: Dict::new(),

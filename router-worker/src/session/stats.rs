@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proto::{Dict, Value};
 
-use crate::config::StatsConfig;
+use trellis_config::router::StatsConfig;
 
 /// One session's meter.
 #[derive(Debug)]

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::{BridgeOptions, Compat, MAX_BRIDGE_BODY};
 use crate::realms::Realms;
 use proto::{Dict, Payload, Value};
 use subtle::ConstantTimeEq;
+use trellis_config::router::{BridgeOptions, Compat, MAX_BRIDGE_BODY};
 
 /// What a bridge path does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub struct Bridge {
     /// The router's `options.compat`: the webhook's header names.
     pub compat: Compat,
     /// `options.require_ip`, parsed.
-    allowed: Option<super::forwarded::TrustedProxies>,
+    allowed: Option<trellis_config::net::Networks>,
     session: tokio::sync::OnceCell<client::Client>,
     /// `options.replay_protection`: the signatures taken recently.
     seen: std::sync::Mutex<ReplayGuard>,
@@ -105,7 +105,7 @@ impl Bridge {
         let allowed = options
             .require_ip
             .as_ref()
-            .map(|list| super::forwarded::TrustedProxies::parse(list).unwrap_or_default());
+            .map(|list| trellis_config::net::Networks::parse(list).unwrap_or_default());
         Bridge {
             service,
             realm,

@@ -54,7 +54,7 @@ impl State {
 /// # Errors
 /// When accepting fails.
 pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
-    let cfg: crate::config::TransportConfig = serde_json::from_value(serde_json::json!({
+    let cfg: trellis_config::router::TransportConfig = serde_json::from_value(serde_json::json!({
         "type": "websocket",
         "endpoint": {"type": "tcp", "port": 0},
         "serializers": ["json", "msgpack", "cbor"],

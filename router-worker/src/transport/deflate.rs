@@ -13,7 +13,7 @@ use std::fmt;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use crate::config::DeflateConfig;
+use trellis_config::router::DeflateConfig;
 
 /// The four bytes every sync-flushed deflate block ends with; RFC 7692
 /// strips them from a compressed message, and the reader puts them back.

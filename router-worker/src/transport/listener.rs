@@ -7,8 +7,8 @@ use std::time::Duration;
 use proto::Serializer;
 
 use crate::auth::AuthSettings;
-use crate::config::{TransportConfig, TransportKind};
 use crate::session::SessionSettings;
+use trellis_config::router::{TransportConfig, TransportKind};
 
 /// Everything a listener needs (WebSocket or RawSocket), resolved from the
 /// config once.
@@ -40,16 +40,16 @@ pub struct ListenerSettings {
     /// Browser origins allowed; any when `None`.
     pub allowed_origins: Option<Vec<String>>,
     /// Proxies whose forwarding headers name the client.
-    pub trusted_proxies: super::forwarded::TrustedProxies,
+    pub trusted_proxies: trellis_config::net::Networks,
     /// TCP keepalive idle time and probe interval (`options.tcp_keepalive`).
     pub tcp_keepalive: Option<Duration>,
     /// A universal transport's RawSocket part: connections whose first
     /// byte is RawSocket's 0x7F go there.
     pub rawsocket: Option<Arc<ListenerSettings>>,
     /// TLS (`endpoint.tls`), with its config for reloads.
-    pub tls: Option<(crate::tls::TlsSettings, crate::config::TlsConfig)>,
+    pub tls: Option<(crate::tls::TlsSettings, trellis_config::router::TlsConfig)>,
     /// permessage-deflate, offered to clients that ask for it.
-    pub compression: Option<crate::config::DeflateConfig>,
+    pub compression: Option<trellis_config::router::DeflateConfig>,
     /// Fragmenting, pings and closing of WebSocket connections.
     pub tuning: super::websocket::WsTuning,
     /// With `allowed_origins`: `Origin: null` is let in too.
@@ -66,7 +66,7 @@ impl ListenerSettings {
         index: usize,
         t: &TransportConfig,
         token_store: Option<Arc<crate::tokens::TokenStore>>,
-        compat: crate::config::Compat,
+        compat: trellis_config::router::Compat,
     ) -> ListenerSettings {
         let o = &t.options;
         let write_buffer_size = o.write_buffer_for(t.kind);
@@ -102,7 +102,7 @@ impl ListenerSettings {
             allowed_origins: o.allowed_origins.clone(),
             // Checked by `RouterConfig::validate`; nothing is trusted if a
             // config got here unchecked.
-            trusted_proxies: super::forwarded::TrustedProxies::parse(&o.trusted_proxies)
+            trusted_proxies: trellis_config::net::Networks::parse(&o.trusted_proxies)
                 .unwrap_or_default(),
             tcp_keepalive: (o.tcp_keepalive > 0).then(|| Duration::from_millis(o.tcp_keepalive)),
             tls: None,

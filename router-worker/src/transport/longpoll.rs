@@ -31,11 +31,11 @@ use super::bridge::{Answer, Head, deny};
 use super::http::Body;
 use super::websocket::JSON_BATCH_SEPARATOR;
 use super::{ListenerSettings, Peer};
-use crate::config::LongPollOptions;
 use crate::outbound::OutMsg;
 use crate::realm::TransportInfo;
 use crate::realms::Realms;
 use crate::session::{self, transport::CloseKind, transport::Transport, transport::TransportError};
+use trellis_config::router::LongPollOptions;
 
 /// Client messages (or batches) waiting for the session, per transport.
 const INBOUND_QUEUE: usize = 64;

@@ -47,8 +47,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use self::listener::ListenerSettings;
 use crate::Realms;
-use crate::config::TransportKind;
 pub use crate::session::transport::{CloseKind, Transport, TransportError};
+use trellis_config::router::TransportKind;
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]

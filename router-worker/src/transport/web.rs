@@ -36,7 +36,7 @@ pub struct WebSettings {
     /// `static` paths: name (`/` for the root) → canonical directory.
     pub statics: HashMap<String, PathBuf>,
     /// `static` paths' options, by the same names.
-    pub static_options: HashMap<String, crate::config::StaticOptions>,
+    pub static_options: HashMap<String, trellis_config::router::StaticOptions>,
     /// `json` paths: name → the serialized value.
     pub json: HashMap<String, JsonPath>,
     /// `redirect` paths: name → where to.
@@ -131,7 +131,7 @@ fn websocket_path(
     conn: &http::Conn,
     ws: Arc<ListenerSettings>,
 ) -> Response<Body> {
-    let testee = ws.kind == crate::config::TransportKind::WebsocketTestee;
+    let testee = ws.kind == trellis_config::router::TransportKind::WebsocketTestee;
     let r = super::websocket::UpgradeRequest::of(req);
     if !r.asks_websocket() && !testee {
         return not_upgraded(&ws);
@@ -304,7 +304,7 @@ pub struct JsonPath {
 
 impl JsonPath {
     /// The answer of a `json` path with Crossbar.io's options.
-    pub fn new(value: &serde_json::Value, o: &crate::config::JsonOptions) -> JsonPath {
+    pub fn new(value: &serde_json::Value, o: &trellis_config::router::JsonOptions) -> JsonPath {
         let body = if o.prettify {
             serde_json::to_string_pretty(value).unwrap_or_default()
         } else {
@@ -405,7 +405,7 @@ fn resolve(statics: &HashMap<String, PathBuf>, path: &str) -> Resolved {
 }
 
 async fn serve_static<B>(req: &hyper::Request<B>, web: &WebSettings, path: &str) -> Response<Body> {
-    let default = crate::config::StaticOptions::default();
+    let default = trellis_config::router::StaticOptions::default();
     let options = root_name(&web.statics, path)
         .and_then(|n| web.static_options.get(n))
         .unwrap_or(&default);

@@ -398,7 +398,7 @@ pub(super) async fn run<S: Io>(
 fn behind_proxy(
     peer: &Peer,
     http: &proto::Dict,
-    trusted: &super::forwarded::TrustedProxies,
+    trusted: &trellis_config::net::Networks,
 ) -> (Option<std::net::IpAddr>, String, Option<String>) {
     let Some(ip) = peer.ip.filter(|_| !trusted.is_empty()) else {
         return (peer.ip, peer.desc.clone(), None);
@@ -919,7 +919,7 @@ mod handshake_tests {
     use super::*;
 
     fn settings(extra: &str) -> ListenerSettings {
-        let cfg: crate::config::TransportConfig = serde_json::from_str(&format!(
+        let cfg: trellis_config::router::TransportConfig = serde_json::from_str(&format!(
             r#"{{"type":"websocket","endpoint":{{"type":"tcp","port":0}}{extra}}}"#
         ))
         .unwrap();
@@ -1091,7 +1091,7 @@ mod size_probe {
             let addr = l.local_addr().unwrap();
             let _c = tokio::net::TcpStream::connect(addr).await.unwrap();
             let (s, _) = l.accept().await.unwrap();
-            let cfg: crate::config::TransportConfig =
+            let cfg: trellis_config::router::TransportConfig =
                 serde_json::from_str(r#"{"type":"websocket","endpoint":{"type":"tcp","port":0}}"#)
                     .unwrap();
             let settings = std::sync::Arc::new(super::ListenerSettings::from_config(
@@ -1185,7 +1185,7 @@ mod frames {
     }
 
     fn settings() -> ListenerSettings {
-        let cfg: crate::config::TransportConfig =
+        let cfg: trellis_config::router::TransportConfig =
             serde_json::from_str(r#"{"type":"websocket","endpoint":{"type":"tcp","port":0}}"#)
                 .unwrap();
         let mut s = ListenerSettings::from_config(0, &cfg, None, Default::default());

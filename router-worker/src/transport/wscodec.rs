@@ -604,7 +604,7 @@ pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DeflateConfig;
+    use trellis_config::router::DeflateConfig;
 
     fn agreed() -> Agreed {
         super::super::deflate::negotiate(&["permessage-deflate"], &DeflateConfig::default())

@@ -2385,6 +2385,40 @@ fn url_password(url: &str) -> Option<&str> {
     userinfo.split_once(':').map(|(_, pw)| pw)
 }
 
+/// A Redis URL as the Redis client takes it: `redis://` or `rediss://`
+/// with a host and an optional database number, or `unix://` /
+/// `redis+unix://` with a socket path.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let expected = "expected redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... for TLS, or unix:///PATH/TO/SOCKET";
+    let u =
+        url::Url::parse(url).map_err(|e| format!("invalid Redis URL {url:?} ({e}): {expected}"))?;
+    match u.scheme() {
+        "redis" | "rediss" | "valkey" | "valkeys" => {
+            if u.host_str().is_none_or(str::is_empty) {
+                return Err(format!("the Redis URL {url:?} has no host: {expected}"));
+            }
+            let db = u.path().trim_start_matches('/');
+            if !db.is_empty() && db.parse::<i64>().is_err() {
+                return Err(format!(
+                    "the Redis URL {url:?} names database {db:?}: after the host comes a database number (/0)"
+                ));
+            }
+            Ok(())
+        }
+        "unix" | "redis+unix" | "valkey+unix" => {
+            if u.path().is_empty() || u.path() == "/" {
+                return Err(format!(
+                    "the Redis URL {url:?} has no socket path: {expected}"
+                ));
+            }
+            Ok(())
+        }
+        other => Err(format!(
+            "the Redis URL {url:?} has the scheme {other:?}: {expected}"
+        )),
+    }
+}
+
 /// Replace `value` by the variable it names, if it names one.
 fn resolve_secret(
     value: &mut String,
@@ -2696,7 +2730,7 @@ impl RouterConfig {
                 format!("IP version must be 4 or 6, found {v}"),
             );
         }
-        if let Err(e) = crate::transport::forwarded::TrustedProxies::parse(&o.trusted_proxies) {
+        if let Err(e) = crate::net::Networks::parse(&o.trusted_proxies) {
             p(format!("{pre}.options.trusted_proxies"), e);
         }
         if o.tcp_keepalive != 0 && o.tcp_keepalive < 1000 {
@@ -3049,8 +3083,7 @@ impl RouterConfig {
                                 );
                             }
                             if let Some(list) = &o.require_ip
-                                && let Err(e) =
-                                    crate::transport::forwarded::TrustedProxies::parse(list)
+                                && let Err(e) = crate::net::Networks::parse(list)
                             {
                                 p(format!("{pp}.options.require_ip"), e);
                             }
@@ -3171,7 +3204,9 @@ impl RouterConfig {
                     "url, database and prefix belong to \"type\": \"redis\"".into(),
                 );
             }
-            if let Err(e) = crate::tokens::TokenStore::from_config(&t.store) {
+            if let Some(url) = &t.store.url
+                && let Err(e) = check_redis_url(url)
+            {
                 p(format!("{base}.token.store.url"), e);
             }
             if let Some(url) = &t.store.url
@@ -3836,6 +3871,31 @@ mod tests {
         assert_eq!(url_password("redis://:pw@h:1/0"), Some("pw"));
         assert_eq!(url_password("redis://h:1"), None);
         assert_eq!(url_password("redis://user@h"), None);
+    }
+
+    #[test]
+    fn redis_urls_as_the_redis_client_takes_them() {
+        for ok in [
+            "redis://127.0.0.1:6379",
+            "redis://:pw@h:1/0",
+            "rediss://cache.example.com/3",
+            "unix:///run/redis.sock",
+            "redis+unix:///run/redis.sock",
+        ] {
+            assert_eq!(check_redis_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("127.0.0.1:6379", "invalid Redis URL"),
+            ("ftp://h/", "scheme \"ftp\""),
+            ("not a url", "invalid Redis URL"),
+            ("http://h:1", "scheme \"http\""),
+            ("redis://h:1/cache", "database number"),
+            ("redis:///0", "no host"),
+            ("unix://", "no socket path"),
+        ] {
+            let e = check_redis_url(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]
