@@ -1,6 +1,6 @@
 //! Built-in components, chosen in node.json by `classname`: container
-//! components ([`CLASSNAMES`]) and router components
-//! ([`ROUTER_CLASSNAMES`]).
+//! components ([`trellis_config::component::CLASSNAMES`]) and router
+//! components ([`trellis_config::component::ROUTER_CLASSNAMES`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,14 +8,9 @@ use std::sync::Arc;
 use client::component::{BoxFuture, Component};
 use client::{CallError, Client};
 use proto::{Dict, Payload, Value};
-use serde::Deserialize;
+
+use trellis_config::component::UserDatabaseConfig;
 use trellis_config::router::{RouterComponentConfig, SecretKind};
-
-/// Every built-in container component `classname`.
-pub const CLASSNAMES: &[&str] = &["trellis.balloon.Backend"];
-
-/// Every built-in router component `classname`.
-pub const ROUTER_CLASSNAMES: &[&str] = &["trellis.auth.UserDatabase"];
 
 /// The component for `classname` (validated beforehand).
 pub fn build(classname: &str) -> Option<Arc<dyn Component>> {
@@ -23,37 +18,6 @@ pub fn build(classname: &str) -> Option<Arc<dyn Component>> {
         "trellis.balloon.Backend" => Some(Arc::new(BalloonBackend)),
         _ => None,
     }
-}
-
-/// `trellis check` for a router component: a known classname, and
-/// settings (`extra`) of the right shape. `Err((key, message))`.
-///
-/// # Errors
-/// The key under the component and what is wrong.
-pub fn check_router_component(c: &RouterComponentConfig) -> Result<(), (String, String)> {
-    if c.is_python() {
-        if !c.classname.contains('.') {
-            return Err((
-                "classname".into(),
-                format!(
-                    "{:?}: a Python component is named as module.Class (package.module.Class)",
-                    c.classname
-                ),
-            ));
-        }
-        return Ok(());
-    }
-    if !ROUTER_CLASSNAMES.contains(&c.classname.as_str()) {
-        return Err((
-            "classname".into(),
-            format!(
-                "unknown router component {:?}: Trellis has {}",
-                c.classname,
-                ROUTER_CLASSNAMES.join(", ")
-            ),
-        ));
-    }
-    UserDatabaseConfig::from_extra(c.extra.as_ref()).map(|_| ())
 }
 
 /// Start a router component on its in-memory session.
@@ -68,39 +32,6 @@ pub async fn start_router_component(
         UserDatabaseConfig::from_extra(c.extra.as_ref()).map_err(|(k, m)| format!("{k}: {m}"))?;
     let db = UserDatabase::load(cfg)?;
     db.start(session).await.map_err(|e| e.to_string())
-}
-
-/// `extra` of `trellis.auth.UserDatabase`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserDatabaseConfig {
-    /// The authenticator procedure to register.
-    pub procedure: String,
-    /// Users inline, by the authid they log in with.
-    #[serde(default)]
-    pub users: BTreeMap<String, User>,
-    /// A JSON file of more users (`{"authid": {...}}`), relative to the
-    /// node directory.
-    #[serde(default)]
-    pub users_file: Option<String>,
-}
-
-impl UserDatabaseConfig {
-    fn from_extra(
-        extra: Option<&serde_json::Value>,
-    ) -> Result<UserDatabaseConfig, (String, String)> {
-        let Some(extra) = extra else {
-            return Err((
-                "extra".into(),
-                "missing: give {\"procedure\": \"com.example.authenticate\", \"users\": {...}}"
-                    .into(),
-            ));
-        };
-        serde_path_to_error::deserialize(extra.clone()).map_err(|e| {
-            let path = e.path().to_string();
-            (format!("extra.{path}"), e.into_inner().to_string())
-        })
-    }
 }
 
 /// One user of the database: the router's WAMP-CRA user record, which
@@ -297,7 +228,7 @@ mod tests {
         assert_eq!(e.uri, "wamp.error.invalid_argument");
         assert!(e.to_string().contains("argument 2 is a"), "{e}");
         assert!(number(&Payload::default(), 0).is_err());
-        for name in CLASSNAMES {
+        for name in trellis_config::component::CLASSNAMES {
             assert!(build(name).is_some());
         }
     }

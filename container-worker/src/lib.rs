@@ -14,7 +14,6 @@
 //!   watches ([`python`]).
 
 pub mod components;
-pub mod config;
 pub mod python;
 
 use client::ClientConfig;
@@ -22,7 +21,7 @@ use client::component::{Endpoint, Event};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::ContainerConfig;
+use trellis_config::container::ContainerConfig;
 
 /// Start each component of a container; they keep themselves joined.
 ///

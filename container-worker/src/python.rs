@@ -15,7 +15,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::config::{ComponentConfig, ComponentEndpoint, ComponentTransport, ContainerConfig};
+use trellis_config::container::{
+    ComponentConfig, ComponentEndpoint, ComponentTransport, ContainerConfig,
+};
 
 /// The launcher, as shipped inside the binary.
 pub const LAUNCHER: &str = include_str!("launcher.py");

@@ -21,7 +21,7 @@ use trellis_config::router::{INTERNAL_REALM_PREFIX, RealmConfig, RouterConfig};
 
 use crate::control;
 use crate::logging::LevelHandle;
-use container_worker::config::ContainerConfig;
+use trellis_config::container::ContainerConfig;
 
 /// Largest config a worker accepts on stdin.
 const MAX_CONFIG: u64 = 16 << 20;

@@ -161,7 +161,7 @@ impl WorkerKind {
     }
 }
 
-pub use container_worker::config::{
+pub use trellis_config::container::{
     ComponentAuth, ComponentConfig, ComponentEndpoint, ComponentTransport, ContainerConfig,
 };
 
@@ -1179,7 +1179,7 @@ fn decode_worker(
                         }
                     }
                     for (j, c) in r.components.iter().enumerate() {
-                        if let Err(e) = container_worker::components::check_router_component(c) {
+                        if let Err(e) = trellis_config::component::check_router_component(c) {
                             errors.push(ConfigError {
                                 path: format!("{prefix}.components[{j}].{}", e.0),
                                 message: e.1,

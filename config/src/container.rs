@@ -39,7 +39,7 @@ pub struct ComponentConfig {
     /// Must be `class`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// A built-in component (see [`crate::components::CLASSNAMES`]), or a
+    /// A built-in component (see [`crate::component::CLASSNAMES`]), or a
     /// Python class as `package.module.Class`, imported from the
     /// container's `options.pythonpath`. Absent for `function` components.
     #[serde(default)]
@@ -267,14 +267,14 @@ impl ComponentConfig {
         }
         if self.kind == "class"
             && !self.is_python()
-            && !crate::components::CLASSNAMES.contains(&self.classname.as_str())
+            && !crate::component::CLASSNAMES.contains(&self.classname.as_str())
         {
             err(
                 format!("{pre}.classname"),
                 format!(
                     "unknown component {:?}: Trellis's built-in components are {} (any other classname is a Python class, package.module.Class)",
                     self.classname,
-                    crate::components::CLASSNAMES.join(", ")
+                    crate::component::CLASSNAMES.join(", ")
                 ),
             );
         }
