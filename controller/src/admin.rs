@@ -859,7 +859,7 @@ pub(crate) fn render_metrics(
 /// # Errors
 /// The address is taken or not allowed.
 pub(crate) async fn bind(
-    cfg: &crate::config::AdminConfig,
+    cfg: &trellis_config::node::AdminConfig,
 ) -> std::io::Result<tokio::net::TcpListener> {
     let addr = format!("{}:{}", cfg.endpoint.interface, cfg.endpoint.port);
     let l = tokio::net::TcpListener::bind(&addr).await?;

@@ -286,7 +286,7 @@ pub fn node_dir(explicit: Option<&Path>) -> PathBuf {
     if socket_path(&trellis).exists() {
         return trellis;
     }
-    crate::config::locate_node(None, None).node_dir
+    trellis_config::node::locate_node(None, None).node_dir
 }
 
 /// The control router: one realm, RawSocket JSON on the socket; every

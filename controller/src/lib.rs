@@ -21,7 +21,6 @@
 //! `container-worker` crate; the router's, `router-worker`.
 
 pub mod admin;
-pub mod config;
 pub mod control;
 pub mod fds;
 pub mod guest;
@@ -29,6 +28,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod logs;
 pub mod node;
+pub mod preflight;
 pub mod spawn;
 pub mod supervisor;
 pub mod systemd;

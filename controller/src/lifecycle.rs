@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::config::{ControllerOptions, RouterFailure, ShutdownTrigger, WorkerKind, WorkerSpec};
 use crate::control::ExitReport;
 use crate::supervisor::{Decision, Exit, Health, Liveness, Supervision};
+use trellis_config::node::{
+    ControllerOptions, RouterFailure, ShutdownTrigger, WorkerKind, WorkerSpec,
+};
 
 /// A worker's state, as `trellis status` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1012,7 +1014,7 @@ impl Lifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{RestartPolicy, WorkerOptions};
+    use trellis_config::node::{RestartPolicy, WorkerOptions};
 
     fn spec(id: &str, kind: &str) -> WorkerSpec {
         let kind = match kind {
@@ -1344,9 +1346,9 @@ mod tests {
         // The last worker: only once none is left running.
         let mut f = mk(vec![ShutdownTrigger::ShutdownOnLastWorkerExit]);
         f.life.slots.iter_mut().for_each(|s| {
-            s.sup = Supervision::new(crate::config::RestartConfig {
-                policy: crate::config::RestartPolicy::Never,
-                ..crate::config::RestartConfig::default()
+            s.sup = Supervision::new(trellis_config::node::RestartConfig {
+                policy: trellis_config::node::RestartPolicy::Never,
+                ..trellis_config::node::RestartConfig::default()
             })
         });
         let out = f.exit("c1", Exit::Code(0));

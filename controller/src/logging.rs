@@ -47,17 +47,7 @@ impl LevelHandle {
 /// # Errors
 /// What is wrong, and what is accepted.
 pub fn parse(spec: &str) -> Result<EnvFilter, String> {
-    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
-    let bare = !spec.contains(['=', ',', '[']);
-    if bare && !LEVELS.contains(&spec.trim().to_ascii_lowercase().as_str()) {
-        return Err(format!(
-            "invalid log level {spec:?}: use error, warn, info, debug, trace or a filter such as info,router_worker=debug"
-        ));
-    }
-    let filter = EnvFilter::try_new(spec).map_err(|e| {
-        format!("invalid log level or filter {spec:?}: {e} (use error, warn, info, debug or trace)")
-    })?;
-    Ok(without_payloads(filter))
+    trellis_config::node::log_filter(spec).map(without_payloads)
 }
 
 /// Crates whose trace output holds whole frames (payloads, tickets,

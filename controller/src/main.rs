@@ -10,7 +10,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use trellis::logging::{self, LogFormat};
-use trellis::{config, control, logs, node, worker};
+use trellis::{control, logs, node, preflight, worker};
+use trellis_config::node as config;
 
 /// Exit status for an invalid configuration (sysexits EX_CONFIG); pair it
 /// with `RestartPreventExitStatus=78` in a systemd unit.
@@ -226,14 +227,14 @@ fn main() -> ExitCode {
                 Ok(mut cfg) => {
                     let dir = found.node_dir;
                     cfg.resolve_paths(&dir);
-                    if let Err(found) = config::preflight(&cfg, &dir) {
+                    if let Err(found) = preflight::preflight(&cfg, &dir) {
                         eprint!("{found}");
                         return ExitCode::from(EX_CONFIG);
                     }
                     for w in cfg
                         .warnings()
                         .into_iter()
-                        .chain(config::preflight_warnings(&cfg, &dir))
+                        .chain(trellis_config::preflight::preflight_warnings(&cfg, &dir))
                     {
                         eprintln!("{}: warning: {}: {}", cfg.source, w.path, w.message);
                     }
@@ -375,7 +376,7 @@ fn main() -> ExitCode {
             };
             let dir = found.node_dir;
             cfg.resolve_paths(&dir);
-            if let Err(found) = config::preflight(&cfg, &dir) {
+            if let Err(found) = preflight::preflight(&cfg, &dir) {
                 eprint!("{found}");
                 eprintln!(
                     "trellis: nothing was started; fix the config and run `trellis check` to verify"
@@ -385,7 +386,7 @@ fn main() -> ExitCode {
             for w in cfg
                 .warnings()
                 .into_iter()
-                .chain(config::preflight_warnings(&cfg, &dir))
+                .chain(trellis_config::preflight::preflight_warnings(&cfg, &dir))
             {
                 tracing::warn!(config = %cfg.source, key = %w.path, "{}", w.message);
             }

@@ -26,7 +26,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{self, NodeConfig, WorkerSpec};
 use crate::control;
 use crate::lifecycle::{Action, Event, Lifecycle, NodeFailure, Notify, Sig};
 use crate::logging::LogFormat;
@@ -34,6 +33,7 @@ use crate::logs;
 use crate::spawn::{self, RouterAddress};
 use crate::supervisor::Exit;
 use crate::systemd;
+use trellis_config::node::{self as config, NodeConfig, WorkerSpec};
 
 /// How the controller was started.
 #[derive(Debug, Clone)]

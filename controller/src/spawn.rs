@@ -15,9 +15,9 @@ use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
-use crate::config::{WorkerKind, WorkerSpec};
 use crate::logging::LogFormat;
 use crate::logs;
+use trellis_config::node::{WorkerKind, WorkerSpec};
 
 /// What every spawn needs to know about the node.
 #[derive(Debug, Clone)]
@@ -123,7 +123,7 @@ pub async fn spawn(
             if let Some(t) = &spec.options.title {
                 cmd.arg("--title").arg(t);
             }
-            spec.options.env.apply(&mut cmd);
+            spec.options.env.apply(cmd.as_std_mut());
             config = Some(
                 match &spec.kind {
                     WorkerKind::Router(r) => serde_json::to_vec(r),
@@ -145,7 +145,7 @@ pub async fn spawn(
                 .arg("--")
                 .arg(&g.executable)
                 .args(&g.arguments);
-            spec.options.env.apply(&mut cmd);
+            spec.options.env.apply(cmd.as_std_mut());
             cmd.env_remove("NOTIFY_SOCKET");
             cmd.env("TRELLIS_WORKER_ID", &spec.id);
             cmd.env("TRELLIS_NODE_DIR", &ctx.node_dir);

@@ -230,7 +230,7 @@ pub fn convert(input: &Path, output: &Path) -> Result<(), String> {
     let value: serde_json::Value = if from_yaml {
         serde_saphyr::from_str(&text).map_err(|e| format!("{}: not YAML: {e}", input.display()))?
     } else {
-        serde_json::from_str(&crate::config::strip_line_comments(&text))
+        serde_json::from_str(&trellis_config::node::strip_line_comments(&text))
             .map_err(|e| format!("{}: not JSON: {e}", input.display()))?
     };
     let out = if to_yaml {
@@ -252,7 +252,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = init(dir.path()).unwrap();
         assert_eq!(files.len(), 2);
-        let cfg = crate::config::load(Some(&dir.path().join(".trellis/node.json"))).unwrap();
+        let cfg = trellis_config::node::load(Some(&dir.path().join(".trellis/node.json"))).unwrap();
         assert_eq!(cfg.workers.len(), 1);
         let err = init(dir.path()).unwrap_err();
         assert!(err.contains("exists already"), "{err}");
@@ -285,11 +285,11 @@ mod tests {
         let back = dir.path().join("b.json");
         convert(&yaml, &back).unwrap();
         let original: serde_json::Value =
-            serde_json::from_str(&crate::config::strip_line_comments(INIT_CONFIG)).unwrap();
+            serde_json::from_str(&trellis_config::node::strip_line_comments(INIT_CONFIG)).unwrap();
         let again: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&back).unwrap()).unwrap();
         assert_eq!(original, again);
-        assert!(crate::config::load(Some(&yaml)).is_ok());
+        assert!(trellis_config::node::load(Some(&yaml)).is_ok());
         assert!(
             convert(&json, &yaml)
                 .unwrap_err()

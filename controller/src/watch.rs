@@ -15,7 +15,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::config::WorkerSpec;
+use trellis_config::node::WorkerSpec;
 
 /// How long changes must be quiet before the guest restarts.
 pub const QUIET: Duration = Duration::from_millis(300);

@@ -13,7 +13,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::{NodeConfig, WorkerKind};
-use trellis_config::router::{TransportConfig, WebPath};
+use crate::router::{TransportConfig, WebPath};
 
 /// `dir` as an absolute path, without resolving symlinks (the current
 /// directory joined in front of a relative one).
@@ -146,7 +146,7 @@ impl NodeConfig {
     }
 }
 
-fn nats(node_dir: &Path, n: &mut trellis_config::router::NatsConfig) {
+fn nats(node_dir: &Path, n: &mut crate::router::NatsConfig) {
     if let Some(c) = &mut n.credentials {
         resolve_in_place(node_dir, c);
     }

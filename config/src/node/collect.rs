@@ -232,7 +232,7 @@ fn render(prefix: &str, steps: &[Step]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trellis_config::router::RouterConfig;
+    use crate::router::RouterConfig;
 
     #[test]
     fn every_structural_problem_once_with_the_file_s_paths() {

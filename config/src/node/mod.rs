@@ -15,8 +15,8 @@ pub mod paths;
 mod proxy;
 mod source;
 
+use crate::router::RouterConfig;
 use serde::Deserialize;
-use trellis_config::router::RouterConfig;
 
 /// The embedded default: one router, realm `realm1`, anonymous, WebSocket
 /// on 127.0.0.1:8080.
@@ -90,7 +90,7 @@ pub struct NodeConfig {
     /// Every worker, in config order.
     pub workers: Vec<WorkerSpec>,
     /// `cluster`: the router workers share realms over NATS.
-    pub cluster: Option<trellis_config::router::ClusterConfig>,
+    pub cluster: Option<crate::router::ClusterConfig>,
     /// What reading the config changed and `check` should say (proxy
     /// workers served by the routers).
     pub notes: Vec<ConfigError>,
@@ -161,7 +161,7 @@ impl WorkerKind {
     }
 }
 
-pub use trellis_config::container::{
+pub use crate::container::{
     ComponentAuth, ComponentConfig, ComponentEndpoint, ComponentTransport, ContainerConfig,
 };
 
@@ -233,7 +233,7 @@ pub struct WorkerOptions {
     /// Routers: where the WAMP specification and Crossbar.io differ on the
     /// wire, whose behaviour to follow (`crossbar`, the default, or `spec`).
     #[serde(default)]
-    pub compat: Option<trellis_config::router::Compat>,
+    pub compat: Option<crate::router::Compat>,
 }
 
 /// Crossbar.io's container `restart` string as Trellis's restart object
@@ -303,7 +303,7 @@ impl Default for Inherit {
 
 impl EnvConfig {
     /// Apply to a command about to be spawned.
-    pub fn apply(&self, cmd: &mut tokio::process::Command) {
+    pub fn apply(&self, cmd: &mut std::process::Command) {
         match &self.inherit {
             Inherit::All(true) => {}
             Inherit::All(false) => {
@@ -793,11 +793,8 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
         .iter()
         .any(|w| w.get("type").and_then(|t| t.as_str()) == Some("router"));
     let cluster = raw.cluster.and_then(|c| {
-        let c = collect::deserialize_all::<trellis_config::router::ClusterConfig>(
-            c,
-            "cluster",
-            &mut errors,
-        )?;
+        let c =
+            collect::deserialize_all::<crate::router::ClusterConfig>(c, "cluster", &mut errors)?;
         for p in c.validate() {
             errors.push(ConfigError {
                 path: format!("cluster.{}", p.path),
@@ -965,15 +962,15 @@ fn check_admin(mut a: AdminConfig, errors: &mut Vec<ConfigError>) -> AdminConfig
         });
     }
     if let Some(token) = &a.token {
-        if let Some(var) = trellis_config::router::env_placeholder(token) {
+        if let Some(var) = crate::router::env_placeholder(token) {
             match std::env::var(var) {
-                Ok(v) if !trellis_config::router::blank(&v) => a.token = Some(v),
+                Ok(v) if !crate::router::blank(&v) => a.token = Some(v),
                 _ => errors.push(ConfigError {
                     path: "controller.admin.token".into(),
                     message: format!("the environment variable {var} is not set (or empty)"),
                 }),
             }
-        } else if trellis_config::router::blank(token) {
+        } else if crate::router::blank(token) {
             errors.push(ConfigError {
                 path: "controller.admin.token".into(),
                 message: "must not be empty: remove it to serve without a token".into(),
@@ -1165,21 +1162,18 @@ fn decode_worker(
                         });
                     }
                     for (j, realm) in r.realms.iter().enumerate() {
-                        if realm
-                            .name
-                            .starts_with(trellis_config::router::INTERNAL_REALM_PREFIX)
-                        {
+                        if realm.name.starts_with(crate::router::INTERNAL_REALM_PREFIX) {
                             errors.push(ConfigError {
                                 path: format!("{prefix}.realms[{j}].name"),
                                 message: format!(
                                     "realm names starting with {:?} are the router's own: choose another name",
-                                    trellis_config::router::INTERNAL_REALM_PREFIX
+                                    crate::router::INTERNAL_REALM_PREFIX
                                 ),
                             });
                         }
                     }
                     for (j, c) in r.components.iter().enumerate() {
-                        if let Err(e) = trellis_config::component::check_router_component(c) {
+                        if let Err(e) = crate::component::check_router_component(c) {
                             errors.push(ConfigError {
                                 path: format!("{prefix}.components[{j}].{}", e.0),
                                 message: e.1,
@@ -1240,9 +1234,27 @@ fn decode_worker(
     })
 }
 
+/// A log level (`info`) or filter (`info,router_worker=debug`), as
+/// `--loglevel`, `RUST_LOG` and a worker's `options.loglevel` take it.
+///
+/// # Errors
+/// What is wrong with it and what to write instead.
+pub fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let bare = !spec.contains(['=', ',', '[']);
+    if bare && !LEVELS.contains(&spec.trim().to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "invalid log level {spec:?}: use error, warn, info, debug, trace or a filter such as info,router_worker=debug"
+        ));
+    }
+    tracing_subscriber::EnvFilter::try_new(spec).map_err(|e| {
+        format!("invalid log level or filter {spec:?}: {e} (use error, warn, info, debug or trace)")
+    })
+}
+
 fn validate_options(p: &str, kind: &str, o: &WorkerOptions, errors: &mut Vec<ConfigError>) {
     if let Some(level) = &o.loglevel
-        && let Err(e) = crate::logging::parse(level)
+        && let Err(e) = log_filter(level)
     {
         errors.push(ConfigError {
             path: format!("{p}.loglevel"),
@@ -1427,291 +1439,6 @@ fn ignored_options(p: &str, o: &WorkerOptions, out: &mut Vec<ConfigError>) {
     }
 }
 
-/// Watched directories that are not there.
-fn watch_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
-    let mut errors = Vec::new();
-    for w in &cfg.workers {
-        for (k, d) in w
-            .options
-            .watch
-            .iter()
-            .flat_map(|w| w.directories.iter().enumerate())
-        {
-            let full = paths::lexical(&node_dir.join(d));
-            if !full.is_dir() {
-                errors.push(ConfigError {
-                    path: format!("workers[{}].options.watch.directories[{k}]", w.index),
-                    message: format!(
-                        "{} is not a directory (relative paths start at the node directory {}): create it or fix the path",
-                        full.display(),
-                        node_dir.display()
-                    ),
-                });
-            }
-        }
-    }
-    ConfigErrors {
-        source: cfg.source.clone(),
-        errors,
-    }
-}
-
-/// What the disk says that deserves a look but does not stop the node:
-/// static directories that are not there (served as 404, as Crossbar.io
-/// serves them).
-pub fn preflight_warnings(cfg: &NodeConfig, node_dir: &Path) -> Vec<ConfigError> {
-    let mut out = Vec::new();
-    for (i, r) in cfg.routers() {
-        for (j, t) in r.transports.iter().enumerate() {
-            let (paths, under) = web_paths(t);
-            missing_statics(
-                paths,
-                &format!("workers[{i}].transports[{j}].{under}"),
-                node_dir,
-                &mut out,
-            );
-        }
-    }
-    out
-}
-
-fn missing_statics(
-    paths: Option<&std::collections::BTreeMap<String, trellis_config::router::WebPath>>,
-    pre: &str,
-    node_dir: &Path,
-    out: &mut Vec<ConfigError>,
-) {
-    for (name, p) in paths.into_iter().flatten() {
-        if let Some(inner) = &p.paths {
-            missing_statics(Some(inner), &format!("{pre}.{name}.paths"), node_dir, out);
-        }
-        let Some(d) = &p.directory else { continue };
-        if p.kind != trellis_config::router::WebPathKind::Static {
-            continue;
-        }
-        // Lexically: the node directory may not exist before the first
-        // start (which creates it), and `..` must not need it to.
-        let full = paths::lexical(&node_dir.join(d));
-        if full != paths::lexical(node_dir) && !full.is_dir() {
-            out.push(ConfigError {
-                path: format!("{pre}.{name}.directory"),
-                message: format!(
-                    "{} is not a directory (relative paths start at the node directory {}): it is served as empty, every request there gets 404, as in Crossbar.io; create it or fix the path",
-                    full.display(),
-                    node_dir.display()
-                ),
-            });
-        }
-    }
-}
-
-/// What the node directory and the machine must offer for the config to
-/// run, checked by `check` and by `start` before anything starts: archive
-/// files, TLS files, the cluster's files, then Python components'
-/// interpreters and classes.
-///
-/// # Errors
-/// The first kind of problem found, every instance of it.
-pub fn preflight(cfg: &NodeConfig, node_dir: &Path) -> Result<(), ConfigErrors> {
-    for found in [
-        archive_problems(cfg, node_dir),
-        watch_problems(cfg, node_dir),
-        tls_problems(cfg, node_dir),
-        cluster_problems(cfg, node_dir),
-        python_problems(cfg, node_dir),
-    ] {
-        if !found.errors.is_empty() {
-            return Err(found);
-        }
-    }
-    Ok(())
-}
-
-/// A transport's web paths and the key they are under (a universal
-/// transport's under `web.paths`).
-fn web_paths(
-    t: &trellis_config::router::TransportConfig,
-) -> (
-    Option<&std::collections::BTreeMap<String, trellis_config::router::WebPath>>,
-    &'static str,
-) {
-    match t.kind {
-        trellis_config::router::TransportKind::Universal => {
-            (t.web.as_ref().map(|w| &w.paths), "web.paths")
-        }
-        _ => (t.paths.as_ref(), "paths"),
-    }
-}
-
-/// Archive files that are not there under `node_dir`, or whose SHA-256 is
-/// none of their `hashes`: a config error, before anything starts.
-pub fn archive_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
-    let mut errors = Vec::new();
-    for (i, r) in cfg.routers() {
-        for (j, t) in r.transports.iter().enumerate() {
-            let (paths, under) = web_paths(t);
-            for (name, p) in paths.into_iter().flatten() {
-                if p.kind == trellis_config::router::WebPathKind::Archive
-                    && let Some(a) = &p.archive
-                    && !node_dir.join(a).is_file()
-                {
-                    let how = match &p.origin {
-                        Some(o) => format!(
-                            "downloading it from its origin {o:?} is not supported by Trellis yet: fetch it there first"
-                        ),
-                        None => "put the zip file there or fix the path".into(),
-                    };
-                    errors.push(ConfigError {
-                        path: format!("workers[{i}].transports[{j}].{under}.{name}.archive"),
-                        message: format!(
-                            "{} is not a file (an archive is taken from the node directory {}): {how}",
-                            node_dir.join(a).display(),
-                            node_dir.display()
-                        ),
-                    });
-                }
-                if let (Some(a), Some(hashes)) = (&p.archive, &p.hashes)
-                    && !hashes.is_empty()
-                    && node_dir.join(a).is_file()
-                {
-                    let file = node_dir.join(a);
-                    match sha256_file(&file) {
-                        Ok(h) if hashes.iter().any(|x| x.eq_ignore_ascii_case(&h)) => {}
-                        Ok(h) => errors.push(ConfigError {
-                            path: format!("workers[{i}].transports[{j}].{under}.{name}.hashes"),
-                            message: format!(
-                                "{} has the SHA-256 fingerprint {h}, which is none of the listed {}: the archive is not the one the config expects",
-                                file.display(),
-                                hashes.join(", ")
-                            ),
-                        }),
-                        Err(e) => errors.push(ConfigError {
-                            path: format!("workers[{i}].transports[{j}].{under}.{name}.archive"),
-                            message: format!("cannot read {} to check its hashes: {e}", file.display()),
-                        }),
-                    }
-                }
-            }
-        }
-    }
-    ConfigErrors {
-        source: cfg.source.clone(),
-        errors,
-    }
-}
-
-/// A file's SHA-256, in lower-case hex (as `sha256sum` prints it).
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
-/// TLS certificates and keys that cannot be read, or do not belong
-/// together (files are taken from `node_dir`, where a router runs).
-pub fn tls_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
-    let mut errors = Vec::new();
-    for (i, r) in cfg.routers() {
-        for (j, t) in r.transports.iter().enumerate() {
-            let Some(tls) = &t.endpoint.tls else { continue };
-            let at = |f: &String| node_dir.join(f).display().to_string();
-            let resolved = trellis_config::router::TlsConfig {
-                key: at(&tls.key),
-                certificate: at(&tls.certificate),
-                chain_certificates: tls.chain_certificates.iter().map(at).collect(),
-                ..tls.clone()
-            };
-            let path = format!("workers[{i}].transports[{j}].endpoint.tls");
-            if let Err((path, message)) = router_worker::tls::TlsSettings::new(&resolved, &path) {
-                errors.push(ConfigError { path, message });
-            }
-        }
-    }
-    ConfigErrors {
-        source: cfg.source.clone(),
-        errors,
-    }
-}
-
-/// The cluster's files (taken from `node_dir`, where a router runs): the
-/// NATS credentials, the CA certificates, client certificate and key.
-pub fn cluster_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
-    let mut errors = Vec::new();
-    if let Some(c) = cfg.routers().find_map(|(_, r)| r.cluster.clone()) {
-        let at = |f: &String| node_dir.join(f).display().to_string();
-        if let Some(creds) = &c.nats.credentials
-            && !node_dir.join(creds).is_file()
-        {
-            errors.push(ConfigError {
-                path: "cluster.nats.credentials".into(),
-                message: format!(
-                    "{creds:?} is not a file (relative paths start at the node directory {}): a NATS .creds file",
-                    node_dir.display()
-                ),
-            });
-        }
-        if let Some(t) = &c.nats.tls {
-            let resolved = trellis_config::router::NatsTls {
-                ca_certificates: t.ca_certificates.iter().map(at).collect(),
-                certificate: t.certificate.as_ref().map(at),
-                key: t.key.as_ref().map(at),
-                ..(**t).clone()
-            };
-            if let Err((path, message)) = router_worker::tls::nats_client_config(&resolved) {
-                errors.push(ConfigError { path, message });
-            }
-        }
-    }
-    ConfigErrors {
-        source: cfg.source.clone(),
-        errors,
-    }
-}
-
-/// What stands in the way of Python components: the interpreter,
-/// autobahn, Twisted, each module and class (the interpreter is run once
-/// per container that has Python components).
-pub fn python_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
-    let mut errors = Vec::new();
-    let dir = if node_dir.is_dir() {
-        node_dir.to_path_buf()
-    } else {
-        std::env::current_dir().unwrap_or_default()
-    };
-    for w in &cfg.workers {
-        let found = match &w.kind {
-            WorkerKind::Container(c) => container_worker::python::problems(c, &dir),
-            WorkerKind::Router(r) => {
-                let c = container_worker::python::router_as_container(r);
-                container_worker::python::problems(&c, &dir)
-            }
-            WorkerKind::Guest(_) => Vec::new(),
-        };
-        {
-            for (path, message) in found {
-                errors.push(ConfigError {
-                    path: format!("workers[{}].{path}", w.index),
-                    message,
-                });
-            }
-        }
-    }
-    ConfigErrors {
-        source: cfg.source.clone(),
-        errors,
-    }
-}
-
 /// Worker ids name log files and management URIs: unique, and made of
 /// letters, digits, `-` and `_`.
 fn check_ids(workers: &[WorkerSpec], errors: &mut Vec<ConfigError>) {
@@ -1754,7 +1481,7 @@ fn default_transports(
     routers: &[(usize, RouterConfig)],
     errors: &mut Vec<ConfigError>,
 ) {
-    use trellis_config::router::TransportKind;
+    use crate::router::TransportKind;
     for w in workers {
         let WorkerKind::Container(c) = &mut w.kind else {
             continue;
@@ -1841,7 +1568,7 @@ fn check_components(
                 && let Some(path) = &e.path
                 && !routers.iter().any(|(_, r)| {
                     r.transports.iter().any(|t| {
-                        t.kind == trellis_config::router::TransportKind::Rawsocket
+                        t.kind == crate::router::TransportKind::Rawsocket
                             && t.endpoint.path.as_deref() == Some(path.as_str())
                     })
                 })
@@ -1861,7 +1588,7 @@ fn check_components(
 /// so now. Transports of one type that all say `endpoint.shared` share
 /// their port.
 fn check_port_clashes(routers: &[(usize, RouterConfig)], errors: &mut Vec<ConfigError>) {
-    let mut seen: Vec<(u16, String, Option<trellis_config::router::TransportKind>)> = Vec::new();
+    let mut seen: Vec<(u16, String, Option<crate::router::TransportKind>)> = Vec::new();
     let mut files: Vec<(&str, String)> = Vec::new();
     for (wi, r) in routers {
         for (ti, t) in r.transports.iter().enumerate() {

@@ -1,0 +1,179 @@
+//! The checks that read the disk: what the node directory must hold for
+//! the config to run (archives and their hashes, watched directories) and
+//! what deserves a warning (static directories that are not there).
+//!
+//! The checks that need the workers' own libraries (TLS files read by
+//! rustls, Python modules imported by the interpreter) are the
+//! controller's: they build what the workers will build, so they cannot
+//! drift from it.
+
+use std::path::Path;
+
+use crate::node::{ConfigError, ConfigErrors, NodeConfig, paths};
+use crate::router::{TransportConfig, TransportKind, WebPath, WebPathKind};
+
+/// Watched directories that are not there.
+pub fn watch_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
+    let mut errors = Vec::new();
+    for w in &cfg.workers {
+        for (k, d) in w
+            .options
+            .watch
+            .iter()
+            .flat_map(|w| w.directories.iter().enumerate())
+        {
+            let full = paths::lexical(&node_dir.join(d));
+            if !full.is_dir() {
+                errors.push(ConfigError {
+                    path: format!("workers[{}].options.watch.directories[{k}]", w.index),
+                    message: format!(
+                        "{} is not a directory (relative paths start at the node directory {}): create it or fix the path",
+                        full.display(),
+                        node_dir.display()
+                    ),
+                });
+            }
+        }
+    }
+    ConfigErrors {
+        source: cfg.source.clone(),
+        errors,
+    }
+}
+
+/// What the disk says that deserves a look but does not stop the node:
+/// static directories that are not there (served as 404, as Crossbar.io
+/// serves them).
+pub fn preflight_warnings(cfg: &NodeConfig, node_dir: &Path) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    for (i, r) in cfg.routers() {
+        for (j, t) in r.transports.iter().enumerate() {
+            let (paths, under) = web_paths(t);
+            missing_statics(
+                paths,
+                &format!("workers[{i}].transports[{j}].{under}"),
+                node_dir,
+                &mut out,
+            );
+        }
+    }
+    out
+}
+
+fn missing_statics(
+    paths: Option<&std::collections::BTreeMap<String, WebPath>>,
+    pre: &str,
+    node_dir: &Path,
+    out: &mut Vec<ConfigError>,
+) {
+    for (name, p) in paths.into_iter().flatten() {
+        if let Some(inner) = &p.paths {
+            missing_statics(Some(inner), &format!("{pre}.{name}.paths"), node_dir, out);
+        }
+        let Some(d) = &p.directory else { continue };
+        if p.kind != WebPathKind::Static {
+            continue;
+        }
+        // Lexically: the node directory may not exist before the first
+        // start (which creates it), and `..` must not need it to.
+        let full = paths::lexical(&node_dir.join(d));
+        if full != paths::lexical(node_dir) && !full.is_dir() {
+            out.push(ConfigError {
+                path: format!("{pre}.{name}.directory"),
+                message: format!(
+                    "{} is not a directory (relative paths start at the node directory {}): it is served as empty, every request there gets 404, as in Crossbar.io; create it or fix the path",
+                    full.display(),
+                    node_dir.display()
+                ),
+            });
+        }
+    }
+}
+
+/// A transport's web paths and the key they are under (a universal
+/// transport's under `web.paths`).
+fn web_paths(
+    t: &TransportConfig,
+) -> (
+    Option<&std::collections::BTreeMap<String, WebPath>>,
+    &'static str,
+) {
+    match t.kind {
+        TransportKind::Universal => (t.web.as_ref().map(|w| &w.paths), "web.paths"),
+        _ => (t.paths.as_ref(), "paths"),
+    }
+}
+
+/// Archive files that are not there under `node_dir`, or whose SHA-256 is
+/// none of their `hashes`: a config error, before anything starts.
+pub fn archive_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
+    let mut errors = Vec::new();
+    for (i, r) in cfg.routers() {
+        for (j, t) in r.transports.iter().enumerate() {
+            let (paths, under) = web_paths(t);
+            for (name, p) in paths.into_iter().flatten() {
+                if p.kind == WebPathKind::Archive
+                    && let Some(a) = &p.archive
+                    && !node_dir.join(a).is_file()
+                {
+                    let how = match &p.origin {
+                        Some(o) => format!(
+                            "downloading it from its origin {o:?} is not supported by Trellis yet: fetch it there first"
+                        ),
+                        None => "put the zip file there or fix the path".into(),
+                    };
+                    errors.push(ConfigError {
+                        path: format!("workers[{i}].transports[{j}].{under}.{name}.archive"),
+                        message: format!(
+                            "{} is not a file (an archive is taken from the node directory {}): {how}",
+                            node_dir.join(a).display(),
+                            node_dir.display()
+                        ),
+                    });
+                }
+                if let (Some(a), Some(hashes)) = (&p.archive, &p.hashes)
+                    && !hashes.is_empty()
+                    && node_dir.join(a).is_file()
+                {
+                    let file = node_dir.join(a);
+                    match sha256_file(&file) {
+                        Ok(h) if hashes.iter().any(|x| x.eq_ignore_ascii_case(&h)) => {}
+                        Ok(h) => errors.push(ConfigError {
+                            path: format!("workers[{i}].transports[{j}].{under}.{name}.hashes"),
+                            message: format!(
+                                "{} has the SHA-256 fingerprint {h}, which is none of the listed {}: the archive is not the one the config expects",
+                                file.display(),
+                                hashes.join(", ")
+                            ),
+                        }),
+                        Err(e) => errors.push(ConfigError {
+                            path: format!("workers[{i}].transports[{j}].{under}.{name}.archive"),
+                            message: format!("cannot read {} to check its hashes: {e}", file.display()),
+                        }),
+                    }
+                }
+            }
+        }
+    }
+    ConfigErrors {
+        source: cfg.source.clone(),
+        errors,
+    }
+}
+
+/// A file's SHA-256, in lower-case hex (as `sha256sum` prints it).
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

@@ -1,0 +1,145 @@
+//! `cluster`: the realms this node shares with others over NATS.
+
+use super::*;
+
+/// node.json's `cluster`: share this node's realms with other nodes over a
+/// NATS backplane (see the README's cluster section).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's name: nodes with the same name share realms.
+    pub name: String,
+    /// This node's name within the cluster (unique).
+    pub node_id: String,
+    /// How to reach NATS.
+    pub nats: NatsConfig,
+    /// The node is ready (`/readyz`) only while connected to NATS.
+    #[serde(default = "yes")]
+    pub require_backplane: bool,
+    /// Messages waiting to go to NATS per router worker; more are dropped
+    /// and counted, never waited for.
+    #[serde(default = "default_backplane_queue")]
+    pub backplane_queue: usize,
+    /// Seconds after which the directory's delete markers of this node's
+    /// ended registrations are purged (a router that was away longer reads
+    /// the directory through again when it is back).
+    #[serde(default = "default_purge_after")]
+    pub purge_after: u64,
+}
+
+fn default_purge_after() -> u64 {
+    600
+}
+
+fn default_backplane_queue() -> usize {
+    10_000
+}
+
+/// `cluster.nats`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://host:port` URLs of the NATS servers (any one will do).
+    pub servers: Vec<String>,
+    /// A NATS credentials file (`.creds`, user JWT and NKey seed), relative
+    /// to the node directory.
+    #[serde(default)]
+    pub credentials: Option<String>,
+    /// TLS to NATS (also implied by `tls://` server URLs).
+    #[serde(default)]
+    pub tls: Option<Box<NatsTls>>,
+}
+
+/// `cluster.nats.tls`: the servers' certificates are verified (against
+/// `ca_certificates`, else the system's roots); with `certificate` and
+/// `key` this node shows its own, for servers that verify clients
+/// (`verify: true` in nats-server). Paths are relative to the node
+/// directory.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NatsTls {
+    /// PEM files of the CAs that sign the NATS servers' certificates.
+    #[serde(default)]
+    pub ca_certificates: Vec<String>,
+    /// This node's client certificate (PEM; it may be followed by its
+    /// chain).
+    #[serde(default)]
+    pub certificate: Option<String>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// TLS first, before the server's INFO (nats-server's
+    /// `handshake_first`).
+    #[serde(default)]
+    pub handshake_first: bool,
+}
+
+/// A cluster or node name: 1 to 64 of `A-Z a-z 0-9 _ -` (it is part of
+/// NATS subjects).
+fn valid_cluster_token(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl ClusterConfig {
+    /// Problems, with key paths under `cluster`.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut p = |path: &str, message: String| {
+            out.push(ConfigProblem {
+                path: path.into(),
+                message,
+            })
+        };
+        for (key, v) in [("name", &self.name), ("node_id", &self.node_id)] {
+            if !valid_cluster_token(v) {
+                p(
+                    key,
+                    format!(
+                        "{v:?}: use 1 to 64 letters, digits, '_' or '-' (it becomes part of NATS subjects)"
+                    ),
+                );
+            }
+        }
+        if self.nats.servers.is_empty() {
+            p(
+                "nats.servers",
+                "empty: list the NATS servers, e.g. [\"nats://127.0.0.1:4222\"]".into(),
+            );
+        }
+        for (i, s) in self.nats.servers.iter().enumerate() {
+            let ok = s
+                .strip_prefix("nats://")
+                .or_else(|| s.strip_prefix("tls://"))
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+            if !ok {
+                p(
+                    &format!("nats.servers[{i}]"),
+                    format!("{s:?}: expected a nats://HOST:PORT or tls://HOST:PORT URL"),
+                );
+            }
+        }
+        if let Some(t) = &self.nats.tls
+            && t.certificate.is_some() != t.key.is_some()
+        {
+            p(
+                "nats.tls",
+                "give both certificate and key (a client certificate for NATS), or neither".into(),
+            );
+        }
+        if self.purge_after == 0 {
+            p(
+                "purge_after",
+                "must be at least 1 (seconds the other nodes have to see a registration's end before its marker goes; default 600)".into(),
+            );
+        }
+        if self.backplane_queue == 0 {
+            p(
+                "backplane_queue",
+                "must be at least 1 (messages waiting to go to NATS)".into(),
+            );
+        }
+        out
+    }
+}

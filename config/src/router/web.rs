@@ -1,0 +1,531 @@
+//! A web transport's `paths`: what each serves, with its options, and
+//! their checks.
+
+use super::*;
+
+/// One path of a web transport.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebPath {
+    /// `static`, `websocket`, `json` or `redirect`.
+    #[serde(rename = "type")]
+    pub kind: WebPathKind,
+    /// `static`: the directory served (relative to the node directory).
+    #[serde(default)]
+    pub directory: Option<String>,
+    /// `websocket`: serializers offered; all when absent.
+    #[serde(default)]
+    pub serializers: Option<Vec<String>>,
+    /// `websocket`: limits and timeouts ([`WebSocketOptions`]); `static`:
+    /// [`StaticOptions`]. Read by kind in [`RouterConfig::validate`].
+    #[serde(default)]
+    pub options: Option<serde_json::Value>,
+    /// `json`: the value served.
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+    /// `redirect`: where to send browsers (an absolute URL or a path).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `archive`: the zip file served (relative to the node directory).
+    #[serde(default)]
+    pub archive: Option<String>,
+    /// `archive`: where Crossbar.io downloads the archive from; not
+    /// supported (named so when the file is missing).
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// `archive`: prefix of the objects in the zip (`web/`).
+    #[serde(default)]
+    pub object_prefix: Option<String>,
+    /// `archive`: the object for a directory (`index.html`).
+    #[serde(default)]
+    pub default_object: Option<String>,
+    /// `archive`: Crossbar.io's download switch; `true` is not supported.
+    #[serde(default)]
+    pub download: Option<bool>,
+    /// `archive`: Crossbar.io's in-memory cache switch; accepted.
+    #[serde(default)]
+    pub cache: Option<bool>,
+    /// `archive`: content types by extension, over the built-in table.
+    #[serde(default)]
+    pub mime_types: Option<BTreeMap<String, String>>,
+    /// `archive`: the SHA-256 fingerprints (hex) the file may have; it is
+    /// checked at start and refused when it has none of them.
+    #[serde(default)]
+    pub hashes: Option<Vec<String>>,
+    /// `path`: the paths under this one, as a web transport's.
+    #[serde(default)]
+    pub paths: Option<BTreeMap<String, WebPath>>,
+    /// `caller`, `publisher`: the realm the bridge's session joins.
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// `caller`, `publisher`: the role it joins with (its permissions
+    /// decide what HTTP clients may call or publish).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// `websocket`: authentication methods; anonymous when absent.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// `websocket`: cookie tracking (Crossbar.io's `cookie`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<CookieConfig>,
+    /// `websocket`: Crossbar.io's debug flag; accepted for compatibility,
+    /// log levels are set with `--loglevel`/`RUST_LOG` instead.
+    #[serde(default)]
+    pub debug: bool,
+}
+
+/// What a web path serves.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WebPathKind {
+    /// Files from a directory.
+    Static,
+    /// WAMP over WebSocket.
+    Websocket,
+    /// A fixed JSON value.
+    Json,
+    /// A redirect (302) to `url`.
+    Redirect,
+    /// A page about the node: version, workers, realms, sessions.
+    Nodeinfo,
+    /// The HTTP bridge: POST JSON to call a procedure.
+    Caller,
+    /// The HTTP bridge: POST JSON to publish an event.
+    Publisher,
+    /// The HTTP bridge: any POST published as an event (`headers`, `body`).
+    Webhook,
+    /// Paths under this one (`{"type": "path", "paths": {...}}`).
+    Path,
+    /// Files from a zip archive.
+    Archive,
+    /// WAMP over HTTP long-poll.
+    Longpoll,
+}
+
+/// A `caller` or `publisher` path's `options`, as Crossbar.io names them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeOptions {
+    /// With `secret`: requests must be signed with this key.
+    pub key: Option<String>,
+    /// The signing secret.
+    pub secret: Option<String>,
+    /// Largest request body in bytes (0: the limit of 16 MiB); larger
+    /// requests get 413 before their body is read.
+    pub post_body_limit: u64,
+    /// Seconds a signed request's timestamp may be off (0: not checked).
+    pub timestamp_delta_limit: u64,
+    /// Refuse requests not made over TLS.
+    pub require_tls: bool,
+    /// Accept requests only from these addresses or networks (CIDR).
+    pub require_ip: Option<Vec<String>>,
+    /// `caller`: milliseconds a call may take (the CALL's `timeout`).
+    pub timeout: u64,
+    /// Crossbar.io's debug flag: accepted.
+    pub debug: bool,
+    /// `webhook`: the topic each request is published to.
+    pub topic: Option<String>,
+    /// `webhook`: the body of the 202 answer.
+    pub success_response: String,
+    /// `webhook`: the body of the 500 answer.
+    pub error_response: String,
+    /// `webhook`: GitHub's webhook secret; requests must carry a valid
+    /// `X-Hub-Signature-256`.
+    pub github_secret: Option<String>,
+    /// With `key` and `secret`: a signed request is taken once; the same
+    /// signature again within `timestamp_delta_limit` is refused (401).
+    /// Trellis's own option (Crossbar.io has none).
+    pub replay_protection: bool,
+}
+
+impl Default for BridgeOptions {
+    fn default() -> Self {
+        BridgeOptions {
+            key: None,
+            secret: None,
+            post_body_limit: 0,
+            timestamp_delta_limit: 300,
+            require_tls: false,
+            require_ip: None,
+            timeout: 30_000,
+            debug: false,
+            topic: None,
+            success_response: "OK".into(),
+            error_response: "NOT OK".into(),
+            github_secret: None,
+            replay_protection: false,
+        }
+    }
+}
+
+/// A `longpoll` path's `options`, as Crossbar.io names them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LongPollOptions {
+    /// Seconds a `receive` waits for a message before answering 204
+    /// (0: until one comes).
+    pub request_timeout: u64,
+    /// Seconds without any request after which a transport is closed
+    /// (0: never).
+    pub session_timeout: u64,
+    /// Bytes of the router's messages waiting for a poll; a client over it
+    /// is closed (0: no limit besides the messages).
+    pub queue_limit_bytes: usize,
+    /// Messages waiting for a poll; a client over it is closed.
+    pub queue_limit_messages: usize,
+    /// Crossbar.io's debug flag: accepted.
+    pub debug: bool,
+    /// Crossbar.io's fixed transport id for debugging: accepted and not
+    /// used (ids are always random).
+    pub debug_transport_id: Option<String>,
+}
+
+impl Default for LongPollOptions {
+    fn default() -> Self {
+        LongPollOptions {
+            request_timeout: 10,
+            session_timeout: 30,
+            queue_limit_bytes: 131_072,
+            queue_limit_messages: 100,
+            debug: false,
+            debug_transport_id: None,
+        }
+    }
+}
+
+/// The largest HTTP bridge request body (and `post_body_limit` 0).
+pub const MAX_BRIDGE_BODY: u64 = 16 << 20;
+
+/// A `json` path's `options`, as Crossbar.io names them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonOptions {
+    /// Indented JSON.
+    pub prettify: bool,
+    /// `Access-Control-Allow-Origin: *` (and credentials).
+    pub allow_cross_origin: bool,
+    /// `Cache-Control: no-store, ...`.
+    pub discourage_caching: bool,
+}
+
+/// A static path's `options`, as Crossbar.io names them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticOptions {
+    /// List a directory that has no `index.html`.
+    pub enable_directory_listing: bool,
+    /// Content types by file extension (`".wasm": "application/wasm"`),
+    /// over the built-in table.
+    pub mime_types: BTreeMap<String, String>,
+    /// Seconds browsers may cache files (`Cache-Control: max-age`); absent
+    /// or 0: `no-cache`.
+    pub cache_timeout: Option<u64>,
+}
+
+impl WebPath {
+    /// Its `options` read as `T`, with the key path of what is wrong.
+    pub(super) fn options_as<T: serde::de::DeserializeOwned + Default>(
+        &self,
+    ) -> Result<T, (String, String)> {
+        match &self.options {
+            None => Ok(T::default()),
+            Some(v) => serde_path_to_error::deserialize(v).map_err(|e| {
+                let at = e.path().to_string();
+                (at, e.into_inner().to_string())
+            }),
+        }
+    }
+
+    /// A bridge path's options (defaults where invalid; `validate` says so).
+    pub fn bridge_options(&self) -> BridgeOptions {
+        self.options_as().unwrap_or_default()
+    }
+
+    /// A static path's options (defaults where invalid; `validate` says so).
+    pub fn static_options(&self) -> StaticOptions {
+        self.options_as().unwrap_or_default()
+    }
+
+    /// A json path's options (defaults where invalid; `validate` says so).
+    pub fn json_options(&self) -> JsonOptions {
+        self.options_as().unwrap_or_default()
+    }
+
+    /// A longpoll path's options (defaults where invalid; `validate` says so).
+    pub fn longpoll_options(&self) -> LongPollOptions {
+        self.options_as().unwrap_or_default()
+    }
+}
+
+impl RouterConfig {
+    /// A web transport's paths (or a `path` service's), each under
+    /// `{pre}.paths.NAME`.
+    pub(super) fn validate_web_paths(&self, pre: &str, t: &TransportConfig, p: Report<'_>) {
+        for (name, path) in t.paths.iter().flatten() {
+            let pp = format!("{pre}.paths.{name}");
+            let ok_name = name == "/"
+                || (!name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    && name != "."
+                    && name != "..");
+            if !ok_name {
+                p(
+                    pp.clone(),
+                    "a path is \"/\" or one URL segment of letters, digits, '-', '_' and '.'"
+                        .into(),
+                );
+            }
+            let kind = match path.kind {
+                WebPathKind::Static => "static",
+                WebPathKind::Websocket => "websocket",
+                WebPathKind::Json => "json",
+                WebPathKind::Redirect => "redirect",
+                WebPathKind::Nodeinfo => "nodeinfo",
+                WebPathKind::Caller => "caller",
+                WebPathKind::Publisher => "publisher",
+                WebPathKind::Webhook => "webhook",
+                WebPathKind::Path => "path",
+                WebPathKind::Archive => "archive",
+                WebPathKind::Longpoll => "longpoll",
+            };
+            // Keys each kind takes.
+            let takes: &[&str] = match path.kind {
+                WebPathKind::Static => &["directory", "options"],
+                WebPathKind::Websocket | WebPathKind::Longpoll => {
+                    &["serializers", "options", "auth"]
+                }
+                WebPathKind::Json => &["value", "options"],
+                WebPathKind::Redirect => &["url"],
+                WebPathKind::Nodeinfo => &[],
+                WebPathKind::Caller | WebPathKind::Publisher | WebPathKind::Webhook => {
+                    &["realm", "role", "options"]
+                }
+                WebPathKind::Path => &["paths"],
+                WebPathKind::Archive => &[
+                    "archive",
+                    "origin",
+                    "object_prefix",
+                    "default_object",
+                    "download",
+                    "cache",
+                    "mime_types",
+                    "hashes",
+                ],
+            };
+            for (key, set) in [
+                ("directory", path.directory.is_some()),
+                ("serializers", path.serializers.is_some()),
+                ("options", path.options.is_some()),
+                ("auth", path.auth.is_some()),
+                ("value", path.value.is_some()),
+                ("url", path.url.is_some()),
+                ("realm", path.realm.is_some()),
+                ("role", path.role.is_some()),
+                ("paths", path.paths.is_some()),
+                ("archive", path.archive.is_some()),
+                ("origin", path.origin.is_some()),
+                ("object_prefix", path.object_prefix.is_some()),
+                ("default_object", path.default_object.is_some()),
+                ("download", path.download.is_some()),
+                ("cache", path.cache.is_some()),
+                ("mime_types", path.mime_types.is_some()),
+            ] {
+                if set && !takes.contains(&key) {
+                    p(format!("{pp}.{key}"), format!("{kind} paths take no {key}"));
+                }
+            }
+            let options_error = |p: &mut dyn FnMut(String, String), (at, msg): (String, String)| {
+                let at = if at.is_empty() || at == "." {
+                    String::new()
+                } else {
+                    format!(".{at}")
+                };
+                p(format!("{pp}.options{at}"), msg);
+            };
+            match path.kind {
+                WebPathKind::Static => {
+                    if path.directory.as_deref().is_none_or(str::is_empty) {
+                        p(
+                            format!("{pp}.directory"),
+                            "missing: a static path serves a \"directory\" (relative to the node directory)".into(),
+                        );
+                    }
+                    if let Err(e) = path.options_as::<StaticOptions>() {
+                        options_error(p, e);
+                    }
+                }
+                WebPathKind::Websocket => {
+                    if let Err(e) = path.options_as::<WebSocketOptions>() {
+                        options_error(p, e);
+                    }
+                    self.validate_transport(&pp, &t.websocket_path(path), p);
+                }
+                WebPathKind::Longpoll => match path.options_as::<LongPollOptions>() {
+                    Err(e) => options_error(p, e),
+                    Ok(o) => {
+                        if o.queue_limit_messages == 0 {
+                            p(
+                                format!("{pp}.options.queue_limit_messages"),
+                                "must be at least 1: the router's messages wait for the client's poll in a bounded queue".into(),
+                            );
+                        }
+                        let mut session = t.websocket_path(path);
+                        session.options = WebSocketOptions::default();
+                        self.validate_transport(&pp, &session, p);
+                    }
+                },
+                WebPathKind::Json => {
+                    if path.value.is_none() {
+                        p(
+                            format!("{pp}.value"),
+                            "missing: the JSON value to serve".into(),
+                        );
+                    }
+                    if let Err(e) = path.options_as::<JsonOptions>() {
+                        options_error(p, e);
+                    }
+                }
+                WebPathKind::Nodeinfo => {}
+                WebPathKind::Archive => {
+                    if path.archive.as_deref().is_none_or(str::is_empty) {
+                        p(
+                            format!("{pp}.archive"),
+                            "missing: the zip file to serve (relative to the node directory)"
+                                .into(),
+                        );
+                    }
+                    if path.download == Some(true) {
+                        p(
+                            format!("{pp}.download"),
+                            "downloading the archive from its origin is not supported by Trellis yet: fetch it into \"archive\" and remove the key".into(),
+                        );
+                    }
+                    for (k, h) in path.hashes.iter().flatten().enumerate() {
+                        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                            p(
+                                format!("{pp}.hashes[{k}]"),
+                                format!(
+                                    "{h:?} is not a SHA-256 fingerprint: expected 64 hex characters (sha256sum's output)"
+                                ),
+                            );
+                        }
+                    }
+                }
+                WebPathKind::Path => {
+                    // The paths under it, checked as a web transport's.
+                    let inner = TransportConfig {
+                        paths: path.paths.clone(),
+                        ..t.clone()
+                    };
+                    match &path.paths {
+                        None => p(
+                            format!("{pp}.paths"),
+                            "missing: the paths under this one".into(),
+                        ),
+                        Some(_) => self.validate_web_paths(&pp, &inner, p),
+                    }
+                }
+                WebPathKind::Caller | WebPathKind::Publisher | WebPathKind::Webhook => {
+                    match path.options_as::<BridgeOptions>() {
+                        Err(e) => options_error(p, e),
+                        Ok(o) => {
+                            let webhook = path.kind == WebPathKind::Webhook;
+                            if webhook && o.topic.as_deref().is_none_or(str::is_empty) {
+                                p(
+                                    format!("{pp}.options.topic"),
+                                    "missing: the topic a webhook publishes to".into(),
+                                );
+                            }
+                            for (key, set) in [
+                                ("topic", o.topic.is_some()),
+                                ("github_secret", o.github_secret.is_some()),
+                            ] {
+                                if set && !webhook {
+                                    p(
+                                        format!("{pp}.options.{key}"),
+                                        format!("only webhook paths take {key}"),
+                                    );
+                                }
+                            }
+                            if webhook && o.key.is_some() {
+                                p(
+                                    format!("{pp}.options.key"),
+                                    "a webhook is signed with github_secret, not key/secret".into(),
+                                );
+                            }
+                            for (key, v) in
+                                [("secret", &o.secret), ("github_secret", &o.github_secret)]
+                            {
+                                if let Some(v) = v {
+                                    blank_secret(format!("{pp}.options.{key}"), v, p);
+                                }
+                            }
+                            if o.key.is_some() != o.secret.is_some() {
+                                p(
+                                    format!("{pp}.options.secret"),
+                                    "give both key and secret (signed requests) or neither".into(),
+                                );
+                            }
+                            if let Some(list) = &o.require_ip
+                                && let Err(e) = crate::net::Networks::parse(list)
+                            {
+                                p(format!("{pp}.options.require_ip"), e);
+                            }
+                            if o.replay_protection
+                                && (o.key.is_none() || o.timestamp_delta_limit == 0)
+                            {
+                                p(
+                                    format!("{pp}.options.replay_protection"),
+                                    "needs signed requests (key and secret) and a timestamp_delta_limit above 0: a request is remembered for that long".into(),
+                                );
+                            }
+                            if o.post_body_limit > MAX_BRIDGE_BODY {
+                                p(
+                                    format!("{pp}.options.post_body_limit"),
+                                    format!("at most {MAX_BRIDGE_BODY} bytes (0 means that much)"),
+                                );
+                            }
+                        }
+                    }
+                    match (&path.realm, &path.role) {
+                        (None, _) => p(
+                            format!("{pp}.realm"),
+                            "missing: the realm the bridge joins".into(),
+                        ),
+                        (_, None) => p(
+                            format!("{pp}.role"),
+                            "missing: the role the bridge joins with (its permissions apply)"
+                                .into(),
+                        ),
+                        (Some(r), Some(role)) => {
+                            if !self.realms.iter().any(|x| &x.name == r) {
+                                p(
+                                    format!("{pp}.realm"),
+                                    format!("realm {r:?} is not defined in this router"),
+                                );
+                            } else if !self.role_exists(Some(r), role) {
+                                p(
+                                    format!("{pp}.role"),
+                                    format!("role {role:?} is not defined in realm {r:?}"),
+                                );
+                            }
+                        }
+                    }
+                }
+                WebPathKind::Redirect => match path.url.as_deref() {
+                    None | Some("") => p(
+                        format!("{pp}.url"),
+                        "missing: where to redirect (\"https://example.com/\" or \"/other/\")"
+                            .into(),
+                    ),
+                    Some(u) if u.contains(['\r', '\n']) => {
+                        p(format!("{pp}.url"), "must be one line".into())
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+    }
+}
