@@ -4,9 +4,28 @@
 use std::net::IpAddr;
 
 /// Addresses and CIDR blocks (`options.trusted_proxies`, a bridge's
-/// `require_ip`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `require_ip`): read from the config's list of strings when the config
+/// is read, so a bad entry is a problem at its key, and written back as
+/// `address/prefix`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
 pub struct Networks(Vec<(IpAddr, u8)>);
+
+impl TryFrom<Vec<String>> for Networks {
+    type Error = String;
+
+    fn try_from(list: Vec<String>) -> Result<Networks, String> {
+        Networks::parse(&list)
+    }
+}
+
+impl From<Networks> for Vec<String> {
+    fn from(n: Networks) -> Vec<String> {
+        n.0.iter()
+            .map(|(ip, bits)| format!("{ip}/{bits}"))
+            .collect()
+    }
+}
 
 /// The prefix length of a contiguous IPv4 netmask.
 fn netmask_bits(mask: std::net::Ipv4Addr) -> Option<u8> {
@@ -117,6 +136,21 @@ mod tests {
         let e = Networks::parse(&["proxy.local".into()]).unwrap_err();
         assert!(e.contains("not an IP address or a CIDR block"), "{e}");
         assert!(Networks::parse(&["10.0.0.0/33".into()]).is_err());
+    }
+
+    #[test]
+    fn read_from_the_config_and_written_back() {
+        let n: Networks =
+            serde_json::from_value(serde_json::json!(["10.0.0.0/255.0.0.0", "::1"])).unwrap();
+        assert!(n.contains(ip("10.1.2.3")) && n.contains(ip("::1")));
+        let back = serde_json::to_value(&n).unwrap();
+        assert_eq!(back, serde_json::json!(["10.0.0.0/8", "::1/128"]));
+        assert_eq!(serde_json::from_value::<Networks>(back).unwrap(), n);
+        let e = serde_json::from_value::<Networks>(serde_json::json!(["proxy.local"])).unwrap_err();
+        assert!(
+            e.to_string().contains("not an IP address or a CIDR block"),
+            "{e}"
+        );
     }
 
     #[test]

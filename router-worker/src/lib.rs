@@ -96,7 +96,12 @@ impl Router {
     /// [`RouterError::Config`] listing every config problem, or
     /// [`RouterError::Bind`] naming the transport and address that failed.
     pub async fn bind(cfg: &RouterConfig) -> Result<Router, RouterError> {
-        let mut problems = cfg.validate();
+        // The controller sends web paths' options already read by type; a
+        // config built in-process (tests, embedding) is read here, once.
+        let mut planned = cfg.clone();
+        let mut problems = planned.plan_options();
+        let cfg = &planned;
+        problems.extend(cfg.validate());
         for path in cfg.function_methods() {
             problems.push(config::ConfigProblem {
                 path,

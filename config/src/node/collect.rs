@@ -80,63 +80,19 @@ pub fn deserialize_all<T: DeserializeOwned>(
     None
 }
 
-/// Crossbar.io features Trellis does not have yet, named as such instead
-/// of as a typo with a list of expected keys.
+/// A serde message, with Crossbar.io's keys and values that Trellis does
+/// not have named as such ([`crate::unsupported`]) instead of as a typo
+/// with a list of expected keys.
 fn unsupported(message: &str) -> String {
     let quoted = |prefix: &str| {
         message
             .strip_prefix(prefix)
             .and_then(|rest| rest.split('`').next())
-            .map(str::to_owned)
     };
-    if let Some(field) = quoted("unknown field `") {
-        let what = match field.as_str() {
-            "tls" => "TLS endpoints are",
-            "server_string" => "Crossbar.io's twisted endpoints (\"server_string\") are",
-            "external_port"
-            | "enable_hybi10"
-            | "enable_rfc6455"
-            | "validate_utf8"
-            | "mask_server_frames"
-            | "require_masked_client_frames"
-            | "apply_mask"
-            | "echo_close_codereason"
-            | "tcp_nodelay"
-            | "auto_ping_restart_on_any_traffic"
-            | "enable_flash_policy"
-            | "flash_policy"
-            | "show_server_version"
-            | "portrange"
-            | "user_timeout" => {
-                return format!(
-                    "Crossbar.io's {field:?} is not supported by Trellis yet: remove the key"
-                );
-            }
-            _ => return message.to_owned(),
-        };
-        return format!("{what} not supported by Trellis yet: remove the key");
-    }
-    if let Some(variant) = quoted("unknown variant `") {
-        let what = match variant.as_str() {
-            "resource" | "wsgi" | "wap" => {
-                format!(
-                    "the {variant:?} web service is not supported by Trellis: it runs Python code inside the router's web server; run that application as a guest worker (or behind your own reverse proxy) and link to it"
-                )
-            }
-            "reverseproxy" | "upload" | "cgi" | "schemadoc" | "fileupload" | "mqtt" => {
-                format!("the {variant:?} web service is not supported by Trellis yet")
-            }
-            "stream.testee" | "flashpolicy" => {
-                format!("{variant:?} transports are not supported by Trellis yet")
-            }
-            "twisted" | "onion" => {
-                format!("{variant:?} endpoints are not supported by Trellis yet")
-            }
-            _ => return message.to_owned(),
-        };
-        return what;
-    }
-    message.to_owned()
+    quoted("unknown field `")
+        .and_then(crate::unsupported::field)
+        .or_else(|| quoted("unknown variant `").and_then(crate::unsupported::variant))
+        .unwrap_or_else(|| message.to_owned())
 }
 
 /// `missing field `x`` → `x`.

@@ -579,7 +579,10 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> RouterConfig {
-        serde_json::from_str(json).expect("valid config")
+        let mut cfg: RouterConfig = serde_json::from_str(json).expect("valid config");
+        let problems = cfg.plan_options();
+        assert!(problems.is_empty(), "{problems:?}");
+        cfg
     }
 
     #[test]

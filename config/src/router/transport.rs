@@ -277,7 +277,7 @@ pub struct WebSocketOptions {
     /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For`
     /// or `Forwarded` header names the client: its address then counts for
     /// the login limits and the transport details, not the proxy's.
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: crate::net::Networks,
     /// Calls one session may have in flight; more get an error at once.
     pub max_calls_in_flight: usize,
     /// Milliseconds a write to the peer may stay blocked (the peer stopped
@@ -399,7 +399,7 @@ impl Default for WebSocketOptions {
             max_auth_failures: 10,
             auth_failure_window: 60_000,
             auth_failure_delay: 1_000,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: crate::net::Networks::default(),
             max_calls_in_flight: 1000,
             write_timeout: 10_000,
             write_buffer_size: None,
@@ -427,7 +427,7 @@ impl TransportConfig {
             id: self.id.clone(),
             endpoint: self.endpoint.clone(),
             serializers: path.serializers.clone(),
-            options: path.options_as().unwrap_or_default(),
+            options: path.websocket_options(),
             auth: path.auth.clone(),
             cookie: path.cookie.clone(),
             allowed_domain: None,
@@ -713,9 +713,6 @@ impl RouterConfig {
                 format!("{pre}.endpoint.version"),
                 format!("IP version must be 4 or 6, found {v}"),
             );
-        }
-        if let Err(e) = crate::net::Networks::parse(&o.trusted_proxies) {
-            p(format!("{pre}.options.trusted_proxies"), e);
         }
         if o.tcp_keepalive != 0 && o.tcp_keepalive < 1000 {
             p(

@@ -16,10 +16,19 @@ pub struct WebPath {
     /// `websocket`: serializers offered; all when absent.
     #[serde(default)]
     pub serializers: Option<Vec<String>>,
-    /// `websocket`: limits and timeouts ([`WebSocketOptions`]); `static`:
-    /// [`StaticOptions`]. Read by kind in [`RouterConfig::validate`].
-    #[serde(default)]
+    /// `options` as the config writes them. [`RouterConfig::plan_options`]
+    /// reads them by the path's type into [`WebPath::planned`] when the
+    /// config is loaded; they are not passed on to the worker.
+    #[serde(default, skip_serializing)]
     pub options: Option<serde_json::Value>,
+    /// The options read by the path's type: what the router uses. Filled
+    /// in when the config is loaded, not a key of the config.
+    #[serde(
+        default,
+        rename = "_options",
+        skip_serializing_if = "PathOptions::is_none"
+    )]
+    pub planned: PathOptions,
     /// `json`: the value served.
     #[serde(default)]
     pub value: Option<serde_json::Value>,
@@ -118,7 +127,7 @@ pub struct BridgeOptions {
     /// Refuse requests not made over TLS.
     pub require_tls: bool,
     /// Accept requests only from these addresses or networks (CIDR).
-    pub require_ip: Option<Vec<String>>,
+    pub require_ip: Option<crate::net::Networks>,
     /// `caller`: milliseconds a call may take (the CALL's `timeout`).
     pub timeout: u64,
     /// Crossbar.io's debug flag: accepted.
@@ -222,38 +231,154 @@ pub struct StaticOptions {
     pub cache_timeout: Option<u64>,
 }
 
+/// A web path's `options`, read by the path's type.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum PathOptions {
+    /// No options were given (or the type takes none): the defaults.
+    #[default]
+    None,
+    /// A `static` path's.
+    Static(StaticOptions),
+    /// A `websocket` path's.
+    Websocket(WebSocketOptions),
+    /// A `json` path's.
+    Json(JsonOptions),
+    /// A `caller`, `publisher` or `webhook` path's.
+    Bridge(BridgeOptions),
+    /// A `longpoll` path's.
+    Longpoll(LongPollOptions),
+}
+
+impl PathOptions {
+    /// True when no options were given.
+    pub fn is_none(&self) -> bool {
+        *self == PathOptions::None
+    }
+}
+
+/// Options of type `T` read from `raw`, or every problem as (key path
+/// under `options`, message).
+fn read_options<T: serde::de::DeserializeOwned>(
+    raw: &serde_json::Value,
+) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(raw).map_err(|e| {
+        let at = e.path().to_string();
+        let at = if at.is_empty() || at == "." {
+            String::new()
+        } else {
+            format!(".{at}")
+        };
+        (at, e.into_inner().to_string())
+    })
+}
+
 impl WebPath {
-    /// Its `options` read as `T`, with the key path of what is wrong.
-    pub(super) fn options_as<T: serde::de::DeserializeOwned + Default>(
-        &self,
-    ) -> Result<T, (String, String)> {
-        match &self.options {
-            None => Ok(T::default()),
-            Some(v) => serde_path_to_error::deserialize(v).map_err(|e| {
-                let at = e.path().to_string();
-                (at, e.into_inner().to_string())
+    /// Read `options` by the path's type into `planned`; a problem names
+    /// its key under `{pp}.options`. Types that take no options keep
+    /// none (the path checks say so).
+    fn plan(&mut self, pp: &str, out: &mut Vec<ConfigProblem>) {
+        if let Some(inner) = &mut self.paths {
+            for (name, p) in inner.iter_mut() {
+                p.plan(&format!("{pp}.paths.{name}"), out);
+            }
+        }
+        let Some(raw) = self.options.take() else {
+            return;
+        };
+        let read = match self.kind {
+            WebPathKind::Static => read_options(&raw).map(PathOptions::Static),
+            WebPathKind::Websocket => read_options(&raw).map(PathOptions::Websocket),
+            WebPathKind::Json => read_options(&raw).map(PathOptions::Json),
+            WebPathKind::Caller | WebPathKind::Publisher | WebPathKind::Webhook => {
+                read_options(&raw).map(PathOptions::Bridge)
+            }
+            WebPathKind::Longpoll => read_options(&raw).map(PathOptions::Longpoll),
+            WebPathKind::Redirect
+            | WebPathKind::Nodeinfo
+            | WebPathKind::Path
+            | WebPathKind::Archive => Ok(PathOptions::None),
+        };
+        match read {
+            Ok(o) => self.planned = o,
+            Err((at, message)) => out.push(ConfigProblem {
+                path: format!("{pp}.options{at}"),
+                message,
             }),
+        }
+        self.options = Some(raw);
+    }
+
+    /// True when `options` were given and could not be read (the problem
+    /// is reported once, by [`RouterConfig::plan_options`]; the checks of
+    /// what they say are skipped).
+    fn unreadable_options(&self) -> bool {
+        self.options.is_some() && self.planned.is_none()
+    }
+
+    /// A bridge path's options.
+    pub fn bridge_options(&self) -> BridgeOptions {
+        match &self.planned {
+            PathOptions::Bridge(o) => o.clone(),
+            _ => BridgeOptions::default(),
         }
     }
 
-    /// A bridge path's options (defaults where invalid; `validate` says so).
-    pub fn bridge_options(&self) -> BridgeOptions {
-        self.options_as().unwrap_or_default()
-    }
-
-    /// A static path's options (defaults where invalid; `validate` says so).
+    /// A static path's options.
     pub fn static_options(&self) -> StaticOptions {
-        self.options_as().unwrap_or_default()
+        match &self.planned {
+            PathOptions::Static(o) => o.clone(),
+            _ => StaticOptions::default(),
+        }
     }
 
-    /// A json path's options (defaults where invalid; `validate` says so).
+    /// A json path's options.
     pub fn json_options(&self) -> JsonOptions {
-        self.options_as().unwrap_or_default()
+        match &self.planned {
+            PathOptions::Json(o) => o.clone(),
+            _ => JsonOptions::default(),
+        }
     }
 
-    /// A longpoll path's options (defaults where invalid; `validate` says so).
+    /// A longpoll path's options.
     pub fn longpoll_options(&self) -> LongPollOptions {
-        self.options_as().unwrap_or_default()
+        match &self.planned {
+            PathOptions::Longpoll(o) => o.clone(),
+            _ => LongPollOptions::default(),
+        }
+    }
+
+    /// A websocket path's options.
+    pub fn websocket_options(&self) -> WebSocketOptions {
+        match &self.planned {
+            PathOptions::Websocket(o) => o.clone(),
+            _ => WebSocketOptions::default(),
+        }
+    }
+}
+
+impl RouterConfig {
+    /// Read every web path's `options` by its type (a web transport's
+    /// `paths`, a universal transport's `web.paths` and `websocket`, and
+    /// the paths under `path` services), once, when the config is loaded:
+    /// the router then uses them typed and never reads them again. Each
+    /// problem names its key (`transports[0].paths.call.options.timeout`).
+    /// A path already read (as a worker receives it) is left as it is.
+    pub fn plan_options(&mut self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        for (i, t) in self.transports.iter_mut().enumerate() {
+            let groups = [
+                ("paths", t.paths.as_mut()),
+                ("web.paths", t.web.as_mut().map(|w| &mut w.paths)),
+                ("websocket", t.websocket.as_mut()),
+            ];
+            for (under, paths) in groups {
+                for (name, p) in paths.into_iter().flatten() {
+                    p.plan(&format!("transports[{i}].{under}.{name}"), &mut out);
+                }
+            }
+        }
+        out
     }
 }
 
@@ -336,14 +461,6 @@ impl RouterConfig {
                     p(format!("{pp}.{key}"), format!("{kind} paths take no {key}"));
                 }
             }
-            let options_error = |p: &mut dyn FnMut(String, String), (at, msg): (String, String)| {
-                let at = if at.is_empty() || at == "." {
-                    String::new()
-                } else {
-                    format!(".{at}")
-                };
-                p(format!("{pp}.options{at}"), msg);
-            };
             match path.kind {
                 WebPathKind::Static => {
                     if path.directory.as_deref().is_none_or(str::is_empty) {
@@ -352,20 +469,14 @@ impl RouterConfig {
                             "missing: a static path serves a \"directory\" (relative to the node directory)".into(),
                         );
                     }
-                    if let Err(e) = path.options_as::<StaticOptions>() {
-                        options_error(p, e);
-                    }
                 }
                 WebPathKind::Websocket => {
-                    if let Err(e) = path.options_as::<WebSocketOptions>() {
-                        options_error(p, e);
-                    }
                     self.validate_transport(&pp, &t.websocket_path(path), p);
                 }
-                WebPathKind::Longpoll => match path.options_as::<LongPollOptions>() {
-                    Err(e) => options_error(p, e),
-                    Ok(o) => {
-                        if o.queue_limit_messages == 0 {
+                WebPathKind::Longpoll => match path.unreadable_options() {
+                    true => {}
+                    false => {
+                        if path.longpoll_options().queue_limit_messages == 0 {
                             p(
                                 format!("{pp}.options.queue_limit_messages"),
                                 "must be at least 1: the router's messages wait for the client's poll in a bounded queue".into(),
@@ -382,9 +493,6 @@ impl RouterConfig {
                             format!("{pp}.value"),
                             "missing: the JSON value to serve".into(),
                         );
-                    }
-                    if let Err(e) = path.options_as::<JsonOptions>() {
-                        options_error(p, e);
                     }
                 }
                 WebPathKind::Nodeinfo => {}
@@ -428,9 +536,10 @@ impl RouterConfig {
                     }
                 }
                 WebPathKind::Caller | WebPathKind::Publisher | WebPathKind::Webhook => {
-                    match path.options_as::<BridgeOptions>() {
-                        Err(e) => options_error(p, e),
-                        Ok(o) => {
+                    match path.unreadable_options() {
+                        true => {}
+                        false => {
+                            let o = path.bridge_options();
                             let webhook = path.kind == WebPathKind::Webhook;
                             if webhook && o.topic.as_deref().is_none_or(str::is_empty) {
                                 p(
@@ -467,11 +576,6 @@ impl RouterConfig {
                                     format!("{pp}.options.secret"),
                                     "give both key and secret (signed requests) or neither".into(),
                                 );
-                            }
-                            if let Some(list) = &o.require_ip
-                                && let Err(e) = crate::net::Networks::parse(list)
-                            {
-                                p(format!("{pp}.options.require_ip"), e);
                             }
                             if o.replay_protection
                                 && (o.key.is_none() || o.timestamp_delta_limit == 0)
@@ -527,5 +631,99 @@ impl RouterConfig {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: serde_json::Value) -> RouterConfig {
+        serde_json::from_value(json).expect("a router config")
+    }
+
+    #[test]
+    fn options_are_read_once_by_type_and_reach_the_worker_typed() {
+        let mut cfg = config(serde_json::json!({
+            "realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": []}]}],
+            "transports": [
+                {"type": "web", "endpoint": {"type": "tcp", "port": 8080}, "paths": {
+                    "/": {"type": "static", "directory": "..", "options": {"enable_directory_listing": true}},
+                    "info": {"type": "json", "value": 1, "options": {"prettify": true}},
+                    "api": {"type": "path", "paths": {
+                        "call": {"type": "caller", "realm": "realm1", "role": "anonymous",
+                                 "options": {"timeout": 5000}}}}}},
+                {"type": "universal", "endpoint": {"type": "tcp", "port": 8081},
+                 "websocket": {"ws": {"type": "websocket", "options": {"max_message_size": 4096}}},
+                 "web": {"paths": {"lp": {"type": "longpoll", "options": {"request_timeout": 3}}}}}
+            ]
+        }));
+        assert_eq!(cfg.plan_options(), vec![]);
+        let plan = serde_json::to_value(&cfg).expect("serializable");
+        let text = plan.to_string();
+        assert!(
+            !text.contains("\"options\":{\"enable_directory_listing\""),
+            "{text}"
+        );
+        // What the worker receives: no options left to read, all typed.
+        let worker: RouterConfig = serde_json::from_value(plan).expect("the plan reads back");
+        let paths = worker.transports[0].paths.as_ref().expect("paths");
+        assert!(paths["/"].options.is_none());
+        assert!(paths["/"].static_options().enable_directory_listing);
+        assert!(paths["info"].json_options().prettify);
+        let api = paths["api"].paths.as_ref().expect("nested paths");
+        assert_eq!(api["call"].bridge_options().timeout, 5000);
+        let u = &worker.transports[1];
+        let ws = &u.websocket.as_ref().expect("websocket")["ws"];
+        assert_eq!(ws.websocket_options().max_message_size, 4096);
+        assert_eq!(
+            u.web.as_ref().expect("web").paths["lp"]
+                .longpoll_options()
+                .request_timeout,
+            3
+        );
+        // Planning what is already planned changes nothing.
+        let mut again = worker.clone();
+        assert_eq!(again.plan_options(), vec![]);
+        assert_eq!(again, worker);
+    }
+
+    #[test]
+    fn an_option_that_cannot_be_read_is_a_problem_at_its_key_never_a_default() {
+        let mut cfg = config(serde_json::json!({
+            "realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": []}]}],
+            "transports": [
+                {"type": "web", "endpoint": {"type": "tcp", "port": 8080}, "paths": {
+                    "/": {"type": "static", "directory": ".", "options": {"cache_timeout": "long"}},
+                    "api": {"type": "path", "paths": {
+                        "hook": {"type": "webhook", "realm": "realm1", "role": "anonymous",
+                                 "options": {"topic": "com.example.hook", "retries": 3}}}}}},
+                {"type": "universal", "endpoint": {"type": "tcp", "port": 8081},
+                 "websocket": {"ws": {"type": "websocket", "options": {"max_message_size": -1}}},
+                 "web": {"paths": {"lp": {"type": "longpoll", "options": {"queue_limit_messages": "x"}}}}}
+            ]
+        }));
+        let problems = cfg.plan_options();
+        let at: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            at,
+            [
+                "transports[0].paths./.options.cache_timeout",
+                "transports[0].paths.api.paths.hook.options.retries",
+                "transports[1].web.paths.lp.options.queue_limit_messages",
+                "transports[1].websocket.ws.options.max_message_size",
+            ]
+        );
+        assert!(problems[1].message.contains("retries"), "{problems:?}");
+        // The options stay unread, and the checks of what they say are
+        // skipped: the webhook's topic is not "missing" because its
+        // options could not be read.
+        let web = cfg.transports[0].paths.as_ref().expect("paths");
+        assert!(web["/"].planned.is_none() && web["/"].options.is_some());
+        let problems = cfg.validate();
+        assert!(
+            !problems.iter().any(|p| p.path.contains("options.topic")),
+            "{problems:?}"
+        );
     }
 }

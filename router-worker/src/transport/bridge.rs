@@ -101,11 +101,7 @@ impl Bridge {
         tls: bool,
         compat: Compat,
     ) -> Bridge {
-        // Checked by `RouterConfig::validate`: a bad list allows nobody.
-        let allowed = options
-            .require_ip
-            .as_ref()
-            .map(|list| trellis_config::net::Networks::parse(list).unwrap_or_default());
+        let allowed = options.require_ip.clone();
         Bridge {
             service,
             realm,

@@ -100,10 +100,7 @@ impl ListenerSettings {
             write_buffer_size,
             web: None,
             allowed_origins: o.allowed_origins.clone(),
-            // Checked by `RouterConfig::validate`; nothing is trusted if a
-            // config got here unchecked.
-            trusted_proxies: trellis_config::net::Networks::parse(&o.trusted_proxies)
-                .unwrap_or_default(),
+            trusted_proxies: o.trusted_proxies.clone(),
             tcp_keepalive: (o.tcp_keepalive > 0).then(|| Duration::from_millis(o.tcp_keepalive)),
             tls: None,
             rawsocket: None,

@@ -1,0 +1,198 @@
+//! What a session counts, for metrics and `wamp.session.on_stats`:
+//! logins by method, messages and bytes each way (batched into shared
+//! atomics), and the latency histogram.
+
+use super::*;
+
+/// The methods logins are counted by (`cookie`: welcomed by a tracking
+/// cookie, whatever method it first logged in by).
+pub const LOGIN_METHODS: [&str; 10] = [
+    "anonymous",
+    "ticket",
+    "wampcra",
+    "cryptosign",
+    "scram",
+    "tls",
+    "cookie",
+    "token",
+    "peercred",
+    "other",
+];
+
+impl TransportCounters {
+    /// Count a login welcomed by `method`.
+    pub fn login(&self, method: &str) {
+        let i = LOGIN_METHODS
+            .iter()
+            .position(|m| *m == method)
+            .unwrap_or(LOGIN_METHODS.len() - 1);
+        self.logins[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The logins so far by method (the methods with any).
+    pub fn logins_by_method(&self) -> std::collections::BTreeMap<String, u64> {
+        LOGIN_METHODS
+            .iter()
+            .zip(&self.logins)
+            .map(|(m, n)| {
+                (
+                    (*m).to_owned(),
+                    n.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+/// A transport's counters, shared by its connections (relaxed atomics:
+/// one add per connection or login, nothing per message).
+#[derive(Debug, Default)]
+pub struct TransportCounters {
+    /// Connections open now.
+    pub open: std::sync::atomic::AtomicU64,
+    /// Connections accepted since the start.
+    pub accepted: std::sync::atomic::AtomicU64,
+    /// Connections refused by `max_connections`.
+    pub refused: std::sync::atomic::AtomicU64,
+    /// Logins welcomed.
+    pub auth_ok: std::sync::atomic::AtomicU64,
+    /// Logins refused (ABORT after HELLO or AUTHENTICATE).
+    pub auth_failed: std::sync::atomic::AtomicU64,
+    /// Logins welcomed, by method ([`LOGIN_METHODS`]).
+    pub logins: [std::sync::atomic::AtomicU64; LOGIN_METHODS.len()],
+    /// Dynamic and function authenticators' answer times.
+    pub authenticator: AtomicHistogram,
+    /// WAMP message bytes from established sessions' peers.
+    pub bytes_received: std::sync::atomic::AtomicU64,
+    /// WAMP message bytes to established sessions' peers.
+    pub bytes_sent: std::sync::atomic::AtomicU64,
+    /// Messages not sent because they were larger than the receiving
+    /// session's transport takes (events skipped, results and invocations
+    /// turned into errors).
+    pub too_large: std::sync::atomic::AtomicU64,
+}
+
+/// One session's WAMP message bytes, added to its transport's counters
+/// every 64 KiB and when the session ends: no shared write per message.
+pub(super) struct Traffic<'a> {
+    counters: &'a TransportCounters,
+    received: u64,
+    sent: u64,
+    /// The realm's `stats`: this session's meter, and whether statistics
+    /// are due.
+    pub(super) meter: Option<stats::StatsMeter>,
+    pub(super) stats_due: bool,
+    /// The connection's tracking cookie: a GOODBYE `wamp.close.logout`
+    /// logs it out.
+    pub(super) cookie: Option<(Arc<crate::cookies::CookieStore>, String)>,
+}
+
+/// Bytes a session counts before it adds them to the transport's.
+const TRAFFIC_FLUSH: u64 = 64 << 10;
+
+impl<'a> Traffic<'a> {
+    pub(super) fn new(counters: &'a TransportCounters) -> Self {
+        Traffic {
+            counters,
+            received: 0,
+            sent: 0,
+            meter: None,
+            stats_due: false,
+            cookie: None,
+        }
+    }
+
+    /// One message of `n` bytes, either way, for the realm's `stats`.
+    pub(super) fn metered(&mut self, n: usize) {
+        if let Some(m) = &mut self.meter
+            && m.count(n)
+        {
+            self.stats_due = true;
+        }
+    }
+
+    pub(super) fn received(&mut self, n: usize) {
+        self.metered(n);
+        self.received += n as u64;
+        if self.received >= TRAFFIC_FLUSH {
+            self.flush();
+        }
+    }
+
+    /// A message too large for the peer was not sent (rare: counted at
+    /// once).
+    pub(super) fn too_large(&mut self) {
+        self.counters
+            .too_large
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(super) fn sent(&mut self, n: usize) {
+        self.sent += n as u64;
+        if self.sent >= TRAFFIC_FLUSH {
+            self.flush();
+        }
+    }
+
+    pub(super) fn flush(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.received > 0 {
+            self.counters
+                .bytes_received
+                .fetch_add(self.received, Relaxed);
+            self.received = 0;
+        }
+        if self.sent > 0 {
+            self.counters.bytes_sent.fetch_add(self.sent, Relaxed);
+            self.sent = 0;
+        }
+    }
+}
+
+impl Drop for Traffic<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// A latency histogram over [`crate::realm::LATENCY_BUCKETS`] that tasks
+/// share (rare events: one per login).
+#[derive(Debug, Default)]
+pub struct AtomicHistogram {
+    buckets: [std::sync::atomic::AtomicU64; crate::realm::LATENCY_BUCKETS.len() + 1],
+    sum_micros: std::sync::atomic::AtomicU64,
+}
+
+impl AtomicHistogram {
+    /// Count one duration.
+    pub fn observe(&self, d: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let secs = d.as_secs_f64();
+        let i = crate::realm::LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(crate::realm::LATENCY_BUCKETS.len());
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Relaxed);
+        }
+        self.sum_micros
+            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> crate::realm::Histogram {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::realm::Histogram {
+            buckets: self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            sum: self.sum_micros.load(Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+impl TransportCounters {
+    /// Add one to `counter`.
+    pub fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
