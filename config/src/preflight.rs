@@ -177,3 +177,96 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
     }
     Ok(hex::encode(hasher.finalize()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node directory holding `node.json` with one router serving
+    /// `paths`, and the config loaded from it.
+    fn node(paths: serde_json::Value) -> (tempfile::TempDir, NodeConfig) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let cfg = serde_json::json!({
+            "version": 2,
+            "workers": [{"type": "router",
+                "realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": []}]}],
+                "transports": [{"type": "web", "endpoint": {"type": "tcp", "port": 8080},
+                                "paths": paths}]},
+                {"type": "guest", "executable": "/bin/true",
+                 "options": {"watch": {"directories": ["src", "web"]}}}]
+        });
+        let file = dir.path().join("node.json");
+        std::fs::write(&file, cfg.to_string()).expect("written");
+        let loaded = crate::node::load(Some(&file)).expect("a valid config");
+        (dir, loaded)
+    }
+
+    #[test]
+    fn an_archive_must_be_there_and_be_the_one_its_hashes_name() {
+        let (dir, cfg) = node(serde_json::json!({
+            "/": {"type": "archive", "archive": "site.zip", "origin": "https://example.com/site.zip"},
+            "docs": {"type": "archive", "archive": "docs.zip",
+                     "hashes": ["0000000000000000000000000000000000000000000000000000000000000000"]}
+        }));
+        std::fs::write(dir.path().join("docs.zip"), b"not the expected bytes").expect("written");
+        let found = archive_problems(&cfg, dir.path()).errors;
+        let at: Vec<&str> = found.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            at,
+            [
+                "workers[0].transports[0].paths./.archive",
+                "workers[0].transports[0].paths.docs.hashes"
+            ]
+        );
+        assert!(
+            found[0].message.contains("not supported by Trellis yet"),
+            "{found:?}"
+        );
+        // sha256("not the expected bytes"), as sha256sum prints it.
+        let h = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            b"not the expected bytes",
+        ));
+        assert!(found[1].message.contains(&h), "{found:?}");
+        std::fs::write(dir.path().join("site.zip"), b"zip").expect("written");
+        let mut cfg = cfg;
+        if let crate::node::WorkerKind::Router(r) = &mut cfg.workers[0].kind
+            && let Some(p) = r.transports[0].paths.as_mut()
+            && let Some(docs) = p.get_mut("docs")
+        {
+            docs.hashes = Some(vec![h.to_uppercase()]);
+        }
+        assert_eq!(archive_problems(&cfg, dir.path()).errors, vec![]);
+    }
+
+    #[test]
+    fn a_missing_static_directory_is_a_warning_at_its_key() {
+        let (dir, cfg) = node(serde_json::json!({
+            "/": {"type": "static", "directory": ".."},
+            "shared": {"type": "static", "directory": "../shared-web"},
+            "api": {"type": "path", "paths": {"doc": {"type": "static", "directory": "doc"}}}
+        }));
+        let warned: Vec<String> = preflight_warnings(&cfg, dir.path())
+            .into_iter()
+            .map(|w| w.path)
+            .collect();
+        assert_eq!(
+            warned,
+            [
+                "workers[0].transports[0].paths.api.paths.doc.directory",
+                "workers[0].transports[0].paths.shared.directory"
+            ]
+        );
+        std::fs::create_dir(dir.path().join("doc")).expect("created");
+        assert_eq!(preflight_warnings(&cfg, dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn watched_directories_must_exist() {
+        let (dir, cfg) = node(serde_json::json!({"/": {"type": "static", "directory": "."}}));
+        std::fs::create_dir(dir.path().join("src")).expect("created");
+        let found = watch_problems(&cfg, dir.path()).errors;
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, "workers[1].options.watch.directories[1]");
+        assert!(found[0].message.contains("is not a directory"), "{found:?}");
+    }
+}

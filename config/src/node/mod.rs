@@ -750,6 +750,22 @@ fn take_unsupported(
 mod tests {
     use super::*;
 
+    #[test]
+    fn log_levels_and_filters_as_the_workers_read_them() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "off",
+            "info,router_worker=debug",
+            "router_worker=trace",
+        ] {
+            assert!(log_filter(ok).is_ok(), "{ok}");
+        }
+        let e = log_filter("loud").expect_err("a bare word must be a level");
+        assert!(e.contains("use error, warn, info, debug, trace"), "{e}");
+        assert!(log_filter("info,router_worker=[").is_err());
+    }
+
     fn load_str(json: &str) -> Result<NodeConfig, ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("node.json");

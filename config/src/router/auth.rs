@@ -1191,3 +1191,39 @@ impl RouterConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_read_however_they_are_written() {
+        let want = "B6:E5:E6:01";
+        assert_eq!(normalized_fingerprint("b6e5e601").as_deref(), Some(want));
+        assert_eq!(normalized_fingerprint("B6:e5:E6:01").as_deref(), Some(want));
+        assert_eq!(normalized_fingerprint("b6:e5:zz:01"), None);
+        assert_eq!(normalized_fingerprint("b6e5e"), None, "odd length");
+    }
+
+    #[test]
+    fn a_scram_credential_names_each_field_that_is_wrong() {
+        let key = "ab".repeat(32);
+        let ok = scram_credential(
+            "argon2id-13",
+            4096,
+            Some(512),
+            "0011223344556677",
+            &key,
+            &key,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        let bad = scram_credential("pbkdf2", 1000, Some(512), "0011", "zz", &key)
+            .expect_err("three problems");
+        let keys: Vec<&str> = bad.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["memory", "salt", "stored-key"]);
+        assert!(bad[1].1.contains("at least 8 bytes"), "{bad:?}");
+        let kdf = scram_credential("md5", 1, None, "0011223344556677", &key, &key)
+            .expect_err("unknown kdf");
+        assert_eq!(kdf[0].0, "kdf");
+    }
+}

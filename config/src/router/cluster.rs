@@ -143,3 +143,53 @@ impl ClusterConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(json: serde_json::Value) -> ClusterConfig {
+        serde_json::from_value(json).expect("a cluster block")
+    }
+
+    #[test]
+    fn a_good_cluster_block_has_no_problem_and_the_defaults() {
+        let c = cluster(serde_json::json!({
+            "name": "prod-eu", "node_id": "node_1",
+            "nats": {"servers": ["nats://127.0.0.1:4222", "tls://nats.example.com:4222"]}
+        }));
+        assert_eq!(c.validate(), vec![]);
+        assert_eq!((c.purge_after, c.backplane_queue), (600, 10_000));
+        assert!(
+            c.require_backplane,
+            "ready only with NATS, unless told otherwise"
+        );
+    }
+
+    #[test]
+    fn each_problem_of_a_cluster_block_names_its_key() {
+        let c = cluster(serde_json::json!({
+            "name": "prod.eu", "node_id": "",
+            "nats": {"servers": ["127.0.0.1:4222", "nats://"],
+                     "tls": {"certificate": "client.crt"}},
+            "purge_after": 0, "backplane_queue": 0
+        }));
+        let at: Vec<String> = c.validate().into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            at,
+            [
+                "name",
+                "node_id",
+                "nats.servers[0]",
+                "nats.servers[1]",
+                "nats.tls",
+                "purge_after",
+                "backplane_queue"
+            ]
+        );
+        let none =
+            cluster(serde_json::json!({"name": "a", "node_id": "b", "nats": {"servers": []}}));
+        assert_eq!(none.validate()[0].path, "nats.servers");
+        assert!(!valid_cluster_token(&"x".repeat(65)) && valid_cluster_token(&"x".repeat(64)));
+    }
+}

@@ -578,6 +578,25 @@ type Report<'a> = &'a mut dyn FnMut(String, String);
 mod tests {
     use super::*;
 
+    #[test]
+    fn secrets_named_by_environment_variables_and_blank_secrets() {
+        assert_eq!(env_placeholder("${TICKET}"), Some("TICKET"));
+        assert_eq!(env_placeholder("$ROUTER_SECRET_2"), Some("ROUTER_SECRET_2"));
+        assert_eq!(env_placeholder("$2x"), None, "not a variable name");
+        assert_eq!(env_placeholder("${A-B}"), None);
+        assert_eq!(env_placeholder("pa$$word"), None, "a $ inside is a secret");
+        assert!(blank("") && blank(" \t") && !blank(" x "));
+    }
+
+    #[test]
+    fn file_modes_are_octal_and_at_most_0777() {
+        assert_eq!(parse_mode("0660"), Some(0o660));
+        assert_eq!(parse_mode("777"), Some(0o777));
+        assert_eq!(parse_mode("1777"), None, "no sticky or setuid bits");
+        assert_eq!(parse_mode("0698"), None, "not octal");
+        assert_eq!(parse_mode(""), None);
+    }
+
     fn parse(json: &str) -> RouterConfig {
         let mut cfg: RouterConfig = serde_json::from_str(json).expect("valid config");
         let problems = cfg.plan_options();

@@ -357,3 +357,30 @@ mod match_policy {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crossbars_starred_uris_become_match_policies() {
+        assert_eq!(
+            starred_uri("com.example.add"),
+            ("com.example.add".into(), MatchPolicy::Exact)
+        );
+        assert_eq!(
+            starred_uri("com.example.*"),
+            ("com.example.".into(), MatchPolicy::Prefix)
+        );
+        assert_eq!(starred_uri("*"), (String::new(), MatchPolicy::Prefix));
+        assert_eq!(
+            starred_uri("com.*.add"),
+            ("com..add".into(), MatchPolicy::Wildcard)
+        );
+        assert_eq!(
+            starred_uri("com.*.*"),
+            ("com..".into(), MatchPolicy::Wildcard),
+            "two stars: a wildcard, not a prefix"
+        );
+    }
+}

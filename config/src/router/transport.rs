@@ -853,3 +853,82 @@ impl RouterConfig {
         self.validate_web_paths(pre, t, p);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport(json: serde_json::Value) -> TransportConfig {
+        serde_json::from_value(json).expect("a transport")
+    }
+
+    #[test]
+    fn nested_path_services_flatten_under_their_parent() {
+        let t = transport(serde_json::json!({
+            "type": "web", "endpoint": {"type": "tcp", "port": 8080},
+            "paths": {
+                "/": {"type": "static", "directory": "web"},
+                "api": {"type": "path", "paths": {
+                    "/": {"type": "json", "value": 1},
+                    "call": {"type": "caller", "realm": "r", "role": "x"},
+                    "v2": {"type": "path", "paths": {"pub": {"type": "publisher", "realm": "r", "role": "x"}}}
+                }},
+                "ws": {"type": "websocket"}
+            }
+        }));
+        let flat: Vec<(String, WebPathKind)> = t
+            .flat_paths()
+            .into_iter()
+            .map(|(k, p)| (k, p.kind))
+            .collect();
+        assert_eq!(
+            flat,
+            [
+                ("/".to_owned(), WebPathKind::Static),
+                ("api".to_owned(), WebPathKind::Json),
+                ("api/call".to_owned(), WebPathKind::Caller),
+                ("api/v2/pub".to_owned(), WebPathKind::Publisher),
+                ("ws".to_owned(), WebPathKind::Websocket),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_universal_transport_is_a_web_part_and_a_rawsocket_part() {
+        let t = transport(serde_json::json!({
+            "type": "universal", "endpoint": {"type": "tcp", "port": 8080},
+            "rawsocket": {"serializers": ["msgpack"], "options": {"max_message_size": 2048}},
+            "websocket": {"ws": {"type": "websocket"}},
+            "web": {"paths": {"/": {"type": "static", "directory": "."}}}
+        }));
+        let (web, raw) = t.universal_parts();
+        assert_eq!(web.kind, TransportKind::Web);
+        let names: Vec<&String> = web.paths.as_ref().expect("paths").keys().collect();
+        assert_eq!(names, ["/", "ws"]);
+        let raw = raw.expect("a RawSocket part");
+        assert_eq!(raw.kind, TransportKind::Rawsocket);
+        assert_eq!(raw.serializer_list(), [proto::Serializer::MsgPack]);
+        assert_eq!(raw.options.max_message_size, 2048);
+        assert_eq!(raw.endpoint, t.endpoint);
+        let plain = transport(serde_json::json!({
+            "type": "universal", "endpoint": {"type": "tcp", "port": 8080}
+        }));
+        assert!(plain.universal_parts().1.is_none());
+    }
+
+    #[test]
+    fn serializers_in_the_routers_order_unknown_names_skipped() {
+        let all = transport(
+            serde_json::json!({"type": "websocket", "endpoint": {"type": "tcp", "port": 1}}),
+        );
+        assert_eq!(all.serializer_list(), proto::Serializer::ALL.to_vec());
+        let some = transport(serde_json::json!({
+            "type": "websocket", "endpoint": {"type": "tcp", "port": 1},
+            "serializers": ["cbor", "json"]
+        }));
+        assert_eq!(
+            some.serializer_list(),
+            [proto::Serializer::Cbor, proto::Serializer::Json]
+        );
+    }
+}

@@ -80,8 +80,8 @@ impl Authenticator {
         let payload = Payload::args(vec![hello_realm.into(), authid, details.into()]);
         let asked = std::time::Instant::now();
         let answer = realm.call(procedure, payload, self.timeout).await;
-        if let Some(c) = ctx.counters {
-            c.authenticator.observe(asked.elapsed());
+        if let Some(h) = ctx.latency {
+            h.observe(asked.elapsed());
         }
         let payload = match answer {
             Ok(p) => p,

@@ -135,8 +135,9 @@ pub struct Context<'a> {
     pub transport: &'a Dict,
     /// A private link of the router worker: may join internal realms.
     pub internal: bool,
-    /// The transport's counters (authenticator latency), when counted.
-    pub counters: Option<&'a crate::session::TransportCounters>,
+    /// Where the transport counts authenticators' answer times, when it
+    /// counts them.
+    pub latency: Option<&'a crate::realm::AtomicHistogram>,
     /// Cookie tracking: who the connection's cookie logged in as before.
     pub cookie: Option<crate::cookies::CookieLogin>,
 }

@@ -39,7 +39,7 @@ fn client_ctx<'a>(realms: &'a crate::realms::Realms, transport: &'a Dict) -> Con
         session: 5,
         transport,
         internal: false,
-        counters: None,
+        latency: None,
         cookie: None,
     }
 }

@@ -46,8 +46,8 @@ use crate::outbound::OutMsg;
 use trellis_config::router::RealmConfig;
 
 pub use self::core::{
-    CallOutcome, Close, Core, Effect, Histogram, INTERNAL, Input, LATENCY_BUCKETS, MAX_TESTAMENTS,
-    Mint, RealmStats, TOO_MANY_CALLS, Timer,
+    AtomicHistogram, CallOutcome, Close, Core, Effect, Histogram, INTERNAL, Input, LATENCY_BUCKETS,
+    MAX_TESTAMENTS, Mint, RealmStats, TOO_MANY_CALLS, Timer,
 };
 pub(crate) use self::core::{Testament, error_msg};
 pub use self::pubsub::receives;

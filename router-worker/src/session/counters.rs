@@ -62,7 +62,7 @@ pub struct TransportCounters {
     /// Logins welcomed, by method ([`LOGIN_METHODS`]).
     pub logins: [std::sync::atomic::AtomicU64; LOGIN_METHODS.len()],
     /// Dynamic and function authenticators' answer times.
-    pub authenticator: AtomicHistogram,
+    pub authenticator: crate::realm::AtomicHistogram,
     /// WAMP message bytes from established sessions' peers.
     pub bytes_received: std::sync::atomic::AtomicU64,
     /// WAMP message bytes to established sessions' peers.
@@ -153,40 +153,6 @@ impl<'a> Traffic<'a> {
 impl Drop for Traffic<'_> {
     fn drop(&mut self) {
         self.flush();
-    }
-}
-
-/// A latency histogram over [`crate::realm::LATENCY_BUCKETS`] that tasks
-/// share (rare events: one per login).
-#[derive(Debug, Default)]
-pub struct AtomicHistogram {
-    buckets: [std::sync::atomic::AtomicU64; crate::realm::LATENCY_BUCKETS.len() + 1],
-    sum_micros: std::sync::atomic::AtomicU64,
-}
-
-impl AtomicHistogram {
-    /// Count one duration.
-    pub fn observe(&self, d: std::time::Duration) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let secs = d.as_secs_f64();
-        let i = crate::realm::LATENCY_BUCKETS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(crate::realm::LATENCY_BUCKETS.len());
-        if let Some(b) = self.buckets.get(i) {
-            b.fetch_add(1, Relaxed);
-        }
-        self.sum_micros
-            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
-    }
-
-    /// The counts so far.
-    pub fn snapshot(&self) -> crate::realm::Histogram {
-        use std::sync::atomic::Ordering::Relaxed;
-        crate::realm::Histogram {
-            buckets: self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
-            sum: self.sum_micros.load(Relaxed) as f64 / 1e6,
-        }
     }
 }
 

@@ -391,7 +391,7 @@ async fn open<T: Transport>(
         session: id,
         transport: &details,
         internal: auth.internal,
-        counters: Some(&settings.counters),
+        latency: Some(&settings.counters.authenticator),
         cookie: cookie.as_ref().and_then(|(store, c)| store.login(c)),
     };
     // Boxed: the handshake's state (authenticator calls, challenges) is
@@ -1067,7 +1067,7 @@ mod tests {
 
     #[test]
     fn the_shared_histogram_counts_by_bucket() {
-        let h = AtomicHistogram::default();
+        let h = crate::realm::AtomicHistogram::default();
         h.observe(Duration::from_micros(300));
         h.observe(Duration::from_millis(20));
         h.observe(Duration::from_secs(60));
