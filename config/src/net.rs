@@ -120,13 +120,10 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn trusted() -> Networks {
-        Networks::parse(&["127.0.0.1".into(), "10.0.0.0/8".into(), "fd00::/8".into()]).unwrap()
-    }
-
     #[test]
     fn parse_and_contains() {
-        let t = trusted();
+        let list = ["127.0.0.1", "10.0.0.0/8", "fd00::/8"].map(String::from);
+        let t = Networks::parse(&list).unwrap();
         assert!(t.contains(ip("10.200.3.4")) && t.contains(ip("127.0.0.1")));
         assert!(t.contains(ip("::ffff:10.1.2.3")), "IPv4-mapped");
         assert!(t.contains(ip("fd12::1")) && !t.contains(ip("fe80::1")));
