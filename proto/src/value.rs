@@ -192,6 +192,31 @@ impl Value {
     }
 }
 
+impl Value {
+    /// A JSON document as a value (an MQTT client's `native` payload):
+    /// integers stay integers, other numbers are floats.
+    pub fn from_json(v: serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => Value::Int(i),
+                (None, Some(u)) => Value::UInt(u),
+                _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => Value::Str(s),
+            serde_json::Value::Array(a) => {
+                Value::List(a.into_iter().map(Value::from_json).collect())
+            }
+            serde_json::Value::Object(o) => Value::Dict(
+                o.into_iter()
+                    .map(|(k, v)| (k, Value::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
         Value::Str(s.to_owned())

@@ -320,6 +320,7 @@ impl Router {
                 config::TransportKind::WebsocketTestee => "websocket.testee",
                 config::TransportKind::Universal => "universal",
                 config::TransportKind::Flashpolicy => "flashpolicy",
+                config::TransportKind::Mqtt => "mqtt",
             })
             .collect()
     }
@@ -403,6 +404,7 @@ fn spawn_listener(
         config::TransportKind::WebsocketTestee => {
             "plain WebSocket echo (websocket.testee, for conformance tests; not WAMP)"
         }
+        config::TransportKind::Mqtt => "MQTT 3.1.1 (its clients are WAMP sessions of its realm)",
         config::TransportKind::Flashpolicy => return,
     };
     info!(transport = %settings.name, addr = %listener.describe(), "listening for WAMP over {kind}");

@@ -14,6 +14,7 @@ mod cluster;
 mod components;
 mod crossbar_configs;
 mod interop;
+mod mqtt;
 mod node;
 mod projects;
 mod python_components;

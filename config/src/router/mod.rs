@@ -12,12 +12,14 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod cluster;
+mod mqtt;
 mod realm;
 mod transport;
 mod web;
 
 pub use auth::*;
 pub use cluster::*;
+pub use mqtt::{Mapping, NATIVE_SERIALIZERS};
 pub use realm::*;
 pub use transport::*;
 pub use web::*;
@@ -305,7 +307,18 @@ impl RouterConfig {
                     );
                 }
             }
+            if t.kind != TransportKind::Mqtt {
+                for (key, set) in mqtt::mqtt_keys(&t.options) {
+                    if set {
+                        p(
+                            format!("{pre}.options.{key}"),
+                            format!("only mqtt transports take {key}"),
+                        );
+                    }
+                }
+            }
             match t.kind {
+                TransportKind::Mqtt => self.validate_mqtt(&pre, t, &mut p),
                 TransportKind::Web => self.validate_web(&pre, t, &mut p),
                 TransportKind::Universal => self.validate_universal(&pre, t, &mut p),
                 TransportKind::WebsocketTestee => {

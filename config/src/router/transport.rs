@@ -156,6 +156,9 @@ pub enum TransportKind {
     /// Crossbar.io's Adobe Flash socket policy server: accepted and not
     /// opened (no browser has run Flash since 2021), with a warning.
     Flashpolicy,
+    /// MQTT 3.1.1 and 5.0 clients, bridged into a realm (Crossbar.io's
+    /// `mqtt`).
+    Mqtt,
 }
 
 /// Where a transport listens.
@@ -325,6 +328,44 @@ pub struct WebSocketOptions {
     pub fail_by_drop: bool,
     /// WebSocket compression (`{"deflate": {...}}`: permessage-deflate).
     pub compression: Option<CompressionConfig>,
+    /// `mqtt`: the realm MQTT clients join.
+    pub realm: Option<String>,
+    /// `mqtt`: the role MQTT clients get when the transport has no `auth`
+    /// (they are anonymous then).
+    pub role: Option<String>,
+    /// `mqtt`: how payloads map between MQTT and WAMP, by topic prefix
+    /// (Crossbar.io's shape; the longest prefix of a topic decides).
+    /// Absent: `passthrough` for every topic.
+    pub payload_mapping: Option<BTreeMap<String, PayloadMapping>>,
+    /// `mqtt`: Crossbar.io's older key for a `native` mapping of every
+    /// topic with this serializer (`json`; `cbor` and `msgpack` are not
+    /// supported yet).
+    pub payload_format: Option<String>,
+}
+
+/// How one topic prefix's payloads map between MQTT and WAMP.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadMapping {
+    /// `passthrough`: the MQTT payload is an opaque binary (WAMP payload
+    /// passthru, `ppt_scheme` `mqtt`); `native`: it is a serialized
+    /// `{"args": [...], "kwargs": {...}}`; `dynamic`: WAMP procedures
+    /// transform it (not supported yet).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `native`: `json` (the default and, for now, the only one).
+    #[serde(default)]
+    pub serializer: Option<String>,
+    /// `dynamic`: the realm of the encoder and decoder procedures.
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// `dynamic`: the procedure turning a WAMP event into an MQTT payload.
+    #[serde(default)]
+    pub encoder: Option<String>,
+    /// `dynamic`: the procedure turning an MQTT payload into WAMP args and
+    /// kwargs.
+    #[serde(default)]
+    pub decoder: Option<String>,
 }
 
 /// `options.compression` of a WebSocket transport.
@@ -370,7 +411,8 @@ impl WebSocketOptions {
     /// `auto_ping_interval`, or its default for a transport of `kind`.
     pub fn auto_ping_for(&self, kind: TransportKind) -> u64 {
         self.auto_ping_interval.unwrap_or(match kind {
-            TransportKind::Rawsocket => 0,
+            // MQTT servers do not ping: the client's keep-alive decides.
+            TransportKind::Rawsocket | TransportKind::Mqtt => 0,
             _ => 30_000,
         })
     }
@@ -378,7 +420,7 @@ impl WebSocketOptions {
     /// `write_buffer_size`, or its default for a transport of `kind`.
     pub fn write_buffer_for(&self, kind: TransportKind) -> usize {
         self.write_buffer_size.unwrap_or(match kind {
-            TransportKind::Rawsocket => RAWSOCKET_WRITE_BUFFER,
+            TransportKind::Rawsocket | TransportKind::Mqtt => RAWSOCKET_WRITE_BUFFER,
             _ => WEBSOCKET_WRITE_BUFFER,
         })
     }
@@ -414,6 +456,10 @@ impl Default for WebSocketOptions {
             close_handshake_timeout: 1_000,
             fail_by_drop: false,
             compression: None,
+            realm: None,
+            role: None,
+            payload_mapping: None,
+            payload_format: None,
         }
     }
 }
@@ -514,7 +560,8 @@ impl TransportConfig {
     /// gives it (not when an authenticator decides).
     pub fn anonymous_role(&self) -> Option<&str> {
         match &self.auth {
-            None => Some("anonymous"),
+            // An MQTT transport's clients get its `options.role`.
+            None => Some(self.options.role.as_deref().unwrap_or("anonymous")),
             Some(a) => a
                 .anonymous
                 .as_ref()

@@ -58,6 +58,10 @@ pub struct ListenerSettings {
     pub enable_webstatus: bool,
     /// WebSocket cookie tracking (`cookie`): the store.
     pub cookies: Option<Arc<crate::cookies::CookieStore>>,
+    /// `mqtt`: the realm its clients join.
+    pub mqtt_realm: Option<String>,
+    /// `mqtt`: its options (payload mappings).
+    pub mqtt_options: Arc<trellis_config::router::WebSocketOptions>,
 }
 
 impl ListenerSettings {
@@ -114,6 +118,8 @@ impl ListenerSettings {
             allow_null_origin: o.allow_null_origin,
             enable_webstatus: o.enable_webstatus,
             cookies: None,
+            mqtt_realm: o.realm.clone(),
+            mqtt_options: Arc::new(o.clone()),
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod forwarded;
 pub mod http;
 pub mod listener;
 pub mod longpoll;
+pub mod mqtt;
 pub mod rawsocket;
 pub mod web;
 pub mod websocket;
@@ -376,6 +377,12 @@ async fn handle<S: Io>(
         // Each kind's future is boxed: this one, which lives in the task for
         // the connection's whole life, is then a few pointers, not the
         // largest of them all.
+        TransportKind::Mqtt => {
+            Box::pin(mqtt::handle_connection(
+                stream, peer, settings, realms, shutdown,
+            ))
+            .await
+        }
         TransportKind::Rawsocket => {
             Box::pin(rawsocket::handle_connection(
                 stream, peer, settings, realms, shutdown,

@@ -1,0 +1,929 @@
+//! MQTT clients as WAMP sessions (an `mqtt` transport).
+//!
+//! Each MQTT connection is one WAMP session of the transport's realm: the
+//! transport turns the client's packets into the WAMP messages a client
+//! would send (CONNECT into HELLO and, with a password, AUTHENTICATE;
+//! PUBLISH into PUBLISH; SUBSCRIBE into one SUBSCRIBE per filter) and the
+//! router's answers back into MQTT (WELCOME into CONNACK, EVENT into
+//! PUBLISH, ...). The session above it is the one WebSocket and RawSocket
+//! clients have, so MQTT clients are authenticated, authorized, counted
+//! and listed in the meta API as any session.
+//!
+//! Topics: MQTT levels are WAMP URI components (`a/b/c` is `a.b.c`); the
+//! filters `a/+/c` and `a/#` are wildcard and prefix subscriptions. A topic
+//! that cannot be a URI (a `.` in a level, an empty level) is refused with
+//! the reason, never rewritten.
+//!
+//! Packets are read with rmqtt-codec, whose decoder checks a packet's
+//! declared size against `max_message_size` before it waits for the body.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use proto::message::{self, Message, code};
+use proto::{Dict, Id, Payload, Serializer, Value};
+use rmqtt_codec::types::QoS;
+use rmqtt_codec::v3::{self, ConnectAckReason, SubscribeReturnCode};
+use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use trellis_config::router::Mapping;
+
+use super::{Io, ListenerSettings, Peer};
+use crate::outbound::OutMsg;
+use crate::realm::TransportInfo;
+use crate::realms::Realms;
+use crate::session;
+use crate::session::transport::{CloseKind, Transport, TransportError};
+
+/// The WAMP serializer the transport speaks to its session (binary
+/// payloads stay binary).
+const SERIALIZER: Serializer = Serializer::MsgPack;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 4096;
+
+/// An MQTT 5 CONNACK refusing the protocol version (reason 0x84).
+const CONNACK_V5_UNSUPPORTED: [u8; 5] = [0x20, 0x03, 0x00, 0x84, 0x00];
+
+/// Serve one connection as MQTT.
+#[allow(clippy::manual_async_fn)]
+pub fn handle_connection<S: Io>(
+    stream: S,
+    peer: Peer,
+    settings: Arc<ListenerSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let opened = Box::pin(handshake(stream, peer, &settings, &shutdown)).await;
+        let Some((transport, conn)) = opened else {
+            return;
+        };
+        session::run(transport, &settings.session, &realms, conn, shutdown).await;
+        info!("MQTT connection closed");
+    }
+}
+
+/// Read the CONNECT (within the handshake deadline) and open the session's
+/// side; `None` if the client is not an MQTT 3.1.1 client (logged, told
+/// where MQTT lets us tell).
+async fn handshake<S: Io>(
+    mut stream: S,
+    peer: Peer,
+    settings: &ListenerSettings,
+    shutdown: &CancellationToken,
+) -> Option<(MqttTransport<S>, session::Connection)> {
+    let max = u32::try_from(settings.max_message_size).unwrap_or(u32::MAX);
+    let mut rbuf = BytesMut::with_capacity(256);
+    let mut codec = v3::Codec::new(max);
+    let read = async {
+        let mut version = None;
+        loop {
+            if version.is_none() {
+                version = VersionCodec.decode(&mut rbuf).map_err(|e| e.to_string())?;
+            }
+            match version {
+                Some(ProtocolVersion::MQTT5) => return Ok(None),
+                Some(ProtocolVersion::MQTT3) => {
+                    if let Some((p, _)) = codec.decode(&mut rbuf).map_err(|e| e.to_string())? {
+                        return Ok(Some(p));
+                    }
+                }
+                None => {}
+            }
+            if rbuf.len() > settings.max_message_size + 8 {
+                return Err("the first packet is over max_message_size".to_owned());
+            }
+            if stream
+                .read_buf(&mut rbuf)
+                .await
+                .map_err(|e| e.to_string())?
+                == 0
+            {
+                return Err("closed before CONNECT".to_owned());
+            }
+        }
+    };
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        r = tokio::time::timeout(settings.handshake_timeout, read) => r,
+    };
+    let connect = match first {
+        Err(_) => {
+            debug!(peer = %peer.desc, "MQTT: no CONNECT within open_handshake_timeout");
+            return None;
+        }
+        Ok(Err(why)) => {
+            debug!(peer = %peer.desc, cause = %why, "MQTT: not an MQTT client (the first packet must be CONNECT)");
+            return None;
+        }
+        Ok(Ok(None)) => {
+            info!(peer = %peer.desc, "MQTT 5.0 client refused: this Trellis speaks MQTT 3.1.1 (CONNACK 0x84, unsupported protocol version)");
+            let _ = stream.write_all(&CONNACK_V5_UNSUPPORTED).await;
+            let _ = stream.shutdown().await;
+            return None;
+        }
+        Ok(Ok(Some(v3::Packet::Connect(c)))) => c,
+        Ok(Ok(Some(other))) => {
+            debug!(peer = %peer.desc, packet = other.packet_type(), "MQTT: the first packet must be CONNECT");
+            return None;
+        }
+    };
+    // Checked by the config: an mqtt transport names its realm.
+    let realm = settings.mqtt_realm.clone()?;
+    let mut details = proto::dict! {
+        "roles" => proto::dict! {
+            "publisher" => proto::dict! {"features" => proto::dict! {"payload_passthru_mode" => true}},
+            "subscriber" => proto::dict! {"features" => proto::dict! {
+                "payload_passthru_mode" => true,
+                "pattern_based_subscription" => true,
+            }},
+        },
+        "authextra" => proto::dict! {"mqtt_client_id" => connect.client_id.to_string()},
+    };
+    let password = connect
+        .password
+        .as_ref()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let methods: Vec<Value> = if password.is_some() {
+        vec!["ticket".into(), "anonymous".into()]
+    } else {
+        vec!["anonymous".into()]
+    };
+    details.insert("authmethods".into(), Value::List(methods));
+    if let Some(u) = &connect.username {
+        details.insert("authid".into(), Value::from(u.to_string()));
+    }
+    let will = connect.last_will.as_ref().and_then(|w| {
+        let publish = rmqtt_codec::types::Publish {
+            dup: false,
+            retain: w.retain,
+            qos: w.qos,
+            topic: w.topic.clone(),
+            packet_id: None,
+            payload: w.message.clone(),
+            properties: None,
+        };
+        match wamp_publish(&settings.mqtt_options, &publish, 0) {
+            Ok(m) => Some(m),
+            Err(why) => {
+                info!(peer = %peer.desc, topic = %w.topic, cause = %why, "MQTT: the client's will cannot be published");
+                None
+            }
+        }
+    });
+    let keep_alive = (connect.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let mut info = TransportInfo::new("mqtt", "mqtt.3.1.1", peer.desc);
+    info.cred = peer.cred;
+    info.client_cert = peer.client_cert;
+    let mut inbox = VecDeque::new();
+    inbox.push_back(Message::Hello(message::Hello { realm, details }));
+    let transport = MqttTransport {
+        stream,
+        rbuf,
+        wbuf: BytesMut::new(),
+        codec,
+        last_seen: Instant::now(),
+        keep_alive,
+        inbox,
+        password,
+        will,
+        options: settings.mqtt_options.clone(),
+        next_request: 1,
+        publishes: HashMap::new(),
+        subacks: HashMap::new(),
+        subscribe_requests: HashMap::new(),
+        subscriptions: HashMap::new(),
+        unsubscribe_requests: HashMap::new(),
+        unsubacks: HashMap::new(),
+        next_packet_id: 0,
+        connected: false,
+        ended: false,
+    };
+    let conn = session::Connection {
+        peer_ip: peer.ip,
+        transport: info,
+        http: Dict::new(),
+        cookie: None,
+    };
+    Some((transport, conn))
+}
+
+/// An MQTT topic name as a WAMP topic (`a/b/c` is `a.b.c`), or why it
+/// cannot be one.
+pub fn topic_to_uri(topic: &str) -> Result<String, String> {
+    if topic.is_empty() {
+        return Err("an empty topic".into());
+    }
+    if topic.starts_with('$') {
+        return Err(format!("{topic:?}: '$' topics are the server's"));
+    }
+    if topic.contains(['+', '#']) {
+        return Err(format!("{topic:?}: a topic name has no wildcards"));
+    }
+    if topic.contains('.') {
+        return Err(format!(
+            "{topic:?}: a '.' separates WAMP topic levels and cannot be part of one"
+        ));
+    }
+    if topic.split('/').any(str::is_empty) {
+        return Err(format!(
+            "{topic:?}: an empty level (a leading, trailing or double '/') has no WAMP equivalent"
+        ));
+    }
+    if topic.contains(char::is_whitespace) {
+        return Err(format!("{topic:?}: a WAMP topic has no whitespace"));
+    }
+    Ok(topic.replace('/', "."))
+}
+
+/// A WAMP topic as an MQTT topic name.
+pub fn uri_to_topic(uri: &str) -> String {
+    uri.replace('.', "/")
+}
+
+/// An MQTT topic filter as a WAMP subscription: (topic, match policy), or
+/// why it cannot be one.
+pub fn filter_to_subscription(filter: &str) -> Result<(String, &'static str), String> {
+    if filter == "#" {
+        return Ok((String::new(), "prefix"));
+    }
+    if let Some(rest) = filter.strip_suffix("/#") {
+        if rest.contains(['+', '#']) {
+            return Err(format!(
+                "{filter:?}: '+' before '#' has no WAMP equivalent (a subscription is a prefix or a wildcard, not both)"
+            ));
+        }
+        return Ok((format!("{}.", topic_to_uri(rest)?), "prefix"));
+    }
+    if filter.contains('#') {
+        return Err(format!("{filter:?}: '#' stands alone, as the last level"));
+    }
+    if filter.contains('+') {
+        let mut levels = Vec::new();
+        for level in filter.split('/') {
+            match level {
+                "+" => levels.push(String::new()),
+                l if l.contains('+') => {
+                    return Err(format!("{filter:?}: '+' stands alone in its level"));
+                }
+                l => levels.push(topic_to_uri(l)?),
+            }
+        }
+        return Ok((levels.join("."), "wildcard"));
+    }
+    Ok((topic_to_uri(filter)?, "exact"))
+}
+
+/// The WAMP PUBLISH for an MQTT one (`request` 0: not acknowledged).
+fn wamp_publish(
+    options: &trellis_config::router::WebSocketOptions,
+    p: &rmqtt_codec::types::Publish,
+    request: Id,
+) -> Result<Message, String> {
+    let topic = topic_to_uri(&p.topic)?;
+    let mut opts = Dict::new();
+    if request != 0 {
+        opts.insert("acknowledge".into(), Value::Bool(true));
+    }
+    if p.retain {
+        opts.insert("retain".into(), Value::Bool(true));
+    }
+    let payload = match options.mapping_for(&topic) {
+        Mapping::Passthrough => {
+            // The specification's name, and autobahn-python's (which
+            // reads only `enc_algo`).
+            opts.insert("ppt_scheme".into(), Value::from("mqtt"));
+            opts.insert("enc_algo".into(), Value::from("mqtt"));
+            Payload {
+                passthru: Some(p.payload.to_vec()),
+                ..Payload::default()
+            }
+        }
+        Mapping::Native(_) => native_payload(&p.payload)?,
+    };
+    Ok(Message::Publish(message::Publish {
+        request: request.max(1),
+        options: opts,
+        topic,
+        payload,
+    }))
+}
+
+/// A `native` MQTT payload: JSON `{"args": [...], "kwargs": {...}}` (an
+/// empty payload is no arguments).
+fn native_payload(bytes: &[u8]) -> Result<Payload, String> {
+    if bytes.is_empty() {
+        return Ok(Payload::default());
+    }
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        format!("a native payload is JSON {{\"args\": [...], \"kwargs\": {{...}}}}: {e}")
+    })?;
+    let serde_json::Value::Object(mut o) = v else {
+        return Err(
+            "a native payload is a JSON object {\"args\": [...], \"kwargs\": {...}}".into(),
+        );
+    };
+    let args = match o.remove("args") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(a)) => a.into_iter().map(Value::from_json).collect(),
+        Some(_) => return Err("\"args\" of a native payload is a list".into()),
+    };
+    let kwargs = match o.remove("kwargs") {
+        None | Some(serde_json::Value::Null) => Dict::new(),
+        Some(serde_json::Value::Object(k)) => k
+            .into_iter()
+            .map(|(k, v)| (k, Value::from_json(v)))
+            .collect(),
+        Some(_) => return Err("\"kwargs\" of a native payload is an object".into()),
+    };
+    if let Some(k) = o.keys().next() {
+        return Err(format!(
+            "a native payload has \"args\" and \"kwargs\" only, found {k:?}"
+        ));
+    }
+    Ok(Payload {
+        args,
+        kwargs,
+        passthru: None,
+    })
+}
+
+/// An event's payload for MQTT: passthru bytes as they are; arguments as
+/// native JSON.
+fn mqtt_payload(payload: &Payload) -> Bytes {
+    if let Some(b) = &payload.passthru {
+        return Bytes::from(b.clone());
+    }
+    let mut o = serde_json::Map::new();
+    if !payload.args.is_empty() {
+        o.insert(
+            "args".into(),
+            serde_json::Value::Array(payload.args.iter().map(Value::to_json).collect()),
+        );
+    }
+    if !payload.kwargs.is_empty() {
+        o.insert(
+            "kwargs".into(),
+            serde_json::Value::Object(
+                payload
+                    .kwargs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect(),
+            ),
+        );
+    }
+    if o.is_empty() {
+        return Bytes::new();
+    }
+    Bytes::from(serde_json::Value::Object(o).to_string())
+}
+
+/// A SUBSCRIBE waiting for the router's answers, one per filter.
+struct PendingSuback {
+    codes: Vec<Option<SubscribeReturnCode>>,
+}
+
+/// One MQTT 3.1.1 connection carrying a WAMP session.
+pub struct MqttTransport<S> {
+    stream: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    codec: v3::Codec,
+    last_seen: Instant,
+    /// 1.5 times the client's keep-alive: silence for longer ends it.
+    keep_alive: Option<Duration>,
+    /// WAMP messages for the session, before the next packet is read.
+    inbox: VecDeque<Message>,
+    /// The CONNECT's password, for a ticket CHALLENGE.
+    password: Option<String>,
+    /// The WAMP PUBLISH of the client's will, sent if it is lost.
+    will: Option<Message>,
+    options: Arc<trellis_config::router::WebSocketOptions>,
+    next_request: Id,
+    /// Acknowledged PUBLISHes: request → (packet id, QoS).
+    publishes: HashMap<Id, (NonZeroU16, QoS)>,
+    /// SUBSCRIBEs by packet id.
+    subacks: HashMap<u16, PendingSuback>,
+    /// WAMP SUBSCRIBE request → (packet id, filter index, filter, QoS).
+    subscribe_requests: HashMap<Id, (NonZeroU16, usize, String, QoS)>,
+    /// The client's subscriptions: filter → (WAMP subscription, QoS).
+    subscriptions: HashMap<String, (Id, QoS)>,
+    /// WAMP UNSUBSCRIBE request → packet id.
+    unsubscribe_requests: HashMap<Id, NonZeroU16>,
+    /// UNSUBSCRIBEs by packet id: answers still due.
+    unsubacks: HashMap<u16, usize>,
+    next_packet_id: u16,
+    connected: bool,
+    /// The client is gone (the will, if any, is in the inbox).
+    ended: bool,
+}
+
+impl<S: Io> MqttTransport<S> {
+    fn request(&mut self) -> Id {
+        let r = self.next_request;
+        self.next_request += 1;
+        r
+    }
+
+    fn packet_id(&mut self) -> NonZeroU16 {
+        self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
+        NonZeroU16::new(self.next_packet_id).unwrap_or(NonZeroU16::MIN)
+    }
+
+    fn write(&mut self, p: v3::Packet) -> Result<(), TransportError> {
+        self.codec
+            .encode(p, &mut self.wbuf)
+            .map_err(|e| TransportError::Protocol(format!("cannot encode an MQTT packet: {e}")))
+    }
+
+    /// The client is gone without DISCONNECT: its will goes out first.
+    fn lost(&mut self) -> Option<Message> {
+        self.ended = true;
+        self.will.take()
+    }
+
+    /// Act on one packet from the client; WAMP messages for the session go
+    /// to the inbox.
+    fn on_packet(&mut self, p: v3::Packet) -> Result<(), TransportError> {
+        match p {
+            v3::Packet::Connect(_) => {
+                return Err(TransportError::Protocol(
+                    "a second CONNECT on one connection".into(),
+                ));
+            }
+            v3::Packet::Publish(p) => self.on_publish(*p)?,
+            v3::Packet::PublishRelease { packet_id } => {
+                self.write(v3::Packet::PublishComplete { packet_id })?;
+            }
+            v3::Packet::PublishAck { .. }
+            | v3::Packet::PublishReceived { .. }
+            | v3::Packet::PublishComplete { .. } => {}
+            v3::Packet::Subscribe {
+                packet_id,
+                topic_filters,
+            } => self.on_subscribe(packet_id, topic_filters)?,
+            v3::Packet::Unsubscribe {
+                packet_id,
+                topic_filters,
+            } => {
+                let mut due = 0;
+                for f in topic_filters {
+                    let f: &str = f.as_ref();
+                    if let Some((sub, _)) = self.subscriptions.remove(f) {
+                        // Another filter may map to the same subscription.
+                        if self.subscriptions.values().any(|(s, _)| *s == sub) {
+                            continue;
+                        }
+                        let request = self.request();
+                        self.unsubscribe_requests.insert(request, packet_id);
+                        self.inbox
+                            .push_back(Message::Unsubscribe(message::Unsubscribe {
+                                request,
+                                subscription: sub,
+                            }));
+                        due += 1;
+                    }
+                }
+                if due == 0 {
+                    self.write(v3::Packet::UnsubscribeAck { packet_id })?;
+                } else {
+                    self.unsubacks.insert(packet_id.get(), due);
+                }
+            }
+            v3::Packet::PingRequest => self.write(v3::Packet::PingResponse)?,
+            v3::Packet::Disconnect => {
+                // A clean end: no will.
+                self.will = None;
+                self.ended = true;
+                self.inbox.push_back(Message::Goodbye(message::Goodbye {
+                    details: Dict::new(),
+                    reason: "wamp.close.normal".into(),
+                }));
+            }
+            v3::Packet::ConnectAck(_)
+            | v3::Packet::SubscribeAck { .. }
+            | v3::Packet::UnsubscribeAck { .. }
+            | v3::Packet::PingResponse => {
+                return Err(TransportError::Protocol(format!(
+                    "MQTT packet type {} comes from a server, not a client",
+                    p.packet_type() >> 4
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_publish(&mut self, p: rmqtt_codec::types::Publish) -> Result<(), TransportError> {
+        let acked = match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) => None,
+            (qos, Some(id)) => Some((id, qos)),
+            (_, None) => {
+                return Err(TransportError::Protocol(
+                    "a QoS 1 or 2 PUBLISH without a packet id".into(),
+                ));
+            }
+        };
+        let request = if acked.is_some() { self.request() } else { 0 };
+        match wamp_publish(&self.options, &p, request) {
+            Ok(m) => {
+                if let Some(a) = acked {
+                    self.publishes.insert(request, a);
+                }
+                self.inbox.push_back(m);
+            }
+            Err(why) => {
+                // MQTT 3.1.1 has no way to refuse a publication: it is
+                // acknowledged and not delivered, and the log says why.
+                info!(topic = %p.topic, cause = %why, "MQTT publication refused: its topic has no WAMP equivalent");
+                if let Some((packet_id, qos)) = acked {
+                    self.ack(packet_id, qos)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ack(&mut self, packet_id: NonZeroU16, qos: QoS) -> Result<(), TransportError> {
+        match qos {
+            QoS::ExactlyOnce => self.write(v3::Packet::PublishReceived { packet_id }),
+            _ => self.write(v3::Packet::PublishAck { packet_id }),
+        }
+    }
+
+    fn on_subscribe<F: AsRef<str>>(
+        &mut self,
+        packet_id: NonZeroU16,
+        filters: Vec<(F, QoS)>,
+    ) -> Result<(), TransportError> {
+        let mut pending = PendingSuback {
+            codes: vec![None; filters.len()],
+        };
+        for (i, (filter, qos)) in filters.into_iter().enumerate() {
+            // Outgoing messages go at most at QoS 1.
+            let granted = if qos == QoS::AtMostOnce {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            let filter = filter.as_ref();
+            match filter_to_subscription(filter) {
+                Err(why) => {
+                    info!(filter = %filter, cause = %why, "MQTT subscription refused");
+                    pending.codes[i] = Some(SubscribeReturnCode::Failure);
+                }
+                Ok((topic, policy)) => {
+                    let request = self.request();
+                    let mut options = proto::dict! {"get_retained" => true};
+                    if policy != "exact" {
+                        options.insert("match".into(), Value::from(policy));
+                    }
+                    self.subscribe_requests
+                        .insert(request, (packet_id, i, filter.to_string(), granted));
+                    self.inbox.push_back(Message::Subscribe(message::Subscribe {
+                        request,
+                        options,
+                        topic,
+                    }));
+                }
+            }
+        }
+        if pending.codes.iter().all(Option::is_some) {
+            self.send_suback(packet_id, pending)
+        } else {
+            self.subacks.insert(packet_id.get(), pending);
+            Ok(())
+        }
+    }
+
+    fn send_suback(
+        &mut self,
+        packet_id: NonZeroU16,
+        pending: PendingSuback,
+    ) -> Result<(), TransportError> {
+        let status = pending
+            .codes
+            .into_iter()
+            .map(|c| c.unwrap_or(SubscribeReturnCode::Failure))
+            .collect();
+        self.write(v3::Packet::SubscribeAck { packet_id, status })
+    }
+
+    fn subscribe_answer(
+        &mut self,
+        request: Id,
+        code: SubscribeReturnCode,
+        subscription: Option<Id>,
+    ) -> Result<(), TransportError> {
+        let Some((packet_id, i, filter, granted)) = self.subscribe_requests.remove(&request) else {
+            return Ok(());
+        };
+        if let Some(sub) = subscription {
+            self.subscriptions.insert(filter, (sub, granted));
+        }
+        let done = match self.subacks.get_mut(&packet_id.get()) {
+            Some(p) => {
+                if let Some(slot) = p.codes.get_mut(i) {
+                    *slot = Some(code);
+                }
+                p.codes.iter().all(Option::is_some)
+            }
+            None => false,
+        };
+        if done && let Some(p) = self.subacks.remove(&packet_id.get()) {
+            self.send_suback(packet_id, p)?;
+        }
+        Ok(())
+    }
+
+    /// An EVENT for the client: a PUBLISH on the event's topic, at the
+    /// QoS its subscription was granted.
+    fn on_event(&mut self, e: &message::Event) -> Result<(), TransportError> {
+        let Some((filter, qos)) = self
+            .subscriptions
+            .iter()
+            .find(|(_, (s, _))| *s == e.subscription)
+            .map(|(f, (_, q))| (f.clone(), *q))
+        else {
+            return Ok(());
+        };
+        let topic = match e.details.get("topic") {
+            Some(Value::Str(t)) => uri_to_topic(t),
+            _ => filter,
+        };
+        let retain = matches!(e.details.get("retained"), Some(Value::Bool(true)));
+        let packet_id = (qos != QoS::AtMostOnce).then(|| self.packet_id());
+        self.write(v3::Packet::Publish(Box::new(rmqtt_codec::types::Publish {
+            dup: false,
+            retain,
+            qos,
+            topic: topic.into(),
+            packet_id,
+            payload: mqtt_payload(&e.payload),
+            properties: None,
+        })))
+    }
+}
+
+fn encode(m: &Message) -> Result<Bytes, TransportError> {
+    SERIALIZER
+        .encode_to_vec(m)
+        .map(Bytes::from)
+        .map_err(|e| TransportError::Protocol(format!("cannot encode {}: {e}", m.name())))
+}
+
+impl<S: Io> Transport for MqttTransport<S> {
+    fn serializer(&self) -> Serializer {
+        SERIALIZER
+    }
+
+    async fn recv(&mut self) -> Result<Bytes, TransportError> {
+        loop {
+            if let Some(m) = self.inbox.pop_front() {
+                return encode(&m);
+            }
+            if self.ended {
+                return Err(TransportError::Closed);
+            }
+            if !self.wbuf.is_empty() {
+                self.flush().await?;
+            }
+            match self.codec.decode(&mut self.rbuf) {
+                Ok(Some((p, _))) => {
+                    self.last_seen = Instant::now();
+                    self.on_packet(p)?;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(rmqtt_codec::error::DecodeError::MaxSizeExceeded { size, max }) => {
+                    return Err(TransportError::TooBig(format!(
+                        "an MQTT packet of {size} bytes is over the {max} bytes this transport takes (options.max_message_size)"
+                    )));
+                }
+                Err(e) => {
+                    return Err(TransportError::Protocol(format!(
+                        "malformed MQTT packet: {e}"
+                    )));
+                }
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            let read = self.stream.read_buf(&mut self.rbuf);
+            let got = match self.keep_alive {
+                Some(limit) => {
+                    let left = limit.saturating_sub(self.last_seen.elapsed());
+                    match tokio::time::timeout(left, read).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            info!("MQTT client silent for 1.5 times its keep-alive: closed");
+                            match self.lost() {
+                                Some(will) => return encode(&will),
+                                None => return Err(TransportError::Closed),
+                            }
+                        }
+                    }
+                }
+                None => read.await,
+            };
+            match got {
+                Ok(0) | Err(_) => match self.lost() {
+                    Some(will) => return encode(&will),
+                    None => return Err(TransportError::Closed),
+                },
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn feed(&mut self, msg: &Arc<OutMsg>) -> Result<(), TransportError> {
+        match &msg.msg {
+            Message::Welcome(_) => {
+                self.connected = true;
+                self.write(v3::Packet::ConnectAck(v3::ConnectAck {
+                    return_code: ConnectAckReason::ConnectionAccepted,
+                    session_present: false,
+                }))?;
+            }
+            Message::Abort(a) => {
+                if !self.connected {
+                    let return_code = match a.reason.as_str() {
+                        "wamp.error.authentication_failed" | "wamp.error.no_auth_method" => {
+                            ConnectAckReason::BadUserNameOrPassword
+                        }
+                        "wamp.close.system_shutdown" => ConnectAckReason::ServiceUnavailable,
+                        _ => ConnectAckReason::NotAuthorized,
+                    };
+                    info!(reason = %a.reason, "MQTT CONNECT refused");
+                    self.write(v3::Packet::ConnectAck(v3::ConnectAck {
+                        return_code,
+                        session_present: false,
+                    }))?;
+                }
+                self.ended = true;
+            }
+            Message::Challenge(c) => {
+                let signature = match (c.authmethod.as_str(), &self.password) {
+                    ("ticket", Some(p)) => p.clone(),
+                    _ => String::new(),
+                };
+                self.inbox
+                    .push_back(Message::Authenticate(message::Authenticate {
+                        signature,
+                        extra: Dict::new(),
+                    }));
+            }
+            Message::Published(p) => {
+                if let Some((packet_id, qos)) = self.publishes.remove(&p.request) {
+                    self.ack(packet_id, qos)?;
+                }
+            }
+            Message::Subscribed(s) => {
+                let granted = self
+                    .subscribe_requests
+                    .get(&s.request)
+                    .map_or(QoS::AtMostOnce, |r| r.3);
+                self.subscribe_answer(
+                    s.request,
+                    SubscribeReturnCode::Success(granted),
+                    Some(s.subscription),
+                )?;
+            }
+            Message::Unsubscribed(u) => {
+                if let Some(packet_id) = self.unsubscribe_requests.remove(&u.request) {
+                    let left = self.unsubacks.get_mut(&packet_id.get()).map(|n| {
+                        *n -= 1;
+                        *n
+                    });
+                    if left == Some(0) {
+                        self.unsubacks.remove(&packet_id.get());
+                        self.write(v3::Packet::UnsubscribeAck { packet_id })?;
+                    }
+                }
+            }
+            Message::Error(e) => match e.request_type {
+                code::PUBLISH => {
+                    if let Some((packet_id, qos)) = self.publishes.remove(&e.request) {
+                        // MQTT 3.1.1 cannot refuse a publication: it is
+                        // acknowledged, not delivered, and logged.
+                        info!(error = %e.error, "MQTT publication refused by the router");
+                        self.ack(packet_id, qos)?;
+                    }
+                }
+                code::SUBSCRIBE => {
+                    info!(error = %e.error, "MQTT subscription refused by the router");
+                    self.subscribe_answer(e.request, SubscribeReturnCode::Failure, None)?;
+                }
+                code::UNSUBSCRIBE => {
+                    if let Some(packet_id) = self.unsubscribe_requests.remove(&e.request) {
+                        self.unsubacks.remove(&packet_id.get());
+                        self.write(v3::Packet::UnsubscribeAck { packet_id })?;
+                    }
+                }
+                _ => {}
+            },
+            Message::Event(e) => self.on_event(e)?,
+            Message::Goodbye(_) => self.ended = true,
+            other => {
+                warn!(
+                    message = other.name(),
+                    "MQTT transport: a WAMP message with no MQTT equivalent was not sent"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        self.stream
+            .write_all_buf(&mut self.wbuf)
+            .await
+            .map_err(|e| TransportError::Io(e.to_string()))?;
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| TransportError::Io(e.to_string()))
+    }
+
+    async fn close(&mut self, _kind: CloseKind, _reason: &str) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.flush().await;
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
+    }
+
+    async fn ping(&mut self) -> Result<(), TransportError> {
+        // MQTT servers do not ping; the client's keep-alive finds a dead
+        // peer.
+        Ok(())
+    }
+
+    fn last_seen(&self) -> Instant {
+        self.last_seen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_map_level_for_level_and_the_rest_is_refused_with_a_reason() {
+        assert_eq!(topic_to_uri("a/b/c").as_deref(), Ok("a.b.c"));
+        assert_eq!(uri_to_topic("com.example.t1"), "com/example/t1");
+        for (bad, says) in [
+            ("", "empty topic"),
+            ("a.b/c", "'.'"),
+            ("/a", "empty level"),
+            ("a//b", "empty level"),
+            ("a/b/", "empty level"),
+            ("a/+/c", "wildcards"),
+            ("$SYS/x", "server's"),
+            ("a b", "whitespace"),
+        ] {
+            let e = topic_to_uri(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn filters_become_exact_wildcard_and_prefix_subscriptions() {
+        let f = |s| filter_to_subscription(s);
+        assert_eq!(f("a/b"), Ok(("a.b".into(), "exact")));
+        assert_eq!(f("a/+/c"), Ok(("a..c".into(), "wildcard")));
+        assert_eq!(f("+/b"), Ok((".b".into(), "wildcard")));
+        assert_eq!(f("a/#"), Ok(("a.".into(), "prefix")));
+        assert_eq!(f("#"), Ok((String::new(), "prefix")));
+        assert!(f("a/+/#").is_err_and(|e| e.contains("prefix or a wildcard")));
+        assert!(f("a/#/b").is_err_and(|e| e.contains("last level")));
+        assert!(f("a/b+").is_err_and(|e| e.contains("stands alone")));
+        assert!(f("a.b/#").is_err_and(|e| e.contains("'.'")));
+    }
+
+    #[test]
+    fn native_payloads_are_json_args_and_kwargs() {
+        let p = native_payload(br#"{"args": [1, "x"], "kwargs": {"k": true}}"#).expect("native");
+        assert_eq!(p.args, vec![Value::Int(1), Value::from("x")]);
+        assert_eq!(p.kwargs.get("k"), Some(&Value::Bool(true)));
+        assert_eq!(
+            mqtt_payload(&p),
+            Bytes::from_static(br#"{"args":[1,"x"],"kwargs":{"k":true}}"#)
+        );
+        assert_eq!(native_payload(b"").expect("empty"), Payload::default());
+        assert!(native_payload(b"[1]").is_err_and(|e| e.contains("JSON object")));
+        assert!(native_payload(b"{\"x\": 1}").is_err_and(|e| e.contains("found \"x\"")));
+        assert!(native_payload(b"\xff").is_err());
+        let raw = Payload {
+            passthru: Some(vec![0, 1, 2]),
+            ..Payload::default()
+        };
+        assert_eq!(mqtt_payload(&raw), Bytes::from_static(&[0, 1, 2]));
+    }
+}

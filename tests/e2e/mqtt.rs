@@ -1,0 +1,133 @@
+//! The `mqtt` transport: paho-mqtt and the mosquitto clients as devices,
+//! autobahn-python as the WAMP side of the same realm.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    KillOnDrop, Node, expect_python_args_ok, free_port, push_transport, router_config, wait_or_kill,
+};
+
+/// A node with a WebSocket transport, an anonymous mqtt transport and one
+/// that takes ticket logins for the role `device`.
+fn node() -> (Node, u16, u16) {
+    let (ws, mqtt, auth) = (free_port(), free_port(), free_port());
+    let mut cfg: Value = router_config(ws);
+    cfg["workers"][0]["realms"][0]["roles"]
+        .as_array_mut()
+        .expect("roles")
+        .push(json!({"name": "device", "permissions": [
+            {"uri": "devices.", "match": "prefix", "allow": {"publish": true, "subscribe": true}}
+        ]}));
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "mqtt",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": mqtt},
+            "options": {"realm": "realm1", "role": "anonymous", "max_message_size": 65536,
+                        "payload_mapping": {"": {"type": "passthrough"},
+                                            "app": {"type": "native", "serializer": "json"}}}
+        }),
+    );
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "mqtt",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": auth},
+            "options": {"realm": "realm1"},
+            "auth": {"ticket": {"type": "static", "principals": {
+                "device1": {"ticket": "secret-1", "role": "device"}}}}
+        }),
+    );
+    (Node::start(&cfg, ws), mqtt, auth)
+}
+
+#[test]
+fn mqtt_devices_and_wamp_clients_share_a_realm() {
+    let (node, mqtt, auth) = node();
+    let url = format!("ws://127.0.0.1:{}/ws", node.port);
+    let out = expect_python_args_ok(
+        &node,
+        "mqtt_checks.py",
+        &[&url, "127.0.0.1", &mqtt.to_string(), &auth.to_string()],
+    );
+    for check in [
+        "mqtt publish reaches wamp as passthru bytes",
+        "wamp publish reaches mqtt on a wildcard filter",
+        "native mapping",
+        "retained message for a later subscriber",
+        "unmappable topics refused",
+        "will on a lost client only",
+        "ticket logins and authorized publications",
+        "mqtt 5 refused with 0x84",
+        "bad input closes only the offender",
+    ] {
+        assert!(out.contains(&format!("ok {check}")), "{check}:\n{out}");
+    }
+    let log = node.log();
+    assert!(!log.contains("secret-1"), "a ticket in the log:\n{log}");
+    assert!(
+        log.contains("\"x.y/z\": a '.' separates WAMP topic levels"),
+        "{log}"
+    );
+}
+
+#[test]
+fn mosquitto_clients_publish_and_subscribe() {
+    let (_node, mqtt, _) = node();
+    let port = mqtt.to_string();
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "m/#",
+            "-C",
+            "1",
+            "-v",
+            "-W",
+            "10",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub (scripts/test installs mosquitto-clients)");
+    let mut sub = KillOnDrop(sub);
+    // Publish until the subscriber has its subscription and exits.
+    for _ in 0..50 {
+        let ok = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-t",
+                "m/x",
+                "-m",
+                "hello",
+                "-q",
+                "1",
+            ])
+            .status()
+            .expect("mosquitto_pub");
+        assert!(ok.success(), "mosquitto_pub failed");
+        if sub.0.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = wait_or_kill(&mut sub.0, Duration::from_secs(10), "mosquitto_sub");
+    assert!(status.success(), "mosquitto_sub got nothing");
+    let mut out = String::new();
+    use std::io::Read;
+    sub.0
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    assert_eq!(out.trim(), "m/x hello");
+}

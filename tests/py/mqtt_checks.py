@@ -1,0 +1,262 @@
+"""MQTT clients (paho-mqtt, raw sockets) and WAMP clients (autobahn-python)
+on one realm, through Trellis's `mqtt` transport.
+
+Usage: mqtt_checks.py WS_URL HOST MQTT_PORT AUTH_PORT
+
+MQTT_PORT is an anonymous mqtt transport (role "anonymous", topics under
+"app" mapped natively); AUTH_PORT takes ticket logins for the role
+"device", which may publish under "devices" only.
+"""
+
+import asyncio
+import json
+import queue
+import socket
+import struct
+import sys
+
+import paho.mqtt.client as mqtt
+from autobahn.wamp.interfaces import IPayloadCodec
+from autobahn.wamp.types import EncodedPayload, PublishOptions, SubscribeOptions
+
+from wamp_client import connect
+
+WS_URL, HOST, PORT, AUTH_PORT = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+T = 10
+
+
+class MqttCodec:
+    """Autobahn's side of payload passthru: MQTT payloads are bytes."""
+
+    def encode(self, is_originating, uri, args=None, kwargs=None):
+        return EncodedPayload(args[0], "mqtt")
+
+    def decode(self, is_originating, uri, encoded_payload):
+        return uri, [encoded_payload.payload], None
+
+
+IPayloadCodec.register(MqttCodec)
+
+
+class Device:
+    """A paho-mqtt client (its own thread); messages and acks in queues."""
+
+    def __init__(self, client_id, port=PORT, username=None, password=None, protocol=mqtt.MQTTv311):
+        self.messages = queue.Queue()
+        self.connacks = queue.Queue()
+        self.subacks = queue.Queue()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        if username is not None:
+            self.c.username_pw_set(username, password)
+        self.c.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload, m.retain, m.qos))
+        self.c.on_connect = lambda c, u, flags, rc, props: self.connacks.put(rc)
+        self.c.on_subscribe = lambda c, u, mid, rcs, props: self.subacks.put(list(rcs))
+        self.c.connect(HOST, port, keepalive=30)
+        self.c.loop_start()
+
+    def connack(self):
+        """The CONNACK's code; paho reports MQTT 3.1.1's codes as MQTT 5's
+        (4, bad user name or password: 0x86; 5, not authorized: 0x87)."""
+        rc = self.connacks.get(timeout=T)
+        return getattr(rc, "value", rc)
+
+    def subscribe(self, filt, qos=1):
+        self.c.subscribe(filt, qos)
+        return self.subacks.get(timeout=T)
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        info = self.c.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(timeout=T)
+        assert info.is_published(), f"no PUBACK for {topic}"
+
+    def message(self, timeout=T):
+        return self.messages.get(timeout=timeout)
+
+    def no_message(self, within=0.5):
+        try:
+            got = self.messages.get(timeout=within)
+        except queue.Empty:
+            return
+        raise AssertionError(f"unexpected message {got}")
+
+    def stop(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+async def wamp(codec=False):
+    s = await connect(WS_URL, "msgpack")
+    if codec:
+        s.set_payload_codec(MqttCodec())
+    return s
+
+
+async def subscribe(session, topic, match=None):
+    got = asyncio.Queue()
+
+    def on_event(*args, **kwargs):
+        details = kwargs.pop("details", None)
+        got.put_nowait((list(args), kwargs, details))
+
+    await session.subscribe(on_event, topic, options=SubscribeOptions(match=match, details=True))
+    return got
+
+
+async def next_event(q):
+    return await asyncio.wait_for(q.get(), T)
+
+
+def raw_string(b):
+    return struct.pack(">H", len(b)) + b
+
+
+def raw_packet(first, body):
+    out = bytearray([first])
+    n = len(body)
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            break
+    return bytes(out) + body
+
+
+def raw_connect(client_id, will=None):
+    flags = 0x02
+    payload = raw_string(client_id.encode())
+    if will:
+        flags |= 0x04
+        payload += raw_string(will[0].encode()) + raw_string(will[1])
+    return raw_packet(0x10, raw_string(b"MQTT") + bytes([4, flags]) + struct.pack(">H", 30) + payload)
+
+
+def raw_client(data):
+    s = socket.create_connection((HOST, PORT), timeout=T)
+    s.sendall(data)
+    return s
+
+
+def closed(s):
+    """True when the server closes the socket (after any CONNACK)."""
+    s.settimeout(T)
+    try:
+        while True:
+            b = s.recv(4096)
+            if not b:
+                return True
+    except (ConnectionResetError, socket.timeout):
+        return False
+
+
+async def main():
+    loop = asyncio.get_event_loop()
+
+    # MQTT publish -> WAMP subscriber, opaque bytes (payload passthru).
+    w = await wamp(codec=True)
+    events = await subscribe(w, "sensors.t1")
+    d = Device("sensor-1")
+    assert d.connack() == 0
+    await loop.run_in_executor(None, d.publish, "sensors/t1", b"\x00\x01raw", 1)
+    args, _, details = await next_event(events)
+    assert args == [b"\x00\x01raw"], args
+    print("ok mqtt publish reaches wamp as passthru bytes", flush=True)
+
+    # WAMP publish -> MQTT subscriber with a '+' filter: arguments arrive
+    # as JSON, passthru bytes as they are.
+    assert d.subscribe("sensors/+/temp") == [1]
+    plain = await wamp()
+    await plain.publish("sensors.k1.temp", 21.5, options=PublishOptions(acknowledge=True))
+    topic, payload, _, qos = await loop.run_in_executor(None, d.message)
+    assert topic == "sensors/k1/temp" and json.loads(payload) == {"args": [21.5]} and qos == 1, (topic, payload, qos)
+    await w.publish("sensors.k2.temp", b"\x10\x20", options=PublishOptions(acknowledge=True))
+    topic, payload, _, _ = await loop.run_in_executor(None, d.message)
+    assert (topic, payload) == ("sensors/k2/temp", b"\x10\x20"), (topic, payload)
+    print("ok wamp publish reaches mqtt on a wildcard filter", flush=True)
+
+    # A native mapping: the MQTT payload is {"args", "kwargs"} in JSON.
+    app = await subscribe(plain, "app.", match="prefix")
+    await loop.run_in_executor(None, d.publish, "app/add", json.dumps({"args": [1, 2], "kwargs": {"a": "b"}}).encode())
+    args, kwargs, details = await next_event(app)
+    assert args == [1, 2] and kwargs == {"a": "b"} and details.topic == "app.add", (args, kwargs, details)
+    print("ok native mapping", flush=True)
+
+    # Retained: a later subscriber gets the last retained message, flagged.
+    await loop.run_in_executor(None, lambda: d.publish("state/door", b"open", 1, True))
+    late = Device("late-1")
+    assert late.connack() == 0
+    assert late.subscribe("state/#") == [1]
+    topic, payload, retain, _ = await loop.run_in_executor(None, late.message)
+    assert (topic, payload, retain) == ("state/door", b"open", True), (topic, payload, retain)
+    late.stop()
+    print("ok retained message for a later subscriber", flush=True)
+
+    # Topics and filters with no WAMP equivalent: refused, nothing else
+    # happens, and the client goes on.
+    assert d.subscribe("a/+/#") == [128]
+    odd = await subscribe(w, "x.", match="prefix")
+    await loop.run_in_executor(None, d.publish, "x.y/z", b"dot")
+    await loop.run_in_executor(None, d.publish, "x/ok", b"fine")
+    args, _, details = await next_event(odd)
+    assert details.topic == "x.ok", details
+    print("ok unmappable topics refused", flush=True)
+
+    # The will: published when the client is lost, not after DISCONNECT.
+    wills = await subscribe(w, "clients.", match="prefix")
+    s = raw_client(raw_connect("will-1", ("clients/will-1/status", b"lost")))
+    assert s.recv(4) == b"\x20\x02\x00\x00", "CONNACK accepted"
+    s.close()
+    args, _, details = await next_event(wills)
+    assert args == [b"lost"] and details.topic == "clients.will-1.status", (args, details)
+    s = raw_client(raw_connect("will-2", ("clients/will-2/status", b"lost")))
+    assert s.recv(4) == b"\x20\x02\x00\x00"
+    s.sendall(b"\xe0\x00")
+    assert closed(s)
+    await asyncio.sleep(0.5)
+    assert wills.empty(), "a clean DISCONNECT sends no will"
+    print("ok will on a lost client only", flush=True)
+
+    # Ticket logins, and the role's permissions on what a device publishes.
+    good = Device("dev-1", AUTH_PORT, "device1", "secret-1")
+    assert good.connack() == 0
+    bad = Device("dev-2", AUTH_PORT, "device1", "wrong")
+    assert bad.connack() == 0x86, "bad user name or password"
+    bad.c.loop_stop()
+    nobody = Device("dev-3", AUTH_PORT)
+    assert nobody.connack() in (0x86, 0x87)
+    nobody.c.loop_stop()
+    everything = await subscribe(w, "devices.", match="prefix")
+    others = await subscribe(w, "other.", match="prefix")
+    await loop.run_in_executor(None, good.publish, "other/x", b"no")
+    await loop.run_in_executor(None, good.publish, "devices/dev-1/up", b"yes")
+    args, _, details = await next_event(everything)
+    assert details.topic == "devices.dev-1.up", details
+    assert others.empty(), "the denied publication got through"
+    good.stop()
+    print("ok ticket logins and authorized publications", flush=True)
+
+    # MQTT 5.0 is refused with its reason code, for now.
+    v5 = Device("v5-1", protocol=mqtt.MQTTv5)
+    rc = v5.connack()
+    assert rc == 0x84, rc
+    v5.c.loop_stop()
+    print("ok mqtt 5 refused with 0x84", flush=True)
+
+    # Bad input costs only the offender.
+    s = raw_client(raw_packet(0x30, raw_string(b"a/b") + b"x"))
+    assert closed(s), "PUBLISH before CONNECT"
+    s = raw_client(raw_connect("twice"))
+    assert s.recv(4) == b"\x20\x02\x00\x00"
+    s.sendall(raw_connect("twice"))
+    assert closed(s), "a second CONNECT"
+    s = raw_client(raw_connect("big"))
+    assert s.recv(4) == b"\x20\x02\x00\x00"
+    s.sendall(b"\x30\x80\x80\x80\x01")  # a PUBLISH declaring 2 MiB
+    assert closed(s), "an oversize packet"
+    await loop.run_in_executor(None, d.publish, "sensors/t1", b"still here", 1)
+    args, _, _ = await next_event(events)
+    assert args == [b"still here"], args
+    d.stop()
+    print("ok bad input closes only the offender", flush=True)
+
+
+asyncio.run(main())
