@@ -159,6 +159,9 @@ async def main():
     await loop.run_in_executor(None, d.publish, "sensors/t1", b"\x00\x01raw", 1)
     args, _, details = await next_event(events)
     assert args == [b"\x00\x01raw"], args
+    await loop.run_in_executor(None, d.publish, "sensors/t1", b"exactly once", 2)
+    args, _, _ = await next_event(events)
+    assert args == [b"exactly once"], args
     print("ok mqtt publish reaches wamp as passthru bytes", flush=True)
 
     # WAMP publish -> MQTT subscriber with a '+' filter: arguments arrive
@@ -244,6 +247,19 @@ async def main():
     # Bad input costs only the offender.
     s = raw_client(raw_packet(0x30, raw_string(b"a/b") + b"x"))
     assert closed(s), "PUBLISH before CONNECT"
+    # A QoS 2 publication sent twice before its PUBREL is delivered once.
+    s = raw_client(raw_connect("dup-1"))
+    assert s.recv(4) == b"\x20\x02\x00\x00"
+    q2 = raw_packet(0x34, raw_string(b"sensors/t1") + struct.pack(">H", 7) + b"dup")
+    s.sendall(q2)
+    assert s.recv(4) == b"\x50\x02\x00\x07", "PUBREC"
+    s.sendall(bytes([0x3C]) + q2[1:])  # the same, with DUP set
+    assert s.recv(4) == b"\x50\x02\x00\x07", "PUBREC again"
+    s.sendall(b"\x62\x02\x00\x07")  # PUBREL
+    assert s.recv(4) == b"\x70\x02\x00\x07", "PUBCOMP"
+    args, _, _ = await next_event(events)
+    assert args == [b"dup"], args
+    s.close()
     s = raw_client(raw_connect("twice"))
     assert s.recv(4) == b"\x20\x02\x00\x00"
     s.sendall(raw_connect("twice"))

@@ -203,6 +203,7 @@ async fn handshake<S: Io>(
         subscriptions: HashMap::new(),
         unsubscribe_requests: HashMap::new(),
         unsubacks: HashMap::new(),
+        qos2_held: std::collections::HashSet::new(),
         next_packet_id: 0,
         connected: false,
         ended: false,
@@ -421,6 +422,9 @@ pub struct MqttTransport<S> {
     unsubscribe_requests: HashMap<Id, NonZeroU16>,
     /// UNSUBSCRIBEs by packet id: answers still due.
     unsubacks: HashMap<u16, usize>,
+    /// QoS 2 publications taken and not yet released (PUBREL): a
+    /// duplicate of one is acknowledged again, not published again.
+    qos2_held: std::collections::HashSet<u16>,
     next_packet_id: u16,
     connected: bool,
     /// The client is gone (the will, if any, is in the inbox).
@@ -462,6 +466,7 @@ impl<S: Io> MqttTransport<S> {
             }
             v3::Packet::Publish(p) => self.on_publish(*p)?,
             v3::Packet::PublishRelease { packet_id } => {
+                self.qos2_held.remove(&packet_id.get());
                 self.write(v3::Packet::PublishComplete { packet_id })?;
             }
             v3::Packet::PublishAck { .. }
@@ -532,6 +537,12 @@ impl<S: Io> MqttTransport<S> {
                 ));
             }
         };
+        if let Some((packet_id, QoS::ExactlyOnce)) = acked
+            && !self.qos2_held.insert(packet_id.get())
+        {
+            // Sent again before its PUBREL: taken already, exactly once.
+            return self.write(v3::Packet::PublishReceived { packet_id });
+        }
         let request = if acked.is_some() { self.request() } else { 0 };
         match wamp_publish(&self.options, &p, request) {
             Ok(m) => {
