@@ -27,6 +27,7 @@ fn node() -> (Node, u16, u16) {
             "type": "mqtt",
             "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": mqtt},
             "options": {"realm": "realm1", "role": "anonymous", "max_message_size": 65536,
+                        "write_timeout": 1000, "max_queue_messages": 64,
                         "payload_mapping": {"": {"type": "passthrough"},
                                             "app": {"type": "native", "serializer": "json"}}}
         }),
@@ -60,9 +61,11 @@ fn mqtt_devices_and_wamp_clients_share_a_realm() {
         "retained message for a later subscriber",
         "unmappable topics refused",
         "will on a lost client only",
+        "client id taken over",
         "ticket logins and authorized publications",
         "mqtt 5 refused with 0x84",
         "bad input closes only the offender",
+        "a client that never reads is cut off alone",
     ] {
         assert!(out.contains(&format!("ok {check}")), "{check}:\n{out}");
     }

@@ -218,6 +218,20 @@ async def main():
     assert wills.empty(), "a clean DISCONNECT sends no will"
     print("ok will on a lost client only", flush=True)
 
+    # A client id in use: the new connection takes it over, the old one
+    # is closed (and, gone without DISCONNECT, leaves its will).
+    first = raw_client(raw_connect("same-id", ("clients/same-id/status", b"replaced")))
+    assert first.recv(4) == b"\x20\x02\x00\x00"
+    second = raw_client(raw_connect("same-id"))
+    assert second.recv(4) == b"\x20\x02\x00\x00"
+    assert closed(first), "the old connection is closed"
+    args, _, details = await next_event(wills)
+    assert args == [b"replaced"], args
+    second.sendall(b"\xc0\x00")  # PINGREQ: the new one lives on
+    assert second.recv(2) == b"\xd0\x00"
+    second.close()
+    print("ok client id taken over", flush=True)
+
     # Ticket logins, and the role's permissions on what a device publishes.
     good = Device("dev-1", AUTH_PORT, "device1", "secret-1")
     assert good.connack() == 0
@@ -271,8 +285,38 @@ async def main():
     await loop.run_in_executor(None, d.publish, "sensors/t1", b"still here", 1)
     args, _, _ = await next_event(events)
     assert args == [b"still here"], args
-    d.stop()
     print("ok bad input closes only the offender", flush=True)
+
+    # A client that subscribes and never reads: cut off when its writes
+    # stall (options.write_timeout), while the others go on.
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect((HOST, PORT))
+    slow.sendall(raw_connect("slow-1"))
+    assert slow.recv(4) == b"\x20\x02\x00\x00"
+    slow.sendall(raw_packet(0x82, struct.pack(">H", 1) + raw_string(b"flood/#") + b"\x00"))
+    assert slow.recv(5) == b"\x90\x03\x00\x01\x00", "SUBACK"
+    assert d.subscribe("flood/x") == [1]
+    blob = "x" * 16384
+    for i in range(400):
+        plain.publish("flood.x", blob)
+        if i % 50 == 0:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(3)
+    got = 0
+    while True:
+        try:
+            topic, payload, _, _ = d.message(timeout=2)
+        except queue.Empty:
+            break
+        got += 1
+    assert got > 0, "the reading client got nothing"
+    assert closed(slow), "the client that never reads is still connected"
+    await loop.run_in_executor(None, d.publish, "sensors/t1", b"after", 1)
+    args, _, _ = await next_event(events)
+    assert args == [b"after"], args
+    d.stop()
+    print("ok a client that never reads is cut off alone", flush=True)
 
 
 asyncio.run(main())

@@ -62,6 +62,9 @@ pub struct ListenerSettings {
     pub mqtt_realm: Option<String>,
     /// `mqtt`: its options (payload mappings).
     pub mqtt_options: Arc<trellis_config::router::WebSocketOptions>,
+    /// `mqtt`: the connected clients by client id, so that a new
+    /// connection with the same id closes the old one.
+    pub mqtt_clients: super::mqtt::Clients,
 }
 
 impl ListenerSettings {
@@ -120,6 +123,7 @@ impl ListenerSettings {
             cookies: None,
             mqtt_realm: o.realm.clone(),
             mqtt_options: Arc::new(o.clone()),
+            mqtt_clients: super::mqtt::Clients::default(),
         }
     }
 }

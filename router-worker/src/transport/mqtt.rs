@@ -51,6 +51,51 @@ const READ_CHUNK: usize = 4096;
 /// An MQTT 5 CONNACK refusing the protocol version (reason 0x84).
 const CONNACK_V5_UNSUPPORTED: [u8; 5] = [0x20, 0x03, 0x00, 0x84, 0x00];
 
+/// The connected clients of one transport, by client id: a new
+/// connection with a client id in use closes the old connection, as MQTT
+/// requires. Each entry is (connection number, its take-over signal).
+#[derive(Debug, Default, Clone)]
+pub struct Clients(Arc<std::sync::Mutex<HashMap<String, (u64, CancellationToken)>>>);
+
+impl Clients {
+    /// Register `id` for a new connection; the connection using it before
+    /// (if any) is told to close.
+    fn take(&self, id: &str) -> (u64, CancellationToken) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = CancellationToken::new();
+        let old = self
+            .0
+            .lock()
+            .map(|mut m| m.insert(id.to_owned(), (n, token.clone())))
+            .unwrap_or(None);
+        if let Some((_, old)) = old {
+            info!(client_id = %id, "MQTT client id taken over by a new connection: the old one is closed");
+            old.cancel();
+        }
+        (n, token)
+    }
+
+    /// Forget `id` if connection `n` still holds it.
+    fn release(&self, id: &str, n: u64) {
+        if let Ok(mut m) = self.0.lock()
+            && m.get(id).is_some_and(|(held, _)| *held == n)
+        {
+            m.remove(id);
+        }
+    }
+
+    /// Connected clients with an id.
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |m| m.len())
+    }
+
+    /// True if none is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Serve one connection as MQTT.
 #[allow(clippy::manual_async_fn)]
 pub fn handle_connection<S: Io>(
@@ -65,7 +110,11 @@ pub fn handle_connection<S: Io>(
         let Some((transport, conn)) = opened else {
             return;
         };
+        let held = transport.client.clone();
         session::run(transport, &settings.session, &realms, conn, shutdown).await;
+        if let Some((id, n)) = held {
+            settings.mqtt_clients.release(&id, n);
+        }
         info!("MQTT connection closed");
     }
 }
@@ -185,6 +234,12 @@ async fn handshake<S: Io>(
     info.client_cert = peer.client_cert;
     let mut inbox = VecDeque::new();
     inbox.push_back(Message::Hello(message::Hello { realm, details }));
+    let (client, taken_over) = if connect.client_id.is_empty() {
+        (None, CancellationToken::new())
+    } else {
+        let (n, token) = settings.mqtt_clients.take(&connect.client_id);
+        (Some((connect.client_id.to_string(), n)), token)
+    };
     let transport = MqttTransport {
         stream,
         rbuf,
@@ -204,6 +259,8 @@ async fn handshake<S: Io>(
         unsubscribe_requests: HashMap::new(),
         unsubacks: HashMap::new(),
         qos2_held: std::collections::HashSet::new(),
+        client,
+        taken_over,
         next_packet_id: 0,
         connected: false,
         ended: false,
@@ -425,6 +482,10 @@ pub struct MqttTransport<S> {
     /// QoS 2 publications taken and not yet released (PUBREL): a
     /// duplicate of one is acknowledged again, not published again.
     qos2_held: std::collections::HashSet<u16>,
+    /// The client id this connection holds, and its number.
+    client: Option<(String, u64)>,
+    /// Cancelled when a new connection takes the client id over.
+    taken_over: CancellationToken,
     next_packet_id: u16,
     connected: bool,
     /// The client is gone (the will, if any, is in the inbox).
@@ -726,7 +787,13 @@ impl<S: Io> Transport for MqttTransport<S> {
                 }
             }
             self.rbuf.reserve(READ_CHUNK);
-            let read = self.stream.read_buf(&mut self.rbuf);
+            let taken_over = self.taken_over.clone();
+            let read = async {
+                tokio::select! {
+                    r = self.stream.read_buf(&mut self.rbuf) => r,
+                    _ = taken_over.cancelled() => Err(std::io::Error::other("client id taken over")),
+                }
+            };
             let got = match self.keep_alive {
                 Some(limit) => {
                     let left = limit.saturating_sub(self.last_seen.elapsed());
