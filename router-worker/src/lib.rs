@@ -404,7 +404,9 @@ fn spawn_listener(
         config::TransportKind::WebsocketTestee => {
             "plain WebSocket echo (websocket.testee, for conformance tests; not WAMP)"
         }
-        config::TransportKind::Mqtt => "MQTT 3.1.1 (its clients are WAMP sessions of its realm)",
+        config::TransportKind::Mqtt => {
+            "MQTT 3.1.1 and 5.0 (its clients are WAMP sessions of its realm)"
+        }
         config::TransportKind::Flashpolicy => return,
     };
     info!(transport = %settings.name, addr = %listener.describe(), "listening for WAMP over {kind}");

@@ -45,12 +45,14 @@ class Device:
         self.messages = queue.Queue()
         self.connacks = queue.Queue()
         self.subacks = queue.Queue()
+        self.pubacks = {}
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
         if username is not None:
             self.c.username_pw_set(username, password)
         self.c.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload, m.retain, m.qos))
         self.c.on_connect = lambda c, u, flags, rc, props: self.connacks.put(rc)
-        self.c.on_subscribe = lambda c, u, mid, rcs, props: self.subacks.put(list(rcs))
+        self.c.on_subscribe = lambda c, u, mid, rcs, props: self.subacks.put([getattr(r, "value", r) for r in rcs])
+        self.c.on_publish = lambda c, u, mid, rc, props: self.pubacks.__setitem__(mid, getattr(rc, "value", rc))
         self.c.connect(HOST, port, keepalive=30)
         self.c.loop_start()
 
@@ -64,10 +66,12 @@ class Device:
         self.c.subscribe(filt, qos)
         return self.subacks.get(timeout=T)
 
-    def publish(self, topic, payload, qos=1, retain=False):
-        info = self.c.publish(topic, payload, qos=qos, retain=retain)
+    def publish(self, topic, payload, qos=1, retain=False, properties=None):
+        """Publish; the acknowledgement's reason code (MQTT 5; 0 for 3.1.1)."""
+        info = self.c.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         info.wait_for_publish(timeout=T)
         assert info.is_published(), f"no PUBACK for {topic}"
+        return self.pubacks.get(info.mid, 0)
 
     def message(self, timeout=T):
         return self.messages.get(timeout=timeout)
@@ -251,12 +255,42 @@ async def main():
     good.stop()
     print("ok ticket logins and authorized publications", flush=True)
 
-    # MQTT 5.0 is refused with its reason code, for now.
+    # MQTT 5.0: the same bridge, with reason codes for what is refused,
+    # and topic aliases.
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
     v5 = Device("v5-1", protocol=mqtt.MQTTv5)
-    rc = v5.connack()
-    assert rc == 0x84, rc
-    v5.c.loop_stop()
-    print("ok mqtt 5 refused with 0x84", flush=True)
+    assert v5.connack() == 0
+    rc = await loop.run_in_executor(None, v5.publish, "sensors/t1", b"from v5", 1)
+    assert rc == 0, rc
+    args, _, _ = await next_event(events)
+    assert args == [b"from v5"], args
+    alias = Properties(PacketTypes.PUBLISH)
+    alias.TopicAlias = 3
+    await loop.run_in_executor(None, lambda: v5.publish("sensors/t1", b"alias set", 1, properties=alias))
+    await loop.run_in_executor(None, lambda: v5.publish("", b"by alias", 1, properties=alias))
+    for want in (b"alias set", b"by alias"):
+        args, _, _ = await next_event(events)
+        assert args == [want], args
+    rc = await loop.run_in_executor(None, v5.publish, "x.y/z", b"dot", 1)
+    assert rc == 0x90, f"topic name invalid, got {rc}"
+    assert v5.subscribe("a/+/#") == [0x8F], "topic filter invalid"
+    assert v5.subscribe("sensors/#") == [1]
+    await w.publish("sensors.v5", b"to v5", options=PublishOptions(acknowledge=True))
+    topic, payload, _, _ = await loop.run_in_executor(None, v5.message)
+    assert (topic, payload) == ("sensors/v5", b"to v5"), (topic, payload)
+    v5.stop()
+    dev5 = Device("dev-5", AUTH_PORT, "device1", "secret-1", protocol=mqtt.MQTTv5)
+    assert dev5.connack() == 0
+    rc = await loop.run_in_executor(None, dev5.publish, "other/x", b"no", 1)
+    assert rc == 0x87, f"not authorized, got {rc}"
+    assert dev5.subscribe("other/#") == [0x87], "a subscription the role may not make"
+    dev5.stop()
+    bad5 = Device("dev-6", AUTH_PORT, "device1", "wrong", protocol=mqtt.MQTTv5)
+    assert bad5.connack() == 0x86
+    bad5.c.loop_stop()
+    print("ok mqtt 5 with reason codes and topic aliases", flush=True)
 
     # Bad input costs only the offender.
     s = raw_client(raw_packet(0x30, raw_string(b"a/b") + b"x"))

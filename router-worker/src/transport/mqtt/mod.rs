@@ -1,4 +1,4 @@
-//! MQTT clients as WAMP sessions (an `mqtt` transport).
+//! MQTT 3.1.1 and 5.0 clients as WAMP sessions (an `mqtt` transport).
 //!
 //! Each MQTT connection is one WAMP session of the transport's realm: the
 //! transport turns the client's packets into the WAMP messages a client
@@ -15,7 +15,8 @@
 //! the reason, never rewritten.
 //!
 //! Packets are read with rmqtt-codec, whose decoder checks a packet's
-//! declared size against `max_message_size` before it waits for the body.
+//! declared size against `max_message_size` before it waits for the body;
+//! [`wire`] hides the two versions' packets behind one set.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU16;
@@ -26,10 +27,10 @@ use bytes::{Bytes, BytesMut};
 use proto::message::{self, Message, code};
 use proto::{Dict, Id, Payload, Serializer, Value};
 use rmqtt_codec::types::QoS;
-use rmqtt_codec::v3::{self, ConnectAckReason, SubscribeReturnCode};
 use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
+use rmqtt_codec::{v3, v5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use trellis_config::router::Mapping;
@@ -41,15 +42,16 @@ use crate::realms::Realms;
 use crate::session;
 use crate::session::transport::{CloseKind, Transport, TransportError};
 
+mod wire;
+
+use wire::{In, Out, Refused, Wire};
+
 /// The WAMP serializer the transport speaks to its session (binary
 /// payloads stay binary).
 const SERIALIZER: Serializer = Serializer::MsgPack;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 4096;
-
-/// An MQTT 5 CONNACK refusing the protocol version (reason 0x84).
-const CONNACK_V5_UNSUPPORTED: [u8; 5] = [0x20, 0x03, 0x00, 0x84, 0x00];
 
 /// The connected clients of one transport, by client id: a new
 /// connection with a client id in use closes the old connection, as MQTT
@@ -120,8 +122,7 @@ pub fn handle_connection<S: Io>(
 }
 
 /// Read the CONNECT (within the handshake deadline) and open the session's
-/// side; `None` if the client is not an MQTT 3.1.1 client (logged, told
-/// where MQTT lets us tell).
+/// side; `None` if the client is not an MQTT 3.1.1 or 5.0 client (logged).
 async fn handshake<S: Io>(
     mut stream: S,
     peer: Peer,
@@ -130,21 +131,24 @@ async fn handshake<S: Io>(
 ) -> Option<(MqttTransport<S>, session::Connection)> {
     let max = u32::try_from(settings.max_message_size).unwrap_or(u32::MAX);
     let mut rbuf = BytesMut::with_capacity(256);
-    let mut codec = v3::Codec::new(max);
+    let mut wire = None;
     let read = async {
-        let mut version = None;
         loop {
-            if version.is_none() {
-                version = VersionCodec.decode(&mut rbuf).map_err(|e| e.to_string())?;
+            if wire.is_none() {
+                wire = match VersionCodec.decode(&mut rbuf).map_err(|e| e.to_string())? {
+                    Some(ProtocolVersion::MQTT3) => Some(Wire::V3(v3::Codec::new(max))),
+                    Some(ProtocolVersion::MQTT5) => Some(Wire::V5 {
+                        codec: v5::Codec::new(max, 0),
+                        aliases: HashMap::new(),
+                        max_packet: max,
+                    }),
+                    None => None,
+                };
             }
-            match version {
-                Some(ProtocolVersion::MQTT5) => return Ok(None),
-                Some(ProtocolVersion::MQTT3) => {
-                    if let Some((p, _)) = codec.decode(&mut rbuf).map_err(|e| e.to_string())? {
-                        return Ok(Some(p));
-                    }
-                }
-                None => {}
+            if let Some(w) = &mut wire
+                && let Some(c) = w.decode_connect(&mut rbuf)?
+            {
+                return Ok(c);
             }
             if rbuf.len() > settings.max_message_size + 8 {
                 return Err("the first packet is over max_message_size".to_owned());
@@ -172,18 +176,9 @@ async fn handshake<S: Io>(
             debug!(peer = %peer.desc, cause = %why, "MQTT: not an MQTT client (the first packet must be CONNECT)");
             return None;
         }
-        Ok(Ok(None)) => {
-            info!(peer = %peer.desc, "MQTT 5.0 client refused: this Trellis speaks MQTT 3.1.1 (CONNACK 0x84, unsupported protocol version)");
-            let _ = stream.write_all(&CONNACK_V5_UNSUPPORTED).await;
-            let _ = stream.shutdown().await;
-            return None;
-        }
-        Ok(Ok(Some(v3::Packet::Connect(c)))) => c,
-        Ok(Ok(Some(other))) => {
-            debug!(peer = %peer.desc, packet = other.packet_type(), "MQTT: the first packet must be CONNECT");
-            return None;
-        }
+        Ok(Ok(c)) => c,
     };
+    let wire = wire?;
     // Checked by the config: an mqtt transport names its realm.
     let realm = settings.mqtt_realm.clone()?;
     let mut details = proto::dict! {
@@ -194,7 +189,7 @@ async fn handshake<S: Io>(
                 "pattern_based_subscription" => true,
             }},
         },
-        "authextra" => proto::dict! {"mqtt_client_id" => connect.client_id.to_string()},
+        "authextra" => proto::dict! {"mqtt_client_id" => connect.client_id.clone()},
     };
     let password = connect
         .password
@@ -207,29 +202,20 @@ async fn handshake<S: Io>(
     };
     details.insert("authmethods".into(), Value::List(methods));
     if let Some(u) = &connect.username {
-        details.insert("authid".into(), Value::from(u.to_string()));
+        details.insert("authid".into(), Value::from(u.clone()));
     }
-    let will = connect.last_will.as_ref().and_then(|w| {
-        let publish = rmqtt_codec::types::Publish {
-            dup: false,
-            retain: w.retain,
-            qos: w.qos,
-            topic: w.topic.clone(),
-            packet_id: None,
-            payload: w.message.clone(),
-            properties: None,
-        };
-        match wamp_publish(&settings.mqtt_options, &publish, 0) {
+    let will = connect.will.as_ref().and_then(|(topic, payload, _, retain)| {
+        match wamp_publish(&settings.mqtt_options, topic, payload, *retain, 0) {
             Ok(m) => Some(m),
-            Err(why) => {
-                info!(peer = %peer.desc, topic = %w.topic, cause = %why, "MQTT: the client's will cannot be published");
+            Err((_, why)) => {
+                info!(peer = %peer.desc, topic = %topic, cause = %why, "MQTT: the client's will cannot be published");
                 None
             }
         }
     });
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-    let mut info = TransportInfo::new("mqtt", "mqtt.3.1.1", peer.desc);
+    let mut info = TransportInfo::new("mqtt", wire.protocol(), peer.desc);
     info.cred = peer.cred;
     info.client_cert = peer.client_cert;
     let mut inbox = VecDeque::new();
@@ -238,13 +224,13 @@ async fn handshake<S: Io>(
         (None, CancellationToken::new())
     } else {
         let (n, token) = settings.mqtt_clients.take(&connect.client_id);
-        (Some((connect.client_id.to_string(), n)), token)
+        (Some((connect.client_id.clone(), n)), token)
     };
     let transport = MqttTransport {
         stream,
         rbuf,
         wbuf: BytesMut::new(),
-        codec,
+        wire,
         last_seen: Instant::now(),
         keep_alive,
         inbox,
@@ -340,18 +326,21 @@ pub fn filter_to_subscription(filter: &str) -> Result<(String, &'static str), St
     Ok((topic_to_uri(filter)?, "exact"))
 }
 
-/// The WAMP PUBLISH for an MQTT one (`request` 0: not acknowledged).
+/// The WAMP PUBLISH for an MQTT one (`request` 0: not acknowledged), or
+/// why it cannot be one.
 fn wamp_publish(
     options: &trellis_config::router::WebSocketOptions,
-    p: &rmqtt_codec::types::Publish,
+    mqtt_topic: &str,
+    payload: &Bytes,
+    retain: bool,
     request: Id,
-) -> Result<Message, String> {
-    let topic = topic_to_uri(&p.topic)?;
+) -> Result<Message, (Refused, String)> {
+    let topic = topic_to_uri(mqtt_topic).map_err(|e| (Refused::TopicInvalid, e))?;
     let mut opts = Dict::new();
     if request != 0 {
         opts.insert("acknowledge".into(), Value::Bool(true));
     }
-    if p.retain {
+    if retain {
         opts.insert("retain".into(), Value::Bool(true));
     }
     let payload = match options.mapping_for(&topic) {
@@ -361,11 +350,11 @@ fn wamp_publish(
             opts.insert("ppt_scheme".into(), Value::from("mqtt"));
             opts.insert("enc_algo".into(), Value::from("mqtt"));
             Payload {
-                passthru: Some(p.payload.to_vec()),
+                passthru: Some(payload.to_vec()),
                 ..Payload::default()
             }
         }
-        Mapping::Native(_) => native_payload(&p.payload)?,
+        Mapping::Native(_) => native_payload(payload).map_err(|e| (Refused::PayloadInvalid, e))?,
     };
     Ok(Message::Publish(message::Publish {
         request: request.max(1),
@@ -447,15 +436,15 @@ fn mqtt_payload(payload: &Payload) -> Bytes {
 
 /// A SUBSCRIBE waiting for the router's answers, one per filter.
 struct PendingSuback {
-    codes: Vec<Option<SubscribeReturnCode>>,
+    codes: Vec<Option<Result<QoS, Refused>>>,
 }
 
-/// One MQTT 3.1.1 connection carrying a WAMP session.
+/// One MQTT connection (3.1.1 or 5.0) carrying a WAMP session.
 pub struct MqttTransport<S> {
     stream: S,
     rbuf: BytesMut,
     wbuf: BytesMut,
-    codec: v3::Codec,
+    wire: Wire,
     last_seen: Instant,
     /// 1.5 times the client's keep-alive: silence for longer ends it.
     keep_alive: Option<Duration>,
@@ -477,8 +466,8 @@ pub struct MqttTransport<S> {
     subscriptions: HashMap<String, (Id, QoS)>,
     /// WAMP UNSUBSCRIBE request → packet id.
     unsubscribe_requests: HashMap<Id, NonZeroU16>,
-    /// UNSUBSCRIBEs by packet id: answers still due.
-    unsubacks: HashMap<u16, usize>,
+    /// UNSUBSCRIBEs by packet id: (answers still due, filters).
+    unsubacks: HashMap<u16, (usize, usize)>,
     /// QoS 2 publications taken and not yet released (PUBREL): a
     /// duplicate of one is acknowledged again, not published again.
     qos2_held: std::collections::HashSet<u16>,
@@ -504,10 +493,17 @@ impl<S: Io> MqttTransport<S> {
         NonZeroU16::new(self.next_packet_id).unwrap_or(NonZeroU16::MIN)
     }
 
-    fn write(&mut self, p: v3::Packet) -> Result<(), TransportError> {
-        self.codec
-            .encode(p, &mut self.wbuf)
+    fn write(&mut self, out: Out) -> Result<(), TransportError> {
+        self.wire
+            .encode(out, &mut self.wbuf)
             .map_err(|e| TransportError::Protocol(format!("cannot encode an MQTT packet: {e}")))
+    }
+
+    /// MQTT 5: tell the client why the server ends the connection.
+    fn disconnect(&mut self, reason: v5::DisconnectReasonCode) {
+        if self.wire.is_v5() {
+            let _ = self.write(Out::Disconnect(reason));
+        }
     }
 
     /// The client is gone without DISCONNECT: its will goes out first.
@@ -518,33 +514,30 @@ impl<S: Io> MqttTransport<S> {
 
     /// Act on one packet from the client; WAMP messages for the session go
     /// to the inbox.
-    fn on_packet(&mut self, p: v3::Packet) -> Result<(), TransportError> {
+    fn on_packet(&mut self, p: In) -> Result<(), TransportError> {
         match p {
-            v3::Packet::Connect(_) => {
-                return Err(TransportError::Protocol(
-                    "a second CONNECT on one connection".into(),
-                ));
+            In::Illegal(why) => {
+                self.disconnect(v5::DisconnectReasonCode::ProtocolError);
+                return Err(TransportError::Protocol(why));
             }
-            v3::Packet::Publish(p) => self.on_publish(*p)?,
-            v3::Packet::PublishRelease { packet_id } => {
+            In::Publish {
+                topic,
+                payload,
+                qos,
+                retain,
+                packet_id,
+            } => self.on_publish(&topic, &payload, qos, retain, packet_id)?,
+            In::PubRel(packet_id) => {
                 self.qos2_held.remove(&packet_id.get());
-                self.write(v3::Packet::PublishComplete { packet_id })?;
+                self.write(Out::PubComp(packet_id))?;
             }
-            v3::Packet::PublishAck { .. }
-            | v3::Packet::PublishReceived { .. }
-            | v3::Packet::PublishComplete { .. } => {}
-            v3::Packet::Subscribe {
-                packet_id,
-                topic_filters,
-            } => self.on_subscribe(packet_id, topic_filters)?,
-            v3::Packet::Unsubscribe {
-                packet_id,
-                topic_filters,
-            } => {
+            In::Acked => {}
+            In::Subscribe(packet_id, filters) => self.on_subscribe(packet_id, filters)?,
+            In::Unsubscribe(packet_id, filters) => {
+                let total = filters.len();
                 let mut due = 0;
-                for f in topic_filters {
-                    let f: &str = f.as_ref();
-                    if let Some((sub, _)) = self.subscriptions.remove(f) {
+                for f in filters {
+                    if let Some((sub, _)) = self.subscriptions.remove(&f) {
                         // Another filter may map to the same subscription.
                         if self.subscriptions.values().any(|(s, _)| *s == sub) {
                             continue;
@@ -560,13 +553,13 @@ impl<S: Io> MqttTransport<S> {
                     }
                 }
                 if due == 0 {
-                    self.write(v3::Packet::UnsubscribeAck { packet_id })?;
+                    self.write(Out::UnsubAck(packet_id, total))?;
                 } else {
-                    self.unsubacks.insert(packet_id.get(), due);
+                    self.unsubacks.insert(packet_id.get(), (due, total));
                 }
             }
-            v3::Packet::PingRequest => self.write(v3::Packet::PingResponse)?,
-            v3::Packet::Disconnect => {
+            In::Ping => self.write(Out::PingResp)?,
+            In::Disconnect => {
                 // A clean end: no will.
                 self.will = None;
                 self.ended = true;
@@ -575,21 +568,19 @@ impl<S: Io> MqttTransport<S> {
                     reason: "wamp.close.normal".into(),
                 }));
             }
-            v3::Packet::ConnectAck(_)
-            | v3::Packet::SubscribeAck { .. }
-            | v3::Packet::UnsubscribeAck { .. }
-            | v3::Packet::PingResponse => {
-                return Err(TransportError::Protocol(format!(
-                    "MQTT packet type {} comes from a server, not a client",
-                    p.packet_type() >> 4
-                )));
-            }
         }
         Ok(())
     }
 
-    fn on_publish(&mut self, p: rmqtt_codec::types::Publish) -> Result<(), TransportError> {
-        let acked = match (p.qos, p.packet_id) {
+    fn on_publish(
+        &mut self,
+        topic: &str,
+        payload: &Bytes,
+        qos: QoS,
+        retain: bool,
+        packet_id: Option<NonZeroU16>,
+    ) -> Result<(), TransportError> {
+        let acked = match (qos, packet_id) {
             (QoS::AtMostOnce, _) => None,
             (qos, Some(id)) => Some((id, qos)),
             (_, None) => {
@@ -602,32 +593,42 @@ impl<S: Io> MqttTransport<S> {
             && !self.qos2_held.insert(packet_id.get())
         {
             // Sent again before its PUBREL: taken already, exactly once.
-            return self.write(v3::Packet::PublishReceived { packet_id });
+            return self.write(Out::PubRec(packet_id, None));
         }
         let request = if acked.is_some() { self.request() } else { 0 };
-        match wamp_publish(&self.options, &p, request) {
+        match wamp_publish(&self.options, topic, payload, retain, request) {
             Ok(m) => {
                 if let Some(a) = acked {
                     self.publishes.insert(request, a);
                 }
                 self.inbox.push_back(m);
             }
-            Err(why) => {
-                // MQTT 3.1.1 has no way to refuse a publication: it is
-                // acknowledged and not delivered, and the log says why.
-                info!(topic = %p.topic, cause = %why, "MQTT publication refused: its topic has no WAMP equivalent");
+            Err((refused, why)) => {
+                // MQTT 5 says why in the acknowledgement; MQTT 3.1.1 has
+                // no way to refuse a publication: it is acknowledged and
+                // not delivered. The log says why in both.
+                info!(topic = %topic, cause = %why, "MQTT publication refused");
                 if let Some((packet_id, qos)) = acked {
-                    self.ack(packet_id, qos)?;
+                    self.ack(packet_id, qos, Some(refused))?;
                 }
             }
         }
         Ok(())
     }
 
-    fn ack(&mut self, packet_id: NonZeroU16, qos: QoS) -> Result<(), TransportError> {
+    fn ack(
+        &mut self,
+        packet_id: NonZeroU16,
+        qos: QoS,
+        refused: Option<Refused>,
+    ) -> Result<(), TransportError> {
+        if qos == QoS::ExactlyOnce && refused.is_some() {
+            // Refused: there will be no PUBREL to wait for.
+            self.qos2_held.remove(&packet_id.get());
+        }
         match qos {
-            QoS::ExactlyOnce => self.write(v3::Packet::PublishReceived { packet_id }),
-            _ => self.write(v3::Packet::PublishAck { packet_id }),
+            QoS::ExactlyOnce => self.write(Out::PubRec(packet_id, refused)),
+            _ => self.write(Out::PubAck(packet_id, refused)),
         }
     }
 
@@ -650,7 +651,7 @@ impl<S: Io> MqttTransport<S> {
             match filter_to_subscription(filter) {
                 Err(why) => {
                     info!(filter = %filter, cause = %why, "MQTT subscription refused");
-                    pending.codes[i] = Some(SubscribeReturnCode::Failure);
+                    pending.codes[i] = Some(Err(Refused::TopicInvalid));
                 }
                 Ok((topic, policy)) => {
                     let request = self.request();
@@ -681,18 +682,18 @@ impl<S: Io> MqttTransport<S> {
         packet_id: NonZeroU16,
         pending: PendingSuback,
     ) -> Result<(), TransportError> {
-        let status = pending
+        let codes = pending
             .codes
             .into_iter()
-            .map(|c| c.unwrap_or(SubscribeReturnCode::Failure))
+            .map(|c| c.unwrap_or(Err(Refused::Unspecified)))
             .collect();
-        self.write(v3::Packet::SubscribeAck { packet_id, status })
+        self.write(Out::SubAck(packet_id, codes))
     }
 
     fn subscribe_answer(
         &mut self,
         request: Id,
-        code: SubscribeReturnCode,
+        code: Result<QoS, Refused>,
         subscription: Option<Id>,
     ) -> Result<(), TransportError> {
         let Some((packet_id, i, filter, granted)) = self.subscribe_requests.remove(&request) else {
@@ -733,15 +734,13 @@ impl<S: Io> MqttTransport<S> {
         };
         let retain = matches!(e.details.get("retained"), Some(Value::Bool(true)));
         let packet_id = (qos != QoS::AtMostOnce).then(|| self.packet_id());
-        self.write(v3::Packet::Publish(Box::new(rmqtt_codec::types::Publish {
-            dup: false,
-            retain,
-            qos,
-            topic: topic.into(),
-            packet_id,
+        self.write(Out::Publish {
+            topic,
             payload: mqtt_payload(&e.payload),
-            properties: None,
-        })))
+            qos,
+            retain,
+            packet_id,
+        })
     }
 }
 
@@ -768,19 +767,21 @@ impl<S: Io> Transport for MqttTransport<S> {
             if !self.wbuf.is_empty() {
                 self.flush().await?;
             }
-            match self.codec.decode(&mut self.rbuf) {
-                Ok(Some((p, _))) => {
+            match self.wire.decode(&mut self.rbuf) {
+                Ok(Some(p)) => {
                     self.last_seen = Instant::now();
                     self.on_packet(p)?;
                     continue;
                 }
                 Ok(None) => {}
                 Err(rmqtt_codec::error::DecodeError::MaxSizeExceeded { size, max }) => {
+                    self.disconnect(v5::DisconnectReasonCode::PacketTooLarge);
                     return Err(TransportError::TooBig(format!(
                         "an MQTT packet of {size} bytes is over the {max} bytes this transport takes (options.max_message_size)"
                     )));
                 }
                 Err(e) => {
+                    self.disconnect(v5::DisconnectReasonCode::MalformedPacket);
                     return Err(TransportError::Protocol(format!(
                         "malformed MQTT packet: {e}"
                     )));
@@ -801,6 +802,7 @@ impl<S: Io> Transport for MqttTransport<S> {
                         Ok(r) => r,
                         Err(_) => {
                             info!("MQTT client silent for 1.5 times its keep-alive: closed");
+                            self.disconnect(v5::DisconnectReasonCode::KeepAliveTimeout);
                             match self.lost() {
                                 Some(will) => return encode(&will),
                                 None => return Err(TransportError::Closed),
@@ -810,6 +812,9 @@ impl<S: Io> Transport for MqttTransport<S> {
                 }
                 None => read.await,
             };
+            if self.taken_over.is_cancelled() {
+                self.disconnect(v5::DisconnectReasonCode::SessionTakenOver);
+            }
             match got {
                 Ok(0) | Err(_) => match self.lost() {
                     Some(will) => return encode(&will),
@@ -824,25 +829,19 @@ impl<S: Io> Transport for MqttTransport<S> {
         match &msg.msg {
             Message::Welcome(_) => {
                 self.connected = true;
-                self.write(v3::Packet::ConnectAck(v3::ConnectAck {
-                    return_code: ConnectAckReason::ConnectionAccepted,
-                    session_present: false,
-                }))?;
+                self.write(Out::ConnAck(None))?;
             }
             Message::Abort(a) => {
                 if !self.connected {
-                    let return_code = match a.reason.as_str() {
+                    let refused = match a.reason.as_str() {
                         "wamp.error.authentication_failed" | "wamp.error.no_auth_method" => {
-                            ConnectAckReason::BadUserNameOrPassword
+                            Refused::BadCredentials
                         }
-                        "wamp.close.system_shutdown" => ConnectAckReason::ServiceUnavailable,
-                        _ => ConnectAckReason::NotAuthorized,
+                        "wamp.close.system_shutdown" => Refused::Unavailable,
+                        _ => Refused::NotAuthorized,
                     };
                     info!(reason = %a.reason, "MQTT CONNECT refused");
-                    self.write(v3::Packet::ConnectAck(v3::ConnectAck {
-                        return_code,
-                        session_present: false,
-                    }))?;
+                    self.write(Out::ConnAck(Some(refused)))?;
                 }
                 self.ended = true;
             }
@@ -859,7 +858,7 @@ impl<S: Io> Transport for MqttTransport<S> {
             }
             Message::Published(p) => {
                 if let Some((packet_id, qos)) = self.publishes.remove(&p.request) {
-                    self.ack(packet_id, qos)?;
+                    self.ack(packet_id, qos, None)?;
                 }
             }
             Message::Subscribed(s) => {
@@ -867,41 +866,39 @@ impl<S: Io> Transport for MqttTransport<S> {
                     .subscribe_requests
                     .get(&s.request)
                     .map_or(QoS::AtMostOnce, |r| r.3);
-                self.subscribe_answer(
-                    s.request,
-                    SubscribeReturnCode::Success(granted),
-                    Some(s.subscription),
-                )?;
+                self.subscribe_answer(s.request, Ok(granted), Some(s.subscription))?;
             }
             Message::Unsubscribed(u) => {
                 if let Some(packet_id) = self.unsubscribe_requests.remove(&u.request) {
-                    let left = self.unsubacks.get_mut(&packet_id.get()).map(|n| {
+                    let left = self.unsubacks.get_mut(&packet_id.get()).map(|(n, total)| {
                         *n -= 1;
-                        *n
+                        (*n, *total)
                     });
-                    if left == Some(0) {
+                    if let Some((0, total)) = left {
                         self.unsubacks.remove(&packet_id.get());
-                        self.write(v3::Packet::UnsubscribeAck { packet_id })?;
+                        self.write(Out::UnsubAck(packet_id, total))?;
                     }
                 }
             }
             Message::Error(e) => match e.request_type {
                 code::PUBLISH => {
                     if let Some((packet_id, qos)) = self.publishes.remove(&e.request) {
-                        // MQTT 3.1.1 cannot refuse a publication: it is
-                        // acknowledged, not delivered, and logged.
+                        // MQTT 5 gets the reason code; MQTT 3.1.1 cannot
+                        // refuse a publication: it is acknowledged, not
+                        // delivered, and logged.
                         info!(error = %e.error, "MQTT publication refused by the router");
-                        self.ack(packet_id, qos)?;
+                        self.ack(packet_id, qos, Some(Refused::NotAuthorized))?;
                     }
                 }
                 code::SUBSCRIBE => {
                     info!(error = %e.error, "MQTT subscription refused by the router");
-                    self.subscribe_answer(e.request, SubscribeReturnCode::Failure, None)?;
+                    self.subscribe_answer(e.request, Err(Refused::NotAuthorized), None)?;
                 }
                 code::UNSUBSCRIBE => {
-                    if let Some(packet_id) = self.unsubscribe_requests.remove(&e.request) {
-                        self.unsubacks.remove(&packet_id.get());
-                        self.write(v3::Packet::UnsubscribeAck { packet_id })?;
+                    if let Some(packet_id) = self.unsubscribe_requests.remove(&e.request)
+                        && let Some((_, total)) = self.unsubacks.remove(&packet_id.get())
+                    {
+                        self.write(Out::UnsubAck(packet_id, total))?;
                     }
                 }
                 _ => {}

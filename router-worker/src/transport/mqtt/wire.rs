@@ -1,0 +1,416 @@
+//! MQTT 3.1.1 and 5.0 on the wire, behind one set of packets: the
+//! transport reads [`In`] and writes [`Out`], and this module turns them
+//! into each version's packets (rmqtt-codec's), with MQTT 5's reason codes
+//! where MQTT 3.1.1 has none, and MQTT 5's inbound topic aliases.
+
+use std::collections::HashMap;
+use std::num::NonZeroU16;
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use rmqtt_codec::error::DecodeError;
+use rmqtt_codec::types::{Publish, QoS};
+use rmqtt_codec::{v3, v5};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Topic aliases a client may set (MQTT 5's Topic Alias Maximum).
+pub const TOPIC_ALIAS_MAX: u16 = 32;
+
+/// A CONNECT, whatever the version.
+pub struct Connect {
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Bytes>,
+    pub keep_alive: u16,
+    /// (topic, payload, QoS, retain).
+    pub will: Option<(String, Bytes, QoS, bool)>,
+}
+
+/// What a client sends, once connected.
+pub enum In {
+    Publish {
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        packet_id: Option<NonZeroU16>,
+    },
+    PubRel(NonZeroU16),
+    /// PUBACK, PUBREC or PUBCOMP for what the router sent (which goes out
+    /// at QoS 0 or 1).
+    Acked,
+    Subscribe(NonZeroU16, Vec<(String, QoS)>),
+    Unsubscribe(NonZeroU16, Vec<String>),
+    Ping,
+    Disconnect,
+    /// A packet a client may not send here, and why.
+    Illegal(String),
+}
+
+/// Why something was refused (MQTT 5 says it with a reason code; MQTT
+/// 3.1.1 has fewer ways or none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    BadCredentials,
+    NotAuthorized,
+    Unavailable,
+    TopicInvalid,
+    PayloadInvalid,
+    Unspecified,
+}
+
+/// What the router sends a client.
+pub enum Out {
+    ConnAck(Option<Refused>),
+    PubAck(NonZeroU16, Option<Refused>),
+    PubRec(NonZeroU16, Option<Refused>),
+    PubComp(NonZeroU16),
+    SubAck(NonZeroU16, Vec<Result<QoS, Refused>>),
+    UnsubAck(NonZeroU16, usize),
+    PingResp,
+    Publish {
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        packet_id: Option<NonZeroU16>,
+    },
+    /// MQTT 5 only (3.1.1 just closes): the server ends the connection.
+    Disconnect(v5::DisconnectReasonCode),
+}
+
+/// The wire of one connection.
+pub enum Wire {
+    V3(v3::Codec),
+    V5 {
+        codec: v5::Codec,
+        /// Topic aliases the client set.
+        aliases: HashMap<u16, String>,
+        max_packet: u32,
+    },
+}
+
+impl Wire {
+    /// The version's name, for the session's transport details.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            Wire::V3(_) => "mqtt.3.1.1",
+            Wire::V5 { .. } => "mqtt.5",
+        }
+    }
+
+    pub fn is_v5(&self) -> bool {
+        matches!(self, Wire::V5 { .. })
+    }
+
+    /// The next CONNECT, if one is whole in `buf`.
+    pub fn decode_connect(&mut self, buf: &mut BytesMut) -> Result<Option<Connect>, String> {
+        match self {
+            Wire::V3(c) => match c.decode(buf).map_err(|e| e.to_string())? {
+                None => Ok(None),
+                Some((v3::Packet::Connect(c), _)) => Ok(Some(Connect {
+                    client_id: c.client_id.to_string(),
+                    username: c.username.map(|u| u.to_string()),
+                    password: c.password,
+                    keep_alive: c.keep_alive,
+                    will: c
+                        .last_will
+                        .map(|w| (w.topic.to_string(), w.message, w.qos, w.retain)),
+                })),
+                Some((p, _)) => Err(format!(
+                    "the first packet must be CONNECT, found type {}",
+                    p.packet_type() >> 4
+                )),
+            },
+            Wire::V5 { codec, .. } => match codec.decode(buf).map_err(|e| e.to_string())? {
+                None => Ok(None),
+                Some((v5::Packet::Connect(c), _)) => Ok(Some(Connect {
+                    client_id: c.client_id.to_string(),
+                    username: c.username.map(|u| u.to_string()),
+                    password: c.password,
+                    keep_alive: c.keep_alive,
+                    will: c
+                        .last_will
+                        .map(|w| (w.topic.to_string(), w.message, w.qos, w.retain)),
+                })),
+                Some((p, _)) => Err(format!(
+                    "the first packet must be CONNECT, found type {}",
+                    p.packet_type() >> 4
+                )),
+            },
+        }
+    }
+
+    /// The next packet, if one is whole in `buf`.
+    ///
+    /// # Errors
+    /// What the codec refused (an oversize packet is
+    /// `DecodeError::MaxSizeExceeded`).
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<In>, DecodeError> {
+        match self {
+            Wire::V3(c) => Ok(c.decode(buf)?.map(|(p, _)| from_v3(p))),
+            Wire::V5 { codec, aliases, .. } => {
+                Ok(codec.decode(buf)?.map(|(p, _)| from_v5(p, aliases)))
+            }
+        }
+    }
+
+    /// Append `out` to `buf`.
+    ///
+    /// # Errors
+    /// The codec could not encode it.
+    pub fn encode(&mut self, out: Out, buf: &mut BytesMut) -> Result<(), String> {
+        match self {
+            Wire::V3(c) => match to_v3(out) {
+                Some(p) => c.encode(p, buf).map_err(|e| e.to_string()),
+                None => Ok(()),
+            },
+            Wire::V5 {
+                codec, max_packet, ..
+            } => codec
+                .encode(to_v5(out, *max_packet), buf)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+fn publish_in(p: Publish, topic: String) -> In {
+    In::Publish {
+        topic,
+        payload: p.payload,
+        qos: p.qos,
+        retain: p.retain,
+        packet_id: p.packet_id,
+    }
+}
+
+fn from_v3(p: v3::Packet) -> In {
+    match p {
+        v3::Packet::Publish(p) => {
+            let topic = p.topic.to_string();
+            publish_in(*p, topic)
+        }
+        v3::Packet::PublishRelease { packet_id } => In::PubRel(packet_id),
+        v3::Packet::PublishAck { .. }
+        | v3::Packet::PublishReceived { .. }
+        | v3::Packet::PublishComplete { .. } => In::Acked,
+        v3::Packet::Subscribe {
+            packet_id,
+            topic_filters,
+        } => In::Subscribe(
+            packet_id,
+            topic_filters
+                .into_iter()
+                .map(|(f, q)| (f.to_string(), q))
+                .collect(),
+        ),
+        v3::Packet::Unsubscribe {
+            packet_id,
+            topic_filters,
+        } => In::Unsubscribe(
+            packet_id,
+            topic_filters.into_iter().map(|f| f.to_string()).collect(),
+        ),
+        v3::Packet::PingRequest => In::Ping,
+        v3::Packet::Disconnect => In::Disconnect,
+        v3::Packet::Connect(_) => In::Illegal("a second CONNECT on one connection".into()),
+        other => In::Illegal(format!(
+            "MQTT packet type {} comes from a server, not a client",
+            other.packet_type() >> 4
+        )),
+    }
+}
+
+fn from_v5(p: v5::Packet, aliases: &mut HashMap<u16, String>) -> In {
+    match p {
+        v5::Packet::Publish(p) => {
+            let alias = p
+                .properties
+                .as_ref()
+                .and_then(|pr| pr.topic_alias)
+                .map(NonZeroU16::get);
+            let topic = match (p.topic.is_empty(), alias) {
+                (false, None) => p.topic.to_string(),
+                (false, Some(a)) if a <= TOPIC_ALIAS_MAX => {
+                    aliases.insert(a, p.topic.to_string());
+                    p.topic.to_string()
+                }
+                (true, Some(a)) => match aliases.get(&a) {
+                    Some(t) => t.clone(),
+                    None => return In::Illegal(format!("topic alias {a} was never set")),
+                },
+                (_, Some(a)) => {
+                    return In::Illegal(format!(
+                        "topic alias {a} is over the {TOPIC_ALIAS_MAX} this server takes"
+                    ));
+                }
+                (true, None) => return In::Illegal("a PUBLISH without a topic".into()),
+            };
+            publish_in(*p, topic)
+        }
+        v5::Packet::PublishRelease(a) => In::PubRel(a.packet_id),
+        v5::Packet::PublishAck(_)
+        | v5::Packet::PublishReceived(_)
+        | v5::Packet::PublishComplete(_) => In::Acked,
+        v5::Packet::Subscribe(s) => In::Subscribe(
+            s.packet_id,
+            s.topic_filters
+                .into_iter()
+                .map(|(f, o)| (f.to_string(), o.qos))
+                .collect(),
+        ),
+        v5::Packet::Unsubscribe(u) => In::Unsubscribe(
+            u.packet_id,
+            u.topic_filters.into_iter().map(|f| f.to_string()).collect(),
+        ),
+        v5::Packet::PingRequest => In::Ping,
+        v5::Packet::Disconnect(_) => In::Disconnect,
+        v5::Packet::Connect(_) => In::Illegal("a second CONNECT on one connection".into()),
+        v5::Packet::Auth(_) => In::Illegal(
+            "enhanced authentication (AUTH) is not supported: log in with a user name and password"
+                .into(),
+        ),
+        other => In::Illegal(format!(
+            "MQTT packet type {} comes from a server, not a client",
+            other.packet_type() >> 4
+        )),
+    }
+}
+
+fn to_v3(out: Out) -> Option<v3::Packet> {
+    Some(match out {
+        Out::ConnAck(r) => v3::Packet::ConnectAck(v3::ConnectAck {
+            return_code: match r {
+                None => v3::ConnectAckReason::ConnectionAccepted,
+                Some(Refused::BadCredentials) => v3::ConnectAckReason::BadUserNameOrPassword,
+                Some(Refused::Unavailable) => v3::ConnectAckReason::ServiceUnavailable,
+                Some(_) => v3::ConnectAckReason::NotAuthorized,
+            },
+            session_present: false,
+        }),
+        // MQTT 3.1.1 cannot refuse a publication: acknowledged anyway.
+        Out::PubAck(packet_id, _) => v3::Packet::PublishAck { packet_id },
+        Out::PubRec(packet_id, _) => v3::Packet::PublishReceived { packet_id },
+        Out::PubComp(packet_id) => v3::Packet::PublishComplete { packet_id },
+        Out::SubAck(packet_id, codes) => v3::Packet::SubscribeAck {
+            packet_id,
+            status: codes
+                .into_iter()
+                .map(|c| match c {
+                    Ok(q) => v3::SubscribeReturnCode::Success(q),
+                    Err(_) => v3::SubscribeReturnCode::Failure,
+                })
+                .collect(),
+        },
+        Out::UnsubAck(packet_id, _) => v3::Packet::UnsubscribeAck { packet_id },
+        Out::PingResp => v3::Packet::PingResponse,
+        Out::Publish {
+            topic,
+            payload,
+            qos,
+            retain,
+            packet_id,
+        } => v3::Packet::Publish(Box::new(Publish {
+            dup: false,
+            retain,
+            qos,
+            topic: ByteString::from(topic),
+            packet_id,
+            payload,
+            properties: None,
+        })),
+        Out::Disconnect(_) => return None,
+    })
+}
+
+fn pub_reason(r: Option<Refused>) -> v5::PublishAckReason {
+    match r {
+        None => v5::PublishAckReason::Success,
+        Some(Refused::NotAuthorized) => v5::PublishAckReason::NotAuthorized,
+        Some(Refused::TopicInvalid) => v5::PublishAckReason::TopicNameInvalid,
+        Some(Refused::PayloadInvalid) => v5::PublishAckReason::PayloadFormatInvalid,
+        Some(_) => v5::PublishAckReason::UnspecifiedError,
+    }
+}
+
+fn to_v5(out: Out, max_packet: u32) -> v5::Packet {
+    match out {
+        Out::ConnAck(r) => v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+            reason_code: match r {
+                None => v5::ConnectAckReason::Success,
+                Some(Refused::BadCredentials) => v5::ConnectAckReason::BadUserNameOrPassword,
+                Some(Refused::Unavailable) => v5::ConnectAckReason::ServerUnavailable,
+                Some(Refused::NotAuthorized) => v5::ConnectAckReason::NotAuthorized,
+                Some(_) => v5::ConnectAckReason::UnspecifiedError,
+            },
+            max_packet_size: Some(max_packet),
+            topic_alias_max: TOPIC_ALIAS_MAX,
+            subscription_identifiers_available: false,
+            shared_subscription_available: false,
+            ..v5::ConnectAck::default()
+        })),
+        Out::PubAck(packet_id, r) => v5::Packet::PublishAck(v5::PublishAck {
+            packet_id,
+            reason_code: pub_reason(r),
+            properties: Vec::new(),
+            reason_string: None,
+        }),
+        Out::PubRec(packet_id, r) => v5::Packet::PublishReceived(v5::PublishAck {
+            packet_id,
+            reason_code: pub_reason(r),
+            properties: Vec::new(),
+            reason_string: None,
+        }),
+        Out::PubComp(packet_id) => v5::Packet::PublishComplete(v5::PublishAck2 {
+            packet_id,
+            reason_code: v5::PublishAck2Reason::Success,
+            properties: Vec::new(),
+            reason_string: None,
+        }),
+        Out::SubAck(packet_id, codes) => v5::Packet::SubscribeAck(v5::SubscribeAck {
+            packet_id,
+            properties: Vec::new(),
+            reason_string: None,
+            status: codes
+                .into_iter()
+                .map(|c| match c {
+                    Ok(QoS::AtMostOnce) => v5::SubscribeAckReason::GrantedQos0,
+                    Ok(QoS::AtLeastOnce) => v5::SubscribeAckReason::GrantedQos1,
+                    Ok(QoS::ExactlyOnce) => v5::SubscribeAckReason::GrantedQos2,
+                    Err(Refused::NotAuthorized) => v5::SubscribeAckReason::NotAuthorized,
+                    Err(Refused::TopicInvalid) => v5::SubscribeAckReason::TopicFilterInvalid,
+                    Err(_) => v5::SubscribeAckReason::UnspecifiedError,
+                })
+                .collect(),
+        }),
+        Out::UnsubAck(packet_id, n) => v5::Packet::UnsubscribeAck(v5::UnsubscribeAck {
+            packet_id,
+            properties: Vec::new(),
+            reason_string: None,
+            status: vec![v5::UnsubscribeAckReason::Success; n],
+        }),
+        Out::PingResp => v5::Packet::PingResponse,
+        Out::Publish {
+            topic,
+            payload,
+            qos,
+            retain,
+            packet_id,
+        } => v5::Packet::Publish(Box::new(Publish {
+            dup: false,
+            retain,
+            qos,
+            topic: ByteString::from(topic),
+            packet_id,
+            payload,
+            properties: Some(v5::PublishProperties::default()),
+        })),
+        Out::Disconnect(reason_code) => v5::Packet::Disconnect(v5::Disconnect {
+            reason_code,
+            session_expiry_interval_secs: None,
+            server_reference: None,
+            reason_string: None,
+            user_properties: Vec::new(),
+        }),
+    }
+}
