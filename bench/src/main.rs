@@ -170,6 +170,19 @@ enum Scenario {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// N idle MQTT 3.1.1 clients (CONNECT, CONNACK, then silence) on an
+    /// mqtt transport (`--url mqtt://HOST:PORT`): the router's RSS before
+    /// and after, per client.
+    MqttIdle {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// The router's PID (its children are counted too).
+        #[arg(long)]
+        pid: u32,
+        /// Clients connecting at once while filling up.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     /// N connections each holding an unfinished frame that declares
     /// `declared` bytes; the router's RSS before and after.
     UnfinishedFrames {
@@ -705,6 +718,11 @@ async fn main() -> Result<()> {
             pid,
             concurrency,
         } => idle(&cli, sessions, pid, concurrency).await,
+        Scenario::MqttIdle {
+            clients,
+            pid,
+            concurrency,
+        } => mqtt_idle(&cli, clients, pid, concurrency).await,
         Scenario::UnfinishedFrames {
             connections,
             declared,

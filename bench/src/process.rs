@@ -426,3 +426,82 @@ pub(crate) async fn node(cli: &Cli, cmd: &str, timeout: f64) -> Result<()> {
     );
     Ok(())
 }
+
+/// One idle MQTT 3.1.1 client: CONNECT (client id `id`, keep-alive off),
+/// then wait for the CONNACK that accepts it.
+async fn mqtt_client(addr: &str, id: &str) -> Result<TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await?;
+    let id = id.as_bytes();
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0];
+    body.extend_from_slice(&u16::try_from(id.len())?.to_be_bytes());
+    body.extend_from_slice(id);
+    let mut packet = vec![0x10, u8::try_from(body.len())?];
+    packet.extend_from_slice(&body);
+    s.write_all(&packet).await?;
+    let mut ack = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut ack)).await??;
+    if ack != [0x20, 0x02, 0x00, 0x00] {
+        bail!("CONNACK {ack:?}: the client was refused");
+    }
+    Ok(s)
+}
+
+pub(crate) async fn mqtt_idle(
+    cli: &Cli,
+    clients: usize,
+    pid: u32,
+    concurrency: usize,
+) -> Result<()> {
+    let addr = cli
+        .url
+        .strip_prefix("mqtt://")
+        .ok_or_else(|| anyhow::anyhow!("mqtt-idle takes --url mqtt://HOST:PORT"))?
+        .trim_end_matches('/')
+        .to_owned();
+    let before = tree_rss_kib(pid)?;
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(clients);
+    let mut pending = futures::stream::FuturesUnordered::new();
+    let mut launched = 0;
+    while conns.len() < clients {
+        while launched < clients && pending.len() < concurrency {
+            let (addr, id) = (addr.clone(), format!("idle-{launched}"));
+            pending.push(async move { mqtt_client(&addr, &id).await });
+            launched += 1;
+        }
+        match pending.next().await {
+            Some(c) => conns.push(c?),
+            None => break,
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "only {} of {clients} MQTT clients connected within 600 s",
+                conns.len()
+            );
+        }
+    }
+    let fill = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = tree_rss_kib(pid)?;
+    let per_client = (after.saturating_sub(before)) as f64 * 1024.0 / clients as f64;
+    // A newcomer still gets in promptly.
+    let t = Instant::now();
+    let newcomer = mqtt_client(&addr, "idle-newcomer").await?;
+    let connect_ms = t.elapsed().as_secs_f64() * 1000.0;
+    report(
+        cli,
+        "mqtt-idle",
+        serde_json::json!({"clients": clients, "rss_before_kib": before, "rss_after_kib": after,
+            "bytes_per_client": per_client.round(), "fill_s": fill, "new_connect_ms": connect_ms}),
+        format!(
+            "{clients} idle MQTT clients: RSS {:.1} -> {:.1} MiB, {:.0} B/client (filled in {fill:.1} s); a newcomer connects in {connect_ms:.1} ms",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0,
+            per_client
+        ),
+    );
+    drop(newcomer);
+    drop(conns);
+    Ok(())
+}
