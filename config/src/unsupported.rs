@@ -31,10 +31,6 @@ const FIELDS: &[(&str, &str)] = &[
         "TLS endpoints are not supported by Trellis yet: remove the key",
     ),
     (
-        "mqtt",
-        "a universal transport's \"mqtt\" part is not supported by Trellis yet: give MQTT its own \"type\": \"mqtt\" transport and port",
-    ),
-    (
         "server_string",
         "Crossbar.io's twisted endpoints (\"server_string\") are not supported by Trellis yet: remove the key",
     ),
@@ -134,7 +130,6 @@ mod tests {
         assert!(key("container", "manhole").contains("not supported by Trellis yet"));
         assert!(field("validate_utf8").is_some_and(|m| m.contains("\"validate_utf8\"")));
         assert!(field("tls").is_some_and(|m| m.starts_with("TLS endpoints")));
-        assert!(field("mqtt").is_some_and(|m| m.contains("\"type\": \"mqtt\" transport")));
         assert_eq!(field("prot"), None, "a typo stays a typo");
         assert!(variant("wsgi").is_some_and(|m| m.contains("guest worker")));
         assert!(variant("cgi").is_some_and(|m| m.contains("web service")));

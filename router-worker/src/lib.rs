@@ -130,6 +130,9 @@ impl Router {
             if let Some(raw) = raw {
                 wamp_transports.push((index, raw.clone()));
             }
+            if let Some(m) = cfg.transports.get(index).and_then(|u| u.universal_mqtt()) {
+                wamp_transports.push((index, m));
+            }
             match (&t.kind, &t.paths) {
                 (config::TransportKind::Web, Some(_)) => {
                     for (_, p) in t.flat_paths() {
@@ -225,6 +228,12 @@ impl Router {
                 r.name = format!("{}:rawsocket", r.name);
                 r.session.counters = settings.session.counters.clone();
                 settings.rawsocket = Some(Arc::new(r));
+            }
+            if let Some(m) = cfg.transports.get(index).and_then(|u| u.universal_mqtt()) {
+                let mut ms = ListenerSettings::from_config(index, &m, store_for(&m), cfg.compat);
+                ms.name = format!("{}:mqtt", ms.name);
+                ms.session.counters = settings.session.counters.clone();
+                settings.mqtt = Some(Arc::new(ms));
             }
             listeners.push((listener, Arc::new(settings)));
         }
@@ -395,8 +404,8 @@ fn spawn_listener(
     let kind = match settings.kind {
         config::TransportKind::Websocket => "WebSocket",
         config::TransportKind::Rawsocket => "RawSocket",
-        config::TransportKind::Web if settings.rawsocket.is_some() => {
-            "RawSocket, WebSocket and HTTP (universal)"
+        config::TransportKind::Web if settings.rawsocket.is_some() || settings.mqtt.is_some() => {
+            "RawSocket, WebSocket, HTTP and MQTT, by their first bytes (universal)"
         }
         config::TransportKind::Web | config::TransportKind::Universal => {
             "HTTP (web: static files and WebSocket paths)"

@@ -77,10 +77,10 @@ fn mqtt_devices_and_wamp_clients_share_a_realm() {
     );
 }
 
-#[test]
-fn mosquitto_clients_publish_and_subscribe() {
-    let (_node, mqtt, _) = node();
-    let port = mqtt.to_string();
+/// mosquitto_sub takes one message on `m/#` while mosquitto_pub publishes
+/// `hello` to `m/x`, both on `port`.
+fn mosquitto_round_trip(port: u16) {
+    let port = port.to_string();
     let sub = Command::new("mosquitto_sub")
         .args([
             "-h",
@@ -133,4 +133,39 @@ fn mosquitto_clients_publish_and_subscribe() {
         .read_to_string(&mut out)
         .expect("read");
     assert_eq!(out.trim(), "m/x hello");
+}
+
+#[test]
+fn mosquitto_clients_publish_and_subscribe() {
+    let (_node, mqtt, _) = node();
+    mosquitto_round_trip(mqtt);
+}
+
+/// Crossbar.io's universal transport with an `mqtt` part: MQTT, WebSocket
+/// and RawSocket clients on one port, told apart by their first bytes.
+#[test]
+fn a_universal_port_takes_mqtt_beside_wamp() {
+    let port = free_port();
+    let mut cfg: Value = router_config(port);
+    cfg["workers"][0]["transports"] = json!([{
+        "type": "universal",
+        "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+        "mqtt": {"options": {"realm": "realm1", "role": "anonymous"}},
+        "rawsocket": {"serializers": ["json", "msgpack"]},
+        "websocket": {"ws": {"type": "websocket"}}
+    }]);
+    let node = Node::start(&cfg, port);
+    mosquitto_round_trip(port);
+    for url in [
+        format!("ws://127.0.0.1:{port}/ws"),
+        format!("rs://127.0.0.1:{port}"),
+    ] {
+        let out = expect_python_args_ok(&node, "scenarios.py", &[&url, "pubsub_basic", "json"]);
+        assert!(out.contains("ok pubsub_basic json"), "{url}:\n{out}");
+    }
+    assert!(
+        node.log().contains("RawSocket, WebSocket, HTTP and MQTT"),
+        "{}",
+        node.log()
+    );
 }

@@ -299,6 +299,7 @@ impl RouterConfig {
                 ("rawsocket", t.rawsocket.is_some()),
                 ("websocket", t.websocket.is_some()),
                 ("web", t.web.is_some()),
+                ("mqtt", t.mqtt.is_some()),
             ] {
                 if set && t.kind != TransportKind::Universal {
                     p(

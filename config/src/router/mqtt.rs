@@ -201,6 +201,31 @@ mod tests {
     }
 
     #[test]
+    fn a_universal_transports_mqtt_part_is_checked_as_an_mqtt_transport() {
+        let u = router(serde_json::json!({
+            "type": "universal", "endpoint": {"type": "tcp", "port": 8080},
+            "mqtt": {"options": {"role": "device"}},
+            "websocket": {"ws": {"type": "websocket"}}
+        }));
+        let at: Vec<String> = u.validate().into_iter().map(|p| p.path).collect();
+        assert_eq!(at, ["transports[0].mqtt.options.realm"]);
+        let part = u.transports[0].universal_mqtt().expect("an mqtt part");
+        assert_eq!(part.kind, TransportKind::Mqtt);
+        assert_eq!(part.endpoint, u.transports[0].endpoint);
+        let ws = router(serde_json::json!({
+            "type": "websocket", "endpoint": {"type": "tcp", "port": 8080},
+            "mqtt": {"options": {"realm": "realm1"}}
+        }));
+        assert!(
+            ws.validate()
+                .iter()
+                .any(|p| p.path == "transports[0].mqtt" && p.message.contains("only universal")),
+            "{:?}",
+            ws.validate()
+        );
+    }
+
+    #[test]
     fn mqtt_options_belong_to_mqtt_transports() {
         let ws = router(serde_json::json!({
             "type": "websocket", "endpoint": {"type": "tcp", "port": 8080},

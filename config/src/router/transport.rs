@@ -60,6 +60,23 @@ pub struct TransportConfig {
     /// `universal`: the web part (`{"paths": {...}}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web: Option<UniversalWeb>,
+    /// `universal`: MQTT on the same port (`{"options": {"realm": ...}}`),
+    /// for connections that start with an MQTT CONNECT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<UniversalMqtt>,
+}
+
+/// A `universal` transport's MQTT part.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UniversalMqtt {
+    /// As an `mqtt` transport's `options` (`realm`, `role`,
+    /// `payload_mapping`, limits).
+    #[serde(default)]
+    pub options: WebSocketOptions,
+    /// As an `mqtt` transport's `auth`.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
 
 /// A `universal` transport's RawSocket part.
@@ -131,6 +148,7 @@ impl TransportConfig {
             rawsocket: None,
             websocket: None,
             web: None,
+            mqtt: None,
         }
     }
 }
@@ -485,6 +503,7 @@ impl TransportConfig {
             rawsocket: None,
             websocket: None,
             web: None,
+            mqtt: None,
         }
     }
 
@@ -529,6 +548,7 @@ impl TransportConfig {
             rawsocket: None,
             websocket: None,
             web: None,
+            mqtt: None,
             ..self.clone()
         };
         let raw = self.rawsocket.as_ref().map(|r| TransportConfig {
@@ -540,9 +560,29 @@ impl TransportConfig {
             rawsocket: None,
             websocket: None,
             web: None,
+            mqtt: None,
             ..self.clone()
         });
         (web, raw)
+    }
+
+    /// A `universal` transport's MQTT part as an `mqtt` transport on the
+    /// same endpoint.
+    pub fn universal_mqtt(&self) -> Option<TransportConfig> {
+        let m = self.mqtt.as_ref()?;
+        Some(TransportConfig {
+            kind: TransportKind::Mqtt,
+            serializers: None,
+            options: m.options.clone(),
+            auth: m.auth.clone(),
+            cookie: None,
+            paths: None,
+            rawsocket: None,
+            websocket: None,
+            web: None,
+            mqtt: None,
+            ..self.clone()
+        })
     }
 
     /// The serializers this transport offers, in the router's order.
@@ -798,12 +838,15 @@ impl RouterConfig {
     /// A universal transport: each part as the transport it stands for,
     /// with errors under the part's own key.
     pub(super) fn validate_universal(&self, pre: &str, t: &TransportConfig, p: Report<'_>) {
-        if t.rawsocket.is_none() && t.websocket.is_none() && t.web.is_none() {
+        if t.rawsocket.is_none() && t.websocket.is_none() && t.web.is_none() && t.mqtt.is_none() {
             p(
                 pre.to_owned(),
-                "a universal transport needs at least one of \"rawsocket\", \"websocket\", \"web\""
+                "a universal transport needs at least one of \"rawsocket\", \"websocket\", \"web\", \"mqtt\""
                     .into(),
             );
+        }
+        if let Some(m) = t.universal_mqtt() {
+            self.validate_mqtt(&format!("{pre}.mqtt"), &m, p);
         }
         for (key, set) in [
             ("serializers", t.serializers.is_some()),
@@ -814,7 +857,7 @@ impl RouterConfig {
                 p(
                     format!("{pre}.{key}"),
                     format!(
-                        "a universal transport's {key} belong to its parts (rawsocket, websocket, web)"
+                        "a universal transport's {key} belong to its parts (rawsocket, websocket, web, mqtt)"
                     ),
                 );
             }

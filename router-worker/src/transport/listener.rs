@@ -58,6 +58,9 @@ pub struct ListenerSettings {
     pub enable_webstatus: bool,
     /// WebSocket cookie tracking (`cookie`): the store.
     pub cookies: Option<Arc<crate::cookies::CookieStore>>,
+    /// `universal`: the MQTT part, for connections that start with an
+    /// MQTT CONNECT.
+    pub mqtt: Option<Arc<ListenerSettings>>,
     /// `mqtt`: the realm its clients join.
     pub mqtt_realm: Option<String>,
     /// `mqtt`: its options (payload mappings).
@@ -121,6 +124,7 @@ impl ListenerSettings {
             allow_null_origin: o.allow_null_origin,
             enable_webstatus: o.enable_webstatus,
             cookies: None,
+            mqtt: None,
             mqtt_realm: o.realm.clone(),
             mqtt_options: Arc::new(o.clone()),
             mqtt_clients: super::mqtt::Clients::default(),

@@ -389,26 +389,27 @@ async fn handle<S: Io>(
             ))
             .await
         }
-        TransportKind::Web | TransportKind::Universal => match settings.rawsocket.clone() {
-            None => {
+        TransportKind::Web | TransportKind::Universal => {
+            if settings.rawsocket.is_none() && settings.mqtt.is_none() {
                 Box::pin(http::serve_connection(
                     stream, peer, settings, realms, shutdown,
                 ))
                 .await
+            } else {
+                Box::pin(sniff(stream, peer, settings, realms, shutdown)).await
             }
-            Some(raw) => Box::pin(sniff(stream, peer, settings, raw, realms, shutdown)).await,
-        },
+        }
     }
 }
 
 /// A universal transport's connection: RawSocket if its first byte is
-/// 0x7F (RawSocket's magic), else HTTP (web paths and WebSocket). The byte
-/// is read within the handshake deadline and replayed to whichever serves.
+/// 0x7F (RawSocket's magic), MQTT if it is 0x10 (CONNECT), else HTTP (web
+/// paths and WebSocket). The byte is read within the handshake deadline
+/// and replayed to whichever serves.
 async fn sniff<S: Io>(
     mut stream: S,
     peer: Peer,
     web: Arc<ListenerSettings>,
-    raw: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
 ) {
@@ -423,10 +424,14 @@ async fn sniff<S: Io>(
         return;
     }
     let stream = web::Replay::new(first.to_vec(), stream);
-    if first[0] == 0x7F {
-        rawsocket::handle_connection(stream, peer, raw, realms, shutdown).await
-    } else {
-        http::serve_connection(stream, peer, web, realms, shutdown).await
+    match (first[0], &web.rawsocket, &web.mqtt) {
+        (0x7F, Some(raw), _) => {
+            rawsocket::handle_connection(stream, peer, raw.clone(), realms, shutdown).await
+        }
+        (0x10, _, Some(mqtt)) => {
+            mqtt::handle_connection(stream, peer, mqtt.clone(), realms, shutdown).await
+        }
+        _ => http::serve_connection(stream, peer, web, realms, shutdown).await,
     }
 }
 
