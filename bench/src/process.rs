@@ -128,17 +128,20 @@ pub(crate) fn tree_rss_kib(pid: u32) -> Result<u64> {
     Ok(total)
 }
 
-pub(crate) async fn idle(cli: &Cli, sessions: usize, pid: u32, concurrency: usize) -> Result<()> {
-    let ser = cli.serializer.serializer();
-    let before = tree_rss_kib(pid)?;
+/// `count` connections opened by `open(n)`, at most `concurrency` at a
+/// time, within 600 s; `what` names them in the error.
+async fn fill_up<T, F, Fut>(count: usize, concurrency: usize, what: &str, open: F) -> Result<Vec<T>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let started = Instant::now();
-    let mut conns = Vec::with_capacity(sessions);
+    let mut conns = Vec::with_capacity(count);
     let mut pending = futures::stream::FuturesUnordered::new();
     let mut launched = 0;
-    while conns.len() < sessions {
-        while launched < sessions && pending.len() < concurrency {
-            let (url, realm) = (cli.url.clone(), cli.realm.clone());
-            pending.push(async move { Conn::join(&url, &realm, ser).await });
+    while conns.len() < count {
+        while launched < count && pending.len() < concurrency {
+            pending.push(open(launched));
             launched += 1;
         }
         match pending.next().await {
@@ -146,12 +149,21 @@ pub(crate) async fn idle(cli: &Cli, sessions: usize, pid: u32, concurrency: usiz
             None => break,
         }
         if started.elapsed() > Duration::from_secs(600) {
-            bail!(
-                "only {} of {sessions} sessions joined within 600 s",
-                conns.len()
-            );
+            bail!("only {} of {count} {what} within 600 s", conns.len());
         }
     }
+    Ok(conns)
+}
+
+pub(crate) async fn idle(cli: &Cli, sessions: usize, pid: u32, concurrency: usize) -> Result<()> {
+    let ser = cli.serializer.serializer();
+    let before = tree_rss_kib(pid)?;
+    let started = Instant::now();
+    let conns = fill_up(sessions, concurrency, "sessions joined", |_| {
+        let (url, realm) = (cli.url.clone(), cli.realm.clone());
+        async move { Conn::join(&url, &realm, ser).await }
+    })
+    .await?;
     let fill = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = tree_rss_kib(pid)?;
@@ -461,26 +473,11 @@ pub(crate) async fn mqtt_idle(
         .to_owned();
     let before = tree_rss_kib(pid)?;
     let started = Instant::now();
-    let mut conns = Vec::with_capacity(clients);
-    let mut pending = futures::stream::FuturesUnordered::new();
-    let mut launched = 0;
-    while conns.len() < clients {
-        while launched < clients && pending.len() < concurrency {
-            let (addr, id) = (addr.clone(), format!("idle-{launched}"));
-            pending.push(async move { mqtt_client(&addr, &id).await });
-            launched += 1;
-        }
-        match pending.next().await {
-            Some(c) => conns.push(c?),
-            None => break,
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!(
-                "only {} of {clients} MQTT clients connected within 600 s",
-                conns.len()
-            );
-        }
-    }
+    let conns = fill_up(clients, concurrency, "MQTT clients connected", |n| {
+        let (addr, id) = (addr.clone(), format!("idle-{n}"));
+        async move { mqtt_client(&addr, &id).await }
+    })
+    .await?;
     let fill = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = tree_rss_kib(pid)?;

@@ -105,39 +105,30 @@ impl Wire {
 
     /// The next CONNECT, if one is whole in `buf`.
     pub fn decode_connect(&mut self, buf: &mut BytesMut) -> Result<Option<Connect>, String> {
+        // Both versions' CONNECTs have these fields under the same names.
+        macro_rules! connect {
+            ($codec:expr, $version:ident) => {
+                match $codec.decode(buf).map_err(|e| e.to_string())? {
+                    None => Ok(None),
+                    Some(($version::Packet::Connect(c), _)) => Ok(Some(Connect {
+                        client_id: c.client_id.to_string(),
+                        username: c.username.map(|u| u.to_string()),
+                        password: c.password,
+                        keep_alive: c.keep_alive,
+                        will: c
+                            .last_will
+                            .map(|w| (w.topic.to_string(), w.message, w.qos, w.retain)),
+                    })),
+                    Some((p, _)) => Err(format!(
+                        "the first packet must be CONNECT, found type {}",
+                        p.packet_type() >> 4
+                    )),
+                }
+            };
+        }
         match self {
-            Wire::V3(c) => match c.decode(buf).map_err(|e| e.to_string())? {
-                None => Ok(None),
-                Some((v3::Packet::Connect(c), _)) => Ok(Some(Connect {
-                    client_id: c.client_id.to_string(),
-                    username: c.username.map(|u| u.to_string()),
-                    password: c.password,
-                    keep_alive: c.keep_alive,
-                    will: c
-                        .last_will
-                        .map(|w| (w.topic.to_string(), w.message, w.qos, w.retain)),
-                })),
-                Some((p, _)) => Err(format!(
-                    "the first packet must be CONNECT, found type {}",
-                    p.packet_type() >> 4
-                )),
-            },
-            Wire::V5 { codec, .. } => match codec.decode(buf).map_err(|e| e.to_string())? {
-                None => Ok(None),
-                Some((v5::Packet::Connect(c), _)) => Ok(Some(Connect {
-                    client_id: c.client_id.to_string(),
-                    username: c.username.map(|u| u.to_string()),
-                    password: c.password,
-                    keep_alive: c.keep_alive,
-                    will: c
-                        .last_will
-                        .map(|w| (w.topic.to_string(), w.message, w.qos, w.retain)),
-                })),
-                Some((p, _)) => Err(format!(
-                    "the first packet must be CONNECT, found type {}",
-                    p.packet_type() >> 4
-                )),
-            },
+            Wire::V3(c) => connect!(c, v3),
+            Wire::V5 { codec, .. } => connect!(codec, v5),
         }
     }
 
