@@ -488,6 +488,27 @@ const MAX_OUT_FRAMES: usize = 256;
 /// for an allocation per write batch).
 const OUT_FRAMES_KEPT: usize = 0;
 /// Bytes one socket read takes when no large frame is awaited. They are
+/// Read what `io` has onto the stack (at most [`READ_AHEAD`] bytes) and
+/// append it to `rbuf`: a connection waiting for its next message holds
+/// no read buffer. The stack buffer lives for this poll only, never across
+/// an await.
+pub(super) fn poll_read_stack<S: tokio::io::AsyncRead>(
+    io: Pin<&mut S>,
+    cx: &mut std::task::Context<'_>,
+    rbuf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_AHEAD];
+    let mut buf = ReadBuf::uninit(&mut stack);
+    match io.poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(())) => {
+            rbuf.extend_from_slice(buf.filled());
+            Poll::Ready(Ok(buf.filled().len()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
 /// read onto the stack and copied to the connection's buffer, which an
 /// idle connection does not hold at all.
 const READ_AHEAD: usize = 16 * 1024;
@@ -597,16 +618,7 @@ impl<S: Io> WsConn<S> {
                 rbuf.reserve(want);
                 return tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, rbuf);
             }
-            let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_AHEAD];
-            let mut buf = ReadBuf::uninit(&mut stack);
-            match Pin::new(&mut *io).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => {
-                    rbuf.extend_from_slice(buf.filled());
-                    Poll::Ready(Ok(buf.filled().len()))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
+            poll_read_stack(Pin::new(&mut *io), cx, rbuf)
         })
         .await
         .map_err(|e| TransportError::Io(e.to_string()))?;

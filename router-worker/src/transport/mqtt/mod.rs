@@ -50,9 +50,6 @@ use wire::{In, Out, Refused, Wire};
 /// payloads stay binary).
 const SERIALIZER: Serializer = Serializer::MsgPack;
 
-/// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 4096;
-
 /// The connected clients of one transport, by client id: a new
 /// connection with a client id in use closes the old connection, as MQTT
 /// requires. Each entry is (connection number, its take-over signal).
@@ -787,11 +784,17 @@ impl<S: Io> Transport for MqttTransport<S> {
                     )));
                 }
             }
-            self.rbuf.reserve(READ_CHUNK);
+            if self.rbuf.is_empty() {
+                // Release the buffer: a device may idle for days.
+                self.rbuf = BytesMut::new();
+            }
             let taken_over = self.taken_over.clone();
+            let (stream, rbuf) = (&mut self.stream, &mut self.rbuf);
             let read = async {
                 tokio::select! {
-                    r = self.stream.read_buf(&mut self.rbuf) => r,
+                    r = std::future::poll_fn(|cx| {
+                        super::websocket::poll_read_stack(std::pin::Pin::new(&mut *stream), cx, rbuf)
+                    }) => r,
                     _ = taken_over.cancelled() => Err(std::io::Error::other("client id taken over")),
                 }
             };
@@ -920,6 +923,8 @@ impl<S: Io> Transport for MqttTransport<S> {
             .write_all_buf(&mut self.wbuf)
             .await
             .map_err(|e| TransportError::Io(e.to_string()))?;
+        // Written out: an idle connection holds no write buffer.
+        self.wbuf = BytesMut::new();
         self.stream
             .flush()
             .await
