@@ -63,7 +63,7 @@ fn mqtt_devices_and_wamp_clients_share_a_realm() {
         "will on a lost client only",
         "client id taken over",
         "ticket logins and authorized publications",
-        "mqtt 5 with reason codes and topic aliases",
+        "mqtt 5 with reason codes, topic aliases and request/response",
         "bad input closes only the offender",
         "a client that never reads is cut off alone",
     ] {

@@ -49,7 +49,14 @@ class Device:
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
         if username is not None:
             self.c.username_pw_set(username, password)
-        self.c.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload, m.retain, m.qos))
+        self.correlations = {}
+
+        def on_message(c, u, m):
+            data = getattr(m.properties, "CorrelationData", None) if m.properties else None
+            self.correlations[m.topic] = data
+            self.messages.put((m.topic, m.payload, m.retain, m.qos))
+
+        self.c.on_message = on_message
         self.c.on_connect = lambda c, u, flags, rc, props: self.connacks.put(rc)
         self.c.on_subscribe = lambda c, u, mid, rcs, props: self.subacks.put([getattr(r, "value", r) for r in rcs])
         self.c.on_publish = lambda c, u, mid, rc, props: self.pubacks.__setitem__(mid, getattr(rc, "value", rc))
@@ -280,6 +287,23 @@ async def main():
     await w.publish("sensors.v5", b"to v5", options=PublishOptions(acknowledge=True))
     topic, payload, _, _ = await loop.run_in_executor(None, v5.message)
     assert (topic, payload) == ("sensors/v5", b"to v5"), (topic, payload)
+    # Request/response: a PUBLISH with a response topic calls the WAMP
+    # procedure its topic names; the result comes back on the response
+    # topic with the correlation data.
+    await plain.register(lambda a, b: a + b, "app.add")
+    request = Properties(PacketTypes.PUBLISH)
+    request.ResponseTopic = "replies/v5-1"
+    request.CorrelationData = b"req-1"
+    body = json.dumps({"args": [2, 3]}).encode()
+    await loop.run_in_executor(None, lambda: v5.publish("app/add", body, 1, properties=request))
+    topic, payload, _, _ = await loop.run_in_executor(None, v5.message)
+    assert (topic, json.loads(payload)) == ("replies/v5-1", {"args": [5]}), (topic, payload)
+    assert v5.correlations[topic] == b"req-1", v5.correlations
+    request.CorrelationData = b"req-2"
+    await loop.run_in_executor(None, lambda: v5.publish("app/missing", b"", 1, properties=request))
+    topic, payload, _, _ = await loop.run_in_executor(None, v5.message)
+    assert json.loads(payload)["error"] == "wamp.error.no_such_procedure", payload
+    assert v5.correlations[topic] == b"req-2"
     v5.stop()
     dev5 = Device("dev-5", AUTH_PORT, "device1", "secret-1", protocol=mqtt.MQTTv5)
     assert dev5.connack() == 0
@@ -290,7 +314,7 @@ async def main():
     bad5 = Device("dev-6", AUTH_PORT, "device1", "wrong", protocol=mqtt.MQTTv5)
     assert bad5.connack() == 0x86
     bad5.c.loop_stop()
-    print("ok mqtt 5 with reason codes and topic aliases", flush=True)
+    print("ok mqtt 5 with reason codes, topic aliases and request/response", flush=True)
 
     # Bad input costs only the offender.
     s = raw_client(raw_packet(0x30, raw_string(b"a/b") + b"x"))

@@ -181,6 +181,7 @@ async fn handshake<S: Io>(
     let mut details = proto::dict! {
         "roles" => proto::dict! {
             "publisher" => proto::dict! {"features" => proto::dict! {"payload_passthru_mode" => true}},
+            "caller" => proto::dict! {"features" => Dict::new()},
             "subscriber" => proto::dict! {"features" => proto::dict! {
                 "payload_passthru_mode" => true,
                 "pattern_based_subscription" => true,
@@ -236,6 +237,7 @@ async fn handshake<S: Io>(
         options: settings.mqtt_options.clone(),
         next_request: 1,
         publishes: HashMap::new(),
+        calls: HashMap::new(),
         subacks: HashMap::new(),
         subscribe_requests: HashMap::new(),
         subscriptions: HashMap::new(),
@@ -431,6 +433,17 @@ fn mqtt_payload(payload: &Payload) -> Bytes {
     Bytes::from(serde_json::Value::Object(o).to_string())
 }
 
+/// An MQTT 5 request waiting for its RESULT.
+struct Request {
+    response_topic: String,
+    correlation: Option<Bytes>,
+    ack: Option<(NonZeroU16, QoS)>,
+}
+
+/// Calls one MQTT client may have waiting for their results; a request
+/// over it is refused (quota exceeded).
+const MAX_CALLS: usize = 64;
+
 /// A SUBSCRIBE waiting for the router's answers, one per filter.
 struct PendingSuback {
     codes: Vec<Option<Result<QoS, Refused>>>,
@@ -455,6 +468,10 @@ pub struct MqttTransport<S> {
     next_request: Id,
     /// Acknowledged PUBLISHes: request → (packet id, QoS).
     publishes: HashMap<Id, (NonZeroU16, QoS)>,
+    /// MQTT 5 requests (a PUBLISH with a response topic) as CALLs:
+    /// request → (response topic, correlation data, the PUBLISH's packet
+    /// id and QoS).
+    calls: HashMap<Id, Request>,
     /// SUBSCRIBEs by packet id.
     subacks: HashMap<u16, PendingSuback>,
     /// WAMP SUBSCRIBE request → (packet id, filter index, filter, QoS).
@@ -521,8 +538,17 @@ impl<S: Io> MqttTransport<S> {
                 topic,
                 payload,
                 qos,
+                packet_id,
+                response: Some(response),
+                ..
+            } => self.on_request(&topic, &payload, qos, packet_id, response)?,
+            In::Publish {
+                topic,
+                payload,
+                qos,
                 retain,
                 packet_id,
+                response: None,
             } => self.on_publish(&topic, &payload, qos, retain, packet_id)?,
             In::PubRel(packet_id) => {
                 self.qos2_held.remove(&packet_id.get());
@@ -611,6 +637,90 @@ impl<S: Io> MqttTransport<S> {
             }
         }
         Ok(())
+    }
+
+    /// An MQTT 5 request (a PUBLISH with a response topic): a CALL of the
+    /// procedure its topic names; the result is published to the response
+    /// topic, for this client, with the correlation data.
+    fn on_request(
+        &mut self,
+        topic: &str,
+        payload: &Bytes,
+        qos: QoS,
+        packet_id: Option<NonZeroU16>,
+        (response_topic, correlation): (String, Option<Bytes>),
+    ) -> Result<(), TransportError> {
+        let ack = match (qos, packet_id) {
+            (QoS::AtMostOnce, _) => None,
+            (qos, Some(id)) => Some((id, qos)),
+            (_, None) => {
+                return Err(TransportError::Protocol(
+                    "a QoS 1 or 2 PUBLISH without a packet id".into(),
+                ));
+            }
+        };
+        let refuse = |this: &mut Self, refused: Refused, why: String| {
+            info!(topic = %topic, cause = %why, "MQTT request refused");
+            match ack {
+                Some((id, qos)) => this.ack(id, qos, Some(refused)),
+                None => Ok(()),
+            }
+        };
+        let procedure = match topic_to_uri(topic) {
+            Ok(p) => p,
+            Err(why) => return refuse(self, Refused::TopicInvalid, why),
+        };
+        if self.calls.len() >= MAX_CALLS {
+            return refuse(
+                self,
+                Refused::Quota,
+                format!("{MAX_CALLS} requests of this client are waiting for their results"),
+            );
+        }
+        let args = match self.options.mapping_for(&procedure) {
+            Mapping::Native(_) => match native_payload(payload) {
+                Ok(p) => p,
+                Err(why) => return refuse(self, Refused::PayloadInvalid, why),
+            },
+            // An opaque request is the call's one argument.
+            Mapping::Passthrough => Payload::args(vec![Value::Bytes(payload.to_vec())]),
+        };
+        let request = self.request();
+        self.calls.insert(
+            request,
+            Request {
+                response_topic,
+                correlation,
+                ack,
+            },
+        );
+        self.inbox.push_back(Message::Call(message::Call {
+            request,
+            options: Dict::new(),
+            procedure,
+            payload: args,
+        }));
+        Ok(())
+    }
+
+    /// The answer to an MQTT 5 request: the PUBLISH is acknowledged, and
+    /// the result (or the error, as JSON `{"error": URI, "args": [...]}`)
+    /// goes to the response topic.
+    fn answer(&mut self, request: Id, payload: Bytes) -> Result<(), TransportError> {
+        let Some(r) = self.calls.remove(&request) else {
+            return Ok(());
+        };
+        if let Some((id, qos)) = r.ack {
+            self.ack(id, qos, None)?;
+        }
+        self.write(Out::Publish {
+            topic: r.response_topic,
+            payload,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            packet_id: None,
+            correlation: r.correlation,
+        })
     }
 
     fn ack(
@@ -737,6 +847,7 @@ impl<S: Io> MqttTransport<S> {
             qos,
             retain,
             packet_id,
+            correlation: None,
         })
     }
 }
@@ -897,6 +1008,20 @@ impl<S: Io> Transport for MqttTransport<S> {
                     info!(error = %e.error, "MQTT subscription refused by the router");
                     self.subscribe_answer(e.request, Err(Refused::NotAuthorized), None)?;
                 }
+                code::CALL => {
+                    let mut o = serde_json::Map::new();
+                    o.insert("error".into(), serde_json::Value::from(e.error.clone()));
+                    if !e.payload.args.is_empty() {
+                        o.insert(
+                            "args".into(),
+                            serde_json::Value::Array(
+                                e.payload.args.iter().map(Value::to_json).collect(),
+                            ),
+                        );
+                    }
+                    let payload = Bytes::from(serde_json::Value::Object(o).to_string());
+                    self.answer(e.request, payload)?;
+                }
                 code::UNSUBSCRIBE => {
                     if let Some(packet_id) = self.unsubscribe_requests.remove(&e.request)
                         && let Some((_, total)) = self.unsubacks.remove(&packet_id.get())
@@ -907,6 +1032,11 @@ impl<S: Io> Transport for MqttTransport<S> {
                 _ => {}
             },
             Message::Event(e) => self.on_event(e)?,
+            Message::Result(r) => {
+                // Progressive results are not asked for: this is the one.
+                let payload = mqtt_payload(&r.payload);
+                self.answer(r.request, payload)?;
+            }
             Message::Goodbye(_) => self.ended = true,
             other => {
                 warn!(

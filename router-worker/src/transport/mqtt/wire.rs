@@ -34,6 +34,8 @@ pub enum In {
         qos: QoS,
         retain: bool,
         packet_id: Option<NonZeroU16>,
+        /// MQTT 5 request/response: (response topic, correlation data).
+        response: Option<(String, Option<Bytes>)>,
     },
     PubRel(NonZeroU16),
     /// PUBACK, PUBREC or PUBCOMP for what the router sent (which goes out
@@ -56,6 +58,7 @@ pub enum Refused {
     Unavailable,
     TopicInvalid,
     PayloadInvalid,
+    Quota,
     Unspecified,
 }
 
@@ -74,6 +77,8 @@ pub enum Out {
         qos: QoS,
         retain: bool,
         packet_id: Option<NonZeroU16>,
+        /// MQTT 5: the correlation data of the request this answers.
+        correlation: Option<Bytes>,
     },
     /// MQTT 5 only (3.1.1 just closes): the server ends the connection.
     Disconnect(v5::DisconnectReasonCode),
@@ -166,12 +171,18 @@ impl Wire {
 }
 
 fn publish_in(p: Publish, topic: String) -> In {
+    let response = p.properties.as_ref().and_then(|pr| {
+        pr.response_topic
+            .as_ref()
+            .map(|t| (t.to_string(), pr.correlation_data.clone()))
+    });
     In::Publish {
         topic,
         payload: p.payload,
         qos: p.qos,
         retain: p.retain,
         packet_id: p.packet_id,
+        response,
     }
 }
 
@@ -301,6 +312,7 @@ fn to_v3(out: Out) -> Option<v3::Packet> {
             qos,
             retain,
             packet_id,
+            ..
         } => v3::Packet::Publish(Box::new(Publish {
             dup: false,
             retain,
@@ -320,6 +332,7 @@ fn pub_reason(r: Option<Refused>) -> v5::PublishAckReason {
         Some(Refused::NotAuthorized) => v5::PublishAckReason::NotAuthorized,
         Some(Refused::TopicInvalid) => v5::PublishAckReason::TopicNameInvalid,
         Some(Refused::PayloadInvalid) => v5::PublishAckReason::PayloadFormatInvalid,
+        Some(Refused::Quota) => v5::PublishAckReason::QuotaExceeded,
         Some(_) => v5::PublishAckReason::UnspecifiedError,
     }
 }
@@ -387,6 +400,7 @@ fn to_v5(out: Out, max_packet: u32) -> v5::Packet {
             qos,
             retain,
             packet_id,
+            correlation,
         } => v5::Packet::Publish(Box::new(Publish {
             dup: false,
             retain,
@@ -394,7 +408,10 @@ fn to_v5(out: Out, max_packet: u32) -> v5::Packet {
             topic: ByteString::from(topic),
             packet_id,
             payload,
-            properties: Some(v5::PublishProperties::default()),
+            properties: Some(v5::PublishProperties {
+                correlation_data: correlation,
+                ..v5::PublishProperties::default()
+            }),
         })),
         Out::Disconnect(reason_code) => v5::Packet::Disconnect(v5::Disconnect {
             reason_code,
