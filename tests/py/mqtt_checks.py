@@ -283,6 +283,12 @@ async def main():
     rc = await loop.run_in_executor(None, v5.publish, "x.y/z", b"dot", 1)
     assert rc == 0x90, f"topic name invalid, got {rc}"
     assert v5.subscribe("a/+/#") == [0x8F], "topic filter invalid"
+    v5.c.subscribe([(f"many/{i}", 0) for i in range(1001)])
+    codes = v5.subacks.get(timeout=T)
+    assert codes[:1000] == [0] * 1000 and codes[1000] == 0x97, codes[995:]
+    assert v5.subscribe("sensors/#") == [0x97], "still at the limit"
+    v5.c.unsubscribe("many/0")
+    await asyncio.sleep(0.3)
     assert v5.subscribe("sensors/#") == [1]
     await w.publish("sensors.v5", b"to v5", options=PublishOptions(acknowledge=True))
     topic, payload, _, _ = await loop.run_in_executor(None, v5.message)

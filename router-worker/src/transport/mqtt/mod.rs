@@ -249,6 +249,7 @@ async fn handshake<S: Io>(
         next_packet_id: 0,
         connected: false,
         ended: false,
+        yielded: false,
     };
     let conn = session::Connection {
         peer_ip: peer.ip,
@@ -444,6 +445,10 @@ struct Request {
 /// over it is refused (quota exceeded).
 const MAX_CALLS: usize = 64;
 
+/// Topic filters one MQTT client may hold (and ask for at once); more are
+/// refused in the SUBACK (quota exceeded).
+const MAX_SUBSCRIPTIONS: usize = 1000;
+
 /// A SUBSCRIBE waiting for the router's answers, one per filter.
 struct PendingSuback {
     codes: Vec<Option<Result<QoS, Refused>>>,
@@ -493,6 +498,8 @@ pub struct MqttTransport<S> {
     connected: bool,
     /// The client is gone (the will, if any, is in the inbox).
     ended: bool,
+    /// `recv` yielded once before its next inbox message.
+    yielded: bool,
 }
 
 impl<S: Io> MqttTransport<S> {
@@ -755,6 +762,13 @@ impl<S: Io> MqttTransport<S> {
                 QoS::AtLeastOnce
             };
             let filter = filter.as_ref();
+            if self.subscriptions.len() + self.subscribe_requests.len() >= MAX_SUBSCRIPTIONS
+                && !self.subscriptions.contains_key(filter)
+            {
+                info!(filter = %filter, "MQTT subscription refused: the client holds {MAX_SUBSCRIPTIONS} filters already");
+                pending.codes[i] = Some(Err(Refused::Quota));
+                continue;
+            }
             match filter_to_subscription(filter) {
                 Err(why) => {
                     info!(filter = %filter, cause = %why, "MQTT subscription refused");
@@ -866,8 +880,19 @@ impl<S: Io> Transport for MqttTransport<S> {
 
     async fn recv(&mut self) -> Result<Bytes, TransportError> {
         loop {
-            if let Some(m) = self.inbox.pop_front() {
-                return encode(&m);
+            if !self.inbox.is_empty() {
+                // One packet may stand for many WAMP messages (a SUBSCRIBE
+                // with many filters): between them, let the session write
+                // the router's answers, so that its outbound queue does not
+                // fill with them. Cancel-safe: nothing is taken before.
+                if self.inbox.len() > 1 && !self.yielded {
+                    self.yielded = true;
+                    tokio::task::yield_now().await;
+                }
+                self.yielded = false;
+                if let Some(m) = self.inbox.pop_front() {
+                    return encode(&m);
+                }
             }
             if self.ended {
                 return Err(TransportError::Closed);

@@ -383,6 +383,7 @@ fn to_v5(out: Out, max_packet: u32) -> v5::Packet {
                     Ok(QoS::ExactlyOnce) => v5::SubscribeAckReason::GrantedQos2,
                     Err(Refused::NotAuthorized) => v5::SubscribeAckReason::NotAuthorized,
                     Err(Refused::TopicInvalid) => v5::SubscribeAckReason::TopicFilterInvalid,
+                    Err(Refused::Quota) => v5::SubscribeAckReason::QuotaExceeded,
                     Err(_) => v5::SubscribeAckReason::UnspecifiedError,
                 })
                 .collect(),
