@@ -58,6 +58,12 @@ class Device:
 
         self.c.on_message = on_message
         self.c.on_connect = lambda c, u, flags, rc, props: self.connacks.put(rc)
+        self.disconnects = 0
+
+        def on_disconnect(c, u, flags, rc, props):
+            self.disconnects += 1
+
+        self.c.on_disconnect = on_disconnect
         self.c.on_subscribe = lambda c, u, mid, rcs, props: self.subacks.put([getattr(r, "value", r) for r in rcs])
         self.c.on_publish = lambda c, u, mid, rc, props: self.pubacks.__setitem__(mid, getattr(rc, "value", rc))
         self.c.connect(HOST, port, keepalive=30)
@@ -246,8 +252,11 @@ async def main():
     # Ticket logins, and the role's permissions on what a device publishes.
     good = Device("dev-1", AUTH_PORT, "device1", "secret-1")
     assert good.connack() == 0
-    bad = Device("dev-2", AUTH_PORT, "device1", "wrong")
+    # A connection that cannot log in cannot take a client id over.
+    bad = Device("dev-1", AUTH_PORT, "device1", "wrong")
     assert bad.connack() == 0x86, "bad user name or password"
+    await asyncio.sleep(0.3)
+    assert good.disconnects == 0, "a refused login closed the client holding its id"
     bad.c.loop_stop()
     nobody = Device("dev-3", AUTH_PORT)
     assert nobody.connack() in (0x86, 0x87)

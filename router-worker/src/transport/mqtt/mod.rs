@@ -109,11 +109,7 @@ pub fn handle_connection<S: Io>(
         let Some((transport, conn)) = opened else {
             return;
         };
-        let held = transport.client.clone();
         session::run(transport, &settings.session, &realms, conn, shutdown).await;
-        if let Some((id, n)) = held {
-            settings.mqtt_clients.release(&id, n);
-        }
         info!("MQTT connection closed");
     }
 }
@@ -218,12 +214,6 @@ async fn handshake<S: Io>(
     info.client_cert = peer.client_cert;
     let mut inbox = VecDeque::new();
     inbox.push_back(Message::Hello(message::Hello { realm, details }));
-    let (client, taken_over) = if connect.client_id.is_empty() {
-        (None, CancellationToken::new())
-    } else {
-        let (n, token) = settings.mqtt_clients.take(&connect.client_id);
-        (Some((connect.client_id.clone(), n)), token)
-    };
     let transport = MqttTransport {
         stream,
         rbuf,
@@ -244,12 +234,14 @@ async fn handshake<S: Io>(
         unsubscribe_requests: HashMap::new(),
         unsubacks: HashMap::new(),
         qos2_held: std::collections::HashSet::new(),
-        client,
-        taken_over,
+        client_id: connect.client_id,
+        clients: settings.mqtt_clients.clone(),
+        client: None,
+        taken_over: CancellationToken::new(),
         next_packet_id: 0,
         connected: false,
         ended: false,
-        yielded: false,
+        awaiting: 0,
     };
     let conn = session::Connection {
         peer_ip: peer.ip,
@@ -445,6 +437,11 @@ struct Request {
 /// over it is refused (quota exceeded).
 const MAX_CALLS: usize = 64;
 
+/// WAMP requests one MQTT client may have waiting for the router's
+/// answers before its next one waits (well under the session's outbound
+/// queue, `max_queue_messages`, which the answers must fit in).
+const MAX_AWAITING: usize = 32;
+
 /// Topic filters one MQTT client may hold (and ask for at once); more are
 /// refused in the SUBACK (quota exceeded).
 const MAX_SUBSCRIPTIONS: usize = 1000;
@@ -490,7 +487,13 @@ pub struct MqttTransport<S> {
     /// QoS 2 publications taken and not yet released (PUBREL): a
     /// duplicate of one is acknowledged again, not published again.
     qos2_held: std::collections::HashSet<u16>,
-    /// The client id this connection holds, and its number.
+    /// The CONNECT's client id (empty: none).
+    client_id: String,
+    /// The transport's connected clients.
+    clients: Clients,
+    /// The client id this connection holds, and its number: taken once
+    /// the client is logged in, so that a client that cannot log in cannot
+    /// close another's connection.
     client: Option<(String, u64)>,
     /// Cancelled when a new connection takes the client id over.
     taken_over: CancellationToken,
@@ -498,8 +501,8 @@ pub struct MqttTransport<S> {
     connected: bool,
     /// The client is gone (the will, if any, is in the inbox).
     ended: bool,
-    /// `recv` yielded once before its next inbox message.
-    yielded: bool,
+    /// WAMP requests sent to the session and not answered yet.
+    awaiting: usize,
 }
 
 impl<S: Io> MqttTransport<S> {
@@ -527,10 +530,12 @@ impl<S: Io> MqttTransport<S> {
         }
     }
 
-    /// The client is gone without DISCONNECT: its will goes out first.
+    /// The client is gone without DISCONNECT: its will goes out first (if
+    /// it had logged in).
     fn lost(&mut self) -> Option<Message> {
         self.ended = true;
-        self.will.take()
+        let will = self.will.take();
+        if self.connected { will } else { None }
     }
 
     /// Act on one packet from the client; WAMP messages for the session go
@@ -866,6 +871,14 @@ impl<S: Io> MqttTransport<S> {
     }
 }
 
+impl<S> Drop for MqttTransport<S> {
+    fn drop(&mut self) {
+        if let Some((id, n)) = &self.client {
+            self.clients.release(id, *n);
+        }
+    }
+}
+
 fn encode(m: &Message) -> Result<Bytes, TransportError> {
     SERIALIZER
         .encode_to_vec(m)
@@ -881,16 +894,24 @@ impl<S: Io> Transport for MqttTransport<S> {
     async fn recv(&mut self) -> Result<Bytes, TransportError> {
         loop {
             if !self.inbox.is_empty() {
-                // One packet may stand for many WAMP messages (a SUBSCRIBE
-                // with many filters): between them, let the session write
-                // the router's answers, so that its outbound queue does not
-                // fill with them. Cancel-safe: nothing is taken before.
-                if self.inbox.len() > 1 && !self.yielded {
-                    self.yielded = true;
-                    tokio::task::yield_now().await;
+                // Requests waiting for the router's answers are bounded: a
+                // SUBSCRIBE of many filters, or a client publishing at QoS
+                // 1 faster than the router answers, waits here while the
+                // session writes the answers (it drops this future when
+                // one comes, and asks again), so that they never fill its
+                // outbound queue. Cancel-safe: nothing is taken before.
+                if self.awaiting >= MAX_AWAITING {
+                    std::future::pending::<()>().await;
                 }
-                self.yielded = false;
                 if let Some(m) = self.inbox.pop_front() {
+                    let answered = match &m {
+                        Message::Subscribe(_) | Message::Unsubscribe(_) | Message::Call(_) => true,
+                        Message::Publish(p) => p.options.contains_key("acknowledge"),
+                        _ => false,
+                    };
+                    if answered {
+                        self.awaiting += 1;
+                    }
                     return encode(&m);
                 }
             }
@@ -965,9 +986,24 @@ impl<S: Io> Transport for MqttTransport<S> {
     }
 
     async fn feed(&mut self, msg: &Arc<OutMsg>) -> Result<(), TransportError> {
+        if matches!(
+            &msg.msg,
+            Message::Published(_)
+                | Message::Subscribed(_)
+                | Message::Unsubscribed(_)
+                | Message::Result(_)
+                | Message::Error(_)
+        ) {
+            self.awaiting = self.awaiting.saturating_sub(1);
+        }
         match &msg.msg {
             Message::Welcome(_) => {
                 self.connected = true;
+                if !self.client_id.is_empty() {
+                    let (n, token) = self.clients.take(&self.client_id);
+                    self.client = Some((self.client_id.clone(), n));
+                    self.taken_over = token;
+                }
                 self.write(Out::ConnAck(None))?;
             }
             Message::Abort(a) => {
