@@ -16,6 +16,10 @@ use tokio_util::codec::{Decoder, Encoder};
 /// Topic aliases a client may set (MQTT 5's Topic Alias Maximum).
 pub const TOPIC_ALIAS_MAX: u16 = 32;
 
+/// The longest topic an alias may stand for: what a connection keeps for
+/// its aliases stays small (32 of these at most).
+pub const TOPIC_ALIAS_TOPIC_MAX: usize = 1024;
+
 /// A CONNECT, whatever the version.
 pub struct Connect {
     pub client_id: String,
@@ -234,6 +238,12 @@ fn from_v5(p: v5::Packet, aliases: &mut HashMap<u16, String>) -> In {
             let topic = match (p.topic.is_empty(), alias) {
                 (false, None) => p.topic.to_string(),
                 (false, Some(a)) if a <= TOPIC_ALIAS_MAX => {
+                    if p.topic.len() > TOPIC_ALIAS_TOPIC_MAX {
+                        return In::Illegal(format!(
+                            "topic alias {a} for a topic of {} bytes: this server keeps aliases for topics of up to {TOPIC_ALIAS_TOPIC_MAX} bytes",
+                            p.topic.len()
+                        ));
+                    }
                     aliases.insert(a, p.topic.to_string());
                     p.topic.to_string()
                 }
@@ -421,5 +431,86 @@ fn to_v5(out: Out, max_packet: u32) -> v5::Packet {
             reason_string: None,
             user_properties: Vec::new(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v5_publish(topic: &str, alias: Option<u16>) -> v5::Packet {
+        v5::Packet::Publish(Box::new(Publish {
+            dup: false,
+            retain: false,
+            qos: QoS::AtMostOnce,
+            topic: ByteString::from(topic),
+            packet_id: None,
+            payload: Bytes::from_static(b"x"),
+            properties: Some(v5::PublishProperties {
+                topic_alias: alias.and_then(NonZeroU16::new),
+                ..v5::PublishProperties::default()
+            }),
+        }))
+    }
+
+    fn topic_of(p: In) -> Result<String, String> {
+        match p {
+            In::Publish { topic, .. } => Ok(topic),
+            In::Illegal(why) => Err(why),
+            _ => Err("not a publish".into()),
+        }
+    }
+
+    #[test]
+    fn topic_aliases_are_set_used_and_bounded() {
+        let mut aliases = HashMap::new();
+        assert_eq!(
+            topic_of(from_v5(v5_publish("a/b", Some(3)), &mut aliases)),
+            Ok("a/b".into())
+        );
+        assert_eq!(
+            topic_of(from_v5(v5_publish("", Some(3)), &mut aliases)),
+            Ok("a/b".into())
+        );
+        let never = topic_of(from_v5(v5_publish("", Some(4)), &mut aliases));
+        assert!(never.is_err_and(|e| e.contains("never set")));
+        let over = topic_of(from_v5(
+            v5_publish("c", Some(TOPIC_ALIAS_MAX + 1)),
+            &mut aliases,
+        ));
+        assert!(over.is_err_and(|e| e.contains("over the 32")));
+        let long = "t/".repeat(TOPIC_ALIAS_TOPIC_MAX);
+        let big = topic_of(from_v5(v5_publish(&long, Some(5)), &mut aliases));
+        assert!(big.is_err_and(|e| e.contains("up to 1024 bytes")));
+        assert_eq!(aliases.len(), 1, "only the alias that was set is kept");
+        let bare = topic_of(from_v5(v5_publish("", None), &mut aliases));
+        assert!(bare.is_err_and(|e| e.contains("without a topic")));
+    }
+
+    #[test]
+    fn mqtt_3_has_no_refusals_where_mqtt_5_has_reason_codes() {
+        let id = NonZeroU16::MIN;
+        let mut v3w = Wire::V3(v3::Codec::new(1024));
+        let mut v5w = Wire::V5 {
+            codec: v5::Codec::new(1024, 0),
+            aliases: HashMap::new(),
+            max_packet: 1024,
+        };
+        let mut b3 = BytesMut::new();
+        let mut b5 = BytesMut::new();
+        v3w.encode(Out::PubAck(id, Some(Refused::NotAuthorized)), &mut b3)
+            .expect("v3");
+        v5w.encode(Out::PubAck(id, Some(Refused::NotAuthorized)), &mut b5)
+            .expect("v5");
+        assert_eq!(&b3[..], &[0x40, 0x02, 0x00, 0x01], "a plain PUBACK");
+        // Packet id, the reason code, and an empty property list.
+        assert_eq!(&b5[..], &[0x40, 0x04, 0x00, 0x01, 0x87, 0x00], "not authorized");
+        b3.clear();
+        v3w.encode(
+            Out::Disconnect(v5::DisconnectReasonCode::PacketTooLarge),
+            &mut b3,
+        )
+        .expect("v3");
+        assert!(b3.is_empty(), "MQTT 3.1.1 servers do not send DISCONNECT");
     }
 }
