@@ -418,6 +418,7 @@ impl RouterConfig {
                 });
                 continue;
             }
+            ubjson_warnings(i, t, &mut out);
             if let Some(tls) = &t.endpoint.tls {
                 accepted_unused(
                     &mut out,
@@ -565,6 +566,45 @@ fn blank_secret(path: String, secret: &str, p: Report<'_>) {
     }
 }
 
+/// Crossbar.io's UBJSON serializer, which Trellis does not have: listed
+/// serializers named `ubjson` are accepted and not offered (clients that
+/// also speak another serializer use it), with a warning each.
+fn ubjson_warnings(i: usize, t: &TransportConfig, out: &mut Vec<ConfigProblem>) {
+    let mut lists: Vec<(String, &Vec<String>)> = Vec::new();
+    let pre = format!("transports[{i}]");
+    if let Some(l) = &t.serializers {
+        lists.push((format!("{pre}.serializers"), l));
+    }
+    if let Some(l) = t.rawsocket.as_ref().and_then(|r| r.serializers.as_ref()) {
+        lists.push((format!("{pre}.rawsocket.serializers"), l));
+    }
+    let paths = [
+        ("websocket", t.websocket.as_ref()),
+        ("paths", t.paths.as_ref()),
+        ("web.paths", t.web.as_ref().map(|w| &w.paths)),
+    ];
+    for (under, group) in paths {
+        for (name, p) in group.into_iter().flatten() {
+            if let Some(l) = &p.serializers {
+                lists.push((format!("{pre}.{under}.{name}.serializers"), l));
+            }
+        }
+    }
+    for (at, list) in lists {
+        for (j, s) in list.iter().enumerate() {
+            if s == UBJSON {
+                out.push(ConfigProblem {
+                    path: format!("{at}[{j}]"),
+                    message: "accepted and not offered: Trellis has no UBJSON serializer (Crossbar.io's examples list it beside json, msgpack and cbor, which clients then use)".into(),
+                });
+            }
+        }
+    }
+}
+
+/// Crossbar.io's UBJSON serializer's name.
+pub(crate) const UBJSON: &str = "ubjson";
+
 /// "accepted and not used" warnings, under `pre`, for each (key, set,
 /// why) whose key is set.
 fn accepted_unused(out: &mut Vec<ConfigProblem>, pre: &str, items: &[(&str, bool, &str)]) {
@@ -591,6 +631,44 @@ type Report<'a> = &'a mut dyn FnMut(String, String);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crossbars_ubjson_is_accepted_and_not_offered() {
+        let cfg = parse(
+            r#"{"realms": [{"name": "realm1", "roles": [{"name": "anonymous"}]}],
+                "transports": [{"type": "universal", "endpoint": {"type": "tcp", "port": 8080},
+                    "rawsocket": {"serializers": ["cbor", "msgpack", "ubjson", "json"]},
+                    "websocket": {"ws": {"type": "websocket", "serializers": ["ubjson", "json"]}}}]}"#,
+        );
+        assert_eq!(cfg.validate(), vec![]);
+        let warned: Vec<String> = cfg.warnings().into_iter().map(|w| w.path).collect();
+        assert_eq!(
+            warned,
+            [
+                "transports[0].rawsocket.serializers[2]",
+                "transports[0].websocket.ws.serializers[0]"
+            ]
+        );
+        let (web, raw) = cfg.transports[0].universal_parts();
+        assert_eq!(
+            raw.expect("rawsocket").serializer_list(),
+            [
+                proto::Serializer::Cbor,
+                proto::Serializer::MsgPack,
+                proto::Serializer::Json
+            ]
+        );
+        let ws = web.websocket_path(&web.paths.as_ref().expect("paths")["ws"]);
+        assert_eq!(ws.serializer_list(), [proto::Serializer::Json]);
+        let only = parse(
+            r#"{"realms": [{"name": "realm1", "roles": [{"name": "anonymous"}]}],
+                "transports": [{"type": "websocket", "endpoint": {"type": "tcp", "port": 8080},
+                    "serializers": ["ubjson"]}]}"#,
+        );
+        let problems = only.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.contains("no other"), "{problems:?}");
+    }
 
     #[test]
     fn secrets_named_by_environment_variables_and_blank_secrets() {

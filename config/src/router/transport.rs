@@ -625,8 +625,14 @@ impl RouterConfig {
                     "an empty list leaves clients no serializer: list some of \"json\", \"msgpack\", \"cbor\" or leave the key out".into(),
                 );
             }
+            if !list.is_empty() && list.iter().all(|s| s == super::UBJSON) {
+                p(
+                    format!("{pre}.serializers"),
+                    "Trellis has no UBJSON serializer, and this list has no other: add \"json\", \"msgpack\" or \"cbor\"".into(),
+                );
+            }
             for (j, s) in list.iter().enumerate() {
-                if proto::Serializer::from_name(s).is_none() {
+                if proto::Serializer::from_name(s).is_none() && s != super::UBJSON {
                     p(
                         format!("{pre}.serializers[{j}]"),
                         format!(

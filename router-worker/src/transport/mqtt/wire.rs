@@ -504,7 +504,11 @@ mod tests {
             .expect("v5");
         assert_eq!(&b3[..], &[0x40, 0x02, 0x00, 0x01], "a plain PUBACK");
         // Packet id, the reason code, and an empty property list.
-        assert_eq!(&b5[..], &[0x40, 0x04, 0x00, 0x01, 0x87, 0x00], "not authorized");
+        assert_eq!(
+            &b5[..],
+            &[0x40, 0x04, 0x00, 0x01, 0x87, 0x00],
+            "not authorized"
+        );
         b3.clear();
         v3w.encode(
             Out::Disconnect(v5::DisconnectReasonCode::PacketTooLarge),
