@@ -395,6 +395,11 @@ fn native_payload(bytes: &[u8]) -> Result<Payload, String> {
     })
 }
 
+/// WAMP arguments as a JSON array.
+fn args_json(args: &[Value]) -> serde_json::Value {
+    serde_json::Value::Array(args.iter().map(Value::to_json).collect())
+}
+
 /// An event's payload for MQTT: passthru bytes as they are; arguments as
 /// native JSON.
 fn mqtt_payload(payload: &Payload) -> Bytes {
@@ -403,10 +408,7 @@ fn mqtt_payload(payload: &Payload) -> Bytes {
     }
     let mut o = serde_json::Map::new();
     if !payload.args.is_empty() {
-        o.insert(
-            "args".into(),
-            serde_json::Value::Array(payload.args.iter().map(Value::to_json).collect()),
-        );
+        o.insert("args".into(), args_json(&payload.args));
     }
     if !payload.kwargs.is_empty() {
         o.insert(
@@ -550,18 +552,31 @@ impl<S: Io> MqttTransport<S> {
                 topic,
                 payload,
                 qos,
-                packet_id,
-                response: Some(response),
-                ..
-            } => self.on_request(&topic, &payload, qos, packet_id, response)?,
-            In::Publish {
-                topic,
-                payload,
-                qos,
                 retain,
                 packet_id,
-                response: None,
-            } => self.on_publish(&topic, &payload, qos, retain, packet_id)?,
+                response,
+            } => {
+                let ack = match (qos, packet_id) {
+                    (QoS::AtMostOnce, _) => None,
+                    (qos, Some(id)) => Some((id, qos)),
+                    (_, None) => {
+                        return Err(TransportError::Protocol(
+                            "a QoS 1 or 2 PUBLISH without a packet id".into(),
+                        ));
+                    }
+                };
+                if let Some((packet_id, QoS::ExactlyOnce)) = ack
+                    && !self.qos2_held.insert(packet_id.get())
+                {
+                    // Sent again before its PUBREL: taken already, exactly
+                    // once (a publication or a request alike).
+                    return self.write(Out::PubRec(packet_id, None));
+                }
+                match response {
+                    Some(response) => self.on_request(&topic, &payload, ack, response)?,
+                    None => self.on_publish(&topic, &payload, retain, ack)?,
+                }
+            }
             In::PubRel(packet_id) => {
                 self.qos2_held.remove(&packet_id.get());
                 self.write(Out::PubComp(packet_id))?;
@@ -607,29 +622,15 @@ impl<S: Io> MqttTransport<S> {
         Ok(())
     }
 
+    /// A publication; `acked`: its packet id and QoS, when it is
+    /// acknowledged.
     fn on_publish(
         &mut self,
         topic: &str,
         payload: &Bytes,
-        qos: QoS,
         retain: bool,
-        packet_id: Option<NonZeroU16>,
+        acked: Option<(NonZeroU16, QoS)>,
     ) -> Result<(), TransportError> {
-        let acked = match (qos, packet_id) {
-            (QoS::AtMostOnce, _) => None,
-            (qos, Some(id)) => Some((id, qos)),
-            (_, None) => {
-                return Err(TransportError::Protocol(
-                    "a QoS 1 or 2 PUBLISH without a packet id".into(),
-                ));
-            }
-        };
-        if let Some((packet_id, QoS::ExactlyOnce)) = acked
-            && !self.qos2_held.insert(packet_id.get())
-        {
-            // Sent again before its PUBREL: taken already, exactly once.
-            return self.write(Out::PubRec(packet_id, None));
-        }
         let request = if acked.is_some() { self.request() } else { 0 };
         match wamp_publish(&self.options, topic, payload, retain, request) {
             Ok(m) => {
@@ -658,19 +659,9 @@ impl<S: Io> MqttTransport<S> {
         &mut self,
         topic: &str,
         payload: &Bytes,
-        qos: QoS,
-        packet_id: Option<NonZeroU16>,
+        ack: Option<(NonZeroU16, QoS)>,
         (response_topic, correlation): (String, Option<Bytes>),
     ) -> Result<(), TransportError> {
-        let ack = match (qos, packet_id) {
-            (QoS::AtMostOnce, _) => None,
-            (qos, Some(id)) => Some((id, qos)),
-            (_, None) => {
-                return Err(TransportError::Protocol(
-                    "a QoS 1 or 2 PUBLISH without a packet id".into(),
-                ));
-            }
-        };
         let refuse = |this: &mut Self, refused: Refused, why: String| {
             info!(topic = %topic, cause = %why, "MQTT request refused");
             match ack {
@@ -1073,12 +1064,7 @@ impl<S: Io> Transport for MqttTransport<S> {
                     let mut o = serde_json::Map::new();
                     o.insert("error".into(), serde_json::Value::from(e.error.clone()));
                     if !e.payload.args.is_empty() {
-                        o.insert(
-                            "args".into(),
-                            serde_json::Value::Array(
-                                e.payload.args.iter().map(Value::to_json).collect(),
-                            ),
-                        );
+                        o.insert("args".into(), args_json(&e.payload.args));
                     }
                     let payload = Bytes::from(serde_json::Value::Object(o).to_string());
                     self.answer(e.request, payload)?;
