@@ -19,7 +19,7 @@ mod web;
 
 pub use auth::*;
 pub use cluster::*;
-pub use mqtt::{Mapping, NATIVE_SERIALIZERS};
+pub use mqtt::Mapping;
 pub use realm::*;
 pub use transport::*;
 pub use web::*;

@@ -3,7 +3,7 @@
 use super::*;
 
 /// The serializers a `native` payload mapping may use.
-pub const NATIVE_SERIALIZERS: [&str; 1] = ["json"];
+const NATIVE_SERIALIZERS: [&str; 1] = ["json"];
 
 /// What to say about a native serializer Trellis does not have.
 fn native_serializer_problem(s: &str) -> String {

@@ -283,17 +283,17 @@ impl WebPath {
                 p.plan(&format!("{pp}.paths.{name}"), out);
             }
         }
-        let Some(raw) = self.options.take() else {
+        let Some(raw) = &self.options else {
             return;
         };
         let read = match self.kind {
-            WebPathKind::Static => read_options(&raw).map(PathOptions::Static),
-            WebPathKind::Websocket => read_options(&raw).map(PathOptions::Websocket),
-            WebPathKind::Json => read_options(&raw).map(PathOptions::Json),
+            WebPathKind::Static => read_options(raw).map(PathOptions::Static),
+            WebPathKind::Websocket => read_options(raw).map(PathOptions::Websocket),
+            WebPathKind::Json => read_options(raw).map(PathOptions::Json),
             WebPathKind::Caller | WebPathKind::Publisher | WebPathKind::Webhook => {
-                read_options(&raw).map(PathOptions::Bridge)
+                read_options(raw).map(PathOptions::Bridge)
             }
-            WebPathKind::Longpoll => read_options(&raw).map(PathOptions::Longpoll),
+            WebPathKind::Longpoll => read_options(raw).map(PathOptions::Longpoll),
             WebPathKind::Redirect
             | WebPathKind::Nodeinfo
             | WebPathKind::Path
@@ -306,7 +306,6 @@ impl WebPath {
                 message,
             }),
         }
-        self.options = Some(raw);
     }
 
     /// True when `options` were given and could not be read (the problem

@@ -83,16 +83,6 @@ impl Clients {
             m.remove(id);
         }
     }
-
-    /// Connected clients with an id.
-    pub fn len(&self) -> usize {
-        self.0.lock().map_or(0, |m| m.len())
-    }
-
-    /// True if none is connected.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Serve one connection as MQTT.
