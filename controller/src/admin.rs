@@ -596,6 +596,11 @@ pub(crate) fn render_metrics(
         "trellis_messages_too_large",
         "Messages larger than the receiving session's transport takes: events skipped, results and invocations turned into errors",
     );
+    let mqtt_dropped = counter(
+        &mut reg,
+        "trellis_mqtt_messages_dropped",
+        "QoS 1 messages for MQTT clients dropped because the client's queue was full (offline_queue_messages, offline_queue_bytes)",
+    );
     let bytes_in = counter(
         &mut reg,
         "trellis_received_bytes",
@@ -771,6 +776,7 @@ pub(crate) fn render_metrics(
             bytes_out.get_or_create(&l).inc_by(t.bytes_sent);
             refused.get_or_create(&l).inc_by(t.refused);
             too_large.get_or_create(&l).inc_by(t.too_large);
+            mqtt_dropped.get_or_create(&l).inc_by(t.mqtt_dropped);
             if t.authenticator_duration.count() > 0 {
                 authenticator
                     .get_or_create(&labels(&[("worker", w), ("transport", &t.name)]))

@@ -210,6 +210,9 @@ pub struct TransportStats {
     /// sent (events skipped, results and invocations turned into errors).
     #[serde(default)]
     pub too_large: u64,
+    /// MQTT messages dropped from full client queues.
+    #[serde(default)]
+    pub mqtt_dropped: u64,
 }
 
 /// One worker in `trellis status` ([`NODE_STATUS`]).

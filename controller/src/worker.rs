@@ -319,6 +319,7 @@ pub async fn run(
                         bytes_received: c.bytes_received.load(Relaxed),
                         bytes_sent: c.bytes_sent.load(Relaxed),
                         too_large: c.too_large.load(Relaxed),
+                        mqtt_dropped: c.mqtt_dropped.load(Relaxed),
                     })
                     .collect();
                 Ok(Payload {

@@ -207,15 +207,34 @@ impl PublishOptions {
     /// # Errors
     /// An option of the wrong shape, named.
     pub fn parse(o: &Dict) -> Result<PublishOptions, String> {
+        let mut passthru = passthru(o)?;
+        match o.get(MQTT_PROPERTIES) {
+            None => {}
+            Some(v @ Value::Dict(_)) => {
+                passthru.insert(MQTT_PROPERTIES.into(), v.clone());
+            }
+            Some(other) => {
+                return Err(format!(
+                    "option {MQTT_PROPERTIES:?} must be a dict (MQTT 5 properties), found {}",
+                    other.type_name()
+                ));
+            }
+        }
         Ok(PublishOptions {
             exclude_me: opt_bool(o, "exclude_me")?.unwrap_or(true),
             disclose_me: opt_bool(o, "disclose_me")?.unwrap_or(false),
             retain: opt_bool(o, "retain")?.unwrap_or(false),
             audience: Audience::parse(o)?,
-            passthru: passthru(o)?,
+            passthru,
         })
     }
 }
+
+/// PUBLISH.Options and EVENT.Details: a publication's MQTT 5 properties
+/// (`user_properties` as a list of `[name, value]`, `content_type`, and
+/// `expires_at`, the message expiry as Unix milliseconds), carried from
+/// publisher to subscribers as they are.
+pub const MQTT_PROPERTIES: &str = "_mqtt";
 
 /// SUBSCRIBE.Options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,6 +424,20 @@ impl CancelMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mqtt_properties_pass_from_publish_options_to_event_details() {
+        let props = crate::dict! {"content_type" => "text/plain"};
+        let o = crate::dict! {MQTT_PROPERTIES => Value::Dict(props.clone()), "exclude_me" => false};
+        let parsed = PublishOptions::parse(&o).expect("valid");
+        assert_eq!(
+            parsed.passthru.get(MQTT_PROPERTIES),
+            Some(&Value::Dict(props))
+        );
+        let bad = crate::dict! {MQTT_PROPERTIES => "x"};
+        let e = PublishOptions::parse(&bad).expect_err("not a dict");
+        assert!(e.contains("\"_mqtt\" must be a dict"), "{e}");
+    }
 
     #[test]
     fn an_audience_survives_its_options() {

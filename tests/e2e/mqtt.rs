@@ -169,3 +169,52 @@ fn a_universal_port_takes_mqtt_beside_wamp() {
         node.log()
     );
 }
+
+/// MQTT's persistent sessions: kept while the client is away (MQTT 3.1.1
+/// without a clean session, MQTT 5 with a session expiry), QoS 1 sent
+/// again after a reconnect, a bounded queue whose drops are counted,
+/// message expiry, and user properties carried through the realm.
+#[test]
+fn mqtt_sessions_outlive_their_connections() {
+    let (ws, mqtt, admin) = (free_port(), free_port(), free_port());
+    let mut cfg: Value = router_config(ws);
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "mqtt", "id": "devices",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": mqtt},
+            "options": {"realm": "realm1", "role": "anonymous", "offline_queue_messages": 5}
+        }),
+    );
+    cfg["controller"] = json!({"admin": {"endpoint": {"type": "tcp", "port": admin}}});
+    let node = Node::start(&cfg, ws);
+    node.wait_ready();
+    let url = format!("ws://127.0.0.1:{ws}/ws");
+    let out = expect_python_args_ok(
+        &node,
+        "mqtt_sessions.py",
+        &[&url, "127.0.0.1", &mqtt.to_string()],
+    );
+    for check in [
+        "qos 1 sent again after a reconnect",
+        "a clean session discards the kept one",
+        "mqtt 5 session expiry with a bounded queue and message expiry",
+        "user properties and message expiry carried",
+        "an expired session is gone",
+    ] {
+        assert!(out.contains(&format!("ok {check}")), "{check}:\n{out}");
+    }
+    let (code, text) = crate::admin::get(admin, "/metrics", &[]);
+    assert_eq!(code, 200);
+    assert_eq!(
+        crate::admin::metric(
+            &text,
+            "trellis_mqtt_messages_dropped_total{worker=\"router1\",transport=\"devices\"}"
+        ),
+        4.0,
+        "{text}"
+    );
+    let log = node.log();
+    assert!(log.contains("MQTT session resumed"), "{log}");
+    assert!(log.contains("MQTT session expired"), "{log}");
+}

@@ -54,12 +54,25 @@ impl WebSocketOptions {
 
 /// The option keys only an `mqtt` transport takes, and whether `o` sets
 /// each.
-pub(super) fn mqtt_keys(o: &WebSocketOptions) -> [(&'static str, bool); 4] {
+pub(super) fn mqtt_keys(o: &WebSocketOptions) -> [(&'static str, bool); 7] {
+    let d = WebSocketOptions::default();
     [
         ("realm", o.realm.is_some()),
         ("role", o.role.is_some()),
         ("payload_mapping", o.payload_mapping.is_some()),
         ("payload_format", o.payload_format.is_some()),
+        (
+            "session_expiry_max",
+            o.session_expiry_max != d.session_expiry_max,
+        ),
+        (
+            "offline_queue_messages",
+            o.offline_queue_messages != d.offline_queue_messages,
+        ),
+        (
+            "offline_queue_bytes",
+            o.offline_queue_bytes != d.offline_queue_bytes,
+        ),
     ]
 }
 

@@ -359,6 +359,17 @@ pub struct WebSocketOptions {
     /// topic with this serializer (`json`; `cbor` and `msgpack` are not
     /// supported yet).
     pub payload_format: Option<String>,
+    /// `mqtt`: the longest a client's session outlives its connection, in
+    /// seconds (MQTT 5's session expiry interval is capped to it; an MQTT
+    /// 3.1.1 client without a clean session gets it). 0: no session
+    /// outlives its connection.
+    pub session_expiry_max: u64,
+    /// `mqtt`: QoS 1 messages kept for one client while it is away, or
+    /// while it has its maximum unacknowledged; more are dropped and
+    /// counted.
+    pub offline_queue_messages: usize,
+    /// `mqtt`: the payload bytes those messages may hold.
+    pub offline_queue_bytes: usize,
 }
 
 /// How one topic prefix's payloads map between MQTT and WAMP.
@@ -478,6 +489,9 @@ impl Default for WebSocketOptions {
             role: None,
             payload_mapping: None,
             payload_format: None,
+            session_expiry_max: 86_400,
+            offline_queue_messages: 1000,
+            offline_queue_bytes: 1 << 20,
         }
     }
 }

@@ -71,6 +71,9 @@ pub struct TransportCounters {
     /// session's transport takes (events skipped, results and invocations
     /// turned into errors).
     pub too_large: std::sync::atomic::AtomicU64,
+    /// MQTT messages dropped because the client's queue was full
+    /// (`offline_queue_messages`, `offline_queue_bytes`).
+    pub mqtt_dropped: std::sync::atomic::AtomicU64,
 }
 
 /// One session's WAMP message bytes, added to its transport's counters

@@ -25,11 +25,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use proto::message::{self, Message, code};
+use proto::options::MQTT_PROPERTIES;
 use proto::{Dict, Id, Payload, Serializer, Value};
 use rmqtt_codec::types::QoS;
 use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
 use rmqtt_codec::{v3, v5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -44,45 +46,128 @@ use crate::session::transport::{CloseKind, Transport, TransportError};
 
 mod wire;
 
-use wire::{In, Out, Refused, Wire};
+use wire::{In, Out, Props, Refused, Wire};
 
 /// The WAMP serializer the transport speaks to its session (binary
 /// payloads stay binary).
 const SERIALIZER: Serializer = Serializer::MsgPack;
 
-/// The connected clients of one transport, by client id: a new
+/// The clients of one transport, by client id: the connection holding
+/// each id, or the session it left (MQTT's persistent sessions). A new
 /// connection with a client id in use closes the old connection, as MQTT
-/// requires. Each entry is (connection number, its take-over signal).
+/// requires, and resumes or discards the session it held.
 #[derive(Debug, Default, Clone)]
-pub struct Clients(Arc<std::sync::Mutex<HashMap<String, (u64, CancellationToken)>>>);
+pub struct Clients(Arc<std::sync::Mutex<HashMap<String, Holder>>>);
+
+/// Who holds a client id.
+#[derive(Debug)]
+struct Holder {
+    /// The session's number (it stays when a connection resumes it).
+    n: u64,
+    /// Cancelled to close the connection (or discard the kept session).
+    token: CancellationToken,
+    /// Who logged in (authid, or anonymous; and the role): a session is
+    /// resumed only by the same login.
+    login: (String, String),
+    /// The session is kept, its connection gone: hand a new one here.
+    parked: Option<mpsc::Sender<Resume>>,
+}
+
+/// What a client id's holder is, to a new connection that wants to
+/// resume its session.
+enum Claim {
+    /// A kept session, now the new connection's: hand it over there,
+    /// with the token that closes it from now on.
+    Parked(mpsc::Sender<Resume>, CancellationToken),
+    /// The same login's connection, still open: closed now; its session is
+    /// kept in a moment.
+    Online,
+    /// Nothing to resume.
+    None,
+}
 
 impl Clients {
-    /// Register `id` for a new connection; the connection using it before
-    /// (if any) is told to close.
-    fn take(&self, id: &str) -> (u64, CancellationToken) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Holder>> {
+        // A panic while the map is locked leaves it consistent (every
+        // change is one insert or remove).
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Register `id` for a new session of `login`; the connection or kept
+    /// session holding it before (if any) is closed or discarded.
+    fn take(&self, id: &str, login: (String, String)) -> (u64, CancellationToken) {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let token = CancellationToken::new();
-        let old = self
-            .0
-            .lock()
-            .map(|mut m| m.insert(id.to_owned(), (n, token.clone())))
-            .unwrap_or(None);
-        if let Some((_, old)) = old {
-            info!(client_id = %id, "MQTT client id taken over by a new connection: the old one is closed");
-            old.cancel();
+        let old = self.lock().insert(
+            id.to_owned(),
+            Holder {
+                n,
+                token: token.clone(),
+                login,
+                parked: None,
+            },
+        );
+        if let Some(old) = old {
+            info!(client_id = %id, "MQTT client id taken over by a new connection: the old one is closed and its session discarded");
+            old.token.cancel();
         }
         (n, token)
     }
 
-    /// Forget `id` if connection `n` still holds it.
+    /// The session `n` holding `id` lost its connection and is kept: a
+    /// resuming connection is handed to `resume`. The token that discards
+    /// it, or `None` if `n` no longer holds `id` (taken over).
+    fn park(&self, id: &str, n: u64, resume: mpsc::Sender<Resume>) -> Option<CancellationToken> {
+        let mut m = self.lock();
+        let h = m.get_mut(id).filter(|h| h.n == n)?;
+        h.token = CancellationToken::new();
+        h.parked = Some(resume);
+        Some(h.token.clone())
+    }
+
+    /// A new connection of `login` wants the session `id` holds.
+    fn claim(&self, id: &str, login: &(String, String)) -> Claim {
+        let mut m = self.lock();
+        let Some(h) = m.get_mut(id).filter(|h| &h.login == login) else {
+            return Claim::None;
+        };
+        match h.parked.take() {
+            Some(resume) => {
+                h.token = CancellationToken::new();
+                Claim::Parked(resume, h.token.clone())
+            }
+            None => {
+                // Closed; `park` is what it does next, as it holds the id.
+                h.token.cancel();
+                Claim::Online
+            }
+        }
+    }
+
+    /// Forget `id` if session `n` still holds it.
     fn release(&self, id: &str, n: u64) {
-        if let Ok(mut m) = self.0.lock()
-            && m.get(id).is_some_and(|(held, _)| *held == n)
-        {
+        let mut m = self.lock();
+        if m.get(id).is_some_and(|h| h.n == n) {
             m.remove(id);
         }
     }
+}
+
+/// A new connection, handed to the kept session it resumes.
+pub struct Resume {
+    stream: Box<dyn Io>,
+    rbuf: BytesMut,
+    wire: Wire,
+    keep_alive: Option<Duration>,
+    will: Option<Message>,
+    /// The session expiry asked for, and granted.
+    expiry: (u32, u32),
+    inflight_max: usize,
+    /// Closes the connection (a take-over).
+    token: CancellationToken,
 }
 
 /// Serve one connection as MQTT.
@@ -111,7 +196,7 @@ async fn handshake<S: Io>(
     peer: Peer,
     settings: &ListenerSettings,
     shutdown: &CancellationToken,
-) -> Option<(MqttTransport<S>, session::Connection)> {
+) -> Option<(MqttTransport, session::Connection)> {
     let max = u32::try_from(settings.max_message_size).unwrap_or(u32::MAX);
     let mut rbuf = BytesMut::with_capacity(256);
     let mut wire = None;
@@ -189,7 +274,7 @@ async fn handshake<S: Io>(
         details.insert("authid".into(), Value::from(u.clone()));
     }
     let will = connect.will.as_ref().and_then(|(topic, payload, _, retain)| {
-        match wamp_publish(&settings.mqtt_options, topic, payload, *retain, 0) {
+        match wamp_publish(&settings.mqtt_options, topic, payload, *retain, 0, &Props::default()) {
             Ok(m) => Some(m),
             Err((_, why)) => {
                 info!(peer = %peer.desc, topic = %topic, cause = %why, "MQTT: the client's will cannot be published");
@@ -204,8 +289,12 @@ async fn handshake<S: Io>(
     info.client_cert = peer.client_cert;
     let mut inbox = VecDeque::new();
     inbox.push_back(Message::Hello(message::Hello { realm, details }));
+    let options = &settings.mqtt_options;
+    let expiry = u32::try_from(options.session_expiry_max)
+        .unwrap_or(u32::MAX)
+        .min(connect.session_expiry);
     let transport = MqttTransport {
-        stream,
+        stream: Some(Box::new(stream)),
         rbuf,
         wbuf: BytesMut::new(),
         wire,
@@ -232,6 +321,15 @@ async fn handshake<S: Io>(
         connected: false,
         ended: false,
         awaiting: 0,
+        clean_start: connect.clean_start,
+        expiry_asked: connect.session_expiry,
+        expiry,
+        inflight: VecDeque::new(),
+        inflight_max: usize::from(connect.receive_max).min(INFLIGHT_MAX),
+        queue: VecDeque::new(),
+        queued_bytes: 0,
+        parked: None,
+        counters: settings.session.counters.clone(),
     };
     let conn = session::Connection {
         peer_ip: peer.ip,
@@ -316,9 +414,13 @@ fn wamp_publish(
     payload: &Bytes,
     retain: bool,
     request: Id,
+    props: &Props,
 ) -> Result<Message, (Refused, String)> {
     let topic = topic_to_uri(mqtt_topic).map_err(|e| (Refused::TopicInvalid, e))?;
     let mut opts = Dict::new();
+    if let Some(p) = wamp_properties(props) {
+        opts.insert(MQTT_PROPERTIES.into(), p);
+    }
     if request != 0 {
         opts.insert("acknowledge".into(), Value::Bool(true));
     }
@@ -344,6 +446,69 @@ fn wamp_publish(
         topic,
         payload,
     }))
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A publication's MQTT 5 properties for WAMP (PUBLISH.Options and
+/// EVENT.Details `_mqtt`): `user_properties` as `[name, value]` pairs,
+/// `content_type`, and the message expiry as `expires_at` (Unix
+/// milliseconds, so that a retained or queued event keeps its deadline).
+fn wamp_properties(props: &Props) -> Option<Value> {
+    let mut d = Dict::new();
+    if !props.user.is_empty() {
+        let pairs = props
+            .user
+            .iter()
+            .map(|(k, v)| Value::List(vec![Value::from(k.as_str()), Value::from(v.as_str())]))
+            .collect();
+        d.insert("user_properties".into(), Value::List(pairs));
+    }
+    if let Some(c) = &props.content_type {
+        d.insert("content_type".into(), Value::from(c.as_str()));
+    }
+    if let Some(secs) = props.expiry {
+        d.insert(
+            "expires_at".into(),
+            Value::Int(unix_ms().saturating_add(i64::from(secs) * 1000)),
+        );
+    }
+    (!d.is_empty()).then_some(Value::Dict(d))
+}
+
+/// An event's `_mqtt` details as MQTT 5 properties, and its expiry:
+/// `None` if it has expired. Entries of the wrong shape are left out.
+fn mqtt_properties(details: &Dict) -> Option<(Props, Option<Instant>)> {
+    let Some(Value::Dict(d)) = details.get(MQTT_PROPERTIES) else {
+        return Some((Props::default(), None));
+    };
+    let mut props = Props::default();
+    if let Some(Value::List(pairs)) = d.get("user_properties") {
+        for pair in pairs {
+            if let Value::List(kv) = pair
+                && let [Value::Str(k), Value::Str(v)] = kv.as_slice()
+            {
+                props.user.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    if let Some(Value::Str(c)) = d.get("content_type") {
+        props.content_type = Some(c.clone());
+    }
+    let mut expires = None;
+    if let Some(Value::Int(at)) = d.get("expires_at") {
+        let left = at.saturating_sub(unix_ms());
+        if left <= 0 {
+            return None;
+        }
+        expires = Some(Instant::now() + Duration::from_millis(left.unsigned_abs()));
+    }
+    Some((props, expires))
 }
 
 /// A `native` MQTT payload: JSON `{"args": [...], "kwargs": {...}}` (an
@@ -443,9 +608,36 @@ struct PendingSuback {
     codes: Vec<Option<Result<QoS, Refused>>>,
 }
 
-/// One MQTT connection (3.1.1 or 5.0) carrying a WAMP session.
-pub struct MqttTransport<S> {
-    stream: S,
+/// QoS 1 publications sent to one client and not acknowledged yet, at
+/// most (fewer if the client's receive maximum says so); the next wait in
+/// its queue.
+const INFLIGHT_MAX: usize = 32;
+
+/// A publication for the client, kept until it is acknowledged (QoS 1) or
+/// while it waits its turn.
+#[derive(Clone, Debug)]
+struct Held {
+    topic: String,
+    payload: Bytes,
+    qos: QoS,
+    retain: bool,
+    props: Props,
+    /// The message expiry: past it, it is not sent.
+    expires: Option<Instant>,
+}
+
+/// A kept session whose client is gone: where a resuming connection
+/// arrives, and until when it is kept.
+struct Parked {
+    resume: mpsc::Receiver<Resume>,
+    until: tokio::time::Instant,
+}
+
+/// One MQTT client (3.1.1 or 5.0) carrying a WAMP session: its
+/// connection, or, while it is away, the session MQTT keeps for it.
+pub struct MqttTransport {
+    /// The connection (`None` while the client is away).
+    stream: Option<Box<dyn Io>>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     wire: Wire,
@@ -495,9 +687,28 @@ pub struct MqttTransport<S> {
     ended: bool,
     /// WAMP requests sent to the session and not answered yet.
     awaiting: usize,
+    /// The CONNECT asked for a fresh session.
+    clean_start: bool,
+    /// The session expiry the client asked for, and the one it got
+    /// (capped by `session_expiry_max`), in seconds: 0, the session ends
+    /// with the connection.
+    expiry_asked: u32,
+    expiry: u32,
+    /// QoS 1 publications sent and not acknowledged, oldest first (sent
+    /// again, as duplicates, when the client resumes its session).
+    inflight: VecDeque<(NonZeroU16, Held)>,
+    inflight_max: usize,
+    /// QoS 1 publications waiting: while the client is away, or has
+    /// `inflight_max` unacknowledged. Bounded by `offline_queue_messages`
+    /// and `offline_queue_bytes`.
+    queue: VecDeque<Held>,
+    queued_bytes: usize,
+    /// Set while the client is away and its session kept.
+    parked: Option<Parked>,
+    counters: Arc<session::TransportCounters>,
 }
 
-impl<S: Io> MqttTransport<S> {
+impl MqttTransport {
     fn request(&mut self) -> Id {
         let r = self.next_request;
         self.next_request += 1;
@@ -509,7 +720,12 @@ impl<S: Io> MqttTransport<S> {
         NonZeroU16::new(self.next_packet_id).unwrap_or(NonZeroU16::MIN)
     }
 
+    /// Encode `out` for the connection (nothing while the client is away:
+    /// what it must get later waits in `inflight` and `queue`).
     fn write(&mut self, out: Out) -> Result<(), TransportError> {
+        if self.stream.is_none() {
+            return Ok(());
+        }
         self.wire
             .encode(out, &mut self.wbuf)
             .map_err(|e| TransportError::Protocol(format!("cannot encode an MQTT packet: {e}")))
@@ -525,9 +741,232 @@ impl<S: Io> MqttTransport<S> {
     /// The client is gone without DISCONNECT: its will goes out first (if
     /// it had logged in).
     fn lost(&mut self) -> Option<Message> {
-        self.ended = true;
-        let will = self.will.take();
-        if self.connected { will } else { None }
+        let will = self.will.take().filter(|_| self.connected);
+        self.drop_connection();
+        will
+    }
+
+    /// The connection ends: the session is kept if it outlives it (the
+    /// client logged in and asked for a session expiry), else it ends.
+    fn drop_connection(&mut self) {
+        if self.connected && self.expiry > 0 && self.client.is_some() {
+            self.stream = None;
+            self.rbuf = BytesMut::new();
+            self.wbuf = BytesMut::new();
+        } else {
+            // Closed with the session (what is written still goes out).
+            self.ended = true;
+        }
+    }
+
+    /// MQTT 5: the session expiry granted, when it is not the one asked
+    /// for (the CONNACK says so).
+    fn expiry_granted(&self) -> Option<u32> {
+        (self.wire.is_v5() && self.expiry != self.expiry_asked).then_some(self.expiry)
+    }
+
+    /// While the client is away: wait for a connection that resumes the
+    /// session (`Ok`, the connection installed), or the session's expiry
+    /// or discard (it ends). Cancel-safe.
+    async fn away(&mut self) -> Result<(), TransportError> {
+        if self.parked.is_none() {
+            let (tx, rx) = mpsc::channel(1);
+            let token = self
+                .client
+                .as_ref()
+                .and_then(|(id, n)| self.clients.park(id, *n, tx));
+            let Some(token) = token else {
+                // Taken over meanwhile: the session is another's now.
+                self.ended = true;
+                return Err(TransportError::Closed);
+            };
+            self.taken_over = token;
+            info!(client_id = %self.client_id, expiry_secs = self.expiry, queued = self.queue.len(),
+                "MQTT client away: its session is kept until it comes back or expires");
+            let now = tokio::time::Instant::now();
+            let until = now
+                .checked_add(Duration::from_secs(u64::from(self.expiry)))
+                .unwrap_or(now + Duration::from_secs(86_400 * 365));
+            self.parked = Some(Parked { resume: rx, until });
+        }
+        let taken = self.taken_over.clone();
+        let Some(p) = &mut self.parked else {
+            return Err(TransportError::Closed);
+        };
+        let got = tokio::select! {
+            r = p.resume.recv() => r,
+            () = tokio::time::sleep_until(p.until) => {
+                info!(client_id = %self.client_id, dropped = self.queue.len(), "MQTT session expired");
+                None
+            }
+            () = taken.cancelled() => {
+                info!(client_id = %self.client_id, "MQTT session discarded: the client id started afresh");
+                None
+            }
+        };
+        self.parked = None;
+        match got {
+            Some(r) => self.resumed(r),
+            None => {
+                self.ended = true;
+                Err(TransportError::Closed)
+            }
+        }
+    }
+
+    /// A connection resumes the session: it gets the unacknowledged
+    /// publications again (as duplicates), then what waited.
+    fn resumed(&mut self, r: Resume) -> Result<(), TransportError> {
+        self.stream = Some(r.stream);
+        self.rbuf = r.rbuf;
+        self.wire = r.wire;
+        self.keep_alive = r.keep_alive;
+        self.will = r.will;
+        self.expiry_asked = r.expiry.0;
+        self.expiry = r.expiry.1;
+        self.inflight_max = r.inflight_max;
+        self.taken_over = r.token;
+        self.last_seen = Instant::now();
+        info!(client_id = %self.client_id, inflight = self.inflight.len(), queued = self.queue.len(),
+            "MQTT session resumed by a new connection");
+        self.write(Out::ConnAck {
+            refused: None,
+            session_present: true,
+            session_expiry: self.expiry_granted(),
+        })?;
+        let now = Instant::now();
+        for (id, h) in std::mem::take(&mut self.inflight) {
+            if h.expires.is_some_and(|e| e <= now) {
+                continue;
+            }
+            self.write_held(Some(id), &h, true)?;
+            self.inflight.push_back((id, h));
+        }
+        self.pump()
+    }
+
+    /// This new connection resumes the session its client id left (same
+    /// login): handed over to it, `true`; `false` if there is none.
+    async fn resume_into(&mut self, login: &(String, String)) -> bool {
+        // A connection of the same client still open is closed first; its
+        // session is kept a moment later (at most 2 s waited).
+        for _ in 0..40 {
+            match self.clients.claim(&self.client_id, login) {
+                Claim::None => return false,
+                Claim::Online => tokio::time::sleep(Duration::from_millis(50)).await,
+                Claim::Parked(to, token) => {
+                    let Some(stream) = self.stream.take() else {
+                        return false;
+                    };
+                    let r = Resume {
+                        stream,
+                        rbuf: std::mem::take(&mut self.rbuf),
+                        wire: std::mem::replace(&mut self.wire, Wire::V3(v3::Codec::new(0))),
+                        keep_alive: self.keep_alive,
+                        will: self.will.take(),
+                        expiry: (self.expiry_asked, self.expiry),
+                        inflight_max: self.inflight_max,
+                        token,
+                    };
+                    return match to.try_send(r) {
+                        Ok(()) => {
+                            // This WAMP session ends quietly; the kept one
+                            // goes on with the connection.
+                            self.ended = true;
+                            true
+                        }
+                        Err(e) => {
+                            // The kept session ended just now.
+                            let r = e.into_inner();
+                            self.stream = Some(r.stream);
+                            self.rbuf = r.rbuf;
+                            self.wire = r.wire;
+                            self.will = r.will;
+                            false
+                        }
+                    };
+                }
+            }
+        }
+        false
+    }
+
+    /// A publication for the client: QoS 0 is written now (or lost while
+    /// the client is away); QoS 1 goes in flight, or waits its turn.
+    fn deliver(&mut self, h: Held) -> Result<(), TransportError> {
+        if h.qos == QoS::AtMostOnce {
+            return self.write_held(None, &h, false);
+        }
+        if self.stream.is_some() && self.inflight.len() < self.inflight_max && self.queue.is_empty()
+        {
+            let id = self.free_packet_id();
+            self.write_held(Some(id), &h, false)?;
+            self.inflight.push_back((id, h));
+            return Ok(());
+        }
+        let o = &self.options;
+        if self.queue.len() >= o.offline_queue_messages
+            || self.queued_bytes + h.payload.len() > o.offline_queue_bytes
+        {
+            self.counters
+                .mqtt_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            debug!(client_id = %self.client_id, topic = %h.topic, "MQTT message dropped: the client's queue is full (options.offline_queue_messages, offline_queue_bytes)");
+            return Ok(());
+        }
+        self.queued_bytes += h.payload.len();
+        self.queue.push_back(h);
+        Ok(())
+    }
+
+    /// Send what waits, while the client takes more unacknowledged.
+    fn pump(&mut self) -> Result<(), TransportError> {
+        while self.stream.is_some() && self.inflight.len() < self.inflight_max {
+            let Some(h) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= h.payload.len();
+            if h.expires.is_some_and(|e| e <= Instant::now()) {
+                continue;
+            }
+            let id = self.free_packet_id();
+            self.write_held(Some(id), &h, false)?;
+            self.inflight.push_back((id, h));
+        }
+        Ok(())
+    }
+
+    fn write_held(
+        &mut self,
+        packet_id: Option<NonZeroU16>,
+        h: &Held,
+        dup: bool,
+    ) -> Result<(), TransportError> {
+        let mut props = h.props.clone();
+        if let Some(e) = h.expires {
+            // What is left of it, in whole seconds (at least 1).
+            let left = e.saturating_duration_since(Instant::now());
+            props.expiry = Some(u32::try_from(left.as_secs() + 1).unwrap_or(u32::MAX));
+        }
+        self.write(Out::Publish {
+            topic: h.topic.clone(),
+            payload: h.payload.clone(),
+            qos: h.qos,
+            retain: h.retain,
+            packet_id,
+            dup,
+            props,
+        })
+    }
+
+    /// A packet id no unacknowledged publication has.
+    fn free_packet_id(&mut self) -> NonZeroU16 {
+        loop {
+            let id = self.packet_id();
+            if !self.inflight.iter().any(|(i, _)| *i == id) {
+                return id;
+            }
+        }
     }
 
     /// Act on one packet from the client; WAMP messages for the session go
@@ -545,6 +984,7 @@ impl<S: Io> MqttTransport<S> {
                 retain,
                 packet_id,
                 response,
+                props,
             } => {
                 let ack = match (qos, packet_id) {
                     (QoS::AtMostOnce, _) => None,
@@ -563,13 +1003,21 @@ impl<S: Io> MqttTransport<S> {
                     return self.write(Out::PubRec(packet_id, None));
                 }
                 match response {
-                    Some(response) => self.on_request(&topic, &payload, ack, response)?,
-                    None => self.on_publish(&topic, &payload, retain, ack)?,
+                    Some(response) => {
+                        self.on_request(&topic, &payload, ack, (response, props.correlation))?;
+                    }
+                    None => self.on_publish(&topic, &payload, retain, ack, &props)?,
                 }
             }
             In::PubRel(packet_id) => {
                 self.qos2_held.remove(&packet_id.get());
                 self.write(Out::PubComp(packet_id))?;
+            }
+            In::PubAck(packet_id) => {
+                if let Some(i) = self.inflight.iter().position(|(id, _)| *id == packet_id) {
+                    self.inflight.remove(i);
+                }
+                self.pump()?;
             }
             In::Acked => {}
             In::Subscribe(packet_id, filters) => self.on_subscribe(packet_id, filters)?,
@@ -599,10 +1047,22 @@ impl<S: Io> MqttTransport<S> {
                 }
             }
             In::Ping => self.write(Out::PingResp)?,
-            In::Disconnect => {
+            In::Disconnect(expiry) => {
                 // A clean end: no will.
                 self.will = None;
-                self.ended = true;
+                // MQTT 5 may change the session expiry here (not from 0).
+                if let Some(e) = expiry
+                    && self.expiry_asked > 0
+                {
+                    self.expiry_asked = e;
+                    self.expiry =
+                        e.min(u32::try_from(self.options.session_expiry_max).unwrap_or(u32::MAX));
+                }
+                self.drop_connection();
+                if !self.ended {
+                    // Kept: the session waits for the client to return.
+                    return Ok(());
+                }
                 self.inbox.push_back(Message::Goodbye(message::Goodbye {
                     details: Dict::new(),
                     reason: "wamp.close.normal".into(),
@@ -620,9 +1080,10 @@ impl<S: Io> MqttTransport<S> {
         payload: &Bytes,
         retain: bool,
         acked: Option<(NonZeroU16, QoS)>,
+        props: &Props,
     ) -> Result<(), TransportError> {
         let request = if acked.is_some() { self.request() } else { 0 };
-        match wamp_publish(&self.options, topic, payload, retain, request) {
+        match wamp_publish(&self.options, topic, payload, retain, request, props) {
             Ok(m) => {
                 if let Some(a) = acked {
                     self.publishes.insert(request, a);
@@ -712,7 +1173,11 @@ impl<S: Io> MqttTransport<S> {
             qos: QoS::AtMostOnce,
             retain: false,
             packet_id: None,
-            correlation: r.correlation,
+            dup: false,
+            props: Props {
+                correlation: r.correlation,
+                ..Props::default()
+            },
         })
     }
 
@@ -840,19 +1305,22 @@ impl<S: Io> MqttTransport<S> {
             _ => filter,
         };
         let retain = matches!(e.details.get("retained"), Some(Value::Bool(true)));
-        let packet_id = (qos != QoS::AtMostOnce).then(|| self.packet_id());
-        self.write(Out::Publish {
+        let Some((props, expires)) = mqtt_properties(&e.details) else {
+            debug!(topic = %topic, "MQTT message expired before delivery");
+            return Ok(());
+        };
+        self.deliver(Held {
             topic,
             payload: mqtt_payload(&e.payload),
             qos,
             retain,
-            packet_id,
-            correlation: None,
+            props,
+            expires,
         })
     }
 }
 
-impl<S> Drop for MqttTransport<S> {
+impl Drop for MqttTransport {
     fn drop(&mut self) {
         if let Some((id, n)) = &self.client {
             self.clients.release(id, *n);
@@ -867,7 +1335,7 @@ fn encode(m: &Message) -> Result<Bytes, TransportError> {
         .map_err(|e| TransportError::Protocol(format!("cannot encode {}: {e}", m.name())))
 }
 
-impl<S: Io> Transport for MqttTransport<S> {
+impl Transport for MqttTransport {
     fn serializer(&self) -> Serializer {
         SERIALIZER
     }
@@ -899,6 +1367,10 @@ impl<S: Io> Transport for MqttTransport<S> {
             if self.ended {
                 return Err(TransportError::Closed);
             }
+            if self.stream.is_none() {
+                self.away().await?;
+                continue;
+            }
             if !self.wbuf.is_empty() {
                 self.flush().await?;
             }
@@ -927,7 +1399,9 @@ impl<S: Io> Transport for MqttTransport<S> {
                 self.rbuf = BytesMut::new();
             }
             let taken_over = self.taken_over.clone();
-            let (stream, rbuf) = (&mut self.stream, &mut self.rbuf);
+            let (Some(stream), rbuf) = (&mut self.stream, &mut self.rbuf) else {
+                continue;
+            };
             let read = async {
                 tokio::select! {
                     r = std::future::poll_fn(|cx| {
@@ -944,10 +1418,11 @@ impl<S: Io> Transport for MqttTransport<S> {
                         Err(_) => {
                             info!("MQTT client silent for 1.5 times its keep-alive: closed");
                             self.disconnect(v5::DisconnectReasonCode::KeepAliveTimeout);
-                            match self.lost() {
-                                Some(will) => return encode(&will),
-                                None => return Err(TransportError::Closed),
+                            if let Some(will) = self.lost() {
+                                return encode(&will);
                             }
+                            // The session ends, or waits for the client.
+                            continue;
                         }
                     }
                 }
@@ -957,10 +1432,11 @@ impl<S: Io> Transport for MqttTransport<S> {
                 self.disconnect(v5::DisconnectReasonCode::SessionTakenOver);
             }
             match got {
-                Ok(0) | Err(_) => match self.lost() {
-                    Some(will) => return encode(&will),
-                    None => return Err(TransportError::Closed),
-                },
+                Ok(0) | Err(_) => {
+                    if let Some(will) = self.lost() {
+                        return encode(&will);
+                    }
+                }
                 Ok(_) => {}
             }
         }
@@ -978,14 +1454,32 @@ impl<S: Io> Transport for MqttTransport<S> {
             self.awaiting = self.awaiting.saturating_sub(1);
         }
         match &msg.msg {
-            Message::Welcome(_) => {
+            Message::Welcome(w) => {
                 self.connected = true;
                 if !self.client_id.is_empty() {
-                    let (n, token) = self.clients.take(&self.client_id);
+                    let text = |k: &str| match w.details.get(k) {
+                        Some(Value::Str(s)) => s.clone(),
+                        _ => String::new(),
+                    };
+                    // Anonymous logins get a new authid each time: the
+                    // method stands for it.
+                    let who = match text("authmethod").as_str() {
+                        "anonymous" => "anonymous".to_owned(),
+                        _ => format!("authid:{}", text("authid")),
+                    };
+                    let login = (who, text("authrole"));
+                    if !self.clean_start && self.resume_into(&login).await {
+                        return Ok(());
+                    }
+                    let (n, token) = self.clients.take(&self.client_id, login);
                     self.client = Some((self.client_id.clone(), n));
                     self.taken_over = token;
                 }
-                self.write(Out::ConnAck(None))?;
+                self.write(Out::ConnAck {
+                    refused: None,
+                    session_present: false,
+                    session_expiry: self.expiry_granted(),
+                })?;
             }
             Message::Abort(a) => {
                 if !self.connected {
@@ -997,7 +1491,11 @@ impl<S: Io> Transport for MqttTransport<S> {
                         _ => Refused::NotAuthorized,
                     };
                     info!(reason = %a.reason, "MQTT CONNECT refused");
-                    self.write(Out::ConnAck(Some(refused)))?;
+                    self.write(Out::ConnAck {
+                        refused: Some(refused),
+                        session_present: false,
+                        session_expiry: None,
+                    })?;
                 }
                 self.ended = true;
             }
@@ -1086,13 +1584,16 @@ impl<S: Io> Transport for MqttTransport<S> {
     }
 
     async fn flush(&mut self) -> Result<(), TransportError> {
-        self.stream
+        let Some(stream) = &mut self.stream else {
+            return Ok(());
+        };
+        stream
             .write_all_buf(&mut self.wbuf)
             .await
             .map_err(|e| TransportError::Io(e.to_string()))?;
         // Written out: an idle connection holds no write buffer.
         self.wbuf = BytesMut::new();
-        self.stream
+        stream
             .flush()
             .await
             .map_err(|e| TransportError::Io(e.to_string()))
@@ -1101,7 +1602,9 @@ impl<S: Io> Transport for MqttTransport<S> {
     async fn close(&mut self, _kind: CloseKind, _reason: &str) {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let _ = self.flush().await;
-            let _ = self.stream.shutdown().await;
+            if let Some(s) = &mut self.stream {
+                let _ = s.shutdown().await;
+            }
         })
         .await;
     }
@@ -1113,6 +1616,10 @@ impl<S: Io> Transport for MqttTransport<S> {
     }
 
     fn last_seen(&self) -> Instant {
+        if self.stream.is_none() {
+            // Away: the session's keepalive has nothing to ping.
+            return Instant::now();
+        }
         self.last_seen
     }
 }
@@ -1172,5 +1679,66 @@ mod tests {
             ..Payload::default()
         };
         assert_eq!(mqtt_payload(&raw), Bytes::from_static(&[0, 1, 2]));
+    }
+
+    #[test]
+    fn mqtt_properties_cross_wamp_and_expire() {
+        let props = Props {
+            user: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+            expiry: Some(60),
+            content_type: Some("text/plain".into()),
+            correlation: Some(Bytes::from_static(b"not carried")),
+        };
+        let details = proto::dict! {MQTT_PROPERTIES => wamp_properties(&props).expect("some")};
+        let (back, expires) = mqtt_properties(&details).expect("not expired");
+        assert_eq!(back.user, props.user);
+        assert_eq!(back.content_type, props.content_type);
+        assert_eq!(
+            back.correlation, None,
+            "request/response data stays on its path"
+        );
+        let left = expires.expect("an expiry").duration_since(Instant::now());
+        assert!(
+            left > Duration::from_secs(58) && left <= Duration::from_secs(60),
+            "{left:?}"
+        );
+        assert_eq!(wamp_properties(&Props::default()), None, "nothing to carry");
+        let past = proto::dict! {MQTT_PROPERTIES => proto::dict! {"expires_at" => unix_ms() - 1}};
+        assert!(mqtt_properties(&past).is_none(), "expired");
+        let odd = proto::dict! {MQTT_PROPERTIES => proto::dict! {
+            "user_properties" => Value::List(vec![Value::from("x"), Value::List(vec![Value::from("k")])]),
+        }};
+        assert_eq!(mqtt_properties(&odd).expect("kept").0, Props::default());
+    }
+
+    #[test]
+    fn a_kept_session_is_resumed_by_the_same_login_only() {
+        let clients = Clients::default();
+        let me = ("anonymous".to_owned(), "device".to_owned());
+        let other = ("authid:x".to_owned(), "device".to_owned());
+        let (n, online) = clients.take("c1", me.clone());
+        // Online: a claim closes the connection; its session is kept next.
+        assert!(matches!(clients.claim("c1", &me), Claim::Online));
+        assert!(online.is_cancelled());
+        let (tx, _rx) = mpsc::channel(1);
+        let discard = clients.park("c1", n, tx).expect("still the holder");
+        assert!(
+            matches!(clients.claim("c1", &other), Claim::None),
+            "another login"
+        );
+        let Claim::Parked(_, token) = clients.claim("c1", &me) else {
+            panic!("kept for the same login");
+        };
+        assert!(!discard.is_cancelled() && !token.is_cancelled());
+        // A fresh start by anyone discards what the id held.
+        let (_, _) = clients.take("c1", other);
+        assert!(token.is_cancelled());
+        let (tx, _rx) = mpsc::channel(1);
+        assert!(clients.park("c1", n, tx).is_none(), "no longer the holder");
+        clients.release("c1", n);
+        assert!(
+            clients.lock().contains_key("c1"),
+            "released only by its holder"
+        );
     }
 }

@@ -28,6 +28,29 @@ pub struct Connect {
     pub keep_alive: u16,
     /// (topic, payload, QoS, retain).
     pub will: Option<(String, Bytes, QoS, bool)>,
+    /// Start afresh (MQTT 5's clean start, MQTT 3.1.1's clean session):
+    /// `false` resumes the session the client id left, if any.
+    pub clean_start: bool,
+    /// Seconds the session outlives the connection: MQTT 5's session
+    /// expiry interval; for MQTT 3.1.1, 0 with a clean session and
+    /// `u32::MAX` (never) without.
+    pub session_expiry: u32,
+    /// MQTT 5's receive maximum: QoS 1 and 2 publications the client takes
+    /// unacknowledged at once (MQTT 3.1.1: no limit said).
+    pub receive_max: u16,
+}
+
+/// A publication's MQTT 5 properties that cross the bridge (MQTT 3.1.1
+/// has none: all empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Props {
+    /// User properties, in order (a name may repeat).
+    pub user: Vec<(String, String)>,
+    /// Message expiry interval, in seconds.
+    pub expiry: Option<u32>,
+    pub content_type: Option<String>,
+    /// Request/response: the correlation data.
+    pub correlation: Option<Bytes>,
 }
 
 /// What a client sends, once connected.
@@ -38,17 +61,21 @@ pub enum In {
         qos: QoS,
         retain: bool,
         packet_id: Option<NonZeroU16>,
-        /// MQTT 5 request/response: (response topic, correlation data).
-        response: Option<(String, Option<Bytes>)>,
+        /// MQTT 5 request/response: the response topic.
+        response: Option<String>,
+        props: Props,
     },
     PubRel(NonZeroU16),
-    /// PUBACK, PUBREC or PUBCOMP for what the router sent (which goes out
-    /// at QoS 0 or 1).
+    /// PUBACK for a QoS 1 publication the router sent.
+    PubAck(NonZeroU16),
+    /// PUBREC or PUBCOMP (the router sends at QoS 0 or 1: nothing to do).
     Acked,
     Subscribe(NonZeroU16, Vec<(String, QoS)>),
     Unsubscribe(NonZeroU16, Vec<String>),
     Ping,
-    Disconnect,
+    /// DISCONNECT, with MQTT 5's new session expiry interval, if it sets
+    /// one.
+    Disconnect(Option<u32>),
     /// A packet a client may not send here, and why.
     Illegal(String),
 }
@@ -68,7 +95,14 @@ pub enum Refused {
 
 /// What the router sends a client.
 pub enum Out {
-    ConnAck(Option<Refused>),
+    ConnAck {
+        refused: Option<Refused>,
+        /// A session was resumed.
+        session_present: bool,
+        /// MQTT 5: the session expiry the server uses, if it is not the
+        /// one the client asked for.
+        session_expiry: Option<u32>,
+    },
     PubAck(NonZeroU16, Option<Refused>),
     PubRec(NonZeroU16, Option<Refused>),
     PubComp(NonZeroU16),
@@ -81,8 +115,10 @@ pub enum Out {
         qos: QoS,
         retain: bool,
         packet_id: Option<NonZeroU16>,
-        /// MQTT 5: the correlation data of the request this answers.
-        correlation: Option<Bytes>,
+        /// Sent before, unacknowledged (on a resumed session).
+        dup: bool,
+        /// MQTT 5's properties (dropped for MQTT 3.1.1).
+        props: Props,
     },
     /// MQTT 5 only (3.1.1 just closes): the server ends the connection.
     Disconnect(v5::DisconnectReasonCode),
@@ -116,6 +152,24 @@ impl Wire {
     pub fn decode_connect(&mut self, buf: &mut BytesMut) -> Result<Option<Connect>, String> {
         // Both versions' CONNECTs have these fields under the same names.
         macro_rules! connect {
+            (@clean $c:ident, v3) => {
+                $c.clean_session
+            };
+            (@clean $c:ident, v5) => {
+                $c.clean_start
+            };
+            (@expiry $c:ident, v3) => {
+                if $c.clean_session { 0 } else { u32::MAX }
+            };
+            (@expiry $c:ident, v5) => {
+                $c.session_expiry_interval_secs
+            };
+            (@receive $c:ident, v3) => {
+                u16::MAX
+            };
+            (@receive $c:ident, v5) => {
+                $c.receive_max.map_or(u16::MAX, NonZeroU16::get)
+            };
             ($codec:expr, $version:ident) => {
                 match $codec.decode(buf).map_err(|e| e.to_string())? {
                     None => Ok(None),
@@ -127,6 +181,9 @@ impl Wire {
                         will: c
                             .last_will
                             .map(|w| (w.topic.to_string(), w.message, w.qos, w.retain)),
+                        clean_start: connect!(@clean c, $version),
+                        session_expiry: connect!(@expiry c, $version),
+                        receive_max: connect!(@receive c, $version),
                     })),
                     Some((p, _)) => Err(format!(
                         "the first packet must be CONNECT, found type {}",
@@ -175,11 +232,22 @@ impl Wire {
 }
 
 fn publish_in(p: Publish, topic: String) -> In {
-    let response = p.properties.as_ref().and_then(|pr| {
-        pr.response_topic
-            .as_ref()
-            .map(|t| (t.to_string(), pr.correlation_data.clone()))
-    });
+    let (response, props) = match p.properties {
+        None => (None, Props::default()),
+        Some(pr) => (
+            pr.response_topic.map(|t| t.to_string()),
+            Props {
+                user: pr
+                    .user_properties
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                expiry: pr.message_expiry_interval.map(std::num::NonZeroU32::get),
+                content_type: pr.content_type.map(|c| c.to_string()),
+                correlation: pr.correlation_data,
+            },
+        ),
+    };
     In::Publish {
         topic,
         payload: p.payload,
@@ -187,6 +255,7 @@ fn publish_in(p: Publish, topic: String) -> In {
         retain: p.retain,
         packet_id: p.packet_id,
         response,
+        props,
     }
 }
 
@@ -197,9 +266,8 @@ fn from_v3(p: v3::Packet) -> In {
             publish_in(*p, topic)
         }
         v3::Packet::PublishRelease { packet_id } => In::PubRel(packet_id),
-        v3::Packet::PublishAck { .. }
-        | v3::Packet::PublishReceived { .. }
-        | v3::Packet::PublishComplete { .. } => In::Acked,
+        v3::Packet::PublishAck { packet_id } => In::PubAck(packet_id),
+        v3::Packet::PublishReceived { .. } | v3::Packet::PublishComplete { .. } => In::Acked,
         v3::Packet::Subscribe {
             packet_id,
             topic_filters,
@@ -218,7 +286,7 @@ fn from_v3(p: v3::Packet) -> In {
             topic_filters.into_iter().map(|f| f.to_string()).collect(),
         ),
         v3::Packet::PingRequest => In::Ping,
-        v3::Packet::Disconnect => In::Disconnect,
+        v3::Packet::Disconnect => In::Disconnect(None),
         v3::Packet::Connect(_) => In::Illegal("a second CONNECT on one connection".into()),
         other => In::Illegal(format!(
             "MQTT packet type {} comes from a server, not a client",
@@ -261,9 +329,8 @@ fn from_v5(p: v5::Packet, aliases: &mut HashMap<u16, String>) -> In {
             publish_in(*p, topic)
         }
         v5::Packet::PublishRelease(a) => In::PubRel(a.packet_id),
-        v5::Packet::PublishAck(_)
-        | v5::Packet::PublishReceived(_)
-        | v5::Packet::PublishComplete(_) => In::Acked,
+        v5::Packet::PublishAck(a) => In::PubAck(a.packet_id),
+        v5::Packet::PublishReceived(_) | v5::Packet::PublishComplete(_) => In::Acked,
         v5::Packet::Subscribe(s) => In::Subscribe(
             s.packet_id,
             s.topic_filters
@@ -276,7 +343,7 @@ fn from_v5(p: v5::Packet, aliases: &mut HashMap<u16, String>) -> In {
             u.topic_filters.into_iter().map(|f| f.to_string()).collect(),
         ),
         v5::Packet::PingRequest => In::Ping,
-        v5::Packet::Disconnect(_) => In::Disconnect,
+        v5::Packet::Disconnect(d) => In::Disconnect(d.session_expiry_interval_secs),
         v5::Packet::Connect(_) => In::Illegal("a second CONNECT on one connection".into()),
         v5::Packet::Auth(_) => In::Illegal(
             "enhanced authentication (AUTH) is not supported: log in with a user name and password"
@@ -291,14 +358,18 @@ fn from_v5(p: v5::Packet, aliases: &mut HashMap<u16, String>) -> In {
 
 fn to_v3(out: Out) -> Option<v3::Packet> {
     Some(match out {
-        Out::ConnAck(r) => v3::Packet::ConnectAck(v3::ConnectAck {
-            return_code: match r {
+        Out::ConnAck {
+            refused,
+            session_present,
+            ..
+        } => v3::Packet::ConnectAck(v3::ConnectAck {
+            return_code: match refused {
                 None => v3::ConnectAckReason::ConnectionAccepted,
                 Some(Refused::BadCredentials) => v3::ConnectAckReason::BadUserNameOrPassword,
                 Some(Refused::Unavailable) => v3::ConnectAckReason::ServiceUnavailable,
                 Some(_) => v3::ConnectAckReason::NotAuthorized,
             },
-            session_present: false,
+            session_present: session_present && refused.is_none(),
         }),
         // MQTT 3.1.1 cannot refuse a publication: acknowledged anyway.
         Out::PubAck(packet_id, _) => v3::Packet::PublishAck { packet_id },
@@ -322,9 +393,10 @@ fn to_v3(out: Out) -> Option<v3::Packet> {
             qos,
             retain,
             packet_id,
+            dup,
             ..
         } => v3::Packet::Publish(Box::new(Publish {
-            dup: false,
+            dup,
             retain,
             qos,
             topic: ByteString::from(topic),
@@ -349,8 +421,14 @@ fn pub_reason(r: Option<Refused>) -> v5::PublishAckReason {
 
 fn to_v5(out: Out, max_packet: u32) -> v5::Packet {
     match out {
-        Out::ConnAck(r) => v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
-            reason_code: match r {
+        Out::ConnAck {
+            refused,
+            session_present,
+            session_expiry,
+        } => v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+            session_present: session_present && refused.is_none(),
+            session_expiry_interval_secs: session_expiry,
+            reason_code: match refused {
                 None => v5::ConnectAckReason::Success,
                 Some(Refused::BadCredentials) => v5::ConnectAckReason::BadUserNameOrPassword,
                 Some(Refused::Unavailable) => v5::ConnectAckReason::ServerUnavailable,
@@ -411,16 +489,24 @@ fn to_v5(out: Out, max_packet: u32) -> v5::Packet {
             qos,
             retain,
             packet_id,
-            correlation,
+            dup,
+            props,
         } => v5::Packet::Publish(Box::new(Publish {
-            dup: false,
+            dup,
             retain,
             qos,
             topic: ByteString::from(topic),
             packet_id,
             payload,
             properties: Some(v5::PublishProperties {
-                correlation_data: correlation,
+                correlation_data: props.correlation,
+                message_expiry_interval: props.expiry.and_then(std::num::NonZeroU32::new),
+                content_type: props.content_type.map(ByteString::from),
+                user_properties: props
+                    .user
+                    .into_iter()
+                    .map(|(k, v)| (ByteString::from(k), ByteString::from(v)))
+                    .collect(),
                 ..v5::PublishProperties::default()
             }),
         })),

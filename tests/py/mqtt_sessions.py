@@ -1,0 +1,257 @@
+"""MQTT sessions that outlive their connection, message expiry and user
+properties, through Trellis's `mqtt` transport, with paho-mqtt, raw
+sockets (to leave publications unacknowledged) and autobahn-python as the
+WAMP publisher.
+
+Usage: mqtt_sessions.py WS_URL HOST MQTT_PORT
+
+MQTT_PORT keeps at most 5 messages for a client that is away
+(options.offline_queue_messages).
+"""
+
+import asyncio
+import queue
+import socket
+import struct
+import sys
+import time
+
+import paho.mqtt.client as mqtt
+from autobahn.wamp.types import PublishOptions
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from wamp_client import connect
+
+WS_URL, HOST, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
+T = 10
+
+
+def raw_string(b):
+    return struct.pack(">H", len(b)) + b
+
+
+def raw_packet(first, body):
+    out = bytearray([first])
+    n = len(body)
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            break
+    return bytes(out) + body
+
+
+def raw_connect(client_id, clean):
+    flags = 0x02 if clean else 0x00
+    return raw_packet(0x10, raw_string(b"MQTT") + bytes([4, flags]) + struct.pack(">H", 30) + raw_string(client_id.encode()))
+
+
+class Raw:
+    """An MQTT 3.1.1 client on a plain socket: it reads packets whole and
+    acknowledges only when told to."""
+
+    def __init__(self, client_id, clean):
+        self.s = socket.create_connection((HOST, PORT), timeout=T)
+        self.s.sendall(raw_connect(client_id, clean))
+        self.buf = b""
+
+    def packet(self):
+        """(first byte, body) of the next packet."""
+        while True:
+            if len(self.buf) >= 2:
+                n, mult, i = 0, 1, 1
+                while i < len(self.buf):
+                    b = self.buf[i]
+                    n += (b & 0x7F) * mult
+                    mult *= 128
+                    i += 1
+                    if not b & 0x80:
+                        break
+                else:
+                    i = None
+                if i is not None and len(self.buf) >= i + n:
+                    first, body = self.buf[0], self.buf[i:i + n]
+                    self.buf = self.buf[i + n:]
+                    return first, body
+            got = self.s.recv(4096)
+            assert got, "closed"
+            self.buf += got
+
+    def publish(self):
+        """(dup, topic, packet id, payload) of the next PUBLISH (QoS 1)."""
+        first, body = self.packet()
+        assert first & 0xF0 == 0x30, f"not a PUBLISH: {first:#x}"
+        (tl,) = struct.unpack(">H", body[:2])
+        topic = body[2:2 + tl].decode()
+        (pid,) = struct.unpack(">H", body[2 + tl:4 + tl])
+        return bool(first & 0x08), topic, pid, body[4 + tl:]
+
+    def puback(self, pid):
+        self.s.sendall(b"\x40\x02" + struct.pack(">H", pid))
+
+    def subscribe(self, filt):
+        self.s.sendall(raw_packet(0x82, struct.pack(">H", 1) + raw_string(filt.encode()) + b"\x01"))
+        first, body = self.packet()
+        assert (first, body) == (0x90, b"\x00\x01\x01"), (first, body)
+
+    def nothing(self, within=0.5):
+        self.s.settimeout(within)
+        try:
+            got = self.s.recv(4096)
+        except socket.timeout:
+            got = b""
+        finally:
+            self.s.settimeout(T)
+        assert not self.buf + got, f"unexpected {self.buf + got!r}"
+
+
+class Device:
+    """A paho-mqtt 5 client."""
+
+    def __init__(self, client_id, clean_start, expiry=None):
+        self.messages = queue.Queue()
+        self.connacks = queue.Queue()
+        self.subacks = queue.Queue()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+
+        def on_message(c, u, m):
+            props = m.properties
+            user = list(getattr(props, "UserProperty", []) or []) if props else []
+            expiry = getattr(props, "MessageExpiryInterval", None) if props else None
+            self.messages.put((m.topic, m.payload, user, expiry))
+
+        self.c.on_message = on_message
+        self.c.on_connect = lambda c, u, flags, rc, props: self.connacks.put((flags.session_present, getattr(rc, "value", rc)))
+        self.c.on_subscribe = lambda c, u, mid, rcs, props: self.subacks.put([getattr(r, "value", r) for r in rcs])
+        props = None
+        if expiry is not None:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = expiry
+        self.c.connect(HOST, PORT, keepalive=30, clean_start=clean_start, properties=props)
+        self.c.loop_start()
+
+    def connack(self):
+        return self.connacks.get(timeout=T)
+
+    def subscribe(self, filt):
+        self.c.subscribe(filt, 1)
+        return self.subacks.get(timeout=T)
+
+    def message(self, timeout=T):
+        return self.messages.get(timeout=timeout)
+
+    def publish(self, topic, payload, properties=None):
+        info = self.c.publish(topic, payload, qos=1, properties=properties)
+        info.wait_for_publish(timeout=T)
+
+    def stop(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+async def main():
+    loop = asyncio.get_event_loop()
+    w = await connect(WS_URL, "json")
+
+    async def publish(topic, value):
+        await w.publish(topic, value, options=PublishOptions(acknowledge=True))
+
+    # MQTT 3.1.1 without a clean session: a QoS 1 publication left
+    # unacknowledged is sent again, as a duplicate, when the client comes
+    # back; what was published while it was away follows, in order.
+    r = Raw("keeper", clean=False)
+    assert r.packet() == (0x20, b"\x00\x00"), "CONNACK, no session yet"
+    r.subscribe("keep/#")
+    await publish("keep.a", 1)
+    dup, topic, first_id, _ = r.publish()
+    assert (dup, topic) == (False, "keep/a"), (dup, topic)
+    r.s.close()
+    await asyncio.sleep(0.3)
+    await publish("keep.b", 2)
+    await publish("keep.c", 3)
+    r = Raw("keeper", clean=False)
+    assert r.packet() == (0x20, b"\x01\x00"), "CONNACK, session present"
+    dup, topic, pid, payload = r.publish()
+    assert (dup, topic, pid) == (True, "keep/a", first_id), (dup, topic, pid)
+    got = []
+    for _ in range(2):
+        dup, topic, pid, payload = r.publish()
+        assert not dup
+        got.append(topic)
+        r.puback(pid)
+    assert got == ["keep/b", "keep/c"], got
+    r.puback(first_id)
+    r.nothing()
+    print("ok qos 1 sent again after a reconnect", flush=True)
+
+    # The subscription is part of the session: no SUBSCRIBE needed.
+    r.s.close()
+    await asyncio.sleep(0.3)
+    # A clean session discards the kept one.
+    c = Raw("keeper", clean=True)
+    assert c.packet() == (0x20, b"\x00\x00"), "CONNACK, no session present"
+    await publish("keep.d", 4)
+    c.nothing()
+    c.s.sendall(b"\xe0\x00")
+    c.s.close()
+    print("ok a clean session discards the kept one", flush=True)
+
+    # MQTT 5: a session expiry keeps the session across a DISCONNECT; the
+    # queue is bounded (5 here); messages past their expiry are not sent.
+    d = Device("v5-keeper", clean_start=True, expiry=60)
+    assert d.connack() == (False, 0)
+    assert d.subscribe("away/#") == [1]
+    d.stop()
+    await asyncio.sleep(0.3)
+    short = Properties(PacketTypes.PUBLISH)
+    short.MessageExpiryInterval = 1
+    p = Device("v5-pub", clean_start=True)
+    assert p.connack() == (False, 0)
+    await loop.run_in_executor(None, lambda: p.publish("away/short", b"gone soon", short))
+    for i in range(8):
+        await publish("away.n", i)
+    await asyncio.sleep(1.5)
+    d = Device("v5-keeper", clean_start=False, expiry=60)
+    assert d.connack() == (True, 0), "session present"
+    got = []
+    while True:
+        try:
+            topic, payload, _, _ = d.message(timeout=1)
+        except queue.Empty:
+            break
+        got.append((topic, payload))
+    # The expired one was first in the queue: the next four follow.
+    assert got == [("away/n", f'{{"args":[{i}]}}'.encode()) for i in range(4)], got
+    print("ok mqtt 5 session expiry with a bounded queue and message expiry", flush=True)
+
+    # User properties, a content type and the expiry cross the bridge
+    # from an MQTT 5 publisher to an MQTT 5 subscriber.
+    assert d.subscribe("props/#") == [1]
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("unit", "celsius"), ("unit", "kelvin"), ("site", "b7")]
+    props.MessageExpiryInterval = 120
+    await loop.run_in_executor(None, lambda: p.publish("props/t", b"21", props))
+    topic, payload, user, expiry = d.message()
+    assert (topic, payload) == ("props/t", b"21"), (topic, payload)
+    assert user == [("unit", "celsius"), ("unit", "kelvin"), ("site", "b7")], user
+    assert expiry is not None and 110 <= expiry <= 120, expiry
+    print("ok user properties and message expiry carried", flush=True)
+
+    # A session expiry of 1 s: gone after it, the next connection starts
+    # afresh.
+    e = Device("v5-brief", clean_start=True, expiry=1)
+    assert e.connack() == (False, 0)
+    assert e.subscribe("brief/#") == [1]
+    e.stop()
+    time.sleep(2)
+    e = Device("v5-brief", clean_start=False, expiry=1)
+    assert e.connack() == (False, 0), "the session expired"
+    e.stop()
+    p.stop()
+    d.c.disconnect()
+    d.c.loop_stop()
+    print("ok an expired session is gone", flush=True)
+
+
+asyncio.run(main())
