@@ -236,22 +236,40 @@ impl PublishOptions {
 /// publisher to subscribers as they are.
 pub const MQTT_PROPERTIES: &str = "_mqtt";
 
+/// SUBSCRIBE.Options: a shared subscription's group (MQTT's
+/// `$share/group/filter`): each event goes to one of the group's
+/// subscribers.
+pub const SHARE_GROUP: &str = "_share";
+
 /// SUBSCRIBE.Options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeOptions {
     /// How the topic matches (`match`).
     pub policy: MatchPolicy,
     /// Send the retained events now.
     pub get_retained: bool,
+    /// A shared subscription's group (`_share`).
+    pub share: Option<String>,
 }
 
 impl SubscribeOptions {
     /// # Errors
     /// An option of the wrong shape, named.
     pub fn parse(o: &Dict) -> Result<SubscribeOptions, String> {
+        let share = match o.get(SHARE_GROUP) {
+            None => None,
+            Some(Value::Str(g)) if !g.is_empty() && g.len() <= 256 => Some(g.clone()),
+            Some(other) => {
+                return Err(format!(
+                    "option {SHARE_GROUP:?} must be a group name (a string of 1 to 256 bytes), found {}",
+                    other.type_name()
+                ));
+            }
+        };
         Ok(SubscribeOptions {
             policy: MatchPolicy::from_option(o.get("match"))?,
             get_retained: opt_bool(o, "get_retained")?.unwrap_or(false),
+            share,
         })
     }
 }

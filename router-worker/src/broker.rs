@@ -78,6 +78,9 @@ pub struct Subscription {
     pub subscribers: BTreeSet<Id>,
     /// When the subscription was created (ISO 8601, for the meta API).
     pub created: String,
+    /// A shared subscription's group: each event goes to one of its
+    /// subscribers (at random), not to all.
+    pub group: Option<String>,
 }
 
 /// The last event retained on a topic (`retain: true` on PUBLISH).
@@ -143,6 +146,8 @@ pub struct Broker {
     exact: HashMap<String, Id>,
     /// Prefix and wildcard subscriptions by (policy, pattern).
     patterns: HashMap<(MatchPolicy, String), Id>,
+    /// Shared subscriptions by (group, policy, pattern).
+    shared: HashMap<(String, MatchPolicy, String), Id>,
     /// Which subscriptions each session holds, for cleanup on leave.
     by_session: HashMap<Id, HashSet<Id>>,
     /// Retained events by topic.
@@ -252,16 +257,35 @@ impl Broker {
     /// Subscribe `session` to `topic` under `policy`. Subscribing twice to the
     /// same topic and policy returns the same id (idempotent).
     pub fn subscribe(&mut self, session: Id, topic: &str, policy: MatchPolicy) -> Subscribed {
-        let existing = match policy {
-            MatchPolicy::Exact => self.exact.get(topic).copied(),
-            _ => self.patterns.get(&(policy, topic.to_owned())).copied(),
+        self.subscribe_in(session, topic, policy, None)
+    }
+
+    /// Subscribe `session` to `topic` under `policy`, in a shared
+    /// subscription's `group` if one is given (a subscription of its own,
+    /// apart from the unshared one on the same topic).
+    pub fn subscribe_in(
+        &mut self,
+        session: Id,
+        topic: &str,
+        policy: MatchPolicy,
+        group: Option<&str>,
+    ) -> Subscribed {
+        let existing = match (group, policy) {
+            (Some(g), _) => self
+                .shared
+                .get(&(g.to_owned(), policy, topic.to_owned()))
+                .copied(),
+            (None, MatchPolicy::Exact) => self.exact.get(topic).copied(),
+            (None, _) => self.patterns.get(&(policy, topic.to_owned())).copied(),
         };
         let (id, created) = match existing {
             Some(id) => (id, false),
             None => {
-                let id = stable_id("subscription", policy, topic, |id| {
-                    self.subs.contains_key(&id)
-                });
+                let kind = match group {
+                    Some(g) => format!("shared subscription\0{g}"),
+                    None => "subscription".to_owned(),
+                };
+                let id = stable_id(&kind, policy, topic, |id| self.subs.contains_key(&id));
                 self.subs.insert(
                     id,
                     Subscription {
@@ -270,11 +294,15 @@ impl Broker {
                         policy,
                         subscribers: BTreeSet::new(),
                         created: crate::time::now_iso8601(),
+                        group: group.map(str::to_owned),
                     },
                 );
-                match policy {
-                    MatchPolicy::Exact => self.exact.insert(topic.to_owned(), id),
-                    _ => self.patterns.insert((policy, topic.to_owned()), id),
+                match (group, policy) {
+                    (Some(g), _) => self
+                        .shared
+                        .insert((g.to_owned(), policy, topic.to_owned()), id),
+                    (None, MatchPolicy::Exact) => self.exact.insert(topic.to_owned(), id),
+                    (None, _) => self.patterns.insert((policy, topic.to_owned()), id),
                 };
                 (id, true)
             }
@@ -310,9 +338,10 @@ impl Broker {
             return Unsubscribed { deleted: false };
         }
         if let Some(sub) = self.subs.remove(&id) {
-            match sub.policy {
-                MatchPolicy::Exact => self.exact.remove(&sub.topic),
-                p => self.patterns.remove(&(p, sub.topic)),
+            match (sub.group, sub.policy) {
+                (Some(g), p) => self.shared.remove(&(g, p, sub.topic)),
+                (None, MatchPolicy::Exact) => self.exact.remove(&sub.topic),
+                (None, p) => self.patterns.remove(&(p, sub.topic)),
             };
         }
         Unsubscribed { deleted: true }
@@ -338,6 +367,13 @@ impl Broker {
             out.push(sub);
         }
         for ((policy, pattern), id) in &self.patterns {
+            if uri::matches(pattern, *policy, topic)
+                && let Some(sub) = self.subs.get(id)
+            {
+                out.push(sub);
+            }
+        }
+        for ((_, policy, pattern), id) in &self.shared {
             if uri::matches(pattern, *policy, topic)
                 && let Some(sub) = self.subs.get(id)
             {
@@ -387,6 +423,51 @@ mod tests {
         assert_eq!(
             subs[0].subscribers.iter().copied().collect::<Vec<_>>(),
             [1, 2]
+        );
+    }
+
+    #[test]
+    fn a_shared_subscription_is_its_groups_own() {
+        let mut b = Broker::new();
+        let plain = b.subscribe(1, "jobs.", MatchPolicy::Prefix).id;
+        let g = b.subscribe_in(2, "jobs.", MatchPolicy::Prefix, Some("workers"));
+        let g2 = b.subscribe_in(3, "jobs.", MatchPolicy::Prefix, Some("workers"));
+        let other = b.subscribe_in(4, "jobs.", MatchPolicy::Prefix, Some("audit"));
+        assert!(g.created && !g2.created && other.created);
+        assert_eq!(g.id, g2.id);
+        assert!(g.id != plain && other.id != plain && other.id != g.id);
+        let found: Vec<(Id, Option<&str>)> = {
+            let mut v: Vec<_> = b
+                .matching("jobs.a")
+                .iter()
+                .map(|s| (s.id, s.group.as_deref()))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let mut want = vec![
+            (plain, None),
+            (g.id, Some("workers")),
+            (other.id, Some("audit")),
+        ];
+        want.sort_unstable();
+        assert_eq!(found, want);
+        assert_eq!(b.lookup("jobs.", MatchPolicy::Prefix), Some(plain));
+        // Gone with its last member, like any subscription.
+        assert_eq!(
+            b.unsubscribe(2, g.id),
+            Some(Unsubscribed { deleted: false })
+        );
+        assert_eq!(
+            b.remove_session(3),
+            vec![(g.id, Unsubscribed { deleted: true })]
+        );
+        assert_eq!(b.matching("jobs.a").len(), 2);
+        assert_eq!(
+            b.subscribe_in(2, "jobs.", MatchPolicy::Prefix, Some("workers"))
+                .id,
+            g.id,
+            "the same id again"
         );
     }
 

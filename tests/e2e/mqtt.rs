@@ -173,7 +173,8 @@ fn a_universal_port_takes_mqtt_beside_wamp() {
 /// MQTT's persistent sessions: kept while the client is away (MQTT 3.1.1
 /// without a clean session, MQTT 5 with a session expiry), QoS 1 sent
 /// again after a reconnect, a bounded queue whose drops are counted,
-/// message expiry, and user properties carried through the realm.
+/// message expiry, user properties carried through the realm, and shared
+/// subscriptions.
 #[test]
 fn mqtt_sessions_outlive_their_connections() {
     let (ws, mqtt, admin) = (free_port(), free_port(), free_port());
@@ -201,6 +202,7 @@ fn mqtt_sessions_outlive_their_connections() {
         "mqtt 5 session expiry with a bounded queue and message expiry",
         "user properties and message expiry carried",
         "an expired session is gone",
+        "a shared subscription spreads messages over its group",
     ] {
         assert!(out.contains(&format!("ok {check}")), "{check}:\n{out}");
     }

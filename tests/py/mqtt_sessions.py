@@ -248,10 +248,41 @@ async def main():
     e = Device("v5-brief", clean_start=False, expiry=1)
     assert e.connack() == (False, 0), "the session expired"
     e.stop()
+    print("ok an expired session is gone", flush=True)
+
+    # A shared subscription: each message to one of the group's members,
+    # beside an ordinary subscriber that gets them all; no retained
+    # message on it.
+    await w.publish("jobs.old", "retained", options=PublishOptions(acknowledge=True, retain=True))
+    members = [Device(f"worker-{i}", clean_start=True) for i in range(2)]
+    for m in members:
+        assert m.connack() == (False, 0)
+        assert m.subscribe("$share/workers/jobs/#") == [1]
+    assert d.subscribe("jobs/#") == [1]
+    assert d.message()[:2] == ("jobs/old", b'{"args":["retained"]}'), "retained for the plain one"
+    for i in range(40):
+        await publish("jobs.j", i)
+    everyone = [d.message()[1] for _ in range(40)]
+    assert everyone == [f'{{"args":[{i}]}}'.encode() for i in range(40)]
+    shares = []
+    for m in members:
+        n = 0
+        while True:
+            try:
+                topic, _, _, _ = m.message(timeout=1)
+            except queue.Empty:
+                break
+            assert topic == "jobs/j", topic
+            n += 1
+        shares.append(n)
+    assert sum(shares) == 40 and min(shares) > 0, shares
+    assert members[0].subscribe("$share//jobs/#") == [0x8F], "a shared subscription without a group"
+    for m in members:
+        m.stop()
     p.stop()
     d.c.disconnect()
     d.c.loop_stop()
-    print("ok an expired session is gone", flush=True)
+    print("ok a shared subscription spreads messages over its group", flush=True)
 
 
 asyncio.run(main())

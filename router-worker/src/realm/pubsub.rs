@@ -83,6 +83,13 @@ impl Core {
             if recipients.is_empty() {
                 continue;
             }
+            if sub.group.is_some() && recipients.len() > 1 {
+                // A shared subscription: one of its subscribers, at
+                // random (the publication id is).
+                let one = recipients[usize::try_from(p.id).unwrap_or(0) % recipients.len()];
+                recipients.clear();
+                recipients.push(one);
+            }
             let mut details = p.details.clone();
             if sub.policy != MatchPolicy::Exact {
                 details.insert("topic".into(), Value::from(p.topic));
@@ -295,7 +302,9 @@ impl Core {
         if let Err((uri, text)) = self.check_uri(session, &s.topic, policy, Action::Subscribe) {
             return self.send(session, error_msg(code::SUBSCRIBE, s.request, uri, text));
         }
-        let r = self.broker.subscribe(session, &s.topic, policy);
+        let r = self
+            .broker
+            .subscribe_in(session, &s.topic, policy, o.share.as_deref());
         debug!(session, topic = %s.topic, %policy, subscription = r.id, created = r.created, "subscribed");
         self.send(
             session,

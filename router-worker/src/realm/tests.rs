@@ -661,6 +661,43 @@ fn retained_events_keep_their_audience() {
 }
 
 #[test]
+fn a_shared_subscription_delivers_each_event_to_one_member() {
+    let mut h = Harness::new();
+    for s in 1..=4 {
+        h.join(s, "user");
+    }
+    let plain = h.subscribe(2, "com.jobs", Dict::new());
+    let shared = h.subscribe(3, "com.jobs", dict! { "_share" => "g" });
+    assert_eq!(
+        h.subscribe(4, "com.jobs", dict! { "_share" => "g" }),
+        shared
+    );
+    assert_ne!(plain, shared);
+    let mut got = [0usize; 5];
+    for _ in 0..64 {
+        let fx = h.publish(1, "com.jobs", Dict::new());
+        for s in 2..=4 {
+            got[s as usize] += to(&fx, s)
+                .iter()
+                .filter(|m| matches!(m, Message::Event(_)))
+                .count();
+        }
+    }
+    assert_eq!(got[2], 64, "the unshared subscriber gets every event");
+    assert_eq!(got[3] + got[4], 64, "each event goes to one group member");
+    assert!(got[3] > 0 && got[4] > 0, "both members get some: {got:?}");
+    let fx = h.msg(
+        2,
+        Message::Subscribe(Subscribe {
+            request: 2,
+            options: dict! { "_share" => 1u64 },
+            topic: "com.jobs".into(),
+        }),
+    );
+    assert_eq!(error_uri(&to(&fx, 2)[0]), wamp_uri::INVALID_ARGUMENT);
+}
+
+#[test]
 fn a_pattern_subscription_never_gets_a_forbidden_topic() {
     let mut h = Harness::new();
     h.join(1, "user");

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use proto::message::{self, Message, code};
-use proto::options::MQTT_PROPERTIES;
+use proto::options::{MQTT_PROPERTIES, SHARE_GROUP};
 use proto::{Dict, Id, Payload, Serializer, Value};
 use rmqtt_codec::types::QoS;
 use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
@@ -371,6 +371,22 @@ pub fn topic_to_uri(topic: &str) -> Result<String, String> {
 /// A WAMP topic as an MQTT topic name.
 pub fn uri_to_topic(uri: &str) -> String {
     uri.replace('.', "/")
+}
+
+/// A filter's shared subscription group (`$share/group/filter`), if any,
+/// and the filter itself.
+pub fn split_share(filter: &str) -> Result<(Option<&str>, &str), String> {
+    let Some(rest) = filter.strip_prefix("$share/") else {
+        return Ok((None, filter));
+    };
+    match rest.split_once('/') {
+        Some((group, f)) if !group.is_empty() && !f.is_empty() && !group.contains(['+', '#']) => {
+            Ok((Some(group), f))
+        }
+        _ => Err(format!(
+            "{filter:?}: a shared subscription is $share/GROUP/FILTER, with a group name without '+' or '#'"
+        )),
+    }
 }
 
 /// An MQTT topic filter as a WAMP subscription: (topic, match policy), or
@@ -1220,14 +1236,26 @@ impl MqttTransport {
                 pending.codes[i] = Some(Err(Refused::Quota));
                 continue;
             }
-            match filter_to_subscription(filter) {
+            let mapped =
+                split_share(filter).and_then(|(group, f)| Ok((group, filter_to_subscription(f)?)));
+            match mapped {
                 Err(why) => {
                     info!(filter = %filter, cause = %why, "MQTT subscription refused");
                     pending.codes[i] = Some(Err(Refused::TopicInvalid));
                 }
-                Ok((topic, policy)) => {
+                Ok((group, (topic, policy))) => {
                     let request = self.request();
-                    let mut options = proto::dict! {"get_retained" => true};
+                    let mut options = Dict::new();
+                    match group {
+                        Some(g) => {
+                            // Retained messages are not sent on a shared
+                            // subscription (MQTT 5, 4.8.2).
+                            options.insert(SHARE_GROUP.into(), Value::from(g));
+                        }
+                        None => {
+                            options.insert("get_retained".into(), Value::Bool(true));
+                        }
+                    }
                     if policy != "exact" {
                         options.insert("match".into(), Value::from(policy));
                     }
@@ -1302,7 +1330,8 @@ impl MqttTransport {
         };
         let topic = match e.details.get("topic") {
             Some(Value::Str(t)) => uri_to_topic(t),
-            _ => filter,
+            // An exact subscription's event is on its filter.
+            _ => split_share(&filter).map_or(filter.clone(), |(_, f)| f.to_owned()),
         };
         let retain = matches!(e.details.get("retained"), Some(Value::Bool(true)));
         let Some((props, expires)) = mqtt_properties(&e.details) else {

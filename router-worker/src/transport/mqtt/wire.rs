@@ -438,7 +438,7 @@ fn to_v5(out: Out, max_packet: u32) -> v5::Packet {
             max_packet_size: Some(max_packet),
             topic_alias_max: TOPIC_ALIAS_MAX,
             subscription_identifiers_available: false,
-            shared_subscription_available: false,
+            shared_subscription_available: true,
             ..v5::ConnectAck::default()
         })),
         Out::PubAck(packet_id, r) => v5::Packet::PublishAck(v5::PublishAck {
