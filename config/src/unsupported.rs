@@ -66,7 +66,6 @@ const VARIANTS: &[(&str, &str)] = &[
     ("cgi", "web service"),
     ("schemadoc", "web service"),
     ("fileupload", "web service"),
-    ("mqtt", "web service"),
     ("stream.testee", "transport"),
     ("flashpolicy", "transport"),
     ("twisted", "endpoint"),

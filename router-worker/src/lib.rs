@@ -136,8 +136,14 @@ impl Router {
             match (&t.kind, &t.paths) {
                 (config::TransportKind::Web, Some(_)) => {
                     for (_, p) in t.flat_paths() {
-                        if p.kind == config::WebPathKind::Websocket {
-                            wamp_transports.push((index, t.websocket_path(p)));
+                        match p.kind {
+                            config::WebPathKind::Websocket => {
+                                wamp_transports.push((index, t.websocket_path(p)));
+                            }
+                            config::WebPathKind::Mqtt => {
+                                wamp_transports.push((index, t.mqtt_path(p)));
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -440,6 +446,7 @@ fn web_settings(
 ) -> Result<transport::web::WebSettings, RouterError> {
     let mut web = transport::web::WebSettings {
         websockets: HashMap::new(),
+        mqtts: HashMap::new(),
         statics: HashMap::new(),
         static_options: HashMap::new(),
         json: HashMap::new(),
@@ -486,6 +493,12 @@ fn web_settings(
                     name.clone(),
                     Arc::new(transport::longpoll::LongPoll::new(s, p.longpoll_options())),
                 );
+            }
+            config::WebPathKind::Mqtt => {
+                let mt = t.mqtt_path(p);
+                let mut s = ListenerSettings::from_config(index, &mt, store_for(&mt), compat);
+                s.name = format!("{}:{name}", s.name);
+                web.mqtts.insert(name.clone(), Arc::new(s));
             }
             config::WebPathKind::Websocket => {
                 let wt = t.websocket_path(p);

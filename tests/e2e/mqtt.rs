@@ -220,3 +220,29 @@ fn mqtt_sessions_outlive_their_connections() {
     assert!(log.contains("MQTT session resumed"), "{log}");
     assert!(log.contains("MQTT session expired"), "{log}");
 }
+
+/// MQTT over WebSocket: a web transport's path of type `mqtt`, beside a
+/// WAMP WebSocket path on the same port.
+#[test]
+fn mqtt_over_websocket_on_a_web_path() {
+    let port = free_port();
+    let mut cfg: Value = router_config(port);
+    cfg["workers"][0]["transports"] = json!([{
+        "type": "web",
+        "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+        "paths": {
+            "ws": {"type": "websocket"},
+            "mqtt": {"type": "mqtt", "options": {"realm": "realm1", "role": "anonymous",
+                                                 "max_message_size": 131072,
+                                                 "payload_mapping": {"room": {"type": "native"}}}}
+        }
+    }]);
+    let node = Node::start(&cfg, port);
+    let out = expect_python_args_ok(&node, "mqtt_ws.py", &["127.0.0.1", &port.to_string()]);
+    for check in [
+        "mqtt over websocket beside wamp",
+        "the mqtt path refuses what is not mqtt over websocket",
+    ] {
+        assert!(out.contains(&format!("ok {check}")), "{check}:\n{out}");
+    }
+}

@@ -239,6 +239,29 @@ mod tests {
     }
 
     #[test]
+    fn a_web_paths_mqtt_service_is_checked_as_an_mqtt_transport() {
+        let mut w = router(serde_json::json!({
+            "type": "web", "endpoint": {"type": "tcp", "port": 8080},
+            "paths": {"mqtt": {"type": "mqtt", "options": {"role": "device"}},
+                      "bad": {"type": "mqtt", "serializers": ["json"],
+                              "options": {"realm": "realm1", "role": "device"}}}
+        }));
+        assert_eq!(w.plan_options(), vec![]);
+        let at: Vec<String> = w.validate().into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            at,
+            [
+                "transports[0].paths.bad.serializers",
+                "transports[0].paths.mqtt.options.realm"
+            ]
+        );
+        let paths = w.transports[0].paths.as_ref().expect("paths");
+        let m = w.transports[0].mqtt_path(&paths["mqtt"]);
+        assert_eq!(m.kind, TransportKind::Mqtt);
+        assert_eq!(m.anonymous_role(), Some("device"));
+    }
+
+    #[test]
     fn mqtt_options_belong_to_mqtt_transports() {
         let ws = router(serde_json::json!({
             "type": "websocket", "endpoint": {"type": "tcp", "port": 8080},

@@ -521,6 +521,17 @@ impl TransportConfig {
         }
     }
 
+    /// A web transport's `mqtt` path (MQTT over WebSocket) as an `mqtt`
+    /// transport of its own (the endpoint is the web transport's).
+    pub fn mqtt_path(&self, path: &WebPath) -> TransportConfig {
+        TransportConfig {
+            kind: TransportKind::Mqtt,
+            serializers: None,
+            cookie: None,
+            ..self.websocket_path(path)
+        }
+    }
+
     /// A web transport's paths with nested `path` services flattened:
     /// (`api/call`, its path), in order; a nested `/` is its parent's key.
     pub fn flat_paths(&self) -> Vec<(String, &WebPath)> {

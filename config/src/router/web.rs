@@ -109,6 +109,9 @@ pub enum WebPathKind {
     Archive,
     /// WAMP over HTTP long-poll.
     Longpoll,
+    /// MQTT over WebSocket (subprotocol `mqtt`), with an `mqtt`
+    /// transport's `options` and `auth`.
+    Mqtt,
 }
 
 /// A `caller` or `publisher` path's `options`, as Crossbar.io names them.
@@ -288,7 +291,9 @@ impl WebPath {
         };
         let read = match self.kind {
             WebPathKind::Static => read_options(raw).map(PathOptions::Static),
-            WebPathKind::Websocket => read_options(raw).map(PathOptions::Websocket),
+            WebPathKind::Websocket | WebPathKind::Mqtt => {
+                read_options(raw).map(PathOptions::Websocket)
+            }
             WebPathKind::Json => read_options(raw).map(PathOptions::Json),
             WebPathKind::Caller | WebPathKind::Publisher | WebPathKind::Webhook => {
                 read_options(raw).map(PathOptions::Bridge)
@@ -413,6 +418,7 @@ impl RouterConfig {
                 WebPathKind::Path => "path",
                 WebPathKind::Archive => "archive",
                 WebPathKind::Longpoll => "longpoll",
+                WebPathKind::Mqtt => "mqtt",
             };
             // Keys each kind takes.
             let takes: &[&str] = match path.kind {
@@ -421,6 +427,7 @@ impl RouterConfig {
                     &["serializers", "options", "auth"]
                 }
                 WebPathKind::Json => &["value", "options"],
+                WebPathKind::Mqtt => &["options", "auth"],
                 WebPathKind::Redirect => &["url"],
                 WebPathKind::Nodeinfo => &[],
                 WebPathKind::Caller | WebPathKind::Publisher | WebPathKind::Webhook => {
@@ -472,6 +479,7 @@ impl RouterConfig {
                 WebPathKind::Websocket => {
                     self.validate_transport(&pp, &t.websocket_path(path), p);
                 }
+                WebPathKind::Mqtt => self.validate_mqtt(&pp, &t.mqtt_path(path), p),
                 WebPathKind::Longpoll => match path.unreadable_options() {
                     true => {}
                     false => {

@@ -177,6 +177,8 @@ pub(super) enum UpgradeKind {
     Wamp(Box<super::websocket::Accepted>, Arc<ListenerSettings>),
     /// `websocket.testee`'s echo.
     Echo(Option<super::deflate::Agreed>),
+    /// MQTT over WebSocket, with the `mqtt` path's settings.
+    Mqtt(Arc<ListenerSettings>),
 }
 
 impl Conn {
@@ -241,6 +243,12 @@ pub async fn serve_connection<S: Io>(
         UpgradeKind::Echo(deflate) => {
             Box::pin(super::websocket::echo(
                 io, early, deflate, settings, shutdown,
+            ))
+            .await
+        }
+        UpgradeKind::Mqtt(mqtt) => {
+            Box::pin(super::mqtt::serve_websocket(
+                io, early, peer, mqtt, realms, shutdown,
             ))
             .await
         }

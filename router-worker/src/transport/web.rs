@@ -33,6 +33,9 @@ use super::http::{self, Body};
 pub struct WebSettings {
     /// `websocket` paths by name (`ws`), each with its own WAMP settings.
     pub websockets: HashMap<String, Arc<ListenerSettings>>,
+    /// `mqtt` paths (MQTT over WebSocket) by name, each with its own
+    /// settings.
+    pub mqtts: HashMap<String, Arc<ListenerSettings>>,
     /// `static` paths: name (`/` for the root) → canonical directory.
     pub statics: HashMap<String, PathBuf>,
     /// `static` paths' options, by the same names.
@@ -106,6 +109,24 @@ pub(super) async fn route(mut req: hyper::Request<Incoming>, conn: &http::Conn) 
     let key = service_key(&web, &path);
     if let Some(ws) = web.websockets.get(&key) {
         return websocket_path(&mut req, conn, ws.clone());
+    }
+    if let Some(m) = web.mqtts.get(&key) {
+        let r = super::websocket::UpgradeRequest::of(&req);
+        if !r.asks_websocket() {
+            return http::text(
+                426,
+                Some(
+                    "an MQTT over WebSocket endpoint: connect an MQTT client with ws:// or wss://\n",
+                ),
+            );
+        }
+        return match super::websocket::accept_mqtt(&r, m) {
+            Ok(resp) => {
+                conn.upgrade_to(&mut req, http::UpgradeKind::Mqtt(m.clone()));
+                resp
+            }
+            Err(refused) => refused.response(),
+        };
     }
     if let Some(bridge) = web.bridges.get(key.as_str()) {
         return super::bridge::handle(req, conn, bridge).await;
@@ -265,6 +286,7 @@ fn service_key(web: &WebSettings, path: &str) -> String {
         .collect();
     let known = |k: &str| {
         web.websockets.contains_key(k)
+            || web.mqtts.contains_key(k)
             || web.bridges.contains_key(k)
             || web.json.contains_key(k)
             || web.redirects.contains_key(k)

@@ -235,6 +235,54 @@ fn switching(headers: &[(&'static str, String)]) -> hyper::Response<Body> {
     r
 }
 
+/// The transport's `allowed_origins`, against the request's `Origin`.
+fn check_origin(r: &UpgradeRequest<'_>, settings: &ListenerSettings) -> Result<(), Refused> {
+    if let (Some(allowed), Some(origin)) = (&settings.allowed_origins, r.values("origin").next()) {
+        let origin = origin.to_ascii_lowercase();
+        let null_ok = settings.allow_null_origin && origin == "null";
+        if !null_ok
+            && !allowed
+                .iter()
+                .any(|p| origin_matches(&p.to_ascii_lowercase(), &origin))
+        {
+            debug!(origin = %origin, "WebSocket upgrade refused: origin not allowed");
+            return Err(Refused {
+                status: 403,
+                text: format!(
+                    "origin {origin} is not allowed to open this endpoint (the path's options.allowed_origins)"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Decide an MQTT over WebSocket upgrade (a web path of type `mqtt`):
+/// the subprotocol `mqtt` (MQTT 3.1.1 and 5.0; `mqttv3.1` is taken too),
+/// and the origin check. The 101 response.
+pub(super) fn accept_mqtt(
+    r: &UpgradeRequest<'_>,
+    settings: &ListenerSettings,
+) -> Result<hyper::Response<Body>, Refused> {
+    let accept = check_upgrade(r)?;
+    check_origin(r, settings)?;
+    let mut headers = vec![("sec-websocket-accept", accept)];
+    let offered: Vec<&str> = r.tokens("sec-websocket-protocol").collect();
+    if !offered.is_empty() {
+        let Some(p) = ["mqtt", "mqttv3.1"]
+            .into_iter()
+            .find(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p)))
+        else {
+            return Err(Refused::bad(format!(
+                "this is an MQTT over WebSocket endpoint: offer the subprotocol \"mqtt\" (offered: {})",
+                offered.join(", ")
+            )));
+        };
+        headers.push(("sec-websocket-protocol", p.to_owned()));
+    }
+    Ok(switching(&headers))
+}
+
 /// Decide a WAMP upgrade request: the subprotocol (serializer), the origin
 /// check, cookie tracking, permessage-deflate, and the HTTP details for
 /// authenticators.
@@ -283,23 +331,7 @@ pub(super) fn accept_wamp(
             }
         }
     }
-    if let (Some(allowed), Some(origin)) = (&settings.allowed_origins, r.values("origin").next()) {
-        let origin = origin.to_ascii_lowercase();
-        let null_ok = settings.allow_null_origin && origin == "null";
-        if !null_ok
-            && !allowed
-                .iter()
-                .any(|p| origin_matches(&p.to_ascii_lowercase(), &origin))
-        {
-            debug!(origin = %origin, "WebSocket upgrade refused: origin not allowed");
-            return Err(Refused {
-                status: 403,
-                text: format!(
-                    "origin {origin} is not allowed to open this WAMP endpoint (the transport's options.allowed_origins)"
-                ),
-            });
-        }
-    }
+    check_origin(r, settings)?;
     let protocol = match negotiate(
         &offered,
         &settings.serializers,

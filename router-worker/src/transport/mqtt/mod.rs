@@ -45,6 +45,7 @@ use crate::session;
 use crate::session::transport::{CloseKind, Transport, TransportError};
 
 mod wire;
+pub mod ws;
 
 use wire::{In, Out, Props, Refused, Wire};
 
@@ -187,6 +188,21 @@ pub fn handle_connection<S: Io>(
         session::run(transport, &settings.session, &realms, conn, shutdown).await;
         info!("MQTT connection closed");
     }
+}
+
+/// Serve an upgraded WebSocket connection (a web path of type `mqtt`)
+/// as MQTT: `early` is what the client sent after its request.
+pub async fn serve_websocket<S: Io>(
+    io: S,
+    early: Bytes,
+    peer: Peer,
+    settings: Arc<ListenerSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+) {
+    debug!("MQTT over WebSocket connection open");
+    let stream = ws::WsBytes::new(io, early, settings.max_message_size);
+    handle_connection(stream, peer, settings, realms, shutdown).await;
 }
 
 /// Read the CONNECT (within the handshake deadline) and open the session's
