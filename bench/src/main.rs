@@ -22,6 +22,9 @@
 //!   the router's RSS before and after, and how many it closed (a router
 //!   that honours its message limit refuses such frames at the header).
 //!
+//! - `mqtt-fanout`, `mqtt-connect`, `mqtt-to-wamp`, `mqtt-idle`: MQTT
+//!   brokers (Trellis's `mqtt` transport, mosquitto), see `mqtt.rs`.
+//!
 //! Every loop is bounded in count and time. Warm-up is excluded from the
 //! measurement.
 
@@ -42,6 +45,7 @@ use tokio_tungstenite::tungstenite::{self, Message as Ws};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod bridge;
+mod mqtt;
 mod process;
 mod wire;
 
@@ -182,6 +186,35 @@ enum Scenario {
         /// Clients connecting at once while filling up.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+    },
+    /// MQTT (`--url mqtt://HOST:PORT`): one publisher, S subscribers of
+    /// one topic, QoS 0.
+    MqttFanout {
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Messages the publisher may be ahead of the slowest subscriber.
+        #[arg(long, default_value_t = 256)]
+        window: u64,
+    },
+    /// MQTT (`--url mqtt://HOST:PORT`): connect, CONNACK, DISCONNECT, in a
+    /// loop; connections/s.
+    MqttConnect {
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
+    /// An MQTT publisher (at `--mqtt-url`) and S WAMP subscribers (at
+    /// `--url`) of `bench.topic`; the node maps `bench` natively.
+    MqttToWamp {
+        #[arg(long)]
+        mqtt_url: String,
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        #[arg(long, default_value_t = 256)]
+        window: u64,
     },
     /// N connections each holding an unfinished frame that declares
     /// `declared` bytes; the router's RSS before and after.
@@ -723,6 +756,18 @@ async fn main() -> Result<()> {
             pid,
             concurrency,
         } => mqtt_idle(&cli, clients, pid, concurrency).await,
+        Scenario::MqttFanout {
+            subscribers,
+            payload,
+            window,
+        } => mqtt::mqtt_fanout(&cli, subscribers, payload, window).await,
+        Scenario::MqttConnect { concurrency } => mqtt::mqtt_connect(&cli, concurrency).await,
+        Scenario::MqttToWamp {
+            ref mqtt_url,
+            subscribers,
+            payload,
+            window,
+        } => mqtt::mqtt_to_wamp(&cli, mqtt_url, subscribers, payload, window).await,
         Scenario::UnfinishedFrames {
             connections,
             declared,

@@ -441,41 +441,18 @@ pub(crate) async fn node(cli: &Cli, cmd: &str, timeout: f64) -> Result<()> {
 
 /// One idle MQTT 3.1.1 client: CONNECT (client id `id`, keep-alive off),
 /// then wait for the CONNACK that accepts it.
-async fn mqtt_client(addr: &str, id: &str) -> Result<TcpStream> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await?;
-    let id = id.as_bytes();
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0];
-    body.extend_from_slice(&u16::try_from(id.len())?.to_be_bytes());
-    body.extend_from_slice(id);
-    let mut packet = vec![0x10, u8::try_from(body.len())?];
-    packet.extend_from_slice(&body);
-    s.write_all(&packet).await?;
-    let mut ack = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut ack)).await??;
-    if ack != [0x20, 0x02, 0x00, 0x00] {
-        bail!("CONNACK {ack:?}: the client was refused");
-    }
-    Ok(s)
-}
-
 pub(crate) async fn mqtt_idle(
     cli: &Cli,
     clients: usize,
     pid: u32,
     concurrency: usize,
 ) -> Result<()> {
-    let addr = cli
-        .url
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| anyhow::anyhow!("mqtt-idle takes --url mqtt://HOST:PORT"))?
-        .trim_end_matches('/')
-        .to_owned();
+    let addr = super::mqtt::mqtt_addr(&cli.url)?;
     let before = tree_rss_kib(pid)?;
     let started = Instant::now();
     let conns = fill_up(clients, concurrency, "MQTT clients connected", |n| {
         let (addr, id) = (addr.clone(), format!("idle-{n}"));
-        async move { mqtt_client(&addr, &id).await }
+        async move { super::mqtt::mqtt_client(&addr, &id).await }
     })
     .await?;
     let fill = started.elapsed().as_secs_f64();
@@ -484,7 +461,7 @@ pub(crate) async fn mqtt_idle(
     let per_client = (after.saturating_sub(before)) as f64 * 1024.0 / clients as f64;
     // A newcomer still gets in promptly.
     let t = Instant::now();
-    let newcomer = mqtt_client(&addr, "idle-newcomer").await?;
+    let newcomer = super::mqtt::mqtt_client(&addr, "idle-newcomer").await?;
     let connect_ms = t.elapsed().as_secs_f64() * 1000.0;
     report(
         cli,
