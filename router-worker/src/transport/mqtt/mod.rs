@@ -1787,3 +1787,38 @@ mod tests {
         );
     }
 }
+#[cfg(test)]
+mod size_probe {
+    /// An idle MQTT client's memory depends on these sizes (the
+    /// benchmark's mqtt-idle measures the whole): kept in check here.
+    #[test]
+    fn an_mqtt_clients_state_stays_small() {
+        let t = std::mem::size_of::<super::MqttTransport>();
+        assert!(t <= 1024, "MqttTransport grew to {t} bytes");
+        let tc: trellis_config::router::TransportConfig =
+            serde_json::from_value(serde_json::json!({
+                "type": "mqtt", "endpoint": {"type": "tcp", "port": 1883}, "options": {"realm": "r"}
+            }))
+            .expect("an mqtt transport");
+        let settings = super::ListenerSettings::from_config(0, &tc, None, Default::default());
+        let fut = super::handle_connection(
+            tokio::io::empty(),
+            super::Peer {
+                ip: None,
+                desc: String::new(),
+                cred: None,
+                client_cert: None,
+            },
+            std::sync::Arc::new(settings),
+            std::sync::Arc::new(crate::realms::RealmTable::new(
+                Default::default(),
+                None,
+                None,
+                Default::default(),
+            )),
+            Default::default(),
+        );
+        let f = std::mem::size_of_val(&fut);
+        assert!(f <= 3584, "the MQTT connection's future grew to {f} bytes");
+    }
+}
