@@ -319,3 +319,132 @@ fn a_symlinked_cbdir_resolves_dot_dot_beside_the_link() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
+
+/// crossbar-examples' MQTT project in dynamic mode, as its users run it:
+/// `trellis start` in the project directory, the config in `.crossbar`
+/// as the example has it (only the ports are free ones), the codec a
+/// router component on `pythonpath: [".."]` in a realm of its own, an MQTT
+/// transport and a universal one with MQTT, RawSocket, WebSocket and the
+/// project's directory as web root.
+#[test]
+fn crossbars_mqtt_dynamic_example_runs_as_it_is() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path().join("dynamic");
+    let cb = root.join(".crossbar");
+    std::fs::create_dir_all(&cb).expect("mkdir .crossbar");
+    std::fs::write(
+        root.join("codec.py"),
+        r#"import struct
+
+from twisted.internet.defer import inlineCallbacks
+from autobahn.twisted.wamp import ApplicationSession
+
+FORMAT = ">Hl8s"
+
+
+class MyCodec(ApplicationSession):
+
+    @inlineCallbacks
+    def onJoin(self, details):
+
+        def decode(mapped_topic, topic, payload):
+            pid, seq, ran = struct.unpack(FORMAT, payload)
+            return {"args": [pid, seq, ran.hex()]}
+
+        def encode(mapped_topic, topic, args, kwargs):
+            pid, seq, ran = args
+            return struct.pack(FORMAT, pid, seq, bytes.fromhex(ran))
+
+        yield self.register(decode, "com.example.mqtt.decode")
+        yield self.register(encode, "com.example.mqtt.encode")
+        self.log.info("MyCodec ready!")
+"#,
+    )
+    .expect("codec.py");
+    let (mqtt, universal) = (free_port(), free_port());
+    let mapping = json!({"": {"type": "dynamic", "realm": "codec",
+        "encoder": "com.example.mqtt.encode", "decoder": "com.example.mqtt.decode"}});
+    let config = json!({
+        "version": 2,
+        "workers": [{
+            "type": "router",
+            "options": {"pythonpath": [".."]},
+            "realms": [
+                {"name": "codec", "roles": [{"name": "codec", "permissions": [
+                    {"uri": "com.example.mqtt.", "match": "prefix",
+                     "allow": {"call": false, "register": true, "publish": false, "subscribe": false},
+                     "disclose": {"caller": false, "publisher": false}, "cache": true}]}]},
+                {"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+                    {"uri": "", "match": "prefix",
+                     "allow": {"call": true, "register": true, "publish": true, "subscribe": true},
+                     "disclose": {"caller": true, "publisher": true}, "cache": true}]}]}
+            ],
+            "transports": [
+                {"type": "mqtt", "endpoint": {"type": "tcp", "port": mqtt},
+                 "options": {"realm": "realm1", "role": "anonymous", "payload_mapping": mapping}},
+                {"type": "universal", "endpoint": {"type": "tcp", "port": universal},
+                 "mqtt": {"options": {"realm": "realm1", "role": "anonymous", "payload_mapping": mapping}},
+                 "rawsocket": {"serializers": ["cbor", "msgpack", "ubjson", "json"]},
+                 "websocket": {"ws": {"type": "websocket", "serializers": ["cbor", "msgpack", "ubjson", "json"]}},
+                 "web": {"paths": {"/": {"type": "static", "directory": "..",
+                                          "options": {"enable_directory_listing": true}}}}}
+            ],
+            "components": [{"type": "class", "classname": "codec.MyCodec", "realm": "codec", "role": "codec"}]
+        }]
+    });
+    std::fs::write(
+        cb.join("config.json"),
+        serde_json::to_vec_pretty(&config).expect("json"),
+    )
+    .expect("config.json");
+    let venv = python()
+        .parent()
+        .and_then(Path::parent)
+        .expect("the venv")
+        .to_path_buf();
+    let check = trellis()
+        .current_dir(&root)
+        .arg("check")
+        .env("VIRTUAL_ENV", &venv)
+        .output()
+        .expect("trellis check");
+    assert!(check.status.success(), "trellis check: {check:?}");
+    let log = root.join("start.log");
+    let child = trellis()
+        .current_dir(&root)
+        .arg("start")
+        .env("VIRTUAL_ENV", &venv)
+        .env_remove("TRELLIS_NODE_DIR")
+        .env_remove("TRELLIS_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("trellis start");
+    let _node = KillOnDrop(child);
+    wait_port(universal, "the universal transport");
+    let out = run_python(
+        "mqtt_dynamic_project.py",
+        &["127.0.0.1", &mqtt.to_string(), &universal.to_string()],
+        Duration::from_secs(60),
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{}{}\n--- node log\n{text}",
+        out.stdout,
+        out.stderr
+    );
+    for check in [
+        "the decoder turned mqtt bytes into wamp args",
+        "the encoder turned wamp args into mqtt bytes",
+    ] {
+        assert!(
+            out.stdout.contains(&format!("ok {check}")),
+            "{check}: {}",
+            out.stdout
+        );
+    }
+    let (code, body) = http_get(universal, "/");
+    assert_eq!(code, "200", "the project directory as web root");
+    assert!(body.contains("codec.py"), "a directory listing: {body}");
+}

@@ -25,6 +25,13 @@ pub enum Mapping {
     /// A serialized `{"args": [...], "kwargs": {...}}`, with this
     /// serializer (`json`).
     Native(String),
+    /// WAMP procedures of `realm` turn payloads into arguments
+    /// (`decoder`) and back (`encoder`).
+    Dynamic {
+        realm: Option<String>,
+        encoder: String,
+        decoder: String,
+    },
 }
 
 impl WebSocketOptions {
@@ -43,6 +50,11 @@ impl WebSocketOptions {
             Some(m) if m.kind == "native" => {
                 Mapping::Native(m.serializer.clone().unwrap_or_else(|| "json".into()))
             }
+            Some(m) if m.kind == "dynamic" => Mapping::Dynamic {
+                realm: m.realm.clone(),
+                encoder: m.encoder.clone().unwrap_or_default(),
+                decoder: m.decoder.clone().unwrap_or_default(),
+            },
             Some(_) => Mapping::Passthrough,
             None => match &self.payload_format {
                 Some(f) => Mapping::Native(f.clone()),
@@ -123,11 +135,44 @@ impl RouterConfig {
                 );
             }
             match m.kind.as_str() {
-                "passthrough" | "native" => {}
-                "dynamic" => p(
-                    format!("{at}.type"),
-                    "dynamic payload mapping (encoder and decoder procedures) is not supported by Trellis yet: use \"passthrough\" (opaque bytes) or \"native\" (serialized args and kwargs)".into(),
-                ),
+                "passthrough" | "native" => {
+                    for (key, set) in [
+                        ("realm", m.realm.is_some()),
+                        ("encoder", m.encoder.is_some()),
+                        ("decoder", m.decoder.is_some()),
+                    ] {
+                        if set {
+                            p(
+                                format!("{at}.{key}"),
+                                format!("only dynamic mappings take {key}"),
+                            );
+                        }
+                    }
+                }
+                "dynamic" => {
+                    for (key, v) in [("encoder", &m.encoder), ("decoder", &m.decoder)] {
+                        if v.as_deref().is_none_or(|v| {
+                            proto::uri::validate(v, proto::uri::MatchPolicy::Exact, false).is_err()
+                        }) {
+                            p(
+                                format!("{at}.{key}"),
+                                format!(
+                                    "a dynamic mapping names its {key}: the URI of a WAMP procedure"
+                                ),
+                            );
+                        }
+                    }
+                    if let Some(r) = &m.realm
+                        && !self.realms.iter().any(|x| &x.name == r)
+                    {
+                        p(
+                            format!("{at}.realm"),
+                            format!(
+                                "realm {r:?} (where the encoder and decoder are registered) is not defined in this router's \"realms\""
+                            ),
+                        );
+                    }
+                }
                 other => p(
                     format!("{at}.type"),
                     format!("{other:?}: expected \"passthrough\", \"native\" or \"dynamic\""),
@@ -188,7 +233,9 @@ mod tests {
             "type": "mqtt", "endpoint": {"type": "tcp", "port": 1883},
             "serializers": ["json"],
             "options": {"realm": "realm2", "payload_format": "xml",
-                        "payload_mapping": {"a/b": {"type": "dynamic", "encoder": "e", "decoder": "d"}}}
+                        "payload_mapping": {"a/b": {"type": "dynamic", "decoder": "d d", "realm": "codec"},
+                                            "c": {"type": "native", "encoder": "e"},
+                                            "d": {"type": "dynamic", "encoder": "com.e", "decoder": "com.d"}}}
         }));
         let at: Vec<String> = bad.validate().into_iter().map(|p| p.path).collect();
         assert_eq!(
@@ -197,9 +244,20 @@ mod tests {
                 "transports[0].serializers",
                 "transports[0].options.realm",
                 "transports[0].options.payload_mapping.\"a/b\"",
-                "transports[0].options.payload_mapping.\"a/b\".type",
+                "transports[0].options.payload_mapping.\"a/b\".encoder",
+                "transports[0].options.payload_mapping.\"a/b\".decoder",
+                "transports[0].options.payload_mapping.\"a/b\".realm",
+                "transports[0].options.payload_mapping.\"c\".encoder",
                 "transports[0].options.payload_format",
             ]
+        );
+        assert_eq!(
+            bad.transports[0].options.mapping_for("d.x"),
+            Mapping::Dynamic {
+                realm: None,
+                encoder: "com.e".into(),
+                decoder: "com.d".into()
+            }
         );
         let role = router(serde_json::json!({
             "type": "mqtt", "endpoint": {"type": "tcp", "port": 1883},

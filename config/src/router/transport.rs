@@ -379,7 +379,7 @@ pub struct PayloadMapping {
     /// `passthrough`: the MQTT payload is an opaque binary (WAMP payload
     /// passthru, `ppt_scheme` `mqtt`); `native`: it is a serialized
     /// `{"args": [...], "kwargs": {...}}`; `dynamic`: WAMP procedures
-    /// transform it (not supported yet).
+    /// (`encoder`, `decoder`) transform it.
     #[serde(rename = "type")]
     pub kind: String,
     /// `native`: `json` (the default and, for now, the only one).

@@ -181,7 +181,7 @@ pub fn handle_connection<S: Io>(
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let opened = Box::pin(handshake(stream, peer, &settings, &shutdown)).await;
+        let opened = Box::pin(handshake(stream, peer, &settings, &realms, &shutdown)).await;
         let Some((transport, conn)) = opened else {
             return;
         };
@@ -211,6 +211,7 @@ async fn handshake<S: Io>(
     mut stream: S,
     peer: Peer,
     settings: &ListenerSettings,
+    realms: &Realms,
     shutdown: &CancellationToken,
 ) -> Option<(MqttTransport, session::Connection)> {
     let max = u32::try_from(settings.max_message_size).unwrap_or(u32::MAX);
@@ -346,6 +347,8 @@ async fn handshake<S: Io>(
         queued_bytes: 0,
         parked: None,
         counters: settings.session.counters.clone(),
+        realms: realms.clone(),
+        decoding: None,
     };
     let conn = session::Connection {
         peer_ip: peer.ip,
@@ -439,7 +442,9 @@ pub fn filter_to_subscription(filter: &str) -> Result<(String, &'static str), St
 }
 
 /// The WAMP PUBLISH for an MQTT one (`request` 0: not acknowledged), or
-/// why it cannot be one.
+/// why it cannot be one. A dynamic mapping's payload is decoded by its
+/// procedure first ([`MqttTransport::on_publish`]); here (the will) it
+/// goes as passthrough.
 fn wamp_publish(
     options: &trellis_config::router::WebSocketOptions,
     mqtt_topic: &str,
@@ -449,6 +454,33 @@ fn wamp_publish(
     props: &Props,
 ) -> Result<Message, (Refused, String)> {
     let topic = topic_to_uri(mqtt_topic).map_err(|e| (Refused::TopicInvalid, e))?;
+    let (payload, passthru) = match options.mapping_for(&topic) {
+        Mapping::Passthrough | Mapping::Dynamic { .. } => (
+            Payload {
+                passthru: Some(payload.to_vec()),
+                ..Payload::default()
+            },
+            true,
+        ),
+        Mapping::Native(_) => (
+            native_payload(payload).map_err(|e| (Refused::PayloadInvalid, e))?,
+            false,
+        ),
+    };
+    Ok(publish_message(
+        topic, payload, passthru, retain, request, props,
+    ))
+}
+
+/// A WAMP PUBLISH of `payload` (`passthru`: opaque MQTT bytes).
+fn publish_message(
+    topic: String,
+    payload: Payload,
+    passthru: bool,
+    retain: bool,
+    request: Id,
+    props: &Props,
+) -> Message {
     let mut opts = Dict::new();
     if let Some(p) = wamp_properties(props) {
         opts.insert(MQTT_PROPERTIES.into(), p);
@@ -459,25 +491,103 @@ fn wamp_publish(
     if retain {
         opts.insert("retain".into(), Value::Bool(true));
     }
-    let payload = match options.mapping_for(&topic) {
-        Mapping::Passthrough => {
-            // The specification's name, and autobahn-python's (which
-            // reads only `enc_algo`).
-            opts.insert("ppt_scheme".into(), Value::from("mqtt"));
-            opts.insert("enc_algo".into(), Value::from("mqtt"));
-            Payload {
-                passthru: Some(payload.to_vec()),
-                ..Payload::default()
-            }
-        }
-        Mapping::Native(_) => native_payload(payload).map_err(|e| (Refused::PayloadInvalid, e))?,
-    };
-    Ok(Message::Publish(message::Publish {
+    if passthru {
+        // The specification's name, and autobahn-python's (which reads
+        // only `enc_algo`).
+        opts.insert("ppt_scheme".into(), Value::from("mqtt"));
+        opts.insert("enc_algo".into(), Value::from("mqtt"));
+    }
+    Message::Publish(message::Publish {
         request: request.max(1),
         options: opts,
         topic,
         payload,
-    }))
+    })
+}
+
+/// How long a dynamic mapping's encoder or decoder may take.
+const CODEC_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Call a dynamic mapping's `procedure` in `realm` as the router.
+async fn codec_call(
+    realms: &Realms,
+    realm: &str,
+    procedure: &str,
+    args: Vec<Value>,
+) -> Result<Payload, String> {
+    let Some(h) = realms.get(realm) else {
+        return Err(format!(
+            "realm {realm:?} of the payload codec is not running"
+        ));
+    };
+    h.call(procedure, Payload::args(args), CODEC_TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            crate::realm::InternalCallError::NoSuchProcedure => {
+                format!("the payload codec {procedure:?} is not registered in realm {realm:?}")
+            }
+            crate::realm::InternalCallError::Error { uri, message } => {
+                format!("the payload codec {procedure:?} failed: {uri} {message}")
+            }
+            crate::realm::InternalCallError::Timeout => format!(
+                "the payload codec {procedure:?} did not answer within {} s",
+                CODEC_TIMEOUT.as_secs()
+            ),
+            crate::realm::InternalCallError::Gone => format!("realm {realm:?} stopped"),
+        })
+}
+
+/// A decoder's answer (Crossbar.io's shape: `{"args": [...], "kwargs":
+/// {...}}`) as a WAMP payload.
+fn decoded(answer: Payload) -> Result<Payload, String> {
+    let mut d = match answer.args.into_iter().next() {
+        Some(Value::Dict(d)) => d,
+        None | Some(Value::Null) => return Ok(Payload::default()),
+        Some(other) => {
+            return Err(format!(
+                "a decoder returns {{\"args\": [...], \"kwargs\": {{...}}}}, found {}",
+                other.type_name()
+            ));
+        }
+    };
+    let args = match d.remove("args") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::List(a)) => a,
+        Some(other) => {
+            return Err(format!(
+                "a decoder's \"args\" is a list, found {}",
+                other.type_name()
+            ));
+        }
+    };
+    let kwargs = match d.remove("kwargs") {
+        None | Some(Value::Null) => Dict::new(),
+        Some(Value::Dict(k)) => k,
+        Some(other) => {
+            return Err(format!(
+                "a decoder's \"kwargs\" is a dict, found {}",
+                other.type_name()
+            ));
+        }
+    };
+    Ok(Payload {
+        args,
+        kwargs,
+        passthru: None,
+    })
+}
+
+/// An encoder's answer: the MQTT payload (bytes, or a string as UTF-8).
+fn encoded(answer: Payload) -> Result<Bytes, String> {
+    match answer.args.into_iter().next() {
+        Some(Value::Bytes(b)) => Ok(Bytes::from(b)),
+        Some(Value::Str(s)) => Ok(Bytes::from(s)),
+        None | Some(Value::Null) => Ok(Bytes::new()),
+        Some(other) => Err(format!(
+            "an encoder returns the MQTT payload as bytes, found {}",
+            other.type_name()
+        )),
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -738,6 +848,20 @@ pub struct MqttTransport {
     /// Set while the client is away and its session kept.
     parked: Option<Parked>,
     counters: Arc<session::TransportCounters>,
+    /// For dynamic mappings' encoder and decoder calls.
+    realms: Realms,
+    /// A publication whose payload a dynamic mapping's decoder is
+    /// turning into arguments: the next packets wait for it, in order.
+    decoding: Option<Box<Decoding>>,
+}
+
+/// A publication waiting for its decoder.
+struct Decoding {
+    call: std::pin::Pin<Box<dyn Future<Output = Result<Payload, String>> + Send>>,
+    topic: String,
+    retain: bool,
+    ack: Option<(NonZeroU16, QoS)>,
+    props: Props,
 }
 
 impl MqttTransport {
@@ -1114,6 +1238,27 @@ impl MqttTransport {
         acked: Option<(NonZeroU16, QoS)>,
         props: &Props,
     ) -> Result<(), TransportError> {
+        if let Ok(uri) = topic_to_uri(topic)
+            && let Mapping::Dynamic { realm, decoder, .. } = self.options.mapping_for(&uri)
+        {
+            let realm = realm
+                .or_else(|| self.options.realm.clone())
+                .unwrap_or_default();
+            let realms = self.realms.clone();
+            let args = vec![
+                Value::from(uri.as_str()),
+                Value::from(topic),
+                Value::Bytes(payload.to_vec()),
+            ];
+            self.decoding = Some(Box::new(Decoding {
+                call: Box::pin(async move { codec_call(&realms, &realm, &decoder, args).await }),
+                topic: uri,
+                retain,
+                ack: acked,
+                props: props.clone(),
+            }));
+            return Ok(());
+        }
         let request = if acked.is_some() { self.request() } else { 0 };
         match wamp_publish(&self.options, topic, payload, retain, request, props) {
             Ok(m) => {
@@ -1133,6 +1278,36 @@ impl MqttTransport {
             }
         }
         Ok(())
+    }
+
+    /// A dynamic mapping's decoder answered: the publication goes on with
+    /// its arguments, or is refused.
+    fn on_decoded(
+        &mut self,
+        d: Decoding,
+        r: Result<Payload, String>,
+    ) -> Result<(), TransportError> {
+        match r {
+            Ok(payload) => {
+                let request = if d.ack.is_some() { self.request() } else { 0 };
+                if let Some(a) = d.ack {
+                    self.publishes.insert(request, a);
+                }
+                self.inbox.push_back(publish_message(
+                    d.topic, payload, false, d.retain, request, &d.props,
+                ));
+                Ok(())
+            }
+            Err(why) => {
+                info!(topic = %d.topic, cause = %why, "MQTT publication refused: its payload could not be decoded");
+                match d.ack {
+                    Some((packet_id, qos)) => {
+                        self.ack(packet_id, qos, Some(Refused::PayloadInvalid))
+                    }
+                    None => Ok(()),
+                }
+            }
+        }
     }
 
     /// An MQTT 5 request (a PUBLISH with a response topic): a CALL of the
@@ -1168,8 +1343,11 @@ impl MqttTransport {
                 Ok(p) => p,
                 Err(why) => return refuse(self, Refused::PayloadInvalid, why),
             },
-            // An opaque request is the call's one argument.
-            Mapping::Passthrough => Payload::args(vec![Value::Bytes(payload.to_vec())]),
+            // An opaque request is the call's one argument (under a
+            // dynamic mapping too: the procedure takes the MQTT bytes).
+            Mapping::Passthrough | Mapping::Dynamic { .. } => {
+                Payload::args(vec![Value::Bytes(payload.to_vec())])
+            }
         };
         let request = self.request();
         self.calls.insert(
@@ -1335,7 +1513,7 @@ impl MqttTransport {
 
     /// An EVENT for the client: a PUBLISH on the event's topic, at the
     /// QoS its subscription was granted.
-    fn on_event(&mut self, e: &message::Event) -> Result<(), TransportError> {
+    async fn on_event(&mut self, e: &message::Event) -> Result<(), TransportError> {
         let Some((filter, qos)) = self
             .subscriptions
             .iter()
@@ -1354,9 +1532,41 @@ impl MqttTransport {
             debug!(topic = %topic, "MQTT message expired before delivery");
             return Ok(());
         };
+        let uri = match e.details.get("topic") {
+            Some(Value::Str(t)) => t.clone(),
+            _ => topic.replace('/', "."),
+        };
+        let payload = match self.options.mapping_for(&uri) {
+            Mapping::Dynamic { realm, encoder, .. } => {
+                let realm = realm
+                    .or_else(|| self.options.realm.clone())
+                    .unwrap_or_default();
+                let args = match &e.payload.passthru {
+                    Some(b) => vec![Value::Bytes(b.clone())],
+                    None => e.payload.args.clone(),
+                };
+                let call = vec![
+                    Value::from(uri.as_str()),
+                    Value::from(topic.as_str()),
+                    Value::List(args),
+                    Value::Dict(e.payload.kwargs.clone()),
+                ];
+                match codec_call(&self.realms, &realm, &encoder, call)
+                    .await
+                    .and_then(encoded)
+                {
+                    Ok(b) => b,
+                    Err(why) => {
+                        info!(topic = %topic, cause = %why, "MQTT message not sent: its payload could not be encoded");
+                        return Ok(());
+                    }
+                }
+            }
+            _ => mqtt_payload(&e.payload),
+        };
         self.deliver(Held {
             topic,
-            payload: mqtt_payload(&e.payload),
+            payload,
             qos,
             retain,
             props,
@@ -1418,6 +1628,14 @@ impl Transport for MqttTransport {
             }
             if !self.wbuf.is_empty() {
                 self.flush().await?;
+            }
+            if let Some(d) = &mut self.decoding {
+                // Cancel-safe: the call stays here until it is done.
+                let r = d.call.as_mut().await.and_then(decoded);
+                if let Some(d) = self.decoding.take() {
+                    self.on_decoded(*d, r)?;
+                }
+                continue;
             }
             match self.wire.decode(&mut self.rbuf) {
                 Ok(Some(p)) => {
@@ -1611,7 +1829,7 @@ impl Transport for MqttTransport {
                 }
                 _ => {}
             },
-            Message::Event(e) => self.on_event(e)?,
+            Message::Event(e) => self.on_event(e).await?,
             Message::Result(r) => {
                 // Progressive results are not asked for: this is the one.
                 let payload = mqtt_payload(&r.payload);
@@ -1724,6 +1942,35 @@ mod tests {
             ..Payload::default()
         };
         assert_eq!(mqtt_payload(&raw), Bytes::from_static(&[0, 1, 2]));
+    }
+
+    #[test]
+    fn codec_answers_are_read_in_crossbars_shapes() {
+        let answer = Payload::args(vec![Value::Dict(proto::dict! {
+            "args" => Value::List(vec![Value::Int(1)]),
+            "kwargs" => proto::dict! {"k" => "v"},
+        })]);
+        let p = decoded(answer).expect("args and kwargs");
+        assert_eq!(p.args, vec![Value::Int(1)]);
+        assert_eq!(p.kwargs.get("k"), Some(&Value::from("v")));
+        let none = Payload::args(vec![Value::Dict(proto::dict! {"args" => Value::Null})]);
+        assert_eq!(decoded(none).expect("no arguments"), Payload::default());
+        let e = decoded(Payload::args(vec![Value::from("x")])).expect_err("not a dict");
+        assert!(e.contains("found"), "{e}");
+        let e = decoded(Payload::args(vec![Value::Dict(
+            proto::dict! {"args" => "x"},
+        )]))
+        .expect_err("args not a list");
+        assert!(e.contains("\"args\" is a list"), "{e}");
+        assert_eq!(
+            encoded(Payload::args(vec![Value::Bytes(vec![1, 2])])).expect("bytes"),
+            Bytes::from_static(&[1, 2])
+        );
+        assert_eq!(
+            encoded(Payload::args(vec![Value::from("hi")])).expect("text"),
+            Bytes::from_static(b"hi")
+        );
+        assert!(encoded(Payload::args(vec![Value::Int(3)])).is_err());
     }
 
     #[test]
