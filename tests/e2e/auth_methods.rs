@@ -148,14 +148,14 @@ fn scram_principals_are_checked() {
 }
 
 /// A test PKI: CA A (the router's and its clients'), CA B (another's).
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_a: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-    ca_b: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+pub(crate) struct Pki {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) ca_a: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    pub(crate) ca_b: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let ca = |name: &str| {
             let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
             p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -178,7 +178,13 @@ impl Pki {
     /// A certificate for `cn` (a server's for "localhost" when `server`),
     /// signed by CA B when `other`, expired when `expired`: its PEM and
     /// its key's PEM.
-    fn issue(&self, cn: &str, server: bool, other: bool, expired: bool) -> (String, String) {
+    pub(crate) fn issue(
+        &self,
+        cn: &str,
+        server: bool,
+        other: bool,
+        expired: bool,
+    ) -> (String, String) {
         let names = if server {
             vec!["localhost".to_owned()]
         } else {
@@ -205,7 +211,7 @@ impl Pki {
     }
 
     /// A client certificate written to files: [certificate, key] paths.
-    fn client(&self, name: &str, cn: &str, other: bool, expired: bool) -> Value {
+    pub(crate) fn client(&self, name: &str, cn: &str, other: bool, expired: bool) -> Value {
         let (cert, key) = self.issue(cn, false, other, expired);
         let c = self.dir.path().join(format!("{name}.crt"));
         let k = self.dir.path().join(format!("{name}.key"));
@@ -216,7 +222,7 @@ impl Pki {
 }
 
 /// The SHA-1 fingerprint of a PEM certificate as Crossbar.io writes it.
-fn sha1_fingerprint(pem_file: &str) -> String {
+pub(crate) fn sha1_fingerprint(pem_file: &str) -> String {
     let pem = std::fs::read_to_string(pem_file).expect("read");
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     use base64::Engine;

@@ -246,3 +246,66 @@ fn mqtt_over_websocket_on_a_web_path() {
         assert!(out.contains(&format!("ok {check}")), "{check}:\n{out}");
     }
 }
+
+/// MQTT over TLS where the client certificate is the login: the
+/// transport's `auth` takes `tls` with static principals, as a WebSocket
+/// transport's does.
+#[test]
+fn a_client_certificate_logs_an_mqtt_device_in() {
+    use crate::auth_methods::{Pki, sha1_fingerprint};
+    let pki = Pki::new();
+    let (server_crt, server_key) = pki.issue("localhost", true, false, false);
+    let certs = json!({
+        "device1": pki.client("device1", "device-1", false, false),
+        "device2": pki.client("device2", "device-2", false, false),
+        "other_ca": pki.client("other_ca", "device-b", true, false),
+    });
+    let sha1 = sha1_fingerprint(certs["device1"][0].as_str().expect("path"));
+    let ca_file = pki.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, pki.ca_a.pem()).expect("write");
+    let (ws, mqtt) = (free_port(), free_port());
+    let mut cfg: Value = router_config(ws);
+    cfg["workers"][0]["realms"][0]["roles"]
+        .as_array_mut()
+        .expect("roles")
+        .push(json!({"name": "device", "permissions": [
+            {"uri": "devices.", "match": "prefix", "allow": {"publish": true, "subscribe": true}}
+        ]}));
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "mqtt",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": mqtt,
+                         "tls": {"key": "server.key", "certificate": "server.crt", "ca_certificates": ["ca.pem"]}},
+            "options": {"realm": "realm1"},
+            "auth": {"tls": {"type": "static", "principals": {
+                "device-1": {"certificate-sha1": sha1, "role": "device"}}}}
+        }),
+    );
+    let ca_pem = pki.ca_a.pem();
+    let node = Node::start_with_files(
+        &cfg,
+        ws,
+        &[
+            ("server.crt", &server_crt),
+            ("server.key", &server_key),
+            ("ca.pem", &ca_pem),
+        ],
+    );
+    let out = expect_python_args_ok(
+        &node,
+        "mqtt_tls.py",
+        &[
+            "localhost",
+            &mqtt.to_string(),
+            &ca_file.display().to_string(),
+            &certs.to_string(),
+        ],
+    );
+    for check in [
+        "a client certificate logs in",
+        "other certificates are refused",
+    ] {
+        assert!(out.contains(&format!("ok {check}")), "{check}:\n{out}");
+    }
+}

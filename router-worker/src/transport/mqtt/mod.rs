@@ -281,11 +281,17 @@ async fn handshake<S: Io>(
         .password
         .as_ref()
         .map(|p| String::from_utf8_lossy(p).into_owned());
-    let methods: Vec<Value> = if password.is_some() {
-        vec!["ticket".into(), "anonymous".into()]
-    } else {
-        vec!["anonymous".into()]
-    };
+    // A client certificate (TLS with `ca_certificates`) logs in first,
+    // where the transport's `auth` takes `tls`; then the password, then
+    // anonymous.
+    let mut methods: Vec<Value> = Vec::new();
+    if peer.client_cert.is_some() {
+        methods.push("tls".into());
+    }
+    if password.is_some() {
+        methods.push("ticket".into());
+    }
+    methods.push("anonymous".into());
     details.insert("authmethods".into(), Value::List(methods));
     if let Some(u) = &connect.username {
         details.insert("authid".into(), Value::from(u.clone()));
