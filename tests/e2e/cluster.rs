@@ -702,3 +702,42 @@ fn a_node_restarted() {
         assert!(out.contains(want), "{want:?} missing:\n{out}");
     }
 }
+
+/// MQTT devices on two nodes: their messages cross the cluster like any
+/// other event, MQTT 5 user properties with them.
+#[test]
+fn mqtt_devices_on_two_nodes() {
+    let nats = Nats::start();
+    let nodes = ["a", "b"].map(|id| {
+        let (port, mqtt) = (free_port(), free_port());
+        let mut cfg = node_config(port, id, &nats);
+        crate::support::push_transport(
+            &mut cfg,
+            json!({"type": "mqtt",
+                   "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": mqtt},
+                   "options": {"realm": "realm1", "role": "anonymous",
+                               "payload_mapping": {"plant": {"type": "native"}}}}),
+        );
+        (Node::start(&cfg, port), mqtt)
+    });
+    for (n, _) in &nodes {
+        n.wait_log("cluster backplane: connected to NATS");
+    }
+    let [(a, a_mqtt), (b, b_mqtt)] = nodes;
+    let out = expect_python_args_ok(
+        &a,
+        "mqtt_cluster.py",
+        &[
+            "127.0.0.1",
+            &a_mqtt.to_string(),
+            &b_mqtt.to_string(),
+            &b.url(),
+        ],
+    );
+    assert!(
+        out.contains(
+            "ok an mqtt publication on node a reaches mqtt and wamp subscribers on node b"
+        ),
+        "{out}"
+    );
+}
