@@ -29,7 +29,9 @@ fn node() -> (Node, u16, u16) {
             "options": {"realm": "realm1", "role": "anonymous", "max_message_size": 65536,
                         "write_timeout": 1000, "max_queue_messages": 64,
                         "payload_mapping": {"": {"type": "passthrough"},
-                                            "app": {"type": "native", "serializer": "json"}}}
+                                            "app": {"type": "native", "serializer": "json"},
+                                            "packed": {"type": "native", "serializer": "msgpack"},
+                                            "tagged": {"type": "native", "serializer": "cbor"}}}
         }),
     );
     push_transport(
@@ -58,6 +60,7 @@ fn mqtt_devices_and_wamp_clients_share_a_realm() {
         "mqtt publish reaches wamp as passthru bytes",
         "wamp publish reaches mqtt on a wildcard filter",
         "native mapping",
+        "native msgpack and cbor mappings",
         "retained message for a later subscriber",
         "unmappable topics refused",
         "will on a lost client only",

@@ -200,6 +200,22 @@ async def main():
     assert args == [1, 2] and kwargs == {"a": "b"} and details.topic == "app.add", (args, kwargs, details)
     print("ok native mapping", flush=True)
 
+    # Native mappings in MessagePack and CBOR: both ways, binary intact.
+    import cbor2
+    import msgpack
+
+    for prefix, dumps, loads in (("packed", msgpack.packb, msgpack.unpackb), ("tagged", cbor2.dumps, cbor2.loads)):
+        q = await subscribe(plain, f"{prefix}.", match="prefix")
+        body = dumps({"args": [1, b"\x00\xff"], "kwargs": {"k": "v"}})
+        await loop.run_in_executor(None, d.publish, f"{prefix}/in", body)
+        args, kwargs, details = await next_event(q)
+        assert args == [1, b"\x00\xff"] and kwargs == {"k": "v"}, (prefix, args, kwargs)
+        assert d.subscribe(f"{prefix}/out") == [1]
+        await plain.publish(f"{prefix}.out", 2, b"\x01", x=3, options=PublishOptions(acknowledge=True))
+        topic, payload, _, _ = await loop.run_in_executor(None, d.message)
+        assert topic == f"{prefix}/out" and loads(payload) == {"args": [2, b"\x01"], "kwargs": {"x": 3}}, (topic, payload)
+    print("ok native msgpack and cbor mappings", flush=True)
+
     # Retained: a later subscriber gets the last retained message, flagged.
     await loop.run_in_executor(None, lambda: d.publish("state/door", b"open", 1, True))
     late = Device("late-1")

@@ -3,16 +3,14 @@
 use super::*;
 
 /// The serializers a `native` payload mapping may use.
-const NATIVE_SERIALIZERS: [&str; 1] = ["json"];
+const NATIVE_SERIALIZERS: [&str; 3] = ["json", "cbor", "msgpack"];
 
 /// What to say about a native serializer Trellis does not have.
 fn native_serializer_problem(s: &str) -> String {
-    if s == "cbor" || s == "msgpack" {
-        format!(
-            "native payloads in {s} are not supported by Trellis yet: use \"json\" (or a passthrough mapping)"
-        )
+    if s == "ubjson" {
+        "native payloads in ubjson are not supported by Trellis: use \"json\", \"cbor\" or \"msgpack\"".into()
     } else {
-        format!("{s:?}: expected \"json\"")
+        format!("{s:?}: expected \"json\", \"cbor\" or \"msgpack\"")
     }
 }
 

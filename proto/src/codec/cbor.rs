@@ -2,20 +2,30 @@
 //! arrays (tags 64..=87, what cbor-x sends for a `Uint8Array`) decode as
 //! binary, and other tags are read as the value they wrap.
 
-use super::wire::{OwnedMessage, WireMessage, placed};
+use super::wire::{OwnedMessage, OwnedValue, WireMessage, WireValue, placed};
 use crate::errors::{DecodeError, EncodeError};
 use crate::message::Message;
 use crate::value::Value;
 
-pub(super) fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
+/// A message (`message`: a list, its places named on failure) or any
+/// value.
+pub(super) fn decode(bytes: &[u8], message: bool) -> Result<Value, DecodeError> {
     let mut rest: &[u8] = bytes;
-    let OwnedMessage::<false>(v) =
-        ciborium::de::from_reader_with_recursion_limit(&mut rest, super::MAX_DEPTH + 1).map_err(
-            |e| DecodeError::Syntax {
-                serializer: "CBOR",
-                detail: placed(readable(e)),
-            },
-        )?;
+    let syntax = |e| DecodeError::Syntax {
+        serializer: "CBOR",
+        detail: placed(readable(e)),
+    };
+    let v = if message {
+        let OwnedMessage::<false>(v) =
+            ciborium::de::from_reader_with_recursion_limit(&mut rest, super::MAX_DEPTH + 1)
+                .map_err(syntax)?;
+        v
+    } else {
+        let OwnedValue::<false>(v) =
+            ciborium::de::from_reader_with_recursion_limit(&mut rest, super::MAX_DEPTH + 1)
+                .map_err(syntax)?;
+        v
+    };
     if !rest.is_empty() {
         return Err(DecodeError::Syntax {
             serializer: "CBOR",
@@ -24,6 +34,13 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
     }
     super::check_depth(&v, "CBOR")?;
     Ok(v)
+}
+
+pub(super) fn encode_value(v: &Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    ciborium::into_writer(&WireValue::<false>(v), out).map_err(|e| EncodeError {
+        serializer: "CBOR",
+        detail: e.to_string(),
+    })
 }
 
 pub(super) fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {

@@ -2,21 +2,36 @@
 //! serde_json's own recursion limit (128) sits above [`super::MAX_DEPTH`],
 //! so the depth check in `check_depth` decides.
 
-use super::wire::{OwnedMessage, WireMessage, placed};
+use super::wire::{OwnedMessage, OwnedValue, WireMessage, WireValue, placed};
 use crate::errors::{DecodeError, EncodeError};
 use crate::message::Message;
 use crate::value::Value;
 
-pub(super) fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
+/// A message (`message`: a list, its places named on failure) or any
+/// value.
+pub(super) fn decode(bytes: &[u8], message: bool) -> Result<Value, DecodeError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let syntax = |e: serde_json::Error| DecodeError::Syntax {
         serializer: "JSON",
         detail: placed(e.to_string()),
     };
-    let OwnedMessage::<true>(v) = serde::Deserialize::deserialize(&mut de).map_err(syntax)?;
+    let v = if message {
+        let OwnedMessage::<true>(v) = serde::Deserialize::deserialize(&mut de).map_err(syntax)?;
+        v
+    } else {
+        let OwnedValue::<true>(v) = serde::Deserialize::deserialize(&mut de).map_err(syntax)?;
+        v
+    };
     de.end().map_err(syntax)?;
     super::check_depth(&v, "JSON")?;
     Ok(v)
+}
+
+pub(super) fn encode_value(v: &Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    serde_json::to_writer(out, &WireValue::<true>(v)).map_err(|e| EncodeError {
+        serializer: "JSON",
+        detail: e.to_string(),
+    })
 }
 
 pub(super) fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {

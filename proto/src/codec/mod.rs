@@ -67,9 +67,9 @@ impl Serializer {
     /// [`DecodeError`] saying what is wrong with the bytes or the message shape.
     pub fn decode(self, bytes: &[u8]) -> Result<Message, DecodeError> {
         let value = match self {
-            Serializer::Json => json::decode(bytes)?,
-            Serializer::MsgPack => msgpack::decode(bytes)?,
-            Serializer::Cbor => cbor::decode(bytes)?,
+            Serializer::Json => json::decode(bytes, true)?,
+            Serializer::MsgPack => msgpack::decode(bytes, true)?,
+            Serializer::Cbor => cbor::decode(bytes, true)?,
         };
         match value {
             Value::List(list) => Message::from_list(list),
@@ -77,6 +77,32 @@ impl Serializer {
                 "a WAMP message must be a list, found {}",
                 other.type_name()
             ))),
+        }
+    }
+
+    /// Decode one value that is not a message (an MQTT `native` payload),
+    /// within the same limits as messages.
+    ///
+    /// # Errors
+    /// [`DecodeError`] saying what is wrong with the bytes.
+    pub fn decode_value(self, bytes: &[u8]) -> Result<Value, DecodeError> {
+        match self {
+            Serializer::Json => json::decode(bytes, false),
+            Serializer::MsgPack => msgpack::decode(bytes, false),
+            Serializer::Cbor => cbor::decode(bytes, false),
+        }
+    }
+
+    /// Encode one value that is not a message, appending to `out` (binary
+    /// values in JSON as WAMP's `\u0000`-prefixed base64).
+    ///
+    /// # Errors
+    /// [`EncodeError`] if the format cannot represent the value.
+    pub fn encode_value(self, v: &Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        match self {
+            Serializer::Json => json::encode_value(v, out),
+            Serializer::MsgPack => msgpack::encode_value(v, out),
+            Serializer::Cbor => cbor::encode_value(v, out),
         }
     }
 

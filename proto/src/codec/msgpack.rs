@@ -1,20 +1,26 @@
 //! MessagePack (`wamp.2.msgpack`): binary values as `bin`.
 
-use super::wire::{OwnedMessage, WireMessage, placed};
+use super::wire::{OwnedMessage, OwnedValue, WireMessage, WireValue, placed};
 use crate::errors::{DecodeError, EncodeError};
 use crate::message::Message;
 use crate::value::Value;
 
-pub(super) fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
+/// A message (`message`: a list, its places named on failure) or any
+/// value.
+pub(super) fn decode(bytes: &[u8], message: bool) -> Result<Value, DecodeError> {
     let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
     de.set_max_depth(super::MAX_DEPTH + 1);
-    let OwnedMessage::<false>(v) =
-        serde::Deserialize::deserialize(&mut de).map_err(|e: rmp_serde::decode::Error| {
-            DecodeError::Syntax {
-                serializer: "MessagePack",
-                detail: placed(e.to_string()),
-            }
-        })?;
+    let syntax = |e: rmp_serde::decode::Error| DecodeError::Syntax {
+        serializer: "MessagePack",
+        detail: placed(e.to_string()),
+    };
+    let v = if message {
+        let OwnedMessage::<false>(v) = serde::Deserialize::deserialize(&mut de).map_err(syntax)?;
+        v
+    } else {
+        let OwnedValue::<false>(v) = serde::Deserialize::deserialize(&mut de).map_err(syntax)?;
+        v
+    };
     let rest = bytes.len() as u64 - de.position();
     if rest > 0 {
         return Err(DecodeError::Syntax {
@@ -24,6 +30,13 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
     }
     super::check_depth(&v, "MessagePack")?;
     Ok(v)
+}
+
+pub(super) fn encode_value(v: &Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    rmp_serde::encode::write(out, &WireValue::<false>(v)).map_err(|e| EncodeError {
+        serializer: "MessagePack",
+        detail: e.to_string(),
+    })
 }
 
 pub(super) fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {

@@ -387,7 +387,7 @@ fn cbor_typed_arrays_are_binary_and_integral_floats_are_ids() {
     }
     // Tag 72 (int8 array) is bytes too; tag 1 (epoch time) is its value.
     let tagged = [0x82, 0xd8, 72, 0x41, 0x80, 0xc1, 0x1a, 0, 1, 0, 0];
-    let v = super::cbor::decode(&tagged).unwrap();
+    let v = super::cbor::decode(&tagged, true).unwrap();
     assert_eq!(
         v,
         Value::List(vec![Value::Bytes(vec![0x80]), Value::Int(65536)])
@@ -463,4 +463,21 @@ fn decode_errors_say_what_was_found_where() {
         .decode(&[0x82, 0x18, 48, 0xff])
         .unwrap_err();
     assert!(!e.to_string().contains("Semantic("), "{e}");
+}
+
+#[test]
+fn values_round_trip_outside_messages() {
+    let v = Value::Dict(crate::dict! {
+        "args" => Value::List(vec![Value::Int(1), Value::Bytes(vec![0, 255])]),
+        "kwargs" => crate::dict! {"k" => "v"},
+    });
+    for ser in [Serializer::Json, Serializer::MsgPack, Serializer::Cbor] {
+        let mut out = Vec::new();
+        ser.encode_value(&v, &mut out).expect("encode");
+        assert_eq!(ser.decode_value(&out).expect("decode"), v, "{}", ser.name());
+    }
+    assert!(
+        Serializer::MsgPack.decode_value(&[0xc1]).is_err(),
+        "a reserved byte"
+    );
 }

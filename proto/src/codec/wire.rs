@@ -21,7 +21,8 @@ const MAX_PREALLOC: usize = 1024;
 /// A message borrowed for encoding.
 pub(crate) struct WireMessage<'a, const JSON: bool>(pub &'a Message);
 
-struct WireValue<'a, const JSON: bool>(&'a Value);
+/// A value borrowed for encoding.
+pub(crate) struct WireValue<'a, const JSON: bool>(pub &'a Value);
 struct WireDict<'a, const JSON: bool>(&'a Dict);
 struct WireList<'a, const JSON: bool>(&'a [Value]);
 struct WireBytes<'a, const JSON: bool>(&'a [u8]);

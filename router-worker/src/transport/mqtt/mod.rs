@@ -468,8 +468,9 @@ fn wamp_publish(
             },
             true,
         ),
-        Mapping::Native(_) => (
-            native_payload(payload).map_err(|e| (Refused::PayloadInvalid, e))?,
+        Mapping::Native(ser) => (
+            native_payload(payload, native_serializer(&ser))
+                .map_err(|e| (Refused::PayloadInvalid, e))?,
             false,
         ),
     };
@@ -659,32 +660,37 @@ fn mqtt_properties(details: &Dict) -> Option<(Props, Option<Instant>)> {
     Some((props, expires))
 }
 
-/// A `native` MQTT payload: JSON `{"args": [...], "kwargs": {...}}` (an
-/// empty payload is no arguments).
-fn native_payload(bytes: &[u8]) -> Result<Payload, String> {
+/// A native mapping's serializer (config checked: `json`, `cbor` or
+/// `msgpack`; JSON otherwise).
+fn native_serializer(name: &str) -> Serializer {
+    Serializer::from_name(name).unwrap_or(Serializer::Json)
+}
+
+/// A `native` MQTT payload: `{"args": [...], "kwargs": {...}}` in `ser`
+/// (an empty payload is no arguments).
+fn native_payload(bytes: &[u8], ser: Serializer) -> Result<Payload, String> {
     if bytes.is_empty() {
         return Ok(Payload::default());
     }
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-        format!("a native payload is JSON {{\"args\": [...], \"kwargs\": {{...}}}}: {e}")
-    })?;
-    let serde_json::Value::Object(mut o) = v else {
-        return Err(
-            "a native payload is a JSON object {\"args\": [...], \"kwargs\": {...}}".into(),
-        );
+    let shape = format!(
+        "a native payload is {} {{\"args\": [...], \"kwargs\": {{...}}}}",
+        ser.name()
+    );
+    let v = ser
+        .decode_value(bytes)
+        .map_err(|e| format!("{shape}: {e}"))?;
+    let Value::Dict(mut o) = v else {
+        return Err(format!("{shape}, found {}", v.type_name()));
     };
     let args = match o.remove("args") {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(serde_json::Value::Array(a)) => a.into_iter().map(Value::from_json).collect(),
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::List(a)) => a,
         Some(_) => return Err("\"args\" of a native payload is a list".into()),
     };
     let kwargs = match o.remove("kwargs") {
-        None | Some(serde_json::Value::Null) => Dict::new(),
-        Some(serde_json::Value::Object(k)) => k
-            .into_iter()
-            .map(|(k, v)| (k, Value::from_json(v)))
-            .collect(),
-        Some(_) => return Err("\"kwargs\" of a native payload is an object".into()),
+        None | Some(Value::Null) => Dict::new(),
+        Some(Value::Dict(k)) => k,
+        Some(_) => return Err("\"kwargs\" of a native payload is a map".into()),
     };
     if let Some(k) = o.keys().next() {
         return Err(format!(
@@ -698,41 +704,38 @@ fn native_payload(bytes: &[u8]) -> Result<Payload, String> {
     })
 }
 
-/// WAMP arguments as a JSON array.
-fn args_json(args: &[Value]) -> serde_json::Value {
-    serde_json::Value::Array(args.iter().map(Value::to_json).collect())
-}
-
 /// An event's payload for MQTT: passthru bytes as they are; arguments as
-/// native JSON.
-fn mqtt_payload(payload: &Payload) -> Bytes {
+/// a native payload in `ser` (`{"args": [...], "kwargs": {...}}`, the
+/// empty ones left out; nothing at all for none).
+fn mqtt_payload(payload: &Payload, ser: Serializer) -> Bytes {
     if let Some(b) = &payload.passthru {
         return Bytes::from(b.clone());
     }
-    let mut o = serde_json::Map::new();
+    let mut o = Dict::new();
     if !payload.args.is_empty() {
-        o.insert("args".into(), args_json(&payload.args));
+        o.insert("args".into(), Value::List(payload.args.clone()));
     }
     if !payload.kwargs.is_empty() {
-        o.insert(
-            "kwargs".into(),
-            serde_json::Value::Object(
-                payload
-                    .kwargs
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_json()))
-                    .collect(),
-            ),
-        );
+        o.insert("kwargs".into(), Value::Dict(payload.kwargs.clone()));
     }
     if o.is_empty() {
         return Bytes::new();
     }
-    Bytes::from(serde_json::Value::Object(o).to_string())
+    let mut out = Vec::new();
+    match ser.encode_value(&Value::Dict(o), &mut out) {
+        Ok(()) => Bytes::from(out),
+        Err(e) => {
+            warn!(cause = %e, "MQTT: an event's arguments could not be encoded");
+            Bytes::new()
+        }
+    }
 }
 
 /// An MQTT 5 request waiting for its RESULT.
 struct Request {
+    /// The answer's serializer (the procedure's native mapping's; JSON
+    /// otherwise).
+    ser: Serializer,
     response_topic: String,
     correlation: Option<Bytes>,
     ack: Option<(NonZeroU16, QoS)>,
@@ -1344,8 +1347,13 @@ impl MqttTransport {
                 format!("{MAX_CALLS} requests of this client are waiting for their results"),
             );
         }
-        let args = match self.options.mapping_for(&procedure) {
-            Mapping::Native(_) => match native_payload(payload) {
+        let mapping = self.options.mapping_for(&procedure);
+        let ser = match &mapping {
+            Mapping::Native(s) => native_serializer(s),
+            _ => Serializer::Json,
+        };
+        let args = match mapping {
+            Mapping::Native(_) => match native_payload(payload, ser) {
                 Ok(p) => p,
                 Err(why) => return refuse(self, Refused::PayloadInvalid, why),
             },
@@ -1359,6 +1367,7 @@ impl MqttTransport {
         self.calls.insert(
             request,
             Request {
+                ser,
                 response_topic,
                 correlation,
                 ack,
@@ -1568,7 +1577,8 @@ impl MqttTransport {
                     }
                 }
             }
-            _ => mqtt_payload(&e.payload),
+            Mapping::Native(ser) => mqtt_payload(&e.payload, native_serializer(&ser)),
+            Mapping::Passthrough => mqtt_payload(&e.payload, Serializer::Json),
         };
         self.deliver(Held {
             topic,
@@ -1818,12 +1828,19 @@ impl Transport for MqttTransport {
                     self.subscribe_answer(e.request, Err(Refused::NotAuthorized), None)?;
                 }
                 code::CALL => {
-                    let mut o = serde_json::Map::new();
-                    o.insert("error".into(), serde_json::Value::from(e.error.clone()));
+                    let ser = self
+                        .calls
+                        .get(&e.request)
+                        .map_or(Serializer::Json, |r| r.ser);
+                    let mut o = proto::dict! {"error" => e.error.as_str()};
                     if !e.payload.args.is_empty() {
-                        o.insert("args".into(), args_json(&e.payload.args));
+                        o.insert("args".into(), Value::List(e.payload.args.clone()));
                     }
-                    let payload = Bytes::from(serde_json::Value::Object(o).to_string());
+                    let mut out = Vec::new();
+                    let payload = match ser.encode_value(&Value::Dict(o), &mut out) {
+                        Ok(()) => Bytes::from(out),
+                        Err(_) => Bytes::new(),
+                    };
                     self.answer(e.request, payload)?;
                 }
                 code::UNSUBSCRIBE => {
@@ -1838,7 +1855,11 @@ impl Transport for MqttTransport {
             Message::Event(e) => self.on_event(e).await?,
             Message::Result(r) => {
                 // Progressive results are not asked for: this is the one.
-                let payload = mqtt_payload(&r.payload);
+                let ser = self
+                    .calls
+                    .get(&r.request)
+                    .map_or(Serializer::Json, |c| c.ser);
+                let payload = mqtt_payload(&r.payload, ser);
                 self.answer(r.request, payload)?;
             }
             Message::Goodbye(_) => self.ended = true,
@@ -1931,23 +1952,40 @@ mod tests {
     }
 
     #[test]
-    fn native_payloads_are_json_args_and_kwargs() {
-        let p = native_payload(br#"{"args": [1, "x"], "kwargs": {"k": true}}"#).expect("native");
+    fn native_payloads_are_args_and_kwargs_in_the_mappings_serializer() {
+        let json = Serializer::Json;
+        let p =
+            native_payload(br#"{"args": [1, "x"], "kwargs": {"k": true}}"#, json).expect("native");
         assert_eq!(p.args, vec![Value::Int(1), Value::from("x")]);
         assert_eq!(p.kwargs.get("k"), Some(&Value::Bool(true)));
         assert_eq!(
-            mqtt_payload(&p),
+            mqtt_payload(&p, json),
             Bytes::from_static(br#"{"args":[1,"x"],"kwargs":{"k":true}}"#)
         );
-        assert_eq!(native_payload(b"").expect("empty"), Payload::default());
-        assert!(native_payload(b"[1]").is_err_and(|e| e.contains("JSON object")));
-        assert!(native_payload(b"{\"x\": 1}").is_err_and(|e| e.contains("found \"x\"")));
-        assert!(native_payload(b"\xff").is_err());
+        assert_eq!(
+            native_payload(b"", json).expect("empty"),
+            Payload::default()
+        );
+        assert!(native_payload(b"[1]", json).is_err_and(|e| e.contains("found list")));
+        assert!(native_payload(b"{\"x\": 1}", json).is_err_and(|e| e.contains("found \"x\"")));
+        assert!(native_payload(b"\xff", json).is_err());
+        for ser in [Serializer::MsgPack, Serializer::Cbor] {
+            let bytes = mqtt_payload(&p, ser);
+            assert_eq!(native_payload(&bytes, ser).expect(ser.name()), p);
+            assert!(
+                native_payload(br#"{"args": []}"#, ser).is_err(),
+                "JSON is not {}",
+                ser.name()
+            );
+        }
         let raw = Payload {
             passthru: Some(vec![0, 1, 2]),
             ..Payload::default()
         };
-        assert_eq!(mqtt_payload(&raw), Bytes::from_static(&[0, 1, 2]));
+        assert_eq!(
+            mqtt_payload(&raw, Serializer::Cbor),
+            Bytes::from_static(&[0, 1, 2])
+        );
     }
 
     #[test]
