@@ -1971,7 +1971,7 @@ mod tests {
         assert!(native_payload(b"\xff", json).is_err());
         for ser in [Serializer::MsgPack, Serializer::Cbor] {
             let bytes = mqtt_payload(&p, ser);
-            assert_eq!(native_payload(&bytes, ser).expect(ser.name()), p);
+            assert_eq!(native_payload(&bytes, ser).expect("round trip"), p);
             assert!(
                 native_payload(br#"{"args": []}"#, ser).is_err(),
                 "JSON is not {}",
