@@ -212,6 +212,14 @@ impl Broker {
     /// Retain `event` as the last one on `topic`. Returns false (and keeps
     /// nothing) when the retention limit is reached for a new topic.
     pub fn retain(&mut self, topic: &str, event: Retained) -> bool {
+        let p = &event.payload;
+        if p.args.is_empty() && p.kwargs.is_empty() && p.passthru.as_ref().is_none_or(Vec::is_empty)
+        {
+            // An empty retained publication clears the topic's (MQTT's
+            // rule; WAMP leaves it open).
+            self.retained.remove(topic);
+            return true;
+        }
         if !self.retained.contains_key(topic) && self.retained.len() >= self.max_retained {
             return false;
         }
@@ -559,10 +567,22 @@ mod tests {
         let r = |p| Retained {
             publication: p,
             details: Dict::new(),
-            payload: Payload::default(),
+            payload: Payload::args(vec![proto::Value::from(p)]),
             publisher: 9,
             audience: Audience::default(),
         };
+        // An empty retained publication clears what its topic kept.
+        assert!(b.retain("com.r.gone", r(7)));
+        let empty = Retained {
+            payload: Payload {
+                passthru: Some(Vec::new()),
+                ..Payload::default()
+            },
+            ..r(8)
+        };
+        assert!(b.retain("com.r.gone", empty));
+        let gone = b.subscribe(3, "com.r.gone", MatchPolicy::Exact).id;
+        assert!(b.retained_for(gone).is_empty(), "cleared");
         assert!(b.retain("com.r.a", r(1)));
         assert!(b.retain("com.r.a", r(2)));
         assert!(b.retain("com.r.b", r(3)));

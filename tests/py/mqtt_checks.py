@@ -224,6 +224,13 @@ async def main():
     topic, payload, retain, _ = await loop.run_in_executor(None, late.message)
     assert (topic, payload, retain) == ("state/door", b"open", True), (topic, payload, retain)
     late.stop()
+    # An empty retained payload clears it: the next subscriber gets none.
+    await loop.run_in_executor(None, lambda: d.publish("state/door", b"", 1, True))
+    later = Device("late-2")
+    assert later.connack() == 0
+    assert later.subscribe("state/#") == [1]
+    later.no_message(within=1.0)
+    later.stop()
     print("ok retained message for a later subscriber", flush=True)
 
     # Topics and filters with no WAMP equivalent: refused, nothing else
