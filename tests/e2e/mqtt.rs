@@ -83,21 +83,14 @@ fn mqtt_devices_and_wamp_clients_share_a_realm() {
 /// mosquitto_sub takes one message on `m/#` while mosquitto_pub publishes
 /// `hello` to `m/x`, both on `port`.
 fn mosquitto_round_trip(port: u16) {
-    let port = port.to_string();
+    mosquitto_round_trip_on(&["-h", "127.0.0.1", "-p", &port.to_string()]);
+}
+
+/// The same, connecting with `at` (`-h HOST -p PORT`, or `--unix PATH`).
+fn mosquitto_round_trip_on(at: &[&str]) {
     let sub = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-t",
-            "m/#",
-            "-C",
-            "1",
-            "-v",
-            "-W",
-            "10",
-        ])
+        .args(at)
+        .args(["-t", "m/#", "-C", "1", "-v", "-W", "10"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("mosquitto_sub (scripts/test installs mosquitto-clients)");
@@ -105,18 +98,8 @@ fn mosquitto_round_trip(port: u16) {
     // Publish until the subscriber has its subscription and exits.
     for _ in 0..50 {
         let ok = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-t",
-                "m/x",
-                "-m",
-                "hello",
-                "-q",
-                "1",
-            ])
+            .args(at)
+            .args(["-t", "m/x", "-m", "hello", "-q", "1"])
             .status()
             .expect("mosquitto_pub");
         assert!(ok.success(), "mosquitto_pub failed");
@@ -142,6 +125,21 @@ fn mosquitto_round_trip(port: u16) {
 fn mosquitto_clients_publish_and_subscribe() {
     let (_node, mqtt, _) = node();
     mosquitto_round_trip(mqtt);
+}
+
+/// An mqtt transport on a Unix socket (relative to the node directory).
+#[test]
+fn an_mqtt_transport_on_a_unix_socket() {
+    let ws = free_port();
+    let mut cfg: Value = router_config(ws);
+    push_transport(
+        &mut cfg,
+        json!({"type": "mqtt", "endpoint": {"type": "unix", "path": "mqtt.sock"},
+               "options": {"realm": "realm1", "role": "anonymous"}}),
+    );
+    let node = Node::start(&cfg, ws);
+    let path = node.node_dir().join("mqtt.sock");
+    mosquitto_round_trip_on(&["--unix", &path.display().to_string()]);
 }
 
 /// Crossbar.io's universal transport with an `mqtt` part: MQTT, WebSocket
