@@ -204,6 +204,7 @@ fn mqtt_sessions_outlive_their_connections() {
         "user properties and message expiry carried",
         "an expired session is gone",
         "a shared subscription spreads messages over its group",
+        "mqtt sessions in the meta api",
     ] {
         assert!(out.contains(&format!("ok {check}")), "{check}:\n{out}");
     }
@@ -216,6 +217,14 @@ fn mqtt_sessions_outlive_their_connections() {
         ),
         4.0,
         "{text}"
+    );
+    let accepted = crate::admin::metric(
+        &text,
+        "trellis_connections_accepted_total{worker=\"router1\",transport=\"devices\"}",
+    );
+    assert!(
+        accepted >= 10.0,
+        "MQTT connections counted: {accepted}\n{text}"
     );
     let log = node.log();
     assert!(log.contains("MQTT session resumed"), "{log}");

@@ -202,8 +202,23 @@ async def main():
     d = Device("v5-keeper", clean_start=True, expiry=60)
     assert d.connack() == (False, 0)
     assert d.subscribe("away/#") == [1]
+
+    async def mqtt_sessions():
+        """The meta API's MQTT sessions: client id -> transport details."""
+        out = {}
+        for sid in await w.call("wamp.session.list"):
+            info = await w.call("wamp.session.get", sid)
+            t = info.get("transport", {})
+            if t.get("type") == "mqtt":
+                out[t.get("mqtt_client_id")] = t
+        return out
+
+    listed = await mqtt_sessions()
+    assert listed.get("v5-keeper", {}).get("protocol") == "mqtt.5", listed
     d.stop()
     await asyncio.sleep(0.3)
+    assert "v5-keeper" in await mqtt_sessions(), "a kept session is listed while its client is away"
+    print("ok mqtt sessions in the meta api", flush=True)
     short = Properties(PacketTypes.PUBLISH)
     short.MessageExpiryInterval = 1
     p = Device("v5-pub", clean_start=True)

@@ -147,6 +147,8 @@ pub struct TransportInfo {
     pub proxy: Option<String>,
     /// TLS with client certificates: the client's (`client_cert`).
     pub client_cert: Option<Arc<Dict>>,
+    /// MQTT: the client id (`mqtt_client_id`).
+    pub mqtt_client_id: Option<Box<str>>,
 }
 
 impl TransportInfo {
@@ -159,6 +161,7 @@ impl TransportInfo {
             cred: None,
             proxy: None,
             client_cert: None,
+            mqtt_client_id: None,
         }
     }
 
@@ -171,6 +174,9 @@ impl TransportInfo {
         }
         if let Some(c) = &self.client_cert {
             d.insert("client_cert".into(), Dict::clone(c).into());
+        }
+        if let Some(id) = &self.mqtt_client_id {
+            d.insert("mqtt_client_id".into(), Value::from(&**id));
         }
         if let Some((uid, pid)) = self.cred {
             d.insert("peer_uid".into(), u64::from(uid).into());

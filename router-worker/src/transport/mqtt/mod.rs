@@ -333,6 +333,8 @@ async fn handshake<S: Io>(
     let mut info = TransportInfo::new("mqtt", wire.protocol(), peer.desc);
     info.cred = peer.cred;
     info.client_cert = peer.client_cert;
+    info.mqtt_client_id =
+        (!connect.client_id.is_empty()).then(|| connect.client_id.clone().into_boxed_str());
     let mut inbox = VecDeque::new();
     inbox.push_back(Message::Hello(message::Hello { realm, details }));
     let options = &settings.mqtt_options;
