@@ -12,8 +12,8 @@ use crate::support::{
 
 /// A node with a WebSocket transport, an anonymous mqtt transport and one
 /// that takes ticket logins for the role `device`.
-fn node() -> (Node, u16, u16) {
-    let (ws, mqtt, auth) = (free_port(), free_port(), free_port());
+fn node() -> (Node, u16, u16, u16) {
+    let (ws, mqtt, auth, dynamic) = (free_port(), free_port(), free_port(), free_port());
     let mut cfg: Value = router_config(ws);
     cfg["workers"][0]["realms"][0]["roles"]
         .as_array_mut()
@@ -44,17 +44,32 @@ fn node() -> (Node, u16, u16) {
                 "device1": {"ticket": "secret-1", "role": "device"}}}}
         }),
     );
-    (Node::start(&cfg, ws), mqtt, auth)
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "mqtt",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": dynamic},
+            "options": {"realm": "realm1"},
+            "auth": {"ticket": {"type": "dynamic", "authenticator": "com.example.mqtt_authenticate"}}
+        }),
+    );
+    (Node::start(&cfg, ws), mqtt, auth, dynamic)
 }
 
 #[test]
 fn mqtt_devices_and_wamp_clients_share_a_realm() {
-    let (node, mqtt, auth) = node();
+    let (node, mqtt, auth, dynamic) = node();
     let url = format!("ws://127.0.0.1:{}/ws", node.port);
     let out = expect_python_args_ok(
         &node,
         "mqtt_checks.py",
-        &[&url, "127.0.0.1", &mqtt.to_string(), &auth.to_string()],
+        &[
+            &url,
+            "127.0.0.1",
+            &mqtt.to_string(),
+            &auth.to_string(),
+            &dynamic.to_string(),
+        ],
     );
     for check in [
         "mqtt publish reaches wamp as passthru bytes",
@@ -67,6 +82,7 @@ fn mqtt_devices_and_wamp_clients_share_a_realm() {
         "client id taken over",
         "ticket logins and authorized publications",
         "mqtt 5 with reason codes, topic aliases and request/response",
+        "an authenticator procedure logs mqtt devices in",
         "bad input closes only the offender",
         "a client that never reads is cut off alone",
     ] {
@@ -74,6 +90,7 @@ fn mqtt_devices_and_wamp_clients_share_a_realm() {
     }
     let log = node.log();
     assert!(!log.contains("secret-1"), "a ticket in the log:\n{log}");
+    assert!(!log.contains("dyn-secret"), "a ticket in the log:\n{log}");
     assert!(
         log.contains("\"x.y/z\": a '.' separates WAMP topic levels"),
         "{log}"
@@ -123,7 +140,7 @@ fn mosquitto_round_trip_on(at: &[&str]) {
 
 #[test]
 fn mosquitto_clients_publish_and_subscribe() {
-    let (_node, mqtt, _) = node();
+    let (_node, mqtt, _, _) = node();
     mosquitto_round_trip(mqtt);
 }
 
@@ -226,6 +243,12 @@ fn mqtt_sessions_outlive_their_connections() {
         accepted >= 10.0,
         "MQTT connections counted: {accepted}\n{text}"
     );
+    // `trellis status` lists the transport.
+    crate::node::wait_status(&node, "the mqtt transport in trellis status", |s| {
+        crate::node::worker(s, "router1")["transports"]
+            .as_array()
+            .is_some_and(|ts| ts.iter().any(|t| t["type"] == "mqtt"))
+    });
     let log = node.log();
     assert!(log.contains("MQTT session resumed"), "{log}");
     assert!(log.contains("MQTT session expired"), "{log}");

@@ -1,11 +1,12 @@
 """MQTT clients (paho-mqtt, raw sockets) and WAMP clients (autobahn-python)
 on one realm, through Trellis's `mqtt` transport.
 
-Usage: mqtt_checks.py WS_URL HOST MQTT_PORT AUTH_PORT
+Usage: mqtt_checks.py WS_URL HOST MQTT_PORT AUTH_PORT DYN_PORT
 
 MQTT_PORT is an anonymous mqtt transport (role "anonymous", topics under
 "app" mapped natively); AUTH_PORT takes ticket logins for the role
-"device", which may publish under "devices" only.
+"device", which may publish under "devices" only; DYN_PORT's ticket
+logins are decided by an authenticator procedure this script registers.
 """
 
 import asyncio
@@ -21,7 +22,7 @@ from autobahn.wamp.types import EncodedPayload, PublishOptions, SubscribeOptions
 
 from wamp_client import connect
 
-WS_URL, HOST, PORT, AUTH_PORT = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+WS_URL, HOST, PORT, AUTH_PORT, DYN_PORT = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 T = 10
 
 
@@ -354,6 +355,30 @@ async def main():
     bad5.c.loop_stop()
     print("ok mqtt 5 with reason codes, topic aliases and request/response", flush=True)
 
+    # Logins decided by an authenticator procedure (ticket, dynamic).
+    from autobahn.wamp.exception import ApplicationError
+
+    seen = []
+
+    def authenticate(realm, authid, details):
+        seen.append(authid)
+        if details.get("ticket") == "dyn-secret":
+            return {"role": "device"}
+        raise ApplicationError("com.example.invalid_ticket", "no such device")
+
+    await plain.register(authenticate, "com.example.mqtt_authenticate")
+    # The authenticator answers on this loop: wait for the CONNACK off it.
+    dyn = Device("dyn-1", DYN_PORT, "dyn-device", "dyn-secret", protocol=mqtt.MQTTv5)
+    assert await loop.run_in_executor(None, dyn.connack) == 0
+    rc = await loop.run_in_executor(None, dyn.publish, "other/x", b"no", 1)
+    assert rc == 0x87, "the role the authenticator gave decides"
+    dyn.stop()
+    wrong = Device("dyn-2", DYN_PORT, "dyn-device", "nope", protocol=mqtt.MQTTv5)
+    assert await loop.run_in_executor(None, wrong.connack) in (0x86, 0x87)
+    wrong.c.loop_stop()
+    assert seen == ["dyn-device", "dyn-device"], seen
+    print("ok an authenticator procedure logs mqtt devices in", flush=True)
+
     # Bad input costs only the offender.
     s = raw_client(raw_packet(0x30, raw_string(b"a/b") + b"x"))
     assert closed(s), "PUBLISH before CONNECT"
@@ -374,6 +399,18 @@ async def main():
     assert s.recv(4) == b"\x20\x02\x00\x00"
     s.sendall(raw_connect("twice"))
     assert closed(s), "a second CONNECT"
+    s = raw_client(raw_connect("bad-len"))
+    assert s.recv(4) == b"\x20\x02\x00\x00"
+    s.sendall(b"\x30\xff\xff\xff\xff\x01")  # a remaining length of 5 bytes
+    assert closed(s), "a malformed remaining length"
+    s = raw_client(raw_connect("bad-qos"))
+    assert s.recv(4) == b"\x20\x02\x00\x00"
+    s.sendall(raw_packet(0x82, struct.pack(">H", 1) + raw_string(b"a/b") + b"\x03"))
+    assert closed(s), "a SUBSCRIBE asking QoS 3"
+    s = raw_client(raw_connect("bad-utf8"))
+    assert s.recv(4) == b"\x20\x02\x00\x00"
+    s.sendall(raw_packet(0x30, raw_string(b"a/\xff") + b"x"))
+    assert closed(s), "a topic that is not UTF-8"
     s = raw_client(raw_connect("big"))
     assert s.recv(4) == b"\x20\x02\x00\x00"
     s.sendall(b"\x30\x80\x80\x80\x01")  # a PUBLISH declaring 2 MiB
