@@ -585,6 +585,85 @@ async fn rpc(
     Ok(())
 }
 
+/// Where a fan-out's subscriber reads its messages from: each one's
+/// (sequence number, send time in ns since the run's start), or `None` for
+/// something else to skip.
+trait FanoutSource: Send + 'static {
+    fn next_sample(&mut self) -> impl Future<Output = Result<Option<(u64, u64)>>> + Send;
+}
+
+impl FanoutSource for EventReader {
+    async fn next_sample(&mut self) -> Result<Option<(u64, u64)>> {
+        Ok(match self.next().await? {
+            Incoming::Event { seq, sent_ns } => Some((seq, sent_ns)),
+            Incoming::Other => None,
+        })
+    }
+}
+
+/// Subscriber `i` of a fan-out, until the end marker (`u64::MAX`):
+/// messages received within the window, the latency of those sent within
+/// it, and its progress for the publisher's window.
+fn receive_fanout<S: FanoutSource>(
+    i: usize,
+    mut source: S,
+    progress: Arc<Vec<AtomicU64>>,
+    window: Window,
+    t0: Instant,
+) -> tokio::task::JoinHandle<Result<(u64, Samples)>> {
+    // Slow routers fall seconds behind with many subscribers. One deadline
+    // for the run, not a timer (two clock reads) per message.
+    let deadline = tokio::time::Instant::from_std(window.end + Duration::from_secs(60));
+    tokio::spawn(async move {
+        let mut samples = Samples::default();
+        let mut got = 0u64;
+        loop {
+            let m = match tokio::time::timeout_at(deadline, source.next_sample()).await {
+                Err(_) => bail!(
+                    "subscriber {i}: the publisher's last message did not arrive within 60 s of the window's end"
+                ),
+                Ok(m) => m?,
+            };
+            let Some((seq, sent_ns)) = m else {
+                continue;
+            };
+            if seq == u64::MAX {
+                break;
+            }
+            let now = Instant::now();
+            let sent = t0 + Duration::from_nanos(sent_ns);
+            if window.measuring(sent) {
+                samples.add(now.saturating_duration_since(sent));
+            }
+            if window.measuring(now) {
+                got += 1;
+            }
+            progress[i].store(seq, Ordering::Release);
+        }
+        Ok((got, samples))
+    })
+}
+
+/// The fan-out's results: delivered per second and latency percentiles.
+pub(crate) async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<Result<(u64, Samples)>>>,
+    window: &Window,
+) -> Result<(f64, f64, f64, f64)> {
+    let mut delivered = 0u64;
+    let mut samples = Samples::default();
+    for t in tasks {
+        let (g, s) = t.await??;
+        delivered += g;
+        samples.merge(s);
+    }
+    Ok((
+        delivered as f64 / window.secs(),
+        samples.pct(0.5),
+        samples.pct(0.99),
+        samples.pct(0.999),
+    ))
+}
+
 async fn pubsub(
     cli: &Cli,
     subscribers: usize,
@@ -601,36 +680,13 @@ async fn pubsub(
     for i in 0..subscribers {
         let mut c = Conn::join(&cli.url, &cli.realm, ser).await?;
         c.subscribe("bench.topic").await?;
-        let mut events = EventReader::new(c)?;
-        let progress = progress.clone();
-        // Slow routers fall seconds behind with many subscribers. One
-        // deadline for the run, not a timer (two clock reads) per event.
-        let deadline = tokio::time::Instant::from_std(window.end + Duration::from_secs(60));
-        tasks.push(tokio::spawn(async move {
-            let mut samples = Samples::default();
-            let mut got = 0u64;
-            loop {
-                let m = match tokio::time::timeout_at(deadline, events.next()).await {
-                    Err(_) => bail!("subscriber {i}: the publisher's last EVENT did not arrive within 60 s of the window's end"),
-                    Ok(m) => m?,
-                };
-                if let Incoming::Event { seq, sent_ns } = m {
-                    let now = Instant::now();
-                    if seq == u64::MAX {
-                        break;
-                    }
-                    let sent = t0 + Duration::from_nanos(sent_ns);
-                    if window.measuring(sent) {
-                        samples.add(now.saturating_duration_since(sent));
-                    }
-                    if window.measuring(now) {
-                        got += 1;
-                    }
-                    progress[i].store(seq, Ordering::Release);
-                }
-            }
-            Ok::<_, anyhow::Error>((got, samples))
-        }));
+        tasks.push(receive_fanout(
+            i,
+            EventReader::new(c)?,
+            progress.clone(),
+            window,
+            t0,
+        ));
     }
     let cross = publisher_url.is_some();
     let mut publisher = Conn::join(
@@ -682,15 +738,7 @@ async fn pubsub(
             payload: Payload::args(vec![Value::from(u64::MAX)]),
         }))
         .await?;
-    let mut delivered = 0u64;
-    let mut samples = Samples::default();
-    for t in tasks {
-        let (g, s) = t.await??;
-        delivered += g;
-        samples.merge(s);
-    }
-    let rate = delivered as f64 / window.secs();
-    let (p50, p99, p999) = (samples.pct(0.5), samples.pct(0.99), samples.pct(0.999));
+    let (rate, p50, p99, p999) = collect(tasks, &window).await?;
     report(
         cli,
         if cross { "pubsub-cross-node" } else { "pubsub" },

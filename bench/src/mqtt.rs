@@ -121,6 +121,22 @@ fn split_packet(buf: &mut BytesMut) -> Result<Option<(u8, BytesMut)>> {
     bail!("a remaining length over 4 bytes")
 }
 
+impl FanoutSource for Reader {
+    async fn next_sample(&mut self) -> Result<Option<(u64, u64)>> {
+        let (first, body) = self.next().await?;
+        if first & 0xF0 != 0x30 {
+            return Ok(None);
+        }
+        let Some(p) = payload_of(&body).filter(|p| p.len() >= 16) else {
+            bail!("a message without the benchmark's payload");
+        };
+        Ok(Some((
+            u64::from_be_bytes(p[..8].try_into()?),
+            u64::from_be_bytes(p[8..16].try_into()?),
+        )))
+    }
+}
+
 /// A subscriber of `filter` at QoS 0, its SUBACK read.
 async fn subscriber(addr: &str, id: &str, filter: &str) -> Result<Reader> {
     let mut s = mqtt_client(addr, id).await?;
@@ -209,26 +225,6 @@ fn binary(size: usize) -> Encode {
     })
 }
 
-/// The fan-out's results: delivered per second and latency percentiles.
-async fn collect(
-    tasks: Vec<tokio::task::JoinHandle<Result<(u64, Samples)>>>,
-    window: &Window,
-) -> Result<(f64, f64, f64, f64)> {
-    let mut delivered = 0u64;
-    let mut samples = Samples::default();
-    for t in tasks {
-        let (g, s) = t.await??;
-        delivered += g;
-        samples.merge(s);
-    }
-    Ok((
-        delivered as f64 / window.secs(),
-        samples.pct(0.5),
-        samples.pct(0.99),
-        samples.pct(0.999),
-    ))
-}
-
 /// One publisher, `subscribers` MQTT subscribers, QoS 0.
 pub(crate) async fn mqtt_fanout(
     cli: &Cli,
@@ -246,39 +242,8 @@ pub(crate) async fn mqtt_fanout(
     let progress: Arc<Vec<AtomicU64>> =
         Arc::new((0..subscribers).map(|_| AtomicU64::new(0)).collect());
     let mut tasks = Vec::new();
-    for (i, mut r) in readers.into_iter().enumerate() {
-        let progress = progress.clone();
-        let deadline = tokio::time::Instant::from_std(window.end + Duration::from_secs(60));
-        tasks.push(tokio::spawn(async move {
-            let mut samples = Samples::default();
-            let mut got = 0u64;
-            loop {
-                let (first, body) = match tokio::time::timeout_at(deadline, r.next()).await {
-                    Err(_) => bail!("subscriber {i}: the last message did not arrive within 60 s of the window's end"),
-                    Ok(p) => p?,
-                };
-                if first & 0xF0 != 0x30 {
-                    continue;
-                }
-                let Some(p) = payload_of(&body).filter(|p| p.len() >= 16) else {
-                    bail!("subscriber {i}: a message without the benchmark's payload");
-                };
-                let seq = u64::from_be_bytes(p[..8].try_into()?);
-                if seq == u64::MAX {
-                    break;
-                }
-                let now = Instant::now();
-                let sent = t0 + Duration::from_nanos(u64::from_be_bytes(p[8..16].try_into()?));
-                if window.measuring(sent) {
-                    samples.add(now.saturating_duration_since(sent));
-                }
-                if window.measuring(now) {
-                    got += 1;
-                }
-                progress[i].store(seq, Ordering::Release);
-            }
-            Ok::<_, anyhow::Error>((got, samples))
-        }));
+    for (i, r) in readers.into_iter().enumerate() {
+        tasks.push(receive_fanout(i, r, progress.clone(), window, t0));
     }
     let mut publisher = mqtt_client(&addr, "fan-pub").await?;
     publish_windowed(
@@ -323,34 +288,13 @@ pub(crate) async fn mqtt_to_wamp(
     for i in 0..subscribers {
         let mut c = Conn::join(&cli.url, &cli.realm, ser).await?;
         c.subscribe("bench.topic").await?;
-        let mut events = EventReader::new(c)?;
-        let progress = progress.clone();
-        let deadline = tokio::time::Instant::from_std(window.end + Duration::from_secs(60));
-        tasks.push(tokio::spawn(async move {
-            let mut samples = Samples::default();
-            let mut got = 0u64;
-            loop {
-                let m = match tokio::time::timeout_at(deadline, events.next()).await {
-                    Err(_) => bail!("subscriber {i}: the last EVENT did not arrive within 60 s of the window's end"),
-                    Ok(m) => m?,
-                };
-                if let Incoming::Event { seq, sent_ns } = m {
-                    if seq == u64::MAX {
-                        break;
-                    }
-                    let now = Instant::now();
-                    let sent = t0 + Duration::from_nanos(sent_ns);
-                    if window.measuring(sent) {
-                        samples.add(now.saturating_duration_since(sent));
-                    }
-                    if window.measuring(now) {
-                        got += 1;
-                    }
-                    progress[i].store(seq, Ordering::Release);
-                }
-            }
-            Ok::<_, anyhow::Error>((got, samples))
-        }));
+        tasks.push(receive_fanout(
+            i,
+            EventReader::new(c)?,
+            progress.clone(),
+            window,
+            t0,
+        ));
     }
     let blob = "x".repeat(payload);
     let native: Encode = Box::new(move |seq, sent_ns| {

@@ -10,17 +10,22 @@ use crate::support::{
     KillOnDrop, Node, expect_python_args_ok, free_port, push_transport, router_config, wait_or_kill,
 };
 
-/// A node with a WebSocket transport, an anonymous mqtt transport and one
-/// that takes ticket logins for the role `device`.
-fn node() -> (Node, u16, u16, u16) {
-    let (ws, mqtt, auth, dynamic) = (free_port(), free_port(), free_port(), free_port());
-    let mut cfg: Value = router_config(ws);
+/// The role `device`: it may publish and subscribe under `devices` only.
+fn add_device_role(cfg: &mut Value) {
     cfg["workers"][0]["realms"][0]["roles"]
         .as_array_mut()
         .expect("roles")
         .push(json!({"name": "device", "permissions": [
             {"uri": "devices.", "match": "prefix", "allow": {"publish": true, "subscribe": true}}
         ]}));
+}
+
+/// A node with a WebSocket transport, an anonymous mqtt transport and one
+/// that takes ticket logins for the role `device`.
+fn node() -> (Node, u16, u16, u16) {
+    let (ws, mqtt, auth, dynamic) = (free_port(), free_port(), free_port(), free_port());
+    let mut cfg: Value = router_config(ws);
+    add_device_role(&mut cfg);
     push_transport(
         &mut cfg,
         json!({
@@ -298,12 +303,7 @@ fn a_client_certificate_logs_an_mqtt_device_in() {
     std::fs::write(&ca_file, pki.ca_a.pem()).expect("write");
     let (ws, mqtt) = (free_port(), free_port());
     let mut cfg: Value = router_config(ws);
-    cfg["workers"][0]["realms"][0]["roles"]
-        .as_array_mut()
-        .expect("roles")
-        .push(json!({"name": "device", "permissions": [
-            {"uri": "devices.", "match": "prefix", "allow": {"publish": true, "subscribe": true}}
-        ]}));
+    add_device_role(&mut cfg);
     push_transport(
         &mut cfg,
         json!({

@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from autobahn.wamp.interfaces import IPayloadCodec
 from autobahn.wamp.types import EncodedPayload, PublishOptions, SubscribeOptions
 
+from mqtt_raw import raw_connect, raw_packet, raw_string
 from wamp_client import connect
 
 WS_URL, HOST, PORT, AUTH_PORT, DYN_PORT = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -122,30 +123,6 @@ async def subscribe(session, topic, match=None):
 
 async def next_event(q):
     return await asyncio.wait_for(q.get(), T)
-
-
-def raw_string(b):
-    return struct.pack(">H", len(b)) + b
-
-
-def raw_packet(first, body):
-    out = bytearray([first])
-    n = len(body)
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            break
-    return bytes(out) + body
-
-
-def raw_connect(client_id, will=None):
-    flags = 0x02
-    payload = raw_string(client_id.encode())
-    if will:
-        flags |= 0x04
-        payload += raw_string(will[0].encode()) + raw_string(will[1])
-    return raw_packet(0x10, raw_string(b"MQTT") + bytes([4, flags]) + struct.pack(">H", 30) + payload)
 
 
 def raw_client(data):

@@ -21,30 +21,11 @@ from autobahn.wamp.types import PublishOptions
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from mqtt_raw import raw_connect, raw_packet, raw_string
 from wamp_client import connect
 
 WS_URL, HOST, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
 T = 10
-
-
-def raw_string(b):
-    return struct.pack(">H", len(b)) + b
-
-
-def raw_packet(first, body):
-    out = bytearray([first])
-    n = len(body)
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            break
-    return bytes(out) + body
-
-
-def raw_connect(client_id, clean):
-    flags = 0x02 if clean else 0x00
-    return raw_packet(0x10, raw_string(b"MQTT") + bytes([4, flags]) + struct.pack(">H", 30) + raw_string(client_id.encode()))
 
 
 class Raw:
@@ -53,7 +34,7 @@ class Raw:
 
     def __init__(self, client_id, clean):
         self.s = socket.create_connection((HOST, PORT), timeout=T)
-        self.s.sendall(raw_connect(client_id, clean))
+        self.s.sendall(raw_connect(client_id, clean=clean))
         self.buf = b""
 
     def packet(self):
