@@ -664,6 +664,36 @@ pub(crate) async fn collect(
     ))
 }
 
+/// `subscribers` WAMP sessions of `--url` on `bench.topic`, counting a
+/// fan-out: their progress, and their tasks.
+type Subscribers = (
+    Arc<Vec<AtomicU64>>,
+    Vec<tokio::task::JoinHandle<Result<(u64, Samples)>>>,
+);
+
+async fn wamp_subscribers(
+    cli: &Cli,
+    subscribers: usize,
+    window: Window,
+    t0: Instant,
+) -> Result<Subscribers> {
+    let progress: Arc<Vec<AtomicU64>> =
+        Arc::new((0..subscribers).map(|_| AtomicU64::new(0)).collect());
+    let mut tasks = Vec::new();
+    for i in 0..subscribers {
+        let mut c = Conn::join(&cli.url, &cli.realm, cli.serializer.serializer()).await?;
+        c.subscribe("bench.topic").await?;
+        tasks.push(receive_fanout(
+            i,
+            EventReader::new(c)?,
+            progress.clone(),
+            window,
+            t0,
+        ));
+    }
+    Ok((progress, tasks))
+}
+
 async fn pubsub(
     cli: &Cli,
     subscribers: usize,
@@ -674,20 +704,7 @@ async fn pubsub(
     let ser = cli.serializer.serializer();
     let t0 = Instant::now();
     let window = Window::new(cli.warmup, cli.duration);
-    let progress: Arc<Vec<AtomicU64>> =
-        Arc::new((0..subscribers).map(|_| AtomicU64::new(0)).collect());
-    let mut tasks = Vec::new();
-    for i in 0..subscribers {
-        let mut c = Conn::join(&cli.url, &cli.realm, ser).await?;
-        c.subscribe("bench.topic").await?;
-        tasks.push(receive_fanout(
-            i,
-            EventReader::new(c)?,
-            progress.clone(),
-            window,
-            t0,
-        ));
-    }
+    let (progress, tasks) = wamp_subscribers(cli, subscribers, window, t0).await?;
     let cross = publisher_url.is_some();
     let mut publisher = Conn::join(
         publisher_url.as_deref().unwrap_or(&cli.url),

@@ -279,23 +279,9 @@ pub(crate) async fn mqtt_to_wamp(
     window_size: u64,
 ) -> Result<()> {
     let addr = mqtt_addr(mqtt_url)?;
-    let ser = cli.serializer.serializer();
     let t0 = Instant::now();
     let window = Window::new(cli.warmup, cli.duration);
-    let progress: Arc<Vec<AtomicU64>> =
-        Arc::new((0..subscribers).map(|_| AtomicU64::new(0)).collect());
-    let mut tasks = Vec::new();
-    for i in 0..subscribers {
-        let mut c = Conn::join(&cli.url, &cli.realm, ser).await?;
-        c.subscribe("bench.topic").await?;
-        tasks.push(receive_fanout(
-            i,
-            EventReader::new(c)?,
-            progress.clone(),
-            window,
-            t0,
-        ));
-    }
+    let (progress, tasks) = wamp_subscribers(cli, subscribers, window, t0).await?;
     let blob = "x".repeat(payload);
     let native: Encode = Box::new(move |seq, sent_ns| {
         serde_json::to_vec(&serde_json::json!({"args": [seq, sent_ns, blob]})).unwrap_or_default()
