@@ -6,7 +6,9 @@
 //! realm encode one EVENT per subscription and serializer for all its
 //! subscribers.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::fast::{HashMap, HashSet};
 
 use proto::uri::{self, MatchPolicy};
 use proto::{Dict, Id, Payload};

@@ -5,7 +5,7 @@
 //! shared registration, by its invoke policy) and remembers each invocation
 //! until its final YIELD or ERROR, or until caller or callee leaves.
 
-use std::collections::{HashMap, HashSet};
+use crate::fast::{HashMap, HashSet};
 
 use proto::Id;
 use proto::uri::{self, MatchPolicy, Specificity};

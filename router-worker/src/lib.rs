@@ -24,6 +24,7 @@ pub mod backplane;
 pub mod broker;
 pub mod cookies;
 pub mod dealer;
+pub mod fast;
 pub mod liveness;
 pub mod local;
 pub mod meta;

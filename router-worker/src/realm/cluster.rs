@@ -970,8 +970,8 @@ impl Core {
 /// A remote callee whose member cannot be reached now: the link is down,
 /// or the member is silent.
 fn cut_off(
-    remote: &std::collections::HashMap<Id, Arc<str>>,
-    unreachable: &std::collections::HashSet<Arc<str>>,
+    remote: &crate::fast::HashMap<Id, Arc<str>>,
+    unreachable: &crate::fast::HashSet<Arc<str>>,
     link_up: bool,
     callee: Id,
 ) -> bool {

@@ -9,7 +9,9 @@
 //! [`super::rpc`], dynamic authorization in [`crate::authz::dynamic`] and the
 //! meta API in [`crate::meta`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::fast::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -520,11 +522,11 @@ impl Core {
             authz: Arc::new(Authorizer::new(&cfg.roles)),
             broker,
             dealer: Dealer::new(),
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             doomed: Vec::new(),
-            timers: HashSet::new(),
-            testaments: HashMap::new(),
-            waiters: HashMap::new(),
+            timers: HashSet::default(),
+            testaments: HashMap::default(),
+            waiters: HashMap::default(),
             next_internal: 0,
             token_max_age,
             rng,
@@ -534,14 +536,14 @@ impl Core {
             clustered: false,
             compat: trellis_config::router::Compat::default(),
             member: None,
-            remote: HashMap::new(),
-            remote_callees: HashMap::new(),
-            remote_regs: HashMap::new(),
-            remote_calls: HashMap::new(),
-            unreachable: HashSet::new(),
+            remote: HashMap::default(),
+            remote_callees: HashMap::default(),
+            remote_regs: HashMap::default(),
+            remote_calls: HashMap::default(),
+            unreachable: HashSet::default(),
             link_up: true,
-            claims: HashMap::new(),
-            claimed: HashMap::new(),
+            claims: HashMap::default(),
+            claimed: HashMap::default(),
             meta_answer: None,
             queues: super::queue::CallQueues::new(cfg.store.as_ref()),
         }
@@ -618,7 +620,7 @@ impl Core {
             Box::new(SessionEntry {
                 info,
                 killed: false,
-                authz_cache: HashMap::new(),
+                authz_cache: HashMap::default(),
                 parked: VecDeque::new(),
                 awaiting_authz: false,
             }),

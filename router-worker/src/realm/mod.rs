@@ -369,7 +369,7 @@ impl RealmHandle {
         let count = Arc::new(AtomicUsize::new(0));
         let actor = Actor {
             core,
-            links: HashMap::new(),
+            links: crate::fast::HashMap::default(),
             shared_authz: authz.clone(),
             session_count: count.clone(),
             self_tx: tx.downgrade(),
@@ -580,7 +580,7 @@ impl RealmHandle {
 struct Actor {
     core: Core,
     /// Where each joined session's messages go.
-    links: HashMap<Id, SessionLink>,
+    links: crate::fast::HashMap<Id, SessionLink>,
     /// The handles' view of the core's authorizer, swapped on reconfigure.
     shared_authz: Arc<ArcSwap<Authorizer>>,
     /// Mirrors the core's session count for [`RealmHandle::session_count`].
@@ -829,7 +829,7 @@ impl Actor {
 #[allow(clippy::too_many_arguments)]
 fn carry_out(
     effect: Effect,
-    links: &mut HashMap<Id, SessionLink>,
+    links: &mut crate::fast::HashMap<Id, SessionLink>,
     slow: &mut Vec<(Id, usize)>,
     timers: &mut deadlines::Deadlines,
     replies: &mut HashMap<u64, oneshot::Sender<Result<Payload, InternalCallError>>>,
