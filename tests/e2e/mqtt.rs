@@ -225,6 +225,7 @@ fn mqtt_sessions_outlive_their_connections() {
         "mqtt 5 session expiry with a bounded queue and message expiry",
         "user properties and message expiry carried",
         "an expired session is gone",
+        "a live session taken over by its returning client",
         "a shared subscription spreads messages over its group",
         "mqtt sessions in the meta api",
     ] {

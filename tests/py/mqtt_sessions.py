@@ -234,6 +234,33 @@ async def main():
     assert expiry is not None and 110 <= expiry <= 120, expiry
     print("ok user properties and message expiry carried", flush=True)
 
+    # A client that comes back while its old connection still looks open
+    # (a half-open TCP connection, say): the old one is closed, told why
+    # (MQTT 5: session taken over), and its session goes on in the new one.
+    # (raw MQTT 5 here: paho does not report the server's reason).
+    props = b"\x11" + struct.pack(">I", 60)  # session expiry interval
+    old = socket.create_connection((HOST, PORT), timeout=T)
+    old.sendall(raw_packet(0x10, raw_string(b"MQTT") + bytes([5, 0x02]) + struct.pack(">H", 30)
+                           + bytes([len(props)]) + props + raw_string(b"twin")))
+    assert old.recv(2)[0] == 0x20, "CONNACK"
+    old.recv(4096)
+    old.sendall(raw_packet(0x82, struct.pack(">H", 1) + b"\x00" + raw_string(b"twin/#") + b"\x01"))
+    time.sleep(0.3)
+    new = Device("twin", clean_start=False, expiry=60)
+    assert new.connack() == (True, 0), "the live session, resumed"
+    old.settimeout(T)
+    tail = b""
+    while b"\xe0\x02\x8e" not in tail:
+        chunk = old.recv(4096)
+        assert chunk, f"closed without DISCONNECT 0x8E: {tail!r}"
+        tail += chunk
+    old.close()
+    await publish("twin.x", 1)
+    topic, payload, _, _ = new.message()
+    assert topic == "twin/x", topic
+    new.stop()
+    print("ok a live session taken over by its returning client", flush=True)
+
     # A session expiry of 1 s: gone after it, the next connection starts
     # afresh.
     e = Device("v5-brief", clean_start=True, expiry=1)

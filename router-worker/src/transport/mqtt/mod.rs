@@ -958,6 +958,13 @@ impl MqttTransport {
     /// client logged in and asked for a session expiry), else it ends.
     fn drop_connection(&mut self) {
         if self.connected && self.expiry > 0 && self.client.is_some() {
+            // What is written (an MQTT 5 DISCONNECT's reason) goes out if
+            // the socket takes it now; the connection is not waited for.
+            if let Some(s) = &mut self.stream
+                && !self.wbuf.is_empty()
+            {
+                let _ = futures::FutureExt::now_or_never(s.write_all(&self.wbuf));
+            }
             self.stream = None;
             self.rbuf = BytesMut::new();
             self.wbuf = BytesMut::new();
