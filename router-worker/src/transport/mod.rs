@@ -435,6 +435,27 @@ async fn sniff<S: Io>(
     }
 }
 
+/// The session a transport's `handshake` opens, made inside the same future
+/// as the handshake: box this and await what it returns in place
+/// (`Box::pin(open_session(..)).await.await`), and the connection's future
+/// holds the session's alone, not also the transport it was made from
+/// (which the compiler keeps beside a session made after the await: a
+/// kilobyte per MQTT client). Its output is `true` once a session ran.
+pub(super) async fn open_session<'a, T: crate::session::transport::Transport>(
+    handshake: impl Future<Output = Option<(T, crate::session::Connection)>>,
+    settings: &'a crate::session::SessionSettings,
+    realms: &'a Realms,
+    shutdown: CancellationToken,
+) -> futures::future::Either<impl Future<Output = bool> + Send + 'a, std::future::Ready<bool>> {
+    use futures::FutureExt;
+    let Some((transport, conn)) = handshake.await else {
+        return futures::future::Either::Right(std::future::ready(false));
+    };
+    futures::future::Either::Left(
+        crate::session::run(transport, settings, realms, conn, shutdown).map(|()| true),
+    )
+}
+
 /// A byte stream a transport runs on (TCP or Unix).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}

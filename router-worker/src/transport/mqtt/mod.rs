@@ -181,36 +181,19 @@ pub fn handle_connection<S: Io>(
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        // The session's future is awaited where `open` returns it: held
-        // once, not also in a binding.
-        let opened = Box::pin(open(stream, peer, &settings, &realms, shutdown))
-            .await
-            .await;
+        let handshake = handshake(stream, peer, &settings, &realms, &shutdown);
+        let opened = Box::pin(super::open_session(
+            handshake,
+            &settings.session,
+            &realms,
+            shutdown.clone(),
+        ))
+        .await
+        .await;
         if opened {
             info!("MQTT connection closed");
         }
     }
-}
-
-/// The handshake, then the session's future made from what it opened,
-/// inside one (boxed) future: the connection's future then holds the
-/// session's alone, not also the transport it was made from (which the
-/// compiler would keep beside it, a kilobyte per client).
-async fn open<'a, S: Io>(
-    stream: S,
-    peer: Peer,
-    settings: &'a ListenerSettings,
-    realms: &'a Realms,
-    shutdown: CancellationToken,
-) -> futures::future::Either<impl Future<Output = bool> + Send + 'a, std::future::Ready<bool>> {
-    use futures::FutureExt;
-    let Some((transport, conn)) = handshake(stream, peer, settings, realms, &shutdown).await else {
-        return futures::future::Either::Right(std::future::ready(false));
-    };
-    // The session, `true` when it ends.
-    futures::future::Either::Left(
-        session::run(transport, &settings.session, realms, conn, shutdown).map(|()| true),
-    )
 }
 
 /// Serve an upgraded WebSocket connection (a web path of type `mqtt`)
@@ -2184,7 +2167,7 @@ mod size_probe {
             )),
             Default::default(),
         );
-        // 3264 bytes before `open` made the session's future where the
+        // 3264 bytes before `open_session` made the session's future where the
         // transport is opened (the transport was kept twice).
         let f = std::mem::size_of_val(&fut);
         assert!(f <= 2304, "the MQTT connection's future grew to {f} bytes");
