@@ -1573,23 +1573,23 @@ impl MqttTransport {
             .subscriptions
             .iter()
             .find(|(_, (s, _))| *s == e.subscription)
-            .map(|(f, (_, q))| (f.clone(), *q))
+            .map(|(f, (_, q))| (f.as_str(), *q))
         else {
             return Ok(());
         };
-        let topic = match e.details.get("topic") {
-            Some(Value::Str(t)) => uri_to_topic(t),
+        // The event's WAMP topic and its MQTT topic, once.
+        let (uri, topic): (std::borrow::Cow<'_, str>, String) = match e.details.get("topic") {
+            Some(Value::Str(t)) => (t.as_str().into(), uri_to_topic(t)),
             // An exact subscription's event is on its filter.
-            _ => split_share(&filter).map_or(filter.clone(), |(_, f)| f.to_owned()),
+            _ => {
+                let f = split_share(filter).map_or(filter, |(_, f)| f);
+                (f.replace('/', ".").into(), f.to_owned())
+            }
         };
         let retain = matches!(e.details.get("retained"), Some(Value::Bool(true)));
         let Some((props, expires)) = mqtt_properties(&e.details) else {
             debug!(topic = %topic, "MQTT message expired before delivery");
             return Ok(());
-        };
-        let uri = match e.details.get("topic") {
-            Some(Value::Str(t)) => t.clone(),
-            _ => topic.replace('/', "."),
         };
         let payload = match self.options.mapping_for(&uri) {
             Mapping::Dynamic { realm, encoder, .. } => {
@@ -1601,7 +1601,7 @@ impl MqttTransport {
                     None => e.payload.args.clone(),
                 };
                 let call = vec![
-                    Value::from(uri.as_str()),
+                    Value::from(&*uri),
                     Value::from(topic.as_str()),
                     Value::List(args),
                     Value::Dict(e.payload.kwargs.clone()),
