@@ -321,7 +321,8 @@ fn a_symlinked_cbdir_resolves_dot_dot_beside_the_link() {
 }
 
 /// crossbar-examples' MQTT project in dynamic mode, as its users run it:
-/// `trellis start` in the project directory, the config in `.crossbar`
+/// `trellis start` in the project directory (plain, and with a relative
+/// `--cbdir .crossbar`), the config in `.crossbar`
 /// as the example has it (only the ports are free ones), the codec a
 /// router component on `pythonpath: [".."]` in a realm of its own, an MQTT
 /// transport and a universal one with MQTT, RawSocket, WebSocket and the
@@ -409,42 +410,46 @@ class MyCodec(ApplicationSession):
         .output()
         .expect("trellis check");
     assert!(check.status.success(), "trellis check: {check:?}");
-    let log = root.join("start.log");
-    let child = trellis()
-        .current_dir(&root)
-        .arg("start")
-        .env("VIRTUAL_ENV", &venv)
-        .env_remove("TRELLIS_NODE_DIR")
-        .env_remove("TRELLIS_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("trellis start");
-    let _node = KillOnDrop(child);
-    wait_port(universal, "the universal transport");
-    let out = run_python(
-        "mqtt_dynamic_project.py",
-        &["127.0.0.1", &mqtt.to_string(), &universal.to_string()],
-        Duration::from_secs(60),
-    );
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        out.status.success(),
-        "{}{}\n--- node log\n{text}",
-        out.stdout,
-        out.stderr
-    );
-    for check in [
-        "the decoder turned mqtt bytes into wamp args",
-        "the encoder turned wamp args into mqtt bytes",
-    ] {
-        assert!(
-            out.stdout.contains(&format!("ok {check}")),
-            "{check}: {}",
-            out.stdout
+    // As its README says to run it: `crossbar start` in the project, or
+    // with `--cbdir .crossbar`.
+    for args in [vec!["start"], vec!["start", "--cbdir", ".crossbar"]] {
+        let log = root.join("start.log");
+        let child = trellis()
+            .current_dir(&root)
+            .args(&args)
+            .env("VIRTUAL_ENV", &venv)
+            .env_remove("TRELLIS_NODE_DIR")
+            .env_remove("TRELLIS_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("trellis start");
+        let _node = KillOnDrop(child);
+        wait_port(universal, "the universal transport");
+        let out = run_python(
+            "mqtt_dynamic_project.py",
+            &["127.0.0.1", &mqtt.to_string(), &universal.to_string()],
+            Duration::from_secs(60),
         );
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}\n--- node log\n{text}",
+            out.stdout,
+            out.stderr
+        );
+        for check in [
+            "the decoder turned mqtt bytes into wamp args",
+            "the encoder turned wamp args into mqtt bytes",
+        ] {
+            assert!(
+                out.stdout.contains(&format!("ok {check}")),
+                "{check}: {}",
+                out.stdout
+            );
+        }
+        let (code, body) = http_get(universal, "/");
+        assert_eq!(code, "200", "the project directory as web root");
+        assert!(body.contains("codec.py"), "a directory listing: {body}");
     }
-    let (code, body) = http_get(universal, "/");
-    assert_eq!(code, "200", "the project directory as web root");
-    assert!(body.contains("codec.py"), "a directory listing: {body}");
 }
