@@ -3,16 +3,14 @@
 //! [`client::Client`] like any other, so the same component code
 //! runs inside a router or in a container.
 
-use std::sync::Arc;
-
 use client::{Client, Link};
 use proto::message::Goodbye;
 use proto::{Dict, Id, Message, Serializer};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::outbound::OutMsg;
+use crate::outbound::{Next, OutboxReceiver, outbox};
 use crate::realm::{
-    ClientFeatures, KillSwitch, RealmCommand, RealmHandle, SessionInfo, SessionLink, TransportInfo,
+    ClientFeatures, RealmCommand, RealmHandle, SessionInfo, SessionLink, TransportInfo,
 };
 
 /// Queue of messages from the realm to an in-process session.
@@ -22,8 +20,7 @@ const LOCAL_QUEUE: usize = 4096;
 struct LocalLink {
     realm: RealmHandle,
     session: Id,
-    rx: mpsc::Receiver<Arc<OutMsg>>,
-    kill: Arc<KillSwitch>,
+    rx: OutboxReceiver,
     /// Set once the session has left; `recv` then reports the end.
     ended: Option<String>,
 }
@@ -53,16 +50,22 @@ impl Link for LocalLink {
         if let Some(reason) = self.ended.take() {
             return Some(Ok(goodbye(&reason)));
         }
-        tokio::select! {
-            out = self.rx.recv() => out.map(|m| Ok(m.msg.clone())),
-            _ = self.kill.killed() => {
+        match std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await {
+            Next::Msg(m) => Some(Ok(m.msg.clone())),
+            Next::Killed => {
                 let reason = self
-                    .kill
-                    .reason()
-                    .map_or("wamp.close.killed".to_owned(), |(r, _)| r.clone());
-                let _ = self.realm.send(RealmCommand::Leave { session: self.session }).await;
+                    .rx
+                    .kill_reason()
+                    .map_or("wamp.close.killed".to_owned(), |(r, _)| r);
+                let _ = self
+                    .realm
+                    .send(RealmCommand::Leave {
+                        session: self.session,
+                    })
+                    .await;
                 Some(Ok(goodbye(&reason)))
             }
+            Next::Closed => None,
         }
     }
 
@@ -106,19 +109,16 @@ pub async fn attach(realm: &RealmHandle, authid: &str, authrole: &str) -> Result
         authextra: Dict::new(),
         max_calls: 10_000,
     };
-    let (tx, rx) = mpsc::channel(LOCAL_QUEUE);
-    let kill = Arc::new(KillSwitch::default());
     for _ in 0..8 {
         let id: Id = rand::random_range(1..=proto::MAX_ID);
+        // A fresh outbox each try: a refused join drops its sender.
+        let (tx, rx) = outbox(LOCAL_QUEUE);
         let (reply, joined) = oneshot::channel();
         realm
             .send(RealmCommand::Join {
                 id,
                 info: info.clone(),
-                link: SessionLink {
-                    tx: tx.clone(),
-                    kill: kill.clone(),
-                },
+                link: SessionLink { out: tx },
                 reply,
             })
             .await
@@ -135,7 +135,6 @@ pub async fn attach(realm: &RealmHandle, authid: &str, authrole: &str) -> Result
                 realm: realm.clone(),
                 session: id,
                 rx,
-                kill,
                 ended: None,
             };
             return Ok(Client::from_link(link, id, welcome));

@@ -28,8 +28,8 @@ pub mod rpc;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -38,11 +38,9 @@ use proto::message::{CallResult, code};
 use proto::{Dict, Id, Message, Payload, Serializer, Value};
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::authz::Authorizer;
-use crate::outbound::OutMsg;
 use trellis_config::router::RealmConfig;
 
 pub use self::core::{
@@ -188,39 +186,12 @@ impl TransportInfo {
     }
 }
 
-/// Lets the realm close a session from outside its task.
-#[derive(Debug, Default)]
-pub struct KillSwitch {
-    token: CancellationToken,
-    /// The close reason URI and message; the first kill wins.
-    reason: OnceLock<(String, String)>,
-}
-
-impl KillSwitch {
-    /// Close the session with `reason`; later calls keep the first reason.
-    pub fn kill(&self, reason: &str, message: String) {
-        let _ = self.reason.set((reason.to_owned(), message));
-        self.token.cancel();
-    }
-
-    /// Resolves once the session has been killed.
-    pub async fn killed(&self) {
-        self.token.cancelled().await;
-    }
-
-    /// The reason given to [`KillSwitch::kill`].
-    pub fn reason(&self) -> Option<&(String, String)> {
-        self.reason.get()
-    }
-}
-
 /// A session's side of the realm: where the realm sends its messages.
 #[derive(Debug)]
 pub struct SessionLink {
-    /// The session's bounded outbound queue.
-    pub tx: mpsc::Sender<Arc<OutMsg>>,
-    /// To close the session (slow peer, protocol violation, meta kill).
-    pub kill: Arc<KillSwitch>,
+    /// The session's bounded outbound queue, and its kill switch (slow
+    /// peer, protocol violation, meta kill).
+    pub out: crate::outbound::OutboxSender,
 }
 
 /// Why a call made by the router itself failed.
@@ -842,20 +813,20 @@ fn carry_out(
             let Some(link) = links.get(&to) else {
                 return;
             };
-            match link.tx.try_send(msg) {
+            match link.out.try_send(msg) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(crate::outbound::SendError::Full) => {
                     if !slow.iter().any(|(s, _)| *s == to) {
-                        slow.push((to, link.tx.max_capacity()));
+                        slow.push((to, link.out.capacity()));
                     }
                 }
                 // The session task is ending; its Leave is on the way.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(crate::outbound::SendError::Closed) => {}
             }
         }
         Effect::Kill { session, close } => {
             if let Some(link) = links.get(&session) {
-                link.kill.kill(&close.reason, close.message);
+                link.out.kill(&close.reason, close.message);
             }
         }
         Effect::Left { session } => {

@@ -84,11 +84,13 @@ pub(super) struct Traffic<'a> {
     sent: u64,
     /// The realm's `stats`: this session's meter, and whether statistics
     /// are due.
-    pub(super) meter: Option<stats::StatsMeter>,
+    /// (Boxed, as the cookie: most sessions have neither, and an idle
+    /// session keeps this for its whole life.)
+    pub(super) meter: Option<Box<stats::StatsMeter>>,
     pub(super) stats_due: bool,
     /// The connection's tracking cookie: a GOODBYE `wamp.close.logout`
     /// logs it out.
-    pub(super) cookie: Option<(Arc<crate::cookies::CookieStore>, String)>,
+    pub(super) cookie: Option<Box<(Arc<crate::cookies::CookieStore>, String)>>,
 }
 
 /// Bytes a session counts before it adds them to the transport's.

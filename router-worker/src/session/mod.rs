@@ -22,14 +22,14 @@ use std::time::Duration;
 use proto::errors::uri as wamp_uri;
 use proto::message::{Abort, Goodbye, Hello, Welcome, code};
 use proto::{Dict, Id, Message, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, debug, field, info, info_span, warn};
 
 use crate::auth::{self, AuthSettings, Outcome, Principal, Refusal};
-use crate::outbound::OutMsg;
+use crate::outbound::{Next, OutMsg, OutboxReceiver, outbox};
 use crate::realm::{
-    ClientFeatures, KillSwitch, RealmCommand, RealmHandle, SessionInfo, SessionLink, TransportInfo,
+    ClientFeatures, RealmCommand, RealmHandle, SessionInfo, SessionLink, TransportInfo,
 };
 use crate::realms::Realms;
 
@@ -169,7 +169,7 @@ async fn send_one<T: Transport>(t: &mut T, msg: &Arc<OutMsg>) -> Result<(), Tran
 }
 
 /// Finish a closing action and end the opening phase without a session.
-async fn quit(closing: impl Future<Output = ()>) -> Option<Opened> {
+async fn quit(closing: impl Future<Output = ()>) -> Option<Box<Opened>> {
     closing.await;
     None
 }
@@ -196,25 +196,37 @@ struct Opened {
     cookie: Option<(Arc<crate::cookies::CookieStore>, String)>,
     realm: RealmHandle,
     id: Id,
-    rx: mpsc::Receiver<Arc<OutMsg>>,
-    kill: Arc<KillSwitch>,
+    rx: OutboxReceiver,
 }
 
 /// Run one WAMP session over `t` until it ends.
 ///
-/// The opening handshake and the established phase are boxed futures of
-/// their own: an idle connection then holds only the established phase's
-/// state, not the (larger) state of HELLO, authentication and WELCOME.
+/// The opening handshake is a boxed future of its own: an idle connection
+/// holds only the established phase's state, not the (larger) state of
+/// HELLO, authentication and WELCOME. What the handshake needs (`conn`)
+/// and hands over ([`Opened`]) travels in boxes, so that it takes no room
+/// in the future for the session's whole life.
+///
+/// `settings` and `realms` are borrowed or owned (an owned pair makes a
+/// future that stands alone, for a caller to box without another layer).
 // An `async fn` would keep its arguments twice in the future.
 #[allow(clippy::manual_async_fn)]
-pub fn run<'a, T: Transport>(
+pub fn run<'a, T, S, R>(
     mut t: T,
-    settings: &'a SessionSettings,
-    realms: &'a Realms,
+    settings: S,
+    realms: R,
     conn: Connection,
     shutdown: CancellationToken,
-) -> impl Future<Output = ()> + Send + 'a {
+) -> impl Future<Output = ()> + Send + 'a
+where
+    T: Transport,
+    S: std::borrow::Borrow<SessionSettings> + Send + Sync + 'a,
+    R: std::borrow::Borrow<Realms> + Send + Sync + 'a,
+{
+    let conn = Box::new(conn);
     async move {
+        let settings: &SessionSettings = settings.borrow();
+        let realms: &Realms = realms.borrow();
         // The connection's span (peer, transport) is the parent; this one adds
         // the WAMP identity once it is known.
         let span = info_span!(
@@ -223,36 +235,17 @@ pub fn run<'a, T: Transport>(
             realm = field::Empty,
             authid = field::Empty
         );
-        let opening = Box::pin(open(&mut t, settings, realms, conn, &shutdown, &span));
-        let opened = opening.await;
-        let Some(Opened {
-            realm,
-            id,
-            mut rx,
-            kill,
-            meter,
-            cookie,
-        }) = opened
+        let Some(opened) = Box::pin(open(&mut t, settings, realms, conn, &shutdown, &span)).await
         else {
             return;
         };
-        let mut traffic = Traffic::new(&settings.counters);
-        traffic.cookie = cookie;
-        let who = match meter {
-            Some((m, who)) => {
-                let on_join = m.on_join();
-                traffic.meter = Some(m);
-                if on_join {
-                    publish_stats(&realm, &who, &mut traffic, false).await;
-                }
-                who
-            }
-            None => Dict::new(),
-        };
-        let session = Box::pin(established(
+        let (realm, id, rx, mut traffic, who, on_join) = start(opened, &settings.counters);
+        if on_join {
+            publish_stats(&realm, &who, &mut traffic, false).await;
+        }
+        established(
             &mut t,
-            &mut rx,
-            &kill,
+            &rx,
             &realm,
             id,
             &span,
@@ -262,13 +255,9 @@ pub fn run<'a, T: Transport>(
             settings.compat,
             &mut traffic,
             &who,
-        ));
-        session.await;
-        if traffic
-            .meter
-            .as_ref()
-            .is_some_and(stats::StatsMeter::on_leave)
-        {
+        )
+        .await;
+        if traffic.meter.as_ref().is_some_and(|m| m.on_leave()) {
             publish_stats(&realm, &who, &mut traffic, true).await;
         }
         let _ = realm.send(RealmCommand::Leave { session: id }).await;
@@ -276,20 +265,50 @@ pub fn run<'a, T: Transport>(
     }
 }
 
+/// Unpack what the handshake handed over (outside the session's future,
+/// so that only the parts take room there): the realm, the session id, its
+/// outbox, its traffic, who it is in `stats` events, and whether `stats`
+/// are due on joining.
+// The box is the point: `opened` travels boxed, and is freed here.
+#[allow(clippy::boxed_local)]
+fn start(
+    opened: Box<Opened>,
+    counters: &TransportCounters,
+) -> (RealmHandle, Id, OutboxReceiver, Traffic<'_>, Dict, bool) {
+    let Opened {
+        realm,
+        id,
+        rx,
+        meter,
+        cookie,
+    } = *opened;
+    let mut traffic = Traffic::new(counters);
+    traffic.cookie = cookie.map(Box::new);
+    let (who, on_join) = match meter {
+        Some((m, who)) => {
+            let on_join = m.on_join();
+            traffic.meter = Some(Box::new(m));
+            (who, on_join)
+        }
+        None => (Dict::new(), false),
+    };
+    (realm, id, rx, traffic, who, on_join)
+}
+
 async fn open<T: Transport>(
     t: &mut T,
     settings: &SessionSettings,
     realms: &Realms,
-    conn: Connection,
+    conn: Box<Connection>,
     shutdown: &CancellationToken,
     span: &Span,
-) -> Option<Opened> {
+) -> Option<Box<Opened>> {
     let Connection {
         peer_ip,
         transport,
         mut http,
         cookie,
-    } = conn;
+    } = *conn;
     let span = span.clone();
     let serializer = t.serializer();
 
@@ -450,17 +469,13 @@ async fn open<T: Transport>(
     drop(details);
 
     // Join the realm.
-    let (tx, rx) = mpsc::channel(settings.max_queue);
-    let kill = Arc::new(KillSwitch::default());
+    let (tx, rx) = outbox(settings.max_queue);
     let (reply_tx, reply_rx) = oneshot::channel();
     let joined = realm
         .send(RealmCommand::Join {
             id,
             info: info.clone(),
-            link: SessionLink {
-                tx,
-                kill: kill.clone(),
-            },
+            link: SessionLink { out: tx },
             reply: reply_tx,
         })
         .await;
@@ -515,14 +530,13 @@ async fn open<T: Transport>(
             who,
         )
     });
-    Some(Opened {
+    Some(Box::new(Opened {
         realm,
         id,
         rx,
-        kill,
         meter,
         cookie,
-    })
+    }))
 }
 
 /// Publish this session's statistics (`wamp.session.on_stats`), as the
@@ -712,7 +726,7 @@ fn oversize(msg: &Message, size: usize, limit: usize) -> Oversize {
 async fn write_batch<T: Transport>(
     t: &mut T,
     first: Arc<OutMsg>,
-    rx: &mut mpsc::Receiver<Arc<OutMsg>>,
+    rx: &OutboxReceiver,
     traffic: &mut Traffic<'_>,
     to_realm: &mut Vec<Message>,
 ) -> Result<(), TransportError> {
@@ -746,7 +760,7 @@ async fn write_batch<T: Transport>(
         }
         n += 1;
         if n < WRITE_BATCH {
-            next = rx.try_recv().ok();
+            next = rx.try_recv();
         }
     }
     traffic.sent(bytes);
@@ -759,8 +773,7 @@ async fn write_batch<T: Transport>(
 #[allow(clippy::manual_async_fn)]
 fn established<'a, 'b: 'a, T: Transport>(
     t: &'a mut T,
-    rx: &'a mut mpsc::Receiver<Arc<OutMsg>>,
-    kill: &'a KillSwitch,
+    rx: &'a OutboxReceiver,
     realm: &'a RealmHandle,
     id: Id,
     span: &'a Span,
@@ -772,18 +785,20 @@ fn established<'a, 'b: 'a, T: Transport>(
     who: &'a Dict,
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
-        let serializer = t.serializer();
         // Keepalive: look at the peer's silence every `interval` (or sooner
         // while a ping awaits its answer).
         let (interval, grace) =
             keepalive.unwrap_or((Duration::from_secs(86_400 * 365), Duration::ZERO));
-        let timer = tokio::time::sleep(interval);
+        // One timer for everything timed here (an idle session keeps it):
+        // the next keepalive check, the realm's `stats` when they are due,
+        // and a write that has to wait.
+        let mut keep_at = tokio::time::Instant::now() + interval;
+        let timer = tokio::time::sleep_until(keep_at);
         tokio::pin!(timer);
         let mut pinged: Option<std::time::Instant> = None;
-        // The realm's `stats` by time: one timer, reset when due (no timer
-        // is made per loop turn, and none at all without `stats`).
-        let stats_timer = tokio::time::sleep(Duration::from_secs(86_400 * 365));
-        tokio::pin!(stats_timer);
+        // One wait for the router's shutdown, shared by both selects.
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
         loop {
             if traffic.stats_due {
                 publish_stats(realm, who, traffic, false).await;
@@ -792,155 +807,279 @@ fn established<'a, 'b: 'a, T: Transport>(
                 None => None,
                 Some(m) => m.due().map(tokio::time::Instant::from_std),
             };
-            if let Some(at) = stats_at
-                && stats_timer.deadline() != at
-            {
-                stats_timer.as_mut().reset(at);
+            let wake_at = match stats_at {
+                Some(at) if keepalive.is_none() || at < keep_at => at,
+                _ => keep_at,
+            };
+            if timer.deadline() != wake_at {
+                timer.as_mut().reset(wake_at);
             }
             tokio::select! {
-                _ = &mut stats_timer, if stats_at.is_some() => {
-                    publish_stats(realm, who, traffic, false).await;
+                _ = &mut timer, if keepalive.is_some() || stats_at.is_some() => {
+                    let due = tokio::time::Instant::now();
+                    if stats_at.is_some_and(|at| at <= due) {
+                        publish_stats(realm, who, traffic, false).await;
+                    }
+                    if keepalive.is_none() || keep_at > due {
+                        continue;
+                    }
+                    match keepalive_check(t, span, interval, grace, write_timeout, &mut pinged).await {
+                        Some(next) => keep_at = next,
+                        None => return,
+                    }
                 }
-                _ = &mut timer, if keepalive.is_some() => {
-                    let check;
-                    let now = std::time::Instant::now();
-                    if let Some(at) = pinged {
-                        if t.last_seen() >= at {
-                            pinged = None;
-                        } else if now.duration_since(at) >= grace {
-                            warn!(parent: span, silent_ms = now.duration_since(t.last_seen()).as_millis() as u64,
-                                "no answer to a keepalive ping within auto_ping_timeout: closing the connection");
-                            return close(t, CloseKind::GoingAway, "keepalive timeout").await;
-                        }
-                    }
-                    if pinged.is_none() {
-                        let idle = now.duration_since(t.last_seen());
-                        if idle >= interval {
-                            match Box::pin(tokio::time::timeout(write_timeout, t.ping())).await {
-                                Ok(Ok(())) => {}
-                                Ok(Err(e)) => return end_on_transport_error(t, span, e).await,
-                                Err(_) => {
-                                    warn!(parent: span, "closing slow session: the keepalive ping could not be written within write_timeout");
-                                    return close(t, CloseKind::GoingAway, "write timeout").await;
-                                }
-                            }
-                            pinged = Some(now);
-                            check = tokio::time::Instant::now() + grace;
-                        } else {
-                            check = tokio::time::Instant::now() + (interval - idle);
-                        }
-                    } else {
-                        check = tokio::time::Instant::now() + Duration::from_millis(100).min(grace);
-                    }
-                    timer.as_mut().reset(check);
-                }
-                _ = kill.killed() => return killed(t, kill).await,
-                _ = shutdown.cancelled() => return goodbye_on_shutdown(t).await,
-                out = rx.recv() => {
-                    let Some(out) = out else {
-                        // A killed session leaves its realm at once, which
-                        // drops the sending side of this queue.
-                        if kill.reason().is_some() {
-                            return killed(t, kill).await;
-                        }
-                        return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
+                _ = &mut stopping => return goodbye_on_shutdown(t).await,
+                next = std::future::poll_fn(|cx| rx.poll_recv(cx)) => {
+                    let out = match next {
+                        Next::Msg(m) => m,
+                        // A kill comes before what is still queued.
+                        Next::Killed => return killed(t, rx).await,
+                        Next::Closed => return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await,
                     };
-                    // Most writes complete at once; only a write that has to
-                    // wait gets a timer (no timer per message on the hot path).
-                    let mut to_realm = Vec::new();
-                    let outcome = {
-                        let write = write_batch(t, out, rx, traffic, &mut to_realm);
-                        tokio::pin!(write);
-                        match futures::FutureExt::now_or_never(&mut write) {
-                            Some(r) => Write::Done(r),
-                            None => tokio::select! {
-                                r = tokio::time::timeout(write_timeout, &mut write) => r.map_or(Write::Stalled, Write::Done),
-                                _ = kill.killed() => Write::Killed,
-                                _ = shutdown.cancelled() => Write::Shutdown,
-                            },
-                        }
-                    };
-                    let written = match outcome {
-                        Write::Done(r) => r,
-                        // Closed at once, before anything is read: a read
-                        // may make the codec answer a ping, which must not
-                        // land inside the frame this write left half done.
-                        Write::Killed => return killed(t, kill).await,
-                        Write::Shutdown => return close(t, CloseKind::GoingAway, "router shutting down").await,
-                        Write::Stalled => {
-                            warn!(parent: span, timeout_ms = write_timeout.as_millis() as u64,
-                                "closing slow session: the peer stopped reading (a write stayed blocked past write_timeout)");
-                            return close(t, CloseKind::GoingAway, "write timeout").await;
-                        }
-                    };
-                    if let Err(e) = written {
-                        return end_on_transport_error(t, span, e).await;
-                    }
-                    for msg in to_realm {
-                        // As if the callee had answered with the error: the
-                        // caller learns why, the callee never saw the call.
-                        warn!(parent: span, "an invocation too large for this callee's transport: the caller gets wamp.error.invalid_argument");
-                        if realm.send(RealmCommand::Message { session: id, msg }).await.is_err() {
-                            return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
-                        }
+                    let open = outbound(t, out, rx, timer.as_mut(), stopping.as_mut(), realm, id, span, write_timeout, traffic).await;
+                    if !open {
+                        return;
                     }
                 }
                 incoming = t.recv() => {
-                    let bytes = match incoming {
-                        Ok(b) => b,
-                        Err(e) => return end_on_transport_error(t, span, e).await,
-                    };
-                    traffic.received(bytes.len());
-                    match classify(realm, id, serializer, &bytes) {
-                        Incoming::Forward(sending) => {
-                            if sending.await.is_err() {
-                                return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await;
-                            }
-                        }
-                        Incoming::Goodbye(reason) => {
-                            debug!(parent: span, %reason, "client said GOODBYE");
-                            if reason == "wamp.close.logout"
-                                && let Some((store, c)) = &traffic.cookie
-                            {
-                                store.logout(c);
-                                debug!(parent: span, "logged out: the tracking cookie no longer logs in");
-                            }
-                            // The last statistics while the session is there.
-                            if traffic.meter.as_ref().is_some_and(stats::StatsMeter::on_leave) {
-                                publish_stats(realm, who, traffic, true).await;
-                            }
-                            traffic.meter = None;
-                            // Leave first: the reply says the session is gone,
-                            // its registrations and subscriptions with it.
-                            let (done, left) = tokio::sync::oneshot::channel();
-                            if realm.send(RealmCommand::LeaveAndTell { session: id, done }).await.is_ok() {
-                                let _ = tokio::time::timeout(CLOSING_WRITE, left).await;
-                            }
-                            // Crossbar.io answers with autobahn's default reason,
-                            // whatever the client sent, and clients written for
-                            // it check for it; the specification says
-                            // goodbye_and_out.
-                            let reason = match compat {
-                                trellis_config::router::Compat::Crossbar => wamp_uri::CLOSE_NORMAL,
-                                trellis_config::router::Compat::Spec => wamp_uri::GOODBYE_AND_OUT,
-                            };
-                            let reply = OutMsg::new(Message::Goodbye(Goodbye {
-                                details: Dict::new(),
-                                reason: reason.into(),
-                            }));
-                            let _ = Box::pin(tokio::time::timeout(CLOSING_WRITE, send_one(t, &reply))).await;
-                            return close(t, CloseKind::Normal, "goodbye").await;
-                        }
-                        Incoming::Abort(reason) => {
-                            debug!(parent: span, %reason, "client sent ABORT");
-                            return close(t, CloseKind::Normal, "abort").await;
-                        }
-                        Incoming::Violation(text) => return violation(t, span, &text).await,
+                    if !inbound(t, incoming, realm, id, span, traffic, who, compat).await {
+                        return;
                     }
                 }
             }
         }
     }
+}
+
+// The branches of the established phase's loop are functions of their
+// own: what one of them keeps across its awaits then takes room only
+// while it runs, not in the idle session's state (a coroutine keeps a
+// local that lives across two awaits for its whole life).
+
+/// The keepalive check, when due: ping a silent peer, close one that did
+/// not answer. The next check's time, or `None` once closed.
+async fn keepalive_check<T: Transport>(
+    t: &mut T,
+    span: &Span,
+    interval: Duration,
+    grace: Duration,
+    write_timeout: Duration,
+    pinged: &mut Option<std::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    let now = std::time::Instant::now();
+    if let Some(at) = *pinged {
+        if t.last_seen() >= at {
+            *pinged = None;
+        } else if now.duration_since(at) >= grace {
+            warn!(parent: span, silent_ms = now.duration_since(t.last_seen()).as_millis() as u64,
+                "no answer to a keepalive ping within auto_ping_timeout: closing the connection");
+            close(t, CloseKind::GoingAway, "keepalive timeout").await;
+            return None;
+        }
+    }
+    if pinged.is_some() {
+        return Some(tokio::time::Instant::now() + Duration::from_millis(100).min(grace));
+    }
+    let idle = now.duration_since(t.last_seen());
+    if idle < interval {
+        return Some(tokio::time::Instant::now() + (interval - idle));
+    }
+    match Box::pin(tokio::time::timeout(write_timeout, t.ping())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            end_on_transport_error(t, span, e).await;
+            return None;
+        }
+        Err(_) => {
+            warn!(parent: span, "closing slow session: the keepalive ping could not be written within write_timeout");
+            close(t, CloseKind::GoingAway, "write timeout").await;
+            return None;
+        }
+    }
+    *pinged = Some(now);
+    Some(tokio::time::Instant::now() + grace)
+}
+
+/// Write `out` and what queued behind it; `false` once the session is
+/// closed. Most writes complete at once; only a write that has to wait is
+/// timed, by the session's timer (the loop sets it back after).
+#[allow(clippy::too_many_arguments)]
+async fn outbound<T: Transport>(
+    t: &mut T,
+    out: Arc<OutMsg>,
+    rx: &OutboxReceiver,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    mut stopping: Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+    realm: &RealmHandle,
+    id: Id,
+    span: &Span,
+    write_timeout: Duration,
+    traffic: &mut Traffic<'_>,
+) -> bool {
+    let mut to_realm = Vec::new();
+    let outcome = {
+        let write = write_batch(t, out, rx, traffic, &mut to_realm);
+        tokio::pin!(write);
+        match futures::FutureExt::now_or_never(&mut write) {
+            Some(r) => Write::Done(r),
+            None => {
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + write_timeout);
+                tokio::select! {
+                    r = &mut write => Write::Done(r),
+                    _ = &mut timer => Write::Stalled,
+                    _ = std::future::poll_fn(|cx| rx.poll_killed(cx)) => Write::Killed,
+                    _ = &mut stopping => Write::Shutdown,
+                }
+            }
+        }
+    };
+    let written = match outcome {
+        Write::Done(r) => r,
+        // Closed at once, before anything is read: a read may make the
+        // codec answer a ping, which must not land inside the frame this
+        // write left half done.
+        Write::Killed => {
+            killed(t, rx).await;
+            return false;
+        }
+        Write::Shutdown => {
+            close(t, CloseKind::GoingAway, "router shutting down").await;
+            return false;
+        }
+        Write::Stalled => {
+            warn!(parent: span, timeout_ms = write_timeout.as_millis() as u64,
+                "closing slow session: the peer stopped reading (a write stayed blocked past write_timeout)");
+            close(t, CloseKind::GoingAway, "write timeout").await;
+            return false;
+        }
+    };
+    if let Err(e) = written {
+        end_on_transport_error(t, span, e).await;
+        return false;
+    }
+    for msg in to_realm {
+        // As if the callee had answered with the error: the caller learns
+        // why, the callee never saw the call.
+        warn!(parent: span, "an invocation too large for this callee's transport: the caller gets wamp.error.invalid_argument");
+        if realm
+            .send(RealmCommand::Message { session: id, msg })
+            .await
+            .is_err()
+        {
+            abort(
+                t,
+                wamp_uri::SYSTEM_SHUTDOWN,
+                "the realm stopped",
+                CloseKind::GoingAway,
+            )
+            .await;
+            return false;
+        }
+    }
+    true
+}
+
+/// One message from the peer (or the transport's error); `false` once
+/// the session is closed.
+#[allow(clippy::too_many_arguments)]
+async fn inbound<T: Transport>(
+    t: &mut T,
+    incoming: Result<bytes::Bytes, TransportError>,
+    realm: &RealmHandle,
+    id: Id,
+    span: &Span,
+    traffic: &mut Traffic<'_>,
+    who: &Dict,
+    compat: trellis_config::router::Compat,
+) -> bool {
+    let bytes = match incoming {
+        Ok(b) => b,
+        Err(e) => {
+            end_on_transport_error(t, span, e).await;
+            return false;
+        }
+    };
+    traffic.received(bytes.len());
+    let serializer = t.serializer();
+    match classify(realm, id, serializer, &bytes) {
+        Incoming::Forward(sending) => {
+            if sending.await.is_err() {
+                abort(
+                    t,
+                    wamp_uri::SYSTEM_SHUTDOWN,
+                    "the realm stopped",
+                    CloseKind::GoingAway,
+                )
+                .await;
+                return false;
+            }
+            true
+        }
+        Incoming::Goodbye(reason) => {
+            Box::pin(goodbye(t, &reason, realm, id, span, traffic, who, compat)).await;
+            false
+        }
+        Incoming::Abort(reason) => {
+            debug!(parent: span, %reason, "client sent ABORT");
+            close(t, CloseKind::Normal, "abort").await;
+            false
+        }
+        Incoming::Violation(text) => {
+            violation(t, span, &text).await;
+            false
+        }
+    }
+}
+
+/// The peer said GOODBYE: leave, answer, close.
+#[allow(clippy::too_many_arguments)]
+async fn goodbye<T: Transport>(
+    t: &mut T,
+    reason: &str,
+    realm: &RealmHandle,
+    id: Id,
+    span: &Span,
+    traffic: &mut Traffic<'_>,
+    who: &Dict,
+    compat: trellis_config::router::Compat,
+) {
+    debug!(parent: span, %reason, "client said GOODBYE");
+    if reason == "wamp.close.logout"
+        && let Some((store, c)) = traffic.cookie.as_deref()
+    {
+        store.logout(c);
+        debug!(parent: span, "logged out: the tracking cookie no longer logs in");
+    }
+    // The last statistics while the session is there.
+    if traffic.meter.as_ref().is_some_and(|m| m.on_leave()) {
+        publish_stats(realm, who, traffic, true).await;
+    }
+    traffic.meter = None;
+    // Leave first: the reply says the session is gone, its registrations
+    // and subscriptions with it.
+    let (done, left) = tokio::sync::oneshot::channel();
+    if realm
+        .send(RealmCommand::LeaveAndTell { session: id, done })
+        .await
+        .is_ok()
+    {
+        let _ = tokio::time::timeout(CLOSING_WRITE, left).await;
+    }
+    // Crossbar.io answers with autobahn's default reason, whatever the
+    // client sent, and clients written for it check for it; the
+    // specification says goodbye_and_out.
+    let reason = match compat {
+        trellis_config::router::Compat::Crossbar => wamp_uri::CLOSE_NORMAL,
+        trellis_config::router::Compat::Spec => wamp_uri::GOODBYE_AND_OUT,
+    };
+    let reply = OutMsg::new(Message::Goodbye(Goodbye {
+        details: Dict::new(),
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(CLOSING_WRITE, send_one(t, &reply)).await;
+    close(t, CloseKind::Normal, "goodbye").await;
 }
 
 /// What a message from an established session's peer asks for.
@@ -1016,10 +1155,9 @@ fn classify<'a>(
 /// The router killed the session: ABORT for protocol violations (as the
 /// spec says); GOODBYE for other reasons, which clients such as autobahn
 /// expect after WELCOME.
-fn killed<'a, T: Transport>(t: &'a mut T, kill: &KillSwitch) -> Boxed<'a> {
-    let (reason, msg) = kill
-        .reason()
-        .cloned()
+fn killed<'a, T: Transport>(t: &'a mut T, rx: &OutboxReceiver) -> Boxed<'a> {
+    let (reason, msg) = rx
+        .kill_reason()
         .unwrap_or((wamp_uri::CLOSE_KILLED.into(), "closed by the router".into()));
     Box::pin(async move {
         if reason == wamp_uri::PROTOCOL_VIOLATION {

@@ -214,13 +214,18 @@ fn keep_alive(version: hyper::Version, headers: &hyper::HeaderMap) -> bool {
 
 /// Serve one connection: requests one after another while the client keeps
 /// it alive, until one is a WebSocket upgrade, which then runs here.
-pub async fn serve_connection<S: Io>(
+///
+/// Not an `async fn`: the HTTP phase is made (and boxed) before the future
+/// exists, so the future, which lives as long as a WebSocket session may,
+/// keeps none of the arguments.
+#[allow(clippy::manual_async_fn)]
+pub fn serve_connection<S: Io>(
     stream: S,
     peer: Peer,
     settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
-) {
+) -> impl Future<Output = ()> + Send {
     // Boxed: hyper's connection is freed before a WebSocket session starts
     // (a session may last for days).
     let phase = Box::pin(http_phase(
@@ -230,29 +235,45 @@ pub async fn serve_connection<S: Io>(
         realms,
         shutdown.clone(),
     ));
-    let Some((io, early, kind, peer, realms)) = phase.await else {
-        return;
-    };
-    match kind {
-        UpgradeKind::Wamp(accepted, ws) => {
-            Box::pin(super::websocket::run(
-                io, early, *accepted, peer, ws, realms, shutdown,
-            ))
-            .await
-        }
-        UpgradeKind::Echo(deflate) => {
-            Box::pin(super::websocket::echo(
-                io, early, deflate, settings, shutdown,
-            ))
-            .await
-        }
-        UpgradeKind::Mqtt(mqtt) => {
-            Box::pin(super::mqtt::serve_websocket(
-                io, early, peer, mqtt, realms, shutdown,
-            ))
-            .await
+    async move {
+        let Some((io, early, kind, peer, realms)) = phase.await else {
+            return;
+        };
+        match kind {
+            UpgradeKind::Wamp(accepted, ws) => {
+                // `unbox`: the box is freed now, not when this arm ends
+                // (after the session).
+                let session = super::websocket::session(
+                    io,
+                    early,
+                    unbox(accepted),
+                    peer,
+                    ws,
+                    realms,
+                    shutdown,
+                );
+                Box::pin(session).await
+            }
+            UpgradeKind::Echo(deflate) => {
+                Box::pin(super::websocket::echo(
+                    io, early, deflate, settings, shutdown,
+                ))
+                .await
+            }
+            UpgradeKind::Mqtt(mqtt) => {
+                Box::pin(super::mqtt::serve_websocket(
+                    io, early, peer, mqtt, realms, shutdown,
+                ))
+                .await
+            }
         }
     }
+}
+
+/// The value in a box, the box freed.
+#[allow(clippy::boxed_local)]
+fn unbox<T>(b: Box<T>) -> T {
+    *b
 }
 
 /// HTTP until the connection ends, or until an upgrade: then the stream,

@@ -131,3 +131,13 @@ impl ListenerSettings {
         }
     }
 }
+
+/// A listener's session settings, owned through the listener's `Arc`: a
+/// session's future can then stand alone (see [`crate::session::run`]).
+pub struct SessionOf(pub Arc<ListenerSettings>);
+
+impl std::borrow::Borrow<SessionSettings> for SessionOf {
+    fn borrow(&self) -> &SessionSettings {
+        &self.0.session
+    }
+}

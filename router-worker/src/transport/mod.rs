@@ -35,6 +35,7 @@ pub mod wscodec;
 use crate::session::TransportCounters;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -240,29 +241,51 @@ pub async fn serve(
         }
         let settings = settings.clone();
         let realms = realms.clone();
-        let shutdown = shutdown.child_token();
+        // The listener's own token: no connection is stopped alone, and a
+        // child token would cost every connection a tree node.
+        let shutdown = shutdown.clone();
         let span = info_span!("conn", peer = %peer.desc, transport = %settings.name);
         TransportCounters::bump(&counters.accepted);
         TransportCounters::bump(&counters.open);
+        let open = Open {
+            counters,
+            _permit: permit,
+        };
+        // The connection's future is boxed (the TLS handshake's, or the
+        // transport kind's), so the task holds a pointer and the guard.
+        let conn = match stream {
+            Stream::Tcp(s) if settings.tls.is_some() => {
+                Box::pin(handle_tls(s, peer, settings, realms, shutdown))
+            }
+            Stream::Tcp(s) => handle(s, peer, settings, realms, shutdown),
+            Stream::Unix(s) => handle(s, peer, settings, realms, shutdown),
+        };
         tracker.spawn(
             async move {
-                match stream {
-                    // Boxed: the handshake's state must not size every
-                    // connection's task.
-                    Stream::Tcp(s) if settings.tls.is_some() => {
-                        Box::pin(handle_tls(s, peer, settings, realms, shutdown)).await
-                    }
-                    Stream::Tcp(s) => handle(s, peer, settings, realms, shutdown).await,
-                    Stream::Unix(s) => handle(s, peer, settings, realms, shutdown).await,
-                }
-                counters.open.fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
+                conn.await;
+                drop(open);
             }
             .instrument(span),
         );
     }
     debug!(transport = %settings.name, "listener stopped");
 }
+
+/// An open connection, counted in `open` and holding its slot of the
+/// transport's `max_connections` until dropped.
+struct Open {
+    counters: Arc<TransportCounters>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.counters.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection's future, boxed.
+type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Probes a peer may leave unanswered before TCP gives up on it.
 const KEEPALIVE_PROBES: u32 = 4;
@@ -357,46 +380,35 @@ async fn handle_tls(
     }
 }
 
-async fn handle<S: Io>(
+/// The connection's future for its transport's kind, boxed: made here,
+/// synchronously, so that no layer around it keeps the arguments.
+fn handle<S: Io>(
     stream: S,
     peer: Peer,
     settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
-) {
+) -> ConnFuture {
     match settings.kind {
         // Never bound (see `Router::bind`).
-        TransportKind::Flashpolicy => {}
+        TransportKind::Flashpolicy => Box::pin(std::future::ready(())),
         // HTTP (hyper) until the upgrade, then the WebSocket codec.
-        TransportKind::Websocket | TransportKind::WebsocketTestee => {
-            Box::pin(http::serve_connection(
-                stream, peer, settings, realms, shutdown,
-            ))
-            .await
-        }
-        // Each kind's future is boxed: this one, which lives in the task for
-        // the connection's whole life, is then a few pointers, not the
-        // largest of them all.
-        TransportKind::Mqtt => {
-            Box::pin(mqtt::handle_connection(
-                stream, peer, settings, realms, shutdown,
-            ))
-            .await
-        }
-        TransportKind::Rawsocket => {
-            Box::pin(rawsocket::handle_connection(
-                stream, peer, settings, realms, shutdown,
-            ))
-            .await
-        }
+        TransportKind::Websocket | TransportKind::WebsocketTestee => Box::pin(
+            http::serve_connection(stream, peer, settings, realms, shutdown),
+        ),
+        TransportKind::Mqtt => Box::pin(mqtt::handle_connection(
+            stream, peer, settings, realms, shutdown,
+        )),
+        TransportKind::Rawsocket => Box::pin(rawsocket::handle_connection(
+            stream, peer, settings, realms, shutdown,
+        )),
         TransportKind::Web | TransportKind::Universal => {
             if settings.rawsocket.is_none() && settings.mqtt.is_none() {
                 Box::pin(http::serve_connection(
                     stream, peer, settings, realms, shutdown,
                 ))
-                .await
             } else {
-                Box::pin(sniff(stream, peer, settings, realms, shutdown)).await
+                Box::pin(sniff(stream, peer, settings, realms, shutdown))
             }
         }
     }

@@ -300,7 +300,8 @@ mod size_probe {
         );
         let f = std::mem::size_of_val(&fut);
         assert!(
-            f <= 1280,
+            // The established phase included (no box of its own).
+            f <= 1856,
             "the RawSocket connection's future grew to {f} bytes"
         );
     }

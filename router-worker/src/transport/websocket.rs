@@ -385,9 +385,12 @@ fn agree_deflate(r: &UpgradeRequest<'_>, settings: &ListenerSettings) -> Option<
     super::deflate::negotiate(&offers, cfg)
 }
 
-/// Run a WAMP session on an upgraded connection: `early` is what the
-/// client sent after its request, already read.
-pub(super) async fn run<S: Io>(
+/// The WAMP session of an upgraded connection: `early` is what the client
+/// sent after its request, already read. Made here, synchronously, so that
+/// the future (which lives as long as the session) holds the session and
+/// nothing of the upgrade (`accepted` is dropped here, its response
+/// headers with it).
+pub(super) fn session<S: Io>(
     io: S,
     early: Bytes,
     mut accepted: Accepted,
@@ -395,7 +398,8 @@ pub(super) async fn run<S: Io>(
     settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
+    use futures::FutureExt;
     let protocol = accepted.protocol.0;
     debug!(protocol, "WebSocket connection open");
     let http = std::mem::take(&mut accepted.http);
@@ -412,17 +416,14 @@ pub(super) async fn run<S: Io>(
         http,
         cookie: settings.cookies.clone().zip(cookie),
     };
-    // The session's future lives as long as the connection: boxed, so the
-    // task holding this one stays small.
-    Box::pin(session::run(
+    session::run(
         transport,
-        &settings.session,
-        &realms,
+        super::listener::SessionOf(settings),
+        realms,
         conn,
         shutdown,
-    ))
-    .await;
-    info!("connection closed");
+    )
+    .map(|()| info!("connection closed"))
 }
 
 /// The client's address, its description for the transport details, and
@@ -869,6 +870,11 @@ impl<S: Io> Transport for WsTransport<S> {
                     self.serializer.name()
                 )));
             }
+            if !self.batched {
+                // One message per frame: no queue (which an idle session
+                // would keep).
+                return Ok(data);
+            }
             split_batch(self.serializer, self.batched, data, &mut self.pending)?;
         }
     }
@@ -1168,9 +1174,10 @@ mod size_probe {
                 },
                 tokio_util::sync::CancellationToken::new(),
             );
+            // The one box an established WebSocket session keeps (the
+            // established phase inside; the upgrade's state is not).
             let size = std::mem::size_of_val(&run);
-            eprintln!("RUN {size}");
-            assert!(size < 14000, "session::run future grew to {size} bytes");
+            assert!(size <= 2048, "session::run future grew to {size} bytes");
             // The connection's task holds this one for the connection's
             // whole life: every transport kind's future is boxed behind it.
             let (s2, _) = {
@@ -1184,9 +1191,11 @@ mod size_probe {
                 realms.clone(),
                 tokio_util::sync::CancellationToken::new(),
             );
+            // (Since the connection's future is made synchronously and
+            // boxed, the task holds a pointer to it.)
             let size = std::mem::size_of_val(&task);
             assert!(
-                size < 512,
+                size <= 16,
                 "the connection task's future grew to {size} bytes"
             );
             // The HTTP phase and each kind of session are boxed: the

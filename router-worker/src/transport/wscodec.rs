@@ -169,9 +169,11 @@ pub struct Decoder {
     max_frame: usize,
     /// permessage-deflate's inflater, when agreed.
     inflate: Option<Box<Inflate>>,
-    partial: Option<Partial>,
+    /// A message in fragments or compressed (boxed, as `failed`: an idle
+    /// connection keeps neither).
+    partial: Option<Box<Partial>>,
     /// The error that stopped it: returned again on every later call.
-    failed: Option<CodecError>,
+    failed: Option<Box<CodecError>>,
 }
 
 impl Decoder {
@@ -206,11 +208,11 @@ impl Decoder {
     /// The first [`CodecError`], and the same again on every later call.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, CodecError> {
         if let Some(e) = &self.failed {
-            return Err(e.clone());
+            return Err((**e).clone());
         }
         let r = self.decode_inner(buf);
         if let Err(e) = &r {
-            self.failed = Some(e.clone());
+            self.failed = Some(Box::new(e.clone()));
             self.partial = None;
         }
         r
@@ -248,13 +250,13 @@ impl Decoder {
                     }));
                 }
                 OP_TEXT | OP_BINARY => {
-                    self.partial = Some(Partial {
+                    self.partial = Some(Box::new(Partial {
                         text: h.opcode == OP_TEXT,
                         compressed: h.rsv1,
                         data: Vec::new(),
                         wire: 0,
                         valid: 0,
-                    });
+                    }));
                 }
                 _ => {}
             }

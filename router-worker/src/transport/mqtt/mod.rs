@@ -2168,9 +2168,10 @@ mod size_probe {
             Default::default(),
         );
         // 3264 bytes before `open_session` made the session's future where the
-        // transport is opened (the transport was kept twice).
+        // transport is opened (the transport was kept twice); the established
+        // phase is inside it (it was a box of its own, 1.5 KB more).
         let f = std::mem::size_of_val(&fut);
-        assert!(f <= 2304, "the MQTT connection's future grew to {f} bytes");
+        assert!(f <= 2560, "the MQTT connection's future grew to {f} bytes");
     }
 
     /// The transport's futures are part of the session's (boxed) state
@@ -2219,6 +2220,7 @@ mod size_probe {
         assert!(feed <= 512, "feed's future grew to {feed} bytes");
         let run = crate::session::run(t, &settings.session, &realms, conn, Default::default());
         let run = std::mem::size_of_val(&run);
-        assert!(run <= 2048, "the session's future grew to {run} bytes");
+        // The established phase included (no box of its own).
+        assert!(run <= 2432, "the session's future grew to {run} bytes");
     }
 }
