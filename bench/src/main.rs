@@ -774,6 +774,11 @@ async fn pubsub(
     Ok(())
 }
 
+/// The allocator Trellis runs on (see `controller/src/main.rs`): the
+/// ceiling (`ceiling`) is then the same stack as the router it measures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
