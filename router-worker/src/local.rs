@@ -117,7 +117,7 @@ pub async fn attach(realm: &RealmHandle, authid: &str, authrole: &str) -> Result
         realm
             .send(RealmCommand::Join {
                 id,
-                info: info.clone(),
+                info: Box::new(info.clone()),
                 link: SessionLink { out: tx },
                 reply,
             })

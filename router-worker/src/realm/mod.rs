@@ -225,7 +225,9 @@ pub enum RealmCommand {
     /// Admit a session under the id it chose; `false` if the id is taken.
     Join {
         id: Id,
-        info: SessionInfo,
+        /// Boxed: the realm's queue holds commands by value, and this one,
+        /// rare, would double every slot.
+        info: Box<SessionInfo>,
         link: SessionLink,
         reply: oneshot::Sender<bool>,
     },
@@ -622,7 +624,7 @@ impl Actor {
                 link,
                 reply,
             } => {
-                if !self.core.join(id, info) {
+                if !self.core.join(id, *info) {
                     let _ = reply.send(false);
                     return;
                 }

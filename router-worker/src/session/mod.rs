@@ -474,7 +474,7 @@ async fn open<T: Transport>(
     let joined = realm
         .send(RealmCommand::Join {
             id,
-            info: info.clone(),
+            info: Box::new(info.clone()),
             link: SessionLink { out: tx },
             reply: reply_tx,
         })
