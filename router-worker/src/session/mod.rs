@@ -134,6 +134,16 @@ fn close<'a, T: Transport>(t: &'a mut T, kind: CloseKind, reason: &'a str) -> Bo
     Box::pin(t.close(kind, reason))
 }
 
+/// ABORT `wamp.close.system_shutdown`: the realm stopped under the session.
+fn realm_stopped<T: Transport>(t: &mut T) -> Boxed<'_> {
+    abort(
+        t,
+        wamp_uri::SYSTEM_SHUTDOWN,
+        "the realm stopped",
+        CloseKind::GoingAway,
+    )
+}
+
 /// Log a protocol violation at warn level, then ABORT with
 /// `wamp.error.protocol_violation` and close.
 fn violation<'a, T: Transport>(t: &'a mut T, span: &Span, message: &'a str) -> Boxed<'a> {
@@ -834,7 +844,7 @@ fn established<'a, 'b: 'a, T: Transport>(
                         Next::Msg(m) => m,
                         // A kill comes before what is still queued.
                         Next::Killed => return killed(t, rx).await,
-                        Next::Closed => return abort(t, wamp_uri::SYSTEM_SHUTDOWN, "the realm stopped", CloseKind::GoingAway).await,
+                        Next::Closed => return realm_stopped(t).await,
                     };
                     let open = outbound(t, out, rx, timer.as_mut(), stopping.as_mut(), realm, id, span, write_timeout, traffic).await;
                     if !open {
@@ -968,13 +978,7 @@ async fn outbound<T: Transport>(
             .await
             .is_err()
         {
-            abort(
-                t,
-                wamp_uri::SYSTEM_SHUTDOWN,
-                "the realm stopped",
-                CloseKind::GoingAway,
-            )
-            .await;
+            realm_stopped(t).await;
             return false;
         }
     }
@@ -1006,13 +1010,7 @@ async fn inbound<T: Transport>(
     match classify(realm, id, serializer, &bytes) {
         Incoming::Forward(sending) => {
             if sending.await.is_err() {
-                abort(
-                    t,
-                    wamp_uri::SYSTEM_SHUTDOWN,
-                    "the realm stopped",
-                    CloseKind::GoingAway,
-                )
-                .await;
+                realm_stopped(t).await;
                 return false;
             }
             true
