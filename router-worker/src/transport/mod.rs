@@ -52,8 +52,9 @@ use crate::Realms;
 pub use crate::session::transport::{CloseKind, Transport, TransportError};
 use trellis_config::router::TransportKind;
 
-/// Who is on the other end of a connection.
-#[derive(Debug, Clone)]
+/// Who is on the other end of a connection (`Default`: nobody known, for
+/// tests).
+#[derive(Debug, Clone, Default)]
 pub struct Peer {
     /// The peer's IP address (TCP only); auth failure limits key on it.
     pub ip: Option<IpAddr>,

@@ -283,19 +283,9 @@ mod size_probe {
         let settings = super::ListenerSettings::from_config(0, &tc, None, Default::default());
         let fut = super::handle_connection(
             tokio::io::empty(),
-            super::Peer {
-                ip: None,
-                desc: String::new(),
-                cred: None,
-                client_cert: None,
-            },
+            super::Peer::default(),
             std::sync::Arc::new(settings),
-            std::sync::Arc::new(crate::realms::RealmTable::new(
-                Default::default(),
-                None,
-                None,
-                Default::default(),
-            )),
+            crate::realms::Realms::default(),
             Default::default(),
         );
         let f = std::mem::size_of_val(&fut);

@@ -2152,19 +2152,9 @@ mod size_probe {
         let settings = super::ListenerSettings::from_config(0, &tc, None, Default::default());
         let fut = super::handle_connection(
             tokio::io::empty(),
-            super::Peer {
-                ip: None,
-                desc: String::new(),
-                cred: None,
-                client_cert: None,
-            },
+            super::Peer::default(),
             std::sync::Arc::new(settings),
-            std::sync::Arc::new(crate::realms::RealmTable::new(
-                Default::default(),
-                None,
-                None,
-                Default::default(),
-            )),
+            crate::realms::Realms::default(),
             Default::default(),
         );
         // 3264 bytes before `open_session` made the session's future where the
@@ -2187,23 +2177,13 @@ mod size_probe {
             }))
             .expect("an mqtt transport");
         let settings = super::ListenerSettings::from_config(0, &tc, None, Default::default());
-        let realms = std::sync::Arc::new(crate::realms::RealmTable::new(
-            Default::default(),
-            None,
-            None,
-            Default::default(),
-        ));
+        let realms = crate::realms::Realms::default();
         let (server, mut client) = tokio::io::duplex(1024);
         client
             .write_all(b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x1e\x00\x02ab")
             .await
             .expect("connect");
-        let peer = super::Peer {
-            ip: None,
-            desc: String::new(),
-            cred: None,
-            client_cert: None,
-        };
+        let peer = super::Peer::default();
         let (mut t, conn) = super::handshake(server, peer, &settings, &realms, &Default::default())
             .await
             .expect("opened");
