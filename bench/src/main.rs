@@ -717,12 +717,7 @@ async fn pubsub(
     while Instant::now() < window.end {
         // Publish as far ahead of the slowest subscriber as the window
         // allows, in one write; then wait for it to catch up.
-        let slowest = progress
-            .iter()
-            .map(|p| p.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(0);
-        let room = (slowest + window_size).saturating_sub(seq);
+        let room = window_room(&progress, window_size, seq);
         if room == 0 {
             tokio::time::sleep(Duration::from_micros(50)).await;
             continue;
@@ -772,6 +767,26 @@ async fn pubsub(
         ),
     );
     Ok(())
+}
+
+/// How many more events a publisher at `seq` may send: it stays at most
+/// `window_size` ahead of the slowest subscriber's progress.
+pub(crate) fn window_room(progress: &[AtomicU64], window_size: u64, seq: u64) -> u64 {
+    let slowest = progress
+        .iter()
+        .map(|p| p.load(Ordering::Acquire))
+        .min()
+        .unwrap_or(0);
+    (slowest + window_size).saturating_sub(seq)
+}
+
+/// Wait for counting tasks and add their counts.
+pub(crate) async fn sum_counts(tasks: Vec<tokio::task::JoinHandle<Result<u64>>>) -> Result<u64> {
+    let mut total = 0u64;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total)
 }
 
 /// The allocator Trellis runs on (see `controller/src/main.rs`): the

@@ -190,12 +190,7 @@ async fn publish_windowed(
     let mut seq = 0u64;
     let mut out = Vec::new();
     while Instant::now() < end {
-        let slowest = progress
-            .iter()
-            .map(|p| p.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(0);
-        let room = (slowest + window_size).saturating_sub(seq);
+        let room = window_room(progress, window_size, seq);
         if room == 0 {
             tokio::time::sleep(Duration::from_micros(50)).await;
             continue;
@@ -334,10 +329,7 @@ pub(crate) async fn mqtt_connect(cli: &Cli, concurrency: usize) -> Result<()> {
             Ok::<_, anyhow::Error>(done)
         }));
     }
-    let mut total = 0u64;
-    for t in tasks {
-        total += t.await??;
-    }
+    let total = sum_counts(tasks).await?;
     let rate = total as f64 / window.secs();
     report(
         cli,

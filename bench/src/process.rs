@@ -22,10 +22,7 @@ pub(crate) async fn storm(cli: &Cli, concurrency: usize) -> Result<()> {
             Ok::<_, anyhow::Error>(joined)
         }));
     }
-    let mut total = 0u64;
-    for t in tasks {
-        total += t.await??;
-    }
+    let total = sum_counts(tasks).await?;
     let rate = total as f64 / window.secs();
     report(
         cli,
