@@ -15,8 +15,12 @@
 //! (`trellis_<cluster>_reg`, one key per registration, plus a key created
 //! only if absent per `single` procedure) and watches everyone's into its
 //! realms' dealers. A call to a callee of another member goes whole to
-//! that member's inbox (`trellis.<cluster>.m.<member>.rpc`, the realm in a
-//! header), and its answers come back the same way. Heartbeats
+//! that member's inbox for the realm
+//! (`trellis.<cluster>.m.<member>.rpc.<realm hex>`), and its answers come
+//! back the same way: binary records (a fixed header, then the WAMP
+//! message in MessagePack), gathered into one frame per member while the
+//! realm handles a batch of input ([`RpcOut`]), so that a busy realm sends
+//! one NATS message per member per batch rather than one per message. Heartbeats
 //! (`trellis.<cluster>.hb`, every second) tell who is alive: a member
 //! silent for 5 s is dead, and its calls fail and its entries go. Meta
 //! queries (`wamp.session.count`, ...) are asked of every member on
@@ -160,7 +164,6 @@ async fn purge_markers(
 }
 
 /// The NATS header naming the realm of a member-to-member message.
-const REALM_HEADER: &str = "Trellis-Realm";
 /// The NATS header naming the member that answers a meta query.
 const MEMBER_HEADER: &str = "Trellis-Member";
 
@@ -176,8 +179,8 @@ impl std::fmt::Debug for Backplane {
 /// registrations.
 #[derive(Debug, Clone)]
 pub struct RealmLink {
-    subject: String,
-    realm: Arc<str>,
+    /// Where the realm's publications go.
+    subject: async_nats::Subject,
     realm_hex: String,
     prefix: String,
     member: Arc<str>,
@@ -297,15 +300,12 @@ impl RealmLink {
     /// Queue one encoded publication for the other nodes, or drop and
     /// count it. Never waits.
     pub fn forward(&self, bytes: Bytes) {
-        self.push(self.subject.clone(), None, bytes);
+        self.push(self.subject.clone(), bytes);
     }
 
-    /// Send an RPC envelope to `member` (dropped and counted as a
-    /// publication would be).
-    pub fn to_member(&self, member: &str, bytes: Bytes) {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(REALM_HEADER, &*self.realm);
-        self.push(member_subject(&self.prefix, member), Some(headers), bytes);
+    /// The subject of `member`'s inbox for this realm.
+    fn inbox_of(&self, member: &str) -> async_nats::Subject {
+        async_nats::Subject::from(member_subject(&self.prefix, member, &self.realm_hex))
     }
 
     /// Put a local registration into the directory, or take it out.
@@ -333,7 +333,7 @@ impl RealmLink {
     /// drop and count it: the client's `publish` is polled once (outside
     /// tokio's cooperative budget, which would otherwise say "later" with
     /// room to spare) and never awaited.
-    fn push(&self, subject: String, headers: Option<async_nats::HeaderMap>, bytes: Bytes) {
+    fn push(&self, subject: async_nats::Subject, bytes: Bytes) {
         use std::task::{Context, Poll, Waker};
         if !self.stats.connected.load(Ordering::Relaxed) {
             self.stats
@@ -342,12 +342,7 @@ impl RealmLink {
             return;
         }
         let client = &self.client;
-        let publish = tokio::task::unconstrained(async move {
-            match headers {
-                Some(h) => client.publish_with_headers(subject, h, bytes).await,
-                None => client.publish(subject, bytes).await,
-            }
-        });
+        let publish = tokio::task::unconstrained(client.publish(subject, bytes));
         let mut publish = std::pin::pin!(publish);
         let counter = match publish
             .as_mut()
@@ -366,9 +361,79 @@ impl RealmLink {
     }
 }
 
-/// A member's inbox: calls, cancels and answers for its sessions.
-pub fn member_subject(prefix: &str, member: &str) -> String {
-    format!("{prefix}m.{member}.rpc")
+/// A member's inbox for one realm (its URI in hex): frames of calls,
+/// cancels and answers for its sessions.
+pub fn member_subject(prefix: &str, member: &str, realm_hex: &str) -> String {
+    format!("{prefix}m.{member}.rpc.{realm_hex}")
+}
+
+/// The largest frame a realm gathers for one member before it sends it
+/// (a larger record goes alone, within NATS's `max_payload`).
+const FRAME_LIMIT: usize = 64 * 1024;
+
+/// Members whose inbox subjects a realm keeps formatted, at most (past
+/// that the cache starts again: members come and go with restarts).
+const SUBJECT_CACHE: usize = 1024;
+
+/// A realm's member-to-member RPC records on their way out: gathered
+/// into one frame per member while the realm handles a batch of input,
+/// then sent, one NATS message per member ([`RpcOut::flush`]). The
+/// members' subjects are formatted once.
+#[derive(Default)]
+pub struct RpcOut {
+    frames: Vec<(Arc<str>, crate::realm::cluster::Frame)>,
+    subjects: std::collections::HashMap<Arc<str>, async_nats::Subject>,
+}
+
+impl RpcOut {
+    /// Add a record for `member` to its frame (sending the frame first if
+    /// it would grow past [`FRAME_LIMIT`]).
+    pub fn add(&mut self, link: &RealmLink, member: Arc<str>, record: &[u8]) {
+        let i = match self.frames.iter().position(|(m, _)| *m == member) {
+            Some(i) => i,
+            None => {
+                self.frames.push((member, Default::default()));
+                self.frames.len() - 1
+            }
+        };
+        let frame = &mut self.frames[i].1;
+        if !frame.is_empty() && frame.len() + 4 + record.len() > FRAME_LIMIT {
+            let bytes = frame.take();
+            let subject = self.subject(link, i);
+            link.push(subject, bytes);
+        }
+        self.frames[i].1.push(record);
+    }
+
+    /// Send every gathered frame.
+    pub fn flush(&mut self, link: &RealmLink) {
+        for i in 0..self.frames.len() {
+            if self.frames[i].1.is_empty() {
+                continue;
+            }
+            let bytes = self.frames[i].1.take();
+            let subject = self.subject(link, i);
+            link.push(subject, bytes);
+        }
+        // Members written to lately stay, their frames empty; the list is
+        // short (a cluster's routers), and cleared when it is not.
+        if self.frames.len() > 16 {
+            self.frames.clear();
+        }
+    }
+
+    fn subject(&mut self, link: &RealmLink, i: usize) -> async_nats::Subject {
+        let member = &self.frames[i].0;
+        if let Some(s) = self.subjects.get(member) {
+            return s.clone();
+        }
+        if self.subjects.len() >= SUBJECT_CACHE {
+            self.subjects.clear();
+        }
+        let s = link.inbox_of(member);
+        self.subjects.insert(member.clone(), s.clone());
+        s
+    }
 }
 
 /// The subject of a realm's publications: the realm URI in hex, so that no
@@ -483,8 +548,7 @@ impl Backplane {
     /// registrations with.
     pub fn realm_link(&self, realm: &str) -> RealmLink {
         RealmLink {
-            subject: realm_subject(&self.prefix, realm),
-            realm: realm.into(),
+            subject: realm_subject(&self.prefix, realm).into(),
             realm_hex: hex::encode(realm.as_bytes()),
             prefix: self.prefix.clone(),
             member: self.member.clone(),
@@ -642,7 +706,7 @@ impl Backplane {
     }
 
     async fn inbox(self: Arc<Self>) {
-        let subject = member_subject(&self.prefix, &self.member);
+        let subject = member_subject(&self.prefix, &self.member, "*");
         let mut sub = match self.client.subscribe(subject).await {
             Ok(s) => s,
             Err(e) => {
@@ -652,11 +716,13 @@ impl Backplane {
         };
         while let Some(msg) = sub.next().await {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
+            // The realm is the subject's last token, in hex.
             let realm = msg
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(REALM_HEADER))
-                .map(|v| v.as_str().to_owned());
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|r| String::from_utf8(r).ok());
             let Some(handle) = realm.as_deref().and_then(|r| self.realm(r)) else {
                 debug!(
                     ?realm,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use proto::errors::uri as wamp_uri;
-use proto::message::{Call, Publish, code};
+use proto::message::{Call, code};
 use proto::options::{InvokePolicy, RegisterOptions};
 use proto::uri::MatchPolicy;
 use proto::{Dict, Id, Message, Payload, Serializer, Value};
@@ -128,49 +128,172 @@ pub struct RemoteCall {
 /// WAMP's error for a callee that cannot take a call now (rerouting).
 const UNAVAILABLE: &str = "wamp.error.unavailable";
 
-/// The kinds of member-to-member RPC envelopes.
-const CALL: &str = "call";
-const CANCEL: &str = "cancel";
-const DELIVER: &str = "deliver";
+/// The kinds of member-to-member RPC records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Call = 1,
+    Cancel = 2,
+    Deliver = 3,
+}
 
-/// An envelope: a header (a small MessagePack PUBLISH whose topic is
-/// the kind and whose options carry the addressing), its length first as
-/// 4 bytes, then the WAMP message, MessagePack-encoded once (its payload
-/// is neither wrapped nor copied again).
-fn envelope(kind: &str, fields: Dict, msg: &Message) -> Option<Bytes> {
-    let head = Serializer::MsgPack
-        .encode_to_vec(&Message::Publish(Publish {
-            // Ids are checked on decoding (1 to 2^53); this one means nothing.
-            request: 1,
-            options: fields,
-            topic: kind.to_owned(),
-            payload: Payload::default(),
-        }))
-        .ok()?;
-    let inner = Serializer::MsgPack.encode_to_vec(msg).ok()?;
-    let mut out = Vec::with_capacity(4 + head.len() + inner.len());
-    out.extend_from_slice(&u32::try_from(head.len()).ok()?.to_be_bytes());
-    out.extend_from_slice(&head);
-    out.extend_from_slice(&inner);
+/// The first byte of every frame: the layout of what follows. A frame of
+/// another version (a node of another release) is dropped and logged.
+pub const FRAME_VERSION: u8 = 2;
+
+/// A record's flags.
+const REROUTE: u8 = 1;
+const IDENTITY: u8 = 2;
+
+/// The addressing of one member-to-member RPC record: a fixed binary
+/// header read without decoding anything else, before the WAMP message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Head<'a> {
+    kind: Kind,
+    /// DELIVER of this router's own ERROR saying the callee is gone: the
+    /// caller's member routes the call again.
+    reroute: bool,
+    /// DELIVER: the session addressed; CALL and CANCEL: the caller.
+    session: Id,
+    /// CALL: the callee the caller's member chose (0 otherwise).
+    callee: Id,
+    /// CALL and CANCEL: the caller's member ("" for DELIVER).
+    from: &'a str,
+    /// CALL with disclosure: the caller's authid and authrole.
+    identity: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> Head<'a> {
+    fn new(kind: Kind, session: Id) -> Self {
+        Head {
+            kind,
+            reroute: false,
+            session,
+            callee: 0,
+            from: "",
+            identity: None,
+        }
+    }
+}
+
+/// One record: the head (kind, flags, session and callee as big-endian
+/// u64, then `from` and, with [`IDENTITY`], authid and authrole, each
+/// a u16 length and UTF-8), then the WAMP message, MessagePack-encoded
+/// once (its payload is neither wrapped nor copied again). `None`: a
+/// string too long for its length field, or a value MessagePack cannot
+/// carry.
+fn record(head: &Head<'_>, msg: &Message) -> Option<Bytes> {
+    fn put_str(out: &mut Vec<u8>, s: &str) -> Option<()> {
+        out.extend_from_slice(&u16::try_from(s.len()).ok()?.to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+        Some(())
+    }
+    let mut out = Vec::with_capacity(160);
+    let flags =
+        if head.reroute { REROUTE } else { 0 } | if head.identity.is_some() { IDENTITY } else { 0 };
+    out.extend_from_slice(&[head.kind as u8, flags]);
+    out.extend_from_slice(&head.session.to_be_bytes());
+    out.extend_from_slice(&head.callee.to_be_bytes());
+    put_str(&mut out, head.from)?;
+    if let Some((authid, authrole)) = head.identity {
+        put_str(&mut out, authid)?;
+        put_str(&mut out, authrole)?;
+    }
+    Serializer::MsgPack.encode(msg, &mut out).ok()?;
     Some(Bytes::from(out))
 }
 
-fn open(bytes: &[u8]) -> Option<(String, Dict, Message)> {
-    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    let head = bytes.get(4..4usize.checked_add(len)?)?;
-    let Ok(Message::Publish(p)) = Serializer::MsgPack.decode(head) else {
+/// Read a record: its head, and the WAMP message after it.
+fn open(bytes: &[u8]) -> Option<(Head<'_>, Message)> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = b.split_at_checked(n)?;
+        *b = rest;
+        Some(head)
+    }
+    fn u64_of(b: &mut &[u8]) -> Option<u64> {
+        Some(u64::from_be_bytes(take(b, 8)?.try_into().ok()?))
+    }
+    fn str_of<'a>(b: &mut &'a [u8]) -> Option<&'a str> {
+        let len = u16::from_be_bytes(take(b, 2)?.try_into().ok()?);
+        std::str::from_utf8(take(b, usize::from(len))?).ok()
+    }
+    let mut b = bytes;
+    let [kind, flags] = *take(&mut b, 2)? else {
         return None;
     };
-    let msg = Serializer::MsgPack.decode(bytes.get(4 + len..)?).ok()?;
-    Some((p.topic, p.options, msg))
+    let kind = match kind {
+        1 => Kind::Call,
+        2 => Kind::Cancel,
+        3 => Kind::Deliver,
+        _ => return None,
+    };
+    let session = u64_of(&mut b)?;
+    let callee = u64_of(&mut b)?;
+    let from = str_of(&mut b)?;
+    let identity = if flags & IDENTITY != 0 {
+        Some((str_of(&mut b)?, str_of(&mut b)?))
+    } else {
+        None
+    };
+    let msg = Serializer::MsgPack.decode(b).ok()?;
+    let head = Head {
+        kind,
+        reroute: flags & REROUTE != 0,
+        session,
+        callee,
+        from,
+        identity,
+    };
+    Some((head, msg))
 }
 
-fn id_of(d: &Dict, key: &str) -> Option<Id> {
-    d.get(key).and_then(Value::as_id)
+/// A frame: what one NATS message to a member carries, [`FRAME_VERSION`]
+/// and then records, each after its length as a big-endian u32. A realm
+/// gathers the records it sends a member while it handles a batch of
+/// input, and sends them as one frame.
+#[derive(Debug, Default)]
+pub struct Frame(Vec<u8>);
+
+impl Frame {
+    /// Add a record.
+    pub fn push(&mut self, record: &[u8]) {
+        if self.0.is_empty() {
+            self.0.push(FRAME_VERSION);
+        }
+        // Records are far smaller than 4 GiB (NATS takes at most 64 MiB).
+        let len = u32::try_from(record.len()).unwrap_or(u32::MAX);
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(record);
+    }
+
+    /// Bytes so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No record yet.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The frame to send; this one starts again empty.
+    pub fn take(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.0))
+    }
 }
 
-fn str_of<'a>(d: &'a Dict, key: &str) -> Option<&'a str> {
-    d.get(key).and_then(Value::as_str)
+/// The records of a frame, in order; `Err` for a frame of another
+/// version. A record cut short ends the frame.
+fn records(frame: &[u8]) -> Result<impl Iterator<Item = &[u8]>, u8> {
+    let (&version, mut rest) = frame.split_first().unwrap_or((&FRAME_VERSION, &[]));
+    if version != FRAME_VERSION {
+        return Err(version);
+    }
+    Ok(std::iter::from_fn(move || {
+        let (len, after) = rest.split_first_chunk::<4>()?;
+        let (record, after) = after.split_at_checked(u32::from_be_bytes(*len) as usize)?;
+        rest = after;
+        Some(record)
+    }))
 }
 
 /// A meta query for the other members, encoded (a MessagePack CALL).
@@ -564,11 +687,11 @@ impl Core {
             Message::Error(_) => true,
             _ => false,
         };
-        let mut fields = proto::dict! { "to" => to };
-        if reroute {
-            fields.insert("reroute".into(), Value::Bool(true));
-        }
-        if let Some(b) = envelope(DELIVER, fields, &msg) {
+        let head = Head {
+            reroute,
+            ..Head::new(Kind::Deliver, to)
+        };
+        if let Some(b) = record(&head, &msg) {
             self.fx.push(Effect::ToMember(Box::new((member, b))));
         }
         if last {
@@ -590,18 +713,22 @@ impl Core {
         c: Call,
         tried: Vec<Id>,
     ) {
-        let mut fields = proto::dict! {
-            "caller" => session,
-            "callee" => callee,
-            "from" => self.member.as_deref().unwrap_or(""),
+        let identity = if disclose {
+            self.sessions
+                .get(&session)
+                .map(|e| (e.info.authid.as_str(), e.info.authrole.as_str()))
+        } else {
+            None
         };
-        if disclose && let Some(e) = self.sessions.get(&session) {
-            fields.insert("authid".into(), Value::from(e.info.authid.as_str()));
-            fields.insert("authrole".into(), Value::from(e.info.authrole.as_str()));
-        }
+        let head = Head {
+            callee,
+            from: self.member.as_deref().unwrap_or(""),
+            identity,
+            ..Head::new(Kind::Call, session)
+        };
         let request = c.request;
         let progressive = proto::options::flag(&c.options, "progress");
-        match envelope(CALL, fields, &Message::Call(c)) {
+        match record(&head, &Message::Call(c)) {
             Some(b) => {
                 self.remote_calls.insert(
                     (session, request),
@@ -637,31 +764,45 @@ impl Core {
             return false;
         };
         let kind = if matches!(msg, Message::Cancel(_)) {
-            CANCEL
+            Kind::Cancel
         } else {
-            CALL
+            Kind::Call
         };
-        let fields = proto::dict! {
-            "caller" => session,
-            "from" => self.member.as_deref().unwrap_or(""),
+        let head = Head {
+            from: self.member.as_deref().unwrap_or(""),
+            ..Head::new(kind, session)
         };
-        if let Some(b) = envelope(kind, fields, &msg) {
+        if let Some(b) = record(&head, &msg) {
             self.fx.push(Effect::ToMember(Box::new((member, b))));
         }
         true
     }
 
-    /// An RPC envelope from another member.
-    pub(crate) fn remote_rpc(&mut self, bytes: &[u8]) {
-        let Some((kind, fields, msg)) = open(bytes) else {
+    /// A frame of RPC records from another member.
+    pub(crate) fn remote_rpc(&mut self, frame: &[u8]) {
+        match records(frame) {
+            Ok(records) => {
+                for r in records {
+                    self.remote_record(r);
+                }
+            }
+            Err(version) => warn!(
+                version,
+                expected = FRAME_VERSION,
+                "an RPC message from another node has another layout (a node of another Trellis release?): dropped; every node of a cluster must run the same release"
+            ),
+        }
+    }
+
+    /// One RPC record from another member.
+    fn remote_record(&mut self, bytes: &[u8]) {
+        let Some((head, msg)) = open(bytes) else {
             warn!("an RPC message from another node could not be decoded: dropped");
             return;
         };
-        match (kind.as_str(), msg) {
-            (DELIVER, msg) => {
-                let Some(to) = id_of(&fields, "to") else {
-                    return;
-                };
+        match (head.kind, msg) {
+            (Kind::Deliver, msg) => {
+                let to = head.session;
                 let Some(request) = request_of(&msg) else {
                     return;
                 };
@@ -678,21 +819,17 @@ impl Core {
                 };
                 if last
                     && let Some(rc) = self.remote_calls.remove(&(to, request))
-                    && fields.get("reroute") == Some(&Value::Bool(true))
+                    && head.reroute
                     && rc.envelope.is_some()
                 {
                     return self.reroute_remote(to, rc, msg);
                 }
                 self.send(to, msg);
             }
-            (CALL, Message::Call(c)) => self.remote_call(&fields, c),
-            (CANCEL, Message::Cancel(c)) => {
-                if let Some(caller) = id_of(&fields, "caller") {
-                    self.cancel(caller, c);
-                }
-            }
+            (Kind::Call, Message::Call(c)) => self.remote_call(&head, c),
+            (Kind::Cancel, Message::Cancel(c)) => self.cancel(head.session, c),
             (kind, msg) => warn!(
-                kind,
+                ?kind,
                 message = msg.name(),
                 "an unknown RPC message from another node: dropped"
             ),
@@ -831,7 +968,7 @@ impl Core {
     /// (WAMP's call rerouting), or answer `no_available_callee`.
     fn reroute_remote(&mut self, caller: Id, rc: RemoteCall, answer: Message) {
         let call = rc.envelope.as_deref().and_then(open);
-        let Some((_, fields, Message::Call(c))) = call else {
+        let Some((head, Message::Call(c))) = call else {
             return self.send(caller, answer);
         };
         let mut tried = rc.tried;
@@ -845,7 +982,7 @@ impl Core {
         match picked {
             Some((registration, callee)) => {
                 debug!(procedure = %c.procedure, "call routed again: its callee was gone");
-                let disclose = fields.contains_key("authid");
+                let disclose = head.identity.is_some();
                 self.run_call(caller, c, registration, callee, disclose, tried);
             }
             None => self.send(
@@ -888,16 +1025,19 @@ impl Core {
     }
 
     /// A call from a caller on another member to a callee here.
-    fn remote_call(&mut self, fields: &Dict, c: Call) {
-        let (Some(caller), Some(from)) = (id_of(fields, "caller"), str_of(fields, "from")) else {
+    fn remote_call(&mut self, head: &Head<'_>, c: Call) {
+        let (caller, callee) = (head.session, head.callee);
+        if head.from.is_empty() {
             return;
+        }
+        let from: Arc<str> = match self.remote.get(&caller) {
+            Some(m) if **m == *head.from => m.clone(),
+            _ => head.from.into(),
         };
-        let from: Arc<str> = from.into();
         self.remote.insert(caller, from.clone());
         if let Some(p) = self.dealer.pending_for_caller(caller, c.request) {
             return self.continue_progressive(caller, p, c);
         }
-        let callee = id_of(fields, "callee").unwrap_or(0);
         // The caller's member chose this callee: it must still be here,
         // registered for the procedure.
         let registration = self
@@ -920,10 +1060,7 @@ impl Core {
                 true,
             );
         };
-        let disclosed = match (str_of(fields, "authid"), str_of(fields, "authrole")) {
-            (Some(a), Some(r)) => Some((a.to_owned(), r.to_owned())),
-            _ => None,
-        };
+        let disclosed = head.identity.map(|(a, r)| (a.to_owned(), r.to_owned()));
         self.invoke(caller, c, registration, callee, disclosed);
     }
 
@@ -1100,23 +1237,56 @@ mod tests {
     }
 
     #[test]
-    fn envelopes_round_trip() {
+    fn records_round_trip_in_frames() {
         let call = Message::Call(Call {
             request: 7,
             options: proto::dict! { "timeout" => 100u64 },
             procedure: "com.x".into(),
             payload: Payload::args(vec![Value::from(1u64)]),
         });
-        let b = envelope(CALL, proto::dict! { "caller" => 42u64 }, &call).unwrap();
-        let (kind, fields, msg) = open(&b).unwrap();
-        assert_eq!(kind, CALL);
-        assert_eq!(id_of(&fields, "caller"), Some(42));
+        let head = Head {
+            callee: 9,
+            from: "node1-worker-001-5",
+            identity: Some(("alice", "user")),
+            ..Head::new(Kind::Call, 42)
+        };
+        let b = record(&head, &call).unwrap();
+        let (read, msg) = open(&b).unwrap();
+        assert_eq!(read, head);
         assert_eq!(msg, call);
+        let answer = error_msg(code::CALL, 7, UNAVAILABLE, "gone".into());
+        let deliver = Head {
+            reroute: true,
+            ..Head::new(Kind::Deliver, 42)
+        };
+        let d = record(&deliver, &answer).unwrap();
+        assert_eq!(open(&d), Some((deliver, answer)));
+        // Malformed records are refused, never read past their end.
         assert!(open(b"garbage").is_none());
-        assert!(
-            open(&[0, 0, 0, 1]).is_none(),
-            "a header longer than the bytes"
-        );
+        assert!(open(&[9, 0]).is_none(), "an unknown kind");
         assert!(open(&b[..b.len() - 1]).is_none(), "a cut message");
+        assert!(open(&b[..20]).is_none(), "a cut head");
+        let long = "x".repeat(70_000);
+        let too_long = Head {
+            from: &long,
+            ..head
+        };
+        assert!(record(&too_long, &call).is_none(), "a string over 64 KiB");
+
+        // Frames: records in order, one version byte first.
+        let mut f = Frame::default();
+        assert!(f.is_empty());
+        f.push(&b);
+        f.push(&d);
+        let bytes = f.take();
+        assert!(f.is_empty(), "taken: the frame starts again");
+        assert_eq!(bytes[0], FRAME_VERSION);
+        let got: Vec<&[u8]> = records(&bytes).unwrap().collect();
+        assert_eq!(got, vec![&b[..], &d[..]]);
+        // A cut frame yields the whole records before the cut.
+        let got: Vec<&[u8]> = records(&bytes[..bytes.len() - 1]).unwrap().collect();
+        assert_eq!(got, vec![&b[..]]);
+        assert_eq!(records(&[1, 0, 0, 0, 0]).err(), Some(1), "another version");
+        assert_eq!(records(&[]).map(Iterator::count).ok(), Some(0));
     }
 }

@@ -352,6 +352,7 @@ impl RealmHandle {
             tokens,
             slow: Vec::new(),
             cluster,
+            rpc_out: Default::default(),
         };
         tokio::spawn(actor.run(rx));
         RealmHandle {
@@ -572,6 +573,9 @@ struct Actor {
     slow: Vec<(Id, usize)>,
     /// The cluster's backplane, for [`Effect::Forward`].
     cluster: Option<crate::backplane::RealmLink>,
+    /// RPC records for other members, sent once a batch of input is
+    /// handled ([`Effect::ToMember`]).
+    rpc_out: crate::backplane::RpcOut,
 }
 
 impl Actor {
@@ -609,6 +613,10 @@ impl Actor {
                         self.feed(Input::Timer(t), now);
                     }
                 }
+            }
+            if let Some(link) = &self.cluster {
+                // One NATS message per member for what this batch sends.
+                self.rpc_out.flush(link);
             }
             self.session_count
                 .store(self.core.session_count(), Ordering::Relaxed);
@@ -734,8 +742,8 @@ impl Actor {
                     }
                     Effect::ToMember(to) => {
                         if let Some(link) = &self.cluster {
-                            let (member, bytes) = *to;
-                            link.to_member(&member, bytes);
+                            let (member, record) = *to;
+                            self.rpc_out.add(link, member, &record);
                         }
                         continue;
                     }

@@ -1096,11 +1096,16 @@ fn member(name: &str, seed: u64) -> Harness {
     h
 }
 
-/// The member-to-member messages among `fx`, for `member`.
+/// The member-to-member messages among `fx`, for `member`, each in a
+/// frame of its own.
 fn for_member(fx: &[Effect], member: &str) -> Vec<bytes::Bytes> {
     fx.iter()
         .filter_map(|e| match e {
-            Effect::ToMember(b) if &*b.0 == member => Some(b.1.clone()),
+            Effect::ToMember(b) if &*b.0 == member => {
+                let mut f = super::cluster::Frame::default();
+                f.push(&b.1);
+                Some(f.take())
+            }
             _ => None,
         })
         .collect()
@@ -1212,6 +1217,67 @@ fn a_call_to_a_callee_gone_from_another_member_is_routed_again() {
         other => panic!("{other:?}"),
     }
     assert!(for_member(&fx, "b").is_empty());
+}
+
+/// Calls and answers batched into one frame per member run in order,
+/// with the caller's identity disclosed only when asked for.
+#[test]
+fn a_frame_of_several_calls_runs_each_and_answers_in_one_frame() {
+    let mut a = member("a", 1);
+    let mut b = member("b", 1);
+    a.join(11, "user");
+    b.join(20, "user");
+    b.register(20, 1, "com.p", dict! { "invoke" => "roundrobin" });
+    remote_callee(&mut a, "b", 20, "com.p", "roundrobin", 1);
+    let mut frame = super::cluster::Frame::default();
+    for request in 1..=3 {
+        let options = dict! { "disclose_me" => request != 2 };
+        for e in a.call(11, request, "com.p", options) {
+            if let Effect::ToMember(m) = e {
+                assert_eq!(&*m.0, "b");
+                frame.push(&m.1);
+            }
+        }
+    }
+    let fx = b.input(Input::RemoteRpc(frame.take()));
+    let invocations: Vec<_> = to(&fx, 20)
+        .into_iter()
+        .map(|m| match m {
+            Message::Invocation(i) => i,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(invocations.len(), 3, "every record of the frame ran");
+    for (i, disclosed) in invocations.iter().zip([true, false, true]) {
+        assert_eq!(i.details.contains_key("caller"), disclosed, "{i:?}");
+        if disclosed {
+            assert_eq!(i.details.get("caller"), Some(&Value::from(11u64)));
+            assert_eq!(i.details.get("caller_authrole"), Some(&Value::from("user")));
+        }
+    }
+    let mut answers = super::cluster::Frame::default();
+    for i in invocations.iter().rev() {
+        for e in b.yield_(20, i.request, Dict::new()) {
+            if let Effect::ToMember(m) = e {
+                assert_eq!(&*m.0, "a");
+                answers.push(&m.1);
+            }
+        }
+    }
+    let fx = a.input(Input::RemoteRpc(answers.take()));
+    let results: Vec<Id> = to(&fx, 11)
+        .into_iter()
+        .map(|m| match m {
+            Message::Result(r) => r.request,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(results, vec![3, 2, 1], "answers in the frame's order");
+    // A frame from a node of another release is dropped whole.
+    let fx = a.input(Input::RemoteRpc(bytes::Bytes::from_static(&[
+        1, 0, 0, 0, 0,
+    ])));
+    assert!(to(&fx, 11).is_empty());
 }
 
 #[test]
