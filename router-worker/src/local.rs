@@ -3,12 +3,15 @@
 //! [`client::Client`] like any other, so the same component code
 //! runs inside a router or in a container.
 
-use client::{Client, Link};
-use proto::message::Goodbye;
-use proto::{Dict, Id, Message, Serializer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use client::{CallError, Client, Link};
+use proto::message::{Call, Goodbye, Publish};
+use proto::{Dict, Id, Message, Payload, Serializer, Value};
 use tokio::sync::oneshot;
 
-use crate::outbound::{Next, OutboxReceiver, outbox};
+use crate::outbound::{Next, OutMsg, OutboxReceiver, outbox};
 use crate::realm::{
     ClientFeatures, RealmCommand, RealmHandle, SessionInfo, SessionLink, TransportInfo,
 };
@@ -92,6 +95,38 @@ fn goodbye(reason: &str) -> Message {
 /// # Errors
 /// The realm is shutting down or the role does not exist there.
 pub async fn attach(realm: &RealmHandle, authid: &str, authrole: &str) -> Result<Client, String> {
+    let mut rx = None;
+    let id = join(realm, authid, authrole, || {
+        let (tx, r) = outbox(LOCAL_QUEUE);
+        rx = Some(r);
+        SessionLink::Queue(tx)
+    })
+    .await?;
+    let rx = rx.ok_or("no outbox")?;
+    let welcome = proto::dict! {
+        "realm" => &*realm.name,
+        "authid" => authid,
+        "authrole" => authrole,
+        "authmethod" => "trusted",
+        "authprovider" => "static",
+    };
+    let link = LocalLink {
+        realm: realm.clone(),
+        session: id,
+        rx,
+        ended: None,
+    };
+    Ok(Client::from_link(link, id, welcome))
+}
+
+/// Join `realm` as a trusted in-process session, with a link made fresh
+/// for each try (a refused join drops it); its session id.
+async fn join(
+    realm: &RealmHandle,
+    authid: &str,
+    authrole: &str,
+    mut link: impl FnMut() -> SessionLink,
+) -> Result<Id, String> {
     if !realm.authz().has_role(authrole) {
         return Err(format!(
             "role {authrole:?} does not exist in realm {:?}",
@@ -111,34 +146,263 @@ pub async fn attach(realm: &RealmHandle, authid: &str, authrole: &str) -> Result
     };
     for _ in 0..8 {
         let id: Id = rand::random_range(1..=proto::MAX_ID);
-        // A fresh outbox each try: a refused join drops its sender.
-        let (tx, rx) = outbox(LOCAL_QUEUE);
         let (reply, joined) = oneshot::channel();
         realm
             .send(RealmCommand::Join {
                 id,
                 info: Box::new(info.clone()),
-                link: SessionLink { out: tx },
+                link: link(),
                 reply,
             })
             .await
             .map_err(|_| "the realm is shutting down".to_owned())?;
         if joined.await == Ok(true) {
-            let welcome = proto::dict! {
-                "realm" => &*realm.name,
-                "authid" => authid,
-                "authrole" => authrole,
-                "authmethod" => "trusted",
-                "authprovider" => "static",
-            };
-            let link = LocalLink {
-                realm: realm.clone(),
-                session: id,
-                rx,
-                ended: None,
-            };
-            return Ok(Client::from_link(link, id, welcome));
+            return Ok(id);
         }
     }
     Err("could not find a free session id".into())
+}
+
+/// Where the realm puts the answers of a [`LocalSession`]: straight into
+/// the request that waits for each (no queue, no task in between).
+#[derive(Debug, Default)]
+pub struct Direct {
+    state: std::sync::Mutex<DirectState>,
+}
+
+#[derive(Debug, Default)]
+struct DirectState {
+    /// Requests waiting for their answer, by request id.
+    waiting: crate::fast::HashMap<Id, oneshot::Sender<Message>>,
+    /// Why the session ended; its requests fail with this from then on.
+    ended: Option<String>,
+}
+
+impl Direct {
+    fn state(&self) -> std::sync::MutexGuard<'_, DirectState> {
+        // Nothing panics while holding it; a poisoned lock is still sound.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A message for the session: the answer one of its requests waits
+    /// for (anything else is not asked for by such a session, and ignored).
+    pub fn deliver(&self, msg: Arc<OutMsg>) {
+        let request = match &msg.msg {
+            Message::Result(r) => r.request,
+            Message::Error(e) => e.request,
+            Message::Published(p) => p.request,
+            _ => return,
+        };
+        let Some(tx) = self.state().waiting.remove(&request) else {
+            return;
+        };
+        let msg = Arc::try_unwrap(msg).map_or_else(|shared| shared.msg.clone(), |m| m.msg);
+        let _ = tx.send(msg);
+    }
+
+    /// The session is over (killed, or gone from the realm): what waits
+    /// fails, and so does whatever is asked later.
+    pub fn end(&self, reason: &str) {
+        let mut s = self.state();
+        s.ended.get_or_insert_with(|| reason.to_owned());
+        s.waiting.clear();
+    }
+}
+
+/// The realm's end of a [`Direct`]: when the realm lets go of it (the
+/// session left, or the realm stopped), the session is over.
+#[derive(Debug)]
+pub struct DirectLink(Arc<Direct>);
+
+impl DirectLink {
+    /// A message for the session.
+    pub fn deliver(&self, msg: Arc<OutMsg>) {
+        self.0.deliver(msg);
+    }
+
+    /// The session is killed.
+    pub fn end(&self, reason: &str) {
+        self.0.end(reason);
+    }
+}
+
+impl Drop for DirectLink {
+    fn drop(&mut self) {
+        self.0.end("the session left the realm");
+    }
+}
+
+/// A request waiting for its answer; taken out of [`Direct`] if the
+/// waiter goes away first (an HTTP client that hung up).
+struct Waiting<'a>(&'a Direct, Id);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.state().waiting.remove(&self.1);
+    }
+}
+
+/// A session inside the router that makes requests and waits for each
+/// answer (the HTTP bridge): it sends to the realm directly, and the realm
+/// hands each answer to the request waiting for it, so a call costs the
+/// same hops as a WebSocket caller's and no task runs for the session.
+#[derive(Debug)]
+pub struct LocalSession {
+    realm: RealmHandle,
+    session: Id,
+    direct: Arc<Direct>,
+    next_request: AtomicU64,
+}
+
+impl LocalSession {
+    /// Join `realm` as `authid` with `authrole`, trusted (see [`attach`]).
+    ///
+    /// # Errors
+    /// The realm is shutting down or the role does not exist there.
+    pub async fn attach(
+        realm: &RealmHandle,
+        authid: &str,
+        authrole: &str,
+    ) -> Result<LocalSession, String> {
+        let mut direct = Arc::new(Direct::default());
+        let session = join(realm, authid, authrole, || {
+            direct = Arc::new(Direct::default());
+            SessionLink::Direct(DirectLink(direct.clone()))
+        })
+        .await?;
+        Ok(LocalSession {
+            realm: realm.clone(),
+            session,
+            direct,
+            next_request: AtomicU64::new(1),
+        })
+    }
+
+    /// This session's id.
+    pub fn id(&self) -> Id {
+        self.session
+    }
+
+    /// The session has ended (killed by the meta API, or its realm
+    /// stopped): a new one must be attached.
+    pub fn ended(&self) -> bool {
+        self.direct.state().ended.is_some()
+    }
+
+    /// Call a procedure with CALL.Options.
+    ///
+    /// # Errors
+    /// The callee's or router's error, or [`client::LOST`].
+    pub async fn call_with(
+        &self,
+        procedure: &str,
+        options: Dict,
+        payload: Payload,
+    ) -> Result<Payload, CallError> {
+        let answer = self
+            .request(|request| {
+                Message::Call(Call {
+                    request,
+                    options,
+                    procedure: procedure.to_owned(),
+                    payload,
+                })
+            })
+            .await?;
+        match answer {
+            Message::Result(r) => Ok(r.payload),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Publish with PUBLISH.Options, acknowledged: the publication's id.
+    ///
+    /// # Errors
+    /// The router's error, or [`client::LOST`].
+    pub async fn publish_with(
+        &self,
+        topic: &str,
+        mut options: Dict,
+        payload: Payload,
+    ) -> Result<Id, CallError> {
+        options.insert("acknowledge".into(), Value::Bool(true));
+        let answer = self
+            .request(|request| {
+                Message::Publish(Publish {
+                    request,
+                    options,
+                    topic: topic.to_owned(),
+                    payload,
+                })
+            })
+            .await?;
+        match answer {
+            Message::Published(p) => Ok(p.publication),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Send a request and wait for its answer (an ERROR is the `Err`).
+    async fn request(&self, msg: impl FnOnce(Id) -> Message) -> Result<Message, CallError> {
+        let lost = |reason: &str| {
+            CallError::new(
+                client::LOST,
+                format!("the WAMP session ended before the answer came ({reason})"),
+            )
+        };
+        // Request ids stay within WAMP's 1..=2^53.
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed) % proto::MAX_ID + 1;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut s = self.direct.state();
+            if let Some(reason) = &s.ended {
+                return Err(lost(reason));
+            }
+            s.waiting.insert(request, tx);
+        }
+        let waiting = Waiting(&self.direct, request);
+        let sent = self
+            .realm
+            .send(RealmCommand::Message {
+                session: self.session,
+                msg: msg(request),
+            })
+            .await;
+        if sent.is_err() {
+            self.direct.end("the realm stopped");
+            return Err(lost("the realm stopped"));
+        }
+        let answer = rx.await;
+        drop(waiting);
+        match answer {
+            Ok(Message::Error(e)) => Err(CallError {
+                uri: e.error,
+                payload: e.payload,
+            }),
+            Ok(m) => Ok(m),
+            Err(_) => {
+                let reason = self.direct.state().ended.clone();
+                Err(lost(reason.as_deref().unwrap_or("the session ended")))
+            }
+        }
+    }
+}
+
+impl Drop for LocalSession {
+    fn drop(&mut self) {
+        // Leave without waiting (the realm may be full or gone; a realm
+        // that stops forgets the session anyway).
+        let _ = self.realm.try_command(RealmCommand::Leave {
+            session: self.session,
+        });
+    }
+}
+
+fn unexpected(m: &Message) -> CallError {
+    CallError::new(
+        "wamp.error.protocol_violation",
+        format!("unexpected answer {}", m.name()),
+    )
 }

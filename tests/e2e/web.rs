@@ -500,6 +500,7 @@ fn http_bridge_calls_and_publishes() {
         "ok bridge",
         "ok replay protection",
         "ok 20 bridge calls on one kept-alive connection",
+        "ok bridge sessions joined again after a kill",
     ] {
         assert!(out.contains(want), "{want:?} missing:\n{out}");
     }

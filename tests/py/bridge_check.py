@@ -175,6 +175,18 @@ async def main():
     code, _ = await loop.run_in_executor(None, raw, "gh", payload, {"X-Hub-Signature-256": "sha256=00"})
     assert code == 400, code
     assert hooks.empty(), "a badly signed webhook published"
+
+    # The bridge's sessions killed through the meta API: the next request
+    # joins a new one (the path keeps working).
+    killed = await backend.call("wamp.session.kill_by_authid", "trellis.http-bridge")
+    assert isinstance(killed, list) and len(killed) >= 2, killed
+    code, r = await loop.run_in_executor(None, post, "call", {"procedure": "com.example.add2", "args": [4, 5]})
+    assert (code, r) == (200, {"args": [9]}), ("after the kill", code, r)
+    code, r = await loop.run_in_executor(None, post, "pub", {"topic": "com.example.topic", "args": ["again"]})
+    assert code == 200, ("after the kill", code, r)
+    assert (await asyncio.wait_for(got.get(), 10))[0] == ("again",)
+    count = await backend.call("wamp.session.count")
+    print(f"ok bridge sessions joined again after a kill ({len(killed)} killed, {count} now)", flush=True)
     await leave(backend)
     print("ok bridge", flush=True)
 

@@ -188,10 +188,14 @@ impl TransportInfo {
 
 /// A session's side of the realm: where the realm sends its messages.
 #[derive(Debug)]
-pub struct SessionLink {
+pub enum SessionLink {
     /// The session's bounded outbound queue, and its kill switch (slow
-    /// peer, protocol violation, meta kill).
-    pub out: crate::outbound::OutboxSender,
+    /// peer, protocol violation, meta kill), read by the session's task.
+    Queue(crate::outbound::OutboxSender),
+    /// A session inside the router whose requests wait for their answers
+    /// one by one ([`crate::local::LocalSession`]): each answer goes
+    /// straight to the request waiting for it.
+    Direct(crate::local::DirectLink),
 }
 
 /// Why a call made by the router itself failed.
@@ -417,7 +421,8 @@ impl RealmHandle {
         self.tx.send(cmd).await.map_err(|_| RemoteRefused::Stopped)
     }
 
-    fn try_command(&self, cmd: RealmCommand) -> Result<(), RemoteRefused> {
+    /// Hand the realm a command if its queue has room now.
+    pub(crate) fn try_command(&self, cmd: RealmCommand) -> Result<(), RemoteRefused> {
         self.tx.try_send(cmd).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => RemoteRefused::Full,
             mpsc::error::TrySendError::Closed(_) => RemoteRefused::Stopped,
@@ -819,26 +824,25 @@ fn carry_out(
     shared_authz: &ArcSwap<Authorizer>,
 ) {
     match effect {
-        Effect::Send { to, msg } => {
-            let Some(link) = links.get(&to) else {
-                return;
-            };
-            match link.out.try_send(msg) {
+        Effect::Send { to, msg } => match links.get(&to) {
+            Some(SessionLink::Queue(out)) => match out.try_send(msg) {
                 Ok(()) => {}
                 Err(crate::outbound::SendError::Full) => {
                     if !slow.iter().any(|(s, _)| *s == to) {
-                        slow.push((to, link.out.capacity()));
+                        slow.push((to, out.capacity()));
                     }
                 }
                 // The session task is ending; its Leave is on the way.
                 Err(crate::outbound::SendError::Closed) => {}
-            }
-        }
-        Effect::Kill { session, close } => {
-            if let Some(link) = links.get(&session) {
-                link.out.kill(&close.reason, close.message);
-            }
-        }
+            },
+            Some(SessionLink::Direct(d)) => d.deliver(msg),
+            None => {}
+        },
+        Effect::Kill { session, close } => match links.get(&session) {
+            Some(SessionLink::Queue(out)) => out.kill(&close.reason, close.message),
+            Some(SessionLink::Direct(d)) => d.end(&close.reason),
+            None => {}
+        },
         Effect::Left { session } => {
             links.remove(&session);
         }

@@ -485,7 +485,7 @@ async fn open<T: Transport>(
         .send(RealmCommand::Join {
             id,
             info: Box::new(info.clone()),
-            link: SessionLink { out: tx },
+            link: SessionLink::Queue(tx),
             reply: reply_tx,
         })
         .await;

@@ -7,8 +7,10 @@
 //! time; the body's size is checked before it is read.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::local::LocalSession;
 use crate::realms::Realms;
 use proto::{Dict, Payload, Value};
 use subtle::ConstantTimeEq;
@@ -34,7 +36,11 @@ pub struct Bridge {
     pub compat: Compat,
     /// `options.require_ip`, parsed.
     allowed: Option<trellis_config::net::Networks>,
-    session: tokio::sync::OnceCell<client::Client>,
+    /// The path's session, joined on first use and again after it ended
+    /// (killed through the meta API, or its realm restarted).
+    session: arc_swap::ArcSwapOption<LocalSession>,
+    /// Held while a session joins, so that requests wait for one join.
+    joining: tokio::sync::Mutex<()>,
     /// `options.replay_protection`: the signatures taken recently.
     seen: std::sync::Mutex<ReplayGuard>,
 }
@@ -110,21 +116,27 @@ impl Bridge {
             tls,
             compat,
             allowed,
-            session: tokio::sync::OnceCell::new(),
+            session: arc_swap::ArcSwapOption::empty(),
+            joining: tokio::sync::Mutex::new(()),
             seen: std::sync::Mutex::default(),
         }
     }
 
-    async fn session(&self, realms: &Realms) -> Result<client::Client, String> {
-        self.session
-            .get_or_try_init(|| async {
-                let realm = realms
-                    .get(&self.realm)
-                    .ok_or_else(|| format!("realm {:?} is not running", self.realm))?;
-                crate::local::attach(&realm, "trellis.http-bridge", &self.role).await
-            })
-            .await
-            .cloned()
+    async fn session(&self, realms: &Realms) -> Result<Arc<LocalSession>, String> {
+        let live = |s: &Option<Arc<LocalSession>>| s.as_ref().filter(|s| !s.ended()).cloned();
+        if let Some(s) = live(&self.session.load()) {
+            return Ok(s);
+        }
+        let _joining = self.joining.lock().await;
+        if let Some(s) = live(&self.session.load()) {
+            return Ok(s);
+        }
+        let realm = realms
+            .get(&self.realm)
+            .ok_or_else(|| format!("realm {:?} is not running", self.realm))?;
+        let s = Arc::new(LocalSession::attach(&realm, "trellis.http-bridge", &self.role).await?);
+        self.session.store(Some(s.clone()));
+        Ok(s)
     }
 }
 
