@@ -406,3 +406,75 @@ fn unexpected(m: &Message) -> CallError {
         format!("unexpected answer {}", m.name()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::message::{CallResult, Event};
+
+    fn result(request: Id, n: u64) -> Arc<OutMsg> {
+        OutMsg::new(Message::Result(CallResult {
+            request,
+            details: Dict::new(),
+            payload: Payload::args(vec![Value::from(n)]),
+        }))
+    }
+
+    fn wait(d: &Direct, request: Id) -> oneshot::Receiver<Message> {
+        let (tx, rx) = oneshot::channel();
+        d.state().waiting.insert(request, tx);
+        rx
+    }
+
+    #[test]
+    fn answers_go_to_the_request_waiting_for_them() {
+        let d = Direct::default();
+        let mut one = wait(&d, 1);
+        let mut two = wait(&d, 2);
+        d.deliver(result(2, 20));
+        assert!(one.try_recv().is_err(), "not the answer of request 1");
+        assert!(matches!(two.try_recv(), Ok(Message::Result(r)) if r.request == 2));
+        // Shared with other recipients: the waiter gets a copy.
+        let shared = result(1, 10);
+        let keep = shared.clone();
+        d.deliver(shared);
+        assert!(
+            matches!(one.try_recv(), Ok(Message::Result(r)) if r.payload.args == [Value::from(10u64)])
+        );
+        assert_eq!(keep.msg.name(), "RESULT");
+        // Answers nobody waits for, and other messages, are dropped.
+        d.deliver(result(9, 0));
+        d.deliver(OutMsg::new(Message::Event(Event {
+            subscription: 1,
+            publication: 1,
+            details: Dict::new(),
+            payload: Payload::default(),
+        })));
+        assert!(d.state().waiting.is_empty());
+    }
+
+    #[test]
+    fn a_waiter_that_goes_away_is_forgotten() {
+        let d = Direct::default();
+        let _rx = wait(&d, 5);
+        drop(Waiting(&d, 5));
+        assert!(d.state().waiting.is_empty());
+    }
+
+    #[test]
+    fn the_end_fails_what_waits_and_what_comes() {
+        let d = Arc::new(Direct::default());
+        let mut rx = wait(&d, 1);
+        let link = DirectLink(d.clone());
+        link.end("wamp.close.killed");
+        assert!(rx.try_recv().is_err(), "the waiting request failed");
+        assert_eq!(d.state().ended.as_deref(), Some("wamp.close.killed"));
+        // The realm letting go later keeps the first reason.
+        drop(link);
+        assert_eq!(d.state().ended.as_deref(), Some("wamp.close.killed"));
+        // A link the realm drops (the realm stopped) ends its session.
+        let d = Arc::new(Direct::default());
+        drop(DirectLink(d.clone()));
+        assert!(d.state().ended.is_some());
+    }
+}
