@@ -105,7 +105,8 @@ impl CallError {
         }
     }
 
-    fn lost(reason: &str) -> CallError {
+    /// The error of a request whose session ended before its answer.
+    pub fn lost(reason: &str) -> CallError {
         CallError::new(
             LOST,
             format!("the WAMP session ended before the answer came ({reason})"),

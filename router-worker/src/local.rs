@@ -346,12 +346,7 @@ impl LocalSession {
 
     /// Send a request and wait for its answer (an ERROR is the `Err`).
     async fn request(&self, msg: impl FnOnce(Id) -> Message) -> Result<Message, CallError> {
-        let lost = |reason: &str| {
-            CallError::new(
-                client::LOST,
-                format!("the WAMP session ended before the answer came ({reason})"),
-            )
-        };
+        let lost = CallError::lost;
         // Request ids stay within WAMP's 1..=2^53.
         let request = self.next_request.fetch_add(1, Ordering::Relaxed) % proto::MAX_ID + 1;
         let (tx, rx) = oneshot::channel();
