@@ -59,6 +59,22 @@ impl OutMsg {
         })
     }
 
+    /// Wrap a message whose encoding in `s` is at hand (`bytes`, exactly
+    /// what encoding it would give, or an equivalent form of it).
+    pub fn encoded_as(msg: Message, s: Serializer, bytes: Bytes) -> Arc<OutMsg> {
+        let out = OutMsg {
+            msg,
+            cache: Default::default(),
+        };
+        let encoded = if s.is_binary() {
+            Encoded::Binary(bytes)
+        } else {
+            Encoded::Text(bytes)
+        };
+        let _ = out.cache[s.index()].set(Some(encoded));
+        Arc::new(out)
+    }
+
     /// The message encoded for `s`, encoding it on first use.
     pub fn encoded(&self, s: Serializer) -> Option<&Encoded> {
         self.cache[s.index()]
@@ -275,6 +291,22 @@ mod tests {
     use super::*;
     use proto::Id;
     use proto::message::Published;
+
+    #[test]
+    fn an_encoding_at_hand_is_used_and_others_are_made() {
+        let msg = Message::Published(Published {
+            request: 3,
+            publication: 4,
+        });
+        let given = Bytes::from_static(b"given bytes");
+        let out = OutMsg::encoded_as(msg.clone(), Serializer::MsgPack, given.clone());
+        match out.encoded(Serializer::MsgPack) {
+            Some(Encoded::Binary(b)) => assert_eq!(*b, given),
+            other => panic!("{other:?}"),
+        }
+        let json = out.encoded(Serializer::Json).map(Encoded::as_bytes);
+        assert_eq!(json, Some(&b"[17,3,4]"[..]));
+    }
 
     fn published(n: Id) -> Arc<OutMsg> {
         OutMsg::new(Message::Published(Published {

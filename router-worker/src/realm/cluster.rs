@@ -202,8 +202,9 @@ fn record(head: &Head<'_>, msg: &Message) -> Option<Bytes> {
     Some(Bytes::from(out))
 }
 
-/// Read a record: its head, and the WAMP message after it.
-fn open(bytes: &[u8]) -> Option<(Head<'_>, Message)> {
+/// Read a record: its head, and the WAMP message after it (decoded, and
+/// its MessagePack bytes).
+fn open(bytes: &[u8]) -> Option<(Head<'_>, Message, &[u8])> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = b.split_at_checked(n)?;
         *b = rest;
@@ -243,7 +244,7 @@ fn open(bytes: &[u8]) -> Option<(Head<'_>, Message)> {
         from,
         identity,
     };
-    Some((head, msg))
+    Some((head, msg, b))
 }
 
 /// A frame: what one NATS message to a member carries, [`FRAME_VERSION`]
@@ -779,11 +780,11 @@ impl Core {
     }
 
     /// A frame of RPC records from another member.
-    pub(crate) fn remote_rpc(&mut self, frame: &[u8]) {
+    pub(crate) fn remote_rpc(&mut self, frame: &Bytes) {
         match records(frame) {
             Ok(records) => {
                 for r in records {
-                    self.remote_record(r);
+                    self.remote_record(frame.slice_ref(r));
                 }
             }
             Err(version) => warn!(
@@ -795,8 +796,8 @@ impl Core {
     }
 
     /// One RPC record from another member.
-    fn remote_record(&mut self, bytes: &[u8]) {
-        let Some((head, msg)) = open(bytes) else {
+    fn remote_record(&mut self, record: Bytes) {
+        let Some((head, msg, encoded)) = open(&record) else {
             warn!("an RPC message from another node could not be decoded: dropped");
             return;
         };
@@ -824,7 +825,10 @@ impl Core {
                 {
                     return self.reroute_remote(to, rc, msg);
                 }
-                self.send(to, msg);
+                // The answer as the callee's node encoded it: a MessagePack
+                // caller gets these bytes, not a second encoding.
+                let bytes = record.slice_ref(encoded);
+                self.send_encoded(to, msg, Serializer::MsgPack, bytes);
             }
             (Kind::Call, Message::Call(c)) => self.remote_call(&head, c),
             (Kind::Cancel, Message::Cancel(c)) => self.cancel(head.session, c),
@@ -968,7 +972,7 @@ impl Core {
     /// (WAMP's call rerouting), or answer `no_available_callee`.
     fn reroute_remote(&mut self, caller: Id, rc: RemoteCall, answer: Message) {
         let call = rc.envelope.as_deref().and_then(open);
-        let Some((head, Message::Call(c))) = call else {
+        let Some((head, Message::Call(c), _)) = call else {
             return self.send(caller, answer);
         };
         let mut tried = rc.tried;
@@ -1251,16 +1255,22 @@ mod tests {
             ..Head::new(Kind::Call, 42)
         };
         let b = record(&head, &call).unwrap();
-        let (read, msg) = open(&b).unwrap();
+        let (read, msg, encoded) = open(&b).unwrap();
         assert_eq!(read, head);
         assert_eq!(msg, call);
+        assert_eq!(
+            encoded,
+            Serializer::MsgPack.encode_to_vec(&call).unwrap(),
+            "the message's own MessagePack bytes, for a MessagePack session to use as they are"
+        );
         let answer = error_msg(code::CALL, 7, UNAVAILABLE, "gone".into());
         let deliver = Head {
             reroute: true,
             ..Head::new(Kind::Deliver, 42)
         };
         let d = record(&deliver, &answer).unwrap();
-        assert_eq!(open(&d), Some((deliver, answer)));
+        let (read, msg, _) = open(&d).unwrap();
+        assert_eq!((read, msg), (deliver, answer));
         // Malformed records are refused, never read past their end.
         assert!(open(b"garbage").is_none());
         assert!(open(&[9, 0]).is_none(), "an unknown kind");

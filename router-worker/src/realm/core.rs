@@ -720,6 +720,27 @@ impl Core {
 
     /// Queue a message for a session (or answer the router's own call).
     pub(crate) fn send(&mut self, to: Id, msg: Message) {
+        self.send_with(to, msg, None);
+    }
+
+    /// [`Core::send`] a message whose encoding in `serializer` is already
+    /// at hand (`bytes`), for a session of that serializer to use as is.
+    pub(crate) fn send_encoded(
+        &mut self,
+        to: Id,
+        msg: Message,
+        serializer: proto::Serializer,
+        bytes: bytes::Bytes,
+    ) {
+        self.send_with(to, msg, Some((serializer, bytes)));
+    }
+
+    fn send_with(
+        &mut self,
+        to: Id,
+        msg: Message,
+        encoded: Option<(proto::Serializer, bytes::Bytes)>,
+    ) {
         if to == INTERNAL {
             return self.internal_reply(msg);
         }
@@ -732,10 +753,11 @@ impl Core {
         if let Some(r) = CallOutcome::of(&msg) {
             self.stats.calls[r as usize] += 1;
         }
-        self.fx.push(Effect::Send {
-            to,
-            msg: OutMsg::new(msg),
-        });
+        let msg = match encoded {
+            Some((serializer, bytes)) => OutMsg::encoded_as(msg, serializer, bytes),
+            None => OutMsg::new(msg),
+        };
+        self.fx.push(Effect::Send { to, msg });
     }
 
     pub(crate) fn push(&mut self, effect: Effect) {
