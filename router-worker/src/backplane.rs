@@ -163,7 +163,6 @@ async fn purge_markers(
     }
 }
 
-/// The NATS header naming the realm of a member-to-member message.
 /// The NATS header naming the member that answers a meta query.
 const MEMBER_HEADER: &str = "Trellis-Member";
 

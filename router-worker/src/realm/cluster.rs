@@ -227,8 +227,9 @@ fn open(bytes: &[u8]) -> Option<(Head<'_>, Message, &[u8])> {
         3 => Kind::Deliver,
         _ => return None,
     };
-    let session = u64_of(&mut b)?;
-    let callee = u64_of(&mut b)?;
+    // Session ids are WAMP ids (1 to 2^53); a callee may be 0 (none).
+    let session = u64_of(&mut b).filter(|id| (1..=proto::MAX_ID).contains(id))?;
+    let callee = u64_of(&mut b).filter(|id| *id <= proto::MAX_ID)?;
     let from = str_of(&mut b)?;
     let identity = if flags & IDENTITY != 0 {
         Some((str_of(&mut b)?, str_of(&mut b)?))
@@ -1276,6 +1277,12 @@ mod tests {
         assert!(open(&[9, 0]).is_none(), "an unknown kind");
         assert!(open(&b[..b.len() - 1]).is_none(), "a cut message");
         assert!(open(&b[..20]).is_none(), "a cut head");
+        let mut zero = b.to_vec();
+        zero[2..10].copy_from_slice(&0u64.to_be_bytes());
+        assert!(open(&zero).is_none(), "session id 0");
+        let mut big = b.to_vec();
+        big[10..18].copy_from_slice(&(proto::MAX_ID + 1).to_be_bytes());
+        assert!(open(&big).is_none(), "a callee id beyond 2^53");
         let long = "x".repeat(70_000);
         let too_long = Head {
             from: &long,
