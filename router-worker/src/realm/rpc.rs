@@ -28,9 +28,32 @@ impl Core {
         timeout_ms: u64,
         waiter: Waiter,
     ) {
-        let Some((registration, callee)) = self.dealer.route(procedure, &mut self.rng) else {
+        let Some((registration, mut callee)) = self.dealer.route(procedure, &mut self.rng) else {
             return self.complete(waiter, Err(InternalCallError::NoSuchProcedure));
         };
+        if self.member_of(callee).is_some() {
+            // The router's own calls run on this node's callees: their
+            // answers do not travel back across nodes.
+            let remote = &self.remote;
+            match self
+                .dealer
+                .reroute(registration, &mut self.rng, |c| remote.contains_key(&c))
+            {
+                Some(local) => callee = local,
+                None => {
+                    let message = format!(
+                        "the router's own call of {procedure:?} (an authenticator, a dynamic authorizer or a payload mapping) needs a callee on this node, and every callee of it is on another node of the cluster: run one on each node"
+                    );
+                    return self.complete(
+                        waiter,
+                        Err(InternalCallError::Error {
+                            uri: wamp_uri::NO_AVAILABLE_CALLEE.to_owned(),
+                            message,
+                        }),
+                    );
+                }
+            }
+        }
         self.next_internal = if self.next_internal >= proto::MAX_ID {
             1
         } else {

@@ -1280,6 +1280,43 @@ fn a_frame_of_several_calls_runs_each_and_answers_in_one_frame() {
     assert!(to(&fx, 11).is_empty());
 }
 
+/// The router's own calls (authenticators, authorizers) go to a callee
+/// on this node; with callees only on other nodes they fail at once,
+/// saying so, instead of waiting for an answer that cannot come back.
+#[test]
+fn the_routers_own_calls_take_a_callee_on_this_node() {
+    let mut a = member("a", 1);
+    a.join(10, "user");
+    let rr = dict! { "invoke" => "roundrobin" };
+    remote_callee(&mut a, "b", 20, "com.auth", "roundrobin", 1);
+    let internal = |a: &mut Harness, ticket: u64| {
+        a.input(Input::InternalCall {
+            ticket,
+            procedure: "com.auth".into(),
+            payload: Payload::default(),
+            timeout_ms: 100,
+        })
+    };
+    let fx = internal(&mut a, 1);
+    match fx.as_slice() {
+        [Effect::Reply { ticket: 1, result }] => match result.as_ref() {
+            Err(InternalCallError::Error { uri, message }) => {
+                assert_eq!(uri, wamp_uri::NO_AVAILABLE_CALLEE);
+                assert!(message.contains("on another node"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    a.register(10, 1, "com.auth", rr);
+    for ticket in 2..=5 {
+        let fx = internal(&mut a, ticket);
+        assert!(for_member(&fx, "b").is_empty(), "call {ticket} stayed here");
+        let inv = invocation_of(&fx, 10);
+        a.yield_(10, inv.request, Dict::new());
+    }
+}
+
 #[test]
 fn calls_pass_over_a_silent_members_callees() {
     let mut a = member("a", 1);
