@@ -161,6 +161,42 @@ fn three_nodes(nats: &Nats) -> [Node; 3] {
     nodes
 }
 
+/// The router's own calls (here a dynamic ticket authenticator) go to a
+/// callee on the router's node: with the authenticator only on another
+/// node, a login is refused at once, saying why; with one on its node too,
+/// that one decides.
+#[test]
+fn the_routers_own_calls_stay_on_their_node() {
+    let nats = Nats::start();
+    let (pa, pb, ticket) = (free_port(), free_port(), free_port());
+    let mut a = node_config(pa, "a", &nats);
+    a["workers"][0]["transports"]
+        .as_array_mut()
+        .expect("transports")
+        .push(json!({
+            "type": "websocket",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": ticket},
+            "auth": {"ticket": {"type": "dynamic", "authenticator": "com.example.auth"}}
+        }));
+    let a = Node::start(&a, pa);
+    let b = Node::start(&node_config(pb, "b", &nats), pb);
+    for n in [&a, &b] {
+        n.wait_log("cluster backplane: registration directory ready");
+    }
+    let ticket_url = format!("ws://127.0.0.1:{ticket}/ws");
+    let out = expect_python_args_ok(
+        &a,
+        "cluster_internal.py",
+        &[&ticket_url, &a.url(), &b.url()],
+    );
+    for want in [
+        "ok a login on A with the authenticator only on B is refused at once",
+        "ok with an authenticator on A, a login on A is decided there",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+}
+
 #[test]
 fn pubsub_across_three_nodes() {
     let nats = Nats::start();
