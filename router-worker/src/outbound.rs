@@ -24,6 +24,15 @@ pub enum Encoded {
 }
 
 impl Encoded {
+    /// `bytes` in `s`: a binary frame, or text for JSON.
+    fn of(s: Serializer, bytes: Bytes) -> Encoded {
+        if s.is_binary() {
+            Encoded::Binary(bytes)
+        } else {
+            Encoded::Text(bytes)
+        }
+    }
+
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
@@ -66,12 +75,7 @@ impl OutMsg {
             msg,
             cache: Default::default(),
         };
-        let encoded = if s.is_binary() {
-            Encoded::Binary(bytes)
-        } else {
-            Encoded::Text(bytes)
-        };
-        let _ = out.cache[s.index()].set(Some(encoded));
+        let _ = out.cache[s.index()].set(Some(Encoded::of(s, bytes)));
         Arc::new(out)
     }
 
@@ -79,8 +83,7 @@ impl OutMsg {
     pub fn encoded(&self, s: Serializer) -> Option<&Encoded> {
         self.cache[s.index()]
             .get_or_init(|| match s.encode_to_vec(&self.msg) {
-                Ok(v) if s.is_binary() => Some(Encoded::Binary(Bytes::from(v))),
-                Ok(v) => Some(Encoded::Text(Bytes::from(v))),
+                Ok(v) => Some(Encoded::of(s, Bytes::from(v))),
                 Err(e) => {
                     tracing::error!(cause = %e, message = self.msg.name(), "cannot encode outbound message");
                     None
@@ -121,6 +124,18 @@ struct OutboxState {
 
 /// The queue capacity kept after a burst drains; a larger one is freed.
 const KEPT_SLOTS: usize = 16;
+
+impl OutboxState {
+    /// The next queued message; the queue's memory goes back once a
+    /// burst has drained.
+    fn pop(&mut self) -> Option<Arc<OutMsg>> {
+        let m = self.queue.pop_front()?;
+        if self.queue.is_empty() && self.queue.capacity() > KEPT_SLOTS {
+            self.queue = VecDeque::new();
+        }
+        Some(m)
+    }
+}
 
 impl Outbox {
     fn lock(&self) -> MutexGuard<'_, OutboxState> {
@@ -229,10 +244,7 @@ impl OutboxReceiver {
         if s.killed.is_some() {
             return Poll::Ready(Next::Killed);
         }
-        if let Some(m) = s.queue.pop_front() {
-            if s.queue.is_empty() && s.queue.capacity() > KEPT_SLOTS {
-                s.queue = VecDeque::new();
-            }
+        if let Some(m) = s.pop() {
             return Poll::Ready(Next::Msg(m));
         }
         if s.sender_gone {
@@ -248,11 +260,7 @@ impl OutboxReceiver {
         if s.killed.is_some() {
             return None;
         }
-        let m = s.queue.pop_front();
-        if m.is_some() && s.queue.is_empty() && s.queue.capacity() > KEPT_SLOTS {
-            s.queue = VecDeque::new();
-        }
-        m
+        s.pop()
     }
 
     /// Ready once the realm has killed the session.
