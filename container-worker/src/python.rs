@@ -348,7 +348,10 @@ pub fn problems(c: &ContainerConfig, node_dir: &std::path::Path) -> Vec<(String,
             )),
             Some(why) => problems.push((
                 path,
-                format!("{name:?}: {why} (options.pythonpath: {:?})", c.pythonpath),
+                format!(
+                    "{name:?}: {why} (looked in {:?}: options.pythonpath, then the directory the node was started from)",
+                    c.pythonpath
+                ),
             )),
         }
     }

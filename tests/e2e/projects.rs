@@ -453,3 +453,83 @@ class MyCodec(ApplicationSession):
         assert!(body.contains("codec.py"), "a directory listing: {body}");
     }
 }
+
+/// A container with no `pythonpath` imports its component from the
+/// directory the node was started in, as Crossbar.io's workers do (they
+/// run in the controller's working directory with `python -m`):
+/// `containers/failures/container/*` in crossbar-examples rely on it.
+/// Started from elsewhere, `check` says where it looked.
+#[test]
+fn a_component_without_pythonpath_comes_from_the_start_directory() {
+    let p = Project::new();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.cbdir().join("config.json")).expect("config"))
+            .expect("json");
+    config["workers"][1]
+        .as_object_mut()
+        .expect("container")
+        .remove("options");
+    std::fs::write(
+        p.cbdir().join("config-nopath.json"),
+        serde_json::to_vec_pretty(&config).expect("json"),
+    )
+    .expect("write");
+    let args = ["--cbdir", ".crossbar", "--config", "config-nopath.json"];
+    let out = p
+        .trellis(&p.root, &[&["check"][..], &args].concat())
+        .output()
+        .expect("check");
+    assert!(out.status.success(), "{out:?}");
+
+    let sub = [
+        "--cbdir",
+        "my-project/.crossbar",
+        "--config",
+        "config-nopath.json",
+    ];
+    let out = p
+        .trellis(&p.parent, &[&["check"][..], &sub].concat())
+        .output()
+        .expect("check from above");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("cannot import 'hello'")
+            && text.contains(&*p.parent.to_string_lossy())
+            && text.contains("the directory the node was started from"),
+        "{text}"
+    );
+
+    let log = p.root.join("nopath.log");
+    let child = p
+        .trellis(&p.root, &[&["start"][..], &args].concat())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start");
+    let _node = KillOnDrop(child);
+    wait_port(p.web, "web");
+    let out = run_python(
+        "node_peer.py",
+        &[
+            "call",
+            &format!("ws://127.0.0.1:{}/ws", p.web),
+            "com.project.hello",
+            "20",
+        ],
+        Duration::from_secs(40),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}\n--- node log\n{}",
+        out.stdout,
+        out.stderr,
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let answer: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON result");
+    assert_eq!(
+        Path::new(answer["from"].as_str().expect("from")),
+        p.root.canonicalize().expect("root")
+    );
+}

@@ -108,8 +108,26 @@ fn transport(node_dir: &Path, t: &mut TransportConfig) {
 impl NodeConfig {
     /// Resolve every relative path against `node_dir` (made absolute
     /// first), in place.
+    ///
+    /// Python components also find modules in the directory the node was
+    /// started from, after `options.pythonpath`: Crossbar.io runs its
+    /// workers in the controller's working directory with `python -m`,
+    /// which puts that directory on the path, so a project whose modules
+    /// sit beside `.crossbar/` works without a `pythonpath`.
     pub fn resolve_paths(&mut self, node_dir: &Path) {
+        let start_dir = absolute(Path::new("."));
+        self.resolve_paths_from(node_dir, &start_dir);
+    }
+
+    /// [`resolve_paths`](Self::resolve_paths), with the start directory given.
+    pub fn resolve_paths_from(&mut self, node_dir: &Path, start_dir: &Path) {
         let node_dir = absolute(node_dir);
+        let start_dir = start_dir.to_string_lossy().into_owned();
+        let with_start = |path: &mut Vec<String>| {
+            if !path.contains(&start_dir) {
+                path.push(start_dir.clone());
+            }
+        };
         if let Some(c) = &mut self.cluster {
             nats(&node_dir, &mut c.nats);
         }
@@ -128,6 +146,7 @@ impl NodeConfig {
                     for p in &mut r.pythonpath {
                         resolve_in_place(&node_dir, p);
                     }
+                    with_start(&mut r.pythonpath);
                     for t in &mut r.transports {
                         transport(&node_dir, t);
                     }
@@ -139,6 +158,7 @@ impl NodeConfig {
                     for p in &mut c.pythonpath {
                         resolve_in_place(&node_dir, p);
                     }
+                    with_start(&mut c.pythonpath);
                 }
                 WorkerKind::Guest(_) => {}
             }
@@ -190,6 +210,45 @@ mod tests {
         assert_eq!(
             resolve(&absolute(Path::new("sub/.crossbar")), ".."),
             cwd.join("sub").to_string_lossy()
+        );
+    }
+
+    #[test]
+    fn python_components_also_import_from_the_start_directory_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("config.json");
+        let comp = r#"{"type": "class", "classname": "app.App", "realm": "realm1",
+            "transport": {"type": "websocket", "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": 8080},
+                          "url": "ws://127.0.0.1:8080/ws"}}"#;
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"{{"version": 2, "workers": [
+                    {{"type": "router", "realms": [{{"name": "realm1", "roles": []}}],
+                      "transports": [{{"type": "websocket", "endpoint": {{"type": "tcp", "port": 8080}}}}]}},
+                    {{"type": "container", "components": [{comp}]}},
+                    {{"type": "container", "options": {{"pythonpath": [".."]}}, "components": [{comp}]}},
+                    {{"type": "container", "options": {{"pythonpath": ["lib"]}}, "components": [{comp}]}}]}}"#
+            ),
+        )
+        .expect("write");
+        let mut node = crate::node::load(Some(&cfg)).expect("valid");
+        node.resolve_paths_from(Path::new("/p/.crossbar"), Path::new("/p"));
+        let paths: Vec<Vec<String>> = node
+            .workers
+            .iter()
+            .filter_map(|w| match &w.kind {
+                WorkerKind::Container(c) => Some(c.pythonpath.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                vec!["/p".to_string()],
+                vec!["/p".to_string()],
+                vec!["/p/.crossbar/lib".to_string(), "/p".to_string()],
+            ]
         );
     }
 }
