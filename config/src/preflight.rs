@@ -46,6 +46,25 @@ pub fn watch_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
 /// serves them).
 pub fn preflight_warnings(cfg: &NodeConfig, node_dir: &Path) -> Vec<ConfigError> {
     let mut out = Vec::new();
+    for (key, p) in archives(cfg) {
+        if let (Some(a), Some(o)) = (&p.archive, &p.origin)
+            && downloads(p)
+            && !node_dir.join(a).is_file()
+        {
+            let hashes = if p.hashes.as_ref().is_some_and(|h| !h.is_empty()) {
+                ", checks it against \"hashes\""
+            } else {
+                ""
+            };
+            out.push(ConfigError {
+                path: format!("{key}.archive"),
+                message: format!(
+                    "{} is not there yet: `trellis start` downloads it from {o:?}{hashes} and keeps it there",
+                    node_dir.join(a).display()
+                ),
+            });
+        }
+    }
     for (i, r) in cfg.routers() {
         for (j, t) in r.transports.iter().enumerate() {
             let (paths, under) = web_paths(t);
@@ -104,54 +123,86 @@ fn web_paths(
     }
 }
 
-/// Archive files that are not there under `node_dir`, or whose SHA-256 is
-/// none of their `hashes`: a config error, before anything starts.
-pub fn archive_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
-    let mut errors = Vec::new();
+/// Every `archive` web path of the config's routers, with its key
+/// (`workers[0].transports[1].paths.autobahn`), nested `path` services
+/// included.
+pub fn archives(cfg: &NodeConfig) -> Vec<(String, &WebPath)> {
+    fn walk<'a>(
+        paths: Option<&'a std::collections::BTreeMap<String, WebPath>>,
+        pre: &str,
+        out: &mut Vec<(String, &'a WebPath)>,
+    ) {
+        for (name, p) in paths.into_iter().flatten() {
+            let key = format!("{pre}.{name}");
+            if p.kind == WebPathKind::Archive {
+                out.push((key.clone(), p));
+            }
+            walk(p.paths.as_ref(), &format!("{key}.paths"), out);
+        }
+    }
+    let mut out = Vec::new();
     for (i, r) in cfg.routers() {
         for (j, t) in r.transports.iter().enumerate() {
             let (paths, under) = web_paths(t);
-            for (name, p) in paths.into_iter().flatten() {
-                if p.kind == WebPathKind::Archive
-                    && let Some(a) = &p.archive
-                    && !node_dir.join(a).is_file()
-                {
-                    let how = match &p.origin {
-                        Some(o) => format!(
-                            "downloading it from its origin {o:?} is not supported by Trellis yet: fetch it there first"
-                        ),
-                        None => "put the zip file there or fix the path".into(),
-                    };
-                    errors.push(ConfigError {
-                        path: format!("workers[{i}].transports[{j}].{under}.{name}.archive"),
-                        message: format!(
-                            "{} is not a file (an archive is taken from the node directory {}): {how}",
-                            node_dir.join(a).display(),
-                            node_dir.display()
-                        ),
-                    });
-                }
-                if let (Some(a), Some(hashes)) = (&p.archive, &p.hashes)
-                    && !hashes.is_empty()
-                    && node_dir.join(a).is_file()
-                {
-                    let file = node_dir.join(a);
-                    match sha256_file(&file) {
-                        Ok(h) if hashes.iter().any(|x| x.eq_ignore_ascii_case(&h)) => {}
-                        Ok(h) => errors.push(ConfigError {
-                            path: format!("workers[{i}].transports[{j}].{under}.{name}.hashes"),
-                            message: format!(
-                                "{} has the SHA-256 fingerprint {h}, which is none of the listed {}: the archive is not the one the config expects",
-                                file.display(),
-                                hashes.join(", ")
-                            ),
-                        }),
-                        Err(e) => errors.push(ConfigError {
-                            path: format!("workers[{i}].transports[{j}].{under}.{name}.archive"),
-                            message: format!("cannot read {} to check its hashes: {e}", file.display()),
-                        }),
-                    }
-                }
+            walk(
+                paths,
+                &format!("workers[{i}].transports[{j}].{under}"),
+                &mut out,
+            );
+        }
+    }
+    out
+}
+
+/// Whether `trellis start` downloads this archive when its file is not
+/// there (`"download": true` and an `origin`, as in Crossbar.io).
+pub fn downloads(p: &WebPath) -> bool {
+    p.download == Some(true) && p.origin.is_some()
+}
+
+/// Archive files that are not there under `node_dir` (and will not be
+/// downloaded), or whose SHA-256 is none of their `hashes`: a config
+/// error, before anything starts.
+pub fn archive_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
+    let mut errors = Vec::new();
+    for (key, p) in archives(cfg) {
+        let Some(a) = &p.archive else { continue };
+        let file = node_dir.join(a);
+        if !file.is_file() {
+            if downloads(p) {
+                continue;
+            }
+            let how = match &p.origin {
+                Some(o) => format!(
+                    "put the zip file there, or add \"download\": true to have `trellis start` fetch it from its origin {o:?}"
+                ),
+                None => "put the zip file there or fix the path".into(),
+            };
+            errors.push(ConfigError {
+                path: format!("{key}.archive"),
+                message: format!(
+                    "{} is not a file (an archive is taken from the node directory {}): {how}",
+                    file.display(),
+                    node_dir.display()
+                ),
+            });
+            continue;
+        }
+        if let Some(hashes) = p.hashes.as_ref().filter(|h| !h.is_empty()) {
+            match sha256_file(&file) {
+                Ok(h) if hashes.iter().any(|x| x.eq_ignore_ascii_case(&h)) => {}
+                Ok(h) => errors.push(ConfigError {
+                    path: format!("{key}.hashes"),
+                    message: format!(
+                        "{} has the SHA-256 fingerprint {h}, which is none of the listed {}: the archive is not the one the config expects",
+                        file.display(),
+                        hashes.join(", ")
+                    ),
+                }),
+                Err(e) => errors.push(ConfigError {
+                    path: format!("{key}.archive"),
+                    message: format!("cannot read {} to check its hashes: {e}", file.display()),
+                }),
             }
         }
     }
@@ -162,7 +213,10 @@ pub fn archive_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
 }
 
 /// A file's SHA-256, in lower-case hex (as `sha256sum` prints it).
-fn sha256_file(path: &Path) -> std::io::Result<String> {
+///
+/// # Errors
+/// The file cannot be read.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     use sha2::Digest;
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
@@ -219,7 +273,7 @@ mod tests {
             ]
         );
         assert!(
-            found[0].message.contains("not supported by Trellis yet"),
+            found[0].message.contains("add \"download\": true"),
             "{found:?}"
         );
         // sha256("not the expected bytes"), as sha256sum prints it.

@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod control;
+pub mod download;
 pub mod fds;
 pub mod guest;
 pub mod lifecycle;

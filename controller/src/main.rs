@@ -382,6 +382,15 @@ fn main() -> ExitCode {
             };
             let dir = found.node_dir;
             cfg.resolve_paths(&dir);
+            let fetched = block_on(trellis::download::fetch_missing_archives(&cfg, &dir))
+                .and_then(|r| r.map_err(|found| found.to_string()));
+            if let Err(found) = fetched {
+                eprint!("{found}");
+                eprintln!(
+                    "trellis: nothing was started; fix the config or fetch the archive yourself"
+                );
+                return ExitCode::from(EX_CONFIG);
+            }
             if let Err(found) = preflight::preflight(&cfg, &dir) {
                 eprint!("{found}");
                 eprintln!(

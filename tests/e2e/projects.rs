@@ -533,3 +533,189 @@ fn a_component_without_pythonpath_comes_from_the_start_directory() {
         p.root.canonicalize().expect("root")
     );
 }
+
+/// An origin server for archives (`tests/py/archive_origin.py`), over TLS
+/// when given a certificate and key.
+struct Origin {
+    child: KillOnDrop,
+    port: u16,
+}
+
+impl Origin {
+    fn start(dir: &Path, tls: Option<(&Path, &Path)>) -> Origin {
+        use std::io::BufRead;
+        let port = free_port();
+        let mut cmd = Command::new(python());
+        cmd.arg(crate::support::repo_root().join("tests/py/archive_origin.py"))
+            .arg(port.to_string())
+            .arg(dir);
+        if let Some((cert, key)) = tls {
+            cmd.arg(cert).arg(key);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("origin server");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        out.read_line(&mut first).expect("origin says ready");
+        assert_eq!(first.trim(), "ready");
+        // Keep reading: it prints a line per request.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Origin {
+            child: KillOnDrop(child),
+            port,
+        }
+    }
+}
+
+/// crossbar-examples serve autobahn-js from an archive Crossbar.io
+/// downloads (`"download": true`, an `origin` that redirects, `hashes`):
+/// `check` says it will be fetched, `start` fetches it over HTTP or HTTPS,
+/// follows the redirect, checks the fingerprint, keeps it in the node
+/// directory and serves from it; the next start needs no network. A
+/// download whose fingerprint is wrong is refused, naming both, and
+/// nothing is kept.
+#[test]
+fn an_archive_with_download_is_fetched_from_its_origin_once() {
+    use sha2::Digest;
+    use std::io::Write;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let files = tmp.path().join("origin");
+    std::fs::create_dir_all(&files).expect("mkdir");
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file(
+        "autobahn-js-browser-1.0/autobahn.min.js",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .expect("zip entry");
+    zip.write_all(b"/* autobahn */\n").expect("zip write");
+    let bytes = zip.finish().expect("zip").into_inner();
+    std::fs::write(files.join("autobahn.zip"), &bytes).expect("zip file");
+    let good = hex::encode(sha2::Sha256::digest(&bytes));
+
+    let root = tmp.path().join("project");
+    let cb = root.join(".crossbar");
+    std::fs::create_dir_all(&cb).expect("mkdir");
+    let web = free_port();
+    let write_config = |origin: &str, hashes: &[&str]| {
+        let cfg = json!({"version": 2, "workers": [{"type": "router", "transports": [{
+            "type": "web", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": web},
+            "paths": {"autobahn": {
+                "type": "archive", "archive": "autobahn-v1.0.zip", "origin": origin,
+                "object_prefix": "autobahn-js-browser-1.0", "default_object": "autobahn.min.js",
+                "download": true, "cache": true, "hashes": hashes,
+                "mime_types": {".min.js": "text/javascript"}}}}]}]});
+        std::fs::write(
+            cb.join("config.json"),
+            serde_json::to_vec(&cfg).expect("json"),
+        )
+        .expect("config");
+    };
+    let run = |env: &[(&str, &Path)]| {
+        let mut cmd = trellis();
+        cmd.current_dir(&root)
+            .args(["start", "--cbdir", ".crossbar"])
+            .env_remove("TRELLIS_NODE_DIR")
+            .env_remove("TRELLIS_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    let serves = |what: &str| {
+        wait_port(web, what);
+        let (code, body) = http_get(web, "/autobahn/");
+        assert_eq!(
+            (code.as_str(), body.as_str()),
+            ("200", "/* autobahn */\n"),
+            "{what}"
+        );
+    };
+
+    // Over HTTP, through a redirect.
+    let origin = Origin::start(&files, None);
+    write_config(
+        &format!("http://127.0.0.1:{}/old/autobahn.zip", origin.port),
+        &[&good],
+    );
+    let out = trellis()
+        .current_dir(&root)
+        .args(["check", "--cbdir", ".crossbar"])
+        .output()
+        .expect("check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("paths.autobahn.archive") && err.contains("`trellis start` downloads it from"),
+        "{err}"
+    );
+    assert!(
+        !cb.join("autobahn-v1.0.zip").exists(),
+        "check downloads nothing"
+    );
+    {
+        let _node = KillOnDrop(run(&[]).spawn().expect("start"));
+        serves("the downloaded archive");
+    }
+    assert_eq!(
+        std::fs::read(cb.join("autobahn-v1.0.zip")).expect("kept in the node directory"),
+        bytes
+    );
+    drop(origin);
+    {
+        let _node = KillOnDrop(run(&[]).spawn().expect("start again"));
+        serves("the kept archive, with the origin gone");
+    }
+
+    // A fingerprint that does not match: refused, nothing kept.
+    std::fs::remove_file(cb.join("autobahn-v1.0.zip")).expect("rm");
+    let origin = Origin::start(&files, None);
+    let other = "ab".repeat(32);
+    write_config(
+        &format!("http://127.0.0.1:{}/files/autobahn.zip", origin.port),
+        &[&other],
+    );
+    let out = run(&[])
+        .stderr(Stdio::piped())
+        .output()
+        .expect("start with a wrong hash");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("paths.autobahn.origin") && err.contains(&good) && err.contains(&other),
+        "{err}"
+    );
+    assert!(!cb.join("autobahn-v1.0.zip").exists(), "nothing kept");
+    let leftovers: Vec<_> = std::fs::read_dir(&cb)
+        .expect("ls")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains("download"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    drop(origin);
+
+    // Over HTTPS, the origin's CA from SSL_CERT_FILE.
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("rcgen");
+    let (cert, key) = (tmp.path().join("origin.crt"), tmp.path().join("origin.key"));
+    std::fs::write(&cert, c.cert.pem()).expect("cert");
+    std::fs::write(&key, c.signing_key.serialize_pem()).expect("key");
+    let origin = Origin::start(&files, Some((&cert, &key)));
+    write_config(
+        &format!("https://127.0.0.1:{}/old/autobahn.zip", origin.port),
+        &[&good],
+    );
+    {
+        let _node = KillOnDrop(
+            run(&[("SSL_CERT_FILE", &cert)])
+                .spawn()
+                .expect("start over https"),
+        );
+        serves("the archive downloaded over HTTPS");
+    }
+    let _ = &origin.child;
+}

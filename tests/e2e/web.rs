@@ -423,7 +423,8 @@ fn json_redirect_and_static_options() {
                 "/": {"type": "static", "directory": ".", "options": {"listing": true}},
                 "info": {"type": "json", "directory": "x"},
                 "old": {"type": "redirect"},
-                "zip": {"type": "archive", "archive": "missing.zip", "origin": "https://example.com/a.zip", "download": true},
+                "zip": {"type": "archive", "archive": "missing.zip", "origin": "ftp://example.com/a.zip", "download": true},
+                "zip2": {"type": "archive", "archive": "missing.zip", "download": true},
                 "ws": {"type": "websocket", "options": {"max_message_size": "big"}}
             }
         }),
@@ -436,7 +437,8 @@ fn json_redirect_and_static_options() {
         "workers[0].transports[1].paths.info.directory: json paths take no directory",
         "workers[0].transports[1].paths.info.value: missing: the JSON value to serve",
         "workers[0].transports[1].paths.old.url: missing: where to redirect",
-        "workers[0].transports[1].paths.zip.download: downloading the archive from its origin is not supported by Trellis yet",
+        "workers[0].transports[1].paths.zip.origin: \"ftp://example.com/a.zip\" is not an http:// or https:// URL",
+        "workers[0].transports[1].paths.zip2.download: \"download\": true needs an \"origin\"",
         "workers[0].transports[1].paths.ws.options.max_message_size: invalid type",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
@@ -457,7 +459,7 @@ fn json_redirect_and_static_options() {
         err.contains("paths.zip.archive:")
             && err.contains("gone.zip is not a file")
             && err.contains(
-                "downloading it from its origin \"https://example.com/a.zip\" is not supported"
+                "add \"download\": true to have `trellis start` fetch it from its origin \"https://example.com/a.zip\""
             ),
         "{err}"
     );

@@ -38,8 +38,8 @@ pub struct WebPath {
     /// `archive`: the zip file served (relative to the node directory).
     #[serde(default)]
     pub archive: Option<String>,
-    /// `archive`: where Crossbar.io downloads the archive from; not
-    /// supported (named so when the file is missing).
+    /// `archive`: where the archive is downloaded from (with `download`)
+    /// when the file is not there.
     #[serde(default)]
     pub origin: Option<String>,
     /// `archive`: prefix of the objects in the zip (`web/`).
@@ -48,7 +48,8 @@ pub struct WebPath {
     /// `archive`: the object for a directory (`index.html`).
     #[serde(default)]
     pub default_object: Option<String>,
-    /// `archive`: Crossbar.io's download switch; `true` is not supported.
+    /// `archive`: fetch a missing archive from `origin` at start, as
+    /// Crossbar.io does.
     #[serde(default)]
     pub download: Option<bool>,
     /// `archive`: Crossbar.io's in-memory cache switch; accepted.
@@ -512,10 +513,17 @@ impl RouterConfig {
                         );
                     }
                     if path.download == Some(true) {
-                        p(
-                            format!("{pp}.download"),
-                            "downloading the archive from its origin is not supported by Trellis yet: fetch it into \"archive\" and remove the key".into(),
-                        );
+                        match path.origin.as_deref() {
+                            None => p(
+                                format!("{pp}.download"),
+                                "\"download\": true needs an \"origin\": the http:// or https:// URL to fetch the zip file from".into(),
+                            ),
+                            Some(o) if !(o.starts_with("http://") || o.starts_with("https://")) => p(
+                                format!("{pp}.origin"),
+                                format!("{o:?} is not an http:// or https:// URL: the archive is downloaded over HTTP"),
+                            ),
+                            Some(_) => {}
+                        }
                     }
                     for (k, h) in path.hashes.iter().flatten().enumerate() {
                         if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -38,7 +38,7 @@ impl Archive {
     ///
     /// # Errors
     /// The file cannot be read or is not a zip archive (the message says
-    /// which; with `origin` set, that downloading is not supported).
+    /// which, and with `origin` set, how to have it downloaded).
     pub fn open(
         file: &str,
         origin: Option<&str>,
@@ -48,7 +48,7 @@ impl Archive {
     ) -> Result<Archive, String> {
         let bytes = std::fs::read(file).map_err(|e| match origin {
             Some(o) => format!(
-                "cannot read {file:?} ({e}); downloading it from its origin {o:?} is not supported by Trellis yet: fetch it there first"
+                "cannot read {file:?} ({e}); with \"download\": true, `trellis start` fetches it from its origin {o:?}"
             ),
             None => format!("cannot read {file:?}: {e}"),
         })?;
@@ -56,7 +56,13 @@ impl Archive {
             .map_err(|e| format!("{file:?} is not a zip archive: {e}"))?;
         Ok(Archive {
             zip: Mutex::new(zip),
-            prefix: prefix.unwrap_or("").to_owned(),
+            // Joined as Crossbar.io joins it (`os.path.join`): a prefix
+            // without a trailing slash is a directory all the same.
+            prefix: match prefix.unwrap_or("") {
+                "" => String::new(),
+                p if p.ends_with('/') => p.to_owned(),
+                p => format!("{p}/"),
+            },
             default_object: default_object.unwrap_or("index.html").to_owned(),
             mime_types,
         })
@@ -105,6 +111,10 @@ mod tests {
     use std::io::Write;
 
     fn archive(dir: &std::path::Path) -> Archive {
+        archive_with_prefix(dir, "web/")
+    }
+
+    fn archive_with_prefix(dir: &std::path::Path, prefix: &str) -> Archive {
         let file = dir.join("site.zip");
         let mut w = zip::ZipWriter::new(std::fs::File::create(&file).unwrap());
         let opts = zip::write::SimpleFileOptions::default();
@@ -121,11 +131,22 @@ mod tests {
         Archive::open(
             file.to_str().unwrap(),
             None,
-            Some("web/"),
+            Some(prefix),
             None,
             BTreeMap::new(),
         )
         .unwrap()
+    }
+
+    /// crossbar-examples write `"object_prefix": "autobahn-js-browser-20.9.2"`,
+    /// no trailing slash: Crossbar.io joins it as a directory.
+    #[test]
+    fn a_prefix_without_its_slash_is_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = archive_with_prefix(dir.path(), "web");
+        assert_eq!(found(a.get("/").1).as_deref(), Some("<h1>zip</h1>"));
+        assert_eq!(found(a.get("js/app.js").1).as_deref(), Some("x()"));
+        assert!(matches!(a.get("../secret.txt").1, Object::NotFound));
     }
 
     fn found(o: Object) -> Option<String> {
@@ -169,7 +190,10 @@ mod tests {
             BTreeMap::new(),
         )
         .unwrap_err();
-        assert!(err.contains("not supported by Trellis yet"), "{err}");
+        assert!(
+            err.contains("with \"download\": true, `trellis start` fetches it"),
+            "{err}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk.zip");
         std::fs::write(&junk, "not a zip").unwrap();
