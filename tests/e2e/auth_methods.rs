@@ -441,7 +441,11 @@ fn cookie_settings_are_checked() {
                         "store": {"type": "database", "path": ".cookies", "maxsize": 1048576}},
              "auth": {"cookie": {}}},
             {"type": "websocket", "endpoint": {"type": "tcp", "port": free_port()},
-             "auth": {"cookie": {}, "ticket": {"type": "static", "principals": {}}}}
+             "auth": {"cookie": {}, "ticket": {"type": "static", "principals": {}}}},
+            // crossbar-examples' cryptosign/trustroot: named as not supported, not a typo.
+            {"type": "websocket", "endpoint": {"type": "tcp", "port": free_port()},
+             "auth": {"cryptosign": {"type": "static",
+                 "trustroots": {"realm1": {"certificate": "root_ca_cert_realm1.crt"}}}}}
         ]
     }]});
     let out = crate::support::check_json(&cfg);
@@ -454,6 +458,7 @@ fn cookie_settings_are_checked() {
         "transports[0].cookie.same_site: \"none\" needs a Secure cookie",
         "transports[0].cookie.store.type: Crossbar.io's LMDB cookie database is not supported by Trellis: use \"file\"",
         "transports[1].auth.cookie: cookie authentication needs cookie tracking on this WebSocket transport or path",
+        "transports[2].auth.cryptosign.trustroots: Crossbar.io's cryptosign \"trustroots\" (clients vouched for by a chain of certificates to a trusted root) is not supported by Trellis yet",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }

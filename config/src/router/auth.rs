@@ -218,6 +218,7 @@ impl AnonymousAuth {
             create: self.create.clone(),
             config: self.config.clone(),
             expose_controller: self.expose_controller,
+            trustroots: None,
         }
     }
 
@@ -293,6 +294,11 @@ pub struct MethodAuth<P> {
     /// then; Trellis passes `None` either way (accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expose_controller: Option<bool>,
+    /// Crossbar.io's cryptosign `trustroots` (clients vouched for by a
+    /// certificate chain to a trusted root): read only to name it as not
+    /// supported.
+    #[serde(default, skip_serializing)]
+    pub trustroots: Option<serde_json::Value>,
 }
 
 /// A static ticket principal.
@@ -1113,6 +1119,12 @@ impl RouterConfig {
         p: &mut dyn FnMut(String, String),
         each: &mut dyn FnMut(&str, &P, Report<'_>),
     ) {
+        if m.trustroots.is_some() {
+            p(
+                format!("{path}.trustroots"),
+                "Crossbar.io's cryptosign \"trustroots\" (clients vouched for by a chain of certificates to a trusted root) is not supported by Trellis yet: list each client's public key under \"principals\" (authorized_keys), or use a dynamic authenticator".into(),
+            );
+        }
         if m.kind != AuthKind::Function
             && (m.create.is_some() || m.config.is_some() || m.expose_controller.is_some())
         {
