@@ -19,6 +19,12 @@ pub const ROUTER_CLASSNAMES: &[&str] = &["trellis.auth.UserDatabase"];
 /// # Errors
 /// The key under the component and what is wrong.
 pub fn check_router_component(c: &RouterComponentConfig) -> Result<(), (String, String)> {
+    if c.references.is_some() {
+        return Err((
+            "references".into(),
+            "Crossbar.io's references to router connections (its database connections, \"connection:ID\") are not supported by Trellis: connect to the database from the component itself".into(),
+        ));
+    }
     if c.is_python() {
         if !c.classname.contains('.') {
             return Err((

@@ -39,6 +39,9 @@ pub struct ComponentConfig {
     /// Must be `class`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Crossbar.io's component id (for its management API); accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// A built-in component (see [`crate::component::CLASSNAMES`]), or a
     /// Python class as `package.module.Class`, imported from the
     /// container's `options.pythonpath`. Absent for `function` components.
@@ -73,6 +76,13 @@ pub struct ComponentTransport {
     /// `rawsocket` or `websocket`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Crossbar.io's transport id; accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Crossbar.io's RawSocket `debug` switch; accepted (Trellis's log
+    /// level decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug: Option<bool>,
     /// `{"type": "unix", "path": "router1.sock"}` (relative to the node
     /// directory) or `{"type": "tcp", "host": "127.0.0.1", "port": 8081}`.
     pub endpoint: ComponentEndpoint,

@@ -10,7 +10,16 @@
 /// Keys taken out of an object before it is read, per place: the
 /// controller, its options, a router, a container, a worker's options.
 pub const KEYS: &[(&str, &[&str])] = &[
-    ("controller", &["manhole", "fabric", "enable_docker"]),
+    (
+        "controller",
+        &[
+            "manhole",
+            "fabric",
+            "enable_docker",
+            "connections",
+            "keyring",
+        ],
+    ),
     (
         "controller.options",
         &["title", "enable_parallel_worker_start"],

@@ -487,6 +487,7 @@ pub fn router_as_container(r: &trellis_config::router::RouterConfig) -> Containe
     if !functions.is_empty() {
         components.push(ComponentConfig {
             kind: "authenticators".into(),
+            id: None,
             classname: String::new(),
             callbacks: Some(
                 functions
@@ -497,6 +498,8 @@ pub fn router_as_container(r: &trellis_config::router::RouterConfig) -> Containe
             realm: FUNCTIONS_REALM.into(),
             transport: Some(ComponentTransport {
                 kind: "rawsocket".into(),
+                id: None,
+                debug: None,
                 endpoint: ComponentEndpoint {
                     kind: "unix".into(),
                     path: Some(authenticators_socket(&worker_id)),

@@ -314,6 +314,12 @@ fn json_redirect_and_static_options() {
                       "options": {"cache_timeout": 3600, "mime_types": {".wasm": "application/wasm"}}},
                 "list": {"type": "static", "directory": files.path().join("list").display().to_string(),
                          "options": {"enable_directory_listing": true}},
+                // A single-page application: its index.html for any path
+                // that names nothing (Crossbar.io's default_file).
+                "spa": {"type": "static", "id": "spa", "directory": www.display().to_string(),
+                        "options": {"default_file": "index.html"}},
+                "escape": {"type": "static", "directory": www.join("plain").display().to_string(),
+                           "options": {"default_file": "../index.html"}},
                 "info": {"type": "json", "value": {"service": "balloon", "version": [1, 2]}},
                 // Crossbar.io's json options.
                 "pretty": {"type": "json", "value": {"a": [1]},
@@ -331,6 +337,20 @@ fn json_redirect_and_static_options() {
     );
     let node = Node::start(&cfg, ws);
     node.wait_ready();
+    for route in ["/spa/settings/profile", "/spa/nope.js", "/spa/plain/"] {
+        let (code, _, body) = curl(web, route);
+        assert_eq!((code, body.as_str()), (200, "<h1>home</h1>\n"), "{route}");
+    }
+    let (code, head, _) = curl(web, "/spa/app.wasm");
+    assert_eq!(
+        code, 200,
+        "a file that is there is served as itself: {head}"
+    );
+    assert_eq!(
+        curl(web, "/escape/nope").0,
+        404,
+        "default_file stays inside its directory"
+    );
     // An archive: objects from the zip, the default object for a
     // directory, nothing outside its prefix.
     let (code, head, body) = curl(web, "/zip/");

@@ -977,6 +977,79 @@ mod tests {
         }
     }
 
+    /// Keys Crossbar.io's checker accepts (found by setting each of them
+    /// in every section): taken, or named as not supported, never reported
+    /// as unknown fields.
+    #[test]
+    fn crossbars_other_keys_are_taken_or_named() {
+        let perm = r#"{"uri": "", "match": "prefix", "allow": {"call": true, "register": true, "publish": true, "subscribe": true}}"#;
+        let router = |extra_perm: &str, comp: &str, path: &str| {
+            format!(
+                r#"{{"type": "router", "realms": [{{"name": "realm1", "roles": [{{"name": "anonymous", "permissions": [{perm}{extra_perm}]}}]}}],
+                  "transports": [
+                    {{"type": "websocket", "max_connections": 5, "endpoint": {{"type": "tcp", "port": 8080}},
+                      "cookie": {{"http_strict": false}}, "auth": {{"cookie": {{}}, "anonymous": {{"type": "static"}}}}}},
+                    {{"type": "rawsocket", "max_connections": 0, "endpoint": {{"type": "unix", "path": "r.sock"}}}},
+                    {{"type": "web", "endpoint": {{"type": "tcp", "port": 8081}}, "paths": {{
+                        "/": {{"type": "static", "id": "root", "directory": ".", "options": {{"default_file": "index.html"}}}}{path}}}}}],
+                  "components": [{{"type": "class", "id": "db", "classname": "trellis.auth.UserDatabase", "realm": "realm1",
+                                   "extra": {{"procedure": "a.b", "users": {{}}}}{comp}}}]}}"#
+            )
+        };
+        let container = r#"{"type": "container", "components": [{"type": "class", "id": "c1", "classname": "app.App", "realm": "realm1",
+            "transport": {"type": "rawsocket", "id": "t1", "debug": true, "endpoint": {"type": "unix", "path": "r.sock"}, "serializer": "json"}}]}"#;
+        let e = load_str(&format!(
+            r#"{{"version": 2, "controller": {{"connections": [], "keyring": {{}}}}, "workers": [{}, {container}]}}"#,
+            router(
+                "",
+                r#", "references": ["connection:db1"]"#,
+                r#", "pkg": {"type": "static", "package": "crossbar", "resource": "web"}"#
+            )
+        ))
+        .unwrap_err();
+        let text = e.to_string();
+        for want in [
+            "controller.connections: Crossbar.io's \"connections\" is not supported by Trellis yet",
+            "controller.keyring: Crossbar.io's \"keyring\" is not supported by Trellis yet",
+            "workers[0].transports[1].max_connections: must be at least 1",
+            "workers[0].transports[2].paths.pkg.package: Crossbar.io's static files from a Python package",
+            "workers[0].components[0].references: Crossbar.io's references to router connections",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        assert!(!text.contains("unknown field"), "{text}");
+        let e = load_str(&format!(
+            r#"{{"version": 2, "workers": [{}]}}"#,
+            router(
+                r#", {"uri": "com.x", "allow": {"call": true}, "validate": {"call": "com.x.args"}}"#,
+                "",
+                ""
+            )
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("permissions[1]: permission \"com.x\": Crossbar.io's payload validation (\"validate\", against a type catalog) is not supported by Trellis yet"),
+            "{e}"
+        );
+
+        let ok = load_str(&format!(
+            r#"{{"version": 2, "workers": [{}, {container}]}}"#,
+            router("", "", "").replace(r#""max_connections": 0"#, r#""max_connections": 7"#)
+        ))
+        .expect("the keys are taken");
+        let WorkerKind::Router(r) = &ok.workers[0].kind else {
+            panic!("a router")
+        };
+        assert_eq!(r.transports[0].options.max_connections, 5);
+        assert_eq!(r.transports[1].options.max_connections, 7);
+        let warned: Vec<String> = ok.warnings().into_iter().map(|w| w.path).collect();
+        assert!(
+            warned.contains(&"workers[0].transports[0].cookie.http_strict".to_owned()),
+            "{warned:?}"
+        );
+    }
+
     #[test]
     fn missing_file_and_bad_json_are_clear() {
         let e = load(Some(Path::new("/nonexistent/node.json"))).unwrap_err();

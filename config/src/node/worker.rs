@@ -476,6 +476,8 @@ pub(super) fn default_transports(
             };
             comp.transport = Some(ComponentTransport {
                 kind: "rawsocket".into(),
+                id: None,
+                debug: None,
                 endpoint: ComponentEndpoint {
                     kind: "unix".into(),
                     path: t.endpoint.path.clone(),

@@ -417,6 +417,10 @@ pub struct CookieConfig {
     /// The most cookies kept; the oldest go first.
     #[serde(default = "cookie_max_cookies")]
     pub max_cookies: usize,
+    /// Crossbar.io's switch for `HttpOnly`, which Trellis always sets;
+    /// `false` is warned about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_strict: Option<bool>,
 }
 
 /// A cookie store: `memory` (lost on restart) or `file` (logins kept

@@ -98,6 +98,13 @@ pub struct RouterComponentConfig {
     /// accepted and not used.
     #[serde(default)]
     pub transport: Option<serde_json::Value>,
+    /// Crossbar.io's component id (for its management API); accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Crossbar.io's references to the router's database connections
+    /// (`"connection:ID"`): read only to name them as not supported.
+    #[serde(default, skip_serializing)]
+    pub references: Option<serde_json::Value>,
 }
 
 impl RouterComponentConfig {
@@ -419,6 +426,20 @@ impl RouterConfig {
                 continue;
             }
             ubjson_warnings(i, t, &mut out);
+            let cookies = std::iter::once((format!("transports[{i}].cookie"), &t.cookie)).chain(
+                t.paths
+                    .iter()
+                    .flatten()
+                    .map(|(name, wp)| (format!("transports[{i}].paths.{name}.cookie"), &wp.cookie)),
+            );
+            for (at, c) in cookies {
+                if c.as_ref().and_then(|c| c.http_strict) == Some(false) {
+                    out.push(ConfigProblem {
+                        path: format!("{at}.http_strict"),
+                        message: "Trellis always marks the tracking cookie HttpOnly (page scripts cannot read it); false is not honoured".into(),
+                    });
+                }
+            }
             if let Some(tls) = &t.endpoint.tls {
                 accepted_unused(
                     &mut out,

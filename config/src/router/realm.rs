@@ -235,6 +235,10 @@ struct RawPermission {
     disclose: DiscloseConfig,
     #[serde(default = "yes")]
     cache: bool,
+    /// Crossbar.io's payload validation: read only to name it as not
+    /// supported.
+    #[serde(default)]
+    validate: Option<serde_json::Value>,
     // Version 1: the action flags at the top.
     #[serde(default)]
     call: Option<bool>,
@@ -250,6 +254,12 @@ impl TryFrom<RawPermission> for PermissionConfig {
     type Error = String;
 
     fn try_from(r: RawPermission) -> Result<PermissionConfig, String> {
+        if r.validate.is_some() {
+            return Err(format!(
+                "permission {:?}: Crossbar.io's payload validation (\"validate\", against a type catalog) is not supported by Trellis yet: remove it, and check payloads in the callee or subscriber",
+                r.uri
+            ));
+        }
         let flat = [r.call, r.register, r.publish, r.subscribe];
         let allow = match (r.allow, flat.iter().any(Option::is_some)) {
             (Some(_), true) => {

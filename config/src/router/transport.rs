@@ -39,6 +39,10 @@ pub struct TransportConfig {
     /// log levels are set with `--loglevel`/`RUST_LOG` instead.
     #[serde(default)]
     pub debug: bool,
+    /// Crossbar.io's cap on concurrent connections, at the transport's top
+    /// level; the same as `options.max_connections`, which it sets.
+    #[serde(default, skip_serializing)]
+    pub max_connections: Option<usize>,
     /// Crossbar.io's advertised URL; informational.
     #[serde(default)]
     pub url: Option<String>,
@@ -114,6 +118,7 @@ impl TransportConfig {
         TransportConfig {
             kind: TransportKind::Rawsocket,
             id: Some(id.to_owned()),
+            max_connections: None,
             endpoint: Endpoint {
                 kind: EndpointKind::Unix,
                 port: None,
@@ -503,6 +508,7 @@ impl TransportConfig {
         TransportConfig {
             kind: TransportKind::Websocket,
             id: self.id.clone(),
+            max_connections: None,
             endpoint: self.endpoint.clone(),
             serializers: path.serializers.clone(),
             options: path.websocket_options(),

@@ -10,6 +10,16 @@ pub struct WebPath {
     /// `static`, `websocket`, `json` or `redirect`.
     #[serde(rename = "type")]
     pub kind: WebPathKind,
+    /// Crossbar.io's web service id (for its management API); accepted.
+    #[serde(default, skip_serializing)]
+    pub id: Option<String>,
+    /// `static`: Crossbar.io's directory from a Python package
+    /// (`package` + `resource`); read only to name it as not supported.
+    #[serde(default, skip_serializing)]
+    pub package: Option<serde_json::Value>,
+    /// See `package`.
+    #[serde(default, skip_serializing)]
+    pub resource: Option<serde_json::Value>,
     /// `static`: the directory served (relative to the node directory).
     #[serde(default)]
     pub directory: Option<String>,
@@ -233,6 +243,9 @@ pub struct StaticOptions {
     /// Seconds browsers may cache files (`Cache-Control: max-age`); absent
     /// or 0: `no-cache`.
     pub cache_timeout: Option<u64>,
+    /// The file (relative to the directory) served, 200, for any path that
+    /// names nothing: a single-page application's `index.html`.
+    pub default_file: Option<String>,
 }
 
 /// A web path's `options`, read by the path's type.
@@ -372,6 +385,15 @@ impl RouterConfig {
     pub fn plan_options(&mut self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         for (i, t) in self.transports.iter_mut().enumerate() {
+            match t.max_connections {
+                Some(0) => out.push(ConfigProblem {
+                    path: format!("transports[{i}].max_connections"),
+                    message: "must be at least 1: the most connections the transport takes at once"
+                        .into(),
+                }),
+                Some(n) => t.options.max_connections = n,
+                None => {}
+            }
             let groups = [
                 ("paths", t.paths.as_mut()),
                 ("web.paths", t.web.as_mut().map(|w| &mut w.paths)),
@@ -405,6 +427,12 @@ impl RouterConfig {
                     pp.clone(),
                     "a path is \"/\" or one URL segment of letters, digits, '-', '_' and '.'"
                         .into(),
+                );
+            }
+            if path.package.is_some() || path.resource.is_some() {
+                p(
+                    format!("{pp}.package"),
+                    "Crossbar.io's static files from a Python package (\"package\" + \"resource\") are not supported by Trellis: give the files' \"directory\" instead (python3 -c 'import importlib.resources as r; print(r.files(\"PACKAGE\") / \"RESOURCE\")' prints it)".into(),
                 );
             }
             let kind = match path.kind {

@@ -426,6 +426,26 @@ fn resolve(statics: &HashMap<String, PathBuf>, path: &str) -> Resolved {
     }
 }
 
+/// A static path's `options.default_file` (a single-page application's
+/// `index.html`), for a request that names nothing there: the file, if it
+/// is one inside the path's directory.
+fn fallback(
+    statics: &HashMap<String, PathBuf>,
+    path: &str,
+    options: &trellis_config::router::StaticOptions,
+) -> Option<PathBuf> {
+    let name = options.default_file.as_deref()?;
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()?;
+    let (_, root, _) = static_root(statics, &decoded)?;
+    let file = root
+        .join(name.trim_start_matches('/'))
+        .canonicalize()
+        .ok()?;
+    (file.starts_with(root) && file.is_file()).then_some(file)
+}
+
 async fn serve_static<B>(req: &hyper::Request<B>, web: &WebSettings, path: &str) -> Response<Body> {
     let default = trellis_config::router::StaticOptions::default();
     let options = root_name(&web.statics, path)
@@ -436,7 +456,14 @@ async fn serve_static<B>(req: &hyper::Request<B>, web: &WebSettings, path: &str)
         _ => "no-cache".to_owned(),
     };
     let path_and_query = req.uri().path_and_query().map_or(path, |p| p.as_str());
-    match resolve(&web.statics, path) {
+    let mut resolved = resolve(&web.statics, path);
+    let unlisted = matches!(resolved, Resolved::Directory(_)) && !options.enable_directory_listing;
+    if (matches!(resolved, Resolved::NotFound) || unlisted)
+        && let Some(file) = fallback(&web.statics, path, options)
+    {
+        resolved = Resolved::File(file);
+    }
+    match resolved {
         Resolved::NotFound => http::text(404, None),
         Resolved::Directory(_) if !options.enable_directory_listing => http::text(404, None),
         Resolved::Directory(dir) => {
