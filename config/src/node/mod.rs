@@ -254,6 +254,21 @@ fn restart_string(
     path: &str,
     errors: &mut Vec<ConfigError>,
 ) {
+    if !o.contains_key("restart") {
+        // A container that shuts down when its components stop is not
+        // restarted when it does so cleanly (Crossbar.io restarts no
+        // worker at all); a crash still is, unless it shuts down on a
+        // component's failure, which a restart would only repeat.
+        let policy = match o.get("shutdown").and_then(serde_json::Value::as_str) {
+            Some("shutdown-on-last-component-stopped" | "shutdown-on-any-component-stopped") => {
+                "on-failure"
+            }
+            Some("shutdown-on-any-component-failed") => "never",
+            _ => return,
+        };
+        o.insert("restart".into(), serde_json::json!({ "policy": policy }));
+        return;
+    }
     let Some(serde_json::Value::String(name)) = o.get("restart") else {
         return;
     };
@@ -1047,6 +1062,48 @@ mod tests {
         assert!(
             warned.contains(&"workers[0].transports[0].cookie.http_strict".to_owned()),
             "{warned:?}"
+        );
+    }
+
+    /// Crossbar.io takes a container's `shutdown` mode without a
+    /// `restart` (it restarts no worker); Trellis picks the restart policy
+    /// that goes with it instead of refusing the pair its default makes.
+    #[test]
+    fn a_shutdown_mode_without_restart_gets_a_policy_that_fits() {
+        let node = |options: &str| {
+            format!(
+                r#"{{"version": 2, "workers": [{{"type": "router", "realms": [{{"name": "realm1", "roles": []}}],
+                    "transports": [{{"type": "websocket", "endpoint": {{"type": "tcp", "port": 8080}}}}]}},
+                  {{"type": "container", "options": {options}, "components": []}}]}}"#
+            )
+        };
+        for (options, want) in [
+            (
+                r#"{"shutdown": "shutdown-on-last-component-stopped"}"#,
+                RestartPolicy::OnFailure,
+            ),
+            (
+                r#"{"shutdown": "shutdown-on-any-component-stopped"}"#,
+                RestartPolicy::OnFailure,
+            ),
+            (
+                r#"{"shutdown": "shutdown-on-any-component-failed"}"#,
+                RestartPolicy::Never,
+            ),
+            (r#"{"shutdown": "shutdown-manual"}"#, RestartPolicy::Always),
+            (r#"{}"#, RestartPolicy::Always),
+        ] {
+            let cfg = load_str(&node(options)).unwrap_or_else(|e| panic!("{options}: {e}"));
+            assert_eq!(cfg.workers[1].options.restart.policy, want, "{options}");
+        }
+        let e = load_str(&node(
+            r#"{"shutdown": "shutdown-on-last-component-stopped", "restart": "restart-always"}"#,
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("does not go with restart policy Always"),
+            "{e}"
         );
     }
 
