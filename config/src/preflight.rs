@@ -47,23 +47,41 @@ pub fn watch_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
 pub fn preflight_warnings(cfg: &NodeConfig, node_dir: &Path) -> Vec<ConfigError> {
     let mut out = Vec::new();
     for (key, p) in archives(cfg) {
-        if let (Some(a), Some(o)) = (&p.archive, &p.origin)
-            && downloads(p)
-            && !node_dir.join(a).is_file()
-        {
-            let hashes = if p.hashes.as_ref().is_some_and(|h| !h.is_empty()) {
-                ", checks it against \"hashes\""
-            } else {
-                ""
-            };
-            out.push(ConfigError {
-                path: format!("{key}.archive"),
-                message: format!(
-                    "{} is not there yet: `trellis start` downloads it from {o:?}{hashes} and keeps it there",
-                    node_dir.join(a).display()
-                ),
-            });
+        let Some(a) = &p.archive else { continue };
+        let file = node_dir.join(a);
+        if file.is_file() {
+            continue;
         }
+        let message = match &p.origin {
+            Some(o) if downloads(p) => {
+                let hashes = if p.hashes.as_ref().is_some_and(|h| !h.is_empty()) {
+                    ", checks it against \"hashes\""
+                } else {
+                    ""
+                };
+                format!(
+                    "{} is not there yet: `trellis start` downloads it from {o:?}{hashes} and keeps it there",
+                    file.display()
+                )
+            }
+            origin => {
+                let how = match origin {
+                    Some(o) => format!(
+                        "put the zip file there, or add \"download\": true to have `trellis start` fetch it from its origin {o:?}"
+                    ),
+                    None => "put the zip file there or fix the path".into(),
+                };
+                format!(
+                    "{} is not a file (an archive is taken from the node directory {}): it is served as empty, every request there gets 404, as in Crossbar.io; {how}",
+                    file.display(),
+                    node_dir.display()
+                )
+            }
+        };
+        out.push(ConfigError {
+            path: format!("{key}.archive"),
+            message,
+        });
     }
     for (i, r) in cfg.routers() {
         for (j, t) in r.transports.iter().enumerate() {
@@ -160,32 +178,15 @@ pub fn downloads(p: &WebPath) -> bool {
     p.download == Some(true) && p.origin.is_some()
 }
 
-/// Archive files that are not there under `node_dir` (and will not be
-/// downloaded), or whose SHA-256 is none of their `hashes`: a config
-/// error, before anything starts.
+/// Archive files whose SHA-256 is none of their `hashes`: a config
+/// error, before anything starts. (A file that is not there is a warning,
+/// [`preflight_warnings`].)
 pub fn archive_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
     let mut errors = Vec::new();
     for (key, p) in archives(cfg) {
         let Some(a) = &p.archive else { continue };
         let file = node_dir.join(a);
         if !file.is_file() {
-            if downloads(p) {
-                continue;
-            }
-            let how = match &p.origin {
-                Some(o) => format!(
-                    "put the zip file there, or add \"download\": true to have `trellis start` fetch it from its origin {o:?}"
-                ),
-                None => "put the zip file there or fix the path".into(),
-            };
-            errors.push(ConfigError {
-                path: format!("{key}.archive"),
-                message: format!(
-                    "{} is not a file (an archive is taken from the node directory {}): {how}",
-                    file.display(),
-                    node_dir.display()
-                ),
-            });
             continue;
         }
         if let Some(hashes) = p.hashes.as_ref().filter(|h| !h.is_empty()) {
@@ -256,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn an_archive_must_be_there_and_be_the_one_its_hashes_name() {
+    fn a_missing_archive_is_a_warning_and_a_wrong_one_an_error() {
         let (dir, cfg) = node(serde_json::json!({
             "/": {"type": "archive", "archive": "site.zip", "origin": "https://example.com/site.zip"},
             "docs": {"type": "archive", "archive": "docs.zip",
@@ -265,22 +266,20 @@ mod tests {
         std::fs::write(dir.path().join("docs.zip"), b"not the expected bytes").expect("written");
         let found = archive_problems(&cfg, dir.path()).errors;
         let at: Vec<&str> = found.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(
-            at,
-            [
-                "workers[0].transports[0].paths./.archive",
-                "workers[0].transports[0].paths.docs.hashes"
-            ]
-        );
-        assert!(
-            found[0].message.contains("add \"download\": true"),
-            "{found:?}"
-        );
+        assert_eq!(at, ["workers[0].transports[0].paths.docs.hashes"]);
         // sha256("not the expected bytes"), as sha256sum prints it.
         let h = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
             b"not the expected bytes",
         ));
-        assert!(found[1].message.contains(&h), "{found:?}");
+        assert!(found[0].message.contains(&h), "{found:?}");
+        let warned = preflight_warnings(&cfg, dir.path());
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert_eq!(warned[0].path, "workers[0].transports[0].paths./.archive");
+        assert!(
+            warned[0].message.contains("served as empty")
+                && warned[0].message.contains("add \"download\": true"),
+            "{warned:?}"
+        );
         std::fs::write(dir.path().join("site.zip"), b"zip").expect("written");
         let mut cfg = cfg;
         if let crate::node::WorkerKind::Router(r) = &mut cfg.workers[0].kind

@@ -477,6 +477,10 @@ fn web_settings(
                         message,
                     }])
                 })?;
+                if archive.missing() {
+                    warn!(transport = index, path = %name, archive = p.archive.as_deref().unwrap_or(""),
+                        "the archive file is not there: every request on this path gets 404, as in Crossbar.io; put the zip file there (or set \"download\": true with an \"origin\")");
+                }
                 web.archives.insert(name.clone(), archive);
             }
             config::WebPathKind::Longpoll => {

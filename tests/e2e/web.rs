@@ -463,26 +463,41 @@ fn json_redirect_and_static_options() {
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
-    // A missing archive file: check says so before anything starts.
-    let mut missing = router_config(free_port());
+    // A missing archive file (crossbar-examples build theirs with make):
+    // check warns, and start serves it as empty, as Crossbar.io does.
+    let (ws2, web2) = (free_port(), free_port());
+    let mut missing = router_config(ws2);
     push_transport(
         &mut missing,
         json!({
             "type": "web",
-            "endpoint": {"type": "tcp", "port": free_port()},
-            "paths": {"zip": {"type": "archive", "archive": "gone.zip", "origin": "https://example.com/a.zip"}}
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": web2},
+            "paths": {"zip": {"type": "archive", "archive": "gone.zip", "origin": "https://example.com/a.zip"},
+                      "info": {"type": "json", "value": 1}}
         }),
     );
     let out = crate::support::check_json(&missing);
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("paths.zip.archive:")
+        err.contains("warning: workers[0].transports[1].paths.zip.archive:")
             && err.contains("gone.zip is not a file")
+            && err.contains("served as empty")
             && err.contains(
                 "add \"download\": true to have `trellis start` fetch it from its origin \"https://example.com/a.zip\""
             ),
         "{err}"
     );
+    let node = Node::start(&missing, ws2);
+    node.wait_ready();
+    assert_eq!(curl(web2, "/zip/").0, 404);
+    assert_eq!(curl(web2, "/zip/index.html").0, 404);
+    assert_eq!(
+        curl(web2, "/info").0,
+        200,
+        "the rest of the transport serves"
+    );
+    node.wait_log("the archive file is not there");
 }
 
 /// The HTTP bridge (`caller`, `publisher`, `webhook`): Python's HTTP client calls and

@@ -11,7 +11,9 @@ pub const MAX_OBJECT: u64 = 64 << 20;
 
 /// One `archive` path.
 pub struct Archive {
-    zip: Mutex<zip::ZipArchive<std::io::Cursor<Vec<u8>>>>,
+    /// None: the file is not there, and every object is 404 (as Crossbar.io
+    /// serves it).
+    zip: Option<Mutex<zip::ZipArchive<std::io::Cursor<Vec<u8>>>>>,
     prefix: String,
     default_object: String,
     pub mime_types: BTreeMap<String, String>,
@@ -34,7 +36,9 @@ pub enum Object {
 }
 
 impl Archive {
-    /// Read `file` (relative to the node directory).
+    /// Read `file` (relative to the node directory). A file that is not
+    /// there makes an archive with nothing in it ([`Archive::missing`]), as
+    /// Crossbar.io serves it.
     ///
     /// # Errors
     /// The file cannot be read or is not a zip archive (the message says
@@ -46,16 +50,23 @@ impl Archive {
         default_object: Option<&str>,
         mime_types: BTreeMap<String, String>,
     ) -> Result<Archive, String> {
-        let bytes = std::fs::read(file).map_err(|e| match origin {
-            Some(o) => format!(
-                "cannot read {file:?} ({e}); with \"download\": true, `trellis start` fetches it from its origin {o:?}"
-            ),
-            None => format!("cannot read {file:?}: {e}"),
-        })?;
-        let zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-            .map_err(|e| format!("{file:?} is not a zip archive: {e}"))?;
+        let zip = match std::fs::read(file) {
+            Ok(bytes) => Some(Mutex::new(
+                zip::ZipArchive::new(std::io::Cursor::new(bytes))
+                    .map_err(|e| format!("{file:?} is not a zip archive: {e}"))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(match origin {
+                    Some(o) => format!(
+                        "cannot read {file:?} ({e}); with \"download\": true, `trellis start` fetches it from its origin {o:?}"
+                    ),
+                    None => format!("cannot read {file:?}: {e}"),
+                });
+            }
+        };
         Ok(Archive {
-            zip: Mutex::new(zip),
+            zip,
             // Joined as Crossbar.io joins it (`os.path.join`): a prefix
             // without a trailing slash is a directory all the same.
             prefix: match prefix.unwrap_or("") {
@@ -66,6 +77,11 @@ impl Archive {
             default_object: default_object.unwrap_or("index.html").to_owned(),
             mime_types,
         })
+    }
+
+    /// Whether the file was not there (every object is 404).
+    pub fn missing(&self) -> bool {
+        self.zip.is_none()
     }
 
     /// The object for `rest` (the request path under the service, not
@@ -87,7 +103,10 @@ impl Archive {
         } else {
             format!("{}{rest}", self.prefix)
         };
-        let Ok(mut zip) = self.zip.lock() else {
+        let Some(zip) = &self.zip else {
+            return (name, Object::NotFound);
+        };
+        let Ok(mut zip) = zip.lock() else {
             return (name, Object::Unreadable);
         };
         let Ok(entry) = zip.by_name(&name) else {
@@ -181,19 +200,18 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_archive_names_what_to_do() {
-        let err = Archive::open(
+    fn a_missing_archive_is_empty_and_a_bad_one_refused() {
+        let a = Archive::open(
             "/nonexistent.zip",
             Some("https://x/a.zip"),
             None,
             None,
             BTreeMap::new(),
         )
-        .unwrap_err();
-        assert!(
-            err.contains("with \"download\": true, `trellis start` fetches it"),
-            "{err}"
-        );
+        .expect("served as empty, as Crossbar.io serves it");
+        assert!(a.missing());
+        assert!(matches!(a.get("").1, Object::NotFound));
+        assert!(matches!(a.get("index.html").1, Object::NotFound));
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk.zip");
         std::fs::write(&junk, "not a zip").unwrap();
