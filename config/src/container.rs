@@ -124,6 +124,24 @@ impl ComponentTransport {
             );
         }
         let e = &self.endpoint;
+        if let Some(tls) = &e.tls {
+            let at = format!("{pre}.transport.endpoint.tls");
+            if !python {
+                err(
+                    at.clone(),
+                    "the built-in components connect to a router of the node, without TLS: remove it"
+                        .into(),
+                );
+            } else if e.kind != "tcp" {
+                err(at.clone(), "only tcp endpoints take tls".into());
+            }
+            if tls.certificate.is_some() != tls.key.is_some() {
+                err(
+                    at,
+                    "give \"certificate\" and \"key\" together: the component's certificate and its key".into(),
+                );
+            }
+        }
         match e.kind.as_str() {
             "unix" if e.path.as_deref().is_some_and(|p| !p.is_empty()) => {}
             "unix" => err(
@@ -162,9 +180,12 @@ impl ComponentTransport {
             _ => {
                 let host = e.host.as_deref().unwrap_or("127.0.0.1");
                 let port = e.port.unwrap_or(0);
+                let tls = e.tls.is_some();
                 match (&self.url, ws) {
                     (Some(u), true) => u.clone(),
+                    (None, true) if tls => format!("wss://{host}:{port}/ws"),
                     (None, true) => format!("ws://{host}:{port}/ws"),
+                    (_, false) if tls => format!("rss://{host}:{port}"),
                     (_, false) => format!("rs://{host}:{port}"),
                 }
             }
@@ -194,6 +215,49 @@ pub struct ComponentEndpoint {
     /// Seconds to connect; accepted.
     #[serde(default)]
     pub timeout: Option<u64>,
+    /// `tcp`: TLS to the router (Python components), as Crossbar.io's
+    /// connecting endpoints take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ComponentTls>,
+}
+
+/// A connecting endpoint's `tls`, in Crossbar.io's shape: files relative
+/// to the node directory.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentTls {
+    /// The name the router's certificate must have; the endpoint's host
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The component's own certificate (PEM), for routers that ask for
+    /// one; with `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// The key of `certificate` (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The CAs (PEM) the router's certificate is checked against; the
+    /// system's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<Vec<String>>,
+}
+
+impl ComponentTls {
+    /// Every file it names, with its key under `tls`.
+    pub fn files_mut(&mut self) -> Vec<(String, &mut String)> {
+        let mut out = Vec::new();
+        if let Some(c) = &mut self.certificate {
+            out.push(("certificate".to_owned(), c));
+        }
+        if let Some(k) = &mut self.key {
+            out.push(("key".to_owned(), k));
+        }
+        for (i, c) in self.ca_certificates.iter_mut().flatten().enumerate() {
+            out.push((format!("ca_certificates[{i}]"), c));
+        }
+        out
+    }
 }
 
 /// A component's credentials (never in code): an authid and a ticket given

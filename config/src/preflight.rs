@@ -41,6 +41,43 @@ pub fn watch_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
     }
 }
 
+/// The files a component's `transport.endpoint.tls` names that are not
+/// there.
+pub fn component_tls_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors {
+    let mut errors = Vec::new();
+    for w in &cfg.workers {
+        let crate::node::WorkerKind::Container(c) = &w.kind else {
+            continue;
+        };
+        for (j, comp) in c.components.iter().enumerate() {
+            let Some(tls) = comp.transport.as_ref().and_then(|t| t.endpoint.tls.clone()) else {
+                continue;
+            };
+            let mut tls = tls;
+            for (key, f) in tls.files_mut() {
+                let full = paths::lexical(&node_dir.join(f.as_str()));
+                if !full.is_file() {
+                    errors.push(ConfigError {
+                        path: format!(
+                            "workers[{}].components[{j}].transport.endpoint.tls.{key}",
+                            w.index
+                        ),
+                        message: format!(
+                            "{} is not a file (relative paths start at the node directory {}): a PEM file",
+                            full.display(),
+                            node_dir.display()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    ConfigErrors {
+        source: cfg.source.clone(),
+        errors,
+    }
+}
+
 /// What the disk says that deserves a look but does not stop the node:
 /// static directories that are not there (served as 404, as Crossbar.io
 /// serves them).

@@ -236,6 +236,54 @@ class Ends:
             self.stop(code)
 
 
+def ssl_context(spec):
+    """asyncio's client TLS context for a component's `tls` (the router's
+    certificate checked against `ca_certificates`, else the system's CAs;
+    the component's own certificate when given), or None without one."""
+    import ssl
+
+    tls = spec.get("tls")
+    if tls is None:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.get("ca_certificates"):
+        for f in tls["ca_certificates"]:
+            ctx.load_verify_locations(cafile=f)
+    else:
+        ctx.load_default_certs()
+    if tls.get("certificate"):
+        ctx.load_cert_chain(tls["certificate"], tls["key"])
+    return ctx
+
+
+def twisted_tls(spec):
+    """Twisted's client TLS options for a component's `tls`, as
+    `ssl_context` makes them for asyncio."""
+    from twisted.internet.ssl import (
+        Certificate,
+        PrivateCertificate,
+        optionsForClientTLS,
+        platformTrust,
+        trustRootFromCertificates,
+    )
+
+    tls = spec["tls"]
+
+    def certificates(path):
+        with open(path, "rb") as f:
+            text = f.read()
+        end = b"-----END CERTIFICATE-----"
+        return [Certificate.loadPEM(block + end) for block in text.split(end) if b"-----BEGIN" in block]
+
+    cas = tls.get("ca_certificates")
+    trust = trustRootFromCertificates([c for f in cas for c in certificates(f)]) if cas else platformTrust()
+    client = None
+    if tls.get("certificate"):
+        with open(tls["certificate"], "rb") as c, open(tls["key"], "rb") as k:
+            client = PrivateCertificate.loadPEM(c.read() + b"\n" + k.read())
+    return optionsForClientTLS(tls["hostname"], trustRoot=trust, clientCertificate=client)
+
+
 def run_asyncio(components):
     import asyncio
 
@@ -270,14 +318,23 @@ def run_asyncio(components):
             factory = WampWebSocketClientFactory(make, url=ws_url, serializers=sers)
         else:
             factory = WampRawSocketClientFactory(make, serializer=(sers or [None])[0])
+        try:
+            ctx = ssl_context(spec)
+        except Exception as e:
+            fail(f"component {spec['name']}: its transport's endpoint.tls cannot be used: {e}")
+        name = (spec.get("tls") or {}).get("hostname")
         if url.startswith("unix:"):
             coro = loop.create_unix_connection(factory, url[len("unix:"):])
-        elif url.startswith("rs://"):
-            host, _, port = url[len("rs://"):].rpartition(":")
-            coro = loop.create_connection(factory, host, int(port))
+        elif url.startswith(("rs://", "rss://")):
+            host, _, port = url.split("://", 1)[1].rpartition(":")
+            coro = loop.create_connection(factory, host, int(port), ssl=ctx, server_hostname=(name or host) if ctx else None)
         else:
-            _secure, host, port, _res, _path, _params = parse_url(url)
-            coro = loop.create_connection(factory, host, port)
+            secure, host, port, _res, _path, _params = parse_url(url)
+            if ctx is None and secure:
+                import ssl
+
+                ctx = ssl.create_default_context()
+            coro = loop.create_connection(factory, host, port, ssl=ctx, server_hostname=(name or host) if ctx else None)
         try:
             loop.run_until_complete(coro)
         except Exception as e:
@@ -328,8 +385,14 @@ def run_twisted(components):
             d = UNIXClientEndpoint(reactor, url[len("unix:"):]).connect(factory)
             d.addErrback(connect_failed, spec)
             continue
+        tls = None
+        if spec.get("tls"):
+            try:
+                tls = twisted_tls(spec)
+            except Exception as e:
+                fail(f"component {spec['name']}: its transport's endpoint.tls cannot be used: {e}")
         runner = ApplicationRunner(
-            url, spec["realm"], extra=spec.get("extra") or {}, serializers=serializer_objects(spec.get("serializers"))
+            url, spec["realm"], extra=spec.get("extra") or {}, serializers=serializer_objects(spec.get("serializers")), ssl=tls
         )
         klass = watched(cls, ends, joined, stop)
         name = f"{spec.get('key', '')} ({spec['name']})"

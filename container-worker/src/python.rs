@@ -99,6 +99,15 @@ fn spec(c: &ContainerConfig) -> serde_json::Value {
                 "extra": comp.extra,
                 "kind": t.kind,
                 "url": t.url(&node_dir),
+                // TLS to the router: the endpoint's host names the
+                // certificate unless `hostname` does.
+                "tls": t.endpoint.tls.as_ref().map(|tls| serde_json::json!({
+                    "hostname": tls.hostname.clone()
+                        .unwrap_or_else(|| t.endpoint.host.clone().unwrap_or_else(|| "127.0.0.1".into())),
+                    "certificate": tls.certificate,
+                    "key": tls.key,
+                    "ca_certificates": tls.ca_certificates,
+                })),
                 "serializers": serializers,
                 "functions": (comp.kind == "authenticators").then(|| {
                     comp.callbacks.iter().flatten().map(|(path, create)| {
@@ -507,6 +516,7 @@ pub fn router_as_container(r: &trellis_config::router::RouterConfig) -> Containe
                     port: None,
                     version: None,
                     timeout: None,
+                    tls: None,
                 },
                 serializer: Some("json".into()),
                 serializers: None,

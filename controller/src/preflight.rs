@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use trellis_config::node::{ConfigError, ConfigErrors, NodeConfig, WorkerKind};
-use trellis_config::preflight::{archive_problems, watch_problems};
+use trellis_config::preflight::{archive_problems, component_tls_problems, watch_problems};
 
 /// What the node directory and the machine must offer for the config to
 /// run, checked by `check` and by `start` before anything starts: archive
@@ -20,6 +20,7 @@ pub fn preflight(cfg: &NodeConfig, node_dir: &Path) -> Result<(), ConfigErrors> 
         archive_problems(cfg, node_dir),
         watch_problems(cfg, node_dir),
         tls_problems(cfg, node_dir),
+        component_tls_problems(cfg, node_dir),
         cluster_problems(cfg, node_dir),
         python_problems(cfg, node_dir),
     ] {

@@ -858,3 +858,114 @@ fn a_dynamic_anonymous_authenticator_decides_who_anonymous_sessions_are() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+/// crossbar-examples' encryption/tls: Python components connect to their
+/// router over TLS (`transport.endpoint.tls`: the router's CA, the
+/// component's own certificate, which the router requires), asyncio over
+/// wss:// and Twisted over TLS RawSocket; a missing file is named by
+/// `check`.
+#[test]
+fn python_components_connect_over_tls_with_their_certificates() {
+    let pki = crate::auth_methods::Pki::new();
+    let (ws, wss, rss) = (free_port(), free_port(), free_port());
+    let (server_crt, server_key) = pki.issue("localhost", true, false, false);
+    let (client_crt, client_key) = pki.issue("component", false, false, false);
+    let ca = pki.ca_a.pem();
+    let python = python().display().to_string();
+    let dir = repo_root()
+        .join("tests/py/components")
+        .display()
+        .to_string();
+    let tls = json!({"hostname": "localhost", "certificate": "client.crt", "key": "client.key",
+                     "ca_certificates": ["ca.pem"]});
+    let server_tls =
+        json!({"certificate": "server.crt", "key": "server.key", "ca_certificates": ["ca.pem"]});
+    let container = |id: &str, classname: &str, transport: serde_json::Value| {
+        json!({"type": "container", "id": id, "options": {"pythonpath": [dir], "python": python},
+               "components": [{"type": "class", "classname": classname, "realm": "realm1",
+                               "transport": transport}]})
+    };
+    let cfg = json!({"version": 2, "workers": [
+        {"type": "router", "id": "router1",
+         "realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+             {"uri": "", "match": "prefix",
+              "allow": {"call": true, "register": true, "publish": true, "subscribe": true}}]}]}],
+         "transports": [
+             {"type": "websocket", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": ws}},
+             {"type": "websocket", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": wss,
+                                                 "tls": server_tls}},
+             {"type": "rawsocket", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": rss,
+                                                 "tls": server_tls}}]},
+        container("adder", "app.Adder", json!({"type": "websocket",
+            "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": wss, "tls": tls},
+            "url": format!("wss://localhost:{wss}/ws")})),
+        container("greeter", "twisted_app.Greeter", json!({"type": "rawsocket",
+            "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": rss, "tls": tls},
+            "serializer": "msgpack"}))
+    ]});
+    let files = [
+        ("server.crt", server_crt.as_str()),
+        ("server.key", server_key.as_str()),
+        ("client.crt", client_crt.as_str()),
+        ("client.key", client_key.as_str()),
+        ("ca.pem", ca.as_str()),
+    ];
+    let node = Node::start_with_files(&cfg, ws, &files);
+    wait_status(&node, "both containers running", |s| {
+        ["adder", "greeter"]
+            .iter()
+            .all(|id| worker(s, id)["state"] == "running")
+    });
+    let url = node.url();
+    for (procedure, args, want) in [
+        ("com.example.add2", "[1, 2]", json!(3)),
+        ("com.example.greet", "[\"tls\"]", json!("hello tls")),
+    ] {
+        let out = crate::support::run_python(
+            "node_peer.py",
+            &["call", &url, procedure, "30", args],
+            std::time::Duration::from_secs(40),
+        );
+        assert!(
+            out.status.success(),
+            "{procedure}: {}{}\n--- adder\n{}\n--- greeter\n{}",
+            out.stdout,
+            out.stderr,
+            node.worker_log("adder"),
+            node.worker_log("greeter")
+        );
+        let got: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+        assert_eq!(got, want, "{procedure}");
+    }
+
+    // check names a file that is not there, and a certificate without its key.
+    let mut missing = cfg.clone();
+    missing["workers"][1]["components"][0]["transport"]["endpoint"]["tls"]["ca_certificates"] =
+        json!(["nope.pem"]);
+    let path = node.node_dir().join("missing.json");
+    std::fs::write(&path, missing.to_string()).expect("write");
+    let out = crate::support::trellis_in("check", &path, node.node_dir())
+        .output()
+        .expect("check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("workers[1].components[0].transport.endpoint.tls.ca_certificates[0]:")
+            && err.contains("nope.pem is not a file"),
+        "{err}"
+    );
+    let mut bad = cfg.clone();
+    bad["workers"][2]["components"][0]["transport"]["endpoint"]["tls"]
+        .as_object_mut()
+        .expect("tls")
+        .remove("key");
+    let out = check_json(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "workers[2].components[0].transport.endpoint.tls: give \"certificate\" and \"key\" together"
+        ),
+        "{err}"
+    );
+}

@@ -159,6 +159,15 @@ impl NodeConfig {
                         resolve_in_place(&node_dir, p);
                     }
                     with_start(&mut c.pythonpath);
+                    for comp in &mut c.components {
+                        let tls = comp
+                            .transport
+                            .as_mut()
+                            .and_then(|t| t.endpoint.tls.as_mut());
+                        for (_, f) in tls.map(|t| t.files_mut()).unwrap_or_default() {
+                            resolve_in_place(&node_dir, f);
+                        }
+                    }
                 }
                 WorkerKind::Guest(_) => {}
             }

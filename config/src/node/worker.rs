@@ -485,6 +485,7 @@ pub(super) fn default_transports(
                     port: None,
                     version: None,
                     timeout: None,
+                    tls: None,
                 },
                 serializer: Some(serializer.into()),
                 serializers: None,
