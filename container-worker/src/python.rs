@@ -358,8 +358,15 @@ pub fn problems(c: &ContainerConfig, node_dir: &std::path::Path) -> Vec<(String,
             Some(why) => problems.push((
                 path,
                 format!(
-                    "{name:?}: {why} (looked in {:?}: options.pythonpath, then the directory the node was started from)",
-                    c.pythonpath
+                    "{name:?}: {why} (looked in {:?}: options.pythonpath, then the directory the node was started from){}",
+                    c.pythonpath,
+                    if name.starts_with("crossbar.") {
+                        format!(
+                            "; it is one of Crossbar.io's own classes, which run as they are with Crossbar.io installed: `{pip} crossbar` (its REST bridge lives in crossbar.bridge.rest since 2017)"
+                        )
+                    } else {
+                        String::new()
+                    }
                 ),
             )),
         }

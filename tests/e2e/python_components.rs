@@ -152,6 +152,14 @@ fn check_names_what_python_components_lack() {
     // Python without autobahn.
     cfg["workers"][1]["components"][0]["classname"] = json!("no_such_module.App");
     cfg["workers"][3]["components"][0]["classname"] = json!("app.Missing");
+    // Crossbar.io's own class under its pre-2017 name.
+    cfg["workers"][1]["components"]
+        .as_array_mut()
+        .expect("components")
+        .push(
+            json!({"type": "class", "classname": "crossbar.adapter.rest.RESTCallee",
+                     "realm": "realm1", "extra": {"procedure": "com.myapp.rest"}}),
+        );
     cfg["workers"][2]["options"]["python"] = json!("/nonexistent/bin/python");
     cfg["workers"].as_array_mut().expect("workers").push(json!({
         "type": "container", "id": "bare",
@@ -166,6 +174,9 @@ fn check_names_what_python_components_lack() {
         "workers[1].components[0].classname: \"no_such_module.App\": cannot import 'no_such_module'",
         "workers[2].options.python: the Python interpreter \"/nonexistent/bin/python\" cannot be run",
         "workers[3].components[0].classname: \"app.Missing\": module 'app' has no 'Missing'",
+        "workers[1].components[1].classname: \"crossbar.adapter.rest.RESTCallee\": cannot import 'crossbar.adapter",
+        "it is one of Crossbar.io's own classes, which run as they are with Crossbar.io installed: `",
+        " -m pip install crossbar` (its REST bridge lives in crossbar.bridge.rest since 2017)",
         "workers[4].options.python: autobahn is not importable in \"/usr/bin/python3\"",
         "install it with `/usr/bin/python3 -m pip install 'autobahn[asyncio]'`",
     ] {
