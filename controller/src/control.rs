@@ -300,6 +300,7 @@ pub fn router_config(socket: &Path) -> RouterConfig {
         id: Some("controller".into()),
         realms: vec![trellis_config::router::RealmConfig {
             name: REALM.into(),
+            id: None,
             roles: Vec::new(),
             options: Default::default(),
             store: None,

@@ -1000,13 +1000,15 @@ mod tests {
         let perm = r#"{"uri": "", "match": "prefix", "allow": {"call": true, "register": true, "publish": true, "subscribe": true}}"#;
         let router = |extra_perm: &str, comp: &str, path: &str| {
             format!(
-                r#"{{"type": "router", "realms": [{{"name": "realm1", "roles": [{{"name": "anonymous", "permissions": [{perm}{extra_perm}]}}]}}],
+                r#"{{"type": "router", "realms": [{{"name": "realm1", "id": "io.crossbar.demo",
+                  "roles": [{{"name": "anonymous", "id": "r1", "permissions": [{perm}{extra_perm}]}}]}}],
                   "transports": [
                     {{"type": "websocket", "max_connections": 5, "endpoint": {{"type": "tcp", "port": 8080}},
                       "cookie": {{"http_strict": false}}, "auth": {{"cookie": {{}}, "anonymous": {{"type": "static"}}}}}},
                     {{"type": "rawsocket", "max_connections": 0, "endpoint": {{"type": "unix", "path": "r.sock"}}}},
                     {{"type": "web", "endpoint": {{"type": "tcp", "port": 8081}}, "paths": {{
-                        "/": {{"type": "static", "id": "root", "directory": ".", "options": {{"default_file": "index.html"}}}}{path}}}}}],
+                        "/": {{"type": "static", "id": "root", "directory": ".", "options": {{"default_file": "index.html"}}}},
+                        "ws": {{"type": "websocket", "url": "wss://demo.crossbar.io"}}{path}}}}}],
                   "components": [{{"type": "class", "id": "db", "classname": "trellis.auth.UserDatabase", "realm": "realm1",
                                    "extra": {{"procedure": "a.b", "users": {{}}}}{comp}}}]}}"#
             )

@@ -8,6 +8,9 @@ use super::*;
 pub struct RealmConfig {
     /// The realm's URI (`realm1`).
     pub name: String,
+    /// Crossbar.io's realm id (for its management API); accepted.
+    #[serde(default, skip_serializing)]
+    pub id: Option<String>,
     /// Roles that sessions in this realm may have.
     #[serde(default)]
     pub roles: Vec<RoleConfig>,
@@ -151,6 +154,9 @@ pub enum UriCheck {
 pub struct RoleConfig {
     /// The role's name (`anonymous`, `backend`, ...).
     pub name: String,
+    /// Crossbar.io's role id (for its management API); accepted.
+    #[serde(default, skip_serializing)]
+    pub id: Option<String>,
     /// Static permissions; everything not allowed here is denied.
     #[serde(default)]
     pub permissions: Vec<PermissionConfig>,

@@ -452,9 +452,10 @@ impl RouterConfig {
             // Keys each kind takes.
             let takes: &[&str] = match path.kind {
                 WebPathKind::Static => &["directory", "options"],
-                WebPathKind::Websocket | WebPathKind::Longpoll => {
-                    &["serializers", "options", "auth"]
-                }
+                // A WebSocket path's `url` is Crossbar.io's public URL of
+                // it, accepted and not used.
+                WebPathKind::Websocket => &["serializers", "options", "auth", "url"],
+                WebPathKind::Longpoll => &["serializers", "options", "auth"],
                 WebPathKind::Json => &["value", "options"],
                 WebPathKind::Mqtt => &["options", "auth"],
                 WebPathKind::Redirect => &["url"],
