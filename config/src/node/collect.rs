@@ -52,7 +52,33 @@ pub fn deserialize_all<T: DeserializeOwned>(
                 Segment::Enum { .. } | Segment::Unknown => None,
             })
             .collect();
-        let message = unsupported(&err.inner().to_string());
+        let mut message = unsupported(&err.inner().to_string());
+        let mut steps = steps;
+        // A key of an object whose `type` Trellis does not have (a
+        // `resource` web service's `classname`): the type is the problem,
+        // named once, and the whole object goes.
+        if message.starts_with("unknown field `")
+            && let Some((_, parent)) = steps.split_last()
+            && let Some(kind) = at(&value, parent)
+                .and_then(|o| o.get("type"))
+                .and_then(Value::as_str)
+            && let Some(why) = crate::unsupported::variant(kind)
+        {
+            message = why;
+            let mut at_type = parent.to_vec();
+            at_type.push(Step::Key("type".into()));
+            let original = to_original(&at_type, &removed);
+            errors.push(ConfigError {
+                path: render(prefix, &original),
+                message,
+            });
+            steps.truncate(parent.len());
+            let original = to_original(&steps, &removed);
+            if steps.is_empty() || !take_out(&mut value, &steps, &mut removed, &original) {
+                return None;
+            }
+            continue;
+        }
         let original = to_original(&steps, &removed);
         let knock_on = missing_field(&message).is_some_and(|field| {
             taken_keys
@@ -168,6 +194,15 @@ fn take_out(
     }
 }
 
+/// The node at `steps` in `value`, if there is one.
+fn at<'a>(value: &'a Value, steps: &[Step]) -> Option<&'a Value> {
+    steps.iter().try_fold(value, |node, s| match (s, node) {
+        (Step::Key(k), Value::Object(m)) => m.get(k),
+        (Step::Index(i), Value::Array(a)) => a.get(*i),
+        _ => None,
+    })
+}
+
 /// `prefix` + `realms[0].roles[1].name`.
 fn render(prefix: &str, steps: &[Step]) -> String {
     let mut out = prefix.to_owned();
@@ -246,5 +281,37 @@ mod tests {
             &mut errors,
         );
         assert!(r.is_some() && errors.is_empty(), "{errors:?}");
+    }
+
+    /// crossbar-examples' benchmark/web: a `resource` web service's keys
+    /// come before its `type`; the type is named once, not its keys as
+    /// typos.
+    #[test]
+    fn the_keys_of_an_unsupported_type_are_not_typos() {
+        let v: Value = serde_json::from_str(
+            r#"{"transports": [{"type": "web", "endpoint": {"type": "tcp", "port": 8080},
+                 "paths": {"r": {"classname": "myresource.MyResource", "extra": {}, "type": "resource"},
+                           "j": {"type": "json", "value": 1, "bogus": 1}}}]}"#,
+        )
+        .expect("json");
+        let mut errors = Vec::new();
+        assert!(deserialize_all::<RouterConfig>(v, "workers[0]", &mut errors).is_none());
+        let got: Vec<(&str, bool)> = errors
+            .iter()
+            .map(|e| {
+                (
+                    e.path.as_str(),
+                    e.message.contains("not supported by Trellis"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("workers[0].transports[0].paths.j.bogus", false),
+                ("workers[0].transports[0].paths.r.type", true)
+            ],
+            "{errors:?}"
+        );
     }
 }
