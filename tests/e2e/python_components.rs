@@ -980,3 +980,45 @@ fn python_components_connect_over_tls_with_their_certificates() {
         "{err}"
     );
 }
+
+/// crossbar-examples' authorization/dynamic/embedded: a router component
+/// registers a procedure under a role whose authorizer (another router
+/// component) takes the legacy three arguments, `(session, uri, action)`.
+/// Crossbar.io 26 fails it (its fallback looks for Python 2's TypeError);
+/// Trellis asks again without the options, and its answer counts.
+#[test]
+fn a_legacy_three_argument_authorizer_decides() {
+    let port = free_port();
+    let cfg = json!({"version": 2, "workers": [{
+        "type": "router", "id": "router1",
+        "options": python_options(),
+        "realms": [{"name": "realm1", "roles": [
+            {"name": "authorizer", "permissions": [
+                {"uri": "com.example.legacy_auth", "match": "exact", "allow": {"register": true}}]},
+            {"name": "app", "authorizer": "com.example.legacy_auth"},
+            {"name": "anonymous", "permissions": [
+                {"uri": "com.example.", "match": "prefix", "allow": {"call": true}}]}]}],
+        "components": [
+            {"type": "class", "classname": "legacy_authz.LegacyAuthorizer", "realm": "realm1",
+             "role": "authorizer"},
+            {"type": "class", "classname": "legacy_authz.Guarded", "realm": "realm1", "role": "app"}],
+        "transports": [{"type": "websocket",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port}}]
+    }]});
+    let node = Node::start(&cfg, port);
+    node.wait_ready();
+    let out = crate::support::run_python(
+        "node_peer.py",
+        &["call", &node.url(), "com.example.guarded", "20"],
+        std::time::Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}\n--- router\n{}",
+        out.stdout,
+        out.stderr,
+        node.worker_log("router1")
+    );
+    assert_eq!(out.stdout.trim(), "\"guarded ok\"");
+    node.wait_log("the authorizer takes Crossbar.io's legacy three arguments");
+}

@@ -18,6 +18,17 @@ use crate::realm::{Core, InternalCallError};
 pub const AUTHORIZER_TIMEOUT_MS: u64 = 5_000;
 /// Messages a session may have waiting for its authorizer's answer.
 pub const MAX_PARKED: usize = 256;
+/// Legacy authorizers named in the log (each once).
+const MAX_LEGACY_WARNINGS: usize = 64;
+
+/// Whether a Python TypeError says the authorizer has no parameter for the
+/// options: `authorize(self, session, uri, action)` called with four
+/// arguments (or a plain function with three, or Python 2's wording).
+fn takes_no_options(message: &str) -> bool {
+    message.contains("takes 4 positional arguments but 5 were given")
+        || message.contains("takes 3 positional arguments but 4 were given")
+        || message.contains("takes exactly 4 arguments")
+}
 
 /// A dynamic authorizer's decision, cached per session.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +120,7 @@ impl Core {
             if let Some(e) = self.sessions.get_mut(&session) {
                 e.awaiting_authz = true;
             }
-            return self.ask_authorizer(session, question);
+            return self.ask_authorizer(session, question, false);
         }
         self.dispatch_now(session, msg);
     }
@@ -153,15 +164,36 @@ impl Core {
     }
 
     /// The authorizer answered for `session`: keep the decision and go on
-    /// with the parked messages.
+    /// with the parked messages. An authorizer written the legacy way,
+    /// `authorize(session, uri, action)`, raises a TypeError at the
+    /// options argument: it is asked again without them, as Crossbar.io
+    /// means to do (its own fallback looks for Python 2's wording, so the
+    /// crossbar-examples authorizer of that shape fails there).
     pub(crate) fn authorizer_answered(
         &mut self,
         session: Id,
         uri: String,
         action: Action,
         procedure: &str,
+        legacy: bool,
         result: Result<Payload, InternalCallError>,
     ) {
+        if !legacy
+            && let Err(InternalCallError::Error { message, .. }) = &result
+            && takes_no_options(message)
+        {
+            if self.legacy_authorizers.len() < MAX_LEGACY_WARNINGS
+                && self.legacy_authorizers.insert(procedure.to_owned())
+            {
+                warn!(authorizer = %procedure, "the authorizer takes Crossbar.io's legacy three arguments (session, uri, action): it is asked again without the options; give it a fourth parameter, options");
+            }
+            let options = Dict::new();
+            return self.ask_authorizer(
+                session,
+                (uri, action, options, procedure.to_owned()),
+                true,
+            );
+        }
         let cached = parse_answer(procedure, &uri, action, result);
         if let Some(reason) = &cached.reason {
             warn!(session, %uri, %action, authorizer = %procedure, "{}", reason.1);
@@ -190,14 +222,21 @@ impl Core {
                     entry.parked.push_front(msg);
                     entry.awaiting_authz = true;
                 }
-                self.ask_authorizer(session, question);
+                self.ask_authorizer(session, question, false);
                 return;
             }
             self.dispatch_now(session, msg);
         }
     }
 
-    fn ask_authorizer(&mut self, session: Id, (uri, action, options, procedure): Question) {
+    /// Ask `procedure` about `uri` and `action`: with the session's
+    /// details and the message's options, or, `legacy`, without the options.
+    fn ask_authorizer(
+        &mut self,
+        session: Id,
+        (uri, action, options, procedure): Question,
+        legacy: bool,
+    ) {
         let Some(e) = self.sessions.get(&session) else {
             return;
         };
@@ -209,18 +248,22 @@ impl Core {
             "authprovider" => e.info.authprovider.as_str(),
             "authextra" => e.info.authextra.clone(),
         };
-        let payload = Payload::args(vec![
+        let mut args = vec![
             details.into(),
             Value::from(uri.as_str()),
             Value::from(action.name()),
-            options.into(),
-        ]);
+        ];
+        if !legacy {
+            args.push(options.into());
+        }
+        let payload = Payload::args(args);
         let waiter = Waiter::Authorize {
             session,
             uri,
             action,
             procedure: procedure.clone(),
             asked: self.now,
+            legacy,
         };
         self.internal_call(&procedure, payload, AUTHORIZER_TIMEOUT_MS, waiter);
     }

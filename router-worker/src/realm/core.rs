@@ -190,6 +190,8 @@ pub(crate) enum Waiter {
         procedure: String,
         /// When the authorizer was asked.
         asked: SystemTime,
+        /// Asked the legacy way: without the options argument.
+        legacy: bool,
     },
 }
 
@@ -224,6 +226,9 @@ pub struct Core {
     /// Whether client URIs must follow the strict rule.
     pub(crate) strict: bool,
     pub(crate) authz: Arc<Authorizer>,
+    /// Dynamic authorizers found to take the legacy three arguments,
+    /// named in the log once each (bounded).
+    pub(crate) legacy_authorizers: std::collections::HashSet<String>,
     pub(crate) broker: Broker,
     pub(crate) dealer: Dealer,
     /// Boxed entries: the table keeps spare slots (up to half of them
@@ -520,6 +525,7 @@ impl Core {
             name: cfg.name.clone(),
             strict: cfg.options.uri_check == UriCheck::Strict,
             authz: Arc::new(Authorizer::new(&cfg.roles)),
+            legacy_authorizers: std::collections::HashSet::new(),
             broker,
             dealer: Dealer::new(),
             sessions: HashMap::default(),

@@ -129,11 +129,12 @@ impl Core {
                 action,
                 procedure,
                 asked,
+                legacy,
             } => {
                 self.stats
                     .authorizer_duration
                     .observe_since(asked, self.now);
-                self.authorizer_answered(session, uri, action, &procedure, result);
+                self.authorizer_answered(session, uri, action, &procedure, legacy, result);
             }
         }
     }

@@ -889,6 +889,54 @@ fn an_authorizer_denial_timeout_or_bad_answer_is_an_error() {
     }
 }
 
+/// crossbar-examples' authorizer is `authorize(self, session, uri,
+/// action)`: the TypeError its Python raises at the fourth argument makes
+/// the realm ask again with three, and the answer counts.
+#[test]
+fn a_legacy_three_argument_authorizer_is_asked_again_without_options() {
+    let mut h = with_authorizer();
+    let fx = h.call(1, 1, "com.work", Dict::new());
+    let inv = invocation_of(&fx, 9);
+    assert_eq!(inv.payload.args.len(), 4, "details, uri, action, options");
+    let fx = h.msg(
+        9,
+        Message::Error(WampError {
+            request_type: code::INVOCATION,
+            request: inv.request,
+            details: Dict::new(),
+            error: "wamp.error.runtime_error".into(),
+            payload: Payload::args(vec![Value::from(
+                "Authorizer.authorize() takes 4 positional arguments but 5 were given",
+            )]),
+        }),
+    );
+    assert!(to(&fx, 1).is_empty(), "no error for the caller yet: {fx:?}");
+    let again = invocation_of(&fx, 9);
+    assert_eq!(again.payload.args.len(), 3, "details, uri, action");
+    assert_eq!(again.payload.args[1], Value::from("com.work"));
+    let fx = answer(&mut h, again.request, Value::Bool(true));
+    assert_eq!(invocation_of(&fx, 2).payload.args, vec![Value::from(1u64)]);
+
+    // The legacy call failing as well is an error, not a loop.
+    let fx = h.call(1, 2, "com.work", Dict::new());
+    let inv = invocation_of(&fx, 9);
+    let type_error = |request| {
+        Message::Error(WampError {
+            request_type: code::INVOCATION,
+            request,
+            details: Dict::new(),
+            error: "wamp.error.runtime_error".into(),
+            payload: Payload::args(vec![Value::from(
+                "authorize() takes 3 positional arguments but 4 were given",
+            )]),
+        })
+    };
+    let fx = h.msg(9, type_error(inv.request));
+    let again = invocation_of(&fx, 9);
+    let fx = h.msg(9, type_error(again.request));
+    assert_eq!(error_uri(&to(&fx, 1)[0]), wamp_uri::AUTHORIZATION_FAILED);
+}
+
 #[test]
 fn too_many_parked_messages_close_the_session() {
     let mut h = with_authorizer();
