@@ -471,6 +471,7 @@ fn web_settings(
                     p.default_object.as_deref(),
                     p.mime_types.clone().unwrap_or_default(),
                 )
+                .map(|a| a.with_default_file(p.archive_options().default_file))
                 .map_err(|message| {
                     RouterError::Config(vec![config::ConfigProblem {
                         path: format!("transports[{index}].paths.{name}.archive"),

@@ -310,6 +310,8 @@ fn json_redirect_and_static_options() {
             "paths": {
                 "zip": {"type": "archive", "archive": zip.display().to_string(), "object_prefix": "site/",
                         "origin": "https://example.com/site.zip", "cache": true},
+                "zipspa": {"type": "archive", "archive": zip.display().to_string(), "object_prefix": "site",
+                           "options": {"default_file": "index.html"}},
                 "/": {"type": "static", "directory": www.display().to_string(),
                       "options": {"cache_timeout": 3600, "mime_types": {".wasm": "application/wasm"}}},
                 "list": {"type": "static", "directory": files.path().join("list").display().to_string(),
@@ -359,6 +361,12 @@ fn json_redirect_and_static_options() {
     let (code, _, body) = curl(web, "/zip/js/app.js");
     assert_eq!((code, body.as_str()), (200, "x()"));
     assert_eq!(curl(web, "/zip/../zip/nope").0, 404);
+    // Crossbar.io's options.default_file: the archive's SPA index for any
+    // path that names nothing in it.
+    let (code, _, body) = curl(web, "/zipspa/settings/profile");
+    assert_eq!((code, body.as_str()), (200, "<h1>zipped</h1>"));
+    let (code, _, body) = curl(web, "/zipspa/js/app.js");
+    assert_eq!((code, body.as_str()), (200, "x()"));
     // A `path` service: its paths under its own segment.
     let (code, _, body) = curl(web, "/api");
     assert_eq!((code, body.as_str()), (200, r#"{"api":1}"#));

@@ -265,6 +265,18 @@ pub enum PathOptions {
     Bridge(BridgeOptions),
     /// A `longpoll` path's.
     Longpoll(LongPollOptions),
+    /// An `archive` path's.
+    Archive(ArchiveOptions),
+}
+
+/// An archive path's `options`, as Crossbar.io names them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveOptions {
+    /// The object (under `object_prefix`) served, 200, for any path that
+    /// names nothing in the archive: a single-page application's
+    /// `index.html`.
+    pub default_file: Option<String>,
 }
 
 impl PathOptions {
@@ -313,10 +325,10 @@ impl WebPath {
                 read_options(raw).map(PathOptions::Bridge)
             }
             WebPathKind::Longpoll => read_options(raw).map(PathOptions::Longpoll),
-            WebPathKind::Redirect
-            | WebPathKind::Nodeinfo
-            | WebPathKind::Path
-            | WebPathKind::Archive => Ok(PathOptions::None),
+            WebPathKind::Archive => read_options(raw).map(PathOptions::Archive),
+            WebPathKind::Redirect | WebPathKind::Nodeinfo | WebPathKind::Path => {
+                Ok(PathOptions::None)
+            }
         };
         match read {
             Ok(o) => self.planned = o,
@@ -363,6 +375,14 @@ impl WebPath {
         match &self.planned {
             PathOptions::Longpoll(o) => o.clone(),
             _ => LongPollOptions::default(),
+        }
+    }
+
+    /// An archive path's options.
+    pub fn archive_options(&self) -> ArchiveOptions {
+        match &self.planned {
+            PathOptions::Archive(o) => o.clone(),
+            _ => ArchiveOptions::default(),
         }
     }
 
@@ -465,6 +485,7 @@ impl RouterConfig {
                 }
                 WebPathKind::Path => &["paths"],
                 WebPathKind::Archive => &[
+                    "options",
                     "archive",
                     "origin",
                     "object_prefix",

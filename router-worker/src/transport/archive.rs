@@ -16,6 +16,8 @@ pub struct Archive {
     zip: Option<Mutex<zip::ZipArchive<std::io::Cursor<Vec<u8>>>>>,
     prefix: String,
     default_object: String,
+    /// `options.default_file`: the object for a path that names nothing.
+    default_file: Option<String>,
     pub mime_types: BTreeMap<String, String>,
 }
 
@@ -75,8 +77,17 @@ impl Archive {
                 p => format!("{p}/"),
             },
             default_object: default_object.unwrap_or("index.html").to_owned(),
+            default_file: None,
             mime_types,
         })
+    }
+
+    /// With Crossbar.io's `options.default_file`: the object served for a
+    /// path that names nothing in the archive.
+    #[must_use]
+    pub fn with_default_file(mut self, file: Option<String>) -> Archive {
+        self.default_file = file;
+        self
     }
 
     /// Whether the file was not there (every object is 404).
@@ -87,7 +98,10 @@ impl Archive {
     /// The object for `rest` (the request path under the service, not
     /// decoded): the default object for a directory.
     pub fn get(&self, rest: &str) -> (String, Object) {
-        self.get_limited(rest, MAX_OBJECT)
+        match (self.get_limited(rest, MAX_OBJECT), &self.default_file) {
+            ((_, Object::NotFound), Some(file)) => self.get_limited(file, MAX_OBJECT),
+            (found, _) => found,
+        }
     }
 
     fn get_limited(&self, rest: &str, limit: u64) -> (String, Object) {
@@ -155,6 +169,21 @@ mod tests {
             BTreeMap::new(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn default_file_answers_for_what_is_not_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = archive(dir.path()).with_default_file(Some("index.html".into()));
+        assert_eq!(found(a.get("app/route").1).as_deref(), Some("<h1>zip</h1>"));
+        assert_eq!(found(a.get("js/app.js").1).as_deref(), Some("x()"));
+        // Still nothing outside the prefix.
+        assert_eq!(
+            found(a.get("../secret.txt").1).as_deref(),
+            Some("<h1>zip</h1>")
+        );
+        let none = archive(dir.path());
+        assert!(matches!(none.get("app/route").1, Object::NotFound));
     }
 
     /// crossbar-examples write `"object_prefix": "autobahn-js-browser-20.9.2"`,
