@@ -98,6 +98,35 @@ class Hello(ApplicationSession):
         self.root.join(".crossbar")
     }
 
+    /// `com.project.hello` answers, from `hello.py` in the project
+    /// directory (`what` and the node's `log` say which start on failure).
+    fn hello_answers_from_the_project(&self, log: &Path, what: &str) {
+        let out = run_python(
+            "node_peer.py",
+            &[
+                "call",
+                &format!("ws://127.0.0.1:{}/ws", self.web),
+                "com.project.hello",
+                "20",
+            ],
+            Duration::from_secs(40),
+        );
+        assert!(
+            out.status.success(),
+            "{what}: {}{}\n--- node log\n{}",
+            out.stdout,
+            out.stderr,
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        let answer: serde_json::Value =
+            serde_json::from_str(out.stdout.trim()).expect("JSON result");
+        assert_eq!(
+            Path::new(answer["from"].as_str().expect("from")),
+            self.root.canonicalize().expect("root"),
+            "{what}"
+        );
+    }
+
     /// `trellis ARGS` run in `cwd`, with the test venv active (as a user
     /// runs it with theirs).
     fn trellis(&self, cwd: &Path, args: &[&str]) -> Command {
@@ -210,29 +239,9 @@ fn start_from_the_project_as_crossbar_users_do() {
             "{args:?}: the page from \"..\"\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        let out = run_python(
-            "node_peer.py",
-            &[
-                "call",
-                &format!("ws://127.0.0.1:{}/ws", p.web),
-                "com.project.hello",
-                "20",
-            ],
-            Duration::from_secs(40),
-        );
-        assert!(
-            out.status.success(),
-            "{args:?}: the component from pythonpath \"..\": {}{}\n--- node log\n{}",
-            out.stdout,
-            out.stderr,
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        let answer: serde_json::Value =
-            serde_json::from_str(out.stdout.trim()).expect("JSON result");
-        assert_eq!(
-            Path::new(answer["from"].as_str().expect("from")),
-            p.root.canonicalize().expect("root"),
-            "{args:?}"
+        p.hello_answers_from_the_project(
+            &log,
+            &format!("{args:?}: the component from pythonpath \"..\""),
         );
         assert!(
             p.cbdir().join("control.sock").exists(),
@@ -510,28 +519,7 @@ fn a_component_without_pythonpath_comes_from_the_start_directory() {
         .expect("start");
     let _node = KillOnDrop(child);
     wait_port(p.web, "web");
-    let out = run_python(
-        "node_peer.py",
-        &[
-            "call",
-            &format!("ws://127.0.0.1:{}/ws", p.web),
-            "com.project.hello",
-            "20",
-        ],
-        Duration::from_secs(40),
-    );
-    assert!(
-        out.status.success(),
-        "{}{}\n--- node log\n{}",
-        out.stdout,
-        out.stderr,
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    let answer: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON result");
-    assert_eq!(
-        Path::new(answer["from"].as_str().expect("from")),
-        p.root.canonicalize().expect("root")
-    );
+    p.hello_answers_from_the_project(&log, "the component from the start directory");
 }
 
 /// An origin server for archives (`tests/py/archive_origin.py`), over TLS
