@@ -91,6 +91,7 @@ pub fn preflight_warnings(cfg: &NodeConfig, node_dir: &Path) -> Vec<ConfigError>
         }
         let message = match &p.origin {
             Some(o) if downloads(p) => {
+                let o = shown_url(o);
                 let hashes = if p.hashes.as_ref().is_some_and(|h| !h.is_empty()) {
                     ", checks it against \"hashes\""
                 } else {
@@ -102,7 +103,7 @@ pub fn preflight_warnings(cfg: &NodeConfig, node_dir: &Path) -> Vec<ConfigError>
                 )
             }
             origin => {
-                let how = match origin {
+                let how = match origin.as_deref().map(shown_url) {
                     Some(o) => format!(
                         "put the zip file there, or add \"download\": true to have `trellis start` fetch it from its origin {o:?}"
                     ),
@@ -209,6 +210,21 @@ pub fn archives(cfg: &NodeConfig) -> Vec<(String, &WebPath)> {
     out
 }
 
+/// A URL as logs and messages may show it: no user, password, query or
+/// fragment (a signed download link's token stays out of the log).
+pub fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
 /// Whether `trellis start` downloads this archive when its file is not
 /// there (`"download": true` and an `origin`, as in Crossbar.io).
 pub fn downloads(p: &WebPath) -> bool {
@@ -291,6 +307,15 @@ mod tests {
         std::fs::write(&file, cfg.to_string()).expect("written");
         let loaded = crate::node::load(Some(&file)).expect("a valid config");
         (dir, loaded)
+    }
+
+    #[test]
+    fn a_url_is_shown_without_its_credentials_or_query() {
+        assert_eq!(
+            shown_url("https://joe:pw@example.com:8443/a/b.zip?token=s3cret#x"),
+            "https://example.com:8443/a/b.zip"
+        );
+        assert_eq!(shown_url("not a url"), "(not a URL)");
     }
 
     #[test]

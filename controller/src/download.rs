@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use trellis_config::node::{ConfigError, ConfigErrors, NodeConfig};
-use trellis_config::preflight::{archives, downloads, sha256_file};
+use trellis_config::preflight::{archives, downloads, sha256_file, shown_url as shown};
 
 /// The most redirects followed.
 const MAX_REDIRECTS: usize = 5;
@@ -39,20 +39,21 @@ pub async fn fetch_missing_archives(cfg: &NodeConfig, node_dir: &Path) -> Result
         if !downloads(p) || dest.is_file() {
             continue;
         }
-        tracing::info!(origin = %origin, file = %dest.display(), "downloading the archive {key}");
+        let shown = shown(origin);
+        tracing::info!(origin = %shown, file = %dest.display(), "downloading the archive {key}");
         let hashes = p.hashes.clone().unwrap_or_default();
         match tokio::time::timeout(TIMEOUT, fetch(origin, &dest, &hashes)).await {
             Ok(Ok(bytes)) => {
-                tracing::info!(origin = %origin, file = %dest.display(), bytes, "downloaded the archive {key}");
+                tracing::info!(origin = %shown, file = %dest.display(), bytes, "downloaded the archive {key}");
             }
             Ok(Err(e)) => errors.push(ConfigError {
                 path: format!("{key}.origin"),
-                message: format!("cannot download {origin:?} into {}: {e}", dest.display()),
+                message: format!("cannot download {shown:?} into {}: {e}", dest.display()),
             }),
             Err(_) => errors.push(ConfigError {
                 path: format!("{key}.origin"),
                 message: format!(
-                    "downloading {origin:?} took more than {} s: fetch it into {} yourself",
+                    "downloading {shown:?} took more than {} s: fetch it into {} yourself",
                     TIMEOUT.as_secs(),
                     dest.display()
                 ),
@@ -113,14 +114,22 @@ async fn get(origin: &str, to: &Path) -> Result<u64, String> {
                 .headers()
                 .get(hyper::header::LOCATION)
                 .and_then(|l| l.to_str().ok())
-                .ok_or_else(|| format!("{url} answered {status} without a Location"))?;
-            url = url
-                .join(location)
-                .map_err(|e| format!("{url} redirected to {location:?}, not a URL: {e}"))?;
+                .ok_or_else(|| {
+                    format!(
+                        "{} answered {status} without a Location",
+                        shown(url.as_str())
+                    )
+                })?;
+            url = url.join(location).map_err(|e| {
+                format!(
+                    "{} redirected elsewhere, not to a URL: {e}",
+                    shown(url.as_str())
+                )
+            })?;
             continue;
         }
         if !status.is_success() {
-            return Err(format!("{url} answered {status}"));
+            return Err(format!("{} answered {status}", shown(url.as_str())));
         }
         return save(response.into_body(), to).await;
     }
@@ -155,11 +164,11 @@ async fn save(mut body: hyper::body::Incoming, to: &Path) -> Result<u64, String>
 async fn request(url: &url::Url) -> Result<hyper::Response<hyper::body::Incoming>, String> {
     let host = url
         .host_str()
-        .ok_or_else(|| format!("{url} names no host"))?
+        .ok_or_else(|| format!("{} names no host", shown(url.as_str())))?
         .to_owned();
     let port = url
         .port_or_known_default()
-        .ok_or_else(|| format!("{url} is not an http:// or https:// URL"))?;
+        .ok_or_else(|| format!("{} is not an http:// or https:// URL", shown(url.as_str())))?;
     let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
         .await
         .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;

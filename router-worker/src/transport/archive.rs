@@ -61,7 +61,8 @@ impl Archive {
             Err(e) => {
                 return Err(match origin {
                     Some(o) => format!(
-                        "cannot read {file:?} ({e}); with \"download\": true, `trellis start` fetches it from its origin {o:?}"
+                        "cannot read {file:?} ({e}); with \"download\": true, `trellis start` fetches it from its origin {:?}",
+                        trellis_config::preflight::shown_url(o)
                     ),
                     None => format!("cannot read {file:?}: {e}"),
                 });
