@@ -700,6 +700,10 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
     let mut notes = Vec::new();
     let mut raw_workers = raw.workers;
     proxy::fold(&mut raw_workers, &mut errors, &mut notes);
+    let routers_in_file = raw_workers
+        .iter()
+        .filter(|w| w.get("type").and_then(|t| t.as_str()) == Some("router"))
+        .count();
     let mut workers = Vec::new();
     for (i, w) in raw_workers.into_iter().enumerate() {
         // A proxy worker, served by a router now.
@@ -728,8 +732,12 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
         });
     }
     check_port_clashes(&routers, &mut errors);
-    default_transports(&mut workers, &routers, &mut errors);
-    check_components(&workers, &routers, &mut errors);
+    // A router that could not be read would make every component of its
+    // realms look homeless: those lines would only follow from its own.
+    if routers.len() == routers_in_file {
+        default_transports(&mut workers, &routers, &mut errors);
+        check_components(&workers, &routers, &mut errors);
+    }
     if errors.is_empty() {
         Ok(NodeConfig {
             source,
@@ -1107,6 +1115,36 @@ mod tests {
                 .contains("does not go with restart policy Always"),
             "{e}"
         );
+    }
+
+    /// crossbar-examples' wampcra config-realmstore.json: Crossbar.io's
+    /// database store is kept in memory with a warning; and a router that
+    /// cannot be read does not make its realm's components look homeless.
+    #[test]
+    fn a_cfxdb_store_is_kept_in_memory_and_a_broken_router_has_no_knock_on() {
+        let node = |store: &str| {
+            format!(
+                r#"{{"version": 2, "workers": [{{"type": "router", "realms": [{{"name": "realm1", "roles": [],
+                    "store": {store}}}],
+                  "transports": [{{"type": "rawsocket", "endpoint": {{"type": "unix", "path": "r.sock"}}}}]}},
+                  {{"type": "container", "components": [{{"type": "class", "classname": "app.App", "realm": "realm1",
+                    "transport": {{"type": "rawsocket", "endpoint": {{"type": "unix", "path": "r.sock"}}}}}}]}}]}}"#
+            )
+        };
+        let ok = load_str(&node(
+            r#"{"type": "cfxdb", "path": ".realm1db", "maxsize": 1073741824, "buffer-flush": 250,
+                "event-history": [{"uri": "", "match": "prefix"}]}"#,
+        ))
+        .expect("taken");
+        let warned: Vec<String> = ok.warnings().into_iter().map(|w| w.path).collect();
+        for at in ["store.type", "store.path", "store.maxsize"] {
+            assert!(warned.iter().any(|w| w.ends_with(at)), "{at} in {warned:?}");
+        }
+        let e = load_str(&node(r#"{"type": "lmdb"}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.type"), "{e}");
+        assert!(!e.contains("no router of this node"), "{e}");
     }
 
     #[test]

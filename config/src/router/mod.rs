@@ -368,6 +368,12 @@ impl RouterConfig {
         let mut out = Vec::new();
         for (i, r) in self.realms.iter().enumerate() {
             if let Some(store) = &r.store {
+                if store.kind == realm::StoreKind::Cfxdb {
+                    out.push(ConfigProblem {
+                        path: format!("realms[{i}].store.type"),
+                        message: "Crossbar.io's \"cfxdb\" store keeps the event history on disk, across restarts; Trellis keeps the same history (event-history, call-queue, limits) in memory, lost when the router restarts".into(),
+                    });
+                }
                 accepted_unused(
                     &mut out,
                     &format!("realms[{i}].store"),
@@ -376,6 +382,11 @@ impl RouterConfig {
                             "buffer-flush",
                             store.buffer_flush.is_some(),
                             "the memory store writes nothing out, so it has nothing to flush",
+                        ),
+                        (
+                            "path",
+                            store.path.is_some(),
+                            "the store is kept in memory, not in a database directory",
                         ),
                         (
                             "maxsize",

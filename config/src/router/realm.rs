@@ -61,9 +61,13 @@ fn default_rated_message_size() -> u64 {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Only `memory` (history is lost on restart).
+    /// `memory` (history is lost on restart); Crossbar.io's `cfxdb` (its
+    /// LMDB database) is kept in memory too, with a warning.
     #[serde(rename = "type")]
     pub kind: StoreKind,
+    /// `cfxdb`: the database directory; accepted and not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<serde_json::Value>,
     /// Default number of events kept per history entry.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -95,6 +99,8 @@ pub struct StoreConfig {
 pub enum StoreKind {
     /// In memory.
     Memory,
+    /// Crossbar.io's database store: served in memory (with a warning).
+    Cfxdb,
 }
 
 /// One topic (or pattern) with an event history, or one procedure (or
