@@ -71,6 +71,7 @@ const PYTHON_WEB_SERVICES: &[&str] = &["resource", "wsgi", "wap"];
 /// Web services, transports and endpoints not built yet.
 const VARIANTS: &[(&str, &str)] = &[
     ("reverseproxy", "web service"),
+    ("websocket-reverseproxy", "web service"),
     ("upload", "web service"),
     ("cgi", "web service"),
     ("schemadoc", "web service"),
@@ -79,6 +80,7 @@ const VARIANTS: &[(&str, &str)] = &[
     ("flashpolicy", "transport"),
     ("twisted", "endpoint"),
     ("onion", "endpoint"),
+    ("tor", "endpoint"),
 ];
 
 /// The keys taken out at `place`.
@@ -143,6 +145,8 @@ mod tests {
         assert!(variant("cgi").is_some_and(|m| m.contains("web service")));
         assert!(variant("onion").is_some_and(|m| m.contains("endpoints")));
         assert!(variant("flashpolicy").is_some_and(|m| m.contains("transports")));
+        assert!(variant("websocket-reverseproxy").is_some_and(|m| m.contains("web service")));
+        assert!(variant("tor").is_some_and(|m| m.contains("endpoints")));
         assert_eq!(variant("statik"), None);
     }
 }
