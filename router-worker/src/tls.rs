@@ -217,6 +217,18 @@ fn load(cfg: &TlsConfig, path: &str) -> Result<CertifiedKey, (String, String)> {
     })?;
     let certified = CertifiedKey::new(chain, signing);
     certified.keys_match().map_err(|e| {
+        // webpki takes only version 3 certificates; `openssl x509 -req`
+        // without extensions makes version 1 ones, which OpenSSL (and so
+        // Crossbar.io) serves.
+        if e.to_string().contains("UnsupportedCertVersion") {
+            return (
+                format!("{path}.certificate"),
+                format!(
+                    "{:?} is an X.509 version 1 certificate, which rustls does not take: issue it as version 3 (`openssl x509 -req ... -extfile` with, say, `subjectAltName=DNS:localhost`, or `openssl req -x509`)",
+                    cfg.certificate
+                ),
+            );
+        }
         (
             format!("{path}.key"),
             format!(
@@ -329,6 +341,26 @@ mod tests {
             dhparam: None,
             ciphers: None,
         }
+    }
+
+    /// Made with `openssl x509 -req -signkey` and no extensions: version 1.
+    const V1_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBIzCBywIUQCIDm0xq0GzfCCPjJJFAqG2P2KcwCgYIKoZIzj0EAwIwFDESMBAG\nA1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwNzA2Mjc0M1oYDzIxMjYxMTEzMDYyNzQz\nWjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC\nAATHxVjjolIY2AOmd5AqUHRoWV+IftpuK68itnORnO+4ATAs4LBYKsEabENdO1iE\nWNaTFv90LVpowUw1bE4/O3x2MAoGCCqGSM49BAMCA0cAMEQCIERyR982ImJbVLLx\ne+Tb08qXBfHhU/M6OQ4RA2qGSqIrAiBpfril/5amw46qYkQO1odI/vlw9SW7r0+q\nZzKw3b04qA==\n-----END CERTIFICATE-----\n";
+    const V1_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg6w+VEioKae2ErelC\nA8EajR7i21jhvghGDGpYVrVnOC2hRANCAATHxVjjolIY2AOmd5AqUHRoWV+Iftpu\nK68itnORnO+4ATAs4LBYKsEabENdO1iEWNaTFv90LVpowUw1bE4/O3x2\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn a_version_1_certificate_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("v1.crt"), dir.path().join("v1.key"));
+        std::fs::write(&c, V1_CERT).unwrap();
+        std::fs::write(&k, V1_KEY).unwrap();
+        let cfg = TlsConfig {
+            key: k.display().to_string(),
+            certificate: c.display().to_string(),
+            ..write_cert(dir.path(), "a", &["localhost"])
+        };
+        let (path, msg) = TlsSettings::new(&cfg, "p").unwrap_err();
+        assert_eq!(path, "p.certificate");
+        assert!(msg.contains("X.509 version 1 certificate"), "{msg}");
     }
 
     #[test]
