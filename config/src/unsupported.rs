@@ -40,6 +40,10 @@ const FIELDS: &[(&str, &str)] = &[
         "TLS endpoints are not supported by Trellis yet: remove the key",
     ),
     (
+        "inventory",
+        "Crossbar.io's realm \"inventory\" (type catalogs for payload validation) is not supported by Trellis yet: remove it, and check payloads in the callee or subscriber",
+    ),
+    (
         "server_string",
         "Crossbar.io's twisted endpoints (\"server_string\") are not supported by Trellis yet: remove the key",
     ),
@@ -72,6 +76,7 @@ const PYTHON_WEB_SERVICES: &[&str] = &["resource", "wsgi", "wap"];
 const VARIANTS: &[(&str, &str)] = &[
     ("reverseproxy", "web service"),
     ("websocket-reverseproxy", "web service"),
+    ("catalog", "web service"),
     ("upload", "web service"),
     ("cgi", "web service"),
     ("schemadoc", "web service"),
@@ -147,6 +152,8 @@ mod tests {
         assert!(variant("flashpolicy").is_some_and(|m| m.contains("transports")));
         assert!(variant("websocket-reverseproxy").is_some_and(|m| m.contains("web service")));
         assert!(variant("tor").is_some_and(|m| m.contains("endpoints")));
+        assert!(variant("catalog").is_some_and(|m| m.contains("web service")));
+        assert!(field("inventory").is_some_and(|m| m.contains("payload validation")));
         assert_eq!(variant("statik"), None);
     }
 }
