@@ -98,6 +98,18 @@ class Hello(ApplicationSession):
         self.root.join(".crossbar")
     }
 
+    /// `trellis ARGS` started in `cwd`, its output in `log`; stopped when
+    /// the guard goes.
+    fn start(&self, cwd: &Path, args: &[&str], log: &Path) -> KillOnDrop {
+        let child = self
+            .trellis(cwd, args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log"))
+            .spawn()
+            .expect("trellis start");
+        KillOnDrop(child)
+    }
+
     /// `com.project.hello` answers, from `hello.py` in the project
     /// directory (`what` and the node's `log` say which start on failure).
     fn hello_answers_from_the_project(&self, log: &Path, what: &str) {
@@ -224,13 +236,7 @@ fn start_from_the_project_as_crossbar_users_do() {
         (&p.parent, vec!["start", "--cbdir", &sub]),
     ] {
         let log = p.root.join("start.log");
-        let child = p
-            .trellis(cwd, &args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("trellis start");
-        let _node = KillOnDrop(child);
+        let _node = p.start(cwd, &args, &log);
         wait_port(p.web, "the project's web transport");
         let (code, body) = http_get(p.web, "/");
         assert_eq!(
@@ -268,22 +274,17 @@ fn start_from_the_project_as_crossbar_users_do() {
 fn another_config_in_the_same_crossbar_directory() {
     let p = Project::new();
     let log = p.root.join("alt.log");
-    let child = p
-        .trellis(
-            &p.root,
-            &[
-                "start",
-                "--cbdir",
-                ".crossbar",
-                "--config",
-                "config-alt.yaml",
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("trellis start");
-    let _node = KillOnDrop(child);
+    let _node = p.start(
+        &p.root,
+        &[
+            "start",
+            "--cbdir",
+            ".crossbar",
+            "--config",
+            "config-alt.yaml",
+        ],
+        &log,
+    );
     wait_port(p.alt, "the alternative config's web transport");
     let (code, body) = http_get(p.alt, "/");
     assert_eq!(
@@ -312,13 +313,7 @@ fn a_symlinked_cbdir_resolves_dot_dot_beside_the_link() {
         .expect("check");
     assert!(out.status.success(), "{out:?}");
     let log = elsewhere.join("start.log");
-    let child = p
-        .trellis(&elsewhere, &["start", "--cbdir", "cb"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("start");
-    let _node = KillOnDrop(child);
+    let _node = p.start(&elsewhere, &["start", "--cbdir", "cb"], &log);
     wait_port(p.web, "web");
     let (code, body) = http_get(p.web, "/");
     assert_eq!(
@@ -511,13 +506,7 @@ fn a_component_without_pythonpath_comes_from_the_start_directory() {
     );
 
     let log = p.root.join("nopath.log");
-    let child = p
-        .trellis(&p.root, &[&["start"][..], &args].concat())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("start");
-    let _node = KillOnDrop(child);
+    let _node = p.start(&p.root, &[&["start"][..], &args].concat(), &log);
     wait_port(p.web, "web");
     p.hello_answers_from_the_project(&log, "the component from the start directory");
 }
