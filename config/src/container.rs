@@ -141,6 +141,16 @@ impl ComponentTransport {
                     "give \"certificate\" and \"key\" together: the component's certificate and its key".into(),
                 );
             }
+            if let Some(url) = &self.url
+                && url.starts_with("ws://")
+            {
+                err(
+                    format!("{pre}.transport.url"),
+                    format!(
+                        "{url:?} is plain WebSocket, and the endpoint has tls: write it wss://"
+                    ),
+                );
+            }
         }
         match e.kind.as_str() {
             "unix" if e.path.as_deref().is_some_and(|p| !p.is_empty()) => {}

@@ -50,10 +50,9 @@ pub fn component_tls_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors
             continue;
         };
         for (j, comp) in c.components.iter().enumerate() {
-            let Some(tls) = comp.transport.as_ref().and_then(|t| t.endpoint.tls.clone()) else {
+            let Some(mut tls) = comp.transport.as_ref().and_then(|t| t.endpoint.tls.clone()) else {
                 continue;
             };
-            let mut tls = tls;
             for (key, f) in tls.files_mut() {
                 let full = paths::lexical(&node_dir.join(f.as_str()));
                 if !full.is_file() {
@@ -79,8 +78,8 @@ pub fn component_tls_problems(cfg: &NodeConfig, node_dir: &Path) -> ConfigErrors
 }
 
 /// What the disk says that deserves a look but does not stop the node:
-/// static directories that are not there (served as 404, as Crossbar.io
-/// serves them).
+/// static directories and archive files that are not there (served as
+/// 404, as Crossbar.io serves them), archives `start` will download.
 pub fn preflight_warnings(cfg: &NodeConfig, node_dir: &Path) -> Vec<ConfigError> {
     let mut out = Vec::new();
     for (key, p) in archives(cfg) {

@@ -970,13 +970,16 @@ fn python_components_connect_over_tls_with_their_certificates() {
         .as_object_mut()
         .expect("tls")
         .remove("key");
+    bad["workers"][1]["components"][0]["transport"]["url"] =
+        json!(format!("ws://localhost:{wss}/ws"));
     let out = check_json(&bad);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
         err.contains(
             "workers[2].components[0].transport.endpoint.tls: give \"certificate\" and \"key\" together"
-        ),
+        ) && err.contains("workers[1].components[0].transport.url: \"ws://localhost:")
+            && err.contains("the endpoint has tls: write it wss://"),
         "{err}"
     );
 }
