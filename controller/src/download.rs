@@ -50,13 +50,17 @@ pub async fn fetch_missing_archives(cfg: &NodeConfig, node_dir: &Path) -> Result
                 path: format!("{key}.origin"),
                 message: format!("cannot download {shown:?} into {}: {e}", dest.display()),
             }),
-            Err(_) => errors.push(ConfigError {
-                path: format!("{key}.origin"),
-                message: format!(
-                    "downloading {shown:?} took more than {} s: fetch it into {} yourself",
-                    TIMEOUT.as_secs(),
-                    dest.display()
-                ),
+            Err(_) => errors.push({
+                // The cut-off download's partial file goes too.
+                let _ = std::fs::remove_file(temporary(&dest));
+                ConfigError {
+                    path: format!("{key}.origin"),
+                    message: format!(
+                        "downloading {shown:?} took more than {} s: fetch it into {} yourself",
+                        TIMEOUT.as_secs(),
+                        dest.display()
+                    ),
+                }
             }),
         }
     }
