@@ -247,6 +247,25 @@ pub struct WorkerOptions {
     pub compat: Option<crate::router::Compat>,
 }
 
+/// Without a `restart`, the policy that goes with a container's `shutdown`
+/// mode, in place: a container that shuts down when its components stop
+/// is not restarted when it does so cleanly (Crossbar.io restarts no
+/// worker at all); a crash still is, unless it shuts down on a component's
+/// failure, which a restart would only repeat.
+fn restart_for_shutdown(o: &mut serde_json::Map<String, serde_json::Value>) {
+    if o.contains_key("restart") {
+        return;
+    }
+    let policy = match o.get("shutdown").and_then(serde_json::Value::as_str) {
+        Some("shutdown-on-last-component-stopped" | "shutdown-on-any-component-stopped") => {
+            "on-failure"
+        }
+        Some("shutdown-on-any-component-failed") => "never",
+        _ => return,
+    };
+    o.insert("restart".into(), serde_json::json!({ "policy": policy }));
+}
+
 /// Crossbar.io's container `restart` string as Trellis's restart object
 /// (`{"policy": ...}`), in place; an unknown string is a problem at `path`.
 fn restart_string(
@@ -254,21 +273,6 @@ fn restart_string(
     path: &str,
     errors: &mut Vec<ConfigError>,
 ) {
-    if !o.contains_key("restart") {
-        // A container that shuts down when its components stop is not
-        // restarted when it does so cleanly (Crossbar.io restarts no
-        // worker at all); a crash still is, unless it shuts down on a
-        // component's failure, which a restart would only repeat.
-        let policy = match o.get("shutdown").and_then(serde_json::Value::as_str) {
-            Some("shutdown-on-last-component-stopped" | "shutdown-on-any-component-stopped") => {
-                "on-failure"
-            }
-            Some("shutdown-on-any-component-failed") => "never",
-            _ => return,
-        };
-        o.insert("restart".into(), serde_json::json!({ "policy": policy }));
-        return;
-    }
     let Some(serde_json::Value::String(name)) = o.get("restart") else {
         return;
     };
@@ -680,12 +684,6 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
             message: "the node has no workers: add a worker of type \"router\"".into(),
         });
     }
-    // A router that failed to parse is still a router: no knock-on "no
-    // router" for it.
-    let any_router = raw
-        .workers
-        .iter()
-        .any(|w| w.get("type").and_then(|t| t.as_str()) == Some("router"));
     let cluster = raw.cluster.and_then(|c| {
         let c =
             collect::deserialize_all::<crate::router::ClusterConfig>(c, "cluster", &mut errors)?;
@@ -700,6 +698,8 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
     let mut notes = Vec::new();
     let mut raw_workers = raw.workers;
     proxy::fold(&mut raw_workers, &mut errors, &mut notes);
+    // The routers as written, read or not: one that failed to parse is
+    // still a router (no knock-on "no router", no homeless components).
     let routers_in_file = raw_workers
         .iter()
         .filter(|w| w.get("type").and_then(|t| t.as_str()) == Some("router"))
@@ -725,7 +725,7 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
             _ => None,
         })
         .collect();
-    if !workers.is_empty() && routers.is_empty() && !any_router {
+    if !workers.is_empty() && routers_in_file == 0 {
         errors.push(ConfigError {
             path: "workers".into(),
             message: "the node has no router: add a worker of type \"router\"".into(),

@@ -55,6 +55,7 @@ pub(super) fn decode_worker(
         Some(serde_json::Value::Object(mut o)) => {
             let p = format!("{prefix}.options");
             take_unsupported("options", &p, &mut o, errors);
+            restart_for_shutdown(&mut o);
             restart_string(&mut o, &format!("{p}.restart"), errors);
             match collect::deserialize_all::<WorkerOptions>(
                 serde_json::Value::Object(o),
