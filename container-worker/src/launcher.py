@@ -39,6 +39,48 @@ def joined():
         sys.__stdout__.flush()
 
 
+# An onJoin still running after this long (one that loops for the
+# component's life) lets the next component start anyway.
+HEAD_START = 1.0
+
+
+class Sequence:
+    """Starts a worker's components one after another, as Crossbar.io
+    does: the next one once the previous one's onJoin has finished (or
+    failed), or once it has run for HEAD_START seconds. So a component
+    that registers an authorizer, say, has it registered before the
+    components after it in the config join."""
+
+    def __init__(self, later):
+        self.later = later
+        self.starts = []
+        self.i = 0
+
+    def add(self, start):
+        self.starts.append(start)
+
+    def next(self):
+        if self.i < len(self.starts):
+            start = self.starts[self.i]
+            self.i += 1
+            start()
+
+    def hooks(self):
+        """`(entered, finished)` for one component's onJoin; the next
+        component starts once, on whichever comes first."""
+        done = [False]
+
+        def finished():
+            if not done[0]:
+                done[0] = True
+                self.next()
+
+        def entered():
+            self.later(HEAD_START, finished)
+
+        return entered, finished
+
+
 def fail(message, code=1):
     print(f"trellis launcher: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
@@ -125,12 +167,13 @@ def maker(cls, cfg, name, stop):
     return make
 
 
-def watched(cls, on_end, on_joined=lambda: None, stop=lambda code: None):
+def watched(cls, on_end, on_joined=lambda: None, stop=lambda code: None, on_entered=lambda: None, on_gone=lambda: None):
     """The class, but its end is reported: `on_end(name, failed)`. A
     component that leaves by itself has stopped; one whose onJoin raises,
     or whose connection is lost, has failed (with the traceback in the log).
     A failed onJoin has finished joining too (`on_joined`): the router's
-    start does not wait for it."""
+    start does not wait for it. `on_entered` is called as onJoin starts,
+    `on_gone` when the connection ends (joined or not)."""
     name = f"{cls.__module__}.{cls.__name__}"
 
     class Watched(cls):
@@ -159,6 +202,7 @@ def watched(cls, on_end, on_joined=lambda: None, stop=lambda code: None):
                 traceback.print_exc()
 
         def onJoin(self, details):
+            on_entered()
             try:
                 result = super().onJoin(details)
             except Exception:
@@ -194,6 +238,7 @@ def watched(cls, on_end, on_joined=lambda: None, stop=lambda code: None):
                 # Neither left nor failed in onJoin: the connection to the
                 # router was lost (the router restarts, say).
                 lost = not self._trellis_failed and not self._trellis_leaving
+                on_gone()
                 on_end(f"{cls.__module__}.{cls.__name__}", self._trellis_failed or lost, lost)
 
     Watched.__name__ = cls.__name__
@@ -307,10 +352,13 @@ def run_asyncio(components):
             loop.call_soon(loop.stop)
 
     ends = Ends(len(components), SHUTDOWN["mode"], stop)
+    seq = Sequence(loop.call_later)
 
     for spec, cls in components:
         cfg = ComponentConfig(spec["realm"], spec.get("extra") or {})
-        make = maker(watched(cls, ends, joined, stop), cfg, f"{spec.get('key', '')} ({spec['name']})", stop)
+        entered, finished = seq.hooks()
+        klass = watched(cls, ends, lambda finished=finished: (joined(), finished()), stop, entered, finished)
+        make = maker(klass, cfg, f"{spec.get('key', '')} ({spec['name']})", stop)
         url = spec["url"]
         sers = serializer_objects(spec.get("serializers"))
         if spec["kind"] == "websocket":
@@ -324,21 +372,32 @@ def run_asyncio(components):
             fail(f"component {spec['name']}: its transport's endpoint.tls cannot be used: {e}")
         name = (spec.get("tls") or {}).get("hostname")
         if url.startswith("unix:"):
-            coro = loop.create_unix_connection(factory, url[len("unix:"):])
+            connect = lambda factory=factory, url=url: loop.create_unix_connection(factory, url[len("unix:"):])  # noqa: E731
         elif url.startswith(("rs://", "rss://")):
             host, _, port = url.split("://", 1)[1].rpartition(":")
-            coro = loop.create_connection(factory, host, int(port), ssl=ctx, server_hostname=(name or host) if ctx else None)
+            connect = lambda factory=factory, host=host, port=port, ctx=ctx, name=name: loop.create_connection(  # noqa: E731
+                factory, host, int(port), ssl=ctx, server_hostname=(name or host) if ctx else None
+            )
         else:
             secure, host, port, _res, _path, _params = parse_url(url)
             if ctx is None and secure:
                 import ssl
 
                 ctx = ssl.create_default_context()
-            coro = loop.create_connection(factory, host, port, ssl=ctx, server_hostname=(name or host) if ctx else None)
-        try:
-            loop.run_until_complete(coro)
-        except Exception as e:
-            fail(f"component {spec['name']} cannot connect to {url}: {e}")
+            connect = lambda factory=factory, host=host, port=port, ctx=ctx, name=name: loop.create_connection(  # noqa: E731
+                factory, host, port, ssl=ctx, server_hostname=(name or host) if ctx else None
+            )
+
+        def start(connect=connect, spec=spec, url=url):
+            def connected(task):
+                if not task.cancelled() and task.exception() is not None:
+                    print(f"trellis launcher: component {spec['name']} cannot connect to {url}: {task.exception()}", file=sys.stderr, flush=True)
+                    stop(1)
+
+            loop.create_task(connect()).add_done_callback(connected)
+
+        seq.add(start)
+    loop.call_soon(seq.next)
     loop.add_signal_handler(signal.SIGTERM, lambda: stop(0))
     loop.add_signal_handler(signal.SIGINT, lambda: stop(0))
     loop.run_forever()
@@ -367,7 +426,10 @@ def run_twisted(components):
         print(f"trellis launcher: component {spec['name']} cannot connect to {spec['url']}: {f.value}", file=sys.stderr, flush=True)
         stop(1)
 
+    seq = Sequence(reactor.callLater)
     for spec, cls in components:
+        entered, finished = seq.hooks()
+        klass = watched(cls, ends, lambda finished=finished: (joined(), finished()), stop, entered, finished)
         url = spec["url"]
         if url.startswith("unix:"):
             from autobahn.twisted.rawsocket import WampRawSocketClientFactory
@@ -376,14 +438,18 @@ def run_twisted(components):
             from twisted.internet.endpoints import UNIXClientEndpoint
 
             cfg = ComponentConfig(spec["realm"], spec.get("extra") or {})
-            make = maker(watched(cls, ends, joined, stop), cfg, f"{spec.get('key', '')} ({spec['name']})", stop)
+            make = maker(klass, cfg, f"{spec.get('key', '')} ({spec['name']})", stop)
             sers = serializer_objects(spec.get("serializers"))
             if spec["kind"] == "websocket":
                 factory = WampWebSocketClientFactory(make, url="ws://localhost/ws", serializers=sers)
             else:
                 factory = WampRawSocketClientFactory(make, serializer=(sers or [None])[0])
-            d = UNIXClientEndpoint(reactor, url[len("unix:"):]).connect(factory)
-            d.addErrback(connect_failed, spec)
+
+            def start_unix(factory=factory, url=url, spec=spec):
+                d = UNIXClientEndpoint(reactor, url[len("unix:"):]).connect(factory)
+                d.addErrback(connect_failed, spec)
+
+            seq.add(start_unix)
             continue
         tls = None
         if spec.get("tls"):
@@ -394,14 +460,17 @@ def run_twisted(components):
         runner = ApplicationRunner(
             url, spec["realm"], extra=spec.get("extra") or {}, serializers=serializer_objects(spec.get("serializers")), ssl=tls
         )
-        klass = watched(cls, ends, joined, stop)
         name = f"{spec.get('key', '')} ({spec['name']})"
 
         def make(cfg, klass=klass, name=name):
             return maker(klass, cfg, name, stop)()
 
-        d = runner.run(make, start_reactor=False, auto_reconnect=False)
-        d.addErrback(connect_failed, spec)
+        def start_runner(runner=runner, make=make, spec=spec):
+            d = runner.run(make, start_reactor=False, auto_reconnect=False)
+            d.addErrback(connect_failed, spec)
+
+        seq.add(start_runner)
+    reactor.callWhenRunning(seq.next)
     reactor.run()
     sys.exit(EXIT["code"])
 
