@@ -30,6 +30,112 @@ pub struct Payload {
     /// `args` would (`[PUBLISH, Request, Options, Topic, Payload|binary]`);
     /// `args` and `kwargs` are then empty. Forwarded untouched.
     pub passthru: Option<Vec<u8>>,
+    /// `args` and `kwargs` still in the bytes they arrived in, for a router
+    /// that only forwards them ([`crate::Serializer::decode_forwarding`]);
+    /// `args` and `kwargs` are then empty. Whoever reads the arguments
+    /// decodes them first ([`Payload::decode_raw`], [`Payload::decoded`]).
+    pub raw: Option<RawArgs>,
+}
+
+/// `args` (and `kwargs`, when sent) as they arrived, in their serializer:
+/// already checked to decode, so that a peer of the same serializer gets
+/// the bytes as they are and a peer of another one gets them converted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawArgs {
+    serializer: crate::Serializer,
+    /// `args`, then `kwargs` (if sent).
+    bytes: Box<[u8]>,
+    /// Where `kwargs` starts.
+    split: u32,
+}
+
+impl RawArgs {
+    /// `args` and `kwargs` (`kwargs` empty when absent), each one encoded
+    /// value in `serializer`, already checked by the decoder.
+    pub(crate) fn new(
+        serializer: crate::Serializer,
+        args: &[u8],
+        kwargs: &[u8],
+    ) -> Option<RawArgs> {
+        let split = u32::try_from(args.len()).ok()?;
+        let mut bytes = Vec::with_capacity(args.len() + kwargs.len());
+        bytes.extend_from_slice(args);
+        bytes.extend_from_slice(kwargs);
+        Some(RawArgs {
+            serializer,
+            bytes: bytes.into_boxed_slice(),
+            split,
+        })
+    }
+
+    /// The serializer the bytes are in.
+    pub fn serializer(&self) -> crate::Serializer {
+        self.serializer
+    }
+
+    /// `args`, encoded.
+    pub fn args(&self) -> &[u8] {
+        &self.bytes[..self.split as usize]
+    }
+
+    /// `kwargs`, encoded, if the sender sent them.
+    pub fn kwargs(&self) -> Option<&[u8]> {
+        let k = &self.bytes[self.split as usize..];
+        (!k.is_empty()).then_some(k)
+    }
+
+    /// The bytes' size.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Never true (a raw payload holds at least `args`); for clippy.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// `args` and `kwargs` as values.
+    ///
+    /// # Errors
+    /// When they do not decode as a list and a dict (the decoder that made
+    /// them checked this, so only values no serializer can hold, such as
+    /// a JSON number beyond 64-bit floats, get here).
+    pub fn decode(&self) -> Result<(Vec<Value>, Dict), DecodeError> {
+        Ok((self.decode_args()?, self.decode_kwargs()?))
+    }
+
+    /// `args` as values.
+    ///
+    /// # Errors
+    /// As [`RawArgs::decode`].
+    pub fn decode_args(&self) -> Result<Vec<Value>, DecodeError> {
+        match self.serializer.decode_value(self.args())? {
+            Value::List(l) => Ok(l),
+            other => Err(DecodeError::Shape(format!(
+                "Arguments must be a list, found {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// `kwargs` as values (empty when absent).
+    ///
+    /// # Errors
+    /// As [`RawArgs::decode`].
+    pub fn decode_kwargs(&self) -> Result<Dict, DecodeError> {
+        match self
+            .kwargs()
+            .map(|k| self.serializer.decode_value(k))
+            .transpose()?
+        {
+            None => Ok(Dict::new()),
+            Some(Value::Dict(d)) => Ok(d),
+            Some(other) => Err(DecodeError::Shape(format!(
+                "ArgumentsKw must be a dict, found {}",
+                other.type_name()
+            ))),
+        }
+    }
 }
 
 impl Payload {
@@ -43,7 +149,45 @@ impl Payload {
 
     /// True when there is nothing to put on the wire.
     pub fn is_empty(&self) -> bool {
-        self.args.is_empty() && self.kwargs.is_empty() && self.passthru.is_none()
+        self.args.is_empty()
+            && self.kwargs.is_empty()
+            && self.passthru.is_none()
+            && self.raw.is_none()
+    }
+
+    /// Decode a raw payload ([`Payload::raw`]) into `args` and `kwargs`, in
+    /// place; nothing to do for any other.
+    ///
+    /// # Errors
+    /// As [`RawArgs::decode`]; the payload is then left as it was.
+    pub fn decode_raw(&mut self) -> Result<(), DecodeError> {
+        if let Some(raw) = &self.raw {
+            let (args, kwargs) = raw.decode()?;
+            self.args = args;
+            self.kwargs = kwargs;
+            self.raw = None;
+        }
+        Ok(())
+    }
+
+    /// The payload with `args` and `kwargs` as values: itself, or a decoded
+    /// copy of a raw one.
+    ///
+    /// # Errors
+    /// As [`RawArgs::decode`].
+    pub fn decoded(&self) -> Result<std::borrow::Cow<'_, Payload>, DecodeError> {
+        match &self.raw {
+            None => Ok(std::borrow::Cow::Borrowed(self)),
+            Some(raw) => {
+                let (args, kwargs) = raw.decode()?;
+                Ok(std::borrow::Cow::Owned(Payload {
+                    args,
+                    kwargs,
+                    passthru: None,
+                    raw: None,
+                }))
+            }
+        }
     }
 }
 
@@ -325,6 +469,10 @@ pub enum Field<'a> {
     List(&'a [Value]),
     /// A payload passthru binary.
     Bytes(&'a [u8]),
+    /// Positional arguments still encoded ([`RawArgs::args`]).
+    RawArgs(&'a RawArgs),
+    /// Keyword arguments still encoded ([`RawArgs::kwargs`]).
+    RawKwargs(&'a RawArgs),
 }
 
 /// At most 7 fields (ERROR); a fixed array keeps encoding allocation-free.
@@ -348,6 +496,13 @@ impl<'a> Fields<'a> {
     fn payload(self, p: &'a Payload) -> Self {
         if let Some(b) = &p.passthru {
             self.push(Field::Bytes(b))
+        } else if let Some(raw) = &p.raw {
+            let f = self.push(Field::RawArgs(raw));
+            if raw.kwargs().is_some() {
+                f.push(Field::RawKwargs(raw))
+            } else {
+                f
+            }
         } else if p.is_empty() {
             self
         } else if p.kwargs.is_empty() {
@@ -422,6 +577,34 @@ impl Message {
                 .payload(&m.payload),
             Message::Interrupt(m) => f.push(I(m.request)).push(D(&m.options)),
             Message::Yield(m) => f.push(I(m.request)).push(D(&m.options)).payload(&m.payload),
+        }
+    }
+
+    /// The payload of a message that carries one.
+    pub fn payload(&self) -> Option<&Payload> {
+        match self {
+            Message::Error(m) => Some(&m.payload),
+            Message::Publish(m) => Some(&m.payload),
+            Message::Event(m) => Some(&m.payload),
+            Message::Call(m) => Some(&m.payload),
+            Message::Result(m) => Some(&m.payload),
+            Message::Invocation(m) => Some(&m.payload),
+            Message::Yield(m) => Some(&m.payload),
+            _ => None,
+        }
+    }
+
+    /// The payload of a message that carries one, to change.
+    pub fn payload_mut(&mut self) -> Option<&mut Payload> {
+        match self {
+            Message::Error(m) => Some(&mut m.payload),
+            Message::Publish(m) => Some(&mut m.payload),
+            Message::Event(m) => Some(&mut m.payload),
+            Message::Call(m) => Some(&mut m.payload),
+            Message::Result(m) => Some(&mut m.payload),
+            Message::Invocation(m) => Some(&mut m.payload),
+            Message::Yield(m) => Some(&mut m.payload),
+            _ => None,
         }
     }
 
@@ -775,6 +958,7 @@ impl Reader {
             args,
             kwargs,
             passthru: None,
+            raw: None,
         })
     }
 

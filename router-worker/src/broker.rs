@@ -215,7 +215,10 @@ impl Broker {
     /// nothing) when the retention limit is reached for a new topic.
     pub fn retain(&mut self, topic: &str, event: Retained) -> bool {
         let p = &event.payload;
-        if p.args.is_empty() && p.kwargs.is_empty() && p.passthru.as_ref().is_none_or(Vec::is_empty)
+        if p.args.is_empty()
+            && p.kwargs.is_empty()
+            && p.raw.is_none()
+            && p.passthru.as_ref().is_none_or(Vec::is_empty)
         {
             // An empty retained publication clears the topic's (MQTT's
             // rule; WAMP leaves it open).

@@ -54,7 +54,12 @@ impl Link for LocalLink {
             return Some(Ok(goodbye(&reason)));
         }
         match std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await {
-            Next::Msg(m) => Some(Ok(m.msg.clone())),
+            Next::Msg(m) => {
+                let mut msg =
+                    Arc::try_unwrap(m).map_or_else(|shared| shared.msg.clone(), |m| m.msg);
+                crate::outbound::decode_args(&mut msg);
+                Some(Ok(msg))
+            }
             Next::Killed => {
                 let reason = self
                     .rx
@@ -369,8 +374,18 @@ impl LocalSession {
             self.direct.end("the realm stopped");
             return Err(lost("the realm stopped"));
         }
-        let answer = rx.await;
+        let mut answer = rx.await;
         drop(waiting);
+        // The bridge reads the answer's arguments: decoded here.
+        if let Ok(m) = &mut answer
+            && let Some(p) = m.payload_mut()
+            && let Err(e) = p.decode_raw()
+        {
+            return Err(CallError::new(
+                "wamp.error.invalid_argument",
+                format!("the answer's arguments cannot be read: {e}"),
+            ));
+        }
         match answer {
             Ok(Message::Error(e)) => Err(CallError {
                 uri: e.error,

@@ -429,6 +429,7 @@ impl Core {
                         args,
                         kwargs,
                         passthru: None,
+                        raw: None,
                     },
                     options: publish_options,
                     scope,
@@ -572,13 +573,16 @@ impl Core {
                     .into_iter()
                     .filter(|e| receives(&self.authz, &e.audience, policy, &e.topic, session, info))
                     .map(|e| {
+                        // Stored as published: arguments that came raw are
+                        // decoded for the answer (they decoded on arrival).
+                        let p = e.payload.decoded().unwrap_or_default();
                         Value::Dict(proto::dict! {
                             "timestamp" => e.timestamp.as_str(),
                             "subscription" => id,
                             "publication" => e.publication,
                             "topic" => e.topic.as_str(),
-                            "args" => e.payload.args.clone(),
-                            "kwargs" => e.payload.kwargs.clone(),
+                            "args" => p.args.clone(),
+                            "kwargs" => p.kwargs.clone(),
                         })
                     })
                     .collect();

@@ -14,6 +14,21 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use proto::{Message, Serializer};
 
+/// Decode `msg`'s arguments where they are still as a WAMP peer sent them
+/// ([`proto::Payload::raw`]), for the readers inside the router: in-memory
+/// components and MQTT clients. Arguments that do not decode (they were
+/// checked on arrival, so only values another serializer cannot hold, such
+/// as a JSON number beyond 64-bit floats) are left out, and that is logged.
+pub fn decode_args(msg: &mut Message) {
+    let name = msg.name();
+    if let Some(p) = msg.payload_mut()
+        && let Err(e) = p.decode_raw()
+    {
+        tracing::warn!(message = name, cause = %e, "arguments cannot be decoded for a reader in the router: left out");
+        *p = proto::Payload::default();
+    }
+}
+
 /// One encoded form of a message.
 #[derive(Clone, Debug)]
 pub enum Encoded {

@@ -2,7 +2,10 @@
 //! serde_json's own recursion limit (128) sits above [`super::MAX_DEPTH`],
 //! so the depth check in `check_depth` decides.
 
-use super::wire::{OwnedMessage, OwnedValue, WireMessage, WireValue, placed};
+use super::Serializer;
+use super::wire::{
+    OwnedMessage, OwnedValue, WireField, WireMessage, WireValue, encode_spliced, has_raw_in, placed,
+};
 use crate::errors::{DecodeError, EncodeError};
 use crate::message::Message;
 use crate::value::Value;
@@ -35,8 +38,24 @@ pub(super) fn encode_value(v: &Value, out: &mut Vec<u8>) -> Result<(), EncodeErr
 }
 
 pub(super) fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    serde_json::to_writer(out, &WireMessage::<true>(msg)).map_err(|e| EncodeError {
+    let failed = |e: serde_json::Error| EncodeError {
         serializer: "JSON",
         detail: e.to_string(),
-    })
+    };
+    if has_raw_in(msg, Serializer::Json) {
+        return encode_spliced(
+            msg,
+            Serializer::Json,
+            out,
+            |out, _| {
+                out.push(b'[');
+                Ok(())
+            },
+            |out, f| serde_json::to_writer(out, &WireField::<true>(f)),
+            b",",
+            b"]",
+        )
+        .map_err(failed);
+    }
+    serde_json::to_writer(out, &WireMessage::<true>(msg)).map_err(failed)
 }

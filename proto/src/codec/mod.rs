@@ -10,6 +10,7 @@
 //! and never panics on any input (property-tested below).
 
 mod cbor;
+mod forward;
 mod json;
 mod msgpack;
 mod wire;

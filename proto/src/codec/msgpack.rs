@@ -1,6 +1,9 @@
 //! MessagePack (`wamp.2.msgpack`): binary values as `bin`.
 
-use super::wire::{OwnedMessage, OwnedValue, WireMessage, WireValue, placed};
+use super::Serializer;
+use super::wire::{
+    OwnedMessage, OwnedValue, WireField, WireMessage, WireValue, encode_spliced, has_raw_in, placed,
+};
 use crate::errors::{DecodeError, EncodeError};
 use crate::message::Message;
 use crate::value::Value;
@@ -40,8 +43,26 @@ pub(super) fn encode_value(v: &Value, out: &mut Vec<u8>) -> Result<(), EncodeErr
 }
 
 pub(super) fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    rmp_serde::encode::write(out, &WireMessage::<false>(msg)).map_err(|e| EncodeError {
+    let failed = |e: rmp_serde::encode::Error| EncodeError {
         serializer: "MessagePack",
         detail: e.to_string(),
-    })
+    };
+    if has_raw_in(msg, Serializer::MsgPack) {
+        return encode_spliced(
+            msg,
+            Serializer::MsgPack,
+            out,
+            |out, n| {
+                // At most 7 elements: always fits a fixarray.
+                rmp::encode::write_array_len(out, n as u32)
+                    .map(drop)
+                    .map_err(rmp_serde::encode::Error::InvalidValueWrite)
+            },
+            |out, f| rmp_serde::encode::write(out, &WireField::<false>(f)),
+            b"",
+            b"",
+        )
+        .map_err(failed);
+    }
+    rmp_serde::encode::write(out, &WireMessage::<false>(msg)).map_err(failed)
 }

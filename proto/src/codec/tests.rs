@@ -40,7 +40,7 @@ fn arb_options() -> impl Strategy<Value = Dict> {
 fn arb_payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
         4 => (proptest::collection::vec(arb_value(), 0..4), arb_dict())
-            .prop_map(|(args, kwargs)| Payload { args, kwargs, passthru: None }),
+            .prop_map(|(args, kwargs)| Payload { args, kwargs, passthru: None, raw: None }),
         1 => proptest::collection::vec(any::<u8>(), 0..32)
             .prop_map(|b| Payload { passthru: Some(b), ..Payload::default() }),
     ]
@@ -192,10 +192,30 @@ proptest! {
         }
     }
 
+    /// The forwarding decoder ([`Serializer::decode_forwarding`]) gives the
+    /// full decoder's message once its raw arguments are decoded, and every
+    /// serializer encodes it to the same bytes.
+    #[test]
+    fn forwarding_decodes_as_the_full_decoder(msg in arb_message()) {
+        for s in Serializer::ALL {
+            let bytes = s.encode_to_vec(&msg).expect("encode");
+            let fast = s.decode_forwarding(&bytes).unwrap_or_else(|e| panic!("{s:?} decode failed: {e} for {msg:?}"));
+            for to in Serializer::ALL {
+                prop_assert_eq!(to.encode_to_vec(&fast).expect("encode"), to.encode_to_vec(&msg).expect("encode"), "{:?} to {:?}", s, to);
+            }
+            let mut decoded = fast;
+            if let Some(p) = decoded.payload_mut() {
+                p.decode_raw().expect("raw arguments decode");
+            }
+            prop_assert_eq!(&decoded, &msg, "serializer {:?}", s);
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         for s in Serializer::ALL {
             let _ = s.decode(&bytes);
+            let _ = s.decode_forwarding(&bytes);
         }
     }
 
@@ -207,9 +227,21 @@ proptest! {
                 let n = bytes.len();
                 bytes[pos % n] = *b;
             }
-            let _ = s.decode(&bytes);
+            let fast = s.decode_forwarding(&bytes).map_err(|e| e.to_string());
+            let full = s.decode(&bytes).map_err(|e| e.to_string());
+            match (&fast, &full) {
+                (Ok(f), Ok(g)) => {
+                    let mut f = f.clone();
+                    if let Some(p) = f.payload_mut() {
+                        let _ = p.decode_raw();
+                    }
+                    prop_assert_eq!(&f, g);
+                }
+                _ => prop_assert_eq!(fast.err(), full.err()),
+            }
             bytes.truncate(bytes.len() / 2);
             let _ = s.decode(&bytes);
+            let _ = s.decode_forwarding(&bytes);
         }
     }
 }

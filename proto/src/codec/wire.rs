@@ -46,16 +46,75 @@ impl<const JSON: bool> Serialize for WireMessage<'_, JSON> {
         let fields = fields.as_slice();
         let mut seq = s.serialize_seq(Some(fields.len()))?;
         for f in fields {
-            match f {
-                Field::Int(i) => seq.serialize_element(i)?,
-                Field::Str(x) => seq.serialize_element(x)?,
-                Field::Dict(d) => seq.serialize_element(&WireDict::<JSON>(d))?,
-                Field::List(l) => seq.serialize_element(&WireList::<JSON>(l))?,
-                Field::Bytes(b) => seq.serialize_element(&WireBytes::<JSON>(b))?,
-            }
+            seq.serialize_element(&WireField::<JSON>(*f))?;
         }
         seq.end()
     }
+}
+
+/// One element of a message, for encoding. Raw arguments
+/// ([`crate::message::RawArgs`]) are decoded here: a serializer that
+/// takes them as they are never asks (see [`encode_spliced`]).
+pub(crate) struct WireField<'a, const JSON: bool>(pub Field<'a>);
+
+impl<const JSON: bool> Serialize for WireField<'_, JSON> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        match self.0 {
+            Field::Int(i) => s.serialize_u64(i),
+            Field::Str(x) => s.serialize_str(x),
+            Field::Dict(d) => WireDict::<JSON>(d).serialize(s),
+            Field::List(l) => WireList::<JSON>(l).serialize(s),
+            Field::Bytes(b) => WireBytes::<JSON>(b).serialize(s),
+            Field::RawArgs(r) => {
+                let args = r.decode_args().map_err(S::Error::custom)?;
+                WireList::<JSON>(&args).serialize(s)
+            }
+            Field::RawKwargs(r) => {
+                let kwargs = r.decode_kwargs().map_err(S::Error::custom)?;
+                WireDict::<JSON>(&kwargs).serialize(s)
+            }
+        }
+    }
+}
+
+/// Whether `msg` carries arguments still encoded in `serializer`, which
+/// [`encode_spliced`] then writes as they are.
+pub(crate) fn has_raw_in(msg: &Message, serializer: crate::Serializer) -> bool {
+    msg.payload()
+        .and_then(|p| p.raw.as_ref())
+        .is_some_and(|r| r.serializer() == serializer)
+}
+
+/// Encode `msg` element by element: `start` writes the list's head (for
+/// `len` elements), `element` one element, `sep` what goes between two,
+/// and raw arguments in `serializer` are copied as they are.
+pub(crate) fn encode_spliced<E>(
+    msg: &Message,
+    serializer: crate::Serializer,
+    out: &mut Vec<u8>,
+    start: impl FnOnce(&mut Vec<u8>, usize) -> Result<(), E>,
+    mut element: impl FnMut(&mut Vec<u8>, Field<'_>) -> Result<(), E>,
+    sep: &[u8],
+    end: &[u8],
+) -> Result<(), E> {
+    let fields = msg.fields();
+    let fields = fields.as_slice();
+    start(out, fields.len())?;
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(sep);
+        }
+        match f {
+            Field::RawArgs(r) if r.serializer() == serializer => out.extend_from_slice(r.args()),
+            Field::RawKwargs(r) if r.serializer() == serializer => {
+                out.extend_from_slice(r.kwargs().unwrap_or_default());
+            }
+            other => element(out, *other)?,
+        }
+    }
+    out.extend_from_slice(end);
+    Ok(())
 }
 
 impl<const JSON: bool> Serialize for WireDict<'_, JSON> {

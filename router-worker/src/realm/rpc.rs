@@ -85,7 +85,19 @@ impl Core {
     }
 
     /// A RESULT or ERROR addressed to the router itself.
-    pub(crate) fn internal_reply(&mut self, msg: Message) {
+    pub(crate) fn internal_reply(&mut self, mut msg: Message) {
+        // The router reads these arguments: decoded here, once.
+        if let Some(p) = msg.payload_mut()
+            && let Err(e) = p.decode_raw()
+        {
+            let request = msg.request_id().unwrap_or_default();
+            msg = error_msg(
+                code::CALL,
+                request,
+                wamp_uri::INVALID_ARGUMENT,
+                format!("the answer's arguments cannot be read: {e}"),
+            );
+        }
         let (request, result) = match msg {
             Message::Result(r) => {
                 if r.details.get("progress") == Some(&Value::Bool(true)) {
@@ -245,7 +257,7 @@ impl Core {
         }
     }
 
-    pub(crate) fn call(&mut self, session: Id, c: Call) {
+    pub(crate) fn call(&mut self, session: Id, mut c: Call) {
         let fail = |realm: &mut Core, uri: &'static str, text: String| {
             realm.send(session, error_msg(code::CALL, c.request, uri, text));
         };
@@ -291,6 +303,16 @@ impl Core {
             Ok(o) => o,
             Err(text) => return fail(self, wamp_uri::INVALID_ARGUMENT, text),
         };
+        if (c.procedure == "trellis.token.issue" || uri::is_reserved(&c.procedure))
+            && let Err(e) = c.payload.decode_raw()
+        {
+            // The router reads these arguments itself.
+            return fail(
+                self,
+                wamp_uri::INVALID_ARGUMENT,
+                format!("the arguments of {} cannot be read: {e}", c.procedure),
+            );
+        }
         if c.procedure == "trellis.token.issue" {
             return self.issue_token(session, c.request, &c.payload);
         }

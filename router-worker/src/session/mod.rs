@@ -1103,7 +1103,9 @@ fn classify<'a>(
     serializer: proto::Serializer,
     bytes: &[u8],
 ) -> Incoming<impl Future<Output = Result<(), crate::realm::RealmStopped>> + Send + 'a> {
-    let msg = match serializer.decode(bytes) {
+    // Arguments stay as they came: the realm forwards them, and decodes
+    // them only where the router itself reads them.
+    let msg = match serializer.decode_forwarding(bytes) {
         Ok(m) => m,
         Err(e) => return Incoming::Violation(format!("cannot decode message: {e}")),
     };

@@ -546,6 +546,15 @@ async fn codec_call(
         })
 }
 
+/// `msg` with its arguments decoded, if they are still as a WAMP peer
+/// sent them ([`proto::Payload::raw`]); `None` when `msg` reads as it is.
+fn readable(msg: &Arc<OutMsg>) -> Option<Arc<OutMsg>> {
+    msg.msg.payload()?.raw.as_ref()?;
+    let mut m = msg.msg.clone();
+    crate::outbound::decode_args(&mut m);
+    Some(OutMsg::new(m))
+}
+
 /// A decoder's answer (Crossbar.io's shape: `{"args": [...], "kwargs":
 /// {...}}`) as a WAMP payload.
 fn decoded(answer: Payload) -> Result<Payload, String> {
@@ -583,6 +592,7 @@ fn decoded(answer: Payload) -> Result<Payload, String> {
         args,
         kwargs,
         passthru: None,
+        raw: None,
     })
 }
 
@@ -703,6 +713,7 @@ fn native_payload(bytes: &[u8], ser: Serializer) -> Result<Payload, String> {
         args,
         kwargs,
         passthru: None,
+        raw: None,
     })
 }
 
@@ -1770,6 +1781,10 @@ impl Transport for MqttTransport {
     }
 
     async fn feed(&mut self, msg: &Arc<OutMsg>) -> Result<(), TransportError> {
+        // A WAMP peer's arguments travel as they came; the bridge reads
+        // them, so it takes a decoded copy.
+        let decoded = readable(msg);
+        let msg = decoded.as_ref().unwrap_or(msg);
         if matches!(
             &msg.msg,
             Message::Published(_)
