@@ -76,6 +76,13 @@ fn call_with_args_and_kwargs() {
     scenario("rpc_args_kwargs");
 }
 
+/// Arguments forwarded as they came (the router splices them for a peer
+/// of the same serializer) and converted for peers of the others.
+#[test]
+fn arguments_cross_every_pair_of_serializers() {
+    scenario("args_across_serializers");
+}
+
 #[test]
 fn application_error_reaches_caller() {
     scenario("rpc_application_error");

@@ -199,6 +199,62 @@ async def rpc_args_kwargs(url, ser):
 
 
 @scenario
+async def args_across_serializers(url, ser):
+    """A callee and a publisher on `ser`; callers and subscribers on every
+    serializer. The router forwards arguments as they came to a peer of the
+    same serializer and converts them for the others: each gets exactly
+    what was sent (binary stays binary), in results, progressive results,
+    errors and events."""
+    sers = ["json", "msgpack", "cbor"]
+    callee = await connect(url, ser)
+    pub = await connect(url, ser)
+    peers = {s: await connect(url, s) for s in sers}
+
+    def echo(*args, **kwargs):
+        return CallResult(*args, **kwargs)
+
+    async def progress(n, details=None):
+        for i in range(n):
+            details.progress(i, b"\x00\xff", part={"i": i})
+        return CallResult(n, b"done")
+
+    def fail(*args, **kwargs):
+        raise ApplicationError("com.example.failed", *args, **kwargs)
+
+    await callee.register(echo, f"com.example.{ser}.echo")
+    await callee.register(progress, f"com.example.{ser}.progress", options=RegisterOptions(details_arg="details"))
+    await callee.register(fail, f"com.example.{ser}.fail")
+    got = {s: [] for s in sers}
+    for s, peer in peers.items():
+        await peer.subscribe(lambda *a, s=s, **k: got[s].append((list(a), k)), f"com.example.{ser}.topic")
+    for s, caller in peers.items():
+        res = await caller.call(f"com.example.{ser}.echo", *PAYLOAD_ARGS, **PAYLOAD_KWARGS)
+        assert list(res.results) == PAYLOAD_ARGS, (s, res.results)
+        assert res.kwresults == PAYLOAD_KWARGS, (s, res.kwresults)
+        res = await caller.call(f"com.example.{ser}.echo", k=b"\x01")
+        assert list(res.results) == [] and res.kwresults == {"k": b"\x01"}, (s, res.results, res.kwresults)
+        parts = []
+        res = await caller.call(
+            f"com.example.{ser}.progress",
+            3,
+            options=CallOptions(on_progress=lambda *a, **k: parts.append((list(a), k))),
+        )
+        assert list(res.results) == [3, b"done"], (s, res.results)
+        assert parts == [([i, b"\x00\xff"], {"part": {"i": i}}) for i in range(3)], (s, parts)
+        try:
+            await caller.call(f"com.example.{ser}.fail", b"\x02", "why", n=2**53)
+            raise AssertionError("no error")
+        except ApplicationError as e:
+            assert e.error == "com.example.failed", e
+            assert list(e.args) == [b"\x02", "why"] and e.kwargs == {"n": 2**53}, (s, e.args, e.kwargs)
+    await pub.publish(f"com.example.{ser}.topic", *PAYLOAD_ARGS, options=PublishOptions(acknowledge=True), **PAYLOAD_KWARGS)
+    await until(lambda: all(got.values()), "the event at every serializer")
+    for s in sers:
+        assert got[s] == [(PAYLOAD_ARGS, PAYLOAD_KWARGS)], (s, got[s])
+    await leave(callee, pub, *peers.values())
+
+
+@scenario
 async def rpc_application_error(url, ser):
     callee = await connect(url, ser)
     caller = await connect(url, ser)
