@@ -102,8 +102,11 @@ pub struct Dealer {
     /// Invocation id by (caller, request), to catch reused request ids and
     /// to find a call from its caller's side.
     by_caller: HashMap<(Id, Id), Id>,
-    /// Invocation ids per session taking part (as caller or callee).
-    calls_by_session: HashMap<Id, HashSet<Id>>,
+    /// Calls in flight per session taking part (as caller or callee; a
+    /// session calling itself counts once): a count rather than the set
+    /// of ids, so a call costs no allocation. A session that leaves with
+    /// calls in flight has them found in `pending`.
+    calls_by_session: HashMap<Id, u32>,
     /// Calls in flight per caller, for the per-session limit.
     caller_calls: HashMap<Id, usize>,
     /// (registration, callee) → its `concurrency` limit and the
@@ -395,14 +398,10 @@ impl Dealer {
         }
         self.by_caller.insert((caller, caller_request), invocation);
         *self.caller_calls.entry(caller).or_insert(0) += 1;
-        self.calls_by_session
-            .entry(caller)
-            .or_default()
-            .insert(invocation);
-        self.calls_by_session
-            .entry(callee)
-            .or_default()
-            .insert(invocation);
+        *self.calls_by_session.entry(caller).or_insert(0) += 1;
+        if callee != caller {
+            *self.calls_by_session.entry(callee).or_insert(0) += 1;
+        }
         invocation
     }
 
@@ -453,10 +452,11 @@ impl Dealer {
                 self.caller_calls.remove(&p.caller);
             }
         }
-        for s in [p.caller, p.callee] {
-            if let Some(set) = self.calls_by_session.get_mut(&s) {
-                set.remove(&invocation);
-                if set.is_empty() {
+        let parties = if p.caller == p.callee { 1 } else { 2 };
+        for s in [p.caller, p.callee].into_iter().take(parties) {
+            if let Some(n) = self.calls_by_session.get_mut(&s) {
+                *n -= 1;
+                if *n == 0 {
                     self.calls_by_session.remove(&s);
                 }
             }
@@ -490,8 +490,13 @@ impl Dealer {
                 out.registrations.push((id, deleted));
             }
         }
-        if let Some(calls) = self.calls_by_session.remove(&session) {
-            let mut ids: Vec<Id> = calls.into_iter().collect();
+        if self.calls_by_session.contains_key(&session) {
+            let mut ids: Vec<Id> = self
+                .pending
+                .values()
+                .filter(|p| p.caller == session || p.callee == session)
+                .map(|p| p.invocation)
+                .collect();
             ids.sort_unstable();
             for inv in ids {
                 if let Some(p) = self.finish(inv) {
@@ -675,6 +680,30 @@ mod tests {
         assert_eq!(removed.orphaned_calls[0].invocation, inv2);
         assert_eq!(d.pending_calls(), 0);
         assert!(d.is_empty());
+    }
+
+    /// A session that calls its own procedure takes part once per call;
+    /// the counts go back to nothing, and a leave finds what is left.
+    #[test]
+    fn calls_to_oneself_are_counted_once_and_found_on_leave() {
+        let mut d = Dealer::new();
+        let reg = d.register(5, "p", Exact, Single).unwrap();
+        let other = d.register(6, "q", Exact, Single).unwrap();
+        let t = std::time::SystemTime::UNIX_EPOCH;
+        let a = d.start_call(5, 1, reg, 5, t);
+        let b = d.start_call(5, 2, reg, 5, t);
+        let c = d.start_call(5, 3, other, 6, t);
+        assert_eq!(d.calls_by_session.get(&5), Some(&3));
+        assert_eq!(d.calls_by_session.get(&6), Some(&1));
+        d.finish(a);
+        d.finish(c);
+        assert_eq!(d.calls_by_session.get(&5), Some(&1));
+        assert_eq!(d.calls_by_session.get(&6), None, "no entry once its calls end");
+        let removed = d.remove_session(5);
+        assert_eq!(removed.orphaned_calls.len(), 1);
+        assert_eq!(removed.orphaned_calls[0].invocation, b);
+        assert!(d.calls_by_session.is_empty());
+        assert_eq!(d.pending_calls(), 0);
     }
 
     #[test]

@@ -16,12 +16,13 @@
 
 pub mod dynamic;
 
-use std::collections::HashMap;
 use std::fmt;
 
 use proto::uri::{self, MatchPolicy, Specificity};
 
 use trellis_config::router::{PermissionConfig, RoleConfig};
+
+use crate::fast::HashMap;
 
 /// An action a session asks to perform on a URI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -97,8 +98,8 @@ pub const TRUSTED: &str = "trusted";
 impl Authorizer {
     /// Compile a realm's roles (plus the built-in `trusted` role).
     pub fn new(roles: &[RoleConfig]) -> Self {
-        let mut map = HashMap::new();
-        let mut dynamic = HashMap::new();
+        let mut map = HashMap::default();
+        let mut dynamic = HashMap::default();
         if !roles.iter().any(|r| r.name == TRUSTED) {
             let all = trellis_config::router::AllowConfig {
                 call: true,
@@ -109,7 +110,7 @@ impl Authorizer {
             map.insert(
                 TRUSTED.to_owned(),
                 Role {
-                    exact: HashMap::new(),
+                    exact: HashMap::default(),
                     patterns: vec![PermissionConfig {
                         uri: String::new(),
                         match_policy: MatchPolicy::Prefix,
@@ -157,10 +158,17 @@ impl Authorizer {
         let Some(r) = self.roles.get(role) else {
             return Decision::default();
         };
-        let rule = r.exact.get(uri).or_else(|| {
-            r.patterns
-                .iter()
-                .find(|p| uri::matches(&p.uri, p.match_policy, uri))
+        let exact = if r.exact.is_empty() {
+            None
+        } else {
+            r.exact.get(uri)
+        };
+        let rule = exact.or_else(|| {
+            r.patterns.iter().find(|p| {
+                // The catch-all (`""`, prefix) is common: no compare.
+                (p.uri.is_empty() && p.match_policy == MatchPolicy::Prefix)
+                    || uri::matches(&p.uri, p.match_policy, uri)
+            })
         });
         rule.map_or_else(Decision::default, |rule| decide(rule, action))
     }
