@@ -698,7 +698,11 @@ mod tests {
         d.finish(a);
         d.finish(c);
         assert_eq!(d.calls_by_session.get(&5), Some(&1));
-        assert_eq!(d.calls_by_session.get(&6), None, "no entry once its calls end");
+        assert_eq!(
+            d.calls_by_session.get(&6),
+            None,
+            "no entry once its calls end"
+        );
         let removed = d.remove_session(5);
         assert_eq!(removed.orphaned_calls.len(), 1);
         assert_eq!(removed.orphaned_calls[0].invocation, b);

@@ -1,6 +1,7 @@
 //! Decoding for a router, which forwards arguments rather than reads them.
 //!
-//! [`Serializer::decode_forwarding`] decodes CALL, PUBLISH, YIELD and ERROR
+//! [`Serializer::decode_forwarding`] decodes CALL, PUBLISH, YIELD, ERROR
+//! and RESULT (which a router gets from another node of its cluster)
 //! like [`Serializer::decode`] except their `args` and `kwargs`: those are
 //! checked here (they are well formed, a list and a dict, nested no deeper
 //! than [`MAX_DEPTH`], JSON binary strings are base64, MessagePack strings
@@ -31,7 +32,7 @@ use crate::value::Value;
 
 impl Serializer {
     /// Decode one message a router received, keeping the arguments of
-    /// CALL, PUBLISH, YIELD and ERROR as they came (see the module's
+    /// CALL, PUBLISH, YIELD, ERROR and RESULT as they came (see the module's
     /// documentation). Whoever reads those arguments decodes them first
     /// ([`crate::Payload::decode_raw`]).
     ///
@@ -54,7 +55,7 @@ impl Serializer {
 fn args_index(c: u64) -> Option<usize> {
     match c {
         code::CALL | code::PUBLISH => Some(4),
-        code::YIELD => Some(3),
+        code::YIELD | code::RESULT => Some(3),
         code::ERROR => Some(5),
         _ => None,
     }
@@ -418,6 +419,7 @@ mod tests {
             r#"[70,1,{},[1],{"a":1}]"#,
             r#"[8,48,1,{},"com.app.error",["why"]]"#,
             r#"[48,1,{},"p",[],{"a":1}]"#,
+            r#"[50,1,{},[1]]"#,
         ] {
             let (fast, full) = both(Serializer::Json, text.as_bytes());
             assert!(raw(&fast).is_some(), "{text}");
@@ -435,7 +437,6 @@ mod tests {
             r#"[48,1,{},"p",[]]"#,
             r#"[48,1,{},"p",[ ],{}]"#,
             r#"[32,1,{},"t"]"#,
-            r#"[50,1,{},[1]]"#,
             r#"[48,1,{"ppt_scheme":"x"},"p","\u0000AAEC"]"#,
         ] {
             let (fast, full) = both(Serializer::Json, text.as_bytes());

@@ -236,7 +236,9 @@ fn open(bytes: &[u8]) -> Option<(Head<'_>, Message, &[u8])> {
     } else {
         None
     };
-    let msg = Serializer::MsgPack.decode(b).ok()?;
+    // Arguments stay as the other node encoded them (see
+    // `decode_forwarding`): a MessagePack peer here gets those bytes.
+    let msg = Serializer::MsgPack.decode_forwarding(b).ok()?;
     let head = Head {
         kind,
         reroute: flags & REROUTE != 0,

@@ -165,7 +165,7 @@ impl Core {
 
     /// A publication [`Core::forward`]ed by another node: deliver it here.
     pub(crate) fn remote_publication(&mut self, bytes: &[u8]) {
-        let p = match proto::Serializer::MsgPack.decode(bytes) {
+        let p = match proto::Serializer::MsgPack.decode_forwarding(bytes) {
             Ok(Message::Publish(p)) => p,
             Ok(other) => {
                 warn!(
