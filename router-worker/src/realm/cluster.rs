@@ -1258,8 +1258,16 @@ mod tests {
             ..Head::new(Kind::Call, 42)
         };
         let b = record(&head, &call).unwrap();
-        let (read, msg, encoded) = open(&b).unwrap();
+        let (read, mut msg, encoded) = open(&b).unwrap();
         assert_eq!(read, head);
+        // The arguments come as the other node encoded them, for a
+        // MessagePack peer here to get as they are.
+        let raw = msg
+            .payload()
+            .and_then(|p| p.raw.as_ref())
+            .expect("kept as bytes");
+        assert_eq!(raw.serializer(), Serializer::MsgPack);
+        msg.payload_mut().unwrap().decode_raw().unwrap();
         assert_eq!(msg, call);
         assert_eq!(
             encoded,
@@ -1272,7 +1280,8 @@ mod tests {
             ..Head::new(Kind::Deliver, 42)
         };
         let d = record(&deliver, &answer).unwrap();
-        let (read, msg, _) = open(&d).unwrap();
+        let (read, mut msg, _) = open(&d).unwrap();
+        msg.payload_mut().unwrap().decode_raw().unwrap();
         assert_eq!((read, msg), (deliver, answer));
         // Malformed records are refused, never read past their end.
         assert!(open(b"garbage").is_none());
