@@ -84,16 +84,6 @@ impl RawArgs {
         (!k.is_empty()).then_some(k)
     }
 
-    /// The bytes' size.
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// Never true (a raw payload holds at least `args`); for clippy.
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
     /// `args` and `kwargs` as values.
     ///
     /// # Errors
