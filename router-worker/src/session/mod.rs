@@ -913,58 +913,82 @@ async fn keepalive_check<T: Transport>(
 /// Write `out` and what queued behind it; `false` once the session is
 /// closed. Most writes complete at once; only a write that has to wait is
 /// timed, by the session's timer (the loop sets it back after).
+///
+/// Its future is part of every session's state (the largest part of the
+/// established phase's), so it is kept lean: not an `async fn` (which
+/// keeps its arguments twice), and the rare ends (closing, errors for the
+/// realm) boxed where they run.
 #[allow(clippy::too_many_arguments)]
-async fn outbound<T: Transport>(
-    t: &mut T,
+#[allow(clippy::manual_async_fn)]
+fn outbound<'a, 'b: 'a, 's: 'a, T: Transport>(
+    t: &'a mut T,
     out: Arc<OutMsg>,
-    rx: &OutboxReceiver,
-    mut timer: Pin<&mut tokio::time::Sleep>,
-    mut stopping: Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+    rx: &'a OutboxReceiver,
+    mut timer: Pin<&'a mut tokio::time::Sleep>,
+    mut stopping: Pin<&'a mut tokio_util::sync::WaitForCancellationFuture<'s>>,
+    realm: &'a RealmHandle,
+    id: Id,
+    span: &'a Span,
+    write_timeout: Duration,
+    traffic: &'a mut Traffic<'b>,
+) -> impl Future<Output = bool> + Send + 'a {
+    async move {
+        let mut to_realm = Vec::new();
+        let outcome = {
+            let write = write_batch(t, out, rx, traffic, &mut to_realm);
+            tokio::pin!(write);
+            match futures::FutureExt::now_or_never(&mut write) {
+                Some(r) => Write::Done(r),
+                None => {
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + write_timeout);
+                    tokio::select! {
+                        r = &mut write => Write::Done(r),
+                        _ = &mut timer => Write::Stalled,
+                        _ = std::future::poll_fn(|cx| rx.poll_killed(cx)) => Write::Killed,
+                        _ = &mut stopping => Write::Shutdown,
+                    }
+                }
+            }
+        };
+        match outcome {
+            Write::Done(Ok(())) if to_realm.is_empty() => true,
+            Write::Done(written) => {
+                Box::pin(after_write(t, written, to_realm, realm, id, span)).await
+            }
+            // Closed at once, before anything is read: a read may make the
+            // codec answer a ping, which must not land inside the frame this
+            // write left half done.
+            Write::Killed => {
+                killed(t, rx).await;
+                false
+            }
+            Write::Shutdown => {
+                close(t, CloseKind::GoingAway, "router shutting down").await;
+                false
+            }
+            Write::Stalled => {
+                warn!(parent: span, timeout_ms = write_timeout.as_millis() as u64,
+                "closing slow session: the peer stopped reading (a write stayed blocked past write_timeout)");
+                close(t, CloseKind::GoingAway, "write timeout").await;
+                false
+            }
+        }
+    }
+}
+
+/// The rare ends of a write: the transport failed, or invocations too
+/// large for the callee go back to the realm as errors. `false` once the
+/// session is closed.
+async fn after_write<T: Transport>(
+    t: &mut T,
+    written: Result<(), TransportError>,
+    to_realm: Vec<Message>,
     realm: &RealmHandle,
     id: Id,
     span: &Span,
-    write_timeout: Duration,
-    traffic: &mut Traffic<'_>,
 ) -> bool {
-    let mut to_realm = Vec::new();
-    let outcome = {
-        let write = write_batch(t, out, rx, traffic, &mut to_realm);
-        tokio::pin!(write);
-        match futures::FutureExt::now_or_never(&mut write) {
-            Some(r) => Write::Done(r),
-            None => {
-                timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + write_timeout);
-                tokio::select! {
-                    r = &mut write => Write::Done(r),
-                    _ = &mut timer => Write::Stalled,
-                    _ = std::future::poll_fn(|cx| rx.poll_killed(cx)) => Write::Killed,
-                    _ = &mut stopping => Write::Shutdown,
-                }
-            }
-        }
-    };
-    let written = match outcome {
-        Write::Done(r) => r,
-        // Closed at once, before anything is read: a read may make the
-        // codec answer a ping, which must not land inside the frame this
-        // write left half done.
-        Write::Killed => {
-            killed(t, rx).await;
-            return false;
-        }
-        Write::Shutdown => {
-            close(t, CloseKind::GoingAway, "router shutting down").await;
-            return false;
-        }
-        Write::Stalled => {
-            warn!(parent: span, timeout_ms = write_timeout.as_millis() as u64,
-                "closing slow session: the peer stopped reading (a write stayed blocked past write_timeout)");
-            close(t, CloseKind::GoingAway, "write timeout").await;
-            return false;
-        }
-    };
     if let Err(e) = written {
         end_on_transport_error(t, span, e).await;
         return false;

@@ -290,8 +290,9 @@ mod size_probe {
         );
         let f = std::mem::size_of_val(&fut);
         assert!(
-            // The established phase included (no box of its own).
-            f <= 1856,
+            // The established phase included (no box of its own); about
+            // 1740 bytes before `outbound` kept its arguments once.
+            f <= 1472,
             "the RawSocket connection's future grew to {f} bytes"
         );
     }

@@ -1176,8 +1176,10 @@ mod size_probe {
             );
             // The one box an established WebSocket session keeps (the
             // established phase inside; the upgrade's state is not).
+            // (About 1750 bytes before the session's write, `outbound`,
+            // kept its arguments once and its rare ends boxed.)
             let size = std::mem::size_of_val(&run);
-            assert!(size <= 2048, "session::run future grew to {size} bytes");
+            assert!(size <= 1504, "session::run future grew to {size} bytes");
             // The connection's task holds this one for the connection's
             // whole life: every transport kind's future is boxed behind it.
             let (s2, _) = {
