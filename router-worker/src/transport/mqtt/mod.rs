@@ -1609,7 +1609,15 @@ impl MqttTransport {
             debug!(topic = %topic, "MQTT message expired before delivery");
             return Ok(None);
         };
-        let payload = match self.options.mapping_for(&uri) {
+        let mut held = Held {
+            topic,
+            payload: Bytes::new(),
+            qos,
+            retain,
+            props,
+            expires,
+        };
+        held.payload = match self.options.mapping_for(&uri) {
             Mapping::Dynamic { realm, encoder, .. } => {
                 let realm = realm
                     .or_else(|| self.options.realm.clone())
@@ -1620,7 +1628,7 @@ impl MqttTransport {
                 };
                 let call = vec![
                     Value::from(&*uri),
-                    Value::from(topic.as_str()),
+                    Value::from(held.topic.as_str()),
                     Value::List(args),
                     Value::Dict(e.payload.kwargs.clone()),
                 ];
@@ -1630,16 +1638,12 @@ impl MqttTransport {
                         .await
                         .and_then(encoded)
                     {
-                        Ok(payload) => Some(Held {
-                            topic,
-                            payload,
-                            qos,
-                            retain,
-                            props,
-                            expires,
-                        }),
+                        Ok(payload) => {
+                            held.payload = payload;
+                            Some(held)
+                        }
                         Err(why) => {
-                            info!(topic = %topic, cause = %why, "MQTT message not sent: its payload could not be encoded");
+                            info!(topic = %held.topic, cause = %why, "MQTT message not sent: its payload could not be encoded");
                             None
                         }
                     }
@@ -1648,14 +1652,7 @@ impl MqttTransport {
             Mapping::Native(ser) => mqtt_payload(&e.payload, native_serializer(&ser)),
             Mapping::Passthrough => mqtt_payload(&e.payload, Serializer::Json),
         };
-        self.deliver(Held {
-            topic,
-            payload,
-            qos,
-            retain,
-            props,
-            expires,
-        })?;
+        self.deliver(held)?;
         Ok(None)
     }
 }
