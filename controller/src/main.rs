@@ -162,6 +162,10 @@ enum Command {
         /// The process name (`options.title`).
         #[arg(long)]
         title: Option<String>,
+        /// The runtime's threads (`options.threads`); one per CPU the
+        /// worker may use when absent.
+        #[arg(long)]
+        threads: Option<usize>,
     },
 }
 
@@ -339,6 +343,7 @@ fn main() -> ExitCode {
             id,
             control,
             title,
+            threads,
         } => {
             if let Some(t) = title
                 && let Ok(name) = std::ffi::CString::new(t)
@@ -346,7 +351,7 @@ fn main() -> ExitCode {
             {
                 eprintln!("trellis worker: cannot set the process name (options.title): {e}");
             }
-            run_worker(kind, id, control, cli.log_format)
+            run_worker(kind, id, control, threads, cli.log_format)
         }
         Command::GuestShim { grace, command } => match command.split_first() {
             Some((program, args)) => {
@@ -412,7 +417,7 @@ fn main() -> ExitCode {
                 log_format: cli.log_format,
                 log_spec: spec,
             };
-            let runtime = match runtime() {
+            let runtime = match runtime(None) {
                 Ok(r) => r,
                 Err(code) => return code,
             };
@@ -435,14 +440,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("trellis: cannot start the async runtime: {e}");
-            ExitCode::from(1)
-        })
+/// The multi-threaded runtime, with `threads` workers (else one per CPU
+/// the process may use, or `TOKIO_WORKER_THREADS`).
+fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("trellis: cannot start the async runtime: {e}");
+        ExitCode::from(1)
+    })
 }
 
 /// Run a short client task on a small runtime.
@@ -455,7 +463,13 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, String> {
 }
 
 /// `trellis worker`: a router or container process under the controller.
-fn run_worker(kind: worker::Kind, id: String, control: PathBuf, format: LogFormat) -> ExitCode {
+fn run_worker(
+    kind: worker::Kind,
+    id: String,
+    control: PathBuf,
+    threads: Option<usize>,
+    format: LogFormat,
+) -> ExitCode {
     let spec = std::env::var("TRELLIS_LOG").unwrap_or_else(|_| "info".into());
     let level = match logging::init_with(&spec, format, false) {
         Ok(h) => h,
@@ -471,7 +485,7 @@ fn run_worker(kind: worker::Kind, id: String, control: PathBuf, format: LogForma
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let runtime = match runtime() {
+    let runtime = match runtime(threads) {
         Ok(r) => r,
         Err(code) => return code,
     };

@@ -123,6 +123,9 @@ pub async fn spawn(
             if let Some(t) = &spec.options.title {
                 cmd.arg("--title").arg(t);
             }
+            if let Some(n) = spec.options.threads {
+                cmd.arg("--threads").arg(n.to_string());
+            }
             spec.options.env.apply(cmd.as_std_mut());
             config = Some(
                 match &spec.kind {

@@ -456,6 +456,7 @@ pub async fn run(
     info!(
         worker = %id,
         startup_ms = started.elapsed().as_millis() as u64,
+        threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "{kind_name} worker ready"
     );
 

@@ -51,6 +51,8 @@ fn crossbar_config(port: u16, web_port: u16) -> serde_json::Value {
                 // Web only: no realms.
                 "type": "router",
                 "id": "web1",
+                // Trellis's own: the runtime's threads.
+                "options": {"threads": 3},
                 "transports": [{
                     "type": "web",
                     "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": web_port},
@@ -143,6 +145,12 @@ fn crossbar_shaped_configs_are_checked_and_served() {
     let web = pid_of(&s, "web1");
     let comm = std::fs::read_to_string(format!("/proc/{web}/comm")).expect("comm");
     assert_eq!(comm.trim(), "trellis", "no title: the executable's name");
+    // `threads`: the worker's runtime runs three, whatever the CPUs.
+    let log = node.worker_log("web1");
+    assert!(
+        log.contains("router worker ready") && log.contains("threads=3"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -223,6 +223,10 @@ pub struct WorkerOptions {
     /// Router and container workers: the CPUs the worker may run on.
     #[serde(default)]
     pub cpu_affinity: Option<Vec<usize>>,
+    /// Router and container workers (Trellis's own): how many threads the
+    /// worker's async runtime runs; the CPUs it may use when absent.
+    #[serde(default)]
+    pub threads: Option<usize>,
     /// Crossbar.io's; accepted and ignored (see `check`'s warning).
     #[serde(default)]
     pub expose_controller: Option<bool>,
@@ -794,6 +798,44 @@ mod tests {
         let p = dir.path().join("node.json");
         std::fs::write(&p, json).unwrap();
         load(Some(&p))
+    }
+
+    #[test]
+    fn worker_threads_are_one_to_the_maximum_and_not_for_guests() {
+        let node = |router: &str, guest: &str| {
+            format!(
+                r#"{{"version": 2, "workers": [
+                    {{"type": "router", "options": {{"threads": {router}}},
+                      "transports": [{{"type": "websocket", "endpoint": {{"type": "tcp", "port": 1}}}}]}},
+                    {{"type": "container", "options": {{"threads": 2}}}},
+                    {{"type": "guest", "executable": "true"{guest}}}]}}"#
+            )
+        };
+        let ok = load_str(&node("1", "")).expect("accepted");
+        assert_eq!(ok.workers[0].options.threads, Some(1));
+        assert_eq!(ok.workers[1].options.threads, Some(2));
+        assert_eq!(ok.workers[2].options.threads, None);
+        let e = load_str(&node("0", r#", "options": {"threads": 1}"#))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("workers[0].options.threads: 0: a worker runs 1 to 1024 threads"),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "workers[2].options.threads: only router and container workers take \"threads\""
+            ),
+            "{e}"
+        );
+        let e = load_str(&node("1025", ""))
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("1025: a worker runs 1 to 1024 threads"), "{e}");
+        let e = load_str(&node("\"2\"", ""))
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("workers[0].options.threads"), "{e}");
     }
 
     #[test]

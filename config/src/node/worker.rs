@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// The most threads a worker's runtime may run (`options.threads`).
+pub const MAX_THREADS: usize = 1024;
+
 pub(super) fn json_type(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
@@ -344,6 +347,21 @@ fn validate_options(p: &str, kind: &str, o: &WorkerOptions, errors: &mut Vec<Con
             path: format!("{p}.title"),
             message: format!(
                 "{t:?}: a process name is 1 to 15 bytes (Linux keeps no more), without NUL"
+            ),
+        });
+    }
+    if kind == "guest" && o.threads.is_some() {
+        errors.push(ConfigError {
+            path: format!("{p}.threads"),
+            message: "only router and container workers take \"threads\" (their runtime's); a guest program runs its own".into(),
+        });
+    } else if let Some(n) = o.threads
+        && !(1..=MAX_THREADS).contains(&n)
+    {
+        errors.push(ConfigError {
+            path: format!("{p}.threads"),
+            message: format!(
+                "{n}: a worker runs 1 to {MAX_THREADS} threads (leave it out for one per CPU the worker may use)"
             ),
         });
     }
