@@ -448,24 +448,33 @@ async fn sniff<S: Io>(
     }
 }
 
-/// The session a transport's `handshake` opens, made inside the same future
-/// as the handshake: box this and await what it returns in place
-/// (`Box::pin(open_session(..)).await.await`), and the connection's future
-/// holds the session's alone, not also the transport it was made from
-/// (which the compiler keeps beside a session made after the await: a
-/// kilobyte per MQTT client). Its output is `true` once a session ran.
-pub(super) async fn open_session<'a, T: crate::session::transport::Transport>(
-    handshake: impl Future<Output = Option<(T, crate::session::Connection)>>,
-    settings: &'a crate::session::SessionSettings,
-    realms: &'a Realms,
+/// The session a transport's handshake opened (`None`: it did not), made
+/// inside the handshake's box: `Box::pin(async { session_of(handshake.await,
+/// ..) }).await.await`, and the connection's future holds the session's
+/// alone, not also the transport it was made from (which the compiler
+/// keeps beside a session made after an await: a kilobyte per MQTT
+/// client), nor the connection's arguments (the session owns its settings
+/// and realms). Its output is `true` once a session ran.
+pub(super) fn session_of<T: crate::session::transport::Transport>(
+    opened: Option<(T, crate::session::Connection)>,
+    settings: Arc<ListenerSettings>,
+    realms: Realms,
     shutdown: CancellationToken,
-) -> futures::future::Either<impl Future<Output = bool> + Send + 'a, std::future::Ready<bool>> {
+) -> futures::future::Either<impl Future<Output = bool> + Send + 'static, std::future::Ready<bool>>
+{
     use futures::FutureExt;
-    let Some((transport, conn)) = handshake.await else {
+    let Some((transport, conn)) = opened else {
         return futures::future::Either::Right(std::future::ready(false));
     };
     futures::future::Either::Left(
-        crate::session::run(transport, settings, realms, conn, shutdown).map(|()| true),
+        crate::session::run(
+            transport,
+            listener::SessionOf(settings),
+            realms,
+            conn,
+            shutdown,
+        )
+        .map(|()| true),
     )
 }
 
