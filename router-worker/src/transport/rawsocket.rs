@@ -52,7 +52,9 @@ pub fn handle_connection<S: Io>(
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
     // The handshake owns the connection's arguments and is freed once the
-    // session is open: the connection's future keeps only the session's.
+    // session is open: the connection's future keeps only the session's,
+    // which the box yields to be awaited in place.
+    #[allow(clippy::async_yields_async)]
     let opening = Box::pin(async move {
         let opened = handshake(stream, peer, &settings, &shutdown).await;
         super::session_of(opened, settings, realms, shutdown)
