@@ -476,7 +476,7 @@ fn systemd_hears_ready_and_stopping() {
     cfg["workers"]
         .as_array_mut()
         .expect("workers")
-        .push(json!({"type": "container", "id": "c1"}));
+        .push(json!({"type": "container", "id": "c1", "options": {"threads": 3}}));
     let mut node = Node::start_with(
         &cfg,
         port,
@@ -502,6 +502,13 @@ fn systemd_hears_ready_and_stopping() {
             .iter()
             .all(|w| w["state"] == "running"),
         "{s}"
+    );
+    // `options.threads` reaches a container's runtime too.
+    let c1 = node.worker_log("c1");
+    assert!(
+        c1.contains("container worker ready")
+            && (c1.contains("\"threads\":3") || c1.contains("threads=3")),
+        "{c1}"
     );
     node.signal(Signal::SIGTERM);
     loop {
