@@ -145,16 +145,10 @@ fn crossbar_shaped_configs_are_checked_and_served() {
     let web = pid_of(&s, "web1");
     let comm = std::fs::read_to_string(format!("/proc/{web}/comm")).expect("comm");
     assert_eq!(comm.trim(), "trellis", "no title: the executable's name");
-    // `threads`: the worker's runtime runs three, whatever the CPUs (its
-    // ready line follows its ready report; it may land a moment later).
-    let ready = |log: &str| log.contains("router worker ready") && log.contains("threads=3");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut log = node.worker_log("web1");
-    while !ready(&log) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        log = node.worker_log("web1");
-    }
-    assert!(ready(&log), "{log}");
+    // `threads`: the worker's runtime runs three, whatever the CPUs.
+    node.wait_worker_log("web1", "ready line with threads=3", |log| {
+        log.contains("router worker ready") && log.contains("threads=3")
+    });
 }
 
 #[test]

@@ -503,19 +503,11 @@ fn systemd_hears_ready_and_stopping() {
             .all(|w| w["state"] == "running"),
         "{s}"
     );
-    // `options.threads` reaches a container's runtime too (its ready line
-    // follows its ready report, so it may land in the log a moment later).
-    let ready = |log: &str| {
+    // `options.threads` reaches a container's runtime too.
+    node.wait_worker_log("c1", "ready line with threads 3", |log| {
         log.contains("container worker ready")
             && (log.contains("\"threads\":3") || log.contains("threads=3"))
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut c1 = node.worker_log("c1");
-    while !ready(&c1) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        c1 = node.worker_log("c1");
-    }
-    assert!(ready(&c1), "{c1}");
+    });
     node.signal(Signal::SIGTERM);
     loop {
         let n = sock.recv(&mut buf).expect("a notification");

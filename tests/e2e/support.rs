@@ -273,6 +273,24 @@ impl Node {
         }
     }
 
+    /// Wait until worker `id`'s log satisfies `done` (10 s at most): a
+    /// worker's lines reach its log file through the controller, a moment
+    /// after what they tell of.
+    pub fn wait_worker_log(&self, id: &str, what: &str, done: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.worker_log(id);
+            if done(&log) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} in worker {id}'s log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Wait until every worker is up: [`Node::start`] returns once the
     /// first port listens, before later transports are bound.
     pub fn wait_ready(&self) {
