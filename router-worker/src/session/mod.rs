@@ -33,7 +33,7 @@ use crate::realm::{
 };
 use crate::realms::Realms;
 
-use self::transport::{CloseKind, Transport, TransportError};
+use self::transport::{CloseKind, Queued, Transport, TransportError};
 
 /// Messages written per flush when the outbound queue has a backlog.
 const WRITE_BATCH: usize = 256;
@@ -730,22 +730,36 @@ fn oversize(msg: &Message, size: usize, limit: usize) -> Oversize {
     }
 }
 
-/// Write one message and whatever else is queued behind it, then flush.
-/// Messages too large for the peer are handled by [`oversize`]; errors the
-/// realm must hear of (for invocations) are left in `to_realm`.
-async fn write_batch<T: Transport>(
+/// How [`write_now`] ended.
+enum Quick<L> {
+    /// Written (or failed).
+    Done(Result<(), TransportError>),
+    /// The rest has to wait: what the transport left for later (if
+    /// anything), then the flush.
+    Wait(Option<L>),
+}
+
+/// Write one message and whatever else is queued behind it, then flush,
+/// as far as that goes without waiting. Messages too large for the peer
+/// are handled by [`oversize`]; errors the realm must hear of (for
+/// invocations) are left in `to_realm`.
+///
+/// Nothing of it lives across an await: a session keeps no write future
+/// in its state unless a write has to wait ([`write_rest`], boxed).
+fn write_now<T: Transport>(
     t: &mut T,
     first: Arc<OutMsg>,
     rx: &OutboxReceiver,
     traffic: &mut Traffic<'_>,
     to_realm: &mut Vec<Message>,
-) -> Result<(), TransportError> {
+) -> Quick<T::Later> {
     let serializer = t.serializer();
     let limit = t.out_limit();
     let size = |m: &OutMsg| m.encoded(serializer).map_or(0, |e| e.as_bytes().len());
     let mut bytes = 0;
     let mut next = Some(first);
     let mut n = 0;
+    let mut later = None;
     while let Some(m) = next.take() {
         let len = size(&m);
         let m = if len > limit {
@@ -757,23 +771,56 @@ async fn write_batch<T: Transport>(
                     to_realm.push(e);
                     None
                 }
-                Oversize::Fail(text) => return Err(TransportError::PeerLimit(text)),
+                Oversize::Fail(text) => return Quick::Done(Err(TransportError::PeerLimit(text))),
             }
         } else {
             Some(m)
         };
+        n += 1;
         if let Some(m) = m {
-            t.feed(&m).await?;
+            let queued = match t.queue(&m) {
+                Ok(q) => q,
+                Err(e) => return Quick::Done(Err(e)),
+            };
             let len = size(&m);
             traffic.metered(len);
             bytes += len;
+            match queued {
+                Queued::Yes => {}
+                // Written out before more is taken.
+                Queued::Full => n = WRITE_BATCH,
+                Queued::Later(l) => {
+                    later = Some(l);
+                    n = WRITE_BATCH;
+                }
+            }
         }
-        n += 1;
         if n < WRITE_BATCH {
             next = rx.try_recv();
         }
     }
     traffic.sent(bytes);
+    if later.is_some() {
+        return Quick::Wait(later);
+    }
+    // Polled once: a flush that has to wait is dropped (it is
+    // cancel-safe) and goes on in `write_rest`.
+    let flush = std::pin::pin!(t.flush());
+    match futures::FutureExt::now_or_never(flush) {
+        Some(r) => Quick::Done(r),
+        None => Quick::Wait(None),
+    }
+}
+
+/// What [`write_now`] could not do at once: finish what the transport
+/// left for later, and flush.
+async fn write_rest<T: Transport>(
+    t: &mut T,
+    later: Option<T::Later>,
+) -> Result<(), TransportError> {
+    if let Some(l) = later {
+        t.finish(l).await?;
+    }
     t.flush().await
 }
 
@@ -934,21 +981,19 @@ fn outbound<'a, 'b: 'a, 's: 'a, T: Transport>(
 ) -> impl Future<Output = bool> + Send + 'a {
     async move {
         let mut to_realm = Vec::new();
-        let outcome = {
-            let write = write_batch(t, out, rx, traffic, &mut to_realm);
-            tokio::pin!(write);
-            match futures::FutureExt::now_or_never(&mut write) {
-                Some(r) => Write::Done(r),
-                None => {
-                    timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + write_timeout);
-                    tokio::select! {
-                        r = &mut write => Write::Done(r),
-                        _ = &mut timer => Write::Stalled,
-                        _ = std::future::poll_fn(|cx| rx.poll_killed(cx)) => Write::Killed,
-                        _ = &mut stopping => Write::Shutdown,
-                    }
+        let outcome = match write_now(t, out, rx, traffic, &mut to_realm) {
+            Quick::Done(r) => Write::Done(r),
+            Quick::Wait(later) => {
+                // Boxed: only a write that waits keeps it.
+                let mut write = Box::pin(write_rest(t, later));
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + write_timeout);
+                tokio::select! {
+                    r = &mut write => Write::Done(r),
+                    _ = &mut timer => Write::Stalled,
+                    _ = std::future::poll_fn(|cx| rx.poll_killed(cx)) => Write::Killed,
+                    _ = &mut stopping => Write::Shutdown,
                 }
             }
         };
@@ -1226,6 +1271,175 @@ async fn goodbye_on_shutdown_inner<T: Transport>(t: &mut T) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A transport that writes into a list, as scripted: full after some
+    /// messages, a message it finishes later, flushes that wait.
+    #[derive(Default)]
+    struct Scripted {
+        /// Queued, not yet flushed (requests of RESULTs).
+        queued: Vec<u64>,
+        /// Flushed.
+        written: Vec<u64>,
+        /// `Queued::Full` once this many wait in `queued`.
+        full_at: Option<usize>,
+        /// This request is finished later.
+        later: Option<u64>,
+        /// Flushes that return `Pending` before one completes.
+        pending_flushes: usize,
+    }
+
+    fn request(m: &OutMsg) -> u64 {
+        match &m.msg {
+            Message::Result(r) => r.request,
+            other => panic!("unexpected {}", other.name()),
+        }
+    }
+
+    fn result(request: u64) -> Arc<OutMsg> {
+        OutMsg::new(Message::Result(proto::message::CallResult {
+            request,
+            details: Dict::new(),
+            payload: proto::Payload::default(),
+        }))
+    }
+
+    impl Transport for Scripted {
+        type Later = u64;
+
+        fn serializer(&self) -> proto::Serializer {
+            proto::Serializer::Json
+        }
+
+        async fn recv(&mut self) -> Result<bytes::Bytes, TransportError> {
+            std::future::pending().await
+        }
+
+        fn queue(&mut self, msg: &Arc<OutMsg>) -> Result<Queued<u64>, TransportError> {
+            let r = request(msg);
+            if self.later == Some(r) {
+                return Ok(Queued::Later(r));
+            }
+            self.queued.push(r);
+            Ok(match self.full_at {
+                Some(n) if self.queued.len() >= n => Queued::Full,
+                _ => Queued::Yes,
+            })
+        }
+
+        async fn finish(&mut self, later: u64) -> Result<(), TransportError> {
+            tokio::task::yield_now().await;
+            self.queued.push(later);
+            Ok(())
+        }
+
+        async fn flush(&mut self) -> Result<(), TransportError> {
+            std::future::poll_fn(|cx| {
+                if self.pending_flushes > 0 {
+                    self.pending_flushes -= 1;
+                    cx.waker().wake_by_ref();
+                    return std::task::Poll::Pending;
+                }
+                self.written.append(&mut self.queued);
+                std::task::Poll::Ready(Ok(()))
+            })
+            .await
+        }
+
+        async fn close(&mut self, _kind: CloseKind, _reason: &str) {}
+
+        async fn ping(&mut self) -> Result<(), TransportError> {
+            Ok(())
+        }
+
+        fn last_seen(&self) -> std::time::Instant {
+            std::time::Instant::now()
+        }
+    }
+
+    /// The session's outbox holding results 2..=n (1 is taken).
+    fn backlog(n: u64) -> (crate::outbound::OutboxSender, OutboxReceiver) {
+        let (tx, rx) = outbox(16);
+        for r in 2..=n {
+            tx.try_send(result(r)).expect("room");
+        }
+        (tx, rx)
+    }
+
+    #[test]
+    fn a_write_that_need_not_wait_takes_the_backlog_and_flushes_at_once() {
+        let counters = TransportCounters::default();
+        let mut traffic = Traffic::new(&counters);
+        let mut t = Scripted::default();
+        let (_tx, rx) = backlog(3);
+        let mut to_realm = Vec::new();
+        match write_now(&mut t, result(1), &rx, &mut traffic, &mut to_realm) {
+            Quick::Done(Ok(())) => {}
+            _ => panic!("expected the write done at once"),
+        }
+        assert_eq!(t.written, [1, 2, 3]);
+        assert!(rx.try_recv().is_none());
+    }
+
+    #[test]
+    fn a_full_transport_is_flushed_before_more_is_taken() {
+        let counters = TransportCounters::default();
+        let mut traffic = Traffic::new(&counters);
+        let mut t = Scripted {
+            full_at: Some(2),
+            ..Default::default()
+        };
+        let (_tx, rx) = backlog(3);
+        let mut to_realm = Vec::new();
+        assert!(matches!(
+            write_now(&mut t, result(1), &rx, &mut traffic, &mut to_realm),
+            Quick::Done(Ok(()))
+        ));
+        assert_eq!(t.written, [1, 2]);
+        let left = rx.try_recv().expect("the third stays in the outbox");
+        assert_eq!(request(&left), 3);
+    }
+
+    #[tokio::test]
+    async fn a_flush_that_waits_goes_on_where_it_stopped() {
+        let counters = TransportCounters::default();
+        let mut traffic = Traffic::new(&counters);
+        let mut t = Scripted {
+            pending_flushes: 2,
+            ..Default::default()
+        };
+        let (_tx, rx) = backlog(2);
+        let mut to_realm = Vec::new();
+        let later = match write_now(&mut t, result(1), &rx, &mut traffic, &mut to_realm) {
+            Quick::Wait(later) => later,
+            Quick::Done(_) => panic!("the flush had to wait"),
+        };
+        assert!(later.is_none());
+        // The dropped flush lost nothing: what it held is written next.
+        assert!(t.written.is_empty());
+        write_rest(&mut t, later).await.expect("flushed");
+        assert_eq!(t.written, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn what_the_transport_finishes_later_is_written_after_it() {
+        let counters = TransportCounters::default();
+        let mut traffic = Traffic::new(&counters);
+        let mut t = Scripted {
+            later: Some(2),
+            ..Default::default()
+        };
+        let (_tx, rx) = backlog(3);
+        let mut to_realm = Vec::new();
+        let later = match write_now(&mut t, result(1), &rx, &mut traffic, &mut to_realm) {
+            Quick::Wait(later) => later,
+            Quick::Done(_) => panic!("message 2 is finished later"),
+        };
+        assert_eq!(later, Some(2));
+        write_rest(&mut t, later).await.expect("written");
+        assert_eq!(t.written, [1, 2]);
+        // Nothing was taken past it: order holds.
+        assert_eq!(request(&rx.try_recv().expect("3 waits")), 3);
+    }
 
     #[test]
     fn the_shared_histogram_counts_by_bucket() {

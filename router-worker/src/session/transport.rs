@@ -39,6 +39,18 @@ pub enum TransportError {
     Io(String),
 }
 
+/// What [`Transport::queue`] did with a message.
+#[derive(Debug)]
+pub enum Queued<L> {
+    /// Queued.
+    Yes,
+    /// Queued, and the transport's write buffer is full: flush before
+    /// queueing more.
+    Full,
+    /// Partly done: the rest waits for [`Transport::finish`].
+    Later(L),
+}
+
 /// How to close a transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseKind {
@@ -71,13 +83,43 @@ pub trait Transport: Send + 'static {
         usize::MAX
     }
 
-    /// Queue a message for writing (call [`Transport::flush`] after a batch).
+    /// The rest of a message [`Transport::queue`] could not finish without
+    /// waiting (an MQTT session resumed, a payload a procedure encodes);
+    /// `Infallible` for transports that never wait.
+    type Later: Send;
+
+    /// Queue a message for writing, without waiting (call
+    /// [`Transport::flush`] after a batch). The session writes this way
+    /// and polls the flush once: a write that completes at once keeps no
+    /// future in the session's state, which every idle session would
+    /// otherwise carry.
+    fn queue(&mut self, msg: &Arc<OutMsg>) -> Result<Queued<Self::Later>, TransportError>;
+
+    /// Finish what [`Transport::queue`] left for later.
+    fn finish(
+        &mut self,
+        later: Self::Later,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Queue a message for writing, writing out first when the buffer is
+    /// full (call [`Transport::flush`] after a batch).
     fn feed(
         &mut self,
         msg: &Arc<OutMsg>,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        async move {
+            match self.queue(msg)? {
+                Queued::Yes => Ok(()),
+                Queued::Full => self.flush().await,
+                Queued::Later(later) => self.finish(later).await,
+            }
+        }
+    }
 
     /// Write everything queued.
+    ///
+    /// Cancel-safe: dropped before it completes, it loses nothing, and the
+    /// next flush goes on where it stopped.
     fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
 
     /// Close the connection (best effort).

@@ -34,7 +34,9 @@ use super::{ListenerSettings, Peer};
 use crate::outbound::OutMsg;
 use crate::realm::TransportInfo;
 use crate::realms::Realms;
-use crate::session::{self, transport::CloseKind, transport::Transport, transport::TransportError};
+use crate::session::{
+    self, transport::CloseKind, transport::Queued, transport::Transport, transport::TransportError,
+};
 use trellis_config::router::LongPollOptions;
 
 /// Client messages (or batches) waiting for the session, per transport.
@@ -540,9 +542,11 @@ impl Transport for LongPollTransport {
         }
     }
 
-    async fn feed(&mut self, msg: &Arc<OutMsg>) -> Result<(), TransportError> {
+    type Later = std::convert::Infallible;
+
+    fn queue(&mut self, msg: &Arc<OutMsg>) -> Result<Queued<Self::Later>, TransportError> {
         let Some(enc) = msg.encoded(self.shared.serializer) else {
-            return Ok(());
+            return Ok(Queued::Yes);
         };
         let bytes = Bytes::copy_from_slice(enc.as_bytes());
         let Ok(mut out) = self.shared.out.lock() else {
@@ -570,7 +574,11 @@ impl Transport for LongPollTransport {
         }
         out.bytes += bytes.len();
         out.queue.push_back(bytes);
-        Ok(())
+        Ok(Queued::Yes)
+    }
+
+    async fn finish(&mut self, later: Self::Later) -> Result<(), TransportError> {
+        match later {}
     }
 
     async fn flush(&mut self) -> Result<(), TransportError> {
