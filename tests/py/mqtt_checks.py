@@ -15,6 +15,7 @@ import queue
 import socket
 import struct
 import sys
+import time
 
 import paho.mqtt.client as mqtt
 from autobahn.wamp.interfaces import IPayloadCodec
@@ -235,6 +236,32 @@ async def main():
     await asyncio.sleep(0.5)
     assert wills.empty(), "a clean DISCONNECT sends no will"
     print("ok will on a lost client only", flush=True)
+
+    # Keep-alive: a client silent for 1.5 times its keep-alive (1 s) is
+    # closed and leaves its will; one that pings within it stays.
+    pinging = raw_client(raw_connect("alive-1", ("clients/alive-1/status", b"gone"), keep_alive=1))
+    assert pinging.recv(4) == b"\x20\x02\x00\x00"
+
+    def keep_pinging():
+        for _ in range(6):
+            time.sleep(0.5)
+            pinging.sendall(b"\xc0\x00")  # PINGREQ
+            assert pinging.recv(2) == b"\xd0\x00", "PINGRESP"
+
+    start = time.monotonic()
+    s = raw_client(raw_connect("silent-1", ("clients/silent-1/status", b"silent"), keep_alive=1))
+    assert s.recv(4) == b"\x20\x02\x00\x00"
+    pings = loop.run_in_executor(None, keep_pinging)
+    args, _, details = await next_event(wills)
+    waited = time.monotonic() - start
+    assert args == [b"silent"] and details.topic == "clients.silent-1.status", (args, details)
+    assert 1.4 <= waited <= 4.0, f"the will came after {waited:.2f} s, expected about 1.5 s"
+    assert closed(s), "the silent client is closed"
+    await pings
+    assert wills.empty(), "the pinging client is still there"
+    pinging.sendall(b"\xe0\x00")
+    assert closed(pinging)
+    print("ok keep-alive: a silent client closed with its will, a pinging one kept", flush=True)
 
     # A client id in use: the new connection takes it over, the old one
     # is closed (and, gone without DISCONNECT, leaves its will).

@@ -21,12 +21,13 @@ def raw_packet(first, body):
     return bytes(out) + body
 
 
-def raw_connect(client_id, will=None, clean=True):
-    """A CONNECT for `client_id` (keep-alive 30 s), with a will (topic,
-    payload) and a clean session unless told otherwise."""
+def raw_connect(client_id, will=None, clean=True, keep_alive=30):
+    """A CONNECT for `client_id` (keep-alive 30 s unless told otherwise),
+    with a will (topic, payload) and a clean session unless told
+    otherwise."""
     flags = 0x02 if clean else 0x00
     payload = raw_string(client_id.encode())
     if will:
         flags |= 0x04
         payload += raw_string(will[0].encode()) + raw_string(will[1])
-    return raw_packet(0x10, raw_string(b"MQTT") + bytes([4, flags]) + struct.pack(">H", 30) + payload)
+    return raw_packet(0x10, raw_string(b"MQTT") + bytes([4, flags]) + struct.pack(">H", keep_alive) + payload)

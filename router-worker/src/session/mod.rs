@@ -864,15 +864,24 @@ fn established<'a, 'b: 'a, T: Transport>(
                 None => None,
                 Some(m) => m.due().map(tokio::time::Instant::from_std),
             };
-            let wake_at = match stats_at {
+            let mut wake_at = match stats_at {
                 Some(at) if keepalive.is_none() || at < keep_at => at,
                 _ => keep_at,
             };
+            // The transport's own deadline: when it is due, the next
+            // `recv` (made anew each time round) deals with it.
+            if let Some(at) = t.deadline()
+                && tokio::time::Instant::from_std(at) < wake_at
+            {
+                wake_at = tokio::time::Instant::from_std(at);
+            }
             if timer.deadline() != wake_at {
                 timer.as_mut().reset(wake_at);
             }
             tokio::select! {
-                _ = &mut timer, if keepalive.is_some() || stats_at.is_some() => {
+                // (Without keepalive, `keep_at` is a year away: the timer
+                // is armed when statistics or the transport want it.)
+                _ = &mut timer, if keepalive.is_some() || wake_at < keep_at => {
                     let due = tokio::time::Instant::now();
                     if stats_at.is_some_and(|at| at <= due) {
                         publish_stats(realm, who, traffic, false).await;
@@ -1056,46 +1065,54 @@ async fn after_write<T: Transport>(
 
 /// One message from the peer (or the transport's error); `false` once
 /// the session is closed.
+///
+/// Like [`outbound`], its future is part of every session's state: not
+/// an `async fn` (which keeps its arguments twice), and the message's
+/// bytes are gone before the realm's send is awaited.
 #[allow(clippy::too_many_arguments)]
-async fn inbound<T: Transport>(
-    t: &mut T,
+#[allow(clippy::manual_async_fn)]
+fn inbound<'a, 'b: 'a, T: Transport>(
+    t: &'a mut T,
     incoming: Result<bytes::Bytes, TransportError>,
-    realm: &RealmHandle,
+    realm: &'a RealmHandle,
     id: Id,
-    span: &Span,
-    traffic: &mut Traffic<'_>,
-    who: &Dict,
+    span: &'a Span,
+    traffic: &'a mut Traffic<'b>,
+    who: &'a Dict,
     compat: trellis_config::router::Compat,
-) -> bool {
-    let bytes = match incoming {
-        Ok(b) => b,
-        Err(e) => {
-            end_on_transport_error(t, span, e).await;
-            return false;
-        }
-    };
-    traffic.received(bytes.len());
-    let serializer = t.serializer();
-    match classify(realm, id, serializer, &bytes) {
-        Incoming::Forward(sending) => {
-            if sending.await.is_err() {
-                realm_stopped(t).await;
+) -> impl Future<Output = bool> + Send + 'a {
+    async move {
+        let classified = match incoming {
+            Ok(bytes) => {
+                traffic.received(bytes.len());
+                classify(realm, id, t.serializer(), &bytes)
+            }
+            Err(e) => {
+                end_on_transport_error(t, span, e).await;
                 return false;
             }
-            true
-        }
-        Incoming::Goodbye(reason) => {
-            Box::pin(goodbye(t, &reason, realm, id, span, traffic, who, compat)).await;
-            false
-        }
-        Incoming::Abort(reason) => {
-            debug!(parent: span, %reason, "client sent ABORT");
-            close(t, CloseKind::Normal, "abort").await;
-            false
-        }
-        Incoming::Violation(text) => {
-            violation(t, span, &text).await;
-            false
+        };
+        match classified {
+            Incoming::Forward(sending) => {
+                if sending.await.is_err() {
+                    realm_stopped(t).await;
+                    return false;
+                }
+                true
+            }
+            Incoming::Goodbye(reason) => {
+                Box::pin(goodbye(t, &reason, realm, id, span, traffic, who, compat)).await;
+                false
+            }
+            Incoming::Abort(reason) => {
+                debug!(parent: span, %reason, "client sent ABORT");
+                close(t, CloseKind::Normal, "abort").await;
+                false
+            }
+            Incoming::Violation(text) => {
+                violation(t, span, &text).await;
+                false
+            }
         }
     }
 }

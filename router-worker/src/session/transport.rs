@@ -130,4 +130,12 @@ pub trait Transport: Send + 'static {
 
     /// When anything (a message, a ping, a pong) last arrived.
     fn last_seen(&self) -> std::time::Instant;
+
+    /// When the transport must look at its connection again though
+    /// nothing arrived (MQTT's keep-alive): the session's one timer wakes
+    /// then, and the next [`Transport::recv`] ends the connection if it
+    /// is due, so that no `recv` keeps a timer of its own.
+    fn deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
 }
