@@ -1382,35 +1382,35 @@ mod tests {
         (tx, rx)
     }
 
-    #[test]
-    fn a_write_that_need_not_wait_takes_the_backlog_and_flushes_at_once() {
+    /// `write_now` of result 1, with results 2..=n queued behind it.
+    fn write_first(
+        t: &mut Scripted,
+        n: u64,
+    ) -> (Quick<u64>, crate::outbound::OutboxSender, OutboxReceiver) {
         let counters = TransportCounters::default();
         let mut traffic = Traffic::new(&counters);
+        let (tx, rx) = backlog(n);
+        let quick = write_now(t, result(1), &rx, &mut traffic, &mut Vec::new());
+        (quick, tx, rx)
+    }
+
+    #[test]
+    fn a_write_that_need_not_wait_takes_the_backlog_and_flushes_at_once() {
         let mut t = Scripted::default();
-        let (_tx, rx) = backlog(3);
-        let mut to_realm = Vec::new();
-        match write_now(&mut t, result(1), &rx, &mut traffic, &mut to_realm) {
-            Quick::Done(Ok(())) => {}
-            _ => panic!("expected the write done at once"),
-        }
+        let (quick, _tx, rx) = write_first(&mut t, 3);
+        assert!(matches!(quick, Quick::Done(Ok(()))), "written at once");
         assert_eq!(t.written, [1, 2, 3]);
         assert!(rx.try_recv().is_none());
     }
 
     #[test]
     fn a_full_transport_is_flushed_before_more_is_taken() {
-        let counters = TransportCounters::default();
-        let mut traffic = Traffic::new(&counters);
         let mut t = Scripted {
             full_at: Some(2),
             ..Default::default()
         };
-        let (_tx, rx) = backlog(3);
-        let mut to_realm = Vec::new();
-        assert!(matches!(
-            write_now(&mut t, result(1), &rx, &mut traffic, &mut to_realm),
-            Quick::Done(Ok(()))
-        ));
+        let (quick, _tx, rx) = write_first(&mut t, 3);
+        assert!(matches!(quick, Quick::Done(Ok(()))), "written at once");
         assert_eq!(t.written, [1, 2]);
         let left = rx.try_recv().expect("the third stays in the outbox");
         assert_eq!(request(&left), 3);
@@ -1418,15 +1418,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_flush_that_waits_goes_on_where_it_stopped() {
-        let counters = TransportCounters::default();
-        let mut traffic = Traffic::new(&counters);
         let mut t = Scripted {
             pending_flushes: 2,
             ..Default::default()
         };
-        let (_tx, rx) = backlog(2);
-        let mut to_realm = Vec::new();
-        let later = match write_now(&mut t, result(1), &rx, &mut traffic, &mut to_realm) {
+        let (quick, _tx, _rx) = write_first(&mut t, 2);
+        let later = match quick {
             Quick::Wait(later) => later,
             Quick::Done(_) => panic!("the flush had to wait"),
         };
@@ -1439,15 +1436,12 @@ mod tests {
 
     #[tokio::test]
     async fn what_the_transport_finishes_later_is_written_after_it() {
-        let counters = TransportCounters::default();
-        let mut traffic = Traffic::new(&counters);
         let mut t = Scripted {
             later: Some(2),
             ..Default::default()
         };
-        let (_tx, rx) = backlog(3);
-        let mut to_realm = Vec::new();
-        let later = match write_now(&mut t, result(1), &rx, &mut traffic, &mut to_realm) {
+        let (quick, _tx, rx) = write_first(&mut t, 3);
+        let later = match quick {
             Quick::Wait(later) => later,
             Quick::Done(_) => panic!("message 2 is finished later"),
         };
