@@ -870,10 +870,10 @@ fn established<'a, 'b: 'a, T: Transport>(
             };
             // The transport's own deadline: when it is due, the next
             // `recv` (made anew each time round) deals with it.
-            if let Some(at) = t.deadline()
-                && tokio::time::Instant::from_std(at) < wake_at
+            if let Some(at) = t.deadline().map(tokio::time::Instant::from_std)
+                && at < wake_at
             {
-                wake_at = tokio::time::Instant::from_std(at);
+                wake_at = at;
             }
             if timer.deadline() != wake_at {
                 timer.as_mut().reset(wake_at);
