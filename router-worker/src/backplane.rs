@@ -74,6 +74,17 @@ pub struct BackplaneStats {
     /// Meta queries answered without some member known to be there
     /// (it did not answer within the time budget).
     pub meta_partial: AtomicU64,
+    /// Member links (`cluster.links`) up now, from this router.
+    pub links_open: AtomicU64,
+    /// RPC frames sent on member links (not through NATS).
+    pub link_sent: AtomicU64,
+    /// RPC frames received on member links.
+    pub link_received: AtomicU64,
+    /// Dropped: a member link's queue was full.
+    pub link_dropped: AtomicU64,
+    /// Connections to the member link port refused (no hello, a wrong
+    /// token).
+    pub links_refused: AtomicU64,
 }
 
 /// A worker's NATS connection.
@@ -101,6 +112,10 @@ pub struct Backplane {
     /// Other members by when they were last heard of (heartbeat or
     /// directory), and their directory keys.
     members: SharedMembers,
+    /// Direct links to the other members, with `cluster.links`, and the
+    /// listener until it is served.
+    links: Option<Arc<crate::links::Links>>,
+    links_listener: std::sync::Mutex<Option<tokio::net::TcpListener>>,
 }
 
 /// What a router knows of the cluster's other members (shared with its
@@ -188,6 +203,9 @@ pub struct RealmLink {
     store: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>,
     client: async_nats::Client,
     members: SharedMembers,
+    links: Option<Arc<crate::links::Links>>,
+    /// `realm_hex`, for the links.
+    realm_key: Arc<str>,
 }
 
 impl RealmLink {
@@ -398,8 +416,7 @@ impl RpcOut {
         let frame = &mut self.frames[i].1;
         if !frame.is_empty() && frame.len() + 4 + record.len() > FRAME_LIMIT {
             let bytes = frame.take();
-            let subject = self.subject(link, i);
-            link.push(subject, bytes);
+            self.send(link, i, bytes);
         }
         self.frames[i].1.push(record);
     }
@@ -411,14 +428,25 @@ impl RpcOut {
                 continue;
             }
             let bytes = self.frames[i].1.take();
-            let subject = self.subject(link, i);
-            link.push(subject, bytes);
+            self.send(link, i, bytes);
         }
         // Members written to lately stay, their frames empty; the list is
         // short (a cluster's routers), and cleared when it is not.
         if self.frames.len() > 16 {
             self.frames.clear();
         }
+    }
+
+    /// Send member `i`'s frame on its member link if one is up, else
+    /// through NATS.
+    fn send(&mut self, link: &RealmLink, i: usize, bytes: Bytes) {
+        if let Some(links) = &link.links
+            && links.send(&self.frames[i].0, &link.realm_key, &bytes)
+        {
+            return;
+        }
+        let subject = self.subject(link, i);
+        link.push(subject, bytes);
     }
 
     fn subject(&mut self, link: &RealmLink, i: usize) -> async_nats::Subject {
@@ -525,7 +553,17 @@ impl Backplane {
         let (purges, purges_rx) = mpsc::channel(MAX_PURGES);
         let epoch: u32 = rand::random();
         let member: Arc<str> = format!("{}-{worker}-{epoch:08x}", cfg.node_id).into();
+        let (links, links_listener) = match &cfg.links {
+            Some(l) => {
+                let (links, listener) =
+                    crate::links::Links::bind(l, member.clone(), stats.clone()).await?;
+                (Some(links), Some(listener))
+            }
+            None => (None, None),
+        };
         Ok(Arc::new(Backplane {
+            links,
+            links_listener: std::sync::Mutex::new(links_listener),
             client,
             prefix: format!("trellis.{}.", cfg.name),
             member,
@@ -549,6 +587,8 @@ impl Backplane {
         RealmLink {
             subject: realm_subject(&self.prefix, realm).into(),
             realm_hex: hex::encode(realm.as_bytes()),
+            realm_key: hex::encode(realm.as_bytes()).into(),
+            links: self.links.clone(),
             prefix: self.prefix.clone(),
             member: self.member.clone(),
             registry: self.registry.clone(),
@@ -582,6 +622,34 @@ impl Backplane {
         tokio::spawn(async move { me.heartbeats().await });
         let me = self.clone();
         tokio::spawn(async move { me.watch_link().await });
+        let listener = self.links_listener.lock().ok().and_then(|mut l| l.take());
+        if let (Some(links), Some(listener)) = (&self.links, listener) {
+            let me = self.clone();
+            tokio::spawn(
+                links
+                    .clone()
+                    .accept(listener, move |realm, frame| me.to_inbox(realm, frame)),
+            );
+            let me = self.clone();
+            tokio::spawn(async move { me.link_adverts().await });
+        }
+    }
+
+    /// Hear the other members' link adverts, and link to them.
+    async fn link_adverts(self: Arc<Self>) {
+        let Some(links) = self.links.clone() else {
+            return;
+        };
+        let mut sub = match self.client.subscribe(format!("{}links", self.prefix)).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("cluster backplane: cannot subscribe to member link adverts: {e}");
+                return;
+            }
+        };
+        while let Some(msg) = sub.next().await {
+            links.heard(&msg.payload);
+        }
     }
 
     /// Tell every realm about the cluster.
@@ -666,6 +734,12 @@ impl Backplane {
                         .client
                         .publish(subject.clone(), Bytes::from(self.member.to_string()))
                         .await;
+                    if let Some(links) = &self.links {
+                        let _ = self
+                            .client
+                            .publish(format!("{}links", self.prefix), links.advert())
+                            .await;
+                    }
                     // The round trip: a flush waits for the server's PONG.
                     let t0 = std::time::Instant::now();
                     if tokio::time::timeout(std::time::Duration::from_secs(2), self.client.flush())
@@ -689,6 +763,9 @@ impl Backplane {
                     }
                     for (member, keys) in dead {
                         warn!(member, "cluster backplane: a member is silent for {} s: taken as dead", DEAD_AFTER.as_secs());
+                        if let Some(links) = &self.links {
+                            links.forget(&member);
+                        }
                         let m: Arc<str> = member.as_str().into();
                         self.to_realms(|| crate::realm::RealmCommand::MemberDown {
                             member: m.clone(),
@@ -716,24 +793,29 @@ impl Backplane {
         while let Some(msg) = sub.next().await {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             // The realm is the subject's last token, in hex.
-            let realm = msg
-                .subject
-                .rsplit('.')
-                .next()
-                .and_then(|h| hex::decode(h).ok())
-                .and_then(|r| String::from_utf8(r).ok());
-            let Some(handle) = realm.as_deref().and_then(|r| self.realm(r)) else {
-                debug!(
-                    ?realm,
-                    "cluster backplane: a call for an unknown realm: dropped"
-                );
-                continue;
-            };
-            if let Err(crate::realm::RemoteRefused::Full) = handle.remote_rpc(msg.payload) {
-                self.stats
-                    .dropped_slow_consumer
-                    .fetch_add(1, Ordering::Relaxed);
+            if let Some(realm) = msg.subject.rsplit('.').next() {
+                self.to_inbox(realm, msg.payload);
             }
+        }
+    }
+
+    /// A frame for this member's inbox of a realm (its name in hex), from
+    /// NATS or a member link.
+    fn to_inbox(&self, realm_hex: &str, frame: Bytes) {
+        let realm = hex::decode(realm_hex)
+            .ok()
+            .and_then(|r| String::from_utf8(r).ok());
+        let Some(handle) = realm.as_deref().and_then(|r| self.realm(r)) else {
+            debug!(
+                ?realm,
+                "cluster backplane: a call for an unknown realm: dropped"
+            );
+            return;
+        };
+        if let Err(crate::realm::RemoteRefused::Full) = handle.remote_rpc(frame) {
+            self.stats
+                .dropped_slow_consumer
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 

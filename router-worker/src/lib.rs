@@ -25,6 +25,7 @@ pub mod broker;
 pub mod cookies;
 pub mod dealer;
 pub mod fast;
+pub mod links;
 pub mod liveness;
 pub mod local;
 pub mod meta;

@@ -722,6 +722,18 @@ pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigErrors> {
         }
     }
     check_ids(&workers, &mut errors);
+    if let Some(l) = cluster.as_ref().and_then(|c| c.links.as_ref())
+        && l.port != 0
+        && routers_in_file > 1
+    {
+        errors.push(ConfigError {
+            path: "cluster.links.port".into(),
+            message: format!(
+                "{}: each router worker listens for member links, and {routers_in_file} cannot share one port: use 0 (a port each, picked by the system)",
+                l.port
+            ),
+        });
+    }
     let routers: Vec<(usize, RouterConfig)> = workers
         .iter()
         .filter_map(|w| match &w.kind {

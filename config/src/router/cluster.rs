@@ -25,6 +25,48 @@ pub struct ClusterConfig {
     /// the directory through again when it is back).
     #[serde(default = "default_purge_after")]
     pub purge_after: u64,
+    /// Direct member links for cross-node calls (off unless given).
+    #[serde(default)]
+    pub links: Option<Box<LinksConfig>>,
+}
+
+/// `cluster.links`: each router worker listens on `interface:port` and
+/// tells the other members (over NATS, with a token made at start) where
+/// to reach it; calls, cancels and answers for its sessions then come
+/// straight over TCP instead of through nats-server. Heartbeats, the
+/// directory, Pub/Sub and meta queries stay on NATS, and a member without
+/// a link up is reached through NATS as before. The links are plain TCP
+/// (authenticated by the token, not encrypted): for loopback and private
+/// networks.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LinksConfig {
+    /// The address to listen on (default `127.0.0.1`: links between the
+    /// nodes of one machine).
+    #[serde(default = "default_links_interface")]
+    pub interface: String,
+    /// The port (default 0: one the system picks, for each router worker).
+    #[serde(default)]
+    pub port: u16,
+    /// The host the other members connect to (default: `interface`;
+    /// needed when that is `0.0.0.0` or `::`).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Frames waiting to go out on one link; more are dropped and counted
+    /// (as on NATS), never waited for.
+    #[serde(default = "default_backplane_queue")]
+    pub queue: usize,
+}
+
+fn default_links_interface() -> String {
+    "127.0.0.1".into()
+}
+
+impl LinksConfig {
+    /// The host other members connect to.
+    pub fn advertised_host(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.interface)
+    }
 }
 
 fn default_purge_after() -> u64 {
@@ -140,6 +182,39 @@ impl ClusterConfig {
                 "must be at least 1 (messages waiting to go to NATS)".into(),
             );
         }
+        if let Some(l) = &self.links {
+            match l.interface.parse::<std::net::IpAddr>() {
+                Err(_) => p(
+                    "links.interface",
+                    format!(
+                        "{:?}: expected an IP address to listen on, e.g. \"127.0.0.1\" or \"0.0.0.0\"",
+                        l.interface
+                    ),
+                ),
+                Ok(ip) if ip.is_unspecified() && l.advertise.is_none() => p(
+                    "links.advertise",
+                    format!(
+                        "missing: with links.interface {:?} the other members need this node's address: give its host name or IP",
+                        l.interface
+                    ),
+                ),
+                Ok(_) => {}
+            }
+            if let Some(a) = &l.advertise
+                && (a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '/'))
+            {
+                p(
+                    "links.advertise",
+                    format!("{a:?}: expected a host name or IP address, without port or scheme"),
+                );
+            }
+            if l.queue == 0 {
+                p(
+                    "links.queue",
+                    "must be at least 1 (frames waiting to go out on one link)".into(),
+                );
+            }
+        }
         out
     }
 }
@@ -160,6 +235,12 @@ mod tests {
         }));
         assert_eq!(c.validate(), vec![]);
         assert_eq!((c.purge_after, c.backplane_queue), (600, 10_000));
+        assert_eq!(c.links, None, "member links are off unless given");
+        let l: LinksConfig = serde_json::from_value(serde_json::json!({})).expect("links");
+        assert_eq!(
+            (l.interface.as_str(), l.port, l.advertised_host(), l.queue),
+            ("127.0.0.1", 0, "127.0.0.1", 10_000)
+        );
         assert!(
             c.require_backplane,
             "ready only with NATS, unless told otherwise"
@@ -190,6 +271,26 @@ mod tests {
         let none =
             cluster(serde_json::json!({"name": "a", "node_id": "b", "nats": {"servers": []}}));
         assert_eq!(none.validate()[0].path, "nats.servers");
+        let links = |l: serde_json::Value| {
+            let c = cluster(serde_json::json!({
+                "name": "a", "node_id": "b", "nats": {"servers": ["nats://127.0.0.1:4222"]},
+                "links": l
+            }));
+            c.validate().into_iter().map(|p| p.path).collect::<Vec<_>>()
+        };
+        assert_eq!(links(serde_json::json!({})), Vec::<String>::new());
+        assert_eq!(
+            links(serde_json::json!({"interface": "0.0.0.0"})),
+            ["links.advertise"]
+        );
+        assert_eq!(
+            links(serde_json::json!({"interface": "::", "advertise": "node1.example.com"})),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            links(serde_json::json!({"interface": "localhost", "advertise": "a b", "queue": 0})),
+            ["links.interface", "links.advertise", "links.queue"]
+        );
         assert!(!valid_cluster_token(&"x".repeat(65)) && valid_cluster_token(&"x".repeat(64)));
     }
 }
