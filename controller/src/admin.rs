@@ -708,6 +708,16 @@ pub(crate) fn render_metrics(
         "trellis_backplane_dropped_messages",
         "Cluster messages dropped, by reason (queue_full, disconnected, slow_consumer, too_large)",
     );
+    let links_open = gauge(
+        &mut reg,
+        "trellis_cluster_links_open",
+        "Direct member links (cluster.links) from a router worker up now",
+    );
+    let links_refused = counter(
+        &mut reg,
+        "trellis_cluster_links_refused",
+        "Connections to a router worker's member link port refused (no hello, a wrong token)",
+    );
     let meta_partial = counter(
         &mut reg,
         "trellis_meta_partial",
@@ -744,15 +754,24 @@ pub(crate) fn render_metrics(
             bp_members
                 .get_or_create(&l)
                 .set(i64::try_from(b.members).unwrap_or(i64::MAX));
-            for (direction, n) in [("out", b.sent), ("in", b.received)] {
+            for (direction, kind, n) in [
+                ("out", "event", b.sent),
+                ("in", "event", b.received),
+                ("out", "rpc_link", b.links.sent),
+                ("in", "rpc_link", b.links.received),
+            ] {
                 bp_messages
                     .get_or_create(&labels(&[
                         ("worker", w),
                         ("direction", direction),
-                        ("kind", "event"),
+                        ("kind", kind),
                     ]))
                     .inc_by(n);
             }
+            links_open
+                .get_or_create(&l)
+                .set(i64::try_from(b.links.open).unwrap_or(i64::MAX));
+            links_refused.get_or_create(&l).inc_by(b.links.refused);
             for (reason, n) in &b.dropped {
                 bp_dropped
                     .get_or_create(&labels(&[("worker", w), ("reason", reason)]))

@@ -140,6 +140,21 @@ pub struct BackplaneReport {
     /// Meta queries answered without a member that did not answer in time.
     #[serde(default)]
     pub meta_partial: u64,
+    /// Direct member links (`cluster.links`); all zero without them.
+    #[serde(default)]
+    pub links: LinksReport,
+}
+
+/// A router's member links (`cluster.links`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LinksReport {
+    /// Links to other members up now.
+    pub open: u64,
+    /// RPC frames sent on them, and received on the other members' links.
+    pub sent: u64,
+    pub received: u64,
+    /// Connections to the link port refused (no hello, a wrong token).
+    pub refused: u64,
 }
 
 impl BackplaneReport {
@@ -152,6 +167,12 @@ impl BackplaneReport {
             rtt_ms: s.rtt_us.load(Relaxed) as f64 / 1000.0,
             directory_ready: s.directory_synced.load(Relaxed),
             meta_partial: s.meta_partial.load(Relaxed),
+            links: LinksReport {
+                open: s.links_open.load(Relaxed),
+                sent: s.link_sent.load(Relaxed),
+                received: s.link_received.load(Relaxed),
+                refused: s.links_refused.load(Relaxed),
+            },
             reconnects: s.reconnects.load(Relaxed),
             sent: s.sent.load(Relaxed),
             received: s.received.load(Relaxed),
@@ -160,6 +181,7 @@ impl BackplaneReport {
                 ("disconnected", &s.dropped_disconnected),
                 ("slow_consumer", &s.dropped_slow_consumer),
                 ("too_large", &s.dropped_too_large),
+                ("link_queue_full", &s.link_dropped),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.load(Relaxed)))
@@ -488,6 +510,13 @@ pub fn format_backplane(b: &BTreeMap<String, BackplaneReport>) -> String {
                 dropped.join(", ")
             }
         ));
+        let l = &r.links;
+        if l.open + l.sent + l.received + l.refused > 0 {
+            out.push_str(&format!(
+                "  member links of {id}: {} up, {} frames sent, {} received, {} connections refused\n",
+                l.open, l.sent, l.received, l.refused
+            ));
+        }
     }
     out
 }

@@ -426,8 +426,15 @@ impl Links {
                 let from = match checked {
                     Ok(m) => m.to_owned(),
                     Err(why) => {
-                        me.stats.links_refused.fetch_add(1, Ordering::Relaxed);
-                        warn!(%peer, "cluster backplane: a member link refused: {why}");
+                        // Loud for the first few (a member with an old
+                        // token, a misconfiguration), then quiet: a stranger
+                        // knocking cannot fill the log.
+                        let n = me.stats.links_refused.fetch_add(1, Ordering::Relaxed);
+                        if n < 10 || n.is_power_of_two() {
+                            warn!(%peer, refused = n + 1, "cluster backplane: a member link refused: {why}");
+                        } else {
+                            debug!(%peer, "cluster backplane: a member link refused: {why}");
+                        }
                         return;
                     }
                 };

@@ -150,13 +150,36 @@ fn node_pids(n: &Node) -> (i32, String) {
 
 /// Nodes a, b and c of cluster `c1`, connected, their directories read.
 fn three_nodes(nats: &Nats) -> [Node; 3] {
+    three_nodes_with(nats, false)
+}
+
+/// [`three_nodes`], with direct member links (`cluster.links`) if `links`:
+/// each node's two links up before it returns.
+fn three_nodes_with(nats: &Nats, links: bool) -> [Node; 3] {
     let nodes = ["a", "b", "c"].map(|id| {
         let port = free_port();
-        Node::start(&node_config(port, id, nats), port)
+        let mut cfg = node_config(port, id, nats);
+        if links {
+            cfg["cluster"]["links"] = json!({});
+        }
+        Node::start(&cfg, port)
     });
     for n in &nodes {
         n.wait_log("cluster backplane: connected to NATS");
         n.wait_log("cluster backplane: registration directory ready");
+    }
+    if links {
+        for n in &nodes {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while n.log().matches("cluster backplane: member link up").count() < 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "a node's two member links never came up:\n{}",
+                    n.log()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
     nodes
 }
@@ -220,43 +243,123 @@ fn calls_across_three_nodes() {
     let nats = Nats::start();
     let [a, b, c] = three_nodes(&nats);
     let out = expect_python_args_ok(&a, "cluster_rpc.py", &[&a.url(), &b.url(), &c.url()]);
-    for want in [
-        "ok wamp.session.count on A counts the sessions of all three nodes",
-        "ok wamp.session.list on A lists them all",
-        "ok wamp.session.get on B finds a session of C",
-        "ok a session no node has: wamp.error.no_such_session",
-        "ok wamp.session.kill on A closes a session of C",
-        "ok a caller on A reached a callee on B",
-        "ok 200 concurrent calls across nodes answered right",
-        "ok the caller disclosed to the remote callee",
-        "ok a remote callee's error reaches the caller with its args",
-        "ok 50 progressive results from C in order",
-        "ok timeout 300 ms across nodes",
-        "ok a remote call canceled by its caller",
-        "ok cancel mode skip across nodes: ERROR canceled at once",
-        "ok cancel mode killnowait across nodes: ERROR canceled at once",
-        "ok cancel mode kill across nodes: ERROR canceled at once",
-        "ok skip leaves the remote callee alone, kill and killnowait interrupt it",
-        "ok round robin over callees on two nodes",
-        "ok wamp.registration.lookup gives one id on every node",
-        "ok wamp.registration.list_callees on A names the callees on B and C",
-        "ok invoke first: every node calls the callee registered first (c)",
-        "ok invoke first: once c left, every node calls the next in order (a)",
-        "ok invoke last: every node calls the callee registered last (b)",
-        "ok invoke last: once b left, every node calls the next in order (a)",
-        "ok B and C got the same subscription id for one topic",
-        "ok wamp.subscription.lookup on A finds a subscription of B and C",
-        "ok wamp.subscription.match on A: the exact and the prefix subscription",
-        "ok wamp.subscription.list_subscribers on A names the subscribers on B and C",
-        "ok a subscription no node has: no_such_subscription",
-        "ok unsubscribed everywhere: wamp.subscription.lookup on A gives null",
-        "ok 50 single registrations from three nodes: 1 won, 49 got procedure_already_exists",
-        "ok a single procedure is free again once its holder left",
-        "ok a callee that left is gone from the other nodes",
-    ] {
+    for want in CLUSTER_RPC {
         assert!(out.contains(want), "{want:?} missing:\n{out}");
     }
+    for n in [&a, &b, &c] {
+        let s = crate::node::status(&n.node_dir());
+        assert_eq!(s["backplane"]["router1"]["links"]["sent"], json!(0), "{s}");
+    }
 }
+
+/// The whole of `cluster_rpc.py` with direct member links: the calls,
+/// cancels and answers between members go on them, and strangers at the
+/// link port are refused without touching anyone's calls.
+#[test]
+fn calls_across_three_nodes_over_member_links() {
+    use std::io::{Read, Write};
+    let nats = Nats::start();
+    let [a, b, c] = three_nodes_with(&nats, true);
+    // The link port, from A's log (`address=127.0.0.1:PORT`).
+    let log = a.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("listening for member links"))
+        .expect("A says where it listens for member links");
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("address="))
+        .expect("the address in the line")
+        .trim_matches('"')
+        .to_owned();
+    let knock = |bytes: &[u8]| -> Vec<u8> {
+        let mut s = std::net::TcpStream::connect(&addr).expect("the link port");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let _ = s.write_all(bytes);
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        answer
+    };
+    let frame = |body: &[u8]| {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    let wrong = format!("trellis-link 1\nintruder\n{}", "0".repeat(64));
+    for (what, bytes) in [
+        ("a hello with a wrong token", frame(wrong.as_bytes())),
+        ("a hello of another version", frame(b"trellis-link 9\nx\ny")),
+        (
+            "a length far over the bound",
+            0x7fff_ffffu32.to_be_bytes().to_vec(),
+        ),
+        ("HTTP", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+    ] {
+        assert_eq!(knock(&bytes), b"", "{what}: closed without an answer");
+    }
+    a.wait_log("cluster backplane: a member link refused: a wrong token");
+    let out = expect_python_args_ok(&a, "cluster_rpc.py", &[&a.url(), &b.url(), &c.url()]);
+    for want in CLUSTER_RPC {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+    let mut sent = 0;
+    for n in [&a, &b, &c] {
+        let s = crate::node::status(&n.node_dir());
+        let l = &s["backplane"]["router1"]["links"];
+        assert_eq!(l["open"], json!(2), "{s}");
+        sent += l["sent"].as_u64().unwrap_or(0);
+        assert!(l["received"].as_u64().unwrap_or(0) > 0, "{s}");
+    }
+    assert!(sent > 100, "the calls went on the links: {sent} frames");
+    let s = crate::node::status(&a.node_dir());
+    assert_eq!(
+        s["backplane"]["router1"]["links"]["refused"],
+        json!(4),
+        "{s}"
+    );
+    assert_eq!(
+        s["backplane"]["router1"]["dropped"]["link_queue_full"],
+        json!(0),
+        "{s}"
+    );
+}
+
+/// What `cluster_rpc.py` says when all is well.
+const CLUSTER_RPC: &[&str] = &[
+    "ok wamp.session.count on A counts the sessions of all three nodes",
+    "ok wamp.session.list on A lists them all",
+    "ok wamp.session.get on B finds a session of C",
+    "ok a session no node has: wamp.error.no_such_session",
+    "ok wamp.session.kill on A closes a session of C",
+    "ok a caller on A reached a callee on B",
+    "ok 200 concurrent calls across nodes answered right",
+    "ok the caller disclosed to the remote callee",
+    "ok a remote callee's error reaches the caller with its args",
+    "ok 50 progressive results from C in order",
+    "ok timeout 300 ms across nodes",
+    "ok a remote call canceled by its caller",
+    "ok cancel mode skip across nodes: ERROR canceled at once",
+    "ok cancel mode killnowait across nodes: ERROR canceled at once",
+    "ok cancel mode kill across nodes: ERROR canceled at once",
+    "ok skip leaves the remote callee alone, kill and killnowait interrupt it",
+    "ok round robin over callees on two nodes",
+    "ok wamp.registration.lookup gives one id on every node",
+    "ok wamp.registration.list_callees on A names the callees on B and C",
+    "ok invoke first: every node calls the callee registered first (c)",
+    "ok invoke first: once c left, every node calls the next in order (a)",
+    "ok invoke last: every node calls the callee registered last (b)",
+    "ok invoke last: once b left, every node calls the next in order (a)",
+    "ok B and C got the same subscription id for one topic",
+    "ok wamp.subscription.lookup on A finds a subscription of B and C",
+    "ok wamp.subscription.match on A: the exact and the prefix subscription",
+    "ok wamp.subscription.list_subscribers on A names the subscribers on B and C",
+    "ok a subscription no node has: no_such_subscription",
+    "ok unsubscribed everywhere: wamp.subscription.lookup on A gives null",
+    "ok 50 single registrations from three nodes: 1 won, 49 got procedure_already_exists",
+    "ok a single procedure is free again once its holder left",
+    "ok a callee that left is gone from the other nodes",
+];
 
 /// `kill -9` of a node (controller and router) with calls in flight to
 /// it: they fail with `wamp.error.canceled` once it is taken for dead, a
@@ -293,8 +396,20 @@ fn a_node_killed_under_load() {
 /// takes part again once continued, without a restart.
 #[test]
 fn a_node_stopped_and_continued() {
+    stopped_and_continued(false);
+}
+
+/// The same over direct member links: the links to the stopped node hold
+/// what was written to it, calls pass over it meanwhile, and the links
+/// carry its calls again once it is continued.
+#[test]
+fn a_node_stopped_and_continued_with_member_links() {
+    stopped_and_continued(true);
+}
+
+fn stopped_and_continued(links: bool) {
     let nats = Nats::start();
-    let [a, b, c] = three_nodes(&nats);
+    let [a, b, c] = three_nodes_with(&nats, links);
     let (router, pids) = node_pids(&c);
     let out = expect_python_args_ok(
         &c,
@@ -326,6 +441,12 @@ fn a_node_stopped_and_continued() {
         !log.contains("taken as dead"),
         "C, stopped itself, must not take the others for dead: {log}"
     );
+    if links {
+        let s = crate::node::status(&c.node_dir());
+        let l = &s["backplane"]["router1"]["links"];
+        assert!(l["received"].as_u64().unwrap_or(0) > 0, "{s}");
+        assert!(l["sent"].as_u64().unwrap_or(0) > 0, "{s}");
+    }
     eprintln!("{out}");
 }
 
