@@ -797,6 +797,27 @@ fn check_names_cluster_problems() {
     ] {
         assert!(err.contains(want), "{want:?} missing:\n{err}");
     }
+    // Member links: an address the others cannot use, one port for two
+    // router workers.
+    let mut two = router_config(free_port());
+    let mut second = two["workers"][0].clone();
+    second["id"] = json!("router2");
+    second["transports"][0]["endpoint"]["port"] = json!(free_port());
+    two["workers"].as_array_mut().expect("workers").push(second);
+    two["cluster"] = json!({
+        "name": "c1", "node_id": "a", "nats": {"servers": ["nats://127.0.0.1:4222"]},
+        "links": {"interface": "0.0.0.0", "port": 7000, "queue": 0}
+    });
+    let out = crate::support::check_json(&two);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    for want in [
+        "cluster.links.advertise: missing: with links.interface \"0.0.0.0\" the other members need this node's address",
+        "cluster.links.queue: must be at least 1",
+        "cluster.links.port: 7000: each router worker listens for member links, and 2 cannot share one port: use 0",
+    ] {
+        assert!(err.contains(want), "{want:?} missing:\n{err}");
+    }
     // The files, once the rest is right: taken from the node directory.
     cfg["cluster"] = json!({
         "name": "c1",
