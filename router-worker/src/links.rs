@@ -523,6 +523,117 @@ mod tests {
         assert!(small.decode(&mut big).is_err());
     }
 
+    /// Wait (up to 5 s) until `f` holds.
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn members_link_by_advert_and_a_wrong_token_is_refused() {
+        let cfg: LinksConfig = serde_json::from_value(serde_json::json!({})).expect("links");
+        let (sa, sb) = (
+            Arc::new(BackplaneStats::default()),
+            Arc::new(BackplaneStats::default()),
+        );
+        let (a, _la) = Links::bind(&cfg, "a".into(), sa.clone())
+            .await
+            .expect("bind a");
+        let (b, lb) = Links::bind(&cfg, "b".into(), sb.clone())
+            .await
+            .expect("bind b");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(b.clone().accept(lb, move |realm, frame| {
+            let _ = tx.send((realm.to_owned(), frame));
+        }));
+        let realm: Arc<str> = hex::encode("realm1").into();
+        let frame = Bytes::from_static(b"\x02records");
+        assert!(!a.send("b", &realm, &frame), "no link yet: NATS's");
+
+        // An advert with another token: refused by b, counted there, and a
+        // stays on NATS, pausing before it tries again.
+        let mut forged: Advert = serde_json::from_slice(&b.advert()).expect("advert");
+        forged.token = "00".repeat(32);
+        a.heard(&serde_json::to_vec(&forged).expect("json"));
+        until("b refuses the wrong token", || {
+            sb.links_refused.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        until("a takes the link as down", || {
+            matches!(a.peers().get("b"), Some(Peer::Down { failures: 1, .. }))
+        })
+        .await;
+        a.heard(&b.advert());
+        assert!(
+            matches!(a.peers().get("b"), Some(Peer::Down { .. })),
+            "not tried again before its pause is over"
+        );
+        assert!(!a.send("b", &realm, &frame));
+
+        // The pause over, the true advert: linked, frames go through.
+        a.peers().insert(
+            "b".into(),
+            Peer::Down {
+                failures: 1,
+                retry: Instant::now(),
+            },
+        );
+        a.heard(&b.advert());
+        until("a's link to b is up", || {
+            sa.links_open.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        assert!(a.send("b", &realm, &frame));
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(
+            got.expect("in time"),
+            Some((realm.to_string(), frame.clone()))
+        );
+        assert_eq!(sa.link_sent.load(Ordering::Relaxed), 1);
+        assert_eq!(sb.link_received.load(Ordering::Relaxed), 1);
+        // Too large for a link: NATS's (which has its own bound).
+        let big = Bytes::from(vec![0u8; MAX_MESSAGE]);
+        assert!(!a.send("b", &realm, &big));
+
+        // Its own advert is no one to link to.
+        a.heard(&a.advert());
+        assert!(a.peers().get("a").is_none());
+
+        // The member gone: the link closes, frames go to NATS again.
+        a.forget("b");
+        until("the link closes", || {
+            sa.links_open.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        assert!(!a.send("b", &realm, &frame));
+    }
+
+    #[tokio::test]
+    async fn a_full_link_drops_and_counts() {
+        let stats = Arc::new(BackplaneStats::default());
+        let cfg: LinksConfig =
+            serde_json::from_value(serde_json::json!({"queue": 1})).expect("links");
+        let (a, _l) = Links::bind(&cfg, "a".into(), stats.clone())
+            .await
+            .expect("bind");
+        // A link whose writer never takes anything.
+        let (tx, rx) = mpsc::channel(a.queue);
+        a.peers().insert("b".into(), Peer::Up(tx, 1));
+        let realm: Arc<str> = "00".into();
+        let frame = Bytes::from_static(b"x");
+        assert!(a.send("b", &realm, &frame));
+        assert!(a.send("b", &realm, &frame), "dropped, not sent to NATS");
+        assert_eq!(stats.link_sent.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.link_dropped.load(Ordering::Relaxed), 1);
+        // Its writer gone: NATS's, and the link forgotten.
+        drop(rx);
+        assert!(!a.send("b", &realm, &frame));
+        assert!(a.peers().get("b").is_none());
+    }
+
     #[test]
     fn ipv6_hosts_are_bracketed() {
         assert_eq!(address("::1", 9), "[::1]:9");
