@@ -367,8 +367,19 @@ const CLUSTER_RPC: &[&str] = &[
 /// dead node's registrations are gone.
 #[test]
 fn a_node_killed_under_load() {
+    killed_under_load(false);
+}
+
+/// The same over direct member links: the killed node's links are lost
+/// at once, and its calls fail when it is taken for dead, as without.
+#[test]
+fn a_node_killed_under_load_with_member_links() {
+    killed_under_load(true);
+}
+
+fn killed_under_load(links: bool) {
     let nats = Nats::start();
-    let [a, b, c] = three_nodes(&nats);
+    let [a, b, c] = three_nodes_with(&nats, links);
     let (_, pids) = node_pids(&b);
     let out = expect_python_args_ok(
         &a,
@@ -388,6 +399,16 @@ fn a_node_killed_under_load() {
         "a member is silent for 5 s: taken as dead",
     ] {
         assert!(a.log().contains(want), "{want:?} missing:\n{}", a.log());
+    }
+    if links {
+        assert!(
+            a.log().contains("cluster backplane: member link lost"),
+            "{}",
+            a.log()
+        );
+        // A's link to C stays; the one to the dead B is gone.
+        let s = crate::node::status(&a.node_dir());
+        assert_eq!(s["backplane"]["router1"]["links"]["open"], json!(1), "{s}");
     }
 }
 
