@@ -383,6 +383,11 @@ impl Router {
         spawn(public);
         shutdown.cancelled().await;
         info!("shutting down: closing sessions");
+        for realm in realms.all() {
+            // A realm too busy to take it in a second still closes its
+            // sessions: the grace period below ends them.
+            let _ = tokio::time::timeout(Duration::from_secs(1), realm.shut_down()).await;
+        }
         tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
             .await

@@ -84,6 +84,9 @@ pub enum Input {
     Reconfigure { cfg: Box<RealmConfig> },
     /// Close every session: the realm was removed.
     Close,
+    /// The router is shutting down: every session, and any that joins
+    /// from now on, is told GOODBYE `wamp.close.system_shutdown`.
+    Shutdown,
     /// A publication from another node of the cluster ([`Effect::Forward`]
     /// there): deliver it to this node's subscribers.
     Remote(bytes::Bytes),
@@ -229,6 +232,8 @@ pub struct Core {
     /// Dynamic authorizers found to take the legacy three arguments,
     /// named in the log once each (bounded).
     pub(crate) legacy_authorizers: std::collections::HashSet<String>,
+    /// [`Input::Shutdown`] came: a session that joins now is closed at once.
+    pub(crate) shutting_down: bool,
     pub(crate) broker: Broker,
     pub(crate) dealer: Dealer,
     /// Boxed entries: the table keeps spare slots (up to half of them
@@ -506,6 +511,9 @@ pub struct RealmStats {
     pub authorizer_duration: Histogram,
 }
 
+/// What a session closed for the router's shutdown is told.
+pub const SHUTDOWN_MESSAGE: &str = "the router is shutting down";
+
 impl Core {
     /// A realm for `cfg` with no sessions. `token_max_age` is set when the
     /// router can mint login tokens; `rng` makes publication ids and
@@ -526,6 +534,7 @@ impl Core {
             strict: cfg.options.uri_check == UriCheck::Strict,
             authz: Arc::new(Authorizer::new(&cfg.roles)),
             legacy_authorizers: std::collections::HashSet::new(),
+            shutting_down: false,
             broker,
             dealer: Dealer::new(),
             sessions: HashMap::default(),
@@ -645,7 +654,12 @@ impl Core {
     pub fn handle(&mut self, input: Input, now: SystemTime) {
         self.now = now;
         match input {
-            Input::Joined { session } => self.meta_on_join(session),
+            Input::Joined { session } => {
+                self.meta_on_join(session);
+                if self.shutting_down {
+                    self.shut_down(session);
+                }
+            }
             Input::Message { session, msg } => {
                 if self.sessions.contains_key(&session) {
                     if let Some(n) = self.stats.received.get_mut(msg.code() as usize) {
@@ -713,6 +727,14 @@ impl Core {
                 }
                 info!(realm = %self.name, "realm removed: its sessions are closed");
             }
+            Input::Shutdown => {
+                self.shutting_down = true;
+                let mut ids: Vec<Id> = self.sessions.keys().copied().collect();
+                ids.sort_unstable();
+                for session in ids {
+                    self.shut_down(session);
+                }
+            }
         }
         while let Some(session) = self.doomed.pop() {
             self.leave(session);
@@ -777,6 +799,16 @@ impl Core {
             warn!(session, authid = %entry.info.authid, reason, "{message}");
             self.kill_quietly(session, reason, message);
         }
+    }
+
+    /// Close `session` for the router's shutdown (its task says GOODBYE
+    /// and waits briefly for the client's).
+    fn shut_down(&mut self, session: Id) {
+        self.kill_quietly(
+            session,
+            wamp_uri::SYSTEM_SHUTDOWN,
+            SHUTDOWN_MESSAGE.to_owned(),
+        );
     }
 
     fn kill_quietly(&mut self, session: Id, reason: &str, message: String) {

@@ -226,6 +226,9 @@ pub enum RealmCommand {
     },
     /// Close every session: the realm was removed.
     Close,
+    /// The router is shutting down: every session is told GOODBYE, and any
+    /// that joins from now on.
+    Shutdown,
     /// Admit a session under the id it chose; `false` if the id is taken.
     Join {
         id: Id,
@@ -493,6 +496,15 @@ impl RealmHandle {
         let _ = self.tx.send(RealmCommand::Close).await;
     }
 
+    /// The router is shutting down: the realm tells its sessions GOODBYE
+    /// (`wamp.close.system_shutdown`), and those that join later too.
+    /// Sessions learn it from the realm rather than each watching the
+    /// router's shutdown token, whose lock every session's every turn
+    /// would take.
+    pub async fn shut_down(&self) {
+        let _ = self.tx.send(RealmCommand::Shutdown).await;
+    }
+
     /// Sessions joined to this realm right now.
     pub fn session_count(&self) -> usize {
         self.sessions.load(Ordering::Relaxed)
@@ -686,6 +698,7 @@ impl Actor {
             }
             RealmCommand::Reconfigure { cfg } => Input::Reconfigure { cfg },
             RealmCommand::Close => Input::Close,
+            RealmCommand::Shutdown => Input::Shutdown,
             RealmCommand::Message { session, msg } => Input::Message { session, msg },
             RealmCommand::Deliver { to, msg } => Input::Deliver { to, msg },
             RealmCommand::Remote(bytes) => Input::Remote(bytes),

@@ -1018,6 +1018,31 @@ fn a_taken_session_id_is_refused_and_close_kills_everyone() {
 }
 
 #[test]
+fn shutdown_closes_every_session_and_those_that_join_later() {
+    let shut = |fx: &[Effect]| -> Vec<Id> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Kill { session, close }
+                    if close.reason == wamp_uri::SYSTEM_SHUTDOWN
+                        && close.message == super::core::SHUTDOWN_MESSAGE =>
+                {
+                    Some(*session)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let mut h = Harness::new();
+    h.join(2, "user");
+    h.join(1, "user");
+    let info = h.core.sessions[&1].info.clone();
+    assert_eq!(shut(&h.input(Input::Shutdown)), [1, 2]);
+    // A session whose join the realm took after the shutdown.
+    assert!(h.core.join(3, info));
+    assert_eq!(shut(&h.input(Input::Joined { session: 3 })), [3]);
+}
+
+#[test]
 fn internal_calls_are_answered_by_ticket() {
     let mut h = Harness::new();
     h.join(2, "user");

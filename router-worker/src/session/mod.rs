@@ -853,9 +853,13 @@ fn established<'a, 'b: 'a, T: Transport>(
         let timer = tokio::time::sleep_until(keep_at);
         tokio::pin!(timer);
         let mut pinged: Option<std::time::Instant> = None;
-        // One wait for the router's shutdown, shared by both selects.
-        let stopping = shutdown.cancelled();
-        tokio::pin!(stopping);
+        // The router's shutdown comes as a kill from the realm (which
+        // closes sessions that join after it too); the token is looked at
+        // once here, and by writes that have to wait, not every turn (its
+        // lock is shared by every session of the listener).
+        if shutdown.is_cancelled() {
+            return goodbye_on_shutdown(t).await;
+        }
         loop {
             if traffic.stats_due {
                 publish_stats(realm, who, traffic, false).await;
@@ -894,7 +898,6 @@ fn established<'a, 'b: 'a, T: Transport>(
                         None => return,
                     }
                 }
-                _ = &mut stopping => return goodbye_on_shutdown(t).await,
                 next = std::future::poll_fn(|cx| rx.poll_recv(cx)) => {
                     let out = match next {
                         Next::Msg(m) => m,
@@ -902,7 +905,7 @@ fn established<'a, 'b: 'a, T: Transport>(
                         Next::Killed => return killed(t, rx).await,
                         Next::Closed => return realm_stopped(t).await,
                     };
-                    let open = outbound(t, out, rx, timer.as_mut(), stopping.as_mut(), realm, id, span, write_timeout, traffic).await;
+                    let open = outbound(t, out, rx, timer.as_mut(), shutdown, realm, id, span, write_timeout, traffic).await;
                     if !open {
                         return;
                     }
@@ -981,7 +984,7 @@ fn outbound<'a, 'b: 'a, 's: 'a, T: Transport>(
     out: Arc<OutMsg>,
     rx: &'a OutboxReceiver,
     mut timer: Pin<&'a mut tokio::time::Sleep>,
-    mut stopping: Pin<&'a mut tokio_util::sync::WaitForCancellationFuture<'s>>,
+    shutdown: &'a CancellationToken,
     realm: &'a RealmHandle,
     id: Id,
     span: &'a Span,
@@ -1002,7 +1005,7 @@ fn outbound<'a, 'b: 'a, 's: 'a, T: Transport>(
                     r = &mut write => Write::Done(r),
                     _ = &mut timer => Write::Stalled,
                     _ = std::future::poll_fn(|cx| rx.poll_killed(cx)) => Write::Killed,
-                    _ = &mut stopping => Write::Shutdown,
+                    _ = shutdown.cancelled() => Write::Shutdown,
                 }
             }
         };
@@ -1014,11 +1017,11 @@ fn outbound<'a, 'b: 'a, 's: 'a, T: Transport>(
             // Closed at once, before anything is read: a read may make the
             // codec answer a ping, which must not land inside the frame this
             // write left half done.
-            Write::Killed => {
+            Write::Killed if !shutting_down(rx) => {
                 killed(t, rx).await;
                 false
             }
-            Write::Shutdown => {
+            Write::Killed | Write::Shutdown => {
                 close(t, CloseKind::GoingAway, "router shutting down").await;
                 false
             }
@@ -1246,12 +1249,20 @@ fn killed<'a, T: Transport>(t: &'a mut T, rx: &OutboxReceiver) -> Boxed<'a> {
         .kill_reason()
         .unwrap_or((wamp_uri::CLOSE_KILLED.into(), "closed by the router".into()));
     Box::pin(async move {
-        if reason == wamp_uri::PROTOCOL_VIOLATION {
+        if reason == wamp_uri::SYSTEM_SHUTDOWN {
+            goodbye_on_shutdown_inner(t).await;
+        } else if reason == wamp_uri::PROTOCOL_VIOLATION {
             abort(t, &reason, &msg, CloseKind::ProtocolError).await;
         } else {
             goodbye_and_close(t, &reason, &msg).await;
         }
     })
+}
+
+/// The realm closed the session for the router's shutdown.
+fn shutting_down(rx: &OutboxReceiver) -> bool {
+    rx.kill_reason()
+        .is_some_and(|(reason, _)| reason == wamp_uri::SYSTEM_SHUTDOWN)
 }
 
 /// Router-initiated close of an established session: GOODBYE, then close
@@ -1268,7 +1279,7 @@ async fn goodbye_and_close_inner<T: Transport>(t: &mut T, reason: &str, message:
 /// the client's GOODBYE, close.
 async fn goodbye_on_shutdown_inner<T: Transport>(t: &mut T) {
     let bye = OutMsg::new(Message::Goodbye(Goodbye {
-        details: proto::dict! { "message" => "the router is shutting down" },
+        details: proto::dict! { "message" => crate::realm::core::SHUTDOWN_MESSAGE },
         reason: wamp_uri::SYSTEM_SHUTDOWN.into(),
     }));
     let serializer = t.serializer();
