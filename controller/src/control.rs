@@ -724,6 +724,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_backplane_line_names_member_links_only_when_there_are_some() {
+        let mut r = BackplaneReport {
+            connected: true,
+            directory_ready: true,
+            members: 2,
+            ..BackplaneReport::default()
+        };
+        let one = |r: &BackplaneReport| {
+            format_backplane(&BTreeMap::from([("router1".to_owned(), r.clone())]))
+        };
+        assert!(!one(&r).contains("member links"), "{}", one(&r));
+        r.links = LinksReport {
+            open: 2,
+            sent: 40,
+            received: 38,
+            refused: 1,
+        };
+        assert!(
+            one(&r).contains(
+                "member links of router1: 2 up, 40 frames sent, 38 received, 1 connections refused"
+            ),
+            "{}",
+            one(&r)
+        );
+    }
+
+    #[test]
     fn the_control_router_config_is_valid() {
         let cfg = router_config(Path::new("/tmp/x/control.sock"));
         assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());

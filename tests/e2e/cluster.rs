@@ -156,11 +156,19 @@ fn three_nodes(nats: &Nats) -> [Node; 3] {
 /// [`three_nodes`], with direct member links (`cluster.links`) if `links`:
 /// each node's two links up before it returns.
 fn three_nodes_with(nats: &Nats, links: bool) -> [Node; 3] {
+    three_nodes_admin(nats, links, None)
+}
+
+/// [`three_nodes_with`], node a with its admin endpoint on `admin`.
+fn three_nodes_admin(nats: &Nats, links: bool, admin: Option<u16>) -> [Node; 3] {
     let nodes = ["a", "b", "c"].map(|id| {
         let port = free_port();
         let mut cfg = node_config(port, id, nats);
         if links {
             cfg["cluster"]["links"] = json!({});
+        }
+        if let (Some(admin), "a") = (admin, id) {
+            cfg["controller"] = json!({"admin": {"endpoint": {"type": "tcp", "port": admin}}});
         }
         Node::start(&cfg, port)
     });
@@ -259,7 +267,8 @@ fn calls_across_three_nodes() {
 fn calls_across_three_nodes_over_member_links() {
     use std::io::{Read, Write};
     let nats = Nats::start();
-    let [a, b, c] = three_nodes_with(&nats, true);
+    let admin = free_port();
+    let [a, b, c] = three_nodes_admin(&nats, true, Some(admin));
     // The link port, from A's log (`address=127.0.0.1:PORT`).
     let log = a.log();
     let line = log
@@ -323,6 +332,20 @@ fn calls_across_three_nodes_over_member_links() {
         json!(0),
         "{s}"
     );
+    let (code, text) = crate::admin::get(admin, "/metrics", &[]);
+    assert_eq!(code, 200, "{text}");
+    let m = |series: &str| crate::admin::metric(&text, series);
+    assert_eq!(m("trellis_cluster_links_open{worker=\"router1\"}"), 2.0);
+    assert_eq!(
+        m("trellis_cluster_links_refused_total{worker=\"router1\"}"),
+        4.0
+    );
+    for direction in ["out", "in"] {
+        let series = format!(
+            "trellis_backplane_messages_total{{worker=\"router1\",direction=\"{direction}\",kind=\"rpc_link\"}}"
+        );
+        assert!(m(&series) > 0.0, "{series}:\n{text}");
+    }
 }
 
 /// What `cluster_rpc.py` says when all is well.

@@ -979,7 +979,7 @@ async fn keepalive_check<T: Transport>(
 /// realm) boxed where they run.
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_async_fn)]
-fn outbound<'a, 'b: 'a, 's: 'a, T: Transport>(
+fn outbound<'a, 'b: 'a, T: Transport>(
     t: &'a mut T,
     out: Arc<OutMsg>,
     rx: &'a OutboxReceiver,
