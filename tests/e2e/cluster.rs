@@ -808,6 +808,16 @@ fn nats_without_jetstream_is_named() {
     assert!(out.contains("ok a local call while NATS is away"), "{out}");
 }
 
+/// `trellis check` refuses `cfg` (status 78) and says each of `wants`.
+fn check_refuses(cfg: &serde_json::Value, wants: &[&str]) {
+    let out = crate::support::check_json(cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    for want in wants {
+        assert!(err.contains(want), "{want:?} missing:\n{err}");
+    }
+}
+
 /// `trellis check` names what is wrong in a `cluster` block.
 #[test]
 fn check_names_cluster_problems() {
@@ -819,28 +829,21 @@ fn check_names_cluster_problems() {
         "backplane_queue": 0,
         "bogus": 1
     });
-    let out = crate::support::check_json(&cfg);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{err}");
-    assert!(
-        err.contains("cluster.bogus: unknown field `bogus`"),
-        "{err}"
-    );
+    check_refuses(&cfg, &["cluster.bogus: unknown field `bogus`"]);
     cfg["cluster"]
         .as_object_mut()
         .expect("object")
         .remove("bogus");
-    let out = crate::support::check_json(&cfg);
-    let err = String::from_utf8_lossy(&out.stderr);
-    for want in [
-        "cluster.name: \"c 1\": use 1 to 64 letters, digits, '_' or '-'",
-        "cluster.node_id: \"\": use 1 to 64",
-        "cluster.nats.servers[0]: \"127.0.0.1:4222\": expected a nats://HOST:PORT or tls://HOST:PORT URL",
-        "cluster.nats.tls: give both certificate and key",
-        "cluster.backplane_queue: must be at least 1",
-    ] {
-        assert!(err.contains(want), "{want:?} missing:\n{err}");
-    }
+    check_refuses(
+        &cfg,
+        &[
+            "cluster.name: \"c 1\": use 1 to 64 letters, digits, '_' or '-'",
+            "cluster.node_id: \"\": use 1 to 64",
+            "cluster.nats.servers[0]: \"127.0.0.1:4222\": expected a nats://HOST:PORT or tls://HOST:PORT URL",
+            "cluster.nats.tls: give both certificate and key",
+            "cluster.backplane_queue: must be at least 1",
+        ],
+    );
     // Member links: an address the others cannot use, one port for two
     // router workers.
     let mut two = router_config(free_port());
@@ -852,16 +855,14 @@ fn check_names_cluster_problems() {
         "name": "c1", "node_id": "a", "nats": {"servers": ["nats://127.0.0.1:4222"]},
         "links": {"interface": "0.0.0.0", "port": 7000, "queue": 0}
     });
-    let out = crate::support::check_json(&two);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{err}");
-    for want in [
-        "cluster.links.advertise: missing: with links.interface \"0.0.0.0\" the other members need this node's address",
-        "cluster.links.queue: must be at least 1",
-        "cluster.links.port: 7000: each router worker listens for member links, and 2 cannot share one port: use 0",
-    ] {
-        assert!(err.contains(want), "{want:?} missing:\n{err}");
-    }
+    check_refuses(
+        &two,
+        &[
+            "cluster.links.advertise: missing: with links.interface \"0.0.0.0\" the other members need this node's address",
+            "cluster.links.queue: must be at least 1",
+            "cluster.links.port: 7000: each router worker listens for member links, and 2 cannot share one port: use 0",
+        ],
+    );
     // The files, once the rest is right: taken from the node directory.
     cfg["cluster"] = json!({
         "name": "c1",
@@ -870,17 +871,15 @@ fn check_names_cluster_problems() {
                  "tls": {"ca_certificates": ["missing-ca.pem"]},
                  "credentials": "missing.creds"}
     });
-    let out = crate::support::check_json(&cfg);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{err}");
-    for want in [
-        "cluster.nats.tls.ca_certificates[0]: \"",
-        "missing-ca.pem\": No such file",
-        "cluster.nats.credentials: \"/",
-        "missing.creds\" is not a file (relative paths start at the node directory",
-    ] {
-        assert!(err.contains(want), "{want:?} missing:\n{err}");
-    }
+    check_refuses(
+        &cfg,
+        &[
+            "cluster.nats.tls.ca_certificates[0]: \"",
+            "missing-ca.pem\": No such file",
+            "cluster.nats.credentials: \"/",
+            "missing.creds\" is not a file (relative paths start at the node directory",
+        ],
+    );
 }
 
 /// examples/cluster: its three node configs are valid.
