@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -49,6 +49,11 @@ const MAX_HELLO: usize = 1024;
 /// `backplane::FRAME_LIMIT` plus one record, and a record larger than
 /// this goes through NATS instead.
 pub const MAX_MESSAGE: usize = 1024 * 1024;
+
+/// Bytes of frames waiting to go out on one link, at most (beside its
+/// `queue` of frames): a member that stops reading holds no more of this
+/// router's memory than this.
+pub const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
 
 /// Time for a hello and its answer.
 const HANDSHAKE: Duration = Duration::from_secs(5);
@@ -155,10 +160,18 @@ struct Advert {
 enum Peer {
     /// Connecting now.
     Connecting,
-    /// Up: its frames go here (the number tells one link from the next).
-    Up(mpsc::Sender<Outgoing>, u64),
+    /// Up: its frames go here.
+    Up(Outlet),
     /// Lost or never reached: tried again after `retry` (failures so far).
     Down { failures: u32, retry: Instant },
+}
+
+/// Where a link's frames go: its queue, the bytes waiting there, and its
+/// number (which tells one link to a member from the next).
+struct Outlet {
+    tx: mpsc::Sender<Outgoing>,
+    queued: Arc<AtomicUsize>,
+    n: u64,
 }
 
 /// A router worker's member links.
@@ -253,11 +266,16 @@ impl Links {
             return false;
         }
         let mut peers = self.peers();
-        let Some(Peer::Up(tx, _)) = peers.get(member) else {
+        let Some(Peer::Up(out)) = peers.get(member) else {
             return false;
         };
-        match tx.try_send((realm.clone(), frame.clone())) {
+        if out.queued.load(Ordering::Relaxed) + frame.len() > MAX_QUEUED_BYTES {
+            self.stats.link_dropped.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        match out.tx.try_send((realm.clone(), frame.clone())) {
             Ok(()) => {
+                out.queued.fetch_add(frame.len(), Ordering::Relaxed);
                 self.stats.link_sent.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -341,13 +359,19 @@ impl Links {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         // The map holds the only sender: the link ends once it is removed.
         let (tx, mut rx) = mpsc::channel::<Outgoing>(self.queue);
+        let queued = Arc::new(AtomicUsize::new(0));
         {
             let mut peers = self.peers();
             // Forgotten meanwhile (the member died): not linked after all.
             if !matches!(peers.get(&member), Some(Peer::Connecting)) {
                 return;
             }
-            peers.insert(member.clone(), Peer::Up(tx, n));
+            let out = Outlet {
+                tx,
+                queued: queued.clone(),
+                n,
+            };
+            peers.insert(member.clone(), Peer::Up(out));
         }
         self.stats.links_open.fetch_add(1, Ordering::Relaxed);
         info!(%member, %addr, "cluster backplane: member link up");
@@ -356,7 +380,7 @@ impl Links {
             tokio::select! {
                 first = rx.recv() => {
                     let Some(first) = first else { break None };
-                    if let Err(e) = write_batch(&mut framed, first, &mut rx).await {
+                    if let Err(e) = write_batch(&mut framed, first, &mut rx, &queued).await {
                         break Some(e.to_string());
                     }
                 }
@@ -375,7 +399,7 @@ impl Links {
     fn set_down(&self, member: &Arc<str>, n: Option<u64>, failures: u32, pause: Duration) {
         let mut peers = self.peers();
         let ours = match (peers.get(member), n) {
-            (Some(Peer::Up(_, cur)), Some(n)) => *cur == n,
+            (Some(Peer::Up(out)), Some(n)) => out.n == n,
             (Some(Peer::Connecting), None) => true,
             _ => false,
         };
@@ -462,11 +486,16 @@ async fn write_batch(
     framed: &mut Framed<TcpStream, LinkCodec>,
     first: Outgoing,
     rx: &mut mpsc::Receiver<Outgoing>,
+    queued: &AtomicUsize,
 ) -> std::io::Result<()> {
+    queued.fetch_sub(first.1.len(), Ordering::Relaxed);
     framed.feed(first).await?;
     while framed.write_buffer().len() < 256 * 1024 {
         match rx.try_recv() {
-            Ok(m) => framed.feed(m).await?,
+            Ok(m) => {
+                queued.fetch_sub(m.1.len(), Ordering::Relaxed);
+                framed.feed(m).await?
+            }
             Err(_) => break,
         }
     }
@@ -594,6 +623,10 @@ mod tests {
         );
         assert_eq!(sa.link_sent.load(Ordering::Relaxed), 1);
         assert_eq!(sb.link_received.load(Ordering::Relaxed), 1);
+        match a.peers().get("b") {
+            Some(Peer::Up(out)) => assert_eq!(out.queued.load(Ordering::Relaxed), 0),
+            _ => panic!("the link is up"),
+        }
         // Too large for a link: NATS's (which has its own bound).
         let big = Bytes::from(vec![0u8; MAX_MESSAGE]);
         assert!(!a.send("b", &realm, &big));
@@ -621,13 +654,32 @@ mod tests {
             .expect("bind");
         // A link whose writer never takes anything.
         let (tx, rx) = mpsc::channel(a.queue);
-        a.peers().insert("b".into(), Peer::Up(tx, 1));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let out = Outlet {
+            tx,
+            queued: queued.clone(),
+            n: 1,
+        };
+        a.peers().insert("b".into(), Peer::Up(out));
         let realm: Arc<str> = "00".into();
         let frame = Bytes::from_static(b"x");
         assert!(a.send("b", &realm, &frame));
         assert!(a.send("b", &realm, &frame), "dropped, not sent to NATS");
         assert_eq!(stats.link_sent.load(Ordering::Relaxed), 1);
         assert_eq!(stats.link_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(queued.load(Ordering::Relaxed), 1);
+        // Bounded by bytes too: with the bytes waiting at the bound, even a
+        // link with room in its queue drops.
+        let (tx, rx2) = mpsc::channel(a.queue + 10);
+        let out = Outlet {
+            tx,
+            queued: Arc::new(AtomicUsize::new(MAX_QUEUED_BYTES)),
+            n: 2,
+        };
+        a.peers().insert("c".into(), Peer::Up(out));
+        assert!(a.send("c", &realm, &frame), "dropped, not sent to NATS");
+        assert_eq!(stats.link_dropped.load(Ordering::Relaxed), 2);
+        drop(rx2);
         // Its writer gone: NATS's, and the link forgotten.
         drop(rx);
         assert!(!a.send("b", &realm, &frame));

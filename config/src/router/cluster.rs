@@ -52,8 +52,8 @@ pub struct LinksConfig {
     /// needed when that is `0.0.0.0` or `::`).
     #[serde(default)]
     pub advertise: Option<String>,
-    /// Frames waiting to go out on one link; more are dropped and counted
-    /// (as on NATS), never waited for.
+    /// Frames waiting to go out on one link (and at most 32 MiB of them);
+    /// more are dropped and counted (as on NATS), never waited for.
     #[serde(default = "default_backplane_queue")]
     pub queue: usize,
 }
