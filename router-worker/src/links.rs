@@ -481,7 +481,9 @@ impl Links {
     }
 }
 
-/// Write `first` and whatever else is queued (up to 256 KiB), then flush.
+/// Write `first` and whatever else is queued now, then flush (`Framed`
+/// writes its buffer out whenever it passes 8 KiB, so the loop's 256 KiB
+/// is only a bound on what one batch may hold).
 async fn write_batch(
     framed: &mut Framed<TcpStream, LinkCodec>,
     first: Outgoing,
