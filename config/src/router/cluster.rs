@@ -201,7 +201,9 @@ impl ClusterConfig {
                 Ok(_) => {}
             }
             if let Some(a) = &l.advertise
-                && (a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '/'))
+                && (a.is_empty()
+                    || a.contains(|c: char| c.is_whitespace() || c == '/')
+                    || (a.contains(':') && a.parse::<std::net::Ipv6Addr>().is_err()))
             {
                 p(
                     "links.advertise",
@@ -290,6 +292,15 @@ mod tests {
         assert_eq!(
             links(serde_json::json!({"interface": "localhost", "advertise": "a b", "queue": 0})),
             ["links.interface", "links.advertise", "links.queue"]
+        );
+        assert_eq!(
+            links(serde_json::json!({"advertise": "node1.example.com:7000"})),
+            ["links.advertise"],
+            "a host, without its port"
+        );
+        assert_eq!(
+            links(serde_json::json!({"advertise": "fd00::1"})),
+            Vec::<String>::new()
         );
         assert!(!valid_cluster_token(&"x".repeat(65)) && valid_cluster_token(&"x".repeat(64)));
     }
