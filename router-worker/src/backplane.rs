@@ -195,7 +195,8 @@ impl std::fmt::Debug for Backplane {
 pub struct RealmLink {
     /// Where the realm's publications go.
     subject: async_nats::Subject,
-    realm_hex: String,
+    /// The realm's name in hex (subjects, directory keys, member links).
+    realm_hex: Arc<str>,
     prefix: String,
     member: Arc<str>,
     registry: mpsc::Sender<DirectoryChange>,
@@ -204,8 +205,6 @@ pub struct RealmLink {
     client: async_nats::Client,
     members: SharedMembers,
     links: Option<Arc<crate::links::Links>>,
-    /// `realm_hex`, for the links.
-    realm_key: Arc<str>,
 }
 
 impl RealmLink {
@@ -441,7 +440,7 @@ impl RpcOut {
     /// through NATS.
     fn send(&mut self, link: &RealmLink, i: usize, bytes: Bytes) {
         if let Some(links) = &link.links
-            && links.send(&self.frames[i].0, &link.realm_key, &bytes)
+            && links.send(&self.frames[i].0, &link.realm_hex, &bytes)
         {
             return;
         }
@@ -586,8 +585,7 @@ impl Backplane {
     pub fn realm_link(&self, realm: &str) -> RealmLink {
         RealmLink {
             subject: realm_subject(&self.prefix, realm).into(),
-            realm_hex: hex::encode(realm.as_bytes()),
-            realm_key: hex::encode(realm.as_bytes()).into(),
+            realm_hex: hex::encode(realm.as_bytes()).into(),
             links: self.links.clone(),
             prefix: self.prefix.clone(),
             member: self.member.clone(),
@@ -635,12 +633,17 @@ impl Backplane {
         }
     }
 
+    /// Where the members advertise their links.
+    fn links_subject(&self) -> String {
+        format!("{}links", self.prefix)
+    }
+
     /// Hear the other members' link adverts, and link to them.
     async fn link_adverts(self: Arc<Self>) {
         let Some(links) = self.links.clone() else {
             return;
         };
-        let mut sub = match self.client.subscribe(format!("{}links", self.prefix)).await {
+        let mut sub = match self.client.subscribe(self.links_subject()).await {
             Ok(s) => s,
             Err(e) => {
                 warn!("cluster backplane: cannot subscribe to member link adverts: {e}");
@@ -685,6 +688,7 @@ impl Backplane {
     /// its directory entries are purged.
     async fn heartbeats(self: Arc<Self>) {
         let subject = format!("{}hb", self.prefix);
+        let links_subject = async_nats::Subject::from(self.links_subject());
         let mut sub = match self.client.subscribe(subject.clone()).await {
             Ok(s) => s,
             Err(e) => {
@@ -737,7 +741,7 @@ impl Backplane {
                     if let Some(links) = &self.links {
                         let _ = self
                             .client
-                            .publish(format!("{}links", self.prefix), links.advert())
+                            .publish(links_subject.clone(), links.advert())
                             .await;
                     }
                     // The round trip: a flush waits for the server's PONG.
