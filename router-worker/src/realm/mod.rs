@@ -28,6 +28,8 @@ pub mod rpc;
 mod tests;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -312,6 +314,16 @@ pub enum RemoteRefused {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RealmStopped;
 
+/// What [`RealmHandle::forward`] did with a command.
+pub enum Sent<'a> {
+    /// In the realm's queue.
+    Done,
+    /// The realm has stopped.
+    Stopped,
+    /// The queue is full: this send waits for room.
+    Waiting(Pin<Box<dyn Future<Output = Result<(), RealmStopped>> + Send + 'a>>),
+}
+
 /// A cheap, clonable handle to a running realm.
 #[derive(Clone, Debug)]
 pub struct RealmHandle {
@@ -523,16 +535,25 @@ impl RealmHandle {
         &self,
         cmd: RealmCommand,
     ) -> impl Future<Output = Result<(), RealmStopped>> + Send + '_ {
-        let waiting = match self.tx.try_send(cmd) {
-            Ok(()) => Ok(None),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(RealmStopped),
-            Err(mpsc::error::TrySendError::Full(cmd)) => Ok(Some(Box::pin(self.tx.send(cmd)))),
-        };
+        let sent = self.forward(cmd);
         async move {
-            match waiting? {
-                None => Ok(()),
-                Some(send) => send.await.map_err(|_| RealmStopped),
+            match sent {
+                Sent::Done => Ok(()),
+                Sent::Stopped => Err(RealmStopped),
+                Sent::Waiting(send) => send.await,
             }
+        }
+    }
+
+    /// Hand `cmd` to the realm now if its queue has room; otherwise the
+    /// send that waits for room (boxed: only a full queue costs a future).
+    pub fn forward(&self, cmd: RealmCommand) -> Sent<'_> {
+        match self.tx.try_send(cmd) {
+            Ok(()) => Sent::Done,
+            Err(mpsc::error::TrySendError::Closed(_)) => Sent::Stopped,
+            Err(mpsc::error::TrySendError::Full(cmd)) => Sent::Waiting(Box::pin(async move {
+                self.tx.send(cmd).await.map_err(|_| RealmStopped)
+            })),
         }
     }
 

@@ -29,7 +29,7 @@ use tracing::{Span, debug, field, info, info_span, warn};
 use crate::auth::{self, AuthSettings, Outcome, Principal, Refusal};
 use crate::outbound::{Next, OutMsg, OutboxReceiver, outbox};
 use crate::realm::{
-    ClientFeatures, RealmCommand, RealmHandle, SessionInfo, SessionLink, TransportInfo,
+    ClientFeatures, RealmCommand, RealmHandle, Sent, SessionInfo, SessionLink, TransportInfo,
 };
 use crate::realms::Realms;
 
@@ -100,6 +100,11 @@ pub fn router_roles() -> Dict {
 // The closing paths are boxed: they run once per session, and inline they
 // would make every connection's task as large as their biggest state.
 type Boxed<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// The rest of an established session's step that could not be done at
+/// once (boxed, so that it takes room only while it runs): `false` once
+/// the session is closed.
+type Rest<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
 
 fn abort<'a, T: Transport>(
     t: &'a mut T,
@@ -207,6 +212,7 @@ struct Opened {
     realm: RealmHandle,
     id: Id,
     rx: OutboxReceiver,
+    span: Span,
 }
 
 /// Run one WAMP session over `t` until it ends.
@@ -245,52 +251,36 @@ where
             realm = field::Empty,
             authid = field::Empty
         );
-        let Some(opened) = Box::pin(open(&mut t, settings, realms, conn, &shutdown, &span)).await
+        let Some(opened) = Box::pin(open(&mut t, settings, realms, conn, &shutdown, span)).await
         else {
             return;
         };
-        let (realm, id, rx, mut traffic, who, on_join) = start(opened, &settings.counters);
+        let (j, mut traffic, on_join) = start(opened, &settings.counters);
         if on_join {
-            publish_stats(&realm, &who, &mut traffic, false).await;
+            publish_stats(&j.realm, &j.who, &mut traffic, false).await;
         }
-        established(
-            &mut t,
-            &rx,
-            &realm,
-            id,
-            &span,
-            &shutdown,
-            settings.keepalive,
-            settings.write_timeout,
-            settings.compat,
-            &mut traffic,
-            &who,
-        )
-        .await;
+        established(&mut t, &j, &shutdown, settings, &mut traffic).await;
         if traffic.meter.as_ref().is_some_and(|m| m.on_leave()) {
-            publish_stats(&realm, &who, &mut traffic, true).await;
+            publish_stats(&j.realm, &j.who, &mut traffic, true).await;
         }
-        let _ = realm.send(RealmCommand::Leave { session: id }).await;
-        info!(parent: &span, "session left");
+        let _ = j.realm.send(RealmCommand::Leave { session: j.id }).await;
+        info!(parent: &j.span, "session left");
     }
 }
 
 /// Unpack what the handshake handed over (outside the session's future,
-/// so that only the parts take room there): the realm, the session id, its
-/// outbox, its traffic, who it is in `stats` events, and whether `stats`
-/// are due on joining.
+/// so that only the parts take room there): the joined session (with its
+/// `span`), its traffic, and whether `stats` are due on joining.
 // The box is the point: `opened` travels boxed, and is freed here.
 #[allow(clippy::boxed_local)]
-fn start(
-    opened: Box<Opened>,
-    counters: &TransportCounters,
-) -> (RealmHandle, Id, OutboxReceiver, Traffic<'_>, Dict, bool) {
+fn start(opened: Box<Opened>, counters: &TransportCounters) -> (Joined, Traffic<'_>, bool) {
     let Opened {
         realm,
         id,
         rx,
         meter,
         cookie,
+        span,
     } = *opened;
     let mut traffic = Traffic::new(counters);
     traffic.cookie = cookie.map(Box::new);
@@ -302,7 +292,27 @@ fn start(
         }
         None => (Dict::new(), false),
     };
-    (realm, id, rx, traffic, who, on_join)
+    let j = Joined {
+        span,
+        realm,
+        id,
+        rx,
+        who,
+    };
+    (j, traffic, on_join)
+}
+
+/// A joined session's identity and links, in one place: the established
+/// phase takes one reference to it rather than one to each.
+struct Joined {
+    /// The session's span (with its id, realm and authid).
+    span: Span,
+    realm: RealmHandle,
+    id: Id,
+    /// The session's outbox.
+    rx: OutboxReceiver,
+    /// Who the session is, in `stats` events.
+    who: Dict,
 }
 
 async fn open<T: Transport>(
@@ -311,7 +321,7 @@ async fn open<T: Transport>(
     realms: &Realms,
     conn: Box<Connection>,
     shutdown: &CancellationToken,
-    span: &Span,
+    span: Span,
 ) -> Option<Box<Opened>> {
     let Connection {
         peer_ip,
@@ -319,7 +329,6 @@ async fn open<T: Transport>(
         mut http,
         cookie,
     } = *conn;
-    let span = span.clone();
     let serializer = t.serializer();
 
     // Opening handshake: HELLO within the deadline.
@@ -546,6 +555,7 @@ async fn open<T: Transport>(
         rx,
         meter,
         cookie,
+        span,
     }))
 }
 
@@ -825,31 +835,28 @@ async fn write_rest<T: Transport>(
 }
 
 /// The established phase; returns when the session is over.
+///
+/// What it keeps across its wait is what every idle session holds for its
+/// whole life: the timer, when the next keepalive check is due, an
+/// outstanding ping, and references. Everything else is computed in
+/// plain functions between waits, and what has to wait longer is boxed.
 #[allow(clippy::too_many_arguments)]
 // An `async fn` would keep its arguments twice in the future.
 #[allow(clippy::manual_async_fn)]
 fn established<'a, 'b: 'a, T: Transport>(
     t: &'a mut T,
-    rx: &'a OutboxReceiver,
-    realm: &'a RealmHandle,
-    id: Id,
-    span: &'a Span,
+    j: &'a Joined,
     shutdown: &'a CancellationToken,
-    keepalive: Option<(Duration, Duration)>,
-    write_timeout: Duration,
-    compat: trellis_config::router::Compat,
+    settings: &'a SessionSettings,
     traffic: &'a mut Traffic<'b>,
-    who: &'a Dict,
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
         // Keepalive: look at the peer's silence every `interval` (or sooner
         // while a ping awaits its answer).
-        let (interval, grace) =
-            keepalive.unwrap_or((Duration::from_secs(86_400 * 365), Duration::ZERO));
         // One timer for everything timed here (an idle session keeps it):
         // the next keepalive check, the realm's `stats` when they are due,
         // and a write that has to wait.
-        let mut keep_at = tokio::time::Instant::now() + interval;
+        let mut keep_at = tokio::time::Instant::now() + keepalive_of(settings).0;
         let timer = tokio::time::sleep_until(keep_at);
         tokio::pin!(timer);
         let mut pinged: Option<std::time::Instant> = None;
@@ -862,62 +869,99 @@ fn established<'a, 'b: 'a, T: Transport>(
         }
         loop {
             if traffic.stats_due {
-                publish_stats(realm, who, traffic, false).await;
+                publish_stats(&j.realm, &j.who, traffic, false).await;
             }
-            let stats_at = match &traffic.meter {
-                None => None,
-                Some(m) => m.due().map(tokio::time::Instant::from_std),
-            };
-            let mut wake_at = match stats_at {
-                Some(at) if keepalive.is_none() || at < keep_at => at,
-                _ => keep_at,
-            };
-            // The transport's own deadline: when it is due, the next
-            // `recv` (made anew each time round) deals with it.
-            if let Some(at) = t.deadline().map(tokio::time::Instant::from_std)
-                && at < wake_at
-            {
-                wake_at = at;
-            }
-            if timer.deadline() != wake_at {
-                timer.as_mut().reset(wake_at);
-            }
+            let timed = arm(
+                timer.as_mut(),
+                keep_at,
+                stats_at(traffic),
+                t.deadline(),
+                settings.keepalive.is_some(),
+            );
             tokio::select! {
                 // (Without keepalive, `keep_at` is a year away: the timer
                 // is armed when statistics or the transport want it.)
-                _ = &mut timer, if keepalive.is_some() || wake_at < keep_at => {
+                _ = &mut timer, if timed => {
                     let due = tokio::time::Instant::now();
-                    if stats_at.is_some_and(|at| at <= due) {
-                        publish_stats(realm, who, traffic, false).await;
+                    if stats_at(traffic).is_some_and(|at| at <= due) {
+                        publish_stats(&j.realm, &j.who, traffic, false).await;
                     }
-                    if keepalive.is_none() || keep_at > due {
+                    if settings.keepalive.is_none() || keep_at > due {
                         continue;
                     }
-                    match keepalive_check(t, span, interval, grace, write_timeout, &mut pinged).await {
+                    // Boxed: it runs once per interval, and inline it would
+                    // take room in every idle session's state.
+                    match Box::pin(keepalive_check(t, &j.span, settings, &mut pinged)).await {
                         Some(next) => keep_at = next,
                         None => return,
                     }
                 }
-                next = std::future::poll_fn(|cx| rx.poll_recv(cx)) => {
+                next = std::future::poll_fn(|cx| j.rx.poll_recv(cx)) => {
                     let out = match next {
                         Next::Msg(m) => m,
                         // A kill comes before what is still queued.
-                        Next::Killed => return killed(t, rx).await,
+                        Next::Killed => return killed(t, &j.rx).await,
                         Next::Closed => return realm_stopped(t).await,
                     };
-                    let open = outbound(t, out, rx, timer.as_mut(), shutdown, realm, id, span, write_timeout, traffic).await;
-                    if !open {
+                    if let Some(rest) = outbound(t, out, j, timer.as_mut(), shutdown, settings.write_timeout, traffic)
+                        && !rest.await
+                    {
                         return;
                     }
                 }
                 incoming = t.recv() => {
-                    if !inbound(t, incoming, realm, id, span, traffic, who, compat).await {
+                    if let Some(rest) = inbound(t, incoming, j, traffic, settings.compat)
+                        && !rest.await
+                    {
                         return;
                     }
                 }
             }
         }
     }
+}
+
+/// The keepalive interval and the grace for the answer to a ping; without
+/// keepalive, a year (the timer then waits for other things only).
+fn keepalive_of(settings: &SessionSettings) -> (Duration, Duration) {
+    settings
+        .keepalive
+        .unwrap_or((Duration::from_secs(86_400 * 365), Duration::ZERO))
+}
+
+/// When the realm's `stats` are next due for this session, if it has any.
+fn stats_at(traffic: &Traffic<'_>) -> Option<tokio::time::Instant> {
+    traffic
+        .meter
+        .as_ref()
+        .and_then(|m| m.due())
+        .map(tokio::time::Instant::from_std)
+}
+
+/// Set the session's timer to the first of what is due (the keepalive
+/// check, `stats`, the transport's own deadline, which the next `recv`
+/// deals with); whether the timer is to be watched at all (without
+/// keepalive, only for the other two).
+fn arm(
+    timer: Pin<&mut tokio::time::Sleep>,
+    keep_at: tokio::time::Instant,
+    stats_at: Option<tokio::time::Instant>,
+    deadline: Option<std::time::Instant>,
+    keepalive: bool,
+) -> bool {
+    let mut wake_at = match stats_at {
+        Some(at) if !keepalive || at < keep_at => at,
+        _ => keep_at,
+    };
+    if let Some(at) = deadline.map(tokio::time::Instant::from_std)
+        && at < wake_at
+    {
+        wake_at = at;
+    }
+    if timer.deadline() != wake_at {
+        timer.reset(wake_at);
+    }
+    keepalive || wake_at < keep_at
 }
 
 // The branches of the established phase's loop are functions of their
@@ -930,11 +974,11 @@ fn established<'a, 'b: 'a, T: Transport>(
 async fn keepalive_check<T: Transport>(
     t: &mut T,
     span: &Span,
-    interval: Duration,
-    grace: Duration,
-    write_timeout: Duration,
+    settings: &SessionSettings,
     pinged: &mut Option<std::time::Instant>,
 ) -> Option<tokio::time::Instant> {
+    let (interval, grace) = keepalive_of(settings);
+    let write_timeout = settings.write_timeout;
     let now = std::time::Instant::now();
     if let Some(at) = *pinged {
         if t.last_seen() >= at {
@@ -969,68 +1013,104 @@ async fn keepalive_check<T: Transport>(
     Some(tokio::time::Instant::now() + grace)
 }
 
-/// Write `out` and what queued behind it; `false` once the session is
-/// closed. Most writes complete at once; only a write that has to wait is
-/// timed, by the session's timer (the loop sets it back after).
+/// Write `out` and what queued behind it, as far as that goes at once:
+/// `None` when it is done and the session goes on. Otherwise the rest (a
+/// write that has to wait, timed by the session's timer, which the loop
+/// sets back after; a failure; errors for the realm), boxed, whose outcome
+/// is `false` once the session is closed.
 ///
-/// Its future is part of every session's state (the largest part of the
-/// established phase's), so it is kept lean: not an `async fn` (which
-/// keeps its arguments twice), and the rare ends (closing, errors for the
-/// realm) boxed where they run.
+/// Synchronous on purpose: the common write (done at once) takes no room
+/// in the session's state, which every idle session keeps for its whole
+/// life; only a write that has to wait keeps a future, in its own box.
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::manual_async_fn)]
-fn outbound<'a, 'b: 'a, T: Transport>(
+fn outbound<'a, T: Transport>(
     t: &'a mut T,
     out: Arc<OutMsg>,
-    rx: &'a OutboxReceiver,
-    mut timer: Pin<&'a mut tokio::time::Sleep>,
+    j: &'a Joined,
+    timer: Pin<&'a mut tokio::time::Sleep>,
     shutdown: &'a CancellationToken,
-    realm: &'a RealmHandle,
-    id: Id,
-    span: &'a Span,
     write_timeout: Duration,
-    traffic: &'a mut Traffic<'b>,
-) -> impl Future<Output = bool> + Send + 'a {
-    async move {
-        let mut to_realm = Vec::new();
-        let outcome = match write_now(t, out, rx, traffic, &mut to_realm) {
-            Quick::Done(r) => Write::Done(r),
-            Quick::Wait(later) => {
-                // Boxed: only a write that waits keeps it.
-                let mut write = Box::pin(write_rest(t, later));
-                timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + write_timeout);
-                tokio::select! {
-                    r = &mut write => Write::Done(r),
-                    _ = &mut timer => Write::Stalled,
-                    _ = std::future::poll_fn(|cx| rx.poll_killed(cx)) => Write::Killed,
-                    _ = shutdown.cancelled() => Write::Shutdown,
-                }
-            }
-        };
-        match outcome {
-            Write::Done(Ok(())) if to_realm.is_empty() => true,
-            Write::Done(written) => {
-                Box::pin(after_write(t, written, to_realm, realm, id, span)).await
-            }
-            // Closed at once, before anything is read: a read may make the
-            // codec answer a ping, which must not land inside the frame this
-            // write left half done.
-            Write::Killed if !shutting_down(rx) => {
-                killed(t, rx).await;
-                false
-            }
-            Write::Killed | Write::Shutdown => {
-                close(t, CloseKind::GoingAway, "router shutting down").await;
-                false
-            }
-            Write::Stalled => {
-                warn!(parent: span, timeout_ms = write_timeout.as_millis() as u64,
-                "closing slow session: the peer stopped reading (a write stayed blocked past write_timeout)");
-                close(t, CloseKind::GoingAway, "write timeout").await;
-                false
-            }
+    traffic: &mut Traffic<'_>,
+) -> Option<Rest<'a>> {
+    let (rx, realm, id, span) = (&j.rx, &j.realm, j.id, &j.span);
+    let mut to_realm = Vec::new();
+    match write_now(t, out, rx, traffic, &mut to_realm) {
+        Quick::Done(Ok(())) if to_realm.is_empty() => None,
+        Quick::Done(written) => Some(Box::pin(after_write(t, written, to_realm, realm, id, span))),
+        Quick::Wait(later) => Some(Box::pin(write_waiting(
+            t,
+            later,
+            Waiting {
+                rx,
+                timer,
+                shutdown,
+                write_timeout,
+            },
+            to_realm,
+            realm,
+            id,
+            span,
+        ))),
+    }
+}
+
+/// What a write that has to wait watches besides the write.
+struct Waiting<'a> {
+    rx: &'a OutboxReceiver,
+    timer: Pin<&'a mut tokio::time::Sleep>,
+    shutdown: &'a CancellationToken,
+    write_timeout: Duration,
+}
+
+/// A write that has to wait: finish it within `write_timeout`, unless
+/// the realm kills the session or the router shuts down first. `false`
+/// once the session is closed.
+async fn write_waiting<T: Transport>(
+    t: &mut T,
+    later: Option<T::Later>,
+    w: Waiting<'_>,
+    to_realm: Vec<Message>,
+    realm: &RealmHandle,
+    id: Id,
+    span: &Span,
+) -> bool {
+    let Waiting {
+        rx,
+        mut timer,
+        shutdown,
+        write_timeout,
+    } = w;
+    timer
+        .as_mut()
+        .reset(tokio::time::Instant::now() + write_timeout);
+    let outcome = {
+        let write = write_rest(t, later);
+        tokio::pin!(write);
+        tokio::select! {
+            r = &mut write => Write::Done(r),
+            _ = &mut timer => Write::Stalled,
+            _ = std::future::poll_fn(|cx| rx.poll_killed(cx)) => Write::Killed,
+            _ = shutdown.cancelled() => Write::Shutdown,
+        }
+    };
+    match outcome {
+        Write::Done(written) => after_write(t, written, to_realm, realm, id, span).await,
+        // Closed at once, before anything is read: a read may make the
+        // codec answer a ping, which must not land inside the frame this
+        // write left half done.
+        Write::Killed if !shutting_down(rx) => {
+            killed(t, rx).await;
+            false
+        }
+        Write::Killed | Write::Shutdown => {
+            close(t, CloseKind::GoingAway, "router shutting down").await;
+            false
+        }
+        Write::Stalled => {
+            warn!(parent: span, timeout_ms = write_timeout.as_millis() as u64,
+            "closing slow session: the peer stopped reading (a write stayed blocked past write_timeout)");
+            close(t, CloseKind::GoingAway, "write timeout").await;
+            false
         }
     }
 }
@@ -1066,58 +1146,60 @@ async fn after_write<T: Transport>(
     true
 }
 
-/// One message from the peer (or the transport's error); `false` once
-/// the session is closed.
+/// One message from the peer (or the transport's error), handed to the
+/// realm at once when its queue has room: `None` then, and the session
+/// goes on. Otherwise the rest (a send that waits for room, GOODBYE, a
+/// close), boxed, whose outcome is `false` once the session is closed.
 ///
-/// Like [`outbound`], its future is part of every session's state: not
-/// an `async fn` (which keeps its arguments twice), and the message's
-/// bytes are gone before the realm's send is awaited.
+/// Like [`outbound`], synchronous on purpose: the common message takes no
+/// room in the session's state, and its bytes are gone before anything is
+/// awaited.
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::manual_async_fn)]
 fn inbound<'a, 'b: 'a, T: Transport>(
     t: &'a mut T,
     incoming: Result<bytes::Bytes, TransportError>,
-    realm: &'a RealmHandle,
-    id: Id,
-    span: &'a Span,
+    j: &'a Joined,
     traffic: &'a mut Traffic<'b>,
-    who: &'a Dict,
     compat: trellis_config::router::Compat,
-) -> impl Future<Output = bool> + Send + 'a {
-    async move {
-        let classified = match incoming {
-            Ok(bytes) => {
-                traffic.received(bytes.len());
-                classify(realm, id, t.serializer(), &bytes)
-            }
-            Err(e) => {
-                end_on_transport_error(t, span, e).await;
+) -> Option<Rest<'a>> {
+    let (realm, id, span, who) = (&j.realm, j.id, &j.span, &j.who);
+    let bytes = match incoming {
+        Ok(bytes) => bytes,
+        Err(e) => return Some(closed(end_on_transport_error(t, span, e))),
+    };
+    traffic.received(bytes.len());
+    match classify(realm, id, t.serializer(), &bytes) {
+        Incoming::Forward(Sent::Done) => None,
+        Incoming::Forward(Sent::Stopped) => Some(closed(realm_stopped(t))),
+        Incoming::Forward(Sent::Waiting(send)) => Some(Box::pin(async move {
+            if send.await.is_err() {
+                realm_stopped(t).await;
                 return false;
             }
-        };
-        match classified {
-            Incoming::Forward(sending) => {
-                if sending.await.is_err() {
-                    realm_stopped(t).await;
-                    return false;
-                }
-                true
-            }
-            Incoming::Goodbye(reason) => {
-                Box::pin(goodbye(t, &reason, realm, id, span, traffic, who, compat)).await;
-                false
-            }
-            Incoming::Abort(reason) => {
-                debug!(parent: span, %reason, "client sent ABORT");
-                close(t, CloseKind::Normal, "abort").await;
-                false
-            }
-            Incoming::Violation(text) => {
-                violation(t, span, &text).await;
-                false
-            }
+            true
+        })),
+        Incoming::Goodbye(reason) => Some(Box::pin(async move {
+            goodbye(t, &reason, realm, id, span, traffic, who, compat).await;
+            false
+        })),
+        Incoming::Abort(reason) => {
+            debug!(parent: span, %reason, "client sent ABORT");
+            Some(closed(close(t, CloseKind::Normal, "abort")))
         }
+        Incoming::Violation(text) => Some(Box::pin(async move {
+            violation(t, span, &text).await;
+            false
+        })),
     }
+}
+
+/// A closing action as the rest of a message's handling: the session is
+/// over once it is done.
+fn closed(closing: Boxed<'_>) -> Rest<'_> {
+    Box::pin(async move {
+        closing.await;
+        false
+    })
 }
 
 /// The peer said GOODBYE: leave, answer, close.
@@ -1170,9 +1252,9 @@ async fn goodbye<T: Transport>(
 }
 
 /// What a message from an established session's peer asks for.
-enum Incoming<F> {
-    /// Forwarded to the realm: await the send.
-    Forward(F),
+enum Incoming<'a> {
+    /// Forwarded to the realm (or waiting for room in its queue).
+    Forward(Sent<'a>),
     /// GOODBYE, with the peer's reason.
     Goodbye(String),
     /// ABORT, with the peer's reason.
@@ -1191,7 +1273,7 @@ fn classify<'a>(
     id: Id,
     serializer: proto::Serializer,
     bytes: &[u8],
-) -> Incoming<impl Future<Output = Result<(), crate::realm::RealmStopped>> + Send + 'a> {
+) -> Incoming<'a> {
     // Arguments stay as they came: the realm forwards them, and decodes
     // them only where the router itself reads them.
     let msg = match serializer.decode_forwarding(bytes) {
@@ -1217,12 +1299,12 @@ fn classify<'a>(
         | Message::Call(_)
         | Message::Register(_)
         | Message::Unregister(_)
-        | Message::Yield(_)) => Incoming::Forward(realm.send(RealmCommand::Message {
+        | Message::Yield(_)) => Incoming::Forward(realm.forward(RealmCommand::Message {
             session: id,
             msg: m,
         })),
         Message::Error(e) if e.request_type == code::INVOCATION => {
-            Incoming::Forward(realm.send(RealmCommand::Message {
+            Incoming::Forward(realm.forward(RealmCommand::Message {
                 session: id,
                 msg: Message::Error(e),
             }))
