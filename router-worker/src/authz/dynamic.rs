@@ -111,14 +111,15 @@ impl Core {
         let waiting = self
             .sessions
             .get(&session)
-            .is_some_and(|e| e.awaiting_authz || !e.parked.is_empty());
+            .and_then(|e| e.dynamic.as_deref())
+            .is_some_and(|d| d.awaiting || !d.parked.is_empty());
         if waiting {
             return self.park(session, msg);
         }
         if let Some(question) = self.needs_authorizer(session, &msg) {
             self.park(session, msg);
             if let Some(e) = self.sessions.get_mut(&session) {
-                e.awaiting_authz = true;
+                e.dynamic().awaiting = true;
             }
             return self.ask_authorizer(session, question, false);
         }
@@ -142,7 +143,11 @@ impl Core {
             }
             _ => return None,
         };
-        if entry.authz_cache.contains_key(&(uri.clone(), action)) {
+        if entry
+            .dynamic
+            .as_ref()
+            .is_some_and(|d| d.cache.contains_key(&(uri.clone(), action)))
+        {
             return None;
         }
         Some((uri.clone(), action, options.clone(), procedure.to_owned()))
@@ -153,14 +158,15 @@ impl Core {
         let Some(entry) = self.sessions.get_mut(&session) else {
             return;
         };
-        if entry.parked.len() >= MAX_PARKED {
+        let parked = &mut entry.dynamic().parked;
+        if parked.len() >= MAX_PARKED {
             return self.kill(
                 session,
                 wamp_uri::CLOSE_KILLED,
                 format!("more than {MAX_PARKED} messages are waiting for the session's authorizer"),
             );
         }
-        entry.parked.push_back(msg);
+        parked.push_back(msg);
     }
 
     /// The authorizer answered for `session`: keep the decision and go on
@@ -199,8 +205,9 @@ impl Core {
             warn!(session, %uri, %action, authorizer = %procedure, "{}", reason.1);
         }
         if let Some(e) = self.sessions.get_mut(&session) {
-            e.awaiting_authz = false;
-            e.authz_cache.insert((uri, action), cached);
+            let d = e.dynamic();
+            d.awaiting = false;
+            d.cache.insert((uri, action), cached);
         }
         self.drain_parked(session);
     }
@@ -208,19 +215,24 @@ impl Core {
     /// Dispatch parked messages until one needs the authorizer again.
     fn drain_parked(&mut self, session: Id) {
         loop {
-            let Some(entry) = self.sessions.get_mut(&session) else {
+            let Some(d) = self
+                .sessions
+                .get_mut(&session)
+                .and_then(|e| e.dynamic.as_deref_mut())
+            else {
                 return;
             };
-            if entry.awaiting_authz {
+            if d.awaiting {
                 return;
             }
-            let Some(msg) = entry.parked.pop_front() else {
+            let Some(msg) = d.parked.pop_front() else {
                 return;
             };
             if let Some(question) = self.needs_authorizer(session, &msg) {
                 if let Some(entry) = self.sessions.get_mut(&session) {
-                    entry.parked.push_front(msg);
-                    entry.awaiting_authz = true;
+                    let d = entry.dynamic();
+                    d.parked.push_front(msg);
+                    d.awaiting = true;
                 }
                 self.ask_authorizer(session, question, false);
                 return;
@@ -278,10 +290,11 @@ impl Core {
     ) -> Option<Result<Decision, (&'static str, String)>> {
         let entry = self.sessions.get_mut(&session)?;
         self.authz.authorizer_for(&entry.info.authrole)?;
+        let cache = &mut entry.dynamic.as_deref_mut()?.cache;
         let key = (uri_str.to_owned(), action);
-        let cached = entry.authz_cache.get(&key)?.clone();
+        let cached = cache.get(&key)?.clone();
         if !cached.keep {
-            entry.authz_cache.remove(&key);
+            cache.remove(&key);
         }
         Some(match cached.reason {
             Some(r) => Err(r),

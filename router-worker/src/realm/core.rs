@@ -203,13 +203,29 @@ pub(crate) struct SessionEntry {
     /// Set once the session has been killed, so it is killed (and its
     /// overflow logged) once.
     pub(crate) killed: bool,
-    /// Dynamic authorizer answers by (URI, action).
-    pub(crate) authz_cache: HashMap<(String, Action), Cached>,
-    /// Messages waiting for the dynamic authorizer, in arrival order, so a
+    /// What a dynamic authorizer left for this session: allocated when its
+    /// role first asks one (most sessions never do, and every session's
+    /// entry is kept for its whole life).
+    pub(crate) dynamic: Option<Box<DynamicAuthz>>,
+}
+
+/// A session's dealings with its role's dynamic authorizer.
+#[derive(Default)]
+pub(crate) struct DynamicAuthz {
+    /// The authorizer's answers by (URI, action).
+    pub(crate) cache: HashMap<(String, Action), Cached>,
+    /// Messages waiting for the authorizer, in arrival order, so a
     /// session's messages never overtake each other.
     pub(crate) parked: VecDeque<Message>,
     /// An authorizer call for this session is outstanding.
-    pub(crate) awaiting_authz: bool,
+    pub(crate) awaiting: bool,
+}
+
+impl SessionEntry {
+    /// The dynamic authorizer's state, allocated on first use.
+    pub(crate) fn dynamic(&mut self) -> &mut DynamicAuthz {
+        self.dynamic.get_or_insert_with(Box::default)
+    }
 }
 
 /// A testament: an event published on the session's behalf when it goes.
@@ -635,9 +651,7 @@ impl Core {
             Box::new(SessionEntry {
                 info,
                 killed: false,
-                authz_cache: HashMap::default(),
-                parked: VecDeque::new(),
-                awaiting_authz: false,
+                dynamic: None,
             }),
         );
         self.stats.joined += 1;
@@ -709,7 +723,9 @@ impl Core {
                 // Cached dynamic authorizer answers were given under the
                 // old rules.
                 for e in self.sessions.values_mut() {
-                    e.authz_cache.clear();
+                    if let Some(d) = &mut e.dynamic {
+                        d.cache.clear();
+                    }
                 }
                 info!(realm = %self.name, sessions = self.sessions.len(), "realm reconfigured in place: roles and permissions replaced, sessions kept");
             }

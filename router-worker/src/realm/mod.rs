@@ -140,15 +140,24 @@ pub struct TransportInfo {
     pub protocol: &'static str,
     /// `tcp4:127.0.0.1:52312`.
     pub peer: String,
-    /// Unix sockets: the peer's uid and pid (SO_PEERCRED).
-    pub cred: Option<(u32, Option<i32>)>,
-    /// The trusted proxy the connection came through (its `peer` form),
-    /// when `peer` is the client named in its forwarding header.
-    pub proxy: Option<String>,
-    /// TLS with client certificates: the client's (`client_cert`).
-    pub client_cert: Option<Arc<Dict>>,
     /// MQTT: the client id (`mqtt_client_id`).
     pub mqtt_client_id: Option<Box<str>>,
+    /// What few connections have (Unix sockets, proxies, client
+    /// certificates): boxed, as every session keeps its details for its
+    /// whole life.
+    extra: Option<Box<TransportExtra>>,
+}
+
+/// The rarer details of a connection.
+#[derive(Debug, Clone, PartialEq)]
+struct TransportExtra {
+    /// Unix sockets: the peer's uid and pid (SO_PEERCRED).
+    cred: Option<(u32, Option<i32>)>,
+    /// The trusted proxy the connection came through (its `peer` form),
+    /// when `peer` is the client named in its forwarding header.
+    proxy: Option<String>,
+    /// TLS with client certificates: the client's (`client_cert`).
+    client_cert: Option<Arc<Dict>>,
 }
 
 impl TransportInfo {
@@ -158,27 +167,47 @@ impl TransportInfo {
             kind,
             protocol,
             peer,
-            cred: None,
-            proxy: None,
-            client_cert: None,
             mqtt_client_id: None,
+            extra: None,
         }
+    }
+
+    /// Add the rarer details: a Unix socket peer's uid and pid
+    /// (SO_PEERCRED), the trusted proxy the connection came through, the
+    /// TLS client's certificate.
+    pub fn with(
+        mut self,
+        cred: Option<(u32, Option<i32>)>,
+        proxy: Option<String>,
+        client_cert: Option<Arc<Dict>>,
+    ) -> TransportInfo {
+        self.extra = (cred.is_some() || proxy.is_some() || client_cert.is_some()).then(|| {
+            Box::new(TransportExtra {
+                cred,
+                proxy,
+                client_cert,
+            })
+        });
+        self
     }
 
     /// As a WAMP dict (`type`, `protocol`, `peer`, and for Unix sockets
     /// `peer_uid` and `peer_pid`).
     pub fn to_dict(&self) -> Dict {
         let mut d = proto::dict! { "type" => self.kind, "protocol" => self.protocol, "peer" => self.peer.as_str() };
-        if let Some(proxy) = &self.proxy {
-            d.insert("proxy".into(), proxy.as_str().into());
-        }
-        if let Some(c) = &self.client_cert {
-            d.insert("client_cert".into(), Dict::clone(c).into());
-        }
         if let Some(id) = &self.mqtt_client_id {
             d.insert("mqtt_client_id".into(), Value::from(&**id));
         }
-        if let Some((uid, pid)) = self.cred {
+        let Some(x) = self.extra.as_deref() else {
+            return d;
+        };
+        if let Some(proxy) = &x.proxy {
+            d.insert("proxy".into(), proxy.as_str().into());
+        }
+        if let Some(c) = &x.client_cert {
+            d.insert("client_cert".into(), Dict::clone(c).into());
+        }
+        if let Some((uid, pid)) = x.cred {
             d.insert("peer_uid".into(), u64::from(uid).into());
             if let Some(pid) = pid {
                 d.insert("peer_pid".into(), i64::from(pid).into());

@@ -1122,6 +1122,16 @@ fn effects_stay_small() {
     assert!(std::mem::size_of::<Effect>() <= 40);
 }
 
+#[test]
+fn a_sessions_entry_stays_small() {
+    // Every session keeps its entry (boxed) for its whole life: 328 bytes
+    // (the allocator's 384-byte class) while the dynamic authorizer's
+    // state and the rarer transport details were inline, 232 after (the
+    // 256-byte class).
+    let e = std::mem::size_of::<crate::realm::core::SessionEntry>();
+    assert!(e <= 256, "SessionEntry grew to {e} bytes");
+}
+
 // ----- figures -----
 
 #[test]

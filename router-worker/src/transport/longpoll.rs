@@ -346,11 +346,11 @@ fn start(
     http.insert("http_request_uri".into(), h.target.clone().into());
     let conn = session::Connection {
         peer_ip: peer.ip,
-        transport: {
-            let mut info = TransportInfo::new("longpoll", protocol, peer.desc.clone());
-            info.client_cert = peer.client_cert.clone();
-            info
-        },
+        transport: TransportInfo::new("longpoll", protocol, peer.desc.clone()).with(
+            None,
+            None,
+            peer.client_cert.clone(),
+        ),
         http,
         cookie: None,
     };

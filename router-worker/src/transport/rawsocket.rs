@@ -143,9 +143,11 @@ async fn handshake<S: Io>(
         Serializer::MsgPack => "wamp.2.msgpack",
         Serializer::Cbor => "wamp.2.cbor",
     };
-    let mut info = TransportInfo::new("rawsocket", protocol, peer.desc);
-    info.cred = peer.cred;
-    info.client_cert = peer.client_cert;
+    let info = TransportInfo::new("rawsocket", protocol, peer.desc).with(
+        peer.cred,
+        None,
+        peer.client_cert,
+    );
     let mut framed = Framed::with_capacity(
         stream,
         RawSocketCodec {

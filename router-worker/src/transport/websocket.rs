@@ -406,10 +406,11 @@ pub(super) fn session<S: Io>(
     let cookie = accepted.cookie.take();
     let transport = WsTransport::new(io, early, accepted, &settings);
     let (peer_ip, desc, proxy) = behind_proxy(&peer, &http, &settings.trusted_proxies);
-    let mut info = TransportInfo::new("websocket", protocol, desc);
-    info.cred = peer.cred;
-    info.proxy = proxy;
-    info.client_cert = peer.client_cert.clone();
+    let info = TransportInfo::new("websocket", protocol, desc).with(
+        peer.cred,
+        proxy,
+        peer.client_cert.clone(),
+    );
     let conn = session::Connection {
         peer_ip,
         transport: info,

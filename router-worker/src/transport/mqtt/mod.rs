@@ -60,13 +60,55 @@ const SERIALIZER: Serializer = Serializer::MsgPack;
 #[derive(Debug, Default, Clone)]
 pub struct Clients(Arc<std::sync::Mutex<HashMap<String, Holder>>>);
 
+/// Closes a connection (or discards a kept session) when a new
+/// connection takes its client id over: a flag and its one waiter, the
+/// connection's task, in one small allocation (a `CancellationToken` is a
+/// tree node of 112 bytes, and every client holds one).
+#[derive(Clone, Debug, Default)]
+struct TakeOver(Arc<TakeOverState>);
+
+#[derive(Debug, Default)]
+struct TakeOverState {
+    taken: std::sync::atomic::AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl TakeOver {
+    fn cancel(&self) {
+        self.0
+            .taken
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.0.waker.wake();
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.0.taken.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Ready once taken over. One task waits at a time: the one that
+    /// polled last is woken.
+    fn cancelled(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.is_cancelled() {
+                return std::task::Poll::Ready(());
+            }
+            self.0.waker.register(cx.waker());
+            if self.is_cancelled() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+    }
+}
+
 /// Who holds a client id.
 #[derive(Debug)]
 struct Holder {
     /// The session's number (it stays when a connection resumes it).
     n: u64,
     /// Cancelled to close the connection (or discard the kept session).
-    token: CancellationToken,
+    token: TakeOver,
     /// Who logged in (authid, or anonymous; and the role): a session is
     /// resumed only by the same login.
     login: (String, String),
@@ -79,7 +121,7 @@ struct Holder {
 enum Claim {
     /// A kept session, now the new connection's: hand it over there,
     /// with the token that closes it from now on.
-    Parked(mpsc::Sender<Resume>, CancellationToken),
+    Parked(mpsc::Sender<Resume>, TakeOver),
     /// The same login's connection, still open: closed now; its session is
     /// kept in a moment.
     Online,
@@ -98,10 +140,10 @@ impl Clients {
 
     /// Register `id` for a new session of `login`; the connection or kept
     /// session holding it before (if any) is closed or discarded.
-    fn take(&self, id: &str, login: (String, String)) -> (u64, CancellationToken) {
+    fn take(&self, id: &str, login: (String, String)) -> (u64, TakeOver) {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let token = CancellationToken::new();
+        let token = TakeOver::default();
         let old = self.lock().insert(
             id.to_owned(),
             Holder {
@@ -121,10 +163,10 @@ impl Clients {
     /// The session `n` holding `id` lost its connection and is kept: a
     /// resuming connection is handed to `resume`. The token that discards
     /// it, or `None` if `n` no longer holds `id` (taken over).
-    fn park(&self, id: &str, n: u64, resume: mpsc::Sender<Resume>) -> Option<CancellationToken> {
+    fn park(&self, id: &str, n: u64, resume: mpsc::Sender<Resume>) -> Option<TakeOver> {
         let mut m = self.lock();
         let h = m.get_mut(id).filter(|h| h.n == n)?;
-        h.token = CancellationToken::new();
+        h.token = TakeOver::default();
         h.parked = Some(resume);
         Some(h.token.clone())
     }
@@ -137,7 +179,7 @@ impl Clients {
         };
         match h.parked.take() {
             Some(resume) => {
-                h.token = CancellationToken::new();
+                h.token = TakeOver::default();
                 Claim::Parked(resume, h.token.clone())
             }
             None => {
@@ -168,7 +210,7 @@ pub struct Resume {
     expiry: (u32, u32),
     inflight_max: usize,
     /// Closes the connection (a take-over).
-    token: CancellationToken,
+    token: TakeOver,
 }
 
 /// Serve one connection as MQTT.
@@ -314,9 +356,11 @@ async fn handshake<S: Io>(
     });
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-    let mut info = TransportInfo::new("mqtt", wire.protocol(), peer.desc);
-    info.cred = peer.cred;
-    info.client_cert = peer.client_cert;
+    let mut info = TransportInfo::new("mqtt", wire.protocol(), peer.desc).with(
+        peer.cred,
+        None,
+        peer.client_cert,
+    );
     info.mqtt_client_id =
         (!connect.client_id.is_empty()).then(|| connect.client_id.clone().into_boxed_str());
     let mut inbox = VecDeque::new();
@@ -342,7 +386,7 @@ async fn handshake<S: Io>(
         client_id: connect.client_id,
         clients: settings.mqtt_clients.clone(),
         client: None,
-        taken_over: CancellationToken::new(),
+        taken_over: TakeOver::default(),
         next_packet_id: 0,
         connected: false,
         ended: false,
@@ -864,7 +908,7 @@ pub struct MqttTransport {
     /// close another's connection.
     client: Option<(String, u64)>,
     /// Cancelled when a new connection takes the client id over.
-    taken_over: CancellationToken,
+    taken_over: TakeOver,
     next_packet_id: u16,
     connected: bool,
     /// The client is gone (the will, if any, is in the inbox).
@@ -1792,8 +1836,9 @@ impl Transport for MqttTransport {
                 // The session ends, or waits for the client.
                 continue;
             }
-            let taken_over = self.taken_over.clone();
-            let (Some(stream), rbuf) = (&mut self.stream, &mut self.rbuf) else {
+            let (Some(stream), rbuf, taken_over) =
+                (&mut self.stream, &mut self.rbuf, &self.taken_over)
+            else {
                 continue;
             };
             let read = async {
@@ -2220,6 +2265,10 @@ mod size_probe {
     #[test]
     fn an_mqtt_clients_state_stays_small() {
         // 1008 bytes before what waits for answers moved out of line.
+        // Every client holds one take-over signal (a `CancellationToken`
+        // before: a tree node of 112 bytes).
+        let take = std::mem::size_of::<super::TakeOverState>() + 2 * std::mem::size_of::<usize>();
+        assert!(take <= 48, "a take-over signal grew to {take} bytes");
         let t = std::mem::size_of::<super::MqttTransport>();
         assert!(t <= 576, "MqttTransport grew to {t} bytes");
         let tc: trellis_config::router::TransportConfig =
@@ -2282,9 +2331,10 @@ mod size_probe {
             .await
             .expect("opened");
         use crate::session::transport::Transport;
-        // 288 bytes while it kept a keep-alive timer of its own.
+        // 288 bytes while it kept a keep-alive timer of its own, 176 while
+        // it cloned a `CancellationToken` to wait for a take-over.
         let recv = std::mem::size_of_val(&t.recv());
-        assert!(recv <= 176, "recv's future grew to {recv} bytes");
+        assert!(recv <= 96, "recv's future grew to {recv} bytes");
         let m = std::sync::Arc::new(crate::outbound::OutMsg::new(proto::Message::Goodbye(
             proto::message::Goodbye {
                 details: Default::default(),
