@@ -205,8 +205,8 @@ pub struct Connection {
 
 /// What the opening handshake hands to the established phase.
 struct Opened {
-    /// The realm's `stats` meter and the session's short details.
-    meter: Option<(stats::StatsMeter, Dict)>,
+    /// The realm's `stats` meter (with the session's short details).
+    meter: Option<stats::StatsMeter>,
     /// The connection's tracking cookie, logged out by `wamp.close.logout`.
     cookie: Option<(Arc<crate::cookies::CookieStore>, String)>,
     realm: RealmHandle,
@@ -257,11 +257,11 @@ where
         };
         let (j, mut traffic, on_join) = start(opened, &settings.counters);
         if on_join {
-            publish_stats(&j.realm, &j.who, &mut traffic, false).await;
+            publish_stats(&j.realm, &mut traffic, false).await;
         }
         established(&mut t, &j, &shutdown, settings, &mut traffic).await;
         if traffic.meter.as_ref().is_some_and(|m| m.on_leave()) {
-            publish_stats(&j.realm, &j.who, &mut traffic, true).await;
+            publish_stats(&j.realm, &mut traffic, true).await;
         }
         let _ = j.realm.send(RealmCommand::Leave { session: j.id }).await;
         info!(parent: &j.span, "session left");
@@ -284,20 +284,13 @@ fn start(opened: Box<Opened>, counters: &TransportCounters) -> (Joined, Traffic<
     } = *opened;
     let mut traffic = Traffic::new(counters);
     traffic.cookie = cookie.map(Box::new);
-    let (who, on_join) = match meter {
-        Some((m, who)) => {
-            let on_join = m.on_join();
-            traffic.meter = Some(Box::new(m));
-            (who, on_join)
-        }
-        None => (Dict::new(), false),
-    };
+    let on_join = meter.as_ref().is_some_and(|m| m.on_join());
+    traffic.meter = meter.map(Box::new);
     let j = Joined {
         span,
         realm,
         id,
         rx,
-        who,
     };
     (j, traffic, on_join)
 }
@@ -311,8 +304,6 @@ struct Joined {
     id: Id,
     /// The session's outbox.
     rx: OutboxReceiver,
-    /// Who the session is, in `stats` events.
-    who: Dict,
 }
 
 async fn open<T: Transport>(
@@ -544,10 +535,7 @@ async fn open<T: Transport>(
             "authid" => info.authid.as_str(),
             "authrole" => info.authrole.as_str(),
         };
-        (
-            stats::StatsMeter::new(cfg, serializer.name(), std::time::Instant::now()),
-            who,
-        )
+        stats::StatsMeter::new(who, cfg, serializer.name(), std::time::Instant::now())
     });
     Some(Box::new(Opened {
         realm,
@@ -561,7 +549,7 @@ async fn open<T: Transport>(
 
 /// Publish this session's statistics (`wamp.session.on_stats`), as the
 /// realm's `stats` asks, and start a new cycle.
-async fn publish_stats(realm: &RealmHandle, who: &Dict, traffic: &mut Traffic<'_>, last: bool) {
+async fn publish_stats(realm: &RealmHandle, traffic: &mut Traffic<'_>, last: bool) {
     traffic.stats_due = false;
     let Some(m) = &mut traffic.meter else {
         return;
@@ -573,7 +561,7 @@ async fn publish_stats(realm: &RealmHandle, who: &Dict, traffic: &mut Traffic<'_
     );
     let _ = realm
         .send(RealmCommand::SessionStats {
-            args: vec![Value::Dict(who.clone()), Value::Dict(stats)],
+            args: vec![Value::Dict(m.who.clone()), Value::Dict(stats)],
         })
         .await;
 }
@@ -869,7 +857,7 @@ fn established<'a, 'b: 'a, T: Transport>(
         }
         loop {
             if traffic.stats_due {
-                publish_stats(&j.realm, &j.who, traffic, false).await;
+                publish_stats(&j.realm, traffic, false).await;
             }
             let timed = arm(
                 timer.as_mut(),
@@ -884,7 +872,7 @@ fn established<'a, 'b: 'a, T: Transport>(
                 _ = &mut timer, if timed => {
                     let due = tokio::time::Instant::now();
                     if stats_at(traffic).is_some_and(|at| at <= due) {
-                        publish_stats(&j.realm, &j.who, traffic, false).await;
+                        publish_stats(&j.realm, traffic, false).await;
                     }
                     if settings.keepalive.is_none() || keep_at > due {
                         continue;
@@ -1162,7 +1150,7 @@ fn inbound<'a, 'b: 'a, T: Transport>(
     traffic: &'a mut Traffic<'b>,
     compat: trellis_config::router::Compat,
 ) -> Option<Rest<'a>> {
-    let (realm, id, span, who) = (&j.realm, j.id, &j.span, &j.who);
+    let (realm, id, span) = (&j.realm, j.id, &j.span);
     let bytes = match incoming {
         Ok(bytes) => bytes,
         Err(e) => return Some(closed(end_on_transport_error(t, span, e))),
@@ -1179,7 +1167,7 @@ fn inbound<'a, 'b: 'a, T: Transport>(
             true
         })),
         Incoming::Goodbye(reason) => Some(Box::pin(async move {
-            goodbye(t, &reason, realm, id, span, traffic, who, compat).await;
+            goodbye(t, &reason, realm, id, span, traffic, compat).await;
             false
         })),
         Incoming::Abort(reason) => {
@@ -1211,7 +1199,6 @@ async fn goodbye<T: Transport>(
     id: Id,
     span: &Span,
     traffic: &mut Traffic<'_>,
-    who: &Dict,
     compat: trellis_config::router::Compat,
 ) {
     debug!(parent: span, %reason, "client said GOODBYE");
@@ -1223,7 +1210,7 @@ async fn goodbye<T: Transport>(
     }
     // The last statistics while the session is there.
     if traffic.meter.as_ref().is_some_and(|m| m.on_leave()) {
-        publish_stats(realm, who, traffic, true).await;
+        publish_stats(realm, traffic, true).await;
     }
     traffic.meter = None;
     // Leave first: the reply says the session is gone, its registrations

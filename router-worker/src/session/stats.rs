@@ -14,6 +14,9 @@ use trellis_config::router::StatsConfig;
 /// One session's meter.
 #[derive(Debug)]
 pub struct StatsMeter {
+    /// Who the session is in the events (Crossbar.io's short session
+    /// details: realm, session, authid, authrole).
+    pub who: Dict,
     cfg: Arc<StatsConfig>,
     serializer: &'static str,
     bytes: u64,
@@ -27,9 +30,15 @@ pub struct StatsMeter {
 }
 
 impl StatsMeter {
-    /// A meter for a session that joined at `now`.
-    pub fn new(cfg: Arc<StatsConfig>, serializer: &'static str, now: Instant) -> StatsMeter {
+    /// A meter for a session (`who`) that joined at `now`.
+    pub fn new(
+        who: Dict,
+        cfg: Arc<StatsConfig>,
+        serializer: &'static str,
+        now: Instant,
+    ) -> StatsMeter {
         StatsMeter {
+            who,
             cfg,
             serializer,
             bytes: 0,
@@ -115,7 +124,7 @@ mod tests {
     #[test]
     fn rated_messages_trigger_and_reset() {
         let t0 = Instant::now();
-        let mut m = StatsMeter::new(cfg(256, 10, 0), "json", t0);
+        let mut m = StatsMeter::new(Dict::new(), cfg(256, 10, 0), "json", t0);
         assert_eq!(m.due(), None);
         // 100 bytes is one rated message, 600 bytes three.
         for _ in 0..7 {
@@ -145,7 +154,7 @@ mod tests {
     #[test]
     fn the_duration_trigger_counts_from_the_last_statistics() {
         let t0 = Instant::now();
-        let mut m = StatsMeter::new(cfg(512, 0, 5), "msgpack", t0);
+        let mut m = StatsMeter::new(Dict::new(), cfg(512, 0, 5), "msgpack", t0);
         assert_eq!(m.due(), Some(t0 + Duration::from_secs(5)));
         assert!(!m.count(10_000), "no count trigger");
         m.take(t0 + Duration::from_secs(5), SystemTime::now(), false);

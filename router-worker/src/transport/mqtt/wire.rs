@@ -3,7 +3,6 @@
 //! into each version's packets (rmqtt-codec's), with MQTT 5's reason codes
 //! where MQTT 3.1.1 has none, and MQTT 5's inbound topic aliases.
 
-use std::collections::HashMap;
 use std::num::NonZeroU16;
 
 use bytes::{Bytes, BytesMut};
@@ -124,13 +123,38 @@ pub enum Out {
     Disconnect(v5::DisconnectReasonCode),
 }
 
+/// The topic aliases an MQTT 5 client set: at most [`TOPIC_ALIAS_MAX`],
+/// looked up in a list (a map's table was twice the room in every
+/// connection, most of which set none).
+#[derive(Debug, Default)]
+pub struct Aliases(Vec<(u16, String)>);
+
+impl Aliases {
+    /// Set (or replace) alias `a`.
+    fn insert(&mut self, a: u16, topic: String) {
+        match self.0.iter_mut().find(|(k, _)| *k == a) {
+            Some((_, t)) => *t = topic,
+            None => self.0.push((a, topic)),
+        }
+    }
+
+    fn get(&self, a: &u16) -> Option<&String> {
+        self.0.iter().find(|(k, _)| k == a).map(|(_, t)| t)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// The wire of one connection.
 pub enum Wire {
     V3(v3::Codec),
     V5 {
         codec: v5::Codec,
         /// Topic aliases the client set.
-        aliases: HashMap<u16, String>,
+        aliases: Aliases,
         max_packet: u32,
     },
 }
@@ -295,7 +319,7 @@ fn from_v3(p: v3::Packet) -> In {
     }
 }
 
-fn from_v5(p: v5::Packet, aliases: &mut HashMap<u16, String>) -> In {
+fn from_v5(p: v5::Packet, aliases: &mut Aliases) -> In {
     match p {
         v5::Packet::Publish(p) => {
             let alias = p
@@ -549,7 +573,7 @@ mod tests {
 
     #[test]
     fn topic_aliases_are_set_used_and_bounded() {
-        let mut aliases = HashMap::new();
+        let mut aliases = Aliases::default();
         assert_eq!(
             topic_of(from_v5(v5_publish("a/b", Some(3)), &mut aliases)),
             Ok("a/b".into())
@@ -569,6 +593,16 @@ mod tests {
         let big = topic_of(from_v5(v5_publish(&long, Some(5)), &mut aliases));
         assert!(big.is_err_and(|e| e.contains("up to 1024 bytes")));
         assert_eq!(aliases.len(), 1, "only the alias that was set is kept");
+        // Set again: the alias names the new topic, still one entry.
+        assert_eq!(
+            topic_of(from_v5(v5_publish("x/y", Some(3)), &mut aliases)),
+            Ok("x/y".into())
+        );
+        assert_eq!(
+            topic_of(from_v5(v5_publish("", Some(3)), &mut aliases)),
+            Ok("x/y".into())
+        );
+        assert_eq!(aliases.len(), 1, "replaced, not added");
         let bare = topic_of(from_v5(v5_publish("", None), &mut aliases));
         assert!(bare.is_err_and(|e| e.contains("without a topic")));
     }
@@ -579,7 +613,7 @@ mod tests {
         let mut v3w = Wire::V3(v3::Codec::new(1024));
         let mut v5w = Wire::V5 {
             codec: v5::Codec::new(1024, 0),
-            aliases: HashMap::new(),
+            aliases: Aliases::default(),
             max_packet: 1024,
         };
         let mut b3 = BytesMut::new();
