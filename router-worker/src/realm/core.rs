@@ -730,9 +730,7 @@ impl Core {
                 info!(realm = %self.name, sessions = self.sessions.len(), "realm reconfigured in place: roles and permissions replaced, sessions kept");
             }
             Input::Close => {
-                let mut ids: Vec<Id> = self.sessions.keys().copied().collect();
-                ids.sort_unstable();
-                for session in ids {
+                for session in self.session_ids_in_order() {
                     self.fx.push(Effect::Kill {
                         session,
                         close: Box::new(Close {
@@ -745,9 +743,7 @@ impl Core {
             }
             Input::Shutdown => {
                 self.shutting_down = true;
-                let mut ids: Vec<Id> = self.sessions.keys().copied().collect();
-                ids.sort_unstable();
-                for session in ids {
+                for session in self.session_ids_in_order() {
                     self.shut_down(session);
                 }
             }
@@ -815,6 +811,14 @@ impl Core {
             warn!(session, authid = %entry.info.authid, reason, "{message}");
             self.kill_quietly(session, reason, message);
         }
+    }
+
+    /// Every session's id, in order (so that closing them all is
+    /// deterministic).
+    fn session_ids_in_order(&self) -> Vec<Id> {
+        let mut ids: Vec<Id> = self.sessions.keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Close `session` for the router's shutdown (its task says GOODBYE

@@ -1254,7 +1254,8 @@ enum Incoming<'a> {
 ///
 /// Synchronous on purpose: the decoded message and the command never live
 /// across an await, so they take no room in the session's long-lived
-/// state; what is awaited is only the (small) send.
+/// state; only a send that waits for room in the realm's queue is awaited
+/// (boxed, by [`inbound`]'s caller).
 fn classify<'a>(
     realm: &'a RealmHandle,
     id: Id,
