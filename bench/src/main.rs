@@ -792,7 +792,7 @@ pub(crate) async fn sum_counts(tasks: Vec<tokio::task::JoinHandle<Result<u64>>>)
 /// The allocator Trellis runs on (see `controller/src/main.rs`): the
 /// ceiling (`ceiling`) is then the same stack as the router it measures.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: trellis_alloc::Allocator = trellis_alloc::Allocator;
 
 #[tokio::main]
 async fn main() -> Result<()> {

@@ -173,7 +173,7 @@ enum Command {
 /// a router allocates per message, and glibc's malloc took about a tenth of
 /// its CPU on small calls.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: trellis_alloc::Allocator = trellis_alloc::Allocator;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

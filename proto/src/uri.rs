@@ -124,6 +124,46 @@ pub fn validate(uri: &str, policy: MatchPolicy, strict: bool) -> Result<(), UriE
             Err(UriError::Empty)
         };
     }
+    if plain_ascii_ok(uri.as_bytes(), policy, strict) {
+        return Ok(());
+    }
+    check_components(uri, policy, strict)
+}
+
+/// One pass over the bytes, for the URI nearly every message carries
+/// (ASCII and valid): `true` when `uri` is valid for `policy`. `false`
+/// only means "look closer" (text beyond ASCII, or an error to describe),
+/// and [`check_components`] decides.
+fn plain_ascii_ok(uri: &[u8], policy: MatchPolicy, strict: bool) -> bool {
+    // Whether the component read so far is empty.
+    let mut empty = true;
+    for &c in uri {
+        if c == b'.' {
+            // An empty component before a dot: only wildcards have those
+            // (a prefix pattern's may only be the last).
+            if empty && policy != MatchPolicy::Wildcard {
+                return false;
+            }
+            empty = true;
+            continue;
+        }
+        let ok = if strict {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'
+        } else {
+            // `char::is_whitespace` on ASCII: tab to carriage return, space.
+            c.is_ascii() && !matches!(c, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ' | b'#')
+        };
+        if !ok {
+            return false;
+        }
+        empty = false;
+    }
+    !empty || policy != MatchPolicy::Exact
+}
+
+/// [`validate`]'s rules component by component, with the error that
+/// names the component; for a non-empty URI of at most [`MAX_URI_LEN`].
+fn check_components(uri: &str, policy: MatchPolicy, strict: bool) -> Result<(), UriError> {
     let count = uri.split('.').count();
     for (i, comp) in uri.split('.').enumerate() {
         let position = i + 1;
@@ -323,6 +363,67 @@ impl fmt::Display for MatchPolicy {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const POLICIES: [MatchPolicy; 3] = [
+        MatchPolicy::Exact,
+        MatchPolicy::Prefix,
+        MatchPolicy::Wildcard,
+    ];
+
+    /// The one-pass check of plain URIs never decides otherwise than the
+    /// component rules: every string of up to four characters from an
+    /// alphabet of dots, valid and invalid characters (ASCII whitespace,
+    /// `#`, upper case, text beyond ASCII, Unicode whitespace), every
+    /// policy, loose and strict.
+    #[test]
+    fn the_plain_pass_agrees_with_the_component_rules() {
+        let alphabet = [
+            'a', 'Z', '0', '_', '-', '.', '#', ' ', '\t', '\x0b', '\x1c', '\0', 'é', '\u{a0}',
+        ];
+        let mut uris = vec![String::new()];
+        let mut all = Vec::new();
+        for _ in 0..4 {
+            uris = uris
+                .iter()
+                .flat_map(|u| alphabet.iter().map(move |c| format!("{u}{c}")))
+                .collect();
+            all.extend(uris.iter().cloned());
+        }
+        let mut fast = 0;
+        for uri in &all {
+            for policy in POLICIES {
+                for strict in [false, true] {
+                    let plain = plain_ascii_ok(uri.as_bytes(), policy, strict);
+                    let rules = check_components(uri, policy, strict);
+                    if plain {
+                        fast += 1;
+                        assert_eq!(rules, Ok(()), "{uri:?} {policy:?} strict={strict}");
+                    }
+                    assert_eq!(
+                        validate(uri, policy, strict),
+                        rules,
+                        "{uri:?} {policy:?} strict={strict}"
+                    );
+                }
+            }
+        }
+        // Not vacuous: most valid URIs take the one pass.
+        assert!(fast > 10_000, "{fast}");
+        // Every ASCII character, alone and between two components.
+        for c in 0u8..128 {
+            for uri in [char::from(c).to_string(), format!("a.{}.b", char::from(c))] {
+                for policy in POLICIES {
+                    for strict in [false, true] {
+                        assert_eq!(
+                            plain_ascii_ok(uri.as_bytes(), policy, strict),
+                            check_components(&uri, policy, strict).is_ok(),
+                            "{uri:?} {policy:?} strict={strict}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn loose_and_strict_rules() {
