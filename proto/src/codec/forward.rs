@@ -16,11 +16,9 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::io::Cursor;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::Deserialize;
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -28,7 +26,7 @@ use super::wire::OwnedValue;
 use super::{MAX_DEPTH, Serializer, check_depth};
 use crate::errors::DecodeError;
 use crate::message::{Message, RawArgs, code};
-use crate::value::Value;
+use crate::value::{Dict, Value};
 
 impl Serializer {
     /// Decode one message a router received, keeping the arguments of
@@ -61,8 +59,8 @@ fn args_index(c: u64) -> Option<usize> {
     }
 }
 
-/// The message from its elements before the arguments, with the
-/// arguments (if any) as they came. An empty `args` without `kwargs` is
+/// The message from its elements before the arguments (already checked
+/// for depth), with the arguments (if any) as they came. An empty `args` without `kwargs` is
 /// no payload, as the full decoder has it.
 fn assemble(
     header: Vec<Value>,
@@ -70,11 +68,6 @@ fn assemble(
     args: Option<(&[u8], &[u8])>,
     empty: impl Fn(&[u8], &[u8]) -> bool,
 ) -> Option<Message> {
-    let header = Value::List(header);
-    check_depth(&header, "").ok()?;
-    let Value::List(header) = header else {
-        return None;
-    };
     let mut msg = Message::from_list(header).ok()?;
     if let Some((a, k)) = args
         && !empty(a, k)
@@ -151,7 +144,12 @@ fn json(bytes: &[u8]) -> Option<Message> {
         }
     };
     let blank = |b: &[u8]| b.len() < 2 || b[1..b.len() - 1].iter().all(u8::is_ascii_whitespace);
-    assemble(parts.header, Serializer::Json, args, |a, k| {
+    let header = Value::List(parts.header);
+    check_depth(&header, "").ok()?;
+    let Value::List(header) = header else {
+        return None;
+    };
+    assemble(header, Serializer::Json, args, |a, k| {
         blank(a) && (k.is_empty() || blank(k))
     })
 }
@@ -221,11 +219,16 @@ fn base64_ok(b64: &[u8]) -> bool {
 // --- MessagePack --------------------------------------------------------
 
 fn msgpack(bytes: &[u8]) -> Option<Message> {
-    let mut rest = bytes;
-    let n = rmp::decode::read_array_len(&mut rest).ok()? as usize;
-    let head = bytes.len() - rest.len();
-    let mut de = rmp_serde::Deserializer::new(Cursor::new(rest));
-    let OwnedValue::<false>(c) = OwnedValue::deserialize(&mut de).ok()?;
+    let mut s = Skip { b: bytes, i: 0 };
+    let n = match s.byte()? {
+        m @ 0x90..=0x9f => usize::from(m & 0x0f),
+        0xdc => s.len(2)?,
+        0xdd => s.len(4)?,
+        _ => return None,
+    };
+    // The elements before the arguments, read here as the full decoder
+    // reads them (and within its depth): no serde on this path.
+    let c = s.read(2)?;
     let at = c.as_u64().and_then(args_index)?;
     if n < at || n > at + 2 {
         return None;
@@ -233,10 +236,9 @@ fn msgpack(bytes: &[u8]) -> Option<Message> {
     let mut header = Vec::with_capacity(at);
     header.push(c);
     while header.len() < at {
-        let OwnedValue::<false>(v) = OwnedValue::deserialize(&mut de).ok()?;
-        header.push(v);
+        header.push(s.read(2)?);
     }
-    let start = head + usize::try_from(de.position()).ok()?;
+    let start = s.i;
     let args = if n == at {
         if start != bytes.len() {
             return None;
@@ -311,6 +313,88 @@ impl Skip<'_> {
 
     fn string(&mut self, n: usize) -> Option<()> {
         std::str::from_utf8(self.take(n)?).ok().map(drop)
+    }
+
+    /// A string: its length was read.
+    fn text(&mut self, n: usize) -> Option<String> {
+        std::str::from_utf8(self.take(n)?).ok().map(str::to_owned)
+    }
+
+    /// One value at nesting `level` (the message's list is level 1), as
+    /// the full decoder gives it; `None` for anything it would refuse or
+    /// read otherwise (a string that is not UTF-8, which it reads as
+    /// binary), which the full decoder then decides.
+    fn read(&mut self, level: usize) -> Option<Value> {
+        let m = *self.b.get(self.i)?;
+        if let 0xa0..=0xbf | 0xd9..=0xdb = m {
+            let n = self.str_len()?;
+            return self.text(n).map(Value::Str);
+        }
+        self.i += 1;
+        let int = |s: &[u8]| s.iter().fold(0u64, |n, &b| (n << 8) | u64::from(b));
+        let (items, pairs) = match m {
+            0x00..=0x7f => return Some(Value::Int(i64::from(m))),
+            0xe0..=0xff => return Some(Value::Int(i64::from(m as i8))),
+            0xc0 => return Some(Value::Null),
+            0xc2 => return Some(Value::Bool(false)),
+            0xc3 => return Some(Value::Bool(true)),
+            0xcc => return self.take(1).map(|b| Value::Int(i64::from(b[0]))),
+            0xcd => return self.take(2).map(|b| Value::Int(int(b) as i64)),
+            0xce => return self.take(4).map(|b| Value::Int(int(b) as i64)),
+            0xcf => return self.take(8).map(|b| Value::from(int(b))),
+            0xd0 => return self.take(1).map(|b| Value::Int(i64::from(b[0] as i8))),
+            0xd1 => {
+                return self
+                    .take(2)
+                    .map(|b| Value::Int(i64::from(int(b) as u16 as i16)));
+            }
+            0xd2 => {
+                return self
+                    .take(4)
+                    .map(|b| Value::Int(i64::from(int(b) as u32 as i32)));
+            }
+            0xd3 => return self.take(8).map(|b| Value::Int(int(b) as i64)),
+            0xca => {
+                return self
+                    .take(4)
+                    .map(|b| Value::Float(f64::from(f32::from_bits(int(b) as u32))));
+            }
+            0xcb => return self.take(8).map(|b| Value::Float(f64::from_bits(int(b)))),
+            0xc4 => (self.len(1)?, false),
+            0xc5 => (self.len(2)?, false),
+            0xc6 => (self.len(4)?, false),
+            0x90..=0x9f => (usize::from(m & 0x0f), false),
+            0xdc => (self.len(2)?, false),
+            0xdd => (self.len(4)?, false),
+            0x80..=0x8f => (usize::from(m & 0x0f), true),
+            0xde => (self.len(2)?, true),
+            0xdf => (self.len(4)?, true),
+            _ => return None,
+        };
+        match m {
+            0xc4..=0xc6 => self.take(items).map(|b| Value::Bytes(b.to_vec())),
+            _ if level > MAX_DEPTH => None,
+            _ if pairs => {
+                let mut dict = Dict::new();
+                for _ in 0..items {
+                    let n = self.str_len()?;
+                    let key = self.text(n)?;
+                    // A key sent twice: the last one stands, as in the
+                    // full decoder.
+                    dict.insert(key, self.read(level + 1)?);
+                }
+                Some(Value::Dict(dict))
+            }
+            _ => {
+                // Each element takes a byte at least: no more room than
+                // the bytes left, whatever the length says.
+                let mut list = Vec::with_capacity(items.min(self.b.len() - self.i));
+                for _ in 0..items {
+                    list.push(self.read(level + 1)?);
+                }
+                Some(Value::List(list))
+            }
+        }
     }
 
     /// One value at nesting `level` (the message's list is level 1).
@@ -539,6 +623,101 @@ mod tests {
         }
         let (fast, _) = both(Serializer::MsgPack, &good);
         assert!(raw(&fast).is_some());
+    }
+
+    /// The elements before the arguments are read without serde: every
+    /// MessagePack form other encoders send (each integer width, signed
+    /// and unsigned, above `i64::MAX`, 32-bit floats, the long string, bin,
+    /// list and map forms, a key sent twice) reads as the full decoder
+    /// reads it.
+    #[test]
+    fn messagepack_headers_read_as_the_full_decoder_reads_them() {
+        let forms: Vec<Vec<u8>> = vec![
+            vec![0x07],
+            vec![0xff],
+            vec![0xc0],
+            vec![0xc2],
+            vec![0xc3],
+            vec![0xcc, 0xfe],
+            vec![0xcd, 0x01, 0x02],
+            vec![0xce, 0xff, 0xff, 0xff, 0xff],
+            vec![0xcf, 0xff, 0, 0, 0, 0, 0, 0, 1],
+            vec![0xcf, 0, 0, 0, 0, 0, 0, 0, 9],
+            vec![0xd0, 0x80],
+            vec![0xd1, 0xff, 0x00],
+            vec![0xd2, 0x80, 0, 0, 0],
+            vec![0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0],
+            vec![0xd3, 0, 0, 0, 0, 0, 0, 0, 5],
+            vec![0xca, 0x3f, 0xc0, 0, 0],
+            vec![0xcb, 0x40, 0x09, 0x21, 0xfb, 0x54, 0x44, 0x2d, 0x18],
+            vec![0xd9, 2, b'h', b'i'],
+            vec![0xda, 0, 1, b'x'],
+            vec![0xdb, 0, 0, 0, 1, b'y'],
+            vec![0xa0],
+            vec![0xc4, 2, 1, 2],
+            vec![0xc5, 0, 1, 9],
+            vec![0xc6, 0, 0, 0, 0],
+            vec![0x92, 0x01, 0xa1, b'a'],
+            vec![0xdc, 0, 1, 0xc0],
+            vec![0xdd, 0, 0, 0, 0],
+            vec![0x82, 0xa1, b'k', 0x01, 0xa1, b'k', 0x02],
+            vec![0xde, 0, 1, 0xa1, b'z', 0x90],
+            vec![0xdf, 0, 0, 0, 0],
+        ];
+        for form in &forms {
+            // CALL with the form as an option's value, and as the request
+            // id (refused by both when it is not one).
+            let mut call = vec![0x95, 48, 1, 0x81, 0xa1, b'o'];
+            call.extend(form);
+            call.extend([0xa1, b'p', 0x91, 0x01]);
+            let mut as_id = vec![0x95, 48];
+            as_id.extend(form);
+            as_id.extend([0x80, 0xa1, b'p', 0x91, 0x01]);
+            let mut long_list = vec![0xdc, 0, 5, 48, 1, 0x81, 0xa1, b'o'];
+            long_list.extend(form);
+            long_list.extend([0xa1, b'p', 0x91, 0x01]);
+            for bytes in [call, as_id, long_list] {
+                let fast = Serializer::MsgPack.decode_forwarding(&bytes);
+                let full = Serializer::MsgPack.decode(&bytes);
+                match (fast, full) {
+                    (Ok(mut f), Ok(g)) => {
+                        if let Some(p) = f.payload_mut() {
+                            p.decode_raw().unwrap();
+                        }
+                        assert_eq!(f, g, "{bytes:02x?}");
+                    }
+                    (Err(f), Err(g)) => assert_eq!(f.to_string(), g.to_string(), "{bytes:02x?}"),
+                    (f, g) => panic!("{bytes:02x?}: fast {f:?}, full {g:?}"),
+                }
+            }
+        }
+        // Not vacuous: the header reader took a CALL with each form.
+        let mut call = vec![0x95, 48, 1, 0x81, 0xa1, b'o', 0xca, 0x3f, 0xc0, 0, 0];
+        call.extend([0xa1, b'p', 0x91, 0x01]);
+        assert_eq!(
+            msgpack(&call)
+                .and_then(|m| m.payload().cloned())
+                .map(|p| p.raw.is_some()),
+            Some(true)
+        );
+        // Options nested to the limit, and one deeper.
+        let nest = |n: usize| {
+            let mut b = vec![0x95, 48, 1];
+            b.extend(std::iter::repeat_n([0x81, 0xa1, b'o'], n).flatten());
+            b.push(0x01);
+            b.extend([0xa1, b'p', 0x91, 0x01]);
+            b
+        };
+        assert!(msgpack(&nest(MAX_DEPTH - 1)).is_some());
+        let deep = nest(MAX_DEPTH);
+        assert!(msgpack(&deep).is_none());
+        assert_eq!(
+            Serializer::MsgPack
+                .decode_forwarding(&deep)
+                .unwrap_err()
+                .to_string(),
+            Serializer::MsgPack.decode(&deep).unwrap_err().to_string()
+        );
     }
 
     #[test]
