@@ -43,7 +43,7 @@ impl Link for LocalLink {
         self.realm
             .send(RealmCommand::Message {
                 session: self.session,
-                msg,
+                msg: Box::new(msg),
             })
             .await
             .map_err(|_| "the realm stopped".to_owned())
@@ -367,7 +367,7 @@ impl LocalSession {
             .realm
             .send(RealmCommand::Message {
                 session: self.session,
-                msg: msg(request),
+                msg: Box::new(msg(request)),
             })
             .await;
         if sent.is_err() {

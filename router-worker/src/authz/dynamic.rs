@@ -107,23 +107,23 @@ type Question = (String, Action, Dict, String);
 impl Core {
     /// Dispatch a session's message, or park it while its authorizer has
     /// not answered for it (or for an earlier message).
-    pub(crate) fn dispatch(&mut self, session: Id, msg: Message) {
+    pub(crate) fn dispatch(&mut self, session: Id, msg: Box<Message>) {
         let waiting = self
             .sessions
             .get(&session)
             .and_then(|e| e.dynamic.as_deref())
             .is_some_and(|d| d.awaiting || !d.parked.is_empty());
         if waiting {
-            return self.park(session, msg);
+            return self.park(session, *msg);
         }
         if let Some(question) = self.needs_authorizer(session, &msg) {
-            self.park(session, msg);
+            self.park(session, *msg);
             if let Some(e) = self.sessions.get_mut(&session) {
                 e.dynamic().awaiting = true;
             }
             return self.ask_authorizer(session, question, false);
         }
-        self.dispatch_now(session, msg);
+        self.dispatch_now(session, *msg);
     }
 
     /// The question a message needs answered, if its session's role decides

@@ -58,8 +58,9 @@ pub struct Timer {
 pub enum Input {
     /// A session admitted by [`Core::join`] has been told so: announce it.
     Joined { session: Id },
-    /// A client-to-router message of a joined session.
-    Message { session: Id, msg: Message },
+    /// A client-to-router message of a joined session (boxed as in
+    /// [`super::RealmCommand::Message`]).
+    Message { session: Id, msg: Box<Message> },
     /// A session ended (GOODBYE, close, error): drop everything it held.
     Leave { session: Id },
     /// A meta event a session task produced (`wamp.session.on_stats`).
@@ -75,11 +76,11 @@ pub enum Input {
     InternalCall {
         ticket: u64,
         procedure: String,
-        payload: Payload,
+        payload: Box<Payload>,
         timeout_ms: u64,
     },
     /// A message for a session produced outside the core (a minted token).
-    Deliver { to: Id, msg: Message },
+    Deliver { to: Id, msg: Box<Message> },
     /// New roles, permissions and URI checking; sessions stay.
     Reconfigure { cfg: Box<RealmConfig> },
     /// Close every session: the realm was removed.
@@ -105,7 +106,10 @@ pub enum Input {
     Reachable { member: Arc<str>, yes: bool },
     /// This realm's part of another member's meta query; the answer is
     /// left in [`Core::meta_answer`].
-    MetaLocal { procedure: String, payload: Payload },
+    MetaLocal {
+        procedure: String,
+        payload: Box<Payload>,
+    },
     /// The other members' answers to a [`Effect::Gather`].
     Gathered {
         gather: Box<super::cluster::Gather>,
@@ -691,10 +695,10 @@ impl Core {
                 procedure,
                 payload,
                 timeout_ms,
-            } => self.internal_call(&procedure, payload, timeout_ms, Waiter::Task(ticket)),
+            } => self.internal_call(&procedure, *payload, timeout_ms, Waiter::Task(ticket)),
             Input::Deliver { to, msg } => {
                 if self.sessions.contains_key(&to) {
-                    self.send(to, msg);
+                    self.send(to, *msg);
                 }
             }
             Input::Remote(bytes) => self.remote_publication(&bytes),
@@ -705,7 +709,7 @@ impl Core {
             Input::Reachable { member, yes } => self.reachable(member, yes),
             Input::Gathered { gather, remote } => self.gathered(*gather, remote),
             Input::MetaLocal { procedure, payload } => {
-                self.meta_answer = Some(self.meta_local(&procedure, payload));
+                self.meta_answer = Some(self.meta_local(&procedure, *payload));
             }
             Input::ClaimDone {
                 session,

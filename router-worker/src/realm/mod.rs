@@ -272,7 +272,8 @@ pub enum RealmCommand {
     /// Call a procedure as the router (dynamic authenticators).
     InternalCall {
         procedure: String,
-        payload: Payload,
+        /// Boxed, as `MetaLocal`'s: the queue holds commands by value.
+        payload: Box<Payload>,
         timeout_ms: u64,
         reply: oneshot::Sender<Result<Payload, InternalCallError>>,
     },
@@ -288,10 +289,13 @@ pub enum RealmCommand {
         session: Id,
         done: oneshot::Sender<()>,
     },
-    /// A client-to-router message of an established session.
-    Message { session: Id, msg: Message },
+    /// A client-to-router message of an established session. Boxed: the
+    /// realm's queue holds commands by value, and a message (about 170
+    /// bytes) would be copied whole at every step from the session's task
+    /// to the realm's core, where a box is one word.
+    Message { session: Id, msg: Box<Message> },
     /// A message produced by a task the realm started (a minted token).
-    Deliver { to: Id, msg: Message },
+    Deliver { to: Id, msg: Box<Message> },
     /// Answer when the realm gets to it (the controller's liveness check:
     /// a realm stuck in a loop never does).
     Ping { reply: oneshot::Sender<()> },
@@ -314,7 +318,7 @@ pub enum RealmCommand {
     /// Answer a meta query of another member with this realm's part.
     MetaLocal {
         procedure: String,
-        payload: Payload,
+        payload: Box<Payload>,
         reply: oneshot::Sender<Result<Payload, (String, String)>>,
     },
     /// The other members' answers to a meta query.
@@ -451,7 +455,7 @@ impl RealmHandle {
         self.tx
             .send(RealmCommand::MetaLocal {
                 procedure,
-                payload,
+                payload: Box::new(payload),
                 reply,
             })
             .await
@@ -601,7 +605,7 @@ impl RealmHandle {
         let (reply, rx) = oneshot::channel();
         let cmd = RealmCommand::InternalCall {
             procedure: procedure.to_owned(),
-            payload,
+            payload: Box::new(payload),
             timeout_ms: timeout.as_millis().max(1) as u64,
             reply,
         };
@@ -963,7 +967,12 @@ fn carry_out(
                     }
                 };
                 if let Some(tx) = weak.upgrade() {
-                    let _ = tx.send(RealmCommand::Deliver { to, msg }).await;
+                    let _ = tx
+                        .send(RealmCommand::Deliver {
+                            to,
+                            msg: Box::new(msg),
+                        })
+                        .await;
                 }
             });
         }

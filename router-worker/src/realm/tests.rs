@@ -125,7 +125,10 @@ impl Harness {
     }
 
     fn msg(&mut self, session: Id, msg: Message) -> Vec<Effect> {
-        self.input(Input::Message { session, msg })
+        self.input(Input::Message {
+            session,
+            msg: Box::new(msg),
+        })
     }
 
     fn register(&mut self, session: Id, request: Id, procedure: &str, options: Dict) -> Id {
@@ -1050,7 +1053,7 @@ fn internal_calls_are_answered_by_ticket() {
     let fx = h.input(Input::InternalCall {
         ticket: 5,
         procedure: "com.auth".into(),
-        payload: Payload::default(),
+        payload: Box::default(),
         timeout_ms: 100,
     });
     let inv = invocation_of(&fx, 2).request;
@@ -1068,7 +1071,7 @@ fn internal_calls_are_answered_by_ticket() {
     let fx = h.input(Input::InternalCall {
         ticket: 6,
         procedure: "com.nobody".into(),
-        payload: Payload::default(),
+        payload: Box::default(),
         timeout_ms: 100,
     });
     assert!(matches!(
@@ -1130,6 +1133,19 @@ fn a_sessions_entry_stays_small() {
     // 256-byte class).
     let e = std::mem::size_of::<crate::realm::core::SessionEntry>();
     assert!(e <= 256, "SessionEntry grew to {e} bytes");
+}
+
+#[test]
+fn the_realms_commands_stay_small() {
+    // Every message of every session goes through the realm's queue and
+    // its core by value: a command and an input were 176 bytes while they
+    // held a message (and a payload) inline, and were copied whole about
+    // ten times per message on its way. The message is boxed now.
+    let c = std::mem::size_of::<crate::realm::RealmCommand>();
+    let i = std::mem::size_of::<Input>();
+    println!("RealmCommand {c} bytes, Input {i} bytes");
+    assert!(c <= 64, "RealmCommand grew to {c} bytes");
+    assert!(i <= 64, "Input grew to {i} bytes");
 }
 
 // ----- figures -----
@@ -1376,7 +1392,7 @@ fn the_routers_own_calls_take_a_callee_on_this_node() {
         a.input(Input::InternalCall {
             ticket,
             procedure: "com.auth".into(),
-            payload: Payload::default(),
+            payload: Box::default(),
             timeout_ms: 100,
         })
     };

@@ -1123,7 +1123,10 @@ async fn after_write<T: Transport>(
         // why, the callee never saw the call.
         warn!(parent: span, "an invocation too large for this callee's transport: the caller gets wamp.error.invalid_argument");
         if realm
-            .send(RealmCommand::Message { session: id, msg })
+            .send(RealmCommand::Message {
+                session: id,
+                msg: Box::new(msg),
+            })
             .await
             .is_err()
         {
@@ -1289,12 +1292,12 @@ fn classify<'a>(
         | Message::Unregister(_)
         | Message::Yield(_)) => Incoming::Forward(realm.forward(RealmCommand::Message {
             session: id,
-            msg: m,
+            msg: Box::new(m),
         })),
         Message::Error(e) if e.request_type == code::INVOCATION => {
             Incoming::Forward(realm.forward(RealmCommand::Message {
                 session: id,
-                msg: Message::Error(e),
+                msg: Box::new(Message::Error(e)),
             }))
         }
         Message::Hello(_) => Incoming::Violation(
