@@ -382,6 +382,17 @@ impl CallOptions {
     /// # Errors
     /// An option of the wrong shape, named.
     pub fn parse(o: &Dict) -> Result<CallOptions, String> {
+        // Most calls have none (read twice per call: as CALL and as
+        // INVOCATION).
+        if o.is_empty() {
+            return Ok(CallOptions {
+                disclose_me: false,
+                receive_progress: false,
+                progress: false,
+                timeout_ms: 0,
+                passthru: Dict::new(),
+            });
+        }
         // Milliseconds, as the WAMP spec says (autobahn-python passes
         // CallOptions.timeout through unchanged); fractions round up.
         let timeout_ms = match o.get("timeout") {
@@ -529,6 +540,11 @@ mod tests {
         assert_eq!(c.timeout_ms, 2, "fractions round up");
         assert!(c.receive_progress && !c.progress && !c.disclose_me);
         assert_eq!(CallOptions::parse(&Dict::new()).unwrap().timeout_ms, 0);
+        // No options: what the full reading gives for none it knows.
+        assert_eq!(
+            CallOptions::parse(&Dict::new()),
+            CallOptions::parse(&dict! { "x_custom" => 1i64 })
+        );
         assert!(CallOptions::parse(&dict! { "timeout" => -1i64 }).is_err());
         assert!(CallOptions::parse(&dict! { "timeout" => f64::NAN }).is_err());
     }
