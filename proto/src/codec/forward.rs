@@ -156,7 +156,8 @@ fn json(bytes: &[u8]) -> Option<Message> {
 
 /// Whether valid JSON `text` (an element of a message) decodes as the full
 /// decoder would have it: nested within [`MAX_DEPTH`] (the message's own
-/// list counts), and every string that starts with `\u0000` is base64.
+/// list counts), every string that starts with `\u0000` is base64, and
+/// no number overflows a float.
 /// A binary string with an escape in its base64 part is left to the full
 /// decoder (false).
 fn json_checked(text: &[u8]) -> bool {
@@ -172,6 +173,24 @@ fn json_checked(text: &[u8]) -> bool {
                 }
             }
             b']' | b'}' => depth -= 1,
+            b'-' | b'0'..=b'9' => {
+                // A number: one the full decoder reads as a float (a
+                // fraction, an exponent, more digits than an integer has)
+                // must not overflow, which it refuses ("number out of
+                // range"); serde_json's own reading decides.
+                let start = i - 1;
+                let len = text[start..]
+                    .iter()
+                    .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .unwrap_or(text.len() - start);
+                let number = &text[start..start + len];
+                if (number.len() > 19 || number.iter().any(|c| matches!(c, b'.' | b'e' | b'E')))
+                    && serde_json::from_slice::<f64>(number).is_err()
+                {
+                    return false;
+                }
+                i = start + len;
+            }
             b'"' if text[i..].starts_with(b"\\u0000") => {
                 let start = i + 6;
                 let Some(len) = text[start..].iter().position(|&c| c == b'"' || c == b'\\') else {
@@ -623,6 +642,33 @@ mod tests {
         }
         let (fast, _) = both(Serializer::MsgPack, &good);
         assert!(raw(&fast).is_some());
+    }
+
+    /// A number the full decoder refuses (a float out of range) is its
+    /// business; numbers it reads are forwarded as they came.
+    #[test]
+    fn json_numbers_out_of_range_get_the_full_decoders_error() {
+        for bad in [
+            &br#"[48,1,{},"p",[1e400]]"#[..],
+            br#"[48,1,{},"p",[1],{"k":-2E+999}]"#,
+        ] {
+            assert_eq!(
+                Serializer::Json
+                    .decode_forwarding(bad)
+                    .unwrap_err()
+                    .to_string(),
+                Serializer::Json.decode(bad).unwrap_err().to_string(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let fine = br#"[48,1,{},"p",[1.5e3,-0.25,123456789012345678901234,7]]"#;
+        let (fast, full) = both(Serializer::Json, fine);
+        assert!(raw(&fast).is_some());
+        assert_eq!(
+            fast.payload().unwrap().decoded().unwrap().into_owned(),
+            *full.payload().unwrap()
+        );
     }
 
     /// The elements before the arguments are read without serde: every
