@@ -211,6 +211,22 @@ proptest! {
         }
     }
 
+    /// MessagePack is written without serde, byte for byte as rmp-serde
+    /// writes it through the serde bridge: every message, with its
+    /// arguments decoded or held raw in JSON (decoded on the way), and
+    /// every value.
+    #[test]
+    fn messagepack_is_written_as_rmp_serde_writes_it(msg in arb_message(), v in arb_value()) {
+        let serde_form = |m: &Message| rmp_serde::encode::to_vec(&super::wire::WireMessage::<false>(m)).expect("encode");
+        prop_assert_eq!(Serializer::MsgPack.encode_to_vec(&msg).expect("encode"), serde_form(&msg));
+        let json = Serializer::Json.encode_to_vec(&msg).expect("encode");
+        let raw = Serializer::Json.decode_forwarding(&json).expect("decode");
+        prop_assert_eq!(Serializer::MsgPack.encode_to_vec(&raw).expect("encode"), serde_form(&raw));
+        let mut out = Vec::new();
+        Serializer::MsgPack.encode_value(&v, &mut out).expect("encode");
+        prop_assert_eq!(out, rmp_serde::encode::to_vec(&super::wire::WireValue::<false>(&v)).expect("encode"));
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         for s in Serializer::ALL {
