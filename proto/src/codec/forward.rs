@@ -60,8 +60,8 @@ fn args_index(c: u64) -> Option<usize> {
 }
 
 /// The message from its elements before the arguments (already checked
-/// for depth), with the arguments (if any) as they came. An empty `args` without `kwargs` is
-/// no payload, as the full decoder has it.
+/// for depth), with the arguments (if any) as they came. An empty `args`
+/// without `kwargs` is no payload, as the full decoder has it.
 fn assemble(
     header: Vec<Value>,
     serializer: Serializer,
