@@ -576,6 +576,11 @@ pub(crate) fn render_metrics(
         "A worker process's resident memory",
     );
     let conns = gauge(&mut reg, "trellis_connections", "Connections open now");
+    let parked = gauge(
+        &mut reg,
+        "trellis_connections_parked",
+        "Connections open now whose idle sessions are parked (no task while nothing happens)",
+    );
     let accepted = counter(
         &mut reg,
         "trellis_connections_accepted",
@@ -789,6 +794,9 @@ pub(crate) fn render_metrics(
             conns
                 .get_or_create(&l)
                 .set(i64::try_from(t.open).unwrap_or(i64::MAX));
+            parked
+                .get_or_create(&l)
+                .set(i64::try_from(t.parked).unwrap_or(i64::MAX));
             let l = labels(&[("worker", w), ("transport", &t.name)]);
             accepted.get_or_create(&l).inc_by(t.accepted);
             bytes_in.get_or_create(&l).inc_by(t.bytes_received);

@@ -212,6 +212,9 @@ pub struct TransportStats {
     pub listen: String,
     /// Connections open now.
     pub open: u64,
+    /// Of those, the ones whose idle sessions are parked.
+    #[serde(default)]
+    pub parked: u64,
     pub accepted: u64,
     /// Refused by `max_connections`.
     pub refused: u64,

@@ -310,6 +310,7 @@ pub async fn run(
                         kind: kind.clone(),
                         listen: listen.clone(),
                         open: c.open.load(Relaxed),
+                        parked: c.parked.load(Relaxed),
                         accepted: c.accepted.load(Relaxed),
                         refused: c.refused.load(Relaxed),
                         auth_ok: c.auth_ok.load(Relaxed),

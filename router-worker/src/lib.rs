@@ -30,6 +30,7 @@ pub mod liveness;
 pub mod local;
 pub mod meta;
 pub mod outbound;
+pub mod park;
 pub mod realm;
 pub mod realms;
 pub mod session;

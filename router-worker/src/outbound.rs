@@ -278,6 +278,18 @@ impl OutboxReceiver {
         s.pop()
     }
 
+    /// Ready once [`OutboxReceiver::poll_recv`] has something to give (a
+    /// kill, a message, the realm's departure), taking nothing: what a
+    /// parked session watches ([`crate::park`]).
+    pub fn poll_any(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.0.lock();
+        if s.killed.is_some() || !s.queue.is_empty() || s.sender_gone {
+            return Poll::Ready(());
+        }
+        register(&mut s, cx);
+        Poll::Pending
+    }
+
     /// Ready once the realm has killed the session.
     pub fn poll_killed(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut s = self.0.lock();

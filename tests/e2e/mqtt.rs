@@ -343,3 +343,90 @@ fn a_client_certificate_logs_an_mqtt_device_in() {
         assert!(out.contains(&format!("ok {check}")), "{check}:\n{out}");
     }
 }
+
+/// Idle MQTT clients are parked (no task while nothing happens) and woken
+/// by all that concerns them; a node with parked clients stops promptly,
+/// closing them.
+#[test]
+fn idle_mqtt_clients_park_and_wake() {
+    let (ws, mqtt, admin) = (free_port(), free_port(), free_port());
+    let mut cfg: Value = router_config(ws);
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "mqtt", "id": "devices",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": mqtt},
+            "options": {"realm": "realm1", "role": "anonymous",
+                        "payload_mapping": {"": {"type": "native", "serializer": "json"}}}
+        }),
+    );
+    cfg["controller"] = json!({"admin": {"endpoint": {"type": "tcp", "port": admin}}});
+    let mut node = Node::start(&cfg, ws);
+    node.wait_ready();
+    let url = format!("ws://127.0.0.1:{ws}/ws");
+    let out = expect_python_args_ok(
+        &node,
+        "mqtt_parking.py",
+        &[&url, "127.0.0.1", &mqtt.to_string(), &admin.to_string()],
+    );
+    for check in [
+        "idle clients park and stay in the realm",
+        "an event wakes a parked subscriber",
+        "a parked client's publish is read",
+        "the keep-alive ends a parked silent client",
+        "a new connection takes over a parked client's id",
+        "a parked client lost publishes its will",
+    ] {
+        assert!(out.contains(&format!("ok {check}")), "{check}:\n{out}");
+    }
+
+    // A client parked when the node stops: its connection is closed, and
+    // the node does not wait for it past its usual stop.
+    use std::io::{Read, Write};
+    let mut device = std::net::TcpStream::connect(("127.0.0.1", mqtt)).expect("connect");
+    // CONNECT, MQTT 3.1.1, clean session, keep-alive 30 s, client id "last".
+    device
+        .write_all(b"\x10\x10\x00\x04MQTT\x04\x02\x00\x1e\x00\x04last")
+        .expect("CONNECT");
+    let mut connack = [0u8; 4];
+    device.read_exact(&mut connack).expect("CONNACK");
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        let (_, text) = crate::admin::get(admin, "/metrics", &[]);
+        let parked = text
+            .lines()
+            .find(|l| {
+                l.starts_with("trellis_connections_parked{") && l.contains("transport=\"devices\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        if parked == Some(1.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client did not park: {parked:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopping = std::time::Instant::now();
+    node.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = node.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}\n{}", node.log());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "the stop took {:?}",
+        stopping.elapsed()
+    );
+    device
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    let closed = device.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok(),
+        "the parked client's connection stayed open: {closed:?}"
+    );
+    let log = node.worker_log("router1");
+    assert!(!log.contains("panicked"), "{log}");
+}

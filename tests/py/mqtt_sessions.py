@@ -21,70 +21,11 @@ from autobahn.wamp.types import PublishOptions
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from mqtt_raw import raw_connect, raw_packet, raw_string
+from mqtt_raw import Raw, raw_packet, raw_string
 from wamp_client import connect
 
 WS_URL, HOST, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
 T = 10
-
-
-class Raw:
-    """An MQTT 3.1.1 client on a plain socket: it reads packets whole and
-    acknowledges only when told to."""
-
-    def __init__(self, client_id, clean):
-        self.s = socket.create_connection((HOST, PORT), timeout=T)
-        self.s.sendall(raw_connect(client_id, clean=clean))
-        self.buf = b""
-
-    def packet(self):
-        """(first byte, body) of the next packet."""
-        while True:
-            if len(self.buf) >= 2:
-                n, mult, i = 0, 1, 1
-                while i < len(self.buf):
-                    b = self.buf[i]
-                    n += (b & 0x7F) * mult
-                    mult *= 128
-                    i += 1
-                    if not b & 0x80:
-                        break
-                else:
-                    i = None
-                if i is not None and len(self.buf) >= i + n:
-                    first, body = self.buf[0], self.buf[i:i + n]
-                    self.buf = self.buf[i + n:]
-                    return first, body
-            got = self.s.recv(4096)
-            assert got, "closed"
-            self.buf += got
-
-    def publish(self):
-        """(dup, topic, packet id, payload) of the next PUBLISH (QoS 1)."""
-        first, body = self.packet()
-        assert first & 0xF0 == 0x30, f"not a PUBLISH: {first:#x}"
-        (tl,) = struct.unpack(">H", body[:2])
-        topic = body[2:2 + tl].decode()
-        (pid,) = struct.unpack(">H", body[2 + tl:4 + tl])
-        return bool(first & 0x08), topic, pid, body[4 + tl:]
-
-    def puback(self, pid):
-        self.s.sendall(b"\x40\x02" + struct.pack(">H", pid))
-
-    def subscribe(self, filt):
-        self.s.sendall(raw_packet(0x82, struct.pack(">H", 1) + raw_string(filt.encode()) + b"\x01"))
-        first, body = self.packet()
-        assert (first, body) == (0x90, b"\x00\x01\x01"), (first, body)
-
-    def nothing(self, within=0.5):
-        self.s.settimeout(within)
-        try:
-            got = self.s.recv(4096)
-        except socket.timeout:
-            got = b""
-        finally:
-            self.s.settimeout(T)
-        assert not self.buf + got, f"unexpected {self.buf + got!r}"
 
 
 class Device:
@@ -141,7 +82,7 @@ async def main():
     # MQTT 3.1.1 without a clean session: a QoS 1 publication left
     # unacknowledged is sent again, as a duplicate, when the client comes
     # back; what was published while it was away follows, in order.
-    r = Raw("keeper", clean=False)
+    r = Raw(HOST, PORT, "keeper", clean=False)
     assert r.packet() == (0x20, b"\x00\x00"), "CONNACK, no session yet"
     r.subscribe("keep/#")
     await publish("keep.a", 1)
@@ -151,7 +92,7 @@ async def main():
     await asyncio.sleep(0.3)
     await publish("keep.b", 2)
     await publish("keep.c", 3)
-    r = Raw("keeper", clean=False)
+    r = Raw(HOST, PORT, "keeper", clean=False)
     assert r.packet() == (0x20, b"\x01\x00"), "CONNACK, session present"
     dup, topic, pid, payload = r.publish()
     assert (dup, topic, pid) == (True, "keep/a", first_id), (dup, topic, pid)
@@ -170,7 +111,7 @@ async def main():
     r.s.close()
     await asyncio.sleep(0.3)
     # A clean session discards the kept one.
-    c = Raw("keeper", clean=True)
+    c = Raw(HOST, PORT, "keeper", clean=True)
     assert c.packet() == (0x20, b"\x00\x00"), "CONNACK, no session present"
     await publish("keep.d", 4)
     c.nothing()

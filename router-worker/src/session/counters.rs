@@ -51,6 +51,9 @@ impl TransportCounters {
 pub struct TransportCounters {
     /// Connections open now.
     pub open: std::sync::atomic::AtomicU64,
+    /// Connections open now whose sessions are parked while idle
+    /// ([`crate::park`]).
+    pub parked: std::sync::atomic::AtomicU64,
     /// Connections accepted since the start.
     pub accepted: std::sync::atomic::AtomicU64,
     /// Connections refused by `max_connections`.
@@ -78,8 +81,9 @@ pub struct TransportCounters {
 
 /// One session's WAMP message bytes, added to its transport's counters
 /// every 64 KiB and when the session ends: no shared write per message.
-pub(super) struct Traffic<'a> {
-    counters: &'a TransportCounters,
+pub(super) struct Traffic {
+    /// (Owned: a parked session's state stands alone.)
+    counters: Arc<TransportCounters>,
     received: u64,
     sent: u64,
     /// The realm's `stats`: this session's meter, and whether statistics
@@ -96,10 +100,10 @@ pub(super) struct Traffic<'a> {
 /// Bytes a session counts before it adds them to the transport's.
 const TRAFFIC_FLUSH: u64 = 64 << 10;
 
-impl<'a> Traffic<'a> {
-    pub(super) fn new(counters: &'a TransportCounters) -> Self {
+impl Traffic {
+    pub(super) fn new(counters: &Arc<TransportCounters>) -> Self {
         Traffic {
-            counters,
+            counters: counters.clone(),
             received: 0,
             sent: 0,
             meter: None,
@@ -155,7 +159,7 @@ impl<'a> Traffic<'a> {
     }
 }
 
-impl Drop for Traffic<'_> {
+impl Drop for Traffic {
     fn drop(&mut self) {
         self.flush();
     }

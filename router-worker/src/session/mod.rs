@@ -28,6 +28,7 @@ use tracing::{Span, debug, field, info, info_span, warn};
 
 use crate::auth::{self, AuthSettings, Outcome, Principal, Refusal};
 use crate::outbound::{Next, OutMsg, OutboxReceiver, outbox};
+use crate::park::{PARK_AFTER, PARK_FIRST, Parked, ParkedIo, SessionFuture, Sleeper};
 use crate::realm::{
     ClientFeatures, RealmCommand, RealmHandle, Sent, SessionInfo, SessionLink, TransportInfo,
 };
@@ -259,13 +260,176 @@ where
         if on_join {
             publish_stats(&j.realm, &mut traffic, false).await;
         }
-        established(&mut t, &j, &shutdown, settings, &mut traffic).await;
-        if traffic.meter.as_ref().is_some_and(|m| m.on_leave()) {
-            publish_stats(&j.realm, &mut traffic, true).await;
-        }
-        let _ = j.realm.send(RealmCommand::Leave { session: j.id }).await;
-        info!(parent: &j.span, "session left");
+        let keep = Keep::new(settings);
+        established(&mut t, &j, &shutdown, settings, &mut traffic, keep, ()).await;
+        leave(&j, &mut traffic).await;
     }
+}
+
+/// The end of a session: its last `stats`, and it leaves the realm.
+async fn leave(j: &Joined, traffic: &mut Traffic) {
+    if traffic.meter.as_ref().is_some_and(|m| m.on_leave()) {
+        publish_stats(&j.realm, traffic, true).await;
+    }
+    let _ = j.realm.send(RealmCommand::Leave { session: j.id }).await;
+    info!(parent: &j.span, "session left");
+}
+
+/// Run one WAMP session over `t`, as [`run`] does, parking it while it
+/// idles ([`crate::park`]) if its transport can: the output is the
+/// session parked, or `None` once it has ended.
+#[allow(clippy::manual_async_fn)]
+pub fn run_parking<T, S>(
+    mut t: T,
+    settings: S,
+    realms: Realms,
+    conn: Connection,
+    shutdown: CancellationToken,
+) -> impl Future<Output = Option<Parked>> + Send + 'static
+where
+    T: Transport,
+    S: std::borrow::Borrow<SessionSettings> + Send + Sync + 'static,
+{
+    let conn = Box::new(conn);
+    // The opening handshake in a box of its own, made here: it owns the
+    // transport until the session is joined, and is freed then, so that
+    // the session's future holds the box's pointer, not the transport (the
+    // joined session's state is in `Live`'s box).
+    let opening = Box::pin(async move {
+        let span = info_span!(
+            "session",
+            session = field::Empty,
+            realm = field::Empty,
+            authid = field::Empty
+        );
+        let opened = Box::pin(open(
+            &mut t,
+            settings.borrow(),
+            &realms,
+            conn,
+            &shutdown,
+            span,
+        ))
+        .await;
+        drop(realms);
+        let (j, traffic, on_join) = start(opened?, &settings.borrow().counters);
+        let keep = Keep::new(settings.borrow());
+        let live = Box::new(Live {
+            t,
+            j,
+            traffic,
+            keep,
+            settings,
+            shutdown,
+        });
+        Some((live, on_join))
+    });
+    async move {
+        let (mut live, on_join) = opening.await?;
+        if on_join {
+            publish_stats(&live.j.realm, &mut live.traffic, false).await;
+        }
+        live.phase().await
+    }
+}
+
+/// A joined session's whole state, in one box: what runs in the
+/// established phase, and what waits in the lot while it is parked.
+struct Live<T, S> {
+    t: T,
+    j: Joined,
+    traffic: Traffic,
+    keep: Keep,
+    settings: S,
+    shutdown: CancellationToken,
+}
+
+impl<T: Transport, S: std::borrow::Borrow<SessionSettings> + Send + Sync + 'static> Live<T, S> {
+    /// The established phase until the session ends (`None`) or parks.
+    async fn phase(mut self: Box<Self>) -> Option<Parked> {
+        let Live {
+            t,
+            j,
+            traffic,
+            keep,
+            settings,
+            shutdown,
+        } = &mut *self;
+        let settings: &SessionSettings = (*settings).borrow();
+        match established(t, j, shutdown, settings, traffic, *keep, Watch::default()).await {
+            Ending::Idle(io, keep) => {
+                self.keep = keep;
+                Some(Parked { sleeper: self, io })
+            }
+            Ending::Closed => {
+                leave(&self.j, &mut self.traffic).await;
+                None
+            }
+        }
+    }
+}
+
+impl<T: Transport, S: std::borrow::Borrow<SessionSettings> + Send + Sync + 'static> Sleeper
+    for Live<T, S>
+{
+    fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.j.rx.poll_any(cx).is_ready() {
+            return std::task::Poll::Ready(());
+        }
+        self.t.poll_parked(cx)
+    }
+
+    fn deadline(&self) -> Option<std::time::Instant> {
+        let keepalive = self
+            .settings
+            .borrow()
+            .keepalive
+            .map(|_| self.keep.keep_at.into_std());
+        let stats = stats_at(&self.traffic).map(tokio::time::Instant::into_std);
+        [self.t.deadline(), keepalive, stats]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn resume(mut self: Box<Self>, io: Box<dyn crate::transport::Io>) -> SessionFuture {
+        self.t.unpark(io);
+        Box::pin(self.phase())
+    }
+}
+
+/// What a parked session of transport `T` keeps (its one box), for the
+/// size probes.
+#[cfg(test)]
+pub(crate) fn parked_size<T: Transport, S>() -> usize {
+    std::mem::size_of::<Live<T, S>>()
+}
+
+/// The established phase's clock, kept while the session is parked.
+#[derive(Clone, Copy)]
+struct Keep {
+    /// The next keepalive check.
+    keep_at: tokio::time::Instant,
+    /// When a keepalive ping went out, while its answer is awaited.
+    pinged: Option<std::time::Instant>,
+}
+
+impl Keep {
+    fn new(settings: &SessionSettings) -> Keep {
+        Keep {
+            keep_at: tokio::time::Instant::now() + keepalive_of(settings).0,
+            pinged: None,
+        }
+    }
+}
+
+/// How the established phase ended.
+enum Ending {
+    /// The session is over.
+    Closed,
+    /// Quiet for a moment: the socket, taken out of the runtime, to
+    /// park the session with, and the phase's clock to go on with.
+    Idle(ParkedIo, Keep),
 }
 
 /// Unpack what the handshake handed over (outside the session's future,
@@ -273,7 +437,7 @@ where
 /// `span`), its traffic, and whether `stats` are due on joining.
 // The box is the point: `opened` travels boxed, and is freed here.
 #[allow(clippy::boxed_local)]
-fn start(opened: Box<Opened>, counters: &TransportCounters) -> (Joined, Traffic<'_>, bool) {
+fn start(opened: Box<Opened>, counters: &Arc<TransportCounters>) -> (Joined, Traffic, bool) {
     let Opened {
         realm,
         id,
@@ -549,7 +713,7 @@ async fn open<T: Transport>(
 
 /// Publish this session's statistics (`wamp.session.on_stats`), as the
 /// realm's `stats` asks, and start a new cycle.
-async fn publish_stats(realm: &RealmHandle, traffic: &mut Traffic<'_>, last: bool) {
+async fn publish_stats(realm: &RealmHandle, traffic: &mut Traffic, last: bool) {
     traffic.stats_due = false;
     let Some(m) = &mut traffic.meter else {
         return;
@@ -748,7 +912,7 @@ fn write_now<T: Transport>(
     t: &mut T,
     first: Arc<OutMsg>,
     rx: &OutboxReceiver,
-    traffic: &mut Traffic<'_>,
+    traffic: &mut Traffic,
     to_realm: &mut Vec<Message>,
 ) -> Quick<T::Later> {
     let serializer = t.serializer();
@@ -831,29 +995,32 @@ async fn write_rest<T: Transport>(
 #[allow(clippy::too_many_arguments)]
 // An `async fn` would keep its arguments twice in the future.
 #[allow(clippy::manual_async_fn)]
-fn established<'a, 'b: 'a, T: Transport>(
+fn established<'a, T: Transport, Q: Quiet + 'a>(
     t: &'a mut T,
     j: &'a Joined,
     shutdown: &'a CancellationToken,
     settings: &'a SessionSettings,
-    traffic: &'a mut Traffic<'b>,
-) -> impl Future<Output = ()> + Send + 'a {
+    traffic: &'a mut Traffic,
+    mut keep: Keep,
+    mut quiet: Q,
+) -> impl Future<Output = Ending> + Send + 'a {
     async move {
         // Keepalive: look at the peer's silence every `interval` (or sooner
         // while a ping awaits its answer).
         // One timer for everything timed here (an idle session keeps it):
         // the next keepalive check, the realm's `stats` when they are due,
-        // and a write that has to wait.
-        let mut keep_at = tokio::time::Instant::now() + keepalive_of(settings).0;
-        let timer = tokio::time::sleep_until(keep_at);
+        // the transport's deadline, a write that has to wait, and (when
+        // the session may park) the next look at whether it is quiet.
+        let timer = tokio::time::sleep_until(keep.keep_at);
         tokio::pin!(timer);
-        let mut pinged: Option<std::time::Instant> = None;
+        quiet.start(t.parks());
         // The router's shutdown comes as a kill from the realm (which
         // closes sessions that join after it too); the token is looked at
         // once here, and by writes that have to wait, not every turn (its
         // lock is shared by every session of the listener).
         if shutdown.is_cancelled() {
-            return goodbye_on_shutdown(t).await;
+            goodbye_on_shutdown(t).await;
+            return Ending::Closed;
         }
         loop {
             if traffic.stats_due {
@@ -861,9 +1028,9 @@ fn established<'a, 'b: 'a, T: Transport>(
             }
             let timed = arm(
                 timer.as_mut(),
-                keep_at,
+                keep.keep_at,
                 stats_at(traffic),
-                t.deadline(),
+                first_of(t.deadline(), quiet.check_at()),
                 settings.keepalive.is_some(),
             );
             tokio::select! {
@@ -874,38 +1041,119 @@ fn established<'a, 'b: 'a, T: Transport>(
                     if stats_at(traffic).is_some_and(|at| at <= due) {
                         publish_stats(&j.realm, traffic, false).await;
                     }
-                    if settings.keepalive.is_none() || keep_at > due {
-                        continue;
+                    if settings.keepalive.is_some() && keep.keep_at <= due {
+                        // Boxed: it runs once per interval, and inline it
+                        // would take room in every idle session's state.
+                        match Box::pin(keepalive_check(t, &j.span, settings, &mut keep.pinged)).await {
+                            Some(next) => keep.keep_at = next,
+                            None => return Ending::Closed,
+                        }
                     }
-                    // Boxed: it runs once per interval, and inline it would
-                    // take room in every idle session's state.
-                    match Box::pin(keepalive_check(t, &j.span, settings, &mut pinged)).await {
-                        Some(next) => keep_at = next,
-                        None => return,
+                    if quiet.looked_quiet(std::time::Instant::now())
+                        && let Some(io) = t.park()
+                    {
+                        return Ending::Idle(io, keep);
                     }
                 }
                 next = std::future::poll_fn(|cx| j.rx.poll_recv(cx)) => {
+                    quiet.touch();
                     let out = match next {
                         Next::Msg(m) => m,
                         // A kill comes before what is still queued.
-                        Next::Killed => return killed(t, &j.rx).await,
-                        Next::Closed => return realm_stopped(t).await,
+                        Next::Killed => {
+                            killed(t, &j.rx).await;
+                            return Ending::Closed;
+                        }
+                        Next::Closed => {
+                            realm_stopped(t).await;
+                            return Ending::Closed;
+                        }
                     };
                     if let Some(rest) = outbound(t, out, j, timer.as_mut(), shutdown, settings.write_timeout, traffic)
                         && !rest.await
                     {
-                        return;
+                        return Ending::Closed;
                     }
                 }
                 incoming = t.recv() => {
+                    quiet.touch();
                     if let Some(rest) = inbound(t, incoming, j, traffic, settings.compat)
                         && !rest.await
                     {
-                        return;
+                        return Ending::Closed;
                     }
                 }
             }
         }
+    }
+}
+
+/// How the established phase watches for quiet, to park the session
+/// ([`crate::park`]): `()` does not (and takes no room in the session's
+/// state), [`Watch`] does.
+trait Quiet: Send {
+    /// The phase starts, on a connection that `parks` or does not.
+    fn start(&mut self, parks: bool);
+    /// When the timer is next to look.
+    fn check_at(&self) -> Option<std::time::Instant>;
+    /// Something was read or written.
+    fn touch(&mut self);
+    /// The timer fired at `now`: whether it is time to look and nothing
+    /// happened since the last look (the next look is set either way).
+    fn looked_quiet(&mut self, now: std::time::Instant) -> bool;
+}
+
+impl Quiet for () {
+    fn start(&mut self, _parks: bool) {}
+    fn check_at(&self) -> Option<std::time::Instant> {
+        None
+    }
+    fn touch(&mut self) {}
+    fn looked_quiet(&mut self, _now: std::time::Instant) -> bool {
+        false
+    }
+}
+
+/// When the timer next looks whether the session is quiet, and whether
+/// anything happened since it last looked (a flag, so that a busy
+/// session does not move its timer at every message).
+#[derive(Default)]
+struct Watch {
+    at: Option<std::time::Instant>,
+    active: bool,
+}
+
+impl Quiet for Watch {
+    fn start(&mut self, parks: bool) {
+        self.at = parks.then(|| std::time::Instant::now() + PARK_FIRST);
+        self.active = false;
+    }
+
+    fn check_at(&self) -> Option<std::time::Instant> {
+        self.at
+    }
+
+    fn touch(&mut self) {
+        self.active = true;
+    }
+
+    fn looked_quiet(&mut self, now: std::time::Instant) -> bool {
+        if self.at.is_none_or(|at| at > now) {
+            return false;
+        }
+        self.at = Some(now + PARK_AFTER);
+        !std::mem::take(&mut self.active)
+    }
+}
+
+/// The earlier of two optional times.
+fn first_of(
+    a: Option<std::time::Instant>,
+    b: Option<std::time::Instant>,
+) -> Option<std::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -918,7 +1166,7 @@ fn keepalive_of(settings: &SessionSettings) -> (Duration, Duration) {
 }
 
 /// When the realm's `stats` are next due for this session, if it has any.
-fn stats_at(traffic: &Traffic<'_>) -> Option<tokio::time::Instant> {
+fn stats_at(traffic: &Traffic) -> Option<tokio::time::Instant> {
     traffic
         .meter
         .as_ref()
@@ -1018,7 +1266,7 @@ fn outbound<'a, T: Transport>(
     timer: Pin<&'a mut tokio::time::Sleep>,
     shutdown: &'a CancellationToken,
     write_timeout: Duration,
-    traffic: &mut Traffic<'_>,
+    traffic: &mut Traffic,
 ) -> Option<Rest<'a>> {
     let (rx, realm, id, span) = (&j.rx, &j.realm, j.id, &j.span);
     let mut to_realm = Vec::new();
@@ -1146,11 +1394,11 @@ async fn after_write<T: Transport>(
 /// room in the session's state, and its bytes are gone before anything is
 /// awaited.
 #[allow(clippy::too_many_arguments)]
-fn inbound<'a, 'b: 'a, T: Transport>(
+fn inbound<'a, T: Transport>(
     t: &'a mut T,
     incoming: Result<bytes::Bytes, TransportError>,
     j: &'a Joined,
-    traffic: &'a mut Traffic<'b>,
+    traffic: &'a mut Traffic,
     compat: trellis_config::router::Compat,
 ) -> Option<Rest<'a>> {
     let (realm, id, span) = (&j.realm, j.id, &j.span);
@@ -1201,7 +1449,7 @@ async fn goodbye<T: Transport>(
     realm: &RealmHandle,
     id: Id,
     span: &Span,
-    traffic: &mut Traffic<'_>,
+    traffic: &mut Traffic,
     compat: trellis_config::router::Compat,
 ) {
     debug!(parent: span, %reason, "client said GOODBYE");
@@ -1471,7 +1719,7 @@ mod tests {
         t: &mut Scripted,
         n: u64,
     ) -> (Quick<u64>, crate::outbound::OutboxSender, OutboxReceiver) {
-        let counters = TransportCounters::default();
+        let counters = Arc::new(TransportCounters::default());
         let mut traffic = Traffic::new(&counters);
         let (tx, rx) = backlog(n);
         let quick = write_now(t, result(1), &rx, &mut traffic, &mut Vec::new());
@@ -1534,6 +1782,46 @@ mod tests {
         assert_eq!(t.written, [1, 2]);
         // Nothing was taken past it: order holds.
         assert_eq!(request(&rx.try_recv().expect("3 waits")), 3);
+    }
+
+    #[test]
+    fn a_session_parks_only_after_a_look_that_found_it_quiet() {
+        let mut w = Watch::default();
+        w.start(false);
+        assert_eq!(
+            w.check_at(),
+            None,
+            "a connection that cannot park never looks"
+        );
+        let t0 = std::time::Instant::now();
+        w.start(true);
+        let first = w.check_at().expect("looks");
+        assert!(first >= t0 + PARK_FIRST && first <= std::time::Instant::now() + PARK_FIRST);
+        assert!(
+            !w.looked_quiet(first - Duration::from_millis(1)),
+            "not before its time"
+        );
+        assert_eq!(w.check_at(), Some(first), "an early wake moves nothing");
+        // Something happened since the phase started: not quiet; the next
+        // look is PARK_AFTER on.
+        w.touch();
+        assert!(!w.looked_quiet(first));
+        assert_eq!(w.check_at(), Some(first + PARK_AFTER));
+        // Nothing since that look: quiet at the next.
+        assert!(w.looked_quiet(first + PARK_AFTER));
+        // A new phase (the session woken) starts afresh.
+        w.touch();
+        w.start(true);
+        let again = w.check_at().expect("looks");
+        assert!(
+            w.looked_quiet(again),
+            "what happened before it parked does not count"
+        );
+        let mut none = ();
+        none.start(true);
+        none.touch();
+        assert_eq!(none.check_at(), None);
+        assert!(!none.looked_quiet(std::time::Instant::now()));
     }
 
     #[test]

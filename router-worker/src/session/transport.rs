@@ -138,4 +138,29 @@ pub trait Transport: Send + 'static {
     fn deadline(&self) -> Option<std::time::Instant> {
         None
     }
+
+    /// Whether this connection can ever park (looked at when the
+    /// established phase starts): only then does the session watch for
+    /// quiet.
+    fn parks(&self) -> bool {
+        false
+    }
+
+    /// While the session idles: its socket, taken out of the runtime for
+    /// the listener's parking lot to watch ([`crate::park`]). `None` when
+    /// it cannot park now (TLS, WebSocket, anything half read or not yet
+    /// written, a transport that never parks): the session runs on.
+    fn park(&mut self) -> Option<crate::park::ParkedIo> {
+        None
+    }
+
+    /// Back from the lot, on `io`: the socket it parked, back in the
+    /// runtime (or a stand-in for one that is gone, which reads as closed).
+    fn unpark(&mut self, _io: Box<dyn crate::transport::Io>) {}
+
+    /// While parked: ready when the transport's own business needs the
+    /// session (MQTT's take-over); `cx`'s waker registered otherwise.
+    fn poll_parked(&self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::Poll::Pending
+    }
 }

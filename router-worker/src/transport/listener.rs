@@ -68,6 +68,8 @@ pub struct ListenerSettings {
     /// `mqtt`: the connected clients by client id, so that a new
     /// connection with the same id closes the old one.
     pub mqtt_clients: super::mqtt::Clients,
+    /// The listener's idle sessions, parked ([`crate::park`]).
+    pub lot: crate::park::Lot,
 }
 
 impl ListenerSettings {
@@ -128,6 +130,7 @@ impl ListenerSettings {
             mqtt_realm: o.realm.clone(),
             mqtt_options: Arc::new(o.clone()),
             mqtt_clients: super::mqtt::Clients::default(),
+            lot: crate::park::Lot::default(),
         }
     }
 }

@@ -247,11 +247,11 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         let span = info_span!("conn", peer = %peer.desc, transport = %settings.name);
         TransportCounters::bump(&counters.accepted);
-        TransportCounters::bump(&counters.open);
-        let open = Open {
-            counters,
-            _permit: permit,
-        };
+        let open = Open::new(counters, permit);
+        // Where the session parks while it idles, and its place among the
+        // listener's tasks meanwhile.
+        let lot = settings.lot.clone();
+        let token = tracker.token();
         // The connection's future is boxed (the TLS handshake's, or the
         // transport kind's), so the task holds a pointer and the guard.
         let conn = match stream {
@@ -263,8 +263,10 @@ pub async fn serve(
         };
         tracker.spawn(
             async move {
-                conn.await;
-                drop(open);
+                if let Some(parked) = conn.await {
+                    let span = tracing::Span::current();
+                    lot.park(parked, crate::park::Rest { open, span, token });
+                }
             }
             .instrument(span),
         );
@@ -274,9 +276,23 @@ pub async fn serve(
 
 /// An open connection, counted in `open` and holding its slot of the
 /// transport's `max_connections` until dropped.
-struct Open {
-    counters: Arc<TransportCounters>,
+pub struct Open {
+    pub(crate) counters: Arc<TransportCounters>,
     _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Open {
+    /// A connection counted in `counters.open`, holding `permit`.
+    pub(crate) fn new(
+        counters: Arc<TransportCounters>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Open {
+        TransportCounters::bump(&counters.open);
+        Open {
+            counters,
+            _permit: permit,
+        }
+    }
 }
 
 impl Drop for Open {
@@ -285,8 +301,9 @@ impl Drop for Open {
     }
 }
 
-/// A connection's future, boxed.
-type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A connection's future, boxed: its output is the session, parked while
+/// it idles ([`crate::park`]), or `None` once the connection has ended.
+type ConnFuture = Pin<Box<dyn Future<Output = Option<crate::park::Parked>> + Send>>;
 
 /// Probes a peer may leave unanswered before TCP gives up on it.
 const KEEPALIVE_PROBES: u32 = 4;
@@ -335,9 +352,9 @@ async fn handle_tls(
     settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
-) {
+) -> Option<crate::park::Parked> {
     let Some((tls, _)) = &settings.tls else {
-        return;
+        return None;
     };
     let accept = tls.acceptor().accept(stream);
     match tokio::time::timeout(settings.handshake_timeout, accept).await {
@@ -349,7 +366,7 @@ async fn handle_tls(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|leaf| Arc::new(crate::tls::client_cert_details(leaf)));
-            handle(s, peer, settings, realms, shutdown).await
+            return handle(s, peer, settings, realms, shutdown).await;
         }
         // A client certificate refused (none, expired, another CA): the
         // client got the TLS alert; say why here too.
@@ -379,6 +396,7 @@ async fn handle_tls(
         Ok(Err(e)) => debug!(peer = %peer.desc, cause = %e, "TLS handshake failed"),
         Err(_) => debug!(peer = %peer.desc, "TLS handshake timed out"),
     }
+    None
 }
 
 /// The connection's future for its transport's kind, boxed: made here,
@@ -390,24 +408,25 @@ fn handle<S: Io>(
     realms: Realms,
     shutdown: CancellationToken,
 ) -> ConnFuture {
+    use futures::FutureExt;
     match settings.kind {
         // Never bound (see `Router::bind`).
-        TransportKind::Flashpolicy => Box::pin(std::future::ready(())),
+        TransportKind::Flashpolicy => Box::pin(std::future::ready(None)),
         // HTTP (hyper) until the upgrade, then the WebSocket codec.
         TransportKind::Websocket | TransportKind::WebsocketTestee => Box::pin(
-            http::serve_connection(stream, peer, settings, realms, shutdown),
+            http::serve_connection(stream, peer, settings, realms, shutdown).map(|()| None),
         ),
         TransportKind::Mqtt => Box::pin(mqtt::handle_connection(
             stream, peer, settings, realms, shutdown,
         )),
-        TransportKind::Rawsocket => Box::pin(rawsocket::handle_connection(
-            stream, peer, settings, realms, shutdown,
-        )),
+        TransportKind::Rawsocket => Box::pin(
+            rawsocket::handle_connection(stream, peer, settings, realms, shutdown).map(|()| None),
+        ),
         TransportKind::Web | TransportKind::Universal => {
             if settings.rawsocket.is_none() && settings.mqtt.is_none() {
-                Box::pin(http::serve_connection(
-                    stream, peer, settings, realms, shutdown,
-                ))
+                Box::pin(
+                    http::serve_connection(stream, peer, settings, realms, shutdown).map(|()| None),
+                )
             } else {
                 Box::pin(sniff(stream, peer, settings, realms, shutdown))
             }
@@ -425,26 +444,30 @@ async fn sniff<S: Io>(
     web: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
-) {
+) -> Option<crate::park::Parked> {
     use tokio::io::AsyncReadExt;
     let mut first = [0u8; 1];
     let read = tokio::time::timeout(web.handshake_timeout, stream.read_exact(&mut first));
     let got = tokio::select! {
-        _ = shutdown.cancelled() => return,
+        _ = shutdown.cancelled() => return None,
         r = read => r,
     };
     if !matches!(got, Ok(Ok(_))) {
-        return;
+        return None;
     }
     let stream = web::Replay::new(first.to_vec(), stream);
     match (first[0], &web.rawsocket, &web.mqtt) {
         (0x7F, Some(raw), _) => {
-            rawsocket::handle_connection(stream, peer, raw.clone(), realms, shutdown).await
+            rawsocket::handle_connection(stream, peer, raw.clone(), realms, shutdown).await;
+            None
         }
         (0x10, _, Some(mqtt)) => {
             mqtt::handle_connection(stream, peer, mqtt.clone(), realms, shutdown).await
         }
-        _ => http::serve_connection(stream, peer, web, realms, shutdown).await,
+        _ => {
+            http::serve_connection(stream, peer, web, realms, shutdown).await;
+            None
+        }
     }
 }
 
@@ -478,6 +501,42 @@ pub(super) fn session_of<T: crate::session::transport::Transport>(
     )
 }
 
+/// As [`session_of`], for a transport whose idle sessions park
+/// ([`crate::park`]): the output is the session parked, or `None` once it
+/// has ended (or never began).
+pub(super) fn parking_session_of<T: crate::session::transport::Transport>(
+    opened: Option<(T, crate::session::Connection)>,
+    settings: Arc<ListenerSettings>,
+    realms: Realms,
+    shutdown: CancellationToken,
+) -> futures::future::Either<
+    impl Future<Output = Option<crate::park::Parked>> + Send + 'static,
+    std::future::Ready<Option<crate::park::Parked>>,
+> {
+    let Some((transport, conn)) = opened else {
+        return futures::future::Either::Right(std::future::ready(None));
+    };
+    futures::future::Either::Left(crate::session::run_parking(
+        transport,
+        listener::SessionOf(settings),
+        realms,
+        conn,
+        shutdown,
+    ))
+}
+
 /// A byte stream a transport runs on (TCP or Unix).
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// What it is (a TCP or Unix stream can be parked: [`crate::park`]).
+    fn as_any(&self) -> &dyn std::any::Any;
+    /// Itself, to take it apart as what it is.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}

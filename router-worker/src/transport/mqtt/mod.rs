@@ -88,17 +88,21 @@ impl TakeOver {
     /// Ready once taken over. One task waits at a time: the one that
     /// polled last is woken.
     fn cancelled(&self) -> impl Future<Output = ()> + Send + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.is_cancelled() {
-                return std::task::Poll::Ready(());
-            }
-            self.0.waker.register(cx.waker());
-            if self.is_cancelled() {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
+        std::future::poll_fn(move |cx| self.poll_cancelled(cx))
+    }
+
+    /// Ready once taken over; `cx`'s waker (replacing the last one) is
+    /// woken then.
+    fn poll_cancelled(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.is_cancelled() {
+            return std::task::Poll::Ready(());
+        }
+        self.0.waker.register(cx.waker());
+        if self.is_cancelled() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 }
 
@@ -215,28 +219,27 @@ pub struct Resume {
 
 /// Serve one connection as MQTT.
 #[allow(clippy::manual_async_fn)]
+///
+/// The output is the session, parked while it idles ([`crate::park`]),
+/// or `None` once the connection has ended.
 pub fn handle_connection<S: Io>(
     stream: S,
     peer: Peer,
     settings: Arc<ListenerSettings>,
     realms: Realms,
     shutdown: CancellationToken,
-) -> impl Future<Output = ()> + Send {
+) -> impl Future<Output = Option<crate::park::Parked>> + Send {
     // The handshake owns the connection's arguments and is freed once the
     // session is open: the connection's future keeps only the session's,
     // which the box yields to be awaited in place.
     #[allow(clippy::async_yields_async)]
     let opening = Box::pin(async move {
         let opened = handshake(stream, peer, &settings, &realms, &shutdown).await;
-        super::session_of(opened, settings, realms, shutdown)
+        super::parking_session_of(opened, settings, realms, shutdown)
     });
     // Flattened rather than an `async` block, which would keep the spent
     // box's pointer beside the session for the connection's life.
-    futures::FutureExt::map(futures::FutureExt::flatten(opening), |closed| {
-        if closed {
-            info!("MQTT connection closed");
-        }
-    })
+    futures::FutureExt::flatten(opening)
 }
 
 /// Serve an upgraded WebSocket connection (a web path of type `mqtt`)
@@ -251,7 +254,8 @@ pub async fn serve_websocket<S: Io>(
 ) {
     debug!("MQTT over WebSocket connection open");
     let stream = ws::WsBytes::new(io, early, settings.max_message_size);
-    handle_connection(stream, peer, settings, realms, shutdown).await;
+    // A WebSocket connection never parks (`MqttTransport::parks`).
+    let _never = handle_connection(stream, peer, settings, realms, shutdown).await;
 }
 
 /// Read the CONNECT (within the handshake deadline) and open the session's
@@ -390,6 +394,7 @@ async fn handshake<S: Io>(
         next_packet_id: 0,
         connected: false,
         ended: false,
+        parked: false,
         awaiting: 0,
         clean_start: connect.clean_start,
         expiry_asked: connect.session_expiry,
@@ -933,6 +938,9 @@ pub struct MqttTransport {
     connected: bool,
     /// The client is gone (the will, if any, is in the inbox).
     ended: bool,
+    /// The session is parked ([`crate::park`]): the connection is in the
+    /// lot, not gone.
+    parked: bool,
     /// WAMP requests sent to the session and not answered yet.
     awaiting: usize,
     /// The CONNECT asked for a fresh session.
@@ -1752,6 +1760,7 @@ impl Drop for MqttTransport {
         if let Some(n) = self.client {
             self.clients.release(&self.client_id, n);
         }
+        info!("MQTT connection closed");
     }
 }
 
@@ -2137,8 +2146,64 @@ impl Transport for MqttTransport {
     /// The keep-alive's end: 1.5 times the client's keep-alive after its
     /// last packet (none while the client is away).
     fn deadline(&self) -> Option<Instant> {
-        self.stream.as_ref()?;
+        if self.stream.is_none() && !self.parked {
+            return None;
+        }
         self.keep_alive.map(|limit| self.last_seen + limit)
+    }
+
+    /// A plain TCP or Unix connection parks (TLS and WebSocket ones do not).
+    fn parks(&self) -> bool {
+        self.stream.as_deref().is_some_and(|s| {
+            let any = s.as_any();
+            any.is::<tokio::net::TcpStream>() || any.is::<tokio::net::UnixStream>()
+        })
+    }
+
+    /// Parks when nothing is half read, unwritten, or being decoded.
+    fn park(&mut self) -> Option<crate::park::ParkedIo> {
+        if self.ended
+            || !self.connected
+            || !self.inbox.is_empty()
+            || !self.rbuf.is_empty()
+            || !self.wbuf.is_empty()
+            || self.decoding.is_some()
+        {
+            return None;
+        }
+        match crate::park::ParkedIo::take(&mut self.stream)? {
+            Ok(io) => {
+                self.parked = true;
+                self.rbuf = BytesMut::new();
+                self.wbuf = BytesMut::new();
+                self.inbox = VecDeque::new();
+                if self.requests.as_ref().is_some_and(|r| r.is_empty()) {
+                    self.requests = None;
+                }
+                if self.kept.as_ref().is_some_and(|k| k.is_empty()) {
+                    self.kept = None;
+                }
+                Some(io)
+            }
+            Err(e) => {
+                // The stream is gone: as if the client were lost.
+                debug!(cause = %e, "MQTT: an idle connection could not be parked: closed");
+                if let Some(will) = self.lost() {
+                    self.inbox.push_back(*will);
+                }
+                None
+            }
+        }
+    }
+
+    fn unpark(&mut self, io: Box<dyn Io>) {
+        self.parked = false;
+        self.stream = Some(io);
+    }
+
+    /// A take-over wakes a parked client.
+    fn poll_parked(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.taken_over.poll_cancelled(cx)
     }
 }
 
@@ -2406,5 +2471,40 @@ mod size_probe {
         // state of a step that did not wait, 1008 once the transport
         // shrank (see above).
         assert!(run <= 1008, "the session's future grew to {run} bytes");
+        // What a parked client keeps (besides its realm's records and the
+        // lot's slot): the session's state in one box.
+        let parked = crate::session::parked_size::<
+            super::MqttTransport,
+            crate::transport::listener::SessionOf,
+        >();
+        let transport = std::mem::size_of::<super::MqttTransport>();
+        let (server2, mut client2) = tokio::io::duplex(1024);
+        client2
+            .write_all(b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x1e\x00\x02ab")
+            .await
+            .expect("connect");
+        let (t2, conn2) = super::handshake(
+            server2,
+            super::Peer::default(),
+            &settings,
+            &realms,
+            &Default::default(),
+        )
+        .await
+        .expect("opened");
+        let running = std::mem::size_of_val(&crate::session::run_parking(
+            t2,
+            crate::transport::listener::SessionOf(std::sync::Arc::new(
+                super::ListenerSettings::from_config(0, &tc, None, Default::default()),
+            )),
+            realms.clone(),
+            conn2,
+            Default::default(),
+        ));
+        eprintln!("parked {parked} transport {transport} running {running}");
+        assert!(
+            parked <= 640,
+            "a parked MQTT session grew to {parked} bytes"
+        );
     }
 }

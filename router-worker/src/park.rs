@@ -1,0 +1,739 @@
+//! Idle connections parked outside the runtime: no task, no future, no
+//! reactor registration while nothing happens.
+//!
+//! An idle session costs its task (about 250 bytes), its socket's
+//! registration with the runtime's reactor (about 250, cache-line
+//! aligned) and its future (a kilobyte for an MQTT client), though it
+//! waits for nothing but its socket, its outbox and a timer. A session
+//! that has been quiet for a moment ([`PARK_FIRST`], [`PARK_AFTER`]) hands
+//! its state to its
+//! listener's [`Lot`] instead (a [`Parked`]: the session's state as a
+//! [`Sleeper`], and its socket taken out of the runtime) and its task ends.
+//!
+//! The lot watches every parked socket in one epoll set of its own, which
+//! the runtime watches as one file descriptor; the sessions' outboxes (and
+//! the transport's own signals, such as MQTT's take-over) wake it through
+//! a small waker per session; and one timer serves every parked session's
+//! next deadline (a keep-alive, statistics). When any of these fires, the
+//! socket goes back to the runtime and a new task runs the session again
+//! from where it stopped ([`Sleeper::resume`]).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use tokio::io::unix::AsyncFd;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tracing::{Instrument, Span, debug, warn};
+
+use crate::transport::{Io, Open};
+
+/// When a session (joined, or woken) first looks whether it is quiet:
+/// soon, so that a crowd of devices connecting at once (a router
+/// restarted, a network back) does not hold a crowd of running sessions,
+/// whose memory would stay the process's after they park.
+pub const PARK_FIRST: Duration = Duration::from_millis(20);
+
+/// How often a session that was not quiet looks again: it parks after
+/// between this and twice this of quiet (nothing read, nothing written).
+/// Waking a parked session costs a few system calls and a task, so a busy
+/// one never parks.
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// How long a woken session's socket may take to show its readiness
+/// (a socket that is neither readable nor writable, a peer that neither
+/// sends nor reads, takes this long).
+const READINESS_WAIT: Duration = Duration::from_millis(20);
+
+/// A parked session's state: what wakes it, and how it runs again.
+pub trait Sleeper: Send {
+    /// Ready when something other than the socket needs the session (its
+    /// outbox has a message, a kill or the realm's departure; the
+    /// transport's own signals); registers `cx`'s waker otherwise.
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// When the session must run again though nothing woke it.
+    fn deadline(&self) -> Option<Instant>;
+
+    /// The session again, on the socket it parked (back in the runtime):
+    /// its future, whose output is the session parked again, or `None`
+    /// once it has ended.
+    fn resume(self: Box<Self>, io: Box<dyn Io>) -> SessionFuture;
+}
+
+/// A session's future: `Some` when it parked.
+pub type SessionFuture = Pin<Box<dyn Future<Output = Option<Parked>> + Send>>;
+
+/// A session handed to the lot.
+pub struct Parked {
+    /// The session's state.
+    pub sleeper: Box<dyn Sleeper>,
+    /// Its socket, out of the runtime's reactor.
+    pub io: ParkedIo,
+}
+
+/// A parked socket: a TCP or Unix stream, out of the runtime's reactor
+/// (still non-blocking).
+#[derive(Debug)]
+pub enum ParkedIo {
+    /// A TCP connection.
+    Tcp(std::net::TcpStream),
+    /// A Unix socket connection.
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl ParkedIo {
+    /// Take the stream out of `stream` and out of the runtime, if it is a
+    /// plain TCP or Unix stream (not TLS, not WebSocket): `None` leaves it
+    /// where it is; `Some(Err)` when the runtime would not let it go (the
+    /// stream is gone then).
+    pub fn take(stream: &mut Option<Box<dyn Io>>) -> Option<std::io::Result<ParkedIo>> {
+        let io: &dyn Io = &**stream.as_ref()?;
+        let any = io.as_any();
+        if !any.is::<tokio::net::TcpStream>() && !any.is::<tokio::net::UnixStream>() {
+            return None;
+        }
+        let any = stream.take()?.into_any();
+        let any = match any.downcast::<tokio::net::TcpStream>() {
+            Ok(tcp) => return Some(tcp.into_std().map(ParkedIo::Tcp)),
+            Err(other) => other,
+        };
+        match any.downcast::<tokio::net::UnixStream>() {
+            Ok(unix) => Some(unix.into_std().map(ParkedIo::Unix)),
+            // Checked above: one of the two.
+            Err(_) => Some(Err(std::io::Error::other("not a TCP or Unix stream"))),
+        }
+    }
+
+    /// The stream back in the runtime (which must be running here), once
+    /// the runtime knows whether it is readable or writable (or after
+    /// [`READINESS_WAIT`]): a session's write that must not wait (MQTT's
+    /// last words to a client it closes) would otherwise find a socket
+    /// whose readiness is not known yet, and write nothing.
+    ///
+    /// # Errors
+    /// The runtime's reactor would not take it.
+    pub async fn into_io(self) -> std::io::Result<Box<dyn Io>> {
+        let either = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
+        Ok(match self {
+            ParkedIo::Tcp(s) => {
+                let s = tokio::net::TcpStream::from_std(s)?;
+                let _ = tokio::time::timeout(READINESS_WAIT, s.ready(either)).await;
+                Box::new(s)
+            }
+            ParkedIo::Unix(s) => {
+                let s = tokio::net::UnixStream::from_std(s)?;
+                let _ = tokio::time::timeout(READINESS_WAIT, s.ready(either)).await;
+                Box::new(s)
+            }
+        })
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            ParkedIo::Tcp(s) => s.as_fd(),
+            ParkedIo::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+/// What the connection's task held besides the session, kept with it
+/// while it is parked: its place in the transport's `max_connections` and
+/// `open` count, its log span, and its place in the listener's tasks (so
+/// that a shutdown waits for parked sessions to close as for running ones).
+pub struct Rest {
+    /// The connection's slot and count.
+    pub open: Open,
+    /// The connection's span (peer, transport).
+    pub span: Span,
+    /// Keeps the listener's task tracker waiting for this connection.
+    pub token: TaskTrackerToken,
+}
+
+/// One listener's parked sessions (cheap to clone: one shared lot). Its
+/// watcher task starts with the first session parked.
+#[derive(Clone, Default)]
+pub struct Lot(Arc<Shared>);
+
+impl std::fmt::Debug for Lot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lot({} parked)", self.parked())
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Wakes the watcher: a session woken, or a nearer deadline.
+    notify: tokio::sync::Notify,
+    /// The lot could not start, and said so.
+    warned: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The epoll set of parked sockets, once the watcher runs.
+    epoll: Option<Arc<AsyncFd<EpollSet>>>,
+    slots: Vec<Slot>,
+    /// Free slots' indexes.
+    free: Vec<u32>,
+    /// Sessions woken and not resumed yet (each once: see `Entry::woken`).
+    woken: Vec<u64>,
+    /// Parked sessions' deadlines: (when, key).
+    timers: BTreeSet<(Instant, u64)>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Bumped at every reuse: a key names one session, never the next.
+    generation: u32,
+    entry: Option<Entry>,
+}
+
+struct Entry {
+    sleeper: Box<dyn Sleeper>,
+    io: ParkedIo,
+    rest: Rest,
+    deadline: Option<Instant>,
+    /// In `woken` already.
+    woken: bool,
+}
+
+/// The epoll set as the runtime watches it.
+struct EpollSet(Epoll);
+
+impl AsRawFd for EpollSet {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.0.as_raw_fd()
+    }
+}
+
+fn index_of(key: u64) -> usize {
+    (key & 0xFFFF_FFFF) as usize
+}
+
+impl Inner {
+    fn entry(&mut self, key: u64) -> Option<&mut Entry> {
+        let slot = self.slots.get_mut(index_of(key))?;
+        if key != key_of(index_of(key), slot.generation) {
+            return None;
+        }
+        slot.entry.as_mut()
+    }
+
+    /// Take the session `key` out (and out of the epoll set and timers).
+    fn take(&mut self, key: u64) -> Option<Entry> {
+        let index = index_of(key);
+        let slot = self.slots.get_mut(index)?;
+        if key != key_of(index, slot.generation) {
+            return None;
+        }
+        let e = slot.entry.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(index as u32);
+        if let Some(at) = e.deadline {
+            self.timers.remove(&(at, key));
+        }
+        if let Some(epoll) = &self.epoll
+            && let Err(err) = epoll.get_ref().0.delete(e.io.fd())
+        {
+            debug!(cause = %err, "a parked socket could not leave the lot's epoll set");
+        }
+        Some(e)
+    }
+
+    /// Mark `key` woken (once).
+    fn wake(&mut self, key: u64) -> bool {
+        match self.entry(key) {
+            Some(e) if !e.woken => {
+                e.woken = true;
+                self.woken.push(key);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn key_of(index: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | (index as u64 & 0xFFFF_FFFF)
+}
+
+/// A parked session's waker: marks it woken and wakes the watcher. It
+/// holds the lot weakly: the lot holds the session, whose outbox holds
+/// this.
+struct SlotWaker {
+    lot: Weak<Shared>,
+    key: u64,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let Some(lot) = self.lot.upgrade() else {
+            return;
+        };
+        let woke = lock(&lot).wake(self.key);
+        if woke {
+            lot.notify.notify_one();
+        }
+    }
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
+    // Every change under the lock leaves the lot consistent.
+    shared
+        .inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sockets taken from the epoll set per look.
+const EVENTS: usize = 256;
+
+impl Lot {
+    /// Sessions parked now.
+    pub fn parked(&self) -> usize {
+        let inner = lock(&self.0);
+        inner.slots.len() - inner.free.len()
+    }
+
+    /// Park `p` until something wakes it; its task's `rest` waits with it.
+    /// Must run inside the runtime. A lot that cannot watch sockets (the
+    /// epoll set could not be made) runs the session on at once.
+    pub fn park(&self, p: Parked, rest: Rest) {
+        let epoll = match self.watcher() {
+            Ok(e) => e,
+            Err(err) => {
+                // Said once: every idle session asks again.
+                if !self
+                    .0
+                    .warned
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    warn!(cause = %err, "cannot park idle connections (no epoll set): they stay in the runtime");
+                }
+                return self.run(p.sleeper, p.io, rest);
+            }
+        };
+        let Parked { mut sleeper, io } = p;
+        let mut inner = lock(&self.0);
+        let index = match inner.free.pop() {
+            Some(i) => i as usize,
+            None => {
+                inner.slots.push(Slot::default());
+                inner.slots.len() - 1
+            }
+        };
+        let key = key_of(index, inner.slots[index].generation);
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        if let Err(err) = epoll.get_ref().0.add(io.fd(), EpollEvent::new(flags, key)) {
+            inner.free.push(index as u32);
+            drop(inner);
+            debug!(cause = %err, "a socket could not join the lot's epoll set: the session runs on");
+            return self.run(sleeper, io, rest);
+        }
+        // Registered under the lock: a wake before the entry is in place
+        // would find nothing to wake. (Outboxes wake after their own lock
+        // is released, so the order is always lot, then outbox.)
+        let waker = Waker::from(Arc::new(SlotWaker {
+            lot: Arc::downgrade(&self.0),
+            key,
+        }));
+        let ready = sleeper
+            .poll_wake(&mut Context::from_waker(&waker))
+            .is_ready();
+        let deadline = sleeper.deadline();
+        let nearer = deadline.is_some_and(|at| inner.timers.first().is_none_or(|(t, _)| at < *t));
+        if let Some(at) = deadline {
+            inner.timers.insert((at, key));
+        }
+        rest.open
+            .counters
+            .parked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        inner.slots[index].entry = Some(Entry {
+            sleeper,
+            io,
+            rest,
+            deadline,
+            woken: false,
+        });
+        let woke = ready && inner.wake(key);
+        drop(inner);
+        if woke || nearer {
+            self.0.notify.notify_one();
+        }
+    }
+
+    /// The epoll set, with its watcher started on first use.
+    fn watcher(&self) -> std::io::Result<Arc<AsyncFd<EpollSet>>> {
+        let mut inner = lock(&self.0);
+        if let Some(e) = &inner.epoll {
+            return Ok(e.clone());
+        }
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(std::io::Error::from)?;
+        // `with_interest` (deprecated for `register`, which is `unsafe`):
+        // the set owns its descriptor for its whole life and never changes
+        // it, which is what `register` asks its caller to promise.
+        #[allow(deprecated)]
+        let afd = AsyncFd::with_interest(EpollSet(epoll), tokio::io::Interest::READABLE)?;
+        let afd = Arc::new(afd);
+        inner.epoll = Some(afd.clone());
+        drop(inner);
+        tokio::spawn(watch(Arc::downgrade(&self.0), afd.clone()));
+        Ok(afd)
+    }
+
+    /// Run a session again, in a task of its listener's.
+    fn run(&self, sleeper: Box<dyn Sleeper>, io: ParkedIo, rest: Rest) {
+        let Rest { open, span, token } = rest;
+        let lot = self.clone();
+        let tracker = token.task_tracker().clone();
+        let task = async move {
+            let session = match io.into_io().await {
+                Ok(io) => sleeper.resume(io),
+                Err(err) => {
+                    debug!(cause = %err, "a parked socket could not go back to the runtime: the connection is closed");
+                    // Resumed without its socket: the session sees the
+                    // connection lost and ends as it would.
+                    sleeper.resume(Box::new(Gone))
+                }
+            };
+            if let Some(p) = session.await {
+                let span = Span::current();
+                lot.park(p, Rest { open, span, token });
+            }
+        };
+        tracker.spawn(task.instrument(span));
+    }
+}
+
+/// A connection that is gone: reads end, writes fail.
+struct Gone;
+
+impl tokio::io::AsyncRead for Gone {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Gone {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The lot's watcher: resume every parked session whose socket became
+/// readable (or closed), whose waker fired, or whose deadline came.
+async fn watch(lot: Weak<Shared>, epoll: Arc<AsyncFd<EpollSet>>) {
+    let mut events = vec![EpollEvent::empty(); EVENTS];
+    loop {
+        let Some(shared) = lot.upgrade() else {
+            return;
+        };
+        let next = lock(&shared).timers.first().map(|(at, _)| *at);
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut ready = 0;
+        tokio::select! {
+            r = epoll.readable() => match r {
+                Ok(mut guard) => {
+                    ready = match epoll.get_ref().0.wait(&mut events, EpollTimeout::ZERO) {
+                        Ok(n) => n,
+                        Err(nix::errno::Errno::EINTR) => 0,
+                        Err(err) => {
+                            warn!(cause = %err, "the lot of parked connections cannot be watched: they are resumed");
+                            0
+                        }
+                    };
+                    if ready < events.len() {
+                        guard.clear_ready();
+                    }
+                }
+                Err(err) => warn!(cause = %err, "the lot of parked connections cannot be watched"),
+            },
+            () = shared.notify.notified() => {}
+            () = sleep => {}
+        }
+        let due = {
+            let mut inner = lock(&shared);
+            for e in &events[..ready] {
+                inner.wake(e.data());
+            }
+            let now = Instant::now();
+            let expired: Vec<u64> = inner
+                .timers
+                .iter()
+                .take_while(|(at, _)| *at <= now)
+                .map(|(_, k)| *k)
+                .collect();
+            for k in expired {
+                inner.wake(k);
+            }
+            let woken = std::mem::take(&mut inner.woken);
+            woken
+                .into_iter()
+                .filter_map(|k| inner.take(k))
+                .collect::<Vec<_>>()
+        };
+        let lot = Lot(shared);
+        for e in due {
+            e.rest
+                .open
+                .counters
+                .parked
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            lot.run(e.sleeper, e.io, e.rest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::TransportCounters;
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::sync::mpsc;
+
+    /// A session that only waits: woken by its flag, its deadline, or its
+    /// socket; each resumption is reported, and it parks again while
+    /// `again` is set.
+    struct Napper {
+        name: &'static str,
+        flag: Arc<AtomicBool>,
+        waker: Arc<Mutex<Option<Waker>>>,
+        deadline: Option<Instant>,
+        again: bool,
+        resumed: mpsc::UnboundedSender<&'static str>,
+    }
+
+    impl Sleeper for Napper {
+        fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+            if self.flag.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            *self.waker.lock().expect("lock") = Some(cx.waker().clone());
+            Poll::Pending
+        }
+
+        fn deadline(&self) -> Option<Instant> {
+            self.deadline
+        }
+
+        fn resume(mut self: Box<Self>, io: Box<dyn Io>) -> SessionFuture {
+            let _ = self.resumed.send(self.name);
+            Box::pin(async move {
+                let mut io = Some(io);
+                // Read what woke it, as a session would.
+                let mut buf = [0u8; 16];
+                if let Some(s) = &mut io {
+                    let _ = futures::FutureExt::now_or_never(tokio::io::AsyncReadExt::read(
+                        s, &mut buf,
+                    ));
+                }
+                if !self.again {
+                    return None;
+                }
+                self.again = false;
+                self.deadline = None;
+                self.flag.store(false, Ordering::SeqCst);
+                let io = ParkedIo::take(&mut io)?.ok()?;
+                Some(Parked { sleeper: self, io })
+            })
+        }
+    }
+
+    struct Setup {
+        lot: Lot,
+        counters: Arc<TransportCounters>,
+        tracker: tokio_util::task::TaskTracker,
+        permits: Arc<tokio::sync::Semaphore>,
+        resumed: mpsc::UnboundedReceiver<&'static str>,
+        tx: mpsc::UnboundedSender<&'static str>,
+    }
+
+    impl Setup {
+        fn new() -> Setup {
+            let (tx, resumed) = mpsc::unbounded_channel();
+            Setup {
+                lot: Lot::default(),
+                counters: Arc::default(),
+                tracker: tokio_util::task::TaskTracker::new(),
+                permits: Arc::new(tokio::sync::Semaphore::new(10)),
+                resumed,
+                tx,
+            }
+        }
+
+        /// Park a napper on one end of a socket pair; the other end, its
+        /// flag and its waker slot.
+        fn park(
+            &self,
+            name: &'static str,
+            deadline: Option<Instant>,
+            again: bool,
+        ) -> (
+            std::os::unix::net::UnixStream,
+            Arc<AtomicBool>,
+            Arc<Mutex<Option<Waker>>>,
+        ) {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+            ours.set_nonblocking(true).expect("nonblocking");
+            let flag = Arc::new(AtomicBool::new(false));
+            let waker = Arc::new(Mutex::new(None));
+            let napper = Napper {
+                name,
+                flag: flag.clone(),
+                waker: waker.clone(),
+                deadline,
+                again,
+                resumed: self.tx.clone(),
+            };
+            let permit = self.permits.clone().try_acquire_owned().expect("permit");
+            self.lot.park(
+                Parked {
+                    sleeper: Box::new(napper),
+                    io: ParkedIo::Unix(ours),
+                },
+                Rest {
+                    open: Open::new(self.counters.clone(), permit),
+                    span: Span::none(),
+                    token: self.tracker.token(),
+                },
+            );
+            (theirs, flag, waker)
+        }
+
+        async fn next(&mut self, within: Duration) -> Option<&'static str> {
+            tokio::time::timeout(within, self.resumed.recv())
+                .await
+                .ok()
+                .flatten()
+        }
+
+        fn parked_count(&self) -> u64 {
+            self.counters.parked.load(Ordering::SeqCst)
+        }
+    }
+
+    const SOON: Duration = Duration::from_secs(5);
+    const NOT_YET: Duration = Duration::from_millis(150);
+
+    #[tokio::test]
+    async fn a_parked_session_runs_again_when_its_socket_is_readable() {
+        let mut s = Setup::new();
+        let (mut peer, _, _) = s.park("a", None, false);
+        let (_other, _, _) = s.park("b", None, false);
+        assert_eq!((s.lot.parked(), s.parked_count()), (2, 2));
+        assert_eq!(s.next(NOT_YET).await, None, "nothing happened yet");
+        peer.write_all(b"x").expect("write");
+        assert_eq!(s.next(SOON).await, Some("a"));
+        assert_eq!(s.next(NOT_YET).await, None, "only the readable one");
+        assert_eq!((s.lot.parked(), s.parked_count()), (1, 1));
+        // A peer that closes wakes it too.
+        drop(_other);
+        assert_eq!(s.next(SOON).await, Some("b"));
+        assert_eq!(s.lot.parked(), 0);
+        // Both ended: their connections' slots and counts are given back.
+        s.tracker.close();
+        tokio::time::timeout(SOON, s.tracker.wait())
+            .await
+            .expect("tasks end");
+        assert_eq!(s.counters.open.load(Ordering::SeqCst), 0);
+        assert_eq!(s.permits.available_permits(), 10);
+    }
+
+    #[tokio::test]
+    async fn its_waker_and_its_deadline_wake_it_and_an_old_waker_does_nothing() {
+        let mut s = Setup::new();
+        let (_peer, flag, waker) = s.park("woken", None, true);
+        let soon = Instant::now() + Duration::from_millis(300);
+        let (_peer2, _, _) = s.park("timed", Some(soon), false);
+        assert_eq!(s.next(NOT_YET).await, None);
+        flag.store(true, Ordering::SeqCst);
+        let old = waker.lock().expect("lock").clone().expect("registered");
+        old.wake_by_ref();
+        assert_eq!(s.next(SOON).await, Some("woken"));
+        assert_eq!(s.next(SOON).await, Some("timed"));
+        assert!(Instant::now() >= soon, "not before its deadline");
+        // "woken" parked again: the waker it had before names its old
+        // place, and wakes nothing now.
+        tokio::time::timeout(SOON, async {
+            while s.lot.parked() != 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("parked again");
+        old.wake();
+        assert_eq!(s.next(NOT_YET).await, None, "a stale waker woke it");
+        let new = waker
+            .lock()
+            .expect("lock")
+            .clone()
+            .expect("registered again");
+        new.wake();
+        assert_eq!(s.next(SOON).await, Some("woken"));
+    }
+
+    #[tokio::test]
+    async fn a_session_ready_when_it_parks_runs_on_at_once() {
+        let mut s = Setup::new();
+        let flag = Arc::new(AtomicBool::new(true));
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+        ours.set_nonblocking(true).expect("nonblocking");
+        let permit = s.permits.clone().try_acquire_owned().expect("permit");
+        s.lot.park(
+            Parked {
+                sleeper: Box::new(Napper {
+                    name: "ready",
+                    flag,
+                    waker: Arc::default(),
+                    deadline: None,
+                    again: false,
+                    resumed: s.tx.clone(),
+                }),
+                io: ParkedIo::Unix(ours),
+            },
+            Rest {
+                open: Open::new(s.counters.clone(), permit),
+                span: Span::none(),
+                token: s.tracker.token(),
+            },
+        );
+        assert_eq!(s.next(SOON).await, Some("ready"));
+        // And one whose deadline has passed.
+        let (_peer, _, _) = s.park("late", Some(Instant::now()), false);
+        assert_eq!(s.next(SOON).await, Some("late"));
+    }
+}
