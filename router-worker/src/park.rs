@@ -179,9 +179,14 @@ struct Shared {
 struct Inner {
     /// The epoll set of parked sockets, once the watcher runs.
     epoll: Option<Arc<AsyncFd<EpollSet>>>,
-    slots: Vec<Slot>,
+    /// The slots, [`CHUNK`] to a box: the lot grows a box at a time and
+    /// never moves what it holds (a vector of slots would keep up to
+    /// twice the room it uses, and copy it all as it grows).
+    chunks: Vec<Box<[Slot]>>,
     /// Free slots' indexes.
     free: Vec<u32>,
+    /// Sessions parked.
+    used: usize,
     /// Sessions woken and not resumed yet (each once: see `Entry::woken`).
     woken: Vec<u64>,
     /// Parked sessions' deadlines: (when, key).
@@ -217,9 +222,36 @@ fn index_of(key: u64) -> usize {
     (key & 0xFFFF_FFFF) as usize
 }
 
+/// Slots per box of the lot's.
+const CHUNK: usize = 256;
+
 impl Inner {
+    fn slot(&mut self, index: usize) -> Option<&mut Slot> {
+        self.chunks.get_mut(index / CHUNK)?.get_mut(index % CHUNK)
+    }
+
+    /// A slot [`Inner::vacant`] gave (always there: slots are never
+    /// taken away).
+    fn at(&mut self, index: usize) -> &mut Slot {
+        &mut self.chunks[index / CHUNK][index % CHUNK]
+    }
+
+    /// A free slot's index (a new box of them when none is free).
+    fn vacant(&mut self) -> usize {
+        if let Some(i) = self.free.pop() {
+            return i as usize;
+        }
+        let base = self.chunks.len() * CHUNK;
+        self.chunks
+            .push((0..CHUNK).map(|_| Slot::default()).collect());
+        // Lowest first.
+        self.free
+            .extend((base + 1..base + CHUNK).rev().map(|i| i as u32));
+        base
+    }
+
     fn entry(&mut self, key: u64) -> Option<&mut Entry> {
-        let slot = self.slots.get_mut(index_of(key))?;
+        let slot = self.slot(index_of(key))?;
         if key != key_of(index_of(key), slot.generation) {
             return None;
         }
@@ -229,13 +261,14 @@ impl Inner {
     /// Take the session `key` out (and out of the epoll set and timers).
     fn take(&mut self, key: u64) -> Option<Entry> {
         let index = index_of(key);
-        let slot = self.slots.get_mut(index)?;
+        let slot = self.slot(index)?;
         if key != key_of(index, slot.generation) {
             return None;
         }
         let e = slot.entry.take()?;
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(index as u32);
+        self.used -= 1;
         if let Some(at) = e.deadline {
             self.timers.remove(&(at, key));
         }
@@ -302,8 +335,7 @@ const EVENTS: usize = 256;
 impl Lot {
     /// Sessions parked now.
     pub fn parked(&self) -> usize {
-        let inner = lock(&self.0);
-        inner.slots.len() - inner.free.len()
+        lock(&self.0).used
     }
 
     /// Park `p` until something wakes it; its task's `rest` waits with it.
@@ -326,14 +358,8 @@ impl Lot {
         };
         let Parked { mut sleeper, io } = p;
         let mut inner = lock(&self.0);
-        let index = match inner.free.pop() {
-            Some(i) => i as usize,
-            None => {
-                inner.slots.push(Slot::default());
-                inner.slots.len() - 1
-            }
-        };
-        let key = key_of(index, inner.slots[index].generation);
+        let index = inner.vacant();
+        let key = key_of(index, inner.at(index).generation);
         let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
         if let Err(err) = epoll.get_ref().0.add(io.fd(), EpollEvent::new(flags, key)) {
             inner.free.push(index as u32);
@@ -360,7 +386,8 @@ impl Lot {
             .counters
             .parked
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        inner.slots[index].entry = Some(Entry {
+        inner.used += 1;
+        inner.at(index).entry = Some(Entry {
             sleeper,
             io,
             rest,
@@ -529,12 +556,12 @@ mod tests {
     /// socket; each resumption is reported, and it parks again while
     /// `again` is set.
     struct Napper {
-        name: &'static str,
+        name: String,
         flag: Arc<AtomicBool>,
         waker: Arc<Mutex<Option<Waker>>>,
         deadline: Option<Instant>,
         again: bool,
-        resumed: mpsc::UnboundedSender<&'static str>,
+        resumed: mpsc::UnboundedSender<String>,
     }
 
     impl Sleeper for Napper {
@@ -551,7 +578,7 @@ mod tests {
         }
 
         fn resume(mut self: Box<Self>, io: Box<dyn Io>) -> SessionFuture {
-            let _ = self.resumed.send(self.name);
+            let _ = self.resumed.send(self.name.clone());
             Box::pin(async move {
                 let mut io = Some(io);
                 // Read what woke it, as a session would.
@@ -578,8 +605,8 @@ mod tests {
         counters: Arc<TransportCounters>,
         tracker: tokio_util::task::TaskTracker,
         permits: Arc<tokio::sync::Semaphore>,
-        resumed: mpsc::UnboundedReceiver<&'static str>,
-        tx: mpsc::UnboundedSender<&'static str>,
+        resumed: mpsc::UnboundedReceiver<String>,
+        tx: mpsc::UnboundedSender<String>,
     }
 
     impl Setup {
@@ -599,7 +626,7 @@ mod tests {
         /// flag and its waker slot.
         fn park(
             &self,
-            name: &'static str,
+            name: &str,
             deadline: Option<Instant>,
             again: bool,
         ) -> (
@@ -612,7 +639,7 @@ mod tests {
             let flag = Arc::new(AtomicBool::new(false));
             let waker = Arc::new(Mutex::new(None));
             let napper = Napper {
-                name,
+                name: name.to_owned(),
                 flag: flag.clone(),
                 waker: waker.clone(),
                 deadline,
@@ -634,7 +661,7 @@ mod tests {
             (theirs, flag, waker)
         }
 
-        async fn next(&mut self, within: Duration) -> Option<&'static str> {
+        async fn next(&mut self, within: Duration) -> Option<String> {
             tokio::time::timeout(within, self.resumed.recv())
                 .await
                 .ok()
@@ -655,14 +682,22 @@ mod tests {
         let (mut peer, _, _) = s.park("a", None, false);
         let (_other, _, _) = s.park("b", None, false);
         assert_eq!((s.lot.parked(), s.parked_count()), (2, 2));
-        assert_eq!(s.next(NOT_YET).await, None, "nothing happened yet");
+        assert_eq!(
+            s.next(NOT_YET).await.as_deref(),
+            None,
+            "nothing happened yet"
+        );
         peer.write_all(b"x").expect("write");
-        assert_eq!(s.next(SOON).await, Some("a"));
-        assert_eq!(s.next(NOT_YET).await, None, "only the readable one");
+        assert_eq!(s.next(SOON).await.as_deref(), Some("a"));
+        assert_eq!(
+            s.next(NOT_YET).await.as_deref(),
+            None,
+            "only the readable one"
+        );
         assert_eq!((s.lot.parked(), s.parked_count()), (1, 1));
         // A peer that closes wakes it too.
         drop(_other);
-        assert_eq!(s.next(SOON).await, Some("b"));
+        assert_eq!(s.next(SOON).await.as_deref(), Some("b"));
         assert_eq!(s.lot.parked(), 0);
         // Both ended: their connections' slots and counts are given back.
         s.tracker.close();
@@ -679,12 +714,12 @@ mod tests {
         let (_peer, flag, waker) = s.park("woken", None, true);
         let soon = Instant::now() + Duration::from_millis(300);
         let (_peer2, _, _) = s.park("timed", Some(soon), false);
-        assert_eq!(s.next(NOT_YET).await, None);
+        assert_eq!(s.next(NOT_YET).await.as_deref(), None);
         flag.store(true, Ordering::SeqCst);
         let old = waker.lock().expect("lock").clone().expect("registered");
         old.wake_by_ref();
-        assert_eq!(s.next(SOON).await, Some("woken"));
-        assert_eq!(s.next(SOON).await, Some("timed"));
+        assert_eq!(s.next(SOON).await.as_deref(), Some("woken"));
+        assert_eq!(s.next(SOON).await.as_deref(), Some("timed"));
         assert!(Instant::now() >= soon, "not before its deadline");
         // "woken" parked again: the waker it had before names its old
         // place, and wakes nothing now.
@@ -696,14 +731,18 @@ mod tests {
         .await
         .expect("parked again");
         old.wake();
-        assert_eq!(s.next(NOT_YET).await, None, "a stale waker woke it");
+        assert_eq!(
+            s.next(NOT_YET).await.as_deref(),
+            None,
+            "a stale waker woke it"
+        );
         let new = waker
             .lock()
             .expect("lock")
             .clone()
             .expect("registered again");
         new.wake();
-        assert_eq!(s.next(SOON).await, Some("woken"));
+        assert_eq!(s.next(SOON).await.as_deref(), Some("woken"));
     }
 
     #[tokio::test]
@@ -716,7 +755,7 @@ mod tests {
         s.lot.park(
             Parked {
                 sleeper: Box::new(Napper {
-                    name: "ready",
+                    name: "ready".to_owned(),
                     flag,
                     waker: Arc::default(),
                     deadline: None,
@@ -731,9 +770,31 @@ mod tests {
                 token: s.tracker.token(),
             },
         );
-        assert_eq!(s.next(SOON).await, Some("ready"));
+        assert_eq!(s.next(SOON).await.as_deref(), Some("ready"));
         // And one whose deadline has passed.
         let (_peer, _, _) = s.park("late", Some(Instant::now()), false);
-        assert_eq!(s.next(SOON).await, Some("late"));
+        assert_eq!(s.next(SOON).await.as_deref(), Some("late"));
+    }
+
+    #[tokio::test]
+    async fn sessions_in_the_lots_later_boxes_wake_alone() {
+        let mut s = Setup::new();
+        s.permits = Arc::new(tokio::sync::Semaphore::new(1000));
+        let peers: Vec<_> = (0..CHUNK + 44)
+            .map(|i| s.park(&format!("n{i}"), None, false).0)
+            .collect();
+        assert_eq!(s.lot.parked(), CHUNK + 44);
+        for i in [CHUNK + 7, 3, CHUNK] {
+            (&peers[i]).write_all(b"x").expect("write");
+            assert_eq!(s.next(SOON).await, Some(format!("n{i}")));
+        }
+        assert_eq!(s.next(NOT_YET).await, None);
+        assert_eq!(s.lot.parked(), CHUNK + 41);
+        // Freed slots are taken again first, the last freed first (and no
+        // new box is made).
+        let (_p, _, _) = s.park("again", None, false);
+        assert_eq!(lock(&s.lot.0).free.last().copied(), Some(3));
+        assert_eq!(lock(&s.lot.0).chunks.len(), 2);
+        assert_eq!(s.lot.parked(), CHUNK + 42);
     }
 }

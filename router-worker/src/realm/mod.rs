@@ -357,9 +357,22 @@ pub enum Sent<'a> {
     Waiting(Pin<Box<dyn Future<Output = Result<(), RealmStopped>> + Send + 'a>>),
 }
 
-/// A cheap, clonable handle to a running realm.
+/// A cheap, clonable handle to a running realm: one pointer (every
+/// session holds one for its whole life).
 #[derive(Clone, Debug)]
-pub struct RealmHandle {
+pub struct RealmHandle(Arc<RealmShared>);
+
+impl std::ops::Deref for RealmHandle {
+    type Target = RealmShared;
+
+    fn deref(&self) -> &RealmShared {
+        &self.0
+    }
+}
+
+/// What every handle to a realm shares.
+#[derive(Debug)]
+pub struct RealmShared {
     /// The realm's URI.
     pub name: Arc<str>,
     /// The realm's `stats`: read by each session as it joins, swapped by a
@@ -407,13 +420,13 @@ impl RealmHandle {
             rpc_out: Default::default(),
         };
         tokio::spawn(actor.run(rx));
-        RealmHandle {
+        RealmHandle(Arc::new(RealmShared {
             name: cfg.name.as_str().into(),
             stats: Arc::new(ArcSwapOption::from(cfg.stats.clone().map(Arc::new))),
             authz,
             sessions: count,
             tx,
-        }
+        }))
     }
 
     /// The realm's `stats` (session statistics), if it has them.

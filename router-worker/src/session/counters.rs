@@ -84,8 +84,10 @@ pub struct TransportCounters {
 pub(super) struct Traffic {
     /// (Owned: a parked session's state stands alone.)
     counters: Arc<TransportCounters>,
-    received: u64,
-    sent: u64,
+    /// (32 bits: added to the shared counters before they pass
+    /// `TRAFFIC_FLUSH`, and a message takes at most `u32::MAX`.)
+    received: u32,
+    sent: u32,
     /// The realm's `stats`: this session's meter, and whether statistics
     /// are due.
     /// (Boxed, as the cookie: most sessions have neither, and an idle
@@ -98,7 +100,12 @@ pub(super) struct Traffic {
 }
 
 /// Bytes a session counts before it adds them to the transport's.
-const TRAFFIC_FLUSH: u64 = 64 << 10;
+const TRAFFIC_FLUSH: u32 = 64 << 10;
+
+/// A message's size as a session counts it.
+fn clamp(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
 
 impl Traffic {
     pub(super) fn new(counters: &Arc<TransportCounters>) -> Self {
@@ -123,7 +130,7 @@ impl Traffic {
 
     pub(super) fn received(&mut self, n: usize) {
         self.metered(n);
-        self.received += n as u64;
+        self.received = self.received.saturating_add(clamp(n));
         if self.received >= TRAFFIC_FLUSH {
             self.flush();
         }
@@ -138,7 +145,7 @@ impl Traffic {
     }
 
     pub(super) fn sent(&mut self, n: usize) {
-        self.sent += n as u64;
+        self.sent = self.sent.saturating_add(clamp(n));
         if self.sent >= TRAFFIC_FLUSH {
             self.flush();
         }
@@ -149,11 +156,13 @@ impl Traffic {
         if self.received > 0 {
             self.counters
                 .bytes_received
-                .fetch_add(self.received, Relaxed);
+                .fetch_add(u64::from(self.received), Relaxed);
             self.received = 0;
         }
         if self.sent > 0 {
-            self.counters.bytes_sent.fetch_add(self.sent, Relaxed);
+            self.counters
+                .bytes_sent
+                .fetch_add(u64::from(self.sent), Relaxed);
             self.sent = 0;
         }
     }
