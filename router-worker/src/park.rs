@@ -197,6 +197,10 @@ struct Inner {
 struct Slot {
     /// Bumped at every reuse: a key names one session, never the next.
     generation: u32,
+    /// Taken by a session being parked, whose entry is not in place yet.
+    reserved: bool,
+    /// Woken while reserved: woken as soon as its entry is in place.
+    early: bool,
     entry: Option<Entry>,
 }
 
@@ -250,14 +254,6 @@ impl Inner {
         base
     }
 
-    fn entry(&mut self, key: u64) -> Option<&mut Entry> {
-        let slot = self.slot(index_of(key))?;
-        if key != key_of(index_of(key), slot.generation) {
-            return None;
-        }
-        slot.entry.as_mut()
-    }
-
     /// Take the session `key` out (and out of the epoll set and timers).
     fn take(&mut self, key: u64) -> Option<Entry> {
         let index = index_of(key);
@@ -280,15 +276,27 @@ impl Inner {
         Some(e)
     }
 
-    /// Mark `key` woken (once).
+    /// Mark `key` woken (once); a session still being parked is marked
+    /// to be woken as soon as it is in place.
     fn wake(&mut self, key: u64) -> bool {
-        match self.entry(key) {
+        let index = index_of(key);
+        let Some(slot) = self.slot(index) else {
+            return false;
+        };
+        if key != key_of(index, slot.generation) {
+            return false;
+        }
+        match &mut slot.entry {
             Some(e) if !e.woken => {
                 e.woken = true;
                 self.woken.push(key);
                 true
             }
-            _ => false,
+            Some(_) => false,
+            None => {
+                slot.early |= slot.reserved;
+                false
+            }
         }
     }
 }
@@ -357,19 +365,19 @@ impl Lot {
             }
         };
         let Parked { mut sleeper, io } = p;
-        let mut inner = lock(&self.0);
-        let index = inner.vacant();
-        let key = key_of(index, inner.at(index).generation);
-        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
-        if let Err(err) = epoll.get_ref().0.add(io.fd(), EpollEvent::new(flags, key)) {
-            inner.free.push(index as u32);
-            drop(inner);
-            debug!(cause = %err, "a socket could not join the lot's epoll set: the session runs on");
-            return self.run(sleeper, io, rest);
-        }
-        // Registered under the lock: a wake before the entry is in place
-        // would find nothing to wake. (Outboxes wake after their own lock
-        // is released, so the order is always lot, then outbox.)
+        // The slot first (reserved: a wake that comes before the entry is
+        // in place is kept for it), then the wakers, outside the lock: a
+        // waker may be woken while it is registered (an `AtomicWaker`
+        // does that when a wake races the registration), and waking takes
+        // the lock.
+        let key = {
+            let mut inner = lock(&self.0);
+            let index = inner.vacant();
+            let slot = inner.at(index);
+            slot.reserved = true;
+            slot.early = false;
+            key_of(index, slot.generation)
+        };
         let waker = Waker::from(Arc::new(SlotWaker {
             lot: Arc::downgrade(&self.0),
             key,
@@ -378,6 +386,18 @@ impl Lot {
             .poll_wake(&mut Context::from_waker(&waker))
             .is_ready();
         let deadline = sleeper.deadline();
+        let mut inner = lock(&self.0);
+        let index = index_of(key);
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        if let Err(err) = epoll.get_ref().0.add(io.fd(), EpollEvent::new(flags, key)) {
+            let slot = inner.at(index);
+            slot.reserved = false;
+            slot.generation = slot.generation.wrapping_add(1);
+            inner.free.push(index as u32);
+            drop(inner);
+            debug!(cause = %err, "a socket could not join the lot's epoll set: the session runs on");
+            return self.run(sleeper, io, rest);
+        }
         let nearer = deadline.is_some_and(|at| inner.timers.first().is_none_or(|(t, _)| at < *t));
         if let Some(at) = deadline {
             inner.timers.insert((at, key));
@@ -387,14 +407,17 @@ impl Lot {
             .parked
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         inner.used += 1;
-        inner.at(index).entry = Some(Entry {
+        let slot = inner.at(index);
+        slot.reserved = false;
+        let early = std::mem::take(&mut slot.early);
+        slot.entry = Some(Entry {
             sleeper,
             io,
             rest,
             deadline,
             woken: false,
         });
-        let woke = ready && inner.wake(key);
+        let woke = (ready || early) && inner.wake(key);
         drop(inner);
         if woke || nearer {
             self.0.notify.notify_one();
@@ -561,6 +584,9 @@ mod tests {
         waker: Arc<Mutex<Option<Waker>>>,
         deadline: Option<Instant>,
         again: bool,
+        /// Wakes its waker while registering it (as an `AtomicWaker` does
+        /// when a wake races the registration).
+        racy: bool,
         resumed: mpsc::UnboundedSender<String>,
     }
 
@@ -570,6 +596,9 @@ mod tests {
                 return Poll::Ready(());
             }
             *self.waker.lock().expect("lock") = Some(cx.waker().clone());
+            if self.racy {
+                cx.waker().wake_by_ref();
+            }
             Poll::Pending
         }
 
@@ -634,6 +663,20 @@ mod tests {
             Arc<AtomicBool>,
             Arc<Mutex<Option<Waker>>>,
         ) {
+            self.park_with(name, deadline, again, false)
+        }
+
+        fn park_with(
+            &self,
+            name: &str,
+            deadline: Option<Instant>,
+            again: bool,
+            racy: bool,
+        ) -> (
+            std::os::unix::net::UnixStream,
+            Arc<AtomicBool>,
+            Arc<Mutex<Option<Waker>>>,
+        ) {
             let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
             ours.set_nonblocking(true).expect("nonblocking");
             let flag = Arc::new(AtomicBool::new(false));
@@ -644,6 +687,7 @@ mod tests {
                 waker: waker.clone(),
                 deadline,
                 again,
+                racy,
                 resumed: self.tx.clone(),
             };
             let permit = self.permits.clone().try_acquire_owned().expect("permit");
@@ -760,6 +804,7 @@ mod tests {
                     waker: Arc::default(),
                     deadline: None,
                     again: false,
+                    racy: false,
                     resumed: s.tx.clone(),
                 }),
                 io: ParkedIo::Unix(ours),
@@ -771,6 +816,10 @@ mod tests {
             },
         );
         assert_eq!(s.next(SOON).await.as_deref(), Some("ready"));
+        // And one woken while its waker was being registered (the lot's
+        // lock is not held then: waking takes it).
+        let (_peer, _, _) = s.park_with("racy", None, false, true);
+        assert_eq!(s.next(SOON).await.as_deref(), Some("racy"));
         // And one whose deadline has passed.
         let (_peer, _, _) = s.park("late", Some(Instant::now()), false);
         assert_eq!(s.next(SOON).await.as_deref(), Some("late"));
