@@ -193,6 +193,29 @@ fn a_universal_port_takes_mqtt_beside_wamp() {
     );
 }
 
+/// A node with an anonymous mqtt transport `devices` (its `options` and
+/// these: realm1, role anonymous) beside WebSocket, and an admin port for
+/// `/metrics`: (node, WebSocket port, MQTT port, admin port), ready.
+fn devices_node(options: Value) -> (Node, u16, u16, u16) {
+    let (ws, mqtt, admin) = (free_port(), free_port(), free_port());
+    let mut cfg: Value = router_config(ws);
+    let mut options = options;
+    options["realm"] = json!("realm1");
+    options["role"] = json!("anonymous");
+    push_transport(
+        &mut cfg,
+        json!({
+            "type": "mqtt", "id": "devices",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": mqtt},
+            "options": options
+        }),
+    );
+    cfg["controller"] = json!({"admin": {"endpoint": {"type": "tcp", "port": admin}}});
+    let node = Node::start(&cfg, ws);
+    node.wait_ready();
+    (node, ws, mqtt, admin)
+}
+
 /// MQTT's persistent sessions: kept while the client is away (MQTT 3.1.1
 /// without a clean session, MQTT 5 with a session expiry), QoS 1 sent
 /// again after a reconnect, a bounded queue whose drops are counted,
@@ -200,19 +223,7 @@ fn a_universal_port_takes_mqtt_beside_wamp() {
 /// subscriptions.
 #[test]
 fn mqtt_sessions_outlive_their_connections() {
-    let (ws, mqtt, admin) = (free_port(), free_port(), free_port());
-    let mut cfg: Value = router_config(ws);
-    push_transport(
-        &mut cfg,
-        json!({
-            "type": "mqtt", "id": "devices",
-            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": mqtt},
-            "options": {"realm": "realm1", "role": "anonymous", "offline_queue_messages": 5}
-        }),
-    );
-    cfg["controller"] = json!({"admin": {"endpoint": {"type": "tcp", "port": admin}}});
-    let node = Node::start(&cfg, ws);
-    node.wait_ready();
+    let (node, ws, mqtt, admin) = devices_node(json!({"offline_queue_messages": 5}));
     let url = format!("ws://127.0.0.1:{ws}/ws");
     let out = expect_python_args_ok(
         &node,
@@ -349,20 +360,8 @@ fn a_client_certificate_logs_an_mqtt_device_in() {
 /// closing them.
 #[test]
 fn idle_mqtt_clients_park_and_wake() {
-    let (ws, mqtt, admin) = (free_port(), free_port(), free_port());
-    let mut cfg: Value = router_config(ws);
-    push_transport(
-        &mut cfg,
-        json!({
-            "type": "mqtt", "id": "devices",
-            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": mqtt},
-            "options": {"realm": "realm1", "role": "anonymous",
-                        "payload_mapping": {"": {"type": "native", "serializer": "json"}}}
-        }),
-    );
-    cfg["controller"] = json!({"admin": {"endpoint": {"type": "tcp", "port": admin}}});
-    let mut node = Node::start(&cfg, ws);
-    node.wait_ready();
+    let (mut node, ws, mqtt, admin) =
+        devices_node(json!({"payload_mapping": {"": {"type": "native", "serializer": "json"}}}));
     let url = format!("ws://127.0.0.1:{ws}/ws");
     let out = expect_python_args_ok(
         &node,
