@@ -58,7 +58,7 @@ const SERIALIZER: Serializer = Serializer::MsgPack;
 /// connection with a client id in use closes the old connection, as MQTT
 /// requires, and resumes or discards the session it held.
 #[derive(Debug, Default, Clone)]
-pub struct Clients(Arc<std::sync::Mutex<HashMap<String, Holder>>>);
+pub struct Clients(Arc<std::sync::Mutex<HashMap<Box<str>, Holder>>>);
 
 /// Closes a connection (or discards a kept session) when a new
 /// connection takes its client id over: a flag and its one waiter, the
@@ -114,8 +114,9 @@ struct Holder {
     /// Cancelled to close the connection (or discard the kept session).
     token: TakeOver,
     /// Who logged in (authid, or anonymous; and the role): a session is
-    /// resumed only by the same login.
-    login: (String, String),
+    /// resumed only by the same login. (Boxed: the table keeps a bucket
+    /// per client and more, so that each bucket stays small.)
+    login: Box<(String, String)>,
     /// The session is kept, its connection gone: hand a new one here.
     parked: Option<mpsc::Sender<Resume>>,
 }
@@ -134,7 +135,7 @@ enum Claim {
 }
 
 impl Clients {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Holder>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Holder>> {
         // A panic while the map is locked leaves it consistent (every
         // change is one insert or remove).
         self.0
@@ -149,11 +150,11 @@ impl Clients {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let token = TakeOver::default();
         let old = self.lock().insert(
-            id.to_owned(),
+            id.into(),
             Holder {
                 n,
                 token: token.clone(),
-                login,
+                login: Box::new(login),
                 parked: None,
             },
         );
@@ -178,7 +179,7 @@ impl Clients {
     /// A new connection of `login` wants the session `id` holds.
     fn claim(&self, id: &str, login: &(String, String)) -> Claim {
         let mut m = self.lock();
-        let Some(h) = m.get_mut(id).filter(|h| &h.login == login) else {
+        let Some(h) = m.get_mut(id).filter(|h| *h.login == *login) else {
             return Claim::None;
         };
         match h.parked.take() {
@@ -2413,6 +2414,14 @@ mod size_probe {
         // before: a tree node of 112 bytes).
         let take = std::mem::size_of::<super::TakeOverState>() + 2 * std::mem::size_of::<usize>();
         assert!(take <= 48, "a take-over signal grew to {take} bytes");
+        // The client-id table keeps a bucket per client and room for more
+        // (up to about twice as many): 96 bytes with a `String` key and the
+        // login inline.
+        let bucket = std::mem::size_of::<(Box<str>, super::Holder)>();
+        assert!(
+            bucket <= 48,
+            "a client-id table's bucket grew to {bucket} bytes"
+        );
         let t = std::mem::size_of::<super::MqttTransport>();
         // 552 before QoS 1 delivery's and the kept session's state went
         // out of line (`Kept`), with the topic aliases a list, the client
