@@ -521,7 +521,9 @@ async fn watch(lot: Weak<Shared>, epoll: Arc<AsyncFd<EpollSet>>) {
                         Ok(n) => n,
                         Err(nix::errno::Errno::EINTR) => 0,
                         Err(err) => {
-                            warn!(cause = %err, "the lot of parked connections cannot be watched: they are resumed");
+                            // Not expected (the set and the buffer are
+                            // ours); the next readiness tries again.
+                            warn!(cause = %err, "the lot of parked connections could not be read (epoll_wait)");
                             0
                         }
                     };
@@ -529,7 +531,11 @@ async fn watch(lot: Weak<Shared>, epoll: Arc<AsyncFd<EpollSet>>) {
                         guard.clear_ready();
                     }
                 }
-                Err(err) => warn!(cause = %err, "the lot of parked connections cannot be watched"),
+                // The runtime is shutting down: nothing is watched any more.
+                Err(err) => {
+                    debug!(cause = %err, "the lot of parked connections stops watching");
+                    return;
+                }
             },
             () = shared.notify.notified() => {}
             () = sleep => {}
