@@ -88,14 +88,19 @@ pub enum ParkedIo {
 }
 
 impl ParkedIo {
+    /// Whether `io` is a stream [`ParkedIo::take`] takes: a plain TCP or
+    /// Unix stream.
+    pub fn can_take(io: &dyn Io) -> bool {
+        let any = io.as_any();
+        any.is::<tokio::net::TcpStream>() || any.is::<tokio::net::UnixStream>()
+    }
+
     /// Take the stream out of `stream` and out of the runtime, if it is a
     /// plain TCP or Unix stream (not TLS, not WebSocket): `None` leaves it
     /// where it is; `Some(Err)` when the runtime would not let it go (the
     /// stream is gone then).
     pub fn take(stream: &mut Option<Box<dyn Io>>) -> Option<std::io::Result<ParkedIo>> {
-        let io: &dyn Io = &**stream.as_ref()?;
-        let any = io.as_any();
-        if !any.is::<tokio::net::TcpStream>() && !any.is::<tokio::net::UnixStream>() {
+        if !ParkedIo::can_take(&**stream.as_ref()?) {
             return None;
         }
         let any = stream.take()?.into_any();
@@ -240,6 +245,15 @@ impl Inner {
         &mut self.chunks[index / CHUNK][index % CHUNK]
     }
 
+    /// Free slot `index` for the next session, under a new generation (so
+    /// that the old key wakes nothing).
+    fn release(&mut self, index: usize) {
+        let slot = self.at(index);
+        slot.reserved = false;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(index as u32);
+    }
+
     /// A free slot's index (a new box of them when none is free).
     fn vacant(&mut self) -> usize {
         if let Some(i) = self.free.pop() {
@@ -262,8 +276,7 @@ impl Inner {
             return None;
         }
         let e = slot.entry.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(index as u32);
+        self.release(index);
         self.used -= 1;
         if let Some(at) = e.deadline {
             self.timers.remove(&(at, key));
@@ -390,10 +403,7 @@ impl Lot {
         let index = index_of(key);
         let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
         if let Err(err) = epoll.get_ref().0.add(io.fd(), EpollEvent::new(flags, key)) {
-            let slot = inner.at(index);
-            slot.reserved = false;
-            slot.generation = slot.generation.wrapping_add(1);
-            inner.free.push(index as u32);
+            inner.release(index);
             drop(inner);
             debug!(cause = %err, "a socket could not join the lot's epoll set: the session runs on");
             return self.run(sleeper, io, rest);

@@ -244,14 +244,7 @@ where
     async move {
         let settings: &SessionSettings = settings.borrow();
         let realms: &Realms = realms.borrow();
-        // The connection's span (peer, transport) is the parent; this one adds
-        // the WAMP identity once it is known.
-        let span = info_span!(
-            "session",
-            session = field::Empty,
-            realm = field::Empty,
-            authid = field::Empty
-        );
+        let span = session_span();
         let Some(opened) = Box::pin(open(&mut t, settings, realms, conn, &shutdown, span)).await
         else {
             return;
@@ -264,6 +257,17 @@ where
         established(&mut t, &j, &shutdown, settings, &mut traffic, keep, ()).await;
         leave(&j, &mut traffic).await;
     }
+}
+
+/// A session's span, child of its connection's (peer, transport): it adds
+/// the WAMP identity once it is known.
+fn session_span() -> Span {
+    info_span!(
+        "session",
+        session = field::Empty,
+        realm = field::Empty,
+        authid = field::Empty
+    )
 }
 
 /// The end of a session: its last `stats`, and it leaves the realm.
@@ -296,12 +300,7 @@ where
     // the session's future holds the box's pointer, not the transport (the
     // joined session's state is in `Live`'s box).
     let opening = Box::pin(async move {
-        let span = info_span!(
-            "session",
-            session = field::Empty,
-            realm = field::Empty,
-            authid = field::Empty
-        );
+        let span = session_span();
         let opened = Box::pin(open(
             &mut t,
             settings.borrow(),

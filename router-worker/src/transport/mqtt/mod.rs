@@ -2186,10 +2186,9 @@ impl Transport for MqttTransport {
 
     /// A plain TCP or Unix connection parks (TLS and WebSocket ones do not).
     fn parks(&self) -> bool {
-        self.stream.as_deref().is_some_and(|s| {
-            let any = s.as_any();
-            any.is::<tokio::net::TcpStream>() || any.is::<tokio::net::UnixStream>()
-        })
+        self.stream
+            .as_deref()
+            .is_some_and(crate::park::ParkedIo::can_take)
     }
 
     /// Parks when nothing is half read, unwritten, or being decoded.
