@@ -147,6 +147,27 @@ impl ParkedIo {
     }
 }
 
+/// A span kept for as long as a session idles: boxed, and nothing at all
+/// when it is disabled (as sessions' spans are below the `info` level): a
+/// span is 40 bytes even then, and every idle session keeps two.
+pub struct KeptSpan(Option<Box<Span>>);
+
+impl KeptSpan {
+    pub fn new(span: Span) -> KeptSpan {
+        KeptSpan((!span.is_disabled()).then(|| Box::new(span)))
+    }
+
+    /// The span (a disabled one if it was disabled).
+    pub fn get(&self) -> &Span {
+        static DISABLED: std::sync::LazyLock<Span> = std::sync::LazyLock::new(Span::none);
+        self.0.as_deref().unwrap_or(&DISABLED)
+    }
+
+    pub fn into_span(self) -> Span {
+        self.0.map_or_else(Span::none, |s| *s)
+    }
+}
+
 /// What the connection's task held besides the session, kept with it
 /// while it is parked: its place in the transport's `max_connections` and
 /// `open` count, its log span, and its place in the listener's tasks (so
@@ -155,7 +176,7 @@ pub struct Rest {
     /// The connection's slot and count.
     pub open: Open,
     /// The connection's span (peer, transport).
-    pub span: Span,
+    pub span: KeptSpan,
     /// Keeps the listener's task tracker waiting for this connection.
     pub token: TaskTrackerToken,
 }
@@ -192,11 +213,28 @@ struct Inner {
     free: Vec<u32>,
     /// Sessions parked.
     used: usize,
-    /// Sessions woken and not resumed yet (each once: see `Entry::woken`).
+    /// Sessions woken and not resumed yet (each once: see `Slot::woken`).
     woken: Vec<u64>,
-    /// Parked sessions' deadlines: (when, key).
-    timers: BTreeSet<(Instant, u64)>,
+    /// Parked sessions' deadlines: (when, as a [`tick`]; key).
+    timers: BTreeSet<(u64, u64)>,
 }
+
+/// When the lot's clock began: its deadlines are nanoseconds since.
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+/// A deadline as the lot keeps it (half an `Instant`'s room, in every
+/// slot and timer): nanoseconds since [`EPOCH`] (0 for any time before).
+fn tick(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(*EPOCH).as_nanos()).unwrap_or(NEVER - 1)
+}
+
+/// The instant of a [`tick`].
+fn instant(tick: u64) -> Instant {
+    *EPOCH + std::time::Duration::from_nanos(tick)
+}
+
+/// No deadline.
+const NEVER: u64 = u64::MAX;
 
 #[derive(Default)]
 struct Slot {
@@ -206,6 +244,8 @@ struct Slot {
     reserved: bool,
     /// Woken while reserved: woken as soon as its entry is in place.
     early: bool,
+    /// The entry's key is in `woken` already.
+    woken: bool,
     entry: Option<Entry>,
 }
 
@@ -213,9 +253,8 @@ struct Entry {
     sleeper: Box<dyn Sleeper>,
     io: ParkedIo,
     rest: Rest,
-    deadline: Option<Instant>,
-    /// In `woken` already.
-    woken: bool,
+    /// Its [`tick`] in `timers`, or [`NEVER`].
+    deadline: u64,
 }
 
 /// The epoll set as the runtime watches it.
@@ -276,10 +315,11 @@ impl Inner {
             return None;
         }
         let e = slot.entry.take()?;
+        slot.woken = false;
         self.release(index);
         self.used -= 1;
-        if let Some(at) = e.deadline {
-            self.timers.remove(&(at, key));
+        if e.deadline != NEVER {
+            self.timers.remove(&(e.deadline, key));
         }
         if let Some(epoll) = &self.epoll
             && let Err(err) = epoll.get_ref().0.delete(e.io.fd())
@@ -299,9 +339,9 @@ impl Inner {
         if key != key_of(index, slot.generation) {
             return false;
         }
-        match &mut slot.entry {
-            Some(e) if !e.woken => {
-                e.woken = true;
+        match &slot.entry {
+            Some(_) if !slot.woken => {
+                slot.woken = true;
                 self.woken.push(key);
                 true
             }
@@ -398,7 +438,7 @@ impl Lot {
         let ready = sleeper
             .poll_wake(&mut Context::from_waker(&waker))
             .is_ready();
-        let deadline = sleeper.deadline();
+        let deadline = sleeper.deadline().map_or(NEVER, tick);
         let mut inner = lock(&self.0);
         let index = index_of(key);
         let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
@@ -408,9 +448,9 @@ impl Lot {
             debug!(cause = %err, "a socket could not join the lot's epoll set: the session runs on");
             return self.run(sleeper, io, rest);
         }
-        let nearer = deadline.is_some_and(|at| inner.timers.first().is_none_or(|(t, _)| at < *t));
-        if let Some(at) = deadline {
-            inner.timers.insert((at, key));
+        let nearer = deadline != NEVER && inner.timers.first().is_none_or(|(t, _)| deadline < *t);
+        if deadline != NEVER {
+            inner.timers.insert((deadline, key));
         }
         rest.open
             .counters
@@ -425,7 +465,6 @@ impl Lot {
             io,
             rest,
             deadline,
-            woken: false,
         });
         let woke = (ready || early) && inner.wake(key);
         drop(inner);
@@ -469,11 +508,11 @@ impl Lot {
                 }
             };
             if let Some(p) = session.await {
-                let span = Span::current();
+                let span = KeptSpan::new(Span::current());
                 lot.park(p, Rest { open, span, token });
             }
         };
-        tracker.spawn(task.instrument(span));
+        tracker.spawn(task.instrument(span.into_span()));
     }
 }
 
@@ -516,7 +555,7 @@ async fn watch(lot: Weak<Shared>, epoll: Arc<AsyncFd<EpollSet>>) {
         let Some(shared) = lot.upgrade() else {
             return;
         };
-        let next = lock(&shared).timers.first().map(|(at, _)| *at);
+        let next = lock(&shared).timers.first().map(|(at, _)| instant(*at));
         let sleep = async {
             match next {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -555,7 +594,7 @@ async fn watch(lot: Weak<Shared>, epoll: Arc<AsyncFd<EpollSet>>) {
             for e in &events[..ready] {
                 inner.wake(e.data());
             }
-            let now = Instant::now();
+            let now = tick(Instant::now());
             let expired: Vec<u64> = inner
                 .timers
                 .iter()
@@ -714,7 +753,7 @@ mod tests {
                 },
                 Rest {
                     open: Open::new(self.counters.clone(), permit),
-                    span: Span::none(),
+                    span: KeptSpan::new(Span::none()),
                     token: self.tracker.token(),
                 },
             );
@@ -827,7 +866,7 @@ mod tests {
             },
             Rest {
                 open: Open::new(s.counters.clone(), permit),
-                span: Span::none(),
+                span: KeptSpan::new(Span::none()),
                 token: s.tracker.token(),
             },
         );
@@ -861,5 +900,23 @@ mod tests {
         assert_eq!(lock(&s.lot.0).free.last().copied(), Some(3));
         assert_eq!(lock(&s.lot.0).chunks.len(), 2);
         assert_eq!(s.lot.parked(), CHUNK + 42);
+    }
+
+    /// Every parked session keeps a slot: 128 bytes while it kept its
+    /// deadline as an `Instant` and its connection's span inline.
+    #[test]
+    fn a_slot_stays_small() {
+        let slot = std::mem::size_of::<Slot>();
+        assert!(slot <= 80, "a lot's slot grew to {slot} bytes");
+    }
+
+    #[test]
+    fn deadlines_keep_their_instant_in_ticks() {
+        let at = Instant::now() + std::time::Duration::from_millis(1234);
+        assert_eq!(instant(tick(at)), at);
+        // Before the lot's clock began: due at once.
+        if let Some(before) = EPOCH.checked_sub(std::time::Duration::from_secs(1)) {
+            assert_eq!(tick(before), 0);
+        }
     }
 }

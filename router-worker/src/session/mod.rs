@@ -28,7 +28,7 @@ use tracing::{Span, debug, field, info, info_span, warn};
 
 use crate::auth::{self, AuthSettings, Outcome, Principal, Refusal};
 use crate::outbound::{Next, OutMsg, OutboxReceiver, outbox};
-use crate::park::{PARK_AFTER, PARK_FIRST, Parked, ParkedIo, SessionFuture, Sleeper};
+use crate::park::{KeptSpan, PARK_AFTER, PARK_FIRST, Parked, ParkedIo, SessionFuture, Sleeper};
 use crate::realm::{
     ClientFeatures, RealmCommand, RealmHandle, Sent, SessionInfo, SessionLink, TransportInfo,
 };
@@ -276,7 +276,7 @@ async fn leave(j: &Joined, traffic: &mut Traffic) {
         publish_stats(&j.realm, traffic, true).await;
     }
     let _ = j.realm.send(RealmCommand::Leave { session: j.id }).await;
-    info!(parent: &j.span, "session left");
+    info!(parent: j.span.get(), "session left");
 }
 
 /// Run one WAMP session over `t`, as [`run`] does, parking it while it
@@ -450,7 +450,7 @@ fn start(opened: Box<Opened>, counters: &Arc<TransportCounters>) -> (Joined, Tra
     let on_join = meter.as_ref().is_some_and(|m| m.on_join());
     traffic.meter = meter.map(Box::new);
     let j = Joined {
-        span,
+        span: KeptSpan::new(span),
         realm,
         id,
         rx,
@@ -462,7 +462,7 @@ fn start(opened: Box<Opened>, counters: &Arc<TransportCounters>) -> (Joined, Tra
 /// phase takes one reference to it rather than one to each.
 struct Joined {
     /// The session's span (with its id, realm and authid).
-    span: Span,
+    span: KeptSpan,
     realm: RealmHandle,
     id: Id,
     /// The session's outbox.
@@ -1043,7 +1043,7 @@ fn established<'a, T: Transport, Q: Quiet + 'a>(
                     if settings.keepalive.is_some() && keep.keep_at <= due {
                         // Boxed: it runs once per interval, and inline it
                         // would take room in every idle session's state.
-                        match Box::pin(keepalive_check(t, &j.span, settings, &mut keep.pinged)).await {
+                        match Box::pin(keepalive_check(t, j.span.get(), settings, &mut keep.pinged)).await {
                             Some(next) => keep.keep_at = next,
                             None => return Ending::Closed,
                         }
@@ -1267,7 +1267,7 @@ fn outbound<'a, T: Transport>(
     write_timeout: Duration,
     traffic: &mut Traffic,
 ) -> Option<Rest<'a>> {
-    let (rx, realm, id, span) = (&j.rx, &j.realm, j.id, &j.span);
+    let (rx, realm, id, span) = (&j.rx, &j.realm, j.id, j.span.get());
     let mut to_realm = Vec::new();
     match write_now(t, out, rx, traffic, &mut to_realm) {
         Quick::Done(Ok(())) if to_realm.is_empty() => None,
@@ -1400,7 +1400,7 @@ fn inbound<'a, T: Transport>(
     traffic: &'a mut Traffic,
     compat: trellis_config::router::Compat,
 ) -> Option<Rest<'a>> {
-    let (realm, id, span) = (&j.realm, j.id, &j.span);
+    let (realm, id, span) = (&j.realm, j.id, j.span.get());
     let bytes = match incoming {
         Ok(bytes) => bytes,
         Err(e) => return Some(closed(end_on_transport_error(t, span, e))),

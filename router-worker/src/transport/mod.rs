@@ -264,7 +264,7 @@ pub async fn serve(
         tracker.spawn(
             async move {
                 if let Some(parked) = conn.await {
-                    let span = tracing::Span::current();
+                    let span = crate::park::KeptSpan::new(tracing::Span::current());
                     lot.park(parked, crate::park::Rest { open, span, token });
                 }
             }

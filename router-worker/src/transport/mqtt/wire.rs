@@ -148,15 +148,30 @@ impl Aliases {
     }
 }
 
-/// The wire of one connection.
+/// The wire of one connection. (MQTT 5's is boxed: every client keeps its
+/// wire for its whole life, and a 3.1.1 one needs a third of the room.)
 pub enum Wire {
     V3(v3::Codec),
-    V5 {
-        codec: v5::Codec,
-        /// Topic aliases the client set.
-        aliases: Aliases,
-        max_packet: u32,
-    },
+    V5(Box<V5Wire>),
+}
+
+/// An MQTT 5 connection's wire.
+pub struct V5Wire {
+    pub codec: v5::Codec,
+    /// Topic aliases the client set.
+    pub aliases: Aliases,
+    pub max_packet: u32,
+}
+
+impl Wire {
+    /// An MQTT 5 wire taking packets of at most `max` bytes.
+    pub fn v5(max: u32) -> Wire {
+        Wire::V5(Box::new(V5Wire {
+            codec: v5::Codec::new(max, 0),
+            aliases: Aliases::default(),
+            max_packet: max,
+        }))
+    }
 }
 
 impl Wire {
@@ -164,12 +179,12 @@ impl Wire {
     pub fn protocol(&self) -> &'static str {
         match self {
             Wire::V3(_) => "mqtt.3.1.1",
-            Wire::V5 { .. } => "mqtt.5",
+            Wire::V5(_) => "mqtt.5",
         }
     }
 
     pub fn is_v5(&self) -> bool {
-        matches!(self, Wire::V5 { .. })
+        matches!(self, Wire::V5(_))
     }
 
     /// The next CONNECT, if one is whole in `buf`.
@@ -218,7 +233,7 @@ impl Wire {
         }
         match self {
             Wire::V3(c) => connect!(c, v3),
-            Wire::V5 { codec, .. } => connect!(codec, v5),
+            Wire::V5(w) => connect!(w.codec, v5),
         }
     }
 
@@ -230,7 +245,8 @@ impl Wire {
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<In>, DecodeError> {
         match self {
             Wire::V3(c) => Ok(c.decode(buf)?.map(|(p, _)| from_v3(p))),
-            Wire::V5 { codec, aliases, .. } => {
+            Wire::V5(w) => {
+                let V5Wire { codec, aliases, .. } = &mut **w;
                 Ok(codec.decode(buf)?.map(|(p, _)| from_v5(p, aliases)))
             }
         }
@@ -246,10 +262,9 @@ impl Wire {
                 Some(p) => c.encode(p, buf).map_err(|e| e.to_string()),
                 None => Ok(()),
             },
-            Wire::V5 {
-                codec, max_packet, ..
-            } => codec
-                .encode(to_v5(out, *max_packet), buf)
+            Wire::V5(w) => w
+                .codec
+                .encode(to_v5(out, w.max_packet), buf)
                 .map_err(|e| e.to_string()),
         }
     }
@@ -611,11 +626,7 @@ mod tests {
     fn mqtt_3_has_no_refusals_where_mqtt_5_has_reason_codes() {
         let id = NonZeroU16::MIN;
         let mut v3w = Wire::V3(v3::Codec::new(1024));
-        let mut v5w = Wire::V5 {
-            codec: v5::Codec::new(1024, 0),
-            aliases: Aliases::default(),
-            max_packet: 1024,
-        };
+        let mut v5w = Wire::v5(1024);
         let mut b3 = BytesMut::new();
         let mut b5 = BytesMut::new();
         v3w.encode(Out::PubAck(id, Some(Refused::NotAuthorized)), &mut b3)
