@@ -139,7 +139,7 @@ pub struct TransportInfo {
     /// The negotiated subprotocol (`wamp.2.json`, ...).
     pub protocol: &'static str,
     /// `tcp4:127.0.0.1:52312`.
-    pub peer: String,
+    pub peer: Box<str>,
     /// MQTT: the client id (`mqtt_client_id`).
     pub mqtt_client_id: Option<Box<str>>,
     /// What few connections have (Unix sockets, proxies, client
@@ -166,7 +166,7 @@ impl TransportInfo {
         TransportInfo {
             kind,
             protocol,
-            peer,
+            peer: peer.into_boxed_str(),
             mqtt_client_id: None,
             extra: None,
         }
@@ -194,7 +194,7 @@ impl TransportInfo {
     /// As a WAMP dict (`type`, `protocol`, `peer`, and for Unix sockets
     /// `peer_uid` and `peer_pid`).
     pub fn to_dict(&self) -> Dict {
-        let mut d = proto::dict! { "type" => self.kind, "protocol" => self.protocol, "peer" => self.peer.as_str() };
+        let mut d = proto::dict! { "type" => self.kind, "protocol" => self.protocol, "peer" => &*self.peer };
         if let Some(id) = &self.mqtt_client_id {
             d.insert("mqtt_client_id".into(), Value::from(&**id));
         }

@@ -1130,7 +1130,8 @@ fn a_sessions_entry_stays_small() {
     // Every session keeps its entry (boxed) for its whole life: 328 bytes
     // (the allocator's 384-byte class) while the dynamic authorizer's
     // state and the rarer transport details were inline, 232 after (the
-    // 256-byte class).
+    // 256-byte class), 224 (a class down) once the peer's description
+    // was a `Box<str>`.
     let e = std::mem::size_of::<crate::realm::core::SessionEntry>();
     assert!(e <= 256, "SessionEntry grew to {e} bytes");
 }
