@@ -139,8 +139,8 @@ async fn join(
         ));
     }
     let info = SessionInfo {
-        authid: authid.to_owned(),
-        authrole: authrole.to_owned(),
+        authid: authid.into(),
+        authrole: authrole.into(),
         authmethod: "trusted".into(),
         authprovider: "static".into(),
         serializer: Serializer::Json,

@@ -99,10 +99,10 @@ impl Core {
         let e = self.sessions.get(&id)?;
         Some(proto::dict! {
             "session" => id,
-            "authid" => e.info.authid.as_str(),
-            "authrole" => e.info.authrole.as_str(),
-            "authmethod" => e.info.authmethod.as_str(),
-            "authprovider" => e.info.authprovider.as_str(),
+            "authid" => e.info.authid.as_ref(),
+            "authrole" => e.info.authrole.as_ref(),
+            "authmethod" => e.info.authmethod.as_ref(),
+            "authprovider" => e.info.authprovider.as_ref(),
             "authextra" => Dict::new(),
             "transport" => e.info.transport.to_dict(),
         })
@@ -256,7 +256,7 @@ impl Core {
         let Some(role) = self
             .sessions
             .get(&session)
-            .map(|e| e.info.authrole.as_str())
+            .map(|e| e.info.authrole.as_ref())
         else {
             return Ok(());
         };
@@ -278,7 +278,11 @@ impl Core {
                 let mut list: Vec<Id> = self
                     .sessions
                     .iter()
-                    .filter(|(_, e)| roles.as_ref().is_none_or(|r| r.contains(&e.info.authrole)))
+                    .filter(|(_, e)| {
+                        roles
+                            .as_ref()
+                            .is_none_or(|r| r.iter().any(|x| **x == *e.info.authrole))
+                    })
                     .map(|(id, _)| *id)
                     .collect();
                 if procedure == "wamp.session.count" {
@@ -324,9 +328,9 @@ impl Core {
                     .filter(|(id, e)| {
                         **id != session
                             && if by_role {
-                                e.info.authrole == key
+                                *e.info.authrole == *key
                             } else {
-                                e.info.authid == key
+                                *e.info.authid == *key
                             }
                     })
                     .map(|(id, _)| *id)

@@ -254,10 +254,10 @@ impl Core {
         };
         let details = proto::dict! {
             "session" => session,
-            "authid" => e.info.authid.as_str(),
-            "authrole" => e.info.authrole.as_str(),
-            "authmethod" => e.info.authmethod.as_str(),
-            "authprovider" => e.info.authprovider.as_str(),
+            "authid" => e.info.authid.as_ref(),
+            "authrole" => e.info.authrole.as_ref(),
+            "authmethod" => e.info.authmethod.as_ref(),
+            "authprovider" => e.info.authprovider.as_ref(),
             "authextra" => e.info.authextra.clone(),
         };
         let mut args = vec![

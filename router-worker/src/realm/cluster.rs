@@ -720,7 +720,7 @@ impl Core {
         let identity = if disclose {
             self.sessions
                 .get(&session)
-                .map(|e| (e.info.authid.as_str(), e.info.authrole.as_str()))
+                .map(|e| (e.info.authid.as_ref(), e.info.authrole.as_ref()))
         } else {
             None
         };
@@ -963,7 +963,7 @@ impl Core {
         let disclosed = if disclose {
             self.sessions
                 .get(&session)
-                .map(|e| (e.info.authid.clone(), e.info.authrole.clone()))
+                .map(|e| (e.info.authid.to_string(), e.info.authrole.to_string()))
         } else {
             None
         };

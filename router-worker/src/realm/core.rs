@@ -878,7 +878,7 @@ impl Core {
     pub(crate) fn role(&self, session: Id) -> &str {
         self.sessions
             .get(&session)
-            .map_or("", |e| e.info.authrole.as_str())
+            .map_or("", |e| e.info.authrole.as_ref())
     }
 
     /// Check a client URI: its syntax under `policy`, the role's permission,
@@ -1071,8 +1071,8 @@ impl Core {
             trellis_config::router::Compat::Crossbar => vec![session.into()],
             trellis_config::router::Compat::Spec => vec![
                 session.into(),
-                entry.info.authid.as_str().into(),
-                entry.info.authrole.as_str().into(),
+                entry.info.authid.as_ref().into(),
+                entry.info.authrole.as_ref().into(),
             ],
         };
         self.meta_event("wamp.session.on_leave", args);

@@ -71,14 +71,16 @@ pub struct TokenMint {
 /// and the meta API.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
-    /// Authenticated identity.
-    pub authid: String,
+    /// Authenticated identity. (The four names are `Box<str>`: every
+    /// session keeps its details for its whole life, and a `String`'s
+    /// spare capacity field is 8 bytes of each.)
+    pub authid: Box<str>,
     /// Role used for every authorization decision.
-    pub authrole: String,
+    pub authrole: Box<str>,
     /// How the session authenticated.
-    pub authmethod: String,
+    pub authmethod: Box<str>,
     /// Who authenticated it (`static`, `dynamic`).
-    pub authprovider: String,
+    pub authprovider: Box<str>,
     /// Serializer in use, for logs and the meta API.
     pub serializer: Serializer,
     /// The HELLO features the router acts on (kept as flags: clients send

@@ -244,11 +244,11 @@ impl Core {
             if let Some(e) = self.sessions.get(&session) {
                 details.insert(
                     "publisher_authid".into(),
-                    Value::from(e.info.authid.as_str()),
+                    Value::from(e.info.authid.as_ref()),
                 );
                 details.insert(
                     "publisher_authrole".into(),
-                    Value::from(e.info.authrole.as_str()),
+                    Value::from(e.info.authrole.as_ref()),
                 );
             }
         }

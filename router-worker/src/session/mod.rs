@@ -627,10 +627,10 @@ async fn open<T: Transport>(
         );
     }
     let info = SessionInfo {
-        authid: principal.authid,
-        authrole: principal.authrole,
-        authmethod: principal.authmethod,
-        authprovider: principal.authprovider,
+        authid: principal.authid.into_boxed_str(),
+        authrole: principal.authrole.into_boxed_str(),
+        authmethod: principal.authmethod.into_boxed_str(),
+        authprovider: principal.authprovider.into_boxed_str(),
         serializer,
         features,
         transport,
@@ -670,15 +670,15 @@ async fn open<T: Transport>(
     }
     span.record("session", id);
     span.record("realm", &*realm.name);
-    span.record("authid", info.authid.as_str());
+    span.record("authid", info.authid.as_ref());
     let welcome = OutMsg::new(Message::Welcome(Welcome {
         session: id,
         details: proto::dict! {
             "realm" => &*realm.name,
-            "authid" => info.authid.as_str(),
-            "authrole" => info.authrole.as_str(),
-            "authmethod" => info.authmethod.as_str(),
-            "authprovider" => info.authprovider.as_str(),
+            "authid" => info.authid.as_ref(),
+            "authrole" => info.authrole.as_ref(),
+            "authmethod" => info.authmethod.as_ref(),
+            "authprovider" => info.authprovider.as_ref(),
             "authextra" => info.authextra.clone(),
             "roles" => router_roles(),
         },
@@ -695,8 +695,8 @@ async fn open<T: Transport>(
         let who = proto::dict! {
             "realm" => &*realm.name,
             "session" => id,
-            "authid" => info.authid.as_str(),
-            "authrole" => info.authrole.as_str(),
+            "authid" => info.authid.as_ref(),
+            "authrole" => info.authrole.as_ref(),
         };
         stats::StatsMeter::new(who, cfg, serializer.name(), std::time::Instant::now())
     });
