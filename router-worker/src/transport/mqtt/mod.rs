@@ -220,7 +220,8 @@ pub struct Resume {
     /// The new connection (what it sent after its CONNECT unread).
     conn: Box<Conn>,
     wire: Wire,
-    keep_alive: Option<Duration>,
+    /// As `MqttTransport::keep_alive_ms`.
+    keep_alive_ms: u32,
     will: Option<Box<Message>>,
     /// The session expiry asked for, and granted.
     expiry: (u32, u32),
@@ -366,8 +367,6 @@ async fn handshake<S: Io>(
             }
         }
     });
-    let keep_alive = (connect.keep_alive > 0)
-        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let mut info = TransportInfo::new("mqtt", wire.protocol(), peer.desc).with(
         peer.cred,
         None,
@@ -387,7 +386,9 @@ async fn handshake<S: Io>(
         conn: Some(conn),
         wire,
         last_seen: Instant::now(),
-        keep_alive_ms: keep_alive_ms(keep_alive),
+        // 1.5 times the seconds the client gave (at most 65 535: this
+        // fits), in milliseconds.
+        keep_alive_ms: u32::from(connect.keep_alive) * 1500,
         inbox,
         will,
         settings: settings.clone(),
@@ -1082,14 +1083,6 @@ struct Decoding {
     props: Props,
 }
 
-/// 1.5 times a keep-alive, in milliseconds as `MqttTransport` keeps it
-/// (0: none).
-fn keep_alive_ms(d: Option<Duration>) -> u32 {
-    d.map_or(0, |d| {
-        u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
-    })
-}
-
 impl MqttTransport {
     /// 1.5 times the client's keep-alive, if it has one.
     fn keep_alive(&self) -> Option<Duration> {
@@ -1236,7 +1229,7 @@ impl MqttTransport {
     fn resumed(&mut self, r: Resume) -> Result<(), TransportError> {
         self.conn = Some(r.conn);
         self.wire = r.wire;
-        self.keep_alive_ms = keep_alive_ms(r.keep_alive);
+        self.keep_alive_ms = r.keep_alive_ms;
         self.will = r.will;
         self.expiry_asked = r.expiry.0;
         self.expiry = r.expiry.1;
@@ -1285,7 +1278,7 @@ impl MqttTransport {
                     let r = Resume {
                         conn,
                         wire: std::mem::replace(&mut self.wire, Wire::V3(v3::Codec::new(0))),
-                        keep_alive: self.keep_alive(),
+                        keep_alive_ms: self.keep_alive_ms,
                         will: self.will.take(),
                         expiry: (self.expiry_asked, self.expiry),
                         inflight_max: self.inflight_max,
